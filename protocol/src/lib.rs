@@ -7,6 +7,8 @@
 //! a fast, deterministic unit test, and the broker, the client and the benchmark harness all
 //! share one implementation of the wire format.
 
+#![warn(missing_docs)]
+
 pub mod headers;
 pub mod subject;
 pub mod text;

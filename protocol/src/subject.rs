@@ -1,50 +1,299 @@
 //! Subject rules, in one place.
 //!
 //! A subject is a non-empty sequence of tokens separated by `.`; no token is empty and no
-//! subject contains whitespace (space, tab, CR, LF) or NUL. In a subscription *filter*, a
-//! token that is exactly `*` matches any one token and a token that is exactly `>` (allowed
-//! only as the last token) matches one or more trailing tokens. A `*` or `>` inside a longer
-//! token (`a*b`) is an ordinary character. Publish subjects must be literal: no wildcard
-//! tokens.
+//! subject contains whitespace (space, tab, CR, LF), NUL or any other ASCII control character
+//! (bytes below `0x20`, and `0x7f`). In a subscription *filter*, a token that is exactly `*`
+//! matches any one token and a token that is exactly `>` (allowed only as the last token)
+//! matches one or more trailing tokens. A `*` or `>` inside a longer token (`a*b`) is an
+//! ordinary character. Publish subjects must be literal: no wildcard tokens.
 //!
 //! Never: allocates. Everything here works on borrowed bytes.
 
 /// Why a subject or filter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubjectError {
+    /// The subject has no bytes at all.
     #[error("subject is empty")]
     Empty,
+    /// Two dots in a row, or a leading or trailing dot.
     #[error("subject has an empty token")]
     EmptyToken,
+    /// Whitespace, NUL or another ASCII control character.
     #[error("subject contains whitespace or a control character")]
     BadCharacter,
+    /// A `*` or `>` token in a subject that must be literal.
     #[error("publish subject contains a wildcard token")]
     Wildcard,
+    /// A `>` token that is not the last token of a filter.
     #[error("'>' is only allowed as the last token")]
     FullWildcardNotLast,
 }
 
+/// True for the bytes no subject may contain: whitespace, NUL and the other ASCII control
+/// characters.
+#[inline]
+fn is_bad_byte(b: u8) -> bool {
+    b <= b' ' || b == 0x7f
+}
+
+/// Checks the shape shared by subjects and filters; `wildcards` says whether `*` and `>`
+/// tokens are allowed.
+fn validate(subject: &[u8], wildcards: bool) -> Result<(), SubjectError> {
+    if subject.is_empty() {
+        return Err(SubjectError::Empty);
+    }
+    let mut tokens = tokens(subject).peekable();
+    while let Some(token) = tokens.next() {
+        if token.is_empty() {
+            return Err(SubjectError::EmptyToken);
+        }
+        if token.iter().any(|&b| is_bad_byte(b)) {
+            return Err(SubjectError::BadCharacter);
+        }
+        match token {
+            b"*" | b">" if !wildcards => return Err(SubjectError::Wildcard),
+            b">" if tokens.peek().is_some() => return Err(SubjectError::FullWildcardNotLast),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Checks a subject a message is published to: valid and literal.
 pub fn validate_publish(subject: &[u8]) -> Result<(), SubjectError> {
-    todo!("{subject:?}")
+    validate(subject, false)
 }
 
 /// Checks a subscription filter: valid, wildcards allowed (`>` last only).
 pub fn validate_filter(filter: &[u8]) -> Result<(), SubjectError> {
-    todo!("{filter:?}")
+    validate(filter, true)
 }
 
 /// True when a (valid) filter has no wildcard token, so it matches exactly one subject.
 pub fn is_literal(filter: &[u8]) -> bool {
-    todo!("{filter:?}")
+    !tokens(filter).any(|t| t == b"*" || t == b">")
 }
 
 /// True when the (valid) filter matches the (valid, literal) subject.
+///
+/// The result for invalid input is unspecified (but it never panics): a `>` token matches
+/// all remaining tokens wherever it stands.
 pub fn matches(filter: &[u8], subject: &[u8]) -> bool {
-    todo!("{filter:?} {subject:?}")
+    let mut filter = tokens(filter);
+    let mut subject = tokens(subject);
+    loop {
+        match (filter.next(), subject.next()) {
+            (None, None) => return true,
+            (Some(b">"), Some(_)) => return true,
+            (Some(f), Some(s)) => {
+                if f != b"*" && f != s {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
 }
 
 /// The tokens of a subject, in order.
 pub fn tokens(subject: &[u8]) -> impl Iterator<Item = &[u8]> {
     subject.split(|b| *b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn publish_accepts_literals() {
+        for s in [
+            &b"foo"[..],
+            b"foo.bar",
+            b"a.b.c.d.e",
+            b"a*",
+            b"*b",
+            b"a>b",
+            b">>",
+            b"**",
+            b"_INBOX.abc123",
+            b"caf\xc3\xa9.x",
+            b"$SYS.REQ",
+        ] {
+            assert_eq!(validate_publish(s), Ok(()), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn empty_subject() {
+        assert_eq!(validate_publish(b""), Err(SubjectError::Empty));
+        assert_eq!(validate_filter(b""), Err(SubjectError::Empty));
+    }
+
+    #[test]
+    fn empty_tokens() {
+        for s in [&b"."[..], b".foo", b"foo.", b"foo..bar", b"..", b"a.b.", b"*..>"] {
+            assert_eq!(validate_publish(s), Err(SubjectError::EmptyToken), "{s:?}");
+            assert_eq!(validate_filter(s), Err(SubjectError::EmptyToken), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn bad_characters() {
+        for s in [
+            &b"foo bar"[..],
+            b"foo\tbar",
+            b"foo\r",
+            b"\nfoo",
+            b"fo\0o",
+            b"a.b\x01",
+            b"a.\x1f",
+            b"a\x7f",
+            b" ",
+        ] {
+            assert_eq!(validate_publish(s), Err(SubjectError::BadCharacter), "{s:?}");
+            assert_eq!(validate_filter(s), Err(SubjectError::BadCharacter), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn publish_refuses_wildcards() {
+        for s in [&b"*"[..], b">", b"foo.*", b"*.foo", b"foo.>", b"a.*.b"] {
+            assert_eq!(validate_publish(s), Err(SubjectError::Wildcard), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn filters() {
+        for s in [&b"*"[..], b">", b"foo.*", b"*.foo", b"foo.>", b"a.*.b", b"*.*.>", b"a*.b>"] {
+            assert_eq!(validate_filter(s), Ok(()), "{s:?}");
+        }
+        for s in [&b">.foo"[..], b"a.>.b", b">.>"] {
+            assert_eq!(
+                validate_filter(s),
+                Err(SubjectError::FullWildcardNotLast),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn literal_filters() {
+        assert!(is_literal(b"foo.bar"));
+        assert!(is_literal(b"a*.b>"));
+        assert!(!is_literal(b"foo.*"));
+        assert!(!is_literal(b">"));
+        assert!(!is_literal(b"a.*.b"));
+    }
+
+    #[test]
+    fn matching() {
+        let cases: &[(&[u8], &[u8], bool)] = &[
+            (b"foo", b"foo", true),
+            (b"foo", b"bar", false),
+            (b"foo", b"foo.bar", false),
+            (b"foo.bar", b"foo", false),
+            (b"*", b"foo", true),
+            (b"*", b"foo.bar", false),
+            (b"foo.*", b"foo.bar", true),
+            (b"foo.*", b"foo", false),
+            (b"foo.*", b"foo.bar.baz", false),
+            (b"*.bar", b"foo.bar", true),
+            (b"*.*", b"a.b", true),
+            (b">", b"foo", true),
+            (b">", b"foo.bar.baz", true),
+            (b"foo.>", b"foo", false),
+            (b"foo.>", b"foo.bar", true),
+            (b"foo.>", b"foo.bar.baz", true),
+            (b"foo.>", b"bar.baz", false),
+            (b"*.>", b"a", false),
+            (b"*.>", b"a.b", true),
+            (b"a*", b"a*", true),
+            (b"a*", b"ab", false),
+            (b"a>", b"a>", true),
+            (b"a>", b"a.b", false),
+        ];
+        for &(f, s, want) in cases {
+            assert_eq!(matches(f, s), want, "{f:?} {s:?}");
+        }
+    }
+
+    /// A straightforward reference matcher over token lists.
+    fn reference_match(filter: &[&str], subject: &[&str]) -> bool {
+        match (filter.split_first(), subject.split_first()) {
+            (None, None) => true,
+            (Some((&">", _)), Some(_)) => true,
+            (Some((f, fr)), Some((s, sr))) => (*f == "*" || f == s) && reference_match(fr, sr),
+            _ => false,
+        }
+    }
+
+    fn literal_token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("c".to_string()),
+            "[a-z0-9_$*>-]{1,4}",
+        ]
+        .prop_filter("must be literal", |t| t != "*" && t != ">")
+    }
+
+    fn filter_tokens() -> impl Strategy<Value = Vec<String>> {
+        (
+            prop::collection::vec(
+                prop_oneof![3 => literal_token(), 1 => Just("*".to_string())],
+                1..5,
+            ),
+            any::<bool>(),
+        )
+            .prop_map(|(mut toks, full)| {
+                if full {
+                    toks.push(">".to_string());
+                }
+                toks
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn matches_agrees_with_reference(
+            filter in filter_tokens(),
+            subject in prop::collection::vec(literal_token(), 1..6),
+        ) {
+            let f = filter.join(".");
+            let s = subject.join(".");
+            prop_assert_eq!(validate_filter(f.as_bytes()), Ok(()));
+            prop_assert_eq!(validate_publish(s.as_bytes()), Ok(()));
+            let fr: Vec<&str> = filter.iter().map(String::as_str).collect();
+            let sr: Vec<&str> = subject.iter().map(String::as_str).collect();
+            prop_assert_eq!(matches(f.as_bytes(), s.as_bytes()), reference_match(&fr, &sr));
+        }
+
+        #[test]
+        fn literal_filter_matches_exactly_itself(
+            a in prop::collection::vec(literal_token(), 1..6),
+            b in prop::collection::vec(literal_token(), 1..6),
+        ) {
+            let a = a.join(".");
+            let b = b.join(".");
+            prop_assert!(is_literal(a.as_bytes()));
+            prop_assert!(matches(a.as_bytes(), a.as_bytes()));
+            prop_assert_eq!(matches(a.as_bytes(), b.as_bytes()), a == b);
+        }
+
+        #[test]
+        fn validation_never_panics_and_publish_implies_filter(s in prop::collection::vec(any::<u8>(), 0..24)) {
+            let p = validate_publish(&s);
+            let f = validate_filter(&s);
+            if p.is_ok() {
+                prop_assert_eq!(f, Ok(()));
+                prop_assert!(is_literal(&s));
+                prop_assert!(matches(&s, &s));
+            }
+            if f.is_ok() && is_literal(&s) {
+                prop_assert_eq!(p, Ok(()));
+            }
+            let _ = matches(&s, &s);
+        }
+    }
 }

@@ -1,9 +1,19 @@
 //! Incremental decoders for both directions of the text protocol.
+//!
+//! Owns: the decoding machinery both directions share (a private `Core`: finding control
+//! lines under the `max_control_line` limit without rescanning, skipping empty lines, checking
+//! announced payload sizes against `max_payload`, awaiting and slicing payloads) and the two
+//! grammars that sit on it: the client's operations ([`ClientDecoder`]) and the server's
+//! ([`ServerDecoder`]).
+//!
+//! Every operation is cut out of the caller's buffer with one `split_to(..).freeze()`; its
+//! subject, reply, sid, header block and payload are `slice`s of that, never copies.
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 
-use super::{ClientOp, Limits, ServerOp};
-use crate::subject::SubjectError;
+use super::{ClientOp, ConnectOptions, Limits, Message, Publish, ServerInfo, ServerOp, Subscribe};
+use crate::headers::VERSION;
+use crate::subject::{self, SubjectError};
 
 /// Why bytes could not be decoded. `Display` is the exact text a client sees inside
 /// `-ERR '...'`.
@@ -14,11 +24,19 @@ pub enum DecodeError {
     UnknownOperation,
     /// No line end within `max_control_line` bytes. Fatal.
     #[error("Maximum Control Line Exceeded")]
-    ControlLineTooLong { max: usize },
+    ControlLineTooLong {
+        /// The limit that was exceeded.
+        max: usize,
+    },
     /// A `PUB`/`HPUB` announced more than `max_payload` bytes. Fatal; detected from the
     /// control line, before any payload is buffered.
     #[error("Maximum Payload Violation")]
-    PayloadTooLarge { size: usize, max: usize },
+    PayloadTooLarge {
+        /// The announced size (the total size for `HPUB`/`HMSG`).
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A `PUB`/`HPUB` to a subject that is not a valid literal subject. Not fatal: the whole
     /// operation, payload included, has been consumed.
     #[error("Invalid Publish Subject")]
@@ -47,46 +65,694 @@ impl DecodeError {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Control line tokens
+// ---------------------------------------------------------------------------------------
+
+const BAD_NUMBER: DecodeError = DecodeError::Malformed("size is not a decimal number");
+const BAD_HEADER_SIZE: DecodeError =
+    DecodeError::Malformed("header size is larger than total size");
+const BAD_HEADER_BLOCK: DecodeError =
+    DecodeError::Malformed("header block does not start with NATS/1.0");
+const NO_PAYLOAD_END: DecodeError = DecodeError::Malformed("payload is not followed by CRLF");
+
+/// Argument separators inside a control line.
+fn is_space(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// A byte range of the control line (which starts at the front of the buffer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    fn of(self, line: &[u8]) -> &[u8] {
+        line.get(self.start..self.end).unwrap_or_default()
+    }
+
+    fn of_bytes(self, frame: &Bytes) -> Bytes {
+        if self.start <= self.end && self.end <= frame.len() {
+            frame.slice(self.start..self.end)
+        } else {
+            Bytes::new()
+        }
+    }
+}
+
+/// The most arguments any operation takes (`HMSG <subject> <sid> [reply] <hdr> <total>`).
+const MAX_ARGS: usize = 5;
+
+/// The whitespace-separated arguments of a control line, without allocating. `count` keeps
+/// counting past `MAX_ARGS`, so a line with too many arguments is recognised as such.
+struct Args {
+    spans: [Span; MAX_ARGS],
+    count: usize,
+}
+
+impl Args {
+    /// The arguments when there are exactly between `min` and `MAX_ARGS` of them.
+    fn get(&self, min: usize, max: usize) -> Option<&[Span]> {
+        if self.count >= min && self.count <= max && self.count <= MAX_ARGS {
+            self.spans.get(..self.count)
+        } else {
+            None
+        }
+    }
+}
+
+/// Splits `line[from..]` into arguments.
+fn split_args(line: &[u8], from: usize) -> Args {
+    let mut args = Args {
+        spans: [Span::default(); MAX_ARGS],
+        count: 0,
+    };
+    let mut i = from;
+    while i < line.len() {
+        if is_space(line[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < line.len() && !is_space(line[i]) {
+            i += 1;
+        }
+        if let Some(slot) = args.spans.get_mut(args.count) {
+            *slot = Span { start, end: i };
+        }
+        args.count += 1;
+    }
+    args
+}
+
+/// The operation name: the first token of the line (leading whitespace skipped).
+fn op_name(line: &[u8]) -> Span {
+    let start = line
+        .iter()
+        .position(|&b| !is_space(b))
+        .unwrap_or(line.len());
+    let end = line[start..]
+        .iter()
+        .position(|&b| is_space(b))
+        .map_or(line.len(), |n| start + n);
+    Span { start, end }
+}
+
+/// The rest of the line after the operation name, without surrounding whitespace.
+fn rest_of_line(line: &[u8], op: Span) -> &[u8] {
+    let rest = line.get(op.end..).unwrap_or_default();
+    let start = rest
+        .iter()
+        .position(|&b| !is_space(b))
+        .unwrap_or(rest.len());
+    let end = rest
+        .iter()
+        .rposition(|&b| !is_space(b))
+        .map_or(start, |n| n + 1);
+    rest.get(start..end).unwrap_or_default()
+}
+
+/// A decimal number: digits only, no sign, no overflow.
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+fn parse_size(digits: &[u8]) -> Result<usize, DecodeError> {
+    parse_u64(digits)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or(BAD_NUMBER)
+}
+
+// ---------------------------------------------------------------------------------------
+// The shared core
+// ---------------------------------------------------------------------------------------
+
+/// A parsed control line that announces a payload (`PUB`, `HPUB`, `MSG`, `HMSG`).
+#[derive(Debug, Clone, Copy)]
+struct MsgLine {
+    subject: Span,
+    reply: Option<Span>,
+    /// `MSG`/`HMSG` only.
+    sid: Option<Span>,
+    /// The header size, for `HPUB`/`HMSG`.
+    header_len: Option<usize>,
+    /// Header block and payload together.
+    total_len: usize,
+    /// The (non-fatal) error to report once the whole operation has been consumed.
+    subject_error: Option<SubjectError>,
+}
+
+/// A control line whose payload the decoder is waiting for.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// The control line, line end included.
+    line_len: usize,
+    msg: MsgLine,
+}
+
+/// The parts of a decoded `PUB`/`HPUB`/`MSG`/`HMSG`, all slices of one frozen frame.
+struct Frame {
+    subject: Bytes,
+    reply: Option<Bytes>,
+    sid: Bytes,
+    headers: Option<Bytes>,
+    payload: Bytes,
+}
+
+/// What a grammar made of a control line.
+enum Parsed<L> {
+    /// An operation without payload, complete with this line.
+    Line(L),
+    /// An operation whose payload follows the line.
+    Msg(MsgLine),
+}
+
+/// One direction's operations on top of the shared core.
+trait Grammar {
+    /// The decoded operation.
+    type Op;
+    /// A parsed payload-less control line, its arguments as spans of the line.
+    type Line;
+
+    /// Parses a non-blank control line (without its line end).
+    fn parse_line(line: &[u8]) -> Result<Parsed<Self::Line>, DecodeError>;
+
+    /// Builds the operation of a payload-less line; `line` is the frozen line (spans of the
+    /// parse index into it). May fail with a non-fatal error.
+    fn build_line(line: &Bytes, parsed: Self::Line) -> Result<Self::Op, DecodeError>;
+
+    /// Builds the operation of a complete message.
+    fn build_msg(frame: Frame) -> Self::Op;
+}
+
+/// The machinery both decoders share.
+#[derive(Debug)]
+struct Core {
+    limits: Limits,
+    /// How many bytes at the front of the buffer are known to hold no `\n` (within the
+    /// control line window), so a growing buffer is never rescanned.
+    scanned: usize,
+    /// The control line whose payload is awaited.
+    pending: Option<Pending>,
+    /// While awaiting a payload: bytes still needed beyond the buffer length of the last
+    /// call.
+    needed: Option<usize>,
+}
+
+impl Core {
+    fn new(limits: Limits) -> Self {
+        Core {
+            limits,
+            scanned: 0,
+            pending: None,
+            needed: None,
+        }
+    }
+
+    /// Back to "at the start of an operation".
+    fn reset(&mut self) {
+        self.scanned = 0;
+        self.pending = None;
+        self.needed = None;
+    }
+
+    fn decode<G: Grammar>(&mut self, buf: &mut BytesMut) -> Result<Option<G::Op>, DecodeError> {
+        self.needed = None;
+        loop {
+            if let Some(pending) = self.pending {
+                return self.finish_msg::<G>(pending, buf);
+            }
+            let Some((line_len, content_len)) = self.find_line(buf)? else {
+                return Ok(None);
+            };
+            let line = buf.get(..content_len).unwrap_or_default();
+            if line.iter().all(|&b| is_space(b)) {
+                buf.advance(line_len);
+                continue;
+            }
+            match G::parse_line(line) {
+                Ok(Parsed::Line(parsed)) => {
+                    let line = buf.split_to(line_len).freeze();
+                    return G::build_line(&line, parsed).map(Some);
+                }
+                Ok(Parsed::Msg(msg)) => {
+                    let max = self.limits.max_payload;
+                    if msg.total_len > max {
+                        buf.advance(line_len);
+                        return Err(DecodeError::PayloadTooLarge {
+                            size: msg.total_len,
+                            max,
+                        });
+                    }
+                    if msg.header_len.is_some_and(|h| h > msg.total_len) {
+                        buf.advance(line_len);
+                        return Err(BAD_HEADER_SIZE);
+                    }
+                    // Loop: the payload may already be in the buffer.
+                    self.pending = Some(Pending { line_len, msg });
+                }
+                Err(e) => {
+                    buf.advance(line_len);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Finds the next control line: `(length with line end, length without)`. Errors when
+    /// no line end is within `max_control_line` bytes.
+    fn find_line(&mut self, buf: &BytesMut) -> Result<Option<(usize, usize)>, DecodeError> {
+        if buf.is_empty() {
+            self.scanned = 0;
+            return Ok(None);
+        }
+        let max = self.limits.max_control_line;
+        let window = buf.len().min(max);
+        let from = self.scanned.min(window);
+        let found = buf
+            .get(from..window)
+            .and_then(|w| w.iter().position(|&b| b == b'\n'));
+        match found {
+            Some(i) => {
+                self.scanned = 0;
+                let nl = from + i;
+                let content_len = if nl > 0 && buf.get(nl - 1) == Some(&b'\r') {
+                    nl - 1
+                } else {
+                    nl
+                };
+                Ok(Some((nl + 1, content_len)))
+            }
+            None if buf.len() >= max => {
+                self.reset();
+                Err(DecodeError::ControlLineTooLong { max })
+            }
+            None => {
+                self.scanned = window;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Completes a message once its payload and line end are in `buf`.
+    fn finish_msg<G: Grammar>(
+        &mut self,
+        pending: Pending,
+        buf: &mut BytesMut,
+    ) -> Result<Option<G::Op>, DecodeError> {
+        let Pending { line_len, msg } = pending;
+        let body_end = line_len.saturating_add(msg.total_len);
+        let eol = match buf.get(body_end) {
+            None => return Ok(self.wait(body_end, buf.len())),
+            Some(b'\n') => 1,
+            Some(b'\r') => match buf.get(body_end + 1) {
+                None => return Ok(self.wait(body_end, buf.len())),
+                Some(b'\n') => 2,
+                Some(_) => return Err(self.fail(buf, body_end, NO_PAYLOAD_END)),
+            },
+            Some(_) => return Err(self.fail(buf, body_end, NO_PAYLOAD_END)),
+        };
+        self.pending = None;
+        let frame = buf.split_to(body_end + eol).freeze();
+        let body = frame.slice(line_len..body_end);
+        let header_len = msg.header_len.unwrap_or(0).min(body.len());
+        let headers = msg.header_len.map(|_| body.slice(..header_len));
+        if headers.as_ref().is_some_and(|h| !h.starts_with(VERSION)) {
+            return Err(BAD_HEADER_BLOCK);
+        }
+        if let Some(e) = msg.subject_error {
+            return Err(DecodeError::InvalidPublishSubject(e));
+        }
+        Ok(Some(G::build_msg(Frame {
+            subject: msg.subject.of_bytes(&frame),
+            reply: msg.reply.map(|r| r.of_bytes(&frame)),
+            sid: msg.sid.map(|s| s.of_bytes(&frame)).unwrap_or_default(),
+            headers,
+            payload: body.slice(header_len..),
+        })))
+    }
+
+    /// Records how much more is needed and answers "not yet".
+    fn wait<T>(&mut self, body_end: usize, have: usize) -> Option<T> {
+        self.needed = Some(body_end.saturating_add(2).saturating_sub(have).max(1));
+        None
+    }
+
+    /// Drops the offending bytes and the state, for a fatal error.
+    fn fail(&mut self, buf: &mut BytesMut, consumed: usize, e: DecodeError) -> DecodeError {
+        buf.advance(consumed.min(buf.len()));
+        self.reset();
+        e
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Client grammar
+// ---------------------------------------------------------------------------------------
+
+/// A payload-less client line, its arguments as spans.
+enum ClientLine {
+    Connect(Box<ConnectOptions>),
+    Sub {
+        subject: Span,
+        queue: Option<Span>,
+        sid: Span,
+        error: Option<SubjectError>,
+    },
+    Unsub {
+        sid: Span,
+        max: Option<u64>,
+    },
+    Ping,
+    Pong,
+}
+
+struct ClientGrammar;
+
+impl ClientGrammar {
+    fn parse_pub(line: &[u8], args: &Args, headers: bool) -> Result<MsgLine, DecodeError> {
+        let (subject, reply, header_len, total_len) = if headers {
+            match args.get(3, 4) {
+                Some(&[s, h, t]) => (s, None, Some(h), t),
+                Some(&[s, r, h, t]) => (s, Some(r), Some(h), t),
+                _ => {
+                    return Err(DecodeError::Malformed(
+                        "HPUB expects <subject> [reply] <header size> <total size>",
+                    ))
+                }
+            }
+        } else {
+            match args.get(2, 3) {
+                Some(&[s, t]) => (s, None, None, t),
+                Some(&[s, r, t]) => (s, Some(r), None, t),
+                _ => return Err(DecodeError::Malformed("PUB expects <subject> [reply] <size>")),
+            }
+        };
+        let header_len = header_len.map(|h| parse_size(h.of(line))).transpose()?;
+        let total_len = parse_size(total_len.of(line))?;
+        let subject_error = subject::validate_publish(subject.of(line))
+            .and_then(|()| reply.map_or(Ok(()), |r| subject::validate_publish(r.of(line))))
+            .err();
+        Ok(MsgLine {
+            subject,
+            reply,
+            sid: None,
+            header_len,
+            total_len,
+            subject_error,
+        })
+    }
+}
+
+impl Grammar for ClientGrammar {
+    type Op = ClientOp;
+    type Line = ClientLine;
+
+    fn parse_line(line: &[u8]) -> Result<Parsed<ClientLine>, DecodeError> {
+        let op = op_name(line);
+        let name = op.of(line);
+        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        if is("PUB") || is("HPUB") {
+            let args = split_args(line, op.end);
+            return Self::parse_pub(line, &args, is("HPUB")).map(Parsed::Msg);
+        }
+        if is("CONNECT") {
+            return serde_json::from_slice::<ConnectOptions>(rest_of_line(line, op))
+                .map(|o| Parsed::Line(ClientLine::Connect(Box::new(o))))
+                .map_err(|e| DecodeError::InvalidJson(e.to_string()));
+        }
+        let args = split_args(line, op.end);
+        let parsed = if is("SUB") {
+            let (subject, queue, sid) = match args.get(2, 3) {
+                Some(&[s, id]) => (s, None, id),
+                Some(&[s, q, id]) => (s, Some(q), id),
+                _ => {
+                    return Err(DecodeError::Malformed(
+                        "SUB expects <subject> [queue group] <sid>",
+                    ))
+                }
+            };
+            let error = subject::validate_filter(subject.of(line))
+                .and_then(|()| queue.map_or(Ok(()), |q| subject::validate_publish(q.of(line))))
+                .err();
+            ClientLine::Sub {
+                subject,
+                queue,
+                sid,
+                error,
+            }
+        } else if is("UNSUB") {
+            let (sid, max) = match args.get(1, 2) {
+                Some(&[id]) => (id, None),
+                Some(&[id, m]) => (id, Some(parse_u64(m.of(line)).ok_or(BAD_NUMBER)?)),
+                _ => return Err(DecodeError::Malformed("UNSUB expects <sid> [max messages]")),
+            };
+            ClientLine::Unsub { sid, max }
+        } else if is("PING") {
+            args.get(0, 0)
+                .ok_or(DecodeError::Malformed("PING takes no arguments"))?;
+            ClientLine::Ping
+        } else if is("PONG") {
+            args.get(0, 0)
+                .ok_or(DecodeError::Malformed("PONG takes no arguments"))?;
+            ClientLine::Pong
+        } else {
+            return Err(DecodeError::UnknownOperation);
+        };
+        Ok(Parsed::Line(parsed))
+    }
+
+    fn build_line(line: &Bytes, parsed: ClientLine) -> Result<ClientOp, DecodeError> {
+        Ok(match parsed {
+            ClientLine::Connect(options) => ClientOp::Connect(options),
+            ClientLine::Sub {
+                error: Some(e), ..
+            } => return Err(DecodeError::InvalidSubject(e)),
+            ClientLine::Sub {
+                subject,
+                queue,
+                sid,
+                error: None,
+            } => ClientOp::Sub(Subscribe {
+                subject: subject.of_bytes(line),
+                queue: queue.map(|q| q.of_bytes(line)),
+                sid: sid.of_bytes(line),
+            }),
+            ClientLine::Unsub { sid, max } => ClientOp::Unsub {
+                sid: sid.of_bytes(line),
+                max,
+            },
+            ClientLine::Ping => ClientOp::Ping,
+            ClientLine::Pong => ClientOp::Pong,
+        })
+    }
+
+    fn build_msg(frame: Frame) -> ClientOp {
+        ClientOp::Pub(Publish {
+            subject: frame.subject,
+            reply: frame.reply,
+            headers: frame.headers,
+            payload: frame.payload,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server grammar
+// ---------------------------------------------------------------------------------------
+
+/// A payload-less server line.
+enum ServerLine {
+    Info(Box<ServerInfo>),
+    Ok,
+    Err(String),
+    Ping,
+    Pong,
+}
+
+struct ServerGrammar;
+
+impl Grammar for ServerGrammar {
+    type Op = ServerOp;
+    type Line = ServerLine;
+
+    fn parse_line(line: &[u8]) -> Result<Parsed<ServerLine>, DecodeError> {
+        let op = op_name(line);
+        let name = op.of(line);
+        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        if is("MSG") || is("HMSG") {
+            let args = split_args(line, op.end);
+            let (subject, sid, reply, header_len, total_len) = if is("HMSG") {
+                match args.get(4, 5) {
+                    Some(&[s, id, h, t]) => (s, id, None, Some(h), t),
+                    Some(&[s, id, r, h, t]) => (s, id, Some(r), Some(h), t),
+                    _ => {
+                        return Err(DecodeError::Malformed(
+                            "HMSG expects <subject> <sid> [reply] <header size> <total size>",
+                        ))
+                    }
+                }
+            } else {
+                match args.get(3, 4) {
+                    Some(&[s, id, t]) => (s, id, None, None, t),
+                    Some(&[s, id, r, t]) => (s, id, Some(r), None, t),
+                    _ => {
+                        return Err(DecodeError::Malformed(
+                            "MSG expects <subject> <sid> [reply] <size>",
+                        ))
+                    }
+                }
+            };
+            let header_len = header_len.map(|h| parse_size(h.of(line))).transpose()?;
+            let total_len = parse_size(total_len.of(line))?;
+            return Ok(Parsed::Msg(MsgLine {
+                subject,
+                reply,
+                sid: Some(sid),
+                header_len,
+                total_len,
+                subject_error: None,
+            }));
+        }
+        if is("INFO") {
+            return serde_json::from_slice::<ServerInfo>(rest_of_line(line, op))
+                .map(|i| Parsed::Line(ServerLine::Info(Box::new(i))))
+                .map_err(|e| DecodeError::InvalidJson(e.to_string()));
+        }
+        if is("-ERR") {
+            let text = rest_of_line(line, op);
+            let text = match text {
+                [b'\'', inner @ .., b'\''] => inner,
+                other => other,
+            };
+            return Ok(Parsed::Line(ServerLine::Err(
+                String::from_utf8_lossy(text).into_owned(),
+            )));
+        }
+        let no_args = split_args(line, op.end).count == 0;
+        let parsed = if is("+OK") {
+            ServerLine::Ok
+        } else if is("PING") {
+            ServerLine::Ping
+        } else if is("PONG") {
+            ServerLine::Pong
+        } else {
+            return Err(DecodeError::UnknownOperation);
+        };
+        if !no_args {
+            return Err(DecodeError::Malformed(match parsed {
+                ServerLine::Ok => "+OK takes no arguments",
+                ServerLine::Ping => "PING takes no arguments",
+                _ => "PONG takes no arguments",
+            }));
+        }
+        Ok(Parsed::Line(parsed))
+    }
+
+    fn build_line(_line: &Bytes, parsed: ServerLine) -> Result<ServerOp, DecodeError> {
+        Ok(match parsed {
+            ServerLine::Info(info) => ServerOp::Info(info),
+            ServerLine::Ok => ServerOp::Ok,
+            ServerLine::Err(text) => ServerOp::Err(text),
+            ServerLine::Ping => ServerOp::Ping,
+            ServerLine::Pong => ServerOp::Pong,
+        })
+    }
+
+    fn build_msg(frame: Frame) -> ServerOp {
+        ServerOp::Msg(Message {
+            subject: frame.subject,
+            sid: frame.sid,
+            reply: frame.reply,
+            headers: frame.headers,
+            payload: frame.payload,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Public decoders
+// ---------------------------------------------------------------------------------------
+
 /// Decodes the operations a client sends. See the module docs for the contract.
+///
+/// Accepted on top of the strict protocol, for telnet users: operation names in any case,
+/// a bare `\n` as line end, whitespace before the operation name, and blank lines (skipped).
 #[derive(Debug)]
 pub struct ClientDecoder {
-    limits: Limits,
+    core: Core,
 }
 
 impl ClientDecoder {
+    /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        ClientDecoder { limits }
+        ClientDecoder {
+            core: Core::new(limits),
+        }
     }
 
+    /// The limits this decoder enforces.
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.core.limits
     }
 
     /// Decodes one operation from the front of `buf`. See the module docs.
+    ///
+    /// While waiting for a payload, the control line stays in `buf` (the decoder remembers
+    /// it has parsed it); `buf` only shrinks when an operation or an error is returned.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, DecodeError> {
-        todo!("{buf:?}")
+        self.core.decode::<ClientGrammar>(buf)
     }
 
     /// When the decoder is waiting for a payload: how many more bytes it needs beyond what
     /// `buf` held at the last call. Lets a caller reserve buffer space once.
+    ///
+    /// Counts a two-byte `\r\n` after the payload.
     pub fn bytes_needed(&self) -> Option<usize> {
-        todo!()
+        self.core.needed
     }
 }
 
 /// Decodes the operations a server sends (for clients, the harness and tests).
+///
+/// The subjects of `MSG`/`HMSG` are not validated: a client takes what its server delivers.
 #[derive(Debug)]
 pub struct ServerDecoder {
-    limits: Limits,
+    core: Core,
 }
 
 impl ServerDecoder {
+    /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        ServerDecoder { limits }
+        ServerDecoder {
+            core: Core::new(limits),
+        }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> Limits {
+        self.core.limits
     }
 
     /// Decodes one operation from the front of `buf`. See the module docs.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ServerOp>, DecodeError> {
-        todo!("{buf:?} {:?}", self.limits)
+        self.core.decode::<ServerGrammar>(buf)
+    }
+
+    /// When the decoder is waiting for a payload: how many more bytes it needs beyond what
+    /// `buf` held at the last call. See [`ClientDecoder::bytes_needed`].
+    pub fn bytes_needed(&self) -> Option<usize> {
+        self.core.needed
     }
 }

@@ -31,7 +31,9 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The default `max_control_line`: 4 KiB, as in NATS.
     pub const DEFAULT_MAX_CONTROL_LINE: usize = 4 * 1024;
+    /// The default `max_payload`: 1 MiB, as in NATS.
     pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 }
 

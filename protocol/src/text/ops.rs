@@ -9,33 +9,47 @@ use serde::{Deserialize, Serialize};
 /// An operation a client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientOp {
+    /// `CONNECT <json>`: the connection's options.
     Connect(Box<ConnectOptions>),
     /// `PUB` (when `headers` is `None`) or `HPUB`.
     Pub(Publish),
+    /// `SUB`.
     Sub(Subscribe),
+    /// `UNSUB <sid> [max]`.
     Unsub {
+        /// The subscription to end.
         sid: Bytes,
+        /// End it after this many more messages (counted from the start of the
+        /// subscription, as in NATS) instead of now.
         max: Option<u64>,
     },
+    /// `PING`.
     Ping,
+    /// `PONG`.
     Pong,
 }
 
 /// `PUB <subject> [reply] <size>` or `HPUB <subject> [reply] <hdr size> <total size>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
+    /// The (literal) subject published to.
     pub subject: Bytes,
+    /// The reply subject, if any.
     pub reply: Option<Bytes>,
     /// The whole `NATS/1.0 ...\r\n\r\n` block, when the operation was `HPUB`.
     pub headers: Option<Bytes>,
+    /// The payload, without the header block.
     pub payload: Bytes,
 }
 
 /// `SUB <subject> [queue group] <sid>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {
+    /// The filter (wildcards allowed).
     pub subject: Bytes,
+    /// The queue group, if any.
     pub queue: Option<Bytes>,
+    /// The client's id for this subscription.
     pub sid: Bytes,
 }
 
@@ -48,6 +62,7 @@ pub struct ConnectOptions {
     pub verbose: bool,
     /// Stricter checking (Tern always validates subjects; accepted for compatibility).
     pub pedantic: bool,
+    /// The client requires TLS.
     pub tls_required: bool,
     /// False: this connection does not receive the messages it publishes.
     pub echo: bool,
@@ -56,18 +71,25 @@ pub struct ConnectOptions {
     /// A request with no subscribers gets a `503` status message.
     pub no_responders: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The client's name for itself.
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The client library's implementation language.
     pub lang: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The client library's version.
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The protocol version the client speaks (`1` understands async INFO).
     pub protocol: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The user name, for user/password authentication.
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The password, for user/password authentication.
     pub pass: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The token, for token authentication.
     pub auth_token: Option<String>,
 }
 
@@ -94,23 +116,32 @@ impl Default for ConnectOptions {
 /// An operation a server sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerOp {
+    /// `INFO <json>`: the server's description.
     Info(Box<ServerInfo>),
     /// `MSG` (when `headers` is `None`) or `HMSG`.
     Msg(Message),
+    /// `+OK`: acknowledges an operation in verbose mode.
     Ok,
     /// `-ERR '<text>'`; the text without its quotes.
     Err(String),
+    /// `PING`.
     Ping,
+    /// `PONG`.
     Pong,
 }
 
 /// A delivered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The subject the message was published to.
     pub subject: Bytes,
+    /// The subscription it is delivered for.
     pub sid: Bytes,
+    /// The reply subject, if any.
     pub reply: Option<Bytes>,
+    /// The whole `NATS/1.0 ...\r\n\r\n` block, when the operation is `HMSG`.
     pub headers: Option<Bytes>,
+    /// The payload, without the header block.
     pub payload: Bytes,
 }
 
@@ -118,15 +149,25 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct ServerInfo {
+    /// The server's unique id.
     pub server_id: String,
+    /// The server's name.
     pub server_name: String,
+    /// The server's version.
     pub version: String,
+    /// The protocol version the server speaks.
     pub proto: u8,
+    /// The address the server listens on.
     pub host: String,
+    /// The port the server listens on.
     pub port: u16,
+    /// The server supports headers (`HPUB`/`HMSG`).
     pub headers: bool,
+    /// The largest payload (headers included) the server accepts.
     pub max_payload: usize,
+    /// The server's id for this connection.
     pub client_id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The connection's remote address as the server sees it.
     pub client_ip: Option<String>,
 }

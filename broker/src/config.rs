@@ -1,0 +1,444 @@
+//! Configuration: command-line flags, the optional TOML file, and their defaults.
+//!
+//! Owns: every setting and limit the broker has, its default, its flag and its config key,
+//! and the rules for combining them (defaults < config file < flags).
+//!
+//! Never: touches a socket or starts a thread. The resolved [`Config`] is read once at start
+//! and passed down; nothing else in the broker holds a magic number for a limit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Everything the broker runs with, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the text (NATS) port listens. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Number of workers (threads, shards). Default: one per core.
+    pub workers: usize,
+    /// Pin each worker to a core.
+    pub pin: bool,
+    /// Name reported in `INFO` as `server_name`.
+    pub server_name: String,
+    pub limits: Limits,
+    pub log: LogConfig,
+}
+
+/// Limits, each with a default, a flag and a config key (the field name).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest control line a client may send, in bytes. Flag `--max-control-line`.
+    pub max_control_line: usize,
+    /// Largest payload (headers included) a client may publish. Flag `--max-payload`.
+    pub max_payload: usize,
+    /// Most bytes queued for one connection before it is a slow consumer and is closed.
+    /// Flag `--max-pending`.
+    pub max_pending: usize,
+    /// How long a connection may stay silent before the server pings it.
+    /// Flag `--ping-interval`.
+    pub ping_interval: Duration,
+    /// Unanswered pings after which the connection is closed as stale. Flag `--ping-max`.
+    pub ping_max: u32,
+    /// How long shutdown waits for queued messages to be written. Flag `--shutdown-timeout`.
+    pub shutdown_timeout: Duration,
+    /// Capacity of each worker's inbound queue, in batches. Flag `--worker-queue`.
+    pub worker_queue: usize,
+}
+
+impl Limits {
+    pub const DEFAULT_MAX_CONTROL_LINE: usize = tern_protocol::text::Limits::DEFAULT_MAX_CONTROL_LINE;
+    pub const DEFAULT_MAX_PAYLOAD: usize = tern_protocol::text::Limits::DEFAULT_MAX_PAYLOAD;
+    pub const DEFAULT_MAX_PENDING: usize = 64 * 1024 * 1024;
+    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
+    pub const DEFAULT_PING_MAX: u32 = 2;
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_WORKER_QUEUE: usize = 4096;
+
+    /// The parsing limits the protocol decoder enforces.
+    pub fn text(&self) -> tern_protocol::text::Limits {
+        tern_protocol::text::Limits {
+            max_control_line: self.max_control_line,
+            max_payload: self.max_payload,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_control_line: Self::DEFAULT_MAX_CONTROL_LINE,
+            max_payload: Self::DEFAULT_MAX_PAYLOAD,
+            max_pending: Self::DEFAULT_MAX_PENDING,
+            ping_interval: Self::DEFAULT_PING_INTERVAL,
+            ping_max: Self::DEFAULT_PING_MAX,
+            shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+            worker_queue: Self::DEFAULT_WORKER_QUEUE,
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `debug`, `tern_broker=trace`...). `RUST_LOG` overrides.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4222)),
+            workers: default_workers(),
+            pin: true,
+            server_name: "ternd".to_string(),
+            limits: Limits::default(),
+            log: LogConfig {
+                level: "info".to_string(),
+                format: LogFormat::Text,
+            },
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The command line of `ternd`. Every flag is optional: a flag given wins over the config
+/// file, which wins over the default.
+#[derive(Debug, Default, Parser)]
+#[command(name = "ternd", version, about = "Tern: a real-time pub/sub broker")]
+pub struct Args {
+    /// TOML config file; its keys are the long flag names with '_' for '-'.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Text (NATS protocol) listen address [default: 127.0.0.1:4222].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Worker threads, one shard each [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Do not pin workers to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Name reported to clients in INFO [default: ternd].
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Longest control line, e.g. 4KiB [default: 4KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_control_line: Option<usize>,
+    /// Largest payload, headers included, e.g. 1MiB [default: 1MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_payload: Option<usize>,
+    /// Bytes queued for one connection before it is closed as a slow consumer [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_pending: Option<usize>,
+    /// Silence after which the server pings a client, e.g. 10s [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ping_interval: Option<Duration>,
+    /// Unanswered pings before a client is closed as stale [default: 2].
+    #[arg(long, value_name = "N")]
+    pub ping_max: Option<u32>,
+    /// How long shutdown waits to flush queued messages [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+    /// Capacity of each worker's inbound queue, in batches [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub worker_queue: Option<usize>,
+    /// Log filter, e.g. info, debug [default: info]; RUST_LOG overrides.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The config file: the same keys as the long flags, with `_` for `-`. Unknown keys are an
+/// error, so a typo is never silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    workers: Option<usize>,
+    pin: Option<bool>,
+    server_name: Option<String>,
+    #[serde(default, deserialize_with = "de_size")]
+    max_control_line: Option<usize>,
+    #[serde(default, deserialize_with = "de_size")]
+    max_payload: Option<usize>,
+    #[serde(default, deserialize_with = "de_size")]
+    max_pending: Option<usize>,
+    #[serde(default, deserialize_with = "de_duration")]
+    ping_interval: Option<Duration>,
+    ping_max: Option<u32>,
+    #[serde(default, deserialize_with = "de_duration")]
+    shutdown_timeout: Option<Duration>,
+    worker_queue: Option<usize>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// A configuration that cannot be used, with a message a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML parser's message names the line, the column and the key.
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Resolves flags, the config file they name (if any) and the defaults.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let dl = &d.limits;
+        let config = Config {
+            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            workers: args.workers.or(file.workers).unwrap_or(d.workers),
+            pin: if args.no_pin {
+                false
+            } else {
+                file.pin.unwrap_or(d.pin)
+            },
+            server_name: args
+                .server_name
+                .or(file.server_name)
+                .unwrap_or(d.server_name),
+            limits: Limits {
+                max_control_line: args
+                    .max_control_line
+                    .or(file.max_control_line)
+                    .unwrap_or(dl.max_control_line),
+                max_payload: args
+                    .max_payload
+                    .or(file.max_payload)
+                    .unwrap_or(dl.max_payload),
+                max_pending: args
+                    .max_pending
+                    .or(file.max_pending)
+                    .unwrap_or(dl.max_pending),
+                ping_interval: args
+                    .ping_interval
+                    .or(file.ping_interval)
+                    .unwrap_or(dl.ping_interval),
+                ping_max: args.ping_max.or(file.ping_max).unwrap_or(dl.ping_max),
+                shutdown_timeout: args
+                    .shutdown_timeout
+                    .or(file.shutdown_timeout)
+                    .unwrap_or(dl.shutdown_timeout),
+                worker_queue: args
+                    .worker_queue
+                    .or(file.worker_queue)
+                    .unwrap_or(dl.worker_queue),
+            },
+            log: LogConfig {
+                level: args.log_level.or(file.log_level).unwrap_or(d.log.level),
+                format: args.log_format.or(file.log_format).unwrap_or(d.log.format),
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        let l = &self.limits;
+        if self.workers == 0 || self.workers > 1024 {
+            return invalid("workers", "must be between 1 and 1024");
+        }
+        if l.max_control_line < 64 {
+            return invalid("max_control_line", "must be at least 64 bytes");
+        }
+        if l.max_payload == 0 || l.max_payload > 64 * 1024 * 1024 {
+            return invalid("max_payload", "must be between 1 byte and 64MiB");
+        }
+        if l.max_pending < l.max_payload {
+            return invalid("max_pending", "must be at least max_payload");
+        }
+        if l.ping_interval < Duration::from_millis(10) {
+            return invalid("ping_interval", "must be at least 10ms");
+        }
+        if l.ping_max == 0 {
+            return invalid("ping_max", "must be at least 1");
+        }
+        if l.worker_queue == 0 {
+            return invalid("worker_queue", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// Reads a byte size: a plain number of bytes or a number with a unit
+/// (`B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`; the unit is binary either way, case-insensitive).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (examples: 4096, 64KiB, 1MiB)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("`{text}` has an unknown unit (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Reads a duration: a number with a unit (`ms`, `s`, `m`, `h`); a plain number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 10s, 2m)"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!("`{text}` has an unknown unit (use ms, s, m or h)")),
+    }
+}
+
+/// Sizes in the file may be a number of bytes or a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeOrText {
+    Number(u64),
+    Text(String),
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    match Option::<SizeOrText>::deserialize(d)? {
+        None => Ok(None),
+        Some(SizeOrText::Number(n)) => usize::try_from(n)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("size is too large")),
+        Some(SizeOrText::Text(t)) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    match Option::<SizeOrText>::deserialize(d)? {
+        None => Ok(None),
+        Some(SizeOrText::Number(n)) => Ok(Some(Duration::from_secs(n))),
+        Some(SizeOrText::Text(t)) => parse_duration(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "tern-config-test-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ternd.toml");
+        std::fs::write(&path, text).unwrap();
+        let result = Config::from_args(Args {
+            config: Some(path),
+            ..Args::default()
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_args(Args::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4222");
+        assert!(c.pin);
+        assert_eq!(c.limits.max_payload, 1 << 20);
+        assert_eq!(c.limits.max_control_line, 4096);
+    }
+
+    #[test]
+    fn file_values_and_flag_precedence() {
+        let c = with_file("workers = 3\nmax_payload = \"2MiB\"\nping_interval = \"250ms\"\n")
+            .unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.limits.max_payload, 2 << 20);
+        assert_eq!(c.limits.ping_interval, Duration::from_millis(250));
+        let args = Args::parse_from(["ternd", "--workers", "2", "--max-payload", "512KiB"]);
+        let c = Config::from_args(args).unwrap();
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.limits.max_payload, 512 << 10);
+    }
+
+    #[test]
+    fn bad_value_names_key_and_line() {
+        let err = with_file("workers = 2\nmax_payload = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("lots"), "{err}");
+        let err = with_file("wrokers = 2\n").unwrap_err().to_string();
+        assert!(err.contains("wrokers"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+        let err = with_file("workers = 0\n").unwrap_err().to_string();
+        assert!(err.contains("`workers`"), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1mb"), Ok(1 << 20));
+        assert!(parse_size("1 parsec").is_err());
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,316 @@
+//! The subscription index of one shard: which subscriptions match a subject.
+//!
+//! Owns: literal filters (an exact-match hash map, for the subjects this shard owns) and
+//! wildcard filters (a token trie, present in every shard), plus the interning of queue
+//! group names into small integers.
+//!
+//! Matching walks the trie once per publish and calls back with each matching list; it
+//! allocates nothing. Subscribing and unsubscribing are rare and may allocate.
+//!
+//! Never: decides who gets a message (that is the shard's job: echo, queue groups), and
+//! never touches a connection.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use bytes::Bytes;
+use tern_protocol::subject;
+
+use crate::mesh::SubRef;
+
+/// A fast, deterministic hasher for subjects (FNV-1a). The index is keyed by subjects a
+/// client chose, but a shard holds them only for its own clients, and a collision attack
+/// costs the attacker's own shard; speed on the publish path wins.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+pub(crate) type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+/// Which shard owns a literal subject: FNV-1a of its bytes, modulo the shard count.
+/// Stable across runs and releases, so tests and tools can compute it.
+pub fn shard_for(subject: &[u8], shards: usize) -> usize {
+    use std::hash::Hasher;
+    let mut h = Fnv::default();
+    h.write(subject);
+    (h.finish() % shards as u64) as usize
+}
+
+/// An interned queue group name.
+pub(crate) type QueueId = u32;
+
+/// The subscriptions of one filter.
+#[derive(Debug, Default)]
+pub(crate) struct SubList {
+    pub plain: Vec<SubRef>,
+    pub queued: Vec<(QueueId, SubRef)>,
+}
+
+impl SubList {
+    fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.queued.is_empty()
+    }
+
+    fn insert(&mut self, queue: Option<QueueId>, sub: SubRef) {
+        match queue {
+            None => self.plain.push(sub),
+            Some(q) => self.queued.push((q, sub)),
+        }
+    }
+
+    /// Removes `sub`; true when it was there.
+    fn remove(&mut self, sub: &SubRef) -> bool {
+        if let Some(i) = self.plain.iter().position(|s| s == sub) {
+            self.plain.swap_remove(i);
+            return true;
+        }
+        if let Some(i) = self.queued.iter().position(|(_, s)| s == sub) {
+            self.queued.swap_remove(i);
+            return true;
+        }
+        false
+    }
+}
+
+/// A trie node: one token of a wildcard filter.
+#[derive(Debug, Default)]
+struct Node {
+    children: FnvMap<Bytes, Node>,
+    star: Option<Box<Node>>,
+    /// Filters that end at this node.
+    here: SubList,
+    /// Filters that end with `>` after this node.
+    tail: SubList,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.star.is_none() && self.here.is_empty() && self.tail.is_empty()
+    }
+}
+
+/// The index of one shard.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    literal: FnvMap<Bytes, SubList>,
+    wild: Node,
+    queue_ids: FnvMap<Bytes, QueueId>,
+    subscriptions: usize,
+}
+
+impl Index {
+    /// Number of subscriptions held (wildcards count once per shard).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.subscriptions
+    }
+
+    /// The id of a queue group name, interning it on first use.
+    fn queue_id(&mut self, name: &Bytes) -> QueueId {
+        let next = self.queue_ids.len() as QueueId;
+        *self.queue_ids.entry(name.clone()).or_insert(next)
+    }
+
+    /// Number of distinct queue group names seen.
+    pub fn queue_count(&self) -> usize {
+        self.queue_ids.len()
+    }
+
+    /// Adds a subscription. `filter` is valid (checked by the codec).
+    pub fn insert(&mut self, filter: &Bytes, queue: Option<&Bytes>, sub: SubRef) {
+        let queue = queue.map(|q| self.queue_id(q));
+        self.subscriptions += 1;
+        if subject::is_literal(filter) {
+            self.literal
+                .entry(filter.clone())
+                .or_default()
+                .insert(queue, sub);
+            return;
+        }
+        let mut node = &mut self.wild;
+        let mut tokens = subject::tokens(filter).peekable();
+        while let Some(tok) = tokens.next() {
+            if tok == b">" && tokens.peek().is_none() {
+                node.tail.insert(queue, sub);
+                return;
+            }
+            node = if tok == b"*" {
+                node.star.get_or_insert_with(Default::default)
+            } else {
+                node.children.entry(filter.slice_ref(tok)).or_default()
+            };
+        }
+        node.here.insert(queue, sub);
+    }
+
+    /// Removes a subscription; true when it was there.
+    pub fn remove(&mut self, filter: &[u8], sub: &SubRef) -> bool {
+        let removed = if subject::is_literal(filter) {
+            match self.literal.get_mut(filter) {
+                Some(list) => {
+                    let removed = list.remove(sub);
+                    if list.is_empty() {
+                        self.literal.remove(filter);
+                    }
+                    removed
+                }
+                None => false,
+            }
+        } else {
+            let tokens: Vec<&[u8]> = subject::tokens(filter).collect();
+            remove_wild(&mut self.wild, &tokens, sub)
+        };
+        if removed {
+            self.subscriptions -= 1;
+        }
+        removed
+    }
+
+    /// Calls `f` with every list whose filter matches the literal `subject`.
+    pub fn for_each_match(&self, subject: &[u8], mut f: impl FnMut(&SubList)) {
+        if let Some(list) = self.literal.get(subject) {
+            f(list);
+        }
+        walk(&self.wild, Some(subject), &mut f);
+    }
+}
+
+/// Splits off the first token: (token, rest), rest `None` when it was the last.
+fn split_token(subject: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match subject.iter().position(|b| *b == b'.') {
+        Some(i) => (&subject[..i], Some(&subject[i + 1..])),
+        None => (subject, None),
+    }
+}
+
+fn walk(node: &Node, rest: Option<&[u8]>, f: &mut impl FnMut(&SubList)) {
+    let Some(rest) = rest else {
+        if !node.here.is_empty() {
+            f(&node.here);
+        }
+        return;
+    };
+    if !node.tail.is_empty() {
+        f(&node.tail);
+    }
+    let (tok, next) = split_token(rest);
+    if let Some(child) = node.children.get(tok) {
+        walk(child, next, f);
+    }
+    if let Some(star) = &node.star {
+        walk(star, next, f);
+    }
+}
+
+/// Removes `sub` below `node` along `tokens`, pruning nodes left empty.
+fn remove_wild(node: &mut Node, tokens: &[&[u8]], sub: &SubRef) -> bool {
+    let Some((tok, rest)) = tokens.split_first() else {
+        return node.here.remove(sub);
+    };
+    if *tok == b">" && rest.is_empty() {
+        return node.tail.remove(sub);
+    }
+    if *tok == b"*" {
+        let Some(star) = node.star.as_mut() else {
+            return false;
+        };
+        let removed = remove_wild(star, rest, sub);
+        if star.is_empty() {
+            node.star = None;
+        }
+        return removed;
+    }
+    let Some(child) = node.children.get_mut(*tok) else {
+        return false;
+    };
+    let removed = remove_wild(child, rest, sub);
+    if child.is_empty() {
+        node.children.remove(*tok);
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::ConnId;
+
+    fn sub(id: u64) -> SubRef {
+        SubRef {
+            conn: ConnId {
+                worker: 0,
+                slot: 0,
+                gen: 0,
+            },
+            key: 0,
+            id,
+        }
+    }
+
+    fn matching(index: &Index, subject: &str) -> Vec<u64> {
+        let mut ids = Vec::new();
+        index.for_each_match(subject.as_bytes(), |l| {
+            ids.extend(l.plain.iter().map(|s| s.id));
+            ids.extend(l.queued.iter().map(|(_, s)| s.id));
+        });
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn literal_and_wildcards() {
+        let mut ix = Index::default();
+        let filters = ["a.b.c", "a.*.c", "a.>", "*.b.*", ">", "a.b", "a.*.*.>"];
+        for (i, f) in filters.iter().enumerate() {
+            ix.insert(&Bytes::from(*f), None, sub(i as u64));
+        }
+        assert_eq!(matching(&ix, "a.b.c"), vec![0, 1, 2, 3, 4]);
+        assert_eq!(matching(&ix, "a.b"), vec![2, 4, 5]);
+        assert_eq!(matching(&ix, "a"), vec![4]);
+        assert_eq!(matching(&ix, "a.b.c.d"), vec![2, 4, 6]);
+        assert_eq!(matching(&ix, "x.b.y"), vec![3, 4]);
+        assert_eq!(ix.len(), 7);
+    }
+
+    #[test]
+    fn remove_prunes() {
+        let mut ix = Index::default();
+        let f = Bytes::from_static(b"a.*.c.>");
+        ix.insert(&f, Some(&Bytes::from_static(b"q")), sub(1));
+        assert_eq!(matching(&ix, "a.x.c.d"), vec![1]);
+        assert!(!ix.remove(b"a.*.c.>", &sub(2)));
+        assert!(ix.remove(b"a.*.c.>", &sub(1)));
+        assert!(ix.wild.is_empty());
+        assert!(ix.remove(b"x", &sub(1)) == false);
+        ix.insert(&Bytes::from_static(b"x"), None, sub(3));
+        assert!(ix.remove(b"x", &sub(3)));
+        assert!(ix.literal.is_empty());
+        assert_eq!(ix.len(), 0);
+    }
+
+    #[test]
+    fn shard_for_is_stable() {
+        // FNV-1a 64 of "foo" is 0xdcb27518fed9d577.
+        assert_eq!(shard_for(b"foo", 1 << 16), 0xd577);
+        for n in 1..8 {
+            assert!(shard_for(b"anything", n) < n);
+        }
+    }
+}

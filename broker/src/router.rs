@@ -1,0 +1,109 @@
+//! The router: where a worker sends what its connections ask for.
+//!
+//! Owns: this worker's [`Shard`], its [`Outbox`] for the other workers, and the decision of
+//! where each publish and subscription change goes: the owner shard of a literal subject
+//! (handled in place when that is this worker), or every shard for a wildcard filter.
+//!
+//! Never: touches a socket or a connection.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tern_protocol::subject;
+
+use crate::config::Config;
+use crate::mesh::{Envelope, Mesh, Msg, Outbox, SubRef};
+use crate::shard::Shard;
+use crate::stats::{bump, WorkerStats};
+
+pub(crate) struct Router {
+    pub me: usize,
+    pub shard: Shard,
+    pub outbox: Outbox,
+    pub mesh: Mesh,
+    pub config: Arc<Config>,
+    pub stats: Arc<WorkerStats>,
+    next_sub_id: u64,
+}
+
+impl Router {
+    pub fn new(me: usize, mesh: Mesh, config: Arc<Config>, stats: Arc<WorkerStats>) -> Router {
+        let n = mesh.workers();
+        Router {
+            me,
+            shard: Shard::new(me, n),
+            outbox: Outbox::new(me, n),
+            mesh,
+            config,
+            stats,
+            next_sub_id: 0,
+        }
+    }
+
+    /// A subscription id never used before on this worker.
+    pub fn next_sub_id(&mut self) -> u64 {
+        self.next_sub_id += 1;
+        self.next_sub_id
+    }
+
+    /// Hands a message to the shard that owns its subject.
+    pub fn publish(&mut self, msg: Arc<Msg>) {
+        let owner = self.shard.owner(&msg.subject);
+        if owner == self.me {
+            self.route(&msg);
+        } else {
+            self.outbox.push(owner, Envelope::Publish(msg));
+        }
+    }
+
+    /// Routes a message this worker's shard owns.
+    pub fn route(&mut self, msg: &Arc<Msg>) {
+        let routed = self.shard.route(msg, &mut self.outbox);
+        if routed.no_responders {
+            bump(&self.stats.no_responders, 1);
+        }
+    }
+
+    pub fn subscribe(&mut self, filter: &Bytes, queue: Option<&Bytes>, sub: SubRef) {
+        for shard in self.shards_for(filter) {
+            if shard == self.me {
+                self.shard.subscribe(filter, queue, sub);
+            } else {
+                self.outbox.push(
+                    shard,
+                    Envelope::Subscribe {
+                        filter: filter.clone(),
+                        queue: queue.cloned(),
+                        sub,
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn unsubscribe(&mut self, filter: &Bytes, sub: SubRef) {
+        for shard in self.shards_for(filter) {
+            if shard == self.me {
+                self.shard.unsubscribe(filter, &sub);
+            } else {
+                self.outbox.push(
+                    shard,
+                    Envelope::Unsubscribe {
+                        filter: filter.clone(),
+                        sub,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The shards a filter is registered in: its owner when literal, all when wildcard.
+    fn shards_for(&self, filter: &[u8]) -> std::ops::Range<usize> {
+        if subject::is_literal(filter) {
+            let owner = self.shard.owner(filter);
+            owner..owner + 1
+        } else {
+            0..self.mesh.workers()
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The server: starts the workers, and stops them.
+//!
+//! Owns: binding the listeners (one `SO_REUSEPORT` socket per worker on the same address, so
+//! the kernel spreads accepts and no acceptor thread exists), creating each worker's poll,
+//! waker and inbound queue, spawning and pinning the worker threads, and the shutdown
+//! sequence.
+//!
+//! Never: takes part in the data path once the workers run.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+use tern_protocol::text::ServerInfo;
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::mesh::{Envelope, Mesh};
+use crate::router::Router;
+use crate::stats::{Totals, WorkerStats};
+use crate::worker::{Worker, WorkerSetup, WAKER};
+
+/// A running broker.
+pub struct Server {
+    local_addr: SocketAddr,
+    mesh: Mesh,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    stats: Vec<Arc<WorkerStats>>,
+    config: Arc<Config>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot start worker {worker}: {source}")]
+    Worker { worker: usize, source: io::Error },
+}
+
+impl Server {
+    /// Binds every listener and starts the workers. When this returns, the broker accepts
+    /// connections on [`Server::local_addr`].
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let config = Arc::new(config);
+        let n = config.workers;
+        // The first bind resolves port 0; the others share the port it got.
+        let first = bind_reuseport(config.listen).map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let local_addr = first.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let mut listeners = vec![first];
+        for _ in 1..n {
+            listeners.push(bind_reuseport(local_addr).map_err(|source| {
+                StartError::Listen {
+                    addr: local_addr,
+                    source,
+                }
+            })?);
+        }
+
+        let mut polls = Vec::with_capacity(n);
+        let mut wakers = Vec::with_capacity(n);
+        let mut senders = Vec::with_capacity(n);
+        let mut inboxes = Vec::with_capacity(n);
+        for worker in 0..n {
+            let poll = Poll::new().map_err(|source| StartError::Worker { worker, source })?;
+            let waker = Waker::new(poll.registry(), WAKER)
+                .map_err(|source| StartError::Worker { worker, source })?;
+            let (tx, rx) = crossbeam_channel::bounded(config.limits.worker_queue);
+            polls.push(poll);
+            wakers.push(Arc::new(waker));
+            senders.push(tx);
+            inboxes.push(rx);
+        }
+        let mesh = Mesh::new(senders, wakers);
+        let info = ServerInfo {
+            server_id: server_id(),
+            server_name: config.server_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            proto: 1,
+            host: local_addr.ip().to_string(),
+            port: local_addr.port(),
+            headers: true,
+            max_payload: config.limits.max_payload,
+            client_id: 0,
+            client_ip: None,
+        };
+        let cores = if config.pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+
+        let mut threads = Vec::with_capacity(n);
+        let mut stats = Vec::with_capacity(n);
+        for (worker, ((poll, listener), inbox)) in polls
+            .into_iter()
+            .zip(listeners)
+            .zip(inboxes)
+            .enumerate()
+        {
+            let worker_stats = Arc::new(WorkerStats::default());
+            stats.push(Arc::clone(&worker_stats));
+            let setup = WorkerSetup {
+                router: Router::new(worker, mesh.clone(), Arc::clone(&config), worker_stats),
+                poll,
+                listener,
+                inbox,
+                info: info.clone(),
+            };
+            let core = (!cores.is_empty()).then(|| cores[worker % cores.len()]);
+            let handle = std::thread::Builder::new()
+                .name(format!("tern-worker-{worker}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::warn!(worker, core = core.id, "cannot pin worker to core");
+                        }
+                    }
+                    Worker::new(setup)?.run()
+                })
+                .map_err(|source| StartError::Worker { worker, source })?;
+            threads.push(handle);
+        }
+        info!(
+            listen = %local_addr,
+            workers = n,
+            pinned = !cores.is_empty(),
+            server_id = %info.server_id,
+            "ternd started"
+        );
+        Ok(Server {
+            local_addr,
+            mesh,
+            threads,
+            stats,
+            config,
+        })
+    }
+
+    /// The address the text port listens on (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters summed over workers.
+    pub fn totals(&self) -> Totals {
+        Totals::sum(self.stats.iter().map(|s| s.as_ref()))
+    }
+
+    /// Stops accepting, flushes what is queued (up to the shutdown timeout) and closes every
+    /// connection, then waits for the workers to end.
+    pub fn shutdown(self) {
+        let timeout = self.config.limits.shutdown_timeout;
+        for worker in 0..self.mesh.workers() {
+            // Shutdown goes through the same queue as data, so it lands after what is
+            // already queued for the worker.
+            if !self
+                .mesh
+                .send_timeout(worker, vec![Envelope::Shutdown], timeout)
+            {
+                error!(worker, "worker did not take the shutdown request in time");
+            }
+        }
+        for (worker, t) in self.threads.into_iter().enumerate() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!(worker, error = %e, "worker failed"),
+                Err(_) => error!(worker, "worker panicked"),
+            }
+        }
+        let t = Totals::sum(self.stats.iter().map(|s| s.as_ref()));
+        info!(
+            connections = t.connections_opened,
+            msgs_in = t.msgs_in,
+            msgs_out = t.msgs_out,
+            slow_consumers = t.slow_consumers,
+            "ternd stopped"
+        );
+    }
+}
+
+/// A non-blocking listener with `SO_REUSEPORT`, so every worker can bind the same address.
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// A random-looking server id, 22 characters of [A-Z0-9] like nats-server's.
+fn server_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut out = String::with_capacity(22);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    let mut x = h.finish();
+    for i in 0..22 {
+        if i % 12 == 11 {
+            h.write_u64(x);
+            x = h.finish();
+        }
+        out.push(ALPHABET[(x % 36) as usize] as char);
+        x /= 36;
+    }
+    out
+}

@@ -1,0 +1,387 @@
+//! A worker: one thread, one `mio::Poll`, one slab of connections, one listener, one shard.
+//!
+//! Owns: the event loop. Each turn it
+//! 1. waits for socket readiness or its waker (with a timeout for timers),
+//! 2. accepts new connections,
+//! 3. drains its inbound queue: publishes for its shard, subscription changes, deliveries
+//!    for its connections,
+//! 4. reads every readable connection (unless its outbox is blocked by a full peer queue,
+//!    which is how backpressure reaches publishers) and applies what it parsed,
+//! 5. handles what it addressed to itself, sends the batches for the other workers,
+//! 6. writes every connection with output (vectored writes), and closes the ones closing,
+//! 7. runs the ping timer.
+//!
+//! Never: shares a connection or its shard with another thread, takes a lock, or blocks
+//! anywhere but in `poll`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tern_protocol::text::{ServerInfo, ServerOp};
+use tracing::{debug, info, warn};
+
+use crate::conn::{CloseReason, Conn, ReadState};
+use crate::mesh::{ConnId, Envelope, Inbox};
+use crate::router::Router;
+use crate::stats::bump;
+
+pub(crate) const WAKER: Token = Token(0);
+const LISTENER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Bytes read from one connection per loop turn, so one busy publisher cannot starve the
+/// others on its worker.
+const READ_BUDGET: usize = 256 * 1024;
+/// Inbound batches handled per loop turn before sockets get their turn again.
+const INBOX_BUDGET: usize = 1024;
+/// How often the ping timer runs.
+const TICK: Duration = Duration::from_millis(100);
+/// While shutting down: how long the worker must see nothing to do before it stops.
+const QUIET: Duration = Duration::from_millis(50);
+
+/// What a worker needs from the server to run.
+pub(crate) struct WorkerSetup {
+    pub router: Router,
+    pub poll: Poll,
+    pub listener: TcpListener,
+    pub inbox: Inbox,
+    pub info: ServerInfo,
+}
+
+pub(crate) struct Worker {
+    router: Router,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    inbox: Inbox,
+    info: ServerInfo,
+    conns: Slab<Conn>,
+    /// Connections to read this turn (readable, not yet drained).
+    to_read: Vec<usize>,
+    /// Connections with output to write.
+    to_write: Vec<usize>,
+    next_gen: u32,
+    next_client: u64,
+    now: Instant,
+    next_tick: Instant,
+    /// Set once shutdown began: the deadline for flushing.
+    draining: Option<Instant>,
+    last_busy: Instant,
+}
+
+impl Worker {
+    pub fn new(setup: WorkerSetup) -> io::Result<Worker> {
+        let WorkerSetup {
+            router,
+            poll,
+            mut listener,
+            inbox,
+            info,
+        } = setup;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let now = Instant::now();
+        Ok(Worker {
+            router,
+            poll,
+            listener: Some(listener),
+            inbox,
+            info,
+            conns: Slab::new(),
+            to_read: Vec::new(),
+            to_write: Vec::new(),
+            next_gen: 0,
+            next_client: 0,
+            now,
+            next_tick: now + TICK,
+            draining: None,
+            last_busy: now,
+        })
+    }
+
+    /// Runs the event loop until shutdown has flushed (or timed out).
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    LISTENER => self.accept(),
+                    Token(t) => {
+                        let slot = t - FIRST_CONN;
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.list_read(slot);
+                        }
+                        if ev.is_writable() {
+                            if let Some(c) = self.conns.get_mut(slot) {
+                                c.write_blocked = false;
+                            }
+                            self.list_write(slot);
+                        }
+                    }
+                }
+            }
+            self.drain_inbox();
+            if !self.router.outbox.is_blocked() && self.draining.is_none() {
+                self.read_connections();
+            }
+            self.handle_local();
+            self.router.outbox.flush(&self.router.mesh);
+            self.write_connections();
+            if self.now >= self.next_tick {
+                self.tick();
+            }
+            if self.finished_draining() {
+                self.close_all();
+                return Ok(());
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if self.router.outbox.is_blocked() || self.draining.is_some() {
+            return Duration::from_millis(1);
+        }
+        if !self.to_read.is_empty() {
+            return Duration::ZERO;
+        }
+        self.next_tick.saturating_duration_since(Instant::now())
+    }
+
+    fn list_read(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot) {
+            if !c.listed_read {
+                c.listed_read = true;
+                self.to_read.push(slot);
+            }
+        }
+    }
+
+    fn list_write(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot) {
+            if !c.listed_write {
+                c.listed_write = true;
+                self.to_write.push(slot);
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((sock, peer)) => self.add_connection(sock, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors or the like: keep serving the connections we
+                    // have; the listener is level-checked again on the next event.
+                    warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_connection(&mut self, mut sock: mio::net::TcpStream, peer: SocketAddr) {
+        if let Err(e) = sock.set_nodelay(true) {
+            debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            Token(slot + FIRST_CONN),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!(%peer, error = %e, "cannot register connection");
+            return;
+        }
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.next_client += 1;
+        let workers = self.router.mesh.workers() as u64;
+        // client_id % workers is the worker, which tells operators (and tests) where a
+        // connection lives.
+        let client_id = self.next_client * workers + self.router.me as u64;
+        let id = ConnId {
+            worker: self.router.me as u16,
+            slot: slot as u32,
+            gen: self.next_gen,
+        };
+        let mut conn = Conn::new(
+            id,
+            client_id,
+            peer,
+            sock,
+            &self.router.config.limits,
+            self.now,
+        );
+        let mut info = self.info.clone();
+        info.client_id = client_id;
+        info.client_ip = Some(peer.ip().to_string());
+        conn.send(&ServerOp::Info(Box::new(info)));
+        entry.insert(conn);
+        bump(&self.router.stats.connections_opened, 1);
+        debug!(%peer, client_id, worker = self.router.me, "connection opened");
+        self.list_write(slot);
+        self.list_read(slot);
+    }
+
+    fn drain_inbox(&mut self) {
+        for _ in 0..INBOX_BUDGET {
+            let Ok(batch) = self.inbox.try_recv() else {
+                return;
+            };
+            self.last_busy = self.now;
+            for env in batch {
+                self.handle_envelope(env);
+            }
+        }
+    }
+
+    fn handle_local(&mut self) {
+        while self.router.outbox.has_local() {
+            for env in self.router.outbox.take_local() {
+                self.handle_envelope(env);
+            }
+        }
+    }
+
+    fn handle_envelope(&mut self, env: Envelope) {
+        match env {
+            Envelope::Publish(msg) => self.router.route(&msg),
+            Envelope::Subscribe { filter, queue, sub } => {
+                self.router.shard.subscribe(&filter, queue.as_ref(), sub)
+            }
+            Envelope::Unsubscribe { filter, sub } => self.router.shard.unsubscribe(&filter, &sub),
+            Envelope::Deliver { sub, msg } => {
+                let slot = sub.conn.slot as usize;
+                let Some(conn) = self.conns.get_mut(slot) else {
+                    return;
+                };
+                if conn.id != sub.conn {
+                    return;
+                }
+                if conn.deliver(sub, &msg, &mut self.router) {
+                    self.list_write(slot);
+                }
+            }
+            Envelope::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    fn read_connections(&mut self) {
+        let list = std::mem::take(&mut self.to_read);
+        for slot in list {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            let state = conn.read(&mut self.router, READ_BUDGET, self.now);
+            let has_output = !conn.out.is_empty();
+            if state == ReadState::More {
+                self.to_read.push(slot);
+            } else {
+                conn.listed_read = false;
+            }
+            if has_output || state == ReadState::Closed {
+                self.list_write(slot);
+            }
+        }
+        if !self.to_read.is_empty() {
+            self.last_busy = self.now;
+        }
+    }
+
+    fn write_connections(&mut self) {
+        let list = std::mem::take(&mut self.to_write);
+        for slot in list {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            conn.listed_write = false;
+            if !conn.out.is_empty() {
+                self.last_busy = self.now;
+            }
+            conn.flush();
+            if conn.closing.is_some() {
+                self.close(slot);
+            } else if !conn.out.is_empty() && !conn.write_blocked {
+                self.list_write(slot);
+            }
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        let mut conn = self.conns.remove(slot);
+        if conn.listed_read {
+            self.to_read.retain(|s| *s != slot);
+        }
+        conn.unsubscribe_all(&mut self.router);
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        bump(&self.router.stats.connections_closed, 1);
+        let reason = conn.closing.take().unwrap_or(CloseReason::ClientClosed);
+        match &reason {
+            CloseReason::ClientClosed | CloseReason::ServerShutdown => {
+                debug!(peer = %conn.peer, client_id = conn.client_id, name = conn.name(), %reason, "connection closed")
+            }
+            _ => info!(peer = %conn.peer, client_id = conn.client_id, name = conn.name(), %reason, "connection closed"),
+        }
+    }
+
+    fn tick(&mut self) {
+        self.next_tick = self.now + TICK;
+        let limits = self.router.config.limits.clone();
+        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            let conn = &mut self.conns[slot];
+            conn.tick(self.now, &limits, &mut self.router);
+            if !conn.out.is_empty() || conn.closing.is_some() {
+                self.list_write(slot);
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.draining = Some(self.now + self.router.config.limits.shutdown_timeout);
+        self.last_busy = self.now;
+        debug!(worker = self.router.me, "draining");
+    }
+
+    /// Shutdown is done when nothing has happened for a while (every queued message is
+    /// written and no peer sends anything more) or the flush deadline has passed.
+    fn finished_draining(&self) -> bool {
+        let Some(deadline) = self.draining else {
+            return false;
+        };
+        let idle = self.conns.iter().all(|(_, c)| c.out.is_empty())
+            && !self.router.outbox.is_blocked()
+            && self.now.duration_since(self.last_busy) >= QUIET;
+        idle || self.now >= deadline
+    }
+
+    fn close_all(&mut self) {
+        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            self.conns[slot].closing = Some(CloseReason::ServerShutdown);
+            self.close(slot);
+        }
+    }
+}
