@@ -14,8 +14,9 @@
 //! A full queue is backpressure, not an error: the batch stays in the outbox and the worker
 //! stops reading client sockets until it has been sent.
 //!
-//! Never: blocks, and never drops an envelope.
+//! Never: blocks, and never drops an envelope while its receiver runs.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -116,7 +117,9 @@ impl Mesh {
                 let _ = self.wakers[to].wake();
                 Ok(())
             }
-            Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => Err(b),
+            Err(TrySendError::Full(b)) => Err(b),
+            // The receiver has stopped (end of shutdown): there is nobody to deliver to.
+            Err(TrySendError::Disconnected(_)) => Ok(()),
         }
     }
 
@@ -138,7 +141,7 @@ pub(crate) struct Outbox {
     batches: Vec<Batch>,
     control: Vec<bool>,
     /// Batches that found their destination's queue full, in the order they were made.
-    pending: Vec<(usize, Batch)>,
+    pending: VecDeque<(usize, Batch)>,
 }
 
 impl Outbox {
@@ -147,7 +150,7 @@ impl Outbox {
             me,
             batches: (0..workers).map(|_| Vec::new()).collect(),
             control: vec![false; workers],
-            pending: Vec::new(),
+            pending: VecDeque::new(),
         }
     }
 
@@ -162,6 +165,13 @@ impl Outbox {
         std::mem::take(&mut self.batches[self.me])
     }
 
+    /// Takes the batch addressed to `to`, for tests that inspect routing without a mesh.
+    #[cfg(test)]
+    pub fn take_batch(&mut self, to: usize) -> Batch {
+        self.control[to] = false;
+        std::mem::take(&mut self.batches[to])
+    }
+
     pub fn has_local(&self) -> bool {
         !self.batches[self.me].is_empty()
     }
@@ -171,41 +181,29 @@ impl Outbox {
         !self.pending.is_empty()
     }
 
-    /// Sends every batch made this turn (and any left from earlier turns), subscription
-    /// changes first. What does not fit stays pending, in order.
+    /// Sends every batch made this turn, subscription changes first. Batches wait in one
+    /// FIFO once any destination is full: nothing is sent ahead of an earlier batch, so
+    /// causal order holds even under backpressure.
     pub fn flush(&mut self, mesh: &Mesh) {
-        let mut order: Vec<usize> = Vec::new();
-        for pass_control in [true, false] {
+        while let Some((to, batch)) = self.pending.pop_front() {
+            if let Err(batch) = mesh.try_send(to, batch) {
+                self.pending.push_front((to, batch));
+                break;
+            }
+        }
+        for control in [true, false] {
             for to in 0..self.batches.len() {
-                if to != self.me
-                    && !self.batches[to].is_empty()
-                    && self.control[to] == pass_control
-                {
-                    order.push(to);
+                if to == self.me || self.batches[to].is_empty() || self.control[to] != control {
+                    continue;
+                }
+                self.control[to] = false;
+                let batch = std::mem::take(&mut self.batches[to]);
+                if !self.pending.is_empty() {
+                    self.pending.push_back((to, batch));
+                } else if let Err(batch) = mesh.try_send(to, batch) {
+                    self.pending.push_back((to, batch));
                 }
             }
         }
-        for to in order {
-            self.control[to] = false;
-            let batch = std::mem::take(&mut self.batches[to]);
-            self.pending.push((to, batch));
-        }
-        // Earlier batches go first; once one destination is full, later batches to it
-        // wait behind it, and so do all later control batches, to keep causal order.
-        let mut kept = Vec::new();
-        let mut blocked = vec![false; self.batches.len()];
-        let mut any_blocked = false;
-        for (to, batch) in self.pending.drain(..) {
-            if blocked[to] || (any_blocked && batch.iter().any(Envelope::is_control)) {
-                kept.push((to, batch));
-                continue;
-            }
-            if let Err(batch) = mesh.try_send(to, batch) {
-                blocked[to] = true;
-                any_blocked = true;
-                kept.push((to, batch));
-            }
-        }
-        self.pending = kept;
     }
 }

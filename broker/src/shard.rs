@@ -130,3 +130,160 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Routing driven with scripted subscriptions and publishes, no network: each test
+    //! asserts which deliveries the shard queues for which worker.
+
+    use super::*;
+    use crate::mesh::ConnId;
+
+    fn conn(worker: u16, slot: u32) -> ConnId {
+        ConnId {
+            worker,
+            slot,
+            gen: 1,
+        }
+    }
+
+    fn sub(c: ConnId, id: u64) -> SubRef {
+        SubRef {
+            conn: c,
+            key: id as u32,
+            id,
+        }
+    }
+
+    fn msg(subject: &'static str, origin: ConnId) -> Arc<Msg> {
+        Arc::new(Msg {
+            subject: Bytes::from_static(subject.as_bytes()),
+            reply: None,
+            headers: None,
+            payload: Bytes::from_static(b"x"),
+            origin,
+            no_echo: false,
+            no_responders: false,
+            origin_only: false,
+        })
+    }
+
+    /// The single-shard world: every subject is owned by shard 0, deliveries go to 2 workers.
+    fn world() -> (Shard, Outbox) {
+        (Shard::new(0, 1), Outbox::new(0, 2))
+    }
+
+    /// The subscription ids delivered, over both workers.
+    fn delivered(out: &mut Outbox) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for w in 0..2 {
+            for env in out.take_batch(w) {
+                if let Envelope::Deliver { sub, .. } = env {
+                    assert_eq!(sub.conn.worker as usize, w, "delivery sent to the wrong worker");
+                    ids.push(sub.id);
+                }
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn plain_subscribers_all_get_it() {
+        let (mut shard, mut out) = world();
+        let (a, b) = (conn(0, 1), conn(1, 1));
+        shard.subscribe(&Bytes::from_static(b"room.1"), None, sub(a, 1));
+        shard.subscribe(&Bytes::from_static(b"room.*"), None, sub(b, 2));
+        shard.subscribe(&Bytes::from_static(b"other"), None, sub(b, 3));
+        let r = shard.route(&msg("room.1", a), &mut out);
+        assert_eq!(r.deliveries, 2);
+        assert_eq!(delivered(&mut out), vec![1, 2]);
+    }
+
+    #[test]
+    fn queue_group_round_robin_per_group() {
+        let (mut shard, mut out) = world();
+        let q1 = Bytes::from_static(b"q1");
+        let q2 = Bytes::from_static(b"q2");
+        let filter = Bytes::from_static(b"work");
+        for id in 1..=3 {
+            shard.subscribe(&filter, Some(&q1), sub(conn(id as u16 % 2, id as u32), id));
+        }
+        // A member of the same group through a wildcard filter belongs to the same group.
+        shard.subscribe(&Bytes::from_static(b"wor*"), Some(&q1), sub(conn(0, 9), 9));
+        shard.subscribe(&Bytes::from_static(b">"), Some(&q1), sub(conn(1, 4), 4));
+        shard.subscribe(&filter, Some(&q2), sub(conn(1, 5), 5));
+        let mut counts = std::collections::BTreeMap::new();
+        for _ in 0..400 {
+            shard.route(&msg("work", conn(0, 0)), &mut out);
+            let ids = delivered(&mut out);
+            assert_eq!(ids.len(), 2, "one member of each group: {ids:?}");
+            assert!(ids.contains(&5));
+            for id in ids {
+                *counts.entry(id).or_insert(0) += 1;
+            }
+        }
+        // `wor*` is a literal token, so subscription 9 never matches "work".
+        assert_eq!(counts.get(&9), None);
+        for id in [1, 2, 3, 4] {
+            assert_eq!(counts[&id], 100, "even spread: {counts:?}");
+        }
+        assert_eq!(counts[&5], 400);
+    }
+
+    #[test]
+    fn echo_off_skips_only_the_publisher() {
+        let (mut shard, mut out) = world();
+        let (me, other) = (conn(0, 1), conn(1, 1));
+        let f = Bytes::from_static(b"chat");
+        shard.subscribe(&f, None, sub(me, 1));
+        shard.subscribe(&f, None, sub(other, 2));
+        let mut m = msg("chat", me);
+        Arc::get_mut(&mut m).unwrap().no_echo = true;
+        shard.route(&m, &mut out);
+        assert_eq!(delivered(&mut out), vec![2]);
+    }
+
+    #[test]
+    fn no_responders_sends_a_status_to_the_origin_only() {
+        let (mut shard, mut out) = world();
+        let requester = conn(1, 7);
+        let mut m = msg("service", requester);
+        {
+            let m = Arc::get_mut(&mut m).unwrap();
+            m.no_responders = true;
+            m.reply = Some(Bytes::from_static(b"_INBOX.abc.1"));
+        }
+        let r = shard.route(&m, &mut out);
+        assert!(r.no_responders);
+        let mut batch = out.take_batch(0);
+        assert_eq!(batch.len(), 1);
+        let Some(Envelope::Publish(status)) = batch.pop() else {
+            panic!("expected the status publish");
+        };
+        assert_eq!(&status.subject[..], b"_INBOX.abc.1");
+        assert_eq!(status.headers.as_deref(), Some(NO_RESPONDERS));
+        assert!(status.origin_only);
+        // Routing the status reaches the requester's inbox and nobody else's.
+        let inbox = Bytes::from_static(b"_INBOX.abc.*");
+        shard.subscribe(&inbox, None, sub(requester, 1));
+        shard.subscribe(&inbox, None, sub(conn(0, 3), 2));
+        let r = shard.route(&status, &mut out);
+        assert_eq!(r.deliveries, 1);
+        assert!(!r.no_responders);
+        assert_eq!(delivered(&mut out), vec![1]);
+    }
+
+    #[test]
+    fn unsubscribe_stops_delivery() {
+        let (mut shard, mut out) = world();
+        let f = Bytes::from_static(b"a.>");
+        let s = sub(conn(0, 1), 1);
+        shard.subscribe(&f, None, s);
+        shard.route(&msg("a.b", conn(1, 1)), &mut out);
+        assert_eq!(delivered(&mut out), vec![1]);
+        shard.unsubscribe(&f, &s);
+        shard.route(&msg("a.b", conn(1, 1)), &mut out);
+        assert!(delivered(&mut out).is_empty());
+    }
+}

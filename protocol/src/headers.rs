@@ -193,8 +193,8 @@ mod tests {
 
     #[test]
     fn parses_fields() {
-        let map = HeaderMap::parse(b"NATS/1.0\r\nFoo: bar\r\nfoo:  baz \t\r\nX-Empty:\r\n\r\n")
-            .unwrap();
+        let map =
+            HeaderMap::parse(b"NATS/1.0\r\nFoo: bar\r\nfoo:  baz \t\r\nX-Empty:\r\n\r\n").unwrap();
         assert_eq!(map.status, None);
         assert_eq!(map.description, None);
         assert_eq!(
@@ -249,7 +249,10 @@ mod tests {
             HeaderMap::parse(b"NATS/1.01\r\n\r\n"),
             Err(HeaderError::BadVersionLine)
         );
-        assert_eq!(HeaderMap::parse(b"NATS/1.0"), Err(HeaderError::Unterminated));
+        assert_eq!(
+            HeaderMap::parse(b"NATS/1.0"),
+            Err(HeaderError::Unterminated)
+        );
         assert_eq!(
             HeaderMap::parse(b"NATS/1.0\r\nA: b\r\n"),
             Err(HeaderError::Unterminated)

@@ -15,10 +15,12 @@ pub enum SubjectError {
     /// The subject has no bytes at all.
     #[error("subject is empty")]
     Empty,
-    /// Two dots in a row, or a leading or trailing dot.
+    /// Two dots in a row, or a leading or trailing dot. Reported before any wildcard
+    /// error.
     #[error("subject has an empty token")]
     EmptyToken,
-    /// Whitespace, NUL or another ASCII control character.
+    /// Whitespace, NUL or another ASCII control character. Reported before any wildcard
+    /// error.
     #[error("subject contains whitespace or a control character")]
     BadCharacter,
     /// A `*` or `>` token in a subject that must be literal.
@@ -42,6 +44,8 @@ fn validate(subject: &[u8], wildcards: bool) -> Result<(), SubjectError> {
     if subject.is_empty() {
         return Err(SubjectError::Empty);
     }
+    // Shape errors (empty token, bad byte) win over wildcard errors wherever they stand.
+    let mut wildcard_error = None;
     let mut tokens = tokens(subject).peekable();
     while let Some(token) = tokens.next() {
         if token.is_empty() {
@@ -50,13 +54,15 @@ fn validate(subject: &[u8], wildcards: bool) -> Result<(), SubjectError> {
         if token.iter().any(|&b| is_bad_byte(b)) {
             return Err(SubjectError::BadCharacter);
         }
-        match token {
-            b"*" | b">" if !wildcards => return Err(SubjectError::Wildcard),
-            b">" if tokens.peek().is_some() => return Err(SubjectError::FullWildcardNotLast),
-            _ => {}
+        if wildcard_error.is_none() {
+            wildcard_error = match token {
+                b"*" | b">" if !wildcards => Some(SubjectError::Wildcard),
+                b">" if tokens.peek().is_some() => Some(SubjectError::FullWildcardNotLast),
+                _ => None,
+            };
         }
     }
-    Ok(())
+    wildcard_error.map_or(Ok(()), Err)
 }
 
 /// Checks a subject a message is published to: valid and literal.
@@ -132,7 +138,15 @@ mod tests {
 
     #[test]
     fn empty_tokens() {
-        for s in [&b"."[..], b".foo", b"foo.", b"foo..bar", b"..", b"a.b.", b"*..>"] {
+        for s in [
+            &b"."[..],
+            b".foo",
+            b"foo.",
+            b"foo..bar",
+            b"..",
+            b"a.b.",
+            b"*..>",
+        ] {
             assert_eq!(validate_publish(s), Err(SubjectError::EmptyToken), "{s:?}");
             assert_eq!(validate_filter(s), Err(SubjectError::EmptyToken), "{s:?}");
         }
@@ -151,7 +165,11 @@ mod tests {
             b"a\x7f",
             b" ",
         ] {
-            assert_eq!(validate_publish(s), Err(SubjectError::BadCharacter), "{s:?}");
+            assert_eq!(
+                validate_publish(s),
+                Err(SubjectError::BadCharacter),
+                "{s:?}"
+            );
             assert_eq!(validate_filter(s), Err(SubjectError::BadCharacter), "{s:?}");
         }
     }
@@ -165,7 +183,16 @@ mod tests {
 
     #[test]
     fn filters() {
-        for s in [&b"*"[..], b">", b"foo.*", b"*.foo", b"foo.>", b"a.*.b", b"*.*.>", b"a*.b>"] {
+        for s in [
+            &b"*"[..],
+            b">",
+            b"foo.*",
+            b"*.foo",
+            b"foo.>",
+            b"a.*.b",
+            b"*.*.>",
+            b"a*.b>",
+        ] {
             assert_eq!(validate_filter(s), Ok(()), "{s:?}");
         }
         for s in [&b">.foo"[..], b"a.>.b", b">.>"] {

@@ -456,7 +456,11 @@ impl ClientGrammar {
             match args.get(2, 3) {
                 Some(&[s, t]) => (s, None, None, t),
                 Some(&[s, r, t]) => (s, Some(r), None, t),
-                _ => return Err(DecodeError::Malformed("PUB expects <subject> [reply] <size>")),
+                _ => {
+                    return Err(DecodeError::Malformed(
+                        "PUB expects <subject> [reply] <size>",
+                    ))
+                }
             }
         };
         let header_len = header_len.map(|h| parse_size(h.of(line))).transpose()?;
@@ -536,9 +540,7 @@ impl Grammar for ClientGrammar {
     fn build_line(line: &Bytes, parsed: ClientLine) -> Result<ClientOp, DecodeError> {
         Ok(match parsed {
             ClientLine::Connect(options) => ClientOp::Connect(options),
-            ClientLine::Sub {
-                error: Some(e), ..
-            } => return Err(DecodeError::InvalidSubject(e)),
+            ClientLine::Sub { error: Some(e), .. } => return Err(DecodeError::InvalidSubject(e)),
             ClientLine::Sub {
                 subject,
                 queue,
@@ -754,5 +756,654 @@ impl ServerDecoder {
     /// `buf` held at the last call. See [`ClientDecoder::bytes_needed`].
     pub fn bytes_needed(&self) -> Option<usize> {
         self.core.needed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_control_line: usize, max_payload: usize) -> Limits {
+        Limits {
+            max_control_line,
+            max_payload,
+        }
+    }
+
+    /// Decodes everything in `input` with default limits, up to the first fatal error.
+    fn client_all(input: &[u8]) -> Vec<Result<ClientOp, DecodeError>> {
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(op)) => out.push(Ok(op)),
+                Ok(None) => return out,
+                Err(e) => {
+                    let fatal = e.is_fatal();
+                    out.push(Err(e));
+                    if fatal {
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+
+    fn client_one(input: &[u8]) -> Result<Option<ClientOp>, DecodeError> {
+        ClientDecoder::new(Limits::default()).decode(&mut BytesMut::from(input))
+    }
+
+    fn server_one(input: &[u8]) -> Result<Option<ServerOp>, DecodeError> {
+        ServerDecoder::new(Limits::default()).decode(&mut BytesMut::from(input))
+    }
+
+    fn publish(
+        subject: &str,
+        reply: Option<&str>,
+        headers: Option<&str>,
+        payload: &str,
+    ) -> ClientOp {
+        ClientOp::Pub(Publish {
+            subject: Bytes::copy_from_slice(subject.as_bytes()),
+            reply: reply.map(|r| Bytes::copy_from_slice(r.as_bytes())),
+            headers: headers.map(|h| Bytes::copy_from_slice(h.as_bytes())),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+        })
+    }
+
+    fn sub(subject: &str, queue: Option<&str>, sid: &str) -> ClientOp {
+        ClientOp::Sub(Subscribe {
+            subject: Bytes::copy_from_slice(subject.as_bytes()),
+            queue: queue.map(|q| Bytes::copy_from_slice(q.as_bytes())),
+            sid: Bytes::copy_from_slice(sid.as_bytes()),
+        })
+    }
+
+    #[test]
+    fn display_texts() {
+        assert_eq!(
+            DecodeError::UnknownOperation.to_string(),
+            "Unknown Protocol Operation"
+        );
+        assert_eq!(
+            DecodeError::ControlLineTooLong { max: 4 }.to_string(),
+            "Maximum Control Line Exceeded"
+        );
+        assert_eq!(
+            DecodeError::PayloadTooLarge { size: 2, max: 1 }.to_string(),
+            "Maximum Payload Violation"
+        );
+        assert_eq!(
+            DecodeError::InvalidPublishSubject(SubjectError::Wildcard).to_string(),
+            "Invalid Publish Subject"
+        );
+        assert_eq!(
+            DecodeError::InvalidSubject(SubjectError::EmptyToken).to_string(),
+            "Invalid Subject"
+        );
+        assert_eq!(
+            DecodeError::InvalidJson("x".into()).to_string(),
+            "Invalid CONNECT: x"
+        );
+        assert_eq!(
+            DecodeError::Malformed("PUB expects <subject> [reply] <size>").to_string(),
+            "Parser Error: PUB expects <subject> [reply] <size>"
+        );
+    }
+
+    #[test]
+    fn fatality() {
+        assert!(!DecodeError::InvalidSubject(SubjectError::Empty).is_fatal());
+        assert!(!DecodeError::InvalidPublishSubject(SubjectError::Empty).is_fatal());
+        assert!(DecodeError::UnknownOperation.is_fatal());
+        assert!(DecodeError::Malformed("x").is_fatal());
+        assert!(DecodeError::ControlLineTooLong { max: 1 }.is_fatal());
+        assert!(DecodeError::PayloadTooLarge { size: 2, max: 1 }.is_fatal());
+        assert!(DecodeError::InvalidJson(String::new()).is_fatal());
+    }
+
+    #[test]
+    fn simple_ops() {
+        assert_eq!(client_one(b"PING\r\n"), Ok(Some(ClientOp::Ping)));
+        assert_eq!(client_one(b"PONG\r\n"), Ok(Some(ClientOp::Pong)));
+        assert_eq!(
+            client_one(b"PUB foo 5\r\nhello\r\n"),
+            Ok(Some(publish("foo", None, None, "hello")))
+        );
+        assert_eq!(
+            client_one(b"PUB foo bar.baz 0\r\n\r\n"),
+            Ok(Some(publish("foo", Some("bar.baz"), None, "")))
+        );
+        assert_eq!(
+            client_one(b"SUB foo.* 1\r\n"),
+            Ok(Some(sub("foo.*", None, "1")))
+        );
+        assert_eq!(
+            client_one(b"SUB foo.> workers 22\r\n"),
+            Ok(Some(sub("foo.>", Some("workers"), "22")))
+        );
+        assert_eq!(
+            client_one(b"UNSUB 1\r\n"),
+            Ok(Some(ClientOp::Unsub {
+                sid: Bytes::from_static(b"1"),
+                max: None
+            }))
+        );
+    }
+
+    #[test]
+    fn unsub_with_max() {
+        assert_eq!(
+            client_one(b"UNSUB 1 5\r\n"),
+            Ok(Some(ClientOp::Unsub {
+                sid: Bytes::from_static(b"1"),
+                max: Some(5)
+            }))
+        );
+        assert_eq!(
+            client_one(b"UNSUB abc 18446744073709551615\r\n"),
+            Ok(Some(ClientOp::Unsub {
+                sid: Bytes::from_static(b"abc"),
+                max: Some(u64::MAX)
+            }))
+        );
+        assert_eq!(
+            client_one(b"UNSUB 1 18446744073709551616\r\n"),
+            Err(BAD_NUMBER)
+        );
+        assert_eq!(client_one(b"UNSUB 1 -5\r\n"), Err(BAD_NUMBER));
+        assert_eq!(client_one(b"UNSUB 1 +5\r\n"), Err(BAD_NUMBER));
+        assert_eq!(
+            client_one(b"UNSUB\r\n"),
+            Err(DecodeError::Malformed("UNSUB expects <sid> [max messages]"))
+        );
+        assert_eq!(
+            client_one(b"UNSUB 1 2 3\r\n"),
+            Err(DecodeError::Malformed("UNSUB expects <sid> [max messages]"))
+        );
+    }
+
+    #[test]
+    fn case_insensitive_names_and_whitespace() {
+        assert_eq!(client_one(b"ping\r\n"), Ok(Some(ClientOp::Ping)));
+        assert_eq!(client_one(b"PiNg\r\n"), Ok(Some(ClientOp::Ping)));
+        assert_eq!(client_one(b"pong\n"), Ok(Some(ClientOp::Pong)));
+        assert_eq!(
+            client_one(b"pub\t foo \t 2 \r\nhi\r\n"),
+            Ok(Some(publish("foo", None, None, "hi")))
+        );
+        assert_eq!(
+            client_one(b"  sub foo 1\r\n"),
+            Ok(Some(sub("foo", None, "1")))
+        );
+        assert_eq!(
+            client_one(b"Unsub 1\r\n"),
+            Ok(Some(ClientOp::Unsub {
+                sid: Bytes::from_static(b"1"),
+                max: None
+            }))
+        );
+        assert_eq!(
+            client_one(b"hPuB foo 12 12\r\nNATS/1.0\r\n\r\n\r\n"),
+            Ok(Some(publish("foo", None, Some("NATS/1.0\r\n\r\n"), "")))
+        );
+        assert!(matches!(
+            client_one(b"connect {}\r\n"),
+            Ok(Some(ClientOp::Connect(_)))
+        ));
+    }
+
+    #[test]
+    fn bare_newlines() {
+        assert_eq!(
+            client_all(b"PING\nPUB foo 3\nabc\nSUB foo 1\n"),
+            vec![
+                Ok(ClientOp::Ping),
+                Ok(publish("foo", None, None, "abc")),
+                Ok(sub("foo", None, "1")),
+            ]
+        );
+        // Mixed line ends around one payload.
+        assert_eq!(
+            client_all(b"PUB foo 3\nabc\r\nPUB foo 3\r\nabc\n"),
+            vec![
+                Ok(publish("foo", None, None, "abc")),
+                Ok(publish("foo", None, None, "abc")),
+            ]
+        );
+    }
+
+    #[test]
+    fn telnet_session() {
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::new();
+        let mut feed = |bytes: &[u8]| {
+            buf.extend_from_slice(bytes);
+            let mut out = Vec::new();
+            while let Some(op) = dec.decode(&mut buf).unwrap() {
+                out.push(op);
+            }
+            out
+        };
+        assert_eq!(feed(b"\r\n"), vec![]);
+        assert_eq!(feed(b"conn"), vec![]);
+        assert!(matches!(
+            feed(b"ect {\"verbose\": true}\r\n").as_slice(),
+            [ClientOp::Connect(o)] if o.verbose && o.echo
+        ));
+        assert_eq!(feed(b"\r\n\r\n   \r\n\t\n"), vec![]);
+        assert_eq!(feed(b"sub foo 1\r\n"), vec![sub("foo", None, "1")]);
+        assert_eq!(feed(b"pub foo 5\r\n"), vec![]);
+        assert_eq!(feed(b"hel"), vec![]);
+        assert_eq!(feed(b"lo\r"), vec![]);
+        assert_eq!(feed(b"\n"), vec![publish("foo", None, None, "hello")]);
+        assert_eq!(
+            feed(b"ping\r\n\r\nping\r\n"),
+            vec![ClientOp::Ping, ClientOp::Ping]
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn hpub_sizes() {
+        let headers = "NATS/1.0\r\nA: b\r\n\r\n";
+        assert_eq!(headers.len(), 18);
+        assert_eq!(
+            client_one(b"HPUB foo 18 23\r\nNATS/1.0\r\nA: b\r\n\r\nhello\r\n"),
+            Ok(Some(publish("foo", None, Some(headers), "hello")))
+        );
+        assert_eq!(
+            client_one(b"HPUB foo reply 18 18\r\nNATS/1.0\r\nA: b\r\n\r\n\r\n"),
+            Ok(Some(publish("foo", Some("reply"), Some(headers), "")))
+        );
+        assert_eq!(
+            client_one(b"HPUB foo 19 18\r\nNATS/1.0\r\nA: b\r\n\r\n\r\n"),
+            Err(BAD_HEADER_SIZE)
+        );
+        assert_eq!(
+            client_one(b"HPUB foo 18 23\r\nHTTP/1.1\r\nA: b\r\n\r\nhello\r\n"),
+            Err(BAD_HEADER_BLOCK)
+        );
+        assert_eq!(client_one(b"HPUB foo 0 0\r\n\r\n"), Err(BAD_HEADER_BLOCK));
+        assert_eq!(
+            client_one(b"HPUB foo 18\r\n"),
+            Err(DecodeError::Malformed(
+                "HPUB expects <subject> [reply] <header size> <total size>"
+            ))
+        );
+        assert_eq!(client_one(b"HPUB foo x 18\r\n"), Err(BAD_NUMBER));
+    }
+
+    #[test]
+    fn payload_too_large_before_payload() {
+        let mut dec = ClientDecoder::new(limits(64, 10));
+        let mut buf = BytesMut::from(&b"PUB foo 11\r\n"[..]);
+        assert_eq!(
+            dec.decode(&mut buf),
+            Err(DecodeError::PayloadTooLarge { size: 11, max: 10 })
+        );
+        let mut buf = BytesMut::from(&b"HPUB foo 5 11\r\n"[..]);
+        let mut dec = ClientDecoder::new(limits(64, 10));
+        assert_eq!(
+            dec.decode(&mut buf),
+            Err(DecodeError::PayloadTooLarge { size: 11, max: 10 })
+        );
+        // Exactly at the limit is fine.
+        let mut dec = ClientDecoder::new(limits(64, 10));
+        let mut buf = BytesMut::from(&b"PUB foo 10\r\n0123456789\r\n"[..]);
+        assert_eq!(
+            dec.decode(&mut buf),
+            Ok(Some(publish("foo", None, None, "0123456789")))
+        );
+        // A size that does not even fit in a u64.
+        assert_eq!(
+            client_one(b"PUB foo 99999999999999999999999\r\n"),
+            Err(BAD_NUMBER)
+        );
+    }
+
+    #[test]
+    fn bytes_needed_while_awaiting_payload() {
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(&b"PUB foo 10\r\n"[..]);
+        assert_eq!(dec.bytes_needed(), None);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert_eq!(dec.bytes_needed(), Some(12));
+        assert_eq!(buf.len(), 12, "the control line stays in the buffer");
+        buf.extend_from_slice(b"0123");
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert_eq!(dec.bytes_needed(), Some(8));
+        buf.extend_from_slice(b"456789\r");
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert_eq!(dec.bytes_needed(), Some(1));
+        buf.extend_from_slice(b"\nPING\r\n");
+        assert_eq!(
+            dec.decode(&mut buf),
+            Ok(Some(publish("foo", None, None, "0123456789")))
+        );
+        assert_eq!(dec.bytes_needed(), None);
+        assert_eq!(dec.decode(&mut buf), Ok(Some(ClientOp::Ping)));
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert_eq!(dec.bytes_needed(), None);
+    }
+
+    #[test]
+    fn payload_must_end_with_line_end() {
+        assert_eq!(client_one(b"PUB foo 3\r\nabcd\r\n"), Err(NO_PAYLOAD_END));
+        assert_eq!(client_one(b"PUB foo 3\r\nabc\rx"), Err(NO_PAYLOAD_END));
+        assert_eq!(client_one(b"PUB foo 3\r\nabc\r"), Ok(None));
+    }
+
+    #[test]
+    fn invalid_publish_subject_is_reported_after_the_payload() {
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(&b"PUB foo.* 5\r\nhel"[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(b"lo\r\nPING\r\n");
+        assert_eq!(
+            dec.decode(&mut buf),
+            Err(DecodeError::InvalidPublishSubject(SubjectError::Wildcard))
+        );
+        assert_eq!(dec.decode(&mut buf), Ok(Some(ClientOp::Ping)));
+
+        assert_eq!(
+            client_all(b"PUB a..b 1\r\nx\r\nPUB a r.> 1\r\nx\r\nHPUB > 12 12\r\nNATS/1.0\r\n\r\n\r\nPING\r\n"),
+            vec![
+                Err(DecodeError::InvalidPublishSubject(SubjectError::EmptyToken)),
+                Err(DecodeError::InvalidPublishSubject(SubjectError::Wildcard)),
+                Err(DecodeError::InvalidPublishSubject(SubjectError::Wildcard)),
+                Ok(ClientOp::Ping),
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_sub_subject_is_not_fatal() {
+        assert_eq!(
+            client_all(b"SUB foo..bar 1\r\nSUB >.a 2\r\nSUB foo q.* 3\r\nSUB foo 4\r\n"),
+            vec![
+                Err(DecodeError::InvalidSubject(SubjectError::EmptyToken)),
+                Err(DecodeError::InvalidSubject(
+                    SubjectError::FullWildcardNotLast
+                )),
+                Err(DecodeError::InvalidSubject(SubjectError::Wildcard)),
+                Ok(sub("foo", None, "4")),
+            ]
+        );
+    }
+
+    #[test]
+    fn argument_counts() {
+        for (line, msg) in [
+            (&b"PUB\r\n"[..], "PUB expects <subject> [reply] <size>"),
+            (b"PUB foo\r\n", "PUB expects <subject> [reply] <size>"),
+            (b"PUB a b c d\r\n", "PUB expects <subject> [reply] <size>"),
+            (
+                b"HPUB a b c d e\r\n",
+                "HPUB expects <subject> [reply] <header size> <total size>",
+            ),
+            (b"SUB foo\r\n", "SUB expects <subject> [queue group] <sid>"),
+            (
+                b"SUB a b c d\r\n",
+                "SUB expects <subject> [queue group] <sid>",
+            ),
+            (b"PING x\r\n", "PING takes no arguments"),
+            (b"PONG x\r\n", "PONG takes no arguments"),
+        ] {
+            assert_eq!(
+                client_one(line),
+                Err(DecodeError::Malformed(msg)),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            client_one(b"PUB a b c d e f g h i j\r\n"),
+            Err(DecodeError::Malformed(
+                "PUB expects <subject> [reply] <size>"
+            ))
+        );
+    }
+
+    #[test]
+    fn unknown_operations() {
+        for line in [
+            &b"FOO\r\n"[..],
+            b"PINGX\r\n",
+            b"+OK\r\n",
+            b"MSG foo 1 0\r\n",
+            b"\xff\xfe\r\n",
+            b"\r\r\n",
+            b"P\r\n",
+        ] {
+            assert_eq!(
+                client_one(line),
+                Err(DecodeError::UnknownOperation),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            server_one(b"PUB foo 0\r\n"),
+            Err(DecodeError::UnknownOperation)
+        );
+    }
+
+    #[test]
+    fn connect_json() {
+        let Ok(Some(ClientOp::Connect(o))) = client_one(
+            br#"CONNECT {"verbose":true,"pedantic":false,"name":"x","lang":"rust","version":"1","protocol":1,"echo":false,"headers":true,"no_responders":true,"unknown":[1,2]}"#
+                .iter()
+                .chain(b"\r\n")
+                .copied()
+                .collect::<Vec<u8>>()
+                .as_slice(),
+        ) else {
+            panic!("not a CONNECT");
+        };
+        assert!(o.verbose && !o.echo && o.headers && o.no_responders);
+        assert_eq!(o.name.as_deref(), Some("x"));
+        assert_eq!(o.protocol, Some(1));
+        assert!(matches!(
+            client_one(b"CONNECT {\r\n"),
+            Err(DecodeError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            client_one(b"CONNECT\r\n"),
+            Err(DecodeError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            client_one(b"CONNECT {\"verbose\":\"yes\"}\r\n"),
+            Err(DecodeError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn control_line_too_long() {
+        let mut dec = ClientDecoder::new(limits(16, 1024));
+        let mut buf = BytesMut::new();
+        for chunk in [&b"SUB aaaa"[..], b"aaaa", b"aaa"] {
+            buf.extend_from_slice(chunk);
+            assert_eq!(dec.decode(&mut buf), Ok(None));
+        }
+        buf.extend_from_slice(b"a");
+        assert_eq!(buf.len(), 16);
+        assert_eq!(
+            dec.decode(&mut buf),
+            Err(DecodeError::ControlLineTooLong { max: 16 })
+        );
+
+        // A line of exactly the limit, line end included, is fine.
+        let mut dec = ClientDecoder::new(limits(16, 1024));
+        let mut buf = BytesMut::from(&b"SUB aaaaaaaa 1\r\n"[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(Some(sub("aaaaaaaa", None, "1"))));
+        // One more byte is not.
+        let mut buf = BytesMut::from(&b"SUB aaaaaaaaa 1\r\n"[..]);
+        assert_eq!(
+            dec.decode(&mut buf),
+            Err(DecodeError::ControlLineTooLong { max: 16 })
+        );
+    }
+
+    #[test]
+    fn scanning_resumes_where_it_stopped() {
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::new();
+        for _ in 0..100 {
+            buf.extend_from_slice(b"          ");
+            assert_eq!(dec.decode(&mut buf), Ok(None));
+            assert_eq!(dec.core.scanned, buf.len());
+        }
+        buf.extend_from_slice(b"PING\r\n");
+        assert_eq!(dec.decode(&mut buf), Ok(Some(ClientOp::Ping)));
+        assert_eq!(dec.core.scanned, 0);
+    }
+
+    #[test]
+    fn zero_copy() {
+        let mut buf = BytesMut::from(&b"PUB foo bar 5\r\nhello\r\n"[..]);
+        let start = buf.as_ptr() as usize;
+        let Ok(Some(ClientOp::Pub(p))) = ClientDecoder::new(Limits::default()).decode(&mut buf)
+        else {
+            panic!("not a PUB");
+        };
+        assert_eq!(p.subject.as_ptr() as usize, start + 4);
+        assert_eq!(p.reply.unwrap().as_ptr() as usize, start + 8);
+        assert_eq!(p.payload.as_ptr() as usize, start + 15);
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        for input in [
+            &b"\xff\xff\xff\n"[..],
+            b"\n\n\n",
+            b"PUB \n",
+            b"PUB a 1\n\xff",
+            b"HPUB a 8 8\nNATS/1.0",
+            b"HPUB a 8 8\nNATS/1.0\n",
+            b"\0\0\0\n",
+            b"SUB \xff 1\n",
+            b"UNSUB \n",
+        ] {
+            let _ = client_all(input);
+            let mut dec = ServerDecoder::new(Limits::default());
+            let mut buf = BytesMut::from(input);
+            while let Ok(Some(_)) = dec.decode(&mut buf) {}
+        }
+    }
+
+    fn message(
+        subject: &str,
+        sid: &str,
+        reply: Option<&str>,
+        headers: Option<&str>,
+        payload: &str,
+    ) -> ServerOp {
+        ServerOp::Msg(Message {
+            subject: Bytes::copy_from_slice(subject.as_bytes()),
+            sid: Bytes::copy_from_slice(sid.as_bytes()),
+            reply: reply.map(|r| Bytes::copy_from_slice(r.as_bytes())),
+            headers: headers.map(|h| Bytes::copy_from_slice(h.as_bytes())),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+        })
+    }
+
+    #[test]
+    fn server_ops() {
+        assert_eq!(server_one(b"+OK\r\n"), Ok(Some(ServerOp::Ok)));
+        assert_eq!(server_one(b"+ok\n"), Ok(Some(ServerOp::Ok)));
+        assert_eq!(server_one(b"PING\r\n"), Ok(Some(ServerOp::Ping)));
+        assert_eq!(server_one(b"pong\r\n"), Ok(Some(ServerOp::Pong)));
+        assert_eq!(
+            server_one(b"-ERR 'Unknown Protocol Operation'\r\n"),
+            Ok(Some(ServerOp::Err("Unknown Protocol Operation".into())))
+        );
+        assert_eq!(
+            server_one(b"-ERR  unquoted text \r\n"),
+            Ok(Some(ServerOp::Err("unquoted text".into())))
+        );
+        assert_eq!(
+            server_one(b"-ERR ''\r\n"),
+            Ok(Some(ServerOp::Err(String::new())))
+        );
+        assert_eq!(
+            server_one(b"MSG foo 1 5\r\nhello\r\n"),
+            Ok(Some(message("foo", "1", None, None, "hello")))
+        );
+        assert_eq!(
+            server_one(b"msg foo 1 r 0\r\n\r\n"),
+            Ok(Some(message("foo", "1", Some("r"), None, "")))
+        );
+        assert_eq!(
+            server_one(b"HMSG foo 1 16 18\r\nNATS/1.0 503\r\n\r\nhi\r\n"),
+            Ok(Some(message(
+                "foo",
+                "1",
+                None,
+                Some("NATS/1.0 503\r\n\r\n"),
+                "hi"
+            )))
+        );
+        assert_eq!(
+            server_one(b"HMSG foo 1 r 16 16\r\nNATS/1.0 503\r\n\r\n\r\n"),
+            Ok(Some(message(
+                "foo",
+                "1",
+                Some("r"),
+                Some("NATS/1.0 503\r\n\r\n"),
+                ""
+            )))
+        );
+        let Ok(Some(ServerOp::Info(info))) = server_one(
+            b"INFO {\"server_id\":\"abc\",\"max_payload\":1048576,\"jetstream\":true}\r\n",
+        ) else {
+            panic!("not INFO");
+        };
+        assert_eq!(info.server_id, "abc");
+        assert_eq!(info.max_payload, 1_048_576);
+        assert!(matches!(
+            server_one(b"INFO x\r\n"),
+            Err(DecodeError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn server_errors() {
+        assert_eq!(
+            server_one(b"MSG foo 5\r\n"),
+            Err(DecodeError::Malformed(
+                "MSG expects <subject> <sid> [reply] <size>"
+            ))
+        );
+        assert_eq!(
+            server_one(b"HMSG foo 1 5\r\n"),
+            Err(DecodeError::Malformed(
+                "HMSG expects <subject> <sid> [reply] <header size> <total size>"
+            ))
+        );
+        assert_eq!(
+            server_one(b"+OK x\r\n"),
+            Err(DecodeError::Malformed("+OK takes no arguments"))
+        );
+        assert_eq!(server_one(b"MSG foo 1 x\r\n"), Err(BAD_NUMBER));
+        assert_eq!(server_one(b"HMSG foo 1 6 5\r\n"), Err(BAD_HEADER_SIZE));
+        let mut dec = ServerDecoder::new(limits(64, 4));
+        assert_eq!(
+            dec.decode(&mut BytesMut::from(&b"MSG foo 1 5\r\n"[..])),
+            Err(DecodeError::PayloadTooLarge { size: 5, max: 4 })
+        );
+        let mut dec = ServerDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(&b"MSG foo 1 5\r\nhe"[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert_eq!(dec.bytes_needed(), Some(5));
+    }
+
+    #[test]
+    fn decoder_is_clean_after_fatal_error() {
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(&b"PUB foo 3\r\nabcX\r\n"[..]);
+        assert_eq!(dec.decode(&mut buf), Err(NO_PAYLOAD_END));
+        assert_eq!(dec.bytes_needed(), None);
+        let mut buf = BytesMut::from(&b"PING\r\n"[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(Some(ClientOp::Ping)));
     }
 }

@@ -40,13 +40,7 @@ impl Decimal {
 
 /// Appends `op arg arg ...\r\n`, skipping absent arguments, after one `reserve`.
 fn put_line(dst: &mut BytesMut, op: &[u8], args: &[Option<&[u8]>]) {
-    let len = op.len()
-        + args
-            .iter()
-            .flatten()
-            .map(|a| a.len() + 1)
-            .sum::<usize>()
-        + 2;
+    let len = op.len() + args.iter().flatten().map(|a| a.len() + 1).sum::<usize>() + 2;
     dst.reserve(len);
     dst.extend_from_slice(op);
     for arg in args.iter().flatten() {

@@ -1,0 +1,39 @@
+# Tern: the commands a newcomer needs. `make run` starts the broker, `make test` runs
+# everything CI runs.
+
+CARGO ?= cargo
+# Extra flags for ternd, e.g. `make run ARGS="--workers 2 --log-level debug"`.
+ARGS ?=
+
+.PHONY: run build test fmt fmt-check lint fuzz clean
+
+## run: build in release mode and start ternd with its defaults (text port 127.0.0.1:4222)
+run:
+	$(CARGO) run --release -p tern-broker --bin ternd -- $(ARGS)
+
+## build: build everything in release mode
+build:
+	$(CARGO) build --release --workspace
+
+## test: formatting, lints, then every unit, property and integration test
+test: fmt-check lint
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+## fmt: format the code
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+## lint: clippy with warnings as errors
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## fuzz: run the text decoder fuzzer (needs a nightly toolchain and cargo-fuzz)
+fuzz:
+	cd protocol/fuzz && $(CARGO) +nightly fuzz run text_decoder
+
+clean:
+	$(CARGO) clean
