@@ -50,7 +50,8 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub const DEFAULT_MAX_CONTROL_LINE: usize = tern_protocol::text::Limits::DEFAULT_MAX_CONTROL_LINE;
+    pub const DEFAULT_MAX_CONTROL_LINE: usize =
+        tern_protocol::text::Limits::DEFAULT_MAX_CONTROL_LINE;
     pub const DEFAULT_MAX_PAYLOAD: usize = tern_protocol::text::Limits::DEFAULT_MAX_PAYLOAD;
     pub const DEFAULT_MAX_PENDING: usize = 64 * 1024 * 1024;
     pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
@@ -323,7 +324,11 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("`{text}` has an unknown unit (use B, KiB, MiB or GiB)")),
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit (use B, KiB, MiB or GiB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{text}` is too large"))
@@ -406,8 +411,8 @@ mod tests {
 
     #[test]
     fn file_values_and_flag_precedence() {
-        let c = with_file("workers = 3\nmax_payload = \"2MiB\"\nping_interval = \"250ms\"\n")
-            .unwrap();
+        let c =
+            with_file("workers = 3\nmax_payload = \"2MiB\"\nping_interval = \"250ms\"\n").unwrap();
         assert_eq!(c.workers, 3);
         assert_eq!(c.limits.max_payload, 2 << 20);
         assert_eq!(c.limits.ping_interval, Duration::from_millis(250));

@@ -107,6 +107,8 @@ pub(crate) struct Conn {
     pub listed_write: bool,
     /// A write hit `WouldBlock`: wait for the writable event before trying again.
     pub write_blocked: bool,
+    /// A `PING` waits for this worker's own deliveries to be queued first (see `ping`).
+    ping_deferred: bool,
 }
 
 impl Conn {
@@ -136,6 +138,7 @@ impl Conn {
             listed_read: false,
             listed_write: false,
             write_blocked: false,
+            ping_deferred: false,
         }
     }
 
@@ -152,10 +155,19 @@ impl Conn {
     }
 
     /// Reads what the socket has, up to `budget` bytes, and applies every whole operation.
+    ///
+    /// Returns early with [`ReadState::More`] and [`Conn::ping_waits`] true when a `PING`
+    /// must wait for this worker's own deliveries: the worker queues them, then calls `read`
+    /// again, which answers the `PING` and carries on where it stopped.
     pub fn read(&mut self, router: &mut Router, budget: usize, now: Instant) -> ReadState {
+        if self.ping_deferred {
+            self.ping_deferred = false;
+            self.send(&ServerOp::Pong);
+            self.apply_buffered(router);
+        }
         let mut taken = 0;
         while self.closing.is_none() {
-            if taken >= budget {
+            if taken >= budget || self.ping_deferred {
                 return ReadState::More;
             }
             match self.read_some() {
@@ -203,9 +215,15 @@ impl Conn {
         Ok(n)
     }
 
-    /// Decodes and applies every whole operation in the read buffer.
+    /// True when a `PING` waits for the worker's own deliveries (see [`Conn::read`]).
+    pub fn ping_waits(&self) -> bool {
+        self.ping_deferred && self.closing.is_none()
+    }
+
+    /// Decodes and applies every whole operation in the read buffer (up to a deferred
+    /// `PING`).
     fn apply_buffered(&mut self, router: &mut Router) {
-        while self.closing.is_none() {
+        while self.closing.is_none() && !self.ping_deferred {
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(op)) => self.apply(op, router),
                 Ok(None) => return,
@@ -230,7 +248,7 @@ impl Conn {
             ClientOp::Pub(p) => self.publish(p, router),
             ClientOp::Sub(s) => self.subscribe(s, router),
             ClientOp::Unsub { sid, max } => self.unsubscribe(&sid, max, router),
-            ClientOp::Ping => self.ping(),
+            ClientOp::Ping => self.ping(router),
             ClientOp::Pong => self.pong(),
         }
         if ack && self.opts.verbose && self.closing.is_none() {
@@ -298,8 +316,17 @@ impl Conn {
         }
     }
 
-    fn ping(&mut self) {
-        self.send(&ServerOp::Pong);
+    /// Clients use `PING`/`PONG` as a barrier: once `PONG` arrives, what they sent before
+    /// has been processed. nats-server also queues a publisher's own deliveries (the
+    /// messages it sent to subjects it subscribes to) before the `PONG`; deliveries this
+    /// worker routed to itself are still in its outbox at this point, so the `PONG` waits
+    /// until the worker has queued them.
+    fn ping(&mut self, router: &mut Router) {
+        if router.outbox.has_local() {
+            self.ping_deferred = true;
+        } else {
+            self.send(&ServerOp::Pong);
+        }
     }
 
     fn pong(&mut self) {

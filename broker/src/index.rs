@@ -102,7 +102,10 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.star.is_none() && self.here.is_empty() && self.tail.is_empty()
+        self.children.is_empty()
+            && self.star.is_none()
+            && self.here.is_empty()
+            && self.tail.is_empty()
     }
 }
 
@@ -298,7 +301,7 @@ mod tests {
         assert!(!ix.remove(b"a.*.c.>", &sub(2)));
         assert!(ix.remove(b"a.*.c.>", &sub(1)));
         assert!(ix.wild.is_empty());
-        assert!(ix.remove(b"x", &sub(1)) == false);
+        assert!(!ix.remove(b"x", &sub(1)));
         ix.insert(&Bytes::from_static(b"x"), None, sub(3));
         assert!(ix.remove(b"x", &sub(3)));
         assert!(ix.literal.is_empty());

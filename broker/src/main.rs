@@ -1,7 +1,7 @@
 //! `ternd`: parses flags and the config file, sets up logging, starts the server, and stops
 //! it cleanly on SIGINT or SIGTERM (a second signal exits at once).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
@@ -30,7 +30,10 @@ fn run() -> anyhow::Result<()> {
     std::io::stdout().flush().ok();
 
     let signal = signals.forever().next();
-    tracing::info!(?signal, "shutting down: no new connections, flushing queued messages");
+    tracing::info!(
+        ?signal,
+        "shutting down: no new connections, flushing queued messages"
+    );
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             eprintln!("ternd: second signal, exiting now");
@@ -49,7 +52,8 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -146,7 +146,8 @@ mod tests {
         let mut expect = Vec::new();
         for i in 0..50 {
             let before = q.tail().len();
-            q.tail().extend_from_slice(format!("line {i}\r\n").as_bytes());
+            q.tail()
+                .extend_from_slice(format!("line {i}\r\n").as_bytes());
             q.commit(before);
             expect.extend_from_slice(format!("line {i}\r\n").as_bytes());
             let p = if i % 3 == 0 {

@@ -59,12 +59,12 @@ impl Server {
         })?;
         let mut listeners = vec![first];
         for _ in 1..n {
-            listeners.push(bind_reuseport(local_addr).map_err(|source| {
-                StartError::Listen {
+            listeners.push(
+                bind_reuseport(local_addr).map_err(|source| StartError::Listen {
                     addr: local_addr,
                     source,
-                }
-            })?);
+                })?,
+            );
         }
 
         let mut polls = Vec::with_capacity(n);
@@ -102,11 +102,8 @@ impl Server {
 
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
-        for (worker, ((poll, listener), inbox)) in polls
-            .into_iter()
-            .zip(listeners)
-            .zip(inboxes)
-            .enumerate()
+        for (worker, ((poll, listener), inbox)) in
+            polls.into_iter().zip(listeners).zip(inboxes).enumerate()
         {
             let worker_stats = Arc::new(WorkerStats::default());
             stats.push(Arc::clone(&worker_stats));

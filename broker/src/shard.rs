@@ -179,7 +179,10 @@ mod tests {
         for w in 0..2 {
             for env in out.take_batch(w) {
                 if let Envelope::Deliver { sub, .. } = env {
-                    assert_eq!(sub.conn.worker as usize, w, "delivery sent to the wrong worker");
+                    assert_eq!(
+                        sub.conn.worker as usize, w,
+                        "delivery sent to the wrong worker"
+                    );
                     ids.push(sub.id);
                 }
             }

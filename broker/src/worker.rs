@@ -288,7 +288,12 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
             };
-            let state = conn.read(&mut self.router, READ_BUDGET, self.now);
+            let mut state = conn.read(&mut self.router, READ_BUDGET, self.now);
+            while self.conns[slot].ping_waits() {
+                self.handle_local();
+                state = self.conns[slot].read(&mut self.router, READ_BUDGET, self.now);
+            }
+            let conn = &mut self.conns[slot];
             let has_output = !conn.out.is_empty();
             if state == ReadState::More {
                 self.to_read.push(slot);
@@ -336,7 +341,9 @@ impl Worker {
             CloseReason::ClientClosed | CloseReason::ServerShutdown => {
                 debug!(peer = %conn.peer, client_id = conn.client_id, name = conn.name(), %reason, "connection closed")
             }
-            _ => info!(peer = %conn.peer, client_id = conn.client_id, name = conn.name(), %reason, "connection closed"),
+            _ => {
+                info!(peer = %conn.peer, client_id = conn.client_id, name = conn.name(), %reason, "connection closed")
+            }
         }
     }
 
