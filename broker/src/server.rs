@@ -177,10 +177,15 @@ impl Server {
         }
         let t = Totals::sum(self.stats.iter().map(|s| s.as_ref()));
         info!(
-            connections = t.connections_opened,
+            connections_opened = t.connections_opened,
             msgs_in = t.msgs_in,
+            bytes_in = t.bytes_in,
             msgs_out = t.msgs_out,
+            bytes_out = t.bytes_out,
             slow_consumers = t.slow_consumers,
+            stale_connections = t.stale_connections,
+            protocol_errors = t.protocol_errors,
+            no_responders = t.no_responders,
             "ternd stopped"
         );
     }
