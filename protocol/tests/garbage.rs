@@ -1,25 +1,30 @@
 //! Property tests on arbitrary and near-valid byte streams: no panics, the same results
 //! whatever the chunking, and the buffering bound.
 
-#[path = "common.rs"]
 mod common;
 
 use common::*;
 use proptest::prelude::*;
 use tern_protocol::text::{ClientDecoder, Limits, ServerDecoder};
 
-/// Streams built from protocol fragments, valid operations and random bytes, so that the
-/// decoders get deep into their states rather than failing on the first byte.
-fn near_valid_stream() -> impl Strategy<Value = Vec<u8>> {
+/// Streams built from protocol fragments, valid operations of one direction and random
+/// bytes, so that the decoders get deep into their states rather than failing on the first
+/// byte.
+fn near_valid_stream(
+    valid_op: BoxedStrategy<Vec<u8>>,
+    server: bool,
+) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
         prop_oneof![
-            2 => client_op().prop_map(|op| encode_client(&[op])),
-            2 => server_op().prop_map(|op| encode_server(&[op])),
-            2 => prop::collection::vec(any::<u8>(), 0..6),
-            1 => prop::sample::select(vec![
+            8 => valid_op,
+            4 => control_line_with_sizes(server),
+            3 => frame_with_odd_end(server),
+            1 => prop::collection::vec(any::<u8>(), 0..4),
+            2 => prop::sample::select(vec![
                 &b"PUB "[..], b"HPUB ", b"SUB ", b"UNSUB ", b"PING", b"PONG", b"CONNECT ",
                 b"MSG ", b"HMSG ", b"INFO ", b"+OK", b"-ERR ", b"pub", b"\r\n", b"\n", b"\r",
-                b" ", b"\t", b"foo", b"a.*", b">", b"..", b"{}", b"NATS/1.0", b"\r\n\r\n",
+                b"\rx", b" ", b"\t", b"foo", b"a.*", b">", b"..", b"{}", b"NATS/1.0",
+                b"\r\n\r\n",
             ])
             .prop_map(<[u8]>::to_vec),
             1 => (0u32..200).prop_map(|n| n.to_string().into_bytes()),
@@ -27,6 +32,81 @@ fn near_valid_stream() -> impl Strategy<Value = Vec<u8>> {
         0..24,
     )
     .prop_map(|parts| parts.concat())
+}
+
+fn client_stream() -> impl Strategy<Value = Vec<u8>> {
+    near_valid_stream(
+        client_op().prop_map(|op| encode_client(&[op])).boxed(),
+        false,
+    )
+}
+
+fn server_stream() -> impl Strategy<Value = Vec<u8>> {
+    near_valid_stream(
+        server_op().prop_map(|op| encode_server(&[op])).boxed(),
+        true,
+    )
+}
+
+/// Payload-announcing control lines with small, arbitrary sizes (header size possibly above
+/// the total), odd subjects and either line end: what follows is read as their payload.
+fn control_line_with_sizes(server: bool) -> impl Strategy<Value = Vec<u8>> {
+    let ops = if server {
+        vec!["MSG", "HMSG", "hmsg", "msg"]
+    } else {
+        vec!["PUB", "HPUB", "hpub", "pub"]
+    };
+    (
+        prop::sample::select(ops),
+        prop::sample::select(vec!["foo", "a.b", "a.*", "..", ">", "x y"]),
+        prop::option::of(prop::sample::select(vec!["r", "r.*", "_INBOX.1"])),
+        0usize..24,
+        0usize..24,
+        prop::sample::select(vec!["\r\n", "\n"]),
+    )
+        .prop_map(|(op, subject, reply, a, b, eol)| {
+            let op_upper = op.to_ascii_uppercase();
+            let mut line = format!("{op} {subject}");
+            if op_upper.ends_with("MSG") {
+                line.push_str(" 1");
+            }
+            if let Some(reply) = reply {
+                line.push(' ');
+                line.push_str(reply);
+            }
+            if op_upper.starts_with('H') {
+                line.push_str(&format!(" {a} {b}"));
+            } else {
+                line.push_str(&format!(" {a}"));
+            }
+            line.push_str(eol);
+            line.into_bytes()
+        })
+}
+
+/// A payload-announcing line followed by exactly that many bytes and then a line end, a
+/// part of one, or something else.
+fn frame_with_odd_end(server: bool) -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::collection::vec(any::<u8>(), 0..12),
+        prop::sample::select(vec![
+            &b"\r\n"[..],
+            b"\n",
+            b"\r",
+            b"\rx",
+            b"x",
+            b"",
+            b"\r\r\n",
+        ]),
+    )
+        .prop_map(move |(payload, end)| {
+            let line = if server {
+                format!("MSG foo 1 {}\r\n", payload.len())
+            } else {
+                format!("PUB foo {}\r\n", payload.len())
+            };
+            [line.as_bytes(), &payload, end].concat()
+        })
 }
 
 fn small_limits() -> impl Strategy<Value = Limits> {
@@ -41,24 +121,26 @@ fn limits() -> impl Strategy<Value = Limits> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
     #[test]
     fn client_near_valid_same_whole_or_split(
-        bytes in near_valid_stream(),
+        bytes in client_stream(),
         points in prop::collection::vec(any::<usize>(), 0..16),
         limits in limits(),
     ) {
-        let whole = feed(&mut ClientDecoder::new(limits), limits, &[bytes.clone()]);
+        let whole = feed(&mut ClientDecoder::new(limits), limits, &[&bytes]);
         let split = feed(&mut ClientDecoder::new(limits), limits, &split_at_points(&bytes, &points));
         prop_assert_eq!(whole, split);
     }
 
     #[test]
     fn server_near_valid_same_whole_or_split(
-        bytes in near_valid_stream(),
+        bytes in server_stream(),
         points in prop::collection::vec(any::<usize>(), 0..16),
         limits in limits(),
     ) {
-        let whole = feed(&mut ServerDecoder::new(limits), limits, &[bytes.clone()]);
+        let whole = feed(&mut ServerDecoder::new(limits), limits, &[&bytes]);
         let split = feed(&mut ServerDecoder::new(limits), limits, &split_at_points(&bytes, &points));
         prop_assert_eq!(whole, split);
     }
@@ -70,28 +152,36 @@ proptest! {
         limits in limits(),
     ) {
         let chunks = split_at_points(&bytes, &points);
-        let whole = feed(&mut ClientDecoder::new(limits), limits, &[bytes.clone()]);
+        let whole = feed(&mut ClientDecoder::new(limits), limits, &[&bytes]);
         let split = feed(&mut ClientDecoder::new(limits), limits, &chunks);
         prop_assert_eq!(whole, split);
-        let whole = feed(&mut ServerDecoder::new(limits), limits, &[bytes.clone()]);
+        let whole = feed(&mut ServerDecoder::new(limits), limits, &[&bytes]);
         let split = feed(&mut ServerDecoder::new(limits), limits, &chunks);
         prop_assert_eq!(whole, split);
     }
 
-    /// Byte by byte with small limits: `feed` asserts after every `Ok(None)` that the
-    /// buffer is below `max_control_line + max_payload + 2`, so an error (or an operation)
-    /// must arrive before the buffer grows past it.
+    /// Byte by byte with small limits: the same results as whole, and `feed` asserts after
+    /// every `Ok(None)` that the buffer is below `max_control_line + max_payload + 2`, so an
+    /// error (or an operation) must arrive before the buffer grows past it.
     #[test]
-    fn bounded_buffering_byte_by_byte(
-        bytes in prop_oneof![
-            near_valid_stream(),
-            prop::collection::vec(any::<u8>(), 0..256),
-        ],
-        limits in small_limits(),
+    fn client_byte_by_byte(
+        bytes in prop_oneof![client_stream(), prop::collection::vec(any::<u8>(), 0..256)],
+        limits in limits(),
     ) {
         let chunks: Vec<Vec<u8>> = bytes.iter().map(|&b| vec![b]).collect();
-        feed(&mut ClientDecoder::new(limits), limits, &chunks);
-        feed(&mut ServerDecoder::new(limits), limits, &chunks);
+        let whole = feed(&mut ClientDecoder::new(limits), limits, &[&bytes]);
+        prop_assert_eq!(feed(&mut ClientDecoder::new(limits), limits, &chunks), whole);
+    }
+
+    /// The same for the server direction.
+    #[test]
+    fn server_byte_by_byte(
+        bytes in prop_oneof![server_stream(), prop::collection::vec(any::<u8>(), 0..256)],
+        limits in limits(),
+    ) {
+        let chunks: Vec<Vec<u8>> = bytes.iter().map(|&b| vec![b]).collect();
+        let whole = feed(&mut ServerDecoder::new(limits), limits, &[&bytes]);
+        prop_assert_eq!(feed(&mut ServerDecoder::new(limits), limits, &chunks), whole);
     }
 }
 

@@ -1,6 +1,5 @@
 //! Property tests: encoding then decoding gives back the same operations.
 
-#[path = "common.rs"]
 mod common;
 
 use bytes::BytesMut;
@@ -38,7 +37,7 @@ proptest! {
     ) {
         let bytes = encode_client(&ops);
         let limits = Limits::default();
-        let whole = feed(&mut ClientDecoder::new(limits), limits, &[bytes.clone()]);
+        let whole = feed(&mut ClientDecoder::new(limits), limits, &[&bytes]);
         let split = feed(
             &mut ClientDecoder::new(limits),
             limits,
@@ -66,7 +65,7 @@ proptest! {
     ) {
         let bytes = encode_server(&ops);
         let limits = Limits::default();
-        let whole = feed(&mut ServerDecoder::new(limits), limits, &[bytes.clone()]);
+        let whole = feed(&mut ServerDecoder::new(limits), limits, &[&bytes]);
         let split = feed(
             &mut ServerDecoder::new(limits),
             limits,

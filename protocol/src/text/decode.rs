@@ -1005,6 +1005,70 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    /// The client side of the telnet session in docs/protocol-text.md.
+    #[test]
+    fn documented_telnet_session() {
+        let typed = [
+            "sub chat.* 1",
+            "pub chat.room1 5",
+            "hello",
+            "ping",
+            "sub chat..bad 2",
+            "pub chat.* 2",
+            "hi",
+            "hpub chat.room2 21 23",
+            "NATS/1.0",
+            "X-Id: 7",
+            "",
+            "hi",
+            "sub chat.room1 q 3",
+            "unsub 1 3",
+            "pub chat.room1 0",
+            "",
+            "connect {\"verbose\":true}",
+            "sub foo bar baz qux",
+        ];
+        let input: String = typed.iter().map(|l| format!("{l}\r\n")).collect();
+        let out = client_all(input.as_bytes());
+        assert_eq!(out.len(), 11);
+        assert_eq!(out[0], Ok(sub("chat.*", None, "1")));
+        assert_eq!(out[1], Ok(publish("chat.room1", None, None, "hello")));
+        assert_eq!(out[2], Ok(ClientOp::Ping));
+        assert_eq!(
+            out[3],
+            Err(DecodeError::InvalidSubject(SubjectError::EmptyToken))
+        );
+        assert_eq!(
+            out[4],
+            Err(DecodeError::InvalidPublishSubject(SubjectError::Wildcard))
+        );
+        assert_eq!(
+            out[5],
+            Ok(publish(
+                "chat.room2",
+                None,
+                Some("NATS/1.0\r\nX-Id: 7\r\n\r\n"),
+                "hi"
+            ))
+        );
+        assert_eq!(out[6], Ok(sub("chat.room1", Some("q"), "3")));
+        assert_eq!(
+            out[7],
+            Ok(ClientOp::Unsub {
+                sid: Bytes::from_static(b"1"),
+                max: Some(3)
+            })
+        );
+        assert_eq!(out[8], Ok(publish("chat.room1", None, None, "")));
+        assert!(matches!(&out[9], Ok(ClientOp::Connect(o)) if o.verbose));
+        assert_eq!(
+            out[10],
+            Err(DecodeError::Malformed(
+                "SUB expects <subject> [queue group] <sid>"
+            ))
+        );
+    }
+
     #[test]
     fn hpub_sizes() {
         let headers = "NATS/1.0\r\nA: b\r\n\r\n";
