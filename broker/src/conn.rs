@@ -378,7 +378,7 @@ impl Conn {
             &sub.sid,
             msg.reply.as_deref(),
             headers.map(Bytes::len),
-            size,
+            msg.payload.len(),
         );
         self.out.commit(before);
         if let Some(h) = headers {

@@ -81,8 +81,7 @@ pub(crate) enum Envelope {
 }
 
 impl Envelope {
-    /// Subscription changes are sent before data so that nothing causally after a
-    /// subscription can reach a shard before it.
+    /// Subscription changes: nothing queued after one may reach any worker before it.
     fn is_control(&self) -> bool {
         matches!(
             self,
@@ -103,6 +102,20 @@ pub(crate) struct Mesh {
 impl Mesh {
     pub fn new(senders: Vec<Sender<Batch>>, wakers: Vec<Arc<Waker>>) -> Mesh {
         Mesh { senders, wakers }
+    }
+
+    /// A mesh of `n` workers whose queues nobody reads, for tests of routing.
+    #[cfg(test)]
+    pub fn for_tests(n: usize) -> Mesh {
+        let wakers = (0..n)
+            .map(|_| {
+                // Mio allows one waker per poll; the poll may go, the waker stays valid.
+                let poll = mio::Poll::new().expect("poll");
+                Arc::new(Waker::new(poll.registry(), mio::Token(0)).expect("waker"))
+            })
+            .collect();
+        let senders = (0..n).map(|_| crossbeam_channel::bounded(16).0).collect();
+        Mesh::new(senders, wakers)
     }
 
     pub fn workers(&self) -> usize {
@@ -136,39 +149,51 @@ impl Mesh {
 pub(crate) type Inbox = Receiver<Batch>;
 
 /// Envelopes produced during one loop turn, batched per destination worker.
+///
+/// Causal order across workers: a data envelope (publish, delivery) is never sent ahead of
+/// a subscription change queued before it, whichever workers they go to. When data follows
+/// a subscription change for another worker, the outbox first sends everything it holds;
+/// after that, the change is in its receiver's queue before the data can cause anything.
+/// Subscribing is rare, so this costs an extra batch only when the two interleave.
 pub(crate) struct Outbox {
     me: usize,
+    mesh: Mesh,
     batches: Vec<Batch>,
-    control: Vec<bool>,
-    /// Batches that found their destination's queue full, in the order they were made.
+    /// A subscription change for another worker was queued since the last send.
+    control_queued: bool,
+    /// Batches that found their destination's queue full, in the order they were made;
+    /// while any wait, everything later waits behind them.
     pending: VecDeque<(usize, Batch)>,
 }
 
 impl Outbox {
-    pub fn new(me: usize, workers: usize) -> Outbox {
+    pub fn new(me: usize, mesh: Mesh) -> Outbox {
         Outbox {
             me,
-            batches: (0..workers).map(|_| Vec::new()).collect(),
-            control: vec![false; workers],
+            batches: (0..mesh.workers()).map(|_| Vec::new()).collect(),
+            mesh,
+            control_queued: false,
             pending: VecDeque::new(),
         }
     }
 
     pub fn push(&mut self, to: usize, envelope: Envelope) {
-        self.control[to] |= envelope.is_control();
+        if envelope.is_control() {
+            self.control_queued |= to != self.me;
+        } else if self.control_queued {
+            self.flush();
+        }
         self.batches[to].push(envelope);
     }
 
     /// Takes what this worker addressed to itself, to be handled in place.
     pub fn take_local(&mut self) -> Batch {
-        self.control[self.me] = false;
         std::mem::take(&mut self.batches[self.me])
     }
 
     /// Takes the batch addressed to `to`, for tests that inspect routing without a mesh.
     #[cfg(test)]
     pub fn take_batch(&mut self, to: usize) -> Batch {
-        self.control[to] = false;
         std::mem::take(&mut self.batches[to])
     }
 
@@ -181,29 +206,128 @@ impl Outbox {
         !self.pending.is_empty()
     }
 
-    /// Sends every batch made this turn, subscription changes first. Batches wait in one
-    /// FIFO once any destination is full: nothing is sent ahead of an earlier batch, so
-    /// causal order holds even under backpressure.
-    pub fn flush(&mut self, mesh: &Mesh) {
+    /// Sends every batch for another worker, after any still waiting from earlier. What
+    /// does not fit waits, in order.
+    pub fn flush(&mut self) {
+        self.control_queued = false;
         while let Some((to, batch)) = self.pending.pop_front() {
-            if let Err(batch) = mesh.try_send(to, batch) {
+            if let Err(batch) = self.mesh.try_send(to, batch) {
                 self.pending.push_front((to, batch));
                 break;
             }
         }
-        for control in [true, false] {
-            for to in 0..self.batches.len() {
-                if to == self.me || self.batches[to].is_empty() || self.control[to] != control {
-                    continue;
-                }
-                self.control[to] = false;
-                let batch = std::mem::take(&mut self.batches[to]);
-                if !self.pending.is_empty() {
-                    self.pending.push_back((to, batch));
-                } else if let Err(batch) = mesh.try_send(to, batch) {
-                    self.pending.push_back((to, batch));
-                }
+        for to in 0..self.batches.len() {
+            if to == self.me || self.batches[to].is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut self.batches[to]);
+            if !self.pending.is_empty() {
+                self.pending.push_back((to, batch));
+            } else if let Err(batch) = self.mesh.try_send(to, batch) {
+                self.pending.push_back((to, batch));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh(n: usize, capacity: usize) -> (Mesh, Vec<Inbox>) {
+        let mut senders = Vec::new();
+        let mut inboxes = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = crossbeam_channel::bounded(capacity);
+            senders.push(tx);
+            inboxes.push(rx);
+        }
+        let wakers = Mesh::for_tests(n).wakers;
+        (Mesh::new(senders, wakers), inboxes)
+    }
+
+    fn sub_change(worker: u16) -> Envelope {
+        let conn = ConnId {
+            worker,
+            slot: 0,
+            gen: 0,
+        };
+        Envelope::Subscribe {
+            filter: Bytes::from_static(b"_INBOX.x.*"),
+            queue: None,
+            sub: SubRef {
+                conn,
+                key: 0,
+                id: 1,
+            },
+        }
+    }
+
+    fn publish() -> Envelope {
+        let origin = ConnId {
+            worker: 0,
+            slot: 0,
+            gen: 0,
+        };
+        Envelope::Publish(Arc::new(Msg {
+            subject: Bytes::from_static(b"req"),
+            reply: Some(Bytes::from_static(b"_INBOX.x.1")),
+            headers: None,
+            payload: Bytes::new(),
+            origin,
+            no_echo: false,
+            no_responders: true,
+            origin_only: false,
+        }))
+    }
+
+    #[test]
+    fn data_never_leaves_before_an_earlier_subscription_change() {
+        let (mesh, inboxes) = mesh(3, 16);
+        let mut out = Outbox::new(0, mesh);
+        // A client subscribes to its inbox (a wildcard: every shard) and then publishes a
+        // request owned by worker 1. Worker 2 must have the subscription before worker 1
+        // can see the request.
+        out.push(1, sub_change(0));
+        out.push(2, sub_change(0));
+        out.push(1, publish());
+        assert_eq!(
+            inboxes[2].len(),
+            1,
+            "the change for worker 2 was sent first"
+        );
+        assert_eq!(inboxes[1].len(), 1);
+        assert_eq!(
+            inboxes[1].try_recv().unwrap().len(),
+            1,
+            "only the change so far"
+        );
+        out.flush();
+        assert!(matches!(
+            inboxes[1].try_recv().unwrap()[..],
+            [Envelope::Publish(_)]
+        ));
+    }
+
+    #[test]
+    fn a_full_queue_holds_everything_after_it_in_order() {
+        let (mesh, inboxes) = mesh(3, 1);
+        let mut out = Outbox::new(0, mesh);
+        out.push(1, publish());
+        out.flush();
+        out.push(1, publish());
+        out.push(2, publish());
+        out.flush();
+        assert!(out.is_blocked());
+        assert_eq!(
+            inboxes[2].len(),
+            0,
+            "waits behind the full queue of worker 1"
+        );
+        inboxes[1].try_recv().unwrap();
+        out.flush();
+        assert!(!out.is_blocked());
+        assert_eq!(inboxes[1].len(), 1);
+        assert_eq!(inboxes[2].len(), 1);
     }
 }

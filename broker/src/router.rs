@@ -20,7 +20,8 @@ pub(crate) struct Router {
     pub me: usize,
     pub shard: Shard,
     pub outbox: Outbox,
-    pub mesh: Mesh,
+    /// Number of workers (and shards).
+    pub workers: usize,
     pub config: Arc<Config>,
     pub stats: Arc<WorkerStats>,
     next_sub_id: u64,
@@ -32,8 +33,8 @@ impl Router {
         Router {
             me,
             shard: Shard::new(me, n),
-            outbox: Outbox::new(me, n),
-            mesh,
+            outbox: Outbox::new(me, mesh),
+            workers: n,
             config,
             stats,
             next_sub_id: 0,
@@ -103,7 +104,7 @@ impl Router {
             let owner = self.shard.owner(filter);
             owner..owner + 1
         } else {
-            0..self.mesh.workers()
+            0..self.workers
         }
     }
 }

@@ -137,7 +137,7 @@ mod tests {
     //! asserts which deliveries the shard queues for which worker.
 
     use super::*;
-    use crate::mesh::ConnId;
+    use crate::mesh::{ConnId, Mesh};
 
     fn conn(worker: u16, slot: u32) -> ConnId {
         ConnId {
@@ -170,7 +170,7 @@ mod tests {
 
     /// The single-shard world: every subject is owned by shard 0, deliveries go to 2 workers.
     fn world() -> (Shard, Outbox) {
-        (Shard::new(0, 1), Outbox::new(0, 2))
+        (Shard::new(0, 1), Outbox::new(0, Mesh::for_tests(2)))
     }
 
     /// The subscription ids delivered, over both workers.

@@ -136,7 +136,7 @@ impl Worker {
                 self.read_connections();
             }
             self.handle_local();
-            self.router.outbox.flush(&self.router.mesh);
+            self.router.outbox.flush();
             self.write_connections();
             if self.now >= self.next_tick {
                 self.tick();
@@ -211,7 +211,7 @@ impl Worker {
         }
         self.next_gen = self.next_gen.wrapping_add(1);
         self.next_client += 1;
-        let workers = self.router.mesh.workers() as u64;
+        let workers = self.router.workers as u64;
         // client_id % workers is the worker, which tells operators (and tests) where a
         // connection lives.
         let client_id = self.next_client * workers + self.router.me as u64;
