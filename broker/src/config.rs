@@ -24,6 +24,9 @@ pub struct Config {
     pub pin: bool,
     /// Name reported in `INFO` as `server_name`.
     pub server_name: String,
+    /// Where the monitoring HTTP listener binds (`/varz`, `/metrics`...); `None` when
+    /// monitoring is off. Port 0 picks a free port.
+    pub monitor: Option<SocketAddr>,
     pub limits: Limits,
     pub log: LogConfig,
 }
@@ -104,6 +107,7 @@ impl Default for Config {
             workers: default_workers(),
             pin: true,
             server_name: "ternd".to_string(),
+            monitor: Some(DEFAULT_MONITOR),
             limits: Limits::default(),
             log: LogConfig {
                 level: "info".to_string(),
@@ -112,6 +116,10 @@ impl Default for Config {
         }
     }
 }
+
+/// The monitoring listener's default address.
+pub const DEFAULT_MONITOR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8222);
 
 fn default_workers() -> usize {
     std::thread::available_parallelism()
@@ -139,6 +147,12 @@ pub struct Args {
     /// Name reported to clients in INFO [default: ternd].
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
+    /// Monitoring HTTP listen address (/varz, /connz, /metrics...) [default: 127.0.0.1:8222].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_monitor")]
+    pub monitor: Option<SocketAddr>,
+    /// Do not start the monitoring HTTP listener.
+    #[arg(long)]
+    pub no_monitor: bool,
     /// Longest control line, e.g. 4KiB [default: 4KiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_control_line: Option<usize>,
@@ -177,6 +191,9 @@ struct FileConfig {
     workers: Option<usize>,
     pin: Option<bool>,
     server_name: Option<String>,
+    /// An address, or `"off"`.
+    #[serde(default, deserialize_with = "de_monitor")]
+    monitor: Option<Monitor>,
     #[serde(default, deserialize_with = "de_size")]
     max_control_line: Option<usize>,
     #[serde(default, deserialize_with = "de_size")]
@@ -229,6 +246,15 @@ impl Config {
                 .server_name
                 .or(file.server_name)
                 .unwrap_or(d.server_name),
+            monitor: if args.no_monitor {
+                None
+            } else {
+                match (args.monitor, file.monitor) {
+                    (Some(addr), _) | (None, Some(Monitor::On(addr))) => Some(addr),
+                    (None, Some(Monitor::Off)) => None,
+                    (None, None) => d.monitor,
+                }
+            },
             limits: Limits {
                 max_control_line: args
                     .max_control_line
@@ -276,6 +302,11 @@ impl Config {
         let l = &self.limits;
         if self.workers == 0 || self.workers > 1024 {
             return invalid("workers", "must be between 1 and 1024");
+        }
+        if let Some(m) = self.monitor {
+            if m.port() != 0 && m.port() == self.listen.port() && m.ip() == self.listen.ip() {
+                return invalid("monitor", "must not be the same address as listen");
+            }
         }
         if l.max_control_line < 64 {
             return invalid("max_control_line", "must be at least 64 bytes");
@@ -348,6 +379,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
         "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
         _ => Err(format!("`{text}` has an unknown unit (use ms, s, m or h)")),
+    }
+}
+
+/// The `monitor` key: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Monitor {
+    On(SocketAddr),
+    Off,
+}
+
+fn de_monitor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Monitor>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(t) if t.trim().eq_ignore_ascii_case("off") => Ok(Some(Monitor::Off)),
+        Some(t) => t.trim().parse().map(|a| Some(Monitor::On(a))).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{t}` is not an address (example: \"127.0.0.1:8222\") or \"off\""
+            ))
+        }),
     }
 }
 
@@ -434,6 +484,38 @@ mod tests {
         assert!(err.contains("line 1"), "{err}");
         let err = with_file("workers = 0\n").unwrap_err().to_string();
         assert!(err.contains("`workers`"), "{err}");
+    }
+
+    #[test]
+    fn monitor_flag_file_and_off() {
+        let c = Config::from_args(Args::default()).unwrap();
+        assert_eq!(c.monitor, Some(DEFAULT_MONITOR));
+        assert_eq!(DEFAULT_MONITOR.to_string(), "127.0.0.1:8222");
+        let c = with_file("monitor = \"off\"\n").unwrap();
+        assert_eq!(c.monitor, None);
+        let c = with_file("monitor = \"0.0.0.0:9000\"\n").unwrap();
+        assert_eq!(c.monitor.unwrap().to_string(), "0.0.0.0:9000");
+        let err = with_file("monitor = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nowhere") && err.contains("line 1"), "{err}");
+        let c = Config::from_args(Args::parse_from(["ternd", "--no-monitor"])).unwrap();
+        assert_eq!(c.monitor, None);
+        let c = Config::from_args(Args::parse_from(["ternd", "--monitor", "127.0.0.1:0"])).unwrap();
+        assert_eq!(c.monitor.unwrap().port(), 0);
+        assert!(
+            Args::try_parse_from(["ternd", "--monitor", "127.0.0.1:1", "--no-monitor"]).is_err()
+        );
+        let err = Config::from_args(Args::parse_from([
+            "ternd",
+            "--listen",
+            "127.0.0.1:5000",
+            "--monitor",
+            "127.0.0.1:5000",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`monitor`"), "{err}");
     }
 
     #[test]

@@ -30,10 +30,12 @@ use tern_protocol::text::{
 
 use crate::config::Limits;
 use crate::index::FnvMap;
+use crate::latency::Latency;
 use crate::mesh::{ConnId, Msg, SubRef};
 use crate::outbound::Outbound;
 use crate::router::Router;
-use crate::stats::bump;
+use crate::snapshot::{ConnInfo, WallClock};
+use crate::stats::{bump, unbump, CloseKind, WorkerStats};
 
 /// Bytes read from a socket per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -59,6 +61,20 @@ impl fmt::Display for CloseReason {
             CloseReason::StaleConnection => f.write_str("stale connection"),
             CloseReason::Io(e) => write!(f, "i/o error: {e}"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
+        }
+    }
+}
+
+impl CloseReason {
+    /// The reason without its detail, for the per-reason counters.
+    pub fn kind(&self) -> CloseKind {
+        match self {
+            CloseReason::ClientClosed => CloseKind::ClientClosed,
+            CloseReason::ProtocolError(_) => CloseKind::ProtocolError,
+            CloseReason::SlowConsumer => CloseKind::SlowConsumer,
+            CloseReason::StaleConnection => CloseKind::StaleConnection,
+            CloseReason::Io(_) => CloseKind::IoError,
+            CloseReason::ServerShutdown => CloseKind::ServerShutdown,
         }
     }
 }
@@ -109,6 +125,16 @@ pub(crate) struct Conn {
     pub write_blocked: bool,
     /// A `PING` waits for this worker's own deliveries to be queued first (see `ping`).
     ping_deferred: bool,
+    /// When the connection was accepted.
+    started: Instant,
+    /// This connection's own traffic, for `/connz` (plain integers: only its worker
+    /// touches them). `in_*`: what it published; `out_*`: deliveries queued to it;
+    /// `dropped`: deliveries queued to it and never written.
+    in_msgs: u64,
+    in_bytes: u64,
+    out_msgs: u64,
+    out_bytes: u64,
+    dropped: u64,
 }
 
 impl Conn {
@@ -139,7 +165,54 @@ impl Conn {
             listed_write: false,
             write_blocked: false,
             ping_deferred: false,
+            started: now,
+            in_msgs: 0,
+            in_bytes: 0,
+            out_msgs: 0,
+            out_bytes: 0,
+            dropped: 0,
         }
+    }
+
+    /// What `/connz` shows about this connection. Allocates: monitoring only.
+    pub fn info(&self, worker: usize, clock: &WallClock, with_subs: bool) -> ConnInfo {
+        ConnInfo {
+            cid: self.client_id,
+            worker,
+            ip: self.peer.ip().to_string(),
+            port: self.peer.port(),
+            name: self.opts.name.clone(),
+            lang: self.opts.lang.clone(),
+            version: self.opts.version.clone(),
+            start_us: clock.unix_us(self.started),
+            last_activity_us: clock.unix_us(self.last_activity),
+            stop_us: None,
+            reason: None,
+            subscriptions: self.subs.len(),
+            subscriptions_list: if with_subs {
+                self.subs
+                    .iter()
+                    .map(|(_, s)| String::from_utf8_lossy(&s.filter).into_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            in_msgs: self.in_msgs,
+            in_bytes: self.in_bytes,
+            out_msgs: self.out_msgs,
+            out_bytes: self.out_bytes,
+            pending_bytes: self.out.len(),
+            pending_msgs: self.out.queued_msgs(),
+            dropped_msgs: self.dropped,
+        }
+    }
+
+    /// Drops everything queued for the client, counting the deliveries that never went
+    /// out.
+    pub fn discard_output(&mut self, stats: &WorkerStats) {
+        let dropped = self.out.discard() as u64;
+        self.dropped += dropped;
+        bump(&stats.msgs_dropped, dropped);
     }
 
     /// The name the client gave in `CONNECT`, if any.
@@ -270,6 +343,8 @@ impl Conn {
         let size = p.payload.len() + p.headers.as_ref().map_or(0, Bytes::len);
         bump(&router.stats.msgs_in, 1);
         bump(&router.stats.bytes_in, size as u64);
+        self.in_msgs += 1;
+        self.in_bytes += size as u64;
         router.publish(Arc::new(Msg {
             subject: p.subject,
             reply: p.reply,
@@ -279,6 +354,8 @@ impl Conn {
             no_echo: !self.opts.echo,
             no_responders: self.opts.no_responders,
             origin_only: false,
+            // The loop turn in which these bytes were read.
+            received: self.last_activity,
         }));
     }
 
@@ -296,6 +373,7 @@ impl Conn {
             delivered: 0,
         });
         self.sids.insert(s.sid, key);
+        bump(&router.stats.subscriptions, 1);
         let sub = SubRef {
             conn: self.id,
             key: key as u32,
@@ -336,6 +414,7 @@ impl Conn {
     fn remove_sub(&mut self, key: usize, router: &mut Router) {
         let sub = self.subs.remove(key);
         self.sids.remove(&sub.sid);
+        unbump(&router.stats.subscriptions, 1);
         let sref = SubRef {
             conn: self.id,
             key: key as u32,
@@ -388,7 +467,10 @@ impl Conn {
         let before = self.out.tail().len();
         self.out.tail().extend_from_slice(b"\r\n");
         self.out.commit(before);
+        self.out.mark(msg.received);
         sub.delivered += 1;
+        self.out_msgs += 1;
+        self.out_bytes += size as u64;
         bump(&router.stats.msgs_out, 1);
         bump(&router.stats.bytes_out, size as u64);
         if sub.max.is_some_and(|max| sub.delivered >= max) {
@@ -403,20 +485,28 @@ impl Conn {
     /// The outbound queue overflowed: drop what is queued, say why, and close.
     fn slow_consumer(&mut self, router: &mut Router) {
         bump(&router.stats.slow_consumers, 1);
-        self.out = Outbound::default();
+        self.discard_output(&router.stats);
         self.send(&ServerOp::Err("Slow Consumer".to_string()));
         self.closing = Some(CloseReason::SlowConsumer);
     }
 
-    /// Writes what is queued, as far as the socket takes it.
-    pub fn flush(&mut self) {
+    /// Writes what is queued, as far as the socket takes it, and records the broker
+    /// latency of every delivery whose last byte went out.
+    pub fn flush(&mut self, latency: &mut Latency, stats: &WorkerStats) {
         if self.write_blocked || self.out.is_empty() {
             return;
         }
         match self.out.write_to(&mut self.sock) {
-            Ok(_) => self.write_blocked = !self.out.is_empty(),
+            Ok(n) => {
+                if n > 0 {
+                    let now = Instant::now();
+                    self.out
+                        .pop_written(|received| latency.record(now.duration_since(received)));
+                }
+                self.write_blocked = !self.out.is_empty();
+            }
             Err(e) => {
-                self.out = Outbound::default();
+                self.discard_output(stats);
                 if self.closing.is_none() {
                     self.closing = Some(CloseReason::Io(e.to_string()));
                 }

@@ -120,9 +120,32 @@ pub(crate) struct Index {
 
 impl Index {
     /// Number of subscriptions held (wildcards count once per shard).
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.subscriptions
+    }
+
+    /// Number of literal filters with at least one subscription.
+    pub fn literal_subjects(&self) -> usize {
+        self.literal.len()
+    }
+
+    /// Queue group names, indexed by their id. Allocates: for monitoring only.
+    pub fn queue_names(&self) -> Vec<Bytes> {
+        let mut names = vec![Bytes::new(); self.queue_ids.len()];
+        for (name, id) in &self.queue_ids {
+            names[*id as usize] = name.clone();
+        }
+        names
+    }
+
+    /// Calls `f` with every filter held and its subscriptions: literal filters first,
+    /// then the trie's. Allocates: for monitoring only, never on the publish path.
+    pub fn for_each_filter(&self, mut f: impl FnMut(&[u8], &SubList)) {
+        for (filter, list) in &self.literal {
+            f(filter, list);
+        }
+        let mut path = Vec::new();
+        each_wild(&self.wild, &mut path, &mut f);
     }
 
     /// The id of a queue group name, interning it on first use.
@@ -222,6 +245,36 @@ fn walk(node: &Node, rest: Option<&[u8]>, f: &mut impl FnMut(&SubList)) {
     }
 }
 
+/// Visits every list below `node`; `path` is the filter so far (tokens joined by `.`).
+fn each_wild(node: &Node, path: &mut Vec<u8>, f: &mut impl FnMut(&[u8], &SubList)) {
+    let with = |path: &mut Vec<u8>, tok: &[u8]| {
+        let len = path.len();
+        if len > 0 {
+            path.push(b'.');
+        }
+        path.extend_from_slice(tok);
+        len
+    };
+    if !node.here.is_empty() {
+        f(path, &node.here);
+    }
+    if !node.tail.is_empty() {
+        let len = with(path, b">");
+        f(path, &node.tail);
+        path.truncate(len);
+    }
+    for (tok, child) in &node.children {
+        let len = with(path, tok);
+        each_wild(child, path, f);
+        path.truncate(len);
+    }
+    if let Some(star) = &node.star {
+        let len = with(path, b"*");
+        each_wild(star, path, f);
+        path.truncate(len);
+    }
+}
+
 /// Removes `sub` below `node` along `tokens`, pruning nodes left empty.
 fn remove_wild(node: &mut Node, tokens: &[&[u8]], sub: &SubRef) -> bool {
     let Some((tok, rest)) = tokens.split_first() else {
@@ -306,6 +359,44 @@ mod tests {
         assert!(ix.remove(b"x", &sub(3)));
         assert!(ix.literal.is_empty());
         assert_eq!(ix.len(), 0);
+    }
+
+    #[test]
+    fn for_each_filter_lists_every_filter_once() {
+        let mut ix = Index::default();
+        let q = Bytes::from_static(b"workers");
+        for (i, f) in [">", "a", "a.>", "a.*", "a.*.c", "a.b.c", "a.b.c"]
+            .into_iter()
+            .enumerate()
+        {
+            ix.insert(&Bytes::from_static(f.as_bytes()), None, sub(i as u64));
+        }
+        ix.insert(&Bytes::from_static(b"a.*"), Some(&q), sub(9));
+        let mut seen = Vec::new();
+        ix.for_each_filter(|f, list| {
+            seen.push((
+                String::from_utf8(f.to_vec()).unwrap(),
+                list.plain.len(),
+                list.queued.len(),
+            ))
+        });
+        seen.sort();
+        let want: Vec<(String, usize, usize)> = [
+            ("a", 1, 0),
+            ("a.*", 1, 1),
+            ("a.*.c", 1, 0),
+            ("a.>", 1, 0),
+            ("a.b.c", 2, 0),
+            (">", 1, 0),
+        ]
+        .into_iter()
+        .map(|(f, p, q)| (f.to_string(), p, q))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+        assert_eq!(seen, want);
+        assert_eq!(ix.queue_names(), vec![q]);
+        assert_eq!(ix.literal_subjects(), 2);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! describes it: [`server`] starts one [`worker`] per core; each worker owns its
 //! connections ([`conn`]), their outbound queues ([`outbound`]) and one [`shard`] of the
 //! subject space with its subscription [`index`]; workers talk only through the [`mesh`].
-//! [`router`] decides where each operation goes.
+//! [`router`] decides where each operation goes. The [`monitor`] thread serves the
+//! monitoring endpoint from the workers' counters ([`stats`]) and from [`snapshot`]s they
+//! answer through the mesh; each worker owns its [`latency`] histogram.
 //!
 //! Never: holds a lock or allocates per subscriber on the path from a publish to its
 //! deliveries.
@@ -12,11 +14,14 @@
 pub mod config;
 mod conn;
 mod index;
+mod latency;
 mod mesh;
+mod monitor;
 mod outbound;
 mod router;
 pub mod server;
 mod shard;
+mod snapshot;
 pub mod stats;
 mod worker;
 

@@ -27,6 +27,9 @@ fn run() -> anyhow::Result<()> {
     let server = Server::start(config)?;
     // One line on stdout for scripts and tests: where to connect.
     println!("ternd listening on {}", server.local_addr());
+    if let Some(addr) = server.monitor_addr() {
+        println!("ternd monitoring on {addr}");
+    }
     std::io::stdout().flush().ok();
 
     let signal = signals.forever().next();

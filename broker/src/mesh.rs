@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -59,6 +60,9 @@ pub(crate) struct Msg {
     /// A status message for the origin alone (no-responders): delivered only to the
     /// origin's subscriptions that match.
     pub origin_only: bool,
+    /// The loop-turn instant at which the publisher's worker read the message's bytes:
+    /// the start of the broker latency measured when a delivery reaches a socket.
+    pub received: Instant,
 }
 
 /// What workers send each other.
@@ -78,6 +82,9 @@ pub(crate) enum Envelope {
     Deliver { sub: SubRef, msg: Arc<Msg> },
     /// Stop accepting, flush, close.
     Shutdown,
+    /// From the monitoring thread: answer with a snapshot of this worker's state. Not a
+    /// control envelope (it changes nothing), and never pushed through an `Outbox`.
+    Snapshot(crate::snapshot::SnapshotRequest),
 }
 
 impl Envelope {
@@ -118,8 +125,21 @@ impl Mesh {
         Mesh::new(senders, wakers)
     }
 
+    /// A mesh of `n` workers whose queues are kept open (and returned) but read by
+    /// nobody unless the test does: for tests of what waits on workers.
+    #[cfg(test)]
+    pub fn for_tests_open(n: usize) -> (Mesh, Vec<Inbox>) {
+        let (senders, inboxes) = (0..n).map(|_| crossbeam_channel::bounded(16)).unzip();
+        (Mesh::new(senders, Mesh::for_tests(n).wakers), inboxes)
+    }
+
     pub fn workers(&self) -> usize {
         self.senders.len()
+    }
+
+    /// Batches waiting in worker `to`'s inbound queue now (monitoring).
+    pub fn queue_len(&self, to: usize) -> usize {
+        self.senders[to].len()
     }
 
     /// Sends a batch without blocking; gives it back when the queue is full.
@@ -201,6 +221,11 @@ impl Outbox {
         !self.batches[self.me].is_empty()
     }
 
+    /// Batches waiting for room in a peer's queue (monitoring).
+    pub fn pending_batches(&self) -> usize {
+        self.pending.len()
+    }
+
     /// True while batches wait for room: the worker must not read client sockets.
     pub fn is_blocked(&self) -> bool {
         !self.pending.is_empty()
@@ -278,6 +303,7 @@ mod tests {
             no_echo: false,
             no_responders: true,
             origin_only: false,
+            received: Instant::now(),
         }))
     }
 

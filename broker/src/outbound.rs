@@ -5,11 +5,17 @@
 //! hundred bytes is cheaper than an extra iovec); payloads of [`INLINE_MAX`] bytes or more
 //! are queued by reference, the same `Bytes` every other delivery of the message shares.
 //!
+//! It also remembers, per queued delivery, where the delivery ends in the byte stream and
+//! when its message was received (`mark`), so that when a write consumes a delivery's last
+//! byte the worker can record the broker latency (`pop_written`). The FIFO grows amortised
+//! like the queue itself: no allocation per delivery once it has grown.
+//!
 //! Never: enforces a limit itself. It reports its length; the connection decides what an
 //! overflow means.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -27,6 +33,12 @@ pub(crate) struct Outbound {
     tail: BytesMut,
     /// Total bytes queued (chunks + tail).
     len: usize,
+    /// Bytes written since the queue was created (or last discarded): the stream offset
+    /// of the first queued byte.
+    written: u64,
+    /// Per queued delivery, oldest first: (stream offset just past its last byte, when
+    /// its message was received).
+    marks: VecDeque<(u64, Instant)>,
 }
 
 impl Outbound {
@@ -62,6 +74,39 @@ impl Outbound {
         self.len += bytes.len();
     }
 
+    /// Records that everything queued so far ends a delivery of a message received at
+    /// `received`. Call once per delivery, after its last byte is queued.
+    #[inline]
+    pub fn mark(&mut self, received: Instant) {
+        self.marks
+            .push_back((self.written + self.len as u64, received));
+    }
+
+    /// Deliveries queued and not yet completely written.
+    pub fn queued_msgs(&self) -> usize {
+        self.marks.len()
+    }
+
+    /// Calls `f` with the receipt instant of every delivery whose last byte has now been
+    /// written, oldest first, and forgets them.
+    #[inline]
+    pub fn pop_written(&mut self, mut f: impl FnMut(Instant)) {
+        while let Some(&(end, received)) = self.marks.front() {
+            if end > self.written {
+                return;
+            }
+            self.marks.pop_front();
+            f(received);
+        }
+    }
+
+    /// Drops everything queued; returns how many deliveries were never completely written.
+    pub fn discard(&mut self) -> usize {
+        let dropped = self.marks.len();
+        *self = Outbound::default();
+        dropped
+    }
+
     /// Writes as much as the socket takes. Returns the bytes written; `WouldBlock` is
     /// reported as `Ok` with whatever was written before it.
     pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
@@ -94,6 +139,7 @@ impl Outbound {
 
     fn consume(&mut self, mut n: usize) {
         self.len -= n;
+        self.written += n as u64;
         while n > 0 {
             match self.chunks.front_mut() {
                 Some(front) if front.len() <= n => {
@@ -170,5 +216,42 @@ mod tests {
         q.write_to(&mut w).unwrap();
         assert!(q.is_empty());
         assert_eq!(w.out, expect);
+    }
+
+    #[test]
+    fn marks_pop_when_their_last_byte_is_written() {
+        let mut q = Outbound::default();
+        let t0 = Instant::now();
+        let big = Bytes::from(vec![b'x'; INLINE_MAX]);
+        for i in 0..3u32 {
+            let before = q.tail().len();
+            q.tail().extend_from_slice(b"MSG a 1 2048\r\n");
+            q.commit(before);
+            q.push_bytes(&big);
+            let before = q.tail().len();
+            q.tail().extend_from_slice(b"\r\n");
+            q.commit(before);
+            q.mark(t0 + std::time::Duration::from_micros(u64::from(i)));
+        }
+        let one = q.len() / 3;
+        assert_eq!(q.queued_msgs(), 3);
+        let mut w = Trickle {
+            out: Vec::new(),
+            max: 1000,
+            budget: one - 1,
+        };
+        q.write_to(&mut w).unwrap();
+        let mut seen = Vec::new();
+        q.pop_written(|t| seen.push(t));
+        assert!(
+            seen.is_empty(),
+            "one byte of the first delivery is still queued"
+        );
+        w.budget = one + 1;
+        q.write_to(&mut w).unwrap();
+        q.pop_written(|t| seen.push(t));
+        assert_eq!(seen, vec![t0, t0 + std::time::Duration::from_micros(1)]);
+        assert_eq!(q.discard(), 1);
+        assert!(q.is_empty());
     }
 }

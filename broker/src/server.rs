@@ -3,7 +3,9 @@
 //! Owns: binding the listeners (one `SO_REUSEPORT` socket per worker on the same address, so
 //! the kernel spreads accepts and no acceptor thread exists), creating each worker's poll,
 //! waker and inbound queue, spawning and pinning the worker threads, and the shutdown
-//! sequence.
+//! sequence. When monitoring is on, it also binds the monitoring listener and starts the
+//! monitoring thread (`monitor.rs`), which sees the workers only through the mesh and
+//! their counters.
 //!
 //! Never: takes part in the data path once the workers run.
 
@@ -20,6 +22,7 @@ use tracing::{error, info};
 
 use crate::config::Config;
 use crate::mesh::{Envelope, Mesh};
+use crate::monitor::{Monitor, MonitorState};
 use crate::router::Router;
 use crate::stats::{Totals, WorkerStats};
 use crate::worker::{Worker, WorkerSetup, WAKER};
@@ -31,6 +34,8 @@ pub struct Server {
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Vec<Arc<WorkerStats>>,
     config: Arc<Config>,
+    monitor: Option<Monitor>,
+    monitor_addr: Option<SocketAddr>,
 }
 
 /// Why the server could not start.
@@ -40,6 +45,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error("cannot start worker {worker}: {source}")]
     Worker { worker: usize, source: io::Error },
+    #[error("cannot start monitoring on {addr}: {source}")]
+    Monitor { addr: SocketAddr, source: io::Error },
 }
 
 impl Server {
@@ -66,6 +73,17 @@ impl Server {
                 })?,
             );
         }
+
+        // Bound before any worker starts, so a taken port stops the server cleanly.
+        let started = std::time::SystemTime::now();
+        let started_at = std::time::Instant::now();
+        let http = match config.monitor {
+            Some(addr) => Some(
+                crate::monitor::bind(addr)
+                    .map_err(|source| StartError::Monitor { addr, source })?,
+            ),
+            None => None,
+        };
 
         let mut polls = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
@@ -128,8 +146,42 @@ impl Server {
                 .map_err(|source| StartError::Worker { worker, source })?;
             threads.push(handle);
         }
+        let monitor_addr = http.as_ref().map(|(_, addr)| *addr);
+        let monitor = match http {
+            Some((http, addr)) => {
+                let state = MonitorState {
+                    mesh: mesh.clone(),
+                    stats: stats.clone(),
+                    config: Arc::clone(&config),
+                    server_id: info.server_id.clone(),
+                    listen: local_addr,
+                    monitor: addr,
+                    pinned: !cores.is_empty(),
+                    started,
+                    started_at,
+                };
+                match Monitor::spawn(http, state) {
+                    Ok(m) => Some(m),
+                    Err(source) => {
+                        let server = Server {
+                            local_addr,
+                            mesh,
+                            threads,
+                            stats,
+                            config,
+                            monitor: None,
+                            monitor_addr: None,
+                        };
+                        server.shutdown();
+                        return Err(StartError::Monitor { addr, source });
+                    }
+                }
+            }
+            None => None,
+        };
         info!(
             listen = %local_addr,
+            monitor = ?monitor_addr,
             workers = n,
             pinned = !cores.is_empty(),
             server_id = %info.server_id,
@@ -141,12 +193,20 @@ impl Server {
             threads,
             stats,
             config,
+            monitor,
+            monitor_addr,
         })
     }
 
     /// The address the text port listens on (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the monitoring endpoint listens (the real port when 0 was asked for), or
+    /// `None` when monitoring is off.
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        self.monitor_addr
     }
 
     /// The counters summed over workers.
@@ -156,7 +216,10 @@ impl Server {
 
     /// Stops accepting, flushes what is queued (up to the shutdown timeout) and closes every
     /// connection, then waits for the workers to end.
-    pub fn shutdown(self) {
+    pub fn shutdown(mut self) {
+        if let Some(m) = self.monitor.take() {
+            m.stop();
+        }
         let timeout = self.config.limits.shutdown_timeout;
         for worker in 0..self.mesh.workers() {
             // Shutdown goes through the same queue as data, so it lands after what is
@@ -178,6 +241,7 @@ impl Server {
         let t = Totals::sum(self.stats.iter().map(|s| s.as_ref()));
         info!(
             connections_opened = t.connections_opened,
+            connections_closed = t.connections_closed,
             msgs_in = t.msgs_in,
             bytes_in = t.bytes_in,
             msgs_out = t.msgs_out,
@@ -186,6 +250,7 @@ impl Server {
             stale_connections = t.stale_connections,
             protocol_errors = t.protocol_errors,
             no_responders = t.no_responders,
+            msgs_dropped = t.msgs_dropped,
             "ternd stopped"
         );
     }

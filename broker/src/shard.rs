@@ -47,6 +47,16 @@ impl Shard {
         }
     }
 
+    /// The subscription index, read by snapshots (monitoring).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// This shard's number (its worker's).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
     /// The shard that owns `subject`.
     pub fn owner(&self, subject: &[u8]) -> usize {
         shard_for(subject, self.shards)
@@ -120,6 +130,7 @@ impl Shard {
                     no_echo: false,
                     no_responders: false,
                     origin_only: true,
+                    received: msg.received,
                 });
                 out.push(self.owner(reply), Envelope::Publish(status));
             }
@@ -165,6 +176,7 @@ mod tests {
             no_echo: false,
             no_responders: false,
             origin_only: false,
+            received: std::time::Instant::now(),
         })
     }
 

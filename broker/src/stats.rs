@@ -2,8 +2,9 @@
 //!
 //! Owns: the numbers each worker keeps about its own work. Each counter has exactly one
 //! writer (its worker), so updates are a plain load and store, never a contended atomic
-//! read-modify-write; readers (shutdown summary, later the monitoring thread) sum the
-//! workers' values.
+//! read-modify-write; readers (the shutdown summary, the monitoring thread) sum the
+//! workers' values. Latency histograms are not here: they are not atomics, so each worker
+//! owns its own (`Latency`) and hands the monitor a copy on request.
 //!
 //! Never: blocks, allocates or logs.
 
@@ -27,6 +28,50 @@ pub struct WorkerStats {
     pub protocol_errors: AtomicU64,
     /// Requests answered with a no-responders status.
     pub no_responders: AtomicU64,
+    /// Deliveries queued on a connection and never written to it: discarded when it
+    /// became a slow consumer, hit a write error, or closed with output still queued.
+    pub msgs_dropped: AtomicU64,
+    /// Connections closed, by reason (indexed by [`CloseKind`]); they add up to
+    /// `connections_closed`.
+    pub closed_by: [AtomicU64; CloseKind::COUNT],
+    /// Subscriptions held by this worker's connections now (a gauge: up on `SUB`, down
+    /// on removal).
+    pub subscriptions: AtomicU64,
+}
+
+/// Why a connection closed, as a counter index (the reason without its detail text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    ClientClosed = 0,
+    ProtocolError = 1,
+    SlowConsumer = 2,
+    StaleConnection = 3,
+    IoError = 4,
+    ServerShutdown = 5,
+}
+
+impl CloseKind {
+    pub const COUNT: usize = 6;
+    pub const ALL: [CloseKind; CloseKind::COUNT] = [
+        CloseKind::ClientClosed,
+        CloseKind::ProtocolError,
+        CloseKind::SlowConsumer,
+        CloseKind::StaleConnection,
+        CloseKind::IoError,
+        CloseKind::ServerShutdown,
+    ];
+
+    /// The label used in `/varz` and `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseKind::ClientClosed => "client_closed",
+            CloseKind::ProtocolError => "protocol_error",
+            CloseKind::SlowConsumer => "slow_consumer",
+            CloseKind::StaleConnection => "stale_connection",
+            CloseKind::IoError => "io_error",
+            CloseKind::ServerShutdown => "server_shutdown",
+        }
+    }
 }
 
 /// Adds `n` to a counter that only the calling worker writes.
@@ -34,6 +79,15 @@ pub struct WorkerStats {
 pub(crate) fn bump(counter: &AtomicU64, n: u64) {
     counter.store(
         counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Subtracts `n` from a gauge that only the calling worker writes.
+#[inline]
+pub(crate) fn unbump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_sub(n),
         Ordering::Relaxed,
     );
 }
@@ -51,6 +105,9 @@ pub struct Totals {
     pub stale_connections: u64,
     pub protocol_errors: u64,
     pub no_responders: u64,
+    pub msgs_dropped: u64,
+    pub closed_by: [u64; CloseKind::COUNT],
+    pub subscriptions: u64,
 }
 
 impl Totals {
@@ -68,7 +125,25 @@ impl Totals {
             t.stale_connections += get(&w.stale_connections);
             t.protocol_errors += get(&w.protocol_errors);
             t.no_responders += get(&w.no_responders);
+            t.msgs_dropped += get(&w.msgs_dropped);
+            t.subscriptions += get(&w.subscriptions);
+            for (sum, c) in t.closed_by.iter_mut().zip(&w.closed_by) {
+                *sum += get(c);
+            }
         }
         t
+    }
+}
+
+impl Totals {
+    /// The counters of one worker.
+    pub fn of(worker: &WorkerStats) -> Totals {
+        Totals::sum([worker])
+    }
+
+    /// Connections open now: opened minus closed.
+    pub fn connections(&self) -> u64 {
+        self.connections_opened
+            .saturating_sub(self.connections_closed)
     }
 }

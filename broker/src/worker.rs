@@ -11,9 +11,15 @@
 //! 6. writes every connection with output (vectored writes), and closes the ones closing,
 //! 7. runs the ping timer.
 //!
+//! It also owns its broker latency histogram (recorded when a delivery's last byte is
+//! written) and a bounded ring of recently closed connections, and answers the monitoring
+//! thread's snapshot requests when it drains them from its inbox, between connections'
+//! work: a copy of its state, never a reference to it.
+//!
 //! Never: shares a connection or its shard with another thread, takes a lock, or blocks
 //! anywhere but in `poll`.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,8 +31,13 @@ use tern_protocol::text::{ServerInfo, ServerOp};
 use tracing::{debug, info, warn};
 
 use crate::conn::{CloseReason, Conn, ReadState};
+use crate::latency::Latency;
 use crate::mesh::{ConnId, Envelope, Inbox};
 use crate::router::Router;
+use crate::snapshot::{
+    ConnInfo, PendingInfo, ShardInfo, SnapshotRequest, SubInfo, WallClock, WorkerSnapshot,
+    CLOSED_KEPT_PER_WORKER,
+};
 use crate::stats::bump;
 
 pub(crate) const WAKER: Token = Token(0);
@@ -70,6 +81,10 @@ pub(crate) struct Worker {
     /// Set once shutdown began: the deadline for flushing.
     draining: Option<Instant>,
     last_busy: Instant,
+    /// Broker latency of the deliveries this worker wrote.
+    latency: Latency,
+    /// The last [`CLOSED_KEPT_PER_WORKER`] connections this worker closed, oldest first.
+    closed: VecDeque<ConnInfo>,
 }
 
 impl Worker {
@@ -99,6 +114,8 @@ impl Worker {
             next_tick: now + TICK,
             draining: None,
             last_busy: now,
+            latency: Latency::new(),
+            closed: VecDeque::new(),
         })
     }
 
@@ -279,7 +296,65 @@ impl Worker {
                 }
             }
             Envelope::Shutdown => self.begin_shutdown(),
+            Envelope::Snapshot(req) => self.answer_snapshot(req),
         }
+    }
+
+    /// Builds a copy of what the monitor asked for and sends it back. Off the data path:
+    /// this allocates, once per monitoring request.
+    fn answer_snapshot(&mut self, req: SnapshotRequest) {
+        let me = self.router.me;
+        let want = req.want;
+        let clock = WallClock::now();
+        let mut snap = WorkerSnapshot {
+            worker: me,
+            latency: want.latency.then(|| self.latency.clone()),
+            ..WorkerSnapshot::default()
+        };
+        let mut pending = PendingInfo::default();
+        for (_, c) in &self.conns {
+            let bytes = c.out.len() as u64;
+            pending.bytes += bytes;
+            pending.msgs += c.out.queued_msgs() as u64;
+            pending.max_bytes = pending.max_bytes.max(bytes);
+            if want.conns {
+                snap.conns.push(c.info(me, &clock, want.conn_subs));
+            }
+        }
+        snap.pending = pending;
+        if want.closed {
+            snap.closed = self.closed.iter().cloned().collect();
+        }
+        let index = self.router.shard.index();
+        if want.subs {
+            let names = index.queue_names();
+            let shard = self.router.shard.id();
+            index.for_each_filter(|filter, list| {
+                let mut queues: Vec<(String, usize)> = Vec::new();
+                for (q, _) in &list.queued {
+                    let name = String::from_utf8_lossy(&names[*q as usize]).into_owned();
+                    match queues.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, count)) => *count += 1,
+                        None => queues.push((name, 1)),
+                    }
+                }
+                snap.subs.push(SubInfo {
+                    shard,
+                    filter: String::from_utf8_lossy(filter).into_owned(),
+                    plain: list.plain.len(),
+                    queues,
+                });
+            });
+        }
+        snap.shard = ShardInfo {
+            literal_subjects: index.literal_subjects(),
+            subscriptions: index.len(),
+            queue_groups: index.queue_count(),
+            outbox_pending_batches: self.router.outbox.pending_batches(),
+        };
+        // Room for every worker's answer was made by the monitor; if it stopped waiting,
+        // the answer is simply dropped.
+        let _ = req.reply.try_send(snap);
     }
 
     fn read_connections(&mut self) {
@@ -319,7 +394,7 @@ impl Worker {
             if !conn.out.is_empty() {
                 self.last_busy = self.now;
             }
-            conn.flush();
+            conn.flush(&mut self.latency, &self.router.stats);
             if conn.closing.is_some() {
                 self.close(slot);
             } else if !conn.out.is_empty() && !conn.write_blocked {
@@ -335,8 +410,19 @@ impl Worker {
         }
         conn.unsubscribe_all(&mut self.router);
         let _ = self.poll.registry().deregister(&mut conn.sock);
-        bump(&self.router.stats.connections_closed, 1);
+        // What the last write attempt left queued is never written.
+        conn.discard_output(&self.router.stats);
         let reason = conn.closing.take().unwrap_or(CloseReason::ClientClosed);
+        bump(&self.router.stats.connections_closed, 1);
+        bump(&self.router.stats.closed_by[reason.kind() as usize], 1);
+        let clock = WallClock::now();
+        let mut info = conn.info(self.router.me, &clock, false);
+        info.stop_us = Some(clock.unix_us(self.now));
+        info.reason = Some(reason.to_string());
+        if self.closed.len() == CLOSED_KEPT_PER_WORKER {
+            self.closed.pop_front();
+        }
+        self.closed.push_back(info);
         match &reason {
             CloseReason::ClientClosed | CloseReason::ServerShutdown => {
                 debug!(peer = %conn.peer, client_id = conn.client_id, name = conn.name(), %reason, "connection closed")
