@@ -251,6 +251,7 @@ impl Conn {
                 Ok(n) => {
                     taken += n;
                     self.last_activity = now;
+                    router.sync_inbox();
                     self.apply_buffered(router);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadState::Drained,

@@ -6,13 +6,14 @@
 //!
 //! Never: touches a socket or a connection.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tern_protocol::subject;
 
 use crate::config::Config;
-use crate::mesh::{Envelope, Mesh, Msg, Outbox, SubRef};
+use crate::mesh::{Batch, Envelope, Inbox, Mesh, Msg, Outbox, SubRef};
 use crate::shard::Shard;
 use crate::stats::{bump, WorkerStats};
 
@@ -24,11 +25,22 @@ pub(crate) struct Router {
     pub workers: usize,
     pub config: Arc<Config>,
     pub stats: Arc<WorkerStats>,
+    /// This worker's inbound queue.
+    inbox: Inbox,
+    /// Envelopes taken from the inbox by [`Router::sync_inbox`] that need the worker's
+    /// connections (deliveries, snapshots, shutdown), in arrival order.
+    deferred: VecDeque<Envelope>,
     next_sub_id: u64,
 }
 
 impl Router {
-    pub fn new(me: usize, mesh: Mesh, config: Arc<Config>, stats: Arc<WorkerStats>) -> Router {
+    pub fn new(
+        me: usize,
+        mesh: Mesh,
+        inbox: Inbox,
+        config: Arc<Config>,
+        stats: Arc<WorkerStats>,
+    ) -> Router {
         let n = mesh.workers();
         Router {
             me,
@@ -37,6 +49,8 @@ impl Router {
             workers: n,
             config,
             stats,
+            inbox,
+            deferred: VecDeque::new(),
             next_sub_id: 0,
         }
     }
@@ -45,6 +59,38 @@ impl Router {
     pub fn next_sub_id(&mut self) -> u64 {
         self.next_sub_id += 1;
         self.next_sub_id
+    }
+
+    /// Takes the next envelope for the worker: first those [`Router::sync_inbox`] set
+    /// aside, then the inbound queue's, in order.
+    pub fn next_envelope(&mut self) -> Option<Batch> {
+        if !self.deferred.is_empty() {
+            return Some(self.deferred.drain(..).collect());
+        }
+        self.inbox.try_recv().ok()
+    }
+
+    /// Applies what is in the inbound queue now that concerns only this shard
+    /// (subscription changes, publishes to route), and sets the rest aside for the worker.
+    ///
+    /// Called right after bytes are read from a client socket and before they are parsed.
+    /// A client may publish because of something it was told (a `PONG` confirming a `SUB`
+    /// sent by another client, say); everything that caused that was queued here before
+    /// the bytes arrived, so draining after the read and before applying them means the
+    /// publish always sees the subscription, even when it is routed right here.
+    pub fn sync_inbox(&mut self) {
+        while let Ok(batch) = self.inbox.try_recv() {
+            for env in batch {
+                match env {
+                    Envelope::Publish(msg) => self.route(&msg),
+                    Envelope::Subscribe { filter, queue, sub } => {
+                        self.shard.subscribe(&filter, queue.as_ref(), sub)
+                    }
+                    Envelope::Unsubscribe { filter, sub } => self.shard.unsubscribe(&filter, &sub),
+                    other => self.deferred.push_back(other),
+                }
+            }
+        }
     }
 
     /// Hands a message to the shard that owns its subject.

@@ -126,10 +126,15 @@ impl Server {
             let worker_stats = Arc::new(WorkerStats::default());
             stats.push(Arc::clone(&worker_stats));
             let setup = WorkerSetup {
-                router: Router::new(worker, mesh.clone(), Arc::clone(&config), worker_stats),
+                router: Router::new(
+                    worker,
+                    mesh.clone(),
+                    inbox,
+                    Arc::clone(&config),
+                    worker_stats,
+                ),
                 poll,
                 listener,
-                inbox,
                 info: info.clone(),
             };
             let core = (!cores.is_empty()).then(|| cores[worker % cores.len()]);

@@ -6,7 +6,10 @@
 //! 3. drains its inbound queue: publishes for its shard, subscription changes, deliveries
 //!    for its connections,
 //! 4. reads every readable connection (unless its outbox is blocked by a full peer queue,
-//!    which is how backpressure reaches publishers) and applies what it parsed,
+//!    which is how backpressure reaches publishers) and applies what it parsed; after each
+//!    read and before parsing, it applies the shard work that arrived meanwhile
+//!    (`Router::sync_inbox`), so a publish never misses a subscription that caused it,
+//!    then hands the deliveries set aside to their connections,
 //! 5. handles what it addressed to itself, sends the batches for the other workers,
 //! 6. writes every connection with output (vectored writes), and closes the ones closing,
 //! 7. runs the ping timer.
@@ -32,7 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::conn::{CloseReason, Conn, ReadState};
 use crate::latency::Latency;
-use crate::mesh::{ConnId, Envelope, Inbox};
+use crate::mesh::{ConnId, Envelope};
 use crate::router::Router;
 use crate::snapshot::{
     ConnInfo, PendingInfo, ShardInfo, SnapshotRequest, SubInfo, WallClock, WorkerSnapshot,
@@ -59,7 +62,6 @@ pub(crate) struct WorkerSetup {
     pub router: Router,
     pub poll: Poll,
     pub listener: TcpListener,
-    pub inbox: Inbox,
     pub info: ServerInfo,
 }
 
@@ -67,7 +69,6 @@ pub(crate) struct Worker {
     router: Router,
     poll: Poll,
     listener: Option<TcpListener>,
-    inbox: Inbox,
     info: ServerInfo,
     conns: Slab<Conn>,
     /// Connections to read this turn (readable, not yet drained).
@@ -93,7 +94,6 @@ impl Worker {
             router,
             poll,
             mut listener,
-            inbox,
             info,
         } = setup;
         poll.registry()
@@ -103,7 +103,6 @@ impl Worker {
             router,
             poll,
             listener: Some(listener),
-            inbox,
             info,
             conns: Slab::new(),
             to_read: Vec::new(),
@@ -151,6 +150,9 @@ impl Worker {
             self.drain_inbox();
             if !self.router.outbox.is_blocked() && self.draining.is_none() {
                 self.read_connections();
+                // Reading drained the inbox into the shard and set deliveries aside
+                // (`Router::sync_inbox`): hand them to their connections this turn.
+                self.drain_inbox();
             }
             self.handle_local();
             self.router.outbox.flush();
@@ -258,7 +260,7 @@ impl Worker {
 
     fn drain_inbox(&mut self) {
         for _ in 0..INBOX_BUDGET {
-            let Ok(batch) = self.inbox.try_recv() else {
+            let Some(batch) = self.router.next_envelope() else {
                 return;
             };
             self.last_busy = self.now;
