@@ -119,7 +119,8 @@ impl Outbound {
                     iov[count] = IoSlice::new(c);
                     count += 1;
                 }
-                if count < MAX_IOVECS && !self.tail.is_empty() {
+                // The tail follows the last chunk: it may only join when every chunk did.
+                if count == self.chunks.len() && !self.tail.is_empty() {
                     iov[count] = IoSlice::new(&self.tail);
                     count += 1;
                 }
@@ -216,6 +217,51 @@ mod tests {
         q.write_to(&mut w).unwrap();
         assert!(q.is_empty());
         assert_eq!(w.out, expect);
+    }
+
+    /// A writer that takes everything offered, across all buffers of a vectored write.
+    struct Sink(Vec<u8>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut n = 0;
+            for b in bufs {
+                self.0.extend_from_slice(b);
+                n += b.len();
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn more_chunks_than_one_writev_takes_stay_in_order() {
+        let mut q = Outbound::default();
+        let mut expect = Vec::new();
+        for i in 0..(MAX_IOVECS * 3) {
+            let line = format!("MSG big 1 {INLINE_MAX}\r\n");
+            let before = q.tail().len();
+            q.tail().extend_from_slice(line.as_bytes());
+            q.commit(before);
+            let payload = Bytes::from(vec![(i % 251) as u8; INLINE_MAX]);
+            q.push_bytes(&payload);
+            let before = q.tail().len();
+            q.tail().extend_from_slice(b"\r\n");
+            q.commit(before);
+            expect.extend_from_slice(line.as_bytes());
+            expect.extend_from_slice(&payload);
+            expect.extend_from_slice(b"\r\n");
+        }
+        let mut w = Sink(Vec::new());
+        q.write_to(&mut w).unwrap();
+        assert!(q.is_empty());
+        assert!(w.0 == expect, "bytes out of order");
     }
 
     #[test]
