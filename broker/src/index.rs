@@ -75,17 +75,17 @@ impl SubList {
         }
     }
 
-    /// Removes `sub`; true when it was there.
-    fn remove(&mut self, sub: &SubRef) -> bool {
+    /// Removes `sub`. `None` when it was not there, else its queue group, if any.
+    fn remove(&mut self, sub: &SubRef) -> Option<Option<QueueId>> {
         if let Some(i) = self.plain.iter().position(|s| s == sub) {
             self.plain.swap_remove(i);
-            return true;
+            return Some(None);
         }
         if let Some(i) = self.queued.iter().position(|(_, s)| s == sub) {
-            self.queued.swap_remove(i);
-            return true;
+            let (q, _) = self.queued.swap_remove(i);
+            return Some(Some(q));
         }
-        false
+        None
     }
 }
 
@@ -114,7 +114,12 @@ impl Node {
 pub(crate) struct Index {
     literal: FnvMap<Bytes, SubList>,
     wild: Node,
+    /// Queue group names in use, and by id: the name and how many subscriptions use it.
+    /// An id is freed (and reused) when its last subscription goes, so distinct names
+    /// over a long run do not grow the index.
     queue_ids: FnvMap<Bytes, QueueId>,
+    queue_slots: Vec<Option<(Bytes, u32)>>,
+    free_queue_ids: Vec<QueueId>,
     subscriptions: usize,
 }
 
@@ -131,11 +136,14 @@ impl Index {
 
     /// Queue group names, indexed by their id. Allocates: for monitoring only.
     pub fn queue_names(&self) -> Vec<Bytes> {
-        let mut names = vec![Bytes::new(); self.queue_ids.len()];
-        for (name, id) in &self.queue_ids {
-            names[*id as usize] = name.clone();
-        }
-        names
+        self.queue_slots
+            .iter()
+            .map(|slot| {
+                slot.as_ref()
+                    .map(|(name, _)| name.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     /// Calls `f` with every filter held and its subscriptions: literal filters first,
@@ -148,20 +156,48 @@ impl Index {
         each_wild(&self.wild, &mut path, &mut f);
     }
 
-    /// The id of a queue group name, interning it on first use.
-    fn queue_id(&mut self, name: &Bytes) -> QueueId {
-        let next = self.queue_ids.len() as QueueId;
-        *self.queue_ids.entry(name.clone()).or_insert(next)
+    /// The id of a queue group name for one more subscription, interning it on first use.
+    fn acquire_queue(&mut self, name: &Bytes) -> QueueId {
+        if let Some(&id) = self.queue_ids.get(name) {
+            if let Some((_, refs)) = &mut self.queue_slots[id as usize] {
+                *refs += 1;
+            }
+            return id;
+        }
+        let id = match self.free_queue_ids.pop() {
+            Some(id) => id,
+            None => {
+                self.queue_slots.push(None);
+                (self.queue_slots.len() - 1) as QueueId
+            }
+        };
+        self.queue_slots[id as usize] = Some((name.clone(), 1));
+        self.queue_ids.insert(name.clone(), id);
+        id
     }
 
-    /// Number of distinct queue group names seen.
+    /// One subscription of queue group `id` is gone; frees the id with the last one.
+    fn release_queue(&mut self, id: QueueId) {
+        let slot = &mut self.queue_slots[id as usize];
+        if let Some((name, refs)) = slot {
+            *refs -= 1;
+            if *refs == 0 {
+                self.queue_ids.remove(name);
+                *slot = None;
+                self.free_queue_ids.push(id);
+            }
+        }
+    }
+
+    /// One more than the largest queue group id in use (ids are reused, so this stays
+    /// at the most groups ever in use at once).
     pub fn queue_count(&self) -> usize {
-        self.queue_ids.len()
+        self.queue_slots.len()
     }
 
     /// Adds a subscription. `filter` is valid (checked by the codec).
     pub fn insert(&mut self, filter: &Bytes, queue: Option<&Bytes>, sub: SubRef) {
-        let queue = queue.map(|q| self.queue_id(q));
+        let queue = queue.map(|q| self.acquire_queue(q));
         self.subscriptions += 1;
         if subject::is_literal(filter) {
             self.literal
@@ -197,16 +233,22 @@ impl Index {
                     }
                     removed
                 }
-                None => false,
+                None => None,
             }
         } else {
             let tokens: Vec<&[u8]> = subject::tokens(filter).collect();
             remove_wild(&mut self.wild, &tokens, sub)
         };
-        if removed {
-            self.subscriptions -= 1;
+        match removed {
+            Some(queue) => {
+                self.subscriptions -= 1;
+                if let Some(q) = queue {
+                    self.release_queue(q);
+                }
+                true
+            }
+            None => false,
         }
-        removed
     }
 
     /// Calls `f` with every list whose filter matches the literal `subject`.
@@ -276,7 +318,7 @@ fn each_wild(node: &Node, path: &mut Vec<u8>, f: &mut impl FnMut(&[u8], &SubList
 }
 
 /// Removes `sub` below `node` along `tokens`, pruning nodes left empty.
-fn remove_wild(node: &mut Node, tokens: &[&[u8]], sub: &SubRef) -> bool {
+fn remove_wild(node: &mut Node, tokens: &[&[u8]], sub: &SubRef) -> Option<Option<QueueId>> {
     let Some((tok, rest)) = tokens.split_first() else {
         return node.here.remove(sub);
     };
@@ -285,7 +327,7 @@ fn remove_wild(node: &mut Node, tokens: &[&[u8]], sub: &SubRef) -> bool {
     }
     if *tok == b"*" {
         let Some(star) = node.star.as_mut() else {
-            return false;
+            return None;
         };
         let removed = remove_wild(star, rest, sub);
         if star.is_empty() {
@@ -294,7 +336,7 @@ fn remove_wild(node: &mut Node, tokens: &[&[u8]], sub: &SubRef) -> bool {
         return removed;
     }
     let Some(child) = node.children.get_mut(*tok) else {
-        return false;
+        return None;
     };
     let removed = remove_wild(child, rest, sub);
     if child.is_empty() {
@@ -397,6 +439,30 @@ mod tests {
         assert_eq!(seen, want);
         assert_eq!(ix.queue_names(), vec![q]);
         assert_eq!(ix.literal_subjects(), 2);
+    }
+
+    #[test]
+    fn queue_ids_are_freed_with_their_last_subscription() {
+        let mut ix = Index::default();
+        let f = Bytes::from_static(b"work.*");
+        for round in 0..100u64 {
+            let name = Bytes::from(format!("group-{round}"));
+            ix.insert(&f, Some(&name), sub(round));
+            ix.insert(
+                &Bytes::from_static(b"work.x"),
+                Some(&name),
+                sub(1000 + round),
+            );
+            assert!(ix.remove(b"work.*", &sub(round)));
+            assert!(ix.remove(b"work.x", &sub(1000 + round)));
+        }
+        assert_eq!(ix.queue_count(), 1, "one id, reused by every round");
+        assert!(ix.queue_ids.is_empty());
+        let a = Bytes::from_static(b"a");
+        ix.insert(&f, Some(&a), sub(1));
+        ix.insert(&f, Some(&a), sub(2));
+        assert!(ix.remove(b"work.*", &sub(1)));
+        assert_eq!(ix.queue_names(), vec![a.clone()], "still used by sub 2");
     }
 
     #[test]
