@@ -326,18 +326,14 @@ fn remove_wild(node: &mut Node, tokens: &[&[u8]], sub: &SubRef) -> Option<Option
         return node.tail.remove(sub);
     }
     if *tok == b"*" {
-        let Some(star) = node.star.as_mut() else {
-            return None;
-        };
+        let star = node.star.as_mut()?;
         let removed = remove_wild(star, rest, sub);
         if star.is_empty() {
             node.star = None;
         }
         return removed;
     }
-    let Some(child) = node.children.get_mut(*tok) else {
-        return None;
-    };
+    let child = node.children.get_mut(*tok)?;
     let removed = remove_wild(child, rest, sub);
     if child.is_empty() {
         node.children.remove(*tok);
