@@ -81,16 +81,25 @@ impl Router {
     pub fn sync_inbox(&mut self) {
         while let Ok(batch) = self.inbox.try_recv() {
             for env in batch {
-                match env {
-                    Envelope::Publish(msg) => self.route(&msg),
-                    Envelope::Subscribe { filter, queue, sub } => {
-                        self.shard.subscribe(&filter, queue.as_ref(), sub)
-                    }
-                    Envelope::Unsubscribe { filter, sub } => self.shard.unsubscribe(&filter, &sub),
-                    other => self.deferred.push_back(other),
+                if let Some(other) = self.apply(env) {
+                    self.deferred.push_back(other);
                 }
             }
         }
+    }
+
+    /// Applies an envelope that concerns only this shard (a publish it owns, a
+    /// subscription change) and gives back any other, for the worker.
+    pub fn apply(&mut self, env: Envelope) -> Option<Envelope> {
+        match env {
+            Envelope::Publish(msg) => self.route(&msg),
+            Envelope::Subscribe { filter, queue, sub } => {
+                self.shard.subscribe(&filter, queue.as_ref(), sub)
+            }
+            Envelope::Unsubscribe { filter, sub } => self.shard.unsubscribe(&filter, &sub),
+            other => return Some(other),
+        }
+        None
     }
 
     /// Hands a message to the shard that owns its subject.

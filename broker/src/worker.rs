@@ -279,12 +279,12 @@ impl Worker {
     }
 
     fn handle_envelope(&mut self, env: Envelope) {
+        let Some(env) = self.router.apply(env) else {
+            return;
+        };
         match env {
-            Envelope::Publish(msg) => self.router.route(&msg),
-            Envelope::Subscribe { filter, queue, sub } => {
-                self.router.shard.subscribe(&filter, queue.as_ref(), sub)
-            }
-            Envelope::Unsubscribe { filter, sub } => self.router.shard.unsubscribe(&filter, &sub),
+            // Applied to the shard by the router.
+            Envelope::Publish(_) | Envelope::Subscribe { .. } | Envelope::Unsubscribe { .. } => {}
             Envelope::Deliver { sub, msg } => {
                 let slot = sub.conn.slot as usize;
                 let Some(conn) = self.conns.get_mut(slot) else {
