@@ -478,7 +478,17 @@ impl Conn {
             self.remove_sub(sref.key as usize, router);
         }
         if self.out.len() > router.config.limits.max_pending {
-            self.slow_consumer(router);
+            // One loop turn can queue a burst bigger than the limit for a client that
+            // reads fast: let the socket take what it can before judging. (Latency marks
+            // of what this writes are recorded at the next flush.)
+            // A write error shows up again at the worker's flush, which closes the
+            // connection.
+            if !self.write_blocked && self.out.write_to(&mut self.sock).is_ok() {
+                self.write_blocked = !self.out.is_empty();
+            }
+            if self.out.len() > router.config.limits.max_pending {
+                self.slow_consumer(router);
+            }
         }
         true
     }

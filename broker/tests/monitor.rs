@@ -198,13 +198,9 @@ impl Client {
     }
 }
 
-/// FNV-1a 64 of the subject modulo `n`, as `docs/architecture.md` defines the owner shard.
+/// The shard that owns `subject` among `n` (see `docs/architecture.md`).
 fn shard_for(subject: &str, n: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in subject.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h % n
+    tern_broker::shard_for(subject.as_bytes(), n as usize) as u64
 }
 
 /// Parses Prometheus text: every non-comment line is `name{labels} value`; every sample's

@@ -458,10 +458,8 @@ fn client_answering_pings_stays_connected() {
 
 #[test]
 fn slow_consumer_is_closed_and_others_get_everything() {
-    // Small messages, paced: the good subscriber is never more than a few KiB behind. (The
-    // limit is checked as each delivery is queued, before the loop turn's write, so a burst
-    // of more than max_pending bytes to one connection within one turn would close even a
-    // fast reader.)
+    // Small messages, paced: the good subscriber is never more than a few KiB behind.
+    // (`burst_larger_than_max_pending_reaches_a_fast_reader` covers bursts.)
     const SIZE: usize = 1024;
     const COUNT: usize = 12 * 1024; // 12 MiB in all: more than any socket buffers hold
     let broker = Broker::with_args(&["--max-pending", "64KiB", "--max-payload", "16KiB"]);
@@ -569,6 +567,40 @@ fn backlog_of_large_messages_is_delivered_intact() {
 // ---------------------------------------------------------------------------------------
 // Shutdown
 // ---------------------------------------------------------------------------------------
+
+/// One loop turn may queue more than `max_pending` bytes to a subscriber at once (here a
+/// publisher's single write of four times the limit, all routed on one worker). A client
+/// that reads is not a slow consumer: the broker writes what the socket takes before it
+/// judges, and the subscriber gets every message.
+#[test]
+fn burst_larger_than_max_pending_reaches_a_fast_reader() {
+    const SIZE: usize = 8 * 1024;
+    const COUNT: usize = 32; // 256 KiB against a 64 KiB limit
+    let broker = Broker::with_args(&["--max-pending", "64KiB", "--max-payload", "16KiB"]);
+    let workers = broker.workers();
+    let subject = common::subject_on_shard("burst", 0, workers);
+    let mut sub = RawClient::connect_on_worker(broker.addr(), 0, workers);
+    sub.send(format!("SUB {subject} 1\r\n").as_bytes());
+    sub.ping_pong();
+    let reader = std::thread::spawn(move || {
+        for i in 0..COUNT {
+            let m = sub.read_msg(Duration::from_secs(10));
+            assert_eq!(m.payload.len(), SIZE, "message {i}");
+            assert_eq!(m.payload[0], i as u8, "message {i} out of order");
+        }
+        sub.ping_pong();
+    });
+    let mut publ = RawClient::connect_on_worker(broker.addr(), 0, workers);
+    let mut batch = Vec::new();
+    for i in 0..COUNT {
+        batch.extend_from_slice(format!("PUB {subject} {SIZE}\r\n").as_bytes());
+        batch.extend_from_slice(&vec![i as u8; SIZE]);
+        batch.extend_from_slice(b"\r\n");
+    }
+    publ.send(&batch);
+    publ.ping_pong();
+    reader.join().expect("the fast reader got every message");
+}
 
 /// SIGTERM: queued messages still reach their subscriber, then every connection is closed
 /// and ternd exits 0.
