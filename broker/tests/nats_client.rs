@@ -78,10 +78,9 @@ fn shard_of(subject: &str, workers: usize) -> usize {
 }
 
 /// A subject matched by `filter` and owned by `shard`: the first wildcard token replaced by
-/// `mN` (`mN.z` for `>`) for the first N that lands on the shard, the others by `x`. (Only
-/// one token varies: with 2 workers, FNV-1a modulo 2 is the parity of the odd bytes, so
-/// varying two tokens alike would never change the shard.) `None` for a literal filter
-/// owned by another shard: that shard never routes anything to it.
+/// `mN` (`mN.z` for `>`) for the first N that lands on the shard, the others by `x`.
+/// `None` for a literal filter owned by another shard: that shard never routes anything
+/// to it.
 fn marker_for(filter: &str, shard: usize, workers: usize) -> Option<String> {
     (0..10_000)
         .map(|n| {
