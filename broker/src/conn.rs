@@ -318,7 +318,7 @@ impl Conn {
     fn apply(&mut self, op: ClientOp, router: &mut Router) {
         let ack = !matches!(op, ClientOp::Ping | ClientOp::Pong);
         match op {
-            ClientOp::Connect(opts) => self.connect(*opts),
+            ClientOp::Connect(opts) => self.connect(*opts, router),
             ClientOp::Pub(p) => self.publish(p, router),
             ClientOp::Sub(s) => self.subscribe(s, router),
             ClientOp::Unsub { sid, max } => self.unsubscribe(&sid, max, router),
@@ -330,8 +330,9 @@ impl Conn {
         }
     }
 
-    fn connect(&mut self, opts: ConnectOptions) {
+    fn connect(&mut self, opts: ConnectOptions, router: &mut Router) {
         if opts.no_responders && !opts.headers {
+            bump(&router.stats.protocol_errors, 1);
             let text = "no responders requires headers support".to_string();
             self.send(&ServerOp::Err(text.clone()));
             self.closing = Some(CloseReason::ProtocolError(text));
