@@ -206,7 +206,8 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Out of descriptors or the like: keep serving the connections we
-                    // have; the listener is level-checked again on the next event.
+                    // have. Readiness is edge-triggered, so the timer tick tries again
+                    // for whatever still waits in the backlog.
                     warn!(error = %e, "accept failed");
                     return;
                 }
@@ -437,6 +438,7 @@ impl Worker {
 
     fn tick(&mut self) {
         self.next_tick = self.now + TICK;
+        self.accept();
         let limits = self.router.config.limits.clone();
         let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for slot in slots {
