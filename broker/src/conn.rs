@@ -179,6 +179,7 @@ impl Conn {
         ConnInfo {
             cid: self.client_id,
             worker,
+            protocol: "text",
             ip: self.peer.ip().to_string(),
             port: self.peer.port(),
             name: self.opts.name.clone(),

@@ -716,6 +716,7 @@ fn conn_json(c: &ConnInfo, now: u64, with_subs: bool) -> Value {
     let mut v = json!({
         "cid": c.cid,
         "worker": c.worker,
+        "protocol": c.protocol,
         "ip": c.ip,
         "port": c.port,
         "start": rfc3339(c.start_us),

@@ -47,6 +47,8 @@ pub(crate) struct SnapshotRequest {
 pub(crate) struct ConnInfo {
     pub cid: u64,
     pub worker: usize,
+    /// The port's protocol: `text` (NATS); the binary port will report `binary`.
+    pub protocol: &'static str,
     pub ip: String,
     pub port: u16,
     pub name: Option<String>,

@@ -370,6 +370,7 @@ fn endpoints_count_known_traffic_exactly() {
     assert_eq!(p["lang"], "rust");
     assert_eq!(p["version"], "9.9");
     assert_eq!(p["ip"], "127.0.0.1");
+    assert_eq!(p["protocol"], "text");
     for name in ["s1", "s2", "w"] {
         let s = by_name(&c, name);
         assert_eq!(s["out_msgs"], N, "{name}");
