@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod binary;
 pub mod headers;
 pub mod subject;
 pub mod text;

@@ -1,0 +1,396 @@
+//! The frames a client sends, their layouts and their content rules.
+//!
+//! Owns: [`ClientFrame`] and its parts, and for each frame type, side by side, how its body
+//! is read ([`decode`]) and written ([`ClientFrame::put_body`]). The byte layouts are the
+//! tables in `docs/protocol-binary.md`; field order here is field order on the wire.
+//!
+//! Structure is checked while reading (fatal errors); content (subjects, priority, header
+//! block, sizes) only after the whole body was read, so a frame that is both truncated and
+//! wrong in content is always reported as truncated.
+
+use bytes::Bytes;
+
+use super::coding::{flag, Reader, Writer};
+use super::frame_type::{HELLO, PING, PONG, PUBLISH, SUBSCRIBE, UNSUBSCRIBE};
+use super::{BinaryError, EncodeError, Limits, Refusal, MAX_PRIORITY};
+use crate::headers::VERSION as HEADERS_VERSION;
+use crate::subject;
+
+/// A frame a client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// `HELLO` (0x01): the connection's options; the first frame after the preface.
+    Hello(Hello),
+    /// `PUBLISH` (0x02).
+    Publish(Publish),
+    /// `SUBSCRIBE` (0x03).
+    Subscribe(Subscribe),
+    /// `UNSUBSCRIBE` (0x04).
+    Unsubscribe(Unsubscribe),
+    /// `PING` (0x05): the server answers `PONG`.
+    Ping,
+    /// `PONG` (0x06): the answer to the server's `PING`.
+    Pong,
+}
+
+/// `HELLO`: who the client is and how the connection behaves.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hello {
+    /// The client's name for itself (UTF-8, may be empty); shown in monitoring.
+    pub client_name: Bytes,
+    /// The client library and its version, e.g. `tern-client/0.1.0` (UTF-8, may be empty).
+    pub client_version: Bytes,
+    /// True: this connection also receives the messages it publishes (flag bit 0).
+    pub echo: bool,
+    /// The token, for token authentication (flag bit 1).
+    pub auth_token: Option<Bytes>,
+}
+
+/// `PUBLISH`: one message to one literal subject.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Publish {
+    /// The (literal) subject.
+    pub subject: Bytes,
+    /// The reply subject, if any (flag bit 0).
+    pub reply: Option<Bytes>,
+    /// The whole `NATS/1.0 ...\r\n\r\n` header block, unchanged, if any (flag bit 1).
+    pub headers: Option<Bytes>,
+    /// 0 (lowest) to 7 (highest).
+    pub priority: u8,
+    /// An id for idempotent publishing: a repeat within the dedupe window is acknowledged
+    /// but neither stored nor delivered again (flag bit 2).
+    pub message_id: Option<Bytes>,
+    /// A coalescing key: a queued message with the same key is replaced by this one
+    /// (flag bit 3).
+    pub coalescing_key: Option<Bytes>,
+    /// Ask for a `PUBLISH_ACK` carrying this client-chosen id (flag bit 4).
+    pub ack_id: Option<u64>,
+    /// The payload, without the header block.
+    pub payload: Bytes,
+}
+
+/// `SUBSCRIBE`: a subscription, where it starts and how it is delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Subscribe {
+    /// The client's id for this subscription; `MESSAGE` frames carry it.
+    pub sid: u32,
+    /// The filter (wildcards allowed).
+    pub subject: Bytes,
+    /// The queue group, if any (flag bit 0).
+    pub queue: Option<Bytes>,
+    /// Where delivery starts (flag bits 2–3).
+    pub start: StartPosition,
+    /// True: on queue overflow, fall back to reading the log instead of dropping
+    /// (flag bit 1).
+    pub lossless: bool,
+    /// The subscriber queue's bound in messages; 0 asks for the server's default.
+    pub max_queue_messages: u32,
+    /// The subscriber queue's bound in bytes; 0 asks for the server's default.
+    pub max_queue_bytes: u32,
+}
+
+/// Where a subscription's delivery starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StartPosition {
+    /// Only messages published from now on (start mode 0).
+    #[default]
+    Live,
+    /// Everything after a resume token, from the log, then live (start mode 1).
+    Resume(ResumeToken),
+    /// Everything with a timestamp at or after this many nanoseconds since the Unix
+    /// epoch, from the log, then live (start mode 2).
+    Time(u64),
+    /// The last N matching messages the log holds, then live (start mode 3).
+    LastN(u32),
+}
+
+/// Where a client was: the log's epoch and, per shard, the last sequence it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResumeToken {
+    /// The log epoch, from `WELCOME`.
+    pub epoch: u64,
+    /// Indexed by shard: the last sequence seen from that shard, 0 for none. Shards past
+    /// the end count as 0.
+    pub last_sequences: Vec<u64>,
+}
+
+/// `UNSUBSCRIBE`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Unsubscribe {
+    /// The subscription to end.
+    pub sid: u32,
+    /// End it after this many more deliveries instead of now (flag bit 0).
+    pub max: Option<u64>,
+}
+
+// Flag bits.
+const HELLO_ECHO: u8 = 0x01;
+const HELLO_AUTH: u8 = 0x02;
+
+const PUB_REPLY: u8 = 0x01;
+const PUB_HEADERS: u8 = 0x02;
+const PUB_MESSAGE_ID: u8 = 0x04;
+const PUB_COALESCING_KEY: u8 = 0x08;
+const PUB_ACK: u8 = 0x10;
+
+const SUB_QUEUE: u8 = 0x01;
+const SUB_LOSSLESS: u8 = 0x02;
+const SUB_START_SHIFT: u32 = 2;
+const SUB_START_MASK: u8 = 0x0c;
+const START_LIVE: u8 = 0;
+const START_RESUME: u8 = 1;
+const START_TIME: u8 = 2;
+const START_LAST_N: u8 = 3;
+
+const UNSUB_MAX: u8 = 0x01;
+
+/// Decodes the body of a client frame of type `ty`.
+pub(crate) fn decode(
+    ty: u8,
+    flags: u8,
+    body: Bytes,
+    limits: &Limits,
+) -> Result<ClientFrame, BinaryError> {
+    match ty {
+        HELLO => decode_hello(flags, Reader::new("HELLO", body)),
+        PUBLISH => decode_publish(flags, Reader::new("PUBLISH", body), limits),
+        SUBSCRIBE => decode_subscribe(flags, Reader::new("SUBSCRIBE", body)),
+        UNSUBSCRIBE => decode_unsubscribe(flags, Reader::new("UNSUBSCRIBE", body)),
+        PING => empty(flags, Reader::new("PING", body)).map(|()| ClientFrame::Ping),
+        PONG => empty(flags, Reader::new("PONG", body)).map(|()| ClientFrame::Pong),
+        _ => Err(BinaryError::UnknownFrameType(ty)),
+    }
+}
+
+/// A frame with no flags and no body (`PING`, `PONG`).
+pub(crate) fn empty(flags: u8, r: Reader) -> Result<(), BinaryError> {
+    r.check_flags(flags, 0)?;
+    r.finish()
+}
+
+fn decode_hello(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError> {
+    r.check_flags(flags, HELLO_ECHO | HELLO_AUTH)?;
+    let client_name = r.short("client name")?;
+    let client_version = r.short("client version")?;
+    let auth_token = r.short_if(flags & HELLO_AUTH != 0, "auth token")?;
+    r.finish()?;
+    Ok(ClientFrame::Hello(Hello {
+        client_name,
+        client_version,
+        echo: flags & HELLO_ECHO != 0,
+        auth_token,
+    }))
+}
+
+fn decode_publish(flags: u8, mut r: Reader, limits: &Limits) -> Result<ClientFrame, BinaryError> {
+    r.check_flags(
+        flags,
+        PUB_REPLY | PUB_HEADERS | PUB_MESSAGE_ID | PUB_COALESCING_KEY | PUB_ACK,
+    )?;
+    let priority = r.get::<u8>("priority")?;
+    let ack_id = r.get_if::<u64>(flags & PUB_ACK != 0, "ack id")?;
+    let subject = r.short("subject")?;
+    let reply = r.short_if(flags & PUB_REPLY != 0, "reply")?;
+    let message_id = r.short_if(flags & PUB_MESSAGE_ID != 0, "message id")?;
+    let coalescing_key = r.short_if(flags & PUB_COALESCING_KEY != 0, "coalescing key")?;
+    let headers = r.long_if(flags & PUB_HEADERS != 0, "headers")?;
+    let payload = r.long("payload")?;
+    r.finish()?;
+
+    let refuse = |reason| BinaryError::Refused {
+        reason,
+        sid: None,
+        ack_id,
+    };
+    check_message(
+        &subject,
+        reply.as_deref(),
+        headers.as_deref(),
+        &payload,
+        priority,
+        limits,
+    )
+    .map_err(refuse)?;
+    if message_id.as_ref().is_some_and(Bytes::is_empty) {
+        return Err(refuse(Refusal::EmptyField("message id")));
+    }
+    if coalescing_key.as_ref().is_some_and(Bytes::is_empty) {
+        return Err(refuse(Refusal::EmptyField("coalescing key")));
+    }
+    Ok(ClientFrame::Publish(Publish {
+        subject,
+        reply,
+        headers,
+        priority,
+        message_id,
+        coalescing_key,
+        ack_id,
+        payload,
+    }))
+}
+
+/// The content rules `PUBLISH` and `MESSAGE` share, in the order they are checked: size,
+/// subject, reply, priority, header block.
+pub(crate) fn check_message(
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+    priority: u8,
+    limits: &Limits,
+) -> Result<(), Refusal> {
+    let size = headers.map_or(0, <[u8]>::len).saturating_add(payload.len());
+    if size > limits.max_payload {
+        return Err(Refusal::PayloadTooLarge {
+            size,
+            max: limits.max_payload,
+        });
+    }
+    subject::validate_publish(subject).map_err(Refusal::InvalidSubject)?;
+    if let Some(reply) = reply {
+        subject::validate_publish(reply).map_err(Refusal::InvalidReply)?;
+    }
+    if priority > MAX_PRIORITY {
+        return Err(Refusal::InvalidPriority(priority));
+    }
+    if headers.is_some_and(|h| !h.starts_with(HEADERS_VERSION)) {
+        return Err(Refusal::InvalidHeaders);
+    }
+    Ok(())
+}
+
+fn decode_subscribe(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError> {
+    r.check_flags(flags, SUB_QUEUE | SUB_LOSSLESS | SUB_START_MASK)?;
+    let sid = r.get::<u32>("sid")?;
+    let max_queue_messages = r.get::<u32>("max queue messages")?;
+    let max_queue_bytes = r.get::<u32>("max queue bytes")?;
+    let subject = r.short("subject")?;
+    let queue = r.short_if(flags & SUB_QUEUE != 0, "queue group")?;
+    let start = match (flags & SUB_START_MASK) >> SUB_START_SHIFT {
+        START_LIVE => StartPosition::Live,
+        START_RESUME => {
+            let epoch = r.get::<u64>("resume epoch")?;
+            let n = r.count(8, "resume shard count")?;
+            let last_sequences = (0..n)
+                .map(|_| r.get::<u64>("resume sequence"))
+                .collect::<Result<_, _>>()?;
+            StartPosition::Resume(ResumeToken {
+                epoch,
+                last_sequences,
+            })
+        }
+        START_TIME => StartPosition::Time(r.get::<u64>("start time")?),
+        _ => StartPosition::LastN(r.get::<u32>("last n")?),
+    };
+    r.finish()?;
+
+    let refuse = |reason| BinaryError::Refused {
+        reason,
+        sid: Some(sid),
+        ack_id: None,
+    };
+    subject::validate_filter(&subject).map_err(|e| refuse(Refusal::InvalidFilter(e)))?;
+    if let Some(queue) = &queue {
+        subject::validate_publish(queue).map_err(|e| refuse(Refusal::InvalidQueueGroup(e)))?;
+    }
+    Ok(ClientFrame::Subscribe(Subscribe {
+        sid,
+        subject,
+        queue,
+        start,
+        lossless: flags & SUB_LOSSLESS != 0,
+        max_queue_messages,
+        max_queue_bytes,
+    }))
+}
+
+fn decode_unsubscribe(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError> {
+    r.check_flags(flags, UNSUB_MAX)?;
+    let sid = r.get::<u32>("sid")?;
+    let max = r.get_if::<u64>(flags & UNSUB_MAX != 0, "max")?;
+    r.finish()?;
+    Ok(ClientFrame::Unsubscribe(Unsubscribe { sid, max }))
+}
+
+impl ClientFrame {
+    /// The frame type and flags byte of this frame.
+    pub(crate) fn header(&self) -> (u8, u8) {
+        match self {
+            ClientFrame::Hello(h) => (
+                HELLO,
+                flag(h.echo, HELLO_ECHO) | flag(h.auth_token.is_some(), HELLO_AUTH),
+            ),
+            ClientFrame::Publish(p) => (
+                PUBLISH,
+                flag(p.reply.is_some(), PUB_REPLY)
+                    | flag(p.headers.is_some(), PUB_HEADERS)
+                    | flag(p.message_id.is_some(), PUB_MESSAGE_ID)
+                    | flag(p.coalescing_key.is_some(), PUB_COALESCING_KEY)
+                    | flag(p.ack_id.is_some(), PUB_ACK),
+            ),
+            ClientFrame::Subscribe(s) => {
+                let mode = match s.start {
+                    StartPosition::Live => START_LIVE,
+                    StartPosition::Resume(_) => START_RESUME,
+                    StartPosition::Time(_) => START_TIME,
+                    StartPosition::LastN(_) => START_LAST_N,
+                };
+                (
+                    SUBSCRIBE,
+                    flag(s.queue.is_some(), SUB_QUEUE)
+                        | flag(s.lossless, SUB_LOSSLESS)
+                        | (mode << SUB_START_SHIFT),
+                )
+            }
+            ClientFrame::Unsubscribe(u) => (UNSUBSCRIBE, flag(u.max.is_some(), UNSUB_MAX)),
+            ClientFrame::Ping => (PING, 0),
+            ClientFrame::Pong => (PONG, 0),
+        }
+    }
+
+    /// Writes the body, in the order `decode` reads it.
+    pub(crate) fn put_body(&self, w: &mut Writer) -> Result<(), EncodeError> {
+        match self {
+            ClientFrame::Hello(h) => {
+                w.short("client name", &h.client_name)?;
+                w.short("client version", &h.client_version)?;
+                w.short_opt("auth token", h.auth_token.as_ref())?;
+            }
+            ClientFrame::Publish(p) => {
+                w.put(p.priority);
+                w.put_opt(p.ack_id);
+                w.short("subject", &p.subject)?;
+                w.short_opt("reply", p.reply.as_ref())?;
+                w.short_opt("message id", p.message_id.as_ref())?;
+                w.short_opt("coalescing key", p.coalescing_key.as_ref())?;
+                w.long_opt("headers", p.headers.as_ref())?;
+                w.long("payload", &p.payload)?;
+            }
+            ClientFrame::Subscribe(s) => {
+                w.put(s.sid);
+                w.put(s.max_queue_messages);
+                w.put(s.max_queue_bytes);
+                w.short("subject", &s.subject)?;
+                w.short_opt("queue group", s.queue.as_ref())?;
+                match &s.start {
+                    StartPosition::Live => {}
+                    StartPosition::Resume(token) => {
+                        w.put(token.epoch);
+                        w.count("resume shard count", token.last_sequences.len())?;
+                        for &seq in &token.last_sequences {
+                            w.put(seq);
+                        }
+                    }
+                    StartPosition::Time(t) => w.put(*t),
+                    StartPosition::LastN(n) => w.put(*n),
+                }
+            }
+            ClientFrame::Unsubscribe(u) => {
+                w.put(u.sid);
+                w.put_opt(u.max);
+            }
+            ClientFrame::Ping | ClientFrame::Pong => {}
+        }
+        Ok(())
+    }
+}

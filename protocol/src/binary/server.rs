@@ -1,0 +1,410 @@
+//! The frames a server sends, their layouts and their content rules.
+//!
+//! Owns: [`ServerFrame`] and its parts, and for each frame type, side by side, how its body
+//! is read ([`decode`]) and written ([`ServerFrame::put_body`]). The byte layouts are the
+//! tables in `docs/protocol-binary.md`; field order here is field order on the wire.
+
+use bytes::Bytes;
+
+use super::client::{check_message, empty};
+use super::coding::{flag, Reader, Writer};
+use super::frame_type::{
+    DROP_NOTICE, ERROR, GAP_NOTICE, MESSAGE, PING, PONG, PUBLISH_ACK, WELCOME,
+};
+use super::{BinaryError, EncodeError, ErrorCode, Limits};
+
+/// A frame a server sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerFrame {
+    /// `WELCOME` (0x81): the answer to `HELLO`.
+    Welcome(Welcome),
+    /// `MESSAGE` (0x82): a delivery.
+    Message(Message),
+    /// `PUBLISH_ACK` (0x83): the outcome of a `PUBLISH` that asked for one.
+    PublishAck(PublishAck),
+    /// `ERROR` (0x84).
+    Error(ErrorFrame),
+    /// `DROP_NOTICE` (0x85): messages a subscriber's queue dropped.
+    DropNotice(DropNotice),
+    /// `GAP_NOTICE` (0x86): a catch-up that starts later than asked.
+    GapNotice(GapNotice),
+    /// `PING` (0x05): the client answers `PONG`.
+    Ping,
+    /// `PONG` (0x06): the answer to the client's `PING`.
+    Pong,
+}
+
+/// `WELCOME`: the negotiated version and what the server is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Welcome {
+    /// The protocol version chosen for this connection.
+    pub version: u16,
+    /// How many shards the log has; resume tokens have (at most) this many sequences.
+    pub shard_count: u16,
+    /// The largest header block plus payload the server accepts.
+    pub max_payload: u32,
+    /// The largest frame length the server accepts.
+    pub max_frame: u32,
+    /// How often the server pings an idle connection, in milliseconds (0: never).
+    pub ping_interval_ms: u32,
+    /// The server's id for this connection.
+    pub client_id: u64,
+    /// The log's epoch: resume tokens from another epoch cannot resume.
+    pub log_epoch: u64,
+    /// The server's unique id (UTF-8).
+    pub server_id: Bytes,
+}
+
+/// `MESSAGE`: one delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    /// The subscription it is delivered for.
+    pub sid: u32,
+    /// 0 (lowest) to 7 (highest).
+    pub priority: u8,
+    /// The shard that owns the subject.
+    pub shard: u16,
+    /// The message's sequence number in its shard.
+    pub sequence: u64,
+    /// When the broker received it, in nanoseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// True when it comes from the log (catch-up), not live (flag bit 2).
+    pub replayed: bool,
+    /// The subject it was published to.
+    pub subject: Bytes,
+    /// The reply subject, if any (flag bit 0).
+    pub reply: Option<Bytes>,
+    /// The header block as published, unchanged, if any (flag bit 1).
+    pub headers: Option<Bytes>,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// `PUBLISH_ACK`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAck {
+    /// The `ack_id` of the `PUBLISH`.
+    pub ack_id: u64,
+    /// What became of it.
+    pub result: AckResult,
+}
+
+/// What became of an acknowledged publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckResult {
+    /// Stored in the log.
+    Stored {
+        /// The shard that owns the subject.
+        shard: u16,
+        /// Its sequence number there.
+        sequence: u64,
+        /// True when its message id was seen within the dedupe window: this is the earlier
+        /// copy's place, and nothing was stored or delivered again (flag bit 1).
+        duplicate: bool,
+    },
+    /// Refused (flag bit 0).
+    Refused {
+        /// Why.
+        code: ErrorCode,
+        /// The text, UTF-8.
+        message: Bytes,
+    },
+}
+
+/// `ERROR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorFrame {
+    /// What kind of error.
+    pub code: ErrorCode,
+    /// True: the server closes the connection after this frame (flag bit 0).
+    pub fatal: bool,
+    /// The subscription concerned, if any (flag bit 1).
+    pub sid: Option<u32>,
+    /// The text, UTF-8.
+    pub message: Bytes,
+}
+
+/// `DROP_NOTICE`: a subscriber's queue overflowed and dropped messages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DropNotice {
+    /// The subscription.
+    pub sid: u32,
+    /// How many messages were dropped since the previous notice for it.
+    pub dropped: u64,
+    /// The sequences dropped, so they can be fetched from the log.
+    pub ranges: Vec<SequenceRange>,
+}
+
+/// The sequences `first..=last` of one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SequenceRange {
+    /// The shard.
+    pub shard: u16,
+    /// The first sequence of the range.
+    pub first: u64,
+    /// The last sequence of the range; never below `first`.
+    pub last: u64,
+}
+
+/// `GAP_NOTICE`: the log no longer holds the start of a requested catch-up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GapNotice {
+    /// The subscription.
+    pub sid: u32,
+    /// The shard.
+    pub shard: u16,
+    /// The first sequence the subscription asked for.
+    pub requested: u64,
+    /// The oldest sequence the log still holds; catch-up resumes there, so
+    /// `requested..oldest` are lost.
+    pub oldest: u64,
+}
+
+// Flag bits.
+const MSG_REPLY: u8 = 0x01;
+const MSG_HEADERS: u8 = 0x02;
+const MSG_REPLAYED: u8 = 0x04;
+
+const ACK_REFUSED: u8 = 0x01;
+const ACK_DUPLICATE: u8 = 0x02;
+
+const ERR_FATAL: u8 = 0x01;
+const ERR_SID: u8 = 0x02;
+
+/// The size of one sequence range on the wire.
+const RANGE_SIZE: usize = 2 + 8 + 8;
+
+/// Decodes the body of a server frame of type `ty`.
+pub(crate) fn decode(
+    ty: u8,
+    flags: u8,
+    body: Bytes,
+    limits: &Limits,
+) -> Result<ServerFrame, BinaryError> {
+    match ty {
+        WELCOME => decode_welcome(flags, Reader::new("WELCOME", body)),
+        MESSAGE => decode_message(flags, Reader::new("MESSAGE", body), limits),
+        PUBLISH_ACK => decode_ack(flags, Reader::new("PUBLISH_ACK", body)),
+        ERROR => decode_error(flags, Reader::new("ERROR", body)),
+        DROP_NOTICE => decode_drop(flags, Reader::new("DROP_NOTICE", body)),
+        GAP_NOTICE => decode_gap(flags, Reader::new("GAP_NOTICE", body)),
+        PING => empty(flags, Reader::new("PING", body)).map(|()| ServerFrame::Ping),
+        PONG => empty(flags, Reader::new("PONG", body)).map(|()| ServerFrame::Pong),
+        _ => Err(BinaryError::UnknownFrameType(ty)),
+    }
+}
+
+fn decode_welcome(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
+    r.check_flags(flags, 0)?;
+    let welcome = Welcome {
+        version: r.get("version")?,
+        shard_count: r.get("shard count")?,
+        max_payload: r.get("max payload")?,
+        max_frame: r.get("max frame")?,
+        ping_interval_ms: r.get("ping interval")?,
+        client_id: r.get("client id")?,
+        log_epoch: r.get("log epoch")?,
+        server_id: r.short("server id")?,
+    };
+    r.finish()?;
+    Ok(ServerFrame::Welcome(welcome))
+}
+
+fn decode_message(flags: u8, mut r: Reader, limits: &Limits) -> Result<ServerFrame, BinaryError> {
+    r.check_flags(flags, MSG_REPLY | MSG_HEADERS | MSG_REPLAYED)?;
+    let msg = Message {
+        sid: r.get("sid")?,
+        priority: r.get("priority")?,
+        shard: r.get("shard")?,
+        sequence: r.get("sequence")?,
+        timestamp: r.get("timestamp")?,
+        replayed: flags & MSG_REPLAYED != 0,
+        subject: r.short("subject")?,
+        reply: r.short_if(flags & MSG_REPLY != 0, "reply")?,
+        headers: r.long_if(flags & MSG_HEADERS != 0, "headers")?,
+        payload: r.long("payload")?,
+    };
+    r.finish()?;
+    check_message(
+        &msg.subject,
+        msg.reply.as_deref(),
+        msg.headers.as_deref(),
+        &msg.payload,
+        msg.priority,
+        limits,
+    )
+    .map_err(|reason| BinaryError::Refused {
+        reason,
+        sid: Some(msg.sid),
+        ack_id: None,
+    })?;
+    Ok(ServerFrame::Message(msg))
+}
+
+fn decode_ack(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
+    let refused = flags & ACK_REFUSED != 0;
+    // A refusal is never a duplicate.
+    r.check_flags(flags, if refused { ACK_REFUSED } else { ACK_DUPLICATE })?;
+    let ack_id = r.get("ack id")?;
+    let result = if refused {
+        AckResult::Refused {
+            code: ErrorCode::from_u16(r.get("code")?),
+            message: r.short("message")?,
+        }
+    } else {
+        AckResult::Stored {
+            shard: r.get("shard")?,
+            sequence: r.get("sequence")?,
+            duplicate: flags & ACK_DUPLICATE != 0,
+        }
+    };
+    r.finish()?;
+    Ok(ServerFrame::PublishAck(PublishAck { ack_id, result }))
+}
+
+fn decode_error(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
+    r.check_flags(flags, ERR_FATAL | ERR_SID)?;
+    let frame = ErrorFrame {
+        code: ErrorCode::from_u16(r.get("code")?),
+        fatal: flags & ERR_FATAL != 0,
+        sid: r.get_if(flags & ERR_SID != 0, "sid")?,
+        message: r.short("message")?,
+    };
+    r.finish()?;
+    Ok(ServerFrame::Error(frame))
+}
+
+fn decode_drop(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
+    r.check_flags(flags, 0)?;
+    let sid = r.get("sid")?;
+    let dropped = r.get("dropped")?;
+    let n = r.count(RANGE_SIZE, "range count")?;
+    let mut ranges = Vec::with_capacity(n);
+    for _ in 0..n {
+        let range = SequenceRange {
+            shard: r.get("range shard")?,
+            first: r.get("range first")?,
+            last: r.get("range last")?,
+        };
+        if range.first > range.last {
+            return Err(BinaryError::InvalidValue {
+                frame: "DROP_NOTICE",
+                field: "range (first after last)",
+            });
+        }
+        ranges.push(range);
+    }
+    r.finish()?;
+    Ok(ServerFrame::DropNotice(DropNotice {
+        sid,
+        dropped,
+        ranges,
+    }))
+}
+
+fn decode_gap(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
+    r.check_flags(flags, 0)?;
+    let gap = GapNotice {
+        sid: r.get("sid")?,
+        shard: r.get("shard")?,
+        requested: r.get("requested")?,
+        oldest: r.get("oldest")?,
+    };
+    r.finish()?;
+    Ok(ServerFrame::GapNotice(gap))
+}
+
+impl ServerFrame {
+    /// The frame type and flags byte of this frame.
+    pub(crate) fn header(&self) -> (u8, u8) {
+        match self {
+            ServerFrame::Welcome(_) => (WELCOME, 0),
+            ServerFrame::Message(m) => (
+                MESSAGE,
+                flag(m.reply.is_some(), MSG_REPLY)
+                    | flag(m.headers.is_some(), MSG_HEADERS)
+                    | flag(m.replayed, MSG_REPLAYED),
+            ),
+            ServerFrame::PublishAck(a) => (
+                PUBLISH_ACK,
+                match a.result {
+                    AckResult::Stored { duplicate, .. } => flag(duplicate, ACK_DUPLICATE),
+                    AckResult::Refused { .. } => ACK_REFUSED,
+                },
+            ),
+            ServerFrame::Error(e) => (
+                ERROR,
+                flag(e.fatal, ERR_FATAL) | flag(e.sid.is_some(), ERR_SID),
+            ),
+            ServerFrame::DropNotice(_) => (DROP_NOTICE, 0),
+            ServerFrame::GapNotice(_) => (GAP_NOTICE, 0),
+            ServerFrame::Ping => (PING, 0),
+            ServerFrame::Pong => (PONG, 0),
+        }
+    }
+
+    /// Writes the body, in the order `decode` reads it.
+    pub(crate) fn put_body(&self, w: &mut Writer) -> Result<(), EncodeError> {
+        match self {
+            ServerFrame::Welcome(x) => {
+                w.put(x.version);
+                w.put(x.shard_count);
+                w.put(x.max_payload);
+                w.put(x.max_frame);
+                w.put(x.ping_interval_ms);
+                w.put(x.client_id);
+                w.put(x.log_epoch);
+                w.short("server id", &x.server_id)?;
+            }
+            ServerFrame::Message(m) => {
+                w.put(m.sid);
+                w.put(m.priority);
+                w.put(m.shard);
+                w.put(m.sequence);
+                w.put(m.timestamp);
+                w.short("subject", &m.subject)?;
+                w.short_opt("reply", m.reply.as_ref())?;
+                w.long_opt("headers", m.headers.as_ref())?;
+                w.long("payload", &m.payload)?;
+            }
+            ServerFrame::PublishAck(a) => {
+                w.put(a.ack_id);
+                match &a.result {
+                    AckResult::Stored {
+                        shard, sequence, ..
+                    } => {
+                        w.put(*shard);
+                        w.put(*sequence);
+                    }
+                    AckResult::Refused { code, message } => {
+                        w.put(code.to_u16());
+                        w.short("message", message)?;
+                    }
+                }
+            }
+            ServerFrame::Error(e) => {
+                w.put(e.code.to_u16());
+                w.put_opt(e.sid);
+                w.short("message", &e.message)?;
+            }
+            ServerFrame::DropNotice(d) => {
+                w.put(d.sid);
+                w.put(d.dropped);
+                w.count("range count", d.ranges.len())?;
+                for r in &d.ranges {
+                    w.put(r.shard);
+                    w.put(r.first);
+                    w.put(r.last);
+                }
+            }
+            ServerFrame::GapNotice(g) => {
+                w.put(g.sid);
+                w.put(g.shard);
+                w.put(g.requested);
+                w.put(g.oldest);
+            }
+            ServerFrame::Ping | ServerFrame::Pong => {}
+        }
+        Ok(())
+    }
+}
