@@ -37,3 +37,24 @@ fuzz:
 
 clean:
 	$(CARGO) clean
+
+# Benchmarks (tern-bench, see docs/benchmarks.md). Results and charts go to target/bench/.
+BENCH_FLAGS ?=
+
+.PHONY: bench bench-compare
+
+## bench: build release, run the standard suite against a fresh ternd (short scenarios)
+bench:
+	$(CARGO) build --release -p tern-broker --bin ternd -p tern-bench
+	mkdir -p target/bench
+	target/release/tern-bench --json target/bench/bench.json suite \
+		--ternd target/release/ternd --out-dir target/bench $(BENCH_FLAGS)
+
+## bench-compare: the same suite against ternd and nats-server (installed if missing), with ratios
+bench-compare:
+	command -v nats-server >/dev/null || (apt-get update && apt-get install -y nats-server)
+	$(CARGO) build --release -p tern-broker --bin ternd -p tern-bench
+	mkdir -p target/bench
+	target/release/tern-bench --json target/bench/compare.json suite \
+		--ternd target/release/ternd --nats-server "$$(command -v nats-server)" \
+		--out-dir target/bench $(BENCH_FLAGS)

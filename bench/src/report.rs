@@ -1,0 +1,360 @@
+//! Reports: every figure of a run, as a table for people and as JSON for tools.
+//!
+//! Owns: [`Figure`] (one named number with its unit and which direction is better),
+//! [`ScenarioReport`] (one scenario's figures, problems and full detail),
+//! [`TargetReport`] (every scenario run against one broker), [`Report`] (a whole run,
+//! with the machine it ran on), the text tables, and the side-by-side comparison with
+//! ratios (first target / second target).
+//!
+//! Never: measures anything, or drops a figure — the JSON holds every field of every
+//! scenario result, the tables a readable subset.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// Which direction of a figure is an improvement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    /// More is better (rates).
+    Higher,
+    /// Less is better (latency, memory).
+    Lower,
+    /// Neither (counts).
+    Neither,
+}
+
+/// One named number.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figure {
+    /// What it is (`delivery rate`, `p99`).
+    pub name: String,
+    /// Its value, in `unit`.
+    pub value: f64,
+    /// Its unit (`msgs/s`, `MB/s`, `µs`, `KiB`).
+    pub unit: &'static str,
+    /// Which direction is better.
+    pub better: Better,
+}
+
+impl Figure {
+    /// A figure.
+    pub fn new(name: &str, value: f64, unit: &'static str, better: Better) -> Self {
+        Figure {
+            name: name.to_string(),
+            value,
+            unit,
+            better,
+        }
+    }
+}
+
+/// One scenario's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    /// Which scenario (`pubsub`, `fanout`, `queue`, `latency`, `conns`).
+    pub scenario: &'static str,
+    /// What exactly ran (`pubsub 1x1 128B`): the key for comparisons.
+    pub label: String,
+    /// The figures the table shows.
+    pub figures: Vec<Figure>,
+    /// Everything that went wrong; empty for a clean run.
+    pub problems: Vec<String>,
+    /// The scenario's full result, every field.
+    pub detail: serde_json::Value,
+}
+
+impl ScenarioReport {
+    /// The figure called `name`, if any.
+    pub fn figure(&self, name: &str) -> Option<&Figure> {
+        self.figures.iter().find(|f| f.name == name)
+    }
+}
+
+/// Every scenario run against one broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    /// The broker (`ternd`, `nats-server`).
+    pub target: String,
+    /// Its address.
+    pub address: String,
+    /// The driver's protocol (`text`).
+    pub protocol: String,
+    /// The broker's own description (version), when known.
+    pub version: Option<String>,
+    /// The scenarios, in run order.
+    pub scenarios: Vec<ScenarioReport>,
+}
+
+/// The machine a run happened on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// The CPU model, from `/proc/cpuinfo`.
+    pub cpu_model: Option<String>,
+    /// Total memory in MiB, from `/proc/meminfo`.
+    pub memory_mib: Option<u64>,
+}
+
+impl Machine {
+    /// Reads the machine's description from `/proc` (fields left empty elsewhere).
+    pub fn probe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model: cpuinfo
+                .lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string()),
+            memory_mib: meminfo
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+                .map(|kib| kib / 1024),
+        }
+    }
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Seconds since the Unix epoch when the run ended.
+    pub unix_time: u64,
+    /// The machine.
+    pub machine: Machine,
+    /// One entry per broker.
+    pub targets: Vec<TargetReport>,
+}
+
+impl Report {
+    /// A report of `targets`, stamped now.
+    pub fn new(targets: Vec<TargetReport>) -> Self {
+        Report {
+            unix_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            machine: Machine::probe(),
+            targets,
+        }
+    }
+}
+
+/// A value for a table: thousands separators for large numbers, fewer decimals as the
+/// value grows.
+pub fn format_value(value: f64) -> String {
+    if !value.is_finite() {
+        return "-".into();
+    }
+    if value.abs() >= 1000.0 {
+        let whole = value.round() as i64;
+        let digits = whole.unsigned_abs().to_string();
+        let mut groups: Vec<&str> = digits
+            .as_bytes()
+            .rchunks(3)
+            .map(|g| std::str::from_utf8(g).unwrap_or("?"))
+            .collect();
+        groups.reverse();
+        let mut out = groups.join(",");
+        if whole < 0 {
+            out.insert(0, '-');
+        }
+        out
+    } else if value.abs() >= 100.0 || value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// The table of one target's scenarios.
+pub fn render_target(t: &TargetReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "== {} ({}, {} protocol)",
+        t.target, t.address, t.protocol
+    );
+    for s in &t.scenarios {
+        let _ = writeln!(out, "-- {}", s.label);
+        for f in &s.figures {
+            let _ = writeln!(
+                out,
+                "   {:<24} {:>14} {}",
+                f.name,
+                format_value(f.value),
+                f.unit
+            );
+        }
+        for p in &s.problems {
+            let _ = writeln!(out, "   PROBLEM: {p}");
+        }
+    }
+    out
+}
+
+/// One row of a comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComparisonRow {
+    /// The scenario label.
+    pub label: String,
+    /// The figure name.
+    pub figure: String,
+    /// Its unit.
+    pub unit: &'static str,
+    /// The first target's value.
+    pub a: f64,
+    /// The second target's value.
+    pub b: f64,
+    /// `a / b` (None when `b` is 0).
+    pub ratio: Option<f64>,
+    /// Which direction is better.
+    pub better: Better,
+}
+
+/// Every figure both targets have, matched by scenario label and figure name, in `a`'s
+/// order.
+pub fn compare(a: &TargetReport, b: &TargetReport) -> Vec<ComparisonRow> {
+    let mut rows = Vec::new();
+    for sa in &a.scenarios {
+        let Some(sb) = b.scenarios.iter().find(|s| s.label == sa.label) else {
+            continue;
+        };
+        for fa in &sa.figures {
+            if fa.better == Better::Neither {
+                continue;
+            }
+            if let Some(fb) = sb.figure(&fa.name) {
+                rows.push(ComparisonRow {
+                    label: sa.label.clone(),
+                    figure: fa.name.clone(),
+                    unit: fa.unit,
+                    a: fa.value,
+                    b: fb.value,
+                    ratio: (fb.value != 0.0).then(|| fa.value / fb.value),
+                    better: fa.better,
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// The comparison table: `a`, `b` and `a / b` side by side.
+pub fn render_comparison(a: &TargetReport, b: &TargetReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "== {} vs {} (ratio = {} / {}; higher-is-better rows marked ↑, lower ↓)",
+        a.target, b.target, a.target, b.target
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:<22} {:>14} {:>14} {:>7}  unit",
+        "scenario", "figure", a.target, b.target, "ratio"
+    );
+    for r in compare(a, b) {
+        let arrow = if r.better == Better::Higher {
+            "↑"
+        } else {
+            "↓"
+        };
+        let ratio = r.ratio.map_or("-".into(), |x| format!("{x:.2}"));
+        let _ = writeln!(
+            out,
+            "{:<26} {:<22} {:>14} {:>14} {:>7}  {} {arrow}",
+            r.label,
+            r.figure,
+            format_value(r.a),
+            format_value(r.b),
+            ratio,
+            r.unit
+        );
+    }
+    for (t, s) in [a, b]
+        .iter()
+        .flat_map(|t| t.scenarios.iter().map(move |s| (t, s)))
+    {
+        for p in &s.problems {
+            let _ = writeln!(out, "PROBLEM {} / {}: {p}", t.target, s.label);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str, rate: f64, p99: f64) -> TargetReport {
+        TargetReport {
+            target: name.into(),
+            address: "127.0.0.1:1".into(),
+            protocol: "text".into(),
+            version: None,
+            scenarios: vec![ScenarioReport {
+                scenario: "pubsub",
+                label: "pubsub 1x1 16B".into(),
+                figures: vec![
+                    Figure::new("delivery rate", rate, "msgs/s", Better::Higher),
+                    Figure::new("p99", p99, "µs", Better::Lower),
+                    Figure::new("published", 10.0, "msgs", Better::Neither),
+                ],
+                problems: vec![],
+                detail: serde_json::Value::Null,
+            }],
+        }
+    }
+
+    #[test]
+    fn values_format_readably() {
+        assert_eq!(format_value(1_234_567.4), "1,234,567");
+        assert_eq!(format_value(-1234.0), "-1,234");
+        assert_eq!(format_value(999.6), "1000");
+        assert_eq!(format_value(12.345), "12.3");
+        assert_eq!(format_value(1.2345), "1.23");
+        assert_eq!(format_value(7.0), "7");
+        assert_eq!(format_value(f64::NAN), "-");
+    }
+
+    #[test]
+    fn comparison_matches_labels_and_skips_counts() {
+        let rows = compare(&target("ternd", 200.0, 5.0), &target("nats", 100.0, 0.0));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].ratio, Some(2.0));
+        assert_eq!(rows[1].ratio, None);
+        let text = render_comparison(&target("ternd", 200.0, 5.0), &target("nats", 100.0, 10.0));
+        assert!(text.contains("2.00"), "{text}");
+        assert!(text.contains("0.50"), "{text}");
+    }
+
+    #[test]
+    fn tables_show_problems() {
+        let mut t = target("ternd", 1.0, 1.0);
+        t.scenarios[0]
+            .problems
+            .push("subscriber 0: Slow Consumer".into());
+        let text = render_target(&t);
+        assert!(
+            text.contains("PROBLEM: subscriber 0: Slow Consumer"),
+            "{text}"
+        );
+        assert!(text.contains("delivery rate"), "{text}");
+    }
+
+    #[test]
+    fn reports_serialize() {
+        let json = serde_json::to_value(Report::new(vec![target("ternd", 1.0, 2.0)])).unwrap();
+        assert_eq!(
+            json["targets"][0]["scenarios"][0]["figures"][1]["name"],
+            "p99"
+        );
+        assert!(json["machine"]["cpus"].as_u64().unwrap() >= 1);
+    }
+}

@@ -1,0 +1,194 @@
+//! `latency`: publish at a fixed rate; publish-to-deliver latency percentiles.
+//!
+//! Owns: the paced publisher and the latency figures. Message `i` has an *intended* send
+//! time `start + i / rate`, written into its payload (see [`super::payload`]); a
+//! subscriber records `arrival − intended`. When the publisher falls behind (the broker
+//! pushed back, or the machine is busy), the late messages are sent at once in one batch
+//! but still measured from when they should have been sent — so a stall shows up as the
+//! latency every waiting message saw, not as one slow sample (coordinated omission
+//! corrected). `max_send_lag` says how far behind the publisher itself fell.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::payload::{self, MEASURED};
+use super::subscribers::{SubscriberSpec, Subscribers};
+use super::{Limit, DEFAULT_DRAIN, SYNC_TIMEOUT};
+use crate::driver::{Driver, DriverError};
+use crate::histogram::{LatencyHistogram, Percentiles};
+use crate::report::{Better, Figure};
+
+/// Below this much time to the next send, the publisher yields instead of sleeping
+/// (a sleep can overshoot by ~50–100 µs).
+const SPIN_BELOW: Duration = Duration::from_micros(200);
+
+/// A latency run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyConfig {
+    /// Messages per second.
+    pub rate: u64,
+    /// Payload bytes (at least 9: kind + send time).
+    pub size: usize,
+    /// How long to publish.
+    pub limit: Limit,
+    /// Subscribers (each records every message).
+    pub subscribers: usize,
+    /// The subject.
+    pub subject: String,
+    /// How long to wait for deliveries after publishing.
+    #[serde(skip)]
+    pub drain: Duration,
+}
+
+impl LatencyConfig {
+    /// `rate` msgs/s of `size` bytes to one subscriber on `bench.latency`.
+    pub fn new(rate: u64, size: usize, limit: Limit) -> Self {
+        LatencyConfig {
+            rate,
+            size,
+            limit,
+            subscribers: 1,
+            subject: "bench.latency".into(),
+            drain: DEFAULT_DRAIN,
+        }
+    }
+}
+
+/// What a latency run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyResult {
+    /// The run.
+    pub config: LatencyConfig,
+    /// Messages published.
+    pub published: u64,
+    /// Measured deliveries (all subscribers).
+    pub delivered: u64,
+    /// `published × subscribers`.
+    pub expected: u64,
+    /// The publish rate achieved (should be `rate`).
+    pub achieved_rate: f64,
+    /// How far behind its schedule the publisher fell, at worst, in nanoseconds.
+    pub max_send_lag_ns: u64,
+    /// Publish-to-deliver latency, from the intended send time.
+    pub latency: Percentiles,
+    /// Everything that went wrong.
+    pub problems: Vec<String>,
+}
+
+impl LatencyResult {
+    /// The figures a report shows and compares (latencies in µs).
+    pub fn figures(&self) -> Vec<Figure> {
+        let mut f = vec![Figure::new(
+            "achieved rate",
+            self.achieved_rate,
+            "msgs/s",
+            Better::Higher,
+        )];
+        for (name, ns) in self.latency.points() {
+            f.push(Figure::new(name, ns as f64 / 1000.0, "µs", Better::Lower));
+        }
+        f.push(Figure::new(
+            "max send lag",
+            self.max_send_lag_ns as f64 / 1000.0,
+            "µs",
+            Better::Lower,
+        ));
+        f
+    }
+}
+
+/// Runs a latency scenario.
+pub fn run(driver: &dyn Driver, config: &LatencyConfig) -> Result<LatencyResult, DriverError> {
+    let origin = Instant::now();
+    let subs = Subscribers::start(
+        driver,
+        &SubscriberSpec {
+            subject: config.subject.clone(),
+            queue: None,
+            count: config.subscribers,
+            latency_origin: Some(origin),
+        },
+    )?;
+    let mut conn = match driver.connect() {
+        Ok(c) => c,
+        Err(e) => {
+            subs.abort();
+            return Err(e);
+        }
+    };
+    if let Err(e) = subs.warm_up(&mut *conn, &config.subject, DEFAULT_DRAIN) {
+        subs.abort();
+        return Err(e);
+    }
+
+    let interval_ns = 1_000_000_000 / config.rate.max(1);
+    let mut body = payload::build(config.size.max(payload::STAMPED_LEN), MEASURED);
+    let start_ns = origin.elapsed().as_nanos() as u64;
+    let intended = |i: u64| start_ns + i * interval_ns;
+    let mut sent = 0u64;
+    let mut max_lag = 0u64;
+    let mut problems = Vec::new();
+    let publish = (|| -> Result<(), DriverError> {
+        loop {
+            let now = origin.elapsed().as_nanos() as u64;
+            // Send everything that is due, in one batch.
+            while intended(sent) <= now {
+                if config
+                    .limit
+                    .reached(sent, Duration::from_nanos(intended(sent) - start_ns))
+                {
+                    conn.flush()?;
+                    return conn.sync(SYNC_TIMEOUT);
+                }
+                max_lag = max_lag.max(now - intended(sent));
+                payload::stamp(&mut body, intended(sent));
+                conn.publish(&config.subject, &body)?;
+                sent += 1;
+            }
+            conn.flush()?;
+            let wait = Duration::from_nanos(
+                intended(sent).saturating_sub(origin.elapsed().as_nanos() as u64),
+            );
+            if wait > SPIN_BELOW {
+                thread::sleep(wait - SPIN_BELOW / 2);
+            } else {
+                thread::yield_now();
+            }
+        }
+    })();
+    let publish_secs =
+        Duration::from_nanos(origin.elapsed().as_nanos() as u64 - start_ns).as_secs_f64();
+    if let Err(e) = publish {
+        problems.push(format!("publisher: {e}"));
+    }
+    let expected = sent * config.subscribers as u64;
+    let outcomes = subs.finish(expected, config.drain);
+    let mut latency = LatencyHistogram::new();
+    let mut delivered = 0;
+    for (i, o) in outcomes.iter().enumerate() {
+        latency.merge(&o.latency);
+        delivered += o.delivered;
+        if let Some(e) = &o.error {
+            problems.push(format!("subscriber {i}: {e}"));
+        }
+    }
+    if delivered != expected {
+        problems.push(format!("delivered {delivered} of {expected} expected"));
+    }
+    Ok(LatencyResult {
+        config: config.clone(),
+        published: sent,
+        delivered,
+        expected,
+        achieved_rate: if publish_secs > 0.0 {
+            sent as f64 / publish_secs
+        } else {
+            0.0
+        },
+        max_send_lag_ns: max_lag,
+        latency: latency.percentiles(),
+        problems,
+    })
+}
