@@ -61,13 +61,27 @@ impl Router {
         self.next_sub_id
     }
 
-    /// Takes the next envelope for the worker: first those [`Router::sync_inbox`] set
-    /// aside, then the inbound queue's, in order.
-    pub fn next_envelope(&mut self) -> Option<Batch> {
-        if !self.deferred.is_empty() {
-            return Some(self.deferred.drain(..).collect());
-        }
+    /// The oldest envelope set aside (by [`Router::sync_inbox`] or [`Router::set_aside`]).
+    /// The worker takes these before any new batch, to keep arrival order.
+    pub fn pop_set_aside(&mut self) -> Option<Envelope> {
+        self.deferred.pop_front()
+    }
+
+    /// The next batch from the inbound queue. Only call when nothing is set aside.
+    pub fn next_batch(&mut self) -> Option<Batch> {
+        debug_assert!(self.deferred.is_empty());
         self.inbox.try_recv().ok()
+    }
+
+    /// Sets aside envelopes the worker took but did not handle, after any already set
+    /// aside.
+    pub fn set_aside(&mut self, rest: impl Iterator<Item = Envelope>) {
+        self.deferred.extend(rest);
+    }
+
+    /// True when envelopes wait set aside (the worker must not sleep on them).
+    pub fn has_set_aside(&self) -> bool {
+        !self.deferred.is_empty()
     }
 
     /// Applies what is in the inbound queue now that concerns only this shard

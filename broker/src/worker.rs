@@ -50,8 +50,11 @@ const FIRST_CONN: usize = 2;
 /// Bytes read from one connection per loop turn, so one busy publisher cannot starve the
 /// others on its worker.
 const READ_BUDGET: usize = 256 * 1024;
-/// Inbound batches handled per loop turn before sockets get their turn again.
-const INBOX_BUDGET: usize = 1024;
+/// Inbound envelopes handled per drain before sockets get their turn again. Counted in
+/// envelopes, not batches: one batch can carry a whole turn's fan-out (a publisher's
+/// 256 KiB of small messages to 100 subscribers is ~200,000 deliveries), and a turn
+/// that drains many of those writes nothing to any socket for seconds.
+const INBOX_BUDGET: usize = 65_536;
 /// How often the ping timer runs.
 const TICK: Duration = Duration::from_millis(100);
 /// While shutting down: how long the worker must see nothing to do before it stops.
@@ -171,7 +174,7 @@ impl Worker {
         if self.router.outbox.is_blocked() || self.draining.is_some() {
             return Duration::from_millis(1);
         }
-        if !self.to_read.is_empty() {
+        if !self.to_read.is_empty() || self.router.has_set_aside() {
             return Duration::ZERO;
         }
         self.next_tick.saturating_duration_since(Instant::now())
@@ -260,14 +263,28 @@ impl Worker {
     }
 
     fn drain_inbox(&mut self) {
-        for _ in 0..INBOX_BUDGET {
-            let Some(batch) = self.router.next_envelope() else {
+        let mut budget = INBOX_BUDGET;
+        while budget > 0 {
+            if let Some(env) = self.router.pop_set_aside() {
+                self.last_busy = self.now;
+                self.handle_envelope(env);
+                budget -= 1;
+                continue;
+            }
+            let Some(batch) = self.router.next_batch() else {
                 return;
             };
             self.last_busy = self.now;
-            for env in batch {
+            let mut envelopes = batch.into_iter();
+            for env in envelopes.by_ref() {
                 self.handle_envelope(env);
+                budget -= 1;
+                if budget == 0 {
+                    break;
+                }
             }
+            // What the budget left of the batch goes first next time.
+            self.router.set_aside(envelopes);
         }
     }
 
