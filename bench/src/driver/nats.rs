@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tern_protocol::text::{
-    encode_client_op, ClientOp, ConnectOptions, Limits, ServerDecoder, ServerOp, Subscribe,
+    encode_client_op, encode_pub_line, ClientOp, ConnectOptions, Limits, ServerDecoder, ServerOp,
+    Subscribe,
 };
 
 use super::{Connection, Driver, DriverError};
@@ -200,11 +201,7 @@ impl Connection for NatsConnection {
 
     fn publish(&mut self, subject: &str, payload: &[u8]) -> Result<(), DriverError> {
         let out = &mut self.out;
-        out.extend_from_slice(b"PUB ");
-        out.extend_from_slice(subject.as_bytes());
-        out.extend_from_slice(b" ");
-        put_decimal(out, payload.len());
-        out.extend_from_slice(b"\r\n");
+        encode_pub_line(out, subject.as_bytes(), None, None, payload.len());
         out.extend_from_slice(payload);
         out.extend_from_slice(b"\r\n");
         if self.out.len() >= WRITE_BATCH {
@@ -252,34 +249,5 @@ impl Connection for NatsConnection {
             return Ok(0);
         }
         self.dispatch(on_message)
-    }
-}
-
-/// Appends `n` in decimal.
-fn put_decimal(out: &mut BytesMut, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimals() {
-        for n in [0usize, 7, 10, 128, 1_048_576, usize::MAX] {
-            let mut out = BytesMut::new();
-            put_decimal(&mut out, n);
-            assert_eq!(&out[..], n.to_string().as_bytes());
-        }
     }
 }

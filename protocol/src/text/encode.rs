@@ -72,32 +72,13 @@ pub fn encode_client_op(op: &ClientOp, dst: &mut BytesMut) {
     match op {
         ClientOp::Connect(options) => put_json(dst, b"CONNECT", &**options),
         ClientOp::Pub(p) => {
-            let total = Decimal::of_usize(
-                p.headers
-                    .as_ref()
-                    .map_or(0, |h| h.len())
-                    .saturating_add(p.payload.len()),
+            encode_pub_line(
+                dst,
+                &p.subject,
+                p.reply.as_deref(),
+                p.headers.as_ref().map(|h| h.len()),
+                p.payload.len(),
             );
-            match &p.headers {
-                None => put_line(
-                    dst,
-                    b"PUB",
-                    &[Some(&p.subject), p.reply.as_deref(), Some(total.as_bytes())],
-                ),
-                Some(headers) => {
-                    let header_len = Decimal::of_usize(headers.len());
-                    put_line(
-                        dst,
-                        b"HPUB",
-                        &[
-                            Some(&p.subject),
-                            p.reply.as_deref(),
-                            Some(header_len.as_bytes()),
-                            Some(total.as_bytes()),
-                        ],
-                    );
-                }
-            }
             put_body(dst, p.headers.as_deref(), &p.payload);
         }
         ClientOp::Sub(s) => put_line(
@@ -115,6 +96,37 @@ pub fn encode_client_op(op: &ClientOp, dst: &mut BytesMut) {
         }
         ClientOp::Ping => dst.extend_from_slice(b"PING\r\n"),
         ClientOp::Pong => dst.extend_from_slice(b"PONG\r\n"),
+    }
+}
+
+/// Appends only the control line of a publish: `PUB <subject> [reply] <size>\r\n`, or
+/// `HPUB <subject> [reply] <hdr size> <total size>\r\n` when `headers_len` is `Some`. The
+/// caller appends the header block and payload (`headers_len + payload_len` bytes) and then
+/// `\r\n`. A publisher's hot path (clients, the benchmark harness): it formats numbers
+/// without allocating.
+pub fn encode_pub_line(
+    dst: &mut BytesMut,
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    headers_len: Option<usize>,
+    payload_len: usize,
+) {
+    let total = Decimal::of_usize(headers_len.unwrap_or(0).saturating_add(payload_len));
+    match headers_len {
+        None => put_line(dst, b"PUB", &[Some(subject), reply, Some(total.as_bytes())]),
+        Some(h) => {
+            let h = Decimal::of_usize(h);
+            put_line(
+                dst,
+                b"HPUB",
+                &[
+                    Some(subject),
+                    reply,
+                    Some(h.as_bytes()),
+                    Some(total.as_bytes()),
+                ],
+            );
+        }
     }
 }
 
@@ -187,6 +199,18 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+
+    #[test]
+    fn pub_line_sizes_in_decimal() {
+        for n in [0usize, 7, 10, 128, 1_048_576, usize::MAX] {
+            let mut out = BytesMut::new();
+            encode_pub_line(&mut out, b"a.b", None, None, n);
+            assert_eq!(&out[..], format!("PUB a.b {n}\r\n").as_bytes());
+        }
+        let mut out = BytesMut::new();
+        encode_pub_line(&mut out, b"a", Some(b"r"), Some(12), 3);
+        assert_eq!(&out[..], b"HPUB a r 12 15\r\n");
+    }
     use crate::text::{ConnectOptions, Message, Publish, ServerInfo, Subscribe};
 
     fn client(op: ClientOp) -> BytesMut {
