@@ -68,17 +68,10 @@ impl BrokerProcess {
     /// Starts `ternd` on a free port with `workers` workers and no monitoring. Logs go to
     /// `log` (or nowhere).
     pub fn ternd(path: &Path, workers: usize, log: Option<&Path>) -> Result<Self, BrokerError> {
-        let mut child = Command::new(path)
-            .args(["--listen", "127.0.0.1:0", "--no-monitor", "--workers"])
-            .arg(workers.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_sink(log)?)
-            .spawn()
-            .map_err(|source| BrokerError::Spawn {
-                path: path.into(),
-                source,
-            })?;
+        let mut cmd = Command::new(path);
+        cmd.args(["--listen", "127.0.0.1:0", "--no-monitor", "--workers"])
+            .arg(workers.to_string());
+        let mut child = spawn(cmd, path, Stdio::piped(), log)?;
         // `ternd listening on ADDR` is the first line on stdout; read it on a thread so
         // the wait has a deadline. The thread keeps draining stdout until the child exits.
         let stdout = child.stdout.take();
@@ -113,17 +106,9 @@ impl BrokerProcess {
     /// Starts `nats-server` on a free port of 127.0.0.1. Logs go to `log` (or nowhere).
     pub fn nats_server(path: &Path, log: Option<&Path>) -> Result<Self, BrokerError> {
         let port = free_port()?;
-        let child = Command::new(path)
-            .args(["-a", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_sink(log)?)
-            .spawn()
-            .map_err(|source| BrokerError::Spawn {
-                path: path.into(),
-                source,
-            })?;
+        let mut cmd = Command::new(path);
+        cmd.args(["-a", "127.0.0.1", "-p"]).arg(port.to_string());
+        let child = spawn(cmd, path, Stdio::null(), log)?;
         let mut broker = BrokerProcess {
             name: "nats-server".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -161,6 +146,23 @@ impl Drop for BrokerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts a broker command with no stdin, the given stdout and stderr to `log`.
+fn spawn(
+    mut cmd: Command,
+    path: &Path,
+    stdout: Stdio,
+    log: Option<&Path>,
+) -> Result<Child, BrokerError> {
+    cmd.stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(log_sink(log)?)
+        .spawn()
+        .map_err(|source| BrokerError::Spawn {
+            path: path.into(),
+            source,
+        })
 }
 
 fn log_sink(log: Option<&Path>) -> Result<Stdio, BrokerError> {
