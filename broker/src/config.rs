@@ -18,6 +18,9 @@ use serde::Deserialize;
 pub struct Config {
     /// Where the text (NATS) port listens. Port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Where the binary (Tern) port listens; `None` when it is off. Port 0 picks a free
+    /// port.
+    pub binary_listen: Option<SocketAddr>,
     /// Number of workers (threads, shards). Default: one per core.
     pub workers: usize,
     /// Pin each worker to a core.
@@ -62,11 +65,20 @@ impl Limits {
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_WORKER_QUEUE: usize = 4096;
 
-    /// The parsing limits the protocol decoder enforces.
+    /// The parsing limits the text protocol decoder enforces.
     pub fn text(&self) -> tern_protocol::text::Limits {
         tern_protocol::text::Limits {
             max_control_line: self.max_control_line,
             max_payload: self.max_payload,
+        }
+    }
+
+    /// The decoding limits of the binary port: the same `max_payload` as the text port,
+    /// and the protocol's default room for everything else in a frame.
+    pub fn binary(&self) -> tern_protocol::binary::Limits {
+        tern_protocol::binary::Limits {
+            max_payload: self.max_payload,
+            ..tern_protocol::binary::Limits::default()
         }
     }
 }
@@ -104,6 +116,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 4222)),
+            binary_listen: Some(DEFAULT_BINARY_LISTEN),
             workers: default_workers(),
             pin: true,
             server_name: "ternd".to_string(),
@@ -116,6 +129,10 @@ impl Default for Config {
         }
     }
 }
+
+/// The binary port's default address.
+pub const DEFAULT_BINARY_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4224);
 
 /// The monitoring listener's default address.
 pub const DEFAULT_MONITOR: SocketAddr =
@@ -138,6 +155,12 @@ pub struct Args {
     /// Text (NATS protocol) listen address [default: 127.0.0.1:4222].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Binary (Tern protocol) listen address [default: 127.0.0.1:4224].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_binary")]
+    pub binary_listen: Option<SocketAddr>,
+    /// Do not open the binary port.
+    #[arg(long)]
+    pub no_binary: bool,
     /// Worker threads, one shard each [default: one per core].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -188,12 +211,15 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    /// An address, or `"off"`.
+    #[serde(default, deserialize_with = "de_addr_or_off")]
+    binary_listen: Option<AddrOrOff>,
     workers: Option<usize>,
     pin: Option<bool>,
     server_name: Option<String>,
     /// An address, or `"off"`.
-    #[serde(default, deserialize_with = "de_monitor")]
-    monitor: Option<Monitor>,
+    #[serde(default, deserialize_with = "de_addr_or_off")]
+    monitor: Option<AddrOrOff>,
     #[serde(default, deserialize_with = "de_size")]
     max_control_line: Option<usize>,
     #[serde(default, deserialize_with = "de_size")]
@@ -236,6 +262,11 @@ impl Config {
         let dl = &d.limits;
         let config = Config {
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            binary_listen: if args.no_binary {
+                None
+            } else {
+                AddrOrOff::resolve(args.binary_listen, file.binary_listen, d.binary_listen)
+            },
             workers: args.workers.or(file.workers).unwrap_or(d.workers),
             pin: if args.no_pin {
                 false
@@ -249,11 +280,7 @@ impl Config {
             monitor: if args.no_monitor {
                 None
             } else {
-                match (args.monitor, file.monitor) {
-                    (Some(addr), _) | (None, Some(Monitor::On(addr))) => Some(addr),
-                    (None, Some(Monitor::Off)) => None,
-                    (None, None) => d.monitor,
-                }
+                AddrOrOff::resolve(args.monitor, file.monitor, d.monitor)
             },
             limits: Limits {
                 max_control_line: args
@@ -303,9 +330,18 @@ impl Config {
         if self.workers == 0 || self.workers > 1024 {
             return invalid("workers", "must be between 1 and 1024");
         }
+        let same = |a: SocketAddr, b: SocketAddr| a.port() != 0 && a == b;
+        if let Some(b) = self.binary_listen {
+            if same(b, self.listen) {
+                return invalid("binary_listen", "must not be the same address as listen");
+            }
+        }
         if let Some(m) = self.monitor {
-            if m.port() != 0 && m.port() == self.listen.port() && m.ip() == self.listen.ip() {
+            if same(m, self.listen) {
                 return invalid("monitor", "must not be the same address as listen");
+            }
+            if self.binary_listen.is_some_and(|b| same(m, b)) {
+                return invalid("monitor", "must not be the same address as binary_listen");
             }
         }
         if l.max_control_line < 64 {
@@ -382,22 +418,41 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The `monitor` key: an address, or off.
+/// A listener key in the file (`monitor`, `binary_listen`): an address, or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Monitor {
+enum AddrOrOff {
     On(SocketAddr),
     Off,
 }
 
-fn de_monitor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Monitor>, D::Error> {
+impl AddrOrOff {
+    /// The flag's address wins; then the file's address or "off"; then the default.
+    fn resolve(
+        flag: Option<SocketAddr>,
+        file: Option<AddrOrOff>,
+        default: Option<SocketAddr>,
+    ) -> Option<SocketAddr> {
+        match (flag, file) {
+            (Some(addr), _) | (None, Some(AddrOrOff::On(addr))) => Some(addr),
+            (None, Some(AddrOrOff::Off)) => None,
+            (None, None) => default,
+        }
+    }
+}
+
+fn de_addr_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AddrOrOff>, D::Error> {
     match Option::<String>::deserialize(d)? {
         None => Ok(None),
-        Some(t) if t.trim().eq_ignore_ascii_case("off") => Ok(Some(Monitor::Off)),
-        Some(t) => t.trim().parse().map(|a| Some(Monitor::On(a))).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "`{t}` is not an address (example: \"127.0.0.1:8222\") or \"off\""
-            ))
-        }),
+        Some(t) if t.trim().eq_ignore_ascii_case("off") => Ok(Some(AddrOrOff::Off)),
+        Some(t) => t
+            .trim()
+            .parse()
+            .map(|a| Some(AddrOrOff::On(a)))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{t}` is not an address (example: \"127.0.0.1:8222\") or \"off\""
+                ))
+            }),
     }
 }
 
@@ -527,5 +582,32 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn binary_listen_flag_file_and_off() {
+        let c = Config::from_args(Args::default()).unwrap();
+        assert_eq!(c.binary_listen, Some(DEFAULT_BINARY_LISTEN));
+        assert_eq!(DEFAULT_BINARY_LISTEN.to_string(), "127.0.0.1:4224");
+        let c = with_file("binary_listen = \"off\"\n").unwrap();
+        assert_eq!(c.binary_listen, None);
+        let c = with_file("binary_listen = \"0.0.0.0:5224\"\n").unwrap();
+        assert_eq!(c.binary_listen.unwrap().to_string(), "0.0.0.0:5224");
+        let c = Config::from_args(Args::parse_from(["ternd", "--no-binary"])).unwrap();
+        assert_eq!(c.binary_listen, None);
+        assert!(
+            Args::try_parse_from(["ternd", "--binary-listen", "127.0.0.1:1", "--no-binary"])
+                .is_err()
+        );
+        let err = Config::from_args(Args::parse_from([
+            "ternd",
+            "--listen",
+            "127.0.0.1:5000",
+            "--binary-listen",
+            "127.0.0.1:5000",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`binary_listen`"), "{err}");
     }
 }

@@ -25,8 +25,11 @@ fn run() -> anyhow::Result<()> {
 
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
     let server = Server::start(config)?;
-    // One line on stdout for scripts and tests: where to connect.
+    // Lines on stdout for scripts and tests: where to connect, in this order.
     println!("ternd listening on {}", server.local_addr());
+    if let Some(addr) = server.binary_addr() {
+        println!("ternd binary listening on {addr}");
+    }
     if let Some(addr) = server.monitor_addr() {
         println!("ternd monitoring on {addr}");
     }

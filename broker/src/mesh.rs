@@ -45,7 +45,11 @@ pub(crate) struct SubRef {
 
 /// One published message. Allocated once per publish and shared (by `Arc`) by every
 /// delivery; its payload is one `Bytes`, never copied by the router.
-#[derive(Debug)]
+///
+/// `Clone` only so that the owner shard can stamp it (`Arc::make_mut`) in the rare case
+/// where the `Arc` is already shared when it is routed; normally the shard holds the only
+/// reference and stamps it in place.
+#[derive(Debug, Clone)]
 pub(crate) struct Msg {
     pub subject: Bytes,
     pub reply: Option<Bytes>,
@@ -63,7 +67,49 @@ pub(crate) struct Msg {
     /// The loop-turn instant at which the publisher's worker read the message's bytes:
     /// the start of the broker latency measured when a delivery reaches a socket.
     pub received: Instant,
+    /// 0 (lowest) to 7 (highest), as published on the binary port.
+    pub priority: u8,
+    /// The publisher (binary port) asked for a `PUBLISH_ACK` with this id: the owner shard
+    /// answers once it has routed the message.
+    pub ack_id: Option<u64>,
+    /// Where the message sits in its owner shard's sequence; set by that shard when it
+    /// routes the message, zero before (and for status messages, which are not sequenced).
+    pub stamp: Stamp,
 }
+
+impl Msg {
+    /// A plain message: no reply, no headers, lowest priority, echo on, not yet stamped.
+    pub fn new(subject: Bytes, payload: Bytes, origin: ConnId, received: Instant) -> Msg {
+        Msg {
+            subject,
+            reply: None,
+            headers: None,
+            payload,
+            origin,
+            no_echo: false,
+            no_responders: false,
+            origin_only: false,
+            received,
+            priority: 0,
+            ack_id: None,
+            stamp: Stamp::default(),
+        }
+    }
+}
+
+/// A message's place in its owner shard: the shard, its sequence there (from 1, never
+/// repeated within a log epoch) and when the shard took it (nanoseconds since the Unix
+/// epoch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub shard: u16,
+    pub seq: u64,
+    pub time_ns: u64,
+}
+
+/// Where a new subscription starts: `None` for live, or the binary `SUBSCRIBE`'s start
+/// position, shared by every shard the subscription is registered in.
+pub(crate) type Start = Option<Arc<tern_protocol::binary::StartPosition>>;
 
 /// What workers send each other.
 #[derive(Debug)]
@@ -75,11 +121,34 @@ pub(crate) enum Envelope {
         filter: Bytes,
         queue: Option<Bytes>,
         sub: SubRef,
+        start: Start,
     },
     /// Undoes a `Subscribe`, sent to the same shards.
     Unsubscribe { filter: Bytes, sub: SubRef },
     /// To the worker that owns the subscriber's connection.
     Deliver { sub: SubRef, msg: Arc<Msg> },
+    /// From the owner shard to the publisher's worker: the message the publisher asked an
+    /// acknowledgement for was routed, with this stamp.
+    Ack {
+        conn: ConnId,
+        ack_id: u64,
+        stamp: Stamp,
+    },
+    /// From a shard to the subscriber's worker: a subscription asked to resume after
+    /// sequence `requested - 1` of `shard`, but the shard no longer holds `requested` up to
+    /// (not including) `oldest`. Sent before any delivery from that shard to it.
+    Gap {
+        sub: SubRef,
+        shard: u16,
+        requested: u64,
+        oldest: u64,
+    },
+    /// A connection's `PING` barrier, sent to each shard the connection published to (or
+    /// changed subscriptions on) since its previous `PING`, behind that traffic.
+    Barrier { conn: ConnId, token: u64 },
+    /// The shard's answer to a `Barrier`, sent to the connection's worker after every
+    /// delivery the shard made for the traffic before the barrier.
+    BarrierDone { conn: ConnId, token: u64 },
     /// Stop accepting, flush, close.
     Shutdown,
     /// From the monitoring thread: answer with a snapshot of this worker's state. Not a
@@ -285,6 +354,7 @@ mod tests {
                 key: 0,
                 id: 1,
             },
+            start: None,
         }
     }
 
@@ -294,17 +364,15 @@ mod tests {
             slot: 0,
             gen: 0,
         };
-        Envelope::Publish(Arc::new(Msg {
-            subject: Bytes::from_static(b"req"),
-            reply: Some(Bytes::from_static(b"_INBOX.x.1")),
-            headers: None,
-            payload: Bytes::new(),
+        let mut msg = Msg::new(
+            Bytes::from_static(b"req"),
+            Bytes::new(),
             origin,
-            no_echo: false,
-            no_responders: true,
-            origin_only: false,
-            received: Instant::now(),
-        }))
+            Instant::now(),
+        );
+        msg.reply = Some(Bytes::from_static(b"_INBOX.x.1"));
+        msg.no_responders = true;
+        Envelope::Publish(Arc::new(msg))
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //! Never: touches a socket or a connection.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tern_protocol::subject;
 
 use crate::config::Config;
-use crate::mesh::{Batch, Envelope, Inbox, Mesh, Msg, Outbox, SubRef};
+use crate::mesh::{Batch, Envelope, Inbox, Mesh, Msg, Outbox, Start, SubRef};
 use crate::shard::Shard;
 use crate::stats::{bump, WorkerStats};
 
@@ -106,38 +107,58 @@ impl Router {
     /// subscription change) and gives back any other, for the worker.
     pub fn apply(&mut self, env: Envelope) -> Option<Envelope> {
         match env {
-            Envelope::Publish(msg) => self.route(&msg),
-            Envelope::Subscribe { filter, queue, sub } => {
-                self.shard.subscribe(&filter, queue.as_ref(), sub)
-            }
+            Envelope::Publish(msg) => self.route(msg),
+            Envelope::Subscribe {
+                filter,
+                queue,
+                sub,
+                start,
+            } => self
+                .shard
+                .subscribe(&filter, queue.as_ref(), sub, &start, &mut self.outbox),
             Envelope::Unsubscribe { filter, sub } => self.shard.unsubscribe(&filter, &sub),
+            // Everything queued here before the barrier has been routed, and its deliveries
+            // pushed ahead of this answer.
+            Envelope::Barrier { conn, token } => self
+                .outbox
+                .push(conn.worker as usize, Envelope::BarrierDone { conn, token }),
             other => return Some(other),
         }
         None
     }
 
-    /// Hands a message to the shard that owns its subject.
-    pub fn publish(&mut self, msg: Arc<Msg>) {
+    /// Hands a message to the shard that owns its subject, and says which shard that is.
+    pub fn publish(&mut self, msg: Arc<Msg>) -> usize {
         let owner = self.shard.owner(&msg.subject);
         if owner == self.me {
-            self.route(&msg);
+            self.route(msg);
         } else {
             self.outbox.push(owner, Envelope::Publish(msg));
         }
+        owner
     }
 
     /// Routes a message this worker's shard owns.
-    pub fn route(&mut self, msg: &Arc<Msg>) {
+    pub fn route(&mut self, msg: Arc<Msg>) {
         let routed = self.shard.route(msg, &mut self.outbox);
         if routed.no_responders {
             bump(&self.stats.no_responders, 1);
         }
     }
 
-    pub fn subscribe(&mut self, filter: &Bytes, queue: Option<&Bytes>, sub: SubRef) {
-        for shard in self.shards_for(filter) {
+    /// Registers a subscription in the shards its filter can match in, and says which.
+    pub fn subscribe(
+        &mut self,
+        filter: &Bytes,
+        queue: Option<&Bytes>,
+        sub: SubRef,
+        start: Start,
+    ) -> Range<usize> {
+        let shards = self.shards_for(filter);
+        for shard in shards.clone() {
             if shard == self.me {
-                self.shard.subscribe(filter, queue, sub);
+                self.shard
+                    .subscribe(filter, queue, sub, &start, &mut self.outbox);
             } else {
                 self.outbox.push(
                     shard,
@@ -145,14 +166,18 @@ impl Router {
                         filter: filter.clone(),
                         queue: queue.cloned(),
                         sub,
+                        start: start.clone(),
                     },
                 );
             }
         }
+        shards
     }
 
-    pub fn unsubscribe(&mut self, filter: &Bytes, sub: SubRef) {
-        for shard in self.shards_for(filter) {
+    /// Removes a subscription from the shards it was registered in, and says which.
+    pub fn unsubscribe(&mut self, filter: &Bytes, sub: SubRef) -> Range<usize> {
+        let shards = self.shards_for(filter);
+        for shard in shards.clone() {
             if shard == self.me {
                 self.shard.unsubscribe(filter, &sub);
             } else {
@@ -165,10 +190,11 @@ impl Router {
                 );
             }
         }
+        shards
     }
 
     /// The shards a filter is registered in: its owner when literal, all when wildcard.
-    fn shards_for(&self, filter: &[u8]) -> std::ops::Range<usize> {
+    fn shards_for(&self, filter: &[u8]) -> Range<usize> {
         if subject::is_literal(filter) {
             let owner = self.shard.owner(filter);
             owner..owner + 1

@@ -1,7 +1,8 @@
 //! The server: starts the workers, and stops them.
 //!
-//! Owns: binding the listeners (one `SO_REUSEPORT` socket per worker on the same address, so
-//! the kernel spreads accepts and no acceptor thread exists), creating each worker's poll,
+//! Owns: binding the listeners (per port, one `SO_REUSEPORT` socket per worker on the same
+//! address, so the kernel spreads accepts and no acceptor thread exists), choosing the
+//! server id and the log epoch, creating each worker's poll,
 //! waker and inbound queue, spawning and pinning the worker threads, and the shutdown
 //! sequence. When monitoring is on, it also binds the monitoring listener and starts the
 //! monitoring thread (`monitor.rs`), which sees the workers only through the mesh and
@@ -14,9 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
+use tern_protocol::binary::{Welcome, VERSION as BINARY_VERSION};
 use tern_protocol::text::ServerInfo;
 use tracing::{error, info};
 
@@ -30,6 +33,7 @@ use crate::worker::{Worker, WorkerSetup, WAKER};
 /// A running broker.
 pub struct Server {
     local_addr: SocketAddr,
+    binary_addr: Option<SocketAddr>,
     mesh: Mesh,
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Vec<Arc<WorkerStats>>,
@@ -55,24 +59,15 @@ impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
         let config = Arc::new(config);
         let n = config.workers;
-        // The first bind resolves port 0; the others share the port it got.
-        let first = bind_reuseport(config.listen).map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-        let local_addr = first.local_addr().map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-        let mut listeners = vec![first];
-        for _ in 1..n {
-            listeners.push(
-                bind_reuseport(local_addr).map_err(|source| StartError::Listen {
-                    addr: local_addr,
-                    source,
-                })?,
-            );
-        }
+        let (local_addr, listeners) = bind_port(config.listen, n)?;
+        let (binary_addr, binary_listeners): (_, Vec<Option<TcpListener>>) =
+            match config.binary_listen {
+                Some(addr) => {
+                    let (addr, listeners) = bind_port(addr, n)?;
+                    (Some(addr), listeners.into_iter().map(Some).collect())
+                }
+                None => (None, (0..n).map(|_| None).collect()),
+            };
 
         // Bound before any worker starts, so a taken port stops the server cleanly.
         let started = std::time::SystemTime::now();
@@ -100,8 +95,9 @@ impl Server {
             inboxes.push(rx);
         }
         let mesh = Mesh::new(senders, wakers);
+        let server_id = server_id();
         let info = ServerInfo {
-            server_id: server_id(),
+            server_id: server_id.clone(),
             server_name: config.server_name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             proto: 1,
@@ -112,6 +108,20 @@ impl Server {
             client_id: 0,
             client_ip: None,
         };
+        // There is no log yet (issue 4): every start is a new epoch, so a resume token from
+        // before a restart is recognised as such.
+        let log_epoch = random_u64();
+        let welcome = Welcome {
+            version: BINARY_VERSION,
+            shard_count: n as u16,
+            max_payload: u32::try_from(config.limits.max_payload).unwrap_or(u32::MAX),
+            max_frame: u32::try_from(config.limits.binary().max_frame_len()).unwrap_or(u32::MAX),
+            ping_interval_ms: u32::try_from(config.limits.ping_interval.as_millis())
+                .unwrap_or(u32::MAX),
+            client_id: 0,
+            log_epoch,
+            server_id: Bytes::from(server_id),
+        };
         let cores = if config.pin {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -120,8 +130,12 @@ impl Server {
 
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
-        for (worker, ((poll, listener), inbox)) in
-            polls.into_iter().zip(listeners).zip(inboxes).enumerate()
+        for (worker, (((poll, listener), binary_listener), inbox)) in polls
+            .into_iter()
+            .zip(listeners)
+            .zip(binary_listeners)
+            .zip(inboxes)
+            .enumerate()
         {
             let worker_stats = Arc::new(WorkerStats::default());
             stats.push(Arc::clone(&worker_stats));
@@ -135,7 +149,9 @@ impl Server {
                 ),
                 poll,
                 listener,
+                binary_listener,
                 info: info.clone(),
+                welcome: welcome.clone(),
             };
             let core = (!cores.is_empty()).then(|| cores[worker % cores.len()]);
             let handle = std::thread::Builder::new()
@@ -170,6 +186,7 @@ impl Server {
                     Err(source) => {
                         let server = Server {
                             local_addr,
+                            binary_addr,
                             mesh,
                             threads,
                             stats,
@@ -186,7 +203,9 @@ impl Server {
         };
         info!(
             listen = %local_addr,
+            binary_listen = ?binary_addr,
             monitor = ?monitor_addr,
+            log_epoch,
             workers = n,
             pinned = !cores.is_empty(),
             server_id = %info.server_id,
@@ -194,6 +213,7 @@ impl Server {
         );
         Ok(Server {
             local_addr,
+            binary_addr,
             mesh,
             threads,
             stats,
@@ -206,6 +226,12 @@ impl Server {
     /// The address the text port listens on (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the binary port listens on (the real port when 0 was asked for), or
+    /// `None` when the binary port is off.
+    pub fn binary_addr(&self) -> Option<SocketAddr> {
+        self.binary_addr
     }
 
     /// Where the monitoring endpoint listens (the real port when 0 was asked for), or
@@ -261,6 +287,23 @@ impl Server {
     }
 }
 
+/// Binds `n` listeners on one address, one per worker.
+///
+/// `SO_REUSEPORT` lets a second process of the same user bind the same port, and the
+/// kernel would then spread connections over both brokers. A plain bind first makes a port
+/// that is in use (by anyone) an error, as it is for any server, and resolves port 0; the
+/// workers' sockets then share the port it got.
+fn bind_port(addr: SocketAddr, n: usize) -> Result<(SocketAddr, Vec<TcpListener>), StartError> {
+    let listen_error = |addr| move |source| StartError::Listen { addr, source };
+    let probe = std::net::TcpListener::bind(addr).map_err(listen_error(addr))?;
+    let bound = probe.local_addr().map_err(listen_error(addr))?;
+    drop(probe);
+    let listeners = (0..n)
+        .map(|_| bind_reuseport(bound).map_err(listen_error(bound)))
+        .collect::<Result<_, _>>()?;
+    Ok((bound, listeners))
+}
+
 /// A non-blocking listener with `SO_REUSEPORT`, so every worker can bind the same address.
 fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -274,9 +317,23 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// A random-looking server id, 22 characters of [A-Z0-9] like nats-server's.
 fn server_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut out = String::with_capacity(22);
+    let mut x = random_u64();
+    for i in 0..22 {
+        if i % 12 == 11 {
+            x = random_u64();
+        }
+        out.push(ALPHABET[(x % 36) as usize] as char);
+        x /= 36;
+    }
+    out
+}
+
+/// A non-zero random number: std's per-process random hash keys, mixed with the time and
+/// the process id. Not cryptographic; ids and epochs only need to differ between starts.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
         std::time::SystemTime::now()
@@ -285,14 +342,5 @@ fn server_id() -> String {
             .unwrap_or(0),
     );
     h.write_u32(std::process::id());
-    let mut x = h.finish();
-    for i in 0..22 {
-        if i % 12 == 11 {
-            h.write_u64(x);
-            x = h.finish();
-        }
-        out.push(ALPHABET[(x % 36) as usize] as char);
-        x /= 36;
-    }
-    out
+    h.finish().max(1)
 }

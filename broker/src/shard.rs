@@ -4,7 +4,11 @@
 //! it owns, wildcard ones registered everywhere) and the choice of receivers for each
 //! message: every plain subscriber, exactly one member of each queue group (round robin per
 //! group), nobody for a publisher's own message when it said `echo: false`, and the
-//! no-responders status when a request reaches nobody.
+//! no-responders status when a request reaches nobody. It also owns the shard's sequence:
+//! every message it routes is stamped with the next sequence (from 1) and the time, and a
+//! publisher that asked for an acknowledgement gets one once the message is routed. A
+//! subscription that asks to resume after a sequence this shard no longer holds is told
+//! what it missed (a gap) before anything else from this shard reaches it.
 //!
 //! Exactly one thread ever touches a shard. Routing a message allocates nothing per
 //! subscriber: deliveries share the message's `Arc` and go into per-worker batches.
@@ -12,12 +16,14 @@
 //! Never: touches a socket or a connection; it only produces envelopes.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
+use tern_protocol::binary::StartPosition;
 use tern_protocol::headers::NO_RESPONDERS;
 
 use crate::index::{shard_for, Index, QueueId};
-use crate::mesh::{Envelope, Msg, Outbox, SubRef};
+use crate::mesh::{Envelope, Msg, Outbox, Stamp, Start, SubRef};
 
 pub(crate) struct Shard {
     id: usize,
@@ -27,6 +33,9 @@ pub(crate) struct Shard {
     queue_next: Vec<u32>,
     /// Queue candidates of the message being routed (reused; no allocation per publish).
     candidates: Vec<(QueueId, SubRef)>,
+    /// The sequence the next message routed here gets. Starts at 1; there is no log yet
+    /// (issue 4), so the shard holds no message and "the oldest held" is always this.
+    next_seq: u64,
 }
 
 /// What routing one message did, for the counters.
@@ -44,6 +53,7 @@ impl Shard {
             index: Index::default(),
             queue_next: Vec::new(),
             candidates: Vec::new(),
+            next_seq: 1,
         }
     }
 
@@ -62,7 +72,36 @@ impl Shard {
         shard_for(subject, self.shards)
     }
 
-    pub fn subscribe(&mut self, filter: &Bytes, queue: Option<&Bytes>, sub: SubRef) {
+    /// Registers a subscription. One that resumes from a token is first told, through
+    /// `out`, about the part of this shard's sequence it asked for that is no longer held.
+    pub fn subscribe(
+        &mut self,
+        filter: &Bytes,
+        queue: Option<&Bytes>,
+        sub: SubRef,
+        start: &Start,
+        out: &mut Outbox,
+    ) {
+        if let Some(StartPosition::Resume(token)) = start.as_deref() {
+            let requested = token
+                .last_sequences
+                .get(self.id)
+                .copied()
+                .unwrap_or(0)
+                .saturating_add(1);
+            // Nothing is held: everything from `requested` up to the next sequence is gone.
+            if requested < self.next_seq {
+                out.push(
+                    sub.conn.worker as usize,
+                    Envelope::Gap {
+                        sub,
+                        shard: self.id as u16,
+                        requested,
+                        oldest: self.next_seq,
+                    },
+                );
+            }
+        }
         self.index.insert(filter, queue, sub);
         self.queue_next.resize(self.index.queue_count(), 0);
     }
@@ -71,10 +110,22 @@ impl Shard {
         self.index.remove(filter, sub);
     }
 
-    /// Routes a message this shard owns: finds its receivers and queues one delivery per
-    /// receiver into `out`, addressed to the worker of the receiver's connection.
-    pub fn route(&mut self, msg: &Arc<Msg>, out: &mut Outbox) -> Routed {
+    /// Routes a message this shard owns: stamps it with the next sequence, finds its
+    /// receivers and queues one delivery per receiver into `out`, addressed to the worker of
+    /// the receiver's connection, then the publisher's acknowledgement if it asked for one.
+    pub fn route(&mut self, mut msg: Arc<Msg>, out: &mut Outbox) -> Routed {
         debug_assert_eq!(self.owner(&msg.subject), self.id);
+        if !msg.origin_only {
+            let stamp = Stamp {
+                shard: self.id as u16,
+                seq: self.next_seq,
+                time_ns: unix_nanos(),
+            };
+            self.next_seq += 1;
+            // The shard normally holds the only reference: stamped in place, no copy.
+            Arc::make_mut(&mut msg).stamp = stamp;
+        }
+        let msg = &msg;
         let mut deliveries = 0;
         let candidates = &mut self.candidates;
         candidates.clear();
@@ -118,21 +169,23 @@ impl Shard {
             deliveries += 1;
             start = end;
         }
+        if let Some(ack_id) = msg.ack_id {
+            out.push(
+                msg.origin.worker as usize,
+                Envelope::Ack {
+                    conn: msg.origin,
+                    ack_id,
+                    stamp: msg.stamp,
+                },
+            );
+        }
         let no_responders = deliveries == 0 && msg.no_responders && !msg.origin_only;
         if no_responders {
             if let Some(reply) = &msg.reply {
-                let status = Arc::new(Msg {
-                    subject: reply.clone(),
-                    reply: None,
-                    headers: Some(Bytes::from_static(NO_RESPONDERS)),
-                    payload: Bytes::new(),
-                    origin: msg.origin,
-                    no_echo: false,
-                    no_responders: false,
-                    origin_only: true,
-                    received: msg.received,
-                });
-                out.push(self.owner(reply), Envelope::Publish(status));
+                let mut status = Msg::new(reply.clone(), Bytes::new(), msg.origin, msg.received);
+                status.headers = Some(Bytes::from_static(NO_RESPONDERS));
+                status.origin_only = true;
+                out.push(self.owner(reply), Envelope::Publish(Arc::new(status)));
             }
         }
         Routed {
@@ -140,6 +193,13 @@ impl Shard {
             no_responders,
         }
     }
+}
+
+/// Now, in nanoseconds since the Unix epoch (0 if the clock is before it).
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -167,17 +227,12 @@ mod tests {
     }
 
     fn msg(subject: &'static str, origin: ConnId) -> Arc<Msg> {
-        Arc::new(Msg {
-            subject: Bytes::from_static(subject.as_bytes()),
-            reply: None,
-            headers: None,
-            payload: Bytes::from_static(b"x"),
+        Arc::new(Msg::new(
+            Bytes::from_static(subject.as_bytes()),
+            Bytes::from_static(b"x"),
             origin,
-            no_echo: false,
-            no_responders: false,
-            origin_only: false,
-            received: std::time::Instant::now(),
-        })
+            std::time::Instant::now(),
+        ))
     }
 
     /// The single-shard world: every subject is owned by shard 0, deliveries go to 2 workers.
@@ -207,10 +262,28 @@ mod tests {
     fn plain_subscribers_all_get_it() {
         let (mut shard, mut out) = world();
         let (a, b) = (conn(0, 1), conn(1, 1));
-        shard.subscribe(&Bytes::from_static(b"room.1"), None, sub(a, 1));
-        shard.subscribe(&Bytes::from_static(b"room.*"), None, sub(b, 2));
-        shard.subscribe(&Bytes::from_static(b"other"), None, sub(b, 3));
-        let r = shard.route(&msg("room.1", a), &mut out);
+        shard.subscribe(
+            &Bytes::from_static(b"room.1"),
+            None,
+            sub(a, 1),
+            &None,
+            &mut out,
+        );
+        shard.subscribe(
+            &Bytes::from_static(b"room.*"),
+            None,
+            sub(b, 2),
+            &None,
+            &mut out,
+        );
+        shard.subscribe(
+            &Bytes::from_static(b"other"),
+            None,
+            sub(b, 3),
+            &None,
+            &mut out,
+        );
+        let r = shard.route(msg("room.1", a), &mut out);
         assert_eq!(r.deliveries, 2);
         assert_eq!(delivered(&mut out), vec![1, 2]);
     }
@@ -222,15 +295,33 @@ mod tests {
         let q2 = Bytes::from_static(b"q2");
         let filter = Bytes::from_static(b"work");
         for id in 1..=3 {
-            shard.subscribe(&filter, Some(&q1), sub(conn(id as u16 % 2, id as u32), id));
+            shard.subscribe(
+                &filter,
+                Some(&q1),
+                sub(conn(id as u16 % 2, id as u32), id),
+                &None,
+                &mut out,
+            );
         }
         // A member of the same group through a wildcard filter belongs to the same group.
-        shard.subscribe(&Bytes::from_static(b"wor*"), Some(&q1), sub(conn(0, 9), 9));
-        shard.subscribe(&Bytes::from_static(b">"), Some(&q1), sub(conn(1, 4), 4));
-        shard.subscribe(&filter, Some(&q2), sub(conn(1, 5), 5));
+        shard.subscribe(
+            &Bytes::from_static(b"wor*"),
+            Some(&q1),
+            sub(conn(0, 9), 9),
+            &None,
+            &mut out,
+        );
+        shard.subscribe(
+            &Bytes::from_static(b">"),
+            Some(&q1),
+            sub(conn(1, 4), 4),
+            &None,
+            &mut out,
+        );
+        shard.subscribe(&filter, Some(&q2), sub(conn(1, 5), 5), &None, &mut out);
         let mut counts = std::collections::BTreeMap::new();
         for _ in 0..400 {
-            shard.route(&msg("work", conn(0, 0)), &mut out);
+            shard.route(msg("work", conn(0, 0)), &mut out);
             let ids = delivered(&mut out);
             assert_eq!(ids.len(), 2, "one member of each group: {ids:?}");
             assert!(ids.contains(&5));
@@ -251,11 +342,11 @@ mod tests {
         let (mut shard, mut out) = world();
         let (me, other) = (conn(0, 1), conn(1, 1));
         let f = Bytes::from_static(b"chat");
-        shard.subscribe(&f, None, sub(me, 1));
-        shard.subscribe(&f, None, sub(other, 2));
+        shard.subscribe(&f, None, sub(me, 1), &None, &mut out);
+        shard.subscribe(&f, None, sub(other, 2), &None, &mut out);
         let mut m = msg("chat", me);
         Arc::get_mut(&mut m).unwrap().no_echo = true;
-        shard.route(&m, &mut out);
+        shard.route(m, &mut out);
         assert_eq!(delivered(&mut out), vec![2]);
     }
 
@@ -269,7 +360,7 @@ mod tests {
             m.no_responders = true;
             m.reply = Some(Bytes::from_static(b"_INBOX.abc.1"));
         }
-        let r = shard.route(&m, &mut out);
+        let r = shard.route(m, &mut out);
         assert!(r.no_responders);
         let mut batch = out.take_batch(0);
         assert_eq!(batch.len(), 1);
@@ -281,9 +372,9 @@ mod tests {
         assert!(status.origin_only);
         // Routing the status reaches the requester's inbox and nobody else's.
         let inbox = Bytes::from_static(b"_INBOX.abc.*");
-        shard.subscribe(&inbox, None, sub(requester, 1));
-        shard.subscribe(&inbox, None, sub(conn(0, 3), 2));
-        let r = shard.route(&status, &mut out);
+        shard.subscribe(&inbox, None, sub(requester, 1), &None, &mut out);
+        shard.subscribe(&inbox, None, sub(conn(0, 3), 2), &None, &mut out);
+        let r = shard.route(status, &mut out);
         assert_eq!(r.deliveries, 1);
         assert!(!r.no_responders);
         assert_eq!(delivered(&mut out), vec![1]);
@@ -294,11 +385,80 @@ mod tests {
         let (mut shard, mut out) = world();
         let f = Bytes::from_static(b"a.>");
         let s = sub(conn(0, 1), 1);
-        shard.subscribe(&f, None, s);
-        shard.route(&msg("a.b", conn(1, 1)), &mut out);
+        shard.subscribe(&f, None, s, &None, &mut out);
+        shard.route(msg("a.b", conn(1, 1)), &mut out);
         assert_eq!(delivered(&mut out), vec![1]);
         shard.unsubscribe(&f, &s);
-        shard.route(&msg("a.b", conn(1, 1)), &mut out);
+        shard.route(msg("a.b", conn(1, 1)), &mut out);
         assert!(delivered(&mut out).is_empty());
+    }
+
+    #[test]
+    fn messages_are_stamped_in_sequence_and_acked_to_their_publisher() {
+        let (mut shard, mut out) = world();
+        let publisher = conn(1, 4);
+        shard.subscribe(
+            &Bytes::from_static(b"s"),
+            None,
+            sub(conn(0, 1), 1),
+            &None,
+            &mut out,
+        );
+        for expected in 1..=3u64 {
+            let mut m = msg("s", publisher);
+            Arc::get_mut(&mut m).unwrap().ack_id = Some(100 + expected);
+            shard.route(m, &mut out);
+            let delivered = out.take_batch(0);
+            let [Envelope::Deliver { msg, .. }] = &delivered[..] else {
+                panic!("one delivery: {delivered:?}");
+            };
+            assert_eq!((msg.stamp.shard, msg.stamp.seq), (0, expected));
+            assert!(msg.stamp.time_ns > 0);
+            let acks = out.take_batch(1);
+            let [Envelope::Ack {
+                conn,
+                ack_id,
+                stamp,
+            }] = &acks[..]
+            else {
+                panic!("one ack for the publisher's worker: {acks:?}");
+            };
+            assert_eq!(
+                (*conn, *ack_id, *stamp),
+                (publisher, 100 + expected, msg.stamp)
+            );
+        }
+    }
+
+    #[test]
+    fn a_resume_past_what_the_shard_holds_gets_a_gap_first() {
+        use tern_protocol::binary::ResumeToken;
+        let (mut shard, mut out) = world();
+        for _ in 0..5 {
+            shard.route(msg("s", conn(0, 0)), &mut out);
+        }
+        let resume = |last: u64| -> Start {
+            Some(Arc::new(StartPosition::Resume(ResumeToken {
+                epoch: 7,
+                last_sequences: vec![last],
+            })))
+        };
+        let f = Bytes::from_static(b"s");
+        shard.subscribe(&f, None, sub(conn(1, 1), 1), &resume(2), &mut out);
+        let batch = out.take_batch(1);
+        let [Envelope::Gap {
+            sub: gapped,
+            shard: 0,
+            requested: 3,
+            oldest: 6,
+        }] = &batch[..]
+        else {
+            panic!("a gap from 3 up to 6: {batch:?}");
+        };
+        assert_eq!(gapped.id, 1);
+        // Up to date, or live: no gap.
+        shard.subscribe(&f, None, sub(conn(1, 2), 2), &resume(5), &mut out);
+        shard.subscribe(&f, None, sub(conn(1, 3), 3), &None, &mut out);
+        assert!(out.take_batch(1).is_empty());
     }
 }

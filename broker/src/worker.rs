@@ -1,4 +1,5 @@
-//! A worker: one thread, one `mio::Poll`, one slab of connections, one listener, one shard.
+//! A worker: one thread, one `mio::Poll`, one slab of connections, one listener per port
+//! (text, and binary when it is on), one shard.
 //!
 //! Owns: the event loop. Each turn it
 //! 1. waits for socket readiness or its waker (with a timeout for timers),
@@ -30,7 +31,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use tern_protocol::text::{ServerInfo, ServerOp};
+use tern_protocol::binary::Welcome;
+use tern_protocol::text::ServerInfo;
 use tracing::{debug, info, warn};
 
 use crate::conn::{CloseReason, Conn, ReadState};
@@ -45,7 +47,8 @@ use crate::stats::bump;
 
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
-const FIRST_CONN: usize = 2;
+const BINARY_LISTENER: Token = Token(2);
+const FIRST_CONN: usize = 3;
 
 /// Bytes read from one connection per loop turn, so one busy publisher cannot starve the
 /// others on its worker.
@@ -64,15 +67,30 @@ const QUIET: Duration = Duration::from_millis(50);
 pub(crate) struct WorkerSetup {
     pub router: Router,
     pub poll: Poll,
+    /// The text port.
     pub listener: TcpListener,
+    /// The binary port, when it is on.
+    pub binary_listener: Option<TcpListener>,
+    /// What every text connection is greeted with (its own id and address filled in).
     pub info: ServerInfo,
+    /// What every binary connection's `HELLO` is answered with (its own id filled in).
+    pub welcome: Welcome,
+}
+
+/// The port a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Text,
+    Binary,
 }
 
 pub(crate) struct Worker {
     router: Router,
     poll: Poll,
     listener: Option<TcpListener>,
+    binary_listener: Option<TcpListener>,
     info: ServerInfo,
+    welcome: Welcome,
     conns: Slab<Conn>,
     /// Connections to read this turn (readable, not yet drained).
     to_read: Vec<usize>,
@@ -97,16 +115,24 @@ impl Worker {
             router,
             poll,
             mut listener,
+            mut binary_listener,
             info,
+            welcome,
         } = setup;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(l) = &mut binary_listener {
+            poll.registry()
+                .register(l, BINARY_LISTENER, Interest::READABLE)?;
+        }
         let now = Instant::now();
         Ok(Worker {
             router,
             poll,
             listener: Some(listener),
+            binary_listener,
             info,
+            welcome,
             conns: Slab::new(),
             to_read: Vec::new(),
             to_write: Vec::new(),
@@ -135,7 +161,8 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(Port::Text),
+                    BINARY_LISTENER => self.accept(Port::Binary),
                     Token(t) => {
                         let slot = t - FIRST_CONN;
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -198,13 +225,17 @@ impl Worker {
         }
     }
 
-    fn accept(&mut self) {
+    fn accept(&mut self, port: Port) {
         loop {
-            let Some(listener) = &self.listener else {
+            let listener = match port {
+                Port::Text => &self.listener,
+                Port::Binary => &self.binary_listener,
+            };
+            let Some(listener) = listener else {
                 return;
             };
             match listener.accept() {
-                Ok((sock, peer)) => self.add_connection(sock, peer),
+                Ok((sock, peer)) => self.add_connection(sock, peer, port),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -218,7 +249,7 @@ impl Worker {
         }
     }
 
-    fn add_connection(&mut self, mut sock: mio::net::TcpStream, peer: SocketAddr) {
+    fn add_connection(&mut self, mut sock: mio::net::TcpStream, peer: SocketAddr, port: Port) {
         if let Err(e) = sock.set_nodelay(true) {
             debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
@@ -243,21 +274,16 @@ impl Worker {
             slot: slot as u32,
             gen: self.next_gen,
         };
-        let mut conn = Conn::new(
-            id,
-            client_id,
-            peer,
-            sock,
-            &self.router.config.limits,
-            self.now,
-        );
-        let mut info = self.info.clone();
-        info.client_id = client_id;
-        info.client_ip = Some(peer.ip().to_string());
-        conn.send(&ServerOp::Info(Box::new(info)));
+        let limits = &self.router.config.limits;
+        let conn = match port {
+            Port::Text => Conn::text(id, client_id, peer, sock, &self.info, limits, self.now),
+            Port::Binary => {
+                Conn::binary(id, client_id, peer, sock, &self.welcome, limits, self.now)
+            }
+        };
         entry.insert(conn);
         bump(&self.router.stats.connections_opened, 1);
-        debug!(%peer, client_id, worker = self.router.me, "connection opened");
+        debug!(%peer, client_id, worker = self.router.me, ?port, "connection opened");
         self.list_write(slot);
         self.list_read(slot);
     }
@@ -302,7 +328,10 @@ impl Worker {
         };
         match env {
             // Applied to the shard by the router.
-            Envelope::Publish(_) | Envelope::Subscribe { .. } | Envelope::Unsubscribe { .. } => {}
+            Envelope::Publish(_)
+            | Envelope::Subscribe { .. }
+            | Envelope::Unsubscribe { .. }
+            | Envelope::Barrier { .. } => {}
             Envelope::Deliver { sub, msg } => {
                 let slot = sub.conn.slot as usize;
                 let Some(conn) = self.conns.get_mut(slot) else {
@@ -315,9 +344,44 @@ impl Worker {
                     self.list_write(slot);
                 }
             }
+            Envelope::Ack {
+                conn,
+                ack_id,
+                stamp,
+            } => {
+                if let Some(c) = self.conn_mut(conn) {
+                    if c.ack(ack_id, stamp) {
+                        self.list_write(conn.slot as usize);
+                    }
+                }
+            }
+            Envelope::Gap {
+                sub,
+                shard,
+                requested,
+                oldest,
+            } => {
+                if let Some(c) = self.conn_mut(sub.conn) {
+                    if c.gap(sub, shard, requested, oldest) {
+                        self.list_write(sub.conn.slot as usize);
+                    }
+                }
+            }
+            Envelope::BarrierDone { conn, token } => {
+                if let Some(c) = self.conn_mut(conn) {
+                    if c.barrier_done(token) {
+                        self.list_write(conn.slot as usize);
+                    }
+                }
+            }
             Envelope::Shutdown => self.begin_shutdown(),
             Envelope::Snapshot(req) => self.answer_snapshot(req),
         }
+    }
+
+    /// The connection `id` names, unless it has gone (its slot empty or reused).
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(id.slot as usize).filter(|c| c.id == id)
     }
 
     /// Builds a copy of what the monitor asked for and sends it back. Off the data path:
@@ -383,12 +447,7 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
             };
-            let mut state = conn.read(&mut self.router, READ_BUDGET, self.now);
-            while self.conns[slot].ping_waits() {
-                self.handle_local();
-                state = self.conns[slot].read(&mut self.router, READ_BUDGET, self.now);
-            }
-            let conn = &mut self.conns[slot];
+            let state = conn.read(&mut self.router, READ_BUDGET, self.now);
             let has_output = !conn.out.is_empty();
             if state == ReadState::More {
                 self.to_read.push(slot);
@@ -445,17 +504,18 @@ impl Worker {
         self.closed.push_back(info);
         match &reason {
             CloseReason::ClientClosed | CloseReason::ServerShutdown => {
-                debug!(peer = %conn.peer, client_id = conn.client_id, name = conn.name(), %reason, "connection closed")
+                debug!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), %reason, "connection closed")
             }
             _ => {
-                info!(peer = %conn.peer, client_id = conn.client_id, name = conn.name(), %reason, "connection closed")
+                info!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), %reason, "connection closed")
             }
         }
     }
 
     fn tick(&mut self) {
         self.next_tick = self.now + TICK;
-        self.accept();
+        self.accept(Port::Text);
+        self.accept(Port::Binary);
         let limits = self.router.config.limits.clone();
         let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for slot in slots {
@@ -471,7 +531,10 @@ impl Worker {
         if self.draining.is_some() {
             return;
         }
-        if let Some(mut l) = self.listener.take() {
+        for mut l in [self.listener.take(), self.binary_listener.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = self.poll.registry().deregister(&mut l);
         }
         self.draining = Some(self.now + self.router.config.limits.shutdown_timeout);

@@ -28,6 +28,8 @@ impl Ternd {
             .args([
                 "--listen",
                 "127.0.0.1:0",
+                "--binary-listen",
+                "127.0.0.1:0",
                 "--monitor",
                 "127.0.0.1:0",
                 "--workers",
@@ -50,6 +52,7 @@ impl Ternd {
                 .expect("an address")
         };
         let addr = next("ternd listening on ");
+        next("ternd binary listening on ");
         let monitor = next("ternd monitoring on ");
         std::thread::spawn(move || for _ in lines {});
         Ternd {

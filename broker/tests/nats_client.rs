@@ -696,7 +696,12 @@ fn subscription_confirmed_by_pong_gets_everything_published_after() {
     let mut misses = Vec::new();
     for round in 0..ROUNDS {
         first_after.store(0, Ordering::Release);
-        sub.send(format!("SUB {subject} {round}\r\nPING\r\n").as_bytes());
+        // The previous round's subscription goes, so the fan-out stays at one.
+        let unsub = match round {
+            0 => String::new(),
+            r => format!("UNSUB {}\r\n", r - 1),
+        };
+        sub.send(format!("{unsub}SUB {subject} {round}\r\nPING\r\n").as_bytes());
         // Deliveries for the previous sid may still be on their way before the PONG.
         loop {
             let line = sub.read_until(b"\r\n", common::WAIT);

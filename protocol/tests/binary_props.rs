@@ -6,10 +6,10 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use tern_protocol::binary::{
-    encode_client_frame, encode_server_frame, AckResult, BinaryError, ClientFrame,
-    ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, Hello, Limits, Message,
-    Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame, ServerFrameDecoder,
-    StartPosition, Subscribe, Unsubscribe, Welcome,
+    encode_client_frame, encode_message_head, encode_server_frame, AckResult, BinaryError,
+    ClientFrame, ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, Hello, Limits,
+    Message, MessageHead, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame,
+    ServerFrameDecoder, StartPosition, Subscribe, Unsubscribe, Welcome,
 };
 
 fn literal_token() -> impl Strategy<Value = String> {
@@ -335,6 +335,32 @@ proptest! {
         prop_assert_eq!(dec.decode(&mut buf), Ok(Some(frame)));
         prop_assert!(buf.is_empty());
         prop_assert_eq!(dec.decode(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn message_head_plus_parts_is_the_whole_frame(frame in server_frame()) {
+        // A sender that queues the header block and payload by reference writes the same
+        // bytes as the whole-frame encoder.
+        let ServerFrame::Message(m) = &frame else { return Ok(()) };
+        let mut parts = BytesMut::new();
+        let head = MessageHead {
+            sid: m.sid,
+            priority: m.priority,
+            shard: m.shard,
+            sequence: m.sequence,
+            timestamp: m.timestamp,
+            replayed: m.replayed,
+            subject: &m.subject,
+            reply: m.reply.as_deref(),
+        };
+        encode_message_head(&head, m.headers.as_ref().map(Bytes::len), m.payload.len(), &mut parts)
+            .unwrap();
+        if let Some(h) = &m.headers {
+            parts.extend_from_slice(h);
+        }
+        parts.extend_from_slice(&(m.payload.len() as u32).to_be_bytes());
+        parts.extend_from_slice(&m.payload);
+        prop_assert_eq!(&parts[..], &encode_servers(std::slice::from_ref(&frame))[..]);
     }
 
     #[test]

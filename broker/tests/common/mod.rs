@@ -29,6 +29,7 @@ pub const WORKERS: usize = 2;
 pub struct Broker {
     child: Option<Child>,
     addr: SocketAddr,
+    binary_addr: Option<SocketAddr>,
     workers: usize,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
@@ -41,7 +42,8 @@ impl Broker {
     }
 
     /// Starts ternd with extra flags. `--listen 127.0.0.1:0` and `--no-pin` are always
-    /// given; `--workers 2` unless `args` has its own `--workers`.
+    /// given; `--workers 2` unless `args` has its own `--workers`; the binary port on a free
+    /// port unless `args` says where (or `--no-binary`).
     pub fn with_args(args: &[&str]) -> Broker {
         let mut full: Vec<String> =
             vec!["--listen".into(), "127.0.0.1:0".into(), "--no-pin".into()];
@@ -56,6 +58,15 @@ impl Broker {
                 WORKERS
             }
         };
+        // The binary port defaults to 127.0.0.1:4224, which parallel tests would fight
+        // over: a free port unless the test says otherwise.
+        if !args
+            .iter()
+            .any(|a| *a == "--binary-listen" || *a == "--no-binary")
+        {
+            full.push("--binary-listen".into());
+            full.push("127.0.0.1:0".into());
+        }
         // Monitoring defaults to 127.0.0.1:8222, which parallel tests would fight over:
         // off unless the test asks for it.
         if !args
@@ -94,17 +105,21 @@ impl Broker {
         {
             let pipe = child.stdout.take().expect("stdout is piped");
             std::thread::spawn(move || {
-                let mut lines = BufReader::new(pipe).lines();
-                if let Some(Ok(line)) = lines.next() {
-                    let _ = tx.send(line);
+                for line in BufReader::new(pipe).lines() {
+                    match line {
+                        Ok(line) => {
+                            let _ = tx.send(line);
+                        }
+                        Err(_) => return,
+                    }
                 }
-                for _ in lines {}
             });
         }
 
         let mut broker = Broker {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            binary_addr: None,
             workers,
             stderr,
             stderr_thread: Some(stderr_thread),
@@ -133,7 +148,30 @@ impl Broker {
                 );
             }
         }
+        if !full.iter().any(|a| a == "--no-binary") {
+            let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+            match line
+                .strip_prefix("ternd binary listening on ")
+                .and_then(|a| a.trim().parse().ok())
+            {
+                Some(addr) => broker.binary_addr = Some(addr),
+                None => {
+                    broker.kill();
+                    panic!(
+                        "expected ternd's binary listening line, got {line:?}\n\
+                         --- ternd stderr ---\n{}",
+                        broker.stderr()
+                    );
+                }
+            }
+        }
         broker
+    }
+
+    /// The binary port's address. Panics when the broker was started with `--no-binary`.
+    pub fn binary_addr(&self) -> SocketAddr {
+        self.binary_addr
+            .expect("ternd runs without its binary port")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -704,5 +742,143 @@ impl XorShift {
 
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| (self.next_u64() >> 56) as u8).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Binary-port client
+// ---------------------------------------------------------------------------------------
+
+/// A blocking client of the binary port that sends and reads whole frames with the
+/// reference codec, so tests can assert on every field (and send what a client must not).
+pub struct BinClient {
+    pub stream: TcpStream,
+    buf: bytes::BytesMut,
+    decoder: tern_protocol::binary::ServerFrameDecoder,
+    /// The `WELCOME`, when [`BinClient::connect`] read it.
+    pub welcome: tern_protocol::binary::Welcome,
+}
+
+impl BinClient {
+    /// Connects without sending anything.
+    pub fn connect_bare(addr: SocketAddr) -> BinClient {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("cannot connect to ternd");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .expect("write timeout");
+        BinClient {
+            stream,
+            buf: bytes::BytesMut::new(),
+            decoder: tern_protocol::binary::ServerFrameDecoder::new(Default::default()),
+            welcome: Default::default(),
+        }
+    }
+
+    /// Connects, sends the preface and `hello`, and reads the `WELCOME`.
+    pub fn connect_with(addr: SocketAddr, hello: tern_protocol::binary::Hello) -> BinClient {
+        use tern_protocol::binary::{ClientFrame, Preface, ServerFrame};
+        let mut c = BinClient::connect_bare(addr);
+        let mut out = bytes::BytesMut::new();
+        Preface::default().encode(&mut out);
+        c.send_raw(&out);
+        c.send(&ClientFrame::Hello(hello));
+        match c.read_frame() {
+            ServerFrame::Welcome(w) => c.welcome = w,
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+        c
+    }
+
+    /// Connects with echo on (so a client sees its own publishes, as on the text port).
+    pub fn connect(addr: SocketAddr) -> BinClient {
+        BinClient::connect_with(
+            addr,
+            tern_protocol::binary::Hello {
+                client_name: bytes::Bytes::from_static(b"test"),
+                echo: true,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The worker this connection lives on (`client_id % workers`).
+    pub fn worker(&self, workers: usize) -> usize {
+        (self.welcome.client_id % workers as u64) as usize
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("send failed: {e}"));
+    }
+
+    pub fn send(&mut self, frame: &tern_protocol::binary::ClientFrame) {
+        let mut out = bytes::BytesMut::new();
+        tern_protocol::binary::encode_client_frame(frame, &mut out).expect("encodable frame");
+        self.send_raw(&out);
+    }
+
+    /// The next frame, waiting at most [`WAIT`]. Panics on timeout, close or a frame the
+    /// codec refuses.
+    pub fn read_frame(&mut self) -> tern_protocol::binary::ServerFrame {
+        self.try_read_frame(WAIT)
+            .unwrap_or_else(|end| panic!("no frame from ternd: {end:?}"))
+    }
+
+    /// The next frame, or how reading ended without one.
+    pub fn try_read_frame(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<tern_protocol::binary::ServerFrame, ReadEnd> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => panic!("ternd sent a frame the codec refuses: {e}"),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ReadEnd::Timeout);
+            }
+            self.stream
+                .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))
+                .expect("read timeout");
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(ReadEnd::Eof),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadEnd::Error(e)),
+            }
+        }
+    }
+
+    /// Sends `PING` and returns every frame before its `PONG`.
+    pub fn flush(&mut self) -> Vec<tern_protocol::binary::ServerFrame> {
+        use tern_protocol::binary::{ClientFrame, ServerFrame};
+        self.send(&ClientFrame::Ping);
+        let mut before = Vec::new();
+        loop {
+            match self.read_frame() {
+                ServerFrame::Pong => return before,
+                other => before.push(other),
+            }
+        }
+    }
+
+    /// Asserts that the connection closes (EOF or reset) within [`WAIT`], and returns the
+    /// frames that came before.
+    pub fn frames_to_close(&mut self) -> Vec<tern_protocol::binary::ServerFrame> {
+        let mut frames = Vec::new();
+        loop {
+            match self.try_read_frame(WAIT) {
+                Ok(frame) => frames.push(frame),
+                Err(ReadEnd::Timeout) => panic!("still open after {WAIT:?}; frames: {frames:?}"),
+                Err(_) => return frames,
+            }
+        }
     }
 }

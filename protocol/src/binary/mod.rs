@@ -40,8 +40,8 @@ pub use encode::{encode_client_frame, encode_server_frame};
 pub use error::{BinaryError, EncodeError, ErrorCode, Refusal};
 pub use preface::{Preface, MAGIC, PREFACE_LEN};
 pub use server::{
-    AckResult, DropNotice, ErrorFrame, GapNotice, Message, PublishAck, SequenceRange, ServerFrame,
-    Welcome,
+    encode_message_head, AckResult, DropNotice, ErrorFrame, GapNotice, Message, MessageHead,
+    PublishAck, SequenceRange, ServerFrame, Welcome,
 };
 
 /// The protocol version this crate speaks.

@@ -4,7 +4,7 @@
 //! is read ([`decode`]) and written ([`ServerFrame::put_body`]). The byte layouts are the
 //! tables in `docs/protocol-binary.md`; field order here is field order on the wire.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::client::{check_message, empty};
 use super::coding::{flag, Reader, Writer};
@@ -312,6 +312,95 @@ fn decode_gap(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
     };
     r.finish()?;
     Ok(ServerFrame::GapNotice(gap))
+}
+
+/// The fields of a `MESSAGE` that come before its header block and payload, for a sender
+/// that queues those two by reference instead of copying them into one buffer (see
+/// [`encode_message_head`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageHead<'a> {
+    /// The subscription it is delivered for.
+    pub sid: u32,
+    /// As published, 0–7.
+    pub priority: u8,
+    /// The shard owning the subject.
+    pub shard: u16,
+    /// Its sequence in that shard.
+    pub sequence: u64,
+    /// When the broker received it, nanoseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// Delivered from the log (catch-up), not live.
+    pub replayed: bool,
+    /// The subject it was published to.
+    pub subject: &'a [u8],
+    /// As published.
+    pub reply: Option<&'a [u8]>,
+}
+
+/// Appends the start of a `MESSAGE` frame to `buf`: the frame header (with the length of
+/// the whole frame), every field up to the header block, and the header block's length
+/// prefix when `headers_len` is given.
+///
+/// The caller completes the frame by appending, in order: the header block's
+/// `headers_len` bytes (when given), `payload_len` as a big-endian `u32`, and the payload's
+/// `payload_len` bytes. The result is byte for byte what [`encode_server_frame`] writes for
+/// the same [`Message`](super::Message). Checks what the wire cannot represent (see
+/// [`EncodeError`]); on error `buf` is left as it was.
+///
+/// [`encode_server_frame`]: super::encode_server_frame
+pub fn encode_message_head(
+    head: &MessageHead<'_>,
+    headers_len: Option<usize>,
+    payload_len: usize,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let long = |field, len: usize| {
+        u32::try_from(len).map_err(|_| EncodeError::FieldTooLong {
+            field,
+            len,
+            max: u32::MAX as usize,
+        })
+    };
+    let headers_prefix = headers_len.map(|n| long("headers", n)).transpose()?;
+    long("payload", payload_len)?;
+    let len = 2
+        + 4
+        + 1
+        + 2
+        + 8
+        + 8
+        + 2
+        + head.subject.len()
+        + head.reply.map_or(0, |r| 2 + r.len())
+        + headers_len.map_or(0, |n| 4 + n)
+        + 4
+        + payload_len;
+    let len = u32::try_from(len).map_err(|_| EncodeError::FrameTooLong { len })?;
+    let start = buf.len();
+    buf.put_u32(len);
+    buf.put_u8(MESSAGE);
+    buf.put_u8(
+        flag(head.reply.is_some(), MSG_REPLY)
+            | flag(headers_len.is_some(), MSG_HEADERS)
+            | flag(head.replayed, MSG_REPLAYED),
+    );
+    let mut w = Writer { buf };
+    w.put(head.sid);
+    w.put(head.priority);
+    w.put(head.shard);
+    w.put(head.sequence);
+    w.put(head.timestamp);
+    let fields = w
+        .short("subject", head.subject)
+        .and_then(|()| head.reply.map_or(Ok(()), |r| w.short("reply", r)));
+    if let Err(e) = fields {
+        buf.truncate(start);
+        return Err(e);
+    }
+    if let Some(n) = headers_prefix {
+        buf.put_u32(n);
+    }
+    Ok(())
 }
 
 impl ServerFrame {

@@ -1,0 +1,377 @@
+//! The binary (Tern) protocol of a connection, as `docs/protocol-binary.md` specifies it.
+//!
+//! Owns: the handshake (preface and version negotiation, then `HELLO` answered by
+//! `WELCOME`), the frame decoder, the mapping of each client frame (`PUBLISH`, `SUBSCRIBE`,
+//! `UNSUBSCRIBE`, `PING`, `PONG`) onto the connection's shared steps, and the frames the
+//! server sends on this port (`WELCOME`, `MESSAGE`, `PUBLISH_ACK`, `ERROR`, `GAP_NOTICE`,
+//! `PING`, `PONG`). A `MESSAGE` is written as a head in the outbound tail followed by the
+//! header block and payload, which large messages share by reference with every other
+//! delivery.
+//!
+//! Errors follow the spec's two steps: a structure error is fatal (an `ERROR` frame with
+//! the fatal flag, then close; a bad magic closes without a word), a content error refuses
+//! that frame alone (a refused `PUBLISH_ACK` when an ack was asked, an `ERROR` otherwise)
+//! and the connection carries on.
+//!
+//! Never: touches the socket or another connection; the shared steps in `conn/mod.rs` do
+//! the bookkeeping.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes};
+use tern_protocol::binary::{
+    encode_message_head, encode_server_frame, AckResult, BinaryError, ClientFrame,
+    ClientFrameDecoder, ErrorCode, ErrorFrame, GapNotice, Hello, MessageHead, Preface, Publish,
+    PublishAck, ServerFrame, StartPosition, Subscribe, Unsubscribe, Welcome,
+};
+
+use super::{CloseReason, Conn, Proto, Sid};
+use crate::config::Limits;
+use crate::mesh::{Msg, Stamp};
+use crate::outbound::Outbound;
+use crate::router::Router;
+use crate::stats::bump;
+
+/// Where the handshake is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the 8-byte preface.
+    Preface,
+    /// Preface accepted: the next frame must be `HELLO`.
+    Hello,
+    /// `WELCOME` sent: frames flow.
+    Open,
+}
+
+/// The binary protocol's state of one connection.
+pub(super) struct BinaryState {
+    phase: Phase,
+    decoder: ClientFrameDecoder,
+    /// The server's answer to `HELLO`, this connection's id filled in; its version is the
+    /// one negotiated from the preface.
+    welcome: Welcome,
+    hello: Hello,
+}
+
+impl BinaryState {
+    pub(super) fn new(welcome: &Welcome, client_id: u64, limits: &Limits) -> BinaryState {
+        let mut welcome = welcome.clone();
+        welcome.client_id = client_id;
+        BinaryState {
+            phase: Phase::Preface,
+            decoder: ClientFrameDecoder::new(limits.binary()),
+            welcome,
+            hello: Hello::default(),
+        }
+    }
+
+    /// True once the handshake is done.
+    pub(super) fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// The client's name from `HELLO`, when it gave one.
+    pub(super) fn name(&self) -> Option<String> {
+        non_empty(&self.hello.client_name)
+    }
+
+    /// The client's library and version from `HELLO`, when it gave them.
+    pub(super) fn version(&self) -> Option<String> {
+        non_empty(&self.hello.client_version)
+    }
+
+    /// Appends a `MESSAGE` for subscription `sid`. Returns the delivered size (header
+    /// block + payload), or `None` when the message cannot be represented (it cannot:
+    /// both ports bound subjects and payloads far below the frame's limits).
+    pub(super) fn encode_delivery(
+        &self,
+        out: &mut Outbound,
+        sid: &Sid,
+        msg: &Msg,
+    ) -> Option<usize> {
+        let Sid::Binary(sid) = *sid else {
+            return None;
+        };
+        let head = MessageHead {
+            sid,
+            priority: msg.priority,
+            shard: msg.stamp.shard,
+            sequence: msg.stamp.seq,
+            timestamp: msg.stamp.time_ns,
+            replayed: false,
+            subject: &msg.subject,
+            reply: msg.reply.as_deref(),
+        };
+        let headers = msg.headers.as_ref();
+        let before = out.tail().len();
+        encode_message_head(
+            &head,
+            headers.map(Bytes::len),
+            msg.payload.len(),
+            out.tail(),
+        )
+        .ok()?;
+        out.commit(before);
+        if let Some(h) = headers {
+            out.push_bytes(h);
+        }
+        let before = out.tail().len();
+        // Checked to fit a u32 by `encode_message_head`.
+        out.tail().put_u32(msg.payload.len() as u32);
+        out.commit(before);
+        out.push_bytes(&msg.payload);
+        Some(msg.payload.len() + headers.map_or(0, Bytes::len))
+    }
+
+    pub(super) fn send_ack(&self, out: &mut Outbound, ack_id: u64, stamp: Stamp) {
+        send_frame(
+            out,
+            &ServerFrame::PublishAck(PublishAck {
+                ack_id,
+                result: AckResult::Stored {
+                    shard: stamp.shard,
+                    sequence: stamp.seq,
+                    duplicate: false,
+                },
+            }),
+        );
+    }
+
+    pub(super) fn send_gap(
+        &self,
+        out: &mut Outbound,
+        sid: &Sid,
+        shard: u16,
+        requested: u64,
+        oldest: u64,
+    ) {
+        if let Sid::Binary(sid) = *sid {
+            send_frame(
+                out,
+                &ServerFrame::GapNotice(GapNotice {
+                    sid,
+                    shard,
+                    requested,
+                    oldest,
+                }),
+            );
+        }
+    }
+}
+
+/// Appends one server frame. Frames built here always fit the wire (short texts, fixed
+/// fields); one that did not would be a bug, and is left out rather than sent malformed.
+fn send_frame(out: &mut Outbound, frame: &ServerFrame) {
+    let before = out.tail().len();
+    let encoded = encode_server_frame(frame, out.tail());
+    debug_assert!(encoded.is_ok(), "unencodable server frame {frame:?}");
+    out.commit(before);
+}
+
+fn non_empty(bytes: &Bytes) -> Option<String> {
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// An `ERROR` frame built here (not from a decoder error).
+fn error_frame(code: ErrorCode, fatal: bool, sid: Option<u32>, text: &str) -> ServerFrame {
+    ServerFrame::Error(ErrorFrame {
+        code,
+        fatal,
+        sid,
+        message: Bytes::copy_from_slice(text.as_bytes()),
+    })
+}
+
+impl Conn {
+    fn binary_state(&mut self) -> &mut BinaryState {
+        match &mut self.proto {
+            Proto::Binary(b) => b,
+            Proto::Text(_) => unreachable!("binary operation on a text connection"),
+        }
+    }
+
+    fn send_binary(&mut self, frame: &ServerFrame) {
+        send_frame(&mut self.out, frame);
+    }
+
+    pub(super) fn send_binary_pong(&mut self) {
+        self.send_binary(&ServerFrame::Pong);
+    }
+
+    pub(super) fn send_binary_ping(&mut self) {
+        self.send_binary(&ServerFrame::Ping);
+    }
+
+    /// Reports why the connection closes. Before the preface was accepted the peer may not
+    /// speak Tern at all, so nothing is sent.
+    pub(super) fn fail_binary(&mut self, reason: &CloseReason) {
+        let (code, text) = match reason {
+            CloseReason::SlowConsumer => (ErrorCode::SlowConsumer, "slow consumer".to_string()),
+            CloseReason::StaleConnection => {
+                if self.binary_state().phase == Phase::Hello {
+                    (ErrorCode::HelloExpected, "no HELLO in time".to_string())
+                } else {
+                    (ErrorCode::SlowConsumer, "stale connection".to_string())
+                }
+            }
+            CloseReason::ProtocolError(text) => (ErrorCode::ProtocolViolation, text.clone()),
+            other => (ErrorCode::Internal, other.to_string()),
+        };
+        if self.binary_state().phase != Phase::Preface {
+            self.send_binary(&error_frame(code, true, None, &text));
+        }
+    }
+
+    /// Decodes and applies every whole frame in the read buffer.
+    pub(super) fn apply_binary(&mut self, router: &mut Router) {
+        while self.closing.is_none() {
+            let Proto::Binary(state) = &mut self.proto else {
+                unreachable!("binary decoding on a text connection");
+            };
+            if state.phase == Phase::Preface {
+                match Preface::decode(&mut self.rbuf) {
+                    Ok(None) => return,
+                    Ok(Some(preface)) => self.preface(preface, router),
+                    Err(e) => self.binary_error(&e, router),
+                }
+                continue;
+            }
+            match state.decoder.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => self.apply_frame(frame, router),
+                Ok(None) => return,
+                Err(e) => self.binary_error(&e, router),
+            }
+        }
+    }
+
+    fn preface(&mut self, preface: Preface, router: &mut Router) {
+        match preface.negotiate() {
+            Ok(version) => {
+                let state = self.binary_state();
+                state.welcome.version = version;
+                state.phase = Phase::Hello;
+            }
+            Err(e) => {
+                // The preface is Tern's, so the client can read a frame: say why.
+                self.binary_state().phase = Phase::Hello;
+                self.binary_error(&e, router);
+            }
+        }
+    }
+
+    /// A decoder error: fatal ones close the connection (silently for a bad magic), a
+    /// refused frame is answered and reading goes on.
+    fn binary_error(&mut self, e: &BinaryError, router: &mut Router) {
+        bump(&router.stats.protocol_errors, 1);
+        if matches!(e, BinaryError::BadMagic) {
+            self.closing = Some(CloseReason::ProtocolError(e.to_string()));
+            return;
+        }
+        self.send_binary(&e.to_server_frame());
+        if e.is_fatal() {
+            self.closing = Some(CloseReason::ProtocolError(e.to_string()));
+        }
+    }
+
+    /// A fatal error found here rather than by the decoder.
+    fn binary_fatal(&mut self, code: ErrorCode, text: &str, router: &mut Router) {
+        bump(&router.stats.protocol_errors, 1);
+        self.send_binary(&error_frame(code, true, None, text));
+        self.closing = Some(CloseReason::ProtocolError(text.to_string()));
+    }
+
+    /// A frame refused here rather than by the decoder; the connection stays open.
+    fn binary_refuse(
+        &mut self,
+        code: ErrorCode,
+        sid: Option<u32>,
+        text: &str,
+        router: &mut Router,
+    ) {
+        bump(&router.stats.protocol_errors, 1);
+        self.send_binary(&error_frame(code, false, sid, text));
+    }
+
+    fn apply_frame(&mut self, frame: ClientFrame, router: &mut Router) {
+        let phase = self.binary_state().phase;
+        match (phase, frame) {
+            (Phase::Hello, ClientFrame::Hello(hello)) => self.hello(hello),
+            (Phase::Hello, _) => self.binary_fatal(
+                ErrorCode::HelloExpected,
+                "the first frame must be HELLO",
+                router,
+            ),
+            (_, ClientFrame::Hello(_)) => self.binary_fatal(
+                ErrorCode::HelloExpected,
+                "HELLO may be sent only once",
+                router,
+            ),
+            (_, ClientFrame::Publish(p)) => self.publish_binary(p, router),
+            (_, ClientFrame::Subscribe(s)) => self.subscribe_binary(s, router),
+            (_, ClientFrame::Unsubscribe(u)) => self.unsubscribe_binary(u, router),
+            (_, ClientFrame::Ping) => self.ping(router),
+            (_, ClientFrame::Pong) => self.pong(),
+        }
+    }
+
+    /// `HELLO`: remember the options and answer `WELCOME`. There is no authentication yet,
+    /// so a token is accepted and ignored.
+    fn hello(&mut self, hello: Hello) {
+        let state = self.binary_state();
+        state.hello = hello;
+        state.phase = Phase::Open;
+        let welcome = ServerFrame::Welcome(state.welcome.clone());
+        self.send_binary(&welcome);
+    }
+
+    /// `PUBLISH`. The message id and coalescing key are accepted but not acted on yet:
+    /// deduplication comes with the ring log (issue 4), coalescing with subscriber queues
+    /// (issue 5).
+    fn publish_binary(&mut self, p: Publish, router: &mut Router) {
+        let echo = self.binary_state().hello.echo;
+        let mut msg = Msg::new(p.subject, p.payload, self.id, self.last_activity);
+        msg.reply = p.reply;
+        msg.headers = p.headers;
+        msg.no_echo = !echo;
+        msg.priority = p.priority;
+        msg.ack_id = p.ack_id;
+        self.publish(msg, router);
+    }
+
+    /// `SUBSCRIBE`. A resume token from another epoch cannot resume: the client is told
+    /// (`EpochMismatch`) and the subscription starts live. Queue bounds and lossless
+    /// delivery are accepted and take effect with subscriber queues (issue 5).
+    fn subscribe_binary(&mut self, s: Subscribe, router: &mut Router) {
+        let sid = Sid::Binary(s.sid);
+        if self.has_sid(&sid) {
+            let text = format!("subscription {} is already active", s.sid);
+            self.binary_refuse(ErrorCode::DuplicateSubscription, Some(s.sid), &text, router);
+            return;
+        }
+        let epoch = self.binary_state().welcome.log_epoch;
+        let start = match s.start {
+            StartPosition::Live => None,
+            StartPosition::Resume(token) if token.epoch != epoch => {
+                let text = format!(
+                    "resume token is from log epoch {}, the log is at epoch {epoch}: \
+                     subscription started live",
+                    token.epoch
+                );
+                self.binary_refuse(ErrorCode::EpochMismatch, Some(s.sid), &text, router);
+                None
+            }
+            other => Some(Arc::new(other)),
+        };
+        self.add_sub(sid, s.subject, s.queue.as_ref(), start, router);
+    }
+
+    /// `UNSUBSCRIBE`: now, or after `max` more deliveries.
+    fn unsubscribe_binary(&mut self, u: Unsubscribe, router: &mut Router) {
+        let sid = Sid::Binary(u.sid);
+        let max = u.max.map(|more| self.delivered(&sid).saturating_add(more));
+        if !self.unsubscribe(&sid, max, router) {
+            let text = format!("no active subscription {}", u.sid);
+            self.binary_refuse(ErrorCode::UnknownSubscription, Some(u.sid), &text, router);
+        }
+    }
+}

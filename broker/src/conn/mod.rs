@@ -1,0 +1,753 @@
+//! One client connection, on either port: the text (NATS) port or the binary (Tern) port.
+//!
+//! Owns: the socket, its read buffer, its outbound queue, its subscriptions (by sid), its
+//! ping state and its traffic counters: everything both protocols share. What differs, the
+//! decoding of client operations and the encoding of what the server sends, lives in one
+//! module per protocol ([`text`], [`binary`]), each applying its operations through the
+//! shared steps here: `publish`, `add_sub`, `unsubscribe`, `ping`, `deliver`.
+//!
+//! Contract: the worker calls [`Conn::read`] when the socket is readable (edge triggered:
+//! until it reports [`ReadState::Drained`]), [`Conn::deliver`], [`Conn::ack`] and
+//! [`Conn::gap`] for what the shards address to it, [`Conn::flush`] when it has output,
+//! [`Conn::tick`] on the ping timer, and [`Conn::unsubscribe_all`] before dropping it. A
+//! connection that must go sets `closing`; the worker closes it at the end of the loop turn.
+//!
+//! Never: reads another connection's state, or blocks.
+
+mod binary;
+mod text;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use mio::net::TcpStream;
+use slab::Slab;
+use tern_protocol::binary::Welcome;
+use tern_protocol::text::ServerInfo;
+
+use crate::config::Limits;
+use crate::index::FnvMap;
+use crate::latency::Latency;
+use crate::mesh::{ConnId, Envelope, Msg, Stamp, Start, SubRef};
+use crate::outbound::Outbound;
+use crate::router::Router;
+use crate::snapshot::{ConnInfo, WallClock};
+use crate::stats::{bump, unbump, CloseKind, WorkerStats};
+
+use binary::BinaryState;
+use text::TextState;
+
+/// Bytes read from a socket per `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a connection was closed. Reported in logs and in monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    ClientClosed,
+    /// The client sent something the protocol does not allow; the text is what it was told.
+    ProtocolError(String),
+    SlowConsumer,
+    StaleConnection,
+    Io(String),
+    ServerShutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::ClientClosed => f.write_str("client closed"),
+            CloseReason::ProtocolError(e) => write!(f, "protocol error: {e}"),
+            CloseReason::SlowConsumer => f.write_str("slow consumer"),
+            CloseReason::StaleConnection => f.write_str("stale connection"),
+            CloseReason::Io(e) => write!(f, "i/o error: {e}"),
+            CloseReason::ServerShutdown => f.write_str("server shutdown"),
+        }
+    }
+}
+
+impl CloseReason {
+    /// The reason without its detail, for the per-reason counters.
+    pub fn kind(&self) -> CloseKind {
+        match self {
+            CloseReason::ClientClosed => CloseKind::ClientClosed,
+            CloseReason::ProtocolError(_) => CloseKind::ProtocolError,
+            CloseReason::SlowConsumer => CloseKind::SlowConsumer,
+            CloseReason::StaleConnection => CloseKind::StaleConnection,
+            CloseReason::Io(_) => CloseKind::IoError,
+            CloseReason::ServerShutdown => CloseKind::ServerShutdown,
+        }
+    }
+}
+
+/// What a read pass ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadState {
+    /// The socket returned `WouldBlock`: wait for the next readable event.
+    Drained,
+    /// The per-turn budget ran out first: read again next turn.
+    More,
+    /// The connection is closing.
+    Closed,
+}
+
+/// Which port a connection came in on, with that protocol's own state.
+enum Proto {
+    Text(TextState),
+    Binary(BinaryState),
+}
+
+/// A subscription id as its client spelled it: any token on the text port, a `u32` on the
+/// binary port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Sid {
+    Text(Bytes),
+    Binary(u32),
+}
+
+/// A subscription of this connection.
+#[derive(Debug)]
+struct SubState {
+    sid: Sid,
+    filter: Bytes,
+    id: u64,
+    /// Auto-unsubscribe after this many deliveries.
+    max: Option<u64>,
+    delivered: u64,
+}
+
+pub(crate) struct Conn {
+    pub id: ConnId,
+    pub client_id: u64,
+    pub peer: SocketAddr,
+    pub sock: TcpStream,
+    rbuf: BytesMut,
+    pub out: Outbound,
+    proto: Proto,
+    subs: Slab<SubState>,
+    sids: FnvMap<Sid, usize>,
+    /// When the client last sent anything.
+    last_activity: Instant,
+    last_ping: Instant,
+    pings_out: u32,
+    /// Set when the connection must close; the worker closes it at the end of the turn.
+    pub closing: Option<CloseReason>,
+    /// Bookkeeping for the worker's lists (so a connection is listed once).
+    pub listed_read: bool,
+    pub listed_write: bool,
+    /// A write hit `WouldBlock`: wait for the writable event before trying again.
+    pub write_blocked: bool,
+    /// `PONG`s waiting for the shards this connection sent traffic to (see `ping`).
+    barrier: PingBarrier,
+    /// When the connection was accepted.
+    started: Instant,
+    /// This connection's own traffic, for `/connz` (plain integers: only its worker
+    /// touches them). `in_*`: what it published; `out_*`: deliveries queued to it;
+    /// `dropped`: deliveries queued to it and never written.
+    in_msgs: u64,
+    in_bytes: u64,
+    out_msgs: u64,
+    out_bytes: u64,
+    dropped: u64,
+}
+
+impl Conn {
+    fn new(
+        id: ConnId,
+        client_id: u64,
+        peer: SocketAddr,
+        sock: TcpStream,
+        proto: Proto,
+        now: Instant,
+    ) -> Conn {
+        Conn {
+            id,
+            client_id,
+            peer,
+            sock,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            out: Outbound::default(),
+            proto,
+            subs: Slab::new(),
+            sids: FnvMap::default(),
+            last_activity: now,
+            last_ping: now,
+            pings_out: 0,
+            closing: None,
+            listed_read: false,
+            listed_write: false,
+            write_blocked: false,
+            barrier: PingBarrier::default(),
+            started: now,
+            in_msgs: 0,
+            in_bytes: 0,
+            out_msgs: 0,
+            out_bytes: 0,
+            dropped: 0,
+        }
+    }
+
+    /// A connection on the text port; `INFO` (with this client's id and address) is queued
+    /// at once, as the NATS protocol starts.
+    pub fn text(
+        id: ConnId,
+        client_id: u64,
+        peer: SocketAddr,
+        sock: TcpStream,
+        info: &ServerInfo,
+        limits: &Limits,
+        now: Instant,
+    ) -> Conn {
+        let mut conn = Conn::new(
+            id,
+            client_id,
+            peer,
+            sock,
+            Proto::Text(TextState::new(limits)),
+            now,
+        );
+        conn.greet_text(info);
+        conn
+    }
+
+    /// A connection on the binary port. Nothing is sent until the client's preface and
+    /// `HELLO` arrive; `welcome` is the server's part of the answer.
+    pub fn binary(
+        id: ConnId,
+        client_id: u64,
+        peer: SocketAddr,
+        sock: TcpStream,
+        welcome: &Welcome,
+        limits: &Limits,
+        now: Instant,
+    ) -> Conn {
+        let state = BinaryState::new(welcome, client_id, limits);
+        Conn::new(id, client_id, peer, sock, Proto::Binary(state), now)
+    }
+
+    /// What `/connz` shows about this connection. Allocates: monitoring only.
+    pub fn info(&self, worker: usize, clock: &WallClock, with_subs: bool) -> ConnInfo {
+        let (protocol, name, lang, version) = match &self.proto {
+            Proto::Text(t) => (
+                "text",
+                t.opts.name.clone(),
+                t.opts.lang.clone(),
+                t.opts.version.clone(),
+            ),
+            Proto::Binary(b) => ("binary", b.name(), None, b.version()),
+        };
+        ConnInfo {
+            cid: self.client_id,
+            worker,
+            protocol,
+            ip: self.peer.ip().to_string(),
+            port: self.peer.port(),
+            name,
+            lang,
+            version,
+            start_us: clock.unix_us(self.started),
+            last_activity_us: clock.unix_us(self.last_activity),
+            stop_us: None,
+            reason: None,
+            subscriptions: self.subs.len(),
+            subscriptions_list: if with_subs {
+                self.subs
+                    .iter()
+                    .map(|(_, s)| String::from_utf8_lossy(&s.filter).into_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            in_msgs: self.in_msgs,
+            in_bytes: self.in_bytes,
+            out_msgs: self.out_msgs,
+            out_bytes: self.out_bytes,
+            pending_bytes: self.out.len(),
+            pending_msgs: self.out.queued_msgs(),
+            dropped_msgs: self.dropped,
+        }
+    }
+
+    /// Drops everything queued for the client, counting the deliveries that never went
+    /// out.
+    pub fn discard_output(&mut self, stats: &WorkerStats) {
+        let dropped = self.out.discard() as u64;
+        self.dropped += dropped;
+        bump(&stats.msgs_dropped, dropped);
+    }
+
+    /// The name the client gave (`CONNECT` or `HELLO`), if any.
+    pub fn name(&self) -> Option<String> {
+        match &self.proto {
+            Proto::Text(t) => t.opts.name.clone(),
+            Proto::Binary(b) => b.name(),
+        }
+    }
+
+    /// Reads what the socket has, up to `budget` bytes, and applies every whole operation.
+    pub fn read(&mut self, router: &mut Router, budget: usize, now: Instant) -> ReadState {
+        let mut taken = 0;
+        while self.closing.is_none() {
+            if taken >= budget {
+                return ReadState::More;
+            }
+            match self.read_some() {
+                Ok(0) => {
+                    self.closing = Some(CloseReason::ClientClosed);
+                    break;
+                }
+                Ok(n) => {
+                    taken += n;
+                    self.last_activity = now;
+                    router.sync_inbox();
+                    self.apply_buffered(router);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadState::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.closing = Some(CloseReason::Io(e.to_string()));
+                }
+            }
+        }
+        ReadState::Closed
+    }
+
+    /// One `read` into the spare capacity of the read buffer.
+    fn read_some(&mut self) -> io::Result<usize> {
+        let needed = match &self.proto {
+            Proto::Text(t) => t.decoder.bytes_needed().unwrap_or(0),
+            // The binary decoder reserves room for a partial frame itself.
+            Proto::Binary(_) => 0,
+        };
+        self.rbuf.reserve(READ_CHUNK.max(needed));
+        let spare = self.rbuf.spare_capacity_mut();
+        // SAFETY: `read(2)` writes at most `spare.len()` bytes into the buffer, which is
+        // valid for writes of that length (it is the buffer's own spare capacity), and never
+        // reads from it, so handing it uninitialised memory is sound. The `n` bytes it
+        // reports written are initialised, which is what `set_len` requires.
+        let n = unsafe {
+            libc::read(
+                self.sock.as_raw_fd(),
+                spare.as_mut_ptr().cast::<libc::c_void>(),
+                spare.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: see above; `n <= spare.len()`.
+        unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+        Ok(n)
+    }
+
+    /// Decodes and applies every whole operation in the read buffer.
+    fn apply_buffered(&mut self, router: &mut Router) {
+        match self.proto {
+            Proto::Text(_) => self.apply_text(router),
+            Proto::Binary(_) => self.apply_binary(router),
+        }
+    }
+
+    /// Counts a publish and hands it to the router.
+    fn publish(&mut self, msg: Msg, router: &mut Router) {
+        let size = msg.payload.len() + msg.headers.as_ref().map_or(0, Bytes::len);
+        bump(&router.stats.msgs_in, 1);
+        bump(&router.stats.bytes_in, size as u64);
+        self.in_msgs += 1;
+        self.in_bytes += size as u64;
+        let owner = router.publish(Arc::new(msg));
+        self.barrier.touch(owner..owner + 1);
+    }
+
+    /// True when `sid` names an active subscription.
+    fn has_sid(&self, sid: &Sid) -> bool {
+        self.sids.contains_key(sid)
+    }
+
+    /// Starts a subscription (the caller checked that `sid` is not in use).
+    fn add_sub(
+        &mut self,
+        sid: Sid,
+        filter: Bytes,
+        queue: Option<&Bytes>,
+        start: Start,
+        router: &mut Router,
+    ) {
+        let id = router.next_sub_id();
+        let key = self.subs.insert(SubState {
+            sid: sid.clone(),
+            filter: filter.clone(),
+            id,
+            max: None,
+            delivered: 0,
+        });
+        self.sids.insert(sid, key);
+        bump(&router.stats.subscriptions, 1);
+        let sub = SubRef {
+            conn: self.id,
+            key: key as u32,
+            id,
+        };
+        let shards = router.subscribe(&filter, queue, sub, start);
+        self.barrier.touch(shards);
+    }
+
+    /// Deliveries made so far to the subscription `sid` names (0 when none is active).
+    fn delivered(&self, sid: &Sid) -> u64 {
+        self.sids
+            .get(sid)
+            .map_or(0, |&key| self.subs[key].delivered)
+    }
+
+    /// Ends a subscription now, or after `max` deliveries in all. Returns false when `sid`
+    /// names no active subscription.
+    fn unsubscribe(&mut self, sid: &Sid, max: Option<u64>, router: &mut Router) -> bool {
+        let Some(&key) = self.sids.get(sid) else {
+            return false;
+        };
+        let sub = &mut self.subs[key];
+        match max {
+            Some(max) if sub.delivered < max => sub.max = Some(max),
+            _ => self.remove_sub(key, router),
+        }
+        true
+    }
+
+    /// Clients use `PING`/`PONG` as a barrier: once `PONG` arrives, what they sent before
+    /// has been processed, and (as nats-server does) a publisher's own deliveries, the
+    /// messages it sent to subjects it subscribes to, are queued ahead of the `PONG`. Those
+    /// are routed by the shards that own the subjects, maybe on other workers; so the
+    /// `PING` sends a barrier to each shard this connection sent traffic to since its last
+    /// `PING`, behind that traffic, and the `PONG` is queued once every shard has answered
+    /// (`barrier_done`). `PONG`s go out in `PING` order; a `PING` after no traffic, with
+    /// none waiting, is answered at once.
+    fn ping(&mut self, router: &mut Router) {
+        match self.barrier.begin(router.workers) {
+            None => self.send_pong(),
+            Some((token, shards)) => {
+                for shard in shards {
+                    router.outbox.push(
+                        shard,
+                        Envelope::Barrier {
+                            conn: self.id,
+                            token,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// A shard answered the barrier of `PING` `token`: queues every `PONG` now due. Returns
+    /// true when one was queued.
+    pub fn barrier_done(&mut self, token: u64) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        let due = self.barrier.answered(token);
+        for _ in 0..due {
+            self.send_pong();
+        }
+        due > 0
+    }
+
+    /// The client answered a ping.
+    fn pong(&mut self) {
+        self.pings_out = 0;
+    }
+
+    fn send_pong(&mut self) {
+        match self.proto {
+            Proto::Text(_) => self.send_text_pong(),
+            Proto::Binary(_) => self.send_binary_pong(),
+        }
+    }
+
+    /// Tells the client why it is being closed, in its protocol, and marks it closing.
+    fn fail(&mut self, reason: CloseReason) {
+        match self.proto {
+            Proto::Text(_) => self.fail_text(&reason),
+            Proto::Binary(_) => self.fail_binary(&reason),
+        }
+        self.closing = Some(reason);
+    }
+
+    fn remove_sub(&mut self, key: usize, router: &mut Router) {
+        let sub = self.subs.remove(key);
+        self.sids.remove(&sub.sid);
+        unbump(&router.stats.subscriptions, 1);
+        let sref = SubRef {
+            conn: self.id,
+            key: key as u32,
+            id: sub.id,
+        };
+        let shards = router.unsubscribe(&sub.filter, sref);
+        self.barrier.touch(shards);
+    }
+
+    /// Removes every subscription from the shards. Called once, before the connection is
+    /// dropped.
+    pub fn unsubscribe_all(&mut self, router: &mut Router) {
+        let keys: Vec<usize> = self.subs.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.remove_sub(key, router);
+        }
+    }
+
+    /// The live subscription `sref` names, or `None` when what is addressed to it is stale
+    /// (the subscription or the connection is gone).
+    fn live_sub<'a>(
+        closing: &Option<CloseReason>,
+        subs: &'a mut Slab<SubState>,
+        sref: SubRef,
+    ) -> Option<&'a mut SubState> {
+        if closing.is_some() {
+            return None;
+        }
+        subs.get_mut(sref.key as usize)
+            .filter(|sub| sub.id == sref.id)
+    }
+
+    /// Queues one delivery. Returns false when the delivery was stale (the subscription or
+    /// the connection is gone) and nothing was queued.
+    pub fn deliver(&mut self, sref: SubRef, msg: &Msg, router: &mut Router) -> bool {
+        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+            return false;
+        };
+        let size = match &mut self.proto {
+            Proto::Text(t) => t.encode_delivery(&mut self.out, &sub.sid, msg),
+            Proto::Binary(b) => b.encode_delivery(&mut self.out, &sub.sid, msg),
+        };
+        let Some(size) = size else {
+            // Not representable in the client's protocol (cannot happen with the limits
+            // both ports enforce); counted as dropped rather than sent malformed.
+            self.dropped += 1;
+            bump(&router.stats.msgs_dropped, 1);
+            return false;
+        };
+        self.out.mark(msg.received);
+        sub.delivered += 1;
+        let done = sub.max.is_some_and(|max| sub.delivered >= max);
+        self.out_msgs += 1;
+        self.out_bytes += size as u64;
+        bump(&router.stats.msgs_out, 1);
+        bump(&router.stats.bytes_out, size as u64);
+        if done {
+            self.remove_sub(sref.key as usize, router);
+        }
+        if self.out.len() > router.config.limits.max_pending {
+            // One loop turn can queue a burst bigger than the limit for a client that
+            // reads fast: let the socket take what it can before judging. (Latency marks
+            // of what this writes are recorded at the next flush.)
+            // A write error shows up again at the worker's flush, which closes the
+            // connection.
+            if !self.write_blocked && self.out.write_to(&mut self.sock).is_ok() {
+                self.write_blocked = !self.out.is_empty();
+            }
+            if self.out.len() > router.config.limits.max_pending {
+                self.slow_consumer(router);
+            }
+        }
+        true
+    }
+
+    /// The shard that owns a message this connection published with an acknowledgement
+    /// request has routed it.
+    pub fn ack(&mut self, ack_id: u64, stamp: Stamp) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        match &mut self.proto {
+            Proto::Binary(b) => {
+                b.send_ack(&mut self.out, ack_id, stamp);
+                true
+            }
+            // The text protocol has no acknowledgements: nothing asks for one there.
+            Proto::Text(_) => false,
+        }
+    }
+
+    /// A shard cannot replay part of what a resuming subscription asked for.
+    pub fn gap(&mut self, sref: SubRef, shard: u16, requested: u64, oldest: u64) -> bool {
+        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+            return false;
+        };
+        let sid = sub.sid.clone();
+        match &mut self.proto {
+            Proto::Binary(b) => {
+                b.send_gap(&mut self.out, &sid, shard, requested, oldest);
+                true
+            }
+            // Text subscriptions never resume.
+            Proto::Text(_) => false,
+        }
+    }
+
+    /// The outbound queue overflowed: drop what is queued, say why, and close.
+    fn slow_consumer(&mut self, router: &mut Router) {
+        bump(&router.stats.slow_consumers, 1);
+        self.discard_output(&router.stats);
+        self.fail(CloseReason::SlowConsumer);
+    }
+
+    /// Writes what is queued, as far as the socket takes it, and records the broker
+    /// latency of every delivery whose last byte went out.
+    pub fn flush(&mut self, latency: &mut Latency, stats: &WorkerStats) {
+        if self.write_blocked || self.out.is_empty() {
+            return;
+        }
+        match self.out.write_to(&mut self.sock) {
+            Ok(n) => {
+                if n > 0 {
+                    let now = Instant::now();
+                    self.out
+                        .pop_written(|received| latency.record(now.duration_since(received)));
+                }
+                self.write_blocked = !self.out.is_empty();
+            }
+            Err(e) => {
+                self.discard_output(stats);
+                if self.closing.is_none() {
+                    self.closing = Some(CloseReason::Io(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// The ping timer: pings a client silent for `ping_interval`, and closes one that left
+    /// `ping_max` pings unanswered. A binary client still in its handshake after
+    /// `ping_interval` is closed.
+    pub fn tick(&mut self, now: Instant, limits: &Limits, router: &mut Router) {
+        if self.closing.is_some() {
+            return;
+        }
+        if let Proto::Binary(b) = &self.proto {
+            if !b.is_open() {
+                if now.duration_since(self.started) >= limits.ping_interval {
+                    bump(&router.stats.stale_connections, 1);
+                    self.fail(CloseReason::StaleConnection);
+                }
+                return;
+            }
+        }
+        if now.duration_since(self.last_activity) < limits.ping_interval
+            || now.duration_since(self.last_ping) < limits.ping_interval
+        {
+            return;
+        }
+        if self.pings_out >= limits.ping_max {
+            bump(&router.stats.stale_connections, 1);
+            self.fail(CloseReason::StaleConnection);
+            return;
+        }
+        match self.proto {
+            Proto::Text(_) => self.send_text_ping(),
+            Proto::Binary(_) => self.send_binary_ping(),
+        }
+        self.pings_out += 1;
+        self.last_ping = now;
+    }
+}
+
+/// A connection's `PING` barriers: which shards it sent traffic to since its last `PING`,
+/// and the `PONG`s waiting for shards to answer, in `PING` order.
+#[derive(Debug, Default)]
+struct PingBarrier {
+    /// Bit `i`: shard `i` (for shards below 64).
+    touched: u64,
+    /// A shard numbered 64 or more was touched: the barrier goes to every shard.
+    touched_high: bool,
+    /// Per waiting `PONG`, oldest first: its token and how many shards still owe an answer.
+    waiting: VecDeque<(u64, usize)>,
+    next_token: u64,
+}
+
+impl PingBarrier {
+    fn touch(&mut self, shards: Range<usize>) {
+        for shard in shards {
+            if shard < 64 {
+                self.touched |= 1 << shard;
+            } else {
+                self.touched_high = true;
+            }
+        }
+    }
+
+    /// A `PING` arrived. `None`: answer at once (no traffic since the last `PING`, no
+    /// `PONG` waiting). Otherwise the token and the shards to send the barrier to (maybe
+    /// none, when only earlier `PONG`s are waiting).
+    fn begin(&mut self, workers: usize) -> Option<(u64, Vec<usize>)> {
+        if self.touched == 0 && !self.touched_high && self.waiting.is_empty() {
+            return None;
+        }
+        let shards: Vec<usize> = if self.touched_high {
+            (0..workers).collect()
+        } else {
+            (0..workers.min(64))
+                .filter(|s| self.touched & (1 << s) != 0)
+                .collect()
+        };
+        self.touched = 0;
+        self.touched_high = false;
+        self.next_token += 1;
+        self.waiting.push_back((self.next_token, shards.len()));
+        Some((self.next_token, shards))
+    }
+
+    /// One shard answered `token`. Returns how many `PONG`s are now due.
+    fn answered(&mut self, token: u64) -> usize {
+        if let Some(entry) = self.waiting.iter_mut().find(|(t, _)| *t == token) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+        let mut due = 0;
+        while self.waiting.front().is_some_and(|(_, left)| *left == 0) {
+            self.waiting.pop_front();
+            due += 1;
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PingBarrier;
+
+    #[test]
+    fn pongs_wait_for_every_shard_touched_and_keep_ping_order() {
+        let mut b = PingBarrier::default();
+        assert_eq!(b.begin(4), None, "no traffic: answer at once");
+        b.touch(2..3);
+        b.touch(0..4);
+        let (first, shards) = b.begin(4).unwrap();
+        assert_eq!(shards, [0, 1, 2, 3]);
+        b.touch(1..2);
+        let (second, shards) = b.begin(4).unwrap();
+        assert_eq!(shards, [1]);
+        // Behind a waiting PONG, even a PING after no traffic waits (for no shard).
+        let (third, shards) = b.begin(4).unwrap();
+        assert!(shards.is_empty());
+        // The second's only shard answers first: its PONG still waits for the first's.
+        assert_eq!(b.answered(second), 0);
+        for _ in 0..3 {
+            assert_eq!(b.answered(first), 0);
+        }
+        assert_eq!(b.answered(first), 3, "all three, in order");
+        let _ = third;
+        assert_eq!(b.begin(4), None);
+    }
+
+    #[test]
+    fn shards_past_64_send_the_barrier_everywhere() {
+        let mut b = PingBarrier::default();
+        b.touch(70..71);
+        let (_, shards) = b.begin(80).unwrap();
+        assert_eq!(shards.len(), 80);
+    }
+}

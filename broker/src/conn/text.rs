@@ -1,0 +1,193 @@
+//! The text (NATS) protocol of a connection.
+//!
+//! Owns: the NATS decoder and the options the client sent in `CONNECT`, the mapping of each
+//! client operation (`CONNECT`, `PUB`/`HPUB`, `SUB`, `UNSUB`, `PING`, `PONG`) onto the
+//! connection's shared steps, and the bytes the server sends on this port (`INFO`, `+OK`,
+//! `-ERR`, `PING`, `PONG`, `MSG`/`HMSG`).
+//!
+//! Never: touches the socket or another connection; the shared steps in `conn/mod.rs` do
+//! the bookkeeping.
+
+use bytes::Bytes;
+use tern_protocol::text::{
+    encode_msg_line, encode_server_op, ClientDecoder, ClientOp, ConnectOptions, DecodeError,
+    Publish, ServerInfo, ServerOp, Subscribe,
+};
+
+use super::{CloseReason, Conn, Proto, Sid};
+use crate::config::Limits;
+use crate::mesh::Msg;
+use crate::outbound::Outbound;
+use crate::router::Router;
+use crate::stats::bump;
+
+/// The priority of messages published on the text port, which has no way to give one.
+/// Issue 5 (drop order under backpressure) makes it configurable and settable by header.
+const TEXT_PRIORITY: u8 = 0;
+
+/// The text protocol's state of one connection.
+pub(super) struct TextState {
+    pub(super) decoder: ClientDecoder,
+    pub(super) opts: ConnectOptions,
+}
+
+impl TextState {
+    pub(super) fn new(limits: &Limits) -> TextState {
+        TextState {
+            decoder: ClientDecoder::new(limits.text()),
+            opts: ConnectOptions::default(),
+        }
+    }
+
+    /// Appends `MSG` (or `HMSG` when the client accepts headers and the message has them)
+    /// for subscription `sid`. Returns the delivered size (header block + payload).
+    pub(super) fn encode_delivery(
+        &self,
+        out: &mut Outbound,
+        sid: &Sid,
+        msg: &Msg,
+    ) -> Option<usize> {
+        let Sid::Text(sid) = sid else {
+            return None;
+        };
+        let headers = if self.opts.headers {
+            msg.headers.as_ref()
+        } else {
+            None
+        };
+        let before = out.tail().len();
+        encode_msg_line(
+            out.tail(),
+            &msg.subject,
+            sid,
+            msg.reply.as_deref(),
+            headers.map(Bytes::len),
+            msg.payload.len(),
+        );
+        out.commit(before);
+        if let Some(h) = headers {
+            out.push_bytes(h);
+        }
+        out.push_bytes(&msg.payload);
+        let before = out.tail().len();
+        out.tail().extend_from_slice(b"\r\n");
+        out.commit(before);
+        Some(msg.payload.len() + headers.map_or(0, Bytes::len))
+    }
+}
+
+impl Conn {
+    fn text_state(&mut self) -> &mut TextState {
+        match &mut self.proto {
+            Proto::Text(t) => t,
+            Proto::Binary(_) => unreachable!("text operation on a binary connection"),
+        }
+    }
+
+    /// Queues a server operation (`INFO`, `+OK`, `-ERR`, `PING`, `PONG`).
+    fn send(&mut self, op: &ServerOp) {
+        let before = self.out.tail().len();
+        encode_server_op(op, self.out.tail());
+        self.out.commit(before);
+    }
+
+    pub(super) fn greet_text(&mut self, info: &ServerInfo) {
+        let mut info = info.clone();
+        info.client_id = self.client_id;
+        info.client_ip = Some(self.peer.ip().to_string());
+        self.send(&ServerOp::Info(Box::new(info)));
+    }
+
+    pub(super) fn send_text_pong(&mut self) {
+        self.send(&ServerOp::Pong);
+    }
+
+    pub(super) fn send_text_ping(&mut self) {
+        self.send(&ServerOp::Ping);
+    }
+
+    pub(super) fn fail_text(&mut self, reason: &CloseReason) {
+        let text = match reason {
+            CloseReason::SlowConsumer => "Slow Consumer".to_string(),
+            CloseReason::StaleConnection => "Stale Connection".to_string(),
+            CloseReason::ProtocolError(text) => text.clone(),
+            other => other.to_string(),
+        };
+        self.send(&ServerOp::Err(text));
+    }
+
+    /// Decodes and applies every whole operation in the read buffer.
+    pub(super) fn apply_text(&mut self, router: &mut Router) {
+        while self.closing.is_none() {
+            let decoded = match &mut self.proto {
+                Proto::Text(t) => t.decoder.decode(&mut self.rbuf),
+                Proto::Binary(_) => unreachable!("text decoding on a binary connection"),
+            };
+            match decoded {
+                Ok(Some(op)) => self.apply_op(op, router),
+                Ok(None) => return,
+                Err(e) => self.protocol_error(&e, router),
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, e: &DecodeError, router: &mut Router) {
+        bump(&router.stats.protocol_errors, 1);
+        let text = e.to_string();
+        self.send(&ServerOp::Err(text.clone()));
+        if e.is_fatal() {
+            self.closing = Some(CloseReason::ProtocolError(text));
+        }
+    }
+
+    fn apply_op(&mut self, op: ClientOp, router: &mut Router) {
+        let ack = !matches!(op, ClientOp::Ping | ClientOp::Pong);
+        match op {
+            ClientOp::Connect(opts) => self.connect(*opts, router),
+            ClientOp::Pub(p) => self.publish_text(p, router),
+            ClientOp::Sub(s) => self.subscribe_text(s, router),
+            ClientOp::Unsub { sid, max } => {
+                // Unknown sids are ignored, as nats-server does.
+                self.unsubscribe(&Sid::Text(sid), max, router);
+            }
+            ClientOp::Ping => self.ping(router),
+            ClientOp::Pong => self.pong(),
+        }
+        if ack && self.text_state().opts.verbose && self.closing.is_none() {
+            self.send(&ServerOp::Ok);
+        }
+    }
+
+    fn connect(&mut self, opts: ConnectOptions, router: &mut Router) {
+        if opts.no_responders && !opts.headers {
+            bump(&router.stats.protocol_errors, 1);
+            let text = "no responders requires headers support".to_string();
+            self.send(&ServerOp::Err(text.clone()));
+            self.closing = Some(CloseReason::ProtocolError(text));
+            return;
+        }
+        self.text_state().opts = opts;
+    }
+
+    fn publish_text(&mut self, p: Publish, router: &mut Router) {
+        let opts = &self.text_state().opts;
+        let (no_echo, no_responders) = (!opts.echo, opts.no_responders);
+        // The loop turn in which these bytes were read.
+        let mut msg = Msg::new(p.subject, p.payload, self.id, self.last_activity);
+        msg.reply = p.reply;
+        msg.headers = p.headers;
+        msg.no_echo = no_echo;
+        msg.no_responders = no_responders;
+        msg.priority = TEXT_PRIORITY;
+        self.publish(msg, router);
+    }
+
+    fn subscribe_text(&mut self, s: Subscribe, router: &mut Router) {
+        let sid = Sid::Text(s.sid);
+        if self.has_sid(&sid) {
+            // As nats-server does: a second SUB with a sid in use changes nothing.
+            return;
+        }
+        self.add_sub(sid, s.subject, s.queue.as_ref(), None, router);
+    }
+}
