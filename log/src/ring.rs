@@ -1,0 +1,847 @@
+//! [`RingLog`]: one shard's ring of records in a memory-mapped file. Append, evict, read back,
+//! find by time, sync, and recover on open.
+//!
+//! Owns: the live state of one log (where its oldest and newest records are, their sequences,
+//! a sparse index for seeking), the order in which an append writes its bytes, and the fsync
+//! policy.
+//!
+//! Never: touches a socket, spawns a thread, takes a lock or allocates per append. Exactly one
+//! thread uses a `RingLog`; the borrow checker keeps readers from living across an append.
+//!
+//! Invariants the rest of the crate and `docs/ring-log.md` rely on:
+//! - Live records occupy `[head, tail)` of the data region, or `[head, wrap_at)` followed by
+//!   `[0, tail)` when the log wraps; `first_seq..next_seq` are their sequences, in that order.
+//! - Before any byte of an append is written, the newest checkpoint in the header names the
+//!   oldest record the append leaves intact (or, for an empty log, where its record goes).
+//! - A record's first 8 bytes (length and CRC) are written after every other byte of it.
+//! - After every complete append, the 8 bytes after the newest record are zero (the
+//!   terminator), unless the ring is exactly full there.
+
+use std::collections::VecDeque;
+use std::iter::FusedIterator;
+use std::path::Path;
+use std::sync::atomic::{compiler_fence, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::LogError;
+use crate::file::RingFile;
+use crate::format::{
+    align, crc, get_u32, get_u64, wrap_marker, Checkpoint, ALIGN, HEADER_LEN, MAX_RECORD_LEN,
+    RECORD_HEADER_LEN, WRAP_LEN,
+};
+use crate::record::{commit_word, decode, Record};
+use crate::recovery::{is_indexed, recover, INDEX_STRIDE};
+
+/// When the log asks the operating system to write its pages to disk (`msync`).
+///
+/// A process crash never loses a completed append under any policy: the bytes are in the page
+/// cache the moment `append` returns. The policies differ on power loss and kernel crashes;
+/// `docs/ring-log.md` says exactly what each survives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// Never `msync`; the operating system writes pages back when it likes.
+    Never,
+    /// `msync` from [`RingLog::tick`] when this much time has passed since the last sync and
+    /// something was appended. `append` itself makes no system call.
+    Interval(Duration),
+    /// `msync` inside every `append`, before it returns: the header first when the append
+    /// evicts, then the record.
+    Always,
+}
+
+/// What [`RingLog::open`] found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Records held after recovery.
+    pub records: u64,
+    /// The oldest sequence held (equal to `next_seq` when empty).
+    pub first_seq: u64,
+    /// The sequence the next append gets.
+    pub next_seq: u64,
+    /// Bytes of log data discarded: the torn or corrupt record's extent or, when the last
+    /// checkpoint proves the log went further, the distance to where it said the log ended.
+    pub cut_bytes: u64,
+    /// Why something was cut, naming the first record that failed; `None` when the log ended
+    /// cleanly.
+    pub cut_reason: Option<String>,
+    /// The file did not exist and was created (with a fresh epoch).
+    pub created: bool,
+    /// The file was shorter than its header says (a copy cut short, say) and was extended
+    /// with zeros by this many bytes before recovery.
+    pub extended_bytes: u64,
+    /// The next sequence recorded by the checkpoint recovery started from: the log held at
+    /// least up to `checkpoint_next_seq - 1` when it was written. When this is greater than
+    /// `next_seq`, records that existed were lost (corruption, or a power loss under a lax
+    /// policy), and their sequences will be handed out again in this epoch; a caller that
+    /// already delivered them may prefer to move the file aside and start a new epoch.
+    pub checkpoint_next_seq: u64,
+}
+
+impl Recovery {
+    fn from_walk(
+        cut: Option<(u64, String)>,
+        (first_seq, next_seq): (u64, u64),
+        checkpoint_next_seq: u64,
+        created: bool,
+        extended_bytes: u64,
+    ) -> Recovery {
+        let (cut_bytes, cut_reason) = match cut {
+            Some((bytes, why)) if extended_bytes > 0 => (
+                bytes,
+                Some(format!(
+                    "{why}; the file was {extended_bytes} bytes short (zeroes stand in for them)"
+                )),
+            ),
+            Some((bytes, why)) => (bytes, Some(why)),
+            None => (0, None),
+        };
+        Recovery {
+            records: next_seq - first_seq,
+            first_seq,
+            next_seq,
+            cut_bytes,
+            cut_reason,
+            created,
+            extended_bytes,
+            checkpoint_next_seq,
+        }
+    }
+}
+
+/// Where the log sits in its data region, in bytes from the start of the region. For
+/// monitoring, tools and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Offset of the oldest record (or, when empty, where the next record goes).
+    pub head: u64,
+    /// Offset just past the newest record.
+    pub tail: u64,
+    /// When the log wraps: the offset where its older part ends (a wrap marker's offset, or
+    /// the capacity). The newer part starts at offset 0.
+    pub wrap: Option<u64>,
+    /// Bytes the held records occupy, padding included (wrap markers and the gap before a wrap
+    /// not included).
+    pub used_bytes: u64,
+}
+
+/// One shard's ring log: a file of fixed capacity, mapped into memory, holding the newest
+/// records that fit.
+///
+/// Contract: exactly one `RingLog` in one process uses a file at a time, and nothing else
+/// writes to or truncates the file while it is open (the map would change under its readers).
+/// The log takes no lock to enforce this; the broker gives each shard its own file.
+///
+/// ```
+/// use tern_log::{Fsync, Record, RingLog};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("shard-0.ring");
+/// let (mut log, recovery) = RingLog::open(&path, 1 << 20, Fsync::Never)?;
+/// assert!(recovery.created);
+///
+/// let seq = log.append(&Record { timestamp: 17, ..Record::new(b"chat.room.1", b"hi") })?;
+/// assert_eq!(seq, 1);
+/// let got: Vec<_> = log.read_from(1).map(|r| (r.seq, r.payload.to_vec())).collect();
+/// assert_eq!(got, vec![(1, b"hi".to_vec())]);
+/// drop(log);
+///
+/// let (log, recovery) = RingLog::open(&path, 1 << 20, Fsync::Never)?;
+/// assert_eq!((recovery.records, log.next_seq()), (1, 2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RingLog {
+    file: RingFile,
+    /// Bytes in the data region.
+    cap: usize,
+    epoch: u64,
+    fsync: Fsync,
+    head: usize,
+    tail: usize,
+    wrap_at: Option<usize>,
+    first_seq: u64,
+    next_seq: u64,
+    /// Offsets of the held records whose `seq % INDEX_STRIDE == 0`, oldest first.
+    index: VecDeque<usize>,
+    /// Timestamp of the newest record.
+    last_ts: u64,
+    /// Held records (other than the oldest) whose timestamp is below their predecessor's.
+    descents: u64,
+    /// The newest checkpoint written to the header.
+    ckpt: Checkpoint,
+    /// Something was appended since the last sync.
+    dirty: bool,
+    /// When `tick` last synced.
+    last_tick_sync: Option<Instant>,
+    closed: bool,
+    /// Test hook: how many more bytes the log may write before it "crashes" (stops writing).
+    #[cfg(test)]
+    budget: Option<usize>,
+}
+
+/// Where an append puts its bytes, decided before any is written.
+struct Placement {
+    /// Data offset of the new record.
+    pos: usize,
+    /// Data offset of the wrap marker to write first, if the append wraps.
+    marker: Option<usize>,
+}
+
+impl RingLog {
+    /// Opens `path`, creating it with a fresh random non-zero epoch if it does not exist.
+    ///
+    /// `capacity` is the size of the data region in bytes (a multiple of 8, at least 128);
+    /// the file is 4096 bytes longer. An existing file is validated (magic, format version,
+    /// capacity, header CRC) and recovered: every record is checked (length bounds, CRC32,
+    /// sequence continuity), the log stops at the first torn or corrupt record, and
+    /// [`Recovery`] says what was cut. Recovery then zeroes the data region outside the
+    /// recovered log, so nothing it cut can come back, and syncs once if it changed anything.
+    ///
+    /// A file of another format version or capacity, or with a corrupt header, is an error
+    /// naming the file and what is wrong, and is left byte-for-byte as it was.
+    pub fn open(path: &Path, capacity: u64, fsync: Fsync) -> Result<(RingLog, Recovery), LogError> {
+        let opened = RingFile::open(path, capacity)?;
+        let cap = opened.file.bytes().len() - HEADER_LEN;
+        let epoch = opened.header.epoch;
+        let ckpt = opened.checkpoint;
+        let found = recover(
+            &opened.file.bytes()[HEADER_LEN..],
+            epoch,
+            &ckpt,
+            index_capacity(cap),
+        );
+        let mut log = RingLog {
+            file: opened.file,
+            cap,
+            epoch,
+            fsync,
+            head: found.head,
+            tail: found.tail,
+            wrap_at: found.wrap_at,
+            first_seq: found.first_seq,
+            next_seq: found.next_seq,
+            index: found.index,
+            last_ts: found.last_ts,
+            descents: found.descents,
+            ckpt,
+            dirty: false,
+            last_tick_sync: None,
+            closed: false,
+            #[cfg(test)]
+            budget: None,
+        };
+        // A new file is all zeroes already; an existing one may hold what recovery cut, or
+        // stale records from earlier laps, beyond the log. Zero it so no cut record can ever
+        // pass for a new one with the same sequence.
+        let cleared = if opened.created {
+            false
+        } else {
+            log.clear_outside_log()
+        };
+        let checkpoint_moved = log.checkpoint_differs(log.tail, log.next_seq);
+        if checkpoint_moved {
+            log.write_checkpoint(log.tail, log.next_seq);
+        }
+        if cleared || checkpoint_moved {
+            log.file.sync_data()?;
+            log.file.sync_header()?;
+        }
+        let recovery = Recovery::from_walk(
+            found.cut,
+            (log.first_seq, log.next_seq),
+            ckpt.next_seq,
+            opened.created,
+            opened.extended,
+        );
+        Ok((log, recovery))
+    }
+
+    /// What [`RingLog::open`] would recover from the file at `path`, without changing it:
+    /// the same validation (and errors) and the same walk, on a copy read into memory.
+    /// `extended_bytes` is how much `open` would extend a short file. For tools, and for a
+    /// caller that wants to copy a damaged file aside before `open` zeroes what it cuts.
+    pub fn inspect(path: &Path, capacity: u64) -> Result<Recovery, LogError> {
+        let (header, ckpt, data, short_by) = crate::file::read_for_inspection(path, capacity)?;
+        let found = recover(&data, header.epoch, &ckpt, 0);
+        Ok(Recovery::from_walk(
+            found.cut,
+            (found.first_seq, found.next_seq),
+            ckpt.next_seq,
+            false,
+            short_by,
+        ))
+    }
+
+    /// The log's epoch: random, non-zero, fixed when the file was created. Sequences are
+    /// unique within an epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The oldest sequence held; equal to [`RingLog::next_seq`] when the log is empty.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// The sequence the next append gets: 1 for a new file; after recovery, the last
+    /// recovered sequence + 1, or the checkpointed next sequence if everything was evicted.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Records held.
+    pub fn len(&self) -> u64 {
+        self.next_seq - self.first_seq
+    }
+
+    /// Whether the log holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.next_seq == self.first_seq
+    }
+
+    /// Bytes in the data region (the `capacity` the log was opened with).
+    pub fn capacity(&self) -> u64 {
+        self.cap as u64
+    }
+
+    /// The largest record (its [`Record::stored_len`]) this log accepts: its capacity, capped
+    /// by what the 32-bit length field can describe. Appending one that large evicts every
+    /// other record.
+    pub fn max_record_len(&self) -> u64 {
+        (self.cap as u64).min(MAX_RECORD_LEN)
+    }
+
+    /// The fsync policy.
+    pub fn fsync(&self) -> Fsync {
+        self.fsync
+    }
+
+    /// The log's file.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Where the log sits in its data region.
+    pub fn layout(&self) -> Layout {
+        let used = if self.is_empty() {
+            0
+        } else {
+            match self.wrap_at {
+                None => self.tail - self.head,
+                Some(w) => w - self.head + self.tail,
+            }
+        };
+        Layout {
+            head: self.head as u64,
+            tail: self.tail as u64,
+            wrap: self.wrap_at.map(|w| w as u64),
+            used_bytes: used as u64,
+        }
+    }
+
+    /// Appends one record and returns its sequence, evicting the oldest records as needed
+    /// (exactly those whose bytes the new record, or its wrap marker, overwrites).
+    /// `rec.seq` is ignored.
+    ///
+    /// A record whose [`Record::stored_len`] exceeds [`RingLog::max_record_len`] is refused
+    /// with [`LogError::RecordTooLarge`], and a field longer than its length prefix with
+    /// [`LogError::FieldTooLong`]; nothing is written then.
+    ///
+    /// Cost: a copy into the map and a CRC over the record. No allocation; no system call
+    /// unless the policy is [`Fsync::Always`]. Under `Always`, an [`LogError::Io`] means the
+    /// record is in the log (as `next_seq() - 1`) but may not be durable.
+    pub fn append(&mut self, rec: &Record<'_>) -> Result<u64, LogError> {
+        rec.check_fields()?;
+        let exact = rec.exact_len();
+        let stored = rec.stored_len();
+        if stored > self.max_record_len() {
+            return Err(LogError::RecordTooLarge {
+                size: stored,
+                max: self.max_record_len(),
+            });
+        }
+        let (exact, n) = (exact as usize, stored as usize);
+        let seq = self.next_seq;
+        let tail_before = self.tail;
+
+        // From here on the append always completes, so the in-memory state and the file stay
+        // consistent; an msync error under `Always` is returned at the end.
+        let mut sync_error = None;
+        let place = self.make_room(n);
+        // 1. The checkpoint, if the head moved: recovery must never start at a record this
+        //    append is about to overwrite.
+        if self.ckpt.head != self.head as u64 || self.ckpt.first_seq != self.first_seq {
+            self.write_checkpoint(tail_before, seq);
+            if self.fsync == Fsync::Always {
+                keep_first(&mut sync_error, self.file.sync_header());
+            }
+        }
+        // 2. The wrap marker, announcing that record `seq` is at offset 0.
+        if let Some(m) = place.marker {
+            self.put(HEADER_LEN + m, &wrap_marker(self.epoch, seq));
+            compiler_fence(Ordering::SeqCst);
+        }
+        // 3. The record, all but its first 8 bytes: the fixed fields first (so a torn record
+        //    names its sequence), then the variable fields and zero padding.
+        let base = HEADER_LEN + place.pos;
+        self.put(base + 8, &rec.fixed_part(seq));
+        compiler_fence(Ordering::SeqCst);
+        let mut at = base + RECORD_HEADER_LEN;
+        for field in rec.var_fields() {
+            self.put(at, field);
+            at += field.len();
+        }
+        self.put(at, &[0u8; ALIGN][..n - exact]);
+        // 4. The terminator: zero the 8 bytes after the record so the log visibly ends there
+        //    (not if the ring is exactly full there: those bytes are the oldest record).
+        let after = if place.pos + n == self.cap {
+            0
+        } else {
+            place.pos + n
+        };
+        // (`make_room` has already set `head` to the record's own offset if the log was or
+        // became empty.)
+        let terminator = (after != self.head).then_some(after);
+        if let Some(t) = terminator {
+            self.put(HEADER_LEN + t, &[0u8; 8]);
+        }
+        compiler_fence(Ordering::SeqCst);
+        // 5. The commit: length and CRC. Until these 8 bytes are complete the record does not
+        //    validate, so a crash at any earlier byte leaves the log as it was.
+        let sum = crc(self.epoch, &self.file.bytes()[base + 8..base + exact]);
+        self.put(base, &commit_word(exact as u32, sum));
+        compiler_fence(Ordering::SeqCst);
+
+        // The record is in. Update the in-memory state.
+        if self.is_empty() {
+            self.head = place.pos;
+            self.descents = 0;
+        } else if rec.timestamp < self.last_ts {
+            self.descents += 1;
+        }
+        self.last_ts = rec.timestamp;
+        if is_indexed(seq) {
+            self.index.push_back(place.pos);
+        }
+        self.tail = place.pos + n;
+        self.next_seq = seq + 1;
+        self.dirty = true;
+
+        if self.fsync == Fsync::Always {
+            if let Some(m) = place.marker {
+                keep_first(&mut sync_error, self.file.sync_range(HEADER_LEN + m, 8));
+            }
+            let synced = match terminator {
+                Some(t) if t == place.pos + n => self.file.sync_range(base, n + 8),
+                Some(t) => self
+                    .file
+                    .sync_range(base, n)
+                    .and_then(|()| self.file.sync_range(HEADER_LEN + t, 8)),
+                None => self.file.sync_range(base, n),
+            };
+            keep_first(&mut sync_error, synced);
+            self.dirty = sync_error.is_some();
+        }
+        match sync_error {
+            None => Ok(seq),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// The records with sequence `>= from` (clamped to [`RingLog::first_seq`]), oldest first,
+    /// borrowed from the map. Seeking costs at most [`crate::INDEX_STRIDE`] record hops through the
+    /// sparse index, and each `next()` decodes one record: no allocation, no CRC check (the
+    /// records were checked when recovered or written).
+    pub fn read_from(&self, from: u64) -> Records<'_> {
+        let from = from.max(self.first_seq);
+        if from >= self.next_seq {
+            return Records {
+                data: self.data(),
+                pos: self.tail,
+                remaining: 0,
+            };
+        }
+        Records {
+            data: self.data(),
+            pos: self.offset_of(from),
+            remaining: self.next_seq - from,
+        }
+    }
+
+    /// The first held sequence whose timestamp is `>= ts`, or [`RingLog::next_seq`] if none.
+    ///
+    /// Exact whatever the timestamps: while every held record's timestamp is at least its
+    /// predecessor's (the usual case), this is a binary search over the sparse index plus at
+    /// most two strides of record hops; while some held record goes back in time (the clock
+    /// was set back), it scans from the oldest record.
+    pub fn seq_at_time(&self, ts: u64) -> u64 {
+        if self.is_empty() {
+            return self.next_seq;
+        }
+        let data = self.data();
+        let (mut pos, mut seq) = (self.head, self.first_seq);
+        if self.descents == 0 {
+            let i = self.index.partition_point(|&p| get_u64(data, p + 16) < ts);
+            if i > 0 {
+                pos = self.index[i - 1];
+                seq = self.index_front_seq() + (i as u64 - 1) * INDEX_STRIDE;
+            }
+        }
+        while seq < self.next_seq {
+            if get_u64(data, pos + 16) >= ts {
+                return seq;
+            }
+            seq += 1;
+            if seq < self.next_seq {
+                pos = self.hop(pos);
+            }
+        }
+        self.next_seq
+    }
+
+    /// Applies the fsync policy: under [`Fsync::Interval`], syncs if something was appended
+    /// and the interval has passed since the last sync `tick` did (the broker calls this from
+    /// its timer). Under `Never` and `Always` it does nothing.
+    pub fn tick(&mut self, now: Instant) -> Result<(), LogError> {
+        let Fsync::Interval(every) = self.fsync else {
+            return Ok(());
+        };
+        let due = self
+            .last_tick_sync
+            .is_none_or(|last| now.saturating_duration_since(last) >= every);
+        if self.dirty && due {
+            self.sync()?;
+            self.last_tick_sync = Some(now);
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable, whatever the policy: writes a checkpoint of
+    /// the current state, `msync`s the header page, then the data region. (Header first: the
+    /// moment the new head is on disk, the records it evicted may be overwritten there too.)
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        if self.checkpoint_differs(self.tail, self.next_seq) {
+            self.write_checkpoint(self.tail, self.next_seq);
+        }
+        self.file.sync_header()?;
+        self.file.sync_data()?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Syncs (whatever the policy) and closes the log, reporting any error `Drop` would have
+    /// to swallow.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.sync()?;
+        self.closed = true;
+        Ok(())
+    }
+
+    // ----- internals -----
+
+    /// The data region.
+    #[inline]
+    fn data(&self) -> &[u8] {
+        &self.file.bytes()[HEADER_LEN..]
+    }
+
+    /// Writes `bytes` at file offset `at`. Every write to the map goes through here, so tests
+    /// can stop the log at any byte.
+    #[inline]
+    fn put(&mut self, at: usize, bytes: &[u8]) {
+        #[cfg(test)]
+        let bytes = match self.budget.as_mut() {
+            Some(left) => {
+                let n = (*left).min(bytes.len());
+                *left -= n;
+                &bytes[..n]
+            }
+            None => bytes,
+        };
+        self.file.bytes_mut()[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Whether a checkpoint written now would differ from the newest one.
+    fn checkpoint_differs(&self, tail: usize, next_seq: u64) -> bool {
+        let c = &self.ckpt;
+        c.head != self.head as u64
+            || c.first_seq != self.first_seq
+            || c.tail != tail as u64
+            || c.next_seq != next_seq
+    }
+
+    /// Writes the next checkpoint generation (into the slot not holding the newest one) for
+    /// the current head and the given end of log.
+    fn write_checkpoint(&mut self, tail: usize, next_seq: u64) {
+        let c = Checkpoint {
+            generation: self.ckpt.generation + 1,
+            head: self.head as u64,
+            first_seq: self.first_seq,
+            tail: tail as u64,
+            next_seq,
+        };
+        let bytes = c.encode(self.epoch);
+        self.put(c.slot_offset(), &bytes);
+        compiler_fence(Ordering::SeqCst);
+        self.ckpt = c;
+    }
+
+    /// Decides where a record of `n` stored bytes goes and evicts (in memory) every record its
+    /// bytes, or its wrap marker's, would overlap. Writes nothing.
+    fn make_room(&mut self, n: usize) -> Placement {
+        let mut marker = None;
+        loop {
+            if self.is_empty() {
+                // Nothing to keep: no marker needed, the checkpoint will name the new spot.
+                self.wrap_at = None;
+                let pos = if self.tail + n <= self.cap {
+                    self.tail
+                } else {
+                    0
+                };
+                self.head = pos;
+                self.tail = pos;
+                return Placement { pos, marker: None };
+            }
+            match self.wrap_at {
+                // Live: [head, tail). Free: [tail, cap) and [0, head).
+                None => {
+                    if self.tail + n <= self.cap {
+                        return Placement {
+                            pos: self.tail,
+                            marker,
+                        };
+                    }
+                    if self.tail < self.cap {
+                        marker = Some(self.tail);
+                    }
+                    self.wrap_at = Some(self.tail);
+                    self.tail = 0;
+                }
+                // Live: [head, w) then [0, tail). Free: [tail, head).
+                Some(_) => {
+                    if self.tail + n <= self.head {
+                        return Placement {
+                            pos: self.tail,
+                            marker,
+                        };
+                    }
+                    self.evict_oldest();
+                }
+            }
+        }
+    }
+
+    /// Drops the oldest record from the in-memory state.
+    fn evict_oldest(&mut self) {
+        let data = self.data();
+        let n = align(get_u32(data, self.head) as usize).max(ALIGN);
+        let old_ts = get_u64(data, self.head + 16);
+        if is_indexed(self.first_seq) {
+            self.index.pop_front();
+        }
+        self.first_seq += 1;
+        self.head += n;
+        if self.wrap_at == Some(self.head) {
+            self.head = 0;
+            self.wrap_at = None;
+        }
+        if self.is_empty() {
+            self.descents = 0;
+        } else if get_u64(self.data(), self.head + 16) < old_ts {
+            self.descents -= 1;
+        }
+    }
+
+    /// The sequence of the oldest index entry.
+    fn index_front_seq(&self) -> u64 {
+        self.first_seq.div_ceil(INDEX_STRIDE) * INDEX_STRIDE
+    }
+
+    /// Data offset of held record `seq`.
+    fn offset_of(&self, seq: u64) -> usize {
+        let front = self.index_front_seq();
+        let (mut pos, mut s) = if seq >= front && !self.index.is_empty() {
+            let k = (seq - front) / INDEX_STRIDE;
+            (self.index[k as usize], front + k * INDEX_STRIDE)
+        } else {
+            (self.head, self.first_seq)
+        };
+        while s < seq {
+            pos = self.hop(pos);
+            s += 1;
+        }
+        pos
+    }
+
+    /// Data offset of the record after the held record at `pos` (which must not be the
+    /// newest).
+    fn hop(&self, pos: usize) -> usize {
+        next_record(self.data(), pos + align(get_u32(self.data(), pos) as usize))
+    }
+
+    /// Zeroes every byte of the data region outside the live records and the live wrap
+    /// marker, skipping pages that are zero already. Returns whether it wrote anything.
+    fn clear_outside_log(&mut self) -> bool {
+        let ranges: [(usize, usize); 2] = if self.is_empty() {
+            [(0, self.cap), (0, 0)]
+        } else {
+            match self.wrap_at {
+                None => [(self.tail, self.cap), (0, self.head)],
+                Some(w) => [(self.tail, self.head), ((w + 8).min(self.cap), self.cap)],
+            }
+        };
+        let mut wrote = false;
+        for (from, to) in ranges {
+            let mut at = from;
+            while at < to {
+                // Chunk on 4 KiB file-page boundaries so untouched pages stay clean.
+                let end = (((HEADER_LEN + at) / 4096 + 1) * 4096 - HEADER_LEN).min(to);
+                let chunk = &mut self.file.bytes_mut()[HEADER_LEN + at..HEADER_LEN + end];
+                if !is_zero(chunk) {
+                    chunk.fill(0);
+                    wrote = true;
+                }
+                at = end;
+            }
+        }
+        wrote
+    }
+
+    /// Test hook: lets the next writes through for `bytes` bytes, then silently drops every
+    /// later write, as if the process had died there.
+    #[cfg(test)]
+    pub(crate) fn crash_after(&mut self, bytes: usize) {
+        self.budget = Some(bytes);
+    }
+
+    /// Test hook: bytes still allowed before the simulated crash.
+    #[cfg(test)]
+    pub(crate) fn budget_left(&self) -> Option<usize> {
+        self.budget
+    }
+
+    /// Test hook: the whole file as the page cache holds it.
+    #[cfg(test)]
+    pub(crate) fn file_image(&self) -> Vec<u8> {
+        self.file.bytes().to_vec()
+    }
+}
+
+impl Drop for RingLog {
+    /// Writes a final checkpoint and, unless the policy is [`Fsync::Never`], syncs. Errors are
+    /// dropped; call [`RingLog::close`] to see them.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        #[cfg(test)]
+        if self.budget.is_some() {
+            return; // A simulated crash: the process would not have run this.
+        }
+        if self.checkpoint_differs(self.tail, self.next_seq) {
+            self.write_checkpoint(self.tail, self.next_seq);
+        }
+        if self.fsync != Fsync::Never {
+            let _ = self.file.sync_header();
+            let _ = self.file.sync_data();
+        }
+    }
+}
+
+impl std::fmt::Debug for RingLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingLog")
+            .field("path", &self.path())
+            .field("epoch", &format_args!("{:#018x}", self.epoch))
+            .field("capacity", &self.cap)
+            .field("fsync", &self.fsync)
+            .field("first_seq", &self.first_seq)
+            .field("next_seq", &self.next_seq)
+            .field("layout", &self.layout())
+            .finish()
+    }
+}
+
+/// Keeps the first error of a series of msyncs that must all be attempted.
+fn keep_first(first: &mut Option<LogError>, result: Result<(), LogError>) {
+    if let Err(e) = result {
+        first.get_or_insert(e);
+    }
+}
+
+/// Resolves a position where a record may start: the end of the region or a wrap marker mean
+/// "continue at offset 0".
+#[inline]
+fn next_record(data: &[u8], p: usize) -> usize {
+    if p >= data.len() || get_u32(data, p) == WRAP_LEN {
+        0
+    } else {
+        p
+    }
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(8);
+    let acc = words.by_ref().fold(0u64, |acc, w| acc | get_u64(w, 0));
+    acc == 0 && words.remainder().iter().all(|&x| x == 0)
+}
+
+/// Index entries to reserve up front so appends never grow the index: one per stride of the
+/// smallest possible records, capped (a larger ring may grow it once in a while).
+fn index_capacity(cap: usize) -> usize {
+    (cap / (RECORD_HEADER_LEN * INDEX_STRIDE as usize) + 2).min(1 << 20)
+}
+
+/// The records of a [`RingLog`] from some sequence on, oldest first, borrowed from its map.
+/// See [`RingLog::read_from`].
+#[derive(Clone)]
+pub struct Records<'a> {
+    data: &'a [u8],
+    pos: usize,
+    remaining: u64,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Record<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Record<'a>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let at = next_record(self.data, self.pos);
+        match decode(self.data, at, self.data.len()) {
+            Ok((rec, stored)) => {
+                self.pos = at + stored;
+                self.remaining -= 1;
+                Some(rec)
+            }
+            Err(_) => {
+                // Only reachable if someone else wrote to the file; see RingLog's contract.
+                debug_assert!(false, "undecodable held record at data offset {at}");
+                self.remaining = 0;
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::try_from(self.remaining).unwrap_or(usize::MAX);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Records<'_> {}
+
+impl std::fmt::Debug for Records<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("pos", &self.pos)
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+impl FusedIterator for Records<'_> {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,308 @@
+//! Unit tests of the ring with access to its internals: a simulated process crash at every
+//! byte an append writes (through the `put` hook, so in the order the code really writes),
+//! and the in-memory index and timestamp bookkeeping checked against brute force.
+
+use super::*;
+
+/// A record with owned fields, to compare against what the log gives back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Owned {
+    timestamp: u64,
+    priority: u8,
+    subject: Vec<u8>,
+    reply: Option<Vec<u8>>,
+    headers: Option<Vec<u8>>,
+    message_id: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+impl Owned {
+    fn record(&self) -> Record<'_> {
+        Record {
+            seq: 0,
+            timestamp: self.timestamp,
+            priority: self.priority,
+            subject: &self.subject,
+            reply: self.reply.as_deref(),
+            headers: self.headers.as_deref(),
+            message_id: self.message_id.as_deref(),
+            payload: &self.payload,
+        }
+    }
+
+    fn matches(&self, r: &Record<'_>) -> bool {
+        *r == Record {
+            seq: r.seq,
+            ..self.record()
+        }
+    }
+}
+
+/// xorshift64*: deterministic, dependency-free.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn gen(rng: &mut Rng, i: u64, max_payload: u64) -> Owned {
+    let opt =
+        |rng: &mut Rng, tag: u8| (rng.below(2) == 0).then(|| vec![tag; rng.below(12) as usize]);
+    Owned {
+        timestamp: 1_000 + i * 10 + rng.below(5),
+        priority: rng.below(8) as u8,
+        subject: format!("room.{}", rng.below(1000)).into_bytes(),
+        reply: opt(rng, b'r'),
+        headers: opt(rng, b'h'),
+        message_id: opt(rng, b'm'),
+        payload: vec![(i % 251) as u8; rng.below(max_payload + 1) as usize],
+    }
+}
+
+/// A directory for scratch files: tmpfs when there is one, so the many opens stay fast.
+fn scratch() -> tempfile::TempDir {
+    if Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").expect("tempdir in /dev/shm")
+    } else {
+        tempfile::tempdir().expect("tempdir")
+    }
+}
+
+/// Every held record equals the one appended with its sequence (`appended[seq - 1]`).
+fn assert_holds(log: &RingLog, appended: &[Owned]) {
+    let got: Vec<_> = log.read_from(0).collect();
+    assert_eq!(got.len() as u64, log.len());
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.seq, log.first_seq() + i as u64);
+        assert!(
+            appended[r.seq as usize - 1].matches(r),
+            "record {} differs",
+            r.seq
+        );
+    }
+}
+
+fn open_image(dir: &Path, name: &str, image: &[u8], cap: u64) -> (RingLog, Recovery) {
+    let path = dir.join(name);
+    std::fs::write(&path, image).unwrap();
+    RingLog::open(&path, cap, Fsync::Never).unwrap()
+}
+
+/// Simulates a process crash at every byte of the next append of `next` to `log`, and checks
+/// what a reopen recovers each time.
+fn crash_everywhere(dir: &Path, log: &RingLog, appended: &[Owned], next: &Owned) {
+    let cap = log.capacity();
+    let before = log.file_image();
+    let (first_before, next_before) = (log.first_seq(), log.next_seq());
+
+    // A complete run, to learn how many bytes the append writes and where it leaves the log.
+    let (mut probe, _) = open_image(dir, "probe", &before, cap);
+    assert_eq!(
+        (probe.first_seq(), probe.next_seq()),
+        (first_before, next_before)
+    );
+    let ckpt_gen = probe.ckpt.generation;
+    probe.crash_after(usize::MAX);
+    probe.append(&next.record()).unwrap();
+    let total = usize::MAX - probe.budget_left().unwrap();
+    let first_after = probe.first_seq();
+    let checkpoint_bytes = if probe.ckpt.generation > ckpt_gen {
+        crate::format::SLOT_LEN
+    } else {
+        0
+    };
+    drop(probe);
+
+    let mut all = appended.to_vec();
+    all.push(next.clone());
+    for k in 0..=total {
+        let (mut victim, _) = open_image(dir, "victim", &before, cap);
+        victim.crash_after(k);
+        victim.append(&next.record()).unwrap();
+        let crashed = victim.file_image();
+        drop(victim);
+
+        let (log2, rec) = open_image(dir, "crashed", &crashed, cap);
+        let complete = log2.next_seq() == next_before + 1;
+        assert!(
+            log2.next_seq() == next_before || complete,
+            "byte {k}/{total}: next_seq {} (was {next_before})",
+            log2.next_seq()
+        );
+        assert!(
+            (first_before..=first_after).contains(&log2.first_seq()),
+            "byte {k}/{total}: first_seq {} not in {first_before}..={first_after}",
+            log2.first_seq()
+        );
+        if complete {
+            // Only the commit word may be short, when its missing bytes happen to equal what
+            // was there before.
+            assert!(
+                k + 8 >= total,
+                "byte {k}/{total}: validated before its commit word"
+            );
+            assert_eq!(log2.first_seq(), first_after);
+            assert_eq!(rec.cut_reason, None);
+        }
+        if k <= checkpoint_bytes {
+            assert_eq!(
+                rec.cut_reason, None,
+                "byte {k}: nothing of the record written yet"
+            );
+            assert_eq!(
+                log2.first_seq(),
+                if k == checkpoint_bytes {
+                    first_after
+                } else {
+                    first_before
+                },
+                "byte {k}/{total} ckpt {checkpoint_bytes} next_before {next_before}"
+            );
+        }
+        if k >= checkpoint_bytes + 8 && !complete {
+            assert!(
+                rec.cut_reason.is_some(),
+                "byte {k}/{total}: torn record not reported"
+            );
+        }
+        assert_holds(&log2, &all);
+
+        // The recovered log goes on: new records get the next sequences, nothing cut returns.
+        let mut log2 = log2;
+        let extra = Owned {
+            payload: b"after the crash".to_vec(),
+            ..next.clone()
+        };
+        let mut all2 = all[..log2.next_seq() as usize - 1].to_vec();
+        for _ in 0..2 {
+            let s = log2.append(&extra.record()).unwrap();
+            assert_eq!(s as usize, all2.len() + 1);
+            all2.push(extra.clone());
+        }
+        drop(log2);
+        let (log3, rec3) = RingLog::open(&dir.join("crashed"), cap, Fsync::Never).unwrap();
+        assert_eq!(rec3.cut_reason, None);
+        assert_eq!(log3.next_seq() as usize, all2.len() + 1);
+        assert_holds(&log3, &all2);
+    }
+}
+
+#[test]
+fn a_crash_at_any_byte_of_any_append_loses_nothing_complete() {
+    let dir = scratch();
+    for (cap, max_payload, appends, seed) in [
+        (512u64, 90u64, 40u64, 7u64),
+        (1024, 200, 40, 11),
+        (4096, 40, 70, 13),
+    ] {
+        let mut rng = Rng(seed);
+        let (mut log, _) =
+            RingLog::open(&dir.path().join(format!("main-{cap}")), cap, Fsync::Never).unwrap();
+        let mut appended = vec![];
+        for i in 0..appends {
+            let next = gen(&mut rng, i, max_payload);
+            crash_everywhere(dir.path(), &log, &appended, &next);
+            log.append(&next.record()).unwrap();
+            appended.push(next);
+            assert_holds(&log, &appended);
+        }
+        // Finally a record as large as the ring: it evicts everything.
+        let huge = Owned {
+            payload: vec![9; (cap - 40 - 5) as usize],
+            ..Owned {
+                timestamp: u64::MAX,
+                priority: 0,
+                subject: b"big".to_vec(),
+                reply: None,
+                headers: None,
+                message_id: None,
+                payload: vec![],
+            }
+        };
+        assert_eq!(huge.record().stored_len(), cap);
+        crash_everywhere(dir.path(), &log, &appended, &huge);
+        log.append(&huge.record()).unwrap();
+        appended.push(huge);
+        assert_eq!(log.len(), 1);
+        assert_holds(&log, &appended);
+    }
+}
+
+#[test]
+fn index_and_descents_match_brute_force_through_many_laps() {
+    let dir = scratch();
+    let mut rng = Rng(99);
+    let (mut log, _) = RingLog::open(&dir.path().join("r"), 8192, Fsync::Never).unwrap();
+    let mut appended: Vec<Owned> = vec![];
+    for i in 0..5000u64 {
+        let mut o = gen(&mut rng, i, 120);
+        if rng.below(50) == 0 {
+            o.timestamp = rng.below(1_000); // the clock went back
+        }
+        log.append(&o.record()).unwrap();
+        appended.push(o);
+        if i % 97 == 0 || i > 4990 {
+            // Every held sequence is found where a plain walk finds it.
+            let mut pos = log.head;
+            for seq in log.first_seq()..log.next_seq() {
+                assert_eq!(log.offset_of(seq), pos, "seq {seq}");
+                if seq + 1 < log.next_seq() {
+                    pos = log.hop(pos);
+                }
+            }
+            let held: Vec<_> = log.read_from(0).map(|r| r.timestamp).collect();
+            let descents = held.windows(2).filter(|w| w[1] < w[0]).count() as u64;
+            assert_eq!(log.descents, descents, "after {i} appends");
+            // seq_at_time agrees with a scan, monotonic or not.
+            for _ in 0..20 {
+                let t = rng.below(60_000);
+                let want = log
+                    .read_from(0)
+                    .find(|r| r.timestamp >= t)
+                    .map_or(log.next_seq(), |r| r.seq);
+                assert_eq!(log.seq_at_time(t), want, "t {t} after {i} appends");
+            }
+        }
+    }
+    assert!(
+        log.first_seq() > 4000,
+        "many laps: first_seq {}",
+        log.first_seq()
+    );
+    assert_holds(&log, &appended);
+}
+
+#[test]
+fn sync_and_drop_write_a_checkpoint_of_the_whole_log() {
+    let dir = scratch();
+    let path = dir.path().join("c");
+    let (mut log, _) =
+        RingLog::open(&path, 1024, Fsync::Interval(Duration::from_millis(10))).unwrap();
+    for i in 0..30u64 {
+        log.append(&Record::new(b"a", &i.to_le_bytes())).unwrap();
+    }
+    let t0 = Instant::now();
+    log.tick(t0).unwrap();
+    assert!(!log.dirty);
+    let c = log.ckpt;
+    assert_eq!((c.first_seq, c.next_seq), (log.first_seq(), log.next_seq()));
+    assert_eq!((c.head, c.tail), (log.head as u64, log.tail as u64));
+    // Not due yet: a tick right after an append does not sync.
+    log.append(&Record::new(b"a", b"x")).unwrap();
+    log.tick(t0 + Duration::from_millis(1)).unwrap();
+    assert!(log.dirty);
+    log.tick(t0 + Duration::from_millis(10)).unwrap();
+    assert!(!log.dirty);
+    drop(log);
+    let page = std::fs::read(&path).unwrap();
+    let epoch = crate::format::FileHeader::decode(&page).unwrap().epoch;
+    let c = Checkpoint::newest(&page[..HEADER_LEN], epoch, 1024).unwrap();
+    assert_eq!(c.next_seq, 32);
+}
