@@ -31,7 +31,74 @@ pub struct Config {
     /// monitoring is off. Port 0 picks a free port.
     pub monitor: Option<SocketAddr>,
     pub limits: Limits,
+    pub store: StoreConfig,
     pub log: LogConfig,
+}
+
+/// What the shards keep in their ring logs (store and forward), and where.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory of the ring files, one per shard. Flag `--data-dir`.
+    pub data_dir: PathBuf,
+    /// Capacity of each shard's ring file, in bytes. Flag `--log-size`.
+    pub log_size: u64,
+    /// When appends are made durable. Flags `--fsync`, `--fsync-interval`.
+    pub fsync: Fsync,
+    /// Subject filters of the messages stored; empty: nothing is stored and no file is
+    /// opened. Flags `--store` (repeatable), `--no-store`; config key `store` (a list).
+    pub subjects: Vec<String>,
+    /// How long a message id is remembered for idempotent publishing. Flag
+    /// `--dedupe-window`.
+    pub dedupe_window: Duration,
+    /// Records a shard replays per loop turn for catch-ups, so one large catch-up does not
+    /// stall live traffic. Flag `--replay-batch`.
+    pub replay_batch: usize,
+}
+
+/// When the ring logs are synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Never explicitly: the OS writes pages back. Survives a process crash, not power loss.
+    Never,
+    /// Every interval, from the worker's timer. Power loss loses at most about one interval.
+    Interval(Duration),
+    /// After every append. Survives power loss; slow.
+    Always,
+}
+
+/// The `--fsync` flag's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    Never,
+    Interval,
+    Always,
+}
+
+impl StoreConfig {
+    pub const DEFAULT_DATA_DIR: &'static str = "./data";
+    pub const DEFAULT_LOG_SIZE: u64 = 64 * 1024 * 1024;
+    pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
+    pub const DEFAULT_REPLAY_BATCH: usize = 4096;
+
+    /// True when nothing is stored.
+    pub fn is_off(&self) -> bool {
+        self.subjects.is_empty()
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from(Self::DEFAULT_DATA_DIR),
+            log_size: Self::DEFAULT_LOG_SIZE,
+            fsync: Fsync::Interval(Self::DEFAULT_FSYNC_INTERVAL),
+            subjects: vec![">".to_string()],
+            dedupe_window: Self::DEFAULT_DEDUPE_WINDOW,
+            replay_batch: Self::DEFAULT_REPLAY_BATCH,
+        }
+    }
 }
 
 /// Limits, each with a default, a flag and a config key (the field name).
@@ -122,6 +189,7 @@ impl Default for Config {
             server_name: "ternd".to_string(),
             monitor: Some(DEFAULT_MONITOR),
             limits: Limits::default(),
+            store: StoreConfig::default(),
             log: LogConfig {
                 level: "info".to_string(),
                 format: LogFormat::Text,
@@ -197,6 +265,30 @@ pub struct Args {
     /// Capacity of each worker's inbound queue, in batches [default: 4096].
     #[arg(long, value_name = "N")]
     pub worker_queue: Option<usize>,
+    /// Directory of the ring logs, one file per shard [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Capacity of each shard's ring log, e.g. 256MiB [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub log_size: Option<usize>,
+    /// When the logs are synced to disk [default: interval].
+    #[arg(long, value_enum)]
+    pub fsync: Option<FsyncMode>,
+    /// The sync interval of `--fsync interval` [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub fsync_interval: Option<Duration>,
+    /// Store messages on subjects matching this filter (repeatable) [default: >, everything].
+    #[arg(long, value_name = "FILTER", conflicts_with = "no_store")]
+    pub store: Vec<String>,
+    /// Store nothing: no ring logs, no catch-up, no deduplication.
+    #[arg(long)]
+    pub no_store: bool,
+    /// How long a message id is remembered for idempotent publishing [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub dedupe_window: Option<Duration>,
+    /// Records a shard replays per loop turn for catch-ups [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub replay_batch: Option<usize>,
     /// Log filter, e.g. info, debug [default: info]; RUST_LOG overrides.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -232,6 +324,16 @@ struct FileConfig {
     #[serde(default, deserialize_with = "de_duration")]
     shutdown_timeout: Option<Duration>,
     worker_queue: Option<usize>,
+    data_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_size")]
+    log_size: Option<usize>,
+    fsync: Option<FsyncMode>,
+    #[serde(default, deserialize_with = "de_duration")]
+    fsync_interval: Option<Duration>,
+    store: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de_duration")]
+    dedupe_window: Option<Duration>,
+    replay_batch: Option<usize>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
 }
@@ -309,6 +411,43 @@ impl Config {
                     .or(file.worker_queue)
                     .unwrap_or(dl.worker_queue),
             },
+            store: {
+                let ds = &d.store;
+                let interval = args
+                    .fsync_interval
+                    .or(file.fsync_interval)
+                    .unwrap_or(StoreConfig::DEFAULT_FSYNC_INTERVAL);
+                StoreConfig {
+                    data_dir: args
+                        .data_dir
+                        .or(file.data_dir)
+                        .unwrap_or(ds.data_dir.clone()),
+                    log_size: args
+                        .log_size
+                        .or(file.log_size)
+                        .map_or(ds.log_size, |n| n as u64),
+                    fsync: match args.fsync.or(file.fsync).unwrap_or(FsyncMode::Interval) {
+                        FsyncMode::Never => Fsync::Never,
+                        FsyncMode::Interval => Fsync::Interval(interval),
+                        FsyncMode::Always => Fsync::Always,
+                    },
+                    subjects: if args.no_store {
+                        Vec::new()
+                    } else if !args.store.is_empty() {
+                        args.store
+                    } else {
+                        file.store.unwrap_or(ds.subjects.clone())
+                    },
+                    dedupe_window: args
+                        .dedupe_window
+                        .or(file.dedupe_window)
+                        .unwrap_or(ds.dedupe_window),
+                    replay_batch: args
+                        .replay_batch
+                        .or(file.replay_batch)
+                        .unwrap_or(ds.replay_batch),
+                }
+            },
             log: LogConfig {
                 level: args.log_level.or(file.log_level).unwrap_or(d.log.level),
                 format: args.log_format.or(file.log_format).unwrap_or(d.log.format),
@@ -361,6 +500,29 @@ impl Config {
         }
         if l.worker_queue == 0 {
             return invalid("worker_queue", "must be at least 1");
+        }
+        let st = &self.store;
+        if st.log_size < 1024 * 1024 {
+            return invalid("log_size", "must be at least 1MiB");
+        }
+        if st.log_size < (l.max_payload as u64) * 2 {
+            return invalid("log_size", "must hold at least two messages of max_payload");
+        }
+        if let Fsync::Interval(d) = st.fsync {
+            if d < Duration::from_millis(10) {
+                return invalid("fsync_interval", "must be at least 10ms");
+            }
+        }
+        for filter in &st.subjects {
+            if let Err(e) = tern_protocol::subject::validate_filter(filter.as_bytes()) {
+                return Err(ConfigError::Invalid {
+                    key: "store",
+                    reason: format!("`{filter}` is not a subject filter: {e}"),
+                });
+            }
+        }
+        if st.replay_batch == 0 {
+            return invalid("replay_batch", "must be at least 1");
         }
         Ok(())
     }
@@ -609,5 +771,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("`binary_listen`"), "{err}");
+    }
+
+    #[test]
+    fn store_flags_file_and_off() {
+        let c = Config::from_args(Args::default()).unwrap();
+        assert_eq!(c.store.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.store.log_size, 64 * 1024 * 1024);
+        assert_eq!(c.store.fsync, Fsync::Interval(Duration::from_secs(1)));
+        assert_eq!(c.store.subjects, [">"]);
+        assert_eq!(c.store.dedupe_window, Duration::from_secs(120));
+        let c = with_file(
+            "data_dir = \"/var/lib/tern\"\nlog_size = \"8MiB\"\nfsync = \"always\"\n\
+             store = [\"chat.>\", \"prices.*\"]\ndedupe_window = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.store.data_dir, PathBuf::from("/var/lib/tern"));
+        assert_eq!(c.store.log_size, 8 * 1024 * 1024);
+        assert_eq!(c.store.fsync, Fsync::Always);
+        assert_eq!(c.store.subjects, ["chat.>", "prices.*"]);
+        assert_eq!(c.store.dedupe_window, Duration::from_secs(30));
+        let c = Config::from_args(Args::parse_from([
+            "ternd",
+            "--fsync",
+            "interval",
+            "--fsync-interval",
+            "250ms",
+            "--store",
+            "a.>",
+            "--store",
+            "b",
+        ]))
+        .unwrap();
+        assert_eq!(c.store.fsync, Fsync::Interval(Duration::from_millis(250)));
+        assert_eq!(c.store.subjects, ["a.>", "b"]);
+        let c = Config::from_args(Args::parse_from(["ternd", "--no-store"])).unwrap();
+        assert!(c.store.is_off());
+        let err = with_file("store = [\"a..b\"]\n").unwrap_err().to_string();
+        assert!(err.contains("`store`") && err.contains("a..b"), "{err}");
+        let err = Config::from_args(Args::parse_from(["ternd", "--log-size", "100KiB"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`log_size`"), "{err}");
     }
 }

@@ -3,7 +3,8 @@
 //! Owns: the data path, thread-per-core and shared-nothing, as `docs/architecture.md`
 //! describes it: [`server`] starts one [`worker`] per core; each worker owns its
 //! connections ([`conn`]), their outbound queues ([`outbound`]) and one [`shard`] of the
-//! subject space with its subscription [`index`]; workers talk only through the [`mesh`].
+//! subject space with its subscription [`index`] and its [`store`] (ring log, dedupe
+//! window, catch-ups); workers talk only through the [`mesh`].
 //! [`router`] decides where each operation goes. The [`monitor`] thread serves the
 //! monitoring endpoint from the workers' counters ([`stats`]) and from [`snapshot`]s they
 //! answer through the mesh; each worker owns its [`latency`] histogram.
@@ -23,6 +24,7 @@ pub mod server;
 mod shard;
 mod snapshot;
 pub mod stats;
+mod store;
 mod worker;
 
 pub use config::{Args, Config, ConfigError};

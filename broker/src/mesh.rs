@@ -33,6 +33,15 @@ pub(crate) struct ConnId {
     pub gen: u32,
 }
 
+impl ConnId {
+    /// No connection: the origin of a message replayed from a log.
+    pub const NONE: ConnId = ConnId {
+        worker: u16::MAX,
+        slot: u32::MAX,
+        gen: 0,
+    };
+}
+
 /// A subscription, named from any worker: its connection, its slot in the connection's
 /// subscription slab, and an id unique within the owning worker, so a stale delivery for an
 /// unsubscribed (or replaced) subscription is recognised and dropped.
@@ -70,8 +79,13 @@ pub(crate) struct Msg {
     /// 0 (lowest) to 7 (highest), as published on the binary port.
     pub priority: u8,
     /// The publisher (binary port) asked for a `PUBLISH_ACK` with this id: the owner shard
-    /// answers once it has routed the message.
+    /// answers once it has stored (if it keeps the subject) and routed the message.
     pub ack_id: Option<u64>,
+    /// The publisher's id for idempotent publishing: a repeat within the dedupe window is
+    /// acknowledged with the first copy's sequence and neither stored nor delivered.
+    pub message_id: Option<Bytes>,
+    /// Delivered from a log (catch-up), not live.
+    pub replayed: bool,
     /// Where the message sits in its owner shard's sequence; set by that shard when it
     /// routes the message, zero before (and for status messages, which are not sequenced).
     pub stamp: Stamp,
@@ -92,6 +106,8 @@ impl Msg {
             received,
             priority: 0,
             ack_id: None,
+            message_id: None,
+            replayed: false,
             stamp: Stamp::default(),
         }
     }
@@ -133,6 +149,8 @@ pub(crate) enum Envelope {
         conn: ConnId,
         ack_id: u64,
         stamp: Stamp,
+        /// The message id was seen within the dedupe window: `stamp` is the first copy's.
+        duplicate: bool,
     },
     /// From a shard to the subscriber's worker: a subscription asked to resume after
     /// sequence `requested - 1` of `shard`, but the shard no longer holds `requested` up to
@@ -143,6 +161,9 @@ pub(crate) enum Envelope {
         requested: u64,
         oldest: u64,
     },
+    /// A text client's catch-up request (`$TERN.REPLAY`), to each shard its filter can
+    /// match in: replay the matching records into its inbox.
+    Replay(Arc<ReplayRequest>),
     /// A connection's `PING` barrier, sent to each shard the connection published to (or
     /// changed subscriptions on) since its previous `PING`, behind that traffic.
     Barrier { conn: ConnId, token: u64 },
@@ -154,6 +175,30 @@ pub(crate) enum Envelope {
     /// From the monitoring thread: answer with a snapshot of this worker's state. Not a
     /// control envelope (it changes nothing), and never pushed through an `Outbox`.
     Snapshot(crate::snapshot::SnapshotRequest),
+}
+
+/// A text-port catch-up: replay what the log holds on `filter`, from `start`, by
+/// publishing each record to `inbox`, then an end marker per shard.
+#[derive(Debug)]
+pub(crate) struct ReplayRequest {
+    pub filter: Bytes,
+    pub inbox: Bytes,
+    pub start: ReplayStart,
+    /// How many shards answer (each sends one end marker).
+    pub shards: u16,
+}
+
+/// Where a text-port catch-up starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplayStart {
+    /// Everything the log holds.
+    All,
+    /// From this sequence of the subject's shard (literal subjects).
+    FromSeq(u64),
+    /// From the first record at or after this time (ns since the Unix epoch).
+    Time(u64),
+    /// The last N matching records held.
+    LastN(u32),
 }
 
 impl Envelope {

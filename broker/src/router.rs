@@ -14,9 +14,10 @@ use bytes::Bytes;
 use tern_protocol::subject;
 
 use crate::config::Config;
-use crate::mesh::{Batch, Envelope, Inbox, Mesh, Msg, Outbox, Start, SubRef};
+use crate::mesh::{Batch, Envelope, Inbox, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef};
 use crate::shard::Shard;
 use crate::stats::{bump, WorkerStats};
+use crate::store::Store;
 
 pub(crate) struct Router {
     pub me: usize,
@@ -41,11 +42,12 @@ impl Router {
         inbox: Inbox,
         config: Arc<Config>,
         stats: Arc<WorkerStats>,
+        store: Option<Store>,
     ) -> Router {
         let n = mesh.workers();
         Router {
             me,
-            shard: Shard::new(me, n),
+            shard: Shard::new(me, n, store),
             outbox: Outbox::new(me, mesh),
             workers: n,
             config,
@@ -117,6 +119,7 @@ impl Router {
                 .shard
                 .subscribe(&filter, queue.as_ref(), sub, &start, &mut self.outbox),
             Envelope::Unsubscribe { filter, sub } => self.shard.unsubscribe(&filter, &sub),
+            Envelope::Replay(request) => self.shard.replay_request(request, &mut self.outbox),
             // Everything queued here before the barrier has been routed, and its deliveries
             // pushed ahead of this answer.
             Envelope::Barrier { conn, token } => self
@@ -125,6 +128,11 @@ impl Router {
             other => return Some(other),
         }
         None
+    }
+
+    /// Advances this shard's catch-ups by one bounded batch.
+    pub fn pump_replays(&mut self, now: std::time::Instant) {
+        self.shard.pump_replays(now, &mut self.outbox);
     }
 
     /// Hands a message to the shard that owns its subject, and says which shard that is.
@@ -144,6 +152,24 @@ impl Router {
         if routed.no_responders {
             bump(&self.stats.no_responders, 1);
         }
+    }
+
+    /// Sends a text client's catch-up request to the shards its filter can match in, and
+    /// says which.
+    pub fn replay(&mut self, mut request: ReplayRequest) -> Range<usize> {
+        let shards = self.shards_for(&request.filter);
+        request.shards = shards.len() as u16;
+        let request = Arc::new(request);
+        for shard in shards.clone() {
+            if shard == self.me {
+                self.shard
+                    .replay_request(Arc::clone(&request), &mut self.outbox);
+            } else {
+                self.outbox
+                    .push(shard, Envelope::Replay(Arc::clone(&request)));
+            }
+        }
+        shards
     }
 
     /// Registers a subscription in the shards its filter can match in, and says which.

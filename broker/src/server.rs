@@ -28,10 +28,14 @@ use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
 use crate::router::Router;
 use crate::stats::{Totals, WorkerStats};
+use crate::store::{DataDir, Store, StoreError};
 use crate::worker::{Worker, WorkerSetup, WAKER};
 
 /// A running broker.
 pub struct Server {
+    /// Locks the data directory for the life of the server (released after the workers,
+    /// and their logs, are gone).
+    _data_dir: Option<DataDir>,
     local_addr: SocketAddr,
     binary_addr: Option<SocketAddr>,
     mesh: Mesh,
@@ -51,6 +55,8 @@ pub enum StartError {
     Worker { worker: usize, source: io::Error },
     #[error("cannot start monitoring on {addr}: {source}")]
     Monitor { addr: SocketAddr, source: io::Error },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl Server {
@@ -108,9 +114,7 @@ impl Server {
             client_id: 0,
             client_ip: None,
         };
-        // There is no log yet (issue 4): every start is a new epoch, so a resume token from
-        // before a restart is recognised as such.
-        let log_epoch = random_u64();
+        let (data_dir, stores, log_epoch) = open_stores(&config)?;
         let welcome = Welcome {
             version: BINARY_VERSION,
             shard_count: n as u16,
@@ -130,11 +134,12 @@ impl Server {
 
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
-        for (worker, (((poll, listener), binary_listener), inbox)) in polls
+        for (worker, ((((poll, listener), binary_listener), inbox), store)) in polls
             .into_iter()
             .zip(listeners)
             .zip(binary_listeners)
             .zip(inboxes)
+            .zip(stores)
             .enumerate()
         {
             let worker_stats = Arc::new(WorkerStats::default());
@@ -146,6 +151,7 @@ impl Server {
                     inbox,
                     Arc::clone(&config),
                     worker_stats,
+                    store,
                 ),
                 poll,
                 listener,
@@ -185,6 +191,7 @@ impl Server {
                     Ok(m) => Some(m),
                     Err(source) => {
                         let server = Server {
+                            _data_dir: data_dir,
                             local_addr,
                             binary_addr,
                             mesh,
@@ -212,6 +219,7 @@ impl Server {
             "ternd started"
         );
         Ok(Server {
+            _data_dir: data_dir,
             local_addr,
             binary_addr,
             mesh,
@@ -285,6 +293,57 @@ impl Server {
             "ternd stopped"
         );
     }
+}
+
+/// Opens every shard's store (when anything is stored): locks the data directory, opens or
+/// creates each ring file and logs what recovery found. Returns the lock, one store per
+/// shard (all `None` when nothing is stored) and the broker's log epoch.
+///
+/// The epoch clients see combines every shard file's own epoch and the shard count, so a
+/// resume token stops being valid when any shard's file was recreated or the shards were
+/// renumbered. Without a store every start is a new epoch: nothing survives it.
+#[allow(clippy::type_complexity)]
+fn open_stores(config: &Config) -> Result<(Option<DataDir>, Vec<Option<Store>>, u64), StartError> {
+    let n = config.workers;
+    if config.store.is_off() {
+        return Ok((None, (0..n).map(|_| None).collect(), random_u64()));
+    }
+    let dir = DataDir::open(&config.store.data_dir)?;
+    let now = std::time::Instant::now();
+    let wall_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut stores = Vec::with_capacity(n);
+    let mut epoch = n as u64;
+    for shard in 0..n {
+        let path = dir.shard_file(shard, n);
+        let (store, recovery) = Store::open(&path, &config.store, now, wall_ns)?;
+        let records = recovery.records;
+        match &recovery.cut_reason {
+            Some(reason) => tracing::warn!(
+                shard,
+                path = %path.display(),
+                records,
+                first_seq = recovery.first_seq,
+                next_seq = recovery.next_seq,
+                cut_bytes = recovery.cut_bytes,
+                %reason,
+                "ring log recovered; its damaged tail was cut"
+            ),
+            None => info!(
+                shard,
+                path = %path.display(),
+                created = recovery.created,
+                records,
+                first_seq = recovery.first_seq,
+                next_seq = recovery.next_seq,
+                "ring log opened"
+            ),
+        }
+        epoch = epoch.rotate_left(13) ^ store.epoch();
+        stores.push(Some(store));
+    }
+    Ok((Some(dir), stores, epoch.max(1)))
 }
 
 /// Binds `n` listeners on one address, one per worker.

@@ -4,11 +4,15 @@
 //! it owns, wildcard ones registered everywhere) and the choice of receivers for each
 //! message: every plain subscriber, exactly one member of each queue group (round robin per
 //! group), nobody for a publisher's own message when it said `echo: false`, and the
-//! no-responders status when a request reaches nobody. It also owns the shard's sequence:
-//! every message it routes is stamped with the next sequence (from 1) and the time, and a
-//! publisher that asked for an acknowledgement gets one once the message is routed. A
-//! subscription that asks to resume after a sequence this shard no longer holds is told
-//! what it missed (a gap) before anything else from this shard reaches it.
+//! no-responders status when a request reaches nobody. It also owns the shard's sequence
+//! and its [`Store`]: every message it routes is stamped with the time and, when the store
+//! keeps its subject, appended to the ring log first (its sequence is the log's); a
+//! publisher that asked for an acknowledgement gets one once the message is stored and
+//! routed, and a repeated message id within the dedupe window is acknowledged with the
+//! first copy's sequence and goes no further. A subscription that starts from a position
+//! (resume token, time, last N) is told what the log no longer holds (a gap) before
+//! anything else from this shard, then catches up from the log and goes live without gap
+//! or duplicate (see `store.rs`).
 //!
 //! Exactly one thread ever touches a shard. Routing a message allocates nothing per
 //! subscriber: deliveries share the message's `Arc` and go into per-worker batches.
@@ -16,14 +20,15 @@
 //! Never: touches a socket or a connection; it only produces envelopes.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use tern_protocol::binary::StartPosition;
 use tern_protocol::headers::NO_RESPONDERS;
 
 use crate::index::{shard_for, Index, QueueId};
-use crate::mesh::{Envelope, Msg, Outbox, Stamp, Start, SubRef};
+use crate::mesh::{Envelope, Msg, Outbox, ReplayRequest, Stamp, Start, SubRef};
+use crate::store::{ReplayEvent, Store};
 
 pub(crate) struct Shard {
     id: usize,
@@ -33,9 +38,11 @@ pub(crate) struct Shard {
     queue_next: Vec<u32>,
     /// Queue candidates of the message being routed (reused; no allocation per publish).
     candidates: Vec<(QueueId, SubRef)>,
-    /// The sequence the next message routed here gets. Starts at 1; there is no log yet
-    /// (issue 4), so the shard holds no message and "the oldest held" is always this.
+    /// Without a store: the sequence the next message routed here gets (from 1). The
+    /// shard holds no message, so "the oldest held" is always this.
     next_seq: u64,
+    /// The ring log and what goes with it; `None` when nothing is stored.
+    store: Option<Store>,
 }
 
 /// What routing one message did, for the counters.
@@ -46,7 +53,7 @@ pub(crate) struct Routed {
 }
 
 impl Shard {
-    pub fn new(id: usize, shards: usize) -> Shard {
+    pub fn new(id: usize, shards: usize, store: Option<Store>) -> Shard {
         Shard {
             id,
             shards,
@@ -54,6 +61,69 @@ impl Shard {
             queue_next: Vec::new(),
             candidates: Vec::new(),
             next_seq: 1,
+            store,
+        }
+    }
+
+    /// True while catch-ups are in progress (the worker must not sleep).
+    pub fn has_replays(&self) -> bool {
+        self.store.as_ref().is_some_and(Store::has_replays)
+    }
+
+    /// The store's timer (fsync policy).
+    pub fn tick(&mut self, now: Instant) {
+        if let Some(store) = &mut self.store {
+            if let Err(e) = store.tick(now) {
+                tracing::error!(shard = self.id, error = %e, "cannot sync the ring log");
+            }
+        }
+    }
+
+    /// A text client's catch-up request. Without a store there is nothing to replay: the
+    /// end marker alone says so.
+    pub fn replay_request(&mut self, request: Arc<ReplayRequest>, out: &mut Outbox) {
+        match &mut self.store {
+            Some(store) => store.start_inbox_replay(request),
+            None => {
+                let marker =
+                    crate::store::end_marker(&request, self.id as u16, 0, None, Instant::now());
+                let owner = shard_for(&marker.subject, self.shards);
+                out.push(owner, Envelope::Publish(Arc::new(marker)));
+            }
+        }
+    }
+
+    /// Advances the catch-ups in progress by one bounded batch.
+    pub fn pump_replays(&mut self, now: Instant, out: &mut Outbox) {
+        let shard = self.id as u16;
+        let shards = self.shards;
+        if let Some(store) = &mut self.store {
+            store.pump(shard, now, |event| match event {
+                ReplayEvent::Deliver(sub, msg) => out.push(
+                    sub.conn.worker as usize,
+                    Envelope::Deliver {
+                        sub,
+                        msg: Arc::new(msg),
+                    },
+                ),
+                ReplayEvent::Publish(msg) => {
+                    let owner = shard_for(&msg.subject, shards);
+                    out.push(owner, Envelope::Publish(Arc::new(msg)));
+                }
+                ReplayEvent::Gap {
+                    sub,
+                    requested,
+                    oldest,
+                } => out.push(
+                    sub.conn.worker as usize,
+                    Envelope::Gap {
+                        sub,
+                        shard,
+                        requested,
+                        oldest,
+                    },
+                ),
+            });
         }
     }
 
@@ -72,8 +142,9 @@ impl Shard {
         shard_for(subject, self.shards)
     }
 
-    /// Registers a subscription. One that resumes from a token is first told, through
-    /// `out`, about the part of this shard's sequence it asked for that is no longer held.
+    /// Registers a subscription. One that starts from a position is first told, through
+    /// `out`, about the part of what it asked for that this shard no longer holds, then
+    /// catches up from the log (`pump_replays`) before it gets live messages.
     pub fn subscribe(
         &mut self,
         filter: &Bytes,
@@ -82,22 +153,39 @@ impl Shard {
         start: &Start,
         out: &mut Outbox,
     ) {
-        if let Some(StartPosition::Resume(token)) = start.as_deref() {
-            let requested = token
-                .last_sequences
-                .get(self.id)
-                .copied()
-                .unwrap_or(0)
-                .saturating_add(1);
-            // Nothing is held: everything from `requested` up to the next sequence is gone.
-            if requested < self.next_seq {
+        if let Some(start) = start.as_deref() {
+            let gap = match &mut self.store {
+                Some(store) => {
+                    let from = match start {
+                        StartPosition::Live => None,
+                        StartPosition::Resume(token) => {
+                            Some(resume_from(&token.last_sequences, self.id))
+                        }
+                        StartPosition::Time(ns) => Some(store.seq_at_time(*ns)),
+                        StartPosition::LastN(n) => {
+                            store.start_last_n(sub, filter, *n);
+                            None
+                        }
+                    };
+                    from.and_then(|from| store.start_replay(sub, filter, from))
+                }
+                // Nothing is held: a resume behind the shard lost everything since.
+                None => match start {
+                    StartPosition::Resume(token) => {
+                        let from = resume_from(&token.last_sequences, self.id);
+                        (from < self.next_seq).then_some((from, self.next_seq))
+                    }
+                    _ => None,
+                },
+            };
+            if let Some((requested, oldest)) = gap {
                 out.push(
                     sub.conn.worker as usize,
                     Envelope::Gap {
                         sub,
                         shard: self.id as u16,
                         requested,
-                        oldest: self.next_seq,
+                        oldest,
                     },
                 );
             }
@@ -108,6 +196,9 @@ impl Shard {
 
     pub fn unsubscribe(&mut self, filter: &[u8], sub: &SubRef) {
         self.index.remove(filter, sub);
+        if let Some(store) = &mut self.store {
+            store.stop_replay(sub);
+        }
     }
 
     /// Routes a message this shard owns: stamps it with the next sequence, finds its
@@ -115,21 +206,55 @@ impl Shard {
     /// the receiver's connection, then the publisher's acknowledgement if it asked for one.
     pub fn route(&mut self, mut msg: Arc<Msg>, out: &mut Outbox) -> Routed {
         debug_assert_eq!(self.owner(&msg.subject), self.id);
+        let mut stored = false;
         if !msg.origin_only {
-            let stamp = Stamp {
-                shard: self.id as u16,
-                seq: self.next_seq,
-                time_ns: unix_nanos(),
+            let time_ns = unix_nanos();
+            let seq = match &mut self.store {
+                Some(store) if store.keeps(&msg.subject) => {
+                    let now = msg.received;
+                    if let Some(seq) = msg
+                        .message_id
+                        .as_ref()
+                        .and_then(|id| store.duplicate_of(id, now))
+                    {
+                        self.ack(&msg, seq, true, out);
+                        return Routed::default();
+                    }
+                    match store.append(&msg, time_ns, now) {
+                        Ok(seq) => {
+                            stored = true;
+                            seq
+                        }
+                        Err(e) => {
+                            tracing::error!(shard = self.id, error = %e, "cannot store a message; delivered unsequenced");
+                            0
+                        }
+                    }
+                }
+                // Kept out of the log by the store filters: no sequence to resume from.
+                Some(_) => 0,
+                None => {
+                    self.next_seq += 1;
+                    self.next_seq - 1
+                }
             };
-            self.next_seq += 1;
             // The shard normally holds the only reference: stamped in place, no copy.
-            Arc::make_mut(&mut msg).stamp = stamp;
+            Arc::make_mut(&mut msg).stamp = Stamp {
+                shard: self.id as u16,
+                seq,
+                time_ns,
+            };
         }
         let msg = &msg;
         let mut deliveries = 0;
         let candidates = &mut self.candidates;
         candidates.clear();
+        let store = self.store.as_ref();
         let wanted = |sub: &SubRef| {
+            // A stored message reaches a subscription still catching up through the log.
+            if stored && store.is_some_and(|s| s.is_replaying(sub)) {
+                return false;
+            }
             if msg.origin_only {
                 sub.conn == msg.origin
             } else {
@@ -169,16 +294,7 @@ impl Shard {
             deliveries += 1;
             start = end;
         }
-        if let Some(ack_id) = msg.ack_id {
-            out.push(
-                msg.origin.worker as usize,
-                Envelope::Ack {
-                    conn: msg.origin,
-                    ack_id,
-                    stamp: msg.stamp,
-                },
-            );
-        }
+        self.ack(msg, msg.stamp.seq, false, out);
         let no_responders = deliveries == 0 && msg.no_responders && !msg.origin_only;
         if no_responders {
             if let Some(reply) = &msg.reply {
@@ -193,6 +309,32 @@ impl Shard {
             no_responders,
         }
     }
+}
+
+impl Shard {
+    /// Acknowledges a publish that asked for it: stored (or routed) under `seq`.
+    fn ack(&self, msg: &Msg, seq: u64, duplicate: bool, out: &mut Outbox) {
+        if let Some(ack_id) = msg.ack_id {
+            out.push(
+                msg.origin.worker as usize,
+                Envelope::Ack {
+                    conn: msg.origin,
+                    ack_id,
+                    stamp: Stamp { seq, ..msg.stamp },
+                    duplicate,
+                },
+            );
+        }
+    }
+}
+
+/// The first sequence of `shard` a resume token asks for: after the last one it saw.
+fn resume_from(last_sequences: &[u64], shard: usize) -> u64 {
+    last_sequences
+        .get(shard)
+        .copied()
+        .unwrap_or(0)
+        .saturating_add(1)
 }
 
 /// Now, in nanoseconds since the Unix epoch (0 if the clock is before it).
@@ -237,7 +379,7 @@ mod tests {
 
     /// The single-shard world: every subject is owned by shard 0, deliveries go to 2 workers.
     fn world() -> (Shard, Outbox) {
-        (Shard::new(0, 1), Outbox::new(0, Mesh::for_tests(2)))
+        (Shard::new(0, 1, None), Outbox::new(0, Mesh::for_tests(2)))
     }
 
     /// The subscription ids delivered, over both workers.
@@ -419,6 +561,7 @@ mod tests {
                 conn,
                 ack_id,
                 stamp,
+                duplicate: false,
             }] = &acks[..]
             else {
                 panic!("one ack for the publisher's worker: {acks:?}");

@@ -184,6 +184,7 @@ impl Worker {
                 // (`Router::sync_inbox`): hand them to their connections this turn.
                 self.drain_inbox();
             }
+            self.router.pump_replays(self.now);
             self.handle_local();
             self.router.outbox.flush();
             self.write_connections();
@@ -201,7 +202,10 @@ impl Worker {
         if self.router.outbox.is_blocked() || self.draining.is_some() {
             return Duration::from_millis(1);
         }
-        if !self.to_read.is_empty() || self.router.has_set_aside() {
+        if !self.to_read.is_empty()
+            || self.router.has_set_aside()
+            || self.router.shard.has_replays()
+        {
             return Duration::ZERO;
         }
         self.next_tick.saturating_duration_since(Instant::now())
@@ -331,7 +335,8 @@ impl Worker {
             Envelope::Publish(_)
             | Envelope::Subscribe { .. }
             | Envelope::Unsubscribe { .. }
-            | Envelope::Barrier { .. } => {}
+            | Envelope::Barrier { .. }
+            | Envelope::Replay(_) => {}
             Envelope::Deliver { sub, msg } => {
                 let slot = sub.conn.slot as usize;
                 let Some(conn) = self.conns.get_mut(slot) else {
@@ -348,9 +353,10 @@ impl Worker {
                 conn,
                 ack_id,
                 stamp,
+                duplicate,
             } => {
                 if let Some(c) = self.conn_mut(conn) {
-                    if c.ack(ack_id, stamp) {
+                    if c.ack(ack_id, stamp, duplicate) {
                         self.list_write(conn.slot as usize);
                     }
                 }
@@ -514,6 +520,7 @@ impl Worker {
 
     fn tick(&mut self) {
         self.next_tick = self.now + TICK;
+        self.router.shard.tick(self.now);
         self.accept(Port::Text);
         self.accept(Port::Binary);
         let limits = self.router.config.limits.clone();

@@ -30,6 +30,7 @@ impl Ternd {
                 "127.0.0.1:0",
                 "--binary-listen",
                 "127.0.0.1:0",
+                "--no-store",
                 "--monitor",
                 "127.0.0.1:0",
                 "--workers",

@@ -98,7 +98,7 @@ impl BinaryState {
             shard: msg.stamp.shard,
             sequence: msg.stamp.seq,
             timestamp: msg.stamp.time_ns,
-            replayed: false,
+            replayed: msg.replayed,
             subject: &msg.subject,
             reply: msg.reply.as_deref(),
         };
@@ -123,7 +123,7 @@ impl BinaryState {
         Some(msg.payload.len() + headers.map_or(0, Bytes::len))
     }
 
-    pub(super) fn send_ack(&self, out: &mut Outbound, ack_id: u64, stamp: Stamp) {
+    pub(super) fn send_ack(&self, out: &mut Outbound, ack_id: u64, stamp: Stamp, duplicate: bool) {
         send_frame(
             out,
             &ServerFrame::PublishAck(PublishAck {
@@ -131,7 +131,7 @@ impl BinaryState {
                 result: AckResult::Stored {
                     shard: stamp.shard,
                     sequence: stamp.seq,
-                    duplicate: false,
+                    duplicate,
                 },
             }),
         );
@@ -324,9 +324,8 @@ impl Conn {
         self.send_binary(&welcome);
     }
 
-    /// `PUBLISH`. The message id and coalescing key are accepted but not acted on yet:
-    /// deduplication comes with the ring log (issue 4), coalescing with subscriber queues
-    /// (issue 5).
+    /// `PUBLISH`. The coalescing key is accepted but not acted on yet: coalescing comes
+    /// with subscriber queues (issue 5).
     fn publish_binary(&mut self, p: Publish, router: &mut Router) {
         let echo = self.binary_state().hello.echo;
         let mut msg = Msg::new(p.subject, p.payload, self.id, self.last_activity);
@@ -335,6 +334,7 @@ impl Conn {
         msg.no_echo = !echo;
         msg.priority = p.priority;
         msg.ack_id = p.ack_id;
+        msg.message_id = p.message_id;
         self.publish(msg, router);
     }
 

@@ -560,13 +560,13 @@ impl Conn {
 
     /// The shard that owns a message this connection published with an acknowledgement
     /// request has routed it.
-    pub fn ack(&mut self, ack_id: u64, stamp: Stamp) -> bool {
+    pub fn ack(&mut self, ack_id: u64, stamp: Stamp, duplicate: bool) -> bool {
         if self.closing.is_some() {
             return false;
         }
         match &mut self.proto {
             Proto::Binary(b) => {
-                b.send_ack(&mut self.out, ack_id, stamp);
+                b.send_ack(&mut self.out, ack_id, stamp, duplicate);
                 true
             }
             // The text protocol has no acknowledgements: nothing asks for one there.

@@ -16,10 +16,13 @@ use tern_protocol::text::{
 
 use super::{CloseReason, Conn, Proto, Sid};
 use crate::config::Limits;
-use crate::mesh::Msg;
+use crate::mesh::{Msg, ReplayRequest, ReplayStart};
 use crate::outbound::Outbound;
 use crate::router::Router;
 use crate::stats::bump;
+
+/// The subject of text-port catch-up requests (see `replay_request`).
+const REPLAY_SUBJECT: &[u8] = b"$TERN.REPLAY";
 
 /// The priority of messages published on the text port, which has no way to give one.
 /// Issue 5 (drop order under backpressure) makes it configurable and settable by header.
@@ -170,6 +173,9 @@ impl Conn {
     }
 
     fn publish_text(&mut self, p: Publish, router: &mut Router) {
+        if p.subject == REPLAY_SUBJECT {
+            return self.replay_request(p, router);
+        }
         let opts = &self.text_state().opts;
         let (no_echo, no_responders) = (!opts.echo, opts.no_responders);
         // The loop turn in which these bytes were read.
@@ -182,6 +188,43 @@ impl Conn {
         self.publish(msg, router);
     }
 
+    /// `PUB $TERN.REPLAY <inbox>` with a JSON body: catch-up for text clients. The shards
+    /// the filter can match in publish every matching record they hold to the inbox, with
+    /// its subject, shard, sequence and time as `Tern-*` headers, then one end marker each
+    /// (`docs/protocol-text.md`). A request that cannot be served gets a `400` status
+    /// message on the inbox saying why.
+    fn replay_request(&mut self, p: Publish, router: &mut Router) {
+        let Some(inbox) = p.reply else {
+            self.send(&ServerOp::Err(
+                "Replay requests need a reply subject".to_string(),
+            ));
+            return;
+        };
+        if !self.text_state().opts.headers {
+            self.send(&ServerOp::Err(
+                "Replay requires headers support".to_string(),
+            ));
+            return;
+        }
+        match parse_replay(&p.payload) {
+            Ok((filter, start)) => {
+                let shards = router.replay(ReplayRequest {
+                    filter,
+                    inbox,
+                    start,
+                    shards: 0,
+                });
+                self.barrier.touch(shards);
+            }
+            Err(reason) => {
+                let block = format!("NATS/1.0 400 Bad Request\r\nTern-Error: {reason}\r\n\r\n");
+                let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.last_activity);
+                msg.headers = Some(Bytes::from(block));
+                self.publish(msg, router);
+            }
+        }
+    }
+
     fn subscribe_text(&mut self, s: Subscribe, router: &mut Router) {
         let sid = Sid::Text(s.sid);
         if self.has_sid(&sid) {
@@ -190,4 +233,35 @@ impl Conn {
         }
         self.add_sub(sid, s.subject, s.queue.as_ref(), None, router);
     }
+}
+
+/// The body of a `$TERN.REPLAY` request: `{"subject": FILTER}` and at most one of
+/// `"from_seq": N` (literal subjects), `"since_ns": NS`, `"last": N`; with none, everything
+/// held. Errors are the text of the `400` reply.
+fn parse_replay(body: &[u8]) -> Result<(Bytes, ReplayStart), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        subject: String,
+        from_seq: Option<u64>,
+        since_ns: Option<u64>,
+        last: Option<u32>,
+    }
+    let r: Request =
+        serde_json::from_slice(body).map_err(|e| format!("invalid replay request: {e}"))?;
+    tern_protocol::subject::validate_filter(r.subject.as_bytes())
+        .map_err(|e| format!("invalid subject: {e}"))?;
+    let start = match (r.from_seq, r.since_ns, r.last) {
+        (None, None, None) => ReplayStart::All,
+        (Some(seq), None, None) => {
+            if !tern_protocol::subject::is_literal(r.subject.as_bytes()) {
+                return Err("from_seq needs a literal subject (one shard)".to_string());
+            }
+            ReplayStart::FromSeq(seq)
+        }
+        (None, Some(ns), None) => ReplayStart::Time(ns),
+        (None, None, Some(n)) => ReplayStart::LastN(n),
+        _ => return Err("give at most one of from_seq, since_ns, last".to_string()),
+    };
+    Ok((Bytes::from(r.subject), start))
 }

@@ -28,6 +28,8 @@ pub const WORKERS: usize = 2;
 /// A running `ternd`. Killed (SIGKILL) when dropped; [`Broker::stop`] stops it gracefully.
 pub struct Broker {
     child: Option<Child>,
+    /// The data directory the harness made for this broker (removed when dropped).
+    own_data_dir: Option<std::path::PathBuf>,
     addr: SocketAddr,
     binary_addr: Option<SocketAddr>,
     workers: usize,
@@ -67,6 +69,24 @@ impl Broker {
             full.push("--binary-listen".into());
             full.push("127.0.0.1:0".into());
         }
+        // The ring logs default to ./data, which parallel tests would fight over: a fresh
+        // directory of its own unless the test gives one (or stores nothing).
+        let own_data_dir = if args
+            .iter()
+            .any(|a| *a == "--data-dir" || *a == "--no-store")
+        {
+            None
+        } else {
+            let dir = temp_dir("ternd-data");
+            full.push("--data-dir".into());
+            full.push(dir.display().to_string());
+            // Small logs: tests never need 64 MiB per shard.
+            if !args.contains(&"--log-size") {
+                full.push("--log-size".into());
+                full.push("4MiB".into());
+            }
+            Some(dir)
+        };
         // Monitoring defaults to 127.0.0.1:8222, which parallel tests would fight over:
         // off unless the test asks for it.
         if !args
@@ -118,6 +138,7 @@ impl Broker {
 
         let mut broker = Broker {
             child: Some(child),
+            own_data_dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             binary_addr: None,
             workers,
@@ -268,6 +289,9 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = self.own_data_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         if std::thread::panicking() {
             // The log is the first thing to read when a test fails.
             let log = self.stderr();
@@ -275,6 +299,23 @@ impl Drop for Broker {
             eprintln!("--- ternd stderr (tail) ---\n{tail}");
         }
     }
+}
+
+/// A new, empty directory under the system's temp dir, unique to this call. The caller
+/// removes it.
+pub fn temp_dir(prefix: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("cannot create a temp dir");
+    dir
 }
 
 fn tail_chars(s: &str, n: usize) -> String {

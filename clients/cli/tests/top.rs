@@ -20,6 +20,8 @@ fn top_once_shows_the_broker() {
         "--workers",
         "2",
         "--no-pin",
+        "--no-binary",
+        "--no-store",
     ]))
     .unwrap();
     let server = Server::start(config).unwrap();

@@ -1,0 +1,555 @@
+//! A shard's store: its ring log, which subjects go in it, the message ids it remembers
+//! for idempotent publishing, and the catch-ups (replays) in progress.
+//!
+//! Owns: the shard's [`RingLog`] (appended to before a stored message is delivered, so
+//! whatever a subscriber is sent live is already in the log), the store filters, the
+//! dedupe window (message id -> the sequence it was stored under, forgotten after the
+//! window), and one [`Replay`] cursor per subscription catching up.
+//!
+//! The handover from replay to live has no gap and no duplicate because both happen in
+//! the shard's thread: while a subscription has a cursor, live delivery of *stored*
+//! messages to it is skipped (they are in the log, behind the cursor's reach), and the
+//! cursor is dropped in the same step that delivers the last record the log holds; from
+//! then on live delivery takes over with the next sequence. Messages the store does not
+//! keep are delivered live throughout, since no replay will ever bring them.
+//!
+//! Never: touches a socket or a connection, or blocks; replays advance in bounded batches
+//! (`replay_batch` records per loop turn).
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tern_log::{Fsync as LogFsync, Record, Recovery, RingLog};
+use tern_protocol::subject;
+
+use crate::config::{Fsync, StoreConfig};
+use crate::index::FnvMap;
+use crate::mesh::{ConnId, Msg, ReplayRequest, ReplayStart, Stamp, SubRef};
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is in use by another ternd (lock file {lock})")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error(transparent)]
+    Log(#[from] tern_log::LogError),
+}
+
+/// The data directory, locked for the life of the server so two brokers never share it.
+#[derive(Debug)]
+pub(crate) struct DataDir {
+    path: PathBuf,
+    /// Holds the `flock`; released when dropped (or when the process dies).
+    _lock: std::fs::File,
+}
+
+impl DataDir {
+    pub fn open(path: &Path) -> Result<DataDir, StoreError> {
+        std::fs::create_dir_all(path).map_err(|source| StoreError::Dir {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let lock_path = path.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Dir {
+                path: lock_path.clone(),
+                source,
+            })?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor this function owns; no memory is involved.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(StoreError::Locked {
+                path: path.to_path_buf(),
+                lock: lock_path,
+            });
+        }
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The ring file of `shard` of `shards`. The shard count is in the name: subjects map
+    /// to shards by count, so files of another count hold other subjects' sequences.
+    pub fn shard_file(&self, shard: usize, shards: usize) -> PathBuf {
+        self.path
+            .join(format!("shard-{shard:04}-of-{shards:04}.ring"))
+    }
+}
+
+/// Who a catch-up is for.
+#[derive(Debug, Clone)]
+enum Target {
+    /// A binary subscription: records are delivered to it, then it goes live.
+    Sub(SubRef),
+    /// A text client's `$TERN.REPLAY`: records are published to its inbox, then an end
+    /// marker. `gap` remembers what the log no longer held, for the marker.
+    Inbox {
+        request: Arc<ReplayRequest>,
+        gap: Option<(u64, u64)>,
+        replayed: u64,
+    },
+}
+
+/// The epoch salt kept beside a ring file (`<file>.salt`, 8 bytes little-endian; 0 when
+/// absent), bumped first when `bump`. Written to a temporary file and renamed, so it is
+/// either the old value or the new one.
+fn epoch_salt(ring: &Path, bump: bool) -> Result<u64, StoreError> {
+    let path = ring.with_extension("salt");
+    let io = |source| StoreError::Dir {
+        path: path.clone(),
+        source,
+    };
+    let salt = match std::fs::read(&path) {
+        Ok(bytes) => bytes
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io(e)),
+    };
+    if !bump {
+        return Ok(salt);
+    }
+    let salt = salt.wrapping_add(1);
+    let tmp = path.with_extension("salt.tmp");
+    std::fs::write(&tmp, salt.to_le_bytes()).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(salt)
+}
+
+/// A catch-up in progress: who it is for, its filter, and the next sequence to read.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    target: Target,
+    filter: Bytes,
+    next: u64,
+    /// A "last N" start still looking for where its N matching messages begin: the log is
+    /// scanned (in bounded batches, like a replay) keeping the sequences of the last N
+    /// matches; at the end of the log the replay starts at the first of them.
+    counting: Option<LastN>,
+}
+
+#[derive(Debug)]
+struct LastN {
+    want: usize,
+    seen: VecDeque<u64>,
+}
+
+/// What one replay step produced for the shard to send.
+pub(crate) enum ReplayEvent {
+    /// A record to deliver to `sub`.
+    Deliver(SubRef, Msg),
+    /// A message to publish (to a text client's inbox).
+    Publish(Msg),
+    /// The ring overwrote records a replay had not reached: `requested..oldest` are lost.
+    Gap {
+        sub: SubRef,
+        requested: u64,
+        oldest: u64,
+    },
+}
+
+/// Message ids seen within the dedupe window, and the sequence each was stored under.
+struct Dedupe {
+    window: Duration,
+    seqs: FnvMap<Bytes, u64>,
+    /// Oldest first, for expiry.
+    order: VecDeque<(Instant, Bytes)>,
+}
+
+impl Dedupe {
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < self.window {
+                return;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.seqs.remove(&id);
+            }
+        }
+    }
+
+    fn seen(&mut self, id: &[u8], now: Instant) -> Option<u64> {
+        self.expire(now);
+        self.seqs.get(id).copied()
+    }
+
+    fn remember(&mut self, id: Bytes, seq: u64, at: Instant) {
+        if self.seqs.insert(id.clone(), seq).is_none() {
+            self.order.push_back((at, id));
+        }
+    }
+}
+
+pub(crate) struct Store {
+    log: RingLog,
+    /// Bumped (and kept beside the ring file) whenever recovery lost records that had
+    /// existed: their sequences will be handed out again, so resume tokens from before must
+    /// not match this log's epoch any more.
+    epoch_salt: u64,
+    filters: Vec<Bytes>,
+    dedupe: Dedupe,
+    replays: Vec<Replay>,
+    /// The subscriptions in `replays`, for the per-delivery check of live routing.
+    replaying: FnvMap<SubRef, ()>,
+    replay_batch: usize,
+}
+
+impl Store {
+    /// Opens (or creates) the ring file of one shard, recovering what it holds, and
+    /// rebuilds the dedupe window from the ids stored within it.
+    pub fn open(
+        path: &Path,
+        config: &StoreConfig,
+        now: Instant,
+        wall_now_ns: u64,
+    ) -> Result<(Store, Recovery), StoreError> {
+        let fsync = match config.fsync {
+            Fsync::Never => LogFsync::Never,
+            Fsync::Interval(d) => LogFsync::Interval(d),
+            Fsync::Always => LogFsync::Always,
+        };
+        let (log, recovery) = RingLog::open(path, config.log_size, fsync)?;
+        let reused = recovery.checkpoint_next_seq > recovery.next_seq;
+        let epoch_salt = epoch_salt(path, reused)?;
+        if reused {
+            tracing::warn!(
+                path = %path.display(),
+                lost_from = recovery.next_seq,
+                lost_to = recovery.checkpoint_next_seq - 1,
+                "records the log once held were lost; a new log epoch starts so that no \
+                 resume token can mistake new messages for them"
+            );
+        }
+        let mut dedupe = Dedupe {
+            window: config.dedupe_window,
+            seqs: FnvMap::default(),
+            order: VecDeque::new(),
+        };
+        let window_ns = u64::try_from(config.dedupe_window.as_nanos()).unwrap_or(u64::MAX);
+        let since = wall_now_ns.saturating_sub(window_ns);
+        for rec in log.read_from(log.seq_at_time(since)) {
+            if let Some(id) = rec.message_id {
+                // Remembered from now: a restart extends a window, never shortens it.
+                dedupe.remember(Bytes::copy_from_slice(id), rec.seq, now);
+            }
+        }
+        let store = Store {
+            log,
+            epoch_salt,
+            filters: config
+                .subjects
+                .iter()
+                .map(|f| Bytes::copy_from_slice(f.as_bytes()))
+                .collect(),
+            dedupe,
+            replays: Vec::new(),
+            replaying: FnvMap::default(),
+            replay_batch: config.replay_batch,
+        };
+        Ok((store, recovery))
+    }
+
+    /// The log's epoch as clients see it (the file's, changed by any salt).
+    pub fn epoch(&self) -> u64 {
+        self.log.epoch() ^ self.epoch_salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// True when messages on `subject` are kept.
+    pub fn keeps(&self, subject: &[u8]) -> bool {
+        self.filters.iter().any(|f| subject::matches(f, subject))
+    }
+
+    /// The sequence a message id was stored under, if it was within the dedupe window.
+    pub fn duplicate_of(&mut self, message_id: &[u8], now: Instant) -> Option<u64> {
+        self.dedupe.seen(message_id, now)
+    }
+
+    /// Appends a message; returns its sequence.
+    pub fn append(&mut self, msg: &Msg, time_ns: u64, now: Instant) -> Result<u64, StoreError> {
+        let seq = self.log.append(&Record {
+            seq: 0,
+            timestamp: time_ns,
+            priority: msg.priority,
+            subject: &msg.subject,
+            reply: msg.reply.as_deref(),
+            headers: msg.headers.as_deref(),
+            message_id: msg.message_id.as_deref(),
+            payload: &msg.payload,
+        })?;
+        if let Some(id) = &msg.message_id {
+            self.dedupe.remember(id.clone(), seq, now);
+        }
+        Ok(seq)
+    }
+
+    /// The fsync policy's timer.
+    pub fn tick(&mut self, now: Instant) -> Result<(), StoreError> {
+        self.log.tick(now)?;
+        Ok(())
+    }
+
+    /// Starts a catch-up for `sub` from sequence `from`. Returns the gap, `(requested,
+    /// oldest)`, when the log no longer holds `from`; the replay then starts at the oldest
+    /// record held. Nothing is registered when there is nothing to replay.
+    pub fn start_replay(&mut self, sub: SubRef, filter: &Bytes, from: u64) -> Option<(u64, u64)> {
+        let first = self.log.first_seq();
+        let gap = (from < first).then_some((from, first));
+        let from = from.max(first);
+        if from < self.log.next_seq() {
+            self.replaying.insert(sub, ());
+            self.replays.push(Replay {
+                target: Target::Sub(sub),
+                filter: filter.clone(),
+                next: from,
+                counting: None,
+            });
+        }
+        gap
+    }
+
+    /// Starts a text client's catch-up into its inbox. Always registered: even with
+    /// nothing to replay, the end marker must be sent.
+    pub fn start_inbox_replay(&mut self, request: Arc<ReplayRequest>) {
+        let first = self.log.first_seq();
+        let (from, counting) = match request.start {
+            ReplayStart::All => (first, None),
+            ReplayStart::FromSeq(seq) => (seq.max(1), None),
+            ReplayStart::Time(ns) => (self.log.seq_at_time(ns), None),
+            ReplayStart::LastN(n) => (
+                first,
+                Some(LastN {
+                    want: n as usize,
+                    seen: VecDeque::new(),
+                }),
+            ),
+        };
+        let gap = (from < first && counting.is_none()).then_some((from, first));
+        self.replays.push(Replay {
+            filter: request.filter.clone(),
+            target: Target::Inbox {
+                request,
+                gap,
+                replayed: 0,
+            },
+            next: from.max(first),
+            counting,
+        });
+    }
+
+    /// Starts a catch-up of the last `n` messages held that match `filter`.
+    pub fn start_last_n(&mut self, sub: SubRef, filter: &Bytes, n: u32) {
+        if n == 0 || self.log.is_empty() {
+            return;
+        }
+        self.replaying.insert(sub, ());
+        self.replays.push(Replay {
+            target: Target::Sub(sub),
+            filter: filter.clone(),
+            next: self.log.first_seq(),
+            counting: Some(LastN {
+                want: n as usize,
+                seen: VecDeque::new(),
+            }),
+        });
+    }
+
+    /// The sequence to start a time-based catch-up at.
+    pub fn seq_at_time(&self, time_ns: u64) -> u64 {
+        self.log.seq_at_time(time_ns)
+    }
+
+    /// True while `sub` is catching up: live delivery of stored messages to it is skipped.
+    pub fn is_replaying(&self, sub: &SubRef) -> bool {
+        !self.replaying.is_empty() && self.replaying.contains_key(sub)
+    }
+
+    pub fn has_replays(&self) -> bool {
+        !self.replays.is_empty()
+    }
+
+    /// Drops the catch-up of a subscription that ended.
+    pub fn stop_replay(&mut self, sub: &SubRef) {
+        if self.replaying.remove(sub).is_some() {
+            self.replays
+                .retain(|r| !matches!(r.target, Target::Sub(s) if s == *sub));
+        }
+    }
+
+    /// Replays up to `replay_batch` records over the catch-ups in progress, handing each
+    /// delivery (and any gap) to `emit`. A catch-up that delivers the last record held ends
+    /// here, and live delivery takes over from the next sequence.
+    pub fn pump(&mut self, shard: u16, now: Instant, mut emit: impl FnMut(ReplayEvent)) {
+        let mut budget = self.replay_batch;
+        let mut i = 0;
+        while i < self.replays.len() && budget > 0 {
+            let first = self.log.first_seq();
+            let next_seq = self.log.next_seq();
+            // A fair share per catch-up, at least one record.
+            let share = (budget / (self.replays.len() - i)).max(1);
+            let replay = &mut self.replays[i];
+            if replay.next < first {
+                // Counting only looks for where to start: nothing is lost yet.
+                if replay.counting.is_none() {
+                    match &mut replay.target {
+                        Target::Sub(sub) => emit(ReplayEvent::Gap {
+                            sub: *sub,
+                            requested: replay.next,
+                            oldest: first,
+                        }),
+                        Target::Inbox { gap, .. } => {
+                            let requested = gap.map_or(replay.next, |(r, _)| r);
+                            *gap = Some((requested, first));
+                        }
+                    }
+                }
+                replay.next = first;
+            }
+            let mut taken = 0;
+            for rec in self.log.read_from(replay.next).take(share) {
+                taken += 1;
+                replay.next = rec.seq + 1;
+                if !subject::matches(&replay.filter, rec.subject) {
+                    continue;
+                }
+                match (&mut replay.counting, &mut replay.target) {
+                    (Some(last), _) => {
+                        if last.seen.len() == last.want {
+                            last.seen.pop_front();
+                        }
+                        last.seen.push_back(rec.seq);
+                    }
+                    (None, Target::Sub(sub)) => {
+                        emit(ReplayEvent::Deliver(*sub, msg_of(&rec, shard, now)))
+                    }
+                    (
+                        None,
+                        Target::Inbox {
+                            request, replayed, ..
+                        },
+                    ) => {
+                        *replayed += 1;
+                        emit(ReplayEvent::Publish(inbox_msg_of(
+                            &rec, shard, request, now,
+                        )));
+                    }
+                }
+            }
+            if replay.next >= next_seq {
+                if let Some(last) = replay.counting.take() {
+                    // Counted to the end: replay from the first of the last N matches.
+                    replay.next = last.seen.front().copied().unwrap_or(next_seq);
+                }
+            }
+            budget = budget.saturating_sub(taken.max(1));
+            if replay.next >= next_seq {
+                let done = self.replays.swap_remove(i);
+                match done.target {
+                    Target::Sub(sub) => {
+                        self.replaying.remove(&sub);
+                    }
+                    Target::Inbox {
+                        request,
+                        gap,
+                        replayed,
+                    } => emit(ReplayEvent::Publish(end_marker(
+                        &request, shard, replayed, gap, now,
+                    ))),
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// A replayed record as a message to a text client's inbox: the record's subject, shard,
+/// sequence and time go in `Tern-*` headers, ahead of its own header lines.
+fn inbox_msg_of(rec: &Record<'_>, shard: u16, request: &ReplayRequest, now: Instant) -> Msg {
+    let mut block = String::from("NATS/1.0\r\n");
+    let _ = write!(
+        block,
+        "Tern-Subject: {}\r\nTern-Shard: {shard}\r\nTern-Seq: {}\r\nTern-Time: {}\r\n",
+        String::from_utf8_lossy(rec.subject),
+        rec.seq,
+        rec.timestamp
+    );
+    let mut headers = block.into_bytes();
+    if let Some(own) = rec.headers {
+        // Its header lines, without its own `NATS/1.0...` status line.
+        let lines = own
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(&own[own.len()..], |i| &own[i + 2..]);
+        headers.extend_from_slice(lines);
+    } else {
+        headers.extend_from_slice(b"\r\n");
+    }
+    let mut msg = Msg::new(
+        request.inbox.clone(),
+        Bytes::copy_from_slice(rec.payload),
+        ConnId::NONE,
+        now,
+    );
+    msg.headers = Some(Bytes::from(headers));
+    msg.priority = rec.priority;
+    msg
+}
+
+/// The last message of a shard's part of a text catch-up: how many records it sent, how
+/// many shards answer in all, and what the log no longer held.
+pub(crate) fn end_marker(
+    request: &ReplayRequest,
+    shard: u16,
+    replayed: u64,
+    gap: Option<(u64, u64)>,
+    now: Instant,
+) -> Msg {
+    let mut block = format!(
+        "NATS/1.0\r\nTern-Replay-Done: {shard}\r\nTern-Replay-Shards: {}\r\nTern-Replayed: {replayed}\r\n",
+        request.shards
+    );
+    if let Some((requested, oldest)) = gap {
+        let _ = write!(block, "Tern-Gap: {requested}-{oldest}\r\n");
+    }
+    block.push_str("\r\n");
+    let mut msg = Msg::new(request.inbox.clone(), Bytes::new(), ConnId::NONE, now);
+    msg.headers = Some(Bytes::from(block));
+    msg
+}
+
+/// A replayed record as a message to deliver (copied out of the map). It has no
+/// publishing connection; `now` starts its broker latency.
+fn msg_of(rec: &Record<'_>, shard: u16, now: Instant) -> Msg {
+    let mut msg = Msg::new(
+        Bytes::copy_from_slice(rec.subject),
+        Bytes::copy_from_slice(rec.payload),
+        ConnId::NONE,
+        now,
+    );
+    msg.reply = rec.reply.map(Bytes::copy_from_slice);
+    msg.headers = rec.headers.map(Bytes::copy_from_slice);
+    msg.priority = rec.priority;
+    msg.replayed = true;
+    msg.stamp = Stamp {
+        shard,
+        seq: rec.seq,
+        time_ns: rec.timestamp,
+    };
+    msg
+}

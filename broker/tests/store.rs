@@ -1,0 +1,519 @@
+//! Store and forward against the real `ternd`: catch-up from the ring log with a handover
+//! to live delivery that has no gap and no duplicate while publishers keep publishing,
+//! wrap-around and its gap notice, idempotent publishing, and what survives a restart or
+//! a SIGKILL in the middle of a publish storm.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{subject_on_shard, temp_dir, BinClient, Broker, ReadEnd};
+use tern_protocol::binary::{
+    AckResult, ClientFrame, ErrorCode, Publish, PublishAck, ResumeToken, ServerFrame,
+    StartPosition, Subscribe,
+};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn publish(subject: &str, payload: &str) -> ClientFrame {
+    ClientFrame::Publish(Publish {
+        subject: b(subject),
+        payload: b(payload),
+        ..Default::default()
+    })
+}
+
+fn subscribe_from(sid: u32, subject: &str, start: StartPosition) -> ClientFrame {
+    ClientFrame::Subscribe(Subscribe {
+        sid,
+        subject: b(subject),
+        start,
+        ..Default::default()
+    })
+}
+
+/// A resume token that asks for everything the log holds, in this epoch.
+fn from_start(c: &BinClient) -> StartPosition {
+    StartPosition::Resume(ResumeToken {
+        epoch: c.welcome.log_epoch,
+        last_sequences: Vec::new(),
+    })
+}
+
+/// Publishes with an ack and returns the acknowledged (shard, sequence).
+fn publish_acked(c: &mut BinClient, subject: &str, payload: &str, ack_id: u64) -> (u16, u64) {
+    c.send(&ClientFrame::Publish(Publish {
+        subject: b(subject),
+        payload: b(payload),
+        ack_id: Some(ack_id),
+        ..Default::default()
+    }));
+    loop {
+        match c.read_frame() {
+            ServerFrame::PublishAck(PublishAck {
+                ack_id: id,
+                result:
+                    AckResult::Stored {
+                        shard, sequence, ..
+                    },
+            }) if id == ack_id => return (shard, sequence),
+            ServerFrame::Message(_) => {}
+            other => panic!("expected the ack of {ack_id}, got {other:?}"),
+        }
+    }
+}
+
+/// Reads messages for `sid` until `n` have arrived; returns (sequence, replayed, payload).
+fn read_n(c: &mut BinClient, sid: u32, n: usize) -> Vec<(u64, bool, String)> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        match c.read_frame() {
+            ServerFrame::Message(m) if m.sid == sid => got.push((
+                m.sequence,
+                m.replayed,
+                String::from_utf8_lossy(&m.payload).into_owned(),
+            )),
+            ServerFrame::Message(_) | ServerFrame::Ping => {}
+            other => panic!("unexpected {other:?} after {} messages", got.len()),
+        }
+    }
+    got
+}
+
+#[test]
+fn catch_up_hands_over_to_live_without_gap_or_duplicate_under_publishing() {
+    let broker = Broker::start();
+    let subject = subject_on_shard("storm", 0, broker.workers());
+    let addr = broker.binary_addr();
+    // Some history first.
+    let mut publisher = BinClient::connect(addr);
+    for i in 0..2_000 {
+        publisher.send(&publish(&subject, &i.to_string()));
+    }
+    publisher.flush();
+    // Publishing continues while a subscriber catches up from the start.
+    let total = 20_000u64;
+    let storm = std::thread::spawn(move || {
+        for i in 2_000..total {
+            publisher.send(&publish(&subject, &i.to_string()));
+        }
+        publisher.flush();
+    });
+    let mut sub = BinClient::connect(addr);
+    let start = from_start(&sub);
+    let subject = subject_on_shard("storm", 0, broker.workers());
+    sub.send(&subscribe_from(1, &subject, start));
+    let got = read_n(&mut sub, 1, total as usize);
+    storm.join().unwrap();
+    for (i, (seq, _, payload)) in got.iter().enumerate() {
+        assert_eq!(
+            *seq,
+            i as u64 + 1,
+            "contiguous sequences, no gap, no duplicate"
+        );
+        assert_eq!(payload, &i.to_string(), "in publish order");
+    }
+    assert!(got[0].1, "the first ones come from the log");
+    assert!(sub.flush().is_empty(), "nothing after the last one");
+}
+
+#[test]
+fn resume_time_and_last_n_start_where_they_say() {
+    let broker = Broker::start();
+    let subject = subject_on_shard("pos", 1, broker.workers());
+    let mut c = BinClient::connect(broker.binary_addr());
+    let mut seqs = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..10 {
+        times.push(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
+        );
+        seqs.push(publish_acked(&mut c, &subject, &format!("m{i}"), i).1);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut token = vec![0; broker.workers()];
+    token[1] = seqs[6];
+    c.send(&subscribe_from(
+        1,
+        &subject,
+        StartPosition::Resume(ResumeToken {
+            epoch: c.welcome.log_epoch,
+            last_sequences: token,
+        }),
+    ));
+    let got: Vec<String> = read_n(&mut c, 1, 3).into_iter().map(|m| m.2).collect();
+    assert_eq!(got, ["m7", "m8", "m9"]);
+    c.send(&subscribe_from(2, &subject, StartPosition::Time(times[8])));
+    let got: Vec<String> = read_n(&mut c, 2, 2).into_iter().map(|m| m.2).collect();
+    assert_eq!(got, ["m8", "m9"]);
+    c.send(&subscribe_from(3, &subject, StartPosition::LastN(4)));
+    let got: Vec<String> = read_n(&mut c, 3, 4).into_iter().map(|m| m.2).collect();
+    assert_eq!(got, ["m6", "m7", "m8", "m9"]);
+    assert!(c.flush().is_empty());
+}
+
+#[test]
+fn a_wrapped_ring_gives_a_gap_notice_then_what_it_holds() {
+    let broker = Broker::with_args(&["--log-size", "1MiB", "--max-payload", "64KiB"]);
+    let subject = subject_on_shard("wrap", 0, broker.workers());
+    let mut c = BinClient::connect(broker.binary_addr());
+    let payload = "x".repeat(1000);
+    let n = 3_000u64; // ~3 MiB through a 1 MiB ring
+    for i in 0..n {
+        c.send(&publish(&subject, &format!("{i:06}{payload}")));
+    }
+    let last = publish_acked(&mut c, &subject, "last", 1).1;
+    assert_eq!(last, n + 1);
+    c.send(&subscribe_from(1, &subject, from_start(&c)));
+    let oldest = match c.read_frame() {
+        ServerFrame::GapNotice(g) => {
+            assert_eq!((g.sid, g.shard, g.requested), (1, 0, 1));
+            assert!(g.oldest > 1 && g.oldest <= last, "{g:?}");
+            g.oldest
+        }
+        other => panic!("expected a gap notice first, got {other:?}"),
+    };
+    let got = read_n(&mut c, 1, (last - oldest + 1) as usize);
+    for (k, (seq, replayed, _)) in got.iter().enumerate() {
+        assert_eq!(*seq, oldest + k as u64);
+        assert!(replayed);
+    }
+    assert_eq!(got.last().unwrap().2, "last");
+}
+
+#[test]
+fn a_repeated_message_id_is_acknowledged_but_not_stored_or_delivered_again() {
+    let broker = Broker::start();
+    let mut sub = BinClient::connect(broker.binary_addr());
+    sub.send(&subscribe_from(1, "orders", StartPosition::Live));
+    sub.flush();
+    let mut c = BinClient::connect(broker.binary_addr());
+    let send = |c: &mut BinClient, ack: u64, id: &str, payload: &str| {
+        c.send(&ClientFrame::Publish(Publish {
+            subject: b("orders"),
+            payload: b(payload),
+            message_id: Some(b(id)),
+            ack_id: Some(ack),
+            ..Default::default()
+        }));
+        match c.read_frame() {
+            ServerFrame::PublishAck(PublishAck {
+                ack_id,
+                result:
+                    AckResult::Stored {
+                        sequence,
+                        duplicate,
+                        ..
+                    },
+            }) if ack_id == ack => (sequence, duplicate),
+            other => panic!("{other:?}"),
+        }
+    };
+    let (first, dup) = send(&mut c, 1, "order-1", "buy");
+    assert!(!dup);
+    let (again, dup) = send(&mut c, 2, "order-1", "buy (retry)");
+    assert!(dup, "a repeat within the window");
+    assert_eq!(again, first, "acknowledged with the original sequence");
+    let (other, dup) = send(&mut c, 3, "order-2", "sell");
+    assert!(!dup);
+    assert_eq!(other, first + 1, "the repeat took no sequence");
+    let got: Vec<String> = read_n(&mut sub, 1, 2).into_iter().map(|m| m.2).collect();
+    assert_eq!(got, ["buy", "sell"]);
+    assert!(sub.flush().is_empty(), "the repeat was not delivered");
+}
+
+#[test]
+fn a_client_resuming_after_a_restart_gets_exactly_what_it_missed() {
+    let dir = temp_dir("ternd-restart");
+    let data = dir.display().to_string();
+    let args = ["--data-dir", data.as_str(), "--log-size", "4MiB"];
+    let mut broker = Broker::with_args(&args);
+    let workers = broker.workers();
+    let subject = subject_on_shard("tunnel", 1, workers);
+    let mut c = BinClient::connect(broker.binary_addr());
+    let epoch = c.welcome.log_epoch;
+    c.send(&subscribe_from(1, &subject, StartPosition::Live));
+    c.flush();
+    let mut p = BinClient::connect(broker.binary_addr());
+    for i in 0..5 {
+        p.send(&publish(&subject, &format!("before{i}")));
+    }
+    let seen = read_n(&mut c, 1, 5);
+    let last_seen = seen.last().unwrap().0;
+    drop(c); // into the tunnel
+    for i in 0..7 {
+        publish_acked(&mut p, &subject, &format!("missed{i}"), i);
+    }
+    broker.stop();
+
+    let broker = Broker::with_args(&args);
+    let mut c = BinClient::connect(broker.binary_addr());
+    assert_eq!(c.welcome.log_epoch, epoch, "the same log, the same epoch");
+    let mut token = vec![0; workers];
+    token[1] = last_seen;
+    c.send(&subscribe_from(
+        1,
+        &subject,
+        StartPosition::Resume(ResumeToken {
+            epoch,
+            last_sequences: token,
+        }),
+    ));
+    let got: Vec<String> = read_n(&mut c, 1, 7).into_iter().map(|m| m.2).collect();
+    let want: Vec<String> = (0..7).map(|i| format!("missed{i}")).collect();
+    assert_eq!(got, want);
+    assert!(c.flush().is_empty(), "nothing else");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn every_message_acknowledged_before_a_sigkill_survives_it_once_in_order() {
+    let dir = temp_dir("ternd-crash");
+    let data = dir.display().to_string();
+    let args = [
+        "--data-dir",
+        data.as_str(),
+        "--log-size",
+        "16MiB",
+        "--fsync",
+        "never",
+    ];
+    let mut broker = Broker::with_args(&args);
+    let workers = broker.workers();
+    let subjects: Vec<String> = (0..workers)
+        .map(|s| subject_on_shard("crash", s, workers))
+        .collect();
+    let addr = broker.binary_addr();
+    // Publishers acknowledge-publish as fast as they can; each remembers what was acked.
+    let storms: Vec<_> = subjects
+        .iter()
+        .cloned()
+        .map(|subject| {
+            std::thread::spawn(move || {
+                let mut c = BinClient::connect(addr);
+                let mut acked: BTreeMap<u64, String> = BTreeMap::new();
+                for i in 0u64.. {
+                    let payload = format!("{subject}/{i}");
+                    c.send(&ClientFrame::Publish(Publish {
+                        subject: b(&subject),
+                        payload: b(&payload),
+                        ack_id: Some(i),
+                        ..Default::default()
+                    }));
+                    match c.try_read_frame(Duration::from_secs(10)) {
+                        Ok(ServerFrame::PublishAck(PublishAck {
+                            result: AckResult::Stored { sequence, .. },
+                            ..
+                        })) => {
+                            acked.insert(sequence, payload);
+                        }
+                        Ok(other) => panic!("{other:?}"),
+                        Err(ReadEnd::Timeout) => panic!("no ack within 10 s"),
+                        Err(_) => return acked, // killed
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    broker.signal(libc::SIGKILL);
+    broker.wait_exit(Duration::from_secs(10));
+    let acked: Vec<BTreeMap<u64, String>> = storms.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(acked.iter().all(|a| a.len() > 10), "the storm ran");
+
+    let broker = Broker::with_args(&args);
+    let mut c = BinClient::connect(broker.binary_addr());
+    c.send(&subscribe_from(1, "crash.>", from_start(&c)));
+    // Everything held, per shard, in order, each once; every acked message among it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got: Vec<BTreeMap<u64, String>> = vec![BTreeMap::new(); workers];
+    let want: usize = acked.iter().map(BTreeMap::len).sum();
+    while got.iter().map(BTreeMap::len).sum::<usize>() < want {
+        assert!(Instant::now() < deadline, "catch-up did not finish");
+        match c.read_frame() {
+            ServerFrame::Message(m) => {
+                let shard = &mut got[m.shard as usize];
+                if let Some((last, _)) = shard.last_key_value() {
+                    assert_eq!(m.sequence, last + 1, "in order, no duplicate");
+                }
+                shard.insert(m.sequence, String::from_utf8_lossy(&m.payload).into_owned());
+            }
+            ServerFrame::Error(e) if e.code == ErrorCode::EpochMismatch => {
+                panic!("the epoch changed across the crash: {e:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for (shard, acked) in acked.iter().enumerate() {
+        let held = &got[tern_broker::shard_for(subjects[shard].as_bytes(), workers)];
+        for (seq, payload) in acked {
+            assert_eq!(held.get(seq), Some(payload), "acked message {seq} survived");
+        }
+    }
+    drop(broker);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_dir_is_refused() {
+    let dir = temp_dir("ternd-locked");
+    let data = dir.display().to_string();
+    let _first = Broker::with_args(&["--data-dir", data.as_str()]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ternd"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--binary-listen",
+            "127.0.0.1:0",
+            "--no-monitor",
+            "--data-dir",
+            data.as_str(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another ternd"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The value of header `name` in a raw header block.
+fn header(block: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(block);
+    text.split("\r\n").find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim() == name).then(|| v.trim().to_string())
+    })
+}
+
+#[test]
+fn text_clients_catch_up_through_tern_replay() {
+    use common::RawClient;
+    let broker = Broker::start();
+    let workers = broker.workers();
+    let subject = subject_on_shard("hist", 1, workers);
+    let mut p = BinClient::connect(broker.binary_addr());
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        seqs.push(publish_acked(&mut p, &subject, &format!("h{i}"), i).1);
+    }
+    let mut c = RawClient::connect(broker.addr());
+    c.send(b"CONNECT {\"headers\":true}\r\nSUB _INBOX.r.* 9\r\n");
+    c.ping_pong();
+
+    // The last two of a literal subject: one shard answers.
+    let body = format!("{{\"subject\":\"{subject}\",\"last\":2}}");
+    c.send(format!("PUB $TERN.REPLAY _INBOX.r.1 {}\r\n{body}\r\n", body.len()).as_bytes());
+    for (i, want) in [(3usize, "h3"), (4, "h4")] {
+        let m = c.read_msg(common::WAIT);
+        assert_eq!(m.subject, "_INBOX.r.1");
+        assert_eq!(m.payload, want.as_bytes());
+        let h = m.headers.expect("replayed records carry headers");
+        assert_eq!(
+            header(&h, "Tern-Subject").as_deref(),
+            Some(subject.as_str())
+        );
+        assert_eq!(header(&h, "Tern-Shard").as_deref(), Some("1"));
+        assert_eq!(header(&h, "Tern-Seq"), Some(seqs[i].to_string()));
+        assert!(header(&h, "Tern-Time").is_some());
+    }
+    let end = c.read_msg(common::WAIT);
+    assert!(end.payload.is_empty());
+    let h = end.headers.unwrap();
+    assert_eq!(header(&h, "Tern-Replay-Done").as_deref(), Some("1"));
+    assert_eq!(header(&h, "Tern-Replay-Shards").as_deref(), Some("1"));
+    assert_eq!(header(&h, "Tern-Replayed").as_deref(), Some("2"));
+
+    // From a sequence on.
+    let body = format!("{{\"subject\":\"{subject}\",\"from_seq\":{}}}", seqs[2]);
+    c.send(format!("PUB $TERN.REPLAY _INBOX.r.2 {}\r\n{body}\r\n", body.len()).as_bytes());
+    let got: Vec<Vec<u8>> = (0..3).map(|_| c.read_msg(common::WAIT).payload).collect();
+    assert_eq!(got, [b"h2".to_vec(), b"h3".to_vec(), b"h4".to_vec()]);
+    assert!(
+        c.read_msg(common::WAIT).payload.is_empty(),
+        "the end marker"
+    );
+
+    // A wildcard: every shard sends an end marker.
+    let body = r#"{"subject":"hist.>"}"#;
+    c.send(format!("PUB $TERN.REPLAY _INBOX.r.3 {}\r\n{body}\r\n", body.len()).as_bytes());
+    let mut records = 0;
+    let mut markers = 0;
+    while markers < workers {
+        let m = c.read_msg(common::WAIT);
+        let h = m.headers.unwrap();
+        match header(&h, "Tern-Replay-Shards") {
+            Some(n) => {
+                assert_eq!(n, workers.to_string());
+                markers += 1;
+            }
+            None => records += 1,
+        }
+    }
+    assert_eq!(records, 5);
+
+    // A bad request is answered on the inbox.
+    let body = r#"{"subject":"hist.>","from_seq":3}"#;
+    c.send(format!("PUB $TERN.REPLAY _INBOX.r.4 {}\r\n{body}\r\n", body.len()).as_bytes());
+    let m = c.read_msg(common::WAIT);
+    let h = String::from_utf8(m.headers.unwrap()).unwrap();
+    assert!(h.starts_with("NATS/1.0 400 Bad Request\r\n"), "{h}");
+    assert!(h.contains("literal subject"), "{h}");
+    c.ping_pong();
+}
+
+#[test]
+fn a_flipped_byte_cuts_the_log_there_and_starts_a_new_epoch() {
+    let dir = temp_dir("ternd-flip");
+    let data = dir.display().to_string();
+    let args = ["--data-dir", data.as_str(), "--log-size", "4MiB"];
+    let mut broker = Broker::with_args(&args);
+    let workers = broker.workers();
+    let subject = subject_on_shard("flip", 0, workers);
+    let mut c = BinClient::connect(broker.binary_addr());
+    let epoch = c.welcome.log_epoch;
+    for i in 0..100 {
+        c.send(&publish(&subject, &format!("{i:03}-{}", "p".repeat(100))));
+    }
+    publish_acked(&mut c, &subject, "last", 1);
+    drop(c);
+    broker.stop();
+
+    // One byte in the middle of the records (after the 4 KiB header) goes bad.
+    let file = dir.join(format!("shard-0000-of-{workers:04}.ring"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[4096 + 5000] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+
+    let broker = Broker::with_args(&args);
+    let mut c = BinClient::connect(broker.binary_addr());
+    assert_ne!(c.welcome.log_epoch, epoch, "sequences will be reused: a new epoch");
+    c.send(&subscribe_from(1, &subject, from_start(&c)));
+    let mut held = Vec::new();
+    loop {
+        match c.try_read_frame(Duration::from_millis(500)) {
+            Ok(ServerFrame::Message(m)) => held.push((m.sequence, m.payload)),
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => break,
+        }
+    }
+    assert!(held.len() > 10 && held.len() < 100, "kept up to the bad record: {}", held.len());
+    for (k, (seq, payload)) in held.iter().enumerate() {
+        assert_eq!(*seq, k as u64 + 1, "everything before the cut, in order");
+        assert!(payload.starts_with(format!("{k:03}-").as_bytes()));
+    }
+    let log = broker.stderr();
+    assert!(log.contains("damaged tail was cut"), "{log}");
+    assert!(log.contains("a new log epoch starts"), "{log}");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(dir);
+}
