@@ -39,22 +39,29 @@ clean:
 	$(CARGO) clean
 
 # Benchmarks (tern-bench, see docs/benchmarks.md). Results and charts go to target/bench/.
+# tern-bench exits with status 1 when a scenario reported a problem (after printing it all).
 BENCH_FLAGS ?=
 
-.PHONY: bench bench-compare
+.PHONY: bench bench-compare bench-micro
 
-## bench: build release, run the standard suite against a fresh ternd (short scenarios)
+## bench: build release, run the standard suite against fresh ternds, text and binary ports
 bench:
-	$(CARGO) build --release -p tern-broker --bin ternd -p tern-bench
+	$(CARGO) build --release -p tern-broker --bin ternd
+	$(CARGO) build --release -p tern-bench
 	mkdir -p target/bench
 	target/release/tern-bench --json target/bench/bench.json suite \
 		--ternd target/release/ternd --out-dir target/bench $(BENCH_FLAGS)
 
-## bench-compare: the same suite against ternd and nats-server (installed if missing), with ratios
+## bench-compare: the suite against ternd (both ports) and nats-server (installed if missing), with ratios
 bench-compare:
 	command -v nats-server >/dev/null || (apt-get update && apt-get install -y nats-server)
-	$(CARGO) build --release -p tern-broker --bin ternd -p tern-bench
+	$(CARGO) build --release -p tern-broker --bin ternd
+	$(CARGO) build --release -p tern-bench
 	mkdir -p target/bench
 	target/release/tern-bench --json target/bench/compare.json suite \
 		--ternd target/release/ternd --nats-server "$$(command -v nats-server)" \
 		--out-dir target/bench $(BENCH_FLAGS)
+
+## bench-micro: criterion micro-benchmarks of the codecs and subject rules (protocol/benches)
+bench-micro:
+	$(CARGO) bench -p tern-protocol

@@ -1,7 +1,7 @@
 //! Broker processes the suite starts: `ternd` and `nats-server`.
 //!
-//! Owns: spawning a broker on a free local port, waiting (with a timeout) until it
-//! accepts connections, and killing it. A [`BrokerProcess`] kills and reaps its child when
+//! Owns: spawning a broker on free local ports (`ternd`: its text and binary ports),
+//! waiting (with a timeout) until it accepts connections, and killing it. A [`BrokerProcess`] kills and reaps its child when
 //! dropped, so a failed or interrupted run never leaves a broker behind.
 //!
 //! Never: runs a broker in this process, or waits without a deadline.
@@ -54,9 +54,13 @@ pub struct BrokerProcess {
     pub name: String,
     /// Its text-protocol address.
     pub addr: SocketAddr,
+    /// Its binary-protocol address (`ternd` only).
+    pub binary_addr: Option<SocketAddr>,
     /// `--version` output, when it gave one.
     pub version: Option<String>,
     child: Child,
+    /// `ternd`'s data directory, made for this run and removed with the broker.
+    data_dir: Option<PathBuf>,
 }
 
 impl BrokerProcess {
@@ -65,42 +69,70 @@ impl BrokerProcess {
         self.child.id()
     }
 
-    /// Starts `ternd` on a free port with `workers` workers and no monitoring. Logs go to
-    /// `log` (or nowhere).
+    /// Starts `ternd` with both ports on free ports of 127.0.0.1, `workers` workers, no
+    /// monitoring, and its store as shipped (every subject kept, `fsync` every second) in a
+    /// fresh data directory of its own; waits for its `ternd listening on ADDR` and `ternd
+    /// binary listening on ADDR` lines. Logs go to `log` (or nowhere).
     pub fn ternd(path: &Path, workers: usize, log: Option<&Path>) -> Result<Self, BrokerError> {
+        let data_dir = std::env::temp_dir().join(format!(
+            "tern-bench-data-{}-{}",
+            std::process::id(),
+            NEXT_DATA_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let mut cmd = Command::new(path);
-        cmd.args(["--listen", "127.0.0.1:0", "--no-monitor", "--workers"])
-            .arg(workers.to_string());
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--binary-listen",
+            "127.0.0.1:0",
+            "--no-monitor",
+            "--workers",
+        ])
+        .arg(workers.to_string())
+        .arg("--data-dir")
+        .arg(&data_dir);
         let mut child = spawn(cmd, path, Stdio::piped(), log)?;
-        // `ternd listening on ADDR` is the first line on stdout; read it on a thread so
-        // the wait has a deadline. The thread keeps draining stdout until the child exits.
+        // Read the address lines on a thread so the wait has a deadline. The thread keeps
+        // draining stdout until the child exits.
         let stdout = child.stdout.take();
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let Some(stdout) = stdout else { return };
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("ternd listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
+                let port = if let Some(a) = line.strip_prefix("ternd listening on ") {
+                    Some((false, a))
+                } else {
+                    line.strip_prefix("ternd binary listening on ")
+                        .map(|a| (true, a))
+                };
+                if let Some((binary, addr)) = port {
+                    if let Ok(addr) = addr.trim().parse::<SocketAddr>() {
+                        let _ = tx.send((binary, addr));
+                    }
                 }
             }
         });
         let mut broker = BrokerProcess {
             name: "ternd".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            binary_addr: None,
             version: version_of(path),
             child,
+            data_dir: Some(data_dir),
         };
-        match rx
-            .recv_timeout(START_TIMEOUT)
-            .ok()
-            .and_then(|a| a.parse().ok())
-        {
-            Some(addr) => {
-                broker.addr = addr;
-                Ok(broker)
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (mut text, mut binary) = (None, None);
+        while text.is_none() || binary.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((false, addr)) => text = Some(addr),
+                Ok((true, addr)) => binary = Some(addr),
+                Err(_) => return Err(broker.not_listening()),
             }
-            None => Err(broker.not_listening()),
         }
+        broker.addr = text.unwrap_or(broker.addr);
+        broker.binary_addr = binary;
+        Ok(broker)
     }
 
     /// Starts `nats-server` on a free port of 127.0.0.1. Logs go to `log` (or nowhere).
@@ -112,8 +144,10 @@ impl BrokerProcess {
         let mut broker = BrokerProcess {
             name: "nats-server".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            binary_addr: None,
             version: version_of(path),
             child,
+            data_dir: None,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
@@ -145,8 +179,14 @@ impl Drop for BrokerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = self.data_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
+
+/// Numbers the data directories of the `ternd`s one run starts.
+static NEXT_DATA_DIR: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Starts a broker command with no stdin, the given stdout and stderr to `log`.
 fn spawn(

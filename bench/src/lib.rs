@@ -1,5 +1,6 @@
 //! `tern-bench`: the benchmark harness for Tern, and for any broker that speaks the NATS
-//! text protocol, so the same scenario runs against `ternd` and a real `nats-server`.
+//! text protocol, so the same scenario runs against `ternd` (over its text or its binary
+//! port) and a real `nats-server`.
 //!
 //! Layout: [`driver`] (how to talk to a broker, one module per protocol), [`scenario`]
 //! (what load to generate and what to measure), [`histogram`] (latency percentiles),
@@ -7,8 +8,8 @@
 //! [`broker`] (starting and stopping broker processes) and [`suite`] (the standard run
 //! behind `make bench` and `make bench-compare`).
 //!
-//! Never: uses a client library — the harness speaks the protocol itself, with Tern's own
-//! codec, so it measures the broker and not a client's buffering.
+//! Never: uses a client library — the harness speaks the protocols itself, with Tern's own
+//! codecs, so it measures the broker and not a client's buffering.
 
 pub mod broker;
 pub mod driver;

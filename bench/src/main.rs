@@ -1,18 +1,24 @@
 //! `tern-bench`: run one scenario against a broker, or the standard suite against `ternd`
-//! (and `nats-server`, to compare). Prints tables on stdout; `--json FILE` writes every
-//! figure.
+//! (over its text and binary ports) and `nats-server`, to compare. Prints tables on
+//! stdout; `--json FILE` writes every figure.
+//!
+//! Exit status: 0 when every scenario ran clean, 1 when any reported a problem (lost
+//! messages, a disconnect, a timeout, a broker that did not start) — always after printing
+//! everything and writing the JSON — and 1 when the harness itself failed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use tern_bench::driver::nats::NatsDriver;
-use tern_bench::driver::Driver;
+use tern_bench::driver::Protocol;
 use tern_bench::plot;
 use tern_bench::report::{self, Report, TargetReport};
+use tern_bench::scenario::audience::AudienceConfig;
+use tern_bench::scenario::catchup::CatchupConfig;
 use tern_bench::scenario::conns::ConnsConfig;
 use tern_bench::scenario::latency::LatencyConfig;
 use tern_bench::scenario::pubsub::PubSubConfig;
@@ -23,7 +29,9 @@ use tern_bench::suite::{self, SuiteConfig, Target};
 #[command(
     name = "tern-bench",
     version,
-    about = "Benchmark a Tern (or NATS) broker"
+    about = "Benchmark a Tern (or NATS) broker",
+    after_help = "Exits with status 1 when any scenario reported a problem (lost messages, \
+                  disconnects, timeouts), after printing every figure."
 )]
 struct Cli {
     /// Write every figure of the run to this JSON file.
@@ -90,24 +98,45 @@ enum Command {
         #[arg(long)]
         broker_pid: Option<u32>,
     },
+    /// Users in rooms of Zipf sizes plus a viral room, human-rate publishing, churn and a
+    /// reconnect storm: latency per room size, reconnect time, missed and duplicated.
+    Audience {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        audience: AudienceArgs,
+    },
+    /// Replay speed from ternd's ring log: store N messages, then time a subscriber that
+    /// catches up on all of them (binary protocol).
+    Catchup {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Messages to store, then replay.
+        #[arg(long, short = 'n', default_value_t = 300_000)]
+        count: u64,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+    },
     /// Start ternd (and nats-server), run the standard scenarios against each, stop them.
     Suite(SuiteArgs),
 }
 
 #[derive(Args)]
 struct TargetArgs {
-    /// The broker's address.
-    #[arg(long, default_value = "127.0.0.1:4222")]
-    server: SocketAddr,
-    /// The wire protocol (only the text/NATS port exists today).
+    /// The broker's address [default: 127.0.0.1:4222 for text, 127.0.0.1:4224 for
+    /// binary].
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// The wire protocol: `text` (NATS; ternd or nats-server) or `binary` (ternd's 4224).
     #[arg(long, value_enum, default_value_t = Protocol::Text)]
     protocol: Protocol,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Protocol {
-    /// The NATS-compatible text protocol.
-    Text,
+impl TargetArgs {
+    fn addr(&self) -> SocketAddr {
+        self.server.unwrap_or(self.protocol.default_addr())
+    }
 }
 
 #[derive(Args)]
@@ -131,6 +160,89 @@ impl LoadArgs {
 }
 
 #[derive(Args)]
+struct AudienceArgs {
+    /// Users, one connection each.
+    #[arg(long, short = 'u', default_value_t = 500)]
+    users: usize,
+    /// Ordinary rooms (Zipf ranks).
+    #[arg(long, default_value_t = 20)]
+    rooms: usize,
+    /// Zipf exponent of room sizes (0 = uniform).
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Fraction of users in the one viral room (0 = none).
+    #[arg(long, default_value_t = 0.2)]
+    viral: f64,
+    /// Mean gap between one user's messages (Poisson).
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    interval: Duration,
+    /// Payload bytes (at least 21).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// How long users publish.
+    #[arg(long, value_parser = parse_duration, default_value = "20s")]
+    duration: Duration,
+    /// Users leaving per second over the whole audience (0 = no churn).
+    #[arg(long, default_value_t = 5.0)]
+    churn: f64,
+    /// Mean time a user who left stays away.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    away: Duration,
+    /// When every connection drops at once [default: half the duration].
+    #[arg(long, value_parser = parse_duration)]
+    storm_at: Option<Duration>,
+    /// No reconnect storm.
+    #[arg(long, conflicts_with = "storm_at")]
+    no_storm: bool,
+    /// First backoff window of a reconnect (full jitter: a uniform wait in [0, window]).
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    backoff_base: Duration,
+    /// Largest backoff window.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    backoff_cap: Duration,
+    /// A user not resubscribed this long after its drop gives up (a problem).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    reconnect_timeout: Duration,
+    /// How long a leaving user waits for messages still in flight to it.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    linger: Duration,
+    /// Threads playing the users.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl AudienceArgs {
+    fn config(&self) -> AudienceConfig {
+        AudienceConfig {
+            users: self.users,
+            rooms: self.rooms,
+            zipf_exponent: self.zipf,
+            viral_fraction: self.viral,
+            message_interval: self.interval,
+            size: self.size,
+            duration: self.duration,
+            churn: self.churn,
+            away: self.away,
+            storm_at: if self.no_storm {
+                None
+            } else {
+                Some(self.storm_at.unwrap_or(self.duration / 2))
+            },
+            backoff_base: self.backoff_base,
+            backoff_cap: self.backoff_cap,
+            reconnect_timeout: self.reconnect_timeout,
+            linger: self.linger,
+            threads: self.threads,
+            seed: self.seed,
+            ..AudienceConfig::default()
+        }
+    }
+}
+
+#[derive(Args)]
 struct SuiteArgs {
     /// The ternd executable.
     #[arg(long, default_value = "target/release/ternd")]
@@ -138,7 +250,10 @@ struct SuiteArgs {
     /// ternd's --workers.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Also run against this nats-server executable, and print ratios (tern / nats).
+    /// Which of ternd's ports to run the suite over, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "text,binary")]
+    protocols: Vec<Protocol>,
+    /// Also run against this nats-server executable, and print ratios (ternd / nats).
     #[arg(long)]
     nats_server: Option<PathBuf>,
     /// How long each throughput and latency scenario publishes.
@@ -150,6 +265,15 @@ struct SuiteArgs {
     /// Rates for the latency scenarios (msgs/s), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,50000")]
     rates: Vec<u64>,
+    /// Users for the audience scenario.
+    #[arg(long, default_value_t = 500)]
+    audience_users: usize,
+    /// How long the audience scenario publishes (its storm comes halfway).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    audience_duration: Duration,
+    /// Messages the catchup scenario stores, then replays (binary targets only).
+    #[arg(long, default_value_t = 300_000)]
+    catchup_count: u64,
     /// Run only the scenarios whose label contains one of these (e.g. `latency,conns`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -158,17 +282,24 @@ struct SuiteArgs {
     out_dir: PathBuf,
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
-    let targets = match cli.command {
+    let (targets, baseline) = match cli.command {
         Command::Suite(args) => run_suite(&args)?,
-        command => vec![run_one(command)?],
+        command => (vec![run_one(command)?], None),
     };
-    let report = Report::new(targets);
+    let report = Report::new(targets, baseline);
     if let Some(path) = &cli.json {
         write_json(path, &report)?;
     }
-    Ok(())
+    let problems = report.problem_count();
+    if problems > 0 {
+        eprintln!(
+            "tern-bench: {problems} problem(s) reported (PROBLEM lines above); exit status 1"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_one(command: Command) -> Result<TargetReport> {
@@ -233,15 +364,26 @@ fn run_one(command: Command) -> Result<TargetReport> {
             }),
             broker_pid,
         ),
+        Command::Audience { target, audience } => {
+            (target, Scenario::Audience(audience.config()), None)
+        }
+        Command::Catchup {
+            target,
+            count,
+            size,
+        } => (
+            target,
+            Scenario::Catchup(CatchupConfig { count, size }),
+            None,
+        ),
         Command::Suite(_) => bail!("the suite is not a single scenario"),
     };
-    let driver: Box<dyn Driver> = match target.protocol {
-        Protocol::Text => Box::new(NatsDriver::new(target.server, "tern-bench")),
-    };
+    let addr = target.addr();
+    let driver = target.protocol.driver(addr, "tern-bench");
     let result = scenario.run(&*driver, pid);
     let report = TargetReport {
-        target: target.server.to_string(),
-        address: target.server.to_string(),
+        target: addr.to_string(),
+        address: addr.to_string(),
         protocol: driver.protocol().into(),
         version: None,
         scenarios: vec![result],
@@ -250,7 +392,9 @@ fn run_one(command: Command) -> Result<TargetReport> {
     Ok(report)
 }
 
-fn run_suite(args: &SuiteArgs) -> Result<Vec<TargetReport>> {
+/// Runs the suite; returns every target's report and the index of the baseline the
+/// others are compared with (nats-server when it ran, else ternd's text port).
+fn run_suite(args: &SuiteArgs) -> Result<(Vec<TargetReport>, Option<usize>)> {
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
     // Raised before any broker starts, so the brokers inherit it too.
@@ -259,40 +403,51 @@ fn run_suite(args: &SuiteArgs) -> Result<Vec<TargetReport>> {
         duration: args.duration,
         conns: args.conns,
         rates: args.rates.clone(),
+        audience_users: args.audience_users,
+        audience_duration: args.audience_duration,
+        catchup_count: args.catchup_count,
         only: args.only.clone(),
         ..SuiteConfig::default()
     };
-    let mut targets = vec![Target::Ternd {
-        path: args.ternd.clone(),
-        workers: args.workers,
-    }];
+    let mut targets: Vec<Target> = Vec::new();
+    for &protocol in &args.protocols {
+        if !targets.iter().any(|t| t.protocol() == protocol) {
+            targets.push(Target::Ternd {
+                path: args.ternd.clone(),
+                workers: args.workers,
+                protocol,
+            });
+        }
+    }
     if let Some(path) = &args.nats_server {
         targets.push(Target::NatsServer { path: path.clone() });
     }
+    if targets.is_empty() {
+        bail!("no target: give --protocols and/or --nats-server");
+    }
     let mut reports = Vec::new();
     for target in &targets {
-        let report = suite::run_target(
-            target,
-            &config,
-            Some(&args.out_dir),
-            &mut |broker, label| {
-                eprintln!("tern-bench: {broker}: {label}");
-            },
-        )
-        .context("cannot start the broker")?;
+        let report =
+            suite::run_target(target, &config, Some(&args.out_dir), &mut |name, label| {
+                eprintln!("tern-bench: {name}: {label}")
+            })?;
         print!("{}", report::render_target(&report));
         println!();
         reports.push(report);
     }
-    if let [a, b] = &reports[..] {
-        print!("{}", report::render_comparison(a, b));
+    let baseline = targets
+        .iter()
+        .position(|t| matches!(t, Target::NatsServer { .. }))
+        .or_else(|| (reports.len() > 1).then_some(0));
+    if let Some(b) = baseline {
+        print!("{}", report::render_comparison(&reports, &reports[b]));
     }
     for (name, svg) in plot::charts(&reports) {
         let path = args.out_dir.join(name);
         std::fs::write(&path, svg).with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("tern-bench: wrote {}", path.display());
     }
-    Ok(reports)
+    Ok((reports, baseline))
 }
 
 fn write_json(path: &Path, report: &Report) -> Result<()> {

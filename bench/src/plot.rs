@@ -62,7 +62,7 @@ pub fn latency_chart(reports: &[TargetReport]) -> Option<String> {
                 .collect();
             if pts.len() == PERCENTILES.len() {
                 series.push((
-                    format!("{} {}", t.target, s.label.trim_start_matches("latency ")),
+                    format!("{} {}", t.name(), s.label.trim_start_matches("latency ")),
                     pts,
                 ));
             }
@@ -220,7 +220,7 @@ pub fn throughput_chart(reports: &[TargetReport]) -> Option<String> {
             COLORS[k % COLORS.len()],
             W - RIGHT + 28.0,
             ly + 5.0,
-            escape(&t.target)
+            escape(&t.name())
         );
     }
     out.push_str("</svg>\n");

@@ -2,9 +2,10 @@
 //!
 //! Owns: [`Figure`] (one named number with its unit and which direction is better),
 //! [`ScenarioReport`] (one scenario's figures, problems and full detail),
-//! [`TargetReport`] (every scenario run against one broker), [`Report`] (a whole run,
-//! with the machine it ran on), the text tables, and the side-by-side comparison with
-//! ratios (first target / second target).
+//! [`TargetReport`] (every scenario run against one broker over one protocol), [`Report`]
+//! (a whole run, with the machine it ran on and the comparisons), the text tables, and
+//! the side-by-side comparison of several targets against a baseline, with ratios
+//! (target / baseline).
 //!
 //! Never: measures anything, or drops a figure — the JSON holds every field of every
 //! scenario result, the tables a readable subset.
@@ -53,7 +54,7 @@ impl Figure {
 /// One scenario's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
-    /// Which scenario (`pubsub`, `fanout`, `queue`, `latency`, `conns`).
+    /// Which scenario (`pubsub`, `fanout`, `queue`, `latency`, `conns`, `audience`).
     pub scenario: &'static str,
     /// What exactly ran (`pubsub 1x1 128B`): the key for comparisons.
     pub label: String,
@@ -72,19 +73,31 @@ impl ScenarioReport {
     }
 }
 
-/// Every scenario run against one broker.
+/// Every scenario run against one broker over one protocol.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetReport {
     /// The broker (`ternd`, `nats-server`).
     pub target: String,
-    /// Its address.
+    /// Its address (the last one, when the suite started a broker per scenario).
     pub address: String,
-    /// The driver's protocol (`text`).
+    /// The driver's protocol (`text`, `binary`).
     pub protocol: String,
     /// The broker's own description (version), when known.
     pub version: Option<String>,
     /// The scenarios, in run order.
     pub scenarios: Vec<ScenarioReport>,
+}
+
+impl TargetReport {
+    /// `broker/protocol` (`ternd/binary`): how tables and charts name the target.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.target, self.protocol)
+    }
+
+    /// How many problems its scenarios reported.
+    pub fn problem_count(&self) -> usize {
+        self.scenarios.iter().map(|s| s.problems.len()).sum()
+    }
 }
 
 /// The machine a run happened on.
@@ -120,6 +133,17 @@ impl Machine {
     }
 }
 
+/// One target compared with the baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The target's name (`ternd/text`).
+    pub target: String,
+    /// The baseline's name (`nats-server/text`).
+    pub baseline: String,
+    /// Every figure both have; `ratio` = target / baseline.
+    pub rows: Vec<ComparisonRow>,
+}
+
 /// A whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -127,20 +151,41 @@ pub struct Report {
     pub unix_time: u64,
     /// The machine.
     pub machine: Machine,
-    /// One entry per broker.
+    /// One entry per broker and protocol.
     pub targets: Vec<TargetReport>,
+    /// Each other target against the baseline (empty with fewer than two targets).
+    pub comparisons: Vec<Comparison>,
 }
 
 impl Report {
-    /// A report of `targets`, stamped now.
-    pub fn new(targets: Vec<TargetReport>) -> Self {
+    /// A report of `targets`, stamped now, comparing every target with the one at index
+    /// `baseline` (if given).
+    pub fn new(targets: Vec<TargetReport>, baseline: Option<usize>) -> Self {
+        let comparisons = match baseline.and_then(|b| targets.get(b)) {
+            Some(base) => targets
+                .iter()
+                .filter(|t| t.name() != base.name())
+                .map(|t| Comparison {
+                    target: t.name(),
+                    baseline: base.name(),
+                    rows: compare(t, base),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Report {
             unix_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             machine: Machine::probe(),
             targets,
+            comparisons,
         }
+    }
+
+    /// How many problems all scenarios of all targets reported.
+    pub fn problem_count(&self) -> usize {
+        self.targets.iter().map(TargetReport::problem_count).sum()
     }
 }
 
@@ -176,11 +221,7 @@ pub fn format_value(value: f64) -> String {
 /// The table of one target's scenarios.
 pub fn render_target(t: &TargetReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "== {} ({}, {} protocol)",
-        t.target, t.address, t.protocol
-    );
+    let _ = writeln!(out, "== {} ({})", t.name(), t.address);
     for s in &t.scenarios {
         let _ = writeln!(out, "-- {}", s.label);
         for f in &s.figures {
@@ -246,43 +287,61 @@ pub fn compare(a: &TargetReport, b: &TargetReport) -> Vec<ComparisonRow> {
     rows
 }
 
-/// The comparison table: `a`, `b` and `a / b` side by side.
-pub fn render_comparison(a: &TargetReport, b: &TargetReport) -> String {
+/// The comparison table: every target's value beside the baseline's, and each target's
+/// ratio to the baseline (`targets` may include the baseline; it is shown once). Rows are
+/// the baseline's figures (rates, latencies, memory: not counts), in its order.
+pub fn render_comparison(targets: &[TargetReport], baseline: &TargetReport) -> String {
+    let others: Vec<&TargetReport> = targets
+        .iter()
+        .filter(|t| t.name() != baseline.name())
+        .collect();
+    let base_name = baseline.name();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "== {} vs {} (ratio = {} / {}; higher-is-better rows marked ↑, lower ↓)",
-        a.target, b.target, a.target, b.target
+        "== compared with {base_name} (ratio = target / {base_name}; ↑ higher is better, ↓ lower)"
     );
-    let _ = writeln!(
-        out,
-        "{:<26} {:<22} {:>14} {:>14} {:>7}  unit",
-        "scenario", "figure", a.target, b.target, "ratio"
-    );
-    for r in compare(a, b) {
-        let arrow = if r.better == Better::Higher {
-            "↑"
-        } else {
-            "↓"
-        };
-        let ratio = r.ratio.map_or("-".into(), |x| format!("{x:.2}"));
-        let _ = writeln!(
-            out,
-            "{:<26} {:<22} {:>14} {:>14} {:>7}  {} {arrow}",
-            r.label,
-            r.figure,
-            format_value(r.a),
-            format_value(r.b),
-            ratio,
-            r.unit
-        );
+    let mut header = format!("{:<30} {:<24}", "scenario", "figure");
+    for t in others.iter().copied().chain([baseline]) {
+        let _ = write!(header, " {:>16}", t.name());
     }
-    for (t, s) in [a, b]
-        .iter()
-        .flat_map(|t| t.scenarios.iter().map(move |s| (t, s)))
-    {
-        for p in &s.problems {
-            let _ = writeln!(out, "PROBLEM {} / {}: {p}", t.target, s.label);
+    for t in &others {
+        let _ = write!(header, " {:>13}", format!("{} ratio", t.protocol));
+    }
+    let _ = writeln!(out, "{header}  unit");
+    for sb in &baseline.scenarios {
+        for fb in sb.figures.iter().filter(|f| f.better != Better::Neither) {
+            let value = |t: &TargetReport| {
+                t.scenarios
+                    .iter()
+                    .find(|s| s.label == sb.label)
+                    .and_then(|s| s.figure(&fb.name))
+                    .map(|f| f.value)
+            };
+            let mut line = format!("{:<30} {:<24}", sb.label, fb.name);
+            for t in others.iter().copied().chain([baseline]) {
+                let v = value(t).map_or("-".into(), format_value);
+                let _ = write!(line, " {v:>16}");
+            }
+            for t in &others {
+                let ratio = value(t)
+                    .filter(|_| fb.value != 0.0)
+                    .map_or("-".into(), |v| format!("{:.2}", v / fb.value));
+                let _ = write!(line, " {ratio:>13}");
+            }
+            let arrow = if fb.better == Better::Higher {
+                "↑"
+            } else {
+                "↓"
+            };
+            let _ = writeln!(out, "{line}  {} {arrow}", fb.unit);
+        }
+    }
+    for t in others.iter().copied().chain([baseline]) {
+        for s in &t.scenarios {
+            for p in &s.problems {
+                let _ = writeln!(out, "PROBLEM {} / {}: {p}", t.name(), s.label);
+            }
         }
     }
     out
@@ -293,10 +352,11 @@ mod tests {
     use super::*;
 
     fn target(name: &str, rate: f64, p99: f64) -> TargetReport {
+        let (target, protocol) = name.split_once('/').unwrap_or((name, "text"));
         TargetReport {
-            target: name.into(),
+            target: target.into(),
             address: "127.0.0.1:1".into(),
-            protocol: "text".into(),
+            protocol: protocol.into(),
             version: None,
             scenarios: vec![ScenarioReport {
                 scenario: "pubsub",
@@ -329,9 +389,50 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].ratio, Some(2.0));
         assert_eq!(rows[1].ratio, None);
-        let text = render_comparison(&target("ternd", 200.0, 5.0), &target("nats", 100.0, 10.0));
-        assert!(text.contains("2.00"), "{text}");
-        assert!(text.contains("0.50"), "{text}");
+    }
+
+    #[test]
+    fn comparison_table_has_every_target_and_a_ratio_each() {
+        let targets = [
+            target("ternd/text", 200.0, 5.0),
+            target("ternd/binary", 300.0, 2.5),
+            target("nats-server/text", 100.0, 10.0),
+        ];
+        let text = render_comparison(&targets, &targets[2]);
+        let header = text.lines().nth(1).unwrap();
+        for col in [
+            "ternd/text",
+            "ternd/binary",
+            "nats-server/text",
+            "text ratio",
+            "binary ratio",
+        ] {
+            assert!(header.contains(col), "{header}");
+        }
+        let rate = text.lines().find(|l| l.contains("delivery rate")).unwrap();
+        assert!(rate.contains("2.00") && rate.contains("3.00"), "{rate}");
+        let p99 = text.lines().find(|l| l.contains("p99")).unwrap();
+        assert!(p99.contains("0.50") && p99.contains("0.25"), "{p99}");
+        assert!(!text.contains("published"), "{text}");
+    }
+
+    #[test]
+    fn reports_compare_every_target_with_the_baseline() {
+        let mut targets = vec![
+            target("ternd/text", 200.0, 5.0),
+            target("ternd/binary", 300.0, 2.5),
+            target("nats-server/text", 100.0, 10.0),
+        ];
+        targets[1].scenarios[0].problems.push("lost".into());
+        let report = Report::new(targets, Some(2));
+        assert_eq!(report.comparisons.len(), 2);
+        assert_eq!(report.comparisons[1].target, "ternd/binary");
+        assert_eq!(report.comparisons[1].baseline, "nats-server/text");
+        assert_eq!(report.comparisons[1].rows[0].ratio, Some(3.0));
+        assert_eq!(report.problem_count(), 1);
+        assert!(Report::new(vec![target("ternd", 1.0, 1.0)], None)
+            .comparisons
+            .is_empty());
     }
 
     #[test]
@@ -350,7 +451,8 @@ mod tests {
 
     #[test]
     fn reports_serialize() {
-        let json = serde_json::to_value(Report::new(vec![target("ternd", 1.0, 2.0)])).unwrap();
+        let json =
+            serde_json::to_value(Report::new(vec![target("ternd", 1.0, 2.0)], None)).unwrap();
         assert_eq!(
             json["targets"][0]["scenarios"][0]["figures"][1]["name"],
             "p99"

@@ -1,18 +1,25 @@
-//! The standard suite: the same short scenarios against each broker, one broker at a time.
+//! The standard suite: the same short scenarios against each target, one broker at a time.
 //!
 //! Owns: the list of scenarios `make bench` and `make bench-compare` run
-//! ([`SuiteConfig::scenarios`]), starting each broker ([`crate::broker`]), running every
-//! scenario against it through the text driver, and stopping it before the next broker
-//! starts (so the brokers never compete for the CPUs or skew each other's memory).
+//! ([`SuiteConfig::scenarios`]), the targets ([`Target`]: `ternd` over its text port,
+//! `ternd` over its binary port, `nats-server`), starting a fresh broker for every
+//! scenario ([`crate::broker`]), running the scenario through the target's driver, and
+//! stopping the broker before the next one starts (so a backlog never slows the next
+//! scenario and brokers never compete for the CPUs or skew each other's memory).
+//!
+//! A broker that does not start is a problem of that scenario, not the end of the run:
+//! the other scenarios and targets still run, and the suite still exits non-zero.
 //!
 //! Never: leaves a broker running — [`crate::broker::BrokerProcess`] kills on drop.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::broker::{BrokerError, BrokerProcess};
-use crate::driver::nats::NatsDriver;
-use crate::report::TargetReport;
+use crate::driver::Protocol;
+use crate::report::{ScenarioReport, TargetReport};
+use crate::scenario::audience::AudienceConfig;
+use crate::scenario::catchup::CatchupConfig;
 use crate::scenario::conns::ConnsConfig;
 use crate::scenario::latency::LatencyConfig;
 use crate::scenario::pubsub::PubSubConfig;
@@ -33,6 +40,12 @@ pub struct SuiteConfig {
     pub rates: Vec<u64>,
     /// Idle connections for `conns`.
     pub conns: usize,
+    /// Users for `audience`.
+    pub audience_users: usize,
+    /// How long `audience` publishes (its storm comes halfway).
+    pub audience_duration: Duration,
+    /// Messages stored, then replayed, by `catchup` (128-byte messages; binary targets).
+    pub catchup_count: u64,
     /// When not empty, only the scenarios whose label contains one of these.
     pub only: Vec<String>,
 }
@@ -46,6 +59,9 @@ impl Default for SuiteConfig {
             queue_members: 4,
             rates: vec![10_000, 50_000],
             conns: 10_000,
+            audience_users: 500,
+            audience_duration: Duration::from_secs(10),
+            catchup_count: 300_000,
             only: Vec::new(),
         }
     }
@@ -76,6 +92,16 @@ impl SuiteConfig {
             broker_pid: None,
             settle: Duration::from_millis(500),
         }));
+        list.push(Scenario::Audience(AudienceConfig {
+            users: self.audience_users,
+            duration: self.audience_duration,
+            storm_at: Some(self.audience_duration / 2),
+            ..AudienceConfig::default()
+        }));
+        list.push(Scenario::Catchup(CatchupConfig {
+            count: self.catchup_count,
+            size: 128,
+        }));
         if !self.only.is_empty() {
             list.retain(|s| self.only.iter().any(|o| s.label().contains(o.as_str())));
         }
@@ -83,68 +109,182 @@ impl SuiteConfig {
     }
 }
 
-/// A broker the suite can start.
+/// A broker and the port the suite talks to it on.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// `ternd` at this path, with this many workers.
+    /// `ternd` at this path, with this many workers, over this protocol.
     Ternd {
         /// The executable.
         path: PathBuf,
         /// `--workers`.
         workers: usize,
+        /// Which of its ports.
+        protocol: Protocol,
     },
-    /// `nats-server` at this path.
+    /// `nats-server` at this path (text protocol).
     NatsServer {
         /// The executable.
         path: PathBuf,
     },
 }
 
-/// Runs every scenario against `target`, each against a freshly started broker. `progress` is told each
-/// scenario's label before it runs. Broker logs go to `log_dir/<name>_<scenario>.log` when given.
+impl Target {
+    /// The broker's name (`ternd`, `nats-server`).
+    pub fn broker(&self) -> &'static str {
+        match self {
+            Target::Ternd { .. } => "ternd",
+            Target::NatsServer { .. } => "nats-server",
+        }
+    }
+
+    /// The protocol the suite speaks to it.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Target::Ternd { protocol, .. } => *protocol,
+            Target::NatsServer { .. } => Protocol::Text,
+        }
+    }
+
+    /// `broker/protocol`, as reports name targets.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.broker(), self.protocol().name())
+    }
+}
+
+/// Runs every scenario against `target`, each against a freshly started broker.
+/// `progress` is told the target's name and each scenario's label before it runs. Broker
+/// logs go to `log_dir/<broker>_<protocol>_<scenario>.log` when given.
 pub fn run_target(
     target: &Target,
     config: &SuiteConfig,
-    log_dir: Option<&std::path::Path>,
+    log_dir: Option<&Path>,
     progress: &mut dyn FnMut(&str, &str),
 ) -> Result<TargetReport, BrokerError> {
-    let mut report: Option<TargetReport> = None;
-    for s in config.scenarios() {
+    let scenarios = config.scenarios();
+    if scenarios.is_empty() {
+        return Err(BrokerError::NoScenarios);
+    }
+    let mut report = TargetReport {
+        target: target.broker().into(),
+        address: String::new(),
+        protocol: target.protocol().name().into(),
+        version: None,
+        scenarios: Vec::new(),
+    };
+    for s in scenarios {
+        if !s.supports(target.protocol()) {
+            continue;
+        }
+        progress(&target.name(), &s.label());
         // A fresh broker per scenario: a backlog one scenario left behind must not slow
         // the next one, and the memory baseline of `conns` is a fresh broker's.
-        let broker = start(target, log_dir, &s.label())?;
-        progress(&broker.name, &s.label());
-        let driver = NatsDriver::new(broker.addr, "tern-bench");
-        let result = s.run(&driver, Some(broker.pid()));
-        report
-            .get_or_insert_with(|| TargetReport {
-                target: broker.name.clone(),
-                address: broker.addr.to_string(),
-                protocol: "text".into(),
-                version: broker.version.clone(),
-                scenarios: Vec::new(),
-            })
-            .scenarios
-            .push(result);
-        drop(broker);
+        let result = match start(target, log_dir, &s.label()) {
+            Ok(broker) => {
+                let addr = match target.protocol() {
+                    Protocol::Text => Some(broker.addr),
+                    Protocol::Binary => broker.binary_addr,
+                };
+                report.version.clone_from(&broker.version);
+                match addr {
+                    Some(addr) => {
+                        report.address = addr.to_string();
+                        let driver = target.protocol().driver(addr, "tern-bench");
+                        s.run(&*driver, Some(broker.pid()))
+                    }
+                    None => failed(&s, format!("{} has no binary port", broker.name)),
+                }
+            }
+            Err(e) => failed(&s, format!("cannot start {}: {e}", target.broker())),
+        };
+        report.scenarios.push(result);
     }
-    report.ok_or(BrokerError::NoScenarios)
+    Ok(report)
+}
+
+/// The report of a scenario that could not run.
+fn failed(s: &Scenario, problem: String) -> ScenarioReport {
+    ScenarioReport {
+        scenario: s.name(),
+        label: s.label(),
+        figures: Vec::new(),
+        problems: vec![problem],
+        detail: serde_json::Value::Null,
+    }
 }
 
 fn start(
     target: &Target,
-    log_dir: Option<&std::path::Path>,
+    log_dir: Option<&Path>,
     label: &str,
 ) -> Result<BrokerProcess, BrokerError> {
-    let log = |name: &str| {
-        log_dir.map(|d| d.join(format!("{name} {label}.log").replace([' ', '/'], "_")))
-    };
+    let log =
+        log_dir.map(|d| d.join(format!("{} {label}.log", target.name()).replace([' ', '/'], "_")));
     match target {
-        Target::Ternd { path, workers } => {
-            BrokerProcess::ternd(path, *workers, log("ternd").as_deref())
-        }
-        Target::NatsServer { path } => {
-            BrokerProcess::nats_server(path, log("nats-server").as_deref())
+        Target::Ternd { path, workers, .. } => BrokerProcess::ternd(path, *workers, log.as_deref()),
+        Target::NatsServer { path } => BrokerProcess::nats_server(path, log.as_deref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standard_list_and_only() {
+        let c = SuiteConfig::default();
+        let labels: Vec<String> = c.scenarios().iter().map(Scenario::label).collect();
+        assert_eq!(labels.len(), 11, "{labels:?}");
+        assert_eq!(labels[0], "pubsub 1x1 16B");
+        assert_eq!(labels[9], "audience 500 users 20 rooms");
+        assert_eq!(labels[10], "catchup 300000 128B");
+        let only = SuiteConfig {
+            only: vec!["latency".into(), "audience".into()],
+            ..SuiteConfig::default()
+        };
+        let names: Vec<&str> = only.scenarios().iter().map(Scenario::name).collect();
+        assert_eq!(names, ["latency", "latency", "audience"]);
+    }
+
+    #[test]
+    fn targets_are_named_by_broker_and_protocol() {
+        let t = Target::Ternd {
+            path: "ternd".into(),
+            workers: 2,
+            protocol: Protocol::Binary,
+        };
+        assert_eq!(t.name(), "ternd/binary");
+        let n = Target::NatsServer {
+            path: "nats-server".into(),
+        };
+        assert_eq!(
+            (n.name().as_str(), n.protocol()),
+            ("nats-server/text", Protocol::Text)
+        );
+    }
+
+    #[test]
+    fn a_broker_that_does_not_start_is_a_problem_per_scenario() {
+        let target = Target::NatsServer {
+            path: "/nonexistent/nats-server".into(),
+        };
+        let config = SuiteConfig {
+            only: vec!["latency".into()],
+            ..SuiteConfig::default()
+        };
+        let mut seen = Vec::new();
+        let report = run_target(&target, &config, None, &mut |t, l| {
+            seen.push(format!("{t}: {l}"))
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(report.scenarios.len(), 2);
+        for s in &report.scenarios {
+            assert!(s.figures.is_empty());
+            assert!(
+                s.problems[0].starts_with("cannot start nats-server"),
+                "{:?}",
+                s.problems
+            );
         }
     }
 }

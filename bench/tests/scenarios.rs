@@ -1,37 +1,58 @@
 //! Every scenario, with tiny counts, against a real broker started in this process through
-//! the `tern-broker` library: the counts must be exact and the figures sane.
+//! the `tern-broker` library, over both of its ports: the counts must be exact and the
+//! figures sane. Also the binary driver on its own against the real binary port.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tern_bench::driver::binary::BinaryDriver;
 use tern_bench::driver::nats::NatsDriver;
+use tern_bench::driver::{Driver, DriverError, Protocol};
+use tern_bench::scenario::audience::{self, AudienceConfig};
+use tern_bench::scenario::catchup::{self, CatchupConfig};
 use tern_bench::scenario::conns::{self, ConnsConfig};
 use tern_bench::scenario::latency::{self, LatencyConfig};
 use tern_bench::scenario::pubsub::{self, PubSubConfig};
 use tern_bench::scenario::{fanout, queue, Limit, Scenario};
 use tern_broker::{Args, Config, Server};
+use tern_protocol::binary::ErrorCode;
 
-fn broker() -> Server {
-    let config = Config::from_args(Args::parse_from([
+/// An in-process ternd on free ports, text and binary; `extra` flags appended.
+fn broker(extra: &[&str]) -> Server {
+    let mut args = vec![
         "ternd",
         "--listen",
+        "127.0.0.1:0",
+        "--binary-listen",
         "127.0.0.1:0",
         "--no-monitor",
         "--workers",
         "2",
         "--no-pin",
-    ]))
-    .expect("valid flags");
+        // The harness is under test here, not the store: no files.
+        "--no-store",
+    ];
+    args.extend_from_slice(extra);
+    let config = Config::from_args(Args::parse_from(args)).expect("valid flags");
     Server::start(config).expect("broker starts")
 }
 
-#[test]
-fn every_scenario_counts_exactly() {
-    let server = broker();
-    let driver = NatsDriver::new(server.local_addr(), "tern-bench-test");
+fn driver(server: &Server, protocol: Protocol) -> Box<dyn Driver> {
+    let addr = match protocol {
+        Protocol::Text => server.local_addr(),
+        Protocol::Binary => server.binary_addr().expect("the binary port is on"),
+    };
+    protocol.driver(addr, "tern-bench-test")
+}
+
+fn every_scenario_counts_exactly(protocol: Protocol) {
+    let server = broker(&[]);
+    let driver = driver(&server, protocol);
+    let driver = &*driver;
+    assert_eq!(driver.protocol(), protocol.name());
 
     // pubsub: 2 publishers × 500 messages, 3 subscribers: every subscriber gets all 1000.
-    let r = pubsub::run(&driver, &PubSubConfig::new(2, 3, 64, Limit::Count(500))).unwrap();
+    let r = pubsub::run(driver, &PubSubConfig::new(2, 3, 64, Limit::Count(500))).unwrap();
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!(r.published, 1000);
     assert_eq!(r.expected, 3000);
@@ -41,13 +62,13 @@ fn every_scenario_counts_exactly() {
     assert!((r.delivery_mb_s - r.delivery_rate * 64.0 / 1e6).abs() < 1e-6);
 
     // fanout: 1 publisher to 5 subscribers.
-    let r = fanout::run(&driver, &fanout::config(5, 16, Limit::Count(300))).unwrap();
+    let r = fanout::run(driver, &fanout::config(5, 16, Limit::Count(300))).unwrap();
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!(r.delivered, 1500);
     assert!(r.per_subscriber.iter().all(|&n| n == 300));
 
     // queue: members' counts sum to what was published.
-    let r = queue::run(&driver, &queue::config(1, 4, 32, Limit::Count(2000))).unwrap();
+    let r = queue::run(driver, &queue::config(1, 4, 32, Limit::Count(2000))).unwrap();
     assert!(r.run.problems.is_empty(), "{:?}", r.run.problems);
     assert_eq!(r.run.per_subscriber.len(), 4);
     assert_eq!(r.run.per_subscriber.iter().sum::<u64>(), 2000);
@@ -56,7 +77,7 @@ fn every_scenario_counts_exactly() {
 
     // latency: a fixed rate; every message measured once, percentiles ordered.
     let r = latency::run(
-        &driver,
+        driver,
         &LatencyConfig::new(2000, 64, Limit::Duration(Duration::from_millis(300))),
     )
     .unwrap();
@@ -71,7 +92,7 @@ fn every_scenario_counts_exactly() {
 
     // conns: in-process broker, so its memory is this process's.
     let r = conns::run(
-        &driver,
+        driver,
         &ConnsConfig {
             count: 50,
             broker_pid: Some(std::process::id()),
@@ -84,12 +105,194 @@ fn every_scenario_counts_exactly() {
     assert!(r.rss_before_kib.is_some() && r.bytes_per_conn.is_some());
 
     // The generic runner labels and reports the same way.
-    let report = Scenario::PubSub(PubSubConfig::new(1, 1, 16, Limit::Count(10))).run(&driver, None);
+    let report = Scenario::PubSub(PubSubConfig::new(1, 1, 16, Limit::Count(10))).run(driver, None);
     assert_eq!(report.label, "pubsub 1x1 16B");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.figure("delivered").map(|f| f.value), Some(10.0));
     assert_eq!(report.detail["delivered"], 10);
 
+    server.shutdown();
+}
+
+#[test]
+fn every_scenario_counts_exactly_over_text() {
+    every_scenario_counts_exactly(Protocol::Text);
+}
+
+#[test]
+fn every_scenario_counts_exactly_over_binary() {
+    every_scenario_counts_exactly(Protocol::Binary);
+}
+
+/// A tiny audience: 24 users, a viral room, churn and a storm, in about two seconds.
+fn tiny_audience() -> AudienceConfig {
+    AudienceConfig {
+        users: 24,
+        rooms: 4,
+        viral_fraction: 0.25,
+        message_interval: Duration::from_millis(100),
+        duration: Duration::from_millis(1500),
+        churn: 8.0,
+        away: Duration::from_millis(150),
+        storm_at: Some(Duration::from_millis(700)),
+        backoff_base: Duration::from_millis(20),
+        backoff_cap: Duration::from_millis(200),
+        reconnect_timeout: Duration::from_secs(10),
+        linger: Duration::from_secs(2),
+        ..AudienceConfig::default()
+    }
+}
+
+fn audience_runs_clean(protocol: Protocol) {
+    let server = broker(&[]);
+    let driver = driver(&server, protocol);
+    let config = tiny_audience();
+    let r = audience::run(&*driver, &config);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.joined_before_start, 24);
+    assert!(r.published > 100, "{}", r.published);
+    // Nothing owed went missing, nothing twice; every member got every message it was
+    // owed, plus some it was not owed (sent around its joins and leaves).
+    assert_eq!((r.tally.missed, r.duplicated, r.reordered), (0, 0, 0));
+    assert!(r.tally.expected > r.published, "{:?}", r.tally);
+    assert!(r.delivered >= r.tally.expected);
+    // The storm dropped whoever was connected; all came back.
+    assert!(r.storm_drops > 0);
+    assert_eq!(r.reconnects, r.storm_drops);
+    let rc = r.reconnect.as_ref().expect("reconnect times");
+    assert!(rc.p50_ms <= rc.p99_ms && rc.p99_ms <= rc.max_ms);
+    assert!(r.churn_leaves > 0);
+    // The viral room is there and measured.
+    let viral = r
+        .latency
+        .iter()
+        .find(|c| c.class.name() == "viral")
+        .unwrap();
+    assert_eq!(viral.users, 6);
+    assert!(viral.deliveries > 0 && viral.p50_ns <= viral.p99_ns);
+    let figures = r.figures();
+    for name in ["viral p99", "reconnect p99", "missed"] {
+        assert!(figures.iter().any(|f| f.name == name), "{name}");
+    }
+    assert_eq!(
+        Scenario::Audience(config).label(),
+        "audience 24 users 4 rooms"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn audience_runs_clean_over_text() {
+    audience_runs_clean(Protocol::Text);
+}
+
+#[test]
+fn audience_runs_clean_over_binary() {
+    audience_runs_clean(Protocol::Binary);
+}
+
+/// Receives on `conn` until `n` payloads other than the warm-up's `w` arrived (or 5 s
+/// passed).
+fn receive_n(conn: &mut dyn tern_bench::driver::Connection, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < n && Instant::now() < deadline {
+        conn.receive(Duration::from_millis(20), &mut |p| {
+            if p != b"w" {
+                got.push(p.to_vec());
+            }
+        })
+        .unwrap();
+    }
+    got
+}
+
+#[test]
+fn binary_driver_against_the_real_binary_port() {
+    let server = broker(&[]);
+    let binary = BinaryDriver::new(server.binary_addr().unwrap(), "tern-bench-test");
+    let text = NatsDriver::new(server.local_addr(), "tern-bench-test");
+
+    // Both ports see each other's messages, payloads unchanged.
+    let mut b = binary.connect().unwrap();
+    let mut t = text.connect().unwrap();
+    b.subscribe("cross.*", None).unwrap();
+    t.subscribe("cross.*", None).unwrap();
+    b.sync(Duration::from_secs(5)).unwrap();
+    t.sync(Duration::from_secs(5)).unwrap();
+    // A PONG may come before a subscription is live on another worker: warm up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "subscriptions never went live");
+        b.publish("cross.warm", b"w").unwrap();
+        b.flush().unwrap();
+        let (mut to_b, mut to_t) = (0, 0);
+        let _ = b.receive(Duration::from_millis(20), &mut |_| to_b += 1);
+        let _ = t.receive(Duration::from_millis(20), &mut |_| to_t += 1);
+        if to_b > 0 && to_t > 0 {
+            break;
+        }
+    }
+    b.sync(Duration::from_secs(5)).unwrap();
+    t.sync(Duration::from_secs(5)).unwrap();
+    // Flush, not sync: a sync discards what arrives before its answer, echoes included.
+    t.publish("cross.a", b"from text").unwrap();
+    b.publish("cross.b", b"from binary").unwrap();
+    t.flush().unwrap();
+    b.flush().unwrap();
+    let mut at_b = receive_n(&mut *b, 2);
+    let mut at_t = receive_n(&mut *t, 2);
+    at_b.sort();
+    at_t.sort();
+    let want = vec![b"from binary".to_vec(), b"from text".to_vec()];
+    assert_eq!(at_b, want);
+    assert_eq!(at_t, want);
+
+    // An invalid filter is refused with the binary error code and the broker's text.
+    b.subscribe("bad..subject", None).unwrap();
+    let err = b.sync(Duration::from_secs(5)).unwrap_err();
+    match &err {
+        DriverError::Server { code, message } => {
+            assert_eq!(*code, Some(ErrorCode::InvalidSubject), "{err}");
+            assert!(!message.is_empty());
+        }
+        other => panic!("expected a broker error, got {other}"),
+    }
+    server.shutdown();
+}
+
+#[test]
+fn binary_driver_answers_the_brokers_pings() {
+    let server = broker(&["--ping-interval", "20ms", "--ping-max", "2"]);
+    let driver = BinaryDriver::new(server.binary_addr().unwrap(), "tern-bench-test");
+    let mut answering = driver.connect().unwrap();
+    let mut silent = driver.connect().unwrap();
+    // Many ping intervals: the one that answers stays open...
+    let until = Instant::now() + Duration::from_millis(400);
+    while Instant::now() < until {
+        answering
+            .receive(Duration::from_millis(10), &mut |_| {})
+            .unwrap();
+    }
+    answering.sync(Duration::from_secs(5)).unwrap();
+    // ...the one that never read (so never answered) was closed as stale.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let err = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the silent connection stayed open"
+        );
+        if let Err(e) = silent.receive(Duration::from_millis(20), &mut |_| {}) {
+            break e;
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            DriverError::Closed | DriverError::Server { .. } | DriverError::Io(_)
+        ),
+        "{err}"
+    );
     server.shutdown();
 }
 
@@ -100,8 +303,84 @@ fn an_absent_broker_is_a_reported_problem() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let driver = NatsDriver::new(addr, "tern-bench-test");
-    let report = Scenario::Fanout(fanout::config(2, 16, Limit::Count(10))).run(&driver, None);
-    assert!(report.figures.is_empty());
-    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    for protocol in [Protocol::Text, Protocol::Binary] {
+        let driver = protocol.driver(addr, "tern-bench-test");
+        let report = Scenario::Fanout(fanout::config(2, 16, Limit::Count(10))).run(&*driver, None);
+        assert!(report.figures.is_empty());
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        let report = Scenario::Audience(tiny_audience()).run(&*driver, None);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(
+            report.problems[0].starts_with("cannot connect"),
+            "{:?}",
+            report.problems
+        );
+    }
+}
+
+#[test]
+fn the_binary_exits_non_zero_after_printing_problems() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern-bench"))
+        .args([
+            "fanout",
+            "--server",
+            &addr.to_string(),
+            "-s",
+            "2",
+            "--count",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("PROBLEM:"), "{stdout}");
+    assert!(stdout.contains("fanout 1x2 128B"), "{stdout}");
+}
+
+/// `catchup` against a broker that stores: every stored message is replayed, once; over
+/// the text protocol the scenario says it cannot run.
+#[test]
+fn catchup_replays_everything_stored_over_binary_only() {
+    let dir = std::env::temp_dir().join(format!("tern-bench-catchup-{}", std::process::id()));
+    let data = dir.display().to_string();
+    let server = {
+        let args = [
+            "ternd",
+            "--listen",
+            "127.0.0.1:0",
+            "--binary-listen",
+            "127.0.0.1:0",
+            "--no-monitor",
+            "--workers",
+            "2",
+            "--no-pin",
+            "--data-dir",
+            data.as_str(),
+            "--log-size",
+            "4MiB",
+        ];
+        Server::start(Config::from_args(Args::parse_from(args)).unwrap()).unwrap()
+    };
+    let config = CatchupConfig {
+        count: 5_000,
+        size: 128,
+    };
+    let r = catchup::run(&*driver(&server, Protocol::Binary), &config).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!((r.stored, r.replayed), (5_000, 5_000));
+    assert!(r.seconds > 0.0);
+    let report = Scenario::Catchup(config.clone()).run(&*driver(&server, Protocol::Text), None);
+    assert!(
+        report.problems[0].contains("not supported"),
+        "{:?}",
+        report.problems
+    );
+    assert!(!Scenario::Catchup(config).supports(Protocol::Text));
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
 }

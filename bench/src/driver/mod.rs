@@ -1,10 +1,10 @@
 //! Drivers: how the harness talks to a broker, one module per wire protocol.
 //!
 //! Owns: the [`Driver`] and [`Connection`] traits every scenario is written against, and
-//! [`DriverError`]. Today there is one driver, [`nats::NatsDriver`], for the text (NATS)
-//! port, so the same scenario runs against `ternd` and a real `nats-server`. A driver for
-//! Tern's binary port is a new module here implementing the same two traits; no scenario
-//! changes.
+//! [`DriverError`]. Two drivers implement them: [`nats::NatsDriver`] for the text (NATS)
+//! port, so the same scenario runs against `ternd` and a real `nats-server`, and
+//! [`binary::BinaryDriver`] for Tern's binary port (4224). Both share [`socket`]'s blocking
+//! socket with its write batch and read buffer.
 //!
 //! Contract of a [`Connection`]: it is used by one thread at a time. `publish` only queues
 //! bytes (writes are batched); `flush` writes them; `sync` flushes and waits until the
@@ -13,11 +13,18 @@
 //!
 //! Never: a client library. Drivers speak the protocol themselves, with Tern's own codec.
 
+pub mod binary;
 pub mod nats;
+mod socket;
+
+pub use socket::{HANDSHAKE_TIMEOUT, READ_MAX, READ_MIN, WRITE_BATCH, WRITE_TIMEOUT};
 
 use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
+use tern_protocol::binary::{BinaryError, EncodeError, ErrorCode};
 use tern_protocol::text::DecodeError;
 
 /// Why a driver operation failed.
@@ -29,20 +36,74 @@ pub enum DriverError {
     /// The broker closed the connection.
     #[error("connection closed by the broker")]
     Closed,
-    /// The broker sent an error (e.g. `Slow Consumer`); the text as the broker sent it.
-    #[error("broker error: {0}")]
-    Server(String),
-    /// The broker's bytes did not parse.
+    /// The broker sent an error: the text protocol's `-ERR` (no code) or the binary
+    /// protocol's `ERROR` frame (with its code); the text as the broker sent it.
+    #[error("broker error{}: {message}", code.map(|c| format!(" 0x{:04x} ({c:?})", c.to_u16())).unwrap_or_default())]
+    Server {
+        /// The binary protocol's error code; `None` on the text port.
+        code: Option<ErrorCode>,
+        /// The broker's text.
+        message: String,
+    },
+    /// The broker's bytes did not parse (text protocol).
     #[error("protocol: {0}")]
     Protocol(#[from] DecodeError),
+    /// The broker's frames did not parse (binary protocol).
+    #[error("binary protocol: {0}")]
+    Binary(#[from] BinaryError),
+    /// A frame could not be encoded (a subject longer than the binary protocol allows).
+    #[error("cannot encode: {0}")]
+    Encode(#[from] EncodeError),
+    /// The broker sent something valid that this driver never asked for (e.g. a second
+    /// `WELCOME`, an acknowledgement of a publish that asked for none).
+    #[error("unexpected {0} from the broker")]
+    Unexpected(&'static str),
     /// The broker did not answer in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// The protocol cannot do what was asked (catch-up on the text protocol).
+    #[error("not supported by this protocol: {0}")]
+    Unsupported(&'static str),
+}
+
+/// A wire protocol the harness speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// The NATS-compatible text protocol (`ternd`'s port 4222, or `nats-server`).
+    Text,
+    /// Tern's binary protocol (`ternd`'s port 4224).
+    Binary,
+}
+
+impl Protocol {
+    /// Its name in reports (`text`, `binary`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Text => "text",
+            Protocol::Binary => "binary",
+        }
+    }
+
+    /// `ternd`'s default address for it.
+    pub fn default_addr(self) -> SocketAddr {
+        match self {
+            Protocol::Text => SocketAddr::from(([127, 0, 0, 1], 4222)),
+            Protocol::Binary => SocketAddr::from(([127, 0, 0, 1], 4224)),
+        }
+    }
+
+    /// A driver for the broker at `addr`, introducing itself as `name`.
+    pub fn driver(self, addr: SocketAddr, name: &str) -> Box<dyn Driver> {
+        match self {
+            Protocol::Text => Box::new(nats::NatsDriver::new(addr, name)),
+            Protocol::Binary => Box::new(binary::BinaryDriver::new(addr, name)),
+        }
+    }
 }
 
 /// A way to open connections to one broker.
 pub trait Driver: Send + Sync {
-    /// The wire protocol, for reports (`"text"`).
+    /// The wire protocol, for reports (`"text"`, `"binary"`).
     fn protocol(&self) -> &'static str;
     /// Opens a connection and completes the handshake: when this returns, the broker has
     /// accepted the connection and answered a round trip.
@@ -53,12 +114,21 @@ pub trait Driver: Send + Sync {
 pub trait Connection: Send {
     /// Subscribes to `subject` (in queue group `queue`, if any). Queued like a publish.
     fn subscribe(&mut self, subject: &str, queue: Option<&str>) -> Result<(), DriverError>;
+    /// Subscribes to `subject` from the start of what the broker's log holds (the binary
+    /// protocol's resume from an empty token), then live. Queued like a publish. Only the
+    /// binary protocol has catch-up.
+    fn subscribe_from_start(&mut self, _subject: &str) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(
+            "catch-up needs ternd's binary protocol",
+        ))
+    }
     /// Queues one message; written when the batch is large enough or on `flush`.
     fn publish(&mut self, subject: &str, payload: &[u8]) -> Result<(), DriverError>;
     /// Writes everything queued.
     fn flush(&mut self) -> Result<(), DriverError>;
     /// Flushes, then waits (at most `timeout`) until the broker has processed every
-    /// operation sent before. Deliveries that arrive meanwhile are discarded.
+    /// operation sent before. Deliveries that arrive before the broker's answer are
+    /// discarded; whatever follows the answer stays buffered for `receive`.
     fn sync(&mut self, timeout: Duration) -> Result<(), DriverError>;
     /// Waits at most `wait` for bytes, then hands every whole delivered payload to
     /// `on_message`. Returns how many it handed over (0 when the wait ran out).
@@ -67,4 +137,11 @@ pub trait Connection: Send {
         wait: Duration,
         on_message: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, DriverError>;
+    /// Messages the broker said it dropped for this connection's subscriptions (the
+    /// binary protocol's `DROP_NOTICE`); the text protocol has no such notice.
+    fn dropped(&self) -> u64;
+    /// The socket's descriptor, so a scenario can multiplex many connections on one
+    /// thread with `poll(2)` and call [`Connection::receive`] only on readable ones. The
+    /// caller never reads, writes or closes it.
+    fn raw_fd(&self) -> RawFd;
 }

@@ -1,35 +1,27 @@
-//! The text (NATS) protocol driver: one blocking `TcpStream` per connection.
+//! The text (NATS) protocol driver: one blocking socket per connection.
 //!
-//! Owns: the socket, a write batch and a read buffer per connection; the handshake
-//! (`INFO` → `CONNECT` + `PING` → `PONG`); answering the broker's `PING`s.
+//! Owns: the handshake (`INFO` → `CONNECT` + `PING` → `PONG`), subscription ids, answering
+//! the broker's `PING`s, and turning `-ERR` into [`DriverError::Server`].
 //!
-//! `PUB` lines are written by hand into the batch (the hot path: no allocation per
-//! message); every other operation goes through `tern_protocol::text::encode_client_op`, and
-//! everything the broker sends is parsed by `tern_protocol::text::ServerDecoder`.
+//! `PUB` lines go through `tern_protocol::text::encode_pub_line` straight into the write
+//! batch (the hot path: no allocation per message); every other operation goes through
+//! `tern_protocol::text::encode_client_op`, and everything the broker sends is parsed by
+//! `tern_protocol::text::ServerDecoder`.
 //!
-//! Never: buffers without bound. The write batch is written once it passes
-//! [`WRITE_BATCH`]; the read buffer grows only while reads fill it, up to [`READ_MAX`].
+//! Never: buffers without bound (see [`super::socket`]).
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tern_protocol::text::{
     encode_client_op, encode_pub_line, ClientOp, ConnectOptions, Limits, ServerDecoder, ServerOp,
     Subscribe,
 };
 
+use super::socket::{Socket, HANDSHAKE_TIMEOUT};
 use super::{Connection, Driver, DriverError};
-
-/// Bytes queued before a publish writes the batch.
-pub const WRITE_BATCH: usize = 64 * 1024;
-/// The first read size of a connection (idle connections stay this small).
-pub const READ_MIN: usize = 4 * 1024;
-/// The largest read size a busy connection grows to.
-pub const READ_MAX: usize = 256 * 1024;
-/// How long the handshake may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens text-protocol connections to one address.
 #[derive(Debug, Clone)]
@@ -66,7 +58,7 @@ impl Driver for NatsDriver {
             ..ConnectOptions::default()
         };
         conn.wait_for_info()?;
-        encode_client_op(&ClientOp::Connect(Box::new(options)), &mut conn.out);
+        encode_client_op(&ClientOp::Connect(Box::new(options)), &mut conn.socket.out);
         conn.sync(HANDSHAKE_TIMEOUT)?;
         Ok(Box::new(conn))
     }
@@ -74,31 +66,21 @@ impl Driver for NatsDriver {
 
 /// One connection speaking the text protocol.
 pub struct NatsConnection {
-    sock: TcpStream,
-    out: BytesMut,
-    inbuf: BytesMut,
-    read_size: usize,
+    socket: Socket,
     decoder: ServerDecoder,
-    read_timeout: Option<Duration>,
     next_sid: u64,
     pongs: u64,
 }
 
 impl NatsConnection {
     fn open(addr: SocketAddr) -> Result<Self, DriverError> {
-        let sock = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
-        sock.set_nodelay(true)?;
         Ok(NatsConnection {
-            sock,
-            out: BytesMut::with_capacity(1024),
-            inbuf: BytesMut::new(),
-            read_size: READ_MIN,
+            socket: Socket::connect(addr)?,
             decoder: ServerDecoder::new(Limits {
                 max_control_line: Limits::DEFAULT_MAX_CONTROL_LINE,
                 // Large enough for any broker's configured max_payload.
                 max_payload: 64 * 1024 * 1024,
             }),
-            read_timeout: None,
             next_sid: 1,
             pongs: 0,
         })
@@ -107,81 +89,54 @@ impl NatsConnection {
     fn wait_for_info(&mut self) -> Result<(), DriverError> {
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         loop {
-            if let Some(op) = self.decoder.decode(&mut self.inbuf)? {
+            if let Some(op) = self.decoder.decode(&mut self.socket.inbuf)? {
                 return match op {
                     ServerOp::Info(_) => Ok(()),
-                    ServerOp::Err(text) => Err(DriverError::Server(text)),
-                    _ => Err(DriverError::Server("expected INFO first".into())),
+                    ServerOp::Err(message) => Err(DriverError::Server {
+                        code: None,
+                        message,
+                    }),
+                    _ => Err(DriverError::Unexpected("an operation before INFO")),
                 };
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(DriverError::Timeout("INFO"));
             }
-            self.fill(left)?;
+            self.socket.fill(left)?;
         }
     }
 
-    /// Reads once (waiting at most `wait`). False when the wait ran out.
-    fn fill(&mut self, wait: Duration) -> Result<bool, DriverError> {
-        let wait = wait.max(Duration::from_millis(1));
-        if self.read_timeout != Some(wait) {
-            self.sock.set_read_timeout(Some(wait))?;
-            self.read_timeout = Some(wait);
-        }
-        let start = self.inbuf.len();
-        self.inbuf.resize(start + self.read_size, 0);
-        let result = self.sock.read(&mut self.inbuf[start..]);
-        match result {
-            Ok(0) => {
-                self.inbuf.truncate(start);
-                Err(DriverError::Closed)
-            }
-            Ok(n) => {
-                self.inbuf.truncate(start + n);
-                if n == self.read_size && self.read_size < READ_MAX {
-                    self.read_size *= 2;
-                }
-                Ok(true)
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                self.inbuf.truncate(start);
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                self.inbuf.truncate(start);
-                Ok(true)
-            }
-            Err(e) => {
-                self.inbuf.truncate(start);
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Decodes every whole operation buffered; returns the messages handed over.
-    fn dispatch(&mut self, on_message: &mut dyn FnMut(&[u8])) -> Result<usize, DriverError> {
+    /// Decodes every whole operation buffered, or up to the `PONG` that makes `pongs`
+    /// reach `until_pongs` (the operations after it stay buffered for
+    /// [`Connection::receive`]); returns the messages handed over.
+    fn dispatch(
+        &mut self,
+        on_message: &mut dyn FnMut(&[u8]),
+        until_pongs: Option<u64>,
+    ) -> Result<usize, DriverError> {
         let mut messages = 0;
-        while let Some(op) = self.decoder.decode(&mut self.inbuf)? {
+        while until_pongs.is_none_or(|want| self.pongs < want) {
+            let Some(op) = self.decoder.decode(&mut self.socket.inbuf)? else {
+                break;
+            };
             match op {
                 ServerOp::Msg(m) => {
                     messages += 1;
                     on_message(&m.payload);
                 }
-                ServerOp::Ping => encode_client_op(&ClientOp::Pong, &mut self.out),
+                ServerOp::Ping => encode_client_op(&ClientOp::Pong, &mut self.socket.out),
                 ServerOp::Pong => self.pongs += 1,
-                ServerOp::Err(text) => return Err(DriverError::Server(text)),
+                ServerOp::Err(message) => {
+                    return Err(DriverError::Server {
+                        code: None,
+                        message,
+                    })
+                }
                 ServerOp::Info(_) | ServerOp::Ok => {}
             }
         }
-        if !self.out.is_empty() {
-            self.flush()?;
-        }
+        self.socket.flush()?;
         Ok(messages)
     }
 }
@@ -195,36 +150,29 @@ impl Connection for NatsConnection {
             queue: queue.map(|q| Bytes::copy_from_slice(q.as_bytes())),
             sid: Bytes::from(sid.to_string()),
         });
-        encode_client_op(&op, &mut self.out);
+        encode_client_op(&op, &mut self.socket.out);
         Ok(())
     }
 
     fn publish(&mut self, subject: &str, payload: &[u8]) -> Result<(), DriverError> {
-        let out = &mut self.out;
+        let out = &mut self.socket.out;
         encode_pub_line(out, subject.as_bytes(), None, None, payload.len());
         out.extend_from_slice(payload);
         out.extend_from_slice(b"\r\n");
-        if self.out.len() >= WRITE_BATCH {
-            self.flush()?;
-        }
-        Ok(())
+        self.socket.flush_if_full()
     }
 
     fn flush(&mut self) -> Result<(), DriverError> {
-        if !self.out.is_empty() {
-            self.sock.write_all(&self.out)?;
-            self.out.clear();
-        }
-        Ok(())
+        self.socket.flush()
     }
 
     fn sync(&mut self, timeout: Duration) -> Result<(), DriverError> {
-        encode_client_op(&ClientOp::Ping, &mut self.out);
-        self.flush()?;
+        encode_client_op(&ClientOp::Ping, &mut self.socket.out);
+        self.socket.flush()?;
         let want = self.pongs + 1;
         let deadline = Instant::now() + timeout;
         loop {
-            self.dispatch(&mut |_| {})?;
+            self.dispatch(&mut |_| {}, Some(want))?;
             if self.pongs >= want {
                 return Ok(());
             }
@@ -232,7 +180,7 @@ impl Connection for NatsConnection {
             if left.is_zero() {
                 return Err(DriverError::Timeout("PONG"));
             }
-            self.fill(left)?;
+            self.socket.fill(left)?;
         }
     }
 
@@ -241,13 +189,22 @@ impl Connection for NatsConnection {
         wait: Duration,
         on_message: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, DriverError> {
-        let buffered = self.dispatch(on_message)?;
+        let buffered = self.dispatch(on_message, None)?;
         if buffered > 0 {
             return Ok(buffered);
         }
-        if !self.fill(wait)? {
+        if !self.socket.fill(wait)? {
             return Ok(0);
         }
-        self.dispatch(on_message)
+        self.dispatch(on_message, None)
+    }
+
+    fn dropped(&self) -> u64 {
+        // The text protocol never says what it dropped: a slow consumer is disconnected.
+        0
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.socket.raw_fd()
     }
 }

@@ -1,7 +1,8 @@
 //! `conns`: N idle connections; connect rate and the broker's memory per connection.
 //!
-//! Owns: opening N connections one after another (each a full handshake: `INFO`,
-//! `CONNECT`, `PING`/`PONG`), timing them, and reading the broker's resident memory
+//! Owns: opening N connections one after another (each a full handshake ending in a round
+//! trip: `INFO`, `CONNECT`, `PING`/`PONG` on the text port; preface, `HELLO`, `PING` →
+//! `WELCOME`, `PONG` on the binary port), timing them, and reading the broker's resident memory
 //! (`VmRSS` in `/proc/<pid>/status`) before and after; the difference over N is the cost
 //! of one idle connection, kernel socket buffers excluded (they are not in the RSS).
 //!

@@ -170,9 +170,7 @@ pub fn run(driver: &dyn Driver, config: &LatencyConfig) -> Result<LatencyResult,
     for (i, o) in outcomes.iter().enumerate() {
         latency.merge(&o.latency);
         delivered += o.delivered;
-        if let Some(e) = &o.error {
-            problems.push(format!("subscriber {i}: {e}"));
-        }
+        problems.extend(o.problems(i));
     }
     if delivered != expected {
         problems.push(format!("delivered {delivered} of {expected} expected"));

@@ -1,8 +1,8 @@
 //! Scenarios: what load to put on a broker, and what to measure.
 //!
-//! Owns: one module per scenario (`pubsub`, `fanout`, `queue`, `latency`, `conns`), the
-//! subscriber threads they share ([`subscribers`]), the payload layout ([`payload`]) and
-//! how long a run lasts ([`Limit`]).
+//! Owns: one module per scenario (`pubsub`, `fanout`, `queue`, `latency`, `conns`,
+//! `audience`, `catchup`), the subscriber threads they share ([`subscribers`]), the payload
+//! layout ([`payload`]) and how long a run lasts ([`Limit`]).
 //!
 //! Every scenario is written against [`crate::driver::Driver`], never a socket, so it runs
 //! unchanged against any broker a driver can reach. Counts are exact: a scenario reports
@@ -11,6 +11,8 @@
 //!
 //! Never: prints. Scenarios return plain results; [`crate::report`] renders them.
 
+pub mod audience;
+pub mod catchup;
 pub mod conns;
 pub mod fanout;
 pub mod latency;
@@ -122,6 +124,10 @@ pub enum Scenario {
     Latency(latency::LatencyConfig),
     /// N idle connections.
     Conns(conns::ConnsConfig),
+    /// Many users in rooms, churn and a reconnect storm.
+    Audience(audience::AudienceConfig),
+    /// Replay speed from the ring log (binary protocol only).
+    Catchup(catchup::CatchupConfig),
 }
 
 impl Scenario {
@@ -133,6 +139,16 @@ impl Scenario {
             Scenario::Queue(_) => "queue",
             Scenario::Latency(_) => "latency",
             Scenario::Conns(_) => "conns",
+            Scenario::Audience(_) => "audience",
+            Scenario::Catchup(_) => "catchup",
+        }
+    }
+
+    /// True when the scenario can run over `protocol` (catch-up needs the binary one).
+    pub fn supports(&self, protocol: crate::driver::Protocol) -> bool {
+        match self {
+            Scenario::Catchup(_) => protocol == crate::driver::Protocol::Binary,
+            _ => true,
         }
     }
 
@@ -148,6 +164,8 @@ impl Scenario {
             ),
             Scenario::Latency(c) => format!("latency {}/s {}B", c.rate, c.size),
             Scenario::Conns(c) => format!("conns {}", c.count),
+            Scenario::Audience(c) => c.label(),
+            Scenario::Catchup(c) => format!("catchup {} {}B", c.count, c.size),
         }
     }
 
@@ -182,6 +200,14 @@ impl Scenario {
                 let r = conns::run(driver, &c);
                 (r.figures(), r.problems.clone(), detail(&r))
             }
+            Scenario::Audience(c) => {
+                let r = audience::run(driver, c);
+                (r.figures(), r.problems.clone(), detail(&r))
+            }
+            Scenario::Catchup(c) => match catchup::run(driver, c) {
+                Ok(r) => (r.figures(), r.problems.clone(), detail(&r)),
+                Err(e) => (vec![], vec![e.to_string()], serde_json::Value::Null),
+            },
         };
         crate::report::ScenarioReport {
             scenario: self.name(),

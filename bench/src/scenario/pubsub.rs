@@ -219,9 +219,7 @@ fn summarize(
     let last = outcomes.iter().filter_map(|o| o.last).max();
     let delivery_secs = last.map_or(0.0, |l| l.saturating_duration_since(start).as_secs_f64());
     for (i, o) in outcomes.iter().enumerate() {
-        if let Some(e) = &o.error {
-            problems.push(format!("subscriber {i}: {e}"));
-        }
+        problems.extend(o.problems(i));
     }
     if delivered != expected {
         problems.push(format!("delivered {delivered} of {expected} expected"));

@@ -53,6 +53,25 @@ pub struct SubscriberOutcome {
     pub latency: LatencyHistogram,
     /// Why the subscriber stopped early, if it did (e.g. `broker error: Slow Consumer`).
     pub error: Option<String>,
+    /// Messages the broker said it dropped for this subscriber (binary `DROP_NOTICE`).
+    pub dropped: u64,
+}
+
+impl SubscriberOutcome {
+    /// What went wrong for this subscriber, if anything, as problem lines.
+    pub fn problems(&self, index: usize) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Some(e) = &self.error {
+            p.push(format!("subscriber {index}: {e}"));
+        }
+        if self.dropped > 0 {
+            p.push(format!(
+                "subscriber {index}: the broker reported dropping {} messages (DROP_NOTICE)",
+                self.dropped
+            ));
+        }
+        p
+    }
 }
 
 struct Shared {
@@ -163,6 +182,7 @@ impl Subscribers {
                     last: None,
                     latency: LatencyHistogram::new(),
                     error: Some("subscriber thread panicked".into()),
+                    dropped: 0,
                 })
             })
             .collect()
@@ -179,6 +199,7 @@ fn subscribe_loop(
         last: None,
         latency: LatencyHistogram::new(),
         error: None,
+        dropped: 0,
     };
     let mut warmed = false;
     loop {
@@ -210,6 +231,7 @@ fn subscribe_loop(
                 .progress_ns
                 .fetch_max(shared.origin.elapsed().as_nanos() as u64, Ordering::AcqRel);
         }
+        out.dropped = conn.dropped();
         if let Err(e) = result {
             out.error = Some(e.to_string());
             return out;
@@ -232,5 +254,31 @@ fn subscribe_loop(
                 return out;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outcome_lists_its_error_and_the_brokers_drops() {
+        let mut o = SubscriberOutcome {
+            delivered: 5,
+            last: None,
+            latency: LatencyHistogram::new(),
+            error: None,
+            dropped: 0,
+        };
+        assert!(o.problems(3).is_empty());
+        o.error = Some("connection closed by the broker".into());
+        o.dropped = 7;
+        assert_eq!(
+            o.problems(3),
+            vec![
+                "subscriber 3: connection closed by the broker".to_string(),
+                "subscriber 3: the broker reported dropping 7 messages (DROP_NOTICE)".into(),
+            ]
+        );
     }
 }
