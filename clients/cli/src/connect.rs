@@ -1,0 +1,109 @@
+//! Connecting the data commands to the broker's binary port.
+//!
+//! Owns: the `--server` option every data command takes, the connection settings of a
+//! one-shot command (no reconnect: a lost connection is an error at once) and of a
+//! long-running one (reconnects, reporting connection events on stderr), and the
+//! `NAME:VALUE` header option.
+//!
+//! Never: prints to stdout; that is the commands' output.
+
+use anyhow::Context;
+use tern_client::{Client, Event, Headers, ReconnectPolicy};
+
+/// Where the broker is.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The broker's binary port: tern://host:port or host:port.
+    #[arg(
+        long,
+        short = 's',
+        value_name = "URL",
+        default_value = "tern://127.0.0.1:4224"
+    )]
+    pub server: String,
+}
+
+/// A connection for a command that does one thing and exits: no reconnect, so a lost
+/// connection fails the command instead of waiting.
+pub fn one_shot(args: &ServerArgs, command: &str) -> anyhow::Result<Client> {
+    Client::builder()
+        .name(format!("tern {command}"))
+        .reconnect(ReconnectPolicy::disabled())
+        .connect(&args.server)
+        .with_context(|| format!("cannot connect to {}", args.server))
+}
+
+/// A connection for a command that runs until it has seen enough: it reconnects by
+/// itself (resuming its subscriptions), and reports connection events on stderr.
+pub fn long_running(args: &ServerArgs, command: &str) -> anyhow::Result<Client> {
+    let client = Client::builder()
+        .name(format!("tern {command}"))
+        .connect(&args.server)
+        .with_context(|| format!("cannot connect to {}", args.server))?;
+    let events = client.events();
+    std::thread::spawn(move || {
+        for event in events {
+            match event {
+                Event::Disconnected { reason } => eprintln!("tern: disconnected: {reason}"),
+                Event::ReconnectFailed {
+                    attempt, error, ..
+                } => eprintln!("tern: reconnect attempt {attempt} failed: {error}"),
+                Event::Reconnected(info) => eprintln!("tern: reconnected to {}", info.addr),
+                Event::Dropped {
+                    sid, count, source, ..
+                } => eprintln!("tern: {count} messages dropped for subscription {sid} ({source:?})"),
+                Event::Gap {
+                    shard,
+                    requested,
+                    oldest,
+                    ..
+                } => eprintln!(
+                    "tern: gap in shard {shard}: sequences {requested}..{oldest} are no longer in the log"
+                ),
+                Event::EpochMismatch { message, .. } => eprintln!("tern: {message}"),
+                Event::ServerError { code, message, .. } => {
+                    eprintln!("tern: server error {code:?}: {message}")
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(client)
+}
+
+/// Parses `NAME:VALUE` (spaces around the value are trimmed).
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not NAME:VALUE"))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!("`{name}` is not a header name"));
+    }
+    Ok((name.to_string(), value.trim().to_string()))
+}
+
+/// The headers of `--header` options, `None` when there are none.
+pub fn headers(pairs: &[(String, String)]) -> Option<Headers> {
+    (!pairs.is_empty()).then(|| pairs.iter().cloned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_parse() {
+        assert_eq!(
+            parse_header("Trace-Id: abc:1 "),
+            Ok(("Trace-Id".to_string(), "abc:1".to_string()))
+        );
+        assert_eq!(parse_header("K:"), Ok(("K".to_string(), String::new())));
+        assert!(parse_header("novalue").is_err());
+        assert!(parse_header(":v").is_err());
+        assert!(parse_header("a b:v").is_err());
+        let h = headers(&[("A".into(), "1".into()), ("A".into(), "2".into())]).unwrap();
+        assert_eq!(h.get_all("a").collect::<Vec<_>>(), ["1", "2"]);
+        assert!(headers(&[]).is_none());
+    }
+}

@@ -1,0 +1,79 @@
+//! tern-client: a blocking Rust client for Tern's binary protocol (port 4224).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tern_client::{Client, PublishOptions};
+//!
+//! let client = Client::connect("tern://127.0.0.1:4224")?;
+//!
+//! // Subscribe, and make sure the broker has the subscription before publishing.
+//! let sub = client.subscribe("chat.>")?;
+//! client.flush(Duration::from_secs(1))?;
+//!
+//! client.publish("chat.lobby", "hello")?;
+//! client.publish_with("chat.lobby", "urgent", &PublishOptions::new().priority(7))?;
+//! let ack = client.publish_acked("chat.lobby", "stored?")?;
+//! println!("stored as {}/{}", ack.shard, ack.sequence);
+//!
+//! for msg in sub.iter().take(3) {
+//!     println!("{}: {}", msg.subject, String::from_utf8_lossy(&msg.payload));
+//! }
+//! client.drain(Duration::from_secs(2))?;
+//! # Ok::<(), tern_client::Error>(())
+//! ```
+//!
+//! Owns: the client side of the protocol specified in `docs/protocol-binary.md`, on top of
+//! the sans-IO codec in `tern-protocol`: connecting and the handshake, publishing (plain,
+//! with options, acknowledged), subscriptions (queue groups, catch-up starts), request and
+//! reply, flush, drain, and staying connected: heartbeats, reconnecting with full-jitter
+//! backoff, an offline buffer for publishes, and resubscribing with resume tokens.
+//!
+//! How it runs: every [`Client`] has one background I/O thread that owns the socket
+//! (non-blocking, `mio`). Application calls put encoded frames in a bounded outbox and
+//! wake it; deliveries come back through one bounded queue per subscription; connection
+//! events through a bounded event queue ([`Client::events`]). Every wait has a timeout,
+//! no buffer on the data path is unbounded, and dropping the last `Client` handle stops
+//! the thread.
+//!
+//! Never: panics on bytes from the network, drops a publish silently (a full offline
+//! buffer is an [`Error::OfflineBufferFull`]; messages the application did not take in
+//! time are reported as [`Event::Dropped`]), or blocks the I/O thread on the application.
+
+#![deny(missing_docs)]
+
+mod addr;
+mod backoff;
+mod builder;
+mod client;
+mod driver;
+mod error;
+mod event;
+mod headers;
+mod message;
+mod outbox;
+mod random;
+mod resume;
+mod shared;
+mod subscription;
+
+pub use addr::{ServerAddr, DEFAULT_PORT};
+pub use backoff::ReconnectPolicy;
+pub use builder::ClientBuilder;
+pub use client::{Client, PendingAck};
+pub use error::Error;
+pub use event::{DisconnectReason, DropSource, Event, Events, ServerInfo};
+pub use headers::Headers;
+pub use message::{Ack, Message, PublishOptions};
+pub use subscription::{IntoIter, Iter, StartFrom, SubscribeBuilder, Subscription};
+
+/// The byte buffer type of payloads.
+pub use bytes::Bytes;
+/// The codes of the broker's errors (`ERROR` frames and refused acks), from
+/// `tern-protocol`. Codes never change meaning; unknown ones are [`ErrorCode::Other`].
+pub use tern_protocol::binary::ErrorCode;
+/// A resume token: a log epoch and the last sequence seen per shard.
+pub use tern_protocol::binary::ResumeToken;
+/// The sequences `first..=last` of one shard (in drop reports).
+pub use tern_protocol::binary::SequenceRange;
+/// Why a header block could not be parsed ([`Headers::parse`]).
+pub use tern_protocol::headers::HeaderError;

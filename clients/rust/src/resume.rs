@@ -1,0 +1,120 @@
+//! Where a subscription is in the log: the resume token it would resubscribe with.
+//!
+//! Owns: [`ResumeTracker`], per subscription, the log epoch (from `WELCOME`) and the
+//! highest `sequence` seen per `shard` (from `MESSAGE` frames), and the token built from
+//! them.
+//!
+//! Invariants: sequences only grow per shard; sequences from one epoch are never mixed
+//! with another's (a message from a new epoch resets the tracker first, because a broker
+//! that restarted with a new epoch numbers from 1 again).
+//!
+//! Never: decides whether to resume. The I/O thread asks [`ResumeTracker::token`] at every
+//! resubscribe; a tracker that has seen nothing has no token, and the subscription starts
+//! the way it was first asked to.
+
+use tern_protocol::binary::ResumeToken;
+
+/// The highest sequence seen per shard within one log epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ResumeTracker {
+    epoch: u64,
+    /// Indexed by shard; 0 for none.
+    last: Vec<u64>,
+}
+
+impl ResumeTracker {
+    /// A tracker that continues from `token` (a subscription started with a resume token
+    /// resumes from it again if nothing newer was seen).
+    pub(crate) fn from_token(token: &ResumeToken) -> ResumeTracker {
+        ResumeTracker {
+            epoch: token.epoch,
+            last: token.last_sequences.clone(),
+        }
+    }
+
+    /// Records a delivered message of `shard` with `sequence` under log `epoch`.
+    pub(crate) fn observe(&mut self, epoch: u64, shard: u16, sequence: u64) {
+        if epoch != self.epoch {
+            self.reset(epoch);
+        }
+        let i = usize::from(shard);
+        if self.last.len() <= i {
+            self.last.resize(i + 1, 0);
+        }
+        self.last[i] = self.last[i].max(sequence);
+    }
+
+    /// Forgets everything: the broker's log has a new epoch (`EpochMismatch`).
+    pub(crate) fn reset(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.last.clear();
+    }
+
+    /// The token to resume with, or `None` when no sequence was seen.
+    pub(crate) fn token(&self) -> Option<ResumeToken> {
+        if self.last.iter().all(|&s| s == 0) {
+            return None;
+        }
+        let len = self.last.iter().rposition(|&s| s != 0).map_or(0, |i| i + 1);
+        Some(ResumeToken {
+            epoch: self.epoch,
+            last_sequences: self.last[..len].to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracks_the_highest_sequence_per_shard() {
+        let mut t = ResumeTracker::default();
+        assert_eq!(t.token(), None);
+        t.observe(7, 2, 5);
+        t.observe(7, 0, 3);
+        t.observe(7, 2, 4); // out of order (never on one shard, but harmless)
+        t.observe(7, 0, 9);
+        assert_eq!(
+            t.token(),
+            Some(ResumeToken {
+                epoch: 7,
+                last_sequences: vec![9, 0, 5]
+            })
+        );
+    }
+
+    #[test]
+    fn a_new_epoch_starts_over() {
+        let mut t = ResumeTracker::default();
+        t.observe(1, 3, 100);
+        t.observe(2, 0, 1);
+        assert_eq!(
+            t.token(),
+            Some(ResumeToken {
+                epoch: 2,
+                last_sequences: vec![1]
+            })
+        );
+        t.reset(3);
+        assert_eq!(t.token(), None);
+    }
+
+    #[test]
+    fn continues_from_a_given_token() {
+        let start = ResumeToken {
+            epoch: 4,
+            last_sequences: vec![0, 8, 0],
+        };
+        let mut t = ResumeTracker::from_token(&start);
+        assert_eq!(
+            t.token(),
+            Some(ResumeToken {
+                epoch: 4,
+                last_sequences: vec![0, 8]
+            })
+        );
+        t.observe(4, 1, 9);
+        assert_eq!(t.token().unwrap().last_sequences, [0, 9]);
+    }
+}
