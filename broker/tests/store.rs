@@ -496,7 +496,10 @@ fn a_flipped_byte_cuts_the_log_there_and_starts_a_new_epoch() {
 
     let broker = Broker::with_args(&args);
     let mut c = BinClient::connect(broker.binary_addr());
-    assert_ne!(c.welcome.log_epoch, epoch, "sequences will be reused: a new epoch");
+    assert_ne!(
+        c.welcome.log_epoch, epoch,
+        "sequences will be reused: a new epoch"
+    );
     c.send(&subscribe_from(1, &subject, from_start(&c)));
     let mut held = Vec::new();
     loop {
@@ -506,7 +509,11 @@ fn a_flipped_byte_cuts_the_log_there_and_starts_a_new_epoch() {
             Err(_) => break,
         }
     }
-    assert!(held.len() > 10 && held.len() < 100, "kept up to the bad record: {}", held.len());
+    assert!(
+        held.len() > 10 && held.len() < 100,
+        "kept up to the bad record: {}",
+        held.len()
+    );
     for (k, (seq, payload)) in held.iter().enumerate() {
         assert_eq!(*seq, k as u64 + 1, "everything before the cut, in order");
         assert!(payload.starts_with(format!("{k:03}-").as_bytes()));
