@@ -30,6 +30,10 @@ pub struct Config {
     /// Where the monitoring HTTP listener binds (`/varz`, `/metrics`...); `None` when
     /// monitoring is off. Port 0 picks a free port.
     pub monitor: Option<SocketAddr>,
+    /// Text clients that accept headers get a stored message's shard and sequence as
+    /// `Tern-Shard`/`Tern-Seq` headers. Off by default: NATS applications expect a plain
+    /// `PUB` to arrive without headers. Flag `--sequence-headers`.
+    pub sequence_headers: bool,
     pub limits: Limits,
     pub store: StoreConfig,
     pub log: LogConfig,
@@ -188,6 +192,7 @@ impl Default for Config {
             pin: true,
             server_name: "ternd".to_string(),
             monitor: Some(DEFAULT_MONITOR),
+            sequence_headers: false,
             limits: Limits::default(),
             store: StoreConfig::default(),
             log: LogConfig {
@@ -244,6 +249,10 @@ pub struct Args {
     /// Do not start the monitoring HTTP listener.
     #[arg(long)]
     pub no_monitor: bool,
+    /// Add Tern-Shard/Tern-Seq headers to text-port deliveries of stored messages, for
+    /// clients that accept headers [default: off].
+    #[arg(long)]
+    pub sequence_headers: bool,
     /// Longest control line, e.g. 4KiB [default: 4KiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_control_line: Option<usize>,
@@ -312,6 +321,7 @@ struct FileConfig {
     /// An address, or `"off"`.
     #[serde(default, deserialize_with = "de_addr_or_off")]
     monitor: Option<AddrOrOff>,
+    sequence_headers: Option<bool>,
     #[serde(default, deserialize_with = "de_size")]
     max_control_line: Option<usize>,
     #[serde(default, deserialize_with = "de_size")]
@@ -384,6 +394,8 @@ impl Config {
             } else {
                 AddrOrOff::resolve(args.monitor, file.monitor, d.monitor)
             },
+            sequence_headers: args.sequence_headers
+                || file.sequence_headers.unwrap_or(d.sequence_headers),
             limits: Limits {
                 max_control_line: args
                     .max_control_line

@@ -86,6 +86,9 @@ pub(crate) struct Msg {
     pub message_id: Option<Bytes>,
     /// Delivered from a log (catch-up), not live.
     pub replayed: bool,
+    /// Made by the broker for one client (catch-up replies and their end markers): never
+    /// stored, never sequenced.
+    pub ephemeral: bool,
     /// Where the message sits in its owner shard's sequence; set by that shard when it
     /// routes the message, zero before (and for status messages, which are not sequenced).
     pub stamp: Stamp,
@@ -108,6 +111,7 @@ impl Msg {
             ack_id: None,
             message_id: None,
             replayed: false,
+            ephemeral: false,
             stamp: Stamp::default(),
         }
     }

@@ -207,7 +207,7 @@ impl Shard {
     pub fn route(&mut self, mut msg: Arc<Msg>, out: &mut Outbox) -> Routed {
         debug_assert_eq!(self.owner(&msg.subject), self.id);
         let mut stored = false;
-        if !msg.origin_only {
+        if !msg.origin_only && !msg.ephemeral {
             let time_ns = unix_nanos();
             let seq = match &mut self.store {
                 Some(store) if store.keeps(&msg.subject) => {

@@ -105,6 +105,58 @@ enum Target {
     },
 }
 
+/// A thread that makes a ring file durable every interval with `fdatasync(2)`, which on
+/// Linux writes back the pages the worker dirtied through the shared mapping. It has its
+/// own descriptor of the file and shares nothing else with the worker.
+pub(crate) struct Syncer {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(ring: &Path, every: Duration) -> Result<Syncer, StoreError> {
+        let file = std::fs::File::open(ring).map_err(|source| StoreError::Dir {
+            path: ring.to_path_buf(),
+            source,
+        })?;
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let name = ring.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("tern-sync".to_string())
+            .spawn(move || loop {
+                // Wakes for the stop signal, or after one interval to sync.
+                let stopping = !matches!(
+                    stopped.recv_timeout(every),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                );
+                if let Err(e) = file.sync_data() {
+                    tracing::error!(path = %name, error = %e, "cannot sync the ring log");
+                }
+                if stopping {
+                    return;
+                }
+            })
+            .map_err(|source| StoreError::Dir {
+                path: ring.to_path_buf(),
+                source,
+            })?;
+        Ok(Syncer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Syncer {
+    /// One last sync, then the thread ends.
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The epoch salt kept beside a ring file (`<file>.salt`, 8 bytes little-endian; 0 when
 /// absent), bumped first when `bump`. Written to a temporary file and renamed, so it is
 /// either the old value or the new one.
@@ -198,6 +250,8 @@ impl Dedupe {
 
 pub(crate) struct Store {
     log: RingLog,
+    /// Syncs the ring file every interval (`fsync = "interval"`); stopped when dropped.
+    _syncer: Option<Syncer>,
     /// Bumped (and kept beside the ring file) whenever recovery lost records that had
     /// existed: their sequences will be handed out again, so resume tokens from before must
     /// not match this log's epoch any more.
@@ -219,12 +273,18 @@ impl Store {
         now: Instant,
         wall_now_ns: u64,
     ) -> Result<(Store, Recovery), StoreError> {
+        // `interval` syncs on a thread of its own (`Syncer`), never on the worker: a sync
+        // writes back every dirty page of the map, which takes milliseconds, and the
+        // worker's p99 would pay for it. The log itself then never syncs between appends.
         let fsync = match config.fsync {
-            Fsync::Never => LogFsync::Never,
-            Fsync::Interval(d) => LogFsync::Interval(d),
+            Fsync::Never | Fsync::Interval(_) => LogFsync::Never,
             Fsync::Always => LogFsync::Always,
         };
         let (log, recovery) = RingLog::open(path, config.log_size, fsync)?;
+        let syncer = match config.fsync {
+            Fsync::Interval(every) => Some(Syncer::start(path, every)?),
+            _ => None,
+        };
         let reused = recovery.checkpoint_next_seq > recovery.next_seq;
         let epoch_salt = epoch_salt(path, reused)?;
         if reused {
@@ -251,6 +311,7 @@ impl Store {
         }
         let store = Store {
             log,
+            _syncer: syncer,
             epoch_salt,
             filters: config
                 .subjects
@@ -508,6 +569,7 @@ fn inbox_msg_of(rec: &Record<'_>, shard: u16, request: &ReplayRequest, now: Inst
     );
     msg.headers = Some(Bytes::from(headers));
     msg.priority = rec.priority;
+    msg.ephemeral = true;
     msg
 }
 
@@ -530,6 +592,7 @@ pub(crate) fn end_marker(
     block.push_str("\r\n");
     let mut msg = Msg::new(request.inbox.clone(), Bytes::new(), ConnId::NONE, now);
     msg.headers = Some(Bytes::from(block));
+    msg.ephemeral = true;
     msg
 }
 

@@ -425,7 +425,8 @@ async fn request_without_responders_fails_fast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_round_trip() {
-    let broker = Broker::start();
+    // With the sequence headers on, to see a real NATS client read them too.
+    let broker = Broker::with_args(&["--sequence-headers"]);
     within(async {
         let publ = connect(&broker).await;
         let subc = connect(&broker).await;
@@ -462,6 +463,15 @@ async fn headers_round_trip() {
             h.get("Nats-Msg-Id").map(|v| v.to_string()).as_deref(),
             Some("id-42")
         );
+        // Where the broker stored it, readable by a real NATS client.
+        let seq: u64 = h
+            .get("Tern-Seq")
+            .expect("a stored message's sequence")
+            .as_str()
+            .parse()
+            .unwrap();
+        assert!(seq >= 1);
+        assert!(h.get("Tern-Shard").is_some());
         assert_eq!(m.status, None);
 
         let m = next(&mut sub).await;

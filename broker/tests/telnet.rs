@@ -376,6 +376,49 @@ fn hpub_delivers_hmsg_exactly() {
     plain.expect(b"MSG hdr 9 reply.to 5\r\nhello\r\n");
 }
 
+/// With `--sequence-headers`, a client that accepts headers gets each stored message's
+/// shard and sequence as `Tern-Shard` and `Tern-Seq` headers, at the end of the message's
+/// own block or in a block of their own; a client that does not gets the plain `MSG`.
+#[test]
+fn stored_messages_carry_their_shard_and_sequence_as_headers() {
+    let broker = Broker::with_args(&["--sequence-headers"]);
+    let subject = common::subject_on_shard("seq", 1, broker.workers());
+    let mut h = RawClient::connect(broker.addr());
+    h.send(format!("CONNECT {{\"headers\":true}}\r\nSUB {subject} 1\r\n").as_bytes());
+    h.ping_pong();
+    let mut plain = RawClient::connect(broker.addr());
+    plain.send(format!("SUB {subject} 9\r\n").as_bytes());
+    plain.ping_pong();
+
+    let mut publ = RawClient::connect(broker.addr());
+    publ.send(b"CONNECT {\"headers\":true}\r\n");
+    publ.send(format!("PUB {subject} 5\r\nfirst\r\n").as_bytes());
+    let headers = b"NATS/1.0\r\nA: 1\r\n\r\n";
+    publ.send(format!("HPUB {subject} {} {}\r\n", headers.len(), headers.len() + 6).as_bytes());
+    publ.send(headers);
+    publ.send(b"second\r\n");
+    publ.ping_pong();
+
+    let block = b"NATS/1.0\r\nTern-Shard: 1\r\nTern-Seq: 1\r\n\r\n";
+    let first = [
+        format!("HMSG {subject} 1 {} {}\r\n", block.len(), block.len() + 5).as_bytes(),
+        block,
+        b"first\r\n",
+    ]
+    .concat();
+    h.expect(&first);
+    let block = b"NATS/1.0\r\nA: 1\r\nTern-Shard: 1\r\nTern-Seq: 2\r\n\r\n";
+    let second = [
+        format!("HMSG {subject} 1 {} {}\r\n", block.len(), block.len() + 6).as_bytes(),
+        block,
+        b"second\r\n",
+    ]
+    .concat();
+    h.expect(&second);
+    plain.expect(format!("MSG {subject} 9 5\r\nfirst\r\n").as_bytes());
+    plain.expect(format!("MSG {subject} 9 6\r\nsecond\r\n").as_bytes());
+}
+
 /// A request nobody subscribes to gets a `503` status message on its reply subject, for a
 /// client that asked for it (`no_responders` with `headers`).
 #[test]

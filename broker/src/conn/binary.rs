@@ -22,7 +22,7 @@ use bytes::{BufMut, Bytes};
 use tern_protocol::binary::{
     encode_message_head, encode_server_frame, AckResult, BinaryError, ClientFrame,
     ClientFrameDecoder, ErrorCode, ErrorFrame, GapNotice, Hello, MessageHead, Preface, Publish,
-    PublishAck, ServerFrame, StartPosition, Subscribe, Unsubscribe, Welcome,
+    PublishAck, ResumeToken, ServerFrame, StartPosition, Subscribe, Unsubscribe, Welcome,
 };
 
 use super::{CloseReason, Conn, Proto, Sid};
@@ -338,9 +338,9 @@ impl Conn {
         self.publish(msg, router);
     }
 
-    /// `SUBSCRIBE`. A resume token from another epoch cannot resume: the client is told
-    /// (`EpochMismatch`) and the subscription starts live. Queue bounds and lossless
-    /// delivery are accepted and take effect with subscriber queues (issue 5).
+    /// `SUBSCRIBE`. A resume token from another epoch cannot resume where it says: the
+    /// client is told (`EpochMismatch`) and gets everything the log holds. Queue bounds
+    /// and lossless delivery are accepted and take effect with subscriber queues (issue 5).
     fn subscribe_binary(&mut self, s: Subscribe, router: &mut Router) {
         let sid = Sid::Binary(s.sid);
         if self.has_sid(&sid) {
@@ -352,13 +352,19 @@ impl Conn {
         let start = match s.start {
             StartPosition::Live => None,
             StartPosition::Resume(token) if token.epoch != epoch => {
+                // The sequences it names belong to another log: everything this log holds
+                // is new to the client. Say so, then replay all of it (what the log no
+                // longer holds from its start comes as a gap notice first).
                 let text = format!(
                     "resume token is from log epoch {}, the log is at epoch {epoch}: \
-                     subscription started live",
+                     replaying everything it holds",
                     token.epoch
                 );
                 self.binary_refuse(ErrorCode::EpochMismatch, Some(s.sid), &text, router);
-                None
+                Some(Arc::new(StartPosition::Resume(ResumeToken {
+                    epoch,
+                    last_sequences: Vec::new(),
+                })))
             }
             other => Some(Arc::new(other)),
         };

@@ -518,11 +518,12 @@ impl Conn {
     /// Queues one delivery. Returns false when the delivery was stale (the subscription or
     /// the connection is gone) and nothing was queued.
     pub fn deliver(&mut self, sref: SubRef, msg: &Msg, router: &mut Router) -> bool {
+        let sequence_headers = router.config.sequence_headers;
         let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
             return false;
         };
         let size = match &mut self.proto {
-            Proto::Text(t) => t.encode_delivery(&mut self.out, &sub.sid, msg),
+            Proto::Text(t) => t.encode_delivery(&mut self.out, &sub.sid, msg, sequence_headers),
             Proto::Binary(b) => b.encode_delivery(&mut self.out, &sub.sid, msg),
         };
         let Some(size) = size else {

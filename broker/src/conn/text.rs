@@ -44,11 +44,17 @@ impl TextState {
 
     /// Appends `MSG` (or `HMSG` when the client accepts headers and the message has them)
     /// for subscription `sid`. Returns the delivered size (header block + payload).
+    ///
+    /// A client that accepts headers also gets a stored message's place in its shard, as
+    /// `Tern-Shard` and `Tern-Seq` headers added at the end of the block (a block is made
+    /// for a message without one), unless `sequence_headers` is off. They are written
+    /// straight into the outbound tail: nothing is allocated per delivery.
     pub(super) fn encode_delivery(
         &self,
         out: &mut Outbound,
         sid: &Sid,
         msg: &Msg,
+        sequence_headers: bool,
     ) -> Option<usize> {
         let Sid::Text(sid) = sid else {
             return None;
@@ -58,25 +64,75 @@ impl TextState {
         } else {
             None
         };
+        // A block that does not end the way NATS blocks do is passed on untouched.
+        let add_sequence = sequence_headers
+            && self.opts.headers
+            && msg.stamp.seq != 0
+            && headers.is_none_or(|h| h.ends_with(b"\r\n\r\n"));
+        let extra = if add_sequence {
+            SEQ_SHARD.len()
+                + digits(u64::from(msg.stamp.shard))
+                + 2
+                + SEQ_SEQ.len()
+                + digits(msg.stamp.seq)
+                + 2
+        } else {
+            0
+        };
+        let headers_len = match (headers, add_sequence) {
+            (Some(h), _) => Some(h.len() + extra),
+            (None, true) => Some(BLOCK_START.len() + extra + 2),
+            (None, false) => None,
+        };
         let before = out.tail().len();
         encode_msg_line(
             out.tail(),
             &msg.subject,
             sid,
             msg.reply.as_deref(),
-            headers.map(Bytes::len),
+            headers_len,
             msg.payload.len(),
         );
         out.commit(before);
-        if let Some(h) = headers {
-            out.push_bytes(h);
+        match (headers, add_sequence) {
+            (Some(h), false) => out.push_bytes(h),
+            (Some(h), true) => out.push_bytes(&h.slice(..h.len() - 2)),
+            (None, true) => {
+                let before = out.tail().len();
+                out.tail().extend_from_slice(BLOCK_START);
+                out.commit(before);
+            }
+            (None, false) => {}
         }
+        let before = out.tail().len();
+        if add_sequence {
+            use std::fmt::Write as _;
+            let tail = out.tail();
+            // Writing integers into a BytesMut cannot fail.
+            let _ = write!(
+                tail,
+                "{SEQ_SHARD}{}\r\n{SEQ_SEQ}{}\r\n\r\n",
+                msg.stamp.shard, msg.stamp.seq
+            );
+        }
+        out.commit(before);
         out.push_bytes(&msg.payload);
         let before = out.tail().len();
         out.tail().extend_from_slice(b"\r\n");
         out.commit(before);
-        Some(msg.payload.len() + headers.map_or(0, Bytes::len))
+        Some(msg.payload.len() + headers_len.unwrap_or(0))
     }
+}
+
+/// The status line a block made for a message without one starts with.
+const BLOCK_START: &[u8] = b"NATS/1.0\r\n";
+/// The headers that give a stored message's place in its shard.
+const SEQ_SHARD: &str = "Tern-Shard: ";
+const SEQ_SEQ: &str = "Tern-Seq: ";
+
+/// Decimal digits of `n`.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 impl Conn {
@@ -220,6 +276,7 @@ impl Conn {
                 let block = format!("NATS/1.0 400 Bad Request\r\nTern-Error: {reason}\r\n\r\n");
                 let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.last_activity);
                 msg.headers = Some(Bytes::from(block));
+                msg.ephemeral = true;
                 self.publish(msg, router);
             }
         }
