@@ -29,10 +29,12 @@ fn broker(extra: &[&str]) -> Server {
         "--workers",
         "2",
         "--no-pin",
-        // The harness is under test here, not the store: no files.
-        "--no-store",
     ];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--data-dir") {
+        // The harness is under test here, not the store: no files.
+        args.push("--no-store");
+    }
     let config = Config::from_args(Args::parse_from(args)).expect("valid flags");
     Server::start(config).expect("broker starts")
 }
@@ -348,24 +350,7 @@ fn the_binary_exits_non_zero_after_printing_problems() {
 fn catchup_replays_everything_stored_over_binary_only() {
     let dir = std::env::temp_dir().join(format!("tern-bench-catchup-{}", std::process::id()));
     let data = dir.display().to_string();
-    let server = {
-        let args = [
-            "ternd",
-            "--listen",
-            "127.0.0.1:0",
-            "--binary-listen",
-            "127.0.0.1:0",
-            "--no-monitor",
-            "--workers",
-            "2",
-            "--no-pin",
-            "--data-dir",
-            data.as_str(),
-            "--log-size",
-            "4MiB",
-        ];
-        Server::start(Config::from_args(Args::parse_from(args)).unwrap()).unwrap()
-    };
+    let server = broker(&["--data-dir", data.as_str(), "--log-size", "4MiB"]);
     let config = CatchupConfig {
         count: 5_000,
         size: 128,

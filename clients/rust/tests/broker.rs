@@ -19,29 +19,19 @@ use tern_client::{
 /// A broker with 2 workers (2 shards), text and binary ports on `binary` (0: a free one),
 /// storing nothing.
 fn start_broker(binary: u16) -> Server {
-    let binary = format!("127.0.0.1:{binary}");
-    let config = Config::from_args(Args::parse_from([
-        "ternd",
-        "--listen",
-        "127.0.0.1:0",
-        "--binary-listen",
-        &binary,
-        "--no-monitor",
-        "--workers",
-        "2",
-        "--no-pin",
-        // No ring log: nothing on disk, every start a new log epoch, catch-up starts live.
-        "--no-store",
-    ]))
-    .unwrap();
-    Server::start(config).unwrap()
+    // No ring log: nothing on disk, every start a new log epoch, catch-up starts live.
+    broker_with(binary, &["--no-store"])
 }
 
-/// A broker storing everything in `data_dir`, binary port on `binary` (0: a free one).
+/// The same, storing everything in `data_dir`.
 fn start_storing_broker(binary: u16, data_dir: &std::path::Path) -> Server {
-    let binary = format!("127.0.0.1:{binary}");
     let data_dir = data_dir.display().to_string();
-    let config = Config::from_args(Args::parse_from([
+    broker_with(binary, &["--data-dir", &data_dir, "--log-size", "4MiB"])
+}
+
+fn broker_with(binary: u16, extra: &[&str]) -> Server {
+    let binary = format!("127.0.0.1:{binary}");
+    let mut args = vec![
         "ternd",
         "--listen",
         "127.0.0.1:0",
@@ -51,13 +41,9 @@ fn start_storing_broker(binary: u16, data_dir: &std::path::Path) -> Server {
         "--workers",
         "2",
         "--no-pin",
-        "--data-dir",
-        &data_dir,
-        "--log-size",
-        "4MiB",
-    ]))
-    .unwrap();
-    Server::start(config).unwrap()
+    ];
+    args.extend_from_slice(extra);
+    Server::start(Config::from_args(Args::parse_from(args)).unwrap()).unwrap()
 }
 
 fn url(server: &Server) -> String {
