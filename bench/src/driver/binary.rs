@@ -22,7 +22,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tern_protocol::binary::{
@@ -30,7 +30,7 @@ use tern_protocol::binary::{
     ServerFrame, ServerFrameDecoder, StartPosition, Subscribe, Welcome, VERSION,
 };
 
-use super::socket::{Socket, HANDSHAKE_TIMEOUT};
+use super::socket::{self, Dispatch, Socket, HANDSHAKE_TIMEOUT};
 use super::{Connection, Driver, DriverError};
 
 /// The priority of every message the driver publishes: the lowest, as the text port
@@ -123,7 +123,7 @@ impl BinaryConnection {
     /// Decodes every whole frame buffered, or up to the `PONG` that makes `pongs` reach
     /// `until_pongs` (the frames after it stay buffered for [`Connection::receive`]);
     /// returns the messages handed over.
-    fn dispatch(
+    fn dispatch_buffered(
         &mut self,
         on_message: &mut dyn FnMut(&[u8]),
         until_pongs: Option<u64>,
@@ -191,6 +191,24 @@ impl BinaryConnection {
     }
 }
 
+impl Dispatch for BinaryConnection {
+    fn socket(&mut self) -> &mut Socket {
+        &mut self.socket
+    }
+
+    fn pongs(&self) -> u64 {
+        self.pongs
+    }
+
+    fn dispatch(
+        &mut self,
+        on_message: &mut dyn FnMut(&[u8]),
+        until_pongs: Option<u64>,
+    ) -> Result<usize, DriverError> {
+        self.dispatch_buffered(on_message, until_pongs)
+    }
+}
+
 impl Connection for BinaryConnection {
     fn subscribe(&mut self, subject: &str, queue: Option<&str>) -> Result<(), DriverError> {
         self.subscribe_at(subject, queue, StartPosition::Live)
@@ -216,20 +234,7 @@ impl Connection for BinaryConnection {
 
     fn sync(&mut self, timeout: Duration) -> Result<(), DriverError> {
         self.put(&ClientFrame::Ping)?;
-        self.socket.flush()?;
-        let want = self.pongs + 1;
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.dispatch(&mut |_| {}, Some(want))?;
-            if self.pongs >= want {
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(DriverError::Timeout("PONG"));
-            }
-            self.socket.fill(left)?;
-        }
+        socket::sync_to_pong(self, timeout)
     }
 
     fn receive(
@@ -237,14 +242,7 @@ impl Connection for BinaryConnection {
         wait: Duration,
         on_message: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, DriverError> {
-        let buffered = self.dispatch(on_message, None)?;
-        if buffered > 0 {
-            return Ok(buffered);
-        }
-        if !self.socket.fill(wait)? {
-            return Ok(0);
-        }
-        self.dispatch(on_message, None)
+        socket::receive(self, wait, on_message)
     }
 
     fn dropped(&self) -> u64 {
@@ -291,6 +289,7 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::thread;
+    use std::time::Instant;
 
     use tern_protocol::binary::{
         encode_server_frame, ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, Message,

@@ -20,7 +20,7 @@ use tern_protocol::text::{
     Subscribe,
 };
 
-use super::socket::{Socket, HANDSHAKE_TIMEOUT};
+use super::socket::{self, Dispatch, Socket, HANDSHAKE_TIMEOUT};
 use super::{Connection, Driver, DriverError};
 
 /// Opens text-protocol connections to one address.
@@ -110,7 +110,7 @@ impl NatsConnection {
     /// Decodes every whole operation buffered, or up to the `PONG` that makes `pongs`
     /// reach `until_pongs` (the operations after it stay buffered for
     /// [`Connection::receive`]); returns the messages handed over.
-    fn dispatch(
+    fn dispatch_buffered(
         &mut self,
         on_message: &mut dyn FnMut(&[u8]),
         until_pongs: Option<u64>,
@@ -141,6 +141,24 @@ impl NatsConnection {
     }
 }
 
+impl Dispatch for NatsConnection {
+    fn socket(&mut self) -> &mut Socket {
+        &mut self.socket
+    }
+
+    fn pongs(&self) -> u64 {
+        self.pongs
+    }
+
+    fn dispatch(
+        &mut self,
+        on_message: &mut dyn FnMut(&[u8]),
+        until_pongs: Option<u64>,
+    ) -> Result<usize, DriverError> {
+        self.dispatch_buffered(on_message, until_pongs)
+    }
+}
+
 impl Connection for NatsConnection {
     fn subscribe(&mut self, subject: &str, queue: Option<&str>) -> Result<(), DriverError> {
         let sid = self.next_sid;
@@ -168,20 +186,7 @@ impl Connection for NatsConnection {
 
     fn sync(&mut self, timeout: Duration) -> Result<(), DriverError> {
         encode_client_op(&ClientOp::Ping, &mut self.socket.out);
-        self.socket.flush()?;
-        let want = self.pongs + 1;
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.dispatch(&mut |_| {}, Some(want))?;
-            if self.pongs >= want {
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(DriverError::Timeout("PONG"));
-            }
-            self.socket.fill(left)?;
-        }
+        socket::sync_to_pong(self, timeout)
     }
 
     fn receive(
@@ -189,14 +194,7 @@ impl Connection for NatsConnection {
         wait: Duration,
         on_message: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, DriverError> {
-        let buffered = self.dispatch(on_message, None)?;
-        if buffered > 0 {
-            return Ok(buffered);
-        }
-        if !self.socket.fill(wait)? {
-            return Ok(0);
-        }
-        self.dispatch(on_message, None)
+        socket::receive(self, wait, on_message)
     }
 
     fn dropped(&self) -> u64 {

@@ -3,7 +3,9 @@
 //!
 //! Owns: connecting (with a deadline), batching writes, reading with a per-call wait, and
 //! growing the read size for busy connections. It knows nothing of any protocol: drivers
-//! put encoded bytes in [`Socket::out`] and decode from [`Socket::inbuf`].
+//! put encoded bytes in [`Socket::out`] and decode from [`Socket::inbuf`]. Also the two
+//! waits both protocols share, written once over [`Dispatch`]: [`sync_to_pong`] and
+//! [`receive`].
 //!
 //! Never: buffers without bound, or waits without a deadline. A driver writes the batch
 //! once it passes [`WRITE_BATCH`]; the read size grows only while reads fill it, up to
@@ -119,4 +121,56 @@ impl Socket {
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }
+}
+
+/// What the shared waits need from a driver's connection: its socket, how many `PONG`s it
+/// has decoded, and its decoding of what is buffered.
+pub(crate) trait Dispatch {
+    fn socket(&mut self) -> &mut Socket;
+    fn pongs(&self) -> u64;
+    /// Decodes every whole frame or operation buffered, or up to the `PONG` that makes the
+    /// count reach `until_pongs` (what follows stays buffered); hands each payload to
+    /// `on_message` and returns how many it handed over.
+    fn dispatch(
+        &mut self,
+        on_message: &mut dyn FnMut(&[u8]),
+        until_pongs: Option<u64>,
+    ) -> Result<usize, DriverError>;
+}
+
+/// Writes what is queued (the caller has queued a `PING`) and waits, at most `timeout`,
+/// for the `PONG` that answers it. Deliveries before it are discarded; what follows it
+/// stays buffered.
+pub(crate) fn sync_to_pong<C: Dispatch>(c: &mut C, timeout: Duration) -> Result<(), DriverError> {
+    c.socket().flush()?;
+    let want = c.pongs() + 1;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        c.dispatch(&mut |_| {}, Some(want))?;
+        if c.pongs() >= want {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(DriverError::Timeout("PONG"));
+        }
+        c.socket().fill(left)?;
+    }
+}
+
+/// Hands every buffered delivery to `on_message`; when none was buffered, waits at most
+/// `wait` for bytes and decodes those. Returns how many were handed over.
+pub(crate) fn receive<C: Dispatch>(
+    c: &mut C,
+    wait: Duration,
+    on_message: &mut dyn FnMut(&[u8]),
+) -> Result<usize, DriverError> {
+    let buffered = c.dispatch(on_message, None)?;
+    if buffered > 0 {
+        return Ok(buffered);
+    }
+    if !c.socket().fill(wait)? {
+        return Ok(0);
+    }
+    c.dispatch(on_message, None)
 }
