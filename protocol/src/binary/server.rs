@@ -337,6 +337,40 @@ pub struct MessageHead<'a> {
     pub reply: Option<&'a [u8]>,
 }
 
+impl MessageHead<'_> {
+    /// The head of a whole `MESSAGE`.
+    fn of(m: &Message) -> MessageHead<'_> {
+        MessageHead {
+            sid: m.sid,
+            priority: m.priority,
+            shard: m.shard,
+            sequence: m.sequence,
+            timestamp: m.timestamp,
+            replayed: m.replayed,
+            subject: &m.subject,
+            reply: m.reply.as_deref(),
+        }
+    }
+
+    /// Writes the fields from `sid` to the reply subject, in wire order.
+    fn put_fields(&self, w: &mut Writer) -> Result<(), EncodeError> {
+        w.put(self.sid);
+        w.put(self.priority);
+        w.put(self.shard);
+        w.put(self.sequence);
+        w.put(self.timestamp);
+        w.short("subject", self.subject)?;
+        self.reply.map_or(Ok(()), |r| w.short("reply", r))
+    }
+}
+
+/// The flags byte of a `MESSAGE`.
+fn message_flags(head: &MessageHead<'_>, headers: bool) -> u8 {
+    flag(head.reply.is_some(), MSG_REPLY)
+        | flag(headers, MSG_HEADERS)
+        | flag(head.replayed, MSG_REPLAYED)
+}
+
 /// Appends the start of a `MESSAGE` frame to `buf`: the frame header (with the length of
 /// the whole frame), every field up to the header block, and the header block's length
 /// prefix when `headers_len` is given.
@@ -379,20 +413,8 @@ pub fn encode_message_head(
     let start = buf.len();
     buf.put_u32(len);
     buf.put_u8(MESSAGE);
-    buf.put_u8(
-        flag(head.reply.is_some(), MSG_REPLY)
-            | flag(headers_len.is_some(), MSG_HEADERS)
-            | flag(head.replayed, MSG_REPLAYED),
-    );
-    let mut w = Writer { buf };
-    w.put(head.sid);
-    w.put(head.priority);
-    w.put(head.shard);
-    w.put(head.sequence);
-    w.put(head.timestamp);
-    let fields = w
-        .short("subject", head.subject)
-        .and_then(|()| head.reply.map_or(Ok(()), |r| w.short("reply", r)));
+    buf.put_u8(message_flags(head, headers_len.is_some()));
+    let fields = head.put_fields(&mut Writer { buf });
     if let Err(e) = fields {
         buf.truncate(start);
         return Err(e);
@@ -410,9 +432,7 @@ impl ServerFrame {
             ServerFrame::Welcome(_) => (WELCOME, 0),
             ServerFrame::Message(m) => (
                 MESSAGE,
-                flag(m.reply.is_some(), MSG_REPLY)
-                    | flag(m.headers.is_some(), MSG_HEADERS)
-                    | flag(m.replayed, MSG_REPLAYED),
+                message_flags(&MessageHead::of(m), m.headers.is_some()),
             ),
             ServerFrame::PublishAck(a) => (
                 PUBLISH_ACK,
@@ -446,13 +466,7 @@ impl ServerFrame {
                 w.short("server id", &x.server_id)?;
             }
             ServerFrame::Message(m) => {
-                w.put(m.sid);
-                w.put(m.priority);
-                w.put(m.shard);
-                w.put(m.sequence);
-                w.put(m.timestamp);
-                w.short("subject", &m.subject)?;
-                w.short_opt("reply", m.reply.as_ref())?;
+                MessageHead::of(m).put_fields(w)?;
                 w.long_opt("headers", m.headers.as_ref())?;
                 w.long("payload", &m.payload)?;
             }
