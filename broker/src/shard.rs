@@ -217,7 +217,13 @@ impl Shard {
                         .as_ref()
                         .and_then(|id| store.duplicate_of(id, now))
                     {
-                        self.ack(&msg, seq, true, out);
+                        // The first copy's place: this shard, that sequence.
+                        let first = Stamp {
+                            shard: self.id as u16,
+                            seq,
+                            time_ns,
+                        };
+                        self.ack(&msg, first, true, out);
                         return Routed::default();
                     }
                     match store.append(&msg, time_ns, now) {
@@ -294,7 +300,7 @@ impl Shard {
             deliveries += 1;
             start = end;
         }
-        self.ack(msg, msg.stamp.seq, false, out);
+        self.ack(msg, msg.stamp, false, out);
         let no_responders = deliveries == 0 && msg.no_responders && !msg.origin_only;
         if no_responders {
             if let Some(reply) = &msg.reply {
@@ -312,15 +318,15 @@ impl Shard {
 }
 
 impl Shard {
-    /// Acknowledges a publish that asked for it: stored (or routed) under `seq`.
-    fn ack(&self, msg: &Msg, seq: u64, duplicate: bool, out: &mut Outbox) {
+    /// Acknowledges a publish that asked for it: stored (or routed) with `stamp`.
+    fn ack(&self, msg: &Msg, stamp: Stamp, duplicate: bool, out: &mut Outbox) {
         if let Some(ack_id) = msg.ack_id {
             out.push(
                 msg.origin.worker as usize,
                 Envelope::Ack {
                     conn: msg.origin,
                     ack_id,
-                    stamp: Stamp { seq, ..msg.stamp },
+                    stamp,
                     duplicate,
                 },
             );

@@ -191,13 +191,15 @@ fn a_wrapped_ring_gives_a_gap_notice_then_what_it_holds() {
 #[test]
 fn a_repeated_message_id_is_acknowledged_but_not_stored_or_delivered_again() {
     let broker = Broker::start();
+    // On shard 1: a duplicate's ack names the shard that holds the first copy.
+    let orders = subject_on_shard("orders", 1, broker.workers());
     let mut sub = BinClient::connect(broker.binary_addr());
-    sub.send(&subscribe_from(1, "orders", StartPosition::Live));
+    sub.send(&subscribe_from(1, &orders, StartPosition::Live));
     sub.flush();
     let mut c = BinClient::connect(broker.binary_addr());
     let send = |c: &mut BinClient, ack: u64, id: &str, payload: &str| {
         c.send(&ClientFrame::Publish(Publish {
-            subject: b("orders"),
+            subject: b(&orders),
             payload: b(payload),
             message_id: Some(b(id)),
             ack_id: Some(ack),
@@ -208,11 +210,14 @@ fn a_repeated_message_id_is_acknowledged_but_not_stored_or_delivered_again() {
                 ack_id,
                 result:
                     AckResult::Stored {
+                        shard,
                         sequence,
                         duplicate,
-                        ..
                     },
-            }) if ack_id == ack => (sequence, duplicate),
+            }) if ack_id == ack => {
+                assert_eq!(shard, 1, "the shard that stored it");
+                (sequence, duplicate)
+            }
             other => panic!("{other:?}"),
         }
     };
