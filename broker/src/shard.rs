@@ -87,8 +87,7 @@ impl Shard {
             None => {
                 let marker =
                     crate::store::end_marker(&request, self.id as u16, 0, None, Instant::now());
-                let owner = shard_for(&marker.subject, self.shards);
-                out.push(owner, Envelope::Publish(Arc::new(marker)));
+                push_publish(out, marker, self.shards);
             }
         }
     }
@@ -106,23 +105,12 @@ impl Shard {
                         msg: Arc::new(msg),
                     },
                 ),
-                ReplayEvent::Publish(msg) => {
-                    let owner = shard_for(&msg.subject, shards);
-                    out.push(owner, Envelope::Publish(Arc::new(msg)));
-                }
+                ReplayEvent::Publish(msg) => push_publish(out, msg, shards),
                 ReplayEvent::Gap {
                     sub,
                     requested,
                     oldest,
-                } => out.push(
-                    sub.conn.worker as usize,
-                    Envelope::Gap {
-                        sub,
-                        shard,
-                        requested,
-                        oldest,
-                    },
-                ),
+                } => push_gap(out, sub, shard, requested, oldest),
             });
         }
     }
@@ -179,15 +167,7 @@ impl Shard {
                 },
             };
             if let Some((requested, oldest)) = gap {
-                out.push(
-                    sub.conn.worker as usize,
-                    Envelope::Gap {
-                        sub,
-                        shard: self.id as u16,
-                        requested,
-                        oldest,
-                    },
-                );
+                push_gap(out, sub, self.id as u16, requested, oldest);
             }
         }
         self.index.insert(filter, queue, sub);
@@ -332,6 +312,25 @@ impl Shard {
             );
         }
     }
+}
+
+/// Tells a subscription's worker that `requested..oldest` of `shard` are gone.
+fn push_gap(out: &mut Outbox, sub: SubRef, shard: u16, requested: u64, oldest: u64) {
+    out.push(
+        sub.conn.worker as usize,
+        Envelope::Gap {
+            sub,
+            shard,
+            requested,
+            oldest,
+        },
+    );
+}
+
+/// Hands a message the shard made (a catch-up reply) to the owner of its subject.
+fn push_publish(out: &mut Outbox, msg: Msg, shards: usize) {
+    let owner = shard_for(&msg.subject, shards);
+    out.push(owner, Envelope::Publish(Arc::new(msg)));
 }
 
 /// The first sequence of `shard` a resume token asks for: after the last one it saw.
