@@ -35,8 +35,72 @@ pub struct Config {
     /// `PUB` to arrive without headers. Flag `--sequence-headers`.
     pub sequence_headers: bool,
     pub limits: Limits,
+    pub queues: QueueConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+}
+
+/// Subscriber queues: how much may wait for each subscription, and what happens to a
+/// consumer that cannot keep up (`docs/operations.md`, "Slow consumers").
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// A subscription queue's default bound in messages. Flag `--sub-queue-messages`.
+    pub sub_queue_messages: usize,
+    /// A subscription queue's default bound in bytes (header blocks + payloads). Flag
+    /// `--sub-queue-bytes`.
+    pub sub_queue_bytes: usize,
+    /// The largest bound in messages a binary `SUBSCRIBE` may ask for. Flag
+    /// `--sub-queue-max-messages`.
+    pub sub_queue_max_messages: usize,
+    /// The largest bound in bytes a binary `SUBSCRIBE` may ask for. Flag
+    /// `--sub-queue-max-bytes`.
+    pub sub_queue_max_bytes: usize,
+    /// Bytes of encoded deliveries a connection's outbound buffer takes before new
+    /// deliveries wait in their subscription queues. Flag `--write-buffer`.
+    pub write_buffer: usize,
+    /// What happens to a consumer whose queues overflow. Flag `--slow-consumer`.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// With `disconnect`: how long a consumer may stay over its high-water mark before it
+    /// is closed. Flag `--slow-consumer-grace`.
+    pub slow_consumer_grace: Duration,
+    /// The priority of messages published on the text port without a `Tern-Priority`
+    /// header. Flag `--text-priority`.
+    pub text_priority: u8,
+}
+
+/// The `--slow-consumer` flag's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumerPolicy {
+    /// Keep the connection; its queues drop the lowest-priority, oldest messages.
+    Drop,
+    /// Also close a consumer that stays over its high-water mark for the grace time.
+    Disconnect,
+}
+
+impl QueueConfig {
+    pub const DEFAULT_SUB_QUEUE_MESSAGES: usize = 1024 * 1024;
+    pub const DEFAULT_SUB_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+    pub const DEFAULT_SUB_QUEUE_MAX_MESSAGES: usize = 16 * 1024 * 1024;
+    pub const DEFAULT_SUB_QUEUE_MAX_BYTES: usize = 1024 * 1024 * 1024;
+    pub const DEFAULT_WRITE_BUFFER: usize = 256 * 1024;
+    pub const DEFAULT_SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(10);
+    pub const DEFAULT_TEXT_PRIORITY: u8 = 0;
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            sub_queue_messages: Self::DEFAULT_SUB_QUEUE_MESSAGES,
+            sub_queue_bytes: Self::DEFAULT_SUB_QUEUE_BYTES,
+            sub_queue_max_messages: Self::DEFAULT_SUB_QUEUE_MAX_MESSAGES,
+            sub_queue_max_bytes: Self::DEFAULT_SUB_QUEUE_MAX_BYTES,
+            write_buffer: Self::DEFAULT_WRITE_BUFFER,
+            slow_consumer: SlowConsumerPolicy::Drop,
+            slow_consumer_grace: Self::DEFAULT_SLOW_CONSUMER_GRACE,
+            text_priority: Self::DEFAULT_TEXT_PRIORITY,
+        }
+    }
 }
 
 /// What the shards keep in their ring logs (store and forward), and where.
@@ -194,6 +258,7 @@ impl Default for Config {
             monitor: Some(DEFAULT_MONITOR),
             sequence_headers: false,
             limits: Limits::default(),
+            queues: QueueConfig::default(),
             store: StoreConfig::default(),
             log: LogConfig {
                 level: "info".to_string(),
@@ -274,6 +339,32 @@ pub struct Args {
     /// Capacity of each worker's inbound queue, in batches [default: 4096].
     #[arg(long, value_name = "N")]
     pub worker_queue: Option<usize>,
+    /// A subscription queue's bound in messages [default: 1048576].
+    #[arg(long, value_name = "N")]
+    pub sub_queue_messages: Option<usize>,
+    /// A subscription queue's bound in bytes, e.g. 16MiB [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub sub_queue_bytes: Option<usize>,
+    /// Largest queue bound in messages a binary SUBSCRIBE may ask for [default: 16777216].
+    #[arg(long, value_name = "N")]
+    pub sub_queue_max_messages: Option<usize>,
+    /// Largest queue bound in bytes a binary SUBSCRIBE may ask for [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub sub_queue_max_bytes: Option<usize>,
+    /// Encoded bytes a connection's write buffer takes before deliveries wait in their
+    /// subscription queues [default: 256KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub write_buffer: Option<usize>,
+    /// What to do with a consumer whose queues overflow [default: drop].
+    #[arg(long, value_enum)]
+    pub slow_consumer: Option<SlowConsumerPolicy>,
+    /// With --slow-consumer disconnect: time over the high-water mark before closing
+    /// [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub slow_consumer_grace: Option<Duration>,
+    /// Priority (0-7) of text-port messages without a Tern-Priority header [default: 0].
+    #[arg(long, value_name = "N")]
+    pub text_priority: Option<u8>,
     /// Directory of the ring logs, one file per shard [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -334,6 +425,18 @@ struct FileConfig {
     #[serde(default, deserialize_with = "de_duration")]
     shutdown_timeout: Option<Duration>,
     worker_queue: Option<usize>,
+    sub_queue_messages: Option<usize>,
+    #[serde(default, deserialize_with = "de_size")]
+    sub_queue_bytes: Option<usize>,
+    sub_queue_max_messages: Option<usize>,
+    #[serde(default, deserialize_with = "de_size")]
+    sub_queue_max_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "de_size")]
+    write_buffer: Option<usize>,
+    slow_consumer: Option<SlowConsumerPolicy>,
+    #[serde(default, deserialize_with = "de_duration")]
+    slow_consumer_grace: Option<Duration>,
+    text_priority: Option<u8>,
     data_dir: Option<PathBuf>,
     #[serde(default, deserialize_with = "de_size")]
     log_size: Option<usize>,
@@ -423,6 +526,43 @@ impl Config {
                     .or(file.worker_queue)
                     .unwrap_or(dl.worker_queue),
             },
+            queues: {
+                let dq = &d.queues;
+                QueueConfig {
+                    sub_queue_messages: args
+                        .sub_queue_messages
+                        .or(file.sub_queue_messages)
+                        .unwrap_or(dq.sub_queue_messages),
+                    sub_queue_bytes: args
+                        .sub_queue_bytes
+                        .or(file.sub_queue_bytes)
+                        .unwrap_or(dq.sub_queue_bytes),
+                    sub_queue_max_messages: args
+                        .sub_queue_max_messages
+                        .or(file.sub_queue_max_messages)
+                        .unwrap_or(dq.sub_queue_max_messages),
+                    sub_queue_max_bytes: args
+                        .sub_queue_max_bytes
+                        .or(file.sub_queue_max_bytes)
+                        .unwrap_or(dq.sub_queue_max_bytes),
+                    write_buffer: args
+                        .write_buffer
+                        .or(file.write_buffer)
+                        .unwrap_or(dq.write_buffer),
+                    slow_consumer: args
+                        .slow_consumer
+                        .or(file.slow_consumer)
+                        .unwrap_or(dq.slow_consumer),
+                    slow_consumer_grace: args
+                        .slow_consumer_grace
+                        .or(file.slow_consumer_grace)
+                        .unwrap_or(dq.slow_consumer_grace),
+                    text_priority: args
+                        .text_priority
+                        .or(file.text_priority)
+                        .unwrap_or(dq.text_priority),
+                }
+            },
             store: {
                 let ds = &d.store;
                 let interval = args
@@ -465,6 +605,11 @@ impl Config {
                 format: args.log_format.or(file.log_format).unwrap_or(d.log.format),
             },
         };
+        let mut config = config;
+        if args.write_buffer.is_none() && file.write_buffer.is_none() {
+            // The default yields to a small `max_pending`.
+            config.queues.write_buffer = d.queues.write_buffer.min(config.limits.max_pending / 2);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -512,6 +657,34 @@ impl Config {
         }
         if l.worker_queue == 0 {
             return invalid("worker_queue", "must be at least 1");
+        }
+        let q = &self.queues;
+        if q.sub_queue_messages == 0 || q.sub_queue_messages > q.sub_queue_max_messages {
+            return invalid(
+                "sub_queue_messages",
+                "must be at least 1 and at most sub_queue_max_messages",
+            );
+        }
+        if q.sub_queue_bytes == 0 || q.sub_queue_bytes > q.sub_queue_max_bytes {
+            return invalid(
+                "sub_queue_bytes",
+                "must be at least 1 byte and at most sub_queue_max_bytes",
+            );
+        }
+        if q.sub_queue_max_messages > u32::MAX as usize {
+            return invalid("sub_queue_max_messages", "must fit in 32 bits");
+        }
+        if q.sub_queue_max_bytes > u32::MAX as usize {
+            return invalid("sub_queue_max_bytes", "must be below 4GiB");
+        }
+        if q.write_buffer < 1024 || q.write_buffer > l.max_pending / 2 {
+            return invalid(
+                "write_buffer",
+                "must be at least 1KiB and at most half of max_pending",
+            );
+        }
+        if q.text_priority > 7 {
+            return invalid("text_priority", "must be between 0 and 7");
         }
         let st = &self.store;
         if st.log_size < 1024 * 1024 {

@@ -12,6 +12,9 @@
 //! Never: holds a lock or allocates per subscriber on the path from a publish to its
 //! deliveries.
 
+// `/varz` is one `json!` literal with many keys.
+#![recursion_limit = "512"]
+
 pub mod config;
 mod conn;
 mod index;
@@ -25,6 +28,7 @@ mod shard;
 mod snapshot;
 pub mod stats;
 mod store;
+mod subqueue;
 mod worker;
 
 pub use config::{Args, Config, ConfigError};

@@ -89,6 +89,12 @@ pub(crate) struct Msg {
     /// Made by the broker for one client (catch-up replies and their end markers): never
     /// stored, never sequenced.
     pub ephemeral: bool,
+    /// In its owner shard's ring log (set by the shard when it appends it, and on
+    /// everything replayed): a lossless subscription can read it back from there.
+    pub stored: bool,
+    /// The publisher's coalescing key: in a subscriber's queue, this message takes the
+    /// place of a queued one with the same key.
+    pub coalesce: Option<Bytes>,
     /// Where the message sits in its owner shard's sequence; set by that shard when it
     /// routes the message, zero before (and for status messages, which are not sequenced).
     pub stamp: Stamp,
@@ -112,6 +118,8 @@ impl Msg {
             message_id: None,
             replayed: false,
             ephemeral: false,
+            stored: false,
+            coalesce: None,
             stamp: Stamp::default(),
         }
     }
@@ -142,7 +150,29 @@ pub(crate) enum Envelope {
         queue: Option<Bytes>,
         sub: SubRef,
         start: Start,
+        /// The subscription falls back to the log on overflow: each shard with a store
+        /// answers with a `Position`.
+        lossless: bool,
     },
+    /// From a shard to a lossless subscription's worker, before anything else it sends the
+    /// subscription: the last sequence of `shard` before what the subscription receives.
+    Position { sub: SubRef, shard: u16, last: u64 },
+    /// From a lossless subscription's worker to a shard: its queue overflowed, so stop
+    /// live delivery of stored messages to it and replay them from the log from `from`,
+    /// at most `credit` at a time, then go live again. Replaces any catch-up in progress.
+    Lag {
+        sub: SubRef,
+        filter: Bytes,
+        from: u64,
+        credit: u32,
+        /// Which fall-back this is, echoed in the `LagAck`.
+        lag: u64,
+    },
+    /// The shard's answer to `Lag`: everything it sends the subscription after this comes
+    /// from the new catch-up (then live); what came before it may be discarded.
+    LagAck { sub: SubRef, shard: u16, lag: u64 },
+    /// More room in a lagging subscription's queue: the shard may replay `credit` more.
+    Grant { sub: SubRef, credit: u32 },
     /// Undoes a `Subscribe`, sent to the same shards.
     Unsubscribe { filter: Bytes, sub: SubRef },
     /// To the worker that owns the subscriber's connection.
@@ -404,6 +434,7 @@ mod tests {
                 id: 1,
             },
             start: None,
+            lossless: false,
         }
     }
 

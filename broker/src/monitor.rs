@@ -274,6 +274,13 @@ impl MonitorState {
                 "out_msgs": t.msgs_out,
                 "out_bytes": t.bytes_out,
                 "dropped_msgs": t.msgs_dropped,
+                "queue_dropped_msgs": t.queue_dropped,
+                "coalesced_msgs": t.coalesced,
+                "drop_notices": t.drop_notices,
+                "lossless_fallbacks": t.lossless_fallbacks,
+                "sub_queue_messages": self.config.queues.sub_queue_messages,
+                "sub_queue_bytes": self.config.queues.sub_queue_bytes,
+                "write_buffer": self.config.queues.write_buffer,
                 "slow_consumers": t.slow_consumers,
                 "stale_connections": t.stale_connections,
                 "protocol_errors": t.protocol_errors,
@@ -314,7 +321,9 @@ impl MonitorState {
         if matches!(key, SortKey::Stop | SortKey::Reason) && open {
             return Reply::error(400, format!("sort={sort} needs state=closed"));
         }
-        let with_subs = q.flag("subs");
+        // `subs=detail` (as nats-server spells it) adds each subscription's queue.
+        let detail = q.get("subs") == Some("detail");
+        let with_subs = q.flag("subs") || detail;
         let s = self.snapshots(Want {
             conns: open,
             closed,
@@ -333,7 +342,7 @@ impl MonitorState {
             .iter()
             .skip(offset)
             .take(limit)
-            .map(|c| conn_json(c, now, with_subs))
+            .map(|c| conn_json(c, now, with_subs, detail))
             .collect();
         Reply::json(
             200,
@@ -485,7 +494,7 @@ impl MonitorState {
         p.family("tern_workers", "gauge", "Worker threads (and shards).");
         p.sample("tern_workers", "", self.config.workers as f64);
 
-        let counters: [CounterFamily; 12] = [
+        let counters: [CounterFamily; 16] = [
             ("tern_connections", "gauge", "Open client connections.", |t| t.connections()),
             ("tern_connections_opened_total", "counter", "Client connections accepted.", |t| t.connections_opened),
             ("tern_subscriptions", "gauge", "Subscriptions held by the worker's connections.", |t| t.subscriptions),
@@ -494,7 +503,11 @@ impl MonitorState {
             ("tern_messages_out_total", "counter", "Deliveries queued to subscribers.", |t| t.msgs_out),
             ("tern_bytes_out_total", "counter", "Header and payload bytes of deliveries queued to subscribers.", |t| t.bytes_out),
             ("tern_messages_dropped_total", "counter", "Deliveries queued to a connection and never written (slow consumer, write error, close).", |t| t.msgs_dropped),
-            ("tern_slow_consumers_total", "counter", "Connections closed for exceeding max_pending.", |t| t.slow_consumers),
+            ("tern_queue_dropped_total", "counter", "Messages subscription queues dropped on overflow (lowest priority, oldest first).", |t| t.queue_dropped),
+            ("tern_coalesced_total", "counter", "Queued messages replaced by a newer one with the same coalescing key.", |t| t.coalesced),
+            ("tern_drop_notices_total", "counter", "Drop notices sent to subscribers.", |t| t.drop_notices),
+            ("tern_lossless_fallbacks_total", "counter", "Times a lossless subscription overflowed and fell back to the log.", |t| t.lossless_fallbacks),
+            ("tern_slow_consumers_total", "counter", "Connections closed as slow consumers (max_pending, or over the high-water mark past slow_consumer_grace).", |t| t.slow_consumers),
             ("tern_stale_connections_total", "counter", "Connections closed for unanswered pings.", |t| t.stale_connections),
             ("tern_protocol_errors_total", "counter", "Protocol errors reported to clients.", |t| t.protocol_errors),
             ("tern_no_responders_total", "counter", "Requests answered with a no-responders status.", |t| t.no_responders),
@@ -711,7 +724,7 @@ impl SortKey {
     }
 }
 
-fn conn_json(c: &ConnInfo, now: u64, with_subs: bool) -> Value {
+fn conn_json(c: &ConnInfo, now: u64, with_subs: bool, detail: bool) -> Value {
     let end = c.stop_us.unwrap_or(now);
     let mut v = json!({
         "cid": c.cid,
@@ -730,6 +743,7 @@ fn conn_json(c: &ConnInfo, now: u64, with_subs: bool) -> Value {
         "in_bytes": c.in_bytes,
         "out_bytes": c.out_bytes,
         "dropped_msgs": c.dropped_msgs,
+        "queue_dropped_msgs": c.queue_dropped_msgs,
         "subscriptions": c.subscriptions,
     });
     let m = v.as_object_mut().expect("an object");
@@ -752,6 +766,12 @@ fn conn_json(c: &ConnInfo, now: u64, with_subs: bool) -> Value {
         m.insert(
             "subscriptions_list".to_string(),
             json!(c.subscriptions_list),
+        );
+    }
+    if detail && c.stop_us.is_none() {
+        m.insert(
+            "subscriptions_list_detail".to_string(),
+            json!(c.subscriptions_detail),
         );
     }
     v

@@ -115,9 +115,25 @@ impl Router {
                 queue,
                 sub,
                 start,
+                lossless,
+            } => self.shard.subscribe(
+                &filter,
+                queue.as_ref(),
+                sub,
+                &start,
+                lossless,
+                &mut self.outbox,
+            ),
+            Envelope::Lag {
+                sub,
+                filter,
+                from,
+                credit,
+                lag,
             } => self
                 .shard
-                .subscribe(&filter, queue.as_ref(), sub, &start, &mut self.outbox),
+                .lag(sub, &filter, from, credit, lag, &mut self.outbox),
+            Envelope::Grant { sub, credit } => self.shard.grant(&sub, credit),
             Envelope::Unsubscribe { filter, sub } => self.shard.unsubscribe(&filter, &sub),
             Envelope::Replay(request) => self.shard.replay_request(request, &mut self.outbox),
             // Everything queued here before the barrier has been routed, and its deliveries
@@ -179,12 +195,13 @@ impl Router {
         queue: Option<&Bytes>,
         sub: SubRef,
         start: Start,
+        lossless: bool,
     ) -> Range<usize> {
         let shards = self.shards_for(filter);
         for shard in shards.clone() {
             if shard == self.me {
                 self.shard
-                    .subscribe(filter, queue, sub, &start, &mut self.outbox);
+                    .subscribe(filter, queue, sub, &start, lossless, &mut self.outbox);
             } else {
                 self.outbox.push(
                     shard,
@@ -193,6 +210,7 @@ impl Router {
                         queue: queue.cloned(),
                         sub,
                         start: start.clone(),
+                        lossless,
                     },
                 );
             }
@@ -219,8 +237,45 @@ impl Router {
         shards
     }
 
+    /// Sends a lossless subscription's fall-back to the log to one shard (see
+    /// `Envelope::Lag`).
+    pub fn lag(
+        &mut self,
+        shard: usize,
+        sub: SubRef,
+        filter: &Bytes,
+        from: u64,
+        credit: u32,
+        lag: u64,
+    ) {
+        if shard == self.me {
+            self.shard
+                .lag(sub, filter, from, credit, lag, &mut self.outbox);
+        } else {
+            self.outbox.push(
+                shard,
+                Envelope::Lag {
+                    sub,
+                    filter: filter.clone(),
+                    from,
+                    credit,
+                    lag,
+                },
+            );
+        }
+    }
+
+    /// Lets one shard replay `credit` more messages to a lagging lossless subscription.
+    pub fn grant(&mut self, shard: usize, sub: SubRef, credit: u32) {
+        if shard == self.me {
+            self.shard.grant(&sub, credit);
+        } else {
+            self.outbox.push(shard, Envelope::Grant { sub, credit });
+        }
+    }
+
     /// The shards a filter is registered in: its owner when literal, all when wildcard.
-    fn shards_for(&self, filter: &[u8]) -> Range<usize> {
+    pub fn shards_for(&self, filter: &[u8]) -> Range<usize> {
         if subject::is_literal(filter) {
             let owner = self.shard.owner(filter);
             owner..owner + 1

@@ -132,17 +132,23 @@ impl Shard {
 
     /// Registers a subscription. One that starts from a position is first told, through
     /// `out`, about the part of what it asked for that this shard no longer holds, then
-    /// catches up from the log (`pump_replays`) before it gets live messages.
+    /// catches up from the log (`pump_replays`) before it gets live messages. A lossless
+    /// one is told where in this shard's sequence it starts (`Envelope::Position`), so that
+    /// it knows where to fall back to.
     pub fn subscribe(
         &mut self,
         filter: &Bytes,
         queue: Option<&Bytes>,
         sub: SubRef,
         start: &Start,
+        lossless: bool,
         out: &mut Outbox,
     ) {
+        let mut gap = None;
+        // The first sequence the subscription gets from this shard.
+        let mut first = self.store.as_ref().map_or(self.next_seq, Store::next_seq);
         if let Some(start) = start.as_deref() {
-            let gap = match &mut self.store {
+            gap = match &mut self.store {
                 Some(store) => {
                     let from = match start {
                         StartPosition::Live => None,
@@ -152,10 +158,16 @@ impl Shard {
                         StartPosition::Time(ns) => Some(store.seq_at_time(*ns)),
                         StartPosition::LastN(n) => {
                             store.start_last_n(sub, filter, *n);
+                            // Where its last N begin is not known yet; falling back before
+                            // the first arrives replays from the oldest record held.
+                            first = store.first_seq();
                             None
                         }
                     };
-                    from.and_then(|from| store.start_replay(sub, filter, from))
+                    from.and_then(|from| {
+                        first = from.max(store.first_seq());
+                        store.start_replay(sub, filter, from)
+                    })
                 }
                 // Nothing is held: a resume behind the shard lost everything since.
                 None => match start {
@@ -166,12 +178,53 @@ impl Shard {
                     _ => None,
                 },
             };
-            if let Some((requested, oldest)) = gap {
-                push_gap(out, sub, self.id as u16, requested, oldest);
-            }
+        }
+        if lossless && self.store.is_some() {
+            out.push(
+                sub.conn.worker as usize,
+                Envelope::Position {
+                    sub,
+                    shard: self.id as u16,
+                    last: first.saturating_sub(1),
+                },
+            );
+        }
+        if let Some((requested, oldest)) = gap {
+            push_gap(out, sub, self.id as u16, requested, oldest);
         }
         self.index.insert(filter, queue, sub);
         self.queue_next.resize(self.index.queue_count(), 0);
+    }
+
+    /// A lossless subscription's queue overflowed: acknowledge (everything sent to it from
+    /// here on comes from the new catch-up, then live), then replay from `from`, `credit`
+    /// messages at a time. What the log no longer holds is reported as a gap first.
+    pub fn lag(
+        &mut self,
+        sub: SubRef,
+        filter: &Bytes,
+        from: u64,
+        credit: u32,
+        lag: u64,
+        out: &mut Outbox,
+    ) {
+        let shard = self.id as u16;
+        out.push(
+            sub.conn.worker as usize,
+            Envelope::LagAck { sub, shard, lag },
+        );
+        if let Some(store) = &mut self.store {
+            if let Some((requested, oldest)) = store.start_lag(sub, filter, from, credit) {
+                push_gap(out, sub, shard, requested, oldest);
+            }
+        }
+    }
+
+    /// A lagging subscription has room for `credit` more replayed messages.
+    pub fn grant(&mut self, sub: &SubRef, credit: u32) {
+        if let Some(store) = &mut self.store {
+            store.grant(sub, credit);
+        }
     }
 
     pub fn unsubscribe(&mut self, filter: &[u8], sub: &SubRef) {
@@ -209,6 +262,7 @@ impl Shard {
                     match store.append(&msg, time_ns, now) {
                         Ok(seq) => {
                             stored = true;
+                            Arc::make_mut(&mut msg).stored = true;
                             seq
                         }
                         Err(e) => {
@@ -414,6 +468,7 @@ mod tests {
             None,
             sub(a, 1),
             &None,
+            false,
             &mut out,
         );
         shard.subscribe(
@@ -421,6 +476,7 @@ mod tests {
             None,
             sub(b, 2),
             &None,
+            false,
             &mut out,
         );
         shard.subscribe(
@@ -428,6 +484,7 @@ mod tests {
             None,
             sub(b, 3),
             &None,
+            false,
             &mut out,
         );
         let r = shard.route(msg("room.1", a), &mut out);
@@ -447,6 +504,7 @@ mod tests {
                 Some(&q1),
                 sub(conn(id as u16 % 2, id as u32), id),
                 &None,
+                false,
                 &mut out,
             );
         }
@@ -456,6 +514,7 @@ mod tests {
             Some(&q1),
             sub(conn(0, 9), 9),
             &None,
+            false,
             &mut out,
         );
         shard.subscribe(
@@ -463,9 +522,17 @@ mod tests {
             Some(&q1),
             sub(conn(1, 4), 4),
             &None,
+            false,
             &mut out,
         );
-        shard.subscribe(&filter, Some(&q2), sub(conn(1, 5), 5), &None, &mut out);
+        shard.subscribe(
+            &filter,
+            Some(&q2),
+            sub(conn(1, 5), 5),
+            &None,
+            false,
+            &mut out,
+        );
         let mut counts = std::collections::BTreeMap::new();
         for _ in 0..400 {
             shard.route(msg("work", conn(0, 0)), &mut out);
@@ -489,8 +556,8 @@ mod tests {
         let (mut shard, mut out) = world();
         let (me, other) = (conn(0, 1), conn(1, 1));
         let f = Bytes::from_static(b"chat");
-        shard.subscribe(&f, None, sub(me, 1), &None, &mut out);
-        shard.subscribe(&f, None, sub(other, 2), &None, &mut out);
+        shard.subscribe(&f, None, sub(me, 1), &None, false, &mut out);
+        shard.subscribe(&f, None, sub(other, 2), &None, false, &mut out);
         let mut m = msg("chat", me);
         Arc::get_mut(&mut m).unwrap().no_echo = true;
         shard.route(m, &mut out);
@@ -519,8 +586,8 @@ mod tests {
         assert!(status.origin_only);
         // Routing the status reaches the requester's inbox and nobody else's.
         let inbox = Bytes::from_static(b"_INBOX.abc.*");
-        shard.subscribe(&inbox, None, sub(requester, 1), &None, &mut out);
-        shard.subscribe(&inbox, None, sub(conn(0, 3), 2), &None, &mut out);
+        shard.subscribe(&inbox, None, sub(requester, 1), &None, false, &mut out);
+        shard.subscribe(&inbox, None, sub(conn(0, 3), 2), &None, false, &mut out);
         let r = shard.route(status, &mut out);
         assert_eq!(r.deliveries, 1);
         assert!(!r.no_responders);
@@ -532,7 +599,7 @@ mod tests {
         let (mut shard, mut out) = world();
         let f = Bytes::from_static(b"a.>");
         let s = sub(conn(0, 1), 1);
-        shard.subscribe(&f, None, s, &None, &mut out);
+        shard.subscribe(&f, None, s, &None, false, &mut out);
         shard.route(msg("a.b", conn(1, 1)), &mut out);
         assert_eq!(delivered(&mut out), vec![1]);
         shard.unsubscribe(&f, &s);
@@ -549,6 +616,7 @@ mod tests {
             None,
             sub(conn(0, 1), 1),
             &None,
+            false,
             &mut out,
         );
         for expected in 1..=3u64 {
@@ -592,7 +660,7 @@ mod tests {
             })))
         };
         let f = Bytes::from_static(b"s");
-        shard.subscribe(&f, None, sub(conn(1, 1), 1), &resume(2), &mut out);
+        shard.subscribe(&f, None, sub(conn(1, 1), 1), &resume(2), false, &mut out);
         let batch = out.take_batch(1);
         let [Envelope::Gap {
             sub: gapped,
@@ -605,8 +673,8 @@ mod tests {
         };
         assert_eq!(gapped.id, 1);
         // Up to date, or live: no gap.
-        shard.subscribe(&f, None, sub(conn(1, 2), 2), &resume(5), &mut out);
-        shard.subscribe(&f, None, sub(conn(1, 3), 3), &None, &mut out);
+        shard.subscribe(&f, None, sub(conn(1, 2), 2), &resume(5), false, &mut out);
+        shard.subscribe(&f, None, sub(conn(1, 3), 3), &None, false, &mut out);
         assert!(out.take_batch(1).is_empty());
     }
 }

@@ -62,6 +62,8 @@ pub(crate) struct ConnInfo {
     pub reason: Option<String>,
     pub subscriptions: usize,
     pub subscriptions_list: Vec<String>,
+    /// Per subscription, with `subs=detail`: its queue and what it dropped.
+    pub subscriptions_detail: Vec<SubDetail>,
     pub in_msgs: u64,
     pub in_bytes: u64,
     pub out_msgs: u64,
@@ -69,6 +71,23 @@ pub(crate) struct ConnInfo {
     pub pending_bytes: usize,
     pub pending_msgs: usize,
     pub dropped_msgs: u64,
+    /// Messages its subscription queues dropped on overflow.
+    pub queue_dropped_msgs: u64,
+}
+
+/// One subscription of a connection, for `/connz?subs=detail`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(crate) struct SubDetail {
+    pub sid: String,
+    pub subject: String,
+    pub queued_msgs: usize,
+    pub queued_bytes: usize,
+    pub max_queue_msgs: usize,
+    pub max_queue_bytes: usize,
+    pub dropped_msgs: u64,
+    pub coalesced_msgs: u64,
+    pub lossless: bool,
+    pub lossless_fallbacks: u64,
 }
 
 /// One filter in one shard's index.

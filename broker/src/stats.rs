@@ -31,6 +31,15 @@ pub struct WorkerStats {
     /// Deliveries queued on a connection and never written to it: discarded when it
     /// became a slow consumer, hit a write error, or closed with output still queued.
     pub msgs_dropped: AtomicU64,
+    /// Messages a subscription queue dropped on overflow (lowest priority, oldest first),
+    /// or that a lossless subscription could not get back because they were not stored.
+    pub queue_dropped: AtomicU64,
+    /// Queued messages replaced by a newer one with the same coalescing key.
+    pub coalesced: AtomicU64,
+    /// Drop notices sent to subscribers.
+    pub drop_notices: AtomicU64,
+    /// Times a lossless subscription's queue overflowed and it fell back to the log.
+    pub lossless_fallbacks: AtomicU64,
     /// Connections closed, by reason (indexed by [`CloseKind`]); they add up to
     /// `connections_closed`.
     pub closed_by: [AtomicU64; CloseKind::COUNT],
@@ -106,6 +115,10 @@ pub struct Totals {
     pub protocol_errors: u64,
     pub no_responders: u64,
     pub msgs_dropped: u64,
+    pub queue_dropped: u64,
+    pub coalesced: u64,
+    pub drop_notices: u64,
+    pub lossless_fallbacks: u64,
     pub closed_by: [u64; CloseKind::COUNT],
     pub subscriptions: u64,
 }
@@ -125,6 +138,10 @@ impl Totals {
             t.stale_connections += get(&w.stale_connections);
             t.protocol_errors += get(&w.protocol_errors);
             t.no_responders += get(&w.no_responders);
+            t.queue_dropped += get(&w.queue_dropped);
+            t.coalesced += get(&w.coalesced);
+            t.drop_notices += get(&w.drop_notices);
+            t.lossless_fallbacks += get(&w.lossless_fallbacks);
             t.msgs_dropped += get(&w.msgs_dropped);
             t.subscriptions += get(&w.subscriptions);
             for (sum, c) in t.closed_by.iter_mut().zip(&w.closed_by) {

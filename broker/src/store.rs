@@ -194,6 +194,16 @@ pub(crate) struct Replay {
     /// scanned (in bounded batches, like a replay) keeping the sequences of the last N
     /// matches; at the end of the log the replay starts at the first of them.
     counting: Option<LastN>,
+    /// A lossless subscription's fall-back: how many more messages it has room for
+    /// (`None`: no limit). At 0 the cursor waits for a `Grant`, and live delivery of stored
+    /// messages to the subscription stays off meanwhile.
+    credit: Option<u64>,
+}
+
+impl Replay {
+    fn paused(&self) -> bool {
+        self.credit == Some(0)
+    }
 }
 
 #[derive(Debug)]
@@ -379,9 +389,54 @@ impl Store {
                 filter: filter.clone(),
                 next: from,
                 counting: None,
+                credit: None,
             });
         }
         gap
+    }
+
+    /// A lossless subscription's fall-back: replaces its catch-up, if any, by one from
+    /// `from` that delivers at most `credit` messages before it waits for a grant.
+    /// Returns the gap when the log no longer holds `from`.
+    pub fn start_lag(
+        &mut self,
+        sub: SubRef,
+        filter: &Bytes,
+        from: u64,
+        credit: u32,
+    ) -> Option<(u64, u64)> {
+        self.stop_replay(&sub);
+        let gap = self.start_replay(sub, filter, from);
+        if let Some(r) = self.replays.last_mut() {
+            if matches!(r.target, Target::Sub(s) if s == sub) {
+                r.credit = Some(u64::from(credit));
+            }
+        }
+        gap
+    }
+
+    /// Room for `credit` more messages in a lagging subscription's queue. Ignored when its
+    /// catch-up has ended (it went live).
+    pub fn grant(&mut self, sub: &SubRef, credit: u32) {
+        if let Some(r) = self
+            .replays
+            .iter_mut()
+            .find(|r| matches!(r.target, Target::Sub(s) if s == *sub))
+        {
+            if let Some(c) = &mut r.credit {
+                *c += u64::from(credit);
+            }
+        }
+    }
+
+    /// The sequence the next message appended gets.
+    pub fn next_seq(&self) -> u64 {
+        self.log.next_seq()
+    }
+
+    /// The oldest sequence held (`next_seq` when empty).
+    pub fn first_seq(&self) -> u64 {
+        self.log.first_seq()
     }
 
     /// Starts a text client's catch-up into its inbox. Always registered: even with
@@ -410,6 +465,7 @@ impl Store {
             },
             next: from.max(first),
             counting,
+            credit: None,
         });
     }
 
@@ -427,6 +483,7 @@ impl Store {
                 want: n as usize,
                 seen: VecDeque::new(),
             }),
+            credit: None,
         });
     }
 
@@ -440,8 +497,9 @@ impl Store {
         !self.replaying.is_empty() && self.replaying.contains_key(sub)
     }
 
+    /// True while a catch-up can advance (one waiting for a grant cannot).
     pub fn has_replays(&self) -> bool {
-        !self.replays.is_empty()
+        self.replays.iter().any(|r| !r.paused())
     }
 
     /// Drops the catch-up of a subscription that ended.
@@ -464,6 +522,10 @@ impl Store {
             // A fair share per catch-up, at least one record.
             let share = (budget / (self.replays.len() - i)).max(1);
             let replay = &mut self.replays[i];
+            if replay.paused() {
+                i += 1;
+                continue;
+            }
             if replay.next < first {
                 // Counting only looks for where to start: nothing is lost yet.
                 if replay.counting.is_none() {
@@ -483,10 +545,19 @@ impl Store {
             }
             let mut taken = 0;
             for rec in self.log.read_from(replay.next).take(share) {
+                let matches = subject::matches(&replay.filter, rec.subject);
+                if matches && replay.paused() {
+                    break;
+                }
                 taken += 1;
                 replay.next = rec.seq + 1;
-                if !subject::matches(&replay.filter, rec.subject) {
+                if !matches {
                     continue;
+                }
+                if replay.counting.is_none() {
+                    if let Some(c) = &mut replay.credit {
+                        *c -= 1;
+                    }
                 }
                 match (&mut replay.counting, &mut replay.target) {
                     (Some(last), _) => {

@@ -336,6 +336,8 @@ impl Worker {
             | Envelope::Subscribe { .. }
             | Envelope::Unsubscribe { .. }
             | Envelope::Barrier { .. }
+            | Envelope::Lag { .. }
+            | Envelope::Grant { .. }
             | Envelope::Replay(_) => {}
             Envelope::Deliver { sub, msg } => {
                 let slot = sub.conn.slot as usize;
@@ -347,6 +349,22 @@ impl Worker {
                 }
                 if conn.deliver(sub, &msg, &mut self.router) {
                     self.list_write(slot);
+                }
+            }
+            Envelope::Position { sub, shard, last } => {
+                let router = &mut self.router;
+                if let Some(c) = self.conns.get_mut(sub.conn.slot as usize) {
+                    if c.id == sub.conn {
+                        c.position(sub, shard, last, router);
+                    }
+                }
+            }
+            Envelope::LagAck { sub, shard, lag } => {
+                let router = &mut self.router;
+                if let Some(c) = self.conns.get_mut(sub.conn.slot as usize) {
+                    if c.id == sub.conn {
+                        c.lag_ack(sub, shard, lag, router);
+                    }
                 }
             }
             Envelope::Ack {
@@ -405,7 +423,7 @@ impl Worker {
         for (_, c) in &self.conns {
             let bytes = c.out.len() as u64;
             pending.bytes += bytes;
-            pending.msgs += c.out.queued_msgs() as u64;
+            pending.msgs += (c.out.queued_msgs() + c.queued()) as u64;
             pending.max_bytes = pending.max_bytes.max(bytes);
             if want.conns {
                 snap.conns.push(c.info(me, &clock, want.conn_subs));
@@ -476,13 +494,13 @@ impl Worker {
                 continue;
             };
             conn.listed_write = false;
-            if !conn.out.is_empty() {
+            if conn.has_output() {
                 self.last_busy = self.now;
             }
-            conn.flush(&mut self.latency, &self.router.stats);
+            conn.flush(&mut self.latency, &mut self.router);
             if conn.closing.is_some() {
                 self.close(slot);
-            } else if !conn.out.is_empty() && !conn.write_blocked {
+            } else if conn.has_output() && !conn.write_blocked {
                 self.list_write(slot);
             }
         }
@@ -555,7 +573,7 @@ impl Worker {
         let Some(deadline) = self.draining else {
             return false;
         };
-        let idle = self.conns.iter().all(|(_, c)| c.out.is_empty())
+        let idle = self.conns.iter().all(|(_, c)| !c.has_output())
             && !self.router.outbox.is_blocked()
             && self.now.duration_since(self.last_busy) >= QUIET;
         idle || self.now >= deadline

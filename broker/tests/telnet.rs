@@ -502,10 +502,22 @@ fn client_answering_pings_stays_connected() {
 #[test]
 fn slow_consumer_is_closed_and_others_get_everything() {
     // Small messages, paced: the good subscriber is never more than a few KiB behind.
-    // (`burst_larger_than_max_pending_reaches_a_fast_reader` covers bursts.)
+    // (`burst_larger_than_max_pending_reaches_a_fast_reader` covers bursts.) With the
+    // `disconnect` policy, a consumer whose queue stays full past the grace time is closed.
     const SIZE: usize = 1024;
     const COUNT: usize = 12 * 1024; // 12 MiB in all: more than any socket buffers hold
-    let broker = Broker::with_args(&["--max-pending", "64KiB", "--max-payload", "16KiB"]);
+    let broker = Broker::with_args(&[
+        "--max-pending",
+        "64KiB",
+        "--max-payload",
+        "16KiB",
+        "--sub-queue-bytes",
+        "1MiB",
+        "--slow-consumer",
+        "disconnect",
+        "--slow-consumer-grace",
+        "200ms",
+    ]);
 
     // Never reads (after its PONG), and has a small receive window.
     let mut slow = RawClient::connect_small_rcvbuf(broker.addr(), 16 * 1024);
@@ -553,6 +565,8 @@ fn slow_consumer_is_closed_and_others_get_everything() {
     }
     publ.ping_pong();
     reader.join().expect("the good subscriber failed");
+    // Its queue stays full (it reads nothing) for longer than the grace time.
+    std::thread::sleep(Duration::from_secs(1));
 
     // The slow one was closed: what it can still read ends with EOF or a reset.
     let (tail, end) = slow.drain_to_close(Duration::from_secs(30), 64);

@@ -167,6 +167,25 @@ impl HeaderMap {
     }
 }
 
+/// The value of the first field named `name` (case-insensitively) in a header block, its
+/// surrounding whitespace trimmed, without parsing the rest of the block or allocating.
+/// `None` when there is no such field (or the block is malformed before it).
+pub fn find<'a>(block: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let (_, mut rest) = split_line(block.strip_prefix(VERSION)?)?;
+    loop {
+        let (line, after) = split_line(rest)?;
+        if line.is_empty() {
+            return None;
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            if trim(&line[..colon]).eq_ignore_ascii_case(name.as_bytes()) {
+                return Some(trim(&line[colon + 1..]));
+            }
+        }
+        rest = after;
+    }
+}
+
 fn parse_status(code: &[u8]) -> Option<u16> {
     if code.is_empty() {
         return None;
@@ -182,6 +201,21 @@ fn parse_status(code: &[u8]) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn find_reads_one_field_without_parsing_the_block() {
+        let block = b"NATS/1.0\r\nA: 1\r\ntern-priority:  6 \r\nTern-Priority: 2\r\n\r\n";
+        assert_eq!(super::find(block, "Tern-Priority"), Some(&b"6"[..]));
+        assert_eq!(super::find(block, "a"), Some(&b"1"[..]));
+        assert_eq!(super::find(block, "B"), None);
+        assert_eq!(super::find(b"NATS/1.0 503\r\n\r\n", "A"), None);
+        assert_eq!(super::find(b"HTTP/1.0\r\nA: 1\r\n\r\n", "A"), None);
+        assert_eq!(
+            super::find(b"NATS/1.0\r\nA: 1", "A"),
+            None,
+            "unterminated line"
+        );
+    }
+
     use super::*;
 
     fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -21,16 +21,19 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes};
 use tern_protocol::binary::{
     encode_message_head, encode_server_frame, AckResult, BinaryError, ClientFrame,
-    ClientFrameDecoder, ErrorCode, ErrorFrame, GapNotice, Hello, MessageHead, Preface, Publish,
-    PublishAck, ResumeToken, ServerFrame, StartPosition, Subscribe, Unsubscribe, Welcome,
+    ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, Hello, MessageHead, Preface,
+    Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame, StartPosition, Subscribe,
+    Unsubscribe, Welcome,
 };
 
+use super::queue::bounds_for;
 use super::{CloseReason, Conn, Proto, Sid};
 use crate::config::Limits;
 use crate::mesh::{Msg, Stamp};
 use crate::outbound::Outbound;
 use crate::router::Router;
 use crate::stats::bump;
+use crate::subqueue::DropLog;
 
 /// Where the handshake is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +124,24 @@ impl BinaryState {
         out.commit(before);
         out.push_bytes(&msg.payload);
         Some(msg.payload.len() + headers.map_or(0, Bytes::len))
+    }
+
+    /// Appends the `DROP_NOTICE` of subscription `sid`.
+    pub(super) fn encode_drop_notice(&self, out: &mut Outbound, sid: &Sid, log: &DropLog) {
+        if let Sid::Binary(sid) = *sid {
+            send_frame(
+                out,
+                &ServerFrame::DropNotice(DropNotice {
+                    sid,
+                    dropped: log.count,
+                    ranges: log
+                        .ranges
+                        .iter()
+                        .map(|&(shard, first, last)| SequenceRange { shard, first, last })
+                        .collect(),
+                }),
+            );
+        }
     }
 
     pub(super) fn send_ack(&self, out: &mut Outbound, ack_id: u64, stamp: Stamp, duplicate: bool) {
@@ -324,8 +345,7 @@ impl Conn {
         self.send_binary(&welcome);
     }
 
-    /// `PUBLISH`. The coalescing key is accepted but not acted on yet: coalescing comes
-    /// with subscriber queues (issue 5).
+    /// `PUBLISH`.
     fn publish_binary(&mut self, p: Publish, router: &mut Router) {
         let echo = self.binary_state().hello.echo;
         let mut msg = Msg::new(p.subject, p.payload, self.id, self.last_activity);
@@ -335,17 +355,35 @@ impl Conn {
         msg.priority = p.priority;
         msg.ack_id = p.ack_id;
         msg.message_id = p.message_id;
+        msg.coalesce = p.coalescing_key;
         self.publish(msg, router);
     }
 
     /// `SUBSCRIBE`. A resume token from another epoch cannot resume where it says: the
     /// client is told (`EpochMismatch`) and gets everything the log holds. Queue bounds
-    /// and lossless delivery are accepted and take effect with subscriber queues (issue 5).
+    /// over the server's maximum, and lossless queue-group members (a member's fall-back
+    /// would replay what other members were given), are refused.
     fn subscribe_binary(&mut self, s: Subscribe, router: &mut Router) {
         let sid = Sid::Binary(s.sid);
         if self.has_sid(&sid) {
             let text = format!("subscription {} is already active", s.sid);
             self.binary_refuse(ErrorCode::DuplicateSubscription, Some(s.sid), &text, router);
+            return;
+        }
+        let bounds = match bounds_for(
+            &router.config.queues,
+            s.max_queue_messages,
+            s.max_queue_bytes,
+        ) {
+            Ok(b) => b,
+            Err(text) => {
+                self.binary_refuse(ErrorCode::InvalidOption, Some(s.sid), &text, router);
+                return;
+            }
+        };
+        if s.lossless && s.queue.is_some() {
+            let text = "a queue group member cannot be lossless";
+            self.binary_refuse(ErrorCode::InvalidOption, Some(s.sid), text, router);
             return;
         }
         let epoch = self.binary_state().welcome.log_epoch;
@@ -368,7 +406,15 @@ impl Conn {
             }
             other => Some(Arc::new(other)),
         };
-        self.add_sub(sid, s.subject, s.queue.as_ref(), start, router);
+        self.add_sub(
+            sid,
+            s.subject,
+            s.queue.as_ref(),
+            start,
+            bounds,
+            s.lossless,
+            router,
+        );
     }
 
     /// `UNSUBSCRIBE`: now, or after `max` more deliveries.

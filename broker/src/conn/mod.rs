@@ -15,6 +15,7 @@
 //! Never: reads another connection's state, or blocks.
 
 mod binary;
+mod queue;
 mod text;
 
 use std::collections::VecDeque;
@@ -38,10 +39,12 @@ use crate::latency::Latency;
 use crate::mesh::{ConnId, Envelope, Msg, Stamp, Start, SubRef};
 use crate::outbound::Outbound;
 use crate::router::Router;
-use crate::snapshot::{ConnInfo, WallClock};
+use crate::snapshot::{ConnInfo, SubDetail, WallClock};
 use crate::stats::{bump, unbump, CloseKind, WorkerStats};
+use crate::subqueue::Bounds;
 
 use binary::BinaryState;
+use queue::{Lossless, SubQueueState};
 use text::TextState;
 
 /// Bytes read from a socket per `read` call.
@@ -103,6 +106,28 @@ enum Proto {
     Binary(BinaryState),
 }
 
+impl SubState {
+    /// What `/connz?subs=detail` shows about it.
+    fn detail(&self) -> SubDetail {
+        let (queued_msgs, queued_bytes) = self.q.depth();
+        SubDetail {
+            sid: match &self.sid {
+                Sid::Text(s) => String::from_utf8_lossy(s).into_owned(),
+                Sid::Binary(n) => n.to_string(),
+            },
+            subject: String::from_utf8_lossy(&self.filter).into_owned(),
+            queued_msgs,
+            queued_bytes,
+            max_queue_msgs: self.q.bounds.messages,
+            max_queue_bytes: self.q.bounds.bytes,
+            dropped_msgs: self.q.dropped,
+            coalesced_msgs: self.q.coalesced,
+            lossless: self.q.lossless.is_some(),
+            lossless_fallbacks: self.q.lossless.as_ref().map_or(0, |l| l.fallbacks),
+        }
+    }
+}
+
 /// A subscription id as its client spelled it: any token on the text port, a `u32` on the
 /// binary port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -120,6 +145,8 @@ struct SubState {
     /// Auto-unsubscribe after this many deliveries.
     max: Option<u64>,
     delivered: u64,
+    /// Its queue of deliveries waiting for the outbound buffer, and what it dropped.
+    q: SubQueueState,
 }
 
 pub(crate) struct Conn {
@@ -145,6 +172,15 @@ pub(crate) struct Conn {
     pub write_blocked: bool,
     /// `PONG`s waiting for the shards this connection sent traffic to (see `ping`).
     barrier: PingBarrier,
+    /// Subscriptions with deliveries (or a drop notice) waiting, as (key, id), in the
+    /// order `fill` serves them.
+    backlog: VecDeque<(usize, u64)>,
+    /// Subscriptions over their high-water mark (overflowed, not yet drained below half),
+    /// and since when the first of them has been.
+    over_subs: usize,
+    over_since: Option<Instant>,
+    /// The last lossless fall-back number handed out.
+    next_lag: u64,
     /// When the connection was accepted.
     started: Instant,
     /// This connection's own traffic, for `/connz` (plain integers: only its worker
@@ -155,6 +191,8 @@ pub(crate) struct Conn {
     out_msgs: u64,
     out_bytes: u64,
     dropped: u64,
+    /// Messages its subscription queues dropped on overflow.
+    queue_dropped: u64,
 }
 
 impl Conn {
@@ -184,12 +222,17 @@ impl Conn {
             listed_write: false,
             write_blocked: false,
             barrier: PingBarrier::default(),
+            backlog: VecDeque::new(),
+            over_subs: 0,
+            over_since: None,
+            next_lag: 0,
             started: now,
             in_msgs: 0,
             in_bytes: 0,
             out_msgs: 0,
             out_bytes: 0,
             dropped: 0,
+            queue_dropped: 0,
         }
     }
 
@@ -264,12 +307,18 @@ impl Conn {
             } else {
                 Vec::new()
             },
+            subscriptions_detail: if with_subs {
+                self.subs.iter().map(|(_, s)| s.detail()).collect()
+            } else {
+                Vec::new()
+            },
+            queue_dropped_msgs: self.queue_dropped,
             in_msgs: self.in_msgs,
             in_bytes: self.in_bytes,
             out_msgs: self.out_msgs,
             out_bytes: self.out_bytes,
             pending_bytes: self.out.len(),
-            pending_msgs: self.out.queued_msgs(),
+            pending_msgs: self.out.queued_msgs() + self.queued(),
             dropped_msgs: self.dropped,
         }
     }
@@ -372,21 +421,27 @@ impl Conn {
     }
 
     /// Starts a subscription (the caller checked that `sid` is not in use).
+    #[allow(clippy::too_many_arguments)]
     fn add_sub(
         &mut self,
         sid: Sid,
         filter: Bytes,
         queue: Option<&Bytes>,
         start: Start,
+        bounds: Bounds,
+        lossless: bool,
         router: &mut Router,
     ) {
         let id = router.next_sub_id();
+        let lossless_state =
+            lossless.then(|| Box::new(Lossless::new(router.shards_for(&filter), bounds)));
         let key = self.subs.insert(SubState {
             sid: sid.clone(),
             filter: filter.clone(),
             id,
             max: None,
             delivered: 0,
+            q: SubQueueState::new(bounds, lossless_state),
         });
         self.sids.insert(sid, key);
         bump(&router.stats.subscriptions, 1);
@@ -395,7 +450,7 @@ impl Conn {
             key: key as u32,
             id,
         };
-        let shards = router.subscribe(&filter, queue, sub, start);
+        let shards = router.subscribe(&filter, queue, sub, start, lossless);
         self.barrier.touch(shards);
     }
 
@@ -481,6 +536,7 @@ impl Conn {
 
     fn remove_sub(&mut self, key: usize, router: &mut Router) {
         let sub = self.subs.remove(key);
+        self.drop_queue(&sub.q);
         self.sids.remove(&sub.sid);
         unbump(&router.stats.subscriptions, 1);
         let sref = SubRef {
@@ -515,13 +571,12 @@ impl Conn {
             .filter(|sub| sub.id == sref.id)
     }
 
-    /// Queues one delivery. Returns false when the delivery was stale (the subscription or
-    /// the connection is gone) and nothing was queued.
-    pub fn deliver(&mut self, sref: SubRef, msg: &Msg, router: &mut Router) -> bool {
+    /// Encodes one delivery of the subscription `key` into the outbound buffer and counts
+    /// it. Returns false when that was the subscription's last (its `max` reached) and it
+    /// is gone.
+    fn write_delivery(&mut self, key: usize, msg: &Msg, router: &mut Router) -> bool {
         let sequence_headers = router.config.sequence_headers;
-        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
-            return false;
-        };
+        let sub = &mut self.subs[key];
         let size = match &mut self.proto {
             Proto::Text(t) => t.encode_delivery(&mut self.out, &sub.sid, msg, sequence_headers),
             Proto::Binary(b) => b.encode_delivery(&mut self.out, &sub.sid, msg),
@@ -531,7 +586,7 @@ impl Conn {
             // both ports enforce); counted as dropped rather than sent malformed.
             self.dropped += 1;
             bump(&router.stats.msgs_dropped, 1);
-            return false;
+            return true;
         };
         self.out.mark(msg.received);
         sub.delivered += 1;
@@ -541,22 +596,9 @@ impl Conn {
         bump(&router.stats.msgs_out, 1);
         bump(&router.stats.bytes_out, size as u64);
         if done {
-            self.remove_sub(sref.key as usize, router);
+            self.remove_sub(key, router);
         }
-        if self.out.len() > router.config.limits.max_pending {
-            // One loop turn can queue a burst bigger than the limit for a client that
-            // reads fast: let the socket take what it can before judging. (Latency marks
-            // of what this writes are recorded at the next flush.)
-            // A write error shows up again at the worker's flush, which closes the
-            // connection.
-            if !self.write_blocked && self.out.write_to(&mut self.sock).is_ok() {
-                self.write_blocked = !self.out.is_empty();
-            }
-            if self.out.len() > router.config.limits.max_pending {
-                self.slow_consumer(router);
-            }
-        }
-        true
+        !done
     }
 
     /// The shard that owns a message this connection published with an acknowledgement
@@ -591,35 +633,60 @@ impl Conn {
         }
     }
 
-    /// The outbound queue overflowed: drop what is queued, say why, and close.
+    /// The outbound buffer overflowed `max_pending`, or (`--slow-consumer disconnect`) the
+    /// consumer stayed over its high-water mark past the grace time: drop what is queued,
+    /// say why, and close.
     fn slow_consumer(&mut self, router: &mut Router) {
         bump(&router.stats.slow_consumers, 1);
         self.discard_output(&router.stats);
         self.fail(CloseReason::SlowConsumer);
     }
 
-    /// Writes what is queued, as far as the socket takes it, and records the broker
-    /// latency of every delivery whose last byte went out.
-    pub fn flush(&mut self, latency: &mut Latency, stats: &WorkerStats) {
-        if self.write_blocked || self.out.is_empty() {
-            return;
-        }
-        match self.out.write_to(&mut self.sock) {
-            Ok(n) => {
-                if n > 0 {
-                    let now = Instant::now();
-                    self.out
-                        .pop_written(|received| latency.record(now.duration_since(received)));
+    /// Writes what is queued, as far as the socket takes it, refilling the outbound buffer
+    /// from the subscription queues as it empties, and records the broker latency of every
+    /// delivery whose last byte went out.
+    pub fn flush(&mut self, latency: &mut Latency, router: &mut Router) {
+        let write_buffer = router.config.queues.write_buffer;
+        loop {
+            if !self.write_blocked && !self.out.is_empty() {
+                match self.out.write_to(&mut self.sock) {
+                    Ok(n) => {
+                        if n > 0 {
+                            let now = Instant::now();
+                            self.out.pop_written(|received| {
+                                latency.record(now.duration_since(received))
+                            });
+                        }
+                        self.write_blocked = !self.out.is_empty();
+                    }
+                    Err(e) => {
+                        self.discard_output(&router.stats);
+                        if self.closing.is_none() {
+                            self.closing = Some(CloseReason::Io(e.to_string()));
+                        }
+                        return;
+                    }
                 }
-                self.write_blocked = !self.out.is_empty();
             }
-            Err(e) => {
-                self.discard_output(stats);
-                if self.closing.is_none() {
-                    self.closing = Some(CloseReason::Io(e.to_string()));
-                }
+            if self.write_blocked
+                || self.closing.is_some()
+                || self.backlog.is_empty()
+                || self.out.len() >= write_buffer
+            {
+                return;
+            }
+            let before = self.out.len();
+            self.fill(router);
+            if self.out.len() == before {
+                return;
             }
         }
+    }
+
+    /// True while something waits to be written: in the outbound buffer or in a
+    /// subscription queue.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.has_backlog()
     }
 
     /// The ping timer: pings a client silent for `ping_interval`, and closes one that left
@@ -627,6 +694,10 @@ impl Conn {
     /// `ping_interval` is closed.
     pub fn tick(&mut self, now: Instant, limits: &Limits, router: &mut Router) {
         if self.closing.is_some() {
+            return;
+        }
+        if self.overdue(now, router) {
+            self.slow_consumer(router);
             return;
         }
         if let Proto::Binary(b) = &self.proto {

@@ -20,13 +20,19 @@ use crate::mesh::{Msg, ReplayRequest, ReplayStart};
 use crate::outbound::Outbound;
 use crate::router::Router;
 use crate::stats::bump;
+use crate::subqueue::{Bounds, DropLog};
 
 /// The subject of text-port catch-up requests (see `replay_request`).
 const REPLAY_SUBJECT: &[u8] = b"$TERN.REPLAY";
 
-/// The priority of messages published on the text port, which has no way to give one.
-/// Issue 5 (drop order under backpressure) makes it configurable and settable by header.
-const TEXT_PRIORITY: u8 = 0;
+/// The subject of the informational message that tells a text subscriber what its queue
+/// dropped (`docs/protocol-text.md`, "Drop notices").
+const DROPPED_SUBJECT: &[u8] = b"$TERN.DROPPED";
+
+/// The header that gives a text-port message its priority (0-7).
+const PRIORITY_HEADER: &str = "Tern-Priority";
+/// The header that gives a text-port message its coalescing key.
+const COALESCE_HEADER: &str = "Tern-Coalesce";
 
 /// The text protocol's state of one connection.
 pub(super) struct TextState {
@@ -121,6 +127,31 @@ impl TextState {
         out.tail().extend_from_slice(b"\r\n");
         out.commit(before);
         Some(msg.payload.len() + headers_len.unwrap_or(0))
+    }
+}
+
+impl TextState {
+    /// Appends the drop notice of subscription `sid`: a `MSG` on `$TERN.DROPPED` whose
+    /// payload is a JSON object, `{"dropped":N,"ranges":[{"shard":S,"first":F,"last":L}]}`.
+    pub(super) fn encode_drop_notice(&self, out: &mut Outbound, sid: &Sid, log: &DropLog) {
+        use std::fmt::Write as _;
+        let Sid::Text(sid) = sid else {
+            return;
+        };
+        let mut body = format!("{{\"dropped\":{},\"ranges\":[", log.count);
+        for (i, (shard, first, last)) in log.ranges.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            let _ = write!(
+                body,
+                "{comma}{{\"shard\":{shard},\"first\":{first},\"last\":{last}}}"
+            );
+        }
+        body.push_str("]}");
+        let before = out.tail().len();
+        encode_msg_line(out.tail(), DROPPED_SUBJECT, sid, None, None, body.len());
+        out.tail().extend_from_slice(body.as_bytes());
+        out.tail().extend_from_slice(b"\r\n");
+        out.commit(before);
     }
 }
 
@@ -234,13 +265,26 @@ impl Conn {
         }
         let opts = &self.text_state().opts;
         let (no_echo, no_responders) = (!opts.echo, opts.no_responders);
+        let (priority, coalesce) = match tern_headers(p.headers.as_ref()) {
+            Ok((priority, coalesce)) => (
+                priority.unwrap_or(router.config.queues.text_priority),
+                coalesce,
+            ),
+            Err(text) => {
+                // Refused; the connection carries on.
+                bump(&router.stats.protocol_errors, 1);
+                self.send(&ServerOp::Err(text));
+                return;
+            }
+        };
         // The loop turn in which these bytes were read.
         let mut msg = Msg::new(p.subject, p.payload, self.id, self.last_activity);
         msg.reply = p.reply;
         msg.headers = p.headers;
         msg.no_echo = no_echo;
         msg.no_responders = no_responders;
-        msg.priority = TEXT_PRIORITY;
+        msg.priority = priority;
+        msg.coalesce = coalesce;
         self.publish(msg, router);
     }
 
@@ -288,8 +332,49 @@ impl Conn {
             // As nats-server does: a second SUB with a sid in use changes nothing.
             return;
         }
-        self.add_sub(sid, s.subject, s.queue.as_ref(), None, router);
+        let bounds = Bounds {
+            messages: router.config.queues.sub_queue_messages,
+            bytes: router.config.queues.sub_queue_bytes,
+        };
+        self.add_sub(
+            sid,
+            s.subject,
+            s.queue.as_ref(),
+            None,
+            bounds,
+            false,
+            router,
+        );
     }
+}
+
+/// The priority (`Tern-Priority: 0`..`7`) and coalescing key (`Tern-Coalesce: KEY`) a
+/// text-port message's headers give it, if any. The error is the `-ERR` text.
+fn tern_headers(headers: Option<&Bytes>) -> Result<(Option<u8>, Option<Bytes>), String> {
+    let Some(block) = headers else {
+        return Ok((None, None));
+    };
+    let priority = match tern_protocol::headers::find(block, PRIORITY_HEADER) {
+        None => None,
+        Some(v) => match std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse::<u8>().ok())
+        {
+            Some(p) if p <= 7 => Some(p),
+            _ => {
+                return Err(format!(
+                    "Invalid {PRIORITY_HEADER} header '{}': must be 0 to 7",
+                    String::from_utf8_lossy(v)
+                ))
+            }
+        },
+    };
+    let coalesce = match tern_protocol::headers::find(block, COALESCE_HEADER) {
+        None => None,
+        Some([]) => return Err(format!("Invalid {COALESCE_HEADER} header: empty key")),
+        Some(key) => Some(Bytes::copy_from_slice(key)),
+    };
+    Ok((priority, coalesce))
 }
 
 /// The body of a `$TERN.REPLAY` request: `{"subject": FILTER}` and at most one of
