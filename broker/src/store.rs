@@ -680,6 +680,7 @@ fn msg_of(rec: &Record<'_>, shard: u16, now: Instant) -> Msg {
     msg.headers = rec.headers.map(Bytes::copy_from_slice);
     msg.priority = rec.priority;
     msg.replayed = true;
+    msg.stored = true;
     msg.stamp = Stamp {
         shard,
         seq: rec.seq,

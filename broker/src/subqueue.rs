@@ -50,6 +50,43 @@ pub(crate) fn size_of(msg: &Msg) -> usize {
         + msg.payload.len()
 }
 
+/// A copy of `msg` whose subject, reply subject, header block and payload share one
+/// allocation of their own.
+///
+/// Why: those fields are slices of the read buffer the publisher's bytes arrived in, and a
+/// slice keeps its whole buffer alive. A queue that keeps one message in a hundred (one
+/// room of a busy publisher, the high priorities, one value per coalescing key) would
+/// otherwise pin a 64 KiB buffer per small message, and even a queue of large messages
+/// pins about twice what it holds, far beyond what its byte bound counts. Copied, what a
+/// queue holds is what it counts. This costs one copy per message queued, on the slow
+/// path only (a subscriber behind its write buffer); the direct path to the outbound
+/// buffer copies nothing.
+pub(crate) fn compact(msg: &Arc<Msg>) -> Arc<Msg> {
+    let parts = [
+        &msg.subject[..],
+        msg.reply.as_deref().unwrap_or_default(),
+        msg.headers.as_deref().unwrap_or_default(),
+        &msg.payload[..],
+    ];
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut buf = bytes::BytesMut::with_capacity(total);
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    let mut take = |len: usize| {
+        at += len;
+        buf.slice(at - len..at)
+    };
+    let mut copy = Msg::clone(msg);
+    copy.subject = take(msg.subject.len());
+    copy.reply = msg.reply.as_ref().map(|r| take(r.len()));
+    copy.headers = msg.headers.as_ref().map(|h| take(h.len()));
+    copy.payload = take(msg.payload.len());
+    Arc::new(copy)
+}
+
 #[derive(Debug)]
 struct Entry {
     /// Arrival number: orders entries across levels.
@@ -72,7 +109,6 @@ pub(crate) enum Pushed {
 pub(crate) struct SubQueue {
     levels: [VecDeque<Entry>; LEVELS],
     level_bytes: [usize; LEVELS],
-    arrivals: u64,
     len: usize,
     bytes: usize,
     /// Coalescing key -> (level, arrival) of the queued message carrying it.
@@ -106,12 +142,14 @@ impl SubQueue {
     }
 
     /// Queues `msg`, dropping what the rules say to make room; `dropped` is called with
-    /// every message dropped, the arriving one included when it is the one. With
-    /// `coalesce` off, coalescing keys are ignored (lossless subscriptions get every
-    /// message).
+    /// every message dropped, the arriving one included when it is the one. `arrival`
+    /// orders it among the queued messages (the caller's counter: it must grow with every
+    /// push). With `coalesce` off, coalescing keys are ignored (lossless subscriptions get
+    /// every message). A coalesced message keeps the arrival of the one it replaces.
     pub fn push(
         &mut self,
         msg: Arc<Msg>,
+        arrival: u64,
         bounds: Bounds,
         coalesce: bool,
         mut dropped: impl FnMut(&Msg),
@@ -147,8 +185,6 @@ impl SubQueue {
                 .expect("a non-empty queue has a lowest entry");
             dropped(&e.msg);
         }
-        self.arrivals += 1;
-        let arrival = self.arrivals;
         if let Some(key) = msg.coalesce.as_ref().filter(|_| coalesce) {
             self.keys.insert(key.clone(), (priority as u8, arrival));
         }
@@ -157,6 +193,15 @@ impl SubQueue {
         self.len += 1;
         self.bytes += size;
         Pushed::Queued
+    }
+
+    /// The arrival of the oldest message queued.
+    pub fn oldest_arrival(&self) -> Option<u64> {
+        self.levels
+            .iter()
+            .filter_map(|l| l.front())
+            .map(|e| e.arrival)
+            .min()
     }
 
     /// Takes out the oldest queued message, whatever its priority.
@@ -320,21 +365,21 @@ mod tests {
         // seq: priority
         for (seq, p) in [(1, 5), (2, 1), (3, 3), (4, 1)] {
             assert_eq!(
-                q.push(msg(seq, p, 10, None), b, true, |_| panic!()),
+                q.push(msg(seq, p, 10, None), seq, b, true, |_| panic!()),
                 Pushed::Queued
             );
         }
         // Full: a priority-3 arrival pushes out the oldest priority-1 message (2), then
         // the next one (4).
-        q.push(msg(5, 3, 10, None), b, true, |m| lost.push(m.stamp.seq));
-        q.push(msg(6, 3, 10, None), b, true, |m| lost.push(m.stamp.seq));
+        q.push(msg(5, 3, 10, None), 5, b, true, |m| lost.push(m.stamp.seq));
+        q.push(msg(6, 3, 10, None), 6, b, true, |m| lost.push(m.stamp.seq));
         assert_eq!(lost, [2, 4]);
         // Now 1(5) 3(3) 5(3) 6(3): a priority-3 arrival drops the oldest priority 3.
-        q.push(msg(7, 3, 10, None), b, true, |m| lost.push(m.stamp.seq));
+        q.push(msg(7, 3, 10, None), 7, b, true, |m| lost.push(m.stamp.seq));
         assert_eq!(lost, [2, 4, 3]);
         // A priority-0 arrival is lower than everything queued: it is the one dropped.
         assert_eq!(
-            q.push(msg(8, 0, 10, None), b, true, |m| lost.push(m.stamp.seq)),
+            q.push(msg(8, 0, 10, None), 8, b, true, |m| lost.push(m.stamp.seq)),
             Pushed::Dropped
         );
         assert_eq!(lost, [2, 4, 3, 8]);
@@ -349,16 +394,16 @@ mod tests {
         let unit = size_of(&msg(0, 0, 0, None));
         let b = bounds(100, 3 * unit + 100);
         let mut lost = Vec::new();
-        q.push(msg(1, 7, 40, None), b, true, |_| panic!());
-        q.push(msg(2, 2, 30, None), b, true, |_| panic!());
-        q.push(msg(3, 2, 30, None), b, true, |_| panic!());
+        q.push(msg(1, 7, 40, None), 1, b, true, |_| panic!());
+        q.push(msg(2, 2, 30, None), 2, b, true, |_| panic!());
+        q.push(msg(3, 2, 30, None), 3, b, true, |_| panic!());
         // 50 bytes of priority 2 need both priority-2 messages gone, and no more.
-        q.push(msg(4, 2, 50, None), b, true, |m| lost.push(m.stamp.seq));
+        q.push(msg(4, 2, 50, None), 4, b, true, |m| lost.push(m.stamp.seq));
         assert_eq!(lost, [2, 3]);
         // This one could only fit by dropping priority 7: dropped itself, and nothing
         // else was.
         assert_eq!(
-            q.push(msg(5, 2, unit + 61, None), b, true, |m| lost
+            q.push(msg(5, 2, unit + 61, None), 5, b, true, |m| lost
                 .push(m.stamp.seq)),
             Pushed::Dropped
         );
@@ -367,7 +412,7 @@ mod tests {
         assert_eq!(drain(&mut q), [1, 4]);
         // An empty queue takes a message bigger than its byte bound.
         assert_eq!(
-            q.push(msg(6, 0, 5 * unit + 500, None), b, true, |_| panic!()),
+            q.push(msg(6, 0, 5 * unit + 500, None), 6, b, true, |_| panic!()),
             Pushed::Queued
         );
     }
@@ -376,11 +421,11 @@ mod tests {
     fn coalescing_replaces_in_place_and_keys_are_forgotten_when_delivered() {
         let mut q = SubQueue::default();
         let b = bounds(10, 1 << 20);
-        q.push(msg(1, 0, 1, Some("cursor:ann")), b, true, |_| panic!());
-        q.push(msg(2, 0, 1, Some("cursor:bob")), b, true, |_| panic!());
-        q.push(msg(3, 0, 1, None), b, true, |_| panic!());
+        q.push(msg(1, 0, 1, Some("cursor:ann")), 1, b, true, |_| panic!());
+        q.push(msg(2, 0, 1, Some("cursor:bob")), 2, b, true, |_| panic!());
+        q.push(msg(3, 0, 1, None), 3, b, true, |_| panic!());
         assert_eq!(
-            q.push(msg(4, 0, 5, Some("cursor:ann")), b, true, |_| panic!()),
+            q.push(msg(4, 0, 5, Some("cursor:ann")), 4, b, true, |_| panic!()),
             Pushed::Coalesced
         );
         let unit = size_of(&msg(0, 0, 0, None));
@@ -389,7 +434,7 @@ mod tests {
         assert_eq!(q.pop().unwrap().stamp.seq, 4);
         // Delivered: the key no longer coalesces, the next one queues behind.
         assert_eq!(
-            q.push(msg(5, 0, 1, Some("cursor:ann")), b, true, |_| panic!()),
+            q.push(msg(5, 0, 1, Some("cursor:ann")), 5, b, true, |_| panic!()),
             Pushed::Queued
         );
         assert_eq!(drain(&mut q), [2, 3, 5]);
@@ -399,13 +444,14 @@ mod tests {
     fn a_dropped_message_frees_its_coalescing_key() {
         let mut q = SubQueue::default();
         let b = bounds(2, 1 << 20);
-        q.push(msg(1, 0, 1, Some("k")), b, true, |_| panic!());
-        q.push(msg(2, 0, 1, None), b, true, |_| panic!());
+        q.push(msg(1, 0, 1, Some("k")), 1, b, true, |_| panic!());
+        q.push(msg(2, 0, 1, None), 2, b, true, |_| panic!());
         let mut lost = Vec::new();
-        q.push(msg(3, 0, 1, None), b, true, |m| lost.push(m.stamp.seq));
+        q.push(msg(3, 0, 1, None), 3, b, true, |m| lost.push(m.stamp.seq));
         assert_eq!(lost, [1]);
         assert_eq!(
-            q.push(msg(4, 0, 1, Some("k")), b, true, |m| lost.push(m.stamp.seq)),
+            q.push(msg(4, 0, 1, Some("k")), 4, b, true, |m| lost
+                .push(m.stamp.seq)),
             Pushed::Queued
         );
         assert_eq!(drain(&mut q), [3, 4]);
@@ -417,8 +463,8 @@ mod tests {
         let unit = size_of(&msg(0, 0, 0, None));
         let b = bounds(2, 2 * unit + 100);
         assert!(q.fits(&msg(1, 0, 5000, None), b, true));
-        q.push(msg(1, 0, 10, Some("k")), b, true, |_| panic!());
-        q.push(msg(2, 0, 10, None), b, true, |_| panic!());
+        q.push(msg(1, 0, 10, Some("k")), 1, b, true, |_| panic!());
+        q.push(msg(2, 0, 10, None), 2, b, true, |_| panic!());
         assert!(!q.fits(&msg(3, 0, 10, None), b, true));
         assert!(
             q.fits(&msg(3, 0, 10, Some("k")), b, true),
@@ -449,13 +495,37 @@ mod tests {
     }
 
     #[test]
+    fn compact_copies_small_messages_into_one_buffer_of_their_own() {
+        let chunk = Bytes::from(vec![b'a'; 64 * 1024]);
+        let mut m = Msg::new(
+            chunk.slice(0..5),
+            chunk.slice(10..20),
+            ConnId::NONE,
+            std::time::Instant::now(),
+        );
+        m.reply = Some(chunk.slice(5..7));
+        m.headers = Some(Bytes::from_static(b"NATS/1.0\r\n\r\n"));
+        m.priority = 3;
+        let m = Arc::new(m);
+        let c = compact(&m);
+        assert_eq!(
+            (&c.subject, &c.reply, &c.headers, &c.payload, c.priority),
+            (&m.subject, &m.reply, &m.headers, &m.payload, 3)
+        );
+        // Its parts lie in one new buffer, not the 64 KiB chunk.
+        let base = c.subject.as_ptr() as usize;
+        assert_eq!(c.payload.as_ptr() as usize, base + 5 + 2 + 12);
+        assert_ne!(base, chunk.as_ptr() as usize);
+    }
+
+    #[test]
     fn without_coalescing_every_message_queues() {
         let mut q = SubQueue::default();
         let b = bounds(10, 1 << 20);
-        q.push(msg(1, 0, 1, Some("k")), b, false, |_| panic!());
+        q.push(msg(1, 0, 1, Some("k")), 1, b, false, |_| panic!());
         assert!(q.fits(&msg(2, 0, 1, Some("k")), b, false));
         assert_eq!(
-            q.push(msg(2, 0, 1, Some("k")), b, false, |_| panic!()),
+            q.push(msg(2, 0, 1, Some("k")), 2, b, false, |_| panic!()),
             Pushed::Queued
         );
         assert_eq!(drain(&mut q), [1, 2]);

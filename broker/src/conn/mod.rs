@@ -181,6 +181,11 @@ pub(crate) struct Conn {
     over_since: Option<Instant>,
     /// The last lossless fall-back number handed out.
     next_lag: u64,
+    /// The arrival number of the last delivery put in a subscription queue.
+    next_arrival: u64,
+    /// `PONG`s waiting for the deliveries queued before them: the arrival number each
+    /// waits past.
+    pongs_held: VecDeque<u64>,
     /// When the connection was accepted.
     started: Instant,
     /// This connection's own traffic, for `/connz` (plain integers: only its worker
@@ -226,6 +231,8 @@ impl Conn {
             over_subs: 0,
             over_since: None,
             next_lag: 0,
+            next_arrival: 0,
+            pongs_held: VecDeque::new(),
             started: now,
             in_msgs: 0,
             in_bytes: 0,
@@ -519,6 +526,10 @@ impl Conn {
     }
 
     fn send_pong(&mut self) {
+        self.queue_pong();
+    }
+
+    fn send_pong_now(&mut self) {
         match self.proto {
             Proto::Text(_) => self.send_text_pong(),
             Proto::Binary(_) => self.send_binary_pong(),

@@ -29,7 +29,7 @@ use crate::config::{QueueConfig, SlowConsumerPolicy};
 use crate::mesh::{Msg, SubRef};
 use crate::router::Router;
 use crate::stats::bump;
-use crate::subqueue::{Bounds, DropLog, Pushed, SubQueue};
+use crate::subqueue::{compact, Bounds, DropLog, Pushed, SubQueue};
 
 use super::{Conn, Proto};
 
@@ -243,7 +243,9 @@ impl Conn {
         }
         let drops = &mut q.drops;
         let mut dropped = 0;
-        let pushed = queue.push(Arc::clone(msg), q.bounds, !lossless, |m| {
+        self.next_arrival += 1;
+        let arrival = self.next_arrival;
+        let pushed = queue.push(compact(msg), arrival, q.bounds, !lossless, |m| {
             drops.record(m.stamp);
             dropped += 1;
         });
@@ -304,6 +306,39 @@ impl Conn {
                 self.not_over();
             }
             self.grant_credit(key, router);
+        }
+        self.release_pongs();
+    }
+
+    /// Queues a `PONG`: now, or once every delivery queued before it has gone out (or been
+    /// dropped), as the outbound order would have it if there were no subscription queues.
+    pub(super) fn queue_pong(&mut self) {
+        if self.backlog.is_empty() && self.pongs_held.is_empty() {
+            self.send_pong_now();
+        } else {
+            self.pongs_held.push_back(self.next_arrival);
+        }
+    }
+
+    /// Sends the held `PONG`s whose deliveries have all left the subscription queues.
+    fn release_pongs(&mut self) {
+        if self.pongs_held.is_empty() {
+            return;
+        }
+        let oldest = self
+            .backlog
+            .iter()
+            .filter_map(|&(key, id)| {
+                let sub = self.subs.get(key).filter(|s| s.id == id)?;
+                sub.q.queue.as_ref()?.oldest_arrival()
+            })
+            .min();
+        while let Some(&marker) = self.pongs_held.front() {
+            if oldest.is_some_and(|o| o <= marker) {
+                return;
+            }
+            self.pongs_held.pop_front();
+            self.send_pong_now();
         }
     }
 

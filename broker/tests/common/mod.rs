@@ -32,6 +32,8 @@ pub struct Broker {
     own_data_dir: Option<std::path::PathBuf>,
     addr: SocketAddr,
     binary_addr: Option<SocketAddr>,
+    /// The monitoring address, when the test asked for `--monitor`.
+    monitor_addr: Option<SocketAddr>,
     workers: usize,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
@@ -141,6 +143,7 @@ impl Broker {
             own_data_dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             binary_addr: None,
+            monitor_addr: None,
             workers,
             stderr,
             stderr_thread: Some(stderr_thread),
@@ -186,7 +189,42 @@ impl Broker {
                 }
             }
         }
+        if full.iter().any(|a| a == "--monitor") {
+            let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+            match line
+                .strip_prefix("ternd monitoring on ")
+                .and_then(|a| a.trim().parse().ok())
+            {
+                Some(addr) => broker.monitor_addr = Some(addr),
+                None => {
+                    broker.kill();
+                    panic!(
+                        "expected ternd's monitoring line, got {line:?}\n\
+                         --- ternd stderr ---\n{}",
+                        broker.stderr()
+                    );
+                }
+            }
+        }
         broker
+    }
+
+    /// `GET /varz` as JSON. Panics unless the broker was started with `--monitor`.
+    pub fn varz(&self) -> serde_json::Value {
+        let addr = self
+            .monitor_addr
+            .expect("ternd runs without monitoring: start it with --monitor 127.0.0.1:0");
+        let mut s = TcpStream::connect(addr).expect("connect to monitor");
+        s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        write!(
+            s,
+            "GET /varz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send request");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("read response");
+        let (_, body) = raw.split_once("\r\n\r\n").expect("a header block");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("/varz: {e}: {body}"))
     }
 
     /// The binary port's address. Panics when the broker was started with `--no-binary`.
@@ -804,6 +842,27 @@ impl BinClient {
     /// Connects without sending anything.
     pub fn connect_bare(addr: SocketAddr) -> BinClient {
         let stream = TcpStream::connect_timeout(&addr, WAIT).expect("cannot connect to ternd");
+        BinClient::from_stream(stream)
+    }
+
+    /// Connects with a small receive buffer (set before connecting, so the window stays
+    /// small), then sends the preface and a `HELLO` and reads the `WELCOME`.
+    pub fn connect_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> BinClient {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        sock.connect_timeout(&addr.into(), WAIT)
+            .expect("cannot connect to ternd");
+        let mut c = BinClient::from_stream(sock.into());
+        c.handshake(tern_protocol::binary::Hello {
+            client_name: bytes::Bytes::from_static(b"test"),
+            echo: true,
+            ..Default::default()
+        });
+        c
+    }
+
+    fn from_stream(stream: TcpStream) -> BinClient {
         stream.set_nodelay(true).expect("TCP_NODELAY");
         stream
             .set_write_timeout(Some(Duration::from_secs(30)))
@@ -818,17 +877,21 @@ impl BinClient {
 
     /// Connects, sends the preface and `hello`, and reads the `WELCOME`.
     pub fn connect_with(addr: SocketAddr, hello: tern_protocol::binary::Hello) -> BinClient {
-        use tern_protocol::binary::{ClientFrame, Preface, ServerFrame};
         let mut c = BinClient::connect_bare(addr);
+        c.handshake(hello);
+        c
+    }
+
+    fn handshake(&mut self, hello: tern_protocol::binary::Hello) {
+        use tern_protocol::binary::{ClientFrame, Preface, ServerFrame};
         let mut out = bytes::BytesMut::new();
         Preface::default().encode(&mut out);
-        c.send_raw(&out);
-        c.send(&ClientFrame::Hello(hello));
-        match c.read_frame() {
-            ServerFrame::Welcome(w) => c.welcome = w,
+        self.send_raw(&out);
+        self.send(&ClientFrame::Hello(hello));
+        match self.read_frame() {
+            ServerFrame::Welcome(w) => self.welcome = w,
             other => panic!("expected WELCOME, got {other:?}"),
         }
-        c
     }
 
     /// Connects with echo on (so a client sees its own publishes, as on the text port).
