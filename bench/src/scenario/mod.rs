@@ -1,8 +1,9 @@
 //! Scenarios: what load to put on a broker, and what to measure.
 //!
 //! Owns: one module per scenario (`pubsub`, `fanout`, `queue`, `latency`, `conns`,
-//! `audience`, `catchup`), the subscriber threads they share ([`subscribers`]), the payload
-//! layout ([`payload`]) and how long a run lasts ([`Limit`]).
+//! `audience`, `catchup`), the subscriber threads they share ([`subscribers`]), the paced
+//! publisher ([`pacer`]), the payload layout ([`payload`]) and how long a run lasts
+//! ([`Limit`]).
 //!
 //! Every scenario is written against [`crate::driver::Driver`], never a socket, so it runs
 //! unchanged against any broker a driver can reach. Counts are exact: a scenario reports
@@ -16,6 +17,7 @@ pub mod catchup;
 pub mod conns;
 pub mod fanout;
 pub mod latency;
+pub mod pacer;
 pub mod payload;
 pub mod pubsub;
 pub mod queue;
