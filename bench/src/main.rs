@@ -22,6 +22,7 @@ use tern_bench::scenario::catchup::CatchupConfig;
 use tern_bench::scenario::conns::ConnsConfig;
 use tern_bench::scenario::latency::LatencyConfig;
 use tern_bench::scenario::pubsub::PubSubConfig;
+use tern_bench::scenario::stuck::{self, StuckConfig};
 use tern_bench::scenario::{fanout, parse_duration, queue, Limit, Scenario};
 use tern_bench::suite::{self, SuiteConfig, Target};
 
@@ -86,6 +87,31 @@ enum Command {
         subscribers: usize,
         #[command(flatten)]
         load: LoadArgs,
+    },
+    /// One stuck subscriber among fast ones: the fast subscribers' latency at a fixed
+    /// rate alone (phase A), then with one more subscriber on the subject that never reads
+    /// (phase B); flags a p99 ratio B/A above 2 and any message a fast one missed.
+    Stuck {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Messages per second.
+        #[arg(long, default_value_t = stuck::DEFAULT_RATE)]
+        rate: u64,
+        /// Fast subscribers (each reads every message).
+        #[arg(long, short = 's', default_value_t = stuck::DEFAULT_SUBSCRIBERS)]
+        subscribers: usize,
+        /// Payload bytes per message (at least 21).
+        #[arg(long, visible_alias = "size", default_value_t = stuck::DEFAULT_SIZE)]
+        payload: usize,
+        /// How long each phase publishes (e.g. 500ms, 3s).
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        duration: Duration,
+        /// How long to publish at the rate, unmeasured, before phase A.
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        warmup: Duration,
+        /// The stuck subscriber's receive buffer (SO_RCVBUF), in bytes.
+        #[arg(long, default_value_t = stuck::DEFAULT_RECV_BUFFER)]
+        recv_buffer: usize,
     },
     /// N idle connections: connect rate and broker memory per connection.
     Conns {
@@ -256,7 +282,7 @@ struct SuiteArgs {
     /// Also run against this nats-server executable, and print ratios (ternd / nats).
     #[arg(long)]
     nats_server: Option<PathBuf>,
-    /// How long each throughput and latency scenario publishes.
+    /// How long each throughput and latency scenario publishes (each phase of `stuck`).
     #[arg(long, value_parser = parse_duration, default_value = "3s")]
     duration: Duration,
     /// Idle connections for the conns scenario.
@@ -348,6 +374,23 @@ fn run_one(command: Command) -> Result<TargetReport> {
             Scenario::Latency(LatencyConfig {
                 subscribers,
                 ..LatencyConfig::new(rate, load.size, load.limit())
+            }),
+            None,
+        ),
+        Command::Stuck {
+            target,
+            rate,
+            subscribers,
+            payload,
+            duration,
+            warmup,
+            recv_buffer,
+        } => (
+            target,
+            Scenario::Stuck(StuckConfig {
+                warmup,
+                recv_buffer,
+                ..StuckConfig::new(rate, subscribers, payload, duration)
             }),
             None,
         ),

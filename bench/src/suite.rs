@@ -23,12 +23,13 @@ use crate::scenario::catchup::CatchupConfig;
 use crate::scenario::conns::ConnsConfig;
 use crate::scenario::latency::LatencyConfig;
 use crate::scenario::pubsub::PubSubConfig;
+use crate::scenario::stuck::StuckConfig;
 use crate::scenario::{fanout, queue, Limit, Scenario};
 
 /// What the suite runs, and against what.
 #[derive(Debug, Clone)]
 pub struct SuiteConfig {
-    /// How long each throughput and latency scenario publishes.
+    /// How long each throughput and latency scenario publishes (each phase of `stuck`).
     pub duration: Duration,
     /// Message sizes for `pubsub` (1 publisher, 1 subscriber).
     pub sizes: Vec<usize>,
@@ -36,7 +37,8 @@ pub struct SuiteConfig {
     pub fanouts: Vec<usize>,
     /// Queue-group members.
     pub queue_members: usize,
-    /// Rates for `latency` (128-byte messages).
+    /// Rates for `latency` (128-byte messages). `stuck` runs at its defaults (10,000
+    /// msgs/s of 256 bytes to 10 fast subscribers), each phase for `duration`.
     pub rates: Vec<u64>,
     /// Idle connections for `conns`.
     pub conns: usize,
@@ -87,6 +89,10 @@ impl SuiteConfig {
         for &rate in &self.rates {
             list.push(Scenario::Latency(LatencyConfig::new(rate, 128, limit)));
         }
+        list.push(Scenario::Stuck(StuckConfig {
+            duration: self.duration,
+            ..StuckConfig::default()
+        }));
         list.push(Scenario::Conns(ConnsConfig {
             count: self.conns,
             broker_pid: None,
@@ -233,16 +239,17 @@ mod tests {
     fn the_standard_list_and_only() {
         let c = SuiteConfig::default();
         let labels: Vec<String> = c.scenarios().iter().map(Scenario::label).collect();
-        assert_eq!(labels.len(), 11, "{labels:?}");
+        assert_eq!(labels.len(), 12, "{labels:?}");
         assert_eq!(labels[0], "pubsub 1x1 16B");
-        assert_eq!(labels[9], "audience 500 users 20 rooms");
-        assert_eq!(labels[10], "catchup 300000 128B");
+        assert_eq!(labels[8], "stuck 10 fast 10000/s 256B");
+        assert_eq!(labels[10], "audience 500 users 20 rooms");
+        assert_eq!(labels[11], "catchup 300000 128B");
         let only = SuiteConfig {
-            only: vec!["latency".into(), "audience".into()],
+            only: vec!["latency".into(), "audience".into(), "stuck".into()],
             ..SuiteConfig::default()
         };
         let names: Vec<&str> = only.scenarios().iter().map(Scenario::name).collect();
-        assert_eq!(names, ["latency", "latency", "audience"]);
+        assert_eq!(names, ["latency", "latency", "stuck", "audience"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Every scenario, with tiny counts, against a real broker started in this process through
 //! the `tern-broker` library, over both of its ports: the counts must be exact and the
 //! figures sane. Also the binary driver on its own against the real binary port.
+//! Never an assertion on a wall-clock figure.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use tern_bench::scenario::catchup::{self, CatchupConfig};
 use tern_bench::scenario::conns::{self, ConnsConfig};
 use tern_bench::scenario::latency::{self, LatencyConfig};
 use tern_bench::scenario::pubsub::{self, PubSubConfig};
+use tern_bench::scenario::stuck::{self, StuckConfig};
 use tern_bench::scenario::{fanout, queue, Limit, Scenario};
 use tern_broker::{Args, Config, Server};
 use tern_protocol::binary::ErrorCode;
@@ -124,6 +126,80 @@ fn every_scenario_counts_exactly_over_text() {
 #[test]
 fn every_scenario_counts_exactly_over_binary() {
     every_scenario_counts_exactly(Protocol::Binary);
+}
+
+/// A short `stuck` run: the fast subscribers get every message of both phases, once and in
+/// order, with the stuck subscriber there or not; its report has every figure. Whether the
+/// broker closes the stuck one, and the p99 ratio, depend on the broker's policy and the
+/// machine: only their presence is checked.
+fn stuck_keeps_the_fast_subscribers_whole(protocol: Protocol) {
+    let server = broker(&[]);
+    let driver = driver(&server, protocol);
+    let config = StuckConfig {
+        warmup: Duration::from_millis(100),
+        ..StuckConfig::new(2000, 3, 256, Duration::from_millis(300))
+    };
+    let r = stuck::run(&*driver, &config).unwrap();
+    let with = r.with_stuck.as_ref().expect("phase B ran");
+    assert!(r.warmup_published > 0);
+    for phase in [&r.alone, with] {
+        assert!(phase.published >= 500, "{}", phase.published);
+        assert_eq!(phase.expected, phase.published * 3);
+        assert_eq!(phase.received, phase.expected, "{}", phase.name());
+        assert!(phase.whole(), "{phase:?}");
+        assert_eq!(phase.missed_per_subscriber, vec![0, 0, 0]);
+        let l = &phase.latency;
+        assert_eq!(l.count, phase.expected);
+        assert!(l.p50_ns <= l.p99_ns && l.p99_ns <= l.p999_ns && l.p999_ns <= l.max_ns);
+    }
+    assert!(!r.alone.with_stuck && with.with_stuck);
+    assert!(r.p99_ratio.is_some());
+    // The kernel doubles the SO_RCVBUF asked for; it stays far below a default buffer.
+    let recv_buffer = r.stuck.recv_buffer.expect("the stuck socket's buffer");
+    assert!(recv_buffer < 64 * 1024, "{recv_buffer}");
+    assert_eq!(r.stuck.disconnected, r.stuck.how.is_some());
+    // The only problem a clean run may have is the p99 ratio (it depends on the machine).
+    assert!(
+        r.problems.iter().all(|p| p.contains("p99")),
+        "{:?}",
+        r.problems
+    );
+
+    let report = Scenario::Stuck(config).run(&*driver, None);
+    assert_eq!(report.label, "stuck 3 fast 2000/s 256B");
+    for name in [
+        "alone p50",
+        "alone p99",
+        "alone p99.9",
+        "alone missed",
+        "with stuck p99",
+        "with stuck received",
+        "with stuck missed",
+        "p99 with/alone",
+        "stuck disconnected",
+    ] {
+        assert!(
+            report.figure(name).is_some(),
+            "{name}: {:?}",
+            report.figures
+        );
+    }
+    assert_eq!(
+        report.figure("with stuck missed").map(|f| f.value),
+        Some(0.0)
+    );
+    assert_eq!(report.detail["with_stuck"]["missed"], 0);
+    server.shutdown();
+}
+
+#[test]
+fn stuck_keeps_the_fast_subscribers_whole_over_text() {
+    stuck_keeps_the_fast_subscribers_whole(Protocol::Text);
+}
+
+#[test]
+fn stuck_keeps_the_fast_subscribers_whole_over_binary() {
+    stuck_keeps_the_fast_subscribers_whole(Protocol::Binary);
 }
 
 /// A tiny audience: 24 users, a viral room, churn and a storm, in about two seconds.
@@ -308,6 +384,10 @@ fn an_absent_broker_is_a_reported_problem() {
     for protocol in [Protocol::Text, Protocol::Binary] {
         let driver = protocol.driver(addr, "tern-bench-test");
         let report = Scenario::Fanout(fanout::config(2, 16, Limit::Count(10))).run(&*driver, None);
+        assert!(report.figures.is_empty());
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        let stuck = StuckConfig::new(1000, 2, 64, Duration::from_millis(100));
+        let report = Scenario::Stuck(stuck).run(&*driver, None);
         assert!(report.figures.is_empty());
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
         let report = Scenario::Audience(tiny_audience()).run(&*driver, None);

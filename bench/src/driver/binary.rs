@@ -2,7 +2,8 @@
 //! per connection.
 //!
 //! Owns: the handshake (preface + `HELLO` + `PING` in one write → `WELCOME`, `PONG`),
-//! subscription ids, `PING`/`PONG` round trips for [`Connection::sync`], answering the
+//! the stuck consumer's connection (handshake, `SUBSCRIBE`, `PING` → `PONG`, then handed
+//! over as a [`super::Stalled`] that is never read), subscription ids, `PING`/`PONG` round trips for [`Connection::sync`], answering the
 //! broker's `PING`s, counting `DROP_NOTICE`s, and turning `ERROR` frames into
 //! [`DriverError::Server`] with their code and text.
 //!
@@ -31,7 +32,7 @@ use tern_protocol::binary::{
 };
 
 use super::socket::{self, Dispatch, Socket, HANDSHAKE_TIMEOUT};
-use super::{Connection, Driver, DriverError};
+use super::{Connection, Driver, DriverError, Stalled};
 
 /// The priority of every message the driver publishes: the lowest, as the text port
 /// assigns to its messages, so both ports carry the same kind of traffic.
@@ -64,8 +65,25 @@ impl Driver for BinaryDriver {
     }
 
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError> {
+        Ok(Box::new(self.open(None)?))
+    }
+
+    fn connect_stalled(&self, subject: &str, recv_buffer: usize) -> Result<Stalled, DriverError> {
+        let mut conn = self.open(Some(recv_buffer))?;
+        conn.subscribe(subject, None)?;
+        conn.sync(HANDSHAKE_TIMEOUT)?;
+        let mut ping = BytesMut::new();
+        encode_client_frame(&ClientFrame::Ping, &mut ping)?;
+        Ok(Stalled::new(conn.socket.into_stream(), ping.to_vec()))
+    }
+}
+
+impl BinaryDriver {
+    /// Connects (with `SO_RCVBUF` set to `recv_buffer` first, if given) and completes the
+    /// handshake.
+    fn open(&self, recv_buffer: Option<usize>) -> Result<BinaryConnection, DriverError> {
         let mut conn = BinaryConnection {
-            socket: Socket::connect(self.addr)?,
+            socket: Socket::connect(self.addr, recv_buffer)?,
             decoder: ServerFrameDecoder::new(Limits {
                 max_payload: MAX_PAYLOAD,
                 ..Limits::default()
@@ -95,7 +113,7 @@ impl Driver for BinaryDriver {
             }
             Some(_) => {}
         }
-        Ok(Box::new(conn))
+        Ok(conn)
     }
 }
 

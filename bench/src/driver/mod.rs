@@ -4,7 +4,8 @@
 //! [`DriverError`]. Two drivers implement them: [`nats::NatsDriver`] for the text (NATS)
 //! port, so the same scenario runs against `ternd` and a real `nats-server`, and
 //! [`binary::BinaryDriver`] for Tern's binary port (4224). Both share [`socket`]'s blocking
-//! socket with its write batch and read buffer.
+//! socket with its write batch and read buffer. [`stalled`] holds a subscribed connection
+//! that is never read again (the `stuck` scenario's stuck consumer).
 //!
 //! Contract of a [`Connection`]: it is used by one thread at a time. `publish` only queues
 //! bytes (writes are batched); `flush` writes them; `sync` flushes and waits until the
@@ -16,8 +17,10 @@
 pub mod binary;
 pub mod nats;
 mod socket;
+pub mod stalled;
 
 pub use socket::{HANDSHAKE_TIMEOUT, READ_MAX, READ_MIN, WRITE_BATCH, WRITE_TIMEOUT};
+pub use stalled::Stalled;
 
 use std::io;
 use std::net::SocketAddr;
@@ -108,6 +111,11 @@ pub trait Driver: Send + Sync {
     /// Opens a connection and completes the handshake: when this returns, the broker has
     /// accepted the connection and answered a round trip.
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError>;
+    /// Opens a connection whose receive buffer is `recv_buffer` bytes (set before
+    /// connecting, so its TCP window is that small from the start), subscribes it to
+    /// `subject` and waits for the broker's round trip; from then on nothing reads it
+    /// (see [`Stalled`]): a consumer that is stuck.
+    fn connect_stalled(&self, subject: &str, recv_buffer: usize) -> Result<Stalled, DriverError>;
 }
 
 /// One open connection to a broker.

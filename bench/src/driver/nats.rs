@@ -1,6 +1,8 @@
 //! The text (NATS) protocol driver: one blocking socket per connection.
 //!
-//! Owns: the handshake (`INFO` → `CONNECT` + `PING` → `PONG`), subscription ids, answering
+//! Owns: the handshake (`INFO` → `CONNECT` + `PING` → `PONG`), the stuck consumer's
+//! connection (handshake, `SUB`, `PING` → `PONG`, then handed over as a
+//! [`super::Stalled`] that is never read), subscription ids, answering
 //! the broker's `PING`s, and turning `-ERR` into [`DriverError::Server`].
 //!
 //! `PUB` lines go through `tern_protocol::text::encode_pub_line` straight into the write
@@ -14,14 +16,14 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tern_protocol::text::{
     encode_client_op, encode_pub_line, ClientOp, ConnectOptions, Limits, ServerDecoder, ServerOp,
     Subscribe,
 };
 
 use super::socket::{self, Dispatch, Socket, HANDSHAKE_TIMEOUT};
-use super::{Connection, Driver, DriverError};
+use super::{Connection, Driver, DriverError, Stalled};
 
 /// Opens text-protocol connections to one address.
 #[derive(Debug, Clone)]
@@ -46,7 +48,24 @@ impl Driver for NatsDriver {
     }
 
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError> {
-        let mut conn = NatsConnection::open(self.addr)?;
+        Ok(Box::new(self.open(None)?))
+    }
+
+    fn connect_stalled(&self, subject: &str, recv_buffer: usize) -> Result<Stalled, DriverError> {
+        let mut conn = self.open(Some(recv_buffer))?;
+        conn.subscribe(subject, None)?;
+        conn.sync(HANDSHAKE_TIMEOUT)?;
+        let mut ping = BytesMut::new();
+        encode_client_op(&ClientOp::Ping, &mut ping);
+        Ok(Stalled::new(conn.socket.into_stream(), ping.to_vec()))
+    }
+}
+
+impl NatsDriver {
+    /// Connects (with `SO_RCVBUF` set to `recv_buffer` first, if given) and completes the
+    /// handshake.
+    fn open(&self, recv_buffer: Option<usize>) -> Result<NatsConnection, DriverError> {
+        let mut conn = NatsConnection::open(self.addr, recv_buffer)?;
         let options = ConnectOptions {
             verbose: false,
             pedantic: false,
@@ -60,7 +79,7 @@ impl Driver for NatsDriver {
         conn.wait_for_info()?;
         encode_client_op(&ClientOp::Connect(Box::new(options)), &mut conn.socket.out);
         conn.sync(HANDSHAKE_TIMEOUT)?;
-        Ok(Box::new(conn))
+        Ok(conn)
     }
 }
 
@@ -73,9 +92,9 @@ pub struct NatsConnection {
 }
 
 impl NatsConnection {
-    fn open(addr: SocketAddr) -> Result<Self, DriverError> {
+    fn open(addr: SocketAddr, recv_buffer: Option<usize>) -> Result<Self, DriverError> {
         Ok(NatsConnection {
-            socket: Socket::connect(addr)?,
+            socket: Socket::connect(addr, recv_buffer)?,
             decoder: ServerDecoder::new(Limits {
                 max_control_line: Limits::DEFAULT_MAX_CONTROL_LINE,
                 // Large enough for any broker's configured max_payload.

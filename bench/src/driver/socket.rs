@@ -1,8 +1,8 @@
 //! The socket half both drivers share: one blocking `TcpStream`, its write batch and its
 //! read buffer.
 //!
-//! Owns: connecting (with a deadline), batching writes, reading with a per-call wait, and
-//! growing the read size for busy connections. It knows nothing of any protocol: drivers
+//! Owns: connecting (with a deadline; with a given receive buffer when asked), batching
+//! writes, reading with a per-call wait, and growing the read size for busy connections. It knows nothing of any protocol: drivers
 //! put encoded bytes in [`Socket::out`] and decode from [`Socket::inbuf`]. Also the two
 //! waits both protocols share, written once over [`Dispatch`]: [`sync_to_pong`] and
 //! [`receive`].
@@ -43,9 +43,27 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
-    /// Connects to `addr` (at most [`HANDSHAKE_TIMEOUT`]), with `TCP_NODELAY`.
-    pub(crate) fn connect(addr: SocketAddr) -> Result<Self, DriverError> {
-        let sock = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
+    /// Connects to `addr` (at most [`HANDSHAKE_TIMEOUT`]), with `TCP_NODELAY`. With
+    /// `recv_buffer`, the socket's `SO_RCVBUF` is set to it before connecting, so the
+    /// window the handshake advertises is already that small (the kernel doubles the value
+    /// and enforces a minimum of its own).
+    pub(crate) fn connect(
+        addr: SocketAddr,
+        recv_buffer: Option<usize>,
+    ) -> Result<Self, DriverError> {
+        let sock = match recv_buffer {
+            None => TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?,
+            Some(size) => {
+                let s = socket2::Socket::new(
+                    socket2::Domain::for_address(addr),
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                s.set_recv_buffer_size(size)?;
+                s.connect_timeout(&addr.into(), HANDSHAKE_TIMEOUT)?;
+                TcpStream::from(s)
+            }
+        };
         sock.set_nodelay(true)?;
         sock.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(Socket {
@@ -120,6 +138,12 @@ impl Socket {
     /// The descriptor, for readiness polling.
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.sock.as_raw_fd()
+    }
+
+    /// The stream itself, for a connection that stops being read (see
+    /// [`super::stalled`]); whatever was buffered is dropped.
+    pub(crate) fn into_stream(self) -> TcpStream {
+        self.sock
     }
 }
 

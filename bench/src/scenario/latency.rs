@@ -1,28 +1,25 @@
 //! `latency`: publish at a fixed rate; publish-to-deliver latency percentiles.
 //!
-//! Owns: the paced publisher and the latency figures. Message `i` has an *intended* send
-//! time `start + i / rate`, written into its payload (see [`super::payload`]); a
-//! subscriber records `arrival − intended`. When the publisher falls behind (the broker
-//! pushed back, or the machine is busy), the late messages are sent at once in one batch
-//! but still measured from when they should have been sent — so a stall shows up as the
-//! latency every waiting message saw, not as one slow sample (coordinated omission
-//! corrected). `max_send_lag` says how far behind the publisher itself fell.
+//! Owns: the latency figures. The publisher is [`super::pacer`]'s: message `i` has an
+//! *intended* send time `start + i / rate`, written into its payload (see
+//! [`super::payload`]); a subscriber records `arrival − intended`. When the publisher
+//! falls behind (the broker pushed back, or the machine is busy), the late messages are
+//! sent at once in one batch but still measured from when they should have been sent — so
+//! a stall shows up as the latency every waiting message saw, not as one slow sample
+//! (coordinated omission corrected). `max_send_lag` says how far behind the publisher
+//! itself fell.
 
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::pacer::publish_paced;
 use super::payload::{self, MEASURED};
 use super::subscribers::{SubscriberSpec, Subscribers};
-use super::{Limit, DEFAULT_DRAIN, SYNC_TIMEOUT};
+use super::{Limit, DEFAULT_DRAIN};
 use crate::driver::{Driver, DriverError};
 use crate::histogram::{LatencyHistogram, Percentiles};
 use crate::report::{Better, Figure};
-
-/// Below this much time to the next send, the publisher yields instead of sleeping
-/// (a sleep can overshoot by ~50–100 µs).
-const SPIN_BELOW: Duration = Duration::from_micros(200);
 
 /// A latency run.
 #[derive(Debug, Clone, Serialize)]
@@ -123,46 +120,21 @@ pub fn run(driver: &dyn Driver, config: &LatencyConfig) -> Result<LatencyResult,
         return Err(e);
     }
 
-    let interval_ns = 1_000_000_000 / config.rate.max(1);
     let mut body = payload::build(config.size.max(payload::STAMPED_LEN), MEASURED);
-    let start_ns = origin.elapsed().as_nanos() as u64;
-    let intended = |i: u64| start_ns + i * interval_ns;
-    let mut sent = 0u64;
-    let mut max_lag = 0u64;
+    let (paced, publish) = publish_paced(
+        &mut *conn,
+        &config.subject,
+        config.rate,
+        config.limit,
+        origin,
+        &mut body,
+        &mut |body, _, intended_ns| payload::stamp(body, intended_ns),
+    );
     let mut problems = Vec::new();
-    let publish = (|| -> Result<(), DriverError> {
-        loop {
-            let now = origin.elapsed().as_nanos() as u64;
-            // Send everything that is due, in one batch.
-            while intended(sent) <= now {
-                if config
-                    .limit
-                    .reached(sent, Duration::from_nanos(intended(sent) - start_ns))
-                {
-                    conn.flush()?;
-                    return conn.sync(SYNC_TIMEOUT);
-                }
-                max_lag = max_lag.max(now - intended(sent));
-                payload::stamp(&mut body, intended(sent));
-                conn.publish(&config.subject, &body)?;
-                sent += 1;
-            }
-            conn.flush()?;
-            let wait = Duration::from_nanos(
-                intended(sent).saturating_sub(origin.elapsed().as_nanos() as u64),
-            );
-            if wait > SPIN_BELOW {
-                thread::sleep(wait - SPIN_BELOW / 2);
-            } else {
-                thread::yield_now();
-            }
-        }
-    })();
-    let publish_secs =
-        Duration::from_nanos(origin.elapsed().as_nanos() as u64 - start_ns).as_secs_f64();
     if let Err(e) = publish {
         problems.push(format!("publisher: {e}"));
     }
+    let sent = paced.sent;
     let expected = sent * config.subscribers as u64;
     let outcomes = subs.finish(expected, config.drain);
     let mut latency = LatencyHistogram::new();
@@ -180,12 +152,8 @@ pub fn run(driver: &dyn Driver, config: &LatencyConfig) -> Result<LatencyResult,
         published: sent,
         delivered,
         expected,
-        achieved_rate: if publish_secs > 0.0 {
-            sent as f64 / publish_secs
-        } else {
-            0.0
-        },
-        max_send_lag_ns: max_lag,
+        achieved_rate: paced.rate(),
+        max_send_lag_ns: paced.max_lag_ns,
         latency: latency.percentiles(),
         problems,
     })

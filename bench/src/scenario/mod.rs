@@ -1,8 +1,9 @@
 //! Scenarios: what load to put on a broker, and what to measure.
 //!
-//! Owns: one module per scenario (`pubsub`, `fanout`, `queue`, `latency`, `conns`,
-//! `audience`, `catchup`), the subscriber threads they share ([`subscribers`]), the payload
-//! layout ([`payload`]) and how long a run lasts ([`Limit`]).
+//! Owns: one module per scenario (`pubsub`, `fanout`, `queue`, `latency`, `stuck`,
+//! `conns`, `audience`, `catchup`), the subscriber threads they share ([`subscribers`]),
+//! the paced publisher ([`pacer`]), the payload layout ([`payload`]) and how long a run
+//! lasts ([`Limit`]).
 //!
 //! Every scenario is written against [`crate::driver::Driver`], never a socket, so it runs
 //! unchanged against any broker a driver can reach. Counts are exact: a scenario reports
@@ -16,9 +17,11 @@ pub mod catchup;
 pub mod conns;
 pub mod fanout;
 pub mod latency;
+pub mod pacer;
 pub mod payload;
 pub mod pubsub;
 pub mod queue;
+pub mod stuck;
 pub mod subscribers;
 
 use std::time::Duration;
@@ -122,6 +125,8 @@ pub enum Scenario {
     Queue(pubsub::PubSubConfig),
     /// Paced publishing, latency percentiles.
     Latency(latency::LatencyConfig),
+    /// Paced publishing to fast subscribers, without and then with one that never reads.
+    Stuck(stuck::StuckConfig),
     /// N idle connections.
     Conns(conns::ConnsConfig),
     /// Many users in rooms, churn and a reconnect storm.
@@ -138,6 +143,7 @@ impl Scenario {
             Scenario::Fanout(_) => "fanout",
             Scenario::Queue(_) => "queue",
             Scenario::Latency(_) => "latency",
+            Scenario::Stuck(_) => "stuck",
             Scenario::Conns(_) => "conns",
             Scenario::Audience(_) => "audience",
             Scenario::Catchup(_) => "catchup",
@@ -163,6 +169,7 @@ impl Scenario {
                 c.size
             ),
             Scenario::Latency(c) => format!("latency {}/s {}B", c.rate, c.size),
+            Scenario::Stuck(c) => c.label(),
             Scenario::Conns(c) => format!("conns {}", c.count),
             Scenario::Audience(c) => c.label(),
             Scenario::Catchup(c) => format!("catchup {} {}B", c.count, c.size),
@@ -189,6 +196,10 @@ impl Scenario {
                 Err(e) => (vec![], vec![e.to_string()], serde_json::Value::Null),
             },
             Scenario::Latency(c) => match latency::run(driver, c) {
+                Ok(r) => (r.figures(), r.problems.clone(), detail(&r)),
+                Err(e) => (vec![], vec![e.to_string()], serde_json::Value::Null),
+            },
+            Scenario::Stuck(c) => match stuck::run(driver, c) {
                 Ok(r) => (r.figures(), r.problems.clone(), detail(&r)),
                 Err(e) => (vec![], vec![e.to_string()], serde_json::Value::Null),
             },
