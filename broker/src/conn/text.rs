@@ -175,9 +175,17 @@ impl Conn {
         self.send(&ServerOp::Err(text));
     }
 
-    /// Decodes and applies every whole operation in the read buffer.
+    /// A publish or subscription refused by admission control: the connection stays open.
+    /// (`-ERR` texts NATS clients do not know may make them close the connection
+    /// themselves; `docs/protocol-text.md` says which.)
+    pub(super) fn refuse_text(&mut self, text: &str) {
+        self.send(&ServerOp::Err(text.to_string()));
+    }
+
+    /// Decodes and applies every whole operation in the read buffer (until the connection
+    /// closes or is throttled).
     pub(super) fn apply_text(&mut self, router: &mut Router) {
-        while self.closing.is_none() {
+        while self.may_apply() {
             let decoded = match &mut self.proto {
                 Proto::Text(t) => t.decoder.decode(&mut self.rbuf),
                 Proto::Binary(_) => unreachable!("text decoding on a binary connection"),
@@ -201,10 +209,12 @@ impl Conn {
 
     fn apply_op(&mut self, op: ClientOp, router: &mut Router) {
         let ack = !matches!(op, ClientOp::Ping | ClientOp::Pong);
+        // False when admission control refused the operation with `-ERR`: no `+OK` then.
+        let mut admitted = true;
         match op {
             ClientOp::Connect(opts) => self.connect(*opts, router),
-            ClientOp::Pub(p) => self.publish_text(p, router),
-            ClientOp::Sub(s) => self.subscribe_text(s, router),
+            ClientOp::Pub(p) => admitted = self.publish_text(p, router),
+            ClientOp::Sub(s) => admitted = self.subscribe_text(s, router),
             ClientOp::Unsub { sid, max } => {
                 // Unknown sids are ignored, as nats-server does.
                 self.unsubscribe(&Sid::Text(sid), max, router);
@@ -212,7 +222,7 @@ impl Conn {
             ClientOp::Ping => self.ping(router),
             ClientOp::Pong => self.pong(),
         }
-        if ack && self.text_state().opts.verbose && self.closing.is_none() {
+        if ack && admitted && self.text_state().opts.verbose && self.closing.is_none() {
             self.send(&ServerOp::Ok);
         }
     }
@@ -228,9 +238,11 @@ impl Conn {
         self.text_state().opts = opts;
     }
 
-    fn publish_text(&mut self, p: Publish, router: &mut Router) {
+    /// Returns false when admission control refused the publish.
+    fn publish_text(&mut self, p: Publish, router: &mut Router) -> bool {
         if p.subject == REPLAY_SUBJECT {
-            return self.replay_request(p, router);
+            self.replay_request(p, router);
+            return true;
         }
         let opts = &self.text_state().opts;
         let (no_echo, no_responders) = (!opts.echo, opts.no_responders);
@@ -241,7 +253,11 @@ impl Conn {
         msg.no_echo = no_echo;
         msg.no_responders = no_responders;
         msg.priority = TEXT_PRIORITY;
+        if !self.admit(&msg, router) {
+            return false;
+        }
         self.publish(msg, router);
+        true
     }
 
     /// `PUB $TERN.REPLAY <inbox>` with a JSON body: catch-up for text clients. The shards
@@ -282,13 +298,21 @@ impl Conn {
         }
     }
 
-    fn subscribe_text(&mut self, s: Subscribe, router: &mut Router) {
+    /// Returns false when admission control refused the subscription.
+    fn subscribe_text(&mut self, s: Subscribe, router: &mut Router) -> bool {
         let sid = Sid::Text(s.sid);
         if self.has_sid(&sid) {
             // As nats-server does: a second SUB with a sid in use changes nothing.
-            return;
+            return true;
+        }
+        if self.at_subscription_limit(router) {
+            // nats-server's text, which NATS clients treat as an error that does not end
+            // the connection.
+            self.refuse_text("maximum subscriptions exceeded");
+            return false;
         }
         self.add_sub(sid, s.subject, s.queue.as_ref(), None, router);
+        true
     }
 }
 
