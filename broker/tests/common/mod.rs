@@ -32,6 +32,8 @@ pub struct Broker {
     own_data_dir: Option<std::path::PathBuf>,
     addr: SocketAddr,
     binary_addr: Option<SocketAddr>,
+    /// The monitoring address, when the test turned monitoring on (`--monitor`).
+    monitor_addr: Option<SocketAddr>,
     workers: usize,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
@@ -141,6 +143,7 @@ impl Broker {
             own_data_dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             binary_addr: None,
+            monitor_addr: None,
             workers,
             stderr,
             stderr_thread: Some(stderr_thread),
@@ -186,7 +189,30 @@ impl Broker {
                 }
             }
         }
+        if !full.iter().any(|a| a == "--no-monitor") {
+            let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+            match line
+                .strip_prefix("ternd monitoring on ")
+                .and_then(|a| a.trim().parse().ok())
+            {
+                Some(addr) => broker.monitor_addr = Some(addr),
+                None => {
+                    broker.kill();
+                    panic!(
+                        "expected ternd's monitoring line, got {line:?}\n\
+                         --- ternd stderr ---\n{}",
+                        broker.stderr()
+                    );
+                }
+            }
+        }
         broker
+    }
+
+    /// The monitoring address. Panics unless the broker was started with `--monitor`.
+    pub fn monitor_addr(&self) -> SocketAddr {
+        self.monitor_addr
+            .expect("ternd runs without monitoring (give --monitor 127.0.0.1:0)")
     }
 
     /// The binary port's address. Panics when the broker was started with `--no-binary`.
