@@ -11,7 +11,8 @@
 //! Errors follow the spec's two steps: a structure error is fatal (an `ERROR` frame with
 //! the fatal flag, then close; a bad magic closes without a word), a content error refuses
 //! that frame alone (a refused `PUBLISH_ACK` when an ack was asked, an `ERROR` otherwise)
-//! and the connection carries on.
+//! and the connection carries on. Admission control's refusals of a frame
+//! (`TooManySubscriptions`, `RateLimited`, `Overloaded`) are answered the same way.
 //!
 //! Never: touches the socket or another connection; the shared steps in `conn/mod.rs` do
 //! the bookkeeping.
