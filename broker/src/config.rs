@@ -38,6 +38,9 @@ pub struct Config {
     pub queues: QueueConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    /// Admission control: connection, subscription and publish-rate limits, and load
+    /// shedding. Flags `--max-connections`..., config section `[admission]`.
+    pub admission: AdmissionConfig,
 }
 
 /// Subscriber queues: how much may wait for each subscription, and what happens to a
@@ -264,6 +267,7 @@ impl Default for Config {
                 level: "info".to_string(),
                 format: LogFormat::Text,
             },
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -280,6 +284,369 @@ fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// Admission control: the limits that refuse work early and clearly, each with a default,
+/// a flag and a key of the config file's `[admission]` section (the field name). A limit of
+/// 0 is off. `docs/operations.md` says what a client sees when it hits each one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionConfig {
+    /// Open client connections, both ports together. Flag `--max-connections`.
+    pub max_connections: usize,
+    /// Open client connections from one IP address. Flag `--max-connections-per-ip`.
+    pub max_connections_per_ip: usize,
+    /// New connections accepted per second, both ports and all addresses together: a
+    /// token bucket refilled at this rate. Flag `--connect-rate`.
+    pub connect_rate: u64,
+    /// The connect bucket's capacity: how many connections may arrive at once after a
+    /// quiet spell. Flag `--connect-burst`; default twice `connect_rate`.
+    pub connect_burst: u64,
+    /// Subscriptions one connection may hold. Flag `--max-subscriptions`.
+    pub max_subscriptions: usize,
+    /// Publish rate of one connection, whatever the subject. Flags `--publish-msgs-per-sec`,
+    /// `--publish-msgs-burst`, `--publish-bytes-per-sec`, `--publish-bytes-burst`.
+    pub publish: RateLimit,
+    /// Publish rates per subject pattern, each enforced per connection (config file only:
+    /// `[[admission.subject_rate]]`).
+    pub subject_rates: Vec<SubjectRate>,
+    /// What happens to a publisher over a rate. Flag `--rate-action`.
+    pub rate_action: RateAction,
+    /// A publish is shed when its owner shard's inbound queue holds more batches than this
+    /// (and its priority is below `shed_below_priority`). Flag `--shed-queue-depth`;
+    /// default three quarters of `worker_queue`.
+    pub shed_queue_depth: usize,
+    /// Publishes with a priority below this are shed under overload; 0 sheds nothing, 8
+    /// sheds every priority. Flag `--shed-below-priority`.
+    pub shed_below_priority: u8,
+}
+
+/// A publish rate: messages and bytes per second, each a token bucket with its own burst.
+/// A rate of 0 is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    pub msgs_per_sec: u64,
+    /// Messages the bucket holds: how many may go at once after a quiet spell.
+    pub msgs_burst: u64,
+    pub bytes_per_sec: u64,
+    /// Bytes (header block + payload) the bucket holds.
+    pub bytes_burst: u64,
+}
+
+impl RateLimit {
+    /// True when neither messages nor bytes are limited.
+    pub fn is_off(&self) -> bool {
+        self.msgs_per_sec == 0 && self.bytes_per_sec == 0
+    }
+
+    /// A limit from its rates and optional bursts; a burst not given is one second's
+    /// worth of its rate.
+    fn new(
+        msgs_per_sec: u64,
+        msgs_burst: Option<u64>,
+        bytes_per_sec: u64,
+        bytes_burst: Option<u64>,
+    ) -> RateLimit {
+        RateLimit {
+            msgs_per_sec,
+            msgs_burst: msgs_burst.unwrap_or(msgs_per_sec),
+            bytes_per_sec,
+            bytes_burst: bytes_burst.unwrap_or(bytes_per_sec),
+        }
+    }
+
+    fn validate(
+        &self,
+        msgs_burst_key: &'static str,
+        bytes_burst_key: &'static str,
+    ) -> Result<(), ConfigError> {
+        let invalid = |key| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: "must be at least 1 when its rate is on".to_string(),
+            })
+        };
+        if self.msgs_per_sec > 0 && self.msgs_burst == 0 {
+            return invalid(msgs_burst_key);
+        }
+        if self.bytes_per_sec > 0 && self.bytes_burst == 0 {
+            return invalid(bytes_burst_key);
+        }
+        Ok(())
+    }
+}
+
+/// A publish rate for the subjects a pattern matches (`[[admission.subject_rate]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRate {
+    /// A subject filter (`chat.>`, `presence.*`); checked when the file is read.
+    pub subject: String,
+    pub limit: RateLimit,
+}
+
+/// What happens to a publisher over one of its rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RateAction {
+    /// The publish goes through, then the broker stops reading the connection's socket
+    /// until its bucket has refilled: TCP backpressure, never an error.
+    Slow,
+    /// The publish is refused with an error; the connection stays open.
+    Refuse,
+}
+
+impl AdmissionConfig {
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+    /// A quarter of `max_connections`: one address (a NAT gateway, a benchmark on
+    /// loopback) may hold many clients, but not the whole broker.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 16_384;
+    /// With its burst (twice the rate), far above what a reconnect storm of a few
+    /// thousand clients or the `conns` benchmark (10,000 connections at once) needs, and
+    /// low enough that accepting cannot take a worker over.
+    pub const DEFAULT_CONNECT_RATE: u64 = 10_000;
+    pub const DEFAULT_CONNECT_BURST: u64 = 2 * Self::DEFAULT_CONNECT_RATE;
+    pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 65_536;
+    pub const DEFAULT_RATE_ACTION: RateAction = RateAction::Slow;
+    pub const DEFAULT_SHED_BELOW_PRIORITY: u8 = 0;
+
+    /// The default shedding threshold for a given inbound queue capacity: three quarters.
+    pub fn default_shed_queue_depth(worker_queue: usize) -> usize {
+        worker_queue.saturating_mul(3) / 4
+    }
+
+    /// Flags over the file's `[admission]` section over the defaults.
+    fn resolve(args: AdmissionArgs, file: FileAdmission, limits: &Limits) -> AdmissionConfig {
+        let d = AdmissionConfig::default();
+        let msgs = args.publish_msgs_per_sec.or(file.publish_msgs_per_sec);
+        let bytes = args.publish_bytes_per_sec.or(file.publish_bytes_per_sec);
+        let connect_rate = args
+            .connect_rate
+            .or(file.connect_rate)
+            .unwrap_or(d.connect_rate);
+        AdmissionConfig {
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip),
+            connect_rate,
+            connect_burst: args
+                .connect_burst
+                .or(file.connect_burst)
+                .unwrap_or(connect_rate.saturating_mul(2)),
+            max_subscriptions: args
+                .max_subscriptions
+                .or(file.max_subscriptions)
+                .unwrap_or(d.max_subscriptions),
+            publish: RateLimit::new(
+                msgs.unwrap_or(0),
+                args.publish_msgs_burst.or(file.publish_msgs_burst),
+                bytes.unwrap_or(0) as u64,
+                args.publish_bytes_burst
+                    .or(file.publish_bytes_burst)
+                    .map(|b| b as u64),
+            ),
+            subject_rates: file
+                .subject_rate
+                .into_iter()
+                .map(|r| SubjectRate {
+                    subject: r.subject,
+                    limit: RateLimit::new(
+                        r.msgs_per_sec,
+                        r.msgs_burst,
+                        r.bytes_per_sec.unwrap_or(0) as u64,
+                        r.bytes_burst.map(|b| b as u64),
+                    ),
+                })
+                .collect(),
+            rate_action: args
+                .rate_action
+                .or(file.rate_action)
+                .unwrap_or(d.rate_action),
+            shed_queue_depth: args
+                .shed_queue_depth
+                .or(file.shed_queue_depth)
+                .unwrap_or(Self::default_shed_queue_depth(limits.worker_queue)),
+            shed_below_priority: args
+                .shed_below_priority
+                .or(file.shed_below_priority)
+                .unwrap_or(d.shed_below_priority),
+        }
+    }
+
+    /// Checks values that parse but cannot work.
+    fn validate(&self, limits: &Limits) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.connect_rate > 0 && self.connect_burst == 0 {
+            return invalid(
+                "connect_burst",
+                "must be at least 1 when connect_rate is on",
+            );
+        }
+        self.publish
+            .validate("publish_msgs_burst", "publish_bytes_burst")?;
+        for r in &self.subject_rates {
+            r.limit
+                .validate("subject_rate.msgs_burst", "subject_rate.bytes_burst")?;
+        }
+        if self.shed_below_priority > 8 {
+            return invalid(
+                "shed_below_priority",
+                "must be between 0 (shed nothing) and 8 (shed every priority)",
+            );
+        }
+        if self.shed_queue_depth >= limits.worker_queue {
+            return invalid(
+                "shed_queue_depth",
+                "must be below worker_queue (a queue never holds more than its capacity)",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: Self::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            connect_rate: Self::DEFAULT_CONNECT_RATE,
+            connect_burst: Self::DEFAULT_CONNECT_BURST,
+            max_subscriptions: Self::DEFAULT_MAX_SUBSCRIPTIONS,
+            publish: RateLimit::default(),
+            subject_rates: Vec::new(),
+            rate_action: Self::DEFAULT_RATE_ACTION,
+            shed_queue_depth: Self::default_shed_queue_depth(Limits::DEFAULT_WORKER_QUEUE),
+            shed_below_priority: Self::DEFAULT_SHED_BELOW_PRIORITY,
+        }
+    }
+}
+
+/// The admission flags (`docs/operations.md`, *Admission control*); each is also a key
+/// of the config file's `[admission]` section.
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "Admission control (0 turns a limit off)")]
+pub struct AdmissionArgs {
+    /// Open connections, both ports together [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open connections from one IP address [default: 16384].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// New connections accepted per second [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub connect_rate: Option<u64>,
+    /// New connections accepted at once after a quiet spell [default: twice
+    /// connect_rate].
+    #[arg(long, value_name = "N")]
+    pub connect_burst: Option<u64>,
+    /// Subscriptions per connection [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+    /// Messages one connection may publish per second [default: 0, unlimited].
+    #[arg(long, value_name = "N")]
+    pub publish_msgs_per_sec: Option<u64>,
+    /// Messages one connection may publish at once [default: publish_msgs_per_sec].
+    #[arg(long, value_name = "N")]
+    pub publish_msgs_burst: Option<u64>,
+    /// Bytes one connection may publish per second, e.g. 1MiB [default: 0, unlimited].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub publish_bytes_per_sec: Option<usize>,
+    /// Bytes one connection may publish at once [default: publish_bytes_per_sec].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub publish_bytes_burst: Option<usize>,
+    /// Over a publish rate: stop reading the socket (slow) or refuse the publish
+    /// [default: slow].
+    #[arg(long, value_enum)]
+    pub rate_action: Option<RateAction>,
+    /// Owner shard's inbound queue depth, in batches, above which low-priority publishes
+    /// are shed [default: 3/4 of worker_queue].
+    #[arg(long, value_name = "N")]
+    pub shed_queue_depth: Option<usize>,
+    /// Shed publishes below this priority under overload; 0 sheds nothing [default: 0].
+    #[arg(long, value_name = "P")]
+    pub shed_below_priority: Option<u8>,
+}
+
+/// The config file's `[admission]` section: the same keys as the admission flags, with
+/// `_` for `-`, and `[[admission.subject_rate]]` tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmission {
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    connect_rate: Option<u64>,
+    connect_burst: Option<u64>,
+    max_subscriptions: Option<usize>,
+    publish_msgs_per_sec: Option<u64>,
+    publish_msgs_burst: Option<u64>,
+    #[serde(default, deserialize_with = "de_size")]
+    publish_bytes_per_sec: Option<usize>,
+    #[serde(default, deserialize_with = "de_size")]
+    publish_bytes_burst: Option<usize>,
+    rate_action: Option<RateAction>,
+    shed_queue_depth: Option<usize>,
+    shed_below_priority: Option<u8>,
+    #[serde(default)]
+    subject_rate: Vec<FileSubjectRate>,
+}
+
+/// One `[[admission.subject_rate]]` table. Checked as it is read, so that a bad pattern or
+/// a table that limits nothing is reported with its file and line.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "RawSubjectRate")]
+struct FileSubjectRate {
+    subject: String,
+    msgs_per_sec: u64,
+    msgs_burst: Option<u64>,
+    bytes_per_sec: Option<usize>,
+    bytes_burst: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubjectRate {
+    subject: String,
+    #[serde(default)]
+    msgs_per_sec: u64,
+    msgs_burst: Option<u64>,
+    #[serde(default, deserialize_with = "de_size")]
+    bytes_per_sec: Option<usize>,
+    #[serde(default, deserialize_with = "de_size")]
+    bytes_burst: Option<usize>,
+}
+
+impl TryFrom<RawSubjectRate> for FileSubjectRate {
+    type Error = String;
+
+    fn try_from(r: RawSubjectRate) -> Result<Self, String> {
+        if let Err(e) = tern_protocol::subject::validate_filter(r.subject.as_bytes()) {
+            return Err(format!(
+                "subject_rate: `{}` is not a subject filter: {e}",
+                r.subject
+            ));
+        }
+        if r.msgs_per_sec == 0 && r.bytes_per_sec.unwrap_or(0) == 0 {
+            return Err(format!(
+                "subject_rate for `{}` limits nothing: give msgs_per_sec or bytes_per_sec",
+                r.subject
+            ));
+        }
+        Ok(FileSubjectRate {
+            subject: r.subject,
+            msgs_per_sec: r.msgs_per_sec,
+            msgs_burst: r.msgs_burst,
+            bytes_per_sec: r.bytes_per_sec,
+            bytes_burst: r.bytes_burst,
+        })
+    }
 }
 
 /// The command line of `ternd`. Every flag is optional: a flag given wins over the config
@@ -395,6 +762,8 @@ pub struct Args {
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    pub admission: AdmissionArgs,
 }
 
 /// The config file: the same keys as the long flags, with `_` for `-`. Unknown keys are an
@@ -449,6 +818,8 @@ struct FileConfig {
     replay_batch: Option<usize>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
+    /// The `[admission]` section.
+    admission: Option<FileAdmission>,
 }
 
 /// A configuration that cannot be used, with a message a user can act on.
@@ -475,7 +846,7 @@ impl Config {
         };
         let d = Config::default();
         let dl = &d.limits;
-        let config = Config {
+        let mut config = Config {
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
             binary_listen: if args.no_binary {
                 None
@@ -604,12 +975,17 @@ impl Config {
                 level: args.log_level.or(file.log_level).unwrap_or(d.log.level),
                 format: args.log_format.or(file.log_format).unwrap_or(d.log.format),
             },
+            admission: AdmissionConfig::default(),
         };
-        let mut config = config;
         if args.write_buffer.is_none() && file.write_buffer.is_none() {
             // The default yields to a small `max_pending`.
             config.queues.write_buffer = d.queues.write_buffer.min(config.limits.max_pending / 2);
         }
+        config.admission = AdmissionConfig::resolve(
+            args.admission,
+            file.admission.unwrap_or_default(),
+            &config.limits,
+        );
         config.validate()?;
         Ok(config)
     }
@@ -709,6 +1085,7 @@ impl Config {
         if st.replay_batch == 0 {
             return invalid("replay_batch", "must be at least 1");
         }
+        self.admission.validate(l)?;
         Ok(())
     }
 }
@@ -956,6 +1333,171 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("`binary_listen`"), "{err}");
+    }
+
+    #[test]
+    fn admission_defaults() {
+        let a = Config::from_args(Args::default()).unwrap().admission;
+        assert_eq!(a.max_connections, 65_536);
+        assert_eq!(a.max_connections_per_ip, 16_384);
+        assert_eq!((a.connect_rate, a.connect_burst), (10_000, 20_000));
+        assert_eq!(a.max_subscriptions, 65_536);
+        assert!(a.publish.is_off());
+        assert!(a.subject_rates.is_empty());
+        assert_eq!(a.rate_action, RateAction::Slow);
+        assert_eq!(a.shed_queue_depth, 3072, "3/4 of worker_queue 4096");
+        assert_eq!(a.shed_below_priority, 0, "sheds nothing");
+        let c = Config::from_args(Args::parse_from(["ternd", "--worker-queue", "100"])).unwrap();
+        assert_eq!(c.admission.shed_queue_depth, 75);
+    }
+
+    #[test]
+    fn admission_section_flags_win_and_bursts_default_to_the_rate() {
+        let file = "worker_queue = 64\n\
+                    [admission]\n\
+                    max_connections = 100\n\
+                    max_connections_per_ip = 10\n\
+                    connect_rate = 50\n\
+                    max_subscriptions = 7\n\
+                    publish_msgs_per_sec = 1000\n\
+                    publish_bytes_per_sec = \"1MiB\"\n\
+                    publish_bytes_burst = \"4MiB\"\n\
+                    rate_action = \"refuse\"\n\
+                    shed_queue_depth = 32\n\
+                    shed_below_priority = 4\n\
+                    [[admission.subject_rate]]\n\
+                    subject = \"chat.>\"\n\
+                    msgs_per_sec = 100\n\
+                    msgs_burst = 20\n\
+                    [[admission.subject_rate]]\n\
+                    subject = \"files.*\"\n\
+                    bytes_per_sec = \"64KiB\"\n";
+        let a = with_file(file).unwrap().admission;
+        assert_eq!(a.max_connections, 100);
+        assert_eq!(a.max_connections_per_ip, 10);
+        assert_eq!(
+            (a.connect_rate, a.connect_burst),
+            (50, 100),
+            "burst: twice the rate"
+        );
+        assert_eq!(a.max_subscriptions, 7);
+        assert_eq!(
+            a.publish,
+            RateLimit {
+                msgs_per_sec: 1000,
+                msgs_burst: 1000,
+                bytes_per_sec: 1 << 20,
+                bytes_burst: 4 << 20,
+            }
+        );
+        assert_eq!(a.rate_action, RateAction::Refuse);
+        assert_eq!((a.shed_queue_depth, a.shed_below_priority), (32, 4));
+        assert_eq!(a.subject_rates.len(), 2);
+        assert_eq!(a.subject_rates[0].subject, "chat.>");
+        assert_eq!(
+            (
+                a.subject_rates[0].limit.msgs_per_sec,
+                a.subject_rates[0].limit.msgs_burst
+            ),
+            (100, 20)
+        );
+        assert_eq!(a.subject_rates[1].limit.bytes_per_sec, 64 << 10);
+        assert_eq!(a.subject_rates[1].limit.bytes_burst, 64 << 10);
+        assert_eq!(a.subject_rates[1].limit.msgs_per_sec, 0);
+
+        let args = Args::parse_from([
+            "ternd",
+            "--max-connections",
+            "5",
+            "--max-connections-per-ip",
+            "0",
+            "--connect-rate",
+            "3",
+            "--connect-burst",
+            "4",
+            "--max-subscriptions",
+            "9",
+            "--publish-msgs-per-sec",
+            "10",
+            "--publish-msgs-burst",
+            "2",
+            "--publish-bytes-per-sec",
+            "1KiB",
+            "--rate-action",
+            "slow",
+            "--shed-queue-depth",
+            "10",
+            "--shed-below-priority",
+            "8",
+        ]);
+        let a = Config::from_args(args).unwrap().admission;
+        assert_eq!(a.max_connections, 5);
+        assert_eq!(a.max_connections_per_ip, 0, "0 turns it off");
+        assert_eq!((a.connect_rate, a.connect_burst), (3, 4));
+        assert_eq!(a.max_subscriptions, 9);
+        assert_eq!((a.publish.msgs_per_sec, a.publish.msgs_burst), (10, 2));
+        assert_eq!(
+            (a.publish.bytes_per_sec, a.publish.bytes_burst),
+            (1024, 1024)
+        );
+        assert_eq!(a.rate_action, RateAction::Slow);
+        assert_eq!((a.shed_queue_depth, a.shed_below_priority), (10, 8));
+    }
+
+    #[test]
+    fn admission_errors_name_the_file_line_or_key() {
+        let file = "[admission]\nmax_connections = 10\n\
+                    [[admission.subject_rate]]\nsubject = \"a..b\"\nmsgs_per_sec = 1\n";
+        let err = with_file(file).unwrap_err().to_string();
+        assert!(err.contains("ternd.toml"), "{err}");
+        assert!(err.contains("line 3") || err.contains("line 4"), "{err}");
+        assert!(err.contains("`a..b` is not a subject filter"), "{err}");
+        let err = with_file("[admission]\nrate_action = \"fast\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("fast"), "{err}");
+        let err = with_file("[admission]\nmax_conections = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("max_conections"),
+            "{err}"
+        );
+        let err = with_file("[admission]\n\n[[admission.subject_rate]]\nsubject = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("limits nothing") && err.contains("line 3"),
+            "{err}"
+        );
+        let err = with_file("[admission]\nshed_below_priority = 9\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`shed_below_priority`"), "{err}");
+        let err = with_file("worker_queue = 8\n[admission]\nshed_queue_depth = 8\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`shed_queue_depth`"), "{err}");
+        let err = Config::from_args(Args::parse_from([
+            "ternd",
+            "--publish-msgs-per-sec",
+            "5",
+            "--publish-msgs-burst",
+            "0",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`publish_msgs_burst`"), "{err}");
+        let err = Config::from_args(Args::parse_from([
+            "ternd",
+            "--connect-rate",
+            "5",
+            "--connect-burst",
+            "0",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`connect_burst`"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! connections ([`conn`]), their outbound queues ([`outbound`]) and one [`shard`] of the
 //! subject space with its subscription [`index`] and its [`store`] (ring log, dedupe
 //! window, catch-ups); workers talk only through the [`mesh`].
-//! [`router`] decides where each operation goes. The [`monitor`] thread serves the
+//! [`router`] decides where each operation goes; [`admission`] decides what is refused or
+//! slowed before it costs anything. The [`monitor`] thread serves the
 //! monitoring endpoint from the workers' counters ([`stats`]) and from [`snapshot`]s they
 //! answer through the mesh; each worker owns its [`latency`] histogram.
 //!
@@ -15,6 +16,7 @@
 // `/varz` is one `json!` literal with many keys.
 #![recursion_limit = "512"]
 
+mod admission;
 pub mod config;
 mod conn;
 mod index;

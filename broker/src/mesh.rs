@@ -369,6 +369,12 @@ impl Outbox {
         !self.batches[self.me].is_empty()
     }
 
+    /// Batches waiting in worker `to`'s inbound queue now: how far its shard is behind
+    /// (admission control's overload shedding reads it).
+    pub fn queue_len(&self, to: usize) -> usize {
+        self.mesh.queue_len(to)
+    }
+
     /// Batches waiting for room in a peer's queue (monitoring).
     pub fn pending_batches(&self) -> usize {
         self.pending.len()

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use crate::config::Config;
+use crate::admission::{ConnRefusal, RateScope};
+use crate::config::{Config, RateAction};
 use crate::latency::{Latency, QUANTILES};
 use crate::mesh::{Envelope, Mesh};
 use crate::snapshot::{rfc3339, unix_micros, ConnInfo, SnapshotRequest, Want, WorkerSnapshot};
@@ -240,9 +241,40 @@ impl MonitorState {
             .iter()
             .map(|k| (k.label().to_string(), json!(t.closed_by[*k as usize])))
             .collect();
-        Reply::json(
-            200,
-            &json!({
+        let labelled = |labels: &[&str], values: &[u64]| -> Value {
+            let m: serde_json::Map<String, Value> = labels
+                .iter()
+                .zip(values)
+                .map(|(l, v)| (l.to_string(), json!(v)))
+                .collect();
+            Value::Object(m)
+        };
+        let a = &self.config.admission;
+        let admission = json!({
+            "max_connections": a.max_connections,
+            "max_connections_per_ip": a.max_connections_per_ip,
+            "connect_rate": a.connect_rate,
+            "connect_burst": a.connect_burst,
+            "max_subscriptions": a.max_subscriptions,
+            "publish_msgs_per_sec": a.publish.msgs_per_sec,
+            "publish_msgs_burst": a.publish.msgs_burst,
+            "publish_bytes_per_sec": a.publish.bytes_per_sec,
+            "publish_bytes_burst": a.publish.bytes_burst,
+            "subject_rates": a.subject_rates.iter().map(|r| json!({
+                "subject": r.subject,
+                "msgs_per_sec": r.limit.msgs_per_sec,
+                "msgs_burst": r.limit.msgs_burst,
+                "bytes_per_sec": r.limit.bytes_per_sec,
+                "bytes_burst": r.limit.bytes_burst,
+            })).collect::<Vec<_>>(),
+            "rate_action": match a.rate_action {
+                RateAction::Slow => "slow",
+                RateAction::Refuse => "refuse",
+            },
+            "shed_queue_depth": a.shed_queue_depth,
+            "shed_below_priority": a.shed_below_priority,
+        });
+        let mut varz = json!({
                 "server_id": self.server_id,
                 "server_name": self.config.server_name,
                 "version": env!("CARGO_PKG_VERSION"),
@@ -287,8 +319,24 @@ impl MonitorState {
                 "no_responders": t.no_responders,
                 "latency_us": s.latency().summary(),
                 "unresponsive_workers": s.missing,
-            }),
-        )
+        });
+        // Admission control (added apart: one `json!` this long exceeds the macro's
+        // recursion limit).
+        if let Some(m) = varz.as_object_mut() {
+            let connections_refused = labelled(&ConnRefusal::LABELS, &t.connections_refused);
+            let throttled = labelled(&RateScope::LABELS, &t.publishes_throttled);
+            let rate_refused = labelled(&RateScope::LABELS, &t.publishes_rate_refused);
+            m.insert("admission".to_string(), admission);
+            m.insert("connections_refused".to_string(), connections_refused);
+            m.insert(
+                "subscriptions_refused".to_string(),
+                json!(t.subscriptions_refused),
+            );
+            m.insert("publishes_throttled".to_string(), throttled);
+            m.insert("publishes_rate_refused".to_string(), rate_refused);
+            m.insert("publishes_shed".to_string(), json!(t.publishes_shed));
+        }
+        Reply::json(200, &varz)
     }
 
     fn connz(&self, q: &Query) -> Reply {
@@ -494,7 +542,7 @@ impl MonitorState {
         p.family("tern_workers", "gauge", "Worker threads (and shards).");
         p.sample("tern_workers", "", self.config.workers as f64);
 
-        let counters: [CounterFamily; 16] = [
+        let counters: [CounterFamily; 18] = [
             ("tern_connections", "gauge", "Open client connections.", |t| t.connections()),
             ("tern_connections_opened_total", "counter", "Client connections accepted.", |t| t.connections_opened),
             ("tern_subscriptions", "gauge", "Subscriptions held by the worker's connections.", |t| t.subscriptions),
@@ -511,6 +559,8 @@ impl MonitorState {
             ("tern_stale_connections_total", "counter", "Connections closed for unanswered pings.", |t| t.stale_connections),
             ("tern_protocol_errors_total", "counter", "Protocol errors reported to clients.", |t| t.protocol_errors),
             ("tern_no_responders_total", "counter", "Requests answered with a no-responders status.", |t| t.no_responders),
+            ("tern_subscriptions_refused_total", "counter", "Subscriptions refused for max_subscriptions.", |t| t.subscriptions_refused),
+            ("tern_publishes_shed_total", "counter", "Low-priority publishes refused because their owner shard was overloaded.", |t| t.publishes_shed),
         ];
         for (name, kind, help, get) in counters {
             p.family(name, kind, help);
@@ -527,6 +577,37 @@ impl MonitorState {
                     &format!("worker=\"{w}\",reason=\"{}\"", k.label()),
                     t.closed_by[k as usize] as f64,
                 );
+            }
+        }
+        let labelled: [LabelledFamily; 3] = [
+            (
+                "tern_connections_refused_total",
+                "New connections refused by admission control, by limit.",
+                "reason",
+                &ConnRefusal::LABELS,
+                |t| &t.connections_refused,
+            ),
+            (
+                "tern_publishes_throttled_total",
+                "Times a publisher was paused (not read) for going over a publish rate, by limit.",
+                "scope",
+                &RateScope::LABELS,
+                |t| &t.publishes_throttled,
+            ),
+            (
+                "tern_publishes_rate_refused_total",
+                "Publishes refused for going over a publish rate, by limit.",
+                "scope",
+                &RateScope::LABELS,
+                |t| &t.publishes_rate_refused,
+            ),
+        ];
+        for (name, help, label, values, get) in labelled {
+            p.family(name, "counter", help);
+            for (w, t) in per_worker.iter().enumerate() {
+                for (v, n) in values.iter().zip(get(t)) {
+                    p.sample(name, &format!("worker=\"{w}\",{label}=\"{v}\""), *n as f64);
+                }
             }
         }
         let name = "tern_inbox_batches";
@@ -614,6 +695,15 @@ impl MonitorState {
 
 /// A metric family read from the counters: name, type, help, value of one worker.
 type CounterFamily = (&'static str, &'static str, &'static str, fn(&Totals) -> u64);
+/// A counter family with one label: name, help, label name, label values, the values of
+/// one worker (in label order).
+type LabelledFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    fn(&Totals) -> &[u64],
+);
 /// A gauge read from a worker's snapshot: name, help, value.
 type SnapshotGauge = (&'static str, &'static str, fn(&WorkerSnapshot) -> u64);
 

@@ -23,6 +23,7 @@ use tern_protocol::binary::{Welcome, VERSION as BINARY_VERSION};
 use tern_protocol::text::ServerInfo;
 use tracing::{error, info};
 
+use crate::admission::ConnectionGate;
 use crate::config::Config;
 use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
@@ -132,6 +133,8 @@ impl Server {
             Vec::new()
         };
 
+        // One gate for every worker's accept path: the connection limits are global.
+        let gate = ConnectionGate::new(&config.admission, started_at);
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
         for (worker, ((((poll, listener), binary_listener), inbox), store)) in polls
@@ -158,6 +161,7 @@ impl Server {
                 binary_listener,
                 info: info.clone(),
                 welcome: welcome.clone(),
+                gate: Arc::clone(&gate),
             };
             let core = (!cores.is_empty()).then(|| cores[worker % cores.len()]);
             let handle = std::thread::Builder::new()

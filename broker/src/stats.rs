@@ -46,7 +46,25 @@ pub struct WorkerStats {
     /// Subscriptions held by this worker's connections now (a gauge: up on `SUB`, down
     /// on removal).
     pub subscriptions: AtomicU64,
+    /// Admission control: new connections this worker refused, by reason (indexed like
+    /// `ConnRefusal::LABELS`: total, per_ip, rate).
+    pub connections_refused: [AtomicU64; REFUSE_KINDS],
+    /// Subscriptions refused for `max_subscriptions`.
+    pub subscriptions_refused: AtomicU64,
+    /// Times a connection was paused for going over a publish rate (`rate_action =
+    /// "slow"`), by the limit that paused it (indexed like `RateScope::LABELS`:
+    /// connection, subject).
+    pub publishes_throttled: [AtomicU64; RATE_SCOPES],
+    /// Publishes refused for a rate (`rate_action = "refuse"`), by limit.
+    pub publishes_rate_refused: [AtomicU64; RATE_SCOPES],
+    /// Publishes refused because their owner shard was overloaded (shedding).
+    pub publishes_shed: AtomicU64,
 }
+
+/// Reasons a connection is refused: total, per_ip, rate.
+pub const REFUSE_KINDS: usize = crate::admission::ConnRefusal::KINDS;
+/// Publish rate limits: connection, subject.
+pub const RATE_SCOPES: usize = crate::admission::RateScope::KINDS;
 
 /// Why a connection closed, as a counter index (the reason without its detail text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +139,11 @@ pub struct Totals {
     pub lossless_fallbacks: u64,
     pub closed_by: [u64; CloseKind::COUNT],
     pub subscriptions: u64,
+    pub connections_refused: [u64; REFUSE_KINDS],
+    pub subscriptions_refused: u64,
+    pub publishes_throttled: [u64; RATE_SCOPES],
+    pub publishes_rate_refused: [u64; RATE_SCOPES],
+    pub publishes_shed: u64,
 }
 
 impl Totals {
@@ -147,6 +170,21 @@ impl Totals {
             for (sum, c) in t.closed_by.iter_mut().zip(&w.closed_by) {
                 *sum += get(c);
             }
+            for (sum, c) in t.connections_refused.iter_mut().zip(&w.connections_refused) {
+                *sum += get(c);
+            }
+            t.subscriptions_refused += get(&w.subscriptions_refused);
+            for (sum, c) in t.publishes_throttled.iter_mut().zip(&w.publishes_throttled) {
+                *sum += get(c);
+            }
+            for (sum, c) in t
+                .publishes_rate_refused
+                .iter_mut()
+                .zip(&w.publishes_rate_refused)
+            {
+                *sum += get(c);
+            }
+            t.publishes_shed += get(&w.publishes_shed);
         }
         t
     }

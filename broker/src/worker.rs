@@ -3,7 +3,8 @@
 //!
 //! Owns: the event loop. Each turn it
 //! 1. waits for socket readiness or its waker (with a timeout for timers),
-//! 2. accepts new connections,
+//! 2. accepts new connections, or refuses them (admission control: total, per address,
+//!    per second) with one non-blocking write of the reason and a close,
 //! 3. drains its inbound queue: publishes for its shard, subscription changes, deliveries
 //!    for its connections,
 //! 4. reads every readable connection (unless its outbox is blocked by a full peer queue,
@@ -15,26 +16,36 @@
 //! 6. writes every connection with output (vectored writes), and closes the ones closing,
 //! 7. runs the ping timer.
 //!
+//! A connection over a publish rate (`rate_action = "slow"`) is throttled: it is not read
+//! until its buckets refill. The worker keeps the throttled connections in a heap by
+//! deadline, wakes up for the earliest (poll timeout) and reads each one again itself when
+//! its pause ends, since edge-triggered readiness will not report bytes already waiting.
+//!
 //! It also owns its broker latency histogram (recorded when a delivery's last byte is
 //! written) and a bounded ring of recently closed connections, and answers the monitoring
 //! thread's snapshot requests when it drains them from its inbox, between connections'
 //! work: a copy of its state, never a reference to it.
 //!
-//! Never: shares a connection or its shard with another thread, takes a lock, or blocks
-//! anywhere but in `poll`.
+//! Never: shares a connection or its shard with another thread, or blocks anywhere but in
+//! `poll`. The one lock it takes is the connection gate's (`admission.rs`), once when a
+//! connection arrives and once when it closes: never on the path of a publish.
 
-use std::collections::VecDeque;
-use std::io;
-use std::net::SocketAddr;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
+use bytes::{Bytes, BytesMut};
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use tern_protocol::binary::Welcome;
-use tern_protocol::text::ServerInfo;
+use tern_protocol::binary::{encode_server_frame, ErrorCode, ErrorFrame, ServerFrame, Welcome};
+use tern_protocol::text::{encode_server_op, ServerInfo, ServerOp};
 use tracing::{debug, info, warn};
 
+use crate::admission::{ConnAdmission, ConnRefusal, ConnectionGate};
 use crate::conn::{CloseReason, Conn, ReadState};
 use crate::latency::Latency;
 use crate::mesh::{ConnId, Envelope};
@@ -62,6 +73,8 @@ const INBOX_BUDGET: usize = 65_536;
 const TICK: Duration = Duration::from_millis(100);
 /// While shutting down: how long the worker must see nothing to do before it stops.
 const QUIET: Duration = Duration::from_millis(50);
+/// Refused connections are logged at most this often per worker (they are all counted).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What a worker needs from the server to run.
 pub(crate) struct WorkerSetup {
@@ -75,6 +88,8 @@ pub(crate) struct WorkerSetup {
     pub info: ServerInfo,
     /// What every binary connection's `HELLO` is answered with (its own id filled in).
     pub welcome: Welcome,
+    /// The connection limits, shared by every worker's accept path.
+    pub gate: Arc<ConnectionGate>,
 }
 
 /// The port a connection came in on.
@@ -107,6 +122,16 @@ pub(crate) struct Worker {
     latency: Latency,
     /// The last [`CLOSED_KEPT_PER_WORKER`] connections this worker closed, oldest first.
     closed: VecDeque<ConnInfo>,
+    /// Admission control's connection limits (shared by every worker).
+    gate: Arc<ConnectionGate>,
+    /// The `INFO` a refused text connection gets before its `-ERR` (client id 0), encoded
+    /// once.
+    refused_info: Bytes,
+    /// Throttled connections, earliest deadline first: (deadline, slot, generation).
+    throttled: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Connections refused since the last log line about it, and when the next may be.
+    refused_unlogged: u64,
+    next_refusal_log: Instant,
 }
 
 impl Worker {
@@ -118,6 +143,7 @@ impl Worker {
             mut binary_listener,
             info,
             welcome,
+            gate,
         } = setup;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -126,6 +152,8 @@ impl Worker {
                 .register(l, BINARY_LISTENER, Interest::READABLE)?;
         }
         let now = Instant::now();
+        let mut refused_info = BytesMut::new();
+        encode_server_op(&ServerOp::Info(Box::new(info.clone())), &mut refused_info);
         Ok(Worker {
             router,
             poll,
@@ -144,6 +172,11 @@ impl Worker {
             last_busy: now,
             latency: Latency::new(),
             closed: VecDeque::new(),
+            gate,
+            refused_info: refused_info.freeze(),
+            throttled: BinaryHeap::new(),
+            refused_unlogged: 0,
+            next_refusal_log: now,
         })
     }
 
@@ -177,6 +210,7 @@ impl Worker {
                     }
                 }
             }
+            self.resume_throttled();
             self.drain_inbox();
             if !self.router.outbox.is_blocked() && self.draining.is_none() {
                 self.read_connections();
@@ -208,7 +242,25 @@ impl Worker {
         {
             return Duration::ZERO;
         }
-        self.next_tick.saturating_duration_since(Instant::now())
+        let now = Instant::now();
+        let mut timeout = self.next_tick.saturating_duration_since(now);
+        if let Some(Reverse((until, _, _))) = self.throttled.peek() {
+            timeout = timeout.min(until.saturating_duration_since(now));
+        }
+        timeout
+    }
+
+    /// Lists for reading every throttled connection whose pause is over.
+    fn resume_throttled(&mut self) {
+        while let Some(&Reverse((until, slot, gen))) = self.throttled.peek() {
+            if until > self.now {
+                return;
+            }
+            self.throttled.pop();
+            if self.conns.get(slot).is_some_and(|c| c.id.gen == gen) {
+                self.list_read(slot);
+            }
+        }
     }
 
     fn list_read(&mut self, slot: usize) {
@@ -253,7 +305,13 @@ impl Worker {
         }
     }
 
-    fn add_connection(&mut self, mut sock: mio::net::TcpStream, peer: SocketAddr, port: Port) {
+    fn add_connection(&mut self, mut sock: TcpStream, peer: SocketAddr, port: Port) {
+        // Held by the connection from here on; given back when it is dropped, also by the
+        // early return below.
+        let gate_slot = match self.gate.admit(peer.ip(), self.now) {
+            Ok(slot) => slot,
+            Err(refusal) => return self.refuse_connection(sock, peer, port, refusal),
+        };
         if let Err(e) = sock.set_nodelay(true) {
             debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
@@ -285,11 +343,71 @@ impl Worker {
                 Conn::binary(id, client_id, peer, sock, &self.welcome, limits, self.now)
             }
         };
-        entry.insert(conn);
+        let admission = ConnAdmission::new(&self.router.config.admission, gate_slot, self.now);
+        entry.insert(conn.with_admission(admission));
         bump(&self.router.stats.connections_opened, 1);
         debug!(%peer, client_id, worker = self.router.me, ?port, "connection opened");
         self.list_write(slot);
         self.list_read(slot);
+    }
+
+    /// Refuses a new connection: says why in its port's protocol with one non-blocking
+    /// write (a new socket's send buffer is empty: it takes these few bytes whole), and
+    /// closes it. Nothing is registered and nothing is kept: refusing a storm of
+    /// connections costs a few system calls each.
+    fn refuse_connection(
+        &mut self,
+        mut sock: TcpStream,
+        peer: SocketAddr,
+        port: Port,
+        refusal: ConnRefusal,
+    ) {
+        bump(&self.router.stats.connections_refused[refusal.kind()], 1);
+        let text = refusal.text();
+        let mut out = BytesMut::with_capacity(self.refused_info.len() + text.len() + 16);
+        match port {
+            // As nats-server does: `INFO` first, which NATS clients wait for, then the
+            // reason.
+            Port::Text => {
+                out.extend_from_slice(&self.refused_info);
+                encode_server_op(&ServerOp::Err(text.clone()), &mut out);
+            }
+            // At once, before the client's preface (docs/protocol-binary.md).
+            Port::Binary => {
+                let frame = ServerFrame::Error(ErrorFrame {
+                    code: ErrorCode::TooManyConnections,
+                    fatal: true,
+                    sid: None,
+                    message: Bytes::copy_from_slice(text.as_bytes()),
+                });
+                // A short text always fits a frame.
+                let _ = encode_server_frame(&frame, &mut out);
+            }
+        }
+        let _ = sock.write(&out);
+        // Take what the client already sent (a preface, a CONNECT), so that the close
+        // sends a FIN behind the error rather than a reset that could overtake it.
+        let mut scratch = [0u8; 512];
+        for _ in 0..4 {
+            match sock.read(&mut scratch) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        let _ = sock.shutdown(Shutdown::Write);
+        debug!(%peer, ?port, reason = %text, "connection refused");
+        self.refused_unlogged += 1;
+        if self.now >= self.next_refusal_log {
+            warn!(
+                worker = self.router.me,
+                refused = self.refused_unlogged,
+                last_peer = %peer,
+                last_reason = %text,
+                "refusing new connections (admission control)"
+            );
+            self.refused_unlogged = 0;
+            self.next_refusal_log = self.now + REFUSAL_LOG_EVERY;
+        }
     }
 
     fn drain_inbox(&mut self) {
@@ -473,10 +591,15 @@ impl Worker {
             };
             let state = conn.read(&mut self.router, READ_BUDGET, self.now);
             let has_output = !conn.out.is_empty();
-            if state == ReadState::More {
-                self.to_read.push(slot);
-            } else {
-                conn.listed_read = false;
+            match state {
+                ReadState::More => self.to_read.push(slot),
+                ReadState::Throttled(until) => {
+                    conn.listed_read = false;
+                    self.throttled.push(Reverse((until, slot, conn.id.gen)));
+                }
+                ReadState::Drained | ReadState::Closed | ReadState::Paused => {
+                    conn.listed_read = false;
+                }
             }
             if has_output || state == ReadState::Closed {
                 self.list_write(slot);

@@ -11,7 +11,8 @@
 //! Errors follow the spec's two steps: a structure error is fatal (an `ERROR` frame with
 //! the fatal flag, then close; a bad magic closes without a word), a content error refuses
 //! that frame alone (a refused `PUBLISH_ACK` when an ack was asked, an `ERROR` otherwise)
-//! and the connection carries on.
+//! and the connection carries on. Admission control's refusals of a frame
+//! (`TooManySubscriptions`, `RateLimited`, `Overloaded`) are answered the same way.
 //!
 //! Never: touches the socket or another connection; the shared steps in `conn/mod.rs` do
 //! the bookkeeping.
@@ -243,9 +244,31 @@ impl Conn {
         }
     }
 
-    /// Decodes and applies every whole frame in the read buffer.
+    /// Refuses a publish for admission control: a refused `PUBLISH_ACK` when the client
+    /// asked for an ack, a non-fatal `ERROR` otherwise.
+    pub(super) fn refuse_publish_binary(
+        &mut self,
+        ack_id: Option<u64>,
+        code: ErrorCode,
+        text: &str,
+    ) {
+        let frame = match ack_id {
+            Some(ack_id) => ServerFrame::PublishAck(PublishAck {
+                ack_id,
+                result: AckResult::Refused {
+                    code,
+                    message: Bytes::copy_from_slice(text.as_bytes()),
+                },
+            }),
+            None => error_frame(code, false, None, text),
+        };
+        self.send_binary(&frame);
+    }
+
+    /// Decodes and applies every whole frame in the read buffer (until the connection
+    /// closes or is throttled).
     pub(super) fn apply_binary(&mut self, router: &mut Router) {
-        while self.closing.is_none() {
+        while self.may_apply() {
             let Proto::Binary(state) = &mut self.proto else {
                 unreachable!("binary decoding on a text connection");
             };
@@ -356,6 +379,9 @@ impl Conn {
         msg.ack_id = p.ack_id;
         msg.message_id = p.message_id;
         msg.coalesce = p.coalescing_key;
+        if !self.admit(&msg, router) {
+            return;
+        }
         self.publish(msg, router);
     }
 
@@ -368,6 +394,15 @@ impl Conn {
         if self.has_sid(&sid) {
             let text = format!("subscription {} is already active", s.sid);
             self.binary_refuse(ErrorCode::DuplicateSubscription, Some(s.sid), &text, router);
+            return;
+        }
+        if self.at_subscription_limit(router) {
+            let text = format!(
+                "maximum subscriptions exceeded ({} per connection)",
+                router.config.admission.max_subscriptions
+            );
+            let frame = error_frame(ErrorCode::TooManySubscriptions, false, Some(s.sid), &text);
+            self.send_binary(&frame);
             return;
         }
         let bounds = match bounds_for(

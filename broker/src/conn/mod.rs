@@ -1,13 +1,16 @@
 //! One client connection, on either port: the text (NATS) port or the binary (Tern) port.
 //!
 //! Owns: the socket, its read buffer, its outbound queue, its subscriptions (by sid), its
-//! ping state and its traffic counters: everything both protocols share. What differs, the
-//! decoding of client operations and the encoding of what the server sends, lives in one
-//! module per protocol ([`text`], [`binary`]), each applying its operations through the
-//! shared steps here: `publish`, `add_sub`, `unsubscribe`, `ping`, `deliver`.
+//! ping state, its traffic counters and its admission state (its place among the broker's
+//! connections, its publish buckets, its throttle): everything both protocols share. What
+//! differs, the decoding of client operations and the encoding of what the server sends,
+//! lives in one module per protocol ([`text`], [`binary`]), each applying its operations
+//! through the shared steps here: `admit`, `publish`, `add_sub`, `unsubscribe`, `ping`,
+//! `deliver`.
 //!
 //! Contract: the worker calls [`Conn::read`] when the socket is readable (edge triggered:
-//! until it reports [`ReadState::Drained`]), [`Conn::deliver`], [`Conn::ack`] and
+//! until it reports [`ReadState::Drained`]) and when a [`ReadState::Throttled`] pause ends,
+//! [`Conn::deliver`], [`Conn::ack`] and
 //! [`Conn::gap`] for what the shards address to it, [`Conn::flush`] when it has output,
 //! [`Conn::tick`] on the ping timer, and [`Conn::unsubscribe_all`] before dropping it. A
 //! connection that must go sets `closing`; the worker closes it at the end of the loop turn.
@@ -30,9 +33,10 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 use slab::Slab;
-use tern_protocol::binary::Welcome;
+use tern_protocol::binary::{ErrorCode, Welcome};
 use tern_protocol::text::ServerInfo;
 
+use crate::admission::{self, ConnAdmission, RateVerdict};
 use crate::config::Limits;
 use crate::index::FnvMap;
 use crate::latency::Latency;
@@ -98,6 +102,12 @@ pub(crate) enum ReadState {
     More,
     /// The connection is closing.
     Closed,
+    /// A publish put the connection over a rate (`rate_action = "slow"`): nothing more is
+    /// read or applied from it until this instant, when the worker must read it again
+    /// itself (readiness is edge-triggered: no event will come for bytes already waiting).
+    Throttled(Instant),
+    /// Still throttled (since an earlier pass that returned `Throttled`): not read.
+    Paused,
 }
 
 /// Which port a connection came in on, with that protocol's own state.
@@ -198,6 +208,9 @@ pub(crate) struct Conn {
     dropped: u64,
     /// Messages its subscription queues dropped on overflow.
     queue_dropped: u64,
+    /// Admission control: this connection's place among the broker's connections, its
+    /// publish buckets and its throttle.
+    admission: ConnAdmission,
 }
 
 impl Conn {
@@ -240,7 +253,15 @@ impl Conn {
             out_bytes: 0,
             dropped: 0,
             queue_dropped: 0,
+            admission: ConnAdmission::default(),
         }
+    }
+
+    /// Gives the connection its admission state (its gate slot and publish buckets), made
+    /// when it was accepted.
+    pub fn with_admission(mut self, admission: ConnAdmission) -> Conn {
+        self.admission = admission;
+        self
     }
 
     /// A connection on the text port; `INFO` (with this client's id and address) is queued
@@ -348,6 +369,20 @@ impl Conn {
 
     /// Reads what the socket has, up to `budget` bytes, and applies every whole operation.
     pub fn read(&mut self, router: &mut Router, budget: usize, now: Instant) -> ReadState {
+        self.admission.set_now(now);
+        if self.admission.is_throttled() {
+            if self.admission.throttle_left(now).is_some() {
+                return ReadState::Paused;
+            }
+            // The pause is over: first what was read before it, then the socket.
+            if !self.rbuf.is_empty() {
+                router.sync_inbox();
+                self.apply_buffered(router);
+                if let Some(until) = self.throttle_began() {
+                    return ReadState::Throttled(until);
+                }
+            }
+        }
         let mut taken = 0;
         while self.closing.is_none() {
             if taken >= budget {
@@ -363,6 +398,9 @@ impl Conn {
                     self.last_activity = now;
                     router.sync_inbox();
                     self.apply_buffered(router);
+                    if let Some(until) = self.throttle_began() {
+                        return ReadState::Throttled(until);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadState::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -409,6 +447,77 @@ impl Conn {
             Proto::Text(_) => self.apply_text(router),
             Proto::Binary(_) => self.apply_binary(router),
         }
+    }
+
+    /// Until when the connection is throttled, when applying its bytes throttled it (and it
+    /// is not closing).
+    fn throttle_began(&self) -> Option<Instant> {
+        self.closing
+            .is_none()
+            .then(|| self.admission.throttled_until())
+            .flatten()
+    }
+
+    /// True while operations in the read buffer may be applied: not closing, not
+    /// throttled.
+    fn may_apply(&self) -> bool {
+        self.closing.is_none() && !self.admission.is_throttled()
+    }
+
+    /// Admission control of a publish the client sent, before it is routed: overload
+    /// shedding, then the publish rates. A refused publish is answered in the client's
+    /// protocol and counted, and false is returned. Over a rate with `rate_action =
+    /// "slow"` the publish passes and the connection is throttled (see [`ReadState`]).
+    /// Takes no lock and allocates nothing unless it refuses.
+    fn admit(&mut self, msg: &Msg, router: &Router) -> bool {
+        let config = &router.config.admission;
+        if msg.priority < config.shed_below_priority {
+            let owner = router.shard.owner(&msg.subject);
+            let depth = router.outbox.queue_len(owner);
+            let (below, threshold) = (config.shed_below_priority, config.shed_queue_depth);
+            if admission::sheds(msg.priority, below, depth, threshold) {
+                bump(&router.stats.publishes_shed, 1);
+                let text = admission::shed_text(below, owner);
+                self.refuse_publish(msg.ack_id, ErrorCode::Overloaded, &text);
+                return false;
+            }
+        }
+        let size = msg.payload.len() + msg.headers.as_ref().map_or(0, Bytes::len);
+        match self.admission.admit_publish(config, &msg.subject, size) {
+            RateVerdict::Pass => true,
+            RateVerdict::Throttle { scope, .. } => {
+                bump(&router.stats.publishes_throttled[scope.kind()], 1);
+                true
+            }
+            RateVerdict::Refuse(refusal) => {
+                bump(
+                    &router.stats.publishes_rate_refused[refusal.scope.kind()],
+                    1,
+                );
+                let text = refusal.text(config);
+                self.refuse_publish(msg.ack_id, ErrorCode::RateLimited, &text);
+                false
+            }
+        }
+    }
+
+    /// Tells the client its publish was refused; the connection stays open.
+    fn refuse_publish(&mut self, ack_id: Option<u64>, code: ErrorCode, text: &str) {
+        match self.proto {
+            Proto::Text(_) => self.refuse_text(text),
+            Proto::Binary(_) => self.refuse_publish_binary(ack_id, code, text),
+        }
+    }
+
+    /// True when the connection holds `max_subscriptions` already; the refusal is
+    /// counted, and the caller answers it in its protocol.
+    fn at_subscription_limit(&self, router: &Router) -> bool {
+        let max = router.config.admission.max_subscriptions;
+        let at_limit = max > 0 && self.subs.len() >= max;
+        if at_limit {
+            bump(&router.stats.subscriptions_refused, 1);
+        }
+        at_limit
     }
 
     /// Counts a publish and hands it to the router.
@@ -704,7 +813,9 @@ impl Conn {
     /// `ping_max` pings unanswered. A binary client still in its handshake after
     /// `ping_interval` is closed.
     pub fn tick(&mut self, now: Instant, limits: &Limits, router: &mut Router) {
-        if self.closing.is_some() {
+        // A throttled connection is not read, so its client's answers to pings wait too:
+        // it is not pinged, nor closed as stale, until it is read again.
+        if self.closing.is_some() || self.admission.is_throttled() {
             return;
         }
         if self.overdue(now, router) {

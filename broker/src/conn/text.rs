@@ -206,9 +206,17 @@ impl Conn {
         self.send(&ServerOp::Err(text));
     }
 
-    /// Decodes and applies every whole operation in the read buffer.
+    /// A publish or subscription refused by admission control: the connection stays open.
+    /// (`-ERR` texts NATS clients do not know may make them close the connection
+    /// themselves; `docs/protocol-text.md` says which.)
+    pub(super) fn refuse_text(&mut self, text: &str) {
+        self.send(&ServerOp::Err(text.to_string()));
+    }
+
+    /// Decodes and applies every whole operation in the read buffer (until the connection
+    /// closes or is throttled).
     pub(super) fn apply_text(&mut self, router: &mut Router) {
-        while self.closing.is_none() {
+        while self.may_apply() {
             let decoded = match &mut self.proto {
                 Proto::Text(t) => t.decoder.decode(&mut self.rbuf),
                 Proto::Binary(_) => unreachable!("text decoding on a binary connection"),
@@ -232,10 +240,12 @@ impl Conn {
 
     fn apply_op(&mut self, op: ClientOp, router: &mut Router) {
         let ack = !matches!(op, ClientOp::Ping | ClientOp::Pong);
+        // False when admission control refused the operation with `-ERR`: no `+OK` then.
+        let mut admitted = true;
         match op {
             ClientOp::Connect(opts) => self.connect(*opts, router),
-            ClientOp::Pub(p) => self.publish_text(p, router),
-            ClientOp::Sub(s) => self.subscribe_text(s, router),
+            ClientOp::Pub(p) => admitted = self.publish_text(p, router),
+            ClientOp::Sub(s) => admitted = self.subscribe_text(s, router),
             ClientOp::Unsub { sid, max } => {
                 // Unknown sids are ignored, as nats-server does.
                 self.unsubscribe(&Sid::Text(sid), max, router);
@@ -243,7 +253,7 @@ impl Conn {
             ClientOp::Ping => self.ping(router),
             ClientOp::Pong => self.pong(),
         }
-        if ack && self.text_state().opts.verbose && self.closing.is_none() {
+        if ack && admitted && self.text_state().opts.verbose && self.closing.is_none() {
             self.send(&ServerOp::Ok);
         }
     }
@@ -259,9 +269,11 @@ impl Conn {
         self.text_state().opts = opts;
     }
 
-    fn publish_text(&mut self, p: Publish, router: &mut Router) {
+    /// Returns false when admission control refused the publish.
+    fn publish_text(&mut self, p: Publish, router: &mut Router) -> bool {
         if p.subject == REPLAY_SUBJECT {
-            return self.replay_request(p, router);
+            self.replay_request(p, router);
+            return true;
         }
         let opts = &self.text_state().opts;
         let (no_echo, no_responders) = (!opts.echo, opts.no_responders);
@@ -274,7 +286,7 @@ impl Conn {
                 // Refused; the connection carries on.
                 bump(&router.stats.protocol_errors, 1);
                 self.send(&ServerOp::Err(text));
-                return;
+                return false;
             }
         };
         // The loop turn in which these bytes were read.
@@ -285,7 +297,11 @@ impl Conn {
         msg.no_responders = no_responders;
         msg.priority = priority;
         msg.coalesce = coalesce;
+        if !self.admit(&msg, router) {
+            return false;
+        }
         self.publish(msg, router);
+        true
     }
 
     /// `PUB $TERN.REPLAY <inbox>` with a JSON body: catch-up for text clients. The shards
@@ -326,11 +342,18 @@ impl Conn {
         }
     }
 
-    fn subscribe_text(&mut self, s: Subscribe, router: &mut Router) {
+    /// Returns false when admission control refused the subscription.
+    fn subscribe_text(&mut self, s: Subscribe, router: &mut Router) -> bool {
         let sid = Sid::Text(s.sid);
         if self.has_sid(&sid) {
             // As nats-server does: a second SUB with a sid in use changes nothing.
-            return;
+            return true;
+        }
+        if self.at_subscription_limit(router) {
+            // nats-server's text, which NATS clients treat as an error that does not end
+            // the connection.
+            self.refuse_text("maximum subscriptions exceeded");
+            return false;
         }
         let bounds = Bounds {
             messages: router.config.queues.sub_queue_messages,
@@ -345,6 +368,7 @@ impl Conn {
             false,
             router,
         );
+        true
     }
 }
 

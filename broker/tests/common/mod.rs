@@ -32,7 +32,7 @@ pub struct Broker {
     own_data_dir: Option<std::path::PathBuf>,
     addr: SocketAddr,
     binary_addr: Option<SocketAddr>,
-    /// The monitoring address, when the test asked for `--monitor`.
+    /// The monitoring address, when the test turned monitoring on (`--monitor`).
     monitor_addr: Option<SocketAddr>,
     workers: usize,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -189,7 +189,7 @@ impl Broker {
                 }
             }
         }
-        if full.iter().any(|a| a == "--monitor") {
+        if !full.iter().any(|a| a == "--no-monitor") {
             let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
             match line
                 .strip_prefix("ternd monitoring on ")
@@ -209,11 +209,15 @@ impl Broker {
         broker
     }
 
+    /// The monitoring address. Panics unless the broker was started with `--monitor`.
+    pub fn monitor_addr(&self) -> SocketAddr {
+        self.monitor_addr
+            .expect("ternd runs without monitoring (give --monitor 127.0.0.1:0)")
+    }
+
     /// `GET /varz` as JSON. Panics unless the broker was started with `--monitor`.
     pub fn varz(&self) -> serde_json::Value {
-        let addr = self
-            .monitor_addr
-            .expect("ternd runs without monitoring: start it with --monitor 127.0.0.1:0");
+        let addr = self.monitor_addr();
         let mut s = TcpStream::connect(addr).expect("connect to monitor");
         s.set_read_timeout(Some(WAIT)).expect("read timeout");
         write!(

@@ -1,7 +1,7 @@
 //! The client against the real broker (`tern-broker`, started in this process on free
 //! ports): every client call, text and binary clients exchanging messages both ways
 //! (headers included), a broker restart on the same port while the client publishes and
-//! subscribes, and an offline buffer that overflows.
+//! subscribes, an offline buffer that overflows, and admission control's refusals.
 
 mod common;
 
@@ -710,6 +710,62 @@ fn an_overflowing_offline_buffer_is_a_documented_error() {
         n += 1;
     }
     assert_eq!(n, accepted);
+    client.close();
+    server.shutdown();
+}
+
+#[test]
+fn admission_refusals_reach_the_caller_with_the_servers_reason() {
+    let server = broker_with(
+        0,
+        &[
+            "--no-store",
+            "--max-connections",
+            "1",
+            "--max-subscriptions",
+            "1",
+            "--rate-action",
+            "refuse",
+            "--publish-msgs-per-sec",
+            "1",
+            "--publish-msgs-burst",
+            "1",
+        ],
+    );
+    let client = Client::connect(&url(&server)).unwrap();
+
+    // The broker is full: the server's error, not a bare reset or timeout.
+    match Client::connect(&url(&server)) {
+        Err(Error::Server { code, message }) => {
+            assert_eq!(code, tern_client::ErrorCode::TooManyConnections);
+            assert_eq!(message, "maximum connections exceeded");
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+
+    // One subscription per connection: the second ends with the server's error.
+    let _first = client.subscribe("a").unwrap();
+    let second = client.subscribe("b").unwrap();
+    match second.recv_timeout(WAIT) {
+        Err(Error::Server { code, message }) => {
+            assert_eq!(code, tern_client::ErrorCode::TooManySubscriptions);
+            assert!(
+                message.starts_with("maximum subscriptions exceeded"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+
+    // One publish per second: an acknowledged publish over it is refused.
+    client.publish_acked("c", "1").unwrap();
+    match client.publish_acked("c", "2") {
+        Err(Error::Refused { code, message }) => {
+            assert_eq!(code, tern_client::ErrorCode::RateLimited);
+            assert!(message.starts_with("publish rate exceeded"), "{message}");
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
     client.close();
     server.shutdown();
 }
