@@ -25,6 +25,8 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use crate::config::{QueueConfig, SlowConsumerPolicy};
 use crate::mesh::{Msg, SubRef};
 use crate::router::Router;
@@ -396,13 +398,7 @@ impl Conn {
 
     /// A shard told a lossless subscription where it starts in the shard's sequence.
     pub fn position(&mut self, sref: SubRef, shard: u16, last: u64, router: &mut Router) {
-        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
-            return;
-        };
-        let Some(l) = sub.q.lossless.as_mut() else {
-            return;
-        };
-        let Some(i) = l.index(shard) else {
+        let Some((l, filter, i)) = self.lossless_sub(sref, shard) else {
             return;
         };
         if l.last[i].is_none() {
@@ -410,26 +406,29 @@ impl Conn {
         }
         if std::mem::take(&mut l.unsent[i]) {
             let from = l.last[i].map_or(1, |s| s + 1);
-            router.lag(usize::from(shard), sref, &sub.filter, from, 0, l.lag[i]);
+            router.lag(usize::from(shard), sref, filter, from, 0, l.lag[i]);
         }
     }
 
     /// A shard began a lossless subscription's catch-up: what it sends from now on is
     /// taken again.
     pub fn lag_ack(&mut self, sref: SubRef, shard: u16, lag: u64, router: &mut Router) {
-        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
-            return;
-        };
-        let Some(l) = sub.q.lossless.as_mut() else {
-            return;
-        };
-        let Some(i) = l.index(shard) else {
+        let Some((l, _, i)) = self.lossless_sub(sref, shard) else {
             return;
         };
         if l.lag[i] == lag {
             l.awaiting[i] = false;
             self.grant_credit(sref.key as usize, router);
         }
+    }
+
+    /// The lossless state and the filter of the live subscription `sref` names, and the
+    /// index of `shard` among its shards.
+    fn lossless_sub(&mut self, sref: SubRef, shard: u16) -> Option<(&mut Lossless, &Bytes, usize)> {
+        let sub = Conn::live_sub(&self.closing, &mut self.subs, sref)?;
+        let l = sub.q.lossless.as_deref_mut()?;
+        let i = l.index(shard)?;
+        Some((l, &sub.filter, i))
     }
 
     /// Grants a chunk of credit to each shard replaying to a lossless subscription that
