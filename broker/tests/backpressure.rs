@@ -119,6 +119,20 @@ fn overflow_drops_lowest_priority_first_and_the_notice_names_every_drop() {
     let varz = broker.varz();
     assert_eq!(varz["queue_dropped_msgs"], lost.len() as u64);
     assert_eq!(varz["drop_notices"], notices.len() as u64);
+    // And per subscription.
+    let connz = broker.monitor_json("/connz?subs=detail");
+    let subs: Vec<&serde_json::Value> = connz["connections"]
+        .as_array()
+        .expect("connections")
+        .iter()
+        .filter_map(|c| c["subscriptions_list_detail"].as_array())
+        .flatten()
+        .filter(|s| s["subject"] == "feed")
+        .collect();
+    assert_eq!(subs.len(), 1, "{connz}");
+    assert_eq!(subs[0]["dropped_msgs"], lost.len() as u64);
+    assert_eq!(subs[0]["max_queue_msgs"], 100);
+    assert_eq!(subs[0]["queued_msgs"], 0, "everything was read");
 }
 
 #[test]

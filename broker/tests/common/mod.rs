@@ -217,18 +217,24 @@ impl Broker {
 
     /// `GET /varz` as JSON. Panics unless the broker was started with `--monitor`.
     pub fn varz(&self) -> serde_json::Value {
+        self.monitor_json("/varz")
+    }
+
+    /// `GET path` from the monitoring endpoint, as JSON. Panics unless the broker was
+    /// started with `--monitor`.
+    pub fn monitor_json(&self, path: &str) -> serde_json::Value {
         let addr = self.monitor_addr();
         let mut s = TcpStream::connect(addr).expect("connect to monitor");
         s.set_read_timeout(Some(WAIT)).expect("read timeout");
         write!(
             s,
-            "GET /varz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
         )
         .expect("send request");
         let mut raw = String::new();
         s.read_to_string(&mut raw).expect("read response");
         let (_, body) = raw.split_once("\r\n\r\n").expect("a header block");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("/varz: {e}: {body}"))
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
     }
 
     /// The binary port's address. Panics when the broker was started with `--no-binary`.
