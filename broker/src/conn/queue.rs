@@ -7,7 +7,8 @@
 //! otherwise it waits in the subscription's [`SubQueue`], and `fill` moves queued
 //! deliveries into the buffer, a burst per subscription in turn, as the socket takes what
 //! is there. So a consumer that does not read holds at most `write_buffer` bytes plus its
-//! subscriptions' queue bounds, whatever the publishers do.
+//! subscriptions' queue bounds, whatever the publishers do. A `PONG` due while deliveries
+//! are queued waits behind them (`queue_pong`), so that `PING` stays a barrier.
 //!
 //! On overflow a queue drops by priority (`subqueue.rs`) and the subscriber is told what it
 //! lost, in a drop notice sent ahead of its next delivery. A lossless subscription drops
