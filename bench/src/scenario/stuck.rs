@@ -44,7 +44,7 @@ use serde::Serialize;
 
 use super::pacer::{publish_paced, Paced};
 use super::payload::{self, MEASURED, WARMUP};
-use super::subscribers::MAX_DRAIN;
+use super::subscribers::{publish_until_warm, MAX_DRAIN};
 use super::{Limit, DEFAULT_DRAIN, SYNC_TIMEOUT};
 use crate::driver::{Connection, Driver, DriverError, Stalled};
 use crate::histogram::{LatencyHistogram, Percentiles};
@@ -71,8 +71,6 @@ pub const MAX_P99_RATIO: f64 = 2.0;
 const POLL: Duration = Duration::from_millis(20);
 /// How often the main thread looks at the fast subscribers' progress while it waits.
 const WAIT_STEP: Duration = Duration::from_millis(5);
-/// Pause between the warm-up messages that prove the subscriptions are live.
-const WARMUP_EVERY: Duration = Duration::from_millis(2);
 /// How long the stuck subscriber's socket is watched per wait while phase B runs.
 const WATCH_EVERY: Duration = Duration::from_millis(50);
 /// How long the final probe waits for a reset after its `PING`.
@@ -690,19 +688,14 @@ impl Fast {
         subject: &str,
         timeout: Duration,
     ) -> Result<(), DriverError> {
-        let warm = payload::build(payload::STAMPED_LEN, WARMUP);
-        let deadline = Instant::now() + timeout;
-        while self.shared.warmed.load(Ordering::Acquire) < self.threads.len() {
-            if Instant::now() >= deadline || self.shared.failed.load(Ordering::Acquire) > 0 {
-                return Err(DriverError::Timeout(
-                    "every fast subscriber to receive a warm-up",
-                ));
-            }
-            publisher.publish(subject, &warm)?;
-            publisher.flush()?;
-            thread::sleep(WARMUP_EVERY);
-        }
-        Ok(())
+        publish_until_warm(
+            publisher,
+            subject,
+            timeout,
+            || self.shared.warmed.load(Ordering::Acquire) >= self.threads.len(),
+            || self.shared.failed.load(Ordering::Acquire) > 0,
+            "every fast subscriber to receive a warm-up",
+        )
     }
 
     /// Waits until the fast subscribers have every one of the `sent` messages of

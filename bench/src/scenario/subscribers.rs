@@ -29,6 +29,30 @@ pub const MAX_DRAIN: Duration = Duration::from_secs(60);
 /// Pause between warm-up publishes.
 const WARMUP_EVERY: Duration = Duration::from_millis(2);
 
+/// Publishes warm-up messages on `subject` every [`WARMUP_EVERY`] until `warm` says the
+/// receivers have one (their subscriptions are live where the broker routes), or
+/// `timeout` passes or `stop` says they failed: then a timeout naming `what`.
+pub(crate) fn publish_until_warm(
+    publisher: &mut dyn Connection,
+    subject: &str,
+    timeout: Duration,
+    warm: impl Fn() -> bool,
+    stop: impl Fn() -> bool,
+    what: &'static str,
+) -> Result<(), DriverError> {
+    let message = payload::build(payload::STAMPED_LEN, WARMUP);
+    let deadline = Instant::now() + timeout;
+    while !warm() {
+        if Instant::now() >= deadline || stop() {
+            return Err(DriverError::Timeout(what));
+        }
+        publisher.publish(subject, &message)?;
+        publisher.flush()?;
+        thread::sleep(WARMUP_EVERY);
+    }
+    Ok(())
+}
+
 /// What the subscribers subscribe to.
 #[derive(Debug, Clone)]
 pub struct SubscriberSpec {
@@ -135,19 +159,14 @@ impl Subscribers {
         subject: &str,
         timeout: Duration,
     ) -> Result<(), DriverError> {
-        let warm = payload::build(payload::STAMPED_LEN, WARMUP);
-        let deadline = Instant::now() + timeout;
-        while self.shared.warmed.load(Ordering::Acquire) < self.threads.len() {
-            if Instant::now() >= deadline || self.shared.abort.load(Ordering::Relaxed) {
-                return Err(DriverError::Timeout(
-                    "every subscriber to receive a warm-up",
-                ));
-            }
-            publisher.publish(subject, &warm)?;
-            publisher.flush()?;
-            thread::sleep(WARMUP_EVERY);
-        }
-        Ok(())
+        publish_until_warm(
+            publisher,
+            subject,
+            timeout,
+            || self.shared.warmed.load(Ordering::Acquire) >= self.threads.len(),
+            || self.shared.abort.load(Ordering::Relaxed),
+            "every subscriber to receive a warm-up",
+        )
     }
 
     /// Measured deliveries so far, over all subscribers.
