@@ -458,31 +458,20 @@ impl Worker {
             | Envelope::Grant { .. }
             | Envelope::Replay(_) => {}
             Envelope::Deliver { sub, msg } => {
-                let slot = sub.conn.slot as usize;
-                let Some(conn) = self.conns.get_mut(slot) else {
-                    return;
-                };
-                if conn.id != sub.conn {
-                    return;
-                }
-                if conn.deliver(sub, &msg, &mut self.router) {
-                    self.list_write(slot);
+                if let Some((c, router)) = self.conn_and_router(sub.conn) {
+                    if c.deliver(sub, &msg, router) {
+                        self.list_write(sub.conn.slot as usize);
+                    }
                 }
             }
             Envelope::Position { sub, shard, last } => {
-                let router = &mut self.router;
-                if let Some(c) = self.conns.get_mut(sub.conn.slot as usize) {
-                    if c.id == sub.conn {
-                        c.position(sub, shard, last, router);
-                    }
+                if let Some((c, router)) = self.conn_and_router(sub.conn) {
+                    c.position(sub, shard, last, router);
                 }
             }
             Envelope::LagAck { sub, shard, lag } => {
-                let router = &mut self.router;
-                if let Some(c) = self.conns.get_mut(sub.conn.slot as usize) {
-                    if c.id == sub.conn {
-                        c.lag_ack(sub, shard, lag, router);
-                    }
+                if let Some((c, router)) = self.conn_and_router(sub.conn) {
+                    c.lag_ack(sub, shard, lag, router);
                 }
             }
             Envelope::Ack {
@@ -524,6 +513,15 @@ impl Worker {
     /// The connection `id` names, unless it has gone (its slot empty or reused).
     fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         self.conns.get_mut(id.slot as usize).filter(|c| c.id == id)
+    }
+
+    /// [`Worker::conn_mut`], with the router beside it for steps that route.
+    fn conn_and_router(&mut self, id: ConnId) -> Option<(&mut Conn, &mut Router)> {
+        let conn = self
+            .conns
+            .get_mut(id.slot as usize)
+            .filter(|c| c.id == id)?;
+        Some((conn, &mut self.router))
     }
 
     /// Builds a copy of what the monitor asked for and sends it back. Off the data path:
