@@ -601,7 +601,7 @@ impl Conn {
     /// none waiting, is answered at once.
     fn ping(&mut self, router: &mut Router) {
         match self.barrier.begin(router.workers) {
-            None => self.send_pong(),
+            None => self.queue_pong(),
             Some((token, shards)) => {
                 for shard in shards {
                     router.outbox.push(
@@ -624,7 +624,7 @@ impl Conn {
         }
         let due = self.barrier.answered(token);
         for _ in 0..due {
-            self.send_pong();
+            self.queue_pong();
         }
         due > 0
     }
@@ -632,10 +632,6 @@ impl Conn {
     /// The client answered a ping.
     fn pong(&mut self) {
         self.pings_out = 0;
-    }
-
-    fn send_pong(&mut self) {
-        self.queue_pong();
     }
 
     fn send_pong_now(&mut self) {

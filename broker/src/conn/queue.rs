@@ -231,35 +231,32 @@ impl Conn {
             q.backlogged = true;
             self.backlog.push_back((key, sref.id));
         }
-        if lossless && overflow {
-            if msg.stored {
-                // Dropped here, brought again by the log.
-                self.fall_back(key, msg.stamp.shard, sref, router);
-            } else {
-                // Not in the log: nothing can bring it again.
-                q.drops.record(msg.stamp);
-                q.dropped += 1;
-                self.queue_dropped += 1;
-                bump(&router.stats.queue_dropped, 1);
-            }
-            return;
-        }
-        let drops = &mut q.drops;
         let mut dropped = 0;
-        self.next_arrival += 1;
-        let arrival = self.next_arrival;
-        let pushed = queue.push(compact(msg), arrival, q.bounds, !lossless, |m| {
-            drops.record(m.stamp);
-            dropped += 1;
-        });
-        if pushed != Pushed::Dropped {
-            if let Some(l) = &mut q.lossless {
-                l.accepted(msg);
+        if lossless && overflow && msg.stored {
+            // Dropped here, brought again by the log.
+            self.fall_back(key, msg.stamp.shard, sref, router);
+            return;
+        } else if lossless && overflow {
+            // Not in the log: nothing can bring it again.
+            q.drops.record(msg.stamp);
+            dropped = 1;
+        } else {
+            let drops = &mut q.drops;
+            self.next_arrival += 1;
+            let arrival = self.next_arrival;
+            let pushed = queue.push(compact(msg), arrival, q.bounds, !lossless, |m| {
+                drops.record(m.stamp);
+                dropped += 1;
+            });
+            if pushed != Pushed::Dropped {
+                if let Some(l) = &mut q.lossless {
+                    l.accepted(msg);
+                }
             }
-        }
-        if pushed == Pushed::Coalesced {
-            q.coalesced += 1;
-            bump(&router.stats.coalesced, 1);
+            if pushed == Pushed::Coalesced {
+                q.coalesced += 1;
+                bump(&router.stats.coalesced, 1);
+            }
         }
         q.dropped += dropped;
         self.queue_dropped += dropped;
