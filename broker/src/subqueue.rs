@@ -197,22 +197,22 @@ impl SubQueue {
 
     /// The arrival of the oldest message queued.
     pub fn oldest_arrival(&self) -> Option<u64> {
-        self.levels
-            .iter()
-            .filter_map(|l| l.front())
-            .map(|e| e.arrival)
-            .min()
+        self.oldest().map(|(arrival, _)| arrival)
     }
 
     /// Takes out the oldest queued message, whatever its priority.
     pub fn pop(&mut self) -> Option<Arc<Msg>> {
-        let level = (0..LEVELS)
-            .filter_map(|l| self.levels[l].front().map(|e| (e.arrival, l)))
-            .min()?
-            .1;
+        let (_, level) = self.oldest()?;
         let e = self.levels[level].pop_front()?;
         self.forget(level, &e);
         Some(e.msg)
+    }
+
+    /// The arrival and level of the oldest message queued.
+    fn oldest(&self) -> Option<(u64, usize)> {
+        (0..LEVELS)
+            .filter_map(|l| self.levels[l].front().map(|e| (e.arrival, l)))
+            .min()
     }
 
     /// True when dropping messages of priority `priority` or lower can make room for
