@@ -17,6 +17,8 @@
 #![recursion_limit = "512"]
 
 mod admission;
+#[doc(hidden)]
+pub mod bench;
 pub mod config;
 mod conn;
 mod index;

@@ -259,8 +259,8 @@ impl Mesh {
         Mesh { senders, wakers }
     }
 
-    /// A mesh of `n` workers whose queues nobody reads, for tests of routing.
-    #[cfg(test)]
+    /// A mesh of `n` workers whose queues nobody reads, for tests and benchmarks of
+    /// routing.
     pub fn for_tests(n: usize) -> Mesh {
         let wakers = (0..n)
             .map(|_| {

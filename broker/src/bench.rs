@@ -1,0 +1,119 @@
+//! What the criterion benchmarks in `benches/` drive: one shard, routing and unsubscribing
+//! in memory, without sockets or other workers. Not a stable API (hidden from the docs).
+//!
+//! Owns: [`QueueRouting`] (publishes to one subject whose subscribers form one queue
+//! group) and [`SubjectChurn`] (many subscriptions to one subject, all removed the way a
+//! closing connection removes them).
+//!
+//! Never: used by the broker itself.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::mesh::{ConnId, Mesh, Msg, Outbox, SubRef};
+use crate::shard::Shard;
+
+/// The subscriber connection every benchmark subscription belongs to.
+const SUBSCRIBER: ConnId = ConnId {
+    worker: 0,
+    slot: 1,
+    gen: 1,
+};
+
+/// The publisher: another connection, so echo rules never skip anyone.
+const PUBLISHER: ConnId = ConnId {
+    worker: 0,
+    slot: 2,
+    gen: 1,
+};
+
+fn sub(n: u64) -> SubRef {
+    SubRef {
+        conn: SUBSCRIBER,
+        key: n as u32,
+        id: n,
+    }
+}
+
+/// A one-worker shard without a store whose subject `bench.queue` has `members`
+/// subscriptions, all in queue group `q`.
+pub struct QueueRouting {
+    shard: Shard,
+    out: Outbox,
+    subject: Bytes,
+    payload: Bytes,
+    received: Instant,
+}
+
+impl QueueRouting {
+    pub fn new(members: usize) -> QueueRouting {
+        let mut out = Outbox::new(0, Mesh::for_tests(1));
+        let mut shard = Shard::new(0, 1, None);
+        let subject = Bytes::from_static(b"bench.queue");
+        let queue = Bytes::from_static(b"q");
+        for n in 0..members as u64 {
+            shard.subscribe(&subject, Some(&queue), sub(n), &None, false, &mut out);
+        }
+        QueueRouting {
+            shard,
+            out,
+            subject,
+            payload: Bytes::from_static(b"x"),
+            received: Instant::now(),
+        }
+    }
+
+    /// Routes `count` messages; returns the deliveries made (one per message).
+    pub fn route(&mut self, count: usize) -> usize {
+        let mut deliveries = 0;
+        for _ in 0..count {
+            let msg = Msg::new(
+                self.subject.clone(),
+                self.payload.clone(),
+                PUBLISHER,
+                self.received,
+            );
+            deliveries += self.shard.route(Arc::new(msg), &mut self.out).deliveries;
+        }
+        // The deliveries are addressed to this worker: dropped here, as nobody reads them.
+        drop(self.out.take_local());
+        deliveries
+    }
+}
+
+/// A one-worker shard without a store holding `count` plain subscriptions (and, with
+/// `queue`, as many queue group members) to `bench.close`.
+pub struct SubjectChurn {
+    shard: Shard,
+    subject: Bytes,
+    subs: Vec<SubRef>,
+}
+
+impl SubjectChurn {
+    pub fn new(count: usize, queue: bool) -> SubjectChurn {
+        let mut out = Outbox::new(0, Mesh::for_tests(1));
+        let mut shard = Shard::new(0, 1, None);
+        let subject = Bytes::from_static(b"bench.close");
+        let queue = queue.then(|| Bytes::from_static(b"q"));
+        let subs: Vec<SubRef> = (0..count as u64).map(sub).collect();
+        for s in &subs {
+            shard.subscribe(&subject, queue.as_ref(), *s, &None, false, &mut out);
+        }
+        SubjectChurn {
+            shard,
+            subject,
+            subs,
+        }
+    }
+
+    /// Removes every subscription, in the order they were made (the order in which a
+    /// closing connection removes its own).
+    pub fn remove_all(mut self) -> usize {
+        for s in &self.subs {
+            self.shard.unsubscribe(&self.subject, s);
+        }
+        self.subs.len()
+    }
+}
