@@ -88,6 +88,7 @@ impl QueueRouting {
 pub struct SubjectChurn {
     shard: Shard,
     subject: Bytes,
+    queue: Option<Bytes>,
     subs: Vec<SubRef>,
 }
 
@@ -104,6 +105,7 @@ impl SubjectChurn {
         SubjectChurn {
             shard,
             subject,
+            queue,
             subs,
         }
     }
@@ -112,7 +114,8 @@ impl SubjectChurn {
     /// closing connection removes its own).
     pub fn remove_all(mut self) -> usize {
         for s in &self.subs {
-            self.shard.unsubscribe(&self.subject, s);
+            let queue = self.queue.as_deref();
+            self.shard.unsubscribe(&self.subject, queue, s);
         }
         self.subs.len()
     }

@@ -26,6 +26,7 @@ mod latency;
 mod mesh;
 mod monitor;
 mod outbound;
+mod queue_group;
 mod router;
 pub mod server;
 mod shard;
@@ -33,6 +34,8 @@ mod snapshot;
 pub mod stats;
 mod store;
 mod subqueue;
+#[cfg(test)]
+mod test_alloc;
 mod worker;
 
 pub use config::{Args, Config, ConfigError};

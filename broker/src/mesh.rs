@@ -174,7 +174,11 @@ pub(crate) enum Envelope {
     /// More room in a lagging subscription's queue: the shard may replay `credit` more.
     Grant { sub: SubRef, credit: u32 },
     /// Undoes a `Subscribe`, sent to the same shards.
-    Unsubscribe { filter: Bytes, sub: SubRef },
+    Unsubscribe {
+        filter: Bytes,
+        queue: Option<Bytes>,
+        sub: SubRef,
+    },
     /// To the worker that owns the subscriber's connection.
     Deliver { sub: SubRef, msg: Arc<Msg> },
     /// From the owner shard to the publisher's worker: the message the publisher asked an

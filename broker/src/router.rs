@@ -134,7 +134,9 @@ impl Router {
                 .shard
                 .lag(sub, &filter, from, credit, lag, &mut self.outbox),
             Envelope::Grant { sub, credit } => self.shard.grant(&sub, credit),
-            Envelope::Unsubscribe { filter, sub } => self.shard.unsubscribe(&filter, &sub),
+            Envelope::Unsubscribe { filter, queue, sub } => {
+                self.shard.unsubscribe(&filter, queue.as_deref(), &sub)
+            }
             Envelope::Replay(request) => self.shard.replay_request(request, &mut self.outbox),
             // Everything queued here before the barrier has been routed, and its deliveries
             // pushed ahead of this answer.
@@ -219,16 +221,22 @@ impl Router {
     }
 
     /// Removes a subscription from the shards it was registered in, and says which.
-    pub fn unsubscribe(&mut self, filter: &Bytes, sub: SubRef) -> Range<usize> {
+    pub fn unsubscribe(
+        &mut self,
+        filter: &Bytes,
+        queue: Option<&Bytes>,
+        sub: SubRef,
+    ) -> Range<usize> {
         let shards = self.shards_for(filter);
         for shard in shards.clone() {
             if shard == self.me {
-                self.shard.unsubscribe(filter, &sub);
+                self.shard.unsubscribe(filter, queue.map(|q| &q[..]), &sub);
             } else {
                 self.outbox.push(
                     shard,
                     Envelope::Unsubscribe {
                         filter: filter.clone(),
+                        queue: queue.cloned(),
                         sub,
                     },
                 );

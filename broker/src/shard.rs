@@ -15,7 +15,9 @@
 //! or duplicate (see `store.rs`).
 //!
 //! Exactly one thread ever touches a shard. Routing a message allocates nothing per
-//! subscriber: deliveries share the message's `Arc` and go into per-worker batches.
+//! subscriber: deliveries share the message's `Arc` and go into per-worker batches. Its
+//! cost does not grow with the size of a queue group: one member is picked in turn
+//! ([`QueueGroups`]), no group is sorted or scanned whole.
 //!
 //! Never: touches a socket or a connection; it only produces envelopes.
 
@@ -26,18 +28,17 @@ use bytes::Bytes;
 use tern_protocol::binary::StartPosition;
 use tern_protocol::headers::NO_RESPONDERS;
 
-use crate::index::{shard_for, Index, QueueId};
+use crate::index::{shard_for, Index};
 use crate::mesh::{Envelope, Msg, Outbox, ReplayRequest, Stamp, Start, SubRef};
+use crate::queue_group::QueueGroups;
 use crate::store::{ReplayEvent, Store};
 
 pub(crate) struct Shard {
     id: usize,
     shards: usize,
     index: Index,
-    /// Next member to pick, per queue group.
-    queue_next: Vec<u32>,
-    /// Queue candidates of the message being routed (reused; no allocation per publish).
-    candidates: Vec<(QueueId, SubRef)>,
+    /// Whose turn it is in each queue group.
+    groups: QueueGroups,
     /// Without a store: the sequence the next message routed here gets (from 1). The
     /// shard holds no message, so "the oldest held" is always this.
     next_seq: u64,
@@ -58,8 +59,7 @@ impl Shard {
             id,
             shards,
             index: Index::default(),
-            queue_next: Vec::new(),
-            candidates: Vec::new(),
+            groups: QueueGroups::default(),
             next_seq: 1,
             store,
         }
@@ -193,7 +193,7 @@ impl Shard {
             push_gap(out, sub, self.id as u16, requested, oldest);
         }
         self.index.insert(filter, queue, sub);
-        self.queue_next.resize(self.index.queue_count(), 0);
+        self.groups.resize(self.index.queue_count());
     }
 
     /// A lossless subscription's queue overflowed: acknowledge (everything sent to it from
@@ -227,8 +227,8 @@ impl Shard {
         }
     }
 
-    pub fn unsubscribe(&mut self, filter: &[u8], sub: &SubRef) {
-        self.index.remove(filter, sub);
+    pub fn unsubscribe(&mut self, filter: &[u8], queue: Option<&[u8]>, sub: &SubRef) {
+        self.index.remove(filter, queue, sub);
         if let Some(store) = &mut self.store {
             store.stop_replay(sub);
         }
@@ -287,8 +287,7 @@ impl Shard {
         }
         let msg = &msg;
         let mut deliveries = 0;
-        let candidates = &mut self.candidates;
-        candidates.clear();
+        let groups = &mut self.groups;
         let store = self.store.as_ref();
         let wanted = |sub: &SubRef| {
             // A stored message reaches a subscription still catching up through the log.
@@ -301,38 +300,28 @@ impl Shard {
                 !(msg.no_echo && sub.conn == msg.origin)
             }
         };
-        self.index.for_each_match(&msg.subject, |list| {
-            for sub in list.plain.iter().filter(|s| wanted(s)) {
-                out.push(
-                    sub.conn.worker as usize,
-                    Envelope::Deliver {
-                        sub: *sub,
-                        msg: Arc::clone(msg),
-                    },
-                );
-                deliveries += 1;
-            }
-            candidates.extend(list.queued.iter().filter(|(_, s)| wanted(s)).copied());
-        });
-        // One member per group: sort so that each group's members are adjacent and in a
-        // stable order, then take the group's next member in turn.
-        candidates.sort_unstable_by_key(|(q, s)| (*q, s.conn.worker, s.conn.slot, s.id));
-        let mut start = 0;
-        while start < candidates.len() {
-            let q = candidates[start].0;
-            let end = start + candidates[start..].partition_point(|(cq, _)| *cq == q);
-            let turn = &mut self.queue_next[q as usize];
-            let pick = candidates[start + (*turn as usize) % (end - start)].1;
-            *turn = turn.wrapping_add(1);
+        let mut deliver = |sub: SubRef| {
             out.push(
-                pick.conn.worker as usize,
+                sub.conn.worker as usize,
                 Envelope::Deliver {
-                    sub: pick,
+                    sub,
                     msg: Arc::clone(msg),
                 },
             );
             deliveries += 1;
-            start = end;
+        };
+        // Every plain subscriber; and how many members each queue group has here.
+        self.index.for_each_match(&msg.subject, |list| {
+            for sub in list.plain().iter().filter(|s| wanted(s)) {
+                deliver(*sub);
+            }
+            groups.count(list);
+        });
+        // One member of each queue group, in turn.
+        if groups.any() {
+            self.index
+                .for_each_match(&msg.subject, |list| groups.scan(list, wanted));
+            groups.finish(&mut deliver);
         }
         self.ack(msg, msg.stamp, false, out);
         let no_responders = deliveries == 0 && msg.no_responders && !msg.origin_only;
@@ -602,7 +591,7 @@ mod tests {
         shard.subscribe(&f, None, s, &None, false, &mut out);
         shard.route(msg("a.b", conn(1, 1)), &mut out);
         assert_eq!(delivered(&mut out), vec![1]);
-        shard.unsubscribe(&f, &s);
+        shard.unsubscribe(&f, None, &s);
         shard.route(msg("a.b", conn(1, 1)), &mut out);
         assert!(delivered(&mut out).is_empty());
     }

@@ -554,18 +554,18 @@ impl Worker {
             let names = index.queue_names();
             let shard = self.router.shard.id();
             index.for_each_filter(|filter, list| {
-                let mut queues: Vec<(String, usize)> = Vec::new();
-                for (q, _) in &list.queued {
-                    let name = String::from_utf8_lossy(&names[*q as usize]).into_owned();
-                    match queues.iter_mut().find(|(n, _)| *n == name) {
-                        Some((_, count)) => *count += 1,
-                        None => queues.push((name, 1)),
-                    }
-                }
+                let queues: Vec<(String, usize)> = list
+                    .groups()
+                    .iter()
+                    .map(|g| {
+                        let name = String::from_utf8_lossy(&names[g.id() as usize]);
+                        (name.into_owned(), g.members().len())
+                    })
+                    .collect();
                 snap.subs.push(SubInfo {
                     shard,
                     filter: String::from_utf8_lossy(filter).into_owned(),
-                    plain: list.plain.len(),
+                    plain: list.plain().len(),
                     queues,
                 });
             });

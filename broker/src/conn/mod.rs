@@ -150,7 +150,9 @@ enum Sid {
 #[derive(Debug)]
 struct SubState {
     sid: Sid,
+    /// The filter and queue group, copied out of the read buffer (see `add_sub`).
     filter: Bytes,
+    queue: Option<Bytes>,
     id: u64,
     /// Auto-unsubscribe after this many deliveries.
     max: Option<u64>,
@@ -548,12 +550,18 @@ impl Conn {
         lossless: bool,
         router: &mut Router,
     ) {
+        // The decoders hand out slices of the 64 KiB read buffer: kept for the life of the
+        // subscription, a slice would keep that whole buffer alive. One copy each, shared
+        // by this connection, every shard's index and the envelopes between them.
+        let filter = Bytes::copy_from_slice(&filter);
+        let queue = queue.map(|q| Bytes::copy_from_slice(q));
         let id = router.next_sub_id();
         let lossless_state =
             lossless.then(|| Box::new(Lossless::new(router.shards_for(&filter), bounds)));
         let key = self.subs.insert(SubState {
             sid: sid.clone(),
             filter: filter.clone(),
+            queue: queue.clone(),
             id,
             max: None,
             delivered: 0,
@@ -566,7 +574,7 @@ impl Conn {
             key: key as u32,
             id,
         };
-        let shards = router.subscribe(&filter, queue, sub, start, lossless);
+        let shards = router.subscribe(&filter, queue.as_ref(), sub, start, lossless);
         self.barrier.touch(shards);
     }
 
@@ -660,7 +668,7 @@ impl Conn {
             key: key as u32,
             id: sub.id,
         };
-        let shards = router.unsubscribe(&sub.filter, sref);
+        let shards = router.unsubscribe(&sub.filter, sub.queue.as_ref(), sref);
         self.barrier.touch(shards);
     }
 

@@ -344,7 +344,8 @@ impl Conn {
 
     /// Returns false when admission control refused the subscription.
     fn subscribe_text(&mut self, s: Subscribe, router: &mut Router) -> bool {
-        let sid = Sid::Text(s.sid);
+        // Kept as long as the subscription: copied, as `add_sub` copies the filter.
+        let sid = Sid::Text(Bytes::copy_from_slice(&s.sid));
         if self.has_sid(&sid) {
             // As nats-server does: a second SUB with a sid in use changes nothing.
             return true;
