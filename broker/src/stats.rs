@@ -159,6 +159,9 @@ counters! {
     counter stale_connections => "tern_stale_connections_total";
     /// Protocol errors reported to clients (fatal or not).
     counter protocol_errors => "tern_protocol_errors_total";
+    /// Subjects, filters and queue group names refused for more than max_subject_tokens
+    /// tokens (also counted in protocol_errors).
+    counter subject_tokens_refused => "tern_subject_tokens_refused_total";
     /// Requests answered with a no-responders status.
     counter no_responders => "tern_no_responders_total";
     /// New connections refused by admission control, by limit.

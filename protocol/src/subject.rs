@@ -7,6 +7,11 @@
 //! matches one or more trailing tokens. A `*` or `>` inside a longer token (`a*b`) is an
 //! ordinary character. Publish subjects must be literal: no wildcard tokens.
 //!
+//! The decoders also cap the number of tokens (`max_subject_tokens` in both ports'
+//! `Limits`, default [`DEFAULT_MAX_TOKENS`]) with [`validate_publish_max`] and
+//! [`validate_filter_max`]: every structure keyed by subjects costs at least a step per
+//! token, and a filter of tens of thousands of tokens is never a reasonable one.
+//!
 //! Never: allocates. Everything here works on borrowed bytes.
 
 /// Why a subject or filter was refused.
@@ -29,7 +34,17 @@ pub enum SubjectError {
     /// A `>` token that is not the last token of a filter.
     #[error("'>' is only allowed as the last token")]
     FullWildcardNotLast,
+    /// More tokens than the receiver accepts. Reported as soon as token `max + 1` is
+    /// reached; an empty token or a bad character before it is reported instead.
+    #[error("subject has too many tokens (max {max})")]
+    TooManyTokens {
+        /// The most tokens accepted.
+        max: usize,
+    },
 }
+
+/// The default cap on tokens per subject or filter that the decoders apply.
+pub const DEFAULT_MAX_TOKENS: usize = 256;
 
 /// True for the bytes no subject may contain: whitespace, NUL and the other ASCII control
 /// characters.
@@ -39,15 +54,19 @@ fn is_bad_byte(b: u8) -> bool {
 }
 
 /// Checks the shape shared by subjects and filters; `wildcards` says whether `*` and `>`
-/// tokens are allowed.
-fn validate(subject: &[u8], wildcards: bool) -> Result<(), SubjectError> {
+/// tokens are allowed, `max_tokens` how many tokens.
+fn validate(subject: &[u8], wildcards: bool, max_tokens: usize) -> Result<(), SubjectError> {
     if subject.is_empty() {
         return Err(SubjectError::Empty);
     }
     // Shape errors (empty token, bad byte) win over wildcard errors wherever they stand.
     let mut wildcard_error = None;
-    let mut tokens = tokens(subject).peekable();
-    while let Some(token) = tokens.next() {
+    let mut tokens = tokens(subject).enumerate().peekable();
+    while let Some((i, token)) = tokens.next() {
+        if i == max_tokens {
+            // Not a step further: the rest may be arbitrarily long.
+            return Err(SubjectError::TooManyTokens { max: max_tokens });
+        }
         if token.is_empty() {
             return Err(SubjectError::EmptyToken);
         }
@@ -65,14 +84,25 @@ fn validate(subject: &[u8], wildcards: bool) -> Result<(), SubjectError> {
     wildcard_error.map_or(Ok(()), Err)
 }
 
-/// Checks a subject a message is published to: valid and literal.
+/// Checks a subject a message is published to: valid and literal. No cap on tokens.
 pub fn validate_publish(subject: &[u8]) -> Result<(), SubjectError> {
-    validate(subject, false)
+    validate(subject, false, usize::MAX)
 }
 
-/// Checks a subscription filter: valid, wildcards allowed (`>` last only).
+/// Checks a subscription filter: valid, wildcards allowed (`>` last only). No cap on
+/// tokens.
 pub fn validate_filter(filter: &[u8]) -> Result<(), SubjectError> {
-    validate(filter, true)
+    validate(filter, true, usize::MAX)
+}
+
+/// [`validate_publish`], and at most `max_tokens` tokens.
+pub fn validate_publish_max(subject: &[u8], max_tokens: usize) -> Result<(), SubjectError> {
+    validate(subject, false, max_tokens)
+}
+
+/// [`validate_filter`], and at most `max_tokens` tokens.
+pub fn validate_filter_max(filter: &[u8], max_tokens: usize) -> Result<(), SubjectError> {
+    validate(filter, true, max_tokens)
 }
 
 /// True when a (valid) filter has no wildcard token, so it matches exactly one subject.
@@ -202,6 +232,44 @@ mod tests {
                 "{s:?}"
             );
         }
+    }
+
+    #[test]
+    fn token_cap() {
+        let subject = |n: usize| vec!["a"; n].join(".");
+        let filter = |n: usize| vec!["*"; n].join(".");
+        let too_many = Err(SubjectError::TooManyTokens { max: 4 });
+        assert_eq!(validate_publish_max(subject(4).as_bytes(), 4), Ok(()));
+        assert_eq!(validate_publish_max(subject(5).as_bytes(), 4), too_many);
+        assert_eq!(validate_filter_max(filter(4).as_bytes(), 4), Ok(()));
+        assert_eq!(validate_filter_max(filter(5).as_bytes(), 4), too_many);
+        assert_eq!(validate_filter_max(b"a.b.c.>", 4), Ok(()));
+        assert_eq!(validate_filter_max(b"a.b.c.d.>", 4), too_many);
+        // A wildcard in a publish subject is reported after the count: the cap first.
+        assert_eq!(validate_publish_max(b"a.*.c.d.e", 4), too_many);
+        assert_eq!(
+            validate_publish_max(b"a.*.c.d", 4),
+            Err(SubjectError::Wildcard)
+        );
+        // An error in the tokens before the cap is reported instead; none after it is
+        // even looked at.
+        assert_eq!(
+            validate_publish_max(b"a..c.d.e", 4),
+            Err(SubjectError::EmptyToken)
+        );
+        assert_eq!(validate_publish_max(b"a.b.c.d.e..", 4), too_many);
+        // 32,767 tokens: refused at the 257th, the rest never looked at.
+        assert_eq!(
+            validate_filter_max(filter(32_767).as_bytes(), DEFAULT_MAX_TOKENS),
+            Err(SubjectError::TooManyTokens {
+                max: DEFAULT_MAX_TOKENS
+            })
+        );
+        assert_eq!(validate_filter(filter(32_767).as_bytes()), Ok(()));
+        assert_eq!(
+            SubjectError::TooManyTokens { max: 256 }.to_string(),
+            "subject has too many tokens (max 256)"
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn oversized_length_is_refused_from_the_header_alone() {
     let limits = Limits {
         max_payload: 10,
         max_overhead: 6,
+        ..Limits::default()
     };
     let mut dec = ClientFrameDecoder::new(limits);
     let mut buf = BytesMut::from(&b"\x00\x00\x00"[..]);
@@ -56,6 +57,7 @@ fn payload_and_headers_count_against_max_payload() {
     let limits = Limits {
         max_payload: 10,
         max_overhead: 1000,
+        ..Limits::default()
     };
     let frame = |headers: &'static [u8], payload: &'static [u8]| {
         ClientFrame::Publish(Publish {

@@ -319,10 +319,13 @@ fn near_valid(valid: BoxedStrategy<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
 
 fn limits() -> impl Strategy<Value = Limits> {
     prop_oneof![
-        (0usize..64, 0usize..64).prop_map(|(max_payload, max_overhead)| Limits {
-            max_payload,
-            max_overhead
-        }),
+        (0usize..64, 0usize..64, 1usize..4).prop_map(
+            |(max_payload, max_overhead, max_subject_tokens)| Limits {
+                max_payload,
+                max_overhead,
+                max_subject_tokens,
+            }
+        ),
         Just(Limits::default()),
     ]
 }

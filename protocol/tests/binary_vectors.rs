@@ -254,6 +254,12 @@ fn table() -> Vec<(&'static str, &'static str, Expect)> {
         ("client-error.bad-filter", "SUBSCRIBE sid 7 to \"a.>.b\": refused InvalidSubject (0x0101) for sid 7, not fatal",
             ClientError(Raw::Frame(ClientFrame::Subscribe(subscribe(7, "a.>.b"))),
                 refused(Refusal::InvalidFilter(SubjectError::FullWildcardNotLast), Some(7), None))),
+        ("client-error.too-many-tokens", "SUBSCRIBE sid 8 to \"*.*.(...).*\", 257 tokens, one over the default max_subject_tokens 256: refused InvalidSubject (0x0101) for sid 8, not fatal",
+            ClientError(Raw::Frame(ClientFrame::Subscribe(Subscribe {
+                    subject: Bytes::from(vec!["*"; 257].join(".")),
+                    ..subscribe(8, "")
+                })),
+                refused(Refusal::InvalidFilter(SubjectError::TooManyTokens { max: 256 }), Some(8), None))),
     ]
 }
 

@@ -110,10 +110,13 @@ fn frame_with_odd_end(server: bool) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn small_limits() -> impl Strategy<Value = Limits> {
-    (1usize..48, 0usize..48).prop_map(|(max_control_line, max_payload)| Limits {
-        max_control_line,
-        max_payload,
-    })
+    (1usize..48, 0usize..48, 1usize..4).prop_map(
+        |(max_control_line, max_payload, max_subject_tokens)| Limits {
+            max_control_line,
+            max_payload,
+            max_subject_tokens,
+        },
+    )
 }
 
 fn limits() -> impl Strategy<Value = Limits> {
@@ -190,6 +193,7 @@ fn endless_line_is_refused_at_the_limit() {
     let limits = Limits {
         max_control_line: 64,
         max_payload: 64,
+        ..Limits::default()
     };
     let chunks: Vec<Vec<u8>> = (0..1000).map(|_| b"PUB foo".to_vec()).collect();
     let out = feed(&mut ClientDecoder::new(limits), limits, &chunks);
@@ -206,6 +210,7 @@ fn announced_oversize_payload_is_refused_before_it_arrives() {
     let limits = Limits {
         max_control_line: 64,
         max_payload: 16,
+        ..Limits::default()
     };
     let mut chunks = vec![b"PUB foo 1000000\r\n".to_vec()];
     chunks.extend((0..100).map(|_| vec![b'x'; 100]));

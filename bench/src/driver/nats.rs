@@ -99,6 +99,7 @@ impl NatsConnection {
                 max_control_line: Limits::DEFAULT_MAX_CONTROL_LINE,
                 // Large enough for any broker's configured max_payload.
                 max_payload: 64 * 1024 * 1024,
+                ..Limits::default()
             }),
             next_sid: 1,
             pongs: 0,

@@ -106,6 +106,8 @@ settings! {
         max_control_line: usize [Size] = tern_protocol::text::Limits::DEFAULT_MAX_CONTROL_LINE;
         /// Largest payload a client may publish, headers included, e.g. 1MiB.
         max_payload: usize [Size] = tern_protocol::text::Limits::DEFAULT_MAX_PAYLOAD;
+        /// Most tokens in a subject, filter or queue group name a client sends.
+        max_subject_tokens: usize [Num] = tern_protocol::text::Limits::DEFAULT_MAX_SUBJECT_TOKENS;
         /// Bytes queued for one connection before it is closed as a slow consumer.
         max_pending: usize [Size] = 64 * MIB;
         /// Silence after which the server pings a client, e.g. 10s.
@@ -312,14 +314,17 @@ impl Limits {
         tern_protocol::text::Limits {
             max_control_line: self.max_control_line,
             max_payload: self.max_payload,
+            max_subject_tokens: self.max_subject_tokens,
         }
     }
 
-    /// The decoding limits of the binary port: the same `max_payload` as the text port,
-    /// and the protocol's default room for everything else in a frame.
+    /// The decoding limits of the binary port: the same `max_payload` and
+    /// `max_subject_tokens` as the text port, and the protocol's default room for
+    /// everything else in a frame.
     pub fn binary(&self) -> tern_protocol::binary::Limits {
         tern_protocol::binary::Limits {
             max_payload: self.max_payload,
+            max_subject_tokens: self.max_subject_tokens,
             ..tern_protocol::binary::Limits::default()
         }
     }
@@ -655,6 +660,9 @@ impl Config {
         }
         if l.max_payload == 0 || l.max_payload > 64 * MIB {
             return invalid("max_payload", "must be between 1 byte and 64MiB");
+        }
+        if l.max_subject_tokens == 0 {
+            return invalid("max_subject_tokens", "must be at least 1");
         }
         if l.max_pending < l.max_payload {
             return invalid("max_pending", "must be at least max_payload");

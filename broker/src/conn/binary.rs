@@ -307,6 +307,9 @@ impl Conn {
     /// refused frame is answered and reading goes on.
     fn binary_error(&mut self, e: &BinaryError, router: &mut Router) {
         bump(&router.stats.protocol_errors, 1);
+        if e.is_too_many_tokens() {
+            bump(&router.stats.subject_tokens_refused, 1);
+        }
         if matches!(e, BinaryError::BadMagic) {
             self.closing = Some(CloseReason::ProtocolError(e.to_string()));
             return;

@@ -231,6 +231,9 @@ impl Conn {
 
     fn protocol_error(&mut self, e: &DecodeError, router: &mut Router) {
         bump(&router.stats.protocol_errors, 1);
+        if e.is_too_many_tokens() {
+            bump(&router.stats.subject_tokens_refused, 1);
+        }
         let text = e.to_string();
         self.send(&ServerOp::Err(text.clone()));
         if e.is_fatal() {
@@ -322,7 +325,7 @@ impl Conn {
             ));
             return;
         }
-        match parse_replay(&p.payload) {
+        match parse_replay(&p.payload, router.config.limits.max_subject_tokens) {
             Ok((filter, start)) => {
                 let shards = router.replay(ReplayRequest {
                     filter,
@@ -404,8 +407,9 @@ fn tern_headers(headers: Option<&Bytes>) -> Result<(Option<u8>, Option<Bytes>), 
 
 /// The body of a `$TERN.REPLAY` request: `{"subject": FILTER}` and at most one of
 /// `"from_seq": N` (literal subjects), `"since_ns": NS`, `"last": N`; with none, everything
-/// held. Errors are the text of the `400` reply.
-fn parse_replay(body: &[u8]) -> Result<(Bytes, ReplayStart), String> {
+/// held. The filter has at most `max_tokens` tokens, as a `SUB`'s. Errors are the text of
+/// the `400` reply.
+fn parse_replay(body: &[u8], max_tokens: usize) -> Result<(Bytes, ReplayStart), String> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Request {
@@ -416,7 +420,7 @@ fn parse_replay(body: &[u8]) -> Result<(Bytes, ReplayStart), String> {
     }
     let r: Request =
         serde_json::from_slice(body).map_err(|e| format!("invalid replay request: {e}"))?;
-    tern_protocol::subject::validate_filter(r.subject.as_bytes())
+    tern_protocol::subject::validate_filter_max(r.subject.as_bytes(), max_tokens)
         .map_err(|e| format!("invalid subject: {e}"))?;
     let start = match (r.from_seq, r.since_ns, r.last) {
         (None, None, None) => ReplayStart::All,

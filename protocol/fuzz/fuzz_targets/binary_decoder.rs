@@ -18,6 +18,7 @@ use tern_protocol::binary::{
 const LIMITS: Limits = Limits {
     max_payload: 256,
     max_overhead: 64,
+    max_subject_tokens: 4,
 };
 
 /// Decodes everything available after each chunk, up to and including the first fatal

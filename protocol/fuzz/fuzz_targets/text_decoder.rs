@@ -14,6 +14,7 @@ use tern_protocol::text::{ClientDecoder, DecodeError, Limits, ServerDecoder};
 const LIMITS: Limits = Limits {
     max_control_line: 256,
     max_payload: 1024,
+    max_subject_tokens: 4,
 };
 
 const BOUND: usize = LIMITS.max_control_line + LIMITS.max_payload + 2;

@@ -154,7 +154,7 @@ pub(crate) fn decode(
     match ty {
         HELLO => decode_hello(flags, Reader::new("HELLO", body)),
         PUBLISH => decode_publish(flags, Reader::new("PUBLISH", body), limits),
-        SUBSCRIBE => decode_subscribe(flags, Reader::new("SUBSCRIBE", body)),
+        SUBSCRIBE => decode_subscribe(flags, Reader::new("SUBSCRIBE", body), limits),
         UNSUBSCRIBE => decode_unsubscribe(flags, Reader::new("UNSUBSCRIBE", body)),
         PING => empty(flags, Reader::new("PING", body)).map(|()| ClientFrame::Ping),
         PONG => empty(flags, Reader::new("PONG", body)).map(|()| ClientFrame::Pong),
@@ -208,7 +208,8 @@ fn decode_publish(flags: u8, mut r: Reader, limits: &Limits) -> Result<ClientFra
         headers.as_deref(),
         &payload,
         priority,
-        limits,
+        limits.max_payload,
+        limits.max_subject_tokens,
     )
     .map_err(refuse)?;
     if message_id.as_ref().is_some_and(Bytes::is_empty) {
@@ -229,26 +230,28 @@ fn decode_publish(flags: u8, mut r: Reader, limits: &Limits) -> Result<ClientFra
     }))
 }
 
-/// The content rules `PUBLISH` and `MESSAGE` share, in the order they are checked: size,
-/// subject, reply, priority, header block.
+/// The content rules `PUBLISH` and `MESSAGE` share, in the order they are checked: size
+/// (at most `max_payload`), subject, reply (at most `max_tokens` tokens each), priority,
+/// header block.
 pub(crate) fn check_message(
     subject: &[u8],
     reply: Option<&[u8]>,
     headers: Option<&[u8]>,
     payload: &[u8],
     priority: u8,
-    limits: &Limits,
+    max_payload: usize,
+    max_tokens: usize,
 ) -> Result<(), Refusal> {
     let size = headers.map_or(0, <[u8]>::len).saturating_add(payload.len());
-    if size > limits.max_payload {
+    if size > max_payload {
         return Err(Refusal::PayloadTooLarge {
             size,
-            max: limits.max_payload,
+            max: max_payload,
         });
     }
-    subject::validate_publish(subject).map_err(Refusal::InvalidSubject)?;
+    subject::validate_publish_max(subject, max_tokens).map_err(Refusal::InvalidSubject)?;
     if let Some(reply) = reply {
-        subject::validate_publish(reply).map_err(Refusal::InvalidReply)?;
+        subject::validate_publish_max(reply, max_tokens).map_err(Refusal::InvalidReply)?;
     }
     if priority > MAX_PRIORITY {
         return Err(Refusal::InvalidPriority(priority));
@@ -259,7 +262,7 @@ pub(crate) fn check_message(
     Ok(())
 }
 
-fn decode_subscribe(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError> {
+fn decode_subscribe(flags: u8, mut r: Reader, limits: &Limits) -> Result<ClientFrame, BinaryError> {
     r.check_flags(flags, SUB_QUEUE | SUB_LOSSLESS | SUB_START_MASK)?;
     let sid = r.get::<u32>("sid")?;
     let max_queue_messages = r.get::<u32>("max queue messages")?;
@@ -289,9 +292,12 @@ fn decode_subscribe(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError
         sid: Some(sid),
         ack_id: None,
     };
-    subject::validate_filter(&subject).map_err(|e| refuse(Refusal::InvalidFilter(e)))?;
+    let max_tokens = limits.max_subject_tokens;
+    subject::validate_filter_max(&subject, max_tokens)
+        .map_err(|e| refuse(Refusal::InvalidFilter(e)))?;
     if let Some(queue) = &queue {
-        subject::validate_publish(queue).map_err(|e| refuse(Refusal::InvalidQueueGroup(e)))?;
+        subject::validate_publish_max(queue, max_tokens)
+            .map_err(|e| refuse(Refusal::InvalidQueueGroup(e)))?;
     }
     Ok(ClientFrame::Subscribe(Subscribe {
         sid,

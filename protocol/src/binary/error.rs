@@ -156,6 +156,22 @@ impl BinaryError {
         !matches!(self, BinaryError::Refused { .. })
     }
 
+    /// True when a subject, reply subject, filter or queue group went over
+    /// `max_subject_tokens`.
+    pub fn is_too_many_tokens(&self) -> bool {
+        let BinaryError::Refused { reason, .. } = self else {
+            return false;
+        };
+        matches!(
+            reason,
+            Refusal::InvalidSubject(e)
+                | Refusal::InvalidReply(e)
+                | Refusal::InvalidFilter(e)
+                | Refusal::InvalidQueueGroup(e)
+                if matches!(e, SubjectError::TooManyTokens { .. })
+        )
+    }
+
     /// The code this error is reported with.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -91,6 +91,10 @@ pub struct Limits {
     /// Room for everything else in a frame (type, flags, fixed fields, subjects, ids,
     /// resume tokens, sequence ranges), in bytes. Default 64 KiB.
     pub max_overhead: usize,
+    /// Most tokens in the subject, reply subject, filter or queue group of a `PUBLISH` or
+    /// `SUBSCRIBE`; more is refused per frame (`InvalidSubject`). Default 256. Not applied
+    /// to a `MESSAGE`: a client takes the subjects its server accepted.
+    pub max_subject_tokens: usize,
 }
 
 impl Limits {
@@ -98,6 +102,8 @@ impl Limits {
     pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
     /// The default `max_overhead`: 64 KiB.
     pub const DEFAULT_MAX_OVERHEAD: usize = 64 * 1024;
+    /// The default `max_subject_tokens`: 256, as on the text port.
+    pub const DEFAULT_MAX_SUBJECT_TOKENS: usize = crate::subject::DEFAULT_MAX_TOKENS;
 
     /// The largest `length` a frame header may announce: `max_payload + max_overhead`.
     /// A larger one is a fatal error, detected before the body is buffered.
@@ -111,6 +117,7 @@ impl Default for Limits {
         Limits {
             max_payload: Self::DEFAULT_MAX_PAYLOAD,
             max_overhead: Self::DEFAULT_MAX_OVERHEAD,
+            max_subject_tokens: Self::DEFAULT_MAX_SUBJECT_TOKENS,
         }
     }
 }

@@ -231,7 +231,9 @@ fn decode_message(flags: u8, mut r: Reader, limits: &Limits) -> Result<ServerFra
         msg.headers.as_deref(),
         &msg.payload,
         msg.priority,
-        limits,
+        limits.max_payload,
+        // The server's own cap applied when the message was published.
+        usize::MAX,
     )
     .map_err(|reason| BinaryError::Refused {
         reason,

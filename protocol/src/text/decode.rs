@@ -37,13 +37,23 @@ pub enum DecodeError {
         /// The limit.
         max: usize,
     },
-    /// A `PUB`/`HPUB` to a subject that is not a valid literal subject. Not fatal: the whole
-    /// operation, payload included, has been consumed.
-    #[error("Invalid Publish Subject")]
+    /// A `PUB`/`HPUB` to a subject (or with a reply subject) that is not a valid literal
+    /// subject. Not fatal: the whole operation, payload included, has been consumed.
+    #[error("Invalid Publish Subject{}", too_many_tokens(.0))]
     InvalidPublishSubject(SubjectError),
     /// A `SUB` with an invalid filter (or an invalid queue group name). Not fatal.
-    #[error("Invalid Subject")]
+    #[error("Invalid Subject{}", too_many_tokens(.0))]
     InvalidSubject(SubjectError),
+    /// A `SUB` whose filter has more than `max_subject_tokens` tokens. Not fatal. The text
+    /// is nats-server's for its own cap (`max_subscription_tokens`), which NATS clients
+    /// report without closing the connection, and then the limit.
+    #[error("Permissions Violation for Subscription to {subject:?}, too many tokens (max {max})")]
+    FilterTooManyTokens {
+        /// The filter, as the client sent it (lossy UTF-8).
+        subject: String,
+        /// The limit.
+        max: usize,
+    },
     /// The JSON of `CONNECT` (or `INFO`) could not be read. Fatal.
     #[error("Invalid CONNECT: {0}")]
     InvalidJson(String),
@@ -60,8 +70,29 @@ impl DecodeError {
     pub fn is_fatal(&self) -> bool {
         !matches!(
             self,
-            DecodeError::InvalidPublishSubject(_) | DecodeError::InvalidSubject(_)
+            DecodeError::InvalidPublishSubject(_)
+                | DecodeError::InvalidSubject(_)
+                | DecodeError::FilterTooManyTokens { .. }
         )
+    }
+
+    /// True when a subject, filter or queue group name went over `max_subject_tokens`.
+    pub fn is_too_many_tokens(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::FilterTooManyTokens { .. }
+                | DecodeError::InvalidPublishSubject(SubjectError::TooManyTokens { .. })
+                | DecodeError::InvalidSubject(SubjectError::TooManyTokens { .. })
+        )
+    }
+}
+
+/// What the `Invalid ... Subject` texts add for a subject over the token cap: nats-server
+/// has no such text, and "Invalid Subject" alone would not say what to change.
+fn too_many_tokens(e: &SubjectError) -> String {
+    match e {
+        SubjectError::TooManyTokens { max } => format!(": too many tokens (max {max})"),
+        _ => String::new(),
     }
 }
 
@@ -246,7 +277,7 @@ trait Grammar {
     type Line;
 
     /// Parses a non-blank control line (without its line end).
-    fn parse_line(line: &[u8]) -> Result<Parsed<Self::Line>, DecodeError>;
+    fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed<Self::Line>, DecodeError>;
 
     /// Builds the operation of a payload-less line; `line` is the frozen line (spans of the
     /// parse index into it). May fail with a non-fatal error.
@@ -301,7 +332,7 @@ impl Core {
                 buf.advance(line_len);
                 continue;
             }
-            match G::parse_line(line) {
+            match G::parse_line(line, &self.limits) {
                 Ok(Parsed::Line(parsed)) => {
                     let line = buf.split_to(line_len).freeze();
                     return G::build_line(&line, parsed).map(Some);
@@ -428,7 +459,7 @@ enum ClientLine {
         subject: Span,
         queue: Option<Span>,
         sid: Span,
-        error: Option<SubjectError>,
+        error: Option<DecodeError>,
     },
     Unsub {
         sid: Span,
@@ -441,7 +472,12 @@ enum ClientLine {
 struct ClientGrammar;
 
 impl ClientGrammar {
-    fn parse_pub(line: &[u8], args: &Args, headers: bool) -> Result<MsgLine, DecodeError> {
+    fn parse_pub(
+        line: &[u8],
+        args: &Args,
+        headers: bool,
+        max_tokens: usize,
+    ) -> Result<MsgLine, DecodeError> {
         let (subject, reply, header_len, total_len) = if headers {
             match args.get(3, 4) {
                 Some(&[s, h, t]) => (s, None, Some(h), t),
@@ -465,8 +501,9 @@ impl ClientGrammar {
         };
         let header_len = header_len.map(|h| parse_size(h.of(line))).transpose()?;
         let total_len = parse_size(total_len.of(line))?;
-        let subject_error = subject::validate_publish(subject.of(line))
-            .and_then(|()| reply.map_or(Ok(()), |r| subject::validate_publish(r.of(line))))
+        let valid = |s: Span| subject::validate_publish_max(s.of(line), max_tokens);
+        let subject_error = valid(subject)
+            .and_then(|()| reply.map_or(Ok(()), valid))
             .err();
         Ok(MsgLine {
             subject,
@@ -483,13 +520,14 @@ impl Grammar for ClientGrammar {
     type Op = ClientOp;
     type Line = ClientLine;
 
-    fn parse_line(line: &[u8]) -> Result<Parsed<ClientLine>, DecodeError> {
+    fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed<ClientLine>, DecodeError> {
         let op = op_name(line);
         let name = op.of(line);
         let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        let max_tokens = limits.max_subject_tokens;
         if is("PUB") || is("HPUB") {
             let args = split_args(line, op.end);
-            return Self::parse_pub(line, &args, is("HPUB")).map(Parsed::Msg);
+            return Self::parse_pub(line, &args, is("HPUB"), max_tokens).map(Parsed::Msg);
         }
         if is("CONNECT") {
             return serde_json::from_slice::<ConnectOptions>(rest_of_line(line, op))
@@ -507,9 +545,19 @@ impl Grammar for ClientGrammar {
                     ))
                 }
             };
-            let error = subject::validate_filter(subject.of(line))
-                .and_then(|()| queue.map_or(Ok(()), |q| subject::validate_publish(q.of(line))))
-                .err();
+            let filter = subject.of(line);
+            let error = match subject::validate_filter_max(filter, max_tokens) {
+                Err(SubjectError::TooManyTokens { max }) => {
+                    Some(DecodeError::FilterTooManyTokens {
+                        subject: String::from_utf8_lossy(filter).into_owned(),
+                        max,
+                    })
+                }
+                Err(e) => Some(DecodeError::InvalidSubject(e)),
+                Ok(()) => queue
+                    .and_then(|q| subject::validate_publish_max(q.of(line), max_tokens).err())
+                    .map(DecodeError::InvalidSubject),
+            };
             ClientLine::Sub {
                 subject,
                 queue,
@@ -540,7 +588,7 @@ impl Grammar for ClientGrammar {
     fn build_line(line: &Bytes, parsed: ClientLine) -> Result<ClientOp, DecodeError> {
         Ok(match parsed {
             ClientLine::Connect(options) => ClientOp::Connect(options),
-            ClientLine::Sub { error: Some(e), .. } => return Err(DecodeError::InvalidSubject(e)),
+            ClientLine::Sub { error: Some(e), .. } => return Err(e),
             ClientLine::Sub {
                 subject,
                 queue,
@@ -589,7 +637,7 @@ impl Grammar for ServerGrammar {
     type Op = ServerOp;
     type Line = ServerLine;
 
-    fn parse_line(line: &[u8]) -> Result<Parsed<ServerLine>, DecodeError> {
+    fn parse_line(line: &[u8], _limits: &Limits) -> Result<Parsed<ServerLine>, DecodeError> {
         let op = op_name(line);
         let name = op.of(line);
         let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
@@ -767,6 +815,7 @@ mod tests {
         Limits {
             max_control_line,
             max_payload,
+            ..Limits::default()
         }
     }
 
@@ -1195,6 +1244,68 @@ mod tests {
                 Ok(sub("foo", None, "4")),
             ]
         );
+    }
+
+    #[test]
+    fn too_many_tokens_is_refused_not_fatally() {
+        let line = |n: usize| vec!["*"; n].join(".");
+        let literal = |n: usize| vec!["a"; n].join(".");
+        let mut dec = ClientDecoder::new(Limits {
+            max_subject_tokens: 3,
+            ..Limits::default()
+        });
+        let mut buf = BytesMut::new();
+        for op in [
+            format!("SUB {} 1\r\n", line(3)),
+            format!("SUB {} 2\r\n", line(4)),
+            "SUB a.> q.q.q.q 3\r\n".to_string(),
+            format!("PUB {} 1\r\nx\r\n", literal(4)),
+            format!("PUB a {} 1\r\nx\r\n", literal(4)),
+            "PING\r\n".to_string(),
+        ] {
+            buf.extend_from_slice(op.as_bytes());
+        }
+        let mut out = Vec::new();
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(op)) => out.push(Ok(op)),
+                Ok(None) => break,
+                Err(e) => {
+                    assert!(!e.is_fatal(), "{e}");
+                    assert!(e.is_too_many_tokens(), "{e}");
+                    out.push(Err(e.to_string()));
+                }
+            }
+        }
+        assert_eq!(
+            out,
+            vec![
+                Ok(sub("*.*.*", None, "1")),
+                Err(
+                    "Permissions Violation for Subscription to \"*.*.*.*\", too many tokens (max 3)"
+                        .to_string()
+                ),
+                Err("Invalid Subject: too many tokens (max 3)".to_string()),
+                Err("Invalid Publish Subject: too many tokens (max 3)".to_string()),
+                Err("Invalid Publish Subject: too many tokens (max 3)".to_string()),
+                Ok(ClientOp::Ping),
+            ]
+        );
+        // The default: 256 tokens pass, 257 do not.
+        assert_eq!(
+            client_one(format!("SUB {} 1\r\n", line(256)).as_bytes()),
+            Ok(Some(sub(&line(256), None, "1")))
+        );
+        assert!(matches!(
+            client_one(format!("SUB {} 1\r\n", line(257)).as_bytes()),
+            Err(DecodeError::FilterTooManyTokens { max: 256, .. })
+        ));
+        // Other subject errors keep nats-server's bare texts.
+        assert_eq!(
+            DecodeError::InvalidSubject(SubjectError::EmptyToken).to_string(),
+            "Invalid Subject"
+        );
+        assert!(!DecodeError::InvalidSubject(SubjectError::EmptyToken).is_too_many_tokens());
     }
 
     #[test]

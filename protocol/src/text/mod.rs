@@ -20,7 +20,7 @@ pub use decode::{ClientDecoder, DecodeError, ServerDecoder};
 pub use encode::{encode_client_op, encode_msg_line, encode_pub_line, encode_server_op};
 pub use ops::{ClientOp, ConnectOptions, Message, Publish, ServerInfo, ServerOp, Subscribe};
 
-/// Parsing limits. Both are enforced while parsing, never after buffering.
+/// Parsing limits. All are enforced while parsing, never after buffering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest control line (the operation line, without its payload), in bytes,
@@ -28,6 +28,11 @@ pub struct Limits {
     pub max_control_line: usize,
     /// Largest payload (headers included), in bytes. Default 1 MiB.
     pub max_payload: usize,
+    /// Most tokens in a subject, reply subject, filter or queue group name a client
+    /// sends. Default 256. More is refused, not fatally: a `SUB` with nats-server's
+    /// `Permissions Violation for Subscription to "...", too many tokens`, a `PUB` with
+    /// `Invalid Publish Subject: ...`.
+    pub max_subject_tokens: usize,
 }
 
 impl Limits {
@@ -35,6 +40,8 @@ impl Limits {
     pub const DEFAULT_MAX_CONTROL_LINE: usize = 4 * 1024;
     /// The default `max_payload`: 1 MiB, as in NATS.
     pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+    /// The default `max_subject_tokens`: 256.
+    pub const DEFAULT_MAX_SUBJECT_TOKENS: usize = crate::subject::DEFAULT_MAX_TOKENS;
 }
 
 impl Default for Limits {
@@ -42,6 +49,7 @@ impl Default for Limits {
         Limits {
             max_control_line: Self::DEFAULT_MAX_CONTROL_LINE,
             max_payload: Self::DEFAULT_MAX_PAYLOAD,
+            max_subject_tokens: Self::DEFAULT_MAX_SUBJECT_TOKENS,
         }
     }
 }
