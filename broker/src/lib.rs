@@ -3,8 +3,8 @@
 //! Owns: the data path, thread-per-core and shared-nothing, as `docs/architecture.md`
 //! describes it: [`server`] starts one [`worker`] per core; each worker owns its
 //! connections ([`conn`]), their outbound queues ([`outbound`]) and one [`shard`] of the
-//! subject space with its subscription [`index`] and its [`store`] (ring log, dedupe
-//! window, catch-ups); workers talk only through the [`mesh`].
+//! subject space with its subscription [`index`], its [`queue_group`] turns and its
+//! [`store`] (ring log, dedupe window, catch-ups); workers talk only through the [`mesh`].
 //! [`router`] decides where each operation goes; [`admission`] decides what is refused or
 //! slowed before it costs anything. The [`monitor`] thread serves the
 //! monitoring endpoint from the workers' counters ([`stats`]) and from [`snapshot`]s they

@@ -233,8 +233,19 @@ impl Broker {
         .expect("send request");
         let mut raw = String::new();
         s.read_to_string(&mut raw).expect("read response");
-        let (_, body) = raw.split_once("\r\n\r\n").expect("a header block");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
+        // Large answers come in chunks.
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        serde_json::from_str(&body).unwrap_or_else(|e| {
+            panic!("{path}: {e}: {}", show(body.as_bytes()));
+        })
     }
 
     /// The binary port's address. Panics when the broker was started with `--no-binary`.
@@ -347,6 +358,23 @@ impl Drop for Broker {
             eprintln!("--- ternd stderr (tail) ---\n{tail}");
         }
     }
+}
+
+/// The body of a chunked HTTP/1.1 answer, chunks joined.
+fn dechunk(chunked: &str) -> String {
+    let mut rest = chunked.as_bytes();
+    let mut body = Vec::new();
+    while let Some(eol) = find(rest, b"\r\n") {
+        let size = std::str::from_utf8(&rest[..eol]).expect("a chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        let data = &rest[eol + 2..];
+        body.extend_from_slice(&data[..size]);
+        rest = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
+    }
+    String::from_utf8(body).expect("a UTF-8 body")
 }
 
 /// A new, empty directory under the system's temp dir, unique to this call. The caller
