@@ -554,6 +554,49 @@ mod tests {
     }
 
     #[test]
+    fn echo_off_passes_over_the_publishers_own_queue_members() {
+        let (mut shard, mut out) = world();
+        let (me, other) = (conn(0, 1), conn(1, 1));
+        let q = Bytes::from_static(b"q");
+        // The publisher holds three members of the group, over two filters; another
+        // connection holds one.
+        for (filter, c, id) in [("job", me, 1), ("job", me, 2), ("j*b", other, 3)] {
+            let f = Bytes::from_static(filter.as_bytes());
+            shard.subscribe(&f, Some(&q), sub(c, id), &None, false, &mut out);
+        }
+        shard.subscribe(
+            &Bytes::from_static(b">"),
+            Some(&q),
+            sub(me, 4),
+            &None,
+            false,
+            &mut out,
+        );
+        shard.subscribe(
+            &Bytes::from_static(b"*"),
+            Some(&q),
+            sub(other, 5),
+            &None,
+            false,
+            &mut out,
+        );
+        for _ in 0..10 {
+            let mut m = msg("job", me);
+            Arc::get_mut(&mut m).unwrap().no_echo = true;
+            assert_eq!(shard.route(m, &mut out).deliveries, 1);
+            // `j*b` is a literal token: only 5 is another connection's member here.
+            assert_eq!(delivered(&mut out), vec![5]);
+        }
+        // With echo on, every member takes its turn.
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            shard.route(msg("job", me), &mut out);
+            seen.extend(delivered(&mut out));
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![1, 2, 4, 5]);
+    }
+
+    #[test]
     fn no_responders_sends_a_status_to_the_origin_only() {
         let (mut shard, mut out) = world();
         let requester = conn(1, 7);
