@@ -63,5 +63,7 @@ bench-compare:
 		--out-dir target/bench $(BENCH_FLAGS)
 
 ## bench-micro: criterion micro-benchmarks of the codecs and subject rules (protocol/benches)
+## and of the subscription index (broker/benches)
 bench-micro:
 	$(CARGO) bench -p tern-protocol
+	$(CARGO) bench -p tern-broker --bench index
