@@ -83,8 +83,8 @@ impl QueueRouting {
     }
 }
 
-/// A one-worker shard without a store holding `count` plain subscriptions (and, with
-/// `queue`, as many queue group members) to `bench.close`.
+/// A one-worker shard without a store holding `count` subscriptions to `bench.close`: plain
+/// ones, or with `queue` all members of queue group `q`.
 pub struct SubjectChurn {
     shard: Shard,
     subject: Bytes,

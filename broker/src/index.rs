@@ -14,8 +14,10 @@
 //! - Memory is linear in what is held, with small constants: a trie node is 48 bytes in
 //!   one arena (its literal children inline while it has one, in a list up to
 //!   [`LIST_MAX`], in a map beyond), its token is copied inline when short (up to
-//!   [`INLINE_TOKEN`] bytes), and only a node where filters end boxes their lists. Nothing
-//!   here keeps a slice of a client's read buffer.
+//!   [`INLINE_TOKEN`] bytes), and only a node where filters end boxes their lists. A
+//!   wildcard filter's tokens are copied into the trie; the caller's `Bytes` is kept only
+//!   as a literal filter's key (the connection hands over a copy of its own, never a slice
+//!   of its read buffer, which would keep the whole buffer alive).
 //! - Removing a subscription costs O(1) whatever the length of its filter's list, which
 //!   stays one contiguous slice for the publish path to iterate ([`Roster`]).
 //!

@@ -558,8 +558,8 @@ mod tests {
         let (mut shard, mut out) = world();
         let (me, other) = (conn(0, 1), conn(1, 1));
         let q = Bytes::from_static(b"q");
-        // The publisher holds three members of the group, over two filters; another
-        // connection holds one.
+        // The publisher holds three members of the group, over two filters (`job`, `>`);
+        // another connection holds two, one of them on a filter that does not match.
         for (filter, c, id) in [("job", me, 1), ("job", me, 2), ("j*b", other, 3)] {
             let f = Bytes::from_static(filter.as_bytes());
             shard.subscribe(&f, Some(&q), sub(c, id), &None, false, &mut out);
