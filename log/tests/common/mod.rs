@@ -89,3 +89,42 @@ pub fn assert_holds_suffix(log: &RingLog, appended: &[Owned]) {
         assert_eq!(rec, &appended[*seq as usize - 1], "record {seq} differs");
     }
 }
+
+/// A small tmpfs mounted on a fresh directory, unmounted when dropped: a filesystem that
+/// fills up. Mounting needs privileges (CI runs as root); [`Tmpfs::mount`] says why it could
+/// not, so a test can skip with that reason.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it: `2m`).
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("no temp dir: {e}"))?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
