@@ -313,6 +313,7 @@ fn open_stores(config: &Config) -> Result<(Option<DataDir>, Vec<Option<Store>>, 
         return Ok((None, (0..n).map(|_| None).collect(), random_u64()));
     }
     let dir = DataDir::open(&config.store.data_dir)?;
+    dir.check_shard_count(n)?;
     let now = std::time::Instant::now();
     let wall_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

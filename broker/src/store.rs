@@ -40,8 +40,58 @@ pub enum StoreError {
     },
     #[error("data directory {path} is in use by another ternd (lock file {lock})")]
     Locked { path: PathBuf, lock: PathBuf },
+    #[error(
+        "data directory {dir} holds the ring logs of {}, but ternd was started with \
+         --workers {workers}: subjects map to shards by the shard count, so those logs (and \
+         their message-id history) cannot serve {workers} shards. {}",
+        describe_counts(found),
+        advice(found, *workers, dir)
+    )]
+    ShardCount {
+        dir: PathBuf,
+        /// Each other shard count found, with its ring files.
+        found: Vec<(usize, Vec<PathBuf>)>,
+        workers: usize,
+    },
     #[error(transparent)]
     Log(#[from] tern_log::LogError),
+}
+
+/// "2 shards (shard-0000-of-0002.ring, shard-0001-of-0002.ring)", for each count found.
+fn describe_counts(found: &[(usize, Vec<PathBuf>)]) -> String {
+    let parts: Vec<String> = found
+        .iter()
+        .map(|(count, files)| {
+            let names: Vec<String> = files
+                .iter()
+                .map(|f| {
+                    f.file_name().map_or_else(
+                        || f.display().to_string(),
+                        |n| n.to_string_lossy().into_owned(),
+                    )
+                })
+                .collect();
+            format!("{count} shards ({})", names.join(", "))
+        })
+        .collect();
+    parts.join(" and ")
+}
+
+/// What the operator can do about ring files of another shard count.
+fn advice(found: &[(usize, Vec<PathBuf>)], workers: usize, dir: &Path) -> String {
+    let counts: Vec<String> = found.iter().map(|(c, _)| c.to_string()).collect();
+    let keep = match counts.as_slice() {
+        [one] => format!("To keep them, start ternd with --workers {one}."),
+        _ => format!(
+            "To keep one set, start ternd with --workers set to its count ({}) after moving the others away.",
+            counts.join(" or ")
+        ),
+    };
+    format!(
+        "{keep} To start with empty logs for {workers} shards, move those files (and their \
+         .salt files) out of {}, or give another --data-dir.",
+        dir.display()
+    )
 }
 
 /// The data directory, locked for the life of the server so two brokers never share it.
@@ -83,12 +133,66 @@ impl DataDir {
         })
     }
 
+    /// Refuses a data directory that holds ring files of another shard count than
+    /// `shards`: starting beside them would silently begin empty logs (and forget the
+    /// message ids they remember), while their records stay unreachable. Copies that
+    /// recovery set aside (`*.ring.damaged-*`) are not ring files.
+    pub fn check_shard_count(&self, shards: usize) -> Result<(), StoreError> {
+        let entries = std::fs::read_dir(&self.path).map_err(|source| StoreError::Dir {
+            path: self.path.clone(),
+            source,
+        })?;
+        let mut found: Vec<(usize, Vec<PathBuf>)> = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StoreError::Dir {
+                path: self.path.clone(),
+                source,
+            })?;
+            let name = entry.file_name();
+            let Some((_, count)) = name.to_str().and_then(parse_shard_file) else {
+                continue;
+            };
+            if count == shards {
+                continue;
+            }
+            match found.iter_mut().find(|(c, _)| *c == count) {
+                Some((_, files)) => files.push(entry.path()),
+                None => found.push((count, vec![entry.path()])),
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        found.sort();
+        for (_, files) in &mut found {
+            files.sort();
+        }
+        Err(StoreError::ShardCount {
+            dir: self.path.clone(),
+            found,
+            workers: shards,
+        })
+    }
+
     /// The ring file of `shard` of `shards`. The shard count is in the name: subjects map
     /// to shards by count, so files of another count hold other subjects' sequences.
     pub fn shard_file(&self, shard: usize, shards: usize) -> PathBuf {
         self.path
             .join(format!("shard-{shard:04}-of-{shards:04}.ring"))
     }
+}
+
+/// `(shard, shards)` of a ring file's name, `shard-SSSS-of-NNNN.ring`.
+fn parse_shard_file(name: &str) -> Option<(usize, usize)> {
+    let (shard, count) = name
+        .strip_prefix("shard-")?
+        .strip_suffix(".ring")?
+        .split_once("-of-")?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(shard) || !digits(count) {
+        return None;
+    }
+    Some((shard.parse().ok()?, count.parse().ok()?))
 }
 
 /// Who a catch-up is for.
@@ -687,4 +791,73 @@ fn msg_of(rec: &Record<'_>, shard: u16, now: Instant) -> Msg {
         time_ns: rec.timestamp,
     };
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tern-store-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn ring_file_names_are_parsed_strictly() {
+        assert_eq!(parse_shard_file("shard-0001-of-0004.ring"), Some((1, 4)));
+        assert_eq!(
+            parse_shard_file("shard-12345-of-20000.ring"),
+            Some((12345, 20000))
+        );
+        for other in [
+            "shard-0001-of-0004.salt",
+            "shard-0001-of-0004.ring.damaged-1700000000",
+            ".shard-0000-of-0001.ring.1.2.tmp",
+            "shard--of-0004.ring",
+            "shard-0x1-of-0004.ring",
+            "LOCK",
+        ] {
+            assert_eq!(parse_shard_file(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn ring_files_of_another_shard_count_are_refused_with_what_to_do() {
+        let path = scratch("count");
+        let dir = DataDir::open(&path).unwrap();
+        assert!(dir.check_shard_count(2).is_ok(), "an empty directory");
+        for name in [
+            "shard-0000-of-0002.ring",
+            "shard-0001-of-0002.ring",
+            "shard-0000-of-0002.salt",
+            "shard-0000-of-0003.ring.damaged-1",
+        ] {
+            std::fs::write(path.join(name), b"x").unwrap();
+        }
+        assert!(dir.check_shard_count(2).is_ok(), "the same count");
+        let err = dir.check_shard_count(3).unwrap_err();
+        let text = err.to_string();
+        for part in [
+            "holds the ring logs of 2 shards",
+            "shard-0000-of-0002.ring, shard-0001-of-0002.ring",
+            "started with --workers 3",
+            "start ternd with --workers 2",
+            "or give another --data-dir",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from: {text}");
+        }
+        assert!(
+            !text.contains("damaged"),
+            "copies are not ring files: {text}"
+        );
+        drop(dir);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
 }

@@ -365,7 +365,7 @@ pub(crate) fn available_space(path: &Path) -> Option<u64> {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a NUL-terminated path and `st` a valid, writable statvfs for the call.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+    (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// How many copies of one file may be made within one second before the names run out.
