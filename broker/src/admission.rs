@@ -420,7 +420,7 @@ pub(crate) struct ConnAdmission {
 
 impl ConnAdmission {
     pub fn new(config: &AdmissionConfig, slot: ConnSlot, now: Instant) -> ConnAdmission {
-        let own = RateBuckets::new(&config.publish, now);
+        let own = RateBuckets::new(&config.publish(), now);
         ConnAdmission {
             _slot: Some(slot),
             own: (!own.is_off()).then_some(own),
@@ -487,7 +487,7 @@ impl ConnAdmission {
                 // Every limit must pass before any bucket is charged.
                 if let Some(own) = &mut self.own {
                     if let Err((unit, retry_after)) = own.check(size, now) {
-                        let rate = rate_of(&config.publish, unit);
+                        let rate = rate_of(&config.publish(), unit);
                         return refuse(RateScope::Connection, unit, rate, retry_after);
                     }
                 }
@@ -701,7 +701,10 @@ mod tests {
         subjects: &[(&str, RateLimit)],
     ) -> AdmissionConfig {
         AdmissionConfig {
-            publish: own,
+            publish_msgs_per_sec: own.msgs_per_sec,
+            publish_msgs_burst: own.msgs_burst,
+            publish_bytes_per_sec: own.bytes_per_sec as usize,
+            publish_bytes_burst: own.bytes_burst as usize,
             subject_rates: subjects
                 .iter()
                 .map(|(s, limit)| SubjectRate {

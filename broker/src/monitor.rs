@@ -19,15 +19,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use crate::admission::{ConnRefusal, RateScope};
-use crate::config::{Config, RateAction};
-use crate::latency::{Latency, QUANTILES};
+use crate::config::{AdmissionConfig, Config, Limits, QueueConfig, StoreConfig};
+use crate::latency::{Latency, LatencySummary, QUANTILES};
 use crate::mesh::{Envelope, Mesh};
 use crate::snapshot::{rfc3339, unix_micros, ConnInfo, SnapshotRequest, Want, WorkerSnapshot};
-use crate::stats::{CloseKind, Totals, WorkerStats};
+use crate::stats::{families, Totals, WorkerStats};
 
 /// How long the monitor waits for the workers' snapshots.
 pub(crate) const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -230,113 +230,41 @@ impl MonitorState {
     }
 
     fn varz(&self) -> Reply {
-        let t = self.totals();
+        let totals = self.totals();
         let s = self.snapshots(Want {
             latency: true,
             ..Want::default()
         });
         let uptime = self.started_at.elapsed();
-        let l = &self.config.limits;
-        let closed: serde_json::Map<String, Value> = CloseKind::ALL
-            .iter()
-            .map(|k| (k.label().to_string(), json!(t.closed_by[*k as usize])))
-            .collect();
-        let labelled = |labels: &[&str], values: &[u64]| -> Value {
-            let m: serde_json::Map<String, Value> = labels
-                .iter()
-                .zip(values)
-                .map(|(l, v)| (l.to_string(), json!(v)))
-                .collect();
-            Value::Object(m)
+        let c = &self.config;
+        let varz = Varz {
+            server_id: &self.server_id,
+            server_name: &c.server_name,
+            version: env!("CARGO_PKG_VERSION"),
+            proto: 1,
+            host: self.listen.ip().to_string(),
+            port: self.listen.port(),
+            http_host: self.monitor.ip().to_string(),
+            http_port: self.monitor.port(),
+            workers: c.workers,
+            pinned: self.pinned,
+            start: rfc3339(unix_micros(self.started)),
+            now: rfc3339(self.now_us()),
+            uptime: human_duration(uptime),
+            uptime_seconds: uptime.as_secs_f64(),
+            limits: &c.limits,
+            queues: &c.queues,
+            store: &c.store,
+            admission: &c.admission,
+            connections: totals.connections(),
+            totals,
+            latency_us: s.latency().summary(),
+            unresponsive_workers: s.missing,
         };
-        let a = &self.config.admission;
-        let admission = json!({
-            "max_connections": a.max_connections,
-            "max_connections_per_ip": a.max_connections_per_ip,
-            "connect_rate": a.connect_rate,
-            "connect_burst": a.connect_burst,
-            "max_subscriptions": a.max_subscriptions,
-            "publish_msgs_per_sec": a.publish.msgs_per_sec,
-            "publish_msgs_burst": a.publish.msgs_burst,
-            "publish_bytes_per_sec": a.publish.bytes_per_sec,
-            "publish_bytes_burst": a.publish.bytes_burst,
-            "subject_rates": a.subject_rates.iter().map(|r| json!({
-                "subject": r.subject,
-                "msgs_per_sec": r.limit.msgs_per_sec,
-                "msgs_burst": r.limit.msgs_burst,
-                "bytes_per_sec": r.limit.bytes_per_sec,
-                "bytes_burst": r.limit.bytes_burst,
-            })).collect::<Vec<_>>(),
-            "rate_action": match a.rate_action {
-                RateAction::Slow => "slow",
-                RateAction::Refuse => "refuse",
-            },
-            "shed_queue_depth": a.shed_queue_depth,
-            "shed_below_priority": a.shed_below_priority,
-        });
-        let mut varz = json!({
-                "server_id": self.server_id,
-                "server_name": self.config.server_name,
-                "version": env!("CARGO_PKG_VERSION"),
-                "proto": 1,
-                "host": self.listen.ip().to_string(),
-                "port": self.listen.port(),
-                "http_host": self.monitor.ip().to_string(),
-                "http_port": self.monitor.port(),
-                "workers": self.config.workers,
-                "pinned": self.pinned,
-                "start": rfc3339(unix_micros(self.started)),
-                "now": rfc3339(self.now_us()),
-                "uptime": human_duration(uptime),
-                "uptime_seconds": uptime.as_secs_f64(),
-                "max_control_line": l.max_control_line,
-                "max_payload": l.max_payload,
-                "max_pending": l.max_pending,
-                "ping_interval_ms": l.ping_interval.as_millis() as u64,
-                "ping_max": l.ping_max,
-                "shutdown_timeout_ms": l.shutdown_timeout.as_millis() as u64,
-                "worker_queue": l.worker_queue,
-                "connections": t.connections(),
-                "total_connections": t.connections_opened,
-                "closed_connections": t.connections_closed,
-                "closed_by_reason": closed,
-                "subscriptions": t.subscriptions,
-                "in_msgs": t.msgs_in,
-                "in_bytes": t.bytes_in,
-                "out_msgs": t.msgs_out,
-                "out_bytes": t.bytes_out,
-                "dropped_msgs": t.msgs_dropped,
-                "queue_dropped_msgs": t.queue_dropped,
-                "coalesced_msgs": t.coalesced,
-                "drop_notices": t.drop_notices,
-                "lossless_fallbacks": t.lossless_fallbacks,
-                "sub_queue_messages": self.config.queues.sub_queue_messages,
-                "sub_queue_bytes": self.config.queues.sub_queue_bytes,
-                "write_buffer": self.config.queues.write_buffer,
-                "slow_consumers": t.slow_consumers,
-                "stale_connections": t.stale_connections,
-                "protocol_errors": t.protocol_errors,
-                "no_responders": t.no_responders,
-                "latency_us": s.latency().summary(),
-                "unresponsive_workers": s.missing,
-        });
-        // Admission control (added apart: one `json!` this long exceeds the macro's
-        // recursion limit).
-        if let Some(m) = varz.as_object_mut() {
-            let connections_refused = labelled(&ConnRefusal::LABELS, &t.connections_refused);
-            let throttled = labelled(&RateScope::LABELS, &t.publishes_throttled);
-            let rate_refused = labelled(&RateScope::LABELS, &t.publishes_rate_refused);
-            m.insert("admission".to_string(), admission);
-            m.insert("connections_refused".to_string(), connections_refused);
-            m.insert(
-                "subscriptions_refused".to_string(),
-                json!(t.subscriptions_refused),
-            );
-            m.insert("publishes_throttled".to_string(), throttled);
-            m.insert("publishes_rate_refused".to_string(), rate_refused);
-            m.insert("publishes_shed".to_string(), json!(t.publishes_shed));
+        match serde_json::to_value(&varz) {
+            Ok(v) => Reply::json(200, &v),
+            Err(e) => Reply::error(500, format!("cannot render /varz: {e}")),
         }
-        Reply::json(200, &varz)
     }
 
     fn connz(&self, q: &Query) -> Reply {
@@ -542,71 +470,26 @@ impl MonitorState {
         p.family("tern_workers", "gauge", "Worker threads (and shards).");
         p.sample("tern_workers", "", self.config.workers as f64);
 
-        let counters: [CounterFamily; 18] = [
-            ("tern_connections", "gauge", "Open client connections.", |t| t.connections()),
-            ("tern_connections_opened_total", "counter", "Client connections accepted.", |t| t.connections_opened),
-            ("tern_subscriptions", "gauge", "Subscriptions held by the worker's connections.", |t| t.subscriptions),
-            ("tern_messages_in_total", "counter", "Messages published by clients.", |t| t.msgs_in),
-            ("tern_bytes_in_total", "counter", "Header and payload bytes published by clients.", |t| t.bytes_in),
-            ("tern_messages_out_total", "counter", "Deliveries queued to subscribers.", |t| t.msgs_out),
-            ("tern_bytes_out_total", "counter", "Header and payload bytes of deliveries queued to subscribers.", |t| t.bytes_out),
-            ("tern_messages_dropped_total", "counter", "Deliveries queued to a connection and never written (slow consumer, write error, close).", |t| t.msgs_dropped),
-            ("tern_queue_dropped_total", "counter", "Messages subscription queues dropped on overflow (lowest priority, oldest first).", |t| t.queue_dropped),
-            ("tern_coalesced_total", "counter", "Queued messages replaced by a newer one with the same coalescing key.", |t| t.coalesced),
-            ("tern_drop_notices_total", "counter", "Drop notices sent to subscribers.", |t| t.drop_notices),
-            ("tern_lossless_fallbacks_total", "counter", "Times a lossless subscription overflowed and fell back to the log.", |t| t.lossless_fallbacks),
-            ("tern_slow_consumers_total", "counter", "Connections closed as slow consumers (max_pending, or over the high-water mark past slow_consumer_grace).", |t| t.slow_consumers),
-            ("tern_stale_connections_total", "counter", "Connections closed for unanswered pings.", |t| t.stale_connections),
-            ("tern_protocol_errors_total", "counter", "Protocol errors reported to clients.", |t| t.protocol_errors),
-            ("tern_no_responders_total", "counter", "Requests answered with a no-responders status.", |t| t.no_responders),
-            ("tern_subscriptions_refused_total", "counter", "Subscriptions refused for max_subscriptions.", |t| t.subscriptions_refused),
-            ("tern_publishes_shed_total", "counter", "Low-priority publishes refused because their owner shard was overloaded.", |t| t.publishes_shed),
-        ];
-        for (name, kind, help, get) in counters {
-            p.family(name, kind, help);
-            for (w, t) in per_worker.iter().enumerate() {
-                p.sample(name, &format!("worker=\"{w}\""), get(t) as f64);
-            }
-        }
-        let name = "tern_connections_closed_total";
-        p.family(name, "counter", "Client connections closed, by reason.");
+        let name = "tern_connections";
+        p.family(name, "gauge", "Open client connections.");
         for (w, t) in per_worker.iter().enumerate() {
-            for k in CloseKind::ALL {
-                p.sample(
-                    name,
-                    &format!("worker=\"{w}\",reason=\"{}\"", k.label()),
-                    t.closed_by[k as usize] as f64,
-                );
-            }
+            p.sample(name, &format!("worker=\"{w}\""), t.connections() as f64);
         }
-        let labelled: [LabelledFamily; 3] = [
-            (
-                "tern_connections_refused_total",
-                "New connections refused by admission control, by limit.",
-                "reason",
-                &ConnRefusal::LABELS,
-                |t| &t.connections_refused,
-            ),
-            (
-                "tern_publishes_throttled_total",
-                "Times a publisher was paused (not read) for going over a publish rate, by limit.",
-                "scope",
-                &RateScope::LABELS,
-                |t| &t.publishes_throttled,
-            ),
-            (
-                "tern_publishes_rate_refused_total",
-                "Publishes refused for going over a publish rate, by limit.",
-                "scope",
-                &RateScope::LABELS,
-                |t| &t.publishes_rate_refused,
-            ),
-        ];
-        for (name, help, label, values, get) in labelled {
-            p.family(name, "counter", help);
+        for f in families() {
+            p.family(f.name, f.kind, f.help.trim());
             for (w, t) in per_worker.iter().enumerate() {
-                for (v, n) in values.iter().zip(get(t)) {
-                    p.sample(name, &format!("worker=\"{w}\",{label}=\"{v}\""), *n as f64);
+                let values = (f.values)(t);
+                match f.label {
+                    None => p.sample(f.name, &format!("worker=\"{w}\""), values[0] as f64),
+                    Some((label, names)) => {
+                        for (v, n) in names.iter().zip(values) {
+                            p.sample(
+                                f.name,
+                                &format!("worker=\"{w}\",{label}=\"{v}\""),
+                                *n as f64,
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -693,19 +576,40 @@ impl MonitorState {
     }
 }
 
-/// A metric family read from the counters: name, type, help, value of one worker.
-type CounterFamily = (&'static str, &'static str, &'static str, fn(&Totals) -> u64);
-/// A counter family with one label: name, help, label name, label values, the values of
-/// one worker (in label order).
-type LabelledFamily = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static [&'static str],
-    fn(&Totals) -> &[u64],
-);
 /// A gauge read from a worker's snapshot: name, help, value.
 type SnapshotGauge = (&'static str, &'static str, fn(&WorkerSnapshot) -> u64);
+
+/// `/varz`: who the server is, every setting it runs with (`config.rs`'s declarations), every
+/// counter (`stats.rs`'s), and the broker latency.
+#[derive(Serialize)]
+struct Varz<'a> {
+    server_id: &'a str,
+    server_name: &'a str,
+    version: &'static str,
+    proto: u32,
+    host: String,
+    port: u16,
+    http_host: String,
+    http_port: u16,
+    workers: usize,
+    pinned: bool,
+    start: String,
+    now: String,
+    uptime: String,
+    uptime_seconds: f64,
+    #[serde(flatten)]
+    limits: &'a Limits,
+    #[serde(flatten)]
+    queues: &'a QueueConfig,
+    store: &'a StoreConfig,
+    admission: &'a AdmissionConfig,
+    /// Open connections now.
+    connections: u64,
+    #[serde(flatten)]
+    totals: Totals,
+    latency_us: LatencySummary,
+    unresponsive_workers: Vec<usize>,
+}
 
 /// Prometheus text exposition (format 0.0.4).
 #[derive(Default)]

@@ -281,19 +281,10 @@ impl Server {
                 Err(_) => error!(worker, "worker panicked"),
             }
         }
-        let t = Totals::sum(self.stats.iter().map(|s| s.as_ref()));
+        // Every counter, as `/varz` shows them.
+        let totals = Totals::sum(self.stats.iter().map(|s| s.as_ref()));
         info!(
-            connections_opened = t.connections_opened,
-            connections_closed = t.connections_closed,
-            msgs_in = t.msgs_in,
-            bytes_in = t.bytes_in,
-            msgs_out = t.msgs_out,
-            bytes_out = t.bytes_out,
-            slow_consumers = t.slow_consumers,
-            stale_connections = t.stale_connections,
-            protocol_errors = t.protocol_errors,
-            no_responders = t.no_responders,
-            msgs_dropped = t.msgs_dropped,
+            totals = %serde_json::to_string(&totals).unwrap_or_default(),
             "ternd stopped"
         );
     }

@@ -1,70 +1,190 @@
-//! Per-worker counters.
+//! Per-worker counters, each declared once.
 //!
-//! Owns: the numbers each worker keeps about its own work. Each counter has exactly one
-//! writer (its worker), so updates are a plain load and store, never a contended atomic
-//! read-modify-write; readers (the shutdown summary, the monitoring thread) sum the
-//! workers' values. Latency histograms are not here: they are not atomics, so each worker
-//! owns its own (`Latency`) and hands the monitor a copy on request.
+//! Owns: the numbers each worker keeps about its own work, declared in one [`counters!`]
+//! block: a line per counter gives its field, its `/varz` key (the field name), its
+//! Prometheus family and type, its help text and, for a counter split by a label, the
+//! label's values. From that come [`WorkerStats`] (what a worker writes), [`Totals`] (a sum
+//! over workers, serialised into `/varz`) and [`families`] (what `/metrics` renders).
+//!
+//! Each counter has exactly one writer (its worker), so updates are a plain load and store,
+//! never a contended atomic read-modify-write; readers (the shutdown summary, the monitoring
+//! thread) sum the workers' values. Latency histograms are not here: they are not atomics,
+//! so each worker owns its own (`Latency`) and hands the monitor a copy on request.
 //!
 //! Never: blocks, allocates or logs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The counters of one worker. Written by that worker only.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct WorkerStats {
-    pub connections_opened: AtomicU64,
-    pub connections_closed: AtomicU64,
-    pub msgs_in: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub msgs_out: AtomicU64,
-    pub bytes_out: AtomicU64,
-    /// Connections closed because their outbound queue overflowed `max_pending`.
-    pub slow_consumers: AtomicU64,
-    /// Connections closed because they did not answer pings.
-    pub stale_connections: AtomicU64,
-    /// Protocol errors reported to clients (fatal or not).
-    pub protocol_errors: AtomicU64,
-    /// Requests answered with a no-responders status.
-    pub no_responders: AtomicU64,
-    /// Deliveries queued on a connection and never written to it: discarded when it
-    /// became a slow consumer, hit a write error, or closed with output still queued.
-    pub msgs_dropped: AtomicU64,
-    /// Messages a subscription queue dropped on overflow (lowest priority, oldest first),
-    /// or that a lossless subscription could not get back because they were not stored.
-    pub queue_dropped: AtomicU64,
-    /// Queued messages replaced by a newer one with the same coalescing key.
-    pub coalesced: AtomicU64,
-    /// Drop notices sent to subscribers.
-    pub drop_notices: AtomicU64,
-    /// Times a lossless subscription's queue overflowed and it fell back to the log.
-    pub lossless_fallbacks: AtomicU64,
-    /// Connections closed, by reason (indexed by [`CloseKind`]); they add up to
-    /// `connections_closed`.
-    pub closed_by: [AtomicU64; CloseKind::COUNT],
-    /// Subscriptions held by this worker's connections now (a gauge: up on `SUB`, down
-    /// on removal).
-    pub subscriptions: AtomicU64,
-    /// Admission control: new connections this worker refused, by reason (indexed like
-    /// `ConnRefusal::LABELS`: total, per_ip, rate).
-    pub connections_refused: [AtomicU64; REFUSE_KINDS],
-    /// Subscriptions refused for `max_subscriptions`.
-    pub subscriptions_refused: AtomicU64,
-    /// Times a connection was paused for going over a publish rate (`rate_action =
-    /// "slow"`), by the limit that paused it (indexed like `RateScope::LABELS`:
-    /// connection, subject).
-    pub publishes_throttled: [AtomicU64; RATE_SCOPES],
-    /// Publishes refused for a rate (`rate_action = "refuse"`), by limit.
-    pub publishes_rate_refused: [AtomicU64; RATE_SCOPES],
-    /// Publishes refused because their owner shard was overloaded (shedding).
-    pub publishes_shed: AtomicU64,
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::admission::{ConnRefusal, RateScope};
+
+/// A metric family of `/metrics`: every worker's value of one counter (one value per label
+/// value for a labelled counter).
+pub(crate) struct Family {
+    pub name: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    pub help: &'static str,
+    /// The label's name and its values, for a counter split by a label.
+    pub label: Option<(&'static str, &'static [&'static str])>,
+    /// The values of one worker's totals: one, or one per label value.
+    pub values: fn(&Totals) -> &[u64],
 }
 
-/// Reasons a connection is refused: total, per_ip, rate.
-pub const REFUSE_KINDS: usize = crate::admission::ConnRefusal::KINDS;
-/// Publish rate limits: connection, subject.
-pub const RATE_SCOPES: usize = crate::admission::RateScope::KINDS;
+/// Declares the counters: `kind name [LABELS, "label"] => "metric";`, with the doc comment
+/// as the metric's help. See the module header.
+macro_rules! counters {
+    (
+        $(
+            $(#[doc = $doc:literal])*
+            $kind:ident $name:ident $([$labels:path, $label:literal])? $(=> $metric:literal)? ;
+        )*
+    ) => {
+        /// The counters of one worker. Written by that worker only.
+        #[derive(Debug, Default)]
+        #[repr(align(128))]
+        pub struct WorkerStats {
+            $(
+                $(#[doc = $doc])*
+                pub $name: counters!(@atomic $($labels)?),
+            )*
+        }
+
+        /// A point-in-time sum over workers (or one worker's values).
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct Totals {
+            $(
+                $(#[doc = $doc])*
+                pub $name: counters!(@value $($labels)?),
+            )*
+        }
+
+        impl Totals {
+            /// Adds every worker's counters.
+            pub fn sum<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Totals {
+                let mut t = Totals::default();
+                for w in workers {
+                    $(counters!(@add t.$name, w.$name $(, $labels)?);)*
+                }
+                t
+            }
+        }
+
+        /// `/varz`: every counter under its field name; a labelled one as an object
+        /// keyed by label value.
+        impl Serialize for Totals {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(None)?;
+                $(counters!(@serialize m, stringify!($name), self.$name $(, $labels)?);)*
+                m.end()
+            }
+        }
+
+        /// The `/metrics` families, in declaration order (counters without a metric name
+        /// have none).
+        #[allow(clippy::vec_init_then_push)]
+        pub(crate) fn families() -> Vec<Family> {
+            let mut families = Vec::new();
+            $(counters!(
+                @family families, $kind, $name, [$($labels, $label)?], [$($metric)?], [$($doc)*]
+            );)*
+            families
+        }
+    };
+    (@family $v:ident, $kind:ident, $name:ident, $labels:tt, [], $doc:tt) => {};
+    (@family $v:ident, $kind:ident, $name:ident, [$($labels:path, $label:literal)?], [$metric:literal], [$($doc:literal)*]) => {
+        $v.push(Family {
+            name: $metric,
+            kind: stringify!($kind),
+            help: concat!($($doc),*),
+            label: counters!(@label $($labels, $label)?),
+            values: |t| counters!(@slice t.$name $(, $labels)?),
+        })
+    };
+    (@atomic) => { AtomicU64 };
+    (@atomic $labels:path) => { [AtomicU64; $labels.len()] };
+    (@value) => { u64 };
+    (@value $labels:path) => { [u64; $labels.len()] };
+    (@add $sum:expr, $c:expr) => { $sum += $c.load(Ordering::Relaxed) };
+    (@add $sum:expr, $c:expr, $labels:path) => {
+        for (sum, c) in $sum.iter_mut().zip(&$c) {
+            *sum += c.load(Ordering::Relaxed);
+        }
+    };
+    (@serialize $m:ident, $key:expr, $v:expr) => { $m.serialize_entry($key, &$v)? };
+    (@serialize $m:ident, $key:expr, $v:expr, $labels:path) => {
+        $m.serialize_entry($key, &Labelled(&$labels, &$v))?
+    };
+    (@label) => { None };
+    (@label $labels:path, $label:literal) => { Some(($label, &$labels)) };
+    (@slice $v:expr) => { std::slice::from_ref(&$v) };
+    (@slice $v:expr, $labels:path) => { &$v };
+}
+
+counters! {
+    /// Client connections accepted.
+    counter total_connections => "tern_connections_opened_total";
+    /// Client connections closed (the sum of closed_by_reason).
+    counter closed_connections;
+    /// Client connections closed, by reason.
+    counter closed_by_reason [CloseKind::LABELS, "reason"] => "tern_connections_closed_total";
+    /// Subscriptions held by the worker's connections.
+    gauge subscriptions => "tern_subscriptions";
+    /// Messages published by clients.
+    counter in_msgs => "tern_messages_in_total";
+    /// Header and payload bytes published by clients.
+    counter in_bytes => "tern_bytes_in_total";
+    /// Deliveries queued to subscribers.
+    counter out_msgs => "tern_messages_out_total";
+    /// Header and payload bytes of deliveries queued to subscribers.
+    counter out_bytes => "tern_bytes_out_total";
+    /// Deliveries queued to a connection and never written (slow consumer, write error,
+    /// close).
+    counter dropped_msgs => "tern_messages_dropped_total";
+    /// Messages subscription queues dropped on overflow (lowest priority, oldest first), or
+    /// that a lossless subscription could not get back because they were not stored.
+    counter queue_dropped_msgs => "tern_queue_dropped_total";
+    /// Queued messages replaced by a newer one with the same coalescing key.
+    counter coalesced_msgs => "tern_coalesced_total";
+    /// Drop notices sent to subscribers.
+    counter drop_notices => "tern_drop_notices_total";
+    /// Times a lossless subscription overflowed and fell back to the log.
+    counter lossless_fallbacks => "tern_lossless_fallbacks_total";
+    /// Connections closed as slow consumers (max_pending, or over the high-water mark past
+    /// slow_consumer_grace).
+    counter slow_consumers => "tern_slow_consumers_total";
+    /// Connections closed for unanswered pings.
+    counter stale_connections => "tern_stale_connections_total";
+    /// Protocol errors reported to clients (fatal or not).
+    counter protocol_errors => "tern_protocol_errors_total";
+    /// Requests answered with a no-responders status.
+    counter no_responders => "tern_no_responders_total";
+    /// New connections refused by admission control, by limit.
+    counter connections_refused [ConnRefusal::LABELS, "reason"] => "tern_connections_refused_total";
+    /// Subscriptions refused for max_subscriptions.
+    counter subscriptions_refused => "tern_subscriptions_refused_total";
+    /// Times a publisher was paused (not read) for going over a publish rate, by limit.
+    counter publishes_throttled [RateScope::LABELS, "scope"] => "tern_publishes_throttled_total";
+    /// Publishes refused for going over a publish rate, by limit.
+    counter publishes_rate_refused [RateScope::LABELS, "scope"] => "tern_publishes_rate_refused_total";
+    /// Low-priority publishes refused because their owner shard was overloaded.
+    counter publishes_shed => "tern_publishes_shed_total";
+}
+
+/// A labelled counter's values as a `/varz` object, keyed by label value.
+struct Labelled<'a>(&'a [&'a str], &'a [u64]);
+
+impl Serialize for Labelled<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (label, v) in self.0.iter().zip(self.1) {
+            m.serialize_entry(label, v)?;
+        }
+        m.end()
+    }
+}
 
 /// Why a connection closed, as a counter index (the reason without its detail text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,27 +198,15 @@ pub enum CloseKind {
 }
 
 impl CloseKind {
-    pub const COUNT: usize = 6;
-    pub const ALL: [CloseKind; CloseKind::COUNT] = [
-        CloseKind::ClientClosed,
-        CloseKind::ProtocolError,
-        CloseKind::SlowConsumer,
-        CloseKind::StaleConnection,
-        CloseKind::IoError,
-        CloseKind::ServerShutdown,
+    /// The labels of `closed_by_reason`, indexed by the kind's value.
+    pub const LABELS: [&'static str; 6] = [
+        "client_closed",
+        "protocol_error",
+        "slow_consumer",
+        "stale_connection",
+        "io_error",
+        "server_shutdown",
     ];
-
-    /// The label used in `/varz` and `/metrics`.
-    pub fn label(self) -> &'static str {
-        match self {
-            CloseKind::ClientClosed => "client_closed",
-            CloseKind::ProtocolError => "protocol_error",
-            CloseKind::SlowConsumer => "slow_consumer",
-            CloseKind::StaleConnection => "stale_connection",
-            CloseKind::IoError => "io_error",
-            CloseKind::ServerShutdown => "server_shutdown",
-        }
-    }
 }
 
 /// Adds `n` to a counter that only the calling worker writes.
@@ -119,77 +227,6 @@ pub(crate) fn unbump(counter: &AtomicU64, n: u64) {
     );
 }
 
-/// A point-in-time sum over workers.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Totals {
-    pub connections_opened: u64,
-    pub connections_closed: u64,
-    pub msgs_in: u64,
-    pub bytes_in: u64,
-    pub msgs_out: u64,
-    pub bytes_out: u64,
-    pub slow_consumers: u64,
-    pub stale_connections: u64,
-    pub protocol_errors: u64,
-    pub no_responders: u64,
-    pub msgs_dropped: u64,
-    pub queue_dropped: u64,
-    pub coalesced: u64,
-    pub drop_notices: u64,
-    pub lossless_fallbacks: u64,
-    pub closed_by: [u64; CloseKind::COUNT],
-    pub subscriptions: u64,
-    pub connections_refused: [u64; REFUSE_KINDS],
-    pub subscriptions_refused: u64,
-    pub publishes_throttled: [u64; RATE_SCOPES],
-    pub publishes_rate_refused: [u64; RATE_SCOPES],
-    pub publishes_shed: u64,
-}
-
-impl Totals {
-    pub fn sum<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Totals {
-        let mut t = Totals::default();
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        for w in workers {
-            t.connections_opened += get(&w.connections_opened);
-            t.connections_closed += get(&w.connections_closed);
-            t.msgs_in += get(&w.msgs_in);
-            t.bytes_in += get(&w.bytes_in);
-            t.msgs_out += get(&w.msgs_out);
-            t.bytes_out += get(&w.bytes_out);
-            t.slow_consumers += get(&w.slow_consumers);
-            t.stale_connections += get(&w.stale_connections);
-            t.protocol_errors += get(&w.protocol_errors);
-            t.no_responders += get(&w.no_responders);
-            t.queue_dropped += get(&w.queue_dropped);
-            t.coalesced += get(&w.coalesced);
-            t.drop_notices += get(&w.drop_notices);
-            t.lossless_fallbacks += get(&w.lossless_fallbacks);
-            t.msgs_dropped += get(&w.msgs_dropped);
-            t.subscriptions += get(&w.subscriptions);
-            for (sum, c) in t.closed_by.iter_mut().zip(&w.closed_by) {
-                *sum += get(c);
-            }
-            for (sum, c) in t.connections_refused.iter_mut().zip(&w.connections_refused) {
-                *sum += get(c);
-            }
-            t.subscriptions_refused += get(&w.subscriptions_refused);
-            for (sum, c) in t.publishes_throttled.iter_mut().zip(&w.publishes_throttled) {
-                *sum += get(c);
-            }
-            for (sum, c) in t
-                .publishes_rate_refused
-                .iter_mut()
-                .zip(&w.publishes_rate_refused)
-            {
-                *sum += get(c);
-            }
-            t.publishes_shed += get(&w.publishes_shed);
-        }
-        t
-    }
-}
-
 impl Totals {
     /// The counters of one worker.
     pub fn of(worker: &WorkerStats) -> Totals {
@@ -198,7 +235,48 @@ impl Totals {
 
     /// Connections open now: opened minus closed.
     pub fn connections(&self) -> u64 {
-        self.connections_opened
-            .saturating_sub(self.connections_closed)
+        self.total_connections
+            .saturating_sub(self.closed_connections)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_declaration_gives_the_sum_the_varz_keys_and_the_metric_families() {
+        let a = WorkerStats::default();
+        let b = WorkerStats::default();
+        bump(&a.in_msgs, 2);
+        bump(&b.in_msgs, 3);
+        bump(&b.closed_by_reason[CloseKind::StaleConnection as usize], 1);
+        let t = Totals::sum([&a, &b]);
+        assert_eq!(t.in_msgs, 5);
+        let v = serde_json::to_value(t).unwrap();
+        assert_eq!(v["in_msgs"], 5);
+        assert_eq!(v["closed_by_reason"]["stale_connection"], 1);
+        assert_eq!(v["connections_refused"]["per_ip"], 0);
+        let f = families()
+            .into_iter()
+            .find(|f| f.name == "tern_messages_in_total")
+            .unwrap();
+        assert_eq!(
+            (f.kind, f.help.trim()),
+            ("counter", "Messages published by clients.")
+        );
+        assert_eq!((f.values)(&t), &[5]);
+        let f = families()
+            .into_iter()
+            .find(|f| f.name == "tern_connections_closed_total")
+            .unwrap();
+        assert_eq!(f.label.unwrap().0, "reason");
+        assert_eq!((f.values)(&t)[CloseKind::StaleConnection as usize], 1);
+        assert!(
+            !families()
+                .iter()
+                .any(|f| f.help.contains("sum of closed_by_reason")),
+            "a counter without a metric name has no family"
+        );
     }
 }

@@ -390,12 +390,12 @@ impl Store {
         // `interval` syncs on a thread of its own (`Syncer`), never on the worker: a sync
         // writes back every dirty page of the map, which takes milliseconds, and the
         // worker's p99 would pay for it. The log itself then never syncs between appends.
-        let fsync = match config.fsync {
+        let fsync = match config.fsync_policy() {
             Fsync::Never | Fsync::Interval(_) => LogFsync::Never,
             Fsync::Always => LogFsync::Always,
         };
-        let (log, recovery) = RingLog::open(path, config.log_size, fsync)?;
-        let syncer = match config.fsync {
+        let (log, recovery) = RingLog::open(path, config.log_size as u64, fsync)?;
+        let syncer = match config.fsync_policy() {
             Fsync::Interval(every) => Some(Syncer::start(path, every)?),
             _ => None,
         };

@@ -345,7 +345,7 @@ impl Worker {
         };
         let admission = ConnAdmission::new(&self.router.config.admission, gate_slot, self.now);
         entry.insert(conn.with_admission(admission));
-        bump(&self.router.stats.connections_opened, 1);
+        bump(&self.router.stats.total_connections, 1);
         debug!(%peer, client_id, worker = self.router.me, ?port, "connection opened");
         self.list_write(slot);
         self.list_read(slot);
@@ -637,8 +637,11 @@ impl Worker {
         // What the last write attempt left queued is never written.
         conn.discard_output(&self.router.stats);
         let reason = conn.closing.take().unwrap_or(CloseReason::ClientClosed);
-        bump(&self.router.stats.connections_closed, 1);
-        bump(&self.router.stats.closed_by[reason.kind() as usize], 1);
+        bump(&self.router.stats.closed_connections, 1);
+        bump(
+            &self.router.stats.closed_by_reason[reason.kind() as usize],
+            1,
+        );
         let clock = WallClock::now();
         let mut info = conn.info(self.router.me, &clock, false);
         info.stop_us = Some(clock.unix_us(self.now));

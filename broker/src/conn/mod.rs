@@ -356,7 +356,7 @@ impl Conn {
     pub fn discard_output(&mut self, stats: &WorkerStats) {
         let dropped = self.out.discard() as u64;
         self.dropped += dropped;
-        bump(&stats.msgs_dropped, dropped);
+        bump(&stats.dropped_msgs, dropped);
     }
 
     /// The name the client gave (`CONNECT` or `HELLO`), if any.
@@ -523,8 +523,8 @@ impl Conn {
     /// Counts a publish and hands it to the router.
     fn publish(&mut self, msg: Msg, router: &mut Router) {
         let size = msg.payload.len() + msg.headers.as_ref().map_or(0, Bytes::len);
-        bump(&router.stats.msgs_in, 1);
-        bump(&router.stats.bytes_in, size as u64);
+        bump(&router.stats.in_msgs, 1);
+        bump(&router.stats.in_bytes, size as u64);
         self.in_msgs += 1;
         self.in_bytes += size as u64;
         let owner = router.publish(Arc::new(msg));
@@ -701,7 +701,7 @@ impl Conn {
             // Not representable in the client's protocol (cannot happen with the limits
             // both ports enforce); counted as dropped rather than sent malformed.
             self.dropped += 1;
-            bump(&router.stats.msgs_dropped, 1);
+            bump(&router.stats.dropped_msgs, 1);
             return true;
         };
         self.out.mark(msg.received);
@@ -709,8 +709,8 @@ impl Conn {
         let done = sub.max.is_some_and(|max| sub.delivered >= max);
         self.out_msgs += 1;
         self.out_bytes += size as u64;
-        bump(&router.stats.msgs_out, 1);
-        bump(&router.stats.bytes_out, size as u64);
+        bump(&router.stats.out_msgs, 1);
+        bump(&router.stats.out_bytes, size as u64);
         if done {
             self.remove_sub(key, router);
         }

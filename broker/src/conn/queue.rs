@@ -255,12 +255,12 @@ impl Conn {
             }
             if pushed == Pushed::Coalesced {
                 q.coalesced += 1;
-                bump(&router.stats.coalesced, 1);
+                bump(&router.stats.coalesced_msgs, 1);
             }
         }
         q.dropped += dropped;
         self.queue_dropped += dropped;
-        bump(&router.stats.queue_dropped, dropped);
+        bump(&router.stats.queue_dropped_msgs, dropped);
     }
 
     /// Moves queued deliveries into the outbound buffer until it holds `write_buffer`
