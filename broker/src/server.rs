@@ -314,32 +314,47 @@ fn open_stores(config: &Config) -> Result<(Option<DataDir>, Vec<Option<Store>>, 
     for shard in 0..n {
         let path = dir.shard_file(shard, n);
         let (store, recovery) = Store::open(&path, &config.store, now, wall_ns)?;
-        let records = recovery.records;
-        match &recovery.cut_reason {
-            Some(reason) => tracing::warn!(
-                shard,
-                path = %path.display(),
-                records,
-                first_seq = recovery.first_seq,
-                next_seq = recovery.next_seq,
-                cut_bytes = recovery.cut_bytes,
-                %reason,
-                "ring log recovered; its damaged tail was cut"
-            ),
-            None => info!(
-                shard,
-                path = %path.display(),
-                created = recovery.created,
-                records,
-                first_seq = recovery.first_seq,
-                next_seq = recovery.next_seq,
-                "ring log opened"
-            ),
-        }
+        report_recovery(shard, &path, &recovery);
         epoch = epoch.rotate_left(13) ^ store.epoch();
         stores.push(Some(store));
     }
     Ok((Some(dir), stores, epoch.max(1)))
+}
+
+/// Logs what opening a ring file found: a warning naming the file, what was kept, lost and
+/// cut, and where the damaged file was copied, when recovery had to repair anything.
+fn report_recovery(shard: usize, path: &std::path::Path, recovery: &tern_log::Recovery) {
+    let copy = recovery
+        .damaged_copy
+        .as_ref()
+        .map(|p| p.display().to_string());
+    match &recovery.cut_reason {
+        Some(reason) => tracing::warn!(
+            shard,
+            path = %path.display(),
+            records_kept = recovery.records,
+            records_lost = recovery.lost_records,
+            holes = recovery.holes.len(),
+            bytes_cut = recovery.cut_bytes,
+            first_seq = recovery.first_seq,
+            next_seq = recovery.next_seq,
+            torn_append = recovery.torn_append,
+            damaged_copy = copy.as_deref().unwrap_or("none"),
+            %reason,
+            "ring log recovered: what was damaged or torn was cut, every intact record kept"
+        ),
+        None => info!(
+            shard,
+            path = %path.display(),
+            created = recovery.created,
+            records = recovery.records,
+            first_seq = recovery.first_seq,
+            next_seq = recovery.next_seq,
+            holes = recovery.holes.len(),
+            records_lost = recovery.lost_records,
+            "ring log opened"
+        ),
+    }
 }
 
 /// Binds `n` listeners on one address, one per worker.

@@ -366,10 +366,12 @@ pub(crate) struct Store {
     log: RingLog,
     /// Syncs the ring file every interval (`fsync = "interval"`); stopped when dropped.
     _syncer: Option<Syncer>,
-    /// Bumped (and kept beside the ring file) whenever recovery lost records that had
-    /// existed: their sequences will be handed out again, so resume tokens from before must
-    /// not match this log's epoch any more.
+    /// Bumped (and kept beside the ring file) whenever recovery lost records at the end of
+    /// the log that may have been seen, whose sequences can be handed out again: resume
+    /// tokens from before must not match this log's epoch any more.
     epoch_salt: u64,
+    /// What opening the ring file found, kept for monitoring.
+    recovery: Recovery,
     filters: Vec<Bytes>,
     dedupe: Dedupe,
     replays: Vec<Replay>,
@@ -399,15 +401,18 @@ impl Store {
             Fsync::Interval(every) => Some(Syncer::start(path, every)?),
             _ => None,
         };
-        let reused = recovery.checkpoint_next_seq > recovery.next_seq;
+        // Holes in the middle of the log keep every sequence: records after them keep
+        // theirs, and the missing ones are never handed out again. Only a loss at the end
+        // beyond what the checkpoint proves can repeat sequences a client may have seen.
+        let reused = recovery.sequences_may_repeat;
         let epoch_salt = epoch_salt(path, reused)?;
         if reused {
             tracing::warn!(
                 path = %path.display(),
-                lost_from = recovery.next_seq,
-                lost_to = recovery.checkpoint_next_seq - 1,
-                "records the log once held were lost; a new log epoch starts so that no \
-                 resume token can mistake new messages for them"
+                next_seq = recovery.next_seq,
+                "records at the end of the log were lost and some of their sequences may be \
+                 handed out again; a new log epoch starts so that no resume token can \
+                 mistake new messages for them"
             );
         }
         let mut dedupe = Dedupe {
@@ -427,6 +432,7 @@ impl Store {
             log,
             _syncer: syncer,
             epoch_salt,
+            recovery: recovery.clone(),
             filters: config
                 .subjects
                 .iter()
@@ -438,6 +444,12 @@ impl Store {
             replay_batch: config.replay_batch,
         };
         Ok((store, recovery))
+    }
+
+    /// What opening the ring file found: records kept, holes, what was cut and why, where
+    /// a damaged file was copied (for `/varz`).
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 
     /// The log's epoch as clients see it (the file's, changed by any salt).
@@ -473,8 +485,11 @@ impl Store {
         Ok(seq)
     }
 
-    /// The fsync policy's timer.
+    /// The store's timer: a checkpoint of the log's state into its header (a store into the
+    /// map, no system call), so that recovery after a crash can step over damage anywhere
+    /// up to the last tick; then the fsync policy.
     pub fn tick(&mut self, now: Instant) -> Result<(), StoreError> {
+        self.log.checkpoint();
         self.log.tick(now)?;
         Ok(())
     }
@@ -648,12 +663,31 @@ impl Store {
                 replay.next = first;
             }
             let mut taken = 0;
-            for rec in self.log.read_from(replay.next).take(share) {
+            let mut records = self.log.read_from(replay.next);
+            let mut exhausted = false;
+            while taken < share {
+                let Some(rec) = records.next() else {
+                    exhausted = true;
+                    break;
+                };
                 let matches = subject::matches(&replay.filter, rec.subject);
                 if matches && replay.paused() {
                     break;
                 }
                 taken += 1;
+                if rec.seq > replay.next && replay.counting.is_none() {
+                    // A hole recovery left in the log: those sequences are gone.
+                    match &mut replay.target {
+                        Target::Sub(sub) => emit(ReplayEvent::Gap {
+                            sub: *sub,
+                            requested: replay.next,
+                            oldest: rec.seq,
+                        }),
+                        Target::Inbox { gap, .. } => {
+                            gap.get_or_insert((replay.next, rec.seq));
+                        }
+                    }
+                }
                 replay.next = rec.seq + 1;
                 if !matches {
                     continue;
@@ -685,6 +719,10 @@ impl Store {
                         )));
                     }
                 }
+            }
+            if exhausted {
+                // Past the newest record held (sequences after it may be missing too).
+                replay.next = replay.next.max(next_seq);
             }
             if replay.next >= next_seq {
                 if let Some(last) = replay.counting.take() {

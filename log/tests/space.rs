@@ -83,3 +83,55 @@ fn a_sparse_ring_is_reserved_when_opened_or_refused() {
     );
     assert_eq!(fs::read(&second).unwrap(), before);
 }
+
+#[test]
+fn a_damaged_ring_that_cannot_be_copied_aside_is_refused_unchanged() {
+    let Some(disk) = small_disk() else { return };
+    // A ring of 1.25 MiB with records, one of them damaged, on a 2 MiB disk: repairing it
+    // needs a copy of 1.25 MiB first, and there is not that much room left.
+    let elsewhere = scratch();
+    let src = elsewhere.path().join("r");
+    let cap = 5 * MIB / 4;
+    let (mut log, _) = RingLog::open(&src, cap, Fsync::Never).unwrap();
+    for i in 0..100u64 {
+        log.append(&Record::new(b"orders", &i.to_le_bytes()))
+            .unwrap();
+    }
+    log.close().unwrap();
+    let mut image = fs::read(&src).unwrap();
+    image[4096 + 10 * 56 + 45] ^= 0x01; // inside record 11's payload
+    let path = disk.path().join("shard-0000-of-0001.ring");
+    fs::write(&path, &image).unwrap();
+
+    let err = RingLog::open(&path, cap, Fsync::Never).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, LogError::CannotPreserve { .. }), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("1 record(s) lost"), "{text}");
+    assert!(
+        text.contains(&format!("{} bytes needed", image.len())),
+        "{text}"
+    );
+    assert!(text.contains("the file was not changed"), "{text}");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        image,
+        "the damaged file is untouched"
+    );
+    let names: Vec<String> = fs::read_dir(disk.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["shard-0000-of-0001.ring"],
+        "no partial copy is left"
+    );
+
+    // With room (the file moved to a larger disk), the same file is copied and repaired.
+    let roomy = elsewhere.path().join("moved");
+    fs::write(&roomy, &image).unwrap();
+    let (log, rec) = RingLog::open(&roomy, cap, Fsync::Never).unwrap();
+    assert_eq!((log.len(), rec.lost_records), (99, 1));
+    assert_eq!(fs::read(rec.damaged_copy.unwrap()).unwrap(), image);
+}
