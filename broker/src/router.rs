@@ -16,7 +16,7 @@ use tern_protocol::subject;
 use crate::config::Config;
 use crate::mesh::{Batch, Envelope, Inbox, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef};
 use crate::shard::Shard;
-use crate::stats::{bump, WorkerStats};
+use crate::stats::{bump, set, WorkerStats};
 use crate::store::Store;
 
 pub(crate) struct Router {
@@ -144,6 +144,15 @@ impl Router {
             other => return Some(other),
         }
         None
+    }
+
+    /// The shard's timer (the store's checkpoint and fsync policy), then the counters the
+    /// store keeps itself, copied into this worker's stats.
+    pub fn tick(&mut self, now: std::time::Instant) {
+        self.shard.tick(now);
+        let (ids, evicted) = self.shard.dedupe_counts();
+        set(&self.stats.dedupe_ids, ids as u64);
+        set(&self.stats.dedupe_evicted, evicted);
     }
 
     /// Advances this shard's catch-ups by one bounded batch.

@@ -79,6 +79,12 @@ impl Shard {
         }
     }
 
+    /// Message ids the store remembers, and how many it forgot early for its cap (zeros
+    /// without a store).
+    pub fn dedupe_counts(&self) -> (usize, u64) {
+        self.store.as_ref().map_or((0, 0), Store::dedupe_counts)
+    }
+
     /// A text client's catch-up request. Without a store there is nothing to replay: the
     /// end marker alone says so.
     pub fn replay_request(&mut self, request: Arc<ReplayRequest>, out: &mut Outbox) {

@@ -171,6 +171,13 @@ counters! {
     counter publishes_rate_refused [RateScope::LABELS, "scope"] => "tern_publishes_rate_refused_total";
     /// Low-priority publishes refused because their owner shard was overloaded.
     counter publishes_shed => "tern_publishes_shed_total";
+    /// Publishes refused because their message id was longer than max_message_id.
+    counter message_ids_refused => "tern_message_ids_refused_total";
+    /// Message ids the dedupe windows remember (each shard's, summed).
+    gauge dedupe_ids => "tern_dedupe_ids";
+    /// Message ids forgotten before their window ended because a shard remembered
+    /// dedupe_max_ids.
+    counter dedupe_evicted => "tern_dedupe_evicted_total";
 }
 
 /// A labelled counter's values as a `/varz` object, keyed by label value.
@@ -216,6 +223,12 @@ pub(crate) fn bump(counter: &AtomicU64, n: u64) {
         counter.load(Ordering::Relaxed).wrapping_add(n),
         Ordering::Relaxed,
     );
+}
+
+/// Sets a gauge (or a counter kept elsewhere) that only the calling worker writes.
+#[inline]
+pub(crate) fn set(counter: &AtomicU64, v: u64) {
+    counter.store(v, Ordering::Relaxed);
 }
 
 /// Subtracts `n` from a gauge that only the calling worker writes.

@@ -4,7 +4,8 @@
 //! Owns: the shard's [`RingLog`] (appended to before a stored message is delivered, so
 //! whatever a subscriber is sent live is already in the log), the store filters, the
 //! dedupe window (message id -> the sequence it was stored under, forgotten after the
-//! window), and one [`Replay`] cursor per subscription catching up.
+//! window, once the ring overwrites the record, or oldest first past `dedupe_max_ids`), and
+//! one [`Replay`] cursor per subscription catching up.
 //!
 //! The handover from replay to live has no gap and no duplicate because both happen in
 //! the shard's thread: while a subscription has a cursor, live delivery of *stored*
@@ -331,34 +332,69 @@ pub(crate) enum ReplayEvent {
 }
 
 /// Message ids seen within the dedupe window, and the sequence each was stored under.
+///
+/// Bounded three ways, so what publishers send cannot grow it without limit: an id is
+/// forgotten when the window has passed since it was stored, when the ring has overwritten
+/// its record (the window never outlives the message), and, oldest first, when `max_ids` are
+/// remembered (each one counted in `evicted`). Every id is a copy of its own, never a slice
+/// of a connection's read buffer (which would keep the whole 64 KiB buffer alive), and at
+/// most `max_message_id` bytes long (longer ones are refused before they get here).
 struct Dedupe {
     window: Duration,
+    max_ids: usize,
     seqs: FnvMap<Bytes, u64>,
-    /// Oldest first, for expiry.
-    order: VecDeque<(Instant, Bytes)>,
+    /// Oldest first: when each id was remembered, the sequence it was stored under, the id.
+    order: VecDeque<(Instant, u64, Bytes)>,
+    /// Ids forgotten before their window ended because `max_ids` were remembered.
+    evicted: u64,
 }
 
 impl Dedupe {
-    fn expire(&mut self, now: Instant) {
-        while let Some((at, _)) = self.order.front() {
-            if now.duration_since(*at) < self.window {
-                return;
-            }
-            if let Some((_, id)) = self.order.pop_front() {
-                self.seqs.remove(&id);
-            }
+    fn new(window: Duration, max_ids: usize) -> Dedupe {
+        Dedupe {
+            window,
+            max_ids: max_ids.max(1),
+            seqs: FnvMap::default(),
+            order: VecDeque::new(),
+            evicted: 0,
         }
     }
 
-    fn seen(&mut self, id: &[u8], now: Instant) -> Option<u64> {
-        self.expire(now);
+    /// Forgets the ids whose window has passed or whose record the log no longer holds
+    /// (`first_seq` is the oldest sequence it holds).
+    fn expire(&mut self, now: Instant, first_seq: u64) {
+        while let Some(&(at, seq, _)) = self.order.front() {
+            if now.duration_since(at) < self.window && seq >= first_seq {
+                return;
+            }
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, _, id)) = self.order.pop_front() {
+            self.seqs.remove(&id);
+        }
+    }
+
+    fn seen(&mut self, id: &[u8], now: Instant, first_seq: u64) -> Option<u64> {
+        self.expire(now, first_seq);
         self.seqs.get(id).copied()
     }
 
+    /// Remembers `id` (already a copy of its own) as stored under `seq`.
     fn remember(&mut self, id: Bytes, seq: u64, at: Instant) {
         if self.seqs.insert(id.clone(), seq).is_none() {
-            self.order.push_back((at, id));
+            self.order.push_back((at, seq, id));
         }
+        while self.order.len() > self.max_ids {
+            self.forget_oldest();
+            self.evicted += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
     }
 }
 
@@ -415,11 +451,7 @@ impl Store {
                  mistake new messages for them"
             );
         }
-        let mut dedupe = Dedupe {
-            window: config.dedupe_window,
-            seqs: FnvMap::default(),
-            order: VecDeque::new(),
-        };
+        let mut dedupe = Dedupe::new(config.dedupe_window, config.dedupe_max_ids);
         let window_ns = u64::try_from(config.dedupe_window.as_nanos()).unwrap_or(u64::MAX);
         let since = wall_now_ns.saturating_sub(window_ns);
         for rec in log.read_from(log.seq_at_time(since)) {
@@ -462,9 +494,16 @@ impl Store {
         self.filters.iter().any(|f| subject::matches(f, subject))
     }
 
-    /// The sequence a message id was stored under, if it was within the dedupe window.
+    /// The sequence a message id was stored under, if it was within the dedupe window (and
+    /// its record is still in the log).
     pub fn duplicate_of(&mut self, message_id: &[u8], now: Instant) -> Option<u64> {
-        self.dedupe.seen(message_id, now)
+        self.dedupe.seen(message_id, now, self.log.first_seq())
+    }
+
+    /// Message ids remembered now, and how many were forgotten early because
+    /// `dedupe_max_ids` were remembered (since the store was opened).
+    pub fn dedupe_counts(&self) -> (usize, u64) {
+        (self.dedupe.len(), self.dedupe.evicted)
     }
 
     /// Appends a message; returns its sequence.
@@ -480,7 +519,10 @@ impl Store {
             payload: &msg.payload,
         })?;
         if let Some(id) = &msg.message_id {
-            self.dedupe.remember(id.clone(), seq, now);
+            // A copy: `id` is a slice of the publisher's read buffer.
+            self.dedupe.remember(Bytes::copy_from_slice(id), seq, now);
+            // The append may have overwritten the oldest records, and their ids with them.
+            self.dedupe.expire(now, self.log.first_seq());
         }
         Ok(seq)
     }
@@ -845,6 +887,68 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn the_dedupe_window_holds_at_most_its_cap_and_counts_what_it_forgets() {
+        let now = Instant::now();
+        let mut d = Dedupe::new(Duration::from_secs(120), 10);
+        for seq in 1..=25u64 {
+            d.remember(Bytes::from(format!("id-{seq}")), seq, now);
+            assert!(d.len() <= 10, "{} ids after {seq}", d.len());
+            assert_eq!(d.seqs.len(), d.len());
+        }
+        assert_eq!((d.len(), d.evicted), (10, 15));
+        assert_eq!(d.seen(b"id-15", now, 1), None, "the oldest went first");
+        assert_eq!(d.seen(b"id-16", now, 1), Some(16));
+        assert_eq!(d.seen(b"id-25", now, 1), Some(25));
+    }
+
+    #[test]
+    fn an_id_is_forgotten_when_its_window_ends_or_the_ring_overwrites_its_record() {
+        let t0 = Instant::now();
+        let mut d = Dedupe::new(Duration::from_secs(120), 1000);
+        for seq in 1..=5u64 {
+            d.remember(Bytes::from(format!("id-{seq}")), seq, t0);
+        }
+        // The log's oldest record is now 4: ids of 1..=3 go, before their window ends.
+        assert_eq!(d.seen(b"id-3", t0, 4), None);
+        assert_eq!(d.seen(b"id-4", t0, 4), Some(4));
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.evicted, 0, "expiry is not eviction");
+        // The window ends.
+        assert_eq!(d.seen(b"id-5", t0 + Duration::from_secs(120), 4), None);
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn a_remembered_id_is_a_copy_not_a_slice_of_the_read_buffer() {
+        let dir = scratch("dedupe-copy");
+        let config = StoreConfig {
+            log_size: 1 << 20,
+            ..StoreConfig::default()
+        };
+        let now = Instant::now();
+        let (mut store, _) = Store::open(&dir.join("r.ring"), &config, now, 0).unwrap();
+        // What a connection's read buffer looks like: one allocation, the publish's fields
+        // sliced out of it.
+        let buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut msg = Msg::new(
+            Bytes::from_static(b"orders"),
+            Bytes::from_static(b"payload"),
+            ConnId::NONE,
+            now,
+        );
+        msg.message_id = Some(buffer.slice(100..116));
+        store.append(&msg, 1, now).unwrap();
+        drop(msg);
+        assert!(
+            buffer.is_unique(),
+            "the dedupe window keeps the read buffer alive"
+        );
+        assert_eq!(store.duplicate_of(&[b'x'; 16], now), Some(1));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -662,7 +662,7 @@ impl Worker {
 
     fn tick(&mut self) {
         self.next_tick = self.now + TICK;
-        self.router.shard.tick(self.now);
+        self.router.tick(self.now);
         self.accept(Port::Text);
         self.accept(Port::Binary);
         let limits = self.router.config.limits.clone();

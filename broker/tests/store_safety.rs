@@ -1,16 +1,17 @@
-//! The store against what the disk and the operator do, with the real `ternd`: a data
-//! directory too small for the ring files stops ternd at start (never a SIGBUS later),
-//! damaged ring files are copied aside and repaired without losing the intact records, and
-//! ring files of another shard count are refused rather than silently replaced by empty logs.
+//! The store against what the disk, the operator and publishers do, with the real `ternd`: a
+//! data directory too small for the ring files stops ternd at start (never a SIGBUS later),
+//! ring files of another shard count are refused rather than silently replaced by empty
+//! logs, and message ids are bounded in length and in number.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{temp_dir, ternd_exit, BinClient, Broker, Tmpfs, START_TIMEOUT};
+use common::{temp_dir, ternd_exit, BinClient, Broker, Tmpfs, START_TIMEOUT, WAIT};
 use tern_protocol::binary::{
-    AckResult, ClientFrame, Publish, PublishAck, ResumeToken, ServerFrame, StartPosition, Subscribe,
+    AckResult, ClientFrame, ErrorCode, ErrorFrame, Publish, PublishAck, ResumeToken, ServerFrame,
+    StartPosition, Subscribe,
 };
 
 /// Publishes with an ack; returns the acknowledged (shard, sequence).
@@ -126,4 +127,128 @@ fn ring_files_of_another_worker_count_stop_ternd_with_what_to_do() {
     );
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Publishes with a message id and an ack; returns the ack's result.
+fn publish_with_id(c: &mut BinClient, subject: &str, id: &[u8], ack_id: u64) -> AckResult {
+    c.send(&ClientFrame::Publish(Publish {
+        subject: Bytes::copy_from_slice(subject.as_bytes()),
+        payload: Bytes::from_static(b"x"),
+        message_id: Some(Bytes::copy_from_slice(id)),
+        ack_id: Some(ack_id),
+        ..Default::default()
+    }));
+    loop {
+        match c.read_frame() {
+            ServerFrame::PublishAck(PublishAck { ack_id: id, result }) if id == ack_id => {
+                return result
+            }
+            ServerFrame::Message(_) | ServerFrame::Ping => {}
+            other => panic!("expected the ack of {ack_id}, got {other:?}"),
+        }
+    }
+}
+
+/// Reads `/varz` until `done` says yes, or fails with the last one at the deadline.
+fn varz_until(broker: &Broker, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = broker.varz();
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "/varz never got there: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_message_id_over_the_limit_is_refused_and_the_dedupe_window_stays_bounded() {
+    let broker = Broker::with_args(&[
+        "--workers",
+        "1",
+        "--dedupe-max-ids",
+        "50",
+        "--monitor",
+        "127.0.0.1:0",
+    ]);
+    let mut c = BinClient::connect(broker.binary_addr());
+
+    // Over max_message_id (256 bytes by default): refused, with the code and the limit.
+    match publish_with_id(&mut c, "orders", &[b'i'; 257], 1) {
+        AckResult::Refused { code, message } => {
+            assert_eq!(code, ErrorCode::InvalidOption);
+            let text = String::from_utf8_lossy(&message);
+            assert!(text.contains("257 bytes"), "{text}");
+            assert!(text.contains("max_message_id (256 bytes)"), "{text}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Without an ack: a non-fatal ERROR, and the connection carries on.
+    c.send(&ClientFrame::Publish(Publish {
+        subject: Bytes::from_static(b"orders"),
+        payload: Bytes::from_static(b"x"),
+        message_id: Some(Bytes::from(vec![b'j'; 60_000])),
+        ..Default::default()
+    }));
+    match c.read_frame() {
+        ServerFrame::Error(ErrorFrame {
+            code: ErrorCode::InvalidOption,
+            fatal: false,
+            ..
+        }) => {}
+        other => panic!("expected a non-fatal InvalidOption, got {other:?}"),
+    }
+    // At the limit: stored, and a repeat is a duplicate.
+    let at_limit = [b'k'; 256];
+    assert!(matches!(
+        publish_with_id(&mut c, "orders", &at_limit, 2),
+        AckResult::Stored {
+            duplicate: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        publish_with_id(&mut c, "orders", &at_limit, 3),
+        AckResult::Stored {
+            duplicate: true,
+            ..
+        }
+    ));
+
+    // Many distinct large ids: the window never holds more than its cap; the oldest go
+    // first, and each one forgotten is counted.
+    for i in 0..500u64 {
+        let id = format!("{i:0>250}");
+        let result = publish_with_id(&mut c, "orders", id.as_bytes(), 10 + i);
+        assert!(
+            matches!(
+                result,
+                AckResult::Stored {
+                    duplicate: false,
+                    ..
+                }
+            ),
+            "{result:?}"
+        );
+    }
+    let v = varz_until(&broker, |v| v["dedupe_evicted"].as_u64() == Some(451));
+    assert_eq!(v["dedupe_ids"].as_u64(), Some(50), "{v}");
+    assert_eq!(v["message_ids_refused"].as_u64(), Some(2), "{v}");
+    // The newest is still remembered, the oldest was forgotten (stored again).
+    let newest = format!("{:0>250}", 499);
+    assert!(matches!(
+        publish_with_id(&mut c, "orders", newest.as_bytes(), 9000),
+        AckResult::Stored {
+            duplicate: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        publish_with_id(&mut c, "orders", &at_limit, 9001),
+        AckResult::Stored {
+            duplicate: false,
+            ..
+        }
+    ));
 }

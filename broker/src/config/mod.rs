@@ -153,6 +153,11 @@ settings! {
         fsync_interval: Duration [Dur] = Duration::from_secs(1);
         /// How long a message id is remembered for idempotent publishing.
         dedupe_window: Duration [Dur] = Duration::from_secs(120);
+        /// Message ids each shard remembers for idempotent publishing; past it the oldest
+        /// are forgotten first (each id costs its length plus about 100 bytes).
+        dedupe_max_ids: usize [Num] = 100_000;
+        /// Longest message id a publish may carry, in bytes; a longer one is refused.
+        max_message_id: usize [Size] = 256;
         /// Records a shard replays per loop turn for catch-ups, so one large catch-up does
         /// not stall live traffic.
         replay_batch: usize [Num] = 4096;
@@ -713,6 +718,12 @@ impl Config {
                     reason: format!("`{filter}` is not a subject filter: {e}"),
                 });
             }
+        }
+        if st.dedupe_max_ids == 0 {
+            return invalid("dedupe_max_ids", "must be at least 1");
+        }
+        if st.max_message_id == 0 || st.max_message_id > u16::MAX as usize {
+            return invalid("max_message_id", "must be between 1 and 65535 bytes");
         }
         if st.replay_batch == 0 {
             return invalid("replay_batch", "must be at least 1");
