@@ -4,7 +4,8 @@
 //! describes it: [`server`] starts one [`worker`] per core; each worker owns its
 //! connections ([`conn`]), their outbound queues ([`outbound`]) and one [`shard`] of the
 //! subject space with its subscription [`index`] and its [`store`] (ring log, dedupe
-//! window, catch-ups); workers talk only through the [`mesh`].
+//! window, catch-ups); workers talk only through the [`mesh`]. [`replay`] bounds the text
+//! catch-ups in progress.
 //! [`router`] decides where each operation goes; [`admission`] decides what is refused or
 //! slowed before it costs anything. The [`monitor`] thread serves the
 //! monitoring endpoint from the workers' counters ([`stats`]) and from [`snapshot`]s they
@@ -24,6 +25,7 @@ mod latency;
 mod mesh;
 mod monitor;
 mod outbound;
+mod replay;
 mod router;
 pub mod server;
 mod shard;

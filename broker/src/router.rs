@@ -14,7 +14,10 @@ use bytes::Bytes;
 use tern_protocol::subject;
 
 use crate::config::Config;
-use crate::mesh::{Batch, Envelope, Inbox, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef};
+use crate::mesh::{
+    Batch, ConnId, Envelope, Inbox, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef,
+};
+use crate::replay::ReplaySlots;
 use crate::shard::Shard;
 use crate::stats::{bump, set, WorkerStats};
 use crate::store::Store;
@@ -27,6 +30,9 @@ pub(crate) struct Router {
     pub workers: usize,
     pub config: Arc<Config>,
     pub stats: Arc<WorkerStats>,
+    /// The text catch-ups in progress on the whole broker (shared by every worker, touched
+    /// only when one starts or ends).
+    pub replay_slots: Arc<ReplaySlots>,
     /// This worker's inbound queue.
     inbox: Inbox,
     /// Envelopes taken from the inbox by [`Router::sync_inbox`] that need the worker's
@@ -43,6 +49,7 @@ impl Router {
         config: Arc<Config>,
         stats: Arc<WorkerStats>,
         store: Option<Store>,
+        replay_slots: Arc<ReplaySlots>,
     ) -> Router {
         let n = mesh.workers();
         Router {
@@ -52,6 +59,7 @@ impl Router {
             workers: n,
             config,
             stats,
+            replay_slots,
             inbox,
             deferred: VecDeque::new(),
             next_sub_id: 0,
@@ -136,6 +144,7 @@ impl Router {
             Envelope::Grant { sub, credit } => self.shard.grant(&sub, credit),
             Envelope::Unsubscribe { filter, sub } => self.shard.unsubscribe(&filter, &sub),
             Envelope::Replay(request) => self.shard.replay_request(request, &mut self.outbox),
+            Envelope::ReplayCancel { conn } => self.shard.cancel_replays(conn),
             // Everything queued here before the barrier has been routed, and its deliveries
             // pushed ahead of this answer.
             Envelope::Barrier { conn, token } => self
@@ -155,9 +164,13 @@ impl Router {
         set(&self.stats.dedupe_evicted, evicted);
     }
 
-    /// Advances this shard's catch-ups by one bounded batch.
+    /// Advances this shard's catch-ups by one bounded batch, and counts those that waited
+    /// for a congested destination.
     pub fn pump_replays(&mut self, now: std::time::Instant) {
-        self.shard.pump_replays(now, &mut self.outbox);
+        let deferred = self.shard.pump_replays(now, &mut self.outbox);
+        if deferred > 0 {
+            bump(&self.stats.replays_deferred, deferred);
+        }
     }
 
     /// Hands a message to the shard that owns its subject, and says which shard that is.
@@ -184,6 +197,7 @@ impl Router {
     pub fn replay(&mut self, mut request: ReplayRequest) -> Range<usize> {
         let shards = self.shards_for(&request.filter);
         request.shards = shards.len() as u16;
+        request.inbox_owner = self.shard.owner(&request.inbox) as u16;
         let request = Arc::new(request);
         for shard in shards.clone() {
             if shard == self.me {
@@ -195,6 +209,17 @@ impl Router {
             }
         }
         shards
+    }
+
+    /// Tells every shard to drop what is left of the catch-ups of `conn`, which closes.
+    pub fn cancel_replays(&mut self, conn: ConnId) {
+        for shard in 0..self.workers {
+            if shard == self.me {
+                self.shard.cancel_replays(conn);
+            } else {
+                self.outbox.push(shard, Envelope::ReplayCancel { conn });
+            }
+        }
     }
 
     /// Registers a subscription in the shards its filter can match in, and says which.

@@ -27,6 +27,7 @@ use crate::admission::ConnectionGate;
 use crate::config::Config;
 use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
+use crate::replay::ReplaySlots;
 use crate::router::Router;
 use crate::stats::{Totals, WorkerStats};
 use crate::store::{DataDir, Store, StoreError};
@@ -135,6 +136,8 @@ impl Server {
 
         // One gate for every worker's accept path: the connection limits are global.
         let gate = ConnectionGate::new(&config.admission, started_at);
+        // One count of text catch-ups in progress, shared by the workers.
+        let replay_slots = Arc::new(ReplaySlots::new(config.store.max_replays));
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
         for (worker, ((((poll, listener), binary_listener), inbox), store)) in polls
@@ -155,6 +158,7 @@ impl Server {
                     Arc::clone(&config),
                     worker_stats,
                     store,
+                    Arc::clone(&replay_slots),
                 ),
                 poll,
                 listener,

@@ -19,6 +19,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::admission::{ConnRefusal, RateScope};
+use crate::replay::ReplayLimit;
 
 /// A metric family of `/metrics`: every worker's value of one counter (one value per label
 /// value for a labelled counter).
@@ -178,6 +179,12 @@ counters! {
     /// Message ids forgotten before their window ended because a shard remembered
     /// dedupe_max_ids.
     counter dedupe_evicted => "tern_dedupe_evicted_total";
+    /// $TERN.REPLAY requests refused, by the limit they hit.
+    counter replays_refused [ReplayLimit::LABELS, "limit"] => "tern_replays_refused_total";
+    /// $TERN.REPLAY requests in progress (counted on the requesters' workers).
+    gauge replays_active => "tern_replays_active";
+    /// Times a catch-up waited a loop turn because where its messages go was congested.
+    counter replays_deferred => "tern_replays_deferred_total";
 }
 
 /// A labelled counter's values as a `/varz` object, keyed by label value.

@@ -4,8 +4,10 @@
 //! Owns: the shard's [`RingLog`] (appended to before a stored message is delivered, so
 //! whatever a subscriber is sent live is already in the log), the store filters, the
 //! dedupe window (message id -> the sequence it was stored under, forgotten after the
-//! window, once the ring overwrites the record, or oldest first past `dedupe_max_ids`), and
-//! one [`Replay`] cursor per subscription catching up.
+//! window, once the ring overwrites the record, or oldest first past `dedupe_max_ids`), one
+//! [`Replay`] cursor per catch-up (binary subscriptions, text `$TERN.REPLAY` requests) and
+//! their pacing, and the data directory (its lock, and the refusal of ring files of another
+//! shard count).
 //!
 //! The handover from replay to live has no gap and no duplicate because both happen in
 //! the shard's thread: while a subscription has a cursor, live delivery of *stored*
@@ -15,7 +17,9 @@
 //! keep are delivered live throughout, since no replay will ever bring them.
 //!
 //! Never: touches a socket or a connection, or blocks; replays advance in bounded batches
-//! (`replay_batch` records per loop turn).
+//! (`replay_batch` records and `replay_bytes` bytes per loop turn, across all of them), and
+//! one whose destination is congested waits its turn; a "last N" start keeps nothing per
+//! record, whatever N.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -289,32 +293,91 @@ fn epoch_salt(ring: &Path, bump: bool) -> Result<u64, StoreError> {
     Ok(salt)
 }
 
-/// A catch-up in progress: who it is for, its filter, and the next sequence to read.
+/// A catch-up in progress: who it is for, its filter, the next sequence to read, and where
+/// it is in its work.
 #[derive(Debug)]
 pub(crate) struct Replay {
     target: Target,
     filter: Bytes,
     next: u64,
-    /// A "last N" start still looking for where its N matching messages begin: the log is
-    /// scanned (in bounded batches, like a replay) keeping the sequences of the last N
-    /// matches; at the end of the log the replay starts at the first of them.
-    counting: Option<LastN>,
+    phase: Phase,
     /// A lossless subscription's fall-back: how many more messages it has room for
     /// (`None`: no limit). At 0 the cursor waits for a `Grant`, and live delivery of stored
     /// messages to the subscription stays off meanwhile.
     credit: Option<u64>,
 }
 
+/// Where a catch-up is in its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Replaying every matching record from `next` on. With `gaps`, a sequence the log no
+    /// longer holds (the ring overwrote it, or a hole recovery left) is reported.
+    Replaying { gaps: bool },
+    /// A "last N" start, first pass: counting the matching records from `from` to the end
+    /// of the log, in bounded batches like a replay. Nothing is kept per record, so it costs
+    /// the same memory whatever N is.
+    Counting { want: u64, from: u64, matches: u64 },
+    /// A "last N" start, second pass from `from`: stepping over the `skip` matching records
+    /// before the last N, then replaying. If the ring overwrote records between the passes,
+    /// fewer than N may come (never more, and never any but the newest).
+    Skipping { skip: u64 },
+}
+
 impl Replay {
+    fn new(target: Target, filter: &Bytes, next: u64, phase: Phase) -> Replay {
+        Replay {
+            target,
+            filter: filter.clone(),
+            next,
+            phase,
+            credit: None,
+        }
+    }
+
+    /// A "last `n`" catch-up from the oldest record held (`first`).
+    fn last_n(target: Target, filter: &Bytes, n: u64, first: u64) -> Replay {
+        let phase = Phase::Counting {
+            want: n,
+            from: first,
+            matches: 0,
+        };
+        Replay::new(target, filter, first, phase)
+    }
+
     fn paused(&self) -> bool {
         self.credit == Some(0)
     }
-}
 
-#[derive(Debug)]
-struct LastN {
-    want: usize,
-    seen: VecDeque<u64>,
+    /// The connection this catch-up is for, and the workers its messages go through: the
+    /// subscriber's, or for an inbox the inbox owner's (where they are published) and the
+    /// requester's.
+    fn destination(&self) -> (ConnId, [usize; 2]) {
+        match &self.target {
+            Target::Sub(sub) => (sub.conn, [sub.conn.worker as usize; 2]),
+            Target::Inbox { request, .. } => (
+                request.origin,
+                [request.inbox_owner as usize, request.origin.worker as usize],
+            ),
+        }
+    }
+
+    /// Notes that the records before `seq`, from `self.next` on, are not in the log.
+    fn note_gap(&mut self, seq: u64, sink: &mut impl ReplaySink) {
+        if self.phase != (Phase::Replaying { gaps: true }) || seq <= self.next {
+            return;
+        }
+        match &mut self.target {
+            Target::Sub(sub) => sink.emit(ReplayEvent::Gap {
+                sub: *sub,
+                requested: self.next,
+                oldest: seq,
+            }),
+            Target::Inbox { gap, .. } => {
+                let requested = gap.map_or(self.next, |(r, _)| r);
+                *gap = Some((requested, seq));
+            }
+        }
+    }
 }
 
 /// What one replay step produced for the shard to send.
@@ -323,12 +386,35 @@ pub(crate) enum ReplayEvent {
     Deliver(SubRef, Msg),
     /// A message to publish (to a text client's inbox).
     Publish(Msg),
-    /// The ring overwrote records a replay had not reached: `requested..oldest` are lost.
+    /// The ring overwrote records a replay had not reached, or recovery left a hole:
+    /// `requested..oldest` are lost.
     Gap {
         sub: SubRef,
         requested: u64,
         oldest: u64,
     },
+    /// This shard's part of text catch-up `id` of `conn` is over: its end marker is out.
+    Done { conn: ConnId, id: u64 },
+}
+
+/// Where a shard's catch-ups send what they produce, and whether they may go on.
+pub(crate) trait ReplaySink {
+    /// True when the connection a catch-up is for (`conn`), or a worker its messages go
+    /// through, is congested: the catch-up waits a turn rather than add to the backlog.
+    fn congested(&self, conn: ConnId, workers: &[usize]) -> bool;
+    /// Sends what a catch-up produced.
+    fn emit(&mut self, event: ReplayEvent);
+}
+
+/// Whether a shard's catch-ups have work, for the worker's poll timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplayState {
+    /// None in progress, or all waiting for a grant.
+    Idle,
+    /// Some can advance now.
+    Ready,
+    /// All that could advance waited for a congested destination last turn.
+    Waiting,
 }
 
 /// Message ids seen within the dedupe window, and the sequence each was stored under.
@@ -413,7 +499,13 @@ pub(crate) struct Store {
     replays: Vec<Replay>,
     /// The subscriptions in `replays`, for the per-delivery check of live routing.
     replaying: FnvMap<SubRef, ()>,
+    /// Per loop turn, across all catch-ups: records read, bytes replayed.
     replay_batch: usize,
+    replay_bytes: usize,
+    /// Inbound batches waiting at a worker above which catch-ups sending to it wait.
+    replay_queue_depth: usize,
+    /// Every catch-up that could advance waited for a congested destination last turn.
+    replays_waiting: bool,
 }
 
 impl Store {
@@ -474,6 +566,9 @@ impl Store {
             replays: Vec::new(),
             replaying: FnvMap::default(),
             replay_batch: config.replay_batch,
+            replay_bytes: config.replay_bytes,
+            replay_queue_depth: config.replay_queue_depth,
+            replays_waiting: false,
         };
         Ok((store, recovery))
     }
@@ -545,13 +640,9 @@ impl Store {
         let from = from.max(first);
         if from < self.log.next_seq() {
             self.replaying.insert(sub, ());
-            self.replays.push(Replay {
-                target: Target::Sub(sub),
-                filter: filter.clone(),
-                next: from,
-                counting: None,
-                credit: None,
-            });
+            let phase = Phase::Replaying { gaps: true };
+            self.replays
+                .push(Replay::new(Target::Sub(sub), filter, from, phase));
         }
         gap
     }
@@ -601,33 +692,34 @@ impl Store {
     }
 
     /// Starts a text client's catch-up into its inbox. Always registered: even with
-    /// nothing to replay, the end marker must be sent.
+    /// nothing to replay (`{"last":0}`, a start past the newest record), the end marker
+    /// must be sent.
     pub fn start_inbox_replay(&mut self, request: Arc<ReplayRequest>) {
         let first = self.log.first_seq();
-        let (from, counting) = match request.start {
+        let filter = request.filter.clone();
+        let (from, last_n) = match request.start {
             ReplayStart::All => (first, None),
             ReplayStart::FromSeq(seq) => (seq.max(1), None),
             ReplayStart::Time(ns) => (self.log.seq_at_time(ns), None),
-            ReplayStart::LastN(n) => (
-                first,
-                Some(LastN {
-                    want: n as usize,
-                    seen: VecDeque::new(),
-                }),
+            ReplayStart::LastN(0) => (self.log.next_seq(), None),
+            ReplayStart::LastN(n) => (first, Some(u64::from(n))),
+        };
+        let gap = (from < first).then_some((from, first));
+        let target = Target::Inbox {
+            request,
+            gap,
+            replayed: 0,
+        };
+        let replay = match last_n {
+            Some(n) => Replay::last_n(target, &filter, n, first),
+            None => Replay::new(
+                target,
+                &filter,
+                from.max(first),
+                Phase::Replaying { gaps: true },
             ),
         };
-        let gap = (from < first && counting.is_none()).then_some((from, first));
-        self.replays.push(Replay {
-            filter: request.filter.clone(),
-            target: Target::Inbox {
-                request,
-                gap,
-                replayed: 0,
-            },
-            next: from.max(first),
-            counting,
-            credit: None,
-        });
+        self.replays.push(replay);
     }
 
     /// Starts a catch-up of the last `n` messages held that match `filter`.
@@ -636,16 +728,21 @@ impl Store {
             return;
         }
         self.replaying.insert(sub, ());
-        self.replays.push(Replay {
-            target: Target::Sub(sub),
-            filter: filter.clone(),
-            next: self.log.first_seq(),
-            counting: Some(LastN {
-                want: n as usize,
-                seen: VecDeque::new(),
-            }),
-            credit: None,
-        });
+        let first = self.log.first_seq();
+        self.replays.push(Replay::last_n(
+            Target::Sub(sub),
+            filter,
+            u64::from(n),
+            first,
+        ));
+    }
+
+    /// Drops what is left of the text catch-ups `conn` asked for (it closed): no more
+    /// records, no end marker.
+    pub fn cancel_inbox_replays(&mut self, conn: ConnId) {
+        self.replays.retain(
+            |r| !matches!(&r.target, Target::Inbox { request, .. } if request.origin == conn),
+        );
     }
 
     /// The sequence to start a time-based catch-up at.
@@ -658,9 +755,21 @@ impl Store {
         !self.replaying.is_empty() && self.replaying.contains_key(sub)
     }
 
-    /// True while a catch-up can advance (one waiting for a grant cannot).
-    pub fn has_replays(&self) -> bool {
-        self.replays.iter().any(|r| !r.paused())
+    /// Whether a catch-up can advance (one waiting for a grant cannot), or all that could
+    /// are waiting for congested destinations.
+    pub fn replay_state(&self) -> ReplayState {
+        if !self.replays.iter().any(|r| !r.paused()) {
+            ReplayState::Idle
+        } else if self.replays_waiting {
+            ReplayState::Waiting
+        } else {
+            ReplayState::Ready
+        }
+    }
+
+    /// Inbound batches waiting at a worker above which catch-ups sending to it wait.
+    pub fn replay_queue_depth(&self) -> usize {
+        self.replay_queue_depth
     }
 
     /// Drops the catch-up of a subscription that ended.
@@ -671,43 +780,44 @@ impl Store {
         }
     }
 
-    /// Replays up to `replay_batch` records over the catch-ups in progress, handing each
-    /// delivery (and any gap) to `emit`. A catch-up that delivers the last record held ends
-    /// here, and live delivery takes over from the next sequence.
-    pub fn pump(&mut self, shard: u16, now: Instant, mut emit: impl FnMut(ReplayEvent)) {
-        let mut budget = self.replay_batch;
+    /// Advances the catch-ups in progress by one bounded step: at most `replay_batch`
+    /// records read and `replay_bytes` bytes replayed in all, shared fairly among them (at
+    /// least one record each), so replaying never starves live traffic. A catch-up whose
+    /// destination `sink` says is congested waits its turn. Each delivery, gap, message and
+    /// end goes to `sink`. A catch-up that delivers the last record held ends here, and live
+    /// delivery takes over from the next sequence. Returns how many catch-ups waited.
+    pub fn pump(&mut self, shard: u16, now: Instant, sink: &mut impl ReplaySink) -> u64 {
+        let mut records_left = self.replay_batch;
+        let mut bytes_left = self.replay_bytes;
+        let (mut deferred, mut advanced) = (0u64, false);
         let mut i = 0;
-        while i < self.replays.len() && budget > 0 {
+        while i < self.replays.len() && records_left > 0 && bytes_left > 0 {
             let first = self.log.first_seq();
             let next_seq = self.log.next_seq();
-            // A fair share per catch-up, at least one record.
-            let share = (budget / (self.replays.len() - i)).max(1);
+            let remaining = self.replays.len() - i;
+            let share = (records_left / remaining).max(1);
+            let share_bytes = (bytes_left / remaining).max(1);
             let replay = &mut self.replays[i];
             if replay.paused() {
                 i += 1;
                 continue;
             }
+            let (conn, workers) = replay.destination();
+            if sink.congested(conn, &workers) {
+                deferred += 1;
+                i += 1;
+                continue;
+            }
+            advanced = true;
             if replay.next < first {
-                // Counting only looks for where to start: nothing is lost yet.
-                if replay.counting.is_none() {
-                    match &mut replay.target {
-                        Target::Sub(sub) => emit(ReplayEvent::Gap {
-                            sub: *sub,
-                            requested: replay.next,
-                            oldest: first,
-                        }),
-                        Target::Inbox { gap, .. } => {
-                            let requested = gap.map_or(replay.next, |(r, _)| r);
-                            *gap = Some((requested, first));
-                        }
-                    }
-                }
+                // The ring overwrote what the catch-up had not reached.
+                replay.note_gap(first, sink);
                 replay.next = first;
             }
-            let mut taken = 0;
+            let (mut read, mut sent) = (0usize, 0usize);
             let mut records = self.log.read_from(replay.next);
             let mut exhausted = false;
-            while taken < share {
+            while read < share && sent < share_bytes {
                 let Some(rec) = records.next() else {
                     exhausted = true;
                     break;
@@ -716,47 +826,37 @@ impl Store {
                 if matches && replay.paused() {
                     break;
                 }
-                taken += 1;
-                if rec.seq > replay.next && replay.counting.is_none() {
-                    // A hole recovery left in the log: those sequences are gone.
-                    match &mut replay.target {
-                        Target::Sub(sub) => emit(ReplayEvent::Gap {
-                            sub: *sub,
-                            requested: replay.next,
-                            oldest: rec.seq,
-                        }),
-                        Target::Inbox { gap, .. } => {
-                            gap.get_or_insert((replay.next, rec.seq));
-                        }
-                    }
-                }
+                read += 1;
+                replay.note_gap(rec.seq, sink);
                 replay.next = rec.seq + 1;
                 if !matches {
                     continue;
                 }
-                if replay.counting.is_none() {
-                    if let Some(c) = &mut replay.credit {
-                        *c -= 1;
+                match &mut replay.phase {
+                    Phase::Counting { matches, .. } => {
+                        *matches += 1;
+                        continue;
                     }
+                    Phase::Skipping { skip } if *skip > 0 => {
+                        *skip -= 1;
+                        continue;
+                    }
+                    Phase::Skipping { .. } => replay.phase = Phase::Replaying { gaps: false },
+                    Phase::Replaying { .. } => {}
                 }
-                match (&mut replay.counting, &mut replay.target) {
-                    (Some(last), _) => {
-                        if last.seen.len() == last.want {
-                            last.seen.pop_front();
-                        }
-                        last.seen.push_back(rec.seq);
+                if let Some(c) = &mut replay.credit {
+                    *c -= 1;
+                }
+                sent += rec.stored_len() as usize;
+                match &mut replay.target {
+                    Target::Sub(sub) => {
+                        sink.emit(ReplayEvent::Deliver(*sub, msg_of(&rec, shard, now)))
                     }
-                    (None, Target::Sub(sub)) => {
-                        emit(ReplayEvent::Deliver(*sub, msg_of(&rec, shard, now)))
-                    }
-                    (
-                        None,
-                        Target::Inbox {
-                            request, replayed, ..
-                        },
-                    ) => {
+                    Target::Inbox {
+                        request, replayed, ..
+                    } => {
                         *replayed += 1;
-                        emit(ReplayEvent::Publish(inbox_msg_of(
+                        sink.emit(ReplayEvent::Publish(inbox_msg_of(
                             &rec, shard, request, now,
                         )));
                     }
@@ -767,12 +867,22 @@ impl Store {
                 replay.next = replay.next.max(next_seq);
             }
             if replay.next >= next_seq {
-                if let Some(last) = replay.counting.take() {
-                    // Counted to the end: replay from the first of the last N matches.
-                    replay.next = last.seen.front().copied().unwrap_or(next_seq);
+                if let Phase::Counting {
+                    want,
+                    from,
+                    matches,
+                } = replay.phase
+                {
+                    // Counted to the end: go over it again, stepping over all but the last
+                    // `want` matches.
+                    replay.phase = Phase::Skipping {
+                        skip: matches.saturating_sub(want),
+                    };
+                    replay.next = from;
                 }
             }
-            budget = budget.saturating_sub(taken.max(1));
+            records_left = records_left.saturating_sub(read.max(1));
+            bytes_left = bytes_left.saturating_sub(sent);
             if replay.next >= next_seq {
                 let done = self.replays.swap_remove(i);
                 match done.target {
@@ -783,14 +893,22 @@ impl Store {
                         request,
                         gap,
                         replayed,
-                    } => emit(ReplayEvent::Publish(end_marker(
-                        &request, shard, replayed, gap, now,
-                    ))),
+                    } => {
+                        sink.emit(ReplayEvent::Publish(end_marker(
+                            &request, shard, replayed, gap, now,
+                        )));
+                        sink.emit(ReplayEvent::Done {
+                            conn: request.origin,
+                            id: request.id,
+                        });
+                    }
                 }
             } else {
                 i += 1;
             }
         }
+        self.replays_waiting = deferred > 0 && !advanced;
+        deferred
     }
 }
 
@@ -949,6 +1067,185 @@ mod tests {
         assert_eq!(store.duplicate_of(&[b'x'; 16], now), Some(1));
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A sink that records what catch-ups emit, congested while told so.
+    #[derive(Default)]
+    struct Recorder {
+        congested: bool,
+        /// (kind, sequence or 0): "msg" for an inbox message (its Tern-Seq), "end", "done",
+        /// "deliver", "gap".
+        events: Vec<(&'static str, u64)>,
+    }
+
+    impl ReplaySink for Recorder {
+        fn congested(&self, _conn: ConnId, _workers: &[usize]) -> bool {
+            self.congested
+        }
+        fn emit(&mut self, event: ReplayEvent) {
+            let e = match event {
+                ReplayEvent::Deliver(_, m) => ("deliver", m.stamp.seq),
+                ReplayEvent::Gap { requested, .. } => ("gap", requested),
+                ReplayEvent::Done { .. } => ("done", 0),
+                ReplayEvent::Publish(m) => {
+                    let h = m.headers.unwrap();
+                    match tern_protocol::headers::find(&h, "Tern-Seq") {
+                        Some(seq) => ("msg", std::str::from_utf8(seq).unwrap().parse().unwrap()),
+                        None => ("end", 0),
+                    }
+                }
+            };
+            self.events.push(e);
+        }
+    }
+
+    /// A store in a fresh directory holding `n` records on `subject` (payload `bytes` long),
+    /// with these per-turn replay limits.
+    fn store_with(
+        name: &str,
+        n: u64,
+        bytes: usize,
+        batch: usize,
+        replay_bytes: usize,
+    ) -> (Store, PathBuf) {
+        let dir = scratch(name);
+        let config = StoreConfig {
+            log_size: 1 << 20,
+            replay_batch: batch,
+            replay_bytes,
+            ..StoreConfig::default()
+        };
+        let now = Instant::now();
+        let (mut store, _) = Store::open(&dir.join("r.ring"), &config, now, 0).unwrap();
+        for i in 0..n {
+            let subject = if i % 2 == 0 { "even" } else { "odd" };
+            let msg = Msg::new(
+                Bytes::from_static(subject.as_bytes()),
+                Bytes::from(vec![b'p'; bytes]),
+                ConnId::NONE,
+                now,
+            );
+            store.append(&msg, i + 1, now).unwrap();
+        }
+        (store, dir)
+    }
+
+    fn request(filter: &'static str, start: ReplayStart) -> Arc<ReplayRequest> {
+        Arc::new(ReplayRequest {
+            filter: Bytes::from_static(filter.as_bytes()),
+            inbox: Bytes::from_static(b"_INBOX.r"),
+            start,
+            shards: 1,
+            inbox_owner: 0,
+            origin: ConnId {
+                worker: 0,
+                slot: 1,
+                gen: 1,
+            },
+            id: 7,
+        })
+    }
+
+    /// Pumps until no catch-up is left (at most `turns` turns).
+    fn pump_all(store: &mut Store, sink: &mut Recorder, turns: usize) -> usize {
+        for turn in 0..turns {
+            if store.replay_state() == ReplayState::Idle {
+                return turn;
+            }
+            store.pump(0, Instant::now(), sink);
+        }
+        panic!("catch-ups still running after {turns} turns");
+    }
+
+    #[test]
+    fn last_zero_replays_nothing_but_the_end() {
+        let (mut store, dir) = store_with("last0", 10, 10, 4096, 1 << 20);
+        store.start_inbox_replay(request(">", ReplayStart::LastN(0)));
+        let mut sink = Recorder::default();
+        pump_all(&mut store, &mut sink, 10);
+        assert_eq!(sink.events, vec![("end", 0), ("done", 0)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn last_n_replays_the_newest_matches_in_two_passes() {
+        let (mut store, dir) = store_with("lastn", 100, 10, 7, 1 << 20);
+        store.start_inbox_replay(request("odd", ReplayStart::LastN(3)));
+        store.start_inbox_replay(request("even", ReplayStart::LastN(1000)));
+        let mut sink = Recorder::default();
+        pump_all(&mut store, &mut sink, 200);
+        let msgs: Vec<u64> = sink
+            .events
+            .iter()
+            .filter(|(k, _)| *k == "msg")
+            .map(|(_, s)| *s)
+            .collect();
+        // Subject "odd" holds the even sequences (records 2, 4, ...), "even" the odd ones.
+        let on_odd: Vec<u64> = msgs.iter().copied().filter(|s| s % 2 == 0).collect();
+        let on_even: Vec<u64> = msgs.iter().copied().filter(|s| s % 2 == 1).collect();
+        assert_eq!(on_odd, vec![96, 98, 100], "the last 3 on \"odd\"");
+        assert_eq!(on_even.len(), 50, "all 50 on \"even\": fewer than asked");
+        assert_eq!(sink.events.iter().filter(|(k, _)| *k == "done").count(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_turn_replays_at_most_its_budget_in_bytes() {
+        // 1000-byte payloads, 2500 bytes per turn: at most 3 records a turn (the record
+        // that crosses the budget is the last), at least 1.
+        let (mut store, dir) = store_with("bytes", 30, 1000, 4096, 2500);
+        store.start_inbox_replay(request(">", ReplayStart::All));
+        let mut sink = Recorder::default();
+        let mut per_turn = Vec::new();
+        while store.replay_state() != ReplayState::Idle {
+            let before = sink.events.len();
+            store.pump(0, Instant::now(), &mut sink);
+            per_turn.push(
+                sink.events[before..]
+                    .iter()
+                    .filter(|(k, _)| *k == "msg")
+                    .count(),
+            );
+            assert!(per_turn.len() < 100, "{per_turn:?}");
+        }
+        assert!(per_turn.iter().all(|&n| n <= 3), "{per_turn:?}");
+        assert_eq!(per_turn.iter().sum::<usize>(), 30);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_catch_up_waits_while_its_destination_is_congested() {
+        let (mut store, dir) = store_with("congested", 10, 10, 4096, 1 << 20);
+        store.start_inbox_replay(request(">", ReplayStart::All));
+        let mut sink = Recorder {
+            congested: true,
+            ..Recorder::default()
+        };
+        for _ in 0..5 {
+            assert_eq!(store.pump(0, Instant::now(), &mut sink), 1);
+            assert_eq!(store.replay_state(), ReplayState::Waiting);
+        }
+        assert!(sink.events.is_empty(), "nothing while congested");
+        sink.congested = false;
+        pump_all(&mut store, &mut sink, 10);
+        assert_eq!(sink.events.len(), 12, "{:?}", sink.events);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_cancelled_catch_up_ends_without_a_marker() {
+        let (mut store, dir) = store_with("cancel", 100, 10, 5, 1 << 20);
+        let req = request(">", ReplayStart::All);
+        let origin = req.origin;
+        store.start_inbox_replay(req);
+        let mut sink = Recorder::default();
+        store.pump(0, Instant::now(), &mut sink);
+        assert_eq!(sink.events.len(), 5);
+        store.cancel_inbox_replays(origin);
+        assert_eq!(store.replay_state(), ReplayState::Idle);
+        store.pump(0, Instant::now(), &mut sink);
+        assert_eq!(sink.events.len(), 5);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

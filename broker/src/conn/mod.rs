@@ -42,6 +42,7 @@ use crate::index::FnvMap;
 use crate::latency::Latency;
 use crate::mesh::{ConnId, Envelope, Msg, Stamp, Start, SubRef};
 use crate::outbound::Outbound;
+use crate::replay::ConnReplays;
 use crate::router::Router;
 use crate::snapshot::{ConnInfo, SubDetail, WallClock};
 use crate::stats::{bump, unbump, CloseKind, WorkerStats};
@@ -211,6 +212,9 @@ pub(crate) struct Conn {
     /// Admission control: this connection's place among the broker's connections, its
     /// publish buckets and its throttle.
     admission: ConnAdmission,
+    /// Its text catch-ups (`$TERN.REPLAY`) in progress, each holding one of the broker's
+    /// replay slots until every shard it went to is done or the connection closes.
+    replays: ConnReplays,
 }
 
 impl Conn {
@@ -254,6 +258,7 @@ impl Conn {
             dropped: 0,
             queue_dropped: 0,
             admission: ConnAdmission::default(),
+            replays: ConnReplays::default(),
         }
     }
 
@@ -666,6 +671,26 @@ impl Conn {
 
     /// Removes every subscription from the shards. Called once, before the connection is
     /// dropped.
+    /// One shard finished its part of this connection's catch-up `id`; when it was the
+    /// last, the catch-up is over and its replay slot goes back.
+    pub fn replay_done(&mut self, id: u64, router: &mut Router) {
+        if self.replays.shard_done(id) {
+            router.replay_slots.release(1);
+            unbump(&router.stats.replays_active, 1);
+        }
+    }
+
+    /// The connection closes: its catch-ups in progress give their slots back, and every
+    /// shard drops what is left of them.
+    pub fn end_replays(&mut self, router: &mut Router) {
+        let open = self.replays.end_all();
+        if open > 0 {
+            router.replay_slots.release(open);
+            unbump(&router.stats.replays_active, open as u64);
+            router.cancel_replays(self.id);
+        }
+    }
+
     pub fn unsubscribe_all(&mut self, router: &mut Router) {
         let keys: Vec<usize> = self.subs.iter().map(|(k, _)| k).collect();
         for key in keys {
