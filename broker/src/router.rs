@@ -2,7 +2,9 @@
 //!
 //! Owns: this worker's [`Shard`], its [`Outbox`] for the other workers, and the decision of
 //! where each publish and subscription change goes: the owner shard of a literal subject
-//! (handled in place when that is this worker), or every shard for a wildcard filter.
+//! (handled in place when that is this worker), or every shard for a wildcard filter. It
+//! holds the broker-wide count of text catch-ups in progress (`replay.rs`), shared by every
+//! worker's router, which the connections take slots from and give them back to.
 //!
 //! Never: touches a socket or a connection.
 

@@ -1,8 +1,9 @@
 //! One client connection, on either port: the text (NATS) port or the binary (Tern) port.
 //!
 //! Owns: the socket, its read buffer, its outbound queue, its subscriptions (by sid), its
-//! ping state, its traffic counters and its admission state (its place among the broker's
-//! connections, its publish buckets, its throttle): everything both protocols share. What
+//! ping state, its traffic counters, its admission state (its place among the broker's
+//! connections, its publish buckets, its throttle) and its text catch-ups in progress (each
+//! holding a replay slot): everything both protocols share. What
 //! differs, the decoding of client operations and the encoding of what the server sends,
 //! lives in one module per protocol ([`text`], [`binary`]), each applying its operations
 //! through the shared steps here: `admit`, `publish`, `add_sub`, `unsubscribe`, `ping`,
@@ -11,9 +12,10 @@
 //! Contract: the worker calls [`Conn::read`] when the socket is readable (edge triggered:
 //! until it reports [`ReadState::Drained`]) and when a [`ReadState::Throttled`] pause ends,
 //! [`Conn::deliver`], [`Conn::ack`] and
-//! [`Conn::gap`] for what the shards address to it, [`Conn::flush`] when it has output,
-//! [`Conn::tick`] on the ping timer, and [`Conn::unsubscribe_all`] before dropping it. A
-//! connection that must go sets `closing`; the worker closes it at the end of the loop turn.
+//! [`Conn::gap`] and [`Conn::replay_done`] for what the shards address to it,
+//! [`Conn::flush`] when it has output, [`Conn::tick`] on the ping timer, and
+//! [`Conn::unsubscribe_all`] and [`Conn::end_replays`] before dropping it. A connection that
+//! must go sets `closing`; the worker closes it at the end of the loop turn.
 //!
 //! Never: reads another connection's state, or blocks.
 
