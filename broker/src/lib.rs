@@ -5,6 +5,7 @@
 //! connections ([`conn`]), their outbound queues ([`outbound`]) and one [`shard`] of the
 //! subject space with its subscription [`index`], its [`queue_group`] turns and its
 //! [`store`] (ring log, dedupe window, catch-ups); workers talk only through the [`mesh`].
+//! [`replay`] bounds the text catch-ups in progress.
 //! [`router`] decides where each operation goes; [`admission`] decides what is refused or
 //! slowed before it costs anything. The [`monitor`] thread serves the
 //! monitoring endpoint from the workers' counters ([`stats`]) and from [`snapshot`]s they
@@ -27,6 +28,7 @@ mod mesh;
 mod monitor;
 mod outbound;
 mod queue_group;
+mod replay;
 mod router;
 pub mod server;
 mod shard;

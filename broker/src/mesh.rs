@@ -202,6 +202,13 @@ pub(crate) enum Envelope {
     /// A text client's catch-up request (`$TERN.REPLAY`), to each shard its filter can
     /// match in: replay the matching records into its inbox.
     Replay(Arc<ReplayRequest>),
+    /// From a shard to the requester's worker: this shard's part of catch-up `id` of `conn`
+    /// is over (its end marker is out), so the request's slot can be given back once every
+    /// shard has said so.
+    ReplayDone { conn: ConnId, id: u64 },
+    /// From a closing connection's worker to every shard: drop what is left of its
+    /// catch-ups.
+    ReplayCancel { conn: ConnId },
     /// A connection's `PING` barrier, sent to each shard the connection published to (or
     /// changed subscriptions on) since its previous `PING`, behind that traffic.
     Barrier { conn: ConnId, token: u64 },
@@ -224,6 +231,11 @@ pub(crate) struct ReplayRequest {
     pub start: ReplayStart,
     /// How many shards answer (each sends one end marker).
     pub shards: u16,
+    /// The shard that owns `inbox`: the replayed messages go through its worker.
+    pub inbox_owner: u16,
+    /// The requesting connection, and the request's id on it (for `ReplayDone`).
+    pub origin: ConnId,
+    pub id: u64,
 }
 
 /// Where a text-port catch-up starts.

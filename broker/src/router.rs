@@ -2,7 +2,9 @@
 //!
 //! Owns: this worker's [`Shard`], its [`Outbox`] for the other workers, and the decision of
 //! where each publish and subscription change goes: the owner shard of a literal subject
-//! (handled in place when that is this worker), or every shard for a wildcard filter.
+//! (handled in place when that is this worker), or every shard for a wildcard filter. It
+//! holds the broker-wide count of text catch-ups in progress (`replay.rs`), shared by every
+//! worker's router, which the connections take slots from and give them back to.
 //!
 //! Never: touches a socket or a connection.
 
@@ -14,9 +16,12 @@ use bytes::Bytes;
 use tern_protocol::subject;
 
 use crate::config::Config;
-use crate::mesh::{Batch, Envelope, Inbox, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef};
+use crate::mesh::{
+    Batch, ConnId, Envelope, Inbox, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef,
+};
+use crate::replay::ReplaySlots;
 use crate::shard::Shard;
-use crate::stats::{bump, WorkerStats};
+use crate::stats::{bump, set, WorkerStats};
 use crate::store::Store;
 
 pub(crate) struct Router {
@@ -27,6 +32,9 @@ pub(crate) struct Router {
     pub workers: usize,
     pub config: Arc<Config>,
     pub stats: Arc<WorkerStats>,
+    /// The text catch-ups in progress on the whole broker (shared by every worker, touched
+    /// only when one starts or ends).
+    pub replay_slots: Arc<ReplaySlots>,
     /// This worker's inbound queue.
     inbox: Inbox,
     /// Envelopes taken from the inbox by [`Router::sync_inbox`] that need the worker's
@@ -43,6 +51,7 @@ impl Router {
         config: Arc<Config>,
         stats: Arc<WorkerStats>,
         store: Option<Store>,
+        replay_slots: Arc<ReplaySlots>,
     ) -> Router {
         let n = mesh.workers();
         Router {
@@ -52,6 +61,7 @@ impl Router {
             workers: n,
             config,
             stats,
+            replay_slots,
             inbox,
             deferred: VecDeque::new(),
             next_sub_id: 0,
@@ -138,6 +148,7 @@ impl Router {
                 self.shard.unsubscribe(&filter, queue.as_deref(), &sub)
             }
             Envelope::Replay(request) => self.shard.replay_request(request, &mut self.outbox),
+            Envelope::ReplayCancel { conn } => self.shard.cancel_replays(conn),
             // Everything queued here before the barrier has been routed, and its deliveries
             // pushed ahead of this answer.
             Envelope::Barrier { conn, token } => self
@@ -148,9 +159,22 @@ impl Router {
         None
     }
 
-    /// Advances this shard's catch-ups by one bounded batch.
+    /// The shard's timer (the store's checkpoint and fsync policy), then the counters the
+    /// store keeps itself, copied into this worker's stats.
+    pub fn tick(&mut self, now: std::time::Instant) {
+        self.shard.tick(now);
+        let (ids, evicted) = self.shard.dedupe_counts();
+        set(&self.stats.dedupe_ids, ids as u64);
+        set(&self.stats.dedupe_evicted, evicted);
+    }
+
+    /// Advances this shard's catch-ups by one bounded batch, and counts those that waited
+    /// for a congested destination.
     pub fn pump_replays(&mut self, now: std::time::Instant) {
-        self.shard.pump_replays(now, &mut self.outbox);
+        let deferred = self.shard.pump_replays(now, &mut self.outbox);
+        if deferred > 0 {
+            bump(&self.stats.replays_deferred, deferred);
+        }
     }
 
     /// Hands a message to the shard that owns its subject, and says which shard that is.
@@ -177,6 +201,7 @@ impl Router {
     pub fn replay(&mut self, mut request: ReplayRequest) -> Range<usize> {
         let shards = self.shards_for(&request.filter);
         request.shards = shards.len() as u16;
+        request.inbox_owner = self.shard.owner(&request.inbox) as u16;
         let request = Arc::new(request);
         for shard in shards.clone() {
             if shard == self.me {
@@ -188,6 +213,17 @@ impl Router {
             }
         }
         shards
+    }
+
+    /// Tells every shard to drop what is left of the catch-ups of `conn`, which closes.
+    pub fn cancel_replays(&mut self, conn: ConnId) {
+        for shard in 0..self.workers {
+            if shard == self.me {
+                self.shard.cancel_replays(conn);
+            } else {
+                self.outbox.push(shard, Envelope::ReplayCancel { conn });
+            }
+        }
     }
 
     /// Registers a subscription in the shards its filter can match in, and says which.

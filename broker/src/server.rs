@@ -27,6 +27,7 @@ use crate::admission::ConnectionGate;
 use crate::config::Config;
 use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
+use crate::replay::ReplaySlots;
 use crate::router::Router;
 use crate::stats::{Totals, WorkerStats};
 use crate::store::{DataDir, Store, StoreError};
@@ -135,6 +136,8 @@ impl Server {
 
         // One gate for every worker's accept path: the connection limits are global.
         let gate = ConnectionGate::new(&config.admission, started_at);
+        // One count of text catch-ups in progress, shared by the workers.
+        let replay_slots = Arc::new(ReplaySlots::new(config.store.max_replays));
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
         for (worker, ((((poll, listener), binary_listener), inbox), store)) in polls
@@ -155,6 +158,7 @@ impl Server {
                     Arc::clone(&config),
                     worker_stats,
                     store,
+                    Arc::clone(&replay_slots),
                 ),
                 poll,
                 listener,
@@ -304,6 +308,7 @@ fn open_stores(config: &Config) -> Result<(Option<DataDir>, Vec<Option<Store>>, 
         return Ok((None, (0..n).map(|_| None).collect(), random_u64()));
     }
     let dir = DataDir::open(&config.store.data_dir)?;
+    dir.check_shard_count(n)?;
     let now = std::time::Instant::now();
     let wall_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -313,32 +318,47 @@ fn open_stores(config: &Config) -> Result<(Option<DataDir>, Vec<Option<Store>>, 
     for shard in 0..n {
         let path = dir.shard_file(shard, n);
         let (store, recovery) = Store::open(&path, &config.store, now, wall_ns)?;
-        let records = recovery.records;
-        match &recovery.cut_reason {
-            Some(reason) => tracing::warn!(
-                shard,
-                path = %path.display(),
-                records,
-                first_seq = recovery.first_seq,
-                next_seq = recovery.next_seq,
-                cut_bytes = recovery.cut_bytes,
-                %reason,
-                "ring log recovered; its damaged tail was cut"
-            ),
-            None => info!(
-                shard,
-                path = %path.display(),
-                created = recovery.created,
-                records,
-                first_seq = recovery.first_seq,
-                next_seq = recovery.next_seq,
-                "ring log opened"
-            ),
-        }
+        report_recovery(shard, &path, &recovery);
         epoch = epoch.rotate_left(13) ^ store.epoch();
         stores.push(Some(store));
     }
     Ok((Some(dir), stores, epoch.max(1)))
+}
+
+/// Logs what opening a ring file found: a warning naming the file, what was kept, lost and
+/// cut, and where the damaged file was copied, when recovery had to repair anything.
+fn report_recovery(shard: usize, path: &std::path::Path, recovery: &tern_log::Recovery) {
+    let copy = recovery
+        .damaged_copy
+        .as_ref()
+        .map(|p| p.display().to_string());
+    match &recovery.cut_reason {
+        Some(reason) => tracing::warn!(
+            shard,
+            path = %path.display(),
+            records_kept = recovery.records,
+            records_lost = recovery.lost_records,
+            holes = recovery.holes.len(),
+            bytes_cut = recovery.cut_bytes,
+            first_seq = recovery.first_seq,
+            next_seq = recovery.next_seq,
+            torn_append = recovery.torn_append,
+            damaged_copy = copy.as_deref().unwrap_or("none"),
+            %reason,
+            "ring log recovered: what was damaged or torn was cut, every intact record kept"
+        ),
+        None => info!(
+            shard,
+            path = %path.display(),
+            created = recovery.created,
+            records = recovery.records,
+            first_seq = recovery.first_seq,
+            next_seq = recovery.next_seq,
+            holes = recovery.holes.len(),
+            records_lost = recovery.lost_records,
+            "ring log opened"
+        ),
+    }
 }
 
 /// Binds `n` listeners on one address, one per worker.

@@ -19,6 +19,10 @@
 //! cost does not grow with the size of a queue group: one member is picked in turn
 //! ([`QueueGroups`]), no group is sorted or scanned whole.
 //!
+//! Its catch-ups wait while where their messages go is congested: a worker queue deeper
+//! than `replay_queue_depth`, a blocked outbox, or the connection itself
+//! (`target_congested`, a hook that says no until connections report congestion).
+//!
 //! Never: touches a socket or a connection; it only produces envelopes.
 
 use std::sync::Arc;
@@ -29,9 +33,9 @@ use tern_protocol::binary::StartPosition;
 use tern_protocol::headers::NO_RESPONDERS;
 
 use crate::index::{shard_for, Index};
-use crate::mesh::{Envelope, Msg, Outbox, ReplayRequest, Stamp, Start, SubRef};
+use crate::mesh::{ConnId, Envelope, Msg, Outbox, ReplayRequest, Stamp, Start, SubRef};
 use crate::queue_group::QueueGroups;
-use crate::store::{ReplayEvent, Store};
+use crate::store::{ReplayEvent, ReplaySink, ReplayState, Store};
 
 pub(crate) struct Shard {
     id: usize,
@@ -65,9 +69,22 @@ impl Shard {
         }
     }
 
-    /// True while catch-ups are in progress (the worker must not sleep).
-    pub fn has_replays(&self) -> bool {
-        self.store.as_ref().is_some_and(Store::has_replays)
+    /// Whether catch-ups can advance (the worker must not sleep), or all wait for a
+    /// congested destination (the worker comes back soon).
+    pub fn replay_state(&self) -> ReplayState {
+        self.store
+            .as_ref()
+            .map_or(ReplayState::Idle, Store::replay_state)
+    }
+
+    /// Whether connection `conn` is congested, so that a catch-up for it should wait
+    /// rather than add to what it cannot take yet. Always false for now: the connection's
+    /// own congestion signal (its queues and write buffer, on its worker) is to be wired
+    /// here; the worker queues a catch-up's messages go through are checked already
+    /// (`replay_queue_depth`).
+    pub fn target_congested(&self, conn: ConnId) -> bool {
+        let _ = conn;
+        false
     }
 
     /// The store's timer (fsync policy).
@@ -79,8 +96,14 @@ impl Shard {
         }
     }
 
+    /// Message ids the store remembers, and how many it forgot early for its cap (zeros
+    /// without a store).
+    pub fn dedupe_counts(&self) -> (usize, u64) {
+        self.store.as_ref().map_or((0, 0), Store::dedupe_counts)
+    }
+
     /// A text client's catch-up request. Without a store there is nothing to replay: the
-    /// end marker alone says so.
+    /// end marker alone says so, and this shard's part is over at once.
     pub fn replay_request(&mut self, request: Arc<ReplayRequest>, out: &mut Outbox) {
         match &mut self.store {
             Some(store) => store.start_inbox_replay(request),
@@ -88,31 +111,43 @@ impl Shard {
                 let marker =
                     crate::store::end_marker(&request, self.id as u16, 0, None, Instant::now());
                 push_publish(out, marker, self.shards);
+                push_replay_done(out, request.origin, request.id);
             }
         }
     }
 
-    /// Advances the catch-ups in progress by one bounded batch.
-    pub fn pump_replays(&mut self, now: Instant, out: &mut Outbox) {
-        let shard = self.id as u16;
-        let shards = self.shards;
+    /// Drops what is left of the text catch-ups of `conn`, which closed.
+    pub fn cancel_replays(&mut self, conn: ConnId) {
         if let Some(store) = &mut self.store {
-            store.pump(shard, now, |event| match event {
-                ReplayEvent::Deliver(sub, msg) => out.push(
-                    sub.conn.worker as usize,
-                    Envelope::Deliver {
-                        sub,
-                        msg: Arc::new(msg),
-                    },
-                ),
-                ReplayEvent::Publish(msg) => push_publish(out, msg, shards),
-                ReplayEvent::Gap {
-                    sub,
-                    requested,
-                    oldest,
-                } => push_gap(out, sub, shard, requested, oldest),
-            });
+            store.cancel_inbox_replays(conn);
         }
+    }
+
+    /// Advances the catch-ups in progress by one bounded batch. A catch-up waits while the
+    /// outbox is blocked, while a worker its messages go through has more than
+    /// `replay_queue_depth` batches waiting, or while its connection is congested
+    /// (`target_congested`). Returns how many waited.
+    pub fn pump_replays(&mut self, now: Instant, out: &mut Outbox) -> u64 {
+        // Out of `self` for the pump, so the sink can ask the shard about congestion.
+        let Some(mut store) = self.store.take() else {
+            return 0;
+        };
+        let mut sink = Sink {
+            shard: self,
+            depth: store.replay_queue_depth(),
+            out,
+        };
+        let deferred = store.pump(self.id as u16, now, &mut sink);
+        self.store = Some(store);
+        deferred
+    }
+
+    /// What opening this shard's ring file found (records kept, holes, what was cut, where
+    /// a damaged file was copied), when it has a store: for `/varz`.
+    // Not read yet: the monitoring endpoint's snapshot is to show it.
+    #[allow(dead_code)]
+    pub fn recovery(&self) -> Option<&tern_log::Recovery> {
+        self.store.as_ref().map(Store::recovery)
     }
 
     /// The subscription index, read by snapshots (monitoring).
@@ -355,6 +390,47 @@ impl Shard {
             );
         }
     }
+}
+
+/// Where a shard's catch-ups go: its outbox, with the shard to ask about congestion.
+struct Sink<'a> {
+    shard: &'a Shard,
+    out: &'a mut Outbox,
+    depth: usize,
+}
+
+impl ReplaySink for Sink<'_> {
+    fn congested(&self, conn: ConnId, workers: &[usize]) -> bool {
+        self.out.is_blocked()
+            || workers.iter().any(|&w| self.out.queue_len(w) > self.depth)
+            || self.shard.target_congested(conn)
+    }
+
+    fn emit(&mut self, event: ReplayEvent) {
+        let (shard, shards) = (self.shard.id as u16, self.shard.shards);
+        let out = &mut *self.out;
+        match event {
+            ReplayEvent::Deliver(sub, msg) => out.push(
+                sub.conn.worker as usize,
+                Envelope::Deliver {
+                    sub,
+                    msg: Arc::new(msg),
+                },
+            ),
+            ReplayEvent::Publish(msg) => push_publish(out, msg, shards),
+            ReplayEvent::Gap {
+                sub,
+                requested,
+                oldest,
+            } => push_gap(out, sub, shard, requested, oldest),
+            ReplayEvent::Done { conn, id } => push_replay_done(out, conn, id),
+        }
+    }
+}
+
+/// Tells the worker of `conn` that this shard's part of its catch-up `id` is over.
+fn push_replay_done(out: &mut Outbox, conn: ConnId, id: u64) {
+    out.push(conn.worker as usize, Envelope::ReplayDone { conn, id });
 }
 
 /// Tells a subscription's worker that `requested..oldest` of `shard` are gone.

@@ -19,6 +19,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::admission::{ConnRefusal, RateScope};
+use crate::replay::ReplayLimit;
 
 /// A metric family of `/metrics`: every worker's value of one counter (one value per label
 /// value for a labelled counter).
@@ -174,6 +175,19 @@ counters! {
     counter publishes_rate_refused [RateScope::LABELS, "scope"] => "tern_publishes_rate_refused_total";
     /// Low-priority publishes refused because their owner shard was overloaded.
     counter publishes_shed => "tern_publishes_shed_total";
+    /// Publishes refused because their message id was longer than max_message_id.
+    counter message_ids_refused => "tern_message_ids_refused_total";
+    /// Message ids the dedupe windows remember (each shard's, summed).
+    gauge dedupe_ids => "tern_dedupe_ids";
+    /// Message ids forgotten before their window ended because a shard remembered
+    /// dedupe_max_ids.
+    counter dedupe_evicted => "tern_dedupe_evicted_total";
+    /// $TERN.REPLAY requests refused, by the limit they hit.
+    counter replays_refused [ReplayLimit::LABELS, "limit"] => "tern_replays_refused_total";
+    /// $TERN.REPLAY requests in progress (counted on the requesters' workers).
+    gauge replays_active => "tern_replays_active";
+    /// Times a catch-up waited a loop turn because where its messages go was congested.
+    counter replays_deferred => "tern_replays_deferred_total";
 }
 
 /// A labelled counter's values as a `/varz` object, keyed by label value.
@@ -219,6 +233,12 @@ pub(crate) fn bump(counter: &AtomicU64, n: u64) {
         counter.load(Ordering::Relaxed).wrapping_add(n),
         Ordering::Relaxed,
     );
+}
+
+/// Sets a gauge (or a counter kept elsewhere) that only the calling worker writes.
+#[inline]
+pub(crate) fn set(counter: &AtomicU64, v: u64) {
+    counter.store(v, Ordering::Relaxed);
 }
 
 /// Subtracts `n` from a gauge that only the calling worker writes.

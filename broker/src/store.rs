@@ -4,7 +4,10 @@
 //! Owns: the shard's [`RingLog`] (appended to before a stored message is delivered, so
 //! whatever a subscriber is sent live is already in the log), the store filters, the
 //! dedupe window (message id -> the sequence it was stored under, forgotten after the
-//! window), and one [`Replay`] cursor per subscription catching up.
+//! window, once the ring overwrites the record, or oldest first past `dedupe_max_ids`), one
+//! [`Replay`] cursor per catch-up (binary subscriptions, text `$TERN.REPLAY` requests) and
+//! their pacing, and the data directory (its lock, and the refusal of ring files of another
+//! shard count).
 //!
 //! The handover from replay to live has no gap and no duplicate because both happen in
 //! the shard's thread: while a subscription has a cursor, live delivery of *stored*
@@ -14,7 +17,9 @@
 //! keep are delivered live throughout, since no replay will ever bring them.
 //!
 //! Never: touches a socket or a connection, or blocks; replays advance in bounded batches
-//! (`replay_batch` records per loop turn).
+//! (`replay_batch` records and `replay_bytes` bytes per loop turn, across all of them), and
+//! one whose destination is congested waits its turn; a "last N" start keeps nothing per
+//! record, whatever N.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -40,8 +45,58 @@ pub enum StoreError {
     },
     #[error("data directory {path} is in use by another ternd (lock file {lock})")]
     Locked { path: PathBuf, lock: PathBuf },
+    #[error(
+        "data directory {dir} holds the ring logs of {}, but ternd was started with \
+         --workers {workers}: subjects map to shards by the shard count, so those logs (and \
+         their message-id history) cannot serve {workers} shards. {}",
+        describe_counts(found),
+        advice(found, *workers, dir)
+    )]
+    ShardCount {
+        dir: PathBuf,
+        /// Each other shard count found, with its ring files.
+        found: Vec<(usize, Vec<PathBuf>)>,
+        workers: usize,
+    },
     #[error(transparent)]
     Log(#[from] tern_log::LogError),
+}
+
+/// "2 shards (shard-0000-of-0002.ring, shard-0001-of-0002.ring)", for each count found.
+fn describe_counts(found: &[(usize, Vec<PathBuf>)]) -> String {
+    let parts: Vec<String> = found
+        .iter()
+        .map(|(count, files)| {
+            let names: Vec<String> = files
+                .iter()
+                .map(|f| {
+                    f.file_name().map_or_else(
+                        || f.display().to_string(),
+                        |n| n.to_string_lossy().into_owned(),
+                    )
+                })
+                .collect();
+            format!("{count} shards ({})", names.join(", "))
+        })
+        .collect();
+    parts.join(" and ")
+}
+
+/// What the operator can do about ring files of another shard count.
+fn advice(found: &[(usize, Vec<PathBuf>)], workers: usize, dir: &Path) -> String {
+    let counts: Vec<String> = found.iter().map(|(c, _)| c.to_string()).collect();
+    let keep = match counts.as_slice() {
+        [one] => format!("To keep them, start ternd with --workers {one}."),
+        _ => format!(
+            "To keep one set, start ternd with --workers set to its count ({}) after moving the others away.",
+            counts.join(" or ")
+        ),
+    };
+    format!(
+        "{keep} To start with empty logs for {workers} shards, move those files (and their \
+         .salt files) out of {}, or give another --data-dir.",
+        dir.display()
+    )
 }
 
 /// The data directory, locked for the life of the server so two brokers never share it.
@@ -83,12 +138,66 @@ impl DataDir {
         })
     }
 
+    /// Refuses a data directory that holds ring files of another shard count than
+    /// `shards`: starting beside them would silently begin empty logs (and forget the
+    /// message ids they remember), while their records stay unreachable. Copies that
+    /// recovery set aside (`*.ring.damaged-*`) are not ring files.
+    pub fn check_shard_count(&self, shards: usize) -> Result<(), StoreError> {
+        let entries = std::fs::read_dir(&self.path).map_err(|source| StoreError::Dir {
+            path: self.path.clone(),
+            source,
+        })?;
+        let mut found: Vec<(usize, Vec<PathBuf>)> = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StoreError::Dir {
+                path: self.path.clone(),
+                source,
+            })?;
+            let name = entry.file_name();
+            let Some((_, count)) = name.to_str().and_then(parse_shard_file) else {
+                continue;
+            };
+            if count == shards {
+                continue;
+            }
+            match found.iter_mut().find(|(c, _)| *c == count) {
+                Some((_, files)) => files.push(entry.path()),
+                None => found.push((count, vec![entry.path()])),
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        found.sort();
+        for (_, files) in &mut found {
+            files.sort();
+        }
+        Err(StoreError::ShardCount {
+            dir: self.path.clone(),
+            found,
+            workers: shards,
+        })
+    }
+
     /// The ring file of `shard` of `shards`. The shard count is in the name: subjects map
     /// to shards by count, so files of another count hold other subjects' sequences.
     pub fn shard_file(&self, shard: usize, shards: usize) -> PathBuf {
         self.path
             .join(format!("shard-{shard:04}-of-{shards:04}.ring"))
     }
+}
+
+/// `(shard, shards)` of a ring file's name, `shard-SSSS-of-NNNN.ring`.
+fn parse_shard_file(name: &str) -> Option<(usize, usize)> {
+    let (shard, count) = name
+        .strip_prefix("shard-")?
+        .strip_suffix(".ring")?
+        .split_once("-of-")?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(shard) || !digits(count) {
+        return None;
+    }
+    Some((shard.parse().ok()?, count.parse().ok()?))
 }
 
 /// Who a catch-up is for.
@@ -184,32 +293,91 @@ fn epoch_salt(ring: &Path, bump: bool) -> Result<u64, StoreError> {
     Ok(salt)
 }
 
-/// A catch-up in progress: who it is for, its filter, and the next sequence to read.
+/// A catch-up in progress: who it is for, its filter, the next sequence to read, and where
+/// it is in its work.
 #[derive(Debug)]
 pub(crate) struct Replay {
     target: Target,
     filter: Bytes,
     next: u64,
-    /// A "last N" start still looking for where its N matching messages begin: the log is
-    /// scanned (in bounded batches, like a replay) keeping the sequences of the last N
-    /// matches; at the end of the log the replay starts at the first of them.
-    counting: Option<LastN>,
+    phase: Phase,
     /// A lossless subscription's fall-back: how many more messages it has room for
     /// (`None`: no limit). At 0 the cursor waits for a `Grant`, and live delivery of stored
     /// messages to the subscription stays off meanwhile.
     credit: Option<u64>,
 }
 
+/// Where a catch-up is in its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Replaying every matching record from `next` on. With `gaps`, a sequence the log no
+    /// longer holds (the ring overwrote it, or a hole recovery left) is reported.
+    Replaying { gaps: bool },
+    /// A "last N" start, first pass: counting the matching records from `from` to the end
+    /// of the log, in bounded batches like a replay. Nothing is kept per record, so it costs
+    /// the same memory whatever N is.
+    Counting { want: u64, from: u64, matches: u64 },
+    /// A "last N" start, second pass from `from`: stepping over the `skip` matching records
+    /// before the last N, then replaying. If the ring overwrote records between the passes,
+    /// fewer than N may come (never more, and never any but the newest).
+    Skipping { skip: u64 },
+}
+
 impl Replay {
+    fn new(target: Target, filter: &Bytes, next: u64, phase: Phase) -> Replay {
+        Replay {
+            target,
+            filter: filter.clone(),
+            next,
+            phase,
+            credit: None,
+        }
+    }
+
+    /// A "last `n`" catch-up from the oldest record held (`first`).
+    fn last_n(target: Target, filter: &Bytes, n: u64, first: u64) -> Replay {
+        let phase = Phase::Counting {
+            want: n,
+            from: first,
+            matches: 0,
+        };
+        Replay::new(target, filter, first, phase)
+    }
+
     fn paused(&self) -> bool {
         self.credit == Some(0)
     }
-}
 
-#[derive(Debug)]
-struct LastN {
-    want: usize,
-    seen: VecDeque<u64>,
+    /// The connection this catch-up is for, and the workers its messages go through: the
+    /// subscriber's, or for an inbox the inbox owner's (where they are published) and the
+    /// requester's.
+    fn destination(&self) -> (ConnId, [usize; 2]) {
+        match &self.target {
+            Target::Sub(sub) => (sub.conn, [sub.conn.worker as usize; 2]),
+            Target::Inbox { request, .. } => (
+                request.origin,
+                [request.inbox_owner as usize, request.origin.worker as usize],
+            ),
+        }
+    }
+
+    /// Notes that the records before `seq`, from `self.next` on, are not in the log.
+    fn note_gap(&mut self, seq: u64, sink: &mut impl ReplaySink) {
+        if self.phase != (Phase::Replaying { gaps: true }) || seq <= self.next {
+            return;
+        }
+        match &mut self.target {
+            Target::Sub(sub) => sink.emit(ReplayEvent::Gap {
+                sub: *sub,
+                requested: self.next,
+                oldest: seq,
+            }),
+            Target::Inbox { gap, .. } => {
+                let requested = gap.map_or(self.next, |(r, _)| r);
+                *gap = Some((requested, seq));
+            }
+        }
+    }
 }
 
 /// What one replay step produced for the shard to send.
@@ -218,43 +386,101 @@ pub(crate) enum ReplayEvent {
     Deliver(SubRef, Msg),
     /// A message to publish (to a text client's inbox).
     Publish(Msg),
-    /// The ring overwrote records a replay had not reached: `requested..oldest` are lost.
+    /// The ring overwrote records a replay had not reached, or recovery left a hole:
+    /// `requested..oldest` are lost.
     Gap {
         sub: SubRef,
         requested: u64,
         oldest: u64,
     },
+    /// This shard's part of text catch-up `id` of `conn` is over: its end marker is out.
+    Done { conn: ConnId, id: u64 },
+}
+
+/// Where a shard's catch-ups send what they produce, and whether they may go on.
+pub(crate) trait ReplaySink {
+    /// True when the connection a catch-up is for (`conn`), or a worker its messages go
+    /// through, is congested: the catch-up waits a turn rather than add to the backlog.
+    fn congested(&self, conn: ConnId, workers: &[usize]) -> bool;
+    /// Sends what a catch-up produced.
+    fn emit(&mut self, event: ReplayEvent);
+}
+
+/// Whether a shard's catch-ups have work, for the worker's poll timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplayState {
+    /// None in progress, or all waiting for a grant.
+    Idle,
+    /// Some can advance now.
+    Ready,
+    /// All that could advance waited for a congested destination last turn.
+    Waiting,
 }
 
 /// Message ids seen within the dedupe window, and the sequence each was stored under.
+///
+/// Bounded three ways, so what publishers send cannot grow it without limit: an id is
+/// forgotten when the window has passed since it was stored, when the ring has overwritten
+/// its record (the window never outlives the message), and, oldest first, when `max_ids` are
+/// remembered (each one counted in `evicted`). Every id is a copy of its own, never a slice
+/// of a connection's read buffer (which would keep the whole 64 KiB buffer alive), and at
+/// most `max_message_id` bytes long (longer ones are refused before they get here).
 struct Dedupe {
     window: Duration,
+    max_ids: usize,
     seqs: FnvMap<Bytes, u64>,
-    /// Oldest first, for expiry.
-    order: VecDeque<(Instant, Bytes)>,
+    /// Oldest first: when each id was remembered, the sequence it was stored under, the id.
+    order: VecDeque<(Instant, u64, Bytes)>,
+    /// Ids forgotten before their window ended because `max_ids` were remembered.
+    evicted: u64,
 }
 
 impl Dedupe {
-    fn expire(&mut self, now: Instant) {
-        while let Some((at, _)) = self.order.front() {
-            if now.duration_since(*at) < self.window {
-                return;
-            }
-            if let Some((_, id)) = self.order.pop_front() {
-                self.seqs.remove(&id);
-            }
+    fn new(window: Duration, max_ids: usize) -> Dedupe {
+        Dedupe {
+            window,
+            max_ids: max_ids.max(1),
+            seqs: FnvMap::default(),
+            order: VecDeque::new(),
+            evicted: 0,
         }
     }
 
-    fn seen(&mut self, id: &[u8], now: Instant) -> Option<u64> {
-        self.expire(now);
+    /// Forgets the ids whose window has passed or whose record the log no longer holds
+    /// (`first_seq` is the oldest sequence it holds).
+    fn expire(&mut self, now: Instant, first_seq: u64) {
+        while let Some(&(at, seq, _)) = self.order.front() {
+            if now.duration_since(at) < self.window && seq >= first_seq {
+                return;
+            }
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, _, id)) = self.order.pop_front() {
+            self.seqs.remove(&id);
+        }
+    }
+
+    fn seen(&mut self, id: &[u8], now: Instant, first_seq: u64) -> Option<u64> {
+        self.expire(now, first_seq);
         self.seqs.get(id).copied()
     }
 
+    /// Remembers `id` (already a copy of its own) as stored under `seq`.
     fn remember(&mut self, id: Bytes, seq: u64, at: Instant) {
         if self.seqs.insert(id.clone(), seq).is_none() {
-            self.order.push_back((at, id));
+            self.order.push_back((at, seq, id));
         }
+        while self.order.len() > self.max_ids {
+            self.forget_oldest();
+            self.evicted += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
     }
 }
 
@@ -262,16 +488,24 @@ pub(crate) struct Store {
     log: RingLog,
     /// Syncs the ring file every interval (`fsync = "interval"`); stopped when dropped.
     _syncer: Option<Syncer>,
-    /// Bumped (and kept beside the ring file) whenever recovery lost records that had
-    /// existed: their sequences will be handed out again, so resume tokens from before must
-    /// not match this log's epoch any more.
+    /// Bumped (and kept beside the ring file) whenever recovery lost records at the end of
+    /// the log that may have been seen, whose sequences can be handed out again: resume
+    /// tokens from before must not match this log's epoch any more.
     epoch_salt: u64,
+    /// What opening the ring file found, kept for monitoring.
+    recovery: Recovery,
     filters: Vec<Bytes>,
     dedupe: Dedupe,
     replays: Vec<Replay>,
     /// The subscriptions in `replays`, for the per-delivery check of live routing.
     replaying: FnvMap<SubRef, ()>,
+    /// Per loop turn, across all catch-ups: records read, bytes replayed.
     replay_batch: usize,
+    replay_bytes: usize,
+    /// Inbound batches waiting at a worker above which catch-ups sending to it wait.
+    replay_queue_depth: usize,
+    /// Every catch-up that could advance waited for a congested destination last turn.
+    replays_waiting: bool,
 }
 
 impl Store {
@@ -295,22 +529,21 @@ impl Store {
             Fsync::Interval(every) => Some(Syncer::start(path, every)?),
             _ => None,
         };
-        let reused = recovery.checkpoint_next_seq > recovery.next_seq;
+        // Holes in the middle of the log keep every sequence: records after them keep
+        // theirs, and the missing ones are never handed out again. Only a loss at the end
+        // beyond what the checkpoint proves can repeat sequences a client may have seen.
+        let reused = recovery.sequences_may_repeat;
         let epoch_salt = epoch_salt(path, reused)?;
         if reused {
             tracing::warn!(
                 path = %path.display(),
-                lost_from = recovery.next_seq,
-                lost_to = recovery.checkpoint_next_seq - 1,
-                "records the log once held were lost; a new log epoch starts so that no \
-                 resume token can mistake new messages for them"
+                next_seq = recovery.next_seq,
+                "records at the end of the log were lost and some of their sequences may be \
+                 handed out again; a new log epoch starts so that no resume token can \
+                 mistake new messages for them"
             );
         }
-        let mut dedupe = Dedupe {
-            window: config.dedupe_window,
-            seqs: FnvMap::default(),
-            order: VecDeque::new(),
-        };
+        let mut dedupe = Dedupe::new(config.dedupe_window, config.dedupe_max_ids);
         let window_ns = u64::try_from(config.dedupe_window.as_nanos()).unwrap_or(u64::MAX);
         let since = wall_now_ns.saturating_sub(window_ns);
         for rec in log.read_from(log.seq_at_time(since)) {
@@ -323,6 +556,7 @@ impl Store {
             log,
             _syncer: syncer,
             epoch_salt,
+            recovery: recovery.clone(),
             filters: config
                 .subjects
                 .iter()
@@ -332,8 +566,17 @@ impl Store {
             replays: Vec::new(),
             replaying: FnvMap::default(),
             replay_batch: config.replay_batch,
+            replay_bytes: config.replay_bytes,
+            replay_queue_depth: config.replay_queue_depth,
+            replays_waiting: false,
         };
         Ok((store, recovery))
+    }
+
+    /// What opening the ring file found: records kept, holes, what was cut and why, where
+    /// a damaged file was copied (for `/varz`).
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 
     /// The log's epoch as clients see it (the file's, changed by any salt).
@@ -346,9 +589,16 @@ impl Store {
         self.filters.iter().any(|f| subject::matches(f, subject))
     }
 
-    /// The sequence a message id was stored under, if it was within the dedupe window.
+    /// The sequence a message id was stored under, if it was within the dedupe window (and
+    /// its record is still in the log).
     pub fn duplicate_of(&mut self, message_id: &[u8], now: Instant) -> Option<u64> {
-        self.dedupe.seen(message_id, now)
+        self.dedupe.seen(message_id, now, self.log.first_seq())
+    }
+
+    /// Message ids remembered now, and how many were forgotten early because
+    /// `dedupe_max_ids` were remembered (since the store was opened).
+    pub fn dedupe_counts(&self) -> (usize, u64) {
+        (self.dedupe.len(), self.dedupe.evicted)
     }
 
     /// Appends a message; returns its sequence.
@@ -364,13 +614,19 @@ impl Store {
             payload: &msg.payload,
         })?;
         if let Some(id) = &msg.message_id {
-            self.dedupe.remember(id.clone(), seq, now);
+            // A copy: `id` is a slice of the publisher's read buffer.
+            self.dedupe.remember(Bytes::copy_from_slice(id), seq, now);
+            // The append may have overwritten the oldest records, and their ids with them.
+            self.dedupe.expire(now, self.log.first_seq());
         }
         Ok(seq)
     }
 
-    /// The fsync policy's timer.
+    /// The store's timer: a checkpoint of the log's state into its header (a store into the
+    /// map, no system call), so that recovery after a crash can step over damage anywhere
+    /// up to the last tick; then the fsync policy.
     pub fn tick(&mut self, now: Instant) -> Result<(), StoreError> {
+        self.log.checkpoint();
         self.log.tick(now)?;
         Ok(())
     }
@@ -384,13 +640,9 @@ impl Store {
         let from = from.max(first);
         if from < self.log.next_seq() {
             self.replaying.insert(sub, ());
-            self.replays.push(Replay {
-                target: Target::Sub(sub),
-                filter: filter.clone(),
-                next: from,
-                counting: None,
-                credit: None,
-            });
+            let phase = Phase::Replaying { gaps: true };
+            self.replays
+                .push(Replay::new(Target::Sub(sub), filter, from, phase));
         }
         gap
     }
@@ -440,33 +692,34 @@ impl Store {
     }
 
     /// Starts a text client's catch-up into its inbox. Always registered: even with
-    /// nothing to replay, the end marker must be sent.
+    /// nothing to replay (`{"last":0}`, a start past the newest record), the end marker
+    /// must be sent.
     pub fn start_inbox_replay(&mut self, request: Arc<ReplayRequest>) {
         let first = self.log.first_seq();
-        let (from, counting) = match request.start {
+        let filter = request.filter.clone();
+        let (from, last_n) = match request.start {
             ReplayStart::All => (first, None),
             ReplayStart::FromSeq(seq) => (seq.max(1), None),
             ReplayStart::Time(ns) => (self.log.seq_at_time(ns), None),
-            ReplayStart::LastN(n) => (
-                first,
-                Some(LastN {
-                    want: n as usize,
-                    seen: VecDeque::new(),
-                }),
+            ReplayStart::LastN(0) => (self.log.next_seq(), None),
+            ReplayStart::LastN(n) => (first, Some(u64::from(n))),
+        };
+        let gap = (from < first).then_some((from, first));
+        let target = Target::Inbox {
+            request,
+            gap,
+            replayed: 0,
+        };
+        let replay = match last_n {
+            Some(n) => Replay::last_n(target, &filter, n, first),
+            None => Replay::new(
+                target,
+                &filter,
+                from.max(first),
+                Phase::Replaying { gaps: true },
             ),
         };
-        let gap = (from < first && counting.is_none()).then_some((from, first));
-        self.replays.push(Replay {
-            filter: request.filter.clone(),
-            target: Target::Inbox {
-                request,
-                gap,
-                replayed: 0,
-            },
-            next: from.max(first),
-            counting,
-            credit: None,
-        });
+        self.replays.push(replay);
     }
 
     /// Starts a catch-up of the last `n` messages held that match `filter`.
@@ -475,16 +728,21 @@ impl Store {
             return;
         }
         self.replaying.insert(sub, ());
-        self.replays.push(Replay {
-            target: Target::Sub(sub),
-            filter: filter.clone(),
-            next: self.log.first_seq(),
-            counting: Some(LastN {
-                want: n as usize,
-                seen: VecDeque::new(),
-            }),
-            credit: None,
-        });
+        let first = self.log.first_seq();
+        self.replays.push(Replay::last_n(
+            Target::Sub(sub),
+            filter,
+            u64::from(n),
+            first,
+        ));
+    }
+
+    /// Drops what is left of the text catch-ups `conn` asked for (it closed): no more
+    /// records, no end marker.
+    pub fn cancel_inbox_replays(&mut self, conn: ConnId) {
+        self.replays.retain(
+            |r| !matches!(&r.target, Target::Inbox { request, .. } if request.origin == conn),
+        );
     }
 
     /// The sequence to start a time-based catch-up at.
@@ -497,9 +755,21 @@ impl Store {
         !self.replaying.is_empty() && self.replaying.contains_key(sub)
     }
 
-    /// True while a catch-up can advance (one waiting for a grant cannot).
-    pub fn has_replays(&self) -> bool {
-        self.replays.iter().any(|r| !r.paused())
+    /// Whether a catch-up can advance (one waiting for a grant cannot), or all that could
+    /// are waiting for congested destinations.
+    pub fn replay_state(&self) -> ReplayState {
+        if !self.replays.iter().any(|r| !r.paused()) {
+            ReplayState::Idle
+        } else if self.replays_waiting {
+            ReplayState::Waiting
+        } else {
+            ReplayState::Ready
+        }
+    }
+
+    /// Inbound batches waiting at a worker above which catch-ups sending to it wait.
+    pub fn replay_queue_depth(&self) -> usize {
+        self.replay_queue_depth
     }
 
     /// Drops the catch-up of a subscription that ended.
@@ -510,85 +780,109 @@ impl Store {
         }
     }
 
-    /// Replays up to `replay_batch` records over the catch-ups in progress, handing each
-    /// delivery (and any gap) to `emit`. A catch-up that delivers the last record held ends
-    /// here, and live delivery takes over from the next sequence.
-    pub fn pump(&mut self, shard: u16, now: Instant, mut emit: impl FnMut(ReplayEvent)) {
-        let mut budget = self.replay_batch;
+    /// Advances the catch-ups in progress by one bounded step: at most `replay_batch`
+    /// records read and `replay_bytes` bytes replayed in all, shared fairly among them (at
+    /// least one record each), so replaying never starves live traffic. A catch-up whose
+    /// destination `sink` says is congested waits its turn. Each delivery, gap, message and
+    /// end goes to `sink`. A catch-up that delivers the last record held ends here, and live
+    /// delivery takes over from the next sequence. Returns how many catch-ups waited.
+    pub fn pump(&mut self, shard: u16, now: Instant, sink: &mut impl ReplaySink) -> u64 {
+        let mut records_left = self.replay_batch;
+        let mut bytes_left = self.replay_bytes;
+        let (mut deferred, mut advanced) = (0u64, false);
         let mut i = 0;
-        while i < self.replays.len() && budget > 0 {
+        while i < self.replays.len() && records_left > 0 && bytes_left > 0 {
             let first = self.log.first_seq();
             let next_seq = self.log.next_seq();
-            // A fair share per catch-up, at least one record.
-            let share = (budget / (self.replays.len() - i)).max(1);
+            let remaining = self.replays.len() - i;
+            let share = (records_left / remaining).max(1);
+            let share_bytes = (bytes_left / remaining).max(1);
             let replay = &mut self.replays[i];
             if replay.paused() {
                 i += 1;
                 continue;
             }
+            let (conn, workers) = replay.destination();
+            if sink.congested(conn, &workers) {
+                deferred += 1;
+                i += 1;
+                continue;
+            }
+            advanced = true;
             if replay.next < first {
-                // Counting only looks for where to start: nothing is lost yet.
-                if replay.counting.is_none() {
-                    match &mut replay.target {
-                        Target::Sub(sub) => emit(ReplayEvent::Gap {
-                            sub: *sub,
-                            requested: replay.next,
-                            oldest: first,
-                        }),
-                        Target::Inbox { gap, .. } => {
-                            let requested = gap.map_or(replay.next, |(r, _)| r);
-                            *gap = Some((requested, first));
-                        }
-                    }
-                }
+                // The ring overwrote what the catch-up had not reached.
+                replay.note_gap(first, sink);
                 replay.next = first;
             }
-            let mut taken = 0;
-            for rec in self.log.read_from(replay.next).take(share) {
+            let (mut read, mut sent) = (0usize, 0usize);
+            let mut records = self.log.read_from(replay.next);
+            let mut exhausted = false;
+            while read < share && sent < share_bytes {
+                let Some(rec) = records.next() else {
+                    exhausted = true;
+                    break;
+                };
                 let matches = subject::matches(&replay.filter, rec.subject);
                 if matches && replay.paused() {
                     break;
                 }
-                taken += 1;
+                read += 1;
+                replay.note_gap(rec.seq, sink);
                 replay.next = rec.seq + 1;
                 if !matches {
                     continue;
                 }
-                if replay.counting.is_none() {
-                    if let Some(c) = &mut replay.credit {
-                        *c -= 1;
+                match &mut replay.phase {
+                    Phase::Counting { matches, .. } => {
+                        *matches += 1;
+                        continue;
                     }
+                    Phase::Skipping { skip } if *skip > 0 => {
+                        *skip -= 1;
+                        continue;
+                    }
+                    Phase::Skipping { .. } => replay.phase = Phase::Replaying { gaps: false },
+                    Phase::Replaying { .. } => {}
                 }
-                match (&mut replay.counting, &mut replay.target) {
-                    (Some(last), _) => {
-                        if last.seen.len() == last.want {
-                            last.seen.pop_front();
-                        }
-                        last.seen.push_back(rec.seq);
+                if let Some(c) = &mut replay.credit {
+                    *c -= 1;
+                }
+                sent += rec.stored_len() as usize;
+                match &mut replay.target {
+                    Target::Sub(sub) => {
+                        sink.emit(ReplayEvent::Deliver(*sub, msg_of(&rec, shard, now)))
                     }
-                    (None, Target::Sub(sub)) => {
-                        emit(ReplayEvent::Deliver(*sub, msg_of(&rec, shard, now)))
-                    }
-                    (
-                        None,
-                        Target::Inbox {
-                            request, replayed, ..
-                        },
-                    ) => {
+                    Target::Inbox {
+                        request, replayed, ..
+                    } => {
                         *replayed += 1;
-                        emit(ReplayEvent::Publish(inbox_msg_of(
+                        sink.emit(ReplayEvent::Publish(inbox_msg_of(
                             &rec, shard, request, now,
                         )));
                     }
                 }
             }
+            if exhausted {
+                // Past the newest record held (sequences after it may be missing too).
+                replay.next = replay.next.max(next_seq);
+            }
             if replay.next >= next_seq {
-                if let Some(last) = replay.counting.take() {
-                    // Counted to the end: replay from the first of the last N matches.
-                    replay.next = last.seen.front().copied().unwrap_or(next_seq);
+                if let Phase::Counting {
+                    want,
+                    from,
+                    matches,
+                } = replay.phase
+                {
+                    // Counted to the end: go over it again, stepping over all but the last
+                    // `want` matches.
+                    replay.phase = Phase::Skipping {
+                        skip: matches.saturating_sub(want),
+                    };
+                    replay.next = from;
                 }
             }
-            budget = budget.saturating_sub(taken.max(1));
+            records_left = records_left.saturating_sub(read.max(1));
+            bytes_left = bytes_left.saturating_sub(sent);
             if replay.next >= next_seq {
                 let done = self.replays.swap_remove(i);
                 match done.target {
@@ -599,14 +893,22 @@ impl Store {
                         request,
                         gap,
                         replayed,
-                    } => emit(ReplayEvent::Publish(end_marker(
-                        &request, shard, replayed, gap, now,
-                    ))),
+                    } => {
+                        sink.emit(ReplayEvent::Publish(end_marker(
+                            &request, shard, replayed, gap, now,
+                        )));
+                        sink.emit(ReplayEvent::Done {
+                            conn: request.origin,
+                            id: request.id,
+                        });
+                    }
                 }
             } else {
                 i += 1;
             }
         }
+        self.replays_waiting = deferred > 0 && !advanced;
+        deferred
     }
 }
 
@@ -687,4 +989,314 @@ fn msg_of(rec: &Record<'_>, shard: u16, now: Instant) -> Msg {
         time_ns: rec.timestamp,
     };
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tern-store-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_dedupe_window_holds_at_most_its_cap_and_counts_what_it_forgets() {
+        let now = Instant::now();
+        let mut d = Dedupe::new(Duration::from_secs(120), 10);
+        for seq in 1..=25u64 {
+            d.remember(Bytes::from(format!("id-{seq}")), seq, now);
+            assert!(d.len() <= 10, "{} ids after {seq}", d.len());
+            assert_eq!(d.seqs.len(), d.len());
+        }
+        assert_eq!((d.len(), d.evicted), (10, 15));
+        assert_eq!(d.seen(b"id-15", now, 1), None, "the oldest went first");
+        assert_eq!(d.seen(b"id-16", now, 1), Some(16));
+        assert_eq!(d.seen(b"id-25", now, 1), Some(25));
+    }
+
+    #[test]
+    fn an_id_is_forgotten_when_its_window_ends_or_the_ring_overwrites_its_record() {
+        let t0 = Instant::now();
+        let mut d = Dedupe::new(Duration::from_secs(120), 1000);
+        for seq in 1..=5u64 {
+            d.remember(Bytes::from(format!("id-{seq}")), seq, t0);
+        }
+        // The log's oldest record is now 4: ids of 1..=3 go, before their window ends.
+        assert_eq!(d.seen(b"id-3", t0, 4), None);
+        assert_eq!(d.seen(b"id-4", t0, 4), Some(4));
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.evicted, 0, "expiry is not eviction");
+        // The window ends.
+        assert_eq!(d.seen(b"id-5", t0 + Duration::from_secs(120), 4), None);
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn a_remembered_id_is_a_copy_not_a_slice_of_the_read_buffer() {
+        let dir = scratch("dedupe-copy");
+        let config = StoreConfig {
+            log_size: 1 << 20,
+            ..StoreConfig::default()
+        };
+        let now = Instant::now();
+        let (mut store, _) = Store::open(&dir.join("r.ring"), &config, now, 0).unwrap();
+        // What a connection's read buffer looks like: one allocation, the publish's fields
+        // sliced out of it.
+        let buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut msg = Msg::new(
+            Bytes::from_static(b"orders"),
+            Bytes::from_static(b"payload"),
+            ConnId::NONE,
+            now,
+        );
+        msg.message_id = Some(buffer.slice(100..116));
+        store.append(&msg, 1, now).unwrap();
+        drop(msg);
+        assert!(
+            buffer.is_unique(),
+            "the dedupe window keeps the read buffer alive"
+        );
+        assert_eq!(store.duplicate_of(&[b'x'; 16], now), Some(1));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A sink that records what catch-ups emit, congested while told so.
+    #[derive(Default)]
+    struct Recorder {
+        congested: bool,
+        /// (kind, sequence or 0): "msg" for an inbox message (its Tern-Seq), "end", "done",
+        /// "deliver", "gap".
+        events: Vec<(&'static str, u64)>,
+    }
+
+    impl ReplaySink for Recorder {
+        fn congested(&self, _conn: ConnId, _workers: &[usize]) -> bool {
+            self.congested
+        }
+        fn emit(&mut self, event: ReplayEvent) {
+            let e = match event {
+                ReplayEvent::Deliver(_, m) => ("deliver", m.stamp.seq),
+                ReplayEvent::Gap { requested, .. } => ("gap", requested),
+                ReplayEvent::Done { .. } => ("done", 0),
+                ReplayEvent::Publish(m) => {
+                    let h = m.headers.unwrap();
+                    match tern_protocol::headers::find(&h, "Tern-Seq") {
+                        Some(seq) => ("msg", std::str::from_utf8(seq).unwrap().parse().unwrap()),
+                        None => ("end", 0),
+                    }
+                }
+            };
+            self.events.push(e);
+        }
+    }
+
+    /// A store in a fresh directory holding `n` records on `subject` (payload `bytes` long),
+    /// with these per-turn replay limits.
+    fn store_with(
+        name: &str,
+        n: u64,
+        bytes: usize,
+        batch: usize,
+        replay_bytes: usize,
+    ) -> (Store, PathBuf) {
+        let dir = scratch(name);
+        let config = StoreConfig {
+            log_size: 1 << 20,
+            replay_batch: batch,
+            replay_bytes,
+            ..StoreConfig::default()
+        };
+        let now = Instant::now();
+        let (mut store, _) = Store::open(&dir.join("r.ring"), &config, now, 0).unwrap();
+        for i in 0..n {
+            let subject = if i % 2 == 0 { "even" } else { "odd" };
+            let msg = Msg::new(
+                Bytes::from_static(subject.as_bytes()),
+                Bytes::from(vec![b'p'; bytes]),
+                ConnId::NONE,
+                now,
+            );
+            store.append(&msg, i + 1, now).unwrap();
+        }
+        (store, dir)
+    }
+
+    fn request(filter: &'static str, start: ReplayStart) -> Arc<ReplayRequest> {
+        Arc::new(ReplayRequest {
+            filter: Bytes::from_static(filter.as_bytes()),
+            inbox: Bytes::from_static(b"_INBOX.r"),
+            start,
+            shards: 1,
+            inbox_owner: 0,
+            origin: ConnId {
+                worker: 0,
+                slot: 1,
+                gen: 1,
+            },
+            id: 7,
+        })
+    }
+
+    /// Pumps until no catch-up is left (at most `turns` turns).
+    fn pump_all(store: &mut Store, sink: &mut Recorder, turns: usize) -> usize {
+        for turn in 0..turns {
+            if store.replay_state() == ReplayState::Idle {
+                return turn;
+            }
+            store.pump(0, Instant::now(), sink);
+        }
+        panic!("catch-ups still running after {turns} turns");
+    }
+
+    #[test]
+    fn last_zero_replays_nothing_but_the_end() {
+        let (mut store, dir) = store_with("last0", 10, 10, 4096, 1 << 20);
+        store.start_inbox_replay(request(">", ReplayStart::LastN(0)));
+        let mut sink = Recorder::default();
+        pump_all(&mut store, &mut sink, 10);
+        assert_eq!(sink.events, vec![("end", 0), ("done", 0)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn last_n_replays_the_newest_matches_in_two_passes() {
+        let (mut store, dir) = store_with("lastn", 100, 10, 7, 1 << 20);
+        store.start_inbox_replay(request("odd", ReplayStart::LastN(3)));
+        store.start_inbox_replay(request("even", ReplayStart::LastN(1000)));
+        let mut sink = Recorder::default();
+        pump_all(&mut store, &mut sink, 200);
+        let msgs: Vec<u64> = sink
+            .events
+            .iter()
+            .filter(|(k, _)| *k == "msg")
+            .map(|(_, s)| *s)
+            .collect();
+        // Subject "odd" holds the even sequences (records 2, 4, ...), "even" the odd ones.
+        let on_odd: Vec<u64> = msgs.iter().copied().filter(|s| s % 2 == 0).collect();
+        let on_even: Vec<u64> = msgs.iter().copied().filter(|s| s % 2 == 1).collect();
+        assert_eq!(on_odd, vec![96, 98, 100], "the last 3 on \"odd\"");
+        assert_eq!(on_even.len(), 50, "all 50 on \"even\": fewer than asked");
+        assert_eq!(sink.events.iter().filter(|(k, _)| *k == "done").count(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_turn_replays_at_most_its_budget_in_bytes() {
+        // 1000-byte payloads, 2500 bytes per turn: at most 3 records a turn (the record
+        // that crosses the budget is the last), at least 1.
+        let (mut store, dir) = store_with("bytes", 30, 1000, 4096, 2500);
+        store.start_inbox_replay(request(">", ReplayStart::All));
+        let mut sink = Recorder::default();
+        let mut per_turn = Vec::new();
+        while store.replay_state() != ReplayState::Idle {
+            let before = sink.events.len();
+            store.pump(0, Instant::now(), &mut sink);
+            per_turn.push(
+                sink.events[before..]
+                    .iter()
+                    .filter(|(k, _)| *k == "msg")
+                    .count(),
+            );
+            assert!(per_turn.len() < 100, "{per_turn:?}");
+        }
+        assert!(per_turn.iter().all(|&n| n <= 3), "{per_turn:?}");
+        assert_eq!(per_turn.iter().sum::<usize>(), 30);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_catch_up_waits_while_its_destination_is_congested() {
+        let (mut store, dir) = store_with("congested", 10, 10, 4096, 1 << 20);
+        store.start_inbox_replay(request(">", ReplayStart::All));
+        let mut sink = Recorder {
+            congested: true,
+            ..Recorder::default()
+        };
+        for _ in 0..5 {
+            assert_eq!(store.pump(0, Instant::now(), &mut sink), 1);
+            assert_eq!(store.replay_state(), ReplayState::Waiting);
+        }
+        assert!(sink.events.is_empty(), "nothing while congested");
+        sink.congested = false;
+        pump_all(&mut store, &mut sink, 10);
+        assert_eq!(sink.events.len(), 12, "{:?}", sink.events);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_cancelled_catch_up_ends_without_a_marker() {
+        let (mut store, dir) = store_with("cancel", 100, 10, 5, 1 << 20);
+        let req = request(">", ReplayStart::All);
+        let origin = req.origin;
+        store.start_inbox_replay(req);
+        let mut sink = Recorder::default();
+        store.pump(0, Instant::now(), &mut sink);
+        assert_eq!(sink.events.len(), 5);
+        store.cancel_inbox_replays(origin);
+        assert_eq!(store.replay_state(), ReplayState::Idle);
+        store.pump(0, Instant::now(), &mut sink);
+        assert_eq!(sink.events.len(), 5);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn ring_file_names_are_parsed_strictly() {
+        assert_eq!(parse_shard_file("shard-0001-of-0004.ring"), Some((1, 4)));
+        assert_eq!(
+            parse_shard_file("shard-12345-of-20000.ring"),
+            Some((12345, 20000))
+        );
+        for other in [
+            "shard-0001-of-0004.salt",
+            "shard-0001-of-0004.ring.damaged-1700000000",
+            ".shard-0000-of-0001.ring.1.2.tmp",
+            "shard--of-0004.ring",
+            "shard-0x1-of-0004.ring",
+            "LOCK",
+        ] {
+            assert_eq!(parse_shard_file(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn ring_files_of_another_shard_count_are_refused_with_what_to_do() {
+        let path = scratch("count");
+        let dir = DataDir::open(&path).unwrap();
+        assert!(dir.check_shard_count(2).is_ok(), "an empty directory");
+        for name in [
+            "shard-0000-of-0002.ring",
+            "shard-0001-of-0002.ring",
+            "shard-0000-of-0002.salt",
+            "shard-0000-of-0003.ring.damaged-1",
+        ] {
+            std::fs::write(path.join(name), b"x").unwrap();
+        }
+        assert!(dir.check_shard_count(2).is_ok(), "the same count");
+        let err = dir.check_shard_count(3).unwrap_err();
+        let text = err.to_string();
+        for part in [
+            "holds the ring logs of 2 shards",
+            "shard-0000-of-0002.ring, shard-0001-of-0002.ring",
+            "started with --workers 3",
+            "start ternd with --workers 2",
+            "or give another --data-dir",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from: {text}");
+        }
+        assert!(
+            !text.contains("damaged"),
+            "copies are not ring files: {text}"
+        );
+        drop(dir);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
 }

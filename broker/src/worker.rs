@@ -55,6 +55,7 @@ use crate::snapshot::{
     CLOSED_KEPT_PER_WORKER,
 };
 use crate::stats::bump;
+use crate::store::ReplayState;
 
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -236,11 +237,14 @@ impl Worker {
         if self.router.outbox.is_blocked() || self.draining.is_some() {
             return Duration::from_millis(1);
         }
-        if !self.to_read.is_empty()
-            || self.router.has_set_aside()
-            || self.router.shard.has_replays()
+        let replays = self.router.shard.replay_state();
+        if !self.to_read.is_empty() || self.router.has_set_aside() || replays == ReplayState::Ready
         {
             return Duration::ZERO;
+        }
+        if replays == ReplayState::Waiting {
+            // Catch-ups wait for a congested destination: look again soon, without spinning.
+            return Duration::from_millis(1);
         }
         let now = Instant::now();
         let mut timeout = self.next_tick.saturating_duration_since(now);
@@ -456,7 +460,13 @@ impl Worker {
             | Envelope::Barrier { .. }
             | Envelope::Lag { .. }
             | Envelope::Grant { .. }
-            | Envelope::Replay(_) => {}
+            | Envelope::Replay(_)
+            | Envelope::ReplayCancel { .. } => {}
+            Envelope::ReplayDone { conn, id } => {
+                if let Some((c, router)) = self.conn_and_router(conn) {
+                    c.replay_done(id, router);
+                }
+            }
             Envelope::Deliver { sub, msg } => {
                 if let Some((c, router)) = self.conn_and_router(sub.conn) {
                     if c.deliver(sub, &msg, router) {
@@ -633,6 +643,7 @@ impl Worker {
             self.to_read.retain(|s| *s != slot);
         }
         conn.unsubscribe_all(&mut self.router);
+        conn.end_replays(&mut self.router);
         let _ = self.poll.registry().deregister(&mut conn.sock);
         // What the last write attempt left queued is never written.
         conn.discard_output(&self.router.stats);
@@ -662,7 +673,7 @@ impl Worker {
 
     fn tick(&mut self) {
         self.next_tick = self.now + TICK;
-        self.router.shard.tick(self.now);
+        self.router.tick(self.now);
         self.accept(Port::Text);
         self.accept(Port::Binary);
         let limits = self.router.config.limits.clone();

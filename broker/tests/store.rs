@@ -500,7 +500,7 @@ fn text_clients_catch_up_through_tern_replay() {
 }
 
 #[test]
-fn a_flipped_byte_cuts_the_log_there_and_starts_a_new_epoch() {
+fn a_flipped_byte_loses_only_its_record_and_the_epoch_stays() {
     let dir = temp_dir("ternd-flip");
     let data = dir.display().to_string();
     let args = ["--data-dir", data.as_str(), "--log-size", "4MiB"];
@@ -520,35 +520,61 @@ fn a_flipped_byte_cuts_the_log_there_and_starts_a_new_epoch() {
     let file = dir.join(format!("shard-0000-of-{workers:04}.ring"));
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[4096 + 5000] ^= 0x40;
-    std::fs::write(&file, bytes).unwrap();
+    std::fs::write(&file, &bytes).unwrap();
 
     let broker = Broker::with_args(&args);
     let mut c = BinClient::connect(broker.binary_addr());
-    assert_ne!(
+    assert_eq!(
         c.welcome.log_epoch, epoch,
-        "sequences will be reused: a new epoch"
+        "no sequence is handed out again: the epoch stays"
     );
     c.send(&subscribe_from(1, &subject, from_start(&c)));
     let mut held = Vec::new();
+    let mut gaps = Vec::new();
     loop {
         match c.try_read_frame(Duration::from_millis(500)) {
             Ok(ServerFrame::Message(m)) => held.push((m.sequence, m.payload)),
+            Ok(ServerFrame::GapNotice(g)) => gaps.push((g.requested, g.oldest, held.len())),
             Ok(other) => panic!("{other:?}"),
             Err(_) => break,
         }
     }
-    assert!(
-        held.len() > 10 && held.len() < 100,
-        "kept up to the bad record: {}",
-        held.len()
+    assert_eq!(held.len(), 100, "every record but the damaged one");
+    let [(lost, after, at)] = gaps[..] else {
+        panic!("one gap notice, for the damaged record: {gaps:?}");
+    };
+    assert_eq!(after, lost + 1, "exactly one record is missing");
+    assert_eq!(
+        held[at].0, after,
+        "the notice comes right before the record after the hole"
     );
-    for (k, (seq, payload)) in held.iter().enumerate() {
-        assert_eq!(*seq, k as u64 + 1, "everything before the cut, in order");
-        assert!(payload.starts_with(format!("{k:03}-").as_bytes()));
+    let seqs: Vec<u64> = held.iter().map(|(s, _)| *s).collect();
+    let want: Vec<u64> = (1..=101).filter(|s| *s != lost).collect();
+    assert_eq!(seqs, want);
+    for (seq, payload) in &held[..held.len() - 1] {
+        assert!(payload.starts_with(format!("{:03}-", seq - 1).as_bytes()));
     }
+    assert_eq!(&held[99].1[..], b"last");
+
     let log = broker.stderr();
-    assert!(log.contains("damaged tail was cut"), "{log}");
-    assert!(log.contains("a new log epoch starts"), "{log}");
+    assert!(log.contains("ring log recovered"), "{log}");
+    assert!(log.contains("records_kept=100"), "{log}");
+    assert!(log.contains("records_lost=1"), "{log}");
+    assert!(!log.contains("a new log epoch starts"), "{log}");
+    // The damaged file was kept, byte for byte, beside the repaired one.
+    let copies: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".ring.damaged-"))
+        .collect();
+    let [copy] = &copies[..] else {
+        panic!("one copy: {copies:?}");
+    };
+    assert!(log.contains(&copy.display().to_string()), "{log}");
+    assert!(
+        std::fs::read(copy).unwrap() == bytes,
+        "the copy is the damaged file"
+    );
     drop(broker);
     let _ = std::fs::remove_dir_all(dir);
 }

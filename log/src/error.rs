@@ -97,6 +97,56 @@ pub enum LogError {
         reason: String,
     },
 
+    /// The file's blocks could not be reserved on its filesystem (`posix_fallocate`), most
+    /// often because it is full. A ring is written through a memory map, where a store into a
+    /// block the filesystem cannot allocate kills the process with SIGBUS; so the log reserves
+    /// every block of a file when it creates or opens it, and refuses the file when it cannot.
+    /// Free space on that filesystem, lower the capacity, or use another directory.
+    #[error(
+        "ring log {}: cannot reserve {needed} bytes for it on its filesystem ({}): {source}",
+        path.display(),
+        Available(*available)
+    )]
+    NoSpace {
+        /// The log file.
+        path: PathBuf,
+        /// Bytes the file needs: its full length.
+        needed: u64,
+        /// Bytes available on the filesystem when the reservation failed, if known.
+        available: Option<u64>,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Recovery found damage it would have to repair, but could not first copy the damaged
+    /// file aside; it changed nothing and refuses the file rather than destroy what the damaged
+    /// bytes held. Free space beside the file, or copy the file somewhere safe and remove it
+    /// (the shard then starts an empty log).
+    #[error(
+        "ring log {}: it is damaged ({damage}) and must be repaired, but copying it aside to {} \
+         first failed ({needed} bytes needed, {}): {source}; the file was not changed. Free \
+         space there, or copy the file somewhere safe and remove it to start an empty log",
+        path.display(),
+        copy.display(),
+        Available(*available)
+    )]
+    CannotPreserve {
+        /// The damaged log file.
+        path: PathBuf,
+        /// Where the copy was to go.
+        copy: PathBuf,
+        /// What recovery found.
+        damage: String,
+        /// Bytes the copy needs.
+        needed: u64,
+        /// Bytes available beside the file, if known.
+        available: Option<u64>,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The record is larger than the ring can ever hold; nothing was written.
     #[error("record of {size} bytes is larger than this ring can hold ({max} bytes)")]
     RecordTooLarge {
@@ -117,6 +167,18 @@ pub enum LogError {
         /// The most its length prefix can hold.
         max: u64,
     },
+}
+
+/// Free space for an error message: "N bytes available", or that it is unknown.
+struct Available(Option<u64>);
+
+impl std::fmt::Display for Available {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n} bytes available"),
+            None => write!(f, "available space unknown"),
+        }
+    }
 }
 
 impl LogError {

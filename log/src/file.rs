@@ -2,16 +2,25 @@
 //! it, the memory map, and `msync`.
 //!
 //! Owns: the [`File`], the [`MmapMut`] over the whole file, and every system call the log
-//! makes. This is the only module with `unsafe`: mapping the file.
+//! makes: reserving the file's blocks (`posix_fallocate`), copying a damaged file aside, and
+//! asking how much space its filesystem has left. This is the only module with `unsafe`:
+//! mapping the file and those three calls.
 //!
-//! Never: interprets records, reads a clock except to stamp a new file, touches a socket, or
-//! writes to a file whose header failed validation. A file that is not ours, of another
-//! version or capacity, or with a corrupt header is only ever read, never rewritten, extended
-//! or truncated.
+//! Contract: every block of a mapped file is reserved on its filesystem before it is mapped,
+//! so a store through the map never meets a full disk (which would be SIGBUS, not an error);
+//! a full disk is an error at open, naming the file and the space it needs. A file that must
+//! be changed because it is damaged (extended when short, or repaired by recovery) is first
+//! copied aside whole and synced; when that copy fails, the file is left as it was.
+//!
+//! Never: interprets records, reads a clock except to stamp a new file or name a copy,
+//! touches a socket, or writes to a file whose header failed validation. A file that is not
+//! ours, of another version or capacity, or with a corrupt header is only ever read, never
+//! rewritten, extended or truncated.
 
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,17 +50,19 @@ pub(crate) struct Opened {
     /// The file was shorter than its header says and was extended with zeros by this many
     /// bytes (a copy cut short, for example).
     pub extended: u64,
+    /// Where the short file was copied before it was extended.
+    pub damaged_copy: Option<PathBuf>,
 }
 
 impl RingFile {
-    /// Opens `path`, creating it if it does not exist, and maps it.
+    /// Opens `path`, creating it if it does not exist, reserves its blocks and maps it.
     pub(crate) fn open(path: &Path, capacity: u64) -> Result<Opened, LogError> {
         check_capacity(path, capacity)?;
         let mut created = false;
         let file = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create(path, capacity).map_err(|e| LogError::io(path, e))?;
+                create(path, capacity)?;
                 created = true;
                 OpenOptions::new()
                     .read(true)
@@ -66,8 +77,16 @@ impl RingFile {
         // Everything below may modify the file: it is ours, of our version and capacity.
         let want = HEADER_LEN as u64 + capacity;
         let extended = want - file_len;
+        let mut damaged_copy = None;
         if extended > 0 {
+            // Cut short: keep the file as it was found before extending it.
+            let damage = format!("the file is {extended} bytes shorter than its header says");
+            damaged_copy = Some(copy_aside(path, &damage)?);
             file.set_len(want).map_err(|e| LogError::io(path, e))?;
+        }
+        if !created {
+            // A file created by another version, or copied, may be sparse.
+            reserve(path, &file, want)?;
         }
         let len = usize::try_from(want).map_err(|_| LogError::InvalidCapacity {
             path: path.to_path_buf(),
@@ -78,7 +97,9 @@ impl RingFile {
         // while it is mapped (changing bytes under a `&[u8]`, or raising SIGBUS). The log's
         // contract (documented on `RingLog`) is that exactly one `RingLog` in one process uses
         // a file at a time and nothing else writes to it; the length mapped is the file's
-        // length, which we just checked or set, so every byte of the map is backed by the file.
+        // length, which we just checked or set, and every block of it is reserved, so every
+        // byte of the map is backed by the file and a store never needs a block the
+        // filesystem cannot give.
         let map = unsafe { MmapOptions::new().len(len).map_mut(&file) }
             .map_err(|e| LogError::io(path, e))?;
         Ok(Opened {
@@ -91,7 +112,14 @@ impl RingFile {
             checkpoint,
             created,
             extended,
+            damaged_copy,
         })
+    }
+
+    /// Copies the file aside (see [`copy_aside`]) before recovery repairs it. The map is
+    /// shared with the page cache, so the copy holds exactly what the map holds.
+    pub(crate) fn copy_aside(&self, damage: &str) -> Result<PathBuf, LogError> {
+        copy_aside(&self.path, damage)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -227,10 +255,10 @@ fn validate(
 }
 
 /// Creates a new, empty ring file at `path`: header and first checkpoint written to a
-/// temporary file in the same directory, synced, then renamed into place, so `path` never
-/// names a half-written file. Creation always syncs, whatever the fsync policy: a file that
-/// exists must be a valid one.
-fn create(path: &Path, capacity: u64) -> io::Result<()> {
+/// temporary file in the same directory, its blocks reserved, synced, then renamed into place,
+/// so `path` never names a half-written or unreserved file. Creation always syncs, whatever the
+/// fsync policy: a file that exists must be a valid one.
+fn create(path: &Path, capacity: u64) -> Result<(), LogError> {
     let now_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -251,31 +279,166 @@ fn create(path: &Path, capacity: u64) -> io::Result<()> {
     let at = first.slot_offset();
     page[at..at + SLOT_LEN].copy_from_slice(&first.encode(header.epoch));
 
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
+    let dir = parent_dir(path);
+    let name = path.file_name().ok_or_else(|| {
+        LogError::io(
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"),
+        )
+    })?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".{}.{now_ns}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
 
+    let len = HEADER_LEN as u64 + capacity;
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(&page)?;
-        f.set_len(HEADER_LEN as u64 + capacity)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| LogError::io(path, e))?;
+        f.write_all(&page).map_err(|e| LogError::io(path, e))?;
+        f.set_len(len).map_err(|e| LogError::io(path, e))?;
+        reserve(path, &f, len)?;
+        f.sync_all().map_err(|e| LogError::io(path, e))?;
+        fs::rename(&tmp, path).map_err(|e| LogError::io(path, e))?;
         // Make the rename itself durable.
-        File::open(&dir)?.sync_all()
+        sync_dir(&dir).map_err(|e| LogError::io(path, e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reserves the blocks of the first `len` bytes of `file` (`posix_fallocate(3)`), so that no
+/// later store through the map needs a block the filesystem cannot give. Existing bytes are
+/// not changed; blocks already allocated cost nothing.
+fn reserve(path: &Path, file: &File, len: u64) -> Result<(), LogError> {
+    let Ok(off_len) = libc::off_t::try_from(len) else {
+        return Err(LogError::NoSpace {
+            path: path.to_path_buf(),
+            needed: len,
+            available: available_space(path),
+            source: io::Error::from_raw_os_error(libc::EFBIG),
+        });
+    };
+    loop {
+        // SAFETY: posix_fallocate on a descriptor `file` owns and keeps open for the call;
+        // no memory is passed.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, off_len) };
+        match rc {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            err => {
+                return Err(LogError::NoSpace {
+                    path: path.to_path_buf(),
+                    needed: len,
+                    available: available_space(path),
+                    source: io::Error::from_raw_os_error(err),
+                })
+            }
+        }
+    }
+}
+
+/// Bytes an unprivileged writer can still use on the filesystem holding `path` (which need
+/// not exist: its directory is asked), from `statvfs(3)`; `None` when that fails.
+pub(crate) fn available_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = parent_dir(path);
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid, writable statvfs for the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// How many copies of one file may be made within one second before the names run out.
+const COPY_NAMES_PER_SECOND: u32 = 1000;
+
+/// Copies the file at `path` whole to `<name>.damaged-<unix seconds>` beside it (`-2`, `-3`,
+/// ... when that name is taken), before the log changes a damaged file. The copy's blocks are
+/// reserved first, then it is written, synced and its directory synced, so it is whole and
+/// durable before the original is touched. On any failure the partial copy is removed and
+/// the error ([`LogError::CannotPreserve`]) names the file, the copy, the space needed and
+/// the space available; the caller must then leave the original unchanged.
+pub(crate) fn copy_aside(path: &Path, damage: &str) -> Result<PathBuf, LogError> {
+    let name = path.file_name().unwrap_or_default().to_os_string();
+    let dir = parent_dir(path);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut target = dir.join(format!("{}.damaged-{secs}", name.to_string_lossy()));
+    let fail = |copy: &Path, needed: u64, source: io::Error| LogError::CannotPreserve {
+        path: path.to_path_buf(),
+        copy: copy.to_path_buf(),
+        damage: damage.to_string(),
+        needed,
+        available: available_space(copy),
+        source,
+    };
+    let mut src = File::open(path).map_err(|e| fail(&target, 0, e))?;
+    let needed = src.metadata().map_err(|e| fail(&target, 0, e))?.len();
+    let mut attempt = 1;
+    let mut dst = loop {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&target)
+        {
+            Ok(f) => break f,
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists && attempt < COPY_NAMES_PER_SECOND =>
+            {
+                attempt += 1;
+                target = dir.join(format!(
+                    "{}.damaged-{secs}-{attempt}",
+                    name.to_string_lossy()
+                ));
+            }
+            Err(e) => return Err(fail(&target, needed, e)),
+        }
+    };
+    let result = (|| {
+        if needed > 0 {
+            reserve(&target, &dst, needed).map_err(|e| match e {
+                LogError::NoSpace { source, .. } => source,
+                other => io::Error::other(other.to_string()),
+            })?;
+        }
+        let copied = io::copy(&mut src, &mut dst)?;
+        if copied != needed {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("copied {copied} of {needed} bytes"),
+            ));
+        }
+        dst.sync_all()?;
+        sync_dir(&dir)
+    })();
+    match result {
+        Ok(()) => Ok(target),
+        Err(e) => {
+            drop(dst);
+            let _ = fs::remove_file(&target);
+            Err(fail(&target, needed, e))
+        }
+    }
 }
 
 /// A random, non-zero epoch: std's randomly keyed hasher over the time, the process id and the

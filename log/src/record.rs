@@ -176,7 +176,8 @@ pub(crate) fn commit_word(len: u32, crc: u32) -> [u8; 8] {
 pub(crate) enum Invalid {
     /// The length field is zero: nothing was committed here.
     Empty,
-    /// The length field is a wrap marker (recovery handles markers before decoding).
+    /// A wrap marker where a record was expected, that does not name it (stale, or
+    /// damaged).
     WrapMarker,
     /// The length is shorter than a record header or runs past the allowed end.
     Length(u32),
@@ -194,7 +195,7 @@ impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Invalid::Empty => write!(f, "its length and CRC were never written (torn)"),
-            Invalid::WrapMarker => write!(f, "a misplaced wrap marker"),
+            Invalid::WrapMarker => write!(f, "a wrap marker that does not announce it"),
             Invalid::Length(l) => write!(f, "length {l} is out of bounds"),
             Invalid::Flags(x) => write!(f, "unknown flag bits {x:#04x}"),
             Invalid::Fields => write!(f, "its field lengths do not add up"),
@@ -268,8 +269,25 @@ pub(crate) fn decode(data: &[u8], at: usize, limit: usize) -> Result<(Record<'_>
     Ok((rec, align(exact)))
 }
 
+/// Decodes the record at `at` and checks its CRC (seeded with `epoch`), whatever its
+/// sequence: a record this log wrote, intact.
+pub(crate) fn check(
+    data: &[u8],
+    at: usize,
+    limit: usize,
+    epoch: u64,
+) -> Result<(Record<'_>, usize), Invalid> {
+    let (rec, stored) = decode(data, at, limit)?;
+    let exact = get_u32(data, at) as usize;
+    if get_u32(data, at + 4) != crc(epoch, &data[at + 8..at + exact]) {
+        return Err(Invalid::Crc);
+    }
+    Ok((rec, stored))
+}
+
 /// Decodes and verifies the record at `at`: structure, CRC (seeded with `epoch`), and that it
 /// carries sequence `seq`.
+#[cfg(test)]
 pub(crate) fn verify(
     data: &[u8],
     at: usize,
@@ -277,11 +295,7 @@ pub(crate) fn verify(
     epoch: u64,
     seq: u64,
 ) -> Result<(Record<'_>, usize), Invalid> {
-    let (rec, stored) = decode(data, at, limit)?;
-    let exact = get_u32(data, at) as usize;
-    if get_u32(data, at + 4) != crc(epoch, &data[at + 8..at + exact]) {
-        return Err(Invalid::Crc);
-    }
+    let (rec, stored) = check(data, at, limit, epoch)?;
     if rec.seq != seq {
         return Err(Invalid::Seq(rec.seq));
     }

@@ -2,15 +2,19 @@
 //! find by time, sync, and recover on open.
 //!
 //! Owns: the live state of one log (where its oldest and newest records are, their sequences,
-//! a sparse index for seeking), the order in which an append writes its bytes, and the fsync
-//! policy.
+//! a sparse index for seeking, the holes recovery left), the order in which an append writes
+//! its bytes, the fsync policy, and the repair of a recovered file (zeroing what recovery cut,
+//! after the file module has copied a damaged file aside).
 //!
 //! Never: touches a socket, spawns a thread, takes a lock or allocates per append. Exactly one
 //! thread uses a `RingLog`; the borrow checker keeps readers from living across an append.
 //!
 //! Invariants the rest of the crate and `docs/ring-log.md` rely on:
 //! - Live records occupy `[head, tail)` of the data region, or `[head, wrap_at)` followed by
-//!   `[0, tail)` when the log wraps; `first_seq..next_seq` are their sequences, in that order.
+//!   `[0, tail)` when the log wraps, except for the holes (`skips`) recovery left inside that
+//!   span, whose bytes are zero. Their sequences increase in that order, from `first_seq` to
+//!   `last_seq`, with gaps where records were lost; `next_seq` is above all of them (and above
+//!   every sequence ever handed out, except a torn append's).
 //! - Before any byte of an append is written, the newest checkpoint in the header names the
 //!   oldest record the append leaves intact (or, for an empty log, where its record goes).
 //! - A record's first 8 bytes (length and CRC) are written after every other byte of it.
@@ -19,7 +23,7 @@
 
 use std::collections::VecDeque;
 use std::iter::FusedIterator;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{compiler_fence, Ordering};
 use std::time::{Duration, Instant};
 
@@ -30,7 +34,7 @@ use crate::format::{
     RECORD_HEADER_LEN, WRAP_LEN,
 };
 use crate::record::{commit_word, decode, Record};
-use crate::recovery::{is_indexed, recover, INDEX_STRIDE};
+use crate::recovery::{is_indexed, recover, Hole, Recovered, Skip, INDEX_STRIDE};
 
 /// When the log asks the operating system to write its pages to disk (`msync`).
 ///
@@ -58,11 +62,12 @@ pub struct Recovery {
     pub first_seq: u64,
     /// The sequence the next append gets.
     pub next_seq: u64,
-    /// Bytes of log data discarded: the torn or corrupt record's extent or, when the last
-    /// checkpoint proves the log went further, the distance to where it said the log ended.
+    /// Bytes of log data this open found damaged or torn and zeroed: the holes' damaged
+    /// bytes, and at the end the torn or corrupt record's extent or, when the last checkpoint
+    /// proves the log went further, the distance to where it said the log ended.
     pub cut_bytes: u64,
-    /// Why something was cut, naming the first record that failed; `None` when the log ended
-    /// cleanly.
+    /// What this open found wrong, naming the first bad record of each hole and of the end;
+    /// `None` when the log was intact (holes an earlier open repaired are in `holes` only).
     pub cut_reason: Option<String>,
     /// The file did not exist and was created (with a fresh epoch).
     pub created: bool,
@@ -70,41 +75,85 @@ pub struct Recovery {
     /// with zeros by this many bytes before recovery.
     pub extended_bytes: u64,
     /// The next sequence recorded by the checkpoint recovery started from: the log held at
-    /// least up to `checkpoint_next_seq - 1` when it was written. When this is greater than
-    /// `next_seq`, records that existed were lost (corruption, or a power loss under a lax
-    /// policy), and their sequences will be handed out again in this epoch; a caller that
-    /// already delivered them may prefer to move the file aside and start a new epoch.
+    /// least up to `checkpoint_next_seq - 1` when it was written. `next_seq` is never lower:
+    /// a sequence the checkpoint proves was handed out is not handed out again.
     pub checkpoint_next_seq: u64,
+    /// Records missing between records kept (or before the first one kept), oldest first:
+    /// damage found now (`damaged`), or repaired by an earlier open and not yet overwritten.
+    pub holes: Vec<Hole>,
+    /// Sequences missing: in the holes, and after the last record kept when the checkpoint
+    /// proves they existed. They are below `next_seq` and never handed out again.
+    pub lost_records: u64,
+    /// The end of the log was cut because of a torn append (a crash inside `append`): one bad
+    /// record after the last one kept, which the checkpoint does not prove existed. Its
+    /// append never returned, so nothing saw it; its sequence is handed out again, and the
+    /// file is not copied aside for it.
+    pub torn_append: bool,
+    /// Records after the last one kept may have existed and been seen (the checkpoint proves
+    /// some did, or the file was short) and those beyond what the checkpoint proves get
+    /// their sequences again: a caller that delivered them may want a new epoch.
+    pub sequences_may_repeat: bool,
+    /// Where the file was copied, whole and synced, before recovery changed it: set when
+    /// repairing it zeroed bytes of records that had existed (a hole, a proven loss) or
+    /// extended a short file.
+    pub damaged_copy: Option<PathBuf>,
 }
 
 impl Recovery {
     fn from_walk(
-        cut: Option<(u64, String)>,
-        (first_seq, next_seq): (u64, u64),
+        found: &Recovered,
         checkpoint_next_seq: u64,
         created: bool,
         extended_bytes: u64,
+        damaged_copy: Option<PathBuf>,
     ) -> Recovery {
-        let (cut_bytes, cut_reason) = match cut {
-            Some((bytes, why)) if extended_bytes > 0 => (
-                bytes,
-                Some(format!(
-                    "{why}; the file was {extended_bytes} bytes short (zeroes stand in for them)"
-                )),
-            ),
-            Some((bytes, why)) => (bytes, Some(why)),
-            None => (0, None),
-        };
+        let mut problems: Vec<String> = Vec::new();
+        let mut cut_bytes = 0;
+        for h in found.holes.iter().filter(|h| h.damaged) {
+            let kept = if found.count == 0 {
+                String::new()
+            } else {
+                format!(", kept the records from {} on", h.next_kept)
+            };
+            problems.push(format!(
+                "{}; lost {} record(s) ({}..={}){kept}",
+                h.reason,
+                h.next_kept - h.first_missing,
+                h.first_missing,
+                h.next_kept - 1,
+            ));
+            cut_bytes += h.bytes;
+        }
+        if let Some((bytes, why)) = &found.cut {
+            problems.push(why.clone());
+            cut_bytes += bytes;
+        }
+        if extended_bytes > 0 {
+            problems.push(format!(
+                "the file was {extended_bytes} bytes short (zeroes stand in for them)"
+            ));
+        }
+        let cut_reason = (!problems.is_empty()).then(|| problems.join("; "));
         Recovery {
-            records: next_seq - first_seq,
-            first_seq,
-            next_seq,
+            records: found.count,
+            first_seq: found.first_seq,
+            next_seq: found.next_seq,
             cut_bytes,
             cut_reason,
             created,
             extended_bytes,
             checkpoint_next_seq,
+            holes: found.holes.clone(),
+            lost_records: found.lost(),
+            torn_append: found.torn && extended_bytes == 0,
+            sequences_may_repeat: found.end_lost > 0 || extended_bytes > 0,
+            damaged_copy,
         }
+    }
+
+    /// Whether this open found damage or a torn append (what `cut_reason` describes).
+    pub fn found_damage(&self) -> bool {
+        self.cut_reason.is_some()
     }
 }
 
@@ -119,8 +168,8 @@ pub struct Layout {
     /// When the log wraps: the offset where its older part ends (a wrap marker's offset, or
     /// the capacity). The newer part starts at offset 0.
     pub wrap: Option<u64>,
-    /// Bytes the held records occupy, padding included (wrap markers and the gap before a wrap
-    /// not included).
+    /// Bytes the held records occupy, padding included (wrap markers, the gap before a wrap
+    /// and the holes recovery left not included).
     pub used_bytes: u64,
 }
 
@@ -160,8 +209,16 @@ pub struct RingLog {
     wrap_at: Option<usize>,
     first_seq: u64,
     next_seq: u64,
-    /// Offsets of the held records whose `seq % INDEX_STRIDE == 0`, oldest first.
-    index: VecDeque<usize>,
+    /// The newest record's sequence (meaningless while `count` is 0).
+    last_seq: u64,
+    /// Records held.
+    count: u64,
+    /// `(sequence, offset)` of the held records that are indexed (every multiple of
+    /// `INDEX_STRIDE`, and the first after a gap in the sequences), oldest first.
+    index: VecDeque<(u64, usize)>,
+    /// The holes recovery left inside the live log, sorted by offset: readers and eviction
+    /// step over them. Empty unless recovery found damage.
+    skips: Vec<Skip>,
     /// Timestamp of the newest record.
     last_ts: u64,
     /// Held records (other than the oldest) whose timestamp is below their predecessor's.
@@ -190,11 +247,17 @@ impl RingLog {
     /// Opens `path`, creating it with a fresh random non-zero epoch if it does not exist.
     ///
     /// `capacity` is the size of the data region in bytes (a multiple of 8, at least 128);
-    /// the file is 4096 bytes longer. An existing file is validated (magic, format version,
-    /// capacity, header CRC) and recovered: every record is checked (length bounds, CRC32,
-    /// sequence continuity), the log stops at the first torn or corrupt record, and
-    /// [`Recovery`] says what was cut. Recovery then zeroes the data region outside the
-    /// recovered log, so nothing it cut can come back, and syncs once if it changed anything.
+    /// the file is 4096 bytes longer, and every block of it is reserved on its filesystem
+    /// ([`LogError::NoSpace`] when there is no room). An existing file is validated (magic,
+    /// format version, capacity, header CRC) and recovered: every record is checked (length
+    /// bounds, CRC32, sequences only growing), damage costs only the records it touched (the
+    /// walk resynchronises on the next intact record, leaving a hole), a torn last append is
+    /// cut, and [`Recovery`] says what was kept, lost and cut. When repairing the file would
+    /// zero bytes of records that existed, the file is first copied aside whole
+    /// ([`Recovery::damaged_copy`]); if that copy cannot be made
+    /// ([`LogError::CannotPreserve`]), nothing is changed. Recovery then zeroes the data
+    /// region outside the recovered records, so nothing it cut can come back, and syncs once
+    /// if it changed anything.
     ///
     /// A file of another format version or capacity, or with a corrupt header, is an error
     /// naming the file and what is wrong, and is left byte-for-byte as it was.
@@ -209,6 +272,29 @@ impl RingLog {
             &ckpt,
             index_capacity(cap),
         );
+        // Nothing has been written yet: keep the damaged file before repairing it. (A short
+        // file was copied before it was extended.)
+        let mut damaged_copy = opened.damaged_copy;
+        if found.needs_copy && damaged_copy.is_none() {
+            let damage = format!(
+                "{} record(s) lost in {} hole(s){}",
+                found.lost(),
+                found.holes.iter().filter(|h| h.damaged).count(),
+                if found.end_lost > 0 {
+                    " and at its end"
+                } else {
+                    ""
+                }
+            );
+            damaged_copy = Some(opened.file.copy_aside(&damage)?);
+        }
+        let recovery = Recovery::from_walk(
+            &found,
+            ckpt.next_seq,
+            opened.created,
+            opened.extended,
+            damaged_copy,
+        );
         let mut log = RingLog {
             file: opened.file,
             cap,
@@ -219,7 +305,10 @@ impl RingLog {
             wrap_at: found.wrap_at,
             first_seq: found.first_seq,
             next_seq: found.next_seq,
+            last_seq: found.last_seq,
+            count: found.count,
             index: found.index,
+            skips: found.skips,
             last_ts: found.last_ts,
             descents: found.descents,
             ckpt,
@@ -229,9 +318,19 @@ impl RingLog {
             #[cfg(test)]
             budget: None,
         };
+        // When the older part of a wrapped log ends before the end of the region, a wrap
+        // marker there sends readers to offset 0; recovery rewrites one that damage took.
+        let mut repaired = false;
+        if let Some(w) = log.wrap_at.filter(|&w| w < cap) {
+            let marker = wrap_marker(epoch, found.after_wrap);
+            if log.data()[w..w + 8] != marker {
+                log.put(HEADER_LEN + w, &marker);
+                repaired = true;
+            }
+        }
         // A new file is all zeroes already; an existing one may hold what recovery cut, or
-        // stale records from earlier laps, beyond the log. Zero it so no cut record can ever
-        // pass for a new one with the same sequence.
+        // stale records from earlier laps, beyond the log, and damaged bytes in its holes.
+        // Zero them so no cut record can ever pass for a new one.
         let cleared = if opened.created {
             false
         } else {
@@ -241,33 +340,26 @@ impl RingLog {
         if checkpoint_moved {
             log.write_checkpoint(log.tail, log.next_seq);
         }
-        if cleared || checkpoint_moved {
+        if cleared || checkpoint_moved || repaired {
             log.file.sync_data()?;
             log.file.sync_header()?;
         }
-        let recovery = Recovery::from_walk(
-            found.cut,
-            (log.first_seq, log.next_seq),
-            ckpt.next_seq,
-            opened.created,
-            opened.extended,
-        );
         Ok((log, recovery))
     }
 
     /// What [`RingLog::open`] would recover from the file at `path`, without changing it:
     /// the same validation (and errors) and the same walk, on a copy read into memory.
-    /// `extended_bytes` is how much `open` would extend a short file. For tools, and for a
-    /// caller that wants to copy a damaged file aside before `open` zeroes what it cuts.
+    /// `extended_bytes` is how much `open` would extend a short file; `damaged_copy` is
+    /// `None` (nothing is copied). For tools, and for looking at a file before opening it.
     pub fn inspect(path: &Path, capacity: u64) -> Result<Recovery, LogError> {
         let (header, ckpt, data, short_by) = crate::file::read_for_inspection(path, capacity)?;
         let found = recover(&data, header.epoch, &ckpt, 0);
         Ok(Recovery::from_walk(
-            found.cut,
-            (found.first_seq, found.next_seq),
+            &found,
             ckpt.next_seq,
             false,
             short_by,
+            None,
         ))
     }
 
@@ -283,19 +375,21 @@ impl RingLog {
     }
 
     /// The sequence the next append gets: 1 for a new file; after recovery, the last
-    /// recovered sequence + 1, or the checkpointed next sequence if everything was evicted.
+    /// recovered sequence + 1, or the checkpointed next sequence if that is higher (a
+    /// sequence the checkpoint proves was handed out is never handed out again).
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
-    /// Records held.
+    /// Records held. Lower than `next_seq - first_seq` when recovery left holes: the
+    /// sequences of lost records are missing.
     pub fn len(&self) -> u64 {
-        self.next_seq - self.first_seq
+        self.count
     }
 
     /// Whether the log holds no record.
     pub fn is_empty(&self) -> bool {
-        self.next_seq == self.first_seq
+        self.count == 0
     }
 
     /// Bytes in the data region (the `capacity` the log was opened with).
@@ -329,7 +423,7 @@ impl RingLog {
                 None => self.tail - self.head,
                 Some(w) => w - self.head + self.tail,
             }
-        };
+        } - self.skips.iter().map(|s| s.to - s.at).sum::<usize>();
         Layout {
             head: self.head as u64,
             tail: self.tail as u64,
@@ -419,9 +513,11 @@ impl RingLog {
             self.descents += 1;
         }
         self.last_ts = rec.timestamp;
-        if is_indexed(seq) {
-            self.index.push_back(place.pos);
+        if is_indexed(seq, (self.count > 0).then_some(self.last_seq)) {
+            self.index.push_back((seq, place.pos));
         }
+        self.count += 1;
+        self.last_seq = seq;
         self.tail = place.pos + n;
         self.next_seq = seq + 1;
         self.dirty = true;
@@ -448,22 +544,22 @@ impl RingLog {
     }
 
     /// The records with sequence `>= from` (clamped to [`RingLog::first_seq`]), oldest first,
-    /// borrowed from the map. Seeking costs at most [`crate::INDEX_STRIDE`] record hops through the
-    /// sparse index, and each `next()` decodes one record: no allocation, no CRC check (the
-    /// records were checked when recovered or written).
+    /// borrowed from the map. A `from` in a hole recovery left starts at the first record after
+    /// it. Seeking costs at most [`crate::INDEX_STRIDE`] record hops through the sparse index,
+    /// and each `next()` decodes one record: no allocation, no CRC check (the records were
+    /// checked when recovered or written).
     pub fn read_from(&self, from: u64) -> Records<'_> {
-        let from = from.max(self.first_seq);
-        if from >= self.next_seq {
-            return Records {
-                data: self.data(),
-                pos: self.tail,
-                remaining: 0,
-            };
-        }
+        let done = self.is_empty() || from > self.last_seq;
         Records {
             data: self.data(),
-            pos: self.offset_of(from),
-            remaining: self.next_seq - from,
+            skips: &self.skips,
+            pos: if done {
+                self.tail
+            } else {
+                self.offset_of(from.max(self.first_seq))
+            },
+            last: self.last_seq,
+            done,
         }
     }
 
@@ -478,24 +574,35 @@ impl RingLog {
             return self.next_seq;
         }
         let data = self.data();
-        let (mut pos, mut seq) = (self.head, self.first_seq);
+        let (mut seq, mut pos) = (self.first_seq, self.head);
         if self.descents == 0 {
-            let i = self.index.partition_point(|&p| get_u64(data, p + 16) < ts);
+            let i = self
+                .index
+                .partition_point(|&(_, p)| get_u64(data, p + 16) < ts);
             if i > 0 {
-                pos = self.index[i - 1];
-                seq = self.index_front_seq() + (i as u64 - 1) * INDEX_STRIDE;
+                (seq, pos) = self.index[i - 1];
             }
         }
-        while seq < self.next_seq {
+        loop {
             if get_u64(data, pos + 16) >= ts {
                 return seq;
             }
-            seq += 1;
-            if seq < self.next_seq {
-                pos = self.hop(pos);
+            if seq >= self.last_seq {
+                return self.next_seq;
             }
+            pos = self.hop(pos);
+            seq = get_u64(data, pos + 8);
         }
-        self.next_seq
+    }
+
+    /// Writes a checkpoint of the current state into the header page if it changed: one
+    /// 48-byte store, no system call. Recovery steps over damage only inside the span the
+    /// newest checkpoint vouches for, so a caller that rarely syncs or evicts (a ring that
+    /// has not wrapped yet) calls this from its timer to keep that span current.
+    pub fn checkpoint(&mut self) {
+        if self.checkpoint_differs(self.tail, self.next_seq) {
+            self.write_checkpoint(self.tail, self.next_seq);
+        }
     }
 
     /// Applies the fsync policy: under [`Fsync::Interval`], syncs if something was appended
@@ -593,6 +700,7 @@ impl RingLog {
             if self.is_empty() {
                 // Nothing to keep: no marker needed, the checkpoint will name the new spot.
                 self.wrap_at = None;
+                self.skips.clear();
                 let pos = if self.tail + n <= self.cap {
                     self.tail
                 } else {
@@ -636,39 +744,51 @@ impl RingLog {
         let data = self.data();
         let n = align(get_u32(data, self.head) as usize).max(ALIGN);
         let old_ts = get_u64(data, self.head + 16);
-        if is_indexed(self.first_seq) {
+        if self
+            .index
+            .front()
+            .is_some_and(|&(s, _)| s == self.first_seq)
+        {
             self.index.pop_front();
         }
-        self.first_seq += 1;
+        self.count -= 1;
         self.head += n;
         if self.wrap_at == Some(self.head) {
             self.head = 0;
             self.wrap_at = None;
         }
+        // A hole after the evicted record is free space now.
+        if let Ok(i) = self.skips.binary_search_by_key(&self.head, |s| s.at) {
+            self.head = self.skips.remove(i).to;
+        }
         if self.is_empty() {
+            self.first_seq = self.next_seq;
             self.descents = 0;
-        } else if get_u64(self.data(), self.head + 16) < old_ts {
-            self.descents -= 1;
+            self.skips.clear();
+        } else {
+            let (seq, ts) = {
+                let data = self.data();
+                (get_u64(data, self.head + 8), get_u64(data, self.head + 16))
+            };
+            self.first_seq = seq;
+            if ts < old_ts {
+                self.descents -= 1;
+            }
         }
     }
 
-    /// The sequence of the oldest index entry.
-    fn index_front_seq(&self) -> u64 {
-        self.first_seq.div_ceil(INDEX_STRIDE) * INDEX_STRIDE
-    }
-
-    /// Data offset of held record `seq`.
+    /// Data offset of the first held record with sequence `>= seq` (which must be at most
+    /// the newest held).
     fn offset_of(&self, seq: u64) -> usize {
-        let front = self.index_front_seq();
-        let (mut pos, mut s) = if seq >= front && !self.index.is_empty() {
-            let k = (seq - front) / INDEX_STRIDE;
-            (self.index[k as usize], front + k * INDEX_STRIDE)
+        let i = self.index.partition_point(|&(s, _)| s <= seq);
+        let (mut s, mut pos) = if i > 0 {
+            self.index[i - 1]
         } else {
-            (self.head, self.first_seq)
+            (self.first_seq, self.head)
         };
         while s < seq {
             pos = self.hop(pos);
-            s += 1;
+            s = get_u64(self.data(), pos + 8);
         }
         pos
     }
@@ -676,11 +796,16 @@ impl RingLog {
     /// Data offset of the record after the held record at `pos` (which must not be the
     /// newest).
     fn hop(&self, pos: usize) -> usize {
-        next_record(self.data(), pos + align(get_u32(self.data(), pos) as usize))
+        next_record(
+            self.data(),
+            &self.skips,
+            pos + align(get_u32(self.data(), pos) as usize),
+        )
     }
 
     /// Zeroes every byte of the data region outside the live records and the live wrap
-    /// marker, skipping pages that are zero already. Returns whether it wrote anything.
+    /// marker (the holes recovery left included), skipping pages that are zero already.
+    /// Returns whether it wrote anything.
     fn clear_outside_log(&mut self) -> bool {
         let ranges: [(usize, usize); 2] = if self.is_empty() {
             [(0, self.cap), (0, 0)]
@@ -690,8 +815,9 @@ impl RingLog {
                 Some(w) => [(self.tail, self.head), ((w + 8).min(self.cap), self.cap)],
             }
         };
+        let holes: Vec<(usize, usize)> = self.skips.iter().map(|s| (s.at, s.to)).collect();
         let mut wrote = false;
-        for (from, to) in ranges {
+        for (from, to) in ranges.into_iter().chain(holes) {
             let mut at = from;
             while at < to {
                 // Chunk on 4 KiB file-page boundaries so untouched pages stay clean.
@@ -770,14 +896,21 @@ fn keep_first(first: &mut Option<LogError>, result: Result<(), LogError>) {
 }
 
 /// Resolves a position where a record may start: the end of the region or a wrap marker mean
-/// "continue at offset 0".
+/// "continue at offset 0", and a zero length word where a held record follows is a hole
+/// recovery left (`skips`, sorted by offset): continue where it ends.
 #[inline]
-fn next_record(data: &[u8], p: usize) -> usize {
-    if p >= data.len() || get_u32(data, p) == WRAP_LEN {
+fn next_record(data: &[u8], skips: &[Skip], p: usize) -> usize {
+    let p = if p >= data.len() || get_u32(data, p) == WRAP_LEN {
         0
     } else {
         p
+    };
+    if !skips.is_empty() && get_u32(data, p) == 0 {
+        if let Ok(i) = skips.binary_search_by_key(&p, |s| s.at) {
+            return skips[i].to;
+        }
     }
+    p
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -797,8 +930,11 @@ fn index_capacity(cap: usize) -> usize {
 #[derive(Clone)]
 pub struct Records<'a> {
     data: &'a [u8],
+    skips: &'a [Skip],
     pos: usize,
-    remaining: u64,
+    /// The newest record's sequence: the iterator ends after it.
+    last: u64,
+    done: bool,
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -806,38 +942,32 @@ impl<'a> Iterator for Records<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Record<'a>> {
-        if self.remaining == 0 {
+        if self.done {
             return None;
         }
-        let at = next_record(self.data, self.pos);
+        let at = next_record(self.data, self.skips, self.pos);
         match decode(self.data, at, self.data.len()) {
             Ok((rec, stored)) => {
                 self.pos = at + stored;
-                self.remaining -= 1;
+                self.done = rec.seq >= self.last;
                 Some(rec)
             }
             Err(_) => {
                 // Only reachable if someone else wrote to the file; see RingLog's contract.
                 debug_assert!(false, "undecodable held record at data offset {at}");
-                self.remaining = 0;
+                self.done = true;
                 None
             }
         }
     }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = usize::try_from(self.remaining).unwrap_or(usize::MAX);
-        (n, Some(n))
-    }
 }
-
-impl ExactSizeIterator for Records<'_> {}
 
 impl std::fmt::Debug for Records<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Records")
             .field("pos", &self.pos)
-            .field("remaining", &self.remaining)
+            .field("last", &self.last)
+            .field("done", &self.done)
             .finish()
     }
 }

@@ -155,9 +155,23 @@ settings! {
         fsync_interval: Duration [Dur] = Duration::from_secs(1);
         /// How long a message id is remembered for idempotent publishing.
         dedupe_window: Duration [Dur] = Duration::from_secs(120);
+        /// Message ids each shard remembers for idempotent publishing; past it the oldest
+        /// are forgotten first (each id costs its length plus about 100 bytes).
+        dedupe_max_ids: usize [Num] = 100_000;
+        /// Longest message id a publish may carry, in bytes; a longer one is refused.
+        max_message_id: usize [Size] = 256;
         /// Records a shard replays per loop turn for catch-ups, so one large catch-up does
         /// not stall live traffic.
         replay_batch: usize [Num] = 4096;
+        /// Bytes a shard replays per loop turn for catch-ups, across all of them, e.g. 1MiB.
+        replay_bytes: usize [Size] = MIB;
+        /// $TERN.REPLAY requests one connection may have in progress; more are refused.
+        max_replays_per_conn: usize [Num] = 4;
+        /// $TERN.REPLAY requests in progress on the whole broker; more are refused.
+        max_replays: usize [Num] = 64;
+        /// Batches waiting in a worker's inbound queue above which catch-ups sending to it
+        /// wait a turn.
+        replay_queue_depth: usize [Num] = 64;
     }
     derived {
         /// Subject filters of the messages stored; empty: nothing is stored and no file is
@@ -722,8 +736,26 @@ impl Config {
                 });
             }
         }
+        if st.dedupe_max_ids == 0 {
+            return invalid("dedupe_max_ids", "must be at least 1");
+        }
+        if st.max_message_id == 0 || st.max_message_id > u16::MAX as usize {
+            return invalid("max_message_id", "must be between 1 and 65535 bytes");
+        }
         if st.replay_batch == 0 {
             return invalid("replay_batch", "must be at least 1");
+        }
+        if st.replay_bytes == 0 {
+            return invalid("replay_bytes", "must be at least 1 byte");
+        }
+        if st.max_replays_per_conn == 0 {
+            return invalid("max_replays_per_conn", "must be at least 1");
+        }
+        if st.max_replays == 0 {
+            return invalid("max_replays", "must be at least 1");
+        }
+        if st.replay_queue_depth == 0 {
+            return invalid("replay_queue_depth", "must be at least 1");
         }
         self.admission.validate(l)?;
         Ok(())

@@ -11,7 +11,8 @@
 //! Errors follow the spec's two steps: a structure error is fatal (an `ERROR` frame with
 //! the fatal flag, then close; a bad magic closes without a word), a content error refuses
 //! that frame alone (a refused `PUBLISH_ACK` when an ack was asked, an `ERROR` otherwise)
-//! and the connection carries on. Admission control's refusals of a frame
+//! and the connection carries on; a message id over `max_message_id` is refused the same way,
+//! after decoding. Admission control's refusals of a frame
 //! (`TooManySubscriptions`, `RateLimited`, `Overloaded`) are answered the same way.
 //!
 //! Never: touches the socket or another connection; the shared steps in `conn/mod.rs` do
@@ -371,8 +372,25 @@ impl Conn {
         self.send_binary(&welcome);
     }
 
-    /// `PUBLISH`.
+    /// `PUBLISH`. A message id longer than `max_message_id` is refused as a content error
+    /// (`InvalidOption`): every id is remembered for the dedupe window, so its length is
+    /// bounded like any other limit.
     fn publish_binary(&mut self, p: Publish, router: &mut Router) {
+        let max_id = router.config.store.max_message_id;
+        if let Some(len) = p
+            .message_id
+            .as_ref()
+            .map(Bytes::len)
+            .filter(|&n| n > max_id)
+        {
+            bump(&router.stats.protocol_errors, 1);
+            bump(&router.stats.message_ids_refused, 1);
+            let text = format!(
+                "message id of {len} bytes is longer than the server's max_message_id ({max_id} bytes)"
+            );
+            self.refuse_publish_binary(p.ack_id, ErrorCode::InvalidOption, &text);
+            return;
+        }
         let echo = self.binary_state().hello.echo;
         let mut msg = Msg::new(p.subject, p.payload, self.id, self.last_activity);
         msg.reply = p.reply;

@@ -1,8 +1,9 @@
 //! One client connection, on either port: the text (NATS) port or the binary (Tern) port.
 //!
 //! Owns: the socket, its read buffer, its outbound queue, its subscriptions (by sid), its
-//! ping state, its traffic counters and its admission state (its place among the broker's
-//! connections, its publish buckets, its throttle): everything both protocols share. What
+//! ping state, its traffic counters, its admission state (its place among the broker's
+//! connections, its publish buckets, its throttle) and its text catch-ups in progress (each
+//! holding a replay slot): everything both protocols share. What
 //! differs, the decoding of client operations and the encoding of what the server sends,
 //! lives in one module per protocol ([`text`], [`binary`]), each applying its operations
 //! through the shared steps here: `admit`, `publish`, `add_sub`, `unsubscribe`, `ping`,
@@ -11,9 +12,10 @@
 //! Contract: the worker calls [`Conn::read`] when the socket is readable (edge triggered:
 //! until it reports [`ReadState::Drained`]) and when a [`ReadState::Throttled`] pause ends,
 //! [`Conn::deliver`], [`Conn::ack`] and
-//! [`Conn::gap`] for what the shards address to it, [`Conn::flush`] when it has output,
-//! [`Conn::tick`] on the ping timer, and [`Conn::unsubscribe_all`] before dropping it. A
-//! connection that must go sets `closing`; the worker closes it at the end of the loop turn.
+//! [`Conn::gap`] and [`Conn::replay_done`] for what the shards address to it,
+//! [`Conn::flush`] when it has output, [`Conn::tick`] on the ping timer, and
+//! [`Conn::unsubscribe_all`] and [`Conn::end_replays`] before dropping it. A connection that
+//! must go sets `closing`; the worker closes it at the end of the loop turn.
 //!
 //! Never: reads another connection's state, or blocks.
 
@@ -42,6 +44,7 @@ use crate::index::FnvMap;
 use crate::latency::Latency;
 use crate::mesh::{ConnId, Envelope, Msg, Stamp, Start, SubRef};
 use crate::outbound::Outbound;
+use crate::replay::ConnReplays;
 use crate::router::Router;
 use crate::snapshot::{ConnInfo, SubDetail, WallClock};
 use crate::stats::{bump, unbump, CloseKind, WorkerStats};
@@ -213,6 +216,9 @@ pub(crate) struct Conn {
     /// Admission control: this connection's place among the broker's connections, its
     /// publish buckets and its throttle.
     admission: ConnAdmission,
+    /// Its text catch-ups (`$TERN.REPLAY`) in progress, each holding one of the broker's
+    /// replay slots until every shard it went to is done or the connection closes.
+    replays: ConnReplays,
 }
 
 impl Conn {
@@ -256,6 +262,7 @@ impl Conn {
             dropped: 0,
             queue_dropped: 0,
             admission: ConnAdmission::default(),
+            replays: ConnReplays::default(),
         }
     }
 
@@ -674,6 +681,26 @@ impl Conn {
 
     /// Removes every subscription from the shards. Called once, before the connection is
     /// dropped.
+    /// One shard finished its part of this connection's catch-up `id`; when it was the
+    /// last, the catch-up is over and its replay slot goes back.
+    pub fn replay_done(&mut self, id: u64, router: &mut Router) {
+        if self.replays.shard_done(id) {
+            router.replay_slots.release(1);
+            unbump(&router.stats.replays_active, 1);
+        }
+    }
+
+    /// The connection closes: its catch-ups in progress give their slots back, and every
+    /// shard drops what is left of them.
+    pub fn end_replays(&mut self, router: &mut Router) {
+        let open = self.replays.end_all();
+        if open > 0 {
+            router.replay_slots.release(open);
+            unbump(&router.stats.replays_active, open as u64);
+            router.cancel_replays(self.id);
+        }
+    }
+
     pub fn unsubscribe_all(&mut self, router: &mut Router) {
         let keys: Vec<usize> = self.subs.iter().map(|(k, _)| k).collect();
         for key in keys {

@@ -18,6 +18,7 @@ use super::{CloseReason, Conn, Proto, Sid};
 use crate::config::Limits;
 use crate::mesh::{Msg, ReplayRequest, ReplayStart};
 use crate::outbound::Outbound;
+use crate::replay::{status_block, ReplayLimit};
 use crate::router::Router;
 use crate::stats::bump;
 use crate::subqueue::{Bounds, DropLog};
@@ -311,7 +312,8 @@ impl Conn {
     /// the filter can match in publish every matching record they hold to the inbox, with
     /// its subject, shard, sequence and time as `Tern-*` headers, then one end marker each
     /// (`docs/protocol-text.md`). A request that cannot be served gets a `400` status
-    /// message on the inbox saying why.
+    /// message on the inbox saying why; one over `max_replays_per_conn` catch-ups in
+    /// progress on this connection, or `max_replays` on the broker, gets a `409`.
     fn replay_request(&mut self, p: Publish, router: &mut Router) {
         let Some(inbox) = p.reply else {
             self.send(&ServerOp::Err(
@@ -325,24 +327,56 @@ impl Conn {
             ));
             return;
         }
-        match parse_replay(&p.payload, router.config.limits.max_subject_tokens) {
-            Ok((filter, start)) => {
-                let shards = router.replay(ReplayRequest {
-                    filter,
-                    inbox,
-                    start,
-                    shards: 0,
-                });
-                self.barrier.touch(shards);
-            }
-            Err(reason) => {
-                let block = format!("NATS/1.0 400 Bad Request\r\nTern-Error: {reason}\r\n\r\n");
-                let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.last_activity);
-                msg.headers = Some(Bytes::from(block));
-                msg.ephemeral = true;
-                self.publish(msg, router);
-            }
+        let (filter, start) = match parse_replay(&p.payload, router.config.limits.max_subject_tokens) {
+            Ok(request) => request,
+            Err(reason) => return self.replay_status(inbox, "400 Bad Request", &reason, router),
+        };
+        let per_conn = router.config.store.max_replays_per_conn;
+        let refused = if self.replays.len() >= per_conn {
+            Some((
+                ReplayLimit::Connection,
+                format!(
+                    "{per_conn} replays already in progress on this connection \
+                     (max_replays_per_conn); wait for their end markers"
+                ),
+            ))
+        } else if !router.replay_slots.try_acquire() {
+            Some((
+                ReplayLimit::Server,
+                format!(
+                    "{} replays already in progress on the server (max_replays); try again later",
+                    router.replay_slots.max()
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((limit, text)) = refused {
+            bump(&router.stats.replays_refused[limit as usize], 1);
+            return self.replay_status(inbox, "409 Too Many Replays", &text, router);
         }
+        let id = self.replays.next_id();
+        let shards = router.replay(ReplayRequest {
+            filter,
+            inbox,
+            start,
+            shards: 0,
+            inbox_owner: 0,
+            origin: self.id,
+            id,
+        });
+        self.replays.started(id, shards.len());
+        bump(&router.stats.replays_active, 1);
+        self.barrier.touch(shards);
+    }
+
+    /// Answers a catch-up request with a status message on its inbox: `NATS/1.0 <status>`
+    /// and a `Tern-Error` header (client text made safe for the header line).
+    fn replay_status(&mut self, inbox: Bytes, status: &str, text: &str, router: &mut Router) {
+        let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.last_activity);
+        msg.headers = Some(Bytes::from(status_block(status, text)));
+        msg.ephemeral = true;
+        self.publish(msg, router);
     }
 
     /// Returns false when admission control refused the subscription.

@@ -1024,3 +1024,103 @@ impl BinClient {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// ternd runs that must fail to start, and small filesystems
+// ---------------------------------------------------------------------------------------
+
+/// Runs ternd with `args` (plus `--listen 127.0.0.1:0 --no-pin --no-monitor
+/// --binary-listen 127.0.0.1:0`) expecting it to exit by itself within `timeout`; returns its
+/// exit status and stderr. Panics, with stderr, when it prints its listening line (it
+/// started) or is still running at the deadline.
+pub fn ternd_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ternd"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-pin",
+            "--no-monitor",
+            "--binary-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot spawn ternd");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait failed") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "ternd {args:?} still running after {timeout:?}\n--- stderr ---\n{}",
+                err_thread.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = out_thread.join().unwrap_or_default();
+    let err = err_thread.join().unwrap_or_default();
+    assert!(
+        !out.contains("ternd listening on"),
+        "ternd {args:?} started ({status})\n--- stderr ---\n{err}"
+    );
+    (status, err)
+}
+
+/// A small tmpfs mounted on a fresh directory, unmounted (and the directory removed) when
+/// dropped: a filesystem that fills up. Mounting needs privileges (CI runs as root);
+/// [`Tmpfs::mount`] says why it could not, so a test can skip with that reason.
+pub struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it: `2m`).
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = temp_dir("ternd-tmpfs");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!(
+                "mount -t tmpfs failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}

@@ -75,17 +75,63 @@ pub fn held(log: &RingLog) -> Vec<(u64, Owned)> {
     log.read_from(0).map(|r| (r.seq, Owned::of(&r))).collect()
 }
 
-/// Checks that the log holds exactly `appended[first-1 .. next-1]` (record `s` is
-/// `appended[s - 1]`), with consecutive sequences.
+/// Checks that the log holds exactly `appended[first-1 ..]` up to its newest record (record
+/// `s` is `appended[s - 1]`), with consecutive sequences.
 pub fn assert_holds_suffix(log: &RingLog, appended: &[Owned]) {
     let got = held(log);
     assert_eq!(got.len() as u64, log.len(), "len() and read_from disagree");
     assert!(
-        log.next_seq() as usize <= appended.len() + 1,
+        got.last()
+            .is_none_or(|(seq, _)| *seq as usize <= appended.len()),
         "invented records"
     );
     for (i, (seq, rec)) in got.iter().enumerate() {
         assert_eq!(*seq, log.first_seq() + i as u64, "sequence gap");
         assert_eq!(rec, &appended[*seq as usize - 1], "record {seq} differs");
     }
+}
+
+/// A small tmpfs mounted on a fresh directory, unmounted when dropped: a filesystem that
+/// fills up. Mounting needs privileges (CI runs as root); [`Tmpfs::mount`] says why it could
+/// not, so a test can skip with that reason.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it: `2m`).
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("no temp dir: {e}"))?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Bytes a record's CRC covers: its 40-byte header and fields, not its padding.
+pub fn exact_len(o: &Owned) -> usize {
+    let opt = |f: &Option<Vec<u8>>| f.as_ref().map_or(0, Vec::len);
+    40 + o.subject.len() + opt(&o.reply) + opt(&o.headers) + opt(&o.message_id) + o.payload.len()
 }
