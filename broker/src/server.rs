@@ -42,6 +42,8 @@ pub struct Server {
     mesh: Mesh,
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Vec<Arc<WorkerStats>>,
+    /// The monitoring endpoint's own counters (`monitor_*`; zero when monitoring is off).
+    monitor_stats: Arc<WorkerStats>,
     config: Arc<Config>,
     monitor: Option<Monitor>,
     monitor_addr: Option<SocketAddr>,
@@ -178,11 +180,13 @@ impl Server {
             threads.push(handle);
         }
         let monitor_addr = http.as_ref().map(|(_, addr)| *addr);
+        let monitor_stats = Arc::new(WorkerStats::default());
         let monitor = match http {
             Some((http, addr)) => {
                 let state = MonitorState {
                     mesh: mesh.clone(),
                     stats: stats.clone(),
+                    own: Arc::clone(&monitor_stats),
                     config: Arc::clone(&config),
                     server_id: info.server_id.clone(),
                     listen: local_addr,
@@ -201,6 +205,7 @@ impl Server {
                             mesh,
                             threads,
                             stats,
+                            monitor_stats,
                             config,
                             monitor: None,
                             monitor_addr: None,
@@ -229,6 +234,7 @@ impl Server {
             mesh,
             threads,
             stats,
+            monitor_stats,
             config,
             monitor,
             monitor_addr,
@@ -254,7 +260,12 @@ impl Server {
 
     /// The counters summed over workers.
     pub fn totals(&self) -> Totals {
-        Totals::sum(self.stats.iter().map(|s| s.as_ref()))
+        Totals::sum(
+            self.stats
+                .iter()
+                .chain(std::iter::once(&self.monitor_stats))
+                .map(|s| s.as_ref()),
+        )
     }
 
     /// Stops accepting, flushes what is queued (up to the shutdown timeout) and closes every
@@ -282,7 +293,12 @@ impl Server {
             }
         }
         // Every counter, as `/varz` shows them.
-        let totals = Totals::sum(self.stats.iter().map(|s| s.as_ref()));
+        let totals = Totals::sum(
+            self.stats
+                .iter()
+                .chain(std::iter::once(&self.monitor_stats))
+                .map(|s| s.as_ref()),
+        );
         info!(
             totals = %serde_json::to_string(&totals).unwrap_or_default(),
             "ternd stopped"

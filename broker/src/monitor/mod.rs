@@ -1,43 +1,54 @@
-//! The monitoring HTTP endpoint: `/healthz`, `/varz`, `/connz`, `/subsz`, `/shardz` and
-//! `/metrics` (Prometheus text), served by `tiny_http` on its own thread (`tern-monitor`).
+//! The monitoring endpoint: `/healthz`, `/varz`, `/connz`, `/subsz`, `/shardz` and
+//! `/metrics` (Prometheus text), served by a bounded HTTP/1.1 server of our own
+//! ([`http`]: one `mio` I/O thread, `tern-monitor`, and one responder thread,
+//! `tern-monitor-snap`, that runs these endpoints one request at a time).
 //!
-//! Owns: the HTTP listener, the parsing of each endpoint's query, and the rendering of
-//! JSON and Prometheus text. Counters come from the workers' [`WorkerStats`] (relaxed
-//! loads, summed here); everything else (latency histograms, connections, subscriptions,
-//! queue depths) comes from snapshots: the monitor sends each worker an
+//! Owns: the parsing of each endpoint's query, and the rendering of JSON and Prometheus
+//! text. Counters come from the workers' [`WorkerStats`] (relaxed loads, summed here) and
+//! from the monitor's own (`monitor_*`); everything else (latency histograms, connections,
+//! subscriptions, queue depths) comes from snapshots: the monitor sends each worker an
 //! `Envelope::Snapshot` through the mesh and waits for the answers until
 //! [`SNAPSHOT_TIMEOUT`]. A worker that does not answer in time is named in the response
 //! (and makes `/healthz` answer 503); its parts are left out, never made up.
 //!
-//! Never: runs on a worker thread, takes a lock a worker takes, or touches a worker's
-//! state except through the mesh. It answers one request at a time.
+//! Never: runs on a worker thread, takes a lock a worker takes, touches a worker's state
+//! except through the mesh, or echoes more than a short piece of what a client sent.
+
+mod http;
 
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use crate::config::{AdmissionConfig, Config, Limits, QueueConfig, StoreConfig};
+use crate::config::{AdmissionConfig, Config, Limits, MonitorLimits, QueueConfig, StoreConfig};
 use crate::latency::{Latency, LatencySummary, QUANTILES};
 use crate::mesh::{Envelope, Mesh};
 use crate::snapshot::{rfc3339, unix_micros, ConnInfo, SnapshotRequest, Want, WorkerSnapshot};
-use crate::stats::{families, Totals, WorkerStats};
+use crate::stats::{families, MonitorRefusal, Totals, WorkerStats};
+
+pub(crate) use http::bind;
+use http::{HttpLimits, HttpServer, Reply};
 
 /// How long the monitor waits for the workers' snapshots.
 pub(crate) const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
 /// `/connz` and `/subsz` page size when `limit` is not given.
 pub(crate) const DEFAULT_LIMIT: usize = 1024;
+/// Characters of a query value quoted back in an error.
+const SHOWN_VALUE: usize = 64;
 
 /// What the monitor reads: shared, read-only handles, set up by the server.
 pub(crate) struct MonitorState {
     pub mesh: Mesh,
+    /// The workers' counters, by worker.
     pub stats: Vec<Arc<WorkerStats>>,
+    /// The monitor's own counters (`monitor_*`), written by its I/O thread only.
+    pub own: Arc<WorkerStats>,
     pub config: Arc<Config>,
     pub server_id: String,
     pub listen: SocketAddr,
@@ -47,69 +58,34 @@ pub(crate) struct MonitorState {
     pub started_at: Instant,
 }
 
-/// The running monitoring thread.
+/// The running monitoring endpoint.
 pub(crate) struct Monitor {
-    http: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// Binds the monitoring listener (port 0 picks a free port). Separate from [`Monitor::spawn`]
-/// so that a bind error stops the server before any worker starts.
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<(tiny_http::Server, SocketAddr)> {
-    let http = tiny_http::Server::http(addr).map_err(io::Error::other)?;
-    let local = http.server_addr().to_ip().unwrap_or(addr);
-    Ok((http, local))
+    http: HttpServer,
 }
 
 impl Monitor {
-    pub fn spawn(http: tiny_http::Server, state: MonitorState) -> io::Result<Monitor> {
-        let http = Arc::new(http);
-        let server = Arc::clone(&http);
-        let thread = std::thread::Builder::new()
-            .name("tern-monitor".to_string())
-            .spawn(move || {
-                for req in server.incoming_requests() {
-                    state.serve(req);
-                }
-            })?;
-        Ok(Monitor {
-            http,
-            thread: Some(thread),
-        })
+    /// Serves `listener` (from [`bind`]) with the endpoints of `state`.
+    pub fn spawn(listener: mio::net::TcpListener, state: MonitorState) -> io::Result<Monitor> {
+        let m = &state.config.monitoring;
+        let limits = HttpLimits {
+            max_connections: m.monitor_max_connections,
+            max_head: m.monitor_max_request_head,
+            timeout: m.monitor_request_timeout,
+        };
+        let own = Arc::clone(&state.own);
+        let http = HttpServer::spawn(listener, limits, own, move |target: &str| {
+            state.serve(target)
+        })?;
+        Ok(Monitor { http })
     }
 
-    /// Stops serving and waits for the thread to end.
-    pub fn stop(mut self) {
-        self.http.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Stops serving and waits for its threads to end.
+    pub fn stop(self) {
+        self.http.stop();
     }
 }
 
-/// An HTTP answer: status, content type, body.
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-}
-
-const JSON: &str = "application/json";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-impl Reply {
-    fn json(status: u16, v: &Value) -> Reply {
-        Reply {
-            status,
-            content_type: JSON,
-            body: serde_json::to_string_pretty(v).unwrap_or_default() + "\n",
-        }
-    }
-
-    fn error(status: u16, text: impl Into<String>) -> Reply {
-        Reply::json(status, &json!({ "error": text.into() }))
-    }
-}
 
 /// The workers' answers to one snapshot request, and who did not answer.
 struct Snapshots {
@@ -127,34 +103,28 @@ impl Snapshots {
     }
 }
 
+/// A 400 for a query value that is not valid.
+fn bad_query(text: impl Into<String>) -> Reply {
+    Reply::refuse(400, MonitorRefusal::BadRequest, text)
+}
+
 impl MonitorState {
-    fn serve(&self, req: tiny_http::Request) {
-        let url = req.url().to_string();
-        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    /// Answers one request target (path and query). Runs on the responder thread.
+    fn serve(&self, target: &str) -> Reply {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let query = Query::parse(query);
-        let reply = if *req.method() != tiny_http::Method::Get {
-            Reply::error(405, "only GET is supported")
-        } else {
-            match path.trim_end_matches('/') {
-                "" => self.index(),
-                "/healthz" => self.healthz(),
-                "/varz" => self.varz(),
-                "/connz" => self.connz(&query),
-                "/subsz" => self.subsz(&query),
-                "/shardz" => self.shardz(),
-                "/metrics" => self.metrics(),
-                _ => Reply::error(404, format!("no endpoint {path}")),
-            }
+        let reply = match path.trim_end_matches('/') {
+            "" => self.index(),
+            "/healthz" => self.healthz(),
+            "/varz" => self.varz(),
+            "/connz" => self.connz(&query),
+            "/subsz" => self.subsz(&query),
+            "/shardz" => self.shardz(),
+            "/metrics" => self.metrics(),
+            _ => Reply::error(404, "no such endpoint (GET / lists them)"),
         };
-        debug!(%url, status = reply.status, "monitor request");
-        let header = tiny_http::Header::from_bytes("Content-Type", reply.content_type)
-            .expect("constant header is valid");
-        let response = tiny_http::Response::from_string(reply.body)
-            .with_status_code(reply.status)
-            .with_header(header);
-        if let Err(e) = req.respond(response) {
-            debug!(error = %e, "monitor response not sent");
-        }
+        debug!(target = %shown(target), status = reply.status, "monitor request");
+        reply
     }
 
     /// Asks every worker for a snapshot and waits up to [`SNAPSHOT_TIMEOUT`] in all.
@@ -193,7 +163,12 @@ impl MonitorState {
     }
 
     fn totals(&self) -> Totals {
-        Totals::sum(self.stats.iter().map(|s| s.as_ref()))
+        Totals::sum(
+            self.stats
+                .iter()
+                .chain(std::iter::once(&self.own))
+                .map(|s| s.as_ref()),
+        )
     }
 
     fn now_us(&self) -> u64 {
@@ -254,6 +229,7 @@ impl MonitorState {
             uptime_seconds: uptime.as_secs_f64(),
             limits: &c.limits,
             queues: &c.queues,
+            monitoring: &c.monitoring,
             store: &c.store,
             admission: &c.admission,
             connections: totals.connections(),
@@ -270,7 +246,7 @@ impl MonitorState {
     fn connz(&self, q: &Query) -> Reply {
         let (offset, limit) = match q.paging() {
             Ok(p) => p,
-            Err(e) => return Reply::error(400, e),
+            Err(e) => return bad_query(e),
         };
         let state = q.get("state").unwrap_or("open");
         let (open, closed) = match state {
@@ -278,24 +254,22 @@ impl MonitorState {
             "closed" => (false, true),
             "all" | "any" => (true, true),
             _ => {
-                return Reply::error(
-                    400,
-                    format!("state must be open, closed or all, not `{state}`"),
-                )
+                return bad_query(format!(
+                    "state must be open, closed or all, not `{}`",
+                    shown(state)
+                ))
             }
         };
         let sort = q.get("sort").unwrap_or("cid");
         let Some(key) = SortKey::parse(sort) else {
-            return Reply::error(
-                400,
-                format!(
-                    "cannot sort by `{sort}` (use one of: {})",
-                    SortKey::NAMES.join(", ")
-                ),
-            );
+            return bad_query(format!(
+                "cannot sort by `{}` (use one of: {})",
+                shown(sort),
+                SortKey::NAMES.join(", ")
+            ));
         };
         if matches!(key, SortKey::Stop | SortKey::Reason) && open {
-            return Reply::error(400, format!("sort={sort} needs state=closed"));
+            return bad_query(format!("sort={sort} needs state=closed"));
         }
         // `subs=detail` (as nats-server spells it) adds each subscription's queue.
         let detail = q.get("subs") == Some("detail");
@@ -340,7 +314,7 @@ impl MonitorState {
     fn subsz(&self, q: &Query) -> Reply {
         let (offset, limit) = match q.paging() {
             Ok(p) => p,
-            Err(e) => return Reply::error(400, e),
+            Err(e) => return bad_query(e),
         };
         let s = self.snapshots(Want {
             subs: true,
@@ -475,19 +449,33 @@ impl MonitorState {
         for (w, t) in per_worker.iter().enumerate() {
             p.sample(name, &format!("worker=\"{w}\""), t.connections() as f64);
         }
+        // The monitor's own counters (`tern_monitor_*`) have no worker label; no worker
+        // writes them, and the monitor writes nothing else.
+        let own = [(None, Totals::of(&self.own))];
+        let workers: Vec<(Option<usize>, Totals)> = per_worker
+            .iter()
+            .enumerate()
+            .map(|(w, t)| (Some(w), *t))
+            .collect();
         for f in families() {
             p.family(f.name, f.kind, f.help.trim());
-            for (w, t) in per_worker.iter().enumerate() {
+            let sources = if f.name.starts_with("tern_monitor_") {
+                &own[..]
+            } else {
+                &workers[..]
+            };
+            for (w, t) in sources {
+                let worker = w.map(|w| format!("worker=\"{w}\""));
                 let values = (f.values)(t);
                 match f.label {
-                    None => p.sample(f.name, &format!("worker=\"{w}\""), values[0] as f64),
+                    None => p.sample(f.name, worker.as_deref().unwrap_or(""), values[0] as f64),
                     Some((label, names)) => {
                         for (v, n) in names.iter().zip(values) {
-                            p.sample(
-                                f.name,
-                                &format!("worker=\"{w}\",{label}=\"{v}\""),
-                                *n as f64,
-                            );
+                            let labels = match &worker {
+                                Some(w) => format!("{w},{label}=\"{v}\""),
+                                None => format!("{label}=\"{v}\""),
+                            };
+                            p.sample(f.name, &labels, *n as f64);
                         }
                     }
                 }
@@ -572,6 +560,7 @@ impl MonitorState {
             status: 200,
             content_type: PROMETHEUS,
             body: p.out,
+            refused: None,
         }
     }
 }
@@ -601,6 +590,8 @@ struct Varz<'a> {
     limits: &'a Limits,
     #[serde(flatten)]
     queues: &'a QueueConfig,
+    #[serde(flatten)]
+    monitoring: &'a MonitorLimits,
     store: &'a StoreConfig,
     admission: &'a AdmissionConfig,
     /// Open connections now.
@@ -792,6 +783,14 @@ fn human_duration(d: Duration) -> String {
     out
 }
 
+/// At most [`SHOWN_VALUE`] characters of what a client sent, to quote it back.
+fn shown(v: &str) -> String {
+    match v.char_indices().nth(SHOWN_VALUE) {
+        Some((i, _)) => format!("{}...", &v[..i]),
+        None => v.to_string(),
+    }
+}
+
 fn join(v: &[usize]) -> String {
     v.iter()
         .map(|w| w.to_string())
@@ -832,7 +831,7 @@ impl Query {
             None => Ok(default),
             Some(v) => v
                 .parse()
-                .map_err(|_| format!("`{key}` must be a number, not `{v}`")),
+                .map_err(|_| format!("`{key}` must be a number, not `{}`", shown(v))),
         }
     }
 
@@ -855,6 +854,7 @@ mod tests {
         let state = MonitorState {
             mesh,
             stats: vec![Arc::default(), Arc::default()],
+            own: Arc::default(),
             config: Arc::new(Config::default()),
             server_id: "TEST".to_string(),
             listen: "127.0.0.1:4222".parse().unwrap(),
@@ -922,5 +922,27 @@ mod tests {
         let cids: Vec<u64> = conns.iter().map(|c| c.cid).collect();
         assert_eq!(cids, vec![2, 1, 3]);
         assert!(SortKey::parse("nope").is_none());
+    }
+
+    #[test]
+    fn monitor_counters_have_no_worker_label() {
+        let (m, _inboxes) = silent_workers();
+        crate::stats::bump(
+            &m.own.monitor_requests_refused[MonitorRefusal::Timeout as usize],
+            3,
+        );
+        let body = m.metrics().body;
+        assert!(
+            body.contains("tern_monitor_requests_refused_total{reason=\"timeout\"} 3\n"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("tern_monitor_requests_total{worker="),
+            "{body}"
+        );
+        assert!(body.contains("tern_messages_in_total{worker=\"0\"} 0\n"));
+        let v: Value = serde_json::from_str(&m.varz().body).unwrap();
+        assert_eq!(v["monitor_requests_refused"]["timeout"], 3);
+        assert_eq!(v["monitor_max_connections"], 64);
     }
 }
