@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use tern_protocol::subject;
@@ -157,12 +158,83 @@ impl Index {
 
     /// Calls `f` with every filter held and its subscriptions: literal filters first,
     /// then the trie's. Allocates: for monitoring only, never on the publish path.
+    /// (The monitor now pages with [`Index::visit_filters`]; only tests walk everything.)
+    #[cfg(test)]
     pub fn for_each_filter(&self, mut f: impl FnMut(&[u8], &SubList)) {
         for (filter, list) in &self.literal {
             f(filter, list);
         }
         let mut path = Vec::new();
         each_wild(&self.wild, &mut path, &mut f);
+    }
+
+    /// Calls `f` with the filters held, one at a time, until `f` breaks or none is left.
+    ///
+    /// Contract: the order depends only on what the index holds (two walks with no change
+    /// in between see the same sequence), literal filters first, then the trie's; each
+    /// filter is seen once. The walk is iterative (an explicit stack as deep as the longest
+    /// filter, no recursion) and stops as soon as `f` breaks, so finding the `n`th filter
+    /// costs about `n` visits (times the filters' depth), never a walk of the whole index.
+    /// Allocates only the path buffer and the stack: for monitoring, never on the publish
+    /// path.
+    pub fn visit_filters(&self, mut f: impl FnMut(&[u8], &SubList) -> ControlFlow<()>) {
+        for (filter, list) in &self.literal {
+            if f(filter, list).is_break() {
+                return;
+            }
+        }
+        /// A trie node being walked: its children not yet visited, whether its `*` child
+        /// is still to come, and where its own path ends in `path`.
+        struct Frame<'a> {
+            children: std::collections::hash_map::Iter<'a, Bytes, Node>,
+            star: Option<&'a Node>,
+            len: usize,
+        }
+        /// Reports a node's own lists (`here` at its path, `tail` at its path + `.>`).
+        fn lists(
+            node: &Node,
+            path: &mut Vec<u8>,
+            f: &mut impl FnMut(&[u8], &SubList) -> ControlFlow<()>,
+        ) -> ControlFlow<()> {
+            if !node.here.is_empty() {
+                f(path, &node.here)?;
+            }
+            if !node.tail.is_empty() {
+                let len = push_token(path, b">");
+                f(path, &node.tail)?;
+                path.truncate(len);
+            }
+            ControlFlow::Continue(())
+        }
+        let mut path = Vec::new();
+        if lists(&self.wild, &mut path, &mut f).is_break() {
+            return;
+        }
+        let mut stack = vec![Frame {
+            children: self.wild.children.iter(),
+            star: self.wild.star.as_deref(),
+            len: 0,
+        }];
+        while let Some(top) = stack.last_mut() {
+            let next = match top.children.next() {
+                Some((tok, child)) => Some((tok.as_ref(), child)),
+                None => top.star.take().map(|star| (&b"*"[..], star)),
+            };
+            let Some((tok, child)) = next else {
+                stack.pop();
+                continue;
+            };
+            path.truncate(top.len);
+            push_token(&mut path, tok);
+            if lists(child, &mut path, &mut f).is_break() {
+                return;
+            }
+            stack.push(Frame {
+                children: child.children.iter(),
+                star: child.star.as_deref(),
+                len: path.len(),
+            });
+        }
     }
 
     /// The id of a queue group name for one more subscription, interning it on first use.
@@ -296,7 +368,19 @@ fn walk(node: &Node, rest: Option<&[u8]>, f: &mut impl FnMut(&SubList)) {
     }
 }
 
+/// Appends `tok` to a filter path (with a `.` unless it is the first token); returns the
+/// length before, to truncate back to.
+fn push_token(path: &mut Vec<u8>, tok: &[u8]) -> usize {
+    let len = path.len();
+    if len > 0 {
+        path.push(b'.');
+    }
+    path.extend_from_slice(tok);
+    len
+}
+
 /// Visits every list below `node`; `path` is the filter so far (tokens joined by `.`).
+#[cfg(test)]
 fn each_wild(node: &Node, path: &mut Vec<u8>, f: &mut impl FnMut(&[u8], &SubList)) {
     let with = |path: &mut Vec<u8>, tok: &[u8]| {
         let len = path.len();
@@ -444,6 +528,51 @@ mod tests {
         assert_eq!(seen, want);
         assert_eq!(ix.queue_names(), vec![q]);
         assert_eq!(ix.literal_subjects(), 2);
+    }
+
+    #[test]
+    fn visit_filters_sees_what_for_each_filter_sees_and_stops_when_told() {
+        let mut ix = Index::default();
+        let filters = [
+            ">", "a", "a.>", "a.*", "a.*.c", "a.b.c", "*.*", "*.b.>", "x.y.z.*", "x.y",
+        ];
+        for (i, f) in filters.into_iter().enumerate() {
+            ix.insert(&Bytes::from_static(f.as_bytes()), None, sub(i as u64));
+        }
+        let mut all = Vec::new();
+        ix.for_each_filter(|f, _| all.push(f.to_vec()));
+        let mut seen = Vec::new();
+        ix.visit_filters(|f, _| {
+            seen.push(f.to_vec());
+            ControlFlow::Continue(())
+        });
+        let (mut a, mut b) = (all.clone(), seen.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "the same filters, each once");
+        assert_eq!(b.len(), filters.len());
+        let mut again = Vec::new();
+        ix.visit_filters(|f, _| {
+            again.push(f.to_vec());
+            ControlFlow::Continue(())
+        });
+        assert_eq!(again, seen, "the same order without a change in between");
+        for stop in 0..seen.len() {
+            let mut prefix = Vec::new();
+            ix.visit_filters(|f, _| {
+                prefix.push(f.to_vec());
+                if prefix.len() > stop {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            assert_eq!(
+                prefix,
+                seen[..=stop],
+                "stops right after the filter that broke"
+            );
+        }
     }
 
     #[test]

@@ -3,19 +3,31 @@
 //! ([`http`]: one `mio` I/O thread, `tern-monitor`, and one responder thread,
 //! `tern-monitor-snap`, that runs these endpoints one request at a time).
 //!
-//! Owns: the parsing of each endpoint's query, and the rendering of JSON and Prometheus
-//! text. Counters come from the workers' [`WorkerStats`] (relaxed loads, summed here) and
-//! from the monitor's own (`monitor_*`); everything else (latency histograms, connections,
-//! subscriptions, queue depths) comes from snapshots: the monitor sends each worker an
-//! `Envelope::Snapshot` through the mesh and waits for the answers until
-//! [`SNAPSHOT_TIMEOUT`]. A worker that does not answer in time is named in the response
-//! (and makes `/healthz` answer 503); its parts are left out, never made up.
+//! Owns: the parsing of each endpoint's query (with its bounds: `monitor_max_limit`,
+//! `monitor_max_offset`), the paging of `/connz` and `/subsz` across workers ([`page`]),
+//! and the rendering of JSON and Prometheus text. Counters come from the workers'
+//! [`WorkerStats`] (relaxed loads, summed here) and from the monitor's own (`monitor_*`);
+//! everything else (latency histograms, connections, subscriptions, queue depths) comes
+//! from snapshots: the monitor sends each worker an `Envelope::Snapshot` through the mesh
+//! and waits for the answers until [`SNAPSHOT_TIMEOUT`]. A worker that does not answer in
+//! time is named in the response (and makes `/healthz` answer 503); its parts are left
+//! out, never made up.
+//!
+//! Contract: a request costs each worker work bounded by the request, never a copy of
+//! everything it holds: `/connz` ranks the first `offset + limit` connections in each
+//! worker and then fetches the page's connections; `/subsz` counts each shard's filters up
+//! to `offset + limit + 1` and then lists the page's (`snapshot.rs`). Nested lists (a
+//! connection's subscriptions, a filter's queue groups) hold at most
+//! `monitor_max_sublist` entries and share `monitor_max_list_bytes` per response, with the
+//! full count always beside them. So every response has a bounded size.
 //!
 //! Never: runs on a worker thread, takes a lock a worker takes, touches a worker's state
 //! except through the mesh, or echoes more than a short piece of what a client sent.
 
 mod http;
+mod page;
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
@@ -29,15 +41,19 @@ use tracing::{debug, warn};
 use crate::config::{AdmissionConfig, Config, Limits, MonitorLimits, QueueConfig, StoreConfig};
 use crate::latency::{Latency, LatencySummary, QUANTILES};
 use crate::mesh::{Envelope, Mesh};
-use crate::snapshot::{rfc3339, unix_micros, ConnInfo, SnapshotRequest, Want, WorkerSnapshot};
+use crate::snapshot::{
+    rfc3339, unix_micros, ConnInfo, ConnsWanted, FetchQuery, FiltersWanted, ListKind, RankQuery,
+    SnapshotRequest, SortKey, SubsListing, Want, WorkerSnapshot,
+};
 use crate::stats::{families, MonitorRefusal, Totals, WorkerStats};
 
 pub(crate) use http::bind;
 use http::{HttpLimits, HttpServer, Reply};
 
-/// How long the monitor waits for the workers' snapshots.
+/// How long the monitor waits for the workers' snapshots (each of the two steps of a
+/// `/connz` or `/subsz` page waits at most this long).
 pub(crate) const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
-/// `/connz` and `/subsz` page size when `limit` is not given.
+/// `/connz` and `/subsz` page size when `limit` is not given (at most `monitor_max_limit`).
 pub(crate) const DEFAULT_LIMIT: usize = 1024;
 /// Characters of a query value quoted back in an error.
 const SHOWN_VALUE: usize = 64;
@@ -127,26 +143,33 @@ impl MonitorState {
         reply
     }
 
-    /// Asks every worker for a snapshot and waits up to [`SNAPSHOT_TIMEOUT`] in all.
-    fn snapshots(&self, want: Want) -> Snapshots {
+    /// Asks the workers `want` names (each its own request) for a snapshot and waits up to
+    /// [`SNAPSHOT_TIMEOUT`] in all. `missing` names the workers asked that did not answer.
+    fn snapshots(&self, want: impl Fn(usize) -> Option<Want>) -> Snapshots {
         let n = self.mesh.workers();
         let deadline = Instant::now() + SNAPSHOT_TIMEOUT;
         // Room for every answer: a worker never waits to reply.
         let (tx, rx) = crossbeam_channel::bounded(n);
-        let mut asked = vec![false; n];
-        for (worker, asked) in asked.iter_mut().enumerate() {
+        let mut asked = Vec::with_capacity(n);
+        for worker in 0..n {
+            let Some(want) = want(worker) else {
+                continue;
+            };
             let req = SnapshotRequest {
                 want,
                 reply: tx.clone(),
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            *asked = self
+            if self
                 .mesh
-                .send_timeout(worker, vec![Envelope::Snapshot(req)], left);
+                .send_timeout(worker, vec![Envelope::Snapshot(req)], left)
+            {
+                asked.push(worker);
+            }
         }
         drop(tx);
-        let mut workers = Vec::with_capacity(n);
-        while workers.len() < asked.iter().filter(|a| **a).count() {
+        let mut workers = Vec::with_capacity(asked.len());
+        while workers.len() < asked.len() {
             match rx.recv_deadline(deadline) {
                 Ok(s) => workers.push(s),
                 Err(_) => break,
@@ -154,12 +177,17 @@ impl MonitorState {
         }
         workers.sort_by_key(|w: &WorkerSnapshot| w.worker);
         let missing: Vec<usize> = (0..n)
-            .filter(|i| !workers.iter().any(|w| w.worker == *i))
+            .filter(|i| want(*i).is_some() && !workers.iter().any(|w| w.worker == *i))
             .collect();
         if !missing.is_empty() {
             warn!(?missing, timeout = ?SNAPSHOT_TIMEOUT, "workers did not answer the monitor");
         }
         Snapshots { workers, missing }
+    }
+
+    /// Every worker's answer to the same `want`.
+    fn snapshots_all(&self, want: Want) -> Snapshots {
+        self.snapshots(|_| Some(want.clone()))
     }
 
     fn totals(&self) -> Totals {
@@ -175,6 +203,36 @@ impl MonitorState {
         unix_micros(SystemTime::now())
     }
 
+    /// `offset` and `limit`, within `monitor_max_offset` and `monitor_max_limit`.
+    fn paging(&self, q: &Query) -> Result<(usize, usize), Reply> {
+        let m = &self.config.monitoring;
+        let offset = q.number("offset", 0).map_err(bad_query)?;
+        let limit = q
+            .number("limit", DEFAULT_LIMIT.min(m.monitor_max_limit))
+            .map_err(bad_query)?;
+        if limit > m.monitor_max_limit {
+            return Err(Reply::refuse(
+                400,
+                MonitorRefusal::Paging,
+                format!(
+                    "limit must be at most {} (monitor_max_limit); page with offset",
+                    m.monitor_max_limit
+                ),
+            ));
+        }
+        if offset > m.monitor_max_offset {
+            return Err(Reply::refuse(
+                400,
+                MonitorRefusal::Paging,
+                format!(
+                    "offset must be at most {} (monitor_max_offset)",
+                    m.monitor_max_offset
+                ),
+            ));
+        }
+        Ok((offset, limit))
+    }
+
     fn index(&self) -> Reply {
         Reply::json(
             200,
@@ -185,7 +243,7 @@ impl MonitorState {
     }
 
     fn healthz(&self) -> Reply {
-        let s = self.snapshots(Want::default());
+        let s = self.snapshots_all(Want::default());
         if s.missing.is_empty() {
             Reply::json(200, &json!({ "status": "ok" }))
         } else {
@@ -206,7 +264,7 @@ impl MonitorState {
 
     fn varz(&self) -> Reply {
         let totals = self.totals();
-        let s = self.snapshots(Want {
+        let s = self.snapshots_all(Want {
             latency: true,
             ..Want::default()
         });
@@ -243,10 +301,11 @@ impl MonitorState {
         }
     }
 
+    /// `/connz`: rank in every worker, merge, then fetch the page's connections.
     fn connz(&self, q: &Query) -> Reply {
-        let (offset, limit) = match q.paging() {
+        let (offset, limit) = match self.paging(q) {
             Ok(p) => p,
-            Err(e) => return bad_query(e),
+            Err(r) => return r,
         };
         let state = q.get("state").unwrap_or("open");
         let (open, closed) = match state {
@@ -268,59 +327,102 @@ impl MonitorState {
                 SortKey::NAMES.join(", ")
             ));
         };
-        if matches!(key, SortKey::Stop | SortKey::Reason) && open {
+        if key.needs_closed() && open {
             return bad_query(format!("sort={sort} needs state=closed"));
         }
-        // `subs=detail` (as nats-server spells it) adds each subscription's queue.
-        let detail = q.get("subs") == Some("detail");
-        let with_subs = q.flag("subs") || detail;
-        let s = self.snapshots(Want {
-            conns: open,
+        // `subs=detail` (as nats-server spells it) lists each subscription's queue.
+        let kind = match q.get("subs") {
+            Some("detail") => ListKind::Detail,
+            _ if q.flag("subs") => ListKind::Filters,
+            _ => ListKind::None,
+        };
+        let now = self.now_us();
+        let rank = RankQuery {
+            open,
             closed,
-            conn_subs: with_subs,
+            sort: key,
+            take: offset + limit,
+            now_us: now,
+        };
+        let ranked = self.snapshots_all(Want {
+            conns: Some(ConnsWanted::Rank(rank)),
             ..Want::default()
         });
-        let now = self.now_us();
-        let mut conns: Vec<ConnInfo> = Vec::new();
-        for w in s.workers {
-            conns.extend(w.conns);
-            conns.extend(w.closed);
+        let mut missing = ranked.missing;
+        let total: usize = ranked.workers.iter().map(|w| w.conns_total).sum();
+        let pieces = ranked
+            .workers
+            .into_iter()
+            .map(|w| (w.worker, w.ranked))
+            .collect();
+        let page = page::merge_page(pieces, offset, limit);
+
+        let m = &self.config.monitoring;
+        let subs = SubsListing {
+            kind,
+            max: m.monitor_max_sublist,
+            max_bytes: m.monitor_max_list_bytes / page.len().max(1),
+        };
+        let mut cids: Vec<Vec<u64>> = vec![Vec::new(); self.mesh.workers()];
+        for (worker, r) in &page {
+            cids[*worker].push(r.cid);
         }
-        key.sort(&mut conns, now);
-        let total = conns.len();
-        let page: Vec<Value> = conns
+        for c in &mut cids {
+            c.sort_unstable();
+        }
+        let fetched = self.snapshots(|w| {
+            (!cids[w].is_empty()).then(|| Want {
+                conns: Some(ConnsWanted::Fetch(FetchQuery {
+                    cids: cids[w].clone(),
+                    subs,
+                })),
+                ..Want::default()
+            })
+        });
+        missing.extend(fetched.missing);
+        missing.sort_unstable();
+        missing.dedup();
+        let mut by_cid: HashMap<u64, ConnInfo> = fetched
+            .workers
+            .into_iter()
+            .flat_map(|w| w.conns)
+            .map(|c| (c.cid, c))
+            .collect();
+        let conns: Vec<Value> = page
             .iter()
-            .skip(offset)
-            .take(limit)
-            .map(|c| conn_json(c, now, with_subs, detail))
+            .filter_map(|(_, r)| by_cid.remove(&r.cid))
+            .map(|c| conn_json(&c, now, kind))
             .collect();
         Reply::json(
             200,
             &json!({
                 "server_id": self.server_id,
                 "now": rfc3339(now),
-                "num_connections": page.len(),
+                "num_connections": conns.len(),
                 "total": total,
                 "offset": offset,
                 "limit": limit,
                 "state": state,
                 "sort": sort,
-                "connections": page,
-                "unresponsive_workers": s.missing,
+                "connections": conns,
+                "unresponsive_workers": missing,
             }),
         )
     }
 
+    /// `/subsz`: count each shard's filters up to the page's end, then list the page's.
     fn subsz(&self, q: &Query) -> Reply {
-        let (offset, limit) = match q.paging() {
+        let (offset, limit) = match self.paging(q) {
             Ok(p) => p,
-            Err(e) => return bad_query(e),
+            Err(r) => return r,
         };
-        let s = self.snapshots(Want {
-            subs: true,
+        // One more than the page needs: a shard that reaches it has more than the page.
+        let cap = offset + limit + 1;
+        let counted = self.snapshots_all(Want {
+            filters: Some(FiltersWanted::Count { cap }),
             ..Want::default()
         });
-        let shards: Vec<Value> = s
+        let shards: Vec<Value> = counted
             .workers
             .iter()
             .map(|w| {
@@ -332,15 +434,37 @@ impl MonitorState {
                 })
             })
             .collect();
-        let mut subs: Vec<_> = s.workers.iter().flat_map(|w| w.subs.iter()).collect();
-        subs.sort_by(|a, b| (&a.filter, a.shard).cmp(&(&b.filter, b.shard)));
-        let total = subs.len();
-        let page: Vec<Value> = subs
+        let counts: Vec<(usize, usize)> = counted
+            .workers
             .iter()
-            .skip(offset)
-            .take(limit)
+            .map(|w| (w.worker, w.filters_counted))
+            .collect();
+        let total: usize = counts.iter().map(|(_, n)| n).sum();
+        let exact = counted.missing.is_empty() && counts.iter().all(|(_, n)| *n < cap);
+        let slices = page::slices(&counts, offset, limit);
+        let listed: usize = slices.iter().map(|s| s.take).sum();
+        let m = &self.config.monitoring;
+        let max_bytes = m.monitor_max_list_bytes / listed.max(1);
+        let fetched = self.snapshots(|w| {
+            slices.iter().find(|s| s.worker == w).map(|s| Want {
+                filters: Some(FiltersWanted::List {
+                    skip: s.skip,
+                    take: s.take,
+                    max_queues: m.monitor_max_sublist,
+                    max_bytes,
+                }),
+                ..Want::default()
+            })
+        });
+        let mut missing = counted.missing;
+        missing.extend(fetched.missing);
+        missing.sort_unstable();
+        missing.dedup();
+        let filters: Vec<Value> = fetched
+            .workers
+            .iter()
+            .flat_map(|w| &w.subs)
             .map(|e| {
-                let queued: usize = e.queues.iter().map(|(_, n)| n).sum();
                 let queues: Vec<Value> = e
                     .queues
                     .iter()
@@ -349,8 +473,9 @@ impl MonitorState {
                 json!({
                     "filter": e.filter,
                     "shard": e.shard,
-                    "subscriptions": e.plain + queued,
+                    "subscriptions": e.plain + e.queued,
                     "plain": e.plain,
+                    "queued": e.queued,
                     "queues": queues,
                 })
             })
@@ -363,16 +488,18 @@ impl MonitorState {
                 "num_subscriptions": self.totals().subscriptions,
                 "shards": shards,
                 "total": total,
+                "total_exact": exact,
                 "offset": offset,
                 "limit": limit,
-                "filters": page,
-                "unresponsive_workers": s.missing,
+                "num_filters": filters.len(),
+                "filters": filters,
+                "unresponsive_workers": missing,
             }),
         )
     }
 
     fn shardz(&self) -> Reply {
-        let s = self.snapshots(Want::default());
+        let s = self.snapshots_all(Want::default());
         let shards: Vec<Value> = (0..self.mesh.workers())
             .map(|i| {
                 let depth = self.mesh.queue_len(i);
@@ -410,7 +537,7 @@ impl MonitorState {
     }
 
     fn metrics(&self) -> Reply {
-        let s = self.snapshots(Want {
+        let s = self.snapshots_all(Want {
             latency: true,
             ..Want::default()
         });
@@ -629,87 +756,7 @@ fn escape_label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// `/connz` sort orders, as nats-server names them. `cid` and `start` sort ascending,
-/// everything else descending (the biggest first); ties go by `cid`.
-#[derive(Debug, Clone, Copy)]
-enum SortKey {
-    Cid,
-    Start,
-    Subs,
-    Pending,
-    MsgsTo,
-    MsgsFrom,
-    BytesTo,
-    BytesFrom,
-    Last,
-    Idle,
-    Uptime,
-    Stop,
-    Reason,
-}
-
-impl SortKey {
-    const NAMES: [&'static str; 13] = [
-        "cid",
-        "start",
-        "subs",
-        "pending",
-        "msgs_to",
-        "msgs_from",
-        "bytes_to",
-        "bytes_from",
-        "last",
-        "idle",
-        "uptime",
-        "stop",
-        "reason",
-    ];
-
-    fn parse(s: &str) -> Option<SortKey> {
-        use SortKey::*;
-        Some(match s {
-            "cid" => Cid,
-            "start" => Start,
-            "subs" => Subs,
-            "pending" => Pending,
-            "msgs_to" => MsgsTo,
-            "msgs_from" => MsgsFrom,
-            "bytes_to" => BytesTo,
-            "bytes_from" => BytesFrom,
-            "last" => Last,
-            "idle" => Idle,
-            "uptime" => Uptime,
-            "stop" => Stop,
-            "reason" => Reason,
-            _ => return None,
-        })
-    }
-
-    fn sort(self, conns: &mut [ConnInfo], now: u64) {
-        use std::cmp::Reverse;
-        use SortKey::*;
-        let end = |c: &ConnInfo| c.stop_us.unwrap_or(now);
-        match self {
-            Cid => conns.sort_by_key(|c| c.cid),
-            Start => conns.sort_by_key(|c| (c.start_us, c.cid)),
-            Subs => conns.sort_by_key(|c| (Reverse(c.subscriptions), c.cid)),
-            Pending => conns.sort_by_key(|c| (Reverse(c.pending_bytes), c.cid)),
-            MsgsTo => conns.sort_by_key(|c| (Reverse(c.out_msgs), c.cid)),
-            MsgsFrom => conns.sort_by_key(|c| (Reverse(c.in_msgs), c.cid)),
-            BytesTo => conns.sort_by_key(|c| (Reverse(c.out_bytes), c.cid)),
-            BytesFrom => conns.sort_by_key(|c| (Reverse(c.in_bytes), c.cid)),
-            Last => conns.sort_by_key(|c| (Reverse(c.last_activity_us), c.cid)),
-            Idle => {
-                conns.sort_by_key(|c| (Reverse(end(c).saturating_sub(c.last_activity_us)), c.cid))
-            }
-            Uptime => conns.sort_by_key(|c| (Reverse(end(c).saturating_sub(c.start_us)), c.cid)),
-            Stop => conns.sort_by_key(|c| (Reverse(c.stop_us), c.cid)),
-            Reason => conns.sort_by(|a, b| (&a.reason, a.cid).cmp(&(&b.reason, b.cid))),
-        }
-    }
-}
-
-fn conn_json(c: &ConnInfo, now: u64, with_subs: bool, detail: bool) -> Value {
+fn conn_json(c: &ConnInfo, now: u64, subs: ListKind) -> Value {
     let end = c.stop_us.unwrap_or(now);
     let mut v = json!({
         "cid": c.cid,
@@ -747,19 +794,32 @@ fn conn_json(c: &ConnInfo, now: u64, with_subs: bool, detail: bool) -> Value {
     if let Some(reason) = &c.reason {
         m.insert("reason".to_string(), json!(reason));
     }
-    if with_subs && c.stop_us.is_none() {
-        m.insert(
-            "subscriptions_list".to_string(),
-            json!(c.subscriptions_list),
-        );
-    }
-    if detail && c.stop_us.is_none() {
-        m.insert(
-            "subscriptions_list_detail".to_string(),
-            json!(c.subscriptions_detail),
-        );
+    if c.stop_us.is_none() {
+        match subs {
+            ListKind::None => {}
+            ListKind::Filters => {
+                m.insert(
+                    "subscriptions_list".to_string(),
+                    json!(c.subscriptions_list),
+                );
+            }
+            ListKind::Detail => {
+                m.insert(
+                    "subscriptions_list_detail".to_string(),
+                    json!(c.subscriptions_detail),
+                );
+            }
+        }
     }
     v
+}
+
+/// At most [`SHOWN_VALUE`] characters of what a client sent, to quote it back.
+fn shown(v: &str) -> String {
+    match v.char_indices().nth(SHOWN_VALUE) {
+        Some((i, _)) => format!("{}...", &v[..i]),
+        None => v.to_string(),
+    }
 }
 
 /// `1h2m3s`, `4m5s`, `6s`, `789ms` (nats-server's style).
@@ -781,14 +841,6 @@ fn human_duration(d: Duration) -> String {
     }
     let _ = write!(out, "{s}s");
     out
-}
-
-/// At most [`SHOWN_VALUE`] characters of what a client sent, to quote it back.
-fn shown(v: &str) -> String {
-    match v.char_indices().nth(SHOWN_VALUE) {
-        Some((i, _)) => format!("{}...", &v[..i]),
-        None => v.to_string(),
-    }
 }
 
 fn join(v: &[usize]) -> String {
@@ -833,13 +885,6 @@ impl Query {
                 .parse()
                 .map_err(|_| format!("`{key}` must be a number, not `{}`", shown(v))),
         }
-    }
-
-    fn paging(&self) -> Result<(usize, usize), String> {
-        Ok((
-            self.number("offset", 0)?,
-            self.number("limit", DEFAULT_LIMIT)?,
-        ))
     }
 }
 
@@ -906,22 +951,27 @@ mod tests {
     }
 
     #[test]
-    fn query_and_sort() {
+    fn query_values_and_paging_bounds() {
+        let (m, _inboxes) = silent_workers();
         let q = Query::parse("limit=2&offset=1&sort=msgs_to&subs=1");
-        assert_eq!(q.paging(), Ok((1, 2)));
+        assert_eq!(m.paging(&q).unwrap(), (1, 2));
         assert!(q.flag("subs"));
-        assert!(Query::parse("limit=x").paging().is_err());
-        let mut conns: Vec<ConnInfo> = (1..=3)
-            .map(|i| ConnInfo {
-                cid: i,
-                out_msgs: [5, 9, 5][i as usize - 1],
-                ..ConnInfo::default()
-            })
-            .collect();
-        SortKey::parse("msgs_to").unwrap().sort(&mut conns, 0);
-        let cids: Vec<u64> = conns.iter().map(|c| c.cid).collect();
-        assert_eq!(cids, vec![2, 1, 3]);
-        assert!(SortKey::parse("nope").is_none());
+        assert_eq!(q.get("sort"), Some("msgs_to"));
+        assert_eq!(m.paging(&Query::parse("")).unwrap(), (0, DEFAULT_LIMIT));
+        let r = m.paging(&Query::parse("limit=x")).unwrap_err();
+        assert_eq!(
+            (r.status, r.refused),
+            (400, Some(MonitorRefusal::BadRequest))
+        );
+        let r = m.paging(&Query::parse("limit=4097")).unwrap_err();
+        assert_eq!((r.status, r.refused), (400, Some(MonitorRefusal::Paging)));
+        assert!(r.body.contains("at most 4096"), "{}", r.body);
+        let r = m.paging(&Query::parse("offset=100001")).unwrap_err();
+        assert_eq!((r.status, r.refused), (400, Some(MonitorRefusal::Paging)));
+        let long = "z".repeat(10_000);
+        let r = m.connz(&Query::parse(&format!("sort={long}")));
+        assert_eq!(r.status, 400);
+        assert!(r.body.len() < 1024, "the value is not echoed whole");
     }
 
     #[test]
