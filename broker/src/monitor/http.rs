@@ -346,7 +346,12 @@ impl HttpServer {
                         if job.cancelled.load(Ordering::Relaxed) {
                             continue;
                         }
-                        let reply = handler(&job.target);
+                        // A bug in an endpoint costs its request (500), never the
+                        // responder: connections waiting for it have no deadline.
+                        let run = std::panic::AssertUnwindSafe(|| handler(&job.target));
+                        let reply = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                            Reply::error(500, "the monitor failed to answer this request")
+                        });
                         let done = Done {
                             slot: job.slot,
                             serial: job.serial,
@@ -1014,6 +1019,23 @@ mod tests {
         assert!(!body.contains("uuuu"), "{body}");
         assert_eq!(refused(&stats, MonitorRefusal::Method), 1);
         assert_eq!(refused(&stats, MonitorRefusal::HeadTooLarge), 1);
+        server.stop();
+    }
+
+    #[test]
+    fn a_panicking_endpoint_costs_its_request_not_the_server() {
+        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let stats = Arc::new(WorkerStats::default());
+        let server = HttpServer::spawn(listener, limits(), stats, |t: &str| {
+            assert_ne!(t, "/boom", "a bug in an endpoint");
+            Reply::json(200, &serde_json::json!({}))
+        })
+        .unwrap();
+        let mut s = connect(addr);
+        s.write_all(b"GET /boom HTTP/1.1\r\n\r\nGET /fine HTTP/1.1\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut s).0, 500);
+        assert_eq!(read_response(&mut s).0, 200);
         server.stop();
     }
 

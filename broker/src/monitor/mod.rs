@@ -341,7 +341,7 @@ impl MonitorState {
             open,
             closed,
             sort: key,
-            take: offset + limit,
+            take: offset.saturating_add(limit),
             now_us: now,
         };
         let ranked = self.snapshots_all(Want {
@@ -417,7 +417,7 @@ impl MonitorState {
             Err(r) => return r,
         };
         // One more than the page needs: a shard that reaches it has more than the page.
-        let cap = offset + limit + 1;
+        let cap = offset.saturating_add(limit).saturating_add(1);
         let counted = self.snapshots_all(Want {
             filters: Some(FiltersWanted::Count { cap }),
             ..Want::default()
