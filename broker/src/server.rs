@@ -5,7 +5,7 @@
 //! server id and the log epoch, creating each worker's poll,
 //! waker and inbound queue, spawning and pinning the worker threads, and the shutdown
 //! sequence. When monitoring is on, it also binds the monitoring listener and starts the
-//! monitoring thread (`monitor.rs`), which sees the workers only through the mesh and
+//! monitoring threads (`monitor/`), which see the workers only through the mesh and
 //! their counters.
 //!
 //! Never: takes part in the data path once the workers run.

@@ -24,7 +24,7 @@
 //! It also owns its broker latency histogram (recorded when a delivery's last byte is
 //! written) and a bounded ring of recently closed connections, and answers the monitoring
 //! thread's snapshot requests when it drains them from its inbox, between connections'
-//! work: a copy of its state, never a reference to it.
+//! work: a copy of what one page needs (`snapshot::answer`), never a reference to it.
 //!
 //! Never: shares a connection or its shard with another thread, or blocks anywhere but in
 //! `poll`. The one lock it takes is the connection gate's (`admission.rs`), once when a
