@@ -150,11 +150,13 @@ impl MonitorState {
         let deadline = Instant::now() + SNAPSHOT_TIMEOUT;
         // Room for every answer: a worker never waits to reply.
         let (tx, rx) = crossbeam_channel::bounded(n);
-        let mut asked = Vec::with_capacity(n);
+        let mut wanted = Vec::with_capacity(n);
+        let mut asked = 0;
         for worker in 0..n {
             let Some(want) = want(worker) else {
                 continue;
             };
+            wanted.push(worker);
             let req = SnapshotRequest {
                 want,
                 reply: tx.clone(),
@@ -164,20 +166,21 @@ impl MonitorState {
                 .mesh
                 .send_timeout(worker, vec![Envelope::Snapshot(req)], left)
             {
-                asked.push(worker);
+                asked += 1;
             }
         }
         drop(tx);
-        let mut workers = Vec::with_capacity(asked.len());
-        while workers.len() < asked.len() {
+        let mut workers = Vec::with_capacity(asked);
+        while workers.len() < asked {
             match rx.recv_deadline(deadline) {
                 Ok(s) => workers.push(s),
                 Err(_) => break,
             }
         }
         workers.sort_by_key(|w: &WorkerSnapshot| w.worker);
-        let missing: Vec<usize> = (0..n)
-            .filter(|i| want(*i).is_some() && !workers.iter().any(|w| w.worker == *i))
+        let missing: Vec<usize> = wanted
+            .into_iter()
+            .filter(|i| !workers.iter().any(|w| w.worker == *i))
             .collect();
         if !missing.is_empty() {
             warn!(?missing, timeout = ?SNAPSHOT_TIMEOUT, "workers did not answer the monitor");
