@@ -27,6 +27,7 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash};
+use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use slab::Slab;
@@ -703,9 +704,27 @@ impl Index {
 
     /// Calls `f` with every filter held and its subscriptions: literal filters first,
     /// then the trie's. Allocates: for monitoring only, never on the publish path.
+    #[cfg(test)]
     pub fn for_each_filter(&self, mut f: impl FnMut(&[u8], &SubList)) {
-        for (filter, list) in &self.literal {
+        self.visit_filters(|filter, list| {
             f(filter, list);
+            ControlFlow::Continue(())
+        });
+    }
+
+    /// Calls `f` with the filters held, one at a time, until `f` breaks or none is left.
+    ///
+    /// Contract: the order depends only on what the index holds (two walks with no change
+    /// in between see the same sequence), literal filters first, then the trie's; each
+    /// filter is seen once. The walk is iterative (an explicit stack, no recursion) and
+    /// stops as soon as `f` breaks, so finding the `n`th filter costs about `n` visits
+    /// (times the filters' depth), never a walk of the whole index. Allocates only the
+    /// path buffer and the stack: for monitoring, never on the publish path.
+    pub fn visit_filters(&self, mut f: impl FnMut(&[u8], &SubList) -> ControlFlow<()>) {
+        for (filter, list) in &self.literal {
+            if f(filter, list).is_break() {
+                return;
+            }
         }
         // The filter so far, tokens joined by `.`.
         let mut path: Vec<u8> = Vec::new();
@@ -721,8 +740,8 @@ impl Index {
             }
             let node = self.node(id);
             if let Some(ends) = &node.ends {
-                if !ends.here.is_empty() {
-                    f(&path, &ends.here);
+                if !ends.here.is_empty() && f(&path, &ends.here).is_break() {
+                    return;
                 }
                 if !ends.tail.is_empty() {
                     let len = path.len();
@@ -730,7 +749,9 @@ impl Index {
                         path.push(b'.');
                     }
                     path.push(b'>');
-                    f(&path, &ends.tail);
+                    if f(&path, &ends.tail).is_break() {
+                        return;
+                    }
                     path.truncate(len);
                 }
             }
@@ -1147,4 +1168,43 @@ mod tests {
             .count();
         assert!((16..=48).contains(&on_zero), "{on_zero} of 64 on shard 0");
     }
+    #[test]
+    fn visit_filters_sees_what_for_each_filter_sees_and_stops_when_told() {
+        let mut ix = Index::default();
+        let filters = [
+            ">", "a", "a.>", "a.*", "a.*.c", "a.b.c", "*.*", "*.b.>", "x.y.z.*", "x.y",
+        ];
+        for (i, f) in filters.into_iter().enumerate() {
+            ix.insert(&Bytes::from_static(f.as_bytes()), None, sub(i as u64));
+        }
+        let mut seen = Vec::new();
+        ix.visit_filters(|f, _| {
+            seen.push(f.to_vec());
+            ControlFlow::Continue(())
+        });
+        let mut sorted = seen.clone();
+        sorted.sort();
+        let mut want: Vec<Vec<u8>> = filters.iter().map(|f| f.as_bytes().to_vec()).collect();
+        want.sort();
+        assert_eq!(sorted, want, "every filter, each once");
+        let mut again = Vec::new();
+        ix.visit_filters(|f, _| {
+            again.push(f.to_vec());
+            ControlFlow::Continue(())
+        });
+        assert_eq!(again, seen, "the same order without a change in between");
+        for stop in 0..seen.len() {
+            let mut prefix = Vec::new();
+            ix.visit_filters(|f, _| {
+                prefix.push(f.to_vec());
+                if prefix.len() > stop {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            assert_eq!(prefix, seen[..=stop], "stops right after the {stop}th");
+        }
+    }
+
 }

@@ -7,9 +7,9 @@
 //! [`store`] (ring log, dedupe window, catch-ups); workers talk only through the [`mesh`].
 //! [`replay`] bounds the text catch-ups in progress.
 //! [`router`] decides where each operation goes; [`admission`] decides what is refused or
-//! slowed before it costs anything. The [`monitor`] thread serves the
-//! monitoring endpoint from the workers' counters ([`stats`]) and from [`snapshot`]s they
-//! answer through the mesh; each worker owns its [`latency`] histogram.
+//! slowed before it costs anything. The [`monitor`] threads serve the
+//! monitoring endpoint from the workers' counters ([`stats`]) and from bounded
+//! [`snapshot`]s they answer through the mesh; each worker owns its [`latency`] histogram.
 //!
 //! Never: holds a lock or allocates per subscriber on the path from a publish to its
 //! deliveries.

@@ -5,7 +5,7 @@
 //! server id and the log epoch, creating each worker's poll,
 //! waker and inbound queue, spawning and pinning the worker threads, and the shutdown
 //! sequence. When monitoring is on, it also binds the monitoring listener and starts the
-//! monitoring thread (`monitor.rs`), which sees the workers only through the mesh and
+//! monitoring threads (`monitor/`), which see the workers only through the mesh and
 //! their counters.
 //!
 //! Never: takes part in the data path once the workers run.
@@ -43,6 +43,8 @@ pub struct Server {
     mesh: Mesh,
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Vec<Arc<WorkerStats>>,
+    /// The monitoring endpoint's own counters (`monitor_*`; zero when monitoring is off).
+    monitor_stats: Arc<WorkerStats>,
     config: Arc<Config>,
     monitor: Option<Monitor>,
     monitor_addr: Option<SocketAddr>,
@@ -182,11 +184,13 @@ impl Server {
             threads.push(handle);
         }
         let monitor_addr = http.as_ref().map(|(_, addr)| *addr);
+        let monitor_stats = Arc::new(WorkerStats::default());
         let monitor = match http {
             Some((http, addr)) => {
                 let state = MonitorState {
                     mesh: mesh.clone(),
                     stats: stats.clone(),
+                    own: Arc::clone(&monitor_stats),
                     config: Arc::clone(&config),
                     server_id: info.server_id.clone(),
                     listen: local_addr,
@@ -205,6 +209,7 @@ impl Server {
                             mesh,
                             threads,
                             stats,
+                            monitor_stats,
                             config,
                             monitor: None,
                             monitor_addr: None,
@@ -233,6 +238,7 @@ impl Server {
             mesh,
             threads,
             stats,
+            monitor_stats,
             config,
             monitor,
             monitor_addr,
@@ -258,7 +264,12 @@ impl Server {
 
     /// The counters summed over workers.
     pub fn totals(&self) -> Totals {
-        Totals::sum(self.stats.iter().map(|s| s.as_ref()))
+        Totals::sum(
+            self.stats
+                .iter()
+                .chain(std::iter::once(&self.monitor_stats))
+                .map(|s| s.as_ref()),
+        )
     }
 
     /// Stops accepting, flushes what is queued (up to the shutdown timeout) and closes every
@@ -286,7 +297,12 @@ impl Server {
             }
         }
         // Every counter, as `/varz` shows them.
-        let totals = Totals::sum(self.stats.iter().map(|s| s.as_ref()));
+        let totals = Totals::sum(
+            self.stats
+                .iter()
+                .chain(std::iter::once(&self.monitor_stats))
+                .map(|s| s.as_ref()),
+        );
         info!(
             totals = %serde_json::to_string(&totals).unwrap_or_default(),
             "ternd stopped"

@@ -6,6 +6,10 @@
 //! label's values. From that come [`WorkerStats`] (what a worker writes), [`Totals`] (a sum
 //! over workers, serialised into `/varz`) and [`families`] (what `/metrics` renders).
 //!
+//! The counters named `monitor_*` (families `tern_monitor_*`) are the monitoring thread's:
+//! it has a `WorkerStats` of its own, which no worker writes, and these are the only
+//! counters it bumps (a worker never bumps them).
+//!
 //! Each counter has exactly one writer (its worker), so updates are a plain load and store,
 //! never a contended atomic read-modify-write; readers (the shutdown summary, the monitoring
 //! thread) sum the workers' values. Latency histograms are not here: they are not atomics,
@@ -188,6 +192,10 @@ counters! {
     gauge replays_active => "tern_replays_active";
     /// Times a catch-up waited a loop turn because where its messages go was congested.
     counter replays_deferred => "tern_replays_deferred_total";
+    /// Monitoring requests answered (any status).
+    counter monitor_requests => "tern_monitor_requests_total";
+    /// Monitoring requests or connections refused, by reason.
+    counter monitor_requests_refused [MonitorRefusal::LABELS, "reason"] => "tern_monitor_requests_refused_total";
 }
 
 /// A labelled counter's values as a `/varz` object, keyed by label value.
@@ -223,6 +231,38 @@ impl CloseKind {
         "stale_connection",
         "io_error",
         "server_shutdown",
+    ];
+}
+
+/// Why the monitoring endpoint refused a request or a connection, as a counter index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorRefusal {
+    /// Over `monitor_max_connections`: answered 503 and closed.
+    Connections = 0,
+    /// Request line or headers over `monitor_max_request_head`: 414 or 431.
+    HeadTooLarge = 1,
+    /// A request not received, or a response not taken, within `monitor_request_timeout`.
+    Timeout = 2,
+    /// Not HTTP/1.x, malformed, a body, or a query value that is not valid: 400 or 505.
+    BadRequest = 3,
+    /// Not `GET`: 405.
+    Method = 4,
+    /// `limit` or `offset` over `monitor_max_limit` or `monitor_max_offset`: 400.
+    Paging = 5,
+    /// Every snapshot slot taken: 503.
+    Busy = 6,
+}
+
+impl MonitorRefusal {
+    /// The labels of `monitor_requests_refused`, indexed by the refusal's value.
+    pub const LABELS: [&'static str; 7] = [
+        "connections",
+        "head_too_large",
+        "timeout",
+        "bad_request",
+        "method",
+        "paging",
+        "busy",
     ];
 }
 

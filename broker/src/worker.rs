@@ -24,7 +24,7 @@
 //! It also owns its broker latency histogram (recorded when a delivery's last byte is
 //! written) and a bounded ring of recently closed connections, and answers the monitoring
 //! thread's snapshot requests when it drains them from its inbox, between connections'
-//! work: a copy of its state, never a reference to it.
+//! work: a copy of what one page needs (`snapshot::answer`), never a reference to it.
 //!
 //! Never: shares a connection or its shard with another thread, or blocks anywhere but in
 //! `poll`. The one lock it takes is the connection gate's (`admission.rs`), once when a
@@ -51,8 +51,7 @@ use crate::latency::Latency;
 use crate::mesh::{ConnId, Envelope};
 use crate::router::Router;
 use crate::snapshot::{
-    ConnInfo, PendingInfo, ShardInfo, SnapshotRequest, SubInfo, WallClock, WorkerSnapshot,
-    CLOSED_KEPT_PER_WORKER,
+    self, ConnInfo, SnapshotRequest, SubsListing, WallClock, WorkerView, CLOSED_KEPT_PER_WORKER,
 };
 use crate::stats::bump;
 use crate::store::ReplayState;
@@ -534,58 +533,20 @@ impl Worker {
         Some((conn, &mut self.router))
     }
 
-    /// Builds a copy of what the monitor asked for and sends it back. Off the data path:
-    /// this allocates, once per monitoring request.
+    /// Builds a copy of what the monitor asked for (`snapshot::answer`, bounded by the
+    /// request) and sends it back. Off the data path: this allocates, once per monitoring
+    /// request.
     fn answer_snapshot(&mut self, req: SnapshotRequest) {
-        let me = self.router.me;
-        let want = req.want;
-        let clock = WallClock::now();
-        let mut snap = WorkerSnapshot {
-            worker: me,
-            latency: want.latency.then(|| self.latency.clone()),
-            ..WorkerSnapshot::default()
-        };
-        let mut pending = PendingInfo::default();
-        for (_, c) in &self.conns {
-            let bytes = c.out.len() as u64;
-            pending.bytes += bytes;
-            pending.msgs += (c.out.queued_msgs() + c.queued()) as u64;
-            pending.max_bytes = pending.max_bytes.max(bytes);
-            if want.conns {
-                snap.conns.push(c.info(me, &clock, want.conn_subs));
-            }
-        }
-        snap.pending = pending;
-        if want.closed {
-            snap.closed = self.closed.iter().cloned().collect();
-        }
-        let index = self.router.shard.index();
-        if want.subs {
-            let names = index.queue_names();
-            let shard = self.router.shard.id();
-            index.for_each_filter(|filter, list| {
-                let queues: Vec<(String, usize)> = list
-                    .groups()
-                    .iter()
-                    .map(|g| {
-                        let name = String::from_utf8_lossy(&names[g.id() as usize]);
-                        (name.into_owned(), g.members().len())
-                    })
-                    .collect();
-                snap.subs.push(SubInfo {
-                    shard,
-                    filter: String::from_utf8_lossy(filter).into_owned(),
-                    plain: list.plain().len(),
-                    queues,
-                });
-            });
-        }
-        snap.shard = ShardInfo {
-            literal_subjects: index.literal_subjects(),
-            subscriptions: index.len(),
-            queue_groups: index.queue_count(),
+        let view = WorkerView {
+            worker: self.router.me,
+            conns: &self.conns,
+            closed: &self.closed,
+            index: self.router.shard.index(),
+            shard: self.router.shard.id(),
+            latency: &self.latency,
             outbox_pending_batches: self.router.outbox.pending_batches(),
         };
+        let snap = snapshot::answer(&req.want, &view);
         // Room for every worker's answer was made by the monitor; if it stopped waiting,
         // the answer is simply dropped.
         let _ = req.reply.try_send(snap);
@@ -654,7 +615,7 @@ impl Worker {
             1,
         );
         let clock = WallClock::now();
-        let mut info = conn.info(self.router.me, &clock, false);
+        let mut info = conn.info(self.router.me, &clock, &SubsListing::NONE);
         info.stop_us = Some(clock.unix_us(self.now));
         info.reason = Some(reason.to_string());
         if self.closed.len() == CLOSED_KEPT_PER_WORKER {

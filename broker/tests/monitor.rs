@@ -6,7 +6,7 @@
 //! harness in `common/` stays untouched by monitoring concerns.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +24,11 @@ struct Ternd {
 
 impl Ternd {
     fn start() -> Ternd {
+        Ternd::with(&[])
+    }
+
+    /// Starts ternd with `extra` flags after the usual ones.
+    fn with(extra: &[&str]) -> Ternd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ternd"))
             .args([
                 "--listen",
@@ -37,6 +42,7 @@ impl Ternd {
                 "2",
                 "--no-pin",
             ])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -61,6 +67,13 @@ impl Ternd {
             addr,
             monitor,
         }
+    }
+
+    /// The threads of the ternd process now.
+    fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .expect("/proc/<pid>/task")
+            .count()
     }
 
     /// GET `path`: (status, content type, body).
@@ -98,14 +111,11 @@ impl Drop for Ternd {
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect to monitor");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read response");
+    // One write, as HTTP clients do: a server that refuses the connection may have closed
+    // it by the time a second fragment arrives.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).unwrap();
+    let raw = String::from_utf8(read_until_closed(&mut s)).expect("UTF-8");
     let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
     let status = head
         .split(' ')
@@ -538,4 +548,341 @@ fn a_client_that_leaves_is_closed_with_its_reason() {
     assert_eq!(v["closed_by_reason"]["client_closed"], 1);
     assert_eq!(v["connections"], 0);
     assert_eq!(t.get("/nope").0, 404);
+}
+
+// ---------------------------------------------------------------------------------------
+// Bounds: the monitoring endpoint must not be a way to stall or exhaust the broker.
+// ---------------------------------------------------------------------------------------
+
+/// Reads what the server sends until it closes (EOF, or a reset after its answer).
+fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return got
+            }
+            Err(e) => panic!(
+                "not closed within {WAIT:?} ({e}); got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+/// The status code of a raw HTTP response.
+fn status_of(raw: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(raw);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"))
+}
+
+#[test]
+fn stalled_requests_neither_spawn_threads_nor_shut_the_monitor_for_good() {
+    let t = Ternd::with(&["--monitor-request-timeout", "4s"]);
+    const STALLED: u64 = 1000;
+    let mut stalled: Vec<TcpStream> = (0..STALLED)
+        .map(|_| {
+            let mut s = TcpStream::connect(t.monitor).expect("connect to the monitor");
+            // Half a request: the head never ends.
+            s.write_all(b"GET /varz HTTP/1.1\r\nHost: stalled\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let threads = t.threads();
+    assert!(
+        threads < 20,
+        "{threads} threads with {STALLED} stalled HTTP connections"
+    );
+    // monitor_max_connections (64) are held; anyone else gets a clean 503 at once.
+    let (status, _, body) = t.get("/varz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too many monitoring connections"), "{body}");
+    // Every stalled connection ends: refused at once (503), or held and then closed by
+    // the request timeout (408).
+    let (mut busy, mut late) = (0u64, 0u64);
+    for s in &mut stalled {
+        let raw = read_until_closed(s);
+        match status_of(&raw) {
+            503 => busy += 1,
+            408 => late += 1,
+            other => panic!("unexpected {other}: {:?}", String::from_utf8_lossy(&raw)),
+        }
+    }
+    assert_eq!(busy + late, STALLED);
+    assert!(late >= 64, "the 64 held first time out: {late}");
+    // With the stalled ones gone, the monitor answers again.
+    let v = t.json("/varz");
+    assert_eq!(v["monitor_requests_refused"]["timeout"], late);
+    assert_eq!(
+        v["monitor_requests_refused"]["connections"],
+        busy + 1,
+        "the stalled ones refused, and the /varz above"
+    );
+    assert!(t.threads() < 20);
+}
+
+#[test]
+fn a_huge_url_is_refused_without_being_echoed() {
+    let t = Ternd::start();
+    let mut s = TcpStream::connect(t.monitor).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let url = format!("/varz?{}", "Q".repeat(6 << 20));
+        // The server answers once its head limit is reached and drops the rest; this
+        // write may fail when it closes.
+        let _ = write!(w, "GET {url} HTTP/1.1\r\nHost: x\r\n\r\n");
+    });
+    let raw = read_until_closed(&mut s);
+    let text = String::from_utf8_lossy(&raw);
+    let status = status_of(&raw);
+    assert!(status == 414 || status == 431, "{text}");
+    assert!(!text.contains("QQQQ"), "the URL is echoed: {text}");
+    assert!(raw.len() < 1024, "{} bytes: {text}", raw.len());
+    writer.join().unwrap();
+    let v = t.json("/varz");
+    assert_eq!(v["monitor_requests_refused"]["head_too_large"], 1);
+}
+
+#[test]
+fn connz_lists_a_bounded_part_of_a_huge_subscription_list() {
+    let t = Ternd::start();
+    let mut c = Client::connect(t.addr, "hoarder");
+    let subs: String = (0..5000)
+        .map(|i| format!("SUB hoard.{i} {i}\r\n"))
+        .collect();
+    c.send(subs.as_bytes());
+    c.flush();
+    let mut quiet = Client::connect(t.addr, "quiet");
+    quiet.flush();
+    for (query, list) in [
+        ("subs=detail", "subscriptions_list_detail"),
+        ("subs=1", "subscriptions_list"),
+    ] {
+        let (status, _, body) = t.get(&format!("/connz?{query}&limit=1&sort=subs"));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.len() < 1 << 20, "{query}: {} bytes", body.len());
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["total"], 2);
+        let conn = &v["connections"][0];
+        assert_eq!(conn["name"], "hoarder");
+        assert_eq!(conn["subscriptions"], 5000, "the full count");
+        assert_eq!(
+            conn[list].as_array().unwrap().len(),
+            1024,
+            "{query}: monitor_max_sublist entries"
+        );
+    }
+    let (status, _, body) = t.get("/connz?limit=4097");
+    assert_eq!(status, 400);
+    assert!(body.contains("at most 4096"), "{body}");
+}
+
+/// `(filter, shard, subscriptions)` of each entry of a `/subsz` answer.
+fn filters_of(v: &Value) -> Vec<(String, u64, u64)> {
+    v["filters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no filters: {v}"))
+        .iter()
+        .map(|f| {
+            (
+                f["filter"].as_str().unwrap().to_string(),
+                f["shard"].as_u64().unwrap(),
+                f["subscriptions"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn subsz_pages_across_shards_match_a_full_listing() {
+    let t = Ternd::with(&["--monitor-max-limit", "100000"]);
+    let mut c = Client::connect(t.addr, "subscriber");
+    let mut ops: String = (0..50_000).map(|i| format!("SUB p.{i} {i}\r\n")).collect();
+    for (i, f) in ["p.*", "w.>", "q.*"].iter().enumerate() {
+        ops.push_str(&format!("SUB {f} w{i}\r\n"));
+    }
+    ops.push_str("SUB jobs grp j1\r\nSUB jobs grp j2\r\nSUB jobs other j3\r\n");
+    c.send(ops.as_bytes());
+    c.flush();
+    // 50,001 literal filters in their owner shards, 3 wildcards in each of the 2.
+    let want_filters = 50_001 + 3 * 2;
+    let shard_subs = |v: &Value| -> u64 {
+        v["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["subscriptions"].as_u64().unwrap())
+            .sum()
+    };
+    let v = t.json_until("/subsz?limit=0", |v| shard_subs(v) == 50_003 + 3 * 2);
+    assert_eq!(shard_subs(&v), 50_003 + 3 * 2, "{v}");
+
+    let full_v = t.json("/subsz?limit=100000");
+    assert_eq!(full_v["total"], want_filters);
+    assert_eq!(full_v["total_exact"], true);
+    let full = filters_of(&full_v);
+    assert_eq!(full.len(), want_filters as usize);
+    let shards: Vec<u64> = full.iter().map(|f| f.1).collect();
+    assert!(shards.windows(2).all(|w| w[0] <= w[1]), "shard after shard");
+    let on_first = shards.iter().filter(|s| **s == 0).count();
+    assert!(
+        on_first > 1000 && on_first < full.len() - 1000,
+        "{on_first}"
+    );
+
+    let n = full.len();
+    for offset in [0, 1, on_first - 1, on_first, on_first + 1, 25_000, n - 1, n] {
+        for limit in [1, 7] {
+            let v = t.json(&format!("/subsz?offset={offset}&limit={limit}"));
+            let want: Vec<_> = full.iter().skip(offset).take(limit).cloned().collect();
+            assert_eq!(filters_of(&v), want, "offset={offset} limit={limit}");
+            // A shard counts no further than offset + limit + 1.
+            let cap = offset + limit + 1;
+            let exact = on_first < cap && n - on_first < cap;
+            assert_eq!(v["total_exact"], exact, "offset={offset} limit={limit}");
+            if exact {
+                assert_eq!(v["total"], want_filters);
+            }
+        }
+    }
+    let mut swept = Vec::new();
+    for offset in (0..n).step_by(4096) {
+        swept.extend(filters_of(
+            &t.json(&format!("/subsz?offset={offset}&limit=4096")),
+        ));
+    }
+    assert_eq!(swept, full, "pages of 4096 put together");
+
+    // A queue group's members are counted per group.
+    let jobs = full.iter().position(|f| f.0 == "jobs").unwrap();
+    let v = t.json(&format!("/subsz?offset={jobs}&limit=1"));
+    let entry = &v["filters"][0];
+    assert_eq!(entry["filter"], "jobs");
+    assert_eq!(
+        (entry["plain"].as_u64(), entry["queued"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert_eq!(
+        entry["queues"],
+        serde_json::json!([{"queue": "grp", "subscriptions": 2}, {"queue": "other", "subscriptions": 1}])
+    );
+
+    assert_eq!(t.get("/subsz?limit=100001").0, 400);
+    assert_eq!(t.get("/subsz?offset=100001").0, 400);
+}
+
+#[test]
+fn connz_pages_across_workers_in_every_order() {
+    let t = Ternd::start();
+    const N: u64 = 12;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let mut c = Client::connect(t.addr, &format!("c{i}"));
+        for s in 0..i % 4 {
+            c.send(format!("SUB x.{i}.{s} {s}\r\n").as_bytes());
+        }
+        c.flush();
+        clients.push(c);
+    }
+    // Varied traffic: client i publishes (i * 7) % 5 messages to client i + 1's first
+    // subscription (when it has one).
+    let mut deliveries = 0;
+    for i in 0..N {
+        let to = (i + 1) % N;
+        let msgs = (i * 7) % 5;
+        let size = (i * 3) % 4 * 10;
+        if to % 4 >= 1 {
+            deliveries += msgs;
+        }
+        let c = &mut clients[i as usize];
+        for _ in 0..msgs {
+            c.send(format!("PUB x.{to}.0 {size}\r\n{}\r\n", "m".repeat(size as usize)).as_bytes());
+        }
+        c.flush();
+    }
+    t.json_until("/varz", |v| v["out_msgs"] == deliveries);
+    for i in 0..3 {
+        let mut c = Client::connect(t.addr, &format!("gone{i}"));
+        c.flush();
+    }
+    t.json_until("/connz?state=closed", |v| v["total"] == 3);
+
+    let cids = |q: &str| -> Vec<u64> {
+        t.json(q)["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["cid"].as_u64().unwrap())
+            .collect()
+    };
+    let open = [
+        "cid",
+        "start",
+        "subs",
+        "pending",
+        "msgs_to",
+        "msgs_from",
+        "bytes_to",
+        "bytes_from",
+        "last",
+        "idle",
+        "uptime",
+    ];
+    for (state, sorts) in [
+        ("open", &open[..]),
+        ("closed", &["stop", "reason", "cid"][..]),
+        ("all", &["cid", "msgs_from", "subs", "uptime"][..]),
+    ] {
+        for sort in sorts {
+            let full = cids(&format!("/connz?state={state}&sort={sort}&limit=100"));
+            let count = match state {
+                "open" => N,
+                "closed" => 3,
+                _ => N + 3,
+            };
+            assert_eq!(full.len() as u64, count, "{state} {sort}");
+            for offset in 0..=full.len() {
+                let one = cids(&format!(
+                    "/connz?state={state}&sort={sort}&offset={offset}&limit=1"
+                ));
+                assert_eq!(
+                    one,
+                    full[offset..].iter().take(1).copied().collect::<Vec<_>>(),
+                    "state={state} sort={sort} offset={offset}"
+                );
+            }
+            let threes: Vec<u64> = (0..full.len())
+                .step_by(3)
+                .flat_map(|o| {
+                    cids(&format!(
+                        "/connz?state={state}&sort={sort}&offset={o}&limit=3"
+                    ))
+                })
+                .collect();
+            assert_eq!(threes, full, "state={state} sort={sort} by threes");
+        }
+    }
+    let by_msgs = t.json("/connz?sort=msgs_from&limit=100");
+    let sent: Vec<u64> = by_msgs["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["in_msgs"].as_u64().unwrap())
+        .collect();
+    assert!(sent.windows(2).all(|w| w[0] >= w[1]), "{sent:?}");
+    assert_eq!(sent[0], 4);
 }

@@ -185,6 +185,31 @@ settings! {
         };
     }
 
+    /// The monitoring endpoint's bounds: what one HTTP client may hold and what one
+    /// response may cost (`docs/operations.md`, "Monitoring").
+    group monitoring: MonitorLimits, "Monitoring" {
+        /// HTTP connections the monitoring endpoint holds at once; more are answered 503
+        /// and closed.
+        monitor_max_connections: usize [Num] = 64;
+        /// Longest request line plus headers, e.g. 8KiB; a longer one is answered 414 (the
+        /// request line) or 431 (the headers) and closed.
+        monitor_max_request_head: usize [Size] = 8 * KIB;
+        /// Time a client has to send a whole request head, and then to take the response;
+        /// past it the connection is closed.
+        monitor_request_timeout: Duration [Dur] = Duration::from_secs(5);
+        /// Largest `limit` of /connz and /subsz; a larger one is answered 400.
+        monitor_max_limit: usize [Num] = 4096;
+        /// Largest `offset` of /connz and /subsz; a larger one is answered 400. Bounds the
+        /// work of one request on each worker.
+        monitor_max_offset: usize [Num] = 100_000;
+        /// Entries of a nested list shown at most (a connection's subscriptions in /connz,
+        /// a filter's queue groups in /subsz); the full count is always beside it.
+        monitor_max_sublist: usize [Num] = 1024;
+        /// Bytes of nested lists one /connz or /subsz response carries at most, e.g. 4MiB,
+        /// shared equally by the entries of the page.
+        monitor_max_list_bytes: usize [Size] = 4 * MIB;
+    }
+
     sections {
     /// Admission control: the limits that refuse work early and clearly, each with a
     /// default, a flag and a key of the config file's `[admission]` section (the field
@@ -264,6 +289,8 @@ pub struct Config {
     pub limits: Limits,
     pub queues: QueueConfig,
     pub store: StoreConfig,
+    /// The monitoring endpoint's bounds (connections, request size and time, paging).
+    pub monitoring: MonitorLimits,
     pub log: LogConfig,
     /// Admission control: connection, subscription and publish-rate limits, and load
     /// shedding. Flags `--max-connections`..., config section `[admission]`.
@@ -598,6 +625,7 @@ impl Config {
             limits,
             queues,
             store,
+            monitoring,
             admission,
         } = Settings::resolve(&args, &file);
         Config {
@@ -629,6 +657,7 @@ impl Config {
             limits,
             queues,
             store,
+            monitoring,
             log: LogConfig {
                 level: args
                     .log_level
@@ -757,6 +786,22 @@ impl Config {
         if st.replay_queue_depth == 0 {
             return invalid("replay_queue_depth", "must be at least 1");
         }
+        let m = &self.monitoring;
+        if m.monitor_max_connections == 0 {
+            return invalid("monitor_max_connections", "must be at least 1");
+        }
+        if m.monitor_max_request_head < 256 || m.monitor_max_request_head > MIB {
+            return invalid(
+                "monitor_max_request_head",
+                "must be between 256 bytes and 1MiB",
+            );
+        }
+        if m.monitor_request_timeout < Duration::from_millis(10) {
+            return invalid("monitor_request_timeout", "must be at least 10ms");
+        }
+        if m.monitor_max_limit == 0 {
+            return invalid("monitor_max_limit", "must be at least 1");
+        }
         self.admission.validate(l)?;
         Ok(())
     }
@@ -817,11 +862,11 @@ mod tests {
     use clap::Parser;
 
     fn with_file(text: &str) -> Result<Config, ConfigError> {
-        let dir = std::env::temp_dir().join(format!(
-            "tern-config-test-{}-{}",
-            std::process::id(),
-            text.len()
-        ));
+        // A directory per call: tests run in parallel and may write texts of one length.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("tern-config-test-{}-{call}", std::process::id(),));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ternd.toml");
         std::fs::write(&path, text).unwrap();
@@ -899,6 +944,44 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("`monitor`"), "{err}");
+    }
+
+    #[test]
+    fn monitoring_bounds_flags_file_and_checks() {
+        let m = Config::from_args(Args::default()).unwrap().monitoring;
+        assert_eq!(m.monitor_max_connections, 64);
+        assert_eq!(m.monitor_max_request_head, 8 << 10);
+        assert_eq!(m.monitor_request_timeout, Duration::from_secs(5));
+        assert_eq!(m.monitor_max_limit, 4096);
+        let c = with_file("monitor_max_connections = 8\nmonitor_request_timeout = \"300ms\"\n")
+            .unwrap();
+        assert_eq!(c.monitoring.monitor_max_connections, 8);
+        assert_eq!(
+            c.monitoring.monitor_request_timeout,
+            Duration::from_millis(300)
+        );
+        let c = Config::from_args(Args::parse_from([
+            "ternd",
+            "--monitor-max-limit",
+            "100000",
+            "--monitor-max-request-head",
+            "1KiB",
+        ]))
+        .unwrap();
+        assert_eq!(c.monitoring.monitor_max_limit, 100_000);
+        assert_eq!(c.monitoring.monitor_max_request_head, 1024);
+        let err = Config::from_args(Args::parse_from([
+            "ternd",
+            "--monitor-max-connections",
+            "0",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`monitor_max_connections`"), "{err}");
+        let err = with_file("monitor_max_request_head = 16\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`monitor_max_request_head`"), "{err}");
     }
 
     #[test]

@@ -46,7 +46,10 @@ use crate::mesh::{ConnId, Envelope, Msg, Stamp, Start, SubRef};
 use crate::outbound::Outbound;
 use crate::replay::ConnReplays;
 use crate::router::Router;
-use crate::snapshot::{ConnInfo, SubDetail, WallClock};
+use crate::snapshot::{
+    ConnInfo, ConnKeys, ListKind, SubDetail, SubsListing, WallClock, DETAIL_ENTRY_BYTES,
+    FILTER_ENTRY_BYTES,
+};
 use crate::stats::{bump, unbump, CloseKind, WorkerStats};
 use crate::subqueue::Bounds;
 
@@ -311,8 +314,10 @@ impl Conn {
         Conn::new(id, client_id, peer, sock, Proto::Binary(state), now)
     }
 
-    /// What `/connz` shows about this connection. Allocates: monitoring only.
-    pub fn info(&self, worker: usize, clock: &WallClock, with_subs: bool) -> ConnInfo {
+    /// What `/connz` shows about this connection, with the subscription list `subs` asks
+    /// for (at most `subs.max` entries in about `subs.max_bytes`; `subscriptions` is always
+    /// the full count). Allocates: monitoring only.
+    pub fn info(&self, worker: usize, clock: &WallClock, subs: &SubsListing) -> ConnInfo {
         let (protocol, name, lang, version) = match &self.proto {
             Proto::Text(t) => (
                 "text",
@@ -322,7 +327,8 @@ impl Conn {
             ),
             Proto::Binary(b) => ("binary", b.name(), None, b.version()),
         };
-        ConnInfo {
+        let (pending_bytes, pending_msgs) = self.pending();
+        let mut info = ConnInfo {
             cid: self.client_id,
             worker,
             protocol,
@@ -336,28 +342,61 @@ impl Conn {
             stop_us: None,
             reason: None,
             subscriptions: self.subs.len(),
-            subscriptions_list: if with_subs {
-                self.subs
-                    .iter()
-                    .map(|(_, s)| String::from_utf8_lossy(&s.filter).into_owned())
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            subscriptions_detail: if with_subs {
-                self.subs.iter().map(|(_, s)| s.detail()).collect()
-            } else {
-                Vec::new()
-            },
+            subscriptions_list: Vec::new(),
+            subscriptions_detail: Vec::new(),
             queue_dropped_msgs: self.queue_dropped,
             in_msgs: self.in_msgs,
             in_bytes: self.in_bytes,
             out_msgs: self.out_msgs,
             out_bytes: self.out_bytes,
-            pending_bytes: self.out.len(),
-            pending_msgs: self.out.queued_msgs() + self.queued(),
+            pending_bytes,
+            pending_msgs,
             dropped_msgs: self.dropped,
+        };
+        let mut budget = subs.budget();
+        for (_, s) in &self.subs {
+            match subs.kind {
+                ListKind::None => break,
+                ListKind::Filters => {
+                    if !budget.take(s.filter.len() + FILTER_ENTRY_BYTES) {
+                        break;
+                    }
+                    let filter = String::from_utf8_lossy(&s.filter).into_owned();
+                    info.subscriptions_list.push(filter);
+                }
+                ListKind::Detail => {
+                    let d = s.detail();
+                    if !budget.take(d.sid.len() + d.subject.len() + DETAIL_ENTRY_BYTES) {
+                        break;
+                    }
+                    info.subscriptions_detail.push(d);
+                }
+            }
         }
+        info
+    }
+
+    /// What the `/connz` sort orders look at, without copying a string.
+    pub fn keys(&self, clock: &WallClock) -> ConnKeys<'static> {
+        ConnKeys {
+            cid: self.client_id,
+            start_us: clock.unix_us(self.started),
+            last_activity_us: clock.unix_us(self.last_activity),
+            stop_us: None,
+            reason: None,
+            subscriptions: self.subs.len(),
+            pending_bytes: self.out.len(),
+            in_msgs: self.in_msgs,
+            in_bytes: self.in_bytes,
+            out_msgs: self.out_msgs,
+            out_bytes: self.out_bytes,
+        }
+    }
+
+    /// Its write buffer in bytes, and the deliveries not yet completely written (in the
+    /// write buffer and in its subscription queues).
+    pub fn pending(&self) -> (usize, usize) {
+        (self.out.len(), self.out.queued_msgs() + self.queued())
     }
 
     /// Drops everything queued for the client, counting the deliveries that never went

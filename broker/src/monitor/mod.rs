@@ -1,43 +1,70 @@
-//! The monitoring HTTP endpoint: `/healthz`, `/varz`, `/connz`, `/subsz`, `/shardz` and
-//! `/metrics` (Prometheus text), served by `tiny_http` on its own thread (`tern-monitor`).
+//! The monitoring endpoint: `/healthz`, `/varz`, `/connz`, `/subsz`, `/shardz` and
+//! `/metrics` (Prometheus text), served by a bounded HTTP/1.1 server of our own
+//! ([`http`]: one `mio` I/O thread, `tern-monitor`, and one responder thread,
+//! `tern-monitor-snap`, that runs these endpoints one request at a time).
 //!
-//! Owns: the HTTP listener, the parsing of each endpoint's query, and the rendering of
-//! JSON and Prometheus text. Counters come from the workers' [`WorkerStats`] (relaxed
-//! loads, summed here); everything else (latency histograms, connections, subscriptions,
-//! queue depths) comes from snapshots: the monitor sends each worker an
-//! `Envelope::Snapshot` through the mesh and waits for the answers until
-//! [`SNAPSHOT_TIMEOUT`]. A worker that does not answer in time is named in the response
-//! (and makes `/healthz` answer 503); its parts are left out, never made up.
+//! Owns: the parsing of each endpoint's query (with its bounds: `monitor_max_limit`,
+//! `monitor_max_offset`), the paging of `/connz` and `/subsz` across workers ([`page`]),
+//! and the rendering of JSON and Prometheus text. Counters come from the workers'
+//! [`WorkerStats`] (relaxed loads, summed here) and from the monitor's own (`monitor_*`);
+//! everything else (latency histograms, connections, subscriptions, queue depths) comes
+//! from snapshots: the monitor sends each worker an `Envelope::Snapshot` through the mesh
+//! and waits for the answers until [`SNAPSHOT_TIMEOUT`]. A worker that does not answer in
+//! time is named in the response (and makes `/healthz` answer 503); its parts are left
+//! out, never made up.
 //!
-//! Never: runs on a worker thread, takes a lock a worker takes, or touches a worker's
-//! state except through the mesh. It answers one request at a time.
+//! Contract: a request costs each worker work bounded by the request, never a copy of
+//! everything it holds: `/connz` ranks the first `offset + limit` connections in each
+//! worker and then fetches the page's connections; `/subsz` counts each shard's filters up
+//! to `offset + limit + 1` and then lists the page's (`snapshot.rs`). Nested lists (a
+//! connection's subscriptions, a filter's queue groups) hold at most
+//! `monitor_max_sublist` entries and share `monitor_max_list_bytes` per response, with the
+//! full count always beside them. So every response has a bounded size.
+//!
+//! Never: runs on a worker thread, takes a lock a worker takes, touches a worker's state
+//! except through the mesh, or echoes more than a short piece of what a client sent.
 
+mod http;
+mod page;
+
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use crate::config::{AdmissionConfig, Config, Limits, QueueConfig, StoreConfig};
+use crate::config::{AdmissionConfig, Config, Limits, MonitorLimits, QueueConfig, StoreConfig};
 use crate::latency::{Latency, LatencySummary, QUANTILES};
 use crate::mesh::{Envelope, Mesh};
-use crate::snapshot::{rfc3339, unix_micros, ConnInfo, SnapshotRequest, Want, WorkerSnapshot};
-use crate::stats::{families, Totals, WorkerStats};
+use crate::snapshot::{
+    rfc3339, unix_micros, ConnInfo, ConnsWanted, FetchQuery, FiltersWanted, ListKind, RankQuery,
+    SnapshotRequest, SortKey, SubsListing, Want, WorkerSnapshot,
+};
+use crate::stats::{families, MonitorRefusal, Totals, WorkerStats};
 
-/// How long the monitor waits for the workers' snapshots.
+pub(crate) use http::bind;
+use http::{HttpLimits, HttpServer, Reply};
+
+/// How long the monitor waits for the workers' snapshots (each of the two steps of a
+/// `/connz` or `/subsz` page waits at most this long).
 pub(crate) const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
-/// `/connz` and `/subsz` page size when `limit` is not given.
+/// `/connz` and `/subsz` page size when `limit` is not given (at most `monitor_max_limit`).
 pub(crate) const DEFAULT_LIMIT: usize = 1024;
+/// Characters of a query value quoted back in an error.
+const SHOWN_VALUE: usize = 64;
 
 /// What the monitor reads: shared, read-only handles, set up by the server.
 pub(crate) struct MonitorState {
     pub mesh: Mesh,
+    /// The workers' counters, by worker.
     pub stats: Vec<Arc<WorkerStats>>,
+    /// The monitor's own counters (`monitor_*`), written by its I/O thread only.
+    pub own: Arc<WorkerStats>,
     pub config: Arc<Config>,
     pub server_id: String,
     pub listen: SocketAddr,
@@ -47,69 +74,34 @@ pub(crate) struct MonitorState {
     pub started_at: Instant,
 }
 
-/// The running monitoring thread.
+/// The running monitoring endpoint.
 pub(crate) struct Monitor {
-    http: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// Binds the monitoring listener (port 0 picks a free port). Separate from [`Monitor::spawn`]
-/// so that a bind error stops the server before any worker starts.
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<(tiny_http::Server, SocketAddr)> {
-    let http = tiny_http::Server::http(addr).map_err(io::Error::other)?;
-    let local = http.server_addr().to_ip().unwrap_or(addr);
-    Ok((http, local))
+    http: HttpServer,
 }
 
 impl Monitor {
-    pub fn spawn(http: tiny_http::Server, state: MonitorState) -> io::Result<Monitor> {
-        let http = Arc::new(http);
-        let server = Arc::clone(&http);
-        let thread = std::thread::Builder::new()
-            .name("tern-monitor".to_string())
-            .spawn(move || {
-                for req in server.incoming_requests() {
-                    state.serve(req);
-                }
-            })?;
-        Ok(Monitor {
-            http,
-            thread: Some(thread),
-        })
+    /// Serves `listener` (from [`bind`]) with the endpoints of `state`.
+    pub fn spawn(listener: mio::net::TcpListener, state: MonitorState) -> io::Result<Monitor> {
+        let m = &state.config.monitoring;
+        let limits = HttpLimits {
+            max_connections: m.monitor_max_connections,
+            max_head: m.monitor_max_request_head,
+            timeout: m.monitor_request_timeout,
+        };
+        let own = Arc::clone(&state.own);
+        let http = HttpServer::spawn(listener, limits, own, move |target: &str| {
+            state.serve(target)
+        })?;
+        Ok(Monitor { http })
     }
 
-    /// Stops serving and waits for the thread to end.
-    pub fn stop(mut self) {
-        self.http.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Stops serving and waits for its threads to end.
+    pub fn stop(self) {
+        self.http.stop();
     }
 }
 
-/// An HTTP answer: status, content type, body.
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-}
-
-const JSON: &str = "application/json";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-impl Reply {
-    fn json(status: u16, v: &Value) -> Reply {
-        Reply {
-            status,
-            content_type: JSON,
-            body: serde_json::to_string_pretty(v).unwrap_or_default() + "\n",
-        }
-    }
-
-    fn error(status: u16, text: impl Into<String>) -> Reply {
-        Reply::json(status, &json!({ "error": text.into() }))
-    }
-}
 
 /// The workers' answers to one snapshot request, and who did not answer.
 struct Snapshots {
@@ -127,63 +119,67 @@ impl Snapshots {
     }
 }
 
+/// A 400 for a query value that is not valid.
+fn bad_query(text: impl Into<String>) -> Reply {
+    Reply::refuse(400, MonitorRefusal::BadRequest, text)
+}
+
 impl MonitorState {
-    fn serve(&self, req: tiny_http::Request) {
-        let url = req.url().to_string();
-        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    /// Answers one request target (path and query). Runs on the responder thread.
+    fn serve(&self, target: &str) -> Reply {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let query = Query::parse(query);
-        let reply = if *req.method() != tiny_http::Method::Get {
-            Reply::error(405, "only GET is supported")
-        } else {
-            match path.trim_end_matches('/') {
-                "" => self.index(),
-                "/healthz" => self.healthz(),
-                "/varz" => self.varz(),
-                "/connz" => self.connz(&query),
-                "/subsz" => self.subsz(&query),
-                "/shardz" => self.shardz(),
-                "/metrics" => self.metrics(),
-                _ => Reply::error(404, format!("no endpoint {path}")),
-            }
+        let reply = match path.trim_end_matches('/') {
+            "" => self.index(),
+            "/healthz" => self.healthz(),
+            "/varz" => self.varz(),
+            "/connz" => self.connz(&query),
+            "/subsz" => self.subsz(&query),
+            "/shardz" => self.shardz(),
+            "/metrics" => self.metrics(),
+            _ => Reply::error(404, "no such endpoint (GET / lists them)"),
         };
-        debug!(%url, status = reply.status, "monitor request");
-        let header = tiny_http::Header::from_bytes("Content-Type", reply.content_type)
-            .expect("constant header is valid");
-        let response = tiny_http::Response::from_string(reply.body)
-            .with_status_code(reply.status)
-            .with_header(header);
-        if let Err(e) = req.respond(response) {
-            debug!(error = %e, "monitor response not sent");
-        }
+        debug!(target = %shown(target), status = reply.status, "monitor request");
+        reply
     }
 
-    /// Asks every worker for a snapshot and waits up to [`SNAPSHOT_TIMEOUT`] in all.
-    fn snapshots(&self, want: Want) -> Snapshots {
+    /// Asks the workers `want` names (each its own request) for a snapshot and waits up to
+    /// [`SNAPSHOT_TIMEOUT`] in all. `missing` names the workers asked that did not answer.
+    fn snapshots(&self, want: impl Fn(usize) -> Option<Want>) -> Snapshots {
         let n = self.mesh.workers();
         let deadline = Instant::now() + SNAPSHOT_TIMEOUT;
         // Room for every answer: a worker never waits to reply.
         let (tx, rx) = crossbeam_channel::bounded(n);
-        let mut asked = vec![false; n];
-        for (worker, asked) in asked.iter_mut().enumerate() {
+        let mut wanted = Vec::with_capacity(n);
+        let mut asked = 0;
+        for worker in 0..n {
+            let Some(want) = want(worker) else {
+                continue;
+            };
+            wanted.push(worker);
             let req = SnapshotRequest {
                 want,
                 reply: tx.clone(),
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            *asked = self
+            if self
                 .mesh
-                .send_timeout(worker, vec![Envelope::Snapshot(req)], left);
+                .send_timeout(worker, vec![Envelope::Snapshot(req)], left)
+            {
+                asked += 1;
+            }
         }
         drop(tx);
-        let mut workers = Vec::with_capacity(n);
-        while workers.len() < asked.iter().filter(|a| **a).count() {
+        let mut workers = Vec::with_capacity(asked);
+        while workers.len() < asked {
             match rx.recv_deadline(deadline) {
                 Ok(s) => workers.push(s),
                 Err(_) => break,
             }
         }
         workers.sort_by_key(|w: &WorkerSnapshot| w.worker);
-        let missing: Vec<usize> = (0..n)
+        let missing: Vec<usize> = wanted
+            .into_iter()
             .filter(|i| !workers.iter().any(|w| w.worker == *i))
             .collect();
         if !missing.is_empty() {
@@ -192,12 +188,52 @@ impl MonitorState {
         Snapshots { workers, missing }
     }
 
+    /// Every worker's answer to the same `want`.
+    fn snapshots_all(&self, want: Want) -> Snapshots {
+        self.snapshots(|_| Some(want.clone()))
+    }
+
     fn totals(&self) -> Totals {
-        Totals::sum(self.stats.iter().map(|s| s.as_ref()))
+        Totals::sum(
+            self.stats
+                .iter()
+                .chain(std::iter::once(&self.own))
+                .map(|s| s.as_ref()),
+        )
     }
 
     fn now_us(&self) -> u64 {
         unix_micros(SystemTime::now())
+    }
+
+    /// `offset` and `limit`, within `monitor_max_offset` and `monitor_max_limit`.
+    fn paging(&self, q: &Query) -> Result<(usize, usize), Reply> {
+        let m = &self.config.monitoring;
+        let offset = q.number("offset", 0).map_err(bad_query)?;
+        let limit = q
+            .number("limit", DEFAULT_LIMIT.min(m.monitor_max_limit))
+            .map_err(bad_query)?;
+        if limit > m.monitor_max_limit {
+            return Err(Reply::refuse(
+                400,
+                MonitorRefusal::Paging,
+                format!(
+                    "limit must be at most {} (monitor_max_limit); page with offset",
+                    m.monitor_max_limit
+                ),
+            ));
+        }
+        if offset > m.monitor_max_offset {
+            return Err(Reply::refuse(
+                400,
+                MonitorRefusal::Paging,
+                format!(
+                    "offset must be at most {} (monitor_max_offset)",
+                    m.monitor_max_offset
+                ),
+            ));
+        }
+        Ok((offset, limit))
     }
 
     fn index(&self) -> Reply {
@@ -210,7 +246,7 @@ impl MonitorState {
     }
 
     fn healthz(&self) -> Reply {
-        let s = self.snapshots(Want::default());
+        let s = self.snapshots_all(Want::default());
         if s.missing.is_empty() {
             Reply::json(200, &json!({ "status": "ok" }))
         } else {
@@ -231,7 +267,7 @@ impl MonitorState {
 
     fn varz(&self) -> Reply {
         let totals = self.totals();
-        let s = self.snapshots(Want {
+        let s = self.snapshots_all(Want {
             latency: true,
             ..Want::default()
         });
@@ -254,6 +290,7 @@ impl MonitorState {
             uptime_seconds: uptime.as_secs_f64(),
             limits: &c.limits,
             queues: &c.queues,
+            monitoring: &c.monitoring,
             store: &c.store,
             admission: &c.admission,
             connections: totals.connections(),
@@ -267,10 +304,11 @@ impl MonitorState {
         }
     }
 
+    /// `/connz`: rank in every worker, merge, then fetch the page's connections.
     fn connz(&self, q: &Query) -> Reply {
-        let (offset, limit) = match q.paging() {
+        let (offset, limit) = match self.paging(q) {
             Ok(p) => p,
-            Err(e) => return Reply::error(400, e),
+            Err(r) => return r,
         };
         let state = q.get("state").unwrap_or("open");
         let (open, closed) = match state {
@@ -278,75 +316,116 @@ impl MonitorState {
             "closed" => (false, true),
             "all" | "any" => (true, true),
             _ => {
-                return Reply::error(
-                    400,
-                    format!("state must be open, closed or all, not `{state}`"),
-                )
+                return bad_query(format!(
+                    "state must be open, closed or all, not `{}`",
+                    shown(state)
+                ))
             }
         };
         let sort = q.get("sort").unwrap_or("cid");
         let Some(key) = SortKey::parse(sort) else {
-            return Reply::error(
-                400,
-                format!(
-                    "cannot sort by `{sort}` (use one of: {})",
-                    SortKey::NAMES.join(", ")
-                ),
-            );
+            return bad_query(format!(
+                "cannot sort by `{}` (use one of: {})",
+                shown(sort),
+                SortKey::NAMES.join(", ")
+            ));
         };
-        if matches!(key, SortKey::Stop | SortKey::Reason) && open {
-            return Reply::error(400, format!("sort={sort} needs state=closed"));
+        if key.needs_closed() && open {
+            return bad_query(format!("sort={sort} needs state=closed"));
         }
-        // `subs=detail` (as nats-server spells it) adds each subscription's queue.
-        let detail = q.get("subs") == Some("detail");
-        let with_subs = q.flag("subs") || detail;
-        let s = self.snapshots(Want {
-            conns: open,
+        // `subs=detail` (as nats-server spells it) lists each subscription's queue.
+        let kind = match q.get("subs") {
+            Some("detail") => ListKind::Detail,
+            _ if q.flag("subs") => ListKind::Filters,
+            _ => ListKind::None,
+        };
+        let now = self.now_us();
+        let rank = RankQuery {
+            open,
             closed,
-            conn_subs: with_subs,
+            sort: key,
+            take: offset.saturating_add(limit),
+            now_us: now,
+        };
+        let ranked = self.snapshots_all(Want {
+            conns: Some(ConnsWanted::Rank(rank)),
             ..Want::default()
         });
-        let now = self.now_us();
-        let mut conns: Vec<ConnInfo> = Vec::new();
-        for w in s.workers {
-            conns.extend(w.conns);
-            conns.extend(w.closed);
+        let mut missing = ranked.missing;
+        let total: usize = ranked.workers.iter().map(|w| w.conns_total).sum();
+        let pieces = ranked
+            .workers
+            .into_iter()
+            .map(|w| (w.worker, w.ranked))
+            .collect();
+        let page = page::merge_page(pieces, offset, limit);
+
+        let m = &self.config.monitoring;
+        let subs = SubsListing {
+            kind,
+            max: m.monitor_max_sublist,
+            max_bytes: m.monitor_max_list_bytes / page.len().max(1),
+        };
+        let mut cids: Vec<Vec<u64>> = vec![Vec::new(); self.mesh.workers()];
+        for (worker, r) in &page {
+            cids[*worker].push(r.cid);
         }
-        key.sort(&mut conns, now);
-        let total = conns.len();
-        let page: Vec<Value> = conns
+        for c in &mut cids {
+            c.sort_unstable();
+        }
+        let fetched = self.snapshots(|w| {
+            (!cids[w].is_empty()).then(|| Want {
+                conns: Some(ConnsWanted::Fetch(FetchQuery {
+                    cids: cids[w].clone(),
+                    subs,
+                })),
+                ..Want::default()
+            })
+        });
+        missing.extend(fetched.missing);
+        missing.sort_unstable();
+        missing.dedup();
+        let mut by_cid: HashMap<u64, ConnInfo> = fetched
+            .workers
+            .into_iter()
+            .flat_map(|w| w.conns)
+            .map(|c| (c.cid, c))
+            .collect();
+        let conns: Vec<Value> = page
             .iter()
-            .skip(offset)
-            .take(limit)
-            .map(|c| conn_json(c, now, with_subs, detail))
+            .filter_map(|(_, r)| by_cid.remove(&r.cid))
+            .map(|c| conn_json(&c, now, kind))
             .collect();
         Reply::json(
             200,
             &json!({
                 "server_id": self.server_id,
                 "now": rfc3339(now),
-                "num_connections": page.len(),
+                "num_connections": conns.len(),
                 "total": total,
                 "offset": offset,
                 "limit": limit,
                 "state": state,
                 "sort": sort,
-                "connections": page,
-                "unresponsive_workers": s.missing,
+                "connections": conns,
+                "unresponsive_workers": missing,
             }),
         )
     }
 
+    /// `/subsz`: count each shard's filters up to the page's end, then list the page's.
     fn subsz(&self, q: &Query) -> Reply {
-        let (offset, limit) = match q.paging() {
+        let (offset, limit) = match self.paging(q) {
             Ok(p) => p,
-            Err(e) => return Reply::error(400, e),
+            Err(r) => return r,
         };
-        let s = self.snapshots(Want {
-            subs: true,
+        // One more than the page needs: a shard that reaches it has more than the page.
+        let cap = offset.saturating_add(limit).saturating_add(1);
+        let counted = self.snapshots_all(Want {
+            filters: Some(FiltersWanted::Count { cap }),
             ..Want::default()
         });
-        let shards: Vec<Value> = s
+        let shards: Vec<Value> = counted
             .workers
             .iter()
             .map(|w| {
@@ -358,15 +437,37 @@ impl MonitorState {
                 })
             })
             .collect();
-        let mut subs: Vec<_> = s.workers.iter().flat_map(|w| w.subs.iter()).collect();
-        subs.sort_by(|a, b| (&a.filter, a.shard).cmp(&(&b.filter, b.shard)));
-        let total = subs.len();
-        let page: Vec<Value> = subs
+        let counts: Vec<(usize, usize)> = counted
+            .workers
             .iter()
-            .skip(offset)
-            .take(limit)
+            .map(|w| (w.worker, w.filters_counted))
+            .collect();
+        let total: usize = counts.iter().map(|(_, n)| n).sum();
+        let exact = counted.missing.is_empty() && counts.iter().all(|(_, n)| *n < cap);
+        let slices = page::slices(&counts, offset, limit);
+        let listed: usize = slices.iter().map(|s| s.take).sum();
+        let m = &self.config.monitoring;
+        let max_bytes = m.monitor_max_list_bytes / listed.max(1);
+        let fetched = self.snapshots(|w| {
+            slices.iter().find(|s| s.worker == w).map(|s| Want {
+                filters: Some(FiltersWanted::List {
+                    skip: s.skip,
+                    take: s.take,
+                    max_queues: m.monitor_max_sublist,
+                    max_bytes,
+                }),
+                ..Want::default()
+            })
+        });
+        let mut missing = counted.missing;
+        missing.extend(fetched.missing);
+        missing.sort_unstable();
+        missing.dedup();
+        let filters: Vec<Value> = fetched
+            .workers
+            .iter()
+            .flat_map(|w| &w.subs)
             .map(|e| {
-                let queued: usize = e.queues.iter().map(|(_, n)| n).sum();
                 let queues: Vec<Value> = e
                     .queues
                     .iter()
@@ -375,8 +476,9 @@ impl MonitorState {
                 json!({
                     "filter": e.filter,
                     "shard": e.shard,
-                    "subscriptions": e.plain + queued,
+                    "subscriptions": e.plain + e.queued,
                     "plain": e.plain,
+                    "queued": e.queued,
                     "queues": queues,
                 })
             })
@@ -389,16 +491,18 @@ impl MonitorState {
                 "num_subscriptions": self.totals().subscriptions,
                 "shards": shards,
                 "total": total,
+                "total_exact": exact,
                 "offset": offset,
                 "limit": limit,
-                "filters": page,
-                "unresponsive_workers": s.missing,
+                "num_filters": filters.len(),
+                "filters": filters,
+                "unresponsive_workers": missing,
             }),
         )
     }
 
     fn shardz(&self) -> Reply {
-        let s = self.snapshots(Want::default());
+        let s = self.snapshots_all(Want::default());
         let shards: Vec<Value> = (0..self.mesh.workers())
             .map(|i| {
                 let depth = self.mesh.queue_len(i);
@@ -436,7 +540,7 @@ impl MonitorState {
     }
 
     fn metrics(&self) -> Reply {
-        let s = self.snapshots(Want {
+        let s = self.snapshots_all(Want {
             latency: true,
             ..Want::default()
         });
@@ -475,19 +579,33 @@ impl MonitorState {
         for (w, t) in per_worker.iter().enumerate() {
             p.sample(name, &format!("worker=\"{w}\""), t.connections() as f64);
         }
+        // The monitor's own counters (`tern_monitor_*`) have no worker label; no worker
+        // writes them, and the monitor writes nothing else.
+        let own = [(None, Totals::of(&self.own))];
+        let workers: Vec<(Option<usize>, Totals)> = per_worker
+            .iter()
+            .enumerate()
+            .map(|(w, t)| (Some(w), *t))
+            .collect();
         for f in families() {
             p.family(f.name, f.kind, f.help.trim());
-            for (w, t) in per_worker.iter().enumerate() {
+            let sources = if f.name.starts_with("tern_monitor_") {
+                &own[..]
+            } else {
+                &workers[..]
+            };
+            for (w, t) in sources {
+                let worker = w.map(|w| format!("worker=\"{w}\""));
                 let values = (f.values)(t);
                 match f.label {
-                    None => p.sample(f.name, &format!("worker=\"{w}\""), values[0] as f64),
+                    None => p.sample(f.name, worker.as_deref().unwrap_or(""), values[0] as f64),
                     Some((label, names)) => {
                         for (v, n) in names.iter().zip(values) {
-                            p.sample(
-                                f.name,
-                                &format!("worker=\"{w}\",{label}=\"{v}\""),
-                                *n as f64,
-                            );
+                            let labels = match &worker {
+                                Some(w) => format!("{w},{label}=\"{v}\""),
+                                None => format!("{label}=\"{v}\""),
+                            };
+                            p.sample(f.name, &labels, *n as f64);
                         }
                     }
                 }
@@ -572,6 +690,7 @@ impl MonitorState {
             status: 200,
             content_type: PROMETHEUS,
             body: p.out,
+            refused: None,
         }
     }
 }
@@ -601,6 +720,8 @@ struct Varz<'a> {
     limits: &'a Limits,
     #[serde(flatten)]
     queues: &'a QueueConfig,
+    #[serde(flatten)]
+    monitoring: &'a MonitorLimits,
     store: &'a StoreConfig,
     admission: &'a AdmissionConfig,
     /// Open connections now.
@@ -638,87 +759,7 @@ fn escape_label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// `/connz` sort orders, as nats-server names them. `cid` and `start` sort ascending,
-/// everything else descending (the biggest first); ties go by `cid`.
-#[derive(Debug, Clone, Copy)]
-enum SortKey {
-    Cid,
-    Start,
-    Subs,
-    Pending,
-    MsgsTo,
-    MsgsFrom,
-    BytesTo,
-    BytesFrom,
-    Last,
-    Idle,
-    Uptime,
-    Stop,
-    Reason,
-}
-
-impl SortKey {
-    const NAMES: [&'static str; 13] = [
-        "cid",
-        "start",
-        "subs",
-        "pending",
-        "msgs_to",
-        "msgs_from",
-        "bytes_to",
-        "bytes_from",
-        "last",
-        "idle",
-        "uptime",
-        "stop",
-        "reason",
-    ];
-
-    fn parse(s: &str) -> Option<SortKey> {
-        use SortKey::*;
-        Some(match s {
-            "cid" => Cid,
-            "start" => Start,
-            "subs" => Subs,
-            "pending" => Pending,
-            "msgs_to" => MsgsTo,
-            "msgs_from" => MsgsFrom,
-            "bytes_to" => BytesTo,
-            "bytes_from" => BytesFrom,
-            "last" => Last,
-            "idle" => Idle,
-            "uptime" => Uptime,
-            "stop" => Stop,
-            "reason" => Reason,
-            _ => return None,
-        })
-    }
-
-    fn sort(self, conns: &mut [ConnInfo], now: u64) {
-        use std::cmp::Reverse;
-        use SortKey::*;
-        let end = |c: &ConnInfo| c.stop_us.unwrap_or(now);
-        match self {
-            Cid => conns.sort_by_key(|c| c.cid),
-            Start => conns.sort_by_key(|c| (c.start_us, c.cid)),
-            Subs => conns.sort_by_key(|c| (Reverse(c.subscriptions), c.cid)),
-            Pending => conns.sort_by_key(|c| (Reverse(c.pending_bytes), c.cid)),
-            MsgsTo => conns.sort_by_key(|c| (Reverse(c.out_msgs), c.cid)),
-            MsgsFrom => conns.sort_by_key(|c| (Reverse(c.in_msgs), c.cid)),
-            BytesTo => conns.sort_by_key(|c| (Reverse(c.out_bytes), c.cid)),
-            BytesFrom => conns.sort_by_key(|c| (Reverse(c.in_bytes), c.cid)),
-            Last => conns.sort_by_key(|c| (Reverse(c.last_activity_us), c.cid)),
-            Idle => {
-                conns.sort_by_key(|c| (Reverse(end(c).saturating_sub(c.last_activity_us)), c.cid))
-            }
-            Uptime => conns.sort_by_key(|c| (Reverse(end(c).saturating_sub(c.start_us)), c.cid)),
-            Stop => conns.sort_by_key(|c| (Reverse(c.stop_us), c.cid)),
-            Reason => conns.sort_by(|a, b| (&a.reason, a.cid).cmp(&(&b.reason, b.cid))),
-        }
-    }
-}
-
-fn conn_json(c: &ConnInfo, now: u64, with_subs: bool, detail: bool) -> Value {
+fn conn_json(c: &ConnInfo, now: u64, subs: ListKind) -> Value {
     let end = c.stop_us.unwrap_or(now);
     let mut v = json!({
         "cid": c.cid,
@@ -756,19 +797,32 @@ fn conn_json(c: &ConnInfo, now: u64, with_subs: bool, detail: bool) -> Value {
     if let Some(reason) = &c.reason {
         m.insert("reason".to_string(), json!(reason));
     }
-    if with_subs && c.stop_us.is_none() {
-        m.insert(
-            "subscriptions_list".to_string(),
-            json!(c.subscriptions_list),
-        );
-    }
-    if detail && c.stop_us.is_none() {
-        m.insert(
-            "subscriptions_list_detail".to_string(),
-            json!(c.subscriptions_detail),
-        );
+    if c.stop_us.is_none() {
+        match subs {
+            ListKind::None => {}
+            ListKind::Filters => {
+                m.insert(
+                    "subscriptions_list".to_string(),
+                    json!(c.subscriptions_list),
+                );
+            }
+            ListKind::Detail => {
+                m.insert(
+                    "subscriptions_list_detail".to_string(),
+                    json!(c.subscriptions_detail),
+                );
+            }
+        }
     }
     v
+}
+
+/// At most [`SHOWN_VALUE`] characters of what a client sent, to quote it back.
+fn shown(v: &str) -> String {
+    match v.char_indices().nth(SHOWN_VALUE) {
+        Some((i, _)) => format!("{}...", &v[..i]),
+        None => v.to_string(),
+    }
 }
 
 /// `1h2m3s`, `4m5s`, `6s`, `789ms` (nats-server's style).
@@ -832,15 +886,8 @@ impl Query {
             None => Ok(default),
             Some(v) => v
                 .parse()
-                .map_err(|_| format!("`{key}` must be a number, not `{v}`")),
+                .map_err(|_| format!("`{key}` must be a number, not `{}`", shown(v))),
         }
-    }
-
-    fn paging(&self) -> Result<(usize, usize), String> {
-        Ok((
-            self.number("offset", 0)?,
-            self.number("limit", DEFAULT_LIMIT)?,
-        ))
     }
 }
 
@@ -855,6 +902,7 @@ mod tests {
         let state = MonitorState {
             mesh,
             stats: vec![Arc::default(), Arc::default()],
+            own: Arc::default(),
             config: Arc::new(Config::default()),
             server_id: "TEST".to_string(),
             listen: "127.0.0.1:4222".parse().unwrap(),
@@ -906,21 +954,48 @@ mod tests {
     }
 
     #[test]
-    fn query_and_sort() {
+    fn query_values_and_paging_bounds() {
+        let (m, _inboxes) = silent_workers();
         let q = Query::parse("limit=2&offset=1&sort=msgs_to&subs=1");
-        assert_eq!(q.paging(), Ok((1, 2)));
+        assert_eq!(m.paging(&q).unwrap(), (1, 2));
         assert!(q.flag("subs"));
-        assert!(Query::parse("limit=x").paging().is_err());
-        let mut conns: Vec<ConnInfo> = (1..=3)
-            .map(|i| ConnInfo {
-                cid: i,
-                out_msgs: [5, 9, 5][i as usize - 1],
-                ..ConnInfo::default()
-            })
-            .collect();
-        SortKey::parse("msgs_to").unwrap().sort(&mut conns, 0);
-        let cids: Vec<u64> = conns.iter().map(|c| c.cid).collect();
-        assert_eq!(cids, vec![2, 1, 3]);
-        assert!(SortKey::parse("nope").is_none());
+        assert_eq!(q.get("sort"), Some("msgs_to"));
+        assert_eq!(m.paging(&Query::parse("")).unwrap(), (0, DEFAULT_LIMIT));
+        let r = m.paging(&Query::parse("limit=x")).unwrap_err();
+        assert_eq!(
+            (r.status, r.refused),
+            (400, Some(MonitorRefusal::BadRequest))
+        );
+        let r = m.paging(&Query::parse("limit=4097")).unwrap_err();
+        assert_eq!((r.status, r.refused), (400, Some(MonitorRefusal::Paging)));
+        assert!(r.body.contains("at most 4096"), "{}", r.body);
+        let r = m.paging(&Query::parse("offset=100001")).unwrap_err();
+        assert_eq!((r.status, r.refused), (400, Some(MonitorRefusal::Paging)));
+        let long = "z".repeat(10_000);
+        let r = m.connz(&Query::parse(&format!("sort={long}")));
+        assert_eq!(r.status, 400);
+        assert!(r.body.len() < 1024, "the value is not echoed whole");
+    }
+
+    #[test]
+    fn monitor_counters_have_no_worker_label() {
+        let (m, _inboxes) = silent_workers();
+        crate::stats::bump(
+            &m.own.monitor_requests_refused[MonitorRefusal::Timeout as usize],
+            3,
+        );
+        let body = m.metrics().body;
+        assert!(
+            body.contains("tern_monitor_requests_refused_total{reason=\"timeout\"} 3\n"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("tern_monitor_requests_total{worker="),
+            "{body}"
+        );
+        assert!(body.contains("tern_messages_in_total{worker=\"0\"} 0\n"));
+        let v: Value = serde_json::from_str(&m.varz().body).unwrap();
+        assert_eq!(v["monitor_requests_refused"]["timeout"], 3);
+        assert_eq!(v["monitor_max_connections"], 64);
     }
 }
