@@ -281,9 +281,18 @@ impl Conn {
                 continue;
             }
             match state.decoder.decode(&mut self.rbuf) {
-                Ok(Some(frame)) => self.apply_frame(frame, router),
+                Ok(Some(frame)) => {
+                    self.count_op();
+                    self.apply_frame(frame, router);
+                }
                 Ok(None) => return,
-                Err(e) => self.binary_error(&e, router),
+                Err(e) => {
+                    if !e.is_fatal() {
+                        // Refused, but whole: the client is active.
+                        self.count_op();
+                    }
+                    self.binary_error(&e, router);
+                }
             }
         }
     }
@@ -371,7 +380,7 @@ impl Conn {
     /// `PUBLISH`.
     fn publish_binary(&mut self, p: Publish, router: &mut Router) {
         let echo = self.binary_state().hello.echo;
-        let mut msg = Msg::new(p.subject, p.payload, self.id, self.last_activity);
+        let mut msg = Msg::new(p.subject, p.payload, self.id, self.read_at);
         msg.reply = p.reply;
         msg.headers = p.headers;
         msg.no_echo = !echo;

@@ -169,8 +169,15 @@ pub(crate) struct Conn {
     proto: Proto,
     subs: Slab<SubState>,
     sids: FnvMap<Sid, usize>,
-    /// When the client last sent anything.
+    /// The loop turn in which bytes were last read from the socket: the `received` of the
+    /// messages they carry, from which broker latency is measured.
+    read_at: Instant,
+    /// The loop turn in which the client's last complete operation (frame) was applied,
+    /// refused or not. The ping timer's activity: bytes that complete nothing (a trickled
+    /// line or payload) do not count, so a client cannot stay open on a few bytes a second.
     last_activity: Instant,
+    /// Complete operations (frames) applied, refused or not.
+    ops: u64,
     last_ping: Instant,
     pings_out: u32,
     /// Set when the connection must close; the worker closes it at the end of the turn.
@@ -232,7 +239,9 @@ impl Conn {
             proto,
             subs: Slab::new(),
             sids: FnvMap::default(),
+            read_at: now,
             last_activity: now,
+            ops: 0,
             last_ping: now,
             pings_out: 0,
             closing: None,
@@ -377,7 +386,7 @@ impl Conn {
             // The pause is over: first what was read before it, then the socket.
             if !self.rbuf.is_empty() {
                 router.sync_inbox();
-                self.apply_buffered(router);
+                self.apply_buffered(router, now);
                 if let Some(until) = self.throttle_began() {
                     return ReadState::Throttled(until);
                 }
@@ -395,9 +404,9 @@ impl Conn {
                 }
                 Ok(n) => {
                     taken += n;
-                    self.last_activity = now;
+                    self.read_at = now;
                     router.sync_inbox();
-                    self.apply_buffered(router);
+                    self.apply_buffered(router, now);
                     if let Some(until) = self.throttle_began() {
                         return ReadState::Throttled(until);
                     }
@@ -441,12 +450,23 @@ impl Conn {
         Ok(n)
     }
 
-    /// Decodes and applies every whole operation in the read buffer.
-    fn apply_buffered(&mut self, router: &mut Router) {
+    /// Decodes and applies every whole operation in the read buffer. Applying one is
+    /// activity, as of this loop turn (`now`).
+    fn apply_buffered(&mut self, router: &mut Router, now: Instant) {
+        let ops = self.ops;
         match self.proto {
             Proto::Text(_) => self.apply_text(router),
             Proto::Binary(_) => self.apply_binary(router),
         }
+        if self.ops != ops {
+            self.last_activity = now;
+        }
+    }
+
+    /// A complete operation (frame) arrived and is being handled, whether it is applied or
+    /// refused.
+    fn count_op(&mut self) {
+        self.ops += 1;
     }
 
     /// Until when the connection is throttled, when applying its bytes throttled it (and it

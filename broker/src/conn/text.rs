@@ -222,9 +222,18 @@ impl Conn {
                 Proto::Binary(_) => unreachable!("text decoding on a binary connection"),
             };
             match decoded {
-                Ok(Some(op)) => self.apply_op(op, router),
+                Ok(Some(op)) => {
+                    self.count_op();
+                    self.apply_op(op, router);
+                }
                 Ok(None) => return,
-                Err(e) => self.protocol_error(&e, router),
+                Err(e) => {
+                    if !e.is_fatal() {
+                        // Refused, but whole: the client is active.
+                        self.count_op();
+                    }
+                    self.protocol_error(&e, router);
+                }
             }
         }
     }
@@ -290,7 +299,7 @@ impl Conn {
             }
         };
         // The loop turn in which these bytes were read.
-        let mut msg = Msg::new(p.subject, p.payload, self.id, self.last_activity);
+        let mut msg = Msg::new(p.subject, p.payload, self.id, self.read_at);
         msg.reply = p.reply;
         msg.headers = p.headers;
         msg.no_echo = no_echo;
@@ -334,7 +343,7 @@ impl Conn {
             }
             Err(reason) => {
                 let block = format!("NATS/1.0 400 Bad Request\r\nTern-Error: {reason}\r\n\r\n");
-                let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.last_activity);
+                let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.read_at);
                 msg.headers = Some(Bytes::from(block));
                 msg.ephemeral = true;
                 self.publish(msg, router);
