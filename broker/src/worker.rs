@@ -651,7 +651,9 @@ impl Worker {
         }
         self.closed.push_back(info);
         match &reason {
-            CloseReason::ClientClosed | CloseReason::ServerShutdown => {
+            CloseReason::ClientClosed
+            | CloseReason::ServerShutdown
+            | CloseReason::HandshakeTimeout(_) => {
                 debug!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), %reason, "connection closed")
             }
             _ => {

@@ -230,12 +230,13 @@ impl Conn {
         let (code, text) = match reason {
             CloseReason::SlowConsumer => (ErrorCode::SlowConsumer, "slow consumer".to_string()),
             CloseReason::StaleConnection => {
-                if self.binary_state().phase == Phase::Hello {
-                    (ErrorCode::HelloExpected, "no HELLO in time".to_string())
-                } else {
-                    (ErrorCode::SlowConsumer, "stale connection".to_string())
-                }
+                (ErrorCode::SlowConsumer, "stale connection".to_string())
             }
+            // Only before `WELCOME`, and said only once the preface was accepted (below).
+            CloseReason::HandshakeTimeout(d) => (
+                ErrorCode::HelloExpected,
+                format!("no HELLO within {d:?} (auth_timeout)"),
+            ),
             CloseReason::ProtocolError(text) => (ErrorCode::ProtocolViolation, text.clone()),
             other => (ErrorCode::Internal, other.to_string()),
         };

@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
@@ -64,6 +64,9 @@ pub(crate) enum CloseReason {
     StaleConnection,
     Io(String),
     ServerShutdown,
+    /// The handshake was not done within `auth_timeout` (binary: preface and `HELLO`;
+    /// text: the first control line).
+    HandshakeTimeout(Duration),
 }
 
 impl fmt::Display for CloseReason {
@@ -75,6 +78,7 @@ impl fmt::Display for CloseReason {
             CloseReason::StaleConnection => f.write_str("stale connection"),
             CloseReason::Io(e) => write!(f, "i/o error: {e}"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
+            CloseReason::HandshakeTimeout(d) => write!(f, "handshake timeout after {d:?}"),
         }
     }
 }
@@ -89,6 +93,7 @@ impl CloseReason {
             CloseReason::StaleConnection => CloseKind::StaleConnection,
             CloseReason::Io(_) => CloseKind::IoError,
             CloseReason::ServerShutdown => CloseKind::ServerShutdown,
+            CloseReason::HandshakeTimeout(_) => CloseKind::HandshakeTimeout,
         }
     }
 }
@@ -455,7 +460,7 @@ impl Conn {
     fn apply_buffered(&mut self, router: &mut Router, now: Instant) {
         let ops = self.ops;
         match self.proto {
-            Proto::Text(_) => self.apply_text(router),
+            Proto::Text(_) => self.apply_text(router, now),
             Proto::Binary(_) => self.apply_binary(router),
         }
         if self.ops != ops {
@@ -825,9 +830,9 @@ impl Conn {
         !self.out.is_empty() || self.has_backlog()
     }
 
-    /// The ping timer: pings a client silent for `ping_interval`, and closes one that left
-    /// `ping_max` pings unanswered. A binary client still in its handshake after
-    /// `ping_interval` is closed.
+    /// The ping timer: pings a client that completed no operation for `ping_interval`, and
+    /// closes one that left `ping_max` pings unanswered. First it closes a client whose
+    /// handshake, or (text) a started control line, is not done within `auth_timeout`.
     pub fn tick(&mut self, now: Instant, limits: &Limits, router: &mut Router) {
         // A throttled connection is not read, so its client's answers to pings wait too:
         // it is not pinged, nor closed as stale, until it is read again.
@@ -840,12 +845,15 @@ impl Conn {
         }
         if let Proto::Binary(b) = &self.proto {
             if !b.is_open() {
-                if now.duration_since(self.started) >= limits.ping_interval {
-                    bump(&router.stats.stale_connections, 1);
-                    self.fail(CloseReason::StaleConnection);
+                if now.duration_since(self.started) >= limits.auth_timeout {
+                    bump(&router.stats.handshake_timeouts, 1);
+                    self.fail(CloseReason::HandshakeTimeout(limits.auth_timeout));
                 }
                 return;
             }
+        }
+        if self.text_deadline_passed(now, limits, router) {
+            return;
         }
         if now.duration_since(self.last_activity) < limits.ping_interval
             || now.duration_since(self.last_ping) < limits.ping_interval
