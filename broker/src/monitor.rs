@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 use crate::config::{AdmissionConfig, Config, Limits, QueueConfig, StoreConfig};
 use crate::latency::{Latency, LatencySummary, QUANTILES};
 use crate::mesh::{Envelope, Mesh};
+use crate::server::{NATS_COMPATIBLE_VERSION, TERN_VERSION};
 use crate::snapshot::{rfc3339, unix_micros, ConnInfo, SnapshotRequest, Want, WorkerSnapshot};
 use crate::stats::{families, Totals, WorkerStats};
 
@@ -240,7 +241,8 @@ impl MonitorState {
         let varz = Varz {
             server_id: &self.server_id,
             server_name: &c.server_name,
-            version: env!("CARGO_PKG_VERSION"),
+            version: NATS_COMPATIBLE_VERSION,
+            tern_version: TERN_VERSION,
             proto: 1,
             host: self.listen.ip().to_string(),
             port: self.listen.port(),
@@ -453,7 +455,7 @@ impl MonitorState {
                 "server_id=\"{}\",server_name=\"{}\",version=\"{}\"",
                 escape_label(&self.server_id),
                 escape_label(&self.config.server_name),
-                env!("CARGO_PKG_VERSION")
+                TERN_VERSION
             ),
             1.0,
         );
@@ -585,7 +587,9 @@ type SnapshotGauge = (&'static str, &'static str, fn(&WorkerSnapshot) -> u64);
 struct Varz<'a> {
     server_id: &'a str,
     server_name: &'a str,
+    /// As in `INFO`: the nats-server version Tern is compatible with.
     version: &'static str,
+    tern_version: &'static str,
     proto: u32,
     host: String,
     port: u16,

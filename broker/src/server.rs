@@ -32,6 +32,19 @@ use crate::stats::{Totals, WorkerStats};
 use crate::store::{DataDir, Store, StoreError};
 use crate::worker::{Worker, WorkerSetup, WAKER};
 
+/// The `version` Tern reports to NATS clients (`INFO`, `/varz`): the nats-server release
+/// whose client protocol Tern implements. NATS client libraries compare the server's
+/// version to decide what it can do; every core protocol feature Tern has (headers and
+/// `HPUB`/`HMSG`, no-responders, the lame-duck `INFO`) is in nats-server 2.2 and later, and
+/// the core client protocol has not changed since. Reporting a current release line keeps a
+/// library from turning off one of those features because it believes the server old; what
+/// newer versions gate is JetStream, which clients only use when `INFO` says `jetstream`,
+/// and Tern's never does. Tern's own version is [`TERN_VERSION`].
+pub const NATS_COMPATIBLE_VERSION: &str = "2.10.0";
+
+/// Tern's own version: `tern_version` in `INFO` and `/varz`, and the binary port's.
+pub const TERN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// A running broker.
 pub struct Server {
     /// Locks the data directory for the life of the server (released after the workers,
@@ -106,7 +119,8 @@ impl Server {
         let info = ServerInfo {
             server_id: server_id.clone(),
             server_name: config.server_name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: NATS_COMPATIBLE_VERSION.to_string(),
+            tern_version: Some(TERN_VERSION.to_string()),
             proto: 1,
             host: local_addr.ip().to_string(),
             port: local_addr.port(),

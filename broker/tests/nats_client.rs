@@ -758,3 +758,32 @@ fn subscription_confirmed_by_pong_gets_everything_published_after() {
         misses.join("\n")
     );
 }
+
+/// `major.minor.patch` as numbers, or `None` when `v` is not a plain semantic version.
+fn semver(v: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
+    let version = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_reports_a_nats_version_clients_accept_and_terns_own() {
+    within(async {
+        let broker = Broker::with_args(&["--monitor", "127.0.0.1:0"]);
+        // What a NATS library compares: a semantic version at least 2.2.0, the release
+        // that brought headers and no-responders.
+        let client = connect(&broker).await;
+        let version = client.server_info().version;
+        let parsed = semver(&version).unwrap_or_else(|| panic!("not semver: {version}"));
+        assert!(parsed >= (2, 2, 0), "version {version} is below 2.2.0");
+
+        let raw = RawClient::connect(broker.addr());
+        assert_eq!(raw.info["version"], version.as_str());
+        assert_eq!(raw.info["tern_version"], env!("CARGO_PKG_VERSION"));
+
+        let varz = broker.varz();
+        assert_eq!(varz["version"], version.as_str());
+        assert_eq!(varz["tern_version"], env!("CARGO_PKG_VERSION"));
+    })
+    .await;
+}

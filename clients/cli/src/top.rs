@@ -94,7 +94,10 @@ fn render(prev: &Sample, now: &Sample, authority: &str) -> String {
         "tern top  {}  {} v{}  up {}  workers {}  monitor {}\n\n",
         str_of(b, "server_name"),
         str_of(b, "server_id"),
-        str_of(b, "version"),
+        // Tern's own version; `version` is the NATS version it is compatible with.
+        b["tern_version"]
+            .as_str()
+            .map_or_else(|| str_of(b, "version"), str::to_string),
         str_of(b, "uptime"),
         num(b, "workers"),
         authority,

@@ -153,8 +153,12 @@ pub struct ServerInfo {
     pub server_id: String,
     /// The server's name.
     pub server_name: String,
-    /// The server's version.
+    /// The server's version, as NATS clients compare it (Tern reports the nats-server version
+    /// whose client protocol it implements; `docs/protocol-text.md`).
     pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Tern's own version, when the server is Tern.
+    pub tern_version: Option<String>,
     /// The protocol version the server speaks.
     pub proto: u8,
     /// The address the server listens on.
