@@ -6,7 +6,8 @@
 //! subject space with its subscription [`index`] and its [`store`] (ring log, dedupe
 //! window, catch-ups); workers talk only through the [`mesh`].
 //! [`router`] decides where each operation goes; [`admission`] decides what is refused or
-//! slowed before it costs anything. The [`monitor`] thread serves the
+//! slowed before it costs anything; [`lameduck`] is the switch and schedule of a gentle
+//! stop (SIGUSR2). The [`monitor`] thread serves the
 //! monitoring endpoint from the workers' counters ([`stats`]) and from [`snapshot`]s they
 //! answer through the mesh; each worker owns its [`latency`] histogram.
 //!
@@ -20,6 +21,7 @@ mod admission;
 pub mod config;
 mod conn;
 mod index;
+mod lameduck;
 mod latency;
 mod mesh;
 mod monitor;

@@ -7,7 +7,9 @@
 //! queue depths) comes from snapshots: the monitor sends each worker an
 //! `Envelope::Snapshot` through the mesh and waits for the answers until
 //! [`SNAPSHOT_TIMEOUT`]. A worker that does not answer in time is named in the response
-//! (and makes `/healthz` answer 503); its parts are left out, never made up.
+//! (and makes `/healthz` answer 503); its parts are left out, never made up. Lame duck mode
+//! is read from its shared switch (`lameduck.rs`): `/healthz` answers 503 at once while
+//! it lasts, so load balancers drain the broker.
 //!
 //! Never: runs on a worker thread, takes a lock a worker takes, or touches a worker's
 //! state except through the mesh. It answers one request at a time.
@@ -24,6 +26,7 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use crate::config::{AdmissionConfig, Config, Limits, QueueConfig, StoreConfig};
+use crate::lameduck::LameDuck;
 use crate::latency::{Latency, LatencySummary, QUANTILES};
 use crate::mesh::{Envelope, Mesh};
 use crate::server::{NATS_COMPATIBLE_VERSION, TERN_VERSION};
@@ -46,6 +49,8 @@ pub(crate) struct MonitorState {
     pub pinned: bool,
     pub started: SystemTime,
     pub started_at: Instant,
+    /// Lame duck mode: `/healthz` answers 503 while it lasts, so load balancers drain us.
+    pub lame_duck: Arc<LameDuck>,
 }
 
 /// The running monitoring thread.
@@ -211,6 +216,17 @@ impl MonitorState {
     }
 
     fn healthz(&self) -> Reply {
+        if self.lame_duck.is_on() {
+            return Reply::json(
+                503,
+                &json!({
+                    "status": "unavailable",
+                    "error": "lame duck mode: not accepting connections, closing clients \
+                              before shutting down",
+                    "lame_duck": true,
+                }),
+            );
+        }
         let s = self.snapshots(Want::default());
         if s.missing.is_empty() {
             Reply::json(200, &json!({ "status": "ok" }))
@@ -258,6 +274,7 @@ impl MonitorState {
             queues: &c.queues,
             store: &c.store,
             admission: &c.admission,
+            lame_duck: self.lame_duck.is_on(),
             connections: totals.connections(),
             totals,
             latency_us: s.latency().summary(),
@@ -471,6 +488,16 @@ impl MonitorState {
         );
         p.family("tern_workers", "gauge", "Worker threads (and shards).");
         p.sample("tern_workers", "", self.config.workers as f64);
+        p.family(
+            "tern_lame_duck",
+            "gauge",
+            "1 in lame duck mode (no new connections, clients being closed), else 0.",
+        );
+        p.sample(
+            "tern_lame_duck",
+            "",
+            if self.lame_duck.is_on() { 1.0 } else { 0.0 },
+        );
 
         let name = "tern_connections";
         p.family(name, "gauge", "Open client connections.");
@@ -607,6 +634,8 @@ struct Varz<'a> {
     queues: &'a QueueConfig,
     store: &'a StoreConfig,
     admission: &'a AdmissionConfig,
+    /// Lame duck mode has begun (SIGUSR2): no new connections, clients being closed.
+    lame_duck: bool,
     /// Open connections now.
     connections: u64,
     #[serde(flatten)]
@@ -866,6 +895,7 @@ mod tests {
             pinned: false,
             started: SystemTime::now(),
             started_at: Instant::now(),
+            lame_duck: Arc::new(LameDuck::new(Instant::now())),
         };
         (state, inboxes)
     }
@@ -897,6 +927,21 @@ mod tests {
         assert!(m.body.contains("tern_monitor_unresponsive_workers 2\n"));
         assert!(m.body.contains("tern_messages_in_total{worker=\"1\"} 0\n"));
         assert!(!m.body.contains("tern_outbound_pending_bytes{"));
+    }
+
+    #[test]
+    fn lame_duck_makes_healthz_503_at_once() {
+        let (m, _inboxes) = silent_workers();
+        assert!(m.lame_duck.enter(Instant::now()));
+        let start = Instant::now();
+        let r = m.healthz();
+        assert!(
+            start.elapsed() < SNAPSHOT_TIMEOUT,
+            "no need to ask the workers"
+        );
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.body.contains("lame duck mode"), "{}", r.body);
+        assert!(m.metrics().body.contains("tern_lame_duck 1\n"));
     }
 
     #[test]

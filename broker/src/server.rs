@@ -3,8 +3,8 @@
 //! Owns: binding the listeners (per port, one `SO_REUSEPORT` socket per worker on the same
 //! address, so the kernel spreads accepts and no acceptor thread exists), choosing the
 //! server id and the log epoch, creating each worker's poll,
-//! waker and inbound queue, spawning and pinning the worker threads, and the shutdown
-//! sequence. When monitoring is on, it also binds the monitoring listener and starts the
+//! waker and inbound queue, spawning and pinning the worker threads, lame duck mode's
+//! switch ([`Server::enter_lame_duck`]), and the shutdown sequence. When monitoring is on, it also binds the monitoring listener and starts the
 //! monitoring thread (`monitor.rs`), which sees the workers only through the mesh and
 //! their counters.
 //!
@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mio::net::TcpListener;
@@ -25,6 +26,7 @@ use tracing::{error, info};
 
 use crate::admission::ConnectionGate;
 use crate::config::Config;
+use crate::lameduck::LameDuck;
 use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
 use crate::router::Router;
@@ -58,6 +60,7 @@ pub struct Server {
     config: Arc<Config>,
     monitor: Option<Monitor>,
     monitor_addr: Option<SocketAddr>,
+    lame_duck: Arc<LameDuck>,
 }
 
 /// Why the server could not start.
@@ -128,6 +131,7 @@ impl Server {
             max_payload: config.limits.max_payload,
             client_id: 0,
             client_ip: None,
+            ldm: false,
         };
         let (data_dir, stores, log_epoch) = open_stores(&config)?;
         let welcome = Welcome {
@@ -149,6 +153,7 @@ impl Server {
 
         // One gate for every worker's accept path: the connection limits are global.
         let gate = ConnectionGate::new(&config.admission, started_at);
+        let lame_duck = Arc::new(LameDuck::new(started_at));
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
         for (worker, ((((poll, listener), binary_listener), inbox), store)) in polls
@@ -176,6 +181,7 @@ impl Server {
                 info: info.clone(),
                 welcome: welcome.clone(),
                 gate: Arc::clone(&gate),
+                lame_duck: Arc::clone(&lame_duck),
             };
             let core = (!cores.is_empty()).then(|| cores[worker % cores.len()]);
             let handle = std::thread::Builder::new()
@@ -204,6 +210,7 @@ impl Server {
                     pinned: !cores.is_empty(),
                     started,
                     started_at,
+                    lame_duck: Arc::clone(&lame_duck),
                 };
                 match Monitor::spawn(http, state) {
                     Ok(m) => Some(m),
@@ -218,6 +225,7 @@ impl Server {
                             config,
                             monitor: None,
                             monitor_addr: None,
+                            lame_duck,
                         };
                         server.shutdown();
                         return Err(StartError::Monitor { addr, source });
@@ -246,6 +254,7 @@ impl Server {
             config,
             monitor,
             monitor_addr,
+            lame_duck,
         })
     }
 
@@ -269,6 +278,26 @@ impl Server {
     /// The counters summed over workers.
     pub fn totals(&self) -> Totals {
         Totals::sum(self.stats.iter().map(|s| s.as_ref()))
+    }
+
+    /// Enters lame duck mode (`lameduck.rs`): every worker closes its listeners at its next
+    /// timer tick, tells its clients (`INFO` with `ldm`, `GOAWAY`), waits the grace period
+    /// and closes them a few at a time until `lame_duck_duration` has passed; `/healthz`
+    /// answers 503 from now on. Returns that duration, or `None` when lame duck mode had
+    /// already begun. The caller shuts the server down when [`Server::lame_duck_finished`]
+    /// says so or the duration is over, whichever is first.
+    pub fn enter_lame_duck(&self) -> Option<Duration> {
+        self.lame_duck
+            .enter(Instant::now())
+            .then_some(self.config.limits.lame_duck_duration)
+    }
+
+    /// True once lame duck mode has run its course early: every worker has stopped
+    /// accepting and no connection is left open.
+    pub fn lame_duck_finished(&self) -> bool {
+        self.lame_duck.is_on()
+            && self.lame_duck.workers_in() == self.mesh.workers()
+            && self.totals().connections() == 0
     }
 
     /// Stops accepting, flushes what is queued (up to the shutdown timeout) and closes every

@@ -177,6 +177,8 @@ counters! {
     counter publishes_rate_refused [RateScope::LABELS, "scope"] => "tern_publishes_rate_refused_total";
     /// Low-priority publishes refused because their owner shard was overloaded.
     counter publishes_shed => "tern_publishes_shed_total";
+    /// Connections closed by lame duck mode, a few at a time over lame_duck_duration.
+    counter lame_duck_closed => "tern_lame_duck_closed_total";
 }
 
 /// A labelled counter's values as a `/varz` object, keyed by label value.

@@ -12,8 +12,9 @@
 //! until it reports [`ReadState::Drained`]) and when a [`ReadState::Throttled`] pause ends,
 //! [`Conn::deliver`], [`Conn::ack`] and
 //! [`Conn::gap`] for what the shards address to it, [`Conn::flush`] when it has output,
-//! [`Conn::tick`] on the ping timer, and [`Conn::unsubscribe_all`] before dropping it. A
-//! connection that must go sets `closing`; the worker closes it at the end of the loop turn.
+//! [`Conn::tick`] on the ping timer, [`Conn::going_away`] once when lame duck mode begins,
+//! and [`Conn::unsubscribe_all`] before dropping it. A connection that must go sets
+//! `closing`; the worker closes it at the end of the loop turn.
 //!
 //! Never: reads another connection's state, or blocks.
 
@@ -771,6 +772,20 @@ impl Conn {
             }
             // Text subscriptions never resume.
             Proto::Text(_) => false,
+        }
+    }
+
+    /// Lame duck mode began: tells the client that the server is going away and will close
+    /// the connection by `deadline` (`INFO` with `ldm` on the text port, `info` being that
+    /// `INFO`; `GOAWAY` on the binary port, or right after `WELCOME` for a connection still
+    /// in its handshake). Returns true when something was queued.
+    pub fn going_away(&mut self, info: &ServerInfo, deadline: Instant, now: Instant) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        match self.proto {
+            Proto::Text(_) => self.going_away_text(info),
+            Proto::Binary(_) => self.going_away_binary(deadline, now),
         }
     }
 

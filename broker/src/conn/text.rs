@@ -198,6 +198,18 @@ impl Conn {
         self.send(&ServerOp::Info(Box::new(info)));
     }
 
+    /// Lame duck mode: `info` is the `INFO` with `"ldm":true`, which NATS clients take as
+    /// "reconnect elsewhere". Not sent to a client that said in `CONNECT` that it does not
+    /// take an `INFO` after the first (`"protocol":0`); a client without `CONNECT` (a person
+    /// at `telnet`) gets it, to read.
+    pub(super) fn going_away_text(&mut self, info: &ServerInfo) -> bool {
+        if self.text_state().opts.protocol == Some(0) {
+            return false;
+        }
+        self.greet_text(info);
+        true
+    }
+
     pub(super) fn send_text_pong(&mut self) {
         self.send(&ServerOp::Pong);
     }

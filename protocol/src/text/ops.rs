@@ -174,4 +174,9 @@ pub struct ServerInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     /// The connection's remote address as the server sees it.
     pub client_ip: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// Lame duck mode: the server accepts no new connections and will close this one soon;
+    /// the client should reconnect (to another server if it can). Sent in an `INFO` after
+    /// the first.
+    pub ldm: bool,
 }

@@ -138,6 +138,7 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
         any::<(u8, u16, bool, usize, u64)>(),
         prop::option::of("[0-9.]{1,15}"),
         prop::option::of("[0-9.]{1,8}"),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -146,6 +147,7 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
                 (proto, port, headers, max_payload, client_id),
                 client_ip,
                 tern_version,
+                ldm,
             )| {
                 ServerInfo {
                     server_id,
@@ -159,6 +161,7 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
                     max_payload,
                     client_id,
                     client_ip,
+                    ldm,
                 }
             },
         )
