@@ -858,6 +858,13 @@ impl Conn {
             self.slow_consumer(router);
             return;
         }
+        // Input is waiting that the worker has not read (its outbox is blocked by a full
+        // peer queue, or this connection's read budget ran out): the line end, `HELLO` or
+        // `PONG` that the checks below wait for may be in it. They wait until it is read;
+        // the client is not behind, the server is.
+        if self.listed_read {
+            return;
+        }
         if let Proto::Binary(b) = &self.proto {
             if !b.is_open() {
                 if now.duration_since(self.started) >= limits.auth_timeout {
