@@ -1206,5 +1206,4 @@ mod tests {
             assert_eq!(prefix, seen[..=stop], "stops right after the {stop}th");
         }
     }
-
 }

@@ -7,7 +7,8 @@
 //! [`store`] (ring log, dedupe window, catch-ups); workers talk only through the [`mesh`].
 //! [`replay`] bounds the text catch-ups in progress.
 //! [`router`] decides where each operation goes; [`admission`] decides what is refused or
-//! slowed before it costs anything. The [`monitor`] threads serve the
+//! slowed before it costs anything; [`lameduck`] is the switch and schedule of a gentle
+//! stop (SIGUSR2). The [`monitor`] threads serve the
 //! monitoring endpoint from the workers' counters ([`stats`]) and from bounded
 //! [`snapshot`]s they answer through the mesh; each worker owns its [`latency`] histogram.
 //!
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod config;
 mod conn;
 mod index;
+mod lameduck;
 mod latency;
 mod mesh;
 mod monitor;

@@ -1,15 +1,26 @@
 //! `ternd`: parses flags and the config file, sets up logging, starts the server, and stops
-//! it cleanly on SIGINT or SIGTERM (a second signal exits at once).
+//! it: cleanly on SIGINT or SIGTERM (a second signal exits at once), or gently on SIGUSR2
+//! (lame duck mode: stop accepting, close the clients over `lame_duck_duration`, then stop
+//! as on SIGTERM).
 
 use std::io::{IsTerminal, Write};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tern_broker::config::LogFormat;
 use tern_broker::{Args, Config, Server};
 use tracing_subscriber::EnvFilter;
+
+/// How often, in lame duck mode, the main thread looks whether every client has gone.
+const LAME_DUCK_POLL: Duration = Duration::from_millis(100);
+/// The workers close their last clients at their first timer tick (every 100 ms) at the
+/// end of `lame_duck_duration`; the main thread waits this much longer before it shuts
+/// down anyway, so that normally it is the last client's close that ends lame duck mode.
+const LAME_DUCK_SLACK: Duration = Duration::from_secs(1);
 
 fn main() {
     if let Err(e) = run() {
@@ -23,7 +34,8 @@ fn run() -> anyhow::Result<()> {
     init_logging(&config)?;
     tracing::info!(?config, "configuration");
 
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGUSR2]).context("cannot install signal handlers")?;
     let server = Server::start(config)?;
     // Lines on stdout for scripts and tests: where to connect, in this order.
     println!("ternd listening on {}", server.local_addr());
@@ -35,19 +47,70 @@ fn run() -> anyhow::Result<()> {
     }
     std::io::stdout().flush().ok();
 
-    let signal = signals.forever().next();
+    // Signals arrive on a channel, so that lame duck mode can wait for one with a timeout.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if tx.send(signal).is_err() {
+                return;
+            }
+        }
+    });
+    let signal = wait_for_stop(&server, &rx);
     tracing::info!(
         ?signal,
         "shutting down: no new connections, flushing queued messages"
     );
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        // SIGUSR2 means nothing more now; SIGINT or SIGTERM means "now".
+        if rx.iter().any(|s| s != SIGUSR2) {
             eprintln!("ternd: second signal, exiting now");
             std::process::exit(130);
         }
     });
     server.shutdown();
     Ok(())
+}
+
+/// Waits until the server must shut down: SIGINT or SIGTERM (returned), or the end of lame
+/// duck mode after SIGUSR2 (`None`): every client closed, or `lame_duck_duration` passed.
+fn wait_for_stop(server: &Server, signals: &Receiver<i32>) -> Option<i32> {
+    let mut lame_duck_until: Option<Instant> = None;
+    loop {
+        let signal = match lame_duck_until {
+            None => signals.recv().ok(),
+            Some(until) => {
+                if server.lame_duck_finished() {
+                    tracing::info!("lame duck mode: every client is gone");
+                    return None;
+                }
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    tracing::info!("lame duck mode: its duration is over");
+                    return None;
+                }
+                match signals.recv_timeout(left.min(LAME_DUCK_POLL)) {
+                    Ok(signal) => Some(signal),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
+            }
+        };
+        match signal {
+            Some(SIGUSR2) => match server.enter_lame_duck() {
+                Some(duration) => {
+                    tracing::info!(
+                        ?duration,
+                        "entering lame duck mode: no new connections; closing clients \
+                         gradually, then shutting down"
+                    );
+                    lame_duck_until = Some(Instant::now() + duration + LAME_DUCK_SLACK);
+                }
+                None => tracing::info!("already in lame duck mode; SIGUSR2 ignored"),
+            },
+            other => return other,
+        }
+    }
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {

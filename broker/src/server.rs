@@ -3,9 +3,10 @@
 //! Owns: binding the listeners (per port, one `SO_REUSEPORT` socket per worker on the same
 //! address, so the kernel spreads accepts and no acceptor thread exists), choosing the
 //! server id and the log epoch, creating each worker's poll,
-//! waker and inbound queue, spawning and pinning the worker threads, and the shutdown
-//! sequence. When monitoring is on, it also binds the monitoring listener and starts the
-//! monitoring threads (`monitor/`), which see the workers only through the mesh and
+//! waker and inbound queue, spawning and pinning the worker threads, lame duck mode's
+//! switch ([`Server::enter_lame_duck`]), and the shutdown sequence. When monitoring is on,
+//! it also binds the monitoring listener and starts the monitoring threads (`monitor/`),
+//! which see the workers only through the mesh and
 //! their counters.
 //!
 //! Never: takes part in the data path once the workers run.
@@ -14,6 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mio::net::TcpListener;
@@ -25,6 +27,7 @@ use tracing::{error, info};
 
 use crate::admission::ConnectionGate;
 use crate::config::Config;
+use crate::lameduck::LameDuck;
 use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
 use crate::replay::ReplaySlots;
@@ -32,6 +35,19 @@ use crate::router::Router;
 use crate::stats::{Totals, WorkerStats};
 use crate::store::{DataDir, Store, StoreError};
 use crate::worker::{Worker, WorkerSetup, WAKER};
+
+/// The `version` Tern reports to NATS clients (`INFO`, `/varz`): the nats-server release
+/// whose client protocol Tern implements. NATS client libraries compare the server's
+/// version to decide what it can do; every core protocol feature Tern has (headers and
+/// `HPUB`/`HMSG`, no-responders, the lame-duck `INFO`) is in nats-server 2.2 and later, and
+/// the core client protocol has not changed since. Reporting a current release line keeps a
+/// library from turning off one of those features because it believes the server old; what
+/// newer versions gate is JetStream, which clients only use when `INFO` says `jetstream`,
+/// and Tern's never does. Tern's own version is [`TERN_VERSION`].
+pub const NATS_COMPATIBLE_VERSION: &str = "2.10.0";
+
+/// Tern's own version: `tern_version` in `INFO` and `/varz`, and the binary port's.
+pub const TERN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A running broker.
 pub struct Server {
@@ -48,6 +64,7 @@ pub struct Server {
     config: Arc<Config>,
     monitor: Option<Monitor>,
     monitor_addr: Option<SocketAddr>,
+    lame_duck: Arc<LameDuck>,
 }
 
 /// Why the server could not start.
@@ -109,7 +126,8 @@ impl Server {
         let info = ServerInfo {
             server_id: server_id.clone(),
             server_name: config.server_name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: NATS_COMPATIBLE_VERSION.to_string(),
+            tern_version: Some(TERN_VERSION.to_string()),
             proto: 1,
             host: local_addr.ip().to_string(),
             port: local_addr.port(),
@@ -117,6 +135,7 @@ impl Server {
             max_payload: config.limits.max_payload,
             client_id: 0,
             client_ip: None,
+            ldm: false,
         };
         let (data_dir, stores, log_epoch) = open_stores(&config)?;
         let welcome = Welcome {
@@ -140,6 +159,7 @@ impl Server {
         let gate = ConnectionGate::new(&config.admission, started_at);
         // One count of text catch-ups in progress, shared by the workers.
         let replay_slots = Arc::new(ReplaySlots::new(config.store.max_replays));
+        let lame_duck = Arc::new(LameDuck::new(started_at));
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
         for (worker, ((((poll, listener), binary_listener), inbox), store)) in polls
@@ -168,6 +188,7 @@ impl Server {
                 info: info.clone(),
                 welcome: welcome.clone(),
                 gate: Arc::clone(&gate),
+                lame_duck: Arc::clone(&lame_duck),
             };
             let core = (!cores.is_empty()).then(|| cores[worker % cores.len()]);
             let handle = std::thread::Builder::new()
@@ -198,6 +219,7 @@ impl Server {
                     pinned: !cores.is_empty(),
                     started,
                     started_at,
+                    lame_duck: Arc::clone(&lame_duck),
                 };
                 match Monitor::spawn(http, state) {
                     Ok(m) => Some(m),
@@ -213,6 +235,7 @@ impl Server {
                             config,
                             monitor: None,
                             monitor_addr: None,
+                            lame_duck,
                         };
                         server.shutdown();
                         return Err(StartError::Monitor { addr, source });
@@ -242,6 +265,7 @@ impl Server {
             config,
             monitor,
             monitor_addr,
+            lame_duck,
         })
     }
 
@@ -270,6 +294,26 @@ impl Server {
                 .chain(std::iter::once(&self.monitor_stats))
                 .map(|s| s.as_ref()),
         )
+    }
+
+    /// Enters lame duck mode (`lameduck.rs`): every worker closes its listeners at its next
+    /// timer tick, tells its clients (`INFO` with `ldm`, `GOAWAY`), waits the grace period
+    /// and closes them a few at a time until `lame_duck_duration` has passed; `/healthz`
+    /// answers 503 from now on. Returns that duration, or `None` when lame duck mode had
+    /// already begun. The caller shuts the server down when [`Server::lame_duck_finished`]
+    /// says so or the duration is over, whichever is first.
+    pub fn enter_lame_duck(&self) -> Option<Duration> {
+        self.lame_duck
+            .enter(Instant::now())
+            .then_some(self.config.limits.lame_duck_duration)
+    }
+
+    /// True once lame duck mode has run its course early: every worker has stopped
+    /// accepting and no connection is left open.
+    pub fn lame_duck_finished(&self) -> bool {
+        self.lame_duck.is_on()
+            && self.lame_duck.workers_in() == self.mesh.workers()
+            && self.totals().connections() == 0
     }
 
     /// Stops accepting, flushes what is queued (up to the shutdown timeout) and closes every

@@ -579,11 +579,16 @@ fn queue_groups(
 ) -> Vec<(String, usize)> {
     let mut listed = Vec::new();
     for group in list.groups() {
-        let name = names.get(group.id() as usize).map_or(&[][..], |n| n.as_ref());
+        let name = names
+            .get(group.id() as usize)
+            .map_or(&[][..], |n| n.as_ref());
         if !budget.take(name.len() + QUEUE_ENTRY_BYTES) {
             break;
         }
-        listed.push((String::from_utf8_lossy(name).into_owned(), group.members().len()));
+        listed.push((
+            String::from_utf8_lossy(name).into_owned(),
+            group.members().len(),
+        ));
     }
     listed
 }

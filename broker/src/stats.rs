@@ -162,6 +162,12 @@ counters! {
     counter slow_consumers => "tern_slow_consumers_total";
     /// Connections closed for unanswered pings.
     counter stale_connections => "tern_stale_connections_total";
+    /// Connections closed because their handshake was not done within auth_timeout (binary:
+    /// preface and HELLO from accept; text: the first control line from the first byte).
+    counter handshake_timeouts => "tern_handshake_timeouts_total";
+    /// Text connections closed because a control line that had started was not whole
+    /// within auth_timeout.
+    counter control_line_timeouts => "tern_control_line_timeouts_total";
     /// Protocol errors reported to clients (fatal or not).
     counter protocol_errors => "tern_protocol_errors_total";
     /// Subjects, filters and queue group names refused for more than max_subject_tokens
@@ -196,6 +202,8 @@ counters! {
     counter monitor_requests => "tern_monitor_requests_total";
     /// Monitoring requests or connections refused, by reason.
     counter monitor_requests_refused [MonitorRefusal::LABELS, "reason"] => "tern_monitor_requests_refused_total";
+    /// Connections closed by lame duck mode, a few at a time over lame_duck_duration.
+    counter lame_duck_closed => "tern_lame_duck_closed_total";
 }
 
 /// A labelled counter's values as a `/varz` object, keyed by label value.
@@ -220,17 +228,19 @@ pub enum CloseKind {
     StaleConnection = 3,
     IoError = 4,
     ServerShutdown = 5,
+    HandshakeTimeout = 6,
 }
 
 impl CloseKind {
     /// The labels of `closed_by_reason`, indexed by the kind's value.
-    pub const LABELS: [&'static str; 6] = [
+    pub const LABELS: [&'static str; 7] = [
         "client_closed",
         "protocol_error",
         "slow_consumer",
         "stale_connection",
         "io_error",
         "server_shutdown",
+        "handshake_timeout",
     ];
 }
 

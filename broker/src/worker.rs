@@ -14,7 +14,9 @@
 //!    then hands the deliveries set aside to their connections,
 //! 5. handles what it addressed to itself, sends the batches for the other workers,
 //! 6. writes every connection with output (vectored writes), and closes the ones closing,
-//! 7. runs the ping timer.
+//! 7. runs the ping timer, and lame duck mode's steps (`lameduck.rs`): once it has begun,
+//!    closes the listeners and tells every connection, then closes the connections a few
+//!    at a time on its schedule.
 //!
 //! A connection over a publish rate (`rate_action = "slow"`) is throttled: it is not read
 //! until its buckets refill. The worker keeps the throttled connections in a heap by
@@ -47,6 +49,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::{ConnAdmission, ConnRefusal, ConnectionGate};
 use crate::conn::{CloseReason, Conn, ReadState};
+use crate::lameduck::{LameDuck, Schedule};
 use crate::latency::Latency;
 use crate::mesh::{ConnId, Envelope};
 use crate::router::Router;
@@ -90,6 +93,8 @@ pub(crate) struct WorkerSetup {
     pub welcome: Welcome,
     /// The connection limits, shared by every worker's accept path.
     pub gate: Arc<ConnectionGate>,
+    /// Lame duck mode's switch, thrown by the main thread.
+    pub lame_duck: Arc<LameDuck>,
 }
 
 /// The port a connection came in on.
@@ -132,6 +137,9 @@ pub(crate) struct Worker {
     /// Connections refused since the last log line about it, and when the next may be.
     refused_unlogged: u64,
     next_refusal_log: Instant,
+    /// Lame duck mode's switch, and this worker's schedule once it has seen it.
+    lame_duck: Arc<LameDuck>,
+    lame_duck_schedule: Option<Schedule>,
 }
 
 impl Worker {
@@ -144,6 +152,7 @@ impl Worker {
             info,
             welcome,
             gate,
+            lame_duck,
         } = setup;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -177,6 +186,8 @@ impl Worker {
             throttled: BinaryHeap::new(),
             refused_unlogged: 0,
             next_refusal_log: now,
+            lame_duck,
+            lame_duck_schedule: None,
         })
     }
 
@@ -623,7 +634,9 @@ impl Worker {
         }
         self.closed.push_back(info);
         match &reason {
-            CloseReason::ClientClosed | CloseReason::ServerShutdown => {
+            CloseReason::ClientClosed
+            | CloseReason::ServerShutdown
+            | CloseReason::HandshakeTimeout(_) => {
                 debug!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), %reason, "connection closed")
             }
             _ => {
@@ -634,6 +647,7 @@ impl Worker {
 
     fn tick(&mut self) {
         self.next_tick = self.now + TICK;
+        self.lame_duck_tick();
         self.router.tick(self.now);
         self.accept(Port::Text);
         self.accept(Port::Binary);
@@ -648,16 +662,91 @@ impl Worker {
         }
     }
 
-    fn begin_shutdown(&mut self) {
+    /// Lame duck mode (`lameduck.rs`): on the first tick after it began, stop accepting and
+    /// tell every connection; on every tick, close the connections its schedule says are
+    /// due (any of them: they are all leaving). Skipped once shutdown has begun.
+    fn lame_duck_tick(&mut self) {
         if self.draining.is_some() {
             return;
         }
+        let schedule = match self.lame_duck_schedule {
+            Some(s) => s,
+            None => match self.lame_duck.since() {
+                Some(since) => self.enter_lame_duck(since),
+                None => return,
+            },
+        };
+        let may_stay = schedule.may_stay_open(self.now);
+        let mut open = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing.is_none())
+            .count();
+        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            if open <= may_stay {
+                break;
+            }
+            let conn = &mut self.conns[slot];
+            if conn.closing.is_none() {
+                conn.closing = Some(CloseReason::ServerShutdown);
+                bump(&self.router.stats.lame_duck_closed, 1);
+                open -= 1;
+                self.list_write(slot);
+            }
+        }
+    }
+
+    /// Closes the listeners (no new connections: they are refused from now on), sends every
+    /// connection the news, and makes the schedule for closing them.
+    fn enter_lame_duck(&mut self, since: Instant) -> Schedule {
+        self.close_listeners();
+        let limits = &self.router.config.limits;
+        let schedule = Schedule {
+            since,
+            initial: self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.closing.is_none())
+                .count(),
+            grace: limits.lame_duck_grace_period,
+            duration: limits.lame_duck_duration,
+        };
+        let mut info = self.info.clone();
+        info.ldm = true;
+        let deadline = schedule.deadline();
+        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            if self.conns[slot].going_away(&info, deadline, self.now) {
+                self.list_write(slot);
+            }
+        }
+        self.lame_duck_schedule = Some(schedule);
+        self.lame_duck.worker_entered();
+        debug!(
+            worker = self.router.me,
+            connections = schedule.initial,
+            "lame duck mode: not accepting, clients told"
+        );
+        schedule
+    }
+
+    /// Stops accepting: deregisters and drops the listeners (the kernel refuses new
+    /// connections once every worker's are gone).
+    fn close_listeners(&mut self) {
         for mut l in [self.listener.take(), self.binary_listener.take()]
             .into_iter()
             .flatten()
         {
             let _ = self.poll.registry().deregister(&mut l);
         }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        self.close_listeners();
         self.draining = Some(self.now + self.router.config.limits.shutdown_timeout);
         self.last_busy = self.now;
         debug!(worker = self.router.me, "draining");

@@ -697,7 +697,8 @@ fn the_server_pings_idle_clients_and_closes_silent_ones() {
         .join()
         .expect("the answering client stays connected");
 
-    // A connection that never finishes its handshake is closed after one interval.
+    // A connection that never finishes its handshake is closed (after auth_timeout), and
+    // never told anything: it has not shown it speaks Tern.
     let mut mute = BinClient::connect_bare(broker.binary_addr());
     assert!(mute.frames_to_close().is_empty());
 }

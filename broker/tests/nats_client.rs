@@ -687,8 +687,14 @@ fn subscription_confirmed_by_pong_gets_everything_published_after() {
             let mut stream = publ.stream.try_clone().expect("clone");
             let mut seq = 0u64;
             let start = Instant::now();
-            while !stop.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(60) {
+            while !stop.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(600) {
                 seq += 1;
+                // Continuously, but paced (about 64k messages/s at most): what the race
+                // needs is messages in flight at every moment, not a backlog the
+                // subscriber must read through in every round.
+                if seq.is_multiple_of(64) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 if subscribed.load(Ordering::Acquire) && first_after.load(Ordering::Acquire) == 0 {
                     first_after.store(seq, Ordering::Release);
                 }
@@ -757,4 +763,33 @@ fn subscription_confirmed_by_pong_gets_everything_published_after() {
         misses.len(),
         misses.join("\n")
     );
+}
+
+/// `major.minor.patch` as numbers, or `None` when `v` is not a plain semantic version.
+fn semver(v: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
+    let version = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_reports_a_nats_version_clients_accept_and_terns_own() {
+    within(async {
+        let broker = Broker::with_args(&["--monitor", "127.0.0.1:0"]);
+        // What a NATS library compares: a semantic version at least 2.2.0, the release
+        // that brought headers and no-responders.
+        let client = connect(&broker).await;
+        let version = client.server_info().version;
+        let parsed = semver(&version).unwrap_or_else(|| panic!("not semver: {version}"));
+        assert!(parsed >= (2, 2, 0), "version {version} is below 2.2.0");
+
+        let raw = RawClient::connect(broker.addr());
+        assert_eq!(raw.info["version"], version.as_str());
+        assert_eq!(raw.info["tern_version"], env!("CARGO_PKG_VERSION"));
+
+        let varz = broker.varz();
+        assert_eq!(varz["version"], version.as_str());
+        assert_eq!(varz["tern_version"], env!("CARGO_PKG_VERSION"));
+    })
+    .await;
 }

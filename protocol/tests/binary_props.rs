@@ -7,8 +7,8 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use tern_protocol::binary::{
     encode_client_frame, encode_message_head, encode_server_frame, AckResult, BinaryError,
-    ClientFrame, ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, Hello, Limits,
-    Message, MessageHead, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame,
+    ClientFrame, ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, GoAway, Hello,
+    Limits, Message, MessageHead, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame,
     ServerFrameDecoder, StartPosition, Subscribe, Unsubscribe, Welcome,
 };
 
@@ -214,6 +214,12 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 shard,
                 requested,
                 oldest,
+            })
+        }),
+        1 => (any::<u32>(), bytes(16)).prop_map(|(close_within_ms, reason)| {
+            ServerFrame::GoAway(GoAway {
+                close_within_ms,
+                reason,
             })
         }),
         1 => Just(ServerFrame::Ping),

@@ -17,8 +17,8 @@ use std::fmt::Write as _;
 use bytes::{Bytes, BytesMut};
 use tern_protocol::binary::{
     encode_client_frame, encode_server_frame, AckResult, BinaryError, ClientFrame,
-    ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, Hello, Limits, Message,
-    Preface, Publish, PublishAck, Refusal, ResumeToken, SequenceRange, ServerFrame,
+    ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, GoAway, Hello, Limits,
+    Message, Preface, Publish, PublishAck, Refusal, ResumeToken, SequenceRange, ServerFrame,
     ServerFrameDecoder, StartPosition, Subscribe, Unsubscribe, Welcome,
 };
 use tern_protocol::subject::SubjectError;
@@ -221,6 +221,12 @@ fn table() -> Vec<(&'static str, &'static str, Expect)> {
             }))),
         ("server.gap-notice", "GAP_NOTICE sid 3; shard 0; requested from 11; oldest held 500",
             Server(ServerFrame::GapNotice(GapNotice { sid: 3, shard: 0, requested: 11, oldest: 500 }))),
+        ("server.goaway",
+            "GOAWAY close within 30000 ms; reason \"lame duck mode: the server is shutting down\"",
+            Server(ServerFrame::GoAway(GoAway {
+                close_within_ms: 30_000,
+                reason: b("lame duck mode: the server is shutting down"),
+            }))),
         ("server.ping", "PING", Server(ServerFrame::Ping)),
         ("server.pong", "PONG", Server(ServerFrame::Pong)),
         ("preface-error.bad-magic", "a text-protocol CONNECT on the binary port: BadMagic, fatal",

@@ -3,9 +3,10 @@
 
 mod common;
 
+use bytes::BytesMut;
 use common::*;
 use proptest::prelude::*;
-use tern_protocol::text::{ClientDecoder, Limits, ServerDecoder};
+use tern_protocol::text::{ClientDecoder, DecodeError, Limits, ServerDecoder};
 
 /// Streams built from protocol fragments, valid operations of one direction and random
 /// bytes, so that the decoders get deep into their states rather than failing on the first
@@ -185,6 +186,93 @@ proptest! {
         let chunks: Vec<Vec<u8>> = bytes.iter().map(|&b| vec![b]).collect();
         let whole = feed(&mut ServerDecoder::new(limits), limits, &[&bytes]);
         prop_assert_eq!(feed(&mut ServerDecoder::new(limits), limits, &chunks), whole);
+    }
+}
+
+/// The client's operation names, and the server's.
+const CLIENT_NAMES: [&str; 7] = ["CONNECT", "PUB", "HPUB", "SUB", "UNSUB", "PING", "PONG"];
+const SERVER_NAMES: [&str; 7] = ["INFO", "MSG", "HMSG", "+OK", "-ERR", "PING", "PONG"];
+
+/// True when `token` is a case-insensitive prefix of one of `names`.
+fn prefix_of_a_name(token: &[u8], names: &[&str]) -> bool {
+    names.iter().any(|n| {
+        n.as_bytes()
+            .get(..token.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(token))
+    })
+}
+
+/// The start of an operation name (1 byte to all of it, in any case), then a byte that
+/// cannot continue any name: not whitespace, not a line end, not a letter that some name
+/// has next.
+fn name_then_wrong_byte(names: &'static [&'static str]) -> impl Strategy<Value = (Vec<u8>, u8)> {
+    (
+        prop::sample::select(names.to_vec()),
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+        any::<u8>(),
+    )
+        .prop_map(|(name, cut, lower, wrong)| {
+            let len = 1 + cut.index(name.len());
+            let mut start = name.as_bytes()[..len].to_vec();
+            if lower {
+                start.make_ascii_lowercase();
+            }
+            (start, wrong)
+        })
+        .prop_filter("a byte that cannot continue", move |(start, wrong)| {
+            let mut next = start.clone();
+            next.push(*wrong);
+            !matches!(*wrong, b' ' | b'\t' | b'\r' | b'\n') && !prefix_of_a_name(&next, names)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Slowloris: a line whose first byte cannot start any operation is refused at that
+    /// byte, whatever follows, without waiting for a line end.
+    #[test]
+    fn garbage_is_refused_at_its_first_byte(
+        first in any::<u8>().prop_filter("not a possible start", |b| {
+            !matches!(*b, b' ' | b'\t' | b'\r' | b'\n') && !prefix_of_a_name(&[*b], &CLIENT_NAMES)
+        }),
+        rest in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(&[first][..]);
+        prop_assert_eq!(dec.decode(&mut buf), Err(DecodeError::UnknownOperation));
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(&[&[first][..], &rest].concat()[..]);
+        prop_assert_eq!(dec.decode(&mut buf), Err(DecodeError::UnknownOperation));
+    }
+
+    /// The start of a name waits for more; one byte that cannot continue it is refused at
+    /// once. Leading whitespace changes nothing.
+    #[test]
+    fn a_name_gone_wrong_is_refused_at_the_wrong_byte(
+        (start, wrong) in name_then_wrong_byte(&CLIENT_NAMES),
+        indent in prop::sample::select(vec!["", " ", "\t ", "\r\n", "\n  \r\n"]),
+    ) {
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(indent.as_bytes());
+        buf.extend_from_slice(&start);
+        prop_assert_eq!(dec.decode(&mut buf), Ok(None));
+        prop_assert!(dec.in_control_line(&buf));
+        buf.extend_from_slice(&[wrong]);
+        prop_assert_eq!(dec.decode(&mut buf), Err(DecodeError::UnknownOperation));
+    }
+
+    /// The same for what a server sends.
+    #[test]
+    fn a_server_name_gone_wrong_is_refused_at_the_wrong_byte(
+        (start, wrong) in name_then_wrong_byte(&SERVER_NAMES),
+    ) {
+        let mut dec = ServerDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(&start[..]);
+        prop_assert_eq!(dec.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(&[wrong]);
+        prop_assert_eq!(dec.decode(&mut buf), Err(DecodeError::UnknownOperation));
     }
 }
 

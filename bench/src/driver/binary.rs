@@ -181,6 +181,12 @@ impl BinaryConnection {
                         "GAP_NOTICE (every subscription starts live)",
                     ))
                 }
+                // A measurement cannot go on across a broker's restart.
+                ServerFrame::GoAway(_) => {
+                    return Err(DriverError::Unexpected(
+                        "GOAWAY (the broker is going away: lame duck mode)",
+                    ))
+                }
             }
         }
         self.socket.flush()?;

@@ -114,8 +114,17 @@ settings! {
         ping_interval: Duration [Dur] = Duration::from_secs(10);
         /// Unanswered pings before a client is closed as stale.
         ping_max: u32 [Num] = 2;
+        /// Time to finish a handshake, e.g. 2s: the binary preface and HELLO from accept;
+        /// on the text port, the first control line from the client's first byte, and any
+        /// later control line from its own first byte.
+        auth_timeout: Duration [Dur] = Duration::from_secs(2);
         /// How long shutdown waits to flush queued messages.
         shutdown_timeout: Duration [Dur] = Duration::from_secs(5);
+        /// Lame duck mode (SIGUSR2): the time over which clients are closed before the
+        /// broker shuts down, e.g. 2m.
+        lame_duck_duration: Duration [Dur] = Duration::from_secs(120);
+        /// Lame duck mode: the wait before the first client is closed, e.g. 10s.
+        lame_duck_grace_period: Duration [Dur] = Duration::from_secs(10);
         /// Capacity of each worker's inbound queue, in batches.
         worker_queue: usize [Num] = 4096;
     }
@@ -715,6 +724,15 @@ impl Config {
         }
         if l.ping_max == 0 {
             return invalid("ping_max", "must be at least 1");
+        }
+        if l.auth_timeout < Duration::from_millis(10) {
+            return invalid("auth_timeout", "must be at least 10ms");
+        }
+        if l.lame_duck_grace_period >= l.lame_duck_duration {
+            return invalid(
+                "lame_duck_grace_period",
+                "must be below lame_duck_duration (clients are closed between the two)",
+            );
         }
         if l.worker_queue == 0 {
             return invalid("worker_queue", "must be at least 1");

@@ -4,7 +4,7 @@
 //! `WELCOME`), the frame decoder, the mapping of each client frame (`PUBLISH`, `SUBSCRIBE`,
 //! `UNSUBSCRIBE`, `PING`, `PONG`) onto the connection's shared steps, and the frames the
 //! server sends on this port (`WELCOME`, `MESSAGE`, `PUBLISH_ACK`, `ERROR`, `GAP_NOTICE`,
-//! `PING`, `PONG`). A `MESSAGE` is written as a head in the outbound tail followed by the
+//! `GOAWAY`, `PING`, `PONG`). A `MESSAGE` is written as a head in the outbound tail followed by the
 //! header block and payload, which large messages share by reference with every other
 //! delivery.
 //!
@@ -19,13 +19,14 @@
 //! the bookkeeping.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes};
 use tern_protocol::binary::{
     encode_message_head, encode_server_frame, AckResult, BinaryError, ClientFrame,
-    ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, Hello, MessageHead, Preface,
-    Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame, StartPosition, Subscribe,
-    Unsubscribe, Welcome,
+    ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, GoAway, Hello, MessageHead,
+    Preface, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame, StartPosition,
+    Subscribe, Unsubscribe, Welcome,
 };
 
 use super::queue::bounds_for;
@@ -56,6 +57,21 @@ pub(super) struct BinaryState {
     /// one negotiated from the preface.
     welcome: Welcome,
     hello: Hello,
+    /// Lame duck mode began during the handshake: the `GOAWAY` goes right after `WELCOME`,
+    /// announcing a close by this instant.
+    goaway_after_welcome: Option<Instant>,
+}
+
+/// The reason a `GOAWAY` gives.
+const GOAWAY_REASON: &str = "lame duck mode: the server is shutting down";
+
+/// The `GOAWAY` of a connection the server closes by `deadline`.
+fn goaway_frame(deadline: Instant, now: Instant) -> ServerFrame {
+    let within = deadline.saturating_duration_since(now);
+    ServerFrame::GoAway(GoAway {
+        close_within_ms: u32::try_from(within.as_millis()).unwrap_or(u32::MAX),
+        reason: Bytes::from_static(GOAWAY_REASON.as_bytes()),
+    })
 }
 
 impl BinaryState {
@@ -67,6 +83,7 @@ impl BinaryState {
             decoder: ClientFrameDecoder::new(limits.binary()),
             welcome,
             hello: Hello::default(),
+            goaway_after_welcome: None,
         }
     }
 
@@ -231,18 +248,31 @@ impl Conn {
         let (code, text) = match reason {
             CloseReason::SlowConsumer => (ErrorCode::SlowConsumer, "slow consumer".to_string()),
             CloseReason::StaleConnection => {
-                if self.binary_state().phase == Phase::Hello {
-                    (ErrorCode::HelloExpected, "no HELLO in time".to_string())
-                } else {
-                    (ErrorCode::SlowConsumer, "stale connection".to_string())
-                }
+                (ErrorCode::SlowConsumer, "stale connection".to_string())
             }
+            // Only before `WELCOME`, and said only once the preface was accepted (below).
+            CloseReason::HandshakeTimeout(d) => (
+                ErrorCode::HelloExpected,
+                format!("no HELLO within {d:?} (auth_timeout)"),
+            ),
             CloseReason::ProtocolError(text) => (ErrorCode::ProtocolViolation, text.clone()),
             other => (ErrorCode::Internal, other.to_string()),
         };
         if self.binary_state().phase != Phase::Preface {
             self.send_binary(&error_frame(code, true, None, &text));
         }
+    }
+
+    /// Lame duck mode: `GOAWAY` now, or right after `WELCOME` for a connection still in its
+    /// handshake (the client expects `WELCOME` first).
+    pub(super) fn going_away_binary(&mut self, deadline: Instant, now: Instant) -> bool {
+        let state = self.binary_state();
+        if state.phase != Phase::Open {
+            state.goaway_after_welcome = Some(deadline);
+            return false;
+        }
+        self.send_binary(&goaway_frame(deadline, now));
+        true
     }
 
     /// Refuses a publish for admission control: a refused `PUBLISH_ACK` when the client
@@ -282,9 +312,18 @@ impl Conn {
                 continue;
             }
             match state.decoder.decode(&mut self.rbuf) {
-                Ok(Some(frame)) => self.apply_frame(frame, router),
+                Ok(Some(frame)) => {
+                    self.count_op();
+                    self.apply_frame(frame, router);
+                }
                 Ok(None) => return,
-                Err(e) => self.binary_error(&e, router),
+                Err(e) => {
+                    if !e.is_fatal() {
+                        // Refused, but whole: the client is active.
+                        self.count_op();
+                    }
+                    self.binary_error(&e, router);
+                }
             }
         }
     }
@@ -369,7 +408,11 @@ impl Conn {
         state.hello = hello;
         state.phase = Phase::Open;
         let welcome = ServerFrame::Welcome(state.welcome.clone());
+        let goaway = state.goaway_after_welcome.take();
         self.send_binary(&welcome);
+        if let Some(deadline) = goaway {
+            self.send_binary(&goaway_frame(deadline, self.read_at));
+        }
     }
 
     /// `PUBLISH`. A message id longer than `max_message_id` is refused as a content error
@@ -392,7 +435,7 @@ impl Conn {
             return;
         }
         let echo = self.binary_state().hello.echo;
-        let mut msg = Msg::new(p.subject, p.payload, self.id, self.last_activity);
+        let mut msg = Msg::new(p.subject, p.payload, self.id, self.read_at);
         msg.reply = p.reply;
         msg.headers = p.headers;
         msg.no_echo = !echo;

@@ -13,9 +13,10 @@
 //! until it reports [`ReadState::Drained`]) and when a [`ReadState::Throttled`] pause ends,
 //! [`Conn::deliver`], [`Conn::ack`] and
 //! [`Conn::gap`] and [`Conn::replay_done`] for what the shards address to it,
-//! [`Conn::flush`] when it has output, [`Conn::tick`] on the ping timer, and
-//! [`Conn::unsubscribe_all`] and [`Conn::end_replays`] before dropping it. A connection that
-//! must go sets `closing`; the worker closes it at the end of the loop turn.
+//! [`Conn::flush`] when it has output, [`Conn::tick`] on the ping timer,
+//! [`Conn::going_away`] once when lame duck mode begins, and [`Conn::unsubscribe_all`] and
+//! [`Conn::end_replays`] before dropping it. A connection that must go sets `closing`; the
+//! worker closes it at the end of the loop turn.
 //!
 //! Never: reads another connection's state, or blocks.
 
@@ -30,7 +31,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
@@ -70,6 +71,9 @@ pub(crate) enum CloseReason {
     StaleConnection,
     Io(String),
     ServerShutdown,
+    /// The handshake was not done within `auth_timeout` (binary: preface and `HELLO`;
+    /// text: the first control line).
+    HandshakeTimeout(Duration),
 }
 
 impl fmt::Display for CloseReason {
@@ -81,6 +85,7 @@ impl fmt::Display for CloseReason {
             CloseReason::StaleConnection => f.write_str("stale connection"),
             CloseReason::Io(e) => write!(f, "i/o error: {e}"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
+            CloseReason::HandshakeTimeout(d) => write!(f, "handshake timeout after {d:?}"),
         }
     }
 }
@@ -95,6 +100,7 @@ impl CloseReason {
             CloseReason::StaleConnection => CloseKind::StaleConnection,
             CloseReason::Io(_) => CloseKind::IoError,
             CloseReason::ServerShutdown => CloseKind::ServerShutdown,
+            CloseReason::HandshakeTimeout(_) => CloseKind::HandshakeTimeout,
         }
     }
 }
@@ -177,8 +183,15 @@ pub(crate) struct Conn {
     proto: Proto,
     subs: Slab<SubState>,
     sids: FnvMap<Sid, usize>,
-    /// When the client last sent anything.
+    /// The loop turn in which bytes were last read from the socket: the `received` of the
+    /// messages they carry, from which broker latency is measured.
+    read_at: Instant,
+    /// The loop turn in which the client's last complete operation (frame) was applied,
+    /// refused or not. The ping timer's activity: bytes that complete nothing (a trickled
+    /// line or payload) do not count, so a client cannot stay open on a few bytes a second.
     last_activity: Instant,
+    /// Complete operations (frames) applied, refused or not.
+    ops: u64,
     last_ping: Instant,
     pings_out: u32,
     /// Set when the connection must close; the worker closes it at the end of the turn.
@@ -243,7 +256,9 @@ impl Conn {
             proto,
             subs: Slab::new(),
             sids: FnvMap::default(),
+            read_at: now,
             last_activity: now,
+            ops: 0,
             last_ping: now,
             pings_out: 0,
             closing: None,
@@ -425,7 +440,7 @@ impl Conn {
             // The pause is over: first what was read before it, then the socket.
             if !self.rbuf.is_empty() {
                 router.sync_inbox();
-                self.apply_buffered(router);
+                self.apply_buffered(router, now);
                 if let Some(until) = self.throttle_began() {
                     return ReadState::Throttled(until);
                 }
@@ -443,9 +458,9 @@ impl Conn {
                 }
                 Ok(n) => {
                     taken += n;
-                    self.last_activity = now;
+                    self.read_at = now;
                     router.sync_inbox();
-                    self.apply_buffered(router);
+                    self.apply_buffered(router, now);
                     if let Some(until) = self.throttle_began() {
                         return ReadState::Throttled(until);
                     }
@@ -489,12 +504,23 @@ impl Conn {
         Ok(n)
     }
 
-    /// Decodes and applies every whole operation in the read buffer.
-    fn apply_buffered(&mut self, router: &mut Router) {
+    /// Decodes and applies every whole operation in the read buffer. Applying one is
+    /// activity, as of this loop turn (`now`).
+    fn apply_buffered(&mut self, router: &mut Router, now: Instant) {
+        let ops = self.ops;
         match self.proto {
-            Proto::Text(_) => self.apply_text(router),
+            Proto::Text(_) => self.apply_text(router, now),
             Proto::Binary(_) => self.apply_binary(router),
         }
+        if self.ops != ops {
+            self.last_activity = now;
+        }
+    }
+
+    /// A complete operation (frame) arrived and is being handled, whether it is applied or
+    /// refused.
+    fn count_op(&mut self) {
+        self.ops += 1;
     }
 
     /// Until when the connection is throttled, when applying its bytes throttled it (and it
@@ -823,6 +849,20 @@ impl Conn {
         }
     }
 
+    /// Lame duck mode began: tells the client that the server is going away and will close
+    /// the connection by `deadline` (`INFO` with `ldm` on the text port, `info` being that
+    /// `INFO`; `GOAWAY` on the binary port, or right after `WELCOME` for a connection still
+    /// in its handshake). Returns true when something was queued.
+    pub fn going_away(&mut self, info: &ServerInfo, deadline: Instant, now: Instant) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        match self.proto {
+            Proto::Text(_) => self.going_away_text(info),
+            Proto::Binary(_) => self.going_away_binary(deadline, now),
+        }
+    }
+
     /// The outbound buffer overflowed `max_pending`, or (`--slow-consumer disconnect`) the
     /// consumer stayed over its high-water mark past the grace time: drop what is queued,
     /// say why, and close.
@@ -879,9 +919,9 @@ impl Conn {
         !self.out.is_empty() || self.has_backlog()
     }
 
-    /// The ping timer: pings a client silent for `ping_interval`, and closes one that left
-    /// `ping_max` pings unanswered. A binary client still in its handshake after
-    /// `ping_interval` is closed.
+    /// The ping timer: pings a client that completed no operation for `ping_interval`, and
+    /// closes one that left `ping_max` pings unanswered. First it closes a client whose
+    /// handshake, or (text) a started control line, is not done within `auth_timeout`.
     pub fn tick(&mut self, now: Instant, limits: &Limits, router: &mut Router) {
         // A throttled connection is not read, so its client's answers to pings wait too:
         // it is not pinged, nor closed as stale, until it is read again.
@@ -892,14 +932,24 @@ impl Conn {
             self.slow_consumer(router);
             return;
         }
+        // Input is waiting that the worker has not read (its outbox is blocked by a full
+        // peer queue, or this connection's read budget ran out): the line end, `HELLO` or
+        // `PONG` that the checks below wait for may be in it. They wait until it is read;
+        // the client is not behind, the server is.
+        if self.listed_read {
+            return;
+        }
         if let Proto::Binary(b) = &self.proto {
             if !b.is_open() {
-                if now.duration_since(self.started) >= limits.ping_interval {
-                    bump(&router.stats.stale_connections, 1);
-                    self.fail(CloseReason::StaleConnection);
+                if now.duration_since(self.started) >= limits.auth_timeout {
+                    bump(&router.stats.handshake_timeouts, 1);
+                    self.fail(CloseReason::HandshakeTimeout(limits.auth_timeout));
                 }
                 return;
             }
+        }
+        if self.text_deadline_passed(now, limits, router) {
+            return;
         }
         if now.duration_since(self.last_activity) < limits.ping_interval
             || now.duration_since(self.last_ping) < limits.ping_interval

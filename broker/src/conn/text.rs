@@ -2,11 +2,14 @@
 //!
 //! Owns: the NATS decoder and the options the client sent in `CONNECT`, the mapping of each
 //! client operation (`CONNECT`, `PUB`/`HPUB`, `SUB`, `UNSUB`, `PING`, `PONG`) onto the
-//! connection's shared steps, and the bytes the server sends on this port (`INFO`, `+OK`,
-//! `-ERR`, `PING`, `PONG`, `MSG`/`HMSG`).
+//! connection's shared steps, the bytes the server sends on this port (`INFO`, `+OK`,
+//! `-ERR`, `PING`, `PONG`, `MSG`/`HMSG`), and the deadlines on input that has started but
+//! not finished ([`Deadlines`]: the handshake, a control line), checked by the ping timer.
 //!
 //! Never: touches the socket or another connection; the shared steps in `conn/mod.rs` do
 //! the bookkeeping.
+
+use std::time::Instant;
 
 use bytes::Bytes;
 use tern_protocol::text::{
@@ -16,6 +19,7 @@ use tern_protocol::text::{
 
 use super::{CloseReason, Conn, Proto, Sid};
 use crate::config::Limits;
+
 use crate::mesh::{Msg, ReplayRequest, ReplayStart};
 use crate::outbound::Outbound;
 use crate::replay::{status_block, ReplayLimit};
@@ -35,10 +39,15 @@ const PRIORITY_HEADER: &str = "Tern-Priority";
 /// The header that gives a text-port message its coalescing key.
 const COALESCE_HEADER: &str = "Tern-Coalesce";
 
+/// The `-ERR` of a connection whose first control line was not whole in time
+/// (nats-server's text for its CONNECT deadline).
+const HANDSHAKE_TIMEOUT: &str = "Authentication Timeout";
+
 /// The text protocol's state of one connection.
 pub(super) struct TextState {
     pub(super) decoder: ClientDecoder,
     pub(super) opts: ConnectOptions,
+    deadlines: Deadlines,
 }
 
 impl TextState {
@@ -46,6 +55,7 @@ impl TextState {
         TextState {
             decoder: ClientDecoder::new(limits.text()),
             opts: ConnectOptions::default(),
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -189,6 +199,18 @@ impl Conn {
         self.send(&ServerOp::Info(Box::new(info)));
     }
 
+    /// Lame duck mode: `info` is the `INFO` with `"ldm":true`, which NATS clients take as
+    /// "reconnect elsewhere". Not sent to a client that said in `CONNECT` that it does not
+    /// take an `INFO` after the first (`"protocol":0`); a client without `CONNECT` (a person
+    /// at `telnet`) gets it, to read.
+    pub(super) fn going_away_text(&mut self, info: &ServerInfo) -> bool {
+        if self.text_state().opts.protocol == Some(0) {
+            return false;
+        }
+        self.greet_text(info);
+        true
+    }
+
     pub(super) fn send_text_pong(&mut self) {
         self.send(&ServerOp::Pong);
     }
@@ -201,6 +223,7 @@ impl Conn {
         let text = match reason {
             CloseReason::SlowConsumer => "Slow Consumer".to_string(),
             CloseReason::StaleConnection => "Stale Connection".to_string(),
+            CloseReason::HandshakeTimeout(_) => HANDSHAKE_TIMEOUT.to_string(),
             CloseReason::ProtocolError(text) => text.clone(),
             other => other.to_string(),
         };
@@ -215,17 +238,86 @@ impl Conn {
     }
 
     /// Decodes and applies every whole operation in the read buffer (until the connection
-    /// closes or is throttled).
-    pub(super) fn apply_text(&mut self, router: &mut Router) {
+    /// closes or is throttled), then moves the deadlines on what is left unfinished, as of
+    /// this loop turn (`now`).
+    pub(super) fn apply_text(&mut self, router: &mut Router, now: Instant) {
+        let (len, ops) = (self.rbuf.len(), self.ops);
+        self.decode_and_apply(router);
+        if self.closing.is_some() {
+            return;
+        }
+        let due = now + router.config.limits.auth_timeout;
+        let consumed = self.rbuf.len() < len;
+        let ops_done = self.ops != ops;
+        let Proto::Text(t) = &mut self.proto else {
+            unreachable!("text deadlines on a binary connection");
+        };
+        // The handshake is the first control line (without authentication there is no
+        // CONNECT to wait for): done once an operation was applied, or a PUB's line is
+        // whole and its payload awaited. With authentication it will be the accepted
+        // CONNECT, and its deadline will start at accept.
+        t.deadlines.start_handshake(due);
+        if ops_done || t.decoder.awaiting_payload() {
+            t.deadlines.handshake_done();
+        }
+        let input = if t.decoder.in_control_line(&self.rbuf) {
+            Input::Line
+        } else {
+            Input::Idle
+        };
+        t.deadlines.after_read(due, input, consumed);
+    }
+
+    /// Closes the connection when the handshake, or a control line that has started, is
+    /// not done by its deadline. Returns true when it did.
+    pub(super) fn text_deadline_passed(
+        &mut self,
+        now: Instant,
+        limits: &Limits,
+        router: &mut Router,
+    ) -> bool {
+        let Proto::Text(t) = &self.proto else {
+            return false;
+        };
+        match t.deadlines.expired(now) {
+            None => false,
+            Some(Expired::Handshake) => {
+                bump(&router.stats.handshake_timeouts, 1);
+                self.fail(CloseReason::HandshakeTimeout(limits.auth_timeout));
+                true
+            }
+            Some(Expired::Line) => {
+                bump(&router.stats.control_line_timeouts, 1);
+                bump(&router.stats.protocol_errors, 1);
+                let text = format!(
+                    "Control Line Timeout: no line end within {:?}",
+                    limits.auth_timeout
+                );
+                self.fail(CloseReason::ProtocolError(text));
+                true
+            }
+        }
+    }
+
+    fn decode_and_apply(&mut self, router: &mut Router) {
         while self.may_apply() {
             let decoded = match &mut self.proto {
                 Proto::Text(t) => t.decoder.decode(&mut self.rbuf),
                 Proto::Binary(_) => unreachable!("text decoding on a binary connection"),
             };
             match decoded {
-                Ok(Some(op)) => self.apply_op(op, router),
+                Ok(Some(op)) => {
+                    self.count_op();
+                    self.apply_op(op, router);
+                }
                 Ok(None) => return,
-                Err(e) => self.protocol_error(&e, router),
+                Err(e) => {
+                    if !e.is_fatal() {
+                        // Refused, but whole: the client is active.
+                        self.count_op();
+                    }
+                    self.protocol_error(&e, router);
+                }
             }
         }
     }
@@ -294,7 +386,7 @@ impl Conn {
             }
         };
         // The loop turn in which these bytes were read.
-        let mut msg = Msg::new(p.subject, p.payload, self.id, self.last_activity);
+        let mut msg = Msg::new(p.subject, p.payload, self.id, self.read_at);
         msg.reply = p.reply;
         msg.headers = p.headers;
         msg.no_echo = no_echo;
@@ -327,10 +419,13 @@ impl Conn {
             ));
             return;
         }
-        let (filter, start) = match parse_replay(&p.payload, router.config.limits.max_subject_tokens) {
-            Ok(request) => request,
-            Err(reason) => return self.replay_status(inbox, "400 Bad Request", &reason, router),
-        };
+        let (filter, start) =
+            match parse_replay(&p.payload, router.config.limits.max_subject_tokens) {
+                Ok(request) => request,
+                Err(reason) => {
+                    return self.replay_status(inbox, "400 Bad Request", &reason, router)
+                }
+            };
         let per_conn = router.config.store.max_replays_per_conn;
         let refused = if self.replays.len() >= per_conn {
             Some((
@@ -373,7 +468,7 @@ impl Conn {
     /// Answers a catch-up request with a status message on its inbox: `NATS/1.0 <status>`
     /// and a `Tern-Error` header (client text made safe for the header line).
     fn replay_status(&mut self, inbox: Bytes, status: &str, text: &str, router: &mut Router) {
-        let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.last_activity);
+        let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.read_at);
         msg.headers = Some(Bytes::from(status_block(status, text)));
         msg.ephemeral = true;
         self.publish(msg, router);
@@ -469,4 +564,139 @@ fn parse_replay(body: &[u8], max_tokens: usize) -> Result<(Bytes, ReplayStart), 
         _ => return Err("give at most one of from_seq, since_ns, last".to_string()),
     };
     Ok((Bytes::from(r.subject), start))
+}
+
+/// Where the decoder stands after a read's bytes were decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    /// Between operations, or inside a payload (the ping timer covers a payload).
+    Idle,
+    /// Inside a control line whose line end has not arrived.
+    Line,
+}
+
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    Handshake,
+    Line,
+}
+
+/// The text port's deadlines on input that has started but not finished, so a client
+/// cannot hold a connection with a few bytes a second (`docs/protocol-text.md`,
+/// "Deadlines"):
+///
+/// - the handshake must be done by its deadline (today: armed by the client's first byte,
+///   done when its first control line is whole);
+/// - afterwards, a control line that has started must be whole within the timeout of the
+///   read that brought its first byte.
+///
+/// A payload being trickled is not covered here: it completes no operation, so the ping
+/// timer finds the client stale. Never reads a clock: the caller gives the deadlines.
+#[derive(Debug, Default)]
+struct Deadlines {
+    /// Until the handshake is done: when it must be, once started.
+    handshake: Option<Instant>,
+    handshake_done: bool,
+    /// The control line in progress, if any: when it must be whole.
+    line: Option<Instant>,
+}
+
+impl Deadlines {
+    /// The handshake's clock starts, unless it is running or done.
+    fn start_handshake(&mut self, due: Instant) {
+        if !self.handshake_done && self.handshake.is_none() {
+            self.handshake = Some(due);
+        }
+    }
+
+    fn handshake_done(&mut self) {
+        self.handshake_done = true;
+        self.handshake = None;
+    }
+
+    /// After a read: `input` is where the decoder stands, `consumed` whether a line (or an
+    /// operation) was taken from the buffer. A line in progress that follows a consumed
+    /// one started in this read, so its deadline is `due`; one that was already in
+    /// progress keeps its deadline.
+    fn after_read(&mut self, due: Instant, input: Input, consumed: bool) {
+        self.line = match input {
+            Input::Idle => None,
+            Input::Line if consumed => Some(due),
+            Input::Line => self.line.or(Some(due)),
+        };
+    }
+
+    /// The deadline that has passed at `now`, the handshake's first.
+    fn expired(&self, now: Instant) -> Option<Expired> {
+        if self.handshake.is_some_and(|due| now >= due) {
+            Some(Expired::Handshake)
+        } else if self.line.is_some_and(|due| now >= due) {
+            Some(Expired::Line)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const T: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn the_handshake_deadline_runs_from_the_first_byte_until_a_line_is_whole() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        assert_eq!(d.expired(t0 + T * 100), None, "no byte, no deadline");
+        d.start_handshake(t0 + T);
+        d.after_read(t0 + T, Input::Line, false);
+        // More bytes of the same line move nothing.
+        let t1 = t0 + Duration::from_secs(1);
+        d.start_handshake(t1 + T);
+        d.after_read(t1 + T, Input::Line, false);
+        assert_eq!(d.expired(t0 + T - Duration::from_millis(1)), None);
+        assert_eq!(d.expired(t0 + T), Some(Expired::Handshake));
+        // Done in time: nothing left once the line is whole.
+        d.handshake_done();
+        d.after_read(t1 + T, Input::Idle, true);
+        assert_eq!(d.expired(t0 + T * 100), None);
+        // And it never starts again.
+        d.start_handshake(t1 + T);
+        assert_eq!(d.expired(t0 + T * 100), None);
+    }
+
+    #[test]
+    fn blank_lines_do_not_finish_the_handshake() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        d.start_handshake(t0 + T);
+        // "\r\n" consumed, nothing applied: the caller does not call handshake_done.
+        d.after_read(t0 + T, Input::Idle, true);
+        assert_eq!(d.expired(t0 + T), Some(Expired::Handshake));
+    }
+
+    #[test]
+    fn a_later_line_has_its_own_deadline_from_its_first_byte() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        d.handshake_done();
+        // "PI" arrives at t0.
+        d.after_read(t0 + T, Input::Line, false);
+        // "NG\r\nSU" at t1: PING is consumed, SUB's line started at t1.
+        let t1 = t0 + Duration::from_millis(1500);
+        d.after_read(t1 + T, Input::Line, true);
+        assert_eq!(d.expired(t0 + T), None);
+        assert_eq!(d.expired(t1 + T), Some(Expired::Line));
+        // "B foo" at t2, still the same line: its deadline stays.
+        let t2 = t1 + Duration::from_secs(1);
+        d.after_read(t2 + T, Input::Line, false);
+        assert_eq!(d.expired(t1 + T), Some(Expired::Line));
+        // The line end: no line in progress, no deadline.
+        d.after_read(t2 + T, Input::Idle, true);
+        assert_eq!(d.expired(t0 + T * 100), None);
+    }
 }

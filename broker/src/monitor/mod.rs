@@ -11,7 +11,9 @@
 //! from snapshots: the monitor sends each worker an `Envelope::Snapshot` through the mesh
 //! and waits for the answers until [`SNAPSHOT_TIMEOUT`]. A worker that does not answer in
 //! time is named in the response (and makes `/healthz` answer 503); its parts are left
-//! out, never made up.
+//! out, never made up. Lame duck mode
+//! is read from its shared switch (`lameduck.rs`): `/healthz` answers 503 at once while
+//! it lasts, so load balancers drain the broker.
 //!
 //! Contract: a request costs each worker work bounded by the request, never a copy of
 //! everything it holds: `/connz` ranks the first `offset + limit` connections in each
@@ -39,8 +41,10 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use crate::config::{AdmissionConfig, Config, Limits, MonitorLimits, QueueConfig, StoreConfig};
+use crate::lameduck::LameDuck;
 use crate::latency::{Latency, LatencySummary, QUANTILES};
 use crate::mesh::{Envelope, Mesh};
+use crate::server::{NATS_COMPATIBLE_VERSION, TERN_VERSION};
 use crate::snapshot::{
     rfc3339, unix_micros, ConnInfo, ConnsWanted, FetchQuery, FiltersWanted, ListKind, RankQuery,
     SnapshotRequest, SortKey, SubsListing, Want, WorkerSnapshot,
@@ -72,6 +76,8 @@ pub(crate) struct MonitorState {
     pub pinned: bool,
     pub started: SystemTime,
     pub started_at: Instant,
+    /// Lame duck mode: `/healthz` answers 503 while it lasts, so load balancers drain us.
+    pub lame_duck: Arc<LameDuck>,
 }
 
 /// The running monitoring endpoint.
@@ -246,6 +252,17 @@ impl MonitorState {
     }
 
     fn healthz(&self) -> Reply {
+        if self.lame_duck.is_on() {
+            return Reply::json(
+                503,
+                &json!({
+                    "status": "unavailable",
+                    "error": "lame duck mode: not accepting connections, closing clients \
+                              before shutting down",
+                    "lame_duck": true,
+                }),
+            );
+        }
         let s = self.snapshots_all(Want::default());
         if s.missing.is_empty() {
             Reply::json(200, &json!({ "status": "ok" }))
@@ -276,7 +293,8 @@ impl MonitorState {
         let varz = Varz {
             server_id: &self.server_id,
             server_name: &c.server_name,
-            version: env!("CARGO_PKG_VERSION"),
+            version: NATS_COMPATIBLE_VERSION,
+            tern_version: TERN_VERSION,
             proto: 1,
             host: self.listen.ip().to_string(),
             port: self.listen.port(),
@@ -293,6 +311,7 @@ impl MonitorState {
             monitoring: &c.monitoring,
             store: &c.store,
             admission: &c.admission,
+            lame_duck: self.lame_duck.is_on(),
             connections: totals.connections(),
             totals,
             latency_us: s.latency().summary(),
@@ -557,7 +576,7 @@ impl MonitorState {
                 "server_id=\"{}\",server_name=\"{}\",version=\"{}\"",
                 escape_label(&self.server_id),
                 escape_label(&self.config.server_name),
-                env!("CARGO_PKG_VERSION")
+                TERN_VERSION
             ),
             1.0,
         );
@@ -573,6 +592,16 @@ impl MonitorState {
         );
         p.family("tern_workers", "gauge", "Worker threads (and shards).");
         p.sample("tern_workers", "", self.config.workers as f64);
+        p.family(
+            "tern_lame_duck",
+            "gauge",
+            "1 in lame duck mode (no new connections, clients being closed), else 0.",
+        );
+        p.sample(
+            "tern_lame_duck",
+            "",
+            if self.lame_duck.is_on() { 1.0 } else { 0.0 },
+        );
 
         let name = "tern_connections";
         p.family(name, "gauge", "Open client connections.");
@@ -704,7 +733,9 @@ type SnapshotGauge = (&'static str, &'static str, fn(&WorkerSnapshot) -> u64);
 struct Varz<'a> {
     server_id: &'a str,
     server_name: &'a str,
+    /// As in `INFO`: the nats-server version Tern is compatible with.
     version: &'static str,
+    tern_version: &'static str,
     proto: u32,
     host: String,
     port: u16,
@@ -724,6 +755,8 @@ struct Varz<'a> {
     monitoring: &'a MonitorLimits,
     store: &'a StoreConfig,
     admission: &'a AdmissionConfig,
+    /// Lame duck mode has begun (SIGUSR2): no new connections, clients being closed.
+    lame_duck: bool,
     /// Open connections now.
     connections: u64,
     #[serde(flatten)]
@@ -910,6 +943,7 @@ mod tests {
             pinned: false,
             started: SystemTime::now(),
             started_at: Instant::now(),
+            lame_duck: Arc::new(LameDuck::new(Instant::now())),
         };
         (state, inboxes)
     }
@@ -941,6 +975,21 @@ mod tests {
         assert!(m.body.contains("tern_monitor_unresponsive_workers 2\n"));
         assert!(m.body.contains("tern_messages_in_total{worker=\"1\"} 0\n"));
         assert!(!m.body.contains("tern_outbound_pending_bytes{"));
+    }
+
+    #[test]
+    fn lame_duck_makes_healthz_503_at_once() {
+        let (m, _inboxes) = silent_workers();
+        assert!(m.lame_duck.enter(Instant::now()));
+        let start = Instant::now();
+        let r = m.healthz();
+        assert!(
+            start.elapsed() < SNAPSHOT_TIMEOUT,
+            "no need to ask the workers"
+        );
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.body.contains("lame duck mode"), "{}", r.body);
+        assert!(m.metrics().body.contains("tern_lame_duck 1\n"));
     }
 
     #[test]

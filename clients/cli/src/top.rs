@@ -94,7 +94,10 @@ fn render(prev: &Sample, now: &Sample, authority: &str) -> String {
         "tern top  {}  {} v{}  up {}  workers {}  monitor {}\n\n",
         str_of(b, "server_name"),
         str_of(b, "server_id"),
-        str_of(b, "version"),
+        // Tern's own version; `version` is the NATS version it is compatible with.
+        b["tern_version"]
+            .as_str()
+            .map_or_else(|| str_of(b, "version"), str::to_string),
         str_of(b, "uptime"),
         num(b, "workers"),
         authority,
@@ -144,6 +147,9 @@ fn render(prev: &Sample, now: &Sample, authority: &str) -> String {
             s += &format!("\nWARNING: workers not answering: {missing:?}\n");
         }
     }
+    if b["lame_duck"].as_bool() == Some(true) {
+        s += "\nLAME DUCK MODE: not accepting connections, closing clients, then stopping\n";
+    }
     s
 }
 
@@ -170,5 +176,21 @@ mod tests {
         assert!(frame.contains("p99 42"), "{frame}");
         assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_interval("0s").is_err());
+    }
+
+    #[test]
+    fn terns_own_version_and_lame_duck_mode_are_shown() {
+        let t0 = Instant::now();
+        let prev = Sample {
+            at: t0,
+            varz: json!({}),
+        };
+        let now = Sample {
+            at: t0 + Duration::from_secs(1),
+            varz: json!({"version": "2.10.0", "tern_version": "0.1.0", "lame_duck": true}),
+        };
+        let frame = render(&prev, &now, "x:1");
+        assert!(frame.contains(" v0.1.0 "), "{frame}");
+        assert!(frame.contains("LAME DUCK MODE"), "{frame}");
     }
 }

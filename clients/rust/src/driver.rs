@@ -2,8 +2,8 @@
 //!
 //! Owns: the connection ([`Conn`]: the non-blocking socket, its read buffer and decoder,
 //! the frames being written, the pings and acks in flight), the connect / handshake /
-//! reconnect cycle, heartbeats, and turning server frames into deliveries, answers to
-//! waiters and events. One `mio::Poll` waits on the socket, a waker (the application's
+//! reconnect cycle, heartbeats (and the deadline a `GOAWAY` announces), and turning server
+//! frames into deliveries, answers to waiters and events. One `mio::Poll` waits on the socket, a waker (the application's
 //! calls ring it after adding to the outbox) and the next timer.
 //!
 //! The order on every (re)connection: preface and `HELLO`; `WELCOME`; every live
@@ -48,6 +48,9 @@ const READ_CHUNK: usize = 64 * 1024;
 const WRITE_SLICES: usize = 64;
 /// Sequence ranges kept per subscription for one local drop report.
 const MAX_DROP_RANGES: usize = 1024;
+/// How long past a `GOAWAY`'s announced close the client waits for the server to close the
+/// connection before it closes it itself.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Starts the I/O thread. It reports the first connection's outcome on `first`, then
 /// runs until the client is closed.
@@ -94,6 +97,9 @@ enum Failure {
         message: String,
     },
     Protocol(String),
+    /// The server announced it was going away (`GOAWAY`) and did not close the connection
+    /// by the deadline it gave: the client closes it.
+    GoneAway,
 }
 
 impl Failure {
@@ -110,6 +116,7 @@ impl Failure {
                 message: message.clone(),
             },
             Failure::Protocol(e) => DisconnectReason::Protocol(e.clone()),
+            Failure::GoneAway => DisconnectReason::ServerClosed,
         }
     }
 
@@ -135,6 +142,10 @@ impl Failure {
             )),
             Failure::Server { code, message } => Error::Server { code, message },
             Failure::Protocol(e) => Error::Protocol(e),
+            Failure::GoneAway => connect(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the server went away",
+            )),
         }
     }
 }
@@ -176,6 +187,9 @@ struct Conn {
     last_ping: Instant,
     /// The log epoch from `WELCOME`.
     epoch: u64,
+    /// After a `GOAWAY`: the server's text, and when the client closes the connection
+    /// itself if the server has not.
+    going_away: Option<(String, Instant)>,
 }
 
 /// Messages dropped locally for one subscription since the last report.
@@ -276,6 +290,9 @@ impl Driver {
                     next = next
                         .min(conn.last_read + config.server_timeout)
                         .min(conn.last_read.max(conn.last_ping) + config.ping_interval);
+                    if let Some((_, deadline)) = &conn.going_away {
+                        next = next.min(*deadline);
+                    }
                 }
             },
             None => {
@@ -371,6 +388,7 @@ impl Driver {
             last_read: now,
             last_ping: now,
             epoch: 0,
+            going_away: None,
         });
     }
 
@@ -598,6 +616,16 @@ impl Driver {
                         source: DropSource::Server,
                     });
                 }
+                ServerFrame::GoAway(g) => {
+                    let close_within = Duration::from_millis(u64::from(g.close_within_ms));
+                    let reason = text(&g.reason);
+                    let deadline = Instant::now() + close_within + GOAWAY_GRACE;
+                    conn.going_away = Some((reason.clone(), deadline));
+                    emit.push(Event::GoAway {
+                        close_within,
+                        reason,
+                    });
+                }
                 ServerFrame::GapNotice(g) => emit.push(Event::Gap {
                     sid: g.sid,
                     shard: g.shard,
@@ -736,7 +764,13 @@ impl Driver {
             }
             Stage::Ready => {
                 let silence = now.saturating_duration_since(conn.last_read);
-                if silence >= config.server_timeout {
+                if conn
+                    .going_away
+                    .as_ref()
+                    .is_some_and(|(_, deadline)| now >= *deadline)
+                {
+                    self.fail(Failure::GoneAway);
+                } else if silence >= config.server_timeout {
                     self.fail(Failure::Heartbeat(silence));
                 } else if silence >= config.ping_interval
                     && now.saturating_duration_since(conn.last_ping) >= config.ping_interval
@@ -756,6 +790,16 @@ impl Driver {
     /// attempt (or gives up).
     fn fail(&mut self, failure: Failure) {
         let was_ready = self.conn.as_ref().is_some_and(|c| c.stage == Stage::Ready);
+        // After a GOAWAY, the end of the connection is the one announced (unless the server
+        // said why with a fatal error): not a failure, and no reason to wait to reconnect.
+        let announced = match &failure {
+            Failure::Server { .. } | Failure::Protocol(_) => None,
+            _ => self
+                .conn
+                .as_ref()
+                .and_then(|c| c.going_away.as_ref())
+                .map(|(reason, _)| reason.clone()),
+        };
         let connecting = self
             .conn
             .as_ref()
@@ -802,7 +846,10 @@ impl Driver {
         if self.inner.lock().phase == Phase::Closed {
             return;
         }
-        let reason = failure.reason();
+        let reason = match announced.clone() {
+            Some(reason) => DisconnectReason::GoingAway { reason },
+            None => failure.reason(),
+        };
         if was_ready {
             self.failures = 0;
             self.inner.events.emit(Event::Disconnected {
@@ -819,7 +866,11 @@ impl Driver {
             ));
             return;
         }
-        let delay = policy.delay(self.failures, &mut self.rng);
+        let delay = if announced.is_some() {
+            Duration::ZERO
+        } else {
+            policy.delay(self.failures, &mut self.rng)
+        };
         if !was_ready {
             self.inner.events.emit(Event::ReconnectFailed {
                 attempt: self.failures,
@@ -1006,6 +1057,7 @@ fn frame_name(frame: &ServerFrame) -> &'static str {
         ServerFrame::Error(_) => "ERROR",
         ServerFrame::DropNotice(_) => "DROP_NOTICE",
         ServerFrame::GapNotice(_) => "GAP_NOTICE",
+        ServerFrame::GoAway(_) => "GOAWAY",
         ServerFrame::Ping => "PING",
         ServerFrame::Pong => "PONG",
     }

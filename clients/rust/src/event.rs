@@ -88,6 +88,18 @@ pub enum Event {
         /// True when the server closes the connection after it.
         fatal: bool,
     },
+    /// The server is going away (lame duck mode: a `GOAWAY` frame). It accepts no new
+    /// connections and will close this one within `close_within`; until then the
+    /// connection works as before. When it ends, the client reconnects at once, without a
+    /// backoff delay (behind the same address, another server takes the connection), and
+    /// if the server has not closed it a second after `close_within`, the client closes it
+    /// itself. The disconnect is then reported as [`DisconnectReason::GoingAway`].
+    GoAway {
+        /// How long the server may keep the connection open, from when the frame arrived.
+        close_within: Duration,
+        /// The server's text.
+        reason: String,
+    },
     /// The client is closed for good: by the application, or because reconnecting gave up.
     Closed {
         /// Why.
@@ -154,6 +166,13 @@ pub enum DisconnectReason {
     Protocol(String),
     /// A socket error.
     Io(String),
+    /// The server had announced it was going away ([`Event::GoAway`]) and the connection
+    /// ended as announced: closed by the server, or by the client at the announced
+    /// deadline. Expected; the client reconnects at once.
+    GoingAway {
+        /// The server's text from its `GOAWAY`.
+        reason: String,
+    },
 }
 
 impl fmt::Display for DisconnectReason {
@@ -168,6 +187,9 @@ impl fmt::Display for DisconnectReason {
             }
             DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
             DisconnectReason::Io(e) => write!(f, "i/o error: {e}"),
+            DisconnectReason::GoingAway { reason } => {
+                write!(f, "the server went away as it announced: {reason}")
+            }
         }
     }
 }

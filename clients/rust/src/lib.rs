@@ -26,7 +26,8 @@
 //! the sans-IO codec in `tern-protocol`: connecting and the handshake, publishing (plain,
 //! with options, acknowledged), subscriptions (queue groups, catch-up starts), request and
 //! reply, flush, drain, and staying connected: heartbeats, reconnecting with full-jitter
-//! backoff, an offline buffer for publishes, and resubscribing with resume tokens.
+//! backoff (at once when a broker going away, `GOAWAY`, closes the connection as it
+//! announced), an offline buffer for publishes, and resubscribing with resume tokens.
 //!
 //! How it runs: every [`Client`] has one background I/O thread that owns the socket
 //! (non-blocking, `mio`). Application calls put encoded frames in a bounded outbox and

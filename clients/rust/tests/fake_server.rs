@@ -14,7 +14,7 @@ use tern_client::{
     SequenceRange,
 };
 use tern_protocol::binary::{
-    AckResult, ClientFrame, DropNotice, ErrorFrame, GapNotice, PublishAck, ResumeToken,
+    AckResult, ClientFrame, DropNotice, ErrorFrame, GapNotice, GoAway, PublishAck, ResumeToken,
     ServerFrame, StartPosition,
 };
 
@@ -852,4 +852,95 @@ fn dropping_the_last_handle_closes_the_connection() {
     assert!(reason.contains("dropped"), "{reason}");
     // The event queue ends with the client.
     assert_eq!(events.clone().count(), 0);
+}
+
+/// A policy whose every delay, with jitter seed [`SLOW_SEED`], is longer than [`WAIT`]: a
+/// reconnect within `WAIT` did not wait for it.
+fn slow() -> ReconnectPolicy {
+    ReconnectPolicy::new(Duration::from_secs(600), Duration::from_secs(600))
+}
+const SLOW_SEED: u64 = 7;
+
+#[test]
+fn goaway_is_an_event_and_the_announced_close_reconnects_at_once() {
+    assert!(
+        slow().schedule(SLOW_SEED).next().unwrap() > WAIT,
+        "the premise: this seed's first backoff is longer than a test waits"
+    );
+    let server = FakeServer::bind();
+    let (client, mut conn) = connect(
+        &server,
+        1,
+        Client::builder().reconnect(slow()).jitter_seed(SLOW_SEED),
+    );
+    let events = client.events();
+    conn.send(ServerFrame::GoAway(GoAway {
+        close_within_ms: 30_000,
+        reason: Bytes::from_static(b"lame duck mode"),
+    }));
+    let (within, reason) = wait_event(&events, |e| match e {
+        Event::GoAway {
+            close_within,
+            reason,
+        } => Some((*close_within, reason.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        (within, reason.as_str()),
+        (Duration::from_secs(30), "lame duck mode")
+    );
+    // The connection works until the server closes it.
+    assert!(client.is_connected());
+    client.publish("still.here", "x").unwrap();
+    assert_eq!(
+        &publish_of(conn.recv_answering_pings()).subject[..],
+        b"still.here"
+    );
+    conn.close();
+    let reason = wait_event(&events, |e| match e {
+        Event::Disconnected { reason } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        reason,
+        DisconnectReason::GoingAway {
+            reason: "lame duck mode".to_string()
+        }
+    );
+    // No backoff: the next attempt comes at once (the seeded one would wait minutes).
+    let _second = server.accept_welcome(2);
+    wait_event(&events, |e| {
+        matches!(e, Event::Reconnected(_)).then_some(())
+    });
+}
+
+#[test]
+fn a_server_still_open_past_its_goaway_deadline_is_left() {
+    let server = FakeServer::bind();
+    let (client, mut conn) = connect(
+        &server,
+        1,
+        Client::builder().reconnect(slow()).jitter_seed(SLOW_SEED),
+    );
+    let events = client.events();
+    conn.send(ServerFrame::GoAway(GoAway {
+        close_within_ms: 100,
+        reason: Bytes::from_static(b"bye"),
+    }));
+    // The server never closes: the client does, about a second after the deadline.
+    conn.expect_closed();
+    let reason = wait_event(&events, |e| match e {
+        Event::Disconnected { reason } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        reason,
+        DisconnectReason::GoingAway {
+            reason: "bye".to_string()
+        }
+    );
+    let _second = server.accept_welcome(2);
+    wait_event(&events, |e| {
+        matches!(e, Event::Reconnected(_)).then_some(())
+    });
 }

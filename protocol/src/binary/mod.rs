@@ -40,8 +40,8 @@ pub use encode::{encode_client_frame, encode_server_frame};
 pub use error::{BinaryError, EncodeError, ErrorCode, Refusal};
 pub use preface::{Preface, MAGIC, PREFACE_LEN};
 pub use server::{
-    encode_message_head, AckResult, DropNotice, ErrorFrame, GapNotice, Message, MessageHead,
-    PublishAck, SequenceRange, ServerFrame, Welcome,
+    encode_message_head, AckResult, DropNotice, ErrorFrame, GapNotice, GoAway, Message,
+    MessageHead, PublishAck, SequenceRange, ServerFrame, Welcome,
 };
 
 /// The protocol version this crate speaks.
@@ -80,6 +80,8 @@ pub mod frame_type {
     pub const DROP_NOTICE: u8 = 0x85;
     /// Server: `GAP_NOTICE`.
     pub const GAP_NOTICE: u8 = 0x86;
+    /// Server: `GOAWAY`, the server is going away (lame duck): reconnect soon.
+    pub const GOAWAY: u8 = 0x87;
 }
 
 /// Decoding limits, read once and passed to a decoder.

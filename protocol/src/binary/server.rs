@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::client::{check_message, empty};
 use super::coding::{flag, Reader, Writer};
 use super::frame_type::{
-    DROP_NOTICE, ERROR, GAP_NOTICE, MESSAGE, PING, PONG, PUBLISH_ACK, WELCOME,
+    DROP_NOTICE, ERROR, GAP_NOTICE, GOAWAY, MESSAGE, PING, PONG, PUBLISH_ACK, WELCOME,
 };
 use super::{BinaryError, EncodeError, ErrorCode, Limits};
 
@@ -28,6 +28,9 @@ pub enum ServerFrame {
     DropNotice(DropNotice),
     /// `GAP_NOTICE` (0x86): a catch-up that starts later than asked.
     GapNotice(GapNotice),
+    /// `GOAWAY` (0x87): the server is going away (lame duck mode) and will close the
+    /// connection; the client should reconnect soon, to another server if it can.
+    GoAway(GoAway),
     /// `PING` (0x05): the client answers `PONG`.
     Ping,
     /// `PONG` (0x06): the answer to the client's `PING`.
@@ -160,6 +163,16 @@ pub struct GapNotice {
     pub oldest: u64,
 }
 
+/// `GOAWAY`: the server stops taking connections and will close this one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GoAway {
+    /// The server closes this connection within this many milliseconds at the latest (0: it
+    /// may close it at any moment).
+    pub close_within_ms: u32,
+    /// Why, for humans (UTF-8).
+    pub reason: Bytes,
+}
+
 // Flag bits.
 const MSG_REPLY: u8 = 0x01;
 const MSG_HEADERS: u8 = 0x02;
@@ -188,6 +201,7 @@ pub(crate) fn decode(
         ERROR => decode_error(flags, Reader::new("ERROR", body)),
         DROP_NOTICE => decode_drop(flags, Reader::new("DROP_NOTICE", body)),
         GAP_NOTICE => decode_gap(flags, Reader::new("GAP_NOTICE", body)),
+        GOAWAY => decode_goaway(flags, Reader::new("GOAWAY", body)),
         PING => empty(flags, Reader::new("PING", body)).map(|()| ServerFrame::Ping),
         PONG => empty(flags, Reader::new("PONG", body)).map(|()| ServerFrame::Pong),
         _ => Err(BinaryError::UnknownFrameType(ty)),
@@ -314,6 +328,16 @@ fn decode_gap(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
     };
     r.finish()?;
     Ok(ServerFrame::GapNotice(gap))
+}
+
+fn decode_goaway(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
+    r.check_flags(flags, 0)?;
+    let goaway = GoAway {
+        close_within_ms: r.get("close within")?,
+        reason: r.short("reason")?,
+    };
+    r.finish()?;
+    Ok(ServerFrame::GoAway(goaway))
 }
 
 /// The fields of a `MESSAGE` that come before its header block and payload, for a sender
@@ -449,6 +473,7 @@ impl ServerFrame {
             ),
             ServerFrame::DropNotice(_) => (DROP_NOTICE, 0),
             ServerFrame::GapNotice(_) => (GAP_NOTICE, 0),
+            ServerFrame::GoAway(_) => (GOAWAY, 0),
             ServerFrame::Ping => (PING, 0),
             ServerFrame::Pong => (PONG, 0),
         }
@@ -507,6 +532,10 @@ impl ServerFrame {
                 w.put(g.shard);
                 w.put(g.requested);
                 w.put(g.oldest);
+            }
+            ServerFrame::GoAway(g) => {
+                w.put(g.close_within_ms);
+                w.short("reason", &g.reason)?;
             }
             ServerFrame::Ping | ServerFrame::Pong => {}
         }

@@ -8,6 +8,11 @@
 //!
 //! Every operation is cut out of the caller's buffer with one `split_to(..).freeze()`; its
 //! subject, reply, sid, header block and payload are `slice`s of that, never copies.
+//!
+//! An unknown operation is refused as soon as it is one: while a control line is
+//! incomplete, its first token so far must still be able to become one of the grammar's
+//! operation names (`Grammar::NAMES`), so garbage trickled a byte at a time fails at its
+//! first impossible byte instead of waiting for a line end that may never come.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -19,7 +24,8 @@ use crate::subject::{self, SubjectError};
 /// `-ERR '...'`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The line does not start with a known operation name. Fatal.
+    /// The line does not start with a known operation name: detected as soon as its first
+    /// token can no longer become one, without waiting for the line end. Fatal.
     #[error("Unknown Protocol Operation")]
     UnknownOperation,
     /// No line end within `max_control_line` bytes. Fatal.
@@ -191,6 +197,35 @@ fn op_name(line: &[u8]) -> Span {
     Span { start, end }
 }
 
+/// True while `partial`, the start of a control line whose line end has not arrived, can
+/// still become an operation of `names`: after leading whitespace, its first token so far
+/// is a case-insensitive prefix of a name or, once whitespace has ended it, a name. A `\r`
+/// at the very end may be the start of the line end and is not part of the token.
+///
+/// It agrees with the parse of the whole line: a line whose name is not in `names` is
+/// refused as `UnknownOperation` either way, only sooner here.
+fn may_become_operation(partial: &[u8], names: &[&str]) -> bool {
+    let partial = partial.strip_suffix(b"\r").unwrap_or(partial);
+    let start = partial
+        .iter()
+        .position(|&b| !is_space(b))
+        .unwrap_or(partial.len());
+    let token = partial.get(start..).unwrap_or_default();
+    match token.iter().position(|&b| is_space(b)) {
+        Some(end) => {
+            let token = token.get(..end).unwrap_or_default();
+            names
+                .iter()
+                .any(|name| token.eq_ignore_ascii_case(name.as_bytes()))
+        }
+        None => names.iter().any(|name| {
+            name.as_bytes()
+                .get(..token.len())
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case(token))
+        }),
+    }
+}
+
 /// The rest of the line after the operation name, without surrounding whitespace.
 fn rest_of_line(line: &[u8], op: Span) -> &[u8] {
     let rest = line.get(op.end..).unwrap_or_default();
@@ -276,6 +311,10 @@ trait Grammar {
     /// A parsed payload-less control line, its arguments as spans of the line.
     type Line;
 
+    /// Every operation name `parse_line` knows (it compares names case-insensitively):
+    /// an incomplete line whose first token cannot become one of these is refused at once.
+    const NAMES: &'static [&'static str];
+
     /// Parses a non-blank control line (without its line end).
     fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed<Self::Line>, DecodeError>;
 
@@ -324,7 +363,7 @@ impl Core {
             if let Some(pending) = self.pending {
                 return self.finish_msg::<G>(pending, buf);
             }
-            let Some((line_len, content_len)) = self.find_line(buf)? else {
+            let Some((line_len, content_len)) = self.find_line(buf, G::NAMES)? else {
                 return Ok(None);
             };
             let line = buf.get(..content_len).unwrap_or_default();
@@ -362,8 +401,13 @@ impl Core {
     }
 
     /// Finds the next control line: `(length with line end, length without)`. Errors when
-    /// no line end is within `max_control_line` bytes.
-    fn find_line(&mut self, buf: &BytesMut) -> Result<Option<(usize, usize)>, DecodeError> {
+    /// the incomplete line cannot become an operation of `names` (see
+    /// [`may_become_operation`]), or when no line end is within `max_control_line` bytes.
+    fn find_line(
+        &mut self,
+        buf: &mut BytesMut,
+        names: &[&str],
+    ) -> Result<Option<(usize, usize)>, DecodeError> {
         if buf.is_empty() {
             self.scanned = 0;
             return Ok(None);
@@ -384,6 +428,9 @@ impl Core {
                     nl
                 };
                 Ok(Some((nl + 1, content_len)))
+            }
+            None if !may_become_operation(buf.get(..window).unwrap_or_default(), names) => {
+                Err(self.fail(buf, window, DecodeError::UnknownOperation))
             }
             None if buf.len() >= max => {
                 self.reset();
@@ -519,6 +566,8 @@ impl ClientGrammar {
 impl Grammar for ClientGrammar {
     type Op = ClientOp;
     type Line = ClientLine;
+    const NAMES: &'static [&'static str] =
+        &["CONNECT", "PUB", "HPUB", "SUB", "UNSUB", "PING", "PONG"];
 
     fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed<ClientLine>, DecodeError> {
         let op = op_name(line);
@@ -636,6 +685,7 @@ struct ServerGrammar;
 impl Grammar for ServerGrammar {
     type Op = ServerOp;
     type Line = ServerLine;
+    const NAMES: &'static [&'static str] = &["INFO", "MSG", "HMSG", "+OK", "-ERR", "PING", "PONG"];
 
     fn parse_line(line: &[u8], _limits: &Limits) -> Result<Parsed<ServerLine>, DecodeError> {
         let op = op_name(line);
@@ -771,6 +821,20 @@ impl ClientDecoder {
     /// Counts a two-byte `\r\n` after the payload.
     pub fn bytes_needed(&self) -> Option<usize> {
         self.core.needed
+    }
+
+    /// After `decode` returned `Ok(None)` for `buf`: true when `buf` holds the start of a
+    /// control line whose line end has not arrived yet; false when it is empty or when the
+    /// line is whole and its payload is awaited. Lets a caller put a deadline on a control
+    /// line that is being trickled.
+    pub fn in_control_line(&self, buf: &[u8]) -> bool {
+        self.core.pending.is_none() && !buf.is_empty()
+    }
+
+    /// True when a control line announcing a payload (`PUB`, `HPUB`) is whole and its
+    /// payload is awaited.
+    pub fn awaiting_payload(&self) -> bool {
+        self.core.pending.is_some()
     }
 }
 
@@ -1361,6 +1425,111 @@ mod tests {
             server_one(b"PUB foo 0\r\n"),
             Err(DecodeError::UnknownOperation)
         );
+    }
+
+    #[test]
+    fn unknown_operation_is_refused_at_its_first_impossible_byte() {
+        // Fed a byte at a time: fine while the token can still become a name.
+        for (input, fails_at) in [
+            (&b"xy"[..], Some(0)),
+            (b"  \tq", Some(3)),
+            (b"PINGX", Some(4)),
+            (b"PIN ", Some(3)),
+            (b"pinG \r", None),
+            (b"\r\n  Sub foo", None),
+            (b"CONNECT {", None),
+            (b"CONNECT{", Some(7)),
+            (b"HPUBX", Some(4)),
+            (b"P\r", None),
+            (b"P\r\r", Some(2)),
+            (b"UNS\x00", Some(3)),
+            (b"\xff", Some(0)),
+            (b"+OK", Some(0)),
+        ] {
+            let mut dec = ClientDecoder::new(Limits::default());
+            let mut buf = BytesMut::new();
+            let mut failed = None;
+            for (i, &b) in input.iter().enumerate() {
+                buf.extend_from_slice(&[b]);
+                match dec.decode(&mut buf) {
+                    Ok(None) => {}
+                    Err(DecodeError::UnknownOperation) => {
+                        failed = Some(i);
+                        break;
+                    }
+                    other => panic!("{input:?} at {i}: {other:?}"),
+                }
+            }
+            assert_eq!(failed, fails_at, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn server_direction_fails_fast_too() {
+        for ok in [&b"+"[..], b"-E", b"-err", b"I", b"hmsg", b" P"] {
+            assert_eq!(server_one(ok), Ok(None), "{ok:?}");
+        }
+        for bad in [&b"X"[..], b"+OKX", b"SUB", b"MSGS", b"-ERR'"] {
+            assert_eq!(
+                server_one(bad),
+                Err(DecodeError::UnknownOperation),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_name_the_fast_check_allows_is_one_the_parser_knows() {
+        for name in ClientGrammar::NAMES {
+            for spelled in [name.to_string(), name.to_ascii_lowercase()] {
+                let line = format!("{spelled}\r\n");
+                assert_ne!(
+                    client_one(line.as_bytes()),
+                    Err(DecodeError::UnknownOperation),
+                    "{spelled}"
+                );
+            }
+        }
+        for name in ServerGrammar::NAMES {
+            let line = format!("{name}\r\n");
+            assert_ne!(
+                server_one(line.as_bytes()),
+                Err(DecodeError::UnknownOperation),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_beats_the_control_line_limit() {
+        // Refused at its first byte, not after max_control_line bytes.
+        let mut dec = ClientDecoder::new(limits(64, 1024));
+        let mut buf = BytesMut::from(&[b'z'; 100][..]);
+        assert_eq!(dec.decode(&mut buf), Err(DecodeError::UnknownOperation));
+        // The decoder starts clean after it.
+        let mut buf = BytesMut::from(&b"PING\r\n"[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(Some(ClientOp::Ping)));
+    }
+
+    #[test]
+    fn where_the_decoder_is_between_operations() {
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::new();
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert!(!dec.in_control_line(&buf) && !dec.awaiting_payload());
+        buf.extend_from_slice(b"PUB foo 5");
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert!(dec.in_control_line(&buf) && !dec.awaiting_payload());
+        buf.extend_from_slice(b"\r\nhe");
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert!(!dec.in_control_line(&buf) && dec.awaiting_payload());
+        buf.extend_from_slice(b"llo\r\n");
+        assert_eq!(
+            dec.decode(&mut buf),
+            Ok(Some(publish("foo", None, None, "hello")))
+        );
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert!(!dec.in_control_line(&buf) && !dec.awaiting_payload());
     }
 
     #[test]

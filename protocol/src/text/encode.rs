@@ -321,6 +321,20 @@ mod tests {
         })));
         assert!(info.starts_with(b"INFO {\"server_id\":\"id\","));
         assert!(info.ends_with(b"}\r\n"));
+        // Only what is there: no tern_version, no ldm unless set.
+        let text = String::from_utf8(info.to_vec()).unwrap();
+        assert!(
+            !text.contains("tern_version") && !text.contains("ldm"),
+            "{text}"
+        );
+        let ldm = server(ServerOp::Info(Box::new(ServerInfo {
+            tern_version: Some("0.1.0".into()),
+            ldm: true,
+            ..ServerInfo::default()
+        })));
+        let text = String::from_utf8(ldm.to_vec()).unwrap();
+        assert!(text.contains(r#""tern_version":"0.1.0""#), "{text}");
+        assert!(text.contains(r#""ldm":true"#), "{text}");
     }
 
     #[test]

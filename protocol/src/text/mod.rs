@@ -6,10 +6,11 @@
 //! Contract of the decoders: call `decode` with the bytes received so far; it either returns
 //! one whole operation and removes its bytes from the front of the buffer, returns `Ok(None)`
 //! when more bytes are needed (an ordinary answer, not an error), or returns a
-//! [`DecodeError`]. Limits (control line length, payload size, tokens per subject) are
-//! enforced while parsing, before any payload is buffered, so a decoder never asks its
-//! caller to hold more than `max_control_line + max_payload + 2` bytes. A decoder never
-//! panics, whatever bytes arrive.
+//! [`DecodeError`]. An unknown operation is refused as soon as the bytes so far cannot
+//! become one, without waiting for its line end. Limits (control line length, payload
+//! size, tokens per subject) are enforced while parsing, before any payload is buffered, so
+//! a decoder never asks its caller to hold more than `max_control_line + max_payload + 2`
+//! bytes. A decoder never panics, whatever bytes arrive.
 //!
 //! Never: touches a socket or a clock.
 

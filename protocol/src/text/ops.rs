@@ -153,8 +153,12 @@ pub struct ServerInfo {
     pub server_id: String,
     /// The server's name.
     pub server_name: String,
-    /// The server's version.
+    /// The server's version, as NATS clients compare it (Tern reports the nats-server version
+    /// whose client protocol it implements; `docs/protocol-text.md`).
     pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Tern's own version, when the server is Tern.
+    pub tern_version: Option<String>,
     /// The protocol version the server speaks.
     pub proto: u8,
     /// The address the server listens on.
@@ -170,4 +174,9 @@ pub struct ServerInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     /// The connection's remote address as the server sees it.
     pub client_ip: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// Lame duck mode: the server accepts no new connections and will close this one soon;
+    /// the client should reconnect (to another server if it can). Sent in an `INFO` after
+    /// the first.
+    pub ldm: bool,
 }

@@ -137,13 +137,23 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
         ".{0,8}",
         any::<(u8, u16, bool, usize, u64)>(),
         prop::option::of("[0-9.]{1,15}"),
+        prop::option::of("[0-9.]{1,8}"),
+        any::<bool>(),
     )
         .prop_map(
-            |(server_id, version, (proto, port, headers, max_payload, client_id), client_ip)| {
+            |(
+                server_id,
+                version,
+                (proto, port, headers, max_payload, client_id),
+                client_ip,
+                tern_version,
+                ldm,
+            )| {
                 ServerInfo {
                     server_id,
                     server_name: "tern".into(),
                     version,
+                    tern_version,
                     proto,
                     host: "127.0.0.1".into(),
                     port,
@@ -151,6 +161,7 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
                     max_payload,
                     client_id,
                     client_ip,
+                    ldm,
                 }
             },
         )
