@@ -17,8 +17,10 @@
 #![recursion_limit = "512"]
 
 mod admission;
+mod budget;
 pub mod config;
 mod conn;
+mod eviction;
 mod index;
 mod latency;
 mod mesh;

@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use crate::config::{AdmissionConfig, Config, Limits, QueueConfig, StoreConfig};
+use crate::config::{AdmissionConfig, Config, FlowConfig, Limits, QueueConfig, StoreConfig};
 use crate::latency::{Latency, LatencySummary, QUANTILES};
 use crate::mesh::{Envelope, Mesh};
 use crate::snapshot::{rfc3339, unix_micros, ConnInfo, SnapshotRequest, Want, WorkerSnapshot};
@@ -254,6 +254,7 @@ impl MonitorState {
             uptime_seconds: uptime.as_secs_f64(),
             limits: &c.limits,
             queues: &c.queues,
+            flow: &c.flow,
             store: &c.store,
             admission: &c.admission,
             connections: totals.connections(),
@@ -411,6 +412,7 @@ impl MonitorState {
                         "queue_groups": w.shard.queue_groups,
                         "inbox_batches": depth,
                         "inbox_capacity": self.config.limits.worker_queue,
+                        "inbox_bytes": self.mesh.queued_bytes(i),
                         "outbox_pending_batches": w.shard.outbox_pending_batches,
                         "answered": true,
                     }),
@@ -601,6 +603,8 @@ struct Varz<'a> {
     limits: &'a Limits,
     #[serde(flatten)]
     queues: &'a QueueConfig,
+    #[serde(flatten)]
+    flow: &'a FlowConfig,
     store: &'a StoreConfig,
     admission: &'a AdmissionConfig,
     /// Open connections now.

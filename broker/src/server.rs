@@ -24,6 +24,7 @@ use tern_protocol::text::ServerInfo;
 use tracing::{error, info};
 
 use crate::admission::ConnectionGate;
+use crate::budget::SharedBudget;
 use crate::config::Config;
 use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
@@ -89,19 +90,18 @@ impl Server {
 
         let mut polls = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
-        let mut senders = Vec::with_capacity(n);
-        let mut inboxes = Vec::with_capacity(n);
         for worker in 0..n {
             let poll = Poll::new().map_err(|source| StartError::Worker { worker, source })?;
             let waker = Waker::new(poll.registry(), WAKER)
                 .map_err(|source| StartError::Worker { worker, source })?;
-            let (tx, rx) = crossbeam_channel::bounded(config.limits.worker_queue);
             polls.push(poll);
             wakers.push(Arc::new(waker));
-            senders.push(tx);
-            inboxes.push(rx);
         }
-        let mesh = Mesh::new(senders, wakers);
+        let (mesh, inboxes) = Mesh::new(
+            wakers,
+            config.limits.worker_queue,
+            config.limits.worker_queue_bytes,
+        );
         let server_id = server_id();
         let info = ServerInfo {
             server_id: server_id.clone(),
@@ -135,6 +135,8 @@ impl Server {
 
         // One gate for every worker's accept path: the connection limits are global.
         let gate = ConnectionGate::new(&config.admission, started_at);
+        // One budget for every worker's subscription queues: reserved a chunk at a time.
+        let queue_budget = SharedBudget::new(config.flow.max_queued_bytes);
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
         for (worker, ((((poll, listener), binary_listener), inbox), store)) in polls
@@ -155,6 +157,7 @@ impl Server {
                     Arc::clone(&config),
                     worker_stats,
                     store,
+                    Arc::clone(&queue_budget),
                 ),
                 poll,
                 listener,

@@ -19,6 +19,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::admission::{ConnRefusal, RateScope};
+use crate::budget::BudgetKind;
 
 /// A metric family of `/metrics`: every worker's value of one counter (one value per label
 /// value for a labelled counter).
@@ -171,6 +172,24 @@ counters! {
     counter publishes_rate_refused [RateScope::LABELS, "scope"] => "tern_publishes_rate_refused_total";
     /// Low-priority publishes refused because their owner shard was overloaded.
     counter publishes_shed => "tern_publishes_shed_total";
+    /// Queued messages given up because a budget was exceeded: a connection's
+    /// (max_pending) or the broker's (max_queued_bytes). Also in queue_dropped_msgs.
+    counter budget_drops [BudgetKind::LABELS, "budget"] => "tern_budget_drops_total";
+    /// Bytes held in subscription queues now.
+    gauge queued_bytes => "tern_queued_bytes";
+    /// Times a connection stopped being read because what waits for it passed
+    /// max_pending.
+    counter over_budget_pauses => "tern_over_budget_pauses_total";
+    /// Times a consumer became congested: over its high-water mark and draining, so the
+    /// publishers that feed it are stalled.
+    counter congested_consumers => "tern_congested_consumers_total";
+    /// Times a congested consumer stopped draining and was judged stuck: its publishers
+    /// were released.
+    counter stuck_consumers => "tern_stuck_consumers_total";
+    /// Times a publisher was stalled (not read) for a congested consumer.
+    counter publisher_stalls => "tern_publisher_stalls_total";
+    /// Stalls that ended at max_publisher_stall rather than with the congestion.
+    counter publisher_stall_timeouts => "tern_publisher_stall_timeouts_total";
 }
 
 /// A labelled counter's values as a `/varz` object, keyed by label value.
@@ -216,6 +235,12 @@ pub(crate) fn bump(counter: &AtomicU64, n: u64) {
         counter.load(Ordering::Relaxed).wrapping_add(n),
         Ordering::Relaxed,
     );
+}
+
+/// Sets a gauge that only the calling worker writes.
+#[inline]
+pub(crate) fn set(gauge: &AtomicU64, v: u64) {
+    gauge.store(v, Ordering::Relaxed);
 }
 
 /// Subtracts `n` from a gauge that only the calling worker writes.

@@ -687,7 +687,7 @@ fn subscription_confirmed_by_pong_gets_everything_published_after() {
             let mut stream = publ.stream.try_clone().expect("clone");
             let mut seq = 0u64;
             let start = Instant::now();
-            while !stop.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(60) {
+            while !stop.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(600) {
                 seq += 1;
                 if subscribed.load(Ordering::Acquire) && first_after.load(Ordering::Acquire) == 0 {
                     first_after.store(seq, Ordering::Release);

@@ -216,7 +216,7 @@ impl Conn {
     /// Decodes and applies every whole operation in the read buffer (until the connection
     /// closes or is throttled).
     pub(super) fn apply_text(&mut self, router: &mut Router) {
-        while self.may_apply() {
+        while self.may_apply(router) {
             let decoded = match &mut self.proto {
                 Proto::Text(t) => t.decoder.decode(&mut self.rbuf),
                 Proto::Binary(_) => unreachable!("text decoding on a binary connection"),
