@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::index::FnvMap;
 use crate::mesh::{ConnId, Mesh, Msg, Outbox, SubRef};
 use crate::shard::Shard;
 
@@ -75,7 +76,10 @@ impl QueueRouting {
                 PUBLISHER,
                 self.received,
             );
-            deliveries += self.shard.route(Arc::new(msg), &mut self.out).deliveries;
+            deliveries += self
+                .shard
+                .route(Arc::new(msg), &mut self.out, &FnvMap::default())
+                .deliveries;
         }
         // The deliveries are addressed to this worker: dropped here, as nobody reads them.
         drop(self.out.take_local());

@@ -21,8 +21,10 @@
 mod admission;
 #[doc(hidden)]
 pub mod bench;
+mod budget;
 pub mod config;
 mod conn;
+mod eviction;
 mod index;
 mod lameduck;
 mod latency;

@@ -17,6 +17,7 @@
 //! Never: blocks, and never drops an envelope while its receiver runs.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -215,6 +216,19 @@ pub(crate) enum Envelope {
     /// The shard's answer to a `Barrier`, sent to the connection's worker after every
     /// delivery the shard made for the traffic before the barrier.
     BarrierDone { conn: ConnId, token: u64 },
+    /// From a consumer's worker to every worker: the connection is congested (`on`, in
+    /// `epoch`) or no longer (`!on`, ending `epoch`). Shards stall the publishers whose
+    /// messages reach a congested consumer; every worker releases the publishers it
+    /// stalled for it when the congestion ends.
+    Congestion { conn: ConnId, epoch: u32, on: bool },
+    /// From a shard to a publisher's worker: a message of `publisher` reached `consumer`,
+    /// congested in `epoch`: stop reading the publisher until that congestion ends (or
+    /// `max_publisher_stall` passes).
+    Stall {
+        publisher: ConnId,
+        consumer: ConnId,
+        epoch: u32,
+    },
     /// Stop accepting, flush, close.
     Shutdown,
     /// From the monitoring thread: answer with a snapshot of this worker's state. Not a
@@ -263,74 +277,224 @@ impl Envelope {
 
 pub(crate) type Batch = Vec<Envelope>;
 
+/// The two lanes of a worker's inbound queue.
+///
+/// Commands are work for the receiver's shard: publishes to route, subscription changes,
+/// catch-up requests, `PING` barriers. Routing a command makes deliveries, so a worker
+/// takes commands only while the deliveries it already has for other workers are few
+/// (`Outbox::may_take_commands`). Deliveries (and everything else a worker's connections
+/// or the worker itself must see: acks, notices, congestion, snapshots, shutdown) only
+/// ever end in a connection's queue, which has its own bounds; they are always taken.
+/// So when a subscriber's worker falls behind, the workers routing to it stop taking
+/// commands, then stop reading their sockets, down to the publishers; and since taking a
+/// delivery never waits for anything, two workers can never wait on each other for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Command = 0,
+    Delivery = 1,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Command, Lane::Delivery];
+}
+
+impl Envelope {
+    /// The lane of the receiver's queue this envelope travels in.
+    pub fn lane(&self) -> Lane {
+        match self {
+            Envelope::Publish(_)
+            | Envelope::Subscribe { .. }
+            | Envelope::Unsubscribe { .. }
+            | Envelope::Lag { .. }
+            | Envelope::Grant { .. }
+            | Envelope::Replay(_)
+            | Envelope::Barrier { .. } => Lane::Command,
+            _ => Lane::Delivery,
+        }
+    }
+}
+
+/// What an envelope counts for in a queue's byte bound: the bytes of the message it
+/// carries (a delivery counts its message each time: each one is work, and later a copy,
+/// at its receiver), plus a fixed cost for the envelope itself.
+fn envelope_bytes(env: &Envelope) -> usize {
+    const ENVELOPE: usize = 64;
+    let msg = match env {
+        Envelope::Publish(m) | Envelope::Deliver { msg: m, .. } => m,
+        _ => return ENVELOPE,
+    };
+    ENVELOPE
+        + msg.subject.len()
+        + msg.reply.as_ref().map_or(0, Bytes::len)
+        + msg.headers.as_ref().map_or(0, Bytes::len)
+        + msg.payload.len()
+}
+
+/// What a batch counts for in its receiver's byte bound.
+pub(crate) fn batch_bytes(batch: &Batch) -> usize {
+    batch.iter().map(envelope_bytes).sum()
+}
+
 /// The sending side of every worker's inbound queue, shared by all workers.
+///
+/// Each lane of each queue is bounded twice: in batches (the channel's capacity,
+/// `worker_queue`) and in bytes (`worker_queue_bytes`, counted by [`batch_bytes`] with one
+/// atomic per lane, added by the sender and taken off by the receiver, once per batch). The
+/// byte bound is what keeps the data in flight between workers small whatever the message
+/// sizes and fan-outs, so that a consumer's congestion reaches its publishers before much
+/// more than that is on its way to it.
 #[derive(Clone)]
 pub(crate) struct Mesh {
-    senders: Vec<Sender<Batch>>,
+    senders: Vec<[Sender<Batch>; 2]>,
     wakers: Vec<Arc<Waker>>,
+    /// Per receiver and lane: bytes sent and not yet taken.
+    queued_bytes: Arc<[[AtomicUsize; 2]]>,
+    max_bytes: usize,
+}
+
+/// The receiving side of one worker's inbound queue: its two lanes.
+pub(crate) struct Inbox {
+    lanes: [Receiver<Batch>; 2],
+}
+
+impl Inbox {
+    /// The next batch of `lane`, if any.
+    pub fn try_recv(&self, lane: Lane) -> Option<Batch> {
+        self.lanes[lane as usize].try_recv().ok()
+    }
+
+    /// Batches waiting in `lane` (tests).
+    #[cfg(test)]
+    pub fn lane_len(&self, lane: Lane) -> usize {
+        self.lanes[lane as usize].len()
+    }
+
+    /// Batches waiting in both lanes (tests).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lanes.iter().map(Receiver::len).sum()
+    }
 }
 
 impl Mesh {
-    pub fn new(senders: Vec<Sender<Batch>>, wakers: Vec<Arc<Waker>>) -> Mesh {
-        Mesh { senders, wakers }
+    /// A mesh of one worker per waker, each lane holding up to `capacity` batches and
+    /// `max_bytes` bytes; with the workers' inboxes.
+    pub fn new(wakers: Vec<Arc<Waker>>, capacity: usize, max_bytes: usize) -> (Mesh, Vec<Inbox>) {
+        let mut senders = Vec::with_capacity(wakers.len());
+        let mut inboxes = Vec::with_capacity(wakers.len());
+        for _ in &wakers {
+            let (command, commands) = crossbeam_channel::bounded(capacity);
+            let (delivery, deliveries) = crossbeam_channel::bounded(capacity);
+            senders.push([command, delivery]);
+            inboxes.push(Inbox {
+                lanes: [commands, deliveries],
+            });
+        }
+        let queued_bytes = (0..wakers.len())
+            .map(|_| [AtomicUsize::new(0), AtomicUsize::new(0)])
+            .collect();
+        let mesh = Mesh {
+            senders,
+            wakers,
+            queued_bytes,
+            max_bytes,
+        };
+        (mesh, inboxes)
+    }
+
+    /// The receiver `me` took `batch` from `lane`.
+    pub fn taken(&self, me: usize, lane: Lane, batch: &Batch) {
+        self.queued_bytes[me][lane as usize].fetch_sub(batch_bytes(batch), Ordering::Relaxed);
+    }
+
+    /// Bytes waiting in worker `to`'s inbound queue now, both lanes (monitoring).
+    pub fn queued_bytes(&self, to: usize) -> usize {
+        self.queued_bytes[to]
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Wakers for tests and benchmarks: mio allows one waker per poll; the poll may go,
+    /// the waker stays valid.
+    fn test_wakers(n: usize) -> Vec<Arc<Waker>> {
+        (0..n)
+            .map(|_| {
+                let poll = mio::Poll::new().expect("poll");
+                Arc::new(Waker::new(poll.registry(), mio::Token(0)).expect("waker"))
+            })
+            .collect()
     }
 
     /// A mesh of `n` workers whose queues nobody reads, for tests and benchmarks of
     /// routing.
     pub fn for_tests(n: usize) -> Mesh {
-        let wakers = (0..n)
-            .map(|_| {
-                // Mio allows one waker per poll; the poll may go, the waker stays valid.
-                let poll = mio::Poll::new().expect("poll");
-                Arc::new(Waker::new(poll.registry(), mio::Token(0)).expect("waker"))
-            })
-            .collect();
-        let senders = (0..n).map(|_| crossbeam_channel::bounded(16).0).collect();
-        Mesh::new(senders, wakers)
+        Mesh::new(Mesh::test_wakers(n), 16, usize::MAX).0
     }
 
     /// A mesh of `n` workers whose queues are kept open (and returned) but read by
     /// nobody unless the test does: for tests of what waits on workers.
     #[cfg(test)]
     pub fn for_tests_open(n: usize) -> (Mesh, Vec<Inbox>) {
-        let (senders, inboxes) = (0..n).map(|_| crossbeam_channel::bounded(16)).unzip();
-        (Mesh::new(senders, Mesh::for_tests(n).wakers), inboxes)
+        Mesh::new(Mesh::test_wakers(n), 16, usize::MAX)
     }
 
     pub fn workers(&self) -> usize {
         self.senders.len()
     }
 
-    /// Batches waiting in worker `to`'s inbound queue now (monitoring).
+    /// Batches waiting in worker `to`'s inbound queue now, both lanes (monitoring).
     pub fn queue_len(&self, to: usize) -> usize {
-        self.senders[to].len()
+        self.senders[to].iter().map(Sender::len).sum()
     }
 
-    /// Sends a batch without blocking; gives it back when the queue is full.
-    fn try_send(&self, to: usize, batch: Batch) -> Result<(), Batch> {
-        match self.senders[to].try_send(batch) {
+    /// Command batches waiting for worker `to`'s shard: how far it is behind.
+    pub fn commands_queued(&self, to: usize) -> usize {
+        self.senders[to][Lane::Command as usize].len()
+    }
+
+    /// Sends a batch (all of one lane) without blocking; gives it back when the lane is
+    /// full (in batches, or in bytes: a batch always goes into a lane that holds no bytes).
+    fn try_send(&self, to: usize, lane: Lane, batch: Batch) -> Result<(), Batch> {
+        let bytes = batch_bytes(&batch);
+        let queued = &self.queued_bytes[to][lane as usize];
+        // Added before the send, so that the receiver never takes off more than is there.
+        let before = queued.fetch_add(bytes, Ordering::Relaxed);
+        if before > 0 && before + bytes > self.max_bytes {
+            queued.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(batch);
+        }
+        match self.senders[to][lane as usize].try_send(batch) {
             Ok(()) => {
                 // A failed wake means the receiver is gone (shutdown): nothing to wake.
                 let _ = self.wakers[to].wake();
                 Ok(())
             }
-            Err(TrySendError::Full(b)) => Err(b),
+            Err(TrySendError::Full(b)) => {
+                queued.fetch_sub(bytes, Ordering::Relaxed);
+                Err(b)
+            }
             // The receiver has stopped (end of shutdown): there is nobody to deliver to.
             Err(TrySendError::Disconnected(_)) => Ok(()),
         }
     }
 
-    /// Sends a batch, waiting up to `timeout` for room. Used off the hot path only
-    /// (shutdown).
+    /// Sends a batch of the delivery lane (snapshot requests, shutdown), waiting up to
+    /// `timeout` for room in batches (its bytes are counted, not waited for). Used off the
+    /// hot path only.
     pub fn send_timeout(&self, to: usize, batch: Batch, timeout: std::time::Duration) -> bool {
-        let ok = self.senders[to].send_timeout(batch, timeout).is_ok();
+        debug_assert!(batch.iter().all(|e| e.lane() == Lane::Delivery));
+        let lane = Lane::Delivery as usize;
+        let bytes = batch_bytes(&batch);
+        self.queued_bytes[to][lane].fetch_add(bytes, Ordering::Relaxed);
+        let ok = self.senders[to][lane].send_timeout(batch, timeout).is_ok();
+        if !ok {
+            self.queued_bytes[to][lane].fetch_sub(bytes, Ordering::Relaxed);
+        }
         let _ = self.wakers[to].wake();
         ok
     }
 }
-
-/// The receiving side of one worker's inbound queue.
-pub(crate) type Inbox = Receiver<Batch>;
 
 /// Envelopes produced during one loop turn, batched per destination worker.
 ///
@@ -342,22 +506,41 @@ pub(crate) type Inbox = Receiver<Batch>;
 pub(crate) struct Outbox {
     me: usize,
     mesh: Mesh,
-    batches: Vec<Batch>,
+    /// Per other worker and lane, what this turn made for it.
+    batches: Vec<[Batch; 2]>,
+    /// What this worker addressed to itself, in push order.
+    local: Batch,
     /// A subscription change for another worker was queued since the last send.
     control_queued: bool,
-    /// Batches that found their destination's queue full, in the order they were made;
-    /// while any wait, everything later waits behind them.
-    pending: VecDeque<(usize, Batch)>,
+    /// Batches that found their destination's lane full, in the order they were made;
+    /// while any wait, everything later waits behind them, whatever its lane.
+    pending: VecDeque<(usize, Lane, Batch)>,
+    /// Bytes of the delivery batches in `pending` ([`batch_bytes`]).
+    pending_delivery_bytes: usize,
+    /// Envelopes in `batches` and `local`.
+    queued: usize,
+    /// Bytes ([`batch_bytes`]) in `batches`: what this turn made for other workers.
+    queued_bytes: usize,
 }
+
+/// Envelopes an outbox holds (not yet sent or handled) past which the worker stops taking
+/// new work in this loop turn: it handles what it addressed to itself and sends the rest
+/// first. A publish to a subject with a thousand subscribers makes a thousand deliveries;
+/// without this, one turn's reads could queue millions of them.
+pub(crate) const OUTBOX_FULL: usize = 65_536;
 
 impl Outbox {
     pub fn new(me: usize, mesh: Mesh) -> Outbox {
         Outbox {
             me,
-            batches: (0..mesh.workers()).map(|_| Vec::new()).collect(),
+            batches: (0..mesh.workers()).map(|_| Default::default()).collect(),
+            local: Vec::new(),
             mesh,
             control_queued: false,
             pending: VecDeque::new(),
+            pending_delivery_bytes: 0,
+            queued: 0,
+            queued_bytes: 0,
         }
     }
 
@@ -367,28 +550,71 @@ impl Outbox {
         } else if self.control_queued {
             self.flush();
         }
-        self.batches[to].push(envelope);
+        if to == self.me {
+            self.local.push(envelope);
+        } else {
+            let lane = envelope.lane() as usize;
+            self.queued_bytes += envelope_bytes(&envelope);
+            self.batches[to][lane].push(envelope);
+        }
+        self.queued += 1;
+    }
+
+    /// True when the outbox holds [`OUTBOX_FULL`] envelopes or more, or a lane's byte
+    /// bound for other workers: the worker must handle and send what it holds before it
+    /// takes more work. So no batch is much bigger than a lane holds.
+    pub fn is_full(&self) -> bool {
+        self.queued >= OUTBOX_FULL || self.queued_bytes >= self.mesh.max_bytes
+    }
+
+    /// True while the deliveries this worker could not send yet are few (within one
+    /// lane's byte bound): it may take commands, whose routing makes more.
+    pub fn may_take_commands(&self) -> bool {
+        self.pending_delivery_bytes <= self.mesh.max_bytes
     }
 
     /// Takes what this worker addressed to itself, to be handled in place.
     pub fn take_local(&mut self) -> Batch {
-        std::mem::take(&mut self.batches[self.me])
+        let local = std::mem::take(&mut self.local);
+        self.queued -= local.len();
+        local
     }
 
-    /// Takes the batch addressed to `to`, for tests that inspect routing without a mesh.
+    /// Takes what is addressed to `to` (its commands, then its deliveries; this worker's
+    /// own for itself), for tests that inspect routing without a mesh.
     #[cfg(test)]
     pub fn take_batch(&mut self, to: usize) -> Batch {
-        std::mem::take(&mut self.batches[to])
+        let batch = if to == self.me {
+            std::mem::take(&mut self.local)
+        } else {
+            let [commands, deliveries] = std::mem::take(&mut self.batches[to]);
+            commands.into_iter().chain(deliveries).collect()
+        };
+        self.queued -= batch.len();
+        if to != self.me {
+            self.queued_bytes -= batch_bytes(&batch);
+        }
+        batch
     }
 
     pub fn has_local(&self) -> bool {
-        !self.batches[self.me].is_empty()
+        !self.local.is_empty()
     }
 
-    /// Batches waiting in worker `to`'s inbound queue now: how far its shard is behind
-    /// (admission control's overload shedding reads it).
+    /// Command batches waiting in worker `to`'s inbound queue now: how far its shard is
+    /// behind (admission control's overload shedding reads it).
     pub fn queue_len(&self, to: usize) -> usize {
+        self.mesh.commands_queued(to)
+    }
+
+    /// Batches waiting in worker `to`'s inbound queue now, both lanes.
+    pub fn batches_queued(&self, to: usize) -> usize {
         self.mesh.queue_len(to)
+    }
+
+    /// This worker (`me`) took `batch` from its `lane`: its bytes leave the lane's count.
+    pub fn taken(&self, me: usize, lane: Lane, batch: &Batch) {
+        self.mesh.taken(me, lane, batch);
     }
 
     /// Batches waiting for room in a peer's queue (monitoring).
@@ -405,21 +631,36 @@ impl Outbox {
     /// does not fit waits, in order.
     pub fn flush(&mut self) {
         self.control_queued = false;
-        while let Some((to, batch)) = self.pending.pop_front() {
-            if let Err(batch) = self.mesh.try_send(to, batch) {
-                self.pending.push_front((to, batch));
-                break;
+        while let Some((to, lane, batch)) = self.pending.pop_front() {
+            let bytes = (lane == Lane::Delivery).then(|| batch_bytes(&batch));
+            match self.mesh.try_send(to, lane, batch) {
+                Ok(()) => self.pending_delivery_bytes -= bytes.unwrap_or(0),
+                Err(batch) => {
+                    self.pending.push_front((to, lane, batch));
+                    break;
+                }
             }
         }
         for to in 0..self.batches.len() {
-            if to == self.me || self.batches[to].is_empty() {
-                continue;
-            }
-            let batch = std::mem::take(&mut self.batches[to]);
-            if !self.pending.is_empty() {
-                self.pending.push_back((to, batch));
-            } else if let Err(batch) = self.mesh.try_send(to, batch) {
-                self.pending.push_back((to, batch));
+            for lane in Lane::ALL {
+                let batch = std::mem::take(&mut self.batches[to][lane as usize]);
+                if batch.is_empty() {
+                    continue;
+                }
+                self.queued -= batch.len();
+                self.queued_bytes -= batch_bytes(&batch);
+                let batch = if self.pending.is_empty() {
+                    match self.mesh.try_send(to, lane, batch) {
+                        Ok(()) => continue,
+                        Err(batch) => batch,
+                    }
+                } else {
+                    batch
+                };
+                if lane == Lane::Delivery {
+                    self.pending_delivery_bytes += batch_bytes(&batch);
+                }
+                self.pending.push_back((to, lane, batch));
             }
         }
     }
@@ -430,15 +671,7 @@ mod tests {
     use super::*;
 
     fn mesh(n: usize, capacity: usize) -> (Mesh, Vec<Inbox>) {
-        let mut senders = Vec::new();
-        let mut inboxes = Vec::new();
-        for _ in 0..n {
-            let (tx, rx) = crossbeam_channel::bounded(capacity);
-            senders.push(tx);
-            inboxes.push(rx);
-        }
-        let wakers = Mesh::for_tests(n).wakers;
-        (Mesh::new(senders, wakers), inboxes)
+        Mesh::new(Mesh::test_wakers(n), capacity, usize::MAX)
     }
 
     fn sub_change(worker: u16) -> Envelope {
@@ -460,7 +693,7 @@ mod tests {
         }
     }
 
-    fn publish() -> Envelope {
+    fn message(size: usize) -> Arc<Msg> {
         let origin = ConnId {
             worker: 0,
             slot: 0,
@@ -468,13 +701,33 @@ mod tests {
         };
         let mut msg = Msg::new(
             Bytes::from_static(b"req"),
-            Bytes::new(),
+            Bytes::from(vec![b'x'; size]),
             origin,
             Instant::now(),
         );
         msg.reply = Some(Bytes::from_static(b"_INBOX.x.1"));
         msg.no_responders = true;
-        Envelope::Publish(Arc::new(msg))
+        Arc::new(msg)
+    }
+
+    fn publish() -> Envelope {
+        Envelope::Publish(message(0))
+    }
+
+    fn deliver(size: usize) -> Envelope {
+        let sub = SubRef {
+            conn: ConnId {
+                worker: 1,
+                slot: 0,
+                gen: 0,
+            },
+            key: 0,
+            id: 1,
+        };
+        Envelope::Deliver {
+            sub,
+            msg: message(size),
+        }
     }
 
     #[test]
@@ -488,19 +741,19 @@ mod tests {
         out.push(2, sub_change(0));
         out.push(1, publish());
         assert_eq!(
-            inboxes[2].len(),
+            inboxes[2].lane_len(Lane::Command),
             1,
             "the change for worker 2 was sent first"
         );
-        assert_eq!(inboxes[1].len(), 1);
+        assert_eq!(inboxes[1].lane_len(Lane::Command), 1);
         assert_eq!(
-            inboxes[1].try_recv().unwrap().len(),
+            inboxes[1].try_recv(Lane::Command).unwrap().len(),
             1,
             "only the change so far"
         );
         out.flush();
         assert!(matches!(
-            inboxes[1].try_recv().unwrap()[..],
+            inboxes[1].try_recv(Lane::Command).unwrap()[..],
             [Envelope::Publish(_)]
         ));
     }
@@ -512,18 +765,51 @@ mod tests {
         out.push(1, publish());
         out.flush();
         out.push(1, publish());
-        out.push(2, publish());
+        out.push(2, deliver(10));
         out.flush();
         assert!(out.is_blocked());
         assert_eq!(
-            inboxes[2].len(),
+            inboxes[2].lane_len(Lane::Delivery),
             0,
-            "waits behind the full queue of worker 1"
+            "waits behind the full queue of worker 1, even in another lane"
         );
-        inboxes[1].try_recv().unwrap();
+        inboxes[1].try_recv(Lane::Command).unwrap();
         out.flush();
         assert!(!out.is_blocked());
-        assert_eq!(inboxes[1].len(), 1);
-        assert_eq!(inboxes[2].len(), 1);
+        assert_eq!(inboxes[1].lane_len(Lane::Command), 1);
+        assert_eq!(inboxes[2].lane_len(Lane::Delivery), 1);
+    }
+
+    #[test]
+    fn a_lane_is_bounded_in_bytes_and_commands_wait_for_pending_deliveries() {
+        let (mesh, inboxes) = Mesh::new(Mesh::test_wakers(2), 64, 10_000);
+        let mut out = Outbox::new(0, mesh.clone());
+        // An empty lane takes any batch, however big.
+        out.push(1, deliver(50_000));
+        out.flush();
+        assert_eq!(inboxes[1].lane_len(Lane::Delivery), 1);
+        assert!(out.may_take_commands());
+        // Past its bound, the next batch waits, and with it the permission to take
+        // commands (whose routing makes deliveries).
+        out.push(1, deliver(50_000));
+        out.flush();
+        assert!(out.is_blocked());
+        assert!(!out.may_take_commands());
+        // The receiver takes its batch: the bytes leave the count, the rest goes.
+        let batch = inboxes[1].try_recv(Lane::Delivery).unwrap();
+        mesh.taken(1, Lane::Delivery, &batch);
+        out.flush();
+        assert!(!out.is_blocked());
+        assert!(out.may_take_commands());
+        assert_eq!(inboxes[1].lane_len(Lane::Delivery), 1);
+        assert_eq!(mesh.queued_bytes(1), batch_bytes(&batch));
+    }
+
+    #[test]
+    fn commands_and_deliveries_travel_in_their_own_lanes() {
+        assert_eq!(publish().lane(), Lane::Command);
+        assert_eq!(sub_change(0).lane(), Lane::Command);
+        assert_eq!(deliver(1).lane(), Lane::Delivery);
+        assert_eq!(Envelope::Shutdown.lane(), Lane::Delivery);
     }
 }

@@ -8,16 +8,21 @@
 //!
 //! Never: touches a socket or a connection.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tern_protocol::subject;
 
+use crate::budget::{QueueBudget, SharedBudget};
 use crate::config::Config;
+use crate::index::FnvMap;
+use crate::latency::Latency;
 use crate::mesh::{
-    Batch, ConnId, Envelope, Inbox, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef,
+    Batch, ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef,
 };
 use crate::replay::ReplaySlots;
 use crate::shard::Shard;
@@ -37,10 +42,34 @@ pub(crate) struct Router {
     pub replay_slots: Arc<ReplaySlots>,
     /// This worker's inbound queue.
     inbox: Inbox,
-    /// Envelopes taken from the inbox by [`Router::sync_inbox`] that need the worker's
-    /// connections (deliveries, snapshots, shutdown), in arrival order.
-    deferred: VecDeque<Envelope>,
+    /// Per lane, envelopes taken from the inbox and not handled yet (a budget ran out),
+    /// in arrival order.
+    deferred: [VecDeque<Envelope>; 2],
     next_sub_id: u64,
+    /// The loop turn's instant (set by the worker when it wakes).
+    pub now: Instant,
+    /// What this worker's subscription queues hold, against the broker-wide budget.
+    pub budget: QueueBudget,
+    /// The arrival number of the last message put in a subscription queue on this worker.
+    last_arrival: u64,
+    /// Congested consumers anywhere in the broker, with their congestion epoch: a message
+    /// that reaches one stalls its publisher.
+    pub congested: FnvMap<ConnId, u32>,
+    /// Connections to wake at an instant (congestion judgements, stall deadlines), as
+    /// (when, slot, generation), earliest first.
+    pub timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// Broker latency of the deliveries this worker wrote.
+    pub latency: Latency,
+}
+
+/// The broker-wide counts every worker's router shares (each an atomic, touched off the
+/// publish path only).
+#[derive(Clone)]
+pub(crate) struct Shared {
+    /// Text catch-ups in progress (`max_replays`).
+    pub replay_slots: Arc<ReplaySlots>,
+    /// Bytes reserved by the workers' subscription queues (`max_queued_bytes`).
+    pub budget: Arc<SharedBudget>,
 }
 
 impl Router {
@@ -51,8 +80,12 @@ impl Router {
         config: Arc<Config>,
         stats: Arc<WorkerStats>,
         store: Option<Store>,
-        replay_slots: Arc<ReplaySlots>,
+        shared: Shared,
     ) -> Router {
+        let Shared {
+            replay_slots,
+            budget,
+        } = shared;
         let n = mesh.workers();
         Router {
             me,
@@ -63,8 +96,41 @@ impl Router {
             stats,
             replay_slots,
             inbox,
-            deferred: VecDeque::new(),
+            deferred: Default::default(),
             next_sub_id: 0,
+            now: Instant::now(),
+            budget: QueueBudget::new(budget),
+            last_arrival: 0,
+            congested: FnvMap::default(),
+            timers: BinaryHeap::new(),
+            latency: Latency::new(),
+        }
+    }
+
+    /// An arrival number larger than every one handed out before on this worker: queued
+    /// messages are ordered by it, across all of the worker's queues.
+    pub fn next_arrival(&mut self) -> u64 {
+        self.last_arrival += 1;
+        self.last_arrival
+    }
+
+    /// Asks the worker to wake connection `conn` at `at` (`Conn::on_timer`).
+    pub fn wake_at(&mut self, at: Instant, conn: ConnId) {
+        self.timers.push(Reverse((at, conn.slot, conn.gen)));
+    }
+
+    /// A consumer of this worker became congested or stopped being: every worker is told
+    /// (this one through its local batch). Nothing is sent when stalling is off.
+    pub fn congestion(&mut self, conn: ConnId, on: bool, epoch: u32) {
+        if self.config.flow.max_publisher_stall.is_zero() {
+            return;
+        }
+        if on {
+            bump(&self.stats.congested_consumers, 1);
+        }
+        for to in 0..self.workers {
+            self.outbox
+                .push(to, Envelope::Congestion { conn, epoch, on });
         }
     }
 
@@ -74,43 +140,58 @@ impl Router {
         self.next_sub_id
     }
 
-    /// The oldest envelope set aside (by [`Router::sync_inbox`] or [`Router::set_aside`]).
-    /// The worker takes these before any new batch, to keep arrival order.
-    pub fn pop_set_aside(&mut self) -> Option<Envelope> {
-        self.deferred.pop_front()
+    /// The oldest envelope of `lane` set aside (by [`Router::set_aside`]). The worker
+    /// takes these before any new batch of the lane, to keep arrival order.
+    pub fn pop_set_aside(&mut self, lane: Lane) -> Option<Envelope> {
+        self.deferred[lane as usize].pop_front()
     }
 
-    /// The next batch from the inbound queue. Only call when nothing is set aside.
-    pub fn next_batch(&mut self) -> Option<Batch> {
-        debug_assert!(self.deferred.is_empty());
-        self.inbox.try_recv().ok()
+    /// The next batch of `lane` from the inbound queue. Only call when nothing of the lane
+    /// is set aside.
+    pub fn next_batch(&mut self, lane: Lane) -> Option<Batch> {
+        debug_assert!(self.deferred[lane as usize].is_empty());
+        let batch = self.inbox.try_recv(lane)?;
+        self.outbox.taken(self.me, lane, &batch);
+        Some(batch)
     }
 
-    /// Sets aside envelopes the worker took but did not handle, after any already set
-    /// aside.
-    pub fn set_aside(&mut self, rest: impl Iterator<Item = Envelope>) {
-        self.deferred.extend(rest);
+    /// Sets aside envelopes of `lane` the worker took but did not handle, after any
+    /// already set aside.
+    pub fn set_aside(&mut self, lane: Lane, rest: impl Iterator<Item = Envelope>) {
+        self.deferred[lane as usize].extend(rest);
     }
 
     /// True when envelopes wait set aside (the worker must not sleep on them).
     pub fn has_set_aside(&self) -> bool {
-        !self.deferred.is_empty()
+        self.deferred.iter().any(|d| !d.is_empty())
     }
 
-    /// Applies what is in the inbound queue now that concerns only this shard
-    /// (subscription changes, publishes to route), and sets the rest aside for the worker.
+    /// Applies the commands in the inbound queue now (subscription changes, publishes to
+    /// route: work for this shard), those set aside first, until the outbox is full.
     ///
     /// Called right after bytes are read from a client socket and before they are parsed.
     /// A client may publish because of something it was told (a `PONG` confirming a `SUB`
     /// sent by another client, say); everything that caused that was queued here before
     /// the bytes arrived, so draining after the read and before applying them means the
-    /// publish always sees the subscription, even when it is routed right here.
+    /// publish always sees the subscription, even when it is routed right here. (When the
+    /// outbox fills first, the connection applies nothing this time: `Conn::may_apply`.)
     pub fn sync_inbox(&mut self) {
-        while let Ok(batch) = self.inbox.try_recv() {
-            for env in batch {
-                if let Some(other) = self.apply(env) {
-                    self.deferred.push_back(other);
-                }
+        let command = Lane::Command as usize;
+        while !self.outbox.is_full() {
+            let env = match self.deferred[command].pop_front() {
+                Some(env) => env,
+                None => match self.inbox.try_recv(Lane::Command) {
+                    Some(batch) => {
+                        self.outbox.taken(self.me, Lane::Command, &batch);
+                        self.deferred[command].extend(batch);
+                        continue;
+                    }
+                    None => return,
+                },
+            };
+            if let Some(other) = self.apply(env) {
+                // Not shard work (cannot happen in this lane): the worker handles it.
+                self.deferred[Lane::Delivery as usize].push_back(other);
             }
         }
     }
@@ -147,6 +228,18 @@ impl Router {
             Envelope::Unsubscribe { filter, queue, sub } => {
                 self.shard.unsubscribe(&filter, queue.as_deref(), &sub)
             }
+            Envelope::Congestion { conn, epoch, on } => {
+                if on {
+                    self.congested.insert(conn, epoch);
+                } else {
+                    if self.congested.get(&conn) == Some(&epoch) {
+                        self.congested.remove(&conn);
+                    }
+                    self.shard.congestion_ended(conn);
+                }
+                // The worker releases the publishers it stalled for it.
+                return Some(Envelope::Congestion { conn, epoch, on });
+            }
             Envelope::Replay(request) => self.shard.replay_request(request, &mut self.outbox),
             Envelope::ReplayCancel { conn } => self.shard.cancel_replays(conn),
             // Everything queued here before the barrier has been routed, and its deliveries
@@ -171,7 +264,9 @@ impl Router {
     /// Advances this shard's catch-ups by one bounded batch, and counts those that waited
     /// for a congested destination.
     pub fn pump_replays(&mut self, now: std::time::Instant) {
-        let deferred = self.shard.pump_replays(now, &mut self.outbox);
+        let deferred = self
+            .shard
+            .pump_replays(now, &mut self.outbox, &self.congested);
         if deferred > 0 {
             bump(&self.stats.replays_deferred, deferred);
         }
@@ -190,7 +285,7 @@ impl Router {
 
     /// Routes a message this worker's shard owns.
     pub fn route(&mut self, msg: Arc<Msg>) {
-        let routed = self.shard.route(msg, &mut self.outbox);
+        let routed = self.shard.route(msg, &mut self.outbox, &self.congested);
         if routed.no_responders {
             bump(&self.stats.no_responders, 1);
         }

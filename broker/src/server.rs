@@ -26,12 +26,13 @@ use tern_protocol::text::ServerInfo;
 use tracing::{error, info};
 
 use crate::admission::ConnectionGate;
+use crate::budget::SharedBudget;
 use crate::config::Config;
 use crate::lameduck::LameDuck;
 use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
 use crate::replay::ReplaySlots;
-use crate::router::Router;
+use crate::router::{Router, Shared};
 use crate::stats::{Totals, WorkerStats};
 use crate::store::{DataDir, Store, StoreError};
 use crate::worker::{Worker, WorkerSetup, WAKER};
@@ -109,19 +110,18 @@ impl Server {
 
         let mut polls = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
-        let mut senders = Vec::with_capacity(n);
-        let mut inboxes = Vec::with_capacity(n);
         for worker in 0..n {
             let poll = Poll::new().map_err(|source| StartError::Worker { worker, source })?;
             let waker = Waker::new(poll.registry(), WAKER)
                 .map_err(|source| StartError::Worker { worker, source })?;
-            let (tx, rx) = crossbeam_channel::bounded(config.limits.worker_queue);
             polls.push(poll);
             wakers.push(Arc::new(waker));
-            senders.push(tx);
-            inboxes.push(rx);
         }
-        let mesh = Mesh::new(senders, wakers);
+        let (mesh, inboxes) = Mesh::new(
+            wakers,
+            config.limits.worker_queue,
+            config.limits.worker_queue_bytes,
+        );
         let server_id = server_id();
         let info = ServerInfo {
             server_id: server_id.clone(),
@@ -160,6 +160,11 @@ impl Server {
         // One count of text catch-ups in progress, shared by the workers.
         let replay_slots = Arc::new(ReplaySlots::new(config.store.max_replays));
         let lame_duck = Arc::new(LameDuck::new(started_at));
+        // One budget for every worker's subscription queues: reserved a chunk at a time.
+        let shared = Shared {
+            replay_slots,
+            budget: SharedBudget::new(config.flow.max_queued_bytes),
+        };
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
         for (worker, ((((poll, listener), binary_listener), inbox), store)) in polls
@@ -180,7 +185,7 @@ impl Server {
                     Arc::clone(&config),
                     worker_stats,
                     store,
-                    Arc::clone(&replay_slots),
+                    shared.clone(),
                 ),
                 poll,
                 listener,

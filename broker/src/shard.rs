@@ -20,8 +20,8 @@
 //! ([`QueueGroups`]), no group is sorted or scanned whole.
 //!
 //! Its catch-ups wait while where their messages go is congested: a worker queue deeper
-//! than `replay_queue_depth`, a blocked outbox, or the connection itself
-//! (`target_congested`, a hook that says no until connections report congestion).
+//! than `replay_queue_depth`, a blocked outbox, or the connection itself (a congested
+//! consumer, as its worker told every worker: see `conn/congestion.rs`).
 //!
 //! Never: touches a socket or a connection; it only produces envelopes.
 
@@ -32,7 +32,7 @@ use bytes::Bytes;
 use tern_protocol::binary::StartPosition;
 use tern_protocol::headers::NO_RESPONDERS;
 
-use crate::index::{shard_for, Index};
+use crate::index::{shard_for, FnvMap, Index};
 use crate::mesh::{ConnId, Envelope, Msg, Outbox, ReplayRequest, Stamp, Start, SubRef};
 use crate::queue_group::QueueGroups;
 use crate::store::{ReplayEvent, ReplaySink, ReplayState, Store};
@@ -48,6 +48,50 @@ pub(crate) struct Shard {
     next_seq: u64,
     /// The ring log and what goes with it; `None` when nothing is stored.
     store: Option<Store>,
+    /// The stalls this shard asked for, so that each is asked once per congestion.
+    stalls: Stalls,
+}
+
+/// The publishers this shard asked to stall, per congested consumer: a publisher is told
+/// once per congestion epoch, however many of its messages reach the consumer.
+#[derive(Debug, Default)]
+struct Stalls {
+    /// Congested consumer -> (its epoch, the publishers told).
+    sent: FnvMap<ConnId, (u32, Vec<ConnId>)>,
+}
+
+impl Stalls {
+    /// Most (consumer, publisher) pairs remembered; past it the memory is cleared and
+    /// publishers may be told twice (a stall is idempotent).
+    const MAX_PAIRS: usize = 65_536;
+
+    /// A message of `publisher` reached `consumer`, congested in `epoch`: asks the
+    /// publisher's worker to stall it, unless already asked in this epoch.
+    fn note(&mut self, publisher: ConnId, consumer: ConnId, epoch: u32, out: &mut Outbox) {
+        if publisher == ConnId::NONE {
+            return;
+        }
+        let (seen, told) = self.sent.entry(consumer).or_insert((epoch, Vec::new()));
+        if *seen != epoch {
+            *seen = epoch;
+            told.clear();
+        }
+        if told.contains(&publisher) {
+            return;
+        }
+        if told.len() >= Self::MAX_PAIRS {
+            told.clear();
+        }
+        told.push(publisher);
+        out.push(
+            publisher.worker as usize,
+            Envelope::Stall {
+                publisher,
+                consumer,
+                epoch,
+            },
+        );
+    }
 }
 
 /// What routing one message did, for the counters.
@@ -66,6 +110,7 @@ impl Shard {
             groups: QueueGroups::default(),
             next_seq: 1,
             store,
+            stalls: Stalls::default(),
         }
     }
 
@@ -77,14 +122,9 @@ impl Shard {
             .map_or(ReplayState::Idle, Store::replay_state)
     }
 
-    /// Whether connection `conn` is congested, so that a catch-up for it should wait
-    /// rather than add to what it cannot take yet. Always false for now: the connection's
-    /// own congestion signal (its queues and write buffer, on its worker) is to be wired
-    /// here; the worker queues a catch-up's messages go through are checked already
-    /// (`replay_queue_depth`).
-    pub fn target_congested(&self, conn: ConnId) -> bool {
-        let _ = conn;
-        false
+    /// A consumer's congestion ended: forget whom this shard stalled for it.
+    pub fn congestion_ended(&mut self, consumer: ConnId) {
+        self.stalls.sent.remove(&consumer);
     }
 
     /// The store's timer (fsync policy).
@@ -125,9 +165,14 @@ impl Shard {
 
     /// Advances the catch-ups in progress by one bounded batch. A catch-up waits while the
     /// outbox is blocked, while a worker its messages go through has more than
-    /// `replay_queue_depth` batches waiting, or while its connection is congested
-    /// (`target_congested`). Returns how many waited.
-    pub fn pump_replays(&mut self, now: Instant, out: &mut Outbox) -> u64 {
+    /// `replay_queue_depth` batches waiting, or while its connection is in `congested`.
+    /// Returns how many waited.
+    pub fn pump_replays(
+        &mut self,
+        now: Instant,
+        out: &mut Outbox,
+        congested: &FnvMap<ConnId, u32>,
+    ) -> u64 {
         // Out of `self` for the pump, so the sink can ask the shard about congestion.
         let Some(mut store) = self.store.take() else {
             return 0;
@@ -136,6 +181,7 @@ impl Shard {
             shard: self,
             depth: store.replay_queue_depth(),
             out,
+            congested,
         };
         let deferred = store.pump(self.id as u16, now, &mut sink);
         self.store = Some(store);
@@ -272,7 +318,16 @@ impl Shard {
     /// Routes a message this shard owns: stamps it with the next sequence, finds its
     /// receivers and queues one delivery per receiver into `out`, addressed to the worker of
     /// the receiver's connection, then the publisher's acknowledgement if it asked for one.
-    pub fn route(&mut self, mut msg: Arc<Msg>, out: &mut Outbox) -> Routed {
+    ///
+    /// A delivery to a consumer in `congested` (a consumer over its high-water mark that
+    /// is draining) also asks the publisher's worker to stall the publisher (once per
+    /// congestion): this is how backpressure reaches publishers across workers.
+    pub fn route(
+        &mut self,
+        mut msg: Arc<Msg>,
+        out: &mut Outbox,
+        congested: &FnvMap<ConnId, u32>,
+    ) -> Routed {
         debug_assert_eq!(self.owner(&msg.subject), self.id);
         let mut stored = false;
         if !msg.origin_only && !msg.ephemeral {
@@ -335,6 +390,8 @@ impl Shard {
                 !(msg.no_echo && sub.conn == msg.origin)
             }
         };
+        let stalls = &mut self.stalls;
+        let any_congested = !congested.is_empty();
         let mut deliver = |sub: SubRef| {
             out.push(
                 sub.conn.worker as usize,
@@ -343,6 +400,11 @@ impl Shard {
                     msg: Arc::clone(msg),
                 },
             );
+            if any_congested {
+                if let Some(&epoch) = congested.get(&sub.conn) {
+                    stalls.note(msg.origin, sub.conn, epoch, out);
+                }
+            }
             deliveries += 1;
         };
         // Every plain subscriber; and how many members each queue group has here.
@@ -397,13 +459,16 @@ struct Sink<'a> {
     shard: &'a Shard,
     out: &'a mut Outbox,
     depth: usize,
+    congested: &'a FnvMap<ConnId, u32>,
 }
 
 impl ReplaySink for Sink<'_> {
     fn congested(&self, conn: ConnId, workers: &[usize]) -> bool {
         self.out.is_blocked()
-            || workers.iter().any(|&w| self.out.queue_len(w) > self.depth)
-            || self.shard.target_congested(conn)
+            || workers
+                .iter()
+                .any(|&w| self.out.batches_queued(w) > self.depth)
+            || self.congested.contains_key(&conn)
     }
 
     fn emit(&mut self, event: ReplayEvent) {
@@ -552,9 +617,58 @@ mod tests {
             false,
             &mut out,
         );
-        let r = shard.route(msg("room.1", a), &mut out);
+        let r = shard.route(msg("room.1", a), &mut out, &FnvMap::default());
         assert_eq!(r.deliveries, 2);
         assert_eq!(delivered(&mut out), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_delivery_to_a_congested_consumer_stalls_its_publisher_once_per_congestion() {
+        let (mut shard, mut out) = world();
+        let (publisher, slow, fast) = (conn(1, 7), conn(0, 1), conn(1, 2));
+        for (c, id) in [(slow, 1), (fast, 2)] {
+            shard.subscribe(
+                &Bytes::from_static(b"room.*"),
+                None,
+                sub(c, id),
+                &None,
+                false,
+                &mut out,
+            );
+        }
+        let stalls = |out: &mut Outbox| {
+            let mut found = Vec::new();
+            for w in 0..2 {
+                for env in out.take_batch(w) {
+                    if let Envelope::Stall {
+                        publisher,
+                        consumer,
+                        epoch,
+                    } = env
+                    {
+                        assert_eq!(w, publisher.worker as usize, "to the publisher's worker");
+                        found.push((publisher, consumer, epoch));
+                    }
+                }
+            }
+            found
+        };
+        let mut congested = FnvMap::default();
+        shard.route(msg("room.1", publisher), &mut out, &congested);
+        assert!(stalls(&mut out).is_empty(), "nobody is congested");
+        congested.insert(slow, 3);
+        for _ in 0..5 {
+            shard.route(msg("room.1", publisher), &mut out, &congested);
+        }
+        assert_eq!(stalls(&mut out), vec![(publisher, slow, 3)], "asked once");
+        // A message replayed from a log has no publisher to stall.
+        shard.route(msg("room.1", ConnId::NONE), &mut out, &congested);
+        assert!(stalls(&mut out).is_empty());
+        // Once the congestion ended, the next one asks again.
+        shard.congestion_ended(slow);
+        congested.insert(slow, 4);
+        shard.route(msg("room.2", publisher), &mut out, &congested);
+        assert_eq!(stalls(&mut out), vec![(publisher, slow, 4)]);
     }
 
     #[test]
@@ -600,7 +714,7 @@ mod tests {
         );
         let mut counts = std::collections::BTreeMap::new();
         for _ in 0..400 {
-            shard.route(msg("work", conn(0, 0)), &mut out);
+            shard.route(msg("work", conn(0, 0)), &mut out, &FnvMap::default());
             let ids = delivered(&mut out);
             assert_eq!(ids.len(), 2, "one member of each group: {ids:?}");
             assert!(ids.contains(&5));
@@ -625,7 +739,7 @@ mod tests {
         shard.subscribe(&f, None, sub(other, 2), &None, false, &mut out);
         let mut m = msg("chat", me);
         Arc::get_mut(&mut m).unwrap().no_echo = true;
-        shard.route(m, &mut out);
+        shard.route(m, &mut out, &FnvMap::default());
         assert_eq!(delivered(&mut out), vec![2]);
     }
 
@@ -659,14 +773,14 @@ mod tests {
         for _ in 0..10 {
             let mut m = msg("job", me);
             Arc::get_mut(&mut m).unwrap().no_echo = true;
-            assert_eq!(shard.route(m, &mut out).deliveries, 1);
+            assert_eq!(shard.route(m, &mut out, &FnvMap::default()).deliveries, 1);
             // `j*b` is a literal token: only 5 is another connection's member here.
             assert_eq!(delivered(&mut out), vec![5]);
         }
         // With echo on, every member takes its turn.
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..4 {
-            shard.route(msg("job", me), &mut out);
+            shard.route(msg("job", me), &mut out, &FnvMap::default());
             seen.extend(delivered(&mut out));
         }
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![1, 2, 4, 5]);
@@ -682,7 +796,7 @@ mod tests {
             m.no_responders = true;
             m.reply = Some(Bytes::from_static(b"_INBOX.abc.1"));
         }
-        let r = shard.route(m, &mut out);
+        let r = shard.route(m, &mut out, &FnvMap::default());
         assert!(r.no_responders);
         let mut batch = out.take_batch(0);
         assert_eq!(batch.len(), 1);
@@ -696,7 +810,7 @@ mod tests {
         let inbox = Bytes::from_static(b"_INBOX.abc.*");
         shard.subscribe(&inbox, None, sub(requester, 1), &None, false, &mut out);
         shard.subscribe(&inbox, None, sub(conn(0, 3), 2), &None, false, &mut out);
-        let r = shard.route(status, &mut out);
+        let r = shard.route(status, &mut out, &FnvMap::default());
         assert_eq!(r.deliveries, 1);
         assert!(!r.no_responders);
         assert_eq!(delivered(&mut out), vec![1]);
@@ -708,10 +822,10 @@ mod tests {
         let f = Bytes::from_static(b"a.>");
         let s = sub(conn(0, 1), 1);
         shard.subscribe(&f, None, s, &None, false, &mut out);
-        shard.route(msg("a.b", conn(1, 1)), &mut out);
+        shard.route(msg("a.b", conn(1, 1)), &mut out, &FnvMap::default());
         assert_eq!(delivered(&mut out), vec![1]);
         shard.unsubscribe(&f, None, &s);
-        shard.route(msg("a.b", conn(1, 1)), &mut out);
+        shard.route(msg("a.b", conn(1, 1)), &mut out, &FnvMap::default());
         assert!(delivered(&mut out).is_empty());
     }
 
@@ -730,7 +844,7 @@ mod tests {
         for expected in 1..=3u64 {
             let mut m = msg("s", publisher);
             Arc::get_mut(&mut m).unwrap().ack_id = Some(100 + expected);
-            shard.route(m, &mut out);
+            shard.route(m, &mut out, &FnvMap::default());
             let delivered = out.take_batch(0);
             let [Envelope::Deliver { msg, .. }] = &delivered[..] else {
                 panic!("one delivery: {delivered:?}");
@@ -759,7 +873,7 @@ mod tests {
         use tern_protocol::binary::ResumeToken;
         let (mut shard, mut out) = world();
         for _ in 0..5 {
-            shard.route(msg("s", conn(0, 0)), &mut out);
+            shard.route(msg("s", conn(0, 0)), &mut out, &FnvMap::default());
         }
         let resume = |last: u64| -> Start {
             Some(Arc::new(StartPosition::Resume(ResumeToken {

@@ -434,7 +434,7 @@ pub(crate) fn answer(want: &Want, view: &WorkerView<'_>) -> WorkerSnapshot {
     };
     let mut pending = PendingInfo::default();
     for (_, c) in view.conns {
-        let (bytes, msgs) = c.pending();
+        let (bytes, msgs) = c.waiting();
         pending.bytes += bytes as u64;
         pending.msgs += msgs as u64;
         pending.max_bytes = pending.max_bytes.max(bytes as u64);

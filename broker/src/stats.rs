@@ -23,6 +23,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::admission::{ConnRefusal, RateScope};
+use crate::budget::BudgetKind;
 use crate::replay::ReplayLimit;
 
 /// A metric family of `/metrics`: every worker's value of one counter (one value per label
@@ -204,6 +205,24 @@ counters! {
     counter monitor_requests_refused [MonitorRefusal::LABELS, "reason"] => "tern_monitor_requests_refused_total";
     /// Connections closed by lame duck mode, a few at a time over lame_duck_duration.
     counter lame_duck_closed => "tern_lame_duck_closed_total";
+    /// Queued messages given up because a budget was exceeded: a connection's
+    /// (max_pending) or the broker's (max_queued_bytes). Also in queue_dropped_msgs.
+    counter budget_drops [BudgetKind::LABELS, "budget"] => "tern_budget_drops_total";
+    /// Bytes held in subscription queues now.
+    gauge queued_bytes => "tern_queued_bytes";
+    /// Times a connection stopped being read because what waits for it passed
+    /// max_pending.
+    counter over_budget_pauses => "tern_over_budget_pauses_total";
+    /// Times a consumer became congested: over its high-water mark and draining, so the
+    /// publishers that feed it are stalled.
+    counter congested_consumers => "tern_congested_consumers_total";
+    /// Times a congested consumer stopped draining and was judged stuck: its publishers
+    /// were released.
+    counter stuck_consumers => "tern_stuck_consumers_total";
+    /// Times a publisher was stalled (not read) for a congested consumer.
+    counter publisher_stalls => "tern_publisher_stalls_total";
+    /// Stalls that ended at max_publisher_stall rather than with the congestion.
+    counter publisher_stall_timeouts => "tern_publisher_stall_timeouts_total";
 }
 
 /// A labelled counter's values as a `/varz` object, keyed by label value.

@@ -84,6 +84,10 @@ pub(crate) fn compact(msg: &Arc<Msg>) -> Arc<Msg> {
     copy.reply = msg.reply.as_ref().map(|r| take(r.len()));
     copy.headers = msg.headers.as_ref().map(|h| take(h.len()));
     copy.payload = take(msg.payload.len());
+    // The coalescing key is kept (the queue indexes it): a copy of its own, not a slice
+    // of the publisher's buffer. The message id only matters to the owner shard.
+    copy.coalesce = msg.coalesce.as_deref().map(Bytes::copy_from_slice);
+    copy.message_id = None;
     Arc::new(copy)
 }
 
@@ -195,6 +199,25 @@ impl SubQueue {
         Pushed::Queued
     }
 
+    /// Messages and bytes queued.
+    pub fn depth(&self) -> (usize, usize) {
+        (self.len, self.bytes)
+    }
+
+    /// True when the message of `level` with `arrival` is still queued.
+    pub fn contains(&self, level: u8, arrival: u64) -> bool {
+        self.entry(level, arrival).is_some()
+    }
+
+    /// Takes out the oldest message of `level` (a budget shared with other queues is
+    /// exceeded and it is the oldest of the lowest priority there).
+    pub fn evict_front(&mut self, level: u8) -> Option<Arc<Msg>> {
+        let level = usize::from(level).min(LEVELS - 1);
+        let e = self.levels[level].pop_front()?;
+        self.forget(level, &e);
+        Some(e.msg)
+    }
+
     /// The arrival of the oldest message queued.
     pub fn oldest_arrival(&self) -> Option<u64> {
         self.oldest().map(|(arrival, _)| arrival)
@@ -274,7 +297,7 @@ impl SubQueue {
     }
 
     fn entry(&self, level: u8, arrival: u64) -> Option<&Entry> {
-        let q = &self.levels[level as usize];
+        let q = self.levels.get(level as usize)?;
         let i = q.binary_search_by_key(&arrival, |e| e.arrival).ok()?;
         q.get(i)
     }

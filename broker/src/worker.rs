@@ -23,8 +23,8 @@
 //! deadline, wakes up for the earliest (poll timeout) and reads each one again itself when
 //! its pause ends, since edge-triggered readiness will not report bytes already waiting.
 //!
-//! It also owns its broker latency histogram (recorded when a delivery's last byte is
-//! written) and a bounded ring of recently closed connections, and answers the monitoring
+//! It also owns (through its router) its broker latency histogram (recorded when a
+//! delivery's last byte is written), and a bounded ring of recently closed connections, and answers the monitoring
 //! thread's snapshot requests when it drains them from its inbox, between connections'
 //! work: a copy of what one page needs (`snapshot::answer`), never a reference to it.
 //!
@@ -48,10 +48,11 @@ use tern_protocol::text::{encode_server_op, ServerInfo, ServerOp};
 use tracing::{debug, info, warn};
 
 use crate::admission::{ConnAdmission, ConnRefusal, ConnectionGate};
+use crate::budget::QueuedRef;
 use crate::conn::{CloseReason, Conn, ReadState};
+use crate::index::FnvMap;
 use crate::lameduck::{LameDuck, Schedule};
-use crate::latency::Latency;
-use crate::mesh::{ConnId, Envelope};
+use crate::mesh::{ConnId, Envelope, Lane};
 use crate::router::Router;
 use crate::snapshot::{
     self, ConnInfo, SnapshotRequest, SubsListing, WallClock, WorkerView, CLOSED_KEPT_PER_WORKER,
@@ -123,8 +124,6 @@ pub(crate) struct Worker {
     /// Set once shutdown began: the deadline for flushing.
     draining: Option<Instant>,
     last_busy: Instant,
-    /// Broker latency of the deliveries this worker wrote.
-    latency: Latency,
     /// The last [`CLOSED_KEPT_PER_WORKER`] connections this worker closed, oldest first.
     closed: VecDeque<ConnInfo>,
     /// Admission control's connection limits (shared by every worker).
@@ -140,6 +139,9 @@ pub(crate) struct Worker {
     /// Lame duck mode's switch, and this worker's schedule once it has seen it.
     lame_duck: Arc<LameDuck>,
     lame_duck_schedule: Option<Schedule>,
+    /// Per congested consumer, the publishers of this worker stalled for it, as (slot,
+    /// generation).
+    stalled_by: FnvMap<ConnId, Vec<(u32, u32)>>,
 }
 
 impl Worker {
@@ -179,7 +181,6 @@ impl Worker {
             next_tick: now + TICK,
             draining: None,
             last_busy: now,
-            latency: Latency::new(),
             closed: VecDeque::new(),
             gate,
             refused_info: refused_info.freeze(),
@@ -188,6 +189,7 @@ impl Worker {
             next_refusal_log: now,
             lame_duck,
             lame_duck_schedule: None,
+            stalled_by: FnvMap::default(),
         })
     }
 
@@ -202,6 +204,7 @@ impl Worker {
                 }
             }
             self.now = Instant::now();
+            self.router.now = self.now;
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
@@ -222,6 +225,7 @@ impl Worker {
                 }
             }
             self.resume_throttled();
+            self.wake_timers();
             self.drain_inbox();
             if !self.router.outbox.is_blocked() && self.draining.is_none() {
                 self.read_connections();
@@ -261,7 +265,33 @@ impl Worker {
         if let Some(Reverse((until, _, _))) = self.throttled.peek() {
             timeout = timeout.min(until.saturating_duration_since(now));
         }
+        if let Some(Reverse((at, _, _))) = self.router.timers.peek() {
+            timeout = timeout.min(at.saturating_duration_since(now));
+        }
         timeout
+    }
+
+    /// Runs the connection timers that are due (`Router::wake_at`): congestion
+    /// judgements and stall deadlines.
+    fn wake_timers(&mut self) {
+        while let Some(&Reverse((at, slot, gen))) = self.router.timers.peek() {
+            if at > self.now {
+                return;
+            }
+            self.router.timers.pop();
+            let slot = slot as usize;
+            let Some(conn) = self.conns.get_mut(slot).filter(|c| c.id.gen == gen) else {
+                continue;
+            };
+            let read = conn.on_timer(&mut self.router);
+            let write = conn.has_output();
+            if read {
+                self.list_read(slot);
+            }
+            if write {
+                self.list_write(slot);
+            }
+        }
     }
 
     /// Lists for reading every throttled connection whose pause is over.
@@ -424,16 +454,31 @@ impl Worker {
         }
     }
 
+    /// Handles what other workers sent: every delivery (they only ever end in a
+    /// connection's bounded queues), then commands for the shard while the deliveries this
+    /// worker could not send yet are few (`Outbox::may_take_commands`: routing makes
+    /// more). Each lane keeps its order; what a budget leaves is set aside and goes first
+    /// next time.
     fn drain_inbox(&mut self) {
+        self.drain_lane(Lane::Delivery);
+        if self.router.outbox.may_take_commands() {
+            self.drain_lane(Lane::Command);
+        }
+    }
+
+    fn drain_lane(&mut self, lane: Lane) {
         let mut budget = INBOX_BUDGET;
         while budget > 0 {
-            if let Some(env) = self.router.pop_set_aside() {
+            if !self.outbox_has_room() {
+                return;
+            }
+            if let Some(env) = self.router.pop_set_aside(lane) {
                 self.last_busy = self.now;
                 self.handle_envelope(env);
                 budget -= 1;
                 continue;
             }
-            let Some(batch) = self.router.next_batch() else {
+            let Some(batch) = self.router.next_batch(lane) else {
                 return;
             };
             self.last_busy = self.now;
@@ -441,13 +486,23 @@ impl Worker {
             for env in envelopes.by_ref() {
                 self.handle_envelope(env);
                 budget -= 1;
-                if budget == 0 {
+                if budget == 0 || !self.outbox_has_room() {
                     break;
                 }
             }
-            // What the budget left of the batch goes first next time.
-            self.router.set_aside(envelopes);
+            self.router.set_aside(lane, envelopes);
         }
+    }
+
+    /// True while the outbox can take more of this turn's work. When it is full
+    /// (`OUTBOX_FULL`: routing fans one message out to many deliveries), what the worker
+    /// addressed to itself is handled now, which frees it unless the rest is for other
+    /// workers; then the turn's reading and draining stop and the batches go out.
+    fn outbox_has_room(&mut self) -> bool {
+        if self.router.outbox.is_full() {
+            self.handle_local();
+        }
+        !self.router.outbox.is_full()
     }
 
     fn handle_local(&mut self) {
@@ -482,6 +537,20 @@ impl Worker {
                     if c.deliver(sub, &msg, router) {
                         self.list_write(sub.conn.slot as usize);
                     }
+                }
+                if self.router.budget.is_over() {
+                    self.evict_for_broker();
+                }
+                self.compact_tickets();
+            }
+            Envelope::Stall {
+                publisher,
+                consumer,
+                epoch,
+            } => self.stall(publisher, consumer, epoch),
+            Envelope::Congestion { conn, on, .. } => {
+                if !on {
+                    self.release_stalled(conn);
                 }
             }
             Envelope::Position { sub, shard, last } => {
@@ -530,6 +599,75 @@ impl Worker {
         }
     }
 
+    /// This worker's queues hold more than its share of the broker's budget: gives up
+    /// their lowest-priority, oldest messages until they fit (`budget.rs`).
+    fn evict_for_broker(&mut self) {
+        while self.router.budget.is_over() {
+            let conns = &self.conns;
+            let live = |level: u8, arrival: u64, q: QueuedRef| {
+                conns
+                    .get(q.slot as usize)
+                    .filter(|c| c.id.gen == q.gen)
+                    .is_some_and(|c| c.holds(q.key, q.id, level, arrival))
+            };
+            let Some((level, arrival, q)) = self.router.budget.tickets.pop_lowest(live) else {
+                return;
+            };
+            let conn = &mut self.conns[q.slot as usize];
+            if conn.evict_for_broker(q, level, arrival, &mut self.router) {
+                self.list_write(q.slot as usize);
+            }
+        }
+    }
+
+    /// Drops the worker's stale eviction tickets once they far outnumber the queued
+    /// messages (amortised O(1) per message queued).
+    fn compact_tickets(&mut self) {
+        let conns = &self.conns;
+        let live = |level: u8, arrival: u64, q: QueuedRef| {
+            conns
+                .get(q.slot as usize)
+                .filter(|c| c.id.gen == q.gen)
+                .is_some_and(|c| c.holds(q.key, q.id, level, arrival))
+        };
+        let msgs = self.router.budget.msgs();
+        self.router.budget.tickets.compact(msgs, live);
+    }
+
+    /// A shard found a message of `publisher` reaching `consumer`, congested in `epoch`:
+    /// the publisher is not read until that congestion ends (`release_stalled`) or
+    /// `max_publisher_stall` passes. A stall for a congestion already over is ignored
+    /// (the mesh delivers the end of a congestion before any stall it caused).
+    fn stall(&mut self, publisher: ConnId, consumer: ConnId, epoch: u32) {
+        if self.router.congested.get(&consumer) != Some(&epoch) {
+            return;
+        }
+        let until = self.now + self.router.config.flow.max_publisher_stall;
+        let Some(conn) = self.conn_mut(publisher) else {
+            return;
+        };
+        if conn.stall_on(consumer, until) {
+            bump(&self.router.stats.publisher_stalls, 1);
+            self.router.wake_at(until, publisher);
+        }
+        self.stalled_by
+            .entry(consumer)
+            .or_default()
+            .push((publisher.slot, publisher.gen));
+    }
+
+    /// The congestion of `consumer` ended: reads again every publisher it stalled here.
+    fn release_stalled(&mut self, consumer: ConnId) {
+        for (slot, gen) in self.stalled_by.remove(&consumer).unwrap_or_default() {
+            let slot = slot as usize;
+            if let Some(c) = self.conns.get_mut(slot).filter(|c| c.id.gen == gen) {
+                if c.unstall(consumer) {
+                    self.list_read(slot);
+                }
+            }
+        }
+    }
+
     /// The connection `id` names, unless it has gone (its slot empty or reused).
     fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         self.conns.get_mut(id.slot as usize).filter(|c| c.id == id)
@@ -554,7 +692,7 @@ impl Worker {
             closed: &self.closed,
             index: self.router.shard.index(),
             shard: self.router.shard.id(),
-            latency: &self.latency,
+            latency: &self.router.latency,
             outbox_pending_batches: self.router.outbox.pending_batches(),
         };
         let snap = snapshot::answer(&req.want, &view);
@@ -566,6 +704,11 @@ impl Worker {
     fn read_connections(&mut self) {
         let list = std::mem::take(&mut self.to_read);
         for slot in list {
+            if !self.outbox_has_room() {
+                // The rest (still listed) are read next turn, after the batches went out.
+                self.to_read.push(slot);
+                continue;
+            }
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
             };
@@ -600,11 +743,17 @@ impl Worker {
             if conn.has_output() {
                 self.last_busy = self.now;
             }
-            conn.flush(&mut self.latency, &mut self.router);
+            conn.flush(&mut self.router);
+            let resume = conn.take_resume_read();
             if conn.closing.is_some() {
                 self.close(slot);
-            } else if conn.has_output() && !conn.write_blocked {
+                continue;
+            }
+            if conn.has_output() && !conn.write_blocked {
                 self.list_write(slot);
+            }
+            if resume {
+                self.list_read(slot);
             }
         }
     }
@@ -614,6 +763,7 @@ impl Worker {
         if conn.listed_read {
             self.to_read.retain(|s| *s != slot);
         }
+        conn.close_congestion(&mut self.router);
         conn.unsubscribe_all(&mut self.router);
         conn.end_replays(&mut self.router);
         let _ = self.poll.registry().deregister(&mut conn.sock);

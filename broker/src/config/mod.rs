@@ -127,6 +127,9 @@ settings! {
         lame_duck_grace_period: Duration [Dur] = Duration::from_secs(10);
         /// Capacity of each worker's inbound queue, in batches.
         worker_queue: usize [Num] = 4096;
+        /// Capacity of each worker's inbound queue, in bytes of the messages it carries (a
+        /// batch always fits an empty queue): what may be on its way between workers.
+        worker_queue_bytes: usize [Size] = 4 * MIB;
     }
 
     /// Subscriber queues: how much may wait for each subscription, and what happens to a
@@ -150,6 +153,24 @@ settings! {
         slow_consumer_grace: Duration [Dur] = Duration::from_secs(10);
         /// Priority (0-7) of text-port messages without a Tern-Priority header.
         text_priority: u8 [Num] = 0;
+    }
+
+    /// Flow control: how much the broker holds for consumers, and how it slows the
+    /// publishers of consumers that fall behind (`docs/operations.md`, "Flow control").
+    group flow: FlowConfig, "Flow control" {
+        /// Bytes all subscription queues together may hold, broker-wide; past it each
+        /// worker gives up its lowest-priority, oldest queued messages first.
+        max_queued_bytes: usize [Size] = crate::budget::default_max_queued_bytes(),
+            "a quarter of the memory, at most 16GiB";
+        /// The longest a publisher stays stalled for consumers that fall behind, in one
+        /// stall (0 turns stalling off).
+        max_publisher_stall: Duration [Dur] = Duration::from_secs(1);
+        /// The window over which a consumer over its high-water mark must drain
+        /// publisher_stall_min_drain bytes to keep stalling its publishers.
+        publisher_stall_window: Duration [Dur] = Duration::from_millis(25);
+        /// Bytes a consumer over its high-water mark must take per window to count as
+        /// draining (below: stuck; it slows nobody, its queues drop by priority).
+        publisher_stall_min_drain: usize [Size] = 32 * KIB;
     }
 
     /// What the shards keep in their ring logs (store and forward), and where.
@@ -297,6 +318,7 @@ pub struct Config {
     pub sequence_headers: bool,
     pub limits: Limits,
     pub queues: QueueConfig,
+    pub flow: FlowConfig,
     pub store: StoreConfig,
     /// The monitoring endpoint's bounds (connections, request size and time, paging).
     pub monitoring: MonitorLimits,
@@ -633,6 +655,7 @@ impl Config {
         let Settings {
             limits,
             queues,
+            flow,
             store,
             monitoring,
             admission,
@@ -665,6 +688,7 @@ impl Config {
             sequence_headers: args.sequence_headers || file.sequence_headers.unwrap_or(false),
             limits,
             queues,
+            flow,
             store,
             monitoring,
             log: LogConfig {
@@ -737,6 +761,9 @@ impl Config {
         if l.worker_queue == 0 {
             return invalid("worker_queue", "must be at least 1");
         }
+        if l.worker_queue_bytes < 64 * KIB {
+            return invalid("worker_queue_bytes", "must be at least 64KiB");
+        }
         let q = &self.queues;
         if q.sub_queue_messages == 0 || q.sub_queue_messages > q.sub_queue_max_messages {
             return invalid(
@@ -764,6 +791,15 @@ impl Config {
         }
         if q.text_priority > 7 {
             return invalid("text_priority", "must be between 0 and 7");
+        }
+        let f = &self.flow;
+        if f.max_queued_bytes < MIB {
+            return invalid("max_queued_bytes", "must be at least 1MiB");
+        }
+        if f.publisher_stall_window < Duration::from_millis(1)
+            || f.publisher_stall_window > Duration::from_secs(10)
+        {
+            return invalid("publisher_stall_window", "must be between 1ms and 10s");
         }
         let st = &self.store;
         if st.log_size < MIB {

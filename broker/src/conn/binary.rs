@@ -299,7 +299,7 @@ impl Conn {
     /// Decodes and applies every whole frame in the read buffer (until the connection
     /// closes or is throttled).
     pub(super) fn apply_binary(&mut self, router: &mut Router) {
-        while self.may_apply() {
+        while self.may_apply(router) {
             let Proto::Binary(state) = &mut self.proto else {
                 unreachable!("binary decoding on a text connection");
             };

@@ -21,6 +21,7 @@
 //! Never: reads another connection's state, or blocks.
 
 mod binary;
+mod congestion;
 mod queue;
 mod text;
 
@@ -30,7 +31,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -42,7 +43,6 @@ use tern_protocol::text::ServerInfo;
 use crate::admission::{self, ConnAdmission, RateVerdict};
 use crate::config::Limits;
 use crate::index::FnvMap;
-use crate::latency::Latency;
 use crate::mesh::{ConnId, Envelope, Msg, Stamp, Start, SubRef};
 use crate::outbound::Outbound;
 use crate::replay::ConnReplays;
@@ -54,7 +54,9 @@ use crate::snapshot::{
 use crate::stats::{bump, unbump, CloseKind, WorkerStats};
 use crate::subqueue::Bounds;
 
+use crate::eviction::Tickets;
 use binary::BinaryState;
+use congestion::Congestion;
 use queue::{Lossless, SubQueueState};
 use text::TextState;
 
@@ -173,6 +175,16 @@ struct SubState {
     q: SubQueueState,
 }
 
+/// What a connection's subscription queues hold together.
+#[derive(Debug, Default)]
+struct Held {
+    msgs: usize,
+    bytes: usize,
+    /// Every message its (not lossless) queues took, by (subscription key, id), in
+    /// eviction order.
+    tickets: Tickets<(u32, u64)>,
+}
+
 pub(crate) struct Conn {
     pub id: ConnId,
     pub client_id: u64,
@@ -210,10 +222,34 @@ pub(crate) struct Conn {
     /// and since when the first of them has been.
     over_subs: usize,
     over_since: Option<Instant>,
+    /// Subscriptions whose queue is at least half full (not yet back to a quarter): the
+    /// connection is congested while any is (see `congestion`).
+    high_subs: usize,
+    /// What its subscription queues hold together, and in which order it gives that up
+    /// when it is over `max_pending`.
+    held: Held,
+    /// The last message copied for a queue and its copy, so that the queues of several
+    /// subscriptions share one copy of a message (`Conn::compacted`).
+    last_compact: Option<(Weak<Msg>, Weak<Msg>)>,
+    /// As a consumer: whether it slows its publishers.
+    congestion: Congestion,
+    /// When the timer must judge the congestion next (a timer is set for it).
+    next_judgement: Option<Instant>,
+    /// As a publisher: the congested consumers it waits for, and until when at most.
+    stalled_on: Vec<ConnId>,
+    stall_until: Option<Instant>,
+    /// Not read because what waits for the client is over `max_pending`, and since when.
+    over_budget_since: Option<Instant>,
+    /// Set when it was not read for being over budget and has drained since: the worker
+    /// must read it again (readiness is edge-triggered).
+    resume_read: bool,
+    /// Its budget made it give up queued messages, and it has not drained to half of
+    /// `max_pending` since (with `over_subs`, what `--slow-consumer disconnect` judges).
+    budget_over: bool,
     /// The last lossless fall-back number handed out.
     next_lag: u64,
     /// The arrival number of the last delivery put in a subscription queue.
-    next_arrival: u64,
+    last_arrival: u64,
     /// `PONG`s waiting for the deliveries queued before them: the arrival number each
     /// waits past.
     pongs_held: VecDeque<u64>,
@@ -269,8 +305,18 @@ impl Conn {
             backlog: VecDeque::new(),
             over_subs: 0,
             over_since: None,
+            high_subs: 0,
+            held: Held::default(),
+            last_compact: None,
+            congestion: Congestion::new(now),
+            next_judgement: None,
+            stalled_on: Vec::new(),
+            stall_until: None,
+            over_budget_since: None,
+            resume_read: false,
+            budget_over: false,
             next_lag: 0,
-            next_arrival: 0,
+            last_arrival: 0,
             pongs_held: VecDeque::new(),
             started: now,
             in_msgs: 0,
@@ -342,7 +388,7 @@ impl Conn {
             ),
             Proto::Binary(b) => ("binary", b.name(), None, b.version()),
         };
-        let (pending_bytes, pending_msgs) = self.pending();
+        let (pending_bytes, pending_msgs) = self.waiting();
         let mut info = ConnInfo {
             cid: self.client_id,
             worker,
@@ -408,10 +454,11 @@ impl Conn {
         }
     }
 
-    /// Its write buffer in bytes, and the deliveries not yet completely written (in the
-    /// write buffer and in its subscription queues).
-    pub fn pending(&self) -> (usize, usize) {
-        (self.out.len(), self.out.queued_msgs() + self.queued())
+    /// What waits for the client in bytes (`Conn::pending`: its write buffer, queues and
+    /// held `PONG`s), and the deliveries not yet completely written (in the write buffer
+    /// and in its subscription queues).
+    pub fn waiting(&self) -> (usize, usize) {
+        (self.pending(), self.out.queued_msgs() + self.held.msgs)
     }
 
     /// Drops everything queued for the client, counting the deliveries that never went
@@ -433,22 +480,36 @@ impl Conn {
     /// Reads what the socket has, up to `budget` bytes, and applies every whole operation.
     pub fn read(&mut self, router: &mut Router, budget: usize, now: Instant) -> ReadState {
         self.admission.set_now(now);
-        if self.admission.is_throttled() {
-            if self.admission.throttle_left(now).is_some() {
-                return ReadState::Paused;
+        if self.is_stalled(now, router) {
+            return ReadState::Paused;
+        }
+        if self.pending() > router.config.limits.max_pending {
+            // Its own requests are its backpressure: nothing more is read until what waits
+            // for it drains (`flush` sets `resume_read`), or it is closed (`tick`).
+            if self.over_budget_since.is_none() {
+                self.over_budget_since = Some(now);
+                bump(&router.stats.over_budget_pauses, 1);
             }
-            // The pause is over: first what was read before it, then the socket.
-            if !self.rbuf.is_empty() {
-                router.sync_inbox();
-                self.apply_buffered(router, now);
-                if let Some(until) = self.throttle_began() {
-                    return ReadState::Throttled(until);
-                }
+            return ReadState::Paused;
+        }
+        if self.admission.is_throttled() && self.admission.throttle_left(now).is_some() {
+            return ReadState::Paused;
+        }
+        // First what was read before a pause (throttled, stalled, a full outbox), then
+        // the socket.
+        if !self.rbuf.is_empty() {
+            router.sync_inbox();
+            self.apply_buffered(router, now);
+            if let Some(until) = self.throttle_began() {
+                return ReadState::Throttled(until);
+            }
+            if router.outbox.is_full() {
+                return ReadState::More;
             }
         }
         let mut taken = 0;
         while self.closing.is_none() {
-            if taken >= budget {
+            if taken >= budget || router.outbox.is_full() {
                 return ReadState::More;
             }
             match self.read_some() {
@@ -515,6 +576,11 @@ impl Conn {
         if self.ops != ops {
             self.last_activity = now;
         }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * READ_CHUNK {
+            // It grew for a large message: let the allocation go (its last slice goes
+            // with the message) rather than keep it for an idle client.
+            self.rbuf = BytesMut::new();
+        }
     }
 
     /// A complete operation (frame) arrived and is being handled, whether it is applied or
@@ -533,9 +599,10 @@ impl Conn {
     }
 
     /// True while operations in the read buffer may be applied: not closing, not
-    /// throttled.
-    fn may_apply(&self) -> bool {
-        self.closing.is_none() && !self.admission.is_throttled()
+    /// throttled, and the worker's outbox has room for what they make (`OUTBOX_FULL`;
+    /// what is left is applied when the worker reads the connection again).
+    fn may_apply(&self, router: &Router) -> bool {
+        self.closing.is_none() && !self.admission.is_throttled() && !router.outbox.is_full()
     }
 
     /// Admission control of a publish the client sent, before it is routed: overload
@@ -732,7 +799,7 @@ impl Conn {
 
     fn remove_sub(&mut self, key: usize, router: &mut Router) {
         let sub = self.subs.remove(key);
-        self.drop_queue(&sub.q);
+        self.drop_queue(&sub.q, router);
         self.sids.remove(&sub.sid);
         unbump(&router.stats.subscriptions, 1);
         let sref = SubRef {
@@ -875,7 +942,7 @@ impl Conn {
     /// Writes what is queued, as far as the socket takes it, refilling the outbound buffer
     /// from the subscription queues as it empties, and records the broker latency of every
     /// delivery whose last byte went out.
-    pub fn flush(&mut self, latency: &mut Latency, router: &mut Router) {
+    pub fn flush(&mut self, router: &mut Router) {
         let write_buffer = router.config.queues.write_buffer;
         loop {
             if !self.write_blocked && !self.out.is_empty() {
@@ -883,9 +950,11 @@ impl Conn {
                     Ok(n) => {
                         if n > 0 {
                             let now = Instant::now();
+                            let latency = &mut router.latency;
                             self.out.pop_written(|received| {
                                 latency.record(now.duration_since(received))
                             });
+                            self.congestion.drained(n);
                         }
                         self.write_blocked = !self.out.is_empty();
                     }
@@ -903,14 +972,81 @@ impl Conn {
                 || self.backlog.is_empty()
                 || self.out.len() >= write_buffer
             {
-                return;
+                break;
             }
             let before = self.out.len();
             self.fill(router);
             if self.out.len() == before {
-                return;
+                break;
             }
         }
+        self.update_congestion(router);
+        if self.over_budget_since.is_some() && self.pending() <= router.config.limits.max_pending {
+            self.over_budget_since = None;
+            self.resume_read = true;
+        }
+    }
+
+    /// True (once) when the connection stopped being read for being over budget and has
+    /// drained since: the worker must read it.
+    pub fn take_resume_read(&mut self) -> bool {
+        std::mem::take(&mut self.resume_read)
+    }
+
+    /// As a publisher: a message of this connection reached `consumer`, which is
+    /// congested. Nothing more is read from it until that congestion ends or `until`.
+    /// Returns true when the stall begins now (the caller sets a timer for `until`).
+    pub fn stall_on(&mut self, consumer: ConnId, until: Instant) -> bool {
+        if self.closing.is_some() || self.stalled_on.contains(&consumer) {
+            return false;
+        }
+        self.stalled_on.push(consumer);
+        if self.stall_until.is_none() {
+            self.stall_until = Some(until);
+            return true;
+        }
+        false
+    }
+
+    /// The congestion of `consumer` ended. Returns true when that ends the stall: the
+    /// worker must read the connection again (readiness is edge-triggered).
+    pub fn unstall(&mut self, consumer: ConnId) -> bool {
+        let before = self.stalled_on.len();
+        self.stalled_on.retain(|c| *c != consumer);
+        if before > 0 && self.stalled_on.is_empty() {
+            self.stall_until = None;
+            return true;
+        }
+        false
+    }
+
+    /// True while stalled for congested consumers; a stall past its deadline ends here.
+    fn is_stalled(&mut self, now: Instant, router: &Router) -> bool {
+        let Some(until) = self.stall_until else {
+            return false;
+        };
+        if now < until {
+            return true;
+        }
+        bump(&router.stats.publisher_stall_timeouts, 1);
+        self.stalled_on.clear();
+        self.stall_until = None;
+        false
+    }
+
+    /// The connection's timer fired (`Router::wake_at`): judges its congestion as a
+    /// consumer, and ends its stall as a publisher when that is due. Returns true when
+    /// the worker must read it.
+    pub fn on_timer(&mut self, router: &mut Router) -> bool {
+        self.judge_congestion(router);
+        self.stall_until.is_some_and(|until| until <= router.now)
+    }
+
+    /// The connection closes: the publishers it stalled as a congested consumer are
+    /// released.
+    pub fn close_congestion(&mut self, router: &mut Router) {
+        let signal = self.congestion.close();
+        self.signal_congestion(signal, router);
     }
 
     /// True while something waits to be written: in the outbound buffer or in a
@@ -923,20 +1059,32 @@ impl Conn {
     /// closes one that left `ping_max` pings unanswered. First it closes a client whose
     /// handshake, or (text) a started control line, is not done within `auth_timeout`.
     pub fn tick(&mut self, now: Instant, limits: &Limits, router: &mut Router) {
-        // A throttled connection is not read, so its client's answers to pings wait too:
-        // it is not pinged, nor closed as stale, until it is read again.
-        if self.closing.is_some() || self.admission.is_throttled() {
+        if self.closing.is_some() {
             return;
         }
         if self.overdue(now, router) {
             self.slow_consumer(router);
             return;
         }
-        // Input is waiting that the worker has not read (its outbox is blocked by a full
-        // peer queue, or this connection's read budget ran out): the line end, `HELLO` or
-        // `PONG` that the checks below wait for may be in it. They wait until it is read;
-        // the client is not behind, the server is.
-        if self.listed_read {
+        if let Some(since) = self.over_budget_since {
+            // Not read since; what waits for it is its own traffic (deliveries give way
+            // to the budget), and it does not take it.
+            if now.duration_since(since) >= router.config.queues.slow_consumer_grace {
+                self.slow_consumer(router);
+                return;
+            }
+        }
+        // A connection not read (throttled, stalled, over budget) cannot answer pings
+        // either: it is not pinged, nor closed as stale, until it is read again. And when
+        // input is waiting that the worker has not read (its outbox is full or blocked by
+        // a full peer queue, or this connection's read budget ran out), the line end,
+        // `HELLO` or `PONG` that the checks below wait for may be in it: they wait until
+        // it is read; the client is not behind, the server is.
+        if self.admission.is_throttled()
+            || self.stall_until.is_some()
+            || self.over_budget_since.is_some()
+            || self.listed_read
+        {
             return;
         }
         if let Proto::Binary(b) = &self.proto {

@@ -28,17 +28,40 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::budget::{BudgetKind, QueuedRef};
 use crate::config::{QueueConfig, SlowConsumerPolicy};
 use crate::mesh::{Msg, SubRef};
 use crate::router::Router;
-use crate::stats::bump;
-use crate::subqueue::{compact, Bounds, DropLog, Pushed, SubQueue};
+use crate::stats::{bump, set};
+use crate::subqueue::{compact, size_of, Bounds, DropLog, Pushed, SubQueue};
 
-use super::{Conn, Proto};
+use super::congestion::{Params, Signal, State};
+use super::{Conn, Proto, SubState};
 
 /// Most deliveries moved from one subscription's queue per turn of `fill`, so that the
 /// subscriptions of a connection share its outbound buffer.
 const FILL_BURST: usize = 64;
+
+/// What a held `PONG` counts for in a connection's budget (its bytes on the wire, and
+/// then some for its place in the queue).
+const HELD_PONG_COST: usize = 8;
+
+/// What judges a consumer's congestion (the `publisher_stall_*` settings).
+fn stall_params(router: &Router) -> Params {
+    Params {
+        window: router.config.flow.publisher_stall_window,
+        min_drain: router.config.flow.publisher_stall_min_drain,
+    }
+}
+
+/// True when subscription `key`/`id` of `subs` still holds its queued message (`level`,
+/// `arrival`).
+fn holds(subs: &slab::Slab<SubState>, key: u32, id: u64, level: u8, arrival: u64) -> bool {
+    subs.get(key as usize)
+        .filter(|s| s.id == id)
+        .and_then(|s| s.q.queue.as_deref())
+        .is_some_and(|q| q.contains(level, arrival))
+}
 
 /// A subscription's queue bounds: what it asked for (0: the default), within the server's
 /// maximum. The error says what is wrong.
@@ -82,6 +105,9 @@ pub(super) struct SubQueueState {
     backlogged: bool,
     /// Overflowed, and not yet drained below half its bounds.
     over: bool,
+    /// At least half full, and not yet drained to a quarter: the connection is congested
+    /// while any of its queues is.
+    high: bool,
     pub dropped: u64,
     pub coalesced: u64,
     pub lossless: Option<Box<Lossless>>,
@@ -95,6 +121,7 @@ impl SubQueueState {
             drops: DropLog::default(),
             backlogged: false,
             over: false,
+            high: false,
             dropped: 0,
             coalesced: 0,
             lossless,
@@ -204,12 +231,8 @@ impl Conn {
             }
         } else {
             self.enqueue(sref, msg, router);
+            self.enforce_budget(router);
             self.fill(router);
-        }
-        if self.out.len() > router.config.limits.max_pending {
-            // Deliveries stop at `write_buffer`: what overflows here is the connection's
-            // own traffic (acks, pongs) that the client does not read.
-            self.slow_consumer(router);
         }
         true
     }
@@ -217,11 +240,18 @@ impl Conn {
     /// Puts a delivery in its subscription's queue, by the queue's rules.
     fn enqueue(&mut self, sref: SubRef, msg: &Arc<Msg>, router: &mut Router) {
         let key = sref.key as usize;
-        let sub = &mut self.subs[key];
-        let q = &mut sub.q;
-        let queue = q.queue.get_or_insert_with(Box::default);
-        let lossless = q.lossless.is_some();
-        let overflow = !queue.fits(msg, q.bounds, !lossless);
+        let lossless = self.subs[key].q.lossless.is_some();
+        // A lossless subscription takes nothing past the connection's budget, or the
+        // broker's: it falls back to the log instead, and nothing of it is evicted.
+        let no_room = lossless
+            && (self.pending() + size_of(msg) > router.config.limits.max_pending
+                || router.budget.is_over());
+        let q = &mut self.subs[key].q;
+        let overflow = no_room
+            || !q
+                .queue
+                .as_ref()
+                .is_none_or(|queue| queue.fits(msg, q.bounds, !lossless));
         if overflow && !q.over {
             q.over = true;
             self.over_subs += 1;
@@ -231,36 +261,263 @@ impl Conn {
             q.backlogged = true;
             self.backlog.push_back((key, sref.id));
         }
-        let mut dropped = 0;
-        if lossless && overflow && msg.stored {
-            // Dropped here, brought again by the log.
-            self.fall_back(key, msg.stamp.shard, sref, router);
+        if lossless && overflow {
+            if msg.stored {
+                // Dropped here, brought again by the log.
+                self.fall_back(key, msg.stamp.shard, sref, router);
+            } else {
+                // Not in the log: nothing can bring it again.
+                q.drops.record(msg.stamp);
+                q.dropped += 1;
+                self.queue_dropped += 1;
+                bump(&router.stats.queue_dropped_msgs, 1);
+            }
             return;
-        } else if lossless && overflow {
-            // Not in the log: nothing can bring it again.
-            q.drops.record(msg.stamp);
-            dropped = 1;
-        } else {
-            let drops = &mut q.drops;
-            self.next_arrival += 1;
-            let arrival = self.next_arrival;
-            let pushed = queue.push(compact(msg), arrival, q.bounds, !lossless, |m| {
-                drops.record(m.stamp);
-                dropped += 1;
-            });
-            if pushed != Pushed::Dropped {
-                if let Some(l) = &mut q.lossless {
-                    l.accepted(msg);
-                }
+        }
+        let copy = self.compacted(msg);
+        let arrival = router.next_arrival();
+        self.last_arrival = arrival;
+        let q = &mut self.subs[key].q;
+        let queue = q.queue.get_or_insert_with(Box::default);
+        let before = queue.depth();
+        let drops = &mut q.drops;
+        let mut dropped = 0;
+        let pushed = queue.push(copy, arrival, q.bounds, !lossless, |m| {
+            drops.record(m.stamp);
+            dropped += 1;
+        });
+        let after = queue.depth();
+        if pushed != Pushed::Dropped {
+            if let Some(l) = &mut q.lossless {
+                l.accepted(msg);
             }
-            if pushed == Pushed::Coalesced {
-                q.coalesced += 1;
-                bump(&router.stats.coalesced_msgs, 1);
-            }
+        }
+        if pushed == Pushed::Coalesced {
+            q.coalesced += 1;
+            bump(&router.stats.coalesced_msgs, 1);
         }
         q.dropped += dropped;
         self.queue_dropped += dropped;
         bump(&router.stats.queue_dropped_msgs, dropped);
+        if pushed == Pushed::Queued && !lossless {
+            // Lossless queues are never evicted: they fall back instead.
+            self.held
+                .tickets
+                .push(msg.priority, arrival, (sref.key, sref.id));
+            router.budget.tickets.push(
+                msg.priority,
+                arrival,
+                QueuedRef {
+                    slot: self.id.slot,
+                    gen: self.id.gen,
+                    key: sref.key,
+                    id: sref.id,
+                },
+            );
+        }
+        self.account(before, after, router);
+        self.update_high(key, router);
+    }
+
+    /// A copy of `msg` for a queue (see `subqueue::compact`), shared with the queues of
+    /// this connection's other subscriptions that get the same message: a message that
+    /// reaches a client through many subscriptions is held once.
+    fn compacted(&mut self, msg: &Arc<Msg>) -> Arc<Msg> {
+        if let Some((original, copy)) = &self.last_compact {
+            if std::ptr::eq(original.as_ptr(), Arc::as_ptr(msg)) {
+                if let Some(copy) = copy.upgrade() {
+                    return copy;
+                }
+            }
+        }
+        let copy = compact(msg);
+        self.last_compact = Some((Arc::downgrade(msg), Arc::downgrade(&copy)));
+        copy
+    }
+
+    /// Everything waiting for this client, in bytes: the outbound buffer, the subscription
+    /// queues (each queued message counted as `subqueue::size_of` says) and the `PONG`s
+    /// held behind them. This is what `max_pending` bounds.
+    pub fn pending(&self) -> usize {
+        self.out.len() + self.held.bytes + self.pongs_held.len() * HELD_PONG_COST
+    }
+
+    /// A queue went from `before` to `after` (messages, bytes): the connection's and the
+    /// worker's totals follow.
+    fn account(&mut self, before: (usize, usize), after: (usize, usize), router: &mut Router) {
+        self.held.msgs = self.held.msgs + after.0 - before.0;
+        router.budget.count(after.0 as isize - before.0 as isize);
+        if after.1 >= before.1 {
+            let grown = after.1 - before.1;
+            self.held.bytes += grown;
+            router.budget.charge(grown);
+        } else {
+            let shrunk = before.1 - after.1;
+            self.held.bytes -= shrunk;
+            router.budget.release(shrunk);
+        }
+        let msgs = self.held.msgs;
+        let subs = &self.subs;
+        self.held
+            .tickets
+            .compact(msgs, |level, arrival, (key, id)| {
+                holds(subs, key, id, level, arrival)
+            });
+        set(&router.stats.queued_bytes, router.budget.used() as u64);
+    }
+
+    /// Re-reads whether subscription `key`'s queue is over its high-water mark (half its
+    /// bounds) or back under its low-water mark (a quarter), then the connection's
+    /// congestion.
+    fn update_high(&mut self, key: usize, router: &mut Router) {
+        let Some(sub) = self.subs.get_mut(key) else {
+            return;
+        };
+        let (msgs, bytes) = sub.q.depth();
+        let b = sub.q.bounds;
+        if !sub.q.high && (msgs * 2 >= b.messages || bytes * 2 >= b.bytes) {
+            sub.q.high = true;
+            self.high_subs += 1;
+        } else if sub.q.high && msgs * 4 <= b.messages && bytes * 4 <= b.bytes {
+            sub.q.high = false;
+            self.high_subs -= 1;
+        }
+        self.update_congestion(router);
+    }
+
+    /// Re-judges whether this connection, as a consumer, is over its high-water mark (half
+    /// of `max_pending` waiting, or a queue half full) or under its low-water mark (a
+    /// quarter, and no queue over a quarter), and tells the other workers when that makes
+    /// it congested or no longer (see `congestion.rs`).
+    pub(super) fn update_congestion(&mut self, router: &mut Router) {
+        let max = router.config.limits.max_pending;
+        let pending = self.pending();
+        if self.budget_over && pending.saturating_mul(2) <= max {
+            self.budget_over = false;
+            if self.over_subs == 0 {
+                self.over_since = None;
+            }
+        }
+        let high = self.high_subs > 0 || pending.saturating_mul(2) >= max;
+        let low = self.high_subs == 0 && pending.saturating_mul(4) <= max;
+        if !high && self.congestion.state() == State::Clear {
+            return;
+        }
+        let signal = self.congestion.update(high, low, router.now);
+        self.signal_congestion(signal, router);
+    }
+
+    /// The connection's timer: judges its congestion when a window ended.
+    pub(super) fn judge_congestion(&mut self, router: &mut Router) {
+        if self.next_judgement.is_none_or(|at| at > router.now) {
+            return;
+        }
+        self.next_judgement = None;
+        let params = stall_params(router);
+        let signal = self
+            .congestion
+            .judge(router.now, self.write_blocked, params);
+        self.signal_congestion(signal, router);
+    }
+
+    /// Broadcasts a congestion change, and keeps a timer set while judging is due.
+    pub(super) fn signal_congestion(&mut self, signal: Option<Signal>, router: &mut Router) {
+        match signal {
+            Some(Signal::On(epoch)) => router.congestion(self.id, true, epoch),
+            Some(Signal::Off(epoch)) => {
+                if self.congestion.state() == State::Stuck {
+                    bump(&router.stats.stuck_consumers, 1);
+                }
+                router.congestion(self.id, false, epoch);
+            }
+            None => {}
+        }
+        let next = self.congestion.next_judgement(stall_params(router));
+        if next.is_some() && self.next_judgement.is_none() {
+            self.next_judgement = next;
+            if let Some(at) = next {
+                router.wake_at(at, self.id);
+            }
+        }
+    }
+
+    /// Keeps the connection within `max_pending`: while what waits for the client is
+    /// over it, the lowest-priority, oldest queued message of any of its subscriptions
+    /// goes (with a drop notice), lossless ones excepted. What cannot be evicted (the
+    /// outbound buffer, held `PONG`s) is the client's own traffic: the connection is then
+    /// not read until it drains (`Conn::read`), and closed if it stays over
+    /// (`Conn::tick`).
+    fn enforce_budget(&mut self, router: &mut Router) {
+        let max = router.config.limits.max_pending;
+        if self.pending() > max && !self.write_blocked {
+            // A client that reads is not judged on one burst: first the socket takes what
+            // it can.
+            self.flush(router);
+        }
+        while self.pending() > max {
+            let subs = &self.subs;
+            let Some((level, _, (key, _))) = self
+                .held
+                .tickets
+                .pop_lowest(|level, arrival, (key, id)| holds(subs, key, id, level, arrival))
+            else {
+                return;
+            };
+            self.evict(key as usize, level, BudgetKind::Connection, router);
+        }
+    }
+
+    /// The worker's share of the broker's budget is exceeded and this connection holds
+    /// its lowest-priority, oldest queued message (`level`, `arrival` of subscription
+    /// `key`/`id`): it goes. Returns false when that message had already left.
+    pub fn evict_for_broker(
+        &mut self,
+        queued: QueuedRef,
+        level: u8,
+        arrival: u64,
+        router: &mut Router,
+    ) -> bool {
+        if !holds(&self.subs, queued.key, queued.id, level, arrival) {
+            return false;
+        }
+        self.evict(queued.key as usize, level, BudgetKind::Broker, router);
+        true
+    }
+
+    /// True when subscription `key`/`id` still holds the queued message (`level`,
+    /// `arrival`).
+    pub fn holds(&self, key: u32, id: u64, level: u8, arrival: u64) -> bool {
+        holds(&self.subs, key, id, level, arrival)
+    }
+
+    /// Drops the oldest message of `level` from subscription `key`'s queue to make room
+    /// under a budget, and records it for the drop notice.
+    fn evict(&mut self, key: usize, level: u8, kind: BudgetKind, router: &mut Router) {
+        let sub = &mut self.subs[key];
+        let Some(queue) = sub.q.queue.as_mut() else {
+            return;
+        };
+        let before = queue.depth();
+        let Some(msg) = queue.evict_front(level) else {
+            return;
+        };
+        let after = queue.depth();
+        sub.q.drops.record(msg.stamp);
+        sub.q.dropped += 1;
+        if !self.budget_over {
+            self.budget_over = true;
+            self.over_since.get_or_insert(router.now);
+        }
+        if !sub.q.backlogged {
+            // Its drop notice must go out even if nothing else is queued.
+            sub.q.backlogged = true;
+            self.backlog.push_back((key, sub.id));
+        }
+        self.queue_dropped += 1;
+        bump(&router.stats.queue_dropped_msgs, 1);
+        bump(&router.stats.budget_drops[kind as usize], 1);
+        self.account(before, after, router);
+        self.update_high(key, router);
     }
 
     /// Moves queued deliveries into the outbound buffer until it holds `write_buffer`
@@ -285,9 +542,15 @@ impl Conn {
                 if self.out.len() >= write_buffer {
                     break;
                 }
-                let Some(msg) = self.subs[key].q.queue.as_mut().and_then(|q| q.pop()) else {
+                let Some(queue) = self.subs[key].q.queue.as_mut() else {
                     break;
                 };
+                let before = queue.depth();
+                let Some(msg) = queue.pop() else {
+                    break;
+                };
+                let after = queue.depth();
+                self.account(before, after, router);
                 if !self.write_delivery(key, &msg, router) {
                     alive = false;
                     break;
@@ -305,6 +568,7 @@ impl Conn {
                 sub.q.over = false;
                 self.not_over();
             }
+            self.update_high(key, router);
             self.grant_credit(key, router);
         }
         self.release_pongs();
@@ -316,7 +580,7 @@ impl Conn {
         if self.backlog.is_empty() && self.pongs_held.is_empty() {
             self.send_pong_now();
         } else {
-            self.pongs_held.push_back(self.next_arrival);
+            self.pongs_held.push_back(self.last_arrival);
         }
     }
 
@@ -345,16 +609,21 @@ impl Conn {
     /// One subscription left its high-water mark.
     fn not_over(&mut self) {
         self.over_subs -= 1;
-        if self.over_subs == 0 {
+        if self.over_subs == 0 && !self.budget_over {
             self.over_since = None;
         }
     }
 
-    /// Forgets the queue of a subscription being removed.
-    pub(super) fn drop_queue(&mut self, q: &SubQueueState) {
+    /// Forgets the queue of a subscription being removed: what it held leaves the
+    /// connection's and the worker's totals.
+    pub(super) fn drop_queue(&mut self, q: &SubQueueState, router: &mut Router) {
         if q.over {
             self.not_over();
         }
+        if q.high {
+            self.high_subs -= 1;
+        }
+        self.account(q.depth(), (0, 0), router);
     }
 
     /// With `--slow-consumer disconnect`: true when the connection has been over its
@@ -468,11 +737,6 @@ impl Conn {
             Proto::Binary(b) => b.encode_drop_notice(&mut self.out, &sid, &log),
         }
         bump(&router.stats.drop_notices, 1);
-    }
-
-    /// Messages waiting in this connection's subscription queues.
-    pub fn queued(&self) -> usize {
-        self.subs.iter().map(|(_, s)| s.q.depth().0).sum()
     }
 
     /// True while deliveries wait in subscription queues.

@@ -300,7 +300,7 @@ impl Conn {
     }
 
     fn decode_and_apply(&mut self, router: &mut Router) {
-        while self.may_apply() {
+        while self.may_apply(router) {
             let decoded = match &mut self.proto {
                 Proto::Text(t) => t.decoder.decode(&mut self.rbuf),
                 Proto::Binary(_) => unreachable!("text decoding on a binary connection"),

@@ -40,7 +40,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use crate::config::{AdmissionConfig, Config, Limits, MonitorLimits, QueueConfig, StoreConfig};
+use crate::config::{
+    AdmissionConfig, Config, FlowConfig, Limits, MonitorLimits, QueueConfig, StoreConfig,
+};
 use crate::lameduck::LameDuck;
 use crate::latency::{Latency, LatencySummary, QUANTILES};
 use crate::mesh::{Envelope, Mesh};
@@ -308,6 +310,7 @@ impl MonitorState {
             uptime_seconds: uptime.as_secs_f64(),
             limits: &c.limits,
             queues: &c.queues,
+            flow: &c.flow,
             monitoring: &c.monitoring,
             store: &c.store,
             admission: &c.admission,
@@ -534,6 +537,7 @@ impl MonitorState {
                         "queue_groups": w.shard.queue_groups,
                         "inbox_batches": depth,
                         "inbox_capacity": self.config.limits.worker_queue,
+                        "inbox_bytes": self.mesh.queued_bytes(i),
                         "outbox_pending_batches": w.shard.outbox_pending_batches,
                         "answered": true,
                     }),
@@ -751,6 +755,8 @@ struct Varz<'a> {
     limits: &'a Limits,
     #[serde(flatten)]
     queues: &'a QueueConfig,
+    #[serde(flatten)]
+    flow: &'a FlowConfig,
     #[serde(flatten)]
     monitoring: &'a MonitorLimits,
     store: &'a StoreConfig,

@@ -1,0 +1,365 @@
+//! Flow control, end to end against the real `ternd`: what a connection may hold
+//! (`max_pending`, everything queued for it together), what the broker may hold
+//! (`max_queued_bytes`), and the stalls that slow a publisher whose consumer falls behind
+//! while it keeps reading, but not for one that stopped reading.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Broker, RawClient};
+
+/// Peak resident memory of a process, from `/proc/<pid>/status`.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+/// Publishes `count` messages of `size` bytes on `subject` in batches, the first four bytes
+/// of each its index.
+fn publish(publ: &mut RawClient, subject: &str, count: u32, size: usize, headers: &[u8]) {
+    let mut batch = Vec::new();
+    let mut payload = vec![b'p'; size];
+    for i in 0..count {
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        if headers.is_empty() {
+            batch.extend_from_slice(format!("PUB {subject} {size}\r\n").as_bytes());
+        } else {
+            let h = headers.len();
+            batch.extend_from_slice(format!("HPUB {subject} {h} {}\r\n", h + size).as_bytes());
+            batch.extend_from_slice(headers);
+        }
+        batch.extend_from_slice(&payload);
+        batch.extend_from_slice(b"\r\n");
+        if batch.len() > 256 * 1024 {
+            publ.send(&batch);
+            batch.clear();
+        }
+    }
+    publ.send(&batch);
+}
+
+fn index_of(payload: &[u8]) -> u32 {
+    u32::from_be_bytes(payload[..4].try_into().expect("4 bytes"))
+}
+
+/// What a subscriber read for one sid: the message indexes in order, and what its drop
+/// notices said was dropped.
+#[derive(Debug, Default)]
+struct Got {
+    indexes: Vec<u32>,
+    dropped: u64,
+}
+
+/// Reads until `want(got)` holds for every sid, with drop notices counted.
+fn read_all(
+    c: &mut RawClient,
+    timeout: Duration,
+    mut done: impl FnMut(&HashMap<String, Got>) -> bool,
+) -> HashMap<String, Got> {
+    let deadline = Instant::now() + timeout;
+    let mut got: HashMap<String, Got> = HashMap::new();
+    while !done(&got) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timed out; read so far: {:?}",
+            summary(&got)
+        );
+        let m = c.read_msg(left);
+        let entry = got.entry(m.sid.clone()).or_default();
+        if m.subject == "$TERN.DROPPED" {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("notice JSON");
+            entry.dropped += v["dropped"].as_u64().expect("dropped count");
+        } else {
+            entry.indexes.push(index_of(&m.payload));
+        }
+    }
+    got
+}
+
+fn summary(got: &HashMap<String, Got>) -> Vec<(String, usize, u64)> {
+    let mut v: Vec<_> = got
+        .iter()
+        .map(|(sid, g)| (sid.clone(), g.indexes.len(), g.dropped))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A client that sends `PING`s and never reads: everything queued for it (the `PONG`s)
+/// counts against `max_pending`; past it the broker stops reading it, and closes it as a
+/// slow consumer once it has stayed over for the grace time. Before, its `PONG`s grew
+/// without bound (450 MB in 5 s).
+#[test]
+fn a_client_that_pings_and_never_reads_is_paused_then_closed_and_memory_stays_bounded() {
+    let broker = Broker::with_args(&[
+        "--no-store",
+        "--monitor",
+        "127.0.0.1:0",
+        "--max-pending",
+        "1MiB",
+        "--slow-consumer-grace",
+        "1s",
+    ]);
+    let pid = broker.pid().expect("running");
+    let baseline = peak_rss(pid);
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    sock.connect_timeout(&broker.addr().into(), common::WAIT)
+        .expect("connect");
+    let mut flooder: TcpStream = sock.into();
+    flooder
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .expect("write timeout");
+    let pings = b"PING\r\n".repeat(16 * 1024);
+    let start = Instant::now();
+    let mut sent = 0usize;
+    let mut closed = false;
+    // 256 MiB of PINGs would have been 256 MiB of PONGs; the broker must stop reading long
+    // before, and close the connection within the grace time after that.
+    while start.elapsed() < Duration::from_secs(30) && sent < 256 << 20 {
+        match flooder.write(&pings) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+        if !closed && broker.varz()["slow_consumers"] == 1 {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the flooder was never closed ({sent} bytes sent)");
+    let peak = peak_rss(pid);
+    eprintln!(
+        "sent {} MiB of PINGs; ternd peak RSS {} MiB (baseline {} MiB)",
+        sent >> 20,
+        peak >> 20,
+        baseline >> 20
+    );
+    assert!(
+        peak < baseline + (48 << 20),
+        "ternd grew {} MiB for one client's PONGs",
+        (peak - baseline) >> 20
+    );
+    let varz = broker.varz();
+    assert!(varz["over_budget_pauses"].as_u64().unwrap() >= 1, "{varz}");
+    assert_eq!(varz["slow_consumers"], 1, "{varz}");
+    assert_eq!(varz["closed_by_reason"]["slow_consumer"], 1, "{varz}");
+    // Others are served all along.
+    let mut other = RawClient::connect(broker.addr());
+    other.ping_pong();
+}
+
+/// One client with 200 subscriptions to one subject that never reads: its queues together
+/// stay within its `max_pending`, each message is kept once for all of them, and when it
+/// reads at last, every subscription accounts for every message: delivered, or named in a
+/// drop notice. Before, each subscription held its own copy up to its own bound (4.3 GB).
+#[test]
+fn many_subscriptions_of_one_client_share_its_budget() {
+    const SUBS: usize = 200;
+    const COUNT: u32 = 2000;
+    const SIZE: usize = 4096;
+    let broker = Broker::with_args(&[
+        "--no-store",
+        "--monitor",
+        "127.0.0.1:0",
+        "--max-pending",
+        "4MiB",
+    ]);
+    let pid = broker.pid().expect("running");
+    let baseline = peak_rss(pid);
+    let mut stuck = RawClient::connect_small_rcvbuf(broker.addr(), 8 * 1024);
+    stuck.read_info();
+    let mut subs = Vec::new();
+    for sid in 1..=SUBS {
+        subs.extend_from_slice(format!("SUB fan {sid}\r\n").as_bytes());
+    }
+    stuck.send(&subs);
+    stuck.ping_pong();
+    let mut publ = RawClient::connect(broker.addr());
+    // 2000 x 4 KiB x 200 subscriptions: 1.6 GB of deliveries.
+    publish(&mut publ, "fan", COUNT, SIZE, b"");
+    publ.ping_pong();
+    let peak = peak_rss(pid);
+    eprintln!(
+        "ternd peak RSS {} MiB (baseline {} MiB)",
+        peak >> 20,
+        baseline >> 20
+    );
+    assert!(
+        peak < baseline + (32 << 20),
+        "ternd grew {} MiB for one client",
+        (peak - baseline) >> 20
+    );
+    let varz = broker.varz();
+    assert!(
+        varz["budget_drops"]["connection"].as_u64().unwrap() > 0,
+        "{varz}"
+    );
+    assert_eq!(varz["slow_consumers"], 0, "kept, not closed, by default");
+    // Now it reads: for each subscription, what arrived plus what the notices name is
+    // everything, and what arrived is in order.
+    let got = read_all(&mut stuck, Duration::from_secs(120), |got| {
+        got.len() == SUBS
+            && got
+                .values()
+                .all(|g| g.indexes.len() as u64 + g.dropped == u64::from(COUNT))
+    });
+    for (sid, g) in &got {
+        assert!(
+            g.indexes.windows(2).all(|w| w[0] < w[1]),
+            "sid {sid}: out of order"
+        );
+        assert_eq!(
+            g.indexes.last(),
+            Some(&(COUNT - 1)),
+            "sid {sid}: the newest"
+        );
+    }
+}
+
+/// The broker-wide budget (`max_queued_bytes`): consumers on both workers that do not
+/// read fill it, and past it the lowest-priority, oldest queued messages go first, each
+/// named in a drop notice; the high-priority ones all arrive.
+#[test]
+fn the_broker_budget_gives_up_the_lowest_priority_oldest_first() {
+    const COUNT: u32 = 12_000;
+    const SIZE: usize = 1024;
+    let broker = Broker::with_args(&[
+        "--no-store",
+        "--monitor",
+        "127.0.0.1:0",
+        "--max-queued-bytes",
+        "6MiB",
+    ]);
+    let workers = broker.workers();
+    let mut consumers: Vec<RawClient> = (0..workers)
+        .map(|w| {
+            let mut c = loop {
+                let mut c = RawClient::connect_small_rcvbuf(broker.addr(), 8 * 1024);
+                c.read_info();
+                if c.worker(workers) == w {
+                    break c;
+                }
+            };
+            c.send(b"CONNECT {\"headers\":true}\r\nSUB prio 1\r\n");
+            c.ping_pong();
+            c
+        })
+        .collect();
+    let mut publ = RawClient::connect(broker.addr());
+    publ.send(b"CONNECT {\"headers\":true}\r\n");
+    // One message in eight at priority 7, the others at 0: per consumer 1,500 x 1 KiB of
+    // priority 7 (about 1.9 MiB with bookkeeping) and 10,500 of priority 0: over both
+    // consumers about 30 MiB, which the 6 MiB budget cannot hold (with what the sockets
+    // and write buffers take), but the high ones fit in each worker's share.
+    let high = b"NATS/1.0\r\nTern-Priority: 7\r\n\r\n";
+    let low = b"NATS/1.0\r\nTern-Priority: 0\r\n\r\n";
+    let mut batch = Vec::new();
+    let mut payload = vec![b'q'; SIZE];
+    for i in 0..COUNT {
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        let h: &[u8] = if i % 8 == 0 { high } else { low };
+        batch.extend_from_slice(format!("HPUB prio {} {}\r\n", h.len(), h.len() + SIZE).as_bytes());
+        batch.extend_from_slice(h);
+        batch.extend_from_slice(&payload);
+        batch.extend_from_slice(b"\r\n");
+    }
+    publ.send(&batch);
+    publ.ping_pong();
+    let varz = broker.varz();
+    let broker_drops = varz["budget_drops"]["broker"].as_u64().unwrap();
+    assert!(broker_drops > 0, "{varz}");
+    assert_eq!(varz["budget_drops"]["connection"], 0, "{varz}");
+    for c in &mut consumers {
+        let got = read_all(c, Duration::from_secs(120), |got| {
+            got.get("1")
+                .is_some_and(|g| g.indexes.len() as u64 + g.dropped == u64::from(COUNT))
+        });
+        let g = &got["1"];
+        let highs = g.indexes.iter().filter(|i| *i % 8 == 0).count();
+        assert!(g.dropped > 0);
+        // What went was of priority 0 while any priority-0 message was queued: every
+        // priority-7 one arrives.
+        assert_eq!(highs as u32, COUNT / 8, "all high-priority messages arrive");
+        assert!(g.indexes.windows(2).all(|w| w[0] < w[1]), "in order");
+    }
+}
+
+/// A subscriber that keeps reading, but slower than its publisher, gets every message,
+/// exactly once and in order: the publisher is stalled while the subscriber is behind,
+/// across workers. Another subscriber on the subject that never reads does not hold the
+/// publisher (it is judged stuck) and loses its lowest-priority, oldest messages.
+#[test]
+fn a_subscriber_slower_than_its_publisher_gets_everything_and_a_stuck_one_slows_nobody() {
+    const COUNT: u32 = 40_000;
+    const SIZE: usize = 1024;
+    let broker = Broker::with_args(&[
+        "--no-store",
+        "--monitor",
+        "127.0.0.1:0",
+        "--max-pending",
+        "4MiB",
+        // What may be in flight between workers when the consumer's congestion is
+        // signalled (a few times this, and a few turns' reads) must fit in the headroom
+        // above its high-water mark (half of max_pending).
+        "--worker-queue-bytes",
+        "256KiB",
+    ]);
+    let workers = broker.workers();
+    let subject = common::subject_on_shard("flow", 0, workers);
+    let mut stuck = RawClient::connect_small_rcvbuf(broker.addr(), 8 * 1024);
+    stuck.read_info();
+    stuck.send(format!("SUB {subject} 9\r\n").as_bytes());
+    stuck.ping_pong();
+    let mut slow = RawClient::connect_on_worker(broker.addr(), 1 % workers, workers);
+    slow.send(format!("SUB {subject} 1\r\n").as_bytes());
+    slow.ping_pong();
+    let reader = std::thread::spawn(move || {
+        let mut next = 0u32;
+        while next < COUNT {
+            let m = slow.read_msg(Duration::from_secs(60));
+            assert_ne!(
+                m.subject, "$TERN.DROPPED",
+                "the reading subscriber lost messages"
+            );
+            assert_eq!(index_of(&m.payload), next, "lost or reordered");
+            next += 1;
+            if next.is_multiple_of(256) {
+                // Slower than the publisher, but always reading.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        slow.ping_pong();
+    });
+    let mut publ = RawClient::connect_on_worker(broker.addr(), 0, workers);
+    publish(&mut publ, &subject, COUNT, SIZE, b"");
+    publ.ping_pong();
+    reader
+        .join()
+        .expect("the reading subscriber got everything in order");
+    let varz = broker.varz();
+    assert!(varz["publisher_stalls"].as_u64().unwrap() > 0, "{varz}");
+    assert_eq!(
+        varz["publisher_stall_timeouts"], 0,
+        "stalls end when the consumer drains or is judged stuck, not by the timeout: {varz}"
+    );
+    assert!(
+        varz["queue_dropped_msgs"].as_u64().unwrap() > 0,
+        "the stuck one dropped"
+    );
+}
