@@ -34,7 +34,7 @@ use crate::monitor::{Monitor, MonitorState};
 use crate::replay::ReplaySlots;
 use crate::router::{Router, Shared};
 use crate::stats::{Totals, WorkerStats};
-use crate::store::{DataDir, Store, StoreError};
+use crate::store::{DataDir, RecoveryReport, Store, StoreError};
 use crate::worker::{Worker, WorkerSetup, WAKER};
 
 /// The `version` Tern reports to NATS clients (`INFO`, `/varz`): the nats-server release
@@ -137,7 +137,12 @@ impl Server {
             client_ip: None,
             ldm: false,
         };
-        let (data_dir, stores, log_epoch) = open_stores(&config)?;
+        let Stores {
+            dir: data_dir,
+            stores,
+            epoch: log_epoch,
+            recovery,
+        } = open_stores(&config)?;
         let welcome = Welcome {
             version: BINARY_VERSION,
             shard_count: n as u16,
@@ -225,6 +230,7 @@ impl Server {
                     started,
                     started_at,
                     lame_duck: Arc::clone(&lame_duck),
+                    recovery,
                 };
                 match Monitor::spawn(http, state) {
                     Ok(m) => Some(m),
@@ -359,18 +365,33 @@ impl Server {
     }
 }
 
+/// Every shard's store, opened.
+struct Stores {
+    /// The data directory's lock (`None` when nothing is stored).
+    dir: Option<DataDir>,
+    /// One per shard (all `None` when nothing is stored).
+    stores: Vec<Option<Store>>,
+    /// The broker's log epoch.
+    epoch: u64,
+    /// What opening each ring file found (for `/varz`).
+    recovery: Vec<RecoveryReport>,
+}
+
 /// Opens every shard's store (when anything is stored): locks the data directory, opens or
-/// creates each ring file and logs what recovery found. Returns the lock, one store per
-/// shard (all `None` when nothing is stored) and the broker's log epoch.
+/// creates each ring file and logs what recovery found.
 ///
 /// The epoch clients see combines every shard file's own epoch and the shard count, so a
 /// resume token stops being valid when any shard's file was recreated or the shards were
 /// renumbered. Without a store every start is a new epoch: nothing survives it.
-#[allow(clippy::type_complexity)]
-fn open_stores(config: &Config) -> Result<(Option<DataDir>, Vec<Option<Store>>, u64), StartError> {
+fn open_stores(config: &Config) -> Result<Stores, StartError> {
     let n = config.workers;
     if config.store.is_off() {
-        return Ok((None, (0..n).map(|_| None).collect(), random_u64()));
+        return Ok(Stores {
+            dir: None,
+            stores: (0..n).map(|_| None).collect(),
+            epoch: random_u64(),
+            recovery: Vec::new(),
+        });
     }
     let dir = DataDir::open(&config.store.data_dir)?;
     dir.check_shard_count(n)?;
@@ -379,15 +400,22 @@ fn open_stores(config: &Config) -> Result<(Option<DataDir>, Vec<Option<Store>>, 
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let mut stores = Vec::with_capacity(n);
+    let mut reports = Vec::with_capacity(n);
     let mut epoch = n as u64;
     for shard in 0..n {
         let path = dir.shard_file(shard, n);
         let (store, recovery) = Store::open(&path, &config.store, now, wall_ns)?;
         report_recovery(shard, &path, &recovery);
+        reports.push(RecoveryReport::new(shard, &path, &recovery));
         epoch = epoch.rotate_left(13) ^ store.epoch();
         stores.push(Some(store));
     }
-    Ok((Some(dir), stores, epoch.max(1)))
+    Ok(Stores {
+        dir: Some(dir),
+        stores,
+        epoch: epoch.max(1),
+        recovery: reports,
+    })
 }
 
 /// Logs what opening a ring file found: a warning naming the file, what was kept, lost and

@@ -188,14 +188,6 @@ impl Shard {
         deferred
     }
 
-    /// What opening this shard's ring file found (records kept, holes, what was cut, where
-    /// a damaged file was copied), when it has a store: for `/varz`.
-    // Not read yet: the monitoring endpoint's snapshot is to show it.
-    #[allow(dead_code)]
-    pub fn recovery(&self) -> Option<&tern_log::Recovery> {
-        self.store.as_ref().map(Store::recovery)
-    }
-
     /// The subscription index, read by snapshots (monitoring).
     pub fn index(&self) -> &Index {
         &self.index

@@ -99,6 +99,54 @@ fn advice(found: &[(usize, Vec<PathBuf>)], workers: usize, dir: &Path) -> String
     )
 }
 
+/// What opening one shard's ring file found, as `/varz` shows it (`recovery`): the log's
+/// extent, and what recovery had to repair.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct RecoveryReport {
+    pub shard: usize,
+    pub file: String,
+    /// The file did not exist and was created.
+    pub created: bool,
+    /// Records held after recovery.
+    pub records: u64,
+    pub first_seq: u64,
+    pub next_seq: u64,
+    /// Records lost to damage (in holes, or proven by the checkpoint past the end).
+    pub records_lost: u64,
+    /// Holes between records kept (found now, or left by an earlier repair).
+    pub holes: usize,
+    /// Bytes this open found damaged or torn and zeroed.
+    pub bytes_cut: u64,
+    /// The end was cut because of an append a crash interrupted (nothing saw it).
+    pub torn_append: bool,
+    /// What this open found wrong, when anything.
+    pub damage: Option<String>,
+    /// Where the damaged file was copied, whole, before it was changed.
+    pub damaged_copy: Option<String>,
+}
+
+impl RecoveryReport {
+    pub fn new(shard: usize, path: &Path, recovery: &Recovery) -> RecoveryReport {
+        RecoveryReport {
+            shard,
+            file: path.display().to_string(),
+            created: recovery.created,
+            records: recovery.records,
+            first_seq: recovery.first_seq,
+            next_seq: recovery.next_seq,
+            records_lost: recovery.lost_records,
+            holes: recovery.holes.len(),
+            bytes_cut: recovery.cut_bytes,
+            torn_append: recovery.torn_append,
+            damage: recovery.cut_reason.clone(),
+            damaged_copy: recovery
+                .damaged_copy
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        }
+    }
+}
+
 /// The data directory, locked for the life of the server so two brokers never share it.
 #[derive(Debug)]
 pub(crate) struct DataDir {
@@ -492,8 +540,6 @@ pub(crate) struct Store {
     /// the log that may have been seen, whose sequences can be handed out again: resume
     /// tokens from before must not match this log's epoch any more.
     epoch_salt: u64,
-    /// What opening the ring file found, kept for monitoring.
-    recovery: Recovery,
     filters: Vec<Bytes>,
     dedupe: Dedupe,
     replays: Vec<Replay>,
@@ -556,7 +602,6 @@ impl Store {
             log,
             _syncer: syncer,
             epoch_salt,
-            recovery: recovery.clone(),
             filters: config
                 .subjects
                 .iter()
@@ -571,12 +616,6 @@ impl Store {
             replays_waiting: false,
         };
         Ok((store, recovery))
-    }
-
-    /// What opening the ring file found: records kept, holes, what was cut and why, where
-    /// a damaged file was copied (for `/varz`).
-    pub fn recovery(&self) -> &Recovery {
-        &self.recovery
     }
 
     /// The log's epoch as clients see it (the file's, changed by any salt).

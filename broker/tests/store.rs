@@ -522,7 +522,12 @@ fn a_flipped_byte_loses_only_its_record_and_the_epoch_stays() {
     bytes[4096 + 5000] ^= 0x40;
     std::fs::write(&file, &bytes).unwrap();
 
-    let broker = Broker::with_args(&args);
+    let monitored: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--monitor", "127.0.0.1:0"])
+        .collect();
+    let broker = Broker::with_args(&monitored);
     let mut c = BinClient::connect(broker.binary_addr());
     assert_eq!(
         c.welcome.log_epoch, epoch,
@@ -575,6 +580,19 @@ fn a_flipped_byte_loses_only_its_record_and_the_epoch_stays() {
         std::fs::read(copy).unwrap() == bytes,
         "the copy is the damaged file"
     );
+    // And /varz says so, per shard.
+    let varz = broker.varz();
+    let shard0 = &varz["recovery"][0];
+    assert_eq!(shard0["shard"], 0, "{varz}");
+    assert_eq!(shard0["records"], 100, "{varz}");
+    assert_eq!(shard0["records_lost"], 1, "{varz}");
+    assert_eq!(shard0["holes"], 1, "{varz}");
+    assert_eq!(
+        shard0["damaged_copy"].as_str(),
+        Some(copy.display().to_string().as_str()),
+        "{varz}"
+    );
+    assert!(shard0["damage"].is_string(), "{varz}");
     drop(broker);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -52,6 +52,7 @@ use crate::snapshot::{
     SnapshotRequest, SortKey, SubsListing, Want, WorkerSnapshot,
 };
 use crate::stats::{families, MonitorRefusal, Totals, WorkerStats};
+use crate::store::RecoveryReport;
 
 pub(crate) use http::bind;
 use http::{HttpLimits, HttpServer, Reply};
@@ -80,6 +81,8 @@ pub(crate) struct MonitorState {
     pub started_at: Instant,
     /// Lame duck mode: `/healthz` answers 503 while it lasts, so load balancers drain us.
     pub lame_duck: Arc<LameDuck>,
+    /// What opening each shard's ring log found at start (empty without a store).
+    pub recovery: Vec<RecoveryReport>,
 }
 
 /// The running monitoring endpoint.
@@ -315,6 +318,7 @@ impl MonitorState {
             store: &c.store,
             admission: &c.admission,
             lame_duck: self.lame_duck.is_on(),
+            recovery: &self.recovery,
             connections: totals.connections(),
             totals,
             latency_us: s.latency().summary(),
@@ -763,6 +767,9 @@ struct Varz<'a> {
     admission: &'a AdmissionConfig,
     /// Lame duck mode has begun (SIGUSR2): no new connections, clients being closed.
     lame_duck: bool,
+    /// What opening each shard's ring log found at start (records kept, what recovery
+    /// repaired and where a damaged file was copied).
+    recovery: &'a [RecoveryReport],
     /// Open connections now.
     connections: u64,
     #[serde(flatten)]
@@ -950,6 +957,7 @@ mod tests {
             started: SystemTime::now(),
             started_at: Instant::now(),
             lame_duck: Arc::new(LameDuck::new(Instant::now())),
+            recovery: Vec::new(),
         };
         (state, inboxes)
     }
