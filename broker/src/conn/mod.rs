@@ -191,6 +191,9 @@ pub(crate) struct Conn {
     pub peer: SocketAddr,
     pub sock: TcpStream,
     rbuf: BytesMut,
+    /// Bytes read into `rbuf` since it was made (it is replaced once empty past a few
+    /// chunks, so that a buffer grown for a large message does not stay).
+    rbuf_taken: usize,
     pub out: Outbound,
     proto: Proto,
     subs: Slab<SubState>,
@@ -288,6 +291,7 @@ impl Conn {
             peer,
             sock,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf_taken: 0,
             out: Outbound::default(),
             proto,
             subs: Slab::new(),
@@ -543,7 +547,11 @@ impl Conn {
             // The binary decoder reserves room for a partial frame itself.
             Proto::Binary(_) => 0,
         };
-        self.rbuf.reserve(READ_CHUNK.max(needed));
+        // Room for what the decoder awaits, but a large payload is taken a few chunks at a
+        // time: a client that announces one and sends it slowly holds what it sent, not
+        // what it announced.
+        self.rbuf
+            .reserve(READ_CHUNK.max(needed.min(4 * READ_CHUNK)));
         let spare = self.rbuf.spare_capacity_mut();
         // SAFETY: `read(2)` writes at most `spare.len()` bytes into the buffer, which is
         // valid for writes of that length (it is the buffer's own spare capacity), and never
@@ -562,6 +570,7 @@ impl Conn {
         let n = n as usize;
         // SAFETY: see above; `n <= spare.len()`.
         unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+        self.rbuf_taken += n;
         Ok(n)
     }
 
@@ -576,10 +585,13 @@ impl Conn {
         if self.ops != ops {
             self.last_activity = now;
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * READ_CHUNK {
-            // It grew for a large message: let the allocation go (its last slice goes
-            // with the message) rather than keep it for an idle client.
+        if self.rbuf.is_empty() && self.rbuf_taken > 4 * READ_CHUNK {
+            // It may have grown for a large message (its capacity shows only the part
+            // after what was cut out, not the allocation behind it): let the allocation go
+            // with the messages that hold slices of it, rather than keep it for a client
+            // that may now stay idle. A new one is a malloc per few hundred KiB read.
             self.rbuf = BytesMut::new();
+            self.rbuf_taken = 0;
         }
     }
 
