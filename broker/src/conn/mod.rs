@@ -487,7 +487,7 @@ impl Conn {
         if self.is_stalled(now, router) {
             return ReadState::Paused;
         }
-        if self.pending() > router.config.limits.max_pending {
+        if self.unyielding() > router.config.limits.max_pending {
             // Its own requests are its backpressure: nothing more is read until what waits
             // for it drains (`flush` sets `resume_read`), or it is closed (`tick`).
             if self.over_budget_since.is_none() {
@@ -993,7 +993,8 @@ impl Conn {
             }
         }
         self.update_congestion(router);
-        if self.over_budget_since.is_some() && self.pending() <= router.config.limits.max_pending {
+        if self.over_budget_since.is_some() && self.unyielding() <= router.config.limits.max_pending
+        {
             self.over_budget_since = None;
             self.resume_read = true;
         }
