@@ -604,12 +604,7 @@ impl Worker {
     fn evict_for_broker(&mut self) {
         while self.router.budget.is_over() {
             let conns = &self.conns;
-            let live = |level: u8, arrival: u64, q: QueuedRef| {
-                conns
-                    .get(q.slot as usize)
-                    .filter(|c| c.id.gen == q.gen)
-                    .is_some_and(|c| c.holds(q.key, q.id, level, arrival))
-            };
+            let live = |level, arrival, q| holds_queued(conns, level, arrival, q);
             let Some((level, arrival, q)) = self.router.budget.tickets.pop_lowest(live) else {
                 return;
             };
@@ -624,12 +619,7 @@ impl Worker {
     /// messages (amortised O(1) per message queued).
     fn compact_tickets(&mut self) {
         let conns = &self.conns;
-        let live = |level: u8, arrival: u64, q: QueuedRef| {
-            conns
-                .get(q.slot as usize)
-                .filter(|c| c.id.gen == q.gen)
-                .is_some_and(|c| c.holds(q.key, q.id, level, arrival))
-        };
+        let live = |level, arrival, q| holds_queued(conns, level, arrival, q);
         let msgs = self.router.budget.msgs();
         self.router.budget.tickets.compact(msgs, live);
     }
@@ -921,4 +911,13 @@ impl Worker {
             self.close(slot);
         }
     }
+}
+
+/// True when the queued message a ticket names (`level`, `arrival`, `q`) is still queued
+/// on its connection of `conns`.
+fn holds_queued(conns: &Slab<Conn>, level: u8, arrival: u64, q: QueuedRef) -> bool {
+    conns
+        .get(q.slot as usize)
+        .filter(|c| c.id.gen == q.gen)
+        .is_some_and(|c| c.holds(q.key, q.id, level, arrival))
 }

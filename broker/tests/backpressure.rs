@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{BinClient, Broker, RawClient};
+use common::{peak_rss, BinClient, Broker, RawClient};
 use tern_protocol::binary::{ClientFrame, Publish, ServerFrame, Subscribe};
 
 /// Sends `frames` in one write (the broker reads them as fast as it can).
@@ -317,17 +317,6 @@ fn a_lossless_subscription_overflows_and_still_gets_every_message_in_order() {
     let varz = broker.varz();
     assert!(varz["lossless_fallbacks"].as_u64().unwrap() >= 1, "{varz}");
     assert_eq!(varz["queue_dropped_msgs"], 0);
-}
-
-/// Peak resident memory of a process, from `/proc/<pid>/status`.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib * 1024
 }
 
 /// The bound this test holds ternd to while 1 GiB goes past a subscriber that never reads:

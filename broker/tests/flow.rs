@@ -10,18 +10,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Broker, RawClient};
-
-/// Peak resident memory of a process, from `/proc/<pid>/status`.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM");
-    kib * 1024
-}
+use common::{current_rss, peak_rss, Broker, RawClient};
 
 /// Publishes `count` messages of `size` bytes on `subject` in batches, the first four bytes
 /// of each its index.
@@ -400,15 +389,4 @@ fn idle_connections_that_published_a_large_message_hold_no_large_buffer() {
         "{CLIENTS} idle clients hold {} MiB",
         (resident - baseline) >> 20
     );
-}
-
-/// Resident memory of a process now, from `/proc/<pid>/status`.
-fn current_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS");
-    kib * 1024
 }
