@@ -26,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,76 @@ impl TokenBucket {
 // ---------------------------------------------------------------------------------------
 // Connections: the gate shared by the workers' accept paths
 // ---------------------------------------------------------------------------------------
+
+/// A broker-wide count of things in progress (text catch-ups, subscriptions) and how
+/// many may be: one atomic the workers share, touched when one starts or ends, never on
+/// the publish path. A limit of 0 is no limit.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    active: AtomicUsize,
+    max: usize,
+}
+
+impl Slots {
+    pub fn new(max: usize) -> Slots {
+        Slots {
+            active: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes a slot, unless `max` are taken.
+    pub fn try_acquire(&self) -> bool {
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (self.max == 0 || n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives `n` slots back.
+    pub fn release_n(&self, n: usize) {
+        self.active.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// The broker-wide limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl Slots {
+    /// Gives one slot back.
+    pub fn release(&self) {
+        self.release_n(1);
+    }
+}
+
+/// Which limit refused a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubscriptionLimit {
+    /// `max_subscriptions`, per connection.
+    Connection,
+    /// `max_total_subscriptions`, the whole broker.
+    Server,
+}
+
+impl SubscriptionLimit {
+    /// What the binary port says (the text port says nats-server's `maximum
+    /// subscriptions exceeded` for both, which NATS clients do not treat as fatal).
+    pub fn text(self, config: &AdmissionConfig) -> String {
+        match self {
+            SubscriptionLimit::Connection => format!(
+                "maximum subscriptions exceeded ({} per connection)",
+                config.max_subscriptions
+            ),
+            SubscriptionLimit::Server => format!(
+                "maximum subscriptions exceeded ({} on the server)",
+                config.max_total_subscriptions
+            ),
+        }
+    }
+}
 
 /// Why a new connection was refused. Each is a label of the `connections_refused`
 /// counter.

@@ -1,8 +1,8 @@
 //! Limits on text-port catch-ups (`$TERN.REPLAY`) in progress, and what a refused or
 //! malformed request gets back.
 //!
-//! Owns: the broker-wide count of catch-ups in progress ([`ReplaySlots`]: one atomic the
-//! workers share), each connection's catch-ups in progress and the shards each still waits
+//! Owns: each connection's catch-ups in progress (the broker-wide count is an
+//! `admission::Slots` the workers share) and the shards each still waits
 //! for ([`ConnReplays`]), which limit refused a request ([`ReplayLimit`]), and the status
 //! message a refused or malformed request gets on its inbox, with any client-supplied text
 //! made safe for a header line ([`status_block`]).
@@ -13,43 +13,6 @@
 //!
 //! Never: touches the publish path (the shared count changes only when a catch-up starts or
 //! ends), blocks, or takes a lock.
-
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// The catch-ups in progress on the whole broker, and how many may be.
-#[derive(Debug)]
-pub(crate) struct ReplaySlots {
-    active: AtomicUsize,
-    max: usize,
-}
-
-impl ReplaySlots {
-    pub fn new(max: usize) -> ReplaySlots {
-        ReplaySlots {
-            active: AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    /// Takes a slot, unless `max` are taken.
-    pub fn try_acquire(&self) -> bool {
-        self.active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// Gives `n` slots back.
-    pub fn release(&self, n: usize) {
-        self.active.fetch_sub(n, Ordering::AcqRel);
-    }
-
-    /// The broker-wide limit.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-}
 
 /// Which limit refused a catch-up request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,11 +111,11 @@ mod tests {
 
     #[test]
     fn slots_stop_at_the_limit_and_come_back() {
-        let slots = ReplaySlots::new(2);
+        let slots = crate::admission::Slots::new(2);
         assert!(slots.try_acquire());
         assert!(slots.try_acquire());
         assert!(!slots.try_acquire());
-        slots.release(1);
+        slots.release();
         assert!(slots.try_acquire());
         assert!(!slots.try_acquire());
     }

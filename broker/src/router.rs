@@ -17,6 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tern_protocol::subject;
 
+use crate::admission::Slots;
 use crate::budget::{QueueBudget, SharedBudget};
 use crate::config::Config;
 use crate::index::FnvMap;
@@ -24,7 +25,6 @@ use crate::latency::Latency;
 use crate::mesh::{
     Batch, ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef,
 };
-use crate::replay::ReplaySlots;
 use crate::shard::Shard;
 use crate::stats::{bump, set, WorkerStats};
 use crate::store::Store;
@@ -39,7 +39,9 @@ pub(crate) struct Router {
     pub stats: Arc<WorkerStats>,
     /// The text catch-ups in progress on the whole broker (shared by every worker, touched
     /// only when one starts or ends).
-    pub replay_slots: Arc<ReplaySlots>,
+    pub replay_slots: Arc<Slots>,
+    /// Subscriptions held on the whole broker (`max_total_subscriptions`).
+    pub subscription_slots: Arc<Slots>,
     /// This worker's inbound queue.
     inbox: Inbox,
     /// Per lane, envelopes taken from the inbox and not handled yet (a budget ran out),
@@ -67,7 +69,9 @@ pub(crate) struct Router {
 #[derive(Clone)]
 pub(crate) struct Shared {
     /// Text catch-ups in progress (`max_replays`).
-    pub replay_slots: Arc<ReplaySlots>,
+    pub replay_slots: Arc<Slots>,
+    /// Subscriptions held (`max_total_subscriptions`).
+    pub subscription_slots: Arc<Slots>,
     /// Bytes reserved by the workers' subscription queues (`max_queued_bytes`).
     pub budget: Arc<SharedBudget>,
 }
@@ -84,6 +88,7 @@ impl Router {
     ) -> Router {
         let Shared {
             replay_slots,
+            subscription_slots,
             budget,
         } = shared;
         let n = mesh.workers();
@@ -95,6 +100,7 @@ impl Router {
             config,
             stats,
             replay_slots,
+            subscription_slots,
             inbox,
             deferred: Default::default(),
             next_sub_id: 0,

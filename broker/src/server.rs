@@ -25,13 +25,12 @@ use tern_protocol::binary::{Welcome, VERSION as BINARY_VERSION};
 use tern_protocol::text::ServerInfo;
 use tracing::{error, info};
 
-use crate::admission::ConnectionGate;
+use crate::admission::{ConnectionGate, Slots};
 use crate::budget::SharedBudget;
 use crate::config::Config;
 use crate::lameduck::LameDuck;
 use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
-use crate::replay::ReplaySlots;
 use crate::router::{Router, Shared};
 use crate::stats::{Totals, WorkerStats};
 use crate::store::{DataDir, RecoveryReport, Store, StoreError};
@@ -163,11 +162,12 @@ impl Server {
         // One gate for every worker's accept path: the connection limits are global.
         let gate = ConnectionGate::new(&config.admission, started_at);
         // One count of text catch-ups in progress, shared by the workers.
-        let replay_slots = Arc::new(ReplaySlots::new(config.store.max_replays));
+        let replay_slots = Arc::new(Slots::new(config.store.max_replays));
         let lame_duck = Arc::new(LameDuck::new(started_at));
         // One budget for every worker's subscription queues: reserved a chunk at a time.
         let shared = Shared {
             replay_slots,
+            subscription_slots: Arc::new(Slots::new(config.admission.max_total_subscriptions)),
             budget: SharedBudget::new(config.flow.max_queued_bytes),
         };
         let mut threads = Vec::with_capacity(n);

@@ -400,6 +400,54 @@ fn subscriptions_per_connection_refused_on_both_ports_connection_stays() {
     assert_eq!(metric(&b, "tern_subscriptions_refused_total", ""), 2.0);
 }
 
+#[test]
+fn subscriptions_on_the_whole_broker_are_bounded_and_closing_gives_them_back() {
+    let b = broker(&["--max-total-subscriptions", "3"]);
+    let mut first = RawClient::connect(b.addr());
+    first.send(b"SUB a 1\r\nSUB b 2\r\n");
+    first.ping_pong();
+    let mut second = RawClient::connect(b.addr());
+    second.send(b"CONNECT {\"verbose\":true}\r\n");
+    second.expect(b"+OK\r\n");
+    second.send(b"SUB c 1\r\nSUB d 2\r\n");
+    second.expect(b"+OK\r\n-ERR 'maximum subscriptions exceeded'\r\n");
+    let mut c = BinClient::connect(b.binary_addr());
+    c.send(&ClientFrame::Subscribe(Subscribe {
+        sid: 7,
+        subject: bytes("e"),
+        ..Default::default()
+    }));
+    match c.flush().as_slice() {
+        [ServerFrame::Error(e)] => {
+            assert_eq!(e.code, ErrorCode::TooManySubscriptions);
+            assert!(!e.fatal);
+            assert_eq!(
+                e.message,
+                bytes("maximum subscriptions exceeded (3 on the server)")
+            );
+        }
+        other => panic!("expected one ERROR, got {other:?}"),
+    }
+    // The first client leaves: its two places are given back.
+    drop(first);
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        second.send(b"SUB f 3\r\n");
+        let line = second.read_until(b"\r\n", common::WAIT);
+        if line == b"+OK\r\n" {
+            break;
+        }
+        assert_eq!(line, b"-ERR 'maximum subscriptions exceeded'\r\n");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "places never given back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let v = varz_until(&b, |v| v["subscriptions_refused"].as_u64() >= Some(2));
+    assert_eq!(v["admission"]["max_total_subscriptions"], 3, "{v}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Publish rates
 // ---------------------------------------------------------------------------------------

@@ -260,6 +260,9 @@ settings! {
         connect_burst: u64 [Num] = connect_rate.saturating_mul(2), "twice connect_rate";
         /// Subscriptions per connection.
         max_subscriptions: usize [Num] = 65_536;
+        /// Subscriptions on the whole broker, all connections together (each costs its
+        /// state and index entries, a few hundred bytes and its filter).
+        max_total_subscriptions: usize [Num] = 4 * 1024 * 1024;
         /// Messages one connection may publish per second (0: unlimited).
         publish_msgs_per_sec: u64 [Num] = 0;
         /// Messages one connection may publish at once.

@@ -460,15 +460,6 @@ impl Conn {
             self.binary_refuse(ErrorCode::DuplicateSubscription, Some(s.sid), &text, router);
             return;
         }
-        if self.at_subscription_limit(router) {
-            let text = format!(
-                "maximum subscriptions exceeded ({} per connection)",
-                router.config.admission.max_subscriptions
-            );
-            let frame = error_frame(ErrorCode::TooManySubscriptions, false, Some(s.sid), &text);
-            self.send_binary(&frame);
-            return;
-        }
         let bounds = match bounds_for(
             &router.config.queues,
             s.max_queue_messages,
@@ -483,6 +474,13 @@ impl Conn {
         if s.lossless && s.queue.is_some() {
             let text = "a queue group member cannot be lossless";
             self.binary_refuse(ErrorCode::InvalidOption, Some(s.sid), text, router);
+            return;
+        }
+        // Last of the checks: it takes a place among the broker's subscriptions.
+        if let Err(limit) = self.admit_subscription(router) {
+            let text = limit.text(&router.config.admission);
+            let frame = error_frame(ErrorCode::TooManySubscriptions, false, Some(s.sid), &text);
+            self.send_binary(&frame);
             return;
         }
         let epoch = self.binary_state().welcome.log_epoch;

@@ -40,7 +40,7 @@ use slab::Slab;
 use tern_protocol::binary::{ErrorCode, Welcome};
 use tern_protocol::text::ServerInfo;
 
-use crate::admission::{self, ConnAdmission, RateVerdict};
+use crate::admission::{self, ConnAdmission, RateVerdict, SubscriptionLimit};
 use crate::config::Limits;
 use crate::index::FnvMap;
 use crate::mesh::{ConnId, Envelope, Msg, Stamp, Start, SubRef};
@@ -662,15 +662,26 @@ impl Conn {
         }
     }
 
-    /// True when the connection holds `max_subscriptions` already; the refusal is
-    /// counted, and the caller answers it in its protocol.
-    fn at_subscription_limit(&self, router: &Router) -> bool {
-        let max = router.config.admission.max_subscriptions;
-        let at_limit = max > 0 && self.subs.len() >= max;
-        if at_limit {
-            bump(&router.stats.subscriptions_refused, 1);
+    /// Takes a place for one more subscription: refused when the connection holds
+    /// `max_subscriptions` already, or the broker `max_total_subscriptions`. A refusal is
+    /// counted, and the caller answers it in its protocol; an admitted subscription must
+    /// be added (`add_sub`), and gives its place back when it is removed.
+    fn admit_subscription(&self, router: &Router) -> Result<(), SubscriptionLimit> {
+        let a = &router.config.admission;
+        let refused = if a.max_subscriptions > 0 && self.subs.len() >= a.max_subscriptions {
+            Some(SubscriptionLimit::Connection)
+        } else if !router.subscription_slots.try_acquire() {
+            Some(SubscriptionLimit::Server)
+        } else {
+            None
+        };
+        match refused {
+            Some(limit) => {
+                bump(&router.stats.subscriptions_refused, 1);
+                Err(limit)
+            }
+            None => Ok(()),
         }
-        at_limit
     }
 
     /// Counts a publish and hands it to the router.
@@ -814,6 +825,7 @@ impl Conn {
         self.drop_queue(&sub.q, router);
         self.sids.remove(&sub.sid);
         unbump(&router.stats.subscriptions, 1);
+        router.subscription_slots.release();
         let sref = SubRef {
             conn: self.id,
             key: key as u32,
@@ -829,7 +841,7 @@ impl Conn {
     /// last, the catch-up is over and its replay slot goes back.
     pub fn replay_done(&mut self, id: u64, router: &mut Router) {
         if self.replays.shard_done(id) {
-            router.replay_slots.release(1);
+            router.replay_slots.release();
             unbump(&router.stats.replays_active, 1);
         }
     }
@@ -839,7 +851,7 @@ impl Conn {
     pub fn end_replays(&mut self, router: &mut Router) {
         let open = self.replays.end_all();
         if open > 0 {
-            router.replay_slots.release(open);
+            router.replay_slots.release_n(open);
             unbump(&router.stats.replays_active, open as u64);
             router.cancel_replays(self.id);
         }

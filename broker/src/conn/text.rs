@@ -482,9 +482,9 @@ impl Conn {
             // As nats-server does: a second SUB with a sid in use changes nothing.
             return true;
         }
-        if self.at_subscription_limit(router) {
-            // nats-server's text, which NATS clients treat as an error that does not end
-            // the connection.
+        if self.admit_subscription(router).is_err() {
+            // nats-server's text (for either limit), which NATS clients treat as an error
+            // that does not end the connection.
             self.refuse_text("maximum subscriptions exceeded");
             return false;
         }
