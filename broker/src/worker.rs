@@ -77,6 +77,12 @@ const INBOX_BUDGET: usize = 65_536;
 const TICK: Duration = Duration::from_millis(100);
 /// While shutting down: how long the worker must see nothing to do before it stops.
 const QUIET: Duration = Duration::from_millis(50);
+/// Closes logged at `info` per window and worker; more are logged at `debug` and counted in
+/// one `info` line per window, so that a flood of bad clients cannot flood the log (they
+/// are all counted in `closed_by_reason`).
+const CLOSE_LOGS_PER_WINDOW: u32 = 100;
+const CLOSE_LOG_WINDOW: Duration = Duration::from_secs(10);
+
 /// Refused connections are logged at most this often per worker (they are all counted).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -136,6 +142,8 @@ pub(crate) struct Worker {
     /// Connections refused since the last log line about it, and when the next may be.
     refused_unlogged: u64,
     next_refusal_log: Instant,
+    /// How many closes may still be logged at `info` in this window.
+    close_logs: LogBudget,
     /// Lame duck mode's switch, and this worker's schedule once it has seen it.
     lame_duck: Arc<LameDuck>,
     lame_duck_schedule: Option<Schedule>,
@@ -187,6 +195,7 @@ impl Worker {
             throttled: BinaryHeap::new(),
             refused_unlogged: 0,
             next_refusal_log: now,
+            close_logs: LogBudget::new(CLOSE_LOGS_PER_WINDOW, CLOSE_LOG_WINDOW, now),
             lame_duck,
             lame_duck_schedule: None,
             stalled_by: FnvMap::default(),
@@ -773,20 +782,29 @@ impl Worker {
             self.closed.pop_front();
         }
         self.closed.push_back(info);
-        match &reason {
+        let quiet = matches!(
+            reason,
             CloseReason::ClientClosed
-            | CloseReason::ServerShutdown
-            | CloseReason::HandshakeTimeout(_) => {
-                debug!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), %reason, "connection closed")
-            }
-            _ => {
-                info!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), %reason, "connection closed")
-            }
+                | CloseReason::ServerShutdown
+                | CloseReason::HandshakeTimeout(_)
+        );
+        if quiet || !self.close_logs.allow(self.now) {
+            debug!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), %reason, "connection closed")
+        } else {
+            info!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), %reason, "connection closed")
         }
     }
 
     fn tick(&mut self) {
         self.next_tick = self.now + TICK;
+        if let Some(unlogged) = self.close_logs.unlogged(self.now) {
+            info!(
+                worker = self.router.me,
+                unlogged,
+                "connections closed (protocol errors, slow consumers, stale) without a line \
+                 each: more than {CLOSE_LOGS_PER_WINDOW} per {CLOSE_LOG_WINDOW:?} (each at debug)"
+            );
+        }
         self.lame_duck_tick();
         self.router.tick(self.now);
         self.accept(Port::Text);
@@ -920,4 +938,76 @@ fn holds_queued(conns: &Slab<Conn>, level: u8, arrival: u64, q: QueuedRef) -> bo
         .get(q.slot as usize)
         .filter(|c| c.id.gen == q.gen)
         .is_some_and(|c| c.holds(q.key, q.id, level, arrival))
+}
+
+/// How many lines of one kind may be logged per window; the rest are counted, and said in
+/// one line when the window is over.
+#[derive(Debug)]
+struct LogBudget {
+    per_window: u32,
+    window: Duration,
+    ends: Instant,
+    used: u32,
+    unlogged: u64,
+}
+
+impl LogBudget {
+    fn new(per_window: u32, window: Duration, now: Instant) -> LogBudget {
+        LogBudget {
+            per_window,
+            window,
+            ends: now + window,
+            used: 0,
+            unlogged: 0,
+        }
+    }
+
+    /// True when one more line may be logged now; otherwise it is counted.
+    fn allow(&mut self, now: Instant) -> bool {
+        if now >= self.ends && self.unlogged == 0 {
+            self.ends = now + self.window;
+            self.used = 0;
+        }
+        if self.used < self.per_window {
+            self.used += 1;
+            true
+        } else {
+            self.unlogged += 1;
+            false
+        }
+    }
+
+    /// Once a window is over: how many lines it did not log, if any (a new window starts).
+    fn unlogged(&mut self, now: Instant) -> Option<u64> {
+        if now < self.ends || self.unlogged == 0 {
+            return None;
+        }
+        self.ends = now + self.window;
+        self.used = 0;
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_budget_lets_a_few_lines_through_per_window_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let w = Duration::from_secs(10);
+        let mut b = LogBudget::new(2, w, t0);
+        assert!(b.allow(t0) && b.allow(t0));
+        assert!(!b.allow(t0) && !b.allow(t0 + Duration::from_secs(1)));
+        assert_eq!(
+            b.unlogged(t0 + Duration::from_secs(9)),
+            None,
+            "not over yet"
+        );
+        assert_eq!(b.unlogged(t0 + w), Some(2));
+        assert!(b.allow(t0 + w), "a new window");
+        assert_eq!(b.unlogged(t0 + w * 3), None, "nothing left unlogged");
+        let later = t0 + w * 3;
+        assert!(b.allow(later) && b.allow(later) && !b.allow(later));
+    }
 }
