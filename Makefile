@@ -42,7 +42,7 @@ clean:
 # tern-bench exits with status 1 when a scenario reported a problem (after printing it all).
 BENCH_FLAGS ?=
 
-.PHONY: bench bench-compare bench-micro
+.PHONY: bench bench-compare bench-micro soak
 
 ## bench: build release, run the standard suite against fresh ternds, text and binary ports
 bench:
@@ -61,6 +61,19 @@ bench-compare:
 	target/release/tern-bench --json target/bench/compare.json suite \
 		--ternd target/release/ternd --nats-server "$$(command -v nats-server)" \
 		--out-dir target/bench $(BENCH_FLAGS)
+
+## soak: build release, then at least ten minutes of an audience, acknowledged traffic and
+## every kind of hostile client against ternd with small budgets; prints the report (RSS over
+## time, counters, checks) to target/soak/ and exits non-zero when a check fails.
+## `make soak SOAK_FLAGS="--duration 30m"` for longer.
+SOAK_FLAGS ?=
+soak:
+	$(CARGO) build --release -p tern-broker --bin ternd
+	$(CARGO) build --release -p tern-bench
+	mkdir -p target/soak
+	status=0; target/release/tern-bench --json target/soak/soak.json soak \
+		--ternd target/release/ternd --out-dir target/soak $(SOAK_FLAGS) \
+		> target/soak/soak.txt || status=$$?; cat target/soak/soak.txt; exit $$status
 
 ## bench-micro: criterion micro-benchmarks of the codecs and subject rules (protocol/benches)
 ## and of the subscription index (broker/benches)

@@ -1,8 +1,10 @@
 //! Broker processes the suite starts: `ternd` and `nats-server`.
 //!
-//! Owns: spawning a broker on free local ports (`ternd`: its text and binary ports),
-//! waiting (with a timeout) until it accepts connections, and killing it. A [`BrokerProcess`] kills and reaps its child when
-//! dropped, so a failed or interrupted run never leaves a broker behind.
+//! Owns: spawning a broker on free local ports (`ternd`: its text and binary ports, and its
+//! monitoring port when asked), waiting (with a timeout) until it accepts connections,
+//! stopping it with SIGTERM ([`BrokerProcess::terminate`], for the exit status) and killing
+//! it. A [`BrokerProcess`] kills and reaps its child when dropped, so a failed or
+//! interrupted run never leaves a broker behind.
 //!
 //! Never: runs a broker in this process, or waits without a deadline.
 
@@ -56,6 +58,8 @@ pub struct BrokerProcess {
     pub addr: SocketAddr,
     /// Its binary-protocol address (`ternd` only).
     pub binary_addr: Option<SocketAddr>,
+    /// Its monitoring address (`ternd` started with monitoring only).
+    pub monitor_addr: Option<SocketAddr>,
     /// `--version` output, when it gave one.
     pub version: Option<String>,
     child: Child,
@@ -74,23 +78,36 @@ impl BrokerProcess {
     /// fresh data directory of its own; waits for its `ternd listening on ADDR` and `ternd
     /// binary listening on ADDR` lines. Logs go to `log` (or nowhere).
     pub fn ternd(path: &Path, workers: usize, log: Option<&Path>) -> Result<Self, BrokerError> {
+        BrokerProcess::ternd_with(path, workers, &[], false, log)
+    }
+
+    /// [`BrokerProcess::ternd`] with `extra` flags after the harness's own (a flag given
+    /// twice takes its last value), and with monitoring on a free port when `monitor` is
+    /// set (then it also waits for the `ternd monitoring on ADDR` line).
+    pub fn ternd_with(
+        path: &Path,
+        workers: usize,
+        extra: &[String],
+        monitor: bool,
+        log: Option<&Path>,
+    ) -> Result<Self, BrokerError> {
         let data_dir = std::env::temp_dir().join(format!(
             "tern-bench-data-{}-{}",
             std::process::id(),
             NEXT_DATA_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let mut cmd = Command::new(path);
-        cmd.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--binary-listen",
-            "127.0.0.1:0",
-            "--no-monitor",
-            "--workers",
-        ])
-        .arg(workers.to_string())
-        .arg("--data-dir")
-        .arg(&data_dir);
+        cmd.args(["--listen", "127.0.0.1:0", "--binary-listen", "127.0.0.1:0"]);
+        if monitor {
+            cmd.args(["--monitor", "127.0.0.1:0"]);
+        } else {
+            cmd.arg("--no-monitor");
+        }
+        cmd.arg("--workers")
+            .arg(workers.to_string())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra);
         let mut child = spawn(cmd, path, Stdio::piped(), log)?;
         // Read the address lines on a thread so the wait has a deadline. The thread keeps
         // draining stdout until the child exits.
@@ -99,15 +116,16 @@ impl BrokerProcess {
         thread::spawn(move || {
             let Some(stdout) = stdout else { return };
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let port = if let Some(a) = line.strip_prefix("ternd listening on ") {
-                    Some((false, a))
-                } else {
-                    line.strip_prefix("ternd binary listening on ")
-                        .map(|a| (true, a))
-                };
-                if let Some((binary, addr)) = port {
+                let port = [
+                    ("ternd listening on ", Port::Text),
+                    ("ternd binary listening on ", Port::Binary),
+                    ("ternd monitoring on ", Port::Monitor),
+                ]
+                .into_iter()
+                .find_map(|(prefix, port)| line.strip_prefix(prefix).map(|a| (port, a)));
+                if let Some((port, addr)) = port {
                     if let Ok(addr) = addr.trim().parse::<SocketAddr>() {
-                        let _ = tx.send((binary, addr));
+                        let _ = tx.send((port, addr));
                     }
                 }
             }
@@ -116,23 +134,48 @@ impl BrokerProcess {
             name: "ternd".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             binary_addr: None,
+            monitor_addr: None,
             version: version_of(path),
             child,
             data_dir: Some(data_dir),
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        let (mut text, mut binary) = (None, None);
-        while text.is_none() || binary.is_none() {
+        let (mut text, mut binary, mut monitoring) = (None, None, None);
+        while text.is_none() || binary.is_none() || (monitor && monitoring.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok((false, addr)) => text = Some(addr),
-                Ok((true, addr)) => binary = Some(addr),
+                Ok((Port::Text, addr)) => text = Some(addr),
+                Ok((Port::Binary, addr)) => binary = Some(addr),
+                Ok((Port::Monitor, addr)) => monitoring = Some(addr),
                 Err(_) => return Err(broker.not_listening()),
             }
         }
         broker.addr = text.unwrap_or(broker.addr);
         broker.binary_addr = binary;
+        broker.monitor_addr = monitoring;
         Ok(broker)
+    }
+
+    /// Sends SIGTERM and waits at most `timeout` for the process to exit; returns its exit
+    /// status, or `None` when it was still running at the deadline (it is then killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on the pid of a child this value owns and has not reaped yet
+        // (it is reaped only below, or when dropped), so the pid cannot have been reused.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return None;
+                }
+            }
+        }
     }
 
     /// Starts `nats-server` on a free port of 127.0.0.1. Logs go to `log` (or nowhere).
@@ -145,6 +188,7 @@ impl BrokerProcess {
             name: "nats-server".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             binary_addr: None,
+            monitor_addr: None,
             version: version_of(path),
             child,
             data_dir: None,
@@ -183,6 +227,14 @@ impl Drop for BrokerProcess {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Which of `ternd`'s listening lines.
+#[derive(Debug, Clone, Copy)]
+enum Port {
+    Text,
+    Binary,
+    Monitor,
 }
 
 /// Numbers the data directories of the `ternd`s one run starts.

@@ -8,8 +8,10 @@
 //! [`broker`] (starting and stopping broker processes) and [`suite`] (the standard run
 //! behind `make bench` and `make bench-compare`).
 //!
-//! Never: uses a client library — the harness speaks the protocols itself, with Tern's own
-//! codecs, so it measures the broker and not a client's buffering.
+//! Never: uses a client library to measure — the harness speaks the protocols itself, with
+//! Tern's own codecs, so it measures the broker and not a client's buffering. The one
+//! exception is [`scenario::soak`], which measures nothing: it checks that acknowledged
+//! messages survive reconnects, and `tern-client`'s reconnect path is part of that.
 
 pub mod broker;
 pub mod driver;

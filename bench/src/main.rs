@@ -2,9 +2,13 @@
 //! (over its text and binary ports) and `nats-server`, to compare. Prints tables on
 //! stdout; `--json FILE` writes every figure.
 //!
-//! Exit status: 0 when every scenario ran clean, 1 when any reported a problem (lost
-//! messages, a disconnect, a timeout, a broker that did not start) — always after printing
-//! everything and writing the JSON — and 1 when the harness itself failed.
+//! `tern-bench soak` starts its own `ternd` and runs the soak (see
+//! `tern_bench::scenario::soak`), printing its report.
+//!
+//! Exit status: 0 when every scenario ran clean (every soak check passed), 1 when any
+//! reported a problem (lost messages, a disconnect, a timeout, a broker that did not start,
+//! a failed soak check) — always after printing everything and writing the JSON — and 1
+//! when the harness itself failed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +26,7 @@ use tern_bench::scenario::catchup::CatchupConfig;
 use tern_bench::scenario::conns::ConnsConfig;
 use tern_bench::scenario::latency::LatencyConfig;
 use tern_bench::scenario::pubsub::PubSubConfig;
+use tern_bench::scenario::soak::{self, SoakConfig};
 use tern_bench::scenario::stuck::{self, StuckConfig};
 use tern_bench::scenario::{fanout, parse_duration, queue, Limit, Scenario};
 use tern_bench::suite::{self, SuiteConfig, Target};
@@ -146,6 +151,33 @@ enum Command {
     },
     /// Start ternd (and nats-server), run the standard scenarios against each, stop them.
     Suite(SuiteArgs),
+    /// Start ternd with small budgets and run the soak: an audience, acknowledged traffic
+    /// through a chaos proxy and every kind of hostile client at once; check memory,
+    /// exactly-once delivery, the limits' counters, responsiveness and a clean exit.
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// The ternd executable.
+    #[arg(long, default_value = "target/release/ternd")]
+    ternd: PathBuf,
+    /// How long the load runs [default: 10m, 60s with --short]; the first third (at most
+    /// 90 s) is warm-up, left out of the memory flatness check.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// The CI-sized run (fewer clients of each class; 60 s unless --duration says otherwise).
+    #[arg(long)]
+    short: bool,
+    /// Audience users [default: 200, 40 with --short].
+    #[arg(long)]
+    users: Option<usize>,
+    /// Where ternd's log goes.
+    #[arg(long, default_value = "target/soak")]
+    out_dir: PathBuf,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -310,6 +342,9 @@ struct SuiteArgs {
 
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
+    if let Command::Soak(args) = &cli.command {
+        return run_soak(args, cli.json.as_deref());
+    }
     let (targets, baseline) = match cli.command {
         Command::Suite(args) => run_suite(&args)?,
         command => (vec![run_one(command)?], None),
@@ -419,7 +454,7 @@ fn run_one(command: Command) -> Result<TargetReport> {
             Scenario::Catchup(CatchupConfig { count, size }),
             None,
         ),
-        Command::Suite(_) => bail!("the suite is not a single scenario"),
+        Command::Suite(_) | Command::Soak(_) => bail!("not a single scenario"),
     };
     let addr = target.addr();
     let driver = target.protocol.driver(addr, "tern-bench");
@@ -491,6 +526,46 @@ fn run_suite(args: &SuiteArgs) -> Result<(Vec<TargetReport>, Option<usize>)> {
         eprintln!("tern-bench: wrote {}", path.display());
     }
     Ok((reports, baseline))
+}
+
+/// Runs the soak, prints its report, writes its JSON; exit status 1 when a check failed.
+fn run_soak(args: &SoakArgs, json: Option<&Path>) -> Result<ExitCode> {
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+    let mut config = if args.short {
+        SoakConfig::short(args.ternd.clone())
+    } else {
+        SoakConfig::long(args.ternd.clone())
+    };
+    if let Some(duration) = args.duration {
+        config.warmup = (duration / 3).min(Duration::from_secs(90));
+        config.duration = duration;
+    }
+    if let Some(users) = args.users {
+        // The same room for everything else.
+        let others = config
+            .settings
+            .max_connections
+            .saturating_sub(config.users as u64);
+        config.users = users;
+        config.settings.max_connections = users as u64 + others;
+    }
+    config.seed = args.seed;
+    let log = args.out_dir.join("ternd.log");
+    config.log = Some(log.clone());
+    let report = soak::run(&config, &mut |phase| eprintln!("tern-bench soak: {phase}"));
+    print!("{}", soak::render(&report));
+    eprintln!("tern-bench soak: ternd's log is {}", log.display());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("tern-bench: wrote {}", path.display());
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn write_json(path: &Path, report: &Report) -> Result<()> {

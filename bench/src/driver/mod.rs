@@ -146,7 +146,8 @@ pub trait Connection: Send {
         on_message: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, DriverError>;
     /// Messages the broker said it dropped for this connection's subscriptions (the
-    /// binary protocol's `DROP_NOTICE`); the text protocol has no such notice.
+    /// binary protocol's `DROP_NOTICE`; on the text port, `ternd`'s `$TERN.DROPPED`
+    /// messages, which are not handed to `receive`'s callback).
     fn dropped(&self) -> u64;
     /// The socket's descriptor, so a scenario can multiplex many connections on one
     /// thread with `poll(2)` and call [`Connection::receive`] only on readable ones. The

@@ -3,7 +3,9 @@
 //! Owns: the handshake (`INFO` → `CONNECT` + `PING` → `PONG`), the stuck consumer's
 //! connection (handshake, `SUB`, `PING` → `PONG`, then handed over as a
 //! [`super::Stalled`] that is never read), subscription ids, answering
-//! the broker's `PING`s, and turning `-ERR` into [`DriverError::Server`].
+//! the broker's `PING`s, turning `-ERR` into [`DriverError::Server`], and counting what
+//! `ternd`'s drop notices (`$TERN.DROPPED` messages on a subscription's sid) say was
+//! dropped instead of handing them over as deliveries.
 //!
 //! `PUB` lines go through `tern_protocol::text::encode_pub_line` straight into the write
 //! batch (the hot path: no allocation per message); every other operation goes through
@@ -89,6 +91,21 @@ pub struct NatsConnection {
     decoder: ServerDecoder,
     next_sid: u64,
     pongs: u64,
+    /// What `$TERN.DROPPED` notices said was dropped.
+    dropped: u64,
+}
+
+/// The subject of `ternd`'s drop notices on the text port.
+pub const DROP_NOTICE_SUBJECT: &[u8] = b"$TERN.DROPPED";
+
+/// The count a drop notice's JSON payload gives (`{"dropped":831,...}`); at least 1, so a
+/// notice that does not parse still counts as a loss.
+fn notice_count(payload: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v["dropped"].as_u64())
+        .unwrap_or(1)
+        .max(1)
 }
 
 impl NatsConnection {
@@ -103,6 +120,7 @@ impl NatsConnection {
             }),
             next_sid: 1,
             pongs: 0,
+            dropped: 0,
         })
     }
 
@@ -141,6 +159,9 @@ impl NatsConnection {
                 break;
             };
             match op {
+                ServerOp::Msg(m) if &m.subject[..] == DROP_NOTICE_SUBJECT => {
+                    self.dropped += notice_count(&m.payload);
+                }
                 ServerOp::Msg(m) => {
                     messages += 1;
                     on_message(&m.payload);
@@ -218,11 +239,27 @@ impl Connection for NatsConnection {
     }
 
     fn dropped(&self) -> u64 {
-        // The text protocol never says what it dropped: a slow consumer is disconnected.
-        0
+        // nats-server never says what it dropped (a slow consumer is disconnected);
+        // ternd sends `$TERN.DROPPED` notices.
+        self.dropped
     }
 
     fn raw_fd(&self) -> RawFd {
         self.socket.raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drop_notice_counts_what_it_says_and_at_least_one() {
+        assert_eq!(
+            notice_count(br#"{"dropped":831,"ranges":[{"shard":1,"first":1,"last":831}]}"#),
+            831
+        );
+        assert_eq!(notice_count(b"not json"), 1);
+        assert_eq!(notice_count(br#"{"dropped":0}"#), 1);
     }
 }

@@ -1,7 +1,8 @@
 //! Scenarios: what load to put on a broker, and what to measure.
 //!
 //! Owns: one module per scenario (`pubsub`, `fanout`, `queue`, `latency`, `stuck`,
-//! `conns`, `audience`, `catchup`), the subscriber threads they share ([`subscribers`]),
+//! `conns`, `audience`, `catchup`, and `soak`, which runs on its own against a `ternd` it
+//! starts), the subscriber threads they share ([`subscribers`]),
 //! the paced publisher ([`pacer`]), the payload layout ([`payload`]) and how long a run
 //! lasts ([`Limit`]).
 //!
@@ -21,6 +22,7 @@ pub mod pacer;
 pub mod payload;
 pub mod pubsub;
 pub mod queue;
+pub mod soak;
 pub mod stuck;
 pub mod subscribers;
 
