@@ -607,43 +607,33 @@ fn stalled_requests_neither_spawn_threads_nor_shut_the_monitor_for_good() {
         threads < 20,
         "{threads} threads with {STALLED} stalled HTTP connections"
     );
-    // monitor_max_connections (64) are held; anyone else gets a clean 503 at once. (On a
-    // loaded machine the monitor may not have accepted 64 of them yet: until it has, a
-    // request is answered.)
-    let deadline = std::time::Instant::now() + WAIT;
-    let body = loop {
-        let (status, _, body) = t.get("/varz");
-        if status == 503 {
-            break body;
-        }
-        assert_eq!(status, 200, "{body}");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never refused: {body}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    assert!(body.contains("too many monitoring connections"), "{body}");
+    // monitor_max_connections (64) are held; the others get a clean 503 at once. (How many
+    // of each depends on the machine: on a slow one the first held may time out while
+    // the last are still connecting, and their slots go to later ones.)
     // Every stalled connection ends: refused at once (503), or held and then closed by
     // the request timeout (408).
     let (mut busy, mut late) = (0u64, 0u64);
     for s in &mut stalled {
         let raw = read_until_closed(s);
         match status_of(&raw) {
-            503 => busy += 1,
+            503 => {
+                let text = String::from_utf8_lossy(&raw);
+                assert!(text.contains("too many monitoring connections"), "{text}");
+                busy += 1
+            }
             408 => late += 1,
             other => panic!("unexpected {other}: {:?}", String::from_utf8_lossy(&raw)),
         }
     }
     assert_eq!(busy + late, STALLED);
     assert!(late >= 64, "the 64 held first time out: {late}");
+    assert!(busy > 0, "none refused while 64 were held");
     // With the stalled ones gone, the monitor answers again.
     let v = t.json("/varz");
     assert_eq!(v["monitor_requests_refused"]["timeout"], late);
     assert_eq!(
-        v["monitor_requests_refused"]["connections"],
-        busy + 1,
-        "the stalled ones refused, and the /varz above"
+        v["monitor_requests_refused"]["connections"], busy,
+        "the stalled ones refused"
     );
     assert!(t.threads() < 20);
 }
