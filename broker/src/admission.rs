@@ -213,7 +213,7 @@ pub(crate) enum ConnRefusal {
 impl ConnRefusal {
     pub const KINDS: usize = 3;
 
-    /// The counter index ([`ConnRefusal::LABELS`]).
+    /// The counter index ([`ConnRefusal::NAMES`]).
     pub fn kind(self) -> usize {
         match self {
             ConnRefusal::Total => 0,
@@ -223,7 +223,7 @@ impl ConnRefusal {
     }
 
     /// The labels of the counters, in [`ConnRefusal::kind`] order.
-    pub const LABELS: [&'static str; ConnRefusal::KINDS] = ["total", "per_ip", "rate"];
+    pub const NAMES: [&'static str; ConnRefusal::KINDS] = ["total", "per_ip", "rate"];
 
     /// What the client is told. `maximum connections exceeded` is nats-server's text, which
     /// NATS clients recognise.
@@ -356,7 +356,7 @@ pub(crate) enum RateScope {
 impl RateScope {
     pub const KINDS: usize = 2;
     /// The labels of the counters, in [`RateScope::kind`] order.
-    pub const LABELS: [&'static str; RateScope::KINDS] = ["connection", "subject"];
+    pub const NAMES: [&'static str; RateScope::KINDS] = ["connection", "subject"];
 
     pub fn kind(self) -> usize {
         match self {

@@ -24,17 +24,14 @@ use crate::eviction::Tickets;
 /// Bytes reserved from (or given back to) the shared budget at a time.
 pub(crate) const CHUNK: usize = 1 << 20;
 
-/// The budget that made a queued message go (`budget_drops` counts by it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BudgetKind {
-    /// The connection's `max_pending`.
-    Connection = 0,
-    /// The broker's `max_queued_bytes`.
-    Broker = 1,
-}
-
-impl BudgetKind {
-    pub const LABELS: [&'static str; 2] = ["connection", "broker"];
+crate::names::named_enum! {
+    /// The budget that made a queued message go (`budget_drops` counts by it).
+    pub(crate) enum BudgetKind {
+        /// The connection's `max_pending`.
+        Connection => "connection",
+        /// The broker's `max_queued_bytes`.
+        Broker => "broker",
+    }
 }
 
 /// A queued message, named from the worker: its connection (slot and generation) and

@@ -7,16 +7,14 @@
 //! [`store`] (ring log, dedupe window, catch-ups); workers talk only through the [`mesh`].
 //! [`replay`] bounds the text catch-ups in progress.
 //! [`router`] decides where each operation goes; [`admission`] decides what is refused or
-//! slowed before it costs anything; [`lameduck`] is the switch and schedule of a gentle
-//! stop (SIGUSR2). The [`monitor`] threads serve the
-//! monitoring endpoint from the workers' counters ([`stats`]) and from bounded
-//! [`snapshot`]s they answer through the mesh; each worker owns its [`latency`] histogram.
+//! slowed before it costs anything; [`budget`] is the broker-wide bound on queued bytes and
+//! [`eviction`] picks what a full budget gives up; [`lameduck`] is the switch and schedule
+//! of a gentle stop (SIGUSR2). The [`monitor`] threads serve the monitoring endpoint from
+//! the workers' counters ([`stats`], labelled by [`names`]) and from bounded [`snapshot`]s
+//! they answer through the mesh; each worker owns its [`latency`] histogram.
 //!
 //! Never: holds a lock or allocates per subscriber on the path from a publish to its
 //! deliveries.
-
-// `/varz` is one `json!` literal with many keys.
-#![recursion_limit = "512"]
 
 mod admission;
 #[doc(hidden)]
@@ -30,6 +28,7 @@ mod lameduck;
 mod latency;
 mod mesh;
 mod monitor;
+mod names;
 mod outbound;
 mod queue_group;
 mod replay;

@@ -14,18 +14,14 @@
 //! Never: touches the publish path (the shared count changes only when a catch-up starts or
 //! ends), blocks, or takes a lock.
 
-/// Which limit refused a catch-up request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayLimit {
-    /// `max_replays_per_conn`.
-    Connection = 0,
-    /// `max_replays`.
-    Server = 1,
-}
-
-impl ReplayLimit {
-    /// The counter's label values, by index.
-    pub const LABELS: [&'static str; 2] = ["connection", "server"];
+crate::names::named_enum! {
+    /// Which limit refused a catch-up request.
+    pub enum ReplayLimit {
+        /// `max_replays_per_conn`.
+        Connection => "connection",
+        /// `max_replays`.
+        Server => "server",
+    }
 }
 
 /// One connection's catch-ups in progress: each request's id and the shards that have not

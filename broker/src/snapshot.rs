@@ -238,63 +238,28 @@ pub(crate) struct ConnKeys<'a> {
     pub out_bytes: u64,
 }
 
-/// `/connz` sort orders, as nats-server names them. `cid` and `start` sort ascending,
-/// `reason` alphabetically, everything else descending (the biggest first); ties go by
-/// `cid`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SortKey {
-    Cid,
-    Start,
-    Subs,
-    Pending,
-    MsgsTo,
-    MsgsFrom,
-    BytesTo,
-    BytesFrom,
-    Last,
-    Idle,
-    Uptime,
-    Stop,
-    Reason,
+crate::names::named_enum! {
+    /// `/connz` sort orders, as nats-server names them. `cid` and `start` sort ascending,
+    /// `reason` alphabetically, everything else descending (the biggest first); ties go by
+    /// `cid`.
+    pub(crate) enum SortKey {
+        Cid => "cid",
+        Start => "start",
+        Subs => "subs",
+        Pending => "pending",
+        MsgsTo => "msgs_to",
+        MsgsFrom => "msgs_from",
+        BytesTo => "bytes_to",
+        BytesFrom => "bytes_from",
+        Last => "last",
+        Idle => "idle",
+        Uptime => "uptime",
+        Stop => "stop",
+        Reason => "reason",
+    }
 }
 
 impl SortKey {
-    pub const NAMES: [&'static str; 13] = [
-        "cid",
-        "start",
-        "subs",
-        "pending",
-        "msgs_to",
-        "msgs_from",
-        "bytes_to",
-        "bytes_from",
-        "last",
-        "idle",
-        "uptime",
-        "stop",
-        "reason",
-    ];
-
-    pub fn parse(s: &str) -> Option<SortKey> {
-        use SortKey::*;
-        Some(match s {
-            "cid" => Cid,
-            "start" => Start,
-            "subs" => Subs,
-            "pending" => Pending,
-            "msgs_to" => MsgsTo,
-            "msgs_from" => MsgsFrom,
-            "bytes_to" => BytesTo,
-            "bytes_from" => BytesFrom,
-            "last" => Last,
-            "idle" => Idle,
-            "uptime" => Uptime,
-            "stop" => Stop,
-            "reason" => Reason,
-            _ => return None,
-        })
-    }
-
     /// Orders that only closed connections have.
     pub fn needs_closed(self) -> bool {
         matches!(self, SortKey::Stop | SortKey::Reason)

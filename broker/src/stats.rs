@@ -39,7 +39,7 @@ pub(crate) struct Family {
     pub values: fn(&Totals) -> &[u64],
 }
 
-/// Declares the counters: `kind name [LABELS, "label"] => "metric";`, with the doc comment
+/// Declares the counters: `kind name [NAMES, "label"] => "metric";`, with the doc comment
 /// as the metric's help. See the module header.
 macro_rules! counters {
     (
@@ -135,7 +135,7 @@ counters! {
     /// Client connections closed (the sum of closed_by_reason).
     counter closed_connections;
     /// Client connections closed, by reason.
-    counter closed_by_reason [CloseKind::LABELS, "reason"] => "tern_connections_closed_total";
+    counter closed_by_reason [CloseKind::NAMES, "reason"] => "tern_connections_closed_total";
     /// Subscriptions held by the worker's connections.
     gauge subscriptions => "tern_subscriptions";
     /// Messages published by clients.
@@ -177,13 +177,13 @@ counters! {
     /// Requests answered with a no-responders status.
     counter no_responders => "tern_no_responders_total";
     /// New connections refused by admission control, by limit.
-    counter connections_refused [ConnRefusal::LABELS, "reason"] => "tern_connections_refused_total";
+    counter connections_refused [ConnRefusal::NAMES, "reason"] => "tern_connections_refused_total";
     /// Subscriptions refused for max_subscriptions.
     counter subscriptions_refused => "tern_subscriptions_refused_total";
     /// Times a publisher was paused (not read) for going over a publish rate, by limit.
-    counter publishes_throttled [RateScope::LABELS, "scope"] => "tern_publishes_throttled_total";
+    counter publishes_throttled [RateScope::NAMES, "scope"] => "tern_publishes_throttled_total";
     /// Publishes refused for going over a publish rate, by limit.
-    counter publishes_rate_refused [RateScope::LABELS, "scope"] => "tern_publishes_rate_refused_total";
+    counter publishes_rate_refused [RateScope::NAMES, "scope"] => "tern_publishes_rate_refused_total";
     /// Low-priority publishes refused because their owner shard was overloaded.
     counter publishes_shed => "tern_publishes_shed_total";
     /// Publishes refused because their message id was longer than max_message_id.
@@ -194,7 +194,7 @@ counters! {
     /// dedupe_max_ids.
     counter dedupe_evicted => "tern_dedupe_evicted_total";
     /// $TERN.REPLAY requests refused, by the limit they hit.
-    counter replays_refused [ReplayLimit::LABELS, "limit"] => "tern_replays_refused_total";
+    counter replays_refused [ReplayLimit::NAMES, "limit"] => "tern_replays_refused_total";
     /// $TERN.REPLAY requests in progress (counted on the requesters' workers).
     gauge replays_active => "tern_replays_active";
     /// Times a catch-up waited a loop turn because where its messages go was congested.
@@ -202,12 +202,12 @@ counters! {
     /// Monitoring requests answered (any status).
     counter monitor_requests => "tern_monitor_requests_total";
     /// Monitoring requests or connections refused, by reason.
-    counter monitor_requests_refused [MonitorRefusal::LABELS, "reason"] => "tern_monitor_requests_refused_total";
+    counter monitor_requests_refused [MonitorRefusal::NAMES, "reason"] => "tern_monitor_requests_refused_total";
     /// Connections closed by lame duck mode, a few at a time over lame_duck_duration.
     counter lame_duck_closed => "tern_lame_duck_closed_total";
     /// Queued messages given up because a budget was exceeded: a connection's
     /// (max_pending) or the broker's (max_queued_bytes). Also in queue_dropped_msgs.
-    counter budget_drops [BudgetKind::LABELS, "budget"] => "tern_budget_drops_total";
+    counter budget_drops [BudgetKind::NAMES, "budget"] => "tern_budget_drops_total";
     /// Bytes held in subscription queues now.
     gauge queued_bytes => "tern_queued_bytes";
     /// Times a connection stopped being read because what waits for it passed
@@ -238,61 +238,37 @@ impl Serialize for Labelled<'_> {
     }
 }
 
-/// Why a connection closed, as a counter index (the reason without its detail text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseKind {
-    ClientClosed = 0,
-    ProtocolError = 1,
-    SlowConsumer = 2,
-    StaleConnection = 3,
-    IoError = 4,
-    ServerShutdown = 5,
-    HandshakeTimeout = 6,
+crate::names::named_enum! {
+    /// Why a connection closed, as a counter index (the reason without its detail text).
+    pub enum CloseKind {
+        ClientClosed => "client_closed",
+        ProtocolError => "protocol_error",
+        SlowConsumer => "slow_consumer",
+        StaleConnection => "stale_connection",
+        IoError => "io_error",
+        ServerShutdown => "server_shutdown",
+        HandshakeTimeout => "handshake_timeout",
+    }
 }
 
-impl CloseKind {
-    /// The labels of `closed_by_reason`, indexed by the kind's value.
-    pub const LABELS: [&'static str; 7] = [
-        "client_closed",
-        "protocol_error",
-        "slow_consumer",
-        "stale_connection",
-        "io_error",
-        "server_shutdown",
-        "handshake_timeout",
-    ];
-}
-
-/// Why the monitoring endpoint refused a request or a connection, as a counter index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MonitorRefusal {
-    /// Over `monitor_max_connections`: answered 503 and closed.
-    Connections = 0,
-    /// Request line or headers over `monitor_max_request_head`: 414 or 431.
-    HeadTooLarge = 1,
-    /// A request not received, or a response not taken, within `monitor_request_timeout`.
-    Timeout = 2,
-    /// Not HTTP/1.x, malformed, a body, or a query value that is not valid: 400 or 505.
-    BadRequest = 3,
-    /// Not `GET`: 405.
-    Method = 4,
-    /// `limit` or `offset` over `monitor_max_limit` or `monitor_max_offset`: 400.
-    Paging = 5,
-    /// Every snapshot slot taken: 503.
-    Busy = 6,
-}
-
-impl MonitorRefusal {
-    /// The labels of `monitor_requests_refused`, indexed by the refusal's value.
-    pub const LABELS: [&'static str; 7] = [
-        "connections",
-        "head_too_large",
-        "timeout",
-        "bad_request",
-        "method",
-        "paging",
-        "busy",
-    ];
+crate::names::named_enum! {
+    /// Why the monitoring endpoint refused a request or a connection, as a counter index.
+    pub enum MonitorRefusal {
+        /// Over `monitor_max_connections`: answered 503 and closed.
+        Connections => "connections",
+        /// Request line or headers over `monitor_max_request_head`: 414 or 431.
+        HeadTooLarge => "head_too_large",
+        /// A request not received, or a response not taken, within `monitor_request_timeout`.
+        Timeout => "timeout",
+        /// Not HTTP/1.x, malformed, a body, or a query value that is not valid: 400 or 505.
+        BadRequest => "bad_request",
+        /// Not `GET`: 405.
+        Method => "method",
+        /// `limit` or `offset` over `monitor_max_limit` or `monitor_max_offset`: 400.
+        Paging => "paging",
+        /// Every snapshot slot taken: 503.
+        Busy => "busy",
+    }
 }
 
 /// Adds `n` to a counter that only the calling worker writes.

@@ -46,19 +46,6 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     body.to_string()
 }
 
-/// `/varz`, polled until `ok` holds (a worker counts just before or after the client sees
-/// the effect), or the last answer after [`WAIT`].
-fn varz_until(b: &Broker, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v: Value = serde_json::from_str(&http_get(b.monitor_addr(), "/varz")).unwrap();
-        if ok(&v) || Instant::now() >= deadline {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The sum over workers of a `/metrics` counter with the given labels (besides `worker`).
 fn metric(b: &Broker, name: &str, labels: &str) -> f64 {
     let body = http_get(b.monitor_addr(), "/metrics");
@@ -226,7 +213,7 @@ fn total_connections_refused_on_both_ports_counted_and_released_on_close() {
     let e = bin_refused_without_preface(b.binary_addr());
     assert_too_many_connections(&e, "maximum connections exceeded");
 
-    let v = varz_until(&b, |v| v["connections_refused"]["total"] == 3);
+    let v = b.varz_until(|v| v["connections_refused"]["total"] == 3);
     assert_eq!(v["connections_refused"]["total"], 3, "{v}");
     assert_eq!(v["connections_refused"]["per_ip"], 0);
     assert_eq!(v["connections"], 2, "refused connections are never opened");
@@ -285,7 +272,7 @@ fn connections_per_ip_limit_one_address_not_the_others() {
     let (_other, info) = text_connect_from([127, 0, 0, 2], b.addr());
     assert_eq!(info["client_ip"], "127.0.0.2");
 
-    let v = varz_until(&b, |v| v["connections_refused"]["per_ip"] == 2);
+    let v = b.varz_until(|v| v["connections_refused"]["per_ip"] == 2);
     assert_eq!(v["connections_refused"]["per_ip"], 2, "{v}");
     assert_eq!(v["connections_refused"]["total"], 0);
     assert_eq!(
@@ -341,7 +328,7 @@ fn connection_rate_refuses_with_a_retry_hint_on_both_ports() {
     assert_too_many_connections(&e, "connection rate exceeded, retry after ");
     retry_after_ms(&String::from_utf8_lossy(&e.message));
 
-    let v = varz_until(&b, |v| v["connections_refused"]["rate"] == refused);
+    let v = b.varz_until(|v| v["connections_refused"]["rate"] == refused);
     assert_eq!(v["connections_refused"]["rate"], refused, "{v}");
     assert_eq!(v["admission"]["connect_rate"], 1);
     // The admitted connections are untouched by the refusals.
@@ -395,7 +382,7 @@ fn subscriptions_per_connection_refused_on_both_ports_connection_stays() {
         other => panic!("expected MESSAGE, got {other:?}"),
     }
 
-    let v = varz_until(&b, |v| v["subscriptions_refused"] == 2);
+    let v = b.varz_until(|v| v["subscriptions_refused"] == 2);
     assert_eq!(v["subscriptions_refused"], 2, "{v}");
     assert_eq!(metric(&b, "tern_subscriptions_refused_total", ""), 2.0);
 }
@@ -444,7 +431,7 @@ fn subscriptions_on_the_whole_broker_are_bounded_and_closing_gives_them_back() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let v = varz_until(&b, |v| v["subscriptions_refused"].as_u64() >= Some(2));
+    let v = b.varz_until(|v| v["subscriptions_refused"].as_u64() >= Some(2));
     assert_eq!(v["admission"]["max_total_subscriptions"], 3, "{v}");
 }
 
@@ -503,9 +490,7 @@ fn slow_rate_action_pauses_the_publisher_and_loses_nothing() {
     assert_eq!(bin, (0..60).map(|i| i.to_string()).collect::<Vec<_>>());
 
     // Each connection went over its burst: each was paused at least once.
-    let v = varz_until(&b, |v| {
-        v["publishes_throttled"]["connection"].as_u64() >= Some(2)
-    });
+    let v = b.varz_until(|v| v["publishes_throttled"]["connection"].as_u64() >= Some(2));
     assert!(
         v["publishes_throttled"]["connection"].as_u64() >= Some(2),
         "{v}"
@@ -588,7 +573,7 @@ fn refuse_rate_action_answers_each_port_and_keeps_the_connection() {
     assert!(c.flush().is_empty(), "the connection carries on");
 
     let total = (10 - delivered + refused_acks + errors) as u64;
-    let v = varz_until(&b, |v| v["publishes_rate_refused"]["connection"] == total);
+    let v = b.varz_until(|v| v["publishes_rate_refused"]["connection"] == total);
     assert_eq!(v["publishes_rate_refused"]["connection"], total, "{v}");
     assert_eq!(v["publishes_throttled"]["connection"], 0);
     assert_eq!(
@@ -642,9 +627,7 @@ fn subject_rates_from_the_config_file_apply_per_connection() {
     let payloads = text_payloads(&mut sub, delivered);
     assert_eq!(payloads.iter().filter(|p| *p == "n").count(), 6);
 
-    let v = varz_until(&b, |v| {
-        v["publishes_rate_refused"]["subject"] == errors.len() as u64
-    });
+    let v = b.varz_until(|v| v["publishes_rate_refused"]["subject"] == errors.len() as u64);
     assert_eq!(
         v["publishes_rate_refused"]["subject"],
         errors.len() as u64,
@@ -741,7 +724,7 @@ fn overload_sheds_low_priority_publishes_and_never_high_ones() {
         shed > 0,
         "nothing shed in {answered} publishes within {WAIT:?}"
     );
-    let v = varz_until(&b, |v| v["publishes_shed"] == shed);
+    let v = b.varz_until(|v| v["publishes_shed"] == shed);
     assert_eq!(v["publishes_shed"], shed, "{v}");
     assert_eq!(v["admission"]["shed_below_priority"], 4);
     assert_eq!(metric(&b, "tern_publishes_shed_total", ""), shed as f64);

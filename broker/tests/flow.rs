@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{current_rss, peak_rss, Broker, RawClient};
@@ -75,6 +74,21 @@ fn read_all(
     got
 }
 
+/// Checks that ternd's resident memory (`rss`, a peak or a current figure) grew less than
+/// `allowed` bytes over `baseline` for `what`, and prints both.
+fn assert_grew_less_than(what: &str, rss: u64, baseline: u64, allowed: u64) {
+    eprintln!(
+        "{what}: ternd RSS {} MiB (baseline {} MiB)",
+        rss >> 20,
+        baseline >> 20
+    );
+    assert!(
+        rss < baseline + allowed,
+        "ternd grew {} MiB for {what}",
+        (rss - baseline) >> 20
+    );
+}
+
 fn summary(got: &HashMap<String, Got>) -> Vec<(String, usize, u64)> {
     let mut v: Vec<_> = got
         .iter()
@@ -101,12 +115,7 @@ fn a_client_that_pings_and_never_reads_is_paused_then_closed_and_memory_stays_bo
     ]);
     let pid = broker.pid().expect("running");
     let baseline = peak_rss(pid);
-    let sock =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    sock.connect_timeout(&broker.addr().into(), common::WAIT)
-        .expect("connect");
-    let mut flooder: TcpStream = sock.into();
+    let mut flooder = RawClient::connect_small_rcvbuf(broker.addr(), 4096).stream;
     flooder
         .set_write_timeout(Some(Duration::from_millis(200)))
         .expect("write timeout");
@@ -132,18 +141,8 @@ fn a_client_that_pings_and_never_reads_is_paused_then_closed_and_memory_stays_bo
         }
     }
     assert!(closed, "the flooder was never closed ({sent} bytes sent)");
-    let peak = peak_rss(pid);
-    eprintln!(
-        "sent {} MiB of PINGs; ternd peak RSS {} MiB (baseline {} MiB)",
-        sent >> 20,
-        peak >> 20,
-        baseline >> 20
-    );
-    assert!(
-        peak < baseline + (48 << 20),
-        "ternd grew {} MiB for one client's PONGs",
-        (peak - baseline) >> 20
-    );
+    let what = format!("one client's PONGs for {} MiB of PINGs", sent >> 20);
+    assert_grew_less_than(&what, peak_rss(pid), baseline, 48 << 20);
     let varz = broker.varz();
     assert!(varz["over_budget_pauses"].as_u64().unwrap() >= 1, "{varz}");
     assert_eq!(varz["slow_consumers"], 1, "{varz}");
@@ -183,17 +182,7 @@ fn many_subscriptions_of_one_client_share_its_budget() {
     // 2000 x 4 KiB x 200 subscriptions: 1.6 GB of deliveries.
     publish(&mut publ, "fan", COUNT, SIZE, b"");
     publ.ping_pong();
-    let peak = peak_rss(pid);
-    eprintln!(
-        "ternd peak RSS {} MiB (baseline {} MiB)",
-        peak >> 20,
-        baseline >> 20
-    );
-    assert!(
-        peak < baseline + (32 << 20),
-        "ternd grew {} MiB for one client",
-        (peak - baseline) >> 20
-    );
+    assert_grew_less_than("one client's 200 queues", peak_rss(pid), baseline, 32 << 20);
     let varz = broker.varz();
     assert!(
         varz["budget_drops"]["connection"].as_u64().unwrap() > 0,
@@ -378,15 +367,6 @@ fn idle_connections_that_published_a_large_message_hold_no_large_buffer() {
     for c in &mut clients {
         c.ping_pong();
     }
-    let resident = current_rss(pid);
-    eprintln!(
-        "{CLIENTS} idle clients that each published 1 MiB: RSS {} MiB (baseline {} MiB)",
-        resident >> 20,
-        baseline >> 20
-    );
-    assert!(
-        resident < baseline + (48 << 20),
-        "{CLIENTS} idle clients hold {} MiB",
-        (resident - baseline) >> 20
-    );
+    let what = format!("{CLIENTS} idle clients that each published 1 MiB");
+    assert_grew_less_than(&what, current_rss(pid), baseline, 48 << 20);
 }

@@ -17,39 +17,56 @@ use std::time::Duration;
 
 use common::{show, Broker, RawClient, ReadEnd};
 
-/// Writes `bytes` to every stream, `per_tick` bytes per stream every `every`, until they are
-/// all written, every stream has failed, or `stop` is set. Returns the thread.
-fn trickle(
-    streams: Vec<TcpStream>,
-    bytes: Vec<u8>,
-    per_tick: usize,
-    every: Duration,
+/// A thread writing `bytes` to streams, `per_tick` bytes per stream every `every`, until they
+/// are all written or every stream has failed. Dropping it (at the end of a test, even by a
+/// panic) stops the thread and waits for it.
+struct Trickle {
     stop: Arc<AtomicBool>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut open: Vec<Option<TcpStream>> = streams.into_iter().map(Some).collect();
-        for chunk in bytes.chunks(per_tick) {
-            if stop.load(Ordering::Relaxed) || open.iter().all(Option::is_none) {
-                return;
-            }
-            for slot in &mut open {
-                if let Some(s) = slot {
-                    if s.write_all(chunk).is_err() {
-                        *slot = None;
-                    }
-                }
-            }
-            std::thread::sleep(every);
-        }
-    })
+    thread: Option<JoinHandle<()>>,
 }
 
-/// Stops a trickle thread when the test ends, even by a panic.
-struct StopOnDrop(Arc<AtomicBool>);
+impl Trickle {
+    fn start(streams: Vec<TcpStream>, bytes: Vec<u8>, per_tick: usize, every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut open: Vec<Option<TcpStream>> = streams.into_iter().map(Some).collect();
+            for chunk in bytes.chunks(per_tick) {
+                if stopped.load(Ordering::Relaxed) || open.iter().all(Option::is_none) {
+                    return;
+                }
+                for slot in &mut open {
+                    if let Some(s) = slot {
+                        if s.write_all(chunk).is_err() {
+                            *slot = None;
+                        }
+                    }
+                }
+                std::thread::sleep(every);
+            }
+        });
+        Trickle {
+            stop,
+            thread: Some(thread),
+        }
+    }
 
-impl Drop for StopOnDrop {
+    /// Trickles to every client, one byte every 500 ms (2 bytes a second).
+    fn slowly_to(clients: &[RawClient], bytes: &[u8]) -> Self {
+        let streams = clients
+            .iter()
+            .map(|c| c.stream.try_clone().unwrap())
+            .collect();
+        Trickle::start(streams, bytes.to_vec(), 1, Duration::from_millis(500))
+    }
+}
+
+impl Drop for Trickle {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -61,18 +78,14 @@ fn a_trickled_payload_is_not_activity_and_ends_stale() {
     // faster than the ping interval. Bytes that complete nothing must not hold the ping
     // off: the client is pinged, cannot answer from inside its payload, and is stale.
     c.send(b"PUB slow.payload 1000\r\n");
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop = StopOnDrop(Arc::clone(&stop));
-    let writer = trickle(
+    let writer = Trickle::start(
         vec![c.stream.try_clone().unwrap()],
         vec![b'x'; 1000],
         1,
         Duration::from_millis(100),
-        Arc::clone(&stop),
     );
     let (said, end) = c.read_to_close(Duration::from_secs(20));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    drop(writer);
     assert!(
         !matches!(end, ReadEnd::Timeout),
         "still open: {}",
@@ -97,12 +110,12 @@ fn text_clients(broker: &Broker, n: usize) -> Vec<RawClient> {
     (0..n).map(|_| RawClient::connect(broker.addr())).collect()
 }
 
-/// Reads every client to its close; returns what each received.
-fn all_closed(clients: &mut [RawClient]) -> Vec<Vec<u8>> {
-    clients
-        .iter_mut()
-        .map(|c| c.read_to_close(CLOSE_WITHIN).0)
-        .collect()
+/// Reads every client to its close, and checks each was told exactly `error` first.
+fn all_closed_with(clients: &mut [RawClient], error: &[u8]) {
+    for c in clients {
+        let said = c.read_to_close(CLOSE_WITHIN).0;
+        assert_eq!(said, error, "got {}", show(&said));
+    }
 }
 
 fn varz_counter(broker: &Broker, key: &str) -> u64 {
@@ -115,60 +128,19 @@ fn varz_counter(broker: &Broker, key: &str) -> u64 {
 fn trickled_garbage_is_refused_at_its_first_byte() {
     let broker = Broker::with_args(&["--auth-timeout", "1s"]);
     let mut clients = text_clients(&broker, CLIENTS);
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop = StopOnDrop(Arc::clone(&stop));
-    let streams = clients
-        .iter()
-        .map(|c| c.stream.try_clone().unwrap())
-        .collect();
     // 2 bytes a second, and never a line end.
-    let writer = trickle(
-        streams,
-        b"xy".repeat(1000),
-        1,
-        Duration::from_millis(500),
-        Arc::clone(&stop),
-    );
-    for said in all_closed(&mut clients) {
-        assert_eq!(
-            said,
-            b"-ERR 'Unknown Protocol Operation'\r\n",
-            "got {}",
-            show(&said)
-        );
-    }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    let _writer = Trickle::slowly_to(&clients, &b"xy".repeat(1000));
+    all_closed_with(&mut clients, b"-ERR 'Unknown Protocol Operation'\r\n");
 }
 
 #[test]
 fn a_trickled_first_line_ends_in_authentication_timeout() {
     let broker = Broker::with_args(&["--auth-timeout", "1s", "--monitor", "127.0.0.1:0"]);
     let mut clients = text_clients(&broker, CLIENTS);
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop = StopOnDrop(Arc::clone(&stop));
-    let streams = clients
-        .iter()
-        .map(|c| c.stream.try_clone().unwrap())
-        .collect();
     // A valid operation, 2 bytes a second: its line end would come after 9 s.
-    let writer = trickle(
-        streams,
-        b"SUB slow.loris 1\r\n".to_vec(),
-        1,
-        Duration::from_millis(500),
-        Arc::clone(&stop),
-    );
-    for said in all_closed(&mut clients) {
-        assert_eq!(
-            said,
-            b"-ERR 'Authentication Timeout'\r\n",
-            "got {}",
-            show(&said)
-        );
-    }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    let writer = Trickle::slowly_to(&clients, b"SUB slow.loris 1\r\n");
+    all_closed_with(&mut clients, b"-ERR 'Authentication Timeout'\r\n");
+    drop(writer);
     assert_eq!(varz_counter(&broker, "handshake_timeouts"), CLIENTS as u64);
     assert_eq!(
         broker.varz()["closed_by_reason"]["handshake_timeout"],
@@ -180,24 +152,16 @@ fn a_trickled_first_line_ends_in_authentication_timeout() {
 fn blank_lines_do_not_count_as_a_first_operation() {
     let broker = Broker::with_args(&["--auth-timeout", "1s"]);
     let mut c = RawClient::connect(broker.addr());
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop = StopOnDrop(Arc::clone(&stop));
-    let writer = trickle(
+    let _writer = Trickle::start(
         vec![c.stream.try_clone().unwrap()],
         b"\r\n".repeat(100),
         2,
         Duration::from_millis(300),
-        Arc::clone(&stop),
     );
-    let (said, _) = c.read_to_close(CLOSE_WITHIN);
-    assert_eq!(
-        said,
+    all_closed_with(
+        std::slice::from_mut(&mut c),
         b"-ERR 'Authentication Timeout'\r\n",
-        "got {}",
-        show(&said)
     );
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
 }
 
 #[test]
@@ -207,29 +171,12 @@ fn a_later_line_trickled_ends_in_control_line_timeout() {
     for c in &mut clients {
         c.ping_pong();
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop = StopOnDrop(Arc::clone(&stop));
-    let streams = clients
-        .iter()
-        .map(|c| c.stream.try_clone().unwrap())
-        .collect();
-    let writer = trickle(
-        streams,
-        b"SUB slow.loris 1\r\n".to_vec(),
-        1,
-        Duration::from_millis(500),
-        Arc::clone(&stop),
+    let writer = Trickle::slowly_to(&clients, b"SUB slow.loris 1\r\n");
+    all_closed_with(
+        &mut clients,
+        b"-ERR 'Control Line Timeout: no line end within 1s'\r\n",
     );
-    for said in all_closed(&mut clients) {
-        assert_eq!(
-            said,
-            b"-ERR 'Control Line Timeout: no line end within 1s'\r\n",
-            "got {}",
-            show(&said)
-        );
-    }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    drop(writer);
     assert_eq!(varz_counter(&broker, "control_line_timeouts"), 10);
     assert_eq!(varz_counter(&broker, "handshake_timeouts"), 0);
 }

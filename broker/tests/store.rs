@@ -44,29 +44,6 @@ fn from_start(c: &BinClient) -> StartPosition {
     })
 }
 
-/// Publishes with an ack and returns the acknowledged (shard, sequence).
-fn publish_acked(c: &mut BinClient, subject: &str, payload: &str, ack_id: u64) -> (u16, u64) {
-    c.send(&ClientFrame::Publish(Publish {
-        subject: b(subject),
-        payload: b(payload),
-        ack_id: Some(ack_id),
-        ..Default::default()
-    }));
-    loop {
-        match c.read_frame() {
-            ServerFrame::PublishAck(PublishAck {
-                ack_id: id,
-                result:
-                    AckResult::Stored {
-                        shard, sequence, ..
-                    },
-            }) if id == ack_id => return (shard, sequence),
-            ServerFrame::Message(_) => {}
-            other => panic!("expected the ack of {ack_id}, got {other:?}"),
-        }
-    }
-}
-
 /// Reads messages for `sid` until `n` have arrived; returns (sequence, replayed, payload).
 fn read_n(c: &mut BinClient, sid: u32, n: usize) -> Vec<(u64, bool, String)> {
     let mut got = Vec::with_capacity(n);
@@ -135,7 +112,7 @@ fn resume_time_and_last_n_start_where_they_say() {
                 .unwrap()
                 .as_nanos() as u64,
         );
-        seqs.push(publish_acked(&mut c, &subject, &format!("m{i}"), i).1);
+        seqs.push(c.publish_acked(&subject, format!("m{i}"), i).1);
         std::thread::sleep(Duration::from_millis(2));
     }
     let mut token = vec![0; broker.workers()];
@@ -169,7 +146,7 @@ fn a_wrapped_ring_gives_a_gap_notice_then_what_it_holds() {
     for i in 0..n {
         c.send(&publish(&subject, &format!("{i:06}{payload}")));
     }
-    let last = publish_acked(&mut c, &subject, "last", 1).1;
+    let last = c.publish_acked(&subject, "last", 1).1;
     assert_eq!(last, n + 1);
     c.send(&subscribe_from(1, &subject, from_start(&c)));
     let oldest = match c.read_frame() {
@@ -254,7 +231,7 @@ fn a_client_resuming_after_a_restart_gets_exactly_what_it_missed() {
     let last_seen = seen.last().unwrap().0;
     drop(c); // into the tunnel
     for i in 0..7 {
-        publish_acked(&mut p, &subject, &format!("missed{i}"), i);
+        p.publish_acked(&subject, format!("missed{i}"), i);
     }
     broker.stop();
 
@@ -423,7 +400,7 @@ fn text_clients_catch_up_through_tern_replay() {
     let mut p = BinClient::connect(broker.binary_addr());
     let mut seqs = Vec::new();
     for i in 0..5 {
-        seqs.push(publish_acked(&mut p, &subject, &format!("h{i}"), i).1);
+        seqs.push(p.publish_acked(&subject, format!("h{i}"), i).1);
     }
     let mut c = RawClient::connect(broker.addr());
     c.send(b"CONNECT {\"headers\":true}\r\nSUB _INBOX.r.* 9\r\n");
@@ -512,7 +489,7 @@ fn a_flipped_byte_loses_only_its_record_and_the_epoch_stays() {
     for i in 0..100 {
         c.send(&publish(&subject, &format!("{i:03}-{}", "p".repeat(100))));
     }
-    publish_acked(&mut c, &subject, "last", 1);
+    c.publish_acked(&subject, "last", 1);
     drop(c);
     broker.stop();
 

@@ -5,37 +5,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{temp_dir, ternd_exit, BinClient, Broker, Tmpfs, START_TIMEOUT, WAIT};
+use common::{temp_dir, ternd_exit, BinClient, Broker, Tmpfs, START_TIMEOUT};
 use tern_protocol::binary::{
     AckResult, ClientFrame, ErrorCode, ErrorFrame, Publish, PublishAck, ResumeToken, ServerFrame,
     StartPosition, Subscribe,
 };
-
-/// Publishes with an ack; returns the acknowledged (shard, sequence).
-fn publish_acked(c: &mut BinClient, subject: &str, payload: &[u8], ack_id: u64) -> (u16, u64) {
-    c.send(&ClientFrame::Publish(Publish {
-        subject: Bytes::copy_from_slice(subject.as_bytes()),
-        payload: Bytes::copy_from_slice(payload),
-        ack_id: Some(ack_id),
-        ..Default::default()
-    }));
-    loop {
-        match c.read_frame() {
-            ServerFrame::PublishAck(PublishAck {
-                ack_id: id,
-                result:
-                    AckResult::Stored {
-                        shard, sequence, ..
-                    },
-            }) if id == ack_id => return (shard, sequence),
-            ServerFrame::Message(_) | ServerFrame::Ping => {}
-            other => panic!("expected the ack of {ack_id}, got {other:?}"),
-        }
-    }
-}
 
 /// Subscribes to `subject` from the oldest record held and returns the payloads of the
 /// first `n` messages.
@@ -98,7 +75,7 @@ fn ring_files_of_another_worker_count_stop_ternd_with_what_to_do() {
         |workers: &'static str| vec!["--workers", workers, "--data-dir", &d, "--log-size", "4MiB"];
     let mut broker = Broker::with_args(&args("2"));
     let mut c = BinClient::connect(broker.binary_addr());
-    publish_acked(&mut c, "orders.kept", b"the only copy", 1);
+    c.publish_acked("orders.kept", b"the only copy", 1);
     drop(c);
     broker.stop();
 
@@ -146,19 +123,6 @@ fn publish_with_id(c: &mut BinClient, subject: &str, id: &[u8], ack_id: u64) -> 
             ServerFrame::Message(_) | ServerFrame::Ping => {}
             other => panic!("expected the ack of {ack_id}, got {other:?}"),
         }
-    }
-}
-
-/// Reads `/varz` until `done` says yes, or fails with the last one at the deadline.
-fn varz_until(broker: &Broker, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = broker.varz();
-        if done(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "/varz never got there: {v}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -232,7 +196,7 @@ fn a_message_id_over_the_limit_is_refused_and_the_dedupe_window_stays_bounded() 
             "{result:?}"
         );
     }
-    let v = varz_until(&broker, |v| v["dedupe_evicted"].as_u64() == Some(451));
+    let v = broker.varz_until(|v| v["dedupe_evicted"].as_u64() == Some(451));
     assert_eq!(v["dedupe_ids"].as_u64(), Some(50), "{v}");
     assert_eq!(v["message_ids_refused"].as_u64(), Some(2), "{v}");
     // The newest is still remembered, the oldest was forgotten (stored again).

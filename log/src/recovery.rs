@@ -500,6 +500,18 @@ mod tests {
         at + align(len)
     }
 
+    /// Writes records `1..=n` (timestamp = sequence) from the start of `data`; returns where
+    /// each starts and where the last ends.
+    fn put_run(data: &mut [u8], n: u64, payload: &[u8]) -> (Vec<usize>, usize) {
+        let mut p = 0;
+        let mut starts = vec![];
+        for seq in 1..=n {
+            starts.push(p);
+            p = put(data, p, seq, seq, payload);
+        }
+        (starts, p)
+    }
+
     fn ck(head: u64, first: u64, tail: u64, next: u64) -> Checkpoint {
         Checkpoint {
             generation: 1,
@@ -587,12 +599,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_costs_only_its_record_and_the_walk_goes_on() {
         let mut data = vec![0u8; 1024];
-        let mut p = 0;
-        let mut starts = vec![];
-        for seq in 1..=6 {
-            starts.push(p);
-            p = put(&mut data, p, seq, seq, b"payload");
-        }
+        let (starts, p) = put_run(&mut data, 6, b"payload");
         data[starts[3] + 45] ^= 0x10; // inside record 4's payload
         let r = recover(&data, EPOCH, &ck(0, 1, p as u64, 7), 4);
         assert_eq!((r.first_seq, r.next_seq, r.tail), (1, 7, p));
@@ -626,12 +633,7 @@ mod tests {
     #[test]
     fn beyond_the_checkpointed_span_only_the_exact_chain_continues_the_log() {
         let mut data = vec![0u8; 2048];
-        let mut p = 0;
-        let mut ends = vec![];
-        for seq in 1..=5 {
-            p = put(&mut data, p, seq, 0, b"payload");
-            ends.push(p);
-        }
+        let (starts, p) = put_run(&mut data, 5, b"payload");
         // A torn append of record 6, then, further on in free space, a perfectly valid image
         // of a record 7 (a fragment of an old record, or one a client forged in a payload).
         data[p + 8..p + 16].copy_from_slice(&6u64.to_le_bytes());
@@ -639,7 +641,7 @@ mod tests {
         let forged_at = p + 96;
         put(&mut data, forged_at, 7, 0, b"forged");
         // The checkpoint vouches for records 1 and 2 only; 3..5 were appended after it.
-        let r = recover(&data, EPOCH, &ck(0, 1, ends[1] as u64, 3), 4);
+        let r = recover(&data, EPOCH, &ck(0, 1, starts[2] as u64, 3), 4);
         assert_eq!((r.count, r.last_seq, r.next_seq), (5, 5, 6));
         assert!(r.torn, "{:?}", r.cut);
         assert!(r.holes.is_empty());
@@ -654,14 +656,9 @@ mod tests {
     #[test]
     fn inside_the_checkpointed_span_damage_is_stepped_over_outside_it_the_log_ends() {
         let mut data = vec![0u8; 1024];
-        let mut p = 0;
-        let mut starts = vec![];
-        for seq in 1..=6 {
-            starts.push(p);
-            p = put(&mut data, p, seq, 0, b"payload");
-        }
-        data[starts[2] + 45] ^= 0x01; // record 3
-                                      // The checkpoint vouches for 1..=4: record 3 is a hole, 4..6 are kept.
+        let (starts, _) = put_run(&mut data, 6, b"payload");
+        // Inside record 3; the checkpoint vouches for 1..=4: record 3 is a hole, 4..6 are kept.
+        data[starts[2] + 45] ^= 0x01;
         let r = recover(&data, EPOCH, &ck(0, 1, starts[4] as u64, 5), 4);
         assert_eq!((r.count, r.last_seq), (5, 6));
         assert_eq!(r.holes.len(), 1);
@@ -675,12 +672,7 @@ mod tests {
     #[test]
     fn a_proven_loss_at_the_end_skips_its_sequences() {
         let mut data = vec![0u8; 1024];
-        let mut p = 0;
-        let mut starts = vec![];
-        for seq in 1..=6 {
-            starts.push(p);
-            p = put(&mut data, p, seq, 0, b"payload");
-        }
+        let (starts, p) = put_run(&mut data, 6, b"payload");
         data[starts[4]..p].fill(0xee); // records 5 and 6 overwritten
         let r = recover(&data, EPOCH, &ck(0, 1, p as u64, 7), 4);
         assert_eq!((r.first_seq, r.next_seq, r.count), (1, 7, 4));

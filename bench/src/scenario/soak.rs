@@ -1085,6 +1085,16 @@ fn check_memory(
     report.samples = samples;
 }
 
+/// A read or write on a socket with a timeout that only means "nothing yet": try again.
+pub(crate) fn nothing_yet(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
 fn failed(name: &str, detail: String) -> Check {
     Check {
         name: name.into(),

@@ -136,7 +136,7 @@ mod tests {
             limit in 1usize..10,
             key in 0usize..11,
         ) {
-            let sort = SortKey::parse(SortKey::NAMES[key]).unwrap();
+            let sort = SortKey::ALL[key];
             let ranked: Vec<(usize, Ranked)> = conns
                 .iter()
                 .enumerate()

@@ -220,6 +220,29 @@ impl Broker {
         self.monitor_json("/varz")
     }
 
+    /// `GET /varz`, polled until `ok` holds: see [`Broker::monitor_json_until`].
+    pub fn varz_until(&self, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        self.monitor_json_until("/varz", ok)
+    }
+
+    /// `GET path` as JSON, polled until `ok` holds (a worker counts, or applies a change
+    /// sent through the mesh, just before or after a client sees its effect); the last
+    /// answer once [`WAIT`] has passed, for the caller's assertion to show.
+    pub fn monitor_json_until(
+        &self,
+        path: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = self.monitor_json(path);
+            if ok(&v) || Instant::now() >= deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `GET path` from the monitoring endpoint, as JSON. Panics unless the broker was
     /// started with `--monitor`.
     pub fn monitor_json(&self, path: &str) -> serde_json::Value {
@@ -959,6 +982,36 @@ impl BinClient {
         let mut out = bytes::BytesMut::new();
         tern_protocol::binary::encode_client_frame(frame, &mut out).expect("encodable frame");
         self.send_raw(&out);
+    }
+
+    /// Publishes with an ack and returns the acknowledged (shard, sequence); messages and
+    /// `PING`s that arrive meanwhile are passed over.
+    pub fn publish_acked(
+        &mut self,
+        subject: &str,
+        payload: impl AsRef<[u8]>,
+        ack_id: u64,
+    ) -> (u16, u64) {
+        use tern_protocol::binary::{AckResult, ClientFrame, Publish, PublishAck, ServerFrame};
+        self.send(&ClientFrame::Publish(Publish {
+            subject: bytes::Bytes::copy_from_slice(subject.as_bytes()),
+            payload: bytes::Bytes::copy_from_slice(payload.as_ref()),
+            ack_id: Some(ack_id),
+            ..Default::default()
+        }));
+        loop {
+            match self.read_frame() {
+                ServerFrame::PublishAck(PublishAck {
+                    ack_id: id,
+                    result:
+                        AckResult::Stored {
+                            shard, sequence, ..
+                        },
+                }) if id == ack_id => return (shard, sequence),
+                ServerFrame::Message(_) | ServerFrame::Ping => {}
+                other => panic!("expected the ack of {ack_id}, got {other:?}"),
+            }
+        }
     }
 
     /// The next frame, waiting at most [`WAIT`]. Panics on timeout, close or a frame the

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{message, wait_event, FakeServer, WAIT};
 use tern_client::{
-    Client, DisconnectReason, DropSource, Error, ErrorCode, Event, PublishOptions, ReconnectPolicy,
-    SequenceRange,
+    Client, DisconnectReason, DropSource, Error, ErrorCode, Event, Events, PublishOptions,
+    ReconnectPolicy, SequenceRange,
 };
 use tern_protocol::binary::{
     AckResult, ClientFrame, DropNotice, ErrorFrame, GapNotice, GoAway, PublishAck, ResumeToken,
@@ -897,21 +897,8 @@ fn goaway_is_an_event_and_the_announced_close_reconnects_at_once() {
         b"still.here"
     );
     conn.close();
-    let reason = wait_event(&events, |e| match e {
-        Event::Disconnected { reason } => Some(reason.clone()),
-        _ => None,
-    });
-    assert_eq!(
-        reason,
-        DisconnectReason::GoingAway {
-            reason: "lame duck mode".to_string()
-        }
-    );
     // No backoff: the next attempt comes at once (the seeded one would wait minutes).
-    let _second = server.accept_welcome(2);
-    wait_event(&events, |e| {
-        matches!(e, Event::Reconnected(_)).then_some(())
-    });
+    left_for_going_away_then_back(&server, &events, "lame duck mode");
 }
 
 #[test]
@@ -929,18 +916,22 @@ fn a_server_still_open_past_its_goaway_deadline_is_left() {
     }));
     // The server never closes: the client does, about a second after the deadline.
     conn.expect_closed();
-    let reason = wait_event(&events, |e| match e {
+    left_for_going_away_then_back(&server, &events, "bye");
+}
+
+/// The client says it disconnected because the server was going away with `reason`, then
+/// reconnects to the server's next connection.
+fn left_for_going_away_then_back(server: &FakeServer, events: &Events, reason: &str) {
+    let said = wait_event(events, |e| match e {
         Event::Disconnected { reason } => Some(reason.clone()),
         _ => None,
     });
     assert_eq!(
-        reason,
+        said,
         DisconnectReason::GoingAway {
-            reason: "bye".to_string()
+            reason: reason.to_string()
         }
     );
     let _second = server.accept_welcome(2);
-    wait_event(&events, |e| {
-        matches!(e, Event::Reconnected(_)).then_some(())
-    });
+    wait_event(events, |e| matches!(e, Event::Reconnected(_)).then_some(()));
 }

@@ -30,6 +30,7 @@ use socket2::SockRef;
 use tern_protocol::binary::{encode_client_frame, ClientFrame, Hello, Preface, Publish, Subscribe};
 
 use crate::scenario::audience::random::Rng;
+use crate::scenario::soak::nothing_yet;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -138,12 +139,7 @@ fn read_to_close(s: &mut TcpStream, within: Duration) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if nothing_yet(&e) => {}
             Err(_) => return true,
         }
     }
@@ -476,13 +472,7 @@ pub fn replay_flood(
                                 break;
                             }
                             Ok(_) => {}
-                            Err(e)
-                                if matches!(
-                                    e.kind(),
-                                    io::ErrorKind::WouldBlock
-                                        | io::ErrorKind::TimedOut
-                                        | io::ErrorKind::Interrupted
-                                ) => {}
+                            Err(e) if nothing_yet(&e) => {}
                             Err(_) => {
                                 stats.closed();
                                 break;

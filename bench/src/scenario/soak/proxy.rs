@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use socket2::SockRef;
 
+use crate::scenario::soak::nothing_yet;
+
 /// How long a forwarding read waits before it looks at its link's state again.
 pub const POLL: Duration = Duration::from_millis(100);
 /// How long a forwarding write may block (a peer that does not read for this long is
@@ -369,13 +371,7 @@ fn forward(link: &Link, upstream: bool, shared: &Shared) {
                     return link.reset();
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if nothing_yet(&e) => {}
             Err(_) => return link.reset(),
         }
     }
