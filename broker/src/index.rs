@@ -67,6 +67,7 @@ impl std::hash::Hasher for Fnv {
 }
 
 pub(crate) type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+pub(crate) type FnvSet<K> = std::collections::HashSet<K, BuildHasherDefault<Fnv>>;
 
 /// Which shard owns a literal subject: the [`Fnv`] hash of its bytes (FNV-1a, finalised),
 /// modulo the shard count.

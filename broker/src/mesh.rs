@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::conn::congestion::Signal;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
@@ -99,6 +100,44 @@ pub(crate) struct Msg {
     /// Where the message sits in its owner shard's sequence; set by that shard when it
     /// routes the message, zero before (and for status messages, which are not sequenced).
     pub stamp: Stamp,
+    /// A catch-up's message: counted in its catch-up's bytes in flight until the last
+    /// copy is gone (written to a socket, dropped, or not delivered at all). Held for its
+    /// `Drop`, never read.
+    #[allow(dead_code)]
+    pub flight: Option<Flight>,
+}
+
+/// A replayed message's share of its catch-up's bytes in flight: added when it is made
+/// (and when it is cloned), taken off when it is dropped. The catch-up waits while its
+/// total is over its window (`Store::pump`), so however slow its client, only a window of
+/// it is ever queued between the log and the socket, and no signal has to arrive in time
+/// for that to hold.
+#[derive(Debug)]
+pub(crate) struct Flight {
+    total: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Flight {
+    pub fn new(total: &Arc<AtomicUsize>, bytes: usize) -> Flight {
+        total.fetch_add(bytes, Ordering::Relaxed);
+        Flight {
+            total: Arc::clone(total),
+            bytes,
+        }
+    }
+}
+
+impl Clone for Flight {
+    fn clone(&self) -> Flight {
+        Flight::new(&self.total, self.bytes)
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Msg {
@@ -122,6 +161,7 @@ impl Msg {
             stored: false,
             coalesce: None,
             stamp: Stamp::default(),
+            flight: None,
         }
     }
 }
@@ -216,11 +256,12 @@ pub(crate) enum Envelope {
     /// The shard's answer to a `Barrier`, sent to the connection's worker after every
     /// delivery the shard made for the traffic before the barrier.
     BarrierDone { conn: ConnId, token: u64 },
-    /// From a consumer's worker to every worker: the connection is congested (`on`, in
-    /// `epoch`) or no longer (`!on`, ending `epoch`). Shards stall the publishers whose
-    /// messages reach a congested consumer; every worker releases the publishers it
-    /// stalled for it when the congestion ends.
-    Congestion { conn: ConnId, epoch: u32, on: bool },
+    /// From a consumer's worker to every worker: the connection became congested, stuck
+    /// or clear (see `conn/congestion.rs`). Shards stall the publishers whose messages
+    /// reach a congested consumer, and hold the catch-ups to one over its high-water mark
+    /// (congested or stuck); every worker releases the publishers it stalled for it when
+    /// the congestion of that epoch ends.
+    Congestion { conn: ConnId, signal: Signal },
     /// From a shard to a publisher's worker: a message of `publisher` reached `consumer`,
     /// congested in `epoch`: stop reading the publisher until that congestion ends (or
     /// `max_publisher_stall` passes).

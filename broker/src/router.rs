@@ -20,7 +20,8 @@ use tern_protocol::subject;
 use crate::admission::Slots;
 use crate::budget::{QueueBudget, SharedBudget};
 use crate::config::Config;
-use crate::index::FnvMap;
+use crate::conn::congestion::Signal;
+use crate::index::{FnvMap, FnvSet};
 use crate::latency::Latency;
 use crate::mesh::{
     Batch, ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef,
@@ -57,6 +58,9 @@ pub(crate) struct Router {
     /// Congested consumers anywhere in the broker, with their congestion epoch: a message
     /// that reaches one stalls its publisher.
     pub congested: FnvMap<ConnId, u32>,
+    /// Consumers anywhere in the broker over their high-water mark (congested or stuck):
+    /// catch-ups to one wait.
+    pub backlogged: FnvSet<ConnId>,
     /// Connections to wake at an instant (congestion judgements, stall deadlines), as
     /// (when, slot, generation), earliest first.
     pub timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
@@ -108,6 +112,7 @@ impl Router {
             budget: QueueBudget::new(budget),
             last_arrival: 0,
             congested: FnvMap::default(),
+            backlogged: FnvSet::default(),
             timers: BinaryHeap::new(),
             latency: Latency::new(),
         }
@@ -125,18 +130,17 @@ impl Router {
         self.timers.push(Reverse((at, conn.slot, conn.gen)));
     }
 
-    /// A consumer of this worker became congested or stopped being: every worker is told
-    /// (this one through its local batch). Nothing is sent when stalling is off.
-    pub fn congestion(&mut self, conn: ConnId, on: bool, epoch: u32) {
-        if self.config.flow.max_publisher_stall.is_zero() {
-            return;
-        }
-        if on {
-            bump(&self.stats.congested_consumers, 1);
+    /// A consumer of this worker became congested, stuck or clear: every worker is told
+    /// (this one through its local batch), for its catch-ups and, while stalling is on,
+    /// its publishers.
+    pub fn congestion(&mut self, conn: ConnId, signal: Signal) {
+        match signal {
+            Signal::On(_) => bump(&self.stats.congested_consumers, 1),
+            Signal::Stuck(_) => bump(&self.stats.stuck_consumers, 1),
+            Signal::Off(_) => {}
         }
         for to in 0..self.workers {
-            self.outbox
-                .push(to, Envelope::Congestion { conn, epoch, on });
+            self.outbox.push(to, Envelope::Congestion { conn, signal });
         }
     }
 
@@ -234,17 +238,28 @@ impl Router {
             Envelope::Unsubscribe { filter, queue, sub } => {
                 self.shard.unsubscribe(&filter, queue.as_deref(), &sub)
             }
-            Envelope::Congestion { conn, epoch, on } => {
-                if on {
-                    self.congested.insert(conn, epoch);
-                } else {
-                    if self.congested.get(&conn) == Some(&epoch) {
-                        self.congested.remove(&conn);
+            Envelope::Congestion { conn, signal } => {
+                match signal {
+                    Signal::On(epoch) => {
+                        if !self.config.flow.max_publisher_stall.is_zero() {
+                            self.congested.insert(conn, epoch);
+                        }
+                        self.backlogged.insert(conn);
                     }
-                    self.shard.congestion_ended(conn);
+                    Signal::Stuck(epoch) | Signal::Off(epoch) => {
+                        if self.congested.get(&conn) == Some(&epoch) {
+                            self.congested.remove(&conn);
+                        }
+                        self.shard.congestion_ended(conn);
+                        if matches!(signal, Signal::Off(_)) {
+                            self.backlogged.remove(&conn);
+                        } else {
+                            self.backlogged.insert(conn);
+                        }
+                    }
                 }
                 // The worker releases the publishers it stalled for it.
-                return Some(Envelope::Congestion { conn, epoch, on });
+                return Some(Envelope::Congestion { conn, signal });
             }
             Envelope::Replay(request) => self.shard.replay_request(request, &mut self.outbox),
             Envelope::ReplayCancel { conn } => self.shard.cancel_replays(conn),
@@ -272,7 +287,7 @@ impl Router {
     pub fn pump_replays(&mut self, now: std::time::Instant) {
         let deferred = self
             .shard
-            .pump_replays(now, &mut self.outbox, &self.congested);
+            .pump_replays(now, &mut self.outbox, &self.backlogged);
         if deferred > 0 {
             bump(&self.stats.replays_deferred, deferred);
         }

@@ -19,9 +19,11 @@
 //! cost does not grow with the size of a queue group: one member is picked in turn
 //! ([`QueueGroups`]), no group is sorted or scanned whole.
 //!
-//! Its catch-ups wait while where their messages go is congested: a worker queue deeper
-//! than `replay_queue_depth`, a blocked outbox, or the connection itself (a congested
-//! consumer, as its worker told every worker: see `conn/congestion.rs`).
+//! Its catch-ups wait while their window is full (the store counts what is in flight) and
+//! while where their messages go is congested: a worker queue deeper than
+//! `replay_queue_depth`, a blocked outbox, or the connection itself (a consumer over
+//! its high-water mark, congested or stuck, as its worker told every worker: see
+//! `conn/congestion.rs`).
 //!
 //! Never: touches a socket or a connection; it only produces envelopes.
 
@@ -32,7 +34,7 @@ use bytes::Bytes;
 use tern_protocol::binary::StartPosition;
 use tern_protocol::headers::NO_RESPONDERS;
 
-use crate::index::{shard_for, FnvMap, Index};
+use crate::index::{shard_for, FnvMap, FnvSet, Index};
 use crate::mesh::{ConnId, Envelope, Msg, Outbox, ReplayRequest, Stamp, Start, SubRef};
 use crate::queue_group::QueueGroups;
 use crate::store::{ReplayEvent, ReplaySink, ReplayState, Store};
@@ -163,15 +165,16 @@ impl Shard {
         }
     }
 
-    /// Advances the catch-ups in progress by one bounded batch. A catch-up waits while the
-    /// outbox is blocked, while a worker its messages go through has more than
-    /// `replay_queue_depth` batches waiting, or while its connection is in `congested`.
+    /// Advances the catch-ups in progress by one bounded batch. A catch-up waits while its
+    /// window is full (`Store::pump`), while the outbox is blocked, while a worker its messages go through has more than
+    /// `replay_queue_depth` batches waiting, or while its connection is in `backlogged`
+    /// (over its high-water mark: congested or stuck).
     /// Returns how many waited.
     pub fn pump_replays(
         &mut self,
         now: Instant,
         out: &mut Outbox,
-        congested: &FnvMap<ConnId, u32>,
+        backlogged: &FnvSet<ConnId>,
     ) -> u64 {
         // Out of `self` for the pump, so the sink can ask the shard about congestion.
         let Some(mut store) = self.store.take() else {
@@ -181,7 +184,7 @@ impl Shard {
             shard: self,
             depth: store.replay_queue_depth(),
             out,
-            congested,
+            backlogged,
         };
         let deferred = store.pump(self.id as u16, now, &mut sink);
         self.store = Some(store);
@@ -451,7 +454,7 @@ struct Sink<'a> {
     shard: &'a Shard,
     out: &'a mut Outbox,
     depth: usize,
-    congested: &'a FnvMap<ConnId, u32>,
+    backlogged: &'a FnvSet<ConnId>,
 }
 
 impl ReplaySink for Sink<'_> {
@@ -460,7 +463,7 @@ impl ReplaySink for Sink<'_> {
             || workers
                 .iter()
                 .any(|&w| self.out.batches_queued(w) > self.depth)
-            || self.congested.contains_key(&conn)
+            || self.backlogged.contains(&conn)
     }
 
     fn emit(&mut self, event: ReplayEvent) {

@@ -18,12 +18,14 @@
 //!
 //! Never: touches a socket or a connection, or blocks; replays advance in bounded batches
 //! (`replay_batch` records and `replay_bytes` bytes per loop turn, across all of them), and
-//! one whose destination is congested waits its turn; a "last N" start keeps nothing per
+//! one whose destination is congested, or that has `replay_bytes` not yet written to its
+//! client's socket (`mesh::Flight`), waits its turn; a "last N" start keeps nothing per
 //! record, whatever N.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +35,7 @@ use tern_protocol::subject;
 
 use crate::config::{Fsync, StoreConfig};
 use crate::index::FnvMap;
-use crate::mesh::{ConnId, Msg, ReplayRequest, ReplayStart, Stamp, SubRef};
+use crate::mesh::{ConnId, Flight, Msg, ReplayRequest, ReplayStart, Stamp, SubRef};
 
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -353,6 +355,9 @@ pub(crate) struct Replay {
     /// (`None`: no limit). At 0 the cursor waits for a `Grant`, and live delivery of stored
     /// messages to the subscription stays off meanwhile.
     credit: Option<u64>,
+    /// Bytes of its messages not yet written to its client's socket (nor dropped): it
+    /// waits while they are `replay_bytes` or more (see `mesh::Flight`).
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// Where a catch-up is in its work.
@@ -379,7 +384,13 @@ impl Replay {
             next,
             phase,
             credit: None,
+            in_flight: Arc::default(),
         }
+    }
+
+    /// The `bytes` of one message it sends, counted in flight while the message lives.
+    fn flight(&self, bytes: usize) -> Option<Flight> {
+        Some(Flight::new(&self.in_flight, bytes))
     }
 
     /// A "last `n`" catch-up from the oldest record held (`first`).
@@ -842,7 +853,8 @@ impl Store {
                 continue;
             }
             let (conn, workers) = replay.destination();
-            if sink.congested(conn, &workers) {
+            let window_full = replay.in_flight.load(Ordering::Relaxed) >= self.replay_bytes;
+            if window_full || sink.congested(conn, &workers) {
                 deferred += 1;
                 i += 1;
                 continue;
@@ -886,18 +898,26 @@ impl Store {
                 if let Some(c) = &mut replay.credit {
                     *c -= 1;
                 }
-                sent += rec.stored_len() as usize;
+                let bytes = rec.stored_len() as usize;
+                sent += bytes;
+                let flight = replay.flight(bytes);
                 match &mut replay.target {
                     Target::Sub(sub) => {
-                        sink.emit(ReplayEvent::Deliver(*sub, msg_of(&rec, shard, now)))
+                        let msg = Msg {
+                            flight,
+                            ..msg_of(&rec, shard, now)
+                        };
+                        sink.emit(ReplayEvent::Deliver(*sub, msg))
                     }
                     Target::Inbox {
                         request, replayed, ..
                     } => {
                         *replayed += 1;
-                        sink.emit(ReplayEvent::Publish(inbox_msg_of(
-                            &rec, shard, request, now,
-                        )));
+                        let msg = Msg {
+                            flight,
+                            ..inbox_msg_of(&rec, shard, request, now)
+                        };
+                        sink.emit(ReplayEvent::Publish(msg));
                     }
                 }
             }

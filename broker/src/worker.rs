@@ -49,6 +49,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::{ConnAdmission, ConnRefusal, ConnectionGate};
 use crate::budget::QueuedRef;
+use crate::conn::congestion::Signal;
 use crate::conn::{CloseReason, Conn, ReadState};
 use crate::index::FnvMap;
 use crate::lameduck::{LameDuck, Schedule};
@@ -557,8 +558,8 @@ impl Worker {
                 consumer,
                 epoch,
             } => self.stall(publisher, consumer, epoch),
-            Envelope::Congestion { conn, on, .. } => {
-                if !on {
+            Envelope::Congestion { conn, signal } => {
+                if !matches!(signal, Signal::On(_)) {
                     self.release_stalled(conn);
                 }
             }

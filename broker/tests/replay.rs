@@ -246,3 +246,62 @@ fn a_bad_request_cannot_inject_header_lines_into_its_400() {
     // The connection carries on.
     c.ping_pong();
 }
+
+/// A catch-up into a connection that stops reading waits for it (its consumer is over its
+/// high-water mark, congested and then stuck) instead of replaying into queues that
+/// would only drop: nothing is dropped, and when the client reads at last, every record
+/// arrives once and in order. Before, a stuck consumer released its catch-ups like its
+/// publishers, and a replay flood that was never read spent both cores evicting.
+#[test]
+fn a_replay_into_a_client_that_stopped_reading_waits_for_it_and_loses_nothing() {
+    const RECORDS: usize = 16_000;
+    let broker = Broker::with_args(&[
+        "--monitor",
+        "127.0.0.1:0",
+        "--log-size",
+        "32MiB",
+        // Less than the history, more than what the catch-ups may have in flight.
+        "--max-pending",
+        "4MiB",
+    ]);
+    let workers = broker.workers();
+    // 16 MiB of history: far more than the reader may hold (4 MiB) and than the sockets
+    // between them take (a few MiB).
+    history(&broker, RECORDS, 1024);
+    let mut reader = RawClient::connect_small_rcvbuf(broker.addr(), 8 * 1024);
+    reader.read_info();
+    reader.send(b"CONNECT {\"headers\":true}\r\nSUB _INBOX.slow.* 1\r\n");
+    reader.ping_pong();
+    reader.send(&replay_request("_INBOX.slow.1", r#"{"subject":"hist.>"}"#));
+    // It does not read: each shard's catch-up fills its window (`replay_bytes` not yet
+    // written to the socket) and waits there, well within the reader's 4 MiB.
+    let v = broker.varz_until(|v| v["replays_deferred"].as_u64() >= Some(50));
+    assert!(v["replays_deferred"].as_u64() >= Some(50), "{v}");
+    assert_eq!(v["queue_dropped_msgs"], 0, "{v}");
+    assert_eq!(v["budget_drops"]["connection"], 0, "{v}");
+    // Now it reads: every record once, in order per shard, then each shard's end marker.
+    let mut last_seq: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut records, mut ends) = (0usize, 0usize);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ends < workers {
+        assert!(Instant::now() < deadline, "{records} records, {ends} ends");
+        let m = reader.read_msg(WAIT);
+        assert_ne!(m.subject, "$TERN.DROPPED", "the catch-up lost messages");
+        let h = m.headers.expect("replayed records carry headers");
+        if header(&h, "Tern-Replay-Done").is_some() {
+            ends += 1;
+            continue;
+        }
+        let shard = header(&h, "Tern-Shard").expect("a shard");
+        let seq: u64 = header(&h, "Tern-Seq").expect("a sequence").parse().unwrap();
+        let prev = last_seq.insert(shard, seq);
+        assert!(
+            prev.is_none_or(|p| p < seq),
+            "out of order: {prev:?} then {seq}"
+        );
+        records += 1;
+    }
+    assert_eq!(records, RECORDS);
+    let v = broker.varz();
+    assert_eq!(v["queue_dropped_msgs"], 0, "{v}");
+}

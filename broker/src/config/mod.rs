@@ -192,16 +192,16 @@ settings! {
         max_message_id: usize [Size] = 256;
         /// Records a shard replays per loop turn for catch-ups, so one large catch-up does
         /// not stall live traffic.
-        replay_batch: usize [Num] = 4096;
-        /// Bytes a shard replays per loop turn for catch-ups, across all of them, e.g. 1MiB.
-        replay_bytes: usize [Size] = MIB;
+        replay_batch: usize [Num] = 256;
+        /// Bytes a shard replays per loop turn for catch-ups, across all of them, e.g. 256KiB.
+        replay_bytes: usize [Size] = 256 * KIB;
         /// $TERN.REPLAY requests one connection may have in progress; more are refused.
         max_replays_per_conn: usize [Num] = 4;
         /// $TERN.REPLAY requests in progress on the whole broker; more are refused.
         max_replays: usize [Num] = 64;
         /// Batches waiting in a worker's inbound queue above which catch-ups sending to it
         /// wait a turn.
-        replay_queue_depth: usize [Num] = 64;
+        replay_queue_depth: usize [Num] = 2;
     }
     derived {
         /// Subject filters of the messages stored; empty: nothing is stored and no file is

@@ -2,8 +2,9 @@
 //!
 //! Owns: [`Congestion`], the state of one connection as a consumer: clear, congested (over
 //! its high-water mark and draining: publishers are stalled until it drains below its
-//! low-water mark) or stuck (over its high-water mark and not draining: it slows nobody,
-//! and its queues drop by priority). It is a pure state machine: the connection tells it
+//! low-water mark) or stuck (over its high-water mark and not draining: it slows no
+//! publisher, and its queues drop by priority). Catch-ups to a consumer wait while it is
+//! either: they serve it alone. It is a pure state machine: the connection tells it
 //! whether it is over its marks and how many bytes its socket took, and a timer every
 //! `window` asks it to judge; it answers with the [`Signal`]s to broadcast.
 //!
@@ -33,9 +34,15 @@ pub(crate) enum State {
 /// What the other workers must be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Signal {
-    /// Congested, in this epoch: stall publishers whose messages reach it.
+    /// Congested, in this epoch: stall publishers whose messages reach it; catch-ups to it
+    /// wait.
     On(u32),
-    /// The congestion of this epoch is over: release the publishers it stalled.
+    /// Judged stuck in this epoch: release the publishers it stalled. Catch-ups to it still
+    /// wait: they serve only this consumer, and replaying into a queue that is not read
+    /// would only be dropped again.
+    Stuck(u32),
+    /// Under its low-water mark again, or closed: release the publishers of this epoch, and
+    /// catch-ups to it go on.
     Off(u32),
 }
 
@@ -94,9 +101,8 @@ impl Congestion {
                 Some(self.congest())
             }
             State::Congested | State::Stuck if low => {
-                let was = self.state;
                 self.state = State::Clear;
-                (was == State::Congested).then_some(Signal::Off(self.epoch))
+                Some(Signal::Off(self.epoch))
             }
             _ => None,
         }
@@ -115,7 +121,7 @@ impl Congestion {
         match (self.state, enough) {
             (State::Congested, false) => {
                 self.state = State::Stuck;
-                Some(Signal::Off(self.epoch))
+                Some(Signal::Stuck(self.epoch))
             }
             (State::Stuck, true) => Some(self.congest()),
             _ => None,
@@ -125,7 +131,7 @@ impl Congestion {
     /// The connection closes: release whoever waits for it.
     pub fn close(&mut self) -> Option<Signal> {
         let was = std::mem::replace(&mut self.state, State::Clear);
-        (was == State::Congested).then_some(Signal::Off(self.epoch))
+        (was != State::Clear).then_some(Signal::Off(self.epoch))
     }
 
     fn congest(&mut self) -> Signal {
@@ -176,7 +182,7 @@ mod tests {
         assert_eq!(c.judge(ms(t0, 10), true, P), None, "the window is not over");
         assert_eq!(
             c.judge(ms(t0, 21), true, P),
-            Some(Signal::Off(1)),
+            Some(Signal::Stuck(1)),
             "10 bytes is not draining"
         );
         assert_eq!(c.state(), State::Stuck);
@@ -185,12 +191,17 @@ mod tests {
         c.drained(2000);
         assert_eq!(c.judge(ms(t0, 41), true, P), Some(Signal::On(2)));
         assert_eq!(c.close(), Some(Signal::Off(2)));
-        // Stuck, then back under the low mark: nothing to release.
+        // Stuck, then back under the low mark: clear, so catch-ups to it go on again.
         let mut c = Congestion::new(t0);
         c.update(true, false, t0);
-        assert_eq!(c.judge(ms(t0, 20), true, P), Some(Signal::Off(1)));
-        assert_eq!(c.update(false, true, ms(t0, 30)), None);
+        assert_eq!(c.judge(ms(t0, 20), true, P), Some(Signal::Stuck(1)));
+        assert_eq!(c.update(false, true, ms(t0, 30)), Some(Signal::Off(1)));
         assert_eq!(c.close(), None);
+        // Closed while stuck: clear too.
+        let mut c = Congestion::new(t0);
+        c.update(true, false, t0);
+        assert_eq!(c.judge(ms(t0, 20), true, P), Some(Signal::Stuck(1)));
+        assert_eq!(c.close(), Some(Signal::Off(1)));
     }
 
     #[test]
@@ -204,6 +215,6 @@ mod tests {
             "nothing drained, but the socket is not full"
         );
         assert_eq!(c.state(), State::Congested);
-        assert_eq!(c.judge(ms(t0, 542), true, P), Some(Signal::Off(1)));
+        assert_eq!(c.judge(ms(t0, 542), true, P), Some(Signal::Stuck(1)));
     }
 }

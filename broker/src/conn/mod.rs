@@ -21,7 +21,7 @@
 //! Never: reads another connection's state, or blocks.
 
 mod binary;
-mod congestion;
+pub(crate) mod congestion;
 mod queue;
 mod text;
 

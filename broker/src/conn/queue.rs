@@ -429,15 +429,8 @@ impl Conn {
 
     /// Broadcasts a congestion change, and keeps a timer set while judging is due.
     pub(super) fn signal_congestion(&mut self, signal: Option<Signal>, router: &mut Router) {
-        match signal {
-            Some(Signal::On(epoch)) => router.congestion(self.id, true, epoch),
-            Some(Signal::Off(epoch)) => {
-                if self.congestion.state() == State::Stuck {
-                    bump(&router.stats.stuck_consumers, 1);
-                }
-                router.congestion(self.id, false, epoch);
-            }
-            None => {}
+        if let Some(signal) = signal {
+            router.congestion(self.id, signal);
         }
         let next = self.congestion.next_judgement(stall_params(router));
         if next.is_some() && self.next_judgement.is_none() {
