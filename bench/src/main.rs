@@ -6,9 +6,10 @@
 //! `tern_bench::scenario::soak`), printing its report.
 //!
 //! Exit status: 0 when every scenario ran clean (every soak check passed), 1 when any
-//! reported a problem (lost messages, a disconnect, a timeout, a broker that did not start,
-//! a failed soak check) — always after printing everything and writing the JSON — and 1
-//! when the harness itself failed.
+//! reported a problem (a delivered count short of or over the expected one, a disconnect,
+//! a timeout, a broker that did not start, a failed soak check) — always after running
+//! every scenario, printing everything and writing the JSON, then naming each failure
+//! with its target and scenario on stderr — and 1 when the harness itself failed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,12 +123,10 @@ enum Command {
     Conns {
         #[command(flatten)]
         target: TargetArgs,
-        /// Connections to open.
+        /// Connections to open (the broker's VmRSS is read before and after when
+        /// `--server-pid` names it).
         #[arg(long, short = 'n', default_value_t = 1000)]
         count: usize,
-        /// The broker's process id, to read its VmRSS before and after.
-        #[arg(long)]
-        broker_pid: Option<u32>,
     },
     /// Users in rooms of Zipf sizes plus a viral room, human-rate publishing, churn and a
     /// reconnect storm: latency per room size, reconnect time, missed and duplicated.
@@ -189,6 +188,11 @@ struct TargetArgs {
     /// The wire protocol: `text` (NATS; ternd or nats-server) or `binary` (ternd's 4224).
     #[arg(long, value_enum, default_value_t = Protocol::Text)]
     protocol: Protocol,
+    /// The broker's process id (same machine): its CPU time per delivered message is
+    /// read from /proc/PID/stat over each measured window (`-` without it), and `conns`
+    /// reads its memory.
+    #[arg(long, visible_alias = "broker-pid")]
+    server_pid: Option<u32>,
 }
 
 impl TargetArgs {
@@ -353,18 +357,28 @@ fn main() -> Result<ExitCode> {
     if let Some(path) = &cli.json {
         write_json(path, &report)?;
     }
-    let problems = report.problem_count();
-    if problems > 0 {
-        eprintln!(
-            "tern-bench: {problems} problem(s) reported (PROBLEM lines above); exit status 1"
-        );
-        return Ok(ExitCode::FAILURE);
+    Ok(exit_status(&report))
+}
+
+/// Failure when any scenario reported a problem: each named with its target and
+/// scenario on stderr, after everything else was printed and written.
+fn exit_status(report: &Report) -> ExitCode {
+    let failures = report.failures();
+    if failures.is_empty() {
+        return ExitCode::SUCCESS;
     }
-    Ok(ExitCode::SUCCESS)
+    for f in &failures {
+        eprintln!("tern-bench: FAILED {f}");
+    }
+    eprintln!(
+        "tern-bench: {} problem(s) reported (PROBLEM lines above); exit status 1",
+        failures.len()
+    );
+    ExitCode::FAILURE
 }
 
 fn run_one(command: Command) -> Result<TargetReport> {
-    let (target, scenario, pid) = match command {
+    let (target, scenario) = match command {
         Command::Pubsub {
             target,
             publishers,
@@ -378,7 +392,6 @@ fn run_one(command: Command) -> Result<TargetReport> {
                 load.size,
                 load.limit(),
             )),
-            None,
         ),
         Command::Fanout {
             target,
@@ -387,7 +400,6 @@ fn run_one(command: Command) -> Result<TargetReport> {
         } => (
             target,
             Scenario::Fanout(fanout::config(subscribers, load.size, load.limit())),
-            None,
         ),
         Command::Queue {
             target,
@@ -397,7 +409,6 @@ fn run_one(command: Command) -> Result<TargetReport> {
         } => (
             target,
             Scenario::Queue(queue::config(publishers, members, load.size, load.limit())),
-            None,
         ),
         Command::Latency {
             target,
@@ -410,7 +421,6 @@ fn run_one(command: Command) -> Result<TargetReport> {
                 subscribers,
                 ..LatencyConfig::new(rate, load.size, load.limit())
             }),
-            None,
         ),
         Command::Stuck {
             target,
@@ -427,38 +437,26 @@ fn run_one(command: Command) -> Result<TargetReport> {
                 recv_buffer,
                 ..StuckConfig::new(rate, subscribers, payload, duration)
             }),
-            None,
         ),
-        Command::Conns {
-            target,
-            count,
-            broker_pid,
-        } => (
+        Command::Conns { target, count } => (
             target,
             Scenario::Conns(ConnsConfig {
                 count,
-                broker_pid,
+                broker_pid: None,
                 settle: Duration::from_millis(500),
             }),
-            broker_pid,
         ),
-        Command::Audience { target, audience } => {
-            (target, Scenario::Audience(audience.config()), None)
-        }
+        Command::Audience { target, audience } => (target, Scenario::Audience(audience.config())),
         Command::Catchup {
             target,
             count,
             size,
-        } => (
-            target,
-            Scenario::Catchup(CatchupConfig { count, size }),
-            None,
-        ),
+        } => (target, Scenario::Catchup(CatchupConfig { count, size })),
         Command::Suite(_) | Command::Soak(_) => bail!("not a single scenario"),
     };
     let addr = target.addr();
     let driver = target.protocol.driver(addr, "tern-bench");
-    let result = scenario.run(&*driver, pid);
+    let result = scenario.run(&*driver, target.server_pid);
     let report = TargetReport {
         target: addr.to_string(),
         address: addr.to_string(),
