@@ -363,17 +363,14 @@ fn main() -> Result<ExitCode> {
 /// Failure when any scenario reported a problem: each named with its target and
 /// scenario on stderr, after everything else was printed and written.
 fn exit_status(report: &Report) -> ExitCode {
-    let failures = report.failures();
-    if failures.is_empty() {
+    let problems = report.problem_count();
+    if problems == 0 {
         return ExitCode::SUCCESS;
     }
-    for f in &failures {
+    for f in report.failures() {
         eprintln!("tern-bench: FAILED {f}");
     }
-    eprintln!(
-        "tern-bench: {} problem(s) reported (PROBLEM lines above); exit status 1",
-        failures.len()
-    );
+    eprintln!("tern-bench: {problems} problem(s) reported (PROBLEM lines above); exit status 1");
     ExitCode::FAILURE
 }
 

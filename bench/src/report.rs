@@ -221,16 +221,27 @@ impl Report {
         self.targets.iter().map(TargetReport::problem_count).sum()
     }
 
-    /// Every problem as one line naming its target and scenario
-    /// (`ternd/text / pubsub 1x1 16B: delivered 9 of 10 expected: 1 short (lost)`): the
-    /// summary printed when a run fails.
+    /// One line per scenario with problems, naming its target and scenario: its counts
+    /// when they are off (`ternd/text / pubsub 1x1 16B: delivered 9 of 10 expected: 1
+    /// short (lost)`), else its first problem, and how many more it listed. The summary
+    /// printed when a run fails.
     pub fn failures(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for t in &self.targets {
-            for s in &t.scenarios {
-                for p in &s.problems {
-                    lines.push(format!("{} / {}: {p}", t.name(), s.label));
+            for s in t.scenarios.iter().filter(|s| !s.problems.is_empty()) {
+                let counts: Vec<String> =
+                    s.deliveries.iter().filter_map(Delivery::problem).collect();
+                let shown = if counts.is_empty() {
+                    vec![s.problems[0].clone()]
+                } else {
+                    counts
+                };
+                let mut line = format!("{} / {}: {}", t.name(), s.label, shown.join("; "));
+                let more = s.problems.len().saturating_sub(shown.len());
+                if more > 0 {
+                    let _ = write!(line, " (and {more} more PROBLEM line(s) above)");
                 }
+                lines.push(line);
             }
         }
         lines
@@ -536,15 +547,24 @@ mod tests {
                 "delivered 19 of 20 expected: 1 short (lost)"
             ]
         );
+        let mut clean = target("ternd/binary", 1.0, 1.0).scenarios.remove(0);
+        clean.label = "pubsub clean".into();
+        let mut other = clean.clone();
+        other.label = "latency 10/s 16B".into();
+        other.problems = vec!["publisher: timed out".into()];
         let t = TargetReport {
-            scenarios: vec![r],
+            scenarios: vec![r, clean, other],
             ..target("ternd/binary", 1.0, 1.0)
         };
         let report = Report::new(vec![t], None);
-        assert_eq!(report.problem_count(), 2);
+        assert_eq!(report.problem_count(), 3);
         assert_eq!(
-            report.failures()[1],
-            "ternd/binary / fanout 1x2 128B: delivered 19 of 20 expected: 1 short (lost)"
+            report.failures(),
+            [
+                "ternd/binary / fanout 1x2 128B: delivered 19 of 20 expected: 1 short (lost) \
+                 (and 1 more PROBLEM line(s) above)",
+                "ternd/binary / latency 10/s 16B: publisher: timed out"
+            ]
         );
     }
 
