@@ -6,8 +6,8 @@
 //! (what load to generate and what to measure), [`histogram`] (latency percentiles),
 //! [`cpu`] (a broker's CPU time over a measured window, from `/proc`), [`report`]
 //! (tables, comparisons, JSON), [`plot`] (hand-written SVG charts), [`broker`] (starting
-//! and stopping broker processes) and [`suite`] (the standard run behind `make bench` and
-//! `make bench-compare`).
+//! and stopping broker processes), [`suite`] (the standard run behind `make bench` and
+//! `make bench-compare`) and [`profile`] (flame graphs from `perf`, for `make profile`).
 //!
 //! Never: uses a client library to measure — the harness speaks the protocols itself, with
 //! Tern's own codecs, so it measures the broker and not a client's buffering. The one
@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod driver;
 pub mod histogram;
 pub mod plot;
+pub mod profile;
 pub mod report;
 pub mod scenario;
 pub mod suite;
