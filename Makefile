@@ -2,7 +2,8 @@
 # everything CI runs.
 
 CARGO ?= cargo
-# Extra flags for ternd, e.g. `make run ARGS="--workers 2 --log-level debug"`.
+# Extra flags: for ternd with `make run`, e.g. `make run ARGS="--workers 2 --log-level
+# debug"`; for the scenario with `make profile`, e.g. `make profile ARGS="--size 16"`.
 ARGS ?=
 
 .PHONY: run build test fmt fmt-check lint fuzz clean
@@ -74,6 +75,24 @@ soak:
 	status=0; target/release/tern-bench --json target/soak/soak.json soak \
 		--ternd target/release/ternd --out-dir target/soak $(SOAK_FLAGS) \
 		> target/soak/soak.txt || status=$$?; cat target/soak/soak.txt; exit $$status
+
+## profile: build release, start ternd (2 workers, free ports, a temp data dir) under
+## `perf record`, run one scenario against it (SCENARIO=pubsub, its flags in ARGS), stop
+## ternd with SIGTERM; writes the flame graph target/bench/profile-$(SCENARIO).svg and
+## prints the top 15 functions by self time. Needs perf (Debian: apt-get install linux-perf).
+## `make profile SCENARIO=fanout ARGS="-s 10 --duration 5s"`; PERF_FLAGS for perf record.
+SCENARIO ?= pubsub
+PERF_FLAGS ?= -e cpu-clock -g -F 999
+.PHONY: profile
+profile:
+	@command -v perf >/dev/null || { echo "make profile: perf not found; install it" \
+		"(Debian: apt-get install linux-perf)" >&2; exit 1; }
+	$(CARGO) build --release -p tern-broker --bin ternd
+	$(CARGO) build --release -p tern-bench
+	mkdir -p target/bench
+	target/release/tern-bench profile --ternd target/release/ternd --workers 2 \
+		--perf-data target/bench/perf.data --out target/bench/profile-$(SCENARIO).svg \
+		--perf-flags "$(PERF_FLAGS)" -- $(SCENARIO) $(ARGS)
 
 ## bench-micro: criterion micro-benchmarks of the codecs and subject rules (protocol/benches)
 ## and of the subscription index (broker/benches)

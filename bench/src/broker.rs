@@ -1,9 +1,11 @@
 //! Broker processes the suite starts: `ternd` and `nats-server`.
 //!
 //! Owns: spawning a broker on free local ports (`ternd`: its text and binary ports, and its
-//! monitoring port when asked), waiting (with a timeout) until it accepts connections,
-//! stopping it with SIGTERM ([`BrokerProcess::terminate`], for the exit status) and killing
-//! it. A [`BrokerProcess`] kills and reaps its child when dropped, so a failed or
+//! monitoring port when asked), possibly under a wrapper such as `perf record`
+//! ([`BrokerProcess::ternd_under`]), waiting (with a timeout) until it accepts
+//! connections, stopping it with SIGTERM ([`BrokerProcess::terminate`], for the exit
+//! status) and killing it. A [`BrokerProcess`] kills and reaps its child when dropped
+//! (a wrapper gets SIGTERM first, so it stops the broker it wraps), so a failed or
 //! interrupted run never leaves a broker behind.
 //!
 //! Never: runs a broker in this process, or waits without a deadline.
@@ -19,6 +21,10 @@ use std::time::{Duration, Instant};
 
 /// How long a broker may take to start listening.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a wrapper (`perf record`) may take to stop its broker and finish, when a
+/// [`BrokerProcess`] is dropped, before it is killed.
+const WRAPPER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a broker did not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,8 @@ pub struct BrokerProcess {
     child: Child,
     /// `ternd`'s data directory, made for this run and removed with the broker.
     data_dir: Option<PathBuf>,
+    /// The child is a wrapper (`perf record … --`) and the broker its child.
+    wrapped: bool,
 }
 
 impl BrokerProcess {
@@ -91,12 +99,43 @@ impl BrokerProcess {
         monitor: bool,
         log: Option<&Path>,
     ) -> Result<Self, BrokerError> {
+        BrokerProcess::start_ternd(&[], path, workers, extra, monitor, log)
+    }
+
+    /// [`BrokerProcess::ternd`] run by `wrapper`, a command that runs the program named
+    /// after its own arguments (`perf record -g -o FILE --`): the child is the wrapper, and
+    /// [`BrokerProcess::wrapped_pid`] finds `ternd` under it. The wrapper's stderr goes to
+    /// `log` too.
+    pub fn ternd_under(
+        wrapper: &[String],
+        path: &Path,
+        workers: usize,
+        log: Option<&Path>,
+    ) -> Result<Self, BrokerError> {
+        BrokerProcess::start_ternd(wrapper, path, workers, &[], false, log)
+    }
+
+    fn start_ternd(
+        wrapper: &[String],
+        path: &Path,
+        workers: usize,
+        extra: &[String],
+        monitor: bool,
+        log: Option<&Path>,
+    ) -> Result<Self, BrokerError> {
         let data_dir = std::env::temp_dir().join(format!(
             "tern-bench-data-{}-{}",
             std::process::id(),
             NEXT_DATA_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let mut cmd = Command::new(path);
+        let (mut cmd, program) = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(path);
+                (cmd, Path::new(program))
+            }
+            None => (Command::new(path), path),
+        };
         cmd.args(["--listen", "127.0.0.1:0", "--binary-listen", "127.0.0.1:0"]);
         if monitor {
             cmd.args(["--monitor", "127.0.0.1:0"]);
@@ -108,7 +147,7 @@ impl BrokerProcess {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(extra);
-        let mut child = spawn(cmd, path, Stdio::piped(), log)?;
+        let mut child = spawn(cmd, program, Stdio::piped(), log)?;
         // Read the address lines on a thread so the wait has a deadline. The thread keeps
         // draining stdout until the child exits.
         let stdout = child.stdout.take();
@@ -138,6 +177,7 @@ impl BrokerProcess {
             version: version_of(path),
             child,
             data_dir: Some(data_dir),
+            wrapped: !wrapper.is_empty(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         let (mut text, mut binary, mut monitoring) = (None, None, None);
@@ -159,23 +199,78 @@ impl BrokerProcess {
     /// Sends SIGTERM and waits at most `timeout` for the process to exit; returns its exit
     /// status, or `None` when it was still running at the deadline (it is then killed).
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
         // SAFETY: kill(2) on the pid of a child this value owns and has not reaped yet
-        // (it is reaped only below, or when dropped), so the pid cannot have been reused.
+        // (`try_wait` just found it running; it is reaped only by this value), so the pid
+        // cannot have been reused.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
+        let status = self.wait(timeout);
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        status
+    }
+
+    /// Waits at most `timeout` for the process to exit by itself (after its broker was
+    /// told to stop); its exit status, or `None` when it still runs.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => return Some(status),
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return None;
-                }
+                _ => return None,
             }
         }
+    }
+
+    /// Stops the broker a wrapper runs the way a broker is stopped — SIGTERM to the
+    /// broker itself, so it shuts down cleanly — then waits at most `timeout` for the
+    /// wrapper to see it exit and finish (`perf record` writes its data then); the
+    /// wrapper's exit status, or `None` when it had to be stopped itself (SIGTERM, then
+    /// killed).
+    pub fn stop_wrapped(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let wrapper = self.pid();
+        let still_running = matches!(self.child.try_wait(), Ok(None));
+        match self.wrapped_pid() {
+            // Only while the wrapper runs and the process is still its child: the wrapper
+            // has not reaped it, so the pid cannot have been reused.
+            Some(pid)
+                if still_running
+                    && crate::cpu::ProcStat::read(pid).is_ok_and(|s| s.ppid == wrapper) =>
+            {
+                // SAFETY: kill(2) has no memory effects; the pid is a live child of our
+                // live child (checked just above), not a reused one.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+                match self.wait(timeout) {
+                    Some(status) => Some(status),
+                    None => {
+                        self.terminate(WRAPPER_STOP_TIMEOUT);
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.terminate(WRAPPER_STOP_TIMEOUT);
+                None
+            }
+        }
+    }
+
+    /// The process a wrapper started ([`BrokerProcess::ternd_under`]): the child of the
+    /// child, found in `/proc`. `None` when the child is not a wrapper, or has no child.
+    pub fn wrapped_pid(&self) -> Option<u32> {
+        if !self.wrapped {
+            return None;
+        }
+        children_of(self.pid()).into_iter().next()
     }
 
     /// Starts `nats-server` on a free port of 127.0.0.1. Logs go to `log` (or nowhere).
@@ -192,6 +287,7 @@ impl BrokerProcess {
             version: version_of(path),
             child,
             data_dir: None,
+            wrapped: false,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
@@ -221,6 +317,11 @@ impl BrokerProcess {
 
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
+        if self.wrapped {
+            // A wrapper killed outright would orphan the broker it runs; told to stop,
+            // `perf record` stops it (SIGTERM) and waits for it. (A no-op once it exited.)
+            self.terminate(WRAPPER_STOP_TIMEOUT);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(dir) = self.data_dir.take() {
@@ -264,6 +365,19 @@ fn log_sink(log: Option<&Path>) -> Result<Stdio, BrokerError> {
     })
 }
 
+/// The processes whose parent is `pid`, from every `/proc/N/stat`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&n| crate::cpu::ProcStat::read(n).is_ok_and(|s| s.ppid == pid))
+        .collect();
+    children.sort_unstable();
+    children
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -296,4 +410,22 @@ fn version_of(path: &Path) -> Option<String> {
         .next()?
         .ok()
         .map(|l| l.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_is_found_under_its_parent() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sleep runs");
+        let found = children_of(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
+    }
 }

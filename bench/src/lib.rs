@@ -4,9 +4,10 @@
 //!
 //! Layout: [`driver`] (how to talk to a broker, one module per protocol), [`scenario`]
 //! (what load to generate and what to measure), [`histogram`] (latency percentiles),
-//! [`report`] (tables, comparisons, JSON), [`plot`] (hand-written SVG charts),
-//! [`broker`] (starting and stopping broker processes) and [`suite`] (the standard run
-//! behind `make bench` and `make bench-compare`).
+//! [`cpu`] (a broker's CPU time over a measured window, from `/proc`), [`report`]
+//! (tables, comparisons, JSON), [`plot`] (hand-written SVG charts), [`broker`] (starting
+//! and stopping broker processes), [`suite`] (the standard run behind `make bench` and
+//! `make bench-compare`) and [`profile`] (flame graphs from `perf`, for `make profile`).
 //!
 //! Never: uses a client library to measure — the harness speaks the protocols itself, with
 //! Tern's own codecs, so it measures the broker and not a client's buffering. The one
@@ -14,9 +15,11 @@
 //! messages survive reconnects, and `tern-client`'s reconnect path is part of that.
 
 pub mod broker;
+pub mod cpu;
 pub mod driver;
 pub mod histogram;
 pub mod plot;
+pub mod profile;
 pub mod report;
 pub mod scenario;
 pub mod suite;

@@ -5,10 +5,16 @@
 //! `tern-bench soak` starts its own `ternd` and runs the soak (see
 //! `tern_bench::scenario::soak`), printing its report.
 //!
+//! `tern-bench profile SCENARIO [FLAGS]` (`make profile`) starts `ternd` under `perf
+//! record`, runs that one scenario against it, stops `ternd` with SIGTERM, and draws
+//! where it spent its CPU (`tern_bench::profile`); `tern-bench flamegraph` draws an
+//! existing `perf.data`.
+//!
 //! Exit status: 0 when every scenario ran clean (every soak check passed), 1 when any
-//! reported a problem (lost messages, a disconnect, a timeout, a broker that did not start,
-//! a failed soak check) — always after printing everything and writing the JSON — and 1
-//! when the harness itself failed.
+//! reported a problem (a delivered count short of or over the expected one, a disconnect,
+//! a timeout, a broker that did not start, a failed soak check) — always after running
+//! every scenario, printing everything and writing the JSON, then naming each failure
+//! with its target and scenario on stderr — and 1 when the harness itself failed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,8 +24,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use tern_bench::broker::BrokerProcess;
 use tern_bench::driver::Protocol;
 use tern_bench::plot;
+use tern_bench::profile;
 use tern_bench::report::{self, Report, TargetReport};
 use tern_bench::scenario::audience::AudienceConfig;
 use tern_bench::scenario::catchup::CatchupConfig;
@@ -122,12 +130,10 @@ enum Command {
     Conns {
         #[command(flatten)]
         target: TargetArgs,
-        /// Connections to open.
+        /// Connections to open (the broker's VmRSS is read before and after when
+        /// `--server-pid` names it).
         #[arg(long, short = 'n', default_value_t = 1000)]
         count: usize,
-        /// The broker's process id, to read its VmRSS before and after.
-        #[arg(long)]
-        broker_pid: Option<u32>,
     },
     /// Users in rooms of Zipf sizes plus a viral room, human-rate publishing, churn and a
     /// reconnect storm: latency per room size, reconnect time, missed and duplicated.
@@ -155,6 +161,57 @@ enum Command {
     /// through a chaos proxy and every kind of hostile client at once; check memory,
     /// exactly-once delivery, the limits' counters, responsiveness and a clean exit.
     Soak(SoakArgs),
+    /// Start ternd under `perf record`, run one scenario against it (e.g. `profile pubsub
+    /// --size 16`), stop ternd with SIGTERM, then write a flame graph SVG and print the
+    /// top functions by self time. Needs perf.
+    Profile(ProfileArgs),
+    /// Draw a flame graph SVG of a `perf.data` (through `perf script`) and print the top
+    /// functions by self time.
+    Flamegraph(FlamegraphArgs),
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    /// The ternd executable.
+    #[arg(long, default_value = "target/release/ternd")]
+    ternd: PathBuf,
+    /// ternd's --workers.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Where perf writes its samples.
+    #[arg(long, default_value = "target/bench/perf.data")]
+    perf_data: PathBuf,
+    /// What to ask of `perf record`, before `-o PERF_DATA --` (e.g. `-e cpu-clock
+    /// --call-graph dwarf -F 999` for full stacks of a build without frame pointers).
+    #[arg(long, default_value = profile::DEFAULT_RECORD_FLAGS, allow_hyphen_values = true)]
+    perf_flags: String,
+    /// The flame graph [default: target/bench/profile-SCENARIO.svg]; the folded stacks go
+    /// beside it (`.folded`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// How many functions the self-time table lists.
+    #[arg(long, default_value_t = profile::DEFAULT_TOP)]
+    top: usize,
+    /// The scenario and its flags, as for a single run (`pubsub --size 16`); its
+    /// `--server` and `--server-pid` are the ternd this starts.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    scenario: Vec<String>,
+}
+
+#[derive(Args)]
+struct FlamegraphArgs {
+    /// The samples, as `perf record` wrote them.
+    #[arg(long, default_value = "target/bench/perf.data")]
+    perf_data: PathBuf,
+    /// The flame graph; the folded stacks go beside it (`.folded`).
+    #[arg(long, default_value = "target/bench/profile.svg")]
+    out: PathBuf,
+    /// The flame graph's title.
+    #[arg(long, default_value = "ternd")]
+    title: String,
+    /// How many functions the self-time table lists.
+    #[arg(long, default_value_t = profile::DEFAULT_TOP)]
+    top: usize,
 }
 
 #[derive(Args)]
@@ -189,6 +246,11 @@ struct TargetArgs {
     /// The wire protocol: `text` (NATS; ternd or nats-server) or `binary` (ternd's 4224).
     #[arg(long, value_enum, default_value_t = Protocol::Text)]
     protocol: Protocol,
+    /// The broker's process id (same machine): its CPU time per delivered message is
+    /// read from /proc/PID/stat over each measured window (`-` without it), and `conns`
+    /// reads its memory.
+    #[arg(long, visible_alias = "broker-pid")]
+    server_pid: Option<u32>,
 }
 
 impl TargetArgs {
@@ -342,8 +404,14 @@ struct SuiteArgs {
 
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
-    if let Command::Soak(args) = &cli.command {
-        return run_soak(args, cli.json.as_deref());
+    match &cli.command {
+        Command::Soak(args) => return run_soak(args, cli.json.as_deref()),
+        Command::Profile(args) => return run_profile(args, cli.json.as_deref()),
+        Command::Flamegraph(args) => {
+            draw_flamegraph(&args.perf_data, &args.out, &args.title, args.top)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let (targets, baseline) = match cli.command {
         Command::Suite(args) => run_suite(&args)?,
@@ -353,18 +421,25 @@ fn main() -> Result<ExitCode> {
     if let Some(path) = &cli.json {
         write_json(path, &report)?;
     }
+    Ok(exit_status(&report))
+}
+
+/// Failure when any scenario reported a problem: each named with its target and
+/// scenario on stderr, after everything else was printed and written.
+fn exit_status(report: &Report) -> ExitCode {
     let problems = report.problem_count();
-    if problems > 0 {
-        eprintln!(
-            "tern-bench: {problems} problem(s) reported (PROBLEM lines above); exit status 1"
-        );
-        return Ok(ExitCode::FAILURE);
+    if problems == 0 {
+        return ExitCode::SUCCESS;
     }
-    Ok(ExitCode::SUCCESS)
+    for f in report.failures() {
+        eprintln!("tern-bench: FAILED {f}");
+    }
+    eprintln!("tern-bench: {problems} problem(s) reported (PROBLEM lines above); exit status 1");
+    ExitCode::FAILURE
 }
 
 fn run_one(command: Command) -> Result<TargetReport> {
-    let (target, scenario, pid) = match command {
+    let (target, scenario) = match command {
         Command::Pubsub {
             target,
             publishers,
@@ -378,7 +453,6 @@ fn run_one(command: Command) -> Result<TargetReport> {
                 load.size,
                 load.limit(),
             )),
-            None,
         ),
         Command::Fanout {
             target,
@@ -387,7 +461,6 @@ fn run_one(command: Command) -> Result<TargetReport> {
         } => (
             target,
             Scenario::Fanout(fanout::config(subscribers, load.size, load.limit())),
-            None,
         ),
         Command::Queue {
             target,
@@ -397,7 +470,6 @@ fn run_one(command: Command) -> Result<TargetReport> {
         } => (
             target,
             Scenario::Queue(queue::config(publishers, members, load.size, load.limit())),
-            None,
         ),
         Command::Latency {
             target,
@@ -410,7 +482,6 @@ fn run_one(command: Command) -> Result<TargetReport> {
                 subscribers,
                 ..LatencyConfig::new(rate, load.size, load.limit())
             }),
-            None,
         ),
         Command::Stuck {
             target,
@@ -427,38 +498,28 @@ fn run_one(command: Command) -> Result<TargetReport> {
                 recv_buffer,
                 ..StuckConfig::new(rate, subscribers, payload, duration)
             }),
-            None,
         ),
-        Command::Conns {
-            target,
-            count,
-            broker_pid,
-        } => (
+        Command::Conns { target, count } => (
             target,
             Scenario::Conns(ConnsConfig {
                 count,
-                broker_pid,
+                broker_pid: None,
                 settle: Duration::from_millis(500),
             }),
-            broker_pid,
         ),
-        Command::Audience { target, audience } => {
-            (target, Scenario::Audience(audience.config()), None)
-        }
+        Command::Audience { target, audience } => (target, Scenario::Audience(audience.config())),
         Command::Catchup {
             target,
             count,
             size,
-        } => (
-            target,
-            Scenario::Catchup(CatchupConfig { count, size }),
-            None,
-        ),
-        Command::Suite(_) | Command::Soak(_) => bail!("not a single scenario"),
+        } => (target, Scenario::Catchup(CatchupConfig { count, size })),
+        Command::Suite(_) | Command::Soak(_) | Command::Profile(_) | Command::Flamegraph(_) => {
+            bail!("not a single scenario")
+        }
     };
     let addr = target.addr();
     let driver = target.protocol.driver(addr, "tern-bench");
-    let result = scenario.run(&*driver, pid);
+    let result = scenario.run(&*driver, target.server_pid);
     let report = TargetReport {
         target: addr.to_string(),
         address: addr.to_string(),
@@ -468,6 +529,105 @@ fn run_one(command: Command) -> Result<TargetReport> {
     };
     print!("{}", report::render_target(&report));
     Ok(report)
+}
+
+/// The target flags of a single-scenario command (`None` for the others).
+fn target_of(command: &mut Command) -> Option<&mut TargetArgs> {
+    match command {
+        Command::Pubsub { target, .. }
+        | Command::Fanout { target, .. }
+        | Command::Queue { target, .. }
+        | Command::Latency { target, .. }
+        | Command::Stuck { target, .. }
+        | Command::Conns { target, .. }
+        | Command::Audience { target, .. }
+        | Command::Catchup { target, .. } => Some(target),
+        Command::Suite(_) | Command::Soak(_) | Command::Profile(_) | Command::Flamegraph(_) => None,
+    }
+}
+
+/// Starts ternd under `perf record`, runs one scenario against it, stops ternd, draws the
+/// flame graph; exit status 1 when the scenario reported a problem.
+fn run_profile(args: &ProfileArgs, json: Option<&Path>) -> Result<ExitCode> {
+    // The scenario is parsed first: a mistyped one fails before anything starts.
+    let argv = std::iter::once("tern-bench").chain(args.scenario.iter().map(String::as_str));
+    let mut command = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli.command,
+        Err(e) => bail!("profile: not a scenario: {e}"),
+    };
+    let Some(target) = target_of(&mut command) else {
+        bail!("profile: `{}` is not a single scenario", args.scenario[0]);
+    };
+    if target.server.is_some() || target.server_pid.is_some() {
+        bail!("profile: no --server or --server-pid: it profiles the ternd it starts");
+    }
+    profile::check_perf()?;
+    let name = args.scenario[0].as_str();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("target/bench/profile-{name}.svg")));
+    for path in [&args.perf_data, &out] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    let log = out.with_extension("log");
+    let wrapper = profile::record_prefix(&args.perf_flags, &args.perf_data);
+    eprintln!(
+        "tern-bench profile: {} {} (log: {})",
+        wrapper.join(" "),
+        args.ternd.display(),
+        log.display()
+    );
+    let mut broker = BrokerProcess::ternd_under(&wrapper, &args.ternd, args.workers, Some(&log))
+        .with_context(|| format!("cannot start ternd under perf (see {})", log.display()))?;
+    let Some(pid) = broker.wrapped_pid() else {
+        bail!("cannot find ternd's process under perf");
+    };
+    target.server = match target.protocol {
+        Protocol::Text => Some(broker.addr),
+        Protocol::Binary => broker.binary_addr,
+    };
+    target.server_pid = Some(pid);
+    eprintln!("tern-bench profile: ternd is pid {pid}; running {name}");
+    let report = run_one(command)?;
+    // ternd is stopped the way an operator stops it; perf sees it exit and writes its
+    // samples.
+    eprintln!("tern-bench profile: stopping ternd (SIGTERM)");
+    match broker.stop_wrapped(Duration::from_secs(30)) {
+        Some(status) if status.success() => {}
+        Some(status) => eprintln!("tern-bench profile: perf record exited with {status}"),
+        None => eprintln!("tern-bench profile: ternd or perf did not stop; killed"),
+    }
+    drop(broker);
+    let title = format!("ternd: {}", report.scenarios[0].label);
+    draw_flamegraph(&args.perf_data, &out, &title, args.top)?;
+    let report = Report::new(vec![report], None);
+    if let Some(path) = json {
+        write_json(path, &report)?;
+    }
+    Ok(exit_status(&report))
+}
+
+/// Folds `perf_data`, writes the flame graph to `out` and the folded stacks beside it,
+/// and prints the top functions by self time.
+fn draw_flamegraph(perf_data: &Path, out: &Path, title: &str, top: usize) -> Result<()> {
+    let samples = profile::Profile::read(perf_data)?;
+    let svg = samples.flamegraph_svg(title)?;
+    std::fs::write(out, svg).with_context(|| format!("cannot write {}", out.display()))?;
+    let stacks = out.with_extension("folded");
+    std::fs::write(&stacks, &samples.folded)
+        .with_context(|| format!("cannot write {}", stacks.display()))?;
+    println!();
+    print!("{}", samples.render_self_time(top));
+    eprintln!(
+        "tern-bench: wrote {} and {}",
+        out.display(),
+        stacks.display()
+    );
+    Ok(())
 }
 
 /// Runs the suite; returns every target's report and the index of the baseline the

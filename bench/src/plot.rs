@@ -233,24 +233,26 @@ mod tests {
     use crate::report::{Better, Figure, ScenarioReport};
 
     fn target(name: &str) -> TargetReport {
-        let lat = ScenarioReport {
-            scenario: "latency",
-            label: "latency 10000/s 128B".into(),
-            figures: PERCENTILES
+        let lat = ScenarioReport::new(
+            "latency",
+            "latency 10000/s 128B".into(),
+            PERCENTILES
                 .iter()
                 .enumerate()
                 .map(|(i, p)| Figure::new(p, 10.0 * (i + 1) as f64, "µs", Better::Lower))
                 .collect(),
-            problems: vec![],
-            detail: serde_json::Value::Null,
-        };
-        let tput = ScenarioReport {
-            scenario: "pubsub",
-            label: "pubsub 1x1 16B".into(),
-            figures: vec![Figure::new("delivery rate", 1e6, "msgs/s", Better::Higher)],
-            problems: vec![],
-            detail: serde_json::Value::Null,
-        };
+            vec![],
+            vec![],
+            serde_json::Value::Null,
+        );
+        let tput = ScenarioReport::new(
+            "pubsub",
+            "pubsub 1x1 16B".into(),
+            vec![Figure::new("delivery rate", 1e6, "msgs/s", Better::Higher)],
+            vec![],
+            vec![],
+            serde_json::Value::Null,
+        );
         TargetReport {
             target: name.into(),
             address: String::new(),

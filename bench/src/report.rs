@@ -1,7 +1,9 @@
 //! Reports: every figure of a run, as a table for people and as JSON for tools.
 //!
 //! Owns: [`Figure`] (one named number with its unit and which direction is better),
-//! [`ScenarioReport`] (one scenario's figures, problems and full detail),
+//! [`ScenarioReport`] (one scenario's figures, measured windows, problems and full detail;
+//! [`ScenarioReport::new`] is where every window's count rule and `server CPU/msg` figure
+//! join the report, see [`crate::scenario::delivery`]),
 //! [`TargetReport`] (every scenario run against one broker over one protocol), [`Report`]
 //! (a whole run, with the machine it ran on and the comparisons), the text tables, and
 //! the side-by-side comparison of several targets against a baseline, with ratios
@@ -13,6 +15,8 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
+
+use crate::scenario::delivery::Delivery;
 
 /// Which direction of a figure is an improvement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,6 +64,9 @@ pub struct ScenarioReport {
     pub label: String,
     /// The figures the table shows.
     pub figures: Vec<Figure>,
+    /// Each measured window: delivered of expected, and the server's CPU over it (empty
+    /// for a scenario without an expected count, or that could not run).
+    pub deliveries: Vec<Delivery>,
     /// Everything that went wrong; empty for a clean run.
     pub problems: Vec<String>,
     /// The scenario's full result, every field.
@@ -67,6 +74,32 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
+    /// A scenario's report. Each window in `deliveries` adds its `server CPU/msg` figure
+    /// (when measured) after `figures`, and its problems — a count short of or over the
+    /// expected one, a CPU time that could not be read — after `problems`: the one place
+    /// the count rule joins a report, so every scenario fails the same way.
+    pub fn new(
+        scenario: &'static str,
+        label: String,
+        mut figures: Vec<Figure>,
+        deliveries: Vec<Delivery>,
+        mut problems: Vec<String>,
+        detail: serde_json::Value,
+    ) -> Self {
+        for d in &deliveries {
+            figures.extend(d.cpu_figure());
+            problems.extend(d.problems());
+        }
+        ScenarioReport {
+            scenario,
+            label,
+            figures,
+            deliveries,
+            problems,
+            detail,
+        }
+    }
+
     /// The figure called `name`, if any.
     pub fn figure(&self, name: &str) -> Option<&Figure> {
         self.figures.iter().find(|f| f.name == name)
@@ -187,6 +220,32 @@ impl Report {
     pub fn problem_count(&self) -> usize {
         self.targets.iter().map(TargetReport::problem_count).sum()
     }
+
+    /// One line per scenario with problems, naming its target and scenario: its counts
+    /// when they are off (`ternd/text / pubsub 1x1 16B: delivered 9 of 10 expected: 1
+    /// short (lost)`), else its first problem, and how many more it listed. The summary
+    /// printed when a run fails.
+    pub fn failures(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for t in &self.targets {
+            for s in t.scenarios.iter().filter(|s| !s.problems.is_empty()) {
+                let counts: Vec<String> =
+                    s.deliveries.iter().filter_map(Delivery::problem).collect();
+                let shown = if counts.is_empty() {
+                    vec![s.problems[0].clone()]
+                } else {
+                    counts
+                };
+                let mut line = format!("{} / {}: {}", t.name(), s.label, shown.join("; "));
+                let more = s.problems.len().saturating_sub(shown.len());
+                if more > 0 {
+                    let _ = write!(line, " (and {more} more PROBLEM line(s) above)");
+                }
+                lines.push(line);
+            }
+        }
+        lines
+    }
 }
 
 /// A value for a table: thousands separators for large numbers, fewer decimals as the
@@ -231,6 +290,19 @@ pub fn render_target(t: &TargetReport) -> String {
                 f.name,
                 format_value(f.value),
                 f.unit
+            );
+        }
+        // A CPU time that was not measured still has its line, so every table has it.
+        for d in s.deliveries.iter().filter(|d| d.cpu_figure().is_none()) {
+            let _ = writeln!(out, "   {:<24} {:>14}", d.cpu_figure_name(), "-");
+        }
+        for d in &s.deliveries {
+            let _ = writeln!(
+                out,
+                "   {:<24} {:>14} of {}",
+                d.name("delivered"),
+                format_value(d.delivered as f64),
+                format_value(d.expected as f64)
             );
         }
         for p in &s.problems {
@@ -351,25 +423,33 @@ pub fn render_comparison(targets: &[TargetReport], baseline: &TargetReport) -> S
 mod tests {
     use super::*;
 
-    fn target(name: &str, rate: f64, p99: f64) -> TargetReport {
+    use crate::cpu::CpuReading;
+
+    /// A target whose one scenario delivered 10 of 10, the server spending `cpu_ns`.
+    fn target_with_cpu(name: &str, rate: f64, p99: f64, cpu: CpuReading) -> TargetReport {
         let (target, protocol) = name.split_once('/').unwrap_or((name, "text"));
         TargetReport {
             target: target.into(),
             address: "127.0.0.1:1".into(),
             protocol: protocol.into(),
             version: None,
-            scenarios: vec![ScenarioReport {
-                scenario: "pubsub",
-                label: "pubsub 1x1 16B".into(),
-                figures: vec![
+            scenarios: vec![ScenarioReport::new(
+                "pubsub",
+                "pubsub 1x1 16B".into(),
+                vec![
                     Figure::new("delivery rate", rate, "msgs/s", Better::Higher),
                     Figure::new("p99", p99, "µs", Better::Lower),
                     Figure::new("published", 10.0, "msgs", Better::Neither),
                 ],
-                problems: vec![],
-                detail: serde_json::Value::Null,
-            }],
+                vec![Delivery::new(10, 10, cpu)],
+                vec![],
+                serde_json::Value::Null,
+            )],
         }
+    }
+
+    fn target(name: &str, rate: f64, p99: f64) -> TargetReport {
+        target_with_cpu(name, rate, p99, CpuReading::NotWatched)
     }
 
     #[test]
@@ -433,6 +513,92 @@ mod tests {
         assert!(Report::new(vec![target("ternd", 1.0, 1.0)], None)
             .comparisons
             .is_empty());
+    }
+
+    #[test]
+    fn tables_show_delivered_of_expected_and_server_cpu() {
+        let watched = target_with_cpu("ternd", 1.0, 1.0, CpuReading::Spent { ns: 5_120 });
+        let text = render_target(&watched);
+        let cpu = text.lines().find(|l| l.contains("server CPU/msg")).unwrap();
+        assert!(cpu.ends_with(" 512 ns"), "{text}");
+        let delivered = text.lines().find(|l| l.contains("delivered")).unwrap();
+        assert!(delivered.ends_with(" 10 of 10"), "{text}");
+        // Not watched: the line is there, with a dash.
+        let text = render_target(&target("ternd", 1.0, 1.0));
+        let cpu = text.lines().find(|l| l.contains("server CPU/msg")).unwrap();
+        assert!(cpu.trim_end().ends_with('-'), "{text}");
+        assert!(!text.contains("PROBLEM"), "{text}");
+    }
+
+    #[test]
+    fn a_count_off_the_expected_one_is_a_problem_of_the_report() {
+        let r = ScenarioReport::new(
+            "fanout",
+            "fanout 1x2 128B".into(),
+            vec![],
+            vec![Delivery::new(19, 20, CpuReading::NotWatched)],
+            vec!["subscriber 1: connection closed".into()],
+            serde_json::Value::Null,
+        );
+        assert_eq!(
+            r.problems,
+            [
+                "subscriber 1: connection closed",
+                "delivered 19 of 20 expected: 1 short (lost)"
+            ]
+        );
+        let mut clean = target("ternd/binary", 1.0, 1.0).scenarios.remove(0);
+        clean.label = "pubsub clean".into();
+        let mut other = clean.clone();
+        other.label = "latency 10/s 16B".into();
+        other.problems = vec!["publisher: timed out".into()];
+        let t = TargetReport {
+            scenarios: vec![r, clean, other],
+            ..target("ternd/binary", 1.0, 1.0)
+        };
+        let report = Report::new(vec![t], None);
+        assert_eq!(report.problem_count(), 3);
+        assert_eq!(
+            report.failures(),
+            [
+                "ternd/binary / fanout 1x2 128B: delivered 19 of 20 expected: 1 short (lost) \
+                 (and 1 more PROBLEM line(s) above)",
+                "ternd/binary / latency 10/s 16B: publisher: timed out"
+            ]
+        );
+    }
+
+    #[test]
+    fn server_cpu_is_compared_lower_is_better() {
+        let targets = [
+            target_with_cpu("ternd/text", 200.0, 5.0, CpuReading::Spent { ns: 3_000 }),
+            target("ternd/binary", 300.0, 2.5),
+            target_with_cpu(
+                "nats-server/text",
+                100.0,
+                10.0,
+                CpuReading::Spent { ns: 6_000 },
+            ),
+        ];
+        let text = render_comparison(&targets, &targets[2]);
+        let cpu = text.lines().find(|l| l.contains("server CPU/msg")).unwrap();
+        // ternd/text 300 ns, ternd/binary not watched, nats 600 ns: text ratio 0.50.
+        let cells: Vec<&str> = cpu.split_whitespace().collect();
+        assert!(
+            cells.ends_with(&["300", "-", "600", "0.50", "-", "ns", "↓"]),
+            "{cpu}"
+        );
+        let rows = compare(&targets[0], &targets[2]);
+        let row = rows.iter().find(|r| r.figure == "server CPU/msg").unwrap();
+        assert_eq!((row.ratio, row.better), (Some(0.5), Better::Lower));
+        let json = serde_json::to_value(Report::new(targets.to_vec(), Some(2))).unwrap();
+        let d = &json["targets"][0]["scenarios"][0]["deliveries"][0];
+        assert_eq!(d["cpu_per_msg_ns"], 300.0);
+        assert_eq!(d["server_cpu"]["spent"]["ns"], 3000);
+        assert_eq!(
+            json["targets"][1]["scenarios"][0]["deliveries"][0]["server_cpu"],
+            "not_watched"
+        );
     }
 
     #[test]

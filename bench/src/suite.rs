@@ -209,13 +209,14 @@ pub fn run_target(
 
 /// The report of a scenario that could not run.
 fn failed(s: &Scenario, problem: String) -> ScenarioReport {
-    ScenarioReport {
-        scenario: s.name(),
-        label: s.label(),
-        figures: Vec::new(),
-        problems: vec![problem],
-        detail: serde_json::Value::Null,
-    }
+    ScenarioReport::new(
+        s.name(),
+        s.label(),
+        Vec::new(),
+        Vec::new(),
+        vec![problem],
+        serde_json::Value::Null,
+    )
 }
 
 fn start(

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tern_bench::cpu::{CpuReading, ServerCpu};
 use tern_bench::driver::binary::BinaryDriver;
 use tern_bench::driver::nats::NatsDriver;
 use tern_bench::driver::{Driver, DriverError, Protocol};
@@ -56,7 +57,13 @@ fn every_scenario_counts_exactly(protocol: Protocol) {
     assert_eq!(driver.protocol(), protocol.name());
 
     // pubsub: 2 publishers × 500 messages, 3 subscribers: every subscriber gets all 1000.
-    let r = pubsub::run(driver, &PubSubConfig::new(2, 3, 64, Limit::Count(500))).unwrap();
+    let none = ServerCpu::none();
+    let r = pubsub::run(
+        driver,
+        &PubSubConfig::new(2, 3, 64, Limit::Count(500)),
+        none,
+    )
+    .unwrap();
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!(r.published, 1000);
     assert_eq!(r.expected, 3000);
@@ -66,13 +73,13 @@ fn every_scenario_counts_exactly(protocol: Protocol) {
     assert!((r.delivery_mb_s - r.delivery_rate * 64.0 / 1e6).abs() < 1e-6);
 
     // fanout: 1 publisher to 5 subscribers.
-    let r = fanout::run(driver, &fanout::config(5, 16, Limit::Count(300))).unwrap();
+    let r = fanout::run(driver, &fanout::config(5, 16, Limit::Count(300)), none).unwrap();
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!(r.delivered, 1500);
     assert!(r.per_subscriber.iter().all(|&n| n == 300));
 
     // queue: members' counts sum to what was published.
-    let r = queue::run(driver, &queue::config(1, 4, 32, Limit::Count(2000))).unwrap();
+    let r = queue::run(driver, &queue::config(1, 4, 32, Limit::Count(2000)), none).unwrap();
     assert!(r.run.problems.is_empty(), "{:?}", r.run.problems);
     assert_eq!(r.run.per_subscriber.len(), 4);
     assert_eq!(r.run.per_subscriber.iter().sum::<u64>(), 2000);
@@ -83,6 +90,7 @@ fn every_scenario_counts_exactly(protocol: Protocol) {
     let r = latency::run(
         driver,
         &LatencyConfig::new(2000, 64, Limit::Duration(Duration::from_millis(300))),
+        none,
     )
     .unwrap();
     assert!(r.problems.is_empty(), "{:?}", r.problems);
@@ -108,12 +116,42 @@ fn every_scenario_counts_exactly(protocol: Protocol) {
     assert!(r.connect_rate > 0.0);
     assert!(r.rss_before_kib.is_some() && r.bytes_per_conn.is_some());
 
-    // The generic runner labels and reports the same way.
+    // The generic runner labels and reports the same way: one window, exact, its CPU not
+    // read without a process id.
     let report = Scenario::PubSub(PubSubConfig::new(1, 1, 16, Limit::Count(10))).run(driver, None);
     assert_eq!(report.label, "pubsub 1x1 16B");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(report.figure("delivered").map(|f| f.value), Some(10.0));
+    let d = &report.deliveries[0];
+    assert_eq!((d.delivered, d.expected), (10, 10));
+    assert_eq!(d.server_cpu, CpuReading::NotWatched);
+    assert!(report.figure("server CPU/msg").is_none());
     assert_eq!(report.detail["delivered"], 10);
+
+    // With a process id (this process: the broker runs in it), every counted scenario
+    // reads the CPU over its window; only that it is there is checked, never its value.
+    let pid = Some(std::process::id());
+    for scenario in [
+        Scenario::PubSub(PubSubConfig::new(1, 2, 16, Limit::Count(200))),
+        Scenario::Fanout(fanout::config(3, 16, Limit::Count(200))),
+        Scenario::Queue(queue::config(1, 2, 16, Limit::Count(200))),
+        Scenario::Latency(LatencyConfig::new(
+            2000,
+            64,
+            Limit::Duration(Duration::from_millis(100)),
+        )),
+    ] {
+        let report = scenario.run(driver, pid);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.deliveries.len(), 1, "{}", report.label);
+        let d = &report.deliveries[0];
+        assert!(d.delivered > 0 && d.delivered == d.expected, "{d:?}");
+        assert!(matches!(d.server_cpu, CpuReading::Spent { .. }), "{d:?}");
+        assert!(
+            report.figure("server CPU/msg").is_some(),
+            "{}",
+            report.label
+        );
+    }
 
     server.shutdown();
 }
@@ -139,7 +177,7 @@ fn stuck_keeps_the_fast_subscribers_whole(protocol: Protocol) {
         warmup: Duration::from_millis(100),
         ..StuckConfig::new(2000, 3, 256, Duration::from_millis(300))
     };
-    let r = stuck::run(&*driver, &config).unwrap();
+    let r = stuck::run(&*driver, &config, ServerCpu::none()).unwrap();
     let with = r.with_stuck.as_ref().expect("phase B ran");
     assert!(r.warmup_published > 0);
     for phase in [&r.alone, with] {
@@ -165,8 +203,14 @@ fn stuck_keeps_the_fast_subscribers_whole(protocol: Protocol) {
         r.problems
     );
 
-    let report = Scenario::Stuck(config).run(&*driver, None);
+    let report = Scenario::Stuck(config).run(&*driver, Some(std::process::id()));
     assert_eq!(report.label, "stuck 3 fast 2000/s 256B");
+    let phases: Vec<_> = report.deliveries.iter().map(|d| d.phase).collect();
+    assert_eq!(phases, [Some("alone"), Some("with stuck")]);
+    for d in &report.deliveries {
+        assert_eq!(d.delivered, d.expected, "{d:?}");
+        assert!(matches!(d.server_cpu, CpuReading::Spent { .. }), "{d:?}");
+    }
     for name in [
         "alone p50",
         "alone p99",
@@ -177,6 +221,8 @@ fn stuck_keeps_the_fast_subscribers_whole(protocol: Protocol) {
         "with stuck missed",
         "p99 with/alone",
         "stuck disconnected",
+        "alone server CPU/msg",
+        "with stuck server CPU/msg",
     ] {
         assert!(
             report.figure(name).is_some(),
@@ -422,6 +468,10 @@ fn the_binary_exits_non_zero_after_printing_problems() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("PROBLEM:"), "{stdout}");
     assert!(stdout.contains("fanout 1x2 128B"), "{stdout}");
+    // The summary names the target and the scenario of each failure.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failed = format!("tern-bench: FAILED {addr}/text / fanout 1x2 128B: ");
+    assert!(stderr.contains(&failed), "{stderr}");
 }
 
 /// `catchup` against a broker that stores: every stored message is replayed, once; over
@@ -435,10 +485,17 @@ fn catchup_replays_everything_stored_over_binary_only() {
         count: 5_000,
         size: 128,
     };
-    let r = catchup::run(&*driver(&server, Protocol::Binary), &config).unwrap();
+    let r = catchup::run(
+        &*driver(&server, Protocol::Binary),
+        &config,
+        ServerCpu::none(),
+    )
+    .unwrap();
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!((r.stored, r.replayed), (5_000, 5_000));
     assert!(r.seconds > 0.0);
+    let d = r.delivery();
+    assert_eq!((d.delivered, d.expected, d.problem()), (5_000, 5_000, None));
     let report = Scenario::Catchup(config.clone()).run(&*driver(&server, Protocol::Text), None);
     assert!(
         report.problems[0].contains("not supported"),

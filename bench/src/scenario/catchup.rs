@@ -4,7 +4,9 @@
 //! then a round trip so all are stored), then timing a new subscriber that asks for
 //! everything the log holds (binary protocol: a resume from an empty token) until it has
 //! received them all. The figure is records replayed per second, end to end: the broker
-//! reading its log, encoding `MESSAGE` frames and the harness parsing them.
+//! reading its log, encoding `MESSAGE` frames and the harness parsing them. The replay is
+//! the measured window: one [`Delivery`], replayed of stored, with the server's CPU time
+//! over it (the filling is not measured).
 //!
 //! Never: runs against a broker without catch-up (the text protocol); that is reported as
 //! the run's problem, and the suite does not schedule it there.
@@ -13,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::delivery::Delivery;
 use super::{payload, DEFAULT_DRAIN};
+use crate::cpu::{CpuReading, ServerCpu};
 use crate::driver::{Driver, DriverError};
 use crate::report::{Better, Figure};
 
@@ -37,7 +41,9 @@ pub struct CatchupResult {
     pub replayed: u64,
     /// From the subscribe to the last message, in seconds.
     pub seconds: f64,
-    /// Everything that went wrong.
+    /// The server's CPU time over the replay.
+    pub server_cpu: CpuReading,
+    /// Everything that went wrong; the counts are judged by [`CatchupResult::delivery`].
     pub problems: Vec<String>,
 }
 
@@ -57,16 +63,25 @@ impl CatchupResult {
                 "MB/s",
                 Better::Higher,
             ),
-            Figure::new("replayed", self.replayed as f64, "msgs", Better::Neither),
         ]
+    }
+
+    /// The replay: messages replayed of those stored, and the server's CPU over it.
+    pub fn delivery(&self) -> Delivery {
+        Delivery::new(self.replayed, self.stored, self.server_cpu.clone())
     }
 }
 
 /// The subject a catch-up run uses.
 const SUBJECT: &str = "bench.catchup";
 
-/// Fills the log, then times a catch-up of all of it.
-pub fn run(driver: &dyn Driver, config: &CatchupConfig) -> Result<CatchupResult, DriverError> {
+/// Fills the log, then times a catch-up of all of it, reading `server`'s CPU time over
+/// the catch-up.
+pub fn run(
+    driver: &dyn Driver,
+    config: &CatchupConfig,
+    server: ServerCpu,
+) -> Result<CatchupResult, DriverError> {
     let mut publisher = driver.connect()?;
     let body = payload::build(config.size, 0);
     for _ in 0..config.count {
@@ -75,6 +90,7 @@ pub fn run(driver: &dyn Driver, config: &CatchupConfig) -> Result<CatchupResult,
     publisher.sync(super::SYNC_TIMEOUT)?;
 
     let mut subscriber = driver.connect()?;
+    let window = server.start();
     let started = Instant::now();
     subscriber.subscribe_from_start(SUBJECT)?;
     subscriber.flush()?;
@@ -87,24 +103,17 @@ pub fn run(driver: &dyn Driver, config: &CatchupConfig) -> Result<CatchupResult,
             replayed += got as u64;
             last = Instant::now();
         } else if last.elapsed() > DEFAULT_DRAIN {
-            problems.push(format!(
-                "replayed {replayed} of {} stored messages; nothing for {DEFAULT_DRAIN:?}",
-                config.count
-            ));
+            problems.push(format!("the replay stopped: nothing for {DEFAULT_DRAIN:?}"));
             break;
         }
     }
-    if replayed > config.count {
-        problems.push(format!(
-            "replayed {replayed} messages, {} were stored",
-            config.count
-        ));
-    }
+    let server_cpu = window.finish();
     Ok(CatchupResult {
         config: config.clone(),
         stored: config.count,
         replayed,
         seconds: last.duration_since(started).as_secs_f64(),
+        server_cpu,
         problems,
     })
 }

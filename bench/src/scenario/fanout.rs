@@ -5,6 +5,7 @@
 
 use super::pubsub::{self, PubSubConfig, PubSubResult};
 use super::Limit;
+use crate::cpu::ServerCpu;
 use crate::driver::{Driver, DriverError};
 
 /// The fan-out run: 1 publisher, `subscribers` subscribers on `bench.fanout`.
@@ -15,7 +16,11 @@ pub fn config(subscribers: usize, size: usize, limit: Limit) -> PubSubConfig {
     }
 }
 
-/// Runs a fan-out.
-pub fn run(driver: &dyn Driver, config: &PubSubConfig) -> Result<PubSubResult, DriverError> {
-    pubsub::run(driver, config)
+/// Runs a fan-out, reading `server`'s CPU time over the measured window.
+pub fn run(
+    driver: &dyn Driver,
+    config: &PubSubConfig,
+    server: ServerCpu,
+) -> Result<PubSubResult, DriverError> {
+    pubsub::run(driver, config, server)
 }

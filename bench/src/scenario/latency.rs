@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::delivery::Delivery;
 use super::pacer::publish_paced;
 use super::payload::{self, MEASURED};
 use super::subscribers::{SubscriberSpec, Subscribers};
 use super::{Limit, DEFAULT_DRAIN};
+use crate::cpu::{CpuReading, ServerCpu};
 use crate::driver::{Driver, DriverError};
 use crate::histogram::{LatencyHistogram, Percentiles};
 use crate::report::{Better, Figure};
@@ -70,7 +72,9 @@ pub struct LatencyResult {
     pub max_send_lag_ns: u64,
     /// Publish-to-deliver latency, from the intended send time.
     pub latency: Percentiles,
-    /// Everything that went wrong.
+    /// The server's CPU time from the first paced publish until the subscribers were done.
+    pub server_cpu: CpuReading,
+    /// Everything that went wrong; the counts are judged by [`LatencyResult::delivery`].
     pub problems: Vec<String>,
 }
 
@@ -94,10 +98,19 @@ impl LatencyResult {
         ));
         f
     }
+
+    /// The measured window: delivered of expected, and the server's CPU over it.
+    pub fn delivery(&self) -> Delivery {
+        Delivery::new(self.delivered, self.expected, self.server_cpu.clone())
+    }
 }
 
-/// Runs a latency scenario.
-pub fn run(driver: &dyn Driver, config: &LatencyConfig) -> Result<LatencyResult, DriverError> {
+/// Runs a latency scenario, reading `server`'s CPU time over the measured window.
+pub fn run(
+    driver: &dyn Driver,
+    config: &LatencyConfig,
+    server: ServerCpu,
+) -> Result<LatencyResult, DriverError> {
     let origin = Instant::now();
     let subs = Subscribers::start(
         driver,
@@ -121,6 +134,7 @@ pub fn run(driver: &dyn Driver, config: &LatencyConfig) -> Result<LatencyResult,
     }
 
     let mut body = payload::build(config.size.max(payload::STAMPED_LEN), MEASURED);
+    let window = server.start();
     let (paced, publish) = publish_paced(
         &mut *conn,
         &config.subject,
@@ -137,15 +151,13 @@ pub fn run(driver: &dyn Driver, config: &LatencyConfig) -> Result<LatencyResult,
     let sent = paced.sent;
     let expected = sent * config.subscribers as u64;
     let outcomes = subs.finish(expected, config.drain);
+    let server_cpu = window.finish();
     let mut latency = LatencyHistogram::new();
     let mut delivered = 0;
     for (i, o) in outcomes.iter().enumerate() {
         latency.merge(&o.latency);
         delivered += o.delivered;
         problems.extend(o.problems(i));
-    }
-    if delivered != expected {
-        problems.push(format!("delivered {delivered} of {expected} expected"));
     }
     Ok(LatencyResult {
         config: config.clone(),
@@ -155,6 +167,7 @@ pub fn run(driver: &dyn Driver, config: &LatencyConfig) -> Result<LatencyResult,
         achieved_rate: paced.rate(),
         max_send_lag_ns: paced.max_lag_ns,
         latency: latency.percentiles(),
+        server_cpu,
         problems,
     })
 }

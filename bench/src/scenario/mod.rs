@@ -3,19 +3,22 @@
 //! Owns: one module per scenario (`pubsub`, `fanout`, `queue`, `latency`, `stuck`,
 //! `conns`, `audience`, `catchup`, and `soak`, which runs on its own against a `ternd` it
 //! starts), the subscriber threads they share ([`subscribers`]),
-//! the paced publisher ([`pacer`]), the payload layout ([`payload`]) and how long a run
-//! lasts ([`Limit`]).
+//! the paced publisher ([`pacer`]), the payload layout ([`payload`]), how long a run
+//! lasts ([`Limit`]) and the measured window every counted scenario returns
+//! ([`delivery`]: delivered of expected, the server's CPU time over it).
 //!
 //! Every scenario is written against [`crate::driver::Driver`], never a socket, so it runs
 //! unchanged against any broker a driver can reach. Counts are exact: a scenario reports
 //! what was published, what was delivered and what was expected, and lists every problem
-//! (a disconnect, a timeout) instead of hiding it in a rate.
+//! (a disconnect, a timeout) instead of hiding it in a rate; [`Scenario::run`] hands its
+//! windows to the report, where a count short of or over the expected one is a problem.
 //!
 //! Never: prints. Scenarios return plain results; [`crate::report`] renders them.
 
 pub mod audience;
 pub mod catchup;
 pub mod conns;
+pub mod delivery;
 pub mod fanout;
 pub mod latency;
 pub mod pacer;
@@ -179,55 +182,88 @@ impl Scenario {
     }
 
     /// Runs the scenario; a failure becomes a report with the error as its problem.
-    /// `broker_pid`, when given, replaces the `conns` scenario's own.
+    /// `server_pid`, when given, is the broker's process: its CPU time is read over each
+    /// measured window, and it replaces the `conns` scenario's own `broker_pid`.
     pub fn run(
         &self,
         driver: &dyn crate::driver::Driver,
-        broker_pid: Option<u32>,
+        server_pid: Option<u32>,
     ) -> crate::report::ScenarioReport {
         fn detail<T: Serialize>(t: &T) -> serde_json::Value {
             serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
         }
-        let (figures, problems, detail) = match self {
-            Scenario::PubSub(c) | Scenario::Fanout(c) => match pubsub::run(driver, c) {
-                Ok(r) => (r.figures(), r.problems.clone(), detail(&r)),
-                Err(e) => (vec![], vec![e.to_string()], serde_json::Value::Null),
+        fn error(e: crate::driver::DriverError) -> Outcome {
+            (vec![], vec![], vec![e.to_string()], serde_json::Value::Null)
+        }
+        /// Figures, measured windows, problems, detail.
+        type Outcome = (
+            Vec<crate::report::Figure>,
+            Vec<delivery::Delivery>,
+            Vec<String>,
+            serde_json::Value,
+        );
+        let server = crate::cpu::ServerCpu::of(server_pid);
+        let (figures, deliveries, problems, detail): Outcome = match self {
+            Scenario::PubSub(c) | Scenario::Fanout(c) => match pubsub::run(driver, c, server) {
+                Ok(r) => (
+                    r.figures(),
+                    vec![r.delivery()],
+                    r.problems.clone(),
+                    detail(&r),
+                ),
+                Err(e) => error(e),
             },
-            Scenario::Queue(c) => match queue::run(driver, c) {
-                Ok(r) => (r.figures(), r.run.problems.clone(), detail(&r)),
-                Err(e) => (vec![], vec![e.to_string()], serde_json::Value::Null),
+            Scenario::Queue(c) => match queue::run(driver, c, server) {
+                Ok(r) => (
+                    r.figures(),
+                    vec![r.run.delivery()],
+                    r.run.problems.clone(),
+                    detail(&r),
+                ),
+                Err(e) => error(e),
             },
-            Scenario::Latency(c) => match latency::run(driver, c) {
-                Ok(r) => (r.figures(), r.problems.clone(), detail(&r)),
-                Err(e) => (vec![], vec![e.to_string()], serde_json::Value::Null),
+            Scenario::Latency(c) => match latency::run(driver, c, server) {
+                Ok(r) => (
+                    r.figures(),
+                    vec![r.delivery()],
+                    r.problems.clone(),
+                    detail(&r),
+                ),
+                Err(e) => error(e),
             },
-            Scenario::Stuck(c) => match stuck::run(driver, c) {
-                Ok(r) => (r.figures(), r.problems.clone(), detail(&r)),
-                Err(e) => (vec![], vec![e.to_string()], serde_json::Value::Null),
+            Scenario::Stuck(c) => match stuck::run(driver, c, server) {
+                Ok(r) => (r.figures(), r.deliveries(), r.problems.clone(), detail(&r)),
+                Err(e) => error(e),
             },
             Scenario::Conns(c) => {
                 let mut c = c.clone();
-                if broker_pid.is_some() {
-                    c.broker_pid = broker_pid;
+                if server_pid.is_some() {
+                    c.broker_pid = server_pid;
                 }
                 let r = conns::run(driver, &c);
-                (r.figures(), r.problems.clone(), detail(&r))
+                (r.figures(), vec![], r.problems.clone(), detail(&r))
             }
             Scenario::Audience(c) => {
                 let r = audience::run(driver, c);
-                (r.figures(), r.problems.clone(), detail(&r))
+                (r.figures(), vec![], r.problems.clone(), detail(&r))
             }
-            Scenario::Catchup(c) => match catchup::run(driver, c) {
-                Ok(r) => (r.figures(), r.problems.clone(), detail(&r)),
-                Err(e) => (vec![], vec![e.to_string()], serde_json::Value::Null),
+            Scenario::Catchup(c) => match catchup::run(driver, c, server) {
+                Ok(r) => (
+                    r.figures(),
+                    vec![r.delivery()],
+                    r.problems.clone(),
+                    detail(&r),
+                ),
+                Err(e) => error(e),
             },
         };
-        crate::report::ScenarioReport {
-            scenario: self.name(),
-            label: self.label(),
+        crate::report::ScenarioReport::new(
+            self.name(),
+            self.label(),
             figures,
+            deliveries,
             problems,
             detail,
-        }
+        )
     }
 }

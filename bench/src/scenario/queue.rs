@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::pubsub::{self, PubSubConfig, PubSubResult};
 use super::Limit;
+use crate::cpu::ServerCpu;
 use crate::driver::{Driver, DriverError};
 use crate::report::{Better, Figure};
 
@@ -109,9 +110,13 @@ impl QueueResult {
     }
 }
 
-/// Runs a queue-group scenario.
-pub fn run(driver: &dyn Driver, config: &PubSubConfig) -> Result<QueueResult, DriverError> {
-    let run = pubsub::run(driver, config)?;
+/// Runs a queue-group scenario, reading `server`'s CPU time over the measured window.
+pub fn run(
+    driver: &dyn Driver,
+    config: &PubSubConfig,
+    server: ServerCpu,
+) -> Result<QueueResult, DriverError> {
+    let run = pubsub::run(driver, config, server)?;
     let spread = Spread::of(&run.per_subscriber);
     Ok(QueueResult { run, spread })
 }

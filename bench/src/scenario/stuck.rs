@@ -25,7 +25,11 @@
 //! received, missed, duplicated and reordered. The fast subscribers must receive
 //! everything: any missed, duplicated or reordered message, drop notice or disconnect of a
 //! fast subscriber is a problem, and so is a p99 with the stuck subscriber more than
-//! `max_p99_ratio` (2.0) times the p99 without it.
+//! `max_p99_ratio` (2.0) times the p99 without it. Each measured phase is also a
+//! [`Delivery`] — every delivery of the phase to the fast subscribers (duplicates and
+//! unknown sequences included) of `published × subscribers`, with the server's CPU time
+//! from the phase's first publish until the fast subscribers had everything — so the
+//! count rule and `server CPU/msg` are the same as every other scenario's.
 //!
 //! Whether the broker disconnected the stuck subscriber is reported, not judged (a broker
 //! may rightly close a consumer that stopped reading): its socket is watched for a reset
@@ -42,10 +46,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::delivery::Delivery;
 use super::pacer::{publish_paced, Paced};
 use super::payload::{self, MEASURED, WARMUP};
 use super::subscribers::{publish_until_warm, MAX_DRAIN};
 use super::{Limit, DEFAULT_DRAIN, SYNC_TIMEOUT};
+use crate::cpu::{CpuReading, ServerCpu};
 use crate::driver::{Connection, Driver, DriverError, Stalled};
 use crate::histogram::{LatencyHistogram, Percentiles};
 use crate::report::{Better, Figure};
@@ -180,6 +186,9 @@ pub struct PhaseResult {
     pub missed_per_subscriber: Vec<u64>,
     /// Publish-to-deliver latency of every first delivery, from the intended send time.
     pub latency: Percentiles,
+    /// The server's CPU time from the phase's first publish until the fast subscribers
+    /// had everything (or the drain time passed).
+    pub server_cpu: CpuReading,
 }
 
 impl PhaseResult {
@@ -190,6 +199,13 @@ impl PhaseResult {
         } else {
             "alone"
         }
+    }
+
+    /// The phase as a measured window: every delivery to the fast subscribers of those
+    /// owed, and the server's CPU over it.
+    pub fn delivery(&self) -> Delivery {
+        let delivered = self.received + self.duplicated + self.unexpected;
+        Delivery::new(delivered, self.expected, self.server_cpu.clone()).in_phase(self.name())
     }
 
     /// True when every fast subscriber got every message once, in order.
@@ -263,6 +279,15 @@ pub struct StuckResult {
 }
 
 impl StuckResult {
+    /// The measured phases that ran, as windows.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        [Some(&self.alone), self.with_stuck.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PhaseResult::delivery)
+            .collect()
+    }
+
     /// The figures a report shows and compares (latencies in µs).
     pub fn figures(&self) -> Vec<Figure> {
         let mut f = Vec::new();
@@ -318,11 +343,15 @@ impl StuckResult {
 /// subscriber or the publisher could not connect, or the warm-up never reached every fast
 /// subscriber); anything that fails later, the stuck subscriber's connection included, is
 /// one of the result's problems, and the phases that ran keep their figures.
-pub fn run(driver: &dyn Driver, config: &StuckConfig) -> Result<StuckResult, DriverError> {
+pub fn run(
+    driver: &dyn Driver,
+    config: &StuckConfig,
+    server: ServerCpu,
+) -> Result<StuckResult, DriverError> {
     let origin = Instant::now();
     let fast = Fast::start(driver, config, origin)?;
     let mut run = Run::default();
-    let outcome = run_phases(driver, config, origin, &fast, &mut run);
+    let outcome = run_phases(driver, config, origin, &fast, server, &mut run);
     let outcomes = fast.finish();
     outcome?;
 
@@ -338,10 +367,12 @@ pub fn run(driver: &dyn Driver, config: &StuckConfig) -> Result<StuckResult, Dri
             ));
         }
     }
-    let alone = phase_result(ALONE, &run.paced[ALONE], &outcomes);
-    let with_stuck = run
-        .stuck_ran
-        .then(|| phase_result(WITH_STUCK, &run.paced[WITH_STUCK], &outcomes));
+    let measured = |phase: usize| PhaseResult {
+        server_cpu: run.cpu[phase].clone(),
+        ..phase_result(phase, &run.paced[phase], &outcomes)
+    };
+    let alone = measured(ALONE);
+    let with_stuck = run.stuck_ran.then(|| measured(WITH_STUCK));
     problems.extend(alone.problems());
     let mut p99_ratio = None;
     if let Some(with) = &with_stuck {
@@ -375,6 +406,8 @@ pub fn run(driver: &dyn Driver, config: &StuckConfig) -> Result<StuckResult, Dri
 #[derive(Default)]
 struct Run {
     paced: [Paced; PHASES],
+    /// The server's CPU over each measured phase (not read for the warm-up).
+    cpu: [CpuReading; PHASES],
     stuck_ran: bool,
     stuck: StuckSubscriber,
     problems: Vec<String>,
@@ -388,6 +421,7 @@ fn run_phases(
     config: &StuckConfig,
     origin: Instant,
     fast: &Fast,
+    server: ServerCpu,
     run: &mut Run,
 ) -> Result<(), DriverError> {
     let mut publisher = driver.connect()?;
@@ -400,6 +434,7 @@ fn run_phases(
         } else {
             config.duration
         };
+        let window = server.start();
         if !publish_phase(
             &mut *publisher,
             config,
@@ -412,6 +447,9 @@ fn run_phases(
             return Ok(());
         }
         fast.wait_for(phase, run.paced[phase].sent, config.drain);
+        if phase == ALONE {
+            run.cpu[phase] = window.finish();
+        }
     }
 
     // Phase B is measured from the stuck subscriber's SUB on: it connects, subscribes and
@@ -428,6 +466,7 @@ fn run_phases(
     run.stuck_ran = true;
     run.stuck.recv_buffer = stuck.recv_buffer();
     let watch = Watch::start(stuck, subscribed);
+    let window = server.start();
     publish_phase(
         &mut *publisher,
         config,
@@ -438,6 +477,7 @@ fn run_phases(
         run,
     );
     fast.wait_for(WITH_STUCK, run.paced[WITH_STUCK].sent, config.drain);
+    run.cpu[WITH_STUCK] = window.finish();
     let (stuck, seen) = watch.stop();
     match seen {
         Some((how, after)) => {
@@ -610,6 +650,7 @@ fn phase_result(phase: usize, paced: &Paced, outcomes: &[FastOutcome]) -> PhaseR
         unexpected: 0,
         missed_per_subscriber: Vec::with_capacity(outcomes.len()),
         latency: latency.percentiles(),
+        server_cpu: CpuReading::NotWatched,
     };
     for o in outcomes {
         let t = &o.phases[phase];
@@ -837,6 +878,11 @@ mod tests {
             "alone: the fast subscribers missed 2 of 8 messages (subscriber 1: 2)"
         );
         assert_eq!(problems.len(), 3, "{problems:?}");
+        // The totals add up (a duplicate and an unknown sequence make up for two
+        // missed): the count rule passes, the sequence check above is what catches it.
+        let d = r.delivery();
+        assert_eq!((d.phase, d.delivered, d.expected), (Some("alone"), 8, 8));
+        assert_eq!(d.problem(), None);
         // Phase B's tallies are its own.
         let b = phase_result(WITH_STUCK, &paced, &outcomes);
         assert_eq!((b.received, b.missed), (0, 8));
