@@ -101,7 +101,7 @@ pub(crate) struct Msg {
     /// routes the message, zero before (and for status messages, which are not sequenced).
     pub stamp: Stamp,
     /// A catch-up's message: counted in its catch-up's bytes in flight until the last
-    /// copy is gone (written to a socket, dropped, or not delivered at all). Held for its
+    /// copy is gone (encoded for its connection's socket, dropped, or not delivered at all). Held for its
     /// `Drop`, never read.
     #[allow(dead_code)]
     pub flight: Option<Flight>,

@@ -18,8 +18,8 @@
 //!
 //! Never: touches a socket or a connection, or blocks; replays advance in bounded batches
 //! (`replay_batch` records and `replay_bytes` bytes per loop turn, across all of them), and
-//! one whose destination is congested, or that has `replay_bytes` not yet written to its
-//! client's socket (`mesh::Flight`), waits its turn; a "last N" start keeps nothing per
+//! one whose destination is congested, or that has `replay_bytes` its client's connection
+//! has not taken yet (`mesh::Flight`), waits its turn; a "last N" start keeps nothing per
 //! record, whatever N.
 
 use std::collections::VecDeque;
@@ -355,7 +355,7 @@ pub(crate) struct Replay {
     /// (`None`: no limit). At 0 the cursor waits for a `Grant`, and live delivery of stored
     /// messages to the subscription stays off meanwhile.
     credit: Option<u64>,
-    /// Bytes of its messages not yet written to its client's socket (nor dropped): it
+    /// Bytes of its messages its client's connection has not taken yet (encoded for the socket) nor dropped: it
     /// waits while they are `replay_bytes` or more (see `mesh::Flight`).
     in_flight: Arc<AtomicUsize>,
 }
