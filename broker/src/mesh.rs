@@ -168,7 +168,8 @@ impl Msg {
 
 /// A message's place in its owner shard: the shard, its sequence there (from 1, never
 /// repeated within a log epoch) and when the shard took it (nanoseconds since the Unix
-/// epoch).
+/// epoch: the wall clock read at the start of the loop turn that routed it, so messages
+/// routed in one turn share it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Stamp {
     pub shard: u16,

@@ -52,6 +52,10 @@ pub(crate) struct Shard {
     store: Option<Store>,
     /// The stalls this shard asked for, so that each is asked once per congestion.
     stalls: Stalls,
+    /// The wall clock at the start of this loop turn (ns since the Unix epoch): the time
+    /// every message routed in the turn is stamped with, read once per turn rather than
+    /// once per message.
+    turn_ns: u64,
 }
 
 /// The publishers this shard asked to stall, per congested consumer: a publisher is told
@@ -113,7 +117,13 @@ impl Shard {
             next_seq: 1,
             store,
             stalls: Stalls::default(),
+            turn_ns: unix_nanos(),
         }
+    }
+
+    /// A loop turn begins: reads the wall clock its messages are stamped with.
+    pub fn new_turn(&mut self) {
+        self.turn_ns = unix_nanos();
     }
 
     /// Whether catch-ups can advance (the worker must not sleep), or all wait for a
@@ -326,7 +336,7 @@ impl Shard {
         debug_assert_eq!(self.owner(&msg.subject), self.id);
         let mut stored = false;
         if !msg.origin_only && !msg.ephemeral {
-            let time_ns = unix_nanos();
+            let time_ns = self.turn_ns;
             let seq = match &mut self.store {
                 Some(store) if store.keeps(&msg.subject) => {
                     let now = msg.received;

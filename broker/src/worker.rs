@@ -215,6 +215,7 @@ impl Worker {
             }
             self.now = Instant::now();
             self.router.now = self.now;
+            self.router.shard.new_turn();
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
