@@ -21,10 +21,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::conn::congestion::Signal;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
+
+use crate::conn::congestion::Signal;
 
 /// A connection, named from any worker: its worker, its slot in that worker's slab, and a
 /// generation that tells a reused slot from the connection that held it before.
@@ -101,8 +102,8 @@ pub(crate) struct Msg {
     /// routes the message, zero before (and for status messages, which are not sequenced).
     pub stamp: Stamp,
     /// A catch-up's message: counted in its catch-up's bytes in flight until the last
-    /// copy is gone (encoded for its connection's socket, dropped, or not delivered at all). Held for its
-    /// `Drop`, never read.
+    /// copy is gone (encoded for its connection's socket, dropped, or not delivered at
+    /// all). Held for its `Drop`, never read.
     #[allow(dead_code)]
     pub flight: Option<Flight>,
 }
