@@ -192,6 +192,16 @@ impl Scenario {
         fn detail<T: Serialize>(t: &T) -> serde_json::Value {
             serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
         }
+        /// A finished scenario's figures, windows and problems, with its whole report as
+        /// the detail.
+        fn outcome<T: Serialize>(
+            r: &T,
+            figures: Vec<crate::report::Figure>,
+            deliveries: Vec<delivery::Delivery>,
+            problems: &[String],
+        ) -> Outcome {
+            (figures, deliveries, problems.to_vec(), detail(r))
+        }
         fn error(e: crate::driver::DriverError) -> Outcome {
             (vec![], vec![], vec![e.to_string()], serde_json::Value::Null)
         }
@@ -205,34 +215,19 @@ impl Scenario {
         let server = crate::cpu::ServerCpu::of(server_pid);
         let (figures, deliveries, problems, detail): Outcome = match self {
             Scenario::PubSub(c) | Scenario::Fanout(c) => match pubsub::run(driver, c, server) {
-                Ok(r) => (
-                    r.figures(),
-                    vec![r.delivery()],
-                    r.problems.clone(),
-                    detail(&r),
-                ),
+                Ok(r) => outcome(&r, r.figures(), vec![r.delivery()], &r.problems),
                 Err(e) => error(e),
             },
             Scenario::Queue(c) => match queue::run(driver, c, server) {
-                Ok(r) => (
-                    r.figures(),
-                    vec![r.run.delivery()],
-                    r.run.problems.clone(),
-                    detail(&r),
-                ),
+                Ok(r) => outcome(&r, r.figures(), vec![r.run.delivery()], &r.run.problems),
                 Err(e) => error(e),
             },
             Scenario::Latency(c) => match latency::run(driver, c, server) {
-                Ok(r) => (
-                    r.figures(),
-                    vec![r.delivery()],
-                    r.problems.clone(),
-                    detail(&r),
-                ),
+                Ok(r) => outcome(&r, r.figures(), vec![r.delivery()], &r.problems),
                 Err(e) => error(e),
             },
             Scenario::Stuck(c) => match stuck::run(driver, c, server) {
-                Ok(r) => (r.figures(), r.deliveries(), r.problems.clone(), detail(&r)),
+                Ok(r) => outcome(&r, r.figures(), r.deliveries(), &r.problems),
                 Err(e) => error(e),
             },
             Scenario::Conns(c) => {
@@ -241,19 +236,14 @@ impl Scenario {
                     c.broker_pid = server_pid;
                 }
                 let r = conns::run(driver, &c);
-                (r.figures(), vec![], r.problems.clone(), detail(&r))
+                outcome(&r, r.figures(), vec![], &r.problems)
             }
             Scenario::Audience(c) => {
                 let r = audience::run(driver, c);
-                (r.figures(), vec![], r.problems.clone(), detail(&r))
+                outcome(&r, r.figures(), vec![], &r.problems)
             }
             Scenario::Catchup(c) => match catchup::run(driver, c, server) {
-                Ok(r) => (
-                    r.figures(),
-                    vec![r.delivery()],
-                    r.problems.clone(),
-                    detail(&r),
-                ),
+                Ok(r) => outcome(&r, r.figures(), vec![r.delivery()], &r.problems),
                 Err(e) => error(e),
             },
         };
