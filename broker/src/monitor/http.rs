@@ -665,12 +665,13 @@ impl IoLoop {
                 }
             };
             if self.conns.len() >= self.limits.max_connections {
-                let busy = Reply::error(503, "too many monitoring connections, retry later");
-                refuse(sock, &busy.encode(false));
+                // Counted before it is answered: whoever reads the 503 then sees it counted.
                 bump(
                     &self.stats.monitor_requests_refused[MonitorRefusal::Connections as usize],
                     1,
                 );
+                let busy = Reply::error(503, "too many monitoring connections, retry later");
+                refuse(sock, &busy.encode(false));
                 continue;
             }
             let entry = self.conns.vacant_entry();
@@ -774,20 +775,20 @@ impl IoLoop {
             let refused = match conn.phase {
                 // An idle keep-alive connection just ends; a request begun (or never
                 // sent on a fresh connection) is refused.
-                Phase::Reading if conn.input.is_empty() && conn.answered > 0 => false,
-                Phase::Reading => {
-                    let late = Reply::error(408, "the request did not arrive in time");
-                    let _ = conn.sock.write(&late.encode(false));
-                    true
-                }
+                Phase::Reading => !(conn.input.is_empty() && conn.answered > 0),
                 Phase::Writing => true,
                 Phase::Waiting | Phase::Lingering => false,
             };
             if refused {
+                // Counted before it is answered, as every refusal.
                 bump(
                     &self.stats.monitor_requests_refused[MonitorRefusal::Timeout as usize],
                     1,
                 );
+                if conn.phase == Phase::Reading {
+                    let late = Reply::error(408, "the request did not arrive in time");
+                    let _ = conn.sock.write(&late.encode(false));
+                }
             }
             self.close(slot);
         }
