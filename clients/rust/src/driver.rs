@@ -478,7 +478,9 @@ impl Driver {
         }
     }
 
-    /// Handles decoded frames, under one lock for the batch; events go out after it.
+    /// Handles decoded frames, under one lock for the batch; events go out after it, and
+    /// flushes complete after the events (a flush is a barrier for events too: whatever
+    /// the server sent before its PONG is in the event queue when `flush` returns).
     fn handle(&mut self, frames: Vec<ServerFrame>) -> Result<(), Failure> {
         if frames.is_empty() {
             return Ok(());
@@ -488,6 +490,7 @@ impl Driver {
             return Ok(());
         };
         let mut emit = Vec::new();
+        let mut flushed = Vec::new();
         let mut failure = None;
         let mut established = None;
         let mut state = inner.lock();
@@ -635,9 +638,7 @@ impl Driver {
                 ServerFrame::Ping => conn.writing.push_back(pong_frame()),
                 ServerFrame::Pong => {
                     if let Some(Some(id)) = conn.pings.pop_front() {
-                        if let Some(tx) = state.flushes.remove(&id) {
-                            let _ = tx.try_send(Ok(()));
-                        }
+                        flushed.extend(state.flushes.remove(&id));
                     }
                 }
                 ServerFrame::Welcome(_) => {
@@ -661,6 +662,9 @@ impl Driver {
         }
         for event in emit {
             self.inner.events.emit(event);
+        }
+        for tx in flushed {
+            let _ = tx.try_send(Ok(()));
         }
         // After the events, so `Connected` is queued when `connect` returns.
         if let Some((tx, info)) = first {

@@ -775,6 +775,46 @@ fn drop_and_gap_notices_are_events() {
     assert_eq!(sub.dropped(), 10);
 }
 
+/// A flush is a barrier for events as well as messages: every notice the server sent
+/// before its PONG is in the event queue when `flush` returns (notices and the PONG
+/// arriving in one read used to race the flush's waiter).
+#[test]
+fn a_flush_returns_after_the_events_sent_before_its_pong() {
+    const NOTICES: u32 = 1_000; // Below the event queue's default capacity.
+    const ROUNDS: usize = 200; // The race it guards against is lost in some rounds only.
+    let server = FakeServer::bind();
+    let (client, mut conn) = connect(&server, 1, Client::builder());
+    let events = client.events();
+    let _sub = client.subscribe("n").unwrap();
+    let sid = subscribe_of(conn.recv()).sid;
+    let fake = thread::spawn(move || {
+        for _ in 0..ROUNDS {
+            assert_eq!(conn.recv(), ClientFrame::Ping);
+            let mut burst = bytes::BytesMut::new();
+            for i in 0..NOTICES {
+                let notice = ServerFrame::DropNotice(DropNotice {
+                    sid,
+                    dropped: u64::from(i % 2 + 1),
+                    ranges: Vec::new(),
+                });
+                tern_protocol::binary::encode_server_frame(&notice, &mut burst).unwrap();
+            }
+            tern_protocol::binary::encode_server_frame(&ServerFrame::Pong, &mut burst).unwrap();
+            conn.send_raw(&burst);
+        }
+        conn
+    });
+    for round in 0..ROUNDS {
+        client.flush(WAIT).unwrap();
+        let mut notices = 0;
+        while let Some(e) = events.try_recv() {
+            notices += u32::from(matches!(e, Event::Dropped { .. }));
+        }
+        assert_eq!(notices, NOTICES, "round {round}");
+    }
+    drop(fake.join().unwrap());
+}
+
 #[test]
 fn a_server_that_closes_for_good_makes_the_client_give_up_after_its_attempts() {
     let server = FakeServer::bind();
