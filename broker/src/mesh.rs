@@ -316,6 +316,14 @@ impl Envelope {
             Envelope::Subscribe { .. } | Envelope::Unsubscribe { .. }
         )
     }
+
+    /// Flow-control signals: a consumer's congestion and the stalls it causes. They go to
+    /// other workers at once rather than at the end of the sender's loop turn
+    /// ([`Outbox::push`]): what a publisher sends until its stall lands is what its
+    /// consumers' headroom must hold, and one turn of a busy worker is long.
+    fn is_urgent(&self) -> bool {
+        matches!(self, Envelope::Congestion { .. } | Envelope::Stall { .. })
+    }
 }
 
 pub(crate) type Batch = Vec<Envelope>;
@@ -360,7 +368,7 @@ impl Envelope {
 /// What an envelope counts for in a queue's byte bound: the bytes of the message it
 /// carries (a delivery counts its message each time: each one is work, and later a copy,
 /// at its receiver), plus a fixed cost for the envelope itself.
-fn envelope_bytes(env: &Envelope) -> usize {
+pub(crate) fn envelope_bytes(env: &Envelope) -> usize {
     const ENVELOPE: usize = 64;
     let msg = match env {
         Envelope::Publish(m) | Envelope::Deliver { msg: m, .. } => m,
@@ -507,6 +515,20 @@ impl Mesh {
             queued.fetch_sub(bytes, Ordering::Relaxed);
             return Err(batch);
         }
+        self.send_counted(to, lane, batch, bytes)
+    }
+
+    /// Sends a small batch of flow-control signals ([`Envelope::is_urgent`]) without
+    /// blocking, past the lane's byte bound (they are few and tiny, and must not wait
+    /// behind the bulk they are about); gives it back when the lane is full in batches.
+    fn try_send_urgent(&self, to: usize, batch: Batch) -> Result<(), Batch> {
+        let bytes = batch_bytes(&batch);
+        self.queued_bytes[to][Lane::Delivery as usize].fetch_add(bytes, Ordering::Relaxed);
+        self.send_counted(to, Lane::Delivery, batch, bytes)
+    }
+
+    /// Sends a batch whose `bytes` were already added to its lane's count.
+    fn send_counted(&self, to: usize, lane: Lane, batch: Batch, bytes: usize) -> Result<(), Batch> {
         match self.senders[to][lane as usize].try_send(batch) {
             Ok(()) => {
                 // A failed wake means the receiver is gone (shutdown): nothing to wake.
@@ -514,7 +536,7 @@ impl Mesh {
                 Ok(())
             }
             Err(TrySendError::Full(b)) => {
-                queued.fetch_sub(bytes, Ordering::Relaxed);
+                self.queued_bytes[to][lane as usize].fetch_sub(bytes, Ordering::Relaxed);
                 Err(b)
             }
             // The receiver has stopped (end of shutdown): there is nobody to deliver to.
@@ -564,6 +586,9 @@ pub(crate) struct Outbox {
     queued: usize,
     /// Bytes ([`batch_bytes`]) in `batches`: what this turn made for other workers.
     queued_bytes: usize,
+    /// Flow-control signals for other workers that found their lane full, in order: they
+    /// go before anything else at the next chance, and later signals wait behind them.
+    urgent: VecDeque<(usize, Envelope)>,
 }
 
 /// Envelopes an outbox holds (not yet sent or handled) past which the worker stops taking
@@ -584,10 +609,18 @@ impl Outbox {
             pending_delivery_bytes: 0,
             queued: 0,
             queued_bytes: 0,
+            urgent: VecDeque::new(),
         }
     }
 
+    /// Queues `envelope` for worker `to` (sent by [`Outbox::flush`]); a flow-control
+    /// signal for another worker is sent at once instead ([`Envelope::is_urgent`]).
     pub fn push(&mut self, to: usize, envelope: Envelope) {
+        if to != self.me && envelope.is_urgent() {
+            self.urgent.push_back((to, envelope));
+            self.send_urgent();
+            return;
+        }
         if envelope.is_control() {
             self.control_queued |= to != self.me;
         } else if self.control_queued {
@@ -670,9 +703,21 @@ impl Outbox {
         !self.pending.is_empty()
     }
 
-    /// Sends every batch for another worker, after any still waiting from earlier. What
-    /// does not fit waits, in order.
+    /// Sends the flow-control signals waiting, in order, until a lane is full.
+    fn send_urgent(&mut self) {
+        while let Some((to, envelope)) = self.urgent.pop_front() {
+            if let Err(mut batch) = self.mesh.try_send_urgent(to, vec![envelope]) {
+                let envelope = batch.pop().expect("the batch sent");
+                self.urgent.push_front((to, envelope));
+                return;
+            }
+        }
+    }
+
+    /// Sends every batch for another worker, after any still waiting from earlier (signals
+    /// first). What does not fit waits, in order.
     pub fn flush(&mut self) {
+        self.send_urgent();
         self.control_queued = false;
         while let Some((to, lane, batch)) = self.pending.pop_front() {
             let bytes = (lane == Lane::Delivery).then(|| batch_bytes(&batch));
@@ -846,6 +891,56 @@ mod tests {
         assert!(out.may_take_commands());
         assert_eq!(inboxes[1].lane_len(Lane::Delivery), 1);
         assert_eq!(mesh.queued_bytes(1), batch_bytes(&batch));
+    }
+
+    /// A consumer's congestion and the stalls it causes leave at once, past a lane full
+    /// of bytes and ahead of the bulk still waiting; when the lane is full in batches they
+    /// wait, in order, and go first at the next flush.
+    #[test]
+    fn flow_control_signals_leave_at_once_and_in_order() {
+        let (mesh, inboxes) = Mesh::new(Mesh::test_wakers(2), 3, 10_000);
+        let mut out = Outbox::new(0, mesh.clone());
+        let consumer = ConnId {
+            worker: 0,
+            slot: 3,
+            gen: 1,
+        };
+        let signal = |n| Envelope::Congestion {
+            conn: consumer,
+            signal: Signal::On(n),
+        };
+        // The lane is over its byte bound, and more bulk waits behind it.
+        out.push(1, deliver(50_000));
+        out.flush();
+        out.push(1, deliver(50_000));
+        out.flush();
+        assert!(out.is_blocked());
+        // No flush: the signal is in the receiver's lane already.
+        out.push(1, signal(1));
+        assert_eq!(inboxes[1].lane_len(Lane::Delivery), 2);
+        // The next takes the lane's last batch slot; the one after waits, in order.
+        out.push(1, signal(2));
+        out.push(1, signal(3));
+        assert_eq!(inboxes[1].lane_len(Lane::Delivery), 3);
+        let mut received = Vec::new();
+        while let Some(batch) = inboxes[1].try_recv(Lane::Delivery) {
+            mesh.taken(1, Lane::Delivery, &batch);
+            received.extend(batch);
+            out.flush();
+        }
+        let signals: Vec<u32> = received
+            .iter()
+            .filter_map(|e| match e {
+                Envelope::Congestion {
+                    signal: Signal::On(n),
+                    ..
+                } => Some(*n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(signals, [1, 2, 3]);
+        // The first signal came before the bulk that was waiting when it was sent.
+        assert!(matches!(received[1], Envelope::Congestion { .. }));
     }
 
     #[test]

@@ -130,17 +130,44 @@ impl Router {
         self.timers.push(Reverse((at, conn.slot, conn.gen)));
     }
 
-    /// A consumer of this worker became congested, stuck or clear: every worker is told
-    /// (this one through its local batch), for its catch-ups and, while stalling is on,
-    /// its publishers.
+    /// A consumer of this worker became congested, stuck or clear: every worker is told,
+    /// for its catch-ups and, while stalling is on, its publishers. This worker's routing
+    /// knows at once, the others as soon as the mesh takes the signal (`Outbox::push`);
+    /// this worker's own publishers are released through its local batch.
     pub fn congestion(&mut self, conn: ConnId, signal: Signal) {
         match signal {
             Signal::On(_) => bump(&self.stats.congested_consumers, 1),
             Signal::Stuck(_) => bump(&self.stats.stuck_consumers, 1),
             Signal::Off(_) => {}
         }
+        // This worker's shard routes by it from now on, not from the end of the turn.
+        self.note_congestion(conn, signal);
         for to in 0..self.workers {
             self.outbox.push(to, Envelope::Congestion { conn, signal });
+        }
+    }
+
+    /// What routing needs to know of a consumer's congestion: whose publishers to stall
+    /// (`congested`) and whose catch-ups wait (`backlogged`).
+    fn note_congestion(&mut self, conn: ConnId, signal: Signal) {
+        match signal {
+            Signal::On(epoch) => {
+                if !self.config.flow.max_publisher_stall.is_zero() {
+                    self.congested.insert(conn, epoch);
+                }
+                self.backlogged.insert(conn);
+            }
+            Signal::Stuck(epoch) | Signal::Off(epoch) => {
+                if self.congested.get(&conn) == Some(&epoch) {
+                    self.congested.remove(&conn);
+                }
+                self.shard.congestion_ended(conn);
+                if matches!(signal, Signal::Off(_)) {
+                    self.backlogged.remove(&conn);
+                } else {
+                    self.backlogged.insert(conn);
+                }
+            }
         }
     }
 
@@ -239,24 +266,9 @@ impl Router {
                 self.shard.unsubscribe(&filter, queue.as_deref(), &sub)
             }
             Envelope::Congestion { conn, signal } => {
-                match signal {
-                    Signal::On(epoch) => {
-                        if !self.config.flow.max_publisher_stall.is_zero() {
-                            self.congested.insert(conn, epoch);
-                        }
-                        self.backlogged.insert(conn);
-                    }
-                    Signal::Stuck(epoch) | Signal::Off(epoch) => {
-                        if self.congested.get(&conn) == Some(&epoch) {
-                            self.congested.remove(&conn);
-                        }
-                        self.shard.congestion_ended(conn);
-                        if matches!(signal, Signal::Off(_)) {
-                            self.backlogged.remove(&conn);
-                        } else {
-                            self.backlogged.insert(conn);
-                        }
-                    }
+                // A signal of this worker's own consumer was noted when it was sent.
+                if conn.worker as usize != self.me {
+                    self.note_congestion(conn, signal);
                 }
                 // The worker releases the publishers it stalled for it.
                 return Some(Envelope::Congestion { conn, signal });

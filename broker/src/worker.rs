@@ -53,7 +53,7 @@ use crate::conn::congestion::Signal;
 use crate::conn::{CloseReason, Conn, ReadState};
 use crate::index::FnvMap;
 use crate::lameduck::{LameDuck, Schedule};
-use crate::mesh::{ConnId, Envelope, Lane};
+use crate::mesh::{envelope_bytes, ConnId, Envelope, Lane};
 use crate::router::Router;
 use crate::snapshot::{
     self, ConnInfo, SnapshotRequest, SubsListing, WallClock, WorkerView, CLOSED_KEPT_PER_WORKER,
@@ -477,14 +477,22 @@ impl Worker {
         }
     }
 
+    /// Takes from `lane` up to [`INBOX_BUDGET`] envelopes and one lane's byte bound
+    /// (`worker_queue_bytes`, counted as the mesh counts them): the senders refill the
+    /// lane while it is drained, and a drain that kept up with them would hold this
+    /// worker's sockets and its consumers' congestion signals for a long turn (a drain
+    /// of 64 MiB of 1 KiB deliveries overran a consumer's whole headroom before its
+    /// publisher heard of it).
     fn drain_lane(&mut self, lane: Lane) {
         let mut budget = INBOX_BUDGET;
-        while budget > 0 {
+        let mut bytes_left = self.router.config.limits.worker_queue_bytes;
+        while budget > 0 && bytes_left > 0 {
             if !self.outbox_has_room() {
                 return;
             }
             if let Some(env) = self.router.pop_set_aside(lane) {
                 self.last_busy = self.now;
+                bytes_left = bytes_left.saturating_sub(envelope_bytes(&env));
                 self.handle_envelope(env);
                 budget -= 1;
                 continue;
@@ -495,9 +503,10 @@ impl Worker {
             self.last_busy = self.now;
             let mut envelopes = batch.into_iter();
             for env in envelopes.by_ref() {
+                bytes_left = bytes_left.saturating_sub(envelope_bytes(&env));
                 self.handle_envelope(env);
                 budget -= 1;
-                if budget == 0 || !self.outbox_has_room() {
+                if budget == 0 || bytes_left == 0 || !self.outbox_has_room() {
                     break;
                 }
             }
@@ -993,6 +1002,106 @@ impl LogBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::Slots;
+    use crate::budget::SharedBudget;
+    use crate::config::Config;
+    use crate::mesh::{Mesh, Msg, SubRef};
+    use crate::router::Shared;
+    use crate::stats::WorkerStats;
+
+    /// Worker 1 of a two-worker mesh whose lanes hold any number of bytes, on free ports,
+    /// with `config`; and the mesh, to fill its inbox as worker 0 would.
+    fn worker_one(config: Config) -> (Worker, Mesh) {
+        let (mesh, mut inboxes) = Mesh::for_tests_open(2);
+        let config = Arc::new(config);
+        let shared = Shared {
+            replay_slots: Arc::new(Slots::new(1)),
+            subscription_slots: Arc::new(Slots::new(1)),
+            budget: SharedBudget::new(config.flow.max_queued_bytes),
+        };
+        let router = Router::new(
+            1,
+            mesh.clone(),
+            inboxes.pop().expect("worker 1's inbox"),
+            Arc::clone(&config),
+            Arc::new(WorkerStats::default()),
+            None,
+            shared,
+        );
+        let any_port = "127.0.0.1:0".parse().expect("an address");
+        let now = Instant::now();
+        let setup = WorkerSetup {
+            router,
+            poll: Poll::new().expect("a poll"),
+            listener: TcpListener::bind(any_port).expect("a listener"),
+            binary_listener: None,
+            info: ServerInfo::default(),
+            welcome: Welcome::default(),
+            gate: ConnectionGate::new(&config.admission, now),
+            lame_duck: Arc::new(LameDuck::new(now)),
+        };
+        (Worker::new(setup).expect("a worker"), mesh)
+    }
+
+    /// A delivery of `size` bytes to a connection worker 1 does not have (dropped when
+    /// handled, which is all this needs).
+    fn delivery(size: usize) -> Envelope {
+        let nobody = ConnId {
+            worker: 1,
+            slot: 7,
+            gen: 1,
+        };
+        let msg = Msg::new(
+            Bytes::from_static(b"s"),
+            Bytes::from(vec![b'x'; size]),
+            ConnId::NONE,
+            Instant::now(),
+        );
+        Envelope::Deliver {
+            sub: SubRef {
+                conn: nobody,
+                key: 0,
+                id: 1,
+            },
+            msg: Arc::new(msg),
+        }
+    }
+
+    /// One drain takes at most about one lane's byte bound, however much is waiting: the
+    /// rest waits for the next turn, after the sockets and the signals. Before, a drain
+    /// took up to 65,536 envelopes (64 MiB of 1 KiB deliveries) while its senders kept
+    /// the lane full, and a congested consumer's signal waited behind all of it.
+    #[test]
+    fn one_drain_takes_about_one_lanes_byte_bound() {
+        let mut config = Config::default();
+        config.limits.worker_queue_bytes = 64 * 1024;
+        let (mut worker, mesh) = worker_one(config);
+        let (batches, per_batch) = (16, 256);
+        let mut sender = crate::mesh::Outbox::new(0, mesh);
+        for _ in 0..batches {
+            for _ in 0..per_batch {
+                sender.push(1, delivery(1024));
+            }
+            sender.flush();
+            assert!(!sender.is_blocked(), "the lane holds all of it");
+        }
+        let total = batches * per_batch;
+        let one = envelope_bytes(&delivery(1024));
+        worker.drain_lane(Lane::Delivery);
+        let mut left = 0;
+        while worker.router.pop_set_aside(Lane::Delivery).is_some() {
+            left += 1;
+        }
+        while let Some(batch) = worker.router.next_batch(Lane::Delivery) {
+            left += batch.len();
+        }
+        let taken = total - left;
+        assert_eq!(
+            taken,
+            (64 * 1024usize).div_ceil(one),
+            "{taken} of {total} taken"
+        );
+    }
 
     #[test]
     fn a_log_budget_lets_a_few_lines_through_per_window_and_counts_the_rest() {
