@@ -24,7 +24,7 @@ use crate::conn::congestion::Signal;
 use crate::index::{FnvMap, FnvSet};
 use crate::latency::Latency;
 use crate::mesh::{
-    Batch, ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, ReplayRequest, Start, SubRef,
+    ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, ReplayRequest, Sent, Start, SubRef,
 };
 use crate::shard::Shard;
 use crate::stats::{bump, set, WorkerStats};
@@ -183,12 +183,12 @@ impl Router {
         self.deferred[lane as usize].pop_front()
     }
 
-    /// The next batch of `lane` from the inbound queue. Only call when nothing of the lane
-    /// is set aside.
-    pub fn next_batch(&mut self, lane: Lane) -> Option<Batch> {
+    /// The next batch of `lane` from the inbound queue, with what it counts for in the
+    /// lane's byte bound. Only call when nothing of the lane is set aside.
+    pub fn next_batch(&mut self, lane: Lane) -> Option<Sent> {
         debug_assert!(self.deferred[lane as usize].is_empty());
         let batch = self.inbox.try_recv(lane)?;
-        self.outbox.taken(self.me, lane, &batch);
+        self.outbox.taken(self.me, lane, batch.bytes);
         Some(batch)
     }
 
@@ -219,8 +219,8 @@ impl Router {
                 Some(env) => env,
                 None => match self.inbox.try_recv(Lane::Command) {
                     Some(batch) => {
-                        self.outbox.taken(self.me, Lane::Command, &batch);
-                        self.deferred[command].extend(batch);
+                        self.outbox.taken(self.me, Lane::Command, batch.bytes);
+                        self.deferred[command].extend(batch.envelopes);
                         continue;
                     }
                     None => return,

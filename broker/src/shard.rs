@@ -649,7 +649,7 @@ mod tests {
             for (w, inbox) in inboxes.iter().enumerate() {
                 let mut envelopes = out.take_batch(w);
                 while let Some(batch) = inbox.try_recv(crate::mesh::Lane::Delivery) {
-                    envelopes.extend(batch);
+                    envelopes.extend(batch.envelopes);
                 }
                 for env in envelopes {
                     if let Envelope::Stall {
