@@ -14,8 +14,20 @@ use common::{current_rss, peak_rss, Broker, RawClient};
 /// Publishes `count` messages of `size` bytes on `subject` in batches, the first four bytes
 /// of each its index.
 fn publish(publ: &mut RawClient, subject: &str, count: u32, size: usize, headers: &[u8]) {
+    publish_filled(publ, subject, count, size, headers, b'p');
+}
+
+/// [`publish`], the bytes after the index all `fill` (which tells publishers apart).
+fn publish_filled(
+    publ: &mut RawClient,
+    subject: &str,
+    count: u32,
+    size: usize,
+    headers: &[u8],
+    fill: u8,
+) {
     let mut batch = Vec::new();
-    let mut payload = vec![b'p'; size];
+    let mut payload = vec![fill; size];
     for i in 0..count {
         payload[..4].copy_from_slice(&i.to_be_bytes());
         if headers.is_empty() {
@@ -278,6 +290,22 @@ fn the_broker_budget_gives_up_the_lowest_priority_oldest_first() {
     }
 }
 
+/// A broker with a small `max_pending` (4 MiB), and the mesh's lanes sized to it: what may be
+/// in flight between workers when a consumer's congestion is signalled (a few times
+/// `worker_queue_bytes`, and a few turns' reads) must fit in the headroom above its
+/// high-water mark (half of `max_pending`).
+fn small_headroom_broker() -> Broker {
+    Broker::with_args(&[
+        "--no-store",
+        "--monitor",
+        "127.0.0.1:0",
+        "--max-pending",
+        "4MiB",
+        "--worker-queue-bytes",
+        "256KiB",
+    ])
+}
+
 /// A subscriber that keeps reading, but slower than its publisher, gets every message,
 /// exactly once and in order: the publisher is stalled while the subscriber is behind,
 /// across workers. Another subscriber on the subject that never reads does not hold the
@@ -286,18 +314,7 @@ fn the_broker_budget_gives_up_the_lowest_priority_oldest_first() {
 fn a_subscriber_slower_than_its_publisher_gets_everything_and_a_stuck_one_slows_nobody() {
     const COUNT: u32 = 40_000;
     const SIZE: usize = 1024;
-    let broker = Broker::with_args(&[
-        "--no-store",
-        "--monitor",
-        "127.0.0.1:0",
-        "--max-pending",
-        "4MiB",
-        // What may be in flight between workers when the consumer's congestion is
-        // signalled (a few times this, and a few turns' reads) must fit in the headroom
-        // above its high-water mark (half of max_pending).
-        "--worker-queue-bytes",
-        "256KiB",
-    ]);
+    let broker = small_headroom_broker();
     let workers = broker.workers();
     let subject = common::subject_on_shard("flow", 0, workers);
     let mut stuck = RawClient::connect_small_rcvbuf(broker.addr(), 8 * 1024);
@@ -347,7 +364,7 @@ fn a_subscriber_slower_than_its_publisher_gets_everything_and_a_stuck_one_slows_
 /// arrives. (At release speed, with 1 KiB messages, a subscriber's worker used to take up
 /// to 64 MiB of deliveries in one loop turn before its congestion signal went out, and
 /// `tern-bench pubsub --size 1024` lost up to 670,000 messages in a 3 s run; the unit
-/// tests `one_drain_takes_about_one_lanes_byte_bound` and
+/// tests `one_drain_stops_at_one_lanes_byte_bound` and
 /// `flow_control_signals_leave_at_once_and_in_order` pin the two causes down, since this
 /// test's build is too slow to show them reliably.)
 #[test]
@@ -355,15 +372,7 @@ fn a_subscriber_that_reads_as_fast_as_it_can_loses_nothing_to_faster_publishers(
     const PUBLISHERS: usize = 3;
     const COUNT: u32 = 100_000;
     const SIZE: usize = 1024;
-    let broker = Broker::with_args(&[
-        "--no-store",
-        "--monitor",
-        "127.0.0.1:0",
-        "--max-pending",
-        "4MiB",
-        "--worker-queue-bytes",
-        "256KiB",
-    ]);
+    let broker = small_headroom_broker();
     let workers = broker.workers();
     // Routed by the publishers' worker, delivered across the mesh to the subscriber's.
     let subject = common::subject_on_shard("fast", 0, workers);
@@ -386,19 +395,7 @@ fn a_subscriber_that_reads_as_fast_as_it_can_loses_nothing_to_faster_publishers(
             let subject = subject.clone();
             std::thread::spawn(move || {
                 // The fifth payload byte names the publisher.
-                let mut batch = Vec::new();
-                let mut payload = vec![b'0' + p as u8; SIZE];
-                for i in 0..COUNT {
-                    payload[..4].copy_from_slice(&i.to_be_bytes());
-                    batch.extend_from_slice(format!("PUB {subject} {SIZE}\r\n").as_bytes());
-                    batch.extend_from_slice(&payload);
-                    batch.extend_from_slice(b"\r\n");
-                    if batch.len() > 256 * 1024 {
-                        publ.send(&batch);
-                        batch.clear();
-                    }
-                }
-                publ.send(&batch);
+                publish_filled(&mut publ, &subject, COUNT, SIZE, b"", b'0' + p as u8);
                 publ.ping_pong();
             })
         })
