@@ -74,6 +74,12 @@ const READ_BUDGET: usize = 256 * 1024;
 /// 256 KiB of small messages to 100 subscribers is ~200,000 deliveries), and a turn
 /// that drains many of those writes nothing to any socket for seconds.
 const INBOX_BUDGET: usize = 65_536;
+/// Bytes of inbound batches (as their senders counted them, `mesh::envelope_bytes`) taken
+/// per drain, or one lane's byte bound (`worker_queue_bytes`) when that is smaller: the
+/// rest waits for the next turn, after the sockets, so that a turn stays short while other
+/// workers keep the lanes full (a consumer's congestion signal, a live message behind a
+/// flood of catch-up deliveries).
+const DRAIN_BYTES: usize = 512 * 1024;
 /// How often the ping timer runs.
 const TICK: Duration = Duration::from_millis(100);
 /// While shutting down: how long the worker must see nothing to do before it stops.
@@ -478,15 +484,14 @@ impl Worker {
     }
 
     /// Takes from `lane` up to [`INBOX_BUDGET`] envelopes, and no new batch once it took
-    /// one lane's byte bound (`worker_queue_bytes`, as the senders counted it): the
-    /// senders refill the lane while it is drained, and a drain that kept up with them
-    /// would hold this worker's sockets and its consumers' congestion signals for a long
-    /// turn (a drain of 64 MiB of 1 KiB deliveries overran a consumer's whole headroom
-    /// before its publisher heard of it). A batch is at most about a lane's bytes, so a
-    /// drain takes at most about two.
+    /// [`DRAIN_BYTES`] (as the senders counted them): the senders refill the lane while it
+    /// is drained, and a drain that kept up with them would hold this worker's sockets and
+    /// its consumers' congestion signals for a long turn (a drain of 64 MiB of 1 KiB
+    /// deliveries overran a consumer's whole headroom before its publisher heard of it).
+    /// A batch is at most about a lane's bytes, so a drain takes at most that much more.
     fn drain_lane(&mut self, lane: Lane) {
         let mut budget = INBOX_BUDGET;
-        let mut bytes_left = self.router.config.limits.worker_queue_bytes;
+        let mut bytes_left = DRAIN_BYTES.min(self.router.config.limits.worker_queue_bytes);
         while budget > 0 {
             if !self.outbox_has_room() {
                 return;
