@@ -51,6 +51,9 @@ pub(crate) struct Router {
     next_sub_id: u64,
     /// The loop turn's instant (set by the worker when it wakes).
     pub now: Instant,
+    /// When this worker last saw live traffic: a publish it read or routed, a delivery
+    /// that was not a catch-up's. While it is recent, the worker paces its catch-ups.
+    pub live_at: Option<Instant>,
     /// What this worker's subscription queues hold, against the broker-wide budget.
     pub budget: QueueBudget,
     /// The arrival number of the last message put in a subscription queue on this worker.
@@ -109,6 +112,7 @@ impl Router {
             deferred: Default::default(),
             next_sub_id: 0,
             now: Instant::now(),
+            live_at: None,
             budget: QueueBudget::new(budget),
             last_arrival: 0,
             congested: FnvMap::default(),
@@ -307,6 +311,7 @@ impl Router {
 
     /// Hands a message to the shard that owns its subject, and says which shard that is.
     pub fn publish(&mut self, msg: Arc<Msg>) -> usize {
+        self.live_at = Some(self.now);
         let owner = self.shard.owner(&msg.subject);
         if owner == self.me {
             self.route(msg);
@@ -318,6 +323,7 @@ impl Router {
 
     /// Routes a message this worker's shard owns.
     pub fn route(&mut self, msg: Arc<Msg>) {
+        self.live_at = Some(self.now);
         let routed = self.shard.route(msg, &mut self.outbox, &self.congested);
         if routed.no_responders {
             bump(&self.stats.no_responders, 1);

@@ -82,6 +82,12 @@ const INBOX_BUDGET: usize = 65_536;
 const DRAIN_BYTES: usize = 512 * 1024;
 /// How often the ping timer runs.
 const TICK: Duration = Duration::from_millis(100);
+/// Live traffic this recent (a publish read or routed here, a delivery that is not a
+/// catch-up's)
+/// makes the worker pace its catch-ups: one pump per [`REPLAY_PACE`] instead of one per
+/// turn.
+const LIVE_WINDOW: Duration = Duration::from_millis(20);
+const REPLAY_PACE: Duration = Duration::from_micros(500);
 /// While shutting down: how long the worker must see nothing to do before it stops.
 const QUIET: Duration = Duration::from_millis(50);
 /// Closes logged at `info` per window and worker; more are logged at `debug` and counted in
@@ -157,6 +163,9 @@ pub(crate) struct Worker {
     /// Per congested consumer, the publishers of this worker stalled for it, as (slot,
     /// generation).
     stalled_by: FnvMap<ConnId, Vec<(u32, u32)>>,
+    /// The earliest this worker's catch-ups may be pumped again while live traffic is
+    /// recent (`Router::live_at`).
+    next_pump: Instant,
 }
 
 impl Worker {
@@ -206,6 +215,7 @@ impl Worker {
             lame_duck,
             lame_duck_schedule: None,
             stalled_by: FnvMap::default(),
+            next_pump: now,
         })
     }
 
@@ -250,7 +260,9 @@ impl Worker {
                 // (`Router::sync_inbox`): hand them to their connections this turn.
                 self.drain_inbox();
             }
-            self.router.pump_replays(self.now);
+            if self.may_pump() {
+                self.router.pump_replays(self.now);
+            }
             self.handle_local();
             self.router.outbox.flush();
             self.write_connections();
@@ -268,7 +280,11 @@ impl Worker {
         if self.router.outbox.is_blocked() || self.draining.is_some() {
             return Duration::from_millis(1);
         }
-        let replays = self.router.shard.replay_state();
+        let mut replays = self.router.shard.replay_state();
+        if replays == ReplayState::Ready && self.pacing_replays() {
+            // Catch-ups wait for their next pump while live traffic is recent.
+            replays = ReplayState::Waiting;
+        }
         if !self.to_read.is_empty() || self.router.has_set_aside() || replays == ReplayState::Ready
         {
             return Duration::ZERO;
@@ -286,6 +302,26 @@ impl Worker {
             timeout = timeout.min(at.saturating_duration_since(now));
         }
         timeout
+    }
+
+    /// True while live traffic is recent and the next paced pump is not due yet.
+    fn pacing_replays(&self) -> bool {
+        let live = self
+            .router
+            .live_at
+            .is_some_and(|at| self.now.saturating_duration_since(at) < LIVE_WINDOW);
+        live && self.now < self.next_pump
+    }
+
+    /// Whether this turn pumps catch-ups: always while no live traffic is recent, and
+    /// once per [`REPLAY_PACE`] while it is, so that catch-up work (the pump, and the
+    /// deliveries and socket writes it makes) leaves live messages short turns.
+    fn may_pump(&mut self) -> bool {
+        if self.pacing_replays() {
+            return false;
+        }
+        self.next_pump = self.now + REPLAY_PACE;
+        true
     }
 
     /// Runs the connection timers that are due (`Router::wake_at`): congestion
@@ -561,6 +597,9 @@ impl Worker {
                 }
             }
             Envelope::Deliver { sub, msg } => {
+                if msg.flight.is_none() {
+                    self.router.live_at = Some(self.now);
+                }
                 if let Some((c, router)) = self.conn_and_router(sub.conn) {
                     if c.deliver(sub, &msg, router) {
                         self.list_write(sub.conn.slot as usize);
@@ -1073,6 +1112,32 @@ mod tests {
             },
             msg: Arc::new(msg),
         }
+    }
+
+    /// Catch-ups are pumped every turn while no live traffic is recent, and once per
+    /// `REPLAY_PACE` while it is, so that live messages find short turns.
+    #[test]
+    fn catch_ups_are_paced_while_live_traffic_is_recent() {
+        let (mut worker, _mesh) = worker_one(Config::default());
+        let t0 = Instant::now();
+        worker.now = t0;
+        assert!(
+            worker.may_pump() && worker.may_pump(),
+            "no live traffic: every turn"
+        );
+        worker.router.live_at = Some(t0);
+        worker.next_pump = t0;
+        assert!(worker.may_pump(), "the first paced pump");
+        assert!(!worker.may_pump(), "not again in the same instant");
+        worker.now = t0 + REPLAY_PACE / 2;
+        assert!(!worker.may_pump());
+        worker.now = t0 + REPLAY_PACE;
+        assert!(worker.may_pump(), "one pace later");
+        worker.now = t0 + LIVE_WINDOW + REPLAY_PACE / 2;
+        assert!(
+            worker.may_pump() && worker.may_pump(),
+            "live traffic is no longer recent"
+        );
     }
 
     /// One drain takes no new batch past one lane's byte bound, however much is waiting:
