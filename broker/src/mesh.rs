@@ -105,8 +105,8 @@ pub(crate) struct Msg {
     pub stamp: Stamp,
     /// A catch-up's message: counted in its catch-up's bytes in flight until the last
     /// copy is gone (encoded for its connection's socket, dropped, or not delivered at
-    /// all). Held for its `Drop`, never read.
-    #[allow(dead_code)]
+    /// all). Held for its `Drop`; read only to tell a catch-up's delivery from a live one
+    /// (`Worker::may_pump`).
     pub flight: Option<Flight>,
 }
 

@@ -83,10 +83,10 @@ const DRAIN_BYTES: usize = 512 * 1024;
 /// How often the ping timer runs.
 const TICK: Duration = Duration::from_millis(100);
 /// Live traffic this recent (a publish read or routed here, a delivery that is not a
-/// catch-up's)
-/// makes the worker pace its catch-ups: one pump per [`REPLAY_PACE`] instead of one per
-/// turn.
+/// catch-up's) makes the worker pace its catch-ups.
 const LIVE_WINDOW: Duration = Duration::from_millis(20);
+/// While catch-ups are paced: at most one pump per this much time, instead of one per
+/// turn (the poll waits up to a millisecond for the next one when nothing else wakes it).
 const REPLAY_PACE: Duration = Duration::from_micros(500);
 /// While shutting down: how long the worker must see nothing to do before it stops.
 const QUIET: Duration = Duration::from_millis(50);
