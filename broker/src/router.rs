@@ -311,11 +311,12 @@ impl Router {
 
     /// Hands a message to the shard that owns its subject, and says which shard that is.
     pub fn publish(&mut self, msg: Arc<Msg>) -> usize {
-        self.live_at = Some(self.now);
         let owner = self.shard.owner(&msg.subject);
         if owner == self.me {
             self.route(msg);
         } else {
+            // Live traffic read here (`route` notes what is routed here).
+            self.live_at = Some(self.now);
             self.outbox.push(owner, Envelope::Publish(msg));
         }
         owner
