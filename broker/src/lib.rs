@@ -26,6 +26,7 @@ mod eviction;
 mod index;
 mod lameduck;
 mod latency;
+mod merge;
 mod mesh;
 mod monitor;
 mod names;

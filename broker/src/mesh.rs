@@ -244,6 +244,16 @@ pub(crate) enum Envelope {
         requested: u64,
         oldest: u64,
     },
+    /// From a shard to the worker of a subscription whose catch-ups are merged
+    /// (`merge.rs`): this shard's catch-up has replayed everything its log held, after the
+    /// deliveries before this. It reads on what is appended until released.
+    CaughtUp { sub: SubRef, shard: u16 },
+    /// From a shard to the worker of a merged subscription with a "last N" start: the
+    /// shard sends `sends` messages, its newest matches.
+    Counted { sub: SubRef, shard: u16, sends: u64 },
+    /// From a merged subscription's worker to each of its shards, once all have caught
+    /// up: end the catch-up at the end of the log and deliver live from there.
+    Release { sub: SubRef },
     /// A text client's catch-up request (`$TERN.REPLAY`), to each shard its filter can
     /// match in: replay the matching records into its inbox.
     Replay(Arc<ReplayRequest>),
@@ -360,6 +370,7 @@ impl Envelope {
             | Envelope::Unsubscribe { .. }
             | Envelope::Lag { .. }
             | Envelope::Grant { .. }
+            | Envelope::Release { .. }
             | Envelope::Replay(_)
             | Envelope::Barrier { .. } => Lane::Command,
             _ => Lane::Delivery,

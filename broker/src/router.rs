@@ -266,6 +266,7 @@ impl Router {
                 .shard
                 .lag(sub, &filter, from, credit, lag, &mut self.outbox),
             Envelope::Grant { sub, credit } => self.shard.grant(&sub, credit),
+            Envelope::Release { sub } => self.shard.release(&sub),
             Envelope::Unsubscribe { filter, queue, sub } => {
                 self.shard.unsubscribe(&filter, queue.as_deref(), &sub)
             }
@@ -441,6 +442,18 @@ impl Router {
                     lag,
                 },
             );
+        }
+    }
+
+    /// Ends a merged subscription's catch-ups: every shard it is registered in goes live
+    /// at the end of its log (see `merge.rs`).
+    pub fn release(&mut self, shards: Range<usize>, sub: SubRef) {
+        for shard in shards {
+            if shard == self.me {
+                self.shard.release(&sub);
+            } else {
+                self.outbox.push(shard, Envelope::Release { sub });
+            }
         }
     }
 

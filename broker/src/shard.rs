@@ -35,6 +35,7 @@ use tern_protocol::binary::StartPosition;
 use tern_protocol::headers::NO_RESPONDERS;
 
 use crate::index::{shard_for, FnvMap, FnvSet, Index};
+use crate::merge;
 use crate::mesh::{ConnId, Envelope, Msg, Outbox, ReplayRequest, Stamp, Start, SubRef};
 use crate::queue_group::QueueGroups;
 use crate::store::{ReplayEvent, ReplaySink, ReplayState, Store};
@@ -233,6 +234,8 @@ impl Shard {
         let mut gap = None;
         // The first sequence the subscription gets from this shard.
         let mut first = self.store.as_ref().map_or(self.next_seq, Store::next_seq);
+        // Its catch-ups from every shard are merged at its worker (`merge.rs`).
+        let merged = merge::merges(filter, start.as_deref(), self.shards);
         if let Some(start) = start.as_deref() {
             gap = match &mut self.store {
                 Some(store) => {
@@ -243,7 +246,7 @@ impl Shard {
                         }
                         StartPosition::Time(ns) => Some(store.seq_at_time(*ns)),
                         StartPosition::LastN(n) => {
-                            store.start_last_n(sub, filter, *n);
+                            store.start_last_n(sub, filter, *n, merged);
                             // Where its last N begin is not known yet; falling back before
                             // the first arrives replays from the oldest record held.
                             first = store.first_seq();
@@ -252,7 +255,7 @@ impl Shard {
                     };
                     from.and_then(|from| {
                         first = from.max(store.first_seq());
-                        store.start_replay(sub, filter, from)
+                        store.start_replay(sub, filter, from, merged)
                     })
                 }
                 // Nothing is held: a resume behind the shard lost everything since.
@@ -277,6 +280,22 @@ impl Shard {
         }
         if let Some((requested, oldest)) = gap {
             push_gap(out, sub, self.id as u16, requested, oldest);
+        }
+        if merged && self.store.is_none() {
+            // Nothing to replay here: counted and caught up at once.
+            let shard = self.id as u16;
+            if matches!(start.as_deref(), Some(StartPosition::LastN(n)) if *n > 0) {
+                push_to_sub(
+                    out,
+                    sub,
+                    Envelope::Counted {
+                        sub,
+                        shard,
+                        sends: 0,
+                    },
+                );
+            }
+            push_to_sub(out, sub, Envelope::CaughtUp { sub, shard });
         }
         self.index.insert(filter, queue, sub);
         self.groups.resize(self.index.queue_count());
@@ -310,6 +329,13 @@ impl Shard {
     pub fn grant(&mut self, sub: &SubRef, credit: u32) {
         if let Some(store) = &mut self.store {
             store.grant(sub, credit);
+        }
+    }
+
+    /// Every shard of a merged catch-up has caught up: this one ends at the end of its log.
+    pub fn release(&mut self, sub: &SubRef) {
+        if let Some(store) = &mut self.store {
+            store.release(sub);
         }
     }
 
@@ -494,8 +520,18 @@ impl ReplaySink for Sink<'_> {
                 oldest,
             } => push_gap(out, sub, shard, requested, oldest),
             ReplayEvent::Done { conn, id } => push_replay_done(out, conn, id),
+            ReplayEvent::CaughtUp(sub) => push_to_sub(out, sub, Envelope::CaughtUp { sub, shard }),
+            ReplayEvent::Counted { sub, sends } => {
+                push_to_sub(out, sub, Envelope::Counted { sub, shard, sends })
+            }
         }
     }
+}
+
+/// Sends a merged catch-up's news (`CaughtUp`, `Counted`) to the worker of its
+/// subscription `sub`, behind the deliveries before it.
+fn push_to_sub(out: &mut Outbox, sub: SubRef, env: Envelope) {
+    out.push(sub.conn.worker as usize, env);
 }
 
 /// Tells the worker of `conn` that this shard's part of its catch-up `id` is over.

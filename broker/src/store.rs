@@ -358,6 +358,21 @@ pub(crate) struct Replay {
     /// Bytes of its messages its client's connection has not taken yet (encoded for the socket) nor dropped: it
     /// waits while they are `replay_bytes` or more (see `mesh::Flight`).
     in_flight: Arc<AtomicUsize>,
+    /// One of a subscription's catch-ups merged at its worker (`merge.rs`): at the end of
+    /// the log it says so (`ReplayEvent::CaughtUp`) and reads on what is appended, live
+    /// delivery still off, until the worker releases it (`Store::release`).
+    merged: Merged,
+}
+
+/// Where a merged catch-up is in its handover to live delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Merged {
+    /// Not merged, or released: it ends at the end of the log.
+    No,
+    /// Merged, still short of the end of the log.
+    Replaying,
+    /// Merged, and its worker told it reached the end of the log once.
+    CaughtUp,
 }
 
 /// Where a catch-up is in its work.
@@ -385,7 +400,20 @@ impl Replay {
             phase,
             credit: None,
             in_flight: Arc::default(),
+            merged: Merged::No,
         }
+    }
+
+    fn merged(mut self, merged: bool) -> Replay {
+        if merged {
+            self.merged = Merged::Replaying;
+        }
+        self
+    }
+
+    /// Merged, caught up and waiting for its release with nothing new to read.
+    fn idle_at_end(&self, next_seq: u64) -> bool {
+        self.merged == Merged::CaughtUp && self.next >= next_seq
     }
 
     /// The `bytes` of one message it sends, counted in flight while the message lives.
@@ -454,6 +482,10 @@ pub(crate) enum ReplayEvent {
     },
     /// This shard's part of text catch-up `id` of `conn` is over: its end marker is out.
     Done { conn: ConnId, id: u64 },
+    /// A merged catch-up of `sub` reached the end of the log.
+    CaughtUp(SubRef),
+    /// A merged "last N" catch-up of `sub` counted its matches: it sends `sends`.
+    Counted { sub: SubRef, sends: u64 },
 }
 
 /// Where a shard's catch-ups send what they produce, and whether they may go on.
@@ -683,16 +715,23 @@ impl Store {
 
     /// Starts a catch-up for `sub` from sequence `from`. Returns the gap, `(requested,
     /// oldest)`, when the log no longer holds `from`; the replay then starts at the oldest
-    /// record held. Nothing is registered when there is nothing to replay.
-    pub fn start_replay(&mut self, sub: SubRef, filter: &Bytes, from: u64) -> Option<(u64, u64)> {
+    /// record held. Nothing is registered when there is nothing to replay, unless the
+    /// catch-up is `merged` (`merge.rs`): that one always says when it is caught up.
+    pub fn start_replay(
+        &mut self,
+        sub: SubRef,
+        filter: &Bytes,
+        from: u64,
+        merged: bool,
+    ) -> Option<(u64, u64)> {
         let first = self.log.first_seq();
         let gap = (from < first).then_some((from, first));
         let from = from.max(first);
-        if from < self.log.next_seq() {
+        if merged || from < self.log.next_seq() {
             self.replaying.insert(sub, ());
             let phase = Phase::Replaying { gaps: true };
             self.replays
-                .push(Replay::new(Target::Sub(sub), filter, from, phase));
+                .push(Replay::new(Target::Sub(sub), filter, from, phase).merged(merged));
         }
         gap
     }
@@ -708,7 +747,7 @@ impl Store {
         credit: u32,
     ) -> Option<(u64, u64)> {
         self.stop_replay(&sub);
-        let gap = self.start_replay(sub, filter, from);
+        let gap = self.start_replay(sub, filter, from, false);
         if let Some(r) = self.replays.last_mut() {
             if matches!(r.target, Target::Sub(s) if s == sub) {
                 r.credit = Some(u64::from(credit));
@@ -772,19 +811,36 @@ impl Store {
         self.replays.push(replay);
     }
 
-    /// Starts a catch-up of the last `n` messages held that match `filter`.
-    pub fn start_last_n(&mut self, sub: SubRef, filter: &Bytes, n: u32) {
-        if n == 0 || self.log.is_empty() {
+    /// Starts a catch-up of the last `n` messages held that match `filter`. A `merged`
+    /// one (`merge.rs`) is always registered: it says how many it sends, and when it is
+    /// caught up.
+    pub fn start_last_n(&mut self, sub: SubRef, filter: &Bytes, n: u32, merged: bool) {
+        if n == 0 {
+            // Nothing from before: what is appended from now on (the merge, if any, sees
+            // a plain catch-up from the end of the log, with nothing to count).
+            self.start_replay(sub, filter, self.log.next_seq(), merged);
+            return;
+        }
+        if !merged && self.log.is_empty() {
             return;
         }
         self.replaying.insert(sub, ());
         let first = self.log.first_seq();
-        self.replays.push(Replay::last_n(
-            Target::Sub(sub),
-            filter,
-            u64::from(n),
-            first,
-        ));
+        let replay = Replay::last_n(Target::Sub(sub), filter, u64::from(n), first);
+        self.replays.push(replay.merged(merged));
+    }
+
+    /// The worker of a merged catch-up released it (every shard has caught up): it ends
+    /// at the end of the log, and live delivery takes over. Ignored when it has ended (a
+    /// lossless fall-back replaced it).
+    pub fn release(&mut self, sub: &SubRef) {
+        if let Some(r) = self
+            .replays
+            .iter_mut()
+            .find(|r| matches!(r.target, Target::Sub(s) if s == *sub))
+        {
+            r.merged = Merged::No;
+        }
     }
 
     /// Drops what is left of the text catch-ups `conn` asked for (it closed): no more
@@ -808,7 +864,12 @@ impl Store {
     /// Whether a catch-up can advance (one waiting for a grant cannot), or all that could
     /// are waiting for congested destinations.
     pub fn replay_state(&self) -> ReplayState {
-        if !self.replays.iter().any(|r| !r.paused()) {
+        let next_seq = self.log.next_seq();
+        if !self
+            .replays
+            .iter()
+            .any(|r| !r.paused() && !r.idle_at_end(next_seq))
+        {
             ReplayState::Idle
         } else if self.replays_waiting {
             ReplayState::Waiting
@@ -848,7 +909,7 @@ impl Store {
             let share = (records_left / remaining).max(1);
             let share_bytes = (bytes_left / remaining).max(1);
             let replay = &mut self.replays[i];
-            if replay.paused() {
+            if replay.paused() || replay.idle_at_end(next_seq) {
                 i += 1;
                 continue;
             }
@@ -938,11 +999,26 @@ impl Store {
                         skip: matches.saturating_sub(want),
                     };
                     replay.next = from;
+                    if replay.merged != Merged::No {
+                        if let Target::Sub(sub) = replay.target {
+                            let sends = matches.min(want);
+                            sink.emit(ReplayEvent::Counted { sub, sends });
+                        }
+                    }
                 }
             }
             records_left = records_left.saturating_sub(read.max(1));
             bytes_left = bytes_left.saturating_sub(sent);
-            if replay.next >= next_seq {
+            if replay.next >= next_seq && replay.merged != Merged::No {
+                // Caught up: it waits for its release, reading on what is appended.
+                if replay.merged == Merged::Replaying {
+                    replay.merged = Merged::CaughtUp;
+                    if let Target::Sub(sub) = replay.target {
+                        sink.emit(ReplayEvent::CaughtUp(sub));
+                    }
+                }
+                i += 1;
+            } else if replay.next >= next_seq {
                 let done = self.replays.swap_remove(i);
                 match done.target {
                     Target::Sub(sub) => {
@@ -1146,6 +1222,8 @@ mod tests {
                 ReplayEvent::Deliver(_, m) => ("deliver", m.stamp.seq),
                 ReplayEvent::Gap { requested, .. } => ("gap", requested),
                 ReplayEvent::Done { .. } => ("done", 0),
+                ReplayEvent::CaughtUp(_) => ("caught up", 0),
+                ReplayEvent::Counted { sends, .. } => ("counted", sends),
                 ReplayEvent::Publish(m) => {
                     let h = m.headers.unwrap();
                     match tern_protocol::headers::find(&h, "Tern-Seq") {
@@ -1214,6 +1292,101 @@ mod tests {
             store.pump(0, Instant::now(), sink);
         }
         panic!("catch-ups still running after {turns} turns");
+    }
+
+    fn sub_ref() -> SubRef {
+        SubRef {
+            conn: ConnId {
+                worker: 0,
+                slot: 1,
+                gen: 1,
+            },
+            key: 0,
+            id: 1,
+        }
+    }
+
+    /// Appends one record on `subject` (a later turn's, at time `time_ns`).
+    fn append_one(store: &mut Store, subject: &'static str, time_ns: u64) -> u64 {
+        let msg = Msg::new(
+            Bytes::from_static(subject.as_bytes()),
+            Bytes::from_static(b"p"),
+            ConnId::NONE,
+            Instant::now(),
+        );
+        store.append(&msg, time_ns, Instant::now()).unwrap()
+    }
+
+    #[test]
+    fn a_merged_catch_up_says_it_caught_up_and_reads_on_until_released() {
+        let (mut store, dir) = store_with("merged", 6, 10, 4096, 1 << 20);
+        let (sub, filter) = (sub_ref(), Bytes::from_static(b"odd"));
+        store.start_replay(sub, &filter, 1, true);
+        let mut sink = Recorder::default();
+        for _ in 0..3 {
+            store.pump(0, Instant::now(), &mut sink);
+        }
+        let caught_up = [
+            ("deliver", 2),
+            ("deliver", 4),
+            ("deliver", 6),
+            ("caught up", 0),
+        ];
+        assert_eq!(sink.events, caught_up, "told once, however many turns");
+        assert_eq!(store.replay_state(), ReplayState::Idle, "idle at the end");
+        assert!(store.is_replaying(&sub), "live delivery stays off");
+        // What is appended meanwhile comes from the log, not live.
+        append_one(&mut store, "odd", 100);
+        assert_eq!(store.replay_state(), ReplayState::Ready);
+        store.pump(0, Instant::now(), &mut sink);
+        assert_eq!(sink.events[4..], [("deliver", 7)]);
+        assert!(store.is_replaying(&sub));
+        store.release(&sub);
+        pump_all(&mut store, &mut sink, 2);
+        assert!(!store.is_replaying(&sub), "live from the end of the log on");
+        assert_eq!(sink.events.len(), 5);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_merged_catch_up_with_nothing_to_replay_still_says_so() {
+        let (mut store, dir) = store_with("merged-empty", 4, 10, 4096, 1 << 20);
+        let (sub, filter) = (sub_ref(), Bytes::from_static(b"odd"));
+        store.start_replay(sub, &filter, store.next_seq(), true);
+        let mut sink = Recorder::default();
+        store.pump(0, Instant::now(), &mut sink);
+        assert_eq!(sink.events, [("caught up", 0)]);
+        store.release(&sub);
+        pump_all(&mut store, &mut sink, 2);
+        assert!(!store.is_replaying(&sub));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_merged_last_n_says_how_many_it_sends_before_sending_them() {
+        let (mut store, dir) = store_with("merged-last", 10, 10, 3, 1 << 20);
+        let (sub, filter) = (sub_ref(), Bytes::from_static(b"even"));
+        store.start_last_n(sub, &filter, 2, true);
+        let mut sink = Recorder::default();
+        for _ in 0..10 {
+            store.pump(0, Instant::now(), &mut sink);
+        }
+        let want = [
+            ("counted", 2),
+            ("deliver", 7),
+            ("deliver", 9),
+            ("caught up", 0),
+        ];
+        assert_eq!(sink.events, want);
+        // Fewer matches than asked: it says so.
+        let mut sink = Recorder::default();
+        let other = SubRef { id: 2, ..sub };
+        store.start_last_n(other, &Bytes::from_static(b"none"), 5, true);
+        for _ in 0..10 {
+            store.pump(0, Instant::now(), &mut sink);
+        }
+        assert_eq!(sink.events, [("counted", 0), ("caught up", 0)]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -589,6 +589,7 @@ impl Worker {
             | Envelope::Barrier { .. }
             | Envelope::Lag { .. }
             | Envelope::Grant { .. }
+            | Envelope::Release { .. }
             | Envelope::Replay(_)
             | Envelope::ReplayCancel { .. } => {}
             Envelope::ReplayDone { conn, id } => {
@@ -623,6 +624,20 @@ impl Worker {
             Envelope::Position { sub, shard, last } => {
                 if let Some((c, router)) = self.conn_and_router(sub.conn) {
                     c.position(sub, shard, last, router);
+                }
+            }
+            Envelope::CaughtUp { sub, shard } => {
+                if let Some((c, router)) = self.conn_and_router(sub.conn) {
+                    if c.caught_up(sub, shard, router) {
+                        self.list_write(sub.conn.slot as usize);
+                    }
+                }
+            }
+            Envelope::Counted { sub, shard, sends } => {
+                if let Some((c, router)) = self.conn_and_router(sub.conn) {
+                    if c.counted(sub, shard, sends, router) {
+                        self.list_write(sub.conn.slot as usize);
+                    }
                 }
             }
             Envelope::LagAck { sub, shard, lag } => {

@@ -319,6 +319,79 @@ fn a_lossless_subscription_overflows_and_still_gets_every_message_in_order() {
     assert_eq!(varz["queue_dropped_msgs"], 0);
 }
 
+#[test]
+fn a_lossless_catch_up_merged_over_shards_falls_back_and_still_gets_every_message() {
+    const COUNT: u32 = 20_000;
+    const SIZE: usize = 1024;
+    let broker = Broker::with_args(&["--log-size", "64MiB", "--monitor", "127.0.0.1:0"]);
+    let workers = broker.workers();
+    let subjects: Vec<String> = (0..workers)
+        .map(|s| common::subject_on_shard("lm", s, workers))
+        .collect();
+    // The history first: the subscription catches up through the merge of every shard's
+    // log, and overflows its queue in the middle of it.
+    let mut publ = BinClient::connect(broker.binary_addr());
+    send_all(
+        &mut publ,
+        (0..COUNT).map(|i| publish(&subjects[i as usize % workers], i, SIZE, 0)),
+    );
+    publ.flush();
+    let mut sub = BinClient::connect_small_rcvbuf(broker.binary_addr(), 8 * 1024);
+    let epoch = sub.welcome.log_epoch;
+    sub.send(&ClientFrame::Subscribe(Subscribe {
+        sid: 1,
+        subject: Bytes::from_static(b"lm.*"),
+        lossless: true,
+        max_queue_messages: 64,
+        start: tern_protocol::binary::StartPosition::Resume(tern_protocol::binary::ResumeToken {
+            epoch,
+            last_sequences: Vec::new(),
+        }),
+        ..Default::default()
+    }));
+    // Not read for a while: the socket and the queue fill.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut next = vec![0u32; workers];
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got < COUNT {
+        assert!(Instant::now() < deadline, "only {got} of {COUNT} arrived");
+        match sub.try_read_frame(Duration::from_secs(10)) {
+            Ok(ServerFrame::Message(m)) => {
+                let i = index_of(&m.payload);
+                let s = i as usize % workers;
+                assert_eq!(i, next[s] * workers as u32 + s as u32, "gap or duplicate");
+                next[s] += 1;
+                got += 1;
+            }
+            Ok(ServerFrame::Ping) => sub.send(&ClientFrame::Pong),
+            Ok(other) => panic!("a lossless subscription got {other:?}"),
+            Err(end) => panic!("after {got} messages: {end:?}"),
+        }
+    }
+    let after = sub.flush();
+    assert!(after.is_empty(), "after every message: {after:?}");
+    // It went live on every shard: what comes now arrives too.
+    for (s, subject) in subjects.iter().enumerate() {
+        publ.send(&publish(subject, COUNT + s as u32, 8, 0));
+    }
+    publ.flush();
+    let mut live = 0;
+    while live < workers {
+        match sub.read_frame() {
+            ServerFrame::Message(m) => {
+                assert!(index_of(&m.payload) >= COUNT);
+                live += 1;
+            }
+            ServerFrame::Ping => sub.send(&ClientFrame::Pong),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let varz = broker.varz();
+    assert!(varz["lossless_fallbacks"].as_u64().unwrap() >= 1, "{varz}");
+    assert_eq!(varz["queue_dropped_msgs"], 0);
+}
+
 /// The bound this test holds ternd to while 1 GiB goes past a subscriber that never reads:
 /// its subscription queue (`--sub-queue-bytes`, 64 MiB by default, which counts each
 /// message's bookkeeping too; resident, up to a fifth more: jemalloc serves a 64 KiB

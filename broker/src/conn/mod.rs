@@ -43,6 +43,7 @@ use tern_protocol::text::ServerInfo;
 use crate::admission::{self, ConnAdmission, RateVerdict, SubscriptionLimit};
 use crate::config::Limits;
 use crate::index::FnvMap;
+use crate::merge::{self, Merge};
 use crate::mesh::{ConnId, Envelope, Msg, Stamp, Start, SubRef};
 use crate::outbound::Outbound;
 use crate::replay::ConnReplays;
@@ -179,6 +180,9 @@ struct SubState {
     delivered: u64,
     /// Its queue of deliveries waiting for the outbound buffer, and what it dropped.
     q: SubQueueState,
+    /// Its catch-ups from several shards, merged into time order until all have caught
+    /// up (`merge.rs`).
+    merge: Option<Box<Merge>>,
 }
 
 /// What a connection's subscription queues hold together.
@@ -734,6 +738,10 @@ impl Conn {
         let id = router.next_sub_id();
         let lossless_state =
             lossless.then(|| Box::new(Lossless::new(router.shards_for(&filter), bounds)));
+        let merge = start
+            .as_deref()
+            .filter(|s| merge::merges(&filter, Some(s), router.workers))
+            .map(|s| Box::new(Merge::new(router.shards_for(&filter), s)));
         let key = self.subs.insert(SubState {
             sid: sid.clone(),
             filter: filter.clone(),
@@ -742,6 +750,7 @@ impl Conn {
             max: None,
             delivered: 0,
             q: SubQueueState::new(bounds, lossless_state),
+            merge,
         });
         self.sids.insert(sid, key);
         bump(&router.stats.subscriptions, 1);

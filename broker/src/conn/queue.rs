@@ -214,6 +214,72 @@ impl Conn {
     /// (the subscription or the connection is gone) or a lossless subscription's message
     /// that its catch-up brings again.
     pub fn deliver(&mut self, sref: SubRef, msg: &Arc<Msg>, router: &mut Router) -> bool {
+        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+            return false;
+        };
+        if msg.replayed {
+            if let Some(merge) = &mut sub.merge {
+                if merge.hold(Arc::clone(msg)) {
+                    return self.release_merged(sref, router);
+                }
+            }
+        }
+        self.deliver_now(sref, msg, router)
+    }
+
+    /// Delivers what the subscription's merge of catch-ups can release now, in time
+    /// order; once every shard has caught up, everything it holds, and the shards go live.
+    fn release_merged(&mut self, sref: SubRef, router: &mut Router) -> bool {
+        let key = sref.key as usize;
+        let mut queued = false;
+        loop {
+            let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+                return queued;
+            };
+            let Some(merge) = &mut sub.merge else {
+                return queued;
+            };
+            if let Some(msg) = merge.pop() {
+                queued |= self.deliver_now(sref, &msg, router);
+                continue;
+            }
+            if merge.all_caught_up() {
+                let shards = merge.shards();
+                let rest = merge.drain();
+                self.subs[key].merge = None;
+                router.release(shards, sref);
+                for msg in rest {
+                    queued |= self.deliver_now(sref, &msg, router);
+                }
+            }
+            return queued;
+        }
+    }
+
+    /// A shard of the subscription's merged catch-ups reached the end of its log.
+    pub fn caught_up(&mut self, sref: SubRef, shard: u16, router: &mut Router) -> bool {
+        match Conn::live_sub(&self.closing, &mut self.subs, sref).and_then(|s| s.merge.as_mut()) {
+            Some(merge) => {
+                merge.caught_up(shard);
+                self.release_merged(sref, router)
+            }
+            None => false,
+        }
+    }
+
+    /// A shard of the subscription's merged "last N" catch-ups counted what it sends.
+    pub fn counted(&mut self, sref: SubRef, shard: u16, sends: u64, router: &mut Router) -> bool {
+        match Conn::live_sub(&self.closing, &mut self.subs, sref).and_then(|s| s.merge.as_mut()) {
+            Some(merge) => {
+                merge.counted(shard, sends);
+                self.release_merged(sref, router)
+            }
+            None => false,
+        }
+    }
+
+    /// Queues one delivery now (see `deliver`).
+    fn deliver_now(&mut self, sref: SubRef, msg: &Arc<Msg>, router: &mut Router) -> bool {
         let write_buffer = router.config.queues.write_buffer;
         let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
             return false;
@@ -660,6 +726,15 @@ impl Conn {
             // Credit comes with room in the queue (`grant_credit`), not now: it is full.
             Some(last) => router.lag(usize::from(shard), sref, &sub.filter, last + 1, 0, l.lag[i]),
             None => l.unsent[i] = true,
+        }
+        // The fall-back replaces this shard's merged catch-up by one of its own: the merge
+        // ends here. The other shards go live at the end of their logs, and what it held is
+        // delivered in its order (this shard's part is discarded: the fall-back brings it).
+        if let Some(mut merge) = sub.merge.take() {
+            router.release(merge.shards(), sref);
+            for msg in merge.drain() {
+                self.deliver_now(sref, &msg, router);
+            }
         }
     }
 
