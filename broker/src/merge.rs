@@ -54,13 +54,13 @@ pub(crate) struct Merge {
 }
 
 impl Merge {
-    pub fn new(shards: Range<usize>, start: &StartPosition) -> Merge {
+    /// A merge of the catch-ups from `shards`; `last_n` for a "last N" start.
+    pub fn new(shards: Range<usize>, last_n: Option<u32>) -> Merge {
         let n = shards.len();
-        let last_n = match start {
-            // "Last 0" counts nothing: the shards replay only what is appended from now.
-            StartPosition::LastN(want) if *want > 0 => Some((u64::from(*want), vec![None; n])),
-            _ => None,
-        };
+        // "Last 0" counts nothing: the shards replay only what is appended from now.
+        let last_n = last_n
+            .filter(|&want| want > 0)
+            .map(|want| (u64::from(want), vec![None; n]));
         Merge {
             shards,
             held: vec![VecDeque::new(); n],
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_message_waits_until_every_replaying_shard_has_one_to_compare() {
-        let mut m = Merge::new(0..2, &StartPosition::Time(0));
+        let mut m = Merge::new(0..2, None);
         assert!(m.hold(msg(0, 1, 30)));
         assert!(m.pop().is_none(), "shard 1 may still send something older");
         m.hold(msg(1, 7, 10));
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn one_shards_messages_keep_their_order_whatever_their_times() {
         // A wall clock that stepped back between two records of one shard.
-        let mut m = Merge::new(0..2, &StartPosition::Time(0));
+        let mut m = Merge::new(0..2, None);
         m.hold(msg(0, 1, 50));
         m.hold(msg(0, 2, 20));
         m.hold(msg(1, 1, 30));
@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn ties_in_time_go_by_shard_then_sequence() {
-        let mut m = Merge::new(0..3, &StartPosition::Time(0));
+        let mut m = Merge::new(0..3, None);
         m.hold(msg(2, 5, 10));
         m.hold(msg(1, 9, 10));
         m.hold(msg(0, 3, 10));
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn last_n_releases_the_newest_n_over_all_shards_once_all_have_counted() {
-        let mut m = Merge::new(0..2, &StartPosition::LastN(3));
+        let mut m = Merge::new(0..2, Some(3));
         // Each shard sends its newest 3 (it holds more); 6 come, the oldest 3 are not owed.
         m.counted(0, 3);
         m.hold(msg(0, 4, 10));
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn last_n_with_fewer_matches_than_n_steps_over_nothing() {
-        let mut m = Merge::new(0..2, &StartPosition::LastN(10));
+        let mut m = Merge::new(0..2, Some(10));
         m.counted(0, 1);
         m.counted(1, 0);
         m.caught_up(1);
@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_message_of_another_shard_is_not_held_and_drain_gives_all_in_order() {
-        let mut m = Merge::new(1..3, &StartPosition::Time(0));
+        let mut m = Merge::new(1..3, None);
         assert!(!m.hold(msg(0, 1, 1)));
         m.hold(msg(2, 1, 20));
         m.hold(msg(1, 1, 30));

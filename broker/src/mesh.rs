@@ -257,6 +257,15 @@ pub(crate) enum Envelope {
     /// A text client's catch-up request (`$TERN.REPLAY`), to each shard its filter can
     /// match in: replay the matching records into its inbox.
     Replay(Arc<ReplayRequest>),
+    /// From a shard to the requester's worker, for a catch-up `id` of `conn` over several
+    /// shards: part of what this shard replays, which that worker merges into stored order
+    /// with the other shards' (`merge.rs`) and publishes to the inbox.
+    ReplayPart {
+        conn: ConnId,
+        id: u64,
+        shard: u16,
+        part: InboxPart,
+    },
     /// From a shard to the requester's worker: this shard's part of catch-up `id` of `conn`
     /// is over (its end marker is out), so the request's slot can be given back once every
     /// shard has said so.
@@ -305,6 +314,17 @@ pub(crate) struct ReplayRequest {
     /// The requesting connection, and the request's id on it (for `ReplayDone`).
     pub origin: ConnId,
     pub id: u64,
+}
+
+/// What one shard's part of a text-port catch-up produces.
+#[derive(Debug)]
+pub(crate) enum InboxPart {
+    /// A replayed record, as the message to publish to the inbox.
+    Record(Arc<Msg>),
+    /// A "last N" start counted its matches: the shard sends this many.
+    Counted(u64),
+    /// The shard's end marker: its part is over.
+    End(Arc<Msg>),
 }
 
 /// Where a text-port catch-up starts.
@@ -383,8 +403,12 @@ impl Envelope {
 /// at its receiver), plus a fixed cost for the envelope itself.
 pub(crate) fn envelope_bytes(env: &Envelope) -> usize {
     const ENVELOPE: usize = 64;
-    let msg = match env {
+    let msg: &Msg = match env {
         Envelope::Publish(m) | Envelope::Deliver { msg: m, .. } => m,
+        Envelope::ReplayPart {
+            part: InboxPart::Record(m) | InboxPart::End(m),
+            ..
+        } => m,
         _ => return ENVELOPE,
     };
     ENVELOPE

@@ -2,8 +2,10 @@
 //! malformed request gets back.
 //!
 //! Owns: each connection's catch-ups in progress (the broker-wide count is an
-//! `admission::Slots` the workers share) and the shards each still waits
-//! for ([`ConnReplays`]), which limit refused a request ([`ReplayLimit`]), and the status
+//! `admission::Slots` the workers share), the shards each still waits for, and for one
+//! over several shards the merge of their records into stored order ([`ConnReplays`]: the
+//! records go out in that order, then the shards' end markers), which limit refused a
+//! request ([`ReplayLimit`]), and the status
 //! message a refused or malformed request gets on its inbox, with any client-supplied text
 //! made safe for a header line ([`status_block`]).
 //!
@@ -13,6 +15,12 @@
 //!
 //! Never: touches the publish path (the shared count changes only when a catch-up starts or
 //! ends), blocks, or takes a lock.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::merge::Merge;
+use crate::mesh::{InboxPart, Msg};
 
 crate::names::named_enum! {
     /// Which limit refused a catch-up request.
@@ -29,7 +37,24 @@ crate::names::named_enum! {
 #[derive(Debug, Default)]
 pub(crate) struct ConnReplays {
     next_id: u64,
-    open: Vec<(u64, usize)>,
+    open: Vec<Open>,
+}
+
+#[derive(Debug)]
+struct Open {
+    id: u64,
+    /// Shards that have not said they are done.
+    shards_left: usize,
+    /// Over several shards: their records merged.
+    merged: Option<Box<Merged>>,
+}
+
+/// A catch-up's records from several shards, merged into stored order, and the shards' end
+/// markers that have come, which go out after the last record.
+#[derive(Debug)]
+struct Merged {
+    merge: Merge,
+    markers: Vec<Arc<Msg>>,
 }
 
 impl ConnReplays {
@@ -44,20 +69,63 @@ impl ConnReplays {
         self.next_id
     }
 
-    /// Request `id` went to `shards` shards.
-    pub fn started(&mut self, id: u64, shards: usize) {
-        self.open.push((id, shards.max(1)));
+    /// Request `id` went to `shards`; more than one, and their parts come to this
+    /// connection to be merged (`Envelope::ReplayPart`); `last_n` is its "last N" start.
+    pub fn started(&mut self, id: u64, shards: Range<usize>, last_n: Option<u32>) {
+        let merged = (shards.len() > 1).then(|| {
+            Box::new(Merged {
+                merge: Merge::new(shards.clone(), last_n),
+                markers: Vec::new(),
+            })
+        });
+        self.open.push(Open {
+            id,
+            shards_left: shards.len().max(1),
+            merged,
+        });
+    }
+
+    /// Part of what `shard` replays for request `id`; returns the messages to publish to
+    /// the inbox now, in order: the records the merge can release, and once every shard
+    /// has ended, the rest of them and then the end markers, in shard order. Nothing for an
+    /// unknown id (already over, or not merged).
+    pub fn part(&mut self, id: u64, shard: u16, part: InboxPart) -> Vec<Arc<Msg>> {
+        let Some(Merged { merge, markers }) = self
+            .open
+            .iter_mut()
+            .find(|o| o.id == id)
+            .and_then(|o| o.merged.as_deref_mut())
+        else {
+            return Vec::new();
+        };
+        match part {
+            InboxPart::Record(msg) => {
+                merge.hold(msg);
+            }
+            InboxPart::Counted(sends) => merge.counted(shard, sends),
+            InboxPart::End(marker) => {
+                merge.caught_up(shard);
+                markers.push(marker);
+            }
+        }
+        let mut out: Vec<Arc<Msg>> = std::iter::from_fn(|| merge.pop()).collect();
+        if merge.all_caught_up() && !markers.is_empty() {
+            out.extend(merge.drain());
+            markers.sort_by_key(|m| m.stamp.shard);
+            out.append(markers);
+        }
+        out
     }
 
     /// One shard finished its part of request `id`. True when that was the last one: the
     /// request is over and its slot must be given back. An unknown id (already over) is
     /// ignored.
     pub fn shard_done(&mut self, id: u64) -> bool {
-        let Some(i) = self.open.iter().position(|(r, _)| *r == id) else {
+        let Some(i) = self.open.iter().position(|o| o.id == id) else {
             return false;
         };
-        self.open[i].1 -= 1;
-        if self.open[i].1 > 0 {
+        self.open[i].shards_left -= 1;
+        if self.open[i].shards_left > 0 {
             return false;
         }
         self.open.swap_remove(i);
@@ -122,8 +190,8 @@ mod tests {
         let a = r.next_id();
         let b = r.next_id();
         assert_ne!(a, b);
-        r.started(a, 3);
-        r.started(b, 1);
+        r.started(a, 0..3, None);
+        r.started(b, 0..1, None);
         assert_eq!(r.len(), 2);
         assert!(!r.shard_done(a));
         assert!(r.shard_done(b));
@@ -132,9 +200,66 @@ mod tests {
         assert!(r.shard_done(a));
         assert_eq!(r.len(), 0);
         let c = r.next_id();
-        r.started(c, 2);
+        r.started(c, 0..2, None);
         assert_eq!(r.end_all(), 1);
         assert_eq!(r.len(), 0);
+    }
+
+    fn inbox_msg(shard: u16, seq: u64, time_ns: u64) -> Msg {
+        let mut m = Msg::new(
+            bytes::Bytes::from_static(b"_INBOX.r"),
+            bytes::Bytes::new(),
+            crate::mesh::ConnId::NONE,
+            std::time::Instant::now(),
+        );
+        m.stamp = crate::mesh::Stamp {
+            shard,
+            seq,
+            time_ns,
+        };
+        m
+    }
+
+    #[test]
+    fn a_request_over_shards_publishes_records_in_stored_order_then_the_markers() {
+        let mut r = ConnReplays::default();
+        let id = r.next_id();
+        r.started(id, 0..2, Some(2));
+        let seqs = |out: Vec<Arc<Msg>>| -> Vec<(u16, u64)> {
+            out.iter().map(|m| (m.stamp.shard, m.stamp.seq)).collect()
+        };
+        assert!(r.part(id, 0, InboxPart::Counted(2)).is_empty());
+        assert!(r
+            .part(id, 0, InboxPart::Record(Arc::new(inbox_msg(0, 5, 10))))
+            .is_empty());
+        assert!(r
+            .part(id, 0, InboxPart::Record(Arc::new(inbox_msg(0, 6, 40))))
+            .is_empty());
+        assert!(r
+            .part(id, 0, InboxPart::End(Arc::new(inbox_msg(0, 0, 0))))
+            .is_empty());
+        assert!(
+            r.part(id, 1, InboxPart::Counted(1)).is_empty(),
+            "3 come, 2 owed"
+        );
+        let out = r.part(id, 1, InboxPart::Record(Arc::new(inbox_msg(1, 9, 20))));
+        assert_eq!(
+            seqs(out),
+            [(1, 9)],
+            "the oldest (shard 0's seq 5) is stepped over"
+        );
+        let out = r.part(id, 1, InboxPart::End(Arc::new(inbox_msg(1, 0, 0))));
+        assert_eq!(
+            seqs(out),
+            [(0, 6), (0, 0), (1, 0)],
+            "the rest, then the markers"
+        );
+        // A request to one shard is not merged: its shard publishes to the inbox itself.
+        let one = r.next_id();
+        r.started(one, 1..2, None);
+        assert!(r
+            .part(one, 1, InboxPart::End(Arc::new(inbox_msg(1, 0, 0))))
+            .is_empty());
     }
 
     #[test]

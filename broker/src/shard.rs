@@ -36,7 +36,9 @@ use tern_protocol::headers::NO_RESPONDERS;
 
 use crate::index::{shard_for, FnvMap, FnvSet, Index};
 use crate::merge;
-use crate::mesh::{ConnId, Envelope, Msg, Outbox, ReplayRequest, Stamp, Start, SubRef};
+use crate::mesh::{
+    ConnId, Envelope, InboxPart, Msg, Outbox, ReplayRequest, ReplayStart, Stamp, Start, SubRef,
+};
 use crate::queue_group::QueueGroups;
 use crate::store::{ReplayEvent, ReplaySink, ReplayState, Store};
 
@@ -161,9 +163,13 @@ impl Shard {
         match &mut self.store {
             Some(store) => store.start_inbox_replay(request),
             None => {
-                let marker =
-                    crate::store::end_marker(&request, self.id as u16, 0, None, Instant::now());
-                push_publish(out, marker, self.shards);
+                let shard = self.id as u16;
+                let marker = crate::store::end_marker(&request, shard, 0, None, Instant::now());
+                if matches!(request.start, ReplayStart::LastN(n) if n > 0) {
+                    push_inbox(out, &request, shard, InboxPart::Counted(0), self.shards);
+                }
+                let end = InboxPart::End(Arc::new(marker));
+                push_inbox(out, &request, shard, end, self.shards);
                 push_replay_done(out, request.origin, request.id);
             }
         }
@@ -506,14 +512,10 @@ impl ReplaySink for Sink<'_> {
         let (shard, shards) = (self.shard.id as u16, self.shard.shards);
         let out = &mut *self.out;
         match event {
-            ReplayEvent::Deliver(sub, msg) => out.push(
-                sub.conn.worker as usize,
-                Envelope::Deliver {
-                    sub,
-                    msg: Arc::new(msg),
-                },
-            ),
-            ReplayEvent::Publish(msg) => push_publish(out, msg, shards),
+            ReplayEvent::Deliver(sub, msg) => {
+                out.push(sub.conn.worker as usize, Envelope::Deliver { sub, msg })
+            }
+            ReplayEvent::Inbox(request, part) => push_inbox(out, &request, shard, part, shards),
             ReplayEvent::Gap {
                 sub,
                 requested,
@@ -534,6 +536,38 @@ fn push_to_sub(out: &mut Outbox, sub: SubRef, env: Envelope) {
     out.push(sub.conn.worker as usize, env);
 }
 
+/// Sends what shard `shard`'s part of a text catch-up produced: to the requester's worker
+/// when the catch-up spans several shards (it merges them, `merge.rs`), otherwise records
+/// and the end marker straight to the inbox.
+fn push_inbox(
+    out: &mut Outbox,
+    request: &ReplayRequest,
+    shard: u16,
+    part: InboxPart,
+    shards: usize,
+) {
+    if request.shards > 1 {
+        let conn = request.origin;
+        let (id, worker) = (request.id, conn.worker as usize);
+        out.push(
+            worker,
+            Envelope::ReplayPart {
+                conn,
+                id,
+                shard,
+                part,
+            },
+        );
+        return;
+    }
+    match part {
+        InboxPart::Record(msg) | InboxPart::End(msg) => {
+            out.push(shard_for(&msg.subject, shards), Envelope::Publish(msg))
+        }
+        InboxPart::Counted(_) => {}
+    }
+}
+
 /// Tells the worker of `conn` that this shard's part of its catch-up `id` is over.
 fn push_replay_done(out: &mut Outbox, conn: ConnId, id: u64) {
     out.push(conn.worker as usize, Envelope::ReplayDone { conn, id });
@@ -550,12 +584,6 @@ fn push_gap(out: &mut Outbox, sub: SubRef, shard: u16, requested: u64, oldest: u
             oldest,
         },
     );
-}
-
-/// Hands a message the shard made (a catch-up reply) to the owner of its subject.
-fn push_publish(out: &mut Outbox, msg: Msg, shards: usize) {
-    let owner = shard_for(&msg.subject, shards);
-    out.push(owner, Envelope::Publish(Arc::new(msg)));
 }
 
 /// The first sequence of `shard` a resume token asks for: after the last one it saw.

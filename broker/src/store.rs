@@ -35,7 +35,7 @@ use tern_protocol::subject;
 
 use crate::config::{Fsync, StoreConfig};
 use crate::index::FnvMap;
-use crate::mesh::{ConnId, Flight, Msg, ReplayRequest, ReplayStart, Stamp, SubRef};
+use crate::mesh::{ConnId, Flight, InboxPart, Msg, ReplayRequest, ReplayStart, Stamp, SubRef};
 
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -470,9 +470,9 @@ impl Replay {
 /// What one replay step produced for the shard to send.
 pub(crate) enum ReplayEvent {
     /// A record to deliver to `sub`.
-    Deliver(SubRef, Msg),
-    /// A message to publish (to a text client's inbox).
-    Publish(Msg),
+    Deliver(SubRef, Arc<Msg>),
+    /// A record, an end marker or a count for a text client's catch-up `request`.
+    Inbox(Arc<ReplayRequest>, InboxPart),
     /// The ring overwrote records a replay had not reached, or recovery left a hole:
     /// `requested..oldest` are lost.
     Gap {
@@ -968,7 +968,7 @@ impl Store {
                             flight,
                             ..msg_of(&rec, shard, now)
                         };
-                        sink.emit(ReplayEvent::Deliver(*sub, msg))
+                        sink.emit(ReplayEvent::Deliver(*sub, Arc::new(msg)))
                     }
                     Target::Inbox {
                         request, replayed, ..
@@ -978,7 +978,9 @@ impl Store {
                             flight,
                             ..inbox_msg_of(&rec, shard, request, now)
                         };
-                        sink.emit(ReplayEvent::Publish(msg));
+                        let request = Arc::clone(request);
+                        let part = InboxPart::Record(Arc::new(msg));
+                        sink.emit(ReplayEvent::Inbox(request, part));
                     }
                 }
             }
@@ -999,11 +1001,16 @@ impl Store {
                         skip: matches.saturating_sub(want),
                     };
                     replay.next = from;
-                    if replay.merged != Merged::No {
-                        if let Target::Sub(sub) = replay.target {
-                            let sends = matches.min(want);
-                            sink.emit(ReplayEvent::Counted { sub, sends });
+                    let sends = matches.min(want);
+                    match &replay.target {
+                        Target::Sub(sub) if replay.merged != Merged::No => {
+                            sink.emit(ReplayEvent::Counted { sub: *sub, sends })
                         }
+                        Target::Inbox { request, .. } => sink.emit(ReplayEvent::Inbox(
+                            Arc::clone(request),
+                            InboxPart::Counted(sends),
+                        )),
+                        Target::Sub(_) => {}
                     }
                 }
             }
@@ -1029,9 +1036,9 @@ impl Store {
                         gap,
                         replayed,
                     } => {
-                        sink.emit(ReplayEvent::Publish(end_marker(
-                            &request, shard, replayed, gap, now,
-                        )));
+                        let marker = end_marker(&request, shard, replayed, gap, now);
+                        let part = InboxPart::End(Arc::new(marker));
+                        sink.emit(ReplayEvent::Inbox(Arc::clone(&request), part));
                         sink.emit(ReplayEvent::Done {
                             conn: request.origin,
                             id: request.id,
@@ -1078,6 +1085,13 @@ fn inbox_msg_of(rec: &Record<'_>, shard: u16, request: &ReplayRequest, now: Inst
     msg.headers = Some(Bytes::from(headers));
     msg.priority = rec.priority;
     msg.ephemeral = true;
+    // Where the record sits, for the merge of a catch-up over several shards (`merge.rs`);
+    // an ephemeral message keeps it through routing.
+    msg.stamp = Stamp {
+        shard,
+        seq: rec.seq,
+        time_ns: rec.timestamp,
+    };
     msg
 }
 
@@ -1101,6 +1115,7 @@ pub(crate) fn end_marker(
     let mut msg = Msg::new(request.inbox.clone(), Bytes::new(), ConnId::NONE, now);
     msg.headers = Some(Bytes::from(block));
     msg.ephemeral = true;
+    msg.stamp.shard = shard;
     msg
 }
 
@@ -1224,8 +1239,9 @@ mod tests {
                 ReplayEvent::Done { .. } => ("done", 0),
                 ReplayEvent::CaughtUp(_) => ("caught up", 0),
                 ReplayEvent::Counted { sends, .. } => ("counted", sends),
-                ReplayEvent::Publish(m) => {
-                    let h = m.headers.unwrap();
+                ReplayEvent::Inbox(_, InboxPart::Counted(n)) => ("counted", n),
+                ReplayEvent::Inbox(_, InboxPart::Record(m) | InboxPart::End(m)) => {
+                    let h = m.headers.clone().unwrap();
                     match tern_protocol::headers::find(&h, "Tern-Seq") {
                         Some(seq) => ("msg", std::str::from_utf8(seq).unwrap().parse().unwrap()),
                         None => ("end", 0),

@@ -592,6 +592,16 @@ impl Worker {
             | Envelope::Release { .. }
             | Envelope::Replay(_)
             | Envelope::ReplayCancel { .. } => {}
+            Envelope::ReplayPart {
+                conn,
+                id,
+                shard,
+                part,
+            } => {
+                if let Some((c, router)) = self.conn_and_router(conn) {
+                    c.replay_part(id, shard, part, router);
+                }
+            }
             Envelope::ReplayDone { conn, id } => {
                 if let Some((c, router)) = self.conn_and_router(conn) {
                     c.replay_done(id, router);

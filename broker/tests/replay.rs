@@ -214,6 +214,58 @@ fn last_zero_replays_nothing_but_the_end_markers() {
     }
 }
 
+/// A catch-up over several shards comes in the order its records were stored, "last N"
+/// gives the newest N over all shards, and the end markers come after every record.
+#[test]
+fn a_wildcard_replay_comes_in_stored_order_then_the_end_markers() {
+    let broker = Broker::start();
+    let workers = broker.workers();
+    let subjects = [
+        common::subject_on_shard("room", 0, workers),
+        common::subject_on_shard("room", 1, workers),
+    ];
+    let mut p = BinClient::connect(broker.binary_addr());
+    for i in 0..24u64 {
+        // Runs of 1 to 3 on one shard: neither shard order nor alternation passes.
+        let subject = &subjects[usize::from(i % 5 < 2)];
+        p.publish_acked(subject, format!("m{i}"), i);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut c = replayer(&broker, "_INBOX.o.*");
+    let read_all = |c: &mut RawClient| {
+        let (mut records, mut markers) = (Vec::new(), 0);
+        while markers < workers {
+            let m = c.read_msg(WAIT);
+            let h = m.headers.expect("headers");
+            if header(&h, "Tern-Replay-Done").is_some() {
+                markers += 1;
+            } else {
+                assert_eq!(markers, 0, "a record after an end marker");
+                records.push(String::from_utf8(m.payload).unwrap());
+            }
+        }
+        records
+    };
+    let expect = |r: std::ops::Range<u64>| r.map(|i| format!("m{i}")).collect::<Vec<_>>();
+    c.send(&replay_request("_INBOX.o.1", r#"{"subject":"room.*"}"#));
+    assert_eq!(read_all(&mut c), expect(0..24));
+    c.send(&replay_request(
+        "_INBOX.o.2",
+        r#"{"subject":"room.*","last":5}"#,
+    ));
+    assert_eq!(
+        read_all(&mut c),
+        expect(19..24),
+        "the newest 5 over all shards"
+    );
+    c.send(&replay_request(
+        "_INBOX.o.3",
+        r#"{"subject":"room.*","last":0}"#,
+    ));
+    assert_eq!(read_all(&mut c), expect(0..0));
+    c.ping_pong();
+}
+
 #[test]
 fn a_bad_request_cannot_inject_header_lines_into_its_400() {
     let broker = Broker::start();

@@ -44,7 +44,7 @@ use crate::admission::{self, ConnAdmission, RateVerdict, SubscriptionLimit};
 use crate::config::Limits;
 use crate::index::FnvMap;
 use crate::merge::{self, Merge};
-use crate::mesh::{ConnId, Envelope, Msg, Stamp, Start, SubRef};
+use crate::mesh::{ConnId, Envelope, InboxPart, Msg, Stamp, Start, SubRef};
 use crate::outbound::Outbound;
 use crate::replay::ConnReplays;
 use crate::router::Router;
@@ -741,7 +741,13 @@ impl Conn {
         let merge = start
             .as_deref()
             .filter(|s| merge::merges(&filter, Some(s), router.workers))
-            .map(|s| Box::new(Merge::new(router.shards_for(&filter), s)));
+            .map(|s| {
+                let last_n = match s {
+                    tern_protocol::binary::StartPosition::LastN(n) => Some(*n),
+                    _ => None,
+                };
+                Box::new(Merge::new(router.shards_for(&filter), last_n))
+            });
         let key = self.subs.insert(SubState {
             sid: sid.clone(),
             filter: filter.clone(),
@@ -862,6 +868,14 @@ impl Conn {
     /// dropped.
     /// One shard finished its part of this connection's catch-up `id`; when it was the
     /// last, the catch-up is over and its replay slot goes back.
+    /// Part of what a shard replays for this connection's catch-up `id` over several
+    /// shards: what the merge releases is published to the inbox, in order.
+    pub fn replay_part(&mut self, id: u64, shard: u16, part: InboxPart, router: &mut Router) {
+        for msg in self.replays.part(id, shard, part) {
+            router.publish(msg);
+        }
+    }
+
     pub fn replay_done(&mut self, id: u64, router: &mut Router) {
         if self.replays.shard_done(id) {
             router.replay_slots.release();

@@ -451,6 +451,10 @@ impl Conn {
             return self.replay_status(inbox, "409 Too Many Replays", &text, router);
         }
         let id = self.replays.next_id();
+        let last_n = match start {
+            ReplayStart::LastN(n) => Some(n),
+            _ => None,
+        };
         let shards = router.replay(ReplayRequest {
             filter,
             inbox,
@@ -460,7 +464,7 @@ impl Conn {
             origin: self.id,
             id,
         });
-        self.replays.started(id, shards.len());
+        self.replays.started(id, shards.clone(), last_n);
         bump(&router.stats.replays_active, 1);
         self.barrier.touch(shards);
     }
