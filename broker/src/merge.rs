@@ -16,6 +16,10 @@
 //! meanwhile, and hands over to live delivery when the subscriber's worker releases it,
 //! once every shard has caught up (`Envelope::Release`). So live messages never wait here.
 //!
+//! A shard's gap notices (what its log no longer holds) travel in its stream too: held
+//! where they came among its messages, and released as soon as they reach the head, so a
+//! notice still comes right before the first message after the hole it names.
+//!
 //! Never: reorders the messages of one shard (they stay in its sequence order), holds a
 //! live message, or waits on a shard that has caught up and has nothing held.
 
@@ -35,13 +39,35 @@ pub(crate) fn merges(start: Option<&StartPosition>, shards: usize) -> bool {
     shards > 1 && start.is_some_and(|s| !matches!(s, StartPosition::Live))
 }
 
+/// What a shard sent that the merge holds, in the order it came.
+#[derive(Debug)]
+enum Held {
+    Msg(Arc<Msg>),
+    /// `requested..oldest` of the shard are gone (`Envelope::Gap`).
+    Gap {
+        requested: u64,
+        oldest: u64,
+    },
+}
+
+/// What the merge releases, in the order the subscriber gets it.
+#[derive(Debug)]
+pub(crate) enum Released {
+    Msg(Arc<Msg>),
+    Gap {
+        shard: u16,
+        requested: u64,
+        oldest: u64,
+    },
+}
+
 /// One subscription's catch-ups in progress, merged (see the module header).
 #[derive(Debug)]
 pub(crate) struct Merge {
     /// The shards it catches up from; `held`, `caught_up` and `counts` are indexed from
     /// `shards.start`.
     shards: Range<usize>,
-    held: Vec<VecDeque<Arc<Msg>>>,
+    held: Vec<VecDeque<Held>>,
     caught_up: Vec<bool>,
     /// A "last N" start: N, and per shard how many of the newest matches it sends (`None`
     /// until it has counted). Nothing is released before every shard has counted.
@@ -60,7 +86,7 @@ impl Merge {
             .map(|want| (u64::from(want), vec![None; n]));
         Merge {
             shards,
-            held: vec![VecDeque::new(); n],
+            held: (0..n).map(|_| VecDeque::new()).collect(),
             caught_up: vec![false; n],
             last_n,
             skip: 0,
@@ -77,7 +103,19 @@ impl Merge {
     pub fn hold(&mut self, msg: Arc<Msg>) -> bool {
         match self.index(msg.stamp.shard) {
             Some(i) => {
-                self.held[i].push_back(msg);
+                self.held[i].push_back(Held::Msg(msg));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Holds `shard`'s notice that `requested..oldest` are gone, behind what it sent
+    /// before. False when that shard is not one of the merge's.
+    pub fn hold_gap(&mut self, shard: u16, requested: u64, oldest: u64) -> bool {
+        match self.index(shard) {
+            Some(i) => {
+                self.held[i].push_back(Held::Gap { requested, oldest });
                 true
             }
             None => false,
@@ -121,43 +159,61 @@ impl Merge {
         self.all_caught_up() && self.held.iter().all(VecDeque::is_empty)
     }
 
-    /// The next message in time order, once it can be known to be next: every shard
-    /// still replaying has one held to compare with. The oldest past a "last N" start's
-    /// N are stepped over (dropped here).
-    pub fn pop(&mut self) -> Option<Arc<Msg>> {
-        if self.last_n.is_some() {
-            return None;
-        }
+    /// What comes next: a gap notice at the head of its shard's stream at once; otherwise
+    /// the next message in time order, once it can be known to be next (every shard still
+    /// replaying has one held to compare with). The oldest past a "last N" start's N are
+    /// stepped over (dropped here).
+    pub fn pop(&mut self) -> Option<Released> {
         loop {
-            let mut next: Option<usize> = None;
+            if let Some(gap) = (0..self.held.len()).find_map(|i| self.pop_gap(i)) {
+                return Some(gap);
+            }
+            if self.last_n.is_some() {
+                return None;
+            }
+            let mut next: Option<(usize, &Msg)> = None;
             for (i, queue) in self.held.iter().enumerate() {
                 match queue.front() {
-                    Some(head) => {
-                        let older = next.is_none_or(|n| {
-                            let best = &self.held[n][0].stamp;
-                            (head.stamp.time_ns, head.stamp.shard, head.stamp.seq)
-                                < (best.time_ns, best.shard, best.seq)
-                        });
-                        if older {
-                            next = Some(i);
+                    Some(Held::Msg(head)) => {
+                        let key = |m: &Msg| (m.stamp.time_ns, m.stamp.shard, m.stamp.seq);
+                        if next.is_none_or(|(_, best)| key(head) < key(best)) {
+                            next = Some((i, head));
                         }
                     }
+                    // None here: gap notices at a head were released above.
+                    Some(Held::Gap { .. }) => {}
                     // It may still send something older than every head held.
                     None if !self.caught_up[i] => return None,
                     None => {}
                 }
             }
-            let msg = self.held[next?].pop_front()?;
+            let (i, _) = next?;
+            let Some(Held::Msg(msg)) = self.held[i].pop_front() else {
+                return None;
+            };
             if self.skip == 0 {
-                return Some(msg);
+                return Some(Released::Msg(msg));
             }
             self.skip -= 1;
         }
     }
 
+    /// The gap notice at the head of the stream of the shard at index `i`, if any.
+    fn pop_gap(&mut self, i: usize) -> Option<Released> {
+        let &Held::Gap { requested, oldest } = self.held[i].front()? else {
+            return None;
+        };
+        self.held[i].pop_front();
+        Some(Released::Gap {
+            shard: (self.shards.start + i) as u16,
+            requested,
+            oldest,
+        })
+    }
+
     /// Everything held, in the order the merge would have released it (for a subscription
     /// that leaves the merge early: its lossless fall-back restarts a shard's catch-up).
-    pub fn drain(&mut self) -> Vec<Arc<Msg>> {
+    pub fn drain(&mut self) -> Vec<Released> {
         for c in &mut self.caught_up {
             *c = true;
         }
@@ -198,11 +254,17 @@ mod tests {
         Arc::new(m)
     }
 
-    fn seqs(out: &[Arc<Msg>]) -> Vec<(u16, u64)> {
-        out.iter().map(|m| (m.stamp.shard, m.stamp.seq)).collect()
+    /// (shard, sequence) of each message released; a gap notice as (shard, 0).
+    fn seqs(out: &[Released]) -> Vec<(u16, u64)> {
+        out.iter()
+            .map(|r| match r {
+                Released::Msg(m) => (m.stamp.shard, m.stamp.seq),
+                Released::Gap { shard, .. } => (*shard, 0),
+            })
+            .collect()
     }
 
-    fn pop_all(m: &mut Merge) -> Vec<Arc<Msg>> {
+    fn pop_all(m: &mut Merge) -> Vec<Released> {
         std::iter::from_fn(|| m.pop()).collect()
     }
 
@@ -281,6 +343,26 @@ mod tests {
         m.hold(msg(0, 1, 5));
         m.caught_up(0);
         assert_eq!(seqs(&pop_all(&mut m)), [(0, 1)]);
+    }
+
+    #[test]
+    fn a_gap_notice_keeps_its_place_in_its_shards_stream() {
+        let mut m = Merge::new(0..2, None);
+        m.hold(msg(0, 1, 10));
+        m.hold_gap(0, 2, 5);
+        m.hold(msg(0, 5, 50));
+        m.hold(msg(1, 1, 20));
+        m.hold(msg(1, 2, 60));
+        // Shard 0's notice comes after its seq 1 and before its seq 5, whatever shard 1 sends.
+        assert_eq!(seqs(&pop_all(&mut m)), [(0, 1), (0, 0), (1, 1), (0, 5)]);
+        // Shard 1's seq 2 waits for shard 0; a notice behind it waits too.
+        m.hold_gap(1, 3, 9);
+        assert!(m.pop().is_none());
+        // A notice at the head of its stream goes at once, while other shards are awaited.
+        let mut m = Merge::new(0..2, None);
+        m.hold_gap(1, 3, 9);
+        assert_eq!(seqs(&pop_all(&mut m)), [(1, 0)]);
+        assert!(!m.hold_gap(2, 1, 2), "not one of its shards");
     }
 
     #[test]

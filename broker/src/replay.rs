@@ -19,7 +19,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::merge::Merge;
+use crate::merge::{Merge, Released};
 use crate::mesh::{InboxPart, Msg};
 
 crate::names::named_enum! {
@@ -108,9 +108,14 @@ impl ConnReplays {
                 markers.push(marker);
             }
         }
-        let mut out: Vec<Arc<Msg>> = std::iter::from_fn(|| merge.pop()).collect();
+        // An inbox catch-up's gaps travel in its end markers, never as notices of their own.
+        let msg = |r: Released| match r {
+            Released::Msg(m) => Some(m),
+            Released::Gap { .. } => None,
+        };
+        let mut out: Vec<Arc<Msg>> = std::iter::from_fn(|| merge.pop()).filter_map(msg).collect();
         if merge.all_caught_up() && !markers.is_empty() {
-            out.extend(merge.drain());
+            out.extend(merge.drain().into_iter().filter_map(msg));
             markers.sort_by_key(|m| m.stamp.shard);
             out.append(markers);
         }

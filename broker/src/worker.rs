@@ -674,8 +674,8 @@ impl Worker {
                 requested,
                 oldest,
             } => {
-                if let Some(c) = self.conn_mut(sub.conn) {
-                    if c.gap(sub, shard, requested, oldest) {
+                if let Some((c, router)) = self.conn_and_router(sub.conn) {
+                    if c.gap(sub, (shard, requested, oldest), router) {
                         self.list_write(sub.conn.slot as usize);
                     }
                 }

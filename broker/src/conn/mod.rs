@@ -963,7 +963,26 @@ impl Conn {
     }
 
     /// A shard cannot replay part of what a resuming subscription asked for.
-    pub fn gap(&mut self, sref: SubRef, shard: u16, requested: u64, oldest: u64) -> bool {
+    pub fn gap(
+        &mut self,
+        sref: SubRef,
+        (shard, requested, oldest): (u16, u64, u64),
+        router: &mut Router,
+    ) -> bool {
+        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+            return false;
+        };
+        // Merged catch-ups: the notice keeps its place among what its shard sent.
+        if let Some(merge) = &mut sub.merge {
+            if merge.hold_gap(shard, requested, oldest) {
+                return self.release_merged(sref, router);
+            }
+        }
+        self.send_gap(sref, shard, requested, oldest)
+    }
+
+    /// Writes a gap notice for the subscription `sref` names.
+    fn send_gap(&mut self, sref: SubRef, shard: u16, requested: u64, oldest: u64) -> bool {
         let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
             return false;
         };

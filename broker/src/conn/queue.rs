@@ -30,6 +30,7 @@ use bytes::Bytes;
 
 use crate::budget::{BudgetKind, QueuedRef};
 use crate::config::{QueueConfig, SlowConsumerPolicy};
+use crate::merge::Released;
 use crate::mesh::{Msg, SubRef};
 use crate::router::Router;
 use crate::stats::{bump, set};
@@ -229,7 +230,7 @@ impl Conn {
 
     /// Delivers what the subscription's merge of catch-ups can release now, in time
     /// order; once every shard has caught up, everything it holds, and the shards go live.
-    fn release_merged(&mut self, sref: SubRef, router: &mut Router) -> bool {
+    pub(super) fn release_merged(&mut self, sref: SubRef, router: &mut Router) -> bool {
         let key = sref.key as usize;
         let mut queued = false;
         loop {
@@ -239,8 +240,8 @@ impl Conn {
             let Some(merge) = &mut sub.merge else {
                 return queued;
             };
-            if let Some(msg) = merge.pop() {
-                queued |= self.deliver_now(sref, &msg, router);
+            if let Some(next) = merge.pop() {
+                queued |= self.release_one(sref, next, router);
                 continue;
             }
             if merge.all_caught_up() {
@@ -248,11 +249,23 @@ impl Conn {
                 let rest = merge.drain();
                 self.subs[key].merge = None;
                 router.release(shards, sref);
-                for msg in rest {
-                    queued |= self.deliver_now(sref, &msg, router);
+                for next in rest {
+                    queued |= self.release_one(sref, next, router);
                 }
             }
             return queued;
+        }
+    }
+
+    /// Delivers one message or gap notice the merge released.
+    fn release_one(&mut self, sref: SubRef, next: Released, router: &mut Router) -> bool {
+        match next {
+            Released::Msg(msg) => self.deliver_now(sref, &msg, router),
+            Released::Gap {
+                shard,
+                requested,
+                oldest,
+            } => self.send_gap(sref, shard, requested, oldest),
         }
     }
 
@@ -732,8 +745,8 @@ impl Conn {
         // delivered in its order (this shard's part is discarded: the fall-back brings it).
         if let Some(mut merge) = sub.merge.take() {
             router.release(merge.shards(), sref);
-            for msg in merge.drain() {
-                self.deliver_now(sref, &msg, router);
+            for next in merge.drain() {
+                self.release_one(sref, next, router);
             }
         }
     }
