@@ -1,9 +1,7 @@
 //! Criterion benchmarks of the subscription index as the shard uses it: routing to a queue
 //! group of 65,536 members (one member is picked per message), and removing 65,536
 //! subscriptions of one subject (what closing a connection that holds them costs its
-//! worker, during which nobody else on that worker is served); and of the broker-wide
-//! message-id table, the one lock a publish may take (only one that carries an id), alone
-//! and with a second thread using it at the same time.
+//! worker, during which nobody else on that worker is served).
 //!
 //! Under `cargo test --all-targets`, criterion's test mode runs each benchmark once, with
 //! small groups so that the smoke run stays cheap.
@@ -13,7 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tern_broker::bench::{IdChecks, QueueRouting, SubjectChurn};
+use tern_broker::bench::{QueueRouting, SubjectChurn};
 
 /// Messages routed per iteration of the routing benchmark.
 const BATCH: usize = 100;
@@ -59,15 +57,5 @@ fn unsubscribe(c: &mut Criterion) {
     group.finish();
 }
 
-fn message_ids(c: &mut Criterion) {
-    let mut group = c.benchmark_group("dedupe/check-and-remember");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    for (name, contended) in [("alone", false), ("contended", true)] {
-        let mut checks = IdChecks::new(contended);
-        group.bench_function(name, |b| b.iter(|| black_box(checks.check(BATCH))));
-    }
-    group.finish();
-}
-
-criterion_group!(benches, queue_group, unsubscribe, message_ids);
+criterion_group!(benches, queue_group, unsubscribe);
 criterion_main!(benches);

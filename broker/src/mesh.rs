@@ -60,7 +60,7 @@ pub(crate) struct SubRef {
 /// One published message. Allocated once per publish and shared (by `Arc`) by every
 /// delivery; its payload is one `Bytes`, never copied by the router.
 ///
-/// `Clone` only so that the routing shard can stamp it (`Arc::make_mut`) in the rare case
+/// `Clone` only so that the owner shard can stamp it (`Arc::make_mut`) in the rare case
 /// where the `Arc` is already shared when it is routed; normally the shard holds the only
 /// reference and stamps it in place.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub(crate) struct Msg {
     pub received: Instant,
     /// 0 (lowest) to 7 (highest), as published on the binary port.
     pub priority: u8,
-    /// The publisher (binary port) asked for a `PUBLISH_ACK` with this id: its shard
+    /// The publisher (binary port) asked for a `PUBLISH_ACK` with this id: the owner shard
     /// answers once it has stored (if it keeps the subject) and routed the message.
     pub ack_id: Option<u64>,
     /// The publisher's id for idempotent publishing: a repeat within the dedupe window is
@@ -94,13 +94,13 @@ pub(crate) struct Msg {
     /// Made by the broker for one client (catch-up replies and their end markers): never
     /// stored, never sequenced.
     pub ephemeral: bool,
-    /// In its shard's ring log (set by the shard when it appends it, and on
+    /// In its owner shard's ring log (set by the shard when it appends it, and on
     /// everything replayed): a lossless subscription can read it back from there.
     pub stored: bool,
     /// The publisher's coalescing key: in a subscriber's queue, this message takes the
     /// place of a queued one with the same key.
     pub coalesce: Option<Bytes>,
-    /// Where the message sits in its shard's sequence; set by that shard when it
+    /// Where the message sits in its owner shard's sequence; set by that shard when it
     /// routes the message, zero before (and for status messages, which are not sequenced).
     pub stamp: Stamp,
     /// A catch-up's message: counted in its catch-up's bytes in flight until the last
@@ -169,7 +169,7 @@ impl Msg {
     }
 }
 
-/// A message's place in the shard that stored it: the shard, its sequence there (from 1, never
+/// A message's place in its owner shard: the shard, its sequence there (from 1, never
 /// repeated within a log epoch) and when the shard took it (nanoseconds since the Unix
 /// epoch: the wall clock read at the start of the loop turn that routed it, so messages
 /// routed in one turn share it).
@@ -187,10 +187,9 @@ pub(crate) type Start = Option<Arc<tern_protocol::binary::StartPosition>>;
 /// What workers send each other.
 #[derive(Debug)]
 pub(crate) enum Envelope {
-    /// To the worker's own shard (its local batch): a message the broker made (a
-    /// no-responders status, a one-shard catch-up's record or end marker) to route.
+    /// To the shard that owns the subject.
     Publish(Arc<Msg>),
-    /// To every shard: each holds every subscription.
+    /// To the owner shard of a literal filter, or to every shard for a wildcard filter.
     Subscribe {
         filter: Bytes,
         queue: Option<Bytes>,
@@ -227,7 +226,7 @@ pub(crate) enum Envelope {
     },
     /// To the worker that owns the subscriber's connection.
     Deliver { sub: SubRef, msg: Arc<Msg> },
-    /// From the publisher's shard to its worker: the message the publisher asked an
+    /// From the owner shard to the publisher's worker: the message the publisher asked an
     /// acknowledgement for was routed, with this stamp.
     Ack {
         conn: ConnId,
@@ -235,15 +234,6 @@ pub(crate) enum Envelope {
         stamp: Stamp,
         /// The message id was seen within the dedupe window: `stamp` is the first copy's.
         duplicate: bool,
-    },
-    /// From the shard a repeated message id was published through to the shard that
-    /// stored its first copy: acknowledge it from there, behind everything that shard sent
-    /// before (the first copy's deliveries among it), so that what the publisher sends
-    /// after the acknowledgement cannot overtake them.
-    DuplicateAck {
-        conn: ConnId,
-        ack_id: u64,
-        stamp: Stamp,
     },
     /// From a shard to the subscriber's worker: a subscription asked to resume after
     /// sequence `requested - 1` of `shard`, but the shard no longer holds `requested` up to
@@ -319,6 +309,8 @@ pub(crate) struct ReplayRequest {
     pub start: ReplayStart,
     /// How many shards answer (each sends one end marker).
     pub shards: u16,
+    /// The shard that owns `inbox`: the replayed messages go through its worker.
+    pub inbox_owner: u16,
     /// The requesting connection, and the request's id on it (for `ReplayDone`).
     pub origin: ConnId,
     pub id: u64,
@@ -340,8 +332,8 @@ pub(crate) enum InboxPart {
 pub(crate) enum ReplayStart {
     /// Everything the log holds.
     All,
-    /// From sequence `seq` of one shard (that shard alone answers).
-    FromSeq { shard: u16, seq: u64 },
+    /// From this sequence of the subject's shard (literal subjects).
+    FromSeq(u64),
     /// From the first record at or after this time (ns since the Unix epoch).
     Time(u64),
     /// The last N matching records held.
@@ -563,6 +555,11 @@ impl Mesh {
         self.senders[to].iter().map(Sender::len).sum()
     }
 
+    /// Command batches waiting for worker `to`'s shard: how far it is behind.
+    pub fn commands_queued(&self, to: usize) -> usize {
+        self.senders[to][Lane::Command as usize].len()
+    }
+
     /// Sends a batch (all of one lane) without blocking; gives it back when the lane is
     /// full (in batches, or in bytes: a batch always goes into a lane that holds no bytes).
     fn try_send(&self, to: usize, lane: Lane, batch: Sent) -> Result<(), Sent> {
@@ -742,8 +739,13 @@ impl Outbox {
         !self.local.is_empty()
     }
 
-    /// Batches waiting in worker `to`'s inbound queue now, both lanes: how far it is behind
-    /// (admission control's overload shedding and the catch-ups' pacing read it).
+    /// Command batches waiting in worker `to`'s inbound queue now: how far its shard is
+    /// behind (admission control's overload shedding reads it).
+    pub fn queue_len(&self, to: usize) -> usize {
+        self.mesh.commands_queued(to)
+    }
+
+    /// Batches waiting in worker `to`'s inbound queue now, both lanes.
     pub fn batches_queued(&self, to: usize) -> usize {
         self.mesh.queue_len(to)
     }

@@ -1,8 +1,8 @@
 //! The router: where a worker sends what its connections ask for.
 //!
 //! Owns: this worker's [`Shard`], its [`Outbox`] for the other workers, and the decision of
-//! where each publish and subscription change goes: a publish is routed here, by this
-//! worker's shard (its ingress shard); a subscription change goes to every shard. It
+//! where each publish and subscription change goes: the owner shard of a literal subject
+//! (handled in place when that is this worker), or every shard for a wildcard filter. It
 //! holds the broker-wide count of text catch-ups in progress (`replay.rs`), shared by every
 //! worker's router, which the connections take slots from and give them back to.
 //!
@@ -15,17 +15,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tern_protocol::subject;
 
 use crate::admission::Slots;
 use crate::budget::{QueueBudget, SharedBudget};
 use crate::config::Config;
 use crate::conn::congestion::Signal;
-use crate::dedupe::Dedupe;
 use crate::index::{FnvMap, FnvSet};
 use crate::latency::Latency;
 use crate::mesh::{
-    ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, ReplayRequest, ReplayStart, Sent, Start,
-    SubRef,
+    ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, ReplayRequest, Sent, Start, SubRef,
 };
 use crate::shard::Shard;
 use crate::stats::{bump, set, WorkerStats};
@@ -70,8 +69,6 @@ pub(crate) struct Router {
     pub timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     /// Broker latency of the deliveries this worker wrote.
     pub latency: Latency,
-    /// The message ids table, on the one worker that reports its counts.
-    dedupe: Option<Arc<Dedupe>>,
 }
 
 /// The broker-wide counts every worker's router shares (each an atomic, touched off the
@@ -84,8 +81,6 @@ pub(crate) struct Shared {
     pub subscription_slots: Arc<Slots>,
     /// Bytes reserved by the workers' subscription queues (`max_queued_bytes`).
     pub budget: Arc<SharedBudget>,
-    /// The message ids the stores check (`None` without a store).
-    pub dedupe: Option<Arc<Dedupe>>,
 }
 
 impl Router {
@@ -102,7 +97,6 @@ impl Router {
             replay_slots,
             subscription_slots,
             budget,
-            dedupe,
         } = shared;
         let n = mesh.workers();
         Router {
@@ -125,8 +119,6 @@ impl Router {
             backlogged: FnvSet::default(),
             timers: BinaryHeap::new(),
             latency: Latency::new(),
-            // One worker reports the broker-wide table's counts: the workers' are summed.
-            dedupe: dedupe.filter(|_| me == 0),
         }
     }
 
@@ -245,7 +237,7 @@ impl Router {
         }
     }
 
-    /// Applies an envelope that concerns only this shard (a message to route, a
+    /// Applies an envelope that concerns only this shard (a publish it owns, a
     /// subscription change) and gives back any other, for the worker.
     pub fn apply(&mut self, env: Envelope) -> Option<Envelope> {
         match env {
@@ -286,23 +278,6 @@ impl Router {
                 // The worker releases the publishers it stalled for it.
                 return Some(Envelope::Congestion { conn, signal });
             }
-            Envelope::DuplicateAck {
-                conn,
-                ack_id,
-                stamp,
-            } => {
-                // Behind everything this worker made before, sent or waiting to be.
-                self.outbox.flush();
-                self.outbox.push(
-                    conn.worker as usize,
-                    Envelope::Ack {
-                        conn,
-                        ack_id,
-                        stamp,
-                        duplicate: true,
-                    },
-                );
-            }
             Envelope::Replay(request) => self.shard.replay_request(request, &mut self.outbox),
             Envelope::ReplayCancel { conn } => self.shard.cancel_replays(conn),
             // Everything queued here before the barrier has been routed, and its deliveries
@@ -315,15 +290,13 @@ impl Router {
         None
     }
 
-    /// The shard's timer (the store's checkpoint and fsync policy), then (on one worker)
-    /// the message ids table's counts, copied into this worker's stats.
+    /// The shard's timer (the store's checkpoint and fsync policy), then the counters the
+    /// store keeps itself, copied into this worker's stats.
     pub fn tick(&mut self, now: std::time::Instant) {
         self.shard.tick(now);
-        if let Some(dedupe) = &self.dedupe {
-            let (ids, evicted) = dedupe.counts();
-            set(&self.stats.dedupe_ids, ids as u64);
-            set(&self.stats.dedupe_evicted, evicted);
-        }
+        let (ids, evicted) = self.shard.dedupe_counts();
+        set(&self.stats.dedupe_ids, ids as u64);
+        set(&self.stats.dedupe_evicted, evicted);
     }
 
     /// Advances this shard's catch-ups by one bounded batch, and counts those that waited
@@ -337,25 +310,20 @@ impl Router {
         }
     }
 
-    /// Routes a message a connection of this worker published, here: this worker's shard
-    /// sequences (and stores) it and sends its deliveries straight to the subscribers'
-    /// workers. Every shard holds every subscription, so no publish ever crosses a worker
-    /// before it is routed, and one connection's messages all take the same path to each
-    /// subscriber, in the order it published them (docs/architecture.md, *Ordering*).
-    pub fn publish(&mut self, msg: Arc<Msg>) {
-        self.route(msg);
+    /// Hands a message to the shard that owns its subject, and says which shard that is.
+    pub fn publish(&mut self, msg: Arc<Msg>) -> usize {
+        let owner = self.shard.owner(&msg.subject);
+        if owner == self.me {
+            self.route(msg);
+        } else {
+            // Live traffic read here (`route` notes what is routed here).
+            self.live_at = Some(self.now);
+            self.outbox.push(owner, Envelope::Publish(msg));
+        }
+        owner
     }
 
-    /// The worker whose inbound queue is deepest, and its depth in batches: where a
-    /// publish's deliveries may wait longest (overload shedding).
-    pub fn deepest_queue(&self) -> (usize, usize) {
-        (0..self.workers)
-            .map(|w| (w, self.outbox.batches_queued(w)))
-            .max_by_key(|&(_, depth)| depth)
-            .unwrap_or((self.me, 0))
-    }
-
-    /// Routes a message through this worker's shard.
+    /// Routes a message this worker's shard owns.
     pub fn route(&mut self, msg: Arc<Msg>) {
         self.live_at = Some(self.now);
         let routed = self.shard.route(msg, &mut self.outbox, &self.congested);
@@ -364,14 +332,12 @@ impl Router {
         }
     }
 
-    /// Sends a text client's catch-up request to the shards it reads (every shard, or the
-    /// one it names), and says which.
+    /// Sends a text client's catch-up request to the shards its filter can match in, and
+    /// says which.
     pub fn replay(&mut self, mut request: ReplayRequest) -> Range<usize> {
-        let shards = match request.start {
-            ReplayStart::FromSeq { shard, .. } => shard as usize..shard as usize + 1,
-            _ => self.shards(),
-        };
+        let shards = self.shards_for(&request.filter);
         request.shards = shards.len() as u16;
+        request.inbox_owner = self.shard.owner(&request.inbox) as u16;
         let request = Arc::new(request);
         for shard in shards.clone() {
             if shard == self.me {
@@ -396,7 +362,7 @@ impl Router {
         }
     }
 
-    /// Registers a subscription in every shard, and says which.
+    /// Registers a subscription in the shards its filter can match in, and says which.
     pub fn subscribe(
         &mut self,
         filter: &Bytes,
@@ -405,7 +371,7 @@ impl Router {
         start: Start,
         lossless: bool,
     ) -> Range<usize> {
-        let shards = self.shards();
+        let shards = self.shards_for(filter);
         for shard in shards.clone() {
             if shard == self.me {
                 self.shard
@@ -426,14 +392,14 @@ impl Router {
         shards
     }
 
-    /// Removes a subscription from every shard, and says which.
+    /// Removes a subscription from the shards it was registered in, and says which.
     pub fn unsubscribe(
         &mut self,
         filter: &Bytes,
         queue: Option<&Bytes>,
         sub: SubRef,
     ) -> Range<usize> {
-        let shards = self.shards();
+        let shards = self.shards_for(filter);
         for shard in shards.clone() {
             if shard == self.me {
                 self.shard.unsubscribe(filter, queue.map(|q| &q[..]), &sub);
@@ -500,9 +466,13 @@ impl Router {
         }
     }
 
-    /// The shards a subscription is registered in: every one, since each routes what its
-    /// own connections publish.
-    pub fn shards(&self) -> Range<usize> {
-        0..self.workers
+    /// The shards a filter is registered in: its owner when literal, all when wildcard.
+    pub fn shards_for(&self, filter: &[u8]) -> Range<usize> {
+        if subject::is_literal(filter) {
+            let owner = self.shard.owner(filter);
+            owner..owner + 1
+        } else {
+            0..self.workers
+        }
     }
 }
