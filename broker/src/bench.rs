@@ -55,7 +55,7 @@ impl QueueRouting {
         let subject = Bytes::from_static(b"bench.queue");
         let queue = Bytes::from_static(b"q");
         for n in 0..members as u64 {
-            shard.subscribe(&subject, Some(&queue), sub(n), &None, false, &mut out);
+            shard.subscribe(&subject, Some(&queue), sub(n), &None, &mut out);
         }
         QueueRouting {
             shard,
@@ -104,7 +104,7 @@ impl SubjectChurn {
         let queue = queue.then(|| Bytes::from_static(b"q"));
         let subs: Vec<SubRef> = (0..count as u64).map(sub).collect();
         for s in &subs {
-            shard.subscribe(&subject, queue.as_ref(), *s, &None, false, &mut out);
+            shard.subscribe(&subject, queue.as_ref(), *s, &None, &mut out);
         }
         SubjectChurn {
             shard,

@@ -195,12 +195,10 @@ pub(crate) enum Envelope {
         queue: Option<Bytes>,
         sub: SubRef,
         start: Start,
-        /// The subscription falls back to the log on overflow: each shard with a store
-        /// answers with a `Position`.
-        lossless: bool,
     },
-    /// From a shard to a lossless subscription's worker, before anything else it sends the
-    /// subscription: the last sequence of `shard` before what the subscription receives.
+    /// From a shard to a subscription's worker, before anything else it sends the
+    /// subscription: the last sequence of `shard` before what the subscription receives
+    /// (for a binary client's `SUBSCRIBED`, and a lossless subscription's fall-back).
     Position { sub: SubRef, shard: u16, last: u64 },
     /// From a lossless subscription's worker to a shard: its queue overflowed, so stop
     /// live delivery of stored messages to it and replay them from the log from `from`,
@@ -840,7 +838,6 @@ mod tests {
                 id: 1,
             },
             start: None,
-            lossless: false,
         }
     }
 

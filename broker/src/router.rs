@@ -247,15 +247,9 @@ impl Router {
                 queue,
                 sub,
                 start,
-                lossless,
-            } => self.shard.subscribe(
-                &filter,
-                queue.as_ref(),
-                sub,
-                &start,
-                lossless,
-                &mut self.outbox,
-            ),
+            } => self
+                .shard
+                .subscribe(&filter, queue.as_ref(), sub, &start, &mut self.outbox),
             Envelope::Lag {
                 sub,
                 filter,
@@ -369,13 +363,12 @@ impl Router {
         queue: Option<&Bytes>,
         sub: SubRef,
         start: Start,
-        lossless: bool,
     ) -> Range<usize> {
         let shards = self.shards_for(filter);
         for shard in shards.clone() {
             if shard == self.me {
                 self.shard
-                    .subscribe(filter, queue, sub, &start, lossless, &mut self.outbox);
+                    .subscribe(filter, queue, sub, &start, &mut self.outbox);
             } else {
                 self.outbox.push(
                     shard,
@@ -384,7 +377,6 @@ impl Router {
                         queue: queue.cloned(),
                         sub,
                         start: start.clone(),
-                        lossless,
                     },
                 );
             }

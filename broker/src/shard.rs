@@ -225,16 +225,15 @@ impl Shard {
 
     /// Registers a subscription. One that starts from a position is first told, through
     /// `out`, about the part of what it asked for that this shard no longer holds, then
-    /// catches up from the log (`pump_replays`) before it gets live messages. A lossless
-    /// one is told where in this shard's sequence it starts (`Envelope::Position`), so that
-    /// it knows where to fall back to.
+    /// catches up from the log (`pump_replays`) before it gets live messages. Every one is
+    /// told where in this shard's sequence it starts (`Envelope::Position`): a binary client
+    /// keeps it in its resume token, a lossless subscription falls back from it.
     pub fn subscribe(
         &mut self,
         filter: &Bytes,
         queue: Option<&Bytes>,
         sub: SubRef,
         start: &Start,
-        lossless: bool,
         out: &mut Outbox,
     ) {
         let mut gap = None;
@@ -274,16 +273,16 @@ impl Shard {
                 },
             };
         }
-        if lossless && self.store.is_some() {
-            out.push(
-                sub.conn.worker as usize,
-                Envelope::Position {
-                    sub,
-                    shard: self.id as u16,
-                    last: first.saturating_sub(1),
-                },
-            );
-        }
+        // Where it starts here, for every subscription: a binary client folds it into the
+        // subscription's resume token (`SUBSCRIBED`), a lossless one falls back from it.
+        out.push(
+            sub.conn.worker as usize,
+            Envelope::Position {
+                sub,
+                shard: self.id as u16,
+                last: first.saturating_sub(1),
+            },
+        );
         if let Some((requested, oldest)) = gap {
             push_gap(out, sub, self.id as u16, requested, oldest);
         }
@@ -667,7 +666,6 @@ mod tests {
             None,
             sub(a, 1),
             &None,
-            false,
             &mut out,
         );
         shard.subscribe(
@@ -675,7 +673,6 @@ mod tests {
             None,
             sub(b, 2),
             &None,
-            false,
             &mut out,
         );
         shard.subscribe(
@@ -683,7 +680,6 @@ mod tests {
             None,
             sub(b, 3),
             &None,
-            false,
             &mut out,
         );
         let r = shard.route(msg("room.1", a), &mut out, &FnvMap::default());
@@ -704,7 +700,6 @@ mod tests {
                 None,
                 sub(c, id),
                 &None,
-                false,
                 &mut out,
             );
         }
@@ -759,7 +754,6 @@ mod tests {
                 Some(&q1),
                 sub(conn(id as u16 % 2, id as u32), id),
                 &None,
-                false,
                 &mut out,
             );
         }
@@ -769,7 +763,6 @@ mod tests {
             Some(&q1),
             sub(conn(0, 9), 9),
             &None,
-            false,
             &mut out,
         );
         shard.subscribe(
@@ -777,17 +770,9 @@ mod tests {
             Some(&q1),
             sub(conn(1, 4), 4),
             &None,
-            false,
             &mut out,
         );
-        shard.subscribe(
-            &filter,
-            Some(&q2),
-            sub(conn(1, 5), 5),
-            &None,
-            false,
-            &mut out,
-        );
+        shard.subscribe(&filter, Some(&q2), sub(conn(1, 5), 5), &None, &mut out);
         let mut counts = std::collections::BTreeMap::new();
         for _ in 0..400 {
             shard.route(msg("work", conn(0, 0)), &mut out, &FnvMap::default());
@@ -811,8 +796,8 @@ mod tests {
         let (mut shard, mut out) = world();
         let (me, other) = (conn(0, 1), conn(1, 1));
         let f = Bytes::from_static(b"chat");
-        shard.subscribe(&f, None, sub(me, 1), &None, false, &mut out);
-        shard.subscribe(&f, None, sub(other, 2), &None, false, &mut out);
+        shard.subscribe(&f, None, sub(me, 1), &None, &mut out);
+        shard.subscribe(&f, None, sub(other, 2), &None, &mut out);
         let mut m = msg("chat", me);
         Arc::get_mut(&mut m).unwrap().no_echo = true;
         shard.route(m, &mut out, &FnvMap::default());
@@ -828,14 +813,13 @@ mod tests {
         // another connection holds two, one of them on a filter that does not match.
         for (filter, c, id) in [("job", me, 1), ("job", me, 2), ("j*b", other, 3)] {
             let f = Bytes::from_static(filter.as_bytes());
-            shard.subscribe(&f, Some(&q), sub(c, id), &None, false, &mut out);
+            shard.subscribe(&f, Some(&q), sub(c, id), &None, &mut out);
         }
         shard.subscribe(
             &Bytes::from_static(b">"),
             Some(&q),
             sub(me, 4),
             &None,
-            false,
             &mut out,
         );
         shard.subscribe(
@@ -843,7 +827,6 @@ mod tests {
             Some(&q),
             sub(other, 5),
             &None,
-            false,
             &mut out,
         );
         for _ in 0..10 {
@@ -884,8 +867,8 @@ mod tests {
         assert!(status.origin_only);
         // Routing the status reaches the requester's inbox and nobody else's.
         let inbox = Bytes::from_static(b"_INBOX.abc.*");
-        shard.subscribe(&inbox, None, sub(requester, 1), &None, false, &mut out);
-        shard.subscribe(&inbox, None, sub(conn(0, 3), 2), &None, false, &mut out);
+        shard.subscribe(&inbox, None, sub(requester, 1), &None, &mut out);
+        shard.subscribe(&inbox, None, sub(conn(0, 3), 2), &None, &mut out);
         let r = shard.route(status, &mut out, &FnvMap::default());
         assert_eq!(r.deliveries, 1);
         assert!(!r.no_responders);
@@ -897,7 +880,7 @@ mod tests {
         let (mut shard, mut out) = world();
         let f = Bytes::from_static(b"a.>");
         let s = sub(conn(0, 1), 1);
-        shard.subscribe(&f, None, s, &None, false, &mut out);
+        shard.subscribe(&f, None, s, &None, &mut out);
         shard.route(msg("a.b", conn(1, 1)), &mut out, &FnvMap::default());
         assert_eq!(delivered(&mut out), vec![1]);
         shard.unsubscribe(&f, None, &s);
@@ -914,9 +897,16 @@ mod tests {
             None,
             sub(conn(0, 1), 1),
             &None,
-            false,
             &mut out,
         );
+        // Where the subscription starts (nothing before it): the first thing it is sent.
+        let start = out.take_batch(0);
+        let [Envelope::Position {
+            shard: 0, last: 0, ..
+        }] = &start[..]
+        else {
+            panic!("its start: {start:?}");
+        };
         for expected in 1..=3u64 {
             let mut m = msg("s", publisher);
             Arc::get_mut(&mut m).unwrap().ack_id = Some(100 + expected);
@@ -958,21 +948,30 @@ mod tests {
             })))
         };
         let f = Bytes::from_static(b"s");
-        shard.subscribe(&f, None, sub(conn(1, 1), 1), &resume(2), false, &mut out);
+        shard.subscribe(&f, None, sub(conn(1, 1), 1), &resume(2), &mut out);
         let batch = out.take_batch(1);
-        let [Envelope::Gap {
+        // Its start here (after the gap: 5, the last sequence before the first it gets),
+        // then the gap.
+        let [Envelope::Position { last: 5, .. }, Envelope::Gap {
             sub: gapped,
             shard: 0,
             requested: 3,
             oldest: 6,
         }] = &batch[..]
         else {
-            panic!("a gap from 3 up to 6: {batch:?}");
+            panic!("its start, then a gap from 3 up to 6: {batch:?}");
         };
         assert_eq!(gapped.id, 1);
-        // Up to date, or live: no gap.
-        shard.subscribe(&f, None, sub(conn(1, 2), 2), &resume(5), false, &mut out);
-        shard.subscribe(&f, None, sub(conn(1, 3), 3), &None, false, &mut out);
-        assert!(out.take_batch(1).is_empty());
+        // Up to date, or live: no gap, only where each starts.
+        shard.subscribe(&f, None, sub(conn(1, 2), 2), &resume(5), &mut out);
+        shard.subscribe(&f, None, sub(conn(1, 3), 3), &None, &mut out);
+        let batch = out.take_batch(1);
+        assert!(
+            batch
+                .iter()
+                .all(|e| matches!(e, Envelope::Position { last: 5, .. })),
+            "{batch:?}"
+        );
+        assert_eq!(batch.len(), 2);
     }
 }

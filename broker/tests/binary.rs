@@ -709,3 +709,35 @@ fn the_binary_port_can_be_turned_off() {
     let mut text = RawClient::connect(broker.addr());
     text.ping_pong();
 }
+
+/// `SUBSCRIBED` says where a subscription starts in every shard it is registered in (the
+/// last sequence before its first), so that a client's resume token also covers a shard
+/// it has not received anything from yet; 0 for a shard it is not registered in.
+#[test]
+fn subscribed_says_where_a_subscription_starts_in_every_shard() {
+    let broker = Broker::start();
+    let workers = broker.workers();
+    assert_eq!(workers, 2);
+    let (on0, on1) = (
+        subject_on_shard("st", 0, workers),
+        subject_on_shard("st", 1, workers),
+    );
+    let mut c = BinClient::connect(broker.binary_addr());
+    for i in 0..3 {
+        c.publish_acked(&on0, "x", i);
+    }
+    for i in 3..5 {
+        c.publish_acked(&on1, "x", i);
+    }
+    c.send(&subscribe(1, "st.*"));
+    c.send(&subscribe(2, &on1));
+    assert!(c.flush().is_empty());
+    let mut got: Vec<(u32, u64, Vec<u64>)> = c
+        .subscribed
+        .iter()
+        .map(|s| (s.sid, s.epoch, s.last_sequences.clone()))
+        .collect();
+    got.sort();
+    let epoch = c.welcome.log_epoch;
+    assert_eq!(got, [(1, epoch, vec![3, 2]), (2, epoch, vec![0, 2])]);
+}

@@ -19,7 +19,7 @@ use tern_protocol::binary::{
     encode_client_frame, encode_server_frame, AckResult, BinaryError, ClientFrame,
     ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, GoAway, Hello, Limits,
     Message, Preface, Publish, PublishAck, Refusal, ResumeToken, SequenceRange, ServerFrame,
-    ServerFrameDecoder, StartPosition, Subscribe, Unsubscribe, Welcome,
+    ServerFrameDecoder, StartPosition, Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 use tern_protocol::subject::SubjectError;
 
@@ -226,6 +226,12 @@ fn table() -> Vec<(&'static str, &'static str, Expect)> {
             Server(ServerFrame::GoAway(GoAway {
                 close_within_ms: 30_000,
                 reason: b("lame duck mode: the server is shutting down"),
+            }))),
+        ("server.subscribed", "SUBSCRIBED sid 4; epoch 7; 3 shards: last sequences 10, 0, 3",
+            Server(ServerFrame::Subscribed(Subscribed {
+                sid: 4,
+                epoch: 7,
+                last_sequences: vec![10, 0, 3],
             }))),
         ("server.ping", "PING", Server(ServerFrame::Ping)),
         ("server.pong", "PONG", Server(ServerFrame::Pong)),

@@ -165,6 +165,8 @@ impl BinaryConnection {
                     })
                 }
                 ServerFrame::DropNotice(n) => self.dropped += n.dropped,
+                // Where its subscriptions start: a measurement never resumes.
+                ServerFrame::Subscribed(_) => {}
                 ServerFrame::Welcome(w) => {
                     if self.welcome.is_some() {
                         return Err(DriverError::Unexpected("a second WELCOME"));

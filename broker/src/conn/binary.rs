@@ -4,7 +4,8 @@
 //! `WELCOME`), the frame decoder, the mapping of each client frame (`PUBLISH`, `SUBSCRIBE`,
 //! `UNSUBSCRIBE`, `PING`, `PONG`) onto the connection's shared steps, and the frames the
 //! server sends on this port (`WELCOME`, `MESSAGE`, `PUBLISH_ACK`, `ERROR`, `GAP_NOTICE`,
-//! `GOAWAY`, `PING`, `PONG`). A `MESSAGE` is written as a head in the outbound tail followed by the
+//! `GOAWAY`, `SUBSCRIBED`, `PING`, `PONG`), and each subscription's start in every shard
+//! until `SUBSCRIBED` has told the client ([`Starts`]). A `MESSAGE` is written as a head in the outbound tail followed by the
 //! header block and payload, which large messages share by reference with every other
 //! delivery.
 //!
@@ -18,6 +19,7 @@
 //! Never: touches the socket or another connection; the shared steps in `conn/mod.rs` do
 //! the bookkeeping.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,13 +28,13 @@ use tern_protocol::binary::{
     encode_message_head, encode_server_frame, AckResult, BinaryError, ClientFrame,
     ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, GoAway, Hello, MessageHead,
     Preface, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame, StartPosition,
-    Subscribe, Unsubscribe, Welcome,
+    Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 
 use super::queue::bounds_for;
 use super::{CloseReason, Conn, Proto, Sid};
 use crate::config::Limits;
-use crate::mesh::{Msg, Stamp};
+use crate::mesh::{Msg, Stamp, SubRef};
 use crate::outbound::Outbound;
 use crate::router::Router;
 use crate::stats::bump;
@@ -232,6 +234,28 @@ impl Conn {
 
     fn send_binary(&mut self, frame: &ServerFrame) {
         send_frame(&mut self.out, frame);
+    }
+
+    /// A shard told where the subscription `sref` starts in its sequence: once every shard
+    /// it is registered in has, the client gets `SUBSCRIBED`.
+    pub(super) fn note_start(&mut self, sref: SubRef, shard: u16, last: u64, workers: usize) {
+        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+            return;
+        };
+        let (Some(starts), Sid::Binary(sid)) = (&mut sub.starts, &sub.sid) else {
+            return;
+        };
+        let Some(last_sequences) = starts.record(shard, last, workers) else {
+            return;
+        };
+        let sid = *sid;
+        sub.starts = None;
+        let epoch = self.binary_state().welcome.log_epoch;
+        self.send_binary(&ServerFrame::Subscribed(Subscribed {
+            sid,
+            epoch,
+            last_sequences,
+        }));
     }
 
     pub(super) fn send_binary_pong(&mut self) {
@@ -522,5 +546,43 @@ impl Conn {
             let text = format!("no active subscription {}", u.sid);
             self.binary_refuse(ErrorCode::UnknownSubscription, Some(u.sid), &text, router);
         }
+    }
+}
+
+/// Where a binary subscription starts in each shard it is registered in, gathered from the
+/// shards' `Position`s until all have answered (then `SUBSCRIBED` tells the client, whose
+/// resume token then covers the shards it has not received anything from).
+#[derive(Debug)]
+pub(super) struct Starts {
+    shards: Range<usize>,
+    /// Per shard, indexed from `shards.start`: the last sequence before its first.
+    last: Vec<Option<u64>>,
+}
+
+impl Starts {
+    pub fn new(shards: Range<usize>) -> Starts {
+        Starts {
+            last: vec![None; shards.len()],
+            shards,
+        }
+    }
+
+    /// Notes `shard`'s start. Once every shard has answered, the sequences for a resume
+    /// token over all `workers` shards (0 for a shard the subscription is not registered
+    /// in: it never hears from it).
+    pub fn record(&mut self, shard: u16, last: u64, workers: usize) -> Option<Vec<u64>> {
+        let s = usize::from(shard);
+        if !self.shards.contains(&s) {
+            return None;
+        }
+        self.last[s - self.shards.start] = Some(last);
+        if self.last.iter().any(Option::is_none) {
+            return None;
+        }
+        let mut token = vec![0; workers.max(self.shards.end)];
+        for (i, last) in self.last.iter().enumerate() {
+            token[self.shards.start + i] = last.unwrap_or(0);
+        }
+        Some(token)
     }
 }

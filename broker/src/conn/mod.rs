@@ -183,6 +183,8 @@ struct SubState {
     /// Its catch-ups from several shards, merged into time order until all have caught
     /// up (`merge.rs`).
     merge: Option<Box<Merge>>,
+    /// A binary subscription's start in each shard, until `SUBSCRIBED` is sent.
+    starts: Option<Box<binary::Starts>>,
 }
 
 /// What a connection's subscription queues hold together.
@@ -748,6 +750,8 @@ impl Conn {
                 };
                 Box::new(Merge::new(router.shards_for(&filter), last_n))
             });
+        let starts = matches!(self.proto, Proto::Binary(_))
+            .then(|| Box::new(binary::Starts::new(router.shards_for(&filter))));
         let key = self.subs.insert(SubState {
             sid: sid.clone(),
             filter: filter.clone(),
@@ -757,6 +761,7 @@ impl Conn {
             delivered: 0,
             q: SubQueueState::new(bounds, lossless_state),
             merge,
+            starts,
         });
         self.sids.insert(sid, key);
         bump(&router.stats.subscriptions, 1);
@@ -765,7 +770,7 @@ impl Conn {
             key: key as u32,
             id,
         };
-        let shards = router.subscribe(&filter, queue.as_ref(), sub, start, lossless);
+        let shards = router.subscribe(&filter, queue.as_ref(), sub, start);
         self.barrier.touch(shards);
     }
 

@@ -751,8 +751,10 @@ impl Conn {
         }
     }
 
-    /// A shard told a lossless subscription where it starts in the shard's sequence.
+    /// A shard told a subscription where it starts in the shard's sequence: a binary
+    /// client hears of it (`SUBSCRIBED`), a lossless subscription falls back from there.
     pub fn position(&mut self, sref: SubRef, shard: u16, last: u64, router: &mut Router) {
+        self.note_start(sref, shard, last, router.workers);
         let Some((l, filter, i)) = self.lossless_sub(sref, shard) else {
             return;
         };

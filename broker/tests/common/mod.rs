@@ -897,6 +897,10 @@ pub struct BinClient {
     decoder: tern_protocol::binary::ServerFrameDecoder,
     /// The `WELCOME`, when [`BinClient::connect`] read it.
     pub welcome: tern_protocol::binary::Welcome,
+    /// The `SUBSCRIBED` frames read so far (where each subscription starts in every
+    /// shard), in arrival order: [`BinClient::try_read_frame`] sets them aside, so that
+    /// tests reading messages and notices are not interrupted by them.
+    pub subscribed: Vec<tern_protocol::binary::Subscribed>,
 }
 
 impl BinClient {
@@ -933,6 +937,7 @@ impl BinClient {
             buf: bytes::BytesMut::new(),
             decoder: tern_protocol::binary::ServerFrameDecoder::new(Default::default()),
             welcome: Default::default(),
+            subscribed: Vec::new(),
         }
     }
 
@@ -1029,6 +1034,10 @@ impl BinClient {
         let deadline = Instant::now() + timeout;
         loop {
             match self.decoder.decode(&mut self.buf) {
+                Ok(Some(tern_protocol::binary::ServerFrame::Subscribed(s))) => {
+                    self.subscribed.push(s);
+                    continue;
+                }
                 Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
                 Err(e) => panic!("ternd sent a frame the codec refuses: {e}"),

@@ -629,6 +629,11 @@ impl Driver {
                         reason,
                     });
                 }
+                ServerFrame::Subscribed(s) => {
+                    if let Some(entry) = state.subs.get_mut(&s.sid) {
+                        entry.tracker.start_at(s.epoch, &s.last_sequences);
+                    }
+                }
                 ServerFrame::GapNotice(g) => emit.push(Event::Gap {
                     sid: g.sid,
                     shard: g.shard,
@@ -1062,6 +1067,7 @@ fn frame_name(frame: &ServerFrame) -> &'static str {
         ServerFrame::DropNotice(_) => "DROP_NOTICE",
         ServerFrame::GapNotice(_) => "GAP_NOTICE",
         ServerFrame::GoAway(_) => "GOAWAY",
+        ServerFrame::Subscribed(_) => "SUBSCRIBED",
         ServerFrame::Ping => "PING",
         ServerFrame::Pong => "PONG",
     }

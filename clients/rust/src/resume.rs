@@ -1,8 +1,10 @@
 //! Where a subscription is in the log: the resume token it would resubscribe with.
 //!
 //! Owns: [`ResumeTracker`], per subscription, the log epoch (from `WELCOME`) and the
-//! highest `sequence` seen per `shard` (from `MESSAGE` frames), and the token built from
-//! them.
+//! highest `sequence` seen per `shard` (from `MESSAGE` frames, and from the start in every
+//! shard that `SUBSCRIBED` gives), and the token built from them. Without the start, a
+//! shard the subscription never received from would resume from sequence 1: its whole
+//! history from before the subscription.
 //!
 //! Invariants: sequences only grow per shard; sequences from one epoch are never mixed
 //! with another's (a message from a new epoch resets the tracker first, because a broker
@@ -44,6 +46,20 @@ impl ResumeTracker {
         self.last[i] = self.last[i].max(sequence);
     }
 
+    /// Records where the subscription starts in every shard under log `epoch` (`SUBSCRIBED`:
+    /// the last sequence before its first, per shard): nothing before it is owed.
+    pub(crate) fn start_at(&mut self, epoch: u64, last_sequences: &[u64]) {
+        if epoch != self.epoch {
+            self.reset(epoch);
+        }
+        if self.last.len() < last_sequences.len() {
+            self.last.resize(last_sequences.len(), 0);
+        }
+        for (last, &start) in self.last.iter_mut().zip(last_sequences) {
+            *last = (*last).max(start);
+        }
+    }
+
     /// Forgets everything: the broker's log has a new epoch (`EpochMismatch`).
     pub(crate) fn reset(&mut self, epoch: u64) {
         self.epoch = epoch;
@@ -66,6 +82,19 @@ impl ResumeTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_covers_the_shards_nothing_came_from_and_never_lowers_a_sequence() {
+        let mut t = ResumeTracker::default();
+        t.observe(7, 0, 12);
+        // SUBSCRIBED may come after deliveries from one shard.
+        t.start_at(7, &[10, 40, 0]);
+        assert_eq!(t.token().unwrap().last_sequences, [12, 40]);
+        // A start under another epoch replaces what was tracked.
+        t.start_at(8, &[3, 0]);
+        let token = t.token().unwrap();
+        assert_eq!((token.epoch, token.last_sequences), (8, vec![3]));
+    }
 
     #[test]
     fn tracks_the_highest_sequence_per_shard() {

@@ -656,6 +656,68 @@ fn a_subscriber_resumes_from_the_log_across_a_broker_restart() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A wildcard subscriber that has only heard from one shard, resuming after a restart,
+/// gets nothing of the other shard's history from before it subscribed: `SUBSCRIBED` told
+/// it where it started in every shard, so its token covers the shard it never heard from
+/// (before, that shard was replayed from sequence 1).
+#[test]
+fn a_resume_skips_what_came_before_the_subscription_on_a_shard_it_never_heard_from() {
+    let dir = std::env::temp_dir().join(format!("tern-client-start-{}", std::process::id()));
+    let server = start_storing_broker(0, &dir);
+    let port = server.binary_addr().unwrap().port();
+    let on_shard = |shard: usize| {
+        (0..1000)
+            .map(|n| format!("era.{n}"))
+            .find(|s| tern_broker::shard_for(s.as_bytes(), 2) == shard)
+            .unwrap()
+    };
+    let (heard, quiet) = (on_shard(0), on_shard(1));
+    let other = Client::connect(&url(&server)).unwrap();
+    for i in 0..5 {
+        other.publish_acked(&quiet, format!("before {i}")).unwrap();
+    }
+    let client = Client::builder()
+        .reconnect(ReconnectPolicy::new(
+            Duration::from_millis(400),
+            Duration::from_millis(800),
+        ))
+        .connect(&url(&server))
+        .unwrap();
+    let events = client.events();
+    let sub = client.subscribe("era.*").unwrap();
+    client.flush(WAIT).unwrap();
+    other.publish_acked(&heard, "seen").unwrap();
+    assert_eq!(sub.recv_timeout(WAIT).unwrap().payload_str(), Some("seen"));
+    other.close();
+
+    server.shutdown();
+    wait_event(&events, |e| {
+        matches!(e, Event::Disconnected { .. }).then_some(())
+    });
+    let server = start_storing_broker(port, &dir);
+    wait_event(&events, |e| {
+        matches!(e, Event::Reconnected(_)).then_some(())
+    });
+    let other = Client::connect(&url(&server)).unwrap();
+    other.publish_acked(&quiet, "after").unwrap();
+    assert_eq!(
+        sub.recv_timeout(WAIT).unwrap().payload_str(),
+        Some("after"),
+        "nothing from before the subscription"
+    );
+    client.flush(WAIT).unwrap();
+    if let Ok(Some(extra)) = sub.try_recv() {
+        panic!("only \"after\", but got {:?}", extra.payload_str());
+    }
+    while let Some(e) = events.try_recv() {
+        assert!(!matches!(e, Event::Gap { .. }), "{e:?}");
+    }
+    client.close();
+    other.close();
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn an_overflowing_offline_buffer_is_a_documented_error() {
     let server = start_broker(0);

@@ -41,7 +41,7 @@ pub use error::{BinaryError, EncodeError, ErrorCode, Refusal};
 pub use preface::{Preface, MAGIC, PREFACE_LEN};
 pub use server::{
     encode_message_head, AckResult, DropNotice, ErrorFrame, GapNotice, GoAway, Message,
-    MessageHead, PublishAck, SequenceRange, ServerFrame, Welcome,
+    MessageHead, PublishAck, SequenceRange, ServerFrame, Subscribed, Welcome,
 };
 
 /// The protocol version this crate speaks.
@@ -82,6 +82,8 @@ pub mod frame_type {
     pub const GAP_NOTICE: u8 = 0x86;
     /// Server: `GOAWAY`, the server is going away (lame duck): reconnect soon.
     pub const GOAWAY: u8 = 0x87;
+    /// Server: `SUBSCRIBED`, where a subscription starts in every shard.
+    pub const SUBSCRIBED: u8 = 0x88;
 }
 
 /// Decoding limits, read once and passed to a decoder.

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::client::{check_message, empty};
 use super::coding::{flag, Reader, Writer};
 use super::frame_type::{
-    DROP_NOTICE, ERROR, GAP_NOTICE, GOAWAY, MESSAGE, PING, PONG, PUBLISH_ACK, WELCOME,
+    DROP_NOTICE, ERROR, GAP_NOTICE, GOAWAY, MESSAGE, PING, PONG, PUBLISH_ACK, SUBSCRIBED, WELCOME,
 };
 use super::{BinaryError, EncodeError, ErrorCode, Limits};
 
@@ -31,6 +31,8 @@ pub enum ServerFrame {
     /// `GOAWAY` (0x87): the server is going away (lame duck mode) and will close the
     /// connection; the client should reconnect soon, to another server if it can.
     GoAway(GoAway),
+    /// `SUBSCRIBED` (0x88): where a subscription starts in every shard's sequence.
+    Subscribed(Subscribed),
     /// `PING` (0x05): the client answers `PONG`.
     Ping,
     /// `PONG` (0x06): the answer to the client's `PING`.
@@ -163,6 +165,22 @@ pub struct GapNotice {
     pub oldest: u64,
 }
 
+/// `SUBSCRIBED`: where a subscription starts in every shard's sequence, sent once every
+/// shard has registered it (deliveries from a shard may come before it). A client folds it
+/// into the subscription's resume token, so that the token also covers the shards it has
+/// not received anything from: resuming from 0 there would replay that shard's history from
+/// before the subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Subscribed {
+    /// The subscription.
+    pub sid: u32,
+    /// The log epoch the sequences belong to.
+    pub epoch: u64,
+    /// For shard `i`: the last sequence before the subscription's first from shard `i`, as a
+    /// resume token would hold it.
+    pub last_sequences: Vec<u64>,
+}
+
 /// `GOAWAY`: the server stops taking connections and will close this one.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GoAway {
@@ -202,6 +220,7 @@ pub(crate) fn decode(
         DROP_NOTICE => decode_drop(flags, Reader::new("DROP_NOTICE", body)),
         GAP_NOTICE => decode_gap(flags, Reader::new("GAP_NOTICE", body)),
         GOAWAY => decode_goaway(flags, Reader::new("GOAWAY", body)),
+        SUBSCRIBED => decode_subscribed(flags, Reader::new("SUBSCRIBED", body)),
         PING => empty(flags, Reader::new("PING", body)).map(|()| ServerFrame::Ping),
         PONG => empty(flags, Reader::new("PONG", body)).map(|()| ServerFrame::Pong),
         _ => Err(BinaryError::UnknownFrameType(ty)),
@@ -328,6 +347,22 @@ fn decode_gap(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
     };
     r.finish()?;
     Ok(ServerFrame::GapNotice(gap))
+}
+
+fn decode_subscribed(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
+    r.check_flags(flags, 0)?;
+    let sid = r.get("sid")?;
+    let epoch = r.get("epoch")?;
+    let n = r.count(8, "shard count")?;
+    let last_sequences = (0..n)
+        .map(|_| r.get::<u64>("last sequence"))
+        .collect::<Result<Vec<_>, _>>()?;
+    r.finish()?;
+    Ok(ServerFrame::Subscribed(Subscribed {
+        sid,
+        epoch,
+        last_sequences,
+    }))
 }
 
 fn decode_goaway(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
@@ -474,6 +509,7 @@ impl ServerFrame {
             ServerFrame::DropNotice(_) => (DROP_NOTICE, 0),
             ServerFrame::GapNotice(_) => (GAP_NOTICE, 0),
             ServerFrame::GoAway(_) => (GOAWAY, 0),
+            ServerFrame::Subscribed(_) => (SUBSCRIBED, 0),
             ServerFrame::Ping => (PING, 0),
             ServerFrame::Pong => (PONG, 0),
         }
@@ -536,6 +572,14 @@ impl ServerFrame {
             ServerFrame::GoAway(g) => {
                 w.put(g.close_within_ms);
                 w.short("reason", &g.reason)?;
+            }
+            ServerFrame::Subscribed(s) => {
+                w.put(s.sid);
+                w.put(s.epoch);
+                w.count("shard count", s.last_sequences.len())?;
+                for &seq in &s.last_sequences {
+                    w.put(seq);
+                }
             }
             ServerFrame::Ping | ServerFrame::Pong => {}
         }
