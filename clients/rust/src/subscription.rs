@@ -207,9 +207,14 @@ impl Subscription {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Where this subscription is in the broker's log (epoch and highest sequence seen
-    /// per shard), to resume from later with [`StartFrom::Resume`]; `None` before its
-    /// first message or after it ended.
+    /// Where this subscription is in the broker's log (epoch and, per shard, the highest
+    /// sequence seen or, when higher, where the subscription started there, as the broker
+    /// said in `SUBSCRIBED`), to resume from later with [`StartFrom::Resume`]; `None`
+    /// before anything is known (nothing seen, and the broker has not confirmed it yet, or
+    /// its logs were empty) or after it ended. An application that keeps its own token of
+    /// what it has *processed* should start it from this one once a `flush` has confirmed
+    /// the subscription: a shard it never processes anything from then resumes from where
+    /// the subscription began, not from the shard's first record.
     pub fn resume_token(&self) -> Option<ResumeToken> {
         self.inner.lock().subs.get(&self.sid)?.tracker.token()
     }

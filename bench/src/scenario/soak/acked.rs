@@ -357,6 +357,17 @@ pub fn subscriber(
         };
         ready.store(true, Ordering::Release);
         let epoch = client.server_info().map(|i| i.log_epoch).unwrap_or(0);
+        // Where the subscription starts in every shard (the broker's `SUBSCRIBED`, in by
+        // the flush): our own token starts there too, or a shard we never process anything
+        // from would be resumed from its first record, history from before we subscribed.
+        if let Some(token) = sub.resume_token().filter(|t| t.epoch == epoch) {
+            if processed.len() < token.last_sequences.len() {
+                processed.resize(token.last_sequences.len(), 0);
+            }
+            for (p, &start) in processed.iter_mut().zip(&token.last_sequences) {
+                *p = (*p).max(start);
+            }
+        }
         let restart_at = restart_every.map(|d| Instant::now() + d);
         loop {
             match sub.recv_timeout(Duration::from_millis(100)) {
