@@ -262,6 +262,34 @@ fn coalesced_messages_keep_the_newest_value_in_the_first_ones_place() {
     );
 }
 
+/// Reads `count` messages of a lossless subscription, message `i` having been published
+/// to `subjects[i % subjects.len()]`: each once, in publish order per subject, and nothing
+/// after the last (answering the broker's PINGs meanwhile).
+fn read_every_message_once(sub: &mut BinClient, subjects: &[String], count: u32) {
+    let n = subjects.len();
+    let mut next = vec![0u32; n];
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got < count {
+        assert!(Instant::now() < deadline, "only {got} of {count} arrived");
+        match sub.try_read_frame(Duration::from_secs(10)) {
+            Ok(ServerFrame::Message(m)) => {
+                let i = index_of(&m.payload);
+                let s = i as usize % n;
+                assert_eq!(m.subject, subjects[s].as_bytes());
+                assert_eq!(i, next[s] * n as u32 + s as u32, "gap or duplicate");
+                next[s] += 1;
+                got += 1;
+            }
+            Ok(ServerFrame::Ping) => sub.send(&ClientFrame::Pong),
+            Ok(other) => panic!("a lossless subscription got {other:?}"),
+            Err(end) => panic!("after {got} messages: {end:?}"),
+        }
+    }
+    let after = sub.flush();
+    assert!(after.is_empty(), "after every message: {after:?}");
+}
+
 #[test]
 fn a_lossless_subscription_overflows_and_still_gets_every_message_in_order() {
     const COUNT: u32 = 20_000;
@@ -292,28 +320,7 @@ fn a_lossless_subscription_overflows_and_still_gets_every_message_in_order() {
     );
     publ.flush();
 
-    let mut next = vec![0u32; workers];
-    let mut got = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got < COUNT {
-        assert!(Instant::now() < deadline, "only {got} of {COUNT} arrived");
-        match sub.try_read_frame(Duration::from_secs(10)) {
-            Ok(ServerFrame::Message(m)) => {
-                let i = index_of(&m.payload);
-                let s = i as usize % workers;
-                assert_eq!(m.subject, subjects[s].as_bytes());
-                assert_eq!(i, next[s] * workers as u32 + s as u32, "gap or duplicate");
-                next[s] += 1;
-                got += 1;
-            }
-            Ok(ServerFrame::Ping) => sub.send(&ClientFrame::Pong),
-            Ok(other) => panic!("a lossless subscription got {other:?}"),
-            Err(end) => panic!("after {got} messages: {end:?}"),
-        }
-    }
-    // Nothing more: no duplicate after the last.
-    let after = sub.flush();
-    assert!(after.is_empty(), "after every message: {after:?}");
+    read_every_message_once(&mut sub, &subjects, COUNT);
     let varz = broker.varz();
     assert!(varz["lossless_fallbacks"].as_u64().unwrap() >= 1, "{varz}");
     assert_eq!(varz["queue_dropped_msgs"], 0);
@@ -351,26 +358,7 @@ fn a_lossless_catch_up_merged_over_shards_falls_back_and_still_gets_every_messag
     }));
     // Not read for a while: the socket and the queue fill.
     std::thread::sleep(Duration::from_millis(300));
-    let mut next = vec![0u32; workers];
-    let mut got = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got < COUNT {
-        assert!(Instant::now() < deadline, "only {got} of {COUNT} arrived");
-        match sub.try_read_frame(Duration::from_secs(10)) {
-            Ok(ServerFrame::Message(m)) => {
-                let i = index_of(&m.payload);
-                let s = i as usize % workers;
-                assert_eq!(i, next[s] * workers as u32 + s as u32, "gap or duplicate");
-                next[s] += 1;
-                got += 1;
-            }
-            Ok(ServerFrame::Ping) => sub.send(&ClientFrame::Pong),
-            Ok(other) => panic!("a lossless subscription got {other:?}"),
-            Err(end) => panic!("after {got} messages: {end:?}"),
-        }
-    }
-    let after = sub.flush();
-    assert!(after.is_empty(), "after every message: {after:?}");
+    read_every_message_once(&mut sub, &subjects, COUNT);
     // It went live on every shard: what comes now arrives too.
     for (s, subject) in subjects.iter().enumerate() {
         publ.send(&publish(subject, COUNT + s as u32, 8, 0));

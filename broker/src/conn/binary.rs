@@ -5,9 +5,9 @@
 //! `UNSUBSCRIBE`, `PING`, `PONG`) onto the connection's shared steps, and the frames the
 //! server sends on this port (`WELCOME`, `MESSAGE`, `PUBLISH_ACK`, `ERROR`, `GAP_NOTICE`,
 //! `GOAWAY`, `SUBSCRIBED`, `PING`, `PONG`), and each subscription's start in every shard
-//! until `SUBSCRIBED` has told the client ([`Starts`]). A `MESSAGE` is written as a head in the outbound tail followed by the
-//! header block and payload, which large messages share by reference with every other
-//! delivery.
+//! until `SUBSCRIBED` has told the client ([`Starts`]). A `MESSAGE` is written as a head
+//! in the outbound tail followed by the header block and payload, which large messages
+//! share by reference with every other delivery.
 //!
 //! Errors follow the spec's two steps: a structure error is fatal (an `ERROR` frame with
 //! the fatal flag, then close; a bad magic closes without a word), a content error refuses

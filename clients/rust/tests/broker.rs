@@ -53,6 +53,18 @@ fn url(server: &Server) -> String {
     )
 }
 
+/// A client that waits 400 to 800 ms before it reconnects: time for a test to publish
+/// while it is away.
+fn slow_to_reconnect(server: &Server) -> Client {
+    Client::builder()
+        .reconnect(ReconnectPolicy::new(
+            Duration::from_millis(400),
+            Duration::from_millis(800),
+        ))
+        .connect(&url(server))
+        .unwrap()
+}
+
 fn fast_reconnect() -> ReconnectPolicy {
     ReconnectPolicy::new(Duration::from_millis(10), Duration::from_millis(100))
 }
@@ -584,14 +596,8 @@ fn a_subscriber_resumes_from_the_log_across_a_broker_restart() {
     let dir = std::env::temp_dir().join(format!("tern-client-resume-{}", std::process::id()));
     let server = start_storing_broker(0, &dir);
     let port = server.binary_addr().unwrap().port();
-    let client = Client::builder()
-        // Slow enough to come back after the publisher below has published.
-        .reconnect(ReconnectPolicy::new(
-            Duration::from_millis(400),
-            Duration::from_millis(800),
-        ))
-        .connect(&url(&server))
-        .unwrap();
+    // Slow enough to come back after the publisher below has published.
+    let client = slow_to_reconnect(&server);
     let events = client.events();
     let epoch = client.server_info().unwrap().log_epoch;
     let sub = client.subscribe("train.news").unwrap();
@@ -676,13 +682,7 @@ fn a_resume_skips_what_came_before_the_subscription_on_a_shard_it_never_heard_fr
     for i in 0..5 {
         other.publish_acked(&quiet, format!("before {i}")).unwrap();
     }
-    let client = Client::builder()
-        .reconnect(ReconnectPolicy::new(
-            Duration::from_millis(400),
-            Duration::from_millis(800),
-        ))
-        .connect(&url(&server))
-        .unwrap();
+    let client = slow_to_reconnect(&server);
     let events = client.events();
     let sub = client.subscribe("era.*").unwrap();
     client.flush(WAIT).unwrap();
