@@ -674,7 +674,7 @@ impl Worker {
                 oldest,
             } => {
                 if let Some((c, router)) = self.conn_and_router(sub.conn) {
-                    if c.gap(sub, (shard, requested, oldest), router) {
+                    if c.gap(sub, shard, requested, oldest, router) {
                         self.list_write(sub.conn.slot as usize);
                     }
                 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{subject_on_shard, temp_dir, BinClient, Broker, ReadEnd};
 use tern_protocol::binary::{
-    AckResult, ClientFrame, ErrorCode, Publish, PublishAck, ResumeToken, ServerFrame,
+    AckResult, ClientFrame, ErrorCode, Message, Publish, PublishAck, ResumeToken, ServerFrame,
     StartPosition, Subscribe,
 };
 
@@ -44,21 +44,29 @@ fn from_start(c: &BinClient) -> StartPosition {
     })
 }
 
-/// Reads messages for `sid` until `n` have arrived; returns (sequence, replayed, payload).
-fn read_n(c: &mut BinClient, sid: u32, n: usize) -> Vec<(u64, bool, String)> {
+/// Reads messages for `sid` until `n` have arrived (others and `PING`s are passed over).
+fn read_messages(c: &mut BinClient, sid: u32, n: usize) -> Vec<Message> {
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
         match c.read_frame() {
-            ServerFrame::Message(m) if m.sid == sid => got.push((
-                m.sequence,
-                m.replayed,
-                String::from_utf8_lossy(&m.payload).into_owned(),
-            )),
+            ServerFrame::Message(m) if m.sid == sid => got.push(m),
             ServerFrame::Message(_) | ServerFrame::Ping => {}
             other => panic!("unexpected {other:?} after {} messages", got.len()),
         }
     }
     got
+}
+
+fn text(m: &Message) -> String {
+    String::from_utf8_lossy(&m.payload).into_owned()
+}
+
+/// Reads messages for `sid` until `n` have arrived; returns (sequence, replayed, payload).
+fn read_n(c: &mut BinClient, sid: u32, n: usize) -> Vec<(u64, bool, String)> {
+    let got = read_messages(c, sid, n);
+    got.iter()
+        .map(|m| (m.sequence, m.replayed, text(m)))
+        .collect()
 }
 
 #[test]
@@ -138,19 +146,8 @@ fn resume_time_and_last_n_start_where_they_say() {
 
 /// Reads messages for `sid` until `n` have arrived; returns (shard, sequence, payload).
 fn read_stamped(c: &mut BinClient, sid: u32, n: usize) -> Vec<(u16, u64, String)> {
-    let mut got = Vec::with_capacity(n);
-    while got.len() < n {
-        match c.read_frame() {
-            ServerFrame::Message(m) if m.sid == sid => got.push((
-                m.shard,
-                m.sequence,
-                String::from_utf8_lossy(&m.payload).into_owned(),
-            )),
-            ServerFrame::Message(_) | ServerFrame::Ping => {}
-            other => panic!("unexpected {other:?} after {} messages", got.len()),
-        }
-    }
-    got
+    let got = read_messages(c, sid, n);
+    got.iter().map(|m| (m.shard, m.sequence, text(m))).collect()
 }
 
 #[test]

@@ -970,7 +970,9 @@ impl Conn {
     pub fn gap(
         &mut self,
         sref: SubRef,
-        (shard, requested, oldest): (u16, u64, u64),
+        shard: u16,
+        requested: u64,
+        oldest: u64,
         router: &mut Router,
     ) -> bool {
         let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {

@@ -215,11 +215,11 @@ impl Conn {
     /// (the subscription or the connection is gone) or a lossless subscription's message
     /// that its catch-up brings again.
     pub fn deliver(&mut self, sref: SubRef, msg: &Arc<Msg>, router: &mut Router) -> bool {
-        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
-            return false;
-        };
+        // Only a catch-up's message can belong to a merge: a live one goes straight on,
+        // with one lookup of its subscription.
         if msg.replayed {
-            if let Some(merge) = &mut sub.merge {
+            let sub = Conn::live_sub(&self.closing, &mut self.subs, sref);
+            if let Some(merge) = sub.and_then(|s| s.merge.as_mut()) {
                 if merge.hold(Arc::clone(msg)) {
                     return self.release_merged(sref, router);
                 }
