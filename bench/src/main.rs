@@ -270,6 +270,10 @@ struct LoadArgs {
     /// How long to publish (e.g. 500ms, 3s).
     #[arg(long, value_parser = parse_duration, default_value = "3s")]
     duration: Duration,
+    /// Subscribe to this filter instead of the published subject (a wildcard matching it,
+    /// e.g. `bench.*`), for pubsub, fanout and latency.
+    #[arg(long)]
+    filter: Option<String>,
 }
 
 impl LoadArgs {
@@ -447,12 +451,10 @@ fn run_one(command: Command) -> Result<TargetReport> {
             load,
         } => (
             target,
-            Scenario::PubSub(PubSubConfig::new(
-                publishers,
-                subscribers,
-                load.size,
-                load.limit(),
-            )),
+            Scenario::PubSub(PubSubConfig {
+                filter: load.filter.clone(),
+                ..PubSubConfig::new(publishers, subscribers, load.size, load.limit())
+            }),
         ),
         Command::Fanout {
             target,
@@ -460,7 +462,10 @@ fn run_one(command: Command) -> Result<TargetReport> {
             load,
         } => (
             target,
-            Scenario::Fanout(fanout::config(subscribers, load.size, load.limit())),
+            Scenario::Fanout(PubSubConfig {
+                filter: load.filter.clone(),
+                ..fanout::config(subscribers, load.size, load.limit())
+            }),
         ),
         Command::Queue {
             target,
@@ -480,6 +485,7 @@ fn run_one(command: Command) -> Result<TargetReport> {
             target,
             Scenario::Latency(LatencyConfig {
                 subscribers,
+                filter: load.filter.clone(),
                 ..LatencyConfig::new(rate, load.size, load.limit())
             }),
         ),

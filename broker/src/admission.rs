@@ -627,10 +627,10 @@ fn refuse(scope: RateScope, unit: RateUnit, rate: u64, retry_after: Duration) ->
 // Overload shedding
 // ---------------------------------------------------------------------------------------
 
-/// Whether a publish of `priority` is shed: its owner shard's inbound queue holds `depth`
+/// Whether a publish of `priority` is shed: the deepest worker inbound queue holds `depth`
 /// batches, more than `threshold`, and its priority is below `shed_below` (0 sheds
-/// nothing). The queue is where the owner's lag shows, whatever its cause: routing,
-/// deliveries, or appends to its ring log, which run on the shard's thread.
+/// nothing). The queue is where a worker's lag shows, whatever its cause: its own
+/// connections' publishes and their appends to its ring log, or the deliveries it writes.
 pub(crate) fn sheds(priority: u8, shed_below: u8, depth: usize, threshold: usize) -> bool {
     priority < shed_below && depth > threshold
 }

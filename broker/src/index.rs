@@ -36,10 +36,11 @@ use tern_protocol::subject;
 use crate::mesh::SubRef;
 /// A fast, deterministic hasher for subjects: FNV-1a, then the MurmurHash3 64-bit
 /// finaliser. Plain FNV-1a's low bits are weak (its lowest bit is the parity of the bytes'
-/// lowest bits), and both the shard choice (`% N`) and hash-map buckets use the low bits;
-/// the finaliser spreads every input bit over all of them. The index is keyed by subjects a
-/// client chose, but a shard holds them only for its own clients, and a collision attack
-/// costs the attacker's own shard; speed on the publish path wins.
+/// lowest bits), and hash-map buckets use the low bits; the finaliser spreads every input
+/// bit over all of them. The index is keyed by subject tokens a client chose and is not
+/// seeded, so tokens crafted to collide would slow the lookups of every shard (each holds
+/// every subscription); the bounds on tokens per filter, subscriptions per connection and
+/// in all keep what one client can add small, and speed on the publish path wins.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct Fnv(u64);
 
@@ -68,16 +69,6 @@ impl std::hash::Hasher for Fnv {
 
 pub(crate) type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 pub(crate) type FnvSet<K> = std::collections::HashSet<K, BuildHasherDefault<Fnv>>;
-
-/// Which shard owns a literal subject: the [`Fnv`] hash of its bytes (FNV-1a, finalised),
-/// modulo the shard count.
-/// Stable across runs and releases, so tests and tools can compute it.
-pub fn shard_for(subject: &[u8], shards: usize) -> usize {
-    use std::hash::Hasher;
-    let mut h = Fnv::default();
-    h.write(subject);
-    (h.finish() % shards as u64) as usize
-}
 
 /// An interned queue group name.
 pub(crate) type QueueId = u32;
@@ -1155,20 +1146,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn shard_for_is_stable() {
-        // FNV-1a 64 of "foo" is 0xdcb27518fed9d577; finalised, 0xaf85ea5569581d4c.
-        assert_eq!(shard_for(b"foo", 1 << 16), 0x1d4c);
-        for n in 1..8 {
-            assert!(shard_for(b"anything", n) < n);
-        }
-        // Subjects that differ only in bytes of equal parity still spread over 2 shards
-        // (plain FNV-1a would put them all on one).
-        let on_zero = (0..64)
-            .filter(|i| shard_for(format!("wc.m{i}.m{i}.z").as_bytes(), 2) == 0)
-            .count();
-        assert!((16..=48).contains(&on_zero), "{on_zero} of 64 on shard 0");
-    }
     #[test]
     fn visit_filters_sees_what_for_each_filter_sees_and_stops_when_told() {
         let mut ix = Index::default();

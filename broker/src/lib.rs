@@ -2,9 +2,11 @@
 //!
 //! Owns: the data path, thread-per-core and shared-nothing, as `docs/architecture.md`
 //! describes it: [`server`] starts one [`worker`] per core; each worker owns its
-//! connections ([`conn`]), their outbound queues ([`outbound`]) and one [`shard`] of the
-//! subject space with its subscription [`index`], its [`queue_group`] turns and its
-//! [`store`] (ring log, dedupe window, catch-ups); workers talk only through the [`mesh`].
+//! connections ([`conn`]), their outbound queues ([`outbound`]) and one [`shard`], which
+//! routes what those connections publish, with its subscription [`index`] (every
+//! subscription, in every shard), its [`queue_group`] turns and its [`store`] (ring log,
+//! catch-ups); message ids are checked broker-wide ([`dedupe`]); workers talk only through
+//! the [`mesh`].
 //! [`replay`] bounds the text catch-ups in progress.
 //! [`router`] decides where each operation goes; [`admission`] decides what is refused or
 //! slowed before it costs anything; [`budget`] is the broker-wide bound on queued bytes and
@@ -13,8 +15,9 @@
 //! the workers' counters ([`stats`], labelled by [`names`]) and from bounded [`snapshot`]s
 //! they answer through the mesh; each worker owns its [`latency`] histogram.
 //!
-//! Never: holds a lock or allocates per subscriber on the path from a publish to its
-//! deliveries.
+//! Never: allocates per subscriber on the path from a publish to its deliveries, or holds
+//! a lock on it (but the one [`dedupe`] lock, taken by a publish that carries a message
+//! id).
 
 mod admission;
 #[doc(hidden)]
@@ -22,6 +25,7 @@ pub mod bench;
 mod budget;
 pub mod config;
 mod conn;
+mod dedupe;
 mod eviction;
 mod index;
 mod lameduck;
@@ -45,5 +49,4 @@ mod test_alloc;
 mod worker;
 
 pub use config::{Args, Config, ConfigError};
-pub use index::shard_for;
 pub use server::{Server, StartError};

@@ -233,6 +233,15 @@ pub(crate) enum Envelope {
         /// The message id was seen within the dedupe window: `stamp` is the first copy's.
         duplicate: bool,
     },
+    /// From the shard a repeated message id was published through to the shard that
+    /// stored its first copy: acknowledge it from there, behind everything that shard sent
+    /// before (the first copy's deliveries among it), so that what the publisher sends
+    /// after the acknowledgement cannot overtake them.
+    DuplicateAck {
+        conn: ConnId,
+        ack_id: u64,
+        stamp: Stamp,
+    },
     /// From a shard to the subscriber's worker: a subscription asked to resume after
     /// sequence `requested - 1` of `shard`, but the shard no longer holds `requested` up to
     /// (not including) `oldest`. Sent before any delivery from that shard to it.
@@ -307,8 +316,6 @@ pub(crate) struct ReplayRequest {
     pub start: ReplayStart,
     /// How many shards answer (each sends one end marker).
     pub shards: u16,
-    /// The shard that owns `inbox`: the replayed messages go through its worker.
-    pub inbox_owner: u16,
     /// The requesting connection, and the request's id on it (for `ReplayDone`).
     pub origin: ConnId,
     pub id: u64,
@@ -330,8 +337,8 @@ pub(crate) enum InboxPart {
 pub(crate) enum ReplayStart {
     /// Everything the log holds.
     All,
-    /// From this sequence of the subject's shard (literal subjects).
-    FromSeq(u64),
+    /// From sequence `seq` of one shard (that shard alone answers).
+    FromSeq { shard: u16, seq: u64 },
     /// From the first record at or after this time (ns since the Unix epoch).
     Time(u64),
     /// The last N matching records held.
@@ -553,11 +560,6 @@ impl Mesh {
         self.senders[to].iter().map(Sender::len).sum()
     }
 
-    /// Command batches waiting for worker `to`'s shard: how far it is behind.
-    pub fn commands_queued(&self, to: usize) -> usize {
-        self.senders[to][Lane::Command as usize].len()
-    }
-
     /// Sends a batch (all of one lane) without blocking; gives it back when the lane is
     /// full (in batches, or in bytes: a batch always goes into a lane that holds no bytes).
     fn try_send(&self, to: usize, lane: Lane, batch: Sent) -> Result<(), Sent> {
@@ -737,13 +739,8 @@ impl Outbox {
         !self.local.is_empty()
     }
 
-    /// Command batches waiting in worker `to`'s inbound queue now: how far its shard is
-    /// behind (admission control's overload shedding reads it).
-    pub fn queue_len(&self, to: usize) -> usize {
-        self.mesh.commands_queued(to)
-    }
-
-    /// Batches waiting in worker `to`'s inbound queue now, both lanes.
+    /// Batches waiting in worker `to`'s inbound queue now, both lanes: how far it is behind
+    /// (admission control's overload shedding and the catch-ups' pacing read it).
     pub fn batches_queued(&self, to: usize) -> usize {
         self.mesh.queue_len(to)
     }

@@ -1,8 +1,8 @@
 //! The router: where a worker sends what its connections ask for.
 //!
 //! Owns: this worker's [`Shard`], its [`Outbox`] for the other workers, and the decision of
-//! where each publish and subscription change goes: the owner shard of a literal subject
-//! (handled in place when that is this worker), or every shard for a wildcard filter. It
+//! where each publish and subscription change goes: a publish is routed here, by this
+//! worker's shard (its ingress shard); a subscription change goes to every shard. It
 //! holds the broker-wide count of text catch-ups in progress (`replay.rs`), shared by every
 //! worker's router, which the connections take slots from and give them back to.
 //!
@@ -15,16 +15,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tern_protocol::subject;
 
 use crate::admission::Slots;
 use crate::budget::{QueueBudget, SharedBudget};
 use crate::config::Config;
 use crate::conn::congestion::Signal;
+use crate::dedupe::Dedupe;
 use crate::index::{FnvMap, FnvSet};
 use crate::latency::Latency;
 use crate::mesh::{
-    ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, ReplayRequest, Sent, Start, SubRef,
+    ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, ReplayRequest, ReplayStart, Sent, Start,
+    SubRef,
 };
 use crate::shard::Shard;
 use crate::stats::{bump, set, WorkerStats};
@@ -69,6 +70,8 @@ pub(crate) struct Router {
     pub timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     /// Broker latency of the deliveries this worker wrote.
     pub latency: Latency,
+    /// The message ids table, on the one worker that reports its counts.
+    dedupe: Option<Arc<Dedupe>>,
 }
 
 /// The broker-wide counts every worker's router shares (each an atomic, touched off the
@@ -81,6 +84,8 @@ pub(crate) struct Shared {
     pub subscription_slots: Arc<Slots>,
     /// Bytes reserved by the workers' subscription queues (`max_queued_bytes`).
     pub budget: Arc<SharedBudget>,
+    /// The message ids the stores check (`None` without a store).
+    pub dedupe: Option<Arc<Dedupe>>,
 }
 
 impl Router {
@@ -97,6 +102,7 @@ impl Router {
             replay_slots,
             subscription_slots,
             budget,
+            dedupe,
         } = shared;
         let n = mesh.workers();
         Router {
@@ -119,6 +125,8 @@ impl Router {
             backlogged: FnvSet::default(),
             timers: BinaryHeap::new(),
             latency: Latency::new(),
+            // One worker reports the broker-wide table's counts: the workers' are summed.
+            dedupe: dedupe.filter(|_| me == 0),
         }
     }
 
@@ -272,6 +280,23 @@ impl Router {
                 // The worker releases the publishers it stalled for it.
                 return Some(Envelope::Congestion { conn, signal });
             }
+            Envelope::DuplicateAck {
+                conn,
+                ack_id,
+                stamp,
+            } => {
+                // Behind everything this worker made before, sent or waiting to be.
+                self.outbox.flush();
+                self.outbox.push(
+                    conn.worker as usize,
+                    Envelope::Ack {
+                        conn,
+                        ack_id,
+                        stamp,
+                        duplicate: true,
+                    },
+                );
+            }
             Envelope::Replay(request) => self.shard.replay_request(request, &mut self.outbox),
             Envelope::ReplayCancel { conn } => self.shard.cancel_replays(conn),
             // Everything queued here before the barrier has been routed, and its deliveries
@@ -284,13 +309,15 @@ impl Router {
         None
     }
 
-    /// The shard's timer (the store's checkpoint and fsync policy), then the counters the
-    /// store keeps itself, copied into this worker's stats.
+    /// The shard's timer (the store's checkpoint and fsync policy), then (on one worker)
+    /// the message ids table's counts, copied into this worker's stats.
     pub fn tick(&mut self, now: std::time::Instant) {
         self.shard.tick(now);
-        let (ids, evicted) = self.shard.dedupe_counts();
-        set(&self.stats.dedupe_ids, ids as u64);
-        set(&self.stats.dedupe_evicted, evicted);
+        if let Some(dedupe) = &self.dedupe {
+            let (ids, evicted) = dedupe.counts();
+            set(&self.stats.dedupe_ids, ids as u64);
+            set(&self.stats.dedupe_evicted, evicted);
+        }
     }
 
     /// Advances this shard's catch-ups by one bounded batch, and counts those that waited
@@ -304,20 +331,25 @@ impl Router {
         }
     }
 
-    /// Hands a message to the shard that owns its subject, and says which shard that is.
-    pub fn publish(&mut self, msg: Arc<Msg>) -> usize {
-        let owner = self.shard.owner(&msg.subject);
-        if owner == self.me {
-            self.route(msg);
-        } else {
-            // Live traffic read here (`route` notes what is routed here).
-            self.live_at = Some(self.now);
-            self.outbox.push(owner, Envelope::Publish(msg));
-        }
-        owner
+    /// Routes a message a connection of this worker published, here: this worker's shard
+    /// sequences (and stores) it and sends its deliveries straight to the subscribers'
+    /// workers. Every shard holds every subscription, so no publish ever crosses a worker
+    /// before it is routed, and one connection's messages all take the same path to each
+    /// subscriber, in the order it published them (docs/architecture.md, *Ordering*).
+    pub fn publish(&mut self, msg: Arc<Msg>) {
+        self.route(msg);
     }
 
-    /// Routes a message this worker's shard owns.
+    /// The worker whose inbound queue is deepest, and its depth in batches: where a
+    /// publish's deliveries may wait longest (overload shedding).
+    pub fn deepest_queue(&self) -> (usize, usize) {
+        (0..self.workers)
+            .map(|w| (w, self.outbox.batches_queued(w)))
+            .max_by_key(|&(_, depth)| depth)
+            .unwrap_or((self.me, 0))
+    }
+
+    /// Routes a message through this worker's shard.
     pub fn route(&mut self, msg: Arc<Msg>) {
         self.live_at = Some(self.now);
         let routed = self.shard.route(msg, &mut self.outbox, &self.congested);
@@ -326,12 +358,14 @@ impl Router {
         }
     }
 
-    /// Sends a text client's catch-up request to the shards its filter can match in, and
-    /// says which.
+    /// Sends a text client's catch-up request to the shards it reads (every shard, or the
+    /// one it names), and says which.
     pub fn replay(&mut self, mut request: ReplayRequest) -> Range<usize> {
-        let shards = self.shards_for(&request.filter);
+        let shards = match request.start {
+            ReplayStart::FromSeq { shard, .. } => shard as usize..shard as usize + 1,
+            _ => self.shards(),
+        };
         request.shards = shards.len() as u16;
-        request.inbox_owner = self.shard.owner(&request.inbox) as u16;
         let request = Arc::new(request);
         for shard in shards.clone() {
             if shard == self.me {
@@ -356,7 +390,7 @@ impl Router {
         }
     }
 
-    /// Registers a subscription in the shards its filter can match in, and says which.
+    /// Registers a subscription in every shard, and says which.
     pub fn subscribe(
         &mut self,
         filter: &Bytes,
@@ -364,7 +398,7 @@ impl Router {
         sub: SubRef,
         start: Start,
     ) -> Range<usize> {
-        let shards = self.shards_for(filter);
+        let shards = self.shards();
         for shard in shards.clone() {
             if shard == self.me {
                 self.shard
@@ -384,14 +418,14 @@ impl Router {
         shards
     }
 
-    /// Removes a subscription from the shards it was registered in, and says which.
+    /// Removes a subscription from every shard, and says which.
     pub fn unsubscribe(
         &mut self,
         filter: &Bytes,
         queue: Option<&Bytes>,
         sub: SubRef,
     ) -> Range<usize> {
-        let shards = self.shards_for(filter);
+        let shards = self.shards();
         for shard in shards.clone() {
             if shard == self.me {
                 self.shard.unsubscribe(filter, queue.map(|q| &q[..]), &sub);
@@ -458,13 +492,9 @@ impl Router {
         }
     }
 
-    /// The shards a filter is registered in: its owner when literal, all when wildcard.
-    pub fn shards_for(&self, filter: &[u8]) -> Range<usize> {
-        if subject::is_literal(filter) {
-            let owner = self.shard.owner(filter);
-            owner..owner + 1
-        } else {
-            0..self.workers
-        }
+    /// The shards a subscription is registered in: every one, since each routes what its
+    /// own connections publish.
+    pub fn shards(&self) -> Range<usize> {
+        0..self.workers
     }
 }

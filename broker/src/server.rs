@@ -28,6 +28,7 @@ use tracing::{error, info};
 use crate::admission::{ConnectionGate, Slots};
 use crate::budget::SharedBudget;
 use crate::config::Config;
+use crate::dedupe::Dedupe;
 use crate::lameduck::LameDuck;
 use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
@@ -141,6 +142,7 @@ impl Server {
             stores,
             epoch: log_epoch,
             recovery,
+            dedupe,
         } = open_stores(&config)?;
         let welcome = Welcome {
             version: BINARY_VERSION,
@@ -169,6 +171,7 @@ impl Server {
             replay_slots,
             subscription_slots: Arc::new(Slots::new(config.admission.max_total_subscriptions)),
             budget: SharedBudget::new(config.flow.max_queued_bytes),
+            dedupe,
         };
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
@@ -375,6 +378,8 @@ struct Stores {
     epoch: u64,
     /// What opening each ring file found (for `/varz`).
     recovery: Vec<RecoveryReport>,
+    /// The message ids every store checks (`None` when nothing is stored).
+    dedupe: Option<Arc<Dedupe>>,
 }
 
 /// Opens every shard's store (when anything is stored): locks the data directory, opens or
@@ -391,6 +396,7 @@ fn open_stores(config: &Config) -> Result<Stores, StartError> {
             stores: (0..n).map(|_| None).collect(),
             epoch: random_u64(),
             recovery: Vec::new(),
+            dedupe: None,
         });
     }
     let dir = DataDir::open(&config.store.data_dir)?;
@@ -402,9 +408,12 @@ fn open_stores(config: &Config) -> Result<Stores, StartError> {
     let mut stores = Vec::with_capacity(n);
     let mut reports = Vec::with_capacity(n);
     let mut epoch = n as u64;
+    let st = &config.store;
+    let dedupe = Arc::new(Dedupe::new(st.dedupe_window, st.dedupe_max_ids, n));
     for shard in 0..n {
         let path = dir.shard_file(shard, n);
-        let (store, recovery) = Store::open(&path, &config.store, now, wall_ns)?;
+        let ids = (shard as u16, Arc::clone(&dedupe));
+        let (store, recovery) = Store::open(&path, st, ids, now, wall_ns)?;
         report_recovery(shard, &path, &recovery);
         reports.push(RecoveryReport::new(shard, &path, &recovery));
         epoch = epoch.rotate_left(13) ^ store.epoch();
@@ -415,6 +424,7 @@ fn open_stores(config: &Config) -> Result<Stores, StartError> {
         stores,
         epoch: epoch.max(1),
         recovery: reports,
+        dedupe: Some(dedupe),
     })
 }
 

@@ -1,8 +1,8 @@
-//! A shard: the subjects one worker owns, and the routing of each message published to them.
+//! A shard: one worker's routing of what its own connections publish, and its log.
 //!
-//! Owns: the [`Index`] of subscriptions that can match this shard's subjects (literal ones
-//! it owns, wildcard ones registered everywhere) and the choice of receivers for each
-//! message: every plain subscriber, exactly one member of each queue group (round robin per
+//! Owns: an [`Index`] of every subscription on the broker (each shard holds all of them,
+//! so a publish is routed where it was read, and one connection's messages reach each
+//! subscriber by one path, in order) and the choice of receivers for each message: every plain subscriber, exactly one member of each queue group (round robin per
 //! group), nobody for a publisher's own message when it said `echo: false`, and the
 //! no-responders status when a request reaches nobody. It also owns the shard's sequence
 //! and its [`Store`]: every message it routes is stamped with the time and, when the store
@@ -34,16 +34,17 @@ use bytes::Bytes;
 use tern_protocol::binary::StartPosition;
 use tern_protocol::headers::NO_RESPONDERS;
 
-use crate::index::{shard_for, FnvMap, FnvSet, Index};
+use crate::index::{FnvMap, FnvSet, Index};
 use crate::merge;
 use crate::mesh::{
     ConnId, Envelope, InboxPart, Msg, Outbox, ReplayRequest, ReplayStart, Stamp, Start, SubRef,
 };
 use crate::queue_group::QueueGroups;
-use crate::store::{ReplayEvent, ReplaySink, ReplayState, Store};
+use crate::store::{Appended, ReplayEvent, ReplaySink, ReplayState, Store};
 
 pub(crate) struct Shard {
     id: usize,
+    /// How many shards the broker has (one per worker).
     shards: usize,
     index: Index,
     /// Whose turn it is in each queue group.
@@ -151,12 +152,6 @@ impl Shard {
         }
     }
 
-    /// Message ids the store remembers, and how many it forgot early for its cap (zeros
-    /// without a store).
-    pub fn dedupe_counts(&self) -> (usize, u64) {
-        self.store.as_ref().map_or((0, 0), Store::dedupe_counts)
-    }
-
     /// A text client's catch-up request. Without a store there is nothing to replay: the
     /// end marker alone says so, and this shard's part is over at once.
     pub fn replay_request(&mut self, request: Arc<ReplayRequest>, out: &mut Outbox) {
@@ -166,10 +161,10 @@ impl Shard {
                 let shard = self.id as u16;
                 let marker = crate::store::end_marker(&request, shard, 0, None, Instant::now());
                 if matches!(request.start, ReplayStart::LastN(n) if n > 0) {
-                    push_inbox(out, &request, shard, InboxPart::Counted(0), self.shards);
+                    push_inbox(out, &request, shard, InboxPart::Counted(0));
                 }
                 let end = InboxPart::End(Arc::new(marker));
-                push_inbox(out, &request, shard, end, self.shards);
+                push_inbox(out, &request, shard, end);
                 push_replay_done(out, request.origin, request.id);
             }
         }
@@ -213,16 +208,6 @@ impl Shard {
         &self.index
     }
 
-    /// This shard's number (its worker's).
-    pub fn id(&self) -> usize {
-        self.id
-    }
-
-    /// The shard that owns `subject`.
-    pub fn owner(&self, subject: &[u8]) -> usize {
-        shard_for(subject, self.shards)
-    }
-
     /// Registers a subscription. One that starts from a position is first told, through
     /// `out`, about the part of what it asked for that this shard no longer holds, then
     /// catches up from the log (`pump_replays`) before it gets live messages. Every one is
@@ -240,7 +225,7 @@ impl Shard {
         // The first sequence the subscription gets from this shard.
         let mut first = self.store.as_ref().map_or(self.next_seq, Store::next_seq);
         // Its catch-ups from every shard are merged at its worker (`merge.rs`).
-        let merged = merge::merges(filter, start.as_deref(), self.shards);
+        let merged = merge::merges(start.as_deref(), self.shards);
         if let Some(start) = start.as_deref() {
             gap = match &mut self.store {
                 Some(store) => {
@@ -351,7 +336,8 @@ impl Shard {
         }
     }
 
-    /// Routes a message this shard owns: stamps it with the next sequence, finds its
+    /// Routes a message one of this worker's connections published (or this shard made):
+    /// stamps it with the next sequence, finds its
     /// receivers and queues one delivery per receiver into `out`, addressed to the worker of
     /// the receiver's connection, then the publisher's acknowledgement if it asked for one.
     ///
@@ -364,32 +350,36 @@ impl Shard {
         out: &mut Outbox,
         congested: &FnvMap<ConnId, u32>,
     ) -> Routed {
-        debug_assert_eq!(self.owner(&msg.subject), self.id);
         let mut stored = false;
         if !msg.origin_only && !msg.ephemeral {
             let time_ns = self.turn_ns;
             let seq = match &mut self.store {
                 Some(store) if store.keeps(&msg.subject) => {
-                    let now = msg.received;
-                    if let Some(seq) = msg
-                        .message_id
-                        .as_ref()
-                        .and_then(|id| store.duplicate_of(id, now))
-                    {
-                        // The first copy's place: this shard, that sequence.
-                        let first = Stamp {
-                            shard: self.id as u16,
-                            seq,
-                            time_ns,
-                        };
-                        self.ack(&msg, first, true, out);
-                        return Routed::default();
-                    }
-                    match store.append(&msg, time_ns, now) {
-                        Ok(seq) => {
+                    match store.append(&msg, time_ns, msg.received) {
+                        Ok(Appended::Stored(seq)) => {
                             stored = true;
                             Arc::make_mut(&mut msg).stored = true;
                             seq
+                        }
+                        Ok(Appended::Duplicate(first)) => {
+                            // The first copy's place, on whichever shard stored it.
+                            let stamp = Stamp {
+                                shard: first.shard,
+                                seq: first.seq,
+                                time_ns,
+                            };
+                            match msg.ack_id {
+                                Some(ack_id) if usize::from(first.shard) != self.id => out.push(
+                                    usize::from(first.shard),
+                                    Envelope::DuplicateAck {
+                                        conn: msg.origin,
+                                        ack_id,
+                                        stamp,
+                                    },
+                                ),
+                                _ => self.ack(&msg, stamp, true, out),
+                            }
+                            return Routed::default();
                         }
                         Err(e) => {
                             tracing::error!(shard = self.id, error = %e, "cannot store a message; delivered unsequenced");
@@ -463,7 +453,7 @@ impl Shard {
                 let mut status = Msg::new(reply.clone(), Bytes::new(), msg.origin, msg.received);
                 status.headers = Some(Bytes::from_static(NO_RESPONDERS));
                 status.origin_only = true;
-                out.push(self.owner(reply), Envelope::Publish(Arc::new(status)));
+                out.push(self.id, Envelope::Publish(Arc::new(status)));
             }
         }
         Routed {
@@ -499,22 +489,20 @@ struct Sink<'a> {
 }
 
 impl ReplaySink for Sink<'_> {
-    fn congested(&self, conn: ConnId, workers: &[usize]) -> bool {
+    fn congested(&self, conn: ConnId) -> bool {
         self.out.is_blocked()
-            || workers
-                .iter()
-                .any(|&w| self.out.batches_queued(w) > self.depth)
+            || self.out.batches_queued(conn.worker as usize) > self.depth
             || self.backlogged.contains(&conn)
     }
 
     fn emit(&mut self, event: ReplayEvent) {
-        let (shard, shards) = (self.shard.id as u16, self.shard.shards);
+        let shard = self.shard.id as u16;
         let out = &mut *self.out;
         match event {
             ReplayEvent::Deliver(sub, msg) => {
                 out.push(sub.conn.worker as usize, Envelope::Deliver { sub, msg })
             }
-            ReplayEvent::Inbox(request, part) => push_inbox(out, &request, shard, part, shards),
+            ReplayEvent::Inbox(request, part) => push_inbox(out, &request, shard, part),
             ReplayEvent::Gap {
                 sub,
                 requested,
@@ -537,14 +525,8 @@ fn push_to_sub(out: &mut Outbox, sub: SubRef, env: Envelope) {
 
 /// Sends what shard `shard`'s part of a text catch-up produced: to the requester's worker
 /// when the catch-up spans several shards (it merges them, `merge.rs`), otherwise records
-/// and the end marker straight to the inbox.
-fn push_inbox(
-    out: &mut Outbox,
-    request: &ReplayRequest,
-    shard: u16,
-    part: InboxPart,
-    shards: usize,
-) {
+/// and the end marker to this shard's own routing (every shard holds every subscription).
+fn push_inbox(out: &mut Outbox, request: &ReplayRequest, shard: u16, part: InboxPart) {
     if request.shards > 1 {
         let conn = request.origin;
         let (id, worker) = (request.id, conn.worker as usize);
@@ -561,7 +543,7 @@ fn push_inbox(
     }
     match part {
         InboxPart::Record(msg) | InboxPart::End(msg) => {
-            out.push(shard_for(&msg.subject, shards), Envelope::Publish(msg))
+            out.push(usize::from(shard), Envelope::Publish(msg))
         }
         InboxPart::Counted(_) => {}
     }

@@ -320,10 +320,9 @@ pub(crate) struct SubDetail {
     pub lossless_fallbacks: u64,
 }
 
-/// One filter in one shard's index.
+/// One filter in a shard's index (every shard holds the same ones).
 #[derive(Debug, Clone)]
 pub(crate) struct SubInfo {
-    pub shard: usize,
     pub filter: String,
     /// Subscriptions without a queue group.
     pub plain: usize,
@@ -381,7 +380,6 @@ pub(crate) struct WorkerView<'a> {
     pub conns: &'a Slab<Conn>,
     pub closed: &'a VecDeque<ConnInfo>,
     pub index: &'a Index,
-    pub shard: usize,
     pub latency: &'a Latency,
     pub outbox_pending_batches: usize,
 }
@@ -444,7 +442,7 @@ pub(crate) fn answer(want: &Want, view: &WorkerView<'_>) -> WorkerSnapshot {
             max_queues,
             max_bytes,
         }) => {
-            snap.subs = list_filters(view.index, view.shard, skip, take, |list, names| {
+            snap.subs = list_filters(view.index, skip, take, |list, names| {
                 queue_groups(list, names, ListBudget::new(max_queues, max_bytes))
             });
         }
@@ -498,7 +496,6 @@ fn count_filters(index: &Index, cap: usize) -> usize {
 /// queue groups).
 fn list_filters(
     index: &Index,
-    shard: usize,
     skip: usize,
     take: usize,
     mut groups: impl FnMut(&SubList, &[bytes::Bytes]) -> Vec<(String, usize)>,
@@ -520,7 +517,6 @@ fn list_filters(
             groups(list, names.get_or_insert_with(|| index.queue_names()))
         };
         out.push(SubInfo {
-            shard,
             filter: String::from_utf8_lossy(filter).into_owned(),
             plain: list.plain().len(),
             queued: list.groups().iter().map(|g| g.members().len()).sum(),
@@ -650,7 +646,7 @@ mod tests {
     }
 
     fn all_filters(ix: &Index) -> Vec<String> {
-        list_filters(ix, 0, 0, usize::MAX, |_, _| Vec::new())
+        list_filters(ix, 0, usize::MAX, |_, _| Vec::new())
             .into_iter()
             .map(|s| s.filter)
             .collect()
@@ -675,13 +671,13 @@ mod tests {
         assert_eq!(all.len(), 303);
         let mut paged = Vec::new();
         for skip in (0..all.len()).step_by(7) {
-            let page = list_filters(&ix, 0, skip, 7, |_, _| Vec::new());
+            let page = list_filters(&ix, skip, 7, |_, _| Vec::new());
             assert!(page.len() <= 7);
             paged.extend(page.into_iter().map(|s| s.filter));
         }
         assert_eq!(paged, all);
-        assert!(list_filters(&ix, 0, 303, 10, |_, _| Vec::new()).is_empty());
-        assert!(list_filters(&ix, 0, 0, 0, |_, _| Vec::new()).is_empty());
+        assert!(list_filters(&ix, 303, 10, |_, _| Vec::new()).is_empty());
+        assert!(list_filters(&ix, 0, 0, |_, _| Vec::new()).is_empty());
     }
 
     #[test]
@@ -693,13 +689,13 @@ mod tests {
             ix.insert(&f, Some(&group), sub(i));
         }
         ix.insert(&f, None, sub(1000));
-        let roomy = list_filters(&ix, 0, 0, 1, |list, names| {
+        let roomy = list_filters(&ix, 0, 1, |list, names| {
             queue_groups(list, names, ListBudget::new(1024, 1 << 20))
         });
         assert_eq!((roomy[0].plain, roomy[0].queued), (1, 100));
         assert_eq!(roomy[0].queues.len(), 10);
         assert!(roomy[0].queues.iter().all(|(_, n)| *n == 10));
-        let three = list_filters(&ix, 0, 0, 1, |list, names| {
+        let three = list_filters(&ix, 0, 1, |list, names| {
             queue_groups(list, names, ListBudget::new(3, 1 << 20))
         });
         assert_eq!(three[0].queues.len(), 3, "at most max_queues groups");
@@ -708,7 +704,7 @@ mod tests {
             "each counted fully"
         );
         assert_eq!(three[0].queued, 100, "the full count beside them");
-        let tight = list_filters(&ix, 0, 0, 1, |list, names| {
+        let tight = list_filters(&ix, 0, 1, |list, names| {
             queue_groups(
                 list,
                 names,

@@ -1,10 +1,10 @@
-//! A shard's store: its ring log, which subjects go in it, the message ids it remembers
-//! for idempotent publishing, and the catch-ups (replays) in progress.
+//! A shard's store: its ring log, which subjects go in it, and the catch-ups (replays) in
+//! progress.
 //!
 //! Owns: the shard's [`RingLog`] (appended to before a stored message is delivered, so
-//! whatever a subscriber is sent live is already in the log), the store filters, the
-//! dedupe window (message id -> the sequence it was stored under, forgotten after the
-//! window, once the ring overwrites the record, or oldest first past `dedupe_max_ids`), one
+//! whatever a subscriber is sent live is already in the log), the store filters, its part
+//! in idempotent publishing (a message id is checked against, and remembered in, the
+//! broker-wide [`Dedupe`] around the append, which is told where the log begins), one
 //! [`Replay`] cursor per catch-up (binary subscriptions, text `$TERN.REPLAY` requests) and
 //! their pacing, and the data directory (its lock, and the refusal of ring files of another
 //! shard count).
@@ -22,7 +22,6 @@
 //! has not taken yet (`mesh::Flight`), waits its turn; a "last N" start keeps nothing per
 //! record, whatever N.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +33,7 @@ use tern_log::{Fsync as LogFsync, Record, Recovery, RingLog};
 use tern_protocol::subject;
 
 use crate::config::{Fsync, StoreConfig};
+use crate::dedupe::{Dedupe, FirstCopy};
 use crate::index::FnvMap;
 use crate::mesh::{ConnId, Flight, InboxPart, Msg, ReplayRequest, ReplayStart, Stamp, SubRef};
 
@@ -435,16 +435,12 @@ impl Replay {
         self.credit == Some(0)
     }
 
-    /// The connection this catch-up is for, and the workers its messages go through: the
-    /// subscriber's, or for an inbox the inbox owner's (where they are published) and the
-    /// requester's.
-    fn destination(&self) -> (ConnId, [usize; 2]) {
+    /// The connection this catch-up is for (its messages go to that connection's worker:
+    /// straight, or for an inbox through this shard's routing).
+    fn destination(&self) -> ConnId {
         match &self.target {
-            Target::Sub(sub) => (sub.conn, [sub.conn.worker as usize; 2]),
-            Target::Inbox { request, .. } => (
-                request.origin,
-                [request.inbox_owner as usize, request.origin.worker as usize],
-            ),
+            Target::Sub(sub) => sub.conn,
+            Target::Inbox { request, .. } => request.origin,
         }
     }
 
@@ -490,9 +486,9 @@ pub(crate) enum ReplayEvent {
 
 /// Where a shard's catch-ups send what they produce, and whether they may go on.
 pub(crate) trait ReplaySink {
-    /// True when the connection a catch-up is for (`conn`), or a worker its messages go
-    /// through, is congested: the catch-up waits a turn rather than add to the backlog.
-    fn congested(&self, conn: ConnId, workers: &[usize]) -> bool;
+    /// True when the connection a catch-up is for (`conn`), or its worker, is congested:
+    /// the catch-up waits a turn rather than add to the backlog.
+    fn congested(&self, conn: ConnId) -> bool;
     /// Sends what a catch-up produced.
     fn emit(&mut self, event: ReplayEvent);
 }
@@ -508,71 +504,13 @@ pub(crate) enum ReplayState {
     Waiting,
 }
 
-/// Message ids seen within the dedupe window, and the sequence each was stored under.
-///
-/// Bounded three ways, so what publishers send cannot grow it without limit: an id is
-/// forgotten when the window has passed since it was stored, when the ring has overwritten
-/// its record (the window never outlives the message), and, oldest first, when `max_ids` are
-/// remembered (each one counted in `evicted`). Every id is a copy of its own, never a slice
-/// of a connection's read buffer (which would keep the whole 64 KiB buffer alive), and at
-/// most `max_message_id` bytes long (longer ones are refused before they get here).
-struct Dedupe {
-    window: Duration,
-    max_ids: usize,
-    seqs: FnvMap<Bytes, u64>,
-    /// Oldest first: when each id was remembered, the sequence it was stored under, the id.
-    order: VecDeque<(Instant, u64, Bytes)>,
-    /// Ids forgotten before their window ended because `max_ids` were remembered.
-    evicted: u64,
-}
-
-impl Dedupe {
-    fn new(window: Duration, max_ids: usize) -> Dedupe {
-        Dedupe {
-            window,
-            max_ids: max_ids.max(1),
-            seqs: FnvMap::default(),
-            order: VecDeque::new(),
-            evicted: 0,
-        }
-    }
-
-    /// Forgets the ids whose window has passed or whose record the log no longer holds
-    /// (`first_seq` is the oldest sequence it holds).
-    fn expire(&mut self, now: Instant, first_seq: u64) {
-        while let Some(&(at, seq, _)) = self.order.front() {
-            if now.duration_since(at) < self.window && seq >= first_seq {
-                return;
-            }
-            self.forget_oldest();
-        }
-    }
-
-    fn forget_oldest(&mut self) {
-        if let Some((_, _, id)) = self.order.pop_front() {
-            self.seqs.remove(&id);
-        }
-    }
-
-    fn seen(&mut self, id: &[u8], now: Instant, first_seq: u64) -> Option<u64> {
-        self.expire(now, first_seq);
-        self.seqs.get(id).copied()
-    }
-
-    /// Remembers `id` (already a copy of its own) as stored under `seq`.
-    fn remember(&mut self, id: Bytes, seq: u64, at: Instant) {
-        if self.seqs.insert(id.clone(), seq).is_none() {
-            self.order.push_back((at, seq, id));
-        }
-        while self.order.len() > self.max_ids {
-            self.forget_oldest();
-            self.evicted += 1;
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.order.len()
-    }
+/// What became of a message given to [`Store::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Appended {
+    /// Stored under this sequence.
+    Stored(u64),
+    /// A repeat of a message id stored within the dedupe window, there.
+    Duplicate(FirstCopy),
 }
 
 pub(crate) struct Store {
@@ -584,7 +522,11 @@ pub(crate) struct Store {
     /// tokens from before must not match this log's epoch any more.
     epoch_salt: u64,
     filters: Vec<Bytes>,
-    dedupe: Dedupe,
+    /// The broker-wide message ids (`dedupe.rs`), and this store's shard in it.
+    dedupe: Arc<Dedupe>,
+    shard: u16,
+    /// The oldest sequence the log held when `dedupe` was last told.
+    told_held_from: u64,
     replays: Vec<Replay>,
     /// The subscriptions in `replays`, for the per-delivery check of live routing.
     replaying: FnvMap<SubRef, ()>,
@@ -598,11 +540,12 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the ring file of one shard, recovering what it holds, and
-    /// rebuilds the dedupe window from the ids stored within it.
+    /// Opens (or creates) the ring file of `shard`, recovering what it holds, and puts the
+    /// ids stored within the dedupe window back into `dedupe`.
     pub fn open(
         path: &Path,
         config: &StoreConfig,
+        (shard, dedupe): (u16, Arc<Dedupe>),
         now: Instant,
         wall_now_ns: u64,
     ) -> Result<(Store, Recovery), StoreError> {
@@ -632,15 +575,22 @@ impl Store {
                  mistake new messages for them"
             );
         }
-        let mut dedupe = Dedupe::new(config.dedupe_window, config.dedupe_max_ids);
+        dedupe.held_from(shard, log.first_seq());
         let window_ns = u64::try_from(config.dedupe_window.as_nanos()).unwrap_or(u64::MAX);
         let since = wall_now_ns.saturating_sub(window_ns);
         for rec in log.read_from(log.seq_at_time(since)) {
             if let Some(id) = rec.message_id {
                 // Remembered from now: a restart extends a window, never shortens it.
-                dedupe.remember(Bytes::copy_from_slice(id), rec.seq, now);
+                let first = FirstCopy {
+                    shard,
+                    seq: rec.seq,
+                };
+                dedupe
+                    .lock()
+                    .remember(Bytes::copy_from_slice(id), first, now);
             }
         }
+        let told_held_from = log.first_seq();
         let store = Store {
             log,
             _syncer: syncer,
@@ -651,6 +601,8 @@ impl Store {
                 .map(|f| Bytes::copy_from_slice(f.as_bytes()))
                 .collect(),
             dedupe,
+            shard,
+            told_held_from,
             replays: Vec::new(),
             replaying: FnvMap::default(),
             replay_batch: config.replay_batch,
@@ -671,20 +623,34 @@ impl Store {
         self.filters.iter().any(|f| subject::matches(f, subject))
     }
 
-    /// The sequence a message id was stored under, if it was within the dedupe window (and
-    /// its record is still in the log).
-    pub fn duplicate_of(&mut self, message_id: &[u8], now: Instant) -> Option<u64> {
-        self.dedupe.seen(message_id, now, self.log.first_seq())
+    /// Appends a message, unless its message id was stored within the dedupe window (on
+    /// any shard, its record still held): then it goes no further, and where its first copy
+    /// is comes back instead.
+    pub fn append(
+        &mut self,
+        msg: &Msg,
+        time_ns: u64,
+        now: Instant,
+    ) -> Result<Appended, StoreError> {
+        let Some(id) = &msg.message_id else {
+            return self.append_record(msg, time_ns).map(Appended::Stored);
+        };
+        let dedupe = Arc::clone(&self.dedupe);
+        let mut ids = dedupe.lock();
+        if let Some(first) = ids.seen(id, now) {
+            return Ok(Appended::Duplicate(first));
+        }
+        let seq = self.append_record(msg, time_ns)?;
+        // A copy: `id` is a slice of the publisher's read buffer.
+        let first = FirstCopy {
+            shard: self.shard,
+            seq,
+        };
+        ids.remember(Bytes::copy_from_slice(id), first, now);
+        Ok(Appended::Stored(seq))
     }
 
-    /// Message ids remembered now, and how many were forgotten early because
-    /// `dedupe_max_ids` were remembered (since the store was opened).
-    pub fn dedupe_counts(&self) -> (usize, u64) {
-        (self.dedupe.len(), self.dedupe.evicted)
-    }
-
-    /// Appends a message; returns its sequence.
-    pub fn append(&mut self, msg: &Msg, time_ns: u64, now: Instant) -> Result<u64, StoreError> {
+    fn append_record(&mut self, msg: &Msg, time_ns: u64) -> Result<u64, StoreError> {
         let seq = self.log.append(&Record {
             seq: 0,
             timestamp: time_ns,
@@ -695,11 +661,11 @@ impl Store {
             message_id: msg.message_id.as_deref(),
             payload: &msg.payload,
         })?;
-        if let Some(id) = &msg.message_id {
-            // A copy: `id` is a slice of the publisher's read buffer.
-            self.dedupe.remember(Bytes::copy_from_slice(id), seq, now);
-            // The append may have overwritten the oldest records, and their ids with them.
-            self.dedupe.expire(now, self.log.first_seq());
+        // The append may have overwritten the oldest records, and their ids with them.
+        let first = self.log.first_seq();
+        if first != self.told_held_from {
+            self.told_held_from = first;
+            self.dedupe.held_from(self.shard, first);
         }
         Ok(seq)
     }
@@ -788,7 +754,7 @@ impl Store {
         let filter = request.filter.clone();
         let (from, last_n) = match request.start {
             ReplayStart::All => (first, None),
-            ReplayStart::FromSeq(seq) => (seq.max(1), None),
+            ReplayStart::FromSeq { seq, .. } => (seq.max(1), None),
             ReplayStart::Time(ns) => (self.log.seq_at_time(ns), None),
             ReplayStart::LastN(0) => (self.log.next_seq(), None),
             ReplayStart::LastN(n) => (first, Some(u64::from(n))),
@@ -913,9 +879,8 @@ impl Store {
                 i += 1;
                 continue;
             }
-            let (conn, workers) = replay.destination();
             let window_full = replay.in_flight.load(Ordering::Relaxed) >= self.replay_bytes;
-            if window_full || sink.congested(conn, &workers) {
+            if window_full || sink.congested(replay.destination()) {
                 deferred += 1;
                 i += 1;
                 continue;
@@ -1158,38 +1123,6 @@ mod tests {
     }
 
     #[test]
-    fn the_dedupe_window_holds_at_most_its_cap_and_counts_what_it_forgets() {
-        let now = Instant::now();
-        let mut d = Dedupe::new(Duration::from_secs(120), 10);
-        for seq in 1..=25u64 {
-            d.remember(Bytes::from(format!("id-{seq}")), seq, now);
-            assert!(d.len() <= 10, "{} ids after {seq}", d.len());
-            assert_eq!(d.seqs.len(), d.len());
-        }
-        assert_eq!((d.len(), d.evicted), (10, 15));
-        assert_eq!(d.seen(b"id-15", now, 1), None, "the oldest went first");
-        assert_eq!(d.seen(b"id-16", now, 1), Some(16));
-        assert_eq!(d.seen(b"id-25", now, 1), Some(25));
-    }
-
-    #[test]
-    fn an_id_is_forgotten_when_its_window_ends_or_the_ring_overwrites_its_record() {
-        let t0 = Instant::now();
-        let mut d = Dedupe::new(Duration::from_secs(120), 1000);
-        for seq in 1..=5u64 {
-            d.remember(Bytes::from(format!("id-{seq}")), seq, t0);
-        }
-        // The log's oldest record is now 4: ids of 1..=3 go, before their window ends.
-        assert_eq!(d.seen(b"id-3", t0, 4), None);
-        assert_eq!(d.seen(b"id-4", t0, 4), Some(4));
-        assert_eq!(d.len(), 2);
-        assert_eq!(d.evicted, 0, "expiry is not eviction");
-        // The window ends.
-        assert_eq!(d.seen(b"id-5", t0 + Duration::from_secs(120), 4), None);
-        assert_eq!(d.len(), 0);
-    }
-
-    #[test]
     fn a_remembered_id_is_a_copy_not_a_slice_of_the_read_buffer() {
         let dir = scratch("dedupe-copy");
         let config = StoreConfig {
@@ -1197,7 +1130,8 @@ mod tests {
             ..StoreConfig::default()
         };
         let now = Instant::now();
-        let (mut store, _) = Store::open(&dir.join("r.ring"), &config, now, 0).unwrap();
+        let (mut store, _) =
+            Store::open(&dir.join("r.ring"), &config, test_dedupe(), now, 0).unwrap();
         // What a connection's read buffer looks like: one allocation, the publish's fields
         // sliced out of it.
         let buffer = Bytes::from(vec![b'x'; 64 * 1024]);
@@ -1208,15 +1142,22 @@ mod tests {
             now,
         );
         msg.message_id = Some(buffer.slice(100..116));
-        store.append(&msg, 1, now).unwrap();
+        assert_eq!(store.append(&msg, 1, now).unwrap(), Appended::Stored(1));
+        assert_eq!(
+            store.append(&msg, 1, now).unwrap(),
+            Appended::Duplicate(FirstCopy { shard: 0, seq: 1 })
+        );
         drop(msg);
         assert!(
             buffer.is_unique(),
             "the dedupe window keeps the read buffer alive"
         );
-        assert_eq!(store.duplicate_of(&[b'x'; 16], now), Some(1));
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn test_dedupe() -> (u16, Arc<Dedupe>) {
+        (0, Arc::new(Dedupe::new(Duration::from_secs(120), 1000, 1)))
     }
 
     /// A sink that records what catch-ups emit, congested while told so.
@@ -1229,7 +1170,7 @@ mod tests {
     }
 
     impl ReplaySink for Recorder {
-        fn congested(&self, _conn: ConnId, _workers: &[usize]) -> bool {
+        fn congested(&self, _conn: ConnId) -> bool {
             self.congested
         }
         fn emit(&mut self, event: ReplayEvent) {
@@ -1269,7 +1210,8 @@ mod tests {
             ..StoreConfig::default()
         };
         let now = Instant::now();
-        let (mut store, _) = Store::open(&dir.join("r.ring"), &config, now, 0).unwrap();
+        let (mut store, _) =
+            Store::open(&dir.join("r.ring"), &config, test_dedupe(), now, 0).unwrap();
         for i in 0..n {
             let subject = if i % 2 == 0 { "even" } else { "odd" };
             let msg = Msg::new(
@@ -1289,7 +1231,6 @@ mod tests {
             inbox: Bytes::from_static(b"_INBOX.r"),
             start,
             shards: 1,
-            inbox_owner: 0,
             origin: ConnId {
                 worker: 0,
                 slot: 1,
@@ -1323,7 +1264,7 @@ mod tests {
     }
 
     /// Appends one record on `subject` (a later turn's, at time `time_ns`).
-    fn append_one(store: &mut Store, subject: &'static str, time_ns: u64) -> u64 {
+    fn append_one(store: &mut Store, subject: &'static str, time_ns: u64) -> Appended {
         let msg = Msg::new(
             Bytes::from_static(subject.as_bytes()),
             Bytes::from_static(b"p"),

@@ -591,7 +591,8 @@ impl Worker {
             | Envelope::Grant { .. }
             | Envelope::Release { .. }
             | Envelope::Replay(_)
-            | Envelope::ReplayCancel { .. } => {}
+            | Envelope::ReplayCancel { .. }
+            | Envelope::DuplicateAck { .. } => {}
             Envelope::ReplayPart {
                 conn,
                 id,
@@ -773,7 +774,6 @@ impl Worker {
             conns: &self.conns,
             closed: &self.closed,
             index: self.router.shard.index(),
-            shard: self.router.shard.id(),
             latency: &self.router.latency,
             outbox_pending_batches: self.router.outbox.pending_batches(),
         };
@@ -1090,6 +1090,7 @@ mod tests {
             replay_slots: Arc::new(Slots::new(1)),
             subscription_slots: Arc::new(Slots::new(1)),
             budget: SharedBudget::new(config.flow.max_queued_bytes),
+            dedupe: None,
         };
         let router = Router::new(
             1,

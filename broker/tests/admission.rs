@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::{subject_on_shard, BinClient, Broker, RawClient, WAIT};
+use common::{BinClient, Broker, RawClient, WAIT};
 use serde_json::Value;
 use tern_protocol::binary::{
     AckResult, ClientFrame, ErrorCode, ErrorFrame, Hello, Preface, Publish, PublishAck,
@@ -642,9 +642,10 @@ fn subject_rates_from_the_config_file_apply_per_connection() {
 // Overload shedding
 // ---------------------------------------------------------------------------------------
 
-/// Saturating a shard's queue is not something a test can do on demand; with a queue of
-/// one batch and a threshold of 0, any batch waiting for the owner shard counts as
-/// overload, which a publisher that keeps another worker's shard busy runs into at once.
+/// Saturating a worker's queue is not something a test can do on demand; with a queue of
+/// one batch and a threshold of 0, any batch waiting for a worker counts as overload, which
+/// a publisher whose every message makes a hundred deliveries on another worker runs into
+/// at once.
 /// (The decision itself is unit-tested in `admission.rs`.)
 #[test]
 fn overload_sheds_low_priority_publishes_and_never_high_ones() {
@@ -660,8 +661,18 @@ fn overload_sheds_low_priority_publishes_and_never_high_ones() {
         "4",
     ]);
     let mut c = BinClient::connect(b.binary_addr());
-    let other_shard = 1 - c.worker(b.workers());
-    let subject = subject_on_shard("load", other_shard, b.workers());
+    let other = 1 - c.worker(b.workers());
+    let subject = "load";
+    let mut sub = RawClient::connect_on_worker(b.addr(), other, b.workers());
+    let subs: String = (1..=100).map(|sid| format!("SUB load {sid}\r\n")).collect();
+    sub.send(subs.as_bytes());
+    sub.ping_pong();
+    // The subscriber reads all it gets (until the broker closes at the end).
+    let mut sub_stream = sub.stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while sub_stream.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
 
     // A writer keeps the pipeline full (publishes with acks, one in ten of priority 7)
     // while this thread reads the acks, until something has been shed.
@@ -679,7 +690,7 @@ fn overload_sheds_low_priority_publishes_and_never_high_ones() {
                         0 => 7,
                         _ => 0,
                     };
-                    let frame = publish(&subject, "load", Some(sent), priority);
+                    let frame = publish(subject, "load", Some(sent), priority);
                     tern_protocol::binary::encode_client_frame(&frame, &mut out).unwrap();
                     sent += 1;
                 }

@@ -296,14 +296,9 @@ fn a_lossless_subscription_overflows_and_still_gets_every_message_in_order() {
     const SIZE: usize = 1024;
     let broker = Broker::with_args(&["--log-size", "64MiB", "--monitor", "127.0.0.1:0"]);
     let workers = broker.workers();
-    // One subject on each shard, under one wildcard: the fall-back spans both.
-    let subjects: Vec<String> = (0..workers)
-        .map(|s| common::subject_on_shard("ll", s, workers))
-        .collect();
-    assert!(
-        subjects.iter().all(|s| s.starts_with("ll.")),
-        "{subjects:?}"
-    );
+    // One subject per shard, each published on that shard's worker, under one wildcard:
+    // the fall-back spans both.
+    let subjects: Vec<String> = (0..workers).map(|s| format!("ll.{s}")).collect();
     let mut sub = BinClient::connect_small_rcvbuf(broker.binary_addr(), 8 * 1024);
     sub.send(&ClientFrame::Subscribe(Subscribe {
         sid: 1,
@@ -313,12 +308,16 @@ fn a_lossless_subscription_overflows_and_still_gets_every_message_in_order() {
         ..Default::default()
     }));
     sub.flush();
-    let mut publ = BinClient::connect(broker.binary_addr());
-    send_all(
-        &mut publ,
-        (0..COUNT).map(|i| publish(&subjects[i as usize % workers], i, SIZE, 0)),
-    );
-    publ.flush();
+    for (w, subject) in subjects.iter().enumerate() {
+        let mut publ = BinClient::connect_on_worker(broker.binary_addr(), w, workers);
+        send_all(
+            &mut publ,
+            (0..COUNT)
+                .filter(|i| *i as usize % workers == w)
+                .map(|i| publish(subject, i, SIZE, 0)),
+        );
+        publ.flush();
+    }
 
     read_every_message_once(&mut sub, &subjects, COUNT);
     let varz = broker.varz();
@@ -332,17 +331,22 @@ fn a_lossless_catch_up_merged_over_shards_falls_back_and_still_gets_every_messag
     const SIZE: usize = 1024;
     let broker = Broker::with_args(&["--log-size", "64MiB", "--monitor", "127.0.0.1:0"]);
     let workers = broker.workers();
-    let subjects: Vec<String> = (0..workers)
-        .map(|s| common::subject_on_shard("lm", s, workers))
-        .collect();
+    // One subject per shard, each published on that shard's worker.
+    let subjects: Vec<String> = (0..workers).map(|s| format!("lm.{s}")).collect();
     // The history first: the subscription catches up through the merge of every shard's
     // log, and overflows its queue in the middle of it.
-    let mut publ = BinClient::connect(broker.binary_addr());
-    send_all(
-        &mut publ,
-        (0..COUNT).map(|i| publish(&subjects[i as usize % workers], i, SIZE, 0)),
-    );
-    publ.flush();
+    let mut publishers: Vec<BinClient> = (0..workers)
+        .map(|w| BinClient::connect_on_worker(broker.binary_addr(), w, workers))
+        .collect();
+    for (w, publ) in publishers.iter_mut().enumerate() {
+        send_all(
+            publ,
+            (0..COUNT)
+                .filter(|i| *i as usize % workers == w)
+                .map(|i| publish(&subjects[w], i, SIZE, 0)),
+        );
+        publ.flush();
+    }
     let mut sub = BinClient::connect_small_rcvbuf(broker.binary_addr(), 8 * 1024);
     let epoch = sub.welcome.log_epoch;
     sub.send(&ClientFrame::Subscribe(Subscribe {
@@ -360,10 +364,10 @@ fn a_lossless_catch_up_merged_over_shards_falls_back_and_still_gets_every_messag
     std::thread::sleep(Duration::from_millis(300));
     read_every_message_once(&mut sub, &subjects, COUNT);
     // It went live on every shard: what comes now arrives too.
-    for (s, subject) in subjects.iter().enumerate() {
+    for (s, (subject, publ)) in subjects.iter().zip(&mut publishers).enumerate() {
         publ.send(&publish(subject, COUNT + s as u32, 8, 0));
+        publ.flush();
     }
-    publ.flush();
     let mut live = 0;
     while live < workers {
         match sub.read_frame() {

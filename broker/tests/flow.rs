@@ -316,7 +316,7 @@ fn a_subscriber_slower_than_its_publisher_gets_everything_and_a_stuck_one_slows_
     const SIZE: usize = 1024;
     let broker = small_headroom_broker();
     let workers = broker.workers();
-    let subject = common::subject_on_shard("flow", 0, workers);
+    let subject = "flow";
     let mut stuck = RawClient::connect_small_rcvbuf(broker.addr(), 8 * 1024);
     stuck.read_info();
     stuck.send(format!("SUB {subject} 9\r\n").as_bytes());
@@ -342,7 +342,7 @@ fn a_subscriber_slower_than_its_publisher_gets_everything_and_a_stuck_one_slows_
         slow.ping_pong();
     });
     let mut publ = RawClient::connect_on_worker(broker.addr(), 0, workers);
-    publish(&mut publ, &subject, COUNT, SIZE, b"");
+    publish(&mut publ, subject, COUNT, SIZE, b"");
     publ.ping_pong();
     reader
         .join()
@@ -375,7 +375,7 @@ fn a_subscriber_that_reads_as_fast_as_it_can_loses_nothing_to_faster_publishers(
     let broker = small_headroom_broker();
     let workers = broker.workers();
     // Routed by the publishers' worker, delivered across the mesh to the subscriber's.
-    let subject = common::subject_on_shard("fast", 0, workers);
+    let subject = "fast.0".to_string();
     let mut sub = RawClient::connect_on_worker(broker.addr(), 1 % workers, workers);
     sub.send(format!("SUB {subject} 1\r\n").as_bytes());
     sub.ping_pong();

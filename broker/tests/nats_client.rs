@@ -17,7 +17,7 @@ use async_nats::{Client, ConnectOptions, HeaderMap, Message, Subscriber};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 
-use common::{subject_on_shard, Broker, RawClient};
+use common::{Broker, RawClient};
 
 /// The longest any test here may run.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,36 +73,26 @@ fn text(m: &Message) -> String {
     String::from_utf8_lossy(&m.payload).into_owned()
 }
 
-fn shard_of(subject: &str, workers: usize) -> usize {
-    tern_broker::shard_for(subject.as_bytes(), workers)
-}
-
-/// A subject matched by `filter` and owned by `shard`: the first wildcard token replaced by
-/// `mN` (`mN.z` for `>`) for the first N that lands on the shard, the others by `x`.
-/// `None` for a literal filter owned by another shard: that shard never routes anything
-/// to it.
-fn marker_for(filter: &str, shard: usize, workers: usize) -> Option<String> {
-    (0..10_000)
-        .map(|n| {
-            let mut first = true;
-            filter
-                .split('.')
-                .map(|t| match t {
-                    "*" | ">" if first => {
-                        first = false;
-                        if t == "*" {
-                            format!("m{n}")
-                        } else {
-                            format!("m{n}.z")
-                        }
-                    }
-                    "*" | ">" => "x".to_string(),
-                    t => t.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(".")
+/// A subject matched by `filter`: its first wildcard token replaced by `marker` (`marker.z`
+/// for `>`), the others by `x`.
+fn marker_for(filter: &str) -> String {
+    let mut first = true;
+    filter
+        .split('.')
+        .map(|t| match t {
+            "*" | ">" if first => {
+                first = false;
+                if t == "*" {
+                    "marker".to_string()
+                } else {
+                    "marker.z".to_string()
+                }
+            }
+            "*" | ">" => "x".to_string(),
+            t => t.to_string(),
         })
-        .find(|s| shard_of(s, workers) == shard)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,10 +120,33 @@ async fn publish_and_subscribe() {
     .await;
 }
 
+/// One publisher's messages to many subjects reach a wildcard subscriber in the order it
+/// published them, as nats-server guarantees (the subjects hash to every shard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publishers_messages_to_many_subjects_arrive_in_publish_order() {
+    let broker = Broker::start();
+    within(async {
+        let publ = connect(&broker).await;
+        let subc = connect(&broker).await;
+        let mut sub = subc.subscribe("a.*").await.unwrap();
+        sync(&subc).await;
+        for i in 0..1000 {
+            publ.publish(format!("a.{i}"), format!("{i}").into())
+                .await
+                .unwrap();
+        }
+        publ.flush().await.unwrap();
+        for i in 0..1000 {
+            let m = next(&mut sub).await;
+            assert_eq!(m.subject.as_str(), format!("a.{i}"), "in publish order");
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcards_match_what_they_should_and_nothing_else() {
     let broker = Broker::start();
-    let workers = broker.workers();
     within(async {
         let publ = connect(&broker).await;
         let subc = connect(&broker).await;
@@ -184,23 +197,15 @@ async fn wildcards_match_what_they_should_and_nothing_else() {
             for s in subjects {
                 publ.publish(s, s.into()).await.unwrap();
             }
-            // One marker per shard, both matched by the filter: when both are in, every
-            // earlier publish has been routed and delivered.
-            let markers_sent: Vec<String> = (0..workers)
-                .filter_map(|shard| marker_for(filter, shard, workers))
-                .collect();
-            let literal = !filter.split('.').any(|t| t == "*" || t == ">");
-            assert!(
-                markers_sent.len() == workers || (literal && markers_sent.len() == 1),
-                "no marker for some shard: {markers_sent:?}"
-            );
-            for marker in &markers_sent {
-                publ.publish(marker.clone(), "MARKER".into()).await.unwrap();
-            }
+            // A marker the filter matches, published last: one publisher's messages
+            // arrive in order, so when it is in, everything before it is.
+            publ.publish(marker_for(filter), "MARKER".into())
+                .await
+                .unwrap();
             publ.flush().await.unwrap();
             let mut markers = 0;
             let mut got = Vec::new();
-            while markers < markers_sent.len() {
+            while markers < 1 {
                 let m = next(&mut sub).await;
                 if m.subject.starts_with("_INBOX.") {
                     continue; // `sync`'s own round trip, seen by `>`
@@ -259,10 +264,10 @@ impl Member {
 async fn queue_group_members_share_and_plain_subscriber_gets_all() {
     const N: usize = 300;
     let broker = Broker::start();
-    let workers = broker.workers();
     within(async {
         let subject = "work.items";
-        let barrier = subject_on_shard("work.barrier", shard_of(subject, workers), workers);
+        // Published after the work, by the same publisher: it arrives after all of it.
+        let barrier = "work.barrier".to_string();
         let mut members = Vec::new();
         for _ in 0..3 {
             members.push(Member::new(&broker, subject, Some("workers"), &barrier).await);
@@ -308,10 +313,9 @@ async fn queue_group_members_share_and_plain_subscriber_gets_all() {
 async fn two_queue_groups_each_get_every_message_once() {
     const N: usize = 200;
     let broker = Broker::start();
-    let workers = broker.workers();
     within(async {
         let subject = "jobs.new";
-        let barrier = subject_on_shard("jobs.barrier", shard_of(subject, workers), workers);
+        let barrier = "jobs.barrier".to_string();
         let mut groups = Vec::new();
         for group in ["alpha", "beta"] {
             let mut members = Vec::new();
@@ -601,16 +605,16 @@ async fn empty_and_maximum_payloads() {
 // Order and completeness across workers and shards (raw TCP, for exact placement)
 // ---------------------------------------------------------------------------------------
 
-/// Publisher on worker 0, subscriber on worker 1, subject owned by `owner`: 100,000
-/// messages arrive complete and in order.
-fn in_order_across_workers(owner: usize) {
+/// Publisher on worker `publisher`, subscriber on worker 1: 100,000 messages arrive
+/// complete and in order.
+fn in_order_across_workers(publisher: usize) {
     const N: usize = 100_000;
     let broker = Broker::start();
     let workers = broker.workers();
     assert_eq!(workers, 2);
-    let subject = subject_on_shard("seq", owner, workers);
+    let subject = "seq";
     let mut sub = RawClient::connect_on_worker(broker.addr(), 1, workers);
-    let mut publ = RawClient::connect_on_worker(broker.addr(), 0, workers);
+    let mut publ = RawClient::connect_on_worker(broker.addr(), publisher, workers);
     sub.send(format!("SUB {subject} 1\r\n").as_bytes());
     sub.ping_pong();
 
@@ -645,12 +649,12 @@ fn in_order_across_workers(owner: usize) {
 }
 
 #[test]
-fn hundred_thousand_in_order_across_workers_subject_on_shard_0() {
+fn hundred_thousand_in_order_from_another_worker() {
     in_order_across_workers(0);
 }
 
 #[test]
-fn hundred_thousand_in_order_across_workers_subject_on_shard_1() {
+fn hundred_thousand_in_order_on_the_same_worker() {
     in_order_across_workers(1);
 }
 
@@ -667,8 +671,8 @@ fn subscription_confirmed_by_pong_gets_everything_published_after() {
     const ROUNDS: usize = 2000;
     let broker = Broker::start();
     let workers = broker.workers();
-    // Publisher on worker 0, which owns the subject; subscriber on worker 1.
-    let subject = subject_on_shard("causal", 0, workers);
+    // Publisher on worker 0, where its messages are routed; subscriber on worker 1.
+    let subject = "causal".to_string();
     let mut sub = RawClient::connect_on_worker(broker.addr(), 1, workers);
     let publ = RawClient::connect_on_worker(broker.addr(), 0, workers);
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{subject_on_shard, temp_dir, BinClient, Broker, ReadEnd};
+use common::{temp_dir, BinClient, Broker, ReadEnd};
 use tern_protocol::binary::{
     AckResult, ClientFrame, ErrorCode, Message, Publish, PublishAck, ResumeToken, ServerFrame,
     StartPosition, Subscribe,
@@ -72,26 +72,25 @@ fn read_n(c: &mut BinClient, sid: u32, n: usize) -> Vec<(u64, bool, String)> {
 #[test]
 fn catch_up_hands_over_to_live_without_gap_or_duplicate_under_publishing() {
     let broker = Broker::start();
-    let subject = subject_on_shard("storm", 0, broker.workers());
+    let subject = "storm";
     let addr = broker.binary_addr();
-    // Some history first.
+    // Some history first, all from one publisher: one shard's sequence.
     let mut publisher = BinClient::connect(addr);
     for i in 0..2_000 {
-        publisher.send(&publish(&subject, &i.to_string()));
+        publisher.send(&publish(subject, &i.to_string()));
     }
     publisher.flush();
     // Publishing continues while a subscriber catches up from the start.
     let total = 20_000u64;
     let storm = std::thread::spawn(move || {
         for i in 2_000..total {
-            publisher.send(&publish(&subject, &i.to_string()));
+            publisher.send(&publish(subject, &i.to_string()));
         }
         publisher.flush();
     });
     let mut sub = BinClient::connect(addr);
     let start = from_start(&sub);
-    let subject = subject_on_shard("storm", 0, broker.workers());
-    sub.send(&subscribe_from(1, &subject, start));
+    sub.send(&subscribe_from(1, subject, start));
     let got = read_n(&mut sub, 1, total as usize);
     storm.join().unwrap();
     for (i, (seq, _, payload)) in got.iter().enumerate() {
@@ -109,8 +108,9 @@ fn catch_up_hands_over_to_live_without_gap_or_duplicate_under_publishing() {
 #[test]
 fn resume_time_and_last_n_start_where_they_say() {
     let broker = Broker::start();
-    let subject = subject_on_shard("pos", 1, broker.workers());
-    let mut c = BinClient::connect(broker.binary_addr());
+    let subject = "pos";
+    // Published on worker 1: shard 1's sequence.
+    let mut c = BinClient::connect_on_worker(broker.binary_addr(), 1, broker.workers());
     let mut seqs = Vec::new();
     let mut times = Vec::new();
     for i in 0..10 {
@@ -120,14 +120,14 @@ fn resume_time_and_last_n_start_where_they_say() {
                 .unwrap()
                 .as_nanos() as u64,
         );
-        seqs.push(c.publish_acked(&subject, format!("m{i}"), i).1);
+        seqs.push(c.publish_acked(subject, format!("m{i}"), i).1);
         std::thread::sleep(Duration::from_millis(2));
     }
     let mut token = vec![0; broker.workers()];
     token[1] = seqs[6];
     c.send(&subscribe_from(
         1,
-        &subject,
+        subject,
         StartPosition::Resume(ResumeToken {
             epoch: c.welcome.log_epoch,
             last_sequences: token,
@@ -135,10 +135,10 @@ fn resume_time_and_last_n_start_where_they_say() {
     ));
     let got: Vec<String> = read_n(&mut c, 1, 3).into_iter().map(|m| m.2).collect();
     assert_eq!(got, ["m7", "m8", "m9"]);
-    c.send(&subscribe_from(2, &subject, StartPosition::Time(times[8])));
+    c.send(&subscribe_from(2, subject, StartPosition::Time(times[8])));
     let got: Vec<String> = read_n(&mut c, 2, 2).into_iter().map(|m| m.2).collect();
     assert_eq!(got, ["m8", "m9"]);
-    c.send(&subscribe_from(3, &subject, StartPosition::LastN(4)));
+    c.send(&subscribe_from(3, subject, StartPosition::LastN(4)));
     let got: Vec<String> = read_n(&mut c, 3, 4).into_iter().map(|m| m.2).collect();
     assert_eq!(got, ["m6", "m7", "m8", "m9"]);
     assert!(c.flush().is_empty());
@@ -155,24 +155,27 @@ fn a_wildcard_catch_up_comes_in_stored_order_across_shards_and_last_n_means_n() 
     let broker = Broker::start();
     let workers = broker.workers();
     assert!(workers >= 2, "the history must span shards");
-    // Two subjects of one wildcard, stored on different shards.
-    let subjects = [
-        subject_on_shard("hist", 0, workers),
-        subject_on_shard("hist", 1, workers),
+    // Two publishers on different workers: what each publishes is stored by its worker's
+    // shard.
+    let addr = broker.binary_addr();
+    let mut publishers = [
+        BinClient::connect_on_worker(addr, 0, workers),
+        BinClient::connect_on_worker(addr, 1, workers),
     ];
-    let mut c = BinClient::connect(broker.binary_addr());
+    let subjects = ["hist.a", "hist.b"];
+    let mut c = BinClient::connect(addr);
     let mut times = Vec::new();
     for i in 0..30u64 {
         // Runs of 1 to 3 on one shard, so that neither shard's batch order nor
         // alternation would pass for the stored order.
-        let subject = &subjects[usize::from(i % 5 < 2)];
+        let s = usize::from(i % 5 < 2);
         times.push(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_nanos() as u64,
         );
-        c.publish_acked(subject, format!("m{i}"), i);
+        publishers[s].publish_acked(subjects[s], format!("m{i}"), i);
         // Each message stored in a loop turn of its own, later than the one before.
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -195,9 +198,8 @@ fn a_wildcard_catch_up_comes_in_stored_order_across_shards_and_last_n_means_n() 
 
     // What comes next reaches every one of them once: live, or from the log by a
     // catch-up not yet handed over ("last 0" included: nothing from before, but all after).
-    let mut p = BinClient::connect(broker.binary_addr());
-    p.publish_acked(&subjects[0], "live0", 100);
-    p.publish_acked(&subjects[1], "live1", 101);
+    publishers[0].publish_acked(subjects[0], "live0", 100);
+    publishers[1].publish_acked(subjects[1], "live1", 101);
     let mut live = Vec::new();
     for _ in 0..10 {
         match c.read_frame() {
@@ -217,28 +219,32 @@ fn a_wildcard_catch_up_comes_in_stored_order_across_shards_and_last_n_means_n() 
 fn a_wildcard_catch_up_hands_over_on_every_shard_under_publishing() {
     let broker = Broker::start();
     let workers = broker.workers();
-    let subjects: Vec<String> = (0..workers)
-        .map(|s| subject_on_shard("wstorm", s, workers))
-        .collect();
     let addr = broker.binary_addr();
-    let mut publisher = BinClient::connect(addr);
-    for i in 0..3_000 {
-        publisher.send(&publish(&subjects[i % workers], &i.to_string()));
-    }
-    publisher.flush();
+    // One publisher per worker (so per shard), each on a subject of its own.
     let total = 30_000usize;
-    let storm_subjects = subjects.clone();
-    let storm = std::thread::spawn(move || {
-        for i in 3_000..total {
-            publisher.send(&publish(&storm_subjects[i % workers], &i.to_string()));
-        }
-        publisher.flush();
-    });
+    let storm: Vec<_> = (0..workers)
+        .map(|w| {
+            let mut publisher = BinClient::connect_on_worker(addr, w, workers);
+            let subject = format!("wstorm.{w}");
+            for i in (0..3_000).filter(|i| i % workers == w) {
+                publisher.send(&publish(&subject, &i.to_string()));
+            }
+            publisher.flush();
+            std::thread::spawn(move || {
+                for i in (3_000..total).filter(|i| i % workers == w) {
+                    publisher.send(&publish(&subject, &i.to_string()));
+                }
+                publisher.flush();
+            })
+        })
+        .collect();
     let mut sub = BinClient::connect(addr);
     let start = from_start(&sub);
     sub.send(&subscribe_from(1, "wstorm.*", start));
     let got = read_stamped(&mut sub, 1, total);
-    storm.join().unwrap();
+    for publisher in storm {
+        publisher.join().unwrap();
+    }
     // Per shard: every sequence once, in order, from the log and then live.
     let mut next = vec![1u64; workers];
     for (shard, seq, payload) in &got {
@@ -249,7 +255,7 @@ fn a_wildcard_catch_up_hands_over_on_every_shard_under_publishing() {
         );
         next[s] += 1;
         let i: usize = payload.parse().unwrap();
-        assert_eq!(i % workers, s, "message {i} on its subject's shard");
+        assert_eq!(i % workers, s, "message {i} on its publisher's shard");
     }
     assert!(sub.flush().is_empty(), "nothing after the last one");
 }
@@ -257,16 +263,16 @@ fn a_wildcard_catch_up_hands_over_on_every_shard_under_publishing() {
 #[test]
 fn a_wrapped_ring_gives_a_gap_notice_then_what_it_holds() {
     let broker = Broker::with_args(&["--log-size", "1MiB", "--max-payload", "64KiB"]);
-    let subject = subject_on_shard("wrap", 0, broker.workers());
-    let mut c = BinClient::connect(broker.binary_addr());
+    let subject = "wrap";
+    let mut c = BinClient::connect_on_worker(broker.binary_addr(), 0, broker.workers());
     let payload = "x".repeat(1000);
     let n = 3_000u64; // ~3 MiB through a 1 MiB ring
     for i in 0..n {
-        c.send(&publish(&subject, &format!("{i:06}{payload}")));
+        c.send(&publish(subject, &format!("{i:06}{payload}")));
     }
-    let last = c.publish_acked(&subject, "last", 1).1;
+    let last = c.publish_acked(subject, "last", 1).1;
     assert_eq!(last, n + 1);
-    c.send(&subscribe_from(1, &subject, from_start(&c)));
+    c.send(&subscribe_from(1, subject, from_start(&c)));
     let oldest = match c.read_frame() {
         ServerFrame::GapNotice(g) => {
             assert_eq!((g.sid, g.shard, g.requested), (1, 0, 1));
@@ -286,12 +292,15 @@ fn a_wrapped_ring_gives_a_gap_notice_then_what_it_holds() {
 #[test]
 fn a_repeated_message_id_is_acknowledged_but_not_stored_or_delivered_again() {
     let broker = Broker::start();
-    // On shard 1: a duplicate's ack names the shard that holds the first copy.
-    let orders = subject_on_shard("orders", 1, broker.workers());
+    // Published on worker 1, stored by shard 1: a duplicate's ack names the shard that
+    // holds the first copy, even when the retry comes through another worker.
+    let workers = broker.workers();
+    let orders = "orders".to_string();
     let mut sub = BinClient::connect(broker.binary_addr());
     sub.send(&subscribe_from(1, &orders, StartPosition::Live));
     sub.flush();
-    let mut c = BinClient::connect(broker.binary_addr());
+    let mut c = BinClient::connect_on_worker(broker.binary_addr(), 1, workers);
+    let mut elsewhere = BinClient::connect_on_worker(broker.binary_addr(), 0, workers);
     let send = |c: &mut BinClient, ack: u64, id: &str, payload: &str| {
         c.send(&ClientFrame::Publish(Publish {
             subject: b(&orders),
@@ -321,6 +330,9 @@ fn a_repeated_message_id_is_acknowledged_but_not_stored_or_delivered_again() {
     let (again, dup) = send(&mut c, 2, "order-1", "buy (retry)");
     assert!(dup, "a repeat within the window");
     assert_eq!(again, first, "acknowledged with the original sequence");
+    let (again, dup) = send(&mut elsewhere, 4, "order-1", "buy (retry, reconnected)");
+    assert!(dup, "a repeat through another worker");
+    assert_eq!(again, first);
     let (other, dup) = send(&mut c, 3, "order-2", "sell");
     assert!(!dup);
     assert_eq!(other, first + 1, "the repeat took no sequence");
@@ -336,20 +348,21 @@ fn a_client_resuming_after_a_restart_gets_exactly_what_it_missed() {
     let args = ["--data-dir", data.as_str(), "--log-size", "4MiB"];
     let mut broker = Broker::with_args(&args);
     let workers = broker.workers();
-    let subject = subject_on_shard("tunnel", 1, workers);
+    let subject = "tunnel";
     let mut c = BinClient::connect(broker.binary_addr());
     let epoch = c.welcome.log_epoch;
-    c.send(&subscribe_from(1, &subject, StartPosition::Live));
+    c.send(&subscribe_from(1, subject, StartPosition::Live));
     c.flush();
-    let mut p = BinClient::connect(broker.binary_addr());
+    // Published on worker 1: shard 1's sequence.
+    let mut p = BinClient::connect_on_worker(broker.binary_addr(), 1, workers);
     for i in 0..5 {
-        p.send(&publish(&subject, &format!("before{i}")));
+        p.send(&publish(subject, &format!("before{i}")));
     }
     let seen = read_n(&mut c, 1, 5);
     let last_seen = seen.last().unwrap().0;
     drop(c); // into the tunnel
     for i in 0..7 {
-        p.publish_acked(&subject, format!("missed{i}"), i);
+        p.publish_acked(subject, format!("missed{i}"), i);
     }
     broker.stop();
 
@@ -360,7 +373,7 @@ fn a_client_resuming_after_a_restart_gets_exactly_what_it_missed() {
     token[1] = last_seen;
     c.send(&subscribe_from(
         1,
-        &subject,
+        subject,
         StartPosition::Resume(ResumeToken {
             epoch,
             last_sequences: token,
@@ -388,17 +401,14 @@ fn every_message_acknowledged_before_a_sigkill_survives_it_once_in_order() {
     ];
     let mut broker = Broker::with_args(&args);
     let workers = broker.workers();
-    let subjects: Vec<String> = (0..workers)
-        .map(|s| subject_on_shard("crash", s, workers))
-        .collect();
     let addr = broker.binary_addr();
-    // Publishers acknowledge-publish as fast as they can; each remembers what was acked.
-    let storms: Vec<_> = subjects
-        .iter()
-        .cloned()
-        .map(|subject| {
+    // One publisher per worker (so per shard) acknowledge-publishes as fast as it can, and
+    // remembers what was acked.
+    let storms: Vec<_> = (0..workers)
+        .map(|shard| {
+            let subject = format!("crash.{shard}");
             std::thread::spawn(move || {
-                let mut c = BinClient::connect(addr);
+                let mut c = BinClient::connect_on_worker(addr, shard, workers);
                 let mut acked: BTreeMap<u64, String> = BTreeMap::new();
                 for i in 0u64.. {
                     let payload = format!("{subject}/{i}");
@@ -443,8 +453,7 @@ fn every_message_acknowledged_before_a_sigkill_survives_it_once_in_order() {
     let mut got: Vec<BTreeMap<u64, String>> = vec![BTreeMap::new(); workers];
     let caught_up = |got: &[BTreeMap<u64, String>]| {
         (0..workers).all(|s| {
-            let shard = tern_broker::shard_for(subjects[s].as_bytes(), workers);
-            got[shard]
+            got[s]
                 .last_key_value()
                 .is_some_and(|(seq, _)| *seq >= last_acked[s])
         })
@@ -468,7 +477,7 @@ fn every_message_acknowledged_before_a_sigkill_survives_it_once_in_order() {
         }
     }
     for (shard, acked) in acked.iter().enumerate() {
-        let held = &got[tern_broker::shard_for(subjects[shard].as_bytes(), workers)];
+        let held = &got[shard];
         for (seq, payload) in acked {
             assert_eq!(held.get(seq), Some(payload), "acked message {seq} survived");
         }
@@ -500,6 +509,25 @@ fn a_second_broker_on_the_same_data_dir_is_refused() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A text catch-up's replies: the records (payload, header block) in arrival order, and
+/// the end markers' header blocks.
+type CatchUp = (Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<u8>>);
+
+/// Reads a text catch-up's replies until `ends` end markers came.
+fn read_catch_up(c: &mut common::RawClient, ends: usize) -> CatchUp {
+    let (mut records, mut markers) = (Vec::new(), Vec::new());
+    while markers.len() < ends {
+        let m = c.read_msg(common::WAIT);
+        let h = m.headers.expect("catch-up replies carry headers");
+        if header(&h, "Tern-Replay-Done").is_some() {
+            markers.push(h);
+        } else {
+            records.push((m.payload, h));
+        }
+    }
+    (records, markers)
+}
+
 /// The value of header `name` in a raw header block.
 fn header(block: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(block);
@@ -514,74 +542,81 @@ fn text_clients_catch_up_through_tern_replay() {
     use common::RawClient;
     let broker = Broker::start();
     let workers = broker.workers();
-    let subject = subject_on_shard("hist", 1, workers);
-    let mut p = BinClient::connect(broker.binary_addr());
+    let subject = "hist.1";
+    // Published on worker 1: into shard 1's ring.
+    let mut p = BinClient::connect_on_worker(broker.binary_addr(), 1, workers);
     let mut seqs = Vec::new();
     for i in 0..5 {
-        seqs.push(p.publish_acked(&subject, format!("h{i}"), i).1);
+        seqs.push(p.publish_acked(subject, format!("h{i}"), i).1);
     }
     let mut c = RawClient::connect(broker.addr());
     c.send(b"CONNECT {\"headers\":true}\r\nSUB _INBOX.r.* 9\r\n");
     c.ping_pong();
 
-    // The last two of a literal subject: one shard answers.
+    // The last two of a subject: every shard answers (the other with its end marker
+    // alone), and shard 1's records come in its order.
     let body = format!("{{\"subject\":\"{subject}\",\"last\":2}}");
     c.send(format!("PUB $TERN.REPLAY _INBOX.r.1 {}\r\n{body}\r\n", body.len()).as_bytes());
-    for (i, want) in [(3usize, "h3"), (4, "h4")] {
-        let m = c.read_msg(common::WAIT);
-        assert_eq!(m.subject, "_INBOX.r.1");
-        assert_eq!(m.payload, want.as_bytes());
-        let h = m.headers.expect("replayed records carry headers");
-        assert_eq!(
-            header(&h, "Tern-Subject").as_deref(),
-            Some(subject.as_str())
-        );
-        assert_eq!(header(&h, "Tern-Shard").as_deref(), Some("1"));
-        assert_eq!(header(&h, "Tern-Seq"), Some(seqs[i].to_string()));
-        assert!(header(&h, "Tern-Time").is_some());
+    let (records, ends) = read_catch_up(&mut c, workers);
+    assert_eq!(records.len(), 2);
+    for ((payload, h), i) in records.iter().zip([3usize, 4]) {
+        assert_eq!(payload, format!("h{i}").as_bytes());
+        assert_eq!(header(h, "Tern-Subject").as_deref(), Some(subject));
+        assert_eq!(header(h, "Tern-Shard").as_deref(), Some("1"));
+        assert_eq!(header(h, "Tern-Seq"), Some(seqs[i].to_string()));
+        assert!(header(h, "Tern-Time").is_some());
     }
-    let end = c.read_msg(common::WAIT);
-    assert!(end.payload.is_empty());
-    let h = end.headers.unwrap();
-    assert_eq!(header(&h, "Tern-Replay-Done").as_deref(), Some("1"));
-    assert_eq!(header(&h, "Tern-Replay-Shards").as_deref(), Some("1"));
-    assert_eq!(header(&h, "Tern-Replayed").as_deref(), Some("2"));
+    let mut done: Vec<(String, String)> = ends
+        .iter()
+        .map(|h| {
+            assert_eq!(header(h, "Tern-Replay-Shards"), Some(workers.to_string()));
+            (
+                header(h, "Tern-Replay-Done").unwrap(),
+                header(h, "Tern-Replayed").unwrap(),
+            )
+        })
+        .collect();
+    done.sort();
+    assert_eq!(done, [("0".into(), "0".into()), ("1".into(), "2".into())]);
 
-    // From a sequence on.
-    let body = format!("{{\"subject\":\"{subject}\",\"from_seq\":{}}}", seqs[2]);
-    c.send(format!("PUB $TERN.REPLAY _INBOX.r.2 {}\r\n{body}\r\n", body.len()).as_bytes());
-    let got: Vec<Vec<u8>> = (0..3).map(|_| c.read_msg(common::WAIT).payload).collect();
-    assert_eq!(got, [b"h2".to_vec(), b"h3".to_vec(), b"h4".to_vec()]);
-    assert!(
-        c.read_msg(common::WAIT).payload.is_empty(),
-        "the end marker"
+    // From a sequence of one shard on: that shard alone answers.
+    let body = format!(
+        "{{\"subject\":\"{subject}\",\"shard\":1,\"from_seq\":{}}}",
+        seqs[2]
     );
+    c.send(format!("PUB $TERN.REPLAY _INBOX.r.2 {}\r\n{body}\r\n", body.len()).as_bytes());
+    let (records, ends) = read_catch_up(&mut c, 1);
+    let got: Vec<&[u8]> = records.iter().map(|(p, _)| &p[..]).collect();
+    assert_eq!(got, [&b"h2"[..], b"h3", b"h4"]);
+    assert_eq!(header(&ends[0], "Tern-Replay-Shards").as_deref(), Some("1"));
 
     // A wildcard: every shard sends an end marker.
     let body = r#"{"subject":"hist.>"}"#;
     c.send(format!("PUB $TERN.REPLAY _INBOX.r.3 {}\r\n{body}\r\n", body.len()).as_bytes());
-    let mut records = 0;
-    let mut markers = 0;
-    while markers < workers {
-        let m = c.read_msg(common::WAIT);
-        let h = m.headers.unwrap();
-        match header(&h, "Tern-Replay-Shards") {
-            Some(n) => {
-                assert_eq!(n, workers.to_string());
-                markers += 1;
-            }
-            None => records += 1,
-        }
-    }
-    assert_eq!(records, 5);
+    let (records, _) = read_catch_up(&mut c, workers);
+    assert_eq!(records.len(), 5);
 
-    // A bad request is answered on the inbox.
-    let body = r#"{"subject":"hist.>","from_seq":3}"#;
-    c.send(format!("PUB $TERN.REPLAY _INBOX.r.4 {}\r\n{body}\r\n", body.len()).as_bytes());
-    let m = c.read_msg(common::WAIT);
-    let h = String::from_utf8(m.headers.unwrap()).unwrap();
-    assert!(h.starts_with("NATS/1.0 400 Bad Request\r\n"), "{h}");
-    assert!(h.contains("literal subject"), "{h}");
+    // Bad requests are answered on the inbox.
+    for (body, why) in [
+        (
+            r#"{"subject":"hist.>","from_seq":3}"#,
+            "from_seq needs the shard",
+        ),
+        (
+            r#"{"subject":"hist.1","from_seq":3,"shard":7}"#,
+            "no shard 7",
+        ),
+        (
+            r#"{"subject":"hist.1","shard":1}"#,
+            "shard goes with from_seq",
+        ),
+    ] {
+        c.send(format!("PUB $TERN.REPLAY _INBOX.r.4 {}\r\n{body}\r\n", body.len()).as_bytes());
+        let m = c.read_msg(common::WAIT);
+        let h = String::from_utf8(m.headers.unwrap()).unwrap();
+        assert!(h.starts_with("NATS/1.0 400 Bad Request\r\n"), "{h}");
+        assert!(h.contains(why), "{h}");
+    }
     c.ping_pong();
 
     // Replies to a catch-up are for one client: none of them went into a log.
@@ -601,13 +636,14 @@ fn a_flipped_byte_loses_only_its_record_and_the_epoch_stays() {
     let args = ["--data-dir", data.as_str(), "--log-size", "4MiB"];
     let mut broker = Broker::with_args(&args);
     let workers = broker.workers();
-    let subject = subject_on_shard("flip", 0, workers);
-    let mut c = BinClient::connect(broker.binary_addr());
+    let subject = "flip";
+    // Published on worker 0: into shard 0's ring.
+    let mut c = BinClient::connect_on_worker(broker.binary_addr(), 0, workers);
     let epoch = c.welcome.log_epoch;
     for i in 0..100 {
-        c.send(&publish(&subject, &format!("{i:03}-{}", "p".repeat(100))));
+        c.send(&publish(subject, &format!("{i:03}-{}", "p".repeat(100))));
     }
-    c.publish_acked(&subject, "last", 1);
+    c.publish_acked(subject, "last", 1);
     drop(c);
     broker.stop();
 
@@ -628,7 +664,7 @@ fn a_flipped_byte_loses_only_its_record_and_the_epoch_stays() {
         c.welcome.log_epoch, epoch,
         "no sequence is handed out again: the epoch stays"
     );
-    c.send(&subscribe_from(1, &subject, from_start(&c)));
+    c.send(&subscribe_from(1, subject, from_start(&c)));
     let mut held = Vec::new();
     let mut gaps = Vec::new();
     loop {

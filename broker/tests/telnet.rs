@@ -382,7 +382,7 @@ fn hpub_delivers_hmsg_exactly() {
 #[test]
 fn stored_messages_carry_their_shard_and_sequence_as_headers() {
     let broker = Broker::with_args(&["--sequence-headers"]);
-    let subject = common::subject_on_shard("seq", 1, broker.workers());
+    let subject = "seq";
     let mut h = RawClient::connect(broker.addr());
     h.send(format!("CONNECT {{\"headers\":true}}\r\nSUB {subject} 1\r\n").as_bytes());
     h.ping_pong();
@@ -390,7 +390,8 @@ fn stored_messages_carry_their_shard_and_sequence_as_headers() {
     plain.send(format!("SUB {subject} 9\r\n").as_bytes());
     plain.ping_pong();
 
-    let mut publ = RawClient::connect(broker.addr());
+    // Published on worker 1: shard 1 sequences it.
+    let mut publ = RawClient::connect_on_worker(broker.addr(), 1, broker.workers());
     publ.send(b"CONNECT {\"headers\":true}\r\n");
     publ.send(format!("PUB {subject} 5\r\nfirst\r\n").as_bytes());
     let headers = b"NATS/1.0\r\nA: 1\r\n\r\n";
@@ -635,7 +636,7 @@ fn burst_larger_than_max_pending_reaches_a_fast_reader() {
     const COUNT: usize = 32; // 256 KiB against a 64 KiB limit
     let broker = Broker::with_args(&["--max-pending", "64KiB", "--max-payload", "16KiB"]);
     let workers = broker.workers();
-    let subject = common::subject_on_shard("burst", 0, workers);
+    let subject = "burst";
     let mut sub = RawClient::connect_on_worker(broker.addr(), 0, workers);
     sub.send(format!("SUB {subject} 1\r\n").as_bytes());
     sub.ping_pong();
@@ -669,9 +670,9 @@ fn sigterm_flushes_queued_messages_and_exits_zero() {
     const COUNT: usize = 8 * 1024; // 8 MiB: more than the socket buffers hold
     let mut broker = Broker::with_args(&["--shutdown-timeout", "20s"]);
     let workers = broker.workers();
-    // Everything on worker 0, for a subject shard 0 owns: when the publisher has its PONG,
-    // every delivery is queued on the subscriber's connection.
-    let subject = common::subject_on_shard("drain", 0, workers);
+    // Everything on worker 0: when the publisher has its PONG, every delivery is queued on
+    // the subscriber's connection.
+    let subject = "drain";
     let mut sub = loop {
         let mut c = RawClient::connect_small_rcvbuf(broker.addr(), 64 * 1024);
         c.read_info();

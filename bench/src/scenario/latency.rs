@@ -36,6 +36,10 @@ pub struct LatencyConfig {
     pub subscribers: usize,
     /// The subject.
     pub subject: String,
+    /// What the subscribers subscribe to, when not the subject itself (see
+    /// `PubSubConfig::filter`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     /// How long to wait for deliveries after publishing.
     #[serde(skip)]
     pub drain: Duration,
@@ -50,6 +54,7 @@ impl LatencyConfig {
             limit,
             subscribers: 1,
             subject: "bench.latency".into(),
+            filter: None,
             drain: DEFAULT_DRAIN,
         }
     }
@@ -115,7 +120,10 @@ pub fn run(
     let subs = Subscribers::start(
         driver,
         &SubscriberSpec {
-            subject: config.subject.clone(),
+            subject: config
+                .filter
+                .clone()
+                .unwrap_or_else(|| config.subject.clone()),
             queue: None,
             count: config.subscribers,
             latency_origin: Some(origin),

@@ -39,6 +39,10 @@ pub struct PubSubConfig {
     pub limit: Limit,
     /// The subject.
     pub subject: String,
+    /// What the subscribers subscribe to, when not the subject itself (a wildcard that
+    /// matches it, to measure what a wildcard costs against a literal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     /// The queue group the subscribers join, if any (then each message goes to one).
     pub queue: Option<String>,
     /// How long to wait for deliveries after publishing.
@@ -55,6 +59,7 @@ impl PubSubConfig {
             size,
             limit,
             subject: "bench.pubsub".into(),
+            filter: None,
             queue: None,
             drain: DEFAULT_DRAIN,
         }
@@ -125,7 +130,10 @@ pub fn run(
     let subs = Subscribers::start(
         driver,
         &SubscriberSpec {
-            subject: config.subject.clone(),
+            subject: config
+                .filter
+                .clone()
+                .unwrap_or_else(|| config.subject.clone()),
             queue: config.queue.clone(),
             count: config.subscribers,
             latency_origin: None,

@@ -645,12 +645,11 @@ impl Conn {
     fn admit(&mut self, msg: &Msg, router: &Router) -> bool {
         let config = &router.config.admission;
         if msg.priority < config.shed_below_priority {
-            let owner = router.shard.owner(&msg.subject);
-            let depth = router.outbox.queue_len(owner);
+            let (behind, depth) = router.deepest_queue();
             let (below, threshold) = (config.shed_below_priority, config.shed_queue_depth);
             if admission::sheds(msg.priority, below, depth, threshold) {
                 bump(&router.stats.publishes_shed, 1);
-                let text = admission::shed_text(below, owner);
+                let text = admission::shed_text(below, behind);
                 self.refuse_publish(msg.ack_id, ErrorCode::Overloaded, &text);
                 return false;
             }
@@ -711,8 +710,10 @@ impl Conn {
         bump(&router.stats.in_bytes, size as u64);
         self.in_msgs += 1;
         self.in_bytes += size as u64;
-        let owner = router.publish(Arc::new(msg));
-        self.barrier.touch(owner..owner + 1);
+        router.publish(Arc::new(msg));
+        // Its acknowledgement and the deliveries to this worker's connections (its own
+        // subscriptions among them) wait in the local batch: a `PING` now answers after them.
+        self.barrier.touch(router.me..router.me + 1);
     }
 
     /// True when `sid` names an active subscription.
@@ -738,17 +739,16 @@ impl Conn {
         let filter = Bytes::copy_from_slice(&filter);
         let queue = queue.map(|q| Bytes::copy_from_slice(q));
         let id = router.next_sub_id();
-        let lossless_state =
-            lossless.then(|| Box::new(Lossless::new(router.shards_for(&filter), bounds)));
+        let lossless_state = lossless.then(|| Box::new(Lossless::new(router.shards(), bounds)));
         let merge = start
             .as_deref()
-            .filter(|s| merge::merges(&filter, Some(s), router.workers))
+            .filter(|s| merge::merges(Some(s), router.workers))
             .map(|s| {
                 let last_n = match s {
                     tern_protocol::binary::StartPosition::LastN(n) => Some(*n),
                     _ => None,
                 };
-                Box::new(Merge::new(router.shards_for(&filter), last_n))
+                Box::new(Merge::new(router.shards(), last_n))
             });
         let starts = matches!(self.proto, Proto::Binary(_))
             .then(|| Box::new(binary::Starts::new(router.shards_for(&filter))));

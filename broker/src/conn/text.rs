@@ -419,13 +419,14 @@ impl Conn {
             ));
             return;
         }
-        let (filter, start) =
-            match parse_replay(&p.payload, router.config.limits.max_subject_tokens) {
-                Ok(request) => request,
-                Err(reason) => {
-                    return self.replay_status(inbox, "400 Bad Request", &reason, router)
-                }
-            };
+        let (filter, start) = match parse_replay(
+            &p.payload,
+            router.config.limits.max_subject_tokens,
+            router.workers,
+        ) {
+            Ok(request) => request,
+            Err(reason) => return self.replay_status(inbox, "400 Bad Request", &reason, router),
+        };
         let per_conn = router.config.store.max_replays_per_conn;
         let refused = if self.replays.len() >= per_conn {
             Some((
@@ -460,7 +461,6 @@ impl Conn {
             inbox,
             start,
             shards: 0,
-            inbox_owner: 0,
             origin: self.id,
             id,
         });
@@ -539,15 +539,21 @@ fn tern_headers(headers: Option<&Bytes>) -> Result<(Option<u8>, Option<Bytes>), 
 }
 
 /// The body of a `$TERN.REPLAY` request: `{"subject": FILTER}` and at most one of
-/// `"from_seq": N` (literal subjects), `"since_ns": NS`, `"last": N`; with none, everything
-/// held. The filter has at most `max_tokens` tokens, as a `SUB`'s. Errors are the text of
-/// the `400` reply.
-fn parse_replay(body: &[u8], max_tokens: usize) -> Result<(Bytes, ReplayStart), String> {
+/// `"from_seq": N` (with `"shard": S`, one of the `shards` shards: that shard's records
+/// from its sequence N on), `"since_ns": NS`, `"last": N`; with none, everything held. The
+/// filter has at most `max_tokens` tokens, as a `SUB`'s. Errors are the text of the `400`
+/// reply.
+fn parse_replay(
+    body: &[u8],
+    max_tokens: usize,
+    shards: usize,
+) -> Result<(Bytes, ReplayStart), String> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Request {
         subject: String,
         from_seq: Option<u64>,
+        shard: Option<u16>,
         since_ns: Option<u64>,
         last: Option<u32>,
     }
@@ -558,15 +564,25 @@ fn parse_replay(body: &[u8], max_tokens: usize) -> Result<(Bytes, ReplayStart), 
     let start = match (r.from_seq, r.since_ns, r.last) {
         (None, None, None) => ReplayStart::All,
         (Some(seq), None, None) => {
-            if !tern_protocol::subject::is_literal(r.subject.as_bytes()) {
-                return Err("from_seq needs a literal subject (one shard)".to_string());
+            // Every shard has its own sequence (the one in `Tern-Shard`/`Tern-Seq`).
+            let shard = r
+                .shard
+                .ok_or("from_seq needs the shard its sequence is of")?;
+            if usize::from(shard) >= shards {
+                return Err(format!(
+                    "no shard {shard}: this server has {shards} (0 to {})",
+                    shards - 1
+                ));
             }
-            ReplayStart::FromSeq(seq)
+            ReplayStart::FromSeq { shard, seq }
         }
         (None, Some(ns), None) => ReplayStart::Time(ns),
         (None, None, Some(n)) => ReplayStart::LastN(n),
         _ => return Err("give at most one of from_seq, since_ns, last".to_string()),
     };
+    if r.shard.is_some() && r.from_seq.is_none() {
+        return Err("shard goes with from_seq".to_string());
+    }
     Ok((Bytes::from(r.subject), start))
 }
 

@@ -439,7 +439,8 @@ impl MonitorState {
         )
     }
 
-    /// `/subsz`: count each shard's filters up to the page's end, then list the page's.
+    /// `/subsz`: count one shard's filters up to the page's end (every shard holds every
+    /// subscription), then list the page's.
     fn subsz(&self, q: &Query) -> Reply {
         let (offset, limit) = match self.paging(q) {
             Ok(p) => p,
@@ -463,13 +464,15 @@ impl MonitorState {
                 })
             })
             .collect();
+        // Every shard holds every subscription: the first to answer lists them.
         let counts: Vec<(usize, usize)> = counted
             .workers
             .iter()
+            .take(1)
             .map(|w| (w.worker, w.filters_counted))
             .collect();
         let total: usize = counts.iter().map(|(_, n)| n).sum();
-        let exact = counted.missing.is_empty() && counts.iter().all(|(_, n)| *n < cap);
+        let exact = !counts.is_empty() && counts.iter().all(|(_, n)| *n < cap);
         let slices = page::slices(&counts, offset, limit);
         let listed: usize = slices.iter().map(|s| s.take).sum();
         let m = &self.config.monitoring;
@@ -501,7 +504,6 @@ impl MonitorState {
                     .collect();
                 json!({
                     "filter": e.filter,
-                    "shard": e.shard,
                     "subscriptions": e.plain + e.queued,
                     "plain": e.plain,
                     "queued": e.queued,

@@ -423,18 +423,6 @@ fn tail_chars(s: &str, n: usize) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// Subjects and shards
-// ---------------------------------------------------------------------------------------
-
-/// The first subject `prefix.N` (N = 0, 1, ...) owned by `shard`.
-pub fn subject_on_shard(prefix: &str, shard: usize, workers: usize) -> String {
-    (0..10_000)
-        .map(|n| format!("{prefix}.{n}"))
-        .find(|s| tern_broker::shard_for(s.as_bytes(), workers) == shard)
-        .expect("no subject found for the shard")
-}
-
-// ---------------------------------------------------------------------------------------
 // Raw TCP client
 // ---------------------------------------------------------------------------------------
 
@@ -972,9 +960,21 @@ impl BinClient {
         )
     }
 
-    /// The worker this connection lives on (`client_id % workers`).
+    /// The worker this connection lives on (`client_id % workers`): the shard that
+    /// sequences and stores what it publishes.
     pub fn worker(&self, workers: usize) -> usize {
         (self.welcome.client_id % workers as u64) as usize
+    }
+
+    /// Connects (as [`BinClient::connect`]) until a connection lands on `worker`.
+    pub fn connect_on_worker(addr: SocketAddr, worker: usize, workers: usize) -> BinClient {
+        for _ in 0..500 {
+            let c = BinClient::connect(addr);
+            if c.worker(workers) == worker {
+                return c;
+            }
+        }
+        panic!("500 connections and none landed on worker {worker} of {workers}");
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
