@@ -6,7 +6,7 @@ CARGO ?= cargo
 # debug"`; for the scenario with `make profile`, e.g. `make profile ARGS="--size 16"`.
 ARGS ?=
 
-.PHONY: run build test fmt fmt-check lint fuzz clean
+.PHONY: run build test test-python fmt fmt-check lint fuzz clean
 
 ## run: build in release mode and start ternd with its defaults (text port 127.0.0.1:4222)
 run:
@@ -16,10 +16,31 @@ run:
 build:
 	$(CARGO) build --release --workspace
 
-## test: formatting, lints, then every unit, property and integration test
+## test: formatting, lints, then every unit, property and integration test, then the
+## Python interop tests (nats-py against the ternd the Rust tests built)
 test: fmt-check lint
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	$(MAKE) test-python
+
+# The Python interop tests' own environment: a venv in target/py with interop/python's
+# pinned requirements (from PyPI), made once and remade when they change.
+PY_ENV := target/py
+PY_DIR := interop/python
+
+$(PY_ENV)/.installed: $(PY_DIR)/requirements.txt
+	python3 -m venv $(PY_ENV)
+	$(PY_ENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_DIR)/requirements.txt
+	touch $@
+
+## test-python: ruff (format and lint), mypy --strict and pytest on interop/python, against
+## target/debug/ternd (built first)
+test-python: $(PY_ENV)/.installed
+	$(CARGO) build -p tern-broker --bin ternd
+	cd $(PY_DIR) && ../../$(PY_ENV)/bin/ruff format --check . \
+		&& ../../$(PY_ENV)/bin/ruff check . \
+		&& ../../$(PY_ENV)/bin/mypy . \
+		&& ../../$(PY_ENV)/bin/pytest -q -p no:cacheprovider
 
 ## fmt: format the code
 fmt:

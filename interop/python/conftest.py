@@ -1,0 +1,62 @@
+"""Starts a real ternd for each test, on free ports, and stops it after.
+
+The binary is `$TERND` when set, else the debug build `target/debug/ternd` of this
+checkout (`cargo test` builds it). Like the Rust harness, it listens on 127.0.0.1 with a
+free port, two workers, unpinned, a fresh data directory and no monitoring port.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 10.0
+
+
+def ternd_path() -> Path:
+    path = Path(os.environ.get("TERND", ROOT / "target" / "debug" / "ternd"))
+    if not path.exists():
+        raise FileNotFoundError(f"no ternd at {path}: build it (cargo build) or set TERND")
+    return path
+
+
+@pytest.fixture
+def ternd_url() -> Iterator[str]:
+    """The `nats://host:port` of a fresh ternd's text port."""
+    with tempfile.TemporaryDirectory(prefix="ternd-py-") as data:
+        args = [
+            str(ternd_path()),
+            "--listen",
+            "127.0.0.1:0",
+            "--binary-listen",
+            "127.0.0.1:0",
+            "--no-pin",
+            "--workers",
+            "2",
+            "--no-monitor",
+            "--data-dir",
+            data,
+            "--log-size",
+            "4MiB",
+        ]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            prefix = "ternd listening on "
+            if not line.startswith(prefix):
+                raise RuntimeError(f"ternd did not start: {line!r}")
+            yield "nats://" + line[len(prefix) :].strip()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=START_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
