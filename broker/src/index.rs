@@ -1,8 +1,8 @@
 //! The subscription index of one shard: which subscriptions match a subject.
 //!
-//! Owns: literal filters (an exact-match hash map, for the subjects this shard owns) and
-//! wildcard filters (a token trie, present in every shard), plus the interning of queue
-//! group names into small integers.
+//! Owns: literal filters (an exact-match hash map) and wildcard filters (a token trie),
+//! every subscription on the broker (each shard holds all of them), plus the interning of
+//! queue group names into small integers.
 //!
 //! Contract:
 //! - Matching walks the trie once per publish and calls back with each matching list; it

@@ -60,7 +60,7 @@ pub(crate) struct SubRef {
 /// One published message. Allocated once per publish and shared (by `Arc`) by every
 /// delivery; its payload is one `Bytes`, never copied by the router.
 ///
-/// `Clone` only so that the owner shard can stamp it (`Arc::make_mut`) in the rare case
+/// `Clone` only so that the routing shard can stamp it (`Arc::make_mut`) in the rare case
 /// where the `Arc` is already shared when it is routed; normally the shard holds the only
 /// reference and stamps it in place.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub(crate) struct Msg {
     pub received: Instant,
     /// 0 (lowest) to 7 (highest), as published on the binary port.
     pub priority: u8,
-    /// The publisher (binary port) asked for a `PUBLISH_ACK` with this id: the owner shard
+    /// The publisher (binary port) asked for a `PUBLISH_ACK` with this id: its shard
     /// answers once it has stored (if it keeps the subject) and routed the message.
     pub ack_id: Option<u64>,
     /// The publisher's id for idempotent publishing: a repeat within the dedupe window is
@@ -94,13 +94,13 @@ pub(crate) struct Msg {
     /// Made by the broker for one client (catch-up replies and their end markers): never
     /// stored, never sequenced.
     pub ephemeral: bool,
-    /// In its owner shard's ring log (set by the shard when it appends it, and on
+    /// In its shard's ring log (set by the shard when it appends it, and on
     /// everything replayed): a lossless subscription can read it back from there.
     pub stored: bool,
     /// The publisher's coalescing key: in a subscriber's queue, this message takes the
     /// place of a queued one with the same key.
     pub coalesce: Option<Bytes>,
-    /// Where the message sits in its owner shard's sequence; set by that shard when it
+    /// Where the message sits in its shard's sequence; set by that shard when it
     /// routes the message, zero before (and for status messages, which are not sequenced).
     pub stamp: Stamp,
     /// A catch-up's message: counted in its catch-up's bytes in flight until the last
@@ -169,7 +169,7 @@ impl Msg {
     }
 }
 
-/// A message's place in its owner shard: the shard, its sequence there (from 1, never
+/// A message's place in the shard that stored it: the shard, its sequence there (from 1, never
 /// repeated within a log epoch) and when the shard took it (nanoseconds since the Unix
 /// epoch: the wall clock read at the start of the loop turn that routed it, so messages
 /// routed in one turn share it).
@@ -187,9 +187,10 @@ pub(crate) type Start = Option<Arc<tern_protocol::binary::StartPosition>>;
 /// What workers send each other.
 #[derive(Debug)]
 pub(crate) enum Envelope {
-    /// To the shard that owns the subject.
+    /// To the worker's own shard (its local batch): a message the broker made (a
+    /// no-responders status, a one-shard catch-up's record or end marker) to route.
     Publish(Arc<Msg>),
-    /// To the owner shard of a literal filter, or to every shard for a wildcard filter.
+    /// To every shard: each holds every subscription.
     Subscribe {
         filter: Bytes,
         queue: Option<Bytes>,
@@ -224,7 +225,7 @@ pub(crate) enum Envelope {
     },
     /// To the worker that owns the subscriber's connection.
     Deliver { sub: SubRef, msg: Arc<Msg> },
-    /// From the owner shard to the publisher's worker: the message the publisher asked an
+    /// From the publisher's shard to its worker: the message the publisher asked an
     /// acknowledgement for was routed, with this stamp.
     Ack {
         conn: ConnId,

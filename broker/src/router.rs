@@ -245,7 +245,7 @@ impl Router {
         }
     }
 
-    /// Applies an envelope that concerns only this shard (a publish it owns, a
+    /// Applies an envelope that concerns only this shard (a message to route, a
     /// subscription change) and gives back any other, for the worker.
     pub fn apply(&mut self, env: Envelope) -> Option<Envelope> {
         match env {

@@ -2,8 +2,8 @@
 //!
 //! Owns: an [`Index`] of every subscription on the broker (each shard holds all of them,
 //! so a publish is routed where it was read, and one connection's messages reach each
-//! subscriber by one path, in order) and the choice of receivers for each message: every plain subscriber, exactly one member of each queue group (round robin per
-//! group), nobody for a publisher's own message when it said `echo: false`, and the
+//! subscriber by one path, in order) and the choice of receivers for each message: every
+//! plain subscriber, exactly one member of each queue group (round robin per group), nobody for a publisher's own message when it said `echo: false`, and the
 //! no-responders status when a request reaches nobody. It also owns the shard's sequence
 //! and its [`Store`]: every message it routes is stamped with the time and, when the store
 //! keeps its subject, appended to the ring log first (its sequence is the log's); a
@@ -616,7 +616,7 @@ mod tests {
         ))
     }
 
-    /// The single-shard world: every subject is owned by shard 0, deliveries go to 2 workers.
+    /// The single-shard world: shard 0 routes everything, deliveries go to 2 workers.
     fn world() -> (Shard, Outbox) {
         (Shard::new(0, 1, None), Outbox::new(0, Mesh::for_tests(2)))
     }

@@ -184,7 +184,7 @@ counters! {
     counter publishes_throttled [RateScope::NAMES, "scope"] => "tern_publishes_throttled_total";
     /// Publishes refused for going over a publish rate, by limit.
     counter publishes_rate_refused [RateScope::NAMES, "scope"] => "tern_publishes_rate_refused_total";
-    /// Low-priority publishes refused because their owner shard was overloaded.
+    /// Low-priority publishes refused because a worker was overloaded (overload shedding).
     counter publishes_shed => "tern_publishes_shed_total";
     /// Publishes refused because their message id was longer than max_message_id.
     counter message_ids_refused => "tern_message_ids_refused_total";

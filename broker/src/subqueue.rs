@@ -85,7 +85,7 @@ pub(crate) fn compact(msg: &Arc<Msg>) -> Arc<Msg> {
     copy.headers = msg.headers.as_ref().map(|h| take(h.len()));
     copy.payload = take(msg.payload.len());
     // The coalescing key is kept (the queue indexes it): a copy of its own, not a slice
-    // of the publisher's buffer. The message id only matters to the owner shard.
+    // of the publisher's buffer. The message id only matters to the shard that routes it.
     copy.coalesce = msg.coalesce.as_deref().map(Bytes::copy_from_slice);
     copy.message_id = None;
     Arc::new(copy)

@@ -950,8 +950,9 @@ impl Conn {
         !done
     }
 
-    /// The shard that owns a message this connection published with an acknowledgement
-    /// request has routed it.
+    /// A message this connection published with an acknowledgement request has been
+    /// routed (by this worker's shard, or for a repeated message id, by the shard that
+    /// stored its first copy).
     pub fn ack(&mut self, ack_id: u64, stamp: Stamp, duplicate: bool) -> bool {
         if self.closing.is_some() {
             return false;
