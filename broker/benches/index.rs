@@ -1,7 +1,9 @@
 //! Criterion benchmarks of the subscription index as the shard uses it: routing to a queue
 //! group of 65,536 members (one member is picked per message), and removing 65,536
 //! subscriptions of one subject (what closing a connection that holds them costs its
-//! worker, during which nobody else on that worker is served).
+//! worker, during which nobody else on that worker is served); and of the broker-wide
+//! message-id table, the one lock a publish may take (only one that carries an id), alone
+//! and with a second thread using it at the same time.
 //!
 //! Under `cargo test --all-targets`, criterion's test mode runs each benchmark once, with
 //! small groups so that the smoke run stays cheap.
@@ -11,7 +13,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tern_broker::bench::{QueueRouting, SubjectChurn};
+use tern_broker::bench::{IdChecks, QueueRouting, SubjectChurn};
 
 /// Messages routed per iteration of the routing benchmark.
 const BATCH: usize = 100;
@@ -57,5 +59,15 @@ fn unsubscribe(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, queue_group, unsubscribe);
+fn message_ids(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dedupe/check-and-remember");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, contended) in [("alone", false), ("contended", true)] {
+        let mut checks = IdChecks::new(contended);
+        group.bench_function(name, |b| b.iter(|| black_box(checks.check(BATCH))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, queue_group, unsubscribe, message_ids);
 criterion_main!(benches);

@@ -2,16 +2,21 @@
 //! in memory, without sockets or other workers. Not a stable API (hidden from the docs).
 //!
 //! Owns: [`QueueRouting`] (publishes to one subject whose subscribers form one queue
-//! group) and [`SubjectChurn`] (many subscriptions to one subject, all removed the way a
-//! closing connection removes them).
+//! group), [`SubjectChurn`] (many subscriptions to one subject, all removed the way a
+//! closing connection removes them) and [`IdChecks`] (the broker-wide message-id table's
+//! lock, check and remember, as a publish that carries an id takes them, alone or while
+//! another thread does the same).
 //!
 //! Never: used by the broker itself.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::dedupe::{Dedupe, FirstCopy};
 use crate::index::FnvMap;
 use crate::mesh::{ConnId, Mesh, Msg, Outbox, SubRef};
 use crate::shard::Shard;
@@ -123,4 +128,71 @@ impl SubjectChurn {
         }
         self.subs.len()
     }
+}
+
+/// The message-id table of a two-shard broker, checked and added to as a shard does for
+/// each publish that carries an id (`Store::append`: lock, `seen`, copy the id,
+/// `remember`), with a fresh id each time, so that every check misses and every id is
+/// remembered (and, past `dedupe_max_ids`, the oldest forgotten). With `contended`, a
+/// second thread does the same on the same table until this is dropped: two workers
+/// storing identified messages at the same instant.
+pub struct IdChecks {
+    dedupe: Arc<Dedupe>,
+    next: u64,
+    rival: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl IdChecks {
+    pub fn new(contended: bool) -> IdChecks {
+        let dedupe = Arc::new(Dedupe::new(Duration::from_secs(120), 100_000, 2));
+        let rival = contended.then(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (table, done) = (Arc::clone(&dedupe), Arc::clone(&stop));
+            let rival = std::thread::spawn(move || {
+                let mut n = 1u64 << 40;
+                while !done.load(Ordering::Relaxed) {
+                    check_one(&table, 1, n);
+                    n += 1;
+                }
+            });
+            (stop, rival)
+        });
+        IdChecks {
+            dedupe,
+            next: 0,
+            rival,
+        }
+    }
+
+    /// Checks and remembers `count` fresh ids; returns how many were repeats (none).
+    pub fn check(&mut self, count: usize) -> usize {
+        let mut repeats = 0;
+        for _ in 0..count {
+            self.next += 1;
+            repeats += usize::from(check_one(&self.dedupe, 0, self.next));
+        }
+        repeats
+    }
+}
+
+impl Drop for IdChecks {
+    fn drop(&mut self) {
+        if let Some((stop, rival)) = self.rival.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = rival.join();
+        }
+    }
+}
+
+/// One publish's use of the table: true when `n`'s id was a repeat.
+fn check_one(dedupe: &Dedupe, shard: u16, n: u64) -> bool {
+    let id = format!("bench-message-id-{n:016}");
+    let now = Instant::now();
+    let mut ids = dedupe.lock();
+    if ids.seen(id.as_bytes(), now).is_some() {
+        return true;
+    }
+    let first = FirstCopy { shard, seq: n };
+    ids.remember(Bytes::copy_from_slice(id.as_bytes()), first, now);
+    false
 }

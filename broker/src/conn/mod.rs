@@ -751,7 +751,7 @@ impl Conn {
                 Box::new(Merge::new(router.shards(), last_n))
             });
         let starts = matches!(self.proto, Proto::Binary(_))
-            .then(|| Box::new(binary::Starts::new(router.shards_for(&filter))));
+            .then(|| Box::new(binary::Starts::new(router.shards())));
         let key = self.subs.insert(SubState {
             sid: sid.clone(),
             filter: filter.clone(),

@@ -666,22 +666,28 @@ fn a_resume_skips_what_came_before_the_subscription_on_a_shard_it_never_heard_fr
     let dir = std::env::temp_dir().join(format!("tern-client-start-{}", std::process::id()));
     let server = start_storing_broker(0, &dir);
     let port = server.binary_addr().unwrap().port();
-    let on_shard = |shard: usize| {
-        (0..1000)
-            .map(|n| format!("era.{n}"))
-            .find(|s| tern_broker::shard_for(s.as_bytes(), 2) == shard)
-            .unwrap()
+    // A message is stored by the shard of its publisher's worker (client id % 2).
+    let on_worker = |server: &Server, worker: u64| loop {
+        let c = Client::connect(&url(server)).unwrap();
+        if c.server_info().unwrap().client_id % 2 == worker {
+            return c;
+        }
+        c.close();
     };
-    let (heard, quiet) = (on_shard(0), on_shard(1));
-    let other = Client::connect(&url(&server)).unwrap();
+    let (heard, quiet) = ("era.heard", "era.quiet");
+    let quiet_publisher = on_worker(&server, 1);
     for i in 0..5 {
-        other.publish_acked(&quiet, format!("before {i}")).unwrap();
+        quiet_publisher
+            .publish_acked(quiet, format!("before {i}"))
+            .unwrap();
     }
+    quiet_publisher.close();
+    let other = on_worker(&server, 0);
     let client = slow_to_reconnect(&server);
     let events = client.events();
     let sub = client.subscribe("era.*").unwrap();
     client.flush(WAIT).unwrap();
-    other.publish_acked(&heard, "seen").unwrap();
+    other.publish_acked(heard, "seen").unwrap();
     assert_eq!(sub.recv_timeout(WAIT).unwrap().payload_str(), Some("seen"));
     other.close();
 
@@ -693,8 +699,8 @@ fn a_resume_skips_what_came_before_the_subscription_on_a_shard_it_never_heard_fr
     wait_event(&events, |e| {
         matches!(e, Event::Reconnected(_)).then_some(())
     });
-    let other = Client::connect(&url(&server)).unwrap();
-    other.publish_acked(&quiet, "after").unwrap();
+    let other = on_worker(&server, 1);
+    other.publish_acked(quiet, "after").unwrap();
     assert_eq!(
         sub.recv_timeout(WAIT).unwrap().payload_str(),
         Some("after"),
