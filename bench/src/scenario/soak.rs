@@ -136,10 +136,15 @@ impl BrokerSettings {
             max_connections: connections,
             connect_rate: 300,
             connect_burst: 60,
-            max_pending: 256 * KIB,
+            // Small enough that a stuck subscriber on the worker holding the broker's
+            // reservation reaches it before all of that worker's stuck subscribers
+            // together reach the reservation: the queues of k stuck subscribers that
+            // filled together hold about 1 MiB / k each (the broker evicts the oldest
+            // first), which is above 128 KiB less the write buffer for any k below 16.
+            max_pending: 128 * KIB,
             write_buffer: 64 * KIB,
             max_payload: 16 * KIB,
-            sub_queue_bytes: 256 * KIB,
+            sub_queue_bytes: 128 * KIB,
             // One reservation chunk for the whole broker: the worker without it must evict
             // as soon as its stuck subscribers queue anything.
             max_queued_bytes: MIB,
