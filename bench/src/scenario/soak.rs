@@ -1565,7 +1565,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("{f}"));
             args[i + 1].clone()
         };
-        assert_eq!(flag("--max-pending"), "256KiB");
+        assert_eq!(flag("--max-pending"), "128KiB");
         assert_eq!(flag("--max-queued-bytes"), "1024KiB");
         assert_eq!(flag("--max-connections"), "300");
         assert_eq!(flag("--auth-timeout"), "1000ms");
@@ -1573,7 +1573,7 @@ mod tests {
         let b = s.bound(20 * 1024);
         assert_eq!(b.terms[0].kib, 20 * 1024, "the baseline comes first");
         assert_eq!(b.total_kib, b.terms.iter().map(|t| t.kib).sum::<u64>());
-        // 300 connections of about 0.6 MiB each dominate: the bound is a few hundred MiB,
+        // 300 connections of about 0.5 MiB each dominate: the bound is a few hundred MiB,
         // not gigabytes.
         assert!(
             b.total_kib > 150 * 1024 && b.total_kib < 400 * 1024,
