@@ -1,0 +1,403 @@
+//! TLS transports against a real rustls client, in memory: both start modes, client
+//! certificates, chunked data both ways, bad input, configuration errors and reload.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{client_decrypt, client_received, feed, pump, Failed, Pki};
+use proptest::prelude::*;
+use rustls::ClientConnection;
+use tern_transport::{
+    load_server_config, PeerClosed, TlsConfigError, TlsConfigHandle, TlsLimits, TlsStart,
+    Transport, TransportError,
+};
+
+fn tls_server(pki: &Pki, ca: bool, verify: bool, start: TlsStart) -> Transport {
+    let config = load_server_config(&pki.settings(ca, verify)).unwrap();
+    Transport::tls(config, start, TlsLimits::default()).unwrap()
+}
+
+/// Completes the handshake and checks one message each way.
+fn handshake_and_echo(client: &mut ClientConnection, server: &mut Transport) {
+    use std::io::Write;
+    let mut app_in = Vec::new();
+    pump(client, server, &mut app_in).unwrap();
+    assert!(!client.is_handshaking());
+    assert!(server.is_ready());
+    assert!(server.tls_session().unwrap().is_handshake_complete());
+
+    client
+        .writer()
+        .write_all(b"CONNECT {}\r\nPING\r\n")
+        .unwrap();
+    pump(client, server, &mut app_in).unwrap();
+    assert_eq!(app_in, b"CONNECT {}\r\nPING\r\n");
+
+    let mut socket_out = Vec::new();
+    server.write(b"PONG\r\n", &mut socket_out).unwrap();
+    assert_eq!(client_decrypt(client, &socket_out), b"PONG\r\n");
+}
+
+#[test]
+fn tls_from_the_first_byte_handshakes_and_carries_data_both_ways() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, false, false, TlsStart::Immediate);
+    assert!(!server.is_ready());
+    let mut client = pki.client(None);
+    handshake_and_echo(&mut client, &mut server);
+    let tls = server.tls_session().unwrap();
+    assert_eq!(tls.server_name(), Some("localhost"));
+    assert!(tls.peer_certificates().is_none());
+}
+
+#[test]
+fn the_read_that_completes_the_handshake_says_so_once() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, false, false, TlsStart::Immediate);
+    let mut client = pki.client(None);
+    let mut app_in = Vec::new();
+    let mut done = 0;
+    // Drive by hand to see every outcome.
+    for _ in 0..4 {
+        let mut to_server = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut to_server).unwrap();
+        }
+        for outcome in feed(&mut server, &to_server, &mut app_in).unwrap() {
+            done += usize::from(outcome.handshake_done);
+        }
+        let mut to_client = Vec::new();
+        server.pending_socket_out(&mut to_client).unwrap();
+        if !to_client.is_empty() {
+            client_decrypt(&mut client, &to_client);
+        }
+    }
+    assert_eq!(done, 1);
+}
+
+#[test]
+fn plain_info_first_then_tls_from_start_tls_on() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, false, false, TlsStart::PlainFirst);
+    let info = b"INFO {\"tls_required\":true}\r\n";
+    let mut socket_out = Vec::new();
+    server.write(info, &mut socket_out).unwrap();
+    assert_eq!(socket_out, info, "the INFO goes out in plain text");
+    server.start_tls().unwrap();
+    assert!(!server.is_ready());
+    let mut client = pki.client(None);
+    handshake_and_echo(&mut client, &mut server);
+}
+
+#[test]
+fn plain_first_switches_to_tls_for_a_client_that_starts_with_a_client_hello() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, false, false, TlsStart::PlainFirst);
+    let mut client = pki.client(None);
+    // No INFO, no start_tls: nats-server's handshake_first.
+    handshake_and_echo(&mut client, &mut server);
+}
+
+#[test]
+fn a_plain_text_client_on_a_tls_port_is_refused_with_what_it_sent() {
+    let pki = Pki::new();
+    for start in [TlsStart::Immediate, TlsStart::PlainFirst] {
+        let mut server = tls_server(&pki, false, false, start);
+        let err = server.read(b"CONNECT {}\r\n", &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(err, TransportError::PlainTextOnTlsPort { first_byte: b'C' }),
+            "{start:?}: {err}"
+        );
+        assert!(err.to_string().contains("plain text"), "{err}");
+    }
+}
+
+#[test]
+fn plain_text_after_start_tls_is_refused() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, false, false, TlsStart::PlainFirst);
+    server.write(b"INFO {}\r\n", &mut Vec::new()).unwrap();
+    server.start_tls().unwrap();
+    let err = server.read(b"CONNECT {}\r\n", &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(err, TransportError::PlainTextOnTlsPort { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbage_instead_of_a_client_hello_fails_with_a_tls_error() {
+    let pki = Pki::new();
+    // Not even a handshake message: rustls gives up without an alert.
+    let mut server = tls_server(&pki, false, false, TlsStart::Immediate);
+    let err = server
+        .read(
+            b"\x16\x03\x01\x00\x05hello, this is not a ClientHello",
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Tls(_)), "{err}");
+    assert!(err.to_string().starts_with("TLS: "), "{err}");
+
+    // A ClientHello of junk: rustls answers with an alert record.
+    let mut junk_hello = tls_server(&pki, false, false, TlsStart::Immediate);
+    let err = junk_hello
+        .read(
+            b"\x16\x03\x01\x00\x08\x01\x00\x00\x04\xde\xad\xbe\xef",
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Tls(_)), "{err}");
+    let mut alert = Vec::new();
+    junk_hello.pending_socket_out(&mut alert).unwrap();
+    assert_eq!(alert.first(), Some(&0x15), "an alert record: {alert:?}");
+}
+
+#[test]
+fn required_client_certificates_admit_a_known_one_and_report_its_subject() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, true, true, TlsStart::Immediate);
+    let mut client = pki.client(Some(&pki.alice));
+    handshake_and_echo(&mut client, &mut server);
+    let tls = server.tls_session().unwrap();
+    assert_eq!(tls.peer_certificates().map(<[_]>::len), Some(1));
+    assert_eq!(
+        tls.peer_subject().as_deref(),
+        Some("CN=alice, O=Tern tests")
+    );
+}
+
+#[test]
+fn a_missing_client_certificate_fails_clearly() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, true, true, TlsStart::Immediate);
+    let mut client = pki.client(None);
+    let err = pump(&mut client, &mut server, &mut Vec::new()).unwrap_err();
+    let Failed::Server(err) = err else {
+        panic!("the server should fail first: {err:?}");
+    };
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(!server.is_ready());
+}
+
+#[test]
+fn an_untrusted_client_certificate_fails_clearly() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, true, true, TlsStart::Immediate);
+    let mut client = pki.client(Some(&pki.mallory));
+    let err = pump(&mut client, &mut server, &mut Vec::new()).unwrap_err();
+    let Failed::Server(err) = err else {
+        panic!("the server should fail first: {err:?}");
+    };
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+}
+
+#[test]
+fn a_ca_without_verify_makes_client_certificates_optional_but_checked() {
+    let pki = Pki::new();
+    let mut anonymous = tls_server(&pki, true, false, TlsStart::Immediate);
+    handshake_and_echo(&mut pki.client(None), &mut anonymous);
+    let mut known = tls_server(&pki, true, false, TlsStart::Immediate);
+    handshake_and_echo(&mut pki.client(Some(&pki.alice)), &mut known);
+    assert!(known.tls_session().unwrap().peer_subject().is_some());
+    let mut stranger = tls_server(&pki, true, false, TlsStart::Immediate);
+    assert!(pump(
+        &mut pki.client(Some(&pki.mallory)),
+        &mut stranger,
+        &mut Vec::new()
+    )
+    .is_err());
+}
+
+#[test]
+fn alpn_is_negotiated_and_reported() {
+    let pki = Pki::new();
+    let mut settings = pki.settings(false, false);
+    settings.alpn = vec![b"nats".to_vec()];
+    let config = load_server_config(&settings).unwrap();
+    let mut server = Transport::tls(config, TlsStart::Immediate, TlsLimits::default()).unwrap();
+    let mut client_config = pki.client_config(None);
+    client_config.alpn_protocols = vec![b"nats".to_vec()];
+    let mut client = common::client_on(Arc::new(client_config));
+    handshake_and_echo(&mut client, &mut server);
+    assert_eq!(
+        server.tls_session().unwrap().alpn_protocol(),
+        Some(&b"nats"[..])
+    );
+}
+
+#[test]
+fn the_peers_close_notify_is_reported() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, false, false, TlsStart::Immediate);
+    let mut client = pki.client(None);
+    pump(&mut client, &mut server, &mut Vec::new()).unwrap();
+    client.send_close_notify();
+    let mut to_server = Vec::new();
+    client.write_tls(&mut to_server).unwrap();
+    let outcome = server.read(&to_server, &mut Vec::new()).unwrap();
+    assert_eq!(outcome.peer_closed, Some(PeerClosed::TlsCloseNotify));
+}
+
+#[test]
+fn writes_before_the_handshake_are_held_up_to_the_limit() {
+    let pki = Pki::new();
+    let config = load_server_config(&pki.settings(false, false)).unwrap();
+    let limits = TlsLimits {
+        max_unsent_plaintext: 100,
+    };
+    let mut server = Transport::tls(config, TlsStart::Immediate, limits).unwrap();
+    let mut socket_out = Vec::new();
+    server.write(&[b'x'; 60], &mut socket_out).unwrap();
+    assert!(socket_out.is_empty(), "nothing leaves before the handshake");
+    let err = server.write(&[b'y'; 60], &mut socket_out).unwrap_err();
+    assert!(
+        matches!(err, TransportError::OutputFull { max: 100 }),
+        "{err}"
+    );
+}
+
+#[test]
+fn configuration_errors_name_the_file_and_the_fault() {
+    let pki = Pki::new();
+    let check = |settings: tern_transport::TlsSettings, file: &std::path::Path, what: &str| {
+        let err = load_server_config(&settings).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&file.display().to_string()), "{text}");
+        assert!(text.contains(what), "{text}");
+    };
+    let missing = pki.dir.0.join("missing.pem");
+    let mut s = pki.settings(false, false);
+    s.cert_file = missing.clone();
+    check(s, &missing, "cannot read");
+
+    let mut s = pki.settings(false, false);
+    s.cert_file = pki.key_file.clone();
+    check(s, &pki.key_file, "no CERTIFICATE");
+
+    let mut s = pki.settings(false, false);
+    s.key_file = pki.cert_file.clone();
+    check(s, &pki.cert_file, "no private key");
+
+    let broken = pki
+        .dir
+        .write("broken.pem", "-----BEGIN CERTIFICATE-----\n!!!\n");
+    let mut s = pki.settings(false, false);
+    s.cert_file = broken.clone();
+    check(s, &broken, "not valid PEM");
+
+    // The CA's certificate with the server's key: they do not match.
+    let mut s = pki.settings(false, false);
+    s.cert_file = pki.ca_file.clone();
+    check(s, &pki.ca_file, "refused");
+
+    let s = pki.settings(false, true);
+    assert!(matches!(
+        load_server_config(&s).unwrap_err(),
+        TlsConfigError::VerifyWithoutCa
+    ));
+}
+
+#[test]
+fn a_reload_serves_new_connections_while_open_ones_keep_their_session() {
+    use std::io::Write;
+    let before = Pki::with_server_cn("before");
+    let after = Pki::with_server_cn("after");
+    let handle = TlsConfigHandle::load(&before.settings(false, false)).unwrap();
+
+    let mut open =
+        Transport::tls(handle.current(), TlsStart::Immediate, TlsLimits::default()).unwrap();
+    let mut open_client = before.client(None);
+    pump(&mut open_client, &mut open, &mut Vec::new()).unwrap();
+
+    handle.reload(&after.settings(false, false)).unwrap();
+    // A failed reload keeps what serves.
+    let mut broken = after.settings(false, false);
+    broken.key_file = after.dir.0.join("nope.key");
+    assert!(handle.reload(&broken).is_err());
+
+    let mut new =
+        Transport::tls(handle.current(), TlsStart::Immediate, TlsLimits::default()).unwrap();
+    let mut new_client = after.client(None);
+    pump(&mut new_client, &mut new, &mut Vec::new()).unwrap();
+    let subject = |c: &ClientConnection| {
+        tern_transport::tls::subject::subject(&c.peer_certificates().unwrap()[0]).unwrap()
+    };
+    assert!(subject(&new_client).starts_with("CN=after"));
+    assert!(subject(&open_client).starts_with("CN=before"));
+
+    // The open connection still works.
+    let mut app_in = Vec::new();
+    open_client.writer().write_all(b"PING\r\n").unwrap();
+    pump(&mut open_client, &mut open, &mut app_in).unwrap();
+    assert_eq!(app_in, b"PING\r\n");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The handshake and the data, both ways, cut into chunks of every size from 1 to 48.
+    #[test]
+    fn data_round_trips_in_chunks_of_every_size(
+        up in proptest::collection::vec(any::<u8>(), 1..3000),
+        down in proptest::collection::vec(any::<u8>(), 1..3000),
+    ) {
+        use std::io::Write;
+        let pki = Pki::new();
+        let config = load_server_config(&pki.settings(false, false)).unwrap();
+        for chunk in 1..=48 {
+            let mut server = Transport::tls(Arc::clone(&config), TlsStart::Immediate, TlsLimits::default()).unwrap();
+            let mut client = pki.client(None);
+            let mut app_in = Vec::new();
+            // Handshake, every flight fed `chunk` bytes at a time.
+            while client.is_handshaking() || client.wants_write() {
+                let mut to_server = Vec::new();
+                while client.wants_write() {
+                    client.write_tls(&mut to_server).unwrap();
+                }
+                for piece in to_server.chunks(chunk) {
+                    feed(&mut server, piece, &mut app_in).unwrap();
+                }
+                let mut to_client = Vec::new();
+                server.pending_socket_out(&mut to_client).unwrap();
+                client_decrypt(&mut client, &to_client);
+            }
+            client.writer().write_all(&up).unwrap();
+            let mut to_server = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut to_server).unwrap();
+            }
+            for piece in to_server.chunks(chunk) {
+                feed(&mut server, piece, &mut app_in).unwrap();
+            }
+            prop_assert_eq!(&app_in, &up);
+
+            let mut socket_out = Vec::new();
+            for piece in down.chunks(chunk) {
+                server.write(piece, &mut socket_out).unwrap();
+            }
+            let mut received = Vec::new();
+            for piece in socket_out.chunks(chunk) {
+                received.extend(client_decrypt(&mut client, piece));
+            }
+            received.extend(client_received(&mut client));
+            prop_assert_eq!(&received, &down);
+        }
+    }
+
+    /// Whatever follows a handshake byte, the server answers with an error or waits for
+    /// more; it never panics.
+    #[test]
+    fn random_bytes_after_a_handshake_byte_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let pki = Pki::new();
+        let config = load_server_config(&pki.settings(false, false)).unwrap();
+        let mut server = Transport::tls(config, TlsStart::Immediate, TlsLimits::default()).unwrap();
+        let mut input = vec![0x16];
+        input.extend(bytes);
+        let mut app_in = Vec::new();
+        if feed(&mut server, &input, &mut app_in).is_ok() {
+            prop_assert!(app_in.is_empty(), "no application bytes without a handshake");
+        }
+    }
+}
