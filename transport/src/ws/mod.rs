@@ -179,6 +179,11 @@ impl<S: ByteStream> WebSocket<S> {
             stream.queue(&core.replies)?;
             core.replies.clear();
         }
+        // The WebSocket is over (a close frame, an error, a refusal): the stream says
+        // goodbye right behind its last words (a TLS close_notify; idempotent).
+        if matches!(core.phase, Phase::Closed) {
+            stream.close();
+        }
         let read = result?;
         Ok(ReadOutcome {
             consumed: read.consumed,
