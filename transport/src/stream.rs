@@ -63,6 +63,13 @@ pub(crate) struct PlainStream {
     pending: Vec<u8>,
 }
 
+impl PlainStream {
+    /// Takes the bytes queued so far, to hand them to the stream that replaces this one.
+    pub(crate) fn take_queued(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+}
+
 impl ByteStream for PlainStream {
     fn read_into(
         &mut self,

@@ -607,26 +607,7 @@ fn the_server_closes_with_its_code_and_reason() {
 
 // --- permessage-deflate ---
 
-fn deflate_config() -> WsConfig {
-    WsConfig {
-        compression: true,
-        ..WsConfig::default()
-    }
-}
-
 const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
-
-/// Compresses as a client does: raw deflate, sync flush, the tail stripped.
-fn compress(message: &[u8]) -> Vec<u8> {
-    let mut encoder =
-        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(message).unwrap();
-    encoder.flush().unwrap();
-    let mut out = encoder.get_ref().clone();
-    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
-    out.truncate(out.len() - 4);
-    out
-}
 
 fn inflate(payload: &[u8]) -> Vec<u8> {
     let mut data = payload.to_vec();
@@ -641,12 +622,12 @@ fn inflate(payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn deflate_is_negotiated_only_when_enabled_and_offered() {
-    let (t, answer) = open_with(deflate_config(), OFFER);
+    let (t, answer) = open_with(deflate_config(WsLimits::DEFAULT_MAX_MESSAGE), OFFER);
     assert!(answer.contains(
         "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
     ));
     assert!(t.websocket_upgrade().unwrap().compression);
-    let (t, answer) = open_with(deflate_config(), "");
+    let (t, answer) = open_with(deflate_config(WsLimits::DEFAULT_MAX_MESSAGE), "");
     assert!(
         !answer.contains("Sec-WebSocket-Extensions") && !t.websocket_upgrade().unwrap().compression
     );
@@ -658,7 +639,7 @@ fn deflate_is_negotiated_only_when_enabled_and_offered() {
 
 #[test]
 fn compressed_messages_whole_and_fragmented_inflate_into_the_stream() {
-    let (mut t, _) = open_with(deflate_config(), OFFER);
+    let (mut t, _) = open_with(deflate_config(WsLimits::DEFAULT_MAX_MESSAGE), OFFER);
     let first = b"PUB chat.room 11\r\nhello world\r\n".repeat(20);
     let second = "HPUB ünïcode 0 2\r\nhi\r\n".repeat(30);
     let compressed = compress(second.as_bytes());
@@ -672,7 +653,7 @@ fn compressed_messages_whole_and_fragmented_inflate_into_the_stream() {
     assert_eq!(app_bytes(&mut t, &input), expected);
     // And cut in every place a read could cut it.
     for cut in 1..input.len() {
-        let (mut t, _) = open_with(deflate_config(), OFFER);
+        let (mut t, _) = open_with(deflate_config(WsLimits::DEFAULT_MAX_MESSAGE), OFFER);
         let mut app_in = Vec::new();
         feed(&mut t, &input[..cut], &mut app_in).unwrap();
         feed(&mut t, &input[cut..], &mut app_in).unwrap();
@@ -682,7 +663,7 @@ fn compressed_messages_whole_and_fragmented_inflate_into_the_stream() {
 
 #[test]
 fn outgoing_messages_are_compressed_from_the_threshold_on() {
-    let (mut t, _) = open_with(deflate_config(), OFFER);
+    let (mut t, _) = open_with(deflate_config(WsLimits::DEFAULT_MAX_MESSAGE), OFFER);
     let big = b"MSG chat.room 1 11\r\nhello world\r\n".repeat(10);
     let mut out = Vec::new();
     t.write(b"PONG\r\n", &mut out).unwrap();
@@ -722,7 +703,7 @@ fn compression_violations_close_with_1002_and_1007() {
         ),
     ];
     for (input, code) in cases {
-        let (mut t, _) = open_with(deflate_config(), OFFER);
+        let (mut t, _) = open_with(deflate_config(WsLimits::DEFAULT_MAX_MESSAGE), OFFER);
         assert_eq!(fails_with_close(&mut t, &input).0, code);
     }
 }
@@ -730,15 +711,7 @@ fn compression_violations_close_with_1002_and_1007() {
 #[test]
 fn a_zip_bomb_is_refused_with_1009_after_at_most_the_limit() {
     let max = 64 * 1024;
-    let config = WsConfig {
-        compression: true,
-        limits: WsLimits {
-            max_message: max,
-            ..WsLimits::default()
-        },
-        ..WsConfig::default()
-    };
-    let (mut t, _) = open_with(config, OFFER);
+    let (mut t, _) = open_with(deflate_config(max), OFFER);
     let bomb = compress(&vec![0u8; 64 << 20]);
     assert!(bomb.len() < max, "the bomb itself fits: {}", bomb.len());
     let mut app_in = Vec::new();
@@ -752,15 +725,7 @@ fn a_zip_bomb_is_refused_with_1009_after_at_most_the_limit() {
 #[test]
 fn one_read_of_many_compressed_messages_stops_at_the_budget() {
     let max = 64 * 1024;
-    let config = WsConfig {
-        compression: true,
-        limits: WsLimits {
-            max_message: max,
-            ..WsLimits::default()
-        },
-        ..WsConfig::default()
-    };
-    let (mut t, _) = open_with(config, OFFER);
+    let (mut t, _) = open_with(deflate_config(max), OFFER);
     // Twenty messages that each inflate to 60 KiB: 1.2 MiB from a few KiB.
     let message = vec![b'a'; 60 * 1024];
     let frame = client_frame(FIN | RSV1 | BINARY, &compress(&message), KEY);

@@ -6,12 +6,11 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::io::Write;
 use std::sync::Arc;
 
 use common::*;
 use proptest::prelude::*;
-use tern_transport::{Transport, WsConfig, WsLimits};
+use tern_transport::Transport;
 
 /// Counts the bytes each thread has live, and the peak since the last reset.
 struct Counting;
@@ -88,28 +87,10 @@ fn peak_of(f: impl FnOnce()) -> isize {
     PEAK.with(Cell::get) - base
 }
 
-fn compress(message: &[u8]) -> Vec<u8> {
-    let mut encoder =
-        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(message).unwrap();
-    encoder.flush().unwrap();
-    let mut out = encoder.get_ref().clone();
-    out.truncate(out.len() - 4);
-    out
-}
-
 /// Feeds everything as a caller does: reads until the input is used, the session
 /// emptying its buffer between reads, stopping at the first error.
 fn drive(input: &[u8]) {
-    let config = WsConfig {
-        compression: true,
-        limits: WsLimits {
-            max_message: MAX_MESSAGE,
-            ..WsLimits::default()
-        },
-        ..WsConfig::default()
-    };
-    let mut t = Transport::websocket(Arc::new(config));
+    let mut t = Transport::websocket(Arc::new(deflate_config(MAX_MESSAGE)));
     let mut app_in = Vec::new();
     let mut socket_out = Vec::new();
     let mut rest = input;

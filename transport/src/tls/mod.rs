@@ -23,7 +23,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::error::TransportError;
-use crate::stream::{ByteStream, Sink, StreamRead};
+use crate::stream::{ByteStream, PlainStream, Sink, StreamRead};
 
 /// The content type of a TLS handshake record: the first byte of every ClientHello.
 pub const HANDSHAKE_RECORD: u8 = 0x16;
@@ -67,10 +67,7 @@ impl Default for TlsLimits {
 /// Where the stream is in its life.
 enum State {
     /// `TlsStart::PlainFirst` before TLS started: writes go out in plain text.
-    Plain {
-        /// Bytes queued by the layer above, in order.
-        pending: Vec<u8>,
-    },
+    Plain(PlainStream),
     /// TLS; the session is boxed because it is large (rustls's state and buffers) and the
     /// plain state small.
     Tls(Box<ServerConnection>),
@@ -112,9 +109,7 @@ impl TlsStream {
         let mut stream = Self {
             config,
             limits,
-            state: State::Plain {
-                pending: Vec::new(),
-            },
+            state: State::Plain(PlainStream::default()),
             first_byte_checked: false,
             handshake_reported: false,
         };
@@ -128,10 +123,10 @@ impl TlsStream {
     /// encrypted, everything read must be TLS. Call it right after writing the plain-text
     /// INFO. A no-op on a stream already in TLS.
     pub fn start_tls(&mut self) -> Result<(), TransportError> {
-        if let State::Plain { pending } = &mut self.state {
+        if let State::Plain(plain) = &mut self.state {
             let mut conn = ServerConnection::new(Arc::clone(&self.config))?;
             conn.set_buffer_limit(Some(self.limits.max_unsent_plaintext));
-            let queued = std::mem::take(pending);
+            let queued = plain.take_queued();
             self.state = State::Tls(Box::new(conn));
             if !queued.is_empty() {
                 self.queue(&queued)?;
@@ -149,7 +144,7 @@ impl TlsStream {
     pub fn is_handshake_complete(&self) -> bool {
         match &self.state {
             State::Tls(conn) => !conn.is_handshaking(),
-            State::Plain { .. } => false,
+            State::Plain(_) => false,
         }
     }
 
@@ -157,7 +152,7 @@ impl TlsStream {
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match &self.state {
             State::Tls(conn) => conn.peer_certificates().filter(|c| !c.is_empty()),
-            State::Plain { .. } => None,
+            State::Plain(_) => None,
         }
     }
 
@@ -170,7 +165,7 @@ impl TlsStream {
     pub fn server_name(&self) -> Option<&str> {
         match &self.state {
             State::Tls(conn) => conn.server_name(),
-            State::Plain { .. } => None,
+            State::Plain(_) => None,
         }
     }
 
@@ -178,7 +173,7 @@ impl TlsStream {
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         match &self.state {
             State::Tls(conn) => conn.alpn_protocol(),
-            State::Plain { .. } => None,
+            State::Plain(_) => None,
         }
     }
 
@@ -265,13 +260,7 @@ impl ByteStream for TlsStream {
 
     fn send(&mut self, parts: &[&[u8]], socket_out: &mut Vec<u8>) -> Result<(), TransportError> {
         let conn = match &mut self.state {
-            State::Plain { pending } => {
-                socket_out.append(pending);
-                for part in parts {
-                    socket_out.extend_from_slice(part);
-                }
-                return Ok(());
-            }
+            State::Plain(plain) => return plain.send(parts, socket_out),
             State::Tls(conn) => conn,
         };
         let mut storage: [IoSlice<'_>; 4] = [IoSlice::new(&[]); 4];
@@ -309,7 +298,7 @@ impl ByteStream for TlsStream {
 
     fn queue(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
         match &mut self.state {
-            State::Plain { pending } => pending.extend_from_slice(bytes),
+            State::Plain(plain) => plain.queue(bytes)?,
             State::Tls(conn) => {
                 let mut rest = bytes;
                 while !rest.is_empty() {
@@ -331,17 +320,14 @@ impl ByteStream for TlsStream {
 
     fn take_pending(&mut self, socket_out: &mut Vec<u8>) -> Result<(), TransportError> {
         match &mut self.state {
-            State::Plain { pending } => {
-                socket_out.append(pending);
-                Ok(())
-            }
+            State::Plain(plain) => plain.take_pending(socket_out),
             State::Tls(conn) => drain_records(conn, socket_out),
         }
     }
 
     fn has_pending(&self) -> bool {
         match &self.state {
-            State::Plain { pending } => !pending.is_empty(),
+            State::Plain(plain) => plain.has_pending(),
             State::Tls(conn) => conn.wants_write(),
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
-use tern_transport::{ReadOutcome, TlsSettings, Transport, TransportError};
+use tern_transport::{ReadOutcome, TlsSettings, Transport, TransportError, WsConfig, WsLimits};
 
 /// A directory of its own under the system's temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -306,4 +306,29 @@ pub fn close_code_of(frame: &ServerFrame) -> u16 {
         "not a close frame: {frame:?}"
     );
     u16::from_be_bytes([frame.payload[0], frame.payload[1]])
+}
+
+/// A WebSocket configuration with permessage-deflate on and `max_message` as given.
+pub fn deflate_config(max_message: usize) -> WsConfig {
+    WsConfig {
+        compression: true,
+        limits: WsLimits {
+            max_message,
+            ..WsLimits::default()
+        },
+        ..WsConfig::default()
+    }
+}
+
+/// Compresses a message as a client does: raw deflate, sync flush, the tail stripped.
+pub fn compress(message: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(message).unwrap();
+    encoder.flush().unwrap();
+    let mut out = encoder.get_ref().clone();
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
 }
