@@ -241,6 +241,31 @@ fn the_peers_close_notify_is_reported() {
 }
 
 #[test]
+fn records_after_the_close_notify_are_ignored_not_looped_on() {
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, false, false, TlsStart::Immediate);
+    let mut client = pki.client(None);
+    pump(&mut client, &mut server, &mut Vec::new()).unwrap();
+    client.send_close_notify();
+    let mut to_server = Vec::new();
+    client.write_tls(&mut to_server).unwrap();
+    // A record behind the close_notify, in the same read (a raw application data record:
+    // the client itself refuses to write after closing).
+    to_server.extend_from_slice(b"\x17\x03\x03\x00\x05hello");
+    let mut app_in = Vec::new();
+    let outcome = server.read(&to_server, &mut app_in).unwrap();
+    assert_eq!(outcome.consumed, to_server.len());
+    assert_eq!(outcome.peer_closed, Some(PeerClosed::TlsCloseNotify));
+    assert!(app_in.is_empty());
+    // And in a later read.
+    let outcome = server
+        .read(b"\x17\x03\x03\x00\x05hello", &mut app_in)
+        .unwrap();
+    assert_eq!(outcome.consumed, 10);
+    assert!(app_in.is_empty());
+}
+
+#[test]
 fn writes_before_the_handshake_are_held_up_to_the_limit() {
     let pki = Pki::new();
     let config = load_server_config(&pki.settings(false, false)).unwrap();

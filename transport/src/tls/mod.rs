@@ -245,8 +245,16 @@ impl ByteStream for TlsStream {
             }
             // Never with an empty slice: rustls takes a read of 0 bytes as the end of the
             // stream.
-            conn.read_tls(&mut input)
+            let taken = conn
+                .read_tls(&mut input)
                 .map_err(TransportError::TlsBuffer)?;
+            if taken == 0 {
+                // rustls takes nothing after the peer's close_notify: what follows it is
+                // ignored (RFC 8446, section 6.1), not offered again.
+                input = &[];
+                out.peer_closed = true;
+                break;
+            }
             let io = conn.process_new_packets()?;
             out.peer_closed |= io.peer_has_closed();
         }
