@@ -9,8 +9,8 @@ use common::{client_decrypt, client_received, feed, pump, Failed, Pki};
 use proptest::prelude::*;
 use rustls::ClientConnection;
 use tern_transport::{
-    load_server_config, PeerClosed, TlsConfigError, TlsConfigHandle, TlsLimits, TlsStart,
-    Transport, TransportError,
+    load_server_config, CloseCode, PeerClosed, TlsConfigError, TlsConfigHandle, TlsLimits,
+    TlsStart, Transport, TransportError,
 };
 
 fn tls_server(pki: &Pki, ca: bool, verify: bool, start: TlsStart) -> Transport {
@@ -238,6 +238,16 @@ fn the_peers_close_notify_is_reported() {
     client.write_tls(&mut to_server).unwrap();
     let outcome = server.read(&to_server, &mut Vec::new()).unwrap();
     assert_eq!(outcome.peer_closed, Some(PeerClosed::TlsCloseNotify));
+    // The server says goodbye too, and writes nothing more.
+    server.close(CloseCode::NORMAL, "").unwrap();
+    let mut records = Vec::new();
+    server.pending_socket_out(&mut records).unwrap();
+    client_decrypt(&mut client, &records);
+    assert!(client.process_new_packets().unwrap().peer_has_closed());
+    assert!(matches!(
+        server.write(b"late", &mut Vec::new()),
+        Err(TransportError::Closed)
+    ));
 }
 
 #[test]
