@@ -10,9 +10,10 @@
 //! Never: touches a socket, a clock or a thread. Bytes go in, bytes come out, like
 //! quinn-proto: timeouts (a TLS or WebSocket handshake that takes too long) are the
 //! caller's timers, reading and writing the socket is the caller's loop. Never allocates
-//! per message in the steady state: buffers it owns keep their capacity, and
-//! every buffer it owns is bounded by a named limit ([`ws::WsLimits`],
-//! [`tls::TlsLimits`]).
+//! per message in the steady state in its own code: the buffers it owns keep their
+//! capacity, and every one is bounded by a named limit ([`ws::WsLimits`],
+//! [`tls::TlsLimits`]). (rustls's buffered API, used for TLS, allocates a buffer per
+//! record inside rustls; its unbuffered API would not, and is not used yet.)
 //!
 //! # The contract
 //!

@@ -7,7 +7,7 @@
 //! reload live in [`config`]; reading a certificate's subject in [`subject`].
 //!
 //! Never: touches a socket or a clock (the handshake timeout is the caller's timer: a
-//! stream that is not [`ByteStream::is_ready`] in time is closed by the caller), or
+//! stream that is not `is_ready` in time is closed by the caller), or
 //! buffers without a bound: rustls bounds its record buffer (one record), its received
 //! plaintext (16 KiB, rustls's default; [`TlsStream`] drains it into the layer above on
 //! every read) and its unsent plaintext before the handshake completes
