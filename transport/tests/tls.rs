@@ -227,15 +227,22 @@ fn alpn_is_negotiated_and_reported() {
     );
 }
 
-#[test]
-fn the_peers_close_notify_is_reported() {
-    let pki = Pki::new();
-    let mut server = tls_server(&pki, false, false, TlsStart::Immediate);
+/// A connection past its handshake whose client has closed, with the client's
+/// close_notify not yet fed to the server.
+fn closed_by_the_client(pki: &Pki) -> (Transport, ClientConnection, Vec<u8>) {
+    let mut server = tls_server(pki, false, false, TlsStart::Immediate);
     let mut client = pki.client(None);
     pump(&mut client, &mut server, &mut Vec::new()).unwrap();
     client.send_close_notify();
     let mut to_server = Vec::new();
     client.write_tls(&mut to_server).unwrap();
+    (server, client, to_server)
+}
+
+#[test]
+fn the_peers_close_notify_is_reported() {
+    let pki = Pki::new();
+    let (mut server, mut client, to_server) = closed_by_the_client(&pki);
     let outcome = server.read(&to_server, &mut Vec::new()).unwrap();
     assert_eq!(outcome.peer_closed, Some(PeerClosed::TlsCloseNotify));
     // The server says goodbye too, and writes nothing more.
@@ -253,12 +260,7 @@ fn the_peers_close_notify_is_reported() {
 #[test]
 fn records_after_the_close_notify_are_ignored_not_looped_on() {
     let pki = Pki::new();
-    let mut server = tls_server(&pki, false, false, TlsStart::Immediate);
-    let mut client = pki.client(None);
-    pump(&mut client, &mut server, &mut Vec::new()).unwrap();
-    client.send_close_notify();
-    let mut to_server = Vec::new();
-    client.write_tls(&mut to_server).unwrap();
+    let (mut server, _client, mut to_server) = closed_by_the_client(&pki);
     // A record behind the close_notify, in the same read (a raw application data record:
     // the client itself refuses to write after closing).
     to_server.extend_from_slice(b"\x17\x03\x03\x00\x05hello");
