@@ -12,21 +12,22 @@ ARGS ?=
 run:
 	$(CARGO) run --release -p tern-broker --bin ternd -- $(ARGS)
 
+# The Python interop tests' own environment: a venv in target/py with interop/python's
+# pinned requirements (from PyPI), made once and remade when they change.
+PY_ENV := target/py
+PY_DIR := interop/python
+
 ## build: build everything in release mode
 build:
 	$(CARGO) build --release --workspace
 
 ## test: formatting, lints, then every unit, property and integration test, then the
-## Python interop tests (nats-py against the ternd the Rust tests built)
-test: fmt-check lint
-	$(CARGO) test --workspace --all-targets
+## Python interop tests (nats-py against the ternd the Rust tests built); the venv first,
+## since tern-transport's WebSocket interop test runs its Python client
+test: fmt-check lint $(PY_ENV)/.installed
+	TERN_PYTHON=$(abspath $(PY_ENV))/bin/python $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) test-python
-
-# The Python interop tests' own environment: a venv in target/py with interop/python's
-# pinned requirements (from PyPI), made once and remade when they change.
-PY_ENV := target/py
-PY_DIR := interop/python
 
 $(PY_ENV)/.installed: $(PY_DIR)/requirements.txt
 	python3 -m venv $(PY_ENV)
@@ -115,8 +116,9 @@ profile:
 		--perf-data target/bench/perf.data --out target/bench/profile-$(SCENARIO).svg \
 		--perf-flags "$(PERF_FLAGS)" -- $(SCENARIO) $(ARGS)
 
-## bench-micro: criterion micro-benchmarks of the codecs and subject rules (protocol/benches)
-## and of the subscription index (broker/benches)
+## bench-micro: criterion micro-benchmarks of the codecs and subject rules (protocol/benches),
+## of the subscription index (broker/benches) and of the transports' framing (transport/benches)
 bench-micro:
 	$(CARGO) bench -p tern-protocol
 	$(CARGO) bench -p tern-broker --bench index
+	$(CARGO) bench -p tern-transport --bench framing
