@@ -736,6 +736,13 @@ impl Outbox {
         batch
     }
 
+    /// True when the next data envelope pushed sends every batch first (a subscription
+    /// change for another worker was queued since the last send): the shard writes its log
+    /// before that ([`crate::store::Store::flush`]).
+    pub fn sends_on_next_data(&self) -> bool {
+        self.control_queued
+    }
+
     pub fn has_local(&self) -> bool {
         !self.local.is_empty()
     }

@@ -285,7 +285,9 @@ impl Router {
                 ack_id,
                 stamp,
             } => {
-                // Behind everything this worker made before, sent or waiting to be.
+                // Behind everything this worker made before, sent or waiting to be (and
+                // stored: the log first).
+                self.shard.flush_store();
                 self.outbox.flush();
                 self.outbox.push(
                     conn.worker as usize,
@@ -352,6 +354,11 @@ impl Router {
     /// Routes a message through this worker's shard.
     pub fn route(&mut self, msg: Arc<Msg>) {
         self.live_at = Some(self.now);
+        if self.outbox.sends_on_next_data() {
+            // Routing this sends what the outbox holds, the deliveries of messages this
+            // turn stored among them: the log first.
+            self.shard.flush_store();
+        }
         let routed = self.shard.route(msg, &mut self.outbox, &self.congested);
         if routed.no_responders {
             bump(&self.stats.no_responders, 1);

@@ -143,6 +143,14 @@ impl Shard {
         self.stalls.sent.remove(&consumer);
     }
 
+    /// Writes what this shard stored since the last flush to its ring file
+    /// ([`Store::flush`]).
+    pub fn flush_store(&mut self) {
+        if let Some(store) = &mut self.store {
+            store.flush();
+        }
+    }
+
     /// The store's timer (fsync policy).
     pub fn tick(&mut self, now: Instant) {
         if let Some(store) = &mut self.store {

@@ -591,6 +591,10 @@ impl Store {
             }
         }
         let told_held_from = log.first_seq();
+        // Appends go to the file by `pwrite`, a loop turn's at a time (`Store::flush`): a
+        // sync then no longer write-protects the pages under the worker's feet.
+        let mut log = log;
+        log.batch_writes();
         let store = Store {
             log,
             _syncer: syncer,
@@ -670,8 +674,8 @@ impl Store {
         Ok(seq)
     }
 
-    /// The store's timer: a checkpoint of the log's state into its header (a store into the
-    /// map, no system call), so that recovery after a crash can step over damage anywhere
+    /// The store's timer: what was appended into the file, and a checkpoint of the log's
+    /// state into its header, so that recovery after a crash can step over damage anywhere
     /// up to the last tick; then the fsync policy.
     pub fn tick(&mut self, now: Instant) -> Result<(), StoreError> {
         self.log.checkpoint();
@@ -750,6 +754,7 @@ impl Store {
     /// nothing to replay (`{"last":0}`, a start past the newest record), the end marker
     /// must be sent.
     pub fn start_inbox_replay(&mut self, request: Arc<ReplayRequest>) {
+        self.flush();
         let first = self.log.first_seq();
         let filter = request.filter.clone();
         let (from, last_n) = match request.start {
@@ -818,8 +823,23 @@ impl Store {
     }
 
     /// The sequence to start a time-based catch-up at.
-    pub fn seq_at_time(&self, time_ns: u64) -> u64 {
+    pub fn seq_at_time(&mut self, time_ns: u64) -> u64 {
+        self.flush();
         self.log.seq_at_time(time_ns)
+    }
+
+    /// Writes what was appended since the last flush to the ring file, in one `pwrite`
+    /// (`RingLog::batch_writes`; nothing to do under `fsync = "always"`, where every append
+    /// is written and synced before it returns). An append is safe from a process crash
+    /// once this has run. The worker calls it before it handles or sends anything its turn
+    /// made (acks, deliveries), and the store before it reads its log; so no client ever
+    /// sees a stored message, or its acknowledgement, that a process crash could take back.
+    /// An error is logged: the records stay in memory and are served, but a restart may
+    /// not find them.
+    pub fn flush(&mut self) {
+        if let Err(e) = self.log.flush() {
+            tracing::error!(shard = self.shard, error = %e, "cannot write the ring log");
+        }
     }
 
     /// True while `sub` is catching up: live delivery of stored messages to it is skipped.
@@ -864,6 +884,9 @@ impl Store {
     /// end goes to `sink`. A catch-up that delivers the last record held ends here, and live
     /// delivery takes over from the next sequence. Returns how many catch-ups waited.
     pub fn pump(&mut self, shard: u16, now: Instant, sink: &mut impl ReplaySink) -> u64 {
+        // The catch-ups read the file: what this turn appended must be in it, or a
+        // catch-up would end at the file's last record and skip the rest.
+        self.flush();
         let mut records_left = self.replay_batch;
         let mut bytes_left = self.replay_bytes;
         let (mut deferred, mut advanced) = (0u64, false);

@@ -263,6 +263,9 @@ impl Worker {
             if self.may_pump() {
                 self.router.pump_replays(self.now);
             }
+            // What this turn stored reaches the ring file before anything it made is
+            // handled or sent: acks, deliveries (`Store::flush`).
+            self.router.shard.flush_store();
             self.handle_local();
             self.router.outbox.flush();
             self.write_connections();
@@ -564,6 +567,7 @@ impl Worker {
     /// workers; then the turn's reading and draining stop and the batches go out.
     fn outbox_has_room(&mut self) -> bool {
         if self.router.outbox.is_full() {
+            self.router.shard.flush_store();
             self.handle_local();
         }
         !self.router.outbox.is_full()

@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the ring log: appending records with a 128-byte payload to a full
-//! ring (the steady state, where every append evicts), and replaying a full ring from its
+//! ring (the steady state, where every append evicts), through the map and batched, and replaying a full ring from its
 //! oldest record.
 //!
 //! Also: finding a sequence by time, and reopening (recovering) a full ring.
@@ -65,6 +65,18 @@ fn append(c: &mut Criterion) {
                 ts += 1;
                 black_box(log.append(black_box(&record(ts))).expect("append"));
             }
+        });
+    });
+    // What the broker does: appends batched, written with one `pwrite` per 1000 (a loop
+    // turn's worth).
+    log.batch_writes();
+    group.bench_function("payload_128B_full_ring_batched", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                ts += 1;
+                black_box(log.append(black_box(&record(ts))).expect("append"));
+            }
+            log.flush().expect("flush");
         });
     });
     group.finish();

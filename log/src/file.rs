@@ -1,5 +1,5 @@
 //! The ring file on disk: creating it atomically, validating an existing one before mapping
-//! it, the memory map, and `msync`.
+//! it, the memory map, `pwrite`, and `msync`.
 //!
 //! Owns: the [`File`], the [`MmapMut`] over the whole file, and every system call the log
 //! makes: reserving the file's blocks (`posix_fallocate`), copying a damaged file aside, and
@@ -34,8 +34,8 @@ use crate::format::{
 /// An open, validated, mapped ring file.
 pub(crate) struct RingFile {
     path: PathBuf,
-    // Kept open for the map's lifetime (msync does not need it, but closing it is pointless).
-    _file: File,
+    // Written with `pwrite` by batched appends ([`RingFile::write_at`]); msync does not need it.
+    file: File,
     map: MmapMut,
 }
 
@@ -105,7 +105,7 @@ impl RingFile {
         Ok(Opened {
             file: RingFile {
                 path: path.to_path_buf(),
-                _file: file,
+                file,
                 map,
             },
             header,
@@ -135,6 +135,16 @@ impl RingFile {
     #[inline]
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.map
+    }
+
+    /// Writes `bytes` at file offset `at` with `pwrite`, not through the map: the pages it
+    /// writes are never mapped writable, so writing them back write-protects nothing (see
+    /// `RingLog::batch_writes`).
+    pub(crate) fn write_at(&self, at: usize, bytes: &[u8]) -> Result<(), LogError> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(bytes, at as u64)
+            .map_err(|e| LogError::io(&self.path, e))
     }
 
     /// `msync`s the header page.

@@ -1,12 +1,13 @@
-//! [`RingLog`]: one shard's ring of records in a memory-mapped file. Append, evict, read back,
-//! find by time, sync, and recover on open.
+//! [`RingLog`]: one shard's ring of records in a memory-mapped file. Append, evict, write in
+//! batches ([`RingLog::batch_writes`]), read back, find by time, sync, and recover on open.
 //!
 //! Owns: the live state of one log (where its oldest and newest records are, their sequences,
 //! a sparse index for seeking, the holes recovery left), the order in which an append writes
-//! its bytes, the fsync policy, and the repair of a recovered file (zeroing what recovery cut,
+//! its bytes and the order in which a batch reaches the file, the fsync policy, and the repair of a recovered file (zeroing what recovery cut,
 //! after the file module has copied a damaged file aside).
 //!
-//! Never: touches a socket, spawns a thread, takes a lock or allocates per append. Exactly one
+//! Never: touches a socket, spawns a thread, takes a lock or allocates per append (a batch's
+//! buffer keeps its capacity). Exactly one
 //! thread uses a `RingLog`; the borrow checker keeps readers from living across an append.
 //!
 //! Invariants the rest of the crate and `docs/ring-log.md` rely on:
@@ -230,10 +231,37 @@ pub struct RingLog {
     /// When `tick` last synced.
     last_tick_sync: Option<Instant>,
     closed: bool,
+    /// Batched writes ([`RingLog::batch_writes`]): the appends not yet in the file.
+    stage: Option<Box<Stage>>,
+    /// The first error of a batched write made inside an append (which cannot return it
+    /// there): the next append or [`RingLog::flush`] returns it.
+    write_error: Option<LogError>,
     /// Test hook: how many more bytes the log may write before it "crashes" (stops writing).
     #[cfg(test)]
     budget: Option<usize>,
+    /// Test hook: every write that reached the file, in order.
+    #[cfg(test)]
+    journal: Option<Vec<(usize, Vec<u8>)>>,
 }
+
+/// What batched writes hold between flushes: the bytes appends wrote, and the log as the
+/// file holds it (what a checkpoint may say, and what readers may read).
+struct Stage {
+    /// The bytes of data offsets `at..at + buf.len()`, one contiguous run: the records
+    /// appended since the last flush and the terminator after them.
+    buf: Vec<u8>,
+    at: usize,
+    /// At the last flush: where the newest record ended, the sequence after it, the newest
+    /// sequence, and how many records the log held. Records are evicted oldest first, so
+    /// `file_count` less the evictions since is how many of the held records are in the file.
+    file_tail: usize,
+    file_next_seq: u64,
+    file_last_seq: u64,
+    file_count: u64,
+}
+
+/// Staged bytes past which an append first flushes: a batch stays a small part of any ring.
+const STAGE_MAX: usize = 256 * 1024;
 
 /// Where an append puts its bytes, decided before any is written.
 struct Placement {
@@ -315,8 +343,12 @@ impl RingLog {
             dirty: false,
             last_tick_sync: None,
             closed: false,
+            stage: None,
+            write_error: None,
             #[cfg(test)]
             budget: None,
+            #[cfg(test)]
+            journal: None,
         };
         // When the older part of a wrapped log ends before the end of the region, a wrap
         // marker there sends readers to offset 0; recovery rewrites one that damage took.
@@ -440,9 +472,12 @@ impl RingLog {
     /// with [`LogError::RecordTooLarge`], and a field longer than its length prefix with
     /// [`LogError::FieldTooLong`]; nothing is written then.
     ///
-    /// Cost: a copy into the map and a CRC over the record. No allocation; no system call
-    /// unless the policy is [`Fsync::Always`]. Under `Always`, an [`LogError::Io`] means the
-    /// record is in the log (as `next_seq() - 1`) but may not be durable.
+    /// Cost: a copy into the map (or the batch) and a CRC over the record. No allocation; no
+    /// system call unless the policy is [`Fsync::Always`], or, batched, when the batch must
+    /// be written first (the append wraps, the batch holds 256 KiB, an eviction would leave
+    /// no flushed record). Under `Always`, an [`LogError::Io`] means the record is in the
+    /// log (as `next_seq() - 1`) but may not be durable; batched, that an earlier write to
+    /// the file failed.
     pub fn append(&mut self, rec: &Record<'_>) -> Result<u64, LogError> {
         rec.check_fields()?;
         let exact = rec.exact_len();
@@ -454,6 +489,13 @@ impl RingLog {
             });
         }
         let (exact, n) = (exact as usize, stored as usize);
+        // Batched writes keep a batch one small contiguous run: an append that wraps, or
+        // whose terminator goes to offset 0, starts a new one.
+        if let Some(stage) = self.stage.as_deref() {
+            if stage.buf.len() >= STAGE_MAX || self.tail + n + 8 > self.cap {
+                self.flush_stage();
+            }
+        }
         let seq = self.next_seq;
         let tail_before = self.tail;
 
@@ -462,8 +504,10 @@ impl RingLog {
         let mut sync_error = None;
         let place = self.make_room(n);
         // 1. The checkpoint, if the head moved: recovery must never start at a record this
-        //    append is about to overwrite.
-        if self.ckpt.head != self.head as u64 || self.ckpt.first_seq != self.first_seq {
+        //    append is about to overwrite. (Batched, the flush writes it before the batch.)
+        let head_moved =
+            self.ckpt.head != self.head as u64 || self.ckpt.first_seq != self.first_seq;
+        if head_moved && self.stage.is_none() {
             self.write_checkpoint(tail_before, seq);
             if self.fsync == Fsync::Always {
                 keep_first(&mut sync_error, self.file.sync_header());
@@ -477,6 +521,11 @@ impl RingLog {
         // 3. The record, all but its first 8 bytes: the fixed fields first (so a torn record
         //    names its sequence), then the variable fields and zero padding.
         let base = HEADER_LEN + place.pos;
+        if self.stage.is_some() {
+            // Batched, the commit word's place is staged first (zero until step 5), so
+            // that the record is one run from its first byte.
+            self.put(base, &[0u8; 8]);
+        }
         self.put(base + 8, &rec.fixed_part(seq));
         compiler_fence(Ordering::SeqCst);
         let mut at = base + RECORD_HEADER_LEN;
@@ -501,7 +550,7 @@ impl RingLog {
         compiler_fence(Ordering::SeqCst);
         // 5. The commit: length and CRC. Until these 8 bytes are complete the record does not
         //    validate, so a crash at any earlier byte leaves the log as it was.
-        let sum = crc(self.epoch, &self.file.bytes()[base + 8..base + exact]);
+        let sum = crc(self.epoch, self.written(base + 8, exact - 8));
         self.put(base, &commit_word(exact as u32, sum));
         compiler_fence(Ordering::SeqCst);
 
@@ -537,8 +586,50 @@ impl RingLog {
             keep_first(&mut sync_error, synced);
             self.dirty = sync_error.is_some();
         }
+        if let Some(e) = self.write_error.take() {
+            keep_first(&mut sync_error, Err(e));
+        }
         match sync_error {
             None => Ok(seq),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// From now on, appends are written to the file with `pwrite`, a batch at a time,
+    /// instead of through the map, which is then only read. Writing back pages that were
+    /// written through a shared mapping write-protects them in every thread's page tables
+    /// (a TLB shootdown on every core the process runs on, and a write fault on the next
+    /// append to each page); pages written with `pwrite` are never mapped writable, so a
+    /// sync (`fdatasync` by another thread, say) costs the appending thread nothing.
+    ///
+    /// The price: an append is in the file (and safe from a process crash) once
+    /// [`RingLog::flush`] returns, not when `append` does. A batch is written when it
+    /// reaches 256 KiB, when an append wraps, and by [`RingLog::flush`],
+    /// [`RingLog::checkpoint`], [`RingLog::sync`], [`RingLog::close`] and drop; readers
+    /// ([`RingLog::read_from`], [`RingLog::seq_at_time`]) see what was flushed. Under
+    /// [`Fsync::Always`] it does nothing: every append must be durable when it returns.
+    pub fn batch_writes(&mut self) {
+        if self.fsync == Fsync::Always || self.stage.is_some() {
+            return;
+        }
+        self.stage = Some(Box::new(Stage {
+            buf: Vec::new(),
+            at: 0,
+            file_tail: self.tail,
+            file_next_seq: self.next_seq,
+            file_last_seq: self.last_seq,
+            file_count: self.count,
+        }));
+    }
+
+    /// Batched writes ([`RingLog::batch_writes`]): writes what was appended since the last
+    /// flush to the file (one `pwrite`, after a checkpoint when the head moved). Returns
+    /// the first write error since the last append or flush returned one. Without batched
+    /// writes there is nothing to write.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.flush_stage();
+        match self.write_error.take() {
+            None => Ok(()),
             Some(e) => Err(e),
         }
     }
@@ -549,7 +640,8 @@ impl RingLog {
     /// and each `next()` decodes one record: no allocation, no CRC check (the records were
     /// checked when recovered or written).
     pub fn read_from(&self, from: u64) -> Records<'_> {
-        let done = self.is_empty() || from > self.last_seq;
+        let (count, last, _) = self.readable();
+        let done = count == 0 || from > last;
         Records {
             data: self.data(),
             skips: &self.skips,
@@ -558,7 +650,7 @@ impl RingLog {
             } else {
                 self.offset_of(from.max(self.first_seq))
             },
-            last: self.last_seq,
+            last,
             done,
         }
     }
@@ -570,15 +662,16 @@ impl RingLog {
     /// most two strides of record hops; while some held record goes back in time (the clock
     /// was set back), it scans from the oldest record.
     pub fn seq_at_time(&self, ts: u64) -> u64 {
-        if self.is_empty() {
-            return self.next_seq;
+        let (count, last, next_seq) = self.readable();
+        if count == 0 {
+            return next_seq;
         }
         let data = self.data();
         let (mut seq, mut pos) = (self.first_seq, self.head);
         if self.descents == 0 {
             let i = self
                 .index
-                .partition_point(|&(_, p)| get_u64(data, p + 16) < ts);
+                .partition_point(|&(s, p)| s <= last && get_u64(data, p + 16) < ts);
             if i > 0 {
                 (seq, pos) = self.index[i - 1];
             }
@@ -587,8 +680,8 @@ impl RingLog {
             if get_u64(data, pos + 16) >= ts {
                 return seq;
             }
-            if seq >= self.last_seq {
-                return self.next_seq;
+            if seq >= last {
+                return next_seq;
             }
             pos = self.hop(pos);
             seq = get_u64(data, pos + 8);
@@ -596,10 +689,11 @@ impl RingLog {
     }
 
     /// Writes a checkpoint of the current state into the header page if it changed: one
-    /// 48-byte store, no system call. Recovery steps over damage only inside the span the
+    /// 48-byte store (batched: the batch first, then a 48-byte `pwrite`). Recovery steps over damage only inside the span the
     /// newest checkpoint vouches for, so a caller that rarely syncs or evicts (a ring that
     /// has not wrapped yet) calls this from its timer to keep that span current.
     pub fn checkpoint(&mut self) {
+        self.flush_stage();
         if self.checkpoint_differs(self.tail, self.next_seq) {
             self.write_checkpoint(self.tail, self.next_seq);
         }
@@ -626,8 +720,12 @@ impl RingLog {
     /// the current state, `msync`s the header page, then the data region. (Header first: the
     /// moment the new head is on disk, the records it evicted may be overwritten there too.)
     pub fn sync(&mut self) -> Result<(), LogError> {
+        self.flush()?;
         if self.checkpoint_differs(self.tail, self.next_seq) {
             self.write_checkpoint(self.tail, self.next_seq);
+        }
+        if let Some(e) = self.write_error.take() {
+            return Err(e);
         }
         self.file.sync_header()?;
         self.file.sync_data()?;
@@ -651,10 +749,52 @@ impl RingLog {
         &self.file.bytes()[HEADER_LEN..]
     }
 
-    /// Writes `bytes` at file offset `at`. Every write to the map goes through here, so tests
-    /// can stop the log at any byte.
+    /// Writes `bytes` at file offset `at`: into the map, or, batched, into the batch (a
+    /// checkpoint straight to the file). Every write of the log goes through here.
     #[inline]
     fn put(&mut self, at: usize, bytes: &[u8]) {
+        let Some(stage) = self.stage.as_deref_mut().filter(|_| at >= HEADER_LEN) else {
+            self.write_file(at, bytes);
+            return;
+        };
+        let d = at - HEADER_LEN;
+        if !stage.buf.is_empty() && (d < stage.at || d > stage.at + stage.buf.len()) {
+            // Not where the batch goes on (a wrap marker's record at offset 0, a
+            // terminator there): the batch goes to the file first, so the file gets the
+            // bytes in the order they were put.
+            self.write_stage();
+            self.put(at, bytes);
+            return;
+        }
+        if stage.buf.is_empty() {
+            stage.at = d;
+        }
+        let end = d - stage.at + bytes.len();
+        if stage.buf.len() < end {
+            stage.buf.resize(end, 0);
+        }
+        stage.buf[end - bytes.len()..end].copy_from_slice(bytes);
+    }
+
+    /// Bytes the log wrote at file offset `at`: from the batch if it holds them, else
+    /// from the map.
+    fn written(&self, at: usize, len: usize) -> &[u8] {
+        match self.stage.as_deref() {
+            Some(s) if at >= HEADER_LEN + s.at && at + len <= HEADER_LEN + s.at + s.buf.len() => {
+                &s.buf[at - HEADER_LEN - s.at..][..len]
+            }
+            _ => &self.file.bytes()[at..at + len],
+        }
+    }
+
+    /// Writes `bytes` to the file at offset `at`: through the map, or with `pwrite` when
+    /// batched (an error is kept for the next append or flush). Every byte that reaches the
+    /// file goes through here, so tests can stop the log at any byte.
+    fn write_file(&mut self, at: usize, bytes: &[u8]) {
+        #[cfg(test)]
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push((at, bytes.to_vec()));
+        }
         #[cfg(test)]
         let bytes = match self.budget.as_mut() {
             Some(left) => {
@@ -664,7 +804,65 @@ impl RingLog {
             }
             None => bytes,
         };
-        self.file.bytes_mut()[at..at + bytes.len()].copy_from_slice(bytes);
+        if self.stage.is_some() {
+            if let Err(e) = self.file.write_at(at, bytes) {
+                self.write_error.get_or_insert(e);
+            }
+        } else {
+            self.file.bytes_mut()[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+
+    /// Batched: writes the batch to the file, after a checkpoint when the head moved since
+    /// the last one. That checkpoint names the current head, which is in the file (an
+    /// eviction that would leave none of the file's records flushes first,
+    /// [`RingLog::evict_oldest`]), and the end of the log as the file held it before the
+    /// batch; so recovery never starts at a record the batch overwrites, whichever of the
+    /// batch's bytes reached the file.
+    fn write_stage(&mut self) {
+        let Some(stage) = self.stage.as_deref() else {
+            return;
+        };
+        if self.ckpt.head != self.head as u64 || self.ckpt.first_seq != self.first_seq {
+            let (tail, next_seq) = (stage.file_tail, stage.file_next_seq);
+            self.write_checkpoint(tail, next_seq);
+        }
+        let (at, mut buf) = match self.stage.as_deref_mut() {
+            Some(s) if !s.buf.is_empty() => (s.at, std::mem::take(&mut s.buf)),
+            _ => return,
+        };
+        self.write_file(HEADER_LEN + at, &buf);
+        buf.clear();
+        if let Some(s) = self.stage.as_deref_mut() {
+            s.buf = buf; // its capacity, for the next batch
+        }
+    }
+
+    /// Batched, between appends: writes the batch ([`RingLog::write_stage`]) and notes the
+    /// log as the file now holds it.
+    fn flush_stage(&mut self) {
+        self.write_stage();
+        let (tail, next_seq, last_seq, count) =
+            (self.tail, self.next_seq, self.last_seq, self.count);
+        if let Some(s) = self.stage.as_deref_mut() {
+            s.file_tail = tail;
+            s.file_next_seq = next_seq;
+            s.file_last_seq = last_seq;
+            s.file_count = count;
+        }
+    }
+
+    /// What readers may read: the held records in the file (all of them unless batched
+    /// appends wait for a flush), as `(count, newest sequence, next sequence)`.
+    fn readable(&self) -> (u64, u64, u64) {
+        match self.stage.as_deref() {
+            Some(s) => (
+                s.file_count.min(self.count),
+                s.file_last_seq,
+                s.file_next_seq,
+            ),
+            None => (self.count, self.last_seq, self.next_seq),
+        }
     }
 
     /// Whether a checkpoint written now would differ from the newest one.
@@ -741,6 +939,17 @@ impl RingLog {
 
     /// Drops the oldest record from the in-memory state.
     fn evict_oldest(&mut self) {
+        // Batched: the head must stay in the file (`write_stage`), so evicting the file's
+        // last held record writes the batch first. (Never inside a wrapping append, which
+        // flushed before it began: `tail` is still where the batch ends.)
+        if let Some(stage) = self.stage.as_deref() {
+            if !stage.buf.is_empty() && stage.file_count <= 1 {
+                self.flush_stage();
+            }
+        }
+        if let Some(stage) = self.stage.as_deref_mut() {
+            stage.file_count = stage.file_count.saturating_sub(1);
+        }
         let data = self.data();
         let n = align(get_u32(data, self.head) as usize).max(ALIGN);
         let old_ts = get_u64(data, self.head + 16);
@@ -840,6 +1049,18 @@ impl RingLog {
         self.budget = Some(bytes);
     }
 
+    /// Test hook: keeps every write that reaches the file from now on, in order.
+    #[cfg(test)]
+    pub(crate) fn keep_journal(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    /// Test hook: the writes kept since [`RingLog::keep_journal`].
+    #[cfg(test)]
+    pub(crate) fn journal(&self) -> &[(usize, Vec<u8>)] {
+        self.journal.as_deref().unwrap_or_default()
+    }
+
     /// Test hook: bytes still allowed before the simulated crash.
     #[cfg(test)]
     pub(crate) fn budget_left(&self) -> Option<usize> {
@@ -864,6 +1085,7 @@ impl Drop for RingLog {
         if self.budget.is_some() {
             return; // A simulated crash: the process would not have run this.
         }
+        self.flush_stage();
         if self.checkpoint_differs(self.tail, self.next_seq) {
             self.write_checkpoint(self.tail, self.next_seq);
         }

@@ -306,3 +306,170 @@ fn sync_and_drop_write_a_checkpoint_of_the_whole_log() {
     let c = Checkpoint::newest(&page[..HEADER_LEN], epoch, 1024).unwrap();
     assert_eq!(c.next_seq, 32);
 }
+
+/// Opens `image` with batched writes.
+fn open_batched(dir: &Path, name: &str, image: &[u8], cap: u64) -> RingLog {
+    let (mut log, _) = open_image(dir, name, image, cap);
+    log.batch_writes();
+    log
+}
+
+/// Simulates a process crash at every byte that a batch of `batch` appends and its flush
+/// write to the file of `log` (batched, flushed), and checks what a reopen recovers: a run
+/// of the batch's records from its first, each whole, nothing before the batch lost. (The
+/// writes of a whole run are kept, and each crashed image is the file before it with the
+/// first k bytes of those writes applied: a batch's appends read what earlier flushes of
+/// the same batch wrote, so stopping the writes themselves would not be a crash.)
+fn crash_everywhere_batched(dir: &Path, log: &RingLog, appended: &[Owned], batch: &[Owned]) {
+    let cap = log.capacity();
+    let (first_before, next_before) = (log.first_seq(), log.next_seq());
+    let mut probe = open_batched(dir, "probe", &log.file_image(), cap);
+    assert_eq!(
+        (probe.first_seq(), probe.next_seq()),
+        (first_before, next_before)
+    );
+    // The file as the probe's open left it (it may have written a checkpoint).
+    let before = probe.file_image();
+    probe.keep_journal();
+    for r in batch {
+        probe.append(&r.record()).unwrap();
+    }
+    probe.flush().unwrap();
+    let journal = probe.journal().to_vec();
+    let first_after = probe.first_seq();
+    assert_eq!(probe.file_image(), {
+        let mut image = before.clone();
+        for (at, bytes) in &journal {
+            image[*at..*at + bytes.len()].copy_from_slice(bytes);
+        }
+        image
+    });
+    drop(probe);
+    let total: usize = journal.iter().map(|(_, b)| b.len()).sum();
+
+    let mut all = appended.to_vec();
+    all.extend_from_slice(batch);
+    for k in 0..=total {
+        let mut crashed = before.clone();
+        let mut left = k;
+        for (at, bytes) in &journal {
+            let n = left.min(bytes.len());
+            crashed[*at..*at + n].copy_from_slice(&bytes[..n]);
+            left -= n;
+        }
+
+        let path = dir.join("crashed");
+        std::fs::write(&path, &crashed).unwrap();
+        let (log2, rec) = match RingLog::open(&path, cap, Fsync::Never) {
+            Ok(opened) => opened,
+            Err(e) => panic!(
+                "byte {k}/{total}: {e}; writes {:?}",
+                journal
+                    .iter()
+                    .map(|(a, b)| (*a, b.len()))
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        let next = log2.next_seq();
+        assert!(
+            (next_before..=next_before + batch.len() as u64).contains(&next),
+            "byte {k}/{total}: next_seq {next} (was {next_before}, batch {})",
+            batch.len()
+        );
+        assert!(
+            (first_before..=first_after).contains(&log2.first_seq()),
+            "byte {k}/{total}: first_seq {} not in {first_before}..={first_after}",
+            log2.first_seq()
+        );
+        if k == total {
+            assert_eq!(next, next_before + batch.len() as u64, "all written");
+            assert_eq!(log2.first_seq(), first_after);
+            assert_eq!(rec.cut_reason, None);
+        }
+        assert_holds(&log2, &all);
+    }
+}
+
+#[test]
+fn batched_a_crash_at_any_byte_of_a_batch_loses_nothing_flushed_before_it() {
+    let dir = scratch();
+    for (cap, max_payload, batches, seed) in [
+        (512u64, 90u64, 25u64, 17u64),
+        (1024, 200, 25, 19),
+        (4096, 40, 40, 23),
+    ] {
+        let mut rng = Rng(seed);
+        let (mut log, _) =
+            RingLog::open(&dir.path().join(format!("main-{cap}")), cap, Fsync::Never).unwrap();
+        log.batch_writes();
+        let mut appended = vec![];
+        let mut i = 0;
+        for _ in 0..batches {
+            let batch: Vec<Owned> = (0..1 + rng.below(5))
+                .map(|_| {
+                    i += 1;
+                    gen(&mut rng, i, max_payload)
+                })
+                .collect();
+            crash_everywhere_batched(dir.path(), &log, &appended, &batch);
+            for r in &batch {
+                log.append(&r.record()).unwrap();
+            }
+            log.flush().unwrap();
+            appended.extend(batch);
+            assert_holds(&log, &appended);
+        }
+    }
+}
+
+#[test]
+fn batched_readers_see_what_was_flushed_and_a_reopen_finds_every_append() {
+    let dir = scratch();
+    let path = dir.path().join("b");
+    let (mut log, _) = RingLog::open(&path, 2048, Fsync::Never).unwrap();
+    log.batch_writes();
+    let mut rng = Rng(5);
+    let mut appended = vec![];
+    // Many laps of a small ring, flushed at random points.
+    for i in 0..3000u64 {
+        let o = gen(&mut rng, i, 100);
+        log.append(&o.record()).unwrap();
+        appended.push(o);
+        if rng.below(7) == 0 {
+            let seen = log.read_from(0).last().map_or(0, |r| r.seq);
+            assert!(seen < log.next_seq(), "nothing past the newest");
+            log.flush().unwrap();
+            assert_holds(&log, &appended);
+            assert_eq!(log.read_from(0).count() as u64, log.len());
+            let t = appended[log.first_seq() as usize - 1].timestamp;
+            assert!(log.seq_at_time(t) <= log.first_seq());
+        }
+    }
+    // Unflushed appends are the file's only when flushed: drop flushes them.
+    let next = log.next_seq();
+    drop(log);
+    let (log, rec) = RingLog::open(&path, 2048, Fsync::Never).unwrap();
+    assert_eq!(rec.cut_reason, None);
+    assert_eq!(log.next_seq(), next);
+    assert_holds(&log, &appended);
+}
+
+#[test]
+fn batched_an_unflushed_append_is_not_read_and_a_crash_loses_only_it() {
+    let dir = scratch();
+    let path = dir.path().join("u");
+    let (mut log, _) = RingLog::open(&path, 4096, Fsync::Never).unwrap();
+    log.batch_writes();
+    log.append(&Record::new(b"a", b"one")).unwrap();
+    log.flush().unwrap();
+    log.append(&Record::new(b"a", b"two")).unwrap();
+    let read: Vec<u64> = log.read_from(0).map(|r| r.seq).collect();
+    assert_eq!(read, vec![1], "the second is not in the file yet");
+    assert_eq!(log.seq_at_time(u64::MAX), 2, "readers' next sequence");
+    let image = log.file_image();
+    log.crash_after(0);
+    drop(log);
+    let (crashed, rec) = open_image(dir.path(), "crashed", &image, 4096);
+    assert_eq!(rec.cut_reason, None);
+    assert_eq!(crashed.next_seq(), 2);
+}
