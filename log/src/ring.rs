@@ -689,9 +689,10 @@ impl RingLog {
     }
 
     /// Writes a checkpoint of the current state into the header page if it changed: one
-    /// 48-byte store (batched: the batch first, then a 48-byte `pwrite`). Recovery steps over damage only inside the span the
-    /// newest checkpoint vouches for, so a caller that rarely syncs or evicts (a ring that
-    /// has not wrapped yet) calls this from its timer to keep that span current.
+    /// 48-byte store (batched: the batch first, then a 48-byte `pwrite`). Recovery steps
+    /// over damage only inside the span the newest checkpoint vouches for, so a caller that
+    /// rarely syncs or evicts (a ring that has not wrapped yet) calls this from its timer
+    /// to keep that span current.
     pub fn checkpoint(&mut self) {
         self.flush_stage();
         if self.checkpoint_differs(self.tail, self.next_seq) {
