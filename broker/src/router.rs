@@ -311,10 +311,12 @@ impl Router {
         None
     }
 
-    /// The shard's timer (the store's checkpoint and fsync policy), then (on one worker)
-    /// the message ids table's counts, copied into this worker's stats.
+    /// The shard's timer (the store's checkpoint and fsync policy) and its store's failed
+    /// writes, then (on one worker) the message ids table's counts, copied into this
+    /// worker's stats.
     pub fn tick(&mut self, now: std::time::Instant) {
         self.shard.tick(now);
+        set(&self.stats.store_errors, self.shard.store_errors());
         if let Some(dedupe) = &self.dedupe {
             let (ids, evicted) = dedupe.counts();
             set(&self.stats.dedupe_ids, ids as u64);

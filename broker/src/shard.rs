@@ -143,6 +143,11 @@ impl Shard {
         self.stalls.sent.remove(&consumer);
     }
 
+    /// Appends, writes and syncs of this shard's ring file that failed so far.
+    pub fn store_errors(&self) -> u64 {
+        self.store.as_ref().map_or(0, Store::errors)
+    }
+
     /// Writes what this shard stored since the last flush to its ring file
     /// ([`Store::flush`]).
     pub fn flush_store(&mut self) {

@@ -193,6 +193,9 @@ counters! {
     /// Message ids forgotten before their window ended because a shard remembered
     /// dedupe_max_ids.
     counter dedupe_evicted => "tern_dedupe_evicted_total";
+    /// Appends, writes and syncs of the ring logs that failed (each logged with its error):
+    /// the messages stay in memory and are delivered, but a restart may not find them.
+    counter store_errors => "tern_store_errors_total";
     /// $TERN.REPLAY requests refused, by the limit they hit.
     counter replays_refused [ReplayLimit::NAMES, "limit"] => "tern_replays_refused_total";
     /// $TERN.REPLAY requests in progress (counted on the requesters' workers).

@@ -24,7 +24,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -273,7 +273,7 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    fn start(ring: &Path, every: Duration) -> Result<Syncer, StoreError> {
+    fn start(ring: &Path, every: Duration, errors: Arc<AtomicU64>) -> Result<Syncer, StoreError> {
         let file = std::fs::File::open(ring).map_err(|source| StoreError::Dir {
             path: ring.to_path_buf(),
             source,
@@ -289,6 +289,7 @@ impl Syncer {
                     Err(crossbeam_channel::RecvTimeoutError::Timeout)
                 );
                 if let Err(e) = file.sync_data() {
+                    errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(path = %name, error = %e, "cannot sync the ring log");
                 }
                 if stopping {
@@ -537,6 +538,9 @@ pub(crate) struct Store {
     replay_queue_depth: usize,
     /// Every catch-up that could advance waited for a congested destination last turn.
     replays_waiting: bool,
+    /// Appends, writes and syncs of the ring file that failed (each also logged); shared
+    /// with the sync thread, read by the worker into `store_errors`.
+    errors: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -557,8 +561,9 @@ impl Store {
             Fsync::Always => LogFsync::Always,
         };
         let (log, recovery) = RingLog::open(path, config.log_size as u64, fsync)?;
+        let errors = Arc::new(AtomicU64::new(0));
         let syncer = match config.fsync_policy() {
-            Fsync::Interval(every) => Some(Syncer::start(path, every)?),
+            Fsync::Interval(every) => Some(Syncer::start(path, every, Arc::clone(&errors))?),
             _ => None,
         };
         // Holes in the middle of the log keep every sequence: records after them keep
@@ -613,6 +618,7 @@ impl Store {
             replay_bytes: config.replay_bytes,
             replay_queue_depth: config.replay_queue_depth,
             replays_waiting: false,
+            errors,
         };
         Ok((store, recovery))
     }
@@ -664,6 +670,9 @@ impl Store {
             headers: msg.headers.as_deref(),
             message_id: msg.message_id.as_deref(),
             payload: &msg.payload,
+        });
+        let seq = seq.inspect_err(|_| {
+            self.errors.fetch_add(1, Ordering::Relaxed);
         })?;
         // The append may have overwritten the oldest records, and their ids with them.
         let first = self.log.first_seq();
@@ -679,7 +688,9 @@ impl Store {
     /// up to the last tick; then the fsync policy.
     pub fn tick(&mut self, now: Instant) -> Result<(), StoreError> {
         self.log.checkpoint();
-        self.log.tick(now)?;
+        self.log.tick(now).inspect_err(|_| {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        })?;
         Ok(())
     }
 
@@ -838,8 +849,14 @@ impl Store {
     /// not find them.
     pub fn flush(&mut self) {
         if let Err(e) = self.log.flush() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(shard = self.shard, error = %e, "cannot write the ring log");
         }
+    }
+
+    /// Appends, writes and syncs of the ring file that failed so far (`store_errors`).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
     }
 
     /// True while `sub` is catching up: live delivery of stored messages to it is skipped.
@@ -1175,6 +1192,32 @@ mod tests {
             buffer.is_unique(),
             "the dedupe window keeps the read buffer alive"
         );
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_append_is_counted_and_the_next_one_succeeds() {
+        let dir = scratch("errors");
+        let config = StoreConfig {
+            log_size: 64 * 1024,
+            ..StoreConfig::default()
+        };
+        let now = Instant::now();
+        let (mut store, _) =
+            Store::open(&dir.join("r.ring"), &config, test_dedupe(), now, 0).unwrap();
+        let msg = |payload: Vec<u8>| {
+            Msg::new(Bytes::from_static(b"a"), payload.into(), ConnId::NONE, now)
+        };
+        // Larger than the whole ring: refused, nothing written.
+        assert!(store.append(&msg(vec![0; 128 * 1024]), 1, now).is_err());
+        assert_eq!(store.errors(), 1);
+        assert_eq!(
+            store.append(&msg(vec![1; 16]), 2, now).unwrap(),
+            Appended::Stored(1)
+        );
+        store.flush();
+        assert_eq!(store.errors(), 1, "a flush that writes is not an error");
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }

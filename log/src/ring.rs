@@ -233,8 +233,8 @@ pub struct RingLog {
     closed: bool,
     /// Batched writes ([`RingLog::batch_writes`]): the appends not yet in the file.
     stage: Option<Box<Stage>>,
-    /// The first error of a batched write made inside an append (which cannot return it
-    /// there): the next append or [`RingLog::flush`] returns it.
+    /// The first error of a batched write since the last flush returned one: the next
+    /// [`RingLog::flush`] (or `sync`) returns it.
     write_error: Option<LogError>,
     /// Test hook: how many more bytes the log may write before it "crashes" (stops writing).
     #[cfg(test)]
@@ -476,8 +476,9 @@ impl RingLog {
     /// system call unless the policy is [`Fsync::Always`], or, batched, when the batch must
     /// be written first (the append wraps, the batch holds 256 KiB, an eviction would leave
     /// no flushed record). Under `Always`, an [`LogError::Io`] means the record is in the
-    /// log (as `next_seq() - 1`) but may not be durable; batched, that an earlier write to
-    /// the file failed.
+    /// log (as `next_seq() - 1`) but may not be durable. Batched, a failed write to the
+    /// file is returned by the next [`RingLog::flush`], not here: an error from `append`
+    /// always concerns its own record.
     pub fn append(&mut self, rec: &Record<'_>) -> Result<u64, LogError> {
         rec.check_fields()?;
         let exact = rec.exact_len();
@@ -586,9 +587,6 @@ impl RingLog {
             keep_first(&mut sync_error, synced);
             self.dirty = sync_error.is_some();
         }
-        if let Some(e) = self.write_error.take() {
-            keep_first(&mut sync_error, Err(e));
-        }
         match sync_error {
             None => Ok(seq),
             Some(e) => Err(e),
@@ -624,8 +622,8 @@ impl RingLog {
 
     /// Batched writes ([`RingLog::batch_writes`]): writes what was appended since the last
     /// flush to the file (one `pwrite`, after a checkpoint when the head moved). Returns
-    /// the first write error since the last append or flush returned one. Without batched
-    /// writes there is nothing to write.
+    /// the first write error since the last flush returned one (a batch written inside an
+    /// append, a checkpoint, this one). Without batched writes there is nothing to write.
     pub fn flush(&mut self) -> Result<(), LogError> {
         self.flush_stage();
         match self.write_error.take() {
@@ -789,7 +787,7 @@ impl RingLog {
     }
 
     /// Writes `bytes` to the file at offset `at`: through the map, or with `pwrite` when
-    /// batched (an error is kept for the next append or flush). Every byte that reaches the
+    /// batched (an error is kept for the next flush). Every byte that reaches the
     /// file goes through here, so tests can stop the log at any byte.
     fn write_file(&mut self, at: usize, bytes: &[u8]) {
         #[cfg(test)]
