@@ -86,7 +86,7 @@ fn nats_text_protocol_on_the_root_path() {
     let mut ws = connect(&broker, "/");
     let info = read_until(&mut ws, b"}\r\n");
     assert!(info.starts_with(b"INFO {"), "{}", show(&info));
-    assert!(!find(&info, b"tls_required").is_some(), "{}", show(&info));
+    assert!(find(&info, b"tls_required").is_none(), "{}", show(&info));
     // Commands split across frames, and several in one, as text and binary frames.
     ws.send(Message::text(
         "CONNECT {\"verbose\":false}\r\nSUB a.* 1\r\nPU",
