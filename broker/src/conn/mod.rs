@@ -656,6 +656,9 @@ impl Conn {
                 }
                 self.rbuf_taken += read.taken;
                 if read.ready {
+                    // What waited for the handshake (an INFO of lame duck mode) may go
+                    // now: no writable event is coming for it.
+                    self.write_blocked = false;
                     self.transport_ready(router);
                 }
                 Ok(read.taken)
