@@ -55,7 +55,10 @@ pub enum Error {
     /// trusted or does not carry the server's name, the server refused this client (no or
     /// an unknown client certificate), or the server does not speak TLS. `source` is
     /// rustls's reason; `hint`, when there is one, the likely fix.
-    #[error("TLS with {server} failed: {source}{}", .hint.map(|h| format!(" ({h})")).unwrap_or_default())]
+    #[error(
+        "TLS with {server} failed: {source}{}",
+        .hint.map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
     Tls {
         /// The server, as configured.
         server: String,

@@ -1,12 +1,13 @@
 //! TLS for the integration tests: test certificates made with rcgen (never checked in),
 //! and [`TlsBroker`], a real broker (tern-broker, in this process) reached over TLS.
 //!
-//! Until `ternd` terminates TLS itself, a [`TlsProxy`] does: a listener whose connections
-//! each get a thread with a `rustls::ServerConnection`, forwarding the plain bytes to the
-//! broker's binary port and back. Once the broker takes `--tls-cert`/`--tls-key`
-//! (`--tls-ca`, `--tls-verify`), [`TlsBroker`] passes those flags and talks to the broker
-//! directly (see [`broker_serves_tls`]); the tests do not change. Set
-//! `TERN_TEST_TLS_PROXY=1` to keep the proxy anyway.
+//! The broker terminates TLS itself (`--tls-cert`, `--tls-key`, and `--tls-ca
+//! --tls-verify` for client certificates). A [`TlsProxy`] can stand in for it: a listener
+//! whose connections each get a thread with a `rustls::ServerConnection`, forwarding the
+//! plain bytes to a plain broker's binary port and back. Tests that need to control or
+//! watch the server's side of TLS (TLS 1.2 only, counting close_notify) use it
+//! ([`TlsBroker::behind_proxy`]); `TERN_TEST_TLS_PROXY=1` runs every test through it, to
+//! tell a client fault from a broker one.
 //!
 //! Shared by tern-client's and tern-cli's tests (the latter includes this file by path).
 //! Every wait has a deadline; a proxy stops its threads when dropped.
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -129,7 +130,7 @@ pub struct ServerTls {
     pub key: PathBuf,
     /// Client certificates are required and must chain to this CA.
     pub require_client_cert: Option<PathBuf>,
-    /// Offer TLS 1.2 only (the proxy only; the broker offers what its transport does).
+    /// Offer TLS 1.2 only (a proxy only; the broker offers what its transport does).
     pub tls12_only: bool,
 }
 
@@ -213,13 +214,10 @@ impl ServerTls {
     }
 }
 
-/// True when the broker takes `--tls-cert` (and so serves TLS on its binary port), unless
-/// `TERN_TEST_TLS_PROXY` is set: then the tests go through [`TlsProxy`].
+/// False when `TERN_TEST_TLS_PROXY` is set: then [`TlsBroker::start`] puts a [`TlsProxy`]
+/// in front of a plain broker instead of giving the broker the certificate.
 pub fn broker_serves_tls() -> bool {
     std::env::var_os("TERN_TEST_TLS_PROXY").is_none()
-        && Args::command()
-            .get_arguments()
-            .any(|a| a.get_long() == Some("tls-cert"))
 }
 
 /// An in-process broker on free ports (binary port `binary`, 0 for any), 2 workers, no
@@ -249,6 +247,8 @@ pub fn plain_broker(binary: u16, extra: &[String]) -> Server {
 /// stopped and started again on the same port.
 pub struct TlsBroker {
     tls: ServerTls,
+    /// TLS is terminated by a [`TlsProxy`], not the broker.
+    proxied: bool,
     /// The port clients connect to (the proxy's, or the broker's binary port).
     port: u16,
     broker: Option<Server>,
@@ -256,9 +256,20 @@ pub struct TlsBroker {
 }
 
 impl TlsBroker {
+    /// A broker serving TLS on its binary port (see [`broker_serves_tls`]).
     pub fn start(tls: ServerTls) -> TlsBroker {
+        TlsBroker::with(tls, !broker_serves_tls())
+    }
+
+    /// A plain broker behind a [`TlsProxy`].
+    pub fn behind_proxy(tls: ServerTls) -> TlsBroker {
+        TlsBroker::with(tls, true)
+    }
+
+    fn with(tls: ServerTls, proxied: bool) -> TlsBroker {
         let mut b = TlsBroker {
             tls,
+            proxied,
             port: 0,
             broker: None,
             proxy: None,
@@ -286,7 +297,7 @@ impl TlsBroker {
     }
 
     fn up(&mut self) {
-        if broker_serves_tls() {
+        if !self.proxied {
             let broker = plain_broker(self.port, &self.tls.broker_flags());
             self.port = broker.binary_addr().unwrap().port();
             self.broker = Some(broker);
