@@ -281,13 +281,31 @@ mod tests {
         }
     }
 
-    fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
+    /// A file in a directory of its own, both removed on drop.
+    struct TempFile(PathBuf);
+
+    impl std::ops::Deref for TempFile {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn temp_file(name: &str, contents: &[u8]) -> TempFile {
         let dir =
             std::env::temp_dir().join(format!("tern-client-tls-{}-{}", std::process::id(), name));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::write(&path, contents).unwrap();
-        path
+        TempFile(path)
     }
 
     fn error(options: &TlsOptions) -> String {
