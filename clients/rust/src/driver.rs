@@ -11,10 +11,11 @@
 //! it before the socket. The handshake comes first on every connection: the preface and
 //! `HELLO` are handed to the session at once, and rustls sends them only after it.
 //!
-//! The order on every (re)connection: (TLS handshake;) preface and `HELLO`; `WELCOME`; every live
-//! subscription re-sent with its sid (with a resume token when it has seen messages), then
-//! the outbox (the offline buffer) in order. Frames from the outbox go out only after the
-//! `WELCOME`, so nothing is published on a connection the server has not accepted.
+//! The order on every (re)connection: (the TLS handshake;) preface and `HELLO`; `WELCOME`;
+//! every live subscription re-sent with its sid (with a resume token when it has seen
+//! messages), then the outbox (the offline buffer) in order. Frames from the outbox go out
+//! only after the `WELCOME`, so nothing is published on a connection the server has not
+//! accepted.
 //!
 //! Never: blocks. Reads and writes are non-blocking, every wait is the poll with a
 //! timeout (at most [`MAX_WAIT`], so a close is noticed even without a wake-up), and
