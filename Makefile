@@ -6,7 +6,7 @@ CARGO ?= cargo
 # debug"`; for the scenario with `make profile`, e.g. `make profile ARGS="--size 16"`.
 ARGS ?=
 
-.PHONY: run build test test-python fmt fmt-check lint fuzz clean
+.PHONY: run build test test-python test-js fmt fmt-check lint fuzz fuzz-websocket clean
 
 ## run: build in release mode and start ternd with its defaults (text port 127.0.0.1:4222)
 run:
@@ -57,6 +57,13 @@ lint:
 ## fuzz: run the text decoder fuzzer (needs a nightly toolchain and cargo-fuzz)
 fuzz:
 	cd protocol/fuzz && $(CARGO) +nightly fuzz run text_decoder
+
+## fuzz-websocket: the WebSocket transport's fuzzer for FUZZ_TIME seconds (cargo-fuzz;
+## the stable toolchain with RUSTC_BOOTSTRAP=1 stands in for a nightly one)
+FUZZ_TIME ?= 300
+fuzz-websocket:
+	cd transport/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run websocket -- \
+		-max_total_time=$(FUZZ_TIME) -max_len=4096
 
 clean:
 	$(CARGO) clean
