@@ -1,0 +1,357 @@
+// The test harness: starts the server under test on free loopback ports, stops and restarts
+// it, and connects the official nats.ws client to it from Node.
+//
+// The server is ternd unless TERN_JS_SERVER=nats-server: then the real nats-server (its
+// WebSocket listener, from a generated config file) runs the same tests, which shows that
+// the tests expect what NATS itself does and not only what ternd happens to do. Tests of
+// ternd's own features (`$TERN.REPLAY`) skip themselves there.
+//
+// Every wait here has a deadline, and a server that dies or never listens fails the test
+// with the tail of its output.
+
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer, connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { WebSocket } from "ws";
+
+// Node 20 has no global WebSocket; nats.ws needs a W3C one, which `ws` provides. Set before
+// nats.ws opens its first connection (it looks the global up at connect time).
+if (typeof globalThis.WebSocket === "undefined") {
+  Object.assign(globalThis, { WebSocket });
+}
+
+const { connect } = await import("nats.ws");
+
+/** @typedef {import("nats.ws").NatsConnection} NatsConnection */
+/** @typedef {import("nats.ws").ConnectionOptions} ConnectionOptions */
+/** @typedef {"ternd" | "nats-server"} ServerKind */
+
+/** interop/js, the folder this package is in. */
+export const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** How long a server may take to listen, and to exit after SIGTERM. */
+const START_TIMEOUT_MS = 10_000;
+const STOP_TIMEOUT_MS = 10_000;
+
+/** @returns {ServerKind} */
+function serverKind() {
+  const kind = process.env.TERN_JS_SERVER ?? "ternd";
+  if (kind !== "ternd" && kind !== "nats-server") {
+    throw new Error(`TERN_JS_SERVER=${kind}: expected ternd or nats-server`);
+  }
+  return kind;
+}
+
+/** Which server the tests run against, from TERN_JS_SERVER (default ternd). */
+export const SERVER_KIND = serverKind();
+
+/** True when the server is ternd, whose own features (`$TERN.REPLAY`) can be tested. */
+export const IS_TERND = SERVER_KIND === "ternd";
+
+/** @returns {string} the ternd binary: TERN_TERND, else this checkout's debug build */
+function terndPath() {
+  return process.env.TERN_TERND ?? resolve(PACKAGE_DIR, "../../target/debug/ternd");
+}
+
+/** @returns {string} the nats-server binary: TERN_NATS_SERVER, else on the PATH */
+function natsServerPath() {
+  return process.env.TERN_NATS_SERVER ?? "nats-server";
+}
+
+/**
+ * A free TCP port on 127.0.0.1, found by binding port 0 and closing. Another process could
+ * take it before the server binds it; on a test machine that is rare enough.
+ * @returns {Promise<number>}
+ */
+export async function freePort() {
+  const server = createServer();
+  await new Promise((ok, fail) => {
+    server.once("error", fail);
+    server.listen(0, "127.0.0.1", () => ok(undefined));
+  });
+  const address = server.address();
+  await new Promise((ok) => {
+    server.close(() => ok(undefined));
+  });
+  if (address === null || typeof address === "string") {
+    throw new Error("no port from listen(0)");
+  }
+  return address.port;
+}
+
+/**
+ * Resolves after `ms` milliseconds.
+ * @param {number} ms
+ */
+export function sleep(ms) {
+  return new Promise((ok) => {
+    setTimeout(ok, ms);
+  });
+}
+
+/**
+ * The promise's value, or an error naming `what` when it takes longer than `ms`.
+ * @template T
+ * @param {Promise<T>} promise
+ * @param {number} ms
+ * @param {string} what
+ * @returns {Promise<T>}
+ */
+export async function within(promise, ms, what) {
+  /** @type {NodeJS.Timeout | undefined} */
+  let timer;
+  const timeout = new Promise((_, fail) => {
+    timer = setTimeout(() => fail(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Whether something accepts TCP connections on 127.0.0.1:port.
+ * @param {number} port
+ * @returns {Promise<boolean>}
+ */
+function accepts(port) {
+  return new Promise((ok) => {
+    const socket = tcpConnect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      ok(true);
+    });
+    socket.once("error", () => ok(false));
+  });
+}
+
+/**
+ * The server under test: one process at a time, always on the same WebSocket port (so a
+ * client can reconnect to it after a restart) and the same data directory (so what ternd
+ * stored before a restart can be replayed after it).
+ */
+export class Server {
+  /** @type {import("node:child_process").ChildProcess | null} */
+  #proc = null;
+  /** The last few KiB the process wrote, for error messages. */
+  #output = "";
+  /** @type {Promise<void> | null} */
+  #exited = null;
+
+  /**
+   * @param {string} dir a fresh temporary directory this server owns
+   * @param {number} wsPort
+   */
+  constructor(dir, wsPort) {
+    this.dir = dir;
+    this.wsPort = wsPort;
+    /** The URL clients connect to. */
+    this.url = `ws://127.0.0.1:${wsPort}`;
+    this.kind = SERVER_KIND;
+  }
+
+  /**
+   * Starts the server under test on a free WebSocket port and waits until it listens.
+   * @returns {Promise<Server>}
+   */
+  static async start() {
+    const dir = await mkdtemp(join(tmpdir(), "tern-js-"));
+    const server = new Server(dir, await freePort());
+    await server.#spawn();
+    return server;
+  }
+
+  /** @returns {Promise<{ command: string, args: string[] }>} */
+  async #commandLine() {
+    const ws = `127.0.0.1:${this.wsPort}`;
+    if (this.kind === "ternd") {
+      return {
+        command: terndPath(),
+        args: [
+          "--listen",
+          "127.0.0.1:0",
+          "--websocket-listen",
+          ws,
+          "--no-binary",
+          "--no-monitor",
+          "--no-pin",
+          "--workers",
+          "2",
+          "--data-dir",
+          join(this.dir, "data"),
+          "--log-size",
+          "4MiB",
+        ],
+      };
+    }
+    // nats-server takes its WebSocket listener only from a config file.
+    const config = join(this.dir, "nats-server.conf");
+    await writeFile(
+      config,
+      [
+        `listen: "127.0.0.1:${await freePort()}"`,
+        `websocket { listen: "${ws}", no_tls: true }`,
+        "",
+      ].join("\n"),
+    );
+    return { command: natsServerPath(), args: ["-c", config] };
+  }
+
+  async #spawn() {
+    const { command, args } = await this.#commandLine();
+    this.#output = "";
+    const proc = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+    this.#proc = proc;
+    /** @param {Buffer} chunk */
+    const keep = (chunk) => {
+      this.#output = (this.#output + chunk.toString()).slice(-4096);
+    };
+    proc.stdout?.on("data", keep);
+    proc.stderr?.on("data", keep);
+    this.#exited = new Promise((ok) => {
+      proc.once("exit", () => ok(undefined));
+      proc.once("error", (error) => {
+        keep(Buffer.from(`\n${error.message}\n`));
+        ok(undefined);
+      });
+    });
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      if (proc.exitCode !== null || proc.signalCode !== null || proc.pid === undefined) {
+        await this.#exited;
+        throw new Error(`${command} exited before listening:\n${this.#output}`);
+      }
+      if (await accepts(this.wsPort)) {
+        return;
+      }
+      if (Date.now() > deadline) {
+        await this.stop();
+        throw new Error(`${command} did not listen on ${this.url}:\n${this.#output}`);
+      }
+      await sleep(25);
+    }
+  }
+
+  /**
+   * Stops the process: SIGTERM (a graceful shutdown), or SIGKILL when `signal` says so (a
+   * crash); waits until it has exited, killing it if SIGTERM took too long.
+   * @param {NodeJS.Signals} [signal]
+   */
+  async stop(signal = "SIGTERM") {
+    const proc = this.#proc;
+    if (proc === null || this.#exited === null) {
+      return;
+    }
+    this.#proc = null;
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill(signal);
+      try {
+        await within(this.#exited, STOP_TIMEOUT_MS, `${this.kind} to exit on ${signal}`);
+      } catch {
+        proc.kill("SIGKILL");
+        await this.#exited;
+      }
+    }
+  }
+
+  /** Starts the process again, on the same port and data directory. */
+  async restart() {
+    await this.stop();
+    await this.#spawn();
+  }
+
+  /** Stops the process and removes its directory. */
+  async close() {
+    await this.stop();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /**
+   * Connects nats.ws to this server.
+   * @param {Partial<ConnectionOptions>} [options]
+   * @returns {Promise<NatsConnection>}
+   */
+  connect(options = {}) {
+    return connectTo(this.url, options);
+  }
+}
+
+/**
+ * Connects nats.ws to a WebSocket URL (the server, or a proxy in front of it).
+ * @param {string} url
+ * @param {Partial<ConnectionOptions>} [options]
+ * @returns {Promise<NatsConnection>}
+ */
+export function connectTo(url, options = {}) {
+  return within(
+    connect({ servers: url, name: "tern-interop-js", ...options }),
+    START_TIMEOUT_MS,
+    `nats.ws to connect to ${url}`,
+  );
+}
+
+/**
+ * A subscription that keeps what it receives, in order, so a test can wait for a number of
+ * messages with a deadline (a `for await` loop cannot be left and resumed: leaving it ends
+ * the subscription's iterator).
+ */
+export class Collector {
+  /** @type {import("nats.ws").Msg[]} */
+  msgs = [];
+  /** @type {Error | null} */
+  error = null;
+  /** @type {(() => void)[]} */
+  #wake = [];
+
+  /**
+   * @param {NatsConnection} nc
+   * @param {string} subject
+   * @param {Partial<import("nats.ws").SubscriptionOptions>} [options]
+   */
+  constructor(nc, subject, options = {}) {
+    this.subject = subject;
+    this.sub = nc.subscribe(subject, {
+      ...options,
+      callback: (error, msg) => {
+        if (error) {
+          this.error = error;
+        } else {
+          this.msgs.push(msg);
+        }
+        for (const wake of this.#wake.splice(0)) {
+          wake();
+        }
+      },
+    });
+  }
+
+  /**
+   * The first `count` messages, once that many have come, or an error after `ms`.
+   * @param {number} count
+   * @param {number} [ms]
+   * @returns {Promise<import("nats.ws").Msg[]>}
+   */
+  async first(count, ms = 5_000) {
+    const wait = async () => {
+      while (this.msgs.length < count) {
+        if (this.error) {
+          throw this.error;
+        }
+        await new Promise((wake) => {
+          this.#wake.push(() => wake(undefined));
+        });
+      }
+      return this.msgs.slice(0, count);
+    };
+    return within(wait(), ms, `${count} messages on ${this.subject} (have ${this.msgs.length})`);
+  }
+
+  /** The payloads received so far, as text. */
+  texts() {
+    return this.msgs.map((msg) => msg.string());
+  }
+}
