@@ -141,6 +141,9 @@ export class Server {
   #output = "";
   /** @type {Promise<void> | null} */
   #exited = null;
+  /** Every client `connect` made, closed by `close` (a test that failed half-way did not). */
+  /** @type {Set<NatsConnection>} */
+  #clients = new Set();
 
   /**
    * @param {string} dir a fresh temporary directory this server owns
@@ -161,7 +164,7 @@ export class Server {
   static async start() {
     const dir = await mkdtemp(join(tmpdir(), "tern-js-"));
     const server = new Server(dir, await freePort());
-    await server.#spawn();
+    await server.run();
     return server;
   }
 
@@ -201,7 +204,8 @@ export class Server {
     return { command: natsServerPath(), args: ["-c", config] };
   }
 
-  async #spawn() {
+  /** Starts the process (again, after `stop`) and waits until it listens. */
+  async run() {
     const { command, args } = await this.#commandLine();
     this.#output = "";
     const proc = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
@@ -229,7 +233,7 @@ export class Server {
         return;
       }
       if (Date.now() > deadline) {
-        await this.stop();
+        await this.stop("SIGKILL");
         throw new Error(`${command} did not listen on ${this.url}:\n${this.#output}`);
       }
       await sleep(25);
@@ -258,14 +262,9 @@ export class Server {
     }
   }
 
-  /** Starts the process again, on the same port and data directory. */
-  async restart() {
-    await this.stop();
-    await this.#spawn();
-  }
-
-  /** Stops the process and removes its directory. */
+  /** Closes the clients `connect` made, stops the process and removes its directory. */
   async close() {
+    await Promise.allSettled([...this.#clients].map((nc) => nc.close()));
     await this.stop();
     await rm(this.dir, { recursive: true, force: true });
   }
@@ -275,8 +274,10 @@ export class Server {
    * @param {Partial<ConnectionOptions>} [options]
    * @returns {Promise<NatsConnection>}
    */
-  connect(options = {}) {
-    return connectTo(this.url, options);
+  async connect(options = {}) {
+    const nc = await connectTo(this.url, options);
+    this.#clients.add(nc);
+    return nc;
   }
 }
 
@@ -353,5 +354,45 @@ export class Collector {
   /** The payloads received so far, as text. */
   texts() {
     return this.msgs.map((msg) => msg.string());
+  }
+}
+
+/**
+ * The status events (disconnect, reconnect, ...) of a connection, kept in order so a test
+ * can wait for one with a deadline.
+ */
+export class StatusLog {
+  /** @type {string[]} */
+  events = [];
+  /** @type {(() => void)[]} */
+  #wake = [];
+
+  /** @param {NatsConnection} nc */
+  constructor(nc) {
+    void (async () => {
+      for await (const status of nc.status()) {
+        this.events.push(status.type);
+        for (const wake of this.#wake.splice(0)) {
+          wake();
+        }
+      }
+    })();
+  }
+
+  /**
+   * Waits until `type` has been seen `count` times in all.
+   * @param {string} type
+   * @param {number} [count]
+   * @param {number} [ms]
+   */
+  async seen(type, count = 1, ms = 10_000) {
+    const wait = async () => {
+      while (this.events.filter((e) => e === type).length < count) {
+        await new Promise((wake) => {
+          this.#wake.push(() => wake(undefined));
+        });
+      }
+    };
+    await within(wait(), ms, `${count} ${type} events (seen: ${this.events.join(", ")})`);
   }
 }
