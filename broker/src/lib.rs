@@ -46,6 +46,7 @@ mod store;
 mod subqueue;
 #[cfg(test)]
 mod test_alloc;
+mod transports;
 mod worker;
 
 pub use config::{Args, Config, ConfigError};

@@ -1,7 +1,7 @@
 //! `ternd`: parses flags and the config file, sets up logging, starts the server, and stops
 //! it: cleanly on SIGINT or SIGTERM (a second signal exits at once), or gently on SIGUSR2
 //! (lame duck mode: stop accepting, close the clients over `lame_duck_duration`, then stop
-//! as on SIGTERM).
+//! as on SIGTERM). SIGHUP reloads the TLS certificate and key.
 
 use std::io::{IsTerminal, Write};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tern_broker::config::LogFormat;
 use tern_broker::{Args, Config, Server};
@@ -50,13 +50,16 @@ fn run() -> anyhow::Result<()> {
     init_logging(&config)?;
     tracing::info!(?config, "configuration");
 
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM, SIGUSR2]).context("cannot install signal handlers")?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR2, SIGHUP])
+        .context("cannot install signal handlers")?;
     let server = Server::start(config)?;
     // Lines on stdout for scripts and tests: where to connect, in this order.
     println!("ternd listening on {}", server.local_addr());
     if let Some(addr) = server.binary_addr() {
         println!("ternd binary listening on {addr}");
+    }
+    if let Some(addr) = server.websocket_addr() {
+        println!("ternd websocket listening on {addr}");
     }
     if let Some(addr) = server.monitor_addr() {
         println!("ternd monitoring on {addr}");
@@ -78,8 +81,8 @@ fn run() -> anyhow::Result<()> {
         "shutting down: no new connections, flushing queued messages"
     );
     std::thread::spawn(move || {
-        // SIGUSR2 means nothing more now; SIGINT or SIGTERM means "now".
-        if rx.iter().any(|s| s != SIGUSR2) {
+        // SIGUSR2 and SIGHUP mean nothing more now; SIGINT or SIGTERM means "now".
+        if rx.iter().any(|s| s != SIGUSR2 && s != SIGHUP) {
             eprintln!("ternd: second signal, exiting now");
             std::process::exit(130);
         }
@@ -123,6 +126,16 @@ fn wait_for_stop(server: &Server, signals: &Receiver<i32>) -> Option<i32> {
                     lame_duck_until = Some(Instant::now() + duration + LAME_DUCK_SLACK);
                 }
                 None => tracing::info!("already in lame duck mode; SIGUSR2 ignored"),
+            },
+            Some(SIGHUP) => match server.reload_tls() {
+                Ok(true) => tracing::info!(
+                    "SIGHUP: TLS certificate and key reloaded; new connections use them"
+                ),
+                Ok(false) => tracing::info!("SIGHUP: TLS is off, nothing to reload"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS reload failed; the current certificate stays in use"
+                ),
             },
             other => return other,
         }

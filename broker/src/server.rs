@@ -35,7 +35,9 @@ use crate::monitor::{Monitor, MonitorState};
 use crate::router::{Router, Shared};
 use crate::stats::{Totals, WorkerStats};
 use crate::store::{DataDir, RecoveryReport, Store, StoreError};
+use crate::transports::Transports;
 use crate::worker::{Worker, WorkerSetup, WAKER};
+use tern_transport::TlsConfigError;
 
 /// The `version` Tern reports to NATS clients (`INFO`, `/varz`): the nats-server release
 /// whose client protocol Tern implements. NATS client libraries compare the server's
@@ -57,6 +59,9 @@ pub struct Server {
     _data_dir: Option<DataDir>,
     local_addr: SocketAddr,
     binary_addr: Option<SocketAddr>,
+    websocket_addr: Option<SocketAddr>,
+    /// TLS and WebSocket, as the workers accept them (the TLS configuration reloads here).
+    transports: Transports,
     mesh: Mesh,
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Vec<Arc<WorkerStats>>,
@@ -77,6 +82,8 @@ pub enum StartError {
     Worker { worker: usize, source: io::Error },
     #[error("cannot start monitoring on {addr}: {source}")]
     Monitor { addr: SocketAddr, source: io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsConfigError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
 }
@@ -92,6 +99,15 @@ impl Server {
             match config.binary_listen {
                 Some(addr) => {
                     let (addr, listeners) = bind_port(addr, n)?;
+                    (Some(addr), listeners.into_iter().map(Some).collect())
+                }
+                None => (None, (0..n).map(|_| None).collect()),
+            };
+        let transports = Transports::from_config(&config)?;
+        let (websocket_addr, websocket_listeners): (_, Vec<Option<TcpListener>>) =
+            match &config.websocket {
+                Some(w) => {
+                    let (addr, listeners) = bind_port(w.listen, n)?;
                     (Some(addr), listeners.into_iter().map(Some).collect())
                 }
                 None => (None, (0..n).map(|_| None).collect()),
@@ -135,8 +151,13 @@ impl Server {
             max_payload: config.limits.max_payload,
             client_id: 0,
             client_ip: None,
+            tls_required: false,
+            tls_verify: false,
             ldm: false,
         };
+        let mut info = info;
+        let verify = config.tls.as_ref().is_some_and(|t| t.settings.verify);
+        transports.mark_info(&mut info, verify);
         let Stores {
             dir: data_dir,
             stores,
@@ -175,13 +196,15 @@ impl Server {
         };
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
-        for (worker, ((((poll, listener), binary_listener), inbox), store)) in polls
-            .into_iter()
-            .zip(listeners)
-            .zip(binary_listeners)
-            .zip(inboxes)
-            .zip(stores)
-            .enumerate()
+        for (worker, (((((poll, listener), binary_listener), websocket_listener), inbox), store)) in
+            polls
+                .into_iter()
+                .zip(listeners)
+                .zip(binary_listeners)
+                .zip(websocket_listeners)
+                .zip(inboxes)
+                .zip(stores)
+                .enumerate()
         {
             let worker_stats = Arc::new(WorkerStats::default());
             stats.push(Arc::clone(&worker_stats));
@@ -198,6 +221,8 @@ impl Server {
                 poll,
                 listener,
                 binary_listener,
+                websocket_listener,
+                transports: transports.clone(),
                 info: info.clone(),
                 welcome: welcome.clone(),
                 gate: Arc::clone(&gate),
@@ -242,6 +267,8 @@ impl Server {
                             _data_dir: data_dir,
                             local_addr,
                             binary_addr,
+                            websocket_addr,
+                            transports,
                             mesh,
                             threads,
                             stats,
@@ -261,6 +288,8 @@ impl Server {
         info!(
             listen = %local_addr,
             binary_listen = ?binary_addr,
+            websocket_listen = ?websocket_addr,
+            tls = transports.tls.is_some(),
             monitor = ?monitor_addr,
             log_epoch,
             workers = n,
@@ -272,6 +301,8 @@ impl Server {
             _data_dir: data_dir,
             local_addr,
             binary_addr,
+            websocket_addr,
+            transports,
             mesh,
             threads,
             stats,
@@ -292,6 +323,25 @@ impl Server {
     /// `None` when the binary port is off.
     pub fn binary_addr(&self) -> Option<SocketAddr> {
         self.binary_addr
+    }
+
+    /// The address the WebSocket port listens on (the real port when 0 was asked for), or
+    /// `None` when it is off.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.websocket_addr
+    }
+
+    /// Reloads the TLS certificate and key from their files (SIGHUP): new connections get
+    /// the new ones, open connections keep theirs. On an error (it names the file), the
+    /// current ones stay. `Ok(false)` when TLS is off.
+    pub fn reload_tls(&self) -> Result<bool, TlsConfigError> {
+        match (&self.transports.tls, &self.config.tls) {
+            (Some(accept), Some(options)) => {
+                accept.handle.reload(&options.settings)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Where the monitoring endpoint listens (the real port when 0 was asked for), or

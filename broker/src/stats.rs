@@ -166,6 +166,13 @@ counters! {
     /// Connections closed because their handshake was not done within auth_timeout (binary:
     /// preface and HELLO from accept; text: the first control line from the first byte).
     counter handshake_timeouts => "tern_handshake_timeouts_total";
+    /// TLS handshakes completed (every port).
+    counter tls_handshakes => "tern_tls_handshakes_total";
+    /// WebSocket upgrades accepted.
+    counter websocket_upgrades => "tern_websocket_upgrades_total";
+    /// Connections closed by their transport (TLS or WebSocket), by what failed; each is
+    /// logged with the peer's address and the reason.
+    counter transport_failures [TransportFailure::NAMES, "reason"] => "tern_transport_failures_total";
     /// Text connections closed because a control line that had started was not whole
     /// within auth_timeout.
     counter control_line_timeouts => "tern_control_line_timeouts_total";
@@ -251,6 +258,26 @@ crate::names::named_enum! {
         IoError => "io_error",
         ServerShutdown => "server_shutdown",
         HandshakeTimeout => "handshake_timeout",
+        Transport => "transport_error",
+    }
+}
+
+crate::names::named_enum! {
+    /// What closed a connection in its transport, as a counter index.
+    pub enum TransportFailure {
+        /// A client that sent plain text to a TLS port.
+        PlainText => "plain_text_on_tls",
+        /// A TLS handshake that failed: no common version or cipher, a missing, unknown or
+        /// expired client certificate, a bad record.
+        TlsHandshake => "tls_handshake",
+        /// A TLS error after the handshake (a corrupt record, an unexpected alert).
+        Tls => "tls",
+        /// The TLS handshake or the WebSocket upgrade not done within its timeout.
+        HandshakeTimeout => "handshake_timeout",
+        /// A WebSocket upgrade request refused (answered 400, 403 or 404).
+        WebSocketUpgrade => "websocket_upgrade",
+        /// A WebSocket protocol error: answered with a close frame and its code.
+        WebSocket => "websocket",
     }
 }
 

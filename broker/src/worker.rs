@@ -50,7 +50,7 @@ use tracing::{debug, info, warn};
 use crate::admission::{ConnAdmission, ConnRefusal, ConnectionGate};
 use crate::budget::QueuedRef;
 use crate::conn::congestion::Signal;
-use crate::conn::{CloseReason, Conn, ReadState};
+use crate::conn::{Accepted, CloseReason, Conn, ReadState};
 use crate::index::FnvMap;
 use crate::lameduck::{LameDuck, Schedule};
 use crate::mesh::{ConnId, Envelope, Lane};
@@ -60,11 +60,13 @@ use crate::snapshot::{
 };
 use crate::stats::bump;
 use crate::store::ReplayState;
+use crate::transports::{Port, Transports};
 
 pub(crate) const WAKER: Token = Token(0);
 const LISTENER: Token = Token(1);
 const BINARY_LISTENER: Token = Token(2);
-const FIRST_CONN: usize = 3;
+const WEBSOCKET_LISTENER: Token = Token(3);
+const FIRST_CONN: usize = 4;
 
 /// Bytes read from one connection per loop turn, so one busy publisher cannot starve the
 /// others on its worker.
@@ -107,6 +109,10 @@ pub(crate) struct WorkerSetup {
     pub listener: TcpListener,
     /// The binary port, when it is on.
     pub binary_listener: Option<TcpListener>,
+    /// The WebSocket port, when it is on.
+    pub websocket_listener: Option<TcpListener>,
+    /// TLS and WebSocket: what each accepted connection's transport is.
+    pub transports: Transports,
     /// What every text connection is greeted with (its own id and address filled in).
     pub info: ServerInfo,
     /// What every binary connection's `HELLO` is answered with (its own id filled in).
@@ -117,18 +123,13 @@ pub(crate) struct WorkerSetup {
     pub lame_duck: Arc<LameDuck>,
 }
 
-/// The port a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Port {
-    Text,
-    Binary,
-}
-
 pub(crate) struct Worker {
     router: Router,
     poll: Poll,
     listener: Option<TcpListener>,
     binary_listener: Option<TcpListener>,
+    websocket_listener: Option<TcpListener>,
+    transports: Transports,
     info: ServerInfo,
     welcome: Welcome,
     conns: Slab<Conn>,
@@ -175,6 +176,8 @@ impl Worker {
             poll,
             mut listener,
             mut binary_listener,
+            mut websocket_listener,
+            transports,
             info,
             welcome,
             gate,
@@ -186,6 +189,10 @@ impl Worker {
             poll.registry()
                 .register(l, BINARY_LISTENER, Interest::READABLE)?;
         }
+        if let Some(l) = &mut websocket_listener {
+            poll.registry()
+                .register(l, WEBSOCKET_LISTENER, Interest::READABLE)?;
+        }
         let now = Instant::now();
         let mut refused_info = BytesMut::new();
         encode_server_op(&ServerOp::Info(Box::new(info.clone())), &mut refused_info);
@@ -194,6 +201,8 @@ impl Worker {
             poll,
             listener: Some(listener),
             binary_listener,
+            websocket_listener,
+            transports,
             info,
             welcome,
             conns: Slab::new(),
@@ -237,6 +246,7 @@ impl Worker {
                     WAKER => {}
                     LISTENER => self.accept(Port::Text),
                     BINARY_LISTENER => self.accept(Port::Binary),
+                    WEBSOCKET_LISTENER => self.accept(Port::WebSocket),
                     Token(t) => {
                         let slot = t - FIRST_CONN;
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -386,6 +396,7 @@ impl Worker {
             let listener = match port {
                 Port::Text => &self.listener,
                 Port::Binary => &self.binary_listener,
+                Port::WebSocket => &self.websocket_listener,
             };
             let Some(listener) = listener else {
                 return;
@@ -415,6 +426,16 @@ impl Worker {
         if let Err(e) = sock.set_nodelay(true) {
             debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
+        let link = match self
+            .transports
+            .link(port, self.now, &self.info, &self.welcome)
+        {
+            Ok(link) => link,
+            Err(e) => {
+                warn!(%peer, ?port, error = %e, "cannot start the connection's transport");
+                return;
+            }
+        };
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -437,11 +458,17 @@ impl Worker {
             gen: self.next_gen,
         };
         let limits = &self.router.config.limits;
+        let accepted = Accepted {
+            id,
+            client_id,
+            peer,
+            sock,
+            link,
+        };
         let conn = match port {
-            Port::Text => Conn::text(id, client_id, peer, sock, &self.info, limits, self.now),
-            Port::Binary => {
-                Conn::binary(id, client_id, peer, sock, &self.welcome, limits, self.now)
-            }
+            Port::Text => Conn::text(accepted, &self.info, limits, self.now),
+            Port::Binary => Conn::binary(accepted, &self.welcome, limits, self.now),
+            Port::WebSocket => Conn::websocket(accepted, limits, self.now),
         };
         let admission = ConnAdmission::new(&self.router.config.admission, gate_slot, self.now);
         entry.insert(conn.with_admission(admission));
@@ -466,6 +493,19 @@ impl Worker {
         let text = refusal.text();
         let mut out = BytesMut::with_capacity(self.refused_info.len() + text.len() + 16);
         match port {
+            // A TLS client cannot read plain text: it only sees the connection close.
+            _ if self.transports.tls_from_first_byte(port) => {}
+            // A browser reads an HTTP answer.
+            Port::WebSocket => {
+                out.extend_from_slice(
+                    format!(
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                        text.len()
+                    )
+                    .as_bytes(),
+                );
+            }
             // As nats-server does: `INFO` first, which NATS clients wait for, then the
             // reason.
             Port::Text => {
@@ -799,7 +839,7 @@ impl Worker {
                 continue;
             };
             let state = conn.read(&mut self.router, READ_BUDGET, self.now);
-            let has_output = !conn.out.is_empty();
+            let has_output = conn.has_unsent();
             match state {
                 ReadState::More => self.to_read.push(slot),
                 ReadState::Throttled(until) => {
@@ -852,6 +892,7 @@ impl Worker {
         conn.close_congestion(&mut self.router);
         conn.unsubscribe_all(&mut self.router);
         conn.end_replays(&mut self.router);
+        conn.close_link();
         let _ = self.poll.registry().deregister(&mut conn.sock);
         // What the last write attempt left queued is never written.
         conn.discard_output(&self.router.stats);
@@ -896,12 +937,13 @@ impl Worker {
         self.router.tick(self.now);
         self.accept(Port::Text);
         self.accept(Port::Binary);
+        self.accept(Port::WebSocket);
         let limits = self.router.config.limits.clone();
         let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for slot in slots {
             let conn = &mut self.conns[slot];
             conn.tick(self.now, &limits, &mut self.router);
-            if !conn.out.is_empty() || conn.closing.is_some() {
+            if conn.has_unsent() || conn.closing.is_some() {
                 self.list_write(slot);
             }
         }
@@ -979,10 +1021,12 @@ impl Worker {
     /// Stops accepting: deregisters and drops the listeners (the kernel refuses new
     /// connections once every worker's are gone).
     fn close_listeners(&mut self) {
-        for mut l in [self.listener.take(), self.binary_listener.take()]
-            .into_iter()
-            .flatten()
-        {
+        let listeners = [
+            self.listener.take(),
+            self.binary_listener.take(),
+            self.websocket_listener.take(),
+        ];
+        for mut l in listeners.into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut l);
         }
     }
@@ -1112,6 +1156,8 @@ mod tests {
             poll: Poll::new().expect("a poll"),
             listener: TcpListener::bind(any_port).expect("a listener"),
             binary_listener: None,
+            websocket_listener: None,
+            transports: Transports::default(),
             info: ServerInfo::default(),
             welcome: Welcome::default(),
             gate: ConnectionGate::new(&config.admission, now),

@@ -13,6 +13,7 @@
 //! docs/operations.md. Its flag, file key, help text and `/varz` field follow.
 
 pub(crate) mod declare;
+mod transport;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use declare::settings;
 pub use declare::{parse_duration, parse_size};
+pub use transport::{TlsOptions, TransportArgs, WebSocketOptions};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -75,6 +77,9 @@ settings! {
         /// Log format [default: text].
         #[arg(long, value_enum)]
         pub log_format: Option<LogFormat>,
+        /// TLS on every port, and the WebSocket listener (`config/transport.rs`).
+        #[command(flatten)]
+        pub transport: TransportArgs,
     }
 
     /// The config file: the same keys as the long flags, with `_` for `-`. Unknown keys are
@@ -94,6 +99,10 @@ settings! {
         store: Option<Vec<String>>,
         log_level: Option<String>,
         log_format: Option<LogFormat>,
+        /// `[tls]`: cert_file, key_file, ca_file, verify, handshake_timeout, handshake_first.
+        tls: Option<transport::FileTls>,
+        /// `[websocket]`: listen, no_tls, allowed_origins, compression, max_message.
+        websocket: Option<transport::FileWebSocket>,
     }
 
     /// Every group of settings, resolved.
@@ -329,6 +338,14 @@ pub struct Config {
     /// Admission control: connection, subscription and publish-rate limits, and load
     /// shedding. Flags `--max-connections`..., config section `[admission]`.
     pub admission: AdmissionConfig,
+    /// TLS on every port (text, binary, WebSocket unless `websocket.no_tls`); `None` when
+    /// off. Flags `--tls-*`, config section `[tls]`.
+    pub tls: Option<TlsOptions>,
+    /// The WebSocket listener; `None` when off. Flags `--websocket-*`, config section
+    /// `[websocket]`.
+    pub websocket: Option<WebSocketOptions>,
+    /// What the flags and the file said about TLS, for the checks of [`Config::validate`].
+    transport_given: (TransportArgs, Option<transport::FileTls>),
 }
 
 impl Default for Config {
@@ -663,6 +680,8 @@ impl Config {
             monitoring,
             admission,
         } = Settings::resolve(&args, &file);
+        let (tls, websocket) =
+            transport::resolve(&args.transport, file.tls.as_ref(), file.websocket.as_ref());
         Config {
             listen: args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
             binary_listen: if args.no_binary {
@@ -705,6 +724,9 @@ impl Config {
                     .unwrap_or(LogFormat::Text),
             },
             admission,
+            tls,
+            websocket,
+            transport_given: (args.transport, file.tls),
         }
     }
 
@@ -860,6 +882,23 @@ impl Config {
             return invalid("monitor_max_limit", "must be at least 1");
         }
         self.admission.validate(l)?;
+        let (args, file) = &self.transport_given;
+        transport::validate(
+            args,
+            file.as_ref(),
+            self.tls.as_ref(),
+            self.websocket.as_ref(),
+            l.max_payload,
+        )?;
+        if let Some(w) = &self.websocket {
+            let taken = [Some(self.listen), self.binary_listen, self.monitor];
+            if taken.into_iter().flatten().any(|a| same(a, w.listen)) {
+                return invalid(
+                    "websocket_listen",
+                    "must not be the address of another listener",
+                );
+            }
+        }
         Ok(())
     }
 }

@@ -22,6 +22,7 @@
 
 mod binary;
 pub(crate) mod congestion;
+pub(crate) mod link;
 mod queue;
 mod text;
 
@@ -39,6 +40,7 @@ use mio::net::TcpStream;
 use slab::Slab;
 use tern_protocol::binary::{ErrorCode, Welcome};
 use tern_protocol::text::ServerInfo;
+use tracing::debug;
 
 use crate::admission::{self, ConnAdmission, RateVerdict, SubscriptionLimit};
 use crate::config::Limits;
@@ -52,12 +54,13 @@ use crate::snapshot::{
     ConnInfo, ConnKeys, ListKind, SubDetail, SubsListing, WallClock, DETAIL_ENTRY_BYTES,
     FILTER_ENTRY_BYTES,
 };
-use crate::stats::{bump, unbump, CloseKind, WorkerStats};
+use crate::stats::{bump, unbump, CloseKind, TransportFailure, WorkerStats};
 use crate::subqueue::Bounds;
 
 use crate::eviction::Tickets;
 use binary::BinaryState;
 use congestion::Congestion;
+use link::{Greeting, Link};
 use queue::{Lossless, SubQueueState};
 use text::TextState;
 
@@ -83,6 +86,9 @@ pub(crate) enum CloseReason {
     /// The handshake was not done within `auth_timeout` (binary: preface and `HELLO`;
     /// text: the first control line).
     HandshakeTimeout(Duration),
+    /// The transport failed (TLS, WebSocket), or its handshake was not done in time; the
+    /// text says what happened.
+    Transport(String),
 }
 
 impl fmt::Display for CloseReason {
@@ -95,6 +101,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(e) => write!(f, "i/o error: {e}"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
             CloseReason::HandshakeTimeout(d) => write!(f, "handshake timeout after {d:?}"),
+            CloseReason::Transport(e) => f.write_str(e),
         }
     }
 }
@@ -110,6 +117,7 @@ impl CloseReason {
             CloseReason::Io(_) => CloseKind::IoError,
             CloseReason::ServerShutdown => CloseKind::ServerShutdown,
             CloseReason::HandshakeTimeout(_) => CloseKind::HandshakeTimeout,
+            CloseReason::Transport(_) => CloseKind::Transport,
         }
     }
 }
@@ -197,11 +205,24 @@ struct Held {
     tickets: Tickets<(u32, u64)>,
 }
 
+/// A socket just accepted, with what the worker gave it: the makings of a [`Conn`].
+pub(crate) struct Accepted {
+    pub id: ConnId,
+    pub client_id: u64,
+    pub peer: SocketAddr,
+    pub sock: TcpStream,
+    /// Its transport, when it is not plain TCP.
+    pub link: Option<Box<Link>>,
+}
+
 pub(crate) struct Conn {
     pub id: ConnId,
     pub client_id: u64,
     pub peer: SocketAddr,
     pub sock: TcpStream,
+    /// The transport between socket and session when it is not plain TCP (TLS,
+    /// WebSocket); `None` for plain TCP, which reads and writes the socket directly.
+    link: Option<Box<Link>>,
     rbuf: BytesMut,
     /// Bytes read into `rbuf` since it was made (it is replaced once empty past a few
     /// chunks, so that a buffer grown for a large message does not stay).
@@ -291,19 +312,20 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    fn new(
-        id: ConnId,
-        client_id: u64,
-        peer: SocketAddr,
-        sock: TcpStream,
-        proto: Proto,
-        now: Instant,
-    ) -> Conn {
+    fn new(accepted: Accepted, proto: Proto, now: Instant) -> Conn {
+        let Accepted {
+            id,
+            client_id,
+            peer,
+            sock,
+            link,
+        } = accepted;
         Conn {
             id,
             client_id,
             peer,
             sock,
+            link,
             rbuf: BytesMut::with_capacity(READ_FIRST),
             rbuf_taken: 0,
             read_chunk: READ_FIRST,
@@ -357,41 +379,70 @@ impl Conn {
     }
 
     /// A connection on the text port; `INFO` (with this client's id and address) is queued
-    /// at once, as the NATS protocol starts.
-    pub fn text(
-        id: ConnId,
-        client_id: u64,
-        peer: SocketAddr,
-        sock: TcpStream,
-        info: &ServerInfo,
-        limits: &Limits,
-        now: Instant,
-    ) -> Conn {
-        let mut conn = Conn::new(
-            id,
-            client_id,
-            peer,
-            sock,
-            Proto::Text(TextState::new(limits)),
-            now,
-        );
-        conn.greet_text(info);
+    /// at once, as the NATS protocol starts. Over TLS, the `INFO` goes out in plain text
+    /// and TLS starts behind it, as nats-server does; with a link whose greeting is the
+    /// `INFO` (`handshake_first`), it waits for the TLS handshake instead.
+    pub fn text(accepted: Accepted, info: &ServerInfo, limits: &Limits, now: Instant) -> Conn {
+        let mut conn = Conn::new(accepted, Proto::Text(TextState::new(limits)), now);
+        match conn.link.as_deref_mut() {
+            None => conn.greet_text(info),
+            Some(link) if link.has_greeting() => {}
+            Some(_) => {
+                conn.greet_text(info);
+                let link = conn.link.as_deref_mut().expect("the link above");
+                if let Err(failure) = link.send_plain_then_start_tls(&mut conn.out) {
+                    conn.closing = Some(failure.reason);
+                }
+            }
+        }
         conn
+    }
+
+    /// A connection on the WebSocket port: nothing is sent until the upgrade is accepted;
+    /// then its path picks the protocol (`Conn::transport_ready`).
+    pub fn websocket(accepted: Accepted, limits: &Limits, now: Instant) -> Conn {
+        debug_assert!(accepted.link.is_some(), "a WebSocket connection has a link");
+        Conn::new(accepted, Proto::Text(TextState::new(limits)), now)
     }
 
     /// A connection on the binary port. Nothing is sent until the client's preface and
     /// `HELLO` arrive; `welcome` is the server's part of the answer.
-    pub fn binary(
-        id: ConnId,
-        client_id: u64,
-        peer: SocketAddr,
-        sock: TcpStream,
-        welcome: &Welcome,
-        limits: &Limits,
-        now: Instant,
-    ) -> Conn {
-        let state = BinaryState::new(welcome, client_id, limits);
-        Conn::new(id, client_id, peer, sock, Proto::Binary(state), now)
+    pub fn binary(accepted: Accepted, welcome: &Welcome, limits: &Limits, now: Instant) -> Conn {
+        let state = BinaryState::new(welcome, accepted.client_id, limits);
+        Conn::new(accepted, Proto::Binary(state), now)
+    }
+
+    /// The transport became ready (TLS handshake done, WebSocket upgrade accepted): counts
+    /// it, and greets the client as its protocol starts. A WebSocket's path picks the
+    /// protocol: `/tern` is the binary one, anything else the text one.
+    fn transport_ready(&mut self, router: &Router) {
+        let Some(link) = self.link.as_deref_mut() else {
+            return;
+        };
+        let kind = link.kind();
+        if kind != link::LinkKind::WebSocket {
+            bump(&router.stats.tls_handshakes, 1);
+        }
+        debug!(
+            peer = %self.peer,
+            client_id = self.client_id,
+            transport = kind.name(),
+            "transport ready"
+        );
+        match link.take_greeting() {
+            Greeting::None => {}
+            Greeting::Text(info) => self.greet_text(&info),
+            Greeting::ByPath(both) => {
+                bump(&router.stats.websocket_upgrades, 1);
+                let (info, welcome) = *both;
+                if link.websocket_path() == Some(link::BINARY_PATH) {
+                    let state = BinaryState::new(&welcome, self.client_id, &router.config.limits);
+                    self.proto = Proto::Binary(state);
+                } else {
+                    self.greet_text(&info);
+                }
+            }
+        }
     }
 
     /// What `/connz` shows about this connection, with the subscription list `subs` asks
@@ -531,7 +582,7 @@ impl Conn {
             if taken >= budget || router.outbox.is_full() {
                 return ReadState::More;
             }
-            match self.read_some() {
+            match self.read_some(router) {
                 Ok(0) => {
                     self.closing = Some(CloseReason::ClientClosed);
                     break;
@@ -541,6 +592,11 @@ impl Conn {
                     self.read_at = now;
                     router.sync_inbox();
                     self.apply_buffered(router, now);
+                    if self.closing.is_none() && self.link.as_ref().is_some_and(|l| l.peer_closed())
+                    {
+                        // What came before the close frame or close_notify was applied.
+                        self.closing = Some(CloseReason::ClientClosed);
+                    }
                     if let Some(until) = self.throttle_began() {
                         return ReadState::Throttled(until);
                     }
@@ -555,8 +611,12 @@ impl Conn {
         ReadState::Closed
     }
 
-    /// One `read` into the spare capacity of the read buffer.
-    fn read_some(&mut self) -> io::Result<usize> {
+    /// One `read` into the spare capacity of the read buffer (through the transport, when
+    /// the connection has one).
+    fn read_some(&mut self, router: &Router) -> io::Result<usize> {
+        if self.link.is_some() {
+            return self.read_link(router);
+        }
         let needed = match &self.proto {
             Proto::Text(t) => t.decoder.bytes_needed().unwrap_or(0),
             // The binary decoder reserves room for a partial frame itself.
@@ -592,6 +652,47 @@ impl Conn {
             self.read_chunk = (self.read_chunk * 8).min(READ_CHUNK);
         }
         Ok(n)
+    }
+
+    /// One read through the transport: socket bytes in, what they decode to appended to
+    /// the read buffer. A transport failure closes the connection (counted, with what the
+    /// transport queued for the peer still written).
+    fn read_link(&mut self, router: &Router) -> io::Result<usize> {
+        let link = self.link.as_deref_mut().expect("a connection with a link");
+        let room = self.read_chunk;
+        match link.read(&self.sock, room, &mut self.rbuf)? {
+            Ok(read) => {
+                if read.taken == room {
+                    self.read_chunk = (self.read_chunk * 8).min(READ_CHUNK);
+                }
+                self.rbuf_taken += read.taken;
+                if read.ready {
+                    self.transport_ready(router);
+                }
+                Ok(read.taken)
+            }
+            Err(failure) => {
+                bump(&router.stats.transport_failures[failure.kind as usize], 1);
+                self.discard_output(&router.stats);
+                self.closing = Some(failure.reason);
+                // Not 0, which would say the client closed the socket.
+                Ok(1)
+            }
+        }
+    }
+
+    /// Encoded bytes the transport has not written to the socket yet.
+    fn link_unsent(&self) -> usize {
+        self.link.as_ref().map_or(0, |l| l.unsent())
+    }
+
+    /// The connection is closing: its transport says so to the peer (a WebSocket close
+    /// frame with a code for the reason, a TLS close_notify), with one write that does not
+    /// block. Nothing for a plain connection.
+    pub fn close_link(&mut self) {
+        if let (Some(link), Some(reason)) = (self.link.as_deref_mut(), self.closing.as_ref()) {
+            link.close(reason, &mut self.sock);
+        }
     }
 
     /// Decodes and applies every whole operation in the read buffer. Applying one is
@@ -1033,8 +1134,12 @@ impl Conn {
     pub fn flush(&mut self, router: &mut Router) {
         let write_buffer = router.config.queues.write_buffer;
         loop {
-            if !self.write_blocked && !self.out.is_empty() {
-                match self.out.write_to(&mut self.sock) {
+            if !self.write_blocked && (!self.out.is_empty() || self.link_unsent() > 0) {
+                let written = match self.link.as_deref_mut() {
+                    None => self.out.write_to(&mut self.sock),
+                    Some(link) => link.write(&mut self.out, &mut self.sock),
+                };
+                match written {
                     Ok(n) => {
                         if n > 0 {
                             let now = Instant::now();
@@ -1044,7 +1149,7 @@ impl Conn {
                             });
                             self.congestion.drained(n);
                         }
-                        self.write_blocked = !self.out.is_empty();
+                        self.write_blocked = !self.out.is_empty() || self.link_unsent() > 0;
                     }
                     Err(e) => {
                         self.discard_output(&router.stats);
@@ -1141,7 +1246,13 @@ impl Conn {
     /// True while something waits to be written: in the outbound buffer or in a
     /// subscription queue.
     pub fn has_output(&self) -> bool {
-        !self.out.is_empty() || self.has_backlog()
+        self.has_unsent() || self.has_backlog()
+    }
+
+    /// True while bytes wait for the socket: in the outbound buffer, or encoded by the
+    /// transport and not written yet.
+    pub fn has_unsent(&self) -> bool {
+        !self.out.is_empty() || self.link_unsent() > 0
     }
 
     /// The ping timer: pings a client that completed no operation for `ping_interval`, and
@@ -1150,6 +1261,23 @@ impl Conn {
     pub fn tick(&mut self, now: Instant, limits: &Limits, router: &mut Router) {
         if self.closing.is_some() {
             return;
+        }
+        if let Some(link) = self.link.as_deref() {
+            if !link.is_ready() {
+                if now >= link.deadline() {
+                    let kind = TransportFailure::HandshakeTimeout;
+                    bump(&router.stats.transport_failures[kind as usize], 1);
+                    let what = match link.kind() {
+                        link::LinkKind::WebSocket => "WebSocket upgrade",
+                        _ => "TLS handshake",
+                    };
+                    let waited = link.deadline().saturating_duration_since(self.started);
+                    let text = format!("{what} not done within {waited:?}");
+                    self.closing = Some(CloseReason::Transport(text));
+                }
+                // Nothing else applies before the session has started.
+                return;
+            }
         }
         if self.overdue(now, router) {
             self.slow_consumer(router);

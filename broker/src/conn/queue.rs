@@ -418,14 +418,17 @@ impl Conn {
     /// queues (each queued message counted as `subqueue::size_of` says) and the `PONG`s
     /// held behind them. This is what `max_pending` bounds.
     pub fn pending(&self) -> usize {
-        self.out.len() + self.held.bytes + self.pongs_held.len() * HELD_PONG_COST
+        self.out.len()
+            + self.link_unsent()
+            + self.held.bytes
+            + self.pongs_held.len() * HELD_PONG_COST
     }
 
     /// What waits for this client that no budget can give up: its write buffer and the
     /// `PONG`s held behind its queues (its queued deliveries give way to `max_pending`).
     /// Over `max_pending`, the client's own traffic is what holds it, and it is not read.
     pub(super) fn unyielding(&self) -> usize {
-        self.out.len() + self.pongs_held.len() * HELD_PONG_COST
+        self.out.len() + self.link_unsent() + self.pongs_held.len() * HELD_PONG_COST
     }
 
     /// A queue went from `before` to `after` (messages, bytes): the connection's and the

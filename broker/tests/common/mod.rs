@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -32,6 +34,8 @@ pub struct Broker {
     own_data_dir: Option<std::path::PathBuf>,
     addr: SocketAddr,
     binary_addr: Option<SocketAddr>,
+    /// The WebSocket address, when the test turned it on (`--websocket-listen`).
+    websocket_addr: Option<SocketAddr>,
     /// The monitoring address, when the test turned monitoring on (`--monitor`).
     monitor_addr: Option<SocketAddr>,
     workers: usize,
@@ -143,6 +147,7 @@ impl Broker {
             own_data_dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             binary_addr: None,
+            websocket_addr: None,
             monitor_addr: None,
             workers,
             stderr,
@@ -183,6 +188,23 @@ impl Broker {
                     broker.kill();
                     panic!(
                         "expected ternd's binary listening line, got {line:?}\n\
+                         --- ternd stderr ---\n{}",
+                        broker.stderr()
+                    );
+                }
+            }
+        }
+        if full.iter().any(|a| a == "--websocket-listen") {
+            let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+            match line
+                .strip_prefix("ternd websocket listening on ")
+                .and_then(|a| a.trim().parse().ok())
+            {
+                Some(addr) => broker.websocket_addr = Some(addr),
+                None => {
+                    broker.kill();
+                    panic!(
+                        "expected ternd's websocket listening line, got {line:?}\n\
                          --- ternd stderr ---\n{}",
                         broker.stderr()
                     );
@@ -279,6 +301,13 @@ impl Broker {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The WebSocket port's address. Panics unless the broker was started with
+    /// `--websocket-listen`.
+    pub fn websocket_addr(&self) -> SocketAddr {
+        self.websocket_addr
+            .expect("ternd runs without its WebSocket port (give --websocket-listen)")
     }
 
     /// `nats://127.0.0.1:PORT`.

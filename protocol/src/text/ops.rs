@@ -175,6 +175,13 @@ pub struct ServerInfo {
     /// The connection's remote address as the server sees it.
     pub client_ip: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// The port is TLS: the client must start a TLS handshake after this `INFO` (or, with
+    /// the server's `handshake_first`, before it).
+    pub tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// The server requires and verifies a client certificate.
+    pub tls_verify: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     /// Lame duck mode: the server accepts no new connections and will close this one soon;
     /// the client should reconnect (to another server if it can). Sent in an `INFO` after
     /// the first.

@@ -138,7 +138,7 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
         any::<(u8, u16, bool, usize, u64)>(),
         prop::option::of("[0-9.]{1,15}"),
         prop::option::of("[0-9.]{1,8}"),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -147,7 +147,7 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
                 (proto, port, headers, max_payload, client_id),
                 client_ip,
                 tern_version,
-                ldm,
+                (ldm, tls_required, tls_verify),
             )| {
                 ServerInfo {
                     server_id,
@@ -161,6 +161,8 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
                     max_payload,
                     client_id,
                     client_ip,
+                    tls_required,
+                    tls_verify,
                     ldm,
                 }
             },
