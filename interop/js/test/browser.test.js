@@ -1,0 +1,93 @@
+// nats.ws in a real browser: headless Chromium loads a page served here, which connects
+// over the browser's own WebSocket and subscribes, publishes and makes requests; Node-side
+// clients of the same server answer, and the test checks what the page reports.
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { headers } from "nats.ws";
+import { chromiumMissing, launchChromium, pageLog } from "./chromium.js";
+import { Collector, PACKAGE_DIR, Server, within } from "./harness.js";
+import { NATS_WS_BUNDLE, serveFiles } from "./static.js";
+
+/** @typedef {import("./browser/page.js").PageResult} PageResult */
+
+const skip = await chromiumMissing();
+if (skip) {
+  console.log(`browser test skipped: ${skip}`);
+}
+
+/** @type {Server} */
+let server;
+/** @type {Awaited<ReturnType<typeof serveFiles>>} */
+let site;
+
+before(async () => {
+  if (skip) {
+    return;
+  }
+  server = await Server.start();
+  site = await serveFiles({
+    "/": join(PACKAGE_DIR, "test/browser/page.html"),
+    "/page.js": join(PACKAGE_DIR, "test/browser/page.js"),
+    "/nats.js": NATS_WS_BUNDLE,
+  });
+});
+
+after(async () => {
+  await site?.close();
+  await server?.close();
+});
+
+test(
+  "a page in Chromium subscribes, publishes and makes requests over WebSocket",
+  { skip },
+  async () => {
+    // The Node side: echoes what the page publishes, and answers its requests.
+    const nc = await server.connect();
+    const fromPage = new Collector(nc, "browser.from-page");
+    nc.subscribe("browser.from-page", {
+      callback: (_, msg) => nc.publish("browser.to-page", `node saw: ${msg.string()}`),
+    });
+    nc.subscribe("svc.upper", {
+      callback: (_, msg) => {
+        const h = headers();
+        h.set("Seen-Header", msg.headers?.get("Asked-By") ?? "none");
+        msg.respond(msg.string().toUpperCase(), { headers: h });
+      },
+    });
+    await nc.flush();
+
+    const browser = await launchChromium();
+    try {
+      const page = await browser.context.newPage();
+      const log = pageLog(page);
+      await page.goto(`${site.origin}/?server=${encodeURIComponent(server.url)}`);
+      /** @type {import("./browser/page.js").PageResult} */
+      let result;
+      try {
+        result = await within(
+          page.evaluate(
+            () =>
+              /** @type {{ natsTest: Promise<PageResult> }} */ (/** @type {unknown} */ (globalThis))
+                .natsTest,
+          ),
+          20_000,
+          "the page's nats.ws run",
+        );
+      } catch (error) {
+        throw new Error(`${error}\npage log:\n${log()}`, { cause: error });
+      }
+      assert.match(result.userAgent, /Chrome\//);
+      assert.deepEqual(fromPage.texts(), ["hello from chromium"]);
+      assert.equal(result.echoed, "node saw: hello from chromium");
+      assert.equal(result.reply, "HELLO FROM CHROMIUM");
+      assert.equal(result.replyHeader, "chromium");
+      assert.equal(result.selfReply, "self: ping");
+      assert.ok(result.roundTripMs > 0 && result.roundTripMs < 5_000);
+      console.log(`Chromium request round trip: ${result.roundTripMs.toFixed(2)} ms`);
+    } finally {
+      await browser.close();
+    }
+  },
+);
