@@ -1,11 +1,14 @@
 // ESLint (flat config): the recommended JavaScript rules plus a few that catch real
-// mistakes in asynchronous test code. Formatting is prettier's, not ESLint's.
+// mistakes in asynchronous code. Formatting is prettier's, not ESLint's.
+//
+// `npm run lint` runs it from the repository root with `--config` (so the web chat example,
+// outside this folder, is inside its base path): the patterns below are from the root.
 
 import js from "@eslint/js";
 import globals from "globals";
 
 export default [
-  { ignores: ["node_modules/"] },
+  { ignores: ["**/node_modules/"] },
   js.configs.recommended,
   {
     languageOptions: {
@@ -30,7 +33,7 @@ export default [
   },
   {
     // Scripts that run in the browser.
-    files: ["test/browser/**/*.js"],
+    files: ["interop/js/test/browser/**/*.js", "examples/web-chat/*.js"],
     languageOptions: { globals: { ...globals.browser } },
   },
 ];
