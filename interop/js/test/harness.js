@@ -10,7 +10,7 @@
 // with the tail of its output.
 
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { access, constants, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -172,8 +172,16 @@ export class Server {
   async #commandLine() {
     const ws = `127.0.0.1:${this.wsPort}`;
     if (this.kind === "ternd") {
+      const ternd = terndPath();
+      try {
+        await access(ternd, constants.X_OK);
+      } catch {
+        throw new Error(
+          `no ternd at ${ternd}: build it (cargo build -p tern-broker --bin ternd), set TERN_TERND, or set TERN_JS_SERVER=nats-server`,
+        );
+      }
       return {
-        command: terndPath(),
+        command: ternd,
         args: [
           "--listen",
           "127.0.0.1:0",
