@@ -82,8 +82,9 @@ pub enum StartError {
     Worker { worker: usize, source: io::Error },
     #[error("cannot start monitoring on {addr}: {source}")]
     Monitor { addr: SocketAddr, source: io::Error },
+    /// Its text names the file and the fault, and already carries the underlying error.
     #[error("TLS: {0}")]
-    Tls(#[from] TlsConfigError),
+    Tls(TlsConfigError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
 }
@@ -103,7 +104,7 @@ impl Server {
                 }
                 None => (None, (0..n).map(|_| None).collect()),
             };
-        let transports = Transports::from_config(&config)?;
+        let transports = Transports::from_config(&config).map_err(StartError::Tls)?;
         let (websocket_addr, websocket_listeners): (_, Vec<Option<TcpListener>>) =
             match &config.websocket {
                 Some(w) => {

@@ -174,6 +174,10 @@ pub(crate) struct ConnInfo {
     pub worker: usize,
     /// The port's protocol: `text` (NATS) or `binary` (Tern).
     pub protocol: &'static str,
+    /// What carries it: `tcp`, `tls`, `websocket` or `websocket+tls`.
+    pub transport: &'static str,
+    /// The subject of the client certificate it presented over TLS.
+    pub tls_peer: Option<String>,
     pub ip: String,
     pub port: u16,
     pub name: Option<String>,

@@ -136,6 +136,16 @@ async fn client_certificates_are_required_and_verified() {
             .await
             .expect("alice has a certificate from the CA");
         traffic(&alice).await;
+        // /connz shows the transport and whose certificate it was.
+        let connz = broker.monitor_json("/connz");
+        let conns = connz["connections"].as_array().unwrap();
+        assert!(
+            conns.iter().any(|c| c["transport"] == "tls"
+                && c["tls_peer_subject"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("CN=alice"))),
+            "{connz}"
+        );
         assert!(connect(&broker, &pki.ca, None, false).await.is_err());
         assert!(connect(&broker, &pki.ca, Some(&pki.mallory), false)
             .await

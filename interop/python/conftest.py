@@ -2,7 +2,8 @@
 
 The binary is `$TERND` when set, else the debug build `target/debug/ternd` of this
 checkout (`cargo test` builds it). Like the Rust harness, it listens on 127.0.0.1 with a
-free port, two workers, unpinned, a fresh data directory and no monitoring port.
+free port, two workers, unpinned, a fresh data directory and no monitoring port. Tests that
+need more (TLS, a WebSocket port) start their own with `run_ternd(extra_args)`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,9 +29,27 @@ def ternd_path() -> Path:
     return path
 
 
-@pytest.fixture
-def ternd_url() -> Iterator[str]:
-    """The `nats://host:port` of a fresh ternd's text port."""
+@dataclass
+class Ternd:
+    """Where a running ternd listens: `host:port` of each port it opened."""
+
+    text: str
+    binary: str
+    websocket: str | None
+
+
+def _expect_line(proc: subprocess.Popen[str], prefix: str) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith(prefix):
+        raise RuntimeError(f"ternd did not start: expected {prefix!r}, got {line!r}")
+    return line[len(prefix) :].strip()
+
+
+@contextmanager
+def run_ternd(extra: list[str] | None = None) -> Iterator[Ternd]:
+    """A fresh ternd with `extra` flags; stopped (SIGTERM) when the block ends."""
+    extra = extra or []
     with tempfile.TemporaryDirectory(prefix="ternd-py-") as data:
         args = [
             str(ternd_path()),
@@ -44,15 +65,16 @@ def ternd_url() -> Iterator[str]:
             data,
             "--log-size",
             "4MiB",
+            *extra,
         ]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            prefix = "ternd listening on "
-            if not line.startswith(prefix):
-                raise RuntimeError(f"ternd did not start: {line!r}")
-            yield "nats://" + line[len(prefix) :].strip()
+            text = _expect_line(proc, "ternd listening on ")
+            binary = _expect_line(proc, "ternd binary listening on ")
+            websocket = None
+            if "--websocket-listen" in extra:
+                websocket = _expect_line(proc, "ternd websocket listening on ")
+            yield Ternd(text=text, binary=binary, websocket=websocket)
         finally:
             proc.terminate()
             try:
@@ -60,3 +82,10 @@ def ternd_url() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def ternd_url() -> Iterator[str]:
+    """The `nats://host:port` of a fresh ternd's text port."""
+    with run_ternd() as ternd:
+        yield "nats://" + ternd.text

@@ -345,7 +345,7 @@ pub struct Config {
     /// `[websocket]`.
     pub websocket: Option<WebSocketOptions>,
     /// What the flags and the file said about TLS, for the checks of [`Config::validate`].
-    transport_given: (TransportArgs, Option<transport::FileTls>),
+    transport_given: transport::Given,
 }
 
 impl Default for Config {
@@ -726,7 +726,7 @@ impl Config {
             admission,
             tls,
             websocket,
-            transport_given: (args.transport, file.tls),
+            transport_given: transport::Given(args.transport, file.tls),
         }
     }
 
@@ -882,7 +882,7 @@ impl Config {
             return invalid("monitor_max_limit", "must be at least 1");
         }
         self.admission.validate(l)?;
-        let (args, file) = &self.transport_given;
+        let transport::Given(args, file) = &self.transport_given;
         transport::validate(
             args,
             file.as_ref(),

@@ -72,6 +72,18 @@ pub struct TransportArgs {
     pub websocket_max_message: Option<usize>,
 }
 
+/// What the flags and the config file said about TLS before resolving, kept for the
+/// checks (a key without its certificate is an error, not "TLS off"). Left out of the
+/// configuration's `Debug`: the resolved fields say it all.
+#[derive(Clone, Default)]
+pub(crate) struct Given(pub TransportArgs, pub Option<FileTls>);
+
+impl std::fmt::Debug for Given {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
+}
+
 /// The config file's `[tls]` section.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -152,6 +152,11 @@ impl Link {
         self.deadline
     }
 
+    /// The subject of the client certificate presented over TLS (`CN=alice, O=...`).
+    pub fn peer_subject(&self) -> Option<String> {
+        self.transport.tls_session().and_then(|t| t.peer_subject())
+    }
+
     /// The path of an accepted WebSocket upgrade.
     pub fn websocket_path(&self) -> Option<&str> {
         self.transport.websocket_upgrade().map(|u| u.path.as_str())

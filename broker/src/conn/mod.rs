@@ -463,6 +463,8 @@ impl Conn {
             cid: self.client_id,
             worker,
             protocol,
+            transport: self.link.as_ref().map_or("tcp", |l| l.kind().name()),
+            tls_peer: self.link.as_ref().and_then(|l| l.peer_subject()),
             ip: self.peer.ip().to_string(),
             port: self.peer.port(),
             name,

@@ -813,6 +813,7 @@ fn conn_json(c: &ConnInfo, now: u64, subs: ListKind) -> Value {
         "cid": c.cid,
         "worker": c.worker,
         "protocol": c.protocol,
+        "transport": c.transport,
         "ip": c.ip,
         "port": c.port,
         "start": rfc3339(c.start_us),
@@ -834,6 +835,7 @@ fn conn_json(c: &ConnInfo, now: u64, subs: ListKind) -> Value {
         ("name", &c.name),
         ("lang", &c.lang),
         ("version", &c.version),
+        ("tls_peer_subject", &c.tls_peer),
     ] {
         if let Some(val) = val {
             m.insert(k.to_string(), json!(val));
