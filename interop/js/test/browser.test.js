@@ -1,6 +1,7 @@
 // nats.ws in a real browser: headless Chromium loads a page served here, which connects
-// over the browser's own WebSocket and subscribes, publishes and makes requests; Node-side
-// clients of the same server answer, and the test checks what the page reports.
+// over the browser's own WebSocket (compressed: the server offers permessage-deflate) and
+// subscribes, publishes and makes requests; Node-side clients of the same server answer,
+// and the test checks what the page reports.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -26,7 +27,9 @@ before(async () => {
   if (skip) {
     return;
   }
-  server = await Server.start();
+  // Compression on: Chromium always offers permessage-deflate, so the page's traffic is
+  // compressed both ways (pubsub.test.js covers uncompressed frames).
+  server = await Server.start({ compression: true });
   site = await serveFiles({
     "/": join(PACKAGE_DIR, "test/browser/page.html"),
     "/page.js": join(PACKAGE_DIR, "test/browser/page.js"),
@@ -79,6 +82,7 @@ test(
         throw new Error(`${error}\npage log:\n${log()}`, { cause: error });
       }
       assert.match(result.userAgent, /Chrome\//);
+      assert.match(result.extensions, /permessage-deflate/);
       assert.deepEqual(fromPage.texts(), ["hello from chromium"]);
       assert.equal(result.echoed, "node saw: hello from chromium");
       assert.equal(result.reply, "HELLO FROM CHROMIUM");

@@ -28,6 +28,10 @@ const { connect } = await import("nats.ws");
 /** @typedef {import("nats.ws").NatsConnection} NatsConnection */
 /** @typedef {import("nats.ws").ConnectionOptions} ConnectionOptions */
 /** @typedef {"ternd" | "nats-server"} ServerKind */
+/**
+ * @typedef {object} ServerOptions
+ * @property {boolean} [compression] offer permessage-deflate to WebSocket clients
+ */
 
 /** interop/js, the folder this package is in. */
 export const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -148,10 +152,12 @@ export class Server {
   /**
    * @param {string} dir a fresh temporary directory this server owns
    * @param {number} wsPort
+   * @param {ServerOptions} options
    */
-  constructor(dir, wsPort) {
+  constructor(dir, wsPort, options) {
     this.dir = dir;
     this.wsPort = wsPort;
+    this.options = options;
     /** The URL clients connect to. */
     this.url = `ws://127.0.0.1:${wsPort}`;
     this.kind = SERVER_KIND;
@@ -159,11 +165,12 @@ export class Server {
 
   /**
    * Starts the server under test on a free WebSocket port and waits until it listens.
+   * @param {ServerOptions} [options]
    * @returns {Promise<Server>}
    */
-  static async start() {
+  static async start(options = {}) {
     const dir = await mkdtemp(join(tmpdir(), "tern-js-"));
-    const server = new Server(dir, await freePort());
+    const server = new Server(dir, await freePort(), options);
     await server.run();
     return server;
   }
@@ -196,6 +203,7 @@ export class Server {
           join(this.dir, "data"),
           "--log-size",
           "4MiB",
+          ...(this.options.compression ? ["--websocket-compression"] : []),
         ],
       };
     }
@@ -205,7 +213,7 @@ export class Server {
       config,
       [
         `listen: "127.0.0.1:${await freePort()}"`,
-        `websocket { listen: "${ws}", no_tls: true }`,
+        `websocket { listen: "${ws}", no_tls: true, compression: ${!!this.options.compression} }`,
         "",
       ].join("\n"),
     );

@@ -13,7 +13,25 @@ import { connect, headers } from "nats.ws";
  * @property {string | null} replyHeader a header of that reply
  * @property {string} selfReply the reply to a request this page answers
  * @property {number} roundTripMs the request's round trip, as the page timed it
+ * @property {string} extensions the WebSocket extensions Chromium and the server agreed on
  */
+
+/**
+ * Opens a plain WebSocket to the server, reads its first message (INFO) and says which
+ * extensions were agreed: nats.ws does not show its socket.
+ * @param {string} server
+ * @returns {Promise<string>}
+ */
+function negotiatedExtensions(server) {
+  return new Promise((ok, fail) => {
+    const socket = new WebSocket(server);
+    socket.onmessage = () => {
+      ok(socket.extensions);
+      socket.close();
+    };
+    socket.onerror = () => fail(new Error(`WebSocket to ${server} failed`));
+  });
+}
 
 /** @returns {Promise<PageResult>} */
 async function run() {
@@ -21,6 +39,7 @@ async function run() {
   if (!server) {
     throw new Error("no ?server= in the page URL");
   }
+  const extensions = await negotiatedExtensions(server);
   const nc = await connect({ servers: server, name: "chromium-page" });
 
   // Subscribe, then publish: the Node side echoes what it gets on browser.from-page.
@@ -54,6 +73,7 @@ async function run() {
     replyHeader: answer.headers?.get("Seen-Header") ?? null,
     selfReply: self.string(),
     roundTripMs,
+    extensions,
   };
 }
 
