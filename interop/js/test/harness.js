@@ -1,5 +1,6 @@
-// The test harness: starts the server under test on free loopback ports, stops and restarts
-// it, and connects the official nats.ws client to it from Node.
+// The test harness: starts the server under test on free loopback ports (it picks them and
+// says which), stops and restarts it, and connects the official nats.ws client to it from
+// Node.
 //
 // The server is ternd unless TERN_JS_SERVER=nats-server: then the real nats-server (its
 // WebSocket listener, from a generated config file) runs the same tests, which shows that
@@ -11,7 +12,6 @@
 
 import { spawn } from "node:child_process";
 import { access, constants, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -35,6 +35,17 @@ const { connect } = await import("nats.ws");
 
 /** interop/js, the folder this package is in. */
 export const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+/**
+ * The line each server writes once its WebSocket port is open, with the port: the harness
+ * waits for the whole line (not merely for the port to accept, which could be another
+ * process's).
+ * @type {Record<ServerKind, RegExp>}
+ */
+const READY = {
+  ternd: /^ternd websocket listening on 127\.0\.0\.1:(\d+)\n/m,
+  "nats-server": /Listening for websocket clients on ws:\/\/127\.0\.0\.1:(\d+)\s/,
+};
 
 /** How long a server may take to listen, and to exit after SIGTERM. */
 const START_TIMEOUT_MS = 10_000;
@@ -63,27 +74,6 @@ function terndPath() {
 /** @returns {string} the nats-server binary: TERN_NATS_SERVER, else on the PATH */
 function natsServerPath() {
   return process.env.TERN_NATS_SERVER ?? "nats-server";
-}
-
-/**
- * A free TCP port on 127.0.0.1, found by binding port 0 and closing. Another process could
- * take it before the server binds it; on a test machine that is rare enough.
- * @returns {Promise<number>}
- */
-export async function freePort() {
-  const server = createServer();
-  await new Promise((ok, fail) => {
-    server.once("error", fail);
-    server.listen(0, "127.0.0.1", () => ok(undefined));
-  });
-  const address = server.address();
-  await new Promise((ok) => {
-    server.close(() => ok(undefined));
-  });
-  if (address === null || typeof address === "string") {
-    throw new Error("no port from listen(0)");
-  }
-  return address.port;
 }
 
 /**
@@ -118,25 +108,9 @@ export async function within(promise, ms, what) {
 }
 
 /**
- * Whether something accepts TCP connections on 127.0.0.1:port.
- * @param {number} port
- * @returns {Promise<boolean>}
- */
-function accepts(port) {
-  return new Promise((ok) => {
-    const socket = tcpConnect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      ok(true);
-    });
-    socket.once("error", () => ok(false));
-  });
-}
-
-/**
- * The server under test: one process at a time, always on the same WebSocket port (so a
- * client can reconnect to it after a restart) and the same data directory (so what ternd
- * stored before a restart can be replayed after it).
+ * The server under test: one process at a time, on the WebSocket port it picked at its first
+ * start and on that port after a restart (so a client can reconnect to it), with the same
+ * data directory (so what ternd stored before a restart can be replayed after it).
  */
 export class Server {
   /** @type {import("node:child_process").ChildProcess | null} */
@@ -151,16 +125,19 @@ export class Server {
 
   /**
    * @param {string} dir a fresh temporary directory this server owns
-   * @param {number} wsPort
    * @param {ServerOptions} options
    */
-  constructor(dir, wsPort, options) {
+  constructor(dir, options) {
     this.dir = dir;
-    this.wsPort = wsPort;
     this.options = options;
-    /** The URL clients connect to. */
-    this.url = `ws://127.0.0.1:${wsPort}`;
     this.kind = SERVER_KIND;
+    /** The WebSocket port: the server picks it at the first start and keeps it after. */
+    this.wsPort = 0;
+  }
+
+  /** The URL clients connect to. */
+  get url() {
+    return `ws://127.0.0.1:${this.wsPort}`;
   }
 
   /**
@@ -170,14 +147,13 @@ export class Server {
    */
   static async start(options = {}) {
     const dir = await mkdtemp(join(tmpdir(), "tern-js-"));
-    const server = new Server(dir, await freePort(), options);
+    const server = new Server(dir, options);
     await server.run();
     return server;
   }
 
   /** @returns {Promise<{ command: string, args: string[] }>} */
   async #commandLine() {
-    const ws = `127.0.0.1:${this.wsPort}`;
     if (this.kind === "ternd") {
       const ternd = terndPath();
       try {
@@ -193,7 +169,7 @@ export class Server {
           "--listen",
           "127.0.0.1:0",
           "--websocket-listen",
-          ws,
+          `127.0.0.1:${this.wsPort}`, // 0 at first: a free port
           "--no-binary",
           "--no-monitor",
           "--no-pin",
@@ -212,8 +188,12 @@ export class Server {
     await writeFile(
       config,
       [
-        `listen: "127.0.0.1:${await freePort()}"`,
-        `websocket { listen: "${ws}", no_tls: true, compression: ${!!this.options.compression} }`,
+        `listen: "127.0.0.1:-1"`, // -1: a free port
+        `websocket {`,
+        `  listen: "127.0.0.1:${this.wsPort || -1}"`,
+        `  no_tls: true`,
+        `  compression: ${Boolean(this.options.compression)}`,
+        `}`,
         "",
       ].join("\n"),
     );
@@ -226,9 +206,15 @@ export class Server {
     this.#output = "";
     const proc = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.#proc = proc;
+    /** @type {number | null} */
+    let listening = null;
     /** @param {Buffer} chunk */
     const keep = (chunk) => {
-      this.#output = (this.#output + chunk.toString()).slice(-4096);
+      this.#output = (this.#output + chunk.toString()).slice(-16_384);
+      const line = listening === null ? READY[this.kind].exec(this.#output) : null;
+      if (line) {
+        listening = Number(line[1]);
+      }
     };
     proc.stdout?.on("data", keep);
     proc.stderr?.on("data", keep);
@@ -245,7 +231,8 @@ export class Server {
         await this.#exited;
         throw new Error(`${command} exited before listening:\n${this.#output}`);
       }
-      if (await accepts(this.wsPort)) {
+      if (listening !== null) {
+        this.wsPort = listening;
         return;
       }
       if (Date.now() > deadline) {
