@@ -265,6 +265,14 @@ export class Server {
     }
   }
 
+  /**
+   * Sends the process a signal (SIGUSR2: lame duck mode, for both servers).
+   * @param {NodeJS.Signals} signal
+   */
+  signal(signal) {
+    this.#proc?.kill(signal);
+  }
+
   /** Closes the clients `connect` made, stops the process and removes its directory. */
   async close() {
     await Promise.allSettled([...this.#clients].map((nc) => nc.close()));

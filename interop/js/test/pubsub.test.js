@@ -21,6 +21,13 @@ after(async () => {
 });
 
 describe("publish and subscribe", () => {
+  test("the server's INFO says headers are supported, with its payload limit", () => {
+    assert.ok(nc.info, "INFO received");
+    assert.equal(nc.info.headers, true);
+    assert.ok(nc.info.max_payload >= 1024 * 1024);
+    assert.equal(typeof nc.info.server_id, "string");
+  });
+
   test("a subscriber gets one connection's messages in the order published", async () => {
     const sub = new Collector(nc, "greet.world");
     await nc.flush(); // the SUB has reached the server before the first PUB
@@ -60,6 +67,26 @@ describe("publish and subscribe", () => {
     const [msg] = await sub.first(1);
     assert.deepEqual(msg.data, big);
     sub.sub.unsubscribe();
+  });
+
+  test("a subscription with a maximum (UNSUB sid max) ends after that many", async () => {
+    /** @type {string[]} */
+    const got = [];
+    const sub = nc.subscribe("max.three", {
+      max: 3,
+      callback: (_, msg) => {
+        got.push(msg.string());
+      },
+    });
+    const witness = new Collector(nc, "max.three");
+    await nc.flush();
+    for (let i = 1; i <= 5; i++) {
+      nc.publish("max.three", String(i));
+    }
+    await witness.first(5); // all five were delivered, so past the limited one
+    assert.deepEqual(got, ["1", "2", "3"]);
+    assert.equal(sub.isClosed(), true);
+    witness.sub.unsubscribe();
   });
 
   test("an unsubscribed subscription gets nothing more", async () => {

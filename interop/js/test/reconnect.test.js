@@ -58,3 +58,23 @@ for (const signal of /** @type {const} */ (["SIGKILL", "SIGTERM"])) {
     await nc.close();
   });
 }
+
+test("lame duck mode (SIGUSR2) is announced to the client, which keeps working meanwhile", async () => {
+  const ldm = await Server.start();
+  try {
+    const nc = await ldm.connect();
+    const status = new StatusLog(nc);
+    const sub = new Collector(nc, "ldm.test");
+    await nc.flush();
+    ldm.signal("SIGUSR2");
+    await status.seen(Events.LDM);
+    nc.publish("ldm.test", "still here");
+    const [msg] = await sub.first(1);
+    assert.equal(msg.string(), "still here");
+  } finally {
+    // Both servers are shutting down by themselves now; nats-server would take its lame
+    // duck duration to exit on SIGTERM too.
+    await ldm.stop("SIGKILL");
+    await ldm.close();
+  }
+});
