@@ -2,7 +2,7 @@
 // mistakes in asynchronous code. Formatting is prettier's, not ESLint's.
 //
 // `npm run lint` runs it from the repository root with `--config` (so the web chat example,
-// outside this folder, is inside its base path): the patterns below are from the root.
+// outside this folder, is inside its base path); the patterns below also match from here.
 
 import js from "@eslint/js";
 import globals from "globals";
@@ -33,7 +33,7 @@ export default [
   },
   {
     // Scripts that run in the browser.
-    files: ["interop/js/test/browser/**/*.js", "examples/web-chat/*.js"],
+    files: ["**/test/browser/**/*.js", "**/examples/web-chat/*.js"],
     languageOptions: { globals: { ...globals.browser } },
   },
 ];
