@@ -6,6 +6,7 @@
 
 import js from "@eslint/js";
 import globals from "globals";
+import tseslint from "typescript-eslint";
 
 export default [
   { ignores: ["**/node_modules/"] },
@@ -29,6 +30,30 @@ export default [
       "no-throw-literal": "error",
       "prefer-promise-reject-errors": "error",
       "no-return-await": "off",
+    },
+  },
+  {
+    // Type-aware rules for promises, from the same types tsc checks: a promise nobody
+    // awaits hides a failure, and one passed where a plain callback is expected is not
+    // waited for.
+    files: ["**/*.js", "**/*.mjs"],
+    languageOptions: {
+      parser: tseslint.parser,
+      parserOptions: { project: "./tsconfig.json", tsconfigRootDir: import.meta.dirname },
+    },
+    plugins: { "@typescript-eslint": tseslint.plugin },
+    rules: {
+      "@typescript-eslint/no-floating-promises": [
+        "error",
+        {
+          // node:test's test() and describe() return promises the runner itself awaits.
+          allowForKnownSafeCalls: [
+            { from: "package", package: "node:test", name: ["test", "describe", "it", "suite"] },
+          ],
+        },
+      ],
+      "@typescript-eslint/no-misused-promises": "error",
+      "@typescript-eslint/await-thenable": "error",
     },
   },
   {
