@@ -47,9 +47,11 @@ use tern_protocol::binary::{encode_server_frame, ErrorCode, ErrorFrame, ServerFr
 use tern_protocol::text::{encode_server_op, ServerInfo, ServerOp};
 use tracing::{debug, info, warn};
 
-use crate::admission::{ConnAdmission, ConnRefusal, ConnectionGate};
+use crate::admission::{ConnAdmission, ConnRefusal, ConnSlot, ConnectionGate};
 use crate::budget::QueuedRef;
 use crate::conn::congestion::Signal;
+use crate::conn::link::Link;
+use crate::conn::socket::Socket;
 use crate::conn::{Accepted, CloseReason, Conn, ReadState};
 use crate::index::FnvMap;
 use crate::lameduck::{LameDuck, Schedule};
@@ -261,32 +263,42 @@ impl Worker {
                     }
                 }
             }
-            self.resume_throttled();
-            self.wake_timers();
-            self.drain_inbox();
-            if !self.router.outbox.is_blocked() && self.draining.is_none() {
-                self.read_connections();
-                // Reading drained the inbox into the shard and set deliveries aside
-                // (`Router::sync_inbox`): hand them to their connections this turn.
-                self.drain_inbox();
-            }
-            if self.may_pump() {
-                self.router.pump_replays(self.now);
-            }
-            // What this turn stored reaches the ring file before anything it made is
-            // handled or sent: acks, deliveries (`Store::flush`).
-            self.router.shard.flush_store();
-            self.handle_local();
-            self.router.outbox.flush();
-            self.write_connections();
-            if self.now >= self.next_tick {
-                self.tick();
-            }
-            if self.finished_draining() {
-                self.close_all();
+            if self.turn() {
                 return Ok(());
             }
         }
+    }
+
+    /// One loop turn after the poll's events were dispatched: timers, the inbox, reads,
+    /// catch-ups, the store, local envelopes, writes, the tick. True when shutdown is done
+    /// and the connections are closed.
+    fn turn(&mut self) -> bool {
+        self.resume_throttled();
+        self.wake_timers();
+        self.drain_inbox();
+        if !self.router.outbox.is_blocked() && self.draining.is_none() {
+            self.read_connections();
+            // Reading drained the inbox into the shard and set deliveries aside
+            // (`Router::sync_inbox`): hand them to their connections this turn.
+            self.drain_inbox();
+        }
+        if self.may_pump() {
+            self.router.pump_replays(self.now);
+        }
+        // What this turn stored reaches the ring file before anything it made is
+        // handled or sent: acks, deliveries (`Store::flush`).
+        self.router.shard.flush_store();
+        self.handle_local();
+        self.router.outbox.flush();
+        self.write_connections();
+        if self.now >= self.next_tick {
+            self.tick();
+        }
+        if self.finished_draining() {
+            self.close_all();
+            return true;
+        }
+        false
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -436,8 +448,7 @@ impl Worker {
                 return;
             }
         };
-        let entry = self.conns.vacant_entry();
-        let slot = entry.key();
+        let slot = self.conns.vacant_key();
         if let Err(e) = self.poll.registry().register(
             &mut sock,
             Token(slot + FIRST_CONN),
@@ -446,6 +457,21 @@ impl Worker {
             warn!(%peer, error = %e, "cannot register connection");
             return;
         }
+        self.open(Socket::Tcp(sock), link, peer, port, gate_slot);
+    }
+
+    /// Makes the connection of an accepted (and registered) socket, in the slot
+    /// `Slab::vacant_key` gave, and lists it for its first read and write.
+    fn open(
+        &mut self,
+        sock: Socket,
+        link: Option<Box<Link>>,
+        peer: SocketAddr,
+        port: Port,
+        gate_slot: ConnSlot,
+    ) -> usize {
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
         self.next_gen = self.next_gen.wrapping_add(1);
         self.next_client += 1;
         let workers = self.router.workers as u64;
@@ -476,6 +502,7 @@ impl Worker {
         debug!(%peer, client_id, worker = self.router.me, ?port, "connection opened");
         self.list_write(slot);
         self.list_read(slot);
+        slot
     }
 
     /// Refuses a new connection: says why in its port's protocol with one non-blocking
@@ -893,7 +920,9 @@ impl Worker {
         conn.unsubscribe_all(&mut self.router);
         conn.end_replays(&mut self.router);
         conn.close_link();
-        let _ = self.poll.registry().deregister(&mut conn.sock);
+        if let Some(sock) = conn.sock.tcp() {
+            let _ = self.poll.registry().deregister(sock);
+        }
         // What the last write attempt left queued is never written.
         conn.discard_output(&self.router.stats);
         let reason = conn.closing.take().unwrap_or(CloseReason::ClientClosed);
@@ -1269,3 +1298,6 @@ mod tests {
         assert!(b.allow(later) && b.allow(later) && !b.allow(later));
     }
 }
+
+#[cfg(test)]
+mod session_tests;

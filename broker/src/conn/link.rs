@@ -16,15 +16,14 @@
 //! [`ENCODE_BATCH`] encoded bytes (plus one batch's framing) waiting for the socket.
 
 use std::io::{self, IoSlice, Write};
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use mio::net::TcpStream;
 use tern_protocol::binary::Welcome;
 use tern_protocol::text::ServerInfo;
 use tern_transport::{CloseCode, ReadOutcome, Transport, TransportError};
 
+use super::socket::Socket;
 use super::CloseReason;
 use crate::outbound::Outbound;
 use crate::stats::TransportFailure;
@@ -197,7 +196,7 @@ impl Link {
     /// the peer (alert, close frame, HTTP error) waiting in the socket's output.
     pub fn read(
         &mut self,
-        sock: &TcpStream,
+        sock: &mut Socket,
         room: usize,
         rbuf: &mut BytesMut,
     ) -> io::Result<Result<Read, Failure>> {
@@ -249,7 +248,7 @@ impl Link {
     /// Writes what was encoded, then encodes from `out` and writes, until `out` is empty
     /// or the socket takes no more. Returns the bytes taken from `out` (encoded, and then
     /// written or waiting here). `WouldBlock` is not an error: what is left waits.
-    pub fn write(&mut self, out: &mut Outbound, sock: &mut TcpStream) -> io::Result<usize> {
+    pub fn write(&mut self, out: &mut Outbound, sock: &mut Socket) -> io::Result<usize> {
         let mut taken = 0;
         loop {
             if !self.send(sock)? {
@@ -268,7 +267,7 @@ impl Link {
     }
 
     /// Writes `sock_out` as far as the socket takes it. True when all of it went.
-    fn send(&mut self, sock: &mut TcpStream) -> io::Result<bool> {
+    fn send(&mut self, sock: &mut Socket) -> io::Result<bool> {
         while self.sent < self.sock_out.len() {
             match sock.write(&self.sock_out[self.sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -295,7 +294,7 @@ impl Link {
     /// The connection closes: says so in the transport (a WebSocket close frame with a
     /// code for `reason`, a TLS close_notify) and writes what is waiting, once, without
     /// blocking.
-    pub fn close(&mut self, reason: &CloseReason, sock: &mut TcpStream) {
+    pub fn close(&mut self, reason: &CloseReason, sock: &mut Socket) {
         if !self.failed && self.ready {
             let code = close_code(reason);
             let mut text = reason.to_string();
@@ -355,26 +354,13 @@ fn close_code(reason: &CloseReason) -> CloseCode {
     }
 }
 
-/// One `read(2)` appended to `buf`, at most `room` bytes.
-fn read_into(sock: &TcpStream, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
+/// One socket read appended to `buf`, at most `room` bytes.
+fn read_into(sock: &mut Socket, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
     buf.reserve(room);
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(room);
-    // SAFETY: `read(2)` writes at most `len` bytes into the vector's spare capacity, which
-    // is valid for writes of that length, and never reads it; the `n` bytes it reports are
-    // initialised, which is what `set_len` needs.
-    let n = unsafe {
-        libc::read(
-            sock.as_raw_fd(),
-            spare.as_mut_ptr().cast::<libc::c_void>(),
-            len,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: see above; `n <= len`.
+    let n = sock.read_spare(&mut spare[..len])?;
+    // SAFETY: the read initialised the first `n <= len` bytes of the spare capacity.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
 }

@@ -24,6 +24,7 @@ mod binary;
 pub(crate) mod congestion;
 pub(crate) mod link;
 mod queue;
+pub(crate) mod socket;
 mod text;
 
 use std::collections::VecDeque;
@@ -31,12 +32,10 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use mio::net::TcpStream;
 use slab::Slab;
 use tern_protocol::binary::{ErrorCode, Welcome};
 use tern_protocol::text::ServerInfo;
@@ -62,6 +61,7 @@ use binary::BinaryState;
 use congestion::Congestion;
 use link::{Greeting, Link};
 use queue::{Lossless, SubQueueState};
+use socket::Socket;
 use text::TextState;
 
 /// Bytes read from a socket per `read` call, at most.
@@ -210,7 +210,7 @@ pub(crate) struct Accepted {
     pub id: ConnId,
     pub client_id: u64,
     pub peer: SocketAddr,
-    pub sock: TcpStream,
+    pub sock: Socket,
     /// Its transport, when it is not plain TCP.
     pub link: Option<Box<Link>>,
 }
@@ -219,7 +219,7 @@ pub(crate) struct Conn {
     pub id: ConnId,
     pub client_id: u64,
     pub peer: SocketAddr,
-    pub sock: TcpStream,
+    pub sock: Socket,
     /// The transport between socket and session when it is not plain TCP (TLS,
     /// WebSocket); `None` for plain TCP, which reads and writes the socket directly.
     link: Option<Box<Link>>,
@@ -631,22 +631,9 @@ impl Conn {
             .reserve(self.read_chunk.max(needed.min(4 * READ_CHUNK)));
         let spare = self.rbuf.spare_capacity_mut();
         let room = spare.len();
-        // SAFETY: `read(2)` writes at most `spare.len()` bytes into the buffer, which is
-        // valid for writes of that length (it is the buffer's own spare capacity), and never
-        // reads from it, so handing it uninitialised memory is sound. The `n` bytes it
-        // reports written are initialised, which is what `set_len` requires.
-        let n = unsafe {
-            libc::read(
-                self.sock.as_raw_fd(),
-                spare.as_mut_ptr().cast::<libc::c_void>(),
-                spare.len(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        // SAFETY: see above; `n <= spare.len()`.
+        let n = self.sock.read_spare(spare)?;
+        // SAFETY: the read initialised the first `n <= spare.len()` bytes of the spare
+        // capacity, which is what `set_len` requires.
         unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
         self.rbuf_taken += n;
         if n == room {
@@ -662,13 +649,16 @@ impl Conn {
     fn read_link(&mut self, router: &Router) -> io::Result<usize> {
         let link = self.link.as_deref_mut().expect("a connection with a link");
         let room = self.read_chunk;
-        match link.read(&self.sock, room, &mut self.rbuf)? {
+        match link.read(&mut self.sock, room, &mut self.rbuf)? {
             Ok(read) => {
                 if read.taken == room {
                     self.read_chunk = (self.read_chunk * 8).min(READ_CHUNK);
                 }
                 self.rbuf_taken += read.taken;
                 if read.ready {
+                    // What waited for the handshake (an INFO of lame duck mode) may go
+                    // now: no writable event is coming for it.
+                    self.write_blocked = false;
                     self.transport_ready(router);
                 }
                 Ok(read.taken)

@@ -1,19 +1,22 @@
 //! Connecting the data commands to the broker's binary port.
 //!
-//! Owns: the `--server` option every data command takes, the connection settings of a
-//! one-shot command (no reconnect: a lost connection is an error at once) and of a
-//! long-running one (reconnects, reporting connection events on stderr), and the
-//! `NAME:VALUE` header option.
+//! Owns: the options every data command takes to reach the broker (`--server` and the
+//! `--tls*` options), the connection settings of a one-shot command (no reconnect: a lost
+//! connection is an error at once) and of a long-running one (reconnects, reporting
+//! connection events on stderr), and the `NAME:VALUE` header option.
 //!
-//! Never: prints to stdout; that is the commands' output.
+//! Never: prints to stdout; that is the commands' output. Never reads the TLS files
+//! itself: tern-client does, at connect, and its errors name the file.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
-use tern_client::{Client, Event, Headers, ReconnectPolicy};
+use tern_client::{Client, ClientBuilder, Event, Headers, ReconnectPolicy};
 
-/// Where the broker is.
+/// Where the broker is, and how to reach it.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// The broker's binary port: tern://host:port or host:port.
+    /// The broker's binary port: tern://host:port, host:port, or tls://host:port for TLS.
     #[arg(
         long,
         short = 's',
@@ -21,13 +24,63 @@ pub struct ServerArgs {
         default_value = "tern://127.0.0.1:4224"
     )]
     pub server: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS on the binary port. Any of these options turns TLS on, as a tls:// URL does.
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Connect with TLS. Without --tls-ca, the server's certificate is verified against
+    /// the operating system's trust roots.
+    #[arg(long)]
+    pub tls: bool,
+    /// CA certificates (PEM) the server's certificate must chain to, instead of the
+    /// operating system's.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM), for a broker that requires one; needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry, when it is not the URL's host (e.g.
+    /// connecting by IP address to a certificate for a DNS name).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The builder with these settings applied.
+    fn apply(&self, mut builder: ClientBuilder) -> ClientBuilder {
+        if self.tls {
+            builder = builder.tls(true);
+        }
+        if let Some(ca) = &self.tls_ca {
+            builder = builder.tls_ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            builder = builder.tls_client_cert(cert, key);
+        }
+        if let Some(name) = &self.tls_server_name {
+            builder = builder.tls_server_name(name);
+        }
+        builder
+    }
+}
+
+/// The client builder for `command` on `args`.
+fn builder(args: &ServerArgs, command: &str) -> ClientBuilder {
+    args.tls
+        .apply(Client::builder().name(format!("tern {command}")))
 }
 
 /// A connection for a command that does one thing and exits: no reconnect, so a lost
 /// connection fails the command instead of waiting.
 pub fn one_shot(args: &ServerArgs, command: &str) -> anyhow::Result<Client> {
-    Client::builder()
-        .name(format!("tern {command}"))
+    builder(args, command)
         .reconnect(ReconnectPolicy::disabled())
         .connect(&args.server)
         .with_context(|| format!("cannot connect to {}", args.server))
@@ -36,8 +89,7 @@ pub fn one_shot(args: &ServerArgs, command: &str) -> anyhow::Result<Client> {
 /// A connection for a command that runs until it has seen enough: it reconnects by
 /// itself (resuming its subscriptions), and reports connection events on stderr.
 pub fn long_running(args: &ServerArgs, command: &str) -> anyhow::Result<Client> {
-    let client = Client::builder()
-        .name(format!("tern {command}"))
+    let client = builder(args, command)
         .connect(&args.server)
         .with_context(|| format!("cannot connect to {}", args.server))?;
     let events = client.events();

@@ -1,7 +1,8 @@
-//! Server addresses: `tern://host:port`, `host:port`, `tern://host` and `host`.
+//! Server addresses: `tern://host:port`, `host:port`, `tern://host` and `host`, and
+//! `tls://host:port` for TLS.
 //!
-//! Owns: parsing and printing the address a client connects to, and its default port
-//! ([`DEFAULT_PORT`], Tern's binary port 4224).
+//! Owns: parsing and printing the address a client connects to, whether it asks for TLS,
+//! and its default port ([`DEFAULT_PORT`], Tern's binary port 4224, plain or TLS).
 //!
 //! Never: resolves names or opens sockets; that happens on the I/O thread, at every
 //! connection attempt, so a name whose address changes is followed across reconnects.
@@ -16,20 +17,26 @@ pub const DEFAULT_PORT: u16 = 4224;
 
 /// The scheme of a Tern URL.
 const SCHEME: &str = "tern://";
+/// The scheme of a Tern URL over TLS.
+const TLS_SCHEME: &str = "tls://";
 
 /// Where a broker's binary port is: a host name or IP address and a port.
 ///
 /// Parsed from `tern://host:port`, `host:port`, `tern://host` or `host` (the port defaults
-/// to [`DEFAULT_PORT`]); IPv6 addresses go in brackets (`tern://[::1]:4224`). Any other
-/// scheme (`nats://`, `http://`) is refused, so a text-port URL is not tried by mistake.
+/// to [`DEFAULT_PORT`]); IPv6 addresses go in brackets (`tern://[::1]:4224`). The scheme
+/// `tls://` is the same address with TLS on (from the first byte; the broker serves TLS
+/// on the same port when it has a certificate). Any other scheme (`nats://`, `http://`)
+/// is refused, so a text-port URL is not tried by mistake.
 ///
 /// ```
 /// use tern_client::ServerAddr;
 ///
 /// let addr: ServerAddr = "tern://localhost".parse()?;
-/// assert_eq!((addr.host(), addr.port()), ("localhost", 4224));
+/// assert_eq!((addr.host(), addr.port(), addr.is_tls()), ("localhost", 4224, false));
 /// let addr: ServerAddr = "[::1]:5000".parse()?;
 /// assert_eq!((addr.host(), addr.port()), ("::1", 5000));
+/// let addr: ServerAddr = "tls://broker.example:4224".parse()?;
+/// assert!(addr.is_tls());
 /// assert!("nats://localhost:4222".parse::<ServerAddr>().is_err());
 /// # Ok::<(), tern_client::Error>(())
 /// ```
@@ -37,6 +44,7 @@ const SCHEME: &str = "tern://";
 pub struct ServerAddr {
     host: String,
     port: u16,
+    tls: bool,
 }
 
 impl ServerAddr {
@@ -45,7 +53,20 @@ impl ServerAddr {
         ServerAddr {
             host: host.into(),
             port,
+            tls: false,
         }
+    }
+
+    /// The same address with TLS on or off (`tls://` or `tern://`).
+    pub fn with_tls(mut self, tls: bool) -> ServerAddr {
+        self.tls = tls;
+        self
+    }
+
+    /// True for a `tls://` address: the client connects with TLS whatever its builder
+    /// says.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The host name or IP address (IPv6 without its brackets).
@@ -61,10 +82,11 @@ impl ServerAddr {
 
 impl fmt::Display for ServerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { TLS_SCHEME } else { SCHEME };
         if self.host.contains(':') {
-            write!(f, "{SCHEME}[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "{SCHEME}{}:{}", self.host, self.port)
+            write!(f, "{scheme}{}:{}", self.host, self.port)
         }
     }
 }
@@ -78,10 +100,11 @@ impl FromStr for ServerAddr {
             reason,
         };
         let trimmed = url.trim();
-        let rest = match trimmed.find("://") {
-            Some(i) if trimmed[..i].eq_ignore_ascii_case("tern") => &trimmed[i + 3..],
-            Some(_) => return Err(invalid("the scheme must be tern://")),
-            None => trimmed,
+        let (tls, rest) = match trimmed.find("://") {
+            Some(i) if trimmed[..i].eq_ignore_ascii_case("tern") => (false, &trimmed[i + 3..]),
+            Some(i) if trimmed[..i].eq_ignore_ascii_case("tls") => (true, &trimmed[i + 3..]),
+            Some(_) => return Err(invalid("the scheme must be tern:// or tls://")),
+            None => (false, trimmed),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.is_empty() {
@@ -119,7 +142,7 @@ impl FromStr for ServerAddr {
                 Ok(p) => p,
             },
         };
-        Ok(ServerAddr::new(host, port))
+        Ok(ServerAddr::new(host, port).with_tls(tls))
     }
 }
 
@@ -175,6 +198,19 @@ mod tests {
         ok(" localhost ", "localhost", DEFAULT_PORT);
         ok("[::1]:4225", "::1", 4225);
         ok("tern://[fe80::1]", "fe80::1", DEFAULT_PORT);
+        ok("tls://example.com:4300", "example.com", 4300);
+        ok("TLS://[::1]", "::1", DEFAULT_PORT);
+    }
+
+    #[test]
+    fn tls_is_the_scheme_only() {
+        let tls = |s: &str| s.parse::<ServerAddr>().unwrap().is_tls();
+        assert!(tls("tls://h:1"));
+        assert!(tls("Tls://h"));
+        assert!(!tls("tern://h:1"));
+        assert!(!tls("h:1"));
+        assert!(!ServerAddr::new("h", 1).is_tls());
+        assert!(ServerAddr::new("h", 1).with_tls(true).is_tls());
     }
 
     #[test]
@@ -193,6 +229,10 @@ mod tests {
             "[::1]x",
             "tern://user@host",
             "tern://host/path",
+            "tls://",
+            "tls://user@host",
+            "tern+tls://host",
+            "https://host",
             "a b:1",
         ] {
             let err = parse(bad).unwrap_err();
@@ -202,7 +242,12 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["tern://h:1", "tern://[::1]:4224"] {
+        for s in [
+            "tern://h:1",
+            "tern://[::1]:4224",
+            "tls://h:1",
+            "tls://[::1]:4224",
+        ] {
             let a: ServerAddr = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
             assert_eq!(a.to_string().parse::<ServerAddr>().unwrap(), a);

@@ -1,12 +1,16 @@
 //! Client configuration: [`ClientBuilder`] and the [`Config`] it produces.
 //!
-//! Owns: every tunable of a client with its documented default, in one place. The values
-//! are read once at `connect` and passed to the I/O thread; nothing changes them later.
+//! Owns: every tunable of a client with its documented default, in one place, the TLS
+//! settings included. The values are read once at `connect` (TLS files too) and passed to
+//! the I/O thread; nothing changes them later.
 //!
 //! Never: opens a connection itself; [`ClientBuilder::connect`] hands over to the client.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::TlsOptions;
 use crate::{Client, Error, ReconnectPolicy, ServerAddr};
 
 /// The settings of one client (see the [`ClientBuilder`] methods for their meaning).
@@ -27,6 +31,7 @@ pub(crate) struct Config {
     pub(crate) event_capacity: usize,
     pub(crate) linger: Duration,
     pub(crate) jitter_seed: Option<u64>,
+    pub(crate) tls: TlsOptions,
 }
 
 impl Default for Config {
@@ -47,6 +52,7 @@ impl Default for Config {
             event_capacity: 1024,
             linger: Duration::from_secs(2),
             jitter_seed: None,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -191,9 +197,79 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects to `url` (`tern://host:port`, `host:port`, ...; see [`ServerAddr`]) and
-    /// returns once the handshake is done. A first connection that fails is an error
-    /// (no retry); once connected, the client reconnects by itself.
+    /// Connects with TLS from the first byte (as a `tls://` address does). Default: off,
+    /// unless the address is `tls://` or another `tls_*` setting is made (each turns it
+    /// on).
+    ///
+    /// The server's certificate is verified against the roots of
+    /// [`tls_ca_file`](Self::tls_ca_file), or the operating system's when there is no CA
+    /// file, and must carry the name connected to (the address's host, an IP address
+    /// included, or [`tls_server_name`](Self::tls_server_name)). Every connection,
+    /// reconnections included, does its own handshake before `HELLO`.
+    ///
+    /// ```no_run
+    /// use tern_client::Client;
+    ///
+    /// let client = Client::builder()
+    ///     .tls_ca_file("/etc/tern/ca.pem")
+    ///     .tls_client_cert("/etc/tern/client.pem", "/etc/tern/client.key")
+    ///     .connect("tls://broker.example:4224")?;
+    /// # Ok::<(), tern_client::Error>(())
+    /// ```
+    pub fn tls(mut self, on: bool) -> Self {
+        self.config.tls.enabled = on;
+        self
+    }
+
+    /// A PEM file of the CA certificates the server's certificate must chain to; turns
+    /// TLS on. With a CA file the operating system's roots are not used (unless
+    /// [`tls_native_roots`](Self::tls_native_roots) says so). Read at `connect`: a file
+    /// that cannot be read or holds no usable certificate fails it with
+    /// [`Error::TlsConfig`] naming the file.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.tls.ca_file = Some(path.into());
+        self.config.tls.enabled = true;
+        self
+    }
+
+    /// Whether the operating system's trust roots are used. Default: when no
+    /// [`tls_ca_file`](Self::tls_ca_file) is given.
+    pub fn tls_native_roots(mut self, on: bool) -> Self {
+        self.config.tls.native_roots = Some(on);
+        self
+    }
+
+    /// A client certificate (PEM, leaf first, then intermediates) and its private key (PEM:
+    /// PKCS#8, PKCS#1 or SEC1), for a server that requires or accepts one; turns TLS on.
+    /// Read at `connect`.
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.config.tls.client_cert = Some((cert.into(), key.into()));
+        self.config.tls.enabled = true;
+        self
+    }
+
+    /// The name the server's certificate must carry, when it is not the address's host
+    /// (e.g. connecting by IP address to a server whose certificate names it by DNS name);
+    /// also sent as SNI. Turns TLS on. Default: the address's host.
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.config.tls.server_name = Some(name.into());
+        self.config.tls.enabled = true;
+        self
+    }
+
+    /// A rustls client configuration made by the application (custom verifier, roots
+    /// held in memory, ALPN, ...), used as it is instead of the files above; turns TLS on.
+    /// The server name is still the address's host or
+    /// [`tls_server_name`](Self::tls_server_name).
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.config.tls.config = Some(config);
+        self.config.tls.enabled = true;
+        self
+    }
+
+    /// Connects to `url` (`tern://host:port`, `tls://host:port`, `host:port`, ...; see
+    /// [`ServerAddr`]) and returns once the handshake is done. A first connection that
+    /// fails is an error (no retry); once connected, the client reconnects by itself.
     pub fn connect(self, url: &str) -> Result<Client, Error> {
         self.connect_to(url.parse()?)
     }

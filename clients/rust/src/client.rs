@@ -79,6 +79,8 @@ impl Client {
     }
 
     pub(crate) fn start(config: Config, addr: ServerAddr) -> Result<Client, Error> {
+        // TLS files are read here, once: a bad one fails `connect` before any socket.
+        let tls = config.tls.connector(&addr)?;
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let inbox_prefix = format!("_INBOX.{}", SplitMix64::from_entropy().token(22));
@@ -87,7 +89,7 @@ impl Client {
         let wait = config.connect_timeout + Duration::from_secs(5);
         let inner = Arc::new(Inner::new(config, addr, waker, inbox_prefix));
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let handle = crate::driver::spawn(Arc::clone(&inner), poll, tx)?;
+        let handle = crate::driver::spawn(Arc::clone(&inner), poll, tls, tx)?;
         match rx.recv_timeout(wait) {
             Ok(Ok(_info)) => {
                 *inner

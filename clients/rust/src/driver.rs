@@ -6,10 +6,16 @@
 //! frames into deliveries, answers to waiters and events. One `mio::Poll` waits on the socket, a waker (the application's
 //! calls ring it after adding to the outbox) and the next timer.
 //!
-//! The order on every (re)connection: preface and `HELLO`; `WELCOME`; every live
-//! subscription re-sent with its sid (with a resume token when it has seen messages), then
-//! the outbox (the offline buffer) in order. Frames from the outbox go out only after the
-//! `WELCOME`, so nothing is published on a connection the server has not accepted.
+//! With TLS (`crate::tls`), the connection also holds a rustls session: what the socket
+//! reads goes through it before the decoder, and what the connection writes goes through
+//! it before the socket. The handshake comes first on every connection: the preface and
+//! `HELLO` are handed to the session at once, and rustls sends them only after it.
+//!
+//! The order on every (re)connection: (the TLS handshake;) preface and `HELLO`; `WELCOME`;
+//! every live subscription re-sent with its sid (with a resume token when it has seen
+//! messages), then the outbox (the offline buffer) in order. Frames from the outbox go out
+//! only after the `WELCOME`, so nothing is published on a connection the server has not
+//! accepted.
 //!
 //! Never: blocks. Reads and writes are non-blocking, every wait is the poll with a
 //! timeout (at most [`MAX_WAIT`], so a close is noticed even without a wake-up), and
@@ -36,6 +42,7 @@ use crate::event::{DisconnectReason, DropSource, Event};
 use crate::outbox::{FrameKind, OutFrame};
 use crate::random::SplitMix64;
 use crate::shared::{encode, ping_frame, pong_frame, Inner, Phase, SubEnd, Target, SOCKET, WAKER};
+use crate::tls::{Connector, TlsSession};
 use crate::{Ack, Error, ErrorCode, Message, SequenceRange, ServerInfo};
 
 /// The longest the poll waits, so the loop re-checks the phase even if a wake-up is lost.
@@ -57,6 +64,7 @@ const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     poll: Poll,
+    tls: Option<Connector>,
     first: Sender<Result<ServerInfo, Error>>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     let rng = match inner.config.jitter_seed {
@@ -69,6 +77,7 @@ pub(crate) fn spawn(
             Driver {
                 inner,
                 poll,
+                tls,
                 events: mio::Events::with_capacity(16),
                 rng,
                 conn: None,
@@ -97,6 +106,11 @@ enum Failure {
         message: String,
     },
     Protocol(String),
+    /// The TLS session failed (rustls's reason, and the likely fix when there is one).
+    Tls {
+        error: rustls::Error,
+        hint: Option<&'static str>,
+    },
     /// The server announced it was going away (`GOAWAY`) and did not close the connection
     /// by the deadline it gave: the client closes it.
     GoneAway,
@@ -116,6 +130,10 @@ impl Failure {
                 message: message.clone(),
             },
             Failure::Protocol(e) => DisconnectReason::Protocol(e.clone()),
+            Failure::Tls { error, hint } => DisconnectReason::Tls(match hint {
+                Some(hint) => format!("{error} ({hint})"),
+                None => error.to_string(),
+            }),
             Failure::GoneAway => DisconnectReason::ServerClosed,
         }
     }
@@ -142,6 +160,11 @@ impl Failure {
             )),
             Failure::Server { code, message } => Error::Server { code, message },
             Failure::Protocol(e) => Error::Protocol(e),
+            Failure::Tls { error, hint } => Error::Tls {
+                server: server.to_string(),
+                source: error,
+                hint,
+            },
             Failure::GoneAway => connect(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "the server went away",
@@ -163,6 +186,8 @@ enum Stage {
 /// One TCP connection and everything in flight on it.
 struct Conn {
     stream: TcpStream,
+    /// The TLS session, when TLS is on: between the socket and `read_buf` / `writing`.
+    tls: Option<TlsSession>,
     peer: SocketAddr,
     stage: Stage,
     /// When the connect plus handshake must be done by.
@@ -222,6 +247,8 @@ impl DropTally {
 struct Driver {
     inner: Arc<Inner>,
     poll: Poll,
+    /// Starts each connection's TLS session, when TLS is on.
+    tls: Option<Connector>,
     events: mio::Events,
     rng: SplitMix64,
     conn: Option<Conn>,
@@ -360,6 +387,10 @@ impl Driver {
         let Some(peer) = self.untried.pop_front() else {
             return;
         };
+        let tls = match self.tls.as_ref().map(Connector::session).transpose() {
+            Ok(tls) => tls,
+            Err(error) => return self.fail(Failure::Tls { error, hint: None }),
+        };
         let mut stream = match TcpStream::connect(peer) {
             Ok(s) => s,
             Err(e) => return self.fail(Failure::Io(e)),
@@ -374,6 +405,7 @@ impl Driver {
         let now = Instant::now();
         self.conn = Some(Conn {
             stream,
+            tls,
             peer,
             stage: Stage::Connecting,
             deadline: now + self.inner.config.connect_timeout,
@@ -405,12 +437,35 @@ impl Driver {
         loop {
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
-                    end = Some(Failure::Eof);
+                    end = Some(match &conn.tls {
+                        Some(tls) if tls.is_handshaking() => Failure::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection during the TLS handshake \
+                             (is TLS on at the server? a plain-text port closes on a TLS hello)",
+                        )),
+                        _ => Failure::Eof,
+                    });
                     break;
                 }
                 Ok(n) => {
-                    conn.read_buf.extend_from_slice(&self.scratch[..n]);
+                    let data = &self.scratch[..n];
                     total += n;
+                    match conn.tls.as_mut() {
+                        None => conn.read_buf.extend_from_slice(data),
+                        Some(tls) => match tls.receive(data, &mut conn.read_buf) {
+                            Ok(false) => {}
+                            Ok(true) => {
+                                // close_notify: the server ends the session cleanly.
+                                end = Some(Failure::Eof);
+                                break;
+                            }
+                            Err(error) => {
+                                let hint = tls.hint(&error);
+                                end = Some(Failure::Tls { error, hint });
+                                break;
+                            }
+                        },
+                    }
                     if total >= READ_BUDGET {
                         conn.read_pending = true;
                         break;
@@ -446,6 +501,17 @@ impl Driver {
                         } if conn.stage != Stage::Ready => {
                             "the server does not speak Tern's binary protocol \
                              (is this the text port?)"
+                                .to_string()
+                        }
+                        // A TLS record header (alert 0x15 or handshake 0x16, version 3.x)
+                        // read as a frame length: the server wants TLS.
+                        binary::BinaryError::FrameTooLarge { len, .. }
+                            if conn.stage != Stage::Ready
+                                && conn.tls.is_none()
+                                && matches!(len >> 16, 0x1503 | 0x1603) =>
+                        {
+                            "the server answered in TLS: connect with TLS \
+                             (a tls:// address, or ClientBuilder::tls)"
                                 .to_string()
                         }
                         e => e.to_string(),
@@ -683,6 +749,11 @@ impl Driver {
 
     /// Writes as much as the socket takes: the frames in hand, then (once ready) the
     /// outbox, until `WouldBlock` or nothing is left.
+    ///
+    /// With TLS, the records rustls has made go out first (handshake messages, frames
+    /// encrypted earlier, alerts); then frames are encrypted into rustls's send buffer and
+    /// count as written once rustls has taken them, as plain frames do once the kernel
+    /// has: either way they are lost with the connection if it fails before they leave.
     fn write(&mut self) -> Result<(), Failure> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
@@ -691,19 +762,28 @@ impl Driver {
             return Ok(());
         }
         loop {
-            if conn.writing.is_empty() {
-                if conn.stage != Stage::Ready {
-                    return Ok(());
-                }
+            if conn.writing.is_empty() && conn.stage == Stage::Ready {
                 let mut state = self.inner.lock();
-                if state.outbox.is_empty() {
-                    return Ok(());
+                if !state.outbox.is_empty() {
+                    conn.writing = state.outbox.take_all();
+                    drop(state);
+                    self.inner.changed.notify_all();
                 }
-                conn.writing = state.outbox.take_all();
-                drop(state);
-                self.inner.changed.notify_all();
             }
             if conn.write_blocked {
+                return Ok(());
+            }
+            if let Some(tls) = conn.tls.as_mut() {
+                match tls.flush(&mut conn.stream) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        conn.write_blocked = true;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(Failure::Io(e)),
+                }
+            }
+            if conn.writing.is_empty() {
                 return Ok(());
             }
             let result = {
@@ -714,9 +794,15 @@ impl Driver {
                     slices[i] = IoSlice::new(&frame.bytes[from..]);
                     n += 1;
                 }
-                conn.stream.write_vectored(&slices[..n])
+                match conn.tls.as_mut() {
+                    Some(tls) => tls.send(&slices[..n]),
+                    None => conn.stream.write_vectored(&slices[..n]),
+                }
             };
             match result {
+                // rustls holds at most its limit of plaintext until the handshake is done
+                // (only the preface and HELLO are written before then): the rest waits.
+                Ok(0) if conn.tls.is_some() => return Ok(()),
                 Ok(0) => return Err(Failure::Io(io::ErrorKind::WriteZero.into())),
                 Ok(mut n) => {
                     while n > 0 {
@@ -824,6 +910,19 @@ impl Driver {
         self.untried.clear();
         if let Some(mut conn) = self.conn.take() {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Some(tls) = conn
+                .tls
+                .as_mut()
+                .filter(|_| conn.stage != Stage::Connecting)
+            {
+                // The client ends a session that is still sound (heartbeat, GOAWAY deadline,
+                // a bad frame) with close_notify; after a TLS failure rustls has queued its
+                // alert instead. Either goes out if the socket takes it now.
+                if !matches!(failure, Failure::Tls { .. } | Failure::Eof | Failure::Io(_)) {
+                    tls.close();
+                }
+                let _ = tls.flush(&mut conn.stream);
+            }
             let _ = conn.stream.shutdown(Shutdown::Both);
             let mut state = self.inner.lock();
             if state.phase == Phase::Connected {
@@ -927,7 +1026,9 @@ impl Driver {
             if let Err(_failure) = self.write() {
                 break;
             }
-            let written = self.conn.as_ref().is_none_or(|c| c.writing.is_empty());
+            let written = self.conn.as_ref().is_none_or(|c| {
+                c.writing.is_empty() && !c.tls.as_ref().is_some_and(TlsSession::wants_write)
+            });
             if written && self.inner.lock().outbox.is_empty() {
                 break;
             }
@@ -953,6 +1054,15 @@ impl Driver {
             }
         }
         if let Some(mut conn) = self.conn.take() {
+            if let Some(tls) = conn
+                .tls
+                .as_mut()
+                .filter(|_| conn.stage != Stage::Connecting)
+            {
+                // A clean end of the session, sent if the socket takes it now.
+                tls.close();
+                let _ = tls.flush(&mut conn.stream);
+            }
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(Shutdown::Both);
         }

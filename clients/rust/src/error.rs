@@ -8,7 +8,7 @@
 
 use std::io;
 
-use crate::ErrorCode;
+use crate::{ErrorCode, TlsConfigError};
 
 /// Everything that can go wrong in a client call.
 ///
@@ -45,6 +45,28 @@ pub enum Error {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// The TLS settings cannot be used: a CA, certificate or key file that cannot be read
+    /// or holds nothing usable (the error names it), a key that does not match its
+    /// certificate, an invalid server name. Found at `connect`, before any connection.
+    #[error("TLS settings: {0}")]
+    TlsConfig(#[from] TlsConfigError),
+    /// The first connection's TLS handshake failed: the server's certificate was not
+    /// trusted or does not carry the server's name, the server refused this client (no or
+    /// an unknown client certificate), or the server does not speak TLS. `source` is
+    /// rustls's reason; `hint`, when there is one, the likely fix.
+    #[error(
+        "TLS with {server} failed: {source}{}",
+        .hint.map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
+    Tls {
+        /// The server, as configured.
+        server: String,
+        /// rustls's reason.
+        #[source]
+        source: rustls::Error,
+        /// What it most likely means, in the words of the fix.
+        hint: Option<&'static str>,
     },
     /// An I/O error outside connecting.
     #[error("i/o error: {0}")]

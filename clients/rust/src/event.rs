@@ -166,6 +166,10 @@ pub enum DisconnectReason {
     Protocol(String),
     /// A socket error.
     Io(String),
+    /// The TLS session failed: the handshake (an untrusted or misnamed certificate, a
+    /// refused client certificate, a server that does not speak TLS) or a corrupt record.
+    /// rustls's reason, followed by the likely fix when there is one.
+    Tls(String),
     /// The server had announced it was going away ([`Event::GoAway`]) and the connection
     /// ended as announced: closed by the server, or by the client at the announced
     /// deadline. Expected; the client reconnects at once.
@@ -187,6 +191,7 @@ impl fmt::Display for DisconnectReason {
             }
             DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
             DisconnectReason::Io(e) => write!(f, "i/o error: {e}"),
+            DisconnectReason::Tls(e) => write!(f, "TLS: {e}"),
             DisconnectReason::GoingAway { reason } => {
                 write!(f, "the server went away as it announced: {reason}")
             }

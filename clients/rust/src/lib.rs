@@ -25,9 +25,10 @@
 //! Owns: the client side of the protocol specified in `docs/protocol-binary.md`, on top of
 //! the sans-IO codec in `tern-protocol`: connecting and the handshake, publishing (plain,
 //! with options, acknowledged), subscriptions (queue groups, catch-up starts), request and
-//! reply, flush, drain, and staying connected: heartbeats, reconnecting with full-jitter
-//! backoff (at once when a broker going away, `GOAWAY`, closes the connection as it
-//! announced), an offline buffer for publishes, and resubscribing with resume tokens.
+//! reply, flush, drain, TLS from the first byte (`tls://`, [`ClientBuilder::tls`]), and
+//! staying connected: heartbeats, reconnecting with full-jitter backoff (at once when a
+//! broker going away, `GOAWAY`, closes the connection as it announced), an offline buffer
+//! for publishes, and resubscribing with resume tokens.
 //!
 //! How it runs: every [`Client`] has one background I/O thread that owns the socket
 //! (non-blocking, `mio`). Application calls put encoded frames in a bounded outbox and
@@ -56,6 +57,7 @@ mod random;
 mod resume;
 mod shared;
 mod subscription;
+mod tls;
 
 pub use addr::{ServerAddr, DEFAULT_PORT};
 pub use backoff::ReconnectPolicy;
@@ -66,6 +68,11 @@ pub use event::{DisconnectReason, DropSource, Event, Events, ServerInfo};
 pub use headers::Headers;
 pub use message::{Ack, Message, PublishOptions};
 pub use subscription::{IntoIter, Iter, StartFrom, SubscribeBuilder, Subscription};
+pub use tls::TlsConfigError;
+
+/// The rustls this crate is built with, for [`ClientBuilder::tls_config`] and for matching
+/// on [`Error::Tls`]'s reason.
+pub use rustls;
 
 /// The byte buffer type of payloads.
 pub use bytes::Bytes;

@@ -1,0 +1,172 @@
+//! The byte pipe under a connection: a TCP socket, or (in unit tests) memory.
+//!
+//! Owns: the two calls a connection makes on its pipe, a read into spare buffer room
+//! ([`Socket::read_spare`]) and a (vectored) write ([`std::io::Write`]), with the socket's
+//! own semantics: `WouldBlock` when nothing waits or nothing more fits, `Ok(0)` from a read
+//! once the peer closed. The in-memory pipe ([`Memory`], tests only) has the same, so that
+//! tests drive real connections through a real worker without a socket: bytes in, bytes
+//! out, a bounded "send buffer" to make the server wait.
+//!
+//! Never: buffers, parses or blocks. A TCP read is one `read(2)` into the caller's spare
+//! room, as it was before this type existed (no copy, no zeroing).
+
+use std::io::{self, IoSlice, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
+
+use mio::net::TcpStream;
+
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    #[cfg(test)]
+    Memory(Memory),
+}
+
+impl Socket {
+    /// One read into `spare`; returns the bytes now initialised at its start.
+    pub fn read_spare(&mut self, spare: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(sock) => {
+                // SAFETY: `read(2)` writes at most `spare.len()` bytes into `spare`, which is
+                // valid for writes of that length, and never reads it; the bytes it reports
+                // written are initialised.
+                let n = unsafe {
+                    libc::read(
+                        sock.as_raw_fd(),
+                        spare.as_mut_ptr().cast::<libc::c_void>(),
+                        spare.len(),
+                    )
+                };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(n as usize)
+            }
+            #[cfg(test)]
+            Socket::Memory(m) => m.read_spare(spare),
+        }
+    }
+
+    /// The TCP socket, to (de)register it with the poll; `None` for memory.
+    pub fn tcp(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Socket::Tcp(sock) => Some(sock),
+            #[cfg(test)]
+            Socket::Memory(_) => None,
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(sock) => sock.write(buf),
+            #[cfg(test)]
+            Socket::Memory(m) => m.write_vectored(&[IoSlice::new(buf)]),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(sock) => sock.write_vectored(bufs),
+            #[cfg(test)]
+            Socket::Memory(m) => m.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) use memory::Memory;
+
+#[cfg(test)]
+mod memory {
+    use std::collections::VecDeque;
+    use std::io::{self, IoSlice};
+    use std::mem::MaybeUninit;
+    use std::sync::{Arc, Mutex};
+
+    /// Both ends of an in-memory pipe: the connection's (`Socket::Memory`) and the test's,
+    /// sharing one state.
+    #[derive(Clone, Default)]
+    pub(crate) struct Memory {
+        state: Arc<Mutex<State>>,
+    }
+
+    #[derive(Default)]
+    struct State {
+        /// What the client sent, not yet read by the server.
+        input: VecDeque<u8>,
+        /// The client closed its side: reads return 0 once `input` is empty.
+        eof: bool,
+        /// What the server wrote, not yet taken by the test.
+        output: Vec<u8>,
+        /// How many more bytes the server may write before `WouldBlock` (`None`: any).
+        room: Option<usize>,
+    }
+
+    impl Memory {
+        /// The client sends `bytes`.
+        pub fn send(&self, bytes: &[u8]) {
+            self.state.lock().unwrap().input.extend(bytes);
+        }
+
+        /// The client closes its side: reads return 0 once what it sent is read.
+        pub fn close(&self) {
+            self.state.lock().unwrap().eof = true;
+        }
+
+        /// Takes what the server wrote so far.
+        pub fn take(&self) -> Vec<u8> {
+            std::mem::take(&mut self.state.lock().unwrap().output)
+        }
+
+        /// Bounds what the server may write from now on (`None`: unbounded), as a full
+        /// send buffer does; taking output does not make room, only this does.
+        pub fn set_room(&self, room: Option<usize>) {
+            self.state.lock().unwrap().room = room;
+        }
+
+        pub(super) fn read_spare(&mut self, spare: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+            let mut s = self.state.lock().unwrap();
+            if s.input.is_empty() {
+                return if s.eof {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
+            let n = spare.len().min(s.input.len());
+            for (slot, byte) in spare.iter_mut().zip(s.input.drain(..n)) {
+                slot.write(byte);
+            }
+            Ok(n)
+        }
+
+        pub(super) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut s = self.state.lock().unwrap();
+            let mut written = 0;
+            for b in bufs {
+                let take = match s.room {
+                    Some(room) => b.len().min(room),
+                    None => b.len(),
+                };
+                s.output.extend_from_slice(&b[..take]);
+                written += take;
+                if let Some(room) = &mut s.room {
+                    *room -= take;
+                }
+                if take < b.len() {
+                    break;
+                }
+            }
+            if written == 0 && bufs.iter().any(|b| !b.is_empty()) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(written)
+        }
+    }
+}
