@@ -39,15 +39,18 @@ export async function chromiumMissing() {
 
 /**
  * Starts Chromium headless with a fresh profile directory, removed again by `close`.
+ * `ignoreHTTPSErrors` lets its pages reach a wss:// server with a self-signed certificate.
+ * @param {{ ignoreHTTPSErrors?: boolean }} [options]
  * @returns {Promise<{ context: import("playwright-core").BrowserContext, close: () => Promise<void> }>}
  */
-export async function launchChromium() {
+export async function launchChromium(options = {}) {
   const profile = await mkdtemp(join(tmpdir(), "tern-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     args: ARGS,
     viewport: { width: 640, height: 720 },
+    ignoreHTTPSErrors: options.ignoreHTTPSErrors ?? false,
     timeout: 30_000,
   });
   return {

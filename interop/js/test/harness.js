@@ -10,8 +10,8 @@
 // Every wait here has a deadline, and a server that dies or never listens fails the test
 // with the tail of its output.
 
-import { spawn } from "node:child_process";
-import { access, constants, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { execFile, spawn } from "node:child_process";
+import { access, constants, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -31,6 +31,11 @@ const { connect } = await import("nats.ws");
 /**
  * @typedef {object} ServerOptions
  * @property {boolean} [compression] offer permessage-deflate to WebSocket clients
+ * @property {Certificate} [tls] serve wss:// with this certificate and key
+ */
+/**
+ * A certificate and its key, PEM files.
+ * @typedef {{ cert: string, key: string }} Certificate
  */
 
 /** interop/js, the folder this package is in. */
@@ -44,7 +49,7 @@ export const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), ".."
  */
 const READY = {
   ternd: /^ternd websocket listening on 127\.0\.0\.1:(\d+)\n/m,
-  "nats-server": /Listening for websocket clients on ws:\/\/127\.0\.0\.1:(\d+)\s/,
+  "nats-server": /Listening for websocket clients on wss?:\/\/127\.0\.0\.1:(\d+)\s/,
 };
 
 /** How long a server may take to listen, and to exit after SIGTERM. */
@@ -74,6 +79,63 @@ function terndPath() {
 /** @returns {string} the nats-server binary: TERN_NATS_SERVER, else on the PATH */
 function natsServerPath() {
   return process.env.TERN_NATS_SERVER ?? "nats-server";
+}
+
+/**
+ * Makes a self-signed certificate for 127.0.0.1 (an EC P-256 key, valid for a day) in `dir`,
+ * with openssl.
+ * @param {string} dir
+ * @returns {Promise<Certificate>}
+ */
+export async function makeCertificate(dir) {
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  await new Promise((ok, fail) => {
+    execFile(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+      ],
+      (error, _stdout, stderr) => (error ? fail(new Error(`openssl: ${stderr}`)) : ok(undefined)),
+    );
+  });
+  return { cert, key };
+}
+
+/**
+ * Makes nats.ws (through the global WebSocket) trust `cert`, besides the system's CAs: for
+ * the wss:// tests, whose certificate is self-signed. Each test file runs in a process of
+ * its own, so this lasts for the rest of the file.
+ * @param {Certificate} cert
+ */
+export async function trustCertificate(cert) {
+  const ca = await readFile(cert.cert);
+  class TrustingWebSocket extends WebSocket {
+    /**
+     * @param {string} url
+     * @param {string | string[]} [protocols]
+     */
+    constructor(url, protocols) {
+      super(url, protocols, { ca });
+    }
+  }
+  Object.assign(globalThis, { WebSocket: TrustingWebSocket });
 }
 
 /**
@@ -137,7 +199,7 @@ export class Server {
 
   /** The URL clients connect to. */
   get url() {
-    return `ws://127.0.0.1:${this.wsPort}`;
+    return `${this.options.tls ? "wss" : "ws"}://127.0.0.1:${this.wsPort}`;
   }
 
   /**
@@ -180,6 +242,9 @@ export class Server {
           "--log-size",
           "4MiB",
           ...(this.options.compression ? ["--websocket-compression"] : []),
+          ...(this.options.tls
+            ? ["--tls-cert", this.options.tls.cert, "--tls-key", this.options.tls.key]
+            : []),
         ],
       };
     }
@@ -191,7 +256,9 @@ export class Server {
         `listen: "127.0.0.1:-1"`, // -1: a free port
         `websocket {`,
         `  listen: "127.0.0.1:${this.wsPort || -1}"`,
-        `  no_tls: true`,
+        this.options.tls
+          ? `  tls { cert_file: "${this.options.tls.cert}", key_file: "${this.options.tls.key}" }`
+          : `  no_tls: true`,
         `  compression: ${Boolean(this.options.compression)}`,
         `}`,
         "",
