@@ -210,7 +210,12 @@ export class Server {
   static async start(options = {}) {
     const dir = await mkdtemp(join(tmpdir(), "tern-js-"));
     const server = new Server(dir, options);
-    await server.run();
+    try {
+      await server.run();
+    } catch (error) {
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
     return server;
   }
 
