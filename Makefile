@@ -22,12 +22,14 @@ build:
 	$(CARGO) build --release --workspace
 
 ## test: formatting, lints, then every unit, property and integration test, then the
-## Python interop tests (nats-py against the ternd the Rust tests built); the venv first,
-## since tern-transport's WebSocket interop test runs its Python client
+## Python interop tests (nats-py against the ternd the Rust tests built; the venv first,
+## since tern-transport's WebSocket interop test runs its Python client), then the
+## JavaScript ones (nats.ws in Node and headless Chromium)
 test: fmt-check lint $(PY_ENV)/.installed
 	TERN_PYTHON=$(abspath $(PY_ENV))/bin/python $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) test-python
+	$(MAKE) test-js
 
 $(PY_ENV)/.installed: $(PY_DIR)/requirements.txt
 	python3 -m venv $(PY_ENV)
@@ -42,6 +44,25 @@ test-python: $(PY_ENV)/.installed
 		&& ../../$(PY_ENV)/bin/ruff check . \
 		&& ../../$(PY_ENV)/bin/mypy . \
 		&& ../../$(PY_ENV)/bin/pytest -q -p no:cacheprovider
+
+# The JavaScript interop tests' packages: interop/js's node_modules from its lock file,
+# and the web chat example's (its nats.ws, which the type check resolves its imports to),
+# remade when a lock file changes.
+JS_DIR := interop/js
+CHAT_DIR := examples/web-chat
+
+$(JS_DIR)/node_modules/.installed: $(JS_DIR)/package-lock.json $(CHAT_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+	cd $(CHAT_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+## test-js: prettier, eslint, tsc and node --test on interop/js (and examples/web-chat):
+## nats.ws against target/debug/ternd's WebSocket port, in Node and in headless Chromium
+## (installed by interop/js/install-chromium.sh when missing, skipped when it cannot be)
+test-js: $(JS_DIR)/node_modules/.installed
+	$(CARGO) build -p tern-broker --bin ternd
+	$(JS_DIR)/install-chromium.sh
+	cd $(JS_DIR) && npm test
 
 ## fmt: format the code
 fmt:
