@@ -619,6 +619,10 @@ impl Mesh {
     }
 }
 
+/// Envelopes of capacity an emptied local batch keeps for the next turn (112 bytes each:
+/// 1.8 MiB at most).
+const LOCAL_KEPT: usize = 16 * 1024;
+
 /// Envelopes produced during one loop turn, batched per destination worker.
 ///
 /// Causal order across workers: a data envelope (publish, delivery) is never sent ahead of
@@ -633,6 +637,10 @@ pub(crate) struct Outbox {
     batches: Vec<[Sent; 2]>,
     /// What this worker addressed to itself, in push order.
     local: Batch,
+    /// An emptied local batch kept for its capacity ([`Outbox::return_local`]): the local
+    /// batch would otherwise grow from nothing, a reallocation and a copy at every
+    /// doubling, in every loop turn.
+    local_spare: Batch,
     /// A subscription change for another worker was queued since the last send.
     control_queued: bool,
     /// Batches that found their destination's lane full, in the order they were made;
@@ -661,6 +669,7 @@ impl Outbox {
             me,
             batches: (0..mesh.workers()).map(|_| Default::default()).collect(),
             local: Vec::new(),
+            local_spare: Vec::new(),
             mesh,
             control_queued: false,
             pending: VecDeque::new(),
@@ -712,9 +721,18 @@ impl Outbox {
 
     /// Takes what this worker addressed to itself, to be handled in place.
     pub fn take_local(&mut self) -> Batch {
-        let local = std::mem::take(&mut self.local);
+        let local = std::mem::replace(&mut self.local, std::mem::take(&mut self.local_spare));
         self.queued -= local.len();
         local
+    }
+
+    /// Gives back a batch [`Outbox::take_local`] returned, once handled, for its capacity
+    /// (up to [`LOCAL_KEPT`] envelopes are kept).
+    pub fn return_local(&mut self, mut batch: Batch) {
+        batch.clear();
+        if batch.capacity() <= LOCAL_KEPT && batch.capacity() > self.local_spare.capacity() {
+            self.local_spare = batch;
+        }
     }
 
     /// Takes what is addressed to `to` (its commands, then its deliveries; this worker's

@@ -642,9 +642,11 @@ impl Worker {
 
     fn handle_local(&mut self) {
         while self.router.outbox.has_local() {
-            for env in self.router.outbox.take_local() {
+            let mut batch = self.router.outbox.take_local();
+            for env in batch.drain(..) {
                 self.handle_envelope(env);
             }
+            self.router.outbox.return_local(batch);
         }
     }
 

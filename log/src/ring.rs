@@ -260,6 +260,53 @@ struct Stage {
     file_count: u64,
 }
 
+impl Stage {
+    /// Makes the batch end at data offset `pos`, where a record of `n` bytes goes, when
+    /// that keeps it one contiguous run: it is empty, or it ends at `pos`, or only the
+    /// previous record's terminator lies past `pos` (which the record overwrites). False
+    /// otherwise: the append takes the general path.
+    fn extend(&mut self, pos: usize, n: usize) -> bool {
+        if self.buf.is_empty() {
+            self.at = pos;
+            return true;
+        }
+        let end = self.at + self.buf.len();
+        if pos < self.at || pos > end || end > pos + n {
+            return false;
+        }
+        self.buf.truncate(pos - self.at);
+        true
+    }
+
+    /// Appends a record's bytes, exactly as the general path puts them one field at a
+    /// time: its commit word (length and CRC over the rest), the fixed part, the variable
+    /// fields, the padding to `n`, and the terminator when it follows. One reservation,
+    /// no zero-filling, no per-field bounds walk.
+    fn push_record(
+        &mut self,
+        rec: &Record<'_>,
+        seq: u64,
+        exact: usize,
+        n: usize,
+        terminator: bool,
+        epoch: u64,
+    ) {
+        let start = self.buf.len();
+        self.buf.reserve(n + 8);
+        self.buf.extend_from_slice(&[0u8; 8]);
+        self.buf.extend_from_slice(&rec.fixed_part(seq));
+        for field in rec.var_fields() {
+            self.buf.extend_from_slice(field);
+        }
+        self.buf.extend_from_slice(&[0u8; ALIGN][..n - exact]);
+        if terminator {
+            self.buf.extend_from_slice(&[0u8; 8]);
+        }
+        let sum = crc(epoch, &self.buf[start + 8..start + exact]);
+        self.buf[start..start + 8].copy_from_slice(&commit_word(exact as u32, sum));
+    }
+}
+
 /// Staged bytes past which an append first flushes: a batch stays a small part of any ring.
 const STAGE_MAX: usize = 256 * 1024;
 
@@ -519,6 +566,24 @@ impl RingLog {
             self.put(HEADER_LEN + m, &wrap_marker(self.epoch, seq));
             compiler_fence(Ordering::SeqCst);
         }
+        let terminator_at = |after: usize| (after != self.head).then_some(after);
+        let after = if place.pos + n == self.cap {
+            0
+        } else {
+            place.pos + n
+        };
+        // (`make_room` has already set `head` to the record's own offset if the log was or
+        // became empty.)
+        let terminator = terminator_at(after);
+        if place.marker.is_none() && terminator.is_none_or(|t| t == place.pos + n) {
+            if let Some(stage) = self.stage.as_deref_mut() {
+                if stage.extend(place.pos, n) {
+                    stage.push_record(rec, seq, exact, n, terminator.is_some(), self.epoch);
+                    self.committed(rec, seq, place.pos, n);
+                    return Ok(seq);
+                }
+            }
+        }
         // 3. The record, all but its first 8 bytes: the fixed fields first (so a torn record
         //    names its sequence), then the variable fields and zero padding.
         let base = HEADER_LEN + place.pos;
@@ -537,14 +602,6 @@ impl RingLog {
         self.put(at, &[0u8; ALIGN][..n - exact]);
         // 4. The terminator: zero the 8 bytes after the record so the log visibly ends there
         //    (not if the ring is exactly full there: those bytes are the oldest record).
-        let after = if place.pos + n == self.cap {
-            0
-        } else {
-            place.pos + n
-        };
-        // (`make_room` has already set `head` to the record's own offset if the log was or
-        // became empty.)
-        let terminator = (after != self.head).then_some(after);
         if let Some(t) = terminator {
             self.put(HEADER_LEN + t, &[0u8; 8]);
         }
@@ -555,22 +612,7 @@ impl RingLog {
         self.put(base, &commit_word(exact as u32, sum));
         compiler_fence(Ordering::SeqCst);
 
-        // The record is in. Update the in-memory state.
-        if self.is_empty() {
-            self.head = place.pos;
-            self.descents = 0;
-        } else if rec.timestamp < self.last_ts {
-            self.descents += 1;
-        }
-        self.last_ts = rec.timestamp;
-        if is_indexed(seq, (self.count > 0).then_some(self.last_seq)) {
-            self.index.push_back((seq, place.pos));
-        }
-        self.count += 1;
-        self.last_seq = seq;
-        self.tail = place.pos + n;
-        self.next_seq = seq + 1;
-        self.dirty = true;
+        self.committed(rec, seq, place.pos, n);
 
         if self.fsync == Fsync::Always {
             if let Some(m) = place.marker {
@@ -591,6 +633,26 @@ impl RingLog {
             None => Ok(seq),
             Some(e) => Err(e),
         }
+    }
+
+    /// The record `seq` of `n` bytes at data offset `pos` is in: the in-memory state
+    /// follows.
+    fn committed(&mut self, rec: &Record<'_>, seq: u64, pos: usize, n: usize) {
+        if self.is_empty() {
+            self.head = pos;
+            self.descents = 0;
+        } else if rec.timestamp < self.last_ts {
+            self.descents += 1;
+        }
+        self.last_ts = rec.timestamp;
+        if is_indexed(seq, (self.count > 0).then_some(self.last_seq)) {
+            self.index.push_back((seq, pos));
+        }
+        self.count += 1;
+        self.last_seq = seq;
+        self.tail = pos + n;
+        self.next_seq = seq + 1;
+        self.dirty = true;
     }
 
     /// From now on, appends are written to the file with `pwrite`, a batch at a time,
