@@ -1160,21 +1160,22 @@ mod tests {
     use crate::router::Shared;
     use crate::stats::WorkerStats;
 
-    /// Worker 1 of a two-worker mesh whose lanes hold any number of bytes, on free ports,
-    /// with `config`; and the mesh, to fill its inbox as worker 0 would.
-    fn worker_one(config: Config) -> (Worker, Mesh) {
-        let (mesh, mut inboxes) = Mesh::for_tests_open(2);
+    /// The last worker of a mesh of `workers` whose lanes hold any number of bytes, on a
+    /// free port, with `config` and no store; and the mesh, to fill its inbox as the
+    /// other workers would.
+    pub(super) fn test_worker(workers: usize, config: Config) -> (Worker, Mesh) {
+        let (mesh, mut inboxes) = Mesh::for_tests_open(workers);
         let config = Arc::new(config);
         let shared = Shared {
             replay_slots: Arc::new(Slots::new(1)),
-            subscription_slots: Arc::new(Slots::new(1)),
+            subscription_slots: Arc::new(Slots::new(1 << 20)),
             budget: SharedBudget::new(config.flow.max_queued_bytes),
             dedupe: None,
         };
         let router = Router::new(
-            1,
+            workers - 1,
             mesh.clone(),
-            inboxes.pop().expect("worker 1's inbox"),
+            inboxes.pop().expect("the last worker's inbox"),
             Arc::clone(&config),
             Arc::new(WorkerStats::default()),
             None,
@@ -1189,12 +1190,20 @@ mod tests {
             binary_listener: None,
             websocket_listener: None,
             transports: Transports::default(),
-            info: ServerInfo::default(),
+            info: ServerInfo {
+                max_payload: config.limits.max_payload,
+                ..ServerInfo::default()
+            },
             welcome: Welcome::default(),
             gate: ConnectionGate::new(&config.admission, now),
             lame_duck: Arc::new(LameDuck::new(now)),
         };
         (Worker::new(setup).expect("a worker"), mesh)
+    }
+
+    /// Worker 1 of a two-worker mesh (see [`test_worker`]).
+    fn worker_one(config: Config) -> (Worker, Mesh) {
+        test_worker(2, config)
     }
 
     /// A delivery of `size` bytes to a connection worker 1 does not have (dropped when

@@ -11,7 +11,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions};
@@ -200,37 +199,12 @@ fn a_handshake_that_never_comes_times_out() {
     assert_eq!(failures(&broker, "handshake_timeout", 1), 1);
 }
 
-/// A rustls client over a blocking socket.
-fn rustls_client(
-    pki: &Pki,
-    addr: std::net::SocketAddr,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&pki.ca).unwrap();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
-    rustls::StreamOwned::new(conn, sock)
-}
-
-use rustls::pki_types::pem::PemObject;
-
 #[test]
 fn the_binary_port_is_tls_from_its_first_byte() {
     use tern_protocol::binary::{ClientFrame, Hello, Preface, ServerFrame, ServerFrameDecoder};
     let pki = Pki::new("localhost");
     let broker = tls_broker(&pki, &[]);
-    let mut tls = rustls_client(&pki, broker.binary_addr());
+    let mut tls = pki.connect_tls(broker.binary_addr());
     let mut out = bytes::BytesMut::new();
     Preface::default().encode(&mut out);
     tern_protocol::binary::encode_client_frame(

@@ -11,7 +11,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Instant;
 
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -168,23 +167,7 @@ fn wss_when_tls_is_on() {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let broker = Broker::with_args(&refs);
     let addr = broker.websocket_addr();
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&pki.ca).unwrap();
-    use rustls::pki_types::pem::PemObject;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
-    let tls = rustls::StreamOwned::new(conn, sock);
+    let tls = pki.connect_tls(addr);
     let mut ws = open(tls, &format!("wss://localhost:{}/", addr.port()));
     read_until(&mut ws, b"}\r\n");
     ws.send(Message::binary(

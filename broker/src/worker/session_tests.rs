@@ -5,65 +5,23 @@
 //! with no process, port or timing of a real network in the way.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use mio::net::TcpListener;
-use mio::Poll;
-use tern_protocol::binary::{ErrorCode, ServerFrame, ServerFrameDecoder, Welcome};
-use tern_protocol::text::ServerInfo;
+use tern_protocol::binary::{ErrorCode, ServerFrame, ServerFrameDecoder};
 
-use super::{Worker, WorkerSetup};
-use crate::admission::{ConnectionGate, Slots};
-use crate::budget::SharedBudget;
+use super::Worker;
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::conn::socket::{Memory, Socket};
-use crate::lameduck::LameDuck;
 use crate::mesh::Mesh;
-use crate::router::{Router, Shared};
-use crate::stats::WorkerStats;
-use crate::transports::{Port, Transports};
+use crate::transports::Port;
 
 /// Loop turns a test runs at most while waiting for an answer.
 const TURNS: usize = 200;
 
 /// The only worker of a one-worker broker with `config`, storing nothing.
 fn worker(config: Config) -> (Worker, Mesh) {
-    let (mesh, mut inboxes) = Mesh::for_tests_open(1);
-    let config = Arc::new(config);
-    let shared = Shared {
-        replay_slots: Arc::new(Slots::new(1)),
-        subscription_slots: Arc::new(Slots::new(1 << 20)),
-        budget: SharedBudget::new(config.flow.max_queued_bytes),
-        dedupe: None,
-    };
-    let router = Router::new(
-        0,
-        mesh.clone(),
-        inboxes.pop().expect("worker 0's inbox"),
-        Arc::clone(&config),
-        Arc::new(WorkerStats::default()),
-        None,
-        shared,
-    );
-    let now = Instant::now();
-    let setup = WorkerSetup {
-        router,
-        poll: Poll::new().expect("a poll"),
-        listener: TcpListener::bind("127.0.0.1:0".parse().unwrap()).expect("a listener"),
-        binary_listener: None,
-        websocket_listener: None,
-        transports: Transports::default(),
-        info: ServerInfo {
-            max_payload: config.limits.max_payload,
-            ..ServerInfo::default()
-        },
-        welcome: Welcome::default(),
-        gate: ConnectionGate::new(&config.admission, now),
-        lame_duck: Arc::new(LameDuck::new(now)),
-    };
-    (Worker::new(setup).expect("a worker"), mesh)
+    super::tests::test_worker(1, config)
 }
 
 impl Worker {

@@ -70,6 +70,31 @@ impl Pki {
         }
     }
 
+    /// A blocking rustls client of `addr` that trusts this CA and expects the name
+    /// `localhost` (the handshake runs on its first read or write).
+    pub fn connect_tls(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&self.ca).unwrap();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(super::WAIT)).unwrap();
+        rustls::StreamOwned::new(conn, sock)
+    }
+
     /// ternd's flags for TLS with this server certificate.
     pub fn server_args(&self) -> Vec<String> {
         vec![
