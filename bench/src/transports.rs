@@ -448,12 +448,18 @@ pub fn load_average() -> Option<[f64; 3]> {
 }
 
 /// The figure each scenario's table shows, its unit and a title.
-const TABLES: [(&str, &str, &str, &str); 4] = [
+const TABLES: [(&str, &str, &str, &str); 5] = [
     (
         "pubsub",
         "delivery rate",
         "msgs/s",
         "delivered msgs/s (higher is better)",
+    ),
+    (
+        "pubsub",
+        "server CPU/msg",
+        "ns",
+        "broker CPU per delivered message, ns (lower is better; moved less by the machine's load than the rate)",
     ),
     ("latency", "p50", "µs", "p50 latency, µs (lower is better)"),
     ("latency", "p99", "µs", "p99 latency, µs (lower is better)"),
