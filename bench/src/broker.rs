@@ -1,7 +1,9 @@
 //! Broker processes the suite starts: `ternd` and `nats-server`.
 //!
-//! Owns: spawning a broker on free local ports (`ternd`: its text and binary ports, and its
-//! monitoring port when asked), possibly under a wrapper such as `perf record`
+//! Owns: spawning a broker on free local ports (`ternd`: its text and binary ports, its
+//! WebSocket port when its flags ask for one, and its monitoring port when asked;
+//! `nats-server`: its client port and, from a configuration file written for the run,
+//! TLS and a WebSocket listener, [`NatsListeners`]), possibly under a wrapper such as `perf record`
 //! ([`BrokerProcess::ternd_under`]), waiting (with a timeout) until it accepts
 //! connections, stopping it with SIGTERM ([`BrokerProcess::terminate`], for the exit
 //! status) and killing it. A [`BrokerProcess`] kills and reaps its child when dropped
@@ -66,10 +68,13 @@ pub struct BrokerProcess {
     pub binary_addr: Option<SocketAddr>,
     /// Its monitoring address (`ternd` started with monitoring only).
     pub monitor_addr: Option<SocketAddr>,
+    /// Its WebSocket address (started with a WebSocket listener only).
+    pub websocket_addr: Option<SocketAddr>,
     /// `--version` output, when it gave one.
     pub version: Option<String>,
     child: Child,
-    /// `ternd`'s data directory, made for this run and removed with the broker.
+    /// `ternd`'s data directory or `nats-server`'s configuration directory, made for this
+    /// run and removed with the broker.
     data_dir: Option<PathBuf>,
     /// The child is a wrapper (`perf record … --`) and the broker its child.
     wrapped: bool,
@@ -158,6 +163,7 @@ impl BrokerProcess {
                 let port = [
                     ("ternd listening on ", Port::Text),
                     ("ternd binary listening on ", Port::Binary),
+                    ("ternd websocket listening on ", Port::WebSocket),
                     ("ternd monitoring on ", Port::Monitor),
                 ]
                 .into_iter()
@@ -174,25 +180,33 @@ impl BrokerProcess {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             binary_addr: None,
             monitor_addr: None,
+            websocket_addr: None,
             version: version_of(path),
             child,
             data_dir: Some(data_dir),
             wrapped: !wrapper.is_empty(),
         };
+        let websocket = extra.iter().any(|a| a == "--websocket-listen");
         let deadline = Instant::now() + START_TIMEOUT;
-        let (mut text, mut binary, mut monitoring) = (None, None, None);
-        while text.is_none() || binary.is_none() || (monitor && monitoring.is_none()) {
+        let (mut text, mut binary, mut monitoring, mut ws) = (None, None, None, None);
+        while text.is_none()
+            || binary.is_none()
+            || (monitor && monitoring.is_none())
+            || (websocket && ws.is_none())
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok((Port::Text, addr)) => text = Some(addr),
                 Ok((Port::Binary, addr)) => binary = Some(addr),
                 Ok((Port::Monitor, addr)) => monitoring = Some(addr),
+                Ok((Port::WebSocket, addr)) => ws = Some(addr),
                 Err(_) => return Err(broker.not_listening()),
             }
         }
         broker.addr = text.unwrap_or(broker.addr);
         broker.binary_addr = binary;
         broker.monitor_addr = monitoring;
+        broker.websocket_addr = ws;
         Ok(broker)
     }
 
@@ -275,23 +289,56 @@ impl BrokerProcess {
 
     /// Starts `nats-server` on a free port of 127.0.0.1. Logs go to `log` (or nowhere).
     pub fn nats_server(path: &Path, log: Option<&Path>) -> Result<Self, BrokerError> {
+        BrokerProcess::nats_server_with(path, &NatsListeners::default(), log)
+    }
+
+    /// Starts `nats-server` with the listeners `listeners` asks for (TLS on its client
+    /// port, a WebSocket listener), from a configuration file written for this run, on
+    /// free ports of 127.0.0.1; waits until each accepts connections.
+    pub fn nats_server_with(
+        path: &Path,
+        listeners: &NatsListeners,
+        log: Option<&Path>,
+    ) -> Result<Self, BrokerError> {
         let port = free_port()?;
+        let ws_port = match listeners.websocket {
+            Some(_) => Some(free_port()?),
+            None => None,
+        };
         let mut cmd = Command::new(path);
-        cmd.args(["-a", "127.0.0.1", "-p"]).arg(port.to_string());
+        let mut conf_dir = None;
+        if listeners.tls.is_none() && listeners.websocket.is_none() {
+            cmd.args(["-a", "127.0.0.1", "-p"]).arg(port.to_string());
+        } else {
+            let dir = std::env::temp_dir().join(format!(
+                "tern-bench-nats-{}-{}",
+                std::process::id(),
+                NEXT_DATA_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir)?;
+            let conf = dir.join("nats-server.conf");
+            std::fs::write(&conf, listeners.config(port, ws_port))?;
+            cmd.arg("-c").arg(&conf);
+            conf_dir = Some(dir);
+        }
         let child = spawn(cmd, path, Stdio::null(), log)?;
         let mut broker = BrokerProcess {
             name: "nats-server".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             binary_addr: None,
             monitor_addr: None,
+            websocket_addr: ws_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
             version: version_of(path),
             child,
-            data_dir: None,
+            data_dir: conf_dir,
             wrapped: false,
         };
         let deadline = Instant::now() + START_TIMEOUT;
+        let listening = |addr: &SocketAddr| {
+            TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
+        };
         while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&broker.addr, Duration::from_millis(200)).is_ok() {
+            if listening(&broker.addr) && broker.websocket_addr.as_ref().is_none_or(listening) {
                 return Ok(broker);
             }
             if let Ok(Some(_)) = broker.child.try_wait() {
@@ -336,6 +383,43 @@ enum Port {
     Text,
     Binary,
     Monitor,
+    WebSocket,
+}
+
+/// What `nats-server` listens with besides its plain client port.
+#[derive(Debug, Clone, Default)]
+pub struct NatsListeners {
+    /// The `tls { ... }` block for its client port (TLS on it), e.g.
+    /// [`crate::pki::Pki::nats_tls_block`].
+    pub tls: Option<String>,
+    /// A WebSocket listener: `Some(None)` plain (`no_tls: true`), `Some(Some(block))` over
+    /// TLS with that `tls { ... }` block.
+    pub websocket: Option<Option<String>>,
+}
+
+impl NatsListeners {
+    /// The configuration file's text for client port `port` and WebSocket port `ws_port`.
+    fn config(&self, port: u16, ws_port: Option<u16>) -> String {
+        let mut conf = format!("listen: \"127.0.0.1:{port}\"\n");
+        if let Some(tls) = &self.tls {
+            conf.push_str(tls);
+            conf.push('\n');
+        }
+        if let (Some(ws), Some(ws_port)) = (&self.websocket, ws_port) {
+            conf.push_str(&format!(
+                "websocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n"
+            ));
+            match ws {
+                None => conf.push_str("  no_tls: true\n"),
+                Some(tls) => {
+                    conf.push_str(tls);
+                    conf.push('\n');
+                }
+            }
+            conf.push_str("}\n");
+        }
+        conf
+    }
 }
 
 /// Numbers the data directories of the `ternd`s one run starts.
@@ -384,7 +468,7 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// The first line of `<path> --version`, if it answers within a few seconds.
-fn version_of(path: &Path) -> Option<String> {
+pub fn version_of(path: &Path) -> Option<String> {
     let mut child = Command::new(path)
         .arg("--version")
         .stdin(Stdio::null())
@@ -415,6 +499,29 @@ fn version_of(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_server_configuration_for_tls_and_websocket() {
+        let tls = "tls {\n  cert_file: \"c\"\n}".to_string();
+        let both = NatsListeners {
+            tls: Some(tls.clone()),
+            websocket: Some(Some(tls.clone())),
+        };
+        let conf = both.config(4222, Some(8080));
+        assert!(
+            conf.starts_with("listen: \"127.0.0.1:4222\"\ntls {"),
+            "{conf}"
+        );
+        assert!(
+            conf.contains("websocket {\n  listen: \"127.0.0.1:8080\"\ntls {"),
+            "{conf}"
+        );
+        let ws = NatsListeners {
+            tls: None,
+            websocket: Some(None),
+        };
+        assert!(ws.config(1, Some(2)).contains("no_tls: true"));
+    }
 
     #[test]
     fn a_child_is_found_under_its_parent() {

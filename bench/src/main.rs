@@ -5,6 +5,10 @@
 //! `tern-bench soak` starts its own `ternd` and runs the soak (see
 //! `tern_bench::scenario::soak`), printing its report.
 //!
+//! `tern-bench transports` runs `pubsub`, `latency` and `conns` over plain TCP, TLS,
+//! WebSocket and WebSocket over TLS against `ternd` and `nats-server`
+//! (`tern_bench::transports`); single scenarios take `--transport` too.
+//!
 //! `tern-bench profile SCENARIO [FLAGS]` (`make profile`) starts `ternd` under `perf
 //! record`, runs that one scenario against it, stops `ternd` with SIGTERM, and draws
 //! where it spent its CPU (`tern_bench::profile`); `tern-bench flamegraph` draws an
@@ -25,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use tern_bench::broker::BrokerProcess;
-use tern_bench::driver::Protocol;
+use tern_bench::driver::{Dial, Protocol, TlsClient, Transport};
 use tern_bench::plot;
 use tern_bench::profile;
 use tern_bench::report::{self, Report, TargetReport};
@@ -38,6 +42,7 @@ use tern_bench::scenario::soak::{self, SoakConfig};
 use tern_bench::scenario::stuck::{self, StuckConfig};
 use tern_bench::scenario::{fanout, parse_duration, queue, Limit, Scenario};
 use tern_bench::suite::{self, SuiteConfig, Target};
+use tern_bench::transports::{self, TransportsConfig};
 
 #[derive(Parser)]
 #[command(
@@ -157,6 +162,10 @@ enum Command {
     },
     /// Start ternd (and nats-server), run the standard scenarios against each, stop them.
     Suite(SuiteArgs),
+    /// pubsub 1x1, latency at a fixed rate and idle connections over tcp, tls, websocket
+    /// and wss, against ternd (text and binary) and nats-server, each cell on a fresh
+    /// broker, a few runs each: medians, ratios, memory per connection, exact counts.
+    Transports(TransportsArgs),
     /// Start ternd with small budgets and run the soak: an audience, acknowledged traffic
     /// through a chaos proxy and every kind of hostile client at once; check memory,
     /// exactly-once delivery, the limits' counters, responsiveness and a clean exit.
@@ -196,6 +205,53 @@ struct ProfileArgs {
     /// `--server` and `--server-pid` are the ternd this starts.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     scenario: Vec<String>,
+}
+
+#[derive(Args)]
+struct TransportsArgs {
+    /// The ternd executable.
+    #[arg(long, default_value = "target/release/ternd")]
+    ternd: PathBuf,
+    /// ternd's --workers.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// ternd's protocols, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "text,binary")]
+    protocols: Vec<Protocol>,
+    /// Also run against this nats-server executable (its TLS client port and its
+    /// WebSocket listener), and print ratios (ternd / nats-server).
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+    /// The transports, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "tcp,tls,websocket,wss"
+    )]
+    transports: Vec<Transport>,
+    /// The short run (a check, not a measurement): 300ms per scenario at 2000 msgs/s, 50
+    /// connections, one run; the flags below override it.
+    #[arg(long)]
+    short: bool,
+    /// How long pubsub and latency publish [default: 3s].
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Payload bytes of pubsub and latency.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// latency's rate, msgs/s [default: 10000].
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Idle connections of conns [default: 2000].
+    #[arg(long)]
+    conns: Option<usize>,
+    /// Runs of every cell (medians over the clean ones) [default: 3].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Where broker logs go.
+    #[arg(long, default_value = "target/bench/transports")]
+    out_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -246,6 +302,17 @@ struct TargetArgs {
     /// The wire protocol: `text` (NATS; ternd or nats-server) or `binary` (ternd's 4224).
     #[arg(long, value_enum, default_value_t = Protocol::Text)]
     protocol: Protocol,
+    /// What carries it: `tcp`, `tls` (trusting --tls-ca), `websocket` or `wss` (give the
+    /// WebSocket port as --server; ternd serves the binary protocol on path /tern). For
+    /// pubsub, fanout, queue, latency, conns and catchup.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
+    /// The CA certificate(s) (PEM) a TLS transport trusts.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// The name the broker's certificate must carry [default: the --server address's IP].
+    #[arg(long)]
+    tls_server_name: Option<String>,
     /// The broker's process id (same machine): its CPU time per delivered message is
     /// read from /proc/PID/stat over each measured window (`-` without it), and `conns`
     /// reads its memory.
@@ -256,6 +323,29 @@ struct TargetArgs {
 impl TargetArgs {
     fn addr(&self) -> SocketAddr {
         self.server.unwrap_or(self.protocol.default_addr())
+    }
+
+    /// Where and how to connect, as the flags say.
+    fn dial(&self) -> Result<Dial> {
+        if self.transport.is_websocket() && self.server.is_none() {
+            bail!(
+                "--transport {} needs --server (the WebSocket port)",
+                self.transport.name()
+            );
+        }
+        let addr = self.addr();
+        let tls = match (&self.tls_ca, self.transport.is_tls()) {
+            (Some(ca), true) => {
+                let name = self
+                    .tls_server_name
+                    .clone()
+                    .unwrap_or_else(|| addr.ip().to_string());
+                Some(TlsClient::trusting_file(ca, &name)?)
+            }
+            (None, true) => bail!("--transport {} needs --tls-ca FILE", self.transport.name()),
+            (_, false) => None,
+        };
+        Ok(Dial::new(addr, self.transport, tls)?)
     }
 }
 
@@ -410,6 +500,7 @@ fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Soak(args) => return run_soak(args, cli.json.as_deref()),
+        Command::Transports(args) => return run_transports(args, cli.json.as_deref()),
         Command::Profile(args) => return run_profile(args, cli.json.as_deref()),
         Command::Flamegraph(args) => {
             draw_flamegraph(&args.perf_data, &args.out, &args.title, args.top)?;
@@ -519,17 +610,34 @@ fn run_one(command: Command) -> Result<TargetReport> {
             count,
             size,
         } => (target, Scenario::Catchup(CatchupConfig { count, size })),
-        Command::Suite(_) | Command::Soak(_) | Command::Profile(_) | Command::Flamegraph(_) => {
+        Command::Suite(_)
+        | Command::Soak(_)
+        | Command::Profile(_)
+        | Command::Flamegraph(_)
+        | Command::Transports(_) => {
             bail!("not a single scenario")
         }
     };
+    if target.transport != Transport::Tcp
+        && matches!(scenario, Scenario::Stuck(_) | Scenario::Audience(_))
+    {
+        bail!(
+            "{} runs over plain TCP only (--transport {} is for pubsub, fanout, queue, \
+             latency, conns and catchup)",
+            scenario.name(),
+            target.transport.name()
+        );
+    }
     let addr = target.addr();
-    let driver = target.protocol.driver(addr, "tern-bench");
+    let driver = target.protocol.driver_via(target.dial()?, "tern-bench");
     let result = scenario.run(&*driver, target.server_pid);
     let report = TargetReport {
         target: addr.to_string(),
         address: addr.to_string(),
-        protocol: driver.protocol().into(),
+        protocol: match driver.transport() {
+            Transport::Tcp => driver.protocol().into(),
+            t => format!("{}+{}", driver.protocol(), t.name()),
+        },
         version: None,
         scenarios: vec![result],
     };
@@ -548,7 +656,11 @@ fn target_of(command: &mut Command) -> Option<&mut TargetArgs> {
         | Command::Conns { target, .. }
         | Command::Audience { target, .. }
         | Command::Catchup { target, .. } => Some(target),
-        Command::Suite(_) | Command::Soak(_) | Command::Profile(_) | Command::Flamegraph(_) => None,
+        Command::Suite(_)
+        | Command::Soak(_)
+        | Command::Profile(_)
+        | Command::Flamegraph(_)
+        | Command::Transports(_) => None,
     }
 }
 
@@ -692,6 +804,51 @@ fn run_suite(args: &SuiteArgs) -> Result<(Vec<TargetReport>, Option<usize>)> {
         eprintln!("tern-bench: wrote {}", path.display());
     }
     Ok((reports, baseline))
+}
+
+/// Runs the transports comparison, prints it, writes its JSON; exit status 1 when any run
+/// of any cell reported a problem.
+fn run_transports(args: &TransportsArgs, json: Option<&Path>) -> Result<ExitCode> {
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+    // Raised before any broker starts, so the brokers inherit it too.
+    let _ = tern_bench::scenario::conns::raise_fd_limit();
+    let base = if args.short {
+        TransportsConfig::short(args.ternd.clone())
+    } else {
+        TransportsConfig::new(args.ternd.clone())
+    };
+    let config = TransportsConfig {
+        workers: args.workers,
+        protocols: args.protocols.clone(),
+        nats_server: args.nats_server.clone(),
+        transports: args.transports.clone(),
+        duration: args.duration.unwrap_or(base.duration),
+        size: args.size,
+        rate: args.rate.unwrap_or(base.rate),
+        conns: args.conns.unwrap_or(base.conns),
+        runs: args.runs.unwrap_or(base.runs).max(1),
+        log_dir: Some(args.out_dir.clone()),
+        ..base
+    };
+    let report = transports::run(&config, &mut |step| {
+        eprintln!("tern-bench transports: {step}")
+    })?;
+    print!("{}", transports::render(&report));
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("tern-bench: wrote {}", path.display());
+    }
+    let problems = report.problem_count();
+    if problems == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in report.failures() {
+        eprintln!("tern-bench: FAILED {f}");
+    }
+    eprintln!("tern-bench: {problems} problem(s) reported (PROBLEM lines above); exit status 1");
+    Ok(ExitCode::FAILURE)
 }
 
 /// Runs the soak, prints its report, writes its JSON; exit status 1 when a check failed.

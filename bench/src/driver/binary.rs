@@ -1,7 +1,8 @@
 //! The binary protocol driver: Tern's own framed protocol (port 4224), one blocking socket
 //! per connection.
 //!
-//! Owns: the handshake (preface + `HELLO` + `PING` in one write → `WELCOME`, `PONG`),
+//! Owns: the handshake (preface + `HELLO` + `PING` in one write → `WELCOME`, `PONG`;
+//! over TLS the port is TLS from the first byte, over WebSocket the path is `/tern`),
 //! the stuck consumer's connection (handshake, `SUBSCRIBE`, `PING` → `PONG`, then handed
 //! over as a [`super::Stalled`] that is never read), subscription ids, `PING`/`PONG` round trips for [`Connection::sync`], answering the
 //! broker's `PING`s, counting `DROP_NOTICE`s, and turning `ERROR` frames into
@@ -31,8 +32,8 @@ use tern_protocol::binary::{
     ServerFrame, ServerFrameDecoder, StartPosition, Subscribe, Welcome, VERSION,
 };
 
-use super::socket::{self, Dispatch, Socket, HANDSHAKE_TIMEOUT};
-use super::{Connection, Driver, DriverError, Stalled};
+use super::socket::{self, Dispatch, Opening, Socket, TlsStart, HANDSHAKE_TIMEOUT};
+use super::{Connection, Dial, Driver, DriverError, Protocol, Stalled, Transport};
 
 /// The priority of every message the driver publishes: the lowest, as the text port
 /// assigns to its messages, so both ports carry the same kind of traffic.
@@ -45,15 +46,22 @@ const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
 /// Opens binary-protocol connections to one address.
 #[derive(Debug, Clone)]
 pub struct BinaryDriver {
-    addr: SocketAddr,
+    dial: Dial,
     name: String,
 }
 
 impl BinaryDriver {
-    /// A driver for the broker's binary port at `addr`; `name` is sent in `HELLO`.
+    /// A driver for the broker's binary port at `addr` over plain TCP; `name` is sent in
+    /// `HELLO`.
     pub fn new(addr: SocketAddr, name: impl Into<String>) -> Self {
+        BinaryDriver::via(Dial::tcp(addr), name)
+    }
+
+    /// A driver for the broker `dial` names (its binary port, or its WebSocket port), over
+    /// its transport.
+    pub fn via(dial: Dial, name: impl Into<String>) -> Self {
         BinaryDriver {
-            addr,
+            dial,
             name: name.into(),
         }
     }
@@ -62,6 +70,10 @@ impl BinaryDriver {
 impl Driver for BinaryDriver {
     fn protocol(&self) -> &'static str {
         "binary"
+    }
+
+    fn transport(&self) -> Transport {
+        self.dial.transport
     }
 
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError> {
@@ -74,7 +86,7 @@ impl Driver for BinaryDriver {
         conn.sync(HANDSHAKE_TIMEOUT)?;
         let mut ping = BytesMut::new();
         encode_client_frame(&ClientFrame::Ping, &mut ping)?;
-        Ok(Stalled::new(conn.socket.into_stream(), ping.to_vec()))
+        Ok(Stalled::new(conn.socket.into_stream()?, ping.to_vec()))
     }
 }
 
@@ -83,7 +95,14 @@ impl BinaryDriver {
     /// handshake.
     fn open(&self, recv_buffer: Option<usize>) -> Result<BinaryConnection, DriverError> {
         let mut conn = BinaryConnection {
-            socket: Socket::connect(self.addr, recv_buffer)?,
+            socket: Socket::connect(
+                &self.dial,
+                recv_buffer,
+                Opening {
+                    tls_start: TlsStart::Immediate,
+                    websocket_path: Protocol::Binary.websocket_path(),
+                },
+            )?,
             decoder: ServerFrameDecoder::new(Limits {
                 max_payload: MAX_PAYLOAD,
                 ..Limits::default()

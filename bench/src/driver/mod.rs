@@ -4,8 +4,10 @@
 //! [`DriverError`]. Two drivers implement them: [`nats::NatsDriver`] for the text (NATS)
 //! port, so the same scenario runs against `ternd` and a real `nats-server`, and
 //! [`binary::BinaryDriver`] for Tern's binary port (4224). Both share [`socket`]'s blocking
-//! socket with its write batch and read buffer. [`stalled`] holds a subscribed connection
-//! that is never read again (the `stuck` scenario's stuck consumer).
+//! socket with its write batch and read buffer, over the transport a [`Dial`] names
+//! ([`dial`]: plain TCP, TLS through [`tls`], WebSocket through [`websocket`], or both).
+//! [`stalled`] holds a subscribed connection that is never read again (the `stuck`
+//! scenario's stuck consumer; plain TCP only).
 //!
 //! Contract of a [`Connection`]: it is used by one thread at a time. `publish` only queues
 //! bytes (writes are batched); `flush` writes them; `sync` flushes and waits until the
@@ -15,10 +17,14 @@
 //! Never: a client library. Drivers speak the protocol themselves, with Tern's own codec.
 
 pub mod binary;
+pub mod dial;
 pub mod nats;
 mod socket;
 pub mod stalled;
+mod tls;
+mod websocket;
 
+pub use dial::{Dial, TlsClient, Transport};
 pub use socket::{HANDSHAKE_TIMEOUT, READ_MAX, READ_MIN, WRITE_BATCH, WRITE_TIMEOUT};
 pub use stalled::Stalled;
 
@@ -67,6 +73,14 @@ pub enum DriverError {
     /// The protocol cannot do what was asked (catch-up on the text protocol).
     #[error("not supported by this protocol: {0}")]
     Unsupported(&'static str),
+    /// TLS failed: its configuration, the handshake (an untrusted certificate, no common
+    /// version), or a bad record; rustls's text.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The WebSocket upgrade was refused, a server frame broke RFC 6455, or the server
+    /// sent a close frame (its code and reason).
+    #[error("WebSocket: {0}")]
+    WebSocket(String),
 }
 
 /// A wire protocol the harness speaks.
@@ -95,11 +109,24 @@ impl Protocol {
         }
     }
 
-    /// A driver for the broker at `addr`, introducing itself as `name`.
+    /// A driver for the broker at `addr` over plain TCP, introducing itself as `name`.
     pub fn driver(self, addr: SocketAddr, name: &str) -> Box<dyn Driver> {
+        self.driver_via(Dial::tcp(addr), name)
+    }
+
+    /// A driver for the broker `dial` names, over its transport.
+    pub fn driver_via(self, dial: Dial, name: &str) -> Box<dyn Driver> {
         match self {
-            Protocol::Text => Box::new(nats::NatsDriver::new(addr, name)),
-            Protocol::Binary => Box::new(binary::BinaryDriver::new(addr, name)),
+            Protocol::Text => Box::new(nats::NatsDriver::via(dial, name)),
+            Protocol::Binary => Box::new(binary::BinaryDriver::via(dial, name)),
+        }
+    }
+
+    /// The path `ternd`'s WebSocket port serves it on (`/`, as nats-server's; `/tern`).
+    pub fn websocket_path(self) -> &'static str {
+        match self {
+            Protocol::Text => "/",
+            Protocol::Binary => "/tern",
         }
     }
 }
@@ -108,6 +135,10 @@ impl Protocol {
 pub trait Driver: Send + Sync {
     /// The wire protocol, for reports (`"text"`, `"binary"`).
     fn protocol(&self) -> &'static str;
+    /// What carries it.
+    fn transport(&self) -> Transport {
+        Transport::Tcp
+    }
     /// Opens a connection and completes the handshake: when this returns, the broker has
     /// accepted the connection and answered a round trip.
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError>;

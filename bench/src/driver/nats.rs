@@ -1,6 +1,8 @@
 //! The text (NATS) protocol driver: one blocking socket per connection.
 //!
-//! Owns: the handshake (`INFO` → `CONNECT` + `PING` → `PONG`), the stuck consumer's
+//! Owns: the handshake (`INFO` → `CONNECT` + `PING` → `PONG`; over TLS, the plain-text
+//! `INFO` with `tls_required`, then the TLS handshake, then `CONNECT`, as NATS clients
+//! do), the stuck consumer's
 //! connection (handshake, `SUB`, `PING` → `PONG`, then handed over as a
 //! [`super::Stalled`] that is never read), subscription ids, answering
 //! the broker's `PING`s, turning `-ERR` into [`DriverError::Server`], and counting what
@@ -24,21 +26,26 @@ use tern_protocol::text::{
     Subscribe,
 };
 
-use super::socket::{self, Dispatch, Socket, HANDSHAKE_TIMEOUT};
-use super::{Connection, Driver, DriverError, Stalled};
+use super::socket::{self, Dispatch, Opening, Socket, TlsStart, HANDSHAKE_TIMEOUT};
+use super::{Connection, Dial, Driver, DriverError, Protocol, Stalled, Transport};
 
 /// Opens text-protocol connections to one address.
 #[derive(Debug, Clone)]
 pub struct NatsDriver {
-    addr: SocketAddr,
+    dial: Dial,
     name: String,
 }
 
 impl NatsDriver {
-    /// A driver for the broker at `addr`; `name` is sent in `CONNECT`.
+    /// A driver for the broker at `addr` over plain TCP; `name` is sent in `CONNECT`.
     pub fn new(addr: SocketAddr, name: impl Into<String>) -> Self {
+        NatsDriver::via(Dial::tcp(addr), name)
+    }
+
+    /// A driver for the broker `dial` names, over its transport.
+    pub fn via(dial: Dial, name: impl Into<String>) -> Self {
         NatsDriver {
-            addr,
+            dial,
             name: name.into(),
         }
     }
@@ -47,6 +54,10 @@ impl NatsDriver {
 impl Driver for NatsDriver {
     fn protocol(&self) -> &'static str {
         "text"
+    }
+
+    fn transport(&self) -> Transport {
+        self.dial.transport
     }
 
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError> {
@@ -59,7 +70,7 @@ impl Driver for NatsDriver {
         conn.sync(HANDSHAKE_TIMEOUT)?;
         let mut ping = BytesMut::new();
         encode_client_op(&ClientOp::Ping, &mut ping);
-        Ok(Stalled::new(conn.socket.into_stream(), ping.to_vec()))
+        Ok(Stalled::new(conn.socket.into_stream()?, ping.to_vec()))
     }
 }
 
@@ -67,7 +78,7 @@ impl NatsDriver {
     /// Connects (with `SO_RCVBUF` set to `recv_buffer` first, if given) and completes the
     /// handshake.
     fn open(&self, recv_buffer: Option<usize>) -> Result<NatsConnection, DriverError> {
-        let mut conn = NatsConnection::open(self.addr, recv_buffer)?;
+        let mut conn = NatsConnection::open(&self.dial, recv_buffer)?;
         let options = ConnectOptions {
             verbose: false,
             pedantic: false,
@@ -78,7 +89,22 @@ impl NatsDriver {
             protocol: Some(1),
             ..ConnectOptions::default()
         };
-        conn.wait_for_info()?;
+        let tls_required = conn.wait_for_info()?;
+        match (self.dial.transport, tls_required) {
+            (Transport::Tls, true) => conn.socket.start_tls(self.dial.tls()?)?,
+            (Transport::Tls, false) => {
+                return Err(DriverError::Unexpected(
+                    "INFO without tls_required on a TLS dial (is the port TLS?)",
+                ))
+            }
+            (Transport::Tcp, true) => {
+                return Err(DriverError::Unsupported(
+                    "the broker requires TLS (--transport tls)",
+                ))
+            }
+            // Over WebSocket the URL chose: the INFO's flag is about the TCP port.
+            (Transport::Tcp | Transport::Websocket | Transport::Wss, _) => {}
+        }
         encode_client_op(&ClientOp::Connect(Box::new(options)), &mut conn.socket.out);
         conn.sync(HANDSHAKE_TIMEOUT)?;
         Ok(conn)
@@ -109,9 +135,13 @@ fn notice_count(payload: &[u8]) -> u64 {
 }
 
 impl NatsConnection {
-    fn open(addr: SocketAddr, recv_buffer: Option<usize>) -> Result<Self, DriverError> {
+    fn open(dial: &Dial, recv_buffer: Option<usize>) -> Result<Self, DriverError> {
+        let opening = Opening {
+            tls_start: TlsStart::AfterGreeting,
+            websocket_path: Protocol::Text.websocket_path(),
+        };
         Ok(NatsConnection {
-            socket: Socket::connect(addr, recv_buffer)?,
+            socket: Socket::connect(dial, recv_buffer, opening)?,
             decoder: ServerDecoder::new(Limits {
                 max_control_line: Limits::DEFAULT_MAX_CONTROL_LINE,
                 // Large enough for any broker's configured max_payload.
@@ -124,12 +154,13 @@ impl NatsConnection {
         })
     }
 
-    fn wait_for_info(&mut self) -> Result<(), DriverError> {
+    /// Waits for the broker's `INFO`; whether it says `tls_required`.
+    fn wait_for_info(&mut self) -> Result<bool, DriverError> {
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         loop {
             if let Some(op) = self.decoder.decode(&mut self.socket.inbuf)? {
                 return match op {
-                    ServerOp::Info(_) => Ok(()),
+                    ServerOp::Info(info) => Ok(info.tls_required),
                     ServerOp::Err(message) => Err(DriverError::Server {
                         code: None,
                         message,
