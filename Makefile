@@ -93,7 +93,7 @@ clean:
 # tern-bench exits with status 1 when a scenario reported a problem (after printing it all).
 BENCH_FLAGS ?=
 
-.PHONY: bench bench-compare bench-micro soak
+.PHONY: bench bench-compare bench-micro bench-transports soak
 
 ## bench: build release, run the standard suite against fresh ternds, text and binary ports
 bench:
@@ -102,6 +102,17 @@ bench:
 	mkdir -p target/bench
 	target/release/tern-bench --json target/bench/bench.json suite \
 		--ternd target/release/ternd --out-dir target/bench $(BENCH_FLAGS)
+
+## bench-transports: pubsub, latency and idle connections over tcp, tls, websocket and wss,
+## ternd vs nats-server (medians of 5; BENCH_FLAGS=--short for a quick look)
+bench-transports:
+	command -v nats-server >/dev/null || (apt-get update && apt-get install -y nats-server)
+	$(CARGO) build --release -p tern-broker --bin ternd
+	$(CARGO) build --release -p tern-bench
+	mkdir -p target/bench
+	target/release/tern-bench --json target/bench/transports.json transports \
+		--ternd target/release/ternd --nats-server "$$(command -v nats-server)" \
+		--runs 5 --out-dir target/bench/transports $(BENCH_FLAGS)
 
 ## bench-compare: the suite against ternd (both ports) and nats-server (installed if missing), with ratios
 bench-compare:
