@@ -975,6 +975,56 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_websocket_sections_resolve_and_half_a_tls_setting_is_refused() {
+        let c = with_file(
+            "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nca_file = \"ca.pem\"\n\
+             verify = true\nhandshake_timeout = \"500ms\"\n\
+             [websocket]\nlisten = \"0.0.0.0:8443\"\nallowed_origins = [\"https://a.example\"]\n\
+             max_message = \"2MiB\"\n",
+        )
+        .unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert!(tls.settings.verify && tls.settings.ca_file.is_some());
+        assert_eq!(tls.handshake_timeout, Duration::from_millis(500));
+        let ws = c.websocket.as_ref().unwrap();
+        assert!(ws.uses_tls(c.tls.as_ref()), "wss when TLS is on");
+        assert_eq!(ws.max_message, 2 << 20);
+        // A flag wins over the file.
+        let args = Args::parse_from(["ternd", "--websocket-listen", "127.0.0.1:9000"]);
+        let c = Config::from_args(args).unwrap();
+        assert_eq!(c.websocket.unwrap().listen.port(), 9000);
+        assert!(c.tls.is_none());
+        for (text, key) in [
+            ("[tls]\nkey_file = \"s.key\"\n", "`tls_cert`"),
+            ("[tls]\ncert_file = \"s.pem\"\n", "`tls_key`"),
+            ("[tls]\nca_file = \"ca.pem\"\n", "`tls_ca`"),
+            ("[tls]\nhandshake_first = true\n", "`tls_handshake_first`"),
+            (
+                "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nverify = true\n",
+                "`tls_verify`",
+            ),
+            (
+                "[websocket]\nlisten = \"0.0.0.0:8080\"\n",
+                "`websocket_listen`",
+            ),
+            (
+                "[websocket]\nlisten = \"127.0.0.1:8080\"\nallowed_origins = [\"nope\"]\n",
+                "`websocket_allowed_origins`",
+            ),
+        ] {
+            let err = with_file(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+        // Plain WebSocket off loopback when asked for.
+        assert!(with_file("[websocket]\nlisten = \"0.0.0.0:8080\"\nno_tls = true\n").is_ok());
+        // A typo in a section is an error naming the line.
+        let err = with_file("[tls]\ncert = \"s.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::from_args(Args::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:4222");

@@ -238,7 +238,10 @@ pub(crate) fn validate(
             let other = (args.tls_ca.is_some() || ft.ca_file.is_some())
                 .then_some("tls_ca")
                 .or((args.tls_verify || ft.verify == Some(true)).then_some("tls_verify"))
-                .or(args.tls_handshake_first.then_some("tls_handshake_first"));
+                .or(
+                    (args.tls_handshake_first || ft.handshake_first == Some(true))
+                        .then_some("tls_handshake_first"),
+                );
             if let Some(k) = other {
                 return invalid(k, "needs tls_cert and tls_key (TLS is off)".to_string());
             }

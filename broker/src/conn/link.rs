@@ -224,9 +224,9 @@ impl Link {
         if self.again {
             taken = taken.max(consumed).max(1);
         }
-        if !self.sock_in.is_empty() || self.again {
-            // Bytes wait for the transport; the buffer keeps its capacity.
-        } else if self.sock_in.capacity() > KEEP_CAPACITY && taken < room {
+        // A buffer grown for a burst goes once it is empty and reads no longer fill it.
+        let idle = self.sock_in.is_empty() && !self.again && taken < room;
+        if idle && self.sock_in.capacity() > KEEP_CAPACITY {
             self.sock_in = Vec::new();
         }
         rbuf.extend_from_slice(&self.app_in);
