@@ -1254,6 +1254,9 @@ impl Conn {
         if self.closing.is_some() {
             return;
         }
+        if let Some(link) = self.link.as_deref_mut() {
+            link.shrink();
+        }
         if let Some(link) = self.link.as_deref() {
             if !link.is_ready() {
                 if now >= link.deadline() {
