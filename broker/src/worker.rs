@@ -867,7 +867,7 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(slot) else {
                 continue;
             };
-            let state = conn.read(&mut self.router, READ_BUDGET, self.now);
+            let state = read_connection(conn, &mut self.router, READ_BUDGET, self.now);
             let has_output = conn.has_unsent();
             match state {
                 ReadState::More => self.to_read.push(slot),
@@ -1091,6 +1091,46 @@ impl Worker {
             self.close(slot);
         }
     }
+}
+
+/// Reads what `conn`'s socket has, up to `budget` bytes, and applies every whole
+/// operation, in this order for each read: the socket, then the worker's inbox synced
+/// (`Router::sync_inbox`: the subscription changes that arrived meanwhile, so that a
+/// publish never misses the subscription that prompted it), then the bytes applied.
+/// Bytes read before a pause (throttled, stalled, a full outbox) go first.
+fn read_connection(conn: &mut Conn, router: &mut Router, budget: usize, now: Instant) -> ReadState {
+    if let Some(state) = conn.read_paused(router, now) {
+        return state;
+    }
+    if conn.has_unapplied() {
+        router.sync_inbox();
+        if let Some(state) = conn.apply_read(router, now, false) {
+            return state;
+        }
+        if router.outbox.is_full() {
+            return ReadState::More;
+        }
+    }
+    let mut taken = 0;
+    while conn.closing.is_none() {
+        if taken >= budget || router.outbox.is_full() {
+            return ReadState::More;
+        }
+        match conn.read_socket(router) {
+            Ok(0) => conn.read_eof(),
+            Ok(n) => {
+                taken += n;
+                router.sync_inbox();
+                if let Some(state) = conn.apply_read(router, now, true) {
+                    return state;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadState::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => conn.read_failed(&e),
+        }
+    }
+    ReadState::Closed
 }
 
 /// True when the queued message a ticket names (`level`, `arrival`, `q`) is still queued

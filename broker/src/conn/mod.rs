@@ -9,8 +9,10 @@
 //! through the shared steps here: `admit`, `publish`, `add_sub`, `unsubscribe`, `ping`,
 //! `deliver`.
 //!
-//! Contract: the worker calls [`Conn::read`] when the socket is readable (edge triggered:
-//! until it reports [`ReadState::Drained`]) and when a [`ReadState::Throttled`] pause ends,
+//! Contract: the worker reads the connection when the socket is readable (edge triggered:
+//! until the socket would block) and when a [`ReadState::Throttled`] pause ends, itself
+//! sequencing each socket read ([`Conn::read_socket`]), its inbox sync and the bytes'
+//! application ([`Conn::apply_read`]); it calls
 //! [`Conn::deliver`], [`Conn::ack`] and
 //! [`Conn::gap`] and [`Conn::replay_done`] for what the shards address to it,
 //! [`Conn::flush`] when it has output, [`Conn::tick`] on the ping timer,
@@ -549,11 +551,15 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket has, up to `budget` bytes, and applies every whole operation.
-    pub fn read(&mut self, router: &mut Router, budget: usize, now: Instant) -> ReadState {
+    /// Whether the connection may be read now: `Some` with the state to report when it
+    /// must not be (stalled for a congested consumer, over its budget, throttled). The
+    /// worker then reads it as `Worker::read_connection` says: socket bytes
+    /// ([`Conn::read_socket`]), the worker's inbox synced, the bytes applied
+    /// ([`Conn::apply_read`]), until the socket is drained or a budget runs out.
+    pub fn read_paused(&mut self, router: &mut Router, now: Instant) -> Option<ReadState> {
         self.admission.set_now(now);
         if self.is_stalled(now, router) {
-            return ReadState::Paused;
+            return Some(ReadState::Paused);
         }
         if self.unyielding() > router.config.limits.max_pending {
             // Its own requests are its backpressure: nothing more is read until what waits
@@ -562,55 +568,55 @@ impl Conn {
                 self.over_budget_since = Some(now);
                 bump(&router.stats.over_budget_pauses, 1);
             }
-            return ReadState::Paused;
+            return Some(ReadState::Paused);
         }
         if self.admission.is_throttled() && self.admission.throttle_left(now).is_some() {
-            return ReadState::Paused;
+            return Some(ReadState::Paused);
         }
-        // First what was read before a pause (throttled, stalled, a full outbox), then
-        // the socket.
-        if !self.rbuf.is_empty() {
-            router.sync_inbox();
-            self.apply_buffered(router, now);
-            if let Some(until) = self.throttle_began() {
-                return ReadState::Throttled(until);
-            }
-            if router.outbox.is_full() {
-                return ReadState::More;
-            }
+        None
+    }
+
+    /// True while bytes read before a pause (throttled, stalled, a full outbox) wait to be
+    /// applied.
+    pub fn has_unapplied(&self) -> bool {
+        !self.rbuf.is_empty()
+    }
+
+    /// One read from the socket (through the transport, when the connection has one):
+    /// the bytes taken, 0 when the client closed it. Nothing is applied yet.
+    pub fn read_socket(&mut self, router: &Router) -> io::Result<usize> {
+        self.read_some(router)
+    }
+
+    /// Applies every whole operation read so far, as of this loop turn (`now`); `fresh`
+    /// says bytes were just read (the `received` of the messages they carry). Returns the
+    /// state to report when the connection must not be read further now (throttled by
+    /// what it published), `None` to go on.
+    pub fn apply_read(
+        &mut self,
+        router: &mut Router,
+        now: Instant,
+        fresh: bool,
+    ) -> Option<ReadState> {
+        if fresh {
+            self.read_at = now;
         }
-        let mut taken = 0;
-        while self.closing.is_none() {
-            if taken >= budget || router.outbox.is_full() {
-                return ReadState::More;
-            }
-            match self.read_some(router) {
-                Ok(0) => {
-                    self.closing = Some(CloseReason::ClientClosed);
-                    break;
-                }
-                Ok(n) => {
-                    taken += n;
-                    self.read_at = now;
-                    router.sync_inbox();
-                    self.apply_buffered(router, now);
-                    if self.closing.is_none() && self.link.as_ref().is_some_and(|l| l.peer_closed())
-                    {
-                        // What came before the close frame or close_notify was applied.
-                        self.closing = Some(CloseReason::ClientClosed);
-                    }
-                    if let Some(until) = self.throttle_began() {
-                        return ReadState::Throttled(until);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadState::Drained,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.closing = Some(CloseReason::Io(e.to_string()));
-                }
-            }
+        self.apply_buffered(router, now);
+        if fresh && self.closing.is_none() && self.link.as_ref().is_some_and(|l| l.peer_closed()) {
+            // What came before the close frame or close_notify was applied.
+            self.closing = Some(CloseReason::ClientClosed);
         }
-        ReadState::Closed
+        self.throttle_began().map(ReadState::Throttled)
+    }
+
+    /// The read pass ended with a socket error (not `WouldBlock`).
+    pub fn read_failed(&mut self, e: &io::Error) {
+        self.closing = Some(CloseReason::Io(e.to_string()));
+    }
+
+    /// The client closed the socket.
+    pub fn read_eof(&mut self) {
+        self.closing = Some(CloseReason::ClientClosed);
     }
 
     /// One `read` into the spare capacity of the read buffer (through the transport, when

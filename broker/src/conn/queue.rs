@@ -527,7 +527,7 @@ impl Conn {
     /// over it, the lowest-priority, oldest queued message of any of its subscriptions
     /// goes (with a drop notice), lossless ones excepted. What cannot be evicted (the
     /// outbound buffer, held `PONG`s) is the client's own traffic: the connection is then
-    /// not read until it drains (`Conn::read`), and closed if it stays over
+    /// not read until it drains (`Conn::read_paused`), and closed if it stays over
     /// (`Conn::tick`).
     fn enforce_budget(&mut self, router: &mut Router) {
         let max = router.config.limits.max_pending;
