@@ -716,6 +716,10 @@ impl Driver {
                     failure = Some(Failure::Protocol("a second WELCOME".to_string()));
                     break;
                 }
+                ServerFrame::Challenge(_) => {
+                    failure = Some(Failure::Protocol("a CHALLENGE after WELCOME".to_string()));
+                    break;
+                }
             }
         }
         drop(state);
@@ -1076,6 +1080,7 @@ fn hello(config: &crate::builder::Config) -> Result<OutFrame, Failure> {
         client_version: Bytes::from(concat!("tern-client/", env!("CARGO_PKG_VERSION"))),
         echo: config.echo,
         auth_token: config.auth_token.clone().map(Bytes::from),
+        ..Hello::default()
     });
     encode(&frame)
         .map(OutFrame::control)
@@ -1178,6 +1183,7 @@ fn frame_name(frame: &ServerFrame) -> &'static str {
         ServerFrame::GapNotice(_) => "GAP_NOTICE",
         ServerFrame::GoAway(_) => "GOAWAY",
         ServerFrame::Subscribed(_) => "SUBSCRIBED",
+        ServerFrame::Challenge(_) => "CHALLENGE",
         ServerFrame::Ping => "PING",
         ServerFrame::Pong => "PONG",
     }
