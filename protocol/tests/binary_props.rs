@@ -6,10 +6,10 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use tern_protocol::binary::{
-    encode_client_frame, encode_message_head, encode_server_frame, AckResult, BinaryError,
-    ClientFrame, ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, GoAway, Hello,
-    Limits, Message, MessageHead, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame,
-    ServerFrameDecoder, StartPosition, Subscribe, Unsubscribe, Welcome,
+    encode_client_frame, encode_message_head, encode_server_frame, AckResult, Auth, BinaryError,
+    Challenge, ClientFrame, ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice,
+    GoAway, Hello, Limits, Message, MessageHead, Publish, PublishAck, ResumeToken, SequenceRange,
+    ServerFrame, ServerFrameDecoder, StartPosition, Subscribe, Unsubscribe, Welcome,
 };
 
 fn literal_token() -> impl Strategy<Value = String> {
@@ -64,14 +64,30 @@ fn start() -> impl Strategy<Value = StartPosition> {
 
 fn client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
-        1 => (bytes(8), bytes(8), any::<bool>(), prop::option::of(bytes(8))).prop_map(
-            |(client_name, client_version, echo, auth_token)| ClientFrame::Hello(Hello {
-                client_name,
-                client_version,
-                echo,
-                auth_token
-            })
-        ),
+        1 => (
+            (bytes(8), bytes(8), any::<bool>()),
+            (
+                prop::option::of(bytes(8)),
+                prop::option::of((bytes(8), bytes(8))),
+                prop::option::of(bytes(8))
+            )
+        )
+            .prop_map(
+                |((client_name, client_version, echo), (auth_token, user_pass, nkey))| {
+                    ClientFrame::Hello(Hello {
+                        client_name,
+                        client_version,
+                        echo,
+                        auth_token,
+                        user: user_pass.as_ref().map(|(u, _)| u.clone()),
+                        pass: user_pass.map(|(_, p)| p),
+                        nkey,
+                    })
+                }
+            ),
+        1 => (prop::option::of(bytes(8)), prop::option::of(bytes(8)))
+            .prop_filter("AUTH carries something", |(t, s)| t.is_some() || s.is_some())
+            .prop_map(|(token, signature)| ClientFrame::Auth(Auth { token, signature })),
         4 => (
             (subject(), prop::option::of(subject()), prop::option::of(headers()), 0u8..=7),
             (
@@ -222,6 +238,7 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 reason,
             })
         }),
+        1 => bytes(16).prop_map(|nonce| ServerFrame::Challenge(Challenge { nonce })),
         1 => Just(ServerFrame::Ping),
         1 => Just(ServerFrame::Pong),
     ]

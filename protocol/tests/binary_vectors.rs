@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use bytes::{Bytes, BytesMut};
 use tern_protocol::binary::{
-    encode_client_frame, encode_server_frame, AckResult, BinaryError, ClientFrame,
+    encode_client_frame, encode_server_frame, AckResult, Auth, BinaryError, Challenge, ClientFrame,
     ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, GoAway, Hello, Limits,
     Message, Preface, Publish, PublishAck, Refusal, ResumeToken, SequenceRange, ServerFrame,
     ServerFrameDecoder, StartPosition, Subscribe, Subscribed, Unsubscribe, Welcome,
@@ -45,6 +45,14 @@ fn b(s: &'static str) -> Bytes {
 }
 
 const EPOCH: u64 = 0x0123_4567_89ab_cdef;
+/// The public nkey (`U...`) of the user seed of 32 zero bytes,
+/// `SUAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAEQ` (tern-client's tests check
+/// the key and the signature below with the `nkeys` crate).
+const NKEY: &str = "UA5WUJ54Z23KILLCUOUNAKTPBVZWKMQVO4O6EQ5GHLAERIMLLHNCTYM5";
+/// That seed's ed25519 signature of `server.challenge`'s nonce, base64url without padding
+/// (86 characters for 64 bytes).
+const SIGNATURE: &str =
+    "rtA2tbpEUnOV7v64VlU9H_LwiSneOUhql0wWVCpsL4ll6eEaCKBFD6Y2cVUs6ICFrkxXr2ccPWTEJQs1Xy2WDA";
 const TIME: u64 = 1_700_000_000_000_000_000;
 
 fn publish(subject: &'static str) -> Publish {
@@ -96,13 +104,43 @@ fn table() -> Vec<(&'static str, &'static str, Expect)> {
                 client_name: b("demo"),
                 client_version: b("tern-client/0.1.0"),
                 echo: true,
-                auth_token: None,
+                ..Hello::default()
             }))),
         ("client.hello-token", "HELLO flags auth; empty name and version; token \"s3cret\"; no echo",
             Client(ClientFrame::Hello(Hello {
                 auth_token: Some(b("s3cret")),
                 ..Hello::default()
             }))),
+        ("client.hello-user-pass", "HELLO flags user-pass; empty name and version; user \"alice\"; pass \"pw\"",
+            Client(ClientFrame::Hello(Hello {
+                user: Some(b("alice")),
+                pass: Some(b("pw")),
+                ..Hello::default()
+            }))),
+        ("client.hello-nkey",
+            "HELLO flags echo|nkey; name \"demo\"; empty version; nkey \"UA5WUJ54Z23KILLCUOUNAKTPBVZWKMQVO4O6EQ5GHLAERIMLLHNCTYM5\" (the server answers CHALLENGE)",
+            Client(ClientFrame::Hello(Hello {
+                client_name: b("demo"),
+                echo: true,
+                nkey: Some(b(NKEY)),
+                ..Hello::default()
+            }))),
+        ("client.hello-all-credentials",
+            "HELLO flags auth|user-pass|nkey; empty name and version; then in wire order token \"t\", user \"u\", pass \"p\", nkey \"UK\"",
+            Client(ClientFrame::Hello(Hello {
+                auth_token: Some(b("t")),
+                user: Some(b("u")),
+                pass: Some(b("p")),
+                nkey: Some(b("UK")),
+                ..Hello::default()
+            }))),
+        ("client.auth-signature",
+            "AUTH flags signature; server.challenge's nonce signed by client.hello-nkey's key (ed25519, 64 bytes as 86 characters of base64url without padding)",
+            Client(ClientFrame::Auth(Auth { token: None, signature: Some(b(SIGNATURE)) }))),
+        ("client.auth-token", "AUTH flags token; a refreshed token \"jwt-2\"",
+            Client(ClientFrame::Auth(Auth { token: Some(b("jwt-2")), signature: None }))),
+        ("client.auth-both", "AUTH flags token|signature; token \"t\"; signature \"s\"",
+            Client(ClientFrame::Auth(Auth { token: Some(b("t")), signature: Some(b("s")) }))),
         ("client.publish-minimal", "PUBLISH priority 0; subject \"chat.room1\"; payload \"hi\"",
             Client(ClientFrame::Publish(publish("chat.room1")))),
         ("client.publish-full",
@@ -233,6 +271,40 @@ fn table() -> Vec<(&'static str, &'static str, Expect)> {
                 epoch: 7,
                 last_sequences: vec![10, 0, 3],
             }))),
+        ("server.challenge", "CHALLENGE nonce \"qKxRFmHLFrMz5Q0AU4vCxw\" (16 random bytes as base64url)",
+            Server(ServerFrame::Challenge(Challenge { nonce: b("qKxRFmHLFrMz5Q0AU4vCxw") }))),
+        ("server.error-authentication-expired",
+            "ERROR flags fatal; code 0x0006 AuthenticationExpired; \"authentication expired\"",
+            Server(ServerFrame::Error(ErrorFrame {
+                code: ErrorCode::AuthenticationExpired,
+                fatal: true,
+                sid: None,
+                message: b("authentication expired"),
+            }))),
+        ("server.error-authentication-timeout",
+            "ERROR flags fatal; code 0x0007 AuthenticationTimeout; \"authentication timeout\"",
+            Server(ServerFrame::Error(ErrorFrame {
+                code: ErrorCode::AuthenticationTimeout,
+                fatal: true,
+                sid: None,
+                message: b("authentication timeout"),
+            }))),
+        ("server.error-permission-publish",
+            "ERROR (not fatal); code 0x0109 PermissionViolation; \"Permissions Violation for Publish to \\\"x\\\"\"",
+            Server(ServerFrame::Error(ErrorFrame {
+                code: ErrorCode::PermissionViolation,
+                fatal: false,
+                sid: None,
+                message: b("Permissions Violation for Publish to \"x\""),
+            }))),
+        ("server.error-permission-subscribe",
+            "ERROR flags sid; code 0x0109 PermissionViolation; sid 3; \"Permissions Violation for Subscription to \\\"x.>\\\"\"",
+            Server(ServerFrame::Error(ErrorFrame {
+                code: ErrorCode::PermissionViolation,
+                fatal: false,
+                sid: Some(3),
+                message: b("Permissions Violation for Subscription to \"x.>\""),
+            }))),
         ("server.ping", "PING", Server(ServerFrame::Ping)),
         ("server.pong", "PONG", Server(ServerFrame::Pong)),
         ("preface-error.bad-magic", "a text-protocol CONNECT on the binary port: BadMagic, fatal",
@@ -251,6 +323,10 @@ fn table() -> Vec<(&'static str, &'static str, Expect)> {
             ClientError(Raw::Bytes(b"\x00\x00\x00\x03\x02\x00\x00"), BinaryError::Truncated { frame: "PUBLISH", field: "subject" })),
         ("client-error.trailing", "PING with a body byte: TrailingBytes, fatal",
             ClientError(Raw::Bytes(b"\x00\x00\x00\x03\x05\x00\x00"), BinaryError::TrailingBytes { frame: "PING", count: 1 })),
+        ("client-error.auth-empty", "AUTH with no flag (neither token nor signature): InvalidValue, ProtocolViolation, fatal",
+            ClientError(Raw::Bytes(b"\x00\x00\x00\x02\x07\x00"), BinaryError::InvalidValue { frame: "AUTH", field: "flags (neither token nor signature)" })),
+        ("client-error.auth-reserved-flags", "AUTH with flags 0x04: ReservedFlags, fatal",
+            ClientError(Raw::Bytes(b"\x00\x00\x00\x02\x07\x04"), BinaryError::ReservedFlags { frame: "AUTH", flags: 4 })),
         ("client-error.bad-priority", "PUBLISH priority 8: refused InvalidPriority (0x0103), not fatal",
             ClientError(Raw::Frame(ClientFrame::Publish(Publish { priority: 8, ..publish("a.b") })),
                 refused(Refusal::InvalidPriority(8), None, None))),

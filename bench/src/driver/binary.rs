@@ -118,7 +118,7 @@ impl BinaryDriver {
             client_version: Bytes::from(concat!("tern-bench/", env!("CARGO_PKG_VERSION"))),
             // As the text driver's CONNECT: a connection receives what it publishes.
             echo: true,
-            auth_token: None,
+            ..Hello::default()
         });
         encode_client_frame(&hello, &mut conn.socket.out)?;
         // The PING goes out with the preface and HELLO: one write, one round trip.
@@ -200,6 +200,12 @@ impl BinaryConnection {
                 ServerFrame::GapNotice(_) => {
                     return Err(DriverError::Unexpected(
                         "GAP_NOTICE (every subscription starts live)",
+                    ))
+                }
+                // The bench sends no nkey, so a broker must not challenge it.
+                ServerFrame::Challenge(_) => {
+                    return Err(DriverError::Unexpected(
+                        "CHALLENGE (the bench has no credentials)",
                     ))
                 }
                 // A measurement cannot go on across a broker's restart.

@@ -422,6 +422,13 @@ impl Conn {
             (_, ClientFrame::Unsubscribe(u)) => self.unsubscribe_binary(u, router),
             (_, ClientFrame::Ping) => self.ping(router),
             (_, ClientFrame::Pong) => self.pong(),
+            // No authentication exists yet, so no CHALLENGE is ever sent: an AUTH can answer
+            // nothing and refresh nothing.
+            (_, ClientFrame::Auth(_)) => self.binary_fatal(
+                ErrorCode::ProtocolViolation,
+                "AUTH without an authentication in progress",
+                router,
+            ),
         }
     }
 

@@ -1,12 +1,15 @@
 //! Connecting the data commands to the broker's binary port.
 //!
-//! Owns: the options every data command takes to reach the broker (`--server` and the
-//! `--tls*` options), the connection settings of a one-shot command (no reconnect: a lost
+//! Owns: the options every data command takes to reach the broker (`--server`, the
+//! `--tls*` options and the credentials: `--user`/`--pass`, `--token`, `--nkey`,
+//! `--creds`), the connection settings of a one-shot command (no reconnect: a lost
 //! connection is an error at once) and of a long-running one (reconnects, reporting
 //! connection events on stderr), and the `NAME:VALUE` header option.
 //!
-//! Never: prints to stdout; that is the commands' output. Never reads the TLS files
-//! itself: tern-client does, at connect, and its errors name the file.
+//! Never: prints to stdout; that is the commands' output. Never reads the TLS files or the
+//! `.creds` file itself: tern-client does, at connect, and its errors name the file (the
+//! `--nkey` seed file is read here, and its errors name it too). Never shows a credential:
+//! the `Debug` of [`AuthArgs`] prints `<redacted>` for the password and the token.
 
 use std::path::PathBuf;
 
@@ -26,6 +29,68 @@ pub struct ServerArgs {
     pub server: String,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Credentials, for a broker that requires authentication. They may be combined (e.g.
+/// --creds with --token to override the file's JWT).
+#[derive(Default, clap::Args)]
+#[command(next_help_heading = "Authentication")]
+pub struct AuthArgs {
+    /// The user name, for user and password authentication; needs --pass.
+    #[arg(long, value_name = "USER", requires = "pass")]
+    pub user: Option<String>,
+    /// The password of --user.
+    #[arg(long, value_name = "PASS", requires = "user")]
+    pub pass: Option<String>,
+    /// A token (a JWT, with nkey authentication), for token authentication.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// A file holding a user nkey seed (SU...): the broker's challenge is signed with it.
+    #[arg(long, value_name = "SEED_FILE", conflicts_with = "creds")]
+    pub nkey: Option<PathBuf>,
+    /// A NATS credentials file (.creds, as nsc writes it): its user nkey seed signs the
+    /// broker's challenge, and its JWT is the token (unless --token gives one).
+    #[arg(long, value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AuthArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("AuthArgs")
+            .field("user", &self.user)
+            .field("pass", &redacted(&self.pass))
+            .field("token", &redacted(&self.token))
+            .field("nkey", &self.nkey)
+            .field("creds", &self.creds)
+            .finish()
+    }
+}
+
+impl AuthArgs {
+    /// The builder with these credentials applied. Reads the `--nkey` seed file.
+    fn apply(&self, mut builder: ClientBuilder) -> anyhow::Result<ClientBuilder> {
+        if let (Some(user), Some(pass)) = (&self.user, &self.pass) {
+            builder = builder.user_password(user, pass);
+        }
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
+        }
+        if let Some(path) = &self.nkey {
+            let seed = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the nkey seed file {}", path.display()))?;
+            if seed.trim().is_empty() {
+                anyhow::bail!("the nkey seed file {} is empty", path.display());
+            }
+            builder = builder.nkey_seed(seed.trim());
+        }
+        if let Some(path) = &self.creds {
+            builder = builder.credentials_file(path);
+        }
+        Ok(builder)
+    }
 }
 
 /// TLS on the binary port. Any of these options turns TLS on, as a tls:// URL does.
@@ -72,26 +137,42 @@ impl TlsArgs {
 }
 
 /// The client builder for `command` on `args`.
-fn builder(args: &ServerArgs, command: &str) -> ClientBuilder {
-    args.tls
-        .apply(Client::builder().name(format!("tern {command}")))
+fn builder(args: &ServerArgs, command: &str) -> anyhow::Result<ClientBuilder> {
+    let builder = args
+        .tls
+        .apply(Client::builder().name(format!("tern {command}")));
+    args.auth.apply(builder)
+}
+
+/// Connects, saying which option is at fault when the credentials are (a seed read from
+/// `--nkey` is not named by the client's error; a `--creds` file is).
+fn connect(builder: ClientBuilder, args: &ServerArgs) -> anyhow::Result<Client> {
+    builder.connect(&args.server).map_err(|e| {
+        let context = match (&e, &args.auth.nkey) {
+            (tern_client::Error::Credentials(_), Some(path)) => {
+                format!("--nkey {}", path.display())
+            }
+            _ => format!("cannot connect to {}", args.server),
+        };
+        anyhow::Error::from(e).context(context)
+    })
 }
 
 /// A connection for a command that does one thing and exits: no reconnect, so a lost
 /// connection fails the command instead of waiting.
 pub fn one_shot(args: &ServerArgs, command: &str) -> anyhow::Result<Client> {
-    builder(args, command)
-        .reconnect(ReconnectPolicy::disabled())
-        .connect(&args.server)
-        .with_context(|| format!("cannot connect to {}", args.server))
+    connect(
+        builder(args, command)?.reconnect(ReconnectPolicy::disabled()),
+        args,
+    )
 }
 
 /// A connection for a command that runs until it has seen enough: it reconnects by
-/// itself (resuming its subscriptions), and reports connection events on stderr.
+/// itself (resuming its subscriptions), and reports connection events on stderr. A
+/// reconnection the broker refuses (e.g. `AuthorizationViolation`) is reported and retried
+/// with the client's backoff.
 pub fn long_running(args: &ServerArgs, command: &str) -> anyhow::Result<Client> {
-    let client = builder(args, command)
-        .connect(&args.server)
-        .with_context(|| format!("cannot connect to {}", args.server))?;
+    let client = connect(builder(args, command)?, args)?;
     let events = client.events();
     std::thread::spawn(move || {
         for event in events {

@@ -81,6 +81,147 @@ fn one_line(e: &anyhow::Error) -> String {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tern").chain(args.iter().copied()))
+    }
+
+    fn auth_of(cli: &Cli) -> &connect::AuthArgs {
+        match &cli.command {
+            Command::Pub(a) => &a.server.auth,
+            Command::Sub(a) => &a.server.auth,
+            Command::Req(a) => &a.server.auth,
+            Command::Reply(a) => &a.server.auth,
+            Command::Top(_) => panic!("top does not connect to the binary port"),
+        }
+    }
+
+    #[test]
+    fn every_data_command_takes_the_credentials() {
+        for command in [
+            &["pub", "a.b", "hi"][..],
+            &["sub", "a.>"],
+            &["req", "a.b", "hi"],
+            &["reply", "a.b", "hi"],
+        ] {
+            let mut args = command.to_vec();
+            args.extend([
+                "--user", "alice", "--pass", "pw", "--token", "t", "--nkey", "u.nk",
+            ]);
+            let cli = parse(&args).unwrap_or_else(|e| panic!("{command:?}: {e}"));
+            let auth = auth_of(&cli);
+            assert_eq!(auth.user.as_deref(), Some("alice"));
+            assert_eq!(auth.pass.as_deref(), Some("pw"));
+            assert_eq!(auth.token.as_deref(), Some("t"));
+            assert_eq!(auth.nkey.as_deref(), Some(std::path::Path::new("u.nk")));
+
+            let mut args = command.to_vec();
+            args.extend(["--creds", "u.creds"]);
+            let cli = parse(&args).unwrap();
+            assert_eq!(
+                auth_of(&cli).creds.as_deref(),
+                Some(std::path::Path::new("u.creds"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_password_needs_a_user_and_the_reverse() {
+        let e = parse(&["pub", "a.b", "hi", "--pass", "pw"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("--user"), "{e}");
+        let e = parse(&["pub", "a.b", "hi", "--user", "alice"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn nkey_and_creds_are_exclusive() {
+        let e = parse(&["sub", "a", "--nkey", "u.nk", "--creds", "u.creds"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn the_help_lists_the_credentials() {
+        let e = parse(&["pub", "--help"]).unwrap_err();
+        let help = e.to_string();
+        for flag in [
+            "--user <USER>",
+            "--pass <PASS>",
+            "--token <TOKEN>",
+            "--nkey <SEED_FILE>",
+            "--creds <FILE>",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
+        assert!(help.contains("Authentication"), "{help}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_password_or_token() {
+        let cli = parse(&[
+            "pub",
+            "a.b",
+            "hi",
+            "--user",
+            "alice",
+            "--pass",
+            "pw-s3cret",
+            "--token",
+            "tok-s3cret",
+        ])
+        .unwrap();
+        let text = format!("{cli:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("alice"), "{text}");
+    }
+
+    #[test]
+    fn an_unreadable_or_invalid_nkey_file_is_named() {
+        let dir = std::env::temp_dir().join(format!("tern-cli-nkey-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.nk");
+        let missing_arg = missing.display().to_string();
+        let cli = parse(&[
+            "pub",
+            "a.b",
+            "hi",
+            "--server",
+            "tern://127.0.0.1:1",
+            "--nkey",
+            &missing_arg,
+        ])
+        .unwrap();
+        let Command::Pub(args) = &cli.command else {
+            unreachable!()
+        };
+        let e = connect::one_shot(&args.server, "pub").unwrap_err();
+        assert!(one_line(&e).contains("missing.nk"), "{}", one_line(&e));
+
+        let bad = dir.join("bad.nk");
+        std::fs::write(&bad, "SUnotaseed\n").unwrap();
+        let bad_arg = bad.display().to_string();
+        let cli = parse(&[
+            "pub",
+            "a.b",
+            "hi",
+            "--server",
+            "tern://127.0.0.1:1",
+            "--nkey",
+            &bad_arg,
+        ])
+        .unwrap();
+        let Command::Pub(args) = &cli.command else {
+            unreachable!()
+        };
+        let e = connect::one_shot(&args.server, "pub").unwrap_err();
+        let text = one_line(&e);
+        assert!(
+            text.contains("bad.nk") && text.contains("invalid"),
+            "{text}"
+        );
+        assert!(!text.contains("SUnotaseed"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn causes_already_in_the_message_are_said_once() {
         use anyhow::Context;

@@ -1,15 +1,19 @@
 //! Client configuration: [`ClientBuilder`] and the [`Config`] it produces.
 //!
 //! Owns: every tunable of a client with its documented default, in one place, the TLS
-//! settings included. The values are read once at `connect` (TLS files too) and passed to
-//! the I/O thread; nothing changes them later.
+//! settings and the credentials included. The values are read once at `connect` (TLS and
+//! credentials files too) and passed to the I/O thread; nothing changes them later (but a
+//! token refresh, which the client's state holds).
 //!
 //! Never: opens a connection itself; [`ClientBuilder::connect`] hands over to the client.
+//! Never shows a secret: its `Debug` (and [`Config`]'s) prints `<redacted>` for tokens,
+//! passwords and seeds.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{Credentials, NkeySource, Secret};
 use crate::tls::TlsOptions;
 use crate::{Client, Error, ReconnectPolicy, ServerAddr};
 
@@ -17,7 +21,7 @@ use crate::{Client, Error, ReconnectPolicy, ServerAddr};
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) name: String,
-    pub(crate) auth_token: Option<String>,
+    pub(crate) credentials: Credentials,
     pub(crate) echo: bool,
     pub(crate) reconnect: ReconnectPolicy,
     pub(crate) ping_interval: Duration,
@@ -38,7 +42,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             name: String::new(),
-            auth_token: None,
+            credentials: Credentials::default(),
             echo: true,
             reconnect: ReconnectPolicy::default(),
             ping_interval: Duration::from_secs(10),
@@ -89,9 +93,54 @@ impl ClientBuilder {
         self
     }
 
-    /// A token for token authentication (sent in `HELLO`). Default: none.
-    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
-        self.config.auth_token = Some(token.into());
+    /// A token for token authentication (sent in `HELLO`, and in every reconnection's; a
+    /// JWT with nkey authentication). [`Client::refresh_token`] replaces it on a live
+    /// client. Default: none.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.credentials.token = Some(Secret::new(token));
+        self
+    }
+
+    /// The same as [`token`](Self::token).
+    pub fn auth_token(self, token: impl Into<String>) -> Self {
+        self.token(token)
+    }
+
+    /// A user and password for user and password authentication (sent in `HELLO`).
+    /// Default: none.
+    pub fn user_password(mut self, user: impl Into<String>, pass: impl Into<String>) -> Self {
+        self.config.credentials.user_pass = Some((user.into(), Secret::new(pass)));
+        self
+    }
+
+    /// A user nkey seed (`SU...`) for nkey authentication: `HELLO` carries its public key,
+    /// the server answers with a `CHALLENGE`, and the client signs its nonce with the seed
+    /// (`AUTH`) before the server's `WELCOME`. Decoded at `connect`: a seed that is not a
+    /// valid user seed fails it with [`Error::Credentials`]. Replaces a
+    /// [`credentials_file`](Self::credentials_file). Default: none.
+    ///
+    /// ```no_run
+    /// use tern_client::Client;
+    ///
+    /// let seed = std::fs::read_to_string("/etc/tern/user.nk")?;
+    /// let client = Client::builder()
+    ///     .nkey_seed(seed.trim())
+    ///     .connect("tern://broker.example:4224")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn nkey_seed(mut self, seed: &str) -> Self {
+        self.config.credentials.nkey = Some(NkeySource::Seed(Secret::new(seed)));
+        self
+    }
+
+    /// A NATS credentials file (`.creds`, as `nsc` writes it): its
+    /// `-----BEGIN USER NKEY SEED-----` block is the nkey seed (as in
+    /// [`nkey_seed`](Self::nkey_seed)), and its `-----BEGIN NATS USER JWT-----` block, when
+    /// there is one, the token (unless [`token`](Self::token) gives one). Read at
+    /// `connect`: a file that cannot be read or has no seed block fails it with
+    /// [`Error::Credentials`] naming the file. Replaces an `nkey_seed`. Default: none.
+    pub fn credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.credentials.nkey = Some(NkeySource::CredsFile(path.into()));
         self
     }
 
@@ -277,5 +326,26 @@ impl ClientBuilder {
     /// [`connect`](Self::connect) with an address already parsed.
     pub fn connect_to(self, addr: ServerAddr) -> Result<Client, Error> {
         Client::start(self.config, addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let builder = ClientBuilder::new()
+            .name("svc")
+            .token("tok-s3cret")
+            .user_password("alice", "pw-s3cret")
+            .nkey_seed("SUAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAEQ");
+        let text = format!("{builder:?} {:?} {builder:#?}", builder.config);
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(!text.contains("SUAAAA"), "{text}");
+        assert!(
+            text.contains("alice") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 }

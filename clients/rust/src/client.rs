@@ -13,9 +13,10 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use tern_protocol::binary::{ClientFrame, Publish, ResumeToken, StartPosition, MAX_PRIORITY};
+use tern_protocol::binary::{Auth, ClientFrame, Publish, ResumeToken, StartPosition, MAX_PRIORITY};
 use tern_protocol::subject;
 
+use crate::auth::Secret;
 use crate::builder::Config;
 use crate::outbox::{FrameKind, OutFrame};
 use crate::random::SplitMix64;
@@ -79,15 +80,17 @@ impl Client {
     }
 
     pub(crate) fn start(config: Config, addr: ServerAddr) -> Result<Client, Error> {
-        // TLS files are read here, once: a bad one fails `connect` before any socket.
+        // TLS and credentials files are read here, once: a bad one fails `connect` before
+        // any socket.
         let tls = config.tls.connector(&addr)?;
+        let auth = config.credentials.resolve()?;
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let inbox_prefix = format!("_INBOX.{}", SplitMix64::from_entropy().token(22));
         // The I/O thread bounds the attempt by the connect timeout; name resolution may
         // add to it, so the wait here has a margin on top.
         let wait = config.connect_timeout + Duration::from_secs(5);
-        let inner = Arc::new(Inner::new(config, addr, waker, inbox_prefix));
+        let inner = Arc::new(Inner::new(config, auth, addr, waker, inbox_prefix));
         let (tx, rx) = crossbeam_channel::bounded(1);
         let handle = crate::driver::spawn(Arc::clone(&inner), poll, tls, tx)?;
         match rx.recv_timeout(wait) {
@@ -530,6 +533,38 @@ impl Client {
             }
             Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
         }
+    }
+
+    /// Replaces the connection's token (e.g. a JWT that is about to expire) with `token`:
+    /// sends it to the broker in an `AUTH` frame, and remembers it for every reconnection's
+    /// `HELLO`. A broker that accepts it says nothing; one that does not closes the
+    /// connection with a fatal error (reported as
+    /// [`Event::Disconnected`](crate::Event::Disconnected)), and the reconnection then
+    /// tries the new token. Returns once the frame is queued; [`flush`](Self::flush)
+    /// after it waits until the broker has processed it.
+    ///
+    /// While disconnected, the `AUTH` waits in the outbox and goes out right after the
+    /// next `WELCOME`, even though that connection's `HELLO` may already carry the new
+    /// token: a reconnection whose `HELLO` was sent just before the refresh would
+    /// otherwise go on with the old token until it expires. The token never appears in
+    /// `Debug` output or events.
+    pub fn refresh_token(&self, token: impl Into<String>) -> Result<(), Error> {
+        let token = token.into();
+        let frame = encode(&ClientFrame::Auth(Auth {
+            token: Some(Bytes::from(token.clone())),
+            signature: None,
+        }))?;
+        {
+            let mut state = self.inner.lock();
+            if state.phase == Phase::Closed {
+                return Err(Error::Closed);
+            }
+            // The token first: a HELLO built from now on carries it.
+            state.token = Some(Secret::new(token));
+            state.outbox.push(OutFrame::control(frame));
+        }
+        self.inner.wake();
+        Ok(())
     }
 
     /// Closes gracefully within `timeout`: unsubscribes every subscription (so nothing new

@@ -11,8 +11,10 @@
 //! it before the socket. The handshake comes first on every connection: the preface and
 //! `HELLO` are handed to the session at once, and rustls sends them only after it.
 //!
-//! The order on every (re)connection: (the TLS handshake;) preface and `HELLO`; `WELCOME`;
-//! every live subscription re-sent with its sid (with a resume token when it has seen
+//! The order on every (re)connection: (the TLS handshake;) preface and `HELLO` (with the
+//! credentials: the latest token, user and password, the nkey's public key); with an nkey,
+//! the server's `CHALLENGE` answered by `AUTH` with its nonce signed; `WELCOME`; every live
+//! subscription re-sent with its sid (with a resume token when it has seen
 //! messages), then the outbox (the offline buffer) in order. Frames from the outbox go out
 //! only after the `WELCOME`, so nothing is published on a connection the server has not
 //! accepted.
@@ -34,7 +36,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use mio::net::TcpStream;
 use mio::{Interest, Poll};
 use tern_protocol::binary::{
-    self, AckResult, ClientFrame, ErrorFrame, Hello, Limits, Preface, ServerFrame,
+    self, AckResult, Auth, Challenge, ClientFrame, ErrorFrame, Hello, Limits, Preface, ServerFrame,
     ServerFrameDecoder,
 };
 
@@ -177,7 +179,8 @@ impl Failure {
 enum Stage {
     /// TCP connect in progress.
     Connecting,
-    /// Preface and `HELLO` sent (or being sent); waiting for `WELCOME`.
+    /// Preface and `HELLO` sent (or being sent); waiting for `WELCOME` (or, with an nkey,
+    /// for `CHALLENGE` first). The connect deadline covers the whole of it.
     Handshake,
     /// `WELCOME` received.
     Ready,
@@ -212,6 +215,8 @@ struct Conn {
     last_ping: Instant,
     /// The log epoch from `WELCOME`.
     epoch: u64,
+    /// True once a `CHALLENGE` was answered: a second one is a protocol error.
+    challenged: bool,
     /// After a `GOAWAY`: the server's text, and when the client closes the connection
     /// itself if the server has not.
     going_away: Option<(String, Instant)>,
@@ -355,7 +360,7 @@ impl Driver {
             let mut preface = BytesMut::new();
             Preface::default().encode(&mut preface);
             conn.writing.push_back(OutFrame::control(preface.freeze()));
-            conn.writing.push_back(hello(&self.inner.config)?);
+            conn.writing.push_back(hello(&self.inner)?);
             conn.stage = Stage::Handshake;
         }
         if readable || conn.read_pending {
@@ -420,6 +425,7 @@ impl Driver {
             last_read: now,
             last_ping: now,
             epoch: 0,
+            challenged: false,
             going_away: None,
         });
     }
@@ -572,6 +578,13 @@ impl Driver {
                     }
                     ServerFrame::Error(e) => emit.push(server_error_event(&e)),
                     ServerFrame::Ping => conn.writing.push_back(pong_frame()),
+                    ServerFrame::Challenge(c) => match answer_challenge(&inner, conn, &c) {
+                        Ok(frame) => conn.writing.push_back(frame),
+                        Err(f) => {
+                            failure = Some(f);
+                            break;
+                        }
+                    },
                     other => {
                         failure = Some(Failure::Protocol(format!(
                             "expected WELCOME, got {}",
@@ -714,6 +727,10 @@ impl Driver {
                 }
                 ServerFrame::Welcome(_) => {
                     failure = Some(Failure::Protocol("a second WELCOME".to_string()));
+                    break;
+                }
+                ServerFrame::Challenge(_) => {
+                    failure = Some(Failure::Protocol("a CHALLENGE after WELCOME".to_string()));
                     break;
                 }
             }
@@ -1069,17 +1086,50 @@ impl Driver {
     }
 }
 
-/// The `HELLO` frame: the client's name, library version and options.
-fn hello(config: &crate::builder::Config) -> Result<OutFrame, Failure> {
+/// The `HELLO` frame: the client's name, library version, options and credentials (the
+/// latest token: a refresh made before this connection is the one sent).
+fn hello(inner: &Inner) -> Result<OutFrame, Failure> {
+    let config = &inner.config;
+    let auth = &inner.auth;
+    let secret = |s: &crate::auth::Secret| Bytes::copy_from_slice(s.expose().as_bytes());
+    let token = inner.lock().token.as_ref().map(secret);
     let frame = ClientFrame::Hello(Hello {
         client_name: Bytes::from(config.name.clone()),
         client_version: Bytes::from(concat!("tern-client/", env!("CARGO_PKG_VERSION"))),
         echo: config.echo,
-        auth_token: config.auth_token.clone().map(Bytes::from),
+        auth_token: token,
+        user: auth.user_pass.as_ref().map(|(u, _)| Bytes::from(u.clone())),
+        pass: auth.user_pass.as_ref().map(|(_, p)| secret(p)),
+        nkey: auth.public_nkey().map(Bytes::from),
     });
     encode(&frame)
         .map(OutFrame::control)
         .map_err(|e| Failure::Protocol(format!("cannot encode HELLO: {e}")))
+}
+
+/// The `AUTH` answering a `CHALLENGE`: its nonce signed with the nkey's seed. The server
+/// asks only a client whose `HELLO` carried an nkey, and only once per connection.
+fn answer_challenge(inner: &Inner, conn: &mut Conn, c: &Challenge) -> Result<OutFrame, Failure> {
+    if std::mem::replace(&mut conn.challenged, true) {
+        return Err(Failure::Protocol("a second CHALLENGE".to_string()));
+    }
+    let signature = match inner.auth.sign(&c.nonce) {
+        None => {
+            return Err(Failure::Protocol(
+                "a CHALLENGE, but this client sent no nkey (configure nkey_seed or \
+                 credentials_file)"
+                    .to_string(),
+            ))
+        }
+        Some(Err(e)) => return Err(Failure::Protocol(format!("cannot sign the nonce: {e}"))),
+        Some(Ok(signature)) => signature,
+    };
+    encode(&ClientFrame::Auth(Auth {
+        token: None,
+        signature: Some(Bytes::from(signature)),
+    }))
+    .map(OutFrame::control)
+    .map_err(|e| Failure::Protocol(format!("cannot encode AUTH: {e}")))
 }
 
 /// The handshake's end: records the server, re-sends every live subscription (in sid
@@ -1178,6 +1228,7 @@ fn frame_name(frame: &ServerFrame) -> &'static str {
         ServerFrame::GapNotice(_) => "GAP_NOTICE",
         ServerFrame::GoAway(_) => "GOAWAY",
         ServerFrame::Subscribed(_) => "SUBSCRIBED",
+        ServerFrame::Challenge(_) => "CHALLENGE",
         ServerFrame::Ping => "PING",
         ServerFrame::Pong => "PONG",
     }

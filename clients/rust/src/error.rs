@@ -8,7 +8,7 @@
 
 use std::io;
 
-use crate::{ErrorCode, TlsConfigError};
+use crate::{CredentialsError, ErrorCode, TlsConfigError};
 
 /// Everything that can go wrong in a client call.
 ///
@@ -51,6 +51,11 @@ pub enum Error {
     /// certificate, an invalid server name. Found at `connect`, before any connection.
     #[error("TLS settings: {0}")]
     TlsConfig(#[from] TlsConfigError),
+    /// The credentials cannot be used: a credentials file that cannot be read or has no
+    /// `USER NKEY SEED` block, or a seed that is not a valid user seed (the error names the
+    /// file or the setting, never the secret). Found at `connect`, before any connection.
+    #[error("credentials: {0}")]
+    Credentials(#[from] CredentialsError),
     /// The first connection's TLS handshake failed: the server's certificate was not
     /// trusted or does not carry the server's name, the server refused this client (no or
     /// an unknown client certificate), or the server does not speak TLS. `source` is
@@ -75,7 +80,8 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(String),
     /// The server reported an error: a fatal one that refused the connection (during the
-    /// handshake), or one that ended a subscription.
+    /// handshake, e.g. [`ErrorCode::AuthorizationViolation`] for credentials it does not
+    /// accept), or one that ended a subscription.
     #[error("server error {code:?} (0x{:04x}): {message}", code.to_u16())]
     Server {
         /// The error code.

@@ -23,7 +23,8 @@
 //! ```
 //!
 //! Owns: the client side of the protocol specified in `docs/protocol-binary.md`, on top of
-//! the sans-IO codec in `tern-protocol`: connecting and the handshake, publishing (plain,
+//! the sans-IO codec in `tern-protocol`: connecting and the handshake (with a token, a user
+//! and password, or an nkey answering the server's challenge), publishing (plain,
 //! with options, acknowledged), subscriptions (queue groups, catch-up starts), request and
 //! reply, flush, drain, TLS from the first byte (`tls://`, [`ClientBuilder::tls`]), and
 //! staying connected: heartbeats, reconnecting with full-jitter backoff (at once when a
@@ -44,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod addr;
+mod auth;
 mod backoff;
 mod builder;
 mod client;
@@ -60,6 +62,7 @@ mod subscription;
 mod tls;
 
 pub use addr::{ServerAddr, DEFAULT_PORT};
+pub use auth::CredentialsError;
 pub use backoff::ReconnectPolicy;
 pub use builder::ClientBuilder;
 pub use client::{Client, PendingAck};

@@ -22,6 +22,7 @@ use tern_protocol::binary::{
     encode_client_frame, ClientFrame, Limits, StartPosition, Subscribe, Unsubscribe,
 };
 
+use crate::auth::{Auth, Secret};
 use crate::builder::Config;
 use crate::event::{Event, EventSink};
 use crate::outbox::{FrameKind, OutFrame, Outbox};
@@ -185,6 +186,9 @@ pub(crate) struct State {
     pub(crate) inbox: Option<u32>,
     /// The last `WELCOME`.
     pub(crate) server: Option<ServerInfo>,
+    /// The token every (re)connection's `HELLO` carries: the builder's (or a `.creds`
+    /// file's JWT), then the latest [`Client::refresh_token`](crate::Client::refresh_token).
+    pub(crate) token: Option<Secret>,
 }
 
 impl State {
@@ -220,6 +224,9 @@ impl State {
 /// One client's shared core.
 pub(crate) struct Inner {
     pub(crate) config: Config,
+    /// The credentials, read and checked at `connect` (the token's latest value is in
+    /// [`State::token`]).
+    pub(crate) auth: Auth,
     pub(crate) addr: ServerAddr,
     state: Mutex<State>,
     /// Signalled when the outbox has room, the phase changes, or the last ack settles.
@@ -246,13 +253,16 @@ impl std::fmt::Debug for Inner {
 impl Inner {
     pub(crate) fn new(
         config: Config,
+        auth: Auth,
         addr: ServerAddr,
         waker: mio::Waker,
         inbox_prefix: String,
     ) -> Inner {
         let events = EventSink::new(config.event_capacity);
+        let token = auth.token.clone();
         Inner {
             config,
+            auth,
             addr,
             state: Mutex::new(State {
                 phase: Phase::Disconnected,
@@ -266,6 +276,7 @@ impl Inner {
                 next_request: 1,
                 inbox: None,
                 server: None,
+                token,
             }),
             changed: Condvar::new(),
             waker,

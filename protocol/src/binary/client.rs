@@ -7,11 +7,15 @@
 //! Structure is checked while reading (fatal errors); content (subjects, priority, header
 //! block, sizes) only after the whole body was read, so a frame that is both truncated and
 //! wrong in content is always reported as truncated.
+//!
+//! Never: prints a secret. The `Debug` of [`Hello`] and [`Auth`] shows that a token or
+//! password is there, not what it is, so a frame can be logged or put in a test's failure
+//! message without leaking a credential.
 
 use bytes::Bytes;
 
 use super::coding::{flag, Reader, Writer};
-use super::frame_type::{HELLO, PING, PONG, PUBLISH, SUBSCRIBE, UNSUBSCRIBE};
+use super::frame_type::{AUTH, HELLO, PING, PONG, PUBLISH, SUBSCRIBE, UNSUBSCRIBE};
 use super::{BinaryError, EncodeError, Limits, Refusal, MAX_PRIORITY};
 use crate::headers::VERSION as HEADERS_VERSION;
 use crate::subject;
@@ -31,10 +35,17 @@ pub enum ClientFrame {
     Ping,
     /// `PONG` (0x06): the answer to the server's `PING`.
     Pong,
+    /// `AUTH` (0x07): the answer to `CHALLENGE` (a signature), or, after `WELCOME`, a new
+    /// token for the connection (a refresh).
+    Auth(Auth),
 }
 
-/// `HELLO`: who the client is and how the connection behaves.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// `HELLO`: who the client is, how the connection behaves, and its credentials.
+///
+/// Credentials of several kinds may be sent together; which ones the server needs is its
+/// configuration's business. On the wire they follow the client version in this order:
+/// token, user and password, nkey.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Hello {
     /// The client's name for itself (UTF-8, may be empty); shown in monitoring.
     pub client_name: Bytes,
@@ -44,6 +55,54 @@ pub struct Hello {
     pub echo: bool,
     /// The token, for token authentication (flag bit 1).
     pub auth_token: Option<Bytes>,
+    /// The user name, for user and password authentication (flag bit 2, with `pass`).
+    /// The flag covers both fields: one without the other cannot be encoded
+    /// ([`EncodeError::Unpaired`]).
+    pub user: Option<Bytes>,
+    /// The password (flag bit 2, with `user`).
+    pub pass: Option<Bytes>,
+    /// The user's public nkey (`U...`), for nkey authentication (flag bit 3): the server
+    /// answers `CHALLENGE` instead of `WELCOME`, and the client signs its nonce.
+    pub nkey: Option<Bytes>,
+}
+
+/// `AUTH`: a signature answering `CHALLENGE`, or a new token (flag bits 0 and 1; at least
+/// one is set).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Auth {
+    /// A token: a refresh of the connection's (e.g. a JWT about to expire) (flag bit 0).
+    pub token: Option<Bytes>,
+    /// The `CHALLENGE` nonce signed with the nkey's seed (ed25519), base64url without
+    /// padding, as NATS clients send it (flag bit 1).
+    pub signature: Option<Bytes>,
+}
+
+/// How a secret field shows in `Debug`: whether it is there, never what it is.
+fn redacted(field: &Option<Bytes>) -> Option<&'static str> {
+    field.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("client_name", &self.client_name)
+            .field("client_version", &self.client_version)
+            .field("echo", &self.echo)
+            .field("auth_token", &redacted(&self.auth_token))
+            .field("user", &self.user)
+            .field("pass", &redacted(&self.pass))
+            .field("nkey", &self.nkey)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("token", &redacted(&self.token))
+            .field("signature", &self.signature)
+            .finish()
+    }
 }
 
 /// `PUBLISH`: one message to one literal subject.
@@ -126,6 +185,11 @@ pub struct Unsubscribe {
 // Flag bits.
 const HELLO_ECHO: u8 = 0x01;
 const HELLO_AUTH: u8 = 0x02;
+const HELLO_USER_PASS: u8 = 0x04;
+const HELLO_NKEY: u8 = 0x08;
+
+const AUTH_TOKEN: u8 = 0x01;
+const AUTH_SIGNATURE: u8 = 0x02;
 
 const PUB_REPLY: u8 = 0x01;
 const PUB_HEADERS: u8 = 0x02;
@@ -158,6 +222,7 @@ pub(crate) fn decode(
         UNSUBSCRIBE => decode_unsubscribe(flags, Reader::new("UNSUBSCRIBE", body)),
         PING => empty(flags, Reader::new("PING", body)).map(|()| ClientFrame::Ping),
         PONG => empty(flags, Reader::new("PONG", body)).map(|()| ClientFrame::Pong),
+        AUTH => decode_auth(flags, Reader::new("AUTH", body)),
         _ => Err(BinaryError::UnknownFrameType(ty)),
     }
 }
@@ -169,17 +234,41 @@ pub(crate) fn empty(flags: u8, r: Reader) -> Result<(), BinaryError> {
 }
 
 fn decode_hello(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError> {
-    r.check_flags(flags, HELLO_ECHO | HELLO_AUTH)?;
+    r.check_flags(
+        flags,
+        HELLO_ECHO | HELLO_AUTH | HELLO_USER_PASS | HELLO_NKEY,
+    )?;
     let client_name = r.short("client name")?;
     let client_version = r.short("client version")?;
     let auth_token = r.short_if(flags & HELLO_AUTH != 0, "auth token")?;
+    let user = r.short_if(flags & HELLO_USER_PASS != 0, "user")?;
+    let pass = r.short_if(flags & HELLO_USER_PASS != 0, "pass")?;
+    let nkey = r.short_if(flags & HELLO_NKEY != 0, "nkey")?;
     r.finish()?;
     Ok(ClientFrame::Hello(Hello {
         client_name,
         client_version,
         echo: flags & HELLO_ECHO != 0,
         auth_token,
+        user,
+        pass,
+        nkey,
     }))
+}
+
+fn decode_auth(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError> {
+    r.check_flags(flags, AUTH_TOKEN | AUTH_SIGNATURE)?;
+    if flags == 0 {
+        // An AUTH that carries nothing: a structure error, like a flag the type lacks.
+        return Err(BinaryError::InvalidValue {
+            frame: "AUTH",
+            field: "flags (neither token nor signature)",
+        });
+    }
+    let token = r.short_if(flags & AUTH_TOKEN != 0, "token")?;
+    let signature = r.short_if(flags & AUTH_SIGNATURE != 0, "signature")?;
+    r.finish()?;
+    Ok(ClientFrame::Auth(Auth { token, signature }))
 }
 
 fn decode_publish(flags: u8, mut r: Reader, limits: &Limits) -> Result<ClientFrame, BinaryError> {
@@ -324,7 +413,10 @@ impl ClientFrame {
         match self {
             ClientFrame::Hello(h) => (
                 HELLO,
-                flag(h.echo, HELLO_ECHO) | flag(h.auth_token.is_some(), HELLO_AUTH),
+                flag(h.echo, HELLO_ECHO)
+                    | flag(h.auth_token.is_some(), HELLO_AUTH)
+                    | flag(h.user_pass().is_some(), HELLO_USER_PASS)
+                    | flag(h.nkey.is_some(), HELLO_NKEY),
             ),
             ClientFrame::Publish(p) => (
                 PUBLISH,
@@ -351,6 +443,10 @@ impl ClientFrame {
             ClientFrame::Unsubscribe(u) => (UNSUBSCRIBE, flag(u.max.is_some(), UNSUB_MAX)),
             ClientFrame::Ping => (PING, 0),
             ClientFrame::Pong => (PONG, 0),
+            ClientFrame::Auth(a) => (
+                AUTH,
+                flag(a.token.is_some(), AUTH_TOKEN) | flag(a.signature.is_some(), AUTH_SIGNATURE),
+            ),
         }
     }
 
@@ -361,6 +457,16 @@ impl ClientFrame {
                 w.short("client name", &h.client_name)?;
                 w.short("client version", &h.client_version)?;
                 w.short_opt("auth token", h.auth_token.as_ref())?;
+                match (&h.user, &h.pass) {
+                    (Some(user), Some(pass)) => {
+                        w.short("user", user)?;
+                        w.short("pass", pass)?;
+                    }
+                    (None, None) => {}
+                    (Some(_), None) => return Err(EncodeError::Unpaired("user", "pass")),
+                    (None, Some(_)) => return Err(EncodeError::Unpaired("pass", "user")),
+                }
+                w.short_opt("nkey", h.nkey.as_ref())?;
             }
             ClientFrame::Publish(p) => {
                 w.put(p.priority);
@@ -395,8 +501,105 @@ impl ClientFrame {
                 w.put(u.sid);
                 w.put_opt(u.max);
             }
+            ClientFrame::Auth(a) => {
+                w.short_opt("token", a.token.as_ref())?;
+                w.short_opt("signature", a.signature.as_ref())?;
+            }
             ClientFrame::Ping | ClientFrame::Pong => {}
         }
         Ok(())
+    }
+}
+
+impl Hello {
+    /// The user and password, when both are given: one flag covers the two fields, so a
+    /// user without a password (or the reverse) cannot be encoded.
+    fn user_pass(&self) -> Option<(&Bytes, &Bytes)> {
+        self.user.as_ref().zip(self.pass.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::binary::{encode_client_frame, ClientFrameDecoder};
+
+    fn round_trip(frame: &ClientFrame) -> ClientFrame {
+        let mut buf = BytesMut::new();
+        encode_client_frame(frame, &mut buf).unwrap();
+        let out = ClientFrameDecoder::default().decode(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        out.unwrap()
+    }
+
+    #[test]
+    fn hello_with_every_credential_round_trips_in_wire_order() {
+        let hello = ClientFrame::Hello(Hello {
+            auth_token: Some(Bytes::from_static(b"t")),
+            user: Some(Bytes::from_static(b"u")),
+            pass: Some(Bytes::from_static(b"p")),
+            nkey: Some(Bytes::from_static(b"UK")),
+            ..Hello::default()
+        });
+        assert_eq!(round_trip(&hello), hello);
+        let mut buf = BytesMut::new();
+        encode_client_frame(&hello, &mut buf).unwrap();
+        // flags auth|user-pass|nkey; name, version, token, user, pass, nkey.
+        assert_eq!(&buf[4..], b"\x01\x0e\0\0\0\0\0\x01t\0\x01u\0\x01p\0\x02UK");
+    }
+
+    #[test]
+    fn a_user_without_a_password_cannot_be_encoded() {
+        let hello = ClientFrame::Hello(Hello {
+            user: Some(Bytes::from_static(b"u")),
+            ..Hello::default()
+        });
+        let mut buf = BytesMut::from(&b"x"[..]);
+        assert_eq!(
+            encode_client_frame(&hello, &mut buf),
+            Err(EncodeError::Unpaired("user", "pass"))
+        );
+        assert_eq!(&buf[..], b"x");
+    }
+
+    #[test]
+    fn auth_without_a_flag_is_a_protocol_violation() {
+        let mut buf = BytesMut::from(&b"\0\0\0\x02\x07\x00"[..]);
+        let e = ClientFrameDecoder::default().decode(&mut buf).unwrap_err();
+        assert!(e.is_fatal());
+        assert_eq!(e.code(), crate::binary::ErrorCode::ProtocolViolation);
+    }
+
+    #[test]
+    fn auth_round_trips_with_either_or_both_fields() {
+        for (token, signature) in [(true, false), (false, true), (true, true)] {
+            let auth = ClientFrame::Auth(Auth {
+                token: token.then(|| Bytes::from_static(b"jwt")),
+                signature: signature.then(|| Bytes::from_static(b"sig")),
+            });
+            assert_eq!(round_trip(&auth), auth);
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_a_token_or_password() {
+        let hello = Hello {
+            auth_token: Some(Bytes::from_static(b"tok-s3cret")),
+            user: Some(Bytes::from_static(b"alice")),
+            pass: Some(Bytes::from_static(b"pw-s3cret")),
+            ..Hello::default()
+        };
+        let auth = Auth {
+            token: Some(Bytes::from_static(b"jwt-s3cret")),
+            signature: None,
+        };
+        let text = format!("{hello:?} {auth:?} {:?}", ClientFrame::Hello(hello.clone()));
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("alice") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 }

@@ -240,6 +240,10 @@ pub enum EncodeError {
         /// The frame's length.
         len: usize,
     },
+    /// A field given without the one its flag also covers (`HELLO`'s user without a
+    /// password, or the reverse): the first field needs the second.
+    #[error("{0} cannot be sent without {1}")]
+    Unpaired(&'static str, &'static str),
 }
 
 /// The stable numeric codes of `ERROR` frames and refused `PUBLISH_ACK`s (`u16` on the
@@ -262,6 +266,12 @@ pub enum ErrorCode {
     /// `0x0005`: the first frame after the preface was not `HELLO`, or a second `HELLO`
     /// arrived. Fatal.
     HelloExpected,
+    /// `0x0006`: the connection's token expired and was not refreshed (`AUTH`) in time.
+    /// Fatal.
+    AuthenticationExpired,
+    /// `0x0007`: the handshake, authentication included (`CHALLENGE` answered by `AUTH`),
+    /// was not done in time. Fatal.
+    AuthenticationTimeout,
     /// `0x0101`: an invalid subject, reply subject, filter or queue group.
     InvalidSubject,
     /// `0x0102`: header block plus payload over the limit.
@@ -279,6 +289,10 @@ pub enum ErrorCode {
     DuplicateSubscription,
     /// `0x0108`: a resume token from another log epoch; the subscription starts live.
     EpochMismatch,
+    /// `0x0109`: a publish or subscription the user is not permitted to make; the text
+    /// says which, as nats-server words it (`Permissions Violation for Publish to "x"`).
+    /// Not fatal.
+    PermissionViolation,
     /// `0x0201`: too many subscriptions on this connection.
     TooManySubscriptions,
     /// `0x0202`: publish rate limit exceeded.
@@ -298,12 +312,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every known code, in numeric order.
-    pub const KNOWN: [ErrorCode; 19] = [
+    pub const KNOWN: [ErrorCode; 22] = [
         ErrorCode::ProtocolViolation,
         ErrorCode::UnsupportedVersion,
         ErrorCode::FrameTooLarge,
         ErrorCode::AuthorizationViolation,
         ErrorCode::HelloExpected,
+        ErrorCode::AuthenticationExpired,
+        ErrorCode::AuthenticationTimeout,
         ErrorCode::InvalidSubject,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidPriority,
@@ -312,6 +328,7 @@ impl ErrorCode {
         ErrorCode::UnknownSubscription,
         ErrorCode::DuplicateSubscription,
         ErrorCode::EpochMismatch,
+        ErrorCode::PermissionViolation,
         ErrorCode::TooManySubscriptions,
         ErrorCode::RateLimited,
         ErrorCode::Overloaded,
@@ -328,6 +345,8 @@ impl ErrorCode {
             ErrorCode::FrameTooLarge => 0x0003,
             ErrorCode::AuthorizationViolation => 0x0004,
             ErrorCode::HelloExpected => 0x0005,
+            ErrorCode::AuthenticationExpired => 0x0006,
+            ErrorCode::AuthenticationTimeout => 0x0007,
             ErrorCode::InvalidSubject => 0x0101,
             ErrorCode::PayloadTooLarge => 0x0102,
             ErrorCode::InvalidPriority => 0x0103,
@@ -336,6 +355,7 @@ impl ErrorCode {
             ErrorCode::UnknownSubscription => 0x0106,
             ErrorCode::DuplicateSubscription => 0x0107,
             ErrorCode::EpochMismatch => 0x0108,
+            ErrorCode::PermissionViolation => 0x0109,
             ErrorCode::TooManySubscriptions => 0x0201,
             ErrorCode::RateLimited => 0x0202,
             ErrorCode::Overloaded => 0x0203,
@@ -365,8 +385,8 @@ mod tests {
         assert_eq!(
             numbers,
             [
-                1, 2, 3, 4, 5, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108, 0x201,
-                0x202, 0x203, 0x204, 0x205, 0x301
+                1, 2, 3, 4, 5, 6, 7, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108, 0x109,
+                0x201, 0x202, 0x203, 0x204, 0x205, 0x301
             ]
         );
         for code in ErrorCode::KNOWN {

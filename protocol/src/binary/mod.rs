@@ -34,13 +34,15 @@ mod error;
 mod preface;
 mod server;
 
-pub use client::{ClientFrame, Hello, Publish, ResumeToken, StartPosition, Subscribe, Unsubscribe};
+pub use client::{
+    Auth, ClientFrame, Hello, Publish, ResumeToken, StartPosition, Subscribe, Unsubscribe,
+};
 pub use decode::{ClientFrameDecoder, ServerFrameDecoder};
 pub use encode::{encode_client_frame, encode_server_frame};
 pub use error::{BinaryError, EncodeError, ErrorCode, Refusal};
 pub use preface::{Preface, MAGIC, PREFACE_LEN};
 pub use server::{
-    encode_message_head, AckResult, DropNotice, ErrorFrame, GapNotice, GoAway, Message,
+    encode_message_head, AckResult, Challenge, DropNotice, ErrorFrame, GapNotice, GoAway, Message,
     MessageHead, PublishAck, SequenceRange, ServerFrame, Subscribed, Welcome,
 };
 
@@ -68,6 +70,8 @@ pub mod frame_type {
     pub const PING: u8 = 0x05;
     /// Both ways: `PONG`.
     pub const PONG: u8 = 0x06;
+    /// Client: `AUTH`, the answer to `CHALLENGE` (a signature) or a token refresh.
+    pub const AUTH: u8 = 0x07;
     /// Server: `WELCOME`, the answer to `HELLO`.
     pub const WELCOME: u8 = 0x81;
     /// Server: `MESSAGE`, a delivery.
@@ -84,6 +88,8 @@ pub mod frame_type {
     pub const GOAWAY: u8 = 0x87;
     /// Server: `SUBSCRIBED`, where a subscription starts in every shard.
     pub const SUBSCRIBED: u8 = 0x88;
+    /// Server: `CHALLENGE`, a nonce for the client's nkey to sign (answered by `AUTH`).
+    pub const CHALLENGE: u8 = 0x89;
 }
 
 /// Decoding limits, read once and passed to a decoder.

@@ -9,7 +9,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::client::{check_message, empty};
 use super::coding::{flag, Reader, Writer};
 use super::frame_type::{
-    DROP_NOTICE, ERROR, GAP_NOTICE, GOAWAY, MESSAGE, PING, PONG, PUBLISH_ACK, SUBSCRIBED, WELCOME,
+    CHALLENGE, DROP_NOTICE, ERROR, GAP_NOTICE, GOAWAY, MESSAGE, PING, PONG, PUBLISH_ACK,
+    SUBSCRIBED, WELCOME,
 };
 use super::{BinaryError, EncodeError, ErrorCode, Limits};
 
@@ -33,6 +34,9 @@ pub enum ServerFrame {
     GoAway(GoAway),
     /// `SUBSCRIBED` (0x88): where a subscription starts in every shard's sequence.
     Subscribed(Subscribed),
+    /// `CHALLENGE` (0x89): instead of `WELCOME`, to a `HELLO` that carried an nkey: the
+    /// client answers `AUTH` with the nonce signed, then gets `WELCOME` or a fatal `ERROR`.
+    Challenge(Challenge),
     /// `PING` (0x05): the client answers `PONG`.
     Ping,
     /// `PONG` (0x06): the answer to the client's `PING`.
@@ -191,6 +195,14 @@ pub struct GoAway {
     pub reason: Bytes,
 }
 
+/// `CHALLENGE`: the nonce a client proves its nkey with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Challenge {
+    /// The nonce (base64url text); the client signs these bytes, as they are, with its
+    /// nkey's seed.
+    pub nonce: Bytes,
+}
+
 // Flag bits.
 const MSG_REPLY: u8 = 0x01;
 const MSG_HEADERS: u8 = 0x02;
@@ -221,6 +233,7 @@ pub(crate) fn decode(
         GAP_NOTICE => decode_gap(flags, Reader::new("GAP_NOTICE", body)),
         GOAWAY => decode_goaway(flags, Reader::new("GOAWAY", body)),
         SUBSCRIBED => decode_subscribed(flags, Reader::new("SUBSCRIBED", body)),
+        CHALLENGE => decode_challenge(flags, Reader::new("CHALLENGE", body)),
         PING => empty(flags, Reader::new("PING", body)).map(|()| ServerFrame::Ping),
         PONG => empty(flags, Reader::new("PONG", body)).map(|()| ServerFrame::Pong),
         _ => Err(BinaryError::UnknownFrameType(ty)),
@@ -375,6 +388,13 @@ fn decode_goaway(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
     Ok(ServerFrame::GoAway(goaway))
 }
 
+fn decode_challenge(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
+    r.check_flags(flags, 0)?;
+    let nonce = r.short("nonce")?;
+    r.finish()?;
+    Ok(ServerFrame::Challenge(Challenge { nonce }))
+}
+
 /// The fields of a `MESSAGE` that come before its header block and payload, for a sender
 /// that queues those two by reference instead of copying them into one buffer (see
 /// [`encode_message_head`]).
@@ -510,6 +530,7 @@ impl ServerFrame {
             ServerFrame::GapNotice(_) => (GAP_NOTICE, 0),
             ServerFrame::GoAway(_) => (GOAWAY, 0),
             ServerFrame::Subscribed(_) => (SUBSCRIBED, 0),
+            ServerFrame::Challenge(_) => (CHALLENGE, 0),
             ServerFrame::Ping => (PING, 0),
             ServerFrame::Pong => (PONG, 0),
         }
@@ -581,6 +602,7 @@ impl ServerFrame {
                     w.put(seq);
                 }
             }
+            ServerFrame::Challenge(c) => w.short("nonce", &c.nonce)?,
             ServerFrame::Ping | ServerFrame::Pong => {}
         }
         Ok(())

@@ -37,20 +37,28 @@ impl FakeServer {
 
     /// The next connection, within [`WAIT`].
     pub fn accept(&self) -> FakeConn {
-        let deadline = Instant::now() + WAIT;
+        self.try_accept(WAIT)
+            .unwrap_or_else(|| panic!("no connection within {WAIT:?}"))
+    }
+
+    /// The next connection, if one comes within `timeout`.
+    pub fn try_accept(&self, timeout: Duration) -> Option<FakeConn> {
+        let deadline = Instant::now() + timeout;
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(false).unwrap();
                     stream.set_nodelay(true).unwrap();
-                    return FakeConn {
+                    return Some(FakeConn {
                         stream,
                         buf: BytesMut::new(),
                         decoder: ClientFrameDecoder::default(),
-                    };
+                    });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    assert!(Instant::now() < deadline, "no connection within {WAIT:?}");
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err(e) => panic!("accept: {e}"),
