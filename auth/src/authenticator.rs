@@ -327,6 +327,43 @@ impl Authenticator {
         self.required
     }
 
+    /// True when a connection that sends no credentials is bound to `no_auth_user`.
+    pub fn has_no_auth_user(&self) -> bool {
+        self.no_auth_user.is_some()
+    }
+
+    /// True when JWT connection tokens are accepted.
+    pub fn accepts_jwt(&self) -> bool {
+        self.jwt.is_some()
+    }
+
+    /// The permissions a connection authenticated as `user` with `method` has under these
+    /// rules, to re-check open connections after a reload: `None` when that user (or
+    /// that way in) no longer exists; `Some(None)` when it may do everything. A JWT
+    /// connection's permissions are its token's: asked for one, this answers whether
+    /// tokens are still accepted, with `default_permissions`.
+    pub fn permissions_of(&self, user: &str, method: Method) -> Option<Option<Arc<Permissions>>> {
+        match method {
+            Method::None => (!self.required).then_some(None),
+            Method::Password => self.users.get(user).map(|u| u.permissions.clone()),
+            Method::Nkey => self.nkeys.get(user).map(|u| u.permissions.clone()),
+            Method::NoAuthUser => match &self.no_auth_user {
+                Some((name, NoAuth::User)) if &**name == user => {
+                    Some(self.users[name].permissions.clone())
+                }
+                Some((name, NoAuth::Nkey)) if &**name == user => {
+                    Some(self.nkeys[name].permissions.clone())
+                }
+                _ => None,
+            },
+            Method::Token => self
+                .token
+                .is_some()
+                .then(|| self.default_permissions.clone()),
+            Method::Jwt => self.jwt.is_some().then(|| self.default_permissions.clone()),
+        }
+    }
+
     /// True when some user is an nkey: `INFO` must carry a nonce.
     pub fn needs_nonce(&self) -> bool {
         !self.nkeys.is_empty()
@@ -651,6 +688,61 @@ mod tests {
             a.authenticate(&c, Some(&nonce), now()).unwrap_err(),
             AuthFailure::UnknownUser
         );
+    }
+
+    #[test]
+    fn permissions_of_answers_for_each_way_in_after_a_reload() {
+        let restricted = PermissionsEntry {
+            subscribe: Some(RulesEntry {
+                allow: Some(vec!["a.>".into()]),
+                deny: None,
+            }),
+            ..Default::default()
+        };
+        let a = Authenticator::new(&AuthConfig {
+            users: vec![
+                user("admin", "pw"),
+                UserEntry {
+                    permissions: Some(restricted),
+                    ..user("guest", "g")
+                },
+            ],
+            no_auth_user: Some("guest".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(a.has_no_auth_user() && !a.accepts_jwt());
+        assert_eq!(
+            a.permissions_of("admin", Method::Password)
+                .map(|p| p.is_none()),
+            Some(true)
+        );
+        let guest = a
+            .permissions_of("guest", Method::Password)
+            .unwrap()
+            .unwrap();
+        assert!(guest.may_subscribe(b"a.b", None) && !guest.may_subscribe(b"b", None));
+        assert!(a
+            .permissions_of("guest", Method::NoAuthUser)
+            .unwrap()
+            .is_some());
+        assert!(
+            a.permissions_of("gone", Method::Password).is_none(),
+            "a user removed"
+        );
+        assert!(a.permissions_of("admin", Method::NoAuthUser).is_none());
+        assert!(
+            a.permissions_of("x", Method::Jwt).is_none(),
+            "tokens no longer accepted"
+        );
+        assert!(a.permissions_of("", Method::Token).is_none());
+        assert!(
+            a.permissions_of("", Method::None).is_none(),
+            "auth is on now"
+        );
+        assert!(Authenticator::none()
+            .permissions_of("", Method::None)
+            .is_some());
     }
 
     #[test]
