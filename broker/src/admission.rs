@@ -5,7 +5,8 @@
 //! - [`TokenBucket`], the rate limiter every rate here uses (exact integer arithmetic,
 //!   driven by the `Instant`s it is given: it never reads a clock);
 //! - [`ConnectionGate`], the state shared by every worker's accept path: open connections
-//!   in total and per client IP, and the new-connections-per-second bucket; and
+//!   in total and per client IP, the new-connections-per-second bucket, and the addresses
+//!   held back after repeated failed authentications ([`AuthBackoff`]); and
 //!   [`ConnSlot`], a connection's place in it, released exactly once when the slot is
 //!   dropped (with its connection, or on the refused or failed-registration path that
 //!   never made one);
@@ -208,10 +209,13 @@ pub(crate) enum ConnRefusal {
     PerIp,
     /// The new-connections bucket is empty; it holds a token again after `retry_after`.
     Rate { retry_after: Duration },
+    /// The address failed to authenticate `auth_failures_per_ip` times in a row; it may
+    /// try again after `retry_after`.
+    AuthBackoff { retry_after: Duration },
 }
 
 impl ConnRefusal {
-    pub const KINDS: usize = 3;
+    pub const KINDS: usize = 4;
 
     /// The counter index ([`ConnRefusal::NAMES`]).
     pub fn kind(self) -> usize {
@@ -219,11 +223,13 @@ impl ConnRefusal {
             ConnRefusal::Total => 0,
             ConnRefusal::PerIp => 1,
             ConnRefusal::Rate { .. } => 2,
+            ConnRefusal::AuthBackoff { .. } => 3,
         }
     }
 
     /// The labels of the counters, in [`ConnRefusal::kind`] order.
-    pub const NAMES: [&'static str; ConnRefusal::KINDS] = ["total", "per_ip", "rate"];
+    pub const NAMES: [&'static str; ConnRefusal::KINDS] =
+        ["total", "per_ip", "rate", "auth_backoff"];
 
     /// What the client is told. `maximum connections exceeded` is nats-server's text, which
     /// NATS clients recognise.
@@ -233,6 +239,10 @@ impl ConnRefusal {
             ConnRefusal::PerIp => "maximum connections per client address exceeded".to_string(),
             ConnRefusal::Rate { retry_after } => format!(
                 "connection rate exceeded, retry after {}ms",
+                ceil_millis(retry_after)
+            ),
+            ConnRefusal::AuthBackoff { retry_after } => format!(
+                "too many failed authentications from this address, retry after {}ms",
                 ceil_millis(retry_after)
             ),
         }
@@ -250,7 +260,27 @@ pub(crate) fn ceil_millis(d: Duration) -> u128 {
 pub(crate) struct ConnectionGate {
     max_total: usize,
     max_per_ip: usize,
+    /// Failed authentications in a row from one address before it is held back (0: never).
+    auth_failures: u32,
+    /// The first hold-back; each further failure doubles it, up to [`MAX_AUTH_BACKOFF`].
+    auth_backoff: Duration,
     state: Mutex<GateState>,
+}
+
+/// The longest an address is held back after failed authentications.
+pub(crate) const MAX_AUTH_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Addresses whose failed authentications are remembered, at most: past it the oldest
+/// entry gives way (an attacker with more addresses than this is bounded by the
+/// connection rate instead).
+pub(crate) const AUTH_FAILURES_KEPT: usize = 16_384;
+
+/// One address's failed authentications in a row, and until when it is held back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AuthBackoff {
+    failures: u32,
+    until: Option<Instant>,
+    last: Instant,
 }
 
 #[derive(Debug)]
@@ -260,6 +290,9 @@ struct GateState {
     /// Not kept when there is no per-address limit.
     per_ip: HashMap<IpAddr, usize>,
     connect: Option<TokenBucket>,
+    /// Addresses with failed authentications since their last success (bounded by
+    /// [`AUTH_FAILURES_KEPT`]).
+    auth: HashMap<IpAddr, AuthBackoff>,
 }
 
 impl ConnectionGate {
@@ -267,10 +300,13 @@ impl ConnectionGate {
         Arc::new(ConnectionGate {
             max_total: config.max_connections,
             max_per_ip: config.max_connections_per_ip,
+            auth_failures: config.auth_failures_per_ip,
+            auth_backoff: config.auth_failure_backoff,
             state: Mutex::new(GateState {
                 open: 0,
                 per_ip: HashMap::new(),
                 connect: TokenBucket::new(config.connect_rate, config.connect_burst, now),
+                auth: HashMap::new(),
             }),
         })
     }
@@ -291,6 +327,11 @@ impl ConnectionGate {
         if self.max_per_ip > 0 && s.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
             return Err(ConnRefusal::PerIp);
         }
+        if let Some(until) = s.auth.get(&ip).and_then(|b| b.until).filter(|u| *u > now) {
+            return Err(ConnRefusal::AuthBackoff {
+                retry_after: until - now,
+            });
+        }
         if let Some(bucket) = &mut s.connect {
             if let Err(retry_after) = bucket.try_take(1, now) {
                 return Err(ConnRefusal::Rate { retry_after });
@@ -304,6 +345,47 @@ impl ConnectionGate {
             gate: Arc::clone(self),
             ip,
         })
+    }
+
+    /// A connection from `ip` failed to authenticate: past `auth_failures_per_ip` in a
+    /// row, the address is held back, `auth_failure_backoff` doubled per further failure.
+    pub fn auth_failed(&self, ip: IpAddr, now: Instant) {
+        if self.auth_failures == 0 {
+            return;
+        }
+        let mut s = self.lock();
+        if s.auth.len() >= AUTH_FAILURES_KEPT && !s.auth.contains_key(&ip) {
+            let oldest = s.auth.iter().min_by_key(|(_, b)| b.last).map(|(ip, _)| *ip);
+            if let Some(oldest) = oldest {
+                s.auth.remove(&oldest);
+            }
+        }
+        let b = s.auth.entry(ip).or_insert(AuthBackoff {
+            failures: 0,
+            until: None,
+            last: now,
+        });
+        b.failures = b.failures.saturating_add(1);
+        b.last = now;
+        if b.failures >= self.auth_failures {
+            let doublings = (b.failures - self.auth_failures).min(16);
+            let wait = self
+                .auth_backoff
+                .saturating_mul(1 << doublings)
+                .min(MAX_AUTH_BACKOFF);
+            b.until = Some(now + wait);
+        }
+    }
+
+    /// A connection from `ip` authenticated: its failures are forgotten.
+    pub fn auth_succeeded(&self, ip: IpAddr) {
+        if self.auth_failures == 0 {
+            return;
+        }
+        let mut s = self.lock();
+        if !s.auth.is_empty() {
+            s.auth.remove(&ip);
+        }
     }
 
     fn release(&self, ip: IpAddr) {
@@ -332,6 +414,18 @@ impl ConnectionGate {
 pub(crate) struct ConnSlot {
     gate: Arc<ConnectionGate>,
     ip: IpAddr,
+}
+
+impl ConnSlot {
+    /// The connection failed to authenticate (see [`ConnectionGate::auth_failed`]).
+    pub fn auth_failed(&self, now: Instant) {
+        self.gate.auth_failed(self.ip, now);
+    }
+
+    /// The connection authenticated.
+    pub fn auth_succeeded(&self) {
+        self.gate.auth_succeeded(self.ip);
+    }
 }
 
 impl Drop for ConnSlot {
@@ -490,6 +584,11 @@ pub(crate) struct ConnAdmission {
 }
 
 impl ConnAdmission {
+    /// The connection's place in the gate, if it has one.
+    pub fn slot(&self) -> Option<&ConnSlot> {
+        self._slot.as_ref()
+    }
+
     pub fn new(config: &AdmissionConfig, slot: ConnSlot, now: Instant) -> ConnAdmission {
         let own = RateBuckets::new(&config.publish(), now);
         ConnAdmission {
@@ -721,6 +820,70 @@ mod tests {
         drop(c);
         assert_eq!(g.open(), 0, "every slot given back exactly once");
         assert!(g.lock().per_ip.is_empty());
+    }
+
+    #[test]
+    fn repeated_failed_authentications_hold_an_address_back_doubling() {
+        let g = gate(0, 0, 0, 0);
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        for _ in 0..4 {
+            g.auth_failed(ip(1), t0);
+        }
+        assert!(g.admit(ip(1), t0).is_ok(), "four failures are not five");
+        g.auth_failed(ip(1), t0);
+        let refused = g.admit(ip(1), t0).unwrap_err();
+        assert_eq!(refused, ConnRefusal::AuthBackoff { retry_after: sec });
+        assert!(
+            refused.text().contains("retry after 1000ms"),
+            "{}",
+            refused.text()
+        );
+        assert!(
+            g.admit(ip(2), t0).is_ok(),
+            "another address is not held back"
+        );
+        assert!(g.admit(ip(1), t0 + sec).is_ok(), "the wait is over");
+        g.auth_failed(ip(1), t0 + sec);
+        assert_eq!(
+            g.admit(ip(1), t0 + sec).unwrap_err(),
+            ConnRefusal::AuthBackoff {
+                retry_after: 2 * sec
+            },
+            "each further failure doubles it"
+        );
+        for _ in 0..20 {
+            g.auth_failed(ip(1), t0 + sec);
+        }
+        assert_eq!(
+            g.admit(ip(1), t0 + sec).unwrap_err(),
+            ConnRefusal::AuthBackoff {
+                retry_after: MAX_AUTH_BACKOFF
+            }
+        );
+        g.auth_succeeded(ip(1));
+        assert!(
+            g.admit(ip(1), t0 + sec).is_ok(),
+            "a success forgets the failures"
+        );
+        assert!(g.lock().auth.is_empty());
+    }
+
+    #[test]
+    fn the_failed_authentications_remembered_are_bounded() {
+        let g = gate(0, 0, 0, 0);
+        let t0 = Instant::now();
+        for i in 0..AUTH_FAILURES_KEPT + 10 {
+            let addr = IpAddr::from((i as u32).to_be_bytes());
+            g.auth_failed(addr, t0 + Duration::from_nanos(i as u64));
+        }
+        assert_eq!(g.lock().auth.len(), AUTH_FAILURES_KEPT);
+        assert!(
+            !g.lock()
+                .auth
+                .contains_key(&IpAddr::from(0u32.to_be_bytes())),
+            "the oldest gave way"
+        );
     }
 
     #[test]

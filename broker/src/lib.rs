@@ -11,7 +11,8 @@
 //! [`router`] decides where each operation goes; [`admission`] decides what is refused or
 //! slowed before it costs anything; [`budget`] is the broker-wide bound on queued bytes and
 //! [`eviction`] picks what a full budget gives up; [`lameduck`] is the switch and schedule
-//! of a gentle stop (SIGUSR2). The [`monitor`] threads serve the monitoring endpoint from
+//! of a gentle stop (SIGUSR2); [`auth`] holds who may connect (swapped on SIGHUP) and
+//! checks costly credentials off the workers. The [`monitor`] threads serve the monitoring endpoint from
 //! the workers' counters ([`stats`], labelled by [`names`]) and from bounded [`snapshot`]s
 //! they answer through the mesh; each worker owns its [`latency`] histogram.
 //!
@@ -20,6 +21,7 @@
 //! id).
 
 mod admission;
+mod auth;
 #[doc(hidden)]
 pub mod bench;
 mod budget;

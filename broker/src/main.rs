@@ -1,7 +1,7 @@
 //! `ternd`: parses flags and the config file, sets up logging, starts the server, and stops
 //! it: cleanly on SIGINT or SIGTERM (a second signal exits at once), or gently on SIGUSR2
 //! (lame duck mode: stop accepting, close the clients over `lame_duck_duration`, then stop
-//! as on SIGTERM). SIGHUP reloads the TLS certificate and key.
+//! as on SIGTERM). SIGHUP reloads the TLS certificate and key, and the users and permissions.
 
 use std::io::{IsTerminal, Write};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -127,16 +127,28 @@ fn wait_for_stop(server: &Server, signals: &Receiver<i32>) -> Option<i32> {
                 }
                 None => tracing::info!("already in lame duck mode; SIGUSR2 ignored"),
             },
-            Some(SIGHUP) => match server.reload_tls() {
-                Ok(true) => tracing::info!(
-                    "SIGHUP: TLS certificate and key reloaded; new connections use them"
-                ),
-                Ok(false) => tracing::info!("SIGHUP: TLS is off, nothing to reload"),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "SIGHUP: TLS reload failed; the current certificate stays in use"
-                ),
-            },
+            Some(SIGHUP) => {
+                match server.reload_tls() {
+                    Ok(true) => tracing::info!(
+                        "SIGHUP: TLS certificate and key reloaded; new connections use them"
+                    ),
+                    Ok(false) => tracing::info!("SIGHUP: TLS is off, nothing to reload"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: TLS reload failed; the current certificate stays in use"
+                    ),
+                }
+                match server.reload_auth() {
+                    Ok(()) => tracing::info!(
+                        "SIGHUP: users and permissions reloaded; open connections are \
+                         re-checked within a second"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: authentication reload failed; the current rules stay"
+                    ),
+                }
+            }
             other => return other,
         }
     }

@@ -17,6 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::admission::Slots;
+use crate::auth::{AuthHandle, Checker};
 use crate::budget::{QueueBudget, SharedBudget};
 use crate::config::Config;
 use crate::conn::congestion::Signal;
@@ -72,6 +73,10 @@ pub(crate) struct Router {
     pub latency: Latency,
     /// The message ids table, on the one worker that reports its counts.
     dedupe: Option<Arc<Dedupe>>,
+    /// Who may connect and what they may do (reloaded on SIGHUP).
+    pub auth: Arc<AuthHandle>,
+    /// Where costly credential checks go (bcrypt), off this worker's loop.
+    pub checker: Checker,
 }
 
 /// The broker-wide counts every worker's router shares (each an atomic, touched off the
@@ -86,6 +91,10 @@ pub(crate) struct Shared {
     pub budget: Arc<SharedBudget>,
     /// The message ids the stores check (`None` without a store).
     pub dedupe: Option<Arc<Dedupe>>,
+    /// The authentication rules.
+    pub auth: Arc<AuthHandle>,
+    /// The checker thread's queue.
+    pub checker: Checker,
 }
 
 impl Router {
@@ -103,6 +112,8 @@ impl Router {
             subscription_slots,
             budget,
             dedupe,
+            auth,
+            checker,
         } = shared;
         let n = mesh.workers();
         Router {
@@ -127,6 +138,8 @@ impl Router {
             latency: Latency::new(),
             // One worker reports the broker-wide table's counts: the workers' are summed.
             dedupe: dedupe.filter(|_| me == 0),
+            auth,
+            checker,
         }
     }
 

@@ -26,6 +26,7 @@ use tern_protocol::text::ServerInfo;
 use tracing::{error, info};
 
 use crate::admission::{ConnectionGate, Slots};
+use crate::auth::{AuthHandle, Checker, Verdicts};
 use crate::budget::SharedBudget;
 use crate::config::Config;
 use crate::dedupe::Dedupe;
@@ -37,7 +38,33 @@ use crate::stats::{Totals, WorkerStats};
 use crate::store::{DataDir, RecoveryReport, Store, StoreError};
 use crate::transports::Transports;
 use crate::worker::{Worker, WorkerSetup, WAKER};
+use tern_auth::{AuthConfigError, Authenticator};
 use tern_transport::TlsConfigError;
+
+/// Logs what the authentication rules warn about (plain-text passwords), and loudly when
+/// a port that is not loopback is open to anyone.
+fn warn_about_auth(config: &Config, rules: &Authenticator) {
+    for warning in rules.warnings() {
+        tracing::warn!("{warning}");
+    }
+    if !rules.is_required() {
+        let open = [Some(config.listen), config.binary_listen]
+            .into_iter()
+            .chain([config.websocket.as_ref().map(|w| w.listen)])
+            .flatten()
+            .filter(|a| !a.ip().is_loopback())
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>();
+        if !open.is_empty() {
+            tracing::warn!(
+                listen = %open.join(", "),
+                "NO AUTHENTICATION: anyone who can reach these addresses may publish, \
+                 subscribe and read the stored history; configure auth_token, [[users]] or \
+                 [jwt] (docs/security.md)"
+            );
+        }
+    }
+}
 
 /// The `version` Tern reports to NATS clients (`INFO`, `/varz`): the nats-server release
 /// whose client protocol Tern implements. NATS client libraries compare the server's
@@ -71,6 +98,8 @@ pub struct Server {
     monitor: Option<Monitor>,
     monitor_addr: Option<SocketAddr>,
     lame_duck: Arc<LameDuck>,
+    /// The authentication rules the workers read (reloaded here on SIGHUP).
+    auth: Arc<AuthHandle>,
 }
 
 /// Why the server could not start.
@@ -87,6 +116,11 @@ pub enum StartError {
     Tls(TlsConfigError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    /// Its text names the setting and the fault.
+    #[error("authentication: {0}")]
+    Auth(AuthConfigError),
+    #[error("cannot start the credential checker: {0}")]
+    Checker(io::Error),
 }
 
 impl Server {
@@ -134,6 +168,16 @@ impl Server {
             polls.push(poll);
             wakers.push(Arc::new(waker));
         }
+        let auth = Arc::new(AuthHandle::new(
+            Authenticator::new(&config.auth.rules).map_err(StartError::Auth)?,
+        ));
+        warn_about_auth(&config, &auth.load());
+        let verdicts: Vec<Arc<Verdicts>> = wakers
+            .iter()
+            .map(|w| Arc::new(Verdicts::new(Arc::clone(w))))
+            .collect();
+        // Ends by itself once the workers, which hold its door, are gone.
+        let (checker, _) = Checker::start(verdicts.clone()).map_err(StartError::Checker)?;
         let (mesh, inboxes) = Mesh::new(
             wakers,
             config.limits.worker_queue,
@@ -154,6 +198,8 @@ impl Server {
             client_ip: None,
             tls_required: false,
             tls_verify: false,
+            auth_required: false,
+            nonce: None,
             ldm: false,
         };
         let mut info = info;
@@ -194,6 +240,8 @@ impl Server {
             subscription_slots: Arc::new(Slots::new(config.admission.max_total_subscriptions)),
             budget: SharedBudget::new(config.flow.max_queued_bytes),
             dedupe,
+            auth: Arc::clone(&auth),
+            checker,
         };
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
@@ -228,6 +276,7 @@ impl Server {
                 welcome: welcome.clone(),
                 gate: Arc::clone(&gate),
                 lame_duck: Arc::clone(&lame_duck),
+                verdicts: Arc::clone(&verdicts[worker]),
             };
             let core = (!cores.is_empty()).then(|| cores[worker % cores.len()]);
             let handle = std::thread::Builder::new()
@@ -278,6 +327,7 @@ impl Server {
                             monitor: None,
                             monitor_addr: None,
                             lame_duck,
+                            auth,
                         };
                         server.shutdown();
                         return Err(StartError::Monitor { addr, source });
@@ -291,6 +341,7 @@ impl Server {
             binary_listen = ?binary_addr,
             websocket_listen = ?websocket_addr,
             tls = transports.tls.is_some(),
+            auth = ?config.auth.methods(),
             monitor = ?monitor_addr,
             log_epoch,
             workers = n,
@@ -312,6 +363,7 @@ impl Server {
             monitor,
             monitor_addr,
             lame_duck,
+            auth,
         })
     }
 
@@ -343,6 +395,19 @@ impl Server {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Reloads users, tokens, keys and permissions (SIGHUP): the config file is read
+    /// again, and on success new connections use the new rules while each worker
+    /// re-checks its open connections at its next tick (a user that is gone is closed,
+    /// subscriptions no longer allowed are removed). On an error (it names the setting),
+    /// the current rules stay.
+    pub fn reload_auth(&self) -> Result<(), String> {
+        let settings = self.config.reload_auth().map_err(|e| e.to_string())?;
+        let rules = Authenticator::new(&settings.rules).map_err(|e| e.to_string())?;
+        warn_about_auth(&self.config, &rules);
+        self.auth.replace(rules);
+        Ok(())
     }
 
     /// Where the monitoring endpoint listens (the real port when 0 was asked for), or

@@ -178,6 +178,8 @@ pub(crate) struct ConnInfo {
     pub transport: &'static str,
     /// The subject of the client certificate it presented over TLS.
     pub tls_peer: Option<String>,
+    /// The user it authenticated as (or claimed, when refused); never a secret.
+    pub user: Option<String>,
     pub ip: String,
     pub port: u16,
     pub name: Option<String>,

@@ -173,6 +173,16 @@ counters! {
     /// Connections closed by their transport (TLS or WebSocket), by what failed; each is
     /// logged with the peer's address and the reason.
     counter transport_failures [TransportFailure::NAMES, "reason"] => "tern_transport_failures_total";
+    /// Connections that authenticated (at connect; refreshes not counted).
+    counter auth_accepted => "tern_auth_accepted_total";
+    /// Authentications refused, by reason (each logged with the peer and the user, never
+    /// the secret).
+    counter auth_refused [AuthRefusal::NAMES, "reason"] => "tern_auth_refused_total";
+    /// Publishes and subscriptions refused for the user's permissions, by what.
+    counter permission_violations [Denial::NAMES, "kind"] => "tern_permission_violations_total";
+    /// Deliveries withheld from a wildcard subscription for a subject its user may not
+    /// receive (a deny entry inside the wildcard).
+    counter deliveries_denied => "tern_deliveries_denied_total";
     /// Text connections closed because a control line that had started was not whole
     /// within auth_timeout.
     counter control_line_timeouts => "tern_control_line_timeouts_total";
@@ -259,6 +269,52 @@ crate::names::named_enum! {
         ServerShutdown => "server_shutdown",
         HandshakeTimeout => "handshake_timeout",
         Transport => "transport_error",
+        Unauthorized => "authorization_violation",
+        Expired => "authentication_expired",
+    }
+}
+
+crate::names::named_enum! {
+    /// Why a connection's authentication was refused, as a counter index.
+    pub enum AuthRefusal {
+        /// Authentication is required and none was given (and there is no no_auth_user).
+        MissingCredentials => "missing_credentials",
+        /// A user name (or nkey) the broker does not know.
+        UnknownUser => "unknown_user",
+        /// A known user with the wrong password.
+        BadPassword => "bad_password",
+        /// A token that is not the configured one.
+        BadToken => "bad_token",
+        /// An nkey signature that does not verify.
+        BadSignature => "bad_signature",
+        /// An nkey connection whose server sent no nonce.
+        MissingNonce => "missing_nonce",
+        /// A JWT past its expiry (at connect or refresh).
+        TokenExpired => "token_expired",
+        /// A JWT not valid yet (nbf).
+        TokenNotYetValid => "token_not_yet_valid",
+        /// A JWT that does not verify or does not parse.
+        InvalidToken => "invalid_token",
+        /// The text port's first operation was not CONNECT.
+        NotConnectFirst => "not_connect_first",
+        /// A token refresh for another user.
+        UserChanged => "user_changed",
+        /// The checker thread's queue was full (bcrypt checks waiting).
+        CheckerBusy => "checker_busy",
+    }
+}
+
+crate::names::named_enum! {
+    /// What a permissions violation refused, as a counter index.
+    pub enum Denial {
+        /// A publish to a subject the user may not publish to.
+        Publish => "publish",
+        /// A subscription (or catch-up) to a filter the user may not subscribe to.
+        Subscribe => "subscribe",
+        /// A publish whose reply subject is reserved.
+        Reply => "reply",
+        /// A subscription removed because a reload took its permission away.
+        Revoked => "revoked",
     }
 }
 
@@ -298,6 +354,8 @@ crate::names::named_enum! {
         Paging => "paging",
         /// Every snapshot slot taken: 503.
         Busy => "busy",
+        /// No bearer token, or the wrong one, while `monitor_token` is set: 401.
+        Unauthorized => "unauthorized",
     }
 }
 

@@ -48,7 +48,9 @@ use tern_protocol::text::{encode_server_op, ServerInfo, ServerOp};
 use tracing::{debug, info, warn};
 
 use crate::admission::{ConnAdmission, ConnRefusal, ConnSlot, ConnectionGate};
+use crate::auth::Verdicts;
 use crate::budget::QueuedRef;
+use crate::conn::access::Access;
 use crate::conn::congestion::Signal;
 use crate::conn::link::Link;
 use crate::conn::socket::Socket;
@@ -123,6 +125,8 @@ pub(crate) struct WorkerSetup {
     pub gate: Arc<ConnectionGate>,
     /// Lame duck mode's switch, thrown by the main thread.
     pub lame_duck: Arc<LameDuck>,
+    /// What the checker thread decided about this worker's connections' credentials.
+    pub verdicts: Arc<Verdicts>,
 }
 
 pub(crate) struct Worker {
@@ -169,6 +173,8 @@ pub(crate) struct Worker {
     /// The earliest this worker's catch-ups may be pumped again while live traffic is
     /// recent (`Router::live_at`).
     next_pump: Instant,
+    /// What the checker thread decided about this worker's connections' credentials.
+    verdicts: Arc<Verdicts>,
 }
 
 impl Worker {
@@ -184,6 +190,7 @@ impl Worker {
             welcome,
             gate,
             lame_duck,
+            verdicts,
         } = setup;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -227,6 +234,7 @@ impl Worker {
             lame_duck_schedule: None,
             stalled_by: FnvMap::default(),
             next_pump: now,
+            verdicts,
         })
     }
 
@@ -273,6 +281,7 @@ impl Worker {
     /// catch-ups, the store, local envelopes, writes, the tick. True when shutdown is done
     /// and the connections are closed.
     fn turn(&mut self) -> bool {
+        self.take_verdicts();
         self.resume_throttled();
         self.wake_timers();
         self.drain_inbox();
@@ -385,6 +394,23 @@ impl Worker {
         }
     }
 
+    /// Hands each connection the checker thread's verdict on its credentials, and lists
+    /// it for reading: what it sent behind them waits in its buffer.
+    fn take_verdicts(&mut self) {
+        for verdict in self.verdicts.take() {
+            let slot = verdict.conn.slot as usize;
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            if conn.id != verdict.conn {
+                continue;
+            }
+            conn.verdict(verdict.outcome, &mut self.router);
+            self.list_write(slot);
+            self.list_read(slot);
+        }
+    }
+
     fn list_read(&mut self, slot: usize) {
         if let Some(c) = self.conns.get_mut(slot) {
             if !c.listed_read {
@@ -483,6 +509,13 @@ impl Worker {
             slot: slot as u32,
             gen: self.next_gen,
         };
+        let rules = self.router.auth.load();
+        let access = if rules.is_required() {
+            let nonce = rules.needs_nonce().then(tern_auth::fresh_nonce);
+            Access::awaiting(nonce, self.router.auth.generation())
+        } else {
+            Access::open()
+        };
         let limits = &self.router.config.limits;
         let accepted = Accepted {
             id,
@@ -490,6 +523,7 @@ impl Worker {
             peer,
             sock,
             link,
+            access,
         };
         let conn = match port {
             Port::Text => Conn::text(accepted, &self.info, limits, self.now),
@@ -948,9 +982,9 @@ impl Worker {
                 | CloseReason::HandshakeTimeout(_)
         );
         if quiet || !self.close_logs.allow(self.now) {
-            debug!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), %reason, "connection closed")
+            debug!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), user = ?conn.user(), %reason, "connection closed")
         } else {
-            info!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), %reason, "connection closed")
+            info!(peer = %conn.peer, client_id = conn.client_id, name = ?conn.name(), user = ?conn.user(), %reason, "connection closed")
         }
     }
 
@@ -1194,6 +1228,7 @@ impl LogBudget {
 mod tests {
     use super::*;
     use crate::admission::Slots;
+    use crate::auth::{AuthHandle, Checker};
     use crate::budget::SharedBudget;
     use crate::config::Config;
     use crate::mesh::{Mesh, Msg, SubRef};
@@ -1211,6 +1246,8 @@ mod tests {
             subscription_slots: Arc::new(Slots::new(1 << 20)),
             budget: SharedBudget::new(config.flow.max_queued_bytes),
             dedupe: None,
+            auth: Arc::new(AuthHandle::new(tern_auth::Authenticator::none())),
+            checker: Checker::start(Vec::new()).expect("a checker thread").0,
         };
         let router = Router::new(
             workers - 1,
@@ -1237,6 +1274,9 @@ mod tests {
             welcome: Welcome::default(),
             gate: ConnectionGate::new(&config.admission, now),
             lame_duck: Arc::new(LameDuck::new(now)),
+            verdicts: Arc::new(Verdicts::new(Arc::new(
+                mio::Waker::new(Poll::new().expect("a poll").registry(), WAKER).expect("a waker"),
+            ))),
         };
         (Worker::new(setup).expect("a worker"), mesh)
     }

@@ -12,6 +12,7 @@
 //! a check in [`Config::validate`] if some values cannot work, and a row in
 //! docs/operations.md. Its flag, file key, help text and `/varz` field follow.
 
+mod auth;
 pub(crate) mod declare;
 mod transport;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{AuthArgs, AuthSettings};
 use declare::settings;
 pub use declare::{parse_duration, parse_size};
 pub use transport::{TlsOptions, TransportArgs, WebSocketOptions};
@@ -80,6 +82,9 @@ settings! {
         /// TLS on every port, and the WebSocket listener (`config/transport.rs`).
         #[command(flatten)]
         pub transport: TransportArgs,
+        /// Authentication and the monitor's token (`config/auth.rs`).
+        #[command(flatten)]
+        pub auth: AuthArgs,
     }
 
     /// The config file: the same keys as the long flags, with `_` for `-`. Unknown keys are
@@ -103,6 +108,18 @@ settings! {
         tls: Option<transport::FileTls>,
         /// `[websocket]`: listen, no_tls, allowed_origins, compression, max_message.
         websocket: Option<transport::FileWebSocket>,
+        /// The token clients must present.
+        auth_token: Option<String>,
+        /// The user connections without credentials are bound to.
+        no_auth_user: Option<String>,
+        /// `[[users]]`: user and password, or nkey; each with its permissions.
+        users: Option<Vec<tern_auth::UserEntry>>,
+        /// `[jwt]`: the key JWT connection tokens are verified with.
+        jwt: Option<tern_auth::JwtEntry>,
+        /// `[default_permissions]`: for users (and tokens) without their own.
+        default_permissions: Option<tern_auth::PermissionsEntry>,
+        /// The monitoring endpoints' bearer token.
+        monitor_token: Option<String>,
     }
 
     /// Every group of settings, resolved.
@@ -267,6 +284,12 @@ settings! {
         connect_rate: u64 [Num] = 10_000;
         /// New connections accepted at once after a quiet spell.
         connect_burst: u64 [Num] = connect_rate.saturating_mul(2), "twice connect_rate";
+        /// Failed authentications in a row from one address before its new connections
+        /// are refused for a while (0: never).
+        auth_failures_per_ip: u32 [Num] = 5;
+        /// How long an address is refused after auth_failures_per_ip failures, doubled per
+        /// further failure up to a minute.
+        auth_failure_backoff: Duration [Dur] = Duration::from_secs(1);
         /// Subscriptions per connection.
         max_subscriptions: usize [Num] = 65_536;
         /// Subscriptions on the whole broker, all connections together (each costs its
@@ -346,6 +369,13 @@ pub struct Config {
     pub websocket: Option<WebSocketOptions>,
     /// What the flags and the file said about TLS, for the checks of [`Config::validate`].
     transport_given: transport::Given,
+    /// Who may connect (token, users, nkeys, JWT, permissions) and who may read the
+    /// monitor. Flags `--auth-token`, `--user`/`--pass`, `--no-auth-user`,
+    /// `--monitor-token`; file keys `auth_token`, `[[users]]`, `[jwt]`...
+    pub auth: AuthSettings,
+    /// The authentication flags and the config file, to resolve the authentication
+    /// settings again on SIGHUP ([`Config::reload_auth`]).
+    auth_source: (AuthArgs, Option<PathBuf>),
 }
 
 impl Default for Config {
@@ -670,6 +700,19 @@ impl Config {
         Ok(config)
     }
 
+    /// The authentication settings as the flags and the config file say them now (SIGHUP):
+    /// the file is read again; the rest of the configuration does not change.
+    pub fn reload_auth(&self) -> Result<AuthSettings, ConfigError> {
+        let (args, path) = &self.auth_source;
+        let file = match path {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let settings = auth::resolve(args, &file_auth(&file));
+        auth::validate(&settings)?;
+        Ok(settings)
+    }
+
     /// Flags over file over defaults, without the checks.
     fn resolve(args: Args, file: FileConfig) -> Config {
         let Settings {
@@ -682,6 +725,7 @@ impl Config {
         } = Settings::resolve(&args, &file);
         let (tls, websocket) =
             transport::resolve(&args.transport, file.tls.as_ref(), file.websocket.as_ref());
+        let auth = auth::resolve(&args.auth, &file_auth(&file));
         Config {
             listen: args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
             binary_listen: if args.no_binary {
@@ -727,6 +771,8 @@ impl Config {
             tls,
             websocket,
             transport_given: transport::Given(args.transport, file.tls),
+            auth,
+            auth_source: (args.auth, args.config),
         }
     }
 
@@ -890,6 +936,7 @@ impl Config {
             self.websocket.as_ref(),
             l.max_payload,
         )?;
+        auth::validate(&self.auth)?;
         if let Some(w) = &self.websocket {
             let taken = [Some(self.listen), self.binary_listen, self.monitor];
             if taken.into_iter().flatten().any(|a| same(a, w.listen)) {
@@ -900,6 +947,18 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// The file's authentication keys.
+fn file_auth(file: &FileConfig) -> auth::FileAuth {
+    auth::FileAuth {
+        auth_token: file.auth_token.clone(),
+        no_auth_user: file.no_auth_user.clone(),
+        users: file.users.clone(),
+        jwt: file.jwt.clone(),
+        default_permissions: file.default_permissions.clone(),
+        monitor_token: file.monitor_token.clone(),
     }
 }
 

@@ -24,20 +24,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes};
+use tern_auth::Method;
 use tern_protocol::binary::{
-    encode_message_head, encode_server_frame, AckResult, BinaryError, ClientFrame,
+    encode_message_head, encode_server_frame, AckResult, Auth, BinaryError, Challenge, ClientFrame,
     ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, GoAway, Hello, MessageHead,
     Preface, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame, StartPosition,
     Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 
+use super::access::{
+    publish_violation, reply_violation, subscribe_violation, AUTHENTICATION_EXPIRED,
+    AUTHORIZATION_VIOLATION,
+};
 use super::queue::bounds_for;
 use super::{CloseReason, Conn, Proto, Sid};
+use crate::auth::OwnedCredentials;
 use crate::config::Limits;
 use crate::mesh::{Msg, Stamp, SubRef};
 use crate::outbound::Outbound;
 use crate::router::Router;
-use crate::stats::bump;
+use crate::stats::{bump, Denial};
 use crate::subqueue::DropLog;
 
 /// Where the handshake is.
@@ -45,8 +51,12 @@ use crate::subqueue::DropLog;
 enum Phase {
     /// Waiting for the 8-byte preface.
     Preface,
-    /// Preface accepted: the next frame must be `HELLO`.
+    /// Preface accepted: the next frame must be `HELLO`. It stays here while `HELLO`'s
+    /// credentials are checked (on the checker thread, nothing more is applied).
     Hello,
+    /// `CHALLENGE` sent (the `HELLO` named an nkey): the next frame must be `AUTH` with
+    /// the nonce's signature.
+    Challenge,
     /// `WELCOME` sent: frames flow.
     Open,
 }
@@ -59,9 +69,18 @@ pub(super) struct BinaryState {
     /// one negotiated from the preface.
     welcome: Welcome,
     hello: Hello,
+    /// `HELLO` has arrived (its credentials may still be being checked).
+    hello_seen: bool,
     /// Lame duck mode began during the handshake: the `GOAWAY` goes right after `WELCOME`,
     /// announcing a close by this instant.
     goaway_after_welcome: Option<Instant>,
+}
+
+/// A credential field as text (a field that is not UTF-8 is not a credential anyone has).
+fn text(field: &Option<Bytes>) -> Option<String> {
+    field
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 /// The reason a `GOAWAY` gives.
@@ -85,6 +104,7 @@ impl BinaryState {
             decoder: ClientFrameDecoder::new(limits.binary()),
             welcome,
             hello: Hello::default(),
+            hello_seen: false,
             goaway_after_welcome: None,
         }
     }
@@ -275,11 +295,23 @@ impl Conn {
                 (ErrorCode::SlowConsumer, "stale connection".to_string())
             }
             // Only before `WELCOME`, and said only once the preface was accepted (below).
+            CloseReason::HandshakeTimeout(d) if self.access.is_pending() && self.hello_seen() => (
+                ErrorCode::AuthenticationTimeout,
+                format!("authentication not done within {d:?} (auth_timeout)"),
+            ),
             CloseReason::HandshakeTimeout(d) => (
                 ErrorCode::HelloExpected,
                 format!("no HELLO within {d:?} (auth_timeout)"),
             ),
             CloseReason::ProtocolError(text) => (ErrorCode::ProtocolViolation, text.clone()),
+            CloseReason::Unauthorized(_) => (
+                ErrorCode::AuthorizationViolation,
+                AUTHORIZATION_VIOLATION.to_string(),
+            ),
+            CloseReason::Expired => (
+                ErrorCode::AuthenticationExpired,
+                AUTHENTICATION_EXPIRED.to_string(),
+            ),
             other => (ErrorCode::Internal, other.to_string()),
         };
         if self.binary_state().phase != Phase::Preface {
@@ -297,6 +329,20 @@ impl Conn {
         }
         self.send_binary(&goaway_frame(deadline, now));
         true
+    }
+
+    /// A subscription revoked, or an operation refused, for its user's permissions.
+    pub(super) fn refuse_permission_binary(&mut self, sid: Option<&Sid>, text: &str) {
+        let sid = match sid {
+            Some(Sid::Binary(n)) => Some(*n),
+            _ => None,
+        };
+        self.send_binary(&error_frame(
+            ErrorCode::PermissionViolation,
+            false,
+            sid,
+            text,
+        ));
     }
 
     /// Refuses a publish for admission control: a refused `PUBLISH_ACK` when the client
@@ -406,12 +452,26 @@ impl Conn {
     fn apply_frame(&mut self, frame: ClientFrame, router: &mut Router) {
         let phase = self.binary_state().phase;
         match (phase, frame) {
-            (Phase::Hello, ClientFrame::Hello(hello)) => self.hello(hello),
+            (Phase::Hello, ClientFrame::Hello(hello)) => self.hello(hello, router),
             (Phase::Hello, _) => self.binary_fatal(
                 ErrorCode::HelloExpected,
                 "the first frame must be HELLO",
                 router,
             ),
+            (Phase::Challenge, ClientFrame::Auth(auth)) if auth.signature.is_some() => {
+                let creds = OwnedCredentials {
+                    nkey: text(&self.binary_state().hello.nkey),
+                    sig: text(&auth.signature),
+                    ..OwnedCredentials::default()
+                };
+                self.authenticate(creds, router);
+            }
+            (Phase::Challenge, _) => self.binary_fatal(
+                ErrorCode::ProtocolViolation,
+                "after CHALLENGE the next frame must be AUTH with the nonce's signature",
+                router,
+            ),
+            (_, ClientFrame::Auth(auth)) => self.refresh_binary(auth, router),
             (_, ClientFrame::Hello(_)) => self.binary_fatal(
                 ErrorCode::HelloExpected,
                 "HELLO may be sent only once",
@@ -422,21 +482,72 @@ impl Conn {
             (_, ClientFrame::Unsubscribe(u)) => self.unsubscribe_binary(u, router),
             (_, ClientFrame::Ping) => self.ping(router),
             (_, ClientFrame::Pong) => self.pong(),
-            // No authentication exists yet, so no CHALLENGE is ever sent: an AUTH can answer
-            // nothing and refresh nothing.
-            (_, ClientFrame::Auth(_)) => self.binary_fatal(
-                ErrorCode::ProtocolViolation,
-                "AUTH without an authentication in progress",
+        }
+    }
+
+    /// `HELLO`: remember the options (not the secrets) and answer `WELCOME`, once its
+    /// credentials are accepted where the broker requires them: at once, after the
+    /// checker thread's verdict (bcrypt), or after `CHALLENGE` and `AUTH` for an nkey.
+    fn hello(&mut self, mut hello: Hello, router: &mut Router) {
+        let creds = OwnedCredentials {
+            user: text(&hello.user),
+            pass: text(&hello.pass),
+            token: text(&hello.auth_token),
+            nkey: text(&hello.nkey),
+            sig: None,
+        };
+        hello.pass = None;
+        hello.auth_token = None;
+        let nkey = hello.nkey.is_some();
+        let state = self.binary_state();
+        state.hello = hello;
+        state.hello_seen = true;
+        if !self.access.is_pending() {
+            self.binary_granted();
+            return;
+        }
+        match (&self.access.nonce, nkey) {
+            (Some(nonce), true) => {
+                let frame = ServerFrame::Challenge(Challenge {
+                    nonce: Bytes::copy_from_slice(nonce.as_bytes()),
+                });
+                self.binary_state().phase = Phase::Challenge;
+                self.send_binary(&frame);
+            }
+            _ => self.authenticate(creds, router),
+        }
+    }
+
+    /// `AUTH` after `WELCOME`: a JWT connection's refreshed token (same user; its new
+    /// expiry and permissions apply at once). Nothing else can be refreshed.
+    fn refresh_binary(&mut self, auth: Auth, router: &mut Router) {
+        match (&auth.token, self.access.method()) {
+            (Some(token), Some(Method::Jwt)) => {
+                let creds = OwnedCredentials {
+                    token: text(&Some(token.clone())),
+                    ..OwnedCredentials::default()
+                };
+                self.authenticate(creds, router);
+            }
+            _ => self.binary_refuse(
+                ErrorCode::InvalidOption,
+                None,
+                "AUTH after WELCOME refreshes a JWT connection token, and this connection \
+                 did not authenticate with one",
                 router,
             ),
         }
     }
 
-    /// `HELLO`: remember the options and answer `WELCOME`. There is no authentication yet,
-    /// so a token is accepted and ignored.
-    fn hello(&mut self, hello: Hello) {
+    /// True once `HELLO` has arrived.
+    fn hello_seen(&self) -> bool {
+        matches!(&self.proto, Proto::Binary(b) if b.hello_seen)
+    }
+
+    /// The handshake is done (no authentication, or it succeeded): `WELCOME`, and a
+    /// `GOAWAY` behind it when lame duck mode began meanwhile.
+    pub(super) fn binary_granted(&mut self) {
         let state = self.binary_state();
-        state.hello = hello;
         state.phase = Phase::Open;
         let welcome = ServerFrame::Welcome(state.welcome.clone());
         let goaway = state.goaway_after_welcome.take();
@@ -450,6 +561,24 @@ impl Conn {
     /// (`InvalidOption`): every id is remembered for the dedupe window, so its length is
     /// bounded like any other limit.
     fn publish_binary(&mut self, p: Publish, router: &mut Router) {
+        if !self.access.may_publish(&p.subject, self.read_at) {
+            bump(
+                &router.stats.permission_violations[Denial::Publish as usize],
+                1,
+            );
+            let text = publish_violation(&p.subject);
+            self.refuse_publish_binary(p.ack_id, ErrorCode::PermissionViolation, &text);
+            return;
+        }
+        if let Some(reply) = p.reply.as_ref().filter(|r| r.starts_with(b"$TERN.")) {
+            bump(
+                &router.stats.permission_violations[Denial::Reply as usize],
+                1,
+            );
+            let text = reply_violation(reply);
+            self.refuse_publish_binary(p.ack_id, ErrorCode::PermissionViolation, &text);
+            return;
+        }
         let max_id = router.config.store.max_message_id;
         if let Some(len) = p
             .message_id
@@ -505,6 +634,20 @@ impl Conn {
         if s.lossless && s.queue.is_some() {
             let text = "a queue group member cannot be lossless";
             self.binary_refuse(ErrorCode::InvalidOption, Some(s.sid), text, router);
+            return;
+        }
+        if !self.access.may_subscribe(&s.subject, s.queue.as_deref()) {
+            bump(
+                &router.stats.permission_violations[Denial::Subscribe as usize],
+                1,
+            );
+            let text = subscribe_violation(&s.subject, s.queue.as_deref());
+            self.send_binary(&error_frame(
+                ErrorCode::PermissionViolation,
+                false,
+                Some(s.sid),
+                &text,
+            ));
             return;
         }
         // Last of the checks: it takes a place among the broker's subscriptions.

@@ -365,7 +365,9 @@ fn close_code(reason: &CloseReason) -> CloseCode {
         CloseReason::ProtocolError(_) => CloseCode::PROTOCOL_ERROR,
         CloseReason::SlowConsumer
         | CloseReason::StaleConnection
-        | CloseReason::HandshakeTimeout(_) => CloseCode::POLICY_VIOLATION,
+        | CloseReason::HandshakeTimeout(_)
+        | CloseReason::Unauthorized(_)
+        | CloseReason::Expired => CloseCode::POLICY_VIOLATION,
         CloseReason::Io(_) | CloseReason::Transport(_) => CloseCode::INTERNAL_ERROR,
     }
 }

@@ -3,7 +3,8 @@
 //! Owns: the socket, its read buffer, its outbound queue, its subscriptions (by sid), its
 //! ping state, its traffic counters, its admission state (its place among the broker's
 //! connections, its publish buckets, its throttle) and its text catch-ups in progress (each
-//! holding a replay slot): everything both protocols share. What
+//! holding a replay slot), its identity and permissions ([`access`]): everything both
+//! protocols share. What
 //! differs, the decoding of client operations and the encoding of what the server sends,
 //! lives in one module per protocol ([`text`], [`binary`]), each applying its operations
 //! through the shared steps here: `admit`, `publish`, `add_sub`, `unsubscribe`, `ping`,
@@ -15,6 +16,7 @@
 //! application ([`Conn::apply_read`]); it calls
 //! [`Conn::deliver`], [`Conn::ack`] and
 //! [`Conn::gap`] and [`Conn::replay_done`] for what the shards address to it,
+//! [`Conn::verdict`] when the checker thread has decided about its credentials,
 //! [`Conn::flush`] when it has output, [`Conn::tick`] on the ping timer,
 //! [`Conn::going_away`] once when lame duck mode begins, and [`Conn::unsubscribe_all`] and
 //! [`Conn::end_replays`] before dropping it. A connection that must go sets `closing`; the
@@ -22,6 +24,7 @@
 //!
 //! Never: reads another connection's state, or blocks.
 
+pub(crate) mod access;
 mod binary;
 pub(crate) mod congestion;
 pub(crate) mod link;
@@ -55,10 +58,11 @@ use crate::snapshot::{
     ConnInfo, ConnKeys, ListKind, SubDetail, SubsListing, WallClock, DETAIL_ENTRY_BYTES,
     FILTER_ENTRY_BYTES,
 };
-use crate::stats::{bump, unbump, CloseKind, TransportFailure, WorkerStats};
+use crate::stats::{bump, unbump, AuthRefusal, CloseKind, TransportFailure, WorkerStats};
 use crate::subqueue::Bounds;
 
 use crate::eviction::Tickets;
+use access::{Access, Stage};
 use binary::BinaryState;
 use congestion::Congestion;
 use link::{Greeting, Link};
@@ -91,6 +95,10 @@ pub(crate) enum CloseReason {
     /// The transport failed (TLS, WebSocket), or its handshake was not done in time; the
     /// text says what happened.
     Transport(String),
+    /// Authentication was refused, for this reason.
+    Unauthorized(AuthRefusal),
+    /// The connection's token expired and was not refreshed.
+    Expired,
 }
 
 impl fmt::Display for CloseReason {
@@ -104,6 +112,8 @@ impl fmt::Display for CloseReason {
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
             CloseReason::HandshakeTimeout(d) => write!(f, "handshake timeout after {d:?}"),
             CloseReason::Transport(e) => f.write_str(e),
+            CloseReason::Unauthorized(r) => write!(f, "authorization violation: {}", r.name()),
+            CloseReason::Expired => f.write_str("authentication expired"),
         }
     }
 }
@@ -120,6 +130,8 @@ impl CloseReason {
             CloseReason::ServerShutdown => CloseKind::ServerShutdown,
             CloseReason::HandshakeTimeout(_) => CloseKind::HandshakeTimeout,
             CloseReason::Transport(_) => CloseKind::Transport,
+            CloseReason::Unauthorized(_) => CloseKind::Unauthorized,
+            CloseReason::Expired => CloseKind::Expired,
         }
     }
 }
@@ -195,6 +207,9 @@ struct SubState {
     merge: Option<Box<Merge>>,
     /// A binary subscription's start in each shard, until `SUBSCRIBED` is sent.
     starts: Option<Box<binary::Starts>>,
+    /// Each delivery is checked against its user's permissions first: a wildcard that
+    /// takes in a subject the user may not receive (`Access::screens`).
+    screened: bool,
 }
 
 /// What a connection's subscription queues hold together.
@@ -215,6 +230,8 @@ pub(crate) struct Accepted {
     pub sock: Socket,
     /// Its transport, when it is not plain TCP.
     pub link: Option<Box<Link>>,
+    /// Whether it must authenticate first, and the nonce it is given to sign.
+    pub access: Access,
 }
 
 pub(crate) struct Conn {
@@ -311,6 +328,8 @@ pub(crate) struct Conn {
     /// Its text catch-ups (`$TERN.REPLAY`) in progress, each holding one of the broker's
     /// replay slots until every shard it went to is done or the connection closes.
     replays: ConnReplays,
+    /// Who the client is and what it may do (`access.rs`).
+    access: Access,
 }
 
 impl Conn {
@@ -321,6 +340,7 @@ impl Conn {
             peer,
             sock,
             link,
+            access,
         } = accepted;
         Conn {
             id,
@@ -370,6 +390,7 @@ impl Conn {
             queue_dropped: 0,
             admission: ConnAdmission::default(),
             replays: ConnReplays::default(),
+            access,
         }
     }
 
@@ -386,6 +407,10 @@ impl Conn {
     /// `INFO` (`handshake_first`), it waits for the TLS handshake instead.
     pub fn text(accepted: Accepted, info: &ServerInfo, limits: &Limits, now: Instant) -> Conn {
         let mut conn = Conn::new(accepted, Proto::Text(TextState::new(limits)), now);
+        if conn.access.is_pending() {
+            conn.text_state()
+                .start_auth_clock(now + limits.auth_timeout);
+        }
         match conn.link.as_deref_mut() {
             None => conn.greet_text(info),
             Some(link) if link.has_greeting() => {}
@@ -442,6 +467,10 @@ impl Conn {
                     self.proto = Proto::Binary(state);
                 } else {
                     self.greet_text(&info);
+                    if self.access.is_pending() {
+                        let due = router.now + router.config.limits.auth_timeout;
+                        self.text_state().start_auth_clock(due);
+                    }
                 }
             }
         }
@@ -467,6 +496,7 @@ impl Conn {
             protocol,
             transport: self.link.as_ref().map_or("tcp", |l| l.kind().name()),
             tls_peer: self.link.as_ref().and_then(|l| l.peer_subject()),
+            user: self.user(),
             ip: self.peer.ip().to_string(),
             port: self.peer.port(),
             name,
@@ -544,6 +574,11 @@ impl Conn {
     }
 
     /// The name the client gave (`CONNECT` or `HELLO`), if any.
+    /// The user it authenticated as (or claimed, when it was refused).
+    pub fn user(&self) -> Option<String> {
+        self.access.user().map(|u| u.to_string())
+    }
+
     pub fn name(&self) -> Option<String> {
         match &self.proto {
             Proto::Text(t) => t.opts.name.clone(),
@@ -558,6 +593,11 @@ impl Conn {
     /// ([`Conn::apply_read`]), until the socket is drained or a budget runs out.
     pub fn read_paused(&mut self, router: &mut Router, now: Instant) -> Option<ReadState> {
         self.admission.set_now(now);
+        if self.access.stage == Stage::Checking {
+            // Its credentials are on the checker thread: nothing more is read until the
+            // verdict (the handshake deadline still runs).
+            return Some(ReadState::Paused);
+        }
         if self.is_stalled(now, router) {
             return Some(ReadState::Paused);
         }
@@ -733,7 +773,10 @@ impl Conn {
     /// throttled, and the worker's outbox has room for what they make (`OUTBOX_FULL`;
     /// what is left is applied when the worker reads the connection again).
     fn may_apply(&self, router: &Router) -> bool {
-        self.closing.is_none() && !self.admission.is_throttled() && !router.outbox.is_full()
+        self.closing.is_none()
+            && !self.admission.is_throttled()
+            && !router.outbox.is_full()
+            && self.access.stage != Stage::Checking
     }
 
     /// Admission control of a publish the client sent, before it is routed: overload
@@ -861,6 +904,7 @@ impl Conn {
             q: SubQueueState::new(bounds, lossless_state),
             merge,
             starts,
+            screened: self.access.screens(&filter),
         });
         self.sids.insert(sid, key);
         bump(&router.stats.subscriptions, 1);
@@ -941,6 +985,15 @@ impl Conn {
         match self.proto {
             Proto::Text(_) => self.send_text_pong(),
             Proto::Binary(_) => self.send_binary_pong(),
+        }
+    }
+
+    /// A publish, subscription or catch-up its user's permissions do not allow: told in
+    /// the client's protocol, with nats-server's words; the connection stays open.
+    fn refuse_permission(&mut self, sid: Option<&Sid>, text: &str) {
+        match self.proto {
+            Proto::Text(_) => self.refuse_text(text),
+            Proto::Binary(_) => self.refuse_permission_binary(sid, text),
         }
     }
 
@@ -1279,6 +1332,16 @@ impl Conn {
                 // Nothing else applies before the session has started.
                 return;
             }
+        }
+        if self.access.stage == Stage::Granted {
+            if self.check_expiry(router) {
+                return;
+            }
+            self.recheck_access(router);
+            if self.closing.is_some() {
+                return;
+            }
+            self.access.prune(now);
         }
         if self.overdue(now, router) {
             self.slow_consumer(router);

@@ -300,6 +300,22 @@ impl Conn {
         if sub.q.lossless.as_ref().is_some_and(|l| !l.takes(msg)) {
             return false;
         }
+        if sub.screened && !self.access.may_receive(&msg.subject) {
+            // Withheld: a subject its user may not receive, inside its wildcard. A
+            // catch-up counts it as taken, so that its credit and its place move on.
+            bump(&router.stats.deliveries_denied, 1);
+            if let Some(l) = &mut sub.q.lossless {
+                l.accepted(msg);
+            }
+            if msg.replayed {
+                self.grant_credit(sref.key as usize, router);
+            }
+            return false;
+        }
+        if let Some(reply) = &msg.reply {
+            // With `allow_responses`, a request received may be answered.
+            self.access.received_request(reply, router.now);
+        }
         if sub.q.is_idle() && self.out.len() < write_buffer {
             if let Some(l) = &mut sub.q.lossless {
                 l.accepted(msg);

@@ -12,19 +12,25 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use tern_auth::Method;
 use tern_protocol::text::{
     encode_msg_line, encode_server_op, ClientDecoder, ClientOp, ConnectOptions, DecodeError,
     Publish, ServerInfo, ServerOp, Subscribe,
 };
 
+use super::access::{
+    publish_violation, reply_violation, subscribe_violation, Stage, AUTHENTICATION_EXPIRED,
+    AUTHORIZATION_VIOLATION,
+};
 use super::{CloseReason, Conn, Proto, Sid};
+use crate::auth::OwnedCredentials;
 use crate::config::Limits;
 
 use crate::mesh::{Msg, ReplayRequest, ReplayStart};
 use crate::outbound::Outbound;
 use crate::replay::{status_block, ReplayLimit};
 use crate::router::Router;
-use crate::stats::bump;
+use crate::stats::{bump, AuthRefusal, Denial};
 use crate::subqueue::{Bounds, DropLog};
 
 /// The subject of text-port catch-up requests (see `replay_request`).
@@ -38,6 +44,13 @@ const DROPPED_SUBJECT: &[u8] = b"$TERN.DROPPED";
 const PRIORITY_HEADER: &str = "Tern-Priority";
 /// The header that gives a text-port message its coalescing key.
 const COALESCE_HEADER: &str = "Tern-Coalesce";
+
+/// Reply subjects a client may not give its requests: the broker's own
+/// (`$TERN.`), where answers would reach no requester (nats-server's `_R_.` rule, for
+/// Tern's reserved subjects).
+fn is_reserved_reply(reply: &[u8]) -> bool {
+    reply.starts_with(b"$TERN.")
+}
 
 /// The `-ERR` of a connection whose first control line was not whole in time
 /// (nats-server's text for its CONNECT deadline).
@@ -57,6 +70,12 @@ impl TextState {
             opts: ConnectOptions::default(),
             deadlines: Deadlines::default(),
         }
+    }
+
+    /// Authentication is required: the handshake's clock runs from accept, as
+    /// nats-server's auth timer does.
+    pub(super) fn start_auth_clock(&mut self, due: Instant) {
+        self.deadlines.start_handshake(due);
     }
 
     /// Appends `MSG` (or `HMSG` when the client accepts headers and the message has them)
@@ -178,7 +197,7 @@ fn digits(n: u64) -> usize {
 }
 
 impl Conn {
-    fn text_state(&mut self) -> &mut TextState {
+    pub(super) fn text_state(&mut self) -> &mut TextState {
         match &mut self.proto {
             Proto::Text(t) => t,
             Proto::Binary(_) => unreachable!("text operation on a binary connection"),
@@ -196,6 +215,8 @@ impl Conn {
         let mut info = info.clone();
         info.client_id = self.client_id;
         info.client_ip = Some(self.peer.ip().to_string());
+        info.auth_required = self.access.stage != Stage::Open;
+        info.nonce = self.access.nonce.clone();
         self.send(&ServerOp::Info(Box::new(info)));
     }
 
@@ -225,6 +246,8 @@ impl Conn {
             CloseReason::StaleConnection => "Stale Connection".to_string(),
             CloseReason::HandshakeTimeout(_) => HANDSHAKE_TIMEOUT.to_string(),
             CloseReason::ProtocolError(text) => text.clone(),
+            CloseReason::Unauthorized(_) => AUTHORIZATION_VIOLATION.to_string(),
+            CloseReason::Expired => AUTHENTICATION_EXPIRED.to_string(),
             other => other.to_string(),
         };
         self.send(&ServerOp::Err(text));
@@ -252,12 +275,12 @@ impl Conn {
         let Proto::Text(t) = &mut self.proto else {
             unreachable!("text deadlines on a binary connection");
         };
-        // The handshake is the first control line (without authentication there is no
+        // Without authentication the handshake is the first control line (there is no
         // CONNECT to wait for): done once an operation was applied, or a PUB's line is
-        // whole and its payload awaited. With authentication it will be the accepted
-        // CONNECT, and its deadline will start at accept.
+        // whole and its payload awaited. With authentication it is the accepted CONNECT,
+        // and its deadline started at accept.
         t.deadlines.start_handshake(due);
-        if ops_done || t.decoder.awaiting_payload() {
+        if !self.access.is_pending() && (ops_done || t.decoder.awaiting_payload()) {
             t.deadlines.handshake_done();
         }
         let input = if t.decoder.in_control_line(&self.rbuf) {
@@ -308,6 +331,12 @@ impl Conn {
             match decoded {
                 Ok(Some(op)) => {
                     self.count_op();
+                    if self.access.is_pending() && !matches!(op, ClientOp::Connect(_)) {
+                        self.before_connect(router);
+                        if self.access.is_pending() {
+                            return;
+                        }
+                    }
                     self.apply_op(op, router);
                 }
                 Ok(None) => return,
@@ -362,12 +391,61 @@ impl Conn {
             self.closing = Some(CloseReason::ProtocolError(text));
             return;
         }
+        // The first CONNECT authenticates; a later one with a token refreshes a JWT
+        // connection's (same user, new expiry and permissions).
+        let refresh = self.access.stage == Stage::Granted
+            && self.access.method() == Some(Method::Jwt)
+            && opts.auth_token.is_some();
+        let creds = (self.access.is_pending() || refresh).then(|| OwnedCredentials {
+            user: opts.user.clone(),
+            pass: opts.pass.clone(),
+            token: opts.auth_token.clone(),
+            nkey: opts.nkey.clone(),
+            sig: opts.sig.clone(),
+        });
+        let mut opts = opts;
+        // The options are kept (a name, a version, for monitoring); the secrets are not.
+        opts.pass = None;
+        opts.auth_token = None;
+        opts.sig = None;
         self.text_state().opts = opts;
+        if let Some(creds) = creds {
+            self.authenticate(creds, router);
+        }
+    }
+
+    /// An operation other than `CONNECT` came first on a connection that must
+    /// authenticate: bound to `no_auth_user` when there is one (as nats-server does, so
+    /// that a `telnet` session works), refused otherwise.
+    fn before_connect(&mut self, router: &mut Router) {
+        if self.access.stage == Stage::Awaiting && router.auth.load().has_no_auth_user() {
+            self.authenticate(OwnedCredentials::default(), router);
+        } else {
+            self.refuse_auth(AuthRefusal::NotConnectFirst, None, router);
+        }
     }
 
     /// Returns false when admission control refused the publish.
     fn publish_text(&mut self, p: Publish, router: &mut Router) -> bool {
+        if !self.access.may_publish(&p.subject, self.read_at) {
+            bump(
+                &router.stats.permission_violations[Denial::Publish as usize],
+                1,
+            );
+            self.refuse_text(&publish_violation(&p.subject));
+            return false;
+        }
+        if let Some(reply) = p.reply.as_ref().filter(|r| is_reserved_reply(r)) {
+            bump(
+                &router.stats.permission_violations[Denial::Reply as usize],
+                1,
+            );
+            self.refuse_text(&reply_violation(reply));
+            return false;
+        }
         if p.subject == REPLAY_SUBJECT {
+            // A catch-up request is a publish to `$TERN.REPLAY` (which its permissions
+            // must allow), and a subscription to its filter (checked there).
             self.replay_request(p, router);
             return true;
         }
@@ -427,6 +505,17 @@ impl Conn {
             Ok(request) => request,
             Err(reason) => return self.replay_status(inbox, "400 Bad Request", &reason, router),
         };
+        // History obeys the live rules: the filter must be one the user may subscribe to,
+        // and one whose records need no screening (a deny inside it), since the shards
+        // that replay do not know the user.
+        if !self.access.may_subscribe(&filter, None) || self.access.screens(&filter) {
+            bump(
+                &router.stats.permission_violations[Denial::Subscribe as usize],
+                1,
+            );
+            let text = subscribe_violation(&filter, None);
+            return self.replay_status(inbox, "403 Forbidden", &text, router);
+        }
         let per_conn = router.config.store.max_replays_per_conn;
         let refused = if self.replays.len() >= per_conn {
             Some((
@@ -485,6 +574,14 @@ impl Conn {
         if self.has_sid(&sid) {
             // As nats-server does: a second SUB with a sid in use changes nothing.
             return true;
+        }
+        if !self.access.may_subscribe(&s.subject, s.queue.as_deref()) {
+            bump(
+                &router.stats.permission_violations[Denial::Subscribe as usize],
+                1,
+            );
+            self.refuse_text(&subscribe_violation(&s.subject, s.queue.as_deref()));
+            return false;
         }
         if self.admit_subscription(router).is_err() {
             // nats-server's text (for either limit), which NATS clients treat as an error

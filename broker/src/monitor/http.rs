@@ -62,11 +62,13 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// The bounds of the HTTP server (settings `monitor_max_connections`,
 /// `monitor_max_request_head`, `monitor_request_timeout`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct HttpLimits {
     pub max_connections: usize,
     pub max_head: usize,
     pub timeout: Duration,
+    /// The bearer token every path but `/healthz` requires (`monitor_token`).
+    pub token: Option<String>,
 }
 
 /// An HTTP answer: status, content type, body; and, when it refuses the request, why
@@ -113,10 +115,10 @@ impl Reply {
             self.content_type,
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" },
-            if self.status == 405 {
-                "Allow: GET\r\n"
-            } else {
-                ""
+            match self.status {
+                405 => "Allow: GET\r\n",
+                401 => "WWW-Authenticate: Bearer realm=\"ternd\"\r\n",
+                _ => "",
             },
         )
         .into_bytes();
@@ -129,6 +131,7 @@ fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -152,6 +155,8 @@ pub(crate) struct Head {
     pub keep_alive: bool,
     /// A `Content-Length` above 0 or a `Transfer-Encoding`.
     pub has_body: bool,
+    /// The token of an `Authorization: Bearer <token>` header.
+    pub bearer: Option<String>,
 }
 
 /// A request head that cannot be served. None of them carries the client's bytes.
@@ -246,6 +251,7 @@ pub(crate) fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, us
     };
     let (mut close, mut keep) = (false, false);
     let mut has_body = false;
+    let mut bearer = None;
     for header in lines.filter(|l| !l.is_empty()) {
         if header[0] == b' ' || header[0] == b'\t' {
             return Err(HeadError::Malformed("folded header lines are not accepted"));
@@ -271,6 +277,13 @@ pub(crate) fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, us
             has_body |= n > 0;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             has_body = true;
+        } else if name.eq_ignore_ascii_case(b"authorization") {
+            let scheme = value
+                .get(..7)
+                .filter(|s| s.eq_ignore_ascii_case(b"bearer "));
+            bearer = scheme
+                .and_then(|_| std::str::from_utf8(value[7..].trim_ascii()).ok())
+                .map(str::to_string);
         }
     }
     let head = Head {
@@ -278,8 +291,33 @@ pub(crate) fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, us
         target: target.to_string(),
         keep_alive: !close && (http11 || keep),
         has_body,
+        bearer,
     };
     Ok(Some((head, start + end)))
+}
+
+/// True when the request may be answered: no token is configured, it asks for
+/// `/healthz` (load balancers probe it without credentials), or it carries the token
+/// (compared in constant time).
+fn authorized(head: &Head, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let path = head.target.split('?').next().unwrap_or_default();
+    if path.trim_end_matches('/') == "/healthz" {
+        return true;
+    }
+    head.bearer
+        .as_deref()
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+/// Equality whose time depends on the lengths only, never on where the bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -540,6 +578,13 @@ impl HttpConn {
                                     400,
                                     MonitorRefusal::BadRequest,
                                     "a request body is not accepted",
+                                );
+                                self.respond(&r, false, deadline, stats);
+                            } else if !authorized(&head, limits.token.as_deref()) {
+                                let r = Reply::refuse(
+                                    401,
+                                    MonitorRefusal::Unauthorized,
+                                    "this endpoint needs `Authorization: Bearer <monitor_token>`",
                                 );
                                 self.respond(&r, false, deadline, stats);
                             } else {
@@ -908,6 +953,7 @@ mod tests {
 
     fn limits() -> HttpLimits {
         HttpLimits {
+            token: None,
             max_connections: 4,
             max_head: 1024,
             timeout: Duration::from_secs(1),
@@ -943,6 +989,34 @@ mod tests {
 
     fn refused(stats: &WorkerStats, why: MonitorRefusal) -> u64 {
         stats.monitor_requests_refused[why as usize].load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_monitor_token_guards_every_path_but_healthz() {
+        let (server, addr, stats) = echo_server(HttpLimits {
+            token: Some("m0nitor".into()),
+            ..limits()
+        });
+        let ask = |request: &str| {
+            let mut s = connect(addr);
+            s.write_all(request.as_bytes()).unwrap();
+            read_response(&mut s)
+        };
+        let (status, body) = ask("GET /varz HTTP/1.1\r\n\r\n");
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("monitor_token"), "{body}");
+        assert!(!body.contains("m0nitor"), "never the token itself: {body}");
+        let (status, _) = ask("GET /connz HTTP/1.1\r\nAuthorization: Bearer wrong\r\n\r\n");
+        assert_eq!(status, 401);
+        let (status, _) = ask("GET /connz HTTP/1.1\r\nAuthorization: Basic m0nitor\r\n\r\n");
+        assert_eq!(status, 401, "only the bearer scheme");
+        let (status, body) =
+            ask("GET /connz?subs=1 HTTP/1.1\r\nauthorization: bearer  m0nitor\r\n\r\n");
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = ask("GET /healthz HTTP/1.1\r\n\r\n");
+        assert_eq!(status, 200, "health checks need no token");
+        assert_eq!(refused(&stats, MonitorRefusal::Unauthorized), 3);
+        server.stop();
     }
 
     #[test]

@@ -98,6 +98,7 @@ impl Monitor {
             max_connections: m.monitor_max_connections,
             max_head: m.monitor_max_request_head,
             timeout: m.monitor_request_timeout,
+            token: state.config.auth.monitor_token.clone(),
         };
         let own = Arc::clone(&state.own);
         let http = HttpServer::spawn(listener, limits, own, move |target: &str| {
@@ -836,6 +837,7 @@ fn conn_json(c: &ConnInfo, now: u64, subs: ListKind) -> Value {
         ("lang", &c.lang),
         ("version", &c.version),
         ("tls_peer_subject", &c.tls_peer),
+        ("authorized_user", &c.user),
     ] {
         if let Some(val) = val {
             m.insert(k.to_string(), json!(val));

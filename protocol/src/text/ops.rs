@@ -89,8 +89,15 @@ pub struct ConnectOptions {
     /// The password, for user/password authentication.
     pub pass: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    /// The token, for token authentication.
+    /// The token, for token authentication (or a JWT connection token, where the server
+    /// takes them).
     pub auth_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The user's public nkey (`U...`), for nkey authentication.
+    pub nkey: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `INFO` nonce signed with the nkey's seed (base64), for nkey authentication.
+    pub sig: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -109,6 +116,8 @@ impl Default for ConnectOptions {
             user: None,
             pass: None,
             auth_token: None,
+            nkey: None,
+            sig: None,
         }
     }
 }
@@ -181,6 +190,12 @@ pub struct ServerInfo {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     /// The server requires and verifies a client certificate.
     pub tls_verify: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// The client must authenticate in its `CONNECT` before anything else.
+    pub auth_required: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What an nkey user signs to prove it holds the seed (per connection).
+    pub nonce: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     /// Lame duck mode: the server accepts no new connections and will close this one soon;
     /// the client should reconnect (to another server if it can). Sent in an `INFO` after

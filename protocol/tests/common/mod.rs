@@ -83,9 +83,11 @@ pub fn connect_options() -> impl Strategy<Value = ConnectOptions> {
         prop::option::of(any::<u8>()),
         prop::option::of(".{0,8}"),
         prop::option::of(".{0,8}"),
+        prop::option::of("U[A-Z2-7]{0,55}"),
+        prop::option::of("[A-Za-z0-9_-]{0,86}"),
     )
         .prop_map(
-            |(flags, name, lang, protocol, user, auth_token)| ConnectOptions {
+            |(flags, name, lang, protocol, user, auth_token, nkey, sig)| ConnectOptions {
                 verbose: flags[0],
                 pedantic: flags[1],
                 tls_required: flags[2],
@@ -99,6 +101,8 @@ pub fn connect_options() -> impl Strategy<Value = ConnectOptions> {
                 user,
                 pass: None,
                 auth_token,
+                nkey,
+                sig,
             },
         )
 }
@@ -139,6 +143,7 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
         prop::option::of("[0-9.]{1,15}"),
         prop::option::of("[0-9.]{1,8}"),
         (any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), prop::option::of("[A-Za-z0-9_-]{11,22}")),
     )
         .prop_map(
             |(
@@ -148,6 +153,7 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
                 client_ip,
                 tern_version,
                 (ldm, tls_required, tls_verify),
+                (auth_required, nonce),
             )| {
                 ServerInfo {
                     server_id,
@@ -163,6 +169,8 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
                     client_ip,
                     tls_required,
                     tls_verify,
+                    auth_required,
+                    nonce,
                     ldm,
                 }
             },
