@@ -78,7 +78,7 @@ async def test_token(tmp_path: Path) -> None:
             await echo(nc, "a")
         finally:
             await nc.close()
-        with pytest.raises(Exception, match="(?i)authorization"):
+        with pytest.raises(Exception, match=r"(?i)authorization"):
             await connect(url, token="wrong")
 
 
@@ -92,7 +92,7 @@ async def test_bcrypt_password(tmp_path: Path) -> None:
             await echo(nc, "b")
         finally:
             await nc.close()
-        with pytest.raises(Exception, match="(?i)authorization"):
+        with pytest.raises(Exception, match=r"(?i)authorization"):
             await connect(url, user="alice", password="wrong")
 
 
@@ -120,7 +120,7 @@ async def test_jwt_with_permissions(tmp_path: Path) -> None:
         finally:
             await nc.close()
         expired = jwt.encode({"sub": "x", "exp": int(time.time()) - 60}, SECRET, algorithm="HS256")
-        with pytest.raises(Exception, match="(?i)authorization"):
+        with pytest.raises(Exception, match=r"(?i)authorization"):
             await connect("nats://" + ternd.text, token=expired)
 
 
