@@ -355,6 +355,13 @@ fn refusal(failure: &AuthFailure) -> AuthRefusal {
     }
 }
 
+/// Reply subjects no client may give its requests: the broker's own (`$TERN.`), so that
+/// an answer can never be made to start a catch-up or reach the broker's internals on
+/// someone else's behalf (nats-server's `_R_.` rule, for Tern's reserved subjects).
+pub(crate) fn is_reserved_reply(reply: &[u8]) -> bool {
+    reply.starts_with(b"$TERN.")
+}
+
 /// nats-server's words for a refused connection (then closed).
 pub(crate) const AUTHORIZATION_VIOLATION: &str = "Authorization Violation";
 

@@ -33,8 +33,8 @@ use tern_protocol::binary::{
 };
 
 use super::access::{
-    publish_violation, reply_violation, subscribe_violation, AUTHENTICATION_EXPIRED,
-    AUTHORIZATION_VIOLATION,
+    is_reserved_reply, publish_violation, reply_violation, subscribe_violation,
+    AUTHENTICATION_EXPIRED, AUTHORIZATION_VIOLATION,
 };
 use super::queue::bounds_for;
 use super::{CloseReason, Conn, Proto, Sid};
@@ -524,7 +524,7 @@ impl Conn {
         match (&auth.token, self.access.method()) {
             (Some(token), Some(Method::Jwt)) => {
                 let creds = OwnedCredentials {
-                    token: text(&Some(token.clone())),
+                    token: Some(String::from_utf8_lossy(token).into_owned()),
                     ..OwnedCredentials::default()
                 };
                 self.authenticate(creds, router);
@@ -570,7 +570,7 @@ impl Conn {
             self.refuse_publish_binary(p.ack_id, ErrorCode::PermissionViolation, &text);
             return;
         }
-        if let Some(reply) = p.reply.as_ref().filter(|r| r.starts_with(b"$TERN.")) {
+        if let Some(reply) = p.reply.as_ref().filter(|r| is_reserved_reply(r)) {
             bump(
                 &router.stats.permission_violations[Denial::Reply as usize],
                 1,

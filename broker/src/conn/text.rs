@@ -19,8 +19,8 @@ use tern_protocol::text::{
 };
 
 use super::access::{
-    publish_violation, reply_violation, subscribe_violation, Stage, AUTHENTICATION_EXPIRED,
-    AUTHORIZATION_VIOLATION,
+    is_reserved_reply, publish_violation, reply_violation, subscribe_violation, Stage,
+    AUTHENTICATION_EXPIRED, AUTHORIZATION_VIOLATION,
 };
 use super::{CloseReason, Conn, Proto, Sid};
 use crate::auth::OwnedCredentials;
@@ -44,13 +44,6 @@ const DROPPED_SUBJECT: &[u8] = b"$TERN.DROPPED";
 const PRIORITY_HEADER: &str = "Tern-Priority";
 /// The header that gives a text-port message its coalescing key.
 const COALESCE_HEADER: &str = "Tern-Coalesce";
-
-/// Reply subjects a client may not give its requests: the broker's own
-/// (`$TERN.`), where answers would reach no requester (nats-server's `_R_.` rule, for
-/// Tern's reserved subjects).
-fn is_reserved_reply(reply: &[u8]) -> bool {
-    reply.starts_with(b"$TERN.")
-}
 
 /// The `-ERR` of a connection whose first control line was not whole in time
 /// (nats-server's text for its CONNECT deadline).
