@@ -178,42 +178,22 @@ mod tests {
     fn an_unreadable_or_invalid_nkey_file_is_named() {
         let dir = std::env::temp_dir().join(format!("tern-cli-nkey-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let missing = dir.join("missing.nk");
-        let missing_arg = missing.display().to_string();
-        let cli = parse(&[
-            "pub",
-            "a.b",
-            "hi",
-            "--server",
-            "tern://127.0.0.1:1",
-            "--nkey",
-            &missing_arg,
-        ])
-        .unwrap();
-        let Command::Pub(args) = &cli.command else {
-            unreachable!()
+        // What `tern pub` says when its --nkey file is `file`.
+        let error_with = |file: &std::path::Path| {
+            let arg = file.display().to_string();
+            let server = ["--server", "tern://127.0.0.1:1", "--nkey", &arg];
+            let cli = parse(&[&["pub", "a.b", "hi"][..], &server[..]].concat()).unwrap();
+            let Command::Pub(args) = &cli.command else {
+                unreachable!()
+            };
+            one_line(&connect::one_shot(&args.server, "pub").unwrap_err())
         };
-        let e = connect::one_shot(&args.server, "pub").unwrap_err();
-        assert!(one_line(&e).contains("missing.nk"), "{}", one_line(&e));
+        let text = error_with(&dir.join("missing.nk"));
+        assert!(text.contains("missing.nk"), "{text}");
 
         let bad = dir.join("bad.nk");
         std::fs::write(&bad, "SUnotaseed\n").unwrap();
-        let bad_arg = bad.display().to_string();
-        let cli = parse(&[
-            "pub",
-            "a.b",
-            "hi",
-            "--server",
-            "tern://127.0.0.1:1",
-            "--nkey",
-            &bad_arg,
-        ])
-        .unwrap();
-        let Command::Pub(args) = &cli.command else {
-            unreachable!()
-        };
-        let e = connect::one_shot(&args.server, "pub").unwrap_err();
-        let text = one_line(&e);
+        let text = error_with(&bad);
         assert!(
             text.contains("bad.nk") && text.contains("invalid"),
             "{text}"
