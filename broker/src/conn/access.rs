@@ -148,9 +148,12 @@ impl Access {
             .is_some_and(|p| p.delivery_filter(filter))
     }
 
-    /// May a message on `subject` be delivered to it (a screened subscription's check)?
-    pub fn may_receive(&self, subject: &[u8]) -> bool {
-        self.perms.as_ref().is_none_or(|p| p.may_receive(subject))
+    /// May a message on `subject` be delivered to it, on a subscription in queue group
+    /// `queue` (a screened subscription's check; a queue's own deny entries apply too)?
+    pub fn may_receive(&self, subject: &[u8], queue: Option<&[u8]>) -> bool {
+        self.perms
+            .as_ref()
+            .is_none_or(|p| p.may_receive_queue(subject, queue))
     }
 
     /// A message with reply subject `reply` was delivered to it: with `allow_responses`,
@@ -446,7 +449,7 @@ mod tests {
         assert!(a.may_publish(b"anything", now));
         assert!(a.may_subscribe(b">", Some(b"q")));
         assert!(!a.screens(b">"));
-        assert!(a.may_receive(b"x"));
+        assert!(a.may_receive(b"x", None));
         assert!(!a.expired(SystemTime::now()));
     }
 }

@@ -300,7 +300,7 @@ impl Conn {
         if sub.q.lossless.as_ref().is_some_and(|l| !l.takes(msg)) {
             return false;
         }
-        if sub.screened && !self.access.may_receive(&msg.subject) {
+        if sub.screened && !self.access.may_receive(&msg.subject, sub.queue.as_deref()) {
             // Withheld: a subject its user may not receive, inside its wildcard. A
             // catch-up counts it as taken, so that its credit and its place move on.
             bump(&router.stats.deliveries_denied, 1);
