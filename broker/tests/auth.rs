@@ -18,7 +18,7 @@ use async_nats::ConnectOptions;
 use base64::Engine;
 use futures::StreamExt;
 
-use common::{temp_dir, Broker, RawClient, ReadEnd, WAIT};
+use common::{temp_dir, ternd_exit, Broker, RawClient, ReadEnd, WAIT};
 
 /// Writes `text` as a config file in a fresh directory.
 fn config_file(text: &str) -> PathBuf {
@@ -442,4 +442,45 @@ fn the_monitor_token_guards_everything_but_healthz() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"unauthorized\": 2"), "{body}");
     assert!(!body.contains("m0n\""), "the token is never shown: {body}");
+}
+
+#[test]
+fn settings_that_cannot_work_stop_ternd_naming_them() {
+    let cases = [
+        // A bad filter: the file and its line.
+        (
+            "[[users]]\nuser = \"a\"\npassword = \"p\"\n\n[users.permissions]\npublish = [\"a..b\"]\n",
+            "line 6",
+        ),
+        // A no_auth_user that is nobody.
+        (
+            "no_auth_user = \"ghost\"\n[[users]]\nuser = \"a\"\npassword = \"p\"\n",
+            "ghost",
+        ),
+        // Not an nkey.
+        ("[[users]]\nnkey = \"SUAAAA\"\n", "users[0].nkey"),
+        // A JWT key file that is not there.
+        (
+            "[jwt]\npublic_key_file = \"/nonexistent/jwt.pem\"\n",
+            "/nonexistent/jwt.pem",
+        ),
+    ];
+    for (text, named) in cases {
+        let file = config_file(text);
+        let (status, stderr) = ternd_exit(&["--config", file.to_str().unwrap()], WAIT);
+        assert!(!status.success(), "{text}");
+        assert!(stderr.contains(named), "{text}: {stderr}");
+    }
+}
+
+#[test]
+fn an_open_port_off_loopback_without_authentication_is_warned_about() {
+    let mut broker = Broker::with_args(&["--binary-listen", "0.0.0.0:0", "--no-store"]);
+    broker.stop();
+    let log = broker.stderr();
+    assert!(log.contains("NO AUTHENTICATION"), "{log}");
+    let file = config_file("auth_token = \"t\"\n");
+    let mut guarded = broker_with(&file, &["--binary-listen", "0.0.0.0:0"]);
+    guarded.stop();
+    assert!(!guarded.stderr().contains("NO AUTHENTICATION"));
 }
