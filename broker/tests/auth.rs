@@ -484,3 +484,34 @@ fn an_open_port_off_loopback_without_authentication_is_warned_about() {
     guarded.stop();
     assert!(!guarded.stderr().contains("NO AUTHENTICATION"));
 }
+
+#[test]
+fn repeated_failures_from_one_address_hold_it_back() {
+    let file = config_file("auth_token = \"right\"\n");
+    let broker = broker_with(
+        &file,
+        &[
+            "--auth-failures-per-ip",
+            "3",
+            "--auth-failure-backoff",
+            "400ms",
+        ],
+    );
+    for _ in 0..3 {
+        let mut c = RawClient::connect(broker.addr());
+        c.send(b"CONNECT {\"auth_token\":\"guess\"}\r\n");
+        expect_closed_with(&mut c, "Authorization Violation");
+    }
+    // Held back: even the right token waits.
+    let mut c = RawClient::connect(broker.addr());
+    let (got, _) = c.read_to_close(WAIT);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("-ERR 'too many failed authentications from this address, retry after"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(450));
+    raw_login(&broker, "\"auth_token\":\"right\"");
+    let varz = broker.varz();
+    assert_eq!(varz["connections_refused"]["auth_backoff"], 1, "{varz}");
+}
