@@ -37,6 +37,7 @@ mod mesh;
 mod monitor;
 mod names;
 mod outbound;
+mod presence;
 mod queue_group;
 mod replay;
 mod router;

@@ -301,11 +301,46 @@ pub(crate) enum Envelope {
         consumer: ConnId,
         epoch: u32,
     },
+    /// To a room's presence home (`Router::presence_home`): a connection joins or leaves
+    /// the room, or asks who is in it.
+    Presence(Box<PresenceOp>),
     /// Stop accepting, flush, close.
     Shutdown,
     /// From the monitoring thread: answer with a snapshot of this worker's state. Not a
     /// control envelope (it changes nothing), and never pushed through an `Outbox`.
     Snapshot(crate::snapshot::SnapshotRequest),
+}
+
+/// What a connection asks of a room's presence, at the room's home worker. Answers and
+/// events are published there, as messages the broker made.
+#[derive(Debug)]
+pub(crate) enum PresenceOp {
+    /// `conn` joins `subject` as `user`, with `info`; `reply` gets the outcome.
+    Join {
+        subject: Bytes,
+        user: Arc<str>,
+        conn: ConnId,
+        client_id: u64,
+        info: Bytes,
+        reply: Option<Bytes>,
+    },
+    /// `conn` leaves `subject`: explicitly (`grace` false, at once) or because it closed
+    /// (`grace` true: the member lingers for the grace window if this was its last
+    /// connection).
+    Leave {
+        subject: Bytes,
+        conn: ConnId,
+        grace: bool,
+        reply: Option<Bytes>,
+    },
+    /// Who is in `subject`: a page of members, or the count alone, published to `inbox`.
+    Query {
+        subject: Bytes,
+        inbox: Bytes,
+        offset: usize,
+        limit: usize,
+        count_only: bool,
+    },
 }
 
 /// A text-port catch-up: replay what the log holds on `filter`, from `start`, by
@@ -398,6 +433,7 @@ impl Envelope {
             | Envelope::Grant { .. }
             | Envelope::Release { .. }
             | Envelope::Replay(_)
+            | Envelope::Presence(_)
             | Envelope::Barrier { .. } => Lane::Command,
             _ => Lane::Delivery,
         }
@@ -415,6 +451,15 @@ pub(crate) fn envelope_bytes(env: &Envelope) -> usize {
             part: InboxPart::Record(m) | InboxPart::End(m),
             ..
         } => m,
+        Envelope::Presence(op) => {
+            return ENVELOPE
+                + match &**op {
+                    PresenceOp::Join { subject, info, .. } => subject.len() + info.len(),
+                    PresenceOp::Leave { subject, .. } | PresenceOp::Query { subject, .. } => {
+                        subject.len()
+                    }
+                }
+        }
         _ => return ENVELOPE,
     };
     ENVELOPE

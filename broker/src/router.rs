@@ -2,7 +2,10 @@
 //!
 //! Owns: this worker's [`Shard`], its [`Outbox`] for the other workers, and the decision of
 //! where each publish and subscription change goes: a publish is routed here, by this
-//! worker's shard (its ingress shard); a subscription change goes to every shard. It
+//! worker's shard (its ingress shard); a subscription change goes to every shard. It also
+//! holds the presence of the rooms this worker is home to ([`Router::presence_home`]: one
+//! worker per room, so one thread owns each), applies the joins, leaves and queries sent
+//! to it, and publishes their answers and the rooms' join and leave events. It
 //! holds the broker-wide count of text catch-ups in progress (`replay.rs`), shared by every
 //! worker's router, which the connections take slots from and give them back to.
 //!
@@ -25,9 +28,11 @@ use crate::dedupe::Dedupe;
 use crate::index::{FnvMap, FnvSet};
 use crate::latency::Latency;
 use crate::mesh::{
-    ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, ReplayRequest, ReplayStart, Sent, Start,
-    SubRef,
+    ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, PresenceOp, ReplayRequest, ReplayStart, Sent,
+    Start, SubRef,
 };
+use crate::presence::{self, ConnKey, PresenceEvent, PresenceLimits, Rooms};
+use crate::replay::status_block;
 use crate::shard::Shard;
 use crate::stats::{bump, set, WorkerStats};
 use crate::store::Store;
@@ -77,6 +82,31 @@ pub(crate) struct Router {
     pub auth: Arc<AuthHandle>,
     /// Where costly credential checks go (bcrypt), off this worker's loop.
     pub checker: Checker,
+    /// The presence of the rooms this worker is home to.
+    pub rooms: Rooms,
+}
+
+/// The subject prefix of a room's join and leave events.
+pub(crate) const PRESENCE_EVENTS: &[u8] = b"$TERN.PRESENCE.EVENTS.";
+
+/// Presence's bounds, from the configuration.
+fn presence_limits(config: &Config) -> PresenceLimits {
+    let p = &config.presence;
+    PresenceLimits {
+        max_members: p.max_presence_members,
+        max_info: p.max_presence_info,
+        max_rooms: p.max_presence_rooms,
+        grace: p.presence_grace,
+    }
+}
+
+/// A connection's id as presence keys it.
+fn key(conn: ConnId) -> ConnKey {
+    ConnKey {
+        worker: conn.worker,
+        slot: conn.slot,
+        gen: conn.gen,
+    }
 }
 
 /// The broker-wide counts every worker's router shares (each an atomic, touched off the
@@ -116,6 +146,7 @@ impl Router {
             checker,
         } = shared;
         let n = mesh.workers();
+        let rooms = Rooms::new(presence_limits(&config));
         Router {
             me,
             shard: Shard::new(me, n, store),
@@ -140,6 +171,7 @@ impl Router {
             dedupe: dedupe.filter(|_| me == 0),
             auth,
             checker,
+            rooms,
         }
     }
 
@@ -313,6 +345,7 @@ impl Router {
                 );
             }
             Envelope::Replay(request) => self.shard.replay_request(request, &mut self.outbox),
+            Envelope::Presence(op) => self.presence(*op),
             Envelope::ReplayCancel { conn } => self.shard.cancel_replays(conn),
             // Everything queued here before the barrier has been routed, and its deliveries
             // pushed ahead of this answer.
@@ -329,6 +362,14 @@ impl Router {
     /// worker's stats.
     pub fn tick(&mut self, now: std::time::Instant) {
         self.shard.tick(now);
+        for event in self.rooms.expire(now) {
+            self.publish_presence_event(&event);
+        }
+        set(&self.stats.presence_rooms, self.rooms.rooms() as u64);
+        set(
+            &self.stats.presence_members,
+            self.rooms.members_total() as u64,
+        );
         set(&self.stats.store_errors, self.shard.store_errors());
         if let Some(dedupe) = &self.dedupe {
             let (ids, evicted) = dedupe.counts();
@@ -367,6 +408,128 @@ impl Router {
     }
 
     /// Routes a message through this worker's shard.
+    /// The worker that is home to `subject`'s presence.
+    pub fn presence_home(&self, subject: &[u8]) -> usize {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<crate::index::Fnv>::default().hash_one(subject);
+        (h % self.workers as u64) as usize
+    }
+
+    /// Applies a join, leave or query at this room's home: answers the requester (when it
+    /// gave a reply subject) and publishes the room's event, if any.
+    fn presence(&mut self, op: PresenceOp) {
+        let now = self.now;
+        match op {
+            PresenceOp::Join {
+                subject,
+                user,
+                conn,
+                client_id,
+                info,
+                reply,
+            } => {
+                let unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                match self
+                    .rooms
+                    .join(&subject, &user, key(conn), client_id, info, now, unix_ms)
+                {
+                    Ok(event) => {
+                        bump(&self.stats.presence_joins, 1);
+                        let count = self.rooms.count(&subject);
+                        self.presence_answer(reply, presence::count_json(&subject, count));
+                        if let Some(event) = event {
+                            self.publish_presence_event(&event);
+                        }
+                    }
+                    Err(refusal) => {
+                        bump(&self.stats.presence_refused[refusal.kind() as usize], 1);
+                        if let Some(reply) = reply {
+                            let block = status_block("409 Presence Refused", &refusal.to_string());
+                            self.presence_status(reply, block);
+                        }
+                    }
+                }
+            }
+            PresenceOp::Leave {
+                subject,
+                conn,
+                grace,
+                reply,
+            } => {
+                let event = self.rooms.leave(&subject, key(conn), grace, now);
+                let count = self.rooms.count(&subject);
+                self.presence_answer(reply, presence::count_json(&subject, count));
+                if let Some(event) = event {
+                    self.publish_presence_event(&event);
+                }
+            }
+            PresenceOp::Query {
+                subject,
+                inbox,
+                offset,
+                limit,
+                count_only,
+            } => {
+                let body = if count_only {
+                    presence::count_json(&subject, self.rooms.count(&subject))
+                } else {
+                    let (members, total) = self.rooms.members(&subject, offset, limit);
+                    presence::page_json(&subject, &members, total, offset)
+                };
+                self.presence_answer(Some(inbox), body);
+            }
+        }
+    }
+
+    /// Publishes an answer to a presence request's inbox (never stored).
+    fn presence_answer(&mut self, inbox: Option<Bytes>, body: Vec<u8>) {
+        let Some(inbox) = inbox else {
+            return;
+        };
+        let mut msg = Msg::new(inbox, Bytes::from(body), ConnId::NONE, self.now);
+        msg.ephemeral = true;
+        self.route(Arc::new(msg));
+    }
+
+    /// Publishes a refusal as a status message on the requester's inbox.
+    fn presence_status(&mut self, inbox: Bytes, block: String) {
+        let mut msg = Msg::new(inbox, Bytes::new(), ConnId::NONE, self.now);
+        msg.headers = Some(Bytes::from(block));
+        msg.ephemeral = true;
+        self.route(Arc::new(msg));
+    }
+
+    /// Publishes a join or leave on `$TERN.PRESENCE.EVENTS.<subject>`: never stored, at
+    /// the lowest priority, and coalesced per room and member (a subscriber that falls
+    /// behind keeps each member's latest state, not every change).
+    fn publish_presence_event(&mut self, event: &PresenceEvent) {
+        let subject = event.subject();
+        let user = match event {
+            PresenceEvent::Join { member, .. } => &member.user,
+            PresenceEvent::Leave { user, .. } => user,
+        };
+        let mut topic = Vec::with_capacity(PRESENCE_EVENTS.len() + subject.len());
+        topic.extend_from_slice(PRESENCE_EVENTS);
+        topic.extend_from_slice(subject);
+        let mut key = subject.to_vec();
+        key.push(b' ');
+        key.extend_from_slice(user.as_bytes());
+        let body = presence::event_json(event);
+        let mut msg = Msg::new(
+            Bytes::from(topic),
+            Bytes::from(body),
+            ConnId::NONE,
+            self.now,
+        );
+        msg.ephemeral = true;
+        msg.priority = 0;
+        msg.coalesce = Some(Bytes::from(key));
+        bump(&self.stats.presence_events, 1);
+        self.route(Arc::new(msg));
+    }
+
     pub fn route(&mut self, msg: Arc<Msg>) {
         self.live_at = Some(self.now);
         if self.outbox.sends_on_next_data() {

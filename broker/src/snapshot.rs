@@ -34,6 +34,7 @@ use slab::Slab;
 use crate::conn::Conn;
 use crate::index::{Index, SubList};
 use crate::latency::Latency;
+use crate::presence::Rooms;
 
 /// Recently closed connections each worker keeps for `/connz?state=closed`, oldest
 /// forgotten first.
@@ -54,6 +55,8 @@ pub(crate) struct Want {
     pub latency: bool,
     pub conns: Option<ConnsWanted>,
     pub filters: Option<FiltersWanted>,
+    /// `/presencez`: the worker's largest presence rooms, at most this many.
+    pub rooms: Option<usize>,
 }
 
 /// The two steps of a `/connz` page.
@@ -378,6 +381,11 @@ pub(crate) struct WorkerSnapshot {
     pub subs: Vec<SubInfo>,
     pub shard: ShardInfo,
     pub pending: PendingInfo,
+    /// With [`Want::rooms`]: the largest rooms the worker is home to, largest first, and
+    /// how many rooms and members it holds in all.
+    pub rooms: Vec<(String, usize)>,
+    pub rooms_total: usize,
+    pub members_total: usize,
 }
 
 /// What a worker lends [`answer`]: read-only views of its state.
@@ -388,6 +396,7 @@ pub(crate) struct WorkerView<'a> {
     pub index: &'a Index,
     pub latency: &'a Latency,
     pub outbox_pending_batches: usize,
+    pub rooms: &'a Rooms,
 }
 
 /// Builds the answer to `want` from a worker's state. Its cost is bounded by the request,
@@ -401,6 +410,16 @@ pub(crate) fn answer(want: &Want, view: &WorkerView<'_>) -> WorkerSnapshot {
         latency: want.latency.then(|| view.latency.clone()),
         ..WorkerSnapshot::default()
     };
+    if let Some(n) = want.rooms {
+        snap.rooms = view
+            .rooms
+            .largest(n)
+            .into_iter()
+            .map(|(subject, count)| (String::from_utf8_lossy(&subject).into_owned(), count))
+            .collect();
+        snap.rooms_total = view.rooms.rooms();
+        snap.members_total = view.rooms.members_total();
+    }
     let mut pending = PendingInfo::default();
     for (_, c) in view.conns {
         let (bytes, msgs) = c.waiting();

@@ -24,6 +24,7 @@ use serde::{Serialize, Serializer};
 
 use crate::admission::{ConnRefusal, RateScope};
 use crate::budget::BudgetKind;
+use crate::presence::RefusalKind;
 use crate::replay::ReplayLimit;
 
 /// A metric family of `/metrics`: every worker's value of one counter (one value per label
@@ -183,6 +184,16 @@ counters! {
     /// Deliveries withheld from a wildcard subscription for a subject its user may not
     /// receive (a deny entry inside the wildcard).
     counter deliveries_denied => "tern_deliveries_denied_total";
+    /// Presence joins applied (first connections, more connections, rejoins).
+    counter presence_joins => "tern_presence_joins_total";
+    /// Presence joins refused, by the limit that refused them.
+    counter presence_refused [RefusalKind::NAMES, "reason"] => "tern_presence_refused_total";
+    /// Presence join and leave events published.
+    counter presence_events => "tern_presence_events_total";
+    /// Rooms with members on the worker (each room lives on one worker).
+    gauge presence_rooms => "tern_presence_rooms";
+    /// Members of the worker's rooms, lingering ones included.
+    gauge presence_members => "tern_presence_members";
     /// Text connections closed because a control line that had started was not whole
     /// within auth_timeout.
     counter control_line_timeouts => "tern_control_line_timeouts_total";

@@ -699,6 +699,7 @@ impl Worker {
             | Envelope::Release { .. }
             | Envelope::Replay(_)
             | Envelope::ReplayCancel { .. }
+            | Envelope::Presence(_)
             | Envelope::DuplicateAck { .. } => {}
             Envelope::ReplayPart {
                 conn,
@@ -883,6 +884,7 @@ impl Worker {
             index: self.router.shard.index(),
             latency: &self.router.latency,
             outbox_pending_batches: self.router.outbox.pending_batches(),
+            rooms: &self.router.rooms,
         };
         let snap = snapshot::answer(&req.want, &view);
         // Room for every worker's answer was made by the monitor; if it stopped waiting,
@@ -954,6 +956,7 @@ impl Worker {
         }
         conn.close_congestion(&mut self.router);
         conn.unsubscribe_all(&mut self.router);
+        conn.leave_rooms(&mut self.router);
         conn.end_replays(&mut self.router);
         conn.close_link();
         if let Some(sock) = conn.sock.tcp() {

@@ -266,6 +266,21 @@ settings! {
         monitor_max_list_bytes: usize [Size] = 4 * MIB;
     }
 
+    /// Presence: who is in a room (`docs/presence.md`).
+    group presence: PresenceConfig, "Presence" {
+        /// How long a member whose last connection left stays present: a reconnect with
+        /// the same identity within it makes no leave and no join (0: leave at once).
+        presence_grace: Duration [Dur] = Duration::from_secs(10);
+        /// Members one room may have; a join past it is refused.
+        max_presence_members: usize [Num] = 10_000;
+        /// Largest info blob a member may join with, e.g. 1KiB.
+        max_presence_info: usize [Size] = KIB;
+        /// Rooms with members one worker holds; a join of a new room past it is refused.
+        max_presence_rooms: usize [Num] = 100_000;
+        /// Rooms one connection may be in at once.
+        max_presence_joins: usize [Num] = 256;
+    }
+
     sections {
     /// Admission control: the limits that refuse work early and clearly, each with a
     /// default, a flag and a key of the config file's `[admission]` section (the field
@@ -357,6 +372,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The monitoring endpoint's bounds (connections, request size and time, paging).
     pub monitoring: MonitorLimits,
+    /// Presence's grace window and bounds. Flags `--presence-grace`, `--max-presence-*`.
+    pub presence: PresenceConfig,
     pub log: LogConfig,
     /// Admission control: connection, subscription and publish-rate limits, and load
     /// shedding. Flags `--max-connections`..., config section `[admission]`.
@@ -721,6 +738,7 @@ impl Config {
             flow,
             store,
             monitoring,
+            presence,
             admission,
         } = Settings::resolve(&args, &file);
         let (tls, websocket) =
@@ -757,6 +775,7 @@ impl Config {
             flow,
             store,
             monitoring,
+            presence,
             log: LogConfig {
                 level: args
                     .log_level
@@ -937,6 +956,19 @@ impl Config {
             l.max_payload,
         )?;
         auth::validate(&self.auth)?;
+        let p = &self.presence;
+        for (key, value) in [
+            ("max_presence_members", p.max_presence_members),
+            ("max_presence_rooms", p.max_presence_rooms),
+            ("max_presence_joins", p.max_presence_joins),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if p.max_presence_info > l.max_payload {
+            return invalid("max_presence_info", "must be at most max_payload");
+        }
         if let Some(w) = &self.websocket {
             let taken = [Some(self.listen), self.binary_listen, self.monitor];
             if taken.into_iter().flatten().any(|a| same(a, w.listen)) {

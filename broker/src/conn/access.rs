@@ -133,8 +133,10 @@ impl Access {
         perms.may_publish(subject) || self.grants.as_mut().is_some_and(|g| g.take(subject, now))
     }
 
-    /// May it subscribe to `filter` (in queue group `queue`)?
+    /// May it subscribe to `filter` (in queue group `queue`)? A room's presence events
+    /// (`$TERN.PRESENCE.EVENTS.<room>`) are for those who may subscribe to the room.
     pub fn may_subscribe(&self, filter: &[u8], queue: Option<&[u8]>) -> bool {
+        let filter = super::presence::events_room(filter).unwrap_or(filter);
         self.perms
             .as_ref()
             .is_none_or(|p| p.may_subscribe(filter, queue))

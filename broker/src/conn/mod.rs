@@ -28,6 +28,7 @@ pub(crate) mod access;
 mod binary;
 pub(crate) mod congestion;
 pub(crate) mod link;
+pub(crate) mod presence;
 mod queue;
 pub(crate) mod socket;
 mod text;
@@ -330,6 +331,8 @@ pub(crate) struct Conn {
     replays: ConnReplays,
     /// Who the client is and what it may do (`access.rs`).
     access: Access,
+    /// The presence rooms it is in (`presence.rs`), at most `max_presence_joins`.
+    rooms: Vec<Bytes>,
 }
 
 impl Conn {
@@ -391,6 +394,7 @@ impl Conn {
             admission: ConnAdmission::default(),
             replays: ConnReplays::default(),
             access,
+            rooms: Vec::new(),
         }
     }
 

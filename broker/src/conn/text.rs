@@ -22,6 +22,7 @@ use super::access::{
     is_reserved_reply, publish_violation, reply_violation, subscribe_violation, Stage,
     AUTHENTICATION_EXPIRED, AUTHORIZATION_VIOLATION,
 };
+use super::presence::PRESENCE_PREFIX;
 use super::{CloseReason, Conn, Proto, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
@@ -420,6 +421,11 @@ impl Conn {
 
     /// Returns false when admission control refused the publish.
     fn publish_text(&mut self, p: Publish, router: &mut Router) -> bool {
+        if p.subject.starts_with(PRESENCE_PREFIX) {
+            // Presence is the room's subscribers' business: its requests are checked
+            // against the subscribe permissions of the room, not as publishes.
+            return self.presence_request(p, router);
+        }
         if !self.access.may_publish(&p.subject, self.read_at) {
             bump(
                 &router.stats.permission_violations[Denial::Publish as usize],

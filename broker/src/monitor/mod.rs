@@ -148,6 +148,7 @@ impl MonitorState {
             "/connz" => self.connz(&query),
             "/subsz" => self.subsz(&query),
             "/shardz" => self.shardz(),
+            "/presencez" => self.presencez(&query),
             "/metrics" => self.metrics(),
             _ => Reply::error(404, "no such endpoint (GET / lists them)"),
         };
@@ -252,7 +253,7 @@ impl MonitorState {
         Reply::json(
             200,
             &json!({
-                "endpoints": ["/healthz", "/varz", "/connz", "/subsz", "/shardz", "/metrics"]
+                "endpoints": ["/healthz", "/varz", "/connz", "/subsz", "/shardz", "/presencez", "/metrics"]
             }),
         )
     }
@@ -526,6 +527,42 @@ impl MonitorState {
                 "num_filters": filters.len(),
                 "filters": filters,
                 "unresponsive_workers": missing,
+            }),
+        )
+    }
+
+    /// `/presencez`: the largest presence rooms (`limit`, by member count), with the
+    /// rooms and members in all. Each worker lists its own largest; the page merges them.
+    fn presencez(&self, q: &Query) -> Reply {
+        let (_, limit) = match self.paging(q) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let s = self.snapshots_all(Want {
+            rooms: Some(limit),
+            ..Want::default()
+        });
+        let mut largest: Vec<(&str, usize, usize)> = s
+            .workers
+            .iter()
+            .flat_map(|w| w.rooms.iter().map(|(r, n)| (r.as_str(), *n, w.worker)))
+            .collect();
+        largest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        largest.truncate(limit);
+        Reply::json(
+            200,
+            &json!({
+                "rooms": s.workers.iter().map(|w| w.rooms_total).sum::<usize>(),
+                "members": s.workers.iter().map(|w| w.members_total).sum::<usize>(),
+                "largest": largest
+                    .iter()
+                    .map(|(subject, members, worker)| json!({
+                        "subject": subject,
+                        "members": members,
+                        "worker": worker,
+                    }))
+                    .collect::<Vec<_>>(),
+                "unresponsive_workers": s.missing,
             }),
         )
     }

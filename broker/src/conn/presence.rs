@@ -1,0 +1,335 @@
+//! A connection's part in presence: the rooms it is in, and the requests a text client
+//! makes with plain NATS publishes (`docs/presence.md`):
+//!
+//! - `$TERN.PRESENCE.JOIN.<room>` (body: the member's info) joins the room;
+//! - `$TERN.PRESENCE.LEAVE.<room>` leaves it at once;
+//! - `$TERN.PRESENCE.<room>` (body: optional `{"offset":..,"limit":..,"count":true}`) asks
+//!   who is in it, answered on the request's reply subject;
+//! - `$TERN.PRESENCE.EVENTS.<room>` is where the room's joins and leaves are published:
+//!   only the broker publishes there.
+//!
+//! Owns: the checks made where the client is (the room is a literal subject the user may
+//! subscribe to, the info's size, the rooms per connection), the member's identity (the
+//! authenticated user; without authentication the connection's name and client id), and
+//! the envelopes to each room's home worker (`Router::presence_home`), which holds the
+//! room and answers. A closing connection leaves its rooms with the grace window.
+//!
+//! Never: holds a room's state (the home worker does) or trusts the info for identity.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use tern_protocol::subject;
+use tern_protocol::text::Publish;
+
+use super::access::{publish_violation, subscribe_violation};
+use super::Conn;
+use crate::mesh::{Envelope, Msg, PresenceOp};
+use crate::presence::RefusalKind;
+use crate::replay::status_block;
+use crate::router::Router;
+use crate::stats::{bump, Denial};
+
+/// Every presence request's subject starts with this.
+pub(crate) const PRESENCE_PREFIX: &[u8] = b"$TERN.PRESENCE.";
+
+/// Members one query answer lists at most (more: page with `offset`).
+pub(crate) const MAX_PRESENCE_PAGE: usize = 1000;
+
+/// The page a query without a `limit` gets.
+const DEFAULT_PRESENCE_PAGE: usize = 100;
+
+/// The first tokens of a presence subject that are not a room: a room's name cannot
+/// start with one of them.
+const VERBS: [&[u8]; 3] = [b"JOIN", b"LEAVE", b"EVENTS"];
+
+/// What a presence subject asks.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PresenceVerb<'a> {
+    Join(&'a [u8]),
+    Leave(&'a [u8]),
+    Events(&'a [u8]),
+    Query(&'a [u8]),
+}
+
+/// The verb and room of a subject under [`PRESENCE_PREFIX`]; `None` for any other.
+pub(crate) fn parse_presence(subject: &[u8]) -> Option<PresenceVerb<'_>> {
+    let rest = subject.strip_prefix(PRESENCE_PREFIX)?;
+    Some(if let Some(room) = rest.strip_prefix(b"JOIN.") {
+        PresenceVerb::Join(room)
+    } else if let Some(room) = rest.strip_prefix(b"LEAVE.") {
+        PresenceVerb::Leave(room)
+    } else if let Some(room) = rest.strip_prefix(b"EVENTS.") {
+        PresenceVerb::Events(room)
+    } else {
+        PresenceVerb::Query(rest)
+    })
+}
+
+/// The room a subscription to a room's events is about, for the permission check: who
+/// may subscribe to the room may see its presence.
+pub(crate) fn events_room(filter: &[u8]) -> Option<&[u8]> {
+    match parse_presence(filter)? {
+        PresenceVerb::Events(room) => Some(room),
+        _ => None,
+    }
+}
+
+/// Why a room name cannot be one, or `None`.
+fn bad_room(room: &[u8]) -> Option<String> {
+    if let Err(e) = subject::validate_publish(room) {
+        return Some(format!("a room is a literal subject: {e}"));
+    }
+    let first = subject::tokens(room).next().unwrap_or_default();
+    VERBS
+        .contains(&first)
+        .then(|| "a room's name cannot start with JOIN, LEAVE or EVENTS".to_string())
+}
+
+/// A query's body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Query {
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+    /// The count alone (O(1) for rooms of any size).
+    #[serde(default)]
+    count: bool,
+}
+
+impl Conn {
+    /// A publish to `$TERN.PRESENCE.…` on the text port. Returns false when it was refused
+    /// with `-ERR` (no `+OK`).
+    pub(super) fn presence_request(&mut self, p: Publish, router: &mut Router) -> bool {
+        let Some(verb) = parse_presence(&p.subject) else {
+            return true;
+        };
+        let room = match verb {
+            PresenceVerb::Events(_) => {
+                // The broker's own: no client publishes there.
+                bump(
+                    &router.stats.permission_violations[Denial::Publish as usize],
+                    1,
+                );
+                self.refuse_text(&publish_violation(&p.subject));
+                return false;
+            }
+            PresenceVerb::Join(r) | PresenceVerb::Leave(r) | PresenceVerb::Query(r) => r,
+        };
+        if let Some(why) = bad_room(room) {
+            return self.presence_refused(p.reply, "400 Bad Request", &why, router);
+        }
+        if !self.access.may_subscribe(room, None) {
+            bump(
+                &router.stats.permission_violations[Denial::Subscribe as usize],
+                1,
+            );
+            self.refuse_text(&subscribe_violation(room, None));
+            return false;
+        }
+        let room = Bytes::copy_from_slice(room);
+        match verb {
+            PresenceVerb::Join(_) => self.join_room(room, p.payload, p.reply, router),
+            PresenceVerb::Leave(_) => {
+                self.leave_room(room, p.reply, router);
+                true
+            }
+            _ => self.query_room(room, &p.payload, p.reply, router),
+        }
+    }
+
+    fn join_room(
+        &mut self,
+        room: Bytes,
+        info: Bytes,
+        reply: Option<Bytes>,
+        router: &mut Router,
+    ) -> bool {
+        let limits = &router.config.presence;
+        if info.len() > limits.max_presence_info {
+            let why = format!(
+                "presence info of {} bytes is over max_presence_info ({} bytes)",
+                info.len(),
+                limits.max_presence_info
+            );
+            bump(
+                &router.stats.presence_refused[RefusalKind::InfoTooLarge as usize],
+                1,
+            );
+            return self.presence_refused(reply, "409 Presence Refused", &why, router);
+        }
+        let joined = self.rooms.contains(&room);
+        if !joined && self.rooms.len() >= limits.max_presence_joins {
+            let why = format!(
+                "this connection is in {} rooms: max_presence_joins ({})",
+                self.rooms.len(),
+                limits.max_presence_joins
+            );
+            bump(
+                &router.stats.presence_refused[RefusalKind::TooManyJoins as usize],
+                1,
+            );
+            return self.presence_refused(reply, "409 Presence Refused", &why, router);
+        }
+        if !joined {
+            self.rooms.push(room.clone());
+        }
+        let op = PresenceOp::Join {
+            subject: room.clone(),
+            user: self.member_identity(),
+            conn: self.id,
+            client_id: self.client_id,
+            info: Bytes::copy_from_slice(&info),
+            reply: reply.map(|r| Bytes::copy_from_slice(&r)),
+        };
+        self.send_home(&room, op, router);
+        true
+    }
+
+    fn leave_room(&mut self, room: Bytes, reply: Option<Bytes>, router: &mut Router) {
+        self.rooms.retain(|r| *r != room);
+        let op = PresenceOp::Leave {
+            subject: room.clone(),
+            conn: self.id,
+            grace: false,
+            reply: reply.map(|r| Bytes::copy_from_slice(&r)),
+        };
+        self.send_home(&room, op, router);
+    }
+
+    fn query_room(
+        &mut self,
+        room: Bytes,
+        body: &[u8],
+        reply: Option<Bytes>,
+        router: &mut Router,
+    ) -> bool {
+        let Some(inbox) = reply else {
+            self.refuse_text("Presence queries need a reply subject");
+            return false;
+        };
+        let query = if body.iter().all(u8::is_ascii_whitespace) {
+            Query::default()
+        } else {
+            match serde_json::from_slice::<Query>(body) {
+                Ok(q) => q,
+                Err(e) => {
+                    let why = format!("invalid presence query: {e}");
+                    return self.presence_refused(Some(inbox), "400 Bad Request", &why, router);
+                }
+            }
+        };
+        let limit = query.limit.unwrap_or(DEFAULT_PRESENCE_PAGE);
+        if limit > MAX_PRESENCE_PAGE {
+            let why = format!("limit {limit} is over {MAX_PRESENCE_PAGE} members a page");
+            return self.presence_refused(Some(inbox), "400 Bad Request", &why, router);
+        }
+        let op = PresenceOp::Query {
+            subject: room.clone(),
+            inbox: Bytes::copy_from_slice(&inbox),
+            offset: query.offset,
+            limit,
+            count_only: query.count,
+        };
+        self.send_home(&room, op, router);
+        true
+    }
+
+    /// A closing connection leaves every room it is in, with the grace window: a client
+    /// that comes back as the same user in time was never gone.
+    pub fn leave_rooms(&mut self, router: &mut Router) {
+        for room in std::mem::take(&mut self.rooms) {
+            let op = PresenceOp::Leave {
+                subject: room.clone(),
+                conn: self.id,
+                grace: true,
+                reply: None,
+            };
+            self.send_home(&room, op, router);
+        }
+    }
+
+    /// Who this connection is in a room: its user where it authenticated, else its name
+    /// and client id (never its info).
+    fn member_identity(&self) -> Arc<str> {
+        match (self.access.user(), self.name()) {
+            (Some(user), _) => Arc::clone(user),
+            (None, Some(name)) => format!("{name}#{}", self.client_id).into(),
+            (None, None) => format!("#{}", self.client_id).into(),
+        }
+    }
+
+    /// Sends `op` to `room`'s home worker; a `PING` after it answers once it is applied.
+    fn send_home(&mut self, room: &[u8], op: PresenceOp, router: &mut Router) {
+        let home = router.presence_home(room);
+        router.outbox.push(home, Envelope::Presence(Box::new(op)));
+        self.barrier.touch(home..home + 1);
+    }
+
+    /// Answers a request that cannot be served with a status message on its reply
+    /// subject, or `-ERR` when it has none. Returns whether it was answered on the inbox.
+    fn presence_refused(
+        &mut self,
+        reply: Option<Bytes>,
+        status: &str,
+        why: &str,
+        router: &mut Router,
+    ) -> bool {
+        match reply {
+            Some(inbox) => {
+                let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.read_at);
+                msg.headers = Some(Bytes::from(status_block(status, why)));
+                msg.ephemeral = true;
+                self.publish(msg, router);
+                true
+            }
+            None => {
+                self.refuse_text(why);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_subjects_say_what_they_ask() {
+        assert_eq!(
+            parse_presence(b"$TERN.PRESENCE.JOIN.room.1"),
+            Some(PresenceVerb::Join(b"room.1"))
+        );
+        assert_eq!(
+            parse_presence(b"$TERN.PRESENCE.LEAVE.r"),
+            Some(PresenceVerb::Leave(b"r"))
+        );
+        assert_eq!(
+            parse_presence(b"$TERN.PRESENCE.EVENTS.r.>"),
+            Some(PresenceVerb::Events(b"r.>"))
+        );
+        assert_eq!(
+            parse_presence(b"$TERN.PRESENCE.room.1"),
+            Some(PresenceVerb::Query(b"room.1"))
+        );
+        assert_eq!(parse_presence(b"$TERN.REPLAY"), None);
+        assert_eq!(
+            events_room(b"$TERN.PRESENCE.EVENTS.chat.*"),
+            Some(&b"chat.*"[..])
+        );
+        assert_eq!(events_room(b"$TERN.PRESENCE.JOIN.chat"), None);
+    }
+
+    #[test]
+    fn a_room_is_a_literal_subject_not_named_like_a_verb() {
+        assert_eq!(bad_room(b"room.1"), None);
+        assert!(bad_room(b"room.*").is_some());
+        assert!(bad_room(b"").is_some());
+        assert!(bad_room(b"JOIN.x").unwrap().contains("cannot start with"));
+        assert!(bad_room(b"EVENTS").is_some());
+        assert_eq!(bad_room(b"JOINED.x"), None);
+    }
+}
