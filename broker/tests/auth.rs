@@ -515,3 +515,164 @@ fn repeated_failures_from_one_address_hold_it_back() {
     let varz = broker.varz();
     assert_eq!(varz["connections_refused"]["auth_backoff"], 1, "{varz}");
 }
+
+/// Server errors an async-nats client reports, as lower-case texts.
+fn error_events(
+    options: ConnectOptions,
+) -> (ConnectOptions, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = options.event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            if let async_nats::Event::ServerError(e) = event {
+                let _ = tx.send(e.to_string().to_lowercase());
+            }
+        }
+    });
+    (options, rx)
+}
+
+/// Waits for an error event containing `text`.
+async fn expect_error(errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>, text: &str) {
+    let want = text.to_lowercase();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = tokio::time::timeout_at(deadline, errors.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no error with {text:?}"))
+            .expect("the connection is gone");
+        if got.contains(&want) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn async_nats_with_a_token() {
+    let broker = Broker::with_args(&["--auth-token", "t0k", "--no-store"]);
+    let client = ConnectOptions::with_token("t0k".into())
+        .connect(broker.url())
+        .await
+        .expect("the right token");
+    let mut sub = client.subscribe("t").await.unwrap();
+    client.publish("t", "x".into()).await.unwrap();
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let wrong = ConnectOptions::with_token("nope".into()).connect(broker.url());
+    assert!(tokio::time::timeout(WAIT, wrong)
+        .await
+        .map_or(true, |r| r.is_err()));
+}
+
+#[tokio::test]
+async fn async_nats_with_a_jwt_permissions_allow_responses_and_a_reload() {
+    let secret = "async-nats-jwt-secret";
+    let users = |svc_subscribe: &str| {
+        format!(
+            "[jwt]\nhs256_secret = \"{secret}\"\n\n\
+             [[users]]\nuser = \"svc\"\npassword = \"s\"\n\
+             permissions = {{ subscribe = [\"{svc_subscribe}\"], allow_responses = true }}\n\n\
+             [[users]]\nuser = \"client\"\npassword = \"c\"\n"
+        )
+    };
+    let file = config_file(&users("svc.>"));
+    let broker = broker_with(&file, &[]);
+    let url = broker.url();
+
+    // A JWT that may publish to room.1 and subscribe to room.* only.
+    let token = mint(
+        secret.as_bytes(),
+        serde_json::json!({
+            "sub": "dana",
+            "exp": unix_now() + 3600,
+            "tern": { "pub": { "allow": ["room.1"] }, "sub": { "allow": ["room.*", "_INBOX.>"] } }
+        }),
+    );
+    let (options, mut errors) = error_events(ConnectOptions::with_token(token));
+    let dana = options.connect(&url).await.expect("a valid JWT");
+    let mut room = dana.subscribe("room.*").await.unwrap();
+    dana.publish("room.1", "hi".into()).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, room.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .subject
+            .as_str(),
+        "room.1"
+    );
+    dana.publish("room.2", "x".into()).await.unwrap();
+    expect_error(
+        &mut errors,
+        r#"Permissions Violation for Publish to "room.2""#,
+    )
+    .await;
+    let _lobby = dana.subscribe("lobby").await.unwrap();
+    expect_error(
+        &mut errors,
+        r#"Permissions Violation for Subscription to "lobby""#,
+    )
+    .await;
+    let _queue = dana.queue_subscribe("lobby", "q".into()).await.unwrap();
+    expect_error(
+        &mut errors,
+        r#"for Subscription to "lobby" using queue "q""#,
+    )
+    .await;
+    dana.publish_with_reply("room.1", "$TERN.X", "x".into())
+        .await
+        .unwrap();
+    expect_error(
+        &mut errors,
+        r#"Permissions Violation for Publish with Reply of "$TERN.X""#,
+    )
+    .await;
+
+    // A service that may only answer the requests it gets.
+    let (options, mut svc_errors) = error_events(ConnectOptions::with_user_and_password(
+        "svc".into(),
+        "s".into(),
+    ));
+    let svc = options.connect(&url).await.unwrap();
+    let mut requests = svc.subscribe("svc.echo").await.unwrap();
+    let responder = svc.clone();
+    tokio::spawn(async move {
+        while let Some(req) = requests.next().await {
+            if let Some(reply) = req.reply {
+                let _ = responder.publish(reply, req.payload).await;
+            }
+        }
+    });
+    svc.flush().await.unwrap();
+    let client = ConnectOptions::with_user_and_password("client".into(), "c".into())
+        .connect(&url)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        // The service's subscription reaches every shard a moment after its flush.
+        match client.request("svc.echo", "ping".into()).await {
+            Ok(answer) => break answer,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("no answer: {e}"),
+        }
+    };
+    assert_eq!(&answer.payload[..], b"ping");
+
+    // A reload that takes the service's subscription away: it is told, and stays connected.
+    std::fs::write(&file, users("other")).unwrap();
+    broker.signal(libc::SIGHUP);
+    expect_error(
+        &mut svc_errors,
+        r#"Permissions Violation for Subscription to "svc.echo""#,
+    )
+    .await;
+    assert_eq!(
+        svc.connection_state(),
+        async_nats::connection::State::Connected
+    );
+}

@@ -1,9 +1,10 @@
 //! The client against the real broker with authentication on, over the binary port: a
-//! JWT that expires unless refreshed (`AUTH`), a user with a password (plain and bcrypt, the latter checked on the broker's
+//! token, a JWT that expires unless refreshed (`AUTH`), a user with a password (plain and bcrypt, the latter checked on the broker's
 //! checker thread), an nkey answering the broker's `CHALLENGE`, wrong credentials refused
 //! with `AuthorizationViolation`, and permissions: a refused acknowledged publish, a
 //! refused subscription, and a wildcard subscription from which a denied subject is
-//! withheld, live and in a catch-up.
+//! withheld, live and in a catch-up; a queue group and a reserved reply subject refused,
+//! and a service that may answer each request it gets once (`allow_responses`).
 
 mod common;
 
@@ -14,7 +15,8 @@ use clap::Parser;
 use common::{wait_event, WAIT};
 use tern_broker::{Args, Config, Server};
 use tern_client::{
-    Client, ClientBuilder, DisconnectReason, Error, ErrorCode, Event, ReconnectPolicy, StartFrom,
+    Client, ClientBuilder, DisconnectReason, Error, ErrorCode, Event, PublishOptions,
+    ReconnectPolicy, StartFrom,
 };
 
 /// A broker with this config file text, storing in a fresh directory.
@@ -167,6 +169,93 @@ password = "b"
     alice.publish_acked("orders.new", "mine").unwrap();
     let totals = server.totals();
     assert_eq!(totals.deliveries_denied, 2, "{totals:?}");
+}
+
+#[test]
+fn a_token_over_the_binary_port() {
+    let (server, _dir) = broker("auth_token = \"t0k\"\n");
+    let client = Client::builder()
+        .token("t0k")
+        .connect(&url(&server))
+        .expect("the right token");
+    client.publish_acked("a", "x").unwrap();
+    let (code, _) = refused(Client::builder().token("nope").connect(&url(&server)));
+    assert_eq!(code, ErrorCode::AuthorizationViolation);
+}
+
+#[test]
+fn queue_reply_and_allow_responses_over_the_binary_port() {
+    let (server, _dir) = broker(
+        r#"
+[[users]]
+user = "svc"
+password = "s"
+[users.permissions]
+subscribe = ["svc.>", "jobs.* workers"]
+allow_responses = true
+
+[[users]]
+user = "client"
+password = "c"
+"#,
+    );
+    let svc = Client::builder()
+        .user_password("svc", "s")
+        .connect(&url(&server))
+        .unwrap();
+    let client = Client::builder()
+        .user_password("client", "c")
+        .connect(&url(&server))
+        .unwrap();
+    let refused_sub = |sub: tern_client::Subscription| match sub.recv_timeout(WAIT) {
+        Err(Error::Server { code, message }) => (code, message),
+        other => panic!("expected the refusal, got {other:?}"),
+    };
+    assert_eq!(
+        refused_sub(svc.queue_subscribe("jobs.a", "others").unwrap()),
+        (
+            ErrorCode::PermissionViolation,
+            r#"Permissions Violation for Subscription to "jobs.a" using queue "others""#.into()
+        )
+    );
+    let _workers = svc.queue_subscribe("jobs.a", "workers").unwrap();
+    match client.publish_acked_with("x", "y", &PublishOptions::new().reply("$TERN.REPLAY")) {
+        Err(Error::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::PermissionViolation);
+            assert_eq!(
+                message,
+                r#"Permissions Violation for Publish with Reply of "$TERN.REPLAY""#
+            );
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    // The service may answer each request once, and publish nowhere else.
+    let requests = svc.subscribe("svc.echo").unwrap();
+    svc.flush(WAIT).unwrap();
+    let answered = std::thread::spawn(move || {
+        let req = requests.recv_timeout(WAIT).unwrap();
+        let reply = req.reply.clone().expect("a request");
+        let answer = svc.publish_acked(&reply, "pong");
+        let again = svc.publish_acked(&reply, "again");
+        let elsewhere = svc.publish_acked("elsewhere", "x");
+        (answer, again, elsewhere)
+    });
+    let answer = client.request("svc.echo", "ping", WAIT).unwrap();
+    assert_eq!(&answer.payload[..], b"pong");
+    let (answer, again, elsewhere) = answered.join().unwrap();
+    answer.expect("the first answer is allowed");
+    for refused in [again, elsewhere] {
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Refused {
+                    code: ErrorCode::PermissionViolation,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
 }
 
 /// An HS256 JWT for `sub`, expiring `secs` from now, signed with `secret`.
