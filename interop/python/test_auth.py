@@ -1,7 +1,8 @@
 """nats-py against ternd with authentication on: a token, a user with a bcrypt password
 (hashed by the test), a JWT minted with PyJWT exactly as docs/security.md shows, wrong
-credentials refused, permission violations reported to the client's error callback while
-the connection stays usable, and request/reply through `allow_responses`."""
+credentials refused, an nkey signing the server's nonce, permission violations (publish,
+subscribe, queue group, reserved reply subject) reported to the client's error callback
+while the connection stays usable, and request/reply through `allow_responses`."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ from conftest import run_ternd
 
 TIMEOUT_S = 10.0
 SECRET = "a-shared-secret-for-the-tests-only"
+# The user seed of 32 zero bytes and its public key (the binary protocol's test vectors'):
+# a test key, never a secret.
+SEED = "SUAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAEQ"
+PUBLIC = "UA5WUJ54Z23KILLCUOUNAKTPBVZWKMQVO4O6EQ5GHLAERIMLLHNCTYM5"
 
 
 def config(tmp_path: Path, text: str) -> list[str]:
@@ -152,3 +157,40 @@ password = "c"
         finally:
             await svc.close()
             await client.close()
+
+
+async def test_nkey(tmp_path: Path) -> None:
+    with run_ternd(config(tmp_path, f'[[users]]\nnkey = "{PUBLIC}"\n')) as ternd:
+        url = "nats://" + ternd.text
+        nc = await connect(url, nkeys_seed_str=SEED)
+        try:
+            assert nc._server_info.get("nonce")
+            await echo(nc, "n")
+        finally:
+            await nc.close()
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            await connect(url, token="not-an-nkey")
+
+
+async def test_queue_and_reply_violations(tmp_path: Path) -> None:
+    users = """
+[[users]]
+user = "w"
+password = "w"
+[users.permissions]
+subscribe = ["jobs.* workers"]
+"""
+    with run_ternd(config(tmp_path, users)) as ternd:
+        seen, on_error = errors()
+        nc = await connect("nats://" + ternd.text, user="w", password="w", error_cb=on_error)
+        try:
+            await nc.subscribe("jobs.a", queue="others")
+            await wait_for_error(
+                seen, 'Permissions Violation for Subscription to "jobs.a" using queue "others"'
+            )
+            await nc.subscribe("jobs.a", queue="workers")
+            await nc.publish("jobs.a", b"x", reply="$TERN.X")
+            await wait_for_error(seen, 'Permissions Violation for Publish with Reply of "$TERN.X"')
+            await nc.flush()
+        finally:
+            await nc.close()
