@@ -285,3 +285,43 @@ subscribe = ["lobby", "_INBOX.>"]
     assert_eq!(rooms["largest"][0]["members"], 1, "{rooms}");
     assert_eq!(varz["presence_rooms"], 1, "{varz}");
 }
+
+#[test]
+fn a_wide_subscription_sees_only_the_rooms_its_user_may_see() {
+    let file = config_file(
+        r#"
+[[users]]
+user = "guest"
+password = "g"
+[users.permissions]
+subscribe = ["lobby", "$TERN.>"]
+
+[[users]]
+user = "admin"
+password = "a"
+"#,
+    );
+    let broker = broker(&["--config", file.to_str().unwrap()]);
+    let login = |user: &str, pass: &str| {
+        let mut c = RawClient::connect(broker.addr());
+        c.send(
+            format!("CONNECT {{\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\nPING\r\n").as_bytes(),
+        );
+        c.expect(b"PONG\r\n");
+        c
+    };
+    let mut guest = login("guest", "g");
+    guest.send(b"SUB $TERN.> 1\r\n");
+    guest.ping_pong();
+    let mut admin = login("admin", "a");
+    admin.send(b"PUB $TERN.PRESENCE.JOIN.vip 0\r\n\r\nPUB $TERN.PRESENCE.JOIN.lobby 0\r\n\r\n");
+    admin.ping_pong();
+    let m = guest.read_msg(WAIT);
+    assert_eq!(m.subject, "$TERN.PRESENCE.EVENTS.lobby");
+    let varz = broker.varz_until(|v| v["deliveries_denied"] == 1);
+    assert_eq!(
+        varz["deliveries_denied"], 1,
+        "the vip room's event was withheld: {varz}"
+    );
+    assert_eq!(guest.flush(), b"", "and not delivered");
+}

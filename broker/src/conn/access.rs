@@ -143,19 +143,26 @@ impl Access {
     }
 
     /// True when the deliveries of a subscription to `filter` must each be checked with
-    /// [`Access::may_receive`] (a wildcard overlapping a denied subject).
+    /// [`Access::may_receive`]: a wildcard overlapping a denied subject, or a filter that
+    /// can take in presence events (`$TERN.>`, `>`...), whose rooms the user may not all
+    /// be allowed to see.
     pub fn screens(&self, filter: &[u8]) -> bool {
-        self.perms
-            .as_ref()
-            .is_some_and(|p| p.delivery_filter(filter))
+        self.perms.as_ref().is_some_and(|p| {
+            super::presence::overlaps_presence_events(filter)
+                || p.delivery_filter(super::presence::events_room(filter).unwrap_or(filter))
+        })
     }
 
     /// May a message on `subject` be delivered to it, on a subscription in queue group
-    /// `queue` (a screened subscription's check; a queue's own deny entries apply too)?
+    /// `queue` (a screened subscription's check; a queue's own deny entries apply too)? A
+    /// presence event only to who may subscribe to its room.
     pub fn may_receive(&self, subject: &[u8], queue: Option<&[u8]>) -> bool {
         self.perms
             .as_ref()
-            .is_none_or(|p| p.may_receive_queue(subject, queue))
+            .is_none_or(|p| match super::presence::events_room(subject) {
+                Some(room) => p.may_subscribe(room, None),
+                None => p.may_receive_queue(subject, queue),
+            })
     }
 
     /// A message with reply subject `reply` was delivered to it: with `allow_responses`,

@@ -76,6 +76,20 @@ pub(crate) fn events_room(filter: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// True when `filter` can match a room's events subject (`$TERN.PRESENCE.EVENTS.<room>`):
+/// its first three tokens are those, or wildcards.
+pub(crate) fn overlaps_presence_events(filter: &[u8]) -> bool {
+    let mut tokens = subject::tokens(filter);
+    for want in [&b"$TERN"[..], b"PRESENCE", b"EVENTS"] {
+        match tokens.next() {
+            Some(b">") => return true,
+            Some(t) if t == b"*" || t == want => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_some()
+}
+
 /// Why a room name cannot be one, or `None`.
 fn bad_room(room: &[u8]) -> Option<String> {
     if let Err(e) = subject::validate_publish(room) {
@@ -321,6 +335,29 @@ mod tests {
             Some(&b"chat.*"[..])
         );
         assert_eq!(events_room(b"$TERN.PRESENCE.JOIN.chat"), None);
+    }
+
+    #[test]
+    fn filters_that_can_take_in_presence_events() {
+        for f in [
+            ">",
+            "$TERN.>",
+            "$TERN.PRESENCE.>",
+            "*.PRESENCE.EVENTS.room",
+            "$TERN.*.EVENTS.*",
+            "$TERN.PRESENCE.EVENTS.room.1",
+        ] {
+            assert!(overlaps_presence_events(f.as_bytes()), "{f}");
+        }
+        for f in [
+            "room.>",
+            "$TERN.REPLAY",
+            "$TERN.PRESENCE.EVENTS",
+            "*.*.*",
+            "a.PRESENCE.>",
+        ] {
+            assert!(!overlaps_presence_events(f.as_bytes()), "{f}");
+        }
     }
 
     #[test]
