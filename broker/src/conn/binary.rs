@@ -36,6 +36,7 @@ use super::access::{
     is_reserved_reply, publish_violation, reply_violation, subscribe_violation,
     AUTHENTICATION_EXPIRED, AUTHORIZATION_VIOLATION,
 };
+use super::presence::{PresenceRequest, PRESENCE_PREFIX};
 use super::queue::bounds_for;
 use super::{CloseReason, Conn, Proto, Sid};
 use crate::auth::OwnedCredentials;
@@ -561,6 +562,17 @@ impl Conn {
     /// (`InvalidOption`): every id is remembered for the dedupe window, so its length is
     /// bounded like any other limit.
     fn publish_binary(&mut self, p: Publish, router: &mut Router) {
+        if p.subject.starts_with(PRESENCE_PREFIX) {
+            // As on the text port: the room's subscribe permission decides.
+            let request = PresenceRequest {
+                subject: p.subject,
+                reply: p.reply,
+                payload: p.payload,
+                ack_id: p.ack_id,
+            };
+            self.presence_request(request, router);
+            return;
+        }
         if !self.access.may_publish(&p.subject, self.read_at) {
             bump(
                 &router.stats.permission_violations[Denial::Publish as usize],

@@ -1,5 +1,5 @@
-//! A connection's part in presence: the rooms it is in, and the requests a text client
-//! makes with plain NATS publishes (`docs/presence.md`):
+//! A connection's part in presence: the rooms it is in, and the requests a client makes
+//! with plain publishes, on either port (`docs/presence.md`):
 //!
 //! - `$TERN.PRESENCE.JOIN.<room>` (body: the member's info) joins the room;
 //! - `$TERN.PRESENCE.LEAVE.<room>` leaves it at once;
@@ -20,12 +20,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use tern_protocol::binary::ErrorCode;
 use tern_protocol::subject;
-use tern_protocol::text::Publish;
 
 use super::access::{publish_violation, subscribe_violation};
-use super::Conn;
-use crate::mesh::{Envelope, Msg, PresenceOp};
+use super::{Conn, Proto};
+use crate::mesh::{Envelope, Msg, PresenceOp, Stamp};
 use crate::presence::RefusalKind;
 use crate::replay::status_block;
 use crate::router::Router;
@@ -114,9 +114,21 @@ struct Query {
 }
 
 impl Conn {
-    /// A publish to `$TERN.PRESENCE.…` on the text port. Returns false when it was refused
-    /// with `-ERR` (no `+OK`).
-    pub(super) fn presence_request(&mut self, p: Publish, router: &mut Router) -> bool {
+    /// A publish to `$TERN.PRESENCE.…`, from either port (a binary one acknowledged at
+    /// once when it asked for an ack: nothing is stored). Returns false when it was
+    /// refused in the client's protocol (`-ERR`, no `+OK`; a refused `PUBLISH_ACK` or a
+    /// non-fatal `ERROR`).
+    pub(super) fn presence_request(&mut self, p: PresenceRequest, router: &mut Router) -> bool {
+        let done = self.presence_apply(&p, router);
+        if done {
+            if let Some(ack_id) = p.ack_id {
+                self.ack(ack_id, Stamp::default(), false);
+            }
+        }
+        done
+    }
+
+    fn presence_apply(&mut self, p: &PresenceRequest, router: &mut Router) -> bool {
         let Some(verb) = parse_presence(&p.subject) else {
             return true;
         };
@@ -127,52 +139,48 @@ impl Conn {
                     &router.stats.permission_violations[Denial::Publish as usize],
                     1,
                 );
-                self.refuse_text(&publish_violation(&p.subject));
+                let text = publish_violation(&p.subject);
+                self.refuse_request(p.ack_id, ErrorCode::PermissionViolation, &text);
                 return false;
             }
             PresenceVerb::Join(r) | PresenceVerb::Leave(r) | PresenceVerb::Query(r) => r,
         };
         if let Some(why) = bad_room(room) {
-            return self.presence_refused(p.reply, "400 Bad Request", &why, router);
+            return self.presence_refused(p, "400 Bad Request", &why, router);
         }
         if !self.access.may_subscribe(room, None) {
             bump(
                 &router.stats.permission_violations[Denial::Subscribe as usize],
                 1,
             );
-            self.refuse_text(&subscribe_violation(room, None));
+            let text = subscribe_violation(room, None);
+            self.refuse_request(p.ack_id, ErrorCode::PermissionViolation, &text);
             return false;
         }
         let room = Bytes::copy_from_slice(room);
         match verb {
-            PresenceVerb::Join(_) => self.join_room(room, p.payload, p.reply, router),
+            PresenceVerb::Join(_) => self.join_room(room, p, router),
             PresenceVerb::Leave(_) => {
-                self.leave_room(room, p.reply, router);
+                self.leave_room(room, p.reply.as_ref(), router);
                 true
             }
-            _ => self.query_room(room, &p.payload, p.reply, router),
+            _ => self.query_room(room, p, router),
         }
     }
 
-    fn join_room(
-        &mut self,
-        room: Bytes,
-        info: Bytes,
-        reply: Option<Bytes>,
-        router: &mut Router,
-    ) -> bool {
+    fn join_room(&mut self, room: Bytes, p: &PresenceRequest, router: &mut Router) -> bool {
         let limits = &router.config.presence;
-        if info.len() > limits.max_presence_info {
+        if p.payload.len() > limits.max_presence_info {
             let why = format!(
                 "presence info of {} bytes is over max_presence_info ({} bytes)",
-                info.len(),
+                p.payload.len(),
                 limits.max_presence_info
             );
             bump(
                 &router.stats.presence_refused[RefusalKind::InfoTooLarge as usize],
                 1,
             );
-            return self.presence_refused(reply, "409 Presence Refused", &why, router);
+            return self.presence_refused(p, "409 Presence Refused", &why, router);
         }
         let joined = self.rooms.contains(&room);
         if !joined && self.rooms.len() >= limits.max_presence_joins {
@@ -185,7 +193,7 @@ impl Conn {
                 &router.stats.presence_refused[RefusalKind::TooManyJoins as usize],
                 1,
             );
-            return self.presence_refused(reply, "409 Presence Refused", &why, router);
+            return self.presence_refused(p, "409 Presence Refused", &why, router);
         }
         if !joined {
             self.rooms.push(room.clone());
@@ -195,54 +203,49 @@ impl Conn {
             user: self.member_identity(),
             conn: self.id,
             client_id: self.client_id,
-            info: Bytes::copy_from_slice(&info),
-            reply: reply.map(|r| Bytes::copy_from_slice(&r)),
+            info: Bytes::copy_from_slice(&p.payload),
+            reply: p.reply.as_ref().map(|r| Bytes::copy_from_slice(r)),
         };
         self.send_home(&room, op, router);
         true
     }
 
-    fn leave_room(&mut self, room: Bytes, reply: Option<Bytes>, router: &mut Router) {
+    fn leave_room(&mut self, room: Bytes, reply: Option<&Bytes>, router: &mut Router) {
         self.rooms.retain(|r| *r != room);
         let op = PresenceOp::Leave {
             subject: room.clone(),
             conn: self.id,
             grace: false,
-            reply: reply.map(|r| Bytes::copy_from_slice(&r)),
+            reply: reply.map(|r| Bytes::copy_from_slice(r)),
         };
         self.send_home(&room, op, router);
     }
 
-    fn query_room(
-        &mut self,
-        room: Bytes,
-        body: &[u8],
-        reply: Option<Bytes>,
-        router: &mut Router,
-    ) -> bool {
-        let Some(inbox) = reply else {
-            self.refuse_text("Presence queries need a reply subject");
+    fn query_room(&mut self, room: Bytes, p: &PresenceRequest, router: &mut Router) -> bool {
+        let Some(inbox) = &p.reply else {
+            let text = "Presence queries need a reply subject";
+            self.refuse_request(p.ack_id, ErrorCode::InvalidOption, text);
             return false;
         };
-        let query = if body.iter().all(u8::is_ascii_whitespace) {
+        let query = if p.payload.iter().all(u8::is_ascii_whitespace) {
             Query::default()
         } else {
-            match serde_json::from_slice::<Query>(body) {
+            match serde_json::from_slice::<Query>(&p.payload) {
                 Ok(q) => q,
                 Err(e) => {
                     let why = format!("invalid presence query: {e}");
-                    return self.presence_refused(Some(inbox), "400 Bad Request", &why, router);
+                    return self.presence_refused(p, "400 Bad Request", &why, router);
                 }
             }
         };
         let limit = query.limit.unwrap_or(DEFAULT_PRESENCE_PAGE);
         if limit > MAX_PRESENCE_PAGE {
             let why = format!("limit {limit} is over {MAX_PRESENCE_PAGE} members a page");
-            return self.presence_refused(Some(inbox), "400 Bad Request", &why, router);
+            return self.presence_refused(p, "400 Bad Request", &why, router);
         }
         let op = PresenceOp::Query {
             subject: room.clone(),
-            inbox: Bytes::copy_from_slice(&inbox),
+            inbox: Bytes::copy_from_slice(inbox),
             offset: query.offset,
             limit,
             count_only: query.count,
@@ -283,16 +286,18 @@ impl Conn {
     }
 
     /// Answers a request that cannot be served with a status message on its reply
-    /// subject, or `-ERR` when it has none. Returns whether it was answered on the inbox.
+    /// subject, or refuses it in the client's protocol when it has none. Returns whether
+    /// it was answered on the inbox.
     fn presence_refused(
         &mut self,
-        reply: Option<Bytes>,
+        p: &PresenceRequest,
         status: &str,
         why: &str,
         router: &mut Router,
     ) -> bool {
-        match reply {
+        match &p.reply {
             Some(inbox) => {
+                let inbox = Bytes::copy_from_slice(inbox);
                 let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.read_at);
                 msg.headers = Some(Bytes::from(status_block(status, why)));
                 msg.ephemeral = true;
@@ -300,11 +305,29 @@ impl Conn {
                 true
             }
             None => {
-                self.refuse_text(why);
+                self.refuse_request(p.ack_id, ErrorCode::InvalidOption, why);
                 false
             }
         }
     }
+
+    /// Refuses a presence request in the client's protocol: `-ERR` on the text port; a
+    /// refused `PUBLISH_ACK` (or a non-fatal `ERROR`) on the binary port.
+    fn refuse_request(&mut self, ack_id: Option<u64>, code: ErrorCode, text: &str) {
+        match self.proto {
+            Proto::Text(_) => self.refuse_text(text),
+            Proto::Binary(_) => self.refuse_publish_binary(ack_id, code, text),
+        }
+    }
+}
+
+/// A publish to a presence subject, from either port.
+pub(super) struct PresenceRequest {
+    pub subject: Bytes,
+    pub reply: Option<Bytes>,
+    pub payload: Bytes,
+    /// A binary publish that asked for an acknowledgement.
+    pub ack_id: Option<u64>,
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use super::access::{
     is_reserved_reply, publish_violation, reply_violation, subscribe_violation, Stage,
     AUTHENTICATION_EXPIRED, AUTHORIZATION_VIOLATION,
 };
-use super::presence::PRESENCE_PREFIX;
+use super::presence::{PresenceRequest, PRESENCE_PREFIX};
 use super::{CloseReason, Conn, Proto, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
@@ -424,7 +424,13 @@ impl Conn {
         if p.subject.starts_with(PRESENCE_PREFIX) {
             // Presence is the room's subscribers' business: its requests are checked
             // against the subscribe permissions of the room, not as publishes.
-            return self.presence_request(p, router);
+            let request = PresenceRequest {
+                subject: p.subject,
+                reply: p.reply,
+                payload: p.payload,
+                ack_id: None,
+            };
+            return self.presence_request(request, router);
         }
         if !self.access.may_publish(&p.subject, self.read_at) {
             bump(
