@@ -510,11 +510,12 @@ impl Worker {
             gen: self.next_gen,
         };
         let rules = self.router.auth.load();
+        let generation = self.router.auth.generation();
         let access = if rules.is_required() {
             let nonce = rules.needs_nonce().then(tern_auth::fresh_nonce);
-            Access::awaiting(nonce, self.router.auth.generation())
+            Access::awaiting(nonce, generation)
         } else {
-            Access::open()
+            Access::open(generation)
         };
         let limits = &self.router.config.limits;
         let accepted = Accepted {

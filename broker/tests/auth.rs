@@ -676,3 +676,31 @@ async fn async_nats_with_a_jwt_permissions_allow_responses_and_a_reload() {
         async_nats::connection::State::Connected
     );
 }
+
+#[test]
+fn a_reload_that_turns_authentication_on_closes_who_has_none() {
+    let file = config_file("# no authentication yet\n");
+    let broker = broker_with(&file, &[]);
+    let mut early = RawClient::connect(broker.addr());
+    early.ping_pong();
+    std::fs::write(&file, "auth_token = \"now\"\n").unwrap();
+    broker.signal(libc::SIGHUP);
+    let (got, _) = early.read_to_close(Duration::from_secs(5));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR 'Authorization Violation'\r\n"
+    );
+    // And off again: a connection with a token goes on, allowed everything.
+    let mut with_token = raw_login(&broker, "\"auth_token\":\"now\"");
+    std::fs::write(&file, "# off\n").unwrap();
+    broker.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    with_token.send(b"SUB x 1\r\nPUB x 1\r\ny\r\n");
+    assert_eq!(with_token.read_msg(WAIT).subject, "x");
+    let newcomer = RawClient::connect(broker.addr());
+    assert!(
+        newcomer.info.get("auth_required").is_none(),
+        "{}",
+        newcomer.info
+    );
+}

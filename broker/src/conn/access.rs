@@ -57,8 +57,9 @@ pub(crate) struct Access {
 }
 
 impl Access {
-    /// A connection on a broker that requires no authentication.
-    pub fn open() -> Access {
+    /// A connection on a broker that requires no authentication (under the rules of
+    /// `generation`).
+    pub fn open(generation: u64) -> Access {
         Access {
             stage: Stage::Open,
             nonce: None,
@@ -67,7 +68,7 @@ impl Access {
             perms: None,
             grants: None,
             expires: None,
-            generation: 0,
+            generation,
         }
     }
 
@@ -76,8 +77,7 @@ impl Access {
         Access {
             stage: Stage::Awaiting,
             nonce,
-            generation,
-            ..Access::open()
+            ..Access::open(generation)
         }
     }
 
@@ -300,17 +300,26 @@ impl Conn {
 
     /// After the rules were reloaded (SIGHUP): the user's permissions as they are now;
     /// a user that is gone is refused, and the subscriptions it may no longer hold are
-    /// removed, each with nats-server's message.
+    /// removed, each with nats-server's message. A connection accepted while
+    /// authentication was off is refused once it is on; with it turned off, every
+    /// connection may do everything.
     pub(super) fn recheck_access(&mut self, router: &mut Router) {
         let generation = router.auth.generation();
-        if self.access.generation == generation || self.access.stage != Stage::Granted {
+        if self.access.generation == generation || self.access.is_pending() {
+            return;
+        }
+        let rules = router.auth.load();
+        if !rules.is_required() {
+            // Authentication was turned off: everyone may do everything.
+            self.access.replace_permissions(None, generation);
+            self.revoke_forbidden(router);
             return;
         }
         let Some(method) = self.access.method() else {
-            return;
+            // Accepted while authentication was off: it has none to show now.
+            return self.refuse_auth(AuthRefusal::MissingCredentials, None, router);
         };
         let user = self.access.user().cloned().unwrap_or_else(|| Arc::from(""));
-        let rules = router.auth.load();
         if method == Method::Jwt && rules.accepts_jwt() {
             // Its permissions are its token's, until the token is refreshed.
             self.access.generation = generation;
@@ -452,7 +461,7 @@ mod tests {
 
     #[test]
     fn an_open_connection_may_do_everything_and_screens_nothing() {
-        let mut a = Access::open();
+        let mut a = Access::open(0);
         let now = Instant::now();
         assert!(!a.is_pending());
         assert!(a.may_publish(b"anything", now));

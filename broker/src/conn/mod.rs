@@ -1337,7 +1337,7 @@ impl Conn {
                 return;
             }
         }
-        if self.access.stage == Stage::Granted {
+        if !self.access.is_pending() {
             if self.check_expiry(router) {
                 return;
             }
