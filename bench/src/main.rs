@@ -33,6 +33,7 @@ use tern_bench::driver::{Dial, Protocol, TlsClient, Transport};
 use tern_bench::plot;
 use tern_bench::profile;
 use tern_bench::report::{self, Report, TargetReport};
+use tern_bench::scenario::audience::presence::PresenceConfig;
 use tern_bench::scenario::audience::AudienceConfig;
 use tern_bench::scenario::catchup::CatchupConfig;
 use tern_bench::scenario::conns::ConnsConfig;
@@ -426,6 +427,19 @@ struct AudienceArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Users also join their rooms' presence; report presence events/s, events the grace
+    /// window suppressed, how long after the storm rooms' counts are right, and members
+    /// wrongly present or absent once settled (text protocol only).
+    #[arg(long)]
+    presence: bool,
+    /// The broker's presence grace window (ternd's --presence-grace; it must match).
+    #[arg(long, value_parser = parse_duration, default_value = "10s", requires = "presence")]
+    presence_grace: Duration,
+    /// Users authenticate as u<index> with this password, so a member survives its
+    /// reconnects (ternd must know users u0..u<N-1>); without it, members are
+    /// u<index>#<client id>.
+    #[arg(long, requires = "presence")]
+    presence_password: Option<String>,
 }
 
 impl AudienceArgs {
@@ -451,6 +465,11 @@ impl AudienceArgs {
             linger: self.linger,
             threads: self.threads,
             seed: self.seed,
+            presence: self.presence.then(|| PresenceConfig {
+                grace: self.presence_grace,
+                password: self.presence_password.clone(),
+                ..PresenceConfig::default()
+            }),
             ..AudienceConfig::default()
         }
     }
@@ -626,6 +645,13 @@ fn run_one(command: Command) -> Result<TargetReport> {
              latency, conns and catchup)",
             scenario.name(),
             target.transport.name()
+        );
+    }
+    if matches!(&scenario, Scenario::Audience(c) if c.presence.is_some())
+        && target.protocol != Protocol::Text
+    {
+        bail!(
+            "audience --presence runs over the text protocol only (presence is on the text port)"
         );
     }
     let addr = target.addr();

@@ -10,6 +10,7 @@ use tern_bench::cpu::{CpuReading, ServerCpu};
 use tern_bench::driver::binary::BinaryDriver;
 use tern_bench::driver::nats::NatsDriver;
 use tern_bench::driver::{Driver, DriverError, Protocol};
+use tern_bench::scenario::audience::presence::{PresenceConfig, PresenceResult};
 use tern_bench::scenario::audience::{self, AudienceConfig};
 use tern_bench::scenario::catchup::{self, CatchupConfig};
 use tern_bench::scenario::conns::{self, ConnsConfig};
@@ -505,4 +506,95 @@ fn catchup_replays_everything_stored_over_binary_only() {
     assert!(!Scenario::Catchup(config).supports(Protocol::Text));
     server.shutdown();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A small audience with presence: 50 users, a storm, churn, and `grace` as the broker's
+/// window (short, so the settle check comes soon).
+fn presence_audience(grace: Duration, password: Option<&str>) -> AudienceConfig {
+    AudienceConfig {
+        users: 50,
+        rooms: 5,
+        viral_fraction: 0.2,
+        message_interval: Duration::from_millis(200),
+        duration: Duration::from_secs(4),
+        churn: 4.0,
+        away: Duration::from_millis(200),
+        storm_at: Some(Duration::from_secs(2)),
+        backoff_base: Duration::from_millis(20),
+        backoff_cap: Duration::from_millis(200),
+        reconnect_timeout: Duration::from_secs(10),
+        linger: Duration::from_secs(2),
+        subject_prefix: "aud".into(),
+        presence: Some(PresenceConfig {
+            grace,
+            margin: Duration::from_millis(500),
+            password: password.map(str::to_string),
+            ..PresenceConfig::default()
+        }),
+        ..AudienceConfig::default()
+    }
+}
+
+/// Runs `config` against a broker with `extra` flags; checks what holds with or without
+/// authentication, and returns presence's result.
+fn presence_settles_clean(config: &AudienceConfig, extra: &[&str]) -> PresenceResult {
+    let server = broker(extra);
+    let driver = driver(&server, Protocol::Text);
+    let r = audience::run(&*driver, config);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.joined_before_start, 50);
+    assert!(r.storm_drops > 0 && r.reconnects == r.storm_drops);
+    assert_eq!((r.tally.missed, r.duplicated), (0, 0));
+    let p = r.presence.clone().expect("presence figures");
+    // The settle check ran and the broker's rooms hold exactly who the harness says.
+    assert!(p.checked, "{p:?}");
+    assert_eq!((p.ghosts, p.missing), (0, 0), "{:?}", p.mismatched_rooms);
+    // Every first join was seen, and some leaves (churn leaves at once).
+    assert!(p.join_events >= 50, "{p:?}");
+    assert!(p.leave_events > 0, "{p:?}");
+    assert!(p.events_per_sec > 0.0);
+    assert!(p.right_after_storm_ms.is_some(), "{p:?}");
+    let figures = r.figures();
+    for name in [
+        "presence events/s",
+        "presence events",
+        "presence suppressed",
+        "presence right after storm",
+        "presence mismatches",
+    ] {
+        assert!(figures.iter().any(|f| f.name == name), "{name}");
+    }
+    assert!(Scenario::Audience(config.clone())
+        .label()
+        .ends_with(" presence"));
+    server.shutdown();
+    p
+}
+
+#[test]
+fn audience_presence_settles_clean_without_authentication() {
+    // Members are u<index>#<client id>: a reconnect is a new member, the window only
+    // delays the old one's leave.
+    let config = presence_audience(Duration::from_secs(1), None);
+    presence_settles_clean(&config, &["--presence-grace", "1s"]);
+}
+
+#[test]
+fn audience_presence_hides_reconnects_with_authentication() {
+    // Users u0..u49 with a plain-text password: a member is its user, so a reconnect
+    // within the window makes no leave and no join.
+    let path =
+        std::env::temp_dir().join(format!("tern-bench-presence-{}.toml", std::process::id()));
+    let users: String = (0..50)
+        .map(|i| format!("[[users]]\nuser = \"u{i}\"\npassword = \"pw\"\n\n"))
+        .collect();
+    std::fs::write(&path, users).unwrap();
+    let config = presence_audience(Duration::from_secs(3), Some("pw"));
+    let p = presence_settles_clean(
+        &config,
+        &["--presence-grace", "3s", "--config", path.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_file(&path);
+    // Every storm drop that was back within the window saved a leave and a join.
+    assert!(p.suppressed > 0, "{p:?}");
 }

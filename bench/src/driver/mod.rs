@@ -142,6 +142,18 @@ pub trait Driver: Send + Sync {
     /// Opens a connection and completes the handshake: when this returns, the broker has
     /// accepted the connection and answered a round trip.
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError>;
+    /// [`Driver::connect`] introducing itself as `name` instead of the driver's name, with
+    /// a user and password when `credentials` are given (the broker's identity of the
+    /// connection: presence's member). Only the text protocol has it.
+    fn connect_as(
+        &self,
+        _name: &str,
+        _credentials: Option<(&str, &str)>,
+    ) -> Result<Box<dyn Connection>, DriverError> {
+        Err(DriverError::Unsupported(
+            "a per-connection name and password needs the text protocol",
+        ))
+    }
     /// Opens a connection whose receive buffer is `recv_buffer` bytes (set before
     /// connecting, so its TCP window is that small from the start), subscribes it to
     /// `subject` and waits for the broker's round trip; from then on nothing reads it
@@ -159,6 +171,18 @@ pub trait Connection: Send {
     fn subscribe_from_start(&mut self, _subject: &str) -> Result<(), DriverError> {
         Err(DriverError::Unsupported(
             "catch-up needs ternd's binary protocol",
+        ))
+    }
+    /// Queues one message with a reply subject (a request); written like a publish. Only
+    /// the text protocol has reply subjects.
+    fn request(
+        &mut self,
+        _subject: &str,
+        _reply: &str,
+        _payload: &[u8],
+    ) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(
+            "reply subjects need the text protocol",
         ))
     }
     /// Queues one message; written when the batch is large enough or on `flush`.

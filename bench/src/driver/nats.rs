@@ -1,13 +1,14 @@
 //! The text (NATS) protocol driver: one blocking socket per connection.
 //!
-//! Owns: the handshake (`INFO` → `CONNECT` + `PING` → `PONG`; over TLS, the plain-text
-//! `INFO` with `tls_required`, then the TLS handshake, then `CONNECT`, as NATS clients
-//! do), the stuck consumer's
-//! connection (handshake, `SUB`, `PING` → `PONG`, then handed over as a
-//! [`super::Stalled`] that is never read), subscription ids, answering
-//! the broker's `PING`s, turning `-ERR` into [`DriverError::Server`], and counting what
-//! `ternd`'s drop notices (`$TERN.DROPPED` messages on a subscription's sid) say was
-//! dropped instead of handing them over as deliveries.
+//! Owns: the handshake (`INFO` → `CONNECT` + `PING` → `PONG`, with the driver's name or,
+//! through [`Driver::connect_as`], a connection's own name and user and password; over
+//! TLS, the plain-text `INFO` with `tls_required`, then the TLS handshake, then `CONNECT`,
+//! as NATS clients do), the stuck consumer's connection (handshake, `SUB`, `PING` →
+//! `PONG`, then handed over as a [`super::Stalled`] that is never read), subscription ids,
+//! requests (`PUB` with a reply subject), answering the broker's `PING`s, turning `-ERR`
+//! into [`DriverError::Server`], and counting what `ternd`'s drop notices
+//! (`$TERN.DROPPED` messages on a subscription's sid) say was dropped instead of handing
+//! them over as deliveries.
 //!
 //! `PUB` lines go through `tern_protocol::text::encode_pub_line` straight into the write
 //! batch (the hot path: no allocation per message); every other operation goes through
@@ -61,11 +62,19 @@ impl Driver for NatsDriver {
     }
 
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError> {
-        Ok(Box::new(self.open(None)?))
+        Ok(Box::new(self.open(None, &self.name, None)?))
+    }
+
+    fn connect_as(
+        &self,
+        name: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Box<dyn Connection>, DriverError> {
+        Ok(Box::new(self.open(None, name, credentials)?))
     }
 
     fn connect_stalled(&self, subject: &str, recv_buffer: usize) -> Result<Stalled, DriverError> {
-        let mut conn = self.open(Some(recv_buffer))?;
+        let mut conn = self.open(Some(recv_buffer), &self.name, None)?;
         conn.subscribe(subject, None)?;
         conn.sync(HANDSHAKE_TIMEOUT)?;
         let mut ping = BytesMut::new();
@@ -76,14 +85,21 @@ impl Driver for NatsDriver {
 
 impl NatsDriver {
     /// Connects (with `SO_RCVBUF` set to `recv_buffer` first, if given) and completes the
-    /// handshake.
-    fn open(&self, recv_buffer: Option<usize>) -> Result<NatsConnection, DriverError> {
+    /// handshake, introducing itself as `name` (with a user and password, if given).
+    fn open(
+        &self,
+        recv_buffer: Option<usize>,
+        name: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<NatsConnection, DriverError> {
         let mut conn = NatsConnection::open(&self.dial, recv_buffer)?;
         let options = ConnectOptions {
             verbose: false,
             pedantic: false,
             echo: true,
-            name: Some(self.name.clone()),
+            name: Some(name.to_string()),
+            user: credentials.map(|(user, _)| user.to_string()),
+            pass: credentials.map(|(_, pass)| pass.to_string()),
             lang: Some("rust".into()),
             version: Some(env!("CARGO_PKG_VERSION").into()),
             protocol: Some(1),
@@ -242,6 +258,20 @@ impl Connection for NatsConnection {
         });
         encode_client_op(&op, &mut self.socket.out);
         Ok(())
+    }
+
+    fn request(&mut self, subject: &str, reply: &str, payload: &[u8]) -> Result<(), DriverError> {
+        let out = &mut self.socket.out;
+        encode_pub_line(
+            out,
+            subject.as_bytes(),
+            Some(reply.as_bytes()),
+            None,
+            payload.len(),
+        );
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\r\n");
+        self.socket.flush_if_full()
     }
 
     fn publish(&mut self, subject: &str, payload: &[u8]) -> Result<(), DriverError> {

@@ -34,11 +34,21 @@
 //! it lingers for what was in flight, at most `linger`) or, after an abrupt drop, up to
 //! the last message it received (what was in flight is `cut_by_drop`, not missed).
 //!
+//! **Presence** (`presence`, off by default): every user also joins its room's presence
+//! (`$TERN.PRESENCE.JOIN.<room>`) on each connection, leaves it explicitly when it leaves
+//! (churn, the end) and by closing when it drops (the storm); an observer connection
+//! counts the events, times how long after the storm the rooms' counts are right again,
+//! and, once publishing stopped and the grace window passed, checks every room's member
+//! list against who the harness knows is in it. The figures and their exact definitions
+//! are in [`presence`]. Text protocol only.
+//!
 //! Never: prints, or waits without a deadline — the run is aborted (and says so) if
-//! it has not finished `duration + linger + reconnect_timeout + 20 s` after it started.
+//! it has not finished `duration + linger + reconnect_timeout + 20 s` (with presence, plus
+//! [`PresenceConfig::settle_budget`]) after it started.
 
 pub mod accounting;
 mod crowd;
+pub mod presence;
 pub mod random;
 pub mod rooms;
 
@@ -51,6 +61,7 @@ use serde::Serialize;
 
 use self::accounting::{PublishLog, Tally};
 use self::crowd::{CrowdStats, Plan, User};
+use self::presence::{PresenceConfig, PresenceResult};
 use self::random::{Backoff, Rng};
 use self::rooms::SizeClass;
 use crate::driver::Driver;
@@ -108,6 +119,9 @@ pub struct AudienceConfig {
     pub seed: u64,
     /// Subjects are `<prefix>.viral` and `<prefix>.room.<rank>`.
     pub subject_prefix: String,
+    /// Presence: users join their rooms' presence and an observer checks it (`None`: off,
+    /// and the run is as without it).
+    pub presence: Option<PresenceConfig>,
 }
 
 impl Default for AudienceConfig {
@@ -133,6 +147,7 @@ impl Default for AudienceConfig {
             threads: 2,
             seed: 1,
             subject_prefix: "audience".into(),
+            presence: None,
         }
     }
 }
@@ -155,7 +170,15 @@ impl AudienceConfig {
 
     /// The label that matches runs across targets.
     pub fn label(&self) -> String {
-        format!("audience {} users {} rooms", self.users, self.rooms)
+        let presence = if self.presence.is_some() {
+            " presence"
+        } else {
+            ""
+        };
+        format!(
+            "audience {} users {} rooms{presence}",
+            self.users, self.rooms
+        )
     }
 }
 
@@ -294,6 +317,8 @@ pub struct AudienceResult {
     pub max_send_lag_ns: u64,
     /// Subscribers that missed or got duplicates, worst first (at most 100).
     pub lossy_subscribers: Vec<SubscriberLoss>,
+    /// Presence's figures (with presence only).
+    pub presence: Option<PresenceResult>,
     /// Everything that went wrong.
     pub problems: Vec<String>,
 }
@@ -358,8 +383,52 @@ impl AudienceResult {
             "µs",
             Better::Lower,
         ));
+        if let Some(p) = &self.presence {
+            f.extend(presence_figures(p));
+        }
         f
     }
+}
+
+/// Presence's figures (definitions in [`presence`]).
+fn presence_figures(p: &PresenceResult) -> Vec<Figure> {
+    let mut f = vec![
+        Figure::new(
+            "presence events/s",
+            p.events_per_sec,
+            "events/s",
+            Better::Neither,
+        ),
+        Figure::new(
+            "presence events",
+            p.events() as f64,
+            "events",
+            Better::Neither,
+        ),
+        Figure::new(
+            "presence suppressed",
+            p.suppressed as f64,
+            "events",
+            Better::Neither,
+        ),
+    ];
+    if let Some(ms) = p.right_after_storm_ms {
+        f.push(Figure::new(
+            "presence right after storm",
+            ms,
+            "ms",
+            Better::Lower,
+        ));
+    }
+    if p.checked {
+        f.push(Figure::new(
+            "presence mismatches",
+            p.mismatches() as f64,
+            "users",
+            Better::Lower,
+        ));
+    }
+    f
 }
 
 /// Runs an audience. Never fails: whatever went wrong is in `problems`.
@@ -392,11 +461,27 @@ pub fn run(driver: &dyn Driver, config: &AudienceConfig) -> AudienceResult {
         Ok(_) => {}
         Err(e) => problems.push(format!("cannot read the open-file limit: {e}")),
     }
-    // Fail fast when the broker is not there at all.
-    if let Err(e) = driver.connect() {
-        result.problems.push(format!("cannot connect: {e}"));
-        return result;
-    }
+    // Fail fast when the broker is not there at all. With presence, the observer's
+    // connection is the probe (with the users' credentials, if any), and it is subscribed
+    // before the first user joins.
+    let observer = match &config.presence {
+        Some(p) => match presence_observer(driver, &config, p) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                result
+                    .problems
+                    .push(format!("cannot connect (presence observer): {e}"));
+                return result;
+            }
+        },
+        None => match driver.connect() {
+            Ok(_) => None,
+            Err(e) => {
+                result.problems.push(format!("cannot connect: {e}"));
+                return result;
+            }
+        },
+    };
 
     let plan = Plan {
         origin: Instant::now(),
@@ -406,12 +491,20 @@ pub fn run(driver: &dyn Driver, config: &AudienceConfig) -> AudienceResult {
         joined: AtomicUsize::new(0),
         start_ns: AtomicU64::new(u64::MAX),
         abort: AtomicBool::new(false),
+        presence: config
+            .presence
+            .as_ref()
+            .map(|_| presence::Shared::new(config.users)),
         layout,
         config,
     };
     let config = &plan.config;
-    let (users, stats) = thread::scope(|s| {
+    let (users, stats, presence) = thread::scope(|s| {
         let plan = &plan;
+        let observer = observer.and_then(|(conn, inbox)| {
+            let shared = plan.presence.as_ref()?;
+            Some(s.spawn(move || presence::observe(plan, shared, conn, inbox)))
+        });
         let handles: Vec<_> = (0..config.threads)
             .map(|t| {
                 let users: Vec<User> = (t..config.users)
@@ -431,10 +524,14 @@ pub fn run(driver: &dyn Driver, config: &AudienceConfig) -> AudienceResult {
         }
         let joined = plan.joined.load(Ordering::Acquire);
         plan.start();
+        let settle = config.presence.as_ref().map_or(Duration::ZERO, |p| {
+            p.settle_budget(config.reconnect_timeout)
+        });
         let deadline = Instant::now()
             + config.duration
             + config.linger
             + config.reconnect_timeout
+            + settle
             + ABORT_SLACK;
         while !handles.iter().all(|h| h.is_finished()) {
             if Instant::now() >= deadline {
@@ -455,7 +552,14 @@ pub fn run(driver: &dyn Driver, config: &AudienceConfig) -> AudienceResult {
             }
         }
         result.joined_before_start = joined;
-        (users, stats)
+        // The observer released the users before they could finish.
+        let presence = observer.map(|h| {
+            h.join().unwrap_or_else(|_| PresenceResult {
+                problems: vec!["the presence observer panicked".into()],
+                ..PresenceResult::default()
+            })
+        });
+        (users, stats, presence)
     });
     let Plan { logs, .. } = plan;
     let logs: Vec<PublishLog> = logs
@@ -463,6 +567,10 @@ pub fn run(driver: &dyn Driver, config: &AudienceConfig) -> AudienceResult {
         .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
         .collect();
     summarize(&mut result, &users, &stats, &logs);
+    if let Some(mut p) = presence {
+        problems.append(&mut p.problems);
+        result.presence = Some(p);
+    }
     if result.joined_before_start < result.config.users {
         problems.push(format!(
             "only {} of {} users joined within {:?}; publishing started anyway",
@@ -472,6 +580,25 @@ pub fn run(driver: &dyn Driver, config: &AudienceConfig) -> AudienceResult {
     problems.append(&mut result.problems);
     result.problems = problems;
     result
+}
+
+/// Opens presence's observer: subscribed to every room's events and to its inbox, and
+/// synced, so it sees the first join. Returns it with its inbox.
+fn presence_observer(
+    driver: &dyn Driver,
+    config: &AudienceConfig,
+    p: &PresenceConfig,
+) -> Result<(Box<dyn crate::driver::Connection>, String), crate::driver::DriverError> {
+    // With authentication, the observer is user 0 (the broker knows no other name); it
+    // never joins, so it is no member.
+    let name = presence::identity(0);
+    let credentials = p.password.as_deref().map(|pass| (name.as_str(), pass));
+    let mut conn = driver.connect_as("tern-bench-presence", credentials)?;
+    let inbox = format!("_INBOX.{}.presence", config.subject_prefix);
+    conn.subscribe(&presence::events_subject(&config.subject_prefix), None)?;
+    conn.subscribe(&inbox, None)?;
+    conn.sync(crate::driver::HANDSHAKE_TIMEOUT)?;
+    Ok((conn, inbox))
 }
 
 fn empty_result(config: &AudienceConfig, layout: &rooms::Layout) -> AudienceResult {
@@ -506,6 +633,7 @@ fn empty_result(config: &AudienceConfig, layout: &rooms::Layout) -> AudienceResu
         dropped_by_broker: 0,
         max_send_lag_ns: 0,
         lossy_subscribers: Vec::new(),
+        presence: None,
         problems: Vec::new(),
     }
 }

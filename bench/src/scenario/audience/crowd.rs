@@ -5,6 +5,9 @@
 //! Poisson schedule, receive), leave (linger until what it is owed arrived, then close),
 //! away (churn), dropped (the storm, or the broker closing it) and reconnect (exponential
 //! backoff with full jitter) — and the figures one thread collects ([`CrowdStats`]).
+//! With presence, a user also joins its room's presence on each connection (recorded in
+//! [`super::presence::Shared`] as it is sent), leaves it explicitly before a graceful
+//! close, and, once publishing stopped, stays connected until the observer releases it.
 //!
 //! One loop turn: check the run's phase (the storm fires once), step every user whose
 //! time has come, then sleep in `ppoll` until the next user event or until a socket is
@@ -19,6 +22,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::accounting::{End, Ledger, PublishLog};
+use super::presence::{self, Shared};
 use super::random::Rng;
 use super::rooms::{Layout, SizeClass};
 use super::AudienceConfig;
@@ -60,6 +64,8 @@ pub(super) struct Plan {
     pub start_ns: AtomicU64,
     /// Set when the run must end now (the overall deadline passed).
     pub abort: AtomicBool,
+    /// With presence: what users share with the observer.
+    pub presence: Option<Shared>,
 }
 
 impl Plan {
@@ -71,6 +77,14 @@ impl Plan {
     /// Marks the start of publishing.
     pub fn start(&self) {
         self.start_ns.store(self.now(), Ordering::Release);
+    }
+
+    /// True while users that finished publishing must stay connected and joined: with
+    /// presence, until the observer's settle check released them.
+    fn holding(&self) -> bool {
+        self.presence
+            .as_ref()
+            .is_some_and(|p| !p.release.load(Ordering::Acquire))
     }
 
     fn log(&self, user: u32) -> MutexGuard<'_, PublishLog> {
@@ -140,6 +154,8 @@ pub(super) struct User {
     pending: Vec<u32>,
     /// Set by the receive path when its own join message came back.
     echo_at: Option<u64>,
+    /// Joined its room's presence on the current connection (with presence only).
+    in_presence: bool,
     /// What it received and was owed.
     pub ledger: Ledger,
 }
@@ -163,6 +179,7 @@ impl User {
             leave_at: NEVER,
             pending: Vec::new(),
             echo_at: None,
+            in_presence: false,
             ledger: Ledger::default(),
         }
     }
@@ -231,13 +248,15 @@ pub(super) fn play(
     let mut storm_done = storm_after.is_none();
     let mut fds: Vec<libc::pollfd> = Vec::with_capacity(users.len());
     let mut owners: Vec<usize> = Vec::with_capacity(users.len());
+    // This thread's share of `Shared::settled`.
+    let mut settled = 0i64;
     loop {
         let now = plan.now();
         if plan.abort.load(Ordering::Acquire) {
             for u in &mut users {
                 if u.state != State::Done {
                     stats.unfinished += 1;
-                    close(u, End::Abrupt(now), &mut stats);
+                    close(u, plan, End::Abrupt(now), &mut stats);
                     u.state = State::Done;
                 }
             }
@@ -263,6 +282,9 @@ pub(super) fn play(
                         drop_connection(u, plan, now, &mut stats);
                     }
                 }
+                if let Some(p) = &plan.presence {
+                    p.storms.fetch_add(1, Ordering::AcqRel);
+                }
             } else {
                 wake = wake.min(storm_at);
             }
@@ -272,6 +294,15 @@ pub(super) fn play(
         for u in &mut users {
             wake = wake.min(step(u, plan, driver, phase, &mut connects, &mut stats));
             all_done &= u.state == State::Done;
+        }
+        if let (Some(p), true) = (&plan.presence, phase.stopping) {
+            // Held (live, publishing over) or finished: what the settle check waits for.
+            let now_settled = users
+                .iter()
+                .filter(|u| matches!(u.state, State::Live | State::Done))
+                .count() as i64;
+            p.settled.fetch_add(now_settled - settled, Ordering::AcqRel);
+            settled = now_settled;
         }
         if all_done {
             break;
@@ -372,7 +403,7 @@ fn broker_failure(u: &mut User, plan: &Plan, e: DriverError, stats: &mut CrowdSt
 
 /// Closes the connection now (no linger) and schedules a reconnect.
 fn drop_connection(u: &mut User, plan: &Plan, now: u64, stats: &mut CrowdStats) {
-    close(u, End::Abrupt(now), stats);
+    close(u, plan, End::Abrupt(now), stats);
     let delay = plan.config.backoff().delay(0, &mut u.rng);
     u.state = State::Offline {
         why: Why::Reconnect { dropped: now },
@@ -381,10 +412,16 @@ fn drop_connection(u: &mut User, plan: &Plan, now: u64, stats: &mut CrowdStats) 
     };
 }
 
-/// Closes the connection (if any) and the open period (if any).
-fn close(u: &mut User, end: End, stats: &mut CrowdStats) {
+/// Closes the connection (if any) and the open period (if any); a joined connection
+/// leaves presence by closing (the broker's grace window applies).
+fn close(u: &mut User, plan: &Plan, end: End, stats: &mut CrowdStats) {
     if let Some(c) = u.conn.take() {
         stats.dropped_by_broker += c.dropped();
+    }
+    if std::mem::take(&mut u.in_presence) {
+        if let Some(p) = &plan.presence {
+            p.ended(u.id, plan.now());
+        }
     }
     u.ledger.close(end);
     u.echo_at = None;
@@ -474,13 +511,13 @@ fn step(
                 return now;
             }
             if phase.stopping && !matches!(why, Why::Reconnect { .. }) {
-                close(u, End::Abrupt(now), stats);
+                close(u, plan, End::Abrupt(now), stats);
                 u.state = State::Done;
                 return NEVER;
             }
             if now >= deadline {
                 stats.join_timeouts += 1;
-                close(u, End::Abrupt(now), stats);
+                close(u, plan, End::Abrupt(now), stats);
                 return retry_later(u, plan, why, attempt);
             }
             if now < join_next {
@@ -500,6 +537,10 @@ fn step(
             join_next.min(deadline)
         }
         State::Live => {
+            if phase.stopping && plan.holding() {
+                // Connected and joined until the presence settle check is done.
+                return NEVER;
+            }
             if phase.stopping {
                 begin_leave(u, plan, now, false);
                 return now;
@@ -551,7 +592,8 @@ fn step(
             if !owed_all {
                 stats.linger_timeouts += 1;
             }
-            close(u, End::Graceful(at), stats);
+            leave_presence(u, plan);
+            close(u, plan, End::Graceful(at), stats);
             u.state = if then_away && !phase.stopping {
                 let away = u.rng.exponential(config.away).as_nanos() as u64;
                 State::Away { until: now + away }
@@ -563,14 +605,45 @@ fn step(
     }
 }
 
-/// Connects, subscribes to the user's room and publishes its first join message.
+/// Connects, subscribes to the user's room, joins its presence (with presence) and
+/// publishes its first join message.
 fn join(u: &mut User, plan: &Plan, driver: &dyn Driver) -> Result<(), DriverError> {
-    let mut conn = driver.connect()?;
-    conn.subscribe(&plan.layout.rooms[u.room].subject, None)?;
+    let subject = &plan.layout.rooms[u.room].subject;
+    let mut conn = match &plan.config.presence {
+        Some(p) => {
+            let name = presence::identity(u.id);
+            let credentials = p.password.as_deref().map(|pass| (name.as_str(), pass));
+            driver.connect_as(&name, credentials)?
+        }
+        None => driver.connect()?,
+    };
+    conn.subscribe(subject, None)?;
+    if let Some(p) = &plan.presence {
+        let info = format!(r#"{{"bench":"{}"}}"#, presence::identity(u.id));
+        conn.publish(&presence::join_subject(subject), info.as_bytes())?;
+        p.joined(u.id);
+        u.in_presence = true;
+    }
     u.conn = Some(conn);
     u.echo_at = None;
     u.pending.clear();
-    send_join(u, plan).inspect_err(|_| u.conn = None)
+    send_join(u, plan).inspect_err(|_| {
+        u.conn = None;
+        if std::mem::take(&mut u.in_presence) {
+            if let Some(p) = &plan.presence {
+                p.ended(u.id, plan.now());
+            }
+        }
+    })
+}
+
+/// A leaving user says so before closing: an explicit leave is at once (no window).
+/// A failure is ignored: the close that follows leaves with the window.
+fn leave_presence(u: &mut User, plan: &Plan) {
+    if let (true, Some(c)) = (u.in_presence, u.conn.as_mut()) {
+        let subject = presence::leave_subject(&plan.layout.rooms[u.room].subject);
+        let _ = c.publish(&subject, b"").and_then(|()| c.flush());
+    }
 }
 
 /// Publishes the user's join message to its room: it travels the way the room's messages
