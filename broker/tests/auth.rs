@@ -72,7 +72,7 @@ fn expect_closed_with(c: &mut RawClient, text: &str) {
 #[test]
 fn a_token_is_required_before_anything_else() {
     let file = config_file("auth_token = \"s3cret\"\n");
-    let broker = broker_with(&file, &["--auth-timeout", "300ms"]);
+    let broker = broker_with(&file, &["--auth-timeout", "1s"]);
 
     let mut c = RawClient::connect(broker.addr());
     assert_eq!(c.info["auth_required"], true, "{}", c.info);
@@ -494,7 +494,7 @@ fn repeated_failures_from_one_address_hold_it_back() {
             "--auth-failures-per-ip",
             "3",
             "--auth-failure-backoff",
-            "400ms",
+            "2s",
         ],
     );
     for _ in 0..3 {
@@ -510,7 +510,7 @@ fn repeated_failures_from_one_address_hold_it_back() {
         text.starts_with("-ERR 'too many failed authentications from this address, retry after"),
         "{text}"
     );
-    std::thread::sleep(Duration::from_millis(450));
+    std::thread::sleep(Duration::from_millis(2100));
     raw_login(&broker, "\"auth_token\":\"right\"");
     let varz = broker.varz();
     assert_eq!(varz["connections_refused"]["auth_backoff"], 1, "{varz}");

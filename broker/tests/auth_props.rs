@@ -572,6 +572,23 @@ proptest! {
     }
 }
 
+/// Cases the property found once, kept: a wide filter of a user allowed everything is
+/// served by `$TERN.REPLAY` (the broker once refused it for taking in presence events,
+/// which are never stored).
+#[test]
+fn cases_found_before() {
+    run(&Case {
+        pub_allow: None,
+        pub_deny: vec!["a".into(), "b".into()],
+        sub_allow: Some(vec![">".into()]),
+        sub_deny: Vec::new(),
+        filter: "*.>".into(),
+        subjects: ["c.a", "a", "b", "c", "b.b", "b", "b.b"]
+            .map(String::from)
+            .to_vec(),
+    });
+}
+
 /// The model's own corner cases, by hand (no broker).
 #[test]
 fn the_model_follows_nats_server() {

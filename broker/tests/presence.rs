@@ -26,6 +26,14 @@ fn broker(extra: &[&str]) -> Broker {
     Broker::with_args(&args)
 }
 
+/// A raw text connection logged in as `user`.
+fn login(broker: &Broker, user: &str, pass: &str) -> RawClient {
+    let mut c = RawClient::connect(broker.addr());
+    c.send(format!("CONNECT {{\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\nPING\r\n").as_bytes());
+    c.expect(b"PONG\r\n");
+    c
+}
+
 /// A request and its JSON answer.
 async fn ask(client: &async_nats::Client, subject: &str, body: &str) -> Value {
     let reply = tokio::time::timeout(
@@ -136,14 +144,7 @@ fn a_user_with_several_connections_is_one_member_and_reconnects_within_grace_are
         "[[users]]\nuser = \"ann\"\npassword = \"a\"\n\n[[users]]\nuser = \"obs\"\npassword = \"o\"\n",
     );
     let broker = broker(&["--config", file.to_str().unwrap(), "--presence-grace", "2s"]);
-    let login = |user: &str, pass: &str| {
-        let mut c = RawClient::connect(broker.addr());
-        c.send(
-            format!("CONNECT {{\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\nPING\r\n").as_bytes(),
-        );
-        c.expect(b"PONG\r\n");
-        c
-    };
+    let login = |user: &str, pass: &str| login(&broker, user, pass);
     let mut obs = login("obs", "o");
     obs.send(b"SUB $TERN.PRESENCE.EVENTS.doc 1\r\nSUB _INBOX.q 2\r\n");
     obs.ping_pong();
@@ -302,14 +303,7 @@ password = "a"
 "#,
     );
     let broker = broker(&["--config", file.to_str().unwrap()]);
-    let login = |user: &str, pass: &str| {
-        let mut c = RawClient::connect(broker.addr());
-        c.send(
-            format!("CONNECT {{\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\nPING\r\n").as_bytes(),
-        );
-        c.expect(b"PONG\r\n");
-        c
-    };
+    let login = |user: &str, pass: &str| login(&broker, user, pass);
     let mut guest = login("guest", "g");
     guest.send(b"SUB $TERN.> 1\r\n");
     guest.ping_pong();

@@ -153,6 +153,15 @@ impl Access {
         })
     }
 
+    /// True when the wildcard `filter` takes in a subject its user may not receive (a
+    /// deny entry inside it). What a catch-up, which replays stored messages only (never
+    /// presence events), must be refused for.
+    pub fn denies_within(&self, filter: &[u8]) -> bool {
+        self.perms
+            .as_ref()
+            .is_some_and(|p| p.delivery_filter(filter))
+    }
+
     /// May a message on `subject` be delivered to it, on a subscription in queue group
     /// `queue` (a screened subscription's check; a queue's own deny entries apply too)? A
     /// presence event only to who may subscribe to its room.

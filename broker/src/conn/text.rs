@@ -513,7 +513,7 @@ impl Conn {
         // History obeys the live rules: the filter must be one the user may subscribe to,
         // and one whose records need no screening (a deny inside it), since the shards
         // that replay do not know the user.
-        if !self.access.may_subscribe(&filter, None) || self.access.screens(&filter) {
+        if !self.access.may_subscribe(&filter, None) || self.access.denies_within(&filter) {
             bump(
                 &router.stats.permission_violations[Denial::Subscribe as usize],
                 1,
