@@ -56,10 +56,7 @@ fn unix_now() -> u64 {
 /// A raw text connection that sends `CONNECT` with `fields` (JSON members) and checks the
 /// server answered `PONG` (accepted).
 fn raw_login(broker: &Broker, fields: &str) -> RawClient {
-    let mut c = RawClient::connect(broker.addr());
-    c.send(format!("CONNECT {{\"verbose\":false,{fields}}}\r\nPING\r\n").as_bytes());
-    c.expect(b"PONG\r\n");
-    c
+    RawClient::connect_as(broker.addr(), fields)
 }
 
 /// Expects `-ERR 'text'` next, then the connection closed.

@@ -28,10 +28,10 @@ fn broker(extra: &[&str]) -> Broker {
 
 /// A raw text connection logged in as `user`.
 fn login(broker: &Broker, user: &str, pass: &str) -> RawClient {
-    let mut c = RawClient::connect(broker.addr());
-    c.send(format!("CONNECT {{\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\nPING\r\n").as_bytes());
-    c.expect(b"PONG\r\n");
-    c
+    RawClient::connect_as(
+        broker.addr(),
+        &format!("\"user\":\"{user}\",\"pass\":\"{pass}\""),
+    )
 }
 
 /// A request and its JSON answer.
@@ -215,9 +215,8 @@ subscribe = ["lobby", "_INBOX.>"]
         "--max-presence-members",
         "1",
     ]);
-    let mut guest = RawClient::connect(broker.addr());
-    guest.send(b"CONNECT {\"user\":\"guest\",\"pass\":\"g\",\"headers\":true}\r\nPING\r\n");
-    guest.expect(b"PONG\r\n");
+    let mut guest =
+        RawClient::connect_as(broker.addr(), r#""user":"guest","pass":"g","headers":true"#);
     // Not a room it may subscribe to: not its presence either.
     guest.send(b"PUB $TERN.PRESENCE.JOIN.vip _INBOX.1 0\r\n\r\n");
     guest.expect(b"-ERR 'Permissions Violation for Subscription to \"vip\"'\r\n");

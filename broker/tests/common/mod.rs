@@ -523,6 +523,15 @@ impl RawClient {
         c
     }
 
+    /// Connects, sends `CONNECT` with these JSON members (credentials, options) and a
+    /// `PING`, and expects the `PONG`: the server accepted them.
+    pub fn connect_as(addr: SocketAddr, fields: &str) -> RawClient {
+        let mut c = RawClient::connect(addr);
+        c.send(format!("CONNECT {{{fields}}}\r\nPING\r\n").as_bytes());
+        c.expect(b"PONG\r\n");
+        c
+    }
+
     /// Reads the `INFO {json}\r\n` line and keeps its JSON in `self.info`.
     pub fn read_info(&mut self) -> serde_json::Value {
         let line = self.read_until(b"\r\n", WAIT);
