@@ -84,10 +84,11 @@ pub enum AuthConfigError {
     BadDuration { key: String, reason: String },
 }
 
-impl AuthConfigError {
-    /// The key the error is about.
-    pub fn key(&self) -> &str {
-        match self {
+/// Every variant's `key` field, borrowed as `$e` is (shared or mutable): one list of the
+/// variants for [`AuthConfigError::key`] and [`AuthConfigError::within`].
+macro_rules! key_of {
+    ($e:expr) => {
+        match $e {
             Self::DuplicateUser { key, .. }
             | Self::UserAndNkey { key }
             | Self::NoUserNorNkey { key }
@@ -104,28 +105,19 @@ impl AuthConfigError {
             | Self::BadFilter { key, .. }
             | Self::BadDuration { key, .. } => key,
         }
+    };
+}
+
+impl AuthConfigError {
+    /// The key the error is about.
+    pub fn key(&self) -> &str {
+        key_of!(self)
     }
 
     /// The same error with its key placed under `prefix` (`publish.allow[0]` becomes
     /// `users[1].permissions.publish.allow[0]`).
     pub(crate) fn within(mut self, prefix: &str) -> Self {
-        let key = match &mut self {
-            Self::DuplicateUser { key, .. }
-            | Self::UserAndNkey { key }
-            | Self::NoUserNorNkey { key }
-            | Self::MissingPassword { key, .. }
-            | Self::PasswordWithNkey { key }
-            | Self::BadNkey { key, .. }
-            | Self::BadBcrypt { key }
-            | Self::UnknownNoAuthUser { key, .. }
-            | Self::TokenWithUsers { key }
-            | Self::TokenWithJwt { key }
-            | Self::EmptySecret { key }
-            | Self::JwtKey { key }
-            | Self::KeyFile { key, .. }
-            | Self::BadFilter { key, .. }
-            | Self::BadDuration { key, .. } => key,
-        };
+        let key = key_of!(&mut self);
         *key = if key.is_empty() {
             prefix.to_string()
         } else {
