@@ -8,8 +8,9 @@ use proptest::prelude::*;
 use tern_protocol::binary::{
     encode_client_frame, encode_message_head, encode_server_frame, AckResult, Auth, BinaryError,
     Challenge, ClientFrame, ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice,
-    GoAway, Hello, Limits, Message, MessageHead, Publish, PublishAck, ResumeToken, SequenceRange,
-    ServerFrame, ServerFrameDecoder, StartPosition, Subscribe, Unsubscribe, Welcome,
+    GoAway, Hello, Limits, Member, Message, MessageHead, Presence, PresenceBody, PresenceJoin,
+    PresenceQuery, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame,
+    ServerFrameDecoder, StartPosition, Subscribe, Unsubscribe, Welcome,
 };
 
 fn literal_token() -> impl Strategy<Value = String> {
@@ -116,9 +117,10 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             filter(),
             prop::option::of(subject()),
             start(),
-            any::<(bool, u32, u32)>(),
+            any::<(bool, u32, u32, bool)>(),
+            prop::option::of((bytes(24), prop::option::of(nonempty(12)))),
         )
-            .prop_map(|(sid, subject, queue, start, (lossless, m, b))| {
+            .prop_map(|(sid, subject, queue, start, (lossless, m, b, events), presence)| {
                 ClientFrame::Subscribe(Subscribe {
                     sid,
                     subject,
@@ -127,8 +129,24 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                     lossless,
                     max_queue_messages: m,
                     max_queue_bytes: b,
+                    presence: presence.map(|(info, member_token)| PresenceJoin {
+                        info,
+                        member_token,
+                    }),
+                    presence_events: events,
                 })
             }),
+        1 => (any::<(u32, u32, u32, bool)>(), subject()).prop_map(
+            |((id, offset, limit, count_only), room)| {
+                ClientFrame::PresenceQuery(PresenceQuery {
+                    id,
+                    room,
+                    offset,
+                    limit,
+                    count_only,
+                })
+            }
+        ),
         1 => (any::<u32>(), any::<Option<u64>>())
             .prop_map(|(sid, max)| ClientFrame::Unsubscribe(Unsubscribe { sid, max })),
         1 => Just(ClientFrame::Ping),
@@ -140,6 +158,32 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
     prop_oneof![
         prop::sample::select(ErrorCode::KNOWN.to_vec()),
         any::<u16>().prop_map(ErrorCode::from_u16),
+    ]
+}
+
+fn member() -> impl Strategy<Value = Member> {
+    (bytes(12), any::<(u64, u16)>(), bytes(24)).prop_map(|(user, (since_ms, connections), info)| {
+        Member {
+            user,
+            since_ms,
+            connections,
+            info,
+        }
+    })
+}
+
+fn presence_body() -> impl Strategy<Value = PresenceBody> {
+    prop_oneof![
+        member().prop_map(PresenceBody::Join),
+        bytes(12).prop_map(|user| PresenceBody::Leave { user }),
+        (bytes(12), bytes(12))
+            .prop_map(|(user, member_token)| PresenceBody::Joined { user, member_token }),
+        (any::<u32>(), prop::collection::vec(member(), 0..4))
+            .prop_map(|(offset, members)| PresenceBody::Snapshot { offset, members }),
+        (any::<u32>(), prop::collection::vec(member(), 0..4))
+            .prop_map(|(offset, members)| PresenceBody::Page { offset, members }),
+        (error_code(), bytes(16))
+            .prop_map(|(code, message)| PresenceBody::Refused { code, message }),
     ]
 }
 
@@ -239,6 +283,17 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             })
         }),
         1 => bytes(16).prop_map(|nonce| ServerFrame::Challenge(Challenge { nonce })),
+        2 => (any::<(u32, bool, bool, u32)>(), presence_body()).prop_map(
+            |((id, query, more, count), body)| {
+                ServerFrame::Presence(Presence {
+                    id,
+                    query,
+                    more,
+                    count,
+                    body,
+                })
+            }
+        ),
         1 => Just(ServerFrame::Ping),
         1 => Just(ServerFrame::Pong),
     ]

@@ -18,8 +18,9 @@ use bytes::{Bytes, BytesMut};
 use tern_protocol::binary::{
     encode_client_frame, encode_server_frame, AckResult, Auth, BinaryError, Challenge, ClientFrame,
     ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, GoAway, Hello, Limits,
-    Message, Preface, Publish, PublishAck, Refusal, ResumeToken, SequenceRange, ServerFrame,
-    ServerFrameDecoder, StartPosition, Subscribe, Subscribed, Unsubscribe, Welcome,
+    Member, Message, Preface, Presence, PresenceBody, PresenceJoin, PresenceQuery, Publish,
+    PublishAck, Refusal, ResumeToken, SequenceRange, ServerFrame, ServerFrameDecoder,
+    StartPosition, Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 use tern_protocol::subject::SubjectError;
 
@@ -81,6 +82,15 @@ fn message() -> Message {
         subject: b("chat.room1"),
         payload: b("hi"),
         ..Message::default()
+    }
+}
+
+fn member(user: &'static str, connections: u16) -> Member {
+    Member {
+        user: b(user),
+        since_ms: 1_700_000_000_000,
+        connections,
+        info: b("{}"),
     }
 }
 
@@ -183,6 +193,32 @@ fn table() -> Vec<(&'static str, &'static str, Expect)> {
                 start: StartPosition::LastN(20),
                 ..subscribe(5, "presence.*")
             }))),
+        ("client.subscribe-presence",
+            "SUBSCRIBE flags presence|presence events|member token; sid 6; filter \"room.42\"; start live; info \"{}\"; member token \"tok\"",
+            Client(ClientFrame::Subscribe(Subscribe {
+                presence: Some(PresenceJoin {
+                    info: b("{}"),
+                    member_token: Some(b("tok")),
+                }),
+                presence_events: true,
+                ..subscribe(6, "room.42")
+            }))),
+        ("client.presence-query", "PRESENCE_QUERY query id 9; room \"room.42\"; offset 0; limit 100",
+            Client(ClientFrame::PresenceQuery(PresenceQuery {
+                id: 9,
+                room: b("room.42"),
+                offset: 0,
+                limit: 100,
+                count_only: false,
+            }))),
+        ("client.presence-query-count", "PRESENCE_QUERY flags count only; query id 10; room \"room.42\"; offset 0; limit 0",
+            Client(ClientFrame::PresenceQuery(PresenceQuery {
+                id: 10,
+                room: b("room.42"),
+                offset: 0,
+                limit: 0,
+                count_only: true,
+            }))),
         ("client.unsubscribe", "UNSUBSCRIBE sid 1, now",
             Client(ClientFrame::Unsubscribe(Unsubscribe { sid: 1, max: None }))),
         ("client.unsubscribe-max", "UNSUBSCRIBE flags max; sid 2; after 10 more messages",
@@ -273,6 +309,63 @@ fn table() -> Vec<(&'static str, &'static str, Expect)> {
             }))),
         ("server.challenge", "CHALLENGE nonce \"qKxRFmHLFrMz5Q0AU4vCxw\" (16 random bytes as base64url)",
             Server(ServerFrame::Challenge(Challenge { nonce: b("qKxRFmHLFrMz5Q0AU4vCxw") }))),
+        ("server.presence-join",
+            "PRESENCE sid 6; kind 0 (join); count 2; member \"alice\" since 1700000000000 ms, 1 connection, info \"{}\"",
+            Server(ServerFrame::Presence(Presence {
+                id: 6,
+                query: false,
+                more: false,
+                count: 2,
+                body: PresenceBody::Join(member("alice", 1)),
+            }))),
+        ("server.presence-leave", "PRESENCE sid 6; kind 1 (leave); count 1; user \"alice\"",
+            Server(ServerFrame::Presence(Presence {
+                id: 6,
+                query: false,
+                more: false,
+                count: 1,
+                body: PresenceBody::Leave { user: b("alice") },
+            }))),
+        ("server.presence-joined", "PRESENCE sid 6; kind 2 (joined); count 1; user \"demo#7\"; member token \"tok\"",
+            Server(ServerFrame::Presence(Presence {
+                id: 6,
+                query: false,
+                more: false,
+                count: 1,
+                body: PresenceBody::Joined { user: b("demo#7"), member_token: b("tok") },
+            }))),
+        ("server.presence-snapshot",
+            "PRESENCE flags more; sid 6; kind 3 (snapshot); count 3; offset 0; 2 members: \"alice\" (1 connection), \"bob\" (0: in the grace window), each since 1700000000000 ms with info \"{}\"",
+            Server(ServerFrame::Presence(Presence {
+                id: 6,
+                query: false,
+                more: true,
+                count: 3,
+                body: PresenceBody::Snapshot {
+                    offset: 0,
+                    members: vec![member("alice", 1), member("bob", 0)],
+                },
+            }))),
+        ("server.presence-page-count", "PRESENCE flags query; query id 10; kind 4 (page); count 3; offset 0; no members (a count-only answer)",
+            Server(ServerFrame::Presence(Presence {
+                id: 10,
+                query: true,
+                more: false,
+                count: 3,
+                body: PresenceBody::Page { offset: 0, members: vec![] },
+            }))),
+        ("server.presence-refused",
+            "PRESENCE sid 6; kind 5 (refused); count 0; code 0x010a PresenceRefused; \"room is full\"",
+            Server(ServerFrame::Presence(Presence {
+                id: 6,
+                query: false,
+                more: false,
+                count: 0,
+                body: PresenceBody::Refused {
+                    code: ErrorCode::PresenceRefused,
+                    message: b("room is full"),
+                },
+            }))),
         ("server.error-authentication-expired",
             "ERROR flags fatal; code 0x0006 AuthenticationExpired; \"authentication expired\"",
             Server(ServerFrame::Error(ErrorFrame {

@@ -15,7 +15,7 @@
 use bytes::Bytes;
 
 use super::coding::{flag, Reader, Writer};
-use super::frame_type::{AUTH, HELLO, PING, PONG, PUBLISH, SUBSCRIBE, UNSUBSCRIBE};
+use super::frame_type::{AUTH, HELLO, PING, PONG, PRESENCE_QUERY, PUBLISH, SUBSCRIBE, UNSUBSCRIBE};
 use super::{BinaryError, EncodeError, Limits, Refusal, MAX_PRIORITY};
 use crate::headers::VERSION as HEADERS_VERSION;
 use crate::subject;
@@ -38,6 +38,9 @@ pub enum ClientFrame {
     /// `AUTH` (0x07): the answer to `CHALLENGE` (a signature), or, after `WELCOME`, a new
     /// token for the connection (a refresh).
     Auth(Auth),
+    /// `PRESENCE_QUERY` (0x08): who is in a room; answered by a `PRESENCE` frame carrying
+    /// the query's id.
+    PresenceQuery(PresenceQuery),
 }
 
 /// `HELLO`: who the client is, how the connection behaves, and its credentials.
@@ -146,6 +149,38 @@ pub struct Subscribe {
     pub max_queue_messages: u32,
     /// The subscriber queue's bound in bytes; 0 asks for the server's default.
     pub max_queue_bytes: u32,
+    /// Join the presence of the subject (a room: a literal subject) for as long as the
+    /// subscription lasts (flag bit 4).
+    pub presence: Option<PresenceJoin>,
+    /// Receive the room's presence as `PRESENCE` frames for this sid: a snapshot first,
+    /// then joins and leaves, and a fresh snapshot whenever events had to be dropped
+    /// (flag bit 5).
+    pub presence_events: bool,
+}
+
+/// How a subscription joins its room's presence.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PresenceJoin {
+    /// The member's info, shown to others (never used for identity).
+    pub info: Bytes,
+    /// A member token from an earlier `PRESENCE` joined frame: without authentication,
+    /// a reconnecting client stays the member it was (flag bit 6).
+    pub member_token: Option<Bytes>,
+}
+
+/// `PRESENCE_QUERY`: who is in a room, a page at a time, or how many.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PresenceQuery {
+    /// The client's id for the query; the answer carries it.
+    pub id: u32,
+    /// The room (a literal subject).
+    pub room: Bytes,
+    /// Members to skip, in join order.
+    pub offset: u32,
+    /// Members to list at most; 0 asks for the server's default page.
+    pub limit: u32,
+    /// The count alone (flag bit 0).
+    pub count_only: bool,
 }
 
 /// Where a subscription's delivery starts.
@@ -205,6 +240,11 @@ const START_LIVE: u8 = 0;
 const START_RESUME: u8 = 1;
 const START_TIME: u8 = 2;
 const START_LAST_N: u8 = 3;
+const SUB_PRESENCE: u8 = 0x10;
+const SUB_PRESENCE_EVENTS: u8 = 0x20;
+const SUB_MEMBER_TOKEN: u8 = 0x40;
+
+const QUERY_COUNT_ONLY: u8 = 0x01;
 
 const UNSUB_MAX: u8 = 0x01;
 
@@ -223,6 +263,7 @@ pub(crate) fn decode(
         PING => empty(flags, Reader::new("PING", body)).map(|()| ClientFrame::Ping),
         PONG => empty(flags, Reader::new("PONG", body)).map(|()| ClientFrame::Pong),
         AUTH => decode_auth(flags, Reader::new("AUTH", body)),
+        PRESENCE_QUERY => decode_presence_query(flags, Reader::new("PRESENCE_QUERY", body)),
         _ => Err(BinaryError::UnknownFrameType(ty)),
     }
 }
@@ -352,7 +393,22 @@ pub(crate) fn check_message(
 }
 
 fn decode_subscribe(flags: u8, mut r: Reader, limits: &Limits) -> Result<ClientFrame, BinaryError> {
-    r.check_flags(flags, SUB_QUEUE | SUB_LOSSLESS | SUB_START_MASK)?;
+    r.check_flags(
+        flags,
+        SUB_QUEUE
+            | SUB_LOSSLESS
+            | SUB_START_MASK
+            | SUB_PRESENCE
+            | SUB_PRESENCE_EVENTS
+            | SUB_MEMBER_TOKEN,
+    )?;
+    if flags & SUB_MEMBER_TOKEN != 0 && flags & SUB_PRESENCE == 0 {
+        // A token for a join that is not asked for: a structure error.
+        return Err(BinaryError::InvalidValue {
+            frame: "SUBSCRIBE",
+            field: "flags (member token without presence)",
+        });
+    }
     let sid = r.get::<u32>("sid")?;
     let max_queue_messages = r.get::<u32>("max queue messages")?;
     let max_queue_bytes = r.get::<u32>("max queue bytes")?;
@@ -373,6 +429,13 @@ fn decode_subscribe(flags: u8, mut r: Reader, limits: &Limits) -> Result<ClientF
         }
         START_TIME => StartPosition::Time(r.get::<u64>("start time")?),
         _ => StartPosition::LastN(r.get::<u32>("last n")?),
+    };
+    let presence = match r.long_if(flags & SUB_PRESENCE != 0, "presence info")? {
+        Some(info) => Some(PresenceJoin {
+            info,
+            member_token: r.short_if(flags & SUB_MEMBER_TOKEN != 0, "member token")?,
+        }),
+        None => None,
     };
     r.finish()?;
 
@@ -396,7 +459,22 @@ fn decode_subscribe(flags: u8, mut r: Reader, limits: &Limits) -> Result<ClientF
         lossless: flags & SUB_LOSSLESS != 0,
         max_queue_messages,
         max_queue_bytes,
+        presence,
+        presence_events: flags & SUB_PRESENCE_EVENTS != 0,
     }))
+}
+
+fn decode_presence_query(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError> {
+    r.check_flags(flags, QUERY_COUNT_ONLY)?;
+    let query = PresenceQuery {
+        id: r.get("query id")?,
+        room: r.short("room")?,
+        offset: r.get("offset")?,
+        limit: r.get("limit")?,
+        count_only: flags & QUERY_COUNT_ONLY != 0,
+    };
+    r.finish()?;
+    Ok(ClientFrame::PresenceQuery(query))
 }
 
 fn decode_unsubscribe(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError> {
@@ -437,7 +515,15 @@ impl ClientFrame {
                     SUBSCRIBE,
                     flag(s.queue.is_some(), SUB_QUEUE)
                         | flag(s.lossless, SUB_LOSSLESS)
-                        | (mode << SUB_START_SHIFT),
+                        | (mode << SUB_START_SHIFT)
+                        | flag(s.presence.is_some(), SUB_PRESENCE)
+                        | flag(s.presence_events, SUB_PRESENCE_EVENTS)
+                        | flag(
+                            s.presence
+                                .as_ref()
+                                .is_some_and(|p| p.member_token.is_some()),
+                            SUB_MEMBER_TOKEN,
+                        ),
                 )
             }
             ClientFrame::Unsubscribe(u) => (UNSUBSCRIBE, flag(u.max.is_some(), UNSUB_MAX)),
@@ -447,6 +533,7 @@ impl ClientFrame {
                 AUTH,
                 flag(a.token.is_some(), AUTH_TOKEN) | flag(a.signature.is_some(), AUTH_SIGNATURE),
             ),
+            ClientFrame::PresenceQuery(q) => (PRESENCE_QUERY, flag(q.count_only, QUERY_COUNT_ONLY)),
         }
     }
 
@@ -496,6 +583,16 @@ impl ClientFrame {
                     StartPosition::Time(t) => w.put(*t),
                     StartPosition::LastN(n) => w.put(*n),
                 }
+                if let Some(p) = &s.presence {
+                    w.long("presence info", &p.info)?;
+                    w.short_opt("member token", p.member_token.as_ref())?;
+                }
+            }
+            ClientFrame::PresenceQuery(q) => {
+                w.put(q.id);
+                w.short("room", &q.room)?;
+                w.put(q.offset);
+                w.put(q.limit);
             }
             ClientFrame::Unsubscribe(u) => {
                 w.put(u.sid);

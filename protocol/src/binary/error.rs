@@ -293,6 +293,10 @@ pub enum ErrorCode {
     /// says which, as nats-server words it (`Permissions Violation for Publish to "x"`).
     /// Not fatal.
     PermissionViolation,
+    /// `0x010a`: a presence join or query refused (room full, info too large, too many
+    /// rooms, not a room); the text says which limit. Not fatal: the subscription stays,
+    /// without being a member.
+    PresenceRefused,
     /// `0x0201`: too many subscriptions on this connection.
     TooManySubscriptions,
     /// `0x0202`: publish rate limit exceeded.
@@ -312,7 +316,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every known code, in numeric order.
-    pub const KNOWN: [ErrorCode; 22] = [
+    pub const KNOWN: [ErrorCode; 23] = [
         ErrorCode::ProtocolViolation,
         ErrorCode::UnsupportedVersion,
         ErrorCode::FrameTooLarge,
@@ -329,6 +333,7 @@ impl ErrorCode {
         ErrorCode::DuplicateSubscription,
         ErrorCode::EpochMismatch,
         ErrorCode::PermissionViolation,
+        ErrorCode::PresenceRefused,
         ErrorCode::TooManySubscriptions,
         ErrorCode::RateLimited,
         ErrorCode::Overloaded,
@@ -356,6 +361,7 @@ impl ErrorCode {
             ErrorCode::DuplicateSubscription => 0x0107,
             ErrorCode::EpochMismatch => 0x0108,
             ErrorCode::PermissionViolation => 0x0109,
+            ErrorCode::PresenceRefused => 0x010a,
             ErrorCode::TooManySubscriptions => 0x0201,
             ErrorCode::RateLimited => 0x0202,
             ErrorCode::Overloaded => 0x0203,
@@ -386,7 +392,7 @@ mod tests {
             numbers,
             [
                 1, 2, 3, 4, 5, 6, 7, 0x101, 0x102, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108, 0x109,
-                0x201, 0x202, 0x203, 0x204, 0x205, 0x301
+                0x10a, 0x201, 0x202, 0x203, 0x204, 0x205, 0x301
             ]
         );
         for code in ErrorCode::KNOWN {

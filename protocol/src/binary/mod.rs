@@ -35,15 +35,17 @@ mod preface;
 mod server;
 
 pub use client::{
-    Auth, ClientFrame, Hello, Publish, ResumeToken, StartPosition, Subscribe, Unsubscribe,
+    Auth, ClientFrame, Hello, PresenceJoin, PresenceQuery, Publish, ResumeToken, StartPosition,
+    Subscribe, Unsubscribe,
 };
 pub use decode::{ClientFrameDecoder, ServerFrameDecoder};
 pub use encode::{encode_client_frame, encode_server_frame};
 pub use error::{BinaryError, EncodeError, ErrorCode, Refusal};
 pub use preface::{Preface, MAGIC, PREFACE_LEN};
 pub use server::{
-    encode_message_head, AckResult, Challenge, DropNotice, ErrorFrame, GapNotice, GoAway, Message,
-    MessageHead, PublishAck, SequenceRange, ServerFrame, Subscribed, Welcome,
+    encode_message_head, retarget_presence, AckResult, Challenge, DropNotice, ErrorFrame,
+    GapNotice, GoAway, Member, Message, MessageHead, Presence, PresenceBody, PublishAck,
+    SequenceRange, ServerFrame, Subscribed, Welcome,
 };
 
 /// The protocol version this crate speaks.
@@ -72,6 +74,8 @@ pub mod frame_type {
     pub const PONG: u8 = 0x06;
     /// Client: `AUTH`, the answer to `CHALLENGE` (a signature) or a token refresh.
     pub const AUTH: u8 = 0x07;
+    /// Client: `PRESENCE_QUERY`, who is in a room.
+    pub const PRESENCE_QUERY: u8 = 0x08;
     /// Server: `WELCOME`, the answer to `HELLO`.
     pub const WELCOME: u8 = 0x81;
     /// Server: `MESSAGE`, a delivery.
@@ -90,6 +94,8 @@ pub mod frame_type {
     pub const SUBSCRIBED: u8 = 0x88;
     /// Server: `CHALLENGE`, a nonce for the client's nkey to sign (answered by `AUTH`).
     pub const CHALLENGE: u8 = 0x89;
+    /// Server: `PRESENCE`, a room's presence: a join, a leave, a snapshot, a query's answer.
+    pub const PRESENCE: u8 = 0x8a;
 }
 
 /// Decoding limits, read once and passed to a decoder.

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::client::{check_message, empty};
 use super::coding::{flag, Reader, Writer};
 use super::frame_type::{
-    CHALLENGE, DROP_NOTICE, ERROR, GAP_NOTICE, GOAWAY, MESSAGE, PING, PONG, PUBLISH_ACK,
+    CHALLENGE, DROP_NOTICE, ERROR, GAP_NOTICE, GOAWAY, MESSAGE, PING, PONG, PRESENCE, PUBLISH_ACK,
     SUBSCRIBED, WELCOME,
 };
 use super::{BinaryError, EncodeError, ErrorCode, Limits};
@@ -37,6 +37,9 @@ pub enum ServerFrame {
     /// `CHALLENGE` (0x89): instead of `WELCOME`, to a `HELLO` that carried an nkey: the
     /// client answers `AUTH` with the nonce signed, then gets `WELCOME` or a fatal `ERROR`.
     Challenge(Challenge),
+    /// `PRESENCE` (0x8a): a room's presence, for a subscription that joined it or asked
+    /// for its events, or the answer to a `PRESENCE_QUERY`.
+    Presence(Presence),
     /// `PING` (0x05): the client answers `PONG`.
     Ping,
     /// `PONG` (0x06): the answer to the client's `PING`.
@@ -203,6 +206,78 @@ pub struct Challenge {
     pub nonce: Bytes,
 }
 
+/// `PRESENCE`: one piece of a room's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The subscription it is for, or with `query`, the `PRESENCE_QUERY`'s id.
+    pub id: u32,
+    /// `id` is a query's (flag bit 0).
+    pub query: bool,
+    /// More members of the same snapshot or page follow in the next `PRESENCE` frame for
+    /// this id (flag bit 1).
+    pub more: bool,
+    /// The room's member count, after this event.
+    pub count: u32,
+    /// What happened.
+    pub body: PresenceBody,
+}
+
+/// What a `PRESENCE` frame says; on the wire, a `u8` kind and its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceBody {
+    /// Kind 0: a member joined.
+    Join(Member),
+    /// Kind 1: a member left (its last connection, after the grace window).
+    Leave {
+        /// Who.
+        user: Bytes,
+    },
+    /// Kind 2: this subscription's join was applied: who the connection is in the room,
+    /// and the token that keeps it that member across a reconnect within the grace window.
+    Joined {
+        /// The member's identity.
+        user: Bytes,
+        /// Sent back in a later `SUBSCRIBE`'s presence option (member token).
+        member_token: Bytes,
+    },
+    /// Kind 3: the room's members, replacing whatever the subscriber knew: at the start of
+    /// a presence events subscription, and whenever events to it had to be dropped. Starts
+    /// at offset 0; `more` on every frame but the last.
+    Snapshot {
+        /// Where in the room's join order this frame's first member is.
+        offset: u32,
+        /// Members, in join order.
+        members: Vec<Member>,
+    },
+    /// Kind 4: a query's page (empty for a count-only query).
+    Page {
+        /// Where in the room's join order this page's first member is.
+        offset: u32,
+        /// Members, in join order.
+        members: Vec<Member>,
+    },
+    /// Kind 5: a join or query refused.
+    Refused {
+        /// Why, as a code.
+        code: ErrorCode,
+        /// Why, for humans.
+        message: Bytes,
+    },
+}
+
+/// A member of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Member {
+    /// Its identity: the authenticated user, or the connection's name and id.
+    pub user: Bytes,
+    /// When it joined, in milliseconds since the Unix epoch.
+    pub since_ms: u64,
+    /// Its connections in the room; 0 while it lingers in the grace window.
+    pub connections: u16,
+    /// The info it joined with.
+    pub info: Bytes,
+}
+
 // Flag bits.
 const MSG_REPLY: u8 = 0x01;
 const MSG_HEADERS: u8 = 0x02;
@@ -213,6 +288,24 @@ const ACK_DUPLICATE: u8 = 0x02;
 
 const ERR_FATAL: u8 = 0x01;
 const ERR_SID: u8 = 0x02;
+
+const PRESENCE_QUERY_ID: u8 = 0x01;
+const PRESENCE_MORE: u8 = 0x02;
+
+// `PRESENCE` kinds.
+const KIND_JOIN: u8 = 0;
+const KIND_LEAVE: u8 = 1;
+const KIND_JOINED: u8 = 2;
+const KIND_SNAPSHOT: u8 = 3;
+const KIND_PAGE: u8 = 4;
+const KIND_REFUSED: u8 = 5;
+
+/// The smallest member on the wire: empty user (2), since (8), connections (2), empty
+/// info (4).
+const MEMBER_MIN: usize = 2 + 8 + 2 + 4;
+
+/// Where the id sits in an encoded `PRESENCE` frame (after length, type, flags).
+const PRESENCE_ID_AT: usize = 6;
 
 /// The size of one sequence range on the wire.
 const RANGE_SIZE: usize = 2 + 8 + 8;
@@ -234,6 +327,7 @@ pub(crate) fn decode(
         GOAWAY => decode_goaway(flags, Reader::new("GOAWAY", body)),
         SUBSCRIBED => decode_subscribed(flags, Reader::new("SUBSCRIBED", body)),
         CHALLENGE => decode_challenge(flags, Reader::new("CHALLENGE", body)),
+        PRESENCE => decode_presence(flags, Reader::new("PRESENCE", body)),
         PING => empty(flags, Reader::new("PING", body)).map(|()| ServerFrame::Ping),
         PONG => empty(flags, Reader::new("PONG", body)).map(|()| ServerFrame::Pong),
         _ => Err(BinaryError::UnknownFrameType(ty)),
@@ -395,6 +489,78 @@ fn decode_challenge(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError
     Ok(ServerFrame::Challenge(Challenge { nonce }))
 }
 
+fn decode_presence(flags: u8, mut r: Reader) -> Result<ServerFrame, BinaryError> {
+    r.check_flags(flags, PRESENCE_QUERY_ID | PRESENCE_MORE)?;
+    let id = r.get("id")?;
+    let kind = r.get::<u8>("kind")?;
+    let count = r.get("count")?;
+    let body = match kind {
+        KIND_JOIN => PresenceBody::Join(read_member(&mut r)?),
+        KIND_LEAVE => PresenceBody::Leave {
+            user: r.short("user")?,
+        },
+        KIND_JOINED => PresenceBody::Joined {
+            user: r.short("user")?,
+            member_token: r.short("member token")?,
+        },
+        KIND_SNAPSHOT | KIND_PAGE => {
+            let offset = r.get("offset")?;
+            let n = r.count(MEMBER_MIN, "member count")?;
+            let members = (0..n)
+                .map(|_| read_member(&mut r))
+                .collect::<Result<Vec<_>, _>>()?;
+            if kind == KIND_SNAPSHOT {
+                PresenceBody::Snapshot { offset, members }
+            } else {
+                PresenceBody::Page { offset, members }
+            }
+        }
+        KIND_REFUSED => PresenceBody::Refused {
+            code: ErrorCode::from_u16(r.get("code")?),
+            message: r.short("message")?,
+        },
+        _ => {
+            return Err(BinaryError::InvalidValue {
+                frame: "PRESENCE",
+                field: "kind",
+            })
+        }
+    };
+    r.finish()?;
+    Ok(ServerFrame::Presence(Presence {
+        id,
+        query: flags & PRESENCE_QUERY_ID != 0,
+        more: flags & PRESENCE_MORE != 0,
+        count,
+        body,
+    }))
+}
+
+fn read_member(r: &mut Reader) -> Result<Member, BinaryError> {
+    Ok(Member {
+        user: r.short("user")?,
+        since_ms: r.get("since")?,
+        connections: r.get("connections")?,
+        info: r.long("info")?,
+    })
+}
+
+fn put_member(w: &mut Writer, m: &Member) -> Result<(), EncodeError> {
+    w.short("user", &m.user)?;
+    w.put(m.since_ms);
+    w.put(m.connections);
+    w.long("info", &m.info)
+}
+
+/// Points an encoded `PRESENCE` frame at another subscription: a server encodes a room's
+/// event once and sends it to each subscriber with its own sid. Does nothing to bytes
+/// that are not a `PRESENCE` frame.
+pub fn retarget_presence(frame: &mut [u8], id: u32) {
+    if frame.len() >= PRESENCE_ID_AT + 4 && frame[4] == PRESENCE {
+        frame[PRESENCE_ID_AT..PRESENCE_ID_AT + 4].copy_from_slice(&id.to_be_bytes());
+    }
+}
+
 /// The fields of a `MESSAGE` that come before its header block and payload, for a sender
 /// that queues those two by reference instead of copying them into one buffer (see
 /// [`encode_message_head`]).
@@ -531,6 +697,10 @@ impl ServerFrame {
             ServerFrame::GoAway(_) => (GOAWAY, 0),
             ServerFrame::Subscribed(_) => (SUBSCRIBED, 0),
             ServerFrame::Challenge(_) => (CHALLENGE, 0),
+            ServerFrame::Presence(p) => (
+                PRESENCE,
+                flag(p.query, PRESENCE_QUERY_ID) | flag(p.more, PRESENCE_MORE),
+            ),
             ServerFrame::Ping => (PING, 0),
             ServerFrame::Pong => (PONG, 0),
         }
@@ -603,6 +773,47 @@ impl ServerFrame {
                 }
             }
             ServerFrame::Challenge(c) => w.short("nonce", &c.nonce)?,
+            ServerFrame::Presence(p) => {
+                w.put(p.id);
+                match &p.body {
+                    PresenceBody::Join(m) => {
+                        w.put(KIND_JOIN);
+                        w.put(p.count);
+                        put_member(w, m)?;
+                    }
+                    PresenceBody::Leave { user } => {
+                        w.put(KIND_LEAVE);
+                        w.put(p.count);
+                        w.short("user", user)?;
+                    }
+                    PresenceBody::Joined { user, member_token } => {
+                        w.put(KIND_JOINED);
+                        w.put(p.count);
+                        w.short("user", user)?;
+                        w.short("member token", member_token)?;
+                    }
+                    PresenceBody::Snapshot { offset, members }
+                    | PresenceBody::Page { offset, members } => {
+                        let kind = match p.body {
+                            PresenceBody::Snapshot { .. } => KIND_SNAPSHOT,
+                            _ => KIND_PAGE,
+                        };
+                        w.put(kind);
+                        w.put(p.count);
+                        w.put(*offset);
+                        w.count("member count", members.len())?;
+                        for m in members {
+                            put_member(w, m)?;
+                        }
+                    }
+                    PresenceBody::Refused { code, message } => {
+                        w.put(KIND_REFUSED);
+                        w.put(p.count);
+                        w.put(code.to_u16());
+                        w.short("message", message)?;
+                    }
+                }
+            }
             ServerFrame::Ping | ServerFrame::Pong => {}
         }
         Ok(())
