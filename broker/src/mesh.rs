@@ -108,6 +108,18 @@ pub(crate) struct Msg {
     /// all). Held for its `Drop`; read only to tell a catch-up's delivery from a live one
     /// (`Worker::may_pump`).
     pub flight: Option<Flight>,
+    /// A room's presence event or snapshot page, made by the room's home worker: what a
+    /// subscription that takes presence as binary frames gets instead of the message.
+    pub presence: Option<Box<PresenceFrame>>,
+}
+
+/// A presence event or snapshot page as a binary `PRESENCE` frame, encoded once (for sid
+/// 0: each subscription's is written in as it goes out, `retarget_presence`).
+#[derive(Debug, Clone)]
+pub(crate) struct PresenceFrame {
+    pub frame: Bytes,
+    /// The last page of a snapshot: the subscription may ask for another one from now on.
+    pub snapshot_end: bool,
 }
 
 /// A replayed message's share of its catch-up's bytes in flight: added when it is made
@@ -165,6 +177,7 @@ impl Msg {
             coalesce: None,
             stamp: Stamp::default(),
             flight: None,
+            presence: None,
         }
     }
 }
@@ -304,6 +317,9 @@ pub(crate) enum Envelope {
     /// To a room's presence home (`Router::presence_home`): a connection joins or leaves
     /// the room, or asks who is in it.
     Presence(Box<PresenceOp>),
+    /// From a room's home worker to a binary connection: an encoded `PRESENCE` frame (a
+    /// join's or a query's answer), written as it is.
+    PresenceAnswer { conn: ConnId, frame: Bytes },
     /// Stop accepting, flush, close.
     Shutdown,
     /// From the monitoring thread: answer with a snapshot of this worker's state. Not a
@@ -315,14 +331,14 @@ pub(crate) enum Envelope {
 /// events are published there, as messages the broker made.
 #[derive(Debug)]
 pub(crate) enum PresenceOp {
-    /// `conn` joins `subject` as `user`, with `info`; `reply` gets the outcome.
+    /// `conn` joins `subject` as `user`, with `info`; `answer` gets the outcome.
     Join {
         subject: Bytes,
         user: Arc<str>,
         conn: ConnId,
         client_id: u64,
         info: Bytes,
-        reply: Option<Bytes>,
+        answer: Answer,
     },
     /// `conn` leaves `subject`: explicitly (`grace` false, at once) or because it closed
     /// (`grace` true: the member lingers for the grace window if this was its last
@@ -333,14 +349,29 @@ pub(crate) enum PresenceOp {
         grace: bool,
         reply: Option<Bytes>,
     },
-    /// Who is in `subject`: a page of members, or the count alone, published to `inbox`.
+    /// Who is in `subject`: a page of members, or the count alone.
     Query {
         subject: Bytes,
-        inbox: Bytes,
+        answer: Answer,
         offset: usize,
         limit: usize,
         count_only: bool,
     },
+    /// The room's members, in pages, to the subscription `sub` (to the room's events
+    /// subject): at the start of a binary presence events subscription, and whenever
+    /// events to one had to be dropped.
+    Snapshot { subject: Bytes, sub: SubRef },
+}
+
+/// Where a presence request's outcome goes.
+#[derive(Debug, Clone)]
+pub(crate) enum Answer {
+    /// Nowhere (a text join or leave without a reply subject).
+    None,
+    /// Published to a reply subject, as JSON (or a status message).
+    Inbox(Bytes),
+    /// A binary `PRESENCE` frame for `id` (a sid, or a query's id), straight to `conn`.
+    Frame { conn: ConnId, id: u32, query: bool },
 }
 
 /// A text-port catch-up: replay what the log holds on `filter`, from `start`, by
@@ -455,11 +486,12 @@ pub(crate) fn envelope_bytes(env: &Envelope) -> usize {
             return ENVELOPE
                 + match &**op {
                     PresenceOp::Join { subject, info, .. } => subject.len() + info.len(),
-                    PresenceOp::Leave { subject, .. } | PresenceOp::Query { subject, .. } => {
-                        subject.len()
-                    }
+                    PresenceOp::Leave { subject, .. }
+                    | PresenceOp::Query { subject, .. }
+                    | PresenceOp::Snapshot { subject, .. } => subject.len(),
                 }
         }
+        Envelope::PresenceAnswer { frame, .. } => return ENVELOPE + frame.len(),
         _ => return ENVELOPE,
     };
     ENVELOPE

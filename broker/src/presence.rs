@@ -8,8 +8,11 @@
 //! Owns: [`Rooms`], one worker's rooms: their members in join order, which connections
 //! each member is in through, the reverse index from a connection to its rooms, and the
 //! grace deadlines of members whose last connection left; [`PresenceEvent`], the join and
-//! leave events those changes make; and the JSON the broker publishes for them
-//! ([`event_json`], [`page_json`], [`count_json`]).
+//! leave events those changes make; the JSON the broker publishes for them
+//! ([`event_json`], [`page_json`], [`count_json`], [`snapshot_json`]) and the binary
+//! `PRESENCE` frames it sends ([`event_frame`], [`members_frames`], [`joined_frame`],
+//! [`refused_frame`]); and member tokens ([`member_token`], [`member_of_token`]), which let
+//! an anonymous binary client that reconnects stay the member it was.
 //!
 //! Contract:
 //! - Reconnect storms are not event storms. When a member's last connection leaves with
@@ -43,11 +46,18 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
 use bytes::Bytes;
+use ring::hmac;
+use ring::rand::SystemRandom;
 use serde::Serialize;
+use tern_protocol::binary::{
+    encode_server_frame, ErrorCode, Member as WireMember, Presence, PresenceBody, ServerFrame,
+};
 
 use crate::index::{FnvMap, FnvSet};
 use crate::names::named_enum;
@@ -589,7 +599,7 @@ impl<'a> InfoJson<'a> {
             },
             Err(_) => InfoJson {
                 info: None,
-                info_b64: Some(base64(info)),
+                info_b64: Some(STANDARD.encode(info)),
             },
         }
     }
@@ -676,7 +686,16 @@ pub(crate) fn page_json(
     total: usize,
     offset: usize,
 ) -> Vec<u8> {
-    to_json(&PageJson {
+    to_json(&page_of(subject, members, total, offset))
+}
+
+fn page_of<'a>(
+    subject: &'a [u8],
+    members: &'a [Member],
+    total: usize,
+    offset: usize,
+) -> PageJson<'a> {
+    PageJson {
         subject: String::from_utf8_lossy(subject),
         count: total,
         offset,
@@ -689,7 +708,7 @@ pub(crate) fn page_json(
                 since: m.since_unix_ms,
             })
             .collect(),
-    })
+    }
 }
 
 /// A room's count: `{"subject","count"}`.
@@ -700,26 +719,213 @@ pub(crate) fn count_json(subject: &[u8], count: usize) -> Vec<u8> {
     })
 }
 
-/// Standard base64 with padding (RFC 4648 §4), for info blobs that are not UTF-8.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
+// Snapshots
+// ---------------------------------------------------------------------------------------
+
+/// Members one snapshot or page frame (or JSON message) carries at most.
+const PAGE_MEMBERS: usize = 256;
+
+/// About the bytes one snapshot or page frame carries at most (a member bigger than this
+/// goes alone): far below any frame limit, and a queue's share of one.
+const PAGE_BYTES: usize = 256 * 1024;
+
+/// Splits `members` (the room's, from `offset`) into pages: each page's offset, members,
+/// and whether another page follows. Always at least one page (an empty room's snapshot,
+/// or a count-only answer, is one empty page).
+pub(crate) fn pages(members: &[Member], offset: usize) -> Vec<(usize, &[Member])> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < members.len() || out.is_empty() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < members.len() && end - start < PAGE_MEMBERS {
+            let size = 32 + members[end].user.len() + members[end].info.len();
+            if end > start && bytes + size > PAGE_BYTES {
+                break;
             }
+            bytes += size;
+            end += 1;
         }
+        out.push((offset + start, &members[start..end]));
+        if end == start {
+            break;
+        }
+        start = end;
     }
     out
+}
+
+#[derive(Serialize)]
+struct SnapshotJson<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    page: PageJson<'a>,
+    more: bool,
+}
+
+/// One page of a snapshot, for a subscription to the room's events subject that fell
+/// behind: `{"event":"snapshot","subject","count","offset","members":[..],"more"}`; the
+/// page at offset 0 replaces what the subscriber knew, `more` is false on the last.
+pub(crate) fn snapshot_json(
+    subject: &[u8],
+    members: &[Member],
+    total: usize,
+    offset: usize,
+    more: bool,
+) -> Vec<u8> {
+    to_json(&SnapshotJson {
+        event: "snapshot",
+        page: page_of(subject, members, total, offset),
+        more,
+    })
+}
+
+// Binary frames
+// ---------------------------------------------------------------------------------------
+
+fn encode(frame: ServerFrame) -> Bytes {
+    let mut buf = bytes::BytesMut::new();
+    // Presence frames are bounded far below the frame limit (pages above, texts and
+    // infos by their settings); one that did not encode would be a bug.
+    let encoded = encode_server_frame(&frame, &mut buf);
+    debug_assert!(encoded.is_ok(), "unencodable presence frame {frame:?}");
+    buf.freeze()
+}
+
+fn count32(count: usize) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+fn wire_member(m: &Member) -> WireMember {
+    WireMember {
+        user: Bytes::copy_from_slice(m.user.as_bytes()),
+        since_ms: m.since_unix_ms,
+        connections: u16::try_from(m.connections.len()).unwrap_or(u16::MAX),
+        info: m.info.clone(),
+    }
+}
+
+/// A join or leave as a `PRESENCE` frame for sid 0 (see `retarget_presence`).
+pub(crate) fn event_frame(event: &PresenceEvent) -> Bytes {
+    let (count, body) = match event {
+        PresenceEvent::Join { member, count, .. } => {
+            (*count, PresenceBody::Join(wire_member(member)))
+        }
+        PresenceEvent::Leave { user, count, .. } => (
+            *count,
+            PresenceBody::Leave {
+                user: Bytes::copy_from_slice(user.as_bytes()),
+            },
+        ),
+    };
+    encode(ServerFrame::Presence(Presence {
+        id: 0,
+        query: false,
+        more: false,
+        count: count32(count),
+        body,
+    }))
+}
+
+/// A snapshot (to a subscription) or a query's page, as frames: one per page of
+/// [`pages`], `more` on all but the last.
+pub(crate) fn members_frames(
+    id: u32,
+    query: bool,
+    members: &[Member],
+    total: usize,
+    offset: usize,
+) -> Vec<Bytes> {
+    let pages = pages(members, offset);
+    let last = pages.len() - 1;
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, (offset, page))| {
+            let offset = count32(offset);
+            let members = page.iter().map(wire_member).collect();
+            encode(ServerFrame::Presence(Presence {
+                id,
+                query,
+                more: i < last,
+                count: count32(total),
+                body: if query {
+                    PresenceBody::Page { offset, members }
+                } else {
+                    PresenceBody::Snapshot { offset, members }
+                },
+            }))
+        })
+        .collect()
+}
+
+/// The answer to a binary join: who the connection is in the room, and its member token.
+pub(crate) fn joined_frame(id: u32, user: &str, count: usize) -> Bytes {
+    encode(ServerFrame::Presence(Presence {
+        id,
+        query: false,
+        more: false,
+        count: count32(count),
+        body: PresenceBody::Joined {
+            user: Bytes::copy_from_slice(user.as_bytes()),
+            member_token: Bytes::from(member_token(user)),
+        },
+    }))
+}
+
+/// A binary join or query refused.
+pub(crate) fn refused_frame(id: u32, query: bool, code: ErrorCode, text: &str) -> Bytes {
+    encode(ServerFrame::Presence(Presence {
+        id,
+        query,
+        more: false,
+        count: 0,
+        body: PresenceBody::Refused {
+            code,
+            message: Bytes::copy_from_slice(text.as_bytes()),
+        },
+    }))
+}
+
+// Member tokens
+// ---------------------------------------------------------------------------------------
+
+/// The longest member token taken (a longer one is not looked at).
+const MAX_MEMBER_TOKEN: usize = 1024;
+
+/// The key member tokens are signed with: made once per process, from the system's
+/// random source, so a token is worth nothing after a restart (nor are rooms).
+fn member_key() -> &'static hmac::Key {
+    static KEY: OnceLock<hmac::Key> = OnceLock::new();
+    KEY.get_or_init(|| {
+        hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
+            .expect("the system's random source")
+    })
+}
+
+/// A member's token: its identity and the broker's signature of it, both base64url. A
+/// client that shows it again (a binary `SUBSCRIBE`'s presence option) is that member.
+pub(crate) fn member_token(user: &str) -> String {
+    let tag = hmac::sign(member_key(), user.as_bytes());
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(user),
+        URL_SAFE_NO_PAD.encode(tag.as_ref())
+    )
+}
+
+/// The identity a member token names, when this broker signed it; `None` for anything
+/// else (which the caller ignores: the connection then joins as itself).
+pub(crate) fn member_of_token(token: &[u8]) -> Option<Arc<str>> {
+    if token.len() > MAX_MEMBER_TOKEN {
+        return None;
+    }
+    let dot = token.iter().position(|&b| b == b'.')?;
+    let user = URL_SAFE_NO_PAD.decode(&token[..dot]).ok()?;
+    let tag = URL_SAFE_NO_PAD.decode(&token[dot + 1..]).ok()?;
+    hmac::verify(member_key(), &user, &tag).ok()?;
+    let user = String::from_utf8(user).ok()?;
+    Some(user.into())
 }
 
 #[cfg(test)]
@@ -1285,21 +1491,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-    }
-
     // -----------------------------------------------------------------------------------
     // The model: who should be present, from first principles.
     // -----------------------------------------------------------------------------------
@@ -1457,13 +1648,6 @@ mod tests {
                 prop_assert_eq!(rooms.members_total(), (0..ROOMS).map(|r| model.present(r)).sum::<usize>());
                 prop_assert_eq!(rooms.rooms(), (0..ROOMS).filter(|&r| model.present(r) > 0).count());
             }
-        }
-
-        #[test]
-        fn base64_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            use base64::Engine;
-            let decoded = base64::engine::general_purpose::STANDARD.decode(base64(&bytes)).unwrap();
-            prop_assert_eq!(decoded, bytes);
         }
     }
 }

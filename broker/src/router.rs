@@ -28,14 +28,15 @@ use crate::dedupe::Dedupe;
 use crate::index::{FnvMap, FnvSet};
 use crate::latency::Latency;
 use crate::mesh::{
-    ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, PresenceOp, ReplayRequest, ReplayStart, Sent,
-    Start, SubRef,
+    Answer, ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, PresenceFrame, PresenceOp,
+    ReplayRequest, ReplayStart, Sent, Start, SubRef,
 };
 use crate::presence::{self, ConnKey, PresenceEvent, PresenceLimits, Rooms};
 use crate::replay::status_block;
 use crate::shard::Shard;
 use crate::stats::{bump, set, WorkerStats};
 use crate::store::Store;
+use tern_protocol::binary::ErrorCode;
 
 pub(crate) struct Router {
     pub me: usize,
@@ -88,6 +89,14 @@ pub(crate) struct Router {
 
 /// The subject prefix of a room's join and leave events.
 pub(crate) const PRESENCE_EVENTS: &[u8] = b"$TERN.PRESENCE.EVENTS.";
+
+/// The subject a room's join and leave events are published on.
+pub(crate) fn events_subject(room: &[u8]) -> Bytes {
+    let mut topic = Vec::with_capacity(PRESENCE_EVENTS.len() + room.len());
+    topic.extend_from_slice(PRESENCE_EVENTS);
+    topic.extend_from_slice(room);
+    Bytes::from(topic)
+}
 
 /// Presence's bounds, from the configuration.
 fn presence_limits(config: &Config) -> PresenceLimits {
@@ -415,8 +424,9 @@ impl Router {
         (h % self.workers as u64) as usize
     }
 
-    /// Applies a join, leave or query at this room's home: answers the requester (when it
-    /// gave a reply subject) and publishes the room's event, if any.
+    /// Applies a join, leave, query or snapshot request at this room's home: answers the
+    /// requester (a reply subject, or a binary connection's `PRESENCE` frame) and
+    /// publishes the room's event, if any.
     fn presence(&mut self, op: PresenceOp) {
         let now = self.now;
         match op {
@@ -426,7 +436,7 @@ impl Router {
                 conn,
                 client_id,
                 info,
-                reply,
+                answer,
             } => {
                 let unix_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -438,16 +448,37 @@ impl Router {
                     Ok(event) => {
                         bump(&self.stats.presence_joins, 1);
                         let count = self.rooms.count(&subject);
-                        self.presence_answer(reply, presence::count_json(&subject, count));
+                        match answer {
+                            Answer::None => {}
+                            Answer::Inbox(inbox) => {
+                                self.presence_answer(inbox, presence::count_json(&subject, count))
+                            }
+                            Answer::Frame { conn, id, .. } => {
+                                self.presence_frame(conn, presence::joined_frame(id, &user, count))
+                            }
+                        }
                         if let Some(event) = event {
                             self.publish_presence_event(&event);
                         }
                     }
                     Err(refusal) => {
                         bump(&self.stats.presence_refused[refusal.kind() as usize], 1);
-                        if let Some(reply) = reply {
-                            let block = status_block("409 Presence Refused", &refusal.to_string());
-                            self.presence_status(reply, block);
+                        let text = refusal.to_string();
+                        match answer {
+                            Answer::None => {}
+                            Answer::Inbox(inbox) => self.presence_status(
+                                inbox,
+                                status_block("409 Presence Refused", &text),
+                            ),
+                            Answer::Frame { conn, id, query } => self.presence_frame(
+                                conn,
+                                presence::refused_frame(
+                                    id,
+                                    query,
+                                    ErrorCode::PresenceRefused,
+                                    &text,
+                                ),
+                            ),
                         }
                     }
                 }
@@ -459,35 +490,94 @@ impl Router {
                 reply,
             } => {
                 let event = self.rooms.leave(&subject, key(conn), grace, now);
-                let count = self.rooms.count(&subject);
-                self.presence_answer(reply, presence::count_json(&subject, count));
+                if let Some(inbox) = reply {
+                    let count = self.rooms.count(&subject);
+                    self.presence_answer(inbox, presence::count_json(&subject, count));
+                }
                 if let Some(event) = event {
                     self.publish_presence_event(&event);
                 }
             }
             PresenceOp::Query {
                 subject,
-                inbox,
+                answer,
                 offset,
                 limit,
                 count_only,
             } => {
-                let body = if count_only {
-                    presence::count_json(&subject, self.rooms.count(&subject))
+                let (members, total) = if count_only {
+                    (Vec::new(), self.rooms.count(&subject))
                 } else {
-                    let (members, total) = self.rooms.members(&subject, offset, limit);
-                    presence::page_json(&subject, &members, total, offset)
+                    self.rooms.members(&subject, offset, limit)
                 };
-                self.presence_answer(Some(inbox), body);
+                match answer {
+                    Answer::None => {}
+                    Answer::Inbox(inbox) => {
+                        let body = if count_only {
+                            presence::count_json(&subject, total)
+                        } else {
+                            presence::page_json(&subject, &members, total, offset)
+                        };
+                        self.presence_answer(inbox, body);
+                    }
+                    Answer::Frame { conn, id, .. } => {
+                        for frame in presence::members_frames(id, true, &members, total, offset) {
+                            self.presence_frame(conn, frame);
+                        }
+                    }
+                }
             }
+            PresenceOp::Snapshot { subject, sub } => self.presence_snapshot(&subject, sub),
         }
     }
 
+    /// Sends `sub` (a subscription to `subject`'s events) the room's members, in pages: as
+    /// deliveries on the events subject (JSON for a message, a `PRESENCE` frame for a
+    /// binary presence subscription), behind the events this worker routed to it before,
+    /// ahead of those it routes after; at the highest priority, so that a queue full of
+    /// events drops those first.
+    fn presence_snapshot(&mut self, subject: &Bytes, sub: SubRef) {
+        let (members, total) = self.rooms.members(subject, 0, usize::MAX);
+        let topic = events_subject(subject);
+        let frames = presence::members_frames(0, false, &members, total, 0);
+        let pages = presence::pages(&members, 0);
+        let last = pages.len() - 1;
+        for (i, ((offset, page), frame)) in pages.into_iter().zip(frames).enumerate() {
+            let body = presence::snapshot_json(subject, page, total, offset, i < last);
+            let mut msg = Msg::new(topic.clone(), Bytes::from(body), ConnId::NONE, self.now);
+            msg.ephemeral = true;
+            msg.priority = tern_protocol::binary::MAX_PRIORITY;
+            // A newer snapshot takes the place of an older one still queued (page for
+            // page), rather than making the queue drop it, which would ask for another.
+            // Events' keys are the room, a space and the member: never this.
+            let mut key = subject.to_vec();
+            key.extend_from_slice(format!("\nsnapshot {i}").as_bytes());
+            msg.coalesce = Some(Bytes::from(key));
+            msg.presence = Some(Box::new(PresenceFrame {
+                frame,
+                snapshot_end: i == last,
+            }));
+            self.outbox.push(
+                sub.conn.worker as usize,
+                Envelope::Deliver {
+                    sub,
+                    msg: Arc::new(msg),
+                },
+            );
+        }
+        bump(&self.stats.presence_snapshots, 1);
+    }
+
+    /// Sends a binary connection a `PRESENCE` frame (a join's or query's answer).
+    fn presence_frame(&mut self, conn: ConnId, frame: Bytes) {
+        self.outbox.push(
+            conn.worker as usize,
+            Envelope::PresenceAnswer { conn, frame },
+        );
+    }
+
     /// Publishes an answer to a presence request's inbox (never stored).
-    fn presence_answer(&mut self, inbox: Option<Bytes>, body: Vec<u8>) {
-        let Some(inbox) = inbox else {
-            return;
-        };
+    fn presence_answer(&mut self, inbox: Bytes, body: Vec<u8>) {
         let mut msg = Msg::new(inbox, Bytes::from(body), ConnId::NONE, self.now);
         msg.ephemeral = true;
         self.route(Arc::new(msg));
@@ -510,22 +600,19 @@ impl Router {
             PresenceEvent::Join { member, .. } => &member.user,
             PresenceEvent::Leave { user, .. } => user,
         };
-        let mut topic = Vec::with_capacity(PRESENCE_EVENTS.len() + subject.len());
-        topic.extend_from_slice(PRESENCE_EVENTS);
-        topic.extend_from_slice(subject);
+        let topic = events_subject(subject);
         let mut key = subject.to_vec();
         key.push(b' ');
         key.extend_from_slice(user.as_bytes());
         let body = presence::event_json(event);
-        let mut msg = Msg::new(
-            Bytes::from(topic),
-            Bytes::from(body),
-            ConnId::NONE,
-            self.now,
-        );
+        let mut msg = Msg::new(topic, Bytes::from(body), ConnId::NONE, self.now);
         msg.ephemeral = true;
         msg.priority = 0;
         msg.coalesce = Some(Bytes::from(key));
+        msg.presence = Some(Box::new(PresenceFrame {
+            frame: presence::event_frame(event),
+            snapshot_end: false,
+        }));
         bump(&self.stats.presence_events, 1);
         self.route(Arc::new(msg));
     }

@@ -190,6 +190,9 @@ counters! {
     counter presence_refused [RefusalKind::NAMES, "reason"] => "tern_presence_refused_total";
     /// Presence join and leave events published.
     counter presence_events => "tern_presence_events_total";
+    /// Presence snapshots sent to a subscription: at the start of a binary presence events
+    /// subscription, and to one whose queue had to drop presence events.
+    counter presence_snapshots => "tern_presence_snapshots_total";
     /// Rooms with members on the worker (each room lives on one worker).
     gauge presence_rooms => "tern_presence_rooms";
     /// Members of the worker's rooms, lingering ones included.

@@ -104,6 +104,8 @@ pub(crate) fn compact(msg: &Arc<Msg>) -> Arc<Msg> {
         coalesce: msg.coalesce.as_deref().map(Bytes::copy_from_slice),
         stamp: msg.stamp,
         flight: msg.flight.clone(),
+        // Made by the broker, in a buffer of its own.
+        presence: msg.presence.clone(),
     })
 }
 

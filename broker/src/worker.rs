@@ -789,6 +789,13 @@ impl Worker {
                     }
                 }
             }
+            Envelope::PresenceAnswer { conn, frame } => {
+                if let Some(c) = self.conn_mut(conn) {
+                    if c.write_presence_answer(&frame) {
+                        self.list_write(conn.slot as usize);
+                    }
+                }
+            }
             Envelope::BarrierDone { conn, token } => {
                 if let Some(c) = self.conn_mut(conn) {
                     if c.barrier_done(token) {
@@ -956,8 +963,10 @@ impl Worker {
             self.to_read.retain(|s| *s != slot);
         }
         conn.close_congestion(&mut self.router);
-        conn.unsubscribe_all(&mut self.router);
+        // Rooms first: they are left with the grace window, not at once as ending a
+        // subscription that joined one would.
         conn.leave_rooms(&mut self.router);
+        conn.unsubscribe_all(&mut self.router);
         conn.end_replays(&mut self.router);
         conn.close_link();
         if let Some(sock) = conn.sock.tcp() {

@@ -318,3 +318,69 @@ password = "a"
     );
     assert_eq!(guest.flush(), b"", "and not delivered");
 }
+
+#[test]
+fn a_text_watcher_that_falls_behind_gets_a_fresh_snapshot_not_a_drop_notice() {
+    // Subscription queues of one message, a small write buffer, a watcher that does not
+    // read while its socket fills with a feed it also takes (500 subscriptions to it, a
+    // queue of one each: 8 MiB held for a 16 KiB message, far more than a socket takes).
+    let broker = broker(&["--sub-queue-messages", "1", "--write-buffer", "1KiB"]);
+    let mut watcher = RawClient::connect_small_rcvbuf(broker.addr(), 4096);
+    watcher.read_info();
+    let mut subs = String::from("CONNECT {}\r\nSUB $TERN.PRESENCE.EVENTS.crowd 1\r\n");
+    for sid in 2..502 {
+        subs.push_str(&format!("SUB feed {sid}\r\n"));
+    }
+    watcher.send(subs.as_bytes());
+    watcher.ping_pong();
+    let mut feed = RawClient::connect(broker.addr());
+    let payload = "f".repeat(16 * 1024);
+    feed.send(format!("PUB feed {}\r\n{payload}\r\n", payload.len()).as_bytes());
+    feed.ping_pong();
+    let members: Vec<RawClient> = (0..60)
+        .map(|i| {
+            let mut m = RawClient::connect_as(broker.addr(), &format!("\"name\":\"m{i}\""));
+            m.send(b"PUB $TERN.PRESENCE.JOIN.crowd 0\r\n\r\n");
+            m.ping_pong();
+            m
+        })
+        .collect();
+
+    // It reads: some joins, then a snapshot with every member; the feed's drops are
+    // announced, the events' never. What it knows ends up as the room is.
+    let mut view = std::collections::BTreeSet::new();
+    let mut snapshots = 0;
+    let mut count = 0;
+    let deadline = Instant::now() + WAIT * 2;
+    while let Ok(m) = watcher.try_read_msg(Duration::from_secs(2)) {
+        assert!(Instant::now() < deadline, "presence kept coming");
+        match (m.sid.as_str(), m.subject.as_str()) {
+            ("1", "$TERN.PRESENCE.EVENTS.crowd") => {}
+            ("1", _) => panic!("unexpected {m:?}"),
+            _ => continue,
+        }
+        let e: Value = serde_json::from_slice(&m.payload).unwrap();
+        count = e["count"].as_u64().unwrap();
+        match e["event"].as_str().unwrap() {
+            "snapshot" => {
+                if e["offset"] == 0 {
+                    view.clear();
+                    snapshots += 1;
+                }
+                for member in e["members"].as_array().unwrap() {
+                    view.insert(member["user"].as_str().unwrap().to_string());
+                }
+            }
+            "join" => {
+                view.insert(e["user"].as_str().unwrap().to_string());
+            }
+            "leave" => {
+                view.remove(e["user"].as_str().unwrap());
+            }
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    assert!(snapshots >= 1, "a fresh snapshot after the drops");
+    assert_eq!((count, view.len()), (60, 60));
+    drop(members);
+}

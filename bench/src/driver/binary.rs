@@ -197,6 +197,11 @@ impl BinaryConnection {
                         "PUBLISH_ACK (no publish asked for one)",
                     ))
                 }
+                ServerFrame::Presence(_) => {
+                    return Err(DriverError::Unexpected(
+                        "PRESENCE (no subscription asked for presence)",
+                    ))
+                }
                 ServerFrame::GapNotice(_) => {
                     return Err(DriverError::Unexpected(
                         "GAP_NOTICE (every subscription starts live)",
@@ -238,6 +243,8 @@ impl BinaryConnection {
             lossless: false,
             max_queue_messages: 0,
             max_queue_bytes: 0,
+            presence: None,
+            presence_events: false,
         }))
     }
 }

@@ -134,8 +134,10 @@ impl BinaryState {
         sid: &Sid,
         msg: &Msg,
     ) -> Option<usize> {
-        let Sid::Binary(sid) = *sid else {
-            return None;
+        let sid = match *sid {
+            Sid::Binary(sid) => sid,
+            Sid::Events(sid) => return super::presence::encode_presence(out, sid, msg),
+            Sid::Text(_) => return None,
         };
         let head = MessageHead {
             sid,
@@ -481,6 +483,7 @@ impl Conn {
             (_, ClientFrame::Publish(p)) => self.publish_binary(p, router),
             (_, ClientFrame::Subscribe(s)) => self.subscribe_binary(s, router),
             (_, ClientFrame::Unsubscribe(u)) => self.unsubscribe_binary(u, router),
+            (_, ClientFrame::PresenceQuery(q)) => self.presence_query_binary(q, router),
             (_, ClientFrame::Ping) => self.ping(router),
             (_, ClientFrame::Pong) => self.pong(),
         }
@@ -625,7 +628,7 @@ impl Conn {
     /// client is told (`EpochMismatch`) and gets everything the log holds. Queue bounds
     /// over the server's maximum, and lossless queue-group members (a member's fall-back
     /// would replay what other members were given), are refused.
-    fn subscribe_binary(&mut self, s: Subscribe, router: &mut Router) {
+    fn subscribe_binary(&mut self, mut s: Subscribe, router: &mut Router) {
         let sid = Sid::Binary(s.sid);
         if self.has_sid(&sid) {
             let text = format!("subscription {} is already active", s.sid);
@@ -662,15 +665,27 @@ impl Conn {
             ));
             return;
         }
-        // Last of the checks: it takes a place among the broker's subscriptions.
-        if let Err(limit) = self.admit_subscription(router) {
-            let text = limit.text(&router.config.admission);
-            let frame = error_frame(ErrorCode::TooManySubscriptions, false, Some(s.sid), &text);
-            self.send_binary(&frame);
+        if let Err((code, text)) = self.check_presence_options(&s, router) {
+            self.send_binary(&error_frame(code, false, Some(s.sid), &text));
             return;
         }
+        // Last of the checks: it takes a place among the broker's subscriptions (two with
+        // the presence events option: the room's events come by a subscription of their
+        // own).
+        let places = if s.presence_events { 2 } else { 1 };
+        for taken in 0..places {
+            if let Err(limit) = self.admit_subscription(router) {
+                for _ in 0..taken {
+                    router.subscription_slots.release();
+                }
+                let text = limit.text(&router.config.admission);
+                let frame = error_frame(ErrorCode::TooManySubscriptions, false, Some(s.sid), &text);
+                self.send_binary(&frame);
+                return;
+            }
+        }
         let epoch = self.binary_state().welcome.log_epoch;
-        let start = match s.start {
+        let start = match std::mem::take(&mut s.start) {
             StartPosition::Live => None,
             StartPosition::Resume(token) if token.epoch != epoch => {
                 // The sequences it names belong to another log: everything this log holds
@@ -689,15 +704,16 @@ impl Conn {
             }
             other => Some(Arc::new(other)),
         };
-        self.add_sub(
+        let key = self.add_sub(
             sid,
-            s.subject,
+            s.subject.clone(),
             s.queue.as_ref(),
             start,
             bounds,
             s.lossless,
             router,
         );
+        self.subscribe_presence(&s, key, router);
     }
 
     /// `UNSUBSCRIBE`: now, or after `max` more deliveries.

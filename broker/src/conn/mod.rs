@@ -67,6 +67,7 @@ use access::{Access, Stage};
 use binary::BinaryState;
 use congestion::Congestion;
 use link::{Greeting, Link};
+use presence::SubPresence;
 use queue::{Lossless, SubQueueState};
 use socket::Socket;
 use text::TextState;
@@ -168,6 +169,7 @@ impl SubState {
             sid: match &self.sid {
                 Sid::Text(s) => String::from_utf8_lossy(s).into_owned(),
                 Sid::Binary(n) => n.to_string(),
+                Sid::Events(n) => format!("{n} (presence events)"),
             },
             subject: String::from_utf8_lossy(&self.filter).into_owned(),
             queued_msgs,
@@ -188,6 +190,10 @@ impl SubState {
 enum Sid {
     Text(Bytes),
     Binary(u32),
+    /// The subscription to its room's events that a binary subscription with the presence
+    /// events option brings along: its deliveries go out as `PRESENCE` frames for the
+    /// binary sid, and it ends with that subscription.
+    Events(u32),
 }
 
 /// A subscription of this connection.
@@ -211,6 +217,8 @@ struct SubState {
     /// Each delivery is checked against its user's permissions first: a wildcard that
     /// takes in a subject the user may not receive (`Access::screens`).
     screened: bool,
+    /// Its part in a room's presence, if any (`presence.rs`).
+    presence: Option<Box<SubPresence>>,
 }
 
 /// What a connection's subscription queues hold together.
@@ -333,6 +341,9 @@ pub(crate) struct Conn {
     access: Access,
     /// The presence rooms it is in (`presence.rs`), at most `max_presence_joins`.
     rooms: Vec<Bytes>,
+    /// A subscription to a room's events wants a fresh snapshot that was not yet due
+    /// (`Conn::retry_snapshots`).
+    presence_stale: bool,
 }
 
 impl Conn {
@@ -395,6 +406,7 @@ impl Conn {
             replays: ConnReplays::default(),
             access,
             rooms: Vec::new(),
+            presence_stale: false,
         }
     }
 
@@ -878,7 +890,7 @@ impl Conn {
         bounds: Bounds,
         lossless: bool,
         router: &mut Router,
-    ) {
+    ) -> usize {
         // The decoders hand out slices of the 64 KiB read buffer: kept for the life of the
         // subscription, a slice would keep that whole buffer alive. One copy each, shared
         // by this connection, every shard's index and the envelopes between them.
@@ -909,6 +921,7 @@ impl Conn {
             merge,
             starts,
             screened: self.access.screens(&filter),
+            presence: SubPresence::watching(&filter),
         });
         self.sids.insert(sid, key);
         bump(&router.stats.subscriptions, 1);
@@ -919,6 +932,7 @@ impl Conn {
         };
         let shards = router.subscribe(&filter, queue.as_ref(), sub, start);
         self.barrier.touch(shards);
+        key
     }
 
     /// Deliveries made so far to the subscription `sid` names (0 when none is active).
@@ -1012,6 +1026,9 @@ impl Conn {
 
     fn remove_sub(&mut self, key: usize, router: &mut Router) {
         let sub = self.subs.remove(key);
+        if let Some(presence) = &sub.presence {
+            self.end_sub_presence(&sub.sid, presence, router);
+        }
         self.drop_queue(&sub.q, router);
         self.sids.remove(&sub.sid);
         unbump(&router.stats.subscriptions, 1);
@@ -1058,7 +1075,10 @@ impl Conn {
     pub fn unsubscribe_all(&mut self, router: &mut Router) {
         let keys: Vec<usize> = self.subs.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.remove_sub(key, router);
+            // A presence events subscription went with the one it came with.
+            if self.subs.contains(key) {
+                self.remove_sub(key, router);
+            }
         }
     }
 
@@ -1336,6 +1356,9 @@ impl Conn {
                 // Nothing else applies before the session has started.
                 return;
             }
+        }
+        if self.presence_stale {
+            self.retry_snapshots(router);
         }
         if !self.access.is_pending() {
             if self.check_expiry(router) {

@@ -8,6 +8,14 @@
 //! - `$TERN.PRESENCE.EVENTS.<room>` is where the room's joins and leaves are published:
 //!   only the broker publishes there.
 //!
+//! and on the binary port, with its own frames (`docs/protocol-binary.md#presence`): a
+//! `SUBSCRIBE` with the presence option joins its room for the life of the subscription
+//! (with a member token, as the member it was before a reconnect), one with the presence
+//! events option brings along a subscription to the room's events that goes out as
+//! `PRESENCE` frames, starting with a snapshot; `PRESENCE_QUERY` asks who is in a room.
+//! A subscription to a room's events subject whose queue had to drop events asks the
+//! room's home for a fresh snapshot instead of announcing the drop ([`SubPresence`]).
+//!
 //! Owns: the checks made where the client is (the room is a literal subject the user may
 //! subscribe to, the info's size, the rooms per connection), the member's identity (the
 //! authenticated user; without authentication the connection's name and client id), and
@@ -17,18 +25,20 @@
 //! Never: holds a room's state (the home worker does) or trusts the info for identity.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
-use tern_protocol::binary::ErrorCode;
+use tern_protocol::binary::{retarget_presence, ErrorCode, PresenceQuery, Subscribe};
 use tern_protocol::subject;
 
 use super::access::{publish_violation, subscribe_violation};
-use super::{Conn, Proto};
-use crate::mesh::{Envelope, Msg, PresenceOp, Stamp};
-use crate::presence::RefusalKind;
+use super::{Conn, Proto, Sid};
+use crate::mesh::{Answer, Envelope, Msg, PresenceFrame, PresenceOp, Stamp, SubRef};
+use crate::outbound::Outbound;
+use crate::presence::{self, RefusalKind};
 use crate::replay::status_block;
-use crate::router::Router;
+use crate::router::{events_subject, Router};
 use crate::stats::{bump, Denial};
 
 /// Every presence request's subject starts with this.
@@ -36,6 +46,9 @@ pub(crate) const PRESENCE_PREFIX: &[u8] = b"$TERN.PRESENCE.";
 
 /// Members one query answer lists at most (more: page with `offset`).
 pub(crate) const MAX_PRESENCE_PAGE: usize = 1000;
+
+/// How often a subscription that keeps falling behind gets a fresh snapshot at most.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The page a query without a `limit` gets.
 const DEFAULT_PRESENCE_PAGE: usize = 100;
@@ -169,32 +182,10 @@ impl Conn {
     }
 
     fn join_room(&mut self, room: Bytes, p: &PresenceRequest, router: &mut Router) -> bool {
-        let limits = &router.config.presence;
-        if p.payload.len() > limits.max_presence_info {
-            let why = format!(
-                "presence info of {} bytes is over max_presence_info ({} bytes)",
-                p.payload.len(),
-                limits.max_presence_info
-            );
-            bump(
-                &router.stats.presence_refused[RefusalKind::InfoTooLarge as usize],
-                1,
-            );
+        if let Err(why) = self.may_join(&room, p.payload.len(), router) {
             return self.presence_refused(p, "409 Presence Refused", &why, router);
         }
         let joined = self.rooms.contains(&room);
-        if !joined && self.rooms.len() >= limits.max_presence_joins {
-            let why = format!(
-                "this connection is in {} rooms: max_presence_joins ({})",
-                self.rooms.len(),
-                limits.max_presence_joins
-            );
-            bump(
-                &router.stats.presence_refused[RefusalKind::TooManyJoins as usize],
-                1,
-            );
-            return self.presence_refused(p, "409 Presence Refused", &why, router);
-        }
         if !joined {
             self.rooms.push(room.clone());
         }
@@ -204,10 +195,41 @@ impl Conn {
             conn: self.id,
             client_id: self.client_id,
             info: Bytes::copy_from_slice(&p.payload),
-            reply: p.reply.as_ref().map(|r| Bytes::copy_from_slice(r)),
+            answer: p
+                .reply
+                .as_ref()
+                .map_or(Answer::None, |r| Answer::Inbox(Bytes::copy_from_slice(r))),
         };
         self.send_home(&room, op, router);
         true
+    }
+
+    /// The limits a join is checked against where the client is: the info's size and the
+    /// rooms per connection (the room's own limits are its home's). Counted when refused.
+    fn may_join(&self, room: &Bytes, info: usize, router: &Router) -> Result<(), String> {
+        let limits = &router.config.presence;
+        if info > limits.max_presence_info {
+            bump(
+                &router.stats.presence_refused[RefusalKind::InfoTooLarge as usize],
+                1,
+            );
+            return Err(format!(
+                "presence info of {info} bytes is over max_presence_info ({} bytes)",
+                limits.max_presence_info
+            ));
+        }
+        if !self.rooms.contains(room) && self.rooms.len() >= limits.max_presence_joins {
+            bump(
+                &router.stats.presence_refused[RefusalKind::TooManyJoins as usize],
+                1,
+            );
+            return Err(format!(
+                "this connection is in {} rooms: max_presence_joins ({})",
+                self.rooms.len(),
+                limits.max_presence_joins
+            ));
+        }
+        Ok(())
     }
 
     fn leave_room(&mut self, room: Bytes, reply: Option<&Bytes>, router: &mut Router) {
@@ -245,13 +267,238 @@ impl Conn {
         }
         let op = PresenceOp::Query {
             subject: room.clone(),
-            inbox: Bytes::copy_from_slice(inbox),
+            answer: Answer::Inbox(Bytes::copy_from_slice(inbox)),
             offset: query.offset,
             limit,
             count_only: query.count,
         };
         self.send_home(&room, op, router);
         true
+    }
+
+    /// Checks a binary `SUBSCRIBE`'s presence options before anything is made: the
+    /// subject must be a room, without a queue group, and a join within the limits checked
+    /// here. The refusal's code and text, or `Ok`.
+    pub(super) fn check_presence_options(
+        &self,
+        s: &Subscribe,
+        router: &Router,
+    ) -> Result<(), (ErrorCode, String)> {
+        if s.presence.is_none() && !s.presence_events {
+            return Ok(());
+        }
+        if let Some(why) = bad_room(&s.subject) {
+            return Err((ErrorCode::InvalidOption, format!("presence: {why}")));
+        }
+        if s.queue.is_some() {
+            let text = "a queue group member cannot take part in presence";
+            return Err((ErrorCode::InvalidOption, text.to_string()));
+        }
+        match &s.presence {
+            Some(p) => self
+                .may_join(&s.subject, p.info.len(), router)
+                .map_err(|why| (ErrorCode::PresenceRefused, why)),
+            None => Ok(()),
+        }
+    }
+
+    /// The presence side of a binary subscription just made (subscription `key`, options
+    /// checked by `check_presence_options`): the subscription to the room's events it
+    /// brings along, with its first snapshot, and the join.
+    pub(super) fn subscribe_presence(&mut self, s: &Subscribe, key: usize, router: &mut Router) {
+        let room = self.subs[key].filter.clone();
+        if s.presence_events {
+            let bounds = self.subs[key].q.bounds;
+            let events = self.add_sub(
+                Sid::Events(s.sid),
+                events_subject(&room),
+                None,
+                None,
+                bounds,
+                false,
+                router,
+            );
+            let sub = SubRef {
+                conn: self.id,
+                key: events as u32,
+                id: self.subs[events].id,
+            };
+            // Behind the subscription in the room's home: every event after the snapshot
+            // reaches it.
+            self.send_home(
+                &room,
+                PresenceOp::Snapshot {
+                    subject: room.clone(),
+                    sub,
+                },
+                router,
+            );
+            if let Some(p) = &mut self.subs[events].presence {
+                p.snapshot_pending = true;
+                p.last_request = Some(router.now);
+            }
+        }
+        if let Some(join) = &s.presence {
+            let user = match (&join.member_token, self.access.user()) {
+                // Without authentication, a member token of this broker's names the
+                // member a reconnecting client was; anything else is ignored.
+                (Some(token), None) => {
+                    presence::member_of_token(token).unwrap_or_else(|| self.member_identity())
+                }
+                _ => self.member_identity(),
+            };
+            self.subs[key].presence = Some(Box::new(SubPresence {
+                room: room.clone(),
+                joined: true,
+                events: false,
+                snapshot_pending: false,
+                wanted: false,
+                last_request: None,
+            }));
+            if !self.rooms.contains(&room) {
+                self.rooms.push(room.clone());
+            }
+            let op = PresenceOp::Join {
+                subject: room.clone(),
+                user,
+                conn: self.id,
+                client_id: self.client_id,
+                info: Bytes::copy_from_slice(&join.info),
+                answer: Answer::Frame {
+                    conn: self.id,
+                    id: s.sid,
+                    query: false,
+                },
+            };
+            self.send_home(&room, op, router);
+        }
+    }
+
+    /// A subscription ends: one that joined its room leaves it at once (unless another
+    /// subscription of this connection is in it too, or the connection is closing: then
+    /// `leave_rooms` left it with the grace window); a binary one takes its presence
+    /// events subscription with it.
+    pub(super) fn end_sub_presence(&mut self, sid: &Sid, p: &SubPresence, router: &mut Router) {
+        if p.joined
+            && self.rooms.contains(&p.room)
+            && !self.subs.iter().any(|(_, s)| {
+                s.presence
+                    .as_ref()
+                    .is_some_and(|o| o.joined && o.room == p.room)
+            })
+        {
+            self.leave_room(p.room.clone(), None, router);
+        }
+        if let Sid::Binary(n) = *sid {
+            if let Some(&events) = self.sids.get(&Sid::Events(n)) {
+                self.remove_sub(events, router);
+            }
+        }
+    }
+
+    /// `PRESENCE_QUERY`: checked here (a room the user may subscribe to, a page of at most
+    /// [`MAX_PRESENCE_PAGE`]), answered by the room's home.
+    pub(super) fn presence_query_binary(&mut self, q: PresenceQuery, router: &mut Router) {
+        let refuse = |conn: &mut Conn, code, text: &str| {
+            let frame = presence::refused_frame(q.id, true, code, text);
+            conn.out.push_bytes(&frame);
+        };
+        if let Some(why) = bad_room(&q.room) {
+            return refuse(self, ErrorCode::InvalidOption, &why);
+        }
+        if !self.access.may_subscribe(&q.room, None) {
+            bump(
+                &router.stats.permission_violations[Denial::Subscribe as usize],
+                1,
+            );
+            return refuse(
+                self,
+                ErrorCode::PermissionViolation,
+                &subscribe_violation(&q.room, None),
+            );
+        }
+        let limit = match q.limit as usize {
+            0 => DEFAULT_PRESENCE_PAGE,
+            n if n > MAX_PRESENCE_PAGE => {
+                let why = format!("limit {n} is over {MAX_PRESENCE_PAGE} members a page");
+                return refuse(self, ErrorCode::InvalidOption, &why);
+            }
+            n => n,
+        };
+        let room = Bytes::copy_from_slice(&q.room);
+        let op = PresenceOp::Query {
+            subject: room.clone(),
+            answer: Answer::Frame {
+                conn: self.id,
+                id: q.id,
+                query: true,
+            },
+            offset: q.offset as usize,
+            limit,
+            count_only: q.count_only,
+        };
+        self.send_home(&room, op, router);
+    }
+
+    /// A presence answer from a room's home (`Envelope::PresenceAnswer`): written as it
+    /// is. Returns true when it was.
+    pub fn write_presence_answer(&mut self, frame: &Bytes) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        self.out.push_bytes(frame);
+        true
+    }
+
+    /// Subscription `key` (to a room's events) had to drop events: instead of a drop
+    /// notice, the room's home sends it a fresh snapshot. At most one is on its way at a
+    /// time, and one is asked for at most every [`SNAPSHOT_INTERVAL`] (a subscriber that
+    /// stays behind in a busy room would otherwise have its room's home list the room
+    /// over and over); drops in between are made good by the next one, asked for from
+    /// the connection's timer (`retry_snapshots`) if nothing sooner does.
+    pub(super) fn refresh_presence(&mut self, key: usize, router: &mut Router) {
+        let now = router.now;
+        let sub = &mut self.subs[key];
+        let Some(p) = sub.presence.as_mut().filter(|p| p.events) else {
+            return;
+        };
+        let due = p
+            .last_request
+            .is_none_or(|at| now >= at + SNAPSHOT_INTERVAL);
+        if p.snapshot_pending || !due {
+            // Events dropped after the snapshot on its way was taken: another one.
+            p.wanted = true;
+            self.presence_stale = true;
+            return;
+        }
+        p.wanted = false;
+        p.snapshot_pending = true;
+        p.last_request = Some(now);
+        let room = p.room.clone();
+        let sref = SubRef {
+            conn: self.id,
+            key: key as u32,
+            id: sub.id,
+        };
+        let op = PresenceOp::Snapshot {
+            subject: room.clone(),
+            sub: sref,
+        };
+        self.send_home(&room, op, router);
+    }
+
+    /// From the connection's timer, while a snapshot is wanted: asks for each one now due.
+    pub(super) fn retry_snapshots(&mut self, router: &mut Router) {
+        let wanted: Vec<usize> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.presence.as_ref().is_some_and(|p| p.wanted))
+            .map(|(key, _)| key)
+            .collect();
+        self.presence_stale = false;
+        for key in wanted {
+            self.refresh_presence(key, router);
+        }
     }
 
     /// A closing connection leaves every room it is in, with the grace window: a client
@@ -270,7 +517,7 @@ impl Conn {
 
     /// Who this connection is in a room: its user where it authenticated, else its name
     /// and client id (never its info).
-    fn member_identity(&self) -> Arc<str> {
+    pub(super) fn member_identity(&self) -> Arc<str> {
         match (self.access.user(), self.name()) {
             (Some(user), _) => Arc::clone(user),
             (None, Some(name)) => format!("{name}#{}", self.client_id).into(),
@@ -319,6 +566,64 @@ impl Conn {
             Proto::Binary(_) => self.refuse_publish_binary(ack_id, code, text),
         }
     }
+}
+
+/// A subscription's part in a room's presence.
+#[derive(Debug)]
+pub(super) struct SubPresence {
+    /// The room.
+    pub room: Bytes,
+    /// It joined the room (a binary subscription's presence option): it leaves when the
+    /// subscription ends.
+    pub joined: bool,
+    /// It takes the room's events (a subscription to the room's literal events subject,
+    /// or the one a binary presence events option brings along): when its queue has to
+    /// drop some, it gets a fresh snapshot instead of a drop notice.
+    pub events: bool,
+    /// A snapshot was asked for and its last page has not arrived yet.
+    pub snapshot_pending: bool,
+    /// Events were dropped since the last snapshot was asked for: another is due.
+    pub wanted: bool,
+    /// When the last snapshot was asked for.
+    pub last_request: Option<Instant>,
+}
+
+impl SubPresence {
+    /// What a subscription to `filter` is in presence: a watcher of one room's events
+    /// when `filter` is that room's events subject, else nothing.
+    pub fn watching(filter: &[u8]) -> Option<Box<SubPresence>> {
+        let room = events_room(filter).filter(|r| bad_room(r).is_none())?;
+        Some(Box::new(SubPresence {
+            room: Bytes::copy_from_slice(room),
+            joined: false,
+            events: true,
+            snapshot_pending: false,
+            wanted: false,
+            last_request: None,
+        }))
+    }
+
+    /// A delivery is on its way to the subscription: the last page of a snapshot ends
+    /// the wait for it.
+    #[inline]
+    pub fn note(presence: &mut Option<Box<SubPresence>>, msg: &Msg) {
+        if let (Some(p), Some(f)) = (presence, &msg.presence) {
+            if f.snapshot_end {
+                p.snapshot_pending = false;
+            }
+        }
+    }
+}
+
+/// Writes a presence event or snapshot page for binary sid `sid` (a presence events
+/// subscription's delivery). Returns its size, or `None` for a message that is not one.
+pub(super) fn encode_presence(out: &mut Outbound, sid: u32, msg: &Msg) -> Option<usize> {
+    let PresenceFrame { frame, .. } = msg.presence.as_deref()?;
+    let before = out.tail().len();
+    out.tail().extend_from_slice(frame);
+    retarget_presence(&mut out.tail()[before..], sid);
+    out.commit(before);
+    Some(frame.len())
 }
 
 /// A publish to a presence subject, from either port.

@@ -37,6 +37,7 @@ use crate::stats::{bump, set};
 use crate::subqueue::{compact, size_of, Bounds, DropLog, Pushed, SubQueue};
 
 use super::congestion::{Params, Signal, State};
+use super::presence::SubPresence;
 use super::{Conn, Proto, SubState};
 
 /// Most deliveries moved from one subscription's queue per turn of `fill`, so that the
@@ -300,6 +301,7 @@ impl Conn {
         if sub.q.lossless.as_ref().is_some_and(|l| !l.takes(msg)) {
             return false;
         }
+        SubPresence::note(&mut sub.presence, msg);
         if sub.screened && !self.access.may_receive(&msg.subject, sub.queue.as_deref()) {
             // Withheld: a subject its user may not receive, inside its wildcard. A
             // catch-up counts it as taken, so that its credit and its place move on.
@@ -633,7 +635,12 @@ impl Conn {
             }
             let notice = self.subs[key].q.drops.take();
             if !notice.is_empty() {
-                self.send_drop_notice(key, notice, router);
+                if self.subs[key].presence.as_ref().is_some_and(|p| p.events) {
+                    // Presence events: a fresh snapshot, not the missed events.
+                    self.refresh_presence(key, router);
+                } else {
+                    self.send_drop_notice(key, notice, router);
+                }
             }
             let mut alive = true;
             for _ in 0..FILL_BURST {

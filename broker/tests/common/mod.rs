@@ -804,6 +804,15 @@ impl RawClient {
         }
     }
 
+    /// As [`RawClient::read_msg`], or how reading ended when nothing at all arrived
+    /// within `timeout` (a message that has begun is read whole).
+    pub fn try_read_msg(&mut self, timeout: Duration) -> Result<RawMsg, ReadEnd> {
+        if self.buf.len() == self.pos {
+            self.fill(Instant::now() + timeout)?;
+        }
+        Ok(self.read_msg(WAIT))
+    }
+
     /// One control line, without its `\r\n`.
     fn read_line(&mut self, deadline: Instant) -> Vec<u8> {
         let mut searched = 0;
