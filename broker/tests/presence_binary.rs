@@ -1,8 +1,8 @@
 //! Presence on the binary port with its own frames (`docs/protocol-binary.md#presence`),
 //! against the real ternd, frame by frame with the reference codec: a `SUBSCRIBE` that
 //! joins and one that watches (snapshot first, then joins and leaves), `PRESENCE_QUERY`
-//! pages and counts, a leave on `UNSUBSCRIBE` at once and on close after the grace
-//! window, the member token that keeps an anonymous member across a reconnect, every
+//! pages and counts, a leave on `UNSUBSCRIBE` at once and on close (or a stale
+//! connection) after the grace window, the member token that keeps an anonymous member across a reconnect, every
 //! refusal, and a watcher that falls behind getting a fresh snapshot instead of a drop
 //! notice.
 
@@ -63,12 +63,12 @@ fn watch(c: &mut BinClient, sid: u32, room: &str) {
     }));
 }
 
-/// The next `PRESENCE` frame, passing over `PING`s.
+/// The next `PRESENCE` frame, answering `PING`s on the way.
 fn presence(c: &mut BinClient) -> Presence {
     loop {
         match c.read_frame() {
             ServerFrame::Presence(p) => return p,
-            ServerFrame::Ping => {}
+            ServerFrame::Ping => c.send(&ClientFrame::Pong),
             other => panic!("expected PRESENCE, got {other:?}"),
         }
     }
@@ -176,7 +176,10 @@ fn join_watch_query_and_leave_with_the_binary_frames() {
     match p.body {
         PresenceBody::Page { offset, members } => {
             assert_eq!(offset, 0);
-            assert_eq!(members.iter().map(name).collect::<Vec<_>>(), [user.as_str()]);
+            assert_eq!(
+                members.iter().map(name).collect::<Vec<_>>(),
+                [user.as_str()]
+            );
         }
         other => panic!("expected a page, got {other:?}"),
     }
@@ -474,4 +477,51 @@ fn a_watcher_that_falls_behind_gets_a_fresh_snapshot_not_a_drop_notice() {
     let varz = broker.varz();
     assert!(varz["presence_snapshots"].as_u64().unwrap() >= 2, "{varz}");
     drop(members);
+}
+
+#[test]
+fn a_stale_member_leaves_after_the_grace_window() {
+    // A member that stops answering the server's pings is closed as stale, and leaves
+    // once the grace window has run from then.
+    let broker = broker(&[
+        "--ping-interval",
+        "200ms",
+        "--ping-max",
+        "2",
+        "--presence-grace",
+        "200ms",
+    ]);
+    let mut watcher = client(&broker, "watcher");
+    watch(&mut watcher, 1, "room.s");
+    assert_eq!(snapshot(&mut watcher, 1).0, 0);
+    let mut ghost = client(&broker, "ghost");
+    join(&mut ghost, 1, "room.s", "", None);
+    let (user, _, _) = joined(&mut ghost, 1);
+    assert!(matches!(presence(&mut watcher).body, PresenceBody::Join(_)));
+
+    // The watcher answers pings (it reads); the ghost never reads again.
+    let started = Instant::now();
+    let p = loop {
+        match watcher.read_frame() {
+            ServerFrame::Ping => watcher.send(&ClientFrame::Pong),
+            ServerFrame::Presence(p) => break p,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "stale after two unanswered pings, then the grace window"
+    );
+    assert_eq!(
+        (p.count, p.body),
+        (
+            0,
+            PresenceBody::Leave {
+                user: Bytes::from(user)
+            }
+        )
+    );
+    let varz = broker.varz();
+    assert_eq!(varz["stale_connections"], 1, "{varz}");
+    drop(ghost);
 }
