@@ -2,7 +2,8 @@
 //!
 //! Owns: [`Client`] and [`PendingAck`]: checking a call's input, encoding its frame,
 //! putting it in the outbox (or the subscription table) under the state lock, waking the
-//! I/O thread, and waiting for an answer where the call has one, always with a timeout.
+//! I/O thread, and waiting for an answer where the call has one (an ack, a reply, a
+//! flush's `PONG`, a presence query's page), always with a timeout.
 //!
 //! Never: touches the socket (the I/O thread does), or waits while holding the state lock
 //! other than on its condition variable.
@@ -13,12 +14,15 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use tern_protocol::binary::{Auth, ClientFrame, Publish, ResumeToken, StartPosition, MAX_PRIORITY};
+use tern_protocol::binary::{
+    Auth, ClientFrame, PresenceQuery, Publish, ResumeToken, StartPosition, MAX_PRIORITY,
+};
 use tern_protocol::subject;
 
 use crate::auth::Secret;
 use crate::builder::Config;
 use crate::outbox::{FrameKind, OutFrame};
+use crate::presence::{PresenceShared, QueryWaiter, MAX_PAGE};
 use crate::random::SplitMix64;
 use crate::resume::ResumeTracker;
 use crate::shared::{
@@ -26,7 +30,10 @@ use crate::shared::{
     Target, WAKER,
 };
 use crate::subscription::{StartFrom, SubscribeBuilder, Subscription};
-use crate::{Ack, ClientBuilder, Error, Events, Message, PublishOptions, ServerAddr, ServerInfo};
+use crate::{
+    Ack, ClientBuilder, Error, Events, Message, PresencePage, PublishOptions, ServerAddr,
+    ServerInfo,
+};
 
 /// A connection to a Tern broker's binary port, with automatic reconnection.
 ///
@@ -355,11 +362,15 @@ impl Client {
                         lossless: false,
                         max_queue_messages: 0,
                         max_queue_bytes: 0,
+                        presence_info: None,
+                        presence_events: false,
                     },
                     target: Target::Inbox,
                     tracker: ResumeTracker::default(),
                     remaining: None,
                     draining: false,
+                    presence: None,
+                    member_token: None,
                 };
                 if state.phase == Phase::Connected {
                     let frame = entry.subscribe_frame(sid)?;
@@ -437,6 +448,17 @@ impl Client {
         if let Some(group) = &b.queue_group {
             check_subject(group, false)?;
         }
+        let presence = if b.presence_info.is_some() || b.presence_events {
+            check_room(&b.subject)?;
+            if b.queue_group.is_some() {
+                return Err(Error::InvalidOption(
+                    "presence cannot be combined with a queue group".to_string(),
+                ));
+            }
+            Some(Arc::new(PresenceShared::new(b.presence_capacity)))
+        } else {
+            None
+        };
         let (tx, rx) = crossbeam_channel::bounded(b.capacity);
         let shared = Arc::new(SubShared::default());
         let mut state = self.inner.lock();
@@ -475,6 +497,8 @@ impl Client {
                 lossless: b.lossless,
                 max_queue_messages: b.server_max_messages,
                 max_queue_bytes: b.server_max_bytes,
+                presence_info: b.presence_info,
+                presence_events: b.presence_events,
             },
             target: Target::User {
                 tx,
@@ -483,6 +507,8 @@ impl Client {
             tracker,
             remaining: None,
             draining: false,
+            presence: presence.clone(),
+            member_token: None,
         };
         // Encoded now even when disconnected, so a subscription that cannot be sent is
         // refused here rather than at the reconnect.
@@ -502,7 +528,100 @@ impl Client {
             b.subject,
             rx,
             shared,
+            presence,
         ))
+    }
+
+    /// Who is in `room` (a literal subject): a page of at most `limit` members (0: the
+    /// broker's default, 100; at most 1000), from `offset` in join order, with the room's
+    /// member count, within `timeout`. Members lingering in the broker's grace window are
+    /// listed, with no connections. To join or watch a room, see
+    /// [`SubscribeBuilder::presence`] and [`SubscribeBuilder::presence_events`].
+    ///
+    /// [`Error::Server`] with the broker's code when it refuses the query
+    /// ([`ErrorCode::PermissionViolation`](crate::ErrorCode::PermissionViolation) for a
+    /// room the user may not subscribe to), [`Error::Timeout`], [`Error::Disconnected`]
+    /// when the connection was lost after the query went out (sent while disconnected, it
+    /// waits for the reconnect, within `timeout`).
+    ///
+    /// ```no_run
+    /// # let client = tern_client::Client::connect("tern://127.0.0.1:4224")?;
+    /// use std::time::Duration;
+    /// let mut offset = 0;
+    /// loop {
+    ///     let page = client.presence("room.42", offset, 0, Duration::from_secs(1))?;
+    ///     for member in &page.members {
+    ///         println!("{} ({:?})", member.user, member.info_str());
+    ///     }
+    ///     match page.next_offset() {
+    ///         Some(next) => offset = next,
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok::<(), tern_client::Error>(())
+    /// ```
+    pub fn presence(
+        &self,
+        room: &str,
+        offset: u32,
+        limit: u32,
+        timeout: Duration,
+    ) -> Result<PresencePage, Error> {
+        if limit > MAX_PAGE {
+            return Err(Error::InvalidOption(format!(
+                "a presence page of {limit} members is over {MAX_PAGE}"
+            )));
+        }
+        self.presence_query(room, offset, limit, false, timeout)
+    }
+
+    /// How many members `room` has (those lingering in the broker's grace window
+    /// included), within `timeout`: O(1) on the broker, for rooms of any size. Errors as
+    /// for [`presence`](Self::presence).
+    pub fn presence_count(&self, room: &str, timeout: Duration) -> Result<u32, Error> {
+        self.presence_query(room, 0, 0, true, timeout)
+            .map(|page| page.count)
+    }
+
+    fn presence_query(
+        &self,
+        room: &str,
+        offset: u32,
+        limit: u32,
+        count_only: bool,
+        timeout: Duration,
+    ) -> Result<PresencePage, Error> {
+        check_room(room)?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let id = {
+            let mut state = self.inner.lock();
+            if state.phase == Phase::Closed {
+                return Err(Error::Closed);
+            }
+            let id = state.allocate_query();
+            let bytes = encode(&ClientFrame::PresenceQuery(PresenceQuery {
+                id,
+                room: bytes_of(room),
+                offset,
+                limit,
+                count_only,
+            }))?;
+            state.outbox.push(OutFrame {
+                bytes,
+                kind: FrameKind::PresenceQuery { id },
+            });
+            state.queries.insert(id, QueryWaiter::new(tx));
+            id
+        };
+        self.inner.wake();
+        match rx.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => {
+                self.inner.lock().queries.remove(&id);
+                Err(Error::Timeout)
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
+        }
     }
 
     /// Waits until the broker has processed everything this client sent before the call
@@ -743,6 +862,17 @@ pub(crate) fn check_subject(s: &str, filter: bool) -> Result<(), Error> {
     })
 }
 
+/// Checks that a subject is a room (a literal subject) before a presence option or query
+/// is sent.
+fn check_room(s: &str) -> Result<(), Error> {
+    check_subject(s, true)?;
+    subject::validate_publish(s.as_bytes()).map_err(|_| {
+        Error::InvalidOption(format!(
+            "presence needs a room, a literal subject: `{s}` has a wildcard"
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,6 +888,15 @@ mod tests {
         assert!(check_subject("a..b", true).is_err());
         assert!(check_subject("a b", false).is_err());
         assert!(check_subject("", false).is_err());
+        assert!(check_room("room.7").is_ok());
+        assert!(matches!(
+            check_room("room.*"),
+            Err(Error::InvalidOption(m)) if m.contains("wildcard")
+        ));
+        assert!(matches!(
+            check_room("room..7"),
+            Err(Error::InvalidSubject { .. })
+        ));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Owns: the connection ([`Conn`]: the non-blocking socket, its read buffer and decoder,
 //! the frames being written, the pings and acks in flight), the connect / handshake /
 //! reconnect cycle, heartbeats (and the deadline a `GOAWAY` announces), and turning server
-//! frames into deliveries, answers to waiters and events. One `mio::Poll` waits on the socket, a waker (the application's
+//! frames into deliveries, answers to waiters and events (`PRESENCE` frames: into a
+//! subscription's presence, with its member token kept for the resubscribe, or into a
+//! query's answer). One `mio::Poll` waits on the socket, a waker (the application's
 //! calls ring it after adding to the outbox) and the next timer.
 //!
 //! With TLS (`crate::tls`), the connection also holds a rustls session: what the socket
@@ -14,10 +16,10 @@
 //! The order on every (re)connection: (the TLS handshake;) preface and `HELLO` (with the
 //! credentials: the latest token, user and password, the nkey's public key); with an nkey,
 //! the server's `CHALLENGE` answered by `AUTH` with its nonce signed; `WELCOME`; every live
-//! subscription re-sent with its sid (with a resume token when it has seen
-//! messages), then the outbox (the offline buffer) in order. Frames from the outbox go out
-//! only after the `WELCOME`, so nothing is published on a connection the server has not
-//! accepted.
+//! subscription re-sent with its sid (with a resume token when it has seen messages, and
+//! a join with its latest member token), then the outbox (the offline buffer) in order.
+//! Frames from the outbox go out only after the `WELCOME`, so nothing is published on a
+//! connection the server has not accepted.
 //!
 //! Never: blocks. Reads and writes are non-blocking, every wait is the poll with a
 //! timeout (at most [`MAX_WAIT`], so a close is noticed even without a wake-up), and
@@ -36,8 +38,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use mio::net::TcpStream;
 use mio::{Interest, Poll};
 use tern_protocol::binary::{
-    self, AckResult, Auth, Challenge, ClientFrame, ErrorFrame, Hello, Limits, Preface, ServerFrame,
-    ServerFrameDecoder,
+    self, AckResult, Auth, Challenge, ClientFrame, ErrorFrame, Hello, Limits, Preface,
+    PresenceBody, ServerFrame, ServerFrameDecoder,
 };
 
 use crate::event::{DisconnectReason, DropSource, Event};
@@ -211,6 +213,8 @@ struct Conn {
     pings: VecDeque<Option<u64>>,
     /// Ack ids of publishes written and not yet acknowledged.
     acks_written: HashSet<u64>,
+    /// Ids of presence queries written and not yet answered.
+    queries_written: HashSet<u32>,
     last_read: Instant,
     last_ping: Instant,
     /// The log epoch from `WELCOME`.
@@ -422,6 +426,7 @@ impl Driver {
             write_blocked: false,
             pings: VecDeque::new(),
             acks_written: HashSet::new(),
+            queries_written: HashSet::new(),
             last_read: now,
             last_ping: now,
             epoch: 0,
@@ -713,6 +718,41 @@ impl Driver {
                         entry.tracker.start_at(s.epoch, &s.last_sequences);
                     }
                 }
+                ServerFrame::Presence(p) if p.query => {
+                    let id = p.id;
+                    // A page in several frames is answered with its last one; an answer
+                    // whose caller gave up waiting is dropped.
+                    if let Some(answer) = state.queries.get_mut(&id).and_then(|w| w.take(p)) {
+                        if let Some(waiter) = state.queries.remove(&id) {
+                            let _ = waiter.tx.try_send(answer);
+                        }
+                    }
+                    if !state.queries.contains_key(&id) {
+                        conn.queries_written.remove(&id);
+                    }
+                }
+                ServerFrame::Presence(p) => {
+                    let Some(entry) = state.subs.get_mut(&p.id) else {
+                        continue; // A late frame for a subscription that has ended.
+                    };
+                    match &p.body {
+                        PresenceBody::Joined { member_token, .. } => {
+                            entry.member_token = Some(member_token.clone());
+                        }
+                        PresenceBody::Refused { code, message } => {
+                            emit.push(Event::ServerError {
+                                code: *code,
+                                sid: Some(p.id),
+                                message: text(message),
+                                fatal: false,
+                            });
+                        }
+                        _ => {}
+                    }
+                    if let Some(presence) = &entry.presence {
+                        presence.apply(p);
+                    }
+                }
                 ServerFrame::GapNotice(g) => emit.push(Event::Gap {
                     sid: g.sid,
                     shard: g.shard,
@@ -841,6 +881,9 @@ impl Driver {
                                     conn.acks_written.insert(id);
                                 }
                                 FrameKind::Ping { flush_id } => conn.pings.push_back(flush_id),
+                                FrameKind::PresenceQuery { id } => {
+                                    conn.queries_written.insert(id);
+                                }
                                 FrameKind::Publish { ack_id: None } | FrameKind::Control => {}
                             }
                         }
@@ -956,6 +999,11 @@ impl Driver {
             for id in conn.acks_written {
                 if let Some(tx) = state.acks.remove(&id) {
                     let _ = tx.try_send(Err(Error::Disconnected));
+                }
+            }
+            for id in conn.queries_written {
+                if let Some(waiter) = state.queries.remove(&id) {
+                    let _ = waiter.tx.try_send(Err(Error::Disconnected));
                 }
             }
             drop(state);
@@ -1229,6 +1277,7 @@ fn frame_name(frame: &ServerFrame) -> &'static str {
         ServerFrame::GoAway(_) => "GOAWAY",
         ServerFrame::Subscribed(_) => "SUBSCRIBED",
         ServerFrame::Challenge(_) => "CHALLENGE",
+        ServerFrame::Presence(_) => "PRESENCE",
         ServerFrame::Ping => "PING",
         ServerFrame::Pong => "PONG",
     }

@@ -81,7 +81,9 @@ pub enum Error {
     Protocol(String),
     /// The server reported an error: a fatal one that refused the connection (during the
     /// handshake, e.g. [`ErrorCode::AuthorizationViolation`] for credentials it does not
-    /// accept), or one that ended a subscription.
+    /// accept), one that ended a subscription, or a refused presence query
+    /// ([`Client::presence`](crate::Client::presence), e.g.
+    /// [`ErrorCode::PermissionViolation`]).
     #[error("server error {code:?} (0x{:04x}): {message}", code.to_u16())]
     Server {
         /// The error code.
@@ -97,8 +99,9 @@ pub enum Error {
         /// The server's text.
         message: String,
     },
-    /// The wait ended before the answer arrived (an ack, a reply, a flush's `PONG`, room in
-    /// the write buffer, or a message on a subscription).
+    /// The wait ended before the answer arrived (an ack, a reply, a flush's `PONG`, a
+    /// presence query's answer, room in the write buffer, or a message or presence event
+    /// on a subscription).
     #[error("timed out")]
     Timeout,
     /// The connection was lost while the answer was outstanding. The request or publish

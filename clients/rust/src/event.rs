@@ -76,8 +76,10 @@ pub enum Event {
         message: String,
     },
     /// The server reported an error that no call was waiting for: a refused publish that
-    /// did not ask for an ack, a refused subscription (which also ends it), or a fatal
-    /// error before it closed the connection.
+    /// did not ask for an ack, a refused subscription (which also ends it), a refused
+    /// presence join (the subscription stays, as a plain one; also a
+    /// [`PresenceEvent::Refused`](crate::PresenceEvent::Refused)), or a fatal error before
+    /// it closed the connection.
     ServerError {
         /// The code.
         code: ErrorCode,

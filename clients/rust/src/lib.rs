@@ -26,21 +26,26 @@
 //! the sans-IO codec in `tern-protocol`: connecting and the handshake (with a token, a user
 //! and password, or an nkey answering the server's challenge), publishing (plain,
 //! with options, acknowledged), subscriptions (queue groups, catch-up starts), request and
-//! reply, flush, drain, TLS from the first byte (`tls://`, [`ClientBuilder::tls`]), and
-//! staying connected: heartbeats, reconnecting with full-jitter backoff (at once when a
-//! broker going away, `GOAWAY`, closes the connection as it announced), an offline buffer
-//! for publishes, and resubscribing with resume tokens.
+//! reply, presence (joining a room with a subscription, watching its members as
+//! [`PresenceEvent`]s and a kept view, [`Presence`]; querying who is in a room and how
+//! many, [`Client::presence`]), flush, drain, TLS from the first byte (`tls://`,
+//! [`ClientBuilder::tls`]), and staying connected: heartbeats, reconnecting with
+//! full-jitter backoff (at once when a broker going away, `GOAWAY`, closes the connection
+//! as it announced), an offline buffer for publishes, and resubscribing with resume tokens
+//! and presence member tokens (a reconnect within the broker's grace window stays the
+//! same member).
 //!
 //! How it runs: every [`Client`] has one background I/O thread that owns the socket
 //! (non-blocking, `mio`). Application calls put encoded frames in a bounded outbox and
-//! wake it; deliveries come back through one bounded queue per subscription; connection
-//! events through a bounded event queue ([`Client::events`]). Every wait has a timeout,
-//! no buffer on the data path is unbounded, and dropping the last `Client` handle stops
-//! the thread.
+//! wake it; deliveries come back through one bounded queue per subscription (presence
+//! events through one more, for a subscription that asked for them); connection events
+//! through a bounded event queue ([`Client::events`]). Every wait has a timeout, no buffer
+//! on the data path is unbounded, and dropping the last `Client` handle stops the thread.
 //!
 //! Never: panics on bytes from the network, drops a publish silently (a full offline
 //! buffer is an [`Error::OfflineBufferFull`]; messages the application did not take in
-//! time are reported as [`Event::Dropped`]), or blocks the I/O thread on the application.
+//! time are reported as [`Event::Dropped`]; presence events it did not take are replaced
+//! by a snapshot of the room), or blocks the I/O thread on the application.
 
 #![deny(missing_docs)]
 
@@ -55,6 +60,7 @@ mod event;
 mod headers;
 mod message;
 mod outbox;
+mod presence;
 mod random;
 mod resume;
 mod shared;
@@ -70,6 +76,7 @@ pub use error::Error;
 pub use event::{DisconnectReason, DropSource, Event, Events, ServerInfo};
 pub use headers::Headers;
 pub use message::{Ack, Message, PublishOptions};
+pub use presence::{Member, Presence, PresenceEvent, PresenceIter, PresencePage};
 pub use subscription::{IntoIter, Iter, StartFrom, SubscribeBuilder, Subscription};
 pub use tls::TlsConfigError;
 

@@ -4,14 +4,15 @@
 //! the publishes in it, and the rules for what a publish may add: while connected up to the
 //! write buffer bound (the publisher waits for room), while disconnected up to the offline
 //! buffer bound (the publisher is refused with `OfflineBufferFull`, never silently dropped).
-//! Control frames (subscribe, unsubscribe, ping) are small, never counted and never
-//! refused.
+//! Control frames (subscribe, unsubscribe, ping, presence query) are small, never counted
+//! and never refused.
 //!
 //! Invariants: frames leave in the order they entered; a frame is either wholly in the
 //! outbox or wholly handed to the I/O thread. When a connection is lost, the frames the I/O
 //! thread had not finished writing come back to the front, in order, and the control
 //! frames are dropped (the reconnect re-sends every live subscription from the client's
-//! table, before any buffered publish).
+//! table, before any buffered publish), but for flush pings and presence queries, whose
+//! callers still wait for them.
 //!
 //! Never: touches a socket or blocks; waiting for room is the caller's business.
 
@@ -28,6 +29,9 @@ pub(crate) enum FrameKind {
     /// heartbeat. Flush pings are kept across reconnects (they still order after the
     /// publishes before them), heartbeats are not.
     Ping { flush_id: Option<u64> },
+    /// A `PRESENCE_QUERY` with the id its caller waits on. Kept across reconnects (the
+    /// caller's timeout bounds the wait).
+    PresenceQuery { id: u32 },
     /// Anything else: preface, `HELLO`, `SUBSCRIBE`, `UNSUBSCRIBE`, `PONG`. Dropped on a
     /// lost connection.
     Control,
@@ -39,6 +43,7 @@ impl FrameKind {
         match self {
             FrameKind::Publish { .. } => true,
             FrameKind::Ping { flush_id } => flush_id.is_some(),
+            FrameKind::PresenceQuery { .. } => true,
             FrameKind::Control => false,
         }
     }
@@ -219,6 +224,10 @@ mod tests {
                 bytes: Bytes::from_static(&[4]),
                 kind: FrameKind::Ping { flush_id: Some(3) },
             },
+            OutFrame {
+                bytes: Bytes::from_static(&[8]),
+                kind: FrameKind::PresenceQuery { id: 2 },
+            },
         ];
         o.requeue_front(unsent);
         assert_eq!(o.bytes(), 30);
@@ -227,11 +236,12 @@ mod tests {
             [
                 FrameKind::Publish { ack_id: None },
                 FrameKind::Ping { flush_id: Some(3) },
+                FrameKind::PresenceQuery { id: 2 },
                 FrameKind::Publish { ack_id: None },
                 FrameKind::Publish { ack_id: None },
             ]
         );
-        assert_eq!(tags(o.take_all()), [2, 4, 5, 7]);
+        assert_eq!(tags(o.take_all()), [2, 4, 8, 5, 7]);
     }
 
     #[test]

@@ -2,14 +2,17 @@
 //!
 //! Owns: [`Inner`] (one per client, behind an `Arc`) and the [`State`] under its one mutex:
 //! the connection phase, the outbox (write buffer and offline buffer in one), the table of
-//! live subscriptions with their resume trackers, and the waiters for acks, flushes and
-//! replies. Every change that must be atomic with a phase change (resubscribing on
-//! reconnect, requeueing unsent frames on a loss) happens under that lock, so a call made
-//! at the same moment as a reconnect either lands before it (and is re-sent with it) or
-//! after it (and is sent on the new connection): never neither, never both.
+//! live subscriptions with their resume trackers and presence member tokens, and the
+//! waiters for acks, flushes, replies and presence queries. Every change that must be
+//! atomic with a phase change (resubscribing on reconnect, requeueing unsent frames on a
+//! loss) happens under that lock, so a call made at the same moment as a reconnect either
+//! lands before it (and is re-sent with it) or after it (and is sent on the new
+//! connection): never neither, never both.
 //!
 //! Never: does I/O or blocks while holding the lock. Sends to waiters and subscriptions
-//! under the lock are `try_send`s on bounded channels; events are emitted after it.
+//! under the lock are `try_send`s on bounded channels (a subscription's presence queue is
+//! updated under its own lock, taken after this one, never before it); events are emitted
+//! after it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -19,13 +22,14 @@ use std::thread::JoinHandle;
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::Sender;
 use tern_protocol::binary::{
-    encode_client_frame, ClientFrame, Limits, StartPosition, Subscribe, Unsubscribe,
+    encode_client_frame, ClientFrame, Limits, PresenceJoin, StartPosition, Subscribe, Unsubscribe,
 };
 
 use crate::auth::{Auth, Secret};
 use crate::builder::Config;
 use crate::event::{Event, EventSink};
 use crate::outbox::{FrameKind, OutFrame, Outbox};
+use crate::presence::{PresenceShared, QueryWaiter};
 use crate::resume::ResumeTracker;
 use crate::{Ack, Error, ErrorCode, Message, ServerAddr, ServerInfo};
 
@@ -84,6 +88,10 @@ pub(crate) struct SubSpec {
     pub(crate) lossless: bool,
     pub(crate) max_queue_messages: u32,
     pub(crate) max_queue_bytes: u32,
+    /// Joins the room with this info (`SubscribeBuilder::presence`).
+    pub(crate) presence_info: Option<Bytes>,
+    /// Watches the room (`SubscribeBuilder::presence_events`).
+    pub(crate) presence_events: bool,
 }
 
 /// Where a subscription's messages go.
@@ -109,11 +117,17 @@ pub(crate) struct SubEntry {
     /// `drain` has unsubscribed it; it only waits for messages already on the way and is
     /// not re-sent on a reconnect.
     pub(crate) draining: bool,
+    /// Its presence queue and view, when it joined or watches a room.
+    pub(crate) presence: Option<Arc<PresenceShared>>,
+    /// The member token of its latest `PRESENCE` joined frame: every resubscribe sends it,
+    /// so that a reconnect within the broker's grace window stays the same member.
+    pub(crate) member_token: Option<Bytes>,
 }
 
 impl SubEntry {
     /// The `SUBSCRIBE` that (re)starts it: from its resume token once it has seen a
-    /// message, otherwise the way it was first asked for. The inbox always starts live.
+    /// message, otherwise the way it was first asked for; a join with the latest member
+    /// token. The inbox always starts live.
     pub(crate) fn subscribe_frame(&self, sid: u32) -> Result<OutFrame, Error> {
         let start = match &self.target {
             Target::Inbox => StartPosition::Live,
@@ -130,6 +144,11 @@ impl SubEntry {
             lossless: self.spec.lossless,
             max_queue_messages: self.spec.max_queue_messages,
             max_queue_bytes: self.spec.max_queue_bytes,
+            presence: self.spec.presence_info.clone().map(|info| PresenceJoin {
+                info,
+                member_token: self.member_token.clone(),
+            }),
+            presence_events: self.spec.presence_events,
         });
         encode(&frame).map(OutFrame::control)
     }
@@ -184,6 +203,9 @@ pub(crate) struct State {
     pub(crate) next_request: u64,
     /// The sid of the request inbox's subscription, once a request made it.
     pub(crate) inbox: Option<u32>,
+    /// Presence queries waiting for their answer, by query id.
+    pub(crate) queries: HashMap<u32, QueryWaiter>,
+    next_query: u32,
     /// The last `WELCOME`.
     pub(crate) server: Option<ServerInfo>,
     /// The token every (re)connection's `HELLO` carries: the builder's (or a `.creds`
@@ -203,10 +225,24 @@ impl State {
         }
     }
 
-    /// Ends a subscription: removes it (its handle sees the end once its queue is
+    /// A query id no waiting query uses.
+    pub(crate) fn allocate_query(&mut self) -> u32 {
+        loop {
+            let id = self.next_query;
+            self.next_query = self.next_query.wrapping_add(1);
+            if !self.queries.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Ends a subscription: removes it (its handles see the end once their queues are
     /// empty) and records why, unless a reason was recorded already.
     pub(crate) fn end_sub(&mut self, sid: u32, why: SubEnd) -> Option<SubEntry> {
         let entry = self.subs.remove(&sid)?;
+        if let Some(presence) = &entry.presence {
+            presence.end(why.clone());
+        }
         match &entry.target {
             Target::User { shared, .. } => {
                 let mut end = shared.end.lock().unwrap_or_else(PoisonError::into_inner);
@@ -275,6 +311,8 @@ impl Inner {
                 requests: HashMap::new(),
                 next_request: 1,
                 inbox: None,
+                queries: HashMap::new(),
+                next_query: 1,
                 server: None,
                 token,
             }),
@@ -323,6 +361,9 @@ impl Inner {
         }
         for (_, tx) in state.flushes.drain() {
             let _ = tx.try_send(Err(Error::Closed));
+        }
+        for (_, waiter) in state.queries.drain() {
+            let _ = waiter.tx.try_send(Err(Error::Closed));
         }
         state.requests.clear();
         let sids: Vec<u32> = state.subs.keys().copied().collect();

@@ -2,7 +2,9 @@
 //! their messages are taken ([`Subscription`]).
 //!
 //! Owns: the application's side of one subscription: its bounded queue's receiving end,
-//! why it ended, and unsubscribing (explicitly, after N more messages, or on drop).
+//! the handle to its presence ([`Subscription::presence`], see `crate::presence`), why it
+//! ended, and unsubscribing (explicitly, after N more messages, or on drop; a member of a
+//! room leaves it with the subscription).
 //!
 //! Never: blocks the I/O thread. The queue is bounded; when the application does not keep
 //! up, the I/O thread drops new arrivals for this subscription and reports them instead
@@ -12,11 +14,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use tern_protocol::binary::ResumeToken;
 
+use crate::presence::{PresenceShared, DEFAULT_CAPACITY};
 use crate::shared::{unsubscribe_frame, Inner, Phase, SubEnd, SubShared};
-use crate::{Client, Error, Message};
+use crate::{Client, Error, Message, Presence};
 
 /// Where a subscription's delivery starts. Catch-up starts (everything but
 /// [`Live`](Self::Live)) replay from the broker's log, then continue live without gap or
@@ -52,6 +56,9 @@ pub struct SubscribeBuilder<'c> {
     pub(crate) capacity: usize,
     pub(crate) server_max_messages: u32,
     pub(crate) server_max_bytes: u32,
+    pub(crate) presence_info: Option<Bytes>,
+    pub(crate) presence_events: bool,
+    pub(crate) presence_capacity: usize,
 }
 
 impl<'c> SubscribeBuilder<'c> {
@@ -65,6 +72,9 @@ impl<'c> SubscribeBuilder<'c> {
             capacity,
             server_max_messages: 0,
             server_max_bytes: 0,
+            presence_info: None,
+            presence_events: false,
+            presence_capacity: DEFAULT_CAPACITY,
         }
     }
 
@@ -102,6 +112,44 @@ impl<'c> SubscribeBuilder<'c> {
         self
     }
 
+    /// Joins the subject's presence for as long as the subscription lasts, with `info`
+    /// (shown to the room's other members and watchers; at most the broker's
+    /// `max_presence_info`, 1 KiB by default). The subject must be a room: a literal
+    /// subject, without a queue group.
+    ///
+    /// The broker's answer comes as a
+    /// [`PresenceEvent::Joined`](crate::PresenceEvent::Joined) (who this connection is in
+    /// the room) or [`PresenceEvent::Refused`](crate::PresenceEvent::Refused) (a limit:
+    /// the subscription stays, as a plain one; also reported as
+    /// [`Event::ServerError`](crate::Event::ServerError)) on [`Subscription::presence`]. An
+    /// info over the broker's limit refuses the subscription itself, with
+    /// [`ErrorCode::PresenceRefused`](crate::ErrorCode::PresenceRefused).
+    ///
+    /// Unsubscribing leaves the room at once; a lost connection leaves it only after the
+    /// broker's grace window, and the client's resubscribe, which carries the member token
+    /// of the last join, stays the same member: nobody sees a leave and a join.
+    pub fn presence(mut self, info: impl AsRef<[u8]>) -> Self {
+        self.presence_info = Some(Bytes::copy_from_slice(info.as_ref()));
+        self
+    }
+
+    /// Watches the subject's presence: [`Subscription::presence`] gets a snapshot of the
+    /// room's members, then every join and leave (and a fresh snapshot after a reconnect
+    /// or when the broker had to drop events). Messages published to the subject still
+    /// come as messages. The subject must be a room: a literal subject, without a queue
+    /// group.
+    pub fn presence_events(mut self) -> Self {
+        self.presence_events = true;
+        self
+    }
+
+    /// The bound, in events, of this subscription's presence queue in the client (see
+    /// [`Presence`] for what an overflow does). At least 2. Default: 1024.
+    pub fn presence_capacity(mut self, events: usize) -> Self {
+        self.presence_capacity = events;
+        self
+    }
+
     /// Subscribes. Returns at once: the `SUBSCRIBE` is on its way (call
     /// [`Client::flush`] to wait until the broker has it). Invalid subjects and queue
     /// groups are refused here; a refusal by the broker ends the subscription, and its
@@ -130,6 +178,7 @@ pub struct Subscription {
     subject: String,
     rx: Receiver<Message>,
     shared: Arc<SubShared>,
+    presence: Option<Arc<PresenceShared>>,
 }
 
 impl Subscription {
@@ -139,6 +188,7 @@ impl Subscription {
         subject: String,
         rx: Receiver<Message>,
         shared: Arc<SubShared>,
+        presence: Option<Arc<PresenceShared>>,
     ) -> Subscription {
         Subscription {
             inner,
@@ -146,6 +196,7 @@ impl Subscription {
             subject,
             rx,
             shared,
+            presence,
         }
     }
 
@@ -157,6 +208,37 @@ impl Subscription {
     /// The subject filter.
     pub fn subject(&self) -> &str {
         &self.subject
+    }
+
+    /// The subscription's presence: its own join's outcome and, with
+    /// [`presence_events`](SubscribeBuilder::presence_events), the room's events and
+    /// members. `None` for a subscription made without
+    /// [`presence`](SubscribeBuilder::presence) or `presence_events`. Every call returns a
+    /// handle to the same queue.
+    ///
+    /// ```no_run
+    /// # let client = tern_client::Client::connect("tern://127.0.0.1:4224")?;
+    /// use tern_client::PresenceEvent;
+    /// let sub = client
+    ///     .subscribe_builder("room.42")
+    ///     .presence(r#"{"status":"online"}"#)
+    ///     .presence_events()
+    ///     .subscribe()?;
+    /// let presence = sub.presence().expect("asked for presence");
+    /// for event in &presence {
+    ///     match event {
+    ///         PresenceEvent::Snapshot { members, count } => println!("{count} here: {members:?}"),
+    ///         PresenceEvent::Join { member, .. } => println!("{} joined", member.user),
+    ///         PresenceEvent::Leave { user, .. } => println!("{user} left"),
+    ///         other => println!("{other:?}"),
+    ///     }
+    /// }
+    /// # Ok::<(), tern_client::Error>(())
+    /// ```
+    pub fn presence(&self) -> Option<Presence> {
+        self.presence
+            .as_ref()
+            .map(|shared| Presence::new(self.sid, Arc::clone(shared)))
     }
 
     /// Waits for the next message. After the subscription ended and its queue is empty:

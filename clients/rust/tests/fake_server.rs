@@ -1,6 +1,8 @@
 //! The client against a scripted fake broker (a real TCP listener speaking the binary
 //! protocol through `tern-protocol`): what the client sends, frame by frame, when the
-//! server goes silent, closes, restarts with a new log epoch, refuses, or floods.
+//! server goes silent, closes, restarts with a new log epoch, refuses, or floods; and
+//! presence on the wire: the subscribe options, the member token re-sent on every
+//! resubscribe, `PRESENCE` frames turned into events, and queries matched to answers.
 
 mod common;
 
@@ -10,12 +12,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{message, wait_event, FakeServer, WAIT};
 use tern_client::{
-    Client, DisconnectReason, DropSource, Error, ErrorCode, Event, Events, PublishOptions,
-    ReconnectPolicy, SequenceRange,
+    Client, DisconnectReason, DropSource, Error, ErrorCode, Event, Events, PresenceEvent,
+    PublishOptions, ReconnectPolicy, SequenceRange,
 };
 use tern_protocol::binary::{
-    AckResult, ClientFrame, DropNotice, ErrorFrame, GapNotice, GoAway, PublishAck, ResumeToken,
-    ServerFrame, StartPosition,
+    AckResult, ClientFrame, DropNotice, ErrorFrame, GapNotice, GoAway, Member, Presence,
+    PresenceBody, PresenceJoin, PresenceQuery, PublishAck, ResumeToken, ServerFrame, StartPosition,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -974,4 +976,365 @@ fn left_for_going_away_then_back(server: &FakeServer, events: &Events, reason: &
     );
     let _second = server.accept_welcome(2);
     wait_event(events, |e| matches!(e, Event::Reconnected(_)).then_some(()));
+}
+
+fn presence_frame(id: u32, count: u32, more: bool, body: PresenceBody) -> ServerFrame {
+    ServerFrame::Presence(Presence {
+        id,
+        query: false,
+        more,
+        count,
+        body,
+    })
+}
+
+fn wire_member(user: &str, info: &str) -> Member {
+    Member {
+        user: Bytes::copy_from_slice(user.as_bytes()),
+        since_ms: 1_700_000_000_000,
+        connections: 1,
+        info: Bytes::copy_from_slice(info.as_bytes()),
+    }
+}
+
+fn joined_frame(sid: u32, user: &str, token: &str, count: u32) -> ServerFrame {
+    presence_frame(
+        sid,
+        count,
+        false,
+        PresenceBody::Joined {
+            user: Bytes::copy_from_slice(user.as_bytes()),
+            member_token: Bytes::copy_from_slice(token.as_bytes()),
+        },
+    )
+}
+
+#[test]
+fn presence_options_go_out_and_the_member_token_comes_back_on_every_resubscribe() {
+    let server = FakeServer::bind();
+    let (client, mut conn) = connect(&server, 1, Client::builder().reconnect(fast()));
+    let events = client.events();
+    let sub = client
+        .subscribe_builder("room.7")
+        .presence("online")
+        .presence_events()
+        .subscribe()
+        .unwrap();
+    let watch_only = client
+        .subscribe_builder("room.8")
+        .presence_events()
+        .subscribe()
+        .unwrap();
+    let plain = client.subscribe("room.9").unwrap();
+    assert!(plain.presence().is_none());
+    let presence = sub.presence().unwrap();
+
+    let s = subscribe_of(conn.recv());
+    assert_eq!((s.sid, &s.subject[..]), (sub.sid(), &b"room.7"[..]));
+    assert_eq!(
+        s.presence,
+        Some(PresenceJoin {
+            info: Bytes::from_static(b"online"),
+            member_token: None
+        })
+    );
+    assert!(s.presence_events);
+    let w = subscribe_of(conn.recv());
+    assert_eq!((w.presence, w.presence_events), (None, true));
+    let p = subscribe_of(conn.recv());
+    assert_eq!((p.presence, p.presence_events), (None, false));
+
+    // The joined frame, then a snapshot in two frames, a join and a leave.
+    conn.send(joined_frame(sub.sid(), "me#7", "token-1", 1));
+    conn.send(presence_frame(
+        sub.sid(),
+        3,
+        true,
+        PresenceBody::Snapshot {
+            offset: 0,
+            members: vec![wire_member("ann#3", "a"), wire_member("me#7", "online")],
+        },
+    ));
+    conn.send(presence_frame(
+        sub.sid(),
+        3,
+        false,
+        PresenceBody::Snapshot {
+            offset: 2,
+            members: vec![wire_member("bob#5", "b")],
+        },
+    ));
+    conn.send(presence_frame(
+        sub.sid(),
+        4,
+        false,
+        PresenceBody::Join(wire_member("cy#9", "c")),
+    ));
+    conn.send(presence_frame(
+        sub.sid(),
+        3,
+        false,
+        PresenceBody::Leave {
+            user: Bytes::from_static(b"ann#3"),
+        },
+    ));
+    // Messages still come as messages.
+    conn.send(message(sub.sid(), 0, 1, "room.7", "hello room"));
+
+    assert_eq!(
+        presence.recv_timeout(WAIT).unwrap(),
+        PresenceEvent::Joined {
+            user: "me#7".into(),
+            count: 1
+        }
+    );
+    match presence.recv_timeout(WAIT).unwrap() {
+        PresenceEvent::Snapshot { members, count } => {
+            let users: Vec<&str> = members.iter().map(|m| m.user.as_str()).collect();
+            assert_eq!((users, count), (vec!["ann#3", "me#7", "bob#5"], 3));
+            assert_eq!(members[1].info_str(), Some("online"));
+        }
+        other => panic!("expected the snapshot, got {other:?}"),
+    }
+    assert!(matches!(
+        presence.recv_timeout(WAIT).unwrap(),
+        PresenceEvent::Join { member, count: 4 } if member.user == "cy#9"
+    ));
+    assert_eq!(
+        presence.recv_timeout(WAIT).unwrap(),
+        PresenceEvent::Leave {
+            user: "ann#3".into(),
+            count: 3
+        }
+    );
+    assert_eq!(
+        sub.recv_timeout(WAIT).unwrap().payload_str(),
+        Some("hello room")
+    );
+    let members: Vec<String> = presence
+        .members()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.user)
+        .collect();
+    assert_eq!(members, ["me#7", "bob#5", "cy#9"]);
+    assert_eq!(
+        (presence.count(), presence.user().as_deref()),
+        (Some(3), Some("me#7"))
+    );
+    assert_eq!(watch_only.presence().unwrap().members(), None);
+
+    // Lost: the resubscribe carries the token of the last join.
+    conn.close();
+    let mut conn = server.accept_welcome(1);
+    let s = subscribe_of(conn.recv());
+    assert_eq!(s.sid, sub.sid());
+    assert_eq!(
+        s.presence.and_then(|p| p.member_token).as_deref(),
+        Some(&b"token-1"[..])
+    );
+    assert!(s.presence_events);
+    assert_eq!(subscribe_of(conn.recv()).sid, watch_only.sid());
+    assert_eq!(subscribe_of(conn.recv()).sid, plain.sid());
+    wait_event(&events, |e| {
+        matches!(e, Event::Reconnected(_)).then_some(())
+    });
+    // A newer token replaces it for the next reconnect.
+    conn.send(joined_frame(sub.sid(), "me#7", "token-2", 3));
+    assert!(matches!(
+        presence.recv_timeout(WAIT).unwrap(),
+        PresenceEvent::Joined { count: 3, .. }
+    ));
+    conn.close();
+    let mut conn = server.accept_welcome(1);
+    let s = subscribe_of(conn.recv());
+    assert_eq!(
+        s.presence.and_then(|p| p.member_token).as_deref(),
+        Some(&b"token-2"[..])
+    );
+    subscribe_of(conn.recv());
+    subscribe_of(conn.recv());
+
+    // A refused join: an event on the presence queue and on the client's, and the
+    // subscription stays.
+    conn.send(presence_frame(
+        sub.sid(),
+        0,
+        false,
+        PresenceBody::Refused {
+            code: ErrorCode::PresenceRefused,
+            message: Bytes::from_static(b"room is full: max_presence_members (1)"),
+        },
+    ));
+    assert_eq!(
+        presence.recv_timeout(WAIT).unwrap(),
+        PresenceEvent::Refused {
+            code: ErrorCode::PresenceRefused,
+            message: "room is full: max_presence_members (1)".into()
+        }
+    );
+    let (code, sid) = wait_event(&events, |e| match e {
+        Event::ServerError {
+            code, sid, fatal, ..
+        } => {
+            assert!(!fatal);
+            Some((*code, *sid))
+        }
+        _ => None,
+    });
+    assert_eq!((code, sid), (ErrorCode::PresenceRefused, Some(sub.sid())));
+    assert!(sub.is_active());
+
+    // Unsubscribing ends the presence handle too, after what is queued.
+    conn.send(presence_frame(
+        sub.sid(),
+        2,
+        false,
+        PresenceBody::Leave {
+            user: Bytes::from_static(b"bob#5"),
+        },
+    ));
+    // The client answers a PING after handling the frames before it.
+    conn.send(ServerFrame::Ping);
+    assert_eq!(conn.recv(), ClientFrame::Pong);
+    drop(sub);
+    assert!(matches!(
+        conn.recv(),
+        ClientFrame::Unsubscribe(tern_protocol::binary::Unsubscribe { max: None, .. })
+    ));
+    assert!(matches!(
+        presence.recv_timeout(WAIT),
+        Ok(PresenceEvent::Leave { .. })
+    ));
+    assert!(matches!(
+        presence.recv_timeout(WAIT),
+        Err(Error::Unsubscribed)
+    ));
+}
+
+fn query_of(frame: ClientFrame) -> PresenceQuery {
+    match frame {
+        ClientFrame::PresenceQuery(q) => q,
+        other => panic!("expected PRESENCE_QUERY, got {other:?}"),
+    }
+}
+
+fn page_frame(id: u32, count: u32, more: bool, offset: u32, users: &[&str]) -> ServerFrame {
+    ServerFrame::Presence(Presence {
+        id,
+        query: true,
+        more,
+        count,
+        body: PresenceBody::Page {
+            offset,
+            members: users.iter().map(|u| wire_member(u, "")).collect(),
+        },
+    })
+}
+
+#[test]
+fn presence_queries_are_matched_to_their_answers_and_fail_as_documented() {
+    let server = FakeServer::bind();
+    let (client, mut conn) = connect(&server, 1, Client::builder().reconnect(fast()));
+    let events = client.events();
+    // Checked before anything is sent.
+    for result in [
+        client.presence("room.*", 0, 0, WAIT).map(|_| ()),
+        client.presence("room.7", 0, 1001, WAIT).map(|_| ()),
+        client
+            .subscribe_builder("room.>")
+            .presence("x")
+            .subscribe()
+            .map(|_| ()),
+        client
+            .subscribe_builder("room.7")
+            .queue_group("g")
+            .presence_events()
+            .subscribe()
+            .map(|_| ()),
+    ] {
+        assert!(matches!(result, Err(Error::InvalidOption(_))), "{result:?}");
+    }
+
+    let c = client.clone();
+    let page = thread::spawn(move || c.presence("room.7", 10, 2, WAIT));
+    let q = query_of(conn.recv());
+    assert_eq!(
+        (&q.room[..], q.offset, q.limit, q.count_only),
+        (&b"room.7"[..], 10, 2, false)
+    );
+    let c = client.clone();
+    let count = thread::spawn(move || c.presence_count("room.8", WAIT));
+    let q2 = query_of(conn.recv());
+    assert_eq!((&q2.room[..], q2.count_only), (&b"room.8"[..], true));
+    assert_ne!(q.id, q2.id);
+    // Answered out of order, the page in two frames.
+    conn.send(page_frame(q2.id, 42, false, 0, &[]));
+    conn.send(page_frame(q.id, 12, true, 10, &["a#1"]));
+    conn.send(page_frame(q.id, 12, false, 11, &["b#2"]));
+    assert_eq!(count.join().unwrap().unwrap(), 42);
+    let page = page.join().unwrap().unwrap();
+    let users: Vec<&str> = page.members.iter().map(|m| m.user.as_str()).collect();
+    assert_eq!(
+        (page.count, page.offset, users),
+        (12, 10, vec!["a#1", "b#2"])
+    );
+    assert_eq!(page.next_offset(), None);
+
+    // A refusal is the broker's error.
+    let c = client.clone();
+    let refused = thread::spawn(move || c.presence("secret.room", 0, 0, WAIT));
+    let q = query_of(conn.recv());
+    conn.send(ServerFrame::Presence(Presence {
+        id: q.id,
+        query: true,
+        more: false,
+        count: 0,
+        body: PresenceBody::Refused {
+            code: ErrorCode::PermissionViolation,
+            message: Bytes::from_static(
+                b"Permissions Violation for Subscription to \"secret.room\"",
+            ),
+        },
+    }));
+    match refused.join().unwrap() {
+        Err(Error::Server { code, message }) => {
+            assert_eq!(code, ErrorCode::PermissionViolation);
+            assert!(message.contains("secret.room"), "{message}");
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+
+    // No answer in time; a late one is ignored.
+    assert!(matches!(
+        client.presence_count("room.7", 30 * MS),
+        Err(Error::Timeout)
+    ));
+    let late = query_of(conn.recv());
+    conn.send(page_frame(late.id, 1, false, 0, &[]));
+
+    // Written, then the connection is lost: the answer can no longer come.
+    let c = client.clone();
+    let lost = thread::spawn(move || c.presence_count("room.7", WAIT));
+    query_of(conn.recv());
+    conn.close();
+    assert!(matches!(lost.join().unwrap(), Err(Error::Disconnected)));
+    wait_event(&events, |e| {
+        matches!(e, Event::Disconnected { .. }).then_some(())
+    });
+
+    // Asked while disconnected: it goes out after the reconnect's WELCOME.
+    let c = client.clone();
+    let later = thread::spawn(move || c.presence_count("room.7", WAIT));
+    thread::sleep(50 * MS);
+    let mut conn = server.accept_welcome(1);
+    let q = query_of(conn.recv());
+    conn.send(page_frame(q.id, 5, false, 0, &[]));
+    assert_eq!(later.join().unwrap().unwrap(), 5);
+
+    client.close();
+    assert!(matches!(
+        client.presence_count("room.7", WAIT),
+        Err(Error::Closed)
+    ));
 }
