@@ -517,7 +517,7 @@ impl Conn {
 
     /// Who this connection is in a room: its user where it authenticated, else its name
     /// and client id (never its info).
-    pub(super) fn member_identity(&self) -> Arc<str> {
+    fn member_identity(&self) -> Arc<str> {
         match (self.access.user(), self.name()) {
             (Some(user), _) => Arc::clone(user),
             (None, Some(name)) => format!("{name}#{}", self.client_id).into(),
