@@ -610,18 +610,20 @@ impl Conn {
             return;
         }
         let echo = self.binary_state().hello.echo;
-        let mut msg = Msg::new(p.subject, p.payload, self.id, self.read_at);
-        msg.reply = p.reply;
-        msg.headers = p.headers;
-        msg.no_echo = !echo;
-        msg.priority = p.priority;
-        msg.ack_id = p.ack_id;
-        msg.message_id = p.message_id;
-        msg.coalesce = p.coalescing_key;
+        let msg = Arc::new(Msg {
+            reply: p.reply,
+            headers: p.headers,
+            no_echo: !echo,
+            priority: p.priority,
+            ack_id: p.ack_id,
+            message_id: p.message_id,
+            coalesce: p.coalescing_key,
+            ..Msg::new(p.subject, p.payload, self.id, self.read_at)
+        });
         if !self.admit(&msg, router) {
             return;
         }
-        self.publish(msg, router);
+        self.publish_shared(msg, router);
     }
 
     /// `SUBSCRIBE`. A resume token from another epoch cannot resume where it says: the

@@ -863,12 +863,19 @@ impl Conn {
 
     /// Counts a publish and hands it to the router.
     fn publish(&mut self, msg: Msg, router: &mut Router) {
+        self.publish_shared(Arc::new(msg), router);
+    }
+
+    /// As [`Conn::publish`], for a message made where it is shared (the binary port
+    /// builds its publishes in place: a `Msg` is a few hundred bytes, and moving one into
+    /// an `Arc` is a copy per message).
+    fn publish_shared(&mut self, msg: Arc<Msg>, router: &mut Router) {
         let size = msg.payload.len() + msg.headers.as_ref().map_or(0, Bytes::len);
         bump(&router.stats.in_msgs, 1);
         bump(&router.stats.in_bytes, size as u64);
         self.in_msgs += 1;
         self.in_bytes += size as u64;
-        router.publish(Arc::new(msg));
+        router.publish(msg);
         // Its acknowledgement and the deliveries to this worker's connections (its own
         // subscriptions among them) wait in the local batch: a `PING` now answers after them.
         self.barrier.touch(router.me..router.me + 1);

@@ -9,6 +9,7 @@
 //! Never: touches the socket or another connection; the shared steps in `conn/mod.rs` do
 //! the bookkeeping.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -468,18 +469,21 @@ impl Conn {
                 return false;
             }
         };
-        // The loop turn in which these bytes were read.
-        let mut msg = Msg::new(p.subject, p.payload, self.id, self.read_at);
-        msg.reply = p.reply;
-        msg.headers = p.headers;
-        msg.no_echo = no_echo;
-        msg.no_responders = no_responders;
-        msg.priority = priority;
-        msg.coalesce = coalesce;
+        // Made where it is shared (see `publish_shared`); `read_at` is the loop turn in
+        // which these bytes were read.
+        let msg = Arc::new(Msg {
+            reply: p.reply,
+            headers: p.headers,
+            no_echo,
+            no_responders,
+            priority,
+            coalesce,
+            ..Msg::new(p.subject, p.payload, self.id, self.read_at)
+        });
         if !self.admit(&msg, router) {
             return false;
         }
-        self.publish(msg, router);
+        self.publish_shared(msg, router);
         true
     }
 
