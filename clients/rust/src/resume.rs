@@ -11,8 +11,11 @@
 //! that restarted with a new epoch numbers from 1 again).
 //!
 //! Never: decides whether to resume. The I/O thread asks [`ResumeTracker::token`] at every
-//! resubscribe; a tracker that has seen nothing has no token, and the subscription starts
-//! the way it was first asked to.
+//! resubscribe; a tracker that knows nothing yet (no `SUBSCRIBED`, no message, no token it
+//! started from) has no token, and the subscription starts the way it was first asked to.
+//! One that knows its start has a token even when every sequence in it is 0 (it started on
+//! an empty log): resuming from it replays what was published while it was away, where
+//! starting live again would miss it.
 
 use tern_protocol::binary::ResumeToken;
 
@@ -22,6 +25,9 @@ pub(crate) struct ResumeTracker {
     epoch: u64,
     /// Indexed by shard; 0 for none.
     last: Vec<u64>,
+    /// Where the subscription is in this epoch is known (a start, a message, or the
+    /// token it started from): `last` is a position, not just empty.
+    known: bool,
 }
 
 impl ResumeTracker {
@@ -31,6 +37,7 @@ impl ResumeTracker {
         ResumeTracker {
             epoch: token.epoch,
             last: token.last_sequences.clone(),
+            known: true,
         }
     }
 
@@ -44,6 +51,7 @@ impl ResumeTracker {
             self.last.resize(i + 1, 0);
         }
         self.last[i] = self.last[i].max(sequence);
+        self.known = true;
     }
 
     /// Records where the subscription starts in every shard under log `epoch` (`SUBSCRIBED`:
@@ -58,17 +66,19 @@ impl ResumeTracker {
         for (last, &start) in self.last.iter_mut().zip(last_sequences) {
             *last = (*last).max(start);
         }
+        self.known = true;
     }
 
     /// Forgets everything: the broker's log has a new epoch (`EpochMismatch`).
     pub(crate) fn reset(&mut self, epoch: u64) {
         self.epoch = epoch;
         self.last.clear();
+        self.known = false;
     }
 
-    /// The token to resume with, or `None` when no sequence was seen.
+    /// The token to resume with, or `None` while where the subscription is is not known.
     pub(crate) fn token(&self) -> Option<ResumeToken> {
-        if self.last.iter().all(|&s| s == 0) {
+        if !self.known {
             return None;
         }
         let len = self.last.iter().rposition(|&s| s != 0).map_or(0, |i| i + 1);
@@ -94,6 +104,22 @@ mod tests {
         t.start_at(8, &[3, 0]);
         let token = t.token().unwrap();
         assert_eq!((token.epoch, token.last_sequences), (8, vec![3]));
+    }
+
+    #[test]
+    fn a_start_on_an_empty_log_is_a_token_that_replays_what_came_while_away() {
+        let mut t = ResumeTracker::default();
+        assert_eq!(t.token(), None);
+        t.start_at(7, &[0, 0]);
+        assert_eq!(
+            t.token(),
+            Some(ResumeToken {
+                epoch: 7,
+                last_sequences: vec![],
+            })
+        );
+        t.reset(8);
+        assert_eq!(t.token(), None);
     }
 
     #[test]
