@@ -24,12 +24,15 @@ build:
 ## test: formatting, lints, then every unit, property and integration test, then the
 ## Python interop tests (nats-py against the ternd the Rust tests built; the venv first,
 ## since tern-transport's WebSocket interop test runs its Python client), then the
-## JavaScript ones (nats.ws in Node and headless Chromium)
+## JavaScript ones (nats.ws in Node and headless Chromium), then the native clients'
+## own suites (TypeScript, Python)
 test: fmt-check lint $(PY_ENV)/.installed
 	TERN_PYTHON=$(abspath $(PY_ENV))/bin/python $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) test-python
 	$(MAKE) test-js
+	$(MAKE) test-client-js
+	$(MAKE) test-client-python
 
 $(PY_ENV)/.installed: $(PY_DIR)/requirements.txt
 	python3 -m venv $(PY_ENV)
@@ -63,6 +66,10 @@ test-js: $(JS_DIR)/node_modules/.installed
 	$(CARGO) build -p tern-broker --bin ternd
 	$(JS_DIR)/install-chromium.sh
 	cd $(JS_DIR) && npm test
+
+# The native clients' suites, each in its own fragment next to its code.
+include clients/js/client.mk
+include clients/python/client.mk
 
 ## fmt: format the code
 fmt:

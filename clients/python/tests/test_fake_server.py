@@ -1,0 +1,116 @@
+"""What a real broker does only under load or faults, played by a fake one: refusal before
+the preface, a connection lost with an ack in flight, a GOAWAY whose deadline passes, a
+presence snapshot in several frames."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+import tern
+from tern import _codec as c
+from tern.presence import Presence
+from tests.test_resilience import wait_for_event
+
+WELCOME = c.encode_server_frame(c.Welcome(1, 1, 1 << 20, c.DEFAULT_MAX_FRAME, 0, 1, 7, b"fake"))
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def fake(handler: Handler) -> AsyncIterator[str]:
+    async def closing(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            await handler(r, w)
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(closing, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+async def frames(reader: asyncio.StreamReader, decoder: c.ClientFrameDecoder) -> AsyncIterator[c.ClientFrame]:
+    while data := await reader.read(65536):
+        decoder.feed(data)
+        while (f := decoder.next()) is not None:
+            yield f
+
+
+async def test_refusal_before_the_preface_is_the_servers_error() -> None:
+    async def refuse(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(c.encode_server_frame(c.ErrorFrame(0x0204, b"maximum connections exceeded", fatal=True)))
+        await w.drain()
+        w.close()
+
+    async with fake(refuse) as addr:
+        with pytest.raises(tern.ServerError) as e:
+            await tern.connect(addr)
+        assert e.value.code == tern.ErrorCode.TOO_MANY_CONNECTIONS
+        assert "maximum connections exceeded" in str(e.value)
+
+
+async def test_an_ack_in_flight_on_a_lost_connection_is_disconnected() -> None:
+    async def drop_on_publish(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        assert (await r.readexactly(8))[:4] == b"TERN"
+        w.write(WELCOME)
+        async for f in frames(r, c.ClientFrameDecoder()):
+            if isinstance(f, c.Publish):
+                w.transport.abort()  # the connection drops before the ack
+                return
+
+    async with fake(drop_on_publish) as addr:
+        client = await tern.connect(addr, reconnect=tern.ReconnectPolicy(base=5, cap=5))
+        try:
+            with pytest.raises(tern.Disconnected):
+                await client.publish_acked("a.b", b"lost?", timeout=3)
+        finally:
+            await client.close()
+
+
+async def test_a_goaway_deadline_the_server_misses_is_enforced() -> None:
+    async def lingering(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readexactly(8)
+        w.write(WELCOME + c.encode_server_frame(c.GoAway(0, b"bye")))
+        async for f in frames(r, c.ClientFrameDecoder()):
+            if isinstance(f, c.Ping):
+                w.write(c.encode_server_frame(c.Pong()))
+
+    async with fake(lingering) as addr:
+        client = await tern.connect(addr, reconnect=tern.ReconnectPolicy.disabled())
+        try:
+            ga = await wait_for_event(client, tern.GoAway, timeout=2)
+            assert isinstance(ga, tern.GoAway) and ga.reason == "bye"
+            gone = await wait_for_event(client, tern.DisconnectedEvent, timeout=3)
+            assert isinstance(gone, tern.DisconnectedEvent) and "GOAWAY" in gone.reason
+        finally:
+            await client.close()
+
+
+def member(name: str) -> c.Member:
+    return c.Member(name.encode(), 1, 1, b"{}")
+
+
+def test_a_snapshot_in_several_frames_is_one_event_and_overflow_keeps_a_snapshot() -> None:
+    p = Presence(capacity=4)
+    k = c.PresenceKind
+    p.apply(c.Presence(1, k.JOINED, 1, user=b"me#1", member_token=b"t"))
+    p.apply(c.Presence(1, k.SNAPSHOT, 3, more=True, offset=0, members=(member("a"), member("b"))))
+    assert p.members() is None  # not yet: more is coming
+    p.apply(c.Presence(1, k.SNAPSHOT, 3, offset=2, members=(member("c"),)))
+    members = p.members()
+    assert members is not None and [m.user for m in members] == ["a", "b", "c"]
+    for name in "defg":  # the application does not read: the queue (4) overflows
+        p.apply(c.Presence(1, k.JOIN, 4, members=(member(name),)))
+    queued = list(p._events)
+    assert isinstance(queued[0], tern.Joined)
+    assert any(isinstance(e, tern.Snapshot) for e in queued) and len(queued) <= 4
+    assert p.superseded > 0
+    last = [e for e in queued if isinstance(e, tern.Snapshot)][-1]
+    assert [m.user for m in last.members][:3] == ["a", "b", "c"]
+    p.apply(c.Presence(1, k.LEAVE, 3, user=b"a"))
+    assert [m.user for m in p.members() or ()][:1] == ["b"]
