@@ -416,7 +416,6 @@ impl Router {
             .unwrap_or((self.me, 0))
     }
 
-    /// Routes a message through this worker's shard.
     /// The worker that is home to `subject`'s presence.
     pub fn presence_home(&self, subject: &[u8]) -> usize {
         use std::hash::{BuildHasher, BuildHasherDefault};
@@ -617,6 +616,7 @@ impl Router {
         self.route(Arc::new(msg));
     }
 
+    /// Routes a message through this worker's shard.
     pub fn route(&mut self, msg: Arc<Msg>) {
         self.live_at = Some(self.now);
         if self.outbox.sends_on_next_data() {
