@@ -748,3 +748,43 @@ fn subscribed_says_where_a_subscription_starts_in_every_shard() {
     let epoch = c.welcome.log_epoch;
     assert_eq!(got, [(1, epoch, vec![3, 2]), (2, epoch, vec![3, 2])]);
 }
+
+#[test]
+fn a_request_nobody_receives_gets_a_503_when_hello_asked_for_it() {
+    let broker = Broker::start();
+    for asked in [true, false] {
+        let mut c = BinClient::connect_with(
+            broker.binary_addr(),
+            tern_protocol::binary::Hello {
+                no_responders: asked,
+                ..Default::default()
+            },
+        );
+        c.send(&subscribe(1, "_INBOX.me.>"));
+        c.send(&ClientFrame::Publish(Publish {
+            reply: Some(b("_INBOX.me.1")),
+            ..publish("svc.nobody", "ping?")
+        }));
+        c.send(&ClientFrame::Ping);
+        let mut seen = Vec::new();
+        loop {
+            match c.read_frame() {
+                ServerFrame::Pong => break,
+                other => seen.push(other),
+            }
+        }
+        if asked {
+            match seen.as_slice() {
+                [ServerFrame::Message(m)] => {
+                    assert_eq!((m.sid, &m.subject[..]), (1, &b"_INBOX.me.1"[..]));
+                    let headers = m.headers.as_deref().unwrap_or_default();
+                    assert!(headers.starts_with(b"NATS/1.0 503"), "{m:?}");
+                    assert!(m.payload.is_empty());
+                }
+                other => panic!("expected one 503 status, got {other:?}"),
+            }
+        } else {
+            assert!(seen.is_empty(), "no status without asking: {seen:?}");
+        }
+    }
+}

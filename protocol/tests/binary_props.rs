@@ -66,7 +66,7 @@ fn start() -> impl Strategy<Value = StartPosition> {
 fn client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         1 => (
-            (bytes(8), bytes(8), any::<bool>()),
+            (bytes(8), bytes(8), any::<(bool, bool)>()),
             (
                 prop::option::of(bytes(8)),
                 prop::option::of((bytes(8), bytes(8))),
@@ -74,11 +74,12 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             )
         )
             .prop_map(
-                |((client_name, client_version, echo), (auth_token, user_pass, nkey))| {
+                |((client_name, client_version, (echo, no_responders)), (auth_token, user_pass, nkey))| {
                     ClientFrame::Hello(Hello {
                         client_name,
                         client_version,
                         echo,
+                        no_responders,
                         auth_token,
                         user: user_pass.as_ref().map(|(u, _)| u.clone()),
                         pass: user_pass.map(|(_, p)| p),

@@ -144,6 +144,14 @@ fn table() -> Vec<(&'static str, &'static str, Expect)> {
                 nkey: Some(b("UK")),
                 ..Hello::default()
             }))),
+        ("client.hello-no-responders",
+            "HELLO flags echo|no responders; name \"demo\"; empty version (a request nobody receives gets a 503 status)",
+            Client(ClientFrame::Hello(Hello {
+                client_name: b("demo"),
+                echo: true,
+                no_responders: true,
+                ..Hello::default()
+            }))),
         ("client.auth-signature",
             "AUTH flags signature; server.challenge's nonce signed by client.hello-nkey's key (ed25519, 64 bytes as 86 characters of base64url without padding)",
             Client(ClientFrame::Auth(Auth { token: None, signature: Some(b(SIGNATURE)) }))),

@@ -609,11 +609,13 @@ impl Conn {
             self.refuse_publish_binary(p.ack_id, ErrorCode::InvalidOption, &text);
             return;
         }
-        let echo = self.binary_state().hello.echo;
+        let hello = &self.binary_state().hello;
+        let (echo, no_responders) = (hello.echo, hello.no_responders);
         let msg = Arc::new(Msg {
             reply: p.reply,
             headers: p.headers,
             no_echo: !echo,
+            no_responders,
             priority: p.priority,
             ack_id: p.ack_id,
             message_id: p.message_id,

@@ -958,6 +958,8 @@ export class Client {
       name: this.#opts.name,
       version: CLIENT_VERSION,
       echo: this.#opts.echo,
+      // A request nobody receives is answered at once (NoResponders), not timed out.
+      noResponders: true,
       ...(o.token !== undefined && { token: o.token }),
       ...(o.user !== undefined && { user: o.user, pass: o.pass ?? "" }),
       ...(this.#signer !== undefined && { nkey: this.#signer.publicKey }),

@@ -135,6 +135,8 @@ export interface Hello {
   user?: string;
   pass?: string;
   nkey?: string;
+  /** A request nobody receives is answered with a `503` status (flag bit 4). */
+  noResponders?: boolean;
 }
 export interface Auth {
   type: "AUTH";
@@ -439,7 +441,8 @@ export function encodeClientFrame(f: ClientFrame): Uint8Array {
         (f.echo ? 0x01 : 0) |
         (f.token !== undefined ? 0x02 : 0) |
         (userPass ? 0x04 : 0) |
-        (f.nkey !== undefined ? 0x08 : 0);
+        (f.nkey !== undefined ? 0x08 : 0) |
+        (f.noResponders === true ? 0x10 : 0);
       const w = frameWriter(0x01, flags);
       w.short(f.name, "client name");
       w.short(f.version, "client version");
@@ -796,7 +799,7 @@ export function decodeClientBody(type: number, flags: number, body: Uint8Array):
   let f: ClientFrame;
   switch (type) {
     case 0x01: {
-      flagsAllowed(name, flags, 0x0f);
+      flagsAllowed(name, flags, 0x1f);
       const hello: Hello = {
         type: "HELLO",
         name: r.short("client name"),
@@ -809,6 +812,7 @@ export function decodeClientBody(type: number, flags: number, body: Uint8Array):
         hello.pass = r.short("pass");
       }
       if (flags & 0x08) hello.nkey = r.short("nkey");
+      if (flags & 0x10) hello.noResponders = true;
       f = hello;
       break;
     }

@@ -54,6 +54,13 @@ function decodeOne(bytes, side) {
 /** What some vectors mean, as values: the decoder must give exactly these. */
 /** @type {Record<string, object>} */
 const MEANINGS = {
+  "client.hello-no-responders": {
+    type: "HELLO",
+    name: "demo",
+    version: "",
+    echo: true,
+    noResponders: true,
+  },
   "client.publish-full": {
     type: "PUBLISH",
     priority: 7,

@@ -160,13 +160,15 @@ class Hello:
     user: bytes | None = None
     password: bytes | None = None
     nkey: bytes | None = None
+    # A request nobody receives is answered with a 503 status (flag bit 4).
+    no_responders: bool = False
 
     def __repr__(self) -> str:  # never print secrets
         return (
             f"Hello(client_name={self.client_name!r}, client_version={self.client_version!r}, "
             f"echo={self.echo}, auth_token={'<redacted>' if self.auth_token else None}, "
             f"user={self.user!r}, password={'<redacted>' if self.password else None}, "
-            f"nkey={self.nkey!r})"
+            f"nkey={self.nkey!r}, no_responders={self.no_responders})"
         )
 
 
@@ -524,6 +526,7 @@ def encode_client_frame(f: ClientFrame) -> bytes:
                 | (0x02 if f.auth_token is not None else 0)
                 | (0x04 if f.user is not None else 0)
                 | (0x08 if f.nkey is not None else 0)
+                | (0x10 if f.no_responders else 0)
             )
             if (f.user is None) != (f.password is None):
                 raise CodecError(
@@ -733,7 +736,7 @@ _SERVER_FLAGS = {
 }
 
 _CLIENT_FLAGS = {
-    T_HELLO: ("HELLO", 0x0F),
+    T_HELLO: ("HELLO", 0x1F),
     T_PUBLISH: ("PUBLISH", 0x1F),
     T_SUBSCRIBE: ("SUBSCRIBE", 0x7F),
     T_UNSUBSCRIBE: ("UNSUBSCRIBE", 0x01),
@@ -996,7 +999,7 @@ def parse_client_body(
         user = r.short("user") if flags & 0x04 else None
         pw = r.short("pass") if flags & 0x04 else None
         nkey = r.short("nkey") if flags & 0x08 else None
-        f = Hello(cname, cver, bool(flags & 0x01), token, user, pw, nkey)
+        f = Hello(cname, cver, bool(flags & 0x01), token, user, pw, nkey, bool(flags & 0x10))
     elif ftype == T_AUTH:
         if not flags & 0x03:
             raise CodecError("InvalidValue", "AUTH flags (neither token nor signature)")

@@ -480,6 +480,8 @@ class Client:
             user=o.user.encode() if o.user is not None else None,
             password=o.password.encode() if o.password is not None else None,
             nkey=o.nkey.public.encode() if o.nkey is not None else None,
+            # A request nobody receives is answered at once (NoResponders), not timed out.
+            no_responders=True,
         )
 
     async def _handshake(

@@ -44,6 +44,7 @@ VALUES: dict[str, tuple[str, object]] = {
         "client",
         c.Hello(auth_token=b"t", user=b"u", password=b"p", nkey=b"UK"),
     ),
+    "client.hello-no-responders": ("client", c.Hello(b"demo", echo=True, no_responders=True)),
     "client.auth-signature": ("client", c.Auth(signature=SIGNATURE)),
     "client.auth-token": ("client", c.Auth(token=b"jwt-2")),
     "client.auth-both": ("client", c.Auth(token=b"t", signature=b"s")),

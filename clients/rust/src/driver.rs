@@ -1149,6 +1149,9 @@ fn hello(inner: &Inner) -> Result<OutFrame, Failure> {
         user: auth.user_pass.as_ref().map(|(u, _)| Bytes::from(u.clone())),
         pass: auth.user_pass.as_ref().map(|(_, p)| secret(p)),
         nkey: auth.public_nkey().map(Bytes::from),
+        // A request nobody receives is answered at once (`Error::NoResponders`) instead of
+        // timing out.
+        no_responders: true,
     });
     encode(&frame)
         .map(OutFrame::control)

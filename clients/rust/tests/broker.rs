@@ -301,13 +301,14 @@ fn every_client_call_against_the_broker() {
     assert_eq!(reply.payload_str(), Some("echo: hi"));
     client.publish("svc.echo", "no reply subject").unwrap();
     let _service = serve.join().unwrap();
-    // Nobody subscribed: the binary protocol (version 1) has no no-responders status
-    // (that is a text-port CONNECT option), so the request simply times out. The
-    // NoResponders path is covered against the fake server.
-    assert!(matches!(
-        client.request("svc.nobody", "x", Duration::from_millis(50)),
-        Err(Error::Timeout)
-    ));
+    // Nobody subscribed: the client's HELLO asks for no-responders statuses, so the
+    // request is answered at once, long before its timeout.
+    let asked = std::time::Instant::now();
+    match client.request("svc.nobody", "x", WAIT) {
+        Err(Error::NoResponders { subject }) => assert_eq!(subject, "svc.nobody"),
+        other => panic!("expected NoResponders, got {other:?}"),
+    }
+    assert!(asked.elapsed() < WAIT);
     let _silent = client.subscribe("svc.silent").unwrap();
     client.flush(WAIT).unwrap();
     assert!(matches!(

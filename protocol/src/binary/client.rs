@@ -67,6 +67,10 @@ pub struct Hello {
     /// The user's public nkey (`U...`), for nkey authentication (flag bit 3): the server
     /// answers `CHALLENGE` instead of `WELCOME`, and the client signs its nonce.
     pub nkey: Option<Bytes>,
+    /// True: a `PUBLISH` with a reply subject that no subscription receives gets a
+    /// no-responders status (`NATS/1.0 503`) on its reply subject, as the text port's
+    /// `no_responders` (flag bit 4).
+    pub no_responders: bool,
 }
 
 /// `AUTH`: a signature answering `CHALLENGE`, or a new token (flag bits 0 and 1; at least
@@ -95,6 +99,7 @@ impl std::fmt::Debug for Hello {
             .field("user", &self.user)
             .field("pass", &redacted(&self.pass))
             .field("nkey", &self.nkey)
+            .field("no_responders", &self.no_responders)
             .finish()
     }
 }
@@ -222,6 +227,7 @@ const HELLO_ECHO: u8 = 0x01;
 const HELLO_AUTH: u8 = 0x02;
 const HELLO_USER_PASS: u8 = 0x04;
 const HELLO_NKEY: u8 = 0x08;
+const HELLO_NO_RESPONDERS: u8 = 0x10;
 
 const AUTH_TOKEN: u8 = 0x01;
 const AUTH_SIGNATURE: u8 = 0x02;
@@ -277,7 +283,7 @@ pub(crate) fn empty(flags: u8, r: Reader) -> Result<(), BinaryError> {
 fn decode_hello(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError> {
     r.check_flags(
         flags,
-        HELLO_ECHO | HELLO_AUTH | HELLO_USER_PASS | HELLO_NKEY,
+        HELLO_ECHO | HELLO_AUTH | HELLO_USER_PASS | HELLO_NKEY | HELLO_NO_RESPONDERS,
     )?;
     let client_name = r.short("client name")?;
     let client_version = r.short("client version")?;
@@ -290,6 +296,7 @@ fn decode_hello(flags: u8, mut r: Reader) -> Result<ClientFrame, BinaryError> {
         client_name,
         client_version,
         echo: flags & HELLO_ECHO != 0,
+        no_responders: flags & HELLO_NO_RESPONDERS != 0,
         auth_token,
         user,
         pass,
@@ -494,7 +501,8 @@ impl ClientFrame {
                 flag(h.echo, HELLO_ECHO)
                     | flag(h.auth_token.is_some(), HELLO_AUTH)
                     | flag(h.user_pass().is_some(), HELLO_USER_PASS)
-                    | flag(h.nkey.is_some(), HELLO_NKEY),
+                    | flag(h.nkey.is_some(), HELLO_NKEY)
+                    | flag(h.no_responders, HELLO_NO_RESPONDERS),
             ),
             ClientFrame::Publish(p) => (
                 PUBLISH,
