@@ -1,9 +1,10 @@
 // Byte streams to a broker: TCP or TLS through `node:net`/`node:tls` (Node only, imported
 // on demand so the package loads in browsers), or WebSocket binary messages on `/tern`.
 //
-// Owns: opening one connection within a timeout, moving bytes, reporting its end once.
-// Must never interpret the bytes, retry, or buffer beyond what the socket itself holds
-// (the client bounds that with `buffered`).
+// Owns: opening one connection within a timeout, moving bytes (the frames written in one
+// turn of the event loop as one socket write: `batched`), reporting its end once.
+// Must never interpret the bytes, retry, or hold more than one turn's frames beyond what
+// the socket itself holds (all of it counted in `buffered`, which the client bounds).
 
 import { TernError } from "./errors.js";
 
@@ -148,16 +149,18 @@ async function openWebSocket(
     socket.onopen = () => {
       clearTimeout(timer);
       open = true;
-      ok({
-        // After the close a frame has nowhere to go: the close is reported on its own.
-        write: (bytes) => {
-          if (socket.readyState === 1) socket.send(bytes);
-        },
-        get buffered() {
-          return socket.bufferedAmount;
-        },
-        close: () => socket.close(1000),
-      });
+      ok(
+        batched({
+          // After the close a frame has nowhere to go: the close is reported on its own.
+          write: (bytes) => {
+            if (socket.readyState === 1) socket.send(bytes);
+          },
+          get buffered() {
+            return socket.bufferedAmount;
+          },
+          close: () => socket.close(1000),
+        }),
+      );
     };
     socket.onmessage = (e: { data: unknown }) => {
       if (e.data instanceof ArrayBuffer) events.data(new Uint8Array(e.data));
@@ -239,20 +242,26 @@ async function openTcp(
       clearTimeout(timer);
       open = true;
       socket.setNoDelay(true);
-      ok({
-        write: (bytes) => {
-          if (!ended) socket.write(bytes);
-        },
-        get buffered() {
-          return socket.writableLength;
-        },
-        close: () => {
-          socket.end();
-          setTimeout(() => socket.destroy(), 1000).unref?.();
-        },
-      });
+      ok(
+        batched({
+          write: (bytes) => {
+            if (!ended) socket.write(bytes);
+          },
+          get buffered() {
+            return socket.writableLength;
+          },
+          close: () => {
+            socket.end();
+            setTimeout(() => socket.destroy(), 1000).unref?.();
+          },
+        }),
+      );
     });
-    socket.on("data", (chunk: Uint8Array) => events.data(chunk));
+    // A plain Uint8Array view of Node's Buffer (no copy): payloads are views of it, and
+    // the client hands out Uint8Arrays, the same in Node as in browsers.
+    socket.on("data", (chunk: Uint8Array) =>
+      events.data(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)),
+    );
     socket.on("drain", () => events.drained());
     socket.on("error", (e: Error) =>
       finish(
@@ -266,4 +275,48 @@ async function openTcp(
     );
     socket.on("close", () => finish(undefined));
   });
+}
+
+/**
+ * The frames written in one turn of the event loop go to the socket as one write (one
+ * syscall, one WebSocket message) when the turn's synchronous work is done: a write per
+ * frame would make a publish loop cost a socket write per message, most of its time. What
+ * waits here counts in `buffered`, so the client's bounds see it; it goes out in order,
+ * and before a close.
+ */
+function batched(raw: Transport): Transport {
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  const flush = () => {
+    const chunks = pending;
+    const total = pendingBytes;
+    pending = [];
+    pendingBytes = 0;
+    if (chunks.length === 0) return;
+    if (chunks.length === 1) {
+      raw.write(chunks[0]!);
+      return;
+    }
+    const out = new Uint8Array(total);
+    let at = 0;
+    for (const c of chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    raw.write(out);
+  };
+  return {
+    write(bytes) {
+      if (pending.length === 0) queueMicrotask(flush);
+      pending.push(bytes);
+      pendingBytes += bytes.length;
+    },
+    get buffered() {
+      return raw.buffered + pendingBytes;
+    },
+    close() {
+      flush();
+      raw.close();
+    },
+  };
 }
