@@ -3,7 +3,8 @@
 # `make test-client-js`: installs the exact-pinned dev dependencies from package-lock.json
 # (again only when the lock file changed), builds ternd, installs Debian's Chromium for the
 # browser test when missing (interop/js/install-chromium.sh: skipped, with the reason, when
-# it cannot), then `npm test`: prettier, eslint, tsc --noEmit, the ESM build, node --test.
+# it cannot), then `npm test`: prettier, the ESM build (the examples and the bench import
+# it), eslint, tsc --noEmit, node --test.
 
 CARGO ?= cargo
 CLIENT_JS_DIR := clients/js
