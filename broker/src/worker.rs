@@ -797,8 +797,8 @@ impl Worker {
                 }
             }
             Envelope::BarrierDone { conn, token } => {
-                if let Some(c) = self.conn_mut(conn) {
-                    if c.barrier_done(token) {
+                if let Some((c, router)) = self.conn_and_router(conn) {
+                    if c.barrier_done(token, router) {
                         self.list_write(conn.slot as usize);
                     }
                 }

@@ -788,3 +788,25 @@ fn a_request_nobody_receives_gets_a_503_when_hello_asked_for_it() {
         }
     }
 }
+
+#[test]
+fn a_publish_before_an_unsubscribe_is_delivered() {
+    // As on the text port: this connection's publish, sent ahead of its UNSUBSCRIBE in
+    // one write, is delivered; one sent after it is not.
+    let broker = Broker::start();
+    let mut c = BinClient::connect(broker.binary_addr());
+    c.send(&subscribe(1, "x"));
+    let mut frames = bytes::BytesMut::new();
+    for f in [
+        ClientFrame::Publish(publish("x", "before")),
+        ClientFrame::Unsubscribe(Unsubscribe { sid: 1, max: None }),
+        ClientFrame::Publish(publish("x", "after")),
+        ClientFrame::Ping,
+    ] {
+        tern_protocol::binary::encode_client_frame(&f, &mut frames).unwrap();
+    }
+    c.send_raw(&frames);
+    let m = expect_message(&mut c);
+    assert_eq!((m.sid, &m.payload[..]), (1, &b"before"[..]));
+    assert!(matches!(c.read_frame(), ServerFrame::Pong));
+}

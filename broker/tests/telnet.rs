@@ -751,3 +751,27 @@ fn sigint_closes_connections_and_exits_zero() {
         broker.stderr()
     );
 }
+
+#[test]
+fn a_publish_before_an_unsub_is_delivered_as_nats_server_does() {
+    // The connection's own publish, sent ahead of its UNSUB in the same write, is
+    // delivered (nats-server handles both in order); nothing after the UNSUB is. A sid
+    // used again at once is a new subscription that gets only what comes after it.
+    let broker = Broker::with_args(&["--workers", "2", "--monitor", "127.0.0.1:0"]);
+    // Connections land on either worker: a few of them.
+    for _ in 0..4 {
+        let mut c = RawClient::connect(broker.addr());
+        c.send(b"CONNECT {\"verbose\":false}\r\nSUB x 1\r\nPING\r\n");
+        c.expect(b"PONG\r\n");
+        c.send(b"PUB x 2\r\nhi\r\nUNSUB 1\r\nPUB x 5\r\nafter\r\nPING\r\n");
+        c.expect(b"MSG x 1 2\r\nhi\r\nPONG\r\n");
+        c.send(b"SUB x 1\r\nPUB x 3\r\nnew\r\nUNSUB 1\r\nPING\r\n");
+        c.expect(b"MSG x 1 3\r\nnew\r\nPONG\r\n");
+    }
+    // Every ended subscription is gone once its barriers came back.
+    let deadline = Instant::now() + WAIT;
+    while broker.varz()["subscriptions"] != 0 {
+        assert!(Instant::now() < deadline, "{}", broker.varz());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -265,6 +265,10 @@ impl Conn {
         let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
             return;
         };
+        if sub.ending.is_some() {
+            // Ended by the client: its sid may name another subscription already.
+            return;
+        }
         let (Some(starts), Sid::Binary(sid)) = (&mut sub.starts, &sub.sid) else {
             return;
         };

@@ -155,6 +155,10 @@ pub(crate) enum ReadState {
     Paused,
 }
 
+/// The bit that tells the barrier behind an ended subscription (`Conn::end_sub`, its
+/// subscription id in the other bits) from a `PING`'s.
+const UNSUB_BARRIER: u64 = 1 << 63;
+
 /// Which port a connection came in on, with that protocol's own state.
 enum Proto {
     Text(TextState),
@@ -219,6 +223,10 @@ struct SubState {
     screened: bool,
     /// Its part in a room's presence, if any (`presence.rs`).
     presence: Option<Box<SubPresence>>,
+    /// Ended by the client (`end_sub`): how many shards have still to answer the barrier
+    /// behind its unsubscription. It takes what was routed to it before, and goes once
+    /// all have answered and its queue is empty.
+    ending: Option<usize>,
 }
 
 /// What a connection's subscription queues hold together.
@@ -344,6 +352,11 @@ pub(crate) struct Conn {
     /// A subscription to a room's events wants a fresh snapshot that was not yet due
     /// (`Conn::retry_snapshots`).
     presence_stale: bool,
+    /// Subscriptions the client ended whose barriers are not all answered: (id, key).
+    ending_subs: Vec<(u64, usize)>,
+    /// Subscriptions the client ended that are still in `subs` (`end_sub`): not counted
+    /// against its limits.
+    ended: usize,
 }
 
 impl Conn {
@@ -407,6 +420,8 @@ impl Conn {
             access,
             rooms: Vec::new(),
             presence_stale: false,
+            ending_subs: Vec::new(),
+            ended: 0,
         }
     }
 
@@ -522,7 +537,7 @@ impl Conn {
             last_activity_us: clock.unix_us(self.last_activity),
             stop_us: None,
             reason: None,
-            subscriptions: self.subs.len(),
+            subscriptions: self.subs.len() - self.ended,
             subscriptions_list: Vec::new(),
             subscriptions_detail: Vec::new(),
             queue_dropped_msgs: self.queue_dropped,
@@ -535,7 +550,8 @@ impl Conn {
             dropped_msgs: self.dropped,
         };
         let mut budget = subs.budget();
-        for (_, s) in &self.subs {
+        // Ended ones (still taking what was routed to them before) are not listed.
+        for (_, s) in self.subs.iter().filter(|(_, s)| s.ending.is_none()) {
             match subs.kind {
                 ListKind::None => break,
                 ListKind::Filters => {
@@ -565,7 +581,7 @@ impl Conn {
             last_activity_us: clock.unix_us(self.last_activity),
             stop_us: None,
             reason: None,
-            subscriptions: self.subs.len(),
+            subscriptions: self.subs.len() - self.ended,
             pending_bytes: self.out.len(),
             in_msgs: self.in_msgs,
             in_bytes: self.in_bytes,
@@ -845,7 +861,8 @@ impl Conn {
     /// be added (`add_sub`), and gives its place back when it is removed.
     fn admit_subscription(&self, router: &Router) -> Result<(), SubscriptionLimit> {
         let a = &router.config.admission;
-        let refused = if a.max_subscriptions > 0 && self.subs.len() >= a.max_subscriptions {
+        let live = self.subs.len() - self.ended;
+        let refused = if a.max_subscriptions > 0 && live >= a.max_subscriptions {
             Some(SubscriptionLimit::Connection)
         } else if !router.subscription_slots.try_acquire() {
             Some(SubscriptionLimit::Server)
@@ -929,6 +946,7 @@ impl Conn {
             starts,
             screened: self.access.screens(&filter),
             presence: SubPresence::watching(&filter),
+            ending: None,
         });
         self.sids.insert(sid, key);
         bump(&router.stats.subscriptions, 1);
@@ -958,9 +976,81 @@ impl Conn {
         let sub = &mut self.subs[key];
         match max {
             Some(max) if sub.delivered < max => sub.max = Some(max),
-            _ => self.remove_sub(key, router),
+            _ => self.end_sub(key, router),
         }
         true
+    }
+
+    /// The client ends subscription `key` (`UNSUB`, `UNSUBSCRIBE`): its sid is free at
+    /// once and no shard routes anything more to it, but what the shards routed to it
+    /// before, among it the deliveries of this connection's own publishes sent ahead of
+    /// the `UNSUB` (which nats-server delivers, as it handles both in order), may still be
+    /// on its way. So it stays, taking those, until every shard has answered a barrier
+    /// sent behind the unsubscription (`unsub_barrier_done`) and its queue is empty.
+    fn end_sub(&mut self, key: usize, router: &mut Router) {
+        let sub = &mut self.subs[key];
+        if sub.ending.is_some() {
+            return;
+        }
+        let (sid, id) = (sub.sid.clone(), sub.id);
+        if let Some(presence) = sub.presence.take() {
+            self.end_sub_presence(&sid, &presence, router);
+        }
+        let sub = &self.subs[key];
+        if self.sids.get(&sid) == Some(&key) {
+            self.sids.remove(&sid);
+        }
+        let sref = SubRef {
+            conn: self.id,
+            key: key as u32,
+            id,
+        };
+        let shards = router.unsubscribe(&sub.filter, sub.queue.as_ref(), sref);
+        for shard in shards.clone() {
+            router.outbox.push(
+                shard,
+                Envelope::Barrier {
+                    conn: self.id,
+                    token: UNSUB_BARRIER | id,
+                },
+            );
+        }
+        self.subs[key].ending = Some(shards.len());
+        self.ending_subs.push((id, key));
+        self.ended += 1;
+        // Its place is free for the client's next subscription at once, as in
+        // nats-server.
+        unbump(&router.stats.subscriptions, 1);
+        router.subscription_slots.release();
+        self.barrier.touch(shards);
+    }
+
+    /// A shard answered the barrier behind an ended subscription's unsubscription
+    /// (`end_sub`): once all have, nothing more can arrive for it, and it goes when its
+    /// queue is empty (now, or when `fill` empties it).
+    fn unsub_barrier_done(&mut self, token: u64, router: &mut Router) {
+        let id = token & !UNSUB_BARRIER;
+        let Some(at) = self.ending_subs.iter().position(|&(i, _)| i == id) else {
+            return;
+        };
+        let key = self.ending_subs[at].1;
+        let Some(left) = self.subs[key].ending.as_mut() else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.ending_subs.swap_remove(at);
+            if self.subs[key].q.is_idle() {
+                self.finish_sub(key, router);
+            }
+        }
+    }
+
+    /// The last of an ended subscription (`end_sub` gave back its place and its count).
+    fn finish_sub(&mut self, key: usize, router: &mut Router) {
+        let sub = self.subs.remove(key);
+        self.drop_queue(&sub.q, router);
+        self.ended -= 1;
     }
 
     /// Clients use `PING`/`PONG` as a barrier: once `PONG` arrives, what they sent before
@@ -990,9 +1080,13 @@ impl Conn {
 
     /// A shard answered the barrier of `PING` `token`: queues every `PONG` now due. Returns
     /// true when one was queued.
-    pub fn barrier_done(&mut self, token: u64) -> bool {
+    pub fn barrier_done(&mut self, token: u64, router: &mut Router) -> bool {
         if self.closing.is_some() {
             return false;
+        }
+        if token & UNSUB_BARRIER != 0 {
+            self.unsub_barrier_done(token, router);
+            return self.has_output();
         }
         let due = self.barrier.answered(token);
         for _ in 0..due {
@@ -1032,6 +1126,13 @@ impl Conn {
     }
 
     fn remove_sub(&mut self, key: usize, router: &mut Router) {
+        if self.subs[key].ending.is_some() {
+            // Already out of the shards and of `sids` (`end_sub`).
+            let id = self.subs[key].id;
+            self.ending_subs.retain(|&(i, _)| i != id);
+            self.finish_sub(key, router);
+            return;
+        }
         let sub = self.subs.remove(key);
         if let Some(presence) = &sub.presence {
             self.end_sub_presence(&sub.sid, presence, router);
@@ -1049,10 +1150,6 @@ impl Conn {
         self.barrier.touch(shards);
     }
 
-    /// Removes every subscription from the shards. Called once, before the connection is
-    /// dropped.
-    /// One shard finished its part of this connection's catch-up `id`; when it was the
-    /// last, the catch-up is over and its replay slot goes back.
     /// Part of what a shard replays for this connection's catch-up `id` over several
     /// shards: what the merge releases is published to the inbox, in order.
     pub fn replay_part(&mut self, id: u64, shard: u16, part: InboxPart, router: &mut Router) {
@@ -1061,6 +1158,8 @@ impl Conn {
         }
     }
 
+    /// One shard finished its part of this connection's catch-up `id`; when it was the
+    /// last, the catch-up is over and its replay slot goes back.
     pub fn replay_done(&mut self, id: u64, router: &mut Router) {
         if self.replays.shard_done(id) {
             router.replay_slots.release();
@@ -1079,6 +1178,8 @@ impl Conn {
         }
     }
 
+    /// Removes every subscription from the shards. Called once, before the connection is
+    /// dropped.
     pub fn unsubscribe_all(&mut self, router: &mut Router) {
         let keys: Vec<usize> = self.subs.iter().map(|(k, _)| k).collect();
         for key in keys {

@@ -135,7 +135,7 @@ impl SubQueueState {
         self.queue.as_ref().map_or((0, 0), |q| (q.len(), q.bytes()))
     }
 
-    fn is_idle(&self) -> bool {
+    pub(super) fn is_idle(&self) -> bool {
         self.queue.as_ref().is_none_or(|q| q.is_empty()) && self.drops.is_empty()
     }
 
@@ -668,6 +668,10 @@ impl Conn {
             if !sub.q.is_idle() {
                 sub.q.backlogged = true;
                 self.backlog.push_back((key, id));
+            } else if sub.ending == Some(0) {
+                // Ended by the client, everything routed to it delivered: it goes.
+                self.finish_sub(key, router);
+                continue;
             }
             if sub.q.over && sub.q.below_half() {
                 sub.q.over = false;
