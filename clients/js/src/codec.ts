@@ -402,10 +402,10 @@ class Writer {
     this.#room(n);
   }
   /** The frame, with its length filled in (the writer started with 6 bytes reserved): a
-   * copy of its own (the writer is used again for the next frame). */
+   * copy of its own (the writer is used again for the next frame), from the frame slab. */
   finish(): Uint8Array {
     this.view.setUint32(0, this.pos - 4);
-    return this.buf.slice(0, this.pos);
+    return ownCopy(this.buf.subarray(0, this.pos));
   }
 }
 
@@ -413,6 +413,30 @@ function checkUint(v: number, max: number, what: string): void {
   if (!Number.isInteger(v) || v < 0 || v > max) {
     throw new CodecError("Unencodable", `${what}: ${v} is not an integer in 0..=${max}`);
   }
+}
+
+/** Frames are copied out of the scratch writer into a slab of `SLAB` bytes, one after
+ * the other, and handed out as views of it: one allocation per slab, not per frame (an
+ * allocation per frame was the largest cost of a publish), and frames encoded one after
+ * the other lie side by side, so a turn's frames go to the socket without being joined
+ * (`transport.ts`'s `batched`). A slab is never written again where a frame was handed
+ * out; a frame keeps its slab alive. Frames over a quarter of a slab get a buffer of
+ * their own. */
+const SLAB = 64 * 1024;
+let slab = new Uint8Array(SLAB);
+let slabAt = 0;
+
+function ownCopy(bytes: Uint8Array): Uint8Array {
+  const n = bytes.length;
+  if (n > SLAB / 4) return bytes.slice();
+  if (slabAt + n > slab.length) {
+    slab = new Uint8Array(SLAB);
+    slabAt = 0;
+  }
+  const out = slab.subarray(slabAt, slabAt + n);
+  out.set(bytes);
+  slabAt += n;
+  return out;
 }
 
 /** The one writer frames are encoded in (grown as needed, never shrunk past 64 KiB):

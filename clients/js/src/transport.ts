@@ -293,8 +293,22 @@ function batched(raw: Transport): Transport {
     pending = [];
     pendingBytes = 0;
     if (chunks.length === 0) return;
+    const first = chunks[0]!;
     if (chunks.length === 1) {
-      raw.write(chunks[0]!);
+      raw.write(first);
+      return;
+    }
+    // Frames encoded one after the other usually lie side by side in one slab
+    // (`codec.ts`): then they go as one view, without being copied together.
+    let end = first.byteOffset + first.length;
+    let adjacent = true;
+    for (let i = 1; i < chunks.length && adjacent; i++) {
+      const c = chunks[i]!;
+      adjacent = c.buffer === first.buffer && c.byteOffset === end;
+      end += c.length;
+    }
+    if (adjacent) {
+      raw.write(new Uint8Array(first.buffer, first.byteOffset, total));
       return;
     }
     const out = new Uint8Array(total);
