@@ -841,22 +841,32 @@ pub(crate) fn members_frames(
     pages
         .into_iter()
         .enumerate()
-        .map(|(i, (offset, page))| {
-            let offset = count32(offset);
-            let members = page.iter().map(wire_member).collect();
-            encode(ServerFrame::Presence(Presence {
-                id,
-                query,
-                more: i < last,
-                count: count32(total),
-                body: if query {
-                    PresenceBody::Page { offset, members }
-                } else {
-                    PresenceBody::Snapshot { offset, members }
-                },
-            }))
-        })
+        .map(|(i, (offset, page))| page_frame(id, query, i < last, total, offset, page))
         .collect()
+}
+
+/// One page of [`pages`] as a `PRESENCE` frame: a query's page, or a snapshot's.
+pub(crate) fn page_frame(
+    id: u32,
+    query: bool,
+    more: bool,
+    total: usize,
+    offset: usize,
+    page: &[Member],
+) -> Bytes {
+    let offset = count32(offset);
+    let members = page.iter().map(wire_member).collect();
+    encode(ServerFrame::Presence(Presence {
+        id,
+        query,
+        more,
+        count: count32(total),
+        body: if query {
+            PresenceBody::Page { offset, members }
+        } else {
+            PresenceBody::Snapshot { offset, members }
+        },
+    }))
 }
 
 /// The answer to a binary join: who the connection is in the room, and its member token.

@@ -538,10 +538,10 @@ impl Router {
     fn presence_snapshot(&mut self, subject: &Bytes, sub: SubRef) {
         let (members, total) = self.rooms.members(subject, 0, usize::MAX);
         let topic = events_subject(subject);
-        let frames = presence::members_frames(0, false, &members, total, 0);
         let pages = presence::pages(&members, 0);
         let last = pages.len() - 1;
-        for (i, ((offset, page), frame)) in pages.into_iter().zip(frames).enumerate() {
+        for (i, (offset, page)) in pages.into_iter().enumerate() {
+            let frame = presence::page_frame(0, false, i < last, total, offset, page);
             let body = presence::snapshot_json(subject, page, total, offset, i < last);
             let mut msg = Msg::new(topic.clone(), Bytes::from(body), ConnId::NONE, self.now);
             msg.ephemeral = true;

@@ -318,25 +318,9 @@ impl Conn {
                 false,
                 router,
             );
-            let sub = SubRef {
-                conn: self.id,
-                key: events as u32,
-                id: self.subs[events].id,
-            };
-            // Behind the subscription in the room's home: every event after the snapshot
-            // reaches it.
-            self.send_home(
-                &room,
-                PresenceOp::Snapshot {
-                    subject: room.clone(),
-                    sub,
-                },
-                router,
-            );
-            if let Some(p) = &mut self.subs[events].presence {
-                p.snapshot_pending = true;
-                p.last_request = Some(router.now);
-            }
+            // Its first snapshot, behind the subscription in the room's home: every event
+            // after the snapshot reaches it.
+            self.refresh_presence(events, router);
         }
         if let Some(join) = &s.presence {
             let user = match (&join.member_token, self.access.user()) {
