@@ -26,13 +26,19 @@ build:
 ## since tern-transport's WebSocket interop test runs its Python client), then the
 ## JavaScript ones (nats.ws in Node and headless Chromium), then the native clients'
 ## own suites (TypeScript, Python)
-test: fmt-check lint $(PY_ENV)/.installed
+test: fmt-check lint $(PY_ENV)/.installed nats-server
 	TERN_PYTHON=$(abspath $(PY_ENV))/bin/python $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) test-python
 	$(MAKE) test-js
 	$(MAKE) test-client-js
 	$(MAKE) test-client-python
+
+# nats-server, from Debian's packages when missing: the bridge tests start a real cluster.
+.PHONY: nats-server
+nats-server:
+	@command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || \
+		(apt-get update -qq && apt-get install -y -qq nats-server)
 
 $(PY_ENV)/.installed: $(PY_DIR)/requirements.txt
 	python3 -m venv $(PY_ENV)

@@ -510,6 +510,11 @@ impl Index {
             .collect()
     }
 
+    /// The id of queue group `name`, if it has a member.
+    pub fn queue_id(&self, name: &[u8]) -> Option<QueueId> {
+        self.queue_ids.get(name).copied()
+    }
+
     /// One more than the largest queue group id in use (ids are reused, so this stays
     /// at the most groups ever in use at once).
     pub fn queue_count(&self) -> usize {

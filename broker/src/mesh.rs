@@ -111,6 +111,9 @@ pub(crate) struct Msg {
     /// A room's presence event or snapshot page, made by the room's home worker: what a
     /// subscription that takes presence as binary frames gets instead of the message.
     pub presence: Option<Box<PresenceFrame>>,
+    /// A copy the bridge imported for some local subscribers only (its plain ones, or one
+    /// member of a queue group upstream picked): `tern_bridge::Route`.
+    pub bridge_route: Option<Box<tern_bridge::Route>>,
 }
 
 /// A presence event or snapshot page as a binary `PRESENCE` frame, encoded once (for sid
@@ -178,6 +181,7 @@ impl Msg {
             stamp: Stamp::default(),
             flight: None,
             presence: None,
+            bridge_route: None,
         }
     }
 }

@@ -117,9 +117,23 @@ impl QueueGroups {
     }
 
     /// Hands each group's pick to `deliver` and moves its turn on; clears the scratch.
-    pub fn finish(&mut self, mut deliver: impl FnMut(SubRef)) {
+    pub fn finish(&mut self, deliver: impl FnMut(SubRef)) {
+        self.finish_where(|_| true, deliver);
+    }
+
+    /// [`QueueGroups::finish`] for the groups `keep` says only: the others get nothing and
+    /// keep their turn (a bridge's copy for one group, or a publish whose groups upstream
+    /// picks for).
+    pub fn finish_where(
+        &mut self,
+        keep: impl Fn(QueueId) -> bool,
+        mut deliver: impl FnMut(SubRef),
+    ) {
         for q in self.touched.drain(..) {
             let search = std::mem::take(&mut self.search[q as usize]);
+            if !keep(q) {
+                continue;
+            }
             if let Some((sub, position)) = search.pick.or(search.wrapped) {
                 self.turn[q as usize] = position.wrapping_add(1);
                 deliver(sub);

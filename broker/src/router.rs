@@ -85,6 +85,8 @@ pub(crate) struct Router {
     pub checker: Checker,
     /// The presence of the rooms this worker is home to.
     pub rooms: Rooms,
+    /// The bridges to NATS clusters: told when a subscription starts or ends.
+    pub bridges: Option<Arc<tern_bridge::Hub>>,
 }
 
 /// The subject prefix of a room's join and leave events.
@@ -134,6 +136,8 @@ pub(crate) struct Shared {
     pub auth: Arc<AuthHandle>,
     /// The checker thread's queue.
     pub checker: Checker,
+    /// The bridges to NATS clusters, told about local subscriptions (`None`: no bridge).
+    pub bridges: Option<Arc<tern_bridge::Hub>>,
 }
 
 impl Router {
@@ -153,12 +157,15 @@ impl Router {
             dedupe,
             auth,
             checker,
+            bridges,
         } = shared;
         let n = mesh.workers();
         let rooms = Rooms::new(presence_limits(&config));
+        let mut shard = Shard::new(me, n, store);
+        shard.bridges = bridges.clone();
         Router {
             me,
-            shard: Shard::new(me, n, store),
+            shard,
             outbox: Outbox::new(me, mesh),
             workers: n,
             config,
@@ -181,6 +188,7 @@ impl Router {
             auth,
             checker,
             rooms,
+            bridges,
         }
     }
 

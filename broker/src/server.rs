@@ -12,7 +12,7 @@
 //! Never: takes part in the data path once the workers run.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,6 +39,7 @@ use crate::store::{DataDir, RecoveryReport, Store, StoreError};
 use crate::transports::Transports;
 use crate::worker::{Worker, WorkerSetup, WAKER};
 use tern_auth::{AuthConfigError, Authenticator};
+use tern_bridge::Hub;
 use tern_transport::TlsConfigError;
 
 /// Logs what the authentication rules warn about (plain-text passwords), and loudly when
@@ -100,6 +101,8 @@ pub struct Server {
     lame_duck: Arc<LameDuck>,
     /// The authentication rules the workers read (reloaded here on SIGHUP).
     auth: Arc<AuthHandle>,
+    /// The bridges to NATS clusters, if any.
+    bridges: Option<Arc<Hub>>,
 }
 
 /// Why the server could not start.
@@ -121,6 +124,8 @@ pub enum StartError {
     Auth(AuthConfigError),
     #[error("cannot start the credential checker: {0}")]
     Checker(io::Error),
+    #[error("bridge: {0}")]
+    Bridge(String),
 }
 
 impl Server {
@@ -184,6 +189,13 @@ impl Server {
             config.limits.worker_queue_bytes,
         );
         let server_id = server_id();
+        let bridges = if config.bridges.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                Hub::new(config.bridges.clone(), &server_id).map_err(StartError::Bridge)?,
+            ))
+        };
         let info = ServerInfo {
             server_id: server_id.clone(),
             server_name: config.server_name.clone(),
@@ -242,6 +254,7 @@ impl Server {
             dedupe,
             auth: Arc::clone(&auth),
             checker,
+            bridges: bridges.clone(),
         };
         let mut threads = Vec::with_capacity(n);
         let mut stats = Vec::with_capacity(n);
@@ -309,6 +322,7 @@ impl Server {
                     started_at,
                     lame_duck: Arc::clone(&lame_duck),
                     recovery,
+                    bridges: bridges.clone(),
                 };
                 match Monitor::spawn(http, state) {
                     Ok(m) => Some(m),
@@ -328,6 +342,7 @@ impl Server {
                             monitor_addr: None,
                             lame_duck,
                             auth,
+                            bridges: None,
                         };
                         server.shutdown();
                         return Err(StartError::Monitor { addr, source });
@@ -349,6 +364,15 @@ impl Server {
             server_id = %info.server_id,
             "ternd started"
         );
+        if let (Some(hub), Some(addr)) = (&bridges, binary_addr) {
+            let ip = match addr.ip() {
+                std::net::IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(ip) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+                ip => ip,
+            };
+            hub.start(SocketAddr::new(ip, addr.port()))
+                .map_err(|e| StartError::Bridge(format!("starting: {e}")))?;
+        }
         Ok(Server {
             _data_dir: data_dir,
             local_addr,
@@ -364,6 +388,7 @@ impl Server {
             monitor_addr,
             lame_duck,
             auth,
+            bridges,
         })
     }
 
@@ -453,6 +478,11 @@ impl Server {
             m.stop();
         }
         let timeout = self.config.limits.shutdown_timeout;
+        if let Some(hub) = self.bridges.take() {
+            // First, while the workers still run: the exports' positions are saved and the
+            // local connection closes like any other.
+            hub.stop(timeout);
+        }
         for worker in 0..self.mesh.workers() {
             // Shutdown goes through the same queue as data, so it lands after what is
             // already queued for the worker.

@@ -60,6 +60,9 @@ pub(crate) struct Shard {
     /// every message routed in the turn is stamped with, read once per turn rather than
     /// once per message.
     turn_ns: u64,
+    /// The bridges to NATS clusters: for a subject they export and import, the local queue
+    /// groups are members of upstream ones, and upstream picks (`Hub::arbitrates`).
+    pub bridges: Option<Arc<tern_bridge::Hub>>,
 }
 
 /// The publishers this shard asked to stall, per congested consumer: a publisher is told
@@ -122,6 +125,7 @@ impl Shard {
             store,
             stalls: Stalls::default(),
             turn_ns: unix_nanos(),
+            bridges: None,
         }
     }
 
@@ -446,10 +450,15 @@ impl Shard {
             }
             deliveries += 1;
         };
+        // A bridge's copy is for some subscribers only (`tern_bridge::Route`).
+        let route = msg.bridge_route.as_deref();
+        let plain = route.is_none_or(|r| r.plain);
         // Every plain subscriber; and how many members each queue group has here.
         self.index.for_each_match(&msg.subject, |list| {
-            for sub in list.plain().iter().filter(|s| wanted(s)) {
-                deliver(*sub);
+            if plain {
+                for sub in list.plain().iter().filter(|s| wanted(s)) {
+                    deliver(*sub);
+                }
             }
             groups.count(list);
         });
@@ -457,7 +466,23 @@ impl Shard {
         if groups.any() {
             self.index
                 .for_each_match(&msg.subject, |list| groups.scan(list, wanted));
-            groups.finish(&mut deliver);
+            match route {
+                Some(r) => {
+                    let index = &self.index;
+                    let ids: Vec<_> = r.groups.iter().filter_map(|g| index.queue_id(g)).collect();
+                    groups.finish_where(|q| ids.contains(&q), &mut deliver);
+                }
+                // Upstream picks the member, here or elsewhere; the copy for one here
+                // comes back through the bridge.
+                None if self
+                    .bridges
+                    .as_ref()
+                    .is_some_and(|h| h.arbitrates(&msg.subject)) =>
+                {
+                    groups.finish_where(|_| false, &mut deliver)
+                }
+                None => groups.finish(&mut deliver),
+            }
         }
         self.ack(msg, msg.stamp, false, out);
         let no_responders = deliveries == 0 && msg.no_responders && !msg.origin_only;

@@ -106,6 +106,8 @@ pub(crate) fn compact(msg: &Arc<Msg>) -> Arc<Msg> {
         flight: msg.flight.clone(),
         // Made by the broker, in a buffer of its own.
         presence: msg.presence.clone(),
+        // Only routing reads it, and this copy is already routed.
+        bridge_route: None,
     })
 }
 

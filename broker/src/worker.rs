@@ -1261,6 +1261,7 @@ mod tests {
             dedupe: None,
             auth: Arc::new(AuthHandle::new(tern_auth::Authenticator::none())),
             checker: Checker::start(Vec::new()).expect("a checker thread").0,
+            bridges: None,
         };
         let router = Router::new(
             workers - 1,

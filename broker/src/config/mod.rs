@@ -13,6 +13,7 @@
 //! docs/operations.md. Its flag, file key, help text and `/varz` field follow.
 
 mod auth;
+mod bridge;
 pub(crate) mod declare;
 mod transport;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthArgs, AuthSettings};
+pub use bridge::BridgeArgs;
 use declare::settings;
 pub use declare::{parse_duration, parse_size};
 pub use transport::{TlsOptions, TransportArgs, WebSocketOptions};
@@ -85,6 +87,8 @@ settings! {
         /// Authentication and the monitor's token (`config/auth.rs`).
         #[command(flatten)]
         pub auth: AuthArgs,
+        #[command(flatten)]
+        pub bridge: BridgeArgs,
     }
 
     /// The config file: the same keys as the long flags, with `_` for `-`. Unknown keys are
@@ -120,6 +124,8 @@ settings! {
         default_permissions: Option<tern_auth::PermissionsEntry>,
         /// The monitoring endpoints' bearer token.
         monitor_token: Option<String>,
+        /// `[[bridge]]`: one per upstream NATS cluster (servers, export, import...).
+        bridge: Option<Vec<bridge::FileBridge>>,
     }
 
     /// Every group of settings, resolved.
@@ -393,6 +399,11 @@ pub struct Config {
     /// The authentication flags and the config file, to resolve the authentication
     /// settings again on SIGHUP ([`Config::reload_auth`]).
     auth_source: (AuthArgs, Option<PathBuf>),
+    /// The bridges to NATS clusters (`docs/scale-out.md`). Flags `--bridge-*`, config
+    /// tables `[[bridge]]`.
+    pub bridges: Vec<tern_bridge::Settings>,
+    /// The bridge flags, for the checks of [`Config::validate`].
+    bridge_args: BridgeArgs,
 }
 
 impl Default for Config {
@@ -744,6 +755,17 @@ impl Config {
         let (tls, websocket) =
             transport::resolve(&args.transport, file.tls.as_ref(), file.websocket.as_ref());
         let auth = auth::resolve(&args.auth, &file_auth(&file));
+        let server_name = args
+            .server_name
+            .clone()
+            .or(file.server_name.clone())
+            .unwrap_or_else(|| "ternd".to_string());
+        let bridges = bridge::resolve(
+            &args.bridge,
+            file.bridge.as_deref(),
+            &server_name,
+            (!store.is_off()).then_some(store.data_dir.as_path()),
+        );
         Config {
             listen: args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
             binary_listen: if args.no_binary {
@@ -760,10 +782,7 @@ impl Config {
                 .or(file.workers)
                 .unwrap_or_else(default_workers),
             pin: !args.no_pin && file.pin.unwrap_or(true),
-            server_name: args
-                .server_name
-                .or(file.server_name)
-                .unwrap_or_else(|| "ternd".to_string()),
+            server_name,
             monitor: if args.no_monitor {
                 None
             } else {
@@ -792,6 +811,8 @@ impl Config {
             transport_given: transport::Given(args.transport, file.tls),
             auth,
             auth_source: (args.auth, args.config),
+            bridges,
+            bridge_args: args.bridge,
         }
     }
 
@@ -807,6 +828,11 @@ impl Config {
         if self.workers == 0 || self.workers > 1024 {
             return invalid("workers", "must be between 1 and 1024");
         }
+        bridge::validate(
+            &self.bridge_args,
+            &self.bridges,
+            self.binary_listen.is_some(),
+        )?;
         let same = |a: SocketAddr, b: SocketAddr| a.port() != 0 && a == b;
         if let Some(b) = self.binary_listen {
             if same(b, self.listen) {
@@ -1149,6 +1175,87 @@ mod tests {
         assert!(err.contains("line 1"), "{err}");
         let err = with_file("workers = 0\n").unwrap_err().to_string();
         assert!(err.contains("`workers`"), "{err}");
+    }
+
+    #[test]
+    fn bridges_from_flags_and_file() {
+        let c = Config::from_args(Args::parse_from([
+            "ternd",
+            "--bridge-upstream",
+            "nats://u:p@10.0.0.1:4222,10.0.0.2",
+            "--bridge-export",
+            "orders.>",
+            "--bridge-import",
+            "prices.>,alerts.*",
+        ]))
+        .unwrap();
+        let b = &c.bridges[0];
+        assert_eq!(b.name, "ternd", "the server name by default");
+        assert_eq!(b.servers[0].user.as_deref(), Some("u"));
+        assert_eq!(b.servers[1].addr, "10.0.0.2:4222");
+        assert_eq!(b.import, ["prices.>", "alerts.*"]);
+        assert!(b
+            .state_file
+            .as_ref()
+            .unwrap()
+            .ends_with("bridge-ternd.state"));
+        let c = with_file(
+            "[[bridge]]\nname = \"edge-1\"\nservers = [\"nats://n1:4222\"]\nexport = [\"a.>\"]\n\
+             reply_timeout = \"30s\"\n\n[[bridge]]\nname = \"edge-2\"\nservers = [\"n2\"]\n\
+             import_static = [\"b.*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.bridges.len(), 2);
+        assert_eq!(c.bridges[0].reply_timeout, Duration::from_secs(30));
+        assert_eq!(c.bridges[1].import_static, ["b.*"]);
+        // Without a store there is no position to keep.
+        let c = Config::from_args(Args::parse_from([
+            "ternd",
+            "--no-store",
+            "--bridge-upstream",
+            "n1",
+            "--bridge-export",
+            "a",
+        ]))
+        .unwrap();
+        assert!(c.bridges[0].state_file.is_none());
+    }
+
+    #[test]
+    fn bad_bridges_are_refused_with_the_line_or_key() {
+        // A bad filter or URL in the file names its line.
+        let err = with_file("[[bridge]]\nservers = [\"n1\"]\nexport = [\"a..b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        let err = with_file("[[bridge]]\nservers = [\"tls://n1\"]\nexport = [\"a\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("nats://"), "{err}");
+        let err = with_file("[[bridge]]\nservers = [\"n1\"]\nexprot = [\"a\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exprot"), "{err}");
+        // Combinations that cannot work name the key.
+        for (file, key) in [
+            ("[[bridge]]\nservers = [\"n1\"]\n", "bridge.export"),
+            (
+                "[[bridge]]\nservers = [\"n1\"]\nimport = [\"a.>\"]\nimport_static = [\"a.b\"]\n",
+                "bridge.import_static",
+            ),
+            (
+                "[[bridge]]\nservers = [\"n1\"]\nexport = [\"a\"]\n[[bridge]]\nservers = [\"n2\"]\nexport = [\"b\"]\n",
+                "bridge.name",
+            ),
+            ("binary_listen = \"off\"\n[[bridge]]\nservers = [\"n1\"]\nexport = [\"a\"]\n", "binary_listen"),
+        ] {
+            let err = with_file(file).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{file}: {err}");
+        }
+        let err = Config::from_args(Args::parse_from(["ternd", "--bridge-export", "a"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--bridge-upstream"), "{err}");
     }
 
     #[test]

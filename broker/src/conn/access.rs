@@ -54,6 +54,9 @@ pub(crate) struct Access {
     pub expires: Option<SystemTime>,
     /// The generation of the rules it was granted under (`AuthHandle::generation`).
     pub generation: u64,
+    /// The broker's own bridge (`tern_bridge`): authenticated by the bridges' secret, may
+    /// do everything, and its subscriptions are not interest for the bridge.
+    pub internal: bool,
 }
 
 impl Access {
@@ -69,6 +72,7 @@ impl Access {
             grants: None,
             expires: None,
             generation,
+            internal: false,
         }
     }
 
@@ -100,6 +104,20 @@ impl Access {
         self.expires = id.expires;
         self.generation = generation;
         self.stage = Stage::Granted;
+    }
+
+    /// The bridges' secret was presented: this is the broker's own bridge.
+    pub fn grant_internal(&mut self, generation: u64) {
+        self.grant(
+            Identity {
+                user: tern_bridge::LOCAL_NAME.into(),
+                method: Method::Token,
+                permissions: None,
+                expires: None,
+            },
+            generation,
+        );
+        self.internal = true;
     }
 
     /// New permissions for the same user (a reload, a refreshed token). Grants already

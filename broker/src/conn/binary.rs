@@ -510,6 +510,12 @@ impl Conn {
         let state = self.binary_state();
         state.hello = hello;
         state.hello_seen = true;
+        let bridge = router.bridges.as_ref().zip(creds.token.as_deref());
+        if bridge.is_some_and(|(hub, token)| hub.is_bridge_token(token)) {
+            self.access.grant_internal(router.auth.generation());
+            self.binary_granted();
+            return;
+        }
         if !self.access.is_pending() {
             self.binary_granted();
             return;
@@ -589,7 +595,9 @@ impl Conn {
             self.refuse_publish_binary(p.ack_id, ErrorCode::PermissionViolation, &text);
             return;
         }
-        if let Some(reply) = p.reply.as_ref().filter(|r| is_reserved_reply(r)) {
+        // The broker's own bridge gives requests it imports a reply subject of its own.
+        let reserved = p.reply.as_ref().filter(|r| is_reserved_reply(r));
+        if let Some(reply) = reserved.filter(|_| !self.access.internal) {
             bump(
                 &router.stats.permission_violations[Denial::Reply as usize],
                 1,
@@ -615,9 +623,18 @@ impl Conn {
         }
         let hello = &self.binary_state().hello;
         let (echo, no_responders) = (hello.echo, hello.no_responders);
+        // Only the broker's own bridge may say which local subscribers a copy is for.
+        let (headers, bridge_route) = match p.headers {
+            Some(h) if self.access.internal => match tern_bridge::Route::take(&h) {
+                Some((kept, route)) => (Some(kept), Some(Box::new(route))),
+                None => (Some(h), None),
+            },
+            other => (other, None),
+        };
         let msg = Arc::new(Msg {
             reply: p.reply,
-            headers: p.headers,
+            headers,
+            bridge_route,
             no_echo: !echo,
             no_responders,
             priority: p.priority,

@@ -957,7 +957,27 @@ impl Conn {
         };
         let shards = router.subscribe(&filter, queue.as_ref(), sub, start);
         self.barrier.touch(shards);
+        self.bridge_interest(&filter, queue.as_ref(), true, router);
         key
+    }
+
+    /// Tells the bridges (if any) that one of this client's subscriptions started (`up`)
+    /// or ended: within an import rule it is interest upstream. The bridge's own are not.
+    fn bridge_interest(&self, filter: &Bytes, queue: Option<&Bytes>, up: bool, router: &Router) {
+        let Some(hub) = router.bridges.as_ref().filter(|_| !self.access.internal) else {
+            return;
+        };
+        let (Ok(filter), Ok(queue)) = (
+            std::str::from_utf8(filter),
+            queue.map(|q| std::str::from_utf8(q)).transpose(),
+        ) else {
+            return;
+        };
+        if up {
+            hub.subscribed(filter, queue);
+        } else {
+            hub.unsubscribed(filter, queue);
+        }
     }
 
     /// Deliveries made so far to the subscription `sid` names (0 when none is active).
@@ -1006,6 +1026,7 @@ impl Conn {
             id,
         };
         let shards = router.unsubscribe(&sub.filter, sub.queue.as_ref(), sref);
+        self.bridge_interest(&sub.filter, sub.queue.as_ref(), false, router);
         for shard in shards.clone() {
             router.outbox.push(
                 shard,
@@ -1148,6 +1169,7 @@ impl Conn {
         };
         let shards = router.unsubscribe(&sub.filter, sub.queue.as_ref(), sref);
         self.barrier.touch(shards);
+        self.bridge_interest(&sub.filter, sub.queue.as_ref(), false, router);
     }
 
     /// Part of what a shard replays for this connection's catch-up `id` over several

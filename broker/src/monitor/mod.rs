@@ -83,6 +83,8 @@ pub(crate) struct MonitorState {
     pub lame_duck: Arc<LameDuck>,
     /// What opening each shard's ring log found at start (empty without a store).
     pub recovery: Vec<RecoveryReport>,
+    /// The bridges to NATS clusters (`/bridgez`), if any.
+    pub bridges: Option<Arc<tern_bridge::Hub>>,
 }
 
 /// The running monitoring endpoint.
@@ -150,6 +152,7 @@ impl MonitorState {
             "/shardz" => self.shardz(),
             "/presencez" => self.presencez(&query),
             "/metrics" => self.metrics(),
+            "/bridgez" => self.bridgez(),
             _ => Reply::error(404, "no such endpoint (GET / lists them)"),
         };
         debug!(target = %shown(target), status = reply.status, "monitor request");
@@ -253,7 +256,7 @@ impl MonitorState {
         Reply::json(
             200,
             &json!({
-                "endpoints": ["/healthz", "/varz", "/connz", "/subsz", "/shardz", "/presencez", "/metrics"]
+                "endpoints": ["/healthz", "/varz", "/connz", "/subsz", "/shardz", "/presencez", "/bridgez", "/metrics"]
             }),
         )
     }
@@ -763,11 +766,148 @@ impl MonitorState {
         }
         p.sample(&format!("{name}_sum"), "", lat.sum_micros as f64 / 1e6);
         p.sample(&format!("{name}_count"), "", lat.hist.len() as f64);
+        self.bridge_metrics(&mut p);
         Reply {
             status: 200,
             content_type: PROMETHEUS,
             body: p.out,
             refused: None,
+        }
+    }
+}
+
+impl MonitorState {
+    /// `/bridgez`: every bridge's state, counters, last error and export positions.
+    fn bridgez(&self) -> Reply {
+        let bridges = self
+            .bridges
+            .as_ref()
+            .map(|h| h.status())
+            .unwrap_or_default();
+        Reply::json(
+            200,
+            &json!({
+                "server_id": self.server_id,
+                "now": rfc3339(self.now_us()),
+                "bridges": bridges,
+            }),
+        )
+    }
+
+    /// The `tern_bridge_*` families, one sample per bridge (label `bridge`).
+    fn bridge_metrics(&self, p: &mut Prom) {
+        let Some(hub) = &self.bridges else {
+            return;
+        };
+        let bridges = hub.status();
+        type Get = fn(&tern_bridge::Status) -> u64;
+        let families: [(&str, &str, &str, Get); 16] = [
+            (
+                "tern_bridge_connected",
+                "gauge",
+                "1 while the bridge is connected upstream.",
+                |b| u64::from(b.state == "connected"),
+            ),
+            (
+                "tern_bridge_connects_total",
+                "counter",
+                "Upstream connections made.",
+                |b| b.connects,
+            ),
+            (
+                "tern_bridge_disconnects_total",
+                "counter",
+                "Upstream connections lost.",
+                |b| b.disconnects,
+            ),
+            (
+                "tern_bridge_upstream_subscriptions",
+                "gauge",
+                "Subscriptions held upstream.",
+                |b| b.upstream_subscriptions as u64,
+            ),
+            (
+                "tern_bridge_exported_total",
+                "counter",
+                "Messages published upstream (resent ones included).",
+                |b| b.exported,
+            ),
+            (
+                "tern_bridge_exported_bytes_total",
+                "counter",
+                "Bytes published upstream.",
+                |b| b.exported_bytes,
+            ),
+            (
+                "tern_bridge_confirmed_total",
+                "counter",
+                "Exported messages upstream confirmed having.",
+                |b| b.confirmed,
+            ),
+            (
+                "tern_bridge_resent_total",
+                "counter",
+                "Messages exported again after a reconnect.",
+                |b| b.resent,
+            ),
+            (
+                "tern_bridge_unconfirmed",
+                "gauge",
+                "Exported and not confirmed yet: the export's lag.",
+                |b| b.unconfirmed,
+            ),
+            (
+                "tern_bridge_export_gaps_total",
+                "counter",
+                "Messages the log no longer held when an export resumed.",
+                |b| b.export_gaps,
+            ),
+            (
+                "tern_bridge_imported_total",
+                "counter",
+                "Upstream messages delivered locally.",
+                |b| b.imported,
+            ),
+            (
+                "tern_bridge_imported_bytes_total",
+                "counter",
+                "Bytes of upstream messages delivered locally.",
+                |b| b.imported_bytes,
+            ),
+            (
+                "tern_bridge_import_failed_total",
+                "counter",
+                "Upstream messages the local broker did not take in time.",
+                |b| b.import_failed,
+            ),
+            (
+                "tern_bridge_replies_out_total",
+                "counter",
+                "Local replies to upstream requesters.",
+                |b| b.replies_out,
+            ),
+            (
+                "tern_bridge_replies_in_total",
+                "counter",
+                "Upstream replies to local requesters.",
+                |b| b.replies_in,
+            ),
+            (
+                "tern_bridge_upstream_errors_total",
+                "counter",
+                "-ERR lines from upstream.",
+                |b| b.upstream_errors,
+            ),
+        ];
+        for (name, kind, help, get) in families {
+            p.family(name, kind, help);
+            for b in &bridges {
+                p.sample(
+                    name,
+                    &format!("bridge=\"{}\"", escape_label(&b.name)),
+                    get(b) as f64,
+                );
+            }
         }
     }
 }
@@ -1001,6 +1141,7 @@ mod tests {
             started_at: Instant::now(),
             lame_duck: Arc::new(LameDuck::new(Instant::now())),
             recovery: Vec::new(),
+            bridges: None,
         };
         (state, inboxes)
     }

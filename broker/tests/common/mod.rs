@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod nats_cluster;
 pub mod pki;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

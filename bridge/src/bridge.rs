@@ -1,0 +1,865 @@
+//! One bridge: its threads, and what they share.
+//!
+//! Owns: [`Bridge`], the state of one bridge to one NATS cluster (its settings, the local
+//! interest, the upstream [`Link`], the exports' positions, counters, the last error), and
+//! its threads:
+//! - the control thread: connects upstream (the servers in turn, with exponential backoff
+//!   and full jitter between failed attempts), keeps the upstream subscriptions equal to
+//!   what is wanted ([`Interest::wanted`], plus the reply subscription), pings an idle
+//!   connection and gives up a stale one, watches the local client's events (gaps) and
+//!   saves the exports' positions;
+//! - per connection, the reader: answers the server's `PING`s, applies the `PONG`s'
+//!   confirmations, and delivers what upstream sends: imports (published locally with
+//!   their `Tern-Origin`, a reply subject that leads back through the bridge) and replies
+//!   to local requesters;
+//! - per export rule, an exporter (`export.rs`);
+//! - the replier: local replies to upstream requesters, published upstream.
+//!
+//! Never: blocks a broker worker (the broker only calls [`Interest::changed`]), or drops a
+//! message without counting it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::Receiver;
+use serde::{Deserialize, Serialize};
+use tern_client::{Client, Event, Headers, PublishOptions};
+use tern_protocol::binary::ResumeToken;
+use tern_protocol::text::{ClientOp, Message as NatsMessage, ServerDecoder, ServerOp, Subscribe};
+use tracing::{info, warn};
+
+use crate::export::Export;
+use crate::interest::{Interest, Key};
+use crate::replies::Replies;
+use crate::route::{Route, ROUTE_HEADER};
+use crate::settings::Settings;
+use crate::stats::{bump, Counters, ExportStatus, LastError, Status};
+use crate::upstream::{self, Link};
+use crate::{ORIGIN, PRIORITY};
+
+/// The sid of the upstream subscription that carries replies to local requesters.
+const REPLY_SID: u64 = 1;
+
+/// How often the control thread looks at its work when nothing wakes it.
+const TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug)]
+pub(crate) struct Bridge {
+    pub settings: Settings,
+    /// This broker's server id: the origin of what it exports, and the token that makes its
+    /// reply subjects its own.
+    pub id: String,
+    pub interest: Interest,
+    wake: Receiver<()>,
+    pub link: Link,
+    pub counters: Counters,
+    pub exports: Vec<Export>,
+    /// `$TERN.BRIDGE.<id>.U.`: upstream, the reply subject of an exported request (the
+    /// local requester's reply subject follows).
+    pub upstream_reply_prefix: String,
+    /// `$TERN.BRIDGE.<id>.L.`: locally, the reply subject of an imported request.
+    pub local_reply_prefix: String,
+    /// Upstream subscriptions now: filter and queue group → sid.
+    upstream_subs: Mutex<BTreeMap<Key, u64>>,
+    /// What each upstream sid stands for (the reader's view of `upstream_subs`).
+    sid_kinds: Mutex<HashMap<u64, Kind>>,
+    /// Local reply subjects of exported requests: upstream answers may go there.
+    pub exported_requests: Replies,
+    /// Upstream reply subjects of imported requests: local answers may go there.
+    imported_requests: Replies,
+    last_error: Mutex<Option<LastError>>,
+    stop: AtomicBool,
+    dirty: AtomicBool,
+}
+
+/// What the state file holds: per export rule, the confirmed position.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SavedState {
+    exports: HashMap<String, SavedToken>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedToken {
+    epoch: u64,
+    last: Vec<u64>,
+}
+
+impl Bridge {
+    pub(crate) fn new(settings: Settings, id: &str) -> Result<Bridge, String> {
+        let saved = match &settings.state_file {
+            Some(path) => load_state(path)?,
+            None => SavedState::default(),
+        };
+        let exports = settings
+            .export
+            .iter()
+            .map(|rule| {
+                let token = saved.exports.get(rule).map(|t| ResumeToken {
+                    epoch: t.epoch,
+                    last_sequences: t.last.clone(),
+                });
+                Export::new(rule.clone(), token)
+            })
+            .collect();
+        let (wake_tx, wake) = crossbeam_channel::bounded(1);
+        Ok(Bridge {
+            interest: Interest::new(
+                settings.import.clone(),
+                settings.import_static.clone(),
+                wake_tx,
+            ),
+            wake,
+            link: Link::new(),
+            counters: Counters::default(),
+            exports,
+            upstream_reply_prefix: format!("{}{id}.U.", crate::subject::BRIDGE_PREFIX),
+            local_reply_prefix: format!("{}{id}.L.", crate::subject::BRIDGE_PREFIX),
+            upstream_subs: Mutex::new(BTreeMap::new()),
+            sid_kinds: Mutex::new(HashMap::new()),
+            exported_requests: Replies::new(settings.reply_timeout, settings.max_replies),
+            imported_requests: Replies::new(settings.reply_timeout, settings.max_replies),
+            last_error: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            id: id.to_string(),
+            settings,
+        })
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let generation = self.link.lock().generation;
+        self.link.down(generation);
+        self.save_state();
+    }
+
+    /// Records (and logs) what went wrong.
+    pub(crate) fn error(&self, message: String) {
+        warn!(bridge = %self.settings.name, "{message}");
+        let at_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(LastError { at_unix, message });
+    }
+
+    pub(crate) fn state_changed(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// The bridge now.
+    pub(crate) fn status(&self) -> Status {
+        let link = self.link.lock();
+        let (state, server) = match (&link.server, self.stopped()) {
+            (_, true) => ("stopped", None),
+            (Some(s), false) => ("connected", Some(s.clone())),
+            (None, false) => ("connecting", None),
+        };
+        drop(link);
+        let mut s = Status {
+            name: self.settings.name.clone(),
+            servers: self
+                .settings
+                .servers
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            state,
+            server,
+            connects: 0,
+            disconnects: 0,
+            // The imports, and the replies' own while connected.
+            upstream_subscriptions: self
+                .upstream_subs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
+                + usize::from(state == "connected"),
+            local_interest: self.interest.local_count(),
+            exported: 0,
+            exported_bytes: 0,
+            confirmed: 0,
+            resent: 0,
+            unconfirmed: self
+                .exports
+                .iter()
+                .map(|e| e.unconfirmed.load(Ordering::Relaxed))
+                .sum(),
+            not_exported: 0,
+            export_gaps: 0,
+            imported: 0,
+            imported_bytes: 0,
+            import_failed: 0,
+            echoes: 0,
+            overlapping: 0,
+            replies_out: 0,
+            replies_in: 0,
+            replies_refused: 0,
+            upstream_errors: 0,
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            exports: self
+                .exports
+                .iter()
+                .map(|e| {
+                    let t = e.confirmed().unwrap_or_default();
+                    ExportStatus {
+                        subject: e.rule.clone(),
+                        epoch: t.epoch,
+                        confirmed: t.last_sequences,
+                    }
+                })
+                .collect(),
+        };
+        self.counters.fill(&mut s);
+        s
+    }
+
+    /// Writes the exports' confirmed positions, if they changed.
+    pub(crate) fn save_state(&self) {
+        let Some(path) = &self.settings.state_file else {
+            return;
+        };
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let state = SavedState {
+            exports: self
+                .exports
+                .iter()
+                .filter_map(|e| {
+                    let t = e.confirmed()?;
+                    Some((
+                        e.rule.clone(),
+                        SavedToken {
+                            epoch: t.epoch,
+                            last: t.last_sequences,
+                        },
+                    ))
+                })
+                .collect(),
+        };
+        if let Err(e) = write_state(path, &state) {
+            self.dirty.store(true, Ordering::Relaxed);
+            self.error(format!("saving {}: {e}", path.display()));
+        }
+    }
+
+    /// The control thread: runs until the bridge stops.
+    pub(crate) fn control(self: &Arc<Bridge>, local: &Client) {
+        let servers = &self.settings.servers;
+        let events = local.events();
+        let mut next = 0usize;
+        let mut failures = 0u32;
+        let mut rng = Jitter::new();
+        while !self.stopped() {
+            let server = &servers[next % servers.len()];
+            next += 1;
+            let (stream, leftover) = match upstream::connect(server, &self.settings) {
+                Ok((stream, _info, leftover)) => (stream, leftover),
+                Err(e) => {
+                    self.error(e);
+                    failures = failures.saturating_add(1);
+                    let delay = rng.backoff(
+                        failures,
+                        self.settings.reconnect_min,
+                        self.settings.reconnect_max,
+                    );
+                    self.idle(delay, &events);
+                    continue;
+                }
+            };
+            failures = 0;
+            let reader = match stream.try_clone() {
+                Ok(r) => r,
+                Err(e) => {
+                    self.error(format!("{server}: {e}"));
+                    continue;
+                }
+            };
+            let _ = reader.set_read_timeout(Some(TICK));
+            self.upstream_subs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            self.sid_kinds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            let generation = self.link.up(stream, server.to_string());
+            bump(&self.counters.connects, 1);
+            info!(bridge = %self.settings.name, %server, "connected upstream");
+            {
+                let mut link = self.link.lock();
+                link.op(&ClientOp::Sub(Subscribe {
+                    subject: Bytes::from(format!("{}>", self.upstream_reply_prefix)),
+                    queue: None,
+                    sid: Bytes::from(REPLY_SID.to_string()),
+                }));
+                if let Err(e) = link.flush() {
+                    drop(link);
+                    self.error(format!("{server}: {e}"));
+                    continue;
+                }
+            }
+            let me = Arc::clone(self);
+            let local_reader = local.clone();
+            std::thread::Builder::new()
+                .name(format!("bridge-read-{}", self.settings.name))
+                .spawn(move || me.read(generation, reader, leftover, &local_reader))
+                .map_err(|e| self.error(format!("spawning the reader: {e}")))
+                .ok();
+            let mut next_sid = REPLY_SID + 1;
+            let mut last_ping = Instant::now();
+            loop {
+                if self.stopped() {
+                    return;
+                }
+                if !self.sync_subscriptions(generation, &mut next_sid) {
+                    break;
+                }
+                let now = Instant::now();
+                let interval = self.settings.ping_interval;
+                let mut link = self.link.lock();
+                if link.generation != generation || !link.is_up() {
+                    break;
+                }
+                if now.duration_since(link.last_pong) > interval * 2 + TICK {
+                    drop(link);
+                    if self.link.down(generation) {
+                        self.error(format!("{server}: no PONG for {:?}: stale", interval * 2));
+                        bump(&self.counters.disconnects, 1);
+                    }
+                    break;
+                }
+                if now.duration_since(last_ping) >= interval {
+                    last_ping = now;
+                    link.ping(None);
+                    if let Err(e) = link.flush() {
+                        drop(link);
+                        self.link.changed.notify_all();
+                        self.error(format!("{server}: {e}"));
+                        bump(&self.counters.disconnects, 1);
+                        break;
+                    }
+                }
+                drop(link);
+                self.idle(TICK, &events);
+            }
+            // At once to the next server; a failure there backs off.
+        }
+    }
+
+    /// Waits up to `delay` (less when woken by an interest change), watching the local
+    /// client's events and saving state meanwhile.
+    fn idle(&self, delay: Duration, events: &tern_client::Events) {
+        let deadline = Instant::now() + delay;
+        loop {
+            while let Some(event) = events.try_recv() {
+                self.local_event(event);
+            }
+            self.save_state();
+            let now = Instant::now();
+            self.exported_requests.prune(now);
+            self.imported_requests.prune(now);
+            if now >= deadline || self.stopped() {
+                return;
+            }
+            if self.wake.recv_timeout((deadline - now).min(TICK)).is_ok() {
+                return;
+            }
+        }
+    }
+
+    fn local_event(&self, event: Event) {
+        match event {
+            Event::Gap {
+                sid,
+                shard,
+                requested,
+                oldest,
+            } => {
+                if let Some(e) = self
+                    .exports
+                    .iter()
+                    .find(|e| e.sid.load(Ordering::Relaxed) == sid)
+                {
+                    let lost = oldest.saturating_sub(requested);
+                    bump(&self.counters.export_gaps, lost);
+                    self.error(format!(
+                        "export {}: the log no longer holds sequences {requested}..{oldest} of shard {shard}: {lost} messages not exported",
+                        e.rule
+                    ));
+                }
+            }
+            Event::EpochMismatch { message, .. } => {
+                self.error(format!("export: {message}"));
+            }
+            Event::Disconnected { reason } => {
+                self.error(format!("the local connection dropped: {reason:?}"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Makes the upstream subscriptions what is wanted; false when the connection ended.
+    fn sync_subscriptions(&self, generation: u64, next_sid: &mut u64) -> bool {
+        let wanted = self.interest.wanted();
+        let mut subs = self.upstream_subs.lock().unwrap_or_else(|e| e.into_inner());
+        let stale: Vec<Key> = subs
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        let fresh: Vec<Key> = wanted
+            .into_iter()
+            .filter(|k| !subs.contains_key(k))
+            .collect();
+        if stale.is_empty() && fresh.is_empty() {
+            return true;
+        }
+        let mut link = self.link.lock();
+        if link.generation != generation || !link.is_up() {
+            return false;
+        }
+        let mut kinds = self.sid_kinds.lock().unwrap_or_else(|e| e.into_inner());
+        for key in stale {
+            if let Some(sid) = subs.remove(&key) {
+                kinds.remove(&sid);
+                link.op(&ClientOp::Unsub {
+                    sid: Bytes::from(sid.to_string()),
+                    max: None,
+                });
+            }
+        }
+        for key in fresh {
+            let sid = *next_sid;
+            *next_sid += 1;
+            let kind = match &key.1 {
+                Some(group) => Kind::Queue(Bytes::from(group.clone())),
+                None if self.settings.import_static.contains(&key.0) => Kind::Static,
+                None => Kind::Plain,
+            };
+            kinds.insert(sid, kind);
+            link.op(&ClientOp::Sub(Subscribe {
+                subject: Bytes::from(key.0.clone()),
+                queue: key.1.clone().map(Bytes::from),
+                sid: Bytes::from(sid.to_string()),
+            }));
+            subs.insert(key, sid);
+        }
+        drop(kinds);
+        drop(subs);
+        match link.flush() {
+            Ok(()) => true,
+            Err(e) => {
+                drop(link);
+                self.link.changed.notify_all();
+                self.error(e);
+                false
+            }
+        }
+    }
+
+    /// The reader of connection `generation`: until it ends.
+    fn read(&self, generation: u64, mut stream: TcpStream, mut buf: BytesMut, local: &Client) {
+        use std::io::Read;
+        let mut decoder = ServerDecoder::new(upstream::limits());
+        let mut last = Delivered::default();
+        let mut chunk = vec![0u8; 64 << 10];
+        let why = 'read: loop {
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(op)) => self.handle(op, local, &mut last),
+                    Ok(None) => break,
+                    Err(e) => break 'read format!("bad input from upstream: {e}"),
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => break "upstream closed the connection".to_string(),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let link = self.link.lock();
+                    if self.stopped() || link.generation != generation || !link.is_up() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break format!("reading upstream: {e}"),
+            }
+        };
+        if self.link.down(generation) {
+            bump(&self.counters.disconnects, 1);
+            self.error(why);
+        }
+    }
+
+    fn handle(&self, op: ServerOp, local: &Client, last: &mut Delivered) {
+        match op {
+            ServerOp::Ping => {
+                let mut link = self.link.lock();
+                link.op(&ClientOp::Pong);
+                if link.flush().is_err() {
+                    drop(link);
+                    self.link.changed.notify_all();
+                }
+            }
+            ServerOp::Pong => {
+                let confirm = self.link.lock().pong();
+                if let Some(c) = confirm {
+                    self.exports[c.export].confirm(c.token, c.count);
+                    bump(&self.counters.confirmed, c.count);
+                    self.state_changed();
+                }
+            }
+            ServerOp::Err(e) => {
+                bump(&self.counters.upstream_errors, 1);
+                self.error(format!("upstream: -ERR '{e}'"));
+            }
+            ServerOp::Msg(m) => self.deliver(m, local, last),
+            ServerOp::Info(_) | ServerOp::Ok => {}
+        }
+    }
+
+    /// A message from upstream: a reply to a local requester, or an import.
+    fn deliver(&self, m: NatsMessage, local: &Client, last: &mut Delivered) {
+        let Ok(subject) = std::str::from_utf8(&m.subject) else {
+            return;
+        };
+        let sid: u64 = std::str::from_utf8(&m.sid)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if sid == REPLY_SID {
+            if let Some(to) = subject.strip_prefix(&self.upstream_reply_prefix) {
+                if !self.exported_requests.allowed(to, Instant::now()) {
+                    bump(&self.counters.replies_refused, 1);
+                    self.error(format!(
+                        "an upstream reply to {to} was refused: no request the bridge carried \
+                         (within reply_timeout) has that reply subject"
+                    ));
+                    return;
+                }
+                bump(&self.counters.replies_in, 1);
+                self.publish_locally(to, None, m.headers.as_ref(), &m.payload, local);
+            }
+            return;
+        }
+        let Some(kind) = self
+            .sid_kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&sid)
+            .cloned()
+        else {
+            // A subscription just ended: what was on its way for it is not wanted.
+            return;
+        };
+        let copy = last.copy_of(&m, sid);
+        let mut headers = match m.headers.as_ref().map(|h| Headers::parse(h)) {
+            Some(Ok(h)) => Some(h),
+            Some(Err(_)) | None => None,
+        };
+        let own = headers
+            .as_ref()
+            .and_then(|h| h.get(ORIGIN))
+            .is_some_and(|o| o == self.id);
+        // Each copy is for its own local subscribers: the plain ones once (a second copy
+        // through an overlapping subscription is the same message), a queue group's
+        // member for each group upstream picked this edge for.
+        let route = match kind {
+            Kind::Queue(group) => Some(Route::group(group)),
+            _ if own => {
+                // This edge's own message: its local subscribers had it when it was
+                // published.
+                bump(&self.counters.echoes, 1);
+                return;
+            }
+            _ if copy.plain_done => {
+                bump(&self.counters.overlapping, 1);
+                return;
+            }
+            Kind::Static => None,
+            Kind::Plain => Some(Route::plain()),
+        };
+        if route.as_ref().is_none_or(|r| r.plain) {
+            last.plain_done();
+        }
+        let reply = m
+            .reply
+            .as_ref()
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .map(|r| {
+                self.imported_requests.allow(r, Instant::now());
+                format!("{}{r}", self.local_reply_prefix)
+            });
+        let h = headers.get_or_insert_with(Headers::new);
+        if h.get(ORIGIN).is_none() {
+            h.insert(ORIGIN, "nats");
+        }
+        let priority = h
+            .get(PRIORITY)
+            .and_then(|p| p.parse::<u8>().ok())
+            .unwrap_or(0)
+            .min(7);
+        if let Some(route) = &route {
+            for v in route.values() {
+                h.append(ROUTE_HEADER, v);
+            }
+        }
+        let mut options = PublishOptions::new().priority(priority);
+        options.headers = headers;
+        options.reply = reply;
+        match local.publish_with(subject, &m.payload, &options) {
+            Ok(()) => {
+                bump(&self.counters.imported, 1);
+                bump(
+                    &self.counters.imported_bytes,
+                    (m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64,
+                );
+            }
+            Err(e) => {
+                bump(&self.counters.import_failed, 1);
+                self.error(format!("import of {subject}: {e}"));
+            }
+        }
+        if !copy.continues {
+            last.remember(m, sid);
+        }
+    }
+
+    /// Publishes a reply locally, marked as come from upstream (so no export rule sends it
+    /// back).
+    fn publish_locally(
+        &self,
+        subject: &str,
+        reply: Option<String>,
+        headers: Option<&Bytes>,
+        payload: &[u8],
+        local: &Client,
+    ) {
+        let mut h = headers
+            .and_then(|h| Headers::parse(h).ok())
+            .unwrap_or_default();
+        if h.get(ORIGIN).is_none() {
+            h.insert(ORIGIN, "nats");
+        }
+        let mut options = PublishOptions::new().headers(h);
+        options.reply = reply;
+        if let Err(e) = local.publish_with(subject, payload, &options) {
+            bump(&self.counters.import_failed, 1);
+            self.error(format!("reply to {subject}: {e}"));
+        }
+    }
+
+    /// The replier: local responders' replies to upstream requesters go upstream.
+    pub(crate) fn replier(&self, local: &Client) {
+        let filter = format!("{}>", self.local_reply_prefix);
+        let sub = loop {
+            match local.subscribe_builder(&filter).capacity(8192).subscribe() {
+                Ok(sub) => break sub,
+                Err(e) => {
+                    self.error(format!("subscribing to {filter} locally: {e}"));
+                    if self.stopped() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        while !self.stopped() {
+            let msg = match sub.recv_timeout(TICK) {
+                Ok(m) => m,
+                Err(tern_client::Error::Timeout) => continue,
+                Err(e) => {
+                    self.error(format!("local replies: {e}"));
+                    return;
+                }
+            };
+            let Some(to) = msg.subject.strip_prefix(&self.local_reply_prefix) else {
+                continue;
+            };
+            if msg.is_no_responders() {
+                // The local broker found nobody here (a responder that just left): another
+                // edge may still answer, so upstream hears nothing rather than a refusal.
+                continue;
+            }
+            if !self.imported_requests.allowed(to, Instant::now()) {
+                bump(&self.counters.replies_refused, 1);
+                self.error(format!(
+                    "a local reply to {to} was refused: no request the bridge carried \
+                     (within reply_timeout) has that reply subject"
+                ));
+                continue;
+            }
+            let mut headers = msg.headers.clone().unwrap_or_default();
+            headers.insert(ORIGIN, self.id.as_str());
+            let headers = headers.to_bytes();
+            let mut link = self.link.lock();
+            if !link.is_up() {
+                drop(link);
+                self.error(format!("a reply to {to} was lost: not connected upstream"));
+                continue;
+            }
+            link.publish(to.as_bytes(), None, Some(&headers), &msg.payload);
+            if let Err(e) = link.flush() {
+                drop(link);
+                self.link.changed.notify_all();
+                self.error(e);
+                continue;
+            }
+            bump(&self.counters.replies_out, 1);
+        }
+    }
+}
+
+/// What an upstream subscription stands for.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// A static import: for every local subscriber, as if published here.
+    Static,
+    /// Local plain subscribers' interest.
+    Plain,
+    /// A local queue group's membership of the upstream group.
+    Queue(Bytes),
+}
+
+/// The last message from upstream and the subscriptions it came through: upstream sends
+/// one copy per matching subscription, back to back, so the next delivery that is the same
+/// message through a subscription not seen yet is another copy of it.
+#[derive(Default)]
+struct Delivered {
+    last: Option<NatsMessage>,
+    sids: Vec<u64>,
+    /// A copy for the plain subscribers was published.
+    plain: bool,
+}
+
+/// Whether a delivery continues the last message's copies.
+struct Copy {
+    continues: bool,
+    plain_done: bool,
+}
+
+impl Delivered {
+    fn copy_of(&mut self, m: &NatsMessage, sid: u64) -> Copy {
+        let continues = self.last.as_ref().is_some_and(|last| {
+            last.subject == m.subject
+                && last.reply == m.reply
+                && last.headers == m.headers
+                && last.payload == m.payload
+        }) && !self.sids.contains(&sid);
+        if continues {
+            self.sids.push(sid);
+        } else {
+            self.plain = false;
+        }
+        Copy {
+            continues,
+            plain_done: continues && self.plain,
+        }
+    }
+
+    fn plain_done(&mut self) {
+        self.plain = true;
+    }
+
+    fn remember(&mut self, m: NatsMessage, sid: u64) {
+        self.last = Some(m);
+        self.sids.clear();
+        self.sids.push(sid);
+    }
+}
+
+fn load_state(path: &Path) -> Result<SavedState, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not a bridge state file: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SavedState::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn write_state(path: &Path, state: &SavedState) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Full-jitter exponential backoff.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            ^ (std::process::id() as u64).rotate_left(32);
+        Jitter(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A delay drawn uniformly from zero to `min · 2^(failures-1)`, capped at `max`.
+    fn backoff(&mut self, failures: u32, min: Duration, max: Duration) -> Duration {
+        let ceiling = min
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+            .min(max);
+        let nanos = ceiling.as_nanos() as u64;
+        if nanos == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.next() % (nanos + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Jitter;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let mut j = Jitter::new();
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let mut seen = std::collections::BTreeSet::new();
+        for failures in 1..40 {
+            let d = j.backoff(failures, min, max);
+            assert!(d <= max);
+            assert!(d <= min * (1 << (failures - 1).min(20)));
+            seen.insert(d);
+        }
+        assert!(seen.len() > 30, "jittered: {seen:?}");
+    }
+}

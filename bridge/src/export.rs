@@ -1,0 +1,252 @@
+//! Exports: local messages under an export rule, taken from the local log by sequence and
+//! published upstream, each confirmed before its position is kept.
+//!
+//! Owns: one thread per export rule, and its position: the resume token of the last
+//! message upstream confirmed having ([`Export::confirmed`], kept across restarts by the
+//! bridge's state file). The thread subscribes locally to the rule (lossless, from the
+//! confirmed position), publishes what arrives upstream with a `Tern-Origin` header (this
+//! broker's server id) and a `Nats-Msg-Id` made of the edge's name and the message's place
+//! in the log (the same id every time it is sent), then a `PING`: its `PONG` confirms the
+//! batch. When the upstream connection drops, the local subscription ends and a new one
+//! starts from the confirmed position once connected again: what was sent but not
+//! confirmed is sent again (at least once), what the log no longer holds is reported as a
+//! gap.
+//!
+//! Never: exports a message that came from upstream (it has a `Tern-Origin` header) or the
+//! bridge's own reply subjects (that would loop), or keeps a position upstream has not
+//! confirmed.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tern_client::{Client, Headers, Message, StartFrom};
+use tern_protocol::binary::ResumeToken;
+
+use crate::bridge::Bridge;
+use crate::stats::bump;
+use crate::subject::BRIDGE_PREFIX;
+use crate::upstream::Confirm;
+use crate::{ORIGIN, PRIORITY};
+
+/// The header carrying an exported message's id, as JetStream dedupes it.
+pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
+
+/// Export batches in flight (sent, not confirmed) before the thread waits for answers.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// One export rule's state.
+#[derive(Debug)]
+pub(crate) struct Export {
+    pub rule: String,
+    /// The position upstream confirmed.
+    pub confirmed: Mutex<Option<ResumeToken>>,
+    /// The local subscription's sid now (0: none), to tell its gap notices apart.
+    pub sid: AtomicU32,
+    /// Sent upstream and not confirmed yet.
+    pub unconfirmed: AtomicU64,
+}
+
+impl Export {
+    pub(crate) fn new(rule: String, confirmed: Option<ResumeToken>) -> Export {
+        Export {
+            rule,
+            confirmed: Mutex::new(confirmed),
+            sid: AtomicU32::new(0),
+            unconfirmed: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn confirmed(&self) -> Option<ResumeToken> {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Upstream has everything up to `token`.
+    pub(crate) fn confirm(&self, token: ResumeToken, count: u64) {
+        *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+        let _ = self
+            .unconfirmed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(count))
+            });
+    }
+}
+
+/// Records `shard`/`sequence` in `token`.
+fn observe(token: &mut ResumeToken, shard: u16, sequence: u64) {
+    let i = usize::from(shard);
+    if token.last_sequences.len() <= i {
+        token.last_sequences.resize(i + 1, 0);
+    }
+    token.last_sequences[i] = token.last_sequences[i].max(sequence);
+}
+
+fn seen(token: &ResumeToken, shard: u16, sequence: u64) -> bool {
+    token
+        .last_sequences
+        .get(usize::from(shard))
+        .is_some_and(|&last| sequence <= last)
+}
+
+/// The thread of export rule `i`: runs until the bridge stops.
+pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
+    let export = &bridge.exports[i];
+    // What was sent on the previous connection: sent again now, counted as resent.
+    let mut sent: Option<ResumeToken> = None;
+    while !bridge.stopped() {
+        let Some(generation) = bridge.link.wait_up(Duration::from_millis(250)) else {
+            continue;
+        };
+        let start = export.confirmed();
+        let builder = local
+            .subscribe_builder(&export.rule)
+            .lossless(true)
+            .capacity(8192)
+            .start(match &start {
+                Some(token) => StartFrom::Resume(token.clone()),
+                None => StartFrom::Live,
+            });
+        let sub = match builder.subscribe() {
+            Ok(sub) => sub,
+            Err(e) => {
+                bridge.error(format!("export {}: subscribing locally: {e}", export.rule));
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        export.sid.store(sub.sid(), Ordering::Relaxed);
+        if let Err(e) = local.flush(Duration::from_secs(5)) {
+            bridge.error(format!("export {}: local flush: {e}", export.rule));
+            continue;
+        }
+        let epoch = local.server_info().map_or(0, |i| i.log_epoch);
+        let mut position = sub.resume_token().or(start).unwrap_or_else(|| ResumeToken {
+            epoch,
+            last_sequences: Vec::new(),
+        });
+        if export.confirmed().is_none() {
+            // The first start: from here on nothing is skipped, across restarts too.
+            export.confirm(position.clone(), 0);
+            bridge.state_changed();
+        }
+        let mut batch: Vec<Message> = Vec::with_capacity(256);
+        'connected: while !bridge.stopped() {
+            batch.clear();
+            match sub.recv_timeout(Duration::from_millis(100)) {
+                Ok(m) => batch.push(m),
+                Err(tern_client::Error::Timeout) => {}
+                Err(e) => {
+                    bridge.error(format!("export {}: local subscription: {e}", export.rule));
+                    break;
+                }
+            }
+            while batch.len() < bridge.settings.confirm_batch {
+                match sub.try_recv() {
+                    Ok(Some(m)) => batch.push(m),
+                    _ => break,
+                }
+            }
+            // Wait while too much is unanswered (a slow upstream), or the connection ends.
+            loop {
+                let link = bridge.link.lock();
+                if link.generation != generation || !link.is_up() {
+                    break 'connected;
+                }
+                if link.pings_in_flight() < MAX_IN_FLIGHT {
+                    break;
+                }
+                drop(link);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let mut link = bridge.link.lock();
+            if link.generation != generation || !link.is_up() {
+                break;
+            }
+            let (mut count, mut bytes, mut resent) = (0u64, 0u64, 0u64);
+            let now = std::time::Instant::now();
+            for msg in &batch {
+                observe(&mut position, msg.shard, msg.sequence);
+                if !exportable(msg) {
+                    bump(&bridge.counters.not_exported, 1);
+                    continue;
+                }
+                if sent
+                    .as_ref()
+                    .is_some_and(|s| s.epoch == position.epoch && seen(s, msg.shard, msg.sequence))
+                {
+                    resent += 1;
+                }
+                let mut headers = msg.headers.clone().unwrap_or_default();
+                headers.insert(ORIGIN, bridge.id.as_str());
+                headers.insert(
+                    MSG_ID,
+                    format!(
+                        "{}:{}:{}:{}",
+                        bridge.settings.name, position.epoch, msg.shard, msg.sequence
+                    ),
+                );
+                if msg.priority > 0 {
+                    headers.insert(PRIORITY, msg.priority.to_string());
+                }
+                let headers = headers.to_bytes();
+                let reply = msg.reply.as_ref().map(|r| {
+                    bridge.exported_requests.allow(r, now);
+                    format!("{}{r}", bridge.upstream_reply_prefix)
+                });
+                link.publish(
+                    msg.subject.as_bytes(),
+                    reply.as_deref().map(str::as_bytes),
+                    Some(&headers),
+                    &msg.payload,
+                );
+                count += 1;
+                bytes += (headers.len() + msg.payload.len()) as u64;
+            }
+            link.ping(Some(Confirm {
+                export: i,
+                token: position.clone(),
+                count,
+            }));
+            export.unconfirmed.fetch_add(count, Ordering::Relaxed);
+            let flushed = link.flush();
+            drop(link);
+            bump(&bridge.counters.exported, count);
+            bump(&bridge.counters.exported_bytes, bytes);
+            bump(&bridge.counters.resent, resent);
+            if let Err(e) = flushed {
+                bridge.link.changed.notify_all();
+                bridge.error(format!("export {}: {e}", export.rule));
+                break;
+            }
+        }
+        // Start over from the confirmed position on the next connection.
+        export.sid.store(0, Ordering::Relaxed);
+        export.unconfirmed.store(0, Ordering::Relaxed);
+        sent = Some(match sent.take() {
+            Some(mut s) if s.epoch == position.epoch => {
+                for (shard, &seq) in position.last_sequences.iter().enumerate() {
+                    observe(&mut s, shard as u16, seq);
+                }
+                s
+            }
+            _ => position,
+        });
+        let _ = sub.unsubscribe();
+    }
+}
+
+/// Whether a local message goes upstream: not one that came from there (or from another
+/// bridge), and not the bridge's own reply traffic.
+fn exportable(msg: &Message) -> bool {
+    !msg.subject.starts_with(BRIDGE_PREFIX)
+        && msg
+            .headers
+            .as_ref()
+            .is_none_or(|h: &Headers| h.get(ORIGIN).is_none())
+}

@@ -1,0 +1,230 @@
+//! tern-bridge: Tern as an edge of a real NATS cluster.
+//!
+//! Each bridge connects one Tern broker to one NATS cluster (`nats-server`s, clustered) as
+//! a NATS client upstream and a Tern binary-protocol client locally (through the broker's
+//! own binary port, authenticated by a secret only this process knows). What it does, per
+//! `docs/scale-out.md`:
+//! - **export**: local messages under an export rule are taken from the local log by
+//!   sequence and published upstream, each batch confirmed by a `PING`/`PONG` before its
+//!   position is kept (`export.rs`): at least once across upstream failures and restarts,
+//!   gaps reported;
+//! - **import**: upstream messages under an import rule are published locally, so they are
+//!   stored, caught up, prioritised and drop-noticed like local ones; subscribed upstream
+//!   only as far as local subscriptions want them (`interest.rs`), or always (static);
+//!   local queue groups join the upstream queue group of the same name;
+//! - **request/reply** both ways: reply subjects are mapped through the bridge
+//!   (`$TERN.BRIDGE.<server id>.U.` upstream, `.L.` locally), and an upstream no-responders
+//!   status reaches the local requester;
+//! - **no loops, no echo**: what it exports carries `Tern-Origin` (this broker's server
+//!   id); what it imports keeps or gains one, and nothing with one is exported; upstream
+//!   does not send it its own messages (`echo: false`).
+//!
+//! Owns: [`Hub`], every bridge of one broker: the broker asks it whether a token is the
+//! bridge's secret, tells it about local subscriptions, starts and stops it, and reads
+//! [`Status`] for `/bridgez` and `/metrics`.
+//!
+//! Never: runs on a broker worker's thread beyond [`Hub::subscribed`] and
+//! [`Hub::unsubscribed`] (one short lock each, only for subscriptions within an import
+//! rule), or drops a message without counting it.
+
+mod bridge;
+mod export;
+mod interest;
+mod replies;
+mod route;
+mod settings;
+mod stats;
+pub mod subject;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tern_client::{Client, ReconnectPolicy};
+use tracing::warn;
+
+pub use route::{Route, ROUTE_HEADER};
+pub use settings::{Settings, Upstream};
+pub use stats::{ExportStatus, LastError, Status};
+
+use bridge::Bridge;
+
+/// The header naming where a message entered the NATS world: the server id of the Tern
+/// broker that exported it, or `nats` for one imported from a NATS client.
+pub const ORIGIN: &str = "Tern-Origin";
+
+/// The header carrying a Tern priority across the cluster.
+pub const PRIORITY: &str = "Tern-Priority";
+
+/// The name the bridge's local connection gives itself.
+pub const LOCAL_NAME: &str = "$tern-bridge";
+
+/// Every bridge of one broker.
+#[derive(Debug)]
+pub struct Hub {
+    bridges: Vec<Arc<Bridge>>,
+    secret: String,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    local: Mutex<Option<Client>>,
+}
+
+impl Hub {
+    /// The bridges of a broker whose server id is `server_id`; reads their state files.
+    pub fn new(settings: Vec<Settings>, server_id: &str) -> Result<Hub, String> {
+        let mut bridges = Vec::new();
+        for s in settings {
+            if s.servers.is_empty() {
+                return Err(format!("bridge {}: no upstream servers", s.name));
+            }
+            bridges.push(Arc::new(Bridge::new(s, server_id)?));
+        }
+        Ok(Hub {
+            bridges,
+            secret: random_secret()?,
+            threads: Mutex::new(Vec::new()),
+            local: Mutex::new(None),
+        })
+    }
+
+    /// True when there is no bridge.
+    pub fn is_empty(&self) -> bool {
+        self.bridges.is_empty()
+    }
+
+    /// True when `token` is the secret the bridges' local connection presents (compared
+    /// in constant time).
+    pub fn is_bridge_token(&self, token: &str) -> bool {
+        let (a, b) = (token.as_bytes(), self.secret.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    /// A local subscription started (not the bridge's own).
+    pub fn subscribed(&self, filter: &str, queue: Option<&str>) {
+        for b in &self.bridges {
+            b.interest.changed(filter, queue, true);
+        }
+    }
+
+    /// A local subscription ended (not the bridge's own).
+    pub fn unsubscribed(&self, filter: &str, queue: Option<&str>) {
+        for b in &self.bridges {
+            b.interest.changed(filter, queue, false);
+        }
+    }
+
+    /// Starts the bridges, connecting locally to the broker's binary port at `local`; the
+    /// local connection is made on a thread of its own (retried until the broker answers),
+    /// so this returns at once.
+    pub fn start(self: &Arc<Hub>, local: SocketAddr) -> std::io::Result<()> {
+        let hub = Arc::clone(self);
+        let starter = std::thread::Builder::new()
+            .name("bridge-start".into())
+            .spawn(move || hub.run(local))?;
+        self.threads().push(starter);
+        Ok(())
+    }
+
+    fn threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(self: Arc<Hub>, local: SocketAddr) {
+        let url = format!("tern://{local}");
+        let client = loop {
+            if self.bridges.iter().all(|b| b.stopped()) {
+                return;
+            }
+            let connected = Client::builder()
+                .name(LOCAL_NAME)
+                .token(self.secret.clone())
+                .reconnect(ReconnectPolicy::default())
+                .subscription_capacity(8192)
+                .write_timeout(Duration::from_secs(5))
+                .connect(&url);
+            match connected {
+                Ok(c) => break c,
+                Err(e) => {
+                    warn!("bridge: connecting to the local broker at {url}: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        };
+        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
+        let mut spawned = Vec::new();
+        for b in &self.bridges {
+            let name = b.settings.name.clone();
+            let spawn = |what: &str, f: Box<dyn FnOnce() + Send>| {
+                std::thread::Builder::new()
+                    .name(format!("bridge-{what}-{name}"))
+                    .spawn(f)
+            };
+            let (me, c) = (Arc::clone(b), client.clone());
+            spawned.push(spawn("control", Box::new(move || me.control(&c))));
+            if !b.settings.import.is_empty() || !b.settings.import_static.is_empty() {
+                let (me, c) = (Arc::clone(b), client.clone());
+                spawned.push(spawn("replies", Box::new(move || me.replier(&c))));
+            }
+            for i in 0..b.exports.len() {
+                let (me, c) = (Arc::clone(b), client.clone());
+                spawned.push(spawn("export", Box::new(move || export::run(&me, i, &c))));
+            }
+        }
+        let mut threads = self.threads();
+        for t in spawned {
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => warn!("bridge: spawning a thread: {e}"),
+            }
+        }
+    }
+
+    /// Stops every bridge: closes the upstream connections, saves the exports' positions,
+    /// and waits (up to `timeout` in all) for the threads to end.
+    pub fn stop(&self, timeout: Duration) {
+        for b in &self.bridges {
+            b.stop();
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let threads: Vec<_> = self.threads().drain(..).collect();
+        for t in threads {
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        if let Some(c) = self.local.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            c.close();
+        }
+    }
+
+    /// True when a local publish to `subject` leaves its queue groups to upstream: a bridge
+    /// exports it and imports it on demand, so its local queue groups are members of the
+    /// upstream groups, and upstream picks the one member (here or anywhere in the cluster)
+    /// that handles it; the copy for a member here comes back through the bridge.
+    pub fn arbitrates(&self, subject: &[u8]) -> bool {
+        use tern_protocol::subject::matches;
+        self.bridges.iter().any(|b| {
+            let s = &b.settings;
+            s.export.iter().any(|f| matches(f.as_bytes(), subject))
+                && s.import.iter().any(|f| matches(f.as_bytes(), subject))
+        })
+    }
+
+    /// Every bridge now.
+    pub fn status(&self) -> Vec<Status> {
+        self.bridges.iter().map(|b| b.status()).collect()
+    }
+}
+
+fn random_secret() -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("reading /dev/urandom for the bridge's secret: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,309 @@
+//! The connection to the upstream NATS server: the handshake, and the shared writing end.
+//!
+//! Owns: connecting to one server of the list (`INFO` → `CONNECT` + `PING` → `PONG`, with
+//! `headers`, `no_responders` and `echo` on), and [`Link`], the writing end every
+//! bridge thread writes through: the socket of the current connection (none while
+//! disconnected), its generation (one more per connection, so a thread holding work for
+//! an older one knows to start over), and the `PING`s in flight in order, each with the
+//! export position its `PONG` confirms.
+//!
+//! Never: blocks longer than the write timeout on a write (the socket has one; a write
+//! that times out ends the connection), or reads (the reader thread owns the reading end).
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tern_protocol::binary::ResumeToken;
+use tern_protocol::text::{
+    encode_client_op, encode_pub_line, ClientOp, ConnectOptions, Limits, ServerDecoder, ServerInfo,
+    ServerOp,
+};
+
+use crate::settings::{Settings, Upstream};
+
+/// How long connecting and the handshake may take.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Upstream payloads up to this size are accepted (nats-server's largest `max_payload`).
+pub(crate) const MAX_PAYLOAD: usize = 64 << 20;
+
+pub(crate) fn limits() -> Limits {
+    Limits {
+        max_payload: MAX_PAYLOAD,
+        max_control_line: 64 << 10,
+        ..Limits::default()
+    }
+}
+
+/// What a `PONG` confirms: export rule `export` has reached `token`, `count` messages
+/// since the previous confirmation.
+#[derive(Debug)]
+pub(crate) struct Confirm {
+    pub export: usize,
+    pub token: ResumeToken,
+    pub count: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct LinkState {
+    /// One more per connection made.
+    pub generation: u64,
+    stream: Option<TcpStream>,
+    /// The server connected to.
+    pub server: Option<String>,
+    /// The `PING`s sent and not answered yet, oldest first.
+    pings: VecDeque<Option<Confirm>>,
+    /// When the server last answered a `PING`.
+    pub last_pong: Instant,
+    out: BytesMut,
+}
+
+/// The writing end of the upstream connection, shared by the bridge's threads.
+#[derive(Debug)]
+pub(crate) struct Link {
+    state: Mutex<LinkState>,
+    /// Notified on every connect and disconnect.
+    pub changed: Condvar,
+}
+
+impl Link {
+    pub(crate) fn new() -> Link {
+        Link {
+            state: Mutex::new(LinkState {
+                generation: 0,
+                stream: None,
+                server: None,
+                pings: VecDeque::new(),
+                last_pong: Instant::now(),
+                out: BytesMut::with_capacity(64 << 10),
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits up to `timeout` for a connection; its generation, or `None`.
+    pub(crate) fn wait_up(&self, timeout: Duration) -> Option<u64> {
+        let state = self.lock();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.stream.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        state.stream.is_some().then_some(state.generation)
+    }
+
+    /// Installs a new connection (after its handshake); its generation.
+    pub(crate) fn up(&self, stream: TcpStream, server: String) -> u64 {
+        let mut s = self.lock();
+        s.generation += 1;
+        s.stream = Some(stream);
+        s.server = Some(server);
+        s.pings.clear();
+        s.last_pong = Instant::now();
+        s.out.clear();
+        let generation = s.generation;
+        drop(s);
+        self.changed.notify_all();
+        generation
+    }
+
+    /// Ends connection `generation` (if it is still the current one); true if it was.
+    pub(crate) fn down(&self, generation: u64) -> bool {
+        let mut s = self.lock();
+        if s.generation != generation || s.stream.is_none() {
+            return false;
+        }
+        s.close();
+        drop(s);
+        self.changed.notify_all();
+        true
+    }
+}
+
+impl LinkState {
+    pub(crate) fn is_up(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    fn close(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.server = None;
+        self.pings.clear();
+        self.out.clear();
+    }
+
+    /// Appends a publish.
+    pub(crate) fn publish(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        encode_pub_line(
+            &mut self.out,
+            subject,
+            reply,
+            headers.map(<[u8]>::len),
+            payload.len(),
+        );
+        if let Some(h) = headers {
+            self.out.extend_from_slice(h);
+        }
+        self.out.extend_from_slice(payload);
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Appends an operation.
+    pub(crate) fn op(&mut self, op: &ClientOp) {
+        encode_client_op(op, &mut self.out);
+    }
+
+    /// Appends a `PING` whose `PONG` confirms `confirm`.
+    pub(crate) fn ping(&mut self, confirm: Option<Confirm>) {
+        self.pings.push_back(confirm);
+        encode_client_op(&ClientOp::Ping, &mut self.out);
+    }
+
+    /// The oldest `PING` in flight was answered: what it confirms.
+    pub(crate) fn pong(&mut self) -> Option<Confirm> {
+        self.last_pong = Instant::now();
+        self.pings.pop_front().flatten()
+    }
+
+    /// `PING`s in flight.
+    pub(crate) fn pings_in_flight(&self) -> usize {
+        self.pings.len()
+    }
+
+    /// Writes what was appended. On failure the connection is closed (the reader then
+    /// sees it end) and the error returned; the caller notifies [`Link::changed`].
+    pub(crate) fn flush(&mut self) -> Result<(), String> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            self.out.clear();
+            return Err("not connected".into());
+        };
+        let result = stream.write_all(&self.out);
+        self.out.clear();
+        result.map_err(|e| {
+            self.close();
+            format!("writing upstream: {e}")
+        })
+    }
+}
+
+/// Connects to `server` and does the handshake; the connected socket, what the server
+/// said in `INFO`, and any bytes read past the `PONG`.
+pub(crate) fn connect(
+    server: &Upstream,
+    settings: &Settings,
+) -> Result<(TcpStream, ServerInfo, BytesMut), String> {
+    let addrs: Vec<_> = server
+        .addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{server}: {e}"))?
+        .collect();
+    let mut last = format!("{server}: no address");
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("{server}: {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
+    let io = |e: std::io::Error| format!("{server}: {e}");
+    stream.set_nodelay(true).map_err(io)?;
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(io)?;
+    stream
+        .set_write_timeout(Some(settings.write_timeout))
+        .map_err(io)?;
+    let mut decoder = ServerDecoder::new(limits());
+    let mut buf = BytesMut::with_capacity(16 << 10);
+    let info = match read_op(&mut stream, &mut decoder, &mut buf).map_err(io)? {
+        ServerOp::Info(info) => *info,
+        other => return Err(format!("{server}: expected INFO, got {other:?}")),
+    };
+    if info.tls_required {
+        return Err(format!(
+            "{server} requires TLS, which the bridge does not speak upstream yet"
+        ));
+    }
+    let (user, pass) = match (&server.user, &settings.user) {
+        (Some(u), _) => (Some(u.clone()), server.pass.clone()),
+        (None, Some(u)) => (Some(u.clone()), settings.pass.clone()),
+        (None, None) => (None, None),
+    };
+    let options = ConnectOptions {
+        verbose: false,
+        pedantic: false,
+        // Its own exports come back only through its queue subscriptions (a local queue
+        // group upstream picked); through plain ones they are dropped as echoes.
+        echo: true,
+        headers: true,
+        no_responders: true,
+        name: Some(format!("tern-bridge {}", settings.name)),
+        lang: Some("rust".into()),
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+        protocol: Some(1),
+        user,
+        pass,
+        auth_token: settings.token.clone(),
+        ..ConnectOptions::default()
+    };
+    let mut out = BytesMut::new();
+    encode_client_op(&ClientOp::Connect(Box::new(options)), &mut out);
+    encode_client_op(&ClientOp::Ping, &mut out);
+    stream.write_all(&out).map_err(io)?;
+    loop {
+        match read_op(&mut stream, &mut decoder, &mut buf).map_err(io)? {
+            ServerOp::Pong => break,
+            ServerOp::Err(e) => return Err(format!("{server} refused the bridge: {e}")),
+            _ => {}
+        }
+    }
+    Ok((stream, info, buf))
+}
+
+/// Reads until one whole operation is decoded.
+fn read_op(
+    stream: &mut TcpStream,
+    decoder: &mut ServerDecoder,
+    buf: &mut BytesMut,
+) -> std::io::Result<ServerOp> {
+    loop {
+        match decoder.decode(buf) {
+            Ok(Some(op)) => return Ok(op),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e.to_string(),
+                ))
+            }
+        }
+        let mut chunk = [0u8; 16 << 10];
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

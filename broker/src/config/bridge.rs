@@ -1,0 +1,245 @@
+//! Bridge settings: the flags for the simple case (`--bridge-upstream`, `--bridge-name`,
+//! `--bridge-export`, `--bridge-import`, `--bridge-import-static`), the config file's
+//! `[[bridge]]` tables, and what they resolve to (`tern_bridge::Settings`, one per bridge).
+//!
+//! A bad URL or subject filter in the file is refused while the file is parsed, so the
+//! error names its line; combinations that cannot work are refused by [`validate`].
+//!
+//! Never: connects anywhere. The server starts the bridges (`tern_bridge::Hub`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use tern_bridge::{Settings, Upstream};
+
+use super::declare::{Dur, Kind};
+use super::ConfigError;
+
+/// The flags: one bridge, for the simple case; more in the config file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct BridgeArgs {
+    /// Upstream NATS servers of a bridge, nats://[user:pass@]host:port (comma-separated or
+    /// repeated) [default: no bridge].
+    #[arg(
+        long,
+        value_name = "URL",
+        value_delimiter = ',',
+        value_parser = parse_upstream,
+        help_heading = "Bridge"
+    )]
+    pub bridge_upstream: Vec<Upstream>,
+    /// This edge's name in the cluster (prefixes exported message ids) [default: the
+    /// server name].
+    #[arg(long, value_name = "NAME", help_heading = "Bridge")]
+    pub bridge_name: Option<String>,
+    /// Local subjects published upstream (comma-separated or repeated).
+    #[arg(long, value_name = "FILTER", value_delimiter = ',', value_parser = parse_filter, help_heading = "Bridge")]
+    pub bridge_export: Vec<String>,
+    /// Upstream subjects delivered locally, subscribed as local subscribers want them.
+    #[arg(long, value_name = "FILTER", value_delimiter = ',', value_parser = parse_filter, help_heading = "Bridge")]
+    pub bridge_import: Vec<String>,
+    /// Upstream subjects delivered locally, always subscribed.
+    #[arg(long, value_name = "FILTER", value_delimiter = ',', value_parser = parse_filter, help_heading = "Bridge")]
+    pub bridge_import_static: Vec<String>,
+}
+
+fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    s.parse()
+}
+
+fn parse_filter(s: &str) -> Result<String, String> {
+    tern_protocol::subject::validate_filter(s.as_bytes())
+        .map(|()| s.to_string())
+        .map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// One `[[bridge]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileBridge {
+    name: Option<String>,
+    #[serde(deserialize_with = "de_upstreams")]
+    servers: Vec<Upstream>,
+    user: Option<String>,
+    pass: Option<String>,
+    token: Option<String>,
+    #[serde(default, deserialize_with = "de_filters")]
+    export: Vec<String>,
+    #[serde(default, deserialize_with = "de_filters")]
+    import: Vec<String>,
+    #[serde(default, deserialize_with = "de_filters")]
+    import_static: Vec<String>,
+    #[serde(default, deserialize_with = "de_duration")]
+    reconnect_min: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    reconnect_max: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    ping_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    write_timeout: Option<Duration>,
+    confirm_batch: Option<usize>,
+    #[serde(default, deserialize_with = "de_duration")]
+    reply_timeout: Option<Duration>,
+    max_replies: Option<usize>,
+}
+
+fn de_upstreams<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Upstream>, D::Error> {
+    let urls = Vec::<String>::deserialize(d)?;
+    urls.iter()
+        .map(|u| u.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn de_filters<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let filters = Vec::<String>::deserialize(d)?;
+    filters
+        .iter()
+        .map(|f| parse_filter(f).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Dur::read(d).map(Some)
+}
+
+/// Every bridge: the flags' (when `--bridge-upstream` is given) and the file's. A bridge
+/// without a name takes the server's; the state file goes in the data directory when
+/// messages are stored.
+pub(crate) fn resolve(
+    args: &BridgeArgs,
+    file: Option<&[FileBridge]>,
+    server_name: &str,
+    data_dir: Option<&Path>,
+) -> Vec<Settings> {
+    let mut out = Vec::new();
+    let state = |name: &str| data_dir.map(|d| d.join(format!("bridge-{name}.state")));
+    if !args.bridge_upstream.is_empty() {
+        let name = args
+            .bridge_name
+            .clone()
+            .unwrap_or_else(|| server_name.to_string());
+        let mut s = Settings::new(name.clone(), args.bridge_upstream.clone());
+        s.export = args.bridge_export.clone();
+        s.import = args.bridge_import.clone();
+        s.import_static = args.bridge_import_static.clone();
+        s.state_file = state(&name);
+        out.push(s);
+    }
+    for f in file.unwrap_or_default() {
+        let name = f.name.clone().unwrap_or_else(|| server_name.to_string());
+        let mut s = Settings::new(name.clone(), f.servers.clone());
+        s.user = f.user.clone();
+        s.pass = f.pass.clone();
+        s.token = f.token.clone();
+        s.export = f.export.clone();
+        s.import = f.import.clone();
+        s.import_static = f.import_static.clone();
+        s.reconnect_min = f.reconnect_min.unwrap_or(s.reconnect_min);
+        s.reconnect_max = f.reconnect_max.unwrap_or(s.reconnect_max);
+        s.ping_interval = f.ping_interval.unwrap_or(s.ping_interval);
+        s.write_timeout = f.write_timeout.unwrap_or(s.write_timeout);
+        s.confirm_batch = f.confirm_batch.unwrap_or(s.confirm_batch);
+        s.reply_timeout = f.reply_timeout.unwrap_or(s.reply_timeout);
+        s.max_replies = f.max_replies.unwrap_or(s.max_replies);
+        s.state_file = state(&name);
+        out.push(s);
+    }
+    out
+}
+
+/// Checks what parses but cannot work.
+pub(crate) fn validate(
+    args: &BridgeArgs,
+    bridges: &[Settings],
+    binary_port: bool,
+) -> Result<(), ConfigError> {
+    let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+    if args.bridge_upstream.is_empty()
+        && (args.bridge_name.is_some()
+            || !args.bridge_export.is_empty()
+            || !args.bridge_import.is_empty()
+            || !args.bridge_import_static.is_empty())
+    {
+        return invalid(
+            "bridge_upstream",
+            "the other --bridge-* flags need --bridge-upstream".into(),
+        );
+    }
+    if !bridges.is_empty() && !binary_port {
+        return invalid(
+            "binary_listen",
+            "a bridge talks to the broker through its binary port: turn it on".into(),
+        );
+    }
+    for (i, b) in bridges.iter().enumerate() {
+        if bridges[..i].iter().any(|o| o.name == b.name) {
+            return invalid(
+                "bridge.name",
+                format!("two bridges are named {:?}: names must differ", b.name),
+            );
+        }
+        if b.name.is_empty() || b.name.contains(['.', '*', '>', ' ', '/']) {
+            return invalid(
+                "bridge.name",
+                format!(
+                    "{:?}: a name is a non-empty token without '.', '*', '>', ' ' or '/'",
+                    b.name
+                ),
+            );
+        }
+        if b.servers.is_empty() {
+            return invalid(
+                "bridge.servers",
+                format!("bridge {:?} has no server", b.name),
+            );
+        }
+        if b.export.is_empty() && b.import.is_empty() && b.import_static.is_empty() {
+            return invalid(
+                "bridge.export",
+                format!("bridge {:?} neither exports nor imports anything", b.name),
+            );
+        }
+        if b.reconnect_min.is_zero() || b.reconnect_max < b.reconnect_min {
+            return invalid(
+                "bridge.reconnect_max",
+                format!(
+                    "bridge {:?}: need 0 < reconnect_min <= reconnect_max",
+                    b.name
+                ),
+            );
+        }
+        if b.ping_interval.is_zero()
+            || b.write_timeout.is_zero()
+            || b.confirm_batch == 0
+            || b.reply_timeout.is_zero()
+            || b.max_replies == 0
+        {
+            return invalid(
+                "bridge.ping_interval",
+                format!(
+                    "bridge {:?}: ping_interval, write_timeout, confirm_batch, reply_timeout \
+                     and max_replies must be above 0",
+                    b.name
+                ),
+            );
+        }
+        for d in &b.import {
+            if let Some(s) = b
+                .import_static
+                .iter()
+                .find(|s| tern_bridge::subject::intersect(d, s).is_some())
+            {
+                return invalid(
+                    "bridge.import_static",
+                    format!(
+                        "bridge {:?}: {s:?} (static) and {d:?} (on demand) overlap: a subject is \
+                         imported one way or the other",
+                        b.name
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}

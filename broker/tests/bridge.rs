@@ -1,0 +1,615 @@
+//! Tern as an edge of a real NATS cluster (`docs/scale-out.md`): a 3-node `nats-server`
+//! cluster started here, `ternd` edges bridged to it, and plain NATS clients (async-nats)
+//! on both the edges' text ports and the cluster.
+//!
+//! Readiness across the cluster is never a sleep: interest reaches every node in its own
+//! time, so a test publishes probes until one arrives ([`until_flows`]); what follows is
+//! then checked exactly (every message, once, in order where the contract says so).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, HeaderMap, Subscriber};
+use futures::StreamExt;
+
+use common::nats_cluster::{Cluster, Gate};
+use common::Broker;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+const MSG_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("test did not finish in time")
+}
+
+async fn connect(url: String) -> Client {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .expect("async-nats cannot connect")
+}
+
+/// An edge: ternd with one bridge to `servers`.
+fn edge(name: &str, servers: &[String], export: &str, import: &str, extra: &[&str]) -> Broker {
+    let servers = servers.join(",");
+    let mut args = vec![
+        "--monitor",
+        "127.0.0.1:0",
+        "--bridge-upstream",
+        &servers,
+        "--bridge-name",
+        name,
+    ];
+    if !export.is_empty() {
+        args.extend(["--bridge-export", export]);
+    }
+    if !import.is_empty() {
+        args.extend(["--bridge-import", import]);
+    }
+    args.extend(extra);
+    Broker::with_args(&args)
+}
+
+fn bridgez(b: &Broker) -> serde_json::Value {
+    b.monitor_json("/bridgez")["bridges"][0].clone()
+}
+
+/// Waits until the edge's bridge says `ok`.
+fn bridge_until(
+    b: &Broker,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + MSG_TIMEOUT;
+    loop {
+        let v = bridgez(b);
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "bridge never got {what}: {v:#}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A round trip on `client`'s own connection: its subscriptions are in place at its server.
+async fn sync(client: &Client) {
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish(inbox, "sync".into()).await.unwrap();
+    client.flush().await.unwrap();
+    next(&mut echo).await;
+}
+
+async fn next(sub: &mut Subscriber) -> async_nats::Message {
+    match tokio::time::timeout(MSG_TIMEOUT, sub.next()).await {
+        Ok(Some(m)) => m,
+        Ok(None) => panic!("subscription ended"),
+        Err(_) => panic!("no message within {MSG_TIMEOUT:?}"),
+    }
+}
+
+/// Publishes probes on `subject` from `from` until `sub` gets one (interest has reached
+/// every node on the way), then drains the probes still on their way.
+async fn until_flows(from: &Client, subject: &str, subs: &mut [&mut Subscriber]) {
+    for sub in subs.iter_mut() {
+        let deadline = Instant::now() + MSG_TIMEOUT;
+        loop {
+            from.publish(subject.to_string(), "probe".into())
+                .await
+                .unwrap();
+            from.flush().await.unwrap();
+            match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+                Ok(Some(m)) if &m.payload[..] == b"probe" => break,
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => panic!("subscription ended"),
+            }
+            assert!(Instant::now() < deadline, "{subject} never flowed");
+        }
+    }
+    // Probes after the first may still arrive: a marker, once through, says none is left.
+    let marker = format!("probe-end-{}", from.new_inbox());
+    from.publish(subject.to_string(), marker.clone().into())
+        .await
+        .unwrap();
+    from.flush().await.unwrap();
+    for sub in subs.iter_mut() {
+        loop {
+            let m = next(sub).await;
+            if m.payload == marker.as_bytes() {
+                break;
+            }
+            assert_eq!(&m.payload[..], b"probe");
+        }
+    }
+}
+
+/// Every payload `sub` gets until `n` have arrived, then checks nothing else follows
+/// `quiet` later.
+async fn take(sub: &mut Subscriber, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let m = next(sub).await;
+        out.push(String::from_utf8(m.payload.to_vec()).unwrap());
+    }
+    out
+}
+
+async fn nothing_more(sub: &mut Subscriber, quiet: Duration) {
+    if let Ok(Some(m)) = tokio::time::timeout(quiet, sub.next()).await {
+        panic!(
+            "an extra delivery: {} {:?}",
+            m.subject,
+            String::from_utf8_lossy(&m.payload)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_and_the_cluster_exchange_every_message_once() {
+    within(async {
+        let cluster = Cluster::start(3);
+        let a = edge("a", &[cluster.url(0)], "chat.>", "chat.>", &[]);
+        let b = edge("b", &[cluster.url(1)], "chat.>", "chat.>", &[]);
+        let (ca, cb) = (connect(a.url()).await, connect(b.url()).await);
+        let plain = connect(cluster.url(2)).await;
+
+        let mut on_a = ca.subscribe("chat.>").await.unwrap();
+        let mut on_b = cb.subscribe("chat.*.room").await.unwrap();
+        let mut on_cluster = plain.subscribe("chat.>").await.unwrap();
+        sync(&ca).await;
+        sync(&cb).await;
+        sync(&plain).await;
+        until_flows(
+            &ca,
+            "chat.probe.room",
+            &mut [&mut on_b, &mut on_cluster, &mut on_a],
+        )
+        .await;
+        until_flows(
+            &plain,
+            "chat.probe.room",
+            &mut [&mut on_a, &mut on_b, &mut on_cluster],
+        )
+        .await;
+
+        // Edge a to edge b and to the cluster: each once, in order, headers kept; a's own
+        // subscriber gets its messages once (locally, never again through upstream).
+        let sent: Vec<String> = (0..200).map(|i| format!("from-a-{i}")).collect();
+        for (i, p) in sent.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.insert("X-Seq", i.to_string().as_str());
+            ca.publish_with_headers("chat.lobby.room", h, p.clone().into())
+                .await
+                .unwrap();
+        }
+        ca.flush().await.unwrap();
+        assert_eq!(take(&mut on_a, 200).await, sent);
+        let mut got_b = Vec::new();
+        for i in 0..200 {
+            let m = next(&mut on_b).await;
+            let h = m.headers.expect("headers kept");
+            assert_eq!(
+                h.get("X-Seq").map(|v| v.as_str()),
+                Some(i.to_string().as_str())
+            );
+            assert!(h.get("Tern-Origin").is_some(), "the origin travels along");
+            got_b.push(String::from_utf8(m.payload.to_vec()).unwrap());
+        }
+        assert_eq!(got_b, sent);
+        assert_eq!(take(&mut on_cluster, 200).await, sent);
+
+        // The cluster to both edges; a subject only a's wildcard matches reaches only a.
+        let sent: Vec<String> = (0..100).map(|i| format!("from-nats-{i}")).collect();
+        for p in &sent {
+            plain
+                .publish("chat.x.room", p.clone().into())
+                .await
+                .unwrap();
+        }
+        plain
+            .publish("chat.only.a.deep", "deep".into())
+            .await
+            .unwrap();
+        plain.flush().await.unwrap();
+        let mut want_a = sent.clone();
+        want_a.push("deep".into());
+        assert_eq!(take(&mut on_a, 101).await, want_a);
+        assert_eq!(take(&mut on_b, 100).await, sent);
+        // (The plain client's own subscription has its own messages.)
+        assert_eq!(take(&mut on_cluster, 101).await, want_a);
+
+        // Edge b to a: nothing loops back to b, nothing reaches anyone twice.
+        cb.publish("chat.b.room", "from-b".into()).await.unwrap();
+        cb.flush().await.unwrap();
+        assert_eq!(take(&mut on_b, 1).await, ["from-b"]);
+        assert_eq!(take(&mut on_a, 1).await, ["from-b"]);
+        assert_eq!(take(&mut on_cluster, 1).await, ["from-b"]);
+        let quiet = Duration::from_millis(500);
+        nothing_more(&mut on_a, quiet).await;
+        nothing_more(&mut on_b, quiet).await;
+        nothing_more(&mut on_cluster, quiet).await;
+
+        let za = bridgez(&a);
+        assert_eq!(za["state"], "connected");
+        assert!(za["exported"].as_u64().unwrap() >= 200, "{za:#}");
+        assert!(
+            za["not_exported"].as_u64().unwrap() >= 101,
+            "imports are not exported again: {za:#}"
+        );
+        // What a exported was confirmed, and its position is reported.
+        let za = bridge_until(&a, "everything confirmed", |v| v["unconfirmed"] == 0);
+        assert!(za["exports"][0]["confirmed"].as_array().is_some(), "{za:#}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interest_follows_local_subscriptions() {
+    within(async {
+        let cluster = Cluster::start(3);
+        let a = edge(
+            "a",
+            &[cluster.url(0)],
+            "",
+            "prices.>",
+            &["--bridge-import-static", "alerts.>"],
+        );
+        let before = bridge_until(&a, "connected", |v| v["state"] == "connected");
+        // Only the reply subscription and the static import.
+        let base = before["upstream_subscriptions"].as_u64().unwrap();
+        assert_eq!(
+            base, 2,
+            "the reply subscription and the static import: {before:#}"
+        );
+
+        let ca = connect(a.url()).await;
+        let mut s1 = ca.subscribe("prices.eu.*").await.unwrap();
+        let s2 = ca.subscribe("prices.eu.*").await.unwrap();
+        let _outside = ca.subscribe("news.>").await.unwrap();
+        sync(&ca).await;
+        let v = bridge_until(&a, "one more upstream subscription", |v| {
+            v["upstream_subscriptions"] == base + 1
+        });
+        assert_eq!(v["local_interest"], 2, "{v:#}");
+
+        let plain = connect(cluster.url(2)).await;
+        until_flows(&plain, "prices.eu.x", &mut [&mut s1]).await;
+        plain
+            .publish("prices.us.x", "not wanted".into())
+            .await
+            .unwrap();
+        plain.publish("prices.eu.y", "wanted".into()).await.unwrap();
+        plain.flush().await.unwrap();
+        assert_eq!(take(&mut s1, 1).await, ["wanted"]);
+
+        drop(s2);
+        drop(s1);
+        sync(&ca).await;
+        bridge_until(&a, "the upstream subscription gone", |v| {
+            v["upstream_subscriptions"] == base && v["local_interest"] == 0
+        });
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reply_crosses_the_bridge_both_ways() {
+    within(async {
+        let cluster = Cluster::start(3);
+        let a = edge("a", &[cluster.url(0)], "svc.>", "svc.>", &[]);
+        let b = edge("b", &[cluster.url(1)], "svc.>", "svc.>", &[]);
+        let (ca, cb) = (connect(a.url()).await, connect(b.url()).await);
+        let plain = connect(cluster.url(2)).await;
+
+        // A responder on edge b.
+        let mut responder = cb.subscribe("svc.echo").await.unwrap();
+        sync(&cb).await;
+        let rb = cb.clone();
+        let serving = tokio::spawn(async move {
+            while let Some(m) = responder.next().await {
+                if let Some(reply) = m.reply {
+                    let mut answer = b"echo:".to_vec();
+                    answer.extend_from_slice(&m.payload);
+                    rb.publish(reply, answer.into()).await.unwrap();
+                }
+            }
+        });
+        bridge_until(&b, "the responder's interest upstream", |v| {
+            v["upstream_subscriptions"].as_u64() >= Some(2)
+        });
+        // From the cluster (a plain NATS requester) to b's responder.
+        let deadline = Instant::now() + MSG_TIMEOUT;
+        let answer = loop {
+            match plain.request("svc.echo", "hi".into()).await {
+                Ok(m) => break m,
+                Err(e) => assert!(Instant::now() < deadline, "no answer: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(&answer.payload[..], b"echo:hi");
+        // From edge a to edge b.
+        for i in 0..20 {
+            let m = ca.request("svc.echo", format!("{i}").into()).await.unwrap();
+            assert_eq!(m.payload, format!("echo:{i}").as_bytes());
+        }
+        let zb = bridgez(&b);
+        assert!(zb["replies_out"].as_u64().unwrap() >= 21, "{zb:#}");
+        // Nobody anywhere answers svc.none: the requester on a hears so from upstream,
+        // at once, not after a timeout.
+        let started = Instant::now();
+        let err = ca
+            .request("svc.none", "?".into())
+            .await
+            .expect_err("nobody answers");
+        assert_eq!(
+            err.kind(),
+            async_nats::RequestErrorKind::NoResponders,
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        serving.abort();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_groups_span_edges_and_the_cluster() {
+    within(async {
+        let cluster = Cluster::start(3);
+        let a = edge("a", &[cluster.url(0)], "work.>", "work.>", &[]);
+        let b = edge("b", &[cluster.url(1)], "work.>", "work.>", &[]);
+        let (ca, cb) = (connect(a.url()).await, connect(b.url()).await);
+        let plain = connect(cluster.url(2)).await;
+        let publisher = connect(cluster.url(2)).await;
+
+        let mut members = [
+            ca.queue_subscribe("work.*", "workers".into())
+                .await
+                .unwrap(),
+            ca.queue_subscribe("work.*", "workers".into())
+                .await
+                .unwrap(),
+            cb.queue_subscribe("work.*", "workers".into())
+                .await
+                .unwrap(),
+            plain
+                .queue_subscribe("work.*", "workers".into())
+                .await
+                .unwrap(),
+        ];
+        // And a plain subscriber on edge a, outside the group: it gets everything.
+        let mut watcher = ca.subscribe("work.*").await.unwrap();
+        sync(&ca).await;
+        sync(&cb).await;
+        sync(&plain).await;
+        for e in [&a, &b] {
+            bridge_until(e, "the group joined upstream", |v| {
+                v["upstream_subscriptions"].as_u64() >= Some(2)
+            });
+        }
+        until_flows(&publisher, "work.probe", &mut [&mut watcher]).await;
+        // Probes went to the group too: drain them.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for m in members.iter_mut() {
+            while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), m.next()).await
+            {
+            }
+        }
+
+        // Published in the cluster, then on edge a (whose own members wait their turn like
+        // everyone else's: upstream picks), then on edge b.
+        for (round, from) in [&publisher, &ca, &cb].into_iter().enumerate() {
+            let n = 300;
+            for i in 0..n {
+                from.publish("work.job", format!("job-{round}-{i}").into())
+                    .await
+                    .unwrap();
+            }
+            from.flush().await.unwrap();
+            assert_eq!(take(&mut watcher, n).await.len(), n, "round {round}");
+            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+            let mut per_member = Vec::new();
+            let deadline = Instant::now() + MSG_TIMEOUT;
+            while seen.len() < n && Instant::now() < deadline {
+                for (k, m) in members.iter_mut().enumerate() {
+                    while let Ok(Some(msg)) =
+                        tokio::time::timeout(Duration::from_millis(20), m.next()).await
+                    {
+                        let p = String::from_utf8(msg.payload.to_vec()).unwrap();
+                        *seen.entry(p).or_default() += 1;
+                        per_member.push(k);
+                    }
+                }
+            }
+            // Anything late would be a second copy.
+            for m in members.iter_mut() {
+                while let Ok(Some(msg)) =
+                    tokio::time::timeout(Duration::from_millis(200), m.next()).await
+                {
+                    let p = String::from_utf8(msg.payload.to_vec()).unwrap();
+                    *seen.entry(p).or_default() += 1;
+                }
+            }
+            assert_eq!(seen.len(), n, "round {round}: every job handled");
+            let twice: Vec<_> = seen.iter().filter(|(_, &c)| c > 1).collect();
+            assert!(
+                twice.is_empty(),
+                "round {round}: handled more than once: {twice:?}"
+            );
+            let used: BTreeSet<usize> = per_member.into_iter().collect();
+            assert!(
+                used.len() >= 3,
+                "round {round}: spread over the edges and the cluster: {used:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_survive_killing_the_upstream_node() {
+    within(async {
+        let mut cluster = Cluster::start(3);
+        let a = edge("a", &[cluster.url(0), cluster.url(1)], "orders.>", "", &[]);
+        let ca = connect(a.url()).await;
+        let plain = connect(cluster.url(2)).await;
+        let mut on_cluster = plain.subscribe("orders.>").await.unwrap();
+        sync(&plain).await;
+        bridge_until(&a, "connected to node 0", |v| {
+            v["server"]
+                .as_str()
+                .is_some_and(|s| s.ends_with(&cluster.addr(0).port().to_string()))
+        });
+        until_flows(&ca, "orders.new", &mut [&mut on_cluster]).await;
+
+        let n = 3000;
+        let publishing = {
+            let ca = ca.clone();
+            tokio::spawn(async move {
+                for i in 0..n {
+                    ca.publish("orders.new", format!("{i}").into())
+                        .await
+                        .unwrap();
+                    if i % 100 == 99 {
+                        ca.flush().await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                ca.flush().await.unwrap();
+            })
+        };
+        let mut got = BTreeSet::new();
+        let mut killed = false;
+        while got.len() < n {
+            let m = next(&mut on_cluster).await;
+            got.insert(
+                String::from_utf8(m.payload.to_vec())
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap(),
+            );
+            if !killed && got.len() >= n / 3 {
+                // The node the edge exports through goes away mid-stream.
+                cluster.stop(0, libc::SIGTERM);
+                killed = true;
+            }
+        }
+        publishing.await.unwrap();
+        assert_eq!(got.len(), n, "nothing the edge took was lost");
+        let v = bridge_until(&a, "a reconnect to node 1", |v| {
+            v["connects"].as_u64() >= Some(2) && v["unconfirmed"] == 0
+        });
+        assert!(v["disconnects"].as_u64() >= Some(1), "{v:#}");
+        assert_eq!(v["export_gaps"], 0, "{v:#}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_resume_after_the_whole_cluster_restarts() {
+    within(async {
+        let mut cluster = Cluster::start(3);
+        // The edge reaches the cluster through a gate the test opens when the cluster is
+        // whole again (so that its resumed exports meet routes and interest in place).
+        let gate = Gate::new(cluster.addr(0));
+        let a = edge("a", &[gate.url()], "orders.>", "", &[]);
+        let ca = connect(a.url()).await;
+        let plain = connect(cluster.url(2)).await;
+        let mut on_cluster = plain.subscribe("orders.>").await.unwrap();
+        sync(&plain).await;
+        until_flows(&ca, "orders.new", &mut [&mut on_cluster]).await;
+        for i in 0..100 {
+            ca.publish("orders.new", format!("{i}").into())
+                .await
+                .unwrap();
+        }
+        ca.flush().await.unwrap();
+        let first: BTreeSet<String> = take(&mut on_cluster, 100).await.into_iter().collect();
+        assert_eq!(first.len(), 100);
+
+        gate.close();
+        for i in 0..3 {
+            cluster.stop(i, libc::SIGTERM);
+        }
+        // While the cluster is down, the edge takes (and stores) more.
+        for i in 100..300 {
+            ca.publish("orders.new", format!("{i}").into())
+                .await
+                .unwrap();
+        }
+        ca.flush().await.unwrap();
+        for i in 0..3 {
+            cluster.restart(i);
+        }
+        cluster.wait_routes();
+        // The plain client is back and subscribed (its library resubscribes).
+        let probe = connect(cluster.url(1)).await;
+        until_flows(&probe, "orders.probe", &mut [&mut on_cluster]).await;
+        gate.open();
+        let mut got = BTreeSet::new();
+        while got.len() < 200 {
+            let m = next(&mut on_cluster).await;
+            let p = String::from_utf8(m.payload.to_vec()).unwrap();
+            let i: u32 = p.parse().unwrap();
+            if i >= 100 {
+                got.insert(i);
+            }
+        }
+        let v = bridge_until(&a, "everything confirmed", |v| {
+            v["unconfirmed"] == 0 && v["connects"].as_u64() >= Some(2)
+        });
+        assert_eq!(v["export_gaps"], 0, "{v:#}");
+        // Message ids are stable: a resent message carries the id it had the first time.
+        let _ = v;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_the_log_no_longer_holds_is_reported_as_a_gap() {
+    within(async {
+        let cluster = Cluster::start(1);
+        let gate = Gate::new(cluster.addr(0));
+        let a = edge(
+            "a",
+            &[gate.url()],
+            "big.>",
+            "",
+            &[
+                "--log-size",
+                "1MiB",
+                "--max-payload",
+                "64KiB",
+                "--workers",
+                "1",
+            ],
+        );
+        bridge_until(&a, "connected", |v| v["state"] == "connected");
+        let ca = connect(a.url()).await;
+        // Settle the export's first position.
+        ca.publish("big.x", "first".into()).await.unwrap();
+        ca.flush().await.unwrap();
+        bridge_until(&a, "the first export confirmed", |v| v["confirmed"] == 1);
+        gate.close();
+        bridge_until(&a, "disconnected", |v| v["state"] == "connecting");
+        // Far more than the 1 MiB log holds, while the cluster cannot be reached.
+        let payload = vec![b'x'; 8 << 10];
+        for _ in 0..400 {
+            ca.publish("big.x", payload.clone().into()).await.unwrap();
+        }
+        ca.flush().await.unwrap();
+        gate.open();
+        let v = bridge_until(&a, "a gap reported", |v| {
+            v["export_gaps"].as_u64() > Some(0)
+        });
+        let err = v["last_error"]["message"].as_str().unwrap_or_default();
+        assert!(err.contains("no longer holds"), "{v:#}");
+    })
+    .await;
+}
