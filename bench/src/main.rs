@@ -29,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use tern_bench::broker::BrokerProcess;
-use tern_bench::driver::{Dial, Protocol, TlsClient, Transport};
+use tern_bench::driver::{Dial, Protocol, Split, TlsClient, Transport};
 use tern_bench::plot;
 use tern_bench::profile;
 use tern_bench::report::{self, Report, TargetReport};
@@ -319,6 +319,11 @@ struct TargetArgs {
     /// reads its memory.
     #[arg(long, visible_alias = "broker-pid")]
     server_pid: Option<u32>,
+    /// Subscribers connect here instead (same protocol and transport): a path between
+    /// two brokers, e.g. two nodes of a NATS cluster or two bridged ternd edges. For
+    /// pubsub, fanout and latency; the warm-up waits until messages flow along it.
+    #[arg(long, value_name = "ADDR")]
+    subscribe_server: Option<SocketAddr>,
 }
 
 impl TargetArgs {
@@ -655,7 +660,22 @@ fn run_one(command: Command) -> Result<TargetReport> {
         );
     }
     let addr = target.addr();
-    let driver = target.protocol.driver_via(target.dial()?, "tern-bench");
+    let mut driver = target.protocol.driver_via(target.dial()?, "tern-bench");
+    if let Some(sub) = target.subscribe_server {
+        if target.transport != Transport::Tcp
+            || !matches!(
+                scenario,
+                Scenario::PubSub(_) | Scenario::Fanout(_) | Scenario::Latency(_)
+            )
+        {
+            bail!("--subscribe-server is for pubsub, fanout and latency over plain TCP");
+        }
+        let dial = Dial::new(sub, Transport::Tcp, None)?;
+        driver = Box::new(Split {
+            publish: driver,
+            subscribe: target.protocol.driver_via(dial, "tern-bench"),
+        });
+    }
     let result = scenario.run(&*driver, target.server_pid);
     let report = TargetReport {
         target: addr.to_string(),

@@ -21,22 +21,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
-use tern_client::{Client, Event, Headers, PublishOptions};
+use tern_client::{Client, Event, PublishOptions};
 use tern_protocol::binary::ResumeToken;
 use tern_protocol::text::{ClientOp, Message as NatsMessage, ServerDecoder, ServerOp, Subscribe};
 use tracing::{info, warn};
 
 use crate::export::Export;
+use crate::headers;
 use crate::interest::{Interest, Key};
 use crate::replies::Replies;
-use crate::route::{Route, ROUTE_HEADER};
+use crate::route::ROUTE_HEADER;
 use crate::settings::Settings;
 use crate::stats::{bump, Counters, ExportStatus, LastError, Status};
 use crate::upstream::{self, Link};
@@ -47,6 +48,14 @@ const REPLY_SID: u64 = 1;
 
 /// How often the control thread looks at its work when nothing wakes it.
 const TICK: Duration = Duration::from_millis(250);
+
+/// An upstream delivery for the importer: the message, its size, the connection's
+/// generation.
+type Import = (NatsMessage, usize, u64);
+
+/// Upstream deliveries waiting for the importer, at most (`import_buffer` bounds their
+/// bytes).
+const IMPORT_QUEUE: usize = 1 << 16;
 
 #[derive(Debug)]
 pub(crate) struct Bridge {
@@ -72,6 +81,13 @@ pub(crate) struct Bridge {
     pub exported_requests: Replies,
     /// Upstream reply subjects of imported requests: local answers may go there.
     imported_requests: Replies,
+    /// Upstream deliveries the reader took and the importer has not published yet: the
+    /// reader never waits on the local broker (upstream would cut a reader that falls
+    /// behind as a slow consumer, losing everything in flight), so what does not fit
+    /// (`import_buffer` bytes) is dropped and counted.
+    imports: (Sender<Import>, Receiver<Import>),
+    /// Bytes in `imports`.
+    import_bytes: AtomicUsize,
     last_error: Mutex<Option<LastError>>,
     stop: AtomicBool,
     dirty: AtomicBool,
@@ -123,6 +139,8 @@ impl Bridge {
             sid_kinds: Mutex::new(HashMap::new()),
             exported_requests: Replies::new(settings.reply_timeout, settings.max_replies),
             imported_requests: Replies::new(settings.reply_timeout, settings.max_replies),
+            imports: crossbeam_channel::bounded(IMPORT_QUEUE),
+            import_bytes: AtomicUsize::new(0),
             last_error: Mutex::new(None),
             stop: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
@@ -199,6 +217,7 @@ impl Bridge {
             imported: 0,
             imported_bytes: 0,
             import_failed: 0,
+            import_dropped: 0,
             echoes: 0,
             overlapping: 0,
             replies_out: 0,
@@ -315,10 +334,9 @@ impl Bridge {
                 }
             }
             let me = Arc::clone(self);
-            let local_reader = local.clone();
             std::thread::Builder::new()
                 .name(format!("bridge-read-{}", self.settings.name))
-                .spawn(move || me.read(generation, reader, leftover, &local_reader))
+                .spawn(move || me.read(generation, reader, leftover))
                 .map_err(|e| self.error(format!("spawning the reader: {e}")))
                 .ok();
             let mut next_sid = REPLY_SID + 1;
@@ -474,15 +492,14 @@ impl Bridge {
     }
 
     /// The reader of connection `generation`: until it ends.
-    fn read(&self, generation: u64, mut stream: TcpStream, mut buf: BytesMut, local: &Client) {
+    fn read(&self, generation: u64, mut stream: TcpStream, mut buf: BytesMut) {
         use std::io::Read;
         let mut decoder = ServerDecoder::new(upstream::limits());
-        let mut last = Delivered::default();
         let mut chunk = vec![0u8; 64 << 10];
         let why = 'read: loop {
             loop {
                 match decoder.decode(&mut buf) {
-                    Ok(Some(op)) => self.handle(op, local, &mut last),
+                    Ok(Some(op)) => self.handle(op, generation),
                     Ok(None) => break,
                     Err(e) => break 'read format!("bad input from upstream: {e}"),
                 }
@@ -511,7 +528,7 @@ impl Bridge {
         }
     }
 
-    fn handle(&self, op: ServerOp, local: &Client, last: &mut Delivered) {
+    fn handle(&self, op: ServerOp, generation: u64) {
         match op {
             ServerOp::Ping => {
                 let mut link = self.link.lock();
@@ -533,8 +550,54 @@ impl Bridge {
                 bump(&self.counters.upstream_errors, 1);
                 self.error(format!("upstream: -ERR '{e}'"));
             }
-            ServerOp::Msg(m) => self.deliver(m, local, last),
+            ServerOp::Msg(m) => self.queue_import(m, generation),
             ServerOp::Info(_) | ServerOp::Ok => {}
+        }
+    }
+
+    /// Hands a delivery from upstream to the importer, or drops it (counted) when the
+    /// importer is `import_buffer` behind.
+    fn queue_import(&self, m: NatsMessage, generation: u64) {
+        let size = m.subject.len() + m.payload.len() + m.headers.as_ref().map_or(0, Bytes::len);
+        let held = self.import_bytes.fetch_add(size, Ordering::Relaxed);
+        let full = held + size > self.settings.import_buffer;
+        let sent = !full
+            && match self.imports.0.try_send((m, size, generation)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            };
+        if !sent {
+            self.import_bytes.fetch_sub(size, Ordering::Relaxed);
+            let dropped = self.counters.import_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Logged at the first and then every 10,000th: a flood must not flood the log.
+            if dropped == 1 || dropped.is_multiple_of(10_000) {
+                self.error(format!(
+                    "{dropped} upstream messages dropped so far: the local broker took them \
+                     slower than upstream sent them, and import_buffer ({} bytes) was full",
+                    self.settings.import_buffer
+                ));
+            }
+        }
+    }
+
+    /// The importer: publishes what upstream delivered, in order, until the bridge stops.
+    pub(crate) fn importer(&self, local: &Client) {
+        let mut last = Delivered::default();
+        let mut current = 0;
+        while !self.stopped() {
+            match self.imports.1.recv_timeout(TICK) {
+                Ok((m, size, generation)) => {
+                    if generation != current {
+                        // Copies come back to back on one connection only.
+                        last = Delivered::default();
+                        current = generation;
+                    }
+                    self.deliver(m, local, &mut last);
+                    self.import_bytes.fetch_sub(size, Ordering::Relaxed);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
         }
     }
 
@@ -573,19 +636,14 @@ impl Bridge {
             return;
         };
         let copy = last.copy_of(&m, sid);
-        let mut headers = match m.headers.as_ref().map(|h| Headers::parse(h)) {
-            Some(Ok(h)) => Some(h),
-            Some(Err(_)) | None => None,
-        };
-        let own = headers
-            .as_ref()
-            .and_then(|h| h.get(ORIGIN))
-            .is_some_and(|o| o == self.id);
+        let block = m.headers.as_deref();
+        let origin = block.and_then(|b| headers::get(b, ORIGIN));
+        let own = origin == Some(self.id.as_bytes());
         // Each copy is for its own local subscribers: the plain ones once (a second copy
         // through an overlapping subscription is the same message), a queue group's
         // member for each group upstream picked this edge for.
-        let route = match kind {
-            Kind::Queue(group) => Some(Route::group(group)),
+        let route: Option<Vec<u8>> = match kind {
+            Kind::Queue(group) => Some([&b"queue "[..], &group].concat()),
             _ if own => {
                 // This edge's own message: its local subscribers had it when it was
                 // published.
@@ -597,9 +655,9 @@ impl Bridge {
                 return;
             }
             Kind::Static => None,
-            Kind::Plain => Some(Route::plain()),
+            Kind::Plain => Some(b"plain".to_vec()),
         };
-        if route.as_ref().is_none_or(|r| r.plain) {
+        if route.as_deref().is_none_or(|r| r == b"plain") {
             last.plain_done();
         }
         let reply = m
@@ -610,22 +668,24 @@ impl Bridge {
                 self.imported_requests.allow(r, Instant::now());
                 format!("{}{r}", self.local_reply_prefix)
             });
-        let h = headers.get_or_insert_with(Headers::new);
-        if h.get(ORIGIN).is_none() {
-            h.insert(ORIGIN, "nats");
-        }
-        let priority = h
-            .get(PRIORITY)
-            .and_then(|p| p.parse::<u8>().ok())
+        let priority = block
+            .and_then(|b| headers::get(b, PRIORITY))
+            .and_then(|p| std::str::from_utf8(p).ok()?.parse::<u8>().ok())
             .unwrap_or(0)
             .min(7);
-        if let Some(route) = &route {
-            for v in route.values() {
-                h.append(ROUTE_HEADER, v);
-            }
+        let mut fields: [(&str, &[u8]); 2] = [("", b""); 2];
+        let mut n = 0;
+        if origin.is_none() {
+            fields[n] = (ORIGIN, b"nats");
+            n += 1;
         }
-        let mut options = PublishOptions::new().priority(priority);
-        options.headers = headers;
+        if let Some(r) = &route {
+            fields[n] = (ROUTE_HEADER, r);
+            n += 1;
+        }
+        let mut options = PublishOptions::new()
+            .priority(priority)
+            .raw_headers(headers::with(block, &fields[..n]));
         options.reply = reply;
         match local.publish_with(subject, &m.payload, &options) {
             Ok(()) => {
@@ -651,17 +711,14 @@ impl Bridge {
         &self,
         subject: &str,
         reply: Option<String>,
-        headers: Option<&Bytes>,
+        block: Option<&Bytes>,
         payload: &[u8],
         local: &Client,
     ) {
-        let mut h = headers
-            .and_then(|h| Headers::parse(h).ok())
-            .unwrap_or_default();
-        if h.get(ORIGIN).is_none() {
-            h.insert(ORIGIN, "nats");
-        }
-        let mut options = PublishOptions::new().headers(h);
+        let block = block.map(|b| &b[..]);
+        let origin = block.and_then(|b| headers::get(b, ORIGIN)).is_some();
+        let fields: &[(&str, &[u8])] = if origin { &[] } else { &[(ORIGIN, b"nats")] };
+        let mut options = PublishOptions::new().raw_headers(headers::with(block, fields));
         options.reply = reply;
         if let Err(e) = local.publish_with(subject, payload, &options) {
             bump(&self.counters.import_failed, 1);
@@ -709,9 +766,8 @@ impl Bridge {
                 ));
                 continue;
             }
-            let mut headers = msg.headers.clone().unwrap_or_default();
-            headers.insert(ORIGIN, self.id.as_str());
-            let headers = headers.to_bytes();
+            let headers =
+                headers::with(msg.raw_headers.as_deref(), &[(ORIGIN, self.id.as_bytes())]);
             let mut link = self.link.lock();
             if !link.is_up() {
                 drop(link);

@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tern_client::{Client, Headers, Message, StartFrom};
+use tern_client::{Client, Message, StartFrom};
 use tern_protocol::binary::ResumeToken;
 
 use crate::bridge::Bridge;
+use crate::headers;
 use crate::stats::bump;
 use crate::subject::BRIDGE_PREFIX;
 use crate::upstream::Confirm;
@@ -182,19 +183,25 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
                 {
                     resent += 1;
                 }
-                let mut headers = msg.headers.clone().unwrap_or_default();
-                headers.insert(ORIGIN, bridge.id.as_str());
-                headers.insert(
-                    MSG_ID,
-                    format!(
-                        "{}:{}:{}:{}",
-                        bridge.settings.name, position.epoch, msg.shard, msg.sequence
-                    ),
+                let id = format!(
+                    "{}:{}:{}:{}",
+                    bridge.settings.name, position.epoch, msg.shard, msg.sequence
                 );
-                if msg.priority > 0 {
-                    headers.insert(PRIORITY, msg.priority.to_string());
+                let priority = [b'0' + msg.priority.min(7)];
+                let block = msg.raw_headers.as_deref();
+                let mut fields: [(&str, &[u8]); 3] = [("", b""); 3];
+                fields[0] = (ORIGIN, bridge.id.as_bytes());
+                let mut n = 1;
+                // A message id the publisher gave upstream is kept.
+                if block.and_then(|b| headers::get(b, MSG_ID)).is_none() {
+                    fields[n] = (MSG_ID, id.as_bytes());
+                    n += 1;
                 }
-                let headers = headers.to_bytes();
+                if msg.priority > 0 {
+                    fields[n] = (PRIORITY, &priority);
+                    n += 1;
+                }
+                let headers = headers::with(block, &fields[..n]);
                 let reply = msg.reply.as_ref().map(|r| {
                     bridge.exported_requests.allow(r, now);
                     format!("{}{r}", bridge.upstream_reply_prefix)
@@ -246,7 +253,7 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
 fn exportable(msg: &Message) -> bool {
     !msg.subject.starts_with(BRIDGE_PREFIX)
         && msg
-            .headers
-            .as_ref()
-            .is_none_or(|h: &Headers| h.get(ORIGIN).is_none())
+            .raw_headers
+            .as_deref()
+            .is_none_or(|h| headers::get(h, ORIGIN).is_none())
 }

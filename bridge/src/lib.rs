@@ -29,6 +29,7 @@
 
 mod bridge;
 mod export;
+mod headers;
 mod interest;
 mod replies;
 mod route;
@@ -136,6 +137,9 @@ impl Hub {
             if self.bridges.iter().all(|b| b.stopped()) {
                 return;
             }
+            // With echo: what it imports passes its export subscriptions too (skipped there
+            // by its `Tern-Origin`), so their positions keep up with the log; without,
+            // an edge that only imports would resume its exports from far back.
             let connected = Client::builder()
                 .name(LOCAL_NAME)
                 .token(self.secret.clone())
@@ -162,6 +166,9 @@ impl Hub {
             };
             let (me, c) = (Arc::clone(b), client.clone());
             spawned.push(spawn("control", Box::new(move || me.control(&c))));
+            // Replies to exported requests come in through the importer too.
+            let (me, c) = (Arc::clone(b), client.clone());
+            spawned.push(spawn("import", Box::new(move || me.importer(&c))));
             if !b.settings.import.is_empty() || !b.settings.import_static.is_empty() {
                 let (me, c) = (Arc::clone(b), client.clone());
                 spawned.push(spawn("replies", Box::new(move || me.replier(&c))));

@@ -43,50 +43,39 @@ impl Route {
         }
     }
 
-    /// The header values that say it.
-    pub fn values(&self) -> Vec<String> {
-        let mut v = Vec::with_capacity(1 + self.groups.len());
-        if self.plain {
-            v.push("plain".to_string());
+    /// The route a header block carries in its last field (where the bridge puts it), and
+    /// the block without that field; `None` when its last field is not a route (the block
+    /// is then used as it is). Reads only the last line: the bridge's publishes pay for
+    /// this on the broker's publish path.
+    pub fn take(block: &[u8]) -> Option<(Bytes, Route)> {
+        let body = block.strip_suffix(b"\r\n\r\n")?;
+        let start = body.windows(2).rposition(|w| w == b"\r\n")? + 2;
+        let line = &body[start..];
+        let colon = line.iter().position(|&b| b == b':')?;
+        if !line[..colon].eq_ignore_ascii_case(ROUTE_HEADER.as_bytes()) {
+            return None;
         }
-        for g in &self.groups {
-            v.push(format!("queue {}", String::from_utf8_lossy(g)));
-        }
-        v
+        let value = line[colon + 1..].trim_ascii();
+        let route = if value == b"plain" {
+            Route::plain()
+        } else {
+            Route::group(Bytes::copy_from_slice(
+                value.strip_prefix(b"queue ")?.trim_ascii(),
+            ))
+        };
+        let mut kept = Vec::with_capacity(start + 2);
+        kept.extend_from_slice(&block[..start]);
+        kept.extend_from_slice(b"\r\n");
+        Some((Bytes::from(kept), route))
     }
 
-    /// The route a header block carries, and the block without it; `None` when it carries
-    /// none (the block is then used as it is). A block that does not parse carries none.
-    pub fn take(block: &[u8]) -> Option<(Bytes, Route)> {
-        let text = std::str::from_utf8(block).ok()?;
-        let mut lines = text.split("\r\n");
-        let status = lines.next()?;
-        let mut kept = String::with_capacity(text.len());
-        kept.push_str(status);
-        kept.push_str("\r\n");
-        let mut route: Option<Route> = None;
-        for line in lines {
-            if line.is_empty() {
-                continue;
-            }
-            match line.split_once(':') {
-                Some((name, value)) if name.trim().eq_ignore_ascii_case(ROUTE_HEADER) => {
-                    let r = route.get_or_insert_with(Route::default);
-                    let value = value.trim();
-                    if value == "plain" {
-                        r.plain = true;
-                    } else if let Some(g) = value.strip_prefix("queue ") {
-                        r.groups.push(Bytes::copy_from_slice(g.trim().as_bytes()));
-                    }
-                }
-                _ => {
-                    kept.push_str(line);
-                    kept.push_str("\r\n");
-                }
-            }
+    /// The header value that says it, for a route of the plain subscribers or one group.
+    pub fn value(&self) -> Vec<u8> {
+        match (self.plain, self.groups.as_slice()) {
+            (true, _) => b"plain".to_vec(),
+            (false, [g, ..]) => [&b"queue "[..], g].concat(),
+            (false, []) => Vec::new(),
         }
-        kept.push_str("\r\n");
-        route.map(|r| (Bytes::from(kept), r))
     }
 }
 
@@ -95,18 +84,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_route_comes_out_of_the_header_block() {
-        let block = b"NATS/1.0\r\nTern-Origin: x\r\nTern-Bridge-Route: plain\r\ntern-bridge-route: queue workers\r\nA: b\r\n\r\n";
+    fn a_route_comes_out_of_the_last_field() {
+        let block =
+            b"NATS/1.0\r\nTern-Origin: x\r\nA: b\r\ntern-bridge-route: queue workers\r\n\r\n";
         let (kept, route) = Route::take(block).unwrap();
         assert_eq!(&kept[..], b"NATS/1.0\r\nTern-Origin: x\r\nA: b\r\n\r\n");
-        assert!(route.plain);
-        assert_eq!(route.groups, vec![Bytes::from_static(b"workers")]);
-        assert_eq!(route.values(), ["plain", "queue workers"]);
+        assert_eq!(route, Route::group(Bytes::from_static(b"workers")));
+        assert_eq!(route.value(), b"queue workers");
+        let (kept, route) = Route::take(b"NATS/1.0\r\nTern-Bridge-Route: plain\r\n\r\n").unwrap();
+        assert_eq!(&kept[..], b"NATS/1.0\r\n\r\n");
+        assert_eq!(route, Route::plain());
     }
 
     #[test]
     fn a_block_without_one_is_left_alone() {
         assert!(Route::take(b"NATS/1.0\r\nA: b\r\n\r\n").is_none());
+        assert!(Route::take(b"NATS/1.0\r\n\r\n").is_none());
+        assert!(Route::take(b"NATS/1.0\r\nTern-Bridge-Route: nonsense\r\n\r\n").is_none());
         assert!(Route::take(b"\xff\xfe").is_none());
     }
 }

@@ -41,6 +41,10 @@ pub struct Settings {
     /// At most this many exported messages go out between two confirmations (a `PING`
     /// whose `PONG` says the server has them all).
     pub confirm_batch: usize,
+    /// Bytes of upstream deliveries waiting to be published locally, at most; past it
+    /// they are dropped and counted (`import_dropped`) rather than upstream cutting the
+    /// bridge off as a slow consumer.
+    pub import_buffer: usize,
     /// How long a request carried through the bridge may be answered.
     pub reply_timeout: Duration,
     /// Requests carried (each way) whose answers the bridge waits for at most; past it the
@@ -83,6 +87,7 @@ impl Settings {
             ping_interval: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             confirm_batch: 1024,
+            import_buffer: 64 << 20,
             reply_timeout: Duration::from_secs(60),
             max_replies: 100_000,
             state_file: None,

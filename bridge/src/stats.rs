@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     pub imported: AtomicU64,
     pub imported_bytes: AtomicU64,
     pub import_failed: AtomicU64,
+    pub import_dropped: AtomicU64,
     pub echoes: AtomicU64,
     pub overlapping: AtomicU64,
     pub replies_in: AtomicU64,
@@ -80,6 +81,8 @@ pub struct Status {
     pub imported_bytes: u64,
     /// Upstream messages the local broker did not take in time (its write timeout).
     pub import_failed: u64,
+    /// Upstream messages dropped because the importer was `import_buffer` behind.
+    pub import_dropped: u64,
     /// This edge's own messages back from upstream, dropped.
     pub echoes: u64,
     /// Second copies of one upstream message through overlapping subscriptions, dropped.
@@ -133,6 +136,7 @@ impl Counters {
         s.imported = get(&self.imported);
         s.imported_bytes = get(&self.imported_bytes);
         s.import_failed = get(&self.import_failed);
+        s.import_dropped = get(&self.import_dropped);
         s.echoes = get(&self.echoes);
         s.overlapping = get(&self.overlapping);
         s.replies_out = get(&self.replies_out);

@@ -142,6 +142,11 @@ pub trait Driver: Send + Sync {
     /// Opens a connection and completes the handshake: when this returns, the broker has
     /// accepted the connection and answered a round trip.
     fn connect(&self) -> Result<Box<dyn Connection>, DriverError>;
+    /// [`Driver::connect`] for a subscriber: the same broker, unless the run measures a
+    /// path between two ([`Split`]).
+    fn connect_subscriber(&self) -> Result<Box<dyn Connection>, DriverError> {
+        self.connect()
+    }
     /// [`Driver::connect`] introducing itself as `name` instead of the driver's name, with
     /// a user and password when `credentials` are given (the broker's identity of the
     /// connection: presence's member). Only the text protocol has it.
@@ -159,6 +164,40 @@ pub trait Driver: Send + Sync {
     /// `subject` and waits for the broker's round trip; from then on nothing reads it
     /// (see [`Stalled`]): a consumer that is stuck.
     fn connect_stalled(&self, subject: &str, recv_buffer: usize) -> Result<Stalled, DriverError>;
+}
+
+/// Publishers on one broker, subscribers on another: a path across a cluster or a
+/// bridge (`--subscribe-server`). Every other connection goes to the publishers' broker.
+pub struct Split {
+    /// The publishers' broker.
+    pub publish: Box<dyn Driver>,
+    /// The subscribers'.
+    pub subscribe: Box<dyn Driver>,
+}
+
+impl Driver for Split {
+    fn protocol(&self) -> &'static str {
+        self.publish.protocol()
+    }
+    fn transport(&self) -> Transport {
+        self.publish.transport()
+    }
+    fn connect(&self) -> Result<Box<dyn Connection>, DriverError> {
+        self.publish.connect()
+    }
+    fn connect_subscriber(&self) -> Result<Box<dyn Connection>, DriverError> {
+        self.subscribe.connect()
+    }
+    fn connect_as(
+        &self,
+        name: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Box<dyn Connection>, DriverError> {
+        self.publish.connect_as(name, credentials)
+    }
+    fn connect_stalled(&self, subject: &str, recv_buffer: usize) -> Result<Stalled, DriverError> {
+        self.subscribe.connect_stalled(subject, recv_buffer)
+    }
 }
 
 /// One open connection to a broker.

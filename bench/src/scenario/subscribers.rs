@@ -125,7 +125,7 @@ impl Subscribers {
     pub fn start(driver: &dyn Driver, spec: &SubscriberSpec) -> Result<Self, DriverError> {
         let mut conns = Vec::with_capacity(spec.count);
         for _ in 0..spec.count {
-            let mut conn = driver.connect()?;
+            let mut conn = driver.connect_subscriber()?;
             conn.subscribe(&spec.subject, spec.queue.as_deref())?;
             conn.sync(super::SYNC_TIMEOUT)?;
             conns.push(conn);

@@ -234,12 +234,21 @@ impl Client {
                 return Err(Error::InvalidOption(format!("the {what} is empty")));
             }
         }
-        let headers = match &options.headers {
-            Some(h) => {
+        let headers = match (&options.raw_headers, &options.headers) {
+            (Some(raw), _) => {
+                if !raw.starts_with(b"NATS/1.0") || !raw.ends_with(b"\r\n\r\n") {
+                    return Err(Error::InvalidOption(
+                        "a raw header block starts with NATS/1.0 and ends with an empty line"
+                            .into(),
+                    ));
+                }
+                Some(raw.clone())
+            }
+            (None, Some(h)) => {
                 h.validate()?;
                 Some(h.to_bytes())
             }
-            None => None,
+            (None, None) => None,
         };
         let size = headers.as_ref().map_or(0, Bytes::len) + payload.len();
         let max = self.inner.max_payload.load(Ordering::Relaxed);

@@ -115,6 +115,10 @@ pub struct PublishOptions {
     pub coalescing_key: Option<String>,
     /// A reply subject for the receivers to answer on.
     pub reply: Option<String>,
+    /// A header block exactly as it goes out (`NATS/1.0\r\n...\r\n\r\n`), instead of
+    /// `headers`: for relaying a message's headers without parsing them (a bridge). Only
+    /// its framing is checked.
+    pub raw_headers: Option<Bytes>,
 }
 
 impl PublishOptions {
@@ -158,6 +162,13 @@ impl PublishOptions {
     /// Sets the reply subject.
     pub fn reply(mut self, subject: impl Into<String>) -> PublishOptions {
         self.reply = Some(subject.into());
+        self
+    }
+
+    /// A header block sent as it is, instead of [`PublishOptions::headers`]: it must start
+    /// with `NATS/1.0` and end with an empty line.
+    pub fn raw_headers(mut self, block: Bytes) -> PublishOptions {
+        self.raw_headers = Some(block);
         self
     }
 }

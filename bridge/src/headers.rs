@@ -1,0 +1,76 @@
+//! Header blocks as bytes: reading one field and adding fields, without parsing the rest.
+//!
+//! Owns: [`get`] (a field's first value, name matched case-insensitively) and [`with`]
+//! (the block with fields appended, or a new block). Everything the bridge relays keeps
+//! its header block byte for byte, plus the bridge's own fields.
+//!
+//! Never: allocates more than the one new block, or touches a block it cannot frame (a
+//! block without `NATS/1.0` first and an empty line last is replaced, never extended).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The value of field `name` in `block`, trimmed; `None` when absent.
+pub(crate) fn get<'a>(block: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut lines = block.split(|&b| b == b'\n');
+    lines.next()?; // the status line
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
+            return Some(line[colon + 1..].trim_ascii());
+        }
+    }
+    None
+}
+
+/// `block` with `fields` appended (a new `NATS/1.0` block when there is none, or it is not
+/// framed as one).
+pub(crate) fn with(block: Option<&[u8]>, fields: &[(&str, &[u8])]) -> Bytes {
+    let base: &[u8] = match block {
+        Some(b) if b.starts_with(b"NATS/1.0") && b.ends_with(b"\r\n\r\n") => &b[..b.len() - 2],
+        _ => b"NATS/1.0\r\n",
+    };
+    let extra: usize = fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut out = BytesMut::with_capacity(base.len() + extra + 2);
+    out.put_slice(base);
+    for (name, value) in fields {
+        out.put_slice(name.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_read_and_added() {
+        let block = b"NATS/1.0\r\nTern-Origin: abc\r\nX: 1\r\n\r\n";
+        assert_eq!(get(block, "tern-origin"), Some(&b"abc"[..]));
+        assert_eq!(get(block, "Y"), None);
+        let out = with(Some(block), &[("Y", b"2")]);
+        assert_eq!(
+            &out[..],
+            b"NATS/1.0\r\nTern-Origin: abc\r\nX: 1\r\nY: 2\r\n\r\n"
+        );
+        assert_eq!(&with(None, &[("A", b"b")])[..], b"NATS/1.0\r\nA: b\r\n\r\n");
+        // A status line is kept, and not read as a field.
+        let status = b"NATS/1.0 503\r\n\r\n";
+        assert_eq!(get(status, "NATS/1.0 503"), None);
+        assert_eq!(
+            &with(Some(status), &[("A", b"b")])[..],
+            b"NATS/1.0 503\r\nA: b\r\n\r\n"
+        );
+        // A block that is not one is replaced.
+        assert_eq!(
+            &with(Some(b"junk"), &[("A", b"b")])[..],
+            b"NATS/1.0\r\nA: b\r\n\r\n"
+        );
+    }
+}
