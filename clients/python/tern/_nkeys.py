@@ -135,7 +135,9 @@ class NKey:
         return f"NKey(public={self.public!r}, seed=<redacted>)"
 
 
-_BLOCK = re.compile(r"-----BEGIN ([A-Z ]+)-----\s*([^-\s]+)\s*-+END [A-Z ]+-+")
+# A block's value runs to the whitespace before its END line: a JWT is base64url, so it may
+# hold `-` (and end with one).
+_BLOCK = re.compile(r"-----BEGIN ([A-Z ]+)-----\s*(\S+)\s+-+END [A-Z ]+-+")
 
 
 def read_creds(path: str | Path) -> tuple[NKey, str | None]:

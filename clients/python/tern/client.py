@@ -7,10 +7,11 @@ dead after `server_timeout`, closes a connection whose GOAWAY deadline passed); 
 supervisor task that reconnects with exponential backoff and full jitter over the server
 list; the offline buffer; and the waiters (acks, flushes, requests, presence queries).
 
-Order on every (re)connection: preface and HELLO; WELCOME; every live subscription re-sent
-with its sid and its resume token (or its original start), and its member token; then the
-offline buffer, in order. All of that is written in one synchronous step, so no frame of
-the buffer can overtake a resubscription.
+Order on every (re)connection: preface and HELLO; WELCOME; an AUTH if the token was
+refreshed after that HELLO was made; every live subscription re-sent with its sid and its
+resume token (or its original start), and its member token; then the offline buffer, in
+order. All of that is written in one synchronous step, so no frame of the buffer can
+overtake a resubscription.
 
 Never: blocks the event loop (no blocking calls; credentials and TLS settings are read
 once, in `connect`); waits without a timeout; lets an unbounded queue grow (subscription
@@ -213,6 +214,8 @@ class _Conn:
         self.address = address
         self.decoder = decoder
         self.epoch = 0
+        # The token its HELLO carried (a refresh during the handshake is sent after WELCOME).
+        self.token: bytes | None = None
         self.info: ServerInfo | None = None
         self.pings: deque[asyncio.Future[None] | None] = deque()
         self.acks_written: set[int] = set()
@@ -285,6 +288,10 @@ class Client:
         self._offline: deque[_Out] = deque()
         self._offline_bytes = 0
         self._acks: dict[int, asyncio.Future[Ack]] = {}
+        # Acknowledged publishes with a message id, by ack id, while their caller waits: if
+        # the connection they were written on is lost before their ack, they are sent again
+        # on the next one (the broker acknowledges a repeat as a duplicate).
+        self._resend: dict[int, _Out] = {}
         self._queries: dict[int, _Query] = {}
         self._requests: dict[str, asyncio.Future[Msg]] = {}
         self._inbox_prefix = "_INBOX." + os.urandom(8).hex()
@@ -461,7 +468,7 @@ class Client:
                 " and connect by a name the certificate carries, or set tls_server_name)"
             ) from None
         except ssl.SSLError as e:
-            raise _Failure(f"TLS handshake failed: {e.reason or e}") from None
+            raise _Failure(f"TLS handshake failed: {e.reason or e}{_tls_hint(e)}") from None
         except OSError as e:
             raise _Failure(f"cannot connect: {e.strerror or e}") from None
         try:
@@ -487,13 +494,16 @@ class Client:
     async def _handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str, *, tls: bool
     ) -> _Conn:
-        writer.write(c.Preface().encode() + c.encode_client_frame(self._hello()))
+        hello = self._hello()
+        writer.write(c.Preface().encode() + c.encode_client_frame(hello))
         decoder = c.ServerFrameDecoder()
         challenged = False
         while True:
             try:
                 data = await reader.read(READ_CHUNK)
-            except (OSError, ssl.SSLError) as e:
+            except ssl.SSLError as e:
+                raise _Failure(f"TLS failed during the handshake: {e.reason or e}{_tls_hint(e)}") from None
+            except OSError as e:
                 raise _Failure(f"read failed during the handshake: {e}") from None
             if not data:
                 hint = (
@@ -512,6 +522,7 @@ class Client:
                     break
                 if isinstance(frame, c.Welcome):
                     conn = _Conn(reader, writer, address, decoder)
+                    conn.token = hello.auth_token
                     conn.epoch = frame.log_epoch
                     conn.info = ServerInfo(
                         address,
@@ -551,6 +562,11 @@ class Client:
         assert conn.info is not None
         self._max_payload = conn.info.max_payload
         self._info = conn.info
+        token = self._token.encode() if self._token is not None else None
+        if token is not None and token != conn.token:
+            # Refreshed while this connection's HELLO was on its way: the new one, first.
+            conn.write(_Out(c.encode_client_frame(c.Auth(token=token))))
+            conn.token = token
         resent = 0
         for sub in list(self._subs.values()):
             if sub._ended:
@@ -617,6 +633,7 @@ class Client:
         conn.writer.transport.abort()
         if self._conn is conn:
             self._conn = None
+        self._requeue_identified(conn)
         self._fail_waiters(
             Disconnected(f"the connection was lost before the answer came: {failure}"),
             everything=False,
@@ -627,6 +644,18 @@ class Client:
                 sub._confirm.set_result(None)  # it will be re-sent on the next connection
         if not self._closed:
             self._emit(DisconnectedEvent(str(failure)))
+
+    def _requeue_identified(self, conn: _Conn) -> None:
+        """The acknowledged publishes with a message id that `conn` was given and did not
+        acknowledge go back to the front of the offline buffer, in the order they were
+        written (ack ids grow in that order), ahead of what was published since: the next
+        connection sends them again and their callers keep waiting."""
+        again = sorted(a for a in conn.acks_written if a in self._resend)
+        for ack_id in reversed(again):
+            out = self._resend[ack_id]
+            conn.acks_written.discard(ack_id)
+            self._offline.appendleft(out)
+            self._offline_bytes += len(out.data)
 
     async def _heartbeat(self, conn: _Conn) -> None:
         o = self._opts
@@ -954,9 +983,13 @@ class Client:
         timeout: float | None = None,
     ) -> Ack:
         """Publishes and waits for the broker's PUBLISH_ACK: an `Ack`, or `Refused` (with the
-        code), `Disconnected` (written on a connection then lost: the outcome is unknown,
-        retry with a `message_id` to be safe), `TernTimeout` after `timeout` (default
-        `ack_timeout`). A publish made while disconnected waits in the offline buffer."""
+        code), `TernTimeout` after `timeout` (default `ack_timeout`). A publish made while
+        disconnected waits in the offline buffer. Written on a connection that is then
+        lost before its ack: with a `message_id`, it is sent again first thing on the next
+        connection and the wait goes on (the broker deduplicates: if the first copy got
+        there, the ack says `duplicate` and nothing is stored or delivered twice, within
+        its dedupe window; not with `--no-store`); without one, `Disconnected` (the
+        outcome is unknown)."""
         ack_id = next(self._ack_ids)
         data = self._publish_frame(
             subject,
@@ -970,8 +1003,11 @@ class Client:
         )
         fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._acks[ack_id] = fut
+        out = _Out(data, "publish", ack_id=ack_id)
+        if message_id is not None:
+            self._resend[ack_id] = out
         try:
-            self._send(_Out(data, "publish", ack_id=ack_id))
+            self._send(out)
             await self._backpressure()
             wait = self._opts.ack_timeout if timeout is None else timeout
             try:
@@ -980,6 +1016,7 @@ class Client:
                 raise TernTimeout(f"no PUBLISH_ACK for {subject!r} within {wait}s") from None
         finally:
             self._acks.pop(ack_id, None)
+            self._resend.pop(ack_id, None)
 
     async def subscribe(
         self,
@@ -1041,9 +1078,10 @@ class Client:
         self._subs[sid] = sub
         conn = self._live()
         if conn is not None:
-            sub._confirm = asyncio.get_running_loop().create_future()
+            if confirm:  # (nobody would retrieve a refusal from an unawaited future)
+                sub._confirm = asyncio.get_running_loop().create_future()
             conn.write(_Out(data))
-            if confirm:
+            if sub._confirm is not None:
                 wait = self._opts.ack_timeout if timeout is None else timeout
                 try:
                     await asyncio.wait_for(asyncio.shield(sub._confirm), wait)
@@ -1146,11 +1184,13 @@ class Client:
     async def refresh_token(self, token: str) -> None:
         """Replaces the token: sent at once in an AUTH when connected (the broker says
         nothing when it accepts it and closes the connection when not); every later HELLO
-        carries it."""
+        carries it, and a connection whose handshake was under way gets it in an AUTH
+        right after its WELCOME."""
         self._token = token
         conn = self._live()
         if conn is not None:
-            conn.write(_Out(c.encode_client_frame(c.Auth(token=token.encode()))))
+            conn.token = token.encode()
+            conn.write(_Out(c.encode_client_frame(c.Auth(token=conn.token))))
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Flushes, unsubscribes everything, flushes again (so deliveries of what was
@@ -1188,6 +1228,29 @@ def _handshake_codec_error(e: c.CodecError, *, tls: bool) -> str:
         if length >> 16 in (0x1503, 0x1603):
             return "the server answered in TLS: connect with TLS (a tls:// address, or tls=SSLContext)"
     return f"undecodable frame from the server: {e}"
+
+
+# What a TLS alert from the server most likely means, in the words of the fix. With TLS 1.3
+# a server that refuses the client's certificate says so after the client's side of the
+# handshake is done: the alert comes with the first read.
+_TLS_HINTS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate: load one and its key"
+    " into the SSLContext with ctx.load_cert_chain(cert, key)",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the server refused the handshake: does it require a client"
+    " certificate? load one with ctx.load_cert_chain(cert, key)",
+    "TLSV1_ALERT_UNKNOWN_CA": "the server refused this client's certificate: is it signed by a CA the"
+    " server trusts (its --tls-ca)?",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the server refused this client's certificate: is it signed by a CA"
+    " the server trusts (its --tls-ca), and is it valid now?",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the server refused this client's certificate: is it signed by a CA"
+    " the server trusts (its --tls-ca)?",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the server refused this client's certificate: it has expired",
+}
+
+
+def _tls_hint(e: ssl.SSLError) -> str:
+    hint = _TLS_HINTS.get(e.reason or "")
+    return f" ({hint})" if hint is not None else ""
 
 
 class _Connecting:

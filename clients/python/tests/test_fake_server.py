@@ -1,6 +1,7 @@
 """What a real broker does only under load or faults, played by a fake one: refusal before
-the preface, a connection lost with an ack in flight, a GOAWAY whose deadline passes, a
-presence snapshot in several frames."""
+the preface, a connection lost with an ack in flight (an identified publish is sent
+again), a token refreshed while a handshake is under way, a GOAWAY whose deadline passes,
+a presence snapshot in several frames."""
 
 from __future__ import annotations
 
@@ -68,6 +69,78 @@ async def test_an_ack_in_flight_on_a_lost_connection_is_disconnected() -> None:
         try:
             with pytest.raises(tern.Disconnected):
                 await client.publish_acked("a.b", b"lost?", timeout=3)
+        finally:
+            await client.close()
+
+
+async def test_an_identified_publish_lost_with_its_connection_is_sent_on_the_next() -> None:
+    received: list[list[c.Publish]] = []
+
+    async def lose_the_first(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        assert (await r.readexactly(8))[:4] == b"TERN"
+        w.write(WELCOME)
+        mine: list[c.Publish] = []
+        received.append(mine)
+        async for f in frames(r, c.ClientFrameDecoder()):
+            if isinstance(f, c.Publish):
+                mine.append(f)
+                if len(received) == 1:
+                    w.transport.abort()  # the first copy is lost with the connection
+                    return
+                assert f.ack_id is not None
+                w.write(c.encode_server_frame(c.PublishAck(f.ack_id, 0, 42)))
+
+    async with fake(lose_the_first) as addr:
+        client = await tern.connect(addr, reconnect=tern.ReconnectPolicy(base=0.05, cap=0.1))
+        try:
+            ack = await client.publish_acked("a.b", b"once", message_id="m-1", timeout=10)
+            assert ack.sequence == 42 and not ack.duplicate
+            assert [[(p.message_id, p.payload) for p in ps] for ps in received] == [
+                [(b"m-1", b"once")],
+                [(b"m-1", b"once")],
+            ]
+        finally:
+            await client.close()
+
+
+async def test_a_token_refreshed_during_a_handshake_follows_its_welcome() -> None:
+    connections = 0
+    hello_seen = asyncio.Event()
+    refreshed = asyncio.Event()
+    seen: asyncio.Future[list[c.ClientFrame]] = asyncio.get_running_loop().create_future()
+
+    async def server(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        assert (await r.readexactly(8))[:4] == b"TERN"
+        incoming = frames(r, c.ClientFrameDecoder())
+        hello = await anext(incoming)
+        if connections == 1:
+            w.write(WELCOME)
+            await w.drain()
+            w.transport.abort()  # connected once, then the network drops
+            return
+        hello_seen.set()
+        await refreshed.wait()  # the token is refreshed while this HELLO waits for its WELCOME
+        w.write(WELCOME)
+        got = [hello]
+        async for f in incoming:
+            got.append(f)
+            if isinstance(f, c.Auth) and not seen.done():
+                seen.set_result(got)
+        # (until the client closes)
+
+    async with fake(server) as addr:
+        client = await tern.connect(addr, token="jwt-1", reconnect=tern.ReconnectPolicy(base=0.05, cap=0.1))
+        try:
+            await asyncio.wait_for(hello_seen.wait(), 10)
+            await client.refresh_token("jwt-2")
+            refreshed.set()
+            got = await asyncio.wait_for(seen, 10)
+            hello, auth = got[0], got[1]
+            assert isinstance(hello, c.Hello) and hello.auth_token == b"jwt-1"
+            assert isinstance(auth, c.Auth) and auth.token == b"jwt-2"  # the first frame after WELCOME
+            assert client._hello().auth_token == b"jwt-2"  # and every later HELLO
         finally:
             await client.close()
 

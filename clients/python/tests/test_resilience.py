@@ -1,6 +1,8 @@
 """Staying connected: a broker restart mid-stream with resume (nothing missed, nothing
 duplicated), the offline buffer and its overflow, a broker-side drop notice, GOAWAY with
-a server list, and a silent server caught by the heartbeat."""
+a server list, a silent server caught by the heartbeat, and acknowledged publishes with a
+message id sent again after a lost connection (deduplicated by the broker, across a
+restart too)."""
 
 from __future__ import annotations
 
@@ -212,3 +214,79 @@ async def test_a_new_log_epoch_is_reported_and_the_subscription_goes_on(brokers:
         assert (await sub.next_msg(2)).payload == b"after"
     finally:
         await c.close()
+
+
+async def test_acked_publishes_with_a_message_id_are_sent_again_after_a_lost_connection(
+    brokers: BrokerFactory,
+) -> None:
+    b = brokers()
+    watcher = await tern.connect(b.url, name="watcher")
+    pub = await tern.connect(b.url, name="pub", reconnect=FAST)
+    try:
+        sub = await watcher.subscribe("once.>")
+        assert pub._conn is not None
+        transport = cast(asyncio.Transport, pub._conn.writer.transport)
+        transport.pause_reading()  # the broker's acks will not be read on this connection
+        identified = [
+            asyncio.create_task(pub.publish_acked(f"once.{i}", str(i), message_id=f"order-{i}", timeout=30))
+            for i in range(3)
+        ]
+        anonymous = asyncio.create_task(pub.publish_acked("once.anon", b"no id", timeout=30))
+        # The broker got all four: they are delivered (each once).
+        first = [await sub.next_msg(10) for _ in range(4)]
+        assert [m.subject for m in first] == ["once.0", "once.1", "once.2", "once.anon"]
+        assert not any(t.done() for t in [*identified, anonymous])
+
+        transport.abort()  # the connection drops before any ack was read
+        # Without a message id the outcome is unknown, and the caller is told so.
+        with pytest.raises(tern.Disconnected):
+            await anonymous
+        # With one, the publish is sent again on the next connection, and the broker
+        # acknowledges the repeat with the first copy's place.
+        acks = await asyncio.gather(*identified)
+        assert [a.duplicate for a in acks] == [True, True, True]
+        assert [(a.shard, a.sequence) for a in acks] == [(m.shard, m.sequence) for m in first[:3]]
+        assert isinstance(await wait_for_event(pub, tern.Resumed), tern.Resumed)
+        # Nothing was delivered twice.
+        await pub.flush()
+        await watcher.flush()
+        with pytest.raises(tern.TernTimeout):
+            await sub.next_msg(0.5)
+        assert pub.offline_buffered == 0
+    finally:
+        await watcher.close()
+        await pub.close()
+
+
+async def test_an_identified_publish_is_deduplicated_across_a_broker_restart(brokers: BrokerFactory) -> None:
+    b = brokers(fixed_ports=True)
+    watcher = await tern.connect(b.url, name="watcher", reconnect=FAST)
+    pub = await tern.connect(b.url, name="pub", reconnect=FAST)
+    try:
+        sub = await watcher.subscribe("rs.>")
+        assert pub._conn is not None
+        transport = cast(asyncio.Transport, pub._conn.writer.transport)
+        transport.pause_reading()  # no ack is read
+        acked = asyncio.create_task(pub.publish_acked("rs.x", b"once", message_id="rs-1", timeout=60))
+        stored = await sub.next_msg(10)  # the broker has it, in its log
+        b.stop()  # and goes down before the ack reached the publisher
+        transport.abort()  # (what the socket holds, the ack among it, is gone with it)
+        await wait_for_event(pub, tern.DisconnectedEvent)
+        assert not acked.done()
+        b.start()  # the same data directory: the ids of the log's messages are remembered
+        ack = await acked
+        assert ack.duplicate and (ack.shard, ack.sequence) == (stored.shard, stored.sequence)
+        # Stored once: the log holds one copy, and the watcher (resumed) got no second one.
+        async with tern.connect(b.url) as reader:
+            history = await reader.subscribe("rs.>", last=10)
+            assert (await history.next_msg(10)).payload == b"once"
+            await reader.flush()
+            with pytest.raises(tern.TernTimeout):
+                await history.next_msg(0.5)
+        await wait_for_event(watcher, tern.Resumed)
+        await watcher.flush()
+        with pytest.raises(tern.TernTimeout):
+            await sub.next_msg(0.5)
+    finally:
+        await watcher.close()
+        await pub.close()
