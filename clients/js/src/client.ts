@@ -30,7 +30,7 @@ import {
 } from "./codec.js";
 import { TernError } from "./errors.js";
 import { MsgHeaders, type HeadersInit } from "./headers.js";
-import { nkeySigner, type NKeySigner } from "./nkey.js";
+import { nkeySigner, parseCreds, readCredsFile, type Creds, type NKeySigner } from "./nkey.js";
 import { BoundedQueue } from "./queue.js";
 import { Msg, Subscription, type PresenceEvent } from "./subscription.js";
 import {
@@ -51,11 +51,22 @@ export interface ConnectOptions {
   name?: string;
   /** Receive the messages this connection publishes (default true). */
   echo?: boolean;
+  /**
+   * A token for the broker (`auth_token`, or a JWT). One that expires is replaced with
+   * `client.refreshToken(token)`, which every later (re)connection then uses.
+   */
   token?: string;
   user?: string;
   pass?: string;
   /** A user nkey seed (`SU...`): the broker's CHALLENGE is signed with it. */
   nkeySeed?: string;
+  /**
+   * A NATS `.creds` file's path (Node only): its seed answers the CHALLENGE as `nkeySeed`
+   * would, its JWT (if any, and no `token` is given) goes along as the token.
+   */
+  credsFile?: string;
+  /** The text of a `.creds` file, where there are no files (browsers): as `credsFile`. */
+  creds?: string;
   /** TLS settings (Node): for `tls://` (turned on for `tern://` too when given) and `wss://`. */
   tls?: TlsOptions;
   /** A WebSocket class, when the platform has none (Node 20 without `ws` installed). */
@@ -250,6 +261,8 @@ class Conn {
   ended = false;
   /** Why it ended, when the client or the server said before it did. */
   failure: { reason: DisconnectReason; error?: Error } | undefined;
+  /** The token its `HELLO` carried: a refresh since then is sent in an `AUTH` after `WELCOME`. */
+  helloToken: string | undefined;
   handshake!: { ok: () => void; fail: (e: Error) => void };
   constructor(
     readonly gen: number,
@@ -293,13 +306,24 @@ export class Client {
   readonly #opts: Required<
     Omit<
       ConnectOptions,
-      "token" | "user" | "pass" | "nkeySeed" | "tls" | "WebSocket" | "reconnect" | "servers"
+      | "token"
+      | "user"
+      | "pass"
+      | "nkeySeed"
+      | "credsFile"
+      | "creds"
+      | "tls"
+      | "WebSocket"
+      | "reconnect"
+      | "servers"
     >
   >;
   readonly #options: ConnectOptions;
   readonly #servers: ServerAddress[];
   readonly #policy: ReconnectPolicy;
   #signer: NKeySigner | undefined;
+  /** The latest token (the option's, a `.creds` file's JWT, or the last refresh's). */
+  #token: string | undefined;
   #conn: Conn | undefined;
   #gen = 0;
   #serverIndex = 0;
@@ -353,13 +377,29 @@ export class Client {
     if ((options.user === undefined) !== (options.pass === undefined)) {
       throw new TernError("InvalidOption", "user and pass go together");
     }
+    const nkeys = [options.nkeySeed, options.credsFile, options.creds].filter(
+      (o) => o !== undefined,
+    );
+    if (nkeys.length > 1) {
+      throw new TernError("InvalidOption", "one of nkeySeed, credsFile and creds, not several");
+    }
+    this.#token = options.token;
     this.#closedPromise = new Promise((ok) => (this.#closedOk = ok));
   }
 
   /** @internal The first connection: every server once, in order. */
   async _start(): Promise<void> {
-    if (this.#options.nkeySeed !== undefined)
-      this.#signer = await nkeySigner(this.#options.nkeySeed);
+    const o = this.#options;
+    let creds: Creds | undefined;
+    if (o.credsFile !== undefined) creds = await readCredsFile(o.credsFile);
+    else if (o.creds !== undefined) creds = parseCreds(o.creds);
+    if (creds) {
+      const origin = o.credsFile === undefined ? "creds" : `credentials file ${o.credsFile}`;
+      this.#signer = await nkeySigner(creds.seed, origin);
+      this.#token ??= creds.jwt;
+    } else if (o.nkeySeed !== undefined) {
+      this.#signer = await nkeySigner(o.nkeySeed);
+    }
     let last: Error | undefined;
     for (let i = 0; i < this.#servers.length; i++) {
       const server = this.#servers[(this.#serverIndex = i)]!;
@@ -551,6 +591,33 @@ export class Client {
   }
 
   /**
+   * Replaces the token (e.g. a JWT about to expire): sends it now in an `AUTH` frame when
+   * connected, and every later (re)connection's `HELLO` carries it. Resolves once the
+   * broker has taken it (a `PING` barrier behind the `AUTH`; while disconnected, once a
+   * connection made with it is up), within `timeoutMs`. A broker that refuses it ends the
+   * connection with a fatal `AuthorizationViolation`: the promise rejects with that error
+   * (kind `Server`), and the reconnections go on trying the new token, so a later refresh
+   * can still put things right.
+   */
+  async refreshToken(token: string, timeoutMs = 5_000): Promise<void> {
+    this.#checkOpen();
+    if (typeof token !== "string" || token === "")
+      throw new TernError("InvalidOption", "refreshToken needs a non-empty token");
+    // The token first: a HELLO built from now on carries it.
+    this.#token = token;
+    const conn = this.#conn;
+    if (conn?.stage === "ready") this.#sendAuth(conn);
+    try {
+      await this.flush(timeoutMs);
+    } catch (e) {
+      // The connection lost to a refusal: the broker's error says why, not the flush's.
+      const cause = e instanceof TernError ? e.cause : undefined;
+      if (cause instanceof TernError && cause.kind === "Server") throw cause;
+      throw e;
+    }
+  }
+
+  /**
    * A PING/PONG barrier: resolves once the broker has processed everything sent before
    * (waits for a connection, within the timeout, when disconnected).
    */
@@ -585,14 +652,13 @@ export class Client {
     if (this.#state === "closed") return;
     const deadline = Date.now() + timeoutMs;
     this.#state = "draining";
-    // A first barrier takes in what was already published (an UNSUBSCRIBE takes effect at
-    // once, even ahead of deliveries still in the broker's shards), then UNSUBSCRIBE
-    // everything and keep taking what the broker sent before it (the second PONG comes after
-    // all of it), then end the subscriptions.
+    // UNSUBSCRIBE everything, behind what was already sent: the broker routes nothing more
+    // to those sids but still delivers what it routed to them before, this connection's own
+    // earlier publishes included, all ahead of the PONG of the barrier that follows. The
+    // entries stay until that PONG so those messages are taken; then the subscriptions end.
     let error: Error | undefined;
     try {
       if (this.#conn?.stage === "ready") {
-        await this.flush(Math.max(1, deadline - Date.now()));
         for (const sid of this.#entries.keys()) {
           this.#send({ bytes: encodeClientFrame({ type: "UNSUBSCRIBE", sid }), control: true });
         }
@@ -960,7 +1026,7 @@ export class Client {
       echo: this.#opts.echo,
       // A request nobody receives is answered at once (NoResponders), not timed out.
       noResponders: true,
-      ...(o.token !== undefined && { token: o.token }),
+      ...(this.#token !== undefined && { token: this.#token }),
       ...(o.user !== undefined && { user: o.user, pass: o.pass ?? "" }),
       ...(this.#signer !== undefined && { nkey: this.#signer.publicKey }),
     };
@@ -994,6 +1060,7 @@ export class Client {
       conn.transport.write(
         encodePreface({ minVersion: PROTOCOL_VERSION, maxVersion: PROTOCOL_VERSION }),
       );
+      conn.helloToken = this.#token;
       conn.transport.write(encodeClientFrame(this.#hello()));
       await done;
       if (conn.ended) throw new TernError("Connect", `${server.text}: closed right after WELCOME`);
@@ -1032,6 +1099,8 @@ export class Client {
         this.#outbox.splice(i, 1);
       }
     }
+    // 0. A token refreshed after this connection's HELLO went out, before anything else.
+    if (conn.helloToken !== this.#token) this.#sendAuth(conn);
     // 1. Every subscription, from its resume token (or its original start), in sid order.
     let subscriptions = 0;
     for (const [sid, e] of this.#entries) {
@@ -1053,6 +1122,13 @@ export class Client {
     // Frames that came behind WELCOME.
     conn.paused = false;
     this.#onData(conn, new Uint8Array(0));
+  }
+
+  /** The current token in an `AUTH` (a refresh), at once: it goes ahead of the offline buffer. */
+  #sendAuth(conn: Conn): void {
+    if (this.#token === undefined) return;
+    conn.helloToken = this.#token;
+    conn.transport.write(encodeClientFrame({ type: "AUTH", token: this.#token }));
   }
 
   #onData(conn: Conn, bytes: Uint8Array): void {
@@ -1388,6 +1464,8 @@ export class Client {
     const lost = new TernError(
       "Disconnected",
       `the connection to ${conn.server.text} was lost (${failure.reason}): the outcome is unknown`,
+      undefined,
+      failure.error && { cause: failure.error },
     );
     for (const p of conn.pongs.splice(0)) {
       if (p) {

@@ -25,6 +25,7 @@ export type { HeadersInit } from "./headers.js";
 export { backoffDelay } from "./backoff.js";
 export type { ReconnectPolicy } from "./backoff.js";
 export type { TlsOptions, WebSocketConstructor } from "./transport.js";
-export { nkeySigner } from "./nkey.js";
+export { nkeySigner, parseCreds } from "./nkey.js";
+export type { Creds, NKeySigner } from "./nkey.js";
 export { ErrorCode, errorCodeName } from "./codec.js";
 export type { Member, ResumeToken, SequenceRange } from "./codec.js";

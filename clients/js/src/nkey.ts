@@ -1,8 +1,10 @@
-// NKey user seeds (`SU...`): the public key they stand for, and signing a CHALLENGE nonce,
-// with WebCrypto's Ed25519 (Node 20+, current browsers).
+// NKey user seeds (`SU...`) and NATS `.creds` files: the public key a seed stands for, and
+// signing a CHALLENGE nonce, with WebCrypto's Ed25519 (Node 20+, current browsers).
 //
-// Owns: seed decoding and the signature. Must never put the seed, or any part of it, in
-// an error message or anywhere but the key it imports.
+// Owns: seed decoding (base32, CRC16, the user-seed prefix), the signature, and reading a
+// `.creds` file's two blocks (its user JWT and its seed). Must never put a seed or a JWT,
+// or any part of them, in an error message or anywhere but the key it imports; errors name
+// where the secret came from (the option, or the file's path), never its value.
 
 import { TernError } from "./errors.js";
 
@@ -20,13 +22,13 @@ function crc16(bytes: Uint8Array): number {
   return crc;
 }
 
-function base32Decode(s: string): Uint8Array {
+function base32Decode(s: string, origin: string): Uint8Array {
   const out: number[] = [];
   let bits = 0;
   let value = 0;
   for (const c of s) {
     const v = B32.indexOf(c);
-    if (v < 0) throw new TernError("Credentials", "nkey seed: not base32");
+    if (v < 0) throw new TernError("Credentials", `${origin}: not base32`);
     value = (value << 5) | v;
     bits += 5;
     if (bits >= 8) {
@@ -71,18 +73,21 @@ export interface NKeySigner {
   sign(nonce: string): Promise<string>;
 }
 
-/** Reads a user seed (`SU...`); `Credentials` error when it is not one. */
-export async function nkeySigner(seed: string): Promise<NKeySigner> {
-  const raw = base32Decode(seed.trim());
-  if (raw.length !== 36) throw new TernError("Credentials", "nkey seed: wrong length");
+/**
+ * Reads a user seed (`SU...`); `Credentials` error when it is not one. `origin` names
+ * where the seed came from in that error (default `nkey seed`), never the seed itself.
+ */
+export async function nkeySigner(seed: string, origin = "nkey seed"): Promise<NKeySigner> {
+  const raw = base32Decode(seed.trim(), origin);
+  if (raw.length !== 36) throw new TernError("Credentials", `${origin}: wrong length`);
   const body = raw.subarray(0, 34);
   const crc = raw[34]! | (raw[35]! << 8);
-  if (crc16(body) !== crc) throw new TernError("Credentials", "nkey seed: bad checksum");
+  if (crc16(body) !== crc) throw new TernError("Credentials", `${origin}: bad checksum`);
   if (
     (raw[0]! & 0xf8) !== PREFIX_SEED ||
     (((raw[0]! & 7) << 5) | ((raw[1]! & 0xf8) >> 3)) !== PREFIX_USER
   ) {
-    throw new TernError("Credentials", "nkey seed: not a user seed (SU...)");
+    throw new TernError("Credentials", `${origin}: not a user seed (SU...)`);
   }
   const pkcs8 = new Uint8Array(48);
   pkcs8.set([
@@ -125,4 +130,67 @@ export async function nkeySigner(seed: string): Promise<NKeySigner> {
         ),
       ),
   };
+}
+
+/** What a NATS `.creds` file holds. */
+export interface Creds {
+  /** The `NATS USER JWT` block, when there is one: sent as the token. */
+  jwt: string | undefined;
+  /** The `USER NKEY SEED` block: it answers the CHALLENGE. */
+  seed: string;
+}
+
+/**
+ * The first non-empty line after a `-----BEGIN <name>-----` line and before the next
+ * `---` line (its END), as `nsc` writes the blocks; undefined when there is none.
+ */
+function credsBlock(lines: string[], name: string): string | undefined {
+  const begin = lines.findIndex(
+    (l) => l.startsWith("---") && l.includes("BEGIN") && l.includes(name),
+  );
+  if (begin < 0) return undefined;
+  for (const line of lines.slice(begin + 1)) {
+    if (line.startsWith("---")) return undefined;
+    if (line !== "") return line;
+  }
+  return undefined;
+}
+
+/**
+ * Parses the text of a NATS `.creds` file: its `USER NKEY SEED` block (required) and its
+ * `NATS USER JWT` block (optional), with the comments `nsc` puts between them. `origin`
+ * names the file in the `Credentials` error when there is no seed.
+ */
+export function parseCreds(text: string, origin = "creds"): Creds {
+  const lines = text.split(/\r?\n/).map((l) => l.trim());
+  const seed = credsBlock(lines, "USER NKEY SEED");
+  if (seed === undefined) throw new TernError("Credentials", `${origin}: no USER NKEY SEED block`);
+  return { jwt: credsBlock(lines, "NATS USER JWT"), seed };
+}
+
+/**
+ * Reads a `.creds` file (Node only: `node:fs` is imported here, on demand, so the package
+ * still loads in browsers, where the file's text goes in the `creds` option instead).
+ */
+export async function readCredsFile(path: string): Promise<Creds> {
+  if (typeof process === "undefined" || !process.versions?.node) {
+    throw new TernError(
+      "Credentials",
+      `credentials file ${path}: files need Node; in a browser pass the file's text as creds`,
+    );
+  }
+  const fs = await import("node:fs/promises");
+  let text: string;
+  try {
+    text = await fs.readFile(path, "utf8");
+  } catch (cause) {
+    const code = (cause as { code?: string }).code;
+    throw new TernError(
+      "Credentials",
+      `credentials file ${path}: cannot read${code ? ` (${code})` : ""}`,
+      undefined,
+      { cause },
+    );
+  }
+  return parseCreds(text, `credentials file ${path}`);
 }

@@ -2,7 +2,8 @@
 // on demand so the package loads in browsers), or WebSocket binary messages on `/tern`.
 //
 // Owns: opening one connection within a timeout, moving bytes (the frames written in one
-// turn of the event loop as one socket write: `batched`), reporting its end once.
+// turn of the event loop as one socket write: `batched`), reporting its end once (at once
+// when the client closes it: nothing read after that is handed on).
 // Must never interpret the bytes, retry, or hold more than one turn's frames beyond what
 // the socket itself holds (all of it counted in `buffered`, which the client bounds).
 
@@ -158,11 +159,18 @@ async function openWebSocket(
           get buffered() {
             return socket.bufferedAmount;
           },
-          close: () => socket.close(1000),
+          // Over at once for the client: a network that is gone never answers the closing
+          // handshake, which browsers wait a minute for (Chromium) and `ws` 30 s, and the
+          // client must not wait that long to notice its heartbeat's verdict and reconnect.
+          close: () => {
+            socket.close(1000);
+            finish(undefined);
+          },
         }),
       );
     };
     socket.onmessage = (e: { data: unknown }) => {
+      if (ended) return; // closed by the client: what still comes is not read
       if (e.data instanceof ArrayBuffer) events.data(new Uint8Array(e.data));
       else finish(new TernError("Protocol", `${url}: a text WebSocket message on /tern`));
     };
@@ -253,15 +261,20 @@ async function openTcp(
           close: () => {
             socket.end();
             setTimeout(() => socket.destroy(), 1000).unref?.();
+            // Over for the client now, as over WebSocket; what was written still goes out.
+            if (!ended) {
+              ended = true;
+              events.closed(undefined);
+            }
           },
         }),
       );
     });
     // A plain Uint8Array view of Node's Buffer (no copy): payloads are views of it, and
     // the client hands out Uint8Arrays, the same in Node as in browsers.
-    socket.on("data", (chunk: Uint8Array) =>
-      events.data(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)),
-    );
+    socket.on("data", (chunk: Uint8Array) => {
+      if (!ended) events.data(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    });
     socket.on("drain", () => events.drained());
     socket.on("error", (e: Error) =>
       finish(

@@ -1,8 +1,9 @@
 // @ts-check
 // The built ESM package in a real browser: headless Chromium (Debian's, through
 // playwright-core) loads a page that imports dist/index.js and talks to ternd over
-// ws://.../tern; a Node client answers its request and publishes to it. Skips, saying why,
-// when there is no Chromium.
+// ws://.../tern; a Node client answers its request and publishes to it; and the dashboard
+// example. (The chat example has its own file, chat.test.js.) Skips, saying why, when
+// there is no Chromium.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -128,66 +129,3 @@ test("the dashboard example keeps the last value per key", { skip }, async () =>
     node.close();
   }
 });
-
-test(
-  "the chat example shows every message once, in order, across a broker restart",
-  { skip },
-  async () => {
-    const node = await connect({
-      servers: ternd.tcpUrl,
-      name: "node",
-      reconnect: { baseMs: 10, capMs: 50 },
-    });
-    /** @param {string} text */
-    const say = (text) => JSON.stringify({ from: "node", text });
-    await node.publishAcked("chat.restart", say("before 1"));
-    await node.publishAcked("chat.restart", say("before 2"));
-    const browser = await launchChromium();
-    try {
-      const page = await browser.context.newPage();
-      /** @type {string[]} */
-      const log = [];
-      page.on("pageerror", (e) => log.push(`pageerror: ${e.message}`));
-      await page.goto(
-        `${site.origin}/examples/chat/index.html?server=${encodeURIComponent(ternd.wsUrl)}&room=restart&name=ann`,
-      );
-      const shown = () =>
-        page.evaluate(
-          () => /** @type {string[]} */ (/** @type {any} */ (globalThis).chat?.shown ?? []),
-        );
-      /** @param {number} n */
-      const waitShown = async (n) => {
-        const deadline = Date.now() + 10_000;
-        let s = await shown();
-        while (s.length < n) {
-          assert.ok(Date.now() < deadline, `page shows ${JSON.stringify(s)}\n${log.join("\n")}`);
-          await new Promise((ok) => setTimeout(ok, 50));
-          s = await shown();
-        }
-        return s;
-      };
-      await waitShown(2);
-      await page.locator("#text").fill("hello from ann");
-      await page.locator("button").click();
-      await waitShown(3);
-      await ternd.stop();
-      node.publish("chat.restart", say("while down")); // the Node client's offline buffer
-      await ternd.run();
-      await node.flush(5000);
-      await node.publishAcked("chat.restart", say("after"));
-      const s = await waitShown(5);
-      await new Promise((ok) => setTimeout(ok, 300));
-      assert.deepEqual(await shown(), [
-        "node: before 1",
-        "node: before 2",
-        "ann: hello from ann",
-        "node: while down",
-        "node: after",
-      ]);
-      assert.equal(s.length, 5);
-    } finally {
-      await browser.close();
-      node.close();
-    }
-  },
-);

@@ -2,13 +2,15 @@
 // Staying connected, against a real ternd that is restarted, stopped and put in lame duck
 // mode: resume from the resume token across a broker restart (every message once, in
 // order), the offline buffer flushed after the resubscription, its overflow, heartbeat
-// timeouts, GOAWAY, and the events each step reports.
+// timeouts (a stopped broker; a WebSocket whose network went silent, which must not wait
+// for a closing handshake that never comes), GOAWAY, and the events each step reports.
 
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { WebSocket } from "ws";
 import { TernError, connect } from "tern-client";
 import { Ternd, collect, recordEvents, sleep, until, within } from "./harness.js";
+import { Blackhole } from "./proxy.js";
 
 /** @type {Ternd[]} */
 const started = [];
@@ -144,6 +146,49 @@ test("a broker that stops answering: heartbeat timeout, then reconnection", asyn
   await events.seen("resumed", 1, 5000);
   await c.flush();
   c.close();
+});
+
+test("a WebSocket whose network goes silent: heartbeat timeout at once, then a resume with every message once", async () => {
+  const ternd = await start();
+  const proxy = await Blackhole.start(ternd.wsPort);
+  try {
+    const c = await connect({
+      servers: proxy.wsUrl,
+      WebSocket,
+      pingIntervalMs: 100,
+      serverTimeoutMs: 400,
+      connectTimeoutMs: 500,
+      reconnect: { baseMs: 20, capMs: 100 },
+    });
+    const pub = await connect({ servers: ternd.tcpUrl });
+    const events = recordEvents(c);
+    const s = c.subscribe("silent.net");
+    await s.ready;
+    const got = collect(s);
+    for (let i = 0; i < 10; i++) await pub.publishAcked("silent.net", `m${i}`);
+    await got.first(10);
+
+    proxy.cut();
+    for (let i = 10; i < 20; i++) await pub.publishAcked("silent.net", `m${i}`);
+    // Without an answer to its closing handshake (ws waits 30 s for one), still at once.
+    const [d] = await events.seen("disconnected", 1, 3000);
+    assert.ok(d && d.type === "disconnected" && d.reason === "heartbeatTimeout", JSON.stringify(d));
+    assert.equal(got.msgs.length, 10, "nothing crossed the silent network");
+    await sleep(300); // a reconnection attempt or two into the void
+    proxy.restore();
+    await events.seen("resumed", 1, 5000);
+    for (let i = 20; i < 30; i++) await pub.publishAcked("silent.net", `m${i}`);
+    await got.first(30, 5000);
+    await c.flush();
+    assert.deepEqual(
+      got.texts(),
+      Array.from({ length: 30 }, (_, i) => `m${i}`),
+    );
+    c.close();
+    pub.close();
+  } finally {
+    await proxy.close();
+  }
 });
 
 test("GOAWAY: reported, then a reconnection without backoff", async () => {

@@ -1,10 +1,18 @@
 // @ts-check
 // The client's pieces on their own: the resume tracker (as the Rust client's tests check
-// it), header blocks, the presence view's bounded queue, and the address parser.
+// it), header blocks, the presence view's bounded queue, `.creds` parsing, and the address
+// parser.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { MsgHeaders, PresenceView, ResumeTracker, TernError, connect } from "tern-client";
+import {
+  MsgHeaders,
+  PresenceView,
+  ResumeTracker,
+  TernError,
+  connect,
+  parseCreds,
+} from "tern-client";
 
 test("resume tracker: a start covers the shards nothing came from and never lowers a sequence", () => {
   const t = new ResumeTracker();
@@ -71,6 +79,33 @@ test("presence view: a full queue is replaced by one snapshot of the view", asyn
     })(),
     (e) => e instanceof TernError && e.kind === "Timeout",
   );
+});
+
+test(".creds: the seed and JWT blocks, with CRLF and comments; no seed is an error", () => {
+  const seed = "SUAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAEQ";
+  const text = [
+    "-----BEGIN NATS USER JWT-----",
+    "eyJ0.eyJ1.c2ln",
+    "------END NATS USER JWT------",
+    "",
+    "************************* IMPORTANT *************************",
+    "",
+    "-----BEGIN USER NKEY SEED-----",
+    `  ${seed}  `,
+    "------END USER NKEY SEED------",
+    "",
+  ];
+  assert.deepEqual(parseCreds(text.join("\r\n")), { jwt: "eyJ0.eyJ1.c2ln", seed });
+  assert.deepEqual(parseCreds(text.slice(4).join("\n")), { jwt: undefined, seed });
+  for (const bad of [text.slice(0, 3).join("\n"), text.join("\n").replace(seed, "")]) {
+    assert.throws(
+      () => parseCreds(bad, "user.creds"),
+      (e) =>
+        e instanceof TernError &&
+        e.kind === "Credentials" &&
+        e.message === "user.creds: no USER NKEY SEED block",
+    );
+  }
 });
 
 test("addresses: bad ones are refused before any connection", async () => {
