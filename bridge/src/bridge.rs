@@ -19,7 +19,6 @@
 //! message without counting it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
-use tern_client::{Client, Event, PublishOptions};
+use tern_client::{Client, Event, NkeyCredentials, PublishOptions};
 use tern_protocol::binary::ResumeToken;
 use tern_protocol::text::{ClientOp, Message as NatsMessage, ServerDecoder, ServerOp, Subscribe};
 use tracing::{info, warn};
@@ -40,7 +39,7 @@ use crate::replies::Replies;
 use crate::route::ROUTE_HEADER;
 use crate::settings::Settings;
 use crate::stats::{bump, Counters, ExportStatus, LastError, Status};
-use crate::upstream::{self, Link};
+use crate::upstream::{self, Link, Secrets, Wire};
 use crate::{ORIGIN, PRIORITY};
 
 /// The sid of the upstream subscription that carries replies to local requesters.
@@ -66,6 +65,8 @@ pub(crate) struct Bridge {
     pub interest: Interest,
     wake: Receiver<()>,
     pub link: Link,
+    /// TLS configuration and nkey credentials for upstream, loaded at start.
+    secrets: Secrets,
     pub counters: Counters,
     pub exports: Vec<Export>,
     /// `$TERN.BRIDGE.<id>.U.`: upstream, the reply subject of an exported request (the
@@ -123,7 +124,31 @@ impl Bridge {
             })
             .collect();
         let (wake_tx, wake) = crossbeam_channel::bounded(1);
+        let name = &settings.name;
+        let wants_tls = settings.tls
+            || settings.servers.iter().any(|s| s.tls)
+            || settings.tls_ca.is_some()
+            || settings.tls_cert.is_some();
+        let secrets = Secrets {
+            tls: wants_tls
+                .then(|| {
+                    let cert = settings
+                        .tls_cert
+                        .as_ref()
+                        .map(|(c, k)| (c.as_path(), k.as_path()));
+                    tern_client::tls_client_config(settings.tls_ca.as_deref(), cert)
+                })
+                .transpose()
+                .map_err(|e| format!("bridge {name}: TLS: {e}"))?,
+            nkey: settings
+                .creds
+                .as_deref()
+                .map(NkeyCredentials::from_creds_file)
+                .transpose()
+                .map_err(|e| format!("bridge {name}: {e}"))?,
+        };
         Ok(Bridge {
+            secrets,
             interest: Interest::new(
                 settings.import.clone(),
                 settings.import_static.clone(),
@@ -286,7 +311,8 @@ impl Bridge {
         while !self.stopped() {
             let server = &servers[next % servers.len()];
             next += 1;
-            let (stream, leftover) = match upstream::connect(server, &self.settings) {
+            let (stream, leftover) = match upstream::connect(server, &self.settings, &self.secrets)
+            {
                 Ok((stream, _info, leftover)) => (stream, leftover),
                 Err(e) => {
                     self.error(e);
@@ -492,8 +518,7 @@ impl Bridge {
     }
 
     /// The reader of connection `generation`: until it ends.
-    fn read(&self, generation: u64, mut stream: TcpStream, mut buf: BytesMut) {
-        use std::io::Read;
+    fn read(&self, generation: u64, mut stream: Wire, mut buf: BytesMut) {
         let mut decoder = ServerDecoder::new(upstream::limits());
         let mut chunk = vec![0u8; 64 << 10];
         let why = 'read: loop {

@@ -31,6 +31,7 @@ mod bridge;
 mod export;
 mod headers;
 mod interest;
+mod local_tls;
 mod replies;
 mod route;
 mod settings;
@@ -39,6 +40,7 @@ pub mod subject;
 mod upstream;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -115,14 +117,21 @@ impl Hub {
         }
     }
 
-    /// Starts the bridges, connecting locally to the broker's binary port at `local`; the
-    /// local connection is made on a thread of its own (retried until the broker answers),
-    /// so this returns at once.
-    pub fn start(self: &Arc<Hub>, local: SocketAddr) -> std::io::Result<()> {
+    /// Starts the bridges, connecting locally to the broker's binary port at `local` (over
+    /// TLS when `tls_cert` names the certificate file the broker serves: that certificate,
+    /// and no other, is trusted); the local connection is made on a thread of its own
+    /// (retried until the broker answers), so this returns at once.
+    pub fn start(
+        self: &Arc<Hub>,
+        local: SocketAddr,
+        tls_cert: Option<&Path>,
+    ) -> Result<(), String> {
+        let tls = tls_cert.map(local_tls::pinned_config).transpose()?;
         let hub = Arc::clone(self);
         let starter = std::thread::Builder::new()
             .name("bridge-start".into())
-            .spawn(move || hub.run(local))?;
+            .spawn(move || hub.run(local, tls))
+            .map_err(|e| e.to_string())?;
         self.threads().push(starter);
         Ok(())
     }
@@ -131,7 +140,7 @@ impl Hub {
         self.threads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn run(self: Arc<Hub>, local: SocketAddr) {
+    fn run(self: Arc<Hub>, local: SocketAddr, tls: Option<Arc<tern_client::rustls::ClientConfig>>) {
         let url = format!("tern://{local}");
         let client = loop {
             if self.bridges.iter().all(|b| b.stopped()) {
@@ -140,7 +149,11 @@ impl Hub {
             // With echo: what it imports passes its export subscriptions too (skipped there
             // by its `Tern-Origin`), so their positions keep up with the log; without,
             // an edge that only imports would resume its exports from far back.
-            let connected = Client::builder()
+            let mut builder = Client::builder();
+            if let Some(config) = &tls {
+                builder = builder.tls_config(Arc::clone(config));
+            }
+            let connected = builder
                 .name(LOCAL_NAME)
                 .token(self.secret.clone())
                 .reconnect(ReconnectPolicy::default())

@@ -23,6 +23,18 @@ pub struct Settings {
     pub pass: Option<String>,
     /// An upstream `auth_token`.
     pub token: Option<String>,
+    /// A NATS `.creds` file (user JWT and nkey seed) for upstream.
+    pub creds: Option<PathBuf>,
+    /// TLS to every server (a `tls://` URL asks for it for that server; a server whose
+    /// `INFO` requires it gets it).
+    pub tls: bool,
+    /// CA certificates (PEM) the servers' certificates are checked against [default: the
+    /// operating system's].
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that verify clients.
+    pub tls_cert: Option<(PathBuf, PathBuf)>,
+    /// The name the servers' certificates must carry [default: the URL's host].
+    pub tls_server_name: Option<String>,
     /// Local subjects published upstream.
     pub export: Vec<String>,
     /// Upstream subjects delivered locally, subscribed upstream only as far as local
@@ -63,6 +75,8 @@ impl std::fmt::Debug for Settings {
             .field("user", &self.user)
             .field("pass", &self.pass.as_ref().map(|_| ".."))
             .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("creds", &self.creds)
+            .field("tls", &self.tls)
             .field("export", &self.export)
             .field("import", &self.import)
             .field("import_static", &self.import_static)
@@ -79,6 +93,11 @@ impl Settings {
             user: None,
             pass: None,
             token: None,
+            creds: None,
+            tls: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_server_name: None,
             export: Vec::new(),
             import: Vec::new(),
             import_static: Vec::new(),
@@ -95,11 +114,14 @@ impl Settings {
     }
 }
 
-/// One upstream server: `nats://[user:pass@]host:port` (the scheme and port optional).
+/// One upstream server: `nats://[user:pass@]host:port` or `tls://...` (the scheme and
+/// port optional).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// `host:port`.
     pub addr: String,
+    /// `tls://`: TLS to this server.
+    pub tls: bool,
     /// From the URL.
     pub user: Option<String>,
     /// From the URL.
@@ -108,13 +130,25 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "nats://{}", self.addr)
+        std::fmt::Display::fmt(self, f)
     }
 }
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "nats://{}", self.addr)
+        let scheme = if self.tls { "tls" } else { "nats" };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
+
+impl Upstream {
+    /// The host part of the address (for TLS's server name).
+    pub fn host(&self) -> &str {
+        let host = self
+            .addr
+            .rsplit_once(':')
+            .map_or(&self.addr[..], |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
     }
 }
 
@@ -122,14 +156,15 @@ impl std::str::FromStr for Upstream {
     type Err = String;
 
     fn from_str(url: &str) -> Result<Upstream, String> {
-        let rest = match url.split_once("://") {
-            Some(("nats", rest)) => rest,
+        let (tls, rest) = match url.split_once("://") {
+            Some(("nats", rest)) => (false, rest),
+            Some(("tls", rest)) => (true, rest),
             Some((scheme, _)) => {
                 return Err(format!(
-                    "{url:?}: the bridge speaks nats:// (plain TCP) upstream, not {scheme}://"
+                    "{url:?}: the bridge speaks nats:// or tls:// upstream, not {scheme}://"
                 ))
             }
-            None => url,
+            None => (false, url),
         };
         let rest = rest.trim_end_matches('/');
         let (creds, hostport) = match rest.rsplit_once('@') {
@@ -154,7 +189,12 @@ impl std::str::FromStr for Upstream {
         } else {
             format!("{hostport}:4222")
         };
-        Ok(Upstream { addr, user, pass })
+        Ok(Upstream {
+            addr,
+            tls,
+            user,
+            pass,
+        })
     }
 }
 
@@ -170,7 +210,11 @@ mod tests {
         assert_eq!(u.pass.as_deref(), Some("b"));
         let u: Upstream = "127.0.0.1".parse().unwrap();
         assert_eq!(u.addr, "127.0.0.1:4222");
-        assert!("tls://x:1"
+        let u: Upstream = "tls://[::1]:4443".parse().unwrap();
+        assert!(u.tls);
+        assert_eq!(u.host(), "::1");
+        assert_eq!(u.to_string(), "tls://[::1]:4443");
+        assert!("ws://x:1"
             .parse::<Upstream>()
             .unwrap_err()
             .contains("nats://"));

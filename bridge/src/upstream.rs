@@ -13,10 +13,13 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tern_client::rustls::pki_types::ServerName;
+use tern_client::rustls::{ClientConfig, ClientConnection};
+use tern_client::NkeyCredentials;
 use tern_protocol::binary::ResumeToken;
 use tern_protocol::text::{
     encode_client_op, encode_pub_line, ClientOp, ConnectOptions, Limits, ServerDecoder, ServerInfo,
@@ -24,6 +27,78 @@ use tern_protocol::text::{
 };
 
 use crate::settings::{Settings, Upstream};
+
+/// The connection's bytes: plain TCP, or TLS over it. Cloned for the reader: the two
+/// halves share the TLS session (a lock held only to move bytes in or out of it, never
+/// across a blocking socket read).
+#[derive(Debug)]
+pub(crate) struct Wire {
+    tcp: TcpStream,
+    tls: Option<Arc<Mutex<ClientConnection>>>,
+}
+
+impl Wire {
+    pub(crate) fn try_clone(&self) -> std::io::Result<Wire> {
+        Ok(Wire {
+            tcp: self.tcp.try_clone()?,
+            tls: self.tls.clone(),
+        })
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.tcp.set_read_timeout(t)
+    }
+
+    fn session(tls: &Mutex<ClientConnection>) -> MutexGuard<'_, ClientConnection> {
+        tls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let Some(tls) = &self.tls else {
+            return self.tcp.write_all(data);
+        };
+        let mut session = Wire::session(tls);
+        session.writer().write_all(data)?;
+        while session.wants_write() {
+            session.write_tls(&mut self.tcp)?;
+        }
+        Ok(())
+    }
+
+    /// Reads what there is (blocking up to the read timeout); 0 at the end.
+    pub(crate) fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let Some(tls) = &self.tls else {
+            return self.tcp.read(out);
+        };
+        loop {
+            match Wire::session(tls).reader().read(out) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            let mut raw = [0u8; 16 << 10];
+            let n = self.tcp.read(&mut raw)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut session = Wire::session(tls);
+            let mut fed = &raw[..n];
+            while !fed.is_empty() {
+                session.read_tls(&mut fed)?;
+                session
+                    .process_new_packets()
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            }
+            while session.wants_write() {
+                session.write_tls(&mut self.tcp)?;
+            }
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+}
 
 /// How long connecting and the handshake may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,7 +127,7 @@ pub(crate) struct Confirm {
 pub(crate) struct LinkState {
     /// One more per connection made.
     pub generation: u64,
-    stream: Option<TcpStream>,
+    stream: Option<Wire>,
     /// The server connected to.
     pub server: Option<String>,
     /// The `PING`s sent and not answered yet, oldest first.
@@ -100,7 +175,7 @@ impl Link {
     }
 
     /// Installs a new connection (after its handshake); its generation.
-    pub(crate) fn up(&self, stream: TcpStream, server: String) -> u64 {
+    pub(crate) fn up(&self, stream: Wire, server: String) -> u64 {
         let mut s = self.lock();
         s.generation += 1;
         s.stream = Some(stream);
@@ -134,7 +209,7 @@ impl LinkState {
 
     fn close(&mut self) {
         if let Some(stream) = self.stream.take() {
-            let _ = stream.shutdown(Shutdown::Both);
+            stream.shutdown();
         }
         self.server = None;
         self.pings.clear();
@@ -204,12 +279,22 @@ impl LinkState {
     }
 }
 
-/// Connects to `server` and does the handshake; the connected socket, what the server
+/// What connecting needs besides the settings: the TLS configuration (when a server may
+/// need it) and nkey credentials, loaded once when the bridge starts.
+#[derive(Debug, Default)]
+pub(crate) struct Secrets {
+    pub tls: Option<Arc<ClientConfig>>,
+    pub nkey: Option<NkeyCredentials>,
+}
+
+/// Connects to `server` and does the handshake (TLS when the server or the settings ask
+/// for it, after the plain `INFO` as NATS servers do it); the connection, what the server
 /// said in `INFO`, and any bytes read past the `PONG`.
 pub(crate) fn connect(
     server: &Upstream,
     settings: &Settings,
-) -> Result<(TcpStream, ServerInfo, BytesMut), String> {
+    secrets: &Secrets,
+) -> Result<(Wire, ServerInfo, BytesMut), String> {
     let addrs: Vec<_> = server
         .addr
         .to_socket_addrs()
@@ -226,7 +311,7 @@ pub(crate) fn connect(
             Err(e) => last = format!("{server}: {e}"),
         }
     }
-    let mut stream = stream.ok_or(last)?;
+    let stream = stream.ok_or(last)?;
     let io = |e: std::io::Error| format!("{server}: {e}");
     stream.set_nodelay(true).map_err(io)?;
     stream
@@ -235,25 +320,59 @@ pub(crate) fn connect(
     stream
         .set_write_timeout(Some(settings.write_timeout))
         .map_err(io)?;
+    let mut wire = Wire {
+        tcp: stream,
+        tls: None,
+    };
     let mut decoder = ServerDecoder::new(limits());
     let mut buf = BytesMut::with_capacity(16 << 10);
-    let info = match read_op(&mut stream, &mut decoder, &mut buf).map_err(io)? {
+    let info = match read_op(&mut wire, &mut decoder, &mut buf).map_err(io)? {
         ServerOp::Info(info) => *info,
         other => return Err(format!("{server}: expected INFO, got {other:?}")),
     };
-    if info.tls_required {
-        return Err(format!(
-            "{server} requires TLS, which the bridge does not speak upstream yet"
-        ));
+    if info.tls_required || server.tls || settings.tls {
+        let Some(config) = &secrets.tls else {
+            return Err(format!(
+                "{server} requires TLS: give the bridge a tls:// URL or tls = true (with \
+                 tls_ca when its certificate is not signed by a public CA)"
+            ));
+        };
+        let host = settings
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| server.host().to_string());
+        let name = ServerName::try_from(host.clone())
+            .map_err(|_| format!("{server}: {host:?} is not a valid TLS server name"))?;
+        let mut session = ClientConnection::new(Arc::clone(config), name)
+            .map_err(|e| format!("{server}: TLS: {e}"))?;
+        while session.is_handshaking() {
+            session
+                .complete_io(&mut wire.tcp)
+                .map_err(|e| format!("{server}: TLS handshake: {e}"))?;
+        }
+        wire.tls = Some(Arc::new(Mutex::new(session)));
     }
     let (user, pass) = match (&server.user, &settings.user) {
         (Some(u), _) => (Some(u.clone()), server.pass.clone()),
         (None, Some(u)) => (Some(u.clone()), settings.pass.clone()),
         (None, None) => (None, None),
     };
+    let (nkey, sig, jwt) = match &secrets.nkey {
+        Some(creds) => {
+            let nonce = info.nonce.as_deref().unwrap_or_default();
+            let sig = creds.sign(nonce.as_bytes()).map_err(|e| e.to_string())?;
+            (
+                Some(creds.public_key()),
+                Some(sig),
+                creds.jwt().map(str::to_string),
+            )
+        }
+        None => (None, None, None),
+    };
     let options = ConnectOptions {
         verbose: false,
         pedantic: false,
+        tls_required: wire.tls.is_some(),
         // Its own exports come back only through its queue subscriptions (a local queue
         // group upstream picked); through plain ones they are dropped as echoes.
         echo: true,
@@ -266,25 +385,27 @@ pub(crate) fn connect(
         user,
         pass,
         auth_token: settings.token.clone(),
-        ..ConnectOptions::default()
+        nkey,
+        sig,
+        jwt,
     };
     let mut out = BytesMut::new();
     encode_client_op(&ClientOp::Connect(Box::new(options)), &mut out);
     encode_client_op(&ClientOp::Ping, &mut out);
-    stream.write_all(&out).map_err(io)?;
+    wire.write_all(&out).map_err(io)?;
     loop {
-        match read_op(&mut stream, &mut decoder, &mut buf).map_err(io)? {
+        match read_op(&mut wire, &mut decoder, &mut buf).map_err(io)? {
             ServerOp::Pong => break,
             ServerOp::Err(e) => return Err(format!("{server} refused the bridge: {e}")),
             _ => {}
         }
     }
-    Ok((stream, info, buf))
+    Ok((wire, info, buf))
 }
 
 /// Reads until one whole operation is decoded.
 fn read_op(
-    stream: &mut TcpStream,
+    wire: &mut Wire,
     decoder: &mut ServerDecoder,
     buf: &mut BytesMut,
 ) -> std::io::Result<ServerOp> {
@@ -300,7 +421,7 @@ fn read_op(
             }
         }
         let mut chunk = [0u8; 16 << 10];
-        let n = stream.read(&mut chunk)?;
+        let n = wire.read(&mut chunk)?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }

@@ -191,6 +191,12 @@ impl Server {
         let server_id = server_id();
         let bridges = if config.bridges.is_empty() {
             None
+        } else if config.tls.as_ref().is_some_and(|t| t.settings.verify) {
+            return Err(StartError::Bridge(
+                "a bridge reaches its broker through the binary port, which tls_verify makes \
+                 demand a client certificate the bridge does not have"
+                    .into(),
+            ));
         } else {
             Some(Arc::new(
                 Hub::new(config.bridges.clone(), &server_id).map_err(StartError::Bridge)?,
@@ -370,8 +376,12 @@ impl Server {
                 std::net::IpAddr::V6(ip) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
                 ip => ip,
             };
-            hub.start(SocketAddr::new(ip, addr.port()))
-                .map_err(|e| StartError::Bridge(format!("starting: {e}")))?;
+            let tls = config.tls.as_ref().map(|t| &t.settings);
+            hub.start(
+                SocketAddr::new(ip, addr.port()),
+                tls.map(|t| t.cert_file.as_path()),
+            )
+            .map_err(|e| StartError::Bridge(format!("starting: {e}")))?;
         }
         Ok(Server {
             _data_dir: data_dir,

@@ -613,3 +613,101 @@ async fn an_export_the_log_no_longer_holds_is_reported_as_a_gap() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_speaks_tls_and_nkeys_upstream_and_tls_to_its_own_broker() {
+    within(async {
+        let pki = common::pki::Pki::new("localhost");
+        let user = nkeys::KeyPair::new_user();
+        let seed = user.seed().unwrap();
+        // The cluster verifies client certificates and takes only this nkey user.
+        let cluster = Cluster::start_with(
+            1,
+            &format!(
+                "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true }}\n\
+                 authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+                pki.server.cert.display(),
+                pki.server.key.display(),
+                pki.ca.display(),
+                user.public_key()
+            ),
+        );
+        let creds = pki.dir.join("bridge.creds");
+        std::fs::write(
+            &creds,
+            format!("-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"),
+        )
+        .unwrap();
+        let config = pki.dir.join("ternd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[bridge]]\nname = \"tls-edge\"\nservers = [\"tls://localhost:{}\"]\n\
+                 creds = \"{}\"\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+                 export = [\"secure.>\"]\nimport = [\"secure.>\"]\n",
+                cluster.addr(0).port(),
+                creds.display(),
+                pki.ca.display(),
+                pki.alice.cert.display(),
+                pki.alice.key.display(),
+            ),
+        )
+        .unwrap();
+        // Every port of the edge speaks TLS: the bridge reaches it trusting its certificate.
+        let mut args = vec!["--monitor".to_string(), "127.0.0.1:0".into()];
+        args.extend(pki.server_args());
+        args.extend(["--config".into(), config.display().to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let edge = Broker::with_args(&args);
+        let v = bridge_until(&edge, "connected over TLS", |v| v["state"] == "connected");
+        assert!(v["server"].as_str().unwrap().starts_with("tls://"), "{v:#}");
+
+        let local = async_nats::ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(pki.ca.clone())
+            .connect(edge.url())
+            .await
+            .expect("TLS to the edge");
+        let remote = async_nats::ConnectOptions::with_nkey(seed)
+            .require_tls(true)
+            .add_root_certificates(pki.ca.clone())
+            .add_client_certificate(pki.alice.cert.clone(), pki.alice.key.clone())
+            .connect(format!("tls://localhost:{}", cluster.addr(0).port()))
+            .await
+            .expect("TLS and nkey to the cluster");
+        let mut on_edge = local.subscribe("secure.>").await.unwrap();
+        let mut on_cluster = remote.subscribe("secure.>").await.unwrap();
+        sync(&local).await;
+        sync(&remote).await;
+        until_flows(&remote, "secure.in", &mut [&mut on_edge, &mut on_cluster]).await;
+        until_flows(&local, "secure.out", &mut [&mut on_cluster, &mut on_edge]).await;
+        local
+            .publish("secure.out", "over tls".into())
+            .await
+            .unwrap();
+        local.flush().await.unwrap();
+        assert_eq!(take(&mut on_cluster, 1).await, ["over tls"]);
+    })
+    .await;
+}
+
+#[test]
+fn a_bridge_refuses_what_cannot_work_at_start() {
+    // Client certificates required on every port: the bridge could not reach its broker.
+    let pki = common::pki::Pki::new("localhost");
+    let mut args: Vec<String> = pki.server_args();
+    args.extend([
+        "--tls-ca".into(),
+        pki.ca.display().to_string(),
+        "--tls-verify".into(),
+        "--bridge-upstream".into(),
+        "nats://127.0.0.1:1".into(),
+        "--bridge-export".into(),
+        "a".into(),
+        "--no-store".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, stderr) = common::ternd_exit(&args, Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(stderr.contains("client certificate"), "{stderr}");
+}

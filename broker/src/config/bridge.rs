@@ -7,7 +7,7 @@
 //!
 //! Never: connects anywhere. The server starts the bridges (`tern_bridge::Hub`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -42,6 +42,13 @@ pub struct BridgeArgs {
     /// Upstream subjects delivered locally, always subscribed.
     #[arg(long, value_name = "FILTER", value_delimiter = ',', value_parser = parse_filter, help_heading = "Bridge")]
     pub bridge_import_static: Vec<String>,
+    /// A NATS .creds file (user JWT and nkey seed) the bridge authenticates upstream with.
+    #[arg(long, value_name = "FILE", help_heading = "Bridge")]
+    pub bridge_creds: Option<PathBuf>,
+    /// CA certificates (PEM) the upstream servers' certificates are checked against (TLS
+    /// for tls:// URLs, or servers that require it).
+    #[arg(long, value_name = "FILE", help_heading = "Bridge")]
+    pub bridge_tls_ca: Option<PathBuf>,
 }
 
 fn parse_upstream(s: &str) -> Result<Upstream, String> {
@@ -54,6 +61,18 @@ fn parse_filter(s: &str) -> Result<String, String> {
         .map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// What the flags and the file said about bridges before resolving, kept for the checks.
+/// Left out of the configuration's `Debug` (the file's tables hold passwords and tokens):
+/// the resolved `Settings` say it all, without them.
+#[derive(Clone, Default)]
+pub(crate) struct Given(pub BridgeArgs, pub Option<Vec<FileBridge>>);
+
+impl std::fmt::Debug for Given {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
+}
+
 /// One `[[bridge]]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +83,12 @@ pub(crate) struct FileBridge {
     user: Option<String>,
     pass: Option<String>,
     token: Option<String>,
+    creds: Option<PathBuf>,
+    tls: Option<bool>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_server_name: Option<String>,
     #[serde(default, deserialize_with = "de_filters")]
     export: Vec<String>,
     #[serde(default, deserialize_with = "de_filters")]
@@ -123,6 +148,8 @@ pub(crate) fn resolve(
         s.export = args.bridge_export.clone();
         s.import = args.bridge_import.clone();
         s.import_static = args.bridge_import_static.clone();
+        s.creds = args.bridge_creds.clone();
+        s.tls_ca = args.bridge_tls_ca.clone();
         s.state_file = state(&name);
         out.push(s);
     }
@@ -132,6 +159,11 @@ pub(crate) fn resolve(
         s.user = f.user.clone();
         s.pass = f.pass.clone();
         s.token = f.token.clone();
+        s.creds = f.creds.clone();
+        s.tls = f.tls.unwrap_or(false);
+        s.tls_ca = f.tls_ca.clone();
+        s.tls_cert = f.tls_cert.clone().zip(f.tls_key.clone());
+        s.tls_server_name = f.tls_server_name.clone();
         s.export = f.export.clone();
         s.import = f.import.clone();
         s.import_static = f.import_static.clone();
@@ -151,12 +183,23 @@ pub(crate) fn resolve(
 /// Checks what parses but cannot work.
 pub(crate) fn validate(
     args: &BridgeArgs,
+    file: Option<&[FileBridge]>,
     bridges: &[Settings],
     binary_port: bool,
 ) -> Result<(), ConfigError> {
     let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+    for f in file.unwrap_or_default() {
+        if f.tls_cert.is_some() != f.tls_key.is_some() {
+            return invalid(
+                "bridge.tls_cert",
+                "tls_cert and tls_key go together (a client certificate and its key)".into(),
+            );
+        }
+    }
     if args.bridge_upstream.is_empty()
         && (args.bridge_name.is_some()
+            || args.bridge_creds.is_some()
+            || args.bridge_tls_ca.is_some()
             || !args.bridge_export.is_empty()
             || !args.bridge_import.is_empty()
             || !args.bridge_import_static.is_empty())

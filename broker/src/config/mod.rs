@@ -402,8 +402,8 @@ pub struct Config {
     /// The bridges to NATS clusters (`docs/scale-out.md`). Flags `--bridge-*`, config
     /// tables `[[bridge]]`.
     pub bridges: Vec<tern_bridge::Settings>,
-    /// The bridge flags, for the checks of [`Config::validate`].
-    bridge_args: BridgeArgs,
+    /// The bridge flags and tables, for the checks of [`Config::validate`].
+    bridge_given: bridge::Given,
 }
 
 impl Default for Config {
@@ -812,7 +812,7 @@ impl Config {
             auth,
             auth_source: (args.auth, args.config),
             bridges,
-            bridge_args: args.bridge,
+            bridge_given: bridge::Given(args.bridge, file.bridge),
         }
     }
 
@@ -828,8 +828,10 @@ impl Config {
         if self.workers == 0 || self.workers > 1024 {
             return invalid("workers", "must be between 1 and 1024");
         }
+        let bridge::Given(args, file) = &self.bridge_given;
         bridge::validate(
-            &self.bridge_args,
+            args,
+            file.as_deref(),
             &self.bridges,
             self.binary_listen.is_some(),
         )?;
@@ -1228,7 +1230,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 3"), "{err}");
-        let err = with_file("[[bridge]]\nservers = [\"tls://n1\"]\nexport = [\"a\"]\n")
+        let err = with_file("[[bridge]]\nservers = [\"ws://n1\"]\nexport = [\"a\"]\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2") && err.contains("nats://"), "{err}");

@@ -59,6 +59,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` routed nodes and waits until every node has a route to every other.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, "")
+    }
+
+    /// [`Cluster::start`] with `extra` appended to every node's configuration (TLS,
+    /// authorization...).
+    pub fn start_with(n: usize, extra: &str) -> Cluster {
         let dir = super::temp_dir("nats-cluster");
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -77,7 +83,7 @@ impl Cluster {
                 format!(
                     "server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http_port}\n\
                      cluster {{\n  name: tern-test\n  listen: 127.0.0.1:{cluster_port}\n  \
-                     routes: [{}]\n}}\n",
+                     routes: [{}]\n}}\n{extra}\n",
                     routes.join(", ")
                 ),
             )

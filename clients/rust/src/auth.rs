@@ -180,6 +180,65 @@ fn block(text: &str, name: &str) -> Option<Secret> {
         .map(Secret::new)
 }
 
+/// NATS nkey credentials, from a `.creds` file or a user seed: what a NATS `CONNECT` (or
+/// Tern's `HELLO`) presents, for programs that speak to NATS servers themselves (the
+/// broker's bridge). The seed never leaves it; `Debug` shows only the public key.
+pub struct NkeyCredentials {
+    jwt: Option<Secret>,
+    key: KeyPair,
+}
+
+impl fmt::Debug for NkeyCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NkeyCredentials")
+            .field("public_key", &self.key.public_key())
+            .field("jwt", &self.jwt.is_some())
+            .finish()
+    }
+}
+
+impl NkeyCredentials {
+    /// Reads a `.creds` file (its seed, and its JWT if any).
+    pub fn from_creds_file(path: &Path) -> Result<NkeyCredentials, CredentialsError> {
+        let creds = read_creds_file(path)?;
+        let origin = format!("credentials file {}", path.display());
+        Ok(NkeyCredentials {
+            key: key_pair(creds.seed.expose(), &origin)?,
+            jwt: creds.jwt,
+        })
+    }
+
+    /// A user seed (`SU...`), without a JWT.
+    pub fn from_seed(seed: &str) -> Result<NkeyCredentials, CredentialsError> {
+        Ok(NkeyCredentials {
+            key: key_pair(seed, "nkey seed")?,
+            jwt: None,
+        })
+    }
+
+    /// The user JWT, if the file had one.
+    pub fn jwt(&self) -> Option<&str> {
+        self.jwt.as_ref().map(Secret::expose)
+    }
+
+    /// The public key (`U...`).
+    pub fn public_key(&self) -> String {
+        self.key.public_key()
+    }
+
+    /// The server's nonce signed with the seed, base64 (URL-safe, no padding) as NATS
+    /// `CONNECT`'s `sig` wants it.
+    pub fn sign(&self, nonce: &[u8]) -> Result<String, CredentialsError> {
+        self.key
+            .sign(nonce)
+            .map(|sig| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig))
+            .map_err(|e| CredentialsError::InvalidSeed {
+                origin: "signing".into(),
+                reason: e.to_string(),
+            })
+    }
+}
+
 impl Auth {
     /// The public key (`U...`) `HELLO` carries, when there is an nkey.
     pub(crate) fn public_nkey(&self) -> Option<String> {

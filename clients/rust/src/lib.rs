@@ -68,7 +68,7 @@ mod subscription;
 mod tls;
 
 pub use addr::{ServerAddr, DEFAULT_PORT};
-pub use auth::CredentialsError;
+pub use auth::{CredentialsError, NkeyCredentials};
 pub use backoff::ReconnectPolicy;
 pub use builder::ClientBuilder;
 pub use client::{Client, PendingAck};
@@ -78,7 +78,7 @@ pub use headers::Headers;
 pub use message::{Ack, Message, PublishOptions};
 pub use presence::{Member, Presence, PresenceEvent, PresenceIter, PresencePage};
 pub use subscription::{IntoIter, Iter, StartFrom, SubscribeBuilder, Subscription};
-pub use tls::TlsConfigError;
+pub use tls::{client_config as tls_client_config, TlsConfigError};
 
 /// The rustls this crate is built with, for [`ClientBuilder::tls_config`] and for matching
 /// on [`Error::Tls`]'s reason.

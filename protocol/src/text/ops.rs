@@ -98,6 +98,10 @@ pub struct ConnectOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     /// The `INFO` nonce signed with the nkey's seed (base64), for nkey authentication.
     pub sig: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The user JWT of decentralised NATS authentication (a `.creds` file's), sent with the
+    /// nkey and signature.
+    pub jwt: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -118,6 +122,7 @@ impl Default for ConnectOptions {
             auth_token: None,
             nkey: None,
             sig: None,
+            jwt: None,
         }
     }
 }

@@ -103,6 +103,7 @@ pub fn connect_options() -> impl Strategy<Value = ConnectOptions> {
                 auth_token,
                 nkey,
                 sig,
+                jwt: None,
             },
         )
 }

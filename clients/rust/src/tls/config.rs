@@ -200,6 +200,28 @@ impl TlsOptions {
     }
 }
 
+/// A rustls client configuration from files, as [`ClientBuilder::tls_ca_file`] and
+/// [`ClientBuilder::tls_client_cert`] make it: the CA file's certificates as roots (the
+/// operating system's when there is none), a client certificate if given. For programs
+/// that make their own TLS connections (the broker's bridge to NATS servers).
+///
+/// [`ClientBuilder::tls_ca_file`]: crate::ClientBuilder::tls_ca_file
+/// [`ClientBuilder::tls_client_cert`]: crate::ClientBuilder::tls_client_cert
+pub fn client_config(
+    ca_file: Option<&Path>,
+    client_cert: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let options = TlsOptions {
+        enabled: true,
+        ca_file: ca_file.map(Path::to_path_buf),
+        native_roots: None,
+        client_cert: client_cert.map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
+        server_name: None,
+        config: None,
+    };
+    options.load().map(Arc::new)
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsConfigError> {
     std::fs::read(path).map_err(|source| TlsConfigError::Read {
         path: path.to_path_buf(),

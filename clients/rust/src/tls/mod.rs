@@ -12,6 +12,6 @@
 mod config;
 mod session;
 
-pub use config::TlsConfigError;
+pub use config::{client_config, TlsConfigError};
 pub(crate) use config::{Connector, TlsOptions};
 pub(crate) use session::TlsSession;
