@@ -35,6 +35,7 @@ use tracing::{info, warn};
 use crate::export::Export;
 use crate::headers;
 use crate::interest::{Interest, Key};
+use crate::jetstream;
 use crate::replies::Replies;
 use crate::route::ROUTE_HEADER;
 use crate::settings::Settings;
@@ -69,6 +70,8 @@ pub(crate) struct Bridge {
     secrets: Secrets,
     pub counters: Counters,
     pub exports: Vec<Export>,
+    /// Per stream import, where the reader puts what its inbox receives.
+    pub stream_inboxes: Vec<jetstream::Inbox>,
     /// `$TERN.BRIDGE.<id>.U.`: upstream, the reply subject of an exported request (the
     /// local requester's reply subject follows).
     pub upstream_reply_prefix: String,
@@ -147,7 +150,13 @@ impl Bridge {
                 .transpose()
                 .map_err(|e| format!("bridge {name}: {e}"))?,
         };
+        let stream_inboxes = settings
+            .import_streams
+            .iter()
+            .map(|_| jetstream::Inbox::new())
+            .collect();
         Ok(Bridge {
+            stream_inboxes,
             secrets,
             interest: Interest::new(
                 settings.import.clone(),
@@ -243,6 +252,7 @@ impl Bridge {
             imported_bytes: 0,
             import_failed: 0,
             import_dropped: 0,
+            stream_acked: 0,
             echoes: 0,
             overlapping: 0,
             replies_out: 0,
@@ -575,9 +585,46 @@ impl Bridge {
                 bump(&self.counters.upstream_errors, 1);
                 self.error(format!("upstream: -ERR '{e}'"));
             }
-            ServerOp::Msg(m) => self.queue_import(m, generation),
+            ServerOp::Msg(m) => {
+                let sid: u64 = std::str::from_utf8(&m.sid)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                match sid.checked_sub(jetstream::SID_BASE) {
+                    Some(i) => {
+                        if let Some(inbox) = self.stream_inboxes.get(i as usize) {
+                            // Never full: a stream import has one batch in flight.
+                            let _ = inbox.tx.try_send(m);
+                        }
+                    }
+                    None => self.queue_import(m, generation),
+                }
+            }
             ServerOp::Info(_) | ServerOp::Ok => {}
         }
+    }
+
+    /// Publishes one message upstream on connection `generation`; false when that
+    /// connection is gone (or the write failed: then it is).
+    pub(crate) fn send_upstream(
+        &self,
+        generation: u64,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let mut link = self.link.lock();
+        if link.generation != generation || !link.is_up() {
+            return false;
+        }
+        link.publish(subject, reply, None, payload);
+        if let Err(e) = link.flush() {
+            drop(link);
+            self.link.changed.notify_all();
+            self.error(e);
+            return false;
+        }
+        true
     }
 
     /// Hands a delivery from upstream to the importer, or drops it (counted) when the

@@ -25,6 +25,14 @@ pub(crate) fn get<'a>(block: &'a [u8], name: &str) -> Option<&'a [u8]> {
     None
 }
 
+/// The status code of a header block's first line (`NATS/1.0 503`), if it has one.
+pub(crate) fn status(block: Option<&[u8]>) -> Option<u16> {
+    let line = block?.split(|&b| b == b'\r').next()?;
+    let rest = line.strip_prefix(b"NATS/1.0")?.trim_ascii_start();
+    let code = rest.split(|&b| b == b' ').next()?;
+    std::str::from_utf8(code).ok()?.parse().ok()
+}
+
 /// `block` with `fields` appended (a new `NATS/1.0` block when there is none, or it is not
 /// framed as one).
 pub(crate) fn with(block: Option<&[u8]>, fields: &[(&str, &[u8])]) -> Bytes {
@@ -49,6 +57,10 @@ pub(crate) fn with(block: Option<&[u8]>, fields: &[(&str, &[u8])]) -> Bytes {
 mod tests {
     use super::*;
 
+    fn status_block() -> &'static [u8] {
+        b"NATS/1.0 503\r\n\r\n"
+    }
+
     #[test]
     fn fields_are_read_and_added() {
         let block = b"NATS/1.0\r\nTern-Origin: abc\r\nX: 1\r\n\r\n";
@@ -67,6 +79,13 @@ mod tests {
             &with(Some(status), &[("A", b"b")])[..],
             b"NATS/1.0 503\r\nA: b\r\n\r\n"
         );
+        assert_eq!(status(Some(status_block())), Some(503));
+        assert_eq!(status(Some(b"NATS/1.0\r\nA: b\r\n\r\n")), None);
+        assert_eq!(
+            status(Some(b"NATS/1.0 408 Request Timeout\r\n\r\n")),
+            Some(408)
+        );
+        assert_eq!(status(None), None);
         // A block that is not one is replaced.
         assert_eq!(
             &with(Some(b"junk"), &[("A", b"b")])[..],

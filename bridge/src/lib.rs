@@ -31,6 +31,7 @@ mod bridge;
 mod export;
 mod headers;
 mod interest;
+mod jetstream;
 mod local_tls;
 mod replies;
 mod route;
@@ -48,6 +49,7 @@ use std::time::Duration;
 use tern_client::{Client, ReconnectPolicy};
 use tracing::warn;
 
+pub use jetstream::StreamImport;
 pub use route::{Route, ROUTE_HEADER};
 pub use settings::{Settings, Upstream};
 pub use stats::{ExportStatus, LastError, Status};
@@ -189,6 +191,13 @@ impl Hub {
             for i in 0..b.exports.len() {
                 let (me, c) = (Arc::clone(b), client.clone());
                 spawned.push(spawn("export", Box::new(move || export::run(&me, i, &c))));
+            }
+            for i in 0..b.settings.import_streams.len() {
+                let (me, c) = (Arc::clone(b), client.clone());
+                spawned.push(spawn(
+                    "stream",
+                    Box::new(move || jetstream::run(&me, i, &c)),
+                ));
             }
         }
         let mut threads = self.threads();

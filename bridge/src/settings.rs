@@ -42,6 +42,9 @@ pub struct Settings {
     pub import: Vec<String>,
     /// Upstream subjects delivered locally, always subscribed.
     pub import_static: Vec<String>,
+    /// JetStream streams consumed durably (each message acknowledged upstream once stored
+    /// here).
+    pub import_streams: Vec<crate::StreamImport>,
     /// The first reconnect delay; doubles per failed attempt, full jitter.
     pub reconnect_min: Duration,
     /// The longest reconnect delay.
@@ -80,6 +83,7 @@ impl std::fmt::Debug for Settings {
             .field("export", &self.export)
             .field("import", &self.import)
             .field("import_static", &self.import_static)
+            .field("import_streams", &self.import_streams)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +105,7 @@ impl Settings {
             export: Vec::new(),
             import: Vec::new(),
             import_static: Vec::new(),
+            import_streams: Vec::new(),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             ping_interval: Duration::from_secs(5),

@@ -23,6 +23,7 @@ pub(crate) struct Counters {
     pub imported_bytes: AtomicU64,
     pub import_failed: AtomicU64,
     pub import_dropped: AtomicU64,
+    pub stream_acked: AtomicU64,
     pub echoes: AtomicU64,
     pub overlapping: AtomicU64,
     pub replies_in: AtomicU64,
@@ -83,6 +84,8 @@ pub struct Status {
     pub import_failed: u64,
     /// Upstream messages dropped because the importer was `import_buffer` behind.
     pub import_dropped: u64,
+    /// JetStream messages stored locally and then acknowledged upstream.
+    pub stream_acked: u64,
     /// This edge's own messages back from upstream, dropped.
     pub echoes: u64,
     /// Second copies of one upstream message through overlapping subscriptions, dropped.
@@ -96,7 +99,7 @@ pub struct Status {
     pub replies_refused: u64,
     /// `-ERR`s from upstream.
     pub upstream_errors: u64,
-    /// The last thing that went wrong, and when (RFC 3339).
+    /// The last thing that went wrong, and when.
     pub last_error: Option<LastError>,
     /// Per export rule: where it is confirmed up to (the log epoch and, per shard, the
     /// last sequence upstream has).
@@ -137,6 +140,7 @@ impl Counters {
         s.imported_bytes = get(&self.imported_bytes);
         s.import_failed = get(&self.import_failed);
         s.import_dropped = get(&self.import_dropped);
+        s.stream_acked = get(&self.stream_acked);
         s.echoes = get(&self.echoes);
         s.overlapping = get(&self.overlapping);
         s.replies_out = get(&self.replies_out);

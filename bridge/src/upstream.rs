@@ -174,6 +174,12 @@ impl Link {
         state.stream.is_some().then_some(state.generation)
     }
 
+    /// True while connection `generation` is up.
+    pub(crate) fn is_current(&self, generation: u64) -> bool {
+        let s = self.lock();
+        s.generation == generation && s.stream.is_some()
+    }
+
     /// Installs a new connection (after its handshake); its generation.
     pub(crate) fn up(&self, stream: Wire, server: String) -> u64 {
         let mut s = self.lock();

@@ -711,3 +711,83 @@ fn a_bridge_refuses_what_cannot_work_at_start() {
     assert!(!status.success());
     assert!(stderr.contains("client certificate"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_import_acknowledges_only_what_the_edge_stored() {
+    within(async {
+        let store = common::temp_dir("nats-js");
+        let cluster = Cluster::start_with(
+            1,
+            &format!("jetstream {{ store_dir: \"{}\" }}\n", store.display()),
+        );
+        let plain = connect(cluster.url(0)).await;
+        let js = async_nats::jetstream::new(plain.clone());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "ORDERS".into(),
+            subjects: vec!["orders.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("a stream");
+        let config = common::temp_dir("ternd-js").join("ternd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "max_payload = \"4KiB\"\n[[bridge]]\nname = \"js-edge\"\nservers = [\"{}\"]\n\
+                 [[bridge.import_stream]]\nstream = \"ORDERS\"\nsubject = \"orders.>\"\n",
+                cluster.url(0)
+            ),
+        )
+        .unwrap();
+        let edge = Broker::with_args(&[
+            "--monitor",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        bridge_until(&edge, "connected", |v| v["state"] == "connected");
+        let local = connect(edge.url()).await;
+        let mut on_edge = local.subscribe("orders.>").await.unwrap();
+        sync(&local).await;
+
+        // 40 fit the edge; one is larger than its max_payload and cannot be stored.
+        for i in 0..20 {
+            js.publish(format!("orders.{i}"), format!("o{i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        js.publish("orders.big", vec![b'x'; 8 << 10].into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        for i in 20..40 {
+            js.publish(format!("orders.{i}"), format!("o{i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let want: Vec<String> = (0..40).map(|i| format!("o{i}")).collect();
+        assert_eq!(take(&mut on_edge, 40).await, want, "in stream order, once");
+        let v = bridge_until(&edge, "40 acknowledged upstream", |v| {
+            v["stream_acked"] == 40
+        });
+        assert!(v["import_failed"].as_u64() >= Some(1), "{v:#}");
+
+        // Upstream, the consumer has the 40 acknowledged and the one the edge could not
+        // store still pending (it comes again after ack_wait).
+        let stream = js.get_stream("ORDERS").await.unwrap();
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer("tern-js-edge")
+            .await
+            .expect("the durable consumer");
+        let info = consumer.info().await.unwrap();
+        assert_eq!(info.num_ack_pending, 1, "{info:?}");
+        assert_eq!(info.ack_floor.stream_sequence, 20, "{info:?}");
+        nothing_more(&mut on_edge, Duration::from_millis(300)).await;
+    })
+    .await;
+}

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use tern_bridge::{Settings, Upstream};
+use tern_bridge::{Settings, StreamImport, Upstream};
 
-use super::declare::{Dur, Kind};
+use super::declare::{Dur, Kind, Size};
 use super::ConfigError;
 
 /// The flags: one bridge, for the simple case; more in the config file.
@@ -95,6 +95,11 @@ pub(crate) struct FileBridge {
     import: Vec<String>,
     #[serde(default, deserialize_with = "de_filters")]
     import_static: Vec<String>,
+    /// `[[bridge.import_stream]]`: JetStream streams consumed durably.
+    #[serde(default)]
+    import_stream: Vec<FileStreamImport>,
+    #[serde(default, deserialize_with = "de_size")]
+    import_buffer: Option<usize>,
     #[serde(default, deserialize_with = "de_duration")]
     reconnect_min: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
@@ -126,6 +131,47 @@ fn de_filters<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     Dur::read(d).map(Some)
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    Size::read(d).map(Some)
+}
+
+/// One `[[bridge.import_stream]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileStreamImport {
+    #[serde(deserialize_with = "de_token")]
+    stream: String,
+    #[serde(deserialize_with = "de_filter")]
+    subject: String,
+    #[serde(default, deserialize_with = "de_opt_token")]
+    durable: Option<String>,
+}
+
+/// A stream or consumer name: one subject token without wildcards, spaces or dots.
+fn check_token(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.contains(['.', '*', '>', ' ', '\t', '/']) {
+        return Err(format!(
+            "{s:?}: a JetStream name is a non-empty token without '.', '*', '>', '/' or blanks"
+        ));
+    }
+    Ok(())
+}
+
+fn de_token<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check_token(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn de_opt_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_token(d).map(Some)
+}
+
+fn de_filter<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_filter(&s).map_err(serde::de::Error::custom)
 }
 
 /// Every bridge: the flags' (when `--bridge-upstream` is given) and the file's. A bridge
@@ -167,6 +213,16 @@ pub(crate) fn resolve(
         s.export = f.export.clone();
         s.import = f.import.clone();
         s.import_static = f.import_static.clone();
+        s.import_streams = f
+            .import_stream
+            .iter()
+            .map(|j| StreamImport {
+                stream: j.stream.clone(),
+                subject: j.subject.clone(),
+                durable: j.durable.clone().unwrap_or_else(|| format!("tern-{name}")),
+            })
+            .collect();
+        s.import_buffer = f.import_buffer.unwrap_or(s.import_buffer);
         s.reconnect_min = f.reconnect_min.unwrap_or(s.reconnect_min);
         s.reconnect_max = f.reconnect_max.unwrap_or(s.reconnect_max);
         s.ping_interval = f.ping_interval.unwrap_or(s.ping_interval);
@@ -237,7 +293,11 @@ pub(crate) fn validate(
                 format!("bridge {:?} has no server", b.name),
             );
         }
-        if b.export.is_empty() && b.import.is_empty() && b.import_static.is_empty() {
+        if b.export.is_empty()
+            && b.import.is_empty()
+            && b.import_static.is_empty()
+            && b.import_streams.is_empty()
+        {
             return invalid(
                 "bridge.export",
                 format!("bridge {:?} neither exports nor imports anything", b.name),
@@ -265,6 +325,29 @@ pub(crate) fn validate(
                      and max_replies must be above 0",
                     b.name
                 ),
+            );
+        }
+        for j in &b.import_streams {
+            if let Some(f) = b
+                .import
+                .iter()
+                .chain(&b.import_static)
+                .find(|f| tern_bridge::subject::intersect(f, &j.subject).is_some())
+            {
+                return invalid(
+                    "bridge.import_stream",
+                    format!(
+                        "bridge {:?}: stream {:?}'s {:?} overlaps the import {f:?}: a subject \
+                         is imported one way only",
+                        b.name, j.stream, j.subject
+                    ),
+                );
+            }
+        }
+        if b.import_buffer == 0 {
+            return invalid(
+                "bridge.import_buffer",
+                format!("bridge {:?}: import_buffer must be above 0", b.name),
             );
         }
         for d in &b.import {

@@ -57,7 +57,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` routed nodes and waits until every node has a route to every other.
+    /// Starts `n` routed nodes (one alone: no cluster) and waits until every node has a
+    /// route to every other.
     pub fn start(n: usize) -> Cluster {
         Cluster::start_with(n, "")
     }
@@ -78,13 +79,21 @@ impl Cluster {
                 .map(|(_, p)| format!("\"nats-route://127.0.0.1:{}\"", p.1))
                 .collect();
             let config = dir.join(format!("node{i}.conf"));
+            // One node stands alone (JetStream refuses a cluster of one).
+            let cluster = if n == 1 {
+                String::new()
+            } else {
+                format!(
+                    "cluster {{\n  name: tern-test\n  listen: 127.0.0.1:{cluster_port}\n  \
+                     routes: [{}]\n}}\n",
+                    routes.join(", ")
+                )
+            };
             std::fs::write(
                 &config,
                 format!(
                     "server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http_port}\n\
-                     cluster {{\n  name: tern-test\n  listen: 127.0.0.1:{cluster_port}\n  \
-                     routes: [{}]\n}}\n{extra}\n",
-                    routes.join(", ")
+                     {cluster}{extra}\n"
                 ),
             )
             .expect("write a nats-server config");
