@@ -26,6 +26,26 @@ pub fn authority(monitor: &str) -> String {
 
 /// GETs `path` from `authority` and returns the body of a 200 answer.
 pub fn get(authority: &str, path: &str) -> anyhow::Result<String> {
+    let (status, body) = request(authority, path)?;
+    if status != "200" {
+        bail!("{path} answered {status}: {}", body.trim());
+    }
+    Ok(body)
+}
+
+/// Like [`get`], but `None` when the endpoint answers 404: an older broker that does not
+/// serve `path`.
+pub fn get_if_served(authority: &str, path: &str) -> anyhow::Result<Option<String>> {
+    let (status, body) = request(authority, path)?;
+    match status.as_str() {
+        "200" => Ok(Some(body)),
+        "404" => Ok(None),
+        _ => bail!("{path} answered {status}: {}", body.trim()),
+    }
+}
+
+/// GETs `path` from `authority`: the answer's status code and body.
+fn request(authority: &str, path: &str) -> anyhow::Result<(String, String)> {
     let addr = authority
         .to_socket_addrs()
         .with_context(|| format!("bad monitoring address `{authority}`"))?
@@ -47,10 +67,7 @@ pub fn get(authority: &str, path: &str) -> anyhow::Result<String> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow!("{path}: not an HTTP answer"))?;
     let status = head.split(' ').nth(1).unwrap_or("");
-    if status != "200" {
-        bail!("{path} answered {status}: {}", body.trim());
-    }
-    Ok(body.to_string())
+    Ok((status.to_string(), body.to_string()))
 }
 
 #[cfg(test)]

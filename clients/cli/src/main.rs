@@ -41,7 +41,7 @@ enum Command {
     /// Answer requests on a subject with a fixed message.
     Reply(reply::ReplyArgs),
     /// A live view of a broker from its monitoring endpoint: rates, connections, drops,
-    /// latency percentiles.
+    /// latency percentiles, bridges to NATS clusters.
     Top(top::TopArgs),
 }
 
