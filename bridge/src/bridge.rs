@@ -27,17 +27,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
-use tern_client::{Client, Event, NkeyCredentials, PublishOptions};
+use tern_client::{Client, Event, NkeyCredentials};
 use tern_protocol::binary::ResumeToken;
 use tern_protocol::text::{ClientOp, Message as NatsMessage, ServerDecoder, ServerOp, Subscribe};
 use tracing::{info, warn};
 
 use crate::export::Export;
 use crate::headers;
+use crate::inject::{Inject, Injected};
 use crate::interest::{Interest, Key};
 use crate::jetstream;
 use crate::replies::Replies;
-use crate::route::ROUTE_HEADER;
+use crate::route::Route;
 use crate::settings::Settings;
 use crate::stats::{bump, Counters, ExportStatus, LastError, Status};
 use crate::upstream::{self, Link, Secrets, Wire};
@@ -52,6 +53,12 @@ const TICK: Duration = Duration::from_millis(250);
 /// An upstream delivery for the importer: the message, its size, the connection's
 /// generation.
 type Import = (NatsMessage, usize, u64);
+
+/// Messages the importer hands the broker at once, at most.
+const IMPORT_BATCH: usize = 256;
+
+/// How long the importer waits for the broker to take a batch.
+const INJECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Upstream deliveries waiting for the importer, at most (`import_buffer` bounds their
 /// bytes).
@@ -652,61 +659,93 @@ impl Bridge {
         }
     }
 
-    /// The importer: publishes what upstream delivered, in order, until the bridge stops.
-    pub(crate) fn importer(&self, local: &Client) {
+    /// The importer: hands what upstream delivered to the broker, in order and in batches,
+    /// until the bridge stops.
+    pub(crate) fn importer(&self, inject: &dyn Inject) {
         let mut last = Delivered::default();
         let mut current = 0;
+        let mut batch: Vec<Injected> = Vec::with_capacity(IMPORT_BATCH);
         while !self.stopped() {
-            match self.imports.1.recv_timeout(TICK) {
-                Ok((m, size, generation)) => {
-                    if generation != current {
-                        // Copies come back to back on one connection only.
-                        last = Delivered::default();
-                        current = generation;
-                    }
-                    self.deliver(m, local, &mut last);
-                    self.import_bytes.fetch_sub(size, Ordering::Relaxed);
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            let mut next = match self.imports.1.recv_timeout(TICK) {
+                Ok(item) => Some(item),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            };
+            let mut bytes = 0u64;
+            while let Some((m, size, generation)) = next.take() {
+                if generation != current {
+                    // Copies come back to back on one connection only.
+                    last = Delivered::default();
+                    current = generation;
+                }
+                if let Some(msg) = self.deliver(m, &mut last) {
+                    bytes += (msg.headers.len() + msg.payload.len()) as u64;
+                    batch.push(msg);
+                }
+                self.import_bytes.fetch_sub(size, Ordering::Relaxed);
+                if batch.len() < IMPORT_BATCH {
+                    next = self.imports.1.try_recv().ok();
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let n = batch.len() as u64;
+            if inject.publish(std::mem::take(&mut batch), INJECT_TIMEOUT) {
+                bump(&self.counters.imported, n);
+                bump(&self.counters.imported_bytes, bytes);
+            } else {
+                bump(&self.counters.import_failed, n);
+                self.error(format!(
+                    "{n} upstream messages not imported: the broker took no more for {INJECT_TIMEOUT:?}"
+                ));
             }
         }
     }
 
-    /// A message from upstream: a reply to a local requester, or an import.
-    fn deliver(&self, m: NatsMessage, local: &Client, last: &mut Delivered) {
-        let Ok(subject) = std::str::from_utf8(&m.subject) else {
-            return;
-        };
+    /// A message from upstream for the broker: a reply to a local requester, or an import
+    /// (for the local subscribers its copy is for); `None` when nobody here is owed it.
+    fn deliver(&self, m: NatsMessage, last: &mut Delivered) -> Option<Injected> {
         let sid: u64 = std::str::from_utf8(&m.sid)
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         if sid == REPLY_SID {
-            if let Some(to) = subject.strip_prefix(&self.upstream_reply_prefix) {
-                if !self.exported_requests.allowed(to, Instant::now()) {
-                    bump(&self.counters.replies_refused, 1);
-                    self.error(format!(
-                        "an upstream reply to {to} was refused: no request the bridge carried \
-                         (within reply_timeout) has that reply subject"
-                    ));
-                    return;
-                }
-                bump(&self.counters.replies_in, 1);
-                self.publish_locally(to, None, m.headers.as_ref(), &m.payload, local);
+            let to = std::str::from_utf8(&m.subject)
+                .ok()?
+                .strip_prefix(&self.upstream_reply_prefix)?;
+            if !self.exported_requests.allowed(to, Instant::now()) {
+                bump(&self.counters.replies_refused, 1);
+                self.error(format!(
+                    "an upstream reply to {to} was refused: no request the bridge carried \
+                     (within reply_timeout) has that reply subject"
+                ));
+                return None;
             }
-            return;
+            bump(&self.counters.replies_in, 1);
+            let block = m.headers.as_deref();
+            let fields: &[(&str, &[u8])] = if block.and_then(|b| headers::get(b, ORIGIN)).is_some()
+            {
+                &[]
+            } else {
+                &[(ORIGIN, b"nats")]
+            };
+            return Some(Injected {
+                subject: Bytes::copy_from_slice(to.as_bytes()),
+                reply: None,
+                headers: headers::with(block, fields),
+                payload: m.payload,
+                priority: 0,
+                route: None,
+            });
         }
-        let Some(kind) = self
+        // (A subscription that just ended: what was on its way for it is not wanted.)
+        let kind = self
             .sid_kinds
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&sid)
-            .cloned()
-        else {
-            // A subscription just ended: what was on its way for it is not wanted.
-            return;
-        };
+            .cloned()?;
         let copy = last.copy_of(&m, sid);
         let block = m.headers.as_deref();
         let origin = block.and_then(|b| headers::get(b, ORIGIN));
@@ -714,22 +753,22 @@ impl Bridge {
         // Each copy is for its own local subscribers: the plain ones once (a second copy
         // through an overlapping subscription is the same message), a queue group's
         // member for each group upstream picked this edge for.
-        let route: Option<Vec<u8>> = match kind {
-            Kind::Queue(group) => Some([&b"queue "[..], &group].concat()),
+        let route = match kind {
+            Kind::Queue(group) => Some(Route::group(group)),
             _ if own => {
                 // This edge's own message: its local subscribers had it when it was
                 // published.
                 bump(&self.counters.echoes, 1);
-                return;
+                return None;
             }
             _ if copy.plain_done => {
                 bump(&self.counters.overlapping, 1);
-                return;
+                return None;
             }
             Kind::Static => None,
-            Kind::Plain => Some(b"plain".to_vec()),
+            Kind::Plain => Some(Route::plain()),
         };
-        if route.as_deref().is_none_or(|r| r == b"plain") {
+        if route.as_ref().is_none_or(|r| r.plain) {
             last.plain_done();
         }
         let reply = m
@@ -738,64 +777,30 @@ impl Bridge {
             .and_then(|r| std::str::from_utf8(r).ok())
             .map(|r| {
                 self.imported_requests.allow(r, Instant::now());
-                format!("{}{r}", self.local_reply_prefix)
+                Bytes::from(format!("{}{r}", self.local_reply_prefix))
             });
         let priority = block
             .and_then(|b| headers::get(b, PRIORITY))
             .and_then(|p| std::str::from_utf8(p).ok()?.parse::<u8>().ok())
             .unwrap_or(0)
             .min(7);
-        let mut fields: [(&str, &[u8]); 2] = [("", b""); 2];
-        let mut n = 0;
-        if origin.is_none() {
-            fields[n] = (ORIGIN, b"nats");
-            n += 1;
-        }
-        if let Some(r) = &route {
-            fields[n] = (ROUTE_HEADER, r);
-            n += 1;
-        }
-        let mut options = PublishOptions::new()
-            .priority(priority)
-            .raw_headers(headers::with(block, &fields[..n]));
-        options.reply = reply;
-        match local.publish_with(subject, &m.payload, &options) {
-            Ok(()) => {
-                bump(&self.counters.imported, 1);
-                bump(
-                    &self.counters.imported_bytes,
-                    (m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64,
-                );
-            }
-            Err(e) => {
-                bump(&self.counters.import_failed, 1);
-                self.error(format!("import of {subject}: {e}"));
-            }
-        }
+        let fields: &[(&str, &[u8])] = if origin.is_none() {
+            &[(ORIGIN, b"nats")]
+        } else {
+            &[]
+        };
+        let msg = Injected {
+            subject: m.subject.clone(),
+            reply,
+            headers: headers::with(block, fields),
+            payload: m.payload.clone(),
+            priority,
+            route,
+        };
         if !copy.continues {
             last.remember(m, sid);
         }
-    }
-
-    /// Publishes a reply locally, marked as come from upstream (so no export rule sends it
-    /// back).
-    fn publish_locally(
-        &self,
-        subject: &str,
-        reply: Option<String>,
-        block: Option<&Bytes>,
-        payload: &[u8],
-        local: &Client,
-    ) {
-        let block = block.map(|b| &b[..]);
-        let origin = block.and_then(|b| headers::get(b, ORIGIN)).is_some();
-        let fields: &[(&str, &[u8])] = if origin { &[] } else { &[(ORIGIN, b"nats")] };
-        let mut options = PublishOptions::new().raw_headers(headers::with(block, fields));
-        options.reply = reply;
-        if let Err(e) = local.publish_with(subject, payload, &options) {
-            bump(&self.counters.import_failed, 1);
-            self.error(format!("reply to {subject}: {e}"));
-        }
+        Some(msg)
     }
 
     /// The replier: local responders' replies to upstream requesters go upstream.

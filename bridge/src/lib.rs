@@ -30,6 +30,7 @@
 mod bridge;
 mod export;
 mod headers;
+mod inject;
 mod interest;
 mod jetstream;
 mod local_tls;
@@ -49,8 +50,9 @@ use std::time::Duration;
 use tern_client::{Client, ReconnectPolicy};
 use tracing::warn;
 
+pub use inject::{Inject, Injected};
 pub use jetstream::StreamImport;
-pub use route::{Route, ROUTE_HEADER};
+pub use route::Route;
 pub use settings::{Settings, Upstream};
 pub use stats::{ExportStatus, LastError, Status};
 
@@ -121,18 +123,20 @@ impl Hub {
 
     /// Starts the bridges, connecting locally to the broker's binary port at `local` (over
     /// TLS when `tls_cert` names the certificate file the broker serves: that certificate,
-    /// and no other, is trusted); the local connection is made on a thread of its own
+    /// and no other, is trusted) for exports, replies and stream imports, and handing
+    /// plain imports to `inject`; the local connection is made on a thread of its own
     /// (retried until the broker answers), so this returns at once.
     pub fn start(
         self: &Arc<Hub>,
         local: SocketAddr,
         tls_cert: Option<&Path>,
+        inject: Arc<dyn Inject>,
     ) -> Result<(), String> {
         let tls = tls_cert.map(local_tls::pinned_config).transpose()?;
         let hub = Arc::clone(self);
         let starter = std::thread::Builder::new()
             .name("bridge-start".into())
-            .spawn(move || hub.run(local, tls))
+            .spawn(move || hub.run(local, tls, inject))
             .map_err(|e| e.to_string())?;
         self.threads().push(starter);
         Ok(())
@@ -142,7 +146,12 @@ impl Hub {
         self.threads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn run(self: Arc<Hub>, local: SocketAddr, tls: Option<Arc<tern_client::rustls::ClientConfig>>) {
+    fn run(
+        self: Arc<Hub>,
+        local: SocketAddr,
+        tls: Option<Arc<tern_client::rustls::ClientConfig>>,
+        inject: Arc<dyn Inject>,
+    ) {
         let url = format!("tern://{local}");
         let client = loop {
             if self.bridges.iter().all(|b| b.stopped()) {
@@ -182,8 +191,8 @@ impl Hub {
             let (me, c) = (Arc::clone(b), client.clone());
             spawned.push(spawn("control", Box::new(move || me.control(&c))));
             // Replies to exported requests come in through the importer too.
-            let (me, c) = (Arc::clone(b), client.clone());
-            spawned.push(spawn("import", Box::new(move || me.importer(&c))));
+            let (me, to) = (Arc::clone(b), Arc::clone(&inject));
+            spawned.push(spawn("import", Box::new(move || me.importer(&*to))));
             if !b.settings.import.is_empty() || !b.settings.import_static.is_empty() {
                 let (me, c) = (Arc::clone(b), client.clone());
                 spawned.push(spawn("replies", Box::new(move || me.replier(&c))));

@@ -30,6 +30,7 @@ mod conn;
 mod dedupe;
 mod eviction;
 mod index;
+mod inject;
 mod lameduck;
 mod latency;
 mod merge;

@@ -686,8 +686,30 @@ impl Mesh {
     /// `timeout` for room in batches (its bytes are counted, not waited for). Used off the
     /// hot path only.
     pub fn send_timeout(&self, to: usize, batch: Batch, timeout: std::time::Duration) -> bool {
-        debug_assert!(batch.iter().all(|e| e.lane() == Lane::Delivery));
-        let lane = Lane::Delivery as usize;
+        self.send_lane_timeout(Lane::Delivery, to, batch, timeout)
+    }
+
+    /// Sends a batch of publishes from outside the workers (the bridge's imports), in the
+    /// command lane: the receiver takes it when its flow control lets it take commands, so
+    /// a busy broker holds the sender back. Waits up to `timeout` for room.
+    pub fn send_commands_timeout(
+        &self,
+        to: usize,
+        batch: Batch,
+        timeout: std::time::Duration,
+    ) -> bool {
+        self.send_lane_timeout(Lane::Command, to, batch, timeout)
+    }
+
+    fn send_lane_timeout(
+        &self,
+        lane: Lane,
+        to: usize,
+        batch: Batch,
+        timeout: std::time::Duration,
+    ) -> bool {
+        debug_assert!(batch.iter().all(|e| e.lane() == lane));
+        let lane = lane as usize;
         let batch = Sent::of(batch);
         let bytes = batch.bytes;
         self.queued_bytes[to][lane].fetch_add(bytes, Ordering::Relaxed);

@@ -30,6 +30,7 @@ use crate::auth::{AuthHandle, Checker, Verdicts};
 use crate::budget::SharedBudget;
 use crate::config::Config;
 use crate::dedupe::Dedupe;
+use crate::inject::MeshInject;
 use crate::lameduck::LameDuck;
 use crate::mesh::{Envelope, Mesh};
 use crate::monitor::{Monitor, MonitorState};
@@ -380,6 +381,7 @@ impl Server {
             hub.start(
                 SocketAddr::new(ip, addr.port()),
                 tls.map(|t| t.cert_file.as_path()),
+                Arc::new(MeshInject::new(mesh.clone(), 0)),
             )
             .map_err(|e| StartError::Bridge(format!("starting: {e}")))?;
         }

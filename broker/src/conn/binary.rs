@@ -623,18 +623,9 @@ impl Conn {
         }
         let hello = &self.binary_state().hello;
         let (echo, no_responders) = (hello.echo, hello.no_responders);
-        // Only the broker's own bridge may say which local subscribers a copy is for.
-        let (headers, bridge_route) = match p.headers {
-            Some(h) if self.access.internal => match tern_bridge::Route::take(&h) {
-                Some((kept, route)) => (Some(kept), Some(Box::new(route))),
-                None => (Some(h), None),
-            },
-            other => (other, None),
-        };
         let msg = Arc::new(Msg {
             reply: p.reply,
-            headers,
-            bridge_route,
+            headers: p.headers,
             no_echo: !echo,
             no_responders,
             priority: p.priority,
