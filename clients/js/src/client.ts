@@ -1,6 +1,7 @@
 // The client: `connect(options)` gives a `Client` that keeps one connection to a broker
 // (handshake, heartbeats, reconnection with backoff and full jitter, resubscription from
-// resume tokens before the offline buffer is flushed) and offers publish, acknowledged
+// resume tokens before the offline buffer is flushed, acknowledged publishes with a message
+// id that a lost connection did not acknowledge first in it) and offers publish, acknowledged
 // publish, subscribe, request/reply, presence, flush, drain and close.
 //
 // Owns: the connection's life and every piece of state that must survive a reconnection
@@ -104,7 +105,11 @@ export interface PublishOptions {
   priority?: number;
   headers?: HeadersInit;
   reply?: string;
-  /** Idempotent publishing: a repeat within the broker's dedupe window is not delivered again. */
+  /**
+   * Idempotent publishing: a repeat within the broker's dedupe window is not delivered again.
+   * With `publishAcked`, it also makes the publish safe to send again: one written to a
+   * connection that is lost before its ack is re-sent on the next one, and the wait goes on.
+   */
   messageId?: string;
   /** Replaces a queued, undelivered message with the same key in each subscriber's queue. */
   coalescingKey?: string;
@@ -240,6 +245,12 @@ interface Pending<T> {
   written: number;
 }
 
+interface PendingAck extends Pending<PublishAck> {
+  /** Its frame, when it carries a message id: sent again if the connection it was written
+   * to is lost before its ack (the broker deduplicates by message id). */
+  resend?: OutFrame;
+}
+
 interface Query extends Pending<PresencePage> {
   members: Member[];
   offset: number | undefined;
@@ -336,7 +347,7 @@ export class Client {
   readonly #outbox: OutFrame[] = [];
   #outboxBytes = 0;
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
-  readonly #acks = new Map<bigint, Pending<PublishAck>>();
+  readonly #acks = new Map<bigint, PendingAck>();
   #nextAck = 1n;
   readonly #queries = new Map<number, Query>();
   #nextQuery = 1;
@@ -459,7 +470,18 @@ export class Client {
     this.#publish(subject, toBytes(payload), options, undefined);
   }
 
-  /** Publishes and resolves with where the broker stored it; a refusal rejects with `Refused` and its code. */
+  /**
+   * Publishes and resolves with where the broker stored it; a refusal rejects with `Refused`
+   * and its code, no ack within `ackTimeoutMs` with `Timeout`.
+   *
+   * Written to a connection that is then lost before its ack: with a `messageId`, it is sent
+   * again on the next connection (right after the resubscriptions, ahead of what was published
+   * since, in the order such publishes were written) and the wait goes on; the broker
+   * deduplicates by message id, so if the first copy got there the ack says `duplicate` and
+   * nothing is stored or delivered twice (within its dedupe window; not with `--no-store`).
+   * Re-sent publishes count against `offlineBufferBytes`: those that do not fit reject with
+   * `Disconnected`. Without a `messageId` it rejects with `Disconnected` (the outcome is unknown).
+   */
   publishAcked(
     subject: string,
     payload: Uint8Array | string = new Uint8Array(0),
@@ -471,9 +493,11 @@ export class Client {
         this.#acks.delete(ackId);
         fail(new TernError("Timeout", `no PUBLISH_ACK within ${this.#opts.ackTimeoutMs} ms`));
       }, this.#opts.ackTimeoutMs);
-      this.#acks.set(ackId, { ok, fail, timer, written: 0 });
+      const pending: PendingAck = { ok, fail, timer, written: 0 };
+      this.#acks.set(ackId, pending);
       try {
-        this.#publish(subject, toBytes(payload), options, ackId);
+        const frame = this.#publish(subject, toBytes(payload), options, ackId);
+        if (options.messageId !== undefined) pending.resend = frame;
       } catch (e) {
         clearTimeout(timer);
         this.#acks.delete(ackId);
@@ -749,7 +773,7 @@ export class Client {
     payload: Uint8Array,
     o: PublishOptions,
     ackId: bigint | undefined,
-  ): void {
+  ): OutFrame {
     this.#checkOpen();
     const bad = subjectError(subject, false);
     if (bad)
@@ -793,7 +817,9 @@ export class Client {
     } catch (e) {
       throw new TernError("InvalidOption", (e as Error).message, undefined, { cause: e });
     }
-    this.#send({ bytes, control: false, ...(ackId !== undefined && { ackId }) });
+    const frame: OutFrame = { bytes, control: false, ...(ackId !== undefined && { ackId }) };
+    this.#send(frame);
+    return frame;
   }
 
   /** Writes a frame now, or keeps it in the offline buffer (throws when that is full). */
@@ -1473,13 +1499,33 @@ export class Client {
         p.fail(lost);
       }
     }
+    // Acknowledged publishes with a message id written to it go back to the front of the
+    // offline buffer, in the order they were written (the order of #acks), as far as its
+    // bound allows; the rest, and those without a message id, are told the outcome is unknown.
+    const again: OutFrame[] = [];
+    let againBytes = 0;
+    let full = false;
+    const reconnecting =
+      this.#state !== "closed" && this.#state !== "draining" && this.#policy.enabled !== false;
     for (const [id, p] of this.#acks) {
-      if (p.written === conn.gen) {
-        this.#acks.delete(id);
-        clearTimeout(p.timer);
-        p.fail(lost);
+      if (p.written !== conn.gen) continue;
+      const frame = p.resend;
+      if (frame !== undefined && reconnecting && !full) {
+        const bytes = this.#outboxBytes + againBytes + frame.bytes.length;
+        if (bytes <= this.#opts.offlineBufferBytes) {
+          p.written = 0;
+          again.push(frame);
+          againBytes += frame.bytes.length;
+          continue;
+        }
+        full = true; // from here on, none goes again (no gaps in the order)
       }
+      this.#acks.delete(id);
+      clearTimeout(p.timer);
+      p.fail(lost);
     }
+    this.#outbox.unshift(...again);
+    this.#outboxBytes += againBytes;
     for (const [id, q] of this.#queries) {
       if (q.written === conn.gen) {
         this.#queries.delete(id);

@@ -7,13 +7,17 @@
 // through again. Only the clients behind it lose their network; ternd and every other
 // client stay up.
 //
+// `muteReplies()` takes away only what ternd sends (the client's frames still reach it, its
+// answers vanish), for a connection lost after the broker got a publish and before its ack
+// came back; `restore()` then drops those connections the same way.
+//
 // Written for this package's chat test, after interop/js/test/proxy.js (which closes the
 // connections at once instead), not imported from there.
 
 import { connect as tcpConnect, createServer } from "node:net";
 
 /** One client connection and, when the network was up as it came, its way to ternd. */
-/** @typedef {{ client: import("node:net").Socket, upstream: import("node:net").Socket | null, dead: boolean }} Pair */
+/** @typedef {{ client: import("node:net").Socket, upstream: import("node:net").Socket | null, dead: boolean, muted: boolean }} Pair */
 
 export class Blackhole {
   /** @type {Set<Pair>} */
@@ -60,7 +64,7 @@ export class Blackhole {
    */
   #accept(client, targetPort) {
     /** @type {Pair} */
-    const pair = { client, upstream: null, dead: this.#down };
+    const pair = { client, upstream: null, dead: this.#down, muted: false };
     this.#pairs.add(pair);
     client.on("error", () => undefined);
     client.on("close", () => {
@@ -79,7 +83,7 @@ export class Blackhole {
       if (!pair.dead) upstream.write(bytes);
     });
     upstream.on("data", (bytes) => {
-      if (!pair.dead) client.write(bytes);
+      if (!pair.dead && !pair.muted) client.write(bytes);
     });
     // ternd closing a connection reaches the client only while the network is up.
     upstream.on("close", () => {
@@ -93,11 +97,16 @@ export class Blackhole {
     for (const pair of this.#pairs) pair.dead = true;
   }
 
-  /** Brings it back: what lived through the outage is dropped, new connections go through. */
+  /** From now on what ternd sends on the open connections vanishes; what clients send still goes. */
+  muteReplies() {
+    for (const pair of this.#pairs) pair.muted = true;
+  }
+
+  /** Brings it back: what lived through the outage (or was muted) is dropped, new connections go through. */
   restore() {
     this.#down = false;
     for (const pair of this.#pairs) {
-      if (pair.dead) {
+      if (pair.dead || pair.muted) {
         pair.client.destroy();
         pair.upstream?.destroy();
       }

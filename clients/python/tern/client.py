@@ -649,11 +649,24 @@ class Client:
         """The acknowledged publishes with a message id that `conn` was given and did not
         acknowledge go back to the front of the offline buffer, in the order they were
         written (ack ids grow in that order), ahead of what was published since: the next
-        connection sends them again and their callers keep waiting."""
+        connection sends them again (after the resubscriptions) and their callers keep
+        waiting. Bounded by `offline_buffer_bytes`: what does not fit fails `Disconnected`."""
+        if self._closed or not self._opts.reconnect.allows(0):
+            return  # no next connection: they fail `Disconnected` with the rest
         again = sorted(a for a in conn.acks_written if a in self._resend)
-        for ack_id in reversed(again):
+        # They count against the offline buffer's bound with what waits there already: the
+        # oldest go back while the total fits; from the first that does not on, none does
+        # (no gaps in the order), and those stay in `acks_written`, to fail `Disconnected`.
+        room = self._opts.offline_buffer_bytes - self._offline_bytes
+        fits: list[_Out] = []
+        for ack_id in again:
             out = self._resend[ack_id]
+            if len(out.data) > room:
+                break
+            room -= len(out.data)
+            fits.append(out)
             conn.acks_written.discard(ack_id)
+        for out in reversed(fits):
             self._offline.appendleft(out)
             self._offline_bytes += len(out.data)
 
@@ -988,8 +1001,10 @@ class Client:
         lost before its ack: with a `message_id`, it is sent again first thing on the next
         connection and the wait goes on (the broker deduplicates: if the first copy got
         there, the ack says `duplicate` and nothing is stored or delivered twice, within
-        its dedupe window; not with `--no-store`); without one, `Disconnected` (the
-        outcome is unknown)."""
+        its dedupe window; not with `--no-store`), right after the resubscriptions, in
+        the order such publishes were written, within `offline_buffer_bytes` (those that
+        do not fit: `Disconnected`); without one, `Disconnected` (the outcome is
+        unknown)."""
         ack_id = next(self._ack_ids)
         data = self._publish_frame(
             subject,
@@ -1193,22 +1208,21 @@ class Client:
             conn.write(_Out(c.encode_client_frame(c.Auth(token=conn.token))))
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Flushes, unsubscribes everything, flushes again (so deliveries of what was
-        published before the drain arrive),
-        ends the subscriptions (queued messages stay readable), waits for pending acks,
-        then closes. Everything within `timeout`; closes anyway when it runs out."""
+        """Unsubscribes everything, then one `PING`/`PONG` barrier (the broker delivers
+        everything it routed to a subscription before its `UNSUBSCRIBE`, this client's own
+        earlier publishes included, ahead of that `PONG`), ends the subscriptions (queued
+        messages stay readable), waits for pending acks, then closes. Everything within
+        `timeout`; closes anyway when it runs out."""
         if self._closed:
             return
         deadline = time.monotonic() + timeout
         try:
-            if self._live() is not None:
-                # First a barrier, so deliveries of what was published before arrive; then
-                # unsubscribe, and a second barrier for what was already on its way.
-                await self.flush(max(0.0, deadline - time.monotonic()))
-                conn = self._live()
-                if conn is not None:
-                    for sub in list(self._subs.values()):
-                        conn.write(_Out(c.encode_client_frame(c.Unsubscribe(sub.sid))))
+            conn = self._live()
+            if conn is not None:
+                # Behind everything already sent: nothing more is routed to these sids, and
+                # what was routed to them before comes ahead of the barrier's PONG.
+                for sub in list(self._subs.values()):
+                    conn.write(_Out(c.encode_client_frame(c.Unsubscribe(sub.sid))))
                 await self.flush(max(0.0, deadline - time.monotonic()))
             for sub in list(self._subs.values()):
                 sub._end()

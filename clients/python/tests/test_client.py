@@ -160,6 +160,24 @@ async def test_flush_drain_close(broker: Broker) -> None:
     assert isinstance(events[-1], tern.Closed)
 
 
+async def test_drain_loses_nothing_routed_before_it(broker: Broker) -> None:
+    c = await tern.connect(broker.url)
+    other = await tern.connect(broker.url)
+    try:
+        sub = await c.subscribe("dr.>")
+        for i in range(200):
+            await other.publish("dr.x", str(i))
+        await other.flush()  # the broker has routed all 200 to the subscription
+        ack = asyncio.create_task(c.publish_acked("dr.x", b"last"))
+        await asyncio.sleep(0)  # (written ahead of the drain's UNSUBSCRIBE)
+        await c.drain(timeout=5)
+        assert (await ack).sequence > 0
+        got = [m.payload async for m in sub]
+        assert got == [str(i).encode() for i in range(200)] + [b"last"]
+    finally:
+        await other.close()
+
+
 async def test_async_with_and_events_callback(broker: Broker) -> None:
     seen: list[tern.Event] = []
     async with tern.connect(broker.url, on_event=seen.append) as c:

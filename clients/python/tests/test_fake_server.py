@@ -103,6 +103,114 @@ async def test_an_identified_publish_lost_with_its_connection_is_sent_on_the_nex
             await client.close()
 
 
+async def test_identified_publishes_go_again_after_the_resubscriptions_within_the_buffer() -> None:
+    seconds: list[c.ClientFrame] = []
+    offline_published = asyncio.Event()
+    done = asyncio.Event()
+    connections = 0
+
+    async def lose_the_first(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        assert (await r.readexactly(8))[:4] == b"TERN"
+        incoming = frames(r, c.ClientFrameDecoder())
+        await anext(incoming)  # HELLO
+        if connections == 1:
+            w.write(WELCOME)
+            publishes = 0
+            async for f in incoming:
+                publishes += isinstance(f, c.Publish)
+                if publishes == 4:
+                    w.transport.abort()  # written, never acknowledged
+                    return
+            return
+        await offline_published.wait()  # what is published while offline is buffered
+        w.write(WELCOME)
+        async for f in incoming:
+            seconds.append(f)
+            if isinstance(f, c.Publish):
+                assert f.ack_id is not None
+                w.write(c.encode_server_frame(c.PublishAck(f.ack_id, 0, len(seconds), duplicate=True)))
+            if sum(isinstance(x, c.Publish) for x in seconds) == 3:
+                done.set()
+
+    async with fake(lose_the_first) as addr:
+        # Each publish is a little over 1000 bytes on the wire: two and the small one fit.
+        client = await tern.connect(
+            addr, reconnect=tern.ReconnectPolicy(base=0.05, cap=0.1), offline_buffer_bytes=2200
+        )
+        try:
+            sub = await client.subscribe("s", confirm=False)
+            big = b"x" * 1000
+            first, anonymous, second, third = [
+                asyncio.create_task(client.publish_acked("p", big, message_id=mid, timeout=10))
+                for mid in ("m-1", None, "m-2", "m-3")
+            ]
+            await wait_for_event(client, tern.DisconnectedEvent)
+            # Without a message id the outcome is unknown; m-3 does not fit the buffer.
+            with pytest.raises(tern.Disconnected):
+                await anonymous
+            with pytest.raises(tern.Disconnected):
+                await third
+            later = asyncio.create_task(client.publish_acked("q", b"later", message_id="m-4", timeout=10))
+            await asyncio.sleep(0)
+            offline_published.set()
+            await asyncio.wait_for(done.wait(), 10)
+            # The resubscription, the re-sent publishes in order, then the offline buffer.
+            assert isinstance(seconds[0], c.Subscribe) and seconds[0].sid == sub.sid
+            sent = [f for f in seconds[1:4] if isinstance(f, c.Publish)]
+            assert [p.message_id for p in sent] == [b"m-1", b"m-2", b"m-4"]
+            assert [(await t).duplicate for t in (first, second, later)] == [True, True, True]
+        finally:
+            await client.close()
+
+
+async def test_without_reconnects_an_identified_publish_lost_with_its_connection_is_disconnected() -> None:
+    async def drop_on_publish(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        assert (await r.readexactly(8))[:4] == b"TERN"
+        w.write(WELCOME)
+        async for f in frames(r, c.ClientFrameDecoder()):
+            if isinstance(f, c.Publish):
+                w.transport.abort()  # the connection drops before the ack
+                return
+
+    async with fake(drop_on_publish) as addr:
+        client = await tern.connect(addr, reconnect=tern.ReconnectPolicy.disabled())
+        try:
+            # No next connection to send it on: the outcome is unknown, as without an id.
+            with pytest.raises(tern.Disconnected):
+                await client.publish_acked("a.b", b"lost?", message_id="m-1", timeout=3)
+        finally:
+            await client.close()
+
+
+async def test_drain_unsubscribes_then_one_barrier_and_keeps_what_came_before_it() -> None:
+    got: list[c.ClientFrame] = []
+
+    async def server(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        assert (await r.readexactly(8))[:4] == b"TERN"
+        w.write(WELCOME)
+        incoming = frames(r, c.ClientFrameDecoder())
+        await anext(incoming)  # HELLO
+        async for f in incoming:
+            got.append(f)
+            if isinstance(f, c.Ping):
+                # Routed before the UNSUBSCRIBE: delivered ahead of the PONG, and kept.
+                sid = next(x.sid for x in got if isinstance(x, c.Unsubscribe))
+                for i in range(3):
+                    w.write(c.encode_server_frame(c.Message(sid, 0, 0, i + 1, 0, b"d", str(i).encode())))
+                w.write(c.encode_server_frame(c.Pong()))
+
+    async with fake(server) as addr:
+        client = await tern.connect(addr)
+        sub = await client.subscribe("d", confirm=False)
+        await client.drain(timeout=5)
+        assert client.is_closed
+        assert [m.payload async for m in sub] == [b"0", b"1", b"2"]
+        after = got[1:]  # (the SUBSCRIBE first)
+        assert [type(f) for f in after] == [c.Unsubscribe, c.Ping]
+
+
 async def test_a_token_refreshed_during_a_handshake_follows_its_welcome() -> None:
     connections = 0
     hello_seen = asyncio.Event()

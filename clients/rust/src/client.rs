@@ -162,6 +162,18 @@ impl Client {
     /// Publishes and waits (up to [`ClientBuilder::ack_timeout`]) for the broker's
     /// acknowledgement: where it stored the message, or why it refused it
     /// ([`Error::Refused`]).
+    ///
+    /// If the connection the publish was written on is lost before its ack: with a
+    /// [`message_id`](PublishOptions::message_id), it is sent again on the next
+    /// connection (right after the resubscriptions, ahead of what was published since,
+    /// in the order such publishes were written) and the wait goes on; the broker
+    /// deduplicates by message id, so if the first copy got there the ack has
+    /// `duplicate` set and nothing is stored or delivered twice (within the broker's
+    /// dedupe window; not when it stores nothing, `--no-store`). They count against the
+    /// [offline buffer](ClientBuilder::offline_buffer_bytes): those that do not fit
+    /// fail with [`Error::Disconnected`], as all do when there is no next connection
+    /// ([`ReconnectPolicy::disabled`](crate::ReconnectPolicy::disabled)). Without a
+    /// message id: [`Error::Disconnected`] (the outcome is unknown).
     pub fn publish_acked(&self, subject: &str, payload: impl AsRef<[u8]>) -> Result<Ack, Error> {
         self.publish_acked_with(subject, payload, &PublishOptions::default())
     }
@@ -267,7 +279,10 @@ impl Client {
         });
         Ok(OutFrame {
             bytes: encode(&frame)?,
-            kind: FrameKind::Publish { ack_id },
+            kind: FrameKind::Publish {
+                ack_id,
+                resend: ack_id.is_some() && options.message_id.is_some(),
+            },
         })
     }
 
@@ -834,8 +849,9 @@ impl PendingAck {
     }
 
     /// Waits up to `timeout`: the ack, [`Error::Refused`], [`Error::Timeout`],
-    /// [`Error::Disconnected`] (lost after the publish went out: outcome unknown) or
-    /// [`Error::Closed`].
+    /// [`Error::Disconnected`] (lost after the publish went out: outcome unknown; with a
+    /// message id only when the re-sent copy does not fit the offline buffer, see
+    /// [`Client::publish_acked`]) or [`Error::Closed`].
     pub fn wait_timeout(self, timeout: Duration) -> Result<Ack, Error> {
         match self.rx.recv_timeout(timeout) {
             Ok(result) => result,

@@ -17,7 +17,10 @@
 //! credentials: the latest token, user and password, the nkey's public key); with an nkey,
 //! the server's `CHALLENGE` answered by `AUTH` with its nonce signed; `WELCOME`; every live
 //! subscription re-sent with its sid (with a resume token when it has seen messages, and
-//! a join with its latest member token), then the outbox (the offline buffer) in order.
+//! a join with its latest member token), then the outbox (the offline buffer) in order:
+//! first the acknowledged publishes with a message id that the lost connection was
+//! given and did not acknowledge (in the order they were written, while their callers
+//! wait), then what it had not finished writing, then what was published since.
 //! Frames from the outbox go out only after the `WELCOME`, so nothing is published on a
 //! connection the server has not accepted.
 //!
@@ -213,6 +216,10 @@ struct Conn {
     pings: VecDeque<Option<u64>>,
     /// Ack ids of publishes written and not yet acknowledged.
     acks_written: HashSet<u64>,
+    /// Of those, the ones with a message id (`FrameKind::Publish { resend: true }`), in
+    /// the order they were written: sent again on the next connection if this one is
+    /// lost before their acks.
+    resend_written: VecDeque<OutFrame>,
     /// Ids of presence queries written and not yet answered.
     queries_written: HashSet<u32>,
     last_read: Instant,
@@ -426,6 +433,7 @@ impl Driver {
             write_blocked: false,
             pings: VecDeque::new(),
             acks_written: HashSet::new(),
+            resend_written: VecDeque::new(),
             queries_written: HashSet::new(),
             last_read: now,
             last_ping: now,
@@ -635,7 +643,16 @@ impl Driver {
                     }
                 }
                 ServerFrame::PublishAck(ack) => {
-                    conn.acks_written.remove(&ack.ack_id);
+                    if conn.acks_written.remove(&ack.ack_id) {
+                        // Acks come in the order of their publishes: usually the first.
+                        if let Some(i) = conn
+                            .resend_written
+                            .iter()
+                            .position(|f| ack_id_of(f) == Some(ack.ack_id))
+                        {
+                            conn.resend_written.remove(i);
+                        }
+                    }
                     if let Some(tx) = state.acks.remove(&ack.ack_id) {
                         let result = match ack.result {
                             AckResult::Stored {
@@ -876,15 +893,19 @@ impl Driver {
                         if let Some(frame) = conn.writing.pop_front() {
                             match frame.kind {
                                 FrameKind::Publish {
-                                    ack_id: Some(id), ..
+                                    ack_id: Some(id),
+                                    resend,
                                 } => {
                                     conn.acks_written.insert(id);
+                                    if resend {
+                                        conn.resend_written.push_back(frame);
+                                    }
                                 }
                                 FrameKind::Ping { flush_id } => conn.pings.push_back(flush_id),
                                 FrameKind::PresenceQuery { id } => {
                                     conn.queries_written.insert(id);
                                 }
-                                FrameKind::Publish { ack_id: None } | FrameKind::Control => {}
+                                FrameKind::Publish { ack_id: None, .. } | FrameKind::Control => {}
                             }
                         }
                     }
@@ -991,6 +1012,28 @@ impl Driver {
             // A partly written frame goes back whole: the server never received all of
             // it, and the connection it was on is gone.
             state.outbox.requeue_front(conn.writing);
+            // Identified publishes written and not acknowledged, whose callers still wait,
+            // go in front of that, in the order they were written: the broker deduplicates
+            // by message id, so sending one again is safe (its ack then says `duplicate`
+            // if the first copy got there). What the offline buffer bound leaves out is
+            // answered `Disconnected` below, like a publish without a message id.
+            // (Only when there will be a next connection: a client that gives up now
+            // answers them `Disconnected`, not `Closed`.)
+            let reconnects = self.first.is_none() && self.inner.config.reconnect.allows(0);
+            let waiting: Vec<OutFrame> = conn
+                .resend_written
+                .into_iter()
+                .filter(|_| reconnects)
+                .filter(|f| ack_id_of(f).is_some_and(|id| state.acks.contains_key(&id)))
+                .collect();
+            let mut resent: HashSet<u64> = waiting.iter().filter_map(ack_id_of).collect();
+            let limit = self.inner.config.offline_buffer_bytes;
+            for frame in state.outbox.resend_front(waiting, limit) {
+                if let Some(id) = ack_id_of(&frame) {
+                    resent.remove(&id);
+                }
+            }
+            conn.acks_written.retain(|id| !resent.contains(id));
             for id in conn.pings.into_iter().flatten() {
                 if let Some(tx) = state.flushes.remove(&id) {
                     let _ = tx.try_send(Err(Error::Disconnected));
@@ -1251,6 +1294,14 @@ fn welcome(
     conn.last_read = now;
     conn.last_ping = now;
     info
+}
+
+/// The ack id a publish frame asked for.
+fn ack_id_of(frame: &OutFrame) -> Option<u64> {
+    match frame.kind {
+        FrameKind::Publish { ack_id, .. } => ack_id,
+        _ => None,
+    }
 }
 
 fn server_failure(e: ErrorFrame) -> Failure {

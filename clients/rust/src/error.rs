@@ -106,6 +106,8 @@ pub enum Error {
     Timeout,
     /// The connection was lost while the answer was outstanding. The request or publish
     /// may or may not have reached the server: its outcome is unknown.
+    /// (An acknowledged publish with a message id is sent again instead, and gets this
+    /// only when it does not fit the offline buffer.)
     #[error("disconnected before the answer arrived")]
     Disconnected,
     /// The client is disconnected and its offline buffer has no room for this publish.

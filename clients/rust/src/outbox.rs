@@ -12,7 +12,9 @@
 //! thread had not finished writing come back to the front, in order, and the control
 //! frames are dropped (the reconnect re-sends every live subscription from the client's
 //! table, before any buffered publish), but for flush pings and presence queries, whose
-//! callers still wait for them.
+//! callers still wait for them. Acknowledged publishes with a message id that were
+//! written but not acknowledged go back in front of those ([`Outbox::resend_front`]), in
+//! the order they were written, as far as the offline buffer bound allows.
 //!
 //! Never: touches a socket or blocks; waiting for room is the caller's business.
 
@@ -24,7 +26,10 @@ use bytes::Bytes;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FrameKind {
     /// A `PUBLISH`; with the ack id it asked for, if any. Kept across reconnects.
-    Publish { ack_id: Option<u64> },
+    /// `resend`: it carries a message id and its caller waits for the ack, so once
+    /// written it may be sent again if its connection is lost before the ack (the broker
+    /// deduplicates by message id); see [`Outbox::resend_front`].
+    Publish { ack_id: Option<u64>, resend: bool },
     /// A `PING`; with the id of the `flush` waiting for its `PONG`, or `None` for a
     /// heartbeat. Flush pings are kept across reconnects (they still order after the
     /// publishes before them), heartbeats are not.
@@ -153,6 +158,38 @@ impl Outbox {
         self.frames = frames;
     }
 
+    /// After a lost connection, once [`requeue_front`](Self::requeue_front) has run: puts
+    /// the identified publishes that were written on it and not acknowledged (`written`,
+    /// in the order they were written) in front of everything, in that order, so the next
+    /// connection sends them again right after its resubscriptions. They count against
+    /// `limit` (the offline buffer bound) together with what waits already: the oldest
+    /// go back as long as the total stays within it; from the first that does not fit on,
+    /// none does, and those are returned (their callers are told the outcome is unknown,
+    /// as for a publish without a message id).
+    pub(crate) fn resend_front(
+        &mut self,
+        written: impl IntoIterator<Item = OutFrame>,
+        limit: usize,
+    ) -> Vec<OutFrame> {
+        let mut again = Vec::new();
+        let mut rest = Vec::new();
+        let mut total = self.bytes;
+        for frame in written {
+            let fits = rest.is_empty() && total.saturating_add(frame.counted()) <= limit;
+            if fits {
+                total += frame.counted();
+                again.push(frame);
+            } else {
+                rest.push(frame);
+            }
+        }
+        for frame in again.into_iter().rev() {
+            self.bytes += frame.counted();
+            self.frames.push_front(frame);
+        }
+        rest
+    }
+
     /// The kinds of the waiting frames, in order (tests and debugging).
     #[cfg(test)]
     pub(crate) fn kinds(&self) -> Vec<FrameKind> {
@@ -167,7 +204,10 @@ mod tests {
     fn publish(n: usize, tag: u8) -> OutFrame {
         OutFrame {
             bytes: Bytes::from(vec![tag; n]),
-            kind: FrameKind::Publish { ack_id: None },
+            kind: FrameKind::Publish {
+                ack_id: None,
+                resend: false,
+            },
         }
     }
 
@@ -234,11 +274,20 @@ mod tests {
         assert_eq!(
             o.kinds(),
             [
-                FrameKind::Publish { ack_id: None },
+                FrameKind::Publish {
+                    ack_id: None,
+                    resend: false
+                },
                 FrameKind::Ping { flush_id: Some(3) },
                 FrameKind::PresenceQuery { id: 2 },
-                FrameKind::Publish { ack_id: None },
-                FrameKind::Publish { ack_id: None },
+                FrameKind::Publish {
+                    ack_id: None,
+                    resend: false
+                },
+                FrameKind::Publish {
+                    ack_id: None,
+                    resend: false
+                },
             ]
         );
         assert_eq!(tags(o.take_all()), [2, 4, 8, 5, 7]);
@@ -254,5 +303,37 @@ mod tests {
         assert!(o.push_publish(publish(1, 3), 100, false).is_err());
         assert_eq!(tags(o.take_all()), [1, 2]);
         o.push_publish(publish(1, 3), 100, false).unwrap();
+    }
+
+    fn identified(n: usize, tag: u8) -> OutFrame {
+        OutFrame {
+            bytes: Bytes::from(vec![tag; n]),
+            kind: FrameKind::Publish {
+                ack_id: Some(u64::from(tag)),
+                resend: true,
+            },
+        }
+    }
+
+    #[test]
+    fn resent_publishes_go_first_in_order_within_the_offline_bound() {
+        let mut o = Outbox::default();
+        o.push_publish(publish(10, 7), 100, false).unwrap();
+        o.requeue_front(vec![publish(10, 5)]);
+        let rest = o.resend_front(vec![identified(30, 1), identified(30, 2)], 100);
+        assert!(rest.is_empty());
+        assert_eq!(o.bytes(), 80);
+        assert_eq!(tags(o.take_all()), [1, 2, 5, 7]);
+
+        // What does not fit is handed back, and nothing after it goes either (no gaps).
+        let mut o = Outbox::default();
+        o.push_publish(publish(10, 7), 100, false).unwrap();
+        let rest = o.resend_front(
+            vec![identified(40, 1), identified(60, 2), identified(5, 3)],
+            100,
+        );
+        assert_eq!(tags(rest), [2, 3]);
+        assert_eq!(o.bytes(), 50);
+        assert_eq!(tags(o.take_all()), [1, 7]);
     }
 }

@@ -1338,3 +1338,131 @@ fn presence_queries_are_matched_to_their_answers_and_fail_as_documented() {
         Err(Error::Closed)
     ));
 }
+
+#[test]
+fn identified_publishes_lost_with_their_connection_go_again_after_the_resubscriptions() {
+    let server = FakeServer::bind();
+    let (client, mut conn) = connect(&server, 1, Client::builder().reconnect(fast()));
+    let events = client.events();
+    let sub = client.subscribe("s").unwrap();
+    subscribe_of(conn.recv());
+    let with_id = |id: &str| PublishOptions::new().message_id(id);
+    let first = client
+        .publish_with_ack("p.1", "one", &with_id("m-1"))
+        .unwrap();
+    let anonymous = client
+        .publish_with_ack("p.anon", "?", &PublishOptions::new())
+        .unwrap();
+    let second = client
+        .publish_with_ack("p.2", "two", &with_id("m-2"))
+        .unwrap();
+    for _ in 0..3 {
+        publish_of(conn.recv());
+    }
+    // Written, never acknowledged: the connection drops.
+    conn.close();
+    wait_event(&events, |e| {
+        matches!(e, Event::Disconnected { .. }).then_some(())
+    });
+    // Without a message id the outcome is unknown, and the caller is told so.
+    assert!(matches!(
+        anonymous.wait_timeout(WAIT),
+        Err(Error::Disconnected)
+    ));
+    let later = client
+        .publish_with_ack("p.3", "three", &with_id("m-3"))
+        .unwrap();
+
+    let mut conn = server.accept_welcome(1);
+    // The resubscription, then the identified publishes in the order they were first
+    // written, then what was published while offline.
+    assert_eq!(subscribe_of(conn.recv()).sid, sub.sid());
+    let again: Vec<_> = (0..3).map(|_| publish_of(conn.recv())).collect();
+    let ids: Vec<_> = again
+        .iter()
+        .map(|p| p.message_id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, [&b"m-1"[..], b"m-2", b"m-3"].map(Bytes::from_static));
+    for (p, sequence) in again.iter().zip([7, 8, 9]) {
+        conn.send(ServerFrame::PublishAck(PublishAck {
+            ack_id: p.ack_id.unwrap(),
+            result: AckResult::Stored {
+                shard: 0,
+                sequence,
+                duplicate: sequence < 9,
+            },
+        }));
+    }
+    let acks = [first, second, later].map(|p| p.wait_timeout(WAIT).unwrap());
+    assert_eq!(
+        acks.map(|a| (a.sequence, a.duplicate)),
+        [(7, true), (8, true), (9, false)]
+    );
+    assert_eq!(client.buffered_bytes(), 0);
+}
+
+#[test]
+fn identified_publishes_that_do_not_fit_the_offline_buffer_are_disconnected() {
+    let server = FakeServer::bind();
+    // Each publish below is a little over 1000 bytes on the wire: two fit in 2500.
+    let builder = Client::builder()
+        .reconnect(fast())
+        .offline_buffer_bytes(2500);
+    let (client, mut conn) = connect(&server, 1, builder);
+    let events = client.events();
+    let payload = vec![b'x'; 1000];
+    let pending: Vec<_> = (1..=3)
+        .map(|i| {
+            let options = PublishOptions::new().message_id(format!("m-{i}"));
+            client.publish_with_ack("p", &payload, &options).unwrap()
+        })
+        .collect();
+    for _ in 0..3 {
+        publish_of(conn.recv());
+    }
+    conn.close();
+    wait_event(&events, |e| {
+        matches!(e, Event::Disconnected { .. }).then_some(())
+    });
+    let mut pending = pending.into_iter();
+    let (first, second, third) = (
+        pending.next().unwrap(),
+        pending.next().unwrap(),
+        pending.next().unwrap(),
+    );
+    // The oldest that fit go again; the one that does not is answered at once.
+    assert!(matches!(third.wait_timeout(WAIT), Err(Error::Disconnected)));
+
+    let mut conn = server.accept_welcome(1);
+    for p in [first, second] {
+        let sent = publish_of(conn.recv());
+        assert_eq!(sent.ack_id, Some(p.id()));
+        conn.send(ServerFrame::PublishAck(PublishAck {
+            ack_id: p.id(),
+            result: AckResult::Stored {
+                shard: 0,
+                sequence: p.id(),
+                duplicate: true,
+            },
+        }));
+        assert!(p.wait_timeout(WAIT).unwrap().duplicate);
+    }
+    assert!(conn.recv_timeout(100 * MS).is_none());
+}
+
+#[test]
+fn without_reconnects_an_identified_publish_lost_with_its_connection_is_disconnected() {
+    let server = FakeServer::bind();
+    let builder = Client::builder().reconnect(ReconnectPolicy::disabled());
+    let (client, mut conn) = connect(&server, 1, builder);
+    let pending = client
+        .publish_with_ack("p", "x", &PublishOptions::new().message_id("m-1"))
+        .unwrap();
+    publish_of(conn.recv());
+    conn.close();
+    // There is no next connection to send it on: the outcome is unknown, as without an id.
+    assert!(matches!(
+        pending.wait_timeout(WAIT),
+        Err(Error::Disconnected)
+    ));
+}
