@@ -9,10 +9,14 @@
 //!   connection and gives up a stale one, watches the local client's events (gaps) and
 //!   saves the exports' positions;
 //! - per connection, the reader: answers the server's `PING`s, applies the `PONG`s'
-//!   confirmations, and delivers what upstream sends: imports (published locally with
-//!   their `Tern-Origin`, a reply subject that leads back through the bridge) and replies
-//!   to local requesters;
-//! - per export rule, an exporter (`export.rs`);
+//!   confirmations, hands stream imports their messages and queues the rest for the
+//!   importer (within `import_buffer`: past it, dropped and counted), never waiting on the
+//!   broker;
+//! - the importer: what upstream sent, as the broker's messages — imports with their
+//!   `Tern-Origin`, a reply subject that leads back through the bridge and the route of
+//!   their copy; replies to local requesters — handed over in batches ([`Inject`]);
+//! - per export rule, an exporter (`export.rs`); per stream import, its consumer
+//!   (`jetstream.rs`);
 //! - the replier: local replies to upstream requesters, published upstream.
 //!
 //! Never: blocks a broker worker (the broker only calls [`Interest::changed`]), or drops a

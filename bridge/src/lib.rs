@@ -1,9 +1,10 @@
 //! tern-bridge: Tern as an edge of a real NATS cluster.
 //!
 //! Each bridge connects one Tern broker to one NATS cluster (`nats-server`s, clustered) as
-//! a NATS client upstream and a Tern binary-protocol client locally (through the broker's
-//! own binary port, authenticated by a secret only this process knows). What it does, per
-//! `docs/scale-out.md`:
+//! a NATS client upstream; locally it is a Tern binary-protocol client of the broker's own
+//! port (authenticated by a secret only this process knows) for its exports, replies and
+//! stream imports, and hands its plain imports to the broker's workers directly
+//! ([`Inject`]). What it does, per `docs/scale-out.md`:
 //! - **export**: local messages under an export rule are taken from the local log by
 //!   sequence and published upstream, each batch confirmed by a `PING`/`PONG` before its
 //!   position is kept (`export.rs`): at least once across upstream failures and restarts,
@@ -11,13 +12,16 @@
 //! - **import**: upstream messages under an import rule are published locally, so they are
 //!   stored, caught up, prioritised and drop-noticed like local ones; subscribed upstream
 //!   only as far as local subscriptions want them (`interest.rs`), or always (static);
-//!   local queue groups join the upstream queue group of the same name;
+//!   local queue groups join the upstream queue group of the same name, and each copy
+//!   upstream sends goes to the local subscribers it is for ([`Route`]); a stream import
+//!   consumes a JetStream stream durably (`jetstream.rs`);
 //! - **request/reply** both ways: reply subjects are mapped through the bridge
 //!   (`$TERN.BRIDGE.<server id>.U.` upstream, `.L.` locally), and an upstream no-responders
 //!   status reaches the local requester;
 //! - **no loops, no echo**: what it exports carries `Tern-Origin` (this broker's server
-//!   id); what it imports keeps or gains one, and nothing with one is exported; upstream
-//!   does not send it its own messages (`echo: false`).
+//!   id); what it imports keeps or gains one, and nothing with one is exported; its own
+//!   messages back from upstream are dropped, but for the copies a queue group here was
+//!   picked for.
 //!
 //! Owns: [`Hub`], every bridge of one broker: the broker asks it whether a token is the
 //! bridge's secret, tells it about local subscriptions, starts and stops it, and reads

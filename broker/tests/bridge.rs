@@ -15,16 +15,14 @@ use std::time::{Duration, Instant};
 use async_nats::{Client, HeaderMap, Subscriber};
 use futures::StreamExt;
 
+use common::nats::{next, sync, MSG_TIMEOUT};
 use common::nats_cluster::{Cluster, Gate};
 use common::Broker;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
-const MSG_TIMEOUT: Duration = Duration::from_secs(15);
 
 async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_TIMEOUT, f)
-        .await
-        .expect("test did not finish in time")
+    common::nats::within(TEST_TIMEOUT, f).await
 }
 
 async fn connect(url: String) -> Client {
@@ -74,23 +72,6 @@ fn bridge_until(
         }
         assert!(Instant::now() < deadline, "bridge never got {what}: {v:#}");
         std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// A round trip on `client`'s own connection: its subscriptions are in place at its server.
-async fn sync(client: &Client) {
-    let inbox = client.new_inbox();
-    let mut echo = client.subscribe(inbox.clone()).await.unwrap();
-    client.publish(inbox, "sync".into()).await.unwrap();
-    client.flush().await.unwrap();
-    next(&mut echo).await;
-}
-
-async fn next(sub: &mut Subscriber) -> async_nats::Message {
-    match tokio::time::timeout(MSG_TIMEOUT, sub.next()).await {
-        Ok(Some(m)) => m,
-        Ok(None) => panic!("subscription ended"),
-        Err(_) => panic!("no message within {MSG_TIMEOUT:?}"),
     }
 }
 

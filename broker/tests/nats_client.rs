@@ -17,17 +17,14 @@ use async_nats::{Client, ConnectOptions, HeaderMap, Message, Subscriber};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 
+use common::nats::{next, sync};
 use common::{Broker, RawClient};
 
 /// The longest any test here may run.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest wait for one expected message.
-const MSG_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_TIMEOUT, f)
-        .await
-        .expect("test did not finish in time")
+    common::nats::within(TEST_TIMEOUT, f).await
 }
 
 async fn connect(broker: &Broker) -> Client {
@@ -35,28 +32,6 @@ async fn connect(broker: &Broker) -> Client {
         .connect(broker.url())
         .await
         .expect("async-nats cannot connect")
-}
-
-/// A round trip through the broker on `client`'s connection: when it returns, the broker
-/// has processed everything the client sent before, and the subscription changes among it
-/// are queued for every shard ahead of anything published later. (async-nats' `flush()`
-/// only writes the socket; it does not wait for the server's `PONG`.)
-async fn sync(client: &Client) {
-    let inbox = client.new_inbox();
-    let mut echo = client.subscribe(inbox.clone()).await.unwrap();
-    client.publish(inbox, "sync".into()).await.unwrap();
-    client.flush().await.unwrap();
-    next(&mut echo).await;
-    echo.unsubscribe().await.unwrap();
-}
-
-/// The next message of `sub`; fails on timeout or when the subscription ended.
-async fn next(sub: &mut Subscriber) -> Message {
-    match tokio::time::timeout(MSG_TIMEOUT, sub.next()).await {
-        Ok(Some(m)) => m,
-        Ok(None) => panic!("subscription ended"),
-        Err(_) => panic!("no message within {MSG_TIMEOUT:?}"),
-    }
 }
 
 /// The messages `sub` already holds, without waiting. (Unconstrained: tokio's cooperative

@@ -15,15 +15,13 @@
 
 mod common;
 
-use std::io::{ErrorKind, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
+use common::proxy::Proxy;
 use common::{wait_event, WAIT};
 use serde_json::Value;
 use tern_broker::{Args, Config, Server};
@@ -359,81 +357,6 @@ fn a_crowded_rooms_snapshot_and_page_come_in_several_frames_and_are_handed_out_w
     let page = client.presence("room.big", 250, 0, WAIT).unwrap();
     assert_eq!((page.offset, page.members.len()), (250, 50));
     server.shutdown();
-}
-
-/// A TCP proxy in front of the broker's binary port whose connections the test can cut:
-/// the client behind it loses its connection and reconnects through it.
-struct Proxy {
-    addr: SocketAddr,
-    /// Both ends of every connection, to cut them.
-    open: Arc<Mutex<Vec<TcpStream>>>,
-    stop: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl Proxy {
-    fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let acceptor = {
-            let (open, stop) = (Arc::clone(&open), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((down, _)) => {
-                            down.set_nonblocking(false).unwrap();
-                            let up = TcpStream::connect(upstream).unwrap();
-                            let mut open = open.lock().unwrap();
-                            for (from, to) in [(&down, &up), (&up, &down)] {
-                                let (mut from, mut to) =
-                                    (from.try_clone().unwrap(), to.try_clone().unwrap());
-                                std::thread::spawn(move || {
-                                    let _ = std::io::copy(&mut from, &mut to);
-                                    let _ = from.shutdown(Shutdown::Both);
-                                    let _ = to.shutdown(Shutdown::Both);
-                                });
-                            }
-                            open.extend([down, up]);
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(2));
-                        }
-                        Err(e) => panic!("proxy accept: {e}"),
-                    }
-                }
-            })
-        };
-        Proxy {
-            addr,
-            open,
-            stop,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("tern://{}", self.addr)
-    }
-
-    /// Cuts every connection through the proxy, both ways.
-    fn cut(&self) {
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.cut();
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-    }
 }
 
 #[test]

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // Each test file uses a different part of it.
 
+pub mod proxy;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
