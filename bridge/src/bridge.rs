@@ -347,7 +347,7 @@ impl Bridge {
                     continue;
                 }
             };
-            failures = 0;
+            let connected_at = Instant::now();
             let reader = match stream.try_clone() {
                 Ok(r) => r,
                 Err(e) => {
@@ -423,7 +423,20 @@ impl Bridge {
                 drop(link);
                 self.idle(TICK, &events);
             }
-            // At once to the next server; a failure there backs off.
+            // At once to the next server, after a connection that lasted; one that ended
+            // soon (a server that takes the bridge and drops it) counts as a failure, so
+            // that a flapping server is not hammered.
+            if connected_at.elapsed() < self.settings.reconnect_max {
+                failures = failures.saturating_add(1);
+                let delay = rng.backoff(
+                    failures,
+                    self.settings.reconnect_min,
+                    self.settings.reconnect_max,
+                );
+                self.idle(delay, &events);
+            } else {
+                failures = 0;
+            }
         }
     }
 
