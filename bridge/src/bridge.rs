@@ -259,6 +259,7 @@ impl Bridge {
                 .sum(),
             not_exported: 0,
             export_gaps: 0,
+            export_restarts: 0,
             imported: 0,
             imported_bytes: 0,
             import_failed: 0,

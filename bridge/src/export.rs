@@ -10,7 +10,8 @@
 //! batch. When the upstream connection drops, the local subscription ends and a new one
 //! starts from the confirmed position once connected again: what was sent but not
 //! confirmed is sent again (at least once), what the log no longer holds is reported as a
-//! gap.
+//! gap. The same happens when the exporter falls `export_window` messages behind its local
+//! subscription (the local client then drops): nothing received after a drop is sent.
 //!
 //! Never: exports a message that came from upstream (it has a `Tern-Origin` header) or the
 //! bridge's own reply subjects (that would loop), or keeps a position upstream has not
@@ -105,7 +106,7 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
         let builder = local
             .subscribe_builder(&export.rule)
             .lossless(true)
-            .capacity(8192)
+            .capacity(bridge.settings.export_window)
             .start(match &start {
                 Some(token) => StartFrom::Resume(token.clone()),
                 None => StartFrom::Live,
@@ -149,6 +150,19 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
                     Ok(Some(m)) => batch.push(m),
                     _ => break,
                 }
+            }
+            // The local client drops what does not fit in `export_window` (a drop is
+            // counted before any later message is handed over, so this batch shows it).
+            // Nothing after a drop may be sent, or its position would pass over what was
+            // dropped: start over from the confirmed position (the log has it all).
+            if sub.dropped() > 0 {
+                bump(&bridge.counters.export_restarts, 1);
+                bridge.error(format!(
+                    "export {}: the exporter fell more than export_window ({}) messages \
+                     behind its local subscription: resuming from the confirmed position",
+                    export.rule, bridge.settings.export_window
+                ));
+                break;
             }
             // Wait while too much is unanswered (a slow upstream), or the connection ends.
             loop {

@@ -53,6 +53,9 @@ pub struct Settings {
     pub ping_interval: Duration,
     /// How long one write upstream may block before the connection is given up.
     pub write_timeout: Duration,
+    /// Messages the export's local subscription holds for the exporter, at most; past it the
+    /// export starts over from its confirmed position (`export_restarts`).
+    pub export_window: usize,
     /// At most this many exported messages go out between two confirmations (a `PING`
     /// whose `PONG` says the server has them all).
     pub confirm_batch: usize,
@@ -110,6 +113,7 @@ impl Settings {
             reconnect_max: Duration::from_secs(5),
             ping_interval: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
+            export_window: 1 << 16,
             confirm_batch: 1024,
             import_buffer: 64 << 20,
             reply_timeout: Duration::from_secs(60),

@@ -19,6 +19,7 @@ pub(crate) struct Counters {
     pub resent: AtomicU64,
     pub not_exported: AtomicU64,
     pub export_gaps: AtomicU64,
+    pub export_restarts: AtomicU64,
     pub imported: AtomicU64,
     pub imported_bytes: AtomicU64,
     pub import_failed: AtomicU64,
@@ -76,6 +77,9 @@ pub struct Status {
     /// Messages the log no longer held when the export resumed from its last confirmed
     /// position (reported as gaps, never silent).
     pub export_gaps: u64,
+    /// Times an export started over from its confirmed position because the exporter fell
+    /// `export_window` behind its local subscription.
+    pub export_restarts: u64,
     /// Upstream messages delivered locally.
     pub imported: u64,
     /// Their bytes.
@@ -136,6 +140,7 @@ impl Counters {
         s.resent = get(&self.resent);
         s.not_exported = get(&self.not_exported);
         s.export_gaps = get(&self.export_gaps);
+        s.export_restarts = get(&self.export_restarts);
         s.imported = get(&self.imported);
         s.imported_bytes = get(&self.imported_bytes);
         s.import_failed = get(&self.import_failed);

@@ -772,3 +772,53 @@ async fn a_stream_import_acknowledges_only_what_the_edge_stored() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exporter_that_falls_behind_loses_nothing() {
+    within(async {
+        let cluster = Cluster::start(1);
+        let config = common::temp_dir("ternd-window").join("ternd.toml");
+        // A window of 16: a burst fills the export's local subscription at once; the local
+        // client then holds the broker back, which serves the export from its log.
+        std::fs::write(
+            &config,
+            format!(
+                "[[bridge]]\nname = \"small\"\nservers = [\"{}\"]\nexport = [\"burst.>\"]\n\
+                 export_window = 16\n",
+                cluster.url(0)
+            ),
+        )
+        .unwrap();
+        let edge = Broker::with_args(&[
+            "--monitor",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        bridge_until(&edge, "connected", |v| v["state"] == "connected");
+        let local = connect(edge.url()).await;
+        let plain = connect(cluster.url(0)).await;
+        let mut on_cluster = plain.subscribe("burst.>").await.unwrap();
+        sync(&plain).await;
+        until_flows(&local, "burst.probe", &mut [&mut on_cluster]).await;
+        let n = 20_000u32;
+        for i in 0..n {
+            local
+                .publish("burst.x", i.to_string().into())
+                .await
+                .unwrap();
+        }
+        local.flush().await.unwrap();
+        let mut got = BTreeSet::new();
+        while got.len() < n as usize {
+            let m = next(&mut on_cluster).await;
+            if let Ok(i) = std::str::from_utf8(&m.payload).unwrap().parse::<u32>() {
+                got.insert(i);
+            }
+        }
+        let v = bridge_until(&edge, "everything confirmed", |v| v["unconfirmed"] == 0);
+        assert_eq!(v["export_gaps"], 0, "{v:#}");
+        assert_eq!(v["export_restarts"], 0, "nothing dropped on the way: {v:#}");
+    })
+    .await;
+}

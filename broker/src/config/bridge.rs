@@ -109,6 +109,7 @@ pub(crate) struct FileBridge {
     #[serde(default, deserialize_with = "de_duration")]
     write_timeout: Option<Duration>,
     confirm_batch: Option<usize>,
+    export_window: Option<usize>,
     #[serde(default, deserialize_with = "de_duration")]
     reply_timeout: Option<Duration>,
     max_replies: Option<usize>,
@@ -228,6 +229,7 @@ pub(crate) fn resolve(
         s.ping_interval = f.ping_interval.unwrap_or(s.ping_interval);
         s.write_timeout = f.write_timeout.unwrap_or(s.write_timeout);
         s.confirm_batch = f.confirm_batch.unwrap_or(s.confirm_batch);
+        s.export_window = f.export_window.unwrap_or(s.export_window);
         s.reply_timeout = f.reply_timeout.unwrap_or(s.reply_timeout);
         s.max_replies = f.max_replies.unwrap_or(s.max_replies);
         s.state_file = state(&name);
@@ -315,14 +317,15 @@ pub(crate) fn validate(
         if b.ping_interval.is_zero()
             || b.write_timeout.is_zero()
             || b.confirm_batch == 0
+            || b.export_window == 0
             || b.reply_timeout.is_zero()
             || b.max_replies == 0
         {
             return invalid(
                 "bridge.ping_interval",
                 format!(
-                    "bridge {:?}: ping_interval, write_timeout, confirm_batch, reply_timeout \
-                     and max_replies must be above 0",
+                    "bridge {:?}: ping_interval, write_timeout, confirm_batch, export_window, \
+                     reply_timeout and max_replies must be above 0",
                     b.name
                 ),
             );

@@ -801,7 +801,7 @@ impl MonitorState {
         };
         let bridges = hub.status();
         type Get = fn(&tern_bridge::Status) -> u64;
-        let families: [(&str, &str, &str, Get); 16] = [
+        let families: [(&str, &str, &str, Get); 18] = [
             (
                 "tern_bridge_connected",
                 "gauge",
@@ -861,6 +861,18 @@ impl MonitorState {
                 "counter",
                 "Messages the log no longer held when an export resumed.",
                 |b| b.export_gaps,
+            ),
+            (
+                "tern_bridge_export_restarts_total",
+                "counter",
+                "Exports started over from their confirmed position after falling export_window behind.",
+                |b| b.export_restarts,
+            ),
+            (
+                "tern_bridge_import_dropped_total",
+                "counter",
+                "Upstream messages dropped because the importer was import_buffer behind.",
+                |b| b.import_dropped,
             ),
             (
                 "tern_bridge_imported_total",

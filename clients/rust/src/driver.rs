@@ -54,6 +54,10 @@ use crate::{Ack, Error, ErrorCode, Message, SequenceRange, ServerInfo};
 
 /// The longest the poll waits, so the loop re-checks the phase even if a wake-up is lost.
 const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// How soon a held lossless delivery is tried again (nothing signals this thread when the
+/// application takes a message).
+const HELD_RETRY: Duration = Duration::from_millis(1);
 /// Bytes read per loop turn before the loop also looks at writes and timers.
 const READ_BUDGET: usize = 1 << 20;
 /// Size of one read from the socket.
@@ -94,6 +98,7 @@ pub(crate) fn spawn(
                 untried: VecDeque::new(),
                 scratch: vec![0; READ_CHUNK],
                 drops: BTreeMap::new(),
+                held: VecDeque::new(),
             }
             .run()
         })
@@ -278,6 +283,11 @@ struct Driver {
     untried: VecDeque<SocketAddr>,
     scratch: Vec<u8>,
     drops: BTreeMap<u32, DropTally>,
+    /// Frames read but not handled yet because a lossless subscription's queue was full
+    /// when the first of them (its message) came: handled, in order, once the application
+    /// has taken one; until then the socket is not read (backpressure: the broker falls
+    /// back to its log for that subscription rather than the client dropping).
+    held: VecDeque<ServerFrame>,
 }
 
 impl Driver {
@@ -323,6 +333,10 @@ impl Driver {
     fn timeout(&self, now: Instant) -> Duration {
         let config = &self.inner.config;
         let mut next = now + MAX_WAIT;
+        if !self.held.is_empty() {
+            // Nothing tells this thread when the application takes a message: look again.
+            next = now + HELD_RETRY;
+        }
         match &self.conn {
             Some(conn) => match conn.stage {
                 Stage::Connecting | Stage::Handshake => next = next.min(conn.deadline),
@@ -374,7 +388,19 @@ impl Driver {
             conn.writing.push_back(hello(&self.inner)?);
             conn.stage = Stage::Handshake;
         }
-        if readable || conn.read_pending {
+        if !self.held.is_empty() {
+            let held: Vec<ServerFrame> = self.held.drain(..).collect();
+            self.handle(held)?;
+        }
+        if !self.held.is_empty() {
+            // Still full: read later (what the socket has waits there, and then at the
+            // broker).
+            if readable {
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.read_pending = true;
+                }
+            }
+        } else if readable || self.conn.as_ref().is_some_and(|c| c.read_pending) {
             self.read()?;
         }
         self.write()
@@ -579,7 +605,8 @@ impl Driver {
         let mut failure = None;
         let mut established = None;
         let mut state = inner.lock();
-        for frame in frames {
+        let mut frames = frames.into_iter();
+        while let Some(frame) = frames.next() {
             if conn.stage != Stage::Ready {
                 match frame {
                     ServerFrame::Welcome(w) => {
@@ -614,6 +641,15 @@ impl Driver {
                     let Some(entry) = state.subs.get_mut(&sid) else {
                         continue; // A late delivery for a subscription that has ended.
                     };
+                    if let Target::User { tx, .. } = &entry.target {
+                        if entry.spec.lossless && tx.is_full() {
+                            // Not seen yet (the tracker has not observed it): held with
+                            // everything after it, or replayed after a reconnect.
+                            self.held.push_back(ServerFrame::Message(m));
+                            self.held.extend(frames.by_ref());
+                            break;
+                        }
+                    }
                     entry.tracker.observe(conn.epoch, m.shard, m.sequence);
                     let (shard, sequence) = (m.shard, m.sequence);
                     let mut done = false;
@@ -965,6 +1001,9 @@ impl Driver {
     /// the waiters whose answer can no longer come, reports, and schedules the next
     /// attempt (or gives up).
     fn fail(&mut self, failure: Failure) {
+        // Frames of the lost connection not handled yet: the subscriptions resume from
+        // before their messages, and the rest belonged to that connection.
+        self.held.clear();
         let was_ready = self.conn.as_ref().is_some_and(|c| c.stage == Stage::Ready);
         // After a GOAWAY, the end of the connection is the one announced (unless the server
         // said why with a fatal error): not a failure, and no reason to wait to reconnect.

@@ -44,8 +44,11 @@
 //!
 //! Never: panics on bytes from the network, drops a publish silently (a full offline
 //! buffer is an [`Error::OfflineBufferFull`]; messages the application did not take in
-//! time are reported as [`Event::Dropped`]; presence events it did not take are replaced
-//! by a snapshot of the room), or blocks the I/O thread on the application.
+//! time are reported as [`Event::Dropped`], except on a lossless subscription, whose full
+//! queue stops the client reading the socket until the application takes one, so that the
+//! broker serves it from its log instead; presence events it did not take are replaced
+//! by a snapshot of the room), or blocks the I/O thread on the application (a held
+//! lossless delivery is retried every millisecond, not waited for).
 
 #![deny(missing_docs)]
 

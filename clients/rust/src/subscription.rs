@@ -91,7 +91,10 @@ impl<'c> SubscribeBuilder<'c> {
     }
 
     /// Asks the broker to fall back to reading its log instead of dropping when this
-    /// subscriber's queue on the broker overflows. Default: false.
+    /// subscriber's queue on the broker overflows; and in the client, when this
+    /// subscription's queue is full, the client stops reading the connection (every
+    /// subscription on it waits) until the application takes a message, instead of
+    /// dropping. Default: false.
     pub fn lossless(mut self, lossless: bool) -> Self {
         self.lossless = lossless;
         self

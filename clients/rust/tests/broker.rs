@@ -833,3 +833,44 @@ fn admission_refusals_reach_the_caller_with_the_servers_reason() {
     client.close();
     server.shutdown();
 }
+
+/// A lossless subscription whose application falls behind holds the client's reading back
+/// (and so the broker, which then serves it from its log) instead of the client dropping:
+/// every message arrives, once, in order, and no client-side drop is reported.
+#[test]
+fn a_lossless_subscription_that_falls_behind_loses_nothing_in_the_client() {
+    let dir = std::env::temp_dir().join(format!("tern-client-lossless-{}", std::process::id()));
+    let server = start_storing_broker(0, &dir);
+    let url = format!("tern://{}", server.binary_addr().unwrap());
+    let subscriber = Client::connect(&url).unwrap();
+    let events = subscriber.events();
+    let sub = subscriber
+        .subscribe_builder("slow.feed")
+        .lossless(true)
+        .capacity(4)
+        .subscribe()
+        .unwrap();
+    subscriber.flush(WAIT).unwrap();
+    let publisher = Client::connect(&url).unwrap();
+    let n = 3000u32;
+    for i in 0..n {
+        publisher.publish("slow.feed", i.to_string()).unwrap();
+    }
+    publisher.flush(WAIT).unwrap();
+    let mut got = Vec::with_capacity(n as usize);
+    while got.len() < n as usize {
+        let m = sub.recv_timeout(WAIT).expect("every message arrives");
+        got.push(m.payload_str().unwrap().parse::<u32>().unwrap());
+        if got.len() < 40 {
+            // Far slower than the publisher at first: the 4-message queue is full at once.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(got, (0..n).collect::<Vec<_>>());
+    assert_eq!(sub.dropped(), 0);
+    while let Some(e) = events.try_recv() {
+        assert!(!matches!(e, Event::Dropped { .. }), "{e:?}");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
