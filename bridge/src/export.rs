@@ -184,6 +184,7 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
                 break;
             }
             let (mut count, mut bytes, mut resent) = (0u64, 0u64, 0u64);
+            let mut id: Vec<u8> = Vec::with_capacity(64);
             let now = std::time::Instant::now();
             for msg in &batch {
                 observe(&mut position, msg.shard, msg.sequence);
@@ -197,10 +198,14 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
                 {
                     resent += 1;
                 }
-                let id = format!(
-                    "{}:{}:{}:{}",
-                    bridge.settings.name, position.epoch, msg.shard, msg.sequence
-                );
+                // `<name>:<epoch>:<shard>:<sequence>`, written into a buffer kept for the
+                // batch (no allocation per message).
+                id.clear();
+                id.extend_from_slice(bridge.settings.name.as_bytes());
+                for n in [position.epoch, u64::from(msg.shard), msg.sequence] {
+                    id.push(b':');
+                    push_decimal(&mut id, n);
+                }
                 let priority = [b'0' + msg.priority.min(7)];
                 let block = msg.raw_headers.as_deref();
                 let mut fields: [(&str, &[u8]); 3] = [("", b""); 3];
@@ -208,26 +213,27 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
                 let mut n = 1;
                 // A message id the publisher gave upstream is kept.
                 if block.and_then(|b| headers::get(b, MSG_ID)).is_none() {
-                    fields[n] = (MSG_ID, id.as_bytes());
+                    fields[n] = (MSG_ID, &id);
                     n += 1;
                 }
                 if msg.priority > 0 {
                     fields[n] = (PRIORITY, &priority);
                     n += 1;
                 }
-                let headers = headers::with(block, &fields[..n]);
                 let reply = msg.reply.as_ref().map(|r| {
                     bridge.exported_requests.allow(r, now);
                     format!("{}{r}", bridge.upstream_reply_prefix)
                 });
-                link.publish(
+                // The header block goes straight into the connection's buffer.
+                let size = link.publish_with_fields(
                     msg.subject.as_bytes(),
                     reply.as_deref().map(str::as_bytes),
-                    Some(&headers),
+                    block,
+                    &fields[..n],
                     &msg.payload,
                 );
                 count += 1;
-                bytes += (headers.len() + msg.payload.len()) as u64;
+                bytes += size as u64;
             }
             link.ping(Some(Confirm {
                 export: i,
@@ -262,6 +268,21 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
     }
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// Whether a local message goes upstream: not one that came from there (or from another
 /// bridge), and not the bridge's own reply traffic.
 fn exportable(msg: &Message) -> bool {
@@ -270,4 +291,18 @@ fn exportable(msg: &Message) -> bool {
             .raw_headers
             .as_deref()
             .is_none_or(|h| headers::get(h, ORIGIN).is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_decimal;
+
+    #[test]
+    fn decimals() {
+        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
+            let mut out = b"x:".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x:{n}").into_bytes());
+        }
+    }
 }

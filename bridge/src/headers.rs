@@ -36,13 +36,24 @@ pub(crate) fn status(block: Option<&[u8]>) -> Option<u16> {
 /// `block` with `fields` appended (a new `NATS/1.0` block when there is none, or it is not
 /// framed as one).
 pub(crate) fn with(block: Option<&[u8]>, fields: &[(&str, &[u8])]) -> Bytes {
-    let base: &[u8] = match block {
-        Some(b) if b.starts_with(b"NATS/1.0") && b.ends_with(b"\r\n\r\n") => &b[..b.len() - 2],
-        _ => b"NATS/1.0\r\n",
-    };
-    let extra: usize = fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
-    let mut out = BytesMut::with_capacity(base.len() + extra + 2);
-    out.put_slice(base);
+    let mut out = BytesMut::with_capacity(with_len(block, fields));
+    write_with(&mut out, block, fields);
+    out.freeze()
+}
+
+/// The length of [`with`]'s block.
+pub(crate) fn with_len(block: Option<&[u8]>, fields: &[(&str, &[u8])]) -> usize {
+    base(block).len()
+        + fields
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum::<usize>()
+        + 2
+}
+
+/// Appends [`with`]'s block to `out`.
+pub(crate) fn write_with(out: &mut BytesMut, block: Option<&[u8]>, fields: &[(&str, &[u8])]) {
+    out.put_slice(base(block));
     for (name, value) in fields {
         out.put_slice(name.as_bytes());
         out.put_slice(b": ");
@@ -50,7 +61,14 @@ pub(crate) fn with(block: Option<&[u8]>, fields: &[(&str, &[u8])]) -> Bytes {
         out.put_slice(b"\r\n");
     }
     out.put_slice(b"\r\n");
-    out.freeze()
+}
+
+/// The part of `block` kept: all but its final empty line (or a bare status line).
+fn base(block: Option<&[u8]>) -> &[u8] {
+    match block {
+        Some(b) if b.starts_with(b"NATS/1.0") && b.ends_with(b"\r\n\r\n") => &b[..b.len() - 2],
+        _ => b"NATS/1.0\r\n",
+    }
 }
 
 #[cfg(test)]

@@ -244,6 +244,30 @@ impl LinkState {
         self.out.extend_from_slice(b"\r\n");
     }
 
+    /// Appends a publish whose header block is `block` with `fields` appended (written
+    /// straight into the buffer); the size of its header block and payload.
+    pub(crate) fn publish_with_fields(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        block: Option<&[u8]>,
+        fields: &[(&str, &[u8])],
+        payload: &[u8],
+    ) -> usize {
+        let headers_len = crate::headers::with_len(block, fields);
+        encode_pub_line(
+            &mut self.out,
+            subject,
+            reply,
+            Some(headers_len),
+            payload.len(),
+        );
+        crate::headers::write_with(&mut self.out, block, fields);
+        self.out.extend_from_slice(payload);
+        self.out.extend_from_slice(b"\r\n");
+        headers_len + payload.len()
+    }
+
     /// Appends an operation.
     pub(crate) fn op(&mut self, op: &ClientOp) {
         encode_client_op(op, &mut self.out);

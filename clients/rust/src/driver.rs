@@ -210,6 +210,8 @@ struct Conn {
     /// True when the last read stopped at the budget, not at `WouldBlock`: read again
     /// without waiting for a readiness event (the poll is edge-triggered).
     read_pending: bool,
+    /// Bytes the last read took in.
+    last_total: usize,
     /// Frames taken from the outbox (or made here), in wire order.
     writing: VecDeque<OutFrame>,
     /// Bytes of `writing.front()` already written.
@@ -452,6 +454,7 @@ impl Driver {
             stage: Stage::Connecting,
             deadline: now + self.inner.config.connect_timeout,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
+            last_total: 0,
             decoder: ServerFrameDecoder::new(Limits::default()),
             read_pending: false,
             writing: VecDeque::new(),
@@ -477,6 +480,10 @@ impl Driver {
             return Ok(());
         };
         conn.read_pending = false;
+        // Room for as much as the last turn read (at most the budget), reserved at once:
+        // a busy connection's buffer is not grown by doubling (and copying) every turn.
+        conn.read_buf
+            .reserve(conn.last_total.clamp(READ_CHUNK, READ_BUDGET));
         let mut total = 0;
         let mut end: Option<Failure> = None;
         loop {
@@ -527,6 +534,7 @@ impl Driver {
         if total > 0 {
             conn.last_read = Instant::now();
         }
+        conn.last_total = total;
         let mut frames = Vec::new();
         let mut refused = Vec::new();
         loop {
