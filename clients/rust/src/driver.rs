@@ -983,6 +983,11 @@ impl Driver {
                 }
             }
             Stage::Ready => {
+                if !self.held.is_empty() {
+                    // Not reading by choice (a lossless subscription is full): the
+                    // server's silence means nothing until the application catches up.
+                    conn.last_read = now;
+                }
                 let silence = now.saturating_duration_since(conn.last_read);
                 if conn
                     .going_away
