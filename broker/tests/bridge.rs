@@ -54,6 +54,23 @@ fn edge(name: &str, servers: &[String], export: &str, import: &str, extra: &[&st
     Broker::with_args(&args)
 }
 
+/// An edge configured by `toml` (its `[[bridge]]` tables), waited for until its first
+/// bridge is connected.
+fn edge_from(tag: &str, toml: &str, extra: &[&str]) -> Broker {
+    let config = common::temp_dir(tag).join("ternd.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut args = vec![
+        "--monitor",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let edge = Broker::with_args(&args);
+    bridge_until(&edge, "connected", |v| v["state"] == "connected");
+    edge
+}
+
 fn bridgez(b: &Broker) -> serde_json::Value {
     b.monitor_json("/bridgez")["bridges"][0].clone()
 }
@@ -619,28 +636,21 @@ async fn the_bridge_speaks_tls_and_nkeys_upstream_and_tls_to_its_own_broker() {
             format!("-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"),
         )
         .unwrap();
-        let config = pki.dir.join("ternd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[[bridge]]\nname = \"tls-edge\"\nservers = [\"tls://localhost:{}\"]\n\
-                 creds = \"{}\"\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
-                 export = [\"secure.>\"]\nimport = [\"secure.>\"]\n",
-                cluster.addr(0).port(),
-                creds.display(),
-                pki.ca.display(),
-                pki.alice.cert.display(),
-                pki.alice.key.display(),
-            ),
-        )
-        .unwrap();
+        let toml = format!(
+            "[[bridge]]\nname = \"tls-edge\"\nservers = [\"tls://localhost:{}\"]\n\
+             creds = \"{}\"\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+             export = [\"secure.>\"]\nimport = [\"secure.>\"]\n",
+            cluster.addr(0).port(),
+            creds.display(),
+            pki.ca.display(),
+            pki.alice.cert.display(),
+            pki.alice.key.display(),
+        );
         // Every port of the edge speaks TLS: the bridge reaches it trusting its certificate.
-        let mut args = vec!["--monitor".to_string(), "127.0.0.1:0".into()];
-        args.extend(pki.server_args());
-        args.extend(["--config".into(), config.display().to_string()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let edge = Broker::with_args(&args);
-        let v = bridge_until(&edge, "connected over TLS", |v| v["state"] == "connected");
+        let tls_args = pki.server_args();
+        let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+        let edge = edge_from("ternd-tls", &toml, &tls_args);
+        let v = bridgez(&edge);
         assert!(v["server"].as_str().unwrap().starts_with("tls://"), "{v:#}");
 
         let local = async_nats::ConnectOptions::new()
@@ -710,23 +720,15 @@ async fn a_stream_import_acknowledges_only_what_the_edge_stored() {
         })
         .await
         .expect("a stream");
-        let config = common::temp_dir("ternd-js").join("ternd.toml");
-        std::fs::write(
-            &config,
-            format!(
+        let edge = edge_from(
+            "ternd-js",
+            &format!(
                 "max_payload = \"4KiB\"\n[[bridge]]\nname = \"js-edge\"\nservers = [\"{}\"]\n\
                  [[bridge.import_stream]]\nstream = \"ORDERS\"\nsubject = \"orders.>\"\n",
                 cluster.url(0)
             ),
-        )
-        .unwrap();
-        let edge = Broker::with_args(&[
-            "--monitor",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-        ]);
-        bridge_until(&edge, "connected", |v| v["state"] == "connected");
+            &[],
+        );
         let local = connect(edge.url()).await;
         let mut on_edge = local.subscribe("orders.>").await.unwrap();
         sync(&local).await;
@@ -777,25 +779,17 @@ async fn a_stream_import_acknowledges_only_what_the_edge_stored() {
 async fn an_exporter_that_falls_behind_loses_nothing() {
     within(async {
         let cluster = Cluster::start(1);
-        let config = common::temp_dir("ternd-window").join("ternd.toml");
         // A window of 16: a burst fills the export's local subscription at once; the local
         // client then holds the broker back, which serves the export from its log.
-        std::fs::write(
-            &config,
-            format!(
+        let edge = edge_from(
+            "ternd-window",
+            &format!(
                 "[[bridge]]\nname = \"small\"\nservers = [\"{}\"]\nexport = [\"burst.>\"]\n\
                  export_window = 16\n",
                 cluster.url(0)
             ),
-        )
-        .unwrap();
-        let edge = Broker::with_args(&[
-            "--monitor",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-        ]);
-        bridge_until(&edge, "connected", |v| v["state"] == "connected");
+            &[],
+        );
         let local = connect(edge.url()).await;
         let plain = connect(cluster.url(0)).await;
         let mut on_cluster = plain.subscribe("burst.>").await.unwrap();
