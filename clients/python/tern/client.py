@@ -13,12 +13,24 @@ resume token (or its original start), and its member token; then the offline buf
 order. All of that is written in one synchronous step, so no frame of the buffer can
 overtake a resubscription.
 
+Lossless subscriptions: when one's queue is full, the reader waits for room in it before
+it handles that message (its resume tracker has not seen it) and, to keep the order,
+anything after it; meanwhile nothing more is read from the socket, so the broker's queue
+for this connection fills and it serves the lossless subscription from its log instead
+(TCP backpressure, no client-side drop). While held, the heartbeat neither counts the
+silence (the server is not silent: its bytes wait unread) nor can the broker's PINGs be
+answered, so the heartbeat PINGs the broker itself, well within the broker's own ping
+interval: a client that talks is not pinged, nor closed as stale. On a lost connection
+the held message is discarded with the connection, and the resubscription resumes from
+before it.
+
 Never: blocks the event loop (no blocking calls; credentials and TLS settings are read
-once, in `connect`); waits without a timeout; lets an unbounded queue grow (subscription
-queues drop and report, the event queue discards its oldest and counts, the offline buffer
-refuses with `OfflineBufferFull`, a connected publish waits for the socket up to
-`write_timeout`); swallows an error: every failure reaches a caller as an exception or the
-application as an event.
+once, in `connect`); waits without a timeout (but for the application to take a message
+from a full lossless subscription); lets an unbounded queue grow (subscription queues drop
+and report, or for lossless ones hold the reader, the event queue discards its oldest and
+counts, the offline buffer refuses with `OfflineBufferFull`, a connected publish waits for
+the socket up to `write_timeout`); swallows an error: every failure reaches a caller as an
+exception or the application as an event.
 """
 
 from __future__ import annotations
@@ -232,6 +244,9 @@ class _Conn:
         # Set when a write went out at once: the next publish lets the loop run (the
         # readers among them), so a publisher in a tight loop cannot starve them.
         self.yield_due = False
+        # The lossless subscription the reader waits for room in, if it does: nothing is
+        # read from the socket meanwhile.
+        self.held: Subscription | None = None
 
     def flush_pending(self) -> None:
         self.flush_scheduled = False
@@ -672,13 +687,30 @@ class Client:
 
     async def _heartbeat(self, conn: _Conn) -> None:
         o = self._opts
-        tick = max(0.02, min(o.ping_interval, o.server_timeout, 1.0) / 4)
+        # While the reader is held (a full lossless subscription), the broker's PINGs wait
+        # unread: the client PINGs it instead, at least twice per broker ping interval, so
+        # the broker (which pings a client silent for that long, and closes one that leaves
+        # `ping_max` of its PINGs unanswered) sees it alive. The PONGs wait with the rest.
+        server_ping = conn.info.ping_interval if conn.info is not None else 0.0
+        keepalive = min(o.ping_interval, server_ping / 2) if server_ping > 0 else o.ping_interval
+        tick = max(0.005, min(keepalive, o.server_timeout, 1.0) / 4)
         while not conn.ended.done():
             await asyncio.sleep(tick)
             now = time.monotonic()
             silence = now - conn.last_read
             if conn.going_away is not None and now >= conn.going_away:
                 conn.end(_Failure("the server did not close the connection by its GOAWAY deadline"))
+            elif conn.held is not None:
+                # Not silence: the client does not read (the server's bytes wait for it).
+                # A lost connection shows on the writing side (a closed transport, or a
+                # PING whose write failed); a silent one only once reading goes on.
+                if conn.writer.transport.is_closing():
+                    exc = conn.reader.exception()
+                    why = f"read failed: {exc}" if exc is not None else "the connection was closed"
+                    conn.end(_Failure(f"{why} (while reading was held for a full lossless subscription)"))
+                elif now - conn.last_ping >= keepalive:
+                    conn.last_ping = now
+                    conn.write(_Out(c.encode_client_frame(c.Ping()), "ping"))
             elif silence >= o.server_timeout:
                 conn.end(_Failure(f"heartbeat timeout: nothing from the server for {silence:.1f}s"))
             elif silence >= o.ping_interval and now - conn.last_ping >= o.ping_interval:
@@ -688,7 +720,7 @@ class Client:
     async def _read_loop(self, conn: _Conn) -> None:
         try:
             # Frames that came with the WELCOME, already buffered.
-            self._handle_buffered(conn)
+            await self._handle_buffered(conn)
             while not conn.ended.done():
                 try:
                     data = await conn.reader.read(READ_CHUNK)
@@ -700,7 +732,7 @@ class Client:
                     return
                 conn.last_read = time.monotonic()
                 conn.decoder.feed(data)
-                self._handle_buffered(conn)
+                await self._handle_buffered(conn)
         except _Failure as f:
             conn.end(f)
         except c.CodecError as e:
@@ -709,12 +741,32 @@ class Client:
             self._emit(ErrorEvent(c.ErrorCode.INTERNAL, f"the client failed handling a frame: {e!r}"))
             conn.end(_Failure(f"internal error: {e!r}"))
 
-    def _handle_buffered(self, conn: _Conn) -> None:
+    async def _handle_buffered(self, conn: _Conn) -> None:
         try:
             while not conn.ended.done() and (frame := conn.decoder.next()) is not None:
+                if type(frame) is c.Message:
+                    sub = self._subs.get(frame.sid)
+                    if sub is not None and sub._full():
+                        await self._hold(conn, sub)
                 self._handle(conn, frame)
         finally:
             self._report_drops()
+
+    async def _hold(self, conn: _Conn, sub: Subscription) -> None:
+        """A message for `sub`, a lossless subscription whose queue is full: waits (the
+        message and everything after it unhandled, the socket unread) until the
+        application has made room or the subscription has ended. Cancelled with the
+        reader when the connection ends or the client closes: the message is then
+        discarded, unseen by the resume tracker, and comes again after a reconnect."""
+        self._report_drops()  # other subscriptions' drops are not held back with it
+        conn.held = sub
+        try:
+            await sub._wait_room()
+        finally:
+            conn.held = None
+            # The silence clock restarts: the server was not silent, the client was not
+            # reading.
+            conn.last_read = time.monotonic()
 
     def _report_drops(self) -> None:
         for sid in self._dropped_subs:

@@ -2,9 +2,12 @@
 
 Owns: one subscription's bounded message queue, its resume token (`ResumeTracker`: the
 highest sequence seen per shard, folded with where SUBSCRIBED says it started), its drop
-count, and the frame that (re)subscribes it. Never: blocks the connection's reader: a full
-queue drops the new message, counts it and reports it as a `DropNotice` event with source
-"client" (take messages faster or raise `capacity`).
+count, and the frame that (re)subscribes it. A full queue drops the new message, counts it
+and reports it as a `DropNotice` event with source "client" (take messages faster or raise
+`capacity`), except for a lossless subscription: its full queue is backpressure, and the
+connection's reader waits for room in it (`_wait_room`) before it handles that message or
+anything after it; taking messages (down to half the capacity) or the subscription's end
+lets it go on.
 """
 
 from __future__ import annotations
@@ -81,6 +84,11 @@ class Subscription:
         self._tracker = ResumeTracker(frame.start.token if isinstance(frame.start, c.StartResume) else None)
         self._msgs: deque[Msg] = deque()
         self._capacity = max(1, capacity)
+        self._lossless = frame.lossless
+        # While the connection's reader waits for room in this (lossless) subscription's
+        # queue: resolved once the application has taken it down to `_low`, or at the end.
+        self._room: asyncio.Future[None] | None = None
+        self._low = self._capacity // 2
         self._ready = asyncio.Event()
         self._ended = False
         self._error: ServerError | None = None
@@ -113,7 +121,7 @@ class Subscription:
         """The next message; `TernTimeout` after `timeout` seconds; `StopAsyncIteration`
         once ended; the broker's `ServerError` if it refused the subscription."""
         if self._msgs:
-            return self._msgs.popleft()
+            return self._take()
         try:
             return await asyncio.wait_for(self._next(), timeout)
         except TimeoutError:
@@ -127,7 +135,14 @@ class Subscription:
                 raise StopAsyncIteration
             self._ready.clear()
             await self._ready.wait()
-        return self._msgs.popleft()
+        return self._take()
+
+    def _take(self) -> Msg:
+        msg = self._msgs.popleft()
+        room = self._room
+        if room is not None and len(self._msgs) <= self._low and not room.done():
+            room.set_result(None)
+        return msg
 
     def __aiter__(self) -> AsyncIterator[Msg]:
         return self
@@ -161,6 +176,24 @@ class Subscription:
             f.presence_events,
         )
 
+    def _full(self) -> bool:
+        """A lossless subscription whose queue has no room: the reader must wait."""
+        return self._lossless and not self._ended and len(self._msgs) >= self._capacity
+
+    async def _wait_room(self) -> None:
+        """The connection's reader, at a message for this full lossless subscription:
+        returns once the application has taken messages (the queue down to half its
+        capacity) or the subscription has ended. Cancelled with the reader when the
+        connection ends or the client closes."""
+        while self._full():
+            room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room = room
+            try:
+                await room
+            finally:
+                if self._room is room:
+                    self._room = None
+
     def _deliver(self, msg: Msg) -> None:
         if len(self._msgs) >= self._capacity:
             self.dropped += 1
@@ -180,6 +213,8 @@ class Subscription:
         self._ended = True
         self._error = error
         self._ready.set()
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)  # the reader goes on (and discards the message)
         if self.presence is not None:
             self.presence._end()
         if self._confirm is not None and not self._confirm.done():
