@@ -33,7 +33,13 @@ import { TernError } from "./errors.js";
 import { MsgHeaders, type HeadersInit } from "./headers.js";
 import { nkeySigner, parseCreds, readCredsFile, type Creds, type NKeySigner } from "./nkey.js";
 import { BoundedQueue } from "./queue.js";
-import { Msg, Subscription, type PresenceEvent } from "./subscription.js";
+import {
+  Msg,
+  Subscription,
+  type PresenceEvent,
+  type Responder,
+  type SubscriptionCallback,
+} from "./subscription.js";
 import {
   openTransport,
   parseServer,
@@ -144,6 +150,17 @@ export interface SubscribeOptions {
   presenceEvents?: boolean;
   /** Messages queued in the client (default: the client's `subscriptionCapacity`). */
   capacity?: number;
+  /**
+   * Hand each message to this function as it is decoded, in order, instead of queueing it
+   * for `next()` / `for await` (which then throw InvalidOption): no client queue (so no
+   * client-side drops, and `capacity` does not apply) and no promise per message. Called
+   * with `(undefined, msg)` per message, and once with `(error, undefined)` if the
+   * subscription ends with an error (the broker refused it). It runs inside the client's
+   * read of the socket: a slow callback holds up the connection (and the broker's queue
+   * for it fills, then drops, as for any slow subscriber). What it throws is rethrown on
+   * its own (as a listener's error is) and does not stop the subscription.
+   */
+  callback?: SubscriptionCallback;
 }
 
 export interface RequestOptions {
@@ -359,6 +376,10 @@ export class Client {
   readonly #connectedWaiters = new Set<() => void>();
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   readonly #listeners = new Map<string, Set<(e: ClientEvent) => void>>();
+  /** How a delivered message answers (one for every message, not one made per message). */
+  readonly #responder: Responder = {
+    publish: (subject, payload, options) => this.publish(subject, payload, options ?? {}),
+  };
   readonly #streams = new Set<{ queue: BoundedQueue<ClientEvent>; lost: number }>();
   readonly #closedPromise: Promise<Error | undefined>;
   #closedOk!: (e: Error | undefined) => void;
@@ -530,6 +551,8 @@ export class Client {
         "presence needs a room: a literal subject, no queue group",
       );
     }
+    if (options.callback !== undefined && typeof options.callback !== "function")
+      throw new TernError("InvalidOption", "callback is not a function");
     const start = this.#startPosition(options.start ?? "live");
     for (const n of [options.maxQueueMessages, options.maxQueueBytes]) {
       if (n !== undefined && (!Number.isInteger(n) || n < 0 || n > 0xffffffff)) {
@@ -547,6 +570,7 @@ export class Client {
       capacity: options.capacity ?? this.#opts.subscriptionCapacity,
       presence,
       inbox: false,
+      callback: options.callback,
     });
   }
 
@@ -952,6 +976,7 @@ export class Client {
     o: Omit<Entry, "sub" | "subject" | "memberToken" | "remaining" | "snapshot"> & {
       capacity: number;
       presence: boolean;
+      callback?: SubscriptionCallback | undefined;
     },
   ): Subscription {
     const sid = this.#nextSid++;
@@ -966,6 +991,7 @@ export class Client {
       {
         unsubscribe: (s, max) => this.#unsubscribe(s, max),
       },
+      o.callback,
     );
     const entry: Entry = {
       sub,
@@ -1308,9 +1334,7 @@ export class Client {
       f.replayed,
       f.reply,
       f.headers,
-      {
-        publish: (subject, payload, options) => this.publish(subject, payload, options ?? {}),
-      },
+      this.#responder,
     );
     if (e.inbox) {
       const token = f.subject.slice(this.#inboxPrefix.length + 1);

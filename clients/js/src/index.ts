@@ -17,7 +17,7 @@ export type {
   EventStream,
 } from "./client.js";
 export { Subscription, Msg, PresenceView, ResumeTracker } from "./subscription.js";
-export type { PresenceEvent } from "./subscription.js";
+export type { PresenceEvent, SubscriptionCallback } from "./subscription.js";
 export { TernError } from "./errors.js";
 export type { TernErrorKind } from "./errors.js";
 export { MsgHeaders } from "./headers.js";

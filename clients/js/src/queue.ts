@@ -82,8 +82,11 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
         ? Promise.resolve({ value: undefined, done: true })
         : Promise.reject(this.#error);
     }
+    if (timeoutMs === undefined) {
+      // The common wait (`for await`): the promise's own functions are the waiter.
+      return new Promise((ok, fail) => void this.#waiters.push({ ok, fail }));
+    }
     return new Promise((ok, fail) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
       const waiter = {
         ok: (v: IteratorResult<T>) => {
           clearTimeout(timer);
@@ -94,13 +97,11 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
           fail(e);
         },
       };
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          const i = this.#waiters.indexOf(waiter);
-          if (i >= 0) this.#waiters.splice(i, 1);
-          fail(new TernError("Timeout", `nothing arrived within ${timeoutMs} ms`));
-        }, timeoutMs);
-      }
+      const timer = setTimeout(() => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        fail(new TernError("Timeout", `nothing arrived within ${timeoutMs} ms`));
+      }, timeoutMs);
       this.#waiters.push(waiter);
     });
   }

@@ -198,9 +198,24 @@ export interface SubscriptionOwner {
   unsubscribe(sid: number, max?: number): void;
 }
 
-/** A subscription: an async iterable of its messages, in order. */
+/**
+ * Receives a callback subscription's messages, in order, as they are decoded (no client
+ * queue, no promise per message); called once more with the error when the subscription
+ * ends with one (a refusal, say). An ordinary end (unsubscribe, its max reached, drain,
+ * close) makes no call. What it throws is the application's: rethrown on its own (as a
+ * listener's is), it does not stop the connection or the subscription.
+ */
+export type SubscriptionCallback = (
+  ...args: [error: undefined, msg: Msg] | [error: TernError, msg: undefined]
+) => void;
+
+/**
+ * A subscription: an async iterable of its messages, in order (or, made with a `callback`,
+ * those messages handed to the callback instead).
+ */
 export class Subscription implements AsyncIterable<Msg> {
   readonly #queue: BoundedQueue<Msg>;
+  readonly #callback: SubscriptionCallback | undefined;
   /** @internal */
   readonly _tracker: ResumeTracker;
   #readyOk!: () => void;
@@ -225,8 +240,10 @@ export class Subscription implements AsyncIterable<Msg> {
     presenceCapacity: number | undefined,
     start: ResumeToken | undefined,
     readonly owner: SubscriptionOwner,
+    callback?: SubscriptionCallback,
   ) {
     this.#queue = new BoundedQueue(capacity);
+    this.#callback = callback;
     this._tracker = new ResumeTracker(start);
     this.presence = presenceCapacity === undefined ? undefined : new PresenceView(presenceCapacity);
     this.ready = new Promise<void>((ok, fail) => {
@@ -251,8 +268,17 @@ export class Subscription implements AsyncIterable<Msg> {
     return this.#queue.ended;
   }
 
-  /** The next message; rejects with Timeout after `timeoutMs`, `Unsubscribed` once ended. */
+  /** Made with a `callback`: its messages go there, not to `next()` or an iteration. */
+  get isCallback(): boolean {
+    return this.#callback !== undefined;
+  }
+
+  /**
+   * The next message; rejects with Timeout after `timeoutMs`, `Unsubscribed` once ended,
+   * and InvalidOption for a callback subscription.
+   */
   async next(timeoutMs?: number): Promise<Msg> {
+    if (this.#callback) throw this.#notIterable();
     const r = await this.#queue.next(timeoutMs);
     if (r.done)
       throw new TernError("Unsubscribed", `subscription ${this.sid} (${this.subject}) ended`);
@@ -260,7 +286,21 @@ export class Subscription implements AsyncIterable<Msg> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Msg> {
+    if (this.#callback) {
+      const error = this.#notIterable();
+      return {
+        next: () => Promise.reject(error),
+        return: () => Promise.resolve({ value: undefined, done: true }),
+      };
+    }
     return this.#queue[Symbol.asyncIterator]();
+  }
+
+  #notIterable(): TernError {
+    return new TernError(
+      "InvalidOption",
+      `subscription ${this.sid} (${this.subject}) delivers to its callback: it cannot be read`,
+    );
   }
 
   /** Ends the subscription now, or after `max` more deliveries. */
@@ -270,6 +310,16 @@ export class Subscription implements AsyncIterable<Msg> {
 
   /** @internal false when the queue was full (the message is dropped and counted). */
   _deliver(m: Msg): boolean {
+    const callback = this.#callback;
+    if (callback) {
+      if (this.#queue.ended) return false;
+      try {
+        callback(undefined, m);
+      } catch (e) {
+        rethrowApart(e);
+      }
+      return true;
+    }
     if (this.#queue.push(m)) return true;
     if (!this.#queue.ended) this.dropped++;
     return false;
@@ -284,9 +334,29 @@ export class Subscription implements AsyncIterable<Msg> {
   _end(error?: unknown): void {
     if (error !== undefined) this.#readyFail(error);
     else this.#readyOk();
+    const ending = !this.#queue.ended;
     this.#queue.end(error);
     this.presence?._end();
+    if (ending && error !== undefined && this.#callback) {
+      try {
+        this.#callback(
+          error instanceof TernError
+            ? error
+            : new TernError("Unsubscribed", String(error), undefined, { cause: error }),
+          undefined,
+        );
+      } catch (e) {
+        rethrowApart(e);
+      }
+    }
   }
+}
+
+/** What the application's callback threw: surfaced on its own, the connection goes on. */
+function rethrowApart(e: unknown): void {
+  queueMicrotask(() => {
+    throw e;
+  });
 }
 
 export type { Member, SequenceRange };
