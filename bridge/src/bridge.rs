@@ -43,7 +43,7 @@ use crate::interest::{Interest, Key};
 use crate::jetstream;
 use crate::replies::Replies;
 use crate::route::Route;
-use crate::settings::Settings;
+use crate::settings::{Settings, Upstream};
 use crate::stats::{bump, Counters, ExportStatus, LastError, Status};
 use crate::upstream::{self, Link, Secrets, Wire};
 use crate::{ORIGIN, PRIORITY};
@@ -57,6 +57,9 @@ const TICK: Duration = Duration::from_millis(250);
 /// An upstream delivery for the importer: the message, its size, the connection's
 /// generation.
 type Import = (NatsMessage, usize, u64);
+
+/// Servers learned from the cluster's `connect_urls`, at most.
+const MAX_DISCOVERED: usize = 64;
 
 /// Messages the importer hands the broker at once, at most.
 const IMPORT_BATCH: usize = 256;
@@ -103,6 +106,9 @@ pub(crate) struct Bridge {
     imports: (Sender<Import>, Receiver<Import>),
     /// Bytes in `imports`.
     import_bytes: AtomicUsize,
+    /// Servers the cluster advertised (`INFO`'s `connect_urls`) that are not configured:
+    /// tried after the configured ones.
+    discovered: Mutex<Vec<Upstream>>,
     last_error: Mutex<Option<LastError>>,
     stop: AtomicBool,
     dirty: AtomicBool,
@@ -186,6 +192,7 @@ impl Bridge {
             imported_requests: Replies::new(settings.reply_timeout, settings.max_replies),
             imports: crossbeam_channel::bounded(IMPORT_QUEUE),
             import_bytes: AtomicUsize::new(0),
+            discovered: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
             stop: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
@@ -230,12 +237,7 @@ impl Bridge {
         drop(link);
         let mut s = Status {
             name: self.settings.name.clone(),
-            servers: self
-                .settings
-                .servers
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            servers: self.servers().iter().map(|s| s.to_string()).collect(),
             state,
             server,
             connects: 0,
@@ -325,17 +327,20 @@ impl Bridge {
 
     /// The control thread: runs until the bridge stops.
     pub(crate) fn control(self: &Arc<Bridge>, local: &Client) {
-        let servers = &self.settings.servers;
         let events = local.events();
         let mut next = 0usize;
         let mut failures = 0u32;
         let mut rng = Jitter::new();
         while !self.stopped() {
+            let servers = self.servers();
             let server = &servers[next % servers.len()];
             next += 1;
             let (stream, leftover) = match upstream::connect(server, &self.settings, &self.secrets)
             {
-                Ok((stream, _info, leftover)) => (stream, leftover),
+                Ok((stream, info, leftover)) => {
+                    self.learn(server, &info.connect_urls);
+                    (stream, leftover)
+                }
                 Err(e) => {
                     self.error(e);
                     failures = failures.saturating_add(1);
@@ -437,6 +442,42 @@ impl Bridge {
                 self.idle(delay, &events);
             } else {
                 failures = 0;
+            }
+        }
+    }
+
+    /// The servers to try, in turn: the configured ones, then those the cluster advertised.
+    fn servers(&self) -> Vec<Upstream> {
+        let mut servers = self.settings.servers.clone();
+        servers.extend(
+            self.discovered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        servers
+    }
+
+    /// Keeps the servers `server`'s cluster advertises (`host:port`) that are not known
+    /// yet; bounded.
+    fn learn(&self, server: &Upstream, urls: &[String]) {
+        let mut discovered = self.discovered.lock().unwrap_or_else(|e| e.into_inner());
+        for url in urls {
+            let Ok(mut found) = url.parse::<Upstream>() else {
+                continue;
+            };
+            // Reached as `server` is: the same cluster, the same TLS and credentials.
+            found.tls = server.tls;
+            found.user.clone_from(&server.user);
+            found.pass.clone_from(&server.pass);
+            let known = |u: &Upstream| u.addr == found.addr;
+            if self.settings.servers.iter().any(known) || discovered.iter().any(known) {
+                continue;
+            }
+            if discovered.len() < MAX_DISCOVERED {
+                info!(bridge = %self.settings.name, server = %found, "learned from the cluster");
+                discovered.push(found);
             }
         }
     }
@@ -625,7 +666,13 @@ impl Bridge {
                     None => self.queue_import(m, generation),
                 }
             }
-            ServerOp::Info(_) | ServerOp::Ok => {}
+            ServerOp::Info(info) => {
+                let server = self.link.lock().server.clone();
+                if let Some(server) = server.and_then(|s| s.parse::<Upstream>().ok()) {
+                    self.learn(&server, &info.connect_urls);
+                }
+            }
+            ServerOp::Ok => {}
         }
     }
 
@@ -997,7 +1044,40 @@ impl Jitter {
 
 #[cfg(test)]
 mod tests {
-    use super::Jitter;
+    use super::{Bridge, Jitter};
+    use crate::settings::Settings;
+
+    #[test]
+    fn servers_advertised_by_the_cluster_are_learned_once() {
+        let mut buf = bytes::BytesMut::from(
+            &b"INFO {\"server_id\":\"x\",\"connect_urls\":[\"127.0.0.1:1\",\"127.0.0.1:2\",\"10.0.0.3:4222\"]}\r\n"[..],
+        );
+        let mut decoder = tern_protocol::text::ServerDecoder::new(crate::upstream::limits());
+        let Some(tern_protocol::text::ServerOp::Info(info)) = decoder.decode(&mut buf).unwrap()
+        else {
+            panic!("an INFO");
+        };
+        let given: crate::Upstream = "nats://u:p@127.0.0.1:1".parse().unwrap();
+        let mut settings = Settings::new("t", vec![given.clone()]);
+        settings.export = vec!["a".into()];
+        let bridge = Bridge::new(settings, "ID").unwrap();
+        bridge.learn(&given, &info.connect_urls);
+        bridge.learn(&given, &info.connect_urls);
+        let servers: Vec<String> = bridge.servers().iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            servers,
+            [
+                "nats://127.0.0.1:1",
+                "nats://127.0.0.1:2",
+                "nats://10.0.0.3:4222"
+            ]
+        );
+        assert_eq!(
+            bridge.servers()[1].user.as_deref(),
+            Some("u"),
+            "reached as the given one"
+        );
+    }
     use std::time::Duration;
 
     #[test]

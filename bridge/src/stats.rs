@@ -46,7 +46,8 @@ fn get(c: &AtomicU64) -> u64 {
 pub struct Status {
     /// The edge's name (`Settings::name`).
     pub name: String,
-    /// The configured servers.
+    /// The servers it tries in turn: the configured ones, then those the cluster
+    /// advertised.
     pub servers: Vec<String>,
     /// `connected`, `connecting` (retrying, see `last_error`) or `stopped`.
     pub state: &'static str,

@@ -220,6 +220,7 @@ impl Server {
             auth_required: false,
             nonce: None,
             ldm: false,
+            connect_urls: Vec::new(),
         };
         let mut info = info;
         let verify = config.tls.as_ref().is_some_and(|t| t.settings.verify);

@@ -816,3 +816,29 @@ async fn an_exporter_that_falls_behind_loses_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_learns_the_cluster_and_fails_over_to_a_server_it_was_not_given() {
+    within(async {
+        let mut cluster = Cluster::start(3);
+        // Given node 0 only: the others come from the cluster's INFO (connect_urls).
+        let a = edge("a", &[cluster.url(0)], "orders.>", "", &[]);
+        bridge_until(&a, "the cluster's servers learned", |v| {
+            v["state"] == "connected" && v["servers"].as_array().is_some_and(|s| s.len() == 3)
+        });
+        let ca = connect(a.url()).await;
+        let plain = connect(cluster.url(2)).await;
+        let mut on_cluster = plain.subscribe("orders.>").await.unwrap();
+        sync(&plain).await;
+        cluster.stop(0, libc::SIGTERM);
+        let node0 = cluster.addr(0).port().to_string();
+        bridge_until(&a, "connected to another node", |v| {
+            v["state"] == "connected"
+                && v["server"]
+                    .as_str()
+                    .is_some_and(|s| !s.ends_with(&format!(":{node0}")))
+        });
+        until_flows(&ca, "orders.after", &mut [&mut on_cluster]).await;
+    })
+    .await;
+}

@@ -206,4 +206,8 @@ pub struct ServerInfo {
     /// the client should reconnect (to another server if it can). Sent in an `INFO` after
     /// the first.
     pub ldm: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The other servers of the server's cluster clients may connect to (`host:port`), as
+    /// a NATS cluster advertises them; Tern sends none.
+    pub connect_urls: Vec<String>,
 }

@@ -173,6 +173,12 @@ pub fn server_info() -> impl Strategy<Value = ServerInfo> {
                     auth_required,
                     nonce,
                     ldm,
+                    // A cluster's advertised servers, in some INFOs.
+                    connect_urls: if tls_verify {
+                        vec!["10.0.0.1:4222".into(), "[::1]:4223".into()]
+                    } else {
+                        Vec::new()
+                    },
                 }
             },
         )
