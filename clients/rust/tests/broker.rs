@@ -9,9 +9,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime};
 
-use clap::Parser;
 use common::{wait_event, WAIT};
-use tern_broker::{Args, Config, Server};
+use tern_broker::Server;
 use tern_client::{
     Client, Error, Event, Headers, PublishOptions, ReconnectPolicy, ResumeToken, StartFrom,
 };
@@ -30,20 +29,7 @@ fn start_storing_broker(binary: u16, data_dir: &std::path::Path) -> Server {
 }
 
 fn broker_with(binary: u16, extra: &[&str]) -> Server {
-    let binary = format!("127.0.0.1:{binary}");
-    let mut args = vec![
-        "ternd",
-        "--listen",
-        "127.0.0.1:0",
-        "--binary-listen",
-        &binary,
-        "--no-monitor",
-        "--workers",
-        "2",
-        "--no-pin",
-    ];
-    args.extend_from_slice(extra);
-    Server::start(Config::from_args(Args::parse_from(args)).unwrap()).unwrap()
+    common::broker::start(&format!("127.0.0.1:{binary}"), extra)
 }
 
 fn url(server: &Server) -> String {

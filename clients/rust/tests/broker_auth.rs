@@ -11,9 +11,9 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use clap::Parser;
+
 use common::{wait_event, WAIT};
-use tern_broker::{Args, Config, Server};
+use tern_broker::Server;
 use tern_client::{
     Client, ClientBuilder, DisconnectReason, Error, ErrorCode, Event, PublishOptions,
     ReconnectPolicy, StartFrom,
@@ -25,24 +25,17 @@ fn broker(config: &str) -> (Server, tempdir::Dir) {
     let file = dir.path().join("ternd.toml");
     std::fs::write(&file, config).unwrap();
     let data = dir.path().join("data");
-    let args = [
-        "ternd",
-        "--listen",
+    let server = common::broker::start(
         "127.0.0.1:0",
-        "--binary-listen",
-        "127.0.0.1:0",
-        "--no-monitor",
-        "--workers",
-        "2",
-        "--no-pin",
-        "--log-size",
-        "4MiB",
-        "--config",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    let server = Server::start(Config::from_args(Args::parse_from(args)).unwrap()).unwrap();
+        &[
+            "--log-size",
+            "4MiB",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     (server, dir)
 }
 

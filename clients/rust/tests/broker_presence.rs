@@ -20,11 +20,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use clap::Parser;
+
 use common::proxy::Proxy;
 use common::{wait_event, WAIT};
 use serde_json::Value;
-use tern_broker::{Args, Config, Server};
+use tern_broker::Server;
 use tern_client::{
     Client, Error, ErrorCode, Event, Message, Presence, PresenceEvent, ReconnectPolicy,
     Subscription,
@@ -34,20 +34,9 @@ use tern_protocol::binary::{
 };
 
 fn broker(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "ternd",
-        "--listen",
-        "127.0.0.1:0",
-        "--binary-listen",
-        "127.0.0.1:0",
-        "--no-monitor",
-        "--workers",
-        "2",
-        "--no-pin",
-        "--no-store",
-    ];
+    let mut args = vec!["--no-store"];
     args.extend_from_slice(extra);
-    Server::start(Config::from_args(Args::parse_from(args)).unwrap()).unwrap()
+    common::broker::start("127.0.0.1:0", &args)
 }
 
 fn url(server: &Server) -> String {

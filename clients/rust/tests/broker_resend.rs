@@ -9,32 +9,16 @@ mod common;
 
 use std::time::Duration;
 
-use clap::Parser;
 use common::proxy::Proxy;
 use common::{wait_event, WAIT};
-use tern_broker::{Args, Config, Server};
+use tern_broker::Server;
 use tern_client::{Client, Error, Event, PublishOptions, ReconnectPolicy};
 
 /// A broker with 2 shards that stores in `dir` (the broker deduplicates by message id
 /// only when it stores).
 fn storing_broker(dir: &std::path::Path) -> Server {
     let dir = dir.display().to_string();
-    let args = [
-        "ternd",
-        "--listen",
-        "127.0.0.1:0",
-        "--binary-listen",
-        "127.0.0.1:0",
-        "--no-monitor",
-        "--workers",
-        "2",
-        "--no-pin",
-        "--data-dir",
-        &dir,
-        "--log-size",
-        "4MiB",
-    ];
-    Server::start(Config::from_args(Args::parse_from(args)).unwrap()).unwrap()
+    common::broker::start("127.0.0.1:0", &["--data-dir", &dir, "--log-size", "4MiB"])
 }
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {

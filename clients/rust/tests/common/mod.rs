@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // Each test file uses a different part of it.
 
+pub mod broker;
 pub mod proxy;
 
 use std::io::{ErrorKind, Read, Write};
