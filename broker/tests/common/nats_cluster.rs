@@ -64,8 +64,25 @@ impl Cluster {
     }
 
     /// [`Cluster::start`] with `extra` appended to every node's configuration (TLS,
-    /// authorization...).
+    /// authorization...). Free ports are found by binding and letting go, so a parallel
+    /// test can take one before a node binds it: a cluster that does not form is started
+    /// again on new ports (three attempts).
     pub fn start_with(n: usize, extra: &str) -> Cluster {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let mut cluster = Cluster::configure(n, extra);
+            for i in 0..n {
+                cluster.spawn(i);
+            }
+            match cluster.ready() {
+                Ok(()) => return cluster,
+                Err(e) => last = e,
+            }
+        }
+        panic!("the nats-server cluster did not form: {last}");
+    }
+
+    fn configure(n: usize, extra: &str) -> Cluster {
         let dir = super::temp_dir("nats-cluster");
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -105,15 +122,26 @@ impl Cluster {
                 child: None,
             });
         }
-        let mut cluster = Cluster { nodes, dir };
-        for i in 0..n {
-            cluster.spawn(i);
+        Cluster { nodes, dir }
+    }
+
+    /// Every node listening and routed to every other, within [`START`]; or what is not.
+    fn ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START;
+        for i in 0..self.nodes.len() {
+            let addr: SocketAddr = ([127, 0, 0, 1], self.nodes[i].port).into();
+            while TcpStream::connect(addr).is_err() {
+                let exited = self.nodes[i]
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+                if exited || Instant::now() >= deadline {
+                    return Err(format!("nats-server {i} did not start"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        for i in 0..n {
-            cluster.wait_listening(i);
-        }
-        cluster.wait_routes();
-        cluster
+        self.routed(deadline)
     }
 
     fn spawn(&mut self, i: usize) {
@@ -140,24 +168,31 @@ impl Cluster {
 
     /// Waits until every running node has a route to every other running node.
     pub fn wait_routes(&self) {
+        if let Err(e) = self.routed(Instant::now() + START) {
+            panic!("{e}");
+        }
+    }
+
+    fn routed(&self, deadline: Instant) -> Result<(), String> {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].child.is_some())
             .collect();
-        let deadline = Instant::now() + START;
         for &i in &running {
             loop {
                 let routes = self.routes(i);
                 if routes >= running.len() - 1 {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "node {i} has {routes} routes, wants {}",
-                    running.len() - 1
-                );
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "node {i} has {routes} routes, wants {}",
+                        running.len() - 1
+                    ));
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        Ok(())
     }
 
     /// The routes node `i` has (its `/routez`).
