@@ -201,6 +201,17 @@ impl Bridge {
         })
     }
 
+    /// Gives every export with no confirmed position `tail` as its first one (written to
+    /// the state file with the next save).
+    pub(crate) fn start_unconfirmed_exports_at(&self, tail: &ResumeToken) {
+        for export in &self.exports {
+            if export.confirmed().is_none() {
+                export.confirm(tail.clone(), 0);
+                self.state_changed();
+            }
+        }
+    }
+
     pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }

@@ -52,6 +52,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tern_client::{Client, ReconnectPolicy};
+use tern_protocol::binary::ResumeToken;
 use tracing::warn;
 
 pub use inject::{Inject, Injected};
@@ -130,13 +131,25 @@ impl Hub {
     /// and no other, is trusted) for exports, replies and stream imports, and handing
     /// plain imports to `inject`; the local connection is made on a thread of its own
     /// (retried until the broker answers), so this returns at once.
+    ///
+    /// `log_tail` is the log's end when the broker started (`None` when nothing is
+    /// stored): an export with no confirmed position yet (a rule exported for the first
+    /// time) starts there, so what is published while the bridge is still connecting, or
+    /// while upstream cannot be reached at all, is exported once it can be. Without a
+    /// store, an export starts when its local subscription is in place.
     pub fn start(
         self: &Arc<Hub>,
         local: SocketAddr,
         tls_cert: Option<&Path>,
         inject: Arc<dyn Inject>,
+        log_tail: Option<ResumeToken>,
     ) -> Result<(), String> {
         let tls = tls_cert.map(local_tls::pinned_config).transpose()?;
+        if let Some(tail) = log_tail {
+            for bridge in &self.bridges {
+                bridge.start_unconfirmed_exports_at(&tail);
+            }
+        }
         let hub = Arc::clone(self);
         let starter = std::thread::Builder::new()
             .name("bridge-start".into())

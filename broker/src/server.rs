@@ -21,7 +21,7 @@ use bytes::Bytes;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
-use tern_protocol::binary::{Welcome, VERSION as BINARY_VERSION};
+use tern_protocol::binary::{ResumeToken, Welcome, VERSION as BINARY_VERSION};
 use tern_protocol::text::ServerInfo;
 use tracing::{error, info};
 
@@ -232,6 +232,14 @@ impl Server {
             recovery,
             dedupe,
         } = open_stores(&config)?;
+        // Where a bridge's first export starts: the log's end now, before anyone publishes.
+        let log_tail = (!config.store.is_off()).then(|| ResumeToken {
+            epoch: log_epoch,
+            last_sequences: recovery
+                .iter()
+                .map(|r| r.next_seq.saturating_sub(1))
+                .collect(),
+        });
         let welcome = Welcome {
             version: BINARY_VERSION,
             shard_count: n as u16,
@@ -383,6 +391,7 @@ impl Server {
                 SocketAddr::new(ip, addr.port()),
                 tls.map(|t| t.cert_file.as_path()),
                 Arc::new(MeshInject::new(mesh.clone(), 0)),
+                log_tail,
             )
             .map_err(|e| StartError::Bridge(format!("starting: {e}")))?;
         }

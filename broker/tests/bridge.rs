@@ -512,7 +512,8 @@ async fn exports_survive_killing_the_upstream_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_resume_after_the_whole_cluster_restarts() {
     within(async {
-        let mut cluster = Cluster::start(3);
+        // (Unadvertised: the edge must not learn the nodes behind the gate.)
+        let mut cluster = Cluster::start_unadvertised(3);
         // The edge reaches the cluster through a gate the test opens when the cluster is
         // whole again (so that its resumed exports meet routes and interest in place).
         let gate = Gate::new(cluster.addr(0));
@@ -565,6 +566,34 @@ async fn exports_resume_after_the_whole_cluster_restarts() {
         assert_eq!(v["export_gaps"], 0, "{v:#}");
         // Message ids are stable: a resent message carries the id it had the first time.
         let _ = v;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_edge_takes_before_it_first_reaches_upstream_is_exported() {
+    within(async {
+        let cluster = Cluster::start_unadvertised(1);
+        let gate = Gate::new(cluster.addr(0));
+        gate.close();
+        let a = edge("a", &[gate.url()], "early.>", "", &[]);
+        let ca = connect(a.url()).await;
+        let plain = connect(cluster.url(0)).await;
+        let mut on_cluster = plain.subscribe("early.>").await.unwrap();
+        sync(&plain).await;
+        // Published before the bridge was ever connected: stored, exported once it is.
+        let sent: Vec<String> = (0..50).map(|i| format!("early-{i}")).collect();
+        for p in &sent {
+            ca.publish("early.x", p.clone().into()).await.unwrap();
+        }
+        sync(&ca).await;
+        assert_eq!(bridgez(&a)["state"], "connecting");
+        gate.open();
+        assert_eq!(take(&mut on_cluster, 50).await, sent);
+        let v = bridge_until(&a, "everything confirmed", |v| {
+            v["confirmed"] == 50 && v["unconfirmed"] == 0
+        });
+        assert_eq!(v["export_gaps"], 0, "{v:#}");
     })
     .await;
 }

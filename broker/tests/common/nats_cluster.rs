@@ -68,9 +68,21 @@ impl Cluster {
     /// test can take one before a node binds it: a cluster that does not form is started
     /// again on new ports (three attempts).
     pub fn start_with(n: usize, extra: &str) -> Cluster {
+        Cluster::start_advertising(n, extra, true)
+    }
+
+    /// [`Cluster::start`] with nodes that do not tell clients about each other (INFO has
+    /// no `connect_urls`): a client reaches only the servers it was given (a test's
+    /// [`Gate`] stays the only way in).
+    #[allow(dead_code)]
+    pub fn start_unadvertised(n: usize) -> Cluster {
+        Cluster::start_advertising(n, "", false)
+    }
+
+    fn start_advertising(n: usize, extra: &str, advertise: bool) -> Cluster {
         let mut last = String::new();
         for _ in 0..3 {
-            let mut cluster = Cluster::configure(n, extra);
+            let mut cluster = Cluster::configure(n, extra, advertise);
             for i in 0..n {
                 cluster.spawn(i);
             }
@@ -82,7 +94,7 @@ impl Cluster {
         panic!("the nats-server cluster did not form: {last}");
     }
 
-    fn configure(n: usize, extra: &str) -> Cluster {
+    fn configure(n: usize, extra: &str, advertise: bool) -> Cluster {
         let dir = super::temp_dir("nats-cluster");
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -102,7 +114,8 @@ impl Cluster {
             } else {
                 format!(
                     "cluster {{\n  name: tern-test\n  listen: 127.0.0.1:{cluster_port}\n  \
-                     routes: [{}]\n}}\n",
+                     no_advertise: {}\n  routes: [{}]\n}}\n",
+                    !advertise,
                     routes.join(", ")
                 )
             };
