@@ -49,7 +49,7 @@ pub const DEFAULT_MAX_TOKENS: usize = 256;
 /// True for the bytes no subject may contain: whitespace, NUL and the other ASCII control
 /// characters.
 #[inline]
-fn is_bad_byte(b: u8) -> bool {
+const fn is_bad_byte(b: u8) -> bool {
     b <= b' ' || b == 0x7f
 }
 
@@ -115,18 +115,29 @@ fn is_plain_publish(subject: &[u8], max_tokens: usize) -> bool {
     // Tokens ended so far, and where the current one starts.
     let (mut ended, mut start) = (0usize, 0usize);
     for (i, &b) in subject.iter().enumerate() {
-        if b == b'.' {
-            if !is_plain_token(&subject[start..i]) {
-                return false;
-            }
-            ended += 1;
-            start = i + 1;
-        } else if is_bad_byte(b) {
+        // One load per ordinary byte.
+        if !SEPARATOR_OR_BAD[usize::from(b)] {
+            continue;
+        }
+        if b != b'.' || !is_plain_token(&subject[start..i]) {
             return false;
         }
+        ended += 1;
+        start = i + 1;
     }
     is_plain_token(&subject[start..]) && ended < max_tokens
 }
+
+/// By byte value: `.` or a byte no subject may hold ([`is_bad_byte`]).
+const SEPARATOR_OR_BAD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b == b'.' as usize || is_bad_byte(b as u8);
+        b += 1;
+    }
+    table
+};
 
 /// A token of a literal subject: not empty and not a wildcard.
 #[inline]
