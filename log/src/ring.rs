@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::error::LogError;
 use crate::file::RingFile;
 use crate::format::{
-    align, crc, get_u32, get_u64, wrap_marker, Checkpoint, ALIGN, HEADER_LEN, MAX_RECORD_LEN,
+    align, get_u32, get_u64, wrap_marker, Checkpoint, Seeded, ALIGN, HEADER_LEN, MAX_RECORD_LEN,
     RECORD_HEADER_LEN, WRAP_LEN,
 };
 use crate::record::{commit_word, decode, Record};
@@ -204,6 +204,8 @@ pub struct RingLog {
     /// Bytes in the data region.
     cap: usize,
     epoch: u64,
+    /// Record checksums for `epoch`.
+    seeded: Seeded,
     fsync: Fsync,
     head: usize,
     tail: usize,
@@ -289,7 +291,7 @@ impl Stage {
         exact: usize,
         n: usize,
         terminator: bool,
-        epoch: u64,
+        seeded: Seeded,
     ) {
         let start = self.buf.len();
         self.buf.reserve(n + 8);
@@ -302,7 +304,7 @@ impl Stage {
         if terminator {
             self.buf.extend_from_slice(&[0u8; 8]);
         }
-        let sum = crc(epoch, &self.buf[start + 8..start + exact]);
+        let sum = seeded.crc(&self.buf[start + 8..start + exact]);
         self.buf[start..start + 8].copy_from_slice(&commit_word(exact as u32, sum));
     }
 }
@@ -374,6 +376,7 @@ impl RingLog {
             file: opened.file,
             cap,
             epoch,
+            seeded: Seeded::new(epoch),
             fsync,
             head: found.head,
             tail: found.tail,
@@ -578,7 +581,7 @@ impl RingLog {
         if place.marker.is_none() && terminator.is_none_or(|t| t == place.pos + n) {
             if let Some(stage) = self.stage.as_deref_mut() {
                 if stage.extend(place.pos, n) {
-                    stage.push_record(rec, seq, exact, n, terminator.is_some(), self.epoch);
+                    stage.push_record(rec, seq, exact, n, terminator.is_some(), self.seeded);
                     self.committed(rec, seq, place.pos, n);
                     return Ok(seq);
                 }
@@ -608,7 +611,7 @@ impl RingLog {
         compiler_fence(Ordering::SeqCst);
         // 5. The commit: length and CRC. Until these 8 bytes are complete the record does not
         //    validate, so a crash at any earlier byte leaves the log as it was.
-        let sum = crc(self.epoch, self.written(base + 8, exact - 8));
+        let sum = self.seeded.crc(self.written(base + 8, exact - 8));
         self.put(base, &commit_word(exact as u32, sum));
         compiler_fence(Ordering::SeqCst);
 
