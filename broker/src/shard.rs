@@ -375,7 +375,6 @@ impl Shard {
                     match store.append(&msg, time_ns, msg.received) {
                         Ok(Appended::Stored(seq)) => {
                             stored = true;
-                            Arc::make_mut(&mut msg).stored = true;
                             seq
                         }
                         Ok(Appended::Duplicate(first)) => {
@@ -412,7 +411,9 @@ impl Shard {
                 }
             };
             // The shard normally holds the only reference: stamped in place, no copy.
-            Arc::make_mut(&mut msg).stamp = Stamp {
+            let m = Arc::make_mut(&mut msg);
+            m.stored |= stored;
+            m.stamp = Stamp {
                 shard: self.id as u16,
                 seq,
                 time_ns,

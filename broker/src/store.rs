@@ -523,6 +523,8 @@ pub(crate) struct Store {
     /// tokens from before must not match this log's epoch any more.
     epoch_salt: u64,
     filters: Vec<Bytes>,
+    /// A filter is `>`: every subject is kept (settled once, not matched per message).
+    keeps_all: bool,
     /// The broker-wide message ids (`dedupe.rs`), and this store's shard in it.
     dedupe: Arc<Dedupe>,
     shard: u16,
@@ -609,6 +611,7 @@ impl Store {
                 .iter()
                 .map(|f| Bytes::copy_from_slice(f.as_bytes()))
                 .collect(),
+            keeps_all: config.subjects.iter().any(|f| f == ">"),
             dedupe,
             shard,
             told_held_from,
@@ -630,7 +633,7 @@ impl Store {
 
     /// True when messages on `subject` are kept.
     pub fn keeps(&self, subject: &[u8]) -> bool {
-        self.filters.iter().any(|f| subject::matches(f, subject))
+        self.keeps_all || self.filters.iter().any(|f| subject::matches(f, subject))
     }
 
     /// Appends a message, unless its message id was stored within the dedupe window (on
