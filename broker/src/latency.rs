@@ -38,13 +38,19 @@ impl Latency {
         }
     }
 
-    #[inline]
+    #[cfg(test)]
     pub fn record(&mut self, waited: Duration) {
+        self.record_n(waited, 1);
+    }
+
+    /// Records `n` deliveries that each waited `waited`.
+    #[inline]
+    pub fn record_n(&mut self, waited: Duration, n: u64) {
         let micros = u64::try_from(waited.as_micros())
             .unwrap_or(MAX_MICROS)
             .min(MAX_MICROS);
-        self.hist.saturating_record(micros);
-        self.sum_micros = self.sum_micros.wrapping_add(micros);
+        self.hist.saturating_record_n(micros, n);
+        self.sum_micros = self.sum_micros.wrapping_add(micros.wrapping_mul(n));
     }
 
     /// Adds another worker's values.

@@ -87,16 +87,28 @@ impl Outbound {
         self.marks.len()
     }
 
-    /// Calls `f` with the receipt instant of every delivery whose last byte has now been
-    /// written, oldest first, and forgets them.
+    /// Calls `f(received, n)` for the deliveries whose last byte has now been written,
+    /// oldest first, and forgets them: `n` deliveries in a row received at the same
+    /// instant (one publisher's read, fanned out or batched) come as one call.
     #[inline]
-    pub fn pop_written(&mut self, mut f: impl FnMut(Instant)) {
+    pub fn pop_written(&mut self, mut f: impl FnMut(Instant, u64)) {
+        let mut run: Option<(Instant, u64)> = None;
         while let Some(&(end, received)) = self.marks.front() {
             if end > self.written {
-                return;
+                break;
             }
             self.marks.pop_front();
-            f(received);
+            match &mut run {
+                Some((at, n)) if *at == received => *n += 1,
+                _ => {
+                    if let Some((at, n)) = run.replace((received, 1)) {
+                        f(at, n);
+                    }
+                }
+            }
+        }
+        if let Some((at, n)) = run {
+            f(at, n);
         }
     }
 
@@ -288,16 +300,34 @@ mod tests {
         };
         q.write_to(&mut w).unwrap();
         let mut seen = Vec::new();
-        q.pop_written(|t| seen.push(t));
+        q.pop_written(|t, n| seen.extend(std::iter::repeat_n(t, n as usize)));
         assert!(
             seen.is_empty(),
             "one byte of the first delivery is still queued"
         );
         w.budget = one + 1;
         q.write_to(&mut w).unwrap();
-        q.pop_written(|t| seen.push(t));
+        q.pop_written(|t, n| seen.extend(std::iter::repeat_n(t, n as usize)));
         assert_eq!(seen, vec![t0, t0 + std::time::Duration::from_micros(1)]);
         assert_eq!(q.discard(), 1);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn deliveries_received_together_are_told_in_one_call() {
+        let mut q = Outbound::default();
+        let t0 = Instant::now();
+        let t1 = t0 + std::time::Duration::from_micros(5);
+        for at in [t0, t0, t0, t1, t0] {
+            let before = q.tail().len();
+            q.tail().extend_from_slice(b"MSG a 1 0\r\n\r\n");
+            q.commit(before);
+            q.mark(at);
+        }
+        q.write_to(&mut Sink(Vec::new())).unwrap();
+        let mut calls = Vec::new();
+        q.pop_written(|at, n| calls.push((at, n)));
+        assert_eq!(calls, vec![(t0, 3), (t1, 1), (t0, 1)]);
+        assert_eq!(q.queued_msgs(), 0);
     }
 }

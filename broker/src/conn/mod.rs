@@ -1349,8 +1349,8 @@ impl Conn {
                         if n > 0 {
                             let now = Instant::now();
                             let latency = &mut router.latency;
-                            self.out.pop_written(|received| {
-                                latency.record(now.duration_since(received))
+                            self.out.pop_written(|received, n| {
+                                latency.record_n(now.duration_since(received), n)
                             });
                             self.congestion.drained(n);
                         }
