@@ -56,6 +56,18 @@ impl<K: Copy> Tickets<K> {
         self.len += 1;
     }
 
+    /// The message of `level` with `arrival` left its queue (written): its ticket goes
+    /// now when it is at the front of its level's FIFO, the usual case for queues drained
+    /// oldest first; anywhere else it is left to go stale, for [`Tickets::compact`].
+    #[inline]
+    pub fn forget(&mut self, level: u8, arrival: u64) {
+        let fifo = &mut self.levels[usize::from(level).min(LEVELS - 1)];
+        if fifo.front().is_some_and(|&(a, _)| a == arrival) {
+            fifo.pop_front();
+            self.len -= 1;
+        }
+    }
+
     /// The lowest-priority, oldest live message: its level, arrival and queue. The ticket
     /// is taken; stale tickets found on the way are dropped.
     pub fn pop_lowest(&mut self, mut live: impl FnMut(u8, u64, K) -> bool) -> Option<(u8, u64, K)> {
@@ -120,5 +132,19 @@ mod tests {
         t.push(0, 10_001, ());
         t.compact(100, |_, _, _| panic!("no compaction needed"));
         assert_eq!(t.pop_lowest(|_, _, _| true), Some((0, 0, ())));
+    }
+
+    #[test]
+    fn a_written_message_at_the_front_takes_its_ticket_along() {
+        let mut t = Tickets::default();
+        for (level, arrival) in [(0, 1), (2, 2), (0, 3)] {
+            t.push(level, arrival, ());
+        }
+        t.forget(0, 3);
+        assert_eq!(t.len(), 3, "not at the front: left to go stale");
+        t.forget(0, 1);
+        t.forget(2, 2);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.pop_lowest(|_, _, _| true), Some((0, 3, ())));
     }
 }

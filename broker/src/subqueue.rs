@@ -244,11 +244,12 @@ impl SubQueue {
     }
 
     /// Takes out the oldest queued message, whatever its priority.
-    pub fn pop(&mut self) -> Option<Arc<Msg>> {
+    /// Also says the message's level and arrival (which name its eviction tickets).
+    pub fn pop(&mut self) -> Option<(Arc<Msg>, u8, u64)> {
         let (_, level) = self.oldest()?;
         let e = self.levels[level].pop_front()?;
         self.forget(level, &e);
-        Some(e.msg)
+        Some((e.msg, level as u8, e.arrival))
     }
 
     /// The arrival and level of the oldest message queued.
@@ -395,7 +396,7 @@ mod tests {
     }
 
     fn drain(q: &mut SubQueue) -> Vec<u64> {
-        std::iter::from_fn(|| q.pop())
+        std::iter::from_fn(|| q.pop().map(|(m, _, _)| m))
             .map(|m| m.stamp.seq)
             .collect()
     }
@@ -474,7 +475,7 @@ mod tests {
         let unit = size_of(&msg(0, 0, 0, None));
         assert_eq!((q.len(), q.bytes()), (3, 3 * unit + 7));
         // The newest value, in the place of the first.
-        assert_eq!(q.pop().unwrap().stamp.seq, 4);
+        assert_eq!(q.pop().unwrap().0.stamp.seq, 4);
         // Delivered: the key no longer coalesces, the next one queues behind.
         assert_eq!(
             q.push(msg(5, 0, 1, Some("cursor:ann")), 5, b, true, |_| panic!()),

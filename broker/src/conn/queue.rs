@@ -651,10 +651,14 @@ impl Conn {
                     break;
                 };
                 let before = queue.depth();
-                let Some(msg) = queue.pop() else {
+                let Some((msg, level, arrival)) = queue.pop() else {
                     break;
                 };
                 let after = queue.depth();
+                // Its eviction tickets, at their FIFOs' fronts when queues drain in order,
+                // go now rather than by compaction.
+                self.held.tickets.forget(level, arrival);
+                router.budget.tickets.forget(level, arrival);
                 self.account(before, after, router);
                 if !self.write_delivery(key, &msg, router) {
                     alive = false;
