@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::index::FnvMap;
+use crate::index::FastMap;
 
 /// Where the first copy of a message was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,7 @@ fn held(held_from: &[AtomicU64], c: &FirstCopy) -> bool {
 struct Window {
     window: Duration,
     max_ids: usize,
-    seqs: FnvMap<Bytes, FirstCopy>,
+    seqs: FastMap<Bytes, FirstCopy>,
     /// Oldest first: when each id was remembered, where, and the id.
     order: VecDeque<(Instant, FirstCopy, Bytes)>,
     /// Ids forgotten before their window ended because `max_ids` were remembered.
@@ -133,7 +133,7 @@ impl Window {
         Window {
             window,
             max_ids,
-            seqs: FnvMap::default(),
+            seqs: FastMap::default(),
             order: VecDeque::new(),
             evicted: 0,
         }

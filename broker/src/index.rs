@@ -34,17 +34,32 @@ use slab::Slab;
 use tern_protocol::subject;
 
 use crate::mesh::SubRef;
-/// A fast, deterministic hasher for subjects: FNV-1a, then the MurmurHash3 64-bit
-/// finaliser. Plain FNV-1a's low bits are weak (its lowest bit is the parity of the bytes'
-/// lowest bits), and hash-map buckets use the low bits; the finaliser spreads every input
-/// bit over all of them. The index is keyed by subject tokens a client chose and is not
-/// seeded, so tokens crafted to collide would slow the lookups of every shard (each holds
-/// every subscription); the bounds on tokens per filter, subscriptions per connection and
-/// in all keep what one client can add small, and speed on the publish path wins.
+/// A fast, deterministic hasher for subjects (and the broker's other in-process maps):
+/// eight bytes at a time, each word mixed in by a multiply and a rotation, then the
+/// MurmurHash3 64-bit finaliser at the end, which spreads every input bit over the low bits
+/// hash-map buckets use. (It was FNV-1a, a byte at a time: a dependent multiply per byte made
+/// the index's lookup about 6 % of a 16-byte publish.) A slice's length is hashed before its
+/// bytes, so the zero padding of a last partial word cannot make two lengths collide. The
+/// index is keyed by subject tokens a client chose and is not seeded, so tokens crafted to
+/// collide would slow the lookups of every shard (each holds every subscription); the bounds
+/// on tokens per filter, subscriptions per connection and in all keep what one client can
+/// add small, and speed on the publish path wins. Nothing persisted depends on it.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct Fnv(u64);
+pub(crate) struct FastHasher(u64);
 
-impl std::hash::Hasher for Fnv {
+/// The hash of nothing written yet.
+const HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+/// An odd 64-bit multiplier with well-spread bits (the golden ratio's).
+const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl FastHasher {
+    #[inline]
+    fn mix(h: u64, word: u64) -> u64 {
+        (h ^ word).wrapping_mul(HASH_MUL).rotate_left(29)
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
     fn finish(&self) -> u64 {
         let mut h = self.0;
         h ^= h >> 33;
@@ -53,22 +68,28 @@ impl std::hash::Hasher for Fnv {
         h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         h ^ (h >> 33)
     }
+
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        let mut h = if self.0 == 0 { HASH_SEED } else { self.0 };
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            h = FastHasher::mix(h, u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            h = FastHasher::mix(h, u64::from_le_bytes(w));
         }
         self.0 = h;
     }
 }
 
-pub(crate) type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
-pub(crate) type FnvSet<K> = std::collections::HashSet<K, BuildHasherDefault<Fnv>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<FastHasher>>;
 
 /// An interned queue group name.
 pub(crate) type QueueId = u32;
@@ -97,7 +118,7 @@ impl Keyed for SubRef {
 #[derive(Debug)]
 pub(crate) struct Roster<T: Keyed> {
     items: Vec<T>,
-    positions: Option<Box<FnvMap<T::Key, u32>>>,
+    positions: Option<Box<FastMap<T::Key, u32>>>,
 }
 
 impl<T: Keyed> Default for Roster<T> {
@@ -337,7 +358,7 @@ enum Children {
     /// Two to [`LIST_MAX`], searched in order.
     List(Vec<(Token, NodeId)>),
     /// More.
-    Map(Box<FnvMap<Token, NodeId>>),
+    Map(Box<FastMap<Token, NodeId>>),
 }
 
 impl Children {
@@ -364,7 +385,7 @@ impl Children {
                 *self = Children::List(list);
             }
             Children::List(list) => {
-                let mut map: FnvMap<Token, NodeId> = list.into_iter().collect();
+                let mut map: FastMap<Token, NodeId> = list.into_iter().collect();
                 map.insert(token, id);
                 *self = Children::Map(Box::new(map));
             }
@@ -456,7 +477,7 @@ type Step = (NodeId, usize);
 /// The index of one shard.
 #[derive(Debug)]
 pub(crate) struct Index {
-    literal: FnvMap<Bytes, SubList>,
+    literal: FastMap<Bytes, SubList>,
     /// The wildcard trie, its nodes in one arena: a node refers to its children by id, so
     /// no walk (dropping included) recurses.
     nodes: Slab<Node>,
@@ -465,7 +486,7 @@ pub(crate) struct Index {
     /// Queue group names in use, and by id: the name and how many subscriptions use it.
     /// An id is freed (and reused) when its last subscription goes, so distinct names
     /// over a long run do not grow the index.
-    queue_ids: FnvMap<Bytes, QueueId>,
+    queue_ids: FastMap<Bytes, QueueId>,
     queue_slots: Vec<Option<(Bytes, u32)>>,
     free_queue_ids: Vec<QueueId>,
     subscriptions: usize,
@@ -476,10 +497,10 @@ impl Default for Index {
         let mut nodes = Slab::new();
         nodes.insert(Node::default());
         Index {
-            literal: FnvMap::default(),
+            literal: FastMap::default(),
             nodes,
             stack: Vec::new(),
-            queue_ids: FnvMap::default(),
+            queue_ids: FastMap::default(),
             queue_slots: Vec::new(),
             free_queue_ids: Vec::new(),
             subscriptions: 0,
@@ -798,6 +819,31 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Subjects that differ only a little (a counter, a length, trailing zero bytes) hash
+    /// apart, and spread evenly over the low bits buckets use.
+    #[test]
+    fn the_subject_hash_tells_near_subjects_apart_and_spreads_them() {
+        use std::hash::BuildHasher;
+        let hash = |s: &[u8]| BuildHasherDefault::<FastHasher>::default().hash_one(s);
+        let mut seen = std::collections::HashSet::new();
+        let mut buckets = [0u32; 256];
+        for i in 0..20_000u32 {
+            let subject = format!("room.{i}");
+            let h = hash(subject.as_bytes());
+            assert!(seen.insert(h), "{subject} collides");
+            buckets[(h & 0xff) as usize] += 1;
+        }
+        // 20,000 into 256 buckets: about 78 each.
+        assert!(
+            buckets.iter().all(|&n| (40..=120).contains(&n)),
+            "{buckets:?}"
+        );
+        for len in 0..24 {
+            let zeros = vec![0u8; len];
+            assert!(seen.insert(hash(&zeros)), "{len} zero bytes collide");
+        }
+    }
     use crate::mesh::ConnId;
 
     fn sub(id: u64) -> SubRef {

@@ -59,7 +59,7 @@ use tern_protocol::binary::{
     encode_server_frame, ErrorCode, Member as WireMember, Presence, PresenceBody, ServerFrame,
 };
 
-use crate::index::{FnvMap, FnvSet};
+use crate::index::{FastMap, FastSet};
 use crate::names::named_enum;
 
 /// Connection identity as the broker knows it (a copy of the broker's `ConnId` fields).
@@ -200,9 +200,9 @@ struct Room {
     /// Members (the `Some`s of `order`): the O(1) count.
     live: usize,
     /// A member's place in `order`.
-    by_user: FnvMap<Arc<str>, usize>,
+    by_user: FastMap<Arc<str>, usize>,
     /// Which member each connection in the room is.
-    conns: FnvMap<ConnKey, Arc<str>>,
+    conns: FastMap<ConnKey, Arc<str>>,
 }
 
 impl Room {
@@ -211,8 +211,8 @@ impl Room {
             subject,
             order: Vec::new(),
             live: 0,
-            by_user: FnvMap::default(),
-            conns: FnvMap::default(),
+            by_user: FastMap::default(),
+            conns: FastMap::default(),
         }
     }
 
@@ -257,9 +257,9 @@ impl Room {
 #[derive(Debug)]
 pub(crate) struct Rooms {
     limits: PresenceLimits,
-    rooms: FnvMap<Bytes, Room>,
+    rooms: FastMap<Bytes, Room>,
     /// The rooms each connection is in (the room's own key, shared).
-    by_conn: FnvMap<ConnKey, FnvSet<Bytes>>,
+    by_conn: FastMap<ConnKey, FastSet<Bytes>>,
     /// Grace deadlines, one per lingering member: `(room, member)`.
     due: BTreeMap<DueKey, (Bytes, Arc<str>)>,
     next_seq: u64,
@@ -270,8 +270,8 @@ impl Rooms {
     pub fn new(limits: PresenceLimits) -> Rooms {
         Rooms {
             limits,
-            rooms: FnvMap::default(),
-            by_conn: FnvMap::default(),
+            rooms: FastMap::default(),
+            by_conn: FastMap::default(),
             due: BTreeMap::new(),
             next_seq: 0,
             members_total: 0,

@@ -25,7 +25,7 @@ use crate::budget::{QueueBudget, SharedBudget};
 use crate::config::Config;
 use crate::conn::congestion::Signal;
 use crate::dedupe::Dedupe;
-use crate::index::{FnvMap, FnvSet};
+use crate::index::{FastMap, FastSet};
 use crate::latency::Latency;
 use crate::mesh::{
     Answer, ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, PresenceFrame, PresenceOp,
@@ -68,10 +68,10 @@ pub(crate) struct Router {
     last_arrival: u64,
     /// Congested consumers anywhere in the broker, with their congestion epoch: a message
     /// that reaches one stalls its publisher.
-    pub congested: FnvMap<ConnId, u32>,
+    pub congested: FastMap<ConnId, u32>,
     /// Consumers anywhere in the broker over their high-water mark (congested or stuck):
     /// catch-ups to one wait.
-    pub backlogged: FnvSet<ConnId>,
+    pub backlogged: FastSet<ConnId>,
     /// Connections to wake at an instant (congestion judgements, stall deadlines), as
     /// (when, slot, generation), earliest first.
     pub timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
@@ -179,8 +179,8 @@ impl Router {
             live_at: None,
             budget: QueueBudget::new(budget),
             last_arrival: 0,
-            congested: FnvMap::default(),
-            backlogged: FnvSet::default(),
+            congested: FastMap::default(),
+            backlogged: FastSet::default(),
             timers: BinaryHeap::new(),
             latency: Latency::new(),
             // One worker reports the broker-wide table's counts: the workers' are summed.
@@ -427,7 +427,7 @@ impl Router {
     /// The worker that is home to `subject`'s presence.
     pub fn presence_home(&self, subject: &[u8]) -> usize {
         use std::hash::{BuildHasher, BuildHasherDefault};
-        let h = BuildHasherDefault::<crate::index::Fnv>::default().hash_one(subject);
+        let h = BuildHasherDefault::<crate::index::FastHasher>::default().hash_one(subject);
         (h % self.workers as u64) as usize
     }
 

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use tern_protocol::binary::StartPosition;
 use tern_protocol::headers::NO_RESPONDERS;
 
-use crate::index::{FnvMap, FnvSet, Index};
+use crate::index::{FastMap, FastSet, Index};
 use crate::merge;
 use crate::mesh::{
     ConnId, Envelope, InboxPart, Msg, Outbox, ReplayRequest, ReplayStart, Stamp, Start, SubRef,
@@ -70,7 +70,7 @@ pub(crate) struct Shard {
 #[derive(Debug, Default)]
 struct Stalls {
     /// Congested consumer -> (its epoch, the publishers told).
-    sent: FnvMap<ConnId, (u32, Vec<ConnId>)>,
+    sent: FastMap<ConnId, (u32, Vec<ConnId>)>,
 }
 
 impl Stalls {
@@ -203,7 +203,7 @@ impl Shard {
         &mut self,
         now: Instant,
         out: &mut Outbox,
-        backlogged: &FnvSet<ConnId>,
+        backlogged: &FastSet<ConnId>,
     ) -> u64 {
         // Out of `self` for the pump, so the sink can ask the shard about congestion.
         let Some(mut store) = self.store.take() else {
@@ -365,7 +365,7 @@ impl Shard {
         &mut self,
         mut msg: Arc<Msg>,
         out: &mut Outbox,
-        congested: &FnvMap<ConnId, u32>,
+        congested: &FastMap<ConnId, u32>,
     ) -> Routed {
         let mut stored = false;
         if !msg.origin_only && !msg.ephemeral {
@@ -524,7 +524,7 @@ struct Sink<'a> {
     shard: &'a Shard,
     out: &'a mut Outbox,
     depth: usize,
-    backlogged: &'a FnvSet<ConnId>,
+    backlogged: &'a FastSet<ConnId>,
 }
 
 impl ReplaySink for Sink<'_> {
@@ -703,7 +703,7 @@ mod tests {
             &None,
             &mut out,
         );
-        let r = shard.route(msg("room.1", a), &mut out, &FnvMap::default());
+        let r = shard.route(msg("room.1", a), &mut out, &FastMap::default());
         assert_eq!(r.deliveries, 2);
         assert_eq!(delivered(&mut out), vec![1, 2]);
     }
@@ -745,7 +745,7 @@ mod tests {
             }
             found
         };
-        let mut congested = FnvMap::default();
+        let mut congested = FastMap::default();
         shard.route(msg("room.1", publisher), &mut out, &congested);
         assert!(stalls(&mut out).is_empty(), "nobody is congested");
         congested.insert(slow, 3);
@@ -796,7 +796,7 @@ mod tests {
         shard.subscribe(&filter, Some(&q2), sub(conn(1, 5), 5), &None, &mut out);
         let mut counts = std::collections::BTreeMap::new();
         for _ in 0..400 {
-            shard.route(msg("work", conn(0, 0)), &mut out, &FnvMap::default());
+            shard.route(msg("work", conn(0, 0)), &mut out, &FastMap::default());
             let ids = delivered(&mut out);
             assert_eq!(ids.len(), 2, "one member of each group: {ids:?}");
             assert!(ids.contains(&5));
@@ -821,7 +821,7 @@ mod tests {
         shard.subscribe(&f, None, sub(other, 2), &None, &mut out);
         let mut m = msg("chat", me);
         Arc::get_mut(&mut m).unwrap().no_echo = true;
-        shard.route(m, &mut out, &FnvMap::default());
+        shard.route(m, &mut out, &FastMap::default());
         assert_eq!(delivered(&mut out), vec![2]);
     }
 
@@ -853,14 +853,14 @@ mod tests {
         for _ in 0..10 {
             let mut m = msg("job", me);
             Arc::get_mut(&mut m).unwrap().no_echo = true;
-            assert_eq!(shard.route(m, &mut out, &FnvMap::default()).deliveries, 1);
+            assert_eq!(shard.route(m, &mut out, &FastMap::default()).deliveries, 1);
             // `j*b` is a literal token: only 5 is another connection's member here.
             assert_eq!(delivered(&mut out), vec![5]);
         }
         // With echo on, every member takes its turn.
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..4 {
-            shard.route(msg("job", me), &mut out, &FnvMap::default());
+            shard.route(msg("job", me), &mut out, &FastMap::default());
             seen.extend(delivered(&mut out));
         }
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![1, 2, 4, 5]);
@@ -876,7 +876,7 @@ mod tests {
             m.no_responders = true;
             m.reply = Some(Bytes::from_static(b"_INBOX.abc.1"));
         }
-        let r = shard.route(m, &mut out, &FnvMap::default());
+        let r = shard.route(m, &mut out, &FastMap::default());
         assert!(r.no_responders);
         let mut batch = out.take_batch(0);
         assert_eq!(batch.len(), 1);
@@ -890,7 +890,7 @@ mod tests {
         let inbox = Bytes::from_static(b"_INBOX.abc.*");
         shard.subscribe(&inbox, None, sub(requester, 1), &None, &mut out);
         shard.subscribe(&inbox, None, sub(conn(0, 3), 2), &None, &mut out);
-        let r = shard.route(status, &mut out, &FnvMap::default());
+        let r = shard.route(status, &mut out, &FastMap::default());
         assert_eq!(r.deliveries, 1);
         assert!(!r.no_responders);
         assert_eq!(delivered(&mut out), vec![1]);
@@ -902,10 +902,10 @@ mod tests {
         let f = Bytes::from_static(b"a.>");
         let s = sub(conn(0, 1), 1);
         shard.subscribe(&f, None, s, &None, &mut out);
-        shard.route(msg("a.b", conn(1, 1)), &mut out, &FnvMap::default());
+        shard.route(msg("a.b", conn(1, 1)), &mut out, &FastMap::default());
         assert_eq!(delivered(&mut out), vec![1]);
         shard.unsubscribe(&f, None, &s);
-        shard.route(msg("a.b", conn(1, 1)), &mut out, &FnvMap::default());
+        shard.route(msg("a.b", conn(1, 1)), &mut out, &FastMap::default());
         assert!(delivered(&mut out).is_empty());
     }
 
@@ -931,7 +931,7 @@ mod tests {
         for expected in 1..=3u64 {
             let mut m = msg("s", publisher);
             Arc::get_mut(&mut m).unwrap().ack_id = Some(100 + expected);
-            shard.route(m, &mut out, &FnvMap::default());
+            shard.route(m, &mut out, &FastMap::default());
             let delivered = out.take_batch(0);
             let [Envelope::Deliver { msg, .. }] = &delivered[..] else {
                 panic!("one delivery: {delivered:?}");
@@ -960,7 +960,7 @@ mod tests {
         use tern_protocol::binary::ResumeToken;
         let (mut shard, mut out) = world();
         for _ in 0..5 {
-            shard.route(msg("s", conn(0, 0)), &mut out, &FnvMap::default());
+            shard.route(msg("s", conn(0, 0)), &mut out, &FastMap::default());
         }
         let resume = |last: u64| -> Start {
             Some(Arc::new(StartPosition::Resume(ResumeToken {

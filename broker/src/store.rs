@@ -34,7 +34,7 @@ use tern_protocol::subject;
 
 use crate::config::{Fsync, StoreConfig};
 use crate::dedupe::{Dedupe, FirstCopy};
-use crate::index::FnvMap;
+use crate::index::FastMap;
 use crate::mesh::{ConnId, Flight, InboxPart, Msg, ReplayRequest, ReplayStart, Stamp, SubRef};
 
 /// Why a store could not be opened.
@@ -532,7 +532,7 @@ pub(crate) struct Store {
     told_held_from: u64,
     replays: Vec<Replay>,
     /// The subscriptions in `replays`, for the per-delivery check of live routing.
-    replaying: FnvMap<SubRef, ()>,
+    replaying: FastMap<SubRef, ()>,
     /// Per loop turn, across all catch-ups: records read, bytes replayed.
     replay_batch: usize,
     replay_bytes: usize,
@@ -616,7 +616,7 @@ impl Store {
             shard,
             told_held_from,
             replays: Vec::new(),
-            replaying: FnvMap::default(),
+            replaying: FastMap::default(),
             replay_batch: config.replay_batch,
             replay_bytes: config.replay_bytes,
             replay_queue_depth: config.replay_queue_depth,

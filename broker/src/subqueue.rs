@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::index::FnvMap;
+use crate::index::FastMap;
 use crate::mesh::{Msg, Stamp};
 
 /// Priority levels: 0 (lowest) to 7 (highest).
@@ -136,7 +136,7 @@ pub(crate) struct SubQueue {
     len: usize,
     bytes: usize,
     /// Coalescing key -> (level, arrival) of the queued message carrying it.
-    keys: FnvMap<Bytes, (u8, u64)>,
+    keys: FastMap<Bytes, (u8, u64)>,
 }
 
 impl SubQueue {

@@ -55,7 +55,7 @@ use crate::conn::congestion::Signal;
 use crate::conn::link::Link;
 use crate::conn::socket::Socket;
 use crate::conn::{Accepted, CloseReason, Conn, ReadState};
-use crate::index::FnvMap;
+use crate::index::FastMap;
 use crate::lameduck::{LameDuck, Schedule};
 use crate::mesh::{ConnId, Envelope, Lane};
 use crate::router::Router;
@@ -169,7 +169,7 @@ pub(crate) struct Worker {
     lame_duck_schedule: Option<Schedule>,
     /// Per congested consumer, the publishers of this worker stalled for it, as (slot,
     /// generation).
-    stalled_by: FnvMap<ConnId, Vec<(u32, u32)>>,
+    stalled_by: FastMap<ConnId, Vec<(u32, u32)>>,
     /// The earliest this worker's catch-ups may be pumped again while live traffic is
     /// recent (`Router::live_at`).
     next_pump: Instant,
@@ -232,7 +232,7 @@ impl Worker {
             close_logs: LogBudget::new(CLOSE_LOGS_PER_WINDOW, CLOSE_LOG_WINDOW, now),
             lame_duck,
             lame_duck_schedule: None,
-            stalled_by: FnvMap::default(),
+            stalled_by: FastMap::default(),
             next_pump: now,
             verdicts,
         })

@@ -49,7 +49,7 @@ use tracing::debug;
 
 use crate::admission::{self, ConnAdmission, RateVerdict, SubscriptionLimit};
 use crate::config::Limits;
-use crate::index::FnvMap;
+use crate::index::FastMap;
 use crate::merge::{self, Merge};
 use crate::mesh::{ConnId, Envelope, InboxPart, Msg, Stamp, Start, SubRef};
 use crate::outbound::Outbound;
@@ -268,7 +268,7 @@ pub(crate) struct Conn {
     pub out: Outbound,
     proto: Proto,
     subs: Slab<SubState>,
-    sids: FnvMap<Sid, usize>,
+    sids: FastMap<Sid, usize>,
     /// The loop turn in which bytes were last read from the socket: the `received` of the
     /// messages they carry, from which broker latency is measured.
     read_at: Instant,
@@ -381,7 +381,7 @@ impl Conn {
             out: Outbound::default(),
             proto,
             subs: Slab::new(),
-            sids: FnvMap::default(),
+            sids: FastMap::default(),
             read_at: now,
             last_activity: now,
             ops: 0,
