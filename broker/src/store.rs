@@ -363,6 +363,11 @@ pub(crate) struct Replay {
     /// the log it says so (`ReplayEvent::CaughtUp`) and reads on what is appended, live
     /// delivery still off, until the worker releases it (`Store::release`).
     merged: Merged,
+    /// The filter has no wildcard: a record matches when its subject is the filter.
+    literal: bool,
+    /// The subject of the last message it made: the next record with the same subject
+    /// shares it rather than copying it again.
+    last_subject: Bytes,
 }
 
 /// Where a merged catch-up is in its handover to live delivery.
@@ -402,7 +407,28 @@ impl Replay {
             credit: None,
             in_flight: Arc::default(),
             merged: Merged::No,
+            literal: subject::is_literal(filter),
+            last_subject: Bytes::new(),
         }
+    }
+
+    /// True when the record's subject is one the catch-up is for.
+    #[inline]
+    fn wants(&self, subject: &[u8]) -> bool {
+        if self.literal {
+            self.filter[..] == *subject
+        } else {
+            subject::matches(&self.filter, subject)
+        }
+    }
+
+    /// `subject` as the catch-up's own copy: shared with the last message it made when
+    /// that had the same subject.
+    fn subject(&mut self, subject: &[u8]) -> Bytes {
+        if self.last_subject[..] != *subject {
+            self.last_subject = Bytes::copy_from_slice(subject);
+        }
+        self.last_subject.clone()
     }
 
     fn merged(mut self, merged: bool) -> Replay {
@@ -942,7 +968,7 @@ impl Store {
                     exhausted = true;
                     break;
                 };
-                let matches = subject::matches(&replay.filter, rec.subject);
+                let matches = replay.wants(rec.subject);
                 if matches && replay.paused() {
                     break;
                 }
@@ -972,11 +998,12 @@ impl Store {
                 let flight = replay.flight(bytes);
                 match &mut replay.target {
                     Target::Sub(sub) => {
+                        let sub = *sub;
                         let msg = Msg {
                             flight,
-                            ..msg_of(&rec, shard, now)
+                            ..msg_of(&rec, replay.subject(rec.subject), shard, now)
                         };
-                        sink.emit(ReplayEvent::Deliver(*sub, Arc::new(msg)))
+                        sink.emit(ReplayEvent::Deliver(sub, Arc::new(msg)))
                     }
                     Target::Inbox {
                         request, replayed, ..
@@ -1127,11 +1154,12 @@ pub(crate) fn end_marker(
     msg
 }
 
-/// A replayed record as a message to deliver (copied out of the map). It has no
+/// A replayed record as a message to deliver (copied out of the map; `subject` is the
+/// catch-up's own copy, [`Replay::subject`]). It has no
 /// publishing connection; `now` starts its broker latency.
-fn msg_of(rec: &Record<'_>, shard: u16, now: Instant) -> Msg {
+fn msg_of(rec: &Record<'_>, subject: Bytes, shard: u16, now: Instant) -> Msg {
     let mut msg = Msg::new(
-        Bytes::copy_from_slice(rec.subject),
+        subject,
         Bytes::copy_from_slice(rec.payload),
         ConnId::NONE,
         now,
