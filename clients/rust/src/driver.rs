@@ -231,6 +231,8 @@ struct Conn {
     queries_written: HashSet<u32>,
     last_read: Instant,
     last_ping: Instant,
+    /// How often the server pings an idle client (from `WELCOME`; `MAX` before it).
+    server_ping: Duration,
     /// The log epoch from `WELCOME`.
     epoch: u64,
     /// True once a `CHALLENGE` was answered: a second one is a protocol error.
@@ -466,6 +468,7 @@ impl Driver {
             queries_written: HashSet::new(),
             last_read: now,
             last_ping: now,
+            server_ping: Duration::MAX,
             epoch: 0,
             challenged: false,
             going_away: None,
@@ -987,6 +990,19 @@ impl Driver {
                     // Not reading by choice (a lossless subscription is full): the
                     // server's silence means nothing until the application catches up.
                     conn.last_read = now;
+                    // But the server cannot hear this client's answers to its pings
+                    // either, and would close it as stale: a `PING` of its own now and then
+                    // tells the server it is alive (the `PONG`s wait unread, a few bytes
+                    // each).
+                    let every = config.ping_interval.min(conn.server_ping) / 2;
+                    if now.saturating_duration_since(conn.last_ping) >= every {
+                        conn.last_ping = now;
+                        conn.writing.push_back(ping_frame(None));
+                        if let Err(f) = self.write() {
+                            self.fail(f);
+                        }
+                        return;
+                    }
                 }
                 let silence = now.saturating_duration_since(conn.last_read);
                 if conn
@@ -1345,6 +1361,9 @@ fn welcome(
     let now = Instant::now();
     conn.last_read = now;
     conn.last_ping = now;
+    if !info.ping_interval.is_zero() {
+        conn.server_ping = info.ping_interval;
+    }
     info
 }
 

@@ -860,3 +860,58 @@ fn a_lossless_subscription_that_falls_behind_loses_nothing_in_the_client() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client held back by a full lossless subscription reads nothing, so it cannot answer
+/// the broker's pings; it pings the broker itself instead, and the broker does not close it
+/// as stale however long the application takes.
+#[test]
+fn a_client_held_by_a_full_lossless_subscription_is_not_closed_as_stale() {
+    let dir = std::env::temp_dir().join(format!("tern-client-held-{}", std::process::id()));
+    let data_dir = dir.display().to_string();
+    let server = broker_with(
+        0,
+        &[
+            "--data-dir",
+            &data_dir,
+            "--log-size",
+            "4MiB",
+            "--ping-interval",
+            "100ms",
+            "--ping-max",
+            "2",
+        ],
+    );
+    let url = url(&server);
+    let subscriber = Client::connect(&url).unwrap();
+    let events = subscriber.events();
+    let sub = subscriber
+        .subscribe_builder("held.feed")
+        .lossless(true)
+        .capacity(2)
+        .subscribe()
+        .unwrap();
+    subscriber.flush(WAIT).unwrap();
+    let publisher = Client::connect(&url).unwrap();
+    for i in 0..100u32 {
+        publisher.publish("held.feed", i.to_string()).unwrap();
+    }
+    publisher.flush(WAIT).unwrap();
+    // Ten of the broker's ping intervals with the subscription full: without pings of its
+    // own the client would be closed after three.
+    std::thread::sleep(Duration::from_millis(1000));
+    let got: Vec<u32> = (0..100)
+        .map(|_| {
+            let m = sub.recv_timeout(WAIT).expect("every message arrives");
+            m.payload_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    while let Some(e) = events.try_recv() {
+        assert!(
+            !matches!(e, Event::Disconnected { .. } | Event::Reconnected(_)),
+            "the held connection was closed: {e:?}"
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
