@@ -178,8 +178,10 @@ fn a_plain_text_client_on_a_tls_port_is_closed_and_counted() {
     let info = c.read_info();
     assert_eq!(info["tls_required"], true, "{info}");
     c.send(b"CONNECT {}\r\nPING\r\n");
-    let (_, end) = c.read_to_close(WAIT);
+    let (said, end) = c.read_to_close(WAIT);
     assert!(!matches!(end, ReadEnd::Timeout), "not closed");
+    // Told why in plain text, in nats-server's words.
+    assert_eq!(said, b"-ERR 'Secure Connection - TLS Required'\r\n");
     assert_eq!(failures(&broker, "plain_text_on_tls", 1), 1);
     // Another client is unaffected.
     let mut ok = RawClient::connect_bare(broker.addr());
@@ -231,7 +233,7 @@ fn the_binary_port_is_tls_from_its_first_byte() {
         buf.extend_from_slice(&chunk[..n]);
     };
     assert!(matches!(frame, ServerFrame::Welcome(_)), "{frame:?}");
-    // A plain binary client gets nothing it could misread: the connection just closes.
+    // A plain binary client is told why in a plain ERROR frame, and the connection closes.
     let mut plain = common::BinClient::connect_bare(broker.binary_addr());
     let mut preface = bytes::BytesMut::new();
     Preface::default().encode(&mut preface);
@@ -239,10 +241,15 @@ fn the_binary_port_is_tls_from_its_first_byte() {
     plain.stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut rest = Vec::new();
     let _ = plain.stream.read_to_end(&mut rest);
-    assert!(
-        rest.is_empty() || rest[0] == 0x15,
-        "a TLS alert at most: {rest:?}"
-    );
+    let mut rest = bytes::BytesMut::from(&rest[..]);
+    match ServerFrameDecoder::new(Default::default()).decode(&mut rest) {
+        Ok(Some(ServerFrame::Error(e))) => {
+            assert!(e.fatal, "{e:?}");
+            assert!(e.message.starts_with(b"TLS required"), "{e:?}");
+        }
+        other => panic!("expected an ERROR frame, got {other:?}"),
+    }
+    assert_eq!(failures(&broker, "plain_text_on_tls", 1), 1);
 }
 
 #[tokio::test]

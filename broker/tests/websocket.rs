@@ -189,6 +189,12 @@ fn wss_when_tls_is_on() {
     let mut rest = Vec::new();
     let _ = plain.read_to_end(&mut rest);
     assert!(find(&rest, b"101").is_none(), "{}", show(&rest));
+    // It is told why, in plain HTTP.
+    assert!(
+        rest.starts_with(b"HTTP/1.1 400 Bad Request\r\n") && find(&rest, b"TLS required").is_some(),
+        "{}",
+        show(&rest)
+    );
 }
 
 /// Sends `request` on a raw socket and returns the whole answer (the server closes).

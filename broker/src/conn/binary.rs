@@ -233,6 +233,21 @@ fn send_frame(out: &mut Outbound, frame: &ServerFrame) {
     out.commit(before);
 }
 
+/// The `ERROR` frame a client that sent plain text to a TLS binary port gets in plain
+/// text before the connection closes.
+pub(super) fn tls_required_frame() -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    let frame = error_frame(
+        ErrorCode::ProtocolViolation,
+        true,
+        None,
+        "TLS required: this port speaks TLS from the first byte",
+    );
+    let encoded = encode_server_frame(&frame, &mut out);
+    debug_assert!(encoded.is_ok(), "unencodable server frame {frame:?}");
+    out.freeze()
+}
+
 fn non_empty(bytes: &Bytes) -> Option<String> {
     (!bytes.is_empty()).then(|| String::from_utf8_lossy(bytes).into_owned())
 }

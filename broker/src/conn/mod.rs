@@ -66,7 +66,7 @@ use crate::eviction::Tickets;
 use access::{Access, Stage};
 use binary::BinaryState;
 use congestion::Congestion;
-use link::{Greeting, Link};
+use link::{Greeting, Link, LinkKind};
 use presence::SubPresence;
 use queue::{Lossless, SubQueueState};
 use socket::Socket;
@@ -743,12 +743,36 @@ impl Conn {
             }
             Err(failure) => {
                 bump(&router.stats.transport_failures[failure.kind as usize], 1);
+                if failure.kind == TransportFailure::PlainText {
+                    let kind = link.kind();
+                    self.say_tls_required(kind);
+                }
                 self.discard_output(&router.stats);
                 self.closing = Some(failure.reason);
                 // Not 0, which would say the client closed the socket.
                 Ok(1)
             }
         }
+    }
+
+    /// A client that sent plain text to a TLS port is told why it is closed, in plain text
+    /// and in what it speaks: `-ERR 'Secure Connection - TLS Required'` on the text port
+    /// (nats-server's words), an `ERROR` frame on the binary port, an HTTP 400 on the
+    /// WebSocket port. One write that does not block: a client that does not read gets
+    /// nothing.
+    fn say_tls_required(&mut self, kind: LinkKind) {
+        use std::io::Write;
+        let said = match (kind, &self.proto) {
+            (LinkKind::WebSocketTls, _) => bytes::Bytes::from_static(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+                  Content-Length: 13\r\nConnection: close\r\n\r\nTLS required\n",
+            ),
+            (_, Proto::Text(_)) => {
+                bytes::Bytes::from_static(b"-ERR 'Secure Connection - TLS Required'\r\n")
+            }
+            (_, Proto::Binary(_)) => binary::tls_required_frame(),
+        };
+        let _ = self.sock.write(&said);
     }
 
     /// Encoded bytes the transport has not written to the socket yet.
