@@ -360,7 +360,7 @@ impl Bridge {
                         self.settings.reconnect_min,
                         self.settings.reconnect_max,
                     );
-                    self.idle(delay, &events);
+                    self.idle(delay, &events, Until::Deadline);
                     continue;
                 }
             };
@@ -438,7 +438,7 @@ impl Bridge {
                     }
                 }
                 drop(link);
-                self.idle(TICK, &events);
+                self.idle(TICK, &events, Until::Interest);
             }
             // At once to the next server, after a connection that lasted; one that ended
             // soon (a server that takes the bridge and drops it) counts as a failure, so
@@ -450,7 +450,7 @@ impl Bridge {
                     self.settings.reconnect_min,
                     self.settings.reconnect_max,
                 );
-                self.idle(delay, &events);
+                self.idle(delay, &events, Until::Deadline);
             } else {
                 failures = 0;
             }
@@ -493,14 +493,21 @@ impl Bridge {
         }
     }
 
-    /// Waits up to `delay` (less when woken by an interest change), watching the local
-    /// client's events and saving state meanwhile.
-    fn idle(&self, delay: Duration, events: &tern_client::Events) {
-        let deadline = Instant::now() + delay;
-        loop {
+    /// Waits up to `delay` (less when woken by an interest change, if `until` says so),
+    /// watching the local client's events and saving state meanwhile.
+    fn idle(&self, delay: Duration, events: &tern_client::Events, until: Until) {
+        self.wait(delay, until, || {
             while let Some(event) = events.try_recv() {
                 self.local_event(event);
             }
+        });
+    }
+
+    /// [`Bridge::idle`], with `poll` for the local client's events.
+    fn wait(&self, delay: Duration, until: Until, mut poll: impl FnMut()) {
+        let deadline = Instant::now() + delay;
+        loop {
+            poll();
             self.save_state();
             let now = Instant::now();
             self.exported_requests.prune(now);
@@ -508,7 +515,11 @@ impl Bridge {
             if now >= deadline || self.stopped() {
                 return;
             }
-            if self.wake.recv_timeout((deadline - now).min(TICK)).is_ok() {
+            // (A backoff takes the wake-up and waits on: the next connection syncs the
+            // whole interest table anyway.)
+            if self.wake.recv_timeout((deadline - now).min(TICK)).is_ok()
+                && until == Until::Interest
+            {
                 return;
             }
         }
@@ -939,6 +950,16 @@ impl Bridge {
     }
 }
 
+/// What ends a wait early besides the bridge stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Only its deadline: a reconnect backoff, which local subscriptions coming and going
+    /// must not cut short (that would hammer an upstream that is down).
+    Deadline,
+    /// Its deadline or a change of local interest (connected: subscribe upstream at once).
+    Interest,
+}
+
 /// What an upstream subscription stands for.
 #[derive(Debug, Clone)]
 enum Kind {
@@ -1055,8 +1076,9 @@ impl Jitter {
 
 #[cfg(test)]
 mod tests {
-    use super::{Bridge, Jitter};
+    use super::{Bridge, Jitter, Until};
     use crate::settings::Settings;
+    use std::time::Instant;
 
     #[test]
     fn servers_advertised_by_the_cluster_are_learned_once() {
@@ -1090,6 +1112,26 @@ mod tests {
         );
     }
     use std::time::Duration;
+
+    #[test]
+    fn a_backoff_is_not_cut_short_by_local_interest_but_a_connected_wait_is() {
+        let given: crate::Upstream = "nats://127.0.0.1:1".parse().unwrap();
+        let mut settings = Settings::new("t", vec![given]);
+        settings.import = vec!["a.>".into()];
+        let bridge = Bridge::new(settings, "ID").unwrap();
+        let delay = Duration::from_millis(300);
+        bridge.interest.changed("a.b", None, true);
+        let started = Instant::now();
+        bridge.wait(delay, Until::Deadline, || {});
+        assert!(started.elapsed() >= delay, "the backoff was cut short");
+        bridge.interest.changed("a.c", None, true);
+        let started = Instant::now();
+        bridge.wait(delay, Until::Interest, || {});
+        assert!(
+            started.elapsed() < delay,
+            "a connected wait answers interest at once"
+        );
+    }
 
     #[test]
     fn backoff_is_capped_and_jittered() {
