@@ -820,6 +820,30 @@ fn admission_refusals_reach_the_caller_with_the_servers_reason() {
     server.shutdown();
 }
 
+/// A subscriber with a lossless subscription to `subject` queuing at most `capacity`
+/// messages in the client (in place at the broker), its events, and a publisher.
+fn lossless_pair(
+    url: &str,
+    subject: &str,
+    capacity: usize,
+) -> (
+    Client,
+    tern_client::Events,
+    tern_client::Subscription,
+    Client,
+) {
+    let subscriber = Client::connect(url).unwrap();
+    let events = subscriber.events();
+    let sub = subscriber
+        .subscribe_builder(subject)
+        .lossless(true)
+        .capacity(capacity)
+        .subscribe()
+        .unwrap();
+    subscriber.flush(WAIT).unwrap();
+    (subscriber, events, sub, Client::connect(url).unwrap())
+}
+
 /// A lossless subscription whose application falls behind holds the client's reading back
 /// (and so the broker, which then serves it from its log) instead of the client dropping:
 /// every message arrives, once, in order, and no client-side drop is reported.
@@ -827,17 +851,7 @@ fn admission_refusals_reach_the_caller_with_the_servers_reason() {
 fn a_lossless_subscription_that_falls_behind_loses_nothing_in_the_client() {
     let dir = std::env::temp_dir().join(format!("tern-client-lossless-{}", std::process::id()));
     let server = start_storing_broker(0, &dir);
-    let url = format!("tern://{}", server.binary_addr().unwrap());
-    let subscriber = Client::connect(&url).unwrap();
-    let events = subscriber.events();
-    let sub = subscriber
-        .subscribe_builder("slow.feed")
-        .lossless(true)
-        .capacity(4)
-        .subscribe()
-        .unwrap();
-    subscriber.flush(WAIT).unwrap();
-    let publisher = Client::connect(&url).unwrap();
+    let (_subscriber, events, sub, publisher) = lossless_pair(&url(&server), "slow.feed", 4);
     let n = 3000u32;
     for i in 0..n {
         publisher.publish("slow.feed", i.to_string()).unwrap();
@@ -881,17 +895,7 @@ fn a_client_held_by_a_full_lossless_subscription_is_not_closed_as_stale() {
             "2",
         ],
     );
-    let url = url(&server);
-    let subscriber = Client::connect(&url).unwrap();
-    let events = subscriber.events();
-    let sub = subscriber
-        .subscribe_builder("held.feed")
-        .lossless(true)
-        .capacity(2)
-        .subscribe()
-        .unwrap();
-    subscriber.flush(WAIT).unwrap();
-    let publisher = Client::connect(&url).unwrap();
+    let (_subscriber, events, sub, publisher) = lossless_pair(&url(&server), "held.feed", 2);
     for i in 0..100u32 {
         publisher.publish("held.feed", i.to_string()).unwrap();
     }
