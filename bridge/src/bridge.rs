@@ -354,13 +354,7 @@ impl Bridge {
                 }
                 Err(e) => {
                     self.error(e);
-                    failures = failures.saturating_add(1);
-                    let delay = rng.backoff(
-                        failures,
-                        self.settings.reconnect_min,
-                        self.settings.reconnect_max,
-                    );
-                    self.idle(delay, &events, Until::Deadline);
+                    self.back_off(&mut failures, &mut rng, &events);
                     continue;
                 }
             };
@@ -444,13 +438,7 @@ impl Bridge {
             // soon (a server that takes the bridge and drops it) counts as a failure, so
             // that a flapping server is not hammered.
             if connected_at.elapsed() < self.settings.reconnect_max {
-                failures = failures.saturating_add(1);
-                let delay = rng.backoff(
-                    failures,
-                    self.settings.reconnect_min,
-                    self.settings.reconnect_max,
-                );
-                self.idle(delay, &events, Until::Deadline);
+                self.back_off(&mut failures, &mut rng, &events);
             } else {
                 failures = 0;
             }
@@ -491,6 +479,13 @@ impl Bridge {
                 discovered.push(found);
             }
         }
+    }
+
+    /// One more failure in a row, and the reconnect delay it earns, waited out.
+    fn back_off(&self, failures: &mut u32, rng: &mut Jitter, events: &tern_client::Events) {
+        *failures = failures.saturating_add(1);
+        let (min, max) = (self.settings.reconnect_min, self.settings.reconnect_max);
+        self.idle(rng.backoff(*failures, min, max), events, Until::Deadline);
     }
 
     /// Waits up to `delay` (less when woken by an interest change, if `until` says so),
