@@ -27,6 +27,19 @@ async def until_held(client: tern.Client, sub: tern.Subscription, timeout: float
         await asyncio.sleep(0.005)
 
 
+async def numbered_feed(
+    subscriber: tern.Client, publisher: tern.Client, subject: str, n: int
+) -> tern.Subscription:
+    """A lossless subscription to `subject` with a queue of 4 in the client, in place at the
+    broker, then `n` messages published to it, their numbers as payloads."""
+    sub = await subscriber.subscribe(subject, lossless=True, capacity=4)
+    await subscriber.flush()
+    for i in range(n):
+        await publisher.publish(subject, str(i))
+    await publisher.flush(timeout=30)
+    return sub
+
+
 def no_drops_nor_losses(client: tern.Client) -> None:
     """Neither a drop (either side's) nor a gap nor a lost connection was reported."""
     while (e := client.events().get_nowait()) is not None:
@@ -88,12 +101,8 @@ async def test_a_lossless_subscription_that_falls_behind_loses_nothing_in_the_cl
     subscriber = await tern.connect(broker.url, name="slow")
     publisher = await tern.connect(broker.url, name="fast")
     try:
-        sub = await subscriber.subscribe("slow.feed", lossless=True, capacity=4)
-        await subscriber.flush()
         n = 3000
-        for i in range(n):
-            await publisher.publish("slow.feed", str(i))
-        await publisher.flush(timeout=30)
+        sub = await numbered_feed(subscriber, publisher, "slow.feed", n)
         got: list[int] = []
         while len(got) < n:
             m = await sub.next_msg(10)
@@ -148,12 +157,8 @@ async def test_a_held_message_comes_again_once_after_a_lost_connection(broker: B
     slow = await tern.connect(broker.url, name="slow", reconnect=tern.ReconnectPolicy(base=0.05, cap=0.3))
     fast = await tern.connect(broker.url, name="fast")
     try:
-        sub = await slow.subscribe("lost.feed", lossless=True, capacity=4)
-        await slow.flush()
         n = 500
-        for i in range(n):
-            await fast.publish("lost.feed", str(i))
-        await fast.flush()
+        sub = await numbered_feed(slow, fast, "lost.feed", n)
         await until_held(slow, sub)
         first = slow._conn
         assert first is not None
@@ -185,11 +190,7 @@ async def test_close_and_drain_work_while_the_reader_is_held(broker: Broker) -> 
     try:
         # close: at once; what was queued stays readable, then the iteration ends.
         slow = await tern.connect(broker.url, name="slow")
-        sub = await slow.subscribe("close.feed", lossless=True, capacity=4)
-        await slow.flush()
-        for i in range(200):
-            await fast.publish("close.feed", str(i))
-        await fast.flush()
+        sub = await numbered_feed(slow, fast, "close.feed", 200)
         await until_held(slow, sub)
         await asyncio.wait_for(slow.close(), 3)
         assert [int(m.payload) async for m in sub] == [0, 1, 2, 3]
@@ -197,12 +198,8 @@ async def test_close_and_drain_work_while_the_reader_is_held(broker: Broker) -> 
         # drain: a consumer goes on taking, so the held messages come ahead of its PONG;
         # every message comes, in order, and drain returns well within its timeout.
         slow = await tern.connect(broker.url, name="slow")
-        sub = await slow.subscribe("drain.feed", lossless=True, capacity=4)
-        await slow.flush()
         n = 1000
-        for i in range(n):
-            await fast.publish("drain.feed", str(i))
-        await fast.flush()
+        sub = await numbered_feed(slow, fast, "drain.feed", n)
         await until_held(slow, sub)
 
         async def consume() -> list[int]:
