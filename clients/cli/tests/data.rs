@@ -7,9 +7,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use serde_json::Value;
-use tern_broker::{Args, Config, Server};
+use tern_broker::Server;
+
+// The Rust client's tests' broker start: one place for the base flags.
+#[path = "../../rust/tests/common/broker.rs"]
+mod broker;
 
 /// The longest any step waits.
 const WAIT: Duration = Duration::from_secs(20);
@@ -27,19 +30,7 @@ fn start_storing_broker(dir: &std::path::Path) -> Server {
 
 /// An in-process broker on free ports, 2 workers, no monitoring, `extra` flags appended.
 fn broker_with(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "ternd",
-        "--listen",
-        "127.0.0.1:0",
-        "--binary-listen",
-        "127.0.0.1:0",
-        "--no-monitor",
-        "--workers",
-        "2",
-        "--no-pin",
-    ];
-    args.extend_from_slice(extra);
-    Server::start(Config::from_args(Args::parse_from(args)).unwrap()).unwrap()
+    broker::start("127.0.0.1:0", extra)
 }
 
 fn url(server: &Server) -> String {

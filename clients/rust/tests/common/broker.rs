@@ -1,7 +1,8 @@
 //! A real broker in the test's own process: `ternd`'s library started with test flags.
 //!
 //! Owns: [`start`], the one place the tests' base flags are written (a free text port, no
-//! monitoring, 2 workers unpinned).
+//! monitoring, 2 workers unpinned), for these tests and the `tern` CLI's
+//! (`clients/cli/tests/data.rs` includes this file).
 
 use clap::Parser;
 use tern_broker::{Args, Config, Server};
