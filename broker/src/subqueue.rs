@@ -68,12 +68,7 @@ pub(crate) fn compact(msg: &Arc<Msg>) -> Arc<Msg> {
         msg.headers.as_deref().unwrap_or_default(),
         &msg.payload[..],
     ];
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut buf = bytes::BytesMut::with_capacity(total);
-    for p in parts {
-        buf.extend_from_slice(p);
-    }
-    let buf = buf.freeze();
+    let buf = one_buffer(parts);
     let mut at = 0;
     let mut take = |len: usize| {
         at += len;
@@ -109,6 +104,58 @@ pub(crate) fn compact(msg: &Arc<Msg>) -> Arc<Msg> {
         // Only routing reads it, and this copy is already routed.
         bridge_route: None,
     })
+}
+
+/// `parts`, one after another, in one buffer of their own.
+///
+/// A small message (all but a few) gets one allocation holding the bytes and their
+/// reference count (`Bytes::from_owner` of an inline array of the next size up): a buffer
+/// from a `Vec` would take a second allocation, its shared count, when it is first sliced.
+fn one_buffer(parts: [&[u8]; 4]) -> Bytes {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    match total {
+        0..=32 => Inline::<32>::bytes(parts, total),
+        33..=64 => Inline::<64>::bytes(parts, total),
+        65..=128 => Inline::<128>::bytes(parts, total),
+        129..=256 => Inline::<256>::bytes(parts, total),
+        _ => {
+            // Larger: the copy costs more than the second allocation, and an inline array
+            // would be zeroed and moved as well.
+            let mut buf = Vec::with_capacity(total);
+            for p in parts {
+                buf.extend_from_slice(p);
+            }
+            Bytes::from(buf)
+        }
+    }
+}
+
+/// Up to `N` bytes inline: the owner of a small compacted message's buffer.
+struct Inline<const N: usize> {
+    len: usize,
+    data: [u8; N],
+}
+
+impl<const N: usize> Inline<N> {
+    /// `parts` (`total` bytes, at most `N`) in one allocation.
+    fn bytes(parts: [&[u8]; 4], total: usize) -> Bytes {
+        let mut inline = Inline {
+            len: total,
+            data: [0; N],
+        };
+        let mut at = 0;
+        for p in parts {
+            inline.data[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        Bytes::from_owner(inline)
+    }
+}
+
+impl<const N: usize> AsRef<[u8]> for Inline<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
 }
 
 #[derive(Debug)]
@@ -560,6 +607,37 @@ mod tests {
         let base = c.subject.as_ptr() as usize;
         assert_eq!(c.payload.as_ptr() as usize, base + 5 + 2 + 12);
         assert_ne!(base, chunk.as_ptr() as usize);
+    }
+
+    #[test]
+    fn compact_keeps_every_size_whole_and_contiguous() {
+        // Either side of each inline size and the larger path.
+        for payload_len in [0, 1, 20, 21, 52, 53, 116, 117, 244, 245, 4000] {
+            let chunk: Bytes = (0..8192u32).map(|i| (i % 251) as u8).collect();
+            let mut m = Msg::new(
+                chunk.slice(0..7),
+                chunk.slice(100..100 + payload_len),
+                ConnId::NONE,
+                std::time::Instant::now(),
+            );
+            m.reply = Some(chunk.slice(7..12));
+            let m = Arc::new(m);
+            let c = compact(&m);
+            assert_eq!(
+                (&c.subject, &c.reply, &c.payload),
+                (&m.subject, &m.reply, &m.payload),
+                "payload of {payload_len}"
+            );
+            assert_eq!(c.headers, None);
+            let base = c.subject.as_ptr() as usize;
+            assert_eq!(c.payload.as_ptr() as usize, base + 7 + 5);
+            assert_ne!(base, chunk.as_ptr() as usize);
+            drop(m);
+            // The copy stands alone: its slices outlive the original and each other.
+            let payload = c.payload.clone();
+            drop(c);
+            assert_eq!(payload, chunk.slice(100..100 + payload_len));
+        }
     }
 
     #[test]
