@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime};
 use tern_auth::{AuthFailure, Identity, Method, Permissions, ResponseGrants};
 use tracing::debug;
 
-use super::{CloseReason, Conn, Proto};
+use super::{CloseReason, Conn};
 use crate::auth::{Job, OwnedCredentials};
 use crate::router::Router;
 use crate::stats::{bump, AuthRefusal, Denial};
@@ -291,9 +291,8 @@ impl Conn {
             "authenticated"
         );
         self.access.grant(id, generation);
-        if let Proto::Binary(_) = self.proto {
-            self.binary_granted();
-        }
+        let now = self.read_at;
+        self.proto.wire().granted(&mut self.out, now);
     }
 
     /// Refuses the client: counted, told (nats-server's words on the text port,

@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use tern_auth::Method;
 use tern_protocol::binary::{
     encode_message_head, encode_server_frame, AckResult, Auth, BinaryError, Challenge, ClientFrame,
@@ -31,6 +31,7 @@ use tern_protocol::binary::{
     Preface, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame, StartPosition,
     Subscribe, Subscribed, Unsubscribe, Welcome,
 };
+use tern_protocol::text::ServerInfo;
 
 use super::access::{
     is_reserved_reply, publish_violation, reply_violation, subscribe_violation,
@@ -38,7 +39,8 @@ use super::access::{
 };
 use super::presence::{PresenceRequest, PRESENCE_PREFIX};
 use super::queue::bounds_for;
-use super::{CloseReason, Conn, Proto, Sid};
+use super::wire::{ClientName, Proto, Wire};
+use super::{CloseReason, Conn, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
 use crate::mesh::{Msg, Stamp, SubRef};
@@ -110,29 +112,59 @@ impl BinaryState {
         }
     }
 
-    /// True once the handshake is done.
-    pub(super) fn is_open(&self) -> bool {
-        self.phase == Phase::Open
+    /// A refusal in an `ERROR` frame, or in the refused `PUBLISH_ACK` the client asked
+    /// for.
+    fn refusal(ack_id: Option<u64>, code: ErrorCode, text: &str) -> ServerFrame {
+        match ack_id {
+            Some(ack_id) => ServerFrame::PublishAck(PublishAck {
+                ack_id,
+                result: AckResult::Refused {
+                    code,
+                    message: Bytes::copy_from_slice(text.as_bytes()),
+                },
+            }),
+            None => error_frame(code, false, None, text),
+        }
+    }
+}
+
+impl Wire for BinaryState {
+    fn protocol(&self) -> &'static str {
+        "binary"
     }
 
-    /// The client's name from `HELLO`, when it gave one.
-    pub(super) fn name(&self) -> Option<String> {
-        non_empty(&self.hello.client_name)
+    /// The name and version `HELLO` gave (its version is the client library's).
+    fn client(&self) -> ClientName {
+        ClientName {
+            name: non_empty(&self.hello.client_name),
+            lang: None,
+            version: non_empty(&self.hello.client_version),
+        }
     }
 
-    /// The client's library and version from `HELLO`, when it gave them.
-    pub(super) fn version(&self) -> Option<String> {
-        non_empty(&self.hello.client_version)
+    /// The decoder reserves room for a partial frame itself.
+    fn bytes_needed(&self) -> usize {
+        0
     }
 
-    /// Appends a `MESSAGE` for subscription `sid`. Returns the delivered size (header
-    /// block + payload), or `None` when the message cannot be represented (it cannot:
-    /// both ports bound subjects and payloads far below the frame's limits).
-    pub(super) fn encode_delivery(
-        &self,
+    fn in_timed_handshake(&self) -> bool {
+        self.phase != Phase::Open
+    }
+
+    fn resumes(&self) -> bool {
+        true
+    }
+
+    /// A `MESSAGE` (or, for a presence events subscription, its `PRESENCE` frame). `None`
+    /// when the message cannot be represented (it cannot: both ports bound subjects and
+    /// payloads far below the frame's limits).
+    #[inline]
+    fn encode_delivery(
+        &mut self,
         out: &mut Outbound,
         sid: &Sid,
         msg: &Msg,
+        _sequence_headers: bool,
     ) -> Option<usize> {
         let sid = match *sid {
             Sid::Binary(sid) => sid,
@@ -170,8 +202,8 @@ impl BinaryState {
         Some(msg.payload.len() + headers.map_or(0, Bytes::len))
     }
 
-    /// Appends the `DROP_NOTICE` of subscription `sid`.
-    pub(super) fn encode_drop_notice(&self, out: &mut Outbound, sid: &Sid, log: &DropLog) {
+    /// `DROP_NOTICE`.
+    fn drop_notice(&mut self, out: &mut Outbound, sid: &Sid, log: &DropLog) {
         if let Sid::Binary(sid) = *sid {
             send_frame(
                 out,
@@ -188,7 +220,8 @@ impl BinaryState {
         }
     }
 
-    pub(super) fn send_ack(&self, out: &mut Outbound, ack_id: u64, stamp: Stamp, duplicate: bool) {
+    /// `PUBLISH_ACK`.
+    fn ack(&mut self, out: &mut Outbound, ack_id: u64, stamp: Stamp, duplicate: bool) -> bool {
         send_frame(
             out,
             &ServerFrame::PublishAck(PublishAck {
@@ -200,16 +233,18 @@ impl BinaryState {
                 },
             }),
         );
+        true
     }
 
-    pub(super) fn send_gap(
-        &self,
+    /// `GAP_NOTICE`.
+    fn gap(
+        &mut self,
         out: &mut Outbound,
         sid: &Sid,
         shard: u16,
         requested: u64,
         oldest: u64,
-    ) {
+    ) -> bool {
         if let Sid::Binary(sid) = *sid {
             send_frame(
                 out,
@@ -221,6 +256,112 @@ impl BinaryState {
                 }),
             );
         }
+        true
+    }
+
+    fn ping(&mut self, out: &mut Outbound) {
+        send_frame(out, &ServerFrame::Ping);
+    }
+
+    fn pong(&mut self, out: &mut Outbound) {
+        send_frame(out, &ServerFrame::Pong);
+    }
+
+    /// A refused `PUBLISH_ACK` when the client asked for an ack, a non-fatal `ERROR`
+    /// otherwise.
+    fn refuse_publish(
+        &mut self,
+        out: &mut Outbound,
+        ack_id: Option<u64>,
+        code: ErrorCode,
+        text: &str,
+    ) {
+        send_frame(out, &BinaryState::refusal(ack_id, code, text));
+    }
+
+    /// A non-fatal `PermissionViolation` `ERROR`, naming the subscription it concerns.
+    fn refuse_permission(&mut self, out: &mut Outbound, sid: Option<&Sid>, text: &str) {
+        let sid = match sid {
+            Some(Sid::Binary(n)) => Some(*n),
+            _ => None,
+        };
+        send_frame(
+            out,
+            &error_frame(ErrorCode::PermissionViolation, false, sid, text),
+        );
+    }
+
+    /// A fatal `ERROR`. Before the preface was accepted the peer may not speak Tern at
+    /// all, so nothing is said then.
+    fn fail(&mut self, out: &mut Outbound, reason: &CloseReason, authenticating: bool) {
+        let (code, text) = match reason {
+            CloseReason::SlowConsumer => (ErrorCode::SlowConsumer, "slow consumer".to_string()),
+            CloseReason::StaleConnection => {
+                (ErrorCode::SlowConsumer, "stale connection".to_string())
+            }
+            // Only before `WELCOME`, and said only once the preface was accepted (below).
+            CloseReason::HandshakeTimeout(d) if authenticating && self.hello_seen => (
+                ErrorCode::AuthenticationTimeout,
+                format!("authentication not done within {d:?} (auth_timeout)"),
+            ),
+            CloseReason::HandshakeTimeout(d) => (
+                ErrorCode::HelloExpected,
+                format!("no HELLO within {d:?} (auth_timeout)"),
+            ),
+            CloseReason::ProtocolError(text) => (ErrorCode::ProtocolViolation, text.clone()),
+            CloseReason::Unauthorized(_) => (
+                ErrorCode::AuthorizationViolation,
+                AUTHORIZATION_VIOLATION.to_string(),
+            ),
+            CloseReason::Expired => (
+                ErrorCode::AuthenticationExpired,
+                AUTHENTICATION_EXPIRED.to_string(),
+            ),
+            other => (ErrorCode::Internal, other.to_string()),
+        };
+        if self.phase != Phase::Preface {
+            send_frame(out, &error_frame(code, true, None, &text));
+        }
+    }
+
+    /// `WELCOME`, and a `GOAWAY` behind it when lame duck mode began meanwhile.
+    fn granted(&mut self, out: &mut Outbound, now: Instant) {
+        self.phase = Phase::Open;
+        send_frame(out, &ServerFrame::Welcome(self.welcome.clone()));
+        if let Some(deadline) = self.goaway_after_welcome.take() {
+            send_frame(out, &goaway_frame(deadline, now));
+        }
+    }
+
+    /// `GOAWAY` now, or right after `WELCOME` for a connection still in its handshake
+    /// (the client expects `WELCOME` first).
+    fn going_away(
+        &mut self,
+        out: &mut Outbound,
+        _: &ServerInfo,
+        deadline: Instant,
+        now: Instant,
+    ) -> bool {
+        if self.phase != Phase::Open {
+            self.goaway_after_welcome = Some(deadline);
+            return false;
+        }
+        send_frame(out, &goaway_frame(deadline, now));
+        true
+    }
+
+    /// A fatal `ERROR` frame, in plain text.
+    fn tls_required(&self) -> Bytes {
+        let mut out = bytes::BytesMut::new();
+        let frame = error_frame(
+            ErrorCode::ProtocolViolation,
+            true,
+            None,
+            "TLS required: this port speaks TLS from the first byte",
+        );
+        let encoded = encode_server_frame(&frame, &mut out);
+        debug_assert!(encoded.is_ok(), "unencodable server frame {frame:?}");
+        out.freeze()
     }
 }
 
@@ -231,21 +372,6 @@ fn send_frame(out: &mut Outbound, frame: &ServerFrame) {
     let encoded = encode_server_frame(frame, out.tail());
     debug_assert!(encoded.is_ok(), "unencodable server frame {frame:?}");
     out.commit(before);
-}
-
-/// The `ERROR` frame a client that sent plain text to a TLS binary port gets in plain
-/// text before the connection closes.
-pub(super) fn tls_required_frame() -> Bytes {
-    let mut out = bytes::BytesMut::new();
-    let frame = error_frame(
-        ErrorCode::ProtocolViolation,
-        true,
-        None,
-        "TLS required: this port speaks TLS from the first byte",
-    );
-    let encoded = encode_server_frame(&frame, &mut out);
-    debug_assert!(encoded.is_ok(), "unencodable server frame {frame:?}");
-    out.freeze()
 }
 
 fn non_empty(bytes: &Bytes) -> Option<String> {
@@ -263,11 +389,18 @@ fn error_frame(code: ErrorCode, fatal: bool, sid: Option<u32>, text: &str) -> Se
 }
 
 impl Conn {
-    fn binary_state(&mut self) -> &mut BinaryState {
+    /// The binary port's state and the read buffer, for this module's steps: only the
+    /// binary port's decoding reaches them (`Conn::apply_buffered` picks the module by
+    /// protocol, and a connection's protocol never changes once bytes are applied).
+    fn binary_parts(&mut self) -> (&mut BinaryState, &mut BytesMut) {
         match &mut self.proto {
-            Proto::Binary(b) => b,
+            Proto::Binary(b) => (b, &mut self.rbuf),
             Proto::Text(_) => unreachable!("binary operation on a text connection"),
         }
+    }
+
+    fn binary_state(&mut self) -> &mut BinaryState {
+        self.binary_parts().0
     }
 
     fn send_binary(&mut self, frame: &ServerFrame) {
@@ -300,110 +433,20 @@ impl Conn {
         }));
     }
 
-    pub(super) fn send_binary_pong(&mut self) {
-        self.send_binary(&ServerFrame::Pong);
-    }
-
-    pub(super) fn send_binary_ping(&mut self) {
-        self.send_binary(&ServerFrame::Ping);
-    }
-
-    /// Reports why the connection closes. Before the preface was accepted the peer may not
-    /// speak Tern at all, so nothing is sent.
-    pub(super) fn fail_binary(&mut self, reason: &CloseReason) {
-        let (code, text) = match reason {
-            CloseReason::SlowConsumer => (ErrorCode::SlowConsumer, "slow consumer".to_string()),
-            CloseReason::StaleConnection => {
-                (ErrorCode::SlowConsumer, "stale connection".to_string())
-            }
-            // Only before `WELCOME`, and said only once the preface was accepted (below).
-            CloseReason::HandshakeTimeout(d) if self.access.is_pending() && self.hello_seen() => (
-                ErrorCode::AuthenticationTimeout,
-                format!("authentication not done within {d:?} (auth_timeout)"),
-            ),
-            CloseReason::HandshakeTimeout(d) => (
-                ErrorCode::HelloExpected,
-                format!("no HELLO within {d:?} (auth_timeout)"),
-            ),
-            CloseReason::ProtocolError(text) => (ErrorCode::ProtocolViolation, text.clone()),
-            CloseReason::Unauthorized(_) => (
-                ErrorCode::AuthorizationViolation,
-                AUTHORIZATION_VIOLATION.to_string(),
-            ),
-            CloseReason::Expired => (
-                ErrorCode::AuthenticationExpired,
-                AUTHENTICATION_EXPIRED.to_string(),
-            ),
-            other => (ErrorCode::Internal, other.to_string()),
-        };
-        if self.binary_state().phase != Phase::Preface {
-            self.send_binary(&error_frame(code, true, None, &text));
-        }
-    }
-
-    /// Lame duck mode: `GOAWAY` now, or right after `WELCOME` for a connection still in its
-    /// handshake (the client expects `WELCOME` first).
-    pub(super) fn going_away_binary(&mut self, deadline: Instant, now: Instant) -> bool {
-        let state = self.binary_state();
-        if state.phase != Phase::Open {
-            state.goaway_after_welcome = Some(deadline);
-            return false;
-        }
-        self.send_binary(&goaway_frame(deadline, now));
-        true
-    }
-
-    /// A subscription revoked, or an operation refused, for its user's permissions.
-    pub(super) fn refuse_permission_binary(&mut self, sid: Option<&Sid>, text: &str) {
-        let sid = match sid {
-            Some(Sid::Binary(n)) => Some(*n),
-            _ => None,
-        };
-        self.send_binary(&error_frame(
-            ErrorCode::PermissionViolation,
-            false,
-            sid,
-            text,
-        ));
-    }
-
-    /// Refuses a publish for admission control: a refused `PUBLISH_ACK` when the client
-    /// asked for an ack, a non-fatal `ERROR` otherwise.
-    pub(super) fn refuse_publish_binary(
-        &mut self,
-        ack_id: Option<u64>,
-        code: ErrorCode,
-        text: &str,
-    ) {
-        let frame = match ack_id {
-            Some(ack_id) => ServerFrame::PublishAck(PublishAck {
-                ack_id,
-                result: AckResult::Refused {
-                    code,
-                    message: Bytes::copy_from_slice(text.as_bytes()),
-                },
-            }),
-            None => error_frame(code, false, None, text),
-        };
-        self.send_binary(&frame);
-    }
-
     /// Decodes and applies every whole frame in the read buffer (until the connection
     /// closes or is throttled).
     pub(super) fn apply_binary(&mut self, router: &mut Router) {
         while self.may_apply(router) {
-            let Proto::Binary(state) = &mut self.proto else {
-                unreachable!("binary decoding on a text connection");
-            };
+            let (state, rbuf) = self.binary_parts();
             if state.phase == Phase::Preface {
-                match Preface::decode(&mut self.rbuf) {
+                match Preface::decode(rbuf) {
                     Ok(None) => return,
                     Ok(Some(preface)) => self.preface(preface, router),
                     Err(e) => self.binary_error(&e, router),
                 }
                 continue;
             }
-            match state.decoder.decode(&mut self.rbuf) {
+            match state.decoder.decode(rbuf) {
                 Ok(Some(frame)) => {
                     self.count_op();
                     self.apply_frame(frame, router);
@@ -568,22 +611,10 @@ impl Conn {
         }
     }
 
-    /// True once `HELLO` has arrived.
-    fn hello_seen(&self) -> bool {
-        matches!(&self.proto, Proto::Binary(b) if b.hello_seen)
-    }
-
-    /// The handshake is done (no authentication, or it succeeded): `WELCOME`, and a
-    /// `GOAWAY` behind it when lame duck mode began meanwhile.
-    pub(super) fn binary_granted(&mut self) {
-        let state = self.binary_state();
-        state.phase = Phase::Open;
-        let welcome = ServerFrame::Welcome(state.welcome.clone());
-        let goaway = state.goaway_after_welcome.take();
-        self.send_binary(&welcome);
-        if let Some(deadline) = goaway {
-            self.send_binary(&goaway_frame(deadline, self.read_at));
-        }
+    /// The handshake is done: `WELCOME` (and a `GOAWAY` behind it, see `Wire::granted`).
+    fn binary_granted(&mut self) {
+        let now = self.read_at;
+        self.proto.wire().granted(&mut self.out, now);
     }
 
     /// `PUBLISH`. A message id longer than `max_message_id` is refused as a content error
@@ -607,7 +638,7 @@ impl Conn {
                 1,
             );
             let text = publish_violation(&p.subject);
-            self.refuse_publish_binary(p.ack_id, ErrorCode::PermissionViolation, &text);
+            self.refuse_publish(p.ack_id, ErrorCode::PermissionViolation, &text);
             return;
         }
         // The broker's own bridge gives requests it imports a reply subject of its own.
@@ -618,7 +649,7 @@ impl Conn {
                 1,
             );
             let text = reply_violation(reply);
-            self.refuse_publish_binary(p.ack_id, ErrorCode::PermissionViolation, &text);
+            self.refuse_publish(p.ack_id, ErrorCode::PermissionViolation, &text);
             return;
         }
         let max_id = router.config.store.max_message_id;
@@ -633,7 +664,7 @@ impl Conn {
             let text = format!(
                 "message id of {len} bytes is longer than the server's max_message_id ({max_id} bytes)"
             );
-            self.refuse_publish_binary(p.ack_id, ErrorCode::InvalidOption, &text);
+            self.refuse_publish(p.ack_id, ErrorCode::InvalidOption, &text);
             return;
         }
         let hello = &self.binary_state().hello;

@@ -5,10 +5,10 @@
 //! connections, its publish buckets, its throttle) and its text catch-ups in progress (each
 //! holding a replay slot), its identity and permissions ([`access`]): everything both
 //! protocols share. What
-//! differs, the decoding of client operations and the encoding of what the server sends,
-//! lives in one module per protocol ([`text`], [`binary`]), each applying its operations
-//! through the shared steps here: `admit`, `publish`, `add_sub`, `unsubscribe`, `ping`,
-//! `deliver`.
+//! differs lives in one module per protocol ([`text`], [`binary`]): the decoding of client
+//! operations, each applied through the shared steps here (`admit`, `publish`, `add_sub`,
+//! `unsubscribe`, `ping`, `deliver`), and the server's side of the conversation, which the
+//! shared steps speak through the protocol's [`wire::Wire`] without asking which it is.
 //!
 //! Contract: the worker reads the connection when the socket is readable (edge triggered:
 //! until the socket would block) and when a [`ReadState::Throttled`] pause ends, itself
@@ -32,6 +32,7 @@ pub(crate) mod presence;
 mod queue;
 pub(crate) mod socket;
 mod text;
+mod wire;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -71,6 +72,7 @@ use presence::SubPresence;
 use queue::{Lossless, SubQueueState};
 use socket::Socket;
 use text::TextState;
+use wire::Proto;
 
 /// Bytes read from a socket per `read` call, at most.
 const READ_CHUNK: usize = 64 * 1024;
@@ -158,12 +160,6 @@ pub(crate) enum ReadState {
 /// The bit that tells the barrier behind an ended subscription (`Conn::end_sub`, its
 /// subscription id in the other bits) from a `PING`'s.
 const UNSUB_BARRIER: u64 = 1 << 63;
-
-/// Which port a connection came in on, with that protocol's own state.
-enum Proto {
-    Text(TextState),
-    Binary(BinaryState),
-}
 
 impl SubState {
     /// What `/connz?subs=detail` shows about it.
@@ -511,15 +507,8 @@ impl Conn {
     /// for (at most `subs.max` entries in about `subs.max_bytes`; `subscriptions` is always
     /// the full count). Allocates: monitoring only.
     pub fn info(&self, worker: usize, clock: &WallClock, subs: &SubsListing) -> ConnInfo {
-        let (protocol, name, lang, version) = match &self.proto {
-            Proto::Text(t) => (
-                "text",
-                t.opts.name.clone(),
-                t.opts.lang.clone(),
-                t.opts.version.clone(),
-            ),
-            Proto::Binary(b) => ("binary", b.name(), None, b.version()),
-        };
+        let wire = self.proto.wire_ref();
+        let (protocol, client) = (wire.protocol(), wire.client());
         let (pending_bytes, pending_msgs) = self.waiting();
         let mut info = ConnInfo {
             cid: self.client_id,
@@ -530,9 +519,9 @@ impl Conn {
             user: self.user(),
             ip: self.peer.ip().to_string(),
             port: self.peer.port(),
-            name,
-            lang,
-            version,
+            name: client.name,
+            lang: client.lang,
+            version: client.version,
             start_us: clock.unix_us(self.started),
             last_activity_us: clock.unix_us(self.last_activity),
             stop_us: None,
@@ -611,11 +600,19 @@ impl Conn {
         self.access.user().map(|u| u.to_string())
     }
 
+    /// The server's `INFO` as this connection is told it: its id and address, whether it
+    /// must still authenticate, and its nonce.
+    fn personal_info(&self, info: &ServerInfo) -> ServerInfo {
+        let mut info = info.clone();
+        info.client_id = self.client_id;
+        info.client_ip = Some(self.peer.ip().to_string());
+        info.auth_required = self.access.stage != Stage::Open;
+        info.nonce = self.access.nonce.clone();
+        info
+    }
+
     pub fn name(&self) -> Option<String> {
-        match &self.proto {
-            Proto::Text(t) => t.opts.name.clone(),
-            Proto::Binary(b) => b.name(),
-        }
+        self.proto.wire_ref().client().name
     }
 
     /// Whether the connection may be read now: `Some` with the state to report when it
@@ -697,11 +694,7 @@ impl Conn {
         if self.link.is_some() {
             return self.read_link(router);
         }
-        let needed = match &self.proto {
-            Proto::Text(t) => t.decoder.bytes_needed().unwrap_or(0),
-            // The binary decoder reserves room for a partial frame itself.
-            Proto::Binary(_) => 0,
-        };
+        let needed = self.proto.wire_ref().bytes_needed();
         // Room for what the decoder awaits, but a large payload is taken a few chunks at a
         // time: a client that announces one and sends it slowly holds what it sent, not
         // what it announced.
@@ -762,15 +755,12 @@ impl Conn {
     /// nothing.
     fn say_tls_required(&mut self, kind: LinkKind) {
         use std::io::Write;
-        let said = match (kind, &self.proto) {
-            (LinkKind::WebSocketTls, _) => bytes::Bytes::from_static(
+        let said = match kind {
+            LinkKind::WebSocketTls => bytes::Bytes::from_static(
                 b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
                   Content-Length: 13\r\nConnection: close\r\n\r\nTLS required\n",
             ),
-            (_, Proto::Text(_)) => {
-                bytes::Bytes::from_static(b"-ERR 'Secure Connection - TLS Required'\r\n")
-            }
-            (_, Proto::Binary(_)) => binary::tls_required_frame(),
+            _ => self.proto.wire_ref().tls_required(),
         };
         let _ = self.sock.write(&said);
     }
@@ -873,10 +863,9 @@ impl Conn {
 
     /// Tells the client its publish was refused; the connection stays open.
     fn refuse_publish(&mut self, ack_id: Option<u64>, code: ErrorCode, text: &str) {
-        match self.proto {
-            Proto::Text(_) => self.refuse_text(text),
-            Proto::Binary(_) => self.refuse_publish_binary(ack_id, code, text),
-        }
+        self.proto
+            .wire()
+            .refuse_publish(&mut self.out, ack_id, code, text);
     }
 
     /// Takes a place for one more subscription: refused when the connection holds
@@ -956,7 +945,10 @@ impl Conn {
                 };
                 Box::new(Merge::new(router.shards(), last_n))
             });
-        let starts = matches!(self.proto, Proto::Binary(_))
+        let starts = self
+            .proto
+            .wire_ref()
+            .resumes()
             .then(|| Box::new(binary::Starts::new(router.shards())));
         let key = self.subs.insert(SubState {
             sid: sid.clone(),
@@ -1146,27 +1138,23 @@ impl Conn {
     }
 
     fn send_pong_now(&mut self) {
-        match self.proto {
-            Proto::Text(_) => self.send_text_pong(),
-            Proto::Binary(_) => self.send_binary_pong(),
-        }
+        self.proto.wire().pong(&mut self.out);
     }
 
     /// A publish, subscription or catch-up its user's permissions do not allow: told in
     /// the client's protocol, with nats-server's words; the connection stays open.
     fn refuse_permission(&mut self, sid: Option<&Sid>, text: &str) {
-        match self.proto {
-            Proto::Text(_) => self.refuse_text(text),
-            Proto::Binary(_) => self.refuse_permission_binary(sid, text),
-        }
+        self.proto
+            .wire()
+            .refuse_permission(&mut self.out, sid, text);
     }
 
     /// Tells the client why it is being closed, in its protocol, and marks it closing.
     fn fail(&mut self, reason: CloseReason) {
-        match self.proto {
-            Proto::Text(_) => self.fail_text(&reason),
-            Proto::Binary(_) => self.fail_binary(&reason),
-        }
+        let authenticating = self.access.is_pending();
+        self.proto
+            .wire()
+            .fail(&mut self.out, &reason, authenticating);
         self.closing = Some(reason);
     }
 
@@ -1256,10 +1244,9 @@ impl Conn {
     fn write_delivery(&mut self, key: usize, msg: &Msg, router: &mut Router) -> bool {
         let sequence_headers = router.config.sequence_headers;
         let sub = &mut self.subs[key];
-        let size = match &mut self.proto {
-            Proto::Text(t) => t.encode_delivery(&mut self.out, &sub.sid, msg, sequence_headers),
-            Proto::Binary(b) => b.encode_delivery(&mut self.out, &sub.sid, msg),
-        };
+        let size = self
+            .proto
+            .encode_delivery(&mut self.out, &sub.sid, msg, sequence_headers);
         let Some(size) = size else {
             // Not representable in the client's protocol (cannot happen with the limits
             // both ports enforce); counted as dropped rather than sent malformed.
@@ -1287,14 +1274,9 @@ impl Conn {
         if self.closing.is_some() {
             return false;
         }
-        match &mut self.proto {
-            Proto::Binary(b) => {
-                b.send_ack(&mut self.out, ack_id, stamp, duplicate);
-                true
-            }
-            // The text protocol has no acknowledgements: nothing asks for one there.
-            Proto::Text(_) => false,
-        }
+        self.proto
+            .wire()
+            .ack(&mut self.out, ack_id, stamp, duplicate)
     }
 
     /// A shard cannot replay part of what a resuming subscription asked for.
@@ -1324,14 +1306,9 @@ impl Conn {
             return false;
         };
         let sid = sub.sid.clone();
-        match &mut self.proto {
-            Proto::Binary(b) => {
-                b.send_gap(&mut self.out, &sid, shard, requested, oldest);
-                true
-            }
-            // Text subscriptions never resume.
-            Proto::Text(_) => false,
-        }
+        self.proto
+            .wire()
+            .gap(&mut self.out, &sid, shard, requested, oldest)
     }
 
     /// Lame duck mode began: tells the client that the server is going away and will close
@@ -1342,10 +1319,10 @@ impl Conn {
         if self.closing.is_some() {
             return false;
         }
-        match self.proto {
-            Proto::Text(_) => self.going_away_text(info),
-            Proto::Binary(_) => self.going_away_binary(deadline, now),
-        }
+        let info = self.personal_info(info);
+        self.proto
+            .wire()
+            .going_away(&mut self.out, &info, deadline, now)
     }
 
     /// The outbound buffer overflowed `max_pending`, or (`--slow-consumer disconnect`) the
@@ -1549,14 +1526,12 @@ impl Conn {
         {
             return;
         }
-        if let Proto::Binary(b) = &self.proto {
-            if !b.is_open() {
-                if now.duration_since(self.started) >= limits.auth_timeout {
-                    bump(&router.stats.handshake_timeouts, 1);
-                    self.fail(CloseReason::HandshakeTimeout(limits.auth_timeout));
-                }
-                return;
+        if self.proto.wire_ref().in_timed_handshake() {
+            if now.duration_since(self.started) >= limits.auth_timeout {
+                bump(&router.stats.handshake_timeouts, 1);
+                self.fail(CloseReason::HandshakeTimeout(limits.auth_timeout));
             }
+            return;
         }
         if self.text_deadline_passed(now, limits, router) {
             return;
@@ -1571,10 +1546,7 @@ impl Conn {
             self.fail(CloseReason::StaleConnection);
             return;
         }
-        match self.proto {
-            Proto::Text(_) => self.send_text_ping(),
-            Proto::Binary(_) => self.send_binary_ping(),
-        }
+        self.proto.wire().ping(&mut self.out);
         self.pings_out += 1;
         self.last_ping = now;
     }

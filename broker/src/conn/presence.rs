@@ -33,7 +33,7 @@ use tern_protocol::binary::{retarget_presence, ErrorCode, PresenceQuery, Subscri
 use tern_protocol::subject;
 
 use super::access::{publish_violation, subscribe_violation};
-use super::{Conn, Proto, Sid};
+use super::{Conn, Sid};
 use crate::mesh::{Answer, Envelope, Msg, PresenceFrame, PresenceOp, Stamp, SubRef};
 use crate::outbound::Outbound;
 use crate::presence::{self, RefusalKind};
@@ -545,10 +545,7 @@ impl Conn {
     /// Refuses a presence request in the client's protocol: `-ERR` on the text port; a
     /// refused `PUBLISH_ACK` (or a non-fatal `ERROR`) on the binary port.
     fn refuse_request(&mut self, ack_id: Option<u64>, code: ErrorCode, text: &str) {
-        match self.proto {
-            Proto::Text(_) => self.refuse_text(text),
-            Proto::Binary(_) => self.refuse_publish_binary(ack_id, code, text),
-        }
+        self.refuse_publish(ack_id, code, text);
     }
 }
 

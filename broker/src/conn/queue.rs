@@ -38,7 +38,7 @@ use crate::subqueue::{compact, size_of, Bounds, DropLog, Pushed, SubQueue};
 
 use super::congestion::{Params, Signal, State};
 use super::presence::SubPresence;
-use super::{Conn, Proto, SubState};
+use super::{Conn, SubState};
 
 /// Most deliveries moved from one subscription's queue per turn of `fill`, so that the
 /// subscriptions of a connection share its outbound buffer.
@@ -856,10 +856,7 @@ impl Conn {
     /// Tells the subscription `key` what its queue dropped.
     fn send_drop_notice(&mut self, key: usize, log: DropLog, router: &mut Router) {
         let sid = self.subs[key].sid.clone();
-        match &mut self.proto {
-            Proto::Text(t) => t.encode_drop_notice(&mut self.out, &sid, &log),
-            Proto::Binary(b) => b.encode_drop_notice(&mut self.out, &sid, &log),
-        }
+        self.proto.wire().drop_notice(&mut self.out, &sid, &log);
         bump(&router.stats.drop_notices, 1);
     }
 

@@ -12,8 +12,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tern_auth::Method;
+use tern_protocol::binary::ErrorCode;
 use tern_protocol::text::{
     encode_msg_line, encode_server_op, ClientDecoder, ClientOp, ConnectOptions, DecodeError,
     Publish, ServerInfo, ServerOp, Subscribe,
@@ -24,11 +25,12 @@ use super::access::{
     AUTHENTICATION_EXPIRED, AUTHORIZATION_VIOLATION,
 };
 use super::presence::{PresenceRequest, PRESENCE_PREFIX};
-use super::{CloseReason, Conn, Proto, Sid};
+use super::wire::{ClientName, Proto, Wire};
+use super::{CloseReason, Conn, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
 
-use crate::mesh::{Msg, ReplayRequest, ReplayStart};
+use crate::mesh::{Msg, ReplayRequest, ReplayStart, Stamp};
 use crate::outbound::Outbound;
 use crate::replay::{status_block, ReplayLimit};
 use crate::router::Router;
@@ -72,6 +74,32 @@ impl TextState {
     pub(super) fn start_auth_clock(&mut self, due: Instant) {
         self.deadlines.start_handshake(due);
     }
+}
+
+impl Wire for TextState {
+    fn protocol(&self) -> &'static str {
+        "text"
+    }
+
+    fn client(&self) -> ClientName {
+        ClientName {
+            name: self.opts.name.clone(),
+            lang: self.opts.lang.clone(),
+            version: self.opts.version.clone(),
+        }
+    }
+
+    fn bytes_needed(&self) -> usize {
+        self.decoder.bytes_needed().unwrap_or(0)
+    }
+
+    fn in_timed_handshake(&self) -> bool {
+        false
+    }
+
+    fn resumes(&self) -> bool {
+        false
+    }
 
     /// Appends `MSG` (or `HMSG` when the client accepts headers and the message has them)
     /// for subscription `sid`. Returns the delivered size (header block + payload).
@@ -80,8 +108,8 @@ impl TextState {
     /// `Tern-Shard` and `Tern-Seq` headers added at the end of the block (a block is made
     /// for a message without one), unless `sequence_headers` is off. They are written
     /// straight into the outbound tail: nothing is allocated per delivery.
-    pub(super) fn encode_delivery(
-        &self,
+    fn encode_delivery(
+        &mut self,
         out: &mut Outbound,
         sid: &Sid,
         msg: &Msg,
@@ -153,12 +181,10 @@ impl TextState {
         out.commit(before);
         Some(msg.payload.len() + headers_len.unwrap_or(0))
     }
-}
 
-impl TextState {
-    /// Appends the drop notice of subscription `sid`: a `MSG` on `$TERN.DROPPED` whose
-    /// payload is a JSON object, `{"dropped":N,"ranges":[{"shard":S,"first":F,"last":L}]}`.
-    pub(super) fn encode_drop_notice(&self, out: &mut Outbound, sid: &Sid, log: &DropLog) {
+    /// A `MSG` on `$TERN.DROPPED` whose payload is a JSON object,
+    /// `{"dropped":N,"ranges":[{"shard":S,"first":F,"last":L}]}`.
+    fn drop_notice(&mut self, out: &mut Outbound, sid: &Sid, log: &DropLog) {
         use std::fmt::Write as _;
         let Sid::Text(sid) = sid else {
             return;
@@ -178,6 +204,81 @@ impl TextState {
         out.tail().extend_from_slice(b"\r\n");
         out.commit(before);
     }
+
+    /// The text protocol has no acknowledgements: nothing asks for one there.
+    fn ack(&mut self, _: &mut Outbound, _: u64, _: Stamp, _: bool) -> bool {
+        false
+    }
+
+    /// Text subscriptions never resume.
+    fn gap(&mut self, _: &mut Outbound, _: &Sid, _: u16, _: u64, _: u64) -> bool {
+        false
+    }
+
+    fn ping(&mut self, out: &mut Outbound) {
+        send(out, &ServerOp::Ping);
+    }
+
+    fn pong(&mut self, out: &mut Outbound) {
+        send(out, &ServerOp::Pong);
+    }
+
+    /// `-ERR`: NATS clients that do not know its text may close the connection themselves
+    /// (`docs/protocol-text.md` says which).
+    fn refuse_publish(&mut self, out: &mut Outbound, _: Option<u64>, _: ErrorCode, text: &str) {
+        send(out, &ServerOp::Err(text.to_string()));
+    }
+
+    fn refuse_permission(&mut self, out: &mut Outbound, _: Option<&Sid>, text: &str) {
+        send(out, &ServerOp::Err(text.to_string()));
+    }
+
+    fn fail(&mut self, out: &mut Outbound, reason: &CloseReason, _: bool) {
+        let text = match reason {
+            CloseReason::SlowConsumer => "Slow Consumer".to_string(),
+            CloseReason::StaleConnection => "Stale Connection".to_string(),
+            CloseReason::HandshakeTimeout(_) => HANDSHAKE_TIMEOUT.to_string(),
+            CloseReason::ProtocolError(text) => text.clone(),
+            CloseReason::Unauthorized(_) => AUTHORIZATION_VIOLATION.to_string(),
+            CloseReason::Expired => AUTHENTICATION_EXPIRED.to_string(),
+            other => other.to_string(),
+        };
+        send(out, &ServerOp::Err(text));
+    }
+
+    /// Nothing: a NATS client goes on once `CONNECT` is accepted (`+OK` in verbose mode,
+    /// said where `CONNECT` is applied).
+    fn granted(&mut self, _: &mut Outbound, _: Instant) {}
+
+    /// The `INFO` with `"ldm":true`, which NATS clients take as "reconnect elsewhere". Not
+    /// sent to a client that said in `CONNECT` that it does not take an `INFO` after the
+    /// first (`"protocol":0`); a client without `CONNECT` (a person at `telnet`) gets it,
+    /// to read.
+    fn going_away(
+        &mut self,
+        out: &mut Outbound,
+        info: &ServerInfo,
+        _: Instant,
+        _: Instant,
+    ) -> bool {
+        if self.opts.protocol == Some(0) {
+            return false;
+        }
+        send(out, &ServerOp::Info(Box::new(info.clone())));
+        true
+    }
+
+    /// nats-server's words.
+    fn tls_required(&self) -> Bytes {
+        Bytes::from_static(b"-ERR 'Secure Connection - TLS Required'\r\n")
+    }
+}
+
+/// Queues a server operation (`INFO`, `+OK`, `-ERR`, `PING`, `PONG`).
+fn send(out: &mut Outbound, op: &ServerOp) {
+    let before = out.tail().len();
+    encode_server_op(op, out.tail());
+    out.commit(before);
 }
 
 /// The status line a block made for a message without one starts with.
@@ -192,65 +293,33 @@ fn digits(n: u64) -> usize {
 }
 
 impl Conn {
-    pub(super) fn text_state(&mut self) -> &mut TextState {
+    /// The text port's state and the read buffer, for this module's steps: only the text
+    /// port's decoding reaches them (`Conn::apply_buffered` picks the module by protocol,
+    /// and a connection's protocol never changes once bytes are applied).
+    fn text_parts(&mut self) -> (&mut TextState, &mut BytesMut) {
         match &mut self.proto {
-            Proto::Text(t) => t,
+            Proto::Text(t) => (t, &mut self.rbuf),
             Proto::Binary(_) => unreachable!("text operation on a binary connection"),
         }
     }
 
+    pub(super) fn text_state(&mut self) -> &mut TextState {
+        self.text_parts().0
+    }
+
     /// Queues a server operation (`INFO`, `+OK`, `-ERR`, `PING`, `PONG`).
     fn send(&mut self, op: &ServerOp) {
-        let before = self.out.tail().len();
-        encode_server_op(op, self.out.tail());
-        self.out.commit(before);
+        send(&mut self.out, op);
     }
 
     pub(super) fn greet_text(&mut self, info: &ServerInfo) {
-        let mut info = info.clone();
-        info.client_id = self.client_id;
-        info.client_ip = Some(self.peer.ip().to_string());
-        info.auth_required = self.access.stage != Stage::Open;
-        info.nonce = self.access.nonce.clone();
+        let info = self.personal_info(info);
         self.send(&ServerOp::Info(Box::new(info)));
     }
 
-    /// Lame duck mode: `info` is the `INFO` with `"ldm":true`, which NATS clients take as
-    /// "reconnect elsewhere". Not sent to a client that said in `CONNECT` that it does not
-    /// take an `INFO` after the first (`"protocol":0`); a client without `CONNECT` (a person
-    /// at `telnet`) gets it, to read.
-    pub(super) fn going_away_text(&mut self, info: &ServerInfo) -> bool {
-        if self.text_state().opts.protocol == Some(0) {
-            return false;
-        }
-        self.greet_text(info);
-        true
-    }
-
-    pub(super) fn send_text_pong(&mut self) {
-        self.send(&ServerOp::Pong);
-    }
-
-    pub(super) fn send_text_ping(&mut self) {
-        self.send(&ServerOp::Ping);
-    }
-
-    pub(super) fn fail_text(&mut self, reason: &CloseReason) {
-        let text = match reason {
-            CloseReason::SlowConsumer => "Slow Consumer".to_string(),
-            CloseReason::StaleConnection => "Stale Connection".to_string(),
-            CloseReason::HandshakeTimeout(_) => HANDSHAKE_TIMEOUT.to_string(),
-            CloseReason::ProtocolError(text) => text.clone(),
-            CloseReason::Unauthorized(_) => AUTHORIZATION_VIOLATION.to_string(),
-            CloseReason::Expired => AUTHENTICATION_EXPIRED.to_string(),
-            other => other.to_string(),
-        };
-        self.send(&ServerOp::Err(text));
-    }
-
-    /// A publish or subscription refused by admission control: the connection stays open.
-    /// (`-ERR` texts NATS clients do not know may make them close the connection
-    /// themselves; `docs/protocol-text.md` says which.)
+    /// A publish or subscription refused: the connection stays open. (`-ERR` texts NATS
+    /// clients do not know may make them close the connection themselves;
+    /// `docs/protocol-text.md` says which.)
     pub(super) fn refuse_text(&mut self, text: &str) {
         self.send(&ServerOp::Err(text.to_string()));
     }
@@ -267,18 +336,17 @@ impl Conn {
         let due = now + router.config.limits.auth_timeout;
         let consumed = self.rbuf.len() < len;
         let ops_done = self.ops != ops;
-        let Proto::Text(t) = &mut self.proto else {
-            unreachable!("text deadlines on a binary connection");
-        };
+        let authenticating = self.access.is_pending();
+        let (t, rbuf) = self.text_parts();
         // Without authentication the handshake is the first control line (there is no
         // CONNECT to wait for): done once an operation was applied, or a PUB's line is
         // whole and its payload awaited. With authentication it is the accepted CONNECT,
         // and its deadline started at accept.
         t.deadlines.start_handshake(due);
-        if !self.access.is_pending() && (ops_done || t.decoder.awaiting_payload()) {
+        if !authenticating && (ops_done || t.decoder.awaiting_payload()) {
             t.deadlines.handshake_done();
         }
-        let input = if t.decoder.in_control_line(&self.rbuf) {
+        let input = if t.decoder.in_control_line(rbuf) {
             Input::Line
         } else {
             Input::Idle
@@ -319,10 +387,8 @@ impl Conn {
 
     fn decode_and_apply(&mut self, router: &mut Router) {
         while self.may_apply(router) {
-            let decoded = match &mut self.proto {
-                Proto::Text(t) => t.decoder.decode(&mut self.rbuf),
-                Proto::Binary(_) => unreachable!("text decoding on a binary connection"),
-            };
+            let (t, rbuf) = self.text_parts();
+            let decoded = t.decoder.decode(rbuf);
             match decoded {
                 Ok(Some(op)) => {
                     self.count_op();
