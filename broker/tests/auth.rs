@@ -11,21 +11,18 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::ConnectOptions;
 use base64::Engine;
 use futures::StreamExt;
 
-use common::{temp_dir, ternd_exit, Broker, RawClient, ReadEnd, WAIT};
+use common::{temp_dir, ternd_exit, Broker, ConfigFile, RawClient, ReadEnd, WAIT};
 
-/// Writes `text` as a config file in a fresh directory.
-fn config_file(text: &str) -> PathBuf {
-    let dir = temp_dir("auth");
-    let path = dir.join("ternd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+/// Writes `text` as a config file in a fresh directory (removed when it is dropped).
+fn config_file(text: &str) -> ConfigFile {
+    ConfigFile::new("auth", text)
 }
 
 fn broker_with(file: &Path, extra: &[&str]) -> Broker {

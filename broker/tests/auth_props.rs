@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use tern_protocol::binary::{ClientFrame, ErrorCode, Hello, ServerFrame, StartPosition, Subscribe};
 use tern_protocol::subject::matches;
 
-use common::{show, temp_dir, BinClient, Broker, RawClient, ReadEnd, WAIT};
+use common::{show, BinClient, Broker, ConfigFile, RawClient, ReadEnd, WAIT};
 
 /// How long to wait for deliveries that cross workers before deciding what arrived.
 const DELIVERY_WAIT: Duration = Duration::from_secs(2);
@@ -470,11 +470,8 @@ fn binary_catch_up(broker: &Broker, filter: &str, expected: usize) -> BinOutcome
 // One case
 // ---------------------------------------------------------------------------------------
 
-fn config_file(text: &str) -> PathBuf {
-    let dir = temp_dir("auth-props");
-    let path = dir.join("ternd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+fn config_file(text: &str) -> ConfigFile {
+    ConfigFile::new("auth-props", text)
 }
 
 fn run(case: &Case) {

@@ -57,7 +57,8 @@ fn edge(name: &str, servers: &[String], export: &str, import: &str, extra: &[&st
 /// An edge configured by `toml` (its `[[bridge]]` tables), waited for until its first
 /// bridge is connected.
 fn edge_from(tag: &str, toml: &str, extra: &[&str]) -> Broker {
-    let config = common::temp_dir(tag).join("ternd.toml");
+    let dir = common::temp_dir(tag);
+    let config = dir.join("ternd.toml");
     std::fs::write(&config, toml).unwrap();
     let mut args = vec![
         "--monitor",
@@ -66,7 +67,8 @@ fn edge_from(tag: &str, toml: &str, extra: &[&str]) -> Broker {
         config.to_str().unwrap(),
     ];
     args.extend(extra);
-    let edge = Broker::with_args(&args);
+    let mut edge = Broker::with_args(&args);
+    edge.keep(dir);
     bridge_until(&edge, "connected", |v| v["state"] == "connected");
     edge
 }

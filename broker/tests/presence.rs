@@ -11,12 +11,11 @@ use async_nats::ConnectOptions;
 use futures::StreamExt;
 use serde_json::Value;
 
-use common::{temp_dir, Broker, RawClient, WAIT};
+use common::{Broker, ConfigFile, RawClient, WAIT};
 
-fn config_file(text: &str) -> std::path::PathBuf {
-    let path = temp_dir("presence").join("ternd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+/// A config file in a directory of its own, removed when it is dropped.
+fn config_file(text: &str) -> ConfigFile {
+    ConfigFile::new("presence", text)
 }
 
 /// A broker with these extra flags (no store: presence is not stored).

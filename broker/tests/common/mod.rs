@@ -33,7 +33,9 @@ pub const WORKERS: usize = 2;
 pub struct Broker {
     child: Option<Child>,
     /// The data directory the harness made for this broker (removed when dropped).
-    own_data_dir: Option<std::path::PathBuf>,
+    own_data_dir: Option<TempDir>,
+    /// Directories the test handed over ([`Broker::keep`]): removed after the process.
+    kept: Vec<TempDir>,
     addr: SocketAddr,
     binary_addr: Option<SocketAddr>,
     /// The WebSocket address, when the test turned it on (`--websocket-listen`).
@@ -46,6 +48,11 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Keeps `dir` (its config file, say) until this broker is dropped and stopped.
+    pub fn keep(&mut self, dir: TempDir) {
+        self.kept.push(dir);
+    }
+
     /// Starts ternd with the default test flags (`--listen 127.0.0.1:0 --no-pin --workers 2`).
     pub fn start() -> Broker {
         Broker::with_args(&[])
@@ -147,6 +154,7 @@ impl Broker {
         let mut broker = Broker {
             child: Some(child),
             own_data_dir,
+            kept: Vec::new(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             binary_addr: None,
             websocket_addr: None,
@@ -402,9 +410,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
-        if let Some(dir) = self.own_data_dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        // `own_data_dir` goes with the other fields, after the process is gone.
         if std::thread::panicking() {
             // The log is the first thing to read when a test fails.
             let log = self.stderr();
@@ -431,9 +437,10 @@ fn dechunk(chunked: &str) -> String {
     String::from_utf8(body).expect("a UTF-8 body")
 }
 
-/// A new, empty directory under the system's temp dir, unique to this call. The caller
-/// removes it.
-pub fn temp_dir(prefix: &str) -> std::path::PathBuf {
+/// A new, empty directory under the system's temp dir, unique to this call, removed with
+/// everything in it when the returned guard is dropped (a test that fails still cleans
+/// up: a log of 64 MiB per shard left behind by each run would fill the disk).
+pub fn temp_dir(prefix: &str) -> TempDir {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
@@ -445,7 +452,62 @@ pub fn temp_dir(prefix: &str) -> std::path::PathBuf {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).expect("cannot create a temp dir");
-    dir
+    TempDir(dir)
+}
+
+/// A file `ternd.toml` with `text` in a directory of its own ([`temp_dir`]), both removed
+/// when it is dropped. Derefs to the file's path.
+#[derive(Debug)]
+pub struct ConfigFile {
+    path: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl ConfigFile {
+    pub fn new(prefix: &str, text: &str) -> ConfigFile {
+        let dir = temp_dir(prefix);
+        let path = dir.join("ternd.toml");
+        std::fs::write(&path, text).expect("cannot write a config file");
+        ConfigFile { path, _dir: dir }
+    }
+}
+
+impl std::ops::Deref for ConfigFile {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for ConfigFile {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+/// A directory [`temp_dir`] made; removed on drop.
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn tail_chars(s: &str, n: usize) -> String {
@@ -1201,7 +1263,7 @@ pub fn ternd_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
 /// dropped: a filesystem that fills up. Mounting needs privileges (CI runs as root);
 /// [`Tmpfs::mount`] says why it could not, so a test can skip with that reason.
 pub struct Tmpfs {
-    dir: std::path::PathBuf,
+    dir: TempDir,
 }
 
 impl Tmpfs {
@@ -1210,11 +1272,10 @@ impl Tmpfs {
         let dir = temp_dir("ternd-tmpfs");
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
+            .arg(dir.as_os_str())
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
         if !out.status.success() {
-            let _ = std::fs::remove_dir(&dir);
             return Err(format!(
                 "mount -t tmpfs failed ({}): {}",
                 out.status,
@@ -1231,8 +1292,8 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
+        // Unmounted first; the directory goes with `dir`.
+        let _ = Command::new("umount").arg(self.dir.as_os_str()).status();
     }
 }
 

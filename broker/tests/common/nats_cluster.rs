@@ -53,7 +53,8 @@ struct Node {
 /// A cluster of `nats-server`s.
 pub struct Cluster {
     nodes: Vec<Node>,
-    dir: PathBuf,
+    /// Removed when the cluster is dropped, after its nodes are stopped.
+    dir: super::TempDir,
 }
 
 impl Cluster {
@@ -272,7 +273,6 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -14,7 +14,8 @@ pub struct Pair {
 }
 
 pub struct Pki {
-    pub dir: PathBuf,
+    /// Removed with the files in it when the set is dropped.
+    pub dir: super::TempDir,
     pub ca: PathBuf,
     pub server: Pair,
     pub alice: Pair,
@@ -103,11 +104,5 @@ impl Pki {
             "--tls-key".into(),
             self.server.key.display().to_string(),
         ]
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
