@@ -12,8 +12,9 @@
 //! caller's timers, reading and writing the socket is the caller's loop. Never allocates
 //! per message in the steady state in its own code: the buffers it owns keep their
 //! capacity, and every one is bounded by a named limit ([`ws::WsLimits`],
-//! [`tls::TlsLimits`]). (rustls's buffered API, used for TLS, allocates a buffer per
-//! record inside rustls; its unbuffered API would not, and is not used yet.)
+//! [`tls::TlsLimits`]). (TLS runs on rustls's unbuffered API, so that an idle connection
+//! keeps no TLS buffer; rustls 0.23 still allocates the decrypted bytes of each record it
+//! reads, inside rustls, until it decrypts in place.)
 //!
 //! # The contract
 //!

@@ -1,32 +1,57 @@
-//! TLS, server side: a rustls `ServerConnection` driven with bytes, never with a socket.
+//! TLS, server side: rustls's unbuffered `UnbufferedServerConnection` driven with bytes,
+//! never with a socket.
 //!
 //! Owns: one connection's TLS session ([`TlsStream`]): its start mode (TLS from the first
 //! byte, or NATS-style plain text first and TLS from [`TlsStream::start_tls`] on), the
-//! check that a client's first byte is a TLS handshake record, and what the handshake
-//! learnt (peer certificate, SNI, ALPN) for logging. The server configuration and its
-//! reload live in [`config`]; reading a certificate's subject in [`subject`].
+//! check that a client's first byte is a TLS handshake record, the buffers rustls's
+//! unbuffered API leaves to its caller, and what the handshake learnt (peer certificate,
+//! SNI, ALPN) for logging. The server configuration and its reload live in [`config`];
+//! reading a certificate's subject in [`subject`]; the SNI in `hello`.
+//!
+//! Why the unbuffered API: rustls's buffered `ServerConnection` keeps a record buffer of
+//! at least 4 KiB for the life of the connection once it has read a byte (more than half
+//! of what an idle TLS connection costs: `tests/tls_alloc.rs`), and queues of its own. Here
+//! every buffer belongs to the stream, and an idle one holds none: the socket bytes of a
+//! record not complete yet are kept, and freed as soon as it is; records for the peer wait
+//! only until the caller takes them.
 //!
 //! Never: touches a socket or a clock (the handshake timeout is the caller's timer: a
-//! stream that is not `is_ready` in time is closed by the caller), or
-//! buffers without a bound: rustls bounds its record buffer (one record), its received
-//! plaintext (16 KiB, rustls's default; [`TlsStream`] drains it into the layer above on
-//! every read) and its unsent plaintext before the handshake completes
-//! ([`TlsLimits::max_unsent_plaintext`]).
+//! stream that is not `is_ready` in time is closed by the caller), or buffers without a
+//! bound: the socket bytes it holds are at most one step of input (`STEP`) beyond a
+//! partial record (rustls refuses a handshake message over 64 KiB and a record over
+//! 18 KiB), the decrypted bytes the layer above had no room for at most a few records
+//! (they are handed on before any new input is taken), and the plaintext written before
+//! the handshake completes, or queued and not taken, at most
+//! [`TlsLimits::max_unsent_plaintext`].
 
 pub mod config;
+mod hello;
 pub mod subject;
 
-use std::io::{BufRead, ErrorKind, IoSlice, Write};
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::ServerConfig;
 
 use crate::error::TransportError;
 use crate::stream::{ByteStream, PlainStream, Sink, StreamRead};
+use hello::HelloReader;
 
 /// The content type of a TLS handshake record: the first byte of every ClientHello.
 pub const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Socket bytes handed to rustls at a time: one record of the largest size rustls accepts
+/// (a 5-byte header and 16 KiB of plaintext with up to 2 KiB of expansion).
+const STEP: usize = 5 + (16 << 10) + 2048;
+
+/// Bytes of TLS overhead per record at most (header, explicit nonce, content type, tag),
+/// for sizing the output before encrypting.
+const RECORD_OVERHEAD: usize = 64;
+
+/// The largest plaintext of one record.
+const MAX_FRAGMENT: usize = 16 << 10;
 
 /// How a TLS connection starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +72,9 @@ pub enum TlsStart {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TlsLimits {
     /// Application bytes a caller may write before the handshake completes; they are held
-    /// until it does. Default [`TlsLimits::DEFAULT_MAX_UNSENT_PLAINTEXT`].
+    /// until it does. Also the most encrypted bytes queued by the layer above (pongs, close
+    /// frames) that may wait for the caller to take them. Default
+    /// [`TlsLimits::DEFAULT_MAX_UNSENT_PLAINTEXT`].
     pub max_unsent_plaintext: usize,
 }
 
@@ -68,9 +95,9 @@ impl Default for TlsLimits {
 enum State {
     /// `TlsStart::PlainFirst` before TLS started: writes go out in plain text.
     Plain(PlainStream),
-    /// TLS; the session is boxed because it is large (rustls's state and buffers) and the
-    /// plain state small.
-    Tls(Box<ServerConnection>),
+    /// TLS; the session is boxed because it is large (rustls's state) and the plain state
+    /// small.
+    Tls(Box<Session>),
 }
 
 /// One server-side TLS session over a byte stream.
@@ -124,10 +151,9 @@ impl TlsStream {
     /// INFO. A no-op on a stream already in TLS.
     pub fn start_tls(&mut self) -> Result<(), TransportError> {
         if let State::Plain(plain) = &mut self.state {
-            let mut conn = ServerConnection::new(Arc::clone(&self.config))?;
-            conn.set_buffer_limit(Some(self.limits.max_unsent_plaintext));
+            let conn = UnbufferedServerConnection::new(Arc::clone(&self.config))?;
             let queued = plain.take_queued();
-            self.state = State::Tls(Box::new(conn));
+            self.state = State::Tls(Box::new(Session::new(conn, self.limits)));
             if !queued.is_empty() {
                 self.queue(&queued)?;
             }
@@ -143,7 +169,7 @@ impl TlsStream {
     /// Whether the TLS handshake is complete.
     pub fn is_handshake_complete(&self) -> bool {
         match &self.state {
-            State::Tls(conn) => !conn.is_handshaking(),
+            State::Tls(session) => !session.conn.is_handshaking(),
             State::Plain(_) => false,
         }
     }
@@ -151,7 +177,7 @@ impl TlsStream {
     /// The client's certificate chain, leaf first, when it presented one.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match &self.state {
-            State::Tls(conn) => conn.peer_certificates().filter(|c| !c.is_empty()),
+            State::Tls(session) => session.conn.peer_certificates().filter(|c| !c.is_empty()),
             State::Plain(_) => None,
         }
     }
@@ -161,18 +187,19 @@ impl TlsStream {
         subject::subject(self.peer_certificates()?.first()?)
     }
 
-    /// The server name the client asked for (SNI), if it sent one.
+    /// The server name the client asked for (SNI), if it sent one; known once the
+    /// handshake is complete.
     pub fn server_name(&self) -> Option<&str> {
         match &self.state {
-            State::Tls(conn) => conn.server_name(),
-            State::Plain(_) => None,
+            State::Tls(session) if !session.conn.is_handshaking() => session.hello.name(),
+            _ => None,
         }
     }
 
     /// The application protocol negotiated with ALPN, if any.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         match &self.state {
-            State::Tls(conn) => conn.alpn_protocol(),
+            State::Tls(session) => session.conn.alpn_protocol(),
             State::Plain(_) => None,
         }
     }
@@ -192,31 +219,439 @@ impl TlsStream {
         }
         self.start_tls()
     }
+}
 
-    /// Hands the decrypted bytes rustls holds to `sink`; returns whether it kept some.
-    fn drain_plaintext(
-        conn: &mut ServerConnection,
+/// What [`Session::run`] does once rustls may encrypt application data.
+enum Then<'a> {
+    /// Nothing more.
+    Nothing,
+    /// Encrypts these parts, as one write, after everything pending, into `out`.
+    Encrypt {
+        parts: &'a [&'a [u8]],
+        out: &'a mut Vec<u8>,
+    },
+    /// Encrypts them into the pending records.
+    Queue(&'a [u8]),
+    /// Queues a close_notify.
+    CloseNotify,
+}
+
+/// Why [`Session::run`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// rustls needs more socket bytes (or has nothing more to do).
+    Input,
+    /// The layer above took fewer decrypted bytes than offered.
+    Full,
+}
+
+/// A TLS session and the buffers the unbuffered API leaves to its caller.
+struct Session {
+    conn: UnbufferedServerConnection,
+    limits: TlsLimits,
+    /// Socket bytes for rustls: from `discarded` on, those it has not discarded yet (a
+    /// record not complete yet, a handshake message it is joining from several records,
+    /// records not processed because the layer above was full). Freed (capacity too) at
+    /// the end of a read that leaves nothing in it.
+    incoming: Vec<u8>,
+    /// The bytes at the front of `incoming` rustls is done with; removed before more are
+    /// added, not after each record (a read of many small records would move the rest of
+    /// the buffer once per record).
+    discarded: usize,
+    /// Decrypted bytes the layer above had no room for, handed on first at the next read.
+    held: Vec<u8>,
+    /// How much of `held` has been handed on.
+    held_at: usize,
+    /// TLS records for the peer, until the caller takes them.
+    outgoing: Vec<u8>,
+    /// Application bytes written before the handshake completed.
+    unsent: Vec<u8>,
+    /// The client's close_notify has been read: what follows it is ignored.
+    peer_closed: bool,
+    /// A read has reported it.
+    peer_closed_reported: bool,
+    /// The client's ClientHello, read for its server name.
+    hello: HelloReader,
+    /// The TLS error that ended the session: every later call returns it. (Boxed: the
+    /// session stays within 1,280 bytes, an allocator size class.)
+    failed: Option<Box<rustls::Error>>,
+}
+
+impl Session {
+    fn new(conn: UnbufferedServerConnection, limits: TlsLimits) -> Self {
+        Self {
+            conn,
+            limits,
+            incoming: Vec::new(),
+            discarded: 0,
+            held: Vec::new(),
+            held_at: 0,
+            outgoing: Vec::new(),
+            unsent: Vec::new(),
+            peer_closed: false,
+            peer_closed_reported: false,
+            hello: HelloReader::default(),
+            failed: None,
+        }
+    }
+
+    /// Takes socket bytes and hands the decrypted ones to `sink`.
+    fn read(
+        &mut self,
+        socket_in: &[u8],
         sink: &mut Sink<'_>,
-    ) -> Result<bool, TransportError> {
-        let mut reader = conn.reader();
+    ) -> Result<StreamRead, TransportError> {
+        let mut input = socket_in;
+        let mut out = StreamRead::default();
+        let result = self.read_from(&mut input, sink, &mut out);
+        out.consumed = socket_in.len() - input.len();
+        if self.discarded == self.incoming.len() {
+            // The common case between reads: an idle connection keeps no buffer.
+            self.incoming = Vec::new();
+            self.discarded = 0;
+        }
+        result.map(|()| out)
+    }
+
+    fn read_from(
+        &mut self,
+        input: &mut &[u8],
+        sink: &mut Sink<'_>,
+        out: &mut StreamRead,
+    ) -> Result<(), TransportError> {
+        if !self.hand_on_held(sink)? {
+            out.again = true;
+            return Ok(());
+        }
         loop {
-            let chunk = match reader.fill_buf() {
-                Ok(chunk) => chunk,
-                // No plaintext now, and no close_notify yet.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(TransportError::TlsBuffer(e)),
-            };
-            if chunk.is_empty() {
-                // Closed cleanly and drained.
+            if self.run(Some(sink), Then::Nothing)? == Stop::Full {
+                out.again = true;
+                return Ok(());
+            }
+            if self.peer_closed {
+                // What follows the close_notify is ignored (RFC 8446, section 6.1), not
+                // offered again.
+                out.peer_closed = !self.peer_closed_reported || !input.is_empty();
+                self.peer_closed_reported = true;
+                *input = &[];
+                self.incoming.clear();
+                self.discarded = 0;
+                return Ok(());
+            }
+            if input.is_empty() {
+                return Ok(());
+            }
+            let step = input.len().min(STEP);
+            self.hello.feed(&input[..step]);
+            self.incoming.drain(..self.discarded);
+            self.discarded = 0;
+            self.incoming.extend_from_slice(&input[..step]);
+            *input = &input[step..];
+        }
+    }
+
+    /// Hands what the layer above could not take earlier to `sink`; false when it still
+    /// cannot take it all.
+    fn hand_on_held(&mut self, sink: &mut Sink<'_>) -> Result<bool, TransportError> {
+        while self.held_at < self.held.len() {
+            let taken = sink(&self.held[self.held_at..])?;
+            if taken == 0 {
                 return Ok(false);
             }
-            let offered = chunk.len();
-            let taken = sink(chunk)?;
-            reader.consume(taken);
-            if taken < offered {
-                return Ok(true);
+            self.held_at += taken;
+        }
+        self.held = Vec::new();
+        self.held_at = 0;
+        Ok(true)
+    }
+
+    /// Drives rustls over `incoming` until it needs more input: decrypted bytes go to
+    /// `sink` (or are held, without one), handshake records and alerts to `outgoing`. Once
+    /// application data may be sent, the bytes written before the handshake are encrypted,
+    /// then what `then` says is done.
+    fn run(
+        &mut self,
+        mut sink: Option<&mut Sink<'_>>,
+        mut then: Then<'_>,
+    ) -> Result<Stop, TransportError> {
+        if let Some(e) = &self.failed {
+            return Err(TransportError::Tls(rustls::Error::clone(e)));
+        }
+        loop {
+            let UnbufferedStatus { mut discard, state } = self
+                .conn
+                .process_tls_records(&mut self.incoming[self.discarded..]);
+            let mut stop = None;
+            let mut failed = None;
+            match state {
+                Err(e) => failed = Some(TransportError::Tls(e)),
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    while let Some(record) = traffic.next_record() {
+                        let record = match record {
+                            Ok(record) => record,
+                            Err(e) => {
+                                failed = Some(TransportError::Tls(e));
+                                break;
+                            }
+                        };
+                        discard += record.discard;
+                        let payload = record.payload;
+                        let taken = match sink.as_mut() {
+                            Some(sink) => match sink(payload) {
+                                Ok(taken) => taken,
+                                Err(e) => {
+                                    failed = Some(e);
+                                    break;
+                                }
+                            },
+                            None => 0,
+                        };
+                        if taken < payload.len() {
+                            self.held.extend_from_slice(&payload[taken..]);
+                            if sink.is_some() {
+                                stop = Some(Stop::Full);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    if let Err(e) = append_encoded(&mut self.outgoing, 0, |buf| encode.encode(buf))
+                    {
+                        failed = Some(encode_error(e));
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    // The records are in `outgoing`, for the caller to take.
+                    transmit.done();
+                }
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    let mut result = Ok(());
+                    if !self.unsent.is_empty() {
+                        let unsent = std::mem::take(&mut self.unsent);
+                        result = append_encoded(
+                            &mut self.outgoing,
+                            encrypted_len(unsent.len()),
+                            |buf| traffic.encrypt(&unsent, buf),
+                        );
+                    }
+                    result =
+                        result.and_then(|()| match std::mem::replace(&mut then, Then::Nothing) {
+                            Then::Nothing => Ok(()),
+                            Then::Encrypt { parts, out } => {
+                                move_records(&mut self.outgoing, out);
+                                encrypt_parts(parts, out, |plain, buf| traffic.encrypt(plain, buf))
+                            }
+                            Then::Queue(bytes) => append_encoded(
+                                &mut self.outgoing,
+                                encrypted_len(bytes.len()),
+                                |buf| traffic.encrypt(bytes, buf),
+                            ),
+                            Then::CloseNotify => {
+                                append_encoded(&mut self.outgoing, RECORD_OVERHEAD, |buf| {
+                                    traffic.queue_close_notify(buf)
+                                })
+                            }
+                        });
+                    match result {
+                        Ok(()) => stop = Some(Stop::Input),
+                        Err(e) => failed = Some(encrypt_error(e)),
+                    }
+                }
+                Ok(ConnectionState::PeerClosed) => self.peer_closed = true,
+                Ok(ConnectionState::BlockedHandshake | ConnectionState::Closed) => {
+                    if matches!(then, Then::Nothing) {
+                        stop = Some(Stop::Input);
+                    } else {
+                        // Nothing may be sent any more (both sides closed).
+                        failed = Some(TransportError::Closed);
+                    }
+                }
+                Ok(ConnectionState::ReadEarlyData(_)) => {
+                    // Never offered: `max_early_data_size` stays 0 in this crate's
+                    // configurations.
+                    failed = Some(TransportError::Tls(rustls::Error::General(
+                        "early data is not accepted".into(),
+                    )));
+                }
+                Ok(_) => stop = Some(Stop::Input),
+            }
+            self.discarded += discard;
+            if let Some(e) = failed {
+                if let TransportError::Tls(e) = &e {
+                    self.failed = Some(Box::new(e.clone()));
+                    self.queue_alerts();
+                }
+                return Err(e);
+            }
+            if let Some(stop) = stop {
+                return Ok(stop);
             }
         }
+    }
+
+    /// After a TLS error, moves the alert rustls queued (and anything queued before it)
+    /// into `outgoing`.
+    fn queue_alerts(&mut self) {
+        // Only while rustls has records queued: with none, it would read the failed input
+        // again. It is given the same buffer: it may still point into it.
+        while self.conn.wants_write() {
+            let UnbufferedStatus { discard, state } = self
+                .conn
+                .process_tls_records(&mut self.incoming[self.discarded..]);
+            let encoded = match state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    append_encoded(&mut self.outgoing, 0, |buf| encode.encode(buf)).is_ok()
+                }
+                _ => false,
+            };
+            self.discarded += discard;
+            if !encoded {
+                return;
+            }
+        }
+    }
+
+    /// Whether rustls may send application data.
+    fn is_ready(&self) -> bool {
+        !self.conn.is_handshaking()
+    }
+
+    /// Holds application bytes until the handshake completes.
+    fn hold_unsent(&mut self, parts: &[&[u8]]) -> Result<(), TransportError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.unsent.len() + len > self.limits.max_unsent_plaintext {
+            return Err(TransportError::OutputFull {
+                max: self.limits.max_unsent_plaintext,
+            });
+        }
+        for part in parts {
+            self.unsent.extend_from_slice(part);
+        }
+        Ok(())
+    }
+
+    /// Moves the pending records into `socket_out`.
+    fn take_pending(&mut self, socket_out: &mut Vec<u8>) {
+        move_records(&mut self.outgoing, socket_out);
+    }
+}
+
+/// Moves the records of `pending` to the end of `out`; `pending` keeps no capacity.
+fn move_records(pending: &mut Vec<u8>, out: &mut Vec<u8>) {
+    if pending.capacity() == 0 {
+        return;
+    }
+    if out.is_empty() && out.capacity() < pending.len() {
+        std::mem::swap(out, pending);
+    } else {
+        out.extend_from_slice(pending);
+    }
+    *pending = Vec::new();
+}
+
+/// Appends to `out` what `encode` writes into the slice it is given: `guess` bytes at
+/// first, as many as it asks for when that is too few.
+fn append_encoded<E: SizeHint>(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> Result<(), E> {
+    let start = out.len();
+    let mut room = guess;
+    loop {
+        out.resize(start + room, 0);
+        match encode(&mut out[start..]) {
+            Ok(written) => {
+                out.truncate(start + written);
+                return Ok(());
+            }
+            Err(e) => {
+                out.truncate(start);
+                match e.required() {
+                    Some(required) if required > room => room = required,
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Encrypts `parts` as one write into `out`: a single part straight from its slice,
+/// several joined first (behind the records, in `out`'s spare room) so that a frame
+/// header and its payload share records.
+fn encrypt_parts(
+    parts: &[&[u8]],
+    out: &mut Vec<u8>,
+    mut encrypt: impl FnMut(&[u8], &mut [u8]) -> Result<usize, EncryptError>,
+) -> Result<(), EncryptError> {
+    let non_empty = parts.iter().filter(|p| !p.is_empty()).count();
+    if non_empty <= 1 {
+        let part = parts.iter().find(|p| !p.is_empty()).copied().unwrap_or(&[]);
+        return append_encoded(out, encrypted_len(part.len()), |buf| encrypt(part, buf));
+    }
+    let start = out.len();
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    let plain_len = out.len() - start;
+    let mut room = encrypted_len(plain_len);
+    loop {
+        out.resize(start + plain_len + room, 0);
+        let (plain, records) = out[start..].split_at_mut(plain_len);
+        match encrypt(plain, records) {
+            Ok(written) => {
+                out.copy_within(start + plain_len..start + plain_len + written, start);
+                out.truncate(start + written);
+                return Ok(());
+            }
+            Err(e) => match e.required() {
+                Some(required) if required > room => room = required,
+                _ => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            },
+        }
+    }
+}
+
+/// The room `len` plaintext bytes take once encrypted, at most.
+fn encrypted_len(len: usize) -> usize {
+    len + (len / MAX_FRAGMENT + 1) * RECORD_OVERHEAD
+}
+
+/// The size an encoder asked for, when it refused for lack of room.
+trait SizeHint {
+    fn required(&self) -> Option<usize>;
+}
+
+impl SizeHint for EncodeError {
+    fn required(&self) -> Option<usize> {
+        match self {
+            EncodeError::InsufficientSize(e) => Some(e.required_size),
+            _ => None,
+        }
+    }
+}
+
+impl SizeHint for EncryptError {
+    fn required(&self) -> Option<usize> {
+        match self {
+            EncryptError::InsufficientSize(e) => Some(e.required_size),
+            _ => None,
+        }
+    }
+}
+
+fn encode_error(e: EncodeError) -> TransportError {
+    TransportError::Tls(rustls::Error::General(e.to_string()))
+}
+
+fn encrypt_error(e: EncryptError) -> TransportError {
+    match e {
+        EncryptError::EncryptExhausted => TransportError::Tls(rustls::Error::EncryptError),
+        e => TransportError::Tls(rustls::Error::General(e.to_string())),
     }
 }
 
@@ -227,39 +662,12 @@ impl ByteStream for TlsStream {
         sink: &mut Sink<'_>,
     ) -> Result<StreamRead, TransportError> {
         self.check_first_byte(socket_in)?;
-        let State::Tls(conn) = &mut self.state else {
+        let State::Tls(session) = &mut self.state else {
             // Only reachable with no bytes: a first byte either started TLS or failed.
             return Ok(StreamRead::default());
         };
-        let mut input = socket_in;
-        let mut out = StreamRead::default();
-        loop {
-            if Self::drain_plaintext(conn, sink)? {
-                // The layer above is full: feed rustls nothing more (its plaintext buffer
-                // is bounded) until it is drained.
-                out.again = true;
-                break;
-            }
-            if input.is_empty() {
-                break;
-            }
-            // Never with an empty slice: rustls takes a read of 0 bytes as the end of the
-            // stream.
-            let taken = conn
-                .read_tls(&mut input)
-                .map_err(TransportError::TlsBuffer)?;
-            if taken == 0 {
-                // rustls takes nothing after the peer's close_notify: what follows it is
-                // ignored (RFC 8446, section 6.1), not offered again.
-                input = &[];
-                out.peer_closed = true;
-                break;
-            }
-            let io = conn.process_new_packets()?;
-            out.peer_closed |= io.peer_has_closed();
-        }
-        out.consumed = socket_in.len() - input.len();
-        if !self.handshake_reported && !conn.is_handshaking() {
+        let mut out = session.read(socket_in, sink)?;
+        if !self.handshake_reported && session.is_ready() {
             self.handshake_reported = true;
             out.handshake_done = true;
         }
@@ -267,60 +675,35 @@ impl ByteStream for TlsStream {
     }
 
     fn send(&mut self, parts: &[&[u8]], socket_out: &mut Vec<u8>) -> Result<(), TransportError> {
-        let conn = match &mut self.state {
+        let session = match &mut self.state {
             State::Plain(plain) => return plain.send(parts, socket_out),
-            State::Tls(conn) => conn,
+            State::Tls(session) => session,
         };
-        let mut storage: [IoSlice<'_>; 4] = [IoSlice::new(&[]); 4];
-        let mut slices: &mut [IoSlice<'_>] = if parts.len() <= storage.len() {
-            for (slot, part) in storage.iter_mut().zip(parts) {
-                *slot = IoSlice::new(part);
-            }
-            &mut storage[..parts.len()]
-        } else {
-            // More parts than the stack array holds: never from this crate (at most two: a
-            // frame header and its payload); send them one by one.
-            for part in parts {
-                self.send(&[part], socket_out)?;
-            }
-            return Ok(());
-        };
-        while !slices.is_empty() {
-            let written = conn
-                .writer()
-                .write_vectored(slices)
-                .map_err(TransportError::TlsBuffer)?;
-            IoSlice::advance_slices(&mut slices, written);
-            // Nothing taken: before the handshake, the unsent plaintext is at its limit
-            // (an error); after it, the record buffer is full and the drain below makes
-            // room.
-            if written == 0 && !slices.is_empty() && conn.is_handshaking() {
-                return Err(TransportError::OutputFull {
-                    max: self.limits.max_unsent_plaintext,
-                });
-            }
-            drain_records(conn, socket_out)?;
+        if !session.is_ready() {
+            session.take_pending(socket_out);
+            return session.hold_unsent(parts);
         }
+        session.run(
+            None,
+            Then::Encrypt {
+                parts,
+                out: socket_out,
+            },
+        )?;
         Ok(())
     }
 
     fn queue(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
         match &mut self.state {
             State::Plain(plain) => plain.queue(bytes)?,
-            State::Tls(conn) => {
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    let written = conn
-                        .writer()
-                        .write(rest)
-                        .map_err(TransportError::TlsBuffer)?;
-                    if written == 0 {
-                        return Err(TransportError::OutputFull {
-                            max: self.limits.max_unsent_plaintext,
-                        });
-                    }
-                    rest = &rest[written..];
+            State::Tls(session) if !session.is_ready() => session.hold_unsent(&[bytes])?,
+            State::Tls(session) => {
+                if session.outgoing.len() + bytes.len() > session.limits.max_unsent_plaintext {
+                    return Err(TransportError::OutputFull {
+                        max: session.limits.max_unsent_plaintext,
+                    });
                 }
+                session.run(None, Then::Queue(bytes))?;
             }
         }
         Ok(())
@@ -329,36 +712,30 @@ impl ByteStream for TlsStream {
     fn take_pending(&mut self, socket_out: &mut Vec<u8>) -> Result<(), TransportError> {
         match &mut self.state {
             State::Plain(plain) => plain.take_pending(socket_out),
-            State::Tls(conn) => drain_records(conn, socket_out),
+            State::Tls(session) => {
+                session.take_pending(socket_out);
+                Ok(())
+            }
         }
     }
 
     fn has_pending(&self) -> bool {
         match &self.state {
             State::Plain(plain) => plain.has_pending(),
-            State::Tls(conn) => conn.wants_write(),
+            State::Tls(session) => !session.outgoing.is_empty(),
         }
     }
 
     fn close(&mut self) {
-        if let State::Tls(conn) = &mut self.state {
-            conn.send_close_notify();
+        if let State::Tls(session) = &mut self.state {
+            if session.is_ready() {
+                // An error here has queued its alert instead; the caller closes anyway.
+                let _ = session.run(None, Then::CloseNotify);
+            }
         }
     }
 
     fn is_ready(&self) -> bool {
         self.is_handshake_complete()
     }
-}
-
-/// Moves every TLS record rustls has ready into `socket_out`.
-fn drain_records(
-    conn: &mut ServerConnection,
-    socket_out: &mut Vec<u8>,
-) -> Result<(), TransportError> {
-    while conn.wants_write() {
-        conn.write_tls(socket_out)
-            .map_err(TransportError::TlsBuffer)?;
-    }
-    Ok(())
 }

@@ -1,0 +1,240 @@
+//! The server name (SNI) a client asked for, read from its ClientHello.
+//!
+//! Owns: finding the `server_name` extension in the first handshake message of a
+//! connection, as the client sent it (TLS records of type handshake, possibly several).
+//! rustls's unbuffered server connection, which [`super::TlsStream`] drives, does not
+//! report the name it read; this reads the same bytes and keeps the name as rustls does:
+//! the first `host_name` entry, lower-cased, and none when it is not a DNS name (an IP
+//! address).
+//!
+//! Never: decides anything about the handshake: rustls parses the ClientHello itself and
+//! refuses a malformed one, and the stream reports this name only once the handshake is
+//! complete. Never holds more than one handshake message's records (bounded by
+//! [`MAX_HELLO`]), and nothing once the name is read.
+
+use rustls::pki_types::DnsName;
+
+/// Bytes of records gathered at most: rustls refuses a handshake message over 64 KiB.
+const MAX_HELLO: usize = 0x1_0000 + 1024;
+
+/// The content type of a TLS handshake record.
+const HANDSHAKE: u8 = 0x16;
+
+/// The handshake type of a ClientHello.
+const CLIENT_HELLO: u8 = 1;
+
+/// The `server_name` extension (RFC 6066).
+const SERVER_NAME: u16 = 0;
+
+/// The `host_name` entry of a server name list.
+const HOST_NAME: u8 = 0;
+
+/// Gathers the records that carry the ClientHello, then keeps its server name.
+#[derive(Debug, Default)]
+pub(crate) struct HelloReader {
+    /// The client's bytes so far, from the first one; emptied (capacity too) once read.
+    records: Vec<u8>,
+    /// The ClientHello has been read (or cannot be).
+    done: bool,
+    /// The name it carried.
+    name: Option<Box<str>>,
+}
+
+impl HelloReader {
+    /// Takes the next bytes the client sent, until the ClientHello is complete.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        if self.done || bytes.is_empty() {
+            return;
+        }
+        let room = MAX_HELLO.saturating_sub(self.records.len());
+        self.records
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        match hello_message(&self.records) {
+            Gathered::More if self.records.len() < MAX_HELLO => return,
+            Gathered::More | Gathered::Never => {}
+            Gathered::Message(message) => self.name = server_name(&message),
+        }
+        self.done = true;
+        self.records = Vec::new();
+    }
+
+    /// The server name, once the ClientHello has been read.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
+/// What the records gathered so far hold.
+enum Gathered {
+    /// Not the whole first handshake message yet.
+    More,
+    /// Not a handshake: there is no ClientHello to read.
+    Never,
+    /// The first handshake message, header included.
+    Message(Vec<u8>),
+}
+
+/// Joins the payloads of the handshake records in `records` into the first handshake
+/// message.
+fn hello_message(mut records: &[u8]) -> Gathered {
+    let mut message = Vec::new();
+    while records.len() >= 5 {
+        if records[0] != HANDSHAKE {
+            return Gathered::Never;
+        }
+        let len = usize::from(u16::from_be_bytes([records[3], records[4]]));
+        let Some(payload) = records.get(5..5 + len) else {
+            break;
+        };
+        message.extend_from_slice(payload);
+        records = &records[5 + len..];
+        if message.len() >= 4 {
+            let body = usize::from(message[1]) << 16
+                | usize::from(message[2]) << 8
+                | usize::from(message[3]);
+            if message.len() >= 4 + body {
+                message.truncate(4 + body);
+                return Gathered::Message(message);
+            }
+        }
+    }
+    Gathered::More
+}
+
+/// A big-endian reader over a message, `None` past its end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<usize> {
+        self.take(1).map(|b| usize::from(b[0]))
+    }
+
+    fn u16(&mut self) -> Option<usize> {
+        self.take(2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    }
+
+    /// A vector with a length of `width` bytes before it.
+    fn vector(&mut self, width: usize) -> Option<&'a [u8]> {
+        let len = match width {
+            1 => self.u8()?,
+            _ => self.u16()?,
+        };
+        self.take(len)
+    }
+}
+
+/// The server name of a ClientHello (`message`, from its handshake header on).
+fn server_name(message: &[u8]) -> Option<Box<str>> {
+    let mut r = Reader(message);
+    if r.u8()? != usize::from(CLIENT_HELLO) {
+        return None;
+    }
+    r.take(3)?; // The message's length.
+    r.take(2 + 32)?; // legacy_version, random.
+    r.vector(1)?; // legacy_session_id.
+    r.vector(2)?; // cipher_suites.
+    r.vector(1)?; // legacy_compression_methods.
+    let mut extensions = Reader(r.vector(2)?);
+    while !extensions.0.is_empty() {
+        let kind = extensions.u16()?;
+        let data = extensions.vector(2)?;
+        if kind != usize::from(SERVER_NAME) {
+            continue;
+        }
+        let mut list = Reader(Reader(data).vector(2)?);
+        if list.u8()? != usize::from(HOST_NAME) {
+            return None;
+        }
+        let name = std::str::from_utf8(list.vector(2)?).ok()?;
+        let name = DnsName::try_from(name).ok()?.to_lowercase_owned();
+        return Some(name.as_ref().into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ClientHello with `extensions`, as records of at most `record` payload bytes.
+    fn hello(extensions: &[u8], record: usize) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend([7; 32]);
+        body.extend([0]); // No session id.
+        body.extend([0, 2, 0x13, 0x01]);
+        body.extend([1, 0]);
+        body.extend((extensions.len() as u16).to_be_bytes());
+        body.extend(extensions);
+        let mut message = vec![CLIENT_HELLO];
+        message.extend(&(body.len() as u32).to_be_bytes()[1..]);
+        message.extend(body);
+        let mut records = Vec::new();
+        for payload in message.chunks(record) {
+            records.extend([HANDSHAKE, 3, 1]);
+            records.extend((payload.len() as u16).to_be_bytes());
+            records.extend(payload);
+        }
+        records
+    }
+
+    fn sni(name: &[u8]) -> Vec<u8> {
+        let mut entry = vec![HOST_NAME];
+        entry.extend((name.len() as u16).to_be_bytes());
+        entry.extend(name);
+        let mut list = (entry.len() as u16).to_be_bytes().to_vec();
+        list.extend(entry);
+        let mut ext = SERVER_NAME.to_be_bytes().to_vec();
+        ext.extend((list.len() as u16).to_be_bytes());
+        ext.extend(list);
+        ext
+    }
+
+    fn read(bytes: &[u8], step: usize) -> HelloReader {
+        let mut reader = HelloReader::default();
+        for piece in bytes.chunks(step) {
+            reader.feed(piece);
+        }
+        reader
+    }
+
+    #[test]
+    fn the_name_is_found_lower_cased_whatever_the_records_and_the_reads() {
+        let mut extensions = vec![0, 10, 0, 2, 0, 29]; // supported_groups first.
+        extensions.extend(sni(b"Tern.Example"));
+        for record in [1, 7, 500] {
+            for step in [1, 3, 1000] {
+                let reader = read(&hello(&extensions, record), step);
+                assert!(reader.done && reader.records.capacity() == 0);
+                assert_eq!(reader.name(), Some("tern.example"), "{record} {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_extension_an_ip_address_or_no_handshake_give_no_name() {
+        assert_eq!(read(&hello(&[], 100), 10).name(), None);
+        let ip = read(&hello(&sni(b"127.0.0.1"), 100), 10);
+        assert!(ip.done);
+        assert_eq!(ip.name(), None);
+        let plain = read(b"CONNECT {}\r\n", 4);
+        assert!(plain.done);
+        assert_eq!(plain.name(), None);
+    }
+
+    #[test]
+    fn a_cut_hello_waits_and_junk_never_panics() {
+        let whole = hello(&sni(b"localhost"), 100);
+        let cut = read(&whole[..whole.len() - 1], 5);
+        assert!(!cut.done);
+        let mut junk = whole.clone();
+        junk[60..].iter_mut().for_each(|b| *b = 0xff);
+        let _ = read(&junk, 9).name();
+    }
+}
