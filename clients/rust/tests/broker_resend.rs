@@ -21,10 +21,28 @@ fn storing_broker(dir: &std::path::Path) -> Server {
     common::broker::start("127.0.0.1:0", &["--data-dir", &dir, "--log-size", "4MiB"])
 }
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
+/// A data directory of the test's own, removed when dropped (declared before the broker that
+/// uses it, so dropped after it).
+fn temp_dir(tag: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("tern-client-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    TempDir(dir)
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn fast_reconnect() -> ReconnectPolicy {
@@ -95,5 +113,4 @@ fn acked_publishes_with_a_message_id_are_sent_again_after_a_lost_connection() {
     publisher.close();
     watcher.close();
     server.shutdown();
-    let _ = std::fs::remove_dir_all(dir);
 }
