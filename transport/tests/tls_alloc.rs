@@ -7,91 +7,18 @@
 //! the blocks one connection holds.
 
 mod common;
+mod counting;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::Write;
 use std::sync::Arc;
 
 use common::{client_decrypt, pump, Pki};
+use counting::{live, log_frees};
 use rustls::{ClientConfig, ClientConnection, ServerConfig};
 use tern_transport::{load_server_config, TlsLimits, TlsStart, Transport, WsConfig};
 
-/// Counts the bytes each thread has live, and logs the sizes of the blocks it frees while
-/// `LOGGING` is on.
-struct Counting;
-
-const LOG_SLOTS: usize = 64;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static LOGGING: Cell<bool> = const { Cell::new(false) };
-    static LOGGED: Cell<usize> = const { Cell::new(0) };
-    static LOG: [Cell<usize>; LOG_SLOTS] = const { [const { Cell::new(0) }; LOG_SLOTS] };
-}
-
-fn track(delta: isize) {
-    // `try_with`: the allocator also runs while thread-locals are torn down.
-    let _ = LIVE.try_with(|live| live.set(live.get() + delta));
-}
-
-fn log_free(size: usize) {
-    if LOGGING.try_with(Cell::get).unwrap_or(false) {
-        let _ = LOGGED.try_with(|n| {
-            let i = n.get();
-            if i < LOG_SLOTS {
-                let _ = LOG.try_with(|log| log[i].set(size));
-            }
-            n.set(i + 1);
-        });
-    }
-}
-
-// SAFETY: every call forwards to `System` with the caller's arguments unchanged, so
-// `System`'s guarantees hold; the counting touches only const-initialised thread-locals
-// without destructors, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is (see above).
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            track(layout.size() as isize);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is (see above).
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            track(layout.size() as isize);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is (see above).
-        unsafe { System.dealloc(ptr, layout) };
-        track(-(layout.size() as isize));
-        log_free(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded as is (see above).
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            track(new_size as isize - layout.size() as isize);
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.with(Cell::get)
-}
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 /// Connections measured per case; the figure is their mean (they are all alike).
 const CONNS: usize = 16;
@@ -196,16 +123,11 @@ fn idle_bytes(setup: &Setup, kind: Kind) -> (isize, Vec<usize>) {
     for (i, (client, server)) in pairs.into_iter().enumerate() {
         let before = live();
         if i == 0 {
-            LOGGED.with(|n| n.set(0));
-            LOGGING.with(|l| l.set(true));
+            blocks = log_frees(|| drop(server));
+        } else {
+            drop(server);
         }
-        drop(server);
-        LOGGING.with(|l| l.set(false));
         freed += before - live();
-        if i == 0 {
-            let n = LOGGED.with(Cell::get).min(LOG_SLOTS);
-            blocks = LOG.with(|log| log[..n].iter().map(Cell::get).collect());
-        }
         drop(client);
     }
     (freed / CONNS as isize, blocks)

@@ -3,72 +3,17 @@
 //! allocator. In its own test binary because the allocator is global.
 
 mod common;
+mod counting;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 
 use common::*;
+use counting::peak_of;
 use proptest::prelude::*;
 use tern_transport::Transport;
 
-/// Counts the bytes each thread has live, and the peak since the last reset.
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn track(delta: isize) {
-    // `try_with`: the allocator also runs while thread-locals are torn down.
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-// SAFETY: every call forwards to `System` with the caller's arguments unchanged, so
-// `System`'s guarantees hold; the counting touches only const-initialised thread-locals
-// without destructors, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is (see above).
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            track(layout.size() as isize);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is (see above).
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            track(layout.size() as isize);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is (see above).
-        unsafe { System.dealloc(ptr, layout) };
-        track(-(layout.size() as isize));
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded as is (see above).
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            track(new_size as isize - layout.size() as isize);
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 /// The largest message the tests allow.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -78,14 +23,6 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// doubling that may round each of these up. Measured peaks are about 175 KiB; without the
 /// read budget, forty small bombs in one read reach 4 MiB.
 const BOUND: isize = 384 * 1024;
-
-/// Runs `f` and returns the peak of live bytes it added on this thread.
-fn peak_of(f: impl FnOnce()) -> isize {
-    let base = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(base));
-    f();
-    PEAK.with(Cell::get) - base
-}
 
 /// Feeds everything as a caller does: reads until the input is used, the session
 /// emptying its buffer between reads, stopping at the first error.
