@@ -1252,6 +1252,15 @@ mod tests {
     /// free port, with `config` and no store; and the mesh, to fill its inbox as the
     /// other workers would.
     pub(super) fn test_worker(workers: usize, config: Config) -> (Worker, Mesh) {
+        test_worker_storing(workers, config, None)
+    }
+
+    /// [`test_worker`] with `store` as its shard's store.
+    pub(super) fn test_worker_storing(
+        workers: usize,
+        config: Config,
+        store: Option<crate::store::Store>,
+    ) -> (Worker, Mesh) {
         let (mesh, mut inboxes) = Mesh::for_tests_open(workers);
         let config = Arc::new(config);
         let shared = Shared {
@@ -1269,7 +1278,7 @@ mod tests {
             inboxes.pop().expect("the last worker's inbox"),
             Arc::clone(&config),
             Arc::new(WorkerStats::default()),
-            None,
+            store,
             shared,
         );
         let any_port = "127.0.0.1:0".parse().expect("an address");

@@ -1,8 +1,9 @@
 //! Connections driven through a real worker without a socket: each test opens
 //! connections on an in-memory pipe (`conn::socket::Memory`), sends bytes, runs loop turns
 //! and reads what the worker wrote. What these pin down (held `PONG`s, auto-unsubscribe,
-//! each protocol's error paths, the slow-consumer policy) is the connection logic itself,
-//! with no process, port or timing of a real network in the way.
+//! each protocol's error paths, the slow-consumer policy, a lossless subscription's
+//! fall-back to the log, with a real ring log in a scratch directory) is the connection
+//! logic itself, with no process, port or timing of a real network in the way.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -265,4 +266,121 @@ fn the_disconnect_policy_closes_a_consumer_that_stays_full() {
     }
     let reason = w.closed.back().and_then(|c| c.reason.clone());
     assert_eq!(reason.as_deref(), Some("slow consumer"));
+}
+
+/// A directory of the test's own under the system's temp dir, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("tern-session-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The only worker of a one-worker broker with `config` that stores every message in a
+/// ring log in `dir`.
+fn storing_worker(config: Config, dir: &std::path::Path) -> (Worker, Mesh) {
+    let dedupe = std::sync::Arc::new(crate::dedupe::Dedupe::new(
+        Duration::from_secs(120),
+        1000,
+        1,
+    ));
+    let (store, _) = crate::store::Store::open(
+        &dir.join("shard.ring"),
+        &config.store,
+        (0, dedupe),
+        Instant::now(),
+        0,
+    )
+    .expect("a store");
+    super::tests::test_worker_storing(1, config, Some(store))
+}
+
+/// A binary connection past its preface, `HELLO` and `WELCOME`.
+fn binary_client(worker: &mut Worker) -> (usize, Memory, BytesMut) {
+    use tern_protocol::binary::{encode_client_frame, ClientFrame, Hello, Preface};
+    let (slot, pipe) = worker.open_memory(Port::Binary);
+    let mut out = BytesMut::new();
+    Preface::default().encode(&mut out);
+    encode_client_frame(&ClientFrame::Hello(Hello::default()), &mut out).unwrap();
+    pipe.send(&out);
+    let mut buf = BytesMut::new();
+    match next_frame(worker, &pipe, &mut buf) {
+        Some(ServerFrame::Welcome(_)) => {}
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+    (slot, pipe, buf)
+}
+
+#[test]
+fn a_lossless_subscription_that_overflows_falls_back_to_the_log_and_misses_nothing() {
+    use std::sync::atomic::Ordering;
+    use tern_protocol::binary::{encode_client_frame, ClientFrame, StartPosition, Subscribe};
+    const MESSAGES: usize = 400;
+    let dir = Scratch::new("lossless");
+    let mut config = Config::default();
+    config.store.log_size = 1 << 20;
+    config.queues.write_buffer = 1024;
+    let (mut w, _mesh) = storing_worker(config, &dir.0);
+    let (_, sub, mut buf) = binary_client(&mut w);
+    let mut out = BytesMut::new();
+    let subscribe = Subscribe {
+        sid: 1,
+        subject: "orders".into(),
+        start: StartPosition::Live,
+        lossless: true,
+        max_queue_messages: 8,
+        ..Subscribe::default()
+    };
+    encode_client_frame(&ClientFrame::Subscribe(subscribe), &mut out).unwrap();
+    sub.send(&out);
+    match next_frame(&mut w, &sub, &mut buf) {
+        Some(ServerFrame::Subscribed(s)) => assert_eq!(s.sid, 1),
+        other => panic!("expected SUBSCRIBED, got {other:?}"),
+    }
+    // The subscriber stops reading: its write buffer, then its queue of 8, fill up.
+    sub.set_room(Some(0));
+    let (_, publisher) = text_client(&mut w);
+    for i in 0..MESSAGES {
+        publisher.send(format!("PUB orders 8\r\nm{i:07}\r\n").as_bytes());
+    }
+    publisher.send(b"PING\r\n");
+    until(&mut w, &publisher, &mut Vec::new(), b"PONG\r\n");
+    let fallbacks = w.router.stats.lossless_fallbacks.load(Ordering::Relaxed);
+    assert!(
+        fallbacks > 0,
+        "the queue of 8 overflowed without a fall-back"
+    );
+    // It reads again: everything arrives, once, in order, from its queue and then the log.
+    sub.set_room(None);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < MESSAGES {
+        match next_frame(&mut w, &sub, &mut buf) {
+            Some(ServerFrame::Message(m)) => got.push(m.payload),
+            Some(ServerFrame::DropNotice(d)) => panic!("a lossless subscription dropped: {d:?}"),
+            Some(_) => {}
+            // A catch-up is paced while live traffic is recent: give it time.
+            None if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+                w.next_tick = Instant::now();
+            }
+            None => panic!("only {} of {MESSAGES} messages arrived", got.len()),
+        }
+    }
+    for (i, payload) in got.iter().enumerate() {
+        assert_eq!(payload, format!("m{i:07}").as_bytes(), "message {i}");
+    }
 }
