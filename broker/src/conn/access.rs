@@ -291,8 +291,7 @@ impl Conn {
             "authenticated"
         );
         self.access.grant(id, generation);
-        let now = self.read_at;
-        self.proto.wire().granted(&mut self.out, now);
+        self.granted();
     }
 
     /// Refuses the client: counted, told (nats-server's words on the text port,

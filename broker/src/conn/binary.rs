@@ -571,11 +571,11 @@ impl Conn {
         let bridge = router.bridges.as_ref().zip(creds.token.as_deref());
         if bridge.is_some_and(|(hub, token)| hub.is_bridge_token(token)) {
             self.access.grant_internal(router.auth.generation());
-            self.binary_granted();
+            self.granted();
             return;
         }
         if !self.access.is_pending() {
-            self.binary_granted();
+            self.granted();
             return;
         }
         match (&self.access.nonce, nkey) {
@@ -609,12 +609,6 @@ impl Conn {
                 router,
             ),
         }
-    }
-
-    /// The handshake is done: `WELCOME` (and a `GOAWAY` behind it, see `Wire::granted`).
-    fn binary_granted(&mut self) {
-        let now = self.read_at;
-        self.proto.wire().granted(&mut self.out, now);
     }
 
     /// `PUBLISH`. A message id longer than `max_message_id` is refused as a content error

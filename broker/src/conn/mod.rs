@@ -600,6 +600,13 @@ impl Conn {
         self.access.user().map(|u| u.to_string())
     }
 
+    /// The handshake is done (no authentication, or it succeeded): what the protocol says
+    /// then (`Wire::granted`: `WELCOME` on the binary port).
+    fn granted(&mut self) {
+        let now = self.read_at;
+        self.proto.wire().granted(&mut self.out, now);
+    }
+
     /// The server's `INFO` as this connection is told it: its id and address, whether it
     /// must still authenticate, and its nonce.
     fn personal_info(&self, info: &ServerInfo) -> ServerInfo {
