@@ -30,10 +30,16 @@ const SERVER_NAME: u16 = 0;
 const HOST_NAME: u8 = 0;
 
 /// Gathers the records that carry the ClientHello, then keeps its server name.
+///
+/// Linear in what it is fed: each record's payload is appended to the message once, when
+/// the record is complete (a client that sends its ClientHello a byte at a time, or in
+/// records of one byte, costs no more than one that sends it whole).
 #[derive(Debug, Default)]
 pub(crate) struct HelloReader {
-    /// The client's bytes so far, from the first one; emptied (capacity too) once read.
-    records: Vec<u8>,
+    /// The client's bytes of a record not complete yet; emptied (capacity too) once read.
+    pending: Vec<u8>,
+    /// The payloads of the handshake records complete so far, joined.
+    message: Vec<u8>,
     /// The ClientHello has been read (or cannot be).
     done: bool,
     /// The name it carried.
@@ -46,16 +52,38 @@ impl HelloReader {
         if self.done || bytes.is_empty() {
             return;
         }
-        let room = MAX_HELLO.saturating_sub(self.records.len());
-        self.records
+        let room = MAX_HELLO.saturating_sub(self.pending.len() + self.message.len());
+        self.pending
             .extend_from_slice(&bytes[..bytes.len().min(room)]);
-        match hello_message(&self.records) {
-            Gathered::More if self.records.len() < MAX_HELLO => return,
-            Gathered::More | Gathered::Never => {}
-            Gathered::Message(message) => self.name = server_name(&message),
+        let mut at = 0;
+        let found = loop {
+            let Some(header) = self.pending.get(at..at + 5) else {
+                break None;
+            };
+            if header[0] != HANDSHAKE {
+                // Not a handshake: there is no ClientHello to read.
+                break Some(None);
+            }
+            let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            let Some(payload) = self.pending.get(at + 5..at + 5 + len) else {
+                break None;
+            };
+            self.message.extend_from_slice(payload);
+            at += 5 + len;
+            if let Some(whole) = whole_message(&self.message) {
+                break Some(server_name(whole));
+            }
+        };
+        self.pending.drain(..at);
+        match found {
+            Some(name) => self.name = name,
+            None if self.pending.len() + self.message.len() < MAX_HELLO => return,
+            // Larger than any handshake message rustls accepts: it refuses it.
+            None => {}
         }
         self.done = true;
-        self.records = Vec::new();
+        self.pending = Vec::new();
+        self.message = Vec::new();
     }
 
     /// The server name, once the ClientHello has been read.
@@ -64,41 +92,11 @@ impl HelloReader {
     }
 }
 
-/// What the records gathered so far hold.
-enum Gathered {
-    /// Not the whole first handshake message yet.
-    More,
-    /// Not a handshake: there is no ClientHello to read.
-    Never,
-    /// The first handshake message, header included.
-    Message(Vec<u8>),
-}
-
-/// Joins the payloads of the handshake records in `records` into the first handshake
-/// message.
-fn hello_message(mut records: &[u8]) -> Gathered {
-    let mut message = Vec::new();
-    while records.len() >= 5 {
-        if records[0] != HANDSHAKE {
-            return Gathered::Never;
-        }
-        let len = usize::from(u16::from_be_bytes([records[3], records[4]]));
-        let Some(payload) = records.get(5..5 + len) else {
-            break;
-        };
-        message.extend_from_slice(payload);
-        records = &records[5 + len..];
-        if message.len() >= 4 {
-            let body = usize::from(message[1]) << 16
-                | usize::from(message[2]) << 8
-                | usize::from(message[3]);
-            if message.len() >= 4 + body {
-                message.truncate(4 + body);
-                return Gathered::Message(message);
-            }
-        }
-    }
-    Gathered::More
+/// The first handshake message in `joined` (header included), once it is whole.
+fn whole_message(joined: &[u8]) -> Option<&[u8]> {
+    let header = joined.get(..4)?;
+    let body = usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3]);
+    joined.get(..4 + body)
 }
 
 /// A big-endian reader over a message, `None` past its end.
@@ -211,7 +209,9 @@ mod tests {
         for record in [1, 7, 500] {
             for step in [1, 3, 1000] {
                 let reader = read(&hello(&extensions, record), step);
-                assert!(reader.done && reader.records.capacity() == 0);
+                assert!(
+                    reader.done && reader.pending.capacity() == 0 && reader.message.capacity() == 0
+                );
                 assert_eq!(reader.name(), Some("tern.example"), "{record} {step}");
             }
         }
