@@ -345,7 +345,9 @@ impl Driver {
             Some(conn) => match conn.stage {
                 Stage::Connecting | Stage::Handshake => next = next.min(conn.deadline),
                 Stage::Ready => {
-                    if conn.read_pending {
+                    // Reading waits while frames are held: no busy loop for it (the
+                    // held retry above is soon enough).
+                    if conn.read_pending && self.held.is_empty() {
                         return Duration::ZERO;
                     }
                     next = next
@@ -393,8 +395,13 @@ impl Driver {
             conn.stage = Stage::Handshake;
         }
         if !self.held.is_empty() {
-            let held: Vec<ServerFrame> = self.held.drain(..).collect();
-            self.handle(held)?;
+            // Handled in place: what is still held stays where it is (a full subscription
+            // is retried every millisecond; moving thousands of held frames each time cost
+            // more than the deliveries).
+            let mut held = std::mem::take(&mut self.held);
+            let handled = self.handle(&mut held);
+            self.held = held;
+            handled?;
         }
         if !self.held.is_empty() {
             // Still full: read later (what the socket has waits there, and then at the
@@ -538,11 +545,11 @@ impl Driver {
             conn.last_read = Instant::now();
         }
         conn.last_total = total;
-        let mut frames = Vec::new();
+        let mut frames = VecDeque::new();
         let mut refused = Vec::new();
         loop {
             match conn.decoder.decode(&mut conn.read_buf) {
-                Ok(Some(frame)) => frames.push(frame),
+                Ok(Some(frame)) => frames.push_back(frame),
                 Ok(None) => break,
                 Err(binary::BinaryError::Refused { sid, reason, .. }) => {
                     // A well-formed MESSAGE whose content this client refuses (e.g. over
@@ -572,7 +579,7 @@ impl Driver {
                         }
                         e => e.to_string(),
                     };
-                    self.handle(frames)?;
+                    self.handle(&mut frames)?;
                     return Err(Failure::Protocol(text));
                 }
             }
@@ -593,7 +600,11 @@ impl Driver {
                 fatal: false,
             });
         }
-        self.handle(frames)?;
+        let handled = self.handle(&mut frames);
+        // What a full lossless subscription could not take yet (`self.held` was empty:
+        // nothing is read while frames are held).
+        self.held = frames;
+        handled?;
         match end {
             Some(failure) => Err(failure),
             None => Ok(()),
@@ -603,7 +614,10 @@ impl Driver {
     /// Handles decoded frames, under one lock for the batch; events go out after it, and
     /// flushes complete after the events (a flush is a barrier for events too: whatever
     /// the server sent before its PONG is in the event queue when `flush` returns).
-    fn handle(&mut self, frames: Vec<ServerFrame>) -> Result<(), Failure> {
+    ///
+    /// Frames are taken from the front of `frames`; a message for a full lossless
+    /// subscription stops the batch and is left there, first, with everything after it.
+    fn handle(&mut self, frames: &mut VecDeque<ServerFrame>) -> Result<(), Failure> {
         if frames.is_empty() {
             return Ok(());
         }
@@ -616,8 +630,7 @@ impl Driver {
         let mut failure = None;
         let mut established = None;
         let mut state = inner.lock();
-        let mut frames = frames.into_iter();
-        while let Some(frame) = frames.next() {
+        while let Some(frame) = frames.pop_front() {
             if conn.stage != Stage::Ready {
                 match frame {
                     ServerFrame::Welcome(w) => {
@@ -656,8 +669,7 @@ impl Driver {
                         if entry.spec.lossless && tx.is_full() {
                             // Not seen yet (the tracker has not observed it): held with
                             // everything after it, or replayed after a reconnect.
-                            self.held.push_back(ServerFrame::Message(m));
-                            self.held.extend(frames.by_ref());
+                            frames.push_front(ServerFrame::Message(m));
                             break;
                         }
                     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use common::{wait_event, WAIT};
+use common::{temp_dir, wait_event, TempDir, WAIT};
 use tern_broker::Server;
 use tern_client::{
     Client, ClientBuilder, DisconnectReason, Error, ErrorCode, Event, PublishOptions,
@@ -20,11 +20,11 @@ use tern_client::{
 };
 
 /// A broker with this config file text, storing in a fresh directory.
-fn broker(config: &str) -> (Server, tempdir::Dir) {
-    let dir = tempdir::Dir::new();
-    let file = dir.path().join("ternd.toml");
+fn broker(config: &str) -> (Server, TempDir) {
+    let dir = temp_dir("auth");
+    let file = dir.join("ternd.toml");
     std::fs::write(&file, config).unwrap();
-    let data = dir.path().join("data");
+    let data = dir.join("data");
     let server = common::broker::start(
         "127.0.0.1:0",
         &[
@@ -304,33 +304,4 @@ fn a_jwt_connection_is_closed_at_expiry_unless_refreshed() {
             .connect(&url(&server)),
     );
     assert_eq!(code, ErrorCode::AuthorizationViolation);
-}
-
-/// A temporary directory removed when dropped.
-mod tempdir {
-    pub struct Dir(std::path::PathBuf);
-
-    impl Dir {
-        pub fn new() -> Dir {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "tern-client-auth-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&path).unwrap();
-            Dir(path)
-        }
-
-        pub fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{wait_event, WAIT};
+use common::{temp_dir, wait_event, WAIT};
 use tern_broker::Server;
 use tern_client::{Client, Error, Event, PublishOptions, ReconnectPolicy};
 
@@ -19,30 +19,6 @@ use tern_client::{Client, Error, Event, PublishOptions, ReconnectPolicy};
 fn storing_broker(dir: &std::path::Path) -> Server {
     let dir = dir.display().to_string();
     common::broker::start("127.0.0.1:0", &["--data-dir", &dir, "--log-size", "4MiB"])
-}
-
-/// A data directory of the test's own, removed when dropped (declared before the broker that
-/// uses it, so dropped after it).
-fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("tern-client-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    TempDir(dir)
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = std::path::Path;
-
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn fast_reconnect() -> ReconnectPolicy {
