@@ -805,8 +805,11 @@ impl Bridge {
                 return None;
             }
             bump(&self.counters.replies_in, 1);
-            let block = m.headers.as_deref();
-            let fields: &[(&str, &[u8])] = if block.and_then(|b| headers::get(b, ORIGIN)).is_some()
+            let fields: &[(&str, &[u8])] = if m
+                .headers
+                .as_deref()
+                .and_then(|b| headers::get(b, ORIGIN))
+                .is_some()
             {
                 &[]
             } else {
@@ -815,7 +818,7 @@ impl Bridge {
             return Some(Injected {
                 subject: Bytes::copy_from_slice(to.as_bytes()),
                 reply: None,
-                headers: headers::with(block, fields),
+                headers: headers::adding(m.headers.as_ref(), fields),
                 payload: m.payload,
                 priority: 0,
                 route: None,
@@ -829,8 +832,10 @@ impl Bridge {
             .get(&sid)
             .cloned()?;
         let copy = last.copy_of(&m, sid);
-        let block = m.headers.as_deref();
-        let origin = block.and_then(|b| headers::get(b, ORIGIN));
+        let [origin, priority] = m
+            .headers
+            .as_deref()
+            .map_or([None; 2], |b| headers::get_each(b, [ORIGIN, PRIORITY]));
         let own = origin == Some(self.id.as_bytes());
         // Each copy is for its own local subscribers: the plain ones once (a second copy
         // through an overlapping subscription is the same message), a queue group's
@@ -861,8 +866,7 @@ impl Bridge {
                 self.imported_requests.allow(r, Instant::now());
                 Bytes::from(format!("{}{r}", self.local_reply_prefix))
             });
-        let priority = block
-            .and_then(|b| headers::get(b, PRIORITY))
+        let priority = priority
             .and_then(|p| std::str::from_utf8(p).ok()?.parse::<u8>().ok())
             .unwrap_or(0)
             .min(7);
@@ -874,7 +878,8 @@ impl Bridge {
         let msg = Injected {
             subject: m.subject.clone(),
             reply,
-            headers: headers::with(block, fields),
+            // Kept as it came (no copy) when it already names its origin.
+            headers: headers::adding(m.headers.as_ref(), fields),
             payload: m.payload.clone(),
             priority,
             route,

@@ -1,7 +1,8 @@
 //! Header blocks as bytes: reading one field and adding fields, without parsing the rest.
 //!
-//! Owns: [`get`] (a field's first value, name matched case-insensitively) and [`with`]
-//! (the block with fields appended, or a new block). Everything the bridge relays keeps
+//! Owns: [`get`] and [`get_each`] (a field's first value, name matched
+//! case-insensitively) and [`with`] (the block with fields appended, or a new block; the
+//! block itself from [`adding`] when there is nothing to append). Everything the bridge relays keeps
 //! its header block byte for byte, plus the bridge's own fields.
 //!
 //! Never: allocates more than the one new block, or touches a block it cannot frame (a
@@ -11,18 +12,33 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 /// The value of field `name` in `block`, trimmed; `None` when absent.
 pub(crate) fn get<'a>(block: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let [value] = get_each(block, [name]);
+    value
+}
+
+/// The first value of each of `names` in `block`, in one pass over it.
+pub(crate) fn get_each<'a, const N: usize>(
+    block: &'a [u8],
+    names: [&str; N],
+) -> [Option<&'a [u8]>; N] {
+    let mut found = [None; N];
     let mut lines = block.split(|&b| b == b'\n');
-    lines.next()?; // the status line
+    lines.next(); // the status line
     for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
-        if line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
-            return Some(line[colon + 1..].trim_ascii());
+        for (name, value) in names.iter().zip(found.iter_mut()) {
+            if value.is_none() && line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
+                *value = Some(line[colon + 1..].trim_ascii());
+            }
+        }
+        if found.iter().all(Option::is_some) {
+            break;
         }
     }
-    None
+    found
 }
 
 /// The status code of a header block's first line (`NATS/1.0 503`), if it has one.
@@ -39,6 +55,14 @@ pub(crate) fn with(block: Option<&[u8]>, fields: &[(&str, &[u8])]) -> Bytes {
     let mut out = BytesMut::with_capacity(with_len(block, fields));
     write_with(&mut out, block, fields);
     out.freeze()
+}
+
+/// [`with`], but the block itself (no copy) when there is nothing to add to a framed one.
+pub(crate) fn adding(block: Option<&Bytes>, fields: &[(&str, &[u8])]) -> Bytes {
+    match block {
+        Some(b) if fields.is_empty() && base(Some(b)).len() + 2 == b.len() => b.clone(),
+        _ => with(block.map(|b| &b[..]), fields),
+    }
 }
 
 /// The length of [`with`]'s block.
@@ -104,6 +128,17 @@ mod tests {
             Some(408)
         );
         assert_eq!(status(None), None);
+        // Nothing to add: the same block, not a copy; one that is not framed is replaced.
+        let framed = Bytes::from_static(b"NATS/1.0\r\nA: b\r\n\r\n");
+        let kept = adding(Some(&framed), &[]);
+        assert_eq!(kept.as_ptr(), framed.as_ptr());
+        assert_eq!(&adding(None, &[])[..], b"NATS/1.0\r\n\r\n");
+        let junk = Bytes::from_static(b"junk");
+        assert_eq!(&adding(Some(&junk), &[])[..], b"NATS/1.0\r\n\r\n");
+        assert_eq!(
+            get_each(b"NATS/1.0\r\nb: 2\r\nA: 1\r\na: 3\r\n\r\n", ["a", "B", "c"]),
+            [Some(&b"1"[..]), Some(&b"2"[..]), None]
+        );
         // A block that is not one is replaced.
         assert_eq!(
             &with(Some(b"junk"), &[("A", b"b")])[..],

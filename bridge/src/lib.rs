@@ -19,7 +19,8 @@
 //!   (`$TERN.BRIDGE.<server id>.U.` upstream, `.L.` locally), and an upstream no-responders
 //!   status reaches the local requester;
 //! - **no loops, no echo**: what it exports carries `Tern-Origin` (this broker's server
-//!   id); what it imports keeps or gains one, and nothing with one is exported; its own
+//!   id); what it imports keeps or gains one, and nothing with one is exported (the
+//!   broker does not even send the bridge's connection what the bridge imported); its own
 //!   messages back from upstream are dropped, but for the copies a queue group here was
 //!   picked for.
 //!

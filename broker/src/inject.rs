@@ -7,8 +7,9 @@
 //! drop-noticed, with the copy's `bridge_route` honoured.
 //!
 //! Never: runs on a worker's thread (the bridge's importer calls it), or publishes from a
-//! real connection's identity (the origin is a slot no connection has: acknowledgements
-//! and stalls addressed to it find nobody).
+//! real connection's identity (the origin is [`ConnId::import`], a slot no connection has:
+//! acknowledgements and stalls addressed to it find nobody, and the bridge's own
+//! connection is not sent what it imported).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,11 +32,7 @@ impl MeshInject {
         MeshInject {
             mesh,
             worker,
-            origin: ConnId {
-                worker: worker as u16,
-                slot: u32::MAX,
-                gen: 0,
-            },
+            origin: ConnId::import(worker as u16),
         }
     }
 }

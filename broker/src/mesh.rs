@@ -45,6 +45,22 @@ impl ConnId {
         slot: u32::MAX,
         gen: 0,
     };
+
+    /// The origin of what the bridge imports into `worker`'s shard (`inject.rs`): a slot no
+    /// connection has, on a real worker (acknowledgements and stalls addressed to it find
+    /// nobody).
+    pub const fn import(worker: u16) -> ConnId {
+        ConnId {
+            worker,
+            slot: u32::MAX - 1,
+            gen: 0,
+        }
+    }
+
+    /// A message from the bridge's imports.
+    pub fn is_import(self) -> bool {
+        self.slot == u32::MAX - 1 && self.gen == 0
+    }
 }
 
 /// A subscription, named from any worker: its connection, its slot in the connection's

@@ -301,6 +301,15 @@ impl Conn {
         if sub.q.lossless.as_ref().is_some_and(|l| !l.takes(msg)) {
             return false;
         }
+        if self.access.internal && msg.origin.is_import() {
+            // What the bridge imported does not go back to the bridge (it would not export
+            // it: no loops), as a NATS client with echo off does not get its own messages.
+            // Taken, like a withheld one, so a lossless export moves on past it.
+            if let Some(l) = &mut sub.q.lossless {
+                l.accepted(msg);
+            }
+            return false;
+        }
         SubPresence::note(&mut sub.presence, msg);
         if sub.screened && !self.access.may_receive(&msg.subject, sub.queue.as_deref()) {
             // Withheld: a subject its user may not receive, inside its wildcard. A
