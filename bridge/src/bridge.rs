@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use tern_client::{Client, Event, NkeyCredentials};
 use tern_protocol::binary::ResumeToken;
@@ -67,9 +67,10 @@ const IMPORT_BATCH: usize = 256;
 /// How long the importer waits for the broker to take a batch.
 const INJECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Upstream deliveries waiting for the importer, at most (`import_buffer` bounds their
-/// bytes).
-const IMPORT_QUEUE: usize = 1 << 16;
+/// What one upstream delivery waiting for the importer costs besides its bytes (the
+/// decoded message and its place in the queue), counted against `import_buffer` so that
+/// the one limit bounds the memory, however small the messages.
+const IMPORT_ENTRY: usize = std::mem::size_of::<Import>() + 64;
 
 #[derive(Debug)]
 pub(crate) struct Bridge {
@@ -190,7 +191,8 @@ impl Bridge {
             sid_kinds: Mutex::new(HashMap::new()),
             exported_requests: Replies::new(settings.reply_timeout, settings.max_replies),
             imported_requests: Replies::new(settings.reply_timeout, settings.max_replies),
-            imports: crossbeam_channel::bounded(IMPORT_QUEUE),
+            // Bounded by `import_bytes` (`queue_import`), not by a count of its own.
+            imports: crossbeam_channel::unbounded(),
             import_bytes: AtomicUsize::new(0),
             discovered: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
@@ -719,14 +721,14 @@ impl Bridge {
     /// Hands a delivery from upstream to the importer, or drops it (counted) when the
     /// importer is `import_buffer` behind.
     fn queue_import(&self, m: NatsMessage, generation: u64) {
-        let size = m.subject.len() + m.payload.len() + m.headers.as_ref().map_or(0, Bytes::len);
+        let size = IMPORT_ENTRY
+            + m.subject.len()
+            + m.reply.as_ref().map_or(0, Bytes::len)
+            + m.payload.len()
+            + m.headers.as_ref().map_or(0, Bytes::len);
         let held = self.import_bytes.fetch_add(size, Ordering::Relaxed);
         let full = held + size > self.settings.import_buffer;
-        let sent = !full
-            && match self.imports.0.try_send((m, size, generation)) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            };
+        let sent = !full && self.imports.0.send((m, size, generation)).is_ok();
         if !sent {
             self.import_bytes.fetch_sub(size, Ordering::Relaxed);
             let dropped = self.counters.import_dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -1112,6 +1114,33 @@ mod tests {
         );
     }
     use std::time::Duration;
+
+    /// `import_buffer` bounds the memory of what waits for the importer, whatever the
+    /// messages' size: each costs its bytes and a fixed overhead, and past the buffer they
+    /// are dropped and counted.
+    #[test]
+    fn the_import_buffer_bounds_small_messages_too() {
+        let given: crate::Upstream = "nats://127.0.0.1:1".parse().unwrap();
+        let mut settings = Settings::new("t", vec![given]);
+        settings.import = vec!["a.>".into()];
+        // Room for 100 messages of a 3-byte subject, a 1-byte sid and no payload.
+        settings.import_buffer = 100 * (super::IMPORT_ENTRY + 3);
+        let bridge = Bridge::new(settings, "ID").unwrap();
+        for _ in 0..150 {
+            let m = tern_protocol::text::Message {
+                subject: bytes::Bytes::from_static(b"a.b"),
+                sid: bytes::Bytes::from_static(b"1"),
+                reply: None,
+                headers: None,
+                payload: bytes::Bytes::new(),
+            };
+            bridge.queue_import(m, 1);
+        }
+        assert_eq!(bridge.imports.1.len(), 100);
+        let dropped = &bridge.counters.import_dropped;
+        assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 50);
+        assert!(super::IMPORT_ENTRY >= std::mem::size_of::<super::Import>());
+    }
 
     #[test]
     fn a_backoff_is_not_cut_short_by_local_interest_but_a_connected_wait_is() {

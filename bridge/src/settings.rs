@@ -59,9 +59,10 @@ pub struct Settings {
     /// At most this many exported messages go out between two confirmations (a `PING`
     /// whose `PONG` says the server has them all).
     pub confirm_batch: usize,
-    /// Bytes of upstream deliveries waiting to be published locally, at most; past it
-    /// they are dropped and counted (`import_dropped`) rather than upstream cutting the
-    /// bridge off as a slow consumer.
+    /// Bytes of upstream deliveries waiting to be published locally, at most (each counted
+    /// with its decoded form's fixed overhead, about 240 bytes, so the bound holds for tiny
+    /// messages too); past it they are dropped and counted (`import_dropped`) rather than
+    /// upstream cutting the bridge off as a slow consumer.
     pub import_buffer: usize,
     /// How long a request carried through the bridge may be answered.
     pub reply_timeout: Duration,
