@@ -175,9 +175,11 @@ impl Hub {
             if self.bridges.iter().all(|b| b.stopped()) {
                 return;
             }
-            // With echo: what it imports passes its export subscriptions too (skipped there
-            // by its `Tern-Origin`), so their positions keep up with the log; without,
-            // an edge that only imports would resume its exports from far back.
+            // With echo, for what others publish here (and its own stream imports, skipped
+            // by their `Tern-Origin`). What it imports itself the broker does not send
+            // back, but for one in every 64 KiB or 1,024 messages, which the export skips
+            // too: enough for its position to keep up with the log, so an edge that mostly
+            // imports does not resume its exports from far back.
             let mut builder = Client::builder();
             if let Some(config) = &tls {
                 builder = builder.tls_config(Arc::clone(config));

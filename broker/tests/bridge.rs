@@ -643,6 +643,73 @@ async fn an_export_the_log_no_longer_holds_is_reported_as_a_gap() {
     .await;
 }
 
+/// An edge that imports far more than it exports: the broker does not send the bridge its
+/// own imports, but sends one whenever 64 KiB (or 1,024 messages) of them were passed over,
+/// so the export's confirmed position keeps up with the log's end (a reconnect resumes
+/// from there, not from before everything imported since the last local message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_position_of_an_edge_that_mostly_imports_keeps_up_with_its_log() {
+    within(async {
+        let cluster = Cluster::start(1);
+        let gate = Gate::new(cluster.addr(0));
+        let a = edge(
+            "a",
+            &[gate.url()],
+            "feed.>",
+            "feed.>",
+            &["--max-payload", "64KiB", "--workers", "1"],
+        );
+        bridge_until(&a, "connected", |v| v["state"] == "connected");
+        let ca = connect(a.url()).await;
+        let plain = connect(cluster.url(0)).await;
+        let mut on_a = ca.subscribe("feed.>").await.unwrap();
+        sync(&ca).await;
+        until_flows(&plain, "feed.probe", &mut [&mut on_a]).await;
+        // One local message settles the export's position: `start` on the one shard.
+        ca.publish("feed.local", "first".into()).await.unwrap();
+        ca.flush().await.unwrap();
+        assert_eq!(take(&mut on_a, 1).await, ["first"]);
+        let v = bridge_until(&a, "the first export confirmed", |v| {
+            v["confirmed"].as_u64() >= Some(1) && v["unconfirmed"] == 0
+        });
+        let start = v["exports"][0]["confirmed"][0].as_u64().unwrap();
+        // 500 imports of 8 KiB: sequences start + 1 ..= start + 500 (nothing else is
+        // published here meanwhile).
+        let payload = vec![b'i'; 8 << 10];
+        for _ in 0..500 {
+            plain
+                .publish("feed.in", payload.clone().into())
+                .await
+                .unwrap();
+        }
+        plain.flush().await.unwrap();
+        for _ in 0..500 {
+            assert_eq!(next(&mut on_a).await.payload.len(), 8 << 10);
+        }
+        // One import in eight (64 KiB) reached the export, which passed over it and
+        // confirmed its position: within eight of the end.
+        let end = start + 500;
+        let v = bridge_until(&a, "the position near the log's end", |v| {
+            v["exports"][0]["confirmed"][0].as_u64() >= Some(end - 8) && v["unconfirmed"] == 0
+        });
+        let passed = v["not_exported"].as_u64().unwrap();
+        assert!((500 / 9..=500 / 8).contains(&passed), "{v:#}");
+        assert_eq!(v["exported"].as_u64(), Some(1), "{v:#}");
+        // A reconnect resumes from there and carries on.
+        gate.close();
+        bridge_until(&a, "disconnected", |v| v["state"] == "connecting");
+        gate.open();
+        ca.publish("feed.local", "second".into()).await.unwrap();
+        ca.flush().await.unwrap();
+        let v = bridge_until(&a, "the second export confirmed", |v| {
+            v["connects"].as_u64() >= Some(2) && v["exported"].as_u64() >= Some(2)
+        });
+        assert_eq!(v["export_gaps"], 0, "{v:#}");
+        assert_eq!(v["resent"], 0, "{v:#}");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bridge_speaks_tls_and_nkeys_upstream_and_tls_to_its_own_broker() {
     within(async {

@@ -166,7 +166,17 @@ pub(super) struct Lossless {
     chunk: u32,
     /// Fall-backs so far.
     pub fallbacks: u64,
+    /// The bridge's own imports passed over since the last one sent, and their bytes
+    /// (`skips_import`).
+    skipped_imports: (u32, usize),
 }
+
+/// The bridge's own imports under its lossless export are passed over, but for one sent
+/// whenever this many messages or bytes have been: the exporter passes over that one too
+/// (it carries `Tern-Origin`), but its position moves, so the position it resumes from
+/// after a reconnect stays that close to the log's end — not far back, and not reported
+/// as a gap once the log (1 MiB at the least) has wrapped over imports.
+const IMPORT_POSITION_EVERY: (u32, usize) = (1024, 64 << 10);
 
 impl Lossless {
     pub fn new(shards: Range<usize>, bounds: Bounds) -> Lossless {
@@ -180,7 +190,22 @@ impl Lossless {
             unsent: vec![false; n],
             outstanding: vec![0; n],
             fallbacks: 0,
+            skipped_imports: (0, 0),
         }
+    }
+
+    /// Whether to pass over one of the bridge's own imports (see
+    /// [`IMPORT_POSITION_EVERY`]).
+    fn skips_import(&mut self, msg: &Msg) -> bool {
+        let (count, bytes) = &mut self.skipped_imports;
+        *count += 1;
+        *bytes +=
+            msg.subject.len() + msg.payload.len() + msg.headers.as_ref().map_or(0, Bytes::len);
+        if *count < IMPORT_POSITION_EVERY.0 && *bytes < IMPORT_POSITION_EVERY.1 {
+            return true;
+        }
+        self.skipped_imports = (0, 0);
+        false
     }
 
     fn index(&self, shard: u16) -> Option<usize> {
@@ -304,11 +329,15 @@ impl Conn {
         if self.access.internal && msg.origin.is_import() {
             // What the bridge imported does not go back to the bridge (it would not export
             // it: no loops), as a NATS client with echo off does not get its own messages.
-            // Taken, like a withheld one, so a lossless export moves on past it.
-            if let Some(l) = &mut sub.q.lossless {
+            // Taken, like a withheld one, so a lossless export moves on past it; one in
+            // `IMPORT_POSITION_EVERY` is sent, for the export's position.
+            let Some(l) = sub.q.lossless.as_deref_mut() else {
+                return false;
+            };
+            if l.skips_import(msg) {
                 l.accepted(msg);
+                return false;
             }
-            return false;
         }
         SubPresence::note(&mut sub.presence, msg);
         if sub.screened && !self.access.may_receive(&msg.subject, sub.queue.as_deref()) {
