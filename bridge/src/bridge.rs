@@ -9,12 +9,14 @@
 //!   connection and gives up a stale one, watches the local client's events (gaps) and
 //!   saves the exports' positions;
 //! - per connection, the reader: answers the server's `PING`s, applies the `PONG`s'
-//!   confirmations, hands stream imports their messages and queues the rest for the
-//!   importer (within `import_buffer`: past it, dropped and counted), never waiting on the
-//!   broker;
-//! - the importer: what upstream sent, as the broker's messages — imports with their
-//!   `Tern-Origin`, a reply subject that leads back through the bridge and the route of
-//!   their copy; replies to local requesters — handed over in batches ([`Inject`]);
+//!   confirmations, hands stream imports their messages, and makes the rest the broker's
+//!   messages — imports with their `Tern-Origin`, a reply subject that leads back through
+//!   the bridge and the route of their copy; replies to local requesters — handed over
+//!   in batches ([`Inject`]): itself when the importer has nothing waiting and the broker
+//!   has room at once, else queued for the importer (within `import_buffer`: past it,
+//!   dropped and counted), never waiting on the broker;
+//! - the importer: publishes what the reader queued, in order, waiting on the broker
+//!   (up to `INJECT_TIMEOUT`) as the reader may not;
 //! - per export rule, an exporter (`export.rs`); per stream import, its consumer
 //!   (`jetstream.rs`);
 //! - the replier: local replies to upstream requesters, published upstream.
@@ -56,7 +58,8 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// An upstream delivery for the importer: the message, its size, the connection's
 /// generation.
-type Import = (NatsMessage, usize, u64);
+/// One message for the importer, and what it counts against `import_buffer`.
+type Import = (Injected, usize);
 
 /// Servers learned from the cluster's `connect_urls`, at most.
 const MAX_DISCOVERED: usize = 64;
@@ -67,9 +70,9 @@ const IMPORT_BATCH: usize = 256;
 /// How long the importer waits for the broker to take a batch.
 const INJECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What one upstream delivery waiting for the importer costs besides its bytes (the
-/// decoded message and its place in the queue), counted against `import_buffer` so that
-/// the one limit bounds the memory, however small the messages.
+/// What one message waiting for the importer costs besides its bytes (the message as the
+/// broker's and its place in the queue), counted against `import_buffer` so that the one
+/// limit bounds the memory, however small the messages.
 const IMPORT_ENTRY: usize = std::mem::size_of::<Import>() + 64;
 
 #[derive(Debug)]
@@ -100,12 +103,14 @@ pub(crate) struct Bridge {
     pub exported_requests: Replies,
     /// Upstream reply subjects of imported requests: local answers may go there.
     imported_requests: Replies,
-    /// Upstream deliveries the reader took and the importer has not published yet: the
-    /// reader never waits on the local broker (upstream would cut a reader that falls
-    /// behind as a slow consumer, losing everything in flight), so what does not fit
-    /// (`import_buffer` bytes) is dropped and counted.
+    /// Upstream deliveries the reader took and the importer has not published yet (the
+    /// reader hands a batch to the broker itself only when nothing waits here and the
+    /// broker has room at once): the reader never waits on the local broker (upstream
+    /// would cut a reader that falls behind as a slow consumer, losing everything in
+    /// flight), so what does not fit (`import_buffer` bytes) is dropped and counted.
     imports: (Sender<Import>, Receiver<Import>),
-    /// Bytes in `imports`.
+    /// Bytes in `imports`, and of the batch the importer is handing over: zero only when
+    /// the importer has nothing left to publish.
     import_bytes: AtomicUsize,
     /// Servers the cluster advertised (`INFO`'s `connect_urls`) that are not configured:
     /// tried after the configured ones.
@@ -339,7 +344,7 @@ impl Bridge {
     }
 
     /// The control thread: runs until the bridge stops.
-    pub(crate) fn control(self: &Arc<Bridge>, local: &Client) {
+    pub(crate) fn control(self: &Arc<Bridge>, local: &Client, inject: &Arc<dyn Inject>) {
         let events = local.events();
         let mut next = 0usize;
         let mut failures = 0u32;
@@ -393,10 +398,10 @@ impl Bridge {
                     continue;
                 }
             }
-            let me = Arc::clone(self);
+            let (me, to) = (Arc::clone(self), Arc::clone(inject));
             std::thread::Builder::new()
                 .name(format!("bridge-read-{}", self.settings.name))
-                .spawn(move || me.read(generation, reader, leftover))
+                .spawn(move || me.read(generation, reader, leftover, &*to))
                 .map_err(|e| self.error(format!("spawning the reader: {e}")))
                 .ok();
             let mut next_sid = REPLY_SID + 1;
@@ -613,17 +618,30 @@ impl Bridge {
     }
 
     /// The reader of connection `generation`: until it ends.
-    fn read(&self, generation: u64, mut stream: Wire, mut buf: BytesMut) {
+    fn read(&self, generation: u64, mut stream: Wire, mut buf: BytesMut, inject: &dyn Inject) {
         let mut decoder = ServerDecoder::new(upstream::limits());
         let mut chunk = vec![0u8; 64 << 10];
+        // Upstream sends the copies of one message back to back on one connection.
+        let mut last = Delivered::default();
+        let mut batch = Vec::with_capacity(IMPORT_BATCH);
         let why = 'read: loop {
             loop {
                 match decoder.decode(&mut buf) {
-                    Ok(Some(op)) => self.handle(op, generation),
+                    Ok(Some(op)) => {
+                        let Some(m) = self.handle(op) else { continue };
+                        if let Some(msg) = self.take_upstream(m, &mut last) {
+                            batch.push(msg);
+                            if batch.len() == IMPORT_BATCH {
+                                self.hand_over(&mut batch, inject);
+                            }
+                        }
+                    }
                     Ok(None) => break,
                     Err(e) => break 'read format!("bad input from upstream: {e}"),
                 }
             }
+            // Everything read so far goes on before the reader waits for more.
+            self.hand_over(&mut batch, inject);
             match stream.read(&mut chunk) {
                 Ok(0) => break "upstream closed the connection".to_string(),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -648,8 +666,29 @@ impl Bridge {
         }
     }
 
-    fn handle(&self, op: ServerOp, generation: u64) {
+    /// A message from upstream: a stream import's (to its consumer), or one for the
+    /// broker.
+    fn take_upstream(&self, m: NatsMessage, last: &mut Delivered) -> Option<Injected> {
+        let sid: u64 = std::str::from_utf8(&m.sid)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        match sid.checked_sub(jetstream::SID_BASE) {
+            Some(i) => {
+                if let Some(inbox) = self.stream_inboxes.get(i as usize) {
+                    // Never full: a stream import has one batch in flight.
+                    let _ = inbox.tx.try_send(m);
+                }
+                None
+            }
+            None => self.deliver(m, sid, last),
+        }
+    }
+
+    /// What upstream said; a message is given back, for the reader's batch.
+    fn handle(&self, op: ServerOp) -> Option<NatsMessage> {
         match op {
+            ServerOp::Msg(m) => return Some(m),
             ServerOp::Ping => {
                 let mut link = self.link.lock();
                 link.op(&ClientOp::Pong);
@@ -670,21 +709,6 @@ impl Bridge {
                 bump(&self.counters.upstream_errors, 1);
                 self.error(format!("upstream: -ERR '{e}'"));
             }
-            ServerOp::Msg(m) => {
-                let sid: u64 = std::str::from_utf8(&m.sid)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                match sid.checked_sub(jetstream::SID_BASE) {
-                    Some(i) => {
-                        if let Some(inbox) = self.stream_inboxes.get(i as usize) {
-                            // Never full: a stream import has one batch in flight.
-                            let _ = inbox.tx.try_send(m);
-                        }
-                    }
-                    None => self.queue_import(m, generation),
-                }
-            }
             ServerOp::Info(info) => {
                 let server = self.link.lock().server.clone();
                 if let Some(server) = server.and_then(|s| s.parse::<Upstream>().ok()) {
@@ -693,6 +717,7 @@ impl Bridge {
             }
             ServerOp::Ok => {}
         }
+        None
     }
 
     /// Publishes one message upstream on connection `generation`; false when that
@@ -718,19 +743,54 @@ impl Bridge {
         true
     }
 
-    /// Hands a delivery from upstream to the importer, or drops it (counted) when the
-    /// importer is `import_buffer` behind.
-    fn queue_import(&self, m: NatsMessage, generation: u64) {
+    /// Hands what the reader took to the broker: at once, when the importer has nothing
+    /// left to publish (nothing may overtake it) and the broker has room without waiting;
+    /// otherwise to the importer, one message at a time, within `import_buffer`.
+    fn hand_over(&self, batch: &mut Vec<Injected>, inject: &dyn Inject) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.import_bytes.load(Ordering::Acquire) == 0 && inject.has_room() {
+            self.publish_imports(std::mem::take(batch), inject);
+            return;
+        }
+        for msg in batch.drain(..) {
+            self.queue_import(msg);
+        }
+    }
+
+    /// Publishes `batch` into the broker (waiting up to `INJECT_TIMEOUT` for room),
+    /// counted either way.
+    fn publish_imports(&self, batch: Vec<Injected>, inject: &dyn Inject) {
+        let n = batch.len() as u64;
+        let bytes: u64 = batch
+            .iter()
+            .map(|m| (m.headers.len() + m.payload.len()) as u64)
+            .sum();
+        if inject.publish(batch, INJECT_TIMEOUT) {
+            bump(&self.counters.imported, n);
+            bump(&self.counters.imported_bytes, bytes);
+        } else {
+            bump(&self.counters.import_failed, n);
+            self.error(format!(
+                "{n} upstream messages not imported: the broker took no more for {INJECT_TIMEOUT:?}"
+            ));
+        }
+    }
+
+    /// Hands one message to the importer, or drops it (counted) when the importer is
+    /// `import_buffer` behind.
+    fn queue_import(&self, msg: Injected) {
         let size = IMPORT_ENTRY
-            + m.subject.len()
-            + m.reply.as_ref().map_or(0, Bytes::len)
-            + m.payload.len()
-            + m.headers.as_ref().map_or(0, Bytes::len);
-        let held = self.import_bytes.fetch_add(size, Ordering::Relaxed);
+            + msg.subject.len()
+            + msg.reply.as_ref().map_or(0, Bytes::len)
+            + msg.headers.len()
+            + msg.payload.len();
+        let held = self.import_bytes.fetch_add(size, Ordering::AcqRel);
         let full = held + size > self.settings.import_buffer;
-        let sent = !full && self.imports.0.send((m, size, generation)).is_ok();
+        let sent = !full && self.imports.0.send((msg, size)).is_ok();
         if !sent {
-            self.import_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.import_bytes.fetch_sub(size, Ordering::AcqRel);
             let dropped = self.counters.import_dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Logged at the first and then every 10,000th: a flood must not flood the log.
             if dropped == 1 || dropped.is_multiple_of(10_000) {
@@ -743,11 +803,9 @@ impl Bridge {
         }
     }
 
-    /// The importer: hands what upstream delivered to the broker, in order and in batches,
-    /// until the bridge stops.
+    /// The importer: publishes what the reader queued, in order and in batches, until the
+    /// bridge stops; what it holds counts in `import_bytes` until the broker has it.
     pub(crate) fn importer(&self, inject: &dyn Inject) {
-        let mut last = Delivered::default();
-        let mut current = 0;
         let mut batch: Vec<Injected> = Vec::with_capacity(IMPORT_BATCH);
         while !self.stopped() {
             let mut next = match self.imports.1.recv_timeout(TICK) {
@@ -755,18 +813,10 @@ impl Bridge {
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
             };
-            let mut bytes = 0u64;
-            while let Some((m, size, generation)) = next.take() {
-                if generation != current {
-                    // Copies come back to back on one connection only.
-                    last = Delivered::default();
-                    current = generation;
-                }
-                if let Some(msg) = self.deliver(m, &mut last) {
-                    bytes += (msg.headers.len() + msg.payload.len()) as u64;
-                    batch.push(msg);
-                }
-                self.import_bytes.fetch_sub(size, Ordering::Relaxed);
+            let mut held = 0;
+            while let Some((msg, size)) = next.take() {
+                batch.push(msg);
+                held += size;
                 if batch.len() < IMPORT_BATCH {
                     next = self.imports.1.try_recv().ok();
                 }
@@ -774,26 +824,15 @@ impl Bridge {
             if batch.is_empty() {
                 continue;
             }
-            let n = batch.len() as u64;
-            if inject.publish(std::mem::take(&mut batch), INJECT_TIMEOUT) {
-                bump(&self.counters.imported, n);
-                bump(&self.counters.imported_bytes, bytes);
-            } else {
-                bump(&self.counters.import_failed, n);
-                self.error(format!(
-                    "{n} upstream messages not imported: the broker took no more for {INJECT_TIMEOUT:?}"
-                ));
-            }
+            self.publish_imports(std::mem::take(&mut batch), inject);
+            // Only now may the reader hand the broker a batch itself.
+            self.import_bytes.fetch_sub(held, Ordering::AcqRel);
         }
     }
 
     /// A message from upstream for the broker: a reply to a local requester, or an import
     /// (for the local subscribers its copy is for); `None` when nobody here is owed it.
-    fn deliver(&self, m: NatsMessage, last: &mut Delivered) -> Option<Injected> {
-        let sid: u64 = std::str::from_utf8(&m.sid)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+    fn deliver(&self, m: NatsMessage, sid: u64, last: &mut Delivered) -> Option<Injected> {
         if sid == REPLY_SID {
             let to = std::str::from_utf8(&m.subject)
                 .ok()?
@@ -1123,23 +1162,83 @@ mod tests {
         let given: crate::Upstream = "nats://127.0.0.1:1".parse().unwrap();
         let mut settings = Settings::new("t", vec![given]);
         settings.import = vec!["a.>".into()];
-        // Room for 100 messages of a 3-byte subject, a 1-byte sid and no payload.
+        // Room for 100 messages of a 3-byte subject and nothing else.
         settings.import_buffer = 100 * (super::IMPORT_ENTRY + 3);
         let bridge = Bridge::new(settings, "ID").unwrap();
         for _ in 0..150 {
-            let m = tern_protocol::text::Message {
-                subject: bytes::Bytes::from_static(b"a.b"),
-                sid: bytes::Bytes::from_static(b"1"),
-                reply: None,
-                headers: None,
-                payload: bytes::Bytes::new(),
-            };
-            bridge.queue_import(m, 1);
+            bridge.queue_import(injected("a.b"));
         }
         assert_eq!(bridge.imports.1.len(), 100);
         let dropped = &bridge.counters.import_dropped;
         assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 50);
         assert!(super::IMPORT_ENTRY >= std::mem::size_of::<super::Import>());
+    }
+
+    /// A broker whose room the test sets; it records the subjects it took, in order.
+    #[derive(Default)]
+    struct FakeBroker {
+        room: std::sync::atomic::AtomicBool,
+        took: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl crate::Inject for FakeBroker {
+        fn publish(&self, batch: Vec<crate::Injected>, _: Duration) -> bool {
+            let mut took = self.took.lock().unwrap();
+            took.extend(
+                batch
+                    .iter()
+                    .map(|m| String::from_utf8(m.subject.to_vec()).unwrap()),
+            );
+            true
+        }
+
+        fn has_room(&self) -> bool {
+            self.room.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    fn injected(subject: &'static str) -> crate::Injected {
+        crate::Injected {
+            subject: bytes::Bytes::from_static(subject.as_bytes()),
+            reply: None,
+            headers: bytes::Bytes::new(),
+            payload: bytes::Bytes::new(),
+            priority: 0,
+            route: None,
+        }
+    }
+
+    /// The reader hands a batch to the broker itself only when nothing waits for the
+    /// importer: one taken while the broker was full is not overtaken once it has room.
+    #[test]
+    fn imports_handed_over_directly_never_overtake_queued_ones() {
+        use std::sync::atomic::Ordering;
+        let given: crate::Upstream = "nats://127.0.0.1:1".parse().unwrap();
+        let mut settings = Settings::new("t", vec![given]);
+        settings.import = vec!["a.>".into()];
+        let bridge = std::sync::Arc::new(Bridge::new(settings, "ID").unwrap());
+        let broker = std::sync::Arc::new(FakeBroker::default());
+        // Full: queued for the importer (not running yet).
+        bridge.hand_over(&mut vec![injected("a.1"), injected("a.2")], &*broker);
+        assert!(broker.took.lock().unwrap().is_empty());
+        // Room now, but two wait: queued behind them.
+        broker.room.store(true, Ordering::Relaxed);
+        bridge.hand_over(&mut vec![injected("a.3")], &*broker);
+        assert!(broker.took.lock().unwrap().is_empty());
+        let importer = {
+            let (bridge, broker) = (bridge.clone(), broker.clone());
+            std::thread::spawn(move || bridge.importer(&*broker))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bridge.import_bytes.load(Ordering::Acquire) > 0 {
+            assert!(Instant::now() < deadline, "the importer did not publish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Nothing waits: the next batch goes straight in.
+        bridge.hand_over(&mut vec![injected("a.4")], &*broker);
+        assert_eq!(*broker.took.lock().unwrap(), ["a.1", "a.2", "a.3", "a.4"]);
+        bridge.stop();
+        importer.join().unwrap();
     }
 
     #[test]

@@ -34,4 +34,8 @@ pub trait Inject: Send + Sync {
     /// Hands `batch` to the broker, in order, waiting up to `timeout` for room; false when
     /// there was none (nothing was taken).
     fn publish(&self, batch: Vec<Injected>, timeout: Duration) -> bool;
+
+    /// Whether a batch handed over now would be taken without waiting (a hint: another
+    /// sender may take the room first).
+    fn has_room(&self) -> bool;
 }

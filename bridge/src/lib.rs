@@ -208,8 +208,8 @@ impl Hub {
                     .name(format!("bridge-{what}-{name}"))
                     .spawn(f)
             };
-            let (me, c) = (Arc::clone(b), client.clone());
-            spawned.push(spawn("control", Box::new(move || me.control(&c))));
+            let (me, c, to) = (Arc::clone(b), client.clone(), Arc::clone(&inject));
+            spawned.push(spawn("control", Box::new(move || me.control(&c, &to))));
             // Replies to exported requests come in through the importer too.
             let (me, to) = (Arc::clone(b), Arc::clone(&inject));
             spawned.push(spawn("import", Box::new(move || me.importer(&*to))));

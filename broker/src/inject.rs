@@ -54,4 +54,8 @@ impl Inject for MeshInject {
             .collect();
         self.mesh.send_commands_timeout(self.worker, batch, timeout)
     }
+
+    fn has_room(&self) -> bool {
+        self.mesh.has_room_for_commands(self.worker)
+    }
 }

@@ -717,6 +717,11 @@ impl Mesh {
         self.send_lane_timeout(Lane::Command, to, batch, timeout)
     }
 
+    /// Whether worker `to`'s command lane takes a batch now without waiting.
+    pub fn has_room_for_commands(&self, to: usize) -> bool {
+        !self.senders[to][Lane::Command as usize].is_full()
+    }
+
     fn send_lane_timeout(
         &self,
         lane: Lane,
