@@ -600,25 +600,33 @@ async fn what_an_edge_takes_before_it_first_reaches_upstream_is_exported() {
     .await;
 }
 
+/// A one-node cluster, a gate in front of it (to cut the edge off), and an edge through
+/// the gate with one worker and a 1 MiB log (64 KiB messages at most): a few megabytes
+/// wrap its log.
+fn small_edge_behind_a_gate(export: &str, import: &str) -> (Cluster, Gate, Broker) {
+    let cluster = Cluster::start(1);
+    let gate = Gate::new(cluster.addr(0));
+    let a = edge(
+        "a",
+        &[gate.url()],
+        export,
+        import,
+        &[
+            "--log-size",
+            "1MiB",
+            "--max-payload",
+            "64KiB",
+            "--workers",
+            "1",
+        ],
+    );
+    (cluster, gate, a)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_the_log_no_longer_holds_is_reported_as_a_gap() {
     within(async {
-        let cluster = Cluster::start(1);
-        let gate = Gate::new(cluster.addr(0));
-        let a = edge(
-            "a",
-            &[gate.url()],
-            "big.>",
-            "",
-            &[
-                "--log-size",
-                "1MiB",
-                "--max-payload",
-                "64KiB",
-                "--workers",
-                "1",
-            ],
-        );
+        let (_cluster, gate, a) = small_edge_behind_a_gate("big.>", "");
         bridge_until(&a, "connected", |v| v["state"] == "connected");
         let ca = connect(a.url()).await;
         // Settle the export's first position.
@@ -651,22 +659,7 @@ async fn an_export_the_log_no_longer_holds_is_reported_as_a_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_export_position_of_an_edge_that_mostly_imports_keeps_up_with_its_log() {
     within(async {
-        let cluster = Cluster::start(1);
-        let gate = Gate::new(cluster.addr(0));
-        let a = edge(
-            "a",
-            &[gate.url()],
-            "feed.>",
-            "feed.>",
-            &[
-                "--log-size",
-                "1MiB",
-                "--max-payload",
-                "64KiB",
-                "--workers",
-                "1",
-            ],
-        );
+        let (cluster, gate, a) = small_edge_behind_a_gate("feed.>", "feed.>");
         bridge_until(&a, "connected", |v| v["state"] == "connected");
         let ca = connect(a.url()).await;
         let plain = connect(cluster.url(0)).await;
