@@ -98,8 +98,21 @@ export interface ConnectOptions {
   ackTimeoutMs?: number;
   /** Default `request` timeout (default 5 s). */
   requestTimeoutMs?: number;
-  /** Messages queued per subscription in the client (default 65 536). */
+  /**
+   * Messages queued per subscription in the client (default 65 536). Past it a message is
+   * dropped and reported, except on a lossless subscription: see `heldBytes`.
+   */
   subscriptionCapacity?: number;
+  /**
+   * A lossless subscription whose queue is full holds the connection: nothing more is
+   * read until the application has taken half the queue (the broker serves the
+   * subscription from its log meanwhile, and the client pings it so that it is not taken
+   * for dead). Where the socket cannot stop reading (a browser's WebSocket), data keeps
+   * arriving: past this many bytes of it (default 8 MiB) the client closes the
+   * connection, waits for that room, and reconnects, resuming every subscription from its
+   * token, so that nothing is lost either way.
+   */
+  heldBytes?: number;
   /** Presence events queued per subscription (default 1024). */
   presenceCapacity?: number;
   /** Events queued per `events()` iterator (default 1024; the oldest go, counted in `lost`). */
@@ -216,9 +229,18 @@ export type ClientEvent =
   | { type: "closed"; error?: Error };
 
 export type DisconnectReason =
-  "serverClosed" | "heartbeatTimeout" | "serverError" | "protocol" | "io" | "goingAway";
+  | "serverClosed"
+  | "heartbeatTimeout"
+  | "serverError"
+  | "protocol"
+  | "io"
+  | "goingAway"
+  /** A full lossless subscription held more than `heldBytes` on a socket that cannot pause. */
+  | "held";
 
 type EventOf<T extends ClientEvent["type"]> = Extract<ClientEvent, { type: T }>;
+
+type MessageFrame = Extract<ServerFrame, { type: "MESSAGE" }>;
 
 /** An `events()` iterator: `lost` counts events discarded because it was full. */
 export interface EventStream extends AsyncIterable<ClientEvent> {
@@ -283,8 +305,15 @@ class Conn {
   /** One entry per PING sent: a flush waiting for its PONG, or null for a heartbeat. */
   pongs: (Pending<void> | null)[] = [];
   goAwayDeadline: number | undefined;
-  /** WELCOME came: the frames behind it wait until the connection is set up. */
+  /** WELCOME came: the frames behind it wait until the connection is set up; or `held`. */
   paused = false;
+  /**
+   * A message for a full lossless subscription: it, and everything after it, waits until
+   * the application has made room (`#hold`); `pings` keeps the broker from taking the
+   * silence for a dead client meanwhile.
+   */
+  held:
+    { frame: MessageFrame; sub: Subscription; pings: ReturnType<typeof setInterval> } | undefined;
   /** The transport ended (before the handshake was done, or after). */
   ended = false;
   /** Why it ended, when the client or the server said before it did. */
@@ -403,6 +432,7 @@ export class Client {
       ackTimeoutMs: options.ackTimeoutMs ?? 10_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
       subscriptionCapacity: options.subscriptionCapacity ?? 65_536,
+      heldBytes: options.heldBytes ?? 8 << 20,
       presenceCapacity: options.presenceCapacity ?? 1024,
       eventCapacity: options.eventCapacity ?? 1024,
     };
@@ -1188,6 +1218,17 @@ export class Client {
     let frame: ServerFrame | undefined;
     try {
       if (bytes.length > 0) conn.decoder.push(bytes);
+      if (conn.held && conn.decoder.pending > this.#opts.heldBytes) {
+        // A socket that cannot pause: rather than hold without bound, close; the client
+        // reconnects once the subscription has room, everything resumed from its token.
+        const error = new TernError(
+          "Disconnected",
+          `a lossless subscription (${conn.held.sub.subject}) was full with more than ` +
+            `heldBytes (${this.#opts.heldBytes}) waiting on a connection that cannot pause`,
+        );
+        this.#fail(conn, "held", error);
+        return;
+      }
       while (!conn.paused && (frame = conn.decoder.next()) !== undefined) {
         this.#onFrame(conn, frame);
         if (conn.failure) return;
@@ -1320,7 +1361,7 @@ export class Client {
     }
   }
 
-  #onMessage(conn: Conn, f: Extract<ServerFrame, { type: "MESSAGE" }>): void {
+  #onMessage(conn: Conn, f: MessageFrame): void {
     const e = this.#entries.get(f.sid);
     if (!e) return; // unsubscribed: the broker had sent it before it knew
     const msg = new Msg(
@@ -1346,6 +1387,11 @@ export class Client {
       }
       return;
     }
+    if (e.lossless && e.sub._full()) {
+      // Not seen yet (the tracker has not observed it): held with everything after it.
+      this.#hold(conn, f, e.sub);
+      return;
+    }
     if (f.sequence > 0n && conn.welcome)
       e.sub._tracker.observe(conn.welcome.logEpoch, f.shard, f.sequence);
     if (!e.sub._deliver(msg)) {
@@ -1361,6 +1407,44 @@ export class Client {
       });
     }
     if (e.remaining !== undefined && --e.remaining <= 0) this.#removeEntry(f.sid, false);
+  }
+
+  /**
+   * Holds `f` for the full lossless subscription `sub`: nothing more is read (the socket is
+   * paused where it can be) until the application has taken half its queue.
+   */
+  #hold(conn: Conn, f: MessageFrame, sub: Subscription): void {
+    conn.paused = true;
+    conn.transport.pause?.();
+    // The broker's PINGs wait unread: a PING of the client's own now and then tells it the
+    // client is alive (their PONGs, read later, answer nobody).
+    const every = Math.max(
+      25,
+      Math.min(this.#opts.pingIntervalMs, conn.welcome?.pingIntervalMs || Infinity) / 2,
+    );
+    const pings = setInterval(() => {
+      conn.pongs.push(null);
+      conn.lastPing = Date.now();
+      conn.transport.write(encodeClientFrame({ type: "PING" }));
+    }, every);
+    conn.held = { frame: f, sub, pings };
+    void sub._whenRoom().then(() => this.#release(conn));
+  }
+
+  /** The held subscription has room: its message goes in, and reading goes on. */
+  #release(conn: Conn): void {
+    const held = conn.held;
+    if (!held) return;
+    clearInterval(held.pings);
+    conn.held = undefined;
+    // A connection lost meanwhile: the subscription resumes from before the held message.
+    if (conn.ended || conn.failure || this.#conn !== conn) return;
+    conn.paused = false;
+    conn.lastRead = Date.now();
+    this.#onMessage(conn, held.frame);
+    if (conn.held) return;
+    conn.transport.resume?.();
+    this.#onData(conn, new Uint8Array(0));
   }
 
   #onError(
@@ -1464,6 +1548,8 @@ export class Client {
     const conn = this.#conn;
     if (!conn || conn.stage !== "ready") return;
     const now = Date.now();
+    // Not reading by choice: the server's silence means nothing (the held pings go on).
+    if (conn.held) conn.lastRead = now;
     if (conn.goAwayDeadline !== undefined && now > conn.goAwayDeadline) {
       this.#fail(conn, "goingAway");
       return;
@@ -1491,6 +1577,7 @@ export class Client {
 
   #onClosed(conn: Conn, error?: Error): void {
     conn.ended = true;
+    if (conn.held) clearInterval(conn.held.pings);
     if (conn.stage === "handshake") {
       conn.failure ??= { reason: "serverClosed", ...(error && { error }) };
       conn.handshake.fail(
@@ -1569,10 +1656,25 @@ export class Client {
       return;
     }
     this.#state = "reconnecting";
-    void this.#reconnect(conn.goAwayDeadline !== undefined || failure.reason === "goingAway");
+    // A lossless subscription was full: reconnecting before the application has made room
+    // would only fill it again.
+    void this.#reconnect(
+      conn.goAwayDeadline !== undefined || failure.reason === "goingAway",
+      conn.held?.sub._whenRoom(),
+    );
   }
 
-  async #reconnect(immediate: boolean): Promise<void> {
+  async #reconnect(immediate: boolean, room?: Promise<void>): Promise<void> {
+    if (room) {
+      const signal = this.#stop.signal;
+      let stop = () => {};
+      const stopped = new Promise<void>((ok) => {
+        stop = ok;
+        signal.addEventListener("abort", stop, { once: true });
+      });
+      await Promise.race([room, stopped]);
+      signal.removeEventListener("abort", stop);
+    }
     let attempt = 0;
     let last: Error | undefined;
     while (this.#state === "reconnecting") {

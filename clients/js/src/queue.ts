@@ -12,6 +12,8 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
   #waiters: { ok: (v: IteratorResult<T>) => void; fail: (e: unknown) => void }[] = [];
   #ended = false;
   #error: unknown = undefined;
+  /** Told once the queue holds at most `below` items (or ends): `whenBelow`. */
+  #room: { below: number; ok: () => void } | undefined;
 
   constructor(readonly capacity: number) {}
 
@@ -49,7 +51,25 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
     const removed = this.length - kept.length;
     this.#items = kept;
     this.#head = 0;
+    this.#tellRoom();
     return removed;
+  }
+
+  /**
+   * Resolves once the queue holds at most `below` items, or has ended (at once if so
+   * already). One wait at a time: a second call replaces the first, which never resolves.
+   */
+  whenBelow(below: number): Promise<void> {
+    if (this.#ended || this.length <= below) return Promise.resolve();
+    return new Promise((ok) => (this.#room = { below, ok }));
+  }
+
+  #tellRoom(): void {
+    const room = this.#room;
+    if (room && (this.#ended || this.length <= room.below)) {
+      this.#room = undefined;
+      room.ok();
+    }
   }
 
   /** No more items: readers get what is queued, then the end (or `error`, if given). */
@@ -57,6 +77,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
     if (this.#ended) return;
     this.#ended = true;
     this.#error = error;
+    this.#tellRoom();
     for (const w of this.#waiters.splice(0)) {
       if (error === undefined) w.ok({ value: undefined, done: true });
       else w.fail(error);
@@ -71,6 +92,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
       this.#items = this.#items.slice(this.#head);
       this.#head = 0;
     }
+    if (this.#room) this.#tellRoom();
     return item;
   }
 

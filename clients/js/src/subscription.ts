@@ -308,6 +308,20 @@ export class Subscription implements AsyncIterable<Msg> {
     this.owner.unsubscribe(this.sid, max);
   }
 
+  /** @internal A message now would not fit: the queue is full (never with a callback). */
+  _full(): boolean {
+    return (
+      this.#callback === undefined &&
+      !this.#queue.ended &&
+      this.#queue.length >= this.#queue.capacity
+    );
+  }
+
+  /** @internal Resolves once the queue is down to half its capacity, or has ended. */
+  _whenRoom(): Promise<void> {
+    return this.#queue.whenBelow(Math.floor(this.#queue.capacity / 2));
+  }
+
   /** @internal false when the queue was full (the message is dropped and counted). */
   _deliver(m: Msg): boolean {
     const callback = this.#callback;

@@ -61,6 +61,12 @@ export interface Transport {
   /** Bytes handed to the socket and not yet sent. */
   readonly buffered: number;
   close(): void;
+  /**
+   * Stop reading the socket (the sender is held back by TCP) until `resume`. Absent where
+   * the platform cannot (a browser's WebSocket): data keeps coming.
+   */
+  pause?(): void;
+  resume?(): void;
 }
 
 /** What the client uses of a W3C WebSocket (the browser's, Node 22's, or the `ws` package's). */
@@ -70,6 +76,9 @@ export interface WebSocketLike {
   readonly bufferedAmount: number;
   send(data: Uint8Array): void;
   close(code?: number): void;
+  /** Only the `ws` package's: stop and resume reading the socket. */
+  pause?(): void;
+  resume?(): void;
   /* eslint-disable @typescript-eslint/no-explicit-any -- each implementation types its events its own way */
   onopen: ((event: any) => void) | null;
   onmessage: ((event: any) => void) | null;
@@ -166,6 +175,11 @@ async function openWebSocket(
             socket.close(1000);
             finish(undefined);
           },
+          ...(typeof socket.pause === "function" &&
+            typeof socket.resume === "function" && {
+              pause: () => socket.pause?.(),
+              resume: () => socket.resume?.(),
+            }),
         }),
       );
     };
@@ -190,6 +204,8 @@ async function openWebSocket(
 
 interface NodeSocket {
   write(b: Uint8Array): boolean;
+  pause(): void;
+  resume(): void;
   readonly writableLength: number;
   setNoDelay(on: boolean): void;
   destroy(): void;
@@ -267,6 +283,8 @@ async function openTcp(
               events.closed(undefined);
             }
           },
+          pause: () => socket.pause(),
+          resume: () => socket.resume(),
         }),
       );
     });
@@ -345,5 +363,6 @@ function batched(raw: Transport): Transport {
       flush();
       raw.close();
     },
+    ...(raw.pause && raw.resume && { pause: raw.pause, resume: raw.resume }),
   };
 }
