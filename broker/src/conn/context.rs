@@ -110,7 +110,7 @@ pub(crate) trait Context {
     /// Hands a costly credential check to the checker thread; false when it is busy.
     fn check(&mut self, job: Job) -> bool;
     /// Tells the bridges that a client subscription started (`up`) or ended.
-    fn bridge_interest(&self, filter: &str, queue: Option<&str>, up: bool);
+    fn bridge_interest(&mut self, filter: &str, queue: Option<&str>, up: bool);
 }
 
 impl Context for Router {
@@ -259,7 +259,7 @@ impl Context for Router {
         self.checker.submit(job)
     }
 
-    fn bridge_interest(&self, filter: &str, queue: Option<&str>, up: bool) {
+    fn bridge_interest(&mut self, filter: &str, queue: Option<&str>, up: bool) {
         let Some(hub) = self.bridges.as_ref() else {
             return;
         };

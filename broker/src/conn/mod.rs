@@ -28,9 +28,13 @@ pub(crate) mod access;
 mod binary;
 pub(crate) mod congestion;
 mod context;
+#[cfg(test)]
+pub(crate) mod fake;
 pub(crate) mod link;
 pub(crate) mod presence;
 mod queue;
+#[cfg(test)]
+mod session_tests;
 pub(crate) mod socket;
 mod text;
 mod wire;
@@ -984,7 +988,13 @@ impl Conn {
 
     /// Tells the bridges (if any) that one of this client's subscriptions started (`up`)
     /// or ended: within an import rule it is interest upstream. The bridge's own are not.
-    fn bridge_interest(&self, filter: &Bytes, queue: Option<&Bytes>, up: bool, cx: &impl Context) {
+    fn bridge_interest(
+        &self,
+        filter: &Bytes,
+        queue: Option<&Bytes>,
+        up: bool,
+        cx: &mut impl Context,
+    ) {
         if self.access.internal {
             return;
         }
