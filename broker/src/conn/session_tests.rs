@@ -509,3 +509,86 @@ fn a_binary_subscription_is_registered_and_ended_through_the_context() {
     assert_eq!(s.cx.unsubscribed[0].sub, s.sub(0));
     assert_eq!(s.stat(|st| st.subscriptions.load(Ordering::Relaxed)), 0);
 }
+
+/// A stored message of shard 0 with sequence `seq`, as a shard delivers it live
+/// (`replayed` false) or from its log.
+fn stored(seq: u64, replayed: bool) -> Msg {
+    let mut m = msg("orders", format!("m{seq:07}").as_bytes(), 0, seq);
+    m.stored = true;
+    m.replayed = replayed;
+    m
+}
+
+#[test]
+fn a_lossless_subscription_that_overflows_falls_back_to_the_log_and_misses_nothing() {
+    let mut config = Config::default();
+    config.queues.write_buffer = 1024;
+    let mut s = Session::binary(config);
+    let mut out = BytesMut::new();
+    let subscribe = Subscribe {
+        sid: 1,
+        subject: Bytes::from_static(b"orders"),
+        lossless: true,
+        max_queue_messages: 8,
+        ..Subscribe::default()
+    };
+    encode_client_frame(&ClientFrame::Subscribe(subscribe), &mut out).unwrap();
+    s.send(&out);
+    let sub = s.sub(0);
+    // The shard says where the subscription starts: nothing stored yet.
+    s.conn.position(sub, 0, 0, &mut s.cx);
+    s.step();
+    match s.frames().as_slice() {
+        [ServerFrame::Subscribed(x)] => assert_eq!(x.sid, 1),
+        other => panic!("expected SUBSCRIBED, got {other:?}"),
+    }
+    // The client stops reading: the write buffer, then the queue of 8, fill up, and the
+    // next stored message makes it fall back to the log from the last one it took.
+    s.pipe.set_room(Some(0));
+    let mut seq = 0;
+    while s.cx.lags.is_empty() {
+        seq += 1;
+        assert!(seq < 100, "no fall-back");
+        s.deliver(sub, stored(seq, false));
+    }
+    let (shard, lag_sub, from, credit, lag) = s.cx.lags[0];
+    assert_eq!(
+        (shard, lag_sub, from, credit),
+        (0, sub, seq, 0),
+        "from the one it missed"
+    );
+    assert_eq!(
+        s.stat(|st| st.lossless_fallbacks.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        s.stat(|st| st.queue_dropped_msgs.load(Ordering::Relaxed)),
+        0
+    );
+    // What the shard sent live before it heard of the fall-back is discarded: the log
+    // brings it again.
+    assert!(!s.deliver(sub, stored(seq + 1, false)));
+    s.conn.lag_ack(sub, 0, lag, &mut s.cx);
+    assert!(s.cx.grants.is_empty(), "no credit while the queue is full");
+    // The client reads again: the queue drains, and the shard is granted credit.
+    s.pipe.set_room(None);
+    s.step();
+    assert!(!s.cx.grants.is_empty(), "credit once the queue has room");
+    assert!(s.cx.grants.iter().all(|g| g.0 == 0 && g.1 == sub));
+    // The shard replays from `from` on, as far as its credit goes, then goes live.
+    let last = seq + 5;
+    for replayed in from..=last {
+        assert!(s.deliver(sub, stored(replayed, true)), "seq {replayed}");
+    }
+    s.step();
+    let mut got = Vec::new();
+    for frame in s.frames() {
+        match frame {
+            ServerFrame::Message(m) => got.push(String::from_utf8(m.payload.to_vec()).unwrap()),
+            ServerFrame::DropNotice(d) => panic!("a lossless subscription dropped: {d:?}"),
+            _ => {}
+        }
+    }
+    let want: Vec<String> = (1..=last).map(|i| format!("m{i:07}")).collect();
+    assert_eq!(got, want, "every message once, in order");
+}
