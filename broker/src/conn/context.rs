@@ -8,7 +8,7 @@
 //! checker, tell the bridges about interest) and what it may read (configuration, this
 //! worker's counters, the loop turn's instant, queue budget, authentication rules, the
 //! broker's subscription and catch-up slots). [`Router`] is the real one; tests have a fake
-//! that records what the session did (`conn/session_tests.rs`).
+//! that records what the session did (`conn/fake.rs`, used by `conn/session_tests.rs`).
 //!
 //! Never: hands out the shard, the inbox, the outbox or anything else a session could use
 //! to reach another connection's state or a worker's internals; and never dispatches
@@ -53,6 +53,7 @@ pub(crate) trait Context {
     fn now(&self) -> Instant;
     /// What this worker's subscription queues hold, against the broker-wide budget.
     fn budget(&self) -> &QueueBudget;
+    /// The same, to charge, release and list what the session's queues hold.
     fn budget_mut(&mut self) -> &mut QueueBudget;
     /// Broker latency of the deliveries this worker wrote.
     fn latency(&mut self) -> &mut Latency;

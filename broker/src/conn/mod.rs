@@ -22,7 +22,14 @@
 //! [`Conn::end_replays`] before dropping it. A connection that must go sets `closing`; the
 //! worker closes it at the end of the loop turn.
 //!
-//! Never: reads another connection's state, or blocks.
+//! Every step reaches the rest of the broker through a [`Context`] (`context.rs`: publish,
+//! subscribe, send an envelope, read the configuration, the counters, the instant...),
+//! never through the worker's `Router` itself, which is only the real implementation of
+//! it; so a session runs in a unit test with a fake one over an in-memory pipe
+//! (`session_tests.rs`), without a worker.
+//!
+//! Never: reads another connection's state, reaches a worker's internals (its shard,
+//! inbox or outbox) other than through its [`Context`], or blocks.
 
 pub(crate) mod access;
 mod binary;

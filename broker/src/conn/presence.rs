@@ -19,7 +19,7 @@
 //! Owns: the checks made where the client is (the room is a literal subject the user may
 //! subscribe to, the info's size, the rooms per connection), the member's identity (the
 //! authenticated user; without authentication the connection's name and client id), and
-//! the envelopes to each room's home worker (`Router::presence_home`), which holds the
+//! the envelopes to each room's home worker (`Context::presence_home`), which holds the
 //! room and answers. A closing connection leaves its rooms with the grace window.
 //!
 //! Never: holds a room's state (the home worker does) or trusts the info for identity.
