@@ -198,6 +198,7 @@ impl Context for FakeContext {
         self.deepest_queue
     }
 
+    /// Any fixed choice will do for a test: by the subject's length.
     fn presence_home(&self, subject: &[u8]) -> usize {
         subject.len() % self.workers
     }
