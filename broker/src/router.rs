@@ -9,6 +9,10 @@
 //! holds the broker-wide count of text catch-ups in progress (`replay.rs`), shared by every
 //! worker's router, which the connections take slots from and give them back to.
 //!
+//! It is the real [`Context`](crate::conn::Context) of this worker's connections: what
+//! they may do to the broker and read from it goes through that trait
+//! (`conn/context.rs`), which leaves the shard, the inbox and the outbox's batches out.
+//!
 //! Never: touches a socket or a connection.
 
 use std::cmp::Reverse;

@@ -21,9 +21,9 @@ use std::time::{Instant, SystemTime};
 use tern_auth::{AuthFailure, Identity, Method, Permissions, ResponseGrants};
 use tracing::debug;
 
+use super::Context;
 use super::{CloseReason, Conn};
 use crate::auth::{Job, OwnedCredentials};
-use crate::router::Router;
 use crate::stats::{bump, AuthRefusal, Denial};
 
 /// Where a connection stands in authentication.
@@ -223,8 +223,8 @@ impl Conn {
     /// Checks the credentials the client presented (`CONNECT`, `HELLO`, a refreshed
     /// token): at once, or on the checker thread when that would be costly (bcrypt), the
     /// connection applying nothing more until [`Conn::verdict`].
-    pub(super) fn authenticate(&mut self, creds: OwnedCredentials, router: &mut Router) {
-        let auth = router.auth.load();
+    pub(super) fn authenticate(&mut self, creds: OwnedCredentials, cx: &mut impl Context) {
+        let auth = cx.auth().load();
         if auth.is_costly(&creds.borrow()) {
             let user = creds.user.clone();
             let job = Job {
@@ -233,10 +233,10 @@ impl Conn {
                 creds,
                 nonce: self.access.nonce.clone(),
             };
-            if router.checker.submit(job) {
+            if cx.check(job) {
                 self.access.stage = Stage::Checking;
             } else {
-                self.refuse_auth(AuthRefusal::CheckerBusy, user.as_deref(), router);
+                self.refuse_auth(AuthRefusal::CheckerBusy, user.as_deref(), cx);
             }
             return;
         }
@@ -245,41 +245,41 @@ impl Conn {
             self.access.nonce.as_deref(),
             SystemTime::now(),
         );
-        self.authenticated(outcome, creds.user.as_deref(), router);
+        self.authenticated(outcome, creds.user.as_deref(), cx);
     }
 
     /// The checker thread's answer about this connection's credentials.
-    pub fn verdict(&mut self, outcome: Result<Identity, AuthFailure>, router: &mut Router) {
+    pub fn verdict(&mut self, outcome: Result<Identity, AuthFailure>, cx: &mut impl Context) {
         if self.access.stage != Stage::Checking || self.closing.is_some() {
             return;
         }
         self.access.stage = Stage::Awaiting;
-        self.authenticated(outcome, None, router);
+        self.authenticated(outcome, None, cx);
     }
 
     fn authenticated(
         &mut self,
         outcome: Result<Identity, AuthFailure>,
         claimed: Option<&str>,
-        router: &mut Router,
+        cx: &mut impl Context,
     ) {
         let id = match outcome {
             Ok(id) => id,
-            Err(failure) => return self.refuse_auth(refusal(&failure), claimed, router),
+            Err(failure) => return self.refuse_auth(refusal(&failure), claimed, cx),
         };
-        let generation = router.auth.generation();
+        let generation = cx.auth().generation();
         if self.access.stage == Stage::Granted {
             // A refreshed token: the same user, with what the new token says.
             if self.access.user() != Some(&id.user) {
                 let user = id.user.to_string();
-                return self.refuse_auth(AuthRefusal::UserChanged, Some(&user), router);
+                return self.refuse_auth(AuthRefusal::UserChanged, Some(&user), cx);
             }
             self.access.expires = id.expires;
             self.access.replace_permissions(id.permissions, generation);
-            self.revoke_forbidden(router);
+            self.revoke_forbidden(cx);
             return;
         }
-        bump(&router.stats.auth_accepted, 1);
+        bump(&cx.stats().auth_accepted, 1);
         if let Some(slot) = self.admission.slot() {
             slot.auth_succeeded();
         }
@@ -299,11 +299,11 @@ impl Conn {
     /// with the peer, the user it claimed and the reason; never the secret.
     /// Repeated refusals hold the client's address back (`auth_failures_per_ip`); a full
     /// checker queue is the server's state, not the client's failure, and does not count.
-    pub(super) fn refuse_auth(&mut self, why: AuthRefusal, user: Option<&str>, router: &Router) {
-        bump(&router.stats.auth_refused[why as usize], 1);
+    pub(super) fn refuse_auth(&mut self, why: AuthRefusal, user: Option<&str>, cx: &impl Context) {
+        bump(&cx.stats().auth_refused[why as usize], 1);
         if why != AuthRefusal::CheckerBusy {
             if let Some(slot) = self.admission.slot() {
-                slot.auth_failed(router.now);
+                slot.auth_failed(cx.now());
             }
         }
         if self.access.user().is_none() {
@@ -316,12 +316,12 @@ impl Conn {
 
     /// Closes the connection when its token has expired (the ping timer). Returns true
     /// when it did.
-    pub(super) fn check_expiry(&mut self, router: &Router) -> bool {
+    pub(super) fn check_expiry(&mut self, cx: &impl Context) -> bool {
         if self.access.expires.is_none() || !self.access.expired(SystemTime::now()) {
             return false;
         }
         bump(
-            &router.stats.auth_refused[AuthRefusal::TokenExpired as usize],
+            &cx.stats().auth_refused[AuthRefusal::TokenExpired as usize],
             1,
         );
         self.fail(CloseReason::Expired);
@@ -333,21 +333,21 @@ impl Conn {
     /// removed, each with nats-server's message. A connection accepted while
     /// authentication was off is refused once it is on; with it turned off, every
     /// connection may do everything.
-    pub(super) fn recheck_access(&mut self, router: &mut Router) {
-        let generation = router.auth.generation();
+    pub(super) fn recheck_access(&mut self, cx: &mut impl Context) {
+        let generation = cx.auth().generation();
         if self.access.generation == generation || self.access.is_pending() {
             return;
         }
-        let rules = router.auth.load();
+        let rules = cx.auth().load();
         if !rules.is_required() {
             // Authentication was turned off: everyone may do everything.
             self.access.replace_permissions(None, generation);
-            self.revoke_forbidden(router);
+            self.revoke_forbidden(cx);
             return;
         }
         let Some(method) = self.access.method() else {
             // Accepted while authentication was off: it has none to show now.
-            return self.refuse_auth(AuthRefusal::MissingCredentials, None, router);
+            return self.refuse_auth(AuthRefusal::MissingCredentials, None, cx);
         };
         let user = self.access.user().cloned().unwrap_or_else(|| Arc::from(""));
         if method == Method::Jwt && rules.accepts_jwt() {
@@ -358,18 +358,18 @@ impl Conn {
         match rules.permissions_of(&user, method) {
             Some(perms) => {
                 self.access.replace_permissions(perms, generation);
-                self.revoke_forbidden(router);
+                self.revoke_forbidden(cx);
             }
             None => {
                 let user = (!user.is_empty()).then(|| user.to_string());
-                self.refuse_auth(AuthRefusal::UnknownUser, user.as_deref(), router);
+                self.refuse_auth(AuthRefusal::UnknownUser, user.as_deref(), cx);
             }
         }
     }
 
     /// Removes the subscriptions the connection's permissions no longer allow, telling
     /// the client about each; marks the ones whose deliveries must now be screened.
-    fn revoke_forbidden(&mut self, router: &mut Router) {
+    fn revoke_forbidden(&mut self, cx: &mut impl Context) {
         let mut revoked = Vec::new();
         for (key, sub) in self.subs.iter_mut() {
             if self.access.may_subscribe(&sub.filter, sub.queue.as_deref()) {
@@ -382,10 +382,10 @@ impl Conn {
             let text = subscribe_violation(&self.subs[key].filter, self.subs[key].queue.as_deref());
             let sid = self.subs[key].sid.clone();
             bump(
-                &router.stats.permission_violations[Denial::Revoked as usize],
+                &cx.stats().permission_violations[Denial::Revoked as usize],
                 1,
             );
-            self.remove_sub(key, router);
+            self.remove_sub(key, cx);
             self.refuse_permission(Some(&sid), &text);
         }
     }

@@ -40,12 +40,12 @@ use super::access::{
 use super::presence::{PresenceRequest, PRESENCE_PREFIX};
 use super::queue::bounds_for;
 use super::wire::{ClientName, Proto, Wire};
+use super::Context;
 use super::{CloseReason, Conn, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
 use crate::mesh::{Msg, Stamp, SubRef};
 use crate::outbound::Outbound;
-use crate::router::Router;
 use crate::stats::{bump, Denial};
 use crate::subqueue::DropLog;
 
@@ -435,21 +435,21 @@ impl Conn {
 
     /// Decodes and applies every whole frame in the read buffer (until the connection
     /// closes or is throttled).
-    pub(super) fn apply_binary(&mut self, router: &mut Router) {
-        while self.may_apply(router) {
+    pub(super) fn apply_binary(&mut self, cx: &mut impl Context) {
+        while self.may_apply(cx) {
             let (state, rbuf) = self.binary_parts();
             if state.phase == Phase::Preface {
                 match Preface::decode(rbuf) {
                     Ok(None) => return,
-                    Ok(Some(preface)) => self.preface(preface, router),
-                    Err(e) => self.binary_error(&e, router),
+                    Ok(Some(preface)) => self.preface(preface, cx),
+                    Err(e) => self.binary_error(&e, cx),
                 }
                 continue;
             }
             match state.decoder.decode(rbuf) {
                 Ok(Some(frame)) => {
                     self.count_op();
-                    self.apply_frame(frame, router);
+                    self.apply_frame(frame, cx);
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -457,13 +457,13 @@ impl Conn {
                         // Refused, but whole: the client is active.
                         self.count_op();
                     }
-                    self.binary_error(&e, router);
+                    self.binary_error(&e, cx);
                 }
             }
         }
     }
 
-    fn preface(&mut self, preface: Preface, router: &mut Router) {
+    fn preface(&mut self, preface: Preface, cx: &mut impl Context) {
         match preface.negotiate() {
             Ok(version) => {
                 let state = self.binary_state();
@@ -473,17 +473,17 @@ impl Conn {
             Err(e) => {
                 // The preface is Tern's, so the client can read a frame: say why.
                 self.binary_state().phase = Phase::Hello;
-                self.binary_error(&e, router);
+                self.binary_error(&e, cx);
             }
         }
     }
 
     /// A decoder error: fatal ones close the connection (silently for a bad magic), a
     /// refused frame is answered and reading goes on.
-    fn binary_error(&mut self, e: &BinaryError, router: &mut Router) {
-        bump(&router.stats.protocol_errors, 1);
+    fn binary_error(&mut self, e: &BinaryError, cx: &mut impl Context) {
+        bump(&cx.stats().protocol_errors, 1);
         if e.is_too_many_tokens() {
-            bump(&router.stats.subject_tokens_refused, 1);
+            bump(&cx.stats().subject_tokens_refused, 1);
         }
         if matches!(e, BinaryError::BadMagic) {
             self.closing = Some(CloseReason::ProtocolError(e.to_string()));
@@ -496,8 +496,8 @@ impl Conn {
     }
 
     /// A fatal error found here rather than by the decoder.
-    fn binary_fatal(&mut self, code: ErrorCode, text: &str, router: &mut Router) {
-        bump(&router.stats.protocol_errors, 1);
+    fn binary_fatal(&mut self, code: ErrorCode, text: &str, cx: &mut impl Context) {
+        bump(&cx.stats().protocol_errors, 1);
         self.send_binary(&error_frame(code, true, None, text));
         self.closing = Some(CloseReason::ProtocolError(text.to_string()));
     }
@@ -508,20 +508,20 @@ impl Conn {
         code: ErrorCode,
         sid: Option<u32>,
         text: &str,
-        router: &mut Router,
+        cx: &mut impl Context,
     ) {
-        bump(&router.stats.protocol_errors, 1);
+        bump(&cx.stats().protocol_errors, 1);
         self.send_binary(&error_frame(code, false, sid, text));
     }
 
-    fn apply_frame(&mut self, frame: ClientFrame, router: &mut Router) {
+    fn apply_frame(&mut self, frame: ClientFrame, cx: &mut impl Context) {
         let phase = self.binary_state().phase;
         match (phase, frame) {
-            (Phase::Hello, ClientFrame::Hello(hello)) => self.hello(hello, router),
+            (Phase::Hello, ClientFrame::Hello(hello)) => self.hello(hello, cx),
             (Phase::Hello, _) => self.binary_fatal(
                 ErrorCode::HelloExpected,
                 "the first frame must be HELLO",
-                router,
+                cx,
             ),
             (Phase::Challenge, ClientFrame::Auth(auth)) if auth.signature.is_some() => {
                 let creds = OwnedCredentials {
@@ -529,24 +529,22 @@ impl Conn {
                     sig: text(&auth.signature),
                     ..OwnedCredentials::default()
                 };
-                self.authenticate(creds, router);
+                self.authenticate(creds, cx);
             }
             (Phase::Challenge, _) => self.binary_fatal(
                 ErrorCode::ProtocolViolation,
                 "after CHALLENGE the next frame must be AUTH with the nonce's signature",
-                router,
+                cx,
             ),
-            (_, ClientFrame::Auth(auth)) => self.refresh_binary(auth, router),
-            (_, ClientFrame::Hello(_)) => self.binary_fatal(
-                ErrorCode::HelloExpected,
-                "HELLO may be sent only once",
-                router,
-            ),
-            (_, ClientFrame::Publish(p)) => self.publish_binary(p, router),
-            (_, ClientFrame::Subscribe(s)) => self.subscribe_binary(s, router),
-            (_, ClientFrame::Unsubscribe(u)) => self.unsubscribe_binary(u, router),
-            (_, ClientFrame::PresenceQuery(q)) => self.presence_query_binary(q, router),
-            (_, ClientFrame::Ping) => self.ping(router),
+            (_, ClientFrame::Auth(auth)) => self.refresh_binary(auth, cx),
+            (_, ClientFrame::Hello(_)) => {
+                self.binary_fatal(ErrorCode::HelloExpected, "HELLO may be sent only once", cx)
+            }
+            (_, ClientFrame::Publish(p)) => self.publish_binary(p, cx),
+            (_, ClientFrame::Subscribe(s)) => self.subscribe_binary(s, cx),
+            (_, ClientFrame::Unsubscribe(u)) => self.unsubscribe_binary(u, cx),
+            (_, ClientFrame::PresenceQuery(q)) => self.presence_query_binary(q, cx),
+            (_, ClientFrame::Ping) => self.ping(cx),
             (_, ClientFrame::Pong) => self.pong(),
         }
     }
@@ -554,7 +552,7 @@ impl Conn {
     /// `HELLO`: remember the options (not the secrets) and answer `WELCOME`, once its
     /// credentials are accepted where the broker requires them: at once, after the
     /// checker thread's verdict (bcrypt), or after `CHALLENGE` and `AUTH` for an nkey.
-    fn hello(&mut self, mut hello: Hello, router: &mut Router) {
+    fn hello(&mut self, mut hello: Hello, cx: &mut impl Context) {
         let creds = OwnedCredentials {
             user: text(&hello.user),
             pass: text(&hello.pass),
@@ -568,9 +566,12 @@ impl Conn {
         let state = self.binary_state();
         state.hello = hello;
         state.hello_seen = true;
-        let bridge = router.bridges.as_ref().zip(creds.token.as_deref());
-        if bridge.is_some_and(|(hub, token)| hub.is_bridge_token(token)) {
-            self.access.grant_internal(router.auth.generation());
+        if creds
+            .token
+            .as_deref()
+            .is_some_and(|token| cx.is_bridge_token(token))
+        {
+            self.access.grant_internal(cx.auth().generation());
             self.granted();
             return;
         }
@@ -586,27 +587,27 @@ impl Conn {
                 self.binary_state().phase = Phase::Challenge;
                 self.send_binary(&frame);
             }
-            _ => self.authenticate(creds, router),
+            _ => self.authenticate(creds, cx),
         }
     }
 
     /// `AUTH` after `WELCOME`: a JWT connection's refreshed token (same user; its new
     /// expiry and permissions apply at once). Nothing else can be refreshed.
-    fn refresh_binary(&mut self, auth: Auth, router: &mut Router) {
+    fn refresh_binary(&mut self, auth: Auth, cx: &mut impl Context) {
         match (&auth.token, self.access.method()) {
             (Some(token), Some(Method::Jwt)) => {
                 let creds = OwnedCredentials {
                     token: Some(String::from_utf8_lossy(token).into_owned()),
                     ..OwnedCredentials::default()
                 };
-                self.authenticate(creds, router);
+                self.authenticate(creds, cx);
             }
             _ => self.binary_refuse(
                 ErrorCode::InvalidOption,
                 None,
                 "AUTH after WELCOME refreshes a JWT connection token, and this connection \
                  did not authenticate with one",
-                router,
+                cx,
             ),
         }
     }
@@ -614,7 +615,7 @@ impl Conn {
     /// `PUBLISH`. A message id longer than `max_message_id` is refused as a content error
     /// (`InvalidOption`): every id is remembered for the dedupe window, so its length is
     /// bounded like any other limit.
-    fn publish_binary(&mut self, p: Publish, router: &mut Router) {
+    fn publish_binary(&mut self, p: Publish, cx: &mut impl Context) {
         if p.subject.starts_with(PRESENCE_PREFIX) {
             // As on the text port: the room's subscribe permission decides.
             let request = PresenceRequest {
@@ -623,12 +624,12 @@ impl Conn {
                 payload: p.payload,
                 ack_id: p.ack_id,
             };
-            self.presence_request(request, router);
+            self.presence_request(request, cx);
             return;
         }
         if !self.access.may_publish(&p.subject, self.read_at) {
             bump(
-                &router.stats.permission_violations[Denial::Publish as usize],
+                &cx.stats().permission_violations[Denial::Publish as usize],
                 1,
             );
             let text = publish_violation(&p.subject);
@@ -638,23 +639,20 @@ impl Conn {
         // The broker's own bridge gives requests it imports a reply subject of its own.
         let reserved = p.reply.as_ref().filter(|r| is_reserved_reply(r));
         if let Some(reply) = reserved.filter(|_| !self.access.internal) {
-            bump(
-                &router.stats.permission_violations[Denial::Reply as usize],
-                1,
-            );
+            bump(&cx.stats().permission_violations[Denial::Reply as usize], 1);
             let text = reply_violation(reply);
             self.refuse_publish(p.ack_id, ErrorCode::PermissionViolation, &text);
             return;
         }
-        let max_id = router.config.store.max_message_id;
+        let max_id = cx.config().store.max_message_id;
         if let Some(len) = p
             .message_id
             .as_ref()
             .map(Bytes::len)
             .filter(|&n| n > max_id)
         {
-            bump(&router.stats.protocol_errors, 1);
-            bump(&router.stats.message_ids_refused, 1);
+            bump(&cx.stats().protocol_errors, 1);
+            bump(&cx.stats().message_ids_refused, 1);
             let text = format!(
                 "message id of {len} bytes is longer than the server's max_message_id ({max_id} bytes)"
             );
@@ -674,42 +672,39 @@ impl Conn {
             coalesce: p.coalescing_key,
             ..Msg::new(p.subject, p.payload, self.id, self.read_at)
         });
-        if !self.admit(&msg, router) {
+        if !self.admit(&msg, cx) {
             return;
         }
-        self.publish_shared(msg, router);
+        self.publish_shared(msg, cx);
     }
 
     /// `SUBSCRIBE`. A resume token from another epoch cannot resume where it says: the
     /// client is told (`EpochMismatch`) and gets everything the log holds. Queue bounds
     /// over the server's maximum, and lossless queue-group members (a member's fall-back
     /// would replay what other members were given), are refused.
-    fn subscribe_binary(&mut self, mut s: Subscribe, router: &mut Router) {
+    fn subscribe_binary(&mut self, mut s: Subscribe, cx: &mut impl Context) {
         let sid = Sid::Binary(s.sid);
         if self.has_sid(&sid) {
             let text = format!("subscription {} is already active", s.sid);
-            self.binary_refuse(ErrorCode::DuplicateSubscription, Some(s.sid), &text, router);
+            self.binary_refuse(ErrorCode::DuplicateSubscription, Some(s.sid), &text, cx);
             return;
         }
-        let bounds = match bounds_for(
-            &router.config.queues,
-            s.max_queue_messages,
-            s.max_queue_bytes,
-        ) {
+        let bounds = match bounds_for(&cx.config().queues, s.max_queue_messages, s.max_queue_bytes)
+        {
             Ok(b) => b,
             Err(text) => {
-                self.binary_refuse(ErrorCode::InvalidOption, Some(s.sid), &text, router);
+                self.binary_refuse(ErrorCode::InvalidOption, Some(s.sid), &text, cx);
                 return;
             }
         };
         if s.lossless && s.queue.is_some() {
             let text = "a queue group member cannot be lossless";
-            self.binary_refuse(ErrorCode::InvalidOption, Some(s.sid), text, router);
+            self.binary_refuse(ErrorCode::InvalidOption, Some(s.sid), text, cx);
             return;
         }
         if !self.access.may_subscribe(&s.subject, s.queue.as_deref()) {
             bump(
-                &router.stats.permission_violations[Denial::Subscribe as usize],
+                &cx.stats().permission_violations[Denial::Subscribe as usize],
                 1,
             );
             let text = subscribe_violation(&s.subject, s.queue.as_deref());
@@ -721,7 +716,7 @@ impl Conn {
             ));
             return;
         }
-        if let Err((code, text)) = self.check_presence_options(&s, router) {
+        if let Err((code, text)) = self.check_presence_options(&s, cx) {
             self.send_binary(&error_frame(code, false, Some(s.sid), &text));
             return;
         }
@@ -730,11 +725,11 @@ impl Conn {
         // own).
         let places = if s.presence_events { 2 } else { 1 };
         for taken in 0..places {
-            if let Err(limit) = self.admit_subscription(router) {
+            if let Err(limit) = self.admit_subscription(cx) {
                 for _ in 0..taken {
-                    router.subscription_slots.release();
+                    cx.subscription_slots().release();
                 }
-                let text = limit.text(&router.config.admission);
+                let text = limit.text(&cx.config().admission);
                 let frame = error_frame(ErrorCode::TooManySubscriptions, false, Some(s.sid), &text);
                 self.send_binary(&frame);
                 return;
@@ -752,7 +747,7 @@ impl Conn {
                      replaying everything it holds",
                     token.epoch
                 );
-                self.binary_refuse(ErrorCode::EpochMismatch, Some(s.sid), &text, router);
+                self.binary_refuse(ErrorCode::EpochMismatch, Some(s.sid), &text, cx);
                 Some(Arc::new(StartPosition::Resume(ResumeToken {
                     epoch,
                     last_sequences: Vec::new(),
@@ -767,18 +762,18 @@ impl Conn {
             start,
             bounds,
             s.lossless,
-            router,
+            cx,
         );
-        self.subscribe_presence(&s, key, router);
+        self.subscribe_presence(&s, key, cx);
     }
 
     /// `UNSUBSCRIBE`: now, or after `max` more deliveries.
-    fn unsubscribe_binary(&mut self, u: Unsubscribe, router: &mut Router) {
+    fn unsubscribe_binary(&mut self, u: Unsubscribe, cx: &mut impl Context) {
         let sid = Sid::Binary(u.sid);
         let max = u.max.map(|more| self.delivered(&sid).saturating_add(more));
-        if !self.unsubscribe(&sid, max, router) {
+        if !self.unsubscribe(&sid, max, cx) {
             let text = format!("no active subscription {}", u.sid);
-            self.binary_refuse(ErrorCode::UnknownSubscription, Some(u.sid), &text, router);
+            self.binary_refuse(ErrorCode::UnknownSubscription, Some(u.sid), &text, cx);
         }
     }
 }

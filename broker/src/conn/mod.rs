@@ -22,14 +22,26 @@
 //! [`Conn::end_replays`] before dropping it. A connection that must go sets `closing`; the
 //! worker closes it at the end of the loop turn.
 //!
-//! Never: reads another connection's state, or blocks.
+//! Every step reaches the rest of the broker through a [`Context`] (`context.rs`: publish,
+//! subscribe, send an envelope, read the configuration, the counters, the instant...),
+//! never through the worker's `Router` itself, which is only the real implementation of
+//! it; so a session runs in a unit test with a fake one over an in-memory pipe
+//! (`session_tests.rs`), without a worker.
+//!
+//! Never: reads another connection's state, reaches a worker's internals (its shard,
+//! inbox or outbox) other than through its [`Context`], or blocks.
 
 pub(crate) mod access;
 mod binary;
 pub(crate) mod congestion;
+mod context;
+#[cfg(test)]
+pub(crate) mod fake;
 pub(crate) mod link;
 pub(crate) mod presence;
 mod queue;
+#[cfg(test)]
+mod session_tests;
 pub(crate) mod socket;
 mod text;
 mod wire;
@@ -55,13 +67,13 @@ use crate::merge::{self, Merge};
 use crate::mesh::{ConnId, Envelope, InboxPart, Msg, Stamp, Start, SubRef};
 use crate::outbound::Outbound;
 use crate::replay::ConnReplays;
-use crate::router::Router;
 use crate::snapshot::{
     ConnInfo, ConnKeys, ListKind, SubDetail, SubsListing, WallClock, DETAIL_ENTRY_BYTES,
     FILTER_ENTRY_BYTES,
 };
 use crate::stats::{bump, unbump, AuthRefusal, CloseKind, TransportFailure, WorkerStats};
 use crate::subqueue::Bounds;
+pub(crate) use context::Context;
 
 use crate::eviction::Tickets;
 use access::{Access, Stage};
@@ -469,13 +481,13 @@ impl Conn {
     /// The transport became ready (TLS handshake done, WebSocket upgrade accepted): counts
     /// it, and greets the client as its protocol starts. A WebSocket's path picks the
     /// protocol: `/tern` is the binary one, anything else the text one.
-    fn transport_ready(&mut self, router: &Router) {
+    fn transport_ready(&mut self, cx: &impl Context) {
         let Some(link) = self.link.as_deref_mut() else {
             return;
         };
         let kind = link.kind();
         if kind != link::LinkKind::WebSocket {
-            bump(&router.stats.tls_handshakes, 1);
+            bump(&cx.stats().tls_handshakes, 1);
         }
         debug!(
             peer = %self.peer,
@@ -487,15 +499,15 @@ impl Conn {
             Greeting::None => {}
             Greeting::Text(info) => self.greet_text(&info),
             Greeting::ByPath(both) => {
-                bump(&router.stats.websocket_upgrades, 1);
+                bump(&cx.stats().websocket_upgrades, 1);
                 let (info, welcome) = *both;
                 if link.websocket_path() == Some(link::BINARY_PATH) {
-                    let state = BinaryState::new(&welcome, self.client_id, &router.config.limits);
+                    let state = BinaryState::new(&welcome, self.client_id, &cx.config().limits);
                     self.proto = Proto::Binary(state);
                 } else {
                     self.greet_text(&info);
                     if self.access.is_pending() {
-                        let due = router.now + router.config.limits.auth_timeout;
+                        let due = cx.now() + cx.config().limits.auth_timeout;
                         self.text_state().start_auth_clock(due);
                     }
                 }
@@ -627,22 +639,22 @@ impl Conn {
     /// worker then reads it as `Worker::read_connection` says: socket bytes
     /// ([`Conn::read_socket`]), the worker's inbox synced, the bytes applied
     /// ([`Conn::apply_read`]), until the socket is drained or a budget runs out.
-    pub fn read_paused(&mut self, router: &mut Router, now: Instant) -> Option<ReadState> {
+    pub fn read_paused(&mut self, cx: &mut impl Context, now: Instant) -> Option<ReadState> {
         self.admission.set_now(now);
         if self.access.stage == Stage::Checking {
             // Its credentials are on the checker thread: nothing more is read until the
             // verdict (the handshake deadline still runs).
             return Some(ReadState::Paused);
         }
-        if self.is_stalled(now, router) {
+        if self.is_stalled(now, cx) {
             return Some(ReadState::Paused);
         }
-        if self.unyielding() > router.config.limits.max_pending {
+        if self.unyielding() > cx.config().limits.max_pending {
             // Its own requests are its backpressure: nothing more is read until what waits
             // for it drains (`flush` sets `resume_read`), or it is closed (`tick`).
             if self.over_budget_since.is_none() {
                 self.over_budget_since = Some(now);
-                bump(&router.stats.over_budget_pauses, 1);
+                bump(&cx.stats().over_budget_pauses, 1);
             }
             return Some(ReadState::Paused);
         }
@@ -660,8 +672,8 @@ impl Conn {
 
     /// One read from the socket (through the transport, when the connection has one):
     /// the bytes taken, 0 when the client closed it. Nothing is applied yet.
-    pub fn read_socket(&mut self, router: &Router) -> io::Result<usize> {
-        self.read_some(router)
+    pub fn read_socket(&mut self, cx: &impl Context) -> io::Result<usize> {
+        self.read_some(cx)
     }
 
     /// Applies every whole operation read so far, as of this loop turn (`now`); `fresh`
@@ -670,14 +682,14 @@ impl Conn {
     /// what it published), `None` to go on.
     pub fn apply_read(
         &mut self,
-        router: &mut Router,
+        cx: &mut impl Context,
         now: Instant,
         fresh: bool,
     ) -> Option<ReadState> {
         if fresh {
             self.read_at = now;
         }
-        self.apply_buffered(router, now);
+        self.apply_buffered(cx, now);
         if fresh && self.closing.is_none() && self.link.as_ref().is_some_and(|l| l.peer_closed()) {
             // What came before the close frame or close_notify was applied.
             self.closing = Some(CloseReason::ClientClosed);
@@ -697,9 +709,9 @@ impl Conn {
 
     /// One `read` into the spare capacity of the read buffer (through the transport, when
     /// the connection has one).
-    fn read_some(&mut self, router: &Router) -> io::Result<usize> {
+    fn read_some(&mut self, cx: &impl Context) -> io::Result<usize> {
         if self.link.is_some() {
-            return self.read_link(router);
+            return self.read_link(cx);
         }
         let needed = self.proto.wire_ref().bytes_needed();
         // Room for what the decoder awaits, but a large payload is taken a few chunks at a
@@ -724,7 +736,7 @@ impl Conn {
     /// One read through the transport: socket bytes in, what they decode to appended to
     /// the read buffer. A transport failure closes the connection (counted, with what the
     /// transport queued for the peer still written).
-    fn read_link(&mut self, router: &Router) -> io::Result<usize> {
+    fn read_link(&mut self, cx: &impl Context) -> io::Result<usize> {
         let link = self.link.as_deref_mut().expect("a connection with a link");
         let room = self.read_chunk;
         match link.read(&mut self.sock, room, &mut self.rbuf)? {
@@ -737,17 +749,17 @@ impl Conn {
                     // What waited for the handshake (an INFO of lame duck mode) may go
                     // now: no writable event is coming for it.
                     self.write_blocked = false;
-                    self.transport_ready(router);
+                    self.transport_ready(cx);
                 }
                 Ok(read.taken)
             }
             Err(failure) => {
-                bump(&router.stats.transport_failures[failure.kind as usize], 1);
+                bump(&cx.stats().transport_failures[failure.kind as usize], 1);
                 if failure.kind == TransportFailure::PlainText {
                     let kind = link.kind();
                     self.say_tls_required(kind);
                 }
-                self.discard_output(&router.stats);
+                self.discard_output(cx.stats());
                 self.closing = Some(failure.reason);
                 // Not 0, which would say the client closed the socket.
                 Ok(1)
@@ -788,11 +800,11 @@ impl Conn {
 
     /// Decodes and applies every whole operation in the read buffer. Applying one is
     /// activity, as of this loop turn (`now`).
-    fn apply_buffered(&mut self, router: &mut Router, now: Instant) {
+    fn apply_buffered(&mut self, cx: &mut impl Context, now: Instant) {
         let ops = self.ops;
         match self.proto {
-            Proto::Text(_) => self.apply_text(router, now),
-            Proto::Binary(_) => self.apply_binary(router),
+            Proto::Text(_) => self.apply_text(cx, now),
+            Proto::Binary(_) => self.apply_binary(cx),
         }
         if self.ops != ops {
             self.last_activity = now;
@@ -825,10 +837,10 @@ impl Conn {
     /// True while operations in the read buffer may be applied: not closing, not
     /// throttled, and the worker's outbox has room for what they make (`OUTBOX_FULL`;
     /// what is left is applied when the worker reads the connection again).
-    fn may_apply(&self, router: &Router) -> bool {
+    fn may_apply(&self, cx: &impl Context) -> bool {
         self.closing.is_none()
             && !self.admission.is_throttled()
-            && !router.outbox.is_full()
+            && !cx.outbox_full()
             && self.access.stage != Stage::Checking
     }
 
@@ -837,13 +849,13 @@ impl Conn {
     /// protocol and counted, and false is returned. Over a rate with `rate_action =
     /// "slow"` the publish passes and the connection is throttled (see [`ReadState`]).
     /// Takes no lock and allocates nothing unless it refuses.
-    fn admit(&mut self, msg: &Msg, router: &Router) -> bool {
-        let config = &router.config.admission;
+    fn admit(&mut self, msg: &Msg, cx: &impl Context) -> bool {
+        let config = &cx.config().admission;
         if msg.priority < config.shed_below_priority {
-            let (behind, depth) = router.deepest_queue();
+            let (behind, depth) = cx.deepest_queue();
             let (below, threshold) = (config.shed_below_priority, config.shed_queue_depth);
             if admission::sheds(msg.priority, below, depth, threshold) {
-                bump(&router.stats.publishes_shed, 1);
+                bump(&cx.stats().publishes_shed, 1);
                 let text = admission::shed_text(below, behind);
                 self.refuse_publish(msg.ack_id, ErrorCode::Overloaded, &text);
                 return false;
@@ -853,14 +865,11 @@ impl Conn {
         match self.admission.admit_publish(config, &msg.subject, size) {
             RateVerdict::Pass => true,
             RateVerdict::Throttle { scope, .. } => {
-                bump(&router.stats.publishes_throttled[scope.kind()], 1);
+                bump(&cx.stats().publishes_throttled[scope.kind()], 1);
                 true
             }
             RateVerdict::Refuse(refusal) => {
-                bump(
-                    &router.stats.publishes_rate_refused[refusal.scope.kind()],
-                    1,
-                );
+                bump(&cx.stats().publishes_rate_refused[refusal.scope.kind()], 1);
                 let text = refusal.text(config);
                 self.refuse_publish(msg.ack_id, ErrorCode::RateLimited, &text);
                 false
@@ -879,43 +888,43 @@ impl Conn {
     /// `max_subscriptions` already, or the broker `max_total_subscriptions`. A refusal is
     /// counted, and the caller answers it in its protocol; an admitted subscription must
     /// be added (`add_sub`), and gives its place back when it is removed.
-    fn admit_subscription(&self, router: &Router) -> Result<(), SubscriptionLimit> {
-        let a = &router.config.admission;
+    fn admit_subscription(&self, cx: &impl Context) -> Result<(), SubscriptionLimit> {
+        let a = &cx.config().admission;
         let live = self.subs.len() - self.ended;
         let refused = if a.max_subscriptions > 0 && live >= a.max_subscriptions {
             Some(SubscriptionLimit::Connection)
-        } else if !router.subscription_slots.try_acquire() {
+        } else if !cx.subscription_slots().try_acquire() {
             Some(SubscriptionLimit::Server)
         } else {
             None
         };
         match refused {
             Some(limit) => {
-                bump(&router.stats.subscriptions_refused, 1);
+                bump(&cx.stats().subscriptions_refused, 1);
                 Err(limit)
             }
             None => Ok(()),
         }
     }
 
-    /// Counts a publish and hands it to the router.
-    fn publish(&mut self, msg: Msg, router: &mut Router) {
-        self.publish_shared(Arc::new(msg), router);
+    /// Counts a publish and hands it to the context to route.
+    fn publish(&mut self, msg: Msg, cx: &mut impl Context) {
+        self.publish_shared(Arc::new(msg), cx);
     }
 
     /// As [`Conn::publish`], for a message made where it is shared (the binary port
     /// builds its publishes in place: a `Msg` is a few hundred bytes, and moving one into
     /// an `Arc` is a copy per message).
-    fn publish_shared(&mut self, msg: Arc<Msg>, router: &mut Router) {
+    fn publish_shared(&mut self, msg: Arc<Msg>, cx: &mut impl Context) {
         let size = msg.payload.len() + msg.headers.as_ref().map_or(0, Bytes::len);
-        bump(&router.stats.in_msgs, 1);
-        bump(&router.stats.in_bytes, size as u64);
+        bump(&cx.stats().in_msgs, 1);
+        bump(&cx.stats().in_bytes, size as u64);
         self.in_msgs += 1;
         self.in_bytes += size as u64;
-        router.publish(msg);
+        cx.publish(msg);
         // Its acknowledgement and the deliveries to this worker's connections (its own
         // subscriptions among them) wait in the local batch: a `PING` now answers after them.
-        self.barrier.touch(router.me..router.me + 1);
+        self.barrier.touch(cx.me()..cx.me() + 1);
     }
 
     /// True when `sid` names an active subscription.
@@ -933,30 +942,30 @@ impl Conn {
         start: Start,
         bounds: Bounds,
         lossless: bool,
-        router: &mut Router,
+        cx: &mut impl Context,
     ) -> usize {
         // The decoders hand out slices of the 64 KiB read buffer: kept for the life of the
         // subscription, a slice would keep that whole buffer alive. One copy each, shared
         // by this connection, every shard's index and the envelopes between them.
         let filter = Bytes::copy_from_slice(&filter);
         let queue = queue.map(|q| Bytes::copy_from_slice(q));
-        let id = router.next_sub_id();
-        let lossless_state = lossless.then(|| Box::new(Lossless::new(router.shards(), bounds)));
+        let id = cx.next_sub_id();
+        let lossless_state = lossless.then(|| Box::new(Lossless::new(cx.shards(), bounds)));
         let merge = start
             .as_deref()
-            .filter(|s| merge::merges(Some(s), router.workers))
+            .filter(|s| merge::merges(Some(s), cx.workers()))
             .map(|s| {
                 let last_n = match s {
                     tern_protocol::binary::StartPosition::LastN(n) => Some(*n),
                     _ => None,
                 };
-                Box::new(Merge::new(router.shards(), last_n))
+                Box::new(Merge::new(cx.shards(), last_n))
             });
         let starts = self
             .proto
             .wire_ref()
             .resumes()
-            .then(|| Box::new(binary::Starts::new(router.shards())));
+            .then(|| Box::new(binary::Starts::new(cx.shards())));
         let key = self.subs.insert(SubState {
             sid: sid.clone(),
             filter: filter.clone(),
@@ -972,35 +981,37 @@ impl Conn {
             ending: None,
         });
         self.sids.insert(sid, key);
-        bump(&router.stats.subscriptions, 1);
+        bump(&cx.stats().subscriptions, 1);
         let sub = SubRef {
             conn: self.id,
             key: key as u32,
             id,
         };
-        let shards = router.subscribe(&filter, queue.as_ref(), sub, start);
+        let shards = cx.subscribe(&filter, queue.as_ref(), sub, start);
         self.barrier.touch(shards);
-        self.bridge_interest(&filter, queue.as_ref(), true, router);
+        self.bridge_interest(&filter, queue.as_ref(), true, cx);
         key
     }
 
     /// Tells the bridges (if any) that one of this client's subscriptions started (`up`)
     /// or ended: within an import rule it is interest upstream. The bridge's own are not.
-    fn bridge_interest(&self, filter: &Bytes, queue: Option<&Bytes>, up: bool, router: &Router) {
-        let Some(hub) = router.bridges.as_ref().filter(|_| !self.access.internal) else {
+    fn bridge_interest(
+        &self,
+        filter: &Bytes,
+        queue: Option<&Bytes>,
+        up: bool,
+        cx: &mut impl Context,
+    ) {
+        if self.access.internal {
             return;
-        };
+        }
         let (Ok(filter), Ok(queue)) = (
             std::str::from_utf8(filter),
             queue.map(|q| std::str::from_utf8(q)).transpose(),
         ) else {
             return;
         };
-        if up {
-            hub.subscribed(filter, queue);
-        } else {
-            hub.unsubscribed(filter, queue);
-        }
+        cx.bridge_interest(filter, queue, up);
     }
 
     /// Deliveries made so far to the subscription `sid` names (0 when none is active).
@@ -1012,14 +1023,14 @@ impl Conn {
 
     /// Ends a subscription now, or after `max` deliveries in all. Returns false when `sid`
     /// names no active subscription.
-    fn unsubscribe(&mut self, sid: &Sid, max: Option<u64>, router: &mut Router) -> bool {
+    fn unsubscribe(&mut self, sid: &Sid, max: Option<u64>, cx: &mut impl Context) -> bool {
         let Some(&key) = self.sids.get(sid) else {
             return false;
         };
         let sub = &mut self.subs[key];
         match max {
             Some(max) if sub.delivered < max => sub.max = Some(max),
-            _ => self.end_sub(key, router),
+            _ => self.end_sub(key, cx),
         }
         true
     }
@@ -1030,14 +1041,14 @@ impl Conn {
     /// the `UNSUB` (which nats-server delivers, as it handles both in order), may still be
     /// on its way. So it stays, taking those, until every shard has answered a barrier
     /// sent behind the unsubscription (`unsub_barrier_done`) and its queue is empty.
-    fn end_sub(&mut self, key: usize, router: &mut Router) {
+    fn end_sub(&mut self, key: usize, cx: &mut impl Context) {
         let sub = &mut self.subs[key];
         if sub.ending.is_some() {
             return;
         }
         let (sid, id) = (sub.sid.clone(), sub.id);
         if let Some(presence) = sub.presence.take() {
-            self.end_sub_presence(&sid, &presence, router);
+            self.end_sub_presence(&sid, &presence, cx);
         }
         let sub = &self.subs[key];
         if self.sids.get(&sid) == Some(&key) {
@@ -1048,10 +1059,10 @@ impl Conn {
             key: key as u32,
             id,
         };
-        let shards = router.unsubscribe(&sub.filter, sub.queue.as_ref(), sref);
-        self.bridge_interest(&sub.filter, sub.queue.as_ref(), false, router);
+        let shards = cx.unsubscribe(&sub.filter, sub.queue.as_ref(), sref);
+        self.bridge_interest(&sub.filter, sub.queue.as_ref(), false, cx);
         for shard in shards.clone() {
-            router.outbox.push(
+            cx.send(
                 shard,
                 Envelope::Barrier {
                     conn: self.id,
@@ -1064,15 +1075,15 @@ impl Conn {
         self.ended += 1;
         // Its place is free for the client's next subscription at once, as in
         // nats-server.
-        unbump(&router.stats.subscriptions, 1);
-        router.subscription_slots.release();
+        unbump(&cx.stats().subscriptions, 1);
+        cx.subscription_slots().release();
         self.barrier.touch(shards);
     }
 
     /// A shard answered the barrier behind an ended subscription's unsubscription
     /// (`end_sub`): once all have, nothing more can arrive for it, and it goes when its
     /// queue is empty (now, or when `fill` empties it).
-    fn unsub_barrier_done(&mut self, token: u64, router: &mut Router) {
+    fn unsub_barrier_done(&mut self, token: u64, cx: &mut impl Context) {
         let id = token & !UNSUB_BARRIER;
         let Some(at) = self.ending_subs.iter().position(|&(i, _)| i == id) else {
             return;
@@ -1085,15 +1096,15 @@ impl Conn {
         if *left == 0 {
             self.ending_subs.swap_remove(at);
             if self.subs[key].q.is_idle() {
-                self.finish_sub(key, router);
+                self.finish_sub(key, cx);
             }
         }
     }
 
     /// The last of an ended subscription (`end_sub` gave back its place and its count).
-    fn finish_sub(&mut self, key: usize, router: &mut Router) {
+    fn finish_sub(&mut self, key: usize, cx: &mut impl Context) {
         let sub = self.subs.remove(key);
-        self.drop_queue(&sub.q, router);
+        self.drop_queue(&sub.q, cx);
         self.ended -= 1;
     }
 
@@ -1105,12 +1116,12 @@ impl Conn {
     /// `PING`, behind that traffic, and the `PONG` is queued once every shard has answered
     /// (`barrier_done`). `PONG`s go out in `PING` order; a `PING` after no traffic, with
     /// none waiting, is answered at once.
-    fn ping(&mut self, router: &mut Router) {
-        match self.barrier.begin(router.workers) {
+    fn ping(&mut self, cx: &mut impl Context) {
+        match self.barrier.begin(cx.workers()) {
             None => self.queue_pong(),
             Some((token, shards)) => {
                 for shard in shards {
-                    router.outbox.push(
+                    cx.send(
                         shard,
                         Envelope::Barrier {
                             conn: self.id,
@@ -1124,12 +1135,12 @@ impl Conn {
 
     /// A shard answered the barrier of `PING` `token`: queues every `PONG` now due. Returns
     /// true when one was queued.
-    pub fn barrier_done(&mut self, token: u64, router: &mut Router) -> bool {
+    pub fn barrier_done(&mut self, token: u64, cx: &mut impl Context) -> bool {
         if self.closing.is_some() {
             return false;
         }
         if token & UNSUB_BARRIER != 0 {
-            self.unsub_barrier_done(token, router);
+            self.unsub_barrier_done(token, cx);
             return self.has_output();
         }
         let due = self.barrier.answered(token);
@@ -1165,68 +1176,68 @@ impl Conn {
         self.closing = Some(reason);
     }
 
-    fn remove_sub(&mut self, key: usize, router: &mut Router) {
+    fn remove_sub(&mut self, key: usize, cx: &mut impl Context) {
         if self.subs[key].ending.is_some() {
             // Already out of the shards and of `sids` (`end_sub`).
             let id = self.subs[key].id;
             self.ending_subs.retain(|&(i, _)| i != id);
-            self.finish_sub(key, router);
+            self.finish_sub(key, cx);
             return;
         }
         let sub = self.subs.remove(key);
         if let Some(presence) = &sub.presence {
-            self.end_sub_presence(&sub.sid, presence, router);
+            self.end_sub_presence(&sub.sid, presence, cx);
         }
-        self.drop_queue(&sub.q, router);
+        self.drop_queue(&sub.q, cx);
         self.sids.remove(&sub.sid);
-        unbump(&router.stats.subscriptions, 1);
-        router.subscription_slots.release();
+        unbump(&cx.stats().subscriptions, 1);
+        cx.subscription_slots().release();
         let sref = SubRef {
             conn: self.id,
             key: key as u32,
             id: sub.id,
         };
-        let shards = router.unsubscribe(&sub.filter, sub.queue.as_ref(), sref);
+        let shards = cx.unsubscribe(&sub.filter, sub.queue.as_ref(), sref);
         self.barrier.touch(shards);
-        self.bridge_interest(&sub.filter, sub.queue.as_ref(), false, router);
+        self.bridge_interest(&sub.filter, sub.queue.as_ref(), false, cx);
     }
 
     /// Part of what a shard replays for this connection's catch-up `id` over several
     /// shards: what the merge releases is published to the inbox, in order.
-    pub fn replay_part(&mut self, id: u64, shard: u16, part: InboxPart, router: &mut Router) {
+    pub fn replay_part(&mut self, id: u64, shard: u16, part: InboxPart, cx: &mut impl Context) {
         for msg in self.replays.part(id, shard, part) {
-            router.publish(msg);
+            cx.publish(msg);
         }
     }
 
     /// One shard finished its part of this connection's catch-up `id`; when it was the
     /// last, the catch-up is over and its replay slot goes back.
-    pub fn replay_done(&mut self, id: u64, router: &mut Router) {
+    pub fn replay_done(&mut self, id: u64, cx: &mut impl Context) {
         if self.replays.shard_done(id) {
-            router.replay_slots.release();
-            unbump(&router.stats.replays_active, 1);
+            cx.replay_slots().release();
+            unbump(&cx.stats().replays_active, 1);
         }
     }
 
     /// The connection closes: its catch-ups in progress give their slots back, and every
     /// shard drops what is left of them.
-    pub fn end_replays(&mut self, router: &mut Router) {
+    pub fn end_replays(&mut self, cx: &mut impl Context) {
         let open = self.replays.end_all();
         if open > 0 {
-            router.replay_slots.release_n(open);
-            unbump(&router.stats.replays_active, open as u64);
-            router.cancel_replays(self.id);
+            cx.replay_slots().release_n(open);
+            unbump(&cx.stats().replays_active, open as u64);
+            cx.cancel_replays(self.id);
         }
     }
 
     /// Removes every subscription from the shards. Called once, before the connection is
     /// dropped.
-    pub fn unsubscribe_all(&mut self, router: &mut Router) {
+    pub fn unsubscribe_all(&mut self, cx: &mut impl Context) {
         let keys: Vec<usize> = self.subs.iter().map(|(k, _)| k).collect();
         for key in keys {
             // A presence events subscription went with the one it came with.
             if self.subs.contains(key) {
-                self.remove_sub(key, router);
+                self.remove_sub(key, cx);
             }
         }
     }
@@ -1248,8 +1259,8 @@ impl Conn {
     /// Encodes one delivery of the subscription `key` into the outbound buffer and counts
     /// it. Returns false when that was the subscription's last (its `max` reached) and it
     /// is gone.
-    fn write_delivery(&mut self, key: usize, msg: &Msg, router: &mut Router) -> bool {
-        let sequence_headers = router.config.sequence_headers;
+    fn write_delivery(&mut self, key: usize, msg: &Msg, cx: &mut impl Context) -> bool {
+        let sequence_headers = cx.config().sequence_headers;
         let sub = &mut self.subs[key];
         let size = self
             .proto
@@ -1258,7 +1269,7 @@ impl Conn {
             // Not representable in the client's protocol (cannot happen with the limits
             // both ports enforce); counted as dropped rather than sent malformed.
             self.dropped += 1;
-            bump(&router.stats.dropped_msgs, 1);
+            bump(&cx.stats().dropped_msgs, 1);
             return true;
         };
         self.out.mark(msg.received);
@@ -1266,10 +1277,10 @@ impl Conn {
         let done = sub.max.is_some_and(|max| sub.delivered >= max);
         self.out_msgs += 1;
         self.out_bytes += size as u64;
-        bump(&router.stats.out_msgs, 1);
-        bump(&router.stats.out_bytes, size as u64);
+        bump(&cx.stats().out_msgs, 1);
+        bump(&cx.stats().out_bytes, size as u64);
         if done {
-            self.remove_sub(key, router);
+            self.remove_sub(key, cx);
         }
         !done
     }
@@ -1293,7 +1304,7 @@ impl Conn {
         shard: u16,
         requested: u64,
         oldest: u64,
-        router: &mut Router,
+        cx: &mut impl Context,
     ) -> bool {
         let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
             return false;
@@ -1301,7 +1312,7 @@ impl Conn {
         // Merged catch-ups: the notice keeps its place among what its shard sent.
         if let Some(merge) = &mut sub.merge {
             if merge.hold_gap(shard, requested, oldest) {
-                return self.release_merged(sref, router);
+                return self.release_merged(sref, cx);
             }
         }
         self.send_gap(sref, shard, requested, oldest)
@@ -1335,17 +1346,17 @@ impl Conn {
     /// The outbound buffer overflowed `max_pending`, or (`--slow-consumer disconnect`) the
     /// consumer stayed over its high-water mark past the grace time: drop what is queued,
     /// say why, and close.
-    fn slow_consumer(&mut self, router: &mut Router) {
-        bump(&router.stats.slow_consumers, 1);
-        self.discard_output(&router.stats);
+    fn slow_consumer(&mut self, cx: &mut impl Context) {
+        bump(&cx.stats().slow_consumers, 1);
+        self.discard_output(cx.stats());
         self.fail(CloseReason::SlowConsumer);
     }
 
     /// Writes what is queued, as far as the socket takes it, refilling the outbound buffer
     /// from the subscription queues as it empties, and records the broker latency of every
     /// delivery whose last byte went out.
-    pub fn flush(&mut self, router: &mut Router) {
-        let write_buffer = router.config.queues.write_buffer;
+    pub fn flush(&mut self, cx: &mut impl Context) {
+        let write_buffer = cx.config().queues.write_buffer;
         loop {
             if !self.write_blocked && (!self.out.is_empty() || self.link_unsent() > 0) {
                 let written = match self.link.as_deref_mut() {
@@ -1356,7 +1367,7 @@ impl Conn {
                     Ok(n) => {
                         if n > 0 {
                             let now = Instant::now();
-                            let latency = &mut router.latency;
+                            let latency = cx.latency();
                             self.out.pop_written(|received, n| {
                                 latency.record_n(now.duration_since(received), n)
                             });
@@ -1365,7 +1376,7 @@ impl Conn {
                         self.write_blocked = !self.out.is_empty() || self.link_unsent() > 0;
                     }
                     Err(e) => {
-                        self.discard_output(&router.stats);
+                        self.discard_output(cx.stats());
                         if self.closing.is_none() {
                             self.closing = Some(CloseReason::Io(e.to_string()));
                         }
@@ -1381,14 +1392,13 @@ impl Conn {
                 break;
             }
             let before = self.out.len();
-            self.fill(router);
+            self.fill(cx);
             if self.out.len() == before {
                 break;
             }
         }
-        self.update_congestion(router);
-        if self.over_budget_since.is_some() && self.unyielding() <= router.config.limits.max_pending
-        {
+        self.update_congestion(cx);
+        if self.over_budget_since.is_some() && self.unyielding() <= cx.config().limits.max_pending {
             self.over_budget_since = None;
             self.resume_read = true;
         }
@@ -1428,14 +1438,14 @@ impl Conn {
     }
 
     /// True while stalled for congested consumers; a stall past its deadline ends here.
-    fn is_stalled(&mut self, now: Instant, router: &Router) -> bool {
+    fn is_stalled(&mut self, now: Instant, cx: &impl Context) -> bool {
         let Some(until) = self.stall_until else {
             return false;
         };
         if now < until {
             return true;
         }
-        bump(&router.stats.publisher_stall_timeouts, 1);
+        bump(&cx.stats().publisher_stall_timeouts, 1);
         self.stalled_on.clear();
         self.stall_until = None;
         false
@@ -1444,16 +1454,16 @@ impl Conn {
     /// The connection's timer fired (`Router::wake_at`): judges its congestion as a
     /// consumer, and ends its stall as a publisher when that is due. Returns true when
     /// the worker must read it.
-    pub fn on_timer(&mut self, router: &mut Router) -> bool {
-        self.judge_congestion(router);
-        self.stall_until.is_some_and(|until| until <= router.now)
+    pub fn on_timer(&mut self, cx: &mut impl Context) -> bool {
+        self.judge_congestion(cx);
+        self.stall_until.is_some_and(|until| until <= cx.now())
     }
 
     /// The connection closes: the publishers it stalled as a congested consumer are
     /// released.
-    pub fn close_congestion(&mut self, router: &mut Router) {
+    pub fn close_congestion(&mut self, cx: &mut impl Context) {
         let signal = self.congestion.close();
-        self.signal_congestion(signal, router);
+        self.signal_congestion(signal, cx);
     }
 
     /// True while something waits to be written: in the outbound buffer or in a
@@ -1471,7 +1481,7 @@ impl Conn {
     /// The ping timer: pings a client that completed no operation for `ping_interval`, and
     /// closes one that left `ping_max` pings unanswered. First it closes a client whose
     /// handshake, or (text) a started control line, is not done within `auth_timeout`.
-    pub fn tick(&mut self, now: Instant, limits: &Limits, router: &mut Router) {
+    pub fn tick(&mut self, now: Instant, limits: &Limits, cx: &mut impl Context) {
         if self.closing.is_some() {
             return;
         }
@@ -1482,7 +1492,7 @@ impl Conn {
             if !link.is_ready() {
                 if now >= link.deadline() {
                     let kind = TransportFailure::HandshakeTimeout;
-                    bump(&router.stats.transport_failures[kind as usize], 1);
+                    bump(&cx.stats().transport_failures[kind as usize], 1);
                     let what = match link.kind() {
                         link::LinkKind::WebSocket => "WebSocket upgrade",
                         _ => "TLS handshake",
@@ -1496,27 +1506,27 @@ impl Conn {
             }
         }
         if self.presence_stale {
-            self.retry_snapshots(router);
+            self.retry_snapshots(cx);
         }
         if !self.access.is_pending() {
-            if self.check_expiry(router) {
+            if self.check_expiry(cx) {
                 return;
             }
-            self.recheck_access(router);
+            self.recheck_access(cx);
             if self.closing.is_some() {
                 return;
             }
             self.access.prune(now);
         }
-        if self.overdue(now, router) {
-            self.slow_consumer(router);
+        if self.overdue(now, cx) {
+            self.slow_consumer(cx);
             return;
         }
         if let Some(since) = self.over_budget_since {
             // Not read since; what waits for it is its own traffic (deliveries give way
             // to the budget), and it does not take it.
-            if now.duration_since(since) >= router.config.queues.slow_consumer_grace {
-                self.slow_consumer(router);
+            if now.duration_since(since) >= cx.config().queues.slow_consumer_grace {
+                self.slow_consumer(cx);
                 return;
             }
         }
@@ -1535,12 +1545,12 @@ impl Conn {
         }
         if self.proto.wire_ref().in_timed_handshake() {
             if now.duration_since(self.started) >= limits.auth_timeout {
-                bump(&router.stats.handshake_timeouts, 1);
+                bump(&cx.stats().handshake_timeouts, 1);
                 self.fail(CloseReason::HandshakeTimeout(limits.auth_timeout));
             }
             return;
         }
-        if self.text_deadline_passed(now, limits, router) {
+        if self.text_deadline_passed(now, limits, cx) {
             return;
         }
         if now.duration_since(self.last_activity) < limits.ping_interval
@@ -1549,7 +1559,7 @@ impl Conn {
             return;
         }
         if self.pings_out >= limits.ping_max {
-            bump(&router.stats.stale_connections, 1);
+            bump(&cx.stats().stale_connections, 1);
             self.fail(CloseReason::StaleConnection);
             return;
         }

@@ -19,7 +19,7 @@
 //! Owns: the checks made where the client is (the room is a literal subject the user may
 //! subscribe to, the info's size, the rooms per connection), the member's identity (the
 //! authenticated user; without authentication the connection's name and client id), and
-//! the envelopes to each room's home worker (`Router::presence_home`), which holds the
+//! the envelopes to each room's home worker (`Context::presence_home`), which holds the
 //! room and answers. A closing connection leaves its rooms with the grace window.
 //!
 //! Never: holds a room's state (the home worker does) or trusts the info for identity.
@@ -33,12 +33,13 @@ use tern_protocol::binary::{retarget_presence, ErrorCode, PresenceQuery, Subscri
 use tern_protocol::subject;
 
 use super::access::{publish_violation, subscribe_violation};
+use super::Context;
 use super::{Conn, Sid};
 use crate::mesh::{Answer, Envelope, Msg, PresenceFrame, PresenceOp, Stamp, SubRef};
 use crate::outbound::Outbound;
 use crate::presence::{self, RefusalKind};
 use crate::replay::status_block;
-use crate::router::{events_subject, Router};
+use crate::router::events_subject;
 use crate::stats::{bump, Denial};
 
 /// Every presence request's subject starts with this.
@@ -131,8 +132,8 @@ impl Conn {
     /// once when it asked for an ack: nothing is stored). Returns false when it was
     /// refused in the client's protocol (`-ERR`, no `+OK`; a refused `PUBLISH_ACK` or a
     /// non-fatal `ERROR`).
-    pub(super) fn presence_request(&mut self, p: PresenceRequest, router: &mut Router) -> bool {
-        let done = self.presence_apply(&p, router);
+    pub(super) fn presence_request(&mut self, p: PresenceRequest, cx: &mut impl Context) -> bool {
+        let done = self.presence_apply(&p, cx);
         if done {
             if let Some(ack_id) = p.ack_id {
                 self.ack(ack_id, Stamp::default(), false);
@@ -141,7 +142,7 @@ impl Conn {
         done
     }
 
-    fn presence_apply(&mut self, p: &PresenceRequest, router: &mut Router) -> bool {
+    fn presence_apply(&mut self, p: &PresenceRequest, cx: &mut impl Context) -> bool {
         let Some(verb) = parse_presence(&p.subject) else {
             return true;
         };
@@ -149,7 +150,7 @@ impl Conn {
             PresenceVerb::Events(_) => {
                 // The broker's own: no client publishes there.
                 bump(
-                    &router.stats.permission_violations[Denial::Publish as usize],
+                    &cx.stats().permission_violations[Denial::Publish as usize],
                     1,
                 );
                 let text = publish_violation(&p.subject);
@@ -159,11 +160,11 @@ impl Conn {
             PresenceVerb::Join(r) | PresenceVerb::Leave(r) | PresenceVerb::Query(r) => r,
         };
         if let Some(why) = bad_room(room) {
-            return self.presence_refused(p, "400 Bad Request", &why, router);
+            return self.presence_refused(p, "400 Bad Request", &why, cx);
         }
         if !self.access.may_subscribe(room, None) {
             bump(
-                &router.stats.permission_violations[Denial::Subscribe as usize],
+                &cx.stats().permission_violations[Denial::Subscribe as usize],
                 1,
             );
             let text = subscribe_violation(room, None);
@@ -172,18 +173,18 @@ impl Conn {
         }
         let room = Bytes::copy_from_slice(room);
         match verb {
-            PresenceVerb::Join(_) => self.join_room(room, p, router),
+            PresenceVerb::Join(_) => self.join_room(room, p, cx),
             PresenceVerb::Leave(_) => {
-                self.leave_room(room, p.reply.as_ref(), router);
+                self.leave_room(room, p.reply.as_ref(), cx);
                 true
             }
-            _ => self.query_room(room, p, router),
+            _ => self.query_room(room, p, cx),
         }
     }
 
-    fn join_room(&mut self, room: Bytes, p: &PresenceRequest, router: &mut Router) -> bool {
-        if let Err(why) = self.may_join(&room, p.payload.len(), router) {
-            return self.presence_refused(p, "409 Presence Refused", &why, router);
+    fn join_room(&mut self, room: Bytes, p: &PresenceRequest, cx: &mut impl Context) -> bool {
+        if let Err(why) = self.may_join(&room, p.payload.len(), cx) {
+            return self.presence_refused(p, "409 Presence Refused", &why, cx);
         }
         let joined = self.rooms.contains(&room);
         if !joined {
@@ -200,17 +201,17 @@ impl Conn {
                 .as_ref()
                 .map_or(Answer::None, |r| Answer::Inbox(Bytes::copy_from_slice(r))),
         };
-        self.send_home(&room, op, router);
+        self.send_home(&room, op, cx);
         true
     }
 
     /// The limits a join is checked against where the client is: the info's size and the
     /// rooms per connection (the room's own limits are its home's). Counted when refused.
-    fn may_join(&self, room: &Bytes, info: usize, router: &Router) -> Result<(), String> {
-        let limits = &router.config.presence;
+    fn may_join(&self, room: &Bytes, info: usize, cx: &impl Context) -> Result<(), String> {
+        let limits = &cx.config().presence;
         if info > limits.max_presence_info {
             bump(
-                &router.stats.presence_refused[RefusalKind::InfoTooLarge as usize],
+                &cx.stats().presence_refused[RefusalKind::InfoTooLarge as usize],
                 1,
             );
             return Err(format!(
@@ -220,7 +221,7 @@ impl Conn {
         }
         if !self.rooms.contains(room) && self.rooms.len() >= limits.max_presence_joins {
             bump(
-                &router.stats.presence_refused[RefusalKind::TooManyJoins as usize],
+                &cx.stats().presence_refused[RefusalKind::TooManyJoins as usize],
                 1,
             );
             return Err(format!(
@@ -232,7 +233,7 @@ impl Conn {
         Ok(())
     }
 
-    fn leave_room(&mut self, room: Bytes, reply: Option<&Bytes>, router: &mut Router) {
+    fn leave_room(&mut self, room: Bytes, reply: Option<&Bytes>, cx: &mut impl Context) {
         self.rooms.retain(|r| *r != room);
         let op = PresenceOp::Leave {
             subject: room.clone(),
@@ -240,10 +241,10 @@ impl Conn {
             grace: false,
             reply: reply.map(|r| Bytes::copy_from_slice(r)),
         };
-        self.send_home(&room, op, router);
+        self.send_home(&room, op, cx);
     }
 
-    fn query_room(&mut self, room: Bytes, p: &PresenceRequest, router: &mut Router) -> bool {
+    fn query_room(&mut self, room: Bytes, p: &PresenceRequest, cx: &mut impl Context) -> bool {
         let Some(inbox) = &p.reply else {
             let text = "Presence queries need a reply subject";
             self.refuse_request(p.ack_id, ErrorCode::InvalidOption, text);
@@ -256,14 +257,14 @@ impl Conn {
                 Ok(q) => q,
                 Err(e) => {
                     let why = format!("invalid presence query: {e}");
-                    return self.presence_refused(p, "400 Bad Request", &why, router);
+                    return self.presence_refused(p, "400 Bad Request", &why, cx);
                 }
             }
         };
         let limit = query.limit.unwrap_or(DEFAULT_PRESENCE_PAGE);
         if limit > MAX_PRESENCE_PAGE {
             let why = format!("limit {limit} is over {MAX_PRESENCE_PAGE} members a page");
-            return self.presence_refused(p, "400 Bad Request", &why, router);
+            return self.presence_refused(p, "400 Bad Request", &why, cx);
         }
         let op = PresenceOp::Query {
             subject: room.clone(),
@@ -272,7 +273,7 @@ impl Conn {
             limit,
             count_only: query.count,
         };
-        self.send_home(&room, op, router);
+        self.send_home(&room, op, cx);
         true
     }
 
@@ -282,7 +283,7 @@ impl Conn {
     pub(super) fn check_presence_options(
         &self,
         s: &Subscribe,
-        router: &Router,
+        cx: &impl Context,
     ) -> Result<(), (ErrorCode, String)> {
         if s.presence.is_none() && !s.presence_events {
             return Ok(());
@@ -296,7 +297,7 @@ impl Conn {
         }
         match &s.presence {
             Some(p) => self
-                .may_join(&s.subject, p.info.len(), router)
+                .may_join(&s.subject, p.info.len(), cx)
                 .map_err(|why| (ErrorCode::PresenceRefused, why)),
             None => Ok(()),
         }
@@ -305,7 +306,7 @@ impl Conn {
     /// The presence side of a binary subscription just made (subscription `key`, options
     /// checked by `check_presence_options`): the subscription to the room's events it
     /// brings along, with its first snapshot, and the join.
-    pub(super) fn subscribe_presence(&mut self, s: &Subscribe, key: usize, router: &mut Router) {
+    pub(super) fn subscribe_presence(&mut self, s: &Subscribe, key: usize, cx: &mut impl Context) {
         let room = self.subs[key].filter.clone();
         if s.presence_events {
             let bounds = self.subs[key].q.bounds;
@@ -316,11 +317,11 @@ impl Conn {
                 None,
                 bounds,
                 false,
-                router,
+                cx,
             );
             // Its first snapshot, behind the subscription in the room's home: every event
             // after the snapshot reaches it.
-            self.refresh_presence(events, router);
+            self.refresh_presence(events, cx);
         }
         if let Some(join) = &s.presence {
             let user = match (&join.member_token, self.access.user()) {
@@ -354,7 +355,7 @@ impl Conn {
                     query: false,
                 },
             };
-            self.send_home(&room, op, router);
+            self.send_home(&room, op, cx);
         }
     }
 
@@ -362,7 +363,7 @@ impl Conn {
     /// subscription of this connection is in it too, or the connection is closing: then
     /// `leave_rooms` left it with the grace window); a binary one takes its presence
     /// events subscription with it.
-    pub(super) fn end_sub_presence(&mut self, sid: &Sid, p: &SubPresence, router: &mut Router) {
+    pub(super) fn end_sub_presence(&mut self, sid: &Sid, p: &SubPresence, cx: &mut impl Context) {
         if p.joined
             && self.rooms.contains(&p.room)
             && !self.subs.iter().any(|(_, s)| {
@@ -371,18 +372,18 @@ impl Conn {
                     .is_some_and(|o| o.joined && o.room == p.room)
             })
         {
-            self.leave_room(p.room.clone(), None, router);
+            self.leave_room(p.room.clone(), None, cx);
         }
         if let Sid::Binary(n) = *sid {
             if let Some(&events) = self.sids.get(&Sid::Events(n)) {
-                self.remove_sub(events, router);
+                self.remove_sub(events, cx);
             }
         }
     }
 
     /// `PRESENCE_QUERY`: checked here (a room the user may subscribe to, a page of at most
     /// [`MAX_PRESENCE_PAGE`]), answered by the room's home.
-    pub(super) fn presence_query_binary(&mut self, q: PresenceQuery, router: &mut Router) {
+    pub(super) fn presence_query_binary(&mut self, q: PresenceQuery, cx: &mut impl Context) {
         let refuse = |conn: &mut Conn, code, text: &str| {
             let frame = presence::refused_frame(q.id, true, code, text);
             conn.out.push_bytes(&frame);
@@ -392,7 +393,7 @@ impl Conn {
         }
         if !self.access.may_subscribe(&q.room, None) {
             bump(
-                &router.stats.permission_violations[Denial::Subscribe as usize],
+                &cx.stats().permission_violations[Denial::Subscribe as usize],
                 1,
             );
             return refuse(
@@ -421,7 +422,7 @@ impl Conn {
             limit,
             count_only: q.count_only,
         };
-        self.send_home(&room, op, router);
+        self.send_home(&room, op, cx);
     }
 
     /// A presence answer from a room's home (`Envelope::PresenceAnswer`): written as it
@@ -440,8 +441,8 @@ impl Conn {
     /// stays behind in a busy room would otherwise have its room's home list the room
     /// over and over); drops in between are made good by the next one, asked for from
     /// the connection's timer (`retry_snapshots`) if nothing sooner does.
-    pub(super) fn refresh_presence(&mut self, key: usize, router: &mut Router) {
-        let now = router.now;
+    pub(super) fn refresh_presence(&mut self, key: usize, cx: &mut impl Context) {
+        let now = cx.now();
         let sub = &mut self.subs[key];
         let Some(p) = sub.presence.as_mut().filter(|p| p.events) else {
             return;
@@ -468,11 +469,11 @@ impl Conn {
             subject: room.clone(),
             sub: sref,
         };
-        self.send_home(&room, op, router);
+        self.send_home(&room, op, cx);
     }
 
     /// From the connection's timer, while a snapshot is wanted: asks for each one now due.
-    pub(super) fn retry_snapshots(&mut self, router: &mut Router) {
+    pub(super) fn retry_snapshots(&mut self, cx: &mut impl Context) {
         let wanted: Vec<usize> = self
             .subs
             .iter()
@@ -481,13 +482,13 @@ impl Conn {
             .collect();
         self.presence_stale = false;
         for key in wanted {
-            self.refresh_presence(key, router);
+            self.refresh_presence(key, cx);
         }
     }
 
     /// A closing connection leaves every room it is in, with the grace window: a client
     /// that comes back as the same user in time was never gone.
-    pub fn leave_rooms(&mut self, router: &mut Router) {
+    pub fn leave_rooms(&mut self, cx: &mut impl Context) {
         for room in std::mem::take(&mut self.rooms) {
             let op = PresenceOp::Leave {
                 subject: room.clone(),
@@ -495,7 +496,7 @@ impl Conn {
                 grace: true,
                 reply: None,
             };
-            self.send_home(&room, op, router);
+            self.send_home(&room, op, cx);
         }
     }
 
@@ -510,9 +511,9 @@ impl Conn {
     }
 
     /// Sends `op` to `room`'s home worker; a `PING` after it answers once it is applied.
-    fn send_home(&mut self, room: &[u8], op: PresenceOp, router: &mut Router) {
-        let home = router.presence_home(room);
-        router.outbox.push(home, Envelope::Presence(Box::new(op)));
+    fn send_home(&mut self, room: &[u8], op: PresenceOp, cx: &mut impl Context) {
+        let home = cx.presence_home(room);
+        cx.send(home, Envelope::Presence(Box::new(op)));
         self.barrier.touch(home..home + 1);
     }
 
@@ -524,7 +525,7 @@ impl Conn {
         p: &PresenceRequest,
         status: &str,
         why: &str,
-        router: &mut Router,
+        cx: &mut impl Context,
     ) -> bool {
         match &p.reply {
             Some(inbox) => {
@@ -532,7 +533,7 @@ impl Conn {
                 let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.read_at);
                 msg.headers = Some(Bytes::from(status_block(status, why)));
                 msg.ephemeral = true;
-                self.publish(msg, router);
+                self.publish(msg, cx);
                 true
             }
             None => {

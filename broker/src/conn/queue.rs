@@ -28,11 +28,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::Context;
 use crate::budget::{BudgetKind, QueuedRef};
 use crate::config::{QueueConfig, SlowConsumerPolicy};
 use crate::merge::Released;
 use crate::mesh::{Msg, SubRef};
-use crate::router::Router;
 use crate::stats::{bump, set};
 use crate::subqueue::{compact, size_of, Bounds, DropLog, Pushed, SubQueue};
 
@@ -49,10 +49,10 @@ const FILL_BURST: usize = 64;
 const HELD_PONG_COST: usize = 8;
 
 /// What judges a consumer's congestion (the `publisher_stall_*` settings).
-fn stall_params(router: &Router) -> Params {
+fn stall_params(cx: &impl Context) -> Params {
     Params {
-        window: router.config.flow.publisher_stall_window,
-        min_drain: router.config.flow.publisher_stall_min_drain,
+        window: cx.config().flow.publisher_stall_window,
+        min_drain: cx.config().flow.publisher_stall_min_drain,
     }
 }
 
@@ -240,23 +240,23 @@ impl Conn {
     /// Queues one delivery. Returns false when nothing was queued: the delivery was stale
     /// (the subscription or the connection is gone) or a lossless subscription's message
     /// that its catch-up brings again.
-    pub fn deliver(&mut self, sref: SubRef, msg: &Arc<Msg>, router: &mut Router) -> bool {
+    pub fn deliver(&mut self, sref: SubRef, msg: &Arc<Msg>, cx: &mut impl Context) -> bool {
         // Only a catch-up's message can belong to a merge: a live one goes straight on,
         // with one lookup of its subscription.
         if msg.replayed {
             let sub = Conn::live_sub(&self.closing, &mut self.subs, sref);
             if let Some(merge) = sub.and_then(|s| s.merge.as_mut()) {
                 if merge.hold(Arc::clone(msg)) {
-                    return self.release_merged(sref, router);
+                    return self.release_merged(sref, cx);
                 }
             }
         }
-        self.deliver_now(sref, msg, router)
+        self.deliver_now(sref, msg, cx)
     }
 
     /// Delivers what the subscription's merge of catch-ups can release now, in time
     /// order; once every shard has caught up, everything it holds, and the shards go live.
-    pub(super) fn release_merged(&mut self, sref: SubRef, router: &mut Router) -> bool {
+    pub(super) fn release_merged(&mut self, sref: SubRef, cx: &mut impl Context) -> bool {
         let key = sref.key as usize;
         let mut queued = false;
         loop {
@@ -267,16 +267,16 @@ impl Conn {
                 return queued;
             };
             if let Some(next) = merge.pop() {
-                queued |= self.release_one(sref, next, router);
+                queued |= self.release_one(sref, next, cx);
                 continue;
             }
             if merge.all_caught_up() {
                 let shards = merge.shards();
                 let rest = merge.drain();
                 self.subs[key].merge = None;
-                router.release(shards, sref);
+                cx.release(shards, sref);
                 for next in rest {
-                    queued |= self.release_one(sref, next, router);
+                    queued |= self.release_one(sref, next, cx);
                 }
             }
             return queued;
@@ -284,9 +284,9 @@ impl Conn {
     }
 
     /// Delivers one message or gap notice the merge released.
-    fn release_one(&mut self, sref: SubRef, next: Released, router: &mut Router) -> bool {
+    fn release_one(&mut self, sref: SubRef, next: Released, cx: &mut impl Context) -> bool {
         match next {
-            Released::Msg(msg) => self.deliver_now(sref, &msg, router),
+            Released::Msg(msg) => self.deliver_now(sref, &msg, cx),
             Released::Gap {
                 shard,
                 requested,
@@ -296,30 +296,30 @@ impl Conn {
     }
 
     /// A shard of the subscription's merged catch-ups reached the end of its log.
-    pub fn caught_up(&mut self, sref: SubRef, shard: u16, router: &mut Router) -> bool {
+    pub fn caught_up(&mut self, sref: SubRef, shard: u16, cx: &mut impl Context) -> bool {
         match Conn::live_sub(&self.closing, &mut self.subs, sref).and_then(|s| s.merge.as_mut()) {
             Some(merge) => {
                 merge.caught_up(shard);
-                self.release_merged(sref, router)
+                self.release_merged(sref, cx)
             }
             None => false,
         }
     }
 
     /// A shard of the subscription's merged "last N" catch-ups counted what it sends.
-    pub fn counted(&mut self, sref: SubRef, shard: u16, sends: u64, router: &mut Router) -> bool {
+    pub fn counted(&mut self, sref: SubRef, shard: u16, sends: u64, cx: &mut impl Context) -> bool {
         match Conn::live_sub(&self.closing, &mut self.subs, sref).and_then(|s| s.merge.as_mut()) {
             Some(merge) => {
                 merge.counted(shard, sends);
-                self.release_merged(sref, router)
+                self.release_merged(sref, cx)
             }
             None => false,
         }
     }
 
     /// Queues one delivery now (see `deliver`).
-    fn deliver_now(&mut self, sref: SubRef, msg: &Arc<Msg>, router: &mut Router) -> bool {
-        let write_buffer = router.config.queues.write_buffer;
+    fn deliver_now(&mut self, sref: SubRef, msg: &Arc<Msg>, cx: &mut impl Context) -> bool {
+        let write_buffer = cx.config().queues.write_buffer;
         let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
             return false;
         };
@@ -343,44 +343,44 @@ impl Conn {
         if sub.screened && !self.access.may_receive(&msg.subject, sub.queue.as_deref()) {
             // Withheld: a subject its user may not receive, inside its wildcard. A
             // catch-up counts it as taken, so that its credit and its place move on.
-            bump(&router.stats.deliveries_denied, 1);
+            bump(&cx.stats().deliveries_denied, 1);
             if let Some(l) = &mut sub.q.lossless {
                 l.accepted(msg);
             }
             if msg.replayed {
-                self.grant_credit(sref.key as usize, router);
+                self.grant_credit(sref.key as usize, cx);
             }
             return false;
         }
         if let Some(reply) = &msg.reply {
             // With `allow_responses`, a request received may be answered.
-            self.access.received_request(reply, router.now);
+            self.access.received_request(reply, cx.now());
         }
         if sub.q.is_idle() && self.out.len() < write_buffer {
             if let Some(l) = &mut sub.q.lossless {
                 l.accepted(msg);
             }
             let key = sref.key as usize;
-            if self.write_delivery(key, msg, router) && msg.replayed {
-                self.grant_credit(key, router);
+            if self.write_delivery(key, msg, cx) && msg.replayed {
+                self.grant_credit(key, cx);
             }
         } else {
-            self.enqueue(sref, msg, router);
-            self.enforce_budget(router);
-            self.fill(router);
+            self.enqueue(sref, msg, cx);
+            self.enforce_budget(cx);
+            self.fill(cx);
         }
         true
     }
 
     /// Puts a delivery in its subscription's queue, by the queue's rules.
-    fn enqueue(&mut self, sref: SubRef, msg: &Arc<Msg>, router: &mut Router) {
+    fn enqueue(&mut self, sref: SubRef, msg: &Arc<Msg>, cx: &mut impl Context) {
         let key = sref.key as usize;
         let lossless = self.subs[key].q.lossless.is_some();
         // A lossless subscription takes nothing past the connection's budget, or the
         // broker's: it falls back to the log instead, and nothing of it is evicted.
         let no_room = lossless
-            && (self.pending() + size_of(msg) > router.config.limits.max_pending
-                || router.budget.is_over());
+            && (self.pending() + size_of(msg) > cx.config().limits.max_pending
+                || cx.budget().is_over());
         let q = &mut self.subs[key].q;
         let overflow = no_room
             || !q
@@ -399,18 +399,18 @@ impl Conn {
         if lossless && overflow {
             if msg.stored {
                 // Dropped here, brought again by the log.
-                self.fall_back(key, msg.stamp.shard, sref, router);
+                self.fall_back(key, msg.stamp.shard, sref, cx);
             } else {
                 // Not in the log: nothing can bring it again.
                 q.drops.record(msg.stamp);
                 q.dropped += 1;
                 self.queue_dropped += 1;
-                bump(&router.stats.queue_dropped_msgs, 1);
+                bump(&cx.stats().queue_dropped_msgs, 1);
             }
             return;
         }
         let copy = self.compacted(msg);
-        let arrival = router.next_arrival();
+        let arrival = cx.next_arrival();
         self.last_arrival = arrival;
         let q = &mut self.subs[key].q;
         let queue = q.queue.get_or_insert_with(Box::default);
@@ -429,17 +429,17 @@ impl Conn {
         }
         if pushed == Pushed::Coalesced {
             q.coalesced += 1;
-            bump(&router.stats.coalesced_msgs, 1);
+            bump(&cx.stats().coalesced_msgs, 1);
         }
         q.dropped += dropped;
         self.queue_dropped += dropped;
-        bump(&router.stats.queue_dropped_msgs, dropped);
+        bump(&cx.stats().queue_dropped_msgs, dropped);
         if pushed == Pushed::Queued && !lossless {
             // Lossless queues are never evicted: they fall back instead.
             self.held
                 .tickets
                 .push(msg.priority, arrival, (sref.key, sref.id));
-            router.budget.tickets.push(
+            cx.budget_mut().tickets.push(
                 msg.priority,
                 arrival,
                 QueuedRef {
@@ -450,8 +450,8 @@ impl Conn {
                 },
             );
         }
-        self.account(before, after, router);
-        self.update_high(key, router);
+        self.account(before, after, cx);
+        self.update_high(key, cx);
     }
 
     /// A copy of `msg` for a queue (see `subqueue::compact`), shared with the queues of
@@ -489,17 +489,17 @@ impl Conn {
 
     /// A queue went from `before` to `after` (messages, bytes): the connection's and the
     /// worker's totals follow.
-    fn account(&mut self, before: (usize, usize), after: (usize, usize), router: &mut Router) {
+    fn account(&mut self, before: (usize, usize), after: (usize, usize), cx: &mut impl Context) {
         self.held.msgs = self.held.msgs + after.0 - before.0;
-        router.budget.count(after.0 as isize - before.0 as isize);
+        cx.budget_mut().count(after.0 as isize - before.0 as isize);
         if after.1 >= before.1 {
             let grown = after.1 - before.1;
             self.held.bytes += grown;
-            router.budget.charge(grown);
+            cx.budget_mut().charge(grown);
         } else {
             let shrunk = before.1 - after.1;
             self.held.bytes -= shrunk;
-            router.budget.release(shrunk);
+            cx.budget_mut().release(shrunk);
         }
         let msgs = self.held.msgs;
         let subs = &self.subs;
@@ -508,13 +508,13 @@ impl Conn {
             .compact(msgs, |level, arrival, (key, id)| {
                 holds(subs, key, id, level, arrival)
             });
-        set(&router.stats.queued_bytes, router.budget.used() as u64);
+        set(&cx.stats().queued_bytes, cx.budget().used() as u64);
     }
 
     /// Re-reads whether subscription `key`'s queue is over its high-water mark (half its
     /// bounds) or back under its low-water mark (a quarter), then the connection's
     /// congestion.
-    fn update_high(&mut self, key: usize, router: &mut Router) {
+    fn update_high(&mut self, key: usize, cx: &mut impl Context) {
         let Some(sub) = self.subs.get_mut(key) else {
             return;
         };
@@ -527,15 +527,15 @@ impl Conn {
             sub.q.high = false;
             self.high_subs -= 1;
         }
-        self.update_congestion(router);
+        self.update_congestion(cx);
     }
 
     /// Re-judges whether this connection, as a consumer, is over its high-water mark (half
     /// of `max_pending` waiting, or a queue half full) or under its low-water mark (a
     /// quarter, and no queue over a quarter), and tells the other workers when that makes
     /// it congested or no longer (see `congestion.rs`).
-    pub(super) fn update_congestion(&mut self, router: &mut Router) {
-        let max = router.config.limits.max_pending;
+    pub(super) fn update_congestion(&mut self, cx: &mut impl Context) {
+        let max = cx.config().limits.max_pending;
         let pending = self.pending();
         if self.budget_over && pending.saturating_mul(2) <= max {
             self.budget_over = false;
@@ -548,33 +548,31 @@ impl Conn {
         if !high && self.congestion.state() == State::Clear {
             return;
         }
-        let signal = self.congestion.update(high, low, router.now);
-        self.signal_congestion(signal, router);
+        let signal = self.congestion.update(high, low, cx.now());
+        self.signal_congestion(signal, cx);
     }
 
     /// The connection's timer: judges its congestion when a window ended.
-    pub(super) fn judge_congestion(&mut self, router: &mut Router) {
-        if self.next_judgement.is_none_or(|at| at > router.now) {
+    pub(super) fn judge_congestion(&mut self, cx: &mut impl Context) {
+        if self.next_judgement.is_none_or(|at| at > cx.now()) {
             return;
         }
         self.next_judgement = None;
-        let params = stall_params(router);
-        let signal = self
-            .congestion
-            .judge(router.now, self.write_blocked, params);
-        self.signal_congestion(signal, router);
+        let params = stall_params(cx);
+        let signal = self.congestion.judge(cx.now(), self.write_blocked, params);
+        self.signal_congestion(signal, cx);
     }
 
     /// Broadcasts a congestion change, and keeps a timer set while judging is due.
-    pub(super) fn signal_congestion(&mut self, signal: Option<Signal>, router: &mut Router) {
+    pub(super) fn signal_congestion(&mut self, signal: Option<Signal>, cx: &mut impl Context) {
         if let Some(signal) = signal {
-            router.congestion(self.id, signal);
+            cx.congestion(self.id, signal);
         }
-        let next = self.congestion.next_judgement(stall_params(router));
+        let next = self.congestion.next_judgement(stall_params(cx));
         if next.is_some() && self.next_judgement.is_none() {
             self.next_judgement = next;
             if let Some(at) = next {
-                router.wake_at(at, self.id);
+                cx.wake_at(at, self.id);
             }
         }
     }
@@ -585,12 +583,12 @@ impl Conn {
     /// outbound buffer, held `PONG`s) is the client's own traffic: the connection is then
     /// not read until it drains (`Conn::read_paused`), and closed if it stays over
     /// (`Conn::tick`).
-    fn enforce_budget(&mut self, router: &mut Router) {
-        let max = router.config.limits.max_pending;
+    fn enforce_budget(&mut self, cx: &mut impl Context) {
+        let max = cx.config().limits.max_pending;
         if self.pending() > max && !self.write_blocked {
             // A client that reads is not judged on one burst: first the socket takes what
             // it can.
-            self.flush(router);
+            self.flush(cx);
         }
         while self.pending() > max {
             let subs = &self.subs;
@@ -601,7 +599,7 @@ impl Conn {
             else {
                 return;
             };
-            self.evict(key as usize, level, BudgetKind::Connection, router);
+            self.evict(key as usize, level, BudgetKind::Connection, cx);
         }
     }
 
@@ -613,12 +611,12 @@ impl Conn {
         queued: QueuedRef,
         level: u8,
         arrival: u64,
-        router: &mut Router,
+        cx: &mut impl Context,
     ) -> bool {
         if !holds(&self.subs, queued.key, queued.id, level, arrival) {
             return false;
         }
-        self.evict(queued.key as usize, level, BudgetKind::Broker, router);
+        self.evict(queued.key as usize, level, BudgetKind::Broker, cx);
         true
     }
 
@@ -630,7 +628,7 @@ impl Conn {
 
     /// Drops the oldest message of `level` from subscription `key`'s queue to make room
     /// under a budget, and records it for the drop notice.
-    fn evict(&mut self, key: usize, level: u8, kind: BudgetKind, router: &mut Router) {
+    fn evict(&mut self, key: usize, level: u8, kind: BudgetKind, cx: &mut impl Context) {
         let sub = &mut self.subs[key];
         let Some(queue) = sub.q.queue.as_mut() else {
             return;
@@ -644,7 +642,7 @@ impl Conn {
         sub.q.dropped += 1;
         if !self.budget_over {
             self.budget_over = true;
-            self.over_since.get_or_insert(router.now);
+            self.over_since.get_or_insert(cx.now());
         }
         if !sub.q.backlogged {
             // Its drop notice must go out even if nothing else is queued.
@@ -652,17 +650,17 @@ impl Conn {
             self.backlog.push_back((key, sub.id));
         }
         self.queue_dropped += 1;
-        bump(&router.stats.queue_dropped_msgs, 1);
-        bump(&router.stats.budget_drops[kind as usize], 1);
-        self.account(before, after, router);
-        self.update_high(key, router);
+        bump(&cx.stats().queue_dropped_msgs, 1);
+        bump(&cx.stats().budget_drops[kind as usize], 1);
+        self.account(before, after, cx);
+        self.update_high(key, cx);
     }
 
     /// Moves queued deliveries into the outbound buffer until it holds `write_buffer`
     /// bytes or every queue is empty, a burst per subscription in turn; each
     /// subscription's drop notice goes ahead of its next delivery.
-    pub(super) fn fill(&mut self, router: &mut Router) {
-        let write_buffer = router.config.queues.write_buffer;
+    pub(super) fn fill(&mut self, cx: &mut impl Context) {
+        let write_buffer = cx.config().queues.write_buffer;
         while self.out.len() < write_buffer && self.closing.is_none() {
             let Some((key, id)) = self.backlog.pop_front() else {
                 break;
@@ -675,9 +673,9 @@ impl Conn {
             if !notice.is_empty() {
                 if self.subs[key].presence.as_ref().is_some_and(|p| p.events) {
                     // Presence events: a fresh snapshot, not the missed events.
-                    self.refresh_presence(key, router);
+                    self.refresh_presence(key, cx);
                 } else {
-                    self.send_drop_notice(key, notice, router);
+                    self.send_drop_notice(key, notice, cx);
                 }
             }
             let mut alive = true;
@@ -696,9 +694,9 @@ impl Conn {
                 // Its eviction tickets, at their FIFOs' fronts when queues drain in order,
                 // go now rather than by compaction.
                 self.held.tickets.forget(level, arrival);
-                router.budget.tickets.forget(level, arrival);
-                self.account(before, after, router);
-                if !self.write_delivery(key, &msg, router) {
+                cx.budget_mut().tickets.forget(level, arrival);
+                self.account(before, after, cx);
+                if !self.write_delivery(key, &msg, cx) {
                     alive = false;
                     break;
                 }
@@ -712,15 +710,15 @@ impl Conn {
                 self.backlog.push_back((key, id));
             } else if sub.ending == Some(0) {
                 // Ended by the client, everything routed to it delivered: it goes.
-                self.finish_sub(key, router);
+                self.finish_sub(key, cx);
                 continue;
             }
             if sub.q.over && sub.q.below_half() {
                 sub.q.over = false;
                 self.not_over();
             }
-            self.update_high(key, router);
-            self.grant_credit(key, router);
+            self.update_high(key, cx);
+            self.grant_credit(key, cx);
         }
         self.release_pongs();
     }
@@ -767,20 +765,20 @@ impl Conn {
 
     /// Forgets the queue of a subscription being removed: what it held leaves the
     /// connection's and the worker's totals.
-    pub(super) fn drop_queue(&mut self, q: &SubQueueState, router: &mut Router) {
+    pub(super) fn drop_queue(&mut self, q: &SubQueueState, cx: &mut impl Context) {
         if q.over {
             self.not_over();
         }
         if q.high {
             self.high_subs -= 1;
         }
-        self.account(q.depth(), (0, 0), router);
+        self.account(q.depth(), (0, 0), cx);
     }
 
     /// With `--slow-consumer disconnect`: true when the connection has been over its
     /// high-water mark for longer than the grace time.
-    pub(super) fn overdue(&self, now: Instant, router: &Router) -> bool {
-        let queues = &router.config.queues;
+    pub(super) fn overdue(&self, now: Instant, cx: &impl Context) -> bool {
+        let queues = &cx.config().queues;
         queues.slow_consumer == SlowConsumerPolicy::Disconnect
             && self
                 .over_since
@@ -790,7 +788,7 @@ impl Conn {
     /// A lossless subscription's queue overflowed with a stored message from `shard`:
     /// that shard's stored messages are discarded until it acknowledges, then replayed
     /// from the last one accepted.
-    fn fall_back(&mut self, key: usize, shard: u16, sref: SubRef, router: &mut Router) {
+    fn fall_back(&mut self, key: usize, shard: u16, sref: SubRef, cx: &mut impl Context) {
         let sub = &mut self.subs[key];
         let Some(l) = sub.q.lossless.as_mut() else {
             return;
@@ -802,31 +800,31 @@ impl Conn {
             return;
         }
         l.fallbacks += 1;
-        bump(&router.stats.lossless_fallbacks, 1);
+        bump(&cx.stats().lossless_fallbacks, 1);
         self.next_lag += 1;
         l.lag[i] = self.next_lag;
         l.awaiting[i] = true;
         l.outstanding[i] = 0;
         match l.last[i] {
             // Credit comes with room in the queue (`grant_credit`), not now: it is full.
-            Some(last) => router.lag(usize::from(shard), sref, &sub.filter, last + 1, 0, l.lag[i]),
+            Some(last) => cx.lag(usize::from(shard), sref, &sub.filter, last + 1, 0, l.lag[i]),
             None => l.unsent[i] = true,
         }
         // The fall-back replaces this shard's merged catch-up by one of its own: the merge
         // ends here. The other shards go live at the end of their logs, and what it held is
         // delivered in its order (this shard's part is discarded: the fall-back brings it).
         if let Some(mut merge) = sub.merge.take() {
-            router.release(merge.shards(), sref);
+            cx.release(merge.shards(), sref);
             for next in merge.drain() {
-                self.release_one(sref, next, router);
+                self.release_one(sref, next, cx);
             }
         }
     }
 
     /// A shard told a subscription where it starts in the shard's sequence: a binary
     /// client hears of it (`SUBSCRIBED`), a lossless subscription falls back from there.
-    pub fn position(&mut self, sref: SubRef, shard: u16, last: u64, router: &mut Router) {
-        self.note_start(sref, shard, last, router.workers);
+    pub fn position(&mut self, sref: SubRef, shard: u16, last: u64, cx: &mut impl Context) {
+        self.note_start(sref, shard, last, cx.workers());
         let Some((l, filter, i)) = self.lossless_sub(sref, shard) else {
             return;
         };
@@ -835,19 +833,19 @@ impl Conn {
         }
         if std::mem::take(&mut l.unsent[i]) {
             let from = l.last[i].map_or(1, |s| s + 1);
-            router.lag(usize::from(shard), sref, filter, from, 0, l.lag[i]);
+            cx.lag(usize::from(shard), sref, filter, from, 0, l.lag[i]);
         }
     }
 
     /// A shard began a lossless subscription's catch-up: what it sends from now on is
     /// taken again.
-    pub fn lag_ack(&mut self, sref: SubRef, shard: u16, lag: u64, router: &mut Router) {
+    pub fn lag_ack(&mut self, sref: SubRef, shard: u16, lag: u64, cx: &mut impl Context) {
         let Some((l, _, i)) = self.lossless_sub(sref, shard) else {
             return;
         };
         if l.lag[i] == lag {
             l.awaiting[i] = false;
-            self.grant_credit(sref.key as usize, router);
+            self.grant_credit(sref.key as usize, cx);
         }
     }
 
@@ -862,7 +860,7 @@ impl Conn {
 
     /// Grants a chunk of credit to each shard replaying to a lossless subscription that
     /// has used up what it had, when the queue has room for it.
-    fn grant_credit(&mut self, key: usize, router: &mut Router) {
+    fn grant_credit(&mut self, key: usize, cx: &mut impl Context) {
         let Some(sub) = self.subs.get_mut(key) else {
             return;
         };
@@ -887,15 +885,15 @@ impl Conn {
             }
             l.outstanding[i] = l.chunk;
             expected += l.chunk as usize;
-            router.grant(l.shards.start + i, sref, l.chunk);
+            cx.grant(l.shards.start + i, sref, l.chunk);
         }
     }
 
     /// Tells the subscription `key` what its queue dropped.
-    fn send_drop_notice(&mut self, key: usize, log: DropLog, router: &mut Router) {
+    fn send_drop_notice(&mut self, key: usize, log: DropLog, cx: &mut impl Context) {
         let sid = self.subs[key].sid.clone();
         self.proto.wire().drop_notice(&mut self.out, &sid, &log);
-        bump(&router.stats.drop_notices, 1);
+        bump(&cx.stats().drop_notices, 1);
     }
 
     /// True while deliveries wait in subscription queues.

@@ -30,10 +30,10 @@ use super::{CloseReason, Conn, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
 
+use super::Context;
 use crate::mesh::{Msg, ReplayRequest, ReplayStart, Stamp};
 use crate::outbound::Outbound;
 use crate::replay::{status_block, ReplayLimit};
-use crate::router::Router;
 use crate::stats::{bump, AuthRefusal, Denial};
 use crate::subqueue::{Bounds, DropLog};
 
@@ -327,13 +327,13 @@ impl Conn {
     /// Decodes and applies every whole operation in the read buffer (until the connection
     /// closes or is throttled), then moves the deadlines on what is left unfinished, as of
     /// this loop turn (`now`).
-    pub(super) fn apply_text(&mut self, router: &mut Router, now: Instant) {
+    pub(super) fn apply_text(&mut self, cx: &mut impl Context, now: Instant) {
         let (len, ops) = (self.rbuf.len(), self.ops);
-        self.decode_and_apply(router);
+        self.decode_and_apply(cx);
         if self.closing.is_some() {
             return;
         }
-        let due = now + router.config.limits.auth_timeout;
+        let due = now + cx.config().limits.auth_timeout;
         let consumed = self.rbuf.len() < len;
         let ops_done = self.ops != ops;
         let authenticating = self.access.is_pending();
@@ -360,7 +360,7 @@ impl Conn {
         &mut self,
         now: Instant,
         limits: &Limits,
-        router: &mut Router,
+        cx: &mut impl Context,
     ) -> bool {
         let Proto::Text(t) = &self.proto else {
             return false;
@@ -368,13 +368,13 @@ impl Conn {
         match t.deadlines.expired(now) {
             None => false,
             Some(Expired::Handshake) => {
-                bump(&router.stats.handshake_timeouts, 1);
+                bump(&cx.stats().handshake_timeouts, 1);
                 self.fail(CloseReason::HandshakeTimeout(limits.auth_timeout));
                 true
             }
             Some(Expired::Line) => {
-                bump(&router.stats.control_line_timeouts, 1);
-                bump(&router.stats.protocol_errors, 1);
+                bump(&cx.stats().control_line_timeouts, 1);
+                bump(&cx.stats().protocol_errors, 1);
                 let text = format!(
                     "Control Line Timeout: no line end within {:?}",
                     limits.auth_timeout
@@ -385,20 +385,20 @@ impl Conn {
         }
     }
 
-    fn decode_and_apply(&mut self, router: &mut Router) {
-        while self.may_apply(router) {
+    fn decode_and_apply(&mut self, cx: &mut impl Context) {
+        while self.may_apply(cx) {
             let (t, rbuf) = self.text_parts();
             let decoded = t.decoder.decode(rbuf);
             match decoded {
                 Ok(Some(op)) => {
                     self.count_op();
                     if self.access.is_pending() && !matches!(op, ClientOp::Connect(_)) {
-                        self.before_connect(router);
+                        self.before_connect(cx);
                         if self.access.is_pending() {
                             return;
                         }
                     }
-                    self.apply_op(op, router);
+                    self.apply_op(op, cx);
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -406,16 +406,16 @@ impl Conn {
                         // Refused, but whole: the client is active.
                         self.count_op();
                     }
-                    self.protocol_error(&e, router);
+                    self.protocol_error(&e, cx);
                 }
             }
         }
     }
 
-    fn protocol_error(&mut self, e: &DecodeError, router: &mut Router) {
-        bump(&router.stats.protocol_errors, 1);
+    fn protocol_error(&mut self, e: &DecodeError, cx: &mut impl Context) {
+        bump(&cx.stats().protocol_errors, 1);
         if e.is_too_many_tokens() {
-            bump(&router.stats.subject_tokens_refused, 1);
+            bump(&cx.stats().subject_tokens_refused, 1);
         }
         let text = e.to_string();
         self.send(&ServerOp::Err(text.clone()));
@@ -424,19 +424,19 @@ impl Conn {
         }
     }
 
-    fn apply_op(&mut self, op: ClientOp, router: &mut Router) {
+    fn apply_op(&mut self, op: ClientOp, cx: &mut impl Context) {
         let ack = !matches!(op, ClientOp::Ping | ClientOp::Pong);
         // False when admission control refused the operation with `-ERR`: no `+OK` then.
         let mut admitted = true;
         match op {
-            ClientOp::Connect(opts) => self.connect(*opts, router),
-            ClientOp::Pub(p) => admitted = self.publish_text(p, router),
-            ClientOp::Sub(s) => admitted = self.subscribe_text(s, router),
+            ClientOp::Connect(opts) => self.connect(*opts, cx),
+            ClientOp::Pub(p) => admitted = self.publish_text(p, cx),
+            ClientOp::Sub(s) => admitted = self.subscribe_text(s, cx),
             ClientOp::Unsub { sid, max } => {
                 // Unknown sids are ignored, as nats-server does.
-                self.unsubscribe(&Sid::Text(sid), max, router);
+                self.unsubscribe(&Sid::Text(sid), max, cx);
             }
-            ClientOp::Ping => self.ping(router),
+            ClientOp::Ping => self.ping(cx),
             ClientOp::Pong => self.pong(),
         }
         if ack && admitted && self.text_state().opts.verbose && self.closing.is_none() {
@@ -444,9 +444,9 @@ impl Conn {
         }
     }
 
-    fn connect(&mut self, opts: ConnectOptions, router: &mut Router) {
+    fn connect(&mut self, opts: ConnectOptions, cx: &mut impl Context) {
         if opts.no_responders && !opts.headers {
-            bump(&router.stats.protocol_errors, 1);
+            bump(&cx.stats().protocol_errors, 1);
             let text = "no responders requires headers support".to_string();
             self.send(&ServerOp::Err(text.clone()));
             self.closing = Some(CloseReason::ProtocolError(text));
@@ -471,23 +471,23 @@ impl Conn {
         opts.sig = None;
         self.text_state().opts = opts;
         if let Some(creds) = creds {
-            self.authenticate(creds, router);
+            self.authenticate(creds, cx);
         }
     }
 
     /// An operation other than `CONNECT` came first on a connection that must
     /// authenticate: bound to `no_auth_user` when there is one (as nats-server does, so
     /// that a `telnet` session works), refused otherwise.
-    fn before_connect(&mut self, router: &mut Router) {
-        if self.access.stage == Stage::Awaiting && router.auth.load().has_no_auth_user() {
-            self.authenticate(OwnedCredentials::default(), router);
+    fn before_connect(&mut self, cx: &mut impl Context) {
+        if self.access.stage == Stage::Awaiting && cx.auth().load().has_no_auth_user() {
+            self.authenticate(OwnedCredentials::default(), cx);
         } else {
-            self.refuse_auth(AuthRefusal::NotConnectFirst, None, router);
+            self.refuse_auth(AuthRefusal::NotConnectFirst, None, cx);
         }
     }
 
     /// Returns false when admission control refused the publish.
-    fn publish_text(&mut self, p: Publish, router: &mut Router) -> bool {
+    fn publish_text(&mut self, p: Publish, cx: &mut impl Context) -> bool {
         if p.subject.starts_with(PRESENCE_PREFIX) {
             // Presence is the room's subscribers' business: its requests are checked
             // against the subscribe permissions of the room, not as publishes.
@@ -497,40 +497,37 @@ impl Conn {
                 payload: p.payload,
                 ack_id: None,
             };
-            return self.presence_request(request, router);
+            return self.presence_request(request, cx);
         }
         if !self.access.may_publish(&p.subject, self.read_at) {
             bump(
-                &router.stats.permission_violations[Denial::Publish as usize],
+                &cx.stats().permission_violations[Denial::Publish as usize],
                 1,
             );
             self.refuse_text(&publish_violation(&p.subject));
             return false;
         }
         if let Some(reply) = p.reply.as_ref().filter(|r| is_reserved_reply(r)) {
-            bump(
-                &router.stats.permission_violations[Denial::Reply as usize],
-                1,
-            );
+            bump(&cx.stats().permission_violations[Denial::Reply as usize], 1);
             self.refuse_text(&reply_violation(reply));
             return false;
         }
         if p.subject == REPLAY_SUBJECT {
             // A catch-up request is a publish to `$TERN.REPLAY` (which its permissions
             // must allow), and a subscription to its filter (checked there).
-            self.replay_request(p, router);
+            self.replay_request(p, cx);
             return true;
         }
         let opts = &self.text_state().opts;
         let (no_echo, no_responders) = (!opts.echo, opts.no_responders);
         let (priority, coalesce) = match tern_headers(p.headers.as_ref()) {
             Ok((priority, coalesce)) => (
-                priority.unwrap_or(router.config.queues.text_priority),
+                priority.unwrap_or(cx.config().queues.text_priority),
                 coalesce,
             ),
             Err(text) => {
                 // Refused; the connection carries on.
-                bump(&router.stats.protocol_errors, 1);
+                bump(&cx.stats().protocol_errors, 1);
                 self.send(&ServerOp::Err(text));
                 return false;
             }
@@ -546,10 +543,10 @@ impl Conn {
             coalesce,
             ..Msg::new(p.subject, p.payload, self.id, self.read_at)
         });
-        if !self.admit(&msg, router) {
+        if !self.admit(&msg, cx) {
             return false;
         }
-        self.publish_shared(msg, router);
+        self.publish_shared(msg, cx);
         true
     }
 
@@ -559,7 +556,7 @@ impl Conn {
     /// (`docs/protocol-text.md`). A request that cannot be served gets a `400` status
     /// message on the inbox saying why; one over `max_replays_per_conn` catch-ups in
     /// progress on this connection, or `max_replays` on the broker, gets a `409`.
-    fn replay_request(&mut self, p: Publish, router: &mut Router) {
+    fn replay_request(&mut self, p: Publish, cx: &mut impl Context) {
         let Some(inbox) = p.reply else {
             self.send(&ServerOp::Err(
                 "Replay requests need a reply subject".to_string(),
@@ -574,24 +571,24 @@ impl Conn {
         }
         let (filter, start) = match parse_replay(
             &p.payload,
-            router.config.limits.max_subject_tokens,
-            router.workers,
+            cx.config().limits.max_subject_tokens,
+            cx.workers(),
         ) {
             Ok(request) => request,
-            Err(reason) => return self.replay_status(inbox, "400 Bad Request", &reason, router),
+            Err(reason) => return self.replay_status(inbox, "400 Bad Request", &reason, cx),
         };
         // History obeys the live rules: the filter must be one the user may subscribe to,
         // and one whose records need no screening (a deny inside it), since the shards
         // that replay do not know the user.
         if !self.access.may_subscribe(&filter, None) || self.access.denies_within(&filter) {
             bump(
-                &router.stats.permission_violations[Denial::Subscribe as usize],
+                &cx.stats().permission_violations[Denial::Subscribe as usize],
                 1,
             );
             let text = subscribe_violation(&filter, None);
-            return self.replay_status(inbox, "403 Forbidden", &text, router);
+            return self.replay_status(inbox, "403 Forbidden", &text, cx);
         }
-        let per_conn = router.config.store.max_replays_per_conn;
+        let per_conn = cx.config().store.max_replays_per_conn;
         let refused = if self.replays.len() >= per_conn {
             Some((
                 ReplayLimit::Connection,
@@ -600,27 +597,27 @@ impl Conn {
                      (max_replays_per_conn); wait for their end markers"
                 ),
             ))
-        } else if !router.replay_slots.try_acquire() {
+        } else if !cx.replay_slots().try_acquire() {
             Some((
                 ReplayLimit::Server,
                 format!(
                     "{} replays already in progress on the server (max_replays); try again later",
-                    router.replay_slots.max()
+                    cx.replay_slots().max()
                 ),
             ))
         } else {
             None
         };
         if let Some((limit, text)) = refused {
-            bump(&router.stats.replays_refused[limit as usize], 1);
-            return self.replay_status(inbox, "409 Too Many Replays", &text, router);
+            bump(&cx.stats().replays_refused[limit as usize], 1);
+            return self.replay_status(inbox, "409 Too Many Replays", &text, cx);
         }
         let id = self.replays.next_id();
         let last_n = match start {
             ReplayStart::LastN(n) => Some(n),
             _ => None,
         };
-        let shards = router.replay(ReplayRequest {
+        let shards = cx.replay(ReplayRequest {
             filter,
             inbox,
             start,
@@ -629,21 +626,21 @@ impl Conn {
             id,
         });
         self.replays.started(id, shards.clone(), last_n);
-        bump(&router.stats.replays_active, 1);
+        bump(&cx.stats().replays_active, 1);
         self.barrier.touch(shards);
     }
 
     /// Answers a catch-up request with a status message on its inbox: `NATS/1.0 <status>`
     /// and a `Tern-Error` header (client text made safe for the header line).
-    fn replay_status(&mut self, inbox: Bytes, status: &str, text: &str, router: &mut Router) {
+    fn replay_status(&mut self, inbox: Bytes, status: &str, text: &str, cx: &mut impl Context) {
         let mut msg = Msg::new(inbox, Bytes::new(), self.id, self.read_at);
         msg.headers = Some(Bytes::from(status_block(status, text)));
         msg.ephemeral = true;
-        self.publish(msg, router);
+        self.publish(msg, cx);
     }
 
     /// Returns false when admission control refused the subscription.
-    fn subscribe_text(&mut self, s: Subscribe, router: &mut Router) -> bool {
+    fn subscribe_text(&mut self, s: Subscribe, cx: &mut impl Context) -> bool {
         // Kept as long as the subscription: copied, as `add_sub` copies the filter.
         let sid = Sid::Text(Bytes::copy_from_slice(&s.sid));
         if self.has_sid(&sid) {
@@ -652,31 +649,23 @@ impl Conn {
         }
         if !self.access.may_subscribe(&s.subject, s.queue.as_deref()) {
             bump(
-                &router.stats.permission_violations[Denial::Subscribe as usize],
+                &cx.stats().permission_violations[Denial::Subscribe as usize],
                 1,
             );
             self.refuse_text(&subscribe_violation(&s.subject, s.queue.as_deref()));
             return false;
         }
-        if self.admit_subscription(router).is_err() {
+        if self.admit_subscription(cx).is_err() {
             // nats-server's text (for either limit), which NATS clients treat as an error
             // that does not end the connection.
             self.refuse_text("maximum subscriptions exceeded");
             return false;
         }
         let bounds = Bounds {
-            messages: router.config.queues.sub_queue_messages,
-            bytes: router.config.queues.sub_queue_bytes,
+            messages: cx.config().queues.sub_queue_messages,
+            bytes: cx.config().queues.sub_queue_bytes,
         };
-        self.add_sub(
-            sid,
-            s.subject,
-            s.queue.as_ref(),
-            None,
-            bounds,
-            false,
-            router,
-        );
+        self.add_sub(sid, s.subject, s.queue.as_ref(), None, bounds, false, cx);
         true
     }
 }

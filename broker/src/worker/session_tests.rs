@@ -4,6 +4,9 @@
 //! each protocol's error paths, the slow-consumer policy, a lossless subscription's
 //! fall-back to the log, with a real ring log in a scratch directory) is the connection
 //! logic itself, with no process, port or timing of a real network in the way.
+//!
+//! `conn/session_tests.rs` pins the same behaviours on a connection alone, with a fake
+//! context in place of the worker; these keep them pinned end to end, through routing.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
