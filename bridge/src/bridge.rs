@@ -14,7 +14,8 @@
 //!   the bridge and the route of their copy; replies to local requesters — handed over
 //!   in batches ([`Inject`]): itself when the importer has nothing waiting and the broker
 //!   has room at once, else queued for the importer (within `import_buffer`: past it,
-//!   dropped and counted), never waiting on the broker;
+//!   dropped and counted), so it does not wait on the broker (but for the moment another
+//!   sender may take the room it saw);
 //! - the importer: publishes what the reader queued, in order, waiting on the broker
 //!   (up to `INJECT_TIMEOUT`) as the reader may not;
 //! - per export rule, an exporter (`export.rs`); per stream import, its consumer
@@ -56,8 +57,6 @@ const REPLY_SID: u64 = 1;
 /// How often the control thread looks at its work when nothing wakes it.
 const TICK: Duration = Duration::from_millis(250);
 
-/// An upstream delivery for the importer: the message, its size, the connection's
-/// generation.
 /// One message for the importer, and what it counts against `import_buffer`.
 type Import = (Injected, usize);
 
