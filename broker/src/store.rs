@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tern_log::{Fsync as LogFsync, Record, Recovery, RingLog};
 use tern_protocol::subject;
 
@@ -962,6 +962,8 @@ impl Store {
             }
             let (mut read, mut sent) = (0usize, 0usize);
             let mut records = self.log.read_from(replay.next);
+            // The chunk this step copies records' bytes into (`Arena`).
+            let mut chunk = BytesMut::new();
             let mut exhausted = false;
             while read < share && sent < share_bytes {
                 let Some(rec) = records.next() else {
@@ -999,9 +1001,15 @@ impl Store {
                 match &mut replay.target {
                     Target::Sub(sub) => {
                         let sub = *sub;
+                        // (A fresh chunk is sized for what this step may still copy.)
+                        let left = share_bytes.saturating_sub(sent - bytes);
+                        let mut arena = Arena {
+                            buf: &mut chunk,
+                            left,
+                        };
                         let msg = Msg {
                             flight,
-                            ..msg_of(&rec, replay.subject(rec.subject), shard, now)
+                            ..msg_of(&rec, replay.subject(rec.subject), shard, now, &mut arena)
                         };
                         sink.emit(ReplayEvent::Deliver(sub, Arc::new(msg)))
                     }
@@ -1154,18 +1162,45 @@ pub(crate) fn end_marker(
     msg
 }
 
-/// A replayed record as a message to deliver (copied out of the map; `subject` is the
-/// catch-up's own copy, [`Replay::subject`]). It has no
-/// publishing connection; `now` starts its broker latency.
-fn msg_of(rec: &Record<'_>, subject: Bytes, shard: u16, now: Instant) -> Msg {
-    let mut msg = Msg::new(
-        subject,
-        Bytes::copy_from_slice(rec.payload),
-        ConnId::NONE,
-        now,
-    );
-    msg.reply = rec.reply.map(Bytes::copy_from_slice);
-    msg.headers = rec.headers.map(Bytes::copy_from_slice);
+/// Replayed records' bytes are copied into chunks of at most this size (or one record's,
+/// if larger): one allocation for many records, freed once the last of them is dropped.
+/// A queued message does not keep its chunk (a queue keeps a compacted copy,
+/// `subqueue::compact`); a catch-up's messages in flight are bounded by its window.
+const ARENA_CHUNK: usize = 64 << 10;
+
+/// Where a catch-up step copies records' bytes: the current chunk, and how much the step
+/// may still copy (a fresh chunk is no larger).
+struct Arena<'a> {
+    buf: &'a mut BytesMut,
+    left: usize,
+}
+
+impl Arena<'_> {
+    /// `data` copied into the chunk (a fresh one when it has no room left), as a `Bytes`
+    /// of its own.
+    fn copy_in(&mut self, data: &[u8]) -> Bytes {
+        if self.buf.capacity() - self.buf.len() < data.len() {
+            *self.buf =
+                BytesMut::with_capacity(self.left.clamp(data.len(), ARENA_CHUNK.max(data.len())));
+        }
+        self.buf.extend_from_slice(data);
+        self.buf.split().freeze()
+    }
+}
+
+/// A replayed record as a message to deliver (copied out of the map into `arena`;
+/// `subject` is the catch-up's own copy, [`Replay::subject`]). It has no publishing
+/// connection; `now` starts its broker latency.
+fn msg_of(
+    rec: &Record<'_>,
+    subject: Bytes,
+    shard: u16,
+    now: Instant,
+    arena: &mut Arena<'_>,
+) -> Msg {
+    let mut msg = Msg::new(subject, arena.copy_in(rec.payload), ConnId::NONE, now);
+    msg.reply = rec.reply.map(|r| arena.copy_in(r));
+    msg.headers = rec.headers.map(|h| arena.copy_in(h));
     msg.priority = rec.priority;
     msg.replayed = true;
     msg.stored = true;
@@ -1191,6 +1226,34 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// A catch-up step copies records into one chunk, no larger than what the step may
+    /// still copy (or one record), each record's bytes a `Bytes` of their own.
+    #[test]
+    fn a_catch_up_step_copies_records_into_chunks_sized_for_the_step() {
+        let mut chunk = BytesMut::new();
+        let mut arena = Arena {
+            buf: &mut chunk,
+            left: 1000,
+        };
+        let a = arena.copy_in(b"first");
+        let b = arena.copy_in(b"second");
+        assert_eq!((&a[..], &b[..]), (&b"first"[..], &b"second"[..]));
+        // One chunk of the step's size, the two side by side in it.
+        assert_eq!(b.as_ptr(), a.as_ptr().wrapping_add(5));
+        assert_eq!(arena.buf.capacity(), 1000 - 11);
+        // A record larger than what is left gets a chunk of its own size.
+        let big = vec![7u8; 2000];
+        let c = arena.copy_in(&big);
+        assert_eq!(&c[..], &big[..]);
+        assert_eq!(arena.buf.capacity(), 0);
+        // Never more than ARENA_CHUNK for small records, however much the step may copy.
+        arena.left = 10 << 20;
+        arena.copy_in(b"x");
+        assert_eq!(arena.buf.capacity(), ARENA_CHUNK - 1);
+        drop((a, b));
+        assert_eq!(&c[..2], &[7, 7]);
     }
 
     #[test]
