@@ -8,7 +8,7 @@
 //!
 //! The connection's steps that use it, shared by both protocols, are here too:
 //! [`Session::authenticate`] (inline, or handed to the checker thread when costly),
-//! [`Conn::verdict`] (the checker's answer), the refusal, the expiry and the re-check of
+//! [`Session::verdict`] (the checker's answer), the refusal, the expiry and the re-check of
 //! a connection's permissions after a reload ([`Session::recheck_access`]).
 //!
 //! Never: verifies a credential itself (the `tern-auth` crate does, on the worker or on
@@ -223,7 +223,7 @@ impl Access {
 impl Session {
     /// Checks the credentials the client presented (`CONNECT`, `HELLO`, a refreshed
     /// token): at once, or on the checker thread when that would be costly (bcrypt), the
-    /// connection applying nothing more until [`Conn::verdict`].
+    /// connection applying nothing more until [`Session::verdict`].
     pub(super) fn authenticate(
         &mut self,
         w: &mut impl Wire,
