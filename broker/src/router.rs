@@ -203,7 +203,7 @@ impl Router {
         self.last_arrival
     }
 
-    /// Asks the worker to wake connection `conn` at `at` (`Conn::on_timer`).
+    /// Asks the worker to wake connection `conn` at `at` (`Session::on_timer`).
     pub fn wake_at(&mut self, at: Instant, conn: ConnId) {
         self.timers.push(Reverse((at, conn.slot, conn.gen)));
     }
@@ -289,7 +289,7 @@ impl Router {
     /// sent by another client, say); everything that caused that was queued here before
     /// the bytes arrived, so draining after the read and before applying them means the
     /// publish always sees the subscription, even when it is routed right here. (When the
-    /// outbox fills first, the connection applies nothing this time: `Conn::may_apply`.)
+    /// outbox fills first, the connection applies nothing this time: `Session::may_apply`.)
     pub fn sync_inbox(&mut self) {
         let command = Lane::Command as usize;
         while !self.outbox.is_full() {

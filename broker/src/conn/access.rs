@@ -7,9 +7,9 @@
 //! and the exact texts a refusal gets, worded as nats-server words them.
 //!
 //! The connection's steps that use it, shared by both protocols, are here too:
-//! [`Conn::authenticate`] (inline, or handed to the checker thread when costly),
-//! [`Conn::verdict`] (the checker's answer), the refusal, the expiry and the re-check of
-//! a connection's permissions after a reload ([`Conn::recheck_access`]).
+//! [`Session::authenticate`] (inline, or handed to the checker thread when costly),
+//! [`Session::verdict`] (the checker's answer), the refusal, the expiry and the re-check of
+//! a connection's permissions after a reload ([`Session::recheck_access`]).
 //!
 //! Never: verifies a credential itself (the `tern-auth` crate does, on the worker or on
 //! the checker thread) or touches the socket. On a broker without authentication, every
@@ -21,8 +21,9 @@ use std::time::{Instant, SystemTime};
 use tern_auth::{AuthFailure, Identity, Method, Permissions, ResponseGrants};
 use tracing::debug;
 
+use super::wire::Wire;
 use super::Context;
-use super::{CloseReason, Conn};
+use super::{CloseReason, Session};
 use crate::auth::{Job, OwnedCredentials};
 use crate::stats::{bump, AuthRefusal, Denial};
 
@@ -219,11 +220,16 @@ impl Access {
     }
 }
 
-impl Conn {
+impl Session {
     /// Checks the credentials the client presented (`CONNECT`, `HELLO`, a refreshed
     /// token): at once, or on the checker thread when that would be costly (bcrypt), the
-    /// connection applying nothing more until [`Conn::verdict`].
-    pub(super) fn authenticate(&mut self, creds: OwnedCredentials, cx: &mut impl Context) {
+    /// connection applying nothing more until [`Session::verdict`].
+    pub(super) fn authenticate(
+        &mut self,
+        w: &mut impl Wire,
+        creds: OwnedCredentials,
+        cx: &mut impl Context,
+    ) {
         let auth = cx.auth().load();
         if auth.is_costly(&creds.borrow()) {
             let user = creds.user.clone();
@@ -236,7 +242,7 @@ impl Conn {
             if cx.check(job) {
                 self.access.stage = Stage::Checking;
             } else {
-                self.refuse_auth(AuthRefusal::CheckerBusy, user.as_deref(), cx);
+                self.refuse_auth(w, AuthRefusal::CheckerBusy, user.as_deref(), cx);
             }
             return;
         }
@@ -245,38 +251,44 @@ impl Conn {
             self.access.nonce.as_deref(),
             SystemTime::now(),
         );
-        self.authenticated(outcome, creds.user.as_deref(), cx);
+        self.authenticated(w, outcome, creds.user.as_deref(), cx);
     }
 
     /// The checker thread's answer about this connection's credentials.
-    pub fn verdict(&mut self, outcome: Result<Identity, AuthFailure>, cx: &mut impl Context) {
+    pub(super) fn verdict(
+        &mut self,
+        w: &mut impl Wire,
+        outcome: Result<Identity, AuthFailure>,
+        cx: &mut impl Context,
+    ) {
         if self.access.stage != Stage::Checking || self.closing.is_some() {
             return;
         }
         self.access.stage = Stage::Awaiting;
-        self.authenticated(outcome, None, cx);
+        self.authenticated(w, outcome, None, cx);
     }
 
     fn authenticated(
         &mut self,
+        w: &mut impl Wire,
         outcome: Result<Identity, AuthFailure>,
         claimed: Option<&str>,
         cx: &mut impl Context,
     ) {
         let id = match outcome {
             Ok(id) => id,
-            Err(failure) => return self.refuse_auth(refusal(&failure), claimed, cx),
+            Err(failure) => return self.refuse_auth(w, refusal(&failure), claimed, cx),
         };
         let generation = cx.auth().generation();
         if self.access.stage == Stage::Granted {
             // A refreshed token: the same user, with what the new token says.
             if self.access.user() != Some(&id.user) {
                 let user = id.user.to_string();
-                return self.refuse_auth(AuthRefusal::UserChanged, Some(&user), cx);
+                return self.refuse_auth(w, AuthRefusal::UserChanged, Some(&user), cx);
             }
             self.access.expires = id.expires;
             self.access.replace_permissions(id.permissions, generation);
-            self.revoke_forbidden(cx);
+            self.revoke_forbidden(w, cx);
             return;
         }
         bump(&cx.stats().auth_accepted, 1);
@@ -291,7 +303,7 @@ impl Conn {
             "authenticated"
         );
         self.access.grant(id, generation);
-        self.granted();
+        self.granted(w);
     }
 
     /// Refuses the client: counted, told (nats-server's words on the text port,
@@ -299,7 +311,13 @@ impl Conn {
     /// with the peer, the user it claimed and the reason; never the secret.
     /// Repeated refusals hold the client's address back (`auth_failures_per_ip`); a full
     /// checker queue is the server's state, not the client's failure, and does not count.
-    pub(super) fn refuse_auth(&mut self, why: AuthRefusal, user: Option<&str>, cx: &impl Context) {
+    pub(super) fn refuse_auth(
+        &mut self,
+        w: &mut impl Wire,
+        why: AuthRefusal,
+        user: Option<&str>,
+        cx: &impl Context,
+    ) {
         bump(&cx.stats().auth_refused[why as usize], 1);
         if why != AuthRefusal::CheckerBusy {
             if let Some(slot) = self.admission.slot() {
@@ -311,12 +329,12 @@ impl Conn {
                 self.access.user = Some(Arc::from(user));
             }
         }
-        self.fail(CloseReason::Unauthorized(why));
+        self.fail(w, CloseReason::Unauthorized(why));
     }
 
     /// Closes the connection when its token has expired (the ping timer). Returns true
     /// when it did.
-    pub(super) fn check_expiry(&mut self, cx: &impl Context) -> bool {
+    pub(super) fn check_expiry(&mut self, w: &mut impl Wire, cx: &impl Context) -> bool {
         if self.access.expires.is_none() || !self.access.expired(SystemTime::now()) {
             return false;
         }
@@ -324,7 +342,7 @@ impl Conn {
             &cx.stats().auth_refused[AuthRefusal::TokenExpired as usize],
             1,
         );
-        self.fail(CloseReason::Expired);
+        self.fail(w, CloseReason::Expired);
         true
     }
 
@@ -333,7 +351,7 @@ impl Conn {
     /// removed, each with nats-server's message. A connection accepted while
     /// authentication was off is refused once it is on; with it turned off, every
     /// connection may do everything.
-    pub(super) fn recheck_access(&mut self, cx: &mut impl Context) {
+    pub(super) fn recheck_access(&mut self, w: &mut impl Wire, cx: &mut impl Context) {
         let generation = cx.auth().generation();
         if self.access.generation == generation || self.access.is_pending() {
             return;
@@ -342,12 +360,12 @@ impl Conn {
         if !rules.is_required() {
             // Authentication was turned off: everyone may do everything.
             self.access.replace_permissions(None, generation);
-            self.revoke_forbidden(cx);
+            self.revoke_forbidden(w, cx);
             return;
         }
         let Some(method) = self.access.method() else {
             // Accepted while authentication was off: it has none to show now.
-            return self.refuse_auth(AuthRefusal::MissingCredentials, None, cx);
+            return self.refuse_auth(w, AuthRefusal::MissingCredentials, None, cx);
         };
         let user = self.access.user().cloned().unwrap_or_else(|| Arc::from(""));
         if method == Method::Jwt && rules.accepts_jwt() {
@@ -358,18 +376,18 @@ impl Conn {
         match rules.permissions_of(&user, method) {
             Some(perms) => {
                 self.access.replace_permissions(perms, generation);
-                self.revoke_forbidden(cx);
+                self.revoke_forbidden(w, cx);
             }
             None => {
                 let user = (!user.is_empty()).then(|| user.to_string());
-                self.refuse_auth(AuthRefusal::UnknownUser, user.as_deref(), cx);
+                self.refuse_auth(w, AuthRefusal::UnknownUser, user.as_deref(), cx);
             }
         }
     }
 
     /// Removes the subscriptions the connection's permissions no longer allow, telling
     /// the client about each; marks the ones whose deliveries must now be screened.
-    fn revoke_forbidden(&mut self, cx: &mut impl Context) {
+    fn revoke_forbidden(&mut self, w: &mut impl Wire, cx: &mut impl Context) {
         let mut revoked = Vec::new();
         for (key, sub) in self.subs.iter_mut() {
             if self.access.may_subscribe(&sub.filter, sub.queue.as_deref()) {
@@ -386,7 +404,7 @@ impl Conn {
                 1,
             );
             self.remove_sub(key, cx);
-            self.refuse_permission(Some(&sid), &text);
+            self.refuse_permission(w, Some(&sid), &text);
         }
     }
 }

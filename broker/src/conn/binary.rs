@@ -16,14 +16,18 @@
 //! after decoding. Admission control's refusals of a frame
 //! (`TooManySubscriptions`, `RateLimited`, `Overloaded`) are answered the same way.
 //!
-//! Never: touches the socket or another connection; the shared steps in `conn/mod.rs` do
-//! the bookkeeping.
+//! Its decoding ([`Protocol`] for `BinaryState`) is handed its own state and the session
+//! separately; it applies each frame through the session's steps, handing them itself as
+//! the [`Wire`] to speak in.
+//!
+//! Never: touches the socket or another connection, or the text protocol's state; the
+//! session's shared steps in `conn/mod.rs` do the bookkeeping.
 
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use tern_auth::Method;
 use tern_protocol::binary::{
     encode_message_head, encode_server_frame, AckResult, Auth, BinaryError, Challenge, ClientFrame,
@@ -38,10 +42,11 @@ use super::access::{
     AUTHENTICATION_EXPIRED, AUTHORIZATION_VIOLATION,
 };
 use super::presence::{PresenceRequest, PRESENCE_PREFIX};
+use super::protocol::Protocol;
 use super::queue::bounds_for;
-use super::wire::{ClientName, Proto, Wire};
+use super::wire::{ClientName, Wire};
 use super::Context;
-use super::{CloseReason, Conn, Sid};
+use super::{CloseReason, Session, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
 use crate::mesh::{Msg, Stamp, SubRef};
@@ -259,6 +264,19 @@ impl Wire for BinaryState {
         true
     }
 
+    /// `SUBSCRIBED`, in this log's epoch.
+    fn subscribed(&mut self, out: &mut Outbound, sid: u32, last_sequences: Vec<u64>) {
+        let epoch = self.welcome.log_epoch;
+        send_frame(
+            out,
+            &ServerFrame::Subscribed(Subscribed {
+                sid,
+                epoch,
+                last_sequences,
+            }),
+        );
+    }
+
     fn ping(&mut self, out: &mut Outbound) {
         send_frame(out, &ServerFrame::Ping);
     }
@@ -388,29 +406,42 @@ fn error_frame(code: ErrorCode, fatal: bool, sid: Option<u32>, text: &str) -> Se
     })
 }
 
-impl Conn {
-    /// The binary port's state and the read buffer, for this module's steps: only the
-    /// binary port's decoding reaches them (`Conn::apply_buffered` picks the module by
-    /// protocol, and a connection's protocol never changes once bytes are applied).
-    fn binary_parts(&mut self) -> (&mut BinaryState, &mut BytesMut) {
-        match &mut self.proto {
-            Proto::Binary(b) => (b, &mut self.rbuf),
-            Proto::Text(_) => unreachable!("binary operation on a text connection"),
-        }
+impl Protocol for BinaryState {
+    fn apply_buffered(&mut self, s: &mut Session, cx: &mut impl Context, _now: Instant) {
+        s.apply_binary(self, cx);
     }
 
-    fn binary_state(&mut self) -> &mut BinaryState {
-        self.binary_parts().0
+    /// The binary port's handshake is timed by the ping timer ([`Wire::in_timed_handshake`]),
+    /// and nothing else it awaits has a deadline of its own.
+    fn input_expired(
+        &mut self,
+        _: &mut Session,
+        _: Instant,
+        _: &Limits,
+        _: &mut impl Context,
+    ) -> bool {
+        false
     }
+}
 
+/// The binary protocol's steps, on the session they apply to: each is handed the protocol's
+/// own state (`b`) beside it, and hands `b` on to the session's steps that speak.
+impl Session {
     fn send_binary(&mut self, frame: &ServerFrame) {
         send_frame(&mut self.out, frame);
     }
 
     /// A shard told where the subscription `sref` starts in its sequence: once every shard
     /// it is registered in has, the client gets `SUBSCRIBED`.
-    pub(super) fn note_start(&mut self, sref: SubRef, shard: u16, last: u64, workers: usize) {
-        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+    pub(super) fn note_start(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        shard: u16,
+        last: u64,
+        workers: usize,
+    ) {
+        let Some(sub) = Session::live_sub(&self.closing, &mut self.subs, sref) else {
             return;
         };
         if sub.ending.is_some() {
@@ -425,31 +456,25 @@ impl Conn {
         };
         let sid = *sid;
         sub.starts = None;
-        let epoch = self.binary_state().welcome.log_epoch;
-        self.send_binary(&ServerFrame::Subscribed(Subscribed {
-            sid,
-            epoch,
-            last_sequences,
-        }));
+        w.subscribed(&mut self.out, sid, last_sequences);
     }
 
     /// Decodes and applies every whole frame in the read buffer (until the connection
     /// closes or is throttled).
-    pub(super) fn apply_binary(&mut self, cx: &mut impl Context) {
+    fn apply_binary(&mut self, b: &mut BinaryState, cx: &mut impl Context) {
         while self.may_apply(cx) {
-            let (state, rbuf) = self.binary_parts();
-            if state.phase == Phase::Preface {
-                match Preface::decode(rbuf) {
+            if b.phase == Phase::Preface {
+                match Preface::decode(&mut self.rbuf) {
                     Ok(None) => return,
-                    Ok(Some(preface)) => self.preface(preface, cx),
+                    Ok(Some(preface)) => self.preface(b, preface, cx),
                     Err(e) => self.binary_error(&e, cx),
                 }
                 continue;
             }
-            match state.decoder.decode(rbuf) {
+            match b.decoder.decode(&mut self.rbuf) {
                 Ok(Some(frame)) => {
                     self.count_op();
-                    self.apply_frame(frame, cx);
+                    self.apply_frame(b, frame, cx);
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -463,16 +488,15 @@ impl Conn {
         }
     }
 
-    fn preface(&mut self, preface: Preface, cx: &mut impl Context) {
+    fn preface(&mut self, b: &mut BinaryState, preface: Preface, cx: &mut impl Context) {
         match preface.negotiate() {
             Ok(version) => {
-                let state = self.binary_state();
-                state.welcome.version = version;
-                state.phase = Phase::Hello;
+                b.welcome.version = version;
+                b.phase = Phase::Hello;
             }
             Err(e) => {
                 // The preface is Tern's, so the client can read a frame: say why.
-                self.binary_state().phase = Phase::Hello;
+                b.phase = Phase::Hello;
                 self.binary_error(&e, cx);
             }
         }
@@ -514,10 +538,10 @@ impl Conn {
         self.send_binary(&error_frame(code, false, sid, text));
     }
 
-    fn apply_frame(&mut self, frame: ClientFrame, cx: &mut impl Context) {
-        let phase = self.binary_state().phase;
+    fn apply_frame(&mut self, b: &mut BinaryState, frame: ClientFrame, cx: &mut impl Context) {
+        let phase = b.phase;
         match (phase, frame) {
-            (Phase::Hello, ClientFrame::Hello(hello)) => self.hello(hello, cx),
+            (Phase::Hello, ClientFrame::Hello(hello)) => self.hello(b, hello, cx),
             (Phase::Hello, _) => self.binary_fatal(
                 ErrorCode::HelloExpected,
                 "the first frame must be HELLO",
@@ -525,26 +549,26 @@ impl Conn {
             ),
             (Phase::Challenge, ClientFrame::Auth(auth)) if auth.signature.is_some() => {
                 let creds = OwnedCredentials {
-                    nkey: text(&self.binary_state().hello.nkey),
+                    nkey: text(&b.hello.nkey),
                     sig: text(&auth.signature),
                     ..OwnedCredentials::default()
                 };
-                self.authenticate(creds, cx);
+                self.authenticate(b, creds, cx);
             }
             (Phase::Challenge, _) => self.binary_fatal(
                 ErrorCode::ProtocolViolation,
                 "after CHALLENGE the next frame must be AUTH with the nonce's signature",
                 cx,
             ),
-            (_, ClientFrame::Auth(auth)) => self.refresh_binary(auth, cx),
+            (_, ClientFrame::Auth(auth)) => self.refresh_binary(b, auth, cx),
             (_, ClientFrame::Hello(_)) => {
                 self.binary_fatal(ErrorCode::HelloExpected, "HELLO may be sent only once", cx)
             }
-            (_, ClientFrame::Publish(p)) => self.publish_binary(p, cx),
-            (_, ClientFrame::Subscribe(s)) => self.subscribe_binary(s, cx),
+            (_, ClientFrame::Publish(p)) => self.publish_binary(b, p, cx),
+            (_, ClientFrame::Subscribe(s)) => self.subscribe_binary(b, s, cx),
             (_, ClientFrame::Unsubscribe(u)) => self.unsubscribe_binary(u, cx),
             (_, ClientFrame::PresenceQuery(q)) => self.presence_query_binary(q, cx),
-            (_, ClientFrame::Ping) => self.ping(cx),
+            (_, ClientFrame::Ping) => self.ping(b, cx),
             (_, ClientFrame::Pong) => self.pong(),
         }
     }
@@ -552,7 +576,7 @@ impl Conn {
     /// `HELLO`: remember the options (not the secrets) and answer `WELCOME`, once its
     /// credentials are accepted where the broker requires them: at once, after the
     /// checker thread's verdict (bcrypt), or after `CHALLENGE` and `AUTH` for an nkey.
-    fn hello(&mut self, mut hello: Hello, cx: &mut impl Context) {
+    fn hello(&mut self, b: &mut BinaryState, mut hello: Hello, cx: &mut impl Context) {
         let creds = OwnedCredentials {
             user: text(&hello.user),
             pass: text(&hello.pass),
@@ -563,20 +587,19 @@ impl Conn {
         hello.pass = None;
         hello.auth_token = None;
         let nkey = hello.nkey.is_some();
-        let state = self.binary_state();
-        state.hello = hello;
-        state.hello_seen = true;
+        b.hello = hello;
+        b.hello_seen = true;
         if creds
             .token
             .as_deref()
             .is_some_and(|token| cx.is_bridge_token(token))
         {
             self.access.grant_internal(cx.auth().generation());
-            self.granted();
+            self.granted(b);
             return;
         }
         if !self.access.is_pending() {
-            self.granted();
+            self.granted(b);
             return;
         }
         match (&self.access.nonce, nkey) {
@@ -584,23 +607,23 @@ impl Conn {
                 let frame = ServerFrame::Challenge(Challenge {
                     nonce: Bytes::copy_from_slice(nonce.as_bytes()),
                 });
-                self.binary_state().phase = Phase::Challenge;
+                b.phase = Phase::Challenge;
                 self.send_binary(&frame);
             }
-            _ => self.authenticate(creds, cx),
+            _ => self.authenticate(b, creds, cx),
         }
     }
 
     /// `AUTH` after `WELCOME`: a JWT connection's refreshed token (same user; its new
     /// expiry and permissions apply at once). Nothing else can be refreshed.
-    fn refresh_binary(&mut self, auth: Auth, cx: &mut impl Context) {
+    fn refresh_binary(&mut self, b: &mut BinaryState, auth: Auth, cx: &mut impl Context) {
         match (&auth.token, self.access.method()) {
             (Some(token), Some(Method::Jwt)) => {
                 let creds = OwnedCredentials {
                     token: Some(String::from_utf8_lossy(token).into_owned()),
                     ..OwnedCredentials::default()
                 };
-                self.authenticate(creds, cx);
+                self.authenticate(b, creds, cx);
             }
             _ => self.binary_refuse(
                 ErrorCode::InvalidOption,
@@ -615,7 +638,7 @@ impl Conn {
     /// `PUBLISH`. A message id longer than `max_message_id` is refused as a content error
     /// (`InvalidOption`): every id is remembered for the dedupe window, so its length is
     /// bounded like any other limit.
-    fn publish_binary(&mut self, p: Publish, cx: &mut impl Context) {
+    fn publish_binary(&mut self, b: &mut BinaryState, p: Publish, cx: &mut impl Context) {
         if p.subject.starts_with(PRESENCE_PREFIX) {
             // As on the text port: the room's subscribe permission decides.
             let request = PresenceRequest {
@@ -624,7 +647,7 @@ impl Conn {
                 payload: p.payload,
                 ack_id: p.ack_id,
             };
-            self.presence_request(request, cx);
+            self.presence_request(b, request, cx);
             return;
         }
         if !self.access.may_publish(&p.subject, self.read_at) {
@@ -633,7 +656,7 @@ impl Conn {
                 1,
             );
             let text = publish_violation(&p.subject);
-            self.refuse_publish(p.ack_id, ErrorCode::PermissionViolation, &text);
+            self.refuse_publish(b, p.ack_id, ErrorCode::PermissionViolation, &text);
             return;
         }
         // The broker's own bridge gives requests it imports a reply subject of its own.
@@ -641,7 +664,7 @@ impl Conn {
         if let Some(reply) = reserved.filter(|_| !self.access.internal) {
             bump(&cx.stats().permission_violations[Denial::Reply as usize], 1);
             let text = reply_violation(reply);
-            self.refuse_publish(p.ack_id, ErrorCode::PermissionViolation, &text);
+            self.refuse_publish(b, p.ack_id, ErrorCode::PermissionViolation, &text);
             return;
         }
         let max_id = cx.config().store.max_message_id;
@@ -656,10 +679,10 @@ impl Conn {
             let text = format!(
                 "message id of {len} bytes is longer than the server's max_message_id ({max_id} bytes)"
             );
-            self.refuse_publish(p.ack_id, ErrorCode::InvalidOption, &text);
+            self.refuse_publish(b, p.ack_id, ErrorCode::InvalidOption, &text);
             return;
         }
-        let hello = &self.binary_state().hello;
+        let hello = &b.hello;
         let (echo, no_responders) = (hello.echo, hello.no_responders);
         let msg = Arc::new(Msg {
             reply: p.reply,
@@ -672,7 +695,7 @@ impl Conn {
             coalesce: p.coalescing_key,
             ..Msg::new(p.subject, p.payload, self.id, self.read_at)
         });
-        if !self.admit(&msg, cx) {
+        if !self.admit(b, &msg, cx) {
             return;
         }
         self.publish_shared(msg, cx);
@@ -682,7 +705,7 @@ impl Conn {
     /// client is told (`EpochMismatch`) and gets everything the log holds. Queue bounds
     /// over the server's maximum, and lossless queue-group members (a member's fall-back
     /// would replay what other members were given), are refused.
-    fn subscribe_binary(&mut self, mut s: Subscribe, cx: &mut impl Context) {
+    fn subscribe_binary(&mut self, b: &mut BinaryState, mut s: Subscribe, cx: &mut impl Context) {
         let sid = Sid::Binary(s.sid);
         if self.has_sid(&sid) {
             let text = format!("subscription {} is already active", s.sid);
@@ -735,7 +758,7 @@ impl Conn {
                 return;
             }
         }
-        let epoch = self.binary_state().welcome.log_epoch;
+        let epoch = b.welcome.log_epoch;
         let start = match std::mem::take(&mut s.start) {
             StartPosition::Live => None,
             StartPosition::Resume(token) if token.epoch != epoch => {
@@ -756,6 +779,7 @@ impl Conn {
             other => Some(Arc::new(other)),
         };
         let key = self.add_sub(
+            b,
             sid,
             s.subject.clone(),
             s.queue.as_ref(),
@@ -764,7 +788,7 @@ impl Conn {
             s.lossless,
             cx,
         );
-        self.subscribe_presence(&s, key, cx);
+        self.subscribe_presence(b, &s, key, cx);
     }
 
     /// `UNSUBSCRIBE`: now, or after `max` more deliveries.

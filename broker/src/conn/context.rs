@@ -106,7 +106,7 @@ pub(crate) trait Context {
     fn send(&mut self, to: usize, env: Envelope);
     /// A consumer of this worker became congested, stuck or clear.
     fn congestion(&mut self, conn: ConnId, signal: Signal);
-    /// Asks the worker to wake connection `conn` at `at` (`Conn::on_timer`).
+    /// Asks the worker to wake connection `conn` at `at` (`Session::on_timer`).
     fn wake_at(&mut self, at: Instant, conn: ConnId);
     /// Hands a costly credential check to the checker thread; false when it is busy.
     fn check(&mut self, job: Job) -> bool;

@@ -7,7 +7,7 @@
 //! ([`Link::read`]), and encodes the session's outbound queue and writes it
 //! ([`Link::write`]), following the contract in `transport/src/lib.rs`.
 //!
-//! A plain connection has no `Link` (`Conn::link` is `None`): its socket feeds the read
+//! A plain connection has no `Link` (`Session::link` is `None`): its socket feeds the read
 //! buffer directly and its outbound queue is written with one `writev`, paying nothing for
 //! this module.
 //!

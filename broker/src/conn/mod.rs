@@ -1,25 +1,32 @@
 //! One client connection, on either port: the text (NATS) port or the binary (Tern) port.
 //!
-//! Owns: the socket, its read buffer, its outbound queue, its subscriptions (by sid), its
-//! ping state, its traffic counters, its admission state (its place among the broker's
-//! connections, its publish buckets, its throttle) and its text catch-ups in progress (each
-//! holding a replay slot), its identity and permissions ([`access`]): everything both
-//! protocols share. What
-//! differs lives in one module per protocol ([`text`], [`binary`]): the decoding of client
-//! operations, each applied through the shared steps here (`admit`, `publish`, `add_sub`,
-//! `unsubscribe`, `ping`, `deliver`), and the server's side of the conversation, which the
-//! shared steps speak through the protocol's [`wire::Wire`] without asking which it is.
+//! Owns: [`Conn`], which is two parts side by side. Its [`Session`] is everything both
+//! protocols share: the socket, its read buffer, its outbound queue, its subscriptions (by
+//! sid), its ping state, its traffic counters, its admission state (its place among the
+//! broker's connections, its publish buckets, its throttle) and its text catch-ups in
+//! progress (each holding a replay slot), its identity and permissions ([`access`]). Its
+//! protocol's state ([`wire::Proto`]: a `TextState` or a `BinaryState`) is the rest, in one
+//! module per protocol ([`text`], [`binary`]).
+//!
+//! The two meet in two traits. A protocol decodes the client's operations with its own
+//! state and applies each through the session's shared steps here (`admit`, `publish`,
+//! `add_sub`, `unsubscribe`, `ping`): [`protocol::Protocol`], handed its state and the
+//! session as two borrows, so it never asks which protocol it is. The session's steps that
+//! say something (`deliver`, `ack`, `fail`, the `PONG`...) are handed the protocol as a
+//! [`wire::Wire`] to say it in, and never ask either: inside a protocol's decoding, the
+//! protocol hands itself (a direct call); elsewhere `Conn` hands its [`wire::Proto`], which
+//! picks the protocol with one match per call.
 //!
 //! Contract: the worker reads the connection when the socket is readable (edge triggered:
 //! until the socket would block) and when a [`ReadState::Throttled`] pause ends, itself
 //! sequencing each socket read ([`Conn::read_socket`]), its inbox sync and the bytes'
 //! application ([`Conn::apply_read`]); it calls
 //! [`Conn::deliver`], [`Conn::ack`] and
-//! [`Conn::gap`] and [`Conn::replay_done`] for what the shards address to it,
+//! [`Conn::gap`] and [`Session::replay_done`] for what the shards address to it,
 //! [`Conn::verdict`] when the checker thread has decided about its credentials,
 //! [`Conn::flush`] when it has output, [`Conn::tick`] on the ping timer,
-//! [`Conn::going_away`] once when lame duck mode begins, and [`Conn::unsubscribe_all`] and
-//! [`Conn::end_replays`] before dropping it. A connection that must go sets `closing`; the
+//! [`Conn::going_away`] once when lame duck mode begins, and [`Session::unsubscribe_all`] and
+//! [`Session::end_replays`] before dropping it. A connection that must go sets `closing`; the
 //! worker closes it at the end of the loop turn.
 //!
 //! Every step reaches the rest of the broker through a [`Context`] (`context.rs`: publish,
@@ -39,6 +46,7 @@ mod context;
 pub(crate) mod fake;
 pub(crate) mod link;
 pub(crate) mod presence;
+mod protocol;
 mod queue;
 #[cfg(test)]
 mod session_tests;
@@ -81,10 +89,11 @@ use binary::BinaryState;
 use congestion::Congestion;
 use link::{Greeting, Link, LinkKind};
 use presence::SubPresence;
+use protocol::Protocol;
 use queue::{Lossless, SubQueueState};
 use socket::Socket;
 use text::TextState;
-use wire::Proto;
+use wire::{Proto, Wire};
 
 /// Bytes read from a socket per `read` call, at most.
 const READ_CHUNK: usize = 64 * 1024;
@@ -169,7 +178,7 @@ pub(crate) enum ReadState {
     Paused,
 }
 
-/// The bit that tells the barrier behind an ended subscription (`Conn::end_sub`, its
+/// The bit that tells the barrier behind an ended subscription (`Session::end_sub`, its
 /// subscription id in the other bits) from a `PING`'s.
 const UNSUB_BARRIER: u64 = 1 << 63;
 
@@ -259,7 +268,9 @@ pub(crate) struct Accepted {
     pub access: Access,
 }
 
-pub(crate) struct Conn {
+/// What a connection keeps whatever protocol it speaks: everything but the protocol's
+/// own state, which [`Conn`] holds beside it and hands to each step that speaks.
+pub(crate) struct Session {
     pub id: ConnId,
     pub client_id: u64,
     pub peer: SocketAddr,
@@ -274,7 +285,6 @@ pub(crate) struct Conn {
     /// Room each read asks for (from [`READ_FIRST`] up to [`READ_CHUNK`]).
     read_chunk: usize,
     pub out: Outbound,
-    proto: Proto,
     subs: Slab<SubState>,
     sids: FastMap<Sid, usize>,
     /// The loop turn in which bytes were last read from the socket: the `received` of the
@@ -311,7 +321,7 @@ pub(crate) struct Conn {
     /// when it is over `max_pending`.
     held: Held,
     /// The last message copied for a queue and its copy, so that the queues of several
-    /// subscriptions share one copy of a message (`Conn::compacted`).
+    /// subscriptions share one copy of a message (`Session::compacted`).
     last_compact: Option<(Weak<Msg>, Weak<Msg>)>,
     /// As a consumer: whether it slows its publishers.
     congestion: Congestion,
@@ -358,7 +368,7 @@ pub(crate) struct Conn {
     /// The presence rooms it is in (`presence.rs`), at most `max_presence_joins`.
     rooms: Vec<Bytes>,
     /// A subscription to a room's events wants a fresh snapshot that was not yet due
-    /// (`Conn::retry_snapshots`).
+    /// (`Session::retry_snapshots`).
     presence_stale: bool,
     /// Subscriptions the client ended whose barriers are not all answered: (id, key).
     ending_subs: Vec<(u64, usize)>,
@@ -367,8 +377,308 @@ pub(crate) struct Conn {
     ended: usize,
 }
 
+/// One client connection: its [`Session`] (everything that does not depend on the
+/// protocol) and its protocol's own state ([`Proto`]), side by side so that each protocol's
+/// decoding gets its own state and the session as two borrows, and every step that says
+/// something is handed the protocol to say it in.
+///
+/// The worker reaches the session's protocol-independent steps and fields through
+/// `Deref`; the steps that speak are `Conn`'s own, and pass the protocol down.
+pub(crate) struct Conn {
+    session: Session,
+    proto: Proto,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+}
+
 impl Conn {
-    fn new(accepted: Accepted, proto: Proto, now: Instant) -> Conn {
+    /// Gives the connection its admission state (its gate slot and publish buckets), made
+    /// when it was accepted.
+    pub fn with_admission(mut self, admission: ConnAdmission) -> Conn {
+        self.session.admission = admission;
+        self
+    }
+
+    /// A connection on the text port; `INFO` (with this client's id and address) is queued
+    /// at once, as the NATS protocol starts. Over TLS, the `INFO` goes out in plain text
+    /// and TLS starts behind it, as nats-server does; with a link whose greeting is the
+    /// `INFO` (`handshake_first`), it waits for the TLS handshake instead.
+    pub fn text(accepted: Accepted, info: &ServerInfo, limits: &Limits, now: Instant) -> Conn {
+        let mut text = TextState::new(limits);
+        if accepted.access.is_pending() {
+            text.start_auth_clock(now + limits.auth_timeout);
+        }
+        let mut conn = Conn {
+            session: Session::new(accepted, now),
+            proto: Proto::Text(text),
+        };
+        let s = &mut conn.session;
+        match s.link.as_deref_mut() {
+            None => s.greet_text(info),
+            Some(link) if link.has_greeting() => {}
+            Some(_) => {
+                s.greet_text(info);
+                let link = s.link.as_deref_mut().expect("the link above");
+                if let Err(failure) = link.send_plain_then_start_tls(&mut s.out) {
+                    s.closing = Some(failure.reason);
+                }
+            }
+        }
+        conn
+    }
+
+    /// A connection on the WebSocket port: nothing is sent until the upgrade is accepted;
+    /// then its path picks the protocol (`Conn::transport_ready`).
+    pub fn websocket(accepted: Accepted, limits: &Limits, now: Instant) -> Conn {
+        debug_assert!(accepted.link.is_some(), "a WebSocket connection has a link");
+        Conn {
+            session: Session::new(accepted, now),
+            proto: Proto::Text(TextState::new(limits)),
+        }
+    }
+
+    /// A connection on the binary port. Nothing is sent until the client's preface and
+    /// `HELLO` arrive; `welcome` is the server's part of the answer.
+    pub fn binary(accepted: Accepted, welcome: &Welcome, limits: &Limits, now: Instant) -> Conn {
+        let state = BinaryState::new(welcome, accepted.client_id, limits);
+        Conn {
+            session: Session::new(accepted, now),
+            proto: Proto::Binary(state),
+        }
+    }
+
+    /// What `/connz` shows about this connection, with the subscription list `subs` asks
+    /// for (at most `subs.max` entries in about `subs.max_bytes`; `subscriptions` is always
+    /// the full count). Allocates: monitoring only.
+    pub fn info(&self, worker: usize, clock: &WallClock, subs: &SubsListing) -> ConnInfo {
+        let (protocol, client) = (self.proto.protocol(), self.proto.client());
+        let s = &self.session;
+        let (pending_bytes, pending_msgs) = s.waiting();
+        let mut info = ConnInfo {
+            cid: s.client_id,
+            worker,
+            protocol,
+            transport: s.link.as_ref().map_or("tcp", |l| l.kind().name()),
+            tls_peer: s.link.as_ref().and_then(|l| l.peer_subject()),
+            user: s.user(),
+            ip: s.peer.ip().to_string(),
+            port: s.peer.port(),
+            name: client.name,
+            lang: client.lang,
+            version: client.version,
+            start_us: clock.unix_us(s.started),
+            last_activity_us: clock.unix_us(s.last_activity),
+            stop_us: None,
+            reason: None,
+            subscriptions: s.subs.len() - s.ended,
+            subscriptions_list: Vec::new(),
+            subscriptions_detail: Vec::new(),
+            queue_dropped_msgs: s.queue_dropped,
+            in_msgs: s.in_msgs,
+            in_bytes: s.in_bytes,
+            out_msgs: s.out_msgs,
+            out_bytes: s.out_bytes,
+            pending_bytes,
+            pending_msgs,
+            dropped_msgs: s.dropped,
+        };
+        let mut budget = subs.budget();
+        // Ended ones (still taking what was routed to them before) are not listed.
+        for (_, s) in s.subs.iter().filter(|(_, s)| s.ending.is_none()) {
+            match subs.kind {
+                ListKind::None => break,
+                ListKind::Filters => {
+                    if !budget.take(s.filter.len() + FILTER_ENTRY_BYTES) {
+                        break;
+                    }
+                    let filter = String::from_utf8_lossy(&s.filter).into_owned();
+                    info.subscriptions_list.push(filter);
+                }
+                ListKind::Detail => {
+                    let d = s.detail();
+                    if !budget.take(d.sid.len() + d.subject.len() + DETAIL_ENTRY_BYTES) {
+                        break;
+                    }
+                    info.subscriptions_detail.push(d);
+                }
+            }
+        }
+        info
+    }
+
+    /// The name the client gave (`CONNECT` or `HELLO`), if any.
+    pub fn name(&self) -> Option<String> {
+        self.proto.client().name
+    }
+
+    /// One read from the socket (through the transport, when the connection has one):
+    /// the bytes taken, 0 when the client closed it. Nothing is applied yet.
+    pub fn read_socket(&mut self, cx: &impl Context) -> io::Result<usize> {
+        let (taken, ready) = self.session.read_some(&self.proto, cx)?;
+        if ready {
+            self.transport_ready(cx);
+        }
+        Ok(taken)
+    }
+
+    /// Applies every whole operation read so far, as of this loop turn (`now`); `fresh`
+    /// says bytes were just read (the `received` of the messages they carry). Returns the
+    /// state to report when the connection must not be read further now (throttled by
+    /// what it published), `None` to go on.
+    ///
+    /// The connection's protocol decodes and applies the bytes with its own state, through
+    /// the session's steps ([`Protocol::apply_buffered`]).
+    pub fn apply_read(
+        &mut self,
+        cx: &mut impl Context,
+        now: Instant,
+        fresh: bool,
+    ) -> Option<ReadState> {
+        let s = &mut self.session;
+        if fresh {
+            s.read_at = now;
+        }
+        let ops = s.ops;
+        self.proto.apply_buffered(s, cx, now);
+        s.applied(ops, now);
+        if fresh && s.closing.is_none() && s.link.as_ref().is_some_and(|l| l.peer_closed()) {
+            // What came before the close frame or close_notify was applied.
+            s.closing = Some(CloseReason::ClientClosed);
+        }
+        s.throttle_began().map(ReadState::Throttled)
+    }
+
+    /// The transport became ready (TLS handshake done, WebSocket upgrade accepted): counts
+    /// it, and greets the client as its protocol starts. A WebSocket's path picks the
+    /// protocol: `/tern` is the binary one, anything else the text one (its state made
+    /// anew: nothing was decoded before the upgrade).
+    fn transport_ready(&mut self, cx: &impl Context) {
+        let s = &mut self.session;
+        let Some(link) = s.link.as_deref_mut() else {
+            return;
+        };
+        let kind = link.kind();
+        if kind != link::LinkKind::WebSocket {
+            bump(&cx.stats().tls_handshakes, 1);
+        }
+        debug!(
+            peer = %s.peer,
+            client_id = s.client_id,
+            transport = kind.name(),
+            "transport ready"
+        );
+        match link.take_greeting() {
+            Greeting::None => {}
+            Greeting::Text(info) => s.greet_text(&info),
+            Greeting::ByPath(both) => {
+                bump(&cx.stats().websocket_upgrades, 1);
+                let (info, welcome) = *both;
+                let limits = &cx.config().limits;
+                if link.websocket_path() == Some(link::BINARY_PATH) {
+                    let state = BinaryState::new(&welcome, s.client_id, limits);
+                    self.proto = Proto::Binary(state);
+                } else {
+                    s.greet_text(&info);
+                    let mut text = TextState::new(limits);
+                    if s.access.is_pending() {
+                        text.start_auth_clock(cx.now() + limits.auth_timeout);
+                    }
+                    self.proto = Proto::Text(text);
+                }
+            }
+        }
+    }
+}
+
+/// The steps the worker calls that may say something to the client: each hands the session
+/// the connection's protocol to say it in.
+impl Conn {
+    /// Queues one delivery (`Session::deliver`).
+    pub fn deliver(&mut self, sref: SubRef, msg: &Arc<Msg>, cx: &mut impl Context) -> bool {
+        self.session.deliver(&mut self.proto, sref, msg, cx)
+    }
+
+    /// A published message it asked an acknowledgement for was routed (`Session::ack`).
+    pub fn ack(&mut self, ack_id: u64, stamp: Stamp, duplicate: bool) -> bool {
+        self.session.ack(&mut self.proto, ack_id, stamp, duplicate)
+    }
+
+    /// A shard cannot replay part of what a resuming subscription asked for
+    /// (`Session::gap`).
+    pub fn gap(
+        &mut self,
+        sref: SubRef,
+        shard: u16,
+        requested: u64,
+        oldest: u64,
+        cx: &mut impl Context,
+    ) -> bool {
+        self.session
+            .gap(&mut self.proto, sref, shard, requested, oldest, cx)
+    }
+
+    /// A shard told a subscription where it starts (`Session::position`).
+    pub fn position(&mut self, sref: SubRef, shard: u16, last: u64, cx: &mut impl Context) {
+        self.session
+            .position(&mut self.proto, sref, shard, last, cx);
+    }
+
+    /// A shard of merged catch-ups reached the end of its log (`Session::caught_up`).
+    pub fn caught_up(&mut self, sref: SubRef, shard: u16, cx: &mut impl Context) -> bool {
+        self.session.caught_up(&mut self.proto, sref, shard, cx)
+    }
+
+    /// A shard of merged "last N" catch-ups counted what it sends (`Session::counted`).
+    pub fn counted(&mut self, sref: SubRef, shard: u16, sends: u64, cx: &mut impl Context) -> bool {
+        self.session
+            .counted(&mut self.proto, sref, shard, sends, cx)
+    }
+
+    /// A shard answered a barrier (`Session::barrier_done`).
+    pub fn barrier_done(&mut self, token: u64, cx: &mut impl Context) -> bool {
+        self.session.barrier_done(&mut self.proto, token, cx)
+    }
+
+    /// The checker thread's answer about its credentials (`Session::verdict`).
+    pub fn verdict(
+        &mut self,
+        outcome: Result<tern_auth::Identity, tern_auth::AuthFailure>,
+        cx: &mut impl Context,
+    ) {
+        self.session.verdict(&mut self.proto, outcome, cx);
+    }
+
+    /// Writes what waits for the client (`Session::flush`).
+    pub fn flush(&mut self, cx: &mut impl Context) {
+        self.session.flush(&mut self.proto, cx);
+    }
+
+    /// The ping timer (`Session::tick`).
+    pub fn tick(&mut self, now: Instant, limits: &Limits, cx: &mut impl Context) {
+        self.session.tick(&mut self.proto, now, limits, cx);
+    }
+
+    /// Lame duck mode began (`Session::going_away`).
+    pub fn going_away(&mut self, info: &ServerInfo, deadline: Instant, now: Instant) -> bool {
+        self.session
+            .going_away(&mut self.proto, info, deadline, now)
+    }
+}
+
+impl Session {
+    fn new(accepted: Accepted, now: Instant) -> Session {
         let Accepted {
             id,
             client_id,
@@ -377,7 +687,7 @@ impl Conn {
             link,
             access,
         } = accepted;
-        Conn {
+        Session {
             id,
             client_id,
             peer,
@@ -387,7 +697,6 @@ impl Conn {
             rbuf_taken: 0,
             read_chunk: READ_FIRST,
             out: Outbound::default(),
-            proto,
             subs: Slab::new(),
             sids: FastMap::default(),
             read_at: now,
@@ -433,147 +742,6 @@ impl Conn {
         }
     }
 
-    /// Gives the connection its admission state (its gate slot and publish buckets), made
-    /// when it was accepted.
-    pub fn with_admission(mut self, admission: ConnAdmission) -> Conn {
-        self.admission = admission;
-        self
-    }
-
-    /// A connection on the text port; `INFO` (with this client's id and address) is queued
-    /// at once, as the NATS protocol starts. Over TLS, the `INFO` goes out in plain text
-    /// and TLS starts behind it, as nats-server does; with a link whose greeting is the
-    /// `INFO` (`handshake_first`), it waits for the TLS handshake instead.
-    pub fn text(accepted: Accepted, info: &ServerInfo, limits: &Limits, now: Instant) -> Conn {
-        let mut conn = Conn::new(accepted, Proto::Text(TextState::new(limits)), now);
-        if conn.access.is_pending() {
-            conn.text_state()
-                .start_auth_clock(now + limits.auth_timeout);
-        }
-        match conn.link.as_deref_mut() {
-            None => conn.greet_text(info),
-            Some(link) if link.has_greeting() => {}
-            Some(_) => {
-                conn.greet_text(info);
-                let link = conn.link.as_deref_mut().expect("the link above");
-                if let Err(failure) = link.send_plain_then_start_tls(&mut conn.out) {
-                    conn.closing = Some(failure.reason);
-                }
-            }
-        }
-        conn
-    }
-
-    /// A connection on the WebSocket port: nothing is sent until the upgrade is accepted;
-    /// then its path picks the protocol (`Conn::transport_ready`).
-    pub fn websocket(accepted: Accepted, limits: &Limits, now: Instant) -> Conn {
-        debug_assert!(accepted.link.is_some(), "a WebSocket connection has a link");
-        Conn::new(accepted, Proto::Text(TextState::new(limits)), now)
-    }
-
-    /// A connection on the binary port. Nothing is sent until the client's preface and
-    /// `HELLO` arrive; `welcome` is the server's part of the answer.
-    pub fn binary(accepted: Accepted, welcome: &Welcome, limits: &Limits, now: Instant) -> Conn {
-        let state = BinaryState::new(welcome, accepted.client_id, limits);
-        Conn::new(accepted, Proto::Binary(state), now)
-    }
-
-    /// The transport became ready (TLS handshake done, WebSocket upgrade accepted): counts
-    /// it, and greets the client as its protocol starts. A WebSocket's path picks the
-    /// protocol: `/tern` is the binary one, anything else the text one.
-    fn transport_ready(&mut self, cx: &impl Context) {
-        let Some(link) = self.link.as_deref_mut() else {
-            return;
-        };
-        let kind = link.kind();
-        if kind != link::LinkKind::WebSocket {
-            bump(&cx.stats().tls_handshakes, 1);
-        }
-        debug!(
-            peer = %self.peer,
-            client_id = self.client_id,
-            transport = kind.name(),
-            "transport ready"
-        );
-        match link.take_greeting() {
-            Greeting::None => {}
-            Greeting::Text(info) => self.greet_text(&info),
-            Greeting::ByPath(both) => {
-                bump(&cx.stats().websocket_upgrades, 1);
-                let (info, welcome) = *both;
-                if link.websocket_path() == Some(link::BINARY_PATH) {
-                    let state = BinaryState::new(&welcome, self.client_id, &cx.config().limits);
-                    self.proto = Proto::Binary(state);
-                } else {
-                    self.greet_text(&info);
-                    if self.access.is_pending() {
-                        let due = cx.now() + cx.config().limits.auth_timeout;
-                        self.text_state().start_auth_clock(due);
-                    }
-                }
-            }
-        }
-    }
-
-    /// What `/connz` shows about this connection, with the subscription list `subs` asks
-    /// for (at most `subs.max` entries in about `subs.max_bytes`; `subscriptions` is always
-    /// the full count). Allocates: monitoring only.
-    pub fn info(&self, worker: usize, clock: &WallClock, subs: &SubsListing) -> ConnInfo {
-        let wire = self.proto.wire_ref();
-        let (protocol, client) = (wire.protocol(), wire.client());
-        let (pending_bytes, pending_msgs) = self.waiting();
-        let mut info = ConnInfo {
-            cid: self.client_id,
-            worker,
-            protocol,
-            transport: self.link.as_ref().map_or("tcp", |l| l.kind().name()),
-            tls_peer: self.link.as_ref().and_then(|l| l.peer_subject()),
-            user: self.user(),
-            ip: self.peer.ip().to_string(),
-            port: self.peer.port(),
-            name: client.name,
-            lang: client.lang,
-            version: client.version,
-            start_us: clock.unix_us(self.started),
-            last_activity_us: clock.unix_us(self.last_activity),
-            stop_us: None,
-            reason: None,
-            subscriptions: self.subs.len() - self.ended,
-            subscriptions_list: Vec::new(),
-            subscriptions_detail: Vec::new(),
-            queue_dropped_msgs: self.queue_dropped,
-            in_msgs: self.in_msgs,
-            in_bytes: self.in_bytes,
-            out_msgs: self.out_msgs,
-            out_bytes: self.out_bytes,
-            pending_bytes,
-            pending_msgs,
-            dropped_msgs: self.dropped,
-        };
-        let mut budget = subs.budget();
-        // Ended ones (still taking what was routed to them before) are not listed.
-        for (_, s) in self.subs.iter().filter(|(_, s)| s.ending.is_none()) {
-            match subs.kind {
-                ListKind::None => break,
-                ListKind::Filters => {
-                    if !budget.take(s.filter.len() + FILTER_ENTRY_BYTES) {
-                        break;
-                    }
-                    let filter = String::from_utf8_lossy(&s.filter).into_owned();
-                    info.subscriptions_list.push(filter);
-                }
-                ListKind::Detail => {
-                    let d = s.detail();
-                    if !budget.take(d.sid.len() + d.subject.len() + DETAIL_ENTRY_BYTES) {
-                        break;
-                    }
-                    info.subscriptions_detail.push(d);
-                }
-            }
-        }
-        info
-    }
-
     /// What the `/connz` sort orders look at, without copying a string.
     pub fn keys(&self, clock: &WallClock) -> ConnKeys<'static> {
         ConnKeys {
@@ -591,7 +759,7 @@ impl Conn {
         }
     }
 
-    /// What waits for the client in bytes (`Conn::pending`: its write buffer, queues and
+    /// What waits for the client in bytes (`Session::pending`: its write buffer, queues and
     /// held `PONG`s), and the deliveries not yet completely written (in the write buffer
     /// and in its subscription queues).
     pub fn waiting(&self) -> (usize, usize) {
@@ -606,7 +774,6 @@ impl Conn {
         bump(&stats.dropped_msgs, dropped);
     }
 
-    /// The name the client gave (`CONNECT` or `HELLO`), if any.
     /// The user it authenticated as (or claimed, when it was refused).
     pub fn user(&self) -> Option<String> {
         self.access.user().map(|u| u.to_string())
@@ -614,9 +781,9 @@ impl Conn {
 
     /// The handshake is done (no authentication, or it succeeded): what the protocol says
     /// then (`Wire::granted`: `WELCOME` on the binary port).
-    fn granted(&mut self) {
+    fn granted(&mut self, w: &mut impl Wire) {
         let now = self.read_at;
-        self.proto.wire().granted(&mut self.out, now);
+        w.granted(&mut self.out, now);
     }
 
     /// The server's `INFO` as this connection is told it: its id and address, whether it
@@ -628,10 +795,6 @@ impl Conn {
         info.auth_required = self.access.stage != Stage::Open;
         info.nonce = self.access.nonce.clone();
         info
-    }
-
-    pub fn name(&self) -> Option<String> {
-        self.proto.wire_ref().client().name
     }
 
     /// Whether the connection may be read now: `Some` with the state to report when it
@@ -670,33 +833,6 @@ impl Conn {
         !self.rbuf.is_empty()
     }
 
-    /// One read from the socket (through the transport, when the connection has one):
-    /// the bytes taken, 0 when the client closed it. Nothing is applied yet.
-    pub fn read_socket(&mut self, cx: &impl Context) -> io::Result<usize> {
-        self.read_some(cx)
-    }
-
-    /// Applies every whole operation read so far, as of this loop turn (`now`); `fresh`
-    /// says bytes were just read (the `received` of the messages they carry). Returns the
-    /// state to report when the connection must not be read further now (throttled by
-    /// what it published), `None` to go on.
-    pub fn apply_read(
-        &mut self,
-        cx: &mut impl Context,
-        now: Instant,
-        fresh: bool,
-    ) -> Option<ReadState> {
-        if fresh {
-            self.read_at = now;
-        }
-        self.apply_buffered(cx, now);
-        if fresh && self.closing.is_none() && self.link.as_ref().is_some_and(|l| l.peer_closed()) {
-            // What came before the close frame or close_notify was applied.
-            self.closing = Some(CloseReason::ClientClosed);
-        }
-        self.throttle_began().map(ReadState::Throttled)
-    }
-
     /// The read pass ended with a socket error (not `WouldBlock`).
     pub fn read_failed(&mut self, e: &io::Error) {
         self.closing = Some(CloseReason::Io(e.to_string()));
@@ -709,11 +845,11 @@ impl Conn {
 
     /// One `read` into the spare capacity of the read buffer (through the transport, when
     /// the connection has one).
-    fn read_some(&mut self, cx: &impl Context) -> io::Result<usize> {
+    fn read_some(&mut self, w: &impl Wire, cx: &impl Context) -> io::Result<(usize, bool)> {
         if self.link.is_some() {
-            return self.read_link(cx);
+            return self.read_link(w, cx);
         }
-        let needed = self.proto.wire_ref().bytes_needed();
+        let needed = w.bytes_needed();
         // Room for what the decoder awaits, but a large payload is taken a few chunks at a
         // time: a client that announces one and sends it slowly holds what it sent, not
         // what it announced.
@@ -730,13 +866,14 @@ impl Conn {
             // More may be waiting: a busy client reads in larger chunks.
             self.read_chunk = (self.read_chunk * 8).min(READ_CHUNK);
         }
-        Ok(n)
+        Ok((n, false))
     }
 
     /// One read through the transport: socket bytes in, what they decode to appended to
-    /// the read buffer. A transport failure closes the connection (counted, with what the
-    /// transport queued for the peer still written).
-    fn read_link(&mut self, cx: &impl Context) -> io::Result<usize> {
+    /// the read buffer, and whether the transport just became ready (the caller greets the
+    /// client then: `Conn::transport_ready`). A transport failure closes the connection
+    /// (counted, with what the transport queued for the peer still written).
+    fn read_link(&mut self, w: &impl Wire, cx: &impl Context) -> io::Result<(usize, bool)> {
         let link = self.link.as_deref_mut().expect("a connection with a link");
         let room = self.read_chunk;
         match link.read(&mut self.sock, room, &mut self.rbuf)? {
@@ -749,20 +886,19 @@ impl Conn {
                     // What waited for the handshake (an INFO of lame duck mode) may go
                     // now: no writable event is coming for it.
                     self.write_blocked = false;
-                    self.transport_ready(cx);
                 }
-                Ok(read.taken)
+                Ok((read.taken, read.ready))
             }
             Err(failure) => {
                 bump(&cx.stats().transport_failures[failure.kind as usize], 1);
                 if failure.kind == TransportFailure::PlainText {
                     let kind = link.kind();
-                    self.say_tls_required(kind);
+                    self.say_tls_required(w, kind);
                 }
                 self.discard_output(cx.stats());
                 self.closing = Some(failure.reason);
                 // Not 0, which would say the client closed the socket.
-                Ok(1)
+                Ok((1, false))
             }
         }
     }
@@ -772,14 +908,14 @@ impl Conn {
     /// (nats-server's words), an `ERROR` frame on the binary port, an HTTP 400 on the
     /// WebSocket port. One write that does not block: a client that does not read gets
     /// nothing.
-    fn say_tls_required(&mut self, kind: LinkKind) {
+    fn say_tls_required(&mut self, w: &impl Wire, kind: LinkKind) {
         use std::io::Write;
         let said = match kind {
             LinkKind::WebSocketTls => bytes::Bytes::from_static(
                 b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
                   Content-Length: 13\r\nConnection: close\r\n\r\nTLS required\n",
             ),
-            _ => self.proto.wire_ref().tls_required(),
+            _ => w.tls_required(),
         };
         let _ = self.sock.write(&said);
     }
@@ -798,14 +934,9 @@ impl Conn {
         }
     }
 
-    /// Decodes and applies every whole operation in the read buffer. Applying one is
-    /// activity, as of this loop turn (`now`).
-    fn apply_buffered(&mut self, cx: &mut impl Context, now: Instant) {
-        let ops = self.ops;
-        match self.proto {
-            Proto::Text(_) => self.apply_text(cx, now),
-            Proto::Binary(_) => self.apply_binary(cx),
-        }
+    /// Operations were decoded and applied from the read buffer (`ops` were counted
+    /// before): applying one is activity, as of this loop turn (`now`).
+    fn applied(&mut self, ops: u64, now: Instant) {
         if self.ops != ops {
             self.last_activity = now;
         }
@@ -849,7 +980,7 @@ impl Conn {
     /// protocol and counted, and false is returned. Over a rate with `rate_action =
     /// "slow"` the publish passes and the connection is throttled (see [`ReadState`]).
     /// Takes no lock and allocates nothing unless it refuses.
-    fn admit(&mut self, msg: &Msg, cx: &impl Context) -> bool {
+    fn admit(&mut self, w: &mut impl Wire, msg: &Msg, cx: &impl Context) -> bool {
         let config = &cx.config().admission;
         if msg.priority < config.shed_below_priority {
             let (behind, depth) = cx.deepest_queue();
@@ -857,7 +988,7 @@ impl Conn {
             if admission::sheds(msg.priority, below, depth, threshold) {
                 bump(&cx.stats().publishes_shed, 1);
                 let text = admission::shed_text(below, behind);
-                self.refuse_publish(msg.ack_id, ErrorCode::Overloaded, &text);
+                self.refuse_publish(w, msg.ack_id, ErrorCode::Overloaded, &text);
                 return false;
             }
         }
@@ -871,17 +1002,21 @@ impl Conn {
             RateVerdict::Refuse(refusal) => {
                 bump(&cx.stats().publishes_rate_refused[refusal.scope.kind()], 1);
                 let text = refusal.text(config);
-                self.refuse_publish(msg.ack_id, ErrorCode::RateLimited, &text);
+                self.refuse_publish(w, msg.ack_id, ErrorCode::RateLimited, &text);
                 false
             }
         }
     }
 
     /// Tells the client its publish was refused; the connection stays open.
-    fn refuse_publish(&mut self, ack_id: Option<u64>, code: ErrorCode, text: &str) {
-        self.proto
-            .wire()
-            .refuse_publish(&mut self.out, ack_id, code, text);
+    fn refuse_publish(
+        &mut self,
+        w: &mut impl Wire,
+        ack_id: Option<u64>,
+        code: ErrorCode,
+        text: &str,
+    ) {
+        w.refuse_publish(&mut self.out, ack_id, code, text);
     }
 
     /// Takes a place for one more subscription: refused when the connection holds
@@ -912,7 +1047,7 @@ impl Conn {
         self.publish_shared(Arc::new(msg), cx);
     }
 
-    /// As [`Conn::publish`], for a message made where it is shared (the binary port
+    /// As [`Session::publish`], for a message made where it is shared (the binary port
     /// builds its publishes in place: a `Msg` is a few hundred bytes, and moving one into
     /// an `Arc` is a copy per message).
     fn publish_shared(&mut self, msg: Arc<Msg>, cx: &mut impl Context) {
@@ -936,6 +1071,7 @@ impl Conn {
     #[allow(clippy::too_many_arguments)]
     fn add_sub(
         &mut self,
+        w: &mut impl Wire,
         sid: Sid,
         filter: Bytes,
         queue: Option<&Bytes>,
@@ -961,9 +1097,7 @@ impl Conn {
                 };
                 Box::new(Merge::new(cx.shards(), last_n))
             });
-        let starts = self
-            .proto
-            .wire_ref()
+        let starts = w
             .resumes()
             .then(|| Box::new(binary::Starts::new(cx.shards())));
         let key = self.subs.insert(SubState {
@@ -1116,9 +1250,9 @@ impl Conn {
     /// `PING`, behind that traffic, and the `PONG` is queued once every shard has answered
     /// (`barrier_done`). `PONG`s go out in `PING` order; a `PING` after no traffic, with
     /// none waiting, is answered at once.
-    fn ping(&mut self, cx: &mut impl Context) {
+    fn ping(&mut self, w: &mut impl Wire, cx: &mut impl Context) {
         match self.barrier.begin(cx.workers()) {
-            None => self.queue_pong(),
+            None => self.queue_pong(w),
             Some((token, shards)) => {
                 for shard in shards {
                     cx.send(
@@ -1135,7 +1269,7 @@ impl Conn {
 
     /// A shard answered the barrier of `PING` `token`: queues every `PONG` now due. Returns
     /// true when one was queued.
-    pub fn barrier_done(&mut self, token: u64, cx: &mut impl Context) -> bool {
+    fn barrier_done(&mut self, w: &mut impl Wire, token: u64, cx: &mut impl Context) -> bool {
         if self.closing.is_some() {
             return false;
         }
@@ -1145,7 +1279,7 @@ impl Conn {
         }
         let due = self.barrier.answered(token);
         for _ in 0..due {
-            self.queue_pong();
+            self.queue_pong(w);
         }
         due > 0
     }
@@ -1155,24 +1289,20 @@ impl Conn {
         self.pings_out = 0;
     }
 
-    fn send_pong_now(&mut self) {
-        self.proto.wire().pong(&mut self.out);
+    fn send_pong_now(&mut self, w: &mut impl Wire) {
+        w.pong(&mut self.out);
     }
 
     /// A publish, subscription or catch-up its user's permissions do not allow: told in
     /// the client's protocol, with nats-server's words; the connection stays open.
-    fn refuse_permission(&mut self, sid: Option<&Sid>, text: &str) {
-        self.proto
-            .wire()
-            .refuse_permission(&mut self.out, sid, text);
+    fn refuse_permission(&mut self, w: &mut impl Wire, sid: Option<&Sid>, text: &str) {
+        w.refuse_permission(&mut self.out, sid, text);
     }
 
     /// Tells the client why it is being closed, in its protocol, and marks it closing.
-    fn fail(&mut self, reason: CloseReason) {
+    fn fail(&mut self, w: &mut impl Wire, reason: CloseReason) {
         let authenticating = self.access.is_pending();
-        self.proto
-            .wire()
-            .fail(&mut self.out, &reason, authenticating);
+        w.fail(&mut self.out, &reason, authenticating);
         self.closing = Some(reason);
     }
 
@@ -1259,12 +1389,16 @@ impl Conn {
     /// Encodes one delivery of the subscription `key` into the outbound buffer and counts
     /// it. Returns false when that was the subscription's last (its `max` reached) and it
     /// is gone.
-    fn write_delivery(&mut self, key: usize, msg: &Msg, cx: &mut impl Context) -> bool {
+    fn write_delivery(
+        &mut self,
+        w: &mut impl Wire,
+        key: usize,
+        msg: &Msg,
+        cx: &mut impl Context,
+    ) -> bool {
         let sequence_headers = cx.config().sequence_headers;
         let sub = &mut self.subs[key];
-        let size = self
-            .proto
-            .encode_delivery(&mut self.out, &sub.sid, msg, sequence_headers);
+        let size = w.encode_delivery(&mut self.out, &sub.sid, msg, sequence_headers);
         let Some(size) = size else {
             // Not representable in the client's protocol (cannot happen with the limits
             // both ports enforce); counted as dropped rather than sent malformed.
@@ -1288,74 +1422,82 @@ impl Conn {
     /// A message this connection published with an acknowledgement request has been
     /// routed (by this worker's shard, or for a repeated message id, by the shard that
     /// stored its first copy).
-    pub fn ack(&mut self, ack_id: u64, stamp: Stamp, duplicate: bool) -> bool {
+    fn ack(&mut self, w: &mut impl Wire, ack_id: u64, stamp: Stamp, duplicate: bool) -> bool {
         if self.closing.is_some() {
             return false;
         }
-        self.proto
-            .wire()
-            .ack(&mut self.out, ack_id, stamp, duplicate)
+        w.ack(&mut self.out, ack_id, stamp, duplicate)
     }
 
     /// A shard cannot replay part of what a resuming subscription asked for.
-    pub fn gap(
+    fn gap(
         &mut self,
+        w: &mut impl Wire,
         sref: SubRef,
         shard: u16,
         requested: u64,
         oldest: u64,
         cx: &mut impl Context,
     ) -> bool {
-        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+        let Some(sub) = Session::live_sub(&self.closing, &mut self.subs, sref) else {
             return false;
         };
         // Merged catch-ups: the notice keeps its place among what its shard sent.
         if let Some(merge) = &mut sub.merge {
             if merge.hold_gap(shard, requested, oldest) {
-                return self.release_merged(sref, cx);
+                return self.release_merged(w, sref, cx);
             }
         }
-        self.send_gap(sref, shard, requested, oldest)
+        self.send_gap(w, sref, shard, requested, oldest)
     }
 
     /// Writes a gap notice for the subscription `sref` names.
-    fn send_gap(&mut self, sref: SubRef, shard: u16, requested: u64, oldest: u64) -> bool {
-        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+    fn send_gap(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        shard: u16,
+        requested: u64,
+        oldest: u64,
+    ) -> bool {
+        let Some(sub) = Session::live_sub(&self.closing, &mut self.subs, sref) else {
             return false;
         };
         let sid = sub.sid.clone();
-        self.proto
-            .wire()
-            .gap(&mut self.out, &sid, shard, requested, oldest)
+        w.gap(&mut self.out, &sid, shard, requested, oldest)
     }
 
     /// Lame duck mode began: tells the client that the server is going away and will close
     /// the connection by `deadline` (`INFO` with `ldm` on the text port, `info` being that
     /// `INFO`; `GOAWAY` on the binary port, or right after `WELCOME` for a connection still
     /// in its handshake). Returns true when something was queued.
-    pub fn going_away(&mut self, info: &ServerInfo, deadline: Instant, now: Instant) -> bool {
+    fn going_away(
+        &mut self,
+        w: &mut impl Wire,
+        info: &ServerInfo,
+        deadline: Instant,
+        now: Instant,
+    ) -> bool {
         if self.closing.is_some() {
             return false;
         }
         let info = self.personal_info(info);
-        self.proto
-            .wire()
-            .going_away(&mut self.out, &info, deadline, now)
+        w.going_away(&mut self.out, &info, deadline, now)
     }
 
     /// The outbound buffer overflowed `max_pending`, or (`--slow-consumer disconnect`) the
     /// consumer stayed over its high-water mark past the grace time: drop what is queued,
     /// say why, and close.
-    fn slow_consumer(&mut self, cx: &mut impl Context) {
+    fn slow_consumer(&mut self, w: &mut impl Wire, cx: &mut impl Context) {
         bump(&cx.stats().slow_consumers, 1);
         self.discard_output(cx.stats());
-        self.fail(CloseReason::SlowConsumer);
+        self.fail(w, CloseReason::SlowConsumer);
     }
 
     /// Writes what is queued, as far as the socket takes it, refilling the outbound buffer
     /// from the subscription queues as it empties, and records the broker latency of every
     /// delivery whose last byte went out.
-    pub fn flush(&mut self, cx: &mut impl Context) {
+    fn flush(&mut self, w: &mut impl Wire, cx: &mut impl Context) {
         let write_buffer = cx.config().queues.write_buffer;
         loop {
             if !self.write_blocked && (!self.out.is_empty() || self.link_unsent() > 0) {
@@ -1392,7 +1534,7 @@ impl Conn {
                 break;
             }
             let before = self.out.len();
-            self.fill(cx);
+            self.fill(w, cx);
             if self.out.len() == before {
                 break;
             }
@@ -1481,7 +1623,13 @@ impl Conn {
     /// The ping timer: pings a client that completed no operation for `ping_interval`, and
     /// closes one that left `ping_max` pings unanswered. First it closes a client whose
     /// handshake, or (text) a started control line, is not done within `auth_timeout`.
-    pub fn tick(&mut self, now: Instant, limits: &Limits, cx: &mut impl Context) {
+    fn tick(
+        &mut self,
+        w: &mut impl Protocol,
+        now: Instant,
+        limits: &Limits,
+        cx: &mut impl Context,
+    ) {
         if self.closing.is_some() {
             return;
         }
@@ -1509,24 +1657,24 @@ impl Conn {
             self.retry_snapshots(cx);
         }
         if !self.access.is_pending() {
-            if self.check_expiry(cx) {
+            if self.check_expiry(w, cx) {
                 return;
             }
-            self.recheck_access(cx);
+            self.recheck_access(w, cx);
             if self.closing.is_some() {
                 return;
             }
             self.access.prune(now);
         }
         if self.overdue(now, cx) {
-            self.slow_consumer(cx);
+            self.slow_consumer(w, cx);
             return;
         }
         if let Some(since) = self.over_budget_since {
             // Not read since; what waits for it is its own traffic (deliveries give way
             // to the budget), and it does not take it.
             if now.duration_since(since) >= cx.config().queues.slow_consumer_grace {
-                self.slow_consumer(cx);
+                self.slow_consumer(w, cx);
                 return;
             }
         }
@@ -1543,14 +1691,14 @@ impl Conn {
         {
             return;
         }
-        if self.proto.wire_ref().in_timed_handshake() {
+        if w.in_timed_handshake() {
             if now.duration_since(self.started) >= limits.auth_timeout {
                 bump(&cx.stats().handshake_timeouts, 1);
-                self.fail(CloseReason::HandshakeTimeout(limits.auth_timeout));
+                self.fail(w, CloseReason::HandshakeTimeout(limits.auth_timeout));
             }
             return;
         }
-        if self.text_deadline_passed(now, limits, cx) {
+        if w.input_expired(self, now, limits, cx) {
             return;
         }
         if now.duration_since(self.last_activity) < limits.ping_interval
@@ -1560,10 +1708,10 @@ impl Conn {
         }
         if self.pings_out >= limits.ping_max {
             bump(&cx.stats().stale_connections, 1);
-            self.fail(CloseReason::StaleConnection);
+            self.fail(w, CloseReason::StaleConnection);
             return;
         }
-        self.proto.wire().ping(&mut self.out);
+        w.ping(&mut self.out);
         self.pings_out += 1;
         self.last_ping = now;
     }

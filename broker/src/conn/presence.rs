@@ -33,8 +33,9 @@ use tern_protocol::binary::{retarget_presence, ErrorCode, PresenceQuery, Subscri
 use tern_protocol::subject;
 
 use super::access::{publish_violation, subscribe_violation};
+use super::wire::Wire;
 use super::Context;
-use super::{Conn, Sid};
+use super::{Session, Sid};
 use crate::mesh::{Answer, Envelope, Msg, PresenceFrame, PresenceOp, Stamp, SubRef};
 use crate::outbound::Outbound;
 use crate::presence::{self, RefusalKind};
@@ -127,22 +128,32 @@ struct Query {
     count: bool,
 }
 
-impl Conn {
+impl Session {
     /// A publish to `$TERN.PRESENCE.…`, from either port (a binary one acknowledged at
     /// once when it asked for an ack: nothing is stored). Returns false when it was
     /// refused in the client's protocol (`-ERR`, no `+OK`; a refused `PUBLISH_ACK` or a
     /// non-fatal `ERROR`).
-    pub(super) fn presence_request(&mut self, p: PresenceRequest, cx: &mut impl Context) -> bool {
-        let done = self.presence_apply(&p, cx);
+    pub(super) fn presence_request(
+        &mut self,
+        w: &mut impl Wire,
+        p: PresenceRequest,
+        cx: &mut impl Context,
+    ) -> bool {
+        let done = self.presence_apply(w, &p, cx);
         if done {
             if let Some(ack_id) = p.ack_id {
-                self.ack(ack_id, Stamp::default(), false);
+                self.ack(w, ack_id, Stamp::default(), false);
             }
         }
         done
     }
 
-    fn presence_apply(&mut self, p: &PresenceRequest, cx: &mut impl Context) -> bool {
+    fn presence_apply(
+        &mut self,
+        w: &mut impl Wire,
+        p: &PresenceRequest,
+        cx: &mut impl Context,
+    ) -> bool {
         let Some(verb) = parse_presence(&p.subject) else {
             return true;
         };
@@ -154,13 +165,13 @@ impl Conn {
                     1,
                 );
                 let text = publish_violation(&p.subject);
-                self.refuse_request(p.ack_id, ErrorCode::PermissionViolation, &text);
+                self.refuse_request(w, p.ack_id, ErrorCode::PermissionViolation, &text);
                 return false;
             }
             PresenceVerb::Join(r) | PresenceVerb::Leave(r) | PresenceVerb::Query(r) => r,
         };
         if let Some(why) = bad_room(room) {
-            return self.presence_refused(p, "400 Bad Request", &why, cx);
+            return self.presence_refused(w, p, "400 Bad Request", &why, cx);
         }
         if !self.access.may_subscribe(room, None) {
             bump(
@@ -168,23 +179,29 @@ impl Conn {
                 1,
             );
             let text = subscribe_violation(room, None);
-            self.refuse_request(p.ack_id, ErrorCode::PermissionViolation, &text);
+            self.refuse_request(w, p.ack_id, ErrorCode::PermissionViolation, &text);
             return false;
         }
         let room = Bytes::copy_from_slice(room);
         match verb {
-            PresenceVerb::Join(_) => self.join_room(room, p, cx),
+            PresenceVerb::Join(_) => self.join_room(w, room, p, cx),
             PresenceVerb::Leave(_) => {
                 self.leave_room(room, p.reply.as_ref(), cx);
                 true
             }
-            _ => self.query_room(room, p, cx),
+            _ => self.query_room(w, room, p, cx),
         }
     }
 
-    fn join_room(&mut self, room: Bytes, p: &PresenceRequest, cx: &mut impl Context) -> bool {
+    fn join_room(
+        &mut self,
+        w: &mut impl Wire,
+        room: Bytes,
+        p: &PresenceRequest,
+        cx: &mut impl Context,
+    ) -> bool {
         if let Err(why) = self.may_join(&room, p.payload.len(), cx) {
-            return self.presence_refused(p, "409 Presence Refused", &why, cx);
+            return self.presence_refused(w, p, "409 Presence Refused", &why, cx);
         }
         let joined = self.rooms.contains(&room);
         if !joined {
@@ -192,7 +209,7 @@ impl Conn {
         }
         let op = PresenceOp::Join {
             subject: room.clone(),
-            user: self.member_identity(),
+            user: self.member_identity(w),
             conn: self.id,
             client_id: self.client_id,
             info: Bytes::copy_from_slice(&p.payload),
@@ -244,10 +261,16 @@ impl Conn {
         self.send_home(&room, op, cx);
     }
 
-    fn query_room(&mut self, room: Bytes, p: &PresenceRequest, cx: &mut impl Context) -> bool {
+    fn query_room(
+        &mut self,
+        w: &mut impl Wire,
+        room: Bytes,
+        p: &PresenceRequest,
+        cx: &mut impl Context,
+    ) -> bool {
         let Some(inbox) = &p.reply else {
             let text = "Presence queries need a reply subject";
-            self.refuse_request(p.ack_id, ErrorCode::InvalidOption, text);
+            self.refuse_request(w, p.ack_id, ErrorCode::InvalidOption, text);
             return false;
         };
         let query = if p.payload.iter().all(u8::is_ascii_whitespace) {
@@ -257,14 +280,14 @@ impl Conn {
                 Ok(q) => q,
                 Err(e) => {
                     let why = format!("invalid presence query: {e}");
-                    return self.presence_refused(p, "400 Bad Request", &why, cx);
+                    return self.presence_refused(w, p, "400 Bad Request", &why, cx);
                 }
             }
         };
         let limit = query.limit.unwrap_or(DEFAULT_PRESENCE_PAGE);
         if limit > MAX_PRESENCE_PAGE {
             let why = format!("limit {limit} is over {MAX_PRESENCE_PAGE} members a page");
-            return self.presence_refused(p, "400 Bad Request", &why, cx);
+            return self.presence_refused(w, p, "400 Bad Request", &why, cx);
         }
         let op = PresenceOp::Query {
             subject: room.clone(),
@@ -306,11 +329,18 @@ impl Conn {
     /// The presence side of a binary subscription just made (subscription `key`, options
     /// checked by `check_presence_options`): the subscription to the room's events it
     /// brings along, with its first snapshot, and the join.
-    pub(super) fn subscribe_presence(&mut self, s: &Subscribe, key: usize, cx: &mut impl Context) {
+    pub(super) fn subscribe_presence(
+        &mut self,
+        w: &mut impl Wire,
+        s: &Subscribe,
+        key: usize,
+        cx: &mut impl Context,
+    ) {
         let room = self.subs[key].filter.clone();
         if s.presence_events {
             let bounds = self.subs[key].q.bounds;
             let events = self.add_sub(
+                w,
                 Sid::Events(s.sid),
                 events_subject(&room),
                 None,
@@ -328,9 +358,9 @@ impl Conn {
                 // Without authentication, a member token of this broker's names the
                 // member a reconnecting client was; anything else is ignored.
                 (Some(token), None) => {
-                    presence::member_of_token(token).unwrap_or_else(|| self.member_identity())
+                    presence::member_of_token(token).unwrap_or_else(|| self.member_identity(w))
                 }
-                _ => self.member_identity(),
+                _ => self.member_identity(w),
             };
             self.subs[key].presence = Some(Box::new(SubPresence {
                 room: room.clone(),
@@ -384,7 +414,7 @@ impl Conn {
     /// `PRESENCE_QUERY`: checked here (a room the user may subscribe to, a page of at most
     /// [`MAX_PRESENCE_PAGE`]), answered by the room's home.
     pub(super) fn presence_query_binary(&mut self, q: PresenceQuery, cx: &mut impl Context) {
-        let refuse = |conn: &mut Conn, code, text: &str| {
+        let refuse = |conn: &mut Session, code, text: &str| {
             let frame = presence::refused_frame(q.id, true, code, text);
             conn.out.push_bytes(&frame);
         };
@@ -502,8 +532,8 @@ impl Conn {
 
     /// Who this connection is in a room: its user where it authenticated, else its name
     /// and client id (never its info).
-    fn member_identity(&self) -> Arc<str> {
-        match (self.access.user(), self.name()) {
+    fn member_identity(&self, w: &impl Wire) -> Arc<str> {
+        match (self.access.user(), w.client().name) {
             (Some(user), _) => Arc::clone(user),
             (None, Some(name)) => format!("{name}#{}", self.client_id).into(),
             (None, None) => format!("#{}", self.client_id).into(),
@@ -522,6 +552,7 @@ impl Conn {
     /// it was answered on the inbox.
     fn presence_refused(
         &mut self,
+        w: &mut impl Wire,
         p: &PresenceRequest,
         status: &str,
         why: &str,
@@ -537,7 +568,7 @@ impl Conn {
                 true
             }
             None => {
-                self.refuse_request(p.ack_id, ErrorCode::InvalidOption, why);
+                self.refuse_request(w, p.ack_id, ErrorCode::InvalidOption, why);
                 false
             }
         }
@@ -545,8 +576,14 @@ impl Conn {
 
     /// Refuses a presence request in the client's protocol: `-ERR` on the text port; a
     /// refused `PUBLISH_ACK` (or a non-fatal `ERROR`) on the binary port.
-    fn refuse_request(&mut self, ack_id: Option<u64>, code: ErrorCode, text: &str) {
-        self.refuse_publish(ack_id, code, text);
+    fn refuse_request(
+        &mut self,
+        w: &mut impl Wire,
+        ack_id: Option<u64>,
+        code: ErrorCode,
+        text: &str,
+    ) {
+        self.refuse_publish(w, ack_id, code, text);
     }
 }
 

@@ -38,7 +38,8 @@ use crate::subqueue::{compact, size_of, Bounds, DropLog, Pushed, SubQueue};
 
 use super::congestion::{Params, Signal, State};
 use super::presence::SubPresence;
-use super::{Conn, SubState};
+use super::wire::Wire;
+use super::{Session, SubState};
 
 /// Most deliveries moved from one subscription's queue per turn of `fill`, so that the
 /// subscriptions of a connection share its outbound buffer.
@@ -236,38 +237,49 @@ impl Lossless {
     }
 }
 
-impl Conn {
+impl Session {
     /// Queues one delivery. Returns false when nothing was queued: the delivery was stale
     /// (the subscription or the connection is gone) or a lossless subscription's message
     /// that its catch-up brings again.
-    pub fn deliver(&mut self, sref: SubRef, msg: &Arc<Msg>, cx: &mut impl Context) -> bool {
+    pub(super) fn deliver(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        msg: &Arc<Msg>,
+        cx: &mut impl Context,
+    ) -> bool {
         // Only a catch-up's message can belong to a merge: a live one goes straight on,
         // with one lookup of its subscription.
         if msg.replayed {
-            let sub = Conn::live_sub(&self.closing, &mut self.subs, sref);
+            let sub = Session::live_sub(&self.closing, &mut self.subs, sref);
             if let Some(merge) = sub.and_then(|s| s.merge.as_mut()) {
                 if merge.hold(Arc::clone(msg)) {
-                    return self.release_merged(sref, cx);
+                    return self.release_merged(w, sref, cx);
                 }
             }
         }
-        self.deliver_now(sref, msg, cx)
+        self.deliver_now(w, sref, msg, cx)
     }
 
     /// Delivers what the subscription's merge of catch-ups can release now, in time
     /// order; once every shard has caught up, everything it holds, and the shards go live.
-    pub(super) fn release_merged(&mut self, sref: SubRef, cx: &mut impl Context) -> bool {
+    pub(super) fn release_merged(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        cx: &mut impl Context,
+    ) -> bool {
         let key = sref.key as usize;
         let mut queued = false;
         loop {
-            let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+            let Some(sub) = Session::live_sub(&self.closing, &mut self.subs, sref) else {
                 return queued;
             };
             let Some(merge) = &mut sub.merge else {
                 return queued;
             };
             if let Some(next) = merge.pop() {
-                queued |= self.release_one(sref, next, cx);
+                queued |= self.release_one(w, sref, next, cx);
                 continue;
             }
             if merge.all_caught_up() {
@@ -276,7 +288,7 @@ impl Conn {
                 self.subs[key].merge = None;
                 cx.release(shards, sref);
                 for next in rest {
-                    queued |= self.release_one(sref, next, cx);
+                    queued |= self.release_one(w, sref, next, cx);
                 }
             }
             return queued;
@@ -284,43 +296,70 @@ impl Conn {
     }
 
     /// Delivers one message or gap notice the merge released.
-    fn release_one(&mut self, sref: SubRef, next: Released, cx: &mut impl Context) -> bool {
+    fn release_one(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        next: Released,
+        cx: &mut impl Context,
+    ) -> bool {
         match next {
-            Released::Msg(msg) => self.deliver_now(sref, &msg, cx),
+            Released::Msg(msg) => self.deliver_now(w, sref, &msg, cx),
             Released::Gap {
                 shard,
                 requested,
                 oldest,
-            } => self.send_gap(sref, shard, requested, oldest),
+            } => self.send_gap(w, sref, shard, requested, oldest),
         }
     }
 
     /// A shard of the subscription's merged catch-ups reached the end of its log.
-    pub fn caught_up(&mut self, sref: SubRef, shard: u16, cx: &mut impl Context) -> bool {
-        match Conn::live_sub(&self.closing, &mut self.subs, sref).and_then(|s| s.merge.as_mut()) {
+    pub(super) fn caught_up(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        shard: u16,
+        cx: &mut impl Context,
+    ) -> bool {
+        match Session::live_sub(&self.closing, &mut self.subs, sref).and_then(|s| s.merge.as_mut())
+        {
             Some(merge) => {
                 merge.caught_up(shard);
-                self.release_merged(sref, cx)
+                self.release_merged(w, sref, cx)
             }
             None => false,
         }
     }
 
     /// A shard of the subscription's merged "last N" catch-ups counted what it sends.
-    pub fn counted(&mut self, sref: SubRef, shard: u16, sends: u64, cx: &mut impl Context) -> bool {
-        match Conn::live_sub(&self.closing, &mut self.subs, sref).and_then(|s| s.merge.as_mut()) {
+    pub(super) fn counted(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        shard: u16,
+        sends: u64,
+        cx: &mut impl Context,
+    ) -> bool {
+        match Session::live_sub(&self.closing, &mut self.subs, sref).and_then(|s| s.merge.as_mut())
+        {
             Some(merge) => {
                 merge.counted(shard, sends);
-                self.release_merged(sref, cx)
+                self.release_merged(w, sref, cx)
             }
             None => false,
         }
     }
 
     /// Queues one delivery now (see `deliver`).
-    fn deliver_now(&mut self, sref: SubRef, msg: &Arc<Msg>, cx: &mut impl Context) -> bool {
+    fn deliver_now(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        msg: &Arc<Msg>,
+        cx: &mut impl Context,
+    ) -> bool {
         let write_buffer = cx.config().queues.write_buffer;
-        let Some(sub) = Conn::live_sub(&self.closing, &mut self.subs, sref) else {
+        let Some(sub) = Session::live_sub(&self.closing, &mut self.subs, sref) else {
             return false;
         };
         if sub.q.lossless.as_ref().is_some_and(|l| !l.takes(msg)) {
@@ -361,19 +400,19 @@ impl Conn {
                 l.accepted(msg);
             }
             let key = sref.key as usize;
-            if self.write_delivery(key, msg, cx) && msg.replayed {
+            if self.write_delivery(w, key, msg, cx) && msg.replayed {
                 self.grant_credit(key, cx);
             }
         } else {
-            self.enqueue(sref, msg, cx);
-            self.enforce_budget(cx);
-            self.fill(cx);
+            self.enqueue(w, sref, msg, cx);
+            self.enforce_budget(w, cx);
+            self.fill(w, cx);
         }
         true
     }
 
     /// Puts a delivery in its subscription's queue, by the queue's rules.
-    fn enqueue(&mut self, sref: SubRef, msg: &Arc<Msg>, cx: &mut impl Context) {
+    fn enqueue(&mut self, w: &mut impl Wire, sref: SubRef, msg: &Arc<Msg>, cx: &mut impl Context) {
         let key = sref.key as usize;
         let lossless = self.subs[key].q.lossless.is_some();
         // A lossless subscription takes nothing past the connection's budget, or the
@@ -399,7 +438,7 @@ impl Conn {
         if lossless && overflow {
             if msg.stored {
                 // Dropped here, brought again by the log.
-                self.fall_back(key, msg.stamp.shard, sref, cx);
+                self.fall_back(w, key, msg.stamp.shard, sref, cx);
             } else {
                 // Not in the log: nothing can bring it again.
                 q.drops.record(msg.stamp);
@@ -581,14 +620,14 @@ impl Conn {
     /// over it, the lowest-priority, oldest queued message of any of its subscriptions
     /// goes (with a drop notice), lossless ones excepted. What cannot be evicted (the
     /// outbound buffer, held `PONG`s) is the client's own traffic: the connection is then
-    /// not read until it drains (`Conn::read_paused`), and closed if it stays over
+    /// not read until it drains (`Session::read_paused`), and closed if it stays over
     /// (`Conn::tick`).
-    fn enforce_budget(&mut self, cx: &mut impl Context) {
+    fn enforce_budget(&mut self, w: &mut impl Wire, cx: &mut impl Context) {
         let max = cx.config().limits.max_pending;
         if self.pending() > max && !self.write_blocked {
             // A client that reads is not judged on one burst: first the socket takes what
             // it can.
-            self.flush(cx);
+            self.flush(w, cx);
         }
         while self.pending() > max {
             let subs = &self.subs;
@@ -659,7 +698,7 @@ impl Conn {
     /// Moves queued deliveries into the outbound buffer until it holds `write_buffer`
     /// bytes or every queue is empty, a burst per subscription in turn; each
     /// subscription's drop notice goes ahead of its next delivery.
-    pub(super) fn fill(&mut self, cx: &mut impl Context) {
+    pub(super) fn fill(&mut self, w: &mut impl Wire, cx: &mut impl Context) {
         let write_buffer = cx.config().queues.write_buffer;
         while self.out.len() < write_buffer && self.closing.is_none() {
             let Some((key, id)) = self.backlog.pop_front() else {
@@ -675,7 +714,7 @@ impl Conn {
                     // Presence events: a fresh snapshot, not the missed events.
                     self.refresh_presence(key, cx);
                 } else {
-                    self.send_drop_notice(key, notice, cx);
+                    self.send_drop_notice(w, key, notice, cx);
                 }
             }
             let mut alive = true;
@@ -696,7 +735,7 @@ impl Conn {
                 self.held.tickets.forget(level, arrival);
                 cx.budget_mut().tickets.forget(level, arrival);
                 self.account(before, after, cx);
-                if !self.write_delivery(key, &msg, cx) {
+                if !self.write_delivery(w, key, &msg, cx) {
                     alive = false;
                     break;
                 }
@@ -720,21 +759,21 @@ impl Conn {
             self.update_high(key, cx);
             self.grant_credit(key, cx);
         }
-        self.release_pongs();
+        self.release_pongs(w);
     }
 
     /// Queues a `PONG`: now, or once every delivery queued before it has gone out (or been
     /// dropped), as the outbound order would have it if there were no subscription queues.
-    pub(super) fn queue_pong(&mut self) {
+    pub(super) fn queue_pong(&mut self, w: &mut impl Wire) {
         if self.backlog.is_empty() && self.pongs_held.is_empty() {
-            self.send_pong_now();
+            self.send_pong_now(w);
         } else {
             self.pongs_held.push_back(self.last_arrival);
         }
     }
 
     /// Sends the held `PONG`s whose deliveries have all left the subscription queues.
-    fn release_pongs(&mut self) {
+    fn release_pongs(&mut self, w: &mut impl Wire) {
         if self.pongs_held.is_empty() {
             return;
         }
@@ -751,7 +790,7 @@ impl Conn {
                 return;
             }
             self.pongs_held.pop_front();
-            self.send_pong_now();
+            self.send_pong_now(w);
         }
     }
 
@@ -788,7 +827,14 @@ impl Conn {
     /// A lossless subscription's queue overflowed with a stored message from `shard`:
     /// that shard's stored messages are discarded until it acknowledges, then replayed
     /// from the last one accepted.
-    fn fall_back(&mut self, key: usize, shard: u16, sref: SubRef, cx: &mut impl Context) {
+    fn fall_back(
+        &mut self,
+        w: &mut impl Wire,
+        key: usize,
+        shard: u16,
+        sref: SubRef,
+        cx: &mut impl Context,
+    ) {
         let sub = &mut self.subs[key];
         let Some(l) = sub.q.lossless.as_mut() else {
             return;
@@ -816,15 +862,22 @@ impl Conn {
         if let Some(mut merge) = sub.merge.take() {
             cx.release(merge.shards(), sref);
             for next in merge.drain() {
-                self.release_one(sref, next, cx);
+                self.release_one(w, sref, next, cx);
             }
         }
     }
 
     /// A shard told a subscription where it starts in the shard's sequence: a binary
     /// client hears of it (`SUBSCRIBED`), a lossless subscription falls back from there.
-    pub fn position(&mut self, sref: SubRef, shard: u16, last: u64, cx: &mut impl Context) {
-        self.note_start(sref, shard, last, cx.workers());
+    pub(super) fn position(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        shard: u16,
+        last: u64,
+        cx: &mut impl Context,
+    ) {
+        self.note_start(w, sref, shard, last, cx.workers());
         let Some((l, filter, i)) = self.lossless_sub(sref, shard) else {
             return;
         };
@@ -852,7 +905,7 @@ impl Conn {
     /// The lossless state and the filter of the live subscription `sref` names, and the
     /// index of `shard` among its shards.
     fn lossless_sub(&mut self, sref: SubRef, shard: u16) -> Option<(&mut Lossless, &Bytes, usize)> {
-        let sub = Conn::live_sub(&self.closing, &mut self.subs, sref)?;
+        let sub = Session::live_sub(&self.closing, &mut self.subs, sref)?;
         let l = sub.q.lossless.as_deref_mut()?;
         let i = l.index(shard)?;
         Some((l, &sub.filter, i))
@@ -890,9 +943,15 @@ impl Conn {
     }
 
     /// Tells the subscription `key` what its queue dropped.
-    fn send_drop_notice(&mut self, key: usize, log: DropLog, cx: &mut impl Context) {
+    fn send_drop_notice(
+        &mut self,
+        w: &mut impl Wire,
+        key: usize,
+        log: DropLog,
+        cx: &mut impl Context,
+    ) {
         let sid = self.subs[key].sid.clone();
-        self.proto.wire().drop_notice(&mut self.out, &sid, &log);
+        w.drop_notice(&mut self.out, &sid, &log);
         bump(&cx.stats().drop_notices, 1);
     }
 

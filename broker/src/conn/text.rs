@@ -6,13 +6,17 @@
 //! `-ERR`, `PING`, `PONG`, `MSG`/`HMSG`), and the deadlines on input that has started but
 //! not finished ([`Deadlines`]: the handshake, a control line), checked by the ping timer.
 //!
-//! Never: touches the socket or another connection; the shared steps in `conn/mod.rs` do
-//! the bookkeeping.
+//! Its decoding ([`Protocol`] for `TextState`) is handed its own state and the session
+//! separately; it applies each operation through the session's steps, handing them itself
+//! as the [`Wire`] to speak in.
+//!
+//! Never: touches the socket or another connection, or the binary protocol's state; the
+//! session's shared steps in `conn/mod.rs` do the bookkeeping.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tern_auth::Method;
 use tern_protocol::binary::ErrorCode;
 use tern_protocol::text::{
@@ -25,8 +29,9 @@ use super::access::{
     AUTHENTICATION_EXPIRED, AUTHORIZATION_VIOLATION,
 };
 use super::presence::{PresenceRequest, PRESENCE_PREFIX};
-use super::wire::{ClientName, Proto, Wire};
-use super::{CloseReason, Conn, Sid};
+use super::protocol::Protocol;
+use super::wire::{ClientName, Wire};
+use super::{CloseReason, Session, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
 
@@ -215,6 +220,9 @@ impl Wire for TextState {
         false
     }
 
+    /// Text subscriptions never resume, so no shard's start is ever awaited.
+    fn subscribed(&mut self, _: &mut Outbound, _: u32, _: Vec<u64>) {}
+
     fn ping(&mut self, out: &mut Outbound) {
         send(out, &ServerOp::Ping);
     }
@@ -292,21 +300,25 @@ fn digits(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
-impl Conn {
-    /// The text port's state and the read buffer, for this module's steps: only the text
-    /// port's decoding reaches them (`Conn::apply_buffered` picks the module by protocol,
-    /// and a connection's protocol never changes once bytes are applied).
-    fn text_parts(&mut self) -> (&mut TextState, &mut BytesMut) {
-        match &mut self.proto {
-            Proto::Text(t) => (t, &mut self.rbuf),
-            Proto::Binary(_) => unreachable!("text operation on a binary connection"),
-        }
+impl Protocol for TextState {
+    fn apply_buffered(&mut self, s: &mut Session, cx: &mut impl Context, now: Instant) {
+        s.apply_text(self, cx, now);
     }
 
-    pub(super) fn text_state(&mut self) -> &mut TextState {
-        self.text_parts().0
+    fn input_expired(
+        &mut self,
+        s: &mut Session,
+        now: Instant,
+        limits: &Limits,
+        cx: &mut impl Context,
+    ) -> bool {
+        s.text_deadline_passed(self, now, limits, cx)
     }
+}
 
+/// The text protocol's steps, on the session they apply to: each is handed the protocol's
+/// own state (`t`) beside it, and hands `t` on to the session's steps that speak.
+impl Session {
     /// Queues a server operation (`INFO`, `+OK`, `-ERR`, `PING`, `PONG`).
     fn send(&mut self, op: &ServerOp) {
         send(&mut self.out, op);
@@ -327,9 +339,9 @@ impl Conn {
     /// Decodes and applies every whole operation in the read buffer (until the connection
     /// closes or is throttled), then moves the deadlines on what is left unfinished, as of
     /// this loop turn (`now`).
-    pub(super) fn apply_text(&mut self, cx: &mut impl Context, now: Instant) {
+    fn apply_text(&mut self, t: &mut TextState, cx: &mut impl Context, now: Instant) {
         let (len, ops) = (self.rbuf.len(), self.ops);
-        self.decode_and_apply(cx);
+        self.decode_and_apply(t, cx);
         if self.closing.is_some() {
             return;
         }
@@ -337,7 +349,6 @@ impl Conn {
         let consumed = self.rbuf.len() < len;
         let ops_done = self.ops != ops;
         let authenticating = self.access.is_pending();
-        let (t, rbuf) = self.text_parts();
         // Without authentication the handshake is the first control line (there is no
         // CONNECT to wait for): done once an operation was applied, or a PUB's line is
         // whole and its payload awaited. With authentication it is the accepted CONNECT,
@@ -346,7 +357,7 @@ impl Conn {
         if !authenticating && (ops_done || t.decoder.awaiting_payload()) {
             t.deadlines.handshake_done();
         }
-        let input = if t.decoder.in_control_line(rbuf) {
+        let input = if t.decoder.in_control_line(&self.rbuf) {
             Input::Line
         } else {
             Input::Idle
@@ -356,20 +367,18 @@ impl Conn {
 
     /// Closes the connection when the handshake, or a control line that has started, is
     /// not done by its deadline. Returns true when it did.
-    pub(super) fn text_deadline_passed(
+    fn text_deadline_passed(
         &mut self,
+        t: &mut TextState,
         now: Instant,
         limits: &Limits,
         cx: &mut impl Context,
     ) -> bool {
-        let Proto::Text(t) = &self.proto else {
-            return false;
-        };
         match t.deadlines.expired(now) {
             None => false,
             Some(Expired::Handshake) => {
                 bump(&cx.stats().handshake_timeouts, 1);
-                self.fail(CloseReason::HandshakeTimeout(limits.auth_timeout));
+                self.fail(t, CloseReason::HandshakeTimeout(limits.auth_timeout));
                 true
             }
             Some(Expired::Line) => {
@@ -379,26 +388,25 @@ impl Conn {
                     "Control Line Timeout: no line end within {:?}",
                     limits.auth_timeout
                 );
-                self.fail(CloseReason::ProtocolError(text));
+                self.fail(t, CloseReason::ProtocolError(text));
                 true
             }
         }
     }
 
-    fn decode_and_apply(&mut self, cx: &mut impl Context) {
+    fn decode_and_apply(&mut self, t: &mut TextState, cx: &mut impl Context) {
         while self.may_apply(cx) {
-            let (t, rbuf) = self.text_parts();
-            let decoded = t.decoder.decode(rbuf);
+            let decoded = t.decoder.decode(&mut self.rbuf);
             match decoded {
                 Ok(Some(op)) => {
                     self.count_op();
                     if self.access.is_pending() && !matches!(op, ClientOp::Connect(_)) {
-                        self.before_connect(cx);
+                        self.before_connect(t, cx);
                         if self.access.is_pending() {
                             return;
                         }
                     }
-                    self.apply_op(op, cx);
+                    self.apply_op(t, op, cx);
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -424,27 +432,27 @@ impl Conn {
         }
     }
 
-    fn apply_op(&mut self, op: ClientOp, cx: &mut impl Context) {
+    fn apply_op(&mut self, t: &mut TextState, op: ClientOp, cx: &mut impl Context) {
         let ack = !matches!(op, ClientOp::Ping | ClientOp::Pong);
         // False when admission control refused the operation with `-ERR`: no `+OK` then.
         let mut admitted = true;
         match op {
-            ClientOp::Connect(opts) => self.connect(*opts, cx),
-            ClientOp::Pub(p) => admitted = self.publish_text(p, cx),
-            ClientOp::Sub(s) => admitted = self.subscribe_text(s, cx),
+            ClientOp::Connect(opts) => self.connect(t, *opts, cx),
+            ClientOp::Pub(p) => admitted = self.publish_text(t, p, cx),
+            ClientOp::Sub(s) => admitted = self.subscribe_text(t, s, cx),
             ClientOp::Unsub { sid, max } => {
                 // Unknown sids are ignored, as nats-server does.
                 self.unsubscribe(&Sid::Text(sid), max, cx);
             }
-            ClientOp::Ping => self.ping(cx),
+            ClientOp::Ping => self.ping(t, cx),
             ClientOp::Pong => self.pong(),
         }
-        if ack && admitted && self.text_state().opts.verbose && self.closing.is_none() {
+        if ack && admitted && t.opts.verbose && self.closing.is_none() {
             self.send(&ServerOp::Ok);
         }
     }
 
-    fn connect(&mut self, opts: ConnectOptions, cx: &mut impl Context) {
+    fn connect(&mut self, t: &mut TextState, opts: ConnectOptions, cx: &mut impl Context) {
         if opts.no_responders && !opts.headers {
             bump(&cx.stats().protocol_errors, 1);
             let text = "no responders requires headers support".to_string();
@@ -469,25 +477,25 @@ impl Conn {
         opts.pass = None;
         opts.auth_token = None;
         opts.sig = None;
-        self.text_state().opts = opts;
+        t.opts = opts;
         if let Some(creds) = creds {
-            self.authenticate(creds, cx);
+            self.authenticate(t, creds, cx);
         }
     }
 
     /// An operation other than `CONNECT` came first on a connection that must
     /// authenticate: bound to `no_auth_user` when there is one (as nats-server does, so
     /// that a `telnet` session works), refused otherwise.
-    fn before_connect(&mut self, cx: &mut impl Context) {
+    fn before_connect(&mut self, t: &mut TextState, cx: &mut impl Context) {
         if self.access.stage == Stage::Awaiting && cx.auth().load().has_no_auth_user() {
-            self.authenticate(OwnedCredentials::default(), cx);
+            self.authenticate(t, OwnedCredentials::default(), cx);
         } else {
-            self.refuse_auth(AuthRefusal::NotConnectFirst, None, cx);
+            self.refuse_auth(t, AuthRefusal::NotConnectFirst, None, cx);
         }
     }
 
     /// Returns false when admission control refused the publish.
-    fn publish_text(&mut self, p: Publish, cx: &mut impl Context) -> bool {
+    fn publish_text(&mut self, t: &mut TextState, p: Publish, cx: &mut impl Context) -> bool {
         if p.subject.starts_with(PRESENCE_PREFIX) {
             // Presence is the room's subscribers' business: its requests are checked
             // against the subscribe permissions of the room, not as publishes.
@@ -497,7 +505,7 @@ impl Conn {
                 payload: p.payload,
                 ack_id: None,
             };
-            return self.presence_request(request, cx);
+            return self.presence_request(t, request, cx);
         }
         if !self.access.may_publish(&p.subject, self.read_at) {
             bump(
@@ -515,10 +523,10 @@ impl Conn {
         if p.subject == REPLAY_SUBJECT {
             // A catch-up request is a publish to `$TERN.REPLAY` (which its permissions
             // must allow), and a subscription to its filter (checked there).
-            self.replay_request(p, cx);
+            self.replay_request(t, p, cx);
             return true;
         }
-        let opts = &self.text_state().opts;
+        let opts = &t.opts;
         let (no_echo, no_responders) = (!opts.echo, opts.no_responders);
         let (priority, coalesce) = match tern_headers(p.headers.as_ref()) {
             Ok((priority, coalesce)) => (
@@ -543,7 +551,7 @@ impl Conn {
             coalesce,
             ..Msg::new(p.subject, p.payload, self.id, self.read_at)
         });
-        if !self.admit(&msg, cx) {
+        if !self.admit(t, &msg, cx) {
             return false;
         }
         self.publish_shared(msg, cx);
@@ -556,14 +564,14 @@ impl Conn {
     /// (`docs/protocol-text.md`). A request that cannot be served gets a `400` status
     /// message on the inbox saying why; one over `max_replays_per_conn` catch-ups in
     /// progress on this connection, or `max_replays` on the broker, gets a `409`.
-    fn replay_request(&mut self, p: Publish, cx: &mut impl Context) {
+    fn replay_request(&mut self, t: &mut TextState, p: Publish, cx: &mut impl Context) {
         let Some(inbox) = p.reply else {
             self.send(&ServerOp::Err(
                 "Replay requests need a reply subject".to_string(),
             ));
             return;
         };
-        if !self.text_state().opts.headers {
+        if !t.opts.headers {
             self.send(&ServerOp::Err(
                 "Replay requires headers support".to_string(),
             ));
@@ -640,7 +648,7 @@ impl Conn {
     }
 
     /// Returns false when admission control refused the subscription.
-    fn subscribe_text(&mut self, s: Subscribe, cx: &mut impl Context) -> bool {
+    fn subscribe_text(&mut self, t: &mut TextState, s: Subscribe, cx: &mut impl Context) -> bool {
         // Kept as long as the subscription: copied, as `add_sub` copies the filter.
         let sid = Sid::Text(Bytes::copy_from_slice(&s.sid));
         if self.has_sid(&sid) {
@@ -665,7 +673,7 @@ impl Conn {
             messages: cx.config().queues.sub_queue_messages,
             bytes: cx.config().queues.sub_queue_bytes,
         };
-        self.add_sub(sid, s.subject, s.queue.as_ref(), None, bounds, false, cx);
+        self.add_sub(t, sid, s.subject, s.queue.as_ref(), None, bounds, false, cx);
         true
     }
 }
