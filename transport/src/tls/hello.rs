@@ -34,30 +34,47 @@ const HOST_NAME: u8 = 0;
 /// Linear in what it is fed: each record's payload is appended to the message once, when
 /// the record is complete (a client that sends its ClientHello a byte at a time, or in
 /// records of one byte, costs no more than one that sends it whole).
+///
+/// Two words in the connection's session: the buffers while reading are boxed apart and
+/// freed with the box once the hello is read (the session stays within an allocator size
+/// class, `tests/tls_alloc.rs`).
+#[derive(Debug)]
+pub(crate) enum HelloReader {
+    /// The ClientHello is not complete yet.
+    Reading(Box<Gathered>),
+    /// It has been read (or cannot be): the name it carried.
+    Done(Option<Box<str>>),
+}
+
+/// What has come of the ClientHello so far.
 #[derive(Debug, Default)]
-pub(crate) struct HelloReader {
-    /// The client's bytes of a record not complete yet; emptied (capacity too) once read.
+pub(crate) struct Gathered {
+    /// The client's bytes of a record not complete yet.
     pending: Vec<u8>,
     /// The payloads of the handshake records complete so far, joined.
     message: Vec<u8>,
-    /// The ClientHello has been read (or cannot be).
-    done: bool,
-    /// The name it carried.
-    name: Option<Box<str>>,
+}
+
+impl Default for HelloReader {
+    fn default() -> Self {
+        HelloReader::Reading(Box::default())
+    }
 }
 
 impl HelloReader {
     /// Takes the next bytes the client sent, until the ClientHello is complete.
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
-        if self.done || bytes.is_empty() {
+        let HelloReader::Reading(g) = self else {
+            return;
+        };
+        if bytes.is_empty() {
             return;
         }
-        let room = MAX_HELLO.saturating_sub(self.pending.len() + self.message.len());
-        self.pending
-            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let room = MAX_HELLO.saturating_sub(g.pending.len() + g.message.len());
+        g.pending.extend_from_slice(&bytes[..bytes.len().min(room)]);
         let mut at = 0;
         let found = loop {
-            let Some(header) = self.pending.get(at..at + 5) else {
+            let Some(header) = g.pending.get(at..at + 5) else {
                 break None;
             };
             if header[0] != HANDSHAKE {
@@ -65,30 +82,30 @@ impl HelloReader {
                 break Some(None);
             }
             let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-            let Some(payload) = self.pending.get(at + 5..at + 5 + len) else {
+            let Some(payload) = g.pending.get(at + 5..at + 5 + len) else {
                 break None;
             };
-            self.message.extend_from_slice(payload);
+            g.message.extend_from_slice(payload);
             at += 5 + len;
-            if let Some(whole) = whole_message(&self.message) {
+            if let Some(whole) = whole_message(&g.message) {
                 break Some(server_name(whole));
             }
         };
-        self.pending.drain(..at);
-        match found {
-            Some(name) => self.name = name,
-            None if self.pending.len() + self.message.len() < MAX_HELLO => return,
+        g.pending.drain(..at);
+        *self = match found {
+            Some(name) => HelloReader::Done(name),
+            None if g.pending.len() + g.message.len() < MAX_HELLO => return,
             // Larger than any handshake message rustls accepts: it refuses it.
-            None => {}
-        }
-        self.done = true;
-        self.pending = Vec::new();
-        self.message = Vec::new();
+            None => HelloReader::Done(None),
+        };
     }
 
     /// The server name, once the ClientHello has been read.
     pub(crate) fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        match self {
+            HelloReader::Done(name) => name.as_deref(),
+            HelloReader::Reading(_) => None,
+        }
     }
 }
 
@@ -209,9 +226,8 @@ mod tests {
         for record in [1, 7, 500] {
             for step in [1, 3, 1000] {
                 let reader = read(&hello(&extensions, record), step);
-                assert!(
-                    reader.done && reader.pending.capacity() == 0 && reader.message.capacity() == 0
-                );
+                // Done: the buffers are gone with their box.
+                assert!(matches!(reader, HelloReader::Done(_)));
                 assert_eq!(reader.name(), Some("tern.example"), "{record} {step}");
             }
         }
@@ -221,10 +237,10 @@ mod tests {
     fn no_extension_an_ip_address_or_no_handshake_give_no_name() {
         assert_eq!(read(&hello(&[], 100), 10).name(), None);
         let ip = read(&hello(&sni(b"127.0.0.1"), 100), 10);
-        assert!(ip.done);
+        assert!(matches!(ip, HelloReader::Done(_)));
         assert_eq!(ip.name(), None);
         let plain = read(b"CONNECT {}\r\n", 4);
-        assert!(plain.done);
+        assert!(matches!(plain, HelloReader::Done(_)));
         assert_eq!(plain.name(), None);
     }
 
@@ -232,7 +248,7 @@ mod tests {
     fn a_cut_hello_waits_and_junk_never_panics() {
         let whole = hello(&sni(b"localhost"), 100);
         let cut = read(&whole[..whole.len() - 1], 5);
-        assert!(!cut.done);
+        assert!(matches!(cut, HelloReader::Reading(_)));
         let mut junk = whole.clone();
         junk[60..].iter_mut().for_each(|b| *b = 0xff);
         let _ = read(&junk, 9).name();
