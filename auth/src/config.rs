@@ -223,13 +223,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration (examples: 500ms, 10s, 2m)"))?;
+        .map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 10s, 2m)"))?;
     match unit.trim() {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
         "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
+        _ => Err(format!("`{text}` has an unknown unit (use ms, s, m or h)")),
     }
 }
 

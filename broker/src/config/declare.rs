@@ -222,21 +222,8 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 }
 
 /// Reads a duration: a number with a unit (`ms`, `s`, `m`, `h`); a plain number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 10s, 2m)"))?;
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(format!("`{text}` has an unknown unit (use ms, s, m or h)")),
-    }
-}
+/// The authentication file's reader, so that the two config files read durations alike.
+pub use tern_auth::parse_duration;
 
 /// A size the way [`parse_size`] reads it, in the largest unit that divides it.
 pub fn show_size(n: usize) -> String {
