@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The bridge's figures (docs/scale-out.md): messages per second and publish-to-deliver
 # latency at 128 B from one node of a 3-node nats-server cluster to another, against the
-# same through two ternd edges bridged to those nodes (edge → cluster → edge), in one run.
+# same through two ternd edges bridged to those nodes (edge → cluster → edge), in one run;
+# and what each server process (the three nats-servers, the two edges) spent in CPU per
+# message delivered across the bridge.
 #
 # Usage: bench/scripts/bridge-figures.sh [DURATION] [RATES...]
 #   DURATION: per throughput run (default 5s); RATES: latency runs (default 10000 50000).
@@ -76,9 +78,19 @@ run() {
 }
 run "nats: node 0 → node 1, pubsub 128 B" pubsub --server "127.0.0.1:${CPORT[0]}" \
   --subscribe-server "127.0.0.1:${CPORT[1]}" --size 128 --duration "$DURATION"
+# CPU seconds (user + system) each server process has used so far, in PIDS order.
+cpu_ticks() { for p in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done; }
+before=$(cpu_ticks)
 run "bridge: edge 0 → cluster → edge 1, pubsub 128 B" pubsub --server "127.0.0.1:${EPORT[0]}" \
   --subscribe-server "127.0.0.1:${EPORT[1]}" --size 128 --duration "$DURATION" \
-  --server-pid "$EDGE0_PID"
+  --server-pid "$EDGE0_PID" | tee "$WORK/bridge-run.txt"
+after=$(cpu_ticks)
+# What each server spent per message delivered across the bridge (the whole run, its
+# drain included): where the bridged path's CPU goes, node by node.
+delivered=$(awk '/delivered/ {gsub(",", "", $2); print $2; exit}' "$WORK/bridge-run.txt")
+echo "## server CPU per delivered message over that run (µs)"
+paste <(echo "$before") <(echo "$after") <(printf '%s\n' "nats node 0" "nats node 1" "nats node 2" "edge 0" "edge 1") |
+  awk -F'\t' -v n="${delivered:-0}" '{ printf "   %-12s %8.2f s  %6.2f µs\n", $3, ($2 - $1) / 100, (n > 0 ? ($2 - $1) * 1e4 / n : 0) }'
 for rate in $RATES; do
   run "nats: node 0 → node 1, latency at $rate msgs/s" latency --server "127.0.0.1:${CPORT[0]}" \
     --subscribe-server "127.0.0.1:${CPORT[1]}" --size 128 --rate "$rate" --duration "$DURATION"
