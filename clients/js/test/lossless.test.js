@@ -50,22 +50,33 @@ function recordEvents(client) {
   return seen;
 }
 
-test("a full lossless subscription pauses the socket: every message once, in order", async () => {
-  // The broker pings every 100 ms and gives up after two unanswered: the held client
-  // must say it is alive on its own.
-  ternd = await Ternd.start(["--ping-interval", "100ms", "--ping-max", "2"]);
-  const sub_client = await connect({ servers: ternd.tcpUrl, subscriptionCapacity: 4 });
-  const events = recordEvents(sub_client);
-  const sub = sub_client.subscribe("held.tcp", { lossless: true });
+/**
+ * A lossless subscription of `client`'s to `subject` gets every one of `n` messages a
+ * publisher on the TCP port sends, once, in order, none dropped in the client (the first
+ * 40 read slowly). Returns the publisher, the subscription and the client's events.
+ * @param {import("tern-client").Client} client
+ * @param {string} subject
+ */
+async function everyMessageOnce(client, subject, n = 3000) {
+  const events = recordEvents(client);
+  const sub = client.subscribe(subject, { lossless: true });
   await sub.ready;
-  const pub = await connect({ servers: ternd.tcpUrl });
-  const n = 3000;
-  const got = await slowThenFast(pub, sub, "held.tcp", n);
+  const pub = await connect({ servers: /** @type {Ternd} */ (ternd).tcpUrl });
+  const got = await slowThenFast(pub, sub, subject, n);
   assert.deepEqual(
     got,
     Array.from({ length: n }, (_, i) => i),
   );
   assert.equal(sub.dropped, 0);
+  return { pub, sub, events };
+}
+
+test("a full lossless subscription pauses the socket: every message once, in order", async () => {
+  // The broker pings every 100 ms and gives up after two unanswered: the held client
+  // must say it is alive on its own.
+  ternd = await Ternd.start(["--ping-interval", "100ms", "--ping-max", "2"]);
+  const sub_client = await connect({ servers: ternd.tcpUrl, subscriptionCapacity: 4 });
+  const { pub, sub, events } = await everyMessageOnce(sub_client, "held.tcp");
   assert.deepEqual(
     events.filter((e) => e.type === "dropNotice" || e.type === "disconnected"),
     [],
@@ -101,17 +112,7 @@ test("where the socket cannot pause, the client reconnects once there is room: n
     subscriptionCapacity: 4,
     heldBytes: 64 << 10,
   });
-  const events = recordEvents(sub_client);
-  const sub = sub_client.subscribe("held.ws", { lossless: true });
-  await sub.ready;
-  const pub = await connect({ servers: ternd.tcpUrl });
-  const n = 3000;
-  const got = await slowThenFast(pub, sub, "held.ws", n);
-  assert.deepEqual(
-    got,
-    Array.from({ length: n }, (_, i) => i),
-  );
-  assert.equal(sub.dropped, 0);
+  const { pub, events } = await everyMessageOnce(sub_client, "held.ws");
   assert.deepEqual(
     events.filter((e) => e.type === "dropNotice"),
     [],
