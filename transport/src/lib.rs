@@ -214,12 +214,14 @@ impl<S: ByteStream> Layer for WebSocket<S> {
     }
 }
 
-/// The layers of one connection.
+/// The layers of one connection. The WebSocket layers are boxed: their state (the upgrade,
+/// the frame codec) is four times a TLS stream's handle, and a `Transport` is kept by every
+/// TLS connection, most of them idle (see `transport/tests/tls_alloc.rs`).
 enum Stack {
     Plain(Bare<PlainStream>),
     Tls(Bare<TlsStream>),
-    Ws(WebSocket<PlainStream>),
-    Wss(WebSocket<TlsStream>),
+    Ws(Box<WebSocket<PlainStream>>),
+    Wss(Box<WebSocket<TlsStream>>),
 }
 
 /// One connection's transport: socket bytes in, application bytes out, and back. See the
@@ -277,7 +279,7 @@ impl Transport {
     /// WebSocket over plain TCP.
     pub fn websocket(config: Arc<WsConfig>) -> Self {
         Self {
-            stack: Stack::Ws(WebSocket::new(PlainStream::default(), config)),
+            stack: Stack::Ws(Box::new(WebSocket::new(PlainStream::default(), config))),
         }
     }
 
@@ -289,7 +291,7 @@ impl Transport {
     ) -> Result<Self, TransportError> {
         let stream = TlsStream::new(tls, TlsStart::Immediate, limits)?;
         Ok(Self {
-            stack: Stack::Wss(WebSocket::new(stream, ws)),
+            stack: Stack::Wss(Box::new(WebSocket::new(stream, ws))),
         })
     }
 
@@ -297,8 +299,8 @@ impl Transport {
         match &mut self.stack {
             Stack::Plain(l) => l,
             Stack::Tls(l) => l,
-            Stack::Ws(l) => l,
-            Stack::Wss(l) => l,
+            Stack::Ws(l) => &mut **l,
+            Stack::Wss(l) => &mut **l,
         }
     }
 
@@ -306,8 +308,8 @@ impl Transport {
         match &self.stack {
             Stack::Plain(l) => l,
             Stack::Tls(l) => l,
-            Stack::Ws(l) => l,
-            Stack::Wss(l) => l,
+            Stack::Ws(l) => &**l,
+            Stack::Wss(l) => &**l,
         }
     }
 
