@@ -52,6 +52,7 @@ use crate::auth::Verdicts;
 use crate::budget::QueuedRef;
 use crate::conn::access::Access;
 use crate::conn::congestion::Signal;
+use crate::conn::io::Io;
 use crate::conn::link::Link;
 use crate::conn::socket::Socket;
 use crate::conn::{Accepted, CloseReason, Conn, ReadState};
@@ -522,14 +523,13 @@ impl Worker {
             id,
             client_id,
             peer,
-            sock,
-            link,
             access,
         };
+        let io = Io::new(sock, link);
         let conn = match port {
-            Port::Text => Conn::text(accepted, &self.info, limits, self.now),
-            Port::Binary => Conn::binary(accepted, &self.welcome, limits, self.now),
-            Port::WebSocket => Conn::websocket(accepted, limits, self.now),
+            Port::Text => Conn::text(accepted, io, &self.info, limits, self.now),
+            Port::Binary => Conn::binary(accepted, io, &self.welcome, limits, self.now),
+            Port::WebSocket => Conn::websocket(accepted, io, limits, self.now),
         };
         let admission = ConnAdmission::new(&self.router.config.admission, gate_slot, self.now);
         entry.insert(conn.with_admission(admission));
@@ -723,6 +723,11 @@ impl Worker {
                 }
                 if let Some((c, router)) = self.conn_and_router(sub.conn) {
                     if c.deliver(sub, &msg, router) {
+                        if c.wants_flush() {
+                            // Over its budget: its socket takes what it can before
+                            // anything queued is given up (`Session::wants_flush`).
+                            c.flush(router);
+                        }
                         self.list_write(sub.conn.slot as usize);
                     }
                 }
@@ -969,7 +974,7 @@ impl Worker {
         conn.unsubscribe_all(&mut self.router);
         conn.end_replays(&mut self.router);
         conn.close_link();
-        if let Some(sock) = conn.sock.tcp() {
+        if let Some(sock) = conn.tcp() {
             let _ = self.poll.registry().deregister(sock);
         }
         // What the last write attempt left queued is never written.

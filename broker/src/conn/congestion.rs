@@ -81,6 +81,12 @@ impl Congestion {
         self.drained += n;
     }
 
+    /// What the socket took since the current judging window began.
+    #[cfg(test)]
+    pub fn drained_in_window(&self) -> usize {
+        self.drained
+    }
+
     /// When the timer must call [`Congestion::judge`] next (only while over the
     /// high-water mark).
     pub fn next_judgement(&self, p: Params) -> Option<Instant> {

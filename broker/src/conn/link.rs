@@ -5,11 +5,12 @@
 //! has not taken yet, the encoded bytes waiting for the socket, and the handshake's state
 //! and deadline. It reads the socket and decodes into the session's read buffer
 //! ([`Link::read`]), and encodes the session's outbound queue and writes it
-//! ([`Link::write`]), following the contract in `transport/src/lib.rs`.
+//! ([`Link::write`]), following the contract in `transport/src/lib.rs`. It is part of the
+//! connection's I/O layer (`io.rs`), which alone calls it; the session never sees it.
 //!
-//! A plain connection has no `Link` (`Session::link` is `None`): its socket feeds the read
-//! buffer directly and its outbound queue is written with one `writev`, paying nothing for
-//! this module.
+//! A plain connection has no `Link` (`Io`'s is `None`): its socket feeds the read buffer
+//! directly and its outbound queue is written with one `writev`, paying nothing for this
+//! module.
 //!
 //! Never: parses a protocol, touches another connection, or blocks. What it holds beyond
 //! the transport's own state is bounded: the socket bytes of one read, and at most

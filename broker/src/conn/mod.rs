@@ -1,12 +1,23 @@
 //! One client connection, on either port: the text (NATS) port or the binary (Tern) port.
 //!
-//! Owns: [`Conn`], which is two parts side by side. Its [`Session`] is everything both
-//! protocols share: the socket, its read buffer, its outbound queue, its subscriptions (by
-//! sid), its ping state, its traffic counters, its admission state (its place among the
-//! broker's connections, its publish buckets, its throttle) and its text catch-ups in
-//! progress (each holding a replay slot), its identity and permissions ([`access`]). Its
-//! protocol's state ([`wire::Proto`]: a `TextState` or a `BinaryState`) is the rest, in one
-//! module per protocol ([`text`], [`binary`]).
+//! Owns: [`Conn`], which is three parts side by side. Its [`Session`] is everything both
+//! protocols share: its read buffer and outbound queue (its bytes in and bytes out), its
+//! subscriptions (by sid), its ping state, its traffic counters, its admission state (its
+//! place among the broker's connections, its publish buckets, its throttle) and its text
+//! catch-ups in progress (each holding a replay slot), its identity and permissions
+//! ([`access`]). Its protocol's state ([`wire::Proto`]: a `TextState` or a `BinaryState`)
+//! is the rest, in one module per protocol ([`text`], [`binary`]). Beneath them, its I/O
+//! layer ([`io::Io`]: the socket and, for TLS or WebSocket, the transport, [`link`]) does
+//! every read and write.
+//!
+//! The session is driven by bytes: `Conn` has the I/O layer read into the session's read
+//! buffer and write its outbound queue, and tells the session what came of it (bytes read
+//! and the room they had, the end of input, an error, the transport ready with its
+//! greeting, the transport failed with its reason, bytes written and when, what the
+//! transport still holds). What the session decides (how much a read asks for, refilling
+//! the queue from the subscriptions, latency, congestion, closing reasons, what a
+//! plain-text client on a TLS port is told) stays in the session; no step of it names a
+//! socket or a transport, so its tests hand it bytes and take bytes (`session_tests.rs`).
 //!
 //! The two meet in two traits. A protocol decodes the client's operations with its own
 //! state and applies each through the session's shared steps here (`admit`, `publish`,
@@ -24,7 +35,9 @@
 //! [`Conn::deliver`], [`Conn::ack`] and
 //! [`Conn::gap`] and [`Session::replay_done`] for what the shards address to it,
 //! [`Conn::verdict`] when the checker thread has decided about its credentials,
-//! [`Conn::flush`] when it has output, [`Conn::tick`] on the ping timer,
+//! [`Conn::flush`] when it has output (and at once after a delivery when
+//! [`Session::wants_flush`]: over its budget, it writes before it gives anything up),
+//! [`Conn::tick`] on the ping timer,
 //! [`Conn::going_away`] once when lame duck mode begins, and [`Session::unsubscribe_all`] and
 //! [`Session::end_replays`] before dropping it. A connection that must go sets `closing`; the
 //! worker closes it at the end of the loop turn.
@@ -32,11 +45,12 @@
 //! Every step reaches the rest of the broker through a [`Context`] (`context.rs`: publish,
 //! subscribe, send an envelope, read the configuration, the counters, the instant...),
 //! never through the worker's `Router` itself, which is only the real implementation of
-//! it; so a session runs in a unit test with a fake one over an in-memory pipe
-//! (`session_tests.rs`), without a worker.
+//! it; so a session runs in a unit test with a fake one, bytes in and bytes out
+//! (`session_tests.rs`), without a worker or a socket.
 //!
 //! Never: reads another connection's state, reaches a worker's internals (its shard,
-//! inbox or outbox) other than through its [`Context`], or blocks.
+//! inbox or outbox) other than through its [`Context`], or blocks; and the [`Session`]
+//! never reads or writes a socket or a transport (that is [`io::Io`]'s, called by `Conn`).
 
 pub(crate) mod access;
 mod binary;
@@ -44,6 +58,7 @@ pub(crate) mod congestion;
 mod context;
 #[cfg(test)]
 pub(crate) mod fake;
+pub(crate) mod io;
 pub(crate) mod link;
 pub(crate) mod presence;
 mod protocol;
@@ -56,7 +71,6 @@ mod wire;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::{Arc, Weak};
@@ -87,11 +101,11 @@ use crate::eviction::Tickets;
 use access::{Access, Stage};
 use binary::BinaryState;
 use congestion::Congestion;
-use link::{Greeting, Link, LinkKind};
+use io::{Handshake, Input, Io, Ready, Transmit};
+use link::{Failure, Greeting, LinkKind};
 use presence::SubPresence;
 use protocol::Protocol;
 use queue::{Lossless, SubQueueState};
-use socket::Socket;
 use text::TextState;
 use wire::{Proto, Wire};
 
@@ -261,9 +275,6 @@ pub(crate) struct Accepted {
     pub id: ConnId,
     pub client_id: u64,
     pub peer: SocketAddr,
-    pub sock: Socket,
-    /// Its transport, when it is not plain TCP.
-    pub link: Option<Box<Link>>,
     /// Whether it must authenticate first, and the nonce it is given to sign.
     pub access: Access,
 }
@@ -274,10 +285,6 @@ pub(crate) struct Session {
     pub id: ConnId,
     pub client_id: u64,
     pub peer: SocketAddr,
-    pub sock: Socket,
-    /// The transport between socket and session when it is not plain TCP (TLS,
-    /// WebSocket); `None` for plain TCP, which reads and writes the socket directly.
-    link: Option<Box<Link>>,
     rbuf: BytesMut,
     /// Bytes read into `rbuf` since it was made (it is replaced once empty past a few
     /// chunks, so that a buffer grown for a large message does not stay).
@@ -305,6 +312,14 @@ pub(crate) struct Session {
     pub listed_write: bool,
     /// A write hit `WouldBlock`: wait for the writable event before trying again.
     pub write_blocked: bool,
+    /// Bytes taken from `out` that the I/O layer has not written yet (encoded by a
+    /// transport), as it last said (`Session::wrote_out`): part of what waits for the
+    /// client.
+    unsent_below: usize,
+    /// Over `max_pending` with the socket not known to be full: the I/O layer must write
+    /// first (`Session::wants_flush`), and what is still over is evicted after
+    /// (`Session::flushed`).
+    flush_first: bool,
     /// `PONG`s waiting for the shards this connection sent traffic to (see `ping`).
     barrier: PingBarrier,
     /// Subscriptions with deliveries (or a drop notice) waiting, as (key, id), in the
@@ -380,13 +395,17 @@ pub(crate) struct Session {
 /// One client connection: its [`Session`] (everything that does not depend on the
 /// protocol) and its protocol's own state ([`Proto`]), side by side so that each protocol's
 /// decoding gets its own state and the session as two borrows, and every step that says
-/// something is handed the protocol to say it in.
+/// something is handed the protocol to say it in; and its I/O layer ([`Io`]), which reads
+/// and writes for the session, and after which `Conn` tells the session what happened.
 ///
 /// The worker reaches the session's protocol-independent steps and fields through
 /// `Deref`; the steps that speak are `Conn`'s own, and pass the protocol down.
 pub(crate) struct Conn {
     session: Session,
     proto: Proto,
+    /// Its socket and transport: the I/O layer that reads bytes into the session and
+    /// writes the bytes it queued (`io.rs`).
+    io: Io,
 }
 
 impl std::ops::Deref for Conn {
@@ -415,7 +434,13 @@ impl Conn {
     /// at once, as the NATS protocol starts. Over TLS, the `INFO` goes out in plain text
     /// and TLS starts behind it, as nats-server does; with a link whose greeting is the
     /// `INFO` (`handshake_first`), it waits for the TLS handshake instead.
-    pub fn text(accepted: Accepted, info: &ServerInfo, limits: &Limits, now: Instant) -> Conn {
+    pub fn text(
+        accepted: Accepted,
+        io: Io,
+        info: &ServerInfo,
+        limits: &Limits,
+        now: Instant,
+    ) -> Conn {
         let mut text = TextState::new(limits);
         if accepted.access.is_pending() {
             text.start_auth_clock(now + limits.auth_timeout);
@@ -423,39 +448,44 @@ impl Conn {
         let mut conn = Conn {
             session: Session::new(accepted, now),
             proto: Proto::Text(text),
+            io,
         };
-        let s = &mut conn.session;
-        match s.link.as_deref_mut() {
-            None => s.greet_text(info),
-            Some(link) if link.has_greeting() => {}
-            Some(_) => {
-                s.greet_text(info);
-                let link = s.link.as_deref_mut().expect("the link above");
-                if let Err(failure) = link.send_plain_then_start_tls(&mut s.out) {
-                    s.closing = Some(failure.reason);
-                }
+        let (s, io) = (&mut conn.session, &mut conn.io);
+        if !io.greets_when_ready() {
+            s.greet_text(info);
+            if let Err(failure) = io.send_plain_then_start_tls(&mut s.out) {
+                s.closing = Some(failure.reason);
             }
+            s.wrote_out(io.unsent());
         }
         conn
     }
 
     /// A connection on the WebSocket port: nothing is sent until the upgrade is accepted;
     /// then its path picks the protocol (`Conn::transport_ready`).
-    pub fn websocket(accepted: Accepted, limits: &Limits, now: Instant) -> Conn {
-        debug_assert!(accepted.link.is_some(), "a WebSocket connection has a link");
+    pub fn websocket(accepted: Accepted, io: Io, limits: &Limits, now: Instant) -> Conn {
+        debug_assert!(io.has_link(), "a WebSocket connection has a link");
         Conn {
             session: Session::new(accepted, now),
             proto: Proto::Text(TextState::new(limits)),
+            io,
         }
     }
 
     /// A connection on the binary port. Nothing is sent until the client's preface and
     /// `HELLO` arrive; `welcome` is the server's part of the answer.
-    pub fn binary(accepted: Accepted, welcome: &Welcome, limits: &Limits, now: Instant) -> Conn {
+    pub fn binary(
+        accepted: Accepted,
+        io: Io,
+        welcome: &Welcome,
+        limits: &Limits,
+        now: Instant,
+    ) -> Conn {
         let state = BinaryState::new(welcome, accepted.client_id, limits);
         Conn {
             session: Session::new(accepted, now),
             proto: Proto::Binary(state),
+            io,
         }
     }
 
@@ -470,8 +500,8 @@ impl Conn {
             cid: s.client_id,
             worker,
             protocol,
-            transport: s.link.as_ref().map_or("tcp", |l| l.kind().name()),
-            tls_peer: s.link.as_ref().and_then(|l| l.peer_subject()),
+            transport: self.io.kind().map_or("tcp", LinkKind::name),
+            tls_peer: self.io.peer_subject(),
             user: s.user(),
             ip: s.peer.ip().to_string(),
             port: s.peer.port(),
@@ -523,14 +553,54 @@ impl Conn {
         self.proto.client().name
     }
 
-    /// One read from the socket (through the transport, when the connection has one):
-    /// the bytes taken, 0 when the client closed it. Nothing is applied yet.
-    pub fn read_socket(&mut self, cx: &impl Context) -> io::Result<usize> {
-        let (taken, ready) = self.session.read_some(&self.proto, cx)?;
-        if ready {
-            self.transport_ready(cx);
+    /// One read from the socket (through the transport, when the connection has one) into
+    /// the session's read buffer: the bytes taken, 0 when the client closed it. Nothing is
+    /// applied yet. The I/O layer reads; the session is told what came of it (how much,
+    /// the transport ready, the transport failed).
+    pub fn read_socket(&mut self, cx: &impl Context) -> std::io::Result<usize> {
+        let input = if self.io.has_link() {
+            let room = self.session.read_chunk;
+            self.io.read_link(&mut self.session.rbuf, room)?
+        } else {
+            let rbuf = self.session.reserve_read(self.proto.bytes_needed());
+            self.io.read_plain(rbuf)?
+        };
+        Ok(self.take_input(input, cx))
+    }
+
+    /// Tells the session what a read of the I/O layer did; returns the bytes it counts as
+    /// taken from the socket (0: the client closed it).
+    fn take_input(&mut self, input: Input, cx: &impl Context) -> usize {
+        let s = &mut self.session;
+        match input {
+            Input::Read { taken, room } => {
+                s.bytes_read(taken, room);
+                s.wrote_out(self.io.unsent());
+                taken
+            }
+            Input::Ready { taken, room, ready } => {
+                s.bytes_read(taken, room);
+                s.wrote_out(self.io.unsent());
+                self.transport_ready(ready, cx);
+                taken
+            }
+            Input::Failed { failure, kind } => {
+                if let Some(said) = s.transport_failed(&self.proto, failure, kind, cx) {
+                    self.io.say_plain(&said);
+                }
+                s.wrote_out(self.io.unsent());
+                // Not 0, which would say the client closed the socket.
+                1
+            }
         }
-        Ok(taken)
+    }
+
+    /// Bytes the client sent, handed to the session as one read of them (a unit test's
+    /// bytes in; the I/O layer reads into the buffer in place instead).
+    #[cfg(test)]
+    pub fn received(&mut self, bytes: &[u8]) {
+        self.session.reserve_read(0).extend_from_slice(bytes);
+        self.session.bytes_read(bytes.len(), usize::MAX);
     }
 
     /// Applies every whole operation read so far, as of this loop turn (`now`); `fresh`
@@ -553,9 +623,8 @@ impl Conn {
         let ops = s.ops;
         self.proto.apply_buffered(s, cx, now);
         s.applied(ops, now);
-        if fresh && s.closing.is_none() && s.link.as_ref().is_some_and(|l| l.peer_closed()) {
-            // What came before the close frame or close_notify was applied.
-            s.closing = Some(CloseReason::ClientClosed);
+        if fresh && self.io.peer_closed() {
+            s.peer_closed();
         }
         s.throttle_began().map(ReadState::Throttled)
     }
@@ -564,13 +633,17 @@ impl Conn {
     /// it, and greets the client as its protocol starts. A WebSocket's path picks the
     /// protocol: `/tern` is the binary one, anything else the text one (its state made
     /// anew: nothing was decoded before the upgrade).
-    fn transport_ready(&mut self, cx: &impl Context) {
+    fn transport_ready(&mut self, ready: Ready, cx: &impl Context) {
         let s = &mut self.session;
-        let Some(link) = s.link.as_deref_mut() else {
-            return;
-        };
-        let kind = link.kind();
-        if kind != link::LinkKind::WebSocket {
+        let Ready {
+            kind,
+            greeting,
+            binary_path,
+        } = ready;
+        // What waited for the handshake (an INFO of lame duck mode) may go now: no
+        // writable event is coming for it.
+        s.write_blocked = false;
+        if kind != LinkKind::WebSocket {
             bump(&cx.stats().tls_handshakes, 1);
         }
         debug!(
@@ -579,14 +652,14 @@ impl Conn {
             transport = kind.name(),
             "transport ready"
         );
-        match link.take_greeting() {
+        match greeting {
             Greeting::None => {}
             Greeting::Text(info) => s.greet_text(&info),
             Greeting::ByPath(both) => {
                 bump(&cx.stats().websocket_upgrades, 1);
                 let (info, welcome) = *both;
                 let limits = &cx.config().limits;
-                if link.websocket_path() == Some(link::BINARY_PATH) {
+                if binary_path {
                     let state = BinaryState::new(&welcome, s.client_id, limits);
                     self.proto = Proto::Binary(state);
                 } else {
@@ -598,6 +671,20 @@ impl Conn {
                     self.proto = Proto::Text(text);
                 }
             }
+        }
+    }
+
+    /// The TCP socket, to (de)register it with the poll; `None` in unit tests.
+    pub fn tcp(&mut self) -> Option<&mut mio::net::TcpStream> {
+        self.io.tcp()
+    }
+
+    /// The connection is closing: its transport says so to the peer (a WebSocket close
+    /// frame with a code for the reason, a TLS close_notify), with one write that does not
+    /// block. Nothing for a plain connection.
+    pub fn close_link(&mut self) {
+        if let Some(reason) = self.session.closing.as_ref() {
+            self.io.close(reason);
         }
     }
 }
@@ -660,14 +747,30 @@ impl Conn {
         self.session.verdict(&mut self.proto, outcome, cx);
     }
 
-    /// Writes what waits for the client (`Session::flush`).
+    /// Writes what waits for the client through the I/O layer (see `flush` below).
     pub fn flush(&mut self, cx: &mut impl Context) {
-        self.session.flush(&mut self.proto, cx);
+        flush(&mut self.session, &mut self.proto, &mut self.io, cx);
     }
 
-    /// The ping timer (`Session::tick`).
+    /// Writes what waits for the client to `to`, as far as it takes it, refilling the
+    /// outbound queue from the subscription queues as it empties; the session is told
+    /// what was written after each write (`Session::wrote`), and whether more must wait.
+    /// A unit test's bytes out; the broker's go through the I/O layer (`Conn::flush`).
+    #[cfg(test)]
+    pub fn flush_to(&mut self, to: &mut impl Transmit, cx: &mut impl Context) {
+        flush(&mut self.session, &mut self.proto, to, cx);
+    }
+
+    /// The ping timer (`Session::tick`): the transport gives back its idle buffers first,
+    /// and a handshake not done yet is judged by its deadline alone.
     pub fn tick(&mut self, now: Instant, limits: &Limits, cx: &mut impl Context) {
-        self.session.tick(&mut self.proto, now, limits, cx);
+        if self.session.closing.is_some() {
+            return;
+        }
+        self.io.shrink();
+        let handshake = self.io.handshake();
+        self.session
+            .tick(&mut self.proto, handshake, now, limits, cx);
     }
 
     /// Lame duck mode began (`Session::going_away`).
@@ -683,16 +786,12 @@ impl Session {
             id,
             client_id,
             peer,
-            sock,
-            link,
             access,
         } = accepted;
         Session {
             id,
             client_id,
             peer,
-            sock,
-            link,
             rbuf: BytesMut::with_capacity(READ_FIRST),
             rbuf_taken: 0,
             read_chunk: READ_FIRST,
@@ -708,6 +807,8 @@ impl Session {
             listed_read: false,
             listed_write: false,
             write_blocked: false,
+            unsent_below: 0,
+            flush_first: false,
             barrier: PingBarrier::default(),
             backlog: VecDeque::new(),
             over_subs: 0,
@@ -834,7 +935,7 @@ impl Session {
     }
 
     /// The read pass ended with a socket error (not `WouldBlock`).
-    pub fn read_failed(&mut self, e: &io::Error) {
+    pub fn read_failed(&mut self, e: &std::io::Error) {
         self.closing = Some(CloseReason::Io(e.to_string()));
     }
 
@@ -843,95 +944,65 @@ impl Session {
         self.closing = Some(CloseReason::ClientClosed);
     }
 
-    /// One `read` into the spare capacity of the read buffer (through the transport, when
-    /// the connection has one).
-    fn read_some(&mut self, w: &impl Wire, cx: &impl Context) -> io::Result<(usize, bool)> {
-        if self.link.is_some() {
-            return self.read_link(w, cx);
-        }
-        let needed = w.bytes_needed();
-        // Room for what the decoder awaits, but a large payload is taken a few chunks at a
-        // time: a client that announces one and sends it slowly holds what it sent, not
-        // what it announced.
+    /// The read buffer, with room reserved for the next read of a plain socket: what the
+    /// decoder awaits, but a large payload is taken a few chunks at a time (a client that
+    /// announces one and sends it slowly holds what it sent, not what it announced).
+    /// `needed` is what the decoder awaits ([`Wire::bytes_needed`]).
+    fn reserve_read(&mut self, needed: usize) -> &mut BytesMut {
         self.rbuf
             .reserve(self.read_chunk.max(needed.min(4 * READ_CHUNK)));
-        let spare = self.rbuf.spare_capacity_mut();
-        let room = spare.len();
-        let n = self.sock.read_spare(spare)?;
-        // SAFETY: the read initialised the first `n <= spare.len()` bytes of the spare
-        // capacity, which is what `set_len` requires.
-        unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
-        self.rbuf_taken += n;
-        if n == room {
+        &mut self.rbuf
+    }
+
+    /// A read took `taken` bytes from the socket, out of the `room` it offered (what they
+    /// decode to is in the read buffer): a read that fills its room makes the next one
+    /// larger, up to [`READ_CHUNK`].
+    fn bytes_read(&mut self, taken: usize, room: usize) {
+        self.rbuf_taken += taken;
+        if taken == room {
             // More may be waiting: a busy client reads in larger chunks.
             self.read_chunk = (self.read_chunk * 8).min(READ_CHUNK);
         }
-        Ok((n, false))
     }
 
-    /// One read through the transport: socket bytes in, what they decode to appended to
-    /// the read buffer, and whether the transport just became ready (the caller greets the
-    /// client then: `Conn::transport_ready`). A transport failure closes the connection
-    /// (counted, with what the transport queued for the peer still written).
-    fn read_link(&mut self, w: &impl Wire, cx: &impl Context) -> io::Result<(usize, bool)> {
-        let link = self.link.as_deref_mut().expect("a connection with a link");
-        let room = self.read_chunk;
-        match link.read(&mut self.sock, room, &mut self.rbuf)? {
-            Ok(read) => {
-                if read.taken == room {
-                    self.read_chunk = (self.read_chunk * 8).min(READ_CHUNK);
-                }
-                self.rbuf_taken += read.taken;
-                if read.ready {
-                    // What waited for the handshake (an INFO of lame duck mode) may go
-                    // now: no writable event is coming for it.
-                    self.write_blocked = false;
-                }
-                Ok((read.taken, read.ready))
-            }
-            Err(failure) => {
-                bump(&cx.stats().transport_failures[failure.kind as usize], 1);
-                if failure.kind == TransportFailure::PlainText {
-                    let kind = link.kind();
-                    self.say_tls_required(w, kind);
-                }
-                self.discard_output(cx.stats());
-                self.closing = Some(failure.reason);
-                // Not 0, which would say the client closed the socket.
-                Ok((1, false))
-            }
-        }
-    }
-
-    /// A client that sent plain text to a TLS port is told why it is closed, in plain text
-    /// and in what it speaks: `-ERR 'Secure Connection - TLS Required'` on the text port
+    /// The transport failed: counted, and the connection closes for the failure's reason
+    /// with nothing more of its own written (what the transport queued for the peer still
+    /// is). A client that sent plain text to a TLS port is told why, in plain text and in
+    /// what it speaks: `-ERR 'Secure Connection - TLS Required'` on the text port
     /// (nats-server's words), an `ERROR` frame on the binary port, an HTTP 400 on the
-    /// WebSocket port. One write that does not block: a client that does not read gets
-    /// nothing.
-    fn say_tls_required(&mut self, w: &impl Wire, kind: LinkKind) {
-        use std::io::Write;
-        let said = match kind {
-            LinkKind::WebSocketTls => bytes::Bytes::from_static(
+    /// WebSocket port; returned for the I/O layer to write once, without blocking.
+    fn transport_failed(
+        &mut self,
+        w: &impl Wire,
+        failure: Failure,
+        kind: LinkKind,
+        cx: &impl Context,
+    ) -> Option<Bytes> {
+        bump(&cx.stats().transport_failures[failure.kind as usize], 1);
+        let said = (failure.kind == TransportFailure::PlainText).then(|| match kind {
+            LinkKind::WebSocketTls => Bytes::from_static(
                 b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
                   Content-Length: 13\r\nConnection: close\r\n\r\nTLS required\n",
             ),
             _ => w.tls_required(),
-        };
-        let _ = self.sock.write(&said);
+        });
+        self.discard_output(cx.stats());
+        self.closing = Some(failure.reason);
+        said
     }
 
-    /// Encoded bytes the transport has not written to the socket yet.
-    fn link_unsent(&self) -> usize {
-        self.link.as_ref().map_or(0, |l| l.unsent())
-    }
-
-    /// The connection is closing: its transport says so to the peer (a WebSocket close
-    /// frame with a code for the reason, a TLS close_notify), with one write that does not
-    /// block. Nothing for a plain connection.
-    pub fn close_link(&mut self) {
-        if let (Some(link), Some(reason)) = (self.link.as_deref_mut(), self.closing.as_ref()) {
-            link.close(reason, &mut self.sock);
+    /// The peer closed the transport (close frame, close_notify) and what came before it
+    /// was applied: the client closed the connection.
+    fn peer_closed(&mut self) {
+        if self.closing.is_none() {
+            self.closing = Some(CloseReason::ClientClosed);
         }
+    }
+
+    /// The I/O layer holds `unsent` bytes taken from the outbound queue and not written
+    /// yet (encoded by the transport): they count as waiting for the client.
+    fn wrote_out(&mut self, unsent: usize) {
+        self.unsent_below = unsent;
     }
 
     /// Operations were decoded and applied from the read buffer (`ops` were counted
@@ -1494,50 +1565,58 @@ impl Session {
         self.fail(w, CloseReason::SlowConsumer);
     }
 
-    /// Writes what is queued, as far as the socket takes it, refilling the outbound buffer
-    /// from the subscription queues as it empties, and records the broker latency of every
-    /// delivery whose last byte went out.
-    fn flush(&mut self, w: &mut impl Wire, cx: &mut impl Context) {
-        let write_buffer = cx.config().queues.write_buffer;
-        loop {
-            if !self.write_blocked && (!self.out.is_empty() || self.link_unsent() > 0) {
-                let written = match self.link.as_deref_mut() {
-                    None => self.out.write_to(&mut self.sock),
-                    Some(link) => link.write(&mut self.out, &mut self.sock),
-                };
-                match written {
-                    Ok(n) => {
-                        if n > 0 {
-                            let now = Instant::now();
-                            let latency = cx.latency();
-                            self.out.pop_written(|received, n| {
-                                latency.record_n(now.duration_since(received), n)
-                            });
-                            self.congestion.drained(n);
-                        }
-                        self.write_blocked = !self.out.is_empty() || self.link_unsent() > 0;
-                    }
-                    Err(e) => {
-                        self.discard_output(cx.stats());
-                        if self.closing.is_none() {
-                            self.closing = Some(CloseReason::Io(e.to_string()));
-                        }
-                        return;
-                    }
-                }
-            }
-            if self.write_blocked
-                || self.closing.is_some()
-                || self.backlog.is_empty()
-                || self.out.len() >= write_buffer
-            {
-                break;
-            }
-            let before = self.out.len();
-            self.fill(w, cx);
-            if self.out.len() == before {
-                break;
-            }
+    /// The I/O layer wrote `n` bytes of the outbound queue (`now` is when): the broker
+    /// latency of every delivery whose last byte went out is recorded, and the congestion
+    /// window counts them as drained.
+    fn wrote(&mut self, n: usize, now: Instant, cx: &mut impl Context) {
+        let latency = cx.latency();
+        self.out
+            .pop_written(|received, n| latency.record_n(now.duration_since(received), n));
+        self.congestion.drained(n);
+    }
+
+    /// A write failed: nothing more goes out, and the connection closes.
+    fn write_failed(&mut self, e: &std::io::Error, cx: &impl Context) {
+        self.discard_output(cx.stats());
+        if self.closing.is_none() {
+            self.closing = Some(CloseReason::Io(e.to_string()));
+        }
+    }
+
+    /// After a write: whether it must wait for the writable event (`unsent` bytes are
+    /// held below, and the outbound queue is as the write left it).
+    fn write_done(&mut self, unsent: usize) {
+        self.wrote_out(unsent);
+        self.write_blocked = self.has_unsent();
+    }
+
+    /// Refills the outbound queue from the subscription queues, when the last write took
+    /// everything and the queue is under `write_buffer`. True when bytes were added.
+    fn refill(&mut self, w: &mut impl Wire, cx: &mut impl Context) -> bool {
+        if self.write_blocked
+            || self.closing.is_some()
+            || self.backlog.is_empty()
+            || self.out.len() >= cx.config().queues.write_buffer
+        {
+            return false;
+        }
+        let before = self.out.len();
+        self.fill(w, cx);
+        self.out.len() != before
+    }
+
+    /// True when what waits for the client went over `max_pending` and the I/O layer must
+    /// write before the budget is enforced (`Conn::flush`; `flushed` enforces it).
+    pub fn wants_flush(&self) -> bool {
+        self.flush_first
+    }
+
+    /// A flush ended: the budget is enforced if it waited for it, congestion is judged
+    /// again, and a connection not read for being over budget is read again once it has
+    /// drained.
+    fn flushed(&mut self, cx: &mut impl Context) {
+        if std::mem::take(&mut self.flush_first) {
+            self.evict_over_budget(cx);
         }
         self.update_congestion(cx);
         if self.over_budget_since.is_some() && self.unyielding() <= cx.config().limits.max_pending {
@@ -1615,17 +1694,21 @@ impl Session {
     }
 
     /// True while bytes wait for the socket: in the outbound buffer, or encoded by the
-    /// transport and not written yet.
+    /// transport and not written yet (as the I/O layer last said).
     pub fn has_unsent(&self) -> bool {
-        !self.out.is_empty() || self.link_unsent() > 0
+        !self.out.is_empty() || self.unsent_below > 0
     }
 
     /// The ping timer: pings a client that completed no operation for `ping_interval`, and
     /// closes one that left `ping_max` pings unanswered. First it closes a client whose
     /// handshake, or (text) a started control line, is not done within `auth_timeout`.
+    ///
+    /// `handshake` is the transport's, while it is not done: nothing but its deadline is
+    /// judged then.
     fn tick(
         &mut self,
         w: &mut impl Protocol,
+        handshake: Option<Handshake>,
         now: Instant,
         limits: &Limits,
         cx: &mut impl Context,
@@ -1633,25 +1716,20 @@ impl Session {
         if self.closing.is_some() {
             return;
         }
-        if let Some(link) = self.link.as_deref_mut() {
-            link.shrink();
-        }
-        if let Some(link) = self.link.as_deref() {
-            if !link.is_ready() {
-                if now >= link.deadline() {
-                    let kind = TransportFailure::HandshakeTimeout;
-                    bump(&cx.stats().transport_failures[kind as usize], 1);
-                    let what = match link.kind() {
-                        link::LinkKind::WebSocket => "WebSocket upgrade",
-                        _ => "TLS handshake",
-                    };
-                    let waited = link.deadline().saturating_duration_since(self.started);
-                    let text = format!("{what} not done within {waited:?}");
-                    self.closing = Some(CloseReason::Transport(text));
-                }
-                // Nothing else applies before the session has started.
-                return;
+        if let Some(handshake) = handshake {
+            if now >= handshake.deadline {
+                let kind = TransportFailure::HandshakeTimeout;
+                bump(&cx.stats().transport_failures[kind as usize], 1);
+                let what = match handshake.kind {
+                    LinkKind::WebSocket => "WebSocket upgrade",
+                    _ => "TLS handshake",
+                };
+                let waited = handshake.deadline.saturating_duration_since(self.started);
+                let text = format!("{what} not done within {waited:?}");
+                self.closing = Some(CloseReason::Transport(text));
             }
+            // Nothing else applies before the session has started.
+            return;
         }
         if self.presence_stale {
             self.retry_snapshots(cx);
@@ -1715,6 +1793,34 @@ impl Session {
         self.pings_out += 1;
         self.last_ping = now;
     }
+}
+
+/// Writes what waits for the client to `to` as far as it takes it, refilling the outbound
+/// queue from the subscription queues as it empties. The writes are `to`'s (the I/O
+/// layer's, or a test's); after each, the session is told what it did: bytes written
+/// (latency recorded, congestion drained), an error, or that the rest must wait.
+#[inline]
+fn flush(s: &mut Session, w: &mut impl Wire, to: &mut impl Transmit, cx: &mut impl Context) {
+    loop {
+        if !s.write_blocked && s.has_unsent() {
+            match to.transmit(&mut s.out) {
+                Ok(n) => {
+                    if n > 0 {
+                        s.wrote(n, Instant::now(), cx);
+                    }
+                    s.write_done(to.unsent());
+                }
+                Err(e) => {
+                    s.write_failed(&e, cx);
+                    return;
+                }
+            }
+        }
+        if !s.refill(w, cx) {
+            break;
+        }
+    }
+    s.flushed(cx);
 }
 
 /// A connection's `PING` barriers: which shards it sent traffic to since its last `PING`,

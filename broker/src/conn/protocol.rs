@@ -60,7 +60,7 @@ impl Protocol for Proto {
 
 /// Each protocol driven alone: its own state and a bare [`Session`] whose read buffer the
 /// test fills, with a [`FakeContext`](super::fake::FakeContext) for the broker. No `Conn`,
-/// no `Proto`, no socket read: what the protocol says is taken from the session's
+/// no `Proto`, no I/O layer: what the protocol says is taken from the session's
 /// outbound queue, what it asked of the broker from the fake's records.
 #[cfg(test)]
 mod tests {
@@ -77,7 +77,6 @@ mod tests {
     use crate::conn::access::Access;
     use crate::conn::binary::BinaryState;
     use crate::conn::fake::FakeContext;
-    use crate::conn::socket::{Memory, Socket};
     use crate::conn::text::TextState;
     use crate::conn::{Accepted, CloseReason};
     use crate::mesh::ConnId;
@@ -92,8 +91,6 @@ mod tests {
             },
             client_id: 9,
             peer,
-            sock: Socket::Memory(Memory::default()),
-            link: None,
             access: Access::open(0),
         };
         Session::new(accepted, cx.now)

@@ -405,7 +405,7 @@ impl Session {
             }
         } else {
             self.enqueue(w, sref, msg, cx);
-            self.enforce_budget(w, cx);
+            self.enforce_budget(cx);
             self.fill(w, cx);
         }
         true
@@ -514,7 +514,7 @@ impl Session {
     /// held behind them. This is what `max_pending` bounds.
     pub fn pending(&self) -> usize {
         self.out.len()
-            + self.link_unsent()
+            + self.unsent_below
             + self.held.bytes
             + self.pongs_held.len() * HELD_PONG_COST
     }
@@ -523,7 +523,7 @@ impl Session {
     /// `PONG`s held behind its queues (its queued deliveries give way to `max_pending`).
     /// Over `max_pending`, the client's own traffic is what holds it, and it is not read.
     pub(super) fn unyielding(&self) -> usize {
-        self.out.len() + self.link_unsent() + self.pongs_held.len() * HELD_PONG_COST
+        self.out.len() + self.unsent_below + self.pongs_held.len() * HELD_PONG_COST
     }
 
     /// A queue went from `before` to `after` (messages, bytes): the connection's and the
@@ -622,13 +622,26 @@ impl Session {
     /// outbound buffer, held `PONG`s) is the client's own traffic: the connection is then
     /// not read until it drains (`Session::read_paused`), and closed if it stays over
     /// (`Conn::tick`).
-    fn enforce_budget(&mut self, w: &mut impl Wire, cx: &mut impl Context) {
-        let max = cx.config().limits.max_pending;
-        if self.pending() > max && !self.write_blocked {
-            // A client that reads is not judged on one burst: first the socket takes what
-            // it can.
-            self.flush(w, cx);
+    ///
+    /// A client that reads is not judged on one burst: while its socket is not known to
+    /// be full, the I/O layer first writes what it takes (the session asks for it,
+    /// `Session::wants_flush`; the worker flushes), and what is still over then goes
+    /// (`Session::flushed`).
+    fn enforce_budget(&mut self, cx: &mut impl Context) {
+        if self.pending() <= cx.config().limits.max_pending {
+            return;
         }
+        if !self.write_blocked {
+            self.flush_first = true;
+            return;
+        }
+        self.evict_over_budget(cx);
+    }
+
+    /// Evicts queued messages, lowest priority and oldest first, until what waits for the
+    /// client is within `max_pending` or nothing more can go.
+    pub(super) fn evict_over_budget(&mut self, cx: &mut impl Context) {
+        let max = cx.config().limits.max_pending;
         while self.pending() > max {
             let subs = &self.subs;
             let Some((level, _, (key, _))) = self

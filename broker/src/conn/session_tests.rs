@@ -1,12 +1,16 @@
-//! A session driven alone: a [`Conn`] over an in-memory pipe ([`Memory`]) with a
-//! [`FakeContext`] for the rest of the broker. No worker, router, shard or socket: the test
-//! sends the client's bytes, plays the shards' part itself (deliveries, barrier answers)
-//! and asserts on the bytes the session wrote and on what it asked of the broker.
+//! A session driven alone, by bytes in and bytes out: a [`Conn`] whose I/O layer is never
+//! used (`Io::detached`), with a [`FakeContext`] for the rest of the broker. No worker,
+//! router, shard, socket or pipe: the test hands the session the client's bytes
+//! (`Conn::received`), plays the shards' part itself (deliveries, barrier answers), takes
+//! what the session wrote from its outbound queue into a plain buffer of the test's
+//! ([`Peer`], through `Conn::flush_to`) and asserts on those bytes and on what the session
+//! asked of the broker.
 //!
-//! The same behaviours are also pinned through a real worker in
-//! `worker/session_tests.rs`; here each one is isolated from routing and the loop.
+//! The same behaviours are also pinned through a real worker, its I/O layer and an
+//! in-memory pipe in `worker/session_tests.rs`; here each one is isolated from routing,
+//! the loop and the socket.
 
-use std::io;
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,10 +25,13 @@ use tern_protocol::text::ServerInfo;
 
 use super::access::Access;
 use super::fake::FakeContext;
-use super::socket::{Memory, Socket};
+use super::io::{Io, Transmit};
+use super::link::{Failure, LinkKind};
 use super::{Accepted, CloseReason, Conn};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::mesh::{ConnId, Msg, Stamp, SubRef};
+use crate::outbound::Outbound;
+use crate::stats::TransportFailure;
 
 /// The connection under test's id.
 const ID: ConnId = ConnId {
@@ -33,38 +40,96 @@ const ID: ConnId = ConnId {
     gen: 1,
 };
 
-/// One session, its pipe and its context.
+/// The client's end, as the session sees it through its bytes: what the client sent and
+/// the session has not taken yet (it was not read: paused), and what the session wrote.
+#[derive(Default)]
+struct Peer {
+    input: Vec<u8>,
+    /// The client closed its side, after `input`.
+    eof: bool,
+    output: Vec<u8>,
+    /// How many more bytes the client takes before a write would block (`None`: any), as
+    /// a full send buffer does; taking output does not make room, only this does.
+    room: Option<usize>,
+    /// The next write fails with this.
+    fail: Option<io::ErrorKind>,
+}
+
+impl Transmit for Peer {
+    fn transmit(&mut self, out: &mut Outbound) -> io::Result<usize> {
+        if let Some(kind) = self.fail.take() {
+            return Err(kind.into());
+        }
+        out.write_to(self)
+    }
+
+    fn unsent(&self) -> usize {
+        0
+    }
+}
+
+impl Write for Peer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut written = 0;
+        for b in bufs {
+            let take = self.room.map_or(b.len(), |room| b.len().min(room));
+            self.output.extend_from_slice(&b[..take]);
+            written += take;
+            if let Some(room) = &mut self.room {
+                *room -= take;
+            }
+            if take < b.len() {
+                break;
+            }
+        }
+        if written == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One session, its client's end and its context.
 struct Session {
     conn: Conn,
-    pipe: Memory,
+    peer: Peer,
     cx: FakeContext,
 }
 
-fn accepted(pipe: &Memory) -> Accepted {
+fn accepted() -> Accepted {
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     Accepted {
         id: ID,
         client_id: 1,
         peer,
-        sock: Socket::Memory(pipe.clone()),
-        link: None,
         access: Access::open(0),
     }
 }
 
 impl Session {
-    /// A text session with `config`, past its `INFO` (taken from the pipe).
+    /// A text session with `config`, past its `INFO` (taken from what it wrote).
     fn text(config: Config) -> Session {
         let cx = FakeContext::new(config);
-        let pipe = Memory::default();
         let info = ServerInfo {
             max_payload: cx.config.limits.max_payload,
             ..ServerInfo::default()
         };
-        let conn = Conn::text(accepted(&pipe), &info, &cx.config.limits, cx.now);
-        let mut s = Session { conn, pipe, cx };
+        let conn = Conn::text(accepted(), Io::detached(), &info, &cx.config.limits, cx.now);
+        let mut s = Session {
+            conn,
+            peer: Peer::default(),
+            cx,
+        };
         s.step();
-        let greeting = s.pipe.take();
+        let greeting = s.take();
         assert!(greeting.starts_with(b"INFO {"), "{greeting:?}");
         s
     }
@@ -73,21 +138,25 @@ impl Session {
     fn connected(config: Config) -> Session {
         let mut s = Session::text(config);
         s.send(b"CONNECT {\"verbose\":false}\r\n");
-        assert!(s.pipe.take().is_empty());
+        assert!(s.take().is_empty());
         s
     }
 
     /// A binary session past its preface, `HELLO` and `WELCOME`.
     fn binary(config: Config) -> Session {
         let cx = FakeContext::new(config);
-        let pipe = Memory::default();
         let conn = Conn::binary(
-            accepted(&pipe),
+            accepted(),
+            Io::detached(),
             &Welcome::default(),
             &cx.config.limits,
             cx.now,
         );
-        let mut s = Session { conn, pipe, cx };
+        let mut s = Session {
+            conn,
+            peer: Peer::default(),
+            cx,
+        };
         let mut out = BytesMut::new();
         Preface::default().encode(&mut out);
         encode_client_frame(&ClientFrame::Hello(Hello::default()), &mut out).unwrap();
@@ -99,41 +168,45 @@ impl Session {
         s
     }
 
-    /// What the worker does when the connection is readable and writable: reads the pipe
-    /// until it would block, applying each read, then writes what is queued.
+    /// What the worker does when the connection is readable and writable, with bytes for
+    /// the socket: unless its reading is paused, the session is handed what the client
+    /// sent (or told it closed) and applies it; then what it queued is written.
     fn step(&mut self) {
         let now = self.cx.now;
-        if self.conn.read_paused(&mut self.cx, now).is_none() {
-            while self.conn.closing.is_none() {
-                match self.conn.read_socket(&self.cx) {
-                    Ok(0) => self.conn.read_eof(),
-                    Ok(_) => {
-                        let _ = self.conn.apply_read(&mut self.cx, now, true);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => self.conn.read_failed(&e),
-                }
+        if self.conn.closing.is_none() && self.conn.read_paused(&mut self.cx, now).is_none() {
+            let input = std::mem::take(&mut self.peer.input);
+            if !input.is_empty() {
+                self.conn.received(&input);
+                let _ = self.conn.apply_read(&mut self.cx, now, true);
+            }
+            if self.peer.eof && self.conn.closing.is_none() {
+                self.conn.read_eof();
             }
         }
-        // Writable, as far as the test knows: the pipe says when it is not.
+        // Writable, as far as the test knows: the peer says when it is not.
         self.conn.write_blocked = false;
-        self.conn.flush(&mut self.cx);
+        self.conn.flush_to(&mut self.peer, &mut self.cx);
     }
 
     /// The client sends `bytes`; the session takes them.
     fn send(&mut self, bytes: &[u8]) {
-        self.pipe.send(bytes);
+        self.peer.input.extend_from_slice(bytes);
         self.step();
     }
 
+    /// What the session wrote since the last look.
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.peer.output)
+    }
+
     /// What the session wrote since the last look, as text.
-    fn written(&self) -> String {
-        String::from_utf8(self.pipe.take()).expect("text")
+    fn written(&mut self) -> String {
+        String::from_utf8(self.take()).expect("text")
     }
 
     /// The binary frames the session wrote since the last look.
-    fn frames(&self) -> Vec<ServerFrame> {
-        let mut buf = BytesMut::from(&self.pipe.take()[..]);
+    fn frames(&mut self) -> Vec<ServerFrame> {
+        let mut buf = BytesMut::from(&self.take()[..]);
         let mut decoder = ServerFrameDecoder::new(Default::default());
         let mut frames = Vec::new();
         while let Some(f) = decoder.decode(&mut buf).expect("a valid frame") {
@@ -245,7 +318,7 @@ fn a_pong_waits_behind_the_deliveries_queued_before_its_ping() {
     assert_eq!(s.written(), "PONG\r\n");
     let sub = s.sub(0);
     // The client's socket takes nothing: deliveries past 1 KiB wait in the queue.
-    s.pipe.set_room(Some(0));
+    s.peer.room = Some(0);
     for i in 0..20 {
         let payload = format!("{i:0>100}");
         assert!(s.deliver(sub, msg("s", payload.as_bytes(), 0, i + 1)));
@@ -257,7 +330,7 @@ fn a_pong_waits_behind_the_deliveries_queued_before_its_ping() {
         "no traffic of its own since: no barrier"
     );
     assert_eq!(s.written(), "");
-    s.pipe.set_room(None);
+    s.peer.room = None;
     s.step();
     let got = s.written();
     assert_eq!(got.matches("MSG s 1 100\r\n").count(), 20, "{got}");
@@ -320,7 +393,7 @@ fn full_subscriber(policy: SlowConsumerPolicy) -> (Session, SubRef) {
     let mut s = Session::connected(config);
     s.send(b"SUB s 1\r\n");
     let sub = s.sub(0);
-    s.pipe.set_room(Some(0));
+    s.peer.room = Some(0);
     // Seqs 1 and 2 go to the write buffer; 3 (priority 0), 4 (priority 7), 5 and 6
     // (priority 0) to the queue.
     for (seq, priority) in [(1, 0), (2, 0), (3, 0), (4, 7), (5, 0), (6, 0)] {
@@ -351,7 +424,7 @@ fn an_overflowing_queue_drops_its_lowest_priority_oldest_and_says_so() {
     s.conn
         .tick(Instant::now(), &s.cx.config.limits.clone(), &mut s.cx);
     assert!(s.conn.closing.is_none(), "the drop policy keeps it");
-    s.pipe.set_room(None);
+    s.peer.room = None;
     s.step();
     let got = s.written();
     let seqs: Vec<String> = got
@@ -384,7 +457,7 @@ fn the_disconnect_policy_closes_a_consumer_over_its_mark_past_the_grace_time() {
     assert_eq!(s.stat(|st| st.slow_consumers.load(Ordering::Relaxed)), 1);
     // The two deliveries in the write buffer never go out; they are counted.
     assert_eq!(s.stat(|st| st.dropped_msgs.load(Ordering::Relaxed)), 2);
-    s.pipe.set_room(None);
+    s.peer.room = None;
     s.step();
     assert_eq!(s.written(), "-ERR 'Slow Consumer'\r\n");
 }
@@ -544,7 +617,7 @@ fn a_lossless_subscription_that_overflows_falls_back_to_the_log_and_misses_nothi
     }
     // The client stops reading: the write buffer, then the queue of 8, fill up, and the
     // next stored message makes it fall back to the log from the last one it took.
-    s.pipe.set_room(Some(0));
+    s.peer.room = Some(0);
     let mut seq = 0;
     while s.cx.lags.is_empty() {
         seq += 1;
@@ -571,7 +644,7 @@ fn a_lossless_subscription_that_overflows_falls_back_to_the_log_and_misses_nothi
     s.conn.lag_ack(sub, 0, lag, &mut s.cx);
     assert!(s.cx.grants.is_empty(), "no credit while the queue is full");
     // The client reads again: the queue drains, and the shard is granted credit.
-    s.pipe.set_room(None);
+    s.peer.room = None;
     s.step();
     assert!(!s.cx.grants.is_empty(), "credit once the queue has room");
     assert!(s.cx.grants.iter().all(|g| g.0 == 0 && g.1 == sub));
@@ -591,4 +664,225 @@ fn a_lossless_subscription_that_overflows_falls_back_to_the_log_and_misses_nothi
     }
     let want: Vec<String> = (1..=last).map(|i| format!("m{i:07}")).collect();
     assert_eq!(got, want, "every message once, in order");
+}
+
+/// The bytes-out interface: the test takes what the session queued, as the I/O layer
+/// would, and tells the session when it went out.
+#[test]
+fn written_bytes_record_their_latency_and_drain_the_congestion_window() {
+    let mut s = Session::connected(Config::default());
+    s.send(b"SUB s 1\r\n");
+    let sub = s.sub(0);
+    let m = msg("s", b"hello", 0, 1);
+    let received = m.received;
+    assert!(s.deliver(sub, m));
+    let mut out = Vec::new();
+    let n = s.conn.out.write_to(&mut out).unwrap();
+    assert_eq!(out, b"MSG s 1 5\r\nhello\r\n");
+    assert!(
+        s.cx.latency.summary().count == 0,
+        "nothing recorded before it is written"
+    );
+    let drained = s.conn.session.congestion.drained_in_window();
+    let sent = received + Duration::from_millis(5);
+    s.conn.session.wrote(n, sent, &mut s.cx);
+    let latency = s.cx.latency.summary();
+    assert_eq!(latency.count, 1, "one delivery whose last byte went out");
+    assert_eq!(latency.sum_micros, 5000, "from its receipt to its write");
+    assert_eq!(s.conn.session.congestion.drained_in_window(), drained + n);
+}
+
+#[test]
+fn only_deliveries_written_whole_have_their_latency_recorded() {
+    let mut s = Session::connected(Config::default());
+    s.send(b"SUB s 1\r\n");
+    let sub = s.sub(0);
+    assert!(s.deliver(sub, msg("s", b"first", 0, 1)));
+    assert!(s.deliver(sub, msg("s", b"second", 0, 2)));
+    // The client takes the first delivery and half of the second.
+    s.peer.room = Some("MSG s 1 5\r\nfirst\r\nMSG s 1 6".len());
+    s.step();
+    assert_eq!(s.cx.latency.summary().count, 1);
+    assert!(
+        s.conn.write_blocked,
+        "the rest waits for the writable event"
+    );
+    s.peer.room = None;
+    s.step();
+    assert_eq!(s.cx.latency.summary().count, 2);
+    assert_eq!(s.written(), "MSG s 1 5\r\nfirst\r\nMSG s 1 6\r\nsecond\r\n");
+}
+
+#[test]
+fn a_failed_write_closes_with_an_io_error_and_counts_what_never_went_out() {
+    let mut s = Session::connected(Config::default());
+    s.send(b"SUB s 1\r\n");
+    let sub = s.sub(0);
+    assert!(s.deliver(sub, msg("s", b"x", 0, 1)));
+    s.peer.fail = Some(io::ErrorKind::BrokenPipe);
+    s.step();
+    assert!(
+        matches!(&s.conn.closing, Some(CloseReason::Io(e)) if e.contains("broken pipe")),
+        "{:?}",
+        s.conn.closing
+    );
+    assert_eq!(s.written(), "");
+    assert!(!s.conn.has_output());
+    assert_eq!(s.stat(|st| st.dropped_msgs.load(Ordering::Relaxed)), 1);
+}
+
+#[test]
+fn the_end_of_input_closes_as_the_client_did_after_what_it_sent() {
+    let mut s = Session::connected(Config::default());
+    s.peer.eof = true;
+    s.send(b"PUB a 1\r\nx\r\n");
+    assert_eq!(
+        s.cx.published_subjects(),
+        ["a"],
+        "what came before it is applied"
+    );
+    assert_eq!(s.conn.closing, Some(CloseReason::ClientClosed));
+    // A read error instead: closed as an I/O error.
+    let mut s = Session::connected(Config::default());
+    s.conn.read_failed(&io::ErrorKind::ConnectionReset.into());
+    assert!(matches!(s.conn.closing, Some(CloseReason::Io(_))));
+}
+
+/// A transport failure as the I/O layer reports it.
+fn failure(kind: TransportFailure) -> Failure {
+    Failure {
+        reason: CloseReason::Transport("the transport failed".into()),
+        kind,
+    }
+}
+
+#[test]
+fn a_plain_text_client_on_a_tls_port_is_told_in_its_protocol_and_closed() {
+    let plain = || failure(TransportFailure::PlainText);
+    let counted = |s: &Session| {
+        s.stat(|st| {
+            st.transport_failures[TransportFailure::PlainText as usize].load(Ordering::Relaxed)
+        })
+    };
+    // The text port: nats-server's words.
+    let mut s = Session::text(Config::default());
+    let conn = &mut s.conn;
+    let said = conn
+        .session
+        .transport_failed(&conn.proto, plain(), LinkKind::Tls, &s.cx);
+    assert_eq!(
+        said.as_deref(),
+        Some(&b"-ERR 'Secure Connection - TLS Required'\r\n"[..])
+    );
+    assert_eq!(
+        s.conn.closing,
+        Some(CloseReason::Transport("the transport failed".into()))
+    );
+    assert_eq!(counted(&s), 1);
+    // The binary port: a fatal ERROR frame.
+    let mut s = Session::binary(Config::default());
+    let conn = &mut s.conn;
+    let said = conn
+        .session
+        .transport_failed(&conn.proto, plain(), LinkKind::Tls, &s.cx)
+        .expect("something said");
+    let mut buf = BytesMut::from(&said[..]);
+    match ServerFrameDecoder::new(Default::default()).decode(&mut buf) {
+        Ok(Some(ServerFrame::Error(e))) => {
+            assert!(e.fatal, "{e:?}");
+            assert_eq!(e.code, ErrorCode::ProtocolViolation, "{e:?}");
+        }
+        other => panic!("expected an ERROR frame, got {other:?}"),
+    }
+    // The WebSocket port over TLS: an HTTP answer, whatever the protocol would have been.
+    let mut s = Session::text(Config::default());
+    let conn = &mut s.conn;
+    let said = conn
+        .session
+        .transport_failed(&conn.proto, plain(), LinkKind::WebSocketTls, &s.cx)
+        .expect("something said");
+    assert!(
+        said.starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
+        "{said:?}"
+    );
+    assert!(said.ends_with(b"\r\n\r\nTLS required\n"), "{said:?}");
+}
+
+#[test]
+fn a_failed_transport_says_nothing_more_and_closes_with_its_reason() {
+    let mut s = Session::connected(Config::default());
+    s.send(b"SUB s 1\r\n");
+    let sub = s.sub(0);
+    s.peer.room = Some(0);
+    assert!(s.deliver(sub, msg("s", b"x", 0, 1)));
+    let conn = &mut s.conn;
+    let said = conn.session.transport_failed(
+        &conn.proto,
+        failure(TransportFailure::Tls),
+        LinkKind::Tls,
+        &s.cx,
+    );
+    assert!(said.is_none());
+    assert_eq!(
+        s.conn.closing,
+        Some(CloseReason::Transport("the transport failed".into()))
+    );
+    assert!(!s.conn.has_output(), "what was queued is dropped");
+    assert_eq!(s.stat(|st| st.dropped_msgs.load(Ordering::Relaxed)), 1);
+    let tls = TransportFailure::Tls as usize;
+    assert_eq!(
+        s.stat(|st| st.transport_failures[tls].load(Ordering::Relaxed)),
+        1
+    );
+}
+
+/// A consumer over `max_pending` whose socket is not known to be full asks for a write
+/// before anything queued is given up; what is still over after it goes.
+#[test]
+fn over_budget_the_session_asks_for_a_write_before_it_evicts() {
+    let mut config = Config::default();
+    config.limits.max_pending = 4096;
+    config.limits.max_payload = 1024;
+    config.queues.write_buffer = 1024;
+    let mut s = Session::connected(config);
+    s.send(b"SUB s 1\r\n");
+    let sub = s.sub(0);
+    s.peer.room = Some(0);
+    let mut seq = 0;
+    while !s.conn.wants_flush() {
+        seq += 1;
+        assert!(seq < 100, "never over budget");
+        assert!(s.deliver(sub, msg("s", &[b'x'; 500], 0, seq)));
+    }
+    assert_eq!(
+        s.stat(|st| st.queue_dropped_msgs.load(Ordering::Relaxed)),
+        0,
+        "nothing evicted before the write"
+    );
+    // The client takes nothing: after the write, what is over goes.
+    s.conn.flush_to(&mut s.peer, &mut s.cx);
+    assert!(!s.conn.wants_flush());
+    assert!(s.stat(|st| st.queue_dropped_msgs.load(Ordering::Relaxed)) > 0);
+    assert!(s.conn.pending() <= 4096);
+    // A client that reads takes it all instead, and nothing goes.
+    let mut config = Config::default();
+    config.limits.max_pending = 4096;
+    config.limits.max_payload = 1024;
+    config.queues.write_buffer = 1024;
+    let mut s = Session::connected(config);
+    s.send(b"SUB s 1\r\n");
+    let sub = s.sub(0);
+    let mut seq = 0;
+    while !s.conn.wants_flush() {
+        seq += 1;
+        assert!(seq < 100, "never over budget");
+        assert!(s.deliver(sub, msg("s", &[b'x'; 500], 0, seq)));
+    }
+    s.conn.flush_to(&mut s.peer, &mut s.cx);
+    assert_eq!(
+        s.stat(|st| st.queue_dropped_msgs.load(Ordering::Relaxed)),
+        0
+    );
+    let got = s.written();
+    assert_eq!(got.matches("MSG s 1 500\r\n").count(), seq as usize);
 }

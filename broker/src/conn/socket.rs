@@ -3,9 +3,11 @@
 //! Owns: the two calls a connection makes on its pipe, a read into spare buffer room
 //! ([`Socket::read_spare`]) and a (vectored) write ([`std::io::Write`]), with the socket's
 //! own semantics: `WouldBlock` when nothing waits or nothing more fits, `Ok(0)` from a read
-//! once the peer closed. The in-memory pipe ([`Memory`], tests only) has the same, so that
-//! tests drive real connections through a real worker without a socket: bytes in, bytes
-//! out, a bounded "send buffer" to make the server wait.
+//! once the peer closed. The connection's I/O layer (`io.rs`) is its only user. The
+//! in-memory pipe ([`Memory`], tests only) has the same, so that tests drive real
+//! connections through a real worker and its I/O layer without a socket
+//! (`worker/session_tests.rs`): bytes in, bytes out, a bounded "send buffer" to make the
+//! server wait.
 //!
 //! Never: buffers, parses or blocks. A TCP read is one `read(2)` into the caller's spare
 //! room, as it was before this type existed (no copy, no zeroing).
