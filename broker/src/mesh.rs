@@ -759,6 +759,12 @@ pub(crate) struct Outbox {
     mesh: Mesh,
     /// Per other worker and lane, what this turn made for it.
     batches: Vec<[Sent; 2]>,
+    /// Per other worker and lane, how many envelopes the last batch sent held: the next
+    /// batch's first push reserves that much, so a busy lane's batch is one allocation,
+    /// not a dozen reallocations copying it as it doubles (1.6 % of a 128 B run's CPU,
+    /// most of it large reallocations). Nothing is reserved until something is pushed: an
+    /// idle lane keeps no memory.
+    batch_hint: Vec<[usize; 2]>,
     /// What this worker addressed to itself, in push order.
     local: Batch,
     /// An emptied local batch kept for its capacity ([`Outbox::return_local`]): the local
@@ -792,6 +798,7 @@ impl Outbox {
         Outbox {
             me,
             batches: (0..mesh.workers()).map(|_| Default::default()).collect(),
+            batch_hint: vec![[0; 2]; mesh.workers()],
             local: Vec::new(),
             local_spare: Vec::new(),
             mesh,
@@ -824,6 +831,9 @@ impl Outbox {
             let bytes = envelope_bytes(&envelope);
             self.queued_bytes += bytes;
             let batch = &mut self.batches[to][lane];
+            if batch.envelopes.capacity() == 0 {
+                batch.envelopes.reserve(self.batch_hint[to][lane]);
+            }
             batch.bytes += bytes;
             batch.envelopes.push(envelope);
         }
@@ -945,6 +955,7 @@ impl Outbox {
                 }
                 self.queued -= batch.envelopes.len();
                 self.queued_bytes -= batch.bytes;
+                self.batch_hint[to][lane as usize] = batch.envelopes.len().min(OUTBOX_FULL);
                 let batch = if self.pending.is_empty() {
                     match self.mesh.try_send(to, lane, batch) {
                         Ok(()) => continue,
@@ -1051,6 +1062,34 @@ mod tests {
             inboxes[1].try_recv(Lane::Command).unwrap().envelopes[..],
             [Envelope::Publish(_)]
         ));
+    }
+
+    #[test]
+    fn a_lanes_next_batch_is_sized_by_its_last_and_an_idle_lane_keeps_nothing() {
+        let (mesh, inboxes) = mesh(2, 64);
+        let mut out = Outbox::new(0, mesh);
+        for _ in 0..1000 {
+            out.push(1, deliver(10));
+        }
+        out.flush();
+        assert_eq!(
+            inboxes[1].try_recv(Lane::Delivery).unwrap().envelopes.len(),
+            1000
+        );
+        assert_eq!(
+            out.batches[1][Lane::Delivery as usize].envelopes.capacity(),
+            0,
+            "nothing reserved before the next push"
+        );
+        out.push(1, deliver(10));
+        assert!(
+            out.batches[1][Lane::Delivery as usize].envelopes.capacity() >= 1000,
+            "the first push reserves what the last batch held: no doubling reallocations"
+        );
+        assert_eq!(
+            out.batches[1][Lane::Command as usize].envelopes.capacity(),
+            0
+        );
     }
 
     #[test]
