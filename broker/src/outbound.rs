@@ -112,6 +112,25 @@ impl Outbound {
         }
     }
 
+    /// Gives back what its buffers grew to, when nothing is queued: an idle connection
+    /// keeps none of what its greeting or its last burst made (a burst's marks alone are
+    /// 16 bytes a delivery). The ping timer calls it; a busy queue grows again at most once
+    /// a tick.
+    pub fn shrink(&mut self) {
+        if self.len != 0 {
+            return;
+        }
+        if self.tail.capacity() > 0 {
+            self.tail = BytesMut::new();
+        }
+        if self.chunks.capacity() > 0 {
+            self.chunks = VecDeque::new();
+        }
+        if self.marks.is_empty() && self.marks.capacity() > 0 {
+            self.marks = VecDeque::new();
+        }
+    }
+
     /// Drops everything queued; returns how many deliveries were never completely written.
     pub fn discard(&mut self) -> usize {
         let dropped = self.marks.len();

@@ -768,6 +768,7 @@ impl Conn {
             return;
         }
         self.io.shrink();
+        self.session.shrink();
         let handshake = self.io.handshake();
         self.session
             .tick(&mut self.proto, handshake, now, limits, cx);
@@ -952,6 +953,20 @@ impl Session {
         self.rbuf
             .reserve(self.read_chunk.max(needed.min(4 * READ_CHUNK)));
         &mut self.rbuf
+    }
+
+    /// The ping timer: the read buffer and the outbound queue give back their capacity when
+    /// they hold nothing, as the transport's buffers do (`Io::shrink`), so an idle
+    /// connection keeps no buffer at all (the read buffer was 512 bytes of a plain
+    /// connection's 3.4 KiB, the greeting's 126-250 more). A busy connection allocates
+    /// again at most once a tick, and its next read starts small again.
+    fn shrink(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+            self.rbuf_taken = 0;
+            self.read_chunk = READ_FIRST;
+        }
+        self.out.shrink();
     }
 
     /// A read took `taken` bytes from the socket, out of the `room` it offered (what they

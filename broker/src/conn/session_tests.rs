@@ -144,6 +144,11 @@ impl Session {
 
     /// A binary session past its preface, `HELLO` and `WELCOME`.
     fn binary(config: Config) -> Session {
+        Session::binary_with(config, Hello::default())
+    }
+
+    /// A binary session past its preface, this `HELLO` and `WELCOME`.
+    fn binary_with(config: Config, hello: Hello) -> Session {
         let cx = FakeContext::new(config);
         let conn = Conn::binary(
             accepted(),
@@ -159,7 +164,7 @@ impl Session {
         };
         let mut out = BytesMut::new();
         Preface::default().encode(&mut out);
-        encode_client_frame(&ClientFrame::Hello(Hello::default()), &mut out).unwrap();
+        encode_client_frame(&ClientFrame::Hello(hello), &mut out).unwrap();
         s.send(&out);
         match s.frames().as_slice() {
             [ServerFrame::Welcome(_)] => {}
@@ -885,4 +890,39 @@ fn over_budget_the_session_asks_for_a_write_before_it_evicts() {
     );
     let got = s.written();
     assert_eq!(got.matches("MSG s 1 500\r\n").count(), seq as usize);
+}
+
+/// What the connection under test keeps on the heap beyond its own struct: the bytes
+/// freed when it is dropped (the counting allocator of the unit tests, this thread only).
+fn kept_on_heap(s: Session) -> isize {
+    let Session { conn, peer, cx } = s;
+    drop((peer, cx));
+    let before = crate::test_alloc::live_bytes();
+    drop(conn);
+    before - crate::test_alloc::live_bytes()
+}
+
+/// An idle connection keeps no buffer once the ping timer has ticked: not its read buffer,
+/// not what its greeting and its last replies grew the outbound queue to, and not (on the
+/// binary port) the read buffer its `HELLO` came in, which the client's name kept alive
+/// as a slice of it. 512 bytes of the first read buffer at least, whichever way it stays.
+#[test]
+fn an_idle_connection_keeps_no_buffer_after_the_tick() {
+    for binary in [false, true] {
+        let mut s = if binary {
+            let hello = Hello {
+                client_name: Bytes::from_static(b"dashboard-7"),
+                client_version: Bytes::from_static(b"tern-client/0.1.0"),
+                ..Hello::default()
+            };
+            Session::binary_with(Config::default(), hello)
+        } else {
+            Session::connected(Config::default())
+        };
+        s.send(if binary { b"" } else { b"PING\r\n" });
+        let limits = s.cx.config.limits.clone();
+        s.conn.tick(s.cx.now, &limits, &mut s.cx);
+        let kept = kept_on_heap(s);
+        assert!(kept < 256, "binary {binary}: {kept} bytes kept");
+    }
 }
