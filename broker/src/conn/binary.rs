@@ -587,6 +587,14 @@ impl Session {
         hello.pass = None;
         hello.auth_token = None;
         let nkey = hello.nkey.is_some();
+        // What is kept is copied: a slice would pin the whole read buffer it came in
+        // (512 bytes or more) for as long as the connection lives.
+        for kept in [&mut hello.client_name, &mut hello.client_version] {
+            *kept = Bytes::copy_from_slice(kept);
+        }
+        for kept in [&mut hello.user, &mut hello.nkey].into_iter().flatten() {
+            *kept = Bytes::copy_from_slice(kept);
+        }
         b.hello = hello;
         b.hello_seen = true;
         if creds
