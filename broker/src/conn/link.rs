@@ -98,7 +98,8 @@ pub(crate) struct Link {
     again: bool,
     /// Application bytes decoded by the transport, on their way to the read buffer.
     app_in: Vec<u8>,
-    /// Application bytes gathered for one encode step.
+    /// Application bytes gathered for one encode step, when the outbound queue hands over
+    /// more than one run of bytes (one run is encoded where it is).
     app_out: Vec<u8>,
     /// Encoded bytes for the socket, and how many of them were written.
     sock_out: Vec<u8>,
@@ -403,6 +404,16 @@ impl Write for Encoder<'_> {
         let link = &mut *self.link;
         if link.unsent() >= ENCODE_BATCH {
             return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next()) {
+            // One run of bytes (the outbound queue's tail, the common case): encoded where
+            // it is, not gathered first.
+            let take = only.len().min(ENCODE_BATCH);
+            link.transport
+                .write(&only[..take], &mut link.sock_out)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            return Ok(take);
         }
         link.app_out.clear();
         for b in bufs {
