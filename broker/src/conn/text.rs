@@ -20,8 +20,8 @@ use bytes::Bytes;
 use tern_auth::Method;
 use tern_protocol::binary::ErrorCode;
 use tern_protocol::text::{
-    encode_msg_line, encode_server_op, ClientDecoder, ClientOp, ConnectOptions, DecodeError,
-    Publish, ServerInfo, ServerOp, Subscribe,
+    encode_msg, encode_msg_line, encode_server_op, ClientDecoder, ClientOp, ConnectOptions,
+    DecodeError, Publish, ServerInfo, ServerOp, Subscribe,
 };
 
 use super::access::{
@@ -146,6 +146,19 @@ impl Wire for TextState {
         let headers_len = match (headers, add_sequence) {
             (Some(h), _) => Some(h.len() + extra),
             (None, true) => Some(BLOCK_START.len() + extra + 2),
+            (None, false) if Outbound::copies(msg.payload.len()) => {
+                // The common delivery: line, payload and line end in one write.
+                let before = out.tail().len();
+                encode_msg(
+                    out.tail(),
+                    &msg.subject,
+                    sid,
+                    msg.reply.as_deref(),
+                    &msg.payload,
+                );
+                out.commit(before);
+                return Some(msg.payload.len());
+            }
             (None, false) => None,
         };
         let before = out.tail().len();
