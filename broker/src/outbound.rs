@@ -61,9 +61,15 @@ impl Outbound {
         self.len += self.tail.len() - before;
     }
 
+    /// True when `push_bytes` would copy `len` bytes into the tail rather than share them.
+    #[inline]
+    pub fn copies(len: usize) -> bool {
+        len < INLINE_MAX
+    }
+
     /// Appends a payload (or header block): copied when small, shared when large.
     pub fn push_bytes(&mut self, bytes: &Bytes) {
-        if bytes.len() < INLINE_MAX {
+        if Self::copies(bytes.len()) {
             self.tail.extend_from_slice(bytes);
         } else {
             if !self.tail.is_empty() {

@@ -128,6 +128,35 @@ fn is_plain_publish(subject: &[u8], max_tokens: usize) -> bool {
     is_plain_token(&subject[start..]) && ended < max_tokens
 }
 
+/// The length of the valid publish subject at the front of `bytes`, which ends at the
+/// first space or at the end of `bytes`: the one pass of [`is_plain_publish`] that also
+/// finds where the subject ends, for the text decoder's `PUB` fast path (a control line's
+/// first argument). `None` when what precedes that end is not a plain publish subject
+/// (empty, an empty token, a bad byte such as a tab, a wildcard token, over `max_tokens`
+/// tokens); the caller then leaves the line to the general parse, which names the fault.
+#[inline]
+pub(crate) fn plain_publish_len(bytes: &[u8], max_tokens: usize) -> Option<usize> {
+    // Tokens ended so far, and where the current one starts.
+    let (mut ended, mut start) = (0usize, 0usize);
+    let mut end = bytes.len();
+    for (i, &b) in bytes.iter().enumerate() {
+        // One load per ordinary byte; a space is a bad byte, so it is looked at here.
+        if !SEPARATOR_OR_BAD[usize::from(b)] {
+            continue;
+        }
+        if b == b' ' {
+            end = i;
+            break;
+        }
+        if b != b'.' || !is_plain_token(&bytes[start..i]) {
+            return None;
+        }
+        ended += 1;
+        start = i + 1;
+    }
+    (is_plain_token(&bytes[start..end]) && ended < max_tokens).then_some(end)
+}
+
 /// By byte value: `.` or a byte no subject may hold ([`is_bad_byte`]).
 const SEPARATOR_OR_BAD: [bool; 256] = {
     let mut table = [false; 256];
@@ -436,6 +465,21 @@ mod tests {
                 validate(&s, false, max).is_ok(),
                 "{:?} max {}", String::from_utf8_lossy(&s), max
             );
+        }
+
+        /// The subject at the front of a line is read as the one-pass check reads the
+        /// bytes before the first space.
+        #[test]
+        fn the_subject_length_agrees_with_the_one_pass_check(
+            s in prop::collection::vec(
+                prop_oneof![Just(b'.'), Just(b'*'), Just(b'>'), Just(b' '), Just(b'a'), any::<u8>()],
+                0..16,
+            ),
+            max in 1usize..6,
+        ) {
+            let end = s.iter().position(|&b| b == b' ').unwrap_or(s.len());
+            let expected = is_plain_publish(&s[..end], max).then_some(end);
+            prop_assert_eq!(plain_publish_len(&s, max), expected);
         }
 
         #[test]

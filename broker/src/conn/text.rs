@@ -20,8 +20,8 @@ use bytes::Bytes;
 use tern_auth::Method;
 use tern_protocol::binary::ErrorCode;
 use tern_protocol::text::{
-    encode_msg_line, encode_server_op, ClientDecoder, ClientOp, ConnectOptions, DecodeError,
-    Publish, ServerInfo, ServerOp, Subscribe,
+    encode_msg, encode_msg_line, encode_server_op, ClientDecoder, ClientOp, ConnectOptions,
+    DecodeError, Publish, ServerInfo, ServerOp, Subscribe,
 };
 
 use super::access::{
@@ -146,6 +146,19 @@ impl Wire for TextState {
         let headers_len = match (headers, add_sequence) {
             (Some(h), _) => Some(h.len() + extra),
             (None, true) => Some(BLOCK_START.len() + extra + 2),
+            (None, false) if Outbound::copies(msg.payload.len()) => {
+                // The common delivery: line, payload and line end in one write.
+                let before = out.tail().len();
+                encode_msg(
+                    out.tail(),
+                    &msg.subject,
+                    sid,
+                    msg.reply.as_deref(),
+                    &msg.payload,
+                );
+                out.commit(before);
+                return Some(msg.payload.len());
+            }
             (None, false) => None,
         };
         let before = out.tail().len();
@@ -432,6 +445,9 @@ impl Session {
         }
     }
 
+    /// Inlined into its one caller, so a decoded operation is not copied again to be
+    /// handed over.
+    #[inline]
     fn apply_op(&mut self, t: &mut TextState, op: ClientOp, cx: &mut impl Context) {
         let ack = !matches!(op, ClientOp::Ping | ClientOp::Pong);
         // False when admission control refused the operation with `-ERR`: no `+OK` then.
@@ -542,7 +558,7 @@ impl Session {
         };
         // Made where it is shared (see `publish_shared`); `read_at` is the loop turn in
         // which these bytes were read.
-        let msg = Arc::new(Msg {
+        let msg = shared_msg(|| Msg {
             reply: p.reply,
             headers: p.headers,
             no_echo,
@@ -675,6 +691,23 @@ impl Session {
         };
         self.add_sub(t, sid, s.subject, s.queue.as_ref(), None, bounds, false, cx);
         true
+    }
+}
+
+/// `Arc::new(make())`, with the message written straight into the shared allocation:
+/// `Arc::new` builds the 300-byte `Msg` first and then copies it into the allocation it
+/// makes, once per publish.
+#[inline]
+fn shared_msg(make: impl FnOnce() -> Msg) -> Arc<Msg> {
+    let slot = Arc::<Msg>::new_uninit();
+    // SAFETY: `slot` is the only handle on its allocation (just made, never cloned), so
+    // nothing else reads or writes it while the message is written through the pointer
+    // `Arc::as_ptr` gives (derived from the allocation's own pointer, valid for its whole
+    // value); `write` does not read or drop the uninitialised memory. After it the value
+    // is initialised, which `assume_init` requires.
+    unsafe {
+        Arc::as_ptr(&slot).cast_mut().cast::<Msg>().write(make());
+        slot.assume_init()
     }
 }
 

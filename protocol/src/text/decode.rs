@@ -389,8 +389,8 @@ impl Core {
                         buf.advance(line_len);
                         return Err(BAD_HEADER_SIZE);
                     }
-                    // Loop: the payload may already be in the buffer.
-                    self.pending = Some(Pending { line_len, msg });
+                    // The payload may already be in the buffer.
+                    return self.finish_msg::<G>(Pending { line_len, msg }, buf);
                 }
                 Err(e) => {
                     buf.advance(line_len);
@@ -450,37 +450,51 @@ impl Core {
         let Pending { line_len, msg } = pending;
         let body_end = line_len.saturating_add(msg.total_len);
         let eol = match buf.get(body_end) {
-            None => return Ok(self.wait(body_end, buf.len())),
+            None => return Ok(self.wait(pending, buf.len())),
             Some(b'\n') => 1,
             Some(b'\r') => match buf.get(body_end + 1) {
-                None => return Ok(self.wait(body_end, buf.len())),
+                None => return Ok(self.wait(pending, buf.len())),
                 Some(b'\n') => 2,
                 Some(_) => return Err(self.fail(buf, body_end, NO_PAYLOAD_END)),
             },
             Some(_) => return Err(self.fail(buf, body_end, NO_PAYLOAD_END)),
         };
         self.pending = None;
-        let frame = buf.split_to(body_end + eol).freeze();
-        let body = frame.slice(line_len..body_end);
-        let header_len = msg.header_len.unwrap_or(0).min(body.len());
-        let headers = msg.header_len.map(|_| body.slice(..header_len));
-        if headers.as_ref().is_some_and(|h| !h.starts_with(VERSION)) {
+        // One handle on the read buffer for the frame (line and body, without the line
+        // end), one per argument kept; the frame itself becomes the payload.
+        let mut frame = buf.split_to(body_end + eol);
+        frame.truncate(body_end);
+        let header_len = msg.header_len.unwrap_or(0).min(msg.total_len);
+        if msg.header_len.is_some()
+            && !frame
+                .get(line_len..line_len + header_len)
+                .is_some_and(|h| h.starts_with(VERSION))
+        {
             return Err(BAD_HEADER_BLOCK);
         }
         if let Some(e) = msg.subject_error {
             return Err(DecodeError::InvalidPublishSubject(e));
         }
+        let mut payload = frame.freeze();
+        let subject = msg.subject.of_bytes(&payload);
+        let reply = msg.reply.map(|r| r.of_bytes(&payload));
+        let sid = msg.sid.map(|s| s.of_bytes(&payload)).unwrap_or_default();
+        payload.advance(line_len);
+        let headers = msg.header_len.map(|_| payload.split_to(header_len));
         Ok(Some(G::build_msg(Frame {
-            subject: msg.subject.of_bytes(&frame),
-            reply: msg.reply.map(|r| r.of_bytes(&frame)),
-            sid: msg.sid.map(|s| s.of_bytes(&frame)).unwrap_or_default(),
+            subject,
+            reply,
+            sid,
             headers,
-            payload: body.slice(header_len..),
+            payload,
         })))
     }
 
-    /// Records how much more is needed and answers "not yet".
-    fn wait<T>(&mut self, body_end: usize, have: usize) -> Option<T> {
+    /// Keeps the parsed control line, records how much more is needed and answers "not
+    /// yet".
+    fn wait<T>(&mut self, pending: Pending, have: usize) -> Option<T> {
+        let body_end = pending.line_len.saturating_add(pending.msg.total_len);
+        self.pending = Some(pending);
         self.needed = Some(body_end.saturating_add(2).saturating_sub(have).max(1));
         None
     }
@@ -518,42 +532,34 @@ struct ClientGrammar;
 
 impl ClientGrammar {
     /// `PUB <subject> [reply] <size>`, upper case, single spaces, a valid subject and reply:
-    /// the line every client library writes, parsed in one pass. Anything else is `None`
+    /// the line every client library writes, read in one pass over the subject (which
+    /// checks it and finds its end) and the few bytes after it. Anything else is `None`
     /// and goes to the general parse (which then names the fault), so both agree on every
     /// line this accepts.
     #[inline]
     fn fast_pub(line: &[u8], max_tokens: usize) -> Option<MsgLine> {
-        let mut spans = [Span::default(); 3];
-        let mut n = 0;
-        let mut start = 4;
-        loop {
-            let rest = line.get(start..)?;
-            let end = rest
-                .iter()
-                .position(|&b| b == b' ')
-                .map_or(line.len(), |k| start + k);
-            if end == start {
-                return None;
+        const ARGS: usize = b"PUB ".len();
+        // The size is the last argument: digits only, so no space inside it.
+        let size_start = line.iter().rposition(|&b| b == b' ')? + 1;
+        let total_len = parse_size(line.get(size_start..)?).ok()?;
+        let subject_end = ARGS + subject::plain_publish_len(line.get(ARGS..)?, max_tokens)?;
+        // The subject ends at a space (or the line end, when there is no size after it).
+        let reply = match size_start.checked_sub(subject_end + 1)? {
+            0 => None,
+            _ => {
+                let reply = Span {
+                    start: subject_end + 1,
+                    end: size_start - 1,
+                };
+                subject::validate_publish_max(reply.of(line), max_tokens).ok()?;
+                Some(reply)
             }
-            *spans.get_mut(n)? = Span { start, end };
-            n += 1;
-            if end == line.len() {
-                break;
-            }
-            start = end + 1;
-        }
-        let (subject, reply, size) = match n {
-            2 => (spans[0], None, spans[1]),
-            3 => (spans[0], Some(spans[1]), spans[2]),
-            _ => return None,
         };
-        let total_len = parse_size(size.of(line)).ok()?;
-        let valid = |s: Span| subject::validate_publish_max(s.of(line), max_tokens).is_ok();
-        if !valid(subject) || !reply.is_none_or(valid) {
-            return None;
-        }
         Some(MsgLine {
-            subject,
+            subject: Span {
+                start: ARGS,
+                end: subject_end,
+            },
             reply,
             sid: None,
             header_len: None,
@@ -1799,6 +1805,118 @@ mod tests {
         assert_eq!(dec.decode(&mut buf), Ok(Some(ClientOp::Ping)));
     }
 
+    /// A stream mixing the fast path's lines (with and without a reply, an empty payload,
+    /// a payload holding a line end) with lines only the general parse takes, and a
+    /// refused subject between them.
+    const MIXED: &[u8] = b"PUB a.b 3\r\nabc\r\n\
+        PUB a.b _INBOX.x.1 0\r\n\r\n\
+        PUB a 4\r\n\r\n\r\n\r\n\
+        pub  a\t2\nhi\n\
+        PUB a.* 1\r\nx\r\n\
+        HPUB a r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n\
+        PUB a 16\r\n0123456789abcdef\r\n";
+
+    fn mixed_expected() -> Vec<Result<ClientOp, DecodeError>> {
+        vec![
+            Ok(publish("a.b", None, None, "abc")),
+            Ok(publish("a.b", Some("_INBOX.x.1"), None, "")),
+            Ok(publish("a", None, None, "\r\n\r\n")),
+            Ok(publish("a", None, None, "hi")),
+            Err(DecodeError::InvalidPublishSubject(SubjectError::Wildcard)),
+            Ok(publish("a", Some("r"), Some("NATS/1.0\r\n\r\n"), "hi")),
+            Ok(publish("a", None, None, "0123456789abcdef")),
+        ]
+    }
+
+    /// Decodes `chunks` fed one after the other, as reads would bring them.
+    fn client_chunks<'a>(
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Vec<Result<ClientOp, DecodeError>> {
+        let mut dec = ClientDecoder::new(Limits::default());
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            loop {
+                match dec.decode(&mut buf) {
+                    Ok(Some(op)) => out.push(Ok(op)),
+                    Ok(None) => break,
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+        }
+        assert!(buf.is_empty(), "left over: {buf:?}");
+        out
+    }
+
+    #[test]
+    fn publishes_split_at_every_byte_decode_the_same() {
+        assert_eq!(client_all(MIXED), mixed_expected());
+        for at in 0..=MIXED.len() {
+            let (a, b) = MIXED.split_at(at);
+            assert_eq!(client_chunks([a, b]), mixed_expected(), "split at {at}");
+        }
+        assert_eq!(client_chunks(MIXED.chunks(1)), mixed_expected());
+    }
+
+    #[test]
+    fn fast_path_limits_and_bad_sizes() {
+        // The largest payload and the longest line the limits allow, through the fast
+        // path, and one byte more of each.
+        let line = b"PUB abcdef 10\r\n";
+        let mut dec = ClientDecoder::new(limits(line.len(), 10));
+        let mut buf = BytesMut::from(&line[..]);
+        buf.extend_from_slice(b"0123456789\r\n");
+        assert_eq!(
+            dec.decode(&mut buf),
+            Ok(Some(publish("abcdef", None, None, "0123456789")))
+        );
+        let mut dec = ClientDecoder::new(limits(line.len() - 1, 10));
+        assert_eq!(
+            dec.decode(&mut BytesMut::from(&line[..])),
+            Err(DecodeError::ControlLineTooLong {
+                max: line.len() - 1
+            })
+        );
+        let mut dec = ClientDecoder::new(limits(64, 9));
+        assert_eq!(
+            dec.decode(&mut BytesMut::from(&line[..])),
+            Err(DecodeError::PayloadTooLarge { size: 10, max: 9 })
+        );
+        // Sizes that are not decimal numbers.
+        for line in [
+            &b"PUB a -1\r\n"[..],
+            b"PUB a 1x\r\n",
+            b"PUB a +1\r\n",
+            b"PUB a r 1.5\r\n",
+            b"PUB a 18446744073709551616\r\n",
+        ] {
+            assert_eq!(client_one(line), Err(BAD_NUMBER), "{line:?}");
+        }
+        // More payload than announced, or less.
+        assert_eq!(client_one(b"PUB a 2\r\nabc\r\n"), Err(NO_PAYLOAD_END));
+        assert_eq!(
+            client_one(b"PUB a 5\r\nabc\r\nPING\r\n"),
+            Err(NO_PAYLOAD_END)
+        );
+        // A subject with the most tokens allowed, and one more.
+        let mut dec = ClientDecoder::new(Limits {
+            max_subject_tokens: 3,
+            ..Limits::default()
+        });
+        let mut buf = BytesMut::from(&b"PUB a.b.c r.s.t 0\r\n\r\nPUB a.b.c.d 0\r\n\r\n"[..]);
+        assert_eq!(
+            dec.decode(&mut buf),
+            Ok(Some(publish("a.b.c", Some("r.s.t"), None, "")))
+        );
+        assert_eq!(
+            dec.decode(&mut buf),
+            Err(DecodeError::InvalidPublishSubject(
+                SubjectError::TooManyTokens { max: 3 }
+            ))
+        );
+    }
+
     /// The general parse of a `PUB` line, as it was before the fast path.
     fn general_pub(line: &[u8], max_tokens: usize) -> Result<MsgLine, DecodeError> {
         let op = op_name(line);
@@ -1837,6 +1955,13 @@ mod tests {
             b"PUB .a 1",
             b"PUB a 99999999999999999999999",
             b"PUB a.b.c 1",
+            b"PUB 1",
+            b"PUB  a 1",
+            b"PUB a r  1",
+            b"PUB a r\t1",
+            b"PUB a\tr 1",
+            b"PUB a -1",
+            b"PUB a r ",
         ];
         for line in refused {
             let max = if *line == b"PUB a.b.c 1" { 2 } else { 16 };

@@ -1,25 +1,24 @@
 //! Encoders for both directions of the text protocol. Every line ends with `\r\n`.
 //!
-//! Owns: the wire form of every [`ClientOp`] and [`ServerOp`], and the control line of a
-//! delivery ([`encode_msg_line`]), which formats numbers on the stack and writes into `dst`
-//! after a single `reserve`.
+//! Owns: the wire form of every [`ClientOp`] and [`ServerOp`], and the broker's delivery
+//! hot path: a delivery's control line ([`encode_msg_line`]) or a whole delivery without
+//! headers ([`encode_msg`]), written straight into `dst` after a single `reserve`, numbers
+//! included (no formatting buffer, no capacity check per part).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::{ClientOp, ServerOp};
 
 /// A number formatted in decimal on the stack.
 struct Decimal {
-    /// The digits end at index 20; a line end follows them.
-    digits: [u8; 22],
+    /// The digits end at index 20.
+    digits: [u8; 20],
     start: usize,
 }
 
 impl Decimal {
     fn new(mut n: u64) -> Self {
-        let mut digits = [0u8; 22];
-        digits[20] = b'\r';
-        digits[21] = b'\n';
+        let mut digits = [0u8; 20];
         let mut start = 20;
         loop {
             start -= 1;
@@ -38,11 +37,6 @@ impl Decimal {
 
     fn as_bytes(&self) -> &[u8] {
         &self.digits[self.start..20]
-    }
-
-    /// The digits and `\r\n`.
-    fn ending_line(&self) -> &[u8] {
-        &self.digits[self.start..]
     }
 }
 
@@ -169,7 +163,7 @@ pub fn encode_server_op(op: &ServerOp, dst: &mut BytesMut) {
 /// or `HMSG <subject> <sid> [reply] <hdr size> <total size>\r\n` when `headers_len` is
 /// `Some`. The caller appends the header block and payload (`headers_len + payload_len`
 /// bytes) and then `\r\n`. This is the broker's hot path: it formats numbers without
-/// allocating.
+/// allocating, straight into `dst` after one `reserve`.
 pub fn encode_msg_line(
     dst: &mut BytesMut,
     subject: &[u8],
@@ -178,34 +172,152 @@ pub fn encode_msg_line(
     headers_len: Option<usize>,
     payload_len: usize,
 ) {
-    // Written part by part after one `reserve` (four copies for a plain `MSG`): this runs
-    // once per delivery.
-    let total = Decimal::of_usize(headers_len.unwrap_or(0).saturating_add(payload_len));
-    let header = headers_len.map(Decimal::of_usize);
-    let op: &[u8] = if header.is_some() { b"HMSG " } else { b"MSG " };
-    let len = op.len()
-        + subject.len()
-        + 1
-        + sid.len()
-        + 1
-        + reply.map_or(0, |r| r.len() + 1)
-        + header.as_ref().map_or(0, |h| h.as_bytes().len() + 1)
-        + total.ending_line().len();
-    dst.reserve(len);
-    dst.extend_from_slice(op);
-    dst.extend_from_slice(subject);
-    dst.put_u8(b' ');
-    dst.extend_from_slice(sid);
-    dst.put_u8(b' ');
-    if let Some(reply) = reply {
-        dst.extend_from_slice(reply);
-        dst.put_u8(b' ');
+    let total = to_u64(headers_len.unwrap_or(0).saturating_add(payload_len));
+    let header = headers_len.map(to_u64);
+    MsgLine::new(subject, sid, reply, header, total).write(dst, None);
+}
+
+/// Appends a whole delivery without headers: `MSG <subject> <sid> [reply] <size>\r\n`,
+/// the payload and `\r\n`, after one `reserve`. The broker's hot path for a payload small
+/// enough to be copied into its outbound buffer.
+pub fn encode_msg(
+    dst: &mut BytesMut,
+    subject: &[u8],
+    sid: &[u8],
+    reply: Option<&[u8]>,
+    payload: &[u8],
+) {
+    MsgLine::new(subject, sid, reply, None, to_u64(payload.len())).write(dst, Some(payload));
+}
+
+fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// How many decimal digits `n` has.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// The parts of a `MSG`/`HMSG` control line, and its length.
+struct MsgLine<'a> {
+    subject: &'a [u8],
+    sid: &'a [u8],
+    reply: Option<&'a [u8]>,
+    /// The header size (`HMSG`) and its digit count.
+    header: Option<(u64, usize)>,
+    total: u64,
+    total_digits: usize,
+}
+
+impl<'a> MsgLine<'a> {
+    #[inline]
+    fn new(
+        subject: &'a [u8],
+        sid: &'a [u8],
+        reply: Option<&'a [u8]>,
+        header: Option<u64>,
+        total: u64,
+    ) -> Self {
+        MsgLine {
+            subject,
+            sid,
+            reply,
+            header: header.map(|h| (h, decimal_len(h))),
+            total,
+            total_digits: decimal_len(total),
+        }
     }
-    if let Some(header) = &header {
-        dst.extend_from_slice(header.as_bytes());
-        dst.put_u8(b' ');
+
+    /// The length of the line, its line end included.
+    #[inline]
+    fn len(&self) -> usize {
+        let op = if self.header.is_some() { 5 } else { 4 };
+        op + self.subject.len()
+            + 1
+            + self.sid.len()
+            + 1
+            + self.reply.map_or(0, |r| r.len() + 1)
+            + self.header.map_or(0, |(_, d)| d + 1)
+            + self.total_digits
+            + 2
     }
-    dst.extend_from_slice(total.ending_line());
+
+    /// Appends the line and, when there is a `body`, the body and `\r\n`: one `reserve`,
+    /// then each part copied into the reserved room (no capacity check per part).
+    #[inline]
+    fn write(&self, dst: &mut BytesMut, body: Option<&[u8]>) {
+        let len = self.len() + body.map_or(0, |b| b.len() + 2);
+        dst.reserve(len);
+        let start = dst.len();
+        // SAFETY: `reserve` left room for at least `len` bytes after the `start` bytes in
+        // use; the spare capacity's pointer may write all of that room. The writes below
+        // fill exactly `len` bytes from there, in order and without overlap: `len()`
+        // counts the same parts the line is written from. Only then does `set_len` make
+        // them part of `dst`.
+        unsafe {
+            let base = dst.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+            let mut at = put(
+                base,
+                if self.header.is_some() {
+                    b"HMSG "
+                } else {
+                    b"MSG "
+                },
+            );
+            at = put(at, self.subject);
+            at = put(at, b" ");
+            at = put(at, self.sid);
+            at = put(at, b" ");
+            if let Some(reply) = self.reply {
+                at = put(at, reply);
+                at = put(at, b" ");
+            }
+            if let Some((header, digits)) = self.header {
+                at = put_decimal(at, header, digits);
+                at = put(at, b" ");
+            }
+            at = put_decimal(at, self.total, self.total_digits);
+            at = put(at, b"\r\n");
+            if let Some(body) = body {
+                at = put(at, body);
+                at = put(at, b"\r\n");
+            }
+            debug_assert_eq!(at.offset_from(base), len as isize);
+            dst.set_len(start + len);
+        }
+    }
+}
+
+/// Copies `bytes` to `at` and returns the position after them.
+///
+/// # Safety
+/// `at` must be valid for writing `bytes.len()` bytes, and not overlap `bytes`.
+#[inline(always)]
+unsafe fn put(at: *mut u8, bytes: &[u8]) -> *mut u8 {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
+        at.add(bytes.len())
+    }
+}
+
+/// Writes the `digits` decimal digits of `n` (`decimal_len(n)`) to `at` and returns the
+/// position after them.
+///
+/// # Safety
+/// `at` must be valid for writing `digits` bytes.
+#[inline(always)]
+unsafe fn put_decimal(at: *mut u8, mut n: u64, digits: usize) -> *mut u8 {
+    let mut i = digits;
+    while i > 0 {
+        i -= 1;
+        // SAFETY: `i < digits`, within what the caller made writable.
+        unsafe { at.add(i).write(b'0' + (n % 10) as u8) };
+        n /= 10;
+    }
+    // SAFETY: as above; one past the last digit.
+    unsafe { at.add(digits) }
 }
 
 #[cfg(test)]
@@ -349,6 +461,46 @@ mod tests {
         let text = String::from_utf8(ldm.to_vec()).unwrap();
         assert!(text.contains(r#""tern_version":"0.1.0""#), "{text}");
         assert!(text.contains(r#""ldm":true"#), "{text}");
+    }
+
+    #[test]
+    fn msg_line_sizes_in_decimal() {
+        let mut sizes = vec![0usize, 1, usize::MAX];
+        for p in 1..20 {
+            let n = 10usize.pow(p);
+            sizes.extend([n - 1, n, n + 1]);
+        }
+        for n in sizes {
+            let mut dst = BytesMut::new();
+            encode_msg_line(&mut dst, b"a", b"1", None, None, n);
+            assert_eq!(&dst[..], format!("MSG a 1 {n}\r\n").as_bytes());
+            dst.clear();
+            encode_msg_line(&mut dst, b"a", b"1", None, Some(n), 0);
+            assert_eq!(&dst[..], format!("HMSG a 1 {n} {n}\r\n").as_bytes());
+        }
+        // The total saturates rather than wrapping.
+        let mut dst = BytesMut::new();
+        encode_msg_line(&mut dst, b"a", b"1", None, Some(usize::MAX), 1);
+        assert_eq!(
+            &dst[..],
+            format!("HMSG a 1 {0} {0}\r\n", usize::MAX).as_bytes()
+        );
+    }
+
+    #[test]
+    fn whole_msg_is_the_line_the_payload_and_a_line_end() {
+        for reply in [None, Some(&b"_INBOX.abc.1"[..])] {
+            for len in [0usize, 1, 9, 10, 16, 100, 4096] {
+                let payload = vec![b'x'; len];
+                let mut whole = BytesMut::from(&b"before"[..]);
+                encode_msg(&mut whole, b"chat.room.42", b"17", reply, &payload);
+                let mut parts = BytesMut::from(&b"before"[..]);
+                encode_msg_line(&mut parts, b"chat.room.42", b"17", reply, None, len);
+                parts.extend_from_slice(&payload);
+                parts.extend_from_slice(b"\r\n");
+                assert_eq!(whole, parts);
+            }
+        }
     }
 
     #[test]

@@ -19,7 +19,9 @@ mod encode;
 mod ops;
 
 pub use decode::{ClientDecoder, DecodeError, ServerDecoder};
-pub use encode::{encode_client_op, encode_msg_line, encode_pub_line, encode_server_op};
+pub use encode::{
+    encode_client_op, encode_msg, encode_msg_line, encode_pub_line, encode_server_op,
+};
 pub use ops::{ClientOp, ConnectOptions, Message, Publish, ServerInfo, ServerOp, Subscribe};
 
 /// Parsing limits. All are enforced while parsing, never after buffering.
