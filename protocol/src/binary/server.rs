@@ -611,6 +611,10 @@ impl MessageHead<'_> {
     }
 }
 
+/// A `MESSAGE`'s bytes before its subject: length, type, flags, sid, priority, shard,
+/// sequence, timestamp, the subject's length.
+const MESSAGE_FIXED: usize = 4 + 1 + 1 + 4 + 1 + 2 + 8 + 8 + 2;
+
 /// The flags byte of a `MESSAGE`.
 fn message_flags(head: &MessageHead<'_>, headers: bool) -> u8 {
     flag(head.reply.is_some(), MSG_REPLY)
@@ -657,6 +661,35 @@ pub fn encode_message_head(
         + 4
         + payload_len;
     let len = u32::try_from(len).map_err(|_| EncodeError::FrameTooLong { len })?;
+    let short = |s: &[u8]| u16::try_from(s.len()).ok();
+    if let (Some(subject_len), Some(reply_len)) =
+        (short(head.subject), head.reply.map_or(Some(0), short))
+    {
+        // Every field fits (the common case): the fixed part is laid out on the stack and
+        // the head goes in with one reserve and a few copies, not a checked put per field.
+        let mut fixed = [0u8; MESSAGE_FIXED];
+        fixed[0..4].copy_from_slice(&len.to_be_bytes());
+        fixed[4] = MESSAGE;
+        fixed[5] = message_flags(head, headers_len.is_some());
+        fixed[6..10].copy_from_slice(&head.sid.to_be_bytes());
+        fixed[10] = head.priority;
+        fixed[11..13].copy_from_slice(&head.shard.to_be_bytes());
+        fixed[13..21].copy_from_slice(&head.sequence.to_be_bytes());
+        fixed[21..29].copy_from_slice(&head.timestamp.to_be_bytes());
+        fixed[29..31].copy_from_slice(&subject_len.to_be_bytes());
+        let reply_part = head.reply.map_or(0, |r| 2 + r.len());
+        buf.reserve(MESSAGE_FIXED + head.subject.len() + reply_part + 4);
+        buf.extend_from_slice(&fixed);
+        buf.extend_from_slice(head.subject);
+        if let Some(reply) = head.reply {
+            buf.extend_from_slice(&reply_len.to_be_bytes());
+            buf.extend_from_slice(reply);
+        }
+        if let Some(n) = headers_prefix {
+            buf.extend_from_slice(&n.to_be_bytes());
+        }
+        return Ok(());
+    }
     let start = buf.len();
     buf.put_u32(len);
     buf.put_u8(MESSAGE);
