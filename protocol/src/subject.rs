@@ -109,28 +109,16 @@ pub fn validate_publish_max(subject: &[u8], max_tokens: usize) -> Result<(), Sub
 }
 
 /// True when `subject` is non-empty, has no empty token, no bad byte, no `*` or `>` token
-/// and at most `max_tokens` tokens: a valid publish subject, in one pass.
+/// and at most `max_tokens` tokens: a valid publish subject, in one pass. (A space is a bad
+/// byte: [`plain_publish_len`] stops at one, short of the whole subject.)
 #[inline]
 fn is_plain_publish(subject: &[u8], max_tokens: usize) -> bool {
-    // Tokens ended so far, and where the current one starts.
-    let (mut ended, mut start) = (0usize, 0usize);
-    for (i, &b) in subject.iter().enumerate() {
-        // One load per ordinary byte.
-        if !SEPARATOR_OR_BAD[usize::from(b)] {
-            continue;
-        }
-        if b != b'.' || !is_plain_token(&subject[start..i]) {
-            return false;
-        }
-        ended += 1;
-        start = i + 1;
-    }
-    is_plain_token(&subject[start..]) && ended < max_tokens
+    plain_publish_len(subject, max_tokens) == Some(subject.len())
 }
 
 /// The length of the valid publish subject at the front of `bytes`, which ends at the
-/// first space or at the end of `bytes`: the one pass of [`is_plain_publish`] that also
-/// finds where the subject ends, for the text decoder's `PUB` fast path (a control line's
+/// first space or at the end of `bytes`, in one pass: [`is_plain_publish`] for a whole
+/// subject, and the text decoder's `PUB` fast path (a control line's
 /// first argument). `None` when what precedes that end is not a plain publish subject
 /// (empty, an empty token, a bad byte such as a tab, a wildcard token, over `max_tokens`
 /// tokens); the caller then leaves the line to the general parse, which names the fault.
