@@ -320,6 +320,12 @@ pub(crate) struct Session {
     /// first (`Session::wants_flush`), and what is still over is evicted after
     /// (`Session::flushed`).
     flush_first: bool,
+    /// The outbound buffer reached `write_buffer` on a delivery while the socket is not
+    /// known to be full: the I/O layer writes before the next delivery
+    /// (`Session::wants_flush`), so a client that reads keeps getting its deliveries
+    /// straight into the outbound buffer instead of through its subscription queues (a
+    /// copy of each message, tickets, a refill: several times a direct delivery's cost).
+    write_now: bool,
     /// `PONG`s waiting for the shards this connection sent traffic to (see `ping`).
     barrier: PingBarrier,
     /// Subscriptions with deliveries (or a drop notice) waiting, as (key, id), in the
@@ -810,6 +816,7 @@ impl Session {
             write_blocked: false,
             unsent_below: 0,
             flush_first: false,
+            write_now: false,
             barrier: PingBarrier::default(),
             backlog: VecDeque::new(),
             over_subs: 0,
@@ -1620,16 +1627,18 @@ impl Session {
         self.out.len() != before
     }
 
-    /// True when what waits for the client went over `max_pending` and the I/O layer must
-    /// write before the budget is enforced (`Conn::flush`; `flushed` enforces it).
+    /// True when the I/O layer must write before the next delivery (`Conn::flush`): what
+    /// waits for the client went over `max_pending` (`flushed` then enforces the budget),
+    /// or the outbound buffer reached `write_buffer` (`Session::write_now`).
     pub fn wants_flush(&self) -> bool {
-        self.flush_first
+        self.flush_first || self.write_now
     }
 
     /// A flush ended: the budget is enforced if it waited for it, congestion is judged
     /// again, and a connection not read for being over budget is read again once it has
     /// drained.
     fn flushed(&mut self, cx: &mut impl Context) {
+        self.write_now = false;
         if std::mem::take(&mut self.flush_first) {
             self.evict_over_budget(cx);
         }

@@ -403,6 +403,10 @@ impl Session {
             if self.write_delivery(w, key, msg, cx) && msg.replayed {
                 self.grant_credit(key, cx);
             }
+            if self.out.len() >= write_buffer && !self.write_blocked {
+                // Written out before the next delivery, not queued behind this one.
+                self.write_now = true;
+            }
         } else {
             self.enqueue(w, sref, msg, cx);
             self.enforce_budget(cx);

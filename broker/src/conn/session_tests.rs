@@ -854,11 +854,14 @@ fn over_budget_the_session_asks_for_a_write_before_it_evicts() {
     let sub = s.sub(0);
     s.peer.room = Some(0);
     let mut seq = 0;
-    while !s.conn.wants_flush() {
+    // The write buffer fills first (a write is asked for and not made here), then the
+    // subscription's queue, then the budget.
+    while s.conn.pending() <= 4096 {
         seq += 1;
         assert!(seq < 100, "never over budget");
         assert!(s.deliver(sub, msg("s", &[b'x'; 500], 0, seq)));
     }
+    assert!(s.conn.wants_flush());
     assert_eq!(
         s.stat(|st| st.queue_dropped_msgs.load(Ordering::Relaxed)),
         0,
@@ -878,11 +881,12 @@ fn over_budget_the_session_asks_for_a_write_before_it_evicts() {
     s.send(b"SUB s 1\r\n");
     let sub = s.sub(0);
     let mut seq = 0;
-    while !s.conn.wants_flush() {
+    while s.conn.pending() <= 4096 {
         seq += 1;
         assert!(seq < 100, "never over budget");
         assert!(s.deliver(sub, msg("s", &[b'x'; 500], 0, seq)));
     }
+    assert!(s.conn.wants_flush());
     s.conn.flush_to(&mut s.peer, &mut s.cx);
     assert_eq!(
         s.stat(|st| st.queue_dropped_msgs.load(Ordering::Relaxed)),
@@ -890,6 +894,44 @@ fn over_budget_the_session_asks_for_a_write_before_it_evicts() {
     );
     let got = s.written();
     assert_eq!(got.matches("MSG s 1 500\r\n").count(), seq as usize);
+}
+
+/// A delivery that fills the write buffer asks for a write while the socket is not known
+/// to be full: a client that reads gets every delivery straight into the outbound buffer,
+/// none through its subscription's queue (a copy of each message and a refill).
+#[test]
+fn a_full_write_buffer_asks_for_a_write_before_anything_is_queued() {
+    let mut config = Config::default();
+    config.queues.write_buffer = 1024;
+    let mut s = Session::connected(config);
+    s.send(b"SUB s 1\r\n");
+    let sub = s.sub(0);
+    let mut seq = 0;
+    for _ in 0..3 {
+        while !s.conn.wants_flush() {
+            seq += 1;
+            assert!(seq < 20, "no write asked for past the write buffer");
+            assert!(s.deliver(sub, msg("s", &[b'x'; 300], 0, seq)));
+            assert!(!s.conn.has_backlog(), "delivery {seq} was queued");
+        }
+        s.conn.flush_to(&mut s.peer, &mut s.cx);
+        assert!(!s.conn.wants_flush());
+    }
+    assert_eq!(s.conn.waiting(), (0, 0));
+    let got = s.written();
+    assert_eq!(got.matches("MSG s 1 300\r\n").count(), seq as usize);
+    // A socket that is full takes nothing more: what follows is queued, and no write is
+    // asked for until the budget says so.
+    s.peer.room = Some(0);
+    for _ in 0..8 {
+        seq += 1;
+        assert!(s.deliver(sub, msg("s", &[b'x'; 300], 0, seq)));
+        if s.conn.wants_flush() {
+            s.conn.flush_to(&mut s.peer, &mut s.cx);
+        }
+    }
+    assert!(s.conn.has_backlog());
+    assert!(!s.conn.wants_flush());
 }
 
 /// What the connection under test keeps on the heap beyond its own struct: the bytes
