@@ -23,6 +23,7 @@
 //! Never: touches the socket or another connection, or the text protocol's state; the
 //! session's shared steps in `conn/mod.rs` do the bookkeeping.
 
+use std::mem;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,7 +47,7 @@ use super::protocol::Protocol;
 use super::queue::bounds_for;
 use super::wire::{ClientName, Wire};
 use super::Context;
-use super::{CloseReason, Session, Sid};
+use super::{shared_msg, CloseReason, Session, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
 use crate::mesh::{Msg, Stamp, SubRef};
@@ -472,6 +473,11 @@ impl Session {
                 continue;
             }
             match b.decoder.decode(&mut self.rbuf) {
+                // The common frame, applied where it was decoded (`publish_binary`).
+                Ok(Some(ClientFrame::Publish(ref mut p))) if b.phase == Phase::Open => {
+                    self.count_op();
+                    self.publish_binary(b, p, cx);
+                }
                 Ok(Some(frame)) => {
                     self.count_op();
                     self.apply_frame(b, frame, cx);
@@ -564,7 +570,7 @@ impl Session {
             (_, ClientFrame::Hello(_)) => {
                 self.binary_fatal(ErrorCode::HelloExpected, "HELLO may be sent only once", cx)
             }
-            (_, ClientFrame::Publish(p)) => self.publish_binary(b, p, cx),
+            (_, ClientFrame::Publish(mut p)) => self.publish_binary(b, &mut p, cx),
             (_, ClientFrame::Subscribe(s)) => self.subscribe_binary(b, s, cx),
             (_, ClientFrame::Unsubscribe(u)) => self.unsubscribe_binary(u, cx),
             (_, ClientFrame::PresenceQuery(q)) => self.presence_query_binary(q, cx),
@@ -646,13 +652,17 @@ impl Session {
     /// `PUBLISH`. A message id longer than `max_message_id` is refused as a content error
     /// (`InvalidOption`): every id is remembered for the dedupe window, so its length is
     /// bounded like any other limit.
-    fn publish_binary(&mut self, b: &mut BinaryState, p: Publish, cx: &mut impl Context) {
+    ///
+    /// The frame is borrowed and its fields taken out of it, not moved in: a `Publish` is
+    /// about 200 bytes, and each move of it was a copy (two a message, from the decoded
+    /// frame through `apply_frame`).
+    fn publish_binary(&mut self, b: &mut BinaryState, p: &mut Publish, cx: &mut impl Context) {
         if p.subject.starts_with(PRESENCE_PREFIX) {
             // As on the text port: the room's subscribe permission decides.
             let request = PresenceRequest {
-                subject: p.subject,
-                reply: p.reply,
-                payload: p.payload,
+                subject: mem::take(&mut p.subject),
+                reply: p.reply.take(),
+                payload: mem::take(&mut p.payload),
                 ack_id: p.ack_id,
             };
             self.presence_request(b, request, cx);
@@ -692,16 +702,22 @@ impl Session {
         }
         let hello = &b.hello;
         let (echo, no_responders) = (hello.echo, hello.no_responders);
-        let msg = Arc::new(Msg {
-            reply: p.reply,
-            headers: p.headers,
+        // Made where it is shared, as on the text port (`shared_msg`).
+        let msg = shared_msg(|| Msg {
+            reply: p.reply.take(),
+            headers: p.headers.take(),
             no_echo: !echo,
             no_responders,
             priority: p.priority,
             ack_id: p.ack_id,
-            message_id: p.message_id,
-            coalesce: p.coalescing_key,
-            ..Msg::new(p.subject, p.payload, self.id, self.read_at)
+            message_id: p.message_id.take(),
+            coalesce: p.coalescing_key.take(),
+            ..Msg::new(
+                mem::take(&mut p.subject),
+                mem::take(&mut p.payload),
+                self.id,
+                self.read_at,
+            )
         });
         if !self.admit(b, &msg, cx) {
             return;

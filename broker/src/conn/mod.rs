@@ -1906,6 +1906,23 @@ impl PingBarrier {
     }
 }
 
+/// `Arc::new(make())`, with the message written straight into the shared allocation:
+/// `Arc::new` builds the 300-byte `Msg` first and then copies it into the allocation it
+/// makes, once per publish. Both ports' publishes are made with it.
+#[inline]
+pub(super) fn shared_msg(make: impl FnOnce() -> Msg) -> Arc<Msg> {
+    let slot = Arc::<Msg>::new_uninit();
+    // SAFETY: `slot` is the only handle on its allocation (just made, never cloned), so
+    // nothing else reads or writes it while the message is written through the pointer
+    // `Arc::as_ptr` gives (derived from the allocation's own pointer, valid for its whole
+    // value); `write` does not read or drop the uninitialised memory. After it the value
+    // is initialised, which `assume_init` requires.
+    unsafe {
+        Arc::as_ptr(&slot).cast_mut().cast::<Msg>().write(make());
+        slot.assume_init()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::PingBarrier;

@@ -13,7 +13,6 @@
 //! Never: touches the socket or another connection, or the binary protocol's state; the
 //! session's shared steps in `conn/mod.rs` do the bookkeeping.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -31,7 +30,7 @@ use super::access::{
 use super::presence::{PresenceRequest, PRESENCE_PREFIX};
 use super::protocol::Protocol;
 use super::wire::{ClientName, Wire};
-use super::{CloseReason, Session, Sid};
+use super::{shared_msg, CloseReason, Session, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
 
@@ -691,23 +690,6 @@ impl Session {
         };
         self.add_sub(t, sid, s.subject, s.queue.as_ref(), None, bounds, false, cx);
         true
-    }
-}
-
-/// `Arc::new(make())`, with the message written straight into the shared allocation:
-/// `Arc::new` builds the 300-byte `Msg` first and then copies it into the allocation it
-/// makes, once per publish.
-#[inline]
-fn shared_msg(make: impl FnOnce() -> Msg) -> Arc<Msg> {
-    let slot = Arc::<Msg>::new_uninit();
-    // SAFETY: `slot` is the only handle on its allocation (just made, never cloned), so
-    // nothing else reads or writes it while the message is written through the pointer
-    // `Arc::as_ptr` gives (derived from the allocation's own pointer, valid for its whole
-    // value); `write` does not read or drop the uninitialised memory. After it the value
-    // is initialised, which `assume_init` requires.
-    unsafe {
-        Arc::as_ptr(&slot).cast_mut().cast::<Msg>().write(make());
-        slot.assume_init()
     }
 }
 
