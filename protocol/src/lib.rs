@@ -11,5 +11,6 @@
 
 pub mod binary;
 pub mod headers;
+mod spare;
 pub mod subject;
 pub mod text;

@@ -6,11 +6,11 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use tern_protocol::binary::{
-    encode_client_frame, encode_message_head, encode_server_frame, AckResult, Auth, BinaryError,
-    Challenge, ClientFrame, ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice,
-    GoAway, Hello, Limits, Member, Message, MessageHead, Presence, PresenceBody, PresenceJoin,
-    PresenceQuery, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame,
-    ServerFrameDecoder, StartPosition, Subscribe, Unsubscribe, Welcome,
+    encode_client_frame, encode_message, encode_message_head, encode_server_frame, AckResult, Auth,
+    BinaryError, Challenge, ClientFrame, ClientFrameDecoder, DropNotice, EncodeError, ErrorCode,
+    ErrorFrame, GapNotice, GoAway, Hello, Limits, Member, Message, MessageHead, Presence,
+    PresenceBody, PresenceJoin, PresenceQuery, Publish, PublishAck, ResumeToken, SequenceRange,
+    ServerFrame, ServerFrameDecoder, StartPosition, Subscribe, Unsubscribe, Welcome,
 };
 
 fn literal_token() -> impl Strategy<Value = String> {
@@ -446,6 +446,28 @@ proptest! {
     }
 
     #[test]
+    fn a_message_without_headers_in_one_write_is_the_whole_frame(frame in server_frame()) {
+        let ServerFrame::Message(m) = &frame else { return Ok(()) };
+        let m = Message { headers: None, ..m.clone() };
+        let head = MessageHead {
+            sid: m.sid,
+            priority: m.priority,
+            shard: m.shard,
+            sequence: m.sequence,
+            timestamp: m.timestamp,
+            replayed: m.replayed,
+            subject: &m.subject,
+            reply: m.reply.as_deref(),
+        };
+        // Appended after what the buffer holds, as the broker's outbound tail.
+        let mut buf = BytesMut::from(&b"before"[..]);
+        encode_message(&head, &m.payload, &mut buf).unwrap();
+        let whole = encode_servers(&[ServerFrame::Message(m.clone())]);
+        prop_assert_eq!(&buf[..6], b"before");
+        prop_assert_eq!(&buf[6..], &whole[..]);
+    }
+
+    #[test]
     fn server_frames_round_trip(frame in server_frame()) {
         let mut buf = BytesMut::from(&encode_servers(std::slice::from_ref(&frame))[..]);
         let mut dec = ServerFrameDecoder::new(Limits::default());
@@ -533,4 +555,29 @@ proptest! {
         prop_assert!(matches!(&got[1], Err(e) if !e.is_fatal()));
         prop_assert_eq!(&got[2], &Ok(after));
     }
+}
+
+#[test]
+fn a_message_in_one_write_refuses_what_the_wire_cannot_carry_and_writes_nothing() {
+    let subject = vec![b'a'; usize::from(u16::MAX) + 1];
+    let head = MessageHead {
+        sid: 1,
+        priority: 0,
+        shard: 0,
+        sequence: 1,
+        timestamp: 0,
+        replayed: false,
+        subject: &subject,
+        reply: None,
+    };
+    let mut buf = BytesMut::from(&b"before"[..]);
+    assert_eq!(
+        encode_message(&head, b"payload", &mut buf),
+        Err(EncodeError::FieldTooLong {
+            field: "subject",
+            len: subject.len(),
+            max: usize::from(u16::MAX),
+        })
+    );
+    assert_eq!(&buf[..], b"before");
 }

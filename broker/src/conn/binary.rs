@@ -31,10 +31,10 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes};
 use tern_auth::Method;
 use tern_protocol::binary::{
-    encode_message_head, encode_server_frame, AckResult, Auth, BinaryError, Challenge, ClientFrame,
-    ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice, GoAway, Hello, MessageHead,
-    Preface, Publish, PublishAck, ResumeToken, SequenceRange, ServerFrame, StartPosition,
-    Subscribe, Subscribed, Unsubscribe, Welcome,
+    encode_message, encode_message_head, encode_server_frame, AckResult, Auth, BinaryError,
+    Challenge, ClientFrame, ClientFrameDecoder, DropNotice, ErrorCode, ErrorFrame, GapNotice,
+    GoAway, Hello, MessageHead, Preface, Publish, PublishAck, ResumeToken, SequenceRange,
+    ServerFrame, StartPosition, Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 use tern_protocol::text::ServerInfo;
 
@@ -188,6 +188,13 @@ impl Wire for BinaryState {
             reply: msg.reply.as_deref(),
         };
         let headers = msg.headers.as_ref();
+        if headers.is_none() && Outbound::copies(msg.payload.len()) {
+            // The common delivery: the whole frame in one write, as the text port's `MSG`.
+            let before = out.tail().len();
+            encode_message(&head, &msg.payload, out.tail()).ok()?;
+            out.commit(before);
+            return Some(msg.payload.len());
+        }
         let before = out.tail().len();
         encode_message_head(
             &head,

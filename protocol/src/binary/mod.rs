@@ -43,9 +43,9 @@ pub use encode::{encode_client_frame, encode_server_frame};
 pub use error::{BinaryError, EncodeError, ErrorCode, Refusal};
 pub use preface::{Preface, MAGIC, PREFACE_LEN};
 pub use server::{
-    encode_message_head, retarget_presence, AckResult, Challenge, DropNotice, ErrorFrame,
-    GapNotice, GoAway, Member, Message, MessageHead, Presence, PresenceBody, PublishAck,
-    SequenceRange, ServerFrame, Subscribed, Welcome,
+    encode_message, encode_message_head, retarget_presence, AckResult, Challenge, DropNotice,
+    ErrorFrame, GapNotice, GoAway, Member, Message, MessageHead, Presence, PresenceBody,
+    PublishAck, SequenceRange, ServerFrame, Subscribed, Welcome,
 };
 
 /// The protocol version this crate speaks.

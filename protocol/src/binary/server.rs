@@ -13,6 +13,7 @@ use super::frame_type::{
     SUBSCRIBED, WELCOME,
 };
 use super::{BinaryError, EncodeError, ErrorCode, Limits};
+use crate::spare::put;
 
 /// A frame a server sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -639,50 +640,16 @@ pub fn encode_message_head(
     payload_len: usize,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let long = |field, len: usize| {
-        u32::try_from(len).map_err(|_| EncodeError::FieldTooLong {
-            field,
-            len,
-            max: u32::MAX as usize,
-        })
-    };
-    let headers_prefix = headers_len.map(|n| long("headers", n)).transpose()?;
-    long("payload", payload_len)?;
-    let len = 2
-        + 4
-        + 1
-        + 2
-        + 8
-        + 8
-        + 2
-        + head.subject.len()
-        + head.reply.map_or(0, |r| 2 + r.len())
-        + headers_len.map_or(0, |n| 4 + n)
-        + 4
-        + payload_len;
-    let len = u32::try_from(len).map_err(|_| EncodeError::FrameTooLong { len })?;
-    let short = |s: &[u8]| u16::try_from(s.len()).ok();
-    if let (Some(subject_len), Some(reply_len)) =
-        (short(head.subject), head.reply.map_or(Some(0), short))
-    {
+    let headers_prefix = headers_len.map(|n| long_len("headers", n)).transpose()?;
+    if let Some(fixed) = message_fixed(head, headers_len, payload_len)? {
         // Every field fits (the common case): the fixed part is laid out on the stack and
         // the head goes in with one reserve and a few copies, not a checked put per field.
-        let mut fixed = [0u8; MESSAGE_FIXED];
-        fixed[0..4].copy_from_slice(&len.to_be_bytes());
-        fixed[4] = MESSAGE;
-        fixed[5] = message_flags(head, headers_len.is_some());
-        fixed[6..10].copy_from_slice(&head.sid.to_be_bytes());
-        fixed[10] = head.priority;
-        fixed[11..13].copy_from_slice(&head.shard.to_be_bytes());
-        fixed[13..21].copy_from_slice(&head.sequence.to_be_bytes());
-        fixed[21..29].copy_from_slice(&head.timestamp.to_be_bytes());
-        fixed[29..31].copy_from_slice(&subject_len.to_be_bytes());
         let reply_part = head.reply.map_or(0, |r| 2 + r.len());
         buf.reserve(MESSAGE_FIXED + head.subject.len() + reply_part + 4);
         buf.extend_from_slice(&fixed);
         buf.extend_from_slice(head.subject);
         if let Some(reply) = head.reply {
-            buf.extend_from_slice(&reply_len.to_be_bytes());
+            buf.extend_from_slice(&(reply.len() as u16).to_be_bytes());
             buf.extend_from_slice(reply);
         }
         if let Some(n) = headers_prefix {
@@ -690,6 +657,7 @@ pub fn encode_message_head(
         }
         return Ok(());
     }
+    let len = message_len(head, headers_len, payload_len)?;
     let start = buf.len();
     buf.put_u32(len);
     buf.put_u8(MESSAGE);
@@ -703,6 +671,111 @@ pub fn encode_message_head(
         buf.put_u32(n);
     }
     Ok(())
+}
+
+/// Appends a whole `MESSAGE` without a header block to `buf`: the head, the payload's
+/// length and the payload, after one `reserve`, each part copied into the reserved room.
+/// The broker's path for a payload small enough to be copied into its outbound buffer.
+/// Byte for byte what [`encode_server_frame`] writes for the same
+/// [`Message`](super::Message); on error `buf` is left as it was.
+///
+/// [`encode_server_frame`]: super::encode_server_frame
+pub fn encode_message(
+    head: &MessageHead<'_>,
+    payload: &[u8],
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let Some(fixed) = message_fixed(head, None, payload.len())? else {
+        // A subject or reply too long for its length field: the head's field-by-field
+        // writer names it.
+        encode_message_head(head, None, payload.len(), buf)?;
+        buf.put_u32(long_len("payload", payload.len())?);
+        buf.extend_from_slice(payload);
+        return Ok(());
+    };
+    let reply_part = head.reply.map_or(0, |r| 2 + r.len());
+    let len = MESSAGE_FIXED + head.subject.len() + reply_part + 4 + payload.len();
+    buf.reserve(len);
+    let start = buf.len();
+    // SAFETY: `reserve` left room for at least `len` bytes after the `start` bytes in use;
+    // the spare capacity's pointer may write all of that room. The writes below fill
+    // exactly `len` bytes from there, in order and without overlap (`len` counts the same
+    // parts). Only then does `set_len` make them part of `buf`.
+    unsafe {
+        let base = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        let mut at = put(base, &fixed);
+        at = put(at, head.subject);
+        if let Some(reply) = head.reply {
+            // Checked to fit a u16 by `message_fixed`.
+            at = put(at, &(reply.len() as u16).to_be_bytes());
+            at = put(at, reply);
+        }
+        // Checked to fit a u32 by `message_fixed`.
+        at = put(at, &(payload.len() as u32).to_be_bytes());
+        at = put(at, payload);
+        debug_assert_eq!(at.offset_from(base), len as isize);
+        buf.set_len(start + len);
+    }
+    Ok(())
+}
+
+/// A length field of 32 bits, or the error naming the field it does not fit.
+fn long_len(field: &'static str, len: usize) -> Result<u32, EncodeError> {
+    u32::try_from(len).map_err(|_| EncodeError::FieldTooLong {
+        field,
+        len,
+        max: u32::MAX as usize,
+    })
+}
+
+/// The length a `MESSAGE` frame announces (everything after its 4-byte length).
+fn message_len(
+    head: &MessageHead<'_>,
+    headers_len: Option<usize>,
+    payload_len: usize,
+) -> Result<u32, EncodeError> {
+    long_len("payload", payload_len)?;
+    let len = 2
+        + 4
+        + 1
+        + 2
+        + 8
+        + 8
+        + 2
+        + head.subject.len()
+        + head.reply.map_or(0, |r| 2 + r.len())
+        + headers_len.map_or(0, |n| 4 + n)
+        + 4
+        + payload_len;
+    u32::try_from(len).map_err(|_| EncodeError::FrameTooLong { len })
+}
+
+/// A `MESSAGE`'s bytes up to its subject (`MESSAGE_FIXED`), laid out on the stack;
+/// `None` when the subject or reply is too long for its 16-bit length (the caller writes
+/// field by field, which names it). Errors are what the wire cannot represent.
+#[inline]
+fn message_fixed(
+    head: &MessageHead<'_>,
+    headers_len: Option<usize>,
+    payload_len: usize,
+) -> Result<Option<[u8; MESSAGE_FIXED]>, EncodeError> {
+    let len = message_len(head, headers_len, payload_len)?;
+    let short = |s: &[u8]| u16::try_from(s.len()).ok();
+    let (Some(subject_len), Some(_)) = (short(head.subject), head.reply.map_or(Some(0), short))
+    else {
+        return Ok(None);
+    };
+    let mut fixed = [0u8; MESSAGE_FIXED];
+    fixed[0..4].copy_from_slice(&len.to_be_bytes());
+    fixed[4] = MESSAGE;
+    fixed[5] = message_flags(head, headers_len.is_some());
+    fixed[6..10].copy_from_slice(&head.sid.to_be_bytes());
+    fixed[10] = head.priority;
+    fixed[11..13].copy_from_slice(&head.shard.to_be_bytes());
+    fixed[13..21].copy_from_slice(&head.sequence.to_be_bytes());
+    fixed[21..29].copy_from_slice(&head.timestamp.to_be_bytes());
+    fixed[29..31].copy_from_slice(&subject_len.to_be_bytes());
+    Ok(Some(fixed))
 }
 
 impl ServerFrame {

@@ -5,6 +5,7 @@
 //! headers ([`encode_msg`]), written straight into `dst` after a single `reserve`, numbers
 //! included (no formatting buffer, no capacity check per part).
 
+use crate::spare::{put, put_decimal};
 use bytes::BytesMut;
 
 use super::{ClientOp, ServerOp};
@@ -287,37 +288,6 @@ impl<'a> MsgLine<'a> {
             dst.set_len(start + len);
         }
     }
-}
-
-/// Copies `bytes` to `at` and returns the position after them.
-///
-/// # Safety
-/// `at` must be valid for writing `bytes.len()` bytes, and not overlap `bytes`.
-#[inline(always)]
-unsafe fn put(at: *mut u8, bytes: &[u8]) -> *mut u8 {
-    // SAFETY: the caller's guarantee.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
-        at.add(bytes.len())
-    }
-}
-
-/// Writes the `digits` decimal digits of `n` (`decimal_len(n)`) to `at` and returns the
-/// position after them.
-///
-/// # Safety
-/// `at` must be valid for writing `digits` bytes.
-#[inline(always)]
-unsafe fn put_decimal(at: *mut u8, mut n: u64, digits: usize) -> *mut u8 {
-    let mut i = digits;
-    while i > 0 {
-        i -= 1;
-        // SAFETY: `i < digits`, within what the caller made writable.
-        unsafe { at.add(i).write(b'0' + (n % 10) as u8) };
-        n /= 10;
-    }
-    // SAFETY: as above; one past the last digit.
-    unsafe { at.add(digits) }
 }
 
 #[cfg(test)]
