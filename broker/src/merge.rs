@@ -110,6 +110,20 @@ impl Merge {
         }
     }
 
+    /// True when a message from `shard` would be released as soon as it is held: nothing
+    /// is held, every other shard has caught up, and no "last N" is still counting or
+    /// stepping over (or `shard` is not one of the merge's). The caller may then deliver
+    /// it without holding it: the order is the same.
+    pub fn passes(&self, shard: u16) -> bool {
+        let Some(i) = self.index(shard) else {
+            return true;
+        };
+        self.last_n.is_none()
+            && self.skip == 0
+            && self.held.iter().all(VecDeque::is_empty)
+            && self.caught_up.iter().enumerate().all(|(j, &c)| c || j == i)
+    }
+
     /// Holds `shard`'s notice that `requested..oldest` are gone, behind what it sent
     /// before. False when that shard is not one of the merge's.
     pub fn hold_gap(&mut self, shard: u16, requested: u64, oldest: u64) -> bool {

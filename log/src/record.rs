@@ -205,6 +205,65 @@ impl std::fmt::Display for Invalid {
     }
 }
 
+/// Records laid out back to back as the ring stores them, each taking its
+/// [`Record::stored_len`] bytes (what [`crate::Records::next_stored`] hands out, copied one
+/// after another into a buffer of the caller's), read oldest first and borrowed from that
+/// buffer. No CRC check: they were checked when recovered or written, and copied since.
+/// It ends at the end of the buffer, or at the first bytes that are not a record (never
+/// past the buffer, never a panic).
+///
+/// ```
+/// use tern_log::{Record, StoredRecords};
+///
+/// let dir = std::env::temp_dir().join(format!("tern-log-doc-stored-{}", std::process::id()));
+/// let _ = std::fs::remove_dir_all(&dir);
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let mut log = tern_log::RingLog::open(&dir.join("ring"), 1 << 16, tern_log::Fsync::Never).unwrap().0;
+/// log.append(&Record::new(b"a", b"one")).unwrap();
+/// log.append(&Record::new(b"b", b"two")).unwrap();
+/// log.flush().unwrap();
+/// let mut copy = Vec::new();
+/// let mut records = log.read_from(1);
+/// while let Some((_, stored)) = records.next_stored() {
+///     copy.extend_from_slice(stored);
+/// }
+/// let payloads: Vec<&[u8]> = StoredRecords::new(&copy).map(|r| r.payload).collect();
+/// assert_eq!(payloads, [&b"one"[..], &b"two"[..]]);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct StoredRecords<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> StoredRecords<'a> {
+    /// The records in `buf`, from its start.
+    pub fn new(buf: &'a [u8]) -> StoredRecords<'a> {
+        StoredRecords { buf, pos: 0 }
+    }
+}
+
+impl<'a> Iterator for StoredRecords<'a> {
+    type Item = Record<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Record<'a>> {
+        match decode(self.buf, self.pos, self.buf.len()) {
+            Ok((rec, stored)) => {
+                self.pos += stored;
+                Some(rec)
+            }
+            Err(_) => {
+                self.pos = self.buf.len();
+                None
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for StoredRecords<'_> {}
+
 /// Decodes the record at `at`, which must end at or before `limit` (`limit <= data.len()`),
 /// without checking its CRC. Returns the record and the bytes it occupies (padded).
 pub(crate) fn decode(data: &[u8], at: usize, limit: usize) -> Result<(Record<'_>, usize), Invalid> {
