@@ -291,6 +291,35 @@ mod tests {
         assert!(!merges(Some(&StartPosition::Live), 4), "live");
     }
 
+    /// `passes` is true exactly when `hold` then `pop` would hand the message straight
+    /// back: a catch-up run's record may then skip the merge.
+    #[test]
+    fn a_message_passes_only_when_holding_it_would_release_it_at_once() {
+        let mut m = Merge::new(0..2, None);
+        assert!(!m.passes(0), "shard 1 may still send something older");
+        m.caught_up(1);
+        assert!(m.passes(0));
+        assert!(m.passes(7), "not one of the merge's shards");
+        m.hold_gap(0, 1, 5);
+        assert!(!m.passes(0), "behind what is held");
+        assert!(matches!(m.pop(), Some(Released::Gap { .. })));
+        assert!(m.passes(0));
+        // Check against the merge itself: held, then popped at once.
+        assert!(m.hold(msg(0, 5, 10)));
+        assert!(matches!(m.pop(), Some(Released::Msg(x)) if x.stamp.seq == 5));
+        // A "last N" start passes nothing until every shard has counted and nothing
+        // remains to step over.
+        let mut last = Merge::new(0..2, Some(1));
+        last.caught_up(1);
+        assert!(!last.passes(0));
+        last.counted(0, 2);
+        last.counted(1, 0);
+        assert!(!last.passes(0), "one of shard 0's two is stepped over");
+        last.hold(msg(0, 1, 10));
+        assert!(last.pop().is_none(), "stepped over");
+        assert!(last.passes(0));
+    }
+
     #[test]
     fn a_message_waits_until_every_replaying_shard_has_one_to_compare() {
         let mut m = Merge::new(0..2, None);

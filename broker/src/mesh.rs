@@ -200,7 +200,12 @@ impl ReplayRun {
     /// the run's buffer, no ticket in flight of its own (see [`ReplayRun`]).
     pub fn msg(&self, rec: &tern_log::Record<'_>) -> Msg {
         let slice = |f: &[u8]| self.records.slice_ref(f);
-        let mut msg = Msg::new(slice(rec.subject), slice(rec.payload), ConnId::NONE, self.read);
+        let mut msg = Msg::new(
+            slice(rec.subject),
+            slice(rec.payload),
+            ConnId::NONE,
+            self.read,
+        );
         msg.reply = rec.reply.map(slice);
         msg.headers = rec.headers.map(slice);
         msg.priority = rec.priority;

@@ -16,6 +16,10 @@
 //! then on live delivery takes over with the next sequence. Messages the store does not
 //! keep are delivered live throughout, since no replay will ever bring them.
 //!
+//! A subscription's catch-up step leaves as one run (`mesh::ReplayRun`): its records
+//! copied out of the map as the log stores them into one buffer, one envelope and one
+//! ticket in flight a step; the subscriber's worker makes the messages.
+//!
 //! Never: touches a socket or a connection, or blocks; replays advance in bounded batches
 //! (`replay_batch` records and `replay_bytes` bytes per loop turn, across all of them), and
 //! one whose destination is congested, or that has `replay_bytes` its client's connection

@@ -1,5 +1,6 @@
-//! Deliveries of a connection: from the shards' `Deliver` envelopes, through each
-//! subscription's bounded queue, into the connection's outbound buffer.
+//! Deliveries of a connection: from the shards' `Deliver` envelopes (and the records of
+//! their catch-ups' `DeliverRun`s, made into messages here, one at a time, on the stack),
+//! through each subscription's bounded queue, into the connection's outbound buffer.
 //!
 //! Owns: the path a delivery takes on the subscriber's worker. A delivery is encoded
 //! straight into the outbound buffer when its subscription has nothing queued and the
