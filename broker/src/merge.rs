@@ -110,6 +110,20 @@ impl Merge {
         }
     }
 
+    /// True when a message from `shard` would be released as soon as it is held: nothing
+    /// is held, every other shard has caught up, and no "last N" is still counting or
+    /// stepping over (or `shard` is not one of the merge's). The caller may then deliver
+    /// it without holding it: the order is the same.
+    pub fn passes(&self, shard: u16) -> bool {
+        let Some(i) = self.index(shard) else {
+            return true;
+        };
+        self.last_n.is_none()
+            && self.skip == 0
+            && self.held.iter().all(VecDeque::is_empty)
+            && self.caught_up.iter().enumerate().all(|(j, &c)| c || j == i)
+    }
+
     /// Holds `shard`'s notice that `requested..oldest` are gone, behind what it sent
     /// before. False when that shard is not one of the merge's.
     pub fn hold_gap(&mut self, shard: u16, requested: u64, oldest: u64) -> bool {
@@ -275,6 +289,35 @@ mod tests {
         assert!(!merges(Some(&resume), 1), "one shard");
         assert!(!merges(None, 4), "live");
         assert!(!merges(Some(&StartPosition::Live), 4), "live");
+    }
+
+    /// `passes` is true exactly when `hold` then `pop` would hand the message straight
+    /// back: a catch-up run's record may then skip the merge.
+    #[test]
+    fn a_message_passes_only_when_holding_it_would_release_it_at_once() {
+        let mut m = Merge::new(0..2, None);
+        assert!(!m.passes(0), "shard 1 may still send something older");
+        m.caught_up(1);
+        assert!(m.passes(0));
+        assert!(m.passes(7), "not one of the merge's shards");
+        m.hold_gap(0, 1, 5);
+        assert!(!m.passes(0), "behind what is held");
+        assert!(matches!(m.pop(), Some(Released::Gap { .. })));
+        assert!(m.passes(0));
+        // Check against the merge itself: held, then popped at once.
+        assert!(m.hold(msg(0, 5, 10)));
+        assert!(matches!(m.pop(), Some(Released::Msg(x)) if x.stamp.seq == 5));
+        // A "last N" start passes nothing until every shard has counted and nothing
+        // remains to step over.
+        let mut last = Merge::new(0..2, Some(1));
+        last.caught_up(1);
+        assert!(!last.passes(0));
+        last.counted(0, 2);
+        last.counted(1, 0);
+        assert!(!last.passes(0), "one of shard 0's two is stepped over");
+        last.hold(msg(0, 1, 10));
+        assert!(last.pop().is_none(), "stepped over");
+        assert!(last.passes(0));
     }
 
     #[test]

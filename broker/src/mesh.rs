@@ -162,6 +162,64 @@ impl Flight {
     }
 }
 
+impl Flight {
+    /// A ticket of its own for `bytes` of this one's catch-up (a message made from a
+    /// [`ReplayRun`] that outlives the run).
+    pub fn part(&self, bytes: usize) -> Flight {
+        Flight::new(&self.total, bytes)
+    }
+}
+
+/// A step of a subscription's catch-up, from its shard to the subscriber's worker: the
+/// records copied out of the shard's log as the log stores them, back to back, in sequence
+/// order (read back with [`tern_log::StoredRecords`]). One allocation and one envelope a
+/// step: the receiving worker makes each message as it delivers it ([`ReplayRun::msg`]),
+/// so a record written straight to the socket's buffer costs no allocation, and nothing
+/// of it is freed on the shard's worker or counted there one by one.
+///
+/// Its [`Flight`] counts all its bytes until the run is handled; a message made from it
+/// that is kept beyond that (held in a merge, queued) takes a ticket of its own first
+/// ([`Flight::part`]), so its catch-up's window never counts less than what is held.
+#[derive(Debug)]
+pub(crate) struct ReplayRun {
+    /// The shard whose log the records come from.
+    pub shard: u16,
+    pub records: Bytes,
+    pub flight: Flight,
+    /// The loop-turn instant the shard read them: their broker latency starts there.
+    pub read: Instant,
+}
+
+impl ReplayRun {
+    /// Its records, oldest first.
+    pub fn records(&self) -> tern_log::StoredRecords<'_> {
+        tern_log::StoredRecords::new(&self.records)
+    }
+
+    /// `rec` (one of [`ReplayRun::records`]) as a message to deliver: its fields slices of
+    /// the run's buffer, no ticket in flight of its own (see [`ReplayRun`]).
+    pub fn msg(&self, rec: &tern_log::Record<'_>) -> Msg {
+        let slice = |f: &[u8]| self.records.slice_ref(f);
+        let mut msg = Msg::new(
+            slice(rec.subject),
+            slice(rec.payload),
+            ConnId::NONE,
+            self.read,
+        );
+        msg.reply = rec.reply.map(slice);
+        msg.headers = rec.headers.map(slice);
+        msg.priority = rec.priority;
+        msg.replayed = true;
+        msg.stored = true;
+        msg.stamp = Stamp {
+            shard: self.shard,
+            seq: rec.seq,
+            time_ns: rec.timestamp,
+        };
+        msg
+    }
+}
+
 impl Clone for Flight {
     fn clone(&self) -> Flight {
         Flight::new(&self.total, self.bytes)
@@ -258,6 +316,9 @@ pub(crate) enum Envelope {
     },
     /// To the worker that owns the subscriber's connection.
     Deliver { sub: SubRef, msg: Arc<Msg> },
+    /// To the worker that owns the subscriber's connection: one catch-up step's records
+    /// for it, in sequence order.
+    DeliverRun { sub: SubRef, run: Box<ReplayRun> },
     /// From the publisher's shard to its worker: the message the publisher asked an
     /// acknowledgement for was routed, with this stamp.
     Ack {
@@ -512,6 +573,7 @@ pub(crate) fn envelope_bytes(env: &Envelope) -> usize {
                 }
         }
         Envelope::PresenceAnswer { frame, .. } => return ENVELOPE + frame.len(),
+        Envelope::DeliverRun { run, .. } => return ENVELOPE + run.records.len(),
         _ => return ENVELOPE,
     };
     ENVELOPE

@@ -538,9 +538,13 @@ impl ReplaySink for Sink<'_> {
         let shard = self.shard.id as u16;
         let out = &mut *self.out;
         match event {
-            ReplayEvent::Deliver(sub, msg) => {
-                out.push(sub.conn.worker as usize, Envelope::Deliver { sub, msg })
-            }
+            ReplayEvent::Run(sub, run) => out.push(
+                sub.conn.worker as usize,
+                Envelope::DeliverRun {
+                    sub,
+                    run: Box::new(run),
+                },
+            ),
             ReplayEvent::Inbox(request, part) => push_inbox(out, &request, shard, part),
             ReplayEvent::Gap {
                 sub,

@@ -16,6 +16,10 @@
 //! then on live delivery takes over with the next sequence. Messages the store does not
 //! keep are delivered live throughout, since no replay will ever bring them.
 //!
+//! A subscription's catch-up step leaves as one run (`mesh::ReplayRun`): its records
+//! copied out of the map as the log stores them into one buffer, one envelope and one
+//! ticket in flight a step; the subscriber's worker makes the messages.
+//!
 //! Never: touches a socket or a connection, or blocks; replays advance in bounded batches
 //! (`replay_batch` records and `replay_bytes` bytes per loop turn, across all of them), and
 //! one whose destination is congested, or that has `replay_bytes` its client's connection
@@ -35,7 +39,9 @@ use tern_protocol::subject;
 use crate::config::{Fsync, StoreConfig};
 use crate::dedupe::{Dedupe, FirstCopy};
 use crate::index::FastMap;
-use crate::mesh::{ConnId, Flight, InboxPart, Msg, ReplayRequest, ReplayStart, Stamp, SubRef};
+use crate::mesh::{
+    ConnId, Flight, InboxPart, Msg, ReplayRequest, ReplayRun, ReplayStart, Stamp, SubRef,
+};
 
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -365,9 +371,6 @@ pub(crate) struct Replay {
     merged: Merged,
     /// The filter has no wildcard: a record matches when its subject is the filter.
     literal: bool,
-    /// The subject of the last message it made: the next record with the same subject
-    /// shares it rather than copying it again.
-    last_subject: Bytes,
 }
 
 /// Where a merged catch-up is in its handover to live delivery.
@@ -408,7 +411,6 @@ impl Replay {
             in_flight: Arc::default(),
             merged: Merged::No,
             literal: subject::is_literal(filter),
-            last_subject: Bytes::new(),
         }
     }
 
@@ -422,15 +424,6 @@ impl Replay {
         }
     }
 
-    /// `subject` as the catch-up's own copy: shared with the last message it made when
-    /// that had the same subject.
-    fn subject(&mut self, subject: &[u8]) -> Bytes {
-        if self.last_subject[..] != *subject {
-            self.last_subject = Bytes::copy_from_slice(subject);
-        }
-        self.last_subject.clone()
-    }
-
     fn merged(mut self, merged: bool) -> Replay {
         if merged {
             self.merged = Merged::Replaying;
@@ -441,11 +434,6 @@ impl Replay {
     /// Merged, caught up and waiting for its release with nothing new to read.
     fn idle_at_end(&self, next_seq: u64) -> bool {
         self.merged == Merged::CaughtUp && self.next >= next_seq
-    }
-
-    /// The `bytes` of one message it sends, counted in flight while the message lives.
-    fn flight(&self, bytes: usize) -> Option<Flight> {
-        Some(Flight::new(&self.in_flight, bytes))
     }
 
     /// A "last `n`" catch-up from the oldest record held (`first`).
@@ -471,9 +459,14 @@ impl Replay {
         }
     }
 
+    /// True when a record at `seq` shows a hole before it that `note_gap` reports.
+    fn gap_before(&self, seq: u64) -> bool {
+        self.phase == (Phase::Replaying { gaps: true }) && seq > self.next
+    }
+
     /// Notes that the records before `seq`, from `self.next` on, are not in the log.
     fn note_gap(&mut self, seq: u64, sink: &mut impl ReplaySink) {
-        if self.phase != (Phase::Replaying { gaps: true }) || seq <= self.next {
+        if !self.gap_before(seq) {
             return;
         }
         match &mut self.target {
@@ -492,8 +485,8 @@ impl Replay {
 
 /// What one replay step produced for the shard to send.
 pub(crate) enum ReplayEvent {
-    /// A record to deliver to `sub`.
-    Deliver(SubRef, Arc<Msg>),
+    /// Records to deliver to `sub`, in sequence order: one catch-up step's.
+    Run(SubRef, ReplayRun),
     /// A record, an end marker or a count for a text client's catch-up `request`.
     Inbox(Arc<ReplayRequest>, InboxPart),
     /// The ring overwrote records a replay had not reached, or recovery left a hole:
@@ -962,11 +955,11 @@ impl Store {
             }
             let (mut read, mut sent) = (0usize, 0usize);
             let mut records = self.log.read_from(replay.next);
-            // The chunk this step copies records' bytes into (`Arena`).
-            let mut chunk = BytesMut::new();
+            // A subscription's records of this step, copied as the log stores them.
+            let mut run = Run::default();
             let mut exhausted = false;
             while read < share && sent < share_bytes {
-                let Some(rec) = records.next() else {
+                let Some((rec, stored)) = records.next_stored() else {
                     exhausted = true;
                     break;
                 };
@@ -975,6 +968,10 @@ impl Store {
                     break;
                 }
                 read += 1;
+                if replay.gap_before(rec.seq) {
+                    // The notice goes out behind the records before the hole.
+                    run.send(replay, shard, now, sink);
+                }
                 replay.note_gap(rec.seq, sink);
                 replay.next = rec.seq + 1;
                 if !matches {
@@ -995,30 +992,20 @@ impl Store {
                 if let Some(c) = &mut replay.credit {
                     *c -= 1;
                 }
-                let bytes = rec.stored_len() as usize;
+                let bytes = stored.len();
                 sent += bytes;
-                let flight = replay.flight(bytes);
                 match &mut replay.target {
-                    Target::Sub(sub) => {
-                        let sub = *sub;
-                        // (A fresh chunk is sized for what this step may still copy.)
-                        let left = share_bytes.saturating_sub(sent - bytes);
-                        let mut arena = Arena {
-                            buf: &mut chunk,
-                            left,
-                        };
-                        let msg = Msg {
-                            flight,
-                            ..msg_of(&rec, replay.subject(rec.subject), shard, now, &mut arena)
-                        };
-                        sink.emit(ReplayEvent::Deliver(sub, Arc::new(msg)))
+                    Target::Sub(_) => {
+                        // (Sized at once for what this step may still copy.)
+                        let room = share_bytes.saturating_sub(sent - bytes).max(bytes);
+                        run.push(stored, room);
                     }
                     Target::Inbox {
                         request, replayed, ..
                     } => {
                         *replayed += 1;
                         let msg = Msg {
-                            flight,
+                            flight: Some(Flight::new(&replay.in_flight, bytes)),
                             ..inbox_msg_of(&rec, shard, request, now)
                         };
                         let request = Arc::clone(request);
@@ -1027,6 +1014,8 @@ impl Store {
                     }
                 }
             }
+            // Out before anything else this catch-up says (caught up, counted, its end).
+            run.send(replay, shard, now, sink);
             if exhausted {
                 // Past the newest record held (sequences after it may be missing too).
                 replay.next = replay.next.max(next_seq);
@@ -1162,55 +1151,49 @@ pub(crate) fn end_marker(
     msg
 }
 
-/// Replayed records' bytes are copied into chunks of at most this size (or one record's,
-/// if larger): one allocation for many records, freed once the last of them is dropped.
-/// A queued message does not keep its chunk (a queue keeps a compacted copy,
-/// `subqueue::compact`); a catch-up's messages in flight are bounded by its window.
-const ARENA_CHUNK: usize = 64 << 10;
-
-/// Where a catch-up step copies records' bytes: the current chunk, and how much the step
-/// may still copy (a fresh chunk is no larger).
-struct Arena<'a> {
-    buf: &'a mut BytesMut,
-    left: usize,
+/// The records one step of a subscription's catch-up sends: copied out of the map as the
+/// log stores them, back to back, into one buffer sized for the step at its first record
+/// (one allocation and one envelope a step, not one a record; the receiving worker makes
+/// each message from it as it delivers it, `mesh::ReplayRun`).
+#[derive(Default)]
+struct Run {
+    buf: BytesMut,
 }
 
-impl Arena<'_> {
-    /// `data` copied into the chunk (a fresh one when it has no room left), as a `Bytes`
-    /// of its own.
-    fn copy_in(&mut self, data: &[u8]) -> Bytes {
-        if self.buf.capacity() - self.buf.len() < data.len() {
-            *self.buf =
-                BytesMut::with_capacity(self.left.clamp(data.len(), ARENA_CHUNK.max(data.len())));
+impl Run {
+    /// Adds a record's stored bytes; `room` is what the step may still copy.
+    fn push(&mut self, stored: &[u8], room: usize) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(room.min(RUN_RESERVE_MAX));
         }
-        self.buf.extend_from_slice(data);
-        self.buf.split().freeze()
+        self.buf.extend_from_slice(stored);
+    }
+
+    /// Sends what it holds (if anything) to `replay`'s subscription, its bytes counted in
+    /// flight until the receiving worker has taken them.
+    fn send(&mut self, replay: &Replay, shard: u16, now: Instant, sink: &mut impl ReplaySink) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let Target::Sub(sub) = replay.target else {
+            return;
+        };
+        let records = self.buf.split().freeze();
+        let flight = Flight::new(&replay.in_flight, records.len());
+        sink.emit(ReplayEvent::Run(
+            sub,
+            ReplayRun {
+                shard,
+                records,
+                flight,
+                read: now,
+            },
+        ));
     }
 }
 
-/// A replayed record as a message to deliver (copied out of the map into `arena`;
-/// `subject` is the catch-up's own copy, [`Replay::subject`]). It has no publishing
-/// connection; `now` starts its broker latency.
-fn msg_of(
-    rec: &Record<'_>,
-    subject: Bytes,
-    shard: u16,
-    now: Instant,
-    arena: &mut Arena<'_>,
-) -> Msg {
-    let mut msg = Msg::new(subject, arena.copy_in(rec.payload), ConnId::NONE, now);
-    msg.reply = rec.reply.map(|r| arena.copy_in(r));
-    msg.headers = rec.headers.map(|h| arena.copy_in(h));
-    msg.priority = rec.priority;
-    msg.replayed = true;
-    msg.stored = true;
-    msg.stamp = Stamp {
-        shard,
-        seq: rec.seq,
-        time_ns: rec.timestamp,
-    };
-    msg
-}
+/// The most a step's buffer reserves at its first record: larger steps grow it as they go.
+const RUN_RESERVE_MAX: usize = 256 << 10;
 
 #[cfg(test)]
 mod tests {
@@ -1226,34 +1209,6 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
-    }
-
-    /// A catch-up step copies records into one chunk, no larger than what the step may
-    /// still copy (or one record), each record's bytes a `Bytes` of their own.
-    #[test]
-    fn a_catch_up_step_copies_records_into_chunks_sized_for_the_step() {
-        let mut chunk = BytesMut::new();
-        let mut arena = Arena {
-            buf: &mut chunk,
-            left: 1000,
-        };
-        let a = arena.copy_in(b"first");
-        let b = arena.copy_in(b"second");
-        assert_eq!((&a[..], &b[..]), (&b"first"[..], &b"second"[..]));
-        // One chunk of the step's size, the two side by side in it.
-        assert_eq!(b.as_ptr(), a.as_ptr().wrapping_add(5));
-        assert_eq!(arena.buf.capacity(), 1000 - 11);
-        // A record larger than what is left gets a chunk of its own size.
-        let big = vec![7u8; 2000];
-        let c = arena.copy_in(&big);
-        assert_eq!(&c[..], &big[..]);
-        assert_eq!(arena.buf.capacity(), 0);
-        // Never more than ARENA_CHUNK for small records, however much the step may copy.
-        arena.left = 10 << 20;
-        arena.copy_in(b"x");
-        assert_eq!(arena.buf.capacity(), ARENA_CHUNK - 1);
-        drop((a, b));
-        assert_eq!(&c[..2], &[7, 7]);
     }
 
     #[test]
@@ -1325,8 +1280,11 @@ mod tests {
     struct Recorder {
         congested: bool,
         /// (kind, sequence or 0): "msg" for an inbox message (its Tern-Seq), "end", "done",
-        /// "deliver", "gap".
+        /// "deliver" (one per record of a run), "gap".
         events: Vec<(&'static str, u64)>,
+        /// The runs, kept when `keep_runs` (else dropped at once, as a fast worker would).
+        runs: Vec<ReplayRun>,
+        keep_runs: bool,
     }
 
     impl ReplaySink for Recorder {
@@ -1335,7 +1293,18 @@ mod tests {
         }
         fn emit(&mut self, event: ReplayEvent) {
             let e = match event {
-                ReplayEvent::Deliver(_, m) => ("deliver", m.stamp.seq),
+                ReplayEvent::Run(_, run) => {
+                    for rec in run.records() {
+                        let m = run.msg(&rec);
+                        assert!(m.replayed && m.stored && m.flight.is_none());
+                        assert_eq!((m.stamp.seq, m.stamp.time_ns), (rec.seq, rec.timestamp));
+                        self.events.push(("deliver", m.stamp.seq));
+                    }
+                    if self.keep_runs {
+                        self.runs.push(run);
+                    }
+                    return;
+                }
                 ReplayEvent::Gap { requested, .. } => ("gap", requested),
                 ReplayEvent::Done { .. } => ("done", 0),
                 ReplayEvent::CaughtUp(_) => ("caught up", 0),
@@ -1594,6 +1563,91 @@ mod tests {
         assert_eq!(store.replay_state(), ReplayState::Idle);
         store.pump(0, Instant::now(), &mut sink);
         assert_eq!(sink.events.len(), 5);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A catch-up step sends a subscription's records as one run: one buffer, the records
+    /// as the log stores them, whose bytes count in flight until the run is gone; a
+    /// message made from it is the record, field by field.
+    #[test]
+    fn a_catch_up_step_sends_its_records_as_one_run_counted_in_flight() {
+        let (mut store, dir) = store_with("run", 10, 100, 4, 1 << 20);
+        let (sub, filter) = (sub_ref(), Bytes::from_static(b">"));
+        store.start_replay(sub, &filter, 1, false);
+        let mut sink = Recorder {
+            keep_runs: true,
+            ..Recorder::default()
+        };
+        store.pump(0, Instant::now(), &mut sink);
+        assert_eq!(sink.runs.len(), 1, "one run a step");
+        let run = sink.runs.pop().unwrap();
+        let recs: Vec<_> = run.records().collect();
+        assert_eq!(recs.len(), 4, "the step's batch");
+        let stored: usize = recs.iter().map(|r| r.stored_len() as usize).sum();
+        assert_eq!(run.records.len(), stored, "back to back, as stored");
+        let in_flight = &store.replays[0].in_flight;
+        assert_eq!(in_flight.load(Ordering::Relaxed), stored);
+        let m = run.msg(&recs[1]);
+        assert_eq!((&m.subject[..], m.stamp.seq), (&b"odd"[..], 2));
+        assert_eq!(&m.payload[..], &[b'p'; 100][..]);
+        assert_eq!((m.reply.is_none(), m.headers.is_none()), (true, true));
+        // A message kept past the run keeps its own share in flight.
+        let kept_len = recs[1].stored_len() as usize;
+        let kept = run.flight.part(kept_len);
+        drop(recs);
+        drop(run);
+        assert_eq!(in_flight.load(Ordering::Relaxed), kept_len);
+        drop(kept);
+        assert_eq!(in_flight.load(Ordering::Relaxed), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Over a ring that wrapped before and while the catch-up reads, in many small steps:
+    /// a gap notice for what the ring overwrote, always ahead of the records after it, then
+    /// every record still held, once each, in order.
+    #[test]
+    fn a_catch_up_over_a_wrapping_ring_reports_the_gap_then_every_record_in_order() {
+        let dir = scratch("wrap");
+        let config = StoreConfig {
+            log_size: 64 << 10,
+            replay_batch: 7,
+            replay_bytes: 1 << 20,
+            ..StoreConfig::default()
+        };
+        let now = Instant::now();
+        let (mut store, _) =
+            Store::open(&dir.join("r.ring"), &config, test_dedupe(), now, 0).unwrap();
+        let append = |store: &mut Store, i: u64| {
+            let payload = Bytes::from(i.to_le_bytes().repeat(25));
+            let msg = Msg::new(Bytes::from_static(b"s"), payload, ConnId::NONE, now);
+            store.append(&msg, i, now).unwrap();
+        };
+        // About 250 records fit: 1000 wrap it several times.
+        for i in 1..=1000 {
+            append(&mut store, i);
+        }
+        let first = store.first_seq();
+        assert!(first > 1, "wrapped");
+        let (sub, filter) = (sub_ref(), Bytes::from_static(b"s"));
+        let gap = store.start_replay(sub, &filter, 1, false);
+        assert_eq!(gap, Some((1, first)), "told when it starts");
+        let mut sink = Recorder::default();
+        // A few steps, then the ring wraps under the cursor.
+        for _ in 0..3 {
+            store.pump(0, Instant::now(), &mut sink);
+        }
+        let reached = sink.events.last().unwrap().1;
+        for i in 1001..=1400 {
+            append(&mut store, i);
+        }
+        let first_now = store.first_seq();
+        assert!(first_now > reached + 1, "overwritten under the cursor");
+        pump_all(&mut store, &mut sink, 1000);
+        let mut expected: Vec<(&str, u64)> = (first..=reached).map(|s| ("deliver", s)).collect();
+        expected.push(("gap", reached + 1));
+        expected.extend((first_now..=1400).map(|s| ("deliver", s)));
+        assert_eq!(sink.events, expected);
+        assert!(!store.is_replaying(&sub), "live from the end of the log on");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -736,6 +736,17 @@ impl Worker {
                 }
                 self.compact_tickets();
             }
+            Envelope::DeliverRun { sub, run } => {
+                if let Some((c, router)) = self.conn_and_router(sub.conn) {
+                    if c.deliver_run(sub, &run, router) {
+                        self.list_write(sub.conn.slot as usize);
+                    }
+                }
+                if self.router.budget.is_over() {
+                    self.evict_for_broker();
+                }
+                self.compact_tickets();
+            }
             Envelope::Stall {
                 publisher,
                 consumer,

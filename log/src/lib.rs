@@ -30,7 +30,7 @@ mod recovery;
 mod ring;
 
 pub use error::LogError;
-pub use record::Record;
+pub use record::{Record, StoredRecords};
 pub use recovery::Hole;
 pub use ring::{Fsync, Layout, Records, Recovery, RingLog};
 

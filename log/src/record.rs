@@ -1,7 +1,8 @@
 //! One record: the [`Record`] a caller appends and reads back, and its bytes in the ring.
 //!
 //! Owns: the record layout (see `docs/ring-log.md`, "Record"), the limits of each field, and
-//! decoding a record from the data region, with or without checking its CRC.
+//! decoding a record from the data region, with or without checking its CRC, or from a copy
+//! of records as the ring stores them ([`StoredRecords`]).
 //!
 //! Never: allocates, does I/O or touches a socket. Decoding never panics and never reads
 //! outside the slice it is given, whatever the bytes; it borrows every field from that slice.
@@ -16,8 +17,8 @@
 
 use crate::error::LogError;
 use crate::format::{
-    align, crc, get_u16, get_u32, get_u64, FLAG_HEADERS, FLAG_MESSAGE_ID, FLAG_REPLY, KNOWN_FLAGS,
-    RECORD_HEADER_LEN, WRAP_LEN,
+    align, crc, get_u32, FLAG_HEADERS, FLAG_MESSAGE_ID, FLAG_REPLY, KNOWN_FLAGS, RECORD_HEADER_LEN,
+    WRAP_LEN,
 };
 
 /// What one record holds. The slices are borrowed: from the caller when appending, from the
@@ -205,6 +206,65 @@ impl std::fmt::Display for Invalid {
     }
 }
 
+/// Records laid out back to back as the ring stores them, each taking its
+/// [`Record::stored_len`] bytes (what [`crate::Records::next_stored`] hands out, copied one
+/// after another into a buffer of the caller's), read oldest first and borrowed from that
+/// buffer. No CRC check: they were checked when recovered or written, and copied since.
+/// It ends at the end of the buffer, or at the first bytes that are not a record (never
+/// past the buffer, never a panic).
+///
+/// ```
+/// use tern_log::{Record, StoredRecords};
+///
+/// let dir = std::env::temp_dir().join(format!("tern-log-doc-stored-{}", std::process::id()));
+/// let _ = std::fs::remove_dir_all(&dir);
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let mut log = tern_log::RingLog::open(&dir.join("ring"), 1 << 16, tern_log::Fsync::Never).unwrap().0;
+/// log.append(&Record::new(b"a", b"one")).unwrap();
+/// log.append(&Record::new(b"b", b"two")).unwrap();
+/// log.flush().unwrap();
+/// let mut copy = Vec::new();
+/// let mut records = log.read_from(1);
+/// while let Some((_, stored)) = records.next_stored() {
+///     copy.extend_from_slice(stored);
+/// }
+/// let payloads: Vec<&[u8]> = StoredRecords::new(&copy).map(|r| r.payload).collect();
+/// assert_eq!(payloads, [&b"one"[..], &b"two"[..]]);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct StoredRecords<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> StoredRecords<'a> {
+    /// The records in `buf`, from its start.
+    pub fn new(buf: &'a [u8]) -> StoredRecords<'a> {
+        StoredRecords { buf, pos: 0 }
+    }
+}
+
+impl<'a> Iterator for StoredRecords<'a> {
+    type Item = Record<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Record<'a>> {
+        match decode(self.buf, self.pos, self.buf.len()) {
+            Ok((rec, stored)) => {
+                self.pos += stored;
+                Some(rec)
+            }
+            Err(_) => {
+                self.pos = self.buf.len();
+                None
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for StoredRecords<'_> {}
+
 /// Decodes the record at `at`, which must end at or before `limit` (`limit <= data.len()`),
 /// without checking its CRC. Returns the record and the bytes it occupies (padded).
 pub(crate) fn decode(data: &[u8], at: usize, limit: usize) -> Result<(Record<'_>, usize), Invalid> {
@@ -217,7 +277,19 @@ pub(crate) fn decode(data: &[u8], at: usize, limit: usize) -> Result<(Record<'_>
             None => Invalid::Length(0),
         });
     }
-    let len = get_u32(data, at);
+    // The fixed part, read as one array: its fields at constant offsets need no bounds
+    // check each (this runs once per record every catch-up reads, on both of its workers).
+    let Ok(h) = <&[u8; RECORD_HEADER_LEN]>::try_from(&data[at..at + RECORD_HEADER_LEN]) else {
+        return Err(Invalid::Length(0));
+    };
+    let u16_at = |o: usize| usize::from(u16::from_le_bytes([h[o], h[o + 1]]));
+    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let u64_at = |o: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&h[o..o + 8]);
+        u64::from_le_bytes(a)
+    };
+    let len = u32_at(0);
     match len {
         0 => return Err(Invalid::Empty),
         WRAP_LEN => return Err(Invalid::WrapMarker),
@@ -227,39 +299,29 @@ pub(crate) fn decode(data: &[u8], at: usize, limit: usize) -> Result<(Record<'_>
     if exact < RECORD_HEADER_LEN || align(exact) > limit - at {
         return Err(Invalid::Length(len));
     }
-    let flags = data[at + 25];
+    let flags = h[25];
     if flags & !KNOWN_FLAGS != 0 {
         return Err(Invalid::Flags(flags));
     }
-    let lens = [
-        get_u16(data, at + 26) as usize, // subject
-        get_u16(data, at + 28) as usize, // reply
-        get_u32(data, at + 32) as usize, // headers
-        get_u16(data, at + 30) as usize, // message id
-        get_u32(data, at + 36) as usize, // payload
-    ];
-    if RECORD_HEADER_LEN + lens.iter().sum::<usize>() != exact
-        || (flags & FLAG_REPLY == 0 && lens[1] != 0)
-        || (flags & FLAG_HEADERS == 0 && lens[2] != 0)
-        || (flags & FLAG_MESSAGE_ID == 0 && lens[3] != 0)
+    let (subject_len, reply_len, id_len) = (u16_at(26), u16_at(28), u16_at(30));
+    let (headers_len, payload_len) = (u32_at(32) as usize, u32_at(36) as usize);
+    if RECORD_HEADER_LEN + subject_len + reply_len + headers_len + id_len + payload_len != exact
+        || (flags & FLAG_REPLY == 0 && reply_len != 0)
+        || (flags & FLAG_HEADERS == 0 && headers_len != 0)
+        || (flags & FLAG_MESSAGE_ID == 0 && id_len != 0)
     {
         return Err(Invalid::Fields);
     }
-    let mut p = at + RECORD_HEADER_LEN;
-    let mut take = |n: usize| {
-        let s = &data[p..p + n];
-        p += n;
-        s
-    };
-    let subject = take(lens[0]);
-    let reply = take(lens[1]);
-    let headers = take(lens[2]);
-    let message_id = take(lens[3]);
-    let payload = take(lens[4]);
+    // In bounds: `exact` fits before `limit` (checked above), and the fields fill it.
+    let fields = &data[at + RECORD_HEADER_LEN..at + exact];
+    let (subject, rest) = fields.split_at(subject_len);
+    let (reply, rest) = rest.split_at(reply_len);
+    let (headers, rest) = rest.split_at(headers_len);
+    let (message_id, payload) = rest.split_at(id_len);
     let rec = Record {
-        seq: get_u64(data, at + 8),
-        timestamp: get_u64(data, at + 16),
-        priority: data[at + 24],
+        seq: u64_at(8),
+        timestamp: u64_at(16),
+        priority: h[24],
         subject,
         reply: (flags & FLAG_REPLY != 0).then_some(reply),
         headers: (flags & FLAG_HEADERS != 0).then_some(headers),

@@ -1228,6 +1228,16 @@ impl<'a> Iterator for Records<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Record<'a>> {
+        self.next_stored().map(|(rec, _)| rec)
+    }
+}
+
+impl<'a> Records<'a> {
+    /// The next record, with the bytes it occupies in the map (its [`Record::stored_len`],
+    /// padding included): what a reader copies to hand the record on as one piece, to be
+    /// read back with [`StoredRecords`].
+    #[inline]
+    pub fn next_stored(&mut self) -> Option<(Record<'a>, &'a [u8])> {
         if self.done {
             return None;
         }
@@ -1236,7 +1246,7 @@ impl<'a> Iterator for Records<'a> {
             Ok((rec, stored)) => {
                 self.pos = at + stored;
                 self.done = rec.seq >= self.last;
-                Some(rec)
+                Some((rec, &self.data[at..at + stored]))
             }
             Err(_) => {
                 // Only reachable if someone else wrote to the file; see RingLog's contract.

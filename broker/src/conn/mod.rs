@@ -86,7 +86,7 @@ use crate::admission::{self, ConnAdmission, RateVerdict, SubscriptionLimit};
 use crate::config::Limits;
 use crate::index::FastMap;
 use crate::merge::{self, Merge};
-use crate::mesh::{ConnId, Envelope, InboxPart, Msg, Stamp, Start, SubRef};
+use crate::mesh::{ConnId, Envelope, InboxPart, Msg, ReplayRun, Stamp, Start, SubRef};
 use crate::outbound::Outbound;
 use crate::replay::ConnReplays;
 use crate::snapshot::{
@@ -701,6 +701,25 @@ impl Conn {
     /// Queues one delivery (`Session::deliver`).
     pub fn deliver(&mut self, sref: SubRef, msg: &Arc<Msg>, cx: &mut impl Context) -> bool {
         self.session.deliver(&mut self.proto, sref, msg, cx)
+    }
+
+    /// Queues one catch-up step's records for `sref`, in order (`Session::deliver_record`),
+    /// writing to the socket whenever what waits goes over its budget, as the worker does
+    /// after a single delivery. Returns true when anything was queued.
+    pub fn deliver_run(&mut self, sref: SubRef, run: &ReplayRun, cx: &mut impl Context) -> bool {
+        let mut queued = false;
+        for rec in run.records() {
+            if self
+                .session
+                .deliver_record(&mut self.proto, sref, run, &rec, cx)
+            {
+                queued = true;
+                if self.session.wants_flush() {
+                    self.flush(cx);
+                }
+            }
+        }
+        queued
     }
 
     /// A published message it asked an acknowledgement for was routed (`Session::ack`).

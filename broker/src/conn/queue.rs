@@ -1,5 +1,6 @@
-//! Deliveries of a connection: from the shards' `Deliver` envelopes, through each
-//! subscription's bounded queue, into the connection's outbound buffer.
+//! Deliveries of a connection: from the shards' `Deliver` envelopes (and the records of
+//! their catch-ups' `DeliverRun`s, made into messages here, one at a time, on the stack),
+//! through each subscription's bounded queue, into the connection's outbound buffer.
 //!
 //! Owns: the path a delivery takes on the subscriber's worker. A delivery is encoded
 //! straight into the outbound buffer when its subscription has nothing queued and the
@@ -27,12 +28,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tern_log::Record;
 
 use super::Context;
 use crate::budget::{BudgetKind, QueuedRef};
 use crate::config::{QueueConfig, SlowConsumerPolicy};
 use crate::merge::Released;
-use crate::mesh::{Msg, SubRef};
+use crate::mesh::{Msg, ReplayRun, SubRef};
 use crate::stats::{bump, set};
 use crate::subqueue::{compact, size_of, Bounds, DropLog, Pushed, SubQueue};
 
@@ -258,7 +260,38 @@ impl Session {
                 }
             }
         }
-        self.deliver_now(w, sref, msg, cx)
+        self.deliver_now(w, sref, msg, |_| Arc::clone(msg), cx)
+    }
+
+    /// Queues one record of a catch-up step (`Envelope::DeliverRun`) as `deliver` queues a
+    /// replayed message. The message is made from the run's buffer on the stack: one
+    /// written straight into the outbound buffer costs no allocation; one that is kept
+    /// (held by the merge, queued) becomes an `Arc` with a ticket in flight of its own
+    /// first (`mesh::ReplayRun`).
+    pub(super) fn deliver_record(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        run: &ReplayRun,
+        rec: &Record<'_>,
+        cx: &mut impl Context,
+    ) -> bool {
+        let msg = run.msg(rec);
+        let bytes = rec.stored_len() as usize;
+        let keep = |m: &Msg| {
+            Arc::new(Msg {
+                flight: Some(run.flight.part(bytes)),
+                ..m.clone()
+            })
+        };
+        let sub = Session::live_sub(&self.closing, &mut self.subs, sref);
+        if let Some(merge) = sub.and_then(|s| s.merge.as_mut()) {
+            // Released at once when it passes; otherwise held, as `deliver` holds it.
+            if !merge.passes(run.shard) && merge.hold(keep(&msg)) {
+                return self.release_merged(w, sref, cx);
+            }
+        }
+        self.deliver_now(w, sref, &msg, keep, cx)
     }
 
     /// Delivers what the subscription's merge of catch-ups can release now, in time
@@ -304,7 +337,7 @@ impl Session {
         cx: &mut impl Context,
     ) -> bool {
         match next {
-            Released::Msg(msg) => self.deliver_now(w, sref, &msg, cx),
+            Released::Msg(msg) => self.deliver_now(w, sref, &msg, |_| Arc::clone(&msg), cx),
             Released::Gap {
                 shard,
                 requested,
@@ -350,12 +383,14 @@ impl Session {
         }
     }
 
-    /// Queues one delivery now (see `deliver`).
+    /// Queues one delivery now (see `deliver`). `keep` makes the message a queue keeps
+    /// (only asked for when it does not go straight to the outbound buffer).
     fn deliver_now(
         &mut self,
         w: &mut impl Wire,
         sref: SubRef,
-        msg: &Arc<Msg>,
+        msg: &Msg,
+        keep: impl FnOnce(&Msg) -> Arc<Msg>,
         cx: &mut impl Context,
     ) -> bool {
         let write_buffer = cx.config().queues.write_buffer;
@@ -408,7 +443,7 @@ impl Session {
                 self.write_now = true;
             }
         } else {
-            self.enqueue(w, sref, msg, cx);
+            self.enqueue(w, sref, &keep(msg), cx);
             self.enforce_budget(cx);
             self.fill(w, cx);
         }
