@@ -707,19 +707,26 @@ impl Conn {
     /// writing to the socket whenever what waits goes over its budget, as the worker does
     /// after a single delivery. Returns true when anything was queued.
     pub fn deliver_run(&mut self, sref: SubRef, run: &ReplayRun, cx: &mut impl Context) -> bool {
-        let mut queued = false;
-        for rec in run.records() {
-            if self
-                .session
-                .deliver_record(&mut self.proto, sref, run, &rec, cx)
-            {
-                queued = true;
-                if self.session.wants_flush() {
-                    self.flush(cx);
-                }
-            }
-        }
-        queued
+        deliver_run(
+            &mut self.session,
+            &mut self.proto,
+            &mut self.io,
+            sref,
+            run,
+            cx,
+        )
+    }
+
+    /// `deliver_run`, with the writes it makes going to `to`: a unit test's bytes out.
+    #[cfg(test)]
+    pub fn deliver_run_to(
+        &mut self,
+        sref: SubRef,
+        run: &ReplayRun,
+        to: &mut impl Transmit,
+        cx: &mut impl Context,
+    ) -> bool {
+        deliver_run(&mut self.session, &mut self.proto, to, sref, run, cx)
     }
 
     /// A published message it asked an acknowledgement for was routed (`Session::ack`).
@@ -1836,6 +1843,28 @@ impl Session {
         self.pings_out += 1;
         self.last_ping = now;
     }
+}
+
+/// `Conn::deliver_run`: each record delivered in order, and a write to `to` whenever the
+/// session asks for one (`Session::wants_flush`), as the worker writes after a delivery.
+fn deliver_run(
+    s: &mut Session,
+    w: &mut impl Wire,
+    to: &mut impl Transmit,
+    sref: SubRef,
+    run: &ReplayRun,
+    cx: &mut impl Context,
+) -> bool {
+    let mut queued = false;
+    for rec in run.records() {
+        if s.deliver_record(w, sref, run, &rec, cx) {
+            queued = true;
+            if s.wants_flush() {
+                flush(s, w, to, cx);
+            }
+        }
+    }
+    queued
 }
 
 /// Writes what waits for the client to `to` as far as it takes it, refilling the outbound

@@ -1017,7 +1017,7 @@ fn a_run_into_a_slow_subscriber_queues_what_waits_and_keeps_it_in_flight() {
     s.peer.room = Some(0);
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let run = run_of(6, &in_flight);
-    assert!(s.conn.deliver_run(sub, &run, &mut s.cx));
+    assert!(s.conn.deliver_run_to(sub, &run, &mut s.peer, &mut s.cx));
     let record = run.records.len() / 6;
     drop(run);
     // Two records fit the write buffer (taken); four wait in the queue, still counted.
