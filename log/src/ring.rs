@@ -283,7 +283,8 @@ impl Stage {
     /// Appends a record's bytes, exactly as the general path puts them one field at a
     /// time: its commit word (length and CRC over the rest), the fixed part, the variable
     /// fields, the padding to `n`, and the terminator when it follows. One reservation,
-    /// no zero-filling, no per-field bounds walk.
+    /// no zero-filling beyond the zero bytes of the format: the commit word's place goes in
+    /// with the fixed part (one 40-byte copy), the padding with the terminator (one copy).
     fn push_record(
         &mut self,
         rec: &Record<'_>,
@@ -291,21 +292,21 @@ impl Stage {
         exact: usize,
         n: usize,
         terminator: bool,
-        seeded: Seeded,
+        seeded: &Seeded,
     ) {
         let start = self.buf.len();
-        self.buf.reserve(n + 8);
-        self.buf.extend_from_slice(&[0u8; 8]);
-        self.buf.extend_from_slice(&rec.fixed_part(seq));
+        let len = n + if terminator { 8 } else { 0 };
+        self.buf.reserve(len);
+        let mut head = [0u8; RECORD_HEADER_LEN];
+        head[8..].copy_from_slice(&rec.fixed_part(seq));
+        self.buf.extend_from_slice(&head);
         for field in rec.var_fields() {
             self.buf.extend_from_slice(field);
         }
-        self.buf.extend_from_slice(&[0u8; ALIGN][..n - exact]);
-        if terminator {
-            self.buf.extend_from_slice(&[0u8; 8]);
-        }
-        let sum = seeded.crc(&self.buf[start + 8..start + exact]);
-        self.buf[start..start + 8].copy_from_slice(&commit_word(exact as u32, sum));
+        self.buf.extend_from_slice(&[0u8; ALIGN + 8][..len - exact]);
+        let out = &mut self.buf[start..];
+        let sum = seeded.crc(&out[8..exact]);
+        out[..8].copy_from_slice(&commit_word(exact as u32, sum));
     }
 }
 
@@ -530,8 +531,8 @@ impl RingLog {
     /// file is returned by the next [`RingLog::flush`], not here: an error from `append`
     /// always concerns its own record.
     pub fn append(&mut self, rec: &Record<'_>) -> Result<u64, LogError> {
-        rec.check_fields()?;
         let exact = rec.exact_len();
+        rec.check_fields(exact)?;
         let stored = rec.stored_len();
         if stored > self.max_record_len() {
             return Err(LogError::RecordTooLarge {
@@ -581,7 +582,7 @@ impl RingLog {
         if place.marker.is_none() && terminator.is_none_or(|t| t == place.pos + n) {
             if let Some(stage) = self.stage.as_deref_mut() {
                 if stage.extend(place.pos, n) {
-                    stage.push_record(rec, seq, exact, n, terminator.is_some(), self.seeded);
+                    stage.push_record(rec, seq, exact, n, terminator.is_some(), &self.seeded);
                     self.committed(rec, seq, place.pos, n);
                     return Ok(seq);
                 }
