@@ -283,8 +283,8 @@ impl Stage {
     /// Appends a record's bytes, exactly as the general path puts them one field at a
     /// time: its commit word (length and CRC over the rest), the fixed part, the variable
     /// fields, the padding to `n`, and the terminator when it follows. One reservation,
-    /// no zero-filling beyond the zero bytes of the format: the commit word's place goes in
-    /// with the fixed part (one 40-byte copy), the padding with the terminator (one copy).
+    /// then each part copied once into its place: no per-part capacity check or length
+    /// update, no call to copy an empty field or to zero the padding.
     fn push_record(
         &mut self,
         rec: &Record<'_>,
@@ -296,14 +296,40 @@ impl Stage {
     ) {
         let start = self.buf.len();
         let len = n + if terminator { 8 } else { 0 };
-        self.buf.reserve(len);
-        let mut head = [0u8; RECORD_HEADER_LEN];
-        head[8..].copy_from_slice(&rec.fixed_part(seq));
-        self.buf.extend_from_slice(&head);
-        for field in rec.var_fields() {
-            self.buf.extend_from_slice(field);
+        let fixed = rec.fixed_part(seq);
+        let fields = rec.var_fields();
+        debug_assert_eq!(
+            RECORD_HEADER_LEN + fields.iter().map(|f| f.len()).sum::<usize>(),
+            exact
+        );
+        debug_assert!(exact <= n && n < exact + ALIGN);
+        // The padding and the terminator are at most 15 bytes: 16 zero bytes are stored
+        // after the fields whatever their number, so room is made for them.
+        self.buf.reserve(len.max(exact + 16));
+        // SAFETY: `reserve` made room for `max(len, exact + 16)` bytes after `start`,
+        // so every store below is inside the allocation. They cover `start..start +
+        // len` (and at most 16 bytes more, left out of the length): 8 zero bytes (the
+        // commit word's place), the 32-byte fixed part, the variable fields, whose
+        // lengths add up to `exact - 40` (`Record::exact_len`, which `append` computed
+        // from this record; the debug assertion above), then 16 zero bytes from
+        // `exact`, which cover the padding and the terminator (`len - exact <= 15`).
+        // So every byte up to the new length is initialised when `set_len` runs. The
+        // sources are the record's borrowed slices and a local, never `self.buf`
+        // (which `&mut self` holds uniquely).
+        unsafe {
+            let base = self.buf.as_mut_ptr().add(start);
+            base.cast::<[u8; 8]>().write_unaligned([0; 8]);
+            base.add(8).cast::<[u8; 32]>().write_unaligned(fixed);
+            let mut at = RECORD_HEADER_LEN;
+            for field in fields {
+                if !field.is_empty() {
+                    std::ptr::copy_nonoverlapping(field.as_ptr(), base.add(at), field.len());
+                    at += field.len();
+                }
+            }
+            base.add(exact).cast::<[u8; 16]>().write_unaligned([0; 16]);
+            self.buf.set_len(start + len);
         }
-        self.buf.extend_from_slice(&[0u8; ALIGN + 8][..len - exact]);
         let out = &mut self.buf[start..];
         let sum = seeded.crc(&out[8..exact]);
         out[..8].copy_from_slice(&commit_word(exact as u32, sum));
