@@ -44,8 +44,16 @@ pub(crate) struct Dedupe {
     ids: Mutex<Window>,
     /// Per shard, the oldest sequence its log holds: ids stored under an older one are
     /// gone with their record.
-    held_from: Box<[AtomicU64]>,
+    held_from: Box<[HeldFrom]>,
 }
+
+/// One shard's oldest held sequence, on cache lines of its own (128 bytes: a line and the
+/// one the prefetcher pairs with it). Its shard stores it on every append that evicts,
+/// which is every append once the ring is full; sharing a line with the other shards'
+/// would move that line between their cores on each of their appends.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct HeldFrom(AtomicU64);
 
 impl Dedupe {
     /// A table remembering ids for `window`, at most `max_ids` of them, for `shards`
@@ -53,7 +61,7 @@ impl Dedupe {
     pub fn new(window: Duration, max_ids: usize, shards: usize) -> Dedupe {
         Dedupe {
             ids: Mutex::new(Window::new(window, max_ids.max(1))),
-            held_from: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            held_from: (0..shards).map(|_| HeldFrom::default()).collect(),
         }
     }
 
@@ -77,7 +85,7 @@ impl Dedupe {
     /// Shard `shard`'s log now begins at `first_seq` (it wrapped over older records).
     pub fn held_from(&self, shard: u16, first_seq: u64) {
         if let Some(h) = self.held_from.get(usize::from(shard)) {
-            h.store(first_seq, Ordering::Relaxed);
+            h.0.store(first_seq, Ordering::Relaxed);
         }
     }
 
@@ -92,7 +100,7 @@ impl Dedupe {
 /// The table, locked.
 pub(crate) struct Ids<'a> {
     window: MutexGuard<'a, Window>,
-    held_from: &'a [AtomicU64],
+    held_from: &'a [HeldFrom],
 }
 
 impl Ids<'_> {
@@ -112,10 +120,10 @@ impl Ids<'_> {
 }
 
 /// True while the record of `c` is still in its shard's log.
-fn held(held_from: &[AtomicU64], c: &FirstCopy) -> bool {
+fn held(held_from: &[HeldFrom], c: &FirstCopy) -> bool {
     held_from
         .get(usize::from(c.shard))
-        .is_some_and(|h| c.seq >= h.load(Ordering::Relaxed))
+        .is_some_and(|h| c.seq >= h.0.load(Ordering::Relaxed))
 }
 
 struct Window {
@@ -200,6 +208,18 @@ mod tests {
         // Stored again: the old entry's expiry does not take the new one with it.
         d.lock().remember(Bytes::from_static(b"a"), at(1, 9), t0);
         assert_eq!(d.lock().seen(b"a", t0), Some(at(1, 9)));
+    }
+
+    /// Each shard stores its oldest held sequence on every append once its ring is full:
+    /// no two shards' values may share a cache line (or its prefetch pair).
+    #[test]
+    fn each_shards_oldest_held_sequence_has_cache_lines_of_its_own() {
+        let d = Dedupe::new(Duration::from_secs(120), 10, 4);
+        let at = |i: usize| std::ptr::from_ref(&d.held_from[i].0) as usize;
+        for i in 1..4 {
+            assert!(at(i) - at(i - 1) >= 128);
+            assert_eq!(at(i) % 128, 0);
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! Owns: the [`File`], the [`MmapMut`] over the whole file, and every system call the log
 //! makes: reserving the file's blocks (`posix_fallocate`), copying a damaged file aside, and
-//! asking how much space its filesystem has left. This is the only module with `unsafe`:
-//! mapping the file and those three calls.
+//! asking how much space its filesystem has left. Its `unsafe` is mapping the file and
+//! those three calls; the only other `unsafe` of the crate is one block in `ring`, which
+//! lays a record into a batch's reserved bytes (`Stage::push_record`).
 //!
 //! Contract: every block of a mapped file is reserved on its filesystem before it is mapped,
 //! so a store through the map never meets a full disk (which would be SIGBUS, not an error);

@@ -83,19 +83,23 @@ pub(crate) fn crc(epoch: u64, bytes: &[u8]) -> u32 {
 }
 
 /// [`crc`] for one epoch, the epoch's part done once: a log checks every record it
-/// appends with the same epoch.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Seeded(u32);
+/// appends with the same epoch. It keeps a hasher already seeded (and with its CPU
+/// features detected, which `crc32fast::Hasher::new_with_initial` does on every call) and
+/// hashes each record from a copy of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Seeded(crc32fast::Hasher);
 
 impl Seeded {
     pub(crate) fn new(epoch: u64) -> Seeded {
-        Seeded(crc(epoch, &[]))
+        let mut h = crc32fast::Hasher::new();
+        h.update(&epoch.to_le_bytes());
+        Seeded(h)
     }
 
     /// `crc(epoch, bytes)`.
     #[inline]
-    pub(crate) fn crc(self, bytes: &[u8]) -> u32 {
-        let mut h = crc32fast::Hasher::new_with_initial(self.0);
+    pub(crate) fn crc(&self, bytes: &[u8]) -> u32 {
+        let mut h = self.0.clone();
         h.update(bytes);
         h.finalize()
     }

@@ -15,8 +15,9 @@
 //! exactly one thread uses a [`RingLog`]; changes a damaged file it could not first copy aside.
 //!
 //! Modules: [`mod@format`] (offsets and constants of the file format), `record` (the [`Record`]
-//! and its bytes), `file` (creating, reserving, validating, mapping and copying the file: the
-//! only `unsafe`), `recovery` (the recovery walk, a pure function of the bytes, and [`Hole`]),
+//! and its bytes), `file` (creating, reserving, validating, mapping and copying the file: its
+//! system calls are the crate's `unsafe`, with one block of `ring` that lays a record into a
+//! batch's reserved bytes), `recovery` (the recovery walk, a pure function of the bytes, and [`Hole`]),
 //! `ring` (the [`RingLog`] itself), `error` ([`LogError`]).
 
 #![deny(missing_docs)]

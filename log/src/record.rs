@@ -87,8 +87,19 @@ impl<'a> Record<'a> {
             + self.payload.len() as u64
     }
 
-    /// Checks every field against the width of its length prefix.
-    pub(crate) fn check_fields(&self) -> Result<(), LogError> {
+    /// Checks every field against the width of its length prefix, given the record's
+    /// [`Record::exact_len`]. Fields that together fit in the narrowest prefix (16 bits)
+    /// each fit in theirs, so a record of at most 64 KiB is settled by one comparison.
+    #[inline]
+    pub(crate) fn check_fields(&self, exact_len: u64) -> Result<(), LogError> {
+        if exact_len - RECORD_HEADER_LEN as u64 <= u64::from(u16::MAX) {
+            return Ok(());
+        }
+        self.check_each_field()
+    }
+
+    #[cold]
+    fn check_each_field(&self) -> Result<(), LogError> {
         let checks: [(&'static str, usize, u64); 5] = [
             ("subject", self.subject.len(), u16::MAX.into()),
             ("reply", self.reply.map_or(0, <[u8]>::len), u16::MAX.into()),
@@ -465,7 +476,7 @@ mod tests {
         let long = vec![0u8; 70_000];
         let rec = Record::new(&long, b"");
         assert!(matches!(
-            rec.check_fields(),
+            rec.check_fields(rec.exact_len()),
             Err(LogError::FieldTooLong {
                 field: "subject",
                 len: 70_000,
@@ -477,12 +488,45 @@ mod tests {
             ..Record::new(b"s", &long)
         };
         assert!(matches!(
-            rec.check_fields(),
+            rec.check_fields(rec.exact_len()),
             Err(LogError::FieldTooLong {
                 field: "message_id",
                 ..
             })
         ));
-        assert!(Record::new(b"s", &long).check_fields().is_ok());
+        let rec = Record::new(b"s", &long);
+        assert!(rec.check_fields(rec.exact_len()).is_ok());
+    }
+
+    /// The one-comparison check for records of at most 64 KiB of fields agrees with the
+    /// field-by-field one on both sides of its bound.
+    #[test]
+    fn the_short_record_check_agrees_with_the_field_by_field_one() {
+        let max = vec![0u8; 65_535];
+        let over = vec![0u8; 65_536];
+        let cases: [(Record<'_>, bool); 5] = [
+            (Record::new(&max, b""), true),
+            (Record::new(&over, b""), false),
+            (Record::new(&max, b"p"), true),
+            (
+                Record {
+                    reply: Some(&max),
+                    message_id: Some(&max),
+                    ..Record::new(&max, &over)
+                },
+                true,
+            ),
+            (
+                Record {
+                    reply: Some(&over),
+                    ..Record::new(b"s", b"")
+                },
+                false,
+            ),
+        ];
+        for (rec, ok) in cases {
+            assert_eq!(rec.check_fields(rec.exact_len()).is_ok(), ok);
+            assert_eq!(rec.check_each_field().is_ok(), ok);
+        }
     }
 }

@@ -283,7 +283,8 @@ impl Stage {
     /// Appends a record's bytes, exactly as the general path puts them one field at a
     /// time: its commit word (length and CRC over the rest), the fixed part, the variable
     /// fields, the padding to `n`, and the terminator when it follows. One reservation,
-    /// no zero-filling, no per-field bounds walk.
+    /// then each part copied once into its place: no per-part capacity check or length
+    /// update, no call to copy an empty field or to zero the padding.
     fn push_record(
         &mut self,
         rec: &Record<'_>,
@@ -291,21 +292,47 @@ impl Stage {
         exact: usize,
         n: usize,
         terminator: bool,
-        seeded: Seeded,
+        seeded: &Seeded,
     ) {
         let start = self.buf.len();
-        self.buf.reserve(n + 8);
-        self.buf.extend_from_slice(&[0u8; 8]);
-        self.buf.extend_from_slice(&rec.fixed_part(seq));
-        for field in rec.var_fields() {
-            self.buf.extend_from_slice(field);
+        let len = n + if terminator { 8 } else { 0 };
+        let fixed = rec.fixed_part(seq);
+        let fields = rec.var_fields();
+        debug_assert_eq!(
+            RECORD_HEADER_LEN + fields.iter().map(|f| f.len()).sum::<usize>(),
+            exact
+        );
+        debug_assert!(exact <= n && n < exact + ALIGN);
+        // The padding and the terminator are at most 15 bytes: 16 zero bytes are stored
+        // after the fields whatever their number, so room is made for them.
+        self.buf.reserve(len.max(exact + 16));
+        // SAFETY: `reserve` made room for `max(len, exact + 16)` bytes after `start`,
+        // so every store below is inside the allocation. They cover `start..start +
+        // len` (and at most 16 bytes more, left out of the length): 8 zero bytes (the
+        // commit word's place), the 32-byte fixed part, the variable fields, whose
+        // lengths add up to `exact - 40` (`Record::exact_len`, which `append` computed
+        // from this record; the debug assertion above), then 16 zero bytes from
+        // `exact`, which cover the padding and the terminator (`len - exact <= 15`).
+        // So every byte up to the new length is initialised when `set_len` runs. The
+        // sources are the record's borrowed slices and a local, never `self.buf`
+        // (which `&mut self` holds uniquely).
+        unsafe {
+            let base = self.buf.as_mut_ptr().add(start);
+            base.cast::<[u8; 8]>().write_unaligned([0; 8]);
+            base.add(8).cast::<[u8; 32]>().write_unaligned(fixed);
+            let mut at = RECORD_HEADER_LEN;
+            for field in fields {
+                if !field.is_empty() {
+                    std::ptr::copy_nonoverlapping(field.as_ptr(), base.add(at), field.len());
+                    at += field.len();
+                }
+            }
+            base.add(exact).cast::<[u8; 16]>().write_unaligned([0; 16]);
+            self.buf.set_len(start + len);
         }
-        self.buf.extend_from_slice(&[0u8; ALIGN][..n - exact]);
-        if terminator {
-            self.buf.extend_from_slice(&[0u8; 8]);
-        }
-        let sum = seeded.crc(&self.buf[start + 8..start + exact]);
-        self.buf[start..start + 8].copy_from_slice(&commit_word(exact as u32, sum));
+        let out = &mut self.buf[start..];
+        let sum = seeded.crc(&out[8..exact]);
+        out[..8].copy_from_slice(&commit_word(exact as u32, sum));
     }
 }
 
@@ -530,8 +557,8 @@ impl RingLog {
     /// file is returned by the next [`RingLog::flush`], not here: an error from `append`
     /// always concerns its own record.
     pub fn append(&mut self, rec: &Record<'_>) -> Result<u64, LogError> {
-        rec.check_fields()?;
         let exact = rec.exact_len();
+        rec.check_fields(exact)?;
         let stored = rec.stored_len();
         if stored > self.max_record_len() {
             return Err(LogError::RecordTooLarge {
@@ -581,7 +608,7 @@ impl RingLog {
         if place.marker.is_none() && terminator.is_none_or(|t| t == place.pos + n) {
             if let Some(stage) = self.stage.as_deref_mut() {
                 if stage.extend(place.pos, n) {
-                    stage.push_record(rec, seq, exact, n, terminator.is_some(), self.seeded);
+                    stage.push_record(rec, seq, exact, n, terminator.is_some(), &self.seeded);
                     self.committed(rec, seq, place.pos, n);
                     return Ok(seq);
                 }
