@@ -425,16 +425,7 @@ proptest! {
         // bytes as the whole-frame encoder.
         let ServerFrame::Message(m) = &frame else { return Ok(()) };
         let mut parts = BytesMut::new();
-        let head = MessageHead {
-            sid: m.sid,
-            priority: m.priority,
-            shard: m.shard,
-            sequence: m.sequence,
-            timestamp: m.timestamp,
-            replayed: m.replayed,
-            subject: &m.subject,
-            reply: m.reply.as_deref(),
-        };
+        let head = MessageHead::of(m);
         encode_message_head(&head, m.headers.as_ref().map(Bytes::len), m.payload.len(), &mut parts)
             .unwrap();
         if let Some(h) = &m.headers {
@@ -449,16 +440,7 @@ proptest! {
     fn a_message_without_headers_in_one_write_is_the_whole_frame(frame in server_frame()) {
         let ServerFrame::Message(m) = &frame else { return Ok(()) };
         let m = Message { headers: None, ..m.clone() };
-        let head = MessageHead {
-            sid: m.sid,
-            priority: m.priority,
-            shard: m.shard,
-            sequence: m.sequence,
-            timestamp: m.timestamp,
-            replayed: m.replayed,
-            subject: &m.subject,
-            reply: m.reply.as_deref(),
-        };
+        let head = MessageHead::of(&m);
         // Appended after what the buffer holds, as the broker's outbound tail.
         let mut buf = BytesMut::from(&b"before"[..]);
         encode_message(&head, &m.payload, &mut buf).unwrap();

@@ -587,7 +587,7 @@ pub struct MessageHead<'a> {
 
 impl MessageHead<'_> {
     /// The head of a whole `MESSAGE`.
-    fn of(m: &Message) -> MessageHead<'_> {
+    pub fn of(m: &Message) -> MessageHead<'_> {
         MessageHead {
             sid: m.sid,
             priority: m.priority,
