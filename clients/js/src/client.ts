@@ -1422,11 +1422,16 @@ export class Client {
       25,
       Math.min(this.#opts.pingIntervalMs, conn.welcome?.pingIntervalMs || Infinity) / 2,
     );
-    const pings = setInterval(() => {
+    const ping = () => {
       conn.pongs.push(null);
       conn.lastPing = Date.now();
       conn.transport.write(encodeClientFrame({ type: "PING" }));
-    }, every);
+    };
+    // Holds may come and go faster than `every` (an application taking a few messages at
+    // a time): each starts with a PING unless one went out lately, or the broker, its
+    // PINGs unread behind the deliveries, hears nothing for all the short holds together.
+    if (Date.now() - conn.lastPing >= every) ping();
+    const pings = setInterval(ping, every);
     conn.held = { frame: f, sub, pings };
     void sub._whenRoom().then(() => this.#release(conn));
   }
