@@ -38,6 +38,10 @@ pub(crate) trait Transmit {
 
     /// Bytes taken from the outbound queue and not written yet (encoded by a transport).
     fn unsent(&self) -> usize;
+
+    /// Bytes written and not yet taken by the peer (the kernel's send queue): how far the
+    /// client's reading lags what it was given. 0 where it cannot be told.
+    fn unread(&self) -> usize;
 }
 
 /// What one read did, for the session to hear.
@@ -213,5 +217,9 @@ impl Transmit for Io {
     #[inline]
     fn unsent(&self) -> usize {
         self.link.as_ref().map_or(0, |l| l.unsent())
+    }
+
+    fn unread(&self) -> usize {
+        self.sock.unread()
     }
 }

@@ -325,6 +325,10 @@ pub(crate) struct Session {
     /// (`Session::wants_flush`), so a client that reads keeps getting its deliveries
     /// straight into the outbound buffer instead of through its subscription queues (a
     /// copy of each message, tickets, a refill: several times a direct delivery's cost).
+    /// Unless the client is not reading what it was given: when the kernel already holds
+    /// `write_buffer` bytes it has not taken (`Transmit::unread`), the write waits for the
+    /// loop turn's end and what follows is queued, so a stalled reader meets its queue's
+    /// limits (drops, a lossless fall-back) instead of filling the kernel's buffers first.
     write_now: bool,
     /// `PONG`s waiting for the shards this connection sent traffic to (see `ping`).
     barrier: PingBarrier,
@@ -1873,6 +1877,13 @@ fn deliver_run(
 /// (latency recorded, congestion drained), an error, or that the rest must wait.
 #[inline]
 fn flush(s: &mut Session, w: &mut impl Wire, to: &mut impl Transmit, cx: &mut impl Context) {
+    if s.write_now && !s.flush_first && to.unread() >= cx.config().queues.write_buffer {
+        // The socket took the last writes but the client has not read them: writing more
+        // now would only park it in the kernel. What follows is queued, by the queue's
+        // rules, and this buffer goes out with the loop turn's own writes.
+        s.write_now = false;
+        return;
+    }
     loop {
         if !s.write_blocked && s.has_unsent() {
             match to.transmit(&mut s.out) {

@@ -53,6 +53,8 @@ struct Peer {
     room: Option<usize>,
     /// The next write fails with this.
     fail: Option<io::ErrorKind>,
+    /// Bytes written that the client has not read yet, as the kernel's send queue says.
+    unread: usize,
 }
 
 impl Transmit for Peer {
@@ -65,6 +67,10 @@ impl Transmit for Peer {
 
     fn unsent(&self) -> usize {
         0
+    }
+
+    fn unread(&self) -> usize {
+        self.unread
     }
 }
 
@@ -932,6 +938,40 @@ fn a_full_write_buffer_asks_for_a_write_before_anything_is_queued() {
     }
     assert!(s.conn.has_backlog());
     assert!(!s.conn.wants_flush());
+}
+
+/// A client that has not read what its socket took is not written to at once: what the
+/// kernel already holds for it is enough, the buffer waits for the loop turn's write and
+/// the next deliveries are queued (and dropped by the queue's rules, not parked in the
+/// kernel).
+#[test]
+fn a_client_that_does_not_read_is_not_written_to_at_once() {
+    let mut config = Config::default();
+    config.queues.write_buffer = 1024;
+    let mut s = Session::connected(config);
+    s.send(b"SUB s 1\r\n");
+    let sub = s.sub(0);
+    s.peer.unread = 1024;
+    let mut seq = 0;
+    while !s.conn.wants_flush() {
+        seq += 1;
+        assert!(seq < 20, "no write asked for past the write buffer");
+        assert!(s.deliver(sub, msg("s", &[b'x'; 300], 0, seq)));
+    }
+    s.conn.flush_to(&mut s.peer, &mut s.cx);
+    assert!(!s.conn.wants_flush());
+    assert!(
+        s.peer.output.is_empty(),
+        "written though the client reads nothing"
+    );
+    seq += 1;
+    assert!(s.deliver(sub, msg("s", &[b'x'; 300], 0, seq)));
+    assert!(s.conn.has_backlog(), "the next delivery was not queued");
+    assert!(!s.conn.wants_flush());
+    // The loop turn's own write still goes out, and the queue refills behind it.
+    s.conn.flush_to(&mut s.peer, &mut s.cx);
+    assert_eq!(s.written().matches("MSG s 1 300\r\n").count(), seq as usize);
+    assert_eq!(s.conn.waiting(), (0, 0));
 }
 
 /// What the connection under test keeps on the heap beyond its own struct: the bytes

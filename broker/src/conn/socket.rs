@@ -49,6 +49,29 @@ impl Socket {
         }
     }
 
+    /// Bytes written to the socket and not yet taken by the peer: the kernel's send queue
+    /// (`SIOCOUTQ`). 0 where it cannot be told, and for memory.
+    pub fn unread(&self) -> usize {
+        match self {
+            #[cfg(target_os = "linux")]
+            Socket::Tcp(sock) => {
+                let mut n: libc::c_int = 0;
+                // SAFETY: `TIOCOUTQ` (`SIOCOUTQ` on a socket) writes one `c_int` through the
+                // pointer, which points at one.
+                let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+                if r < 0 {
+                    0
+                } else {
+                    n.max(0) as usize
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            Socket::Tcp(_) => 0,
+            #[cfg(test)]
+            Socket::Memory(_) => 0,
+        }
+    }
+
     /// The TCP socket, to (de)register it with the poll; `None` for memory.
     pub fn tcp(&mut self) -> Option<&mut TcpStream> {
         match self {
