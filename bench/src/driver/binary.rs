@@ -12,8 +12,12 @@
 //! `encode_client_frame`. `PUBLISH` is the hot path, and the reference encoder wants the
 //! payload as `Bytes` (an allocation and a copy per message), so [`put_publish`] writes
 //! the frame straight into the write batch; a test checks it is byte for byte what
-//! `encode_client_frame` writes. Everything the broker sends is parsed by
-//! `tern_protocol::binary::ServerFrameDecoder`.
+//! `encode_client_frame` writes. Receiving is the other hot path: a `MESSAGE` with no
+//! flags (a live delivery without reply or headers, every delivery of a measurement) is
+//! read in place by [`plain_delivery`], its payload handed over as a slice of the read
+//! buffer, as the text driver's `MSG`; everything else the broker sends (and any
+//! `MESSAGE` that is not whole and exact) is parsed by
+//! `tern_protocol::binary::ServerFrameDecoder`. A test holds the two to the same answers.
 //!
 //! What is published: priority [`PRIORITY`], no reply, no headers, no message id, no
 //! acknowledgement — the binary twin of a text `PUB`, so the two ports are compared on
@@ -26,10 +30,10 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tern_protocol::binary::{
     encode_client_frame, frame_type, ClientFrame, EncodeError, Hello, Limits, Preface, ResumeToken,
-    ServerFrame, ServerFrameDecoder, StartPosition, Subscribe, Welcome, VERSION,
+    ServerFrame, ServerFrameDecoder, StartPosition, Subscribe, Welcome, MAX_PRIORITY, VERSION,
 };
 
 use super::socket::{self, Dispatch, Opening, Socket, TlsStart, HANDSHAKE_TIMEOUT};
@@ -167,6 +171,15 @@ impl BinaryConnection {
     ) -> Result<usize, DriverError> {
         let mut messages = 0;
         while until_pongs.is_none_or(|want| self.pongs < want) {
+            // The deliveries at the front, read in place (a PONG is never one of them).
+            let inbuf = &self.socket.inbuf;
+            let mut at = 0;
+            while let Some((payload, end)) = plain_delivery(&inbuf[at..]) {
+                on_message(&inbuf[at + payload.start..at + payload.end]);
+                messages += 1;
+                at += end;
+            }
+            self.socket.inbuf.advance(at);
             let Some(frame) = self.decoder.decode(&mut self.socket.inbuf)? else {
                 break;
             };
@@ -312,6 +325,41 @@ impl Connection for BinaryConnection {
     }
 }
 
+/// A `MESSAGE`'s bytes up to its subject: length, type, flags, sid, priority, shard,
+/// sequence, timestamp, the subject's length.
+const MESSAGE_FIXED: usize = 4 + 1 + 1 + 4 + 1 + 2 + 8 + 8 + 2;
+
+/// The common delivery read in place: when `buf` starts with a whole `MESSAGE` with no
+/// flags (no reply, no header block, live), exact in its lengths, with a valid priority and
+/// a payload of at most [`MAX_PAYLOAD`] bytes, where its payload lies in `buf` and where
+/// the frame ends. `None` for anything else (another frame, a flag, a frame not yet whole,
+/// one whose lengths disagree), which `ServerFrameDecoder` then decodes or refuses.
+///
+/// The hot path of every subscriber: no `Bytes` cut out of the read buffer, no
+/// `ServerFrame` built and moved, one bounds check per field. As the text driver does
+/// for `MSG`, it does not check the subject's syntax (the broker routed it); everything
+/// else is held to the reference decoder's answers (a test checks it).
+#[inline]
+pub fn plain_delivery(buf: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
+    let fixed = buf.get(..MESSAGE_FIXED)?;
+    if fixed[4] != frame_type::MESSAGE || fixed[5] != 0 || fixed[10] > MAX_PRIORITY {
+        return None;
+    }
+    let len = u32::from_be_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]) as usize;
+    let end = len.checked_add(4)?;
+    let frame = buf.get(..end)?;
+    let subject_end = MESSAGE_FIXED + usize::from(u16::from_be_bytes([fixed[29], fixed[30]]));
+    let payload_len = frame.get(subject_end..subject_end + 4)?;
+    let payload_len = u32::from_be_bytes([
+        payload_len[0],
+        payload_len[1],
+        payload_len[2],
+        payload_len[3],
+    ]) as usize;
+    let payload = subject_end + 4..end;
+    (payload.len() == payload_len && payload_len <= MAX_PAYLOAD).then_some((payload, end))
+}
+
 /// Appends a `PUBLISH` frame (priority [`PRIORITY`], no options) for `subject` and
 /// `payload` to `out`: `u32 length | 0x02 | flags 0 | u8 priority | short subject |
 /// long payload`. Byte for byte what `encode_client_frame` writes for the same frame; on
@@ -384,6 +432,109 @@ mod tests {
             &out[..],
             b"\x00\x00\x00\x15\x02\x00\x00\x00\x0achat.room1\x00\x00\x00\x02hi"
         );
+    }
+
+    #[test]
+    fn deliveries_read_in_place_match_the_reference_decoder() {
+        let decode = |bytes: &[u8]| {
+            let mut buf = BytesMut::from(bytes);
+            ServerFrameDecoder::new(Limits {
+                max_payload: MAX_PAYLOAD,
+                ..Limits::default()
+            })
+            .decode(&mut buf)
+        };
+        let base = Message {
+            sid: 9,
+            priority: 7,
+            shard: 3,
+            sequence: 1 << 40,
+            timestamp: 1_700_000_000_000_000_000,
+            subject: Bytes::from_static(b"bench.pubsub"),
+            payload: Bytes::from(vec![0xa5; 1024]),
+            ..Message::default()
+        };
+        let plain = [
+            base.clone(),
+            Message {
+                payload: Bytes::new(),
+                ..base.clone()
+            },
+            Message {
+                subject: Bytes::from_static(b"x"),
+                payload: Bytes::from(vec![1; 70_000]),
+                priority: 0,
+                ..base.clone()
+            },
+        ];
+        for m in &plain {
+            let mut wire = BytesMut::new();
+            encode_server_frame(&ServerFrame::Message(m.clone()), &mut wire).unwrap();
+            let (payload, end) = plain_delivery(&wire).expect("a plain MESSAGE");
+            assert_eq!(end, wire.len());
+            assert_eq!(&wire[payload], &m.payload[..]);
+            let Ok(Some(ServerFrame::Message(reference))) = decode(&wire) else {
+                panic!("the reference decoder refused it");
+            };
+            assert_eq!(&reference, m);
+            // Followed by more bytes, it ends where the frame does.
+            let mut two = wire.clone();
+            two.extend_from_slice(&wire);
+            assert_eq!(plain_delivery(&two).map(|(_, end)| end), Some(wire.len()));
+            // Not whole yet: left to the decoder, which waits for the rest.
+            for cut in [0, 3, MESSAGE_FIXED - 1, MESSAGE_FIXED, wire.len() - 1] {
+                assert_eq!(plain_delivery(&wire[..cut]), None, "cut at {cut}");
+                assert!(matches!(decode(&wire[..cut]), Ok(None)), "cut at {cut}");
+            }
+        }
+        // Anything with a flag goes to the decoder: a reply, a header block, a replay.
+        for m in [
+            Message {
+                reply: Some(Bytes::from_static(b"r")),
+                ..base.clone()
+            },
+            Message {
+                headers: Some(Bytes::from_static(b"NATS/1.0\r\n\r\n")),
+                ..base.clone()
+            },
+            Message {
+                replayed: true,
+                ..base.clone()
+            },
+        ] {
+            let mut wire = BytesMut::new();
+            encode_server_frame(&ServerFrame::Message(m.clone()), &mut wire).unwrap();
+            assert_eq!(plain_delivery(&wire), None);
+            assert!(matches!(decode(&wire), Ok(Some(ServerFrame::Message(r))) if r == m));
+        }
+        // Other frames, and MESSAGEs the reference refuses for their structure or content,
+        // are never read in place.
+        let mut pong = BytesMut::new();
+        encode_server_frame(&ServerFrame::Pong, &mut pong).unwrap();
+        assert_eq!(plain_delivery(&pong), None);
+        let mut wire = BytesMut::new();
+        encode_server_frame(&ServerFrame::Message(base.clone()), &mut wire).unwrap();
+        let at_payload_len = MESSAGE_FIXED + base.subject.len();
+        let mut corrupt = Vec::new();
+        // The payload's length too long (twice), the subject's length too long, the
+        // frame's own length one short, a priority above 7.
+        for (at, value) in [
+            (at_payload_len + 3, 0xff),
+            (at_payload_len + 2, 0x05),
+            (30, 0xff),
+            (3, wire[3].wrapping_sub(1)),
+        ] {
+            let mut bad = wire.to_vec();
+            bad[at] = value;
+            corrupt.push(bad);
+        }
+        let mut bad = wire.to_vec();
+        bad[10] = 8;
+        corrupt.push(bad);
+        for bad in &corrupt {
+            assert_eq!(plain_delivery(bad), None);
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
