@@ -9,6 +9,12 @@
 //! Every operation is cut out of the caller's buffer with one `split_to(..).freeze()`; its
 //! subject, reply, sid, header block and payload are `slice`s of that, never copies.
 //!
+//! The line nearly every publish arrives as, `PUB <subject> [reply] <size>\r\n`, is read in
+//! one pass from its first byte to its line end when a grammar offers such a read
+//! (`Grammar::fast_msg`) and the line is seen for the first time; anything else, and a line
+//! that arrived in pieces, is found by its line end and parsed by the general grammar,
+//! which agrees with the one-pass read on every line that read takes.
+//!
 //! An unknown operation is refused as soon as it is one: while a control line is
 //! incomplete, its first token so far must still be able to become one of the grammar's
 //! operation names (`Grammar::NAMES`), so garbage trickled a byte at a time fails at its
@@ -315,6 +321,14 @@ trait Grammar {
     /// an incomplete line whose first token cannot become one of these is refused at once.
     const NAMES: &'static [&'static str];
 
+    /// The common message line, read at the front of `bytes` (the buffer, cut at
+    /// `max_control_line`) in one pass, before any search for the line end: its length,
+    /// line end included, and its parse. `None` for anything else, an incomplete line
+    /// included; `parse_line` then reads it, and must agree on every line this accepts.
+    fn fast_msg(_bytes: &[u8], _limits: &Limits) -> Option<(usize, MsgLine)> {
+        None
+    }
+
     /// Parses a non-blank control line (without its line end).
     fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed<Self::Line>, DecodeError>;
 
@@ -363,6 +377,15 @@ impl Core {
             if let Some(pending) = self.pending {
                 return self.finish_msg::<G>(pending, buf);
             }
+            // A line seen for the first time (nothing of it scanned yet, so trying it
+            // costs no rescan) may be the common message line, read in one pass.
+            if self.scanned == 0 {
+                let window = buf.len().min(self.limits.max_control_line);
+                let head = buf.get(..window).unwrap_or_default();
+                if let Some((line_len, msg)) = G::fast_msg(head, &self.limits) {
+                    return self.start_msg::<G>(line_len, msg, buf);
+                }
+            }
             let Some((line_len, content_len)) = self.find_line(buf, G::NAMES)? else {
                 return Ok(None);
             };
@@ -376,28 +399,38 @@ impl Core {
                     let line = buf.split_to(line_len).freeze();
                     return G::build_line(&line, parsed).map(Some);
                 }
-                Ok(Parsed::Msg(msg)) => {
-                    let max = self.limits.max_payload;
-                    if msg.total_len > max {
-                        buf.advance(line_len);
-                        return Err(DecodeError::PayloadTooLarge {
-                            size: msg.total_len,
-                            max,
-                        });
-                    }
-                    if msg.header_len.is_some_and(|h| h > msg.total_len) {
-                        buf.advance(line_len);
-                        return Err(BAD_HEADER_SIZE);
-                    }
-                    // The payload may already be in the buffer.
-                    return self.finish_msg::<G>(Pending { line_len, msg }, buf);
-                }
+                Ok(Parsed::Msg(msg)) => return self.start_msg::<G>(line_len, msg, buf),
                 Err(e) => {
                     buf.advance(line_len);
                     return Err(e);
                 }
             }
         }
+    }
+
+    /// Checks the sizes a message line announced, before any of its payload is awaited,
+    /// and completes the message if its payload is already in `buf`.
+    #[inline]
+    fn start_msg<G: Grammar>(
+        &mut self,
+        line_len: usize,
+        msg: MsgLine,
+        buf: &mut BytesMut,
+    ) -> Result<Option<G::Op>, DecodeError> {
+        let max = self.limits.max_payload;
+        if msg.total_len > max {
+            buf.advance(line_len);
+            return Err(DecodeError::PayloadTooLarge {
+                size: msg.total_len,
+                max,
+            });
+        }
+        if msg.header_len.is_some_and(|h| h > msg.total_len) {
+            buf.advance(line_len);
+            return Err(BAD_HEADER_SIZE);
+        }
+        // The payload may already be in the buffer.
+        self.finish_msg::<G>(Pending { line_len, msg }, buf)
     }
 
     /// Finds the next control line: `(length with line end, length without)`. Errors when
@@ -531,41 +564,62 @@ enum ClientLine {
 struct ClientGrammar;
 
 impl ClientGrammar {
-    /// `PUB <subject> [reply] <size>`, upper case, single spaces, a valid subject and reply:
-    /// the line every client library writes, read in one pass over the subject (which
-    /// checks it and finds its end) and the few bytes after it. Anything else is `None`
-    /// and goes to the general parse (which then names the fault), so both agree on every
-    /// line this accepts.
+    /// `PUB <subject> [reply] <size>\r\n` at the front of `bytes`: upper case, single
+    /// spaces, a valid subject and reply, a CRLF line end. The line every client library
+    /// writes, read in one pass from its first byte to its line end (so without a separate
+    /// search for the line end): the subject and reply are checked as they are walked, and
+    /// the size is read as its digits are met. Returns the line's length, line end
+    /// included, and its parse. Anything else, an incomplete line included, is `None` and
+    /// goes to the general parse (which then names the fault), so both agree on every line
+    /// this accepts. The caller bounds `bytes` by `max_control_line`.
     #[inline]
-    fn fast_pub(line: &[u8], max_tokens: usize) -> Option<MsgLine> {
+    fn fast_pub(bytes: &[u8], max_tokens: usize) -> Option<(usize, MsgLine)> {
         const ARGS: usize = b"PUB ".len();
-        // The size is the last argument: digits only, so no space inside it.
-        let size_start = line.iter().rposition(|&b| b == b' ')? + 1;
-        let total_len = parse_size(line.get(size_start..)?).ok()?;
-        let subject_end = ARGS + subject::plain_publish_len(line.get(ARGS..)?, max_tokens)?;
-        // The subject ends at a space (or the line end, when there is no size after it).
-        let reply = match size_start.checked_sub(subject_end + 1)? {
-            0 => None,
-            _ => {
-                let reply = Span {
-                    start: subject_end + 1,
-                    end: size_start - 1,
-                };
-                subject::validate_publish_max(reply.of(line), max_tokens).ok()?;
-                Some(reply)
-            }
-        };
-        Some(MsgLine {
-            subject: Span {
-                start: ARGS,
-                end: subject_end,
+        let rest = bytes.strip_prefix(b"PUB ")?;
+        // The subject ends at the first space (a line end is a bad byte: `None`).
+        let subject_end = ARGS + subject::plain_publish_len(rest, max_tokens)?;
+        let mut at = subject_end + 1;
+        let mut reply = None;
+        if !bytes.get(at)?.is_ascii_digit() {
+            // Not the size, so the reply (a reply that starts with a digit is left to the
+            // general parse: the digits are read as the size, and no line end follows).
+            let reply_end = at + subject::plain_publish_len(bytes.get(at..)?, max_tokens)?;
+            reply = Some(Span {
+                start: at,
+                end: reply_end,
+            });
+            at = reply_end + 1;
+        }
+        // Both arguments end at a space (`plain_publish_len` stops at one or at the end,
+        // and at the end the size is not there).
+        if bytes.get(at - 1) != Some(&b' ') {
+            return None;
+        }
+        let size_start = at;
+        let mut total_len = 0usize;
+        while let Some(&b) = bytes.get(at).filter(|b| b.is_ascii_digit()) {
+            total_len = total_len
+                .checked_mul(10)?
+                .checked_add(usize::from(b - b'0'))?;
+            at += 1;
+        }
+        if at == size_start || bytes.get(at..at + 2)? != b"\r\n" {
+            return None;
+        }
+        Some((
+            at + 2,
+            MsgLine {
+                subject: Span {
+                    start: ARGS,
+                    end: subject_end,
+                },
+                reply,
+                sid: None,
+                header_len: None,
+                total_len,
+                subject_error: None,
             },
-            reply,
-            sid: None,
-            header_len: None,
-            total_len,
-            subject_error: None,
-        })
+        ))
     }
 
     fn parse_pub(
@@ -618,12 +672,11 @@ impl Grammar for ClientGrammar {
     const NAMES: &'static [&'static str] =
         &["CONNECT", "PUB", "HPUB", "SUB", "UNSUB", "PING", "PONG"];
 
+    fn fast_msg(bytes: &[u8], limits: &Limits) -> Option<(usize, MsgLine)> {
+        Self::fast_pub(bytes, limits.max_subject_tokens)
+    }
+
     fn parse_line(line: &[u8], limits: &Limits) -> Result<Parsed<ClientLine>, DecodeError> {
-        if line.starts_with(b"PUB ") {
-            if let Some(msg) = Self::fast_pub(line, limits.max_subject_tokens) {
-                return Ok(Parsed::Msg(msg));
-            }
-        }
         let op = op_name(line);
         let name = op.of(line);
         let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
@@ -1938,8 +1991,20 @@ mod tests {
             b"PUB $SYS.x _INBOX.9 3",
         ];
         for line in accepted {
-            let fast = ClientGrammar::fast_pub(line, 16).expect("taken by the fast path");
+            let whole = [line, &b"\r\n"[..]].concat();
+            let (len, fast) = ClientGrammar::fast_pub(&whole, 16).expect("taken by the fast path");
+            assert_eq!(len, whole.len(), "{line:?}");
             assert!(same(&fast, &general_pub(line, 16).unwrap()), "{line:?}");
+            // Whatever follows the line end is not read.
+            let more = [&whole[..], b"xyz\r\n"].concat();
+            assert_eq!(ClientGrammar::fast_pub(&more, 16).map(|f| f.0), Some(len));
+            // Nor is the line taken before its line end is whole.
+            for cut in 0..whole.len() {
+                assert!(
+                    ClientGrammar::fast_pub(&whole[..cut], 16).is_none(),
+                    "{line:?} {cut}"
+                );
+            }
         }
         // Everything else falls through to the general parse, which names the fault.
         let refused: &[&[u8]] = &[
@@ -1962,10 +2027,23 @@ mod tests {
             b"PUB a\tr 1",
             b"PUB a -1",
             b"PUB a r ",
+            b"PUB a 1b 2",
+            b"pub a 1",
+            b" PUB a 1",
         ];
         for line in refused {
             let max = if *line == b"PUB a.b.c 1" { 2 } else { 16 };
-            assert!(ClientGrammar::fast_pub(line, max).is_none(), "{line:?}");
+            let whole = [line, &b"\r\n"[..]].concat();
+            assert!(ClientGrammar::fast_pub(&whole, max).is_none(), "{line:?}");
+        }
+        // Only a CRLF line end.
+        for line in [
+            &b"PUB a 1\n"[..],
+            b"PUB a 1\r\r\n",
+            b"PUB a 1\r",
+            b"PUB a 1\rx",
+        ] {
+            assert!(ClientGrammar::fast_pub(line, 16).is_none(), "{line:?}");
         }
     }
 
@@ -1978,7 +2056,9 @@ mod tests {
         ) {
             let mut line = b"PUB ".to_vec();
             line.extend_from_slice(&tail);
-            if let Some(fast) = ClientGrammar::fast_pub(&line, max) {
+            let whole = [&line[..], b"\r\n"].concat();
+            if let Some((len, fast)) = ClientGrammar::fast_pub(&whole, max) {
+                proptest::prop_assert_eq!(len, whole.len());
                 let general = general_pub(&line, max);
                 proptest::prop_assert!(general.as_ref().is_ok_and(|g| same(&fast, g)), "{:?}", line);
             }
