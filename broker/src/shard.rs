@@ -534,6 +534,10 @@ impl ReplaySink for Sink<'_> {
             || self.backlogged.contains(&conn)
     }
 
+    fn waited(&mut self, conn: ConnId) {
+        self.out.wake_me_after(conn.worker as usize);
+    }
+
     fn emit(&mut self, event: ReplayEvent) {
         let shard = self.shard.id as u16;
         let out = &mut *self.out;

@@ -511,6 +511,9 @@ pub(crate) trait ReplaySink {
     fn congested(&self, conn: ConnId) -> bool;
     /// Sends what a catch-up produced.
     fn emit(&mut self, event: ReplayEvent);
+    /// A catch-up for `conn` waited (congested, or its bytes in flight at `replay_bytes`):
+    /// what it waits for is that connection's worker's progress.
+    fn waited(&mut self, _conn: ConnId) {}
 }
 
 /// Whether a shard's catch-ups have work, for the worker's poll timeout.
@@ -943,6 +946,7 @@ impl Store {
             }
             let window_full = replay.in_flight.load(Ordering::Relaxed) >= self.replay_bytes;
             if window_full || sink.congested(replay.destination()) {
+                sink.waited(replay.destination());
                 deferred += 1;
                 i += 1;
                 continue;

@@ -301,6 +301,9 @@ impl Worker {
         self.handle_local();
         self.router.outbox.flush();
         self.write_connections();
+        // Catch-ups on other workers waiting for this one to take its batches and write
+        // to its clients look again now, not at their poll timeout.
+        self.router.outbox.wake_waiters();
         if self.now >= self.next_tick {
             self.tick();
         }
