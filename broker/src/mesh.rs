@@ -1097,7 +1097,7 @@ mod tests {
             .map(|p| Arc::new(Waker::new(p.registry(), mio::Token(7)).unwrap()))
             .collect();
         let (mesh, _inboxes) = Mesh::new(wakers, 4, usize::MAX);
-        let mut woken = |poll: &mut mio::Poll| {
+        let woken = |poll: &mut mio::Poll| {
             let mut events = mio::Events::with_capacity(4);
             poll.poll(&mut events, Some(std::time::Duration::ZERO))
                 .unwrap();
