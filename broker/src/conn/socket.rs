@@ -1,7 +1,8 @@
 //! The byte pipe under a connection: a TCP socket, or (in unit tests) memory.
 //!
-//! Owns: the two calls a connection makes on its pipe, a read into spare buffer room
-//! ([`Socket::read_spare`]) and a (vectored) write ([`std::io::Write`]), with the socket's
+//! Owns: the calls a connection makes on its pipe, a read into spare buffer room
+//! ([`Socket::read_spare`]), a (vectored) write ([`std::io::Write`]) and how much of what
+//! it wrote the peer has not taken yet ([`Socket::unread`], `SIOCOUTQ`), with the socket's
 //! own semantics: `WouldBlock` when nothing waits or nothing more fits, `Ok(0)` from a read
 //! once the peer closed. The connection's I/O layer (`io.rs`) is its only user. The
 //! in-memory pipe ([`Memory`], tests only) has the same, so that tests drive real
