@@ -138,6 +138,65 @@ fn unknown_operation_closes_the_connection() {
     RawClient::connect(broker.addr()).ping_pong();
 }
 
+/// What nats-server reads from a client although only its routes need it: an `INFO` or a
+/// `+OK` is ignored (verbose or not: no `+OK` for either), a `-ERR` closes the connection
+/// with nothing sent back, an `INFO` that is not a JSON object is refused; and a protocol
+/// version it does not know is refused as nats-server refuses it.
+#[test]
+fn client_info_ok_err_and_protocol_are_read_as_nats_server_reads_them() {
+    let broker = Broker::start();
+    let mut c = RawClient::connect(broker.addr());
+    c.send(b"CONNECT {\"verbose\":true,\"protocol\":1}\r\n");
+    c.expect(b"+OK\r\n");
+    c.send(b"INFO {\"server_id\":\"not-a-server\",\"max_payload\":1}\r\n+OK\r\nPING\r\n");
+    c.expect(b"PONG\r\n");
+    // Nothing changed: a payload over the client's INFO's "max_payload" still goes.
+    c.send(b"SUB foo 1\r\n");
+    c.expect(b"+OK\r\n");
+    c.send(b"PUB foo 2\r\nhi\r\n");
+    let got = c.read_until(b"hi\r\n", WAIT);
+    assert!(got.ends_with(b"MSG foo 1 2\r\nhi\r\n"), "{}", show(&got));
+    c.send(b"-ERR 'Slow Consumer'\r\n");
+    let (rest, end) = c.read_to_close(WAIT);
+    assert!(
+        rest.is_empty(),
+        "after -ERR got {} then {end:?}",
+        show(&rest)
+    );
+
+    for (input, reply) in [
+        (&b"INFO [1]\r\n"[..], &b"-ERR 'Invalid INFO: "[..]),
+        (
+            b"CONNECT {\"protocol\":2}\r\nPING\r\n",
+            b"-ERR 'invalid client protocol'\r\n",
+        ),
+    ] {
+        let mut c = RawClient::connect(broker.addr());
+        c.send(input);
+        let (rest, end) = c.read_to_close(WAIT);
+        assert!(
+            rest.starts_with(reply) && rest.ends_with(b"'\r\n"),
+            "after {} got {} then {end:?}",
+            show(input),
+            show(&rest)
+        );
+    }
+    RawClient::connect(broker.addr()).ping_pong();
+}
+
+/// An `HPUB` with no header bytes is a plain publish (nats-server's reading): subscribers
+/// get a `MSG`, and the connection stays.
+#[test]
+fn hpub_without_header_bytes_is_a_plain_publish() {
+    let broker = Broker::start();
+    let mut c = RawClient::connect(broker.addr());
+    c.send(b"CONNECT {\"headers\":true}\r\nSUB foo 1\r\n");
+    c.ping_pong();
+    c.send(b"HPUB foo 0 2\r\nab\r\n");
+    c.expect(b"MSG foo 1 2\r\nab\r\n");
+    c.ping_pong();
+}
+
 #[test]
 fn oversize_payload_is_refused_from_the_control_line() {
     let broker = Broker::with_args(&["--max-payload", "1KiB"]);

@@ -190,7 +190,9 @@ proptest! {
 }
 
 /// The client's operation names, and the server's.
-const CLIENT_NAMES: [&str; 7] = ["CONNECT", "PUB", "HPUB", "SUB", "UNSUB", "PING", "PONG"];
+const CLIENT_NAMES: [&str; 10] = [
+    "CONNECT", "PUB", "HPUB", "SUB", "UNSUB", "PING", "PONG", "INFO", "+OK", "-ERR",
+];
 const SERVER_NAMES: [&str; 7] = ["INFO", "MSG", "HMSG", "+OK", "-ERR", "PING", "PONG"];
 
 /// True when `token` is a case-insensitive prefix of one of `names`.

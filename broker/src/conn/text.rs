@@ -1,7 +1,8 @@
 //! The text (NATS) protocol of a connection.
 //!
 //! Owns: the NATS decoder and the options the client sent in `CONNECT`, the mapping of each
-//! client operation (`CONNECT`, `PUB`/`HPUB`, `SUB`, `UNSUB`, `PING`, `PONG`) onto the
+//! client operation (`CONNECT`, `PUB`/`HPUB`, `SUB`, `UNSUB`, `PING`, `PONG`; and, as
+//! nats-server reads them from a client, `INFO` and `+OK` ignored, `-ERR` a close) onto the
 //! connection's shared steps, the bytes the server sends on this port (`INFO`, `+OK`,
 //! `-ERR`, `PING`, `PONG`, `MSG`/`HMSG`), and the deadlines on input that has started but
 //! not finished ([`Deadlines`]: the handshake, a control line), checked by the ping timer.
@@ -40,6 +41,10 @@ use crate::outbound::Outbound;
 use crate::replay::{status_block, ReplayLimit};
 use crate::stats::{bump, AuthRefusal, Denial};
 use crate::subqueue::{Bounds, DropLog};
+
+/// The highest `protocol` a client may name in `CONNECT` (1: it understands `INFO`
+/// updates); nats-server refuses a higher one with `-ERR 'invalid client protocol'`.
+const MAX_CLIENT_PROTOCOL: u8 = 1;
 
 /// The subject of text-port catch-up requests (see `replay_request`).
 const REPLAY_SUBJECT: &[u8] = b"$TERN.REPLAY";
@@ -448,7 +453,10 @@ impl Session {
     /// handed over.
     #[inline]
     fn apply_op(&mut self, t: &mut TextState, op: ClientOp, cx: &mut impl Context) {
-        let ack = !matches!(op, ClientOp::Ping | ClientOp::Pong);
+        let ack = matches!(
+            op,
+            ClientOp::Connect(_) | ClientOp::Pub(_) | ClientOp::Sub(_) | ClientOp::Unsub { .. }
+        );
         // False when admission control refused the operation with `-ERR`: no `+OK` then.
         let mut admitted = true;
         match op {
@@ -461,6 +469,15 @@ impl Session {
             }
             ClientOp::Ping => self.ping(t, cx),
             ClientOp::Pong => self.pong(),
+            // What nats-server reads only from its routes: a client's is ignored.
+            ClientOp::Info(_) | ClientOp::Ok => {}
+            ClientOp::Err(text) => {
+                // As nats-server: the connection is closed, its close reason (logged
+                // with it) quoting the client, and nothing is sent back.
+                self.closing = Some(CloseReason::ProtocolError(format!(
+                    "client sent -ERR '{text}'"
+                )));
+            }
         }
         if ack && admitted && t.opts.verbose && self.closing.is_none() {
             self.send(&ServerOp::Ok);
@@ -468,6 +485,14 @@ impl Session {
     }
 
     fn connect(&mut self, t: &mut TextState, opts: ConnectOptions, cx: &mut impl Context) {
+        if opts.protocol.is_some_and(|p| p > MAX_CLIENT_PROTOCOL) {
+            // nats-server's answer to a protocol version it does not know.
+            bump(&cx.stats().protocol_errors, 1);
+            let text = "invalid client protocol".to_string();
+            self.send(&ServerOp::Err(text.clone()));
+            self.closing = Some(CloseReason::ProtocolError(text));
+            return;
+        }
         if opts.no_responders && !opts.headers {
             bump(&cx.stats().protocol_errors, 1);
             let text = "no responders requires headers support".to_string();

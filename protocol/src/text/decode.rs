@@ -66,9 +66,13 @@ pub enum DecodeError {
         /// The limit.
         max: usize,
     },
-    /// The JSON of `CONNECT` (or `INFO`) could not be read. Fatal.
+    /// The JSON of `CONNECT` (or a server's `INFO`) could not be read. Fatal.
     #[error("Invalid CONNECT: {0}")]
     InvalidJson(String),
+    /// A client's `INFO` does not carry a JSON object. Fatal (nats-server closes the
+    /// connection too, without saying why).
+    #[error("Invalid INFO: {0}")]
+    InvalidInfo(String),
     /// The arguments of an operation are wrong: their count, a number, a missing line end
     /// after a payload, a header size larger than the total, a header block that does not
     /// start with `NATS/1.0`. Fatal. The text says which.
@@ -232,8 +236,23 @@ fn may_become_operation(partial: &[u8], names: &[&str]) -> bool {
     }
 }
 
+/// The text of an `-ERR` line (either direction): the rest of the line, without the
+/// quotes around it.
+fn err_text(line: &[u8], op: Span) -> String {
+    let text = match rest_of_line(line, op) {
+        [b'\'', inner @ .., b'\''] => inner,
+        other => other,
+    };
+    String::from_utf8_lossy(text).into_owned()
+}
+
 /// The rest of the line after the operation name, without surrounding whitespace.
 fn rest_of_line(line: &[u8], op: Span) -> &[u8] {
+    rest_span(line, op).of(line)
+}
+
+/// Where [`rest_of_line`] is in the line.
+fn rest_span(line: &[u8], op: Span) -> Span {
     let rest = line.get(op.end..).unwrap_or_default();
     let start = rest
         .iter()
@@ -243,7 +262,10 @@ fn rest_of_line(line: &[u8], op: Span) -> &[u8] {
         .iter()
         .rposition(|&b| !is_space(b))
         .map_or(start, |n| n + 1);
-    rest.get(start..end).unwrap_or_default()
+    Span {
+        start: op.end + start,
+        end: op.end + end,
+    }
 }
 
 /// A decimal number: digits only, no sign, no overflow.
@@ -559,6 +581,9 @@ enum ClientLine {
     },
     Ping,
     Pong,
+    Info(Span),
+    Ok,
+    Err(String),
 }
 
 struct ClientGrammar;
@@ -649,7 +674,11 @@ impl ClientGrammar {
                 }
             }
         };
-        let header_len = header_len.map(|h| parse_size(h.of(line))).transpose()?;
+        // An `HPUB` with no header bytes is a plain publish, as nats-server reads it.
+        let header_len = header_len
+            .map(|h| parse_size(h.of(line)))
+            .transpose()?
+            .filter(|&h| h > 0);
         let total_len = parse_size(total_len.of(line))?;
         let valid = |s: Span| subject::validate_publish_max(s.of(line), max_tokens);
         let subject_error = valid(subject)
@@ -669,8 +698,9 @@ impl ClientGrammar {
 impl Grammar for ClientGrammar {
     type Op = ClientOp;
     type Line = ClientLine;
-    const NAMES: &'static [&'static str] =
-        &["CONNECT", "PUB", "HPUB", "SUB", "UNSUB", "PING", "PONG"];
+    const NAMES: &'static [&'static str] = &[
+        "CONNECT", "PUB", "HPUB", "SUB", "UNSUB", "PING", "PONG", "INFO", "+OK", "-ERR",
+    ];
 
     fn fast_msg(bytes: &[u8], limits: &Limits) -> Option<(usize, MsgLine)> {
         Self::fast_pub(bytes, limits.max_subject_tokens)
@@ -689,6 +719,15 @@ impl Grammar for ClientGrammar {
             return serde_json::from_slice::<ConnectOptions>(rest_of_line(line, op))
                 .map(|o| Parsed::Line(ClientLine::Connect(Box::new(o))))
                 .map_err(|e| DecodeError::InvalidJson(e.to_string()));
+        }
+        if is("INFO") {
+            let json = rest_span(line, op);
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json.of(line))
+                .map_err(|e| DecodeError::InvalidInfo(e.to_string()))?;
+            return Ok(Parsed::Line(ClientLine::Info(json)));
+        }
+        if is("-ERR") {
+            return Ok(Parsed::Line(ClientLine::Err(err_text(line, op))));
         }
         let args = split_args(line, op.end);
         let parsed = if is("SUB") {
@@ -735,6 +774,10 @@ impl Grammar for ClientGrammar {
             args.get(0, 0)
                 .ok_or(DecodeError::Malformed("PONG takes no arguments"))?;
             ClientLine::Pong
+        } else if is("+OK") {
+            args.get(0, 0)
+                .ok_or(DecodeError::Malformed("+OK takes no arguments"))?;
+            ClientLine::Ok
         } else {
             return Err(DecodeError::UnknownOperation);
         };
@@ -761,6 +804,9 @@ impl Grammar for ClientGrammar {
             },
             ClientLine::Ping => ClientOp::Ping,
             ClientLine::Pong => ClientOp::Pong,
+            ClientLine::Info(json) => ClientOp::Info(json.of_bytes(line)),
+            ClientLine::Ok => ClientOp::Ok,
+            ClientLine::Err(text) => ClientOp::Err(text),
         })
     }
 
@@ -838,14 +884,7 @@ impl Grammar for ServerGrammar {
                 .map_err(|e| DecodeError::InvalidJson(e.to_string()));
         }
         if is("-ERR") {
-            let text = rest_of_line(line, op);
-            let text = match text {
-                [b'\'', inner @ .., b'\''] => inner,
-                other => other,
-            };
-            return Ok(Parsed::Line(ServerLine::Err(
-                String::from_utf8_lossy(text).into_owned(),
-            )));
+            return Ok(Parsed::Line(ServerLine::Err(err_text(line, op))));
         }
         let no_args = split_args(line, op.end).count == 0;
         let parsed = if is("+OK") {
@@ -1081,6 +1120,46 @@ mod tests {
         assert!(DecodeError::ControlLineTooLong { max: 1 }.is_fatal());
         assert!(DecodeError::PayloadTooLarge { size: 2, max: 1 }.is_fatal());
         assert!(DecodeError::InvalidJson(String::new()).is_fatal());
+        assert!(DecodeError::InvalidInfo(String::new()).is_fatal());
+    }
+
+    /// What nats-server reads from a client although only its routes need it: `INFO`
+    /// (a JSON object), `+OK`, and `-ERR` with its text.
+    #[test]
+    fn a_client_may_send_info_ok_and_err() {
+        assert_eq!(
+            client_one(b"INFO {\"server_id\":\"x\"} \r\n"),
+            Ok(Some(ClientOp::Info(Bytes::from_static(
+                b"{\"server_id\":\"x\"}"
+            ))))
+        );
+        assert_eq!(
+            client_one(b"info {}\r\n"),
+            Ok(Some(ClientOp::Info("{}".into())))
+        );
+        for bad in [&b"INFO {\r\n"[..], b"INFO [1]\r\n", b"INFO\r\n"] {
+            match client_one(bad) {
+                Err(e @ DecodeError::InvalidInfo(_)) => assert!(e.is_fatal()),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert_eq!(client_one(b"+OK\r\n"), Ok(Some(ClientOp::Ok)));
+        assert_eq!(
+            client_one(b"+OK x\r\n"),
+            Err(DecodeError::Malformed("+OK takes no arguments"))
+        );
+        assert_eq!(
+            client_one(b"-ERR 'Slow Consumer'\r\n"),
+            Ok(Some(ClientOp::Err("Slow Consumer".into())))
+        );
+        assert_eq!(
+            client_one(b"-ERR\r\n"),
+            Ok(Some(ClientOp::Err(String::new())))
+        );
+        // Still refused at the first byte that cannot start one of them.
+        assert_eq!(client_one(b"+X"), Err(DecodeError::UnknownOperation));
+        assert_eq!(client_one(b"-EX"), Err(DecodeError::UnknownOperation));
+        assert_eq!(client_one(b"INFX"), Err(DecodeError::UnknownOperation));
     }
 
     #[test]
@@ -1309,7 +1388,15 @@ mod tests {
             client_one(b"HPUB foo 18 23\r\nHTTP/1.1\r\nA: b\r\n\r\nhello\r\n"),
             Err(BAD_HEADER_BLOCK)
         );
-        assert_eq!(client_one(b"HPUB foo 0 0\r\n\r\n"), Err(BAD_HEADER_BLOCK));
+        // No header bytes: a plain publish, as nats-server reads it.
+        assert_eq!(
+            client_one(b"HPUB foo 0 0\r\n\r\n"),
+            Ok(Some(publish("foo", None, None, "")))
+        );
+        assert_eq!(
+            client_one(b"HPUB foo r 0 2\r\nab\r\n"),
+            Ok(Some(publish("foo", Some("r"), None, "ab")))
+        );
         assert_eq!(
             client_one(b"HPUB foo 18\r\n"),
             Err(DecodeError::Malformed(
@@ -1516,7 +1603,7 @@ mod tests {
         for line in [
             &b"FOO\r\n"[..],
             b"PINGX\r\n",
-            b"+OK\r\n",
+            b"+OKX\r\n",
             b"MSG foo 1 0\r\n",
             b"\xff\xfe\r\n",
             b"\r\r\n",
@@ -1551,7 +1638,9 @@ mod tests {
             (b"P\r\r", Some(2)),
             (b"UNS\x00", Some(3)),
             (b"\xff", Some(0)),
-            (b"+OK", Some(0)),
+            (b"+OX", Some(2)),
+            (b"-ERR 'x'", None),
+            (b"INFO {", None),
         ] {
             let mut dec = ClientDecoder::new(Limits::default());
             let mut buf = BytesMut::new();

@@ -61,6 +61,14 @@ fn put_json<T: serde::Serialize>(dst: &mut BytesMut, op: &[u8], value: &T) {
     put_line(dst, op, &[Some(&json)]);
 }
 
+/// Appends `-ERR '<text>'\r\n`.
+fn put_err(dst: &mut BytesMut, text: &str) {
+    dst.reserve(text.len() + 9);
+    dst.extend_from_slice(b"-ERR '");
+    dst.extend_from_slice(text.as_bytes());
+    dst.extend_from_slice(b"'\r\n");
+}
+
 /// Appends a header block, a payload and the closing `\r\n`.
 fn put_body(dst: &mut BytesMut, headers: Option<&[u8]>, payload: &[u8]) {
     let headers = headers.unwrap_or_default();
@@ -99,6 +107,9 @@ pub fn encode_client_op(op: &ClientOp, dst: &mut BytesMut) {
         }
         ClientOp::Ping => dst.extend_from_slice(b"PING\r\n"),
         ClientOp::Pong => dst.extend_from_slice(b"PONG\r\n"),
+        ClientOp::Info(json) => put_line(dst, b"INFO", &[Some(&json[..])]),
+        ClientOp::Ok => dst.extend_from_slice(b"+OK\r\n"),
+        ClientOp::Err(text) => put_err(dst, text),
     }
 }
 
@@ -149,12 +160,7 @@ pub fn encode_server_op(op: &ServerOp, dst: &mut BytesMut) {
             put_body(dst, m.headers.as_deref(), &m.payload);
         }
         ServerOp::Ok => dst.extend_from_slice(b"+OK\r\n"),
-        ServerOp::Err(text) => {
-            dst.reserve(text.len() + 9);
-            dst.extend_from_slice(b"-ERR '");
-            dst.extend_from_slice(text.as_bytes());
-            dst.extend_from_slice(b"'\r\n");
-        }
+        ServerOp::Err(text) => put_err(dst, text),
         ServerOp::Ping => dst.extend_from_slice(b"PING\r\n"),
         ServerOp::Pong => dst.extend_from_slice(b"PONG\r\n"),
     }

@@ -27,6 +27,15 @@ pub enum ClientOp {
     Ping,
     /// `PONG`.
     Pong,
+    /// `INFO <json>` from a client: its JSON object, as sent. nats-server reads a peer's
+    /// `INFO` only from routes, gateways and leaf nodes, and ignores a client's; so does
+    /// Tern.
+    Info(Bytes),
+    /// `+OK` from a client: ignored, as nats-server does.
+    Ok,
+    /// `-ERR '<text>'` from a client (the text without its quotes): nats-server logs it
+    /// and closes the connection; so does Tern.
+    Err(String),
 }
 
 /// `PUB <subject> [reply] <size>` or `HPUB <subject> [reply] <hdr size> <total size>`.

@@ -133,6 +133,9 @@ pub fn client_op() -> impl Strategy<Value = ClientOp> {
         1 => (sid(), any::<Option<u64>>()).prop_map(|(sid, max)| ClientOp::Unsub { sid, max }),
         1 => Just(ClientOp::Ping),
         1 => Just(ClientOp::Pong),
+        1 => "[a-z]{0,8}".prop_map(|v| ClientOp::Info(format!("{{\"v\":\"{v}\"}}").into())),
+        1 => Just(ClientOp::Ok),
+        1 => "[ -~]{0,20}".prop_map(ClientOp::Err),
     ]
 }
 
