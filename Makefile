@@ -2,6 +2,11 @@
 # everything CI runs.
 
 CARGO ?= cargo
+# How the Python and JavaScript suites get target/debug/ternd, the broker they start. Alone,
+# each builds it (debug profile). Under `make test`, `cargo test` has just built it there
+# for the integration tests (its test profile), so they take that one: building another
+# from the same sources cost CI a minute.
+BUILD_TERND ?= $(CARGO) build -p tern-broker --bin ternd
 # Extra flags: for ternd with `make run`, e.g. `make run ARGS="--workers 2 --log-level
 # debug"`; for the scenario with `make profile`, e.g. `make profile ARGS="--size 16"`.
 ARGS ?=
@@ -29,10 +34,10 @@ build:
 test: fmt-check lint $(PY_ENV)/.installed nats-server
 	TERN_PYTHON=$(abspath $(PY_ENV))/bin/python $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
-	$(MAKE) test-python
-	$(MAKE) test-js
-	$(MAKE) test-client-js
-	$(MAKE) test-client-python
+	$(MAKE) test-python BUILD_TERND=true
+	$(MAKE) test-js BUILD_TERND=true
+	$(MAKE) test-client-js BUILD_TERND=true
+	$(MAKE) test-client-python BUILD_TERND=true
 
 # nats-server, from Debian's packages when missing: the bridge tests start a real cluster.
 .PHONY: nats-server
@@ -48,7 +53,7 @@ $(PY_ENV)/.installed: $(PY_DIR)/requirements.txt
 ## test-python: ruff (format and lint), mypy --strict and pytest on interop/python, against
 ## target/debug/ternd (built first)
 test-python: $(PY_ENV)/.installed
-	$(CARGO) build -p tern-broker --bin ternd
+	$(BUILD_TERND)
 	cd $(PY_DIR) && ../../$(PY_ENV)/bin/ruff format --check . \
 		&& ../../$(PY_ENV)/bin/ruff check . \
 		&& ../../$(PY_ENV)/bin/mypy . \
@@ -69,7 +74,7 @@ $(JS_DIR)/node_modules/.installed: $(JS_DIR)/package-lock.json $(CHAT_DIR)/packa
 ## nats.ws against target/debug/ternd's WebSocket port, in Node and in headless Chromium
 ## (installed by interop/js/install-chromium.sh when missing, skipped when it cannot be)
 test-js: $(JS_DIR)/node_modules/.installed
-	$(CARGO) build -p tern-broker --bin ternd
+	$(BUILD_TERND)
 	$(JS_DIR)/install-chromium.sh
 	cd $(JS_DIR) && npm test
 

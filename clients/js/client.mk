@@ -7,6 +7,8 @@
 # it), eslint, tsc --noEmit, node --test.
 
 CARGO ?= cargo
+# The top Makefile's: how target/debug/ternd is made (not at all under `make test`).
+BUILD_TERND ?= $(CARGO) build -p tern-broker --bin ternd
 CLIENT_JS_DIR := clients/js
 
 $(CLIENT_JS_DIR)/node_modules/.installed: $(CLIENT_JS_DIR)/package-lock.json
@@ -16,6 +18,6 @@ $(CLIENT_JS_DIR)/node_modules/.installed: $(CLIENT_JS_DIR)/package-lock.json
 .PHONY: test-client-js
 ## test-client-js: the TypeScript client (clients/js): format, lint, typecheck, build, tests against ternd (TCP, WebSocket, Chromium)
 test-client-js: $(CLIENT_JS_DIR)/node_modules/.installed
-	$(CARGO) build -p tern-broker --bin ternd
+	$(BUILD_TERND)
 	interop/js/install-chromium.sh
 	cd $(CLIENT_JS_DIR) && npm test

@@ -3,6 +3,9 @@
 
 .PHONY: test-client-python
 
+# The top Makefile's: how target/debug/ternd is made (not at all under `make test`).
+BUILD_TERND ?= $(CARGO) build -p tern-broker --bin ternd
+
 # Its own environment: a venv in target/py-client with requirements-dev.txt's pinned tools
 # (from PyPI) and the client itself, editable; made once, remade when the requirements or
 # the package's metadata change.
@@ -18,7 +21,7 @@ $(PY_CLIENT_ENV)/.installed: $(PY_CLIENT_DIR)/requirements-dev.txt $(PY_CLIENT_D
 ## test-client-python: ruff (format and lint), mypy --strict and pytest on clients/python,
 ## against target/debug/ternd (built first)
 test-client-python: $(PY_CLIENT_ENV)/.installed
-	$(CARGO) build -p tern-broker --bin ternd
+	$(BUILD_TERND)
 	cd $(PY_CLIENT_DIR) && ../../$(PY_CLIENT_ENV)/bin/ruff format --check . \
 		&& ../../$(PY_CLIENT_ENV)/bin/ruff check . \
 		&& ../../$(PY_CLIENT_ENV)/bin/mypy --strict \
