@@ -902,24 +902,38 @@ fn over_budget_the_session_asks_for_a_write_before_it_evicts() {
     assert_eq!(got.matches("MSG s 1 500\r\n").count(), seq as usize);
 }
 
-/// A delivery that fills the write buffer asks for a write while the socket is not known
-/// to be full: a client that reads gets every delivery straight into the outbound buffer,
-/// none through its subscription's queue (a copy of each message and a refill).
-#[test]
-fn a_full_write_buffer_asks_for_a_write_before_anything_is_queued() {
+/// A text session with a 1 KiB write buffer, subscribed to `s` (sid 1).
+fn small_write_buffer() -> (Session, SubRef) {
     let mut config = Config::default();
     config.queues.write_buffer = 1024;
     let mut s = Session::connected(config);
     s.send(b"SUB s 1\r\n");
     let sub = s.sub(0);
+    (s, sub)
+}
+
+/// Delivers 300-byte messages to `sub`, numbered on from `seq`, until one asks for a
+/// write (`wants_flush`); returns the last number delivered.
+fn deliver_until_a_write_is_asked(s: &mut Session, sub: SubRef, mut seq: u64) -> u64 {
+    let first = seq;
+    while !s.conn.wants_flush() {
+        seq += 1;
+        assert!(seq - first < 20, "no write asked for past the write buffer");
+        assert!(s.deliver(sub, msg("s", &[b'x'; 300], 0, seq)));
+    }
+    seq
+}
+
+/// A delivery that fills the write buffer asks for a write while the socket is not known
+/// to be full: a client that reads gets every delivery straight into the outbound buffer,
+/// none through its subscription's queue (a copy of each message and a refill).
+#[test]
+fn a_full_write_buffer_asks_for_a_write_before_anything_is_queued() {
+    let (mut s, sub) = small_write_buffer();
     let mut seq = 0;
     for _ in 0..3 {
-        while !s.conn.wants_flush() {
-            seq += 1;
-            assert!(seq < 20, "no write asked for past the write buffer");
-            assert!(s.deliver(sub, msg("s", &[b'x'; 300], 0, seq)));
-            assert!(!s.conn.has_backlog(), "delivery {seq} was queued");
-        }
+        seq = deliver_until_a_write_is_asked(&mut s, sub, seq);
+        assert!(!s.conn.has_backlog(), "a delivery up to {seq} was queued");
         s.conn.flush_to(&mut s.peer, &mut s.cx);
         assert!(!s.conn.wants_flush());
     }
@@ -946,18 +960,9 @@ fn a_full_write_buffer_asks_for_a_write_before_anything_is_queued() {
 /// kernel).
 #[test]
 fn a_client_that_does_not_read_is_not_written_to_at_once() {
-    let mut config = Config::default();
-    config.queues.write_buffer = 1024;
-    let mut s = Session::connected(config);
-    s.send(b"SUB s 1\r\n");
-    let sub = s.sub(0);
+    let (mut s, sub) = small_write_buffer();
     s.peer.unread = 1024;
-    let mut seq = 0;
-    while !s.conn.wants_flush() {
-        seq += 1;
-        assert!(seq < 20, "no write asked for past the write buffer");
-        assert!(s.deliver(sub, msg("s", &[b'x'; 300], 0, seq)));
-    }
+    let mut seq = deliver_until_a_write_is_asked(&mut s, sub, 0);
     s.conn.flush_to(&mut s.peer, &mut s.cx);
     assert!(!s.conn.wants_flush());
     assert!(
