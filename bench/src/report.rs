@@ -277,6 +277,20 @@ pub fn format_value(value: f64) -> String {
     }
 }
 
+/// A range as tables show it beside a median: `(1.10M–1.40M)`.
+pub fn format_range((lo, hi): (f64, f64)) -> String {
+    format!("({}–{})", format_compact(lo), format_compact(hi))
+}
+
+/// A value in little room: millions as `1.69M`, the rest as [`format_value`] writes them.
+pub fn format_compact(value: f64) -> String {
+    if value.abs() >= 1e6 {
+        format!("{:.2}M", value / 1e6)
+    } else {
+        format_value(value)
+    }
+}
+
 /// The table of one target's scenarios.
 pub fn render_target(t: &TargetReport) -> String {
     let mut out = String::new();
