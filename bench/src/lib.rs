@@ -8,7 +8,7 @@
 //! (tables, comparisons, JSON), [`plot`] (hand-written SVG charts), [`broker`] (starting
 //! and stopping broker processes), [`suite`] (the standard run behind `make bench` and
 //! `make bench-compare`), [`runs`] (the order of repeated runs and their medians, for
-//! `transports`), [`transports`] (the same scenarios over TCP, TLS,
+//! `suite --runs` and `transports`), [`transports`] (the same scenarios over TCP, TLS,
 //! WebSocket and WebSocket over TLS, against `ternd` and `nats-server`, with certificates
 //! from [`pki`]) and [`profile`] (flame graphs from `perf`, for `make profile`).
 //!

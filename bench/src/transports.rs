@@ -7,10 +7,10 @@
 //! run ([`crate::pki`]), starting a fresh broker configured for each cell's transport
 //! ([`crate::broker`]), repeating the whole set `runs` times (every other pass in reverse
 //! order, so a drift of the machine's load is spread over every cell) and the medians
-//! (with [`crate::runs`]'s helpers), the ratios and the table ([`render`]): ternd ÷
-//! nats-server per transport, each target's throughput over TLS and WebSocket as a
-//! fraction of its own plain TCP, memory per idle connection against a plain one's, and
-//! delivered of expected for every run.
+//! (with [`crate::runs`]'s helpers, as `suite --runs` has them), the ratios and the table
+//! ([`render`]): ternd ÷ nats-server per transport, each target's throughput over TLS and
+//! WebSocket as a fraction of its own plain TCP, memory per idle connection against a
+//! plain one's, and delivered of expected for every run.
 //!
 //! Never: compares figures across runs of different brokers' processes, or hides a run
 //! with a problem: a run with problems is left out of the medians and named, and it
