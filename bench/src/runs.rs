@@ -51,9 +51,9 @@ pub fn pass_order(items: usize, pass: usize) -> Vec<usize> {
 
 /// One report of the runs `runs` (in run order) of one scenario against one target: each
 /// figure the median over the runs without problems, with its min–max; each measured
-/// window's delivered and expected counts summed over every run (their server CPU is in
-/// each run's report, its median among the figures); every run's problems, prefixed
-/// `run K: `. A single run is returned as it is.
+/// window's delivered and expected counts and server CPU time summed over every run (the
+/// median CPU per message is among the figures); every run's problems, prefixed `run K:
+/// `. A single run is returned as it is.
 pub fn merge_scenario(runs: &[&ScenarioReport]) -> Option<ScenarioReport> {
     let first = *runs.first()?;
     if runs.len() == 1 {
@@ -87,13 +87,25 @@ pub fn merge_scenario(runs: &[&ScenarioReport]) -> Option<ScenarioReport> {
     let windows = runs.iter().map(|r| r.deliveries.len()).max().unwrap_or(0);
     let deliveries = (0..windows)
         .map(|i| {
-            let mut total = Delivery::new(0, 0, CpuReading::NotWatched);
-            for d in runs.iter().filter_map(|r| r.deliveries.get(i)) {
-                total.phase = d.phase;
-                total.delivered += d.delivered;
-                total.expected += d.expected;
+            let of_window: Vec<&Delivery> =
+                runs.iter().filter_map(|r| r.deliveries.get(i)).collect();
+            // The CPU times add up like the counts when every run read one; otherwise the
+            // first reading that is not a time (not watched, or failed) stands for them.
+            let server_cpu = of_window
+                .iter()
+                .try_fold(0u64, |sum, d| match d.server_cpu {
+                    CpuReading::Spent { ns } => Ok(sum + ns),
+                    ref other => Err(other.clone()),
+                })
+                .map_or_else(|other| other, |ns| CpuReading::Spent { ns });
+            Delivery {
+                phase: of_window.first().and_then(|d| d.phase),
+                delivered: of_window.iter().map(|d| d.delivered).sum(),
+                expected: of_window.iter().map(|d| d.expected).sum(),
+                server_cpu,
+                // The per-message figure is the median among the figures, not a sum.
+                cpu_per_msg_ns: None,
             }
-            total
         })
         .collect();
     let problems = runs
@@ -157,6 +169,9 @@ mod tests {
     use crate::report::Better;
 
     fn run(rate: f64, p99: f64, delivered: u64, problem: Option<&str>) -> ScenarioReport {
+        let cpu = CpuReading::Spent {
+            ns: 1_000 * delivered,
+        };
         ScenarioReport::new(
             "pubsub",
             "pubsub 1x1 16B".into(),
@@ -164,7 +179,7 @@ mod tests {
                 Figure::new("delivery rate", rate, "msgs/s", Better::Higher),
                 Figure::new("p99", p99, "µs", Better::Lower),
             ],
-            vec![Delivery::new(delivered, 10, CpuReading::NotWatched)],
+            vec![Delivery::new(delivered, 10, cpu)],
             problem.map(str::to_string).into_iter().collect(),
             serde_json::Value::Null,
         )
