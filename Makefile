@@ -133,6 +133,7 @@ bench-transports:
 		--runs 5 --out-dir target/bench/transports $(BENCH_FLAGS)
 
 ## bench-compare: the suite against ternd (both ports) and nats-server (installed if missing), with ratios
+## (one run of each scenario; BENCH_FLAGS="--runs 3" runs each 3 times, interleaved, and shows medians)
 bench-compare:
 	command -v nats-server >/dev/null || (apt-get update && apt-get install -y nats-server)
 	$(CARGO) build --release -p tern-broker --bin ternd

@@ -7,9 +7,10 @@
 //! [`cpu`] (a broker's CPU time over a measured window, from `/proc`), [`report`]
 //! (tables, comparisons, JSON), [`plot`] (hand-written SVG charts), [`broker`] (starting
 //! and stopping broker processes), [`suite`] (the standard run behind `make bench` and
-//! `make bench-compare`), [`transports`] (the same scenarios over TCP, TLS, WebSocket and
-//! WebSocket over TLS, against `ternd` and `nats-server`, with certificates from [`pki`])
-//! and [`profile`] (flame graphs from `perf`, for `make profile`).
+//! `make bench-compare`), [`runs`] (the order of repeated runs and their medians, for
+//! `suite --runs` and `transports`), [`transports`] (the same scenarios over TCP, TLS,
+//! WebSocket and WebSocket over TLS, against `ternd` and `nats-server`, with certificates
+//! from [`pki`]) and [`profile`] (flame graphs from `perf`, for `make profile`).
 //!
 //! Never: uses a client library to measure — the harness speaks the protocols itself, with
 //! Tern's own codecs, so it measures the broker and not a client's buffering. The one
@@ -24,6 +25,7 @@ pub mod pki;
 pub mod plot;
 pub mod profile;
 pub mod report;
+pub mod runs;
 pub mod scenario;
 pub mod suite;
 pub mod transports;

@@ -1,6 +1,7 @@
 //! `tern-bench`: run one scenario against a broker, or the standard suite against `ternd`
-//! (over its text and binary ports) and `nats-server`, to compare. Prints tables on
-//! stdout; `--json FILE` writes every figure.
+//! (over its text and binary ports) and `nats-server`, to compare (`suite --runs N`:
+//! every scenario N times, interleaved, and the medians). Prints tables on stdout; `--json
+//! FILE` writes every figure (of every run).
 //!
 //! `tern-bench soak` starts its own `ternd` and runs the soak (see
 //! `tern_bench::scenario::soak`), printing its report.
@@ -161,7 +162,8 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         size: usize,
     },
-    /// Start ternd (and nats-server), run the standard scenarios against each, stop them.
+    /// Start ternd (and nats-server), run the standard scenarios against each, stop them
+    /// (`--runs N`: N interleaved runs of each, medians with their min–max).
     Suite(SuiteArgs),
     /// pubsub 1x1, latency at a fixed rate and idle connections over tcp, tls, websocket
     /// and wss, against ternd (text and binary) and nats-server, each cell on a fresh
@@ -515,6 +517,11 @@ struct SuiteArgs {
     /// Run only the scenarios whose label contains one of these (e.g. `latency,conns`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Run every scenario against every target this many times, interleaved (scenario by
+    /// scenario, the targets' order reversed every other pass), and show the median of
+    /// each figure over the runs without problems, with its min–max.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
     /// Where broker logs and SVG charts go.
     #[arg(long, default_value = "target/bench")]
     out_dir: PathBuf,
@@ -532,11 +539,11 @@ fn main() -> Result<ExitCode> {
         }
         _ => {}
     }
-    let (targets, baseline) = match cli.command {
+    let (targets, baseline, runs) = match cli.command {
         Command::Suite(args) => run_suite(&args)?,
-        command => (vec![run_one(command)?], None),
+        command => (vec![run_one(command)?], None, Vec::new()),
     };
-    let report = Report::new(targets, baseline);
+    let report = Report::new(targets, baseline).with_runs(runs);
     if let Some(path) = &cli.json {
         write_json(path, &report)?;
     }
@@ -794,9 +801,13 @@ fn draw_flamegraph(perf_data: &Path, out: &Path, title: &str, top: usize) -> Res
     Ok(())
 }
 
-/// Runs the suite; returns every target's report and the index of the baseline the
-/// others are compared with (nats-server when it ran, else ternd's text port).
-fn run_suite(args: &SuiteArgs) -> Result<(Vec<TargetReport>, Option<usize>)> {
+/// What the suite ran: every target's report (the medians, with several runs), the index
+/// of the baseline the others are compared with (nats-server when it ran, else ternd's
+/// text port), and with several runs every run's reports, pass by pass.
+type SuiteResult = (Vec<TargetReport>, Option<usize>, Vec<Vec<TargetReport>>);
+
+/// Runs the suite, prints its tables and draws its charts.
+fn run_suite(args: &SuiteArgs) -> Result<SuiteResult> {
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
     // Raised before any broker starts, so the brokers inherit it too.
@@ -827,16 +838,31 @@ fn run_suite(args: &SuiteArgs) -> Result<(Vec<TargetReport>, Option<usize>)> {
     if targets.is_empty() {
         bail!("no target: give --protocols and/or --nats-server");
     }
-    let mut reports = Vec::new();
-    for target in &targets {
-        let report =
-            suite::run_target(target, &config, Some(&args.out_dir), &mut |name, label| {
-                eprintln!("tern-bench: {name}: {label}")
-            })?;
-        print!("{}", report::render_target(&report));
-        println!();
-        reports.push(report);
-    }
+    let runs = args.runs as usize;
+    let mut passes = suite::run_passes(
+        &targets,
+        &config,
+        runs,
+        Some(&args.out_dir),
+        &mut |line| eprintln!("tern-bench: {line}"),
+        &mut |report| {
+            // One run: each target's table as soon as it is done, as ever.
+            if runs == 1 {
+                print!("{}", report::render_target(report));
+                println!();
+            }
+        },
+    )?;
+    let reports = if runs == 1 {
+        passes.pop().unwrap_or_default()
+    } else {
+        let medians = tern_bench::runs::merge_targets(&passes);
+        for report in &medians {
+            print!("{}", report::render_target(report));
+            println!();
+        }
+        medians
+    };
     let baseline = targets
         .iter()
         .position(|t| matches!(t, Target::NatsServer { .. }))
@@ -849,7 +875,7 @@ fn run_suite(args: &SuiteArgs) -> Result<(Vec<TargetReport>, Option<usize>)> {
         std::fs::write(&path, svg).with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("tern-bench: wrote {}", path.display());
     }
-    Ok((reports, baseline))
+    Ok((reports, baseline, passes))
 }
 
 /// Runs the transports comparison, prints it, writes its JSON; exit status 1 when any run

@@ -2,7 +2,8 @@
 //!
 //! Owns: a latency-percentile line chart (one line per broker per rate, log-scale y) and a
 //! throughput-by-size bar chart (delivery rate of `pubsub` per message size, one bar per
-//! broker), drawn from the figures in [`TargetReport`]s.
+//! broker), drawn from the figures in [`TargetReport`]s (with `suite --runs N`, the
+//! merged ones: the medians).
 //!
 //! Never: reads files or measures; it turns figures into SVG text.
 

@@ -1,13 +1,16 @@
 //! Reports: every figure of a run, as a table for people and as JSON for tools.
 //!
-//! Owns: [`Figure`] (one named number with its unit and which direction is better),
+//! Owns: [`Figure`] (one named number with its unit and which direction is better, and
+//! its min–max when it is the median of several runs),
 //! [`ScenarioReport`] (one scenario's figures, measured windows, problems and full detail;
 //! [`ScenarioReport::new`] is where every window's count rule and `server CPU/msg` figure
 //! join the report, see [`crate::scenario::delivery`]),
 //! [`TargetReport`] (every scenario run against one broker over one protocol), [`Report`]
-//! (a whole run, with the machine it ran on and the comparisons), the text tables, and
-//! the side-by-side comparison of several targets against a baseline, with ratios
-//! (target / baseline).
+//! (a whole run, with the machine it ran on and the comparisons; with several runs,
+//! every run's reports beside their medians), the text tables, and the side-by-side
+//! comparison of several targets against a baseline, with ratios (target / baseline; of
+//! medians, each shown with its min–max, when the reports merge several runs: merging is
+//! [`crate::runs`]'s).
 //!
 //! Never: measures anything, or drops a figure — the JSON holds every field of every
 //! scenario result, the tables a readable subset.
@@ -41,6 +44,10 @@ pub struct Figure {
     pub unit: &'static str,
     /// Which direction is better.
     pub better: Better,
+    /// When `value` is the median of several runs (`suite --runs N`): the smallest and the
+    /// largest of them ([`crate::runs::merge_scenario`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<(f64, f64)>,
 }
 
 impl Figure {
@@ -51,8 +58,18 @@ impl Figure {
             value,
             unit,
             better,
+            range: None,
         }
     }
+}
+
+/// How many runs a merged scenario report stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RunCount {
+    /// Every run.
+    pub total: usize,
+    /// The runs without problems: the ones its medians are of.
+    pub clean: usize,
 }
 
 /// One scenario's outcome.
@@ -69,8 +86,13 @@ pub struct ScenarioReport {
     pub deliveries: Vec<Delivery>,
     /// Everything that went wrong; empty for a clean run.
     pub problems: Vec<String>,
-    /// The scenario's full result, every field.
+    /// The scenario's full result, every field (null in a merged report: each run's is
+    /// in its own report).
     pub detail: serde_json::Value,
+    /// Set when this report merges several runs ([`crate::runs::merge_scenario`]): its
+    /// figures are medians, its deliveries the sums over every run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<RunCount>,
 }
 
 impl ScenarioReport {
@@ -97,6 +119,7 @@ impl ScenarioReport {
             deliveries,
             problems,
             detail,
+            runs: None,
         }
     }
 
@@ -188,6 +211,11 @@ pub struct Report {
     pub targets: Vec<TargetReport>,
     /// Each other target against the baseline (empty with fewer than two targets).
     pub comparisons: Vec<Comparison>,
+    /// With `suite --runs N` (N > 1): every run's full reports, pass by pass (each pass
+    /// every target's, in the order of `targets`); `targets` then holds their medians
+    /// ([`crate::runs::merge_targets`]) and `comparisons` the ratios of the medians.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<Vec<TargetReport>>,
 }
 
 impl Report {
@@ -213,7 +241,13 @@ impl Report {
             machine: Machine::probe(),
             targets,
             comparisons,
+            runs: Vec::new(),
         }
+    }
+
+    /// The same report, keeping every run's reports too (see [`Report::runs`]).
+    pub fn with_runs(self, runs: Vec<Vec<TargetReport>>) -> Self {
+        Report { runs, ..self }
     }
 
     /// How many problems all scenarios of all targets reported.
@@ -229,8 +263,13 @@ impl Report {
         let mut lines = Vec::new();
         for t in &self.targets {
             for s in t.scenarios.iter().filter(|s| !s.problems.is_empty()) {
-                let counts: Vec<String> =
-                    s.deliveries.iter().filter_map(Delivery::problem).collect();
+                // A merged report's counts are sums over its runs: its problems say which
+                // run was off, and by how much.
+                let counts: Vec<String> = if s.runs.is_some() {
+                    Vec::new()
+                } else {
+                    s.deliveries.iter().filter_map(Delivery::problem).collect()
+                };
                 let shown = if counts.is_empty() {
                     vec![s.problems[0].clone()]
                 } else {
@@ -277,30 +316,90 @@ pub fn format_value(value: f64) -> String {
     }
 }
 
-/// The table of one target's scenarios.
+/// A range as tables show it beside a median: `(1.10M–1.40M)`.
+pub fn format_range((lo, hi): (f64, f64)) -> String {
+    format!("({}–{})", format_compact(lo), format_compact(hi))
+}
+
+/// A value in little room: millions as `1.69M`, the rest as [`format_value`] writes them.
+pub fn format_compact(value: f64) -> String {
+    if value.abs() >= 1e6 {
+        format!("{:.2}M", value / 1e6)
+    } else {
+        format_value(value)
+    }
+}
+
+/// A figure's value for a table, with its range beside it when it is a median of several
+/// runs: `1,234,567 (1.10M–1.40M)`.
+fn format_figure(f: &Figure) -> String {
+    match f.range {
+        Some(range) => format!("{} {}", format_value(f.value), format_range(range)),
+        None => format_value(f.value),
+    }
+}
+
+/// How a merged scenario's heading names its runs: `median of 3 runs, min–max`, `median
+/// of 2 clean runs of 3, min–max`.
+fn runs_note(runs: RunCount) -> String {
+    if runs.clean == runs.total {
+        format!("median of {} runs, min–max", runs.total)
+    } else {
+        format!(
+            "median of {} clean runs of {}, min–max",
+            runs.clean, runs.total
+        )
+    }
+}
+
+/// The table of one target's scenarios (of a merged report: medians with their min–max,
+/// delivered counts summed over every run).
 pub fn render_target(t: &TargetReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "== {} ({})", t.name(), t.address);
     for s in &t.scenarios {
-        let _ = writeln!(out, "-- {}", s.label);
+        match s.runs {
+            Some(runs) => {
+                let _ = writeln!(out, "-- {} ({})", s.label, runs_note(runs));
+            }
+            None => {
+                let _ = writeln!(out, "-- {}", s.label);
+            }
+        }
         for f in &s.figures {
-            let _ = writeln!(
-                out,
-                "   {:<24} {:>14} {}",
-                f.name,
-                format_value(f.value),
-                f.unit
-            );
+            let _ = match f.range {
+                Some(range) => writeln!(
+                    out,
+                    "   {:<24} {:>14} {:<17} {}",
+                    f.name,
+                    format_value(f.value),
+                    format_range(range),
+                    f.unit
+                ),
+                None => writeln!(
+                    out,
+                    "   {:<24} {:>14} {}",
+                    f.name,
+                    format_value(f.value),
+                    f.unit
+                ),
+            };
         }
         // A CPU time that was not measured still has its line, so every table has it.
-        for d in s.deliveries.iter().filter(|d| d.cpu_figure().is_none()) {
-            let _ = writeln!(out, "   {:<24} {:>14}", d.cpu_figure_name(), "-");
+        for d in &s.deliveries {
+            if s.figure(&d.cpu_figure_name()).is_none() {
+                let _ = writeln!(out, "   {:<24} {:>14}", d.cpu_figure_name(), "-");
+            }
         }
         for d in &s.deliveries {
+            let what = match s.runs {
+                Some(runs) => format!("{} ({} runs)", d.name("delivered"), runs.total),
+                None => d.name("delivered"),
+            };
             let _ = writeln!(
                 out,
                 "   {:<24} {:>14} of {}",
-                d.name("delivered"),
+                what,
                 format_value(d.delivered as f64),
                 format_value(d.expected as f64)
             );
@@ -361,21 +460,40 @@ pub fn compare(a: &TargetReport, b: &TargetReport) -> Vec<ComparisonRow> {
 
 /// The comparison table: every target's value beside the baseline's, and each target's
 /// ratio to the baseline (`targets` may include the baseline; it is shown once). Rows are
-/// the baseline's figures (rates, latencies, memory: not counts), in its order.
+/// the baseline's figures (rates, latencies, memory: not counts), in its order. Of merged
+/// reports ([`crate::runs::merge_targets`]): medians with their min–max, ratios of the
+/// medians, and the header says how many runs each cell had.
 pub fn render_comparison(targets: &[TargetReport], baseline: &TargetReport) -> String {
     let others: Vec<&TargetReport> = targets
         .iter()
         .filter(|t| t.name() != baseline.name())
         .collect();
     let base_name = baseline.name();
+    let runs = others
+        .iter()
+        .copied()
+        .chain([baseline])
+        .flat_map(|t| &t.scenarios)
+        .filter_map(|s| s.runs.map(|r| r.total))
+        .max();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "== compared with {base_name} (ratio = target / {base_name}; ↑ higher is better, ↓ lower)"
-    );
+    let _ = match runs {
+        Some(runs) => writeln!(
+            out,
+            "== compared with {base_name}: median of {runs} runs per cell (min–max), a run with \
+             problems left out (ratio = target median / {base_name} median; ↑ higher is \
+             better, ↓ lower)"
+        ),
+        None => writeln!(
+            out,
+            "== compared with {base_name} (ratio = target / {base_name}; ↑ higher is better, ↓ lower)"
+        ),
+    };
+    // Room for `1,234,567 (1.10M–1.40M)` when values have ranges.
+    let width = if runs.is_some() { 30 } else { 16 };
     let mut header = format!("{:<30} {:<24}", "scenario", "figure");
     for t in others.iter().copied().chain([baseline]) {
-        let _ = write!(header, " {:>16}", t.name());
+        let _ = write!(header, " {:>width$}", t.name());
     }
     for t in &others {
         let _ = write!(header, " {:>13}", format!("{} ratio", t.protocol));
@@ -383,17 +501,18 @@ pub fn render_comparison(targets: &[TargetReport], baseline: &TargetReport) -> S
     let _ = writeln!(out, "{header}  unit");
     for sb in &baseline.scenarios {
         for fb in sb.figures.iter().filter(|f| f.better != Better::Neither) {
-            let value = |t: &TargetReport| {
+            let figure = |t: &TargetReport| {
                 t.scenarios
                     .iter()
                     .find(|s| s.label == sb.label)
                     .and_then(|s| s.figure(&fb.name))
-                    .map(|f| f.value)
+                    .cloned()
             };
+            let value = |t: &TargetReport| figure(t).map(|f| f.value);
             let mut line = format!("{:<30} {:<24}", sb.label, fb.name);
             for t in others.iter().copied().chain([baseline]) {
-                let v = value(t).map_or("-".into(), format_value);
-                let _ = write!(line, " {v:>16}");
+                let v = figure(t).map_or("-".into(), |f| format_figure(&f));
+                let _ = write!(line, " {v:>width$}");
             }
             for t in &others {
                 let ratio = value(t)
@@ -613,6 +732,128 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("delivery rate"), "{text}");
+    }
+
+    /// Three runs of `target`: rates 100/300/200 (ternd) or 50/100/400 (nats), the
+    /// second of ternd's runs short of a message.
+    fn three_runs() -> Vec<Vec<TargetReport>> {
+        let run = |ternd: f64, lost: bool, nats: f64| {
+            let mut t = target("ternd/text", ternd, 5.0);
+            if lost {
+                t.scenarios[0] = ScenarioReport::new(
+                    "pubsub",
+                    "pubsub 1x1 16B".into(),
+                    t.scenarios[0].figures[..3].to_vec(),
+                    vec![Delivery::new(9, 10, CpuReading::NotWatched)],
+                    vec![],
+                    serde_json::Value::Null,
+                );
+            }
+            vec![t, target("nats-server/text", nats, 10.0)]
+        };
+        vec![
+            run(100.0, false, 50.0),
+            run(9_000_000.0, true, 100.0),
+            run(300.0, false, 400.0),
+        ]
+    }
+
+    #[test]
+    fn one_run_renders_as_it_always_did() {
+        let t = target("ternd/text", 1_234_567.0, 12.5);
+        let n = target("nats-server/text", 1_000_000.0, 25.0);
+        let table = "\
+== ternd/text (127.0.0.1:1)
+-- pubsub 1x1 16B
+   delivery rate                 1,234,567 msgs/s
+   p99                                12.5 µs
+   published                            10 msgs
+   server CPU/msg                        -
+   delivered                            10 of 10
+";
+        assert_eq!(render_target(&t), table);
+        let comparison = "\
+== compared with nats-server/text (ratio = target / nats-server/text; ↑ higher is better, ↓ lower)
+scenario                       figure                         ternd/text nats-server/text    text ratio  unit
+pubsub 1x1 16B                 delivery rate                   1,234,567        1,000,000          1.23  msgs/s ↑
+pubsub 1x1 16B                 p99                                  12.5               25          0.50  µs ↓
+";
+        assert_eq!(render_comparison(&[t.clone(), n.clone()], &n), comparison);
+        // The merge of one run is that run.
+        let merged = crate::runs::merge_targets(&[vec![t, n]]);
+        assert_eq!(render_target(&merged[0]), table);
+        assert_eq!(render_comparison(&merged, &merged[1]), comparison);
+        let json = serde_json::to_value(Report::new(merged, Some(1))).unwrap();
+        assert!(json.get("runs").is_none());
+        assert!(json["targets"][0]["scenarios"][0].get("runs").is_none());
+        assert!(json["targets"][0]["scenarios"][0]["figures"][0]
+            .get("range")
+            .is_none());
+    }
+
+    #[test]
+    fn several_runs_render_medians_with_their_range() {
+        let medians = crate::runs::merge_targets(&three_runs());
+        let text = render_target(&medians[0]);
+        assert!(
+            text.contains("-- pubsub 1x1 16B (median of 2 clean runs of 3, min–max)\n"),
+            "{text}"
+        );
+        let rate = text.lines().find(|l| l.contains("delivery rate")).unwrap();
+        assert_eq!(
+            rate.split_whitespace().collect::<Vec<_>>(),
+            ["delivery", "rate", "200", "(100–300)", "msgs/s"]
+        );
+        assert!(
+            text.contains("   delivered (3 runs)                   29 of 30\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("PROBLEM: run 2: delivered 9 of 10 expected: 1 short (lost)"),
+            "{text}"
+        );
+        let nats = render_target(&medians[1]);
+        assert!(nats.contains("(median of 3 runs, min–max)"), "{nats}");
+        assert!(nats.contains(" 100 (50–400) "), "{nats}");
+    }
+
+    #[test]
+    fn several_runs_compare_medians() {
+        let passes = three_runs();
+        let medians = crate::runs::merge_targets(&passes);
+        let text = render_comparison(&medians, &medians[1]);
+        let header = text.lines().next().unwrap();
+        assert!(
+            header.contains("median of 3 runs per cell (min–max)"),
+            "{header}"
+        );
+        let rate = text.lines().find(|l| l.contains("delivery rate")).unwrap();
+        // ternd: median 200 of the clean 100 and 300 (the 9M of the lossy run left out);
+        // nats: median 100 of 50, 100, 400: the ratio of the medians is 2.00 (the median
+        // of the per-run ratios would be 3.00).
+        assert!(rate.contains("200 (100–300)"), "{rate}");
+        assert!(rate.contains("100 (50–400)"), "{rate}");
+        assert!(rate.contains(" 2.00 "), "{rate}");
+        assert!(text.contains("PROBLEM ternd/text / pubsub 1x1 16B: run 2: delivered 9 of 10"));
+        let report = Report::new(medians, Some(1)).with_runs(passes);
+        assert_eq!(report.comparisons[0].rows[0].ratio, Some(2.0));
+        assert_eq!(report.problem_count(), 1);
+        assert_eq!(
+            report.failures(),
+            ["ternd/text / pubsub 1x1 16B: run 2: delivered 9 of 10 expected: 1 short (lost)"]
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["runs"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            json["runs"][1][0]["scenarios"][0]["figures"][0]["value"],
+            9_000_000.0
+        );
+        let rate = &json["targets"][0]["scenarios"][0]["figures"][0];
+        assert_eq!(
+            (rate["value"].clone(), rate["range"].clone()),
+            (200.0.into(), serde_json::json!([100.0, 300.0]))
+        );
+        assert_eq!(json["targets"][0]["scenarios"][0]["runs"]["clean"], 2);
     }
 
     #[test]

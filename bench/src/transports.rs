@@ -6,10 +6,11 @@
 //! `size` bytes, `latency` at `rate`, `conns` idle connections), the certificates of the
 //! run ([`crate::pki`]), starting a fresh broker configured for each cell's transport
 //! ([`crate::broker`]), repeating the whole set `runs` times (every other pass in reverse
-//! order, so a drift of the machine's load is spread over every cell) and the medians, the
-//! ratios and the table ([`render`]): ternd ÷ nats-server per transport, each target's
-//! throughput over TLS and WebSocket as a fraction of its own plain TCP, memory per idle
-//! connection against a plain one's, and delivered of expected for every run.
+//! order, so a drift of the machine's load is spread over every cell) and the medians
+//! (with [`crate::runs`]'s helpers, as `suite --runs` has them), the ratios and the table
+//! ([`render`]): ternd ÷ nats-server per transport, each target's throughput over TLS and
+//! WebSocket as a fraction of its own plain TCP, memory per idle connection against a
+//! plain one's, and delivered of expected for every run.
 //!
 //! Never: compares figures across runs of different brokers' processes, or hides a run
 //! with a problem: a run with problems is left out of the medians and named, and it
@@ -23,7 +24,10 @@ use serde::Serialize;
 use crate::broker::{BrokerError, BrokerProcess, NatsListeners};
 use crate::driver::{Dial, Protocol, Transport};
 use crate::pki::{Pki, PkiError};
-use crate::report::{format_value, Machine, ScenarioReport};
+use crate::report::{
+    format_compact as compact, format_range, format_value, Machine, ScenarioReport,
+};
+use crate::runs;
 use crate::scenario::conns::ConnsConfig;
 use crate::scenario::latency::LatencyConfig;
 use crate::scenario::pubsub::PubSubConfig;
@@ -156,25 +160,12 @@ pub struct Cell {
 impl Cell {
     /// The median of figure `name` over the runs without problems.
     pub fn median(&self, name: &str) -> Option<f64> {
-        let mut values = self.clean_values(name);
-        if values.is_empty() {
-            return None;
-        }
-        values.sort_by(f64::total_cmp);
-        let mid = values.len() / 2;
-        Some(if values.len() % 2 == 1 {
-            values[mid]
-        } else {
-            (values[mid - 1] + values[mid]) / 2.0
-        })
+        runs::median(self.clean_values(name))
     }
 
     /// The smallest and largest of figure `name` over the runs without problems.
     pub fn range(&self, name: &str) -> Option<(f64, f64)> {
-        let values = self.clean_values(name);
-        let min = values.iter().copied().reduce(f64::min)?;
-        let max = values.iter().copied().reduce(f64::max)?;
-        Some((min, max))
+        runs::range(&self.clean_values(name))
     }
 
     fn clean_values(&self, name: &str) -> Vec<f64> {
@@ -303,11 +294,7 @@ pub fn run(
         }
     }
     for pass in 0..config.runs {
-        let mut order: Vec<usize> = (0..plan.len()).collect();
-        if pass % 2 == 1 {
-            order.reverse();
-        }
-        for i in order {
+        for i in runs::pass_order(plan.len(), pass) {
             let (target, transport, scenario) = &plan[i];
             progress(&format!(
                 "run {}/{}: {} over {}: {}",
@@ -520,8 +507,8 @@ pub fn render(report: &TransportsReport) -> String {
                     .cell(target, t, scenario)
                     .map_or("-".to_string(), |c| {
                         match (c.median(figure), c.range(figure)) {
-                            (Some(m), Some((lo, hi))) if report.runs > 1 => {
-                                format!("{} ({}–{})", compact(m), compact(lo), compact(hi))
+                            (Some(m), Some(range)) if report.runs > 1 => {
+                                format!("{} {}", compact(m), format_range(range))
                             }
                             (Some(m), _) => compact(m),
                             _ => "FAILED".into(),
@@ -585,15 +572,6 @@ pub fn render(report: &TransportsReport) -> String {
         out.push_str(&format!("PROBLEM: {f}\n"));
     }
     out
-}
-
-/// A table value: millions as `1.69M`, the rest as [`format_value`] writes them.
-fn compact(value: f64) -> String {
-    if value.abs() >= 1e6 {
-        format!("{:.2}M", value / 1e6)
-    } else {
-        format_value(value)
-    }
 }
 
 /// A count with thousands separators (`1,234,567`).
