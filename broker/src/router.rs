@@ -392,6 +392,7 @@ impl Router {
             self.rooms.members_total() as u64,
         );
         set(&self.stats.store_errors, self.shard.store_errors());
+        set(&self.stats.store_syncs, self.shard.store_syncs());
         if let Some(dedupe) = &self.dedupe {
             let (ids, evicted) = dedupe.counts();
             set(&self.stats.dedupe_ids, ids as u64);

@@ -152,6 +152,11 @@ impl Shard {
         self.store.as_ref().map_or(0, Store::errors)
     }
 
+    /// The syncs of this shard's ring file by its sync thread so far.
+    pub fn store_syncs(&self) -> u64 {
+        self.store.as_ref().map_or(0, Store::syncs)
+    }
+
     /// Writes what this shard stored since the last flush to its ring file
     /// ([`Store::flush`]).
     pub fn flush_store(&mut self) {

@@ -227,6 +227,9 @@ counters! {
     /// Appends, writes and syncs of the ring logs that failed (each logged with its error):
     /// the messages stay in memory and are delivered, but a restart may not find them.
     counter store_errors => "tern_store_errors_total";
+    /// Syncs of the ring logs by their sync threads (`fsync = "interval"`): one an interval
+    /// while something is appended, none while nothing is.
+    counter store_syncs => "tern_store_syncs_total";
     /// $TERN.REPLAY requests refused, by the limit they hit.
     counter replays_refused [ReplayLimit::NAMES, "limit"] => "tern_replays_refused_total";
     /// $TERN.REPLAY requests in progress (counted on the requesters' workers).

@@ -270,22 +270,33 @@ enum Target {
     },
 }
 
-/// A thread that makes a ring file durable every interval with `fdatasync(2)`, which on
-/// Linux writes back the pages the worker dirtied through the shared mapping. It has its
-/// own descriptor of the file and shares nothing else with the worker.
+/// A thread that makes a ring file durable every interval with `fdatasync(2)`, when
+/// something was appended since its last sync. It has its own descriptor of the file and
+/// shares nothing else with the worker but two counters: the log's next sequence as the
+/// worker last published it (`appended`), and its own syncs (`syncs`).
+///
+/// Why only then: every `fdatasync` flushes the disk's write cache, dirty pages or not, and
+/// on a VM a flush stalls the whole guest (10-15 ms on the project's; docs/benchmarks.md).
+/// A shard nobody publishes to, and an idle broker, cost the disk nothing.
 pub(crate) struct Syncer {
     stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Syncer {
-    fn start(ring: &Path, every: Duration, errors: Arc<AtomicU64>) -> Result<Syncer, StoreError> {
+    fn start(
+        ring: &Path,
+        every: Duration,
+        (appended, syncs): (Arc<AtomicU64>, Arc<AtomicU64>),
+        errors: Arc<AtomicU64>,
+    ) -> Result<Syncer, StoreError> {
         let file = std::fs::File::open(ring).map_err(|source| StoreError::Dir {
             path: ring.to_path_buf(),
             source,
         })?;
         let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let name = ring.display().to_string();
+        let mut synced = appended.load(Ordering::Acquire);
         let thread = std::thread::Builder::new()
             .name("tern-sync".to_string())
             .spawn(move || loop {
@@ -294,9 +305,17 @@ impl Syncer {
                     stopped.recv_timeout(every),
                     Err(crossbeam_channel::RecvTimeoutError::Timeout)
                 );
-                if let Err(e) = file.sync_data() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(path = %name, error = %e, "cannot sync the ring log");
+                // Read before the sync: what the worker published by now is in the file, so
+                // this sync covers it.
+                let now = appended.load(Ordering::Acquire);
+                if now != synced || stopping {
+                    if let Err(e) = file.sync_data() {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(path = %name, error = %e, "cannot sync the ring log");
+                    } else {
+                        syncs.fetch_add(1, Ordering::Relaxed);
+                        synced = now;
+                    }
                 }
                 if stopping {
                     return;
@@ -565,6 +584,11 @@ pub(crate) struct Store {
     /// Appends, writes and syncs of the ring file that failed (each also logged); shared
     /// with the sync thread, read by the worker into `store_errors`.
     errors: Arc<AtomicU64>,
+    /// The log's next sequence as of the last tick (after its checkpoint), for the sync
+    /// thread: it syncs only when this moved.
+    appended: Arc<AtomicU64>,
+    /// The sync thread's syncs so far (`store_syncs`).
+    syncs: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -586,8 +610,15 @@ impl Store {
         };
         let (log, recovery) = RingLog::open(path, config.log_size as u64, fsync)?;
         let errors = Arc::new(AtomicU64::new(0));
+        let appended = Arc::new(AtomicU64::new(log.next_seq()));
+        let syncs = Arc::new(AtomicU64::new(0));
         let syncer = match config.fsync_policy() {
-            Fsync::Interval(every) => Some(Syncer::start(path, every, Arc::clone(&errors))?),
+            Fsync::Interval(every) => Some(Syncer::start(
+                path,
+                every,
+                (Arc::clone(&appended), Arc::clone(&syncs)),
+                Arc::clone(&errors),
+            )?),
             _ => None,
         };
         // Holes in the middle of the log keep every sequence: records after them keep
@@ -644,6 +675,8 @@ impl Store {
             replay_queue_depth: config.replay_queue_depth,
             replays_waiting: false,
             errors,
+            appended,
+            syncs,
         };
         Ok((store, recovery))
     }
@@ -713,6 +746,8 @@ impl Store {
     /// up to the last tick; then the fsync policy.
     pub fn tick(&mut self, now: Instant) -> Result<(), StoreError> {
         self.log.checkpoint();
+        // What the sync thread looks at: the appends and the checkpoint are in the file.
+        self.appended.store(self.log.next_seq(), Ordering::Release);
         self.log.tick(now).inspect_err(|_| {
             self.errors.fetch_add(1, Ordering::Relaxed);
         })?;
@@ -882,6 +917,11 @@ impl Store {
     /// Appends, writes and syncs of the ring file that failed so far (`store_errors`).
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The sync thread's syncs of the ring file so far (`store_syncs`).
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// True while `sub` is catching up: live delivery of stored messages to it is skipped.

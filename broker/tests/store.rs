@@ -727,3 +727,28 @@ fn a_flipped_byte_loses_only_its_record_and_the_epoch_stays() {
     drop(broker);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The sync thread syncs a ring file only after something was stored in it: an idle
+/// broker flushes nobody's disk (each `fdatasync` flushes the disk's cache, and on a VM
+/// that stalls the whole guest), a message brings one sync of its shard, and none follows
+/// while nothing more is stored.
+#[test]
+fn the_ring_logs_are_synced_only_after_something_was_stored() {
+    let broker = Broker::with_args(&["--fsync-interval", "10ms", "--monitor", "127.0.0.1:0"]);
+    let syncs = |v: &serde_json::Value| v["store_syncs"].as_u64().expect("store_syncs");
+    // Idle: dozens of intervals and ticks, no sync.
+    std::thread::sleep(Duration::from_millis(400));
+    let idle = broker.varz();
+    assert_eq!(syncs(&idle), 0, "synced while idle: {idle}");
+
+    let mut c = common::RawClient::connect(broker.addr());
+    c.send(b"PUB stored.one 2\r\nhi\r\n");
+    c.ping_pong();
+    // Appears within a tick (100 ms) and an interval.
+    let after = broker.varz_until(|v| syncs(v) >= 1);
+    assert_eq!(syncs(&after), 1, "{after}");
+    // Many intervals and ticks later, still one.
+    std::thread::sleep(Duration::from_millis(400));
+    let later = broker.varz();
+    assert_eq!(syncs(&later), 1, "synced again with nothing new: {later}");
+}
