@@ -275,9 +275,10 @@ enum Target {
 /// shares nothing else with the worker but two counters: the log's next sequence as the
 /// worker last published it (`appended`), and its own syncs (`syncs`).
 ///
-/// Why only then: every `fdatasync` flushes the disk's write cache, dirty pages or not, and
-/// on a VM a flush stalls the whole guest (10-15 ms on the project's; docs/benchmarks.md).
-/// A shard nobody publishes to, and an idle broker, cost the disk nothing.
+/// Why only then: every `fdatasync` flushes the disk's write cache, dirty pages or not (on
+/// ext4, measured), and after writes a flush stalled the project's whole VM for 10-15 ms
+/// (docs/benchmarks.md). A shard nobody publishes to, and an idle broker, cost the disk
+/// nothing.
 pub(crate) struct Syncer {
     stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
