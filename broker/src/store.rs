@@ -271,9 +271,10 @@ enum Target {
 }
 
 /// A thread that makes a ring file durable every interval with `fdatasync(2)`, when
-/// something was appended since its last sync. It has its own descriptor of the file and
-/// shares nothing else with the worker but two counters: the log's next sequence as the
-/// worker last published it (`appended`), and its own syncs (`syncs`).
+/// something was written to the file since its last sync. It has its own descriptor of the
+/// file and shares nothing else with the worker but three counters: the log's next
+/// sequence as of the worker's last flush of appends (`appended`) and of its last
+/// checkpoint (`checkpointed`), and its own syncs (`syncs`).
 ///
 /// Why only then: every `fdatasync` flushes the disk's write cache, dirty pages or not (on
 /// ext4, measured), and after writes a flush stalled the project's whole VM for 10-15 ms
@@ -284,11 +285,32 @@ pub(crate) struct Syncer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What a ring's worker tells its sync thread, and what the sync thread counts.
+#[derive(Debug, Clone, Default)]
+struct Written {
+    /// The log's next sequence when the worker last flushed its appends to the file.
+    appended: Arc<AtomicU64>,
+    /// The log's next sequence when the worker last wrote its checkpoint (every tick).
+    checkpointed: Arc<AtomicU64>,
+    /// The sync thread's syncs so far (`store_syncs`).
+    syncs: Arc<AtomicU64>,
+}
+
+impl Written {
+    /// Where the file stands now, as the worker last said: a sync covers it.
+    fn now(&self) -> (u64, u64) {
+        (
+            self.appended.load(Ordering::Acquire),
+            self.checkpointed.load(Ordering::Acquire),
+        )
+    }
+}
+
 impl Syncer {
     fn start(
         ring: &Path,
         every: Duration,
-        (appended, syncs): (Arc<AtomicU64>, Arc<AtomicU64>),
+        written: Written,
         errors: Arc<AtomicU64>,
     ) -> Result<Syncer, StoreError> {
         let file = std::fs::File::open(ring).map_err(|source| StoreError::Dir {
@@ -297,7 +319,7 @@ impl Syncer {
         })?;
         let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let name = ring.display().to_string();
-        let mut synced = appended.load(Ordering::Acquire);
+        let mut synced = written.now();
         let thread = std::thread::Builder::new()
             .name("tern-sync".to_string())
             .spawn(move || loop {
@@ -308,13 +330,13 @@ impl Syncer {
                 );
                 // Read before the sync: what the worker published by now is in the file, so
                 // this sync covers it.
-                let now = appended.load(Ordering::Acquire);
+                let now = written.now();
                 if now != synced || stopping {
                     if let Err(e) = file.sync_data() {
                         errors.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(path = %name, error = %e, "cannot sync the ring log");
                     } else {
-                        syncs.fetch_add(1, Ordering::Relaxed);
+                        written.syncs.fetch_add(1, Ordering::Relaxed);
                         synced = now;
                     }
                 }
@@ -585,11 +607,9 @@ pub(crate) struct Store {
     /// Appends, writes and syncs of the ring file that failed (each also logged); shared
     /// with the sync thread, read by the worker into `store_errors`.
     errors: Arc<AtomicU64>,
-    /// The log's next sequence as of the last tick (after its checkpoint), for the sync
-    /// thread: it syncs only when this moved.
-    appended: Arc<AtomicU64>,
-    /// The sync thread's syncs so far (`store_syncs`).
-    syncs: Arc<AtomicU64>,
+    /// Told to the sync thread, which syncs only when it moved: where the last flush and
+    /// the last checkpoint left the file. Its sync count, read back.
+    written: Written,
 }
 
 impl Store {
@@ -611,13 +631,16 @@ impl Store {
         };
         let (log, recovery) = RingLog::open(path, config.log_size as u64, fsync)?;
         let errors = Arc::new(AtomicU64::new(0));
-        let appended = Arc::new(AtomicU64::new(log.next_seq()));
-        let syncs = Arc::new(AtomicU64::new(0));
+        let written = Written::default();
+        written.appended.store(log.next_seq(), Ordering::Relaxed);
+        written
+            .checkpointed
+            .store(log.next_seq(), Ordering::Relaxed);
         let syncer = match config.fsync_policy() {
             Fsync::Interval(every) => Some(Syncer::start(
                 path,
                 every,
-                (Arc::clone(&appended), Arc::clone(&syncs)),
+                written.clone(),
                 Arc::clone(&errors),
             )?),
             _ => None,
@@ -676,8 +699,7 @@ impl Store {
             replay_queue_depth: config.replay_queue_depth,
             replays_waiting: false,
             errors,
-            appended,
-            syncs,
+            written,
         };
         Ok((store, recovery))
     }
@@ -747,8 +769,10 @@ impl Store {
     /// up to the last tick; then the fsync policy.
     pub fn tick(&mut self, now: Instant) -> Result<(), StoreError> {
         self.log.checkpoint();
-        // What the sync thread looks at: the appends and the checkpoint are in the file.
-        self.appended.store(self.log.next_seq(), Ordering::Release);
+        // The checkpoint is in the file: the sync thread syncs it too.
+        self.written
+            .checkpointed
+            .store(self.log.next_seq(), Ordering::Release);
         self.log.tick(now).inspect_err(|_| {
             self.errors.fetch_add(1, Ordering::Relaxed);
         })?;
@@ -913,6 +937,11 @@ impl Store {
             self.errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(shard = self.shard, error = %e, "cannot write the ring log");
         }
+        // The appends are in the file: the sync thread syncs them within an interval. (One
+        // store a loop turn, not a message.)
+        self.written
+            .appended
+            .store(self.log.next_seq(), Ordering::Release);
     }
 
     /// Appends, writes and syncs of the ring file that failed so far (`store_errors`).
@@ -922,7 +951,7 @@ impl Store {
 
     /// The sync thread's syncs of the ring file so far (`store_syncs`).
     pub fn syncs(&self) -> u64 {
-        self.syncs.load(Ordering::Relaxed)
+        self.written.syncs.load(Ordering::Relaxed)
     }
 
     /// True while `sub` is catching up: live delivery of stored messages to it is skipped.
