@@ -49,6 +49,18 @@ pub fn pass_order(items: usize, pass: usize) -> Vec<usize> {
     order
 }
 
+/// Every problem of every run of `runs` (in run order), each named by its run: `run K: …`.
+pub fn problems_by_run<'a>(runs: impl IntoIterator<Item = &'a ScenarioReport>) -> Vec<String> {
+    runs.into_iter()
+        .enumerate()
+        .flat_map(|(k, r)| {
+            r.problems
+                .iter()
+                .map(move |p| format!("run {}: {p}", k + 1))
+        })
+        .collect()
+}
+
 /// One report of the runs `runs` (in run order) of one scenario against one target: each
 /// figure the median over the runs without problems, with its min–max; each measured
 /// window's delivered and expected counts and server CPU time summed over every run (the
@@ -108,15 +120,7 @@ pub fn merge_scenario(runs: &[&ScenarioReport]) -> Option<ScenarioReport> {
             }
         })
         .collect();
-    let problems = runs
-        .iter()
-        .enumerate()
-        .flat_map(|(k, r)| {
-            r.problems
-                .iter()
-                .map(move |p| format!("run {}: {p}", k + 1))
-        })
-        .collect();
+    let problems = problems_by_run(runs.iter().copied());
     Some(ScenarioReport {
         scenario: first.scenario,
         label: first.label.clone(),

@@ -186,15 +186,7 @@ impl Cell {
 
     /// Every problem of every run, `run N: problem`.
     pub fn problems(&self) -> Vec<String> {
-        self.runs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, r)| {
-                r.problems
-                    .iter()
-                    .map(move |p| format!("run {}: {p}", i + 1))
-            })
-            .collect()
+        runs::problems_by_run(&self.runs)
     }
 }
 
