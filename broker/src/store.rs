@@ -1070,9 +1070,9 @@ impl Store {
                 sent += bytes;
                 match &mut replay.target {
                     Target::Sub(_) => {
-                        // (Sized at once for what this step may still copy.)
-                        let room = share_bytes.saturating_sub(sent - bytes).max(bytes);
-                        run.push(stored, room);
+                        // What this step may still copy, this record included.
+                        let bytes_left = share_bytes.saturating_sub(sent - bytes);
+                        run.push(stored, bytes_left, share - read + 1);
                     }
                     Target::Inbox {
                         request, replayed, ..
@@ -1229,18 +1229,41 @@ pub(crate) fn end_marker(
 /// log stores them, back to back, into one buffer sized for the step at its first record
 /// (one allocation and one envelope a step, not one a record; the receiving worker makes
 /// each message from it as it delivers it, `mesh::ReplayRun`).
+///
+/// The buffer handed on is at most about twice the bytes it holds: the catch-up's window
+/// counts the records' bytes in flight, not the allocation behind them, which stays until
+/// the receiving worker is done with the run.
 #[derive(Default)]
 struct Run {
     buf: BytesMut,
 }
 
 impl Run {
-    /// Adds a record's stored bytes; `room` is what the step may still copy.
-    fn push(&mut self, stored: &[u8], room: usize) {
+    /// Adds a record's stored bytes; `bytes_left` and `records_left` are what the step may
+    /// still copy, this record included.
+    fn push(&mut self, stored: &[u8], bytes_left: usize, records_left: usize) {
         if self.buf.capacity() == 0 {
-            self.buf.reserve(room.min(RUN_RESERVE_MAX));
+            // Sized for its bytes left, or for its records left if they are the size of
+            // this one, whichever is less (a step of 256 records of 128 B is 47 KB, not
+            // the 256 KiB it may copy): records of other sizes grow it as they come.
+            let want = bytes_left
+                .min(records_left.saturating_mul(stored.len()))
+                .clamp(stored.len(), RUN_RESERVE_MAX.max(stored.len()));
+            self.buf.reserve(want);
         }
         self.buf.extend_from_slice(stored);
+    }
+
+    /// The records gathered so far, as one buffer to hand on. A step that ended well short
+    /// of what it reserved (it reached the end of the log) hands on a copy of its own size.
+    fn take(&mut self) -> Bytes {
+        if self.buf.capacity() > 2 * self.buf.len() {
+            let records = Bytes::copy_from_slice(&self.buf);
+            self.buf = BytesMut::new();
+            records
+        } else {
+            self.buf.split().freeze()
+        }
     }
 
     /// Sends what it holds (if anything) to `replay`'s subscription, its bytes counted in
@@ -1252,7 +1275,7 @@ impl Run {
         let Target::Sub(sub) = replay.target else {
             return;
         };
-        let records = self.buf.split().freeze();
+        let records = self.take();
         let flight = Flight::new(&replay.in_flight, records.len());
         sink.emit(ReplayEvent::Run(
             sub,
@@ -1674,6 +1697,35 @@ mod tests {
         drop(kept);
         assert_eq!(in_flight.load(Ordering::Relaxed), 0);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A step's buffer is sized for its records, not for all the bytes it may copy, and one
+    /// that ends short hands on a copy of its own size: the memory behind a run in flight
+    /// stays within about twice what its catch-up's window counts.
+    #[test]
+    fn a_run_is_sized_for_its_records_not_for_the_bytes_it_may_copy() {
+        let record = [7u8; 184];
+        let mut run = Run::default();
+        for left in (1..=256).rev() {
+            run.push(&record, 256 << 10, left);
+        }
+        assert_eq!(run.buf.capacity(), 256 * 184, "reserved once, for the step");
+        assert_eq!(run.take().len(), 256 * 184);
+
+        let mut run = Run::default();
+        for i in 0..3 {
+            run.push(&record, 256 << 10, 256 - i);
+        }
+        let short = run.take();
+        drop(run);
+        assert_eq!(short.len(), 3 * 184);
+        let held = short.try_into_mut().expect("nothing else holds it");
+        assert!(
+            held.capacity() <= 2 * 3 * 184,
+            "a short step holds {} bytes of allocation for {} bytes",
+            held.capacity(),
+            3 * 184
+        );
     }
 
     /// Over a ring that wrapped before and while the catch-up reads, in many small steps:
