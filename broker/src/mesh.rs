@@ -196,6 +196,13 @@ pub(crate) struct ReplayRun {
     pub read: Instant,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Messages this thread made from runs' records (`ReplayRun::msg`), for the tests of
+    /// the path that writes records without making one.
+    pub(crate) static RUN_MSGS_MADE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 impl ReplayRun {
     /// Its records, oldest first.
     pub fn records(&self) -> tern_log::StoredRecords<'_> {
@@ -205,6 +212,8 @@ impl ReplayRun {
     /// `rec` (one of [`ReplayRun::records`]) as a message to deliver: its fields slices of
     /// the run's buffer, no ticket in flight of its own (see [`ReplayRun`]).
     pub fn msg(&self, rec: &tern_log::Record<'_>) -> Msg {
+        #[cfg(test)]
+        RUN_MSGS_MADE.with(|n| n.set(n.get() + 1));
         let slice = |f: &[u8]| self.records.slice_ref(f);
         let mut msg = Msg::new(
             slice(rec.subject),
@@ -217,12 +226,18 @@ impl ReplayRun {
         msg.priority = rec.priority;
         msg.replayed = true;
         msg.stored = true;
-        msg.stamp = Stamp {
+        msg.stamp = self.stamp(rec);
+        msg
+    }
+
+    /// Where `rec` (one of [`ReplayRun::records`]) sits in its shard's sequence.
+    #[inline]
+    pub fn stamp(&self, rec: &tern_log::Record<'_>) -> Stamp {
+        Stamp {
             shard: self.shard,
             seq: rec.seq,
             time_ns: rec.timestamp,
-        };
-        msg
+        }
     }
 }
 

@@ -45,7 +45,7 @@ use super::access::{
 use super::presence::{PresenceRequest, PRESENCE_PREFIX};
 use super::protocol::Protocol;
 use super::queue::bounds_for;
-use super::wire::{ClientName, Wire};
+use super::wire::{ClientName, Fields, Wire};
 use super::Context;
 use super::{shared_msg, CloseReason, Session, Sid};
 use crate::auth::OwnedCredentials;
@@ -177,23 +177,10 @@ impl Wire for BinaryState {
             Sid::Events(sid) => return super::presence::encode_presence(out, sid, msg),
             Sid::Text(_) => return None,
         };
-        let head = MessageHead {
-            sid,
-            priority: msg.priority,
-            shard: msg.stamp.shard,
-            sequence: msg.stamp.seq,
-            timestamp: msg.stamp.time_ns,
-            replayed: msg.replayed,
-            subject: &msg.subject,
-            reply: msg.reply.as_deref(),
-        };
+        let head = head_of(sid, &Fields::of(msg));
         let headers = msg.headers.as_ref();
-        if headers.is_none() && Outbound::copies(msg.payload.len()) {
-            // The common delivery: the whole frame in one write, as the text port's `MSG`.
-            let before = out.tail().len();
-            encode_message(&head, &msg.payload, out.tail()).ok()?;
-            out.commit(before);
-            return Some(msg.payload.len());
+        if let Some(size) = encode_whole(out, &head, headers.is_some(), &msg.payload) {
+            return Some(size);
         }
         let before = out.tail().len();
         encode_message_head(
@@ -213,6 +200,21 @@ impl Wire for BinaryState {
         out.commit(before);
         out.push_bytes(&msg.payload);
         Some(msg.payload.len() + headers.map_or(0, Bytes::len))
+    }
+
+    /// The common delivery: the whole frame in one write, as the text port's `MSG`.
+    #[inline]
+    fn encode_copied(
+        &mut self,
+        out: &mut Outbound,
+        sid: &Sid,
+        d: &Fields<'_>,
+        _sequence_headers: bool,
+    ) -> Option<usize> {
+        let Sid::Binary(sid) = *sid else {
+            return None;
+        };
+        encode_whole(out, &head_of(sid, d), d.headers.is_some(), d.payload)
     }
 
     /// `DROP_NOTICE`.
@@ -388,6 +390,39 @@ impl Wire for BinaryState {
         let encoded = encode_server_frame(&frame, &mut out);
         debug_assert!(encoded.is_ok(), "unencodable server frame {frame:?}");
         out.freeze()
+    }
+}
+
+/// `Wire::encode_copied`: the whole `MESSAGE` in one write, when it has no header block
+/// and a payload small enough to copy.
+#[inline(always)]
+fn encode_whole(
+    out: &mut Outbound,
+    head: &MessageHead<'_>,
+    has_headers: bool,
+    payload: &[u8],
+) -> Option<usize> {
+    if has_headers || !Outbound::copies(payload.len()) {
+        return None;
+    }
+    let before = out.tail().len();
+    encode_message(head, payload, out.tail()).ok()?;
+    out.commit(before);
+    Some(payload.len())
+}
+
+/// A `MESSAGE`'s head for subscription `sid`.
+#[inline(always)]
+fn head_of<'a>(sid: u32, d: &Fields<'a>) -> MessageHead<'a> {
+    MessageHead {
+        sid,
+        priority: d.priority,
+        shard: d.stamp.shard,
+        sequence: d.stamp.seq,
+        timestamp: d.stamp.time_ns,
+        replayed: d.replayed,
+        subject: d.subject,
+        reply: d.reply,
     }
 }
 

@@ -1520,8 +1520,23 @@ impl Session {
         cx: &mut impl Context,
     ) -> bool {
         let sequence_headers = cx.config().sequence_headers;
+        let size = w.encode_delivery(&mut self.out, &self.subs[key].sid, msg, sequence_headers);
+        self.wrote_delivery(key, size, msg.received, cx)
+    }
+
+    /// What a delivery to subscription `key` that was just encoded (`size` on the wire, or
+    /// `None`: not representable) leaves to count: the latency mark (from `received`), the
+    /// subscription's and connection's counts, and a `max` reached. Returns false when the
+    /// subscription ended with it.
+    #[inline]
+    fn wrote_delivery(
+        &mut self,
+        key: usize,
+        size: Option<usize>,
+        received: Instant,
+        cx: &mut impl Context,
+    ) -> bool {
         let sub = &mut self.subs[key];
-        let size = w.encode_delivery(&mut self.out, &sub.sid, msg, sequence_headers);
         let Some(size) = size else {
             // Not representable in the client's protocol (cannot happen with the limits
             // both ports enforce); counted as dropped rather than sent malformed.
@@ -1529,7 +1544,7 @@ impl Session {
             bump(&cx.stats().dropped_msgs, 1);
             return true;
         };
-        self.out.mark(msg.received);
+        self.out.mark(received);
         sub.delivered += 1;
         let done = sub.max.is_some_and(|max| sub.delivered >= max);
         self.out_msgs += 1;

@@ -40,7 +40,7 @@ use crate::subqueue::{compact, size_of, Bounds, DropLog, Pushed, SubQueue};
 
 use super::congestion::{Params, Signal, State};
 use super::presence::SubPresence;
-use super::wire::Wire;
+use super::wire::{Fields, Wire};
 use super::{Session, SubState};
 
 /// Most deliveries moved from one subscription's queue per turn of `fill`, so that the
@@ -264,10 +264,11 @@ impl Session {
     }
 
     /// Queues one record of a catch-up step (`Envelope::DeliverRun`) as `deliver` queues a
-    /// replayed message. The message is made from the run's buffer on the stack: one
-    /// written straight into the outbound buffer costs no allocation; one that is kept
-    /// (held by the merge, queued) becomes an `Arc` with a ticket in flight of its own
-    /// first (`mesh::ReplayRun`).
+    /// replayed message. The common case, a record copied straight into the outbound
+    /// buffer, makes no message at all (`write_record`); otherwise the message is made
+    /// from the run's buffer on the stack, and one that is kept (held by the merge,
+    /// queued) becomes an `Arc` with a ticket in flight of its own first
+    /// (`mesh::ReplayRun`).
     pub(super) fn deliver_record(
         &mut self,
         w: &mut impl Wire,
@@ -276,6 +277,9 @@ impl Session {
         rec: &Record<'_>,
         cx: &mut impl Context,
     ) -> bool {
+        if self.write_record(w, sref, run, rec, cx) {
+            return true;
+        }
         let msg = run.msg(rec);
         let bytes = rec.stored_len() as usize;
         let keep = |m: &Msg| {
@@ -292,6 +296,57 @@ impl Session {
             }
         }
         self.deliver_now(w, sref, &msg, keep, cx)
+    }
+
+    /// Writes a catch-up's record straight into the outbound buffer from the run, without
+    /// making a message of it (its fields, the reference counts on the run's buffer and
+    /// their release were a fifth of a replayed record's CPU), when that is all
+    /// `deliver_now` would do with it: the subscription is live and its merge (if any)
+    /// lets this shard through, it is not lossless, nothing is queued ahead of it, the
+    /// outbound buffer has room, the client may receive the subject, the record is not a
+    /// request, and the protocol writes it whole (`Wire::encode_copied`). True when it was
+    /// written; false, with nothing done, for the general path.
+    fn write_record(
+        &mut self,
+        w: &mut impl Wire,
+        sref: SubRef,
+        run: &ReplayRun,
+        rec: &Record<'_>,
+        cx: &mut impl Context,
+    ) -> bool {
+        let write_buffer = cx.config().queues.write_buffer;
+        if self.out.len() >= write_buffer || rec.reply.is_some() {
+            return false;
+        }
+        let Some(sub) = Session::live_sub(&self.closing, &mut self.subs, sref) else {
+            return false;
+        };
+        if sub.merge.as_ref().is_some_and(|m| !m.passes(run.shard))
+            || sub.q.lossless.is_some()
+            || !sub.q.is_idle()
+            || (sub.screened && !self.access.may_receive(rec.subject, sub.queue.as_deref()))
+        {
+            return false;
+        }
+        let fields = Fields {
+            subject: rec.subject,
+            reply: None,
+            headers: rec.headers,
+            payload: rec.payload,
+            priority: rec.priority,
+            stamp: run.stamp(rec),
+            replayed: true,
+        };
+        let sequence_headers = cx.config().sequence_headers;
+        let Some(size) = w.encode_copied(&mut self.out, &sub.sid, &fields, sequence_headers) else {
+            return false;
+        };
+        self.wrote_delivery(sref.key as usize, Some(size), run.read, cx);
+        if self.out.len() >= write_buffer && !self.write_blocked {
+            // Written out before the next delivery, as `deliver_now` does.
+            self.write_now = true;
+        }
+        true
     }
 
     /// Delivers what the subscription's merge of catch-ups can release now, in time

@@ -1018,10 +1018,12 @@ fn an_idle_connection_keeps_no_buffer_after_the_tick() {
 /// catch-up step sends them: copied out of a ring log as it stores them, into one run,
 /// whose bytes count in `in_flight`.
 fn run_of(n: u64, in_flight: &Arc<std::sync::atomic::AtomicUsize>) -> crate::mesh::ReplayRun {
+    // One directory per call: tests run in parallel in one process.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "tern-session-run-{}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        CALLS.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -1045,6 +1047,52 @@ fn run_of(n: u64, in_flight: &Arc<std::sync::atomic::AtomicUsize>) -> crate::mes
         flight: crate::mesh::Flight::new(in_flight, records.len()),
         records: records.freeze(),
         read: Instant::now(),
+    }
+}
+
+/// A catch-up run into an idle subscription is written straight from the run's buffer,
+/// no message made for any record, byte for byte what the same replayed messages write
+/// when delivered one by one; on both ports.
+#[test]
+fn a_run_into_an_idle_subscription_is_written_without_making_messages() {
+    let made = || crate::mesh::RUN_MSGS_MADE.with(std::cell::Cell::get);
+    for binary in [false, true] {
+        let mut s = if binary {
+            let mut s = Session::binary(Config::default());
+            let mut out = BytesMut::new();
+            let sub = Subscribe {
+                sid: 3,
+                subject: Bytes::from_static(b"s"),
+                ..Subscribe::default()
+            };
+            encode_client_frame(&ClientFrame::Subscribe(sub), &mut out).unwrap();
+            s.send(&out);
+            let _ = s.take();
+            s
+        } else {
+            let mut s = Session::connected(Config::default());
+            s.send(b"SUB s 1\r\n");
+            s
+        };
+        let sub = s.sub(0);
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let run = run_of(6, &in_flight);
+        let before = made();
+        assert!(s.conn.deliver_run_to(sub, &run, &mut s.peer, &mut s.cx));
+        s.step();
+        assert_eq!(
+            made(),
+            before,
+            "binary {binary}: a message made for a record"
+        );
+        let from_run = s.take();
+        let messages: Vec<Msg> = run.records().map(|rec| run.msg(&rec)).collect();
+        for m in messages {
+            assert!(s.deliver(sub, m));
+        }
+        s.step();
+        assert_eq!(from_run, s.take(), "binary {binary}");
+        assert_eq!(s.stat(|st| st.out_msgs.load(Ordering::Relaxed)), 12);
     }
 }
 

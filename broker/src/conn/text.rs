@@ -30,7 +30,7 @@ use super::access::{
 };
 use super::presence::{PresenceRequest, PRESENCE_PREFIX};
 use super::protocol::Protocol;
-use super::wire::{ClientName, Wire};
+use super::wire::{ClientName, Fields, Wire};
 use super::{shared_msg, CloseReason, Session, Sid};
 use crate::auth::OwnedCredentials;
 use crate::config::Limits;
@@ -83,6 +83,30 @@ impl TextState {
     pub(super) fn start_auth_clock(&mut self, due: Instant) {
         self.deadlines.start_handshake(due);
     }
+
+    /// A delivery of sequence `seq` (0: not sequenced) with the header block `headers`
+    /// this client takes gets `Tern-Shard`/`Tern-Seq` headers. A block that does not end
+    /// the way NATS blocks do is passed on untouched.
+    fn adds_sequence(&self, sequence_headers: bool, seq: u64, headers: Option<&[u8]>) -> bool {
+        sequence_headers
+            && self.opts.headers
+            && seq != 0
+            && headers.is_none_or(|h| h.ends_with(b"\r\n\r\n"))
+    }
+}
+
+/// `Wire::encode_copied` for subscription `sid` once the delivery is known to carry no
+/// header block: line, payload and line end in one write, when the payload is small
+/// enough to copy.
+#[inline(always)]
+fn encode_whole(out: &mut Outbound, sid: &[u8], d: &Fields<'_>) -> Option<usize> {
+    if !Outbound::copies(d.payload.len()) {
+        return None;
+    }
+    let before = out.tail().len();
+    encode_msg(out.tail(), d.subject, sid, d.reply, d.payload);
+    out.commit(before);
+    Some(d.payload.len())
 }
 
 impl Wire for TextState {
@@ -132,11 +156,13 @@ impl Wire for TextState {
         } else {
             None
         };
-        // A block that does not end the way NATS blocks do is passed on untouched.
-        let add_sequence = sequence_headers
-            && self.opts.headers
-            && msg.stamp.seq != 0
-            && headers.is_none_or(|h| h.ends_with(b"\r\n\r\n"));
+        let add_sequence =
+            self.adds_sequence(sequence_headers, msg.stamp.seq, headers.map(|h| &h[..]));
+        if headers.is_none() && !add_sequence {
+            if let Some(size) = encode_whole(out, sid, &Fields::of(msg)) {
+                return Some(size);
+            }
+        }
         let extra = if add_sequence {
             SEQ_SHARD.len()
                 + digits(u64::from(msg.stamp.shard))
@@ -150,19 +176,6 @@ impl Wire for TextState {
         let headers_len = match (headers, add_sequence) {
             (Some(h), _) => Some(h.len() + extra),
             (None, true) => Some(BLOCK_START.len() + extra + 2),
-            (None, false) if Outbound::copies(msg.payload.len()) => {
-                // The common delivery: line, payload and line end in one write.
-                let before = out.tail().len();
-                encode_msg(
-                    out.tail(),
-                    &msg.subject,
-                    sid,
-                    msg.reply.as_deref(),
-                    &msg.payload,
-                );
-                out.commit(before);
-                return Some(msg.payload.len());
-            }
             (None, false) => None,
         };
         let before = out.tail().len();
@@ -202,6 +215,26 @@ impl Wire for TextState {
         out.tail().extend_from_slice(b"\r\n");
         out.commit(before);
         Some(msg.payload.len() + headers_len.unwrap_or(0))
+    }
+
+    /// The common delivery: line, payload and line end in one write (no header block for
+    /// this client, no sequence headers to add).
+    #[inline]
+    fn encode_copied(
+        &mut self,
+        out: &mut Outbound,
+        sid: &Sid,
+        d: &Fields<'_>,
+        sequence_headers: bool,
+    ) -> Option<usize> {
+        let Sid::Text(sid) = sid else {
+            return None;
+        };
+        let headers = if self.opts.headers { d.headers } else { None };
+        if headers.is_some() || self.adds_sequence(sequence_headers, d.stamp.seq, None) {
+            return None;
+        }
+        encode_whole(out, sid, d)
     }
 
     /// A `MSG` on `$TERN.DROPPED` whose payload is a JSON object,

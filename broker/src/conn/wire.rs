@@ -25,6 +25,34 @@ use crate::mesh::{Msg, Stamp};
 use crate::outbound::Outbound;
 use crate::subqueue::DropLog;
 
+/// A delivery's fields, borrowed: from a [`Msg`], or straight from a catch-up run's
+/// record, with no `Msg` made for it (`Session::write_record`).
+pub(super) struct Fields<'a> {
+    pub subject: &'a [u8],
+    pub reply: Option<&'a [u8]>,
+    pub headers: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    pub priority: u8,
+    pub stamp: Stamp,
+    pub replayed: bool,
+}
+
+impl<'a> Fields<'a> {
+    /// `msg`'s fields.
+    #[inline]
+    pub fn of(msg: &'a Msg) -> Fields<'a> {
+        Fields {
+            subject: &msg.subject,
+            reply: msg.reply.as_deref(),
+            headers: msg.headers.as_deref(),
+            payload: &msg.payload,
+            priority: msg.priority,
+            stamp: msg.stamp,
+            replayed: msg.replayed,
+        }
+    }
+}
+
 /// Which port a connection came in on, with that protocol's own state.
 pub(super) enum Proto {
     Text(TextState),
@@ -74,6 +102,17 @@ impl Wire for Proto {
         sequence_headers: bool,
     ) -> Option<usize> {
         each_protocol!(self, p => p.encode_delivery(out, sid, msg, sequence_headers))
+    }
+
+    #[inline]
+    fn encode_copied(
+        &mut self,
+        out: &mut Outbound,
+        sid: &Sid,
+        d: &Fields<'_>,
+        sequence_headers: bool,
+    ) -> Option<usize> {
+        each_protocol!(self, p => p.encode_copied(out, sid, d, sequence_headers))
     }
 
     fn drop_notice(&mut self, out: &mut Outbound, sid: &Sid, log: &DropLog) {
@@ -176,12 +215,25 @@ pub(super) trait Wire {
     fn resumes(&self) -> bool;
 
     /// One delivery of `msg` to subscription `sid`; returns its size on the wire, or
-    /// `None` when the protocol cannot carry it (nothing is written then).
+    /// `None` when the protocol cannot carry it (nothing is written then). The common
+    /// delivery is [`Wire::encode_copied`]'s.
     fn encode_delivery(
         &mut self,
         out: &mut Outbound,
         sid: &Sid,
         msg: &Msg,
+        sequence_headers: bool,
+    ) -> Option<usize>;
+
+    /// The common delivery: the whole frame copied into the outbound buffer (no header
+    /// block to pass on, nothing to add to the message, a payload small enough to copy).
+    /// Returns its size as `encode_delivery` does, or `None` with nothing written when
+    /// the delivery is not that (`encode_delivery` then writes it, from a `Msg`).
+    fn encode_copied(
+        &mut self,
+        out: &mut Outbound,
+        sid: &Sid,
+        d: &Fields<'_>,
         sequence_headers: bool,
     ) -> Option<usize>;
 
