@@ -3,8 +3,9 @@
 //! about itself.
 //!
 //! Owns: the [`Wire`] trait, implemented once per protocol by that protocol's state
-//! (`TextState` in `text.rs`, `BinaryState` in `binary.rs`), and [`Proto`], a connection's
-//! protocol, which implements it too by picking the one it holds (one match per call). The
+//! (`TextState` in `text.rs`, `BinaryState` in `binary.rs`), [`Proto`], a connection's
+//! protocol, which implements it too by picking the one it holds (one match per call), and
+//! [`Fields`], a delivery's fields as the common delivery reads them (`encode_copied`). The
 //! session's steps that speak (`conn/mod.rs`, `queue.rs`, `presence.rs`, `access.rs`) are
 //! handed a `Wire` and never ask which protocol it is; decoding and applying client input
 //! is `protocol.rs`'s trait.
