@@ -205,6 +205,13 @@ impl Session {
         self.step();
     }
 
+    /// A binary client sends `frame`; the session takes it.
+    fn send_frame(&mut self, frame: &ClientFrame) {
+        let mut out = BytesMut::new();
+        encode_client_frame(frame, &mut out).unwrap();
+        self.send(&out);
+    }
+
     /// What the session wrote since the last look.
     fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.peer.output)
@@ -576,14 +583,11 @@ fn a_binary_subscribe_to_an_invalid_filter_is_refused_and_the_connection_stays()
 #[test]
 fn a_binary_subscription_is_registered_and_ended_through_the_context() {
     let mut s = Session::binary(Config::default());
-    let mut out = BytesMut::new();
-    let sub = Subscribe {
+    s.send_frame(&ClientFrame::Subscribe(Subscribe {
         sid: 3,
         subject: Bytes::from_static(b"rooms.*"),
         ..Subscribe::default()
-    };
-    encode_client_frame(&ClientFrame::Subscribe(sub), &mut out).unwrap();
-    s.send(&out);
+    }));
     assert_eq!(s.cx.subscribed.len(), 1);
     assert_eq!(&s.cx.subscribed[0].0.filter[..], b"rooms.*");
     assert_eq!(s.cx.subscribed[0].0.sub.conn, ID);
@@ -608,16 +612,13 @@ fn a_lossless_subscription_that_overflows_falls_back_to_the_log_and_misses_nothi
     let mut config = Config::default();
     config.queues.write_buffer = 1024;
     let mut s = Session::binary(config);
-    let mut out = BytesMut::new();
-    let subscribe = Subscribe {
+    s.send_frame(&ClientFrame::Subscribe(Subscribe {
         sid: 1,
         subject: Bytes::from_static(b"orders"),
         lossless: true,
         max_queue_messages: 8,
         ..Subscribe::default()
-    };
-    encode_client_frame(&ClientFrame::Subscribe(subscribe), &mut out).unwrap();
-    s.send(&out);
+    }));
     let sub = s.sub(0);
     // The shard says where the subscription starts: nothing stored yet.
     s.conn.position(sub, 0, 0, &mut s.cx);
@@ -1059,14 +1060,11 @@ fn a_run_into_an_idle_subscription_is_written_without_making_messages() {
     for binary in [false, true] {
         let mut s = if binary {
             let mut s = Session::binary(Config::default());
-            let mut out = BytesMut::new();
-            let sub = Subscribe {
+            s.send_frame(&ClientFrame::Subscribe(Subscribe {
                 sid: 3,
                 subject: Bytes::from_static(b"s"),
                 ..Subscribe::default()
-            };
-            encode_client_frame(&ClientFrame::Subscribe(sub), &mut out).unwrap();
-            s.send(&out);
+            }));
             let _ = s.take();
             s
         } else {
