@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::dedupe::{Dedupe, FirstCopy};
-use crate::index::FastMap;
+use crate::index::{FastMap, FastSet};
 use crate::mesh::{ConnId, Mesh, Msg, Outbox, SubRef};
 use crate::shard::Shard;
 
@@ -83,7 +83,11 @@ impl QueueRouting {
             );
             deliveries += self
                 .shard
-                .route(Arc::new(msg), &mut self.out, &FastMap::default())
+                .route(
+                    Arc::new(msg),
+                    &mut self.out,
+                    (&FastMap::default(), &FastSet::default()),
+                )
                 .deliveries;
         }
         // The deliveries are addressed to this worker: dropped here, as nobody reads them.

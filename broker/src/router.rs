@@ -637,7 +637,8 @@ impl Router {
             // turn stored among them: the log first.
             self.shard.flush_store();
         }
-        let routed = self.shard.route(msg, &mut self.outbox, &self.congested);
+        let flow = (&self.congested, &self.backlogged);
+        let routed = self.shard.route(msg, &mut self.outbox, flow);
         if routed.no_responders {
             bump(&self.stats.no_responders, 1);
         }

@@ -25,7 +25,12 @@
 //! its high-water mark, congested or stuck, as its worker told every worker: see
 //! `conn/congestion.rs`).
 //!
-//! Never: touches a socket or a connection; it only produces envelopes.
+//! It also keeps a lossless subscription's fall-back ahead of the ring: a stored message
+//! that brings the ring close to overwriting what the fall-back has yet to read holds its
+//! publisher back (`Holds`), which its own worker applies.
+//!
+//! Never: touches a socket or a connection; it only produces envelopes (and the holds its
+//! worker applies).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -56,6 +61,9 @@ pub(crate) struct Shard {
     store: Option<Store>,
     /// The stalls this shard asked for, so that each is asked once per congestion.
     stalls: Stalls,
+    /// Lossless subscriptions whose fall-back the ring may overtake, their publishers held
+    /// back (`Store::fallback_at_risk`).
+    holds: Holds,
     /// The wall clock at the start of this loop turn (ns since the Unix epoch): the time
     /// every message routed in the turn is stamped with, read once per turn rather than
     /// once per message.
@@ -107,6 +115,25 @@ impl Stalls {
     }
 }
 
+/// The lossless subscriptions this shard holds publishers back for: when a stored message
+/// matches a subscription falling back to the log (a consumer that still reads, not stuck)
+/// whose cursor the ring is about to overtake (the log at least half full, more than half
+/// of what it holds still to read), its publisher is not read (its worker stalls it, as
+/// for a congested consumer) until less than a quarter is left to read, the fall-back
+/// ends, `max_publisher_stall` passes, or the consumer is judged stuck (then it slows
+/// nobody, and what the ring overwrites is reported as a gap). The publishers are this
+/// worker's own (a shard routes what its worker read): no envelope is needed, the worker
+/// takes `held` as soon as the publisher's read is applied, and `released` every turn.
+#[derive(Debug, Default)]
+struct Holds {
+    /// The subscriptions at risk.
+    at_risk: Vec<SubRef>,
+    /// (publisher, consumer): publishers to stall now.
+    held: Vec<(ConnId, ConnId)>,
+    /// Consumers no longer at risk: release the publishers held for them.
+    released: Vec<ConnId>,
+}
+
 /// What routing one message did, for the counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Routed {
@@ -124,6 +151,7 @@ impl Shard {
             next_seq: 1,
             store,
             stalls: Stalls::default(),
+            holds: Holds::default(),
             turn_ns: unix_nanos(),
             bridges: None,
         }
@@ -223,6 +251,41 @@ impl Shard {
         let deferred = store.pump(self.id as u16, now, &mut sink);
         self.store = Some(store);
         deferred
+    }
+
+    /// True when a publisher must be held back now ([`Holds`]): its reading stops here.
+    pub fn holds_publishers(&self) -> bool {
+        !self.holds.held.is_empty()
+    }
+
+    /// Publishers to stall now, each for the consumer whose lossless fall-back its message
+    /// brought the ring close to overtaking ([`Holds`]).
+    pub fn take_held(&mut self) -> Vec<(ConnId, ConnId)> {
+        std::mem::take(&mut self.holds.held)
+    }
+
+    /// Consumers whose held publishers may go: their fall-backs are out of danger or over,
+    /// or they are stuck (in `backlogged` but not in `congested`) and slow nobody.
+    pub fn take_released(
+        &mut self,
+        backlogged: &FastSet<ConnId>,
+        congested: &FastMap<ConnId, u32>,
+    ) -> Vec<ConnId> {
+        let holds = &mut self.holds;
+        if holds.at_risk.is_empty() {
+            return Vec::new();
+        }
+        let store = self.store.as_ref();
+        holds.at_risk.retain(|sub| {
+            let stuck = backlogged.contains(&sub.conn) && !congested.contains_key(&sub.conn);
+            let risk = store.and_then(|s| s.fallback_at_risk(sub, 1));
+            let keep = !stuck && risk == Some(true);
+            if !keep {
+                holds.released.push(sub.conn);
+            }
+            keep
+        });
+        std::mem::take(&mut holds.released)
     }
 
     /// The subscription index, read by snapshots (monitoring).
@@ -366,11 +429,15 @@ impl Shard {
     /// A delivery to a consumer in `congested` (a consumer over its high-water mark that
     /// is draining) also asks the publisher's worker to stall the publisher (once per
     /// congestion): this is how backpressure reaches publishers across workers.
+    ///
+    /// A message whose record brings the ring close to overtaking a lossless subscription's
+    /// fall-back holds its publisher back ([`Holds`]; `backlogged` without `congested`:
+    /// stuck consumers, which hold nobody).
     pub fn route(
         &mut self,
         mut msg: Arc<Msg>,
         out: &mut Outbox,
-        congested: &FastMap<ConnId, u32>,
+        (congested, backlogged): (&FastMap<ConnId, u32>, &FastSet<ConnId>),
     ) -> Routed {
         let mut stored = false;
         if !msg.origin_only && !msg.ephemeral {
@@ -489,6 +556,29 @@ impl Shard {
                 }
                 None => groups.finish(&mut deliver),
             }
+        }
+        // A lossless fall-back this message's record brings the ring closer to overtaking:
+        // its publisher (one of this worker's connections) waits ([`Holds`]).
+        let holds = &mut self.holds;
+        let local = usize::from(msg.origin.worker) == self.id;
+        if stored && local && store.is_some_and(Store::has_fallbacks) {
+            self.index.for_each_match(&msg.subject, |list| {
+                for sub in list.plain() {
+                    let pair = (msg.origin, sub.conn);
+                    if holds.held.last() == Some(&pair)
+                        || (backlogged.contains(&sub.conn) && !congested.contains_key(&sub.conn))
+                    {
+                        continue;
+                    }
+                    if !holds.at_risk.contains(sub) {
+                        if store.and_then(|s| s.fallback_at_risk(sub, 2)) != Some(true) {
+                            continue;
+                        }
+                        holds.at_risk.push(*sub);
+                    }
+                    holds.held.push(pair);
+                }
+            });
         }
         self.ack(msg, msg.stamp, false, out);
         let no_responders = deliveries == 0 && msg.no_responders && !msg.origin_only;
@@ -669,6 +759,11 @@ mod tests {
     }
 
     /// The single-shard world: shard 0 routes everything, deliveries go to 2 workers.
+    /// Routes with nobody congested or stuck.
+    fn route(shard: &mut Shard, m: Arc<Msg>, out: &mut Outbox) -> Routed {
+        shard.route(m, out, (&FastMap::default(), &FastSet::default()))
+    }
+
     fn world() -> (Shard, Outbox) {
         (Shard::new(0, 1, None), Outbox::new(0, Mesh::for_tests(2)))
     }
@@ -716,7 +811,7 @@ mod tests {
             &None,
             &mut out,
         );
-        let r = shard.route(msg("room.1", a), &mut out, &FastMap::default());
+        let r = route(&mut shard, msg("room.1", a), &mut out);
         assert_eq!(r.deliveries, 2);
         assert_eq!(delivered(&mut out), vec![1, 2]);
     }
@@ -759,20 +854,21 @@ mod tests {
             found
         };
         let mut congested = FastMap::default();
-        shard.route(msg("room.1", publisher), &mut out, &congested);
+        let stuck = FastSet::default();
+        shard.route(msg("room.1", publisher), &mut out, (&congested, &stuck));
         assert!(stalls(&mut out).is_empty(), "nobody is congested");
         congested.insert(slow, 3);
         for _ in 0..5 {
-            shard.route(msg("room.1", publisher), &mut out, &congested);
+            shard.route(msg("room.1", publisher), &mut out, (&congested, &stuck));
         }
         assert_eq!(stalls(&mut out), vec![(publisher, slow, 3)], "asked once");
         // A message replayed from a log has no publisher to stall.
-        shard.route(msg("room.1", ConnId::NONE), &mut out, &congested);
+        shard.route(msg("room.1", ConnId::NONE), &mut out, (&congested, &stuck));
         assert!(stalls(&mut out).is_empty());
         // Once the congestion ended, the next one asks again.
         shard.congestion_ended(slow);
         congested.insert(slow, 4);
-        shard.route(msg("room.2", publisher), &mut out, &congested);
+        shard.route(msg("room.2", publisher), &mut out, (&congested, &stuck));
         assert_eq!(stalls(&mut out), vec![(publisher, slow, 4)]);
     }
 
@@ -809,7 +905,7 @@ mod tests {
         shard.subscribe(&filter, Some(&q2), sub(conn(1, 5), 5), &None, &mut out);
         let mut counts = std::collections::BTreeMap::new();
         for _ in 0..400 {
-            shard.route(msg("work", conn(0, 0)), &mut out, &FastMap::default());
+            route(&mut shard, msg("work", conn(0, 0)), &mut out);
             let ids = delivered(&mut out);
             assert_eq!(ids.len(), 2, "one member of each group: {ids:?}");
             assert!(ids.contains(&5));
@@ -834,7 +930,7 @@ mod tests {
         shard.subscribe(&f, None, sub(other, 2), &None, &mut out);
         let mut m = msg("chat", me);
         Arc::get_mut(&mut m).unwrap().no_echo = true;
-        shard.route(m, &mut out, &FastMap::default());
+        route(&mut shard, m, &mut out);
         assert_eq!(delivered(&mut out), vec![2]);
     }
 
@@ -866,14 +962,14 @@ mod tests {
         for _ in 0..10 {
             let mut m = msg("job", me);
             Arc::get_mut(&mut m).unwrap().no_echo = true;
-            assert_eq!(shard.route(m, &mut out, &FastMap::default()).deliveries, 1);
+            assert_eq!(route(&mut shard, m, &mut out).deliveries, 1);
             // `j*b` is a literal token: only 5 is another connection's member here.
             assert_eq!(delivered(&mut out), vec![5]);
         }
         // With echo on, every member takes its turn.
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..4 {
-            shard.route(msg("job", me), &mut out, &FastMap::default());
+            route(&mut shard, msg("job", me), &mut out);
             seen.extend(delivered(&mut out));
         }
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![1, 2, 4, 5]);
@@ -889,7 +985,7 @@ mod tests {
             m.no_responders = true;
             m.reply = Some(Bytes::from_static(b"_INBOX.abc.1"));
         }
-        let r = shard.route(m, &mut out, &FastMap::default());
+        let r = route(&mut shard, m, &mut out);
         assert!(r.no_responders);
         let mut batch = out.take_batch(0);
         assert_eq!(batch.len(), 1);
@@ -903,7 +999,7 @@ mod tests {
         let inbox = Bytes::from_static(b"_INBOX.abc.*");
         shard.subscribe(&inbox, None, sub(requester, 1), &None, &mut out);
         shard.subscribe(&inbox, None, sub(conn(0, 3), 2), &None, &mut out);
-        let r = shard.route(status, &mut out, &FastMap::default());
+        let r = route(&mut shard, status, &mut out);
         assert_eq!(r.deliveries, 1);
         assert!(!r.no_responders);
         assert_eq!(delivered(&mut out), vec![1]);
@@ -915,10 +1011,10 @@ mod tests {
         let f = Bytes::from_static(b"a.>");
         let s = sub(conn(0, 1), 1);
         shard.subscribe(&f, None, s, &None, &mut out);
-        shard.route(msg("a.b", conn(1, 1)), &mut out, &FastMap::default());
+        route(&mut shard, msg("a.b", conn(1, 1)), &mut out);
         assert_eq!(delivered(&mut out), vec![1]);
         shard.unsubscribe(&f, None, &s);
-        shard.route(msg("a.b", conn(1, 1)), &mut out, &FastMap::default());
+        route(&mut shard, msg("a.b", conn(1, 1)), &mut out);
         assert!(delivered(&mut out).is_empty());
     }
 
@@ -944,7 +1040,7 @@ mod tests {
         for expected in 1..=3u64 {
             let mut m = msg("s", publisher);
             Arc::get_mut(&mut m).unwrap().ack_id = Some(100 + expected);
-            shard.route(m, &mut out, &FastMap::default());
+            route(&mut shard, m, &mut out);
             let delivered = out.take_batch(0);
             let [Envelope::Deliver { msg, .. }] = &delivered[..] else {
                 panic!("one delivery: {delivered:?}");
@@ -973,7 +1069,7 @@ mod tests {
         use tern_protocol::binary::ResumeToken;
         let (mut shard, mut out) = world();
         for _ in 0..5 {
-            shard.route(msg("s", conn(0, 0)), &mut out, &FastMap::default());
+            route(&mut shard, msg("s", conn(0, 0)), &mut out);
         }
         let resume = |last: u64| -> Start {
             Some(Arc::new(StartPosition::Resume(ResumeToken {

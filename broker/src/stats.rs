@@ -258,6 +258,10 @@ counters! {
     counter stuck_consumers => "tern_stuck_consumers_total";
     /// Times a publisher was stalled (not read) for a congested consumer.
     counter publisher_stalls => "tern_publisher_stalls_total";
+    /// Times a publisher was held back (not read) because a lossless subscription that
+    /// still reads was falling so far behind in the ring log that the ring would overwrite
+    /// what it has yet to read.
+    counter lossless_holds => "tern_lossless_holds_total";
     /// Stalls that ended at max_publisher_stall rather than with the congestion.
     counter publisher_stall_timeouts => "tern_publisher_stall_timeouts_total";
 }

@@ -982,6 +982,27 @@ impl Store {
     }
 
     /// Drops the catch-up of a subscription that ended.
+    /// Whether any lossless subscription is falling back to the log here
+    /// ([`Store::start_lag`]).
+    pub fn has_fallbacks(&self) -> bool {
+        !self.replays.is_empty() && self.replays.iter().any(|r| r.credit.is_some())
+    }
+
+    /// How close the ring is to overtaking the lossless fall-back of `sub`, if it has one
+    /// here: `Some(false)` while the log is less than half full or less than a quarter of
+    /// what it holds is ahead of the cursor; `Some(true)` past `more_than`/4 of it (the
+    /// shard holds publishers back past 2/4, and lets them go under 1/4).
+    pub fn fallback_at_risk(&self, sub: &SubRef, more_than: u64) -> Option<bool> {
+        let r = self
+            .replays
+            .iter()
+            .find(|r| r.credit.is_some() && matches!(r.target, Target::Sub(s) if s == *sub))?;
+        let (first, next) = (self.log.first_seq(), self.log.next_seq());
+        let behind = next.saturating_sub(r.next);
+        let filling = self.log.layout().used_bytes.saturating_mul(2) >= self.log.capacity();
+        Some(filling && behind.saturating_mul(4) > (next - first).saturating_mul(more_than))
+    }
+
     pub fn stop_replay(&mut self, sub: &SubRef) {
         if self.replaying.remove(sub).is_some() {
             self.replays
@@ -1774,6 +1795,63 @@ mod tests {
         expected.extend((first_now..=1400).map(|s| ("deliver", s)));
         assert_eq!(sink.events, expected);
         assert!(!store.is_replaying(&sub), "live from the end of the log on");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_lossless_fall_back_is_at_risk_once_the_ring_is_half_way_to_overtaking_it() {
+        let dir = scratch("risk");
+        let config = StoreConfig {
+            log_size: 64 << 10,
+            ..StoreConfig::default()
+        };
+        let now = Instant::now();
+        let (mut store, _) =
+            Store::open(&dir.join("r.ring"), &config, test_dedupe(), now, 0).unwrap();
+        let append = |store: &mut Store| {
+            let msg = Msg::new(
+                Bytes::from_static(b"s"),
+                vec![0u8; 200].into(),
+                ConnId::NONE,
+                now,
+            );
+            store.append(&msg, 1, now).unwrap();
+        };
+        let (sub, filter) = (sub_ref(), Bytes::from_static(b"s"));
+        // A catch-up that is not a fall-back is none of this.
+        store.start_replay(sub, &filter, 1, false);
+        append(&mut store);
+        assert!(!store.has_fallbacks());
+        assert_eq!(store.fallback_at_risk(&sub, 2), None);
+        store.start_lag(sub, &filter, 1, 0);
+        assert!(store.has_fallbacks());
+        // Everything still to read, but the log less than half full: no risk yet.
+        for _ in 0..50 {
+            append(&mut store);
+        }
+        assert_eq!(
+            store.fallback_at_risk(&sub, 2),
+            Some(false),
+            "a quarter full"
+        );
+        // Past half full with the cursor at the oldest record: at risk by both measures.
+        for _ in 0..120 {
+            append(&mut store);
+        }
+        assert_eq!(store.first_seq(), 1, "not wrapped yet");
+        assert_eq!(store.fallback_at_risk(&sub, 2), Some(true));
+        assert_eq!(store.fallback_at_risk(&sub, 1), Some(true));
+        // The cursor moves to a third of the way from the newest: held no more than
+        // a quarter's worth, so taken on (2/4) no longer, kept (1/4) still.
+        let (first, next) = (store.first_seq(), store.next_seq());
+        store.start_lag(sub, &filter, next - (next - first) / 3, 0);
+        assert_eq!(store.fallback_at_risk(&sub, 2), Some(false));
+        assert_eq!(store.fallback_at_risk(&sub, 1), Some(true));
+        // Within the newest fifth: out of danger.
+        store.start_lag(sub, &filter, next - (next - first) / 5, 0);
+        assert_eq!(store.fallback_at_risk(&sub, 1), Some(false));
+        store.stop_replay(&sub);
+        assert_eq!(store.fallback_at_risk(&sub, 1), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

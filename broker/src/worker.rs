@@ -295,6 +295,7 @@ impl Worker {
         if self.may_pump() {
             self.router.pump_replays(self.now);
         }
+        self.hold_publishers();
         // What this turn stored reaches the ring file before anything it made is
         // handled or sent: acks, deliveries (`Store::flush`).
         self.router.shard.flush_store();
@@ -874,6 +875,37 @@ impl Worker {
             .push((publisher.slot, publisher.gen));
     }
 
+    /// The shard's holds for lossless fall-backs the ring may overtake (`shard.rs`,
+    /// `Holds`): each publisher named is not read until its consumer's fall-back is out of
+    /// danger or `max_publisher_stall` passes, as a stall for a congested consumer.
+    fn hold_publishers(&mut self) {
+        let held = self.router.shard.take_held();
+        let router = &mut self.router;
+        let released = router
+            .shard
+            .take_released(&router.backlogged, &router.congested);
+        let max = self.router.config.flow.max_publisher_stall;
+        if !max.is_zero() {
+            let until = self.now + max;
+            for (publisher, consumer) in held {
+                let Some(conn) = self.conn_mut(publisher) else {
+                    continue;
+                };
+                if conn.stall_on(consumer, until) {
+                    bump(&self.router.stats.lossless_holds, 1);
+                    self.router.wake_at(until, publisher);
+                }
+                let by = self.stalled_by.entry(consumer).or_default();
+                if !by.contains(&(publisher.slot, publisher.gen)) {
+                    by.push((publisher.slot, publisher.gen));
+                }
+            }
+        }
+        for consumer in released {
+            self.release_stalled(consumer);
+        }
+    }
+
     /// The congestion of `consumer` ended: reads again every publisher it stalled here.
     fn release_stalled(&mut self, consumer: ConnId) {
         for (slot, gen) in self.stalled_by.remove(&consumer).unwrap_or_default() {
@@ -944,6 +976,11 @@ impl Worker {
             }
             if has_output || state == ReadState::Closed {
                 self.list_write(slot);
+            }
+            if self.router.shard.holds_publishers() {
+                // Before anything more is read: the ring is close to overtaking a lossless
+                // subscription this connection publishes for.
+                self.hold_publishers();
             }
         }
         if !self.to_read.is_empty() {
@@ -1179,7 +1216,7 @@ fn read_connection(conn: &mut Conn, router: &mut Router, budget: usize, now: Ins
     }
     let mut taken = 0;
     while conn.closing.is_none() {
-        if taken >= budget || router.outbox.is_full() {
+        if taken >= budget || router.outbox.is_full() || router.shard.holds_publishers() {
             return ReadState::More;
         }
         match conn.read_socket(router) {

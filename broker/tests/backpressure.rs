@@ -264,8 +264,14 @@ fn coalesced_messages_keep_the_newest_value_in_the_first_ones_place() {
 
 /// Reads `count` messages of a lossless subscription, message `i` having been published
 /// to `subjects[i % subjects.len()]`: each once, in publish order per subject, and nothing
-/// after the last (answering the broker's PINGs meanwhile).
-fn read_every_message_once(sub: &mut BinClient, subjects: &[String], count: u32) {
+/// after the last (answering the broker's PINGs meanwhile). With `pace` (n, rest), it rests
+/// that long after every n messages.
+fn read_every_message_once(
+    sub: &mut BinClient,
+    subjects: &[String],
+    count: u32,
+    pace: Option<(u32, Duration)>,
+) {
     let n = subjects.len();
     let mut next = vec![0u32; n];
     let mut got = 0;
@@ -280,6 +286,11 @@ fn read_every_message_once(sub: &mut BinClient, subjects: &[String], count: u32)
                 assert_eq!(i, next[s] * n as u32 + s as u32, "gap or duplicate");
                 next[s] += 1;
                 got += 1;
+                if let Some((every, rest)) = pace {
+                    if got % every == 0 {
+                        std::thread::sleep(rest);
+                    }
+                }
             }
             Ok(ServerFrame::Ping) => sub.send(&ClientFrame::Pong),
             Ok(other) => panic!("a lossless subscription got {other:?}"),
@@ -319,10 +330,63 @@ fn a_lossless_subscription_overflows_and_still_gets_every_message_in_order() {
         publ.flush();
     }
 
-    read_every_message_once(&mut sub, &subjects, COUNT);
+    read_every_message_once(&mut sub, &subjects, COUNT, None);
     let varz = broker.varz();
     assert!(varz["lossless_fallbacks"].as_u64().unwrap() >= 1, "{varz}");
     assert_eq!(varz["queue_dropped_msgs"], 0);
+}
+
+/// A publisher far faster than a lossless subscriber that keeps reading, through a ring
+/// eight times too small for what it publishes: the subscriber's fall-back would be
+/// overwritten before it read it (a gap), so the publisher is held back until the
+/// subscriber has caught up enough, and every message arrives.
+#[test]
+fn a_publisher_is_held_back_rather_than_let_the_ring_overtake_a_lossless_subscriber() {
+    const COUNT: u32 = 8_000;
+    const SIZE: usize = 1024;
+    // One worker: the publisher's messages go through the one shard its subscriber
+    // lags in. Stalls long and patient enough that a slow machine does not end them.
+    let broker = Broker::with_args(&[
+        "--workers",
+        "1",
+        "--log-size",
+        "1MiB",
+        "--max-payload",
+        "64KiB",
+        "--max-publisher-stall",
+        "60s",
+        "--publisher-stall-window",
+        "2s",
+        "--publisher-stall-min-drain",
+        "1KiB",
+        "--monitor",
+        "127.0.0.1:0",
+    ]);
+    let subjects = ["held.0".to_string()];
+    let mut sub = BinClient::connect_small_rcvbuf(broker.binary_addr(), 8 * 1024);
+    sub.send(&ClientFrame::Subscribe(Subscribe {
+        sid: 1,
+        subject: Bytes::from_static(b"held.0"),
+        lossless: true,
+        max_queue_messages: 64,
+        ..Default::default()
+    }));
+    sub.flush();
+    // 8 MiB in one stream, on its own thread: it is written as fast as the broker reads it.
+    let addr = broker.binary_addr();
+    let publisher = std::thread::spawn(move || {
+        let mut publ = BinClient::connect(addr);
+        send_all(&mut publ, (0..COUNT).map(|i| publish("held.0", i, SIZE, 0)));
+        publ.flush();
+    });
+    // A reader slower than the publisher, but one that never stops: 2 ms of rest every 64
+    // messages (at most 32 MB/s, where the publisher writes as fast as the broker reads).
+    let pace = (64, Duration::from_millis(2));
+    read_every_message_once(&mut sub, &subjects, COUNT, Some(pace));
+    publisher.join().expect("the publisher");
+    let varz = broker.varz();
+    assert!(varz["lossless_fallbacks"].as_u64().unwrap() >= 1, "{varz}");
+    assert!(varz["lossless_holds"].as_u64().unwrap() >= 1, "{varz}");
 }
 
 #[test]
@@ -362,7 +426,7 @@ fn a_lossless_catch_up_merged_over_shards_falls_back_and_still_gets_every_messag
     }));
     // Not read for a while: the socket and the queue fill.
     std::thread::sleep(Duration::from_millis(300));
-    read_every_message_once(&mut sub, &subjects, COUNT);
+    read_every_message_once(&mut sub, &subjects, COUNT, None);
     // It went live on every shard: what comes now arrives too.
     for (s, (subject, publ)) in subjects.iter().zip(&mut publishers).enumerate() {
         publ.send(&publish(subject, COUNT + s as u32, 8, 0));

@@ -497,7 +497,7 @@ pub const EXPECTED_COUNTERS: [(&str, &str); 14] = [
 
 /// Other counters shown in the report, not judged. (`drop_notices` counts notices written
 /// to a socket: a subscriber that never reads never gets one.)
-const SHOWN_COUNTERS: [&str; 15] = [
+const SHOWN_COUNTERS: [&str; 16] = [
     "total_connections",
     "in_msgs",
     "out_msgs",
@@ -507,6 +507,7 @@ const SHOWN_COUNTERS: [&str; 15] = [
     "publisher_stalls",
     "publisher_stall_timeouts",
     "lossless_fallbacks",
+    "lossless_holds",
     "replays_deferred",
     "dedupe_ids",
     "subscriptions_refused",
