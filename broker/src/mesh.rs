@@ -308,6 +308,7 @@ pub(crate) enum Envelope {
         queue: Option<Bytes>,
         sub: SubRef,
         start: Start,
+        lossless: bool,
     },
     /// From a shard to a subscription's worker, before anything else it sends the
     /// subscription: the last sequence of `shard` before what the subscription receives
@@ -1149,6 +1150,7 @@ mod tests {
                 id: 1,
             },
             start: None,
+            lossless: false,
         }
     }
 

@@ -321,9 +321,14 @@ impl Router {
                 queue,
                 sub,
                 start,
-            } => self
-                .shard
-                .subscribe(&filter, queue.as_ref(), sub, &start, &mut self.outbox),
+                lossless,
+            } => self.shard.subscribe_as(
+                &filter,
+                queue.as_ref(),
+                (sub, lossless),
+                &start,
+                &mut self.outbox,
+            ),
             Envelope::Lag {
                 sub,
                 filter,
@@ -676,19 +681,20 @@ impl Router {
         }
     }
 
-    /// Registers a subscription in every shard, and says which.
+    /// Registers a subscription in every shard, and says which. The ring is kept from
+    /// overtaking a `lossless` one's catch-ups (`shard.rs`, `Holds`).
     pub fn subscribe(
         &mut self,
         filter: &Bytes,
         queue: Option<&Bytes>,
-        sub: SubRef,
+        (sub, lossless): (SubRef, bool),
         start: Start,
     ) -> Range<usize> {
         let shards = self.shards();
         for shard in shards.clone() {
             if shard == self.me {
                 self.shard
-                    .subscribe(filter, queue, sub, &start, &mut self.outbox);
+                    .subscribe_as(filter, queue, (sub, lossless), &start, &mut self.outbox);
             } else {
                 self.outbox.push(
                     shard,
@@ -697,6 +703,7 @@ impl Router {
                         queue: queue.cloned(),
                         sub,
                         start: start.clone(),
+                        lossless,
                     },
                 );
             }

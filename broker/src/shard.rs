@@ -62,7 +62,7 @@ pub(crate) struct Shard {
     /// The stalls this shard asked for, so that each is asked once per congestion.
     stalls: Stalls,
     /// Lossless subscriptions whose fall-back the ring may overtake, their publishers held
-    /// back (`Store::fallback_at_risk`).
+    /// back (`Store::lossless_at_risk`).
     holds: Holds,
     /// The wall clock at the start of this loop turn (ns since the Unix epoch): the time
     /// every message routed in the turn is stamped with, read once per turn rather than
@@ -116,8 +116,8 @@ impl Stalls {
 }
 
 /// The lossless subscriptions this shard holds publishers back for: when a stored message
-/// matches a subscription falling back to the log (a consumer that still reads, not stuck)
-/// whose cursor the ring is about to overtake (the log at least half full, more than half
+/// matches a lossless subscription catching up or falling back through the log (a
+/// consumer that still reads, not stuck) whose cursor the ring is about to overtake (the log at least half full, more than half
 /// of what it holds still to read), its publisher is not read (its worker stalls it, as
 /// for a congested consumer) until less than a quarter is left to read, the fall-back
 /// ends, `max_publisher_stall` passes, or the consumer is judged stuck (then it slows
@@ -278,7 +278,7 @@ impl Shard {
         let store = self.store.as_ref();
         holds.at_risk.retain(|sub| {
             let stuck = backlogged.contains(&sub.conn) && !congested.contains_key(&sub.conn);
-            let risk = store.and_then(|s| s.fallback_at_risk(sub, 1));
+            let risk = store.and_then(|s| s.lossless_at_risk(sub, 1));
             let keep = !stuck && risk == Some(true);
             if !keep {
                 holds.released.push(sub.conn);
@@ -303,6 +303,19 @@ impl Shard {
         filter: &Bytes,
         queue: Option<&Bytes>,
         sub: SubRef,
+        start: &Start,
+        out: &mut Outbox,
+    ) {
+        self.subscribe_as(filter, queue, (sub, false), start, out);
+    }
+
+    /// [`Shard::subscribe`], for a subscription that may be `lossless`: the ring is then
+    /// kept from overtaking its catch-up ([`Holds`]).
+    pub fn subscribe_as(
+        &mut self,
+        filter: &Bytes,
+        queue: Option<&Bytes>,
+        (sub, lossless): (SubRef, bool),
         start: &Start,
         out: &mut Outbox,
     ) {
@@ -371,6 +384,9 @@ impl Shard {
                 );
             }
             push_to_sub(out, sub, Envelope::CaughtUp { sub, shard });
+        }
+        if let (true, Some(store)) = (lossless, &mut self.store) {
+            store.mark_lossless(&sub);
         }
         self.index.insert(filter, queue, sub);
         self.groups.resize(self.index.queue_count());
@@ -561,7 +577,7 @@ impl Shard {
         // its publisher (one of this worker's connections) waits ([`Holds`]).
         let holds = &mut self.holds;
         let local = usize::from(msg.origin.worker) == self.id;
-        if stored && local && store.is_some_and(Store::has_fallbacks) {
+        if stored && local && store.is_some_and(Store::has_lossless_replays) {
             self.index.for_each_match(&msg.subject, |list| {
                 for sub in list.plain() {
                     let pair = (msg.origin, sub.conn);
@@ -571,7 +587,7 @@ impl Shard {
                         continue;
                     }
                     if !holds.at_risk.contains(sub) {
-                        if store.and_then(|s| s.fallback_at_risk(sub, 2)) != Some(true) {
+                        if store.and_then(|s| s.lossless_at_risk(sub, 2)) != Some(true) {
                             continue;
                         }
                         holds.at_risk.push(*sub);

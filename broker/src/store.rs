@@ -404,6 +404,9 @@ pub(crate) struct Replay {
     /// (`None`: no limit). At 0 the cursor waits for a `Grant`, and live delivery of stored
     /// messages to the subscription stays off meanwhile.
     credit: Option<u64>,
+    /// A lossless subscription's (its catch-up or its fall-back): the shard holds its
+    /// publishers back before the ring overtakes it (`Store::lossless_at_risk`).
+    lossless: bool,
     /// Bytes of its messages its client's connection has not taken yet (encoded for the socket) nor dropped: it
     /// waits while they are `replay_bytes` or more (see `mesh::Flight`).
     in_flight: Arc<AtomicUsize>,
@@ -450,6 +453,7 @@ impl Replay {
             next,
             phase,
             credit: None,
+            lossless: false,
             in_flight: Arc::default(),
             merged: Merged::No,
             literal: subject::is_literal(filter),
@@ -817,6 +821,7 @@ impl Store {
         if let Some(r) = self.replays.last_mut() {
             if matches!(r.target, Target::Sub(s) if s == sub) {
                 r.credit = Some(u64::from(credit));
+                r.lossless = true;
             }
         }
         gap
@@ -982,21 +987,32 @@ impl Store {
     }
 
     /// Drops the catch-up of a subscription that ended.
-    /// Whether any lossless subscription is falling back to the log here
-    /// ([`Store::start_lag`]).
-    pub fn has_fallbacks(&self) -> bool {
-        !self.replays.is_empty() && self.replays.iter().any(|r| r.credit.is_some())
+    /// A lossless subscription's catch-up (just started by [`Store::start_replay`] or
+    /// [`Store::start_last_n`]): the ring must not overtake it either.
+    pub fn mark_lossless(&mut self, sub: &SubRef) {
+        if let Some(r) = self
+            .replays
+            .iter_mut()
+            .find(|r| matches!(r.target, Target::Sub(s) if s == *sub))
+        {
+            r.lossless = true;
+        }
     }
 
-    /// How close the ring is to overtaking the lossless fall-back of `sub`, if it has one
-    /// here: `Some(false)` while the log is less than half full or less than a quarter of
+    /// Whether any lossless subscription is catching up or falling back to the log here.
+    pub fn has_lossless_replays(&self) -> bool {
+        !self.replays.is_empty() && self.replays.iter().any(|r| r.lossless)
+    }
+
+    /// How close the ring is to overtaking the catch-up or fall-back of lossless `sub`, if
+    /// it has one here: `Some(false)` while the log is less than half full or less than a quarter of
     /// what it holds is ahead of the cursor; `Some(true)` past `more_than`/4 of it (the
     /// shard holds publishers back past 2/4, and lets them go under 1/4).
-    pub fn fallback_at_risk(&self, sub: &SubRef, more_than: u64) -> Option<bool> {
+    pub fn lossless_at_risk(&self, sub: &SubRef, more_than: u64) -> Option<bool> {
         let r = self
             .replays
             .iter()
-            .find(|r| r.credit.is_some() && matches!(r.target, Target::Sub(s) if s == *sub))?;
+            .find(|r| r.lossless && matches!(r.target, Target::Sub(s) if s == *sub))?;
         let (first, next) = (self.log.first_seq(), self.log.next_seq());
         let behind = next.saturating_sub(r.next);
         let filling = self.log.layout().used_bytes.saturating_mul(2) >= self.log.capacity();
@@ -1799,7 +1815,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lossless_fall_back_is_at_risk_once_the_ring_is_half_way_to_overtaking_it() {
+    fn a_lossless_catch_up_is_at_risk_once_the_ring_is_half_way_to_overtaking_it() {
         let dir = scratch("risk");
         let config = StoreConfig {
             log_size: 64 << 10,
@@ -1818,19 +1834,24 @@ mod tests {
             store.append(&msg, 1, now).unwrap();
         };
         let (sub, filter) = (sub_ref(), Bytes::from_static(b"s"));
-        // A catch-up that is not a fall-back is none of this.
-        store.start_replay(sub, &filter, 1, false);
+        // A catch-up of a subscription that is not lossless is none of this.
         append(&mut store);
-        assert!(!store.has_fallbacks());
-        assert_eq!(store.fallback_at_risk(&sub, 2), None);
+        store.start_replay(sub, &filter, 1, false);
+        assert!(store.is_replaying(&sub));
+        assert!(!store.has_lossless_replays());
+        assert_eq!(store.lossless_at_risk(&sub, 2), None);
+        store.mark_lossless(&sub);
+        assert!(store.has_lossless_replays());
+        assert_eq!(store.lossless_at_risk(&sub, 2), Some(false));
+        // Its fall-back is lossless too.
         store.start_lag(sub, &filter, 1, 0);
-        assert!(store.has_fallbacks());
+        assert!(store.has_lossless_replays());
         // Everything still to read, but the log less than half full: no risk yet.
         for _ in 0..50 {
             append(&mut store);
         }
         assert_eq!(
-            store.fallback_at_risk(&sub, 2),
+            store.lossless_at_risk(&sub, 2),
             Some(false),
             "a quarter full"
         );
@@ -1839,19 +1860,19 @@ mod tests {
             append(&mut store);
         }
         assert_eq!(store.first_seq(), 1, "not wrapped yet");
-        assert_eq!(store.fallback_at_risk(&sub, 2), Some(true));
-        assert_eq!(store.fallback_at_risk(&sub, 1), Some(true));
+        assert_eq!(store.lossless_at_risk(&sub, 2), Some(true));
+        assert_eq!(store.lossless_at_risk(&sub, 1), Some(true));
         // The cursor moves to a third of the way from the newest: held no more than
         // a quarter's worth, so taken on (2/4) no longer, kept (1/4) still.
         let (first, next) = (store.first_seq(), store.next_seq());
         store.start_lag(sub, &filter, next - (next - first) / 3, 0);
-        assert_eq!(store.fallback_at_risk(&sub, 2), Some(false));
-        assert_eq!(store.fallback_at_risk(&sub, 1), Some(true));
+        assert_eq!(store.lossless_at_risk(&sub, 2), Some(false));
+        assert_eq!(store.lossless_at_risk(&sub, 1), Some(true));
         // Within the newest fifth: out of danger.
         store.start_lag(sub, &filter, next - (next - first) / 5, 0);
-        assert_eq!(store.fallback_at_risk(&sub, 1), Some(false));
+        assert_eq!(store.lossless_at_risk(&sub, 1), Some(false));
         store.stop_replay(&sub);
-        assert_eq!(store.fallback_at_risk(&sub, 1), None);
+        assert_eq!(store.lossless_at_risk(&sub, 1), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -81,12 +81,12 @@ pub(crate) trait Context {
     fn next_arrival(&mut self) -> u64;
     /// Routes a message the client published.
     fn publish(&mut self, msg: Arc<Msg>);
-    /// Registers a subscription in every shard, and says which.
+    /// Registers a subscription (`lossless` or not) in every shard, and says which.
     fn subscribe(
         &mut self,
         filter: &Bytes,
         queue: Option<&Bytes>,
-        sub: SubRef,
+        sub: (SubRef, bool),
         start: Start,
     ) -> Range<usize>;
     /// Removes a subscription from every shard, and says which.
@@ -213,7 +213,7 @@ impl Context for Router {
         &mut self,
         filter: &Bytes,
         queue: Option<&Bytes>,
-        sub: SubRef,
+        sub: (SubRef, bool),
         start: Start,
     ) -> Range<usize> {
         Router::subscribe(self, filter, queue, sub, start)

@@ -225,7 +225,7 @@ impl Context for FakeContext {
         &mut self,
         filter: &Bytes,
         queue: Option<&Bytes>,
-        sub: SubRef,
+        (sub, _lossless): (SubRef, bool),
         start: Start,
     ) -> Range<usize> {
         let change = SubChange {

@@ -1244,7 +1244,7 @@ impl Session {
             key: key as u32,
             id,
         };
-        let shards = cx.subscribe(&filter, queue.as_ref(), sub, start);
+        let shards = cx.subscribe(&filter, queue.as_ref(), (sub, lossless), start);
         self.barrier.touch(shards);
         self.bridge_interest(&filter, queue.as_ref(), true, cx);
         key
