@@ -576,7 +576,8 @@ impl Shard {
         // A lossless fall-back this message's record brings the ring closer to overtaking:
         // its publisher (one of this worker's connections) waits ([`Holds`]).
         let holds = &mut self.holds;
-        let local = usize::from(msg.origin.worker) == self.id;
+        // (Not the bridge's imports: no connection to hold.)
+        let local = usize::from(msg.origin.worker) == self.id && !msg.origin.is_import();
         if stored && local && store.is_some_and(Store::has_lossless_replays) {
             self.index.for_each_match(&msg.subject, |list| {
                 for sub in list.plain() {
