@@ -25,8 +25,8 @@
 //! its high-water mark, congested or stuck, as its worker told every worker: see
 //! `conn/congestion.rs`).
 //!
-//! It also keeps a lossless subscription's fall-back ahead of the ring: a stored message
-//! that brings the ring close to overwriting what the fall-back has yet to read holds its
+//! It also keeps a lossless subscription's catch-up ahead of the ring: a stored message
+//! that brings the ring close to overwriting what the catch-up has yet to read holds its
 //! publisher back (`Holds`), which its own worker applies.
 //!
 //! Never: touches a socket or a connection; it only produces envelopes (and the holds its
@@ -61,7 +61,7 @@ pub(crate) struct Shard {
     store: Option<Store>,
     /// The stalls this shard asked for, so that each is asked once per congestion.
     stalls: Stalls,
-    /// Lossless subscriptions whose fall-back the ring may overtake, their publishers held
+    /// Lossless subscriptions whose catch-up the ring may overtake, their publishers held
     /// back (`Store::lossless_at_risk`).
     holds: Holds,
     /// The wall clock at the start of this loop turn (ns since the Unix epoch): the time
@@ -117,11 +117,12 @@ impl Stalls {
 
 /// The lossless subscriptions this shard holds publishers back for: when a stored message
 /// matches a lossless subscription catching up or falling back through the log (a
-/// consumer that still reads, not stuck) whose cursor the ring is about to overtake (the log at least half full, more than half
-/// of what it holds still to read), its publisher is not read (its worker stalls it, as
-/// for a congested consumer) until less than a quarter is left to read, the fall-back
-/// ends, `max_publisher_stall` passes, or the consumer is judged stuck (then it slows
-/// nobody, and what the ring overwrites is reported as a gap). The publishers are this
+/// consumer that still reads, not stuck) whose cursor the ring is about to overtake (the
+/// log at least half full, more than half of what it holds still to read), its publisher
+/// is not read (its worker stalls it, as for a congested consumer) until less than a
+/// quarter is left to read, the catch-up ends, `max_publisher_stall` passes, or the
+/// consumer is judged stuck (then it slows nobody, and what the ring overwrites is
+/// reported as a gap). The publishers are this
 /// worker's own (a shard routes what its worker read): no envelope is needed, the worker
 /// takes `held` as soon as the publisher's read is applied, and `released` every turn.
 #[derive(Debug, Default)]
@@ -258,13 +259,13 @@ impl Shard {
         !self.holds.held.is_empty()
     }
 
-    /// Publishers to stall now, each for the consumer whose lossless fall-back its message
+    /// Publishers to stall now, each for the consumer whose lossless catch-up its message
     /// brought the ring close to overtaking ([`Holds`]).
     pub fn take_held(&mut self) -> Vec<(ConnId, ConnId)> {
         std::mem::take(&mut self.holds.held)
     }
 
-    /// Consumers whose held publishers may go: their fall-backs are out of danger or over,
+    /// Consumers whose held publishers may go: their catch-ups are out of danger or over,
     /// or they are stuck (in `backlogged` but not in `congested`) and slow nobody.
     pub fn take_released(
         &mut self,
@@ -447,8 +448,8 @@ impl Shard {
     /// congestion): this is how backpressure reaches publishers across workers.
     ///
     /// A message whose record brings the ring close to overtaking a lossless subscription's
-    /// fall-back holds its publisher back ([`Holds`]; `backlogged` without `congested`:
-    /// stuck consumers, which hold nobody).
+    /// catch-up (or fall-back) holds its publisher back ([`Holds`]; `backlogged` without
+    /// `congested`: stuck consumers, which hold nobody).
     pub fn route(
         &mut self,
         mut msg: Arc<Msg>,
@@ -573,7 +574,7 @@ impl Shard {
                 None => groups.finish(&mut deliver),
             }
         }
-        // A lossless fall-back this message's record brings the ring closer to overtaking:
+        // A lossless catch-up this message's record brings the ring closer to overtaking:
         // its publisher (one of this worker's connections) waits ([`Holds`]).
         let holds = &mut self.holds;
         // (Not the bridge's imports: no connection to hold.)

@@ -986,7 +986,6 @@ impl Store {
         self.replay_queue_depth
     }
 
-    /// Drops the catch-up of a subscription that ended.
     /// A lossless subscription's catch-up (just started by [`Store::start_replay`] or
     /// [`Store::start_last_n`]): the ring must not overtake it either.
     pub fn mark_lossless(&mut self, sub: &SubRef) {
@@ -1004,10 +1003,10 @@ impl Store {
         !self.replays.is_empty() && self.replays.iter().any(|r| r.lossless)
     }
 
-    /// How close the ring is to overtaking the catch-up or fall-back of lossless `sub`, if
-    /// it has one here: `Some(false)` while the log is less than half full or less than a quarter of
-    /// what it holds is ahead of the cursor; `Some(true)` past `more_than`/4 of it (the
-    /// shard holds publishers back past 2/4, and lets them go under 1/4).
+    /// Whether the ring is close to overtaking the catch-up (or fall-back) of lossless
+    /// `sub`, if it has one here: true when the log is at least half full and more than
+    /// `more_than` quarters of what it holds are still ahead of the cursor (the shard holds
+    /// publishers back past two quarters, and lets them go under one).
     pub fn lossless_at_risk(&self, sub: &SubRef, more_than: u64) -> Option<bool> {
         let r = self
             .replays
@@ -1019,6 +1018,7 @@ impl Store {
         Some(filling && behind.saturating_mul(4) > (next - first).saturating_mul(more_than))
     }
 
+    /// Drops the catch-up of a subscription that ended.
     pub fn stop_replay(&mut self, sub: &SubRef) {
         if self.replaying.remove(sub).is_some() {
             self.replays

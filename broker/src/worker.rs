@@ -875,9 +875,10 @@ impl Worker {
             .push((publisher.slot, publisher.gen));
     }
 
-    /// The shard's holds for lossless fall-backs the ring may overtake (`shard.rs`,
-    /// `Holds`): each publisher named is not read until its consumer's fall-back is out of
-    /// danger or `max_publisher_stall` passes, as a stall for a congested consumer.
+    /// The shard's holds for lossless catch-ups and fall-backs the ring may overtake
+    /// (`shard.rs`, `Holds`): each publisher named is not read until its consumer's
+    /// catch-up is out of danger or `max_publisher_stall` passes, as a stall for a
+    /// congested consumer; and the publishers of those out of danger are read again.
     fn hold_publishers(&mut self) {
         let held = self.router.shard.take_held();
         let router = &mut self.router;
