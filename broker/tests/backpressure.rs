@@ -358,6 +358,25 @@ fn a_publisher_is_held_back_rather_than_let_the_ring_overtake_a_lossless_catch_u
     outrun_a_lossless_subscriber(&args, 600, 1 << 20);
 }
 
+/// A client with a small receive buffer and a lossless subscription (sid 1) to `subject`
+/// from the first record the log holds, its queue `queue` messages long.
+fn lossless_from_the_start(broker: &Broker, subject: &'static str, queue: u32) -> BinClient {
+    let mut sub = BinClient::connect_small_rcvbuf(broker.binary_addr(), 8 * 1024);
+    let epoch = sub.welcome.log_epoch;
+    sub.send(&ClientFrame::Subscribe(Subscribe {
+        sid: 1,
+        subject: Bytes::from_static(subject.as_bytes()),
+        lossless: true,
+        max_queue_messages: queue,
+        start: tern_protocol::binary::StartPosition::Resume(tern_protocol::binary::ResumeToken {
+            epoch,
+            last_sequences: Vec::new(),
+        }),
+        ..Default::default()
+    }));
+    sub
+}
+
 /// `history` messages of 1 KiB in a 1 MiB ring, then a lossless subscription from the
 /// first of them (queue `queue` messages long), then 8,000 more messages published as
 /// fast as the broker reads them, read at most 32 MB/s: every message arrives once, in
@@ -392,19 +411,7 @@ fn outrun_a_lossless_subscriber(args: &[&str], history: u32, queue: u32) -> serd
         (0..history).map(|i| publish("held.0", i, SIZE, 0)),
     );
     publ.flush();
-    let mut sub = BinClient::connect_small_rcvbuf(broker.binary_addr(), 8 * 1024);
-    let epoch = sub.welcome.log_epoch;
-    sub.send(&ClientFrame::Subscribe(Subscribe {
-        sid: 1,
-        subject: Bytes::from_static(b"held.0"),
-        lossless: true,
-        max_queue_messages: queue,
-        start: tern_protocol::binary::StartPosition::Resume(tern_protocol::binary::ResumeToken {
-            epoch,
-            last_sequences: Vec::new(),
-        }),
-        ..Default::default()
-    }));
+    let mut sub = lossless_from_the_start(&broker, "held.0", queue);
     // 8 MiB in one stream, on its own thread: it is written as fast as the broker reads it.
     let publisher = std::thread::spawn(move || {
         send_all(
@@ -446,19 +453,7 @@ fn a_lossless_catch_up_merged_over_shards_falls_back_and_still_gets_every_messag
         );
         publ.flush();
     }
-    let mut sub = BinClient::connect_small_rcvbuf(broker.binary_addr(), 8 * 1024);
-    let epoch = sub.welcome.log_epoch;
-    sub.send(&ClientFrame::Subscribe(Subscribe {
-        sid: 1,
-        subject: Bytes::from_static(b"lm.*"),
-        lossless: true,
-        max_queue_messages: 64,
-        start: tern_protocol::binary::StartPosition::Resume(tern_protocol::binary::ResumeToken {
-            epoch,
-            last_sequences: Vec::new(),
-        }),
-        ..Default::default()
-    }));
+    let mut sub = lossless_from_the_start(&broker, "lm.*", 64);
     // Not read for a while: the socket and the queue fill.
     std::thread::sleep(Duration::from_millis(300));
     read_every_message_once(&mut sub, &subjects, COUNT, None);
