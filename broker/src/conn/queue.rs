@@ -692,7 +692,12 @@ impl Session {
         }
         self.next_judgement = None;
         let params = stall_params(cx);
-        let signal = self.congestion.judge(cx.now(), self.write_blocked, params);
+        // The bridge's own connection stops reading only while its exporter waits for
+        // upstream to confirm what it sent, not because it is gone (when upstream is, the
+        // export ends its subscription): judged stuck, its lossless export would let its
+        // publishers run the ring over what it has yet to send. It is never stuck.
+        let socket_full = self.write_blocked && !self.access.internal;
+        let signal = self.congestion.judge(cx.now(), socket_full, params);
         self.signal_congestion(signal, cx);
     }
 

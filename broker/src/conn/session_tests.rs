@@ -24,6 +24,7 @@ use tern_protocol::binary::{
 use tern_protocol::text::ServerInfo;
 
 use super::access::Access;
+use super::congestion::Signal;
 use super::fake::FakeContext;
 use super::io::{Io, Transmit};
 use super::link::{Failure, LinkKind};
@@ -155,7 +156,11 @@ impl Session {
 
     /// A binary session past its preface, this `HELLO` and `WELCOME`.
     fn binary_with(config: Config, hello: Hello) -> Session {
-        let cx = FakeContext::new(config);
+        Session::binary_in(FakeContext::new(config), hello)
+    }
+
+    /// [`Session::binary_with`], in this context.
+    fn binary_in(cx: FakeContext, hello: Hello) -> Session {
         let conn = Conn::binary(
             accepted(),
             Io::detached(),
@@ -1123,4 +1128,51 @@ fn a_run_into_a_slow_subscriber_queues_what_waits_and_keeps_it_in_flight() {
         .collect();
     assert_eq!(seqs, ["1", "2", "3", "4", "5", "6"], "{got}");
     assert_eq!(in_flight.load(Ordering::Relaxed), 0, "all taken");
+}
+
+/// A consumer over its high-water mark whose socket stays full and takes nothing for a
+/// window is judged stuck, and holds its publishers no longer. Not the bridge's own
+/// connection: it stops reading only while its exporter waits for upstream to confirm what
+/// it sent, and a lossless export whose connection were judged stuck would let its local
+/// publishers run the ring over what it has yet to send.
+#[test]
+fn the_bridges_own_connection_is_never_judged_stuck() {
+    for bridge in [false, true] {
+        let mut config = Config::default();
+        config.limits.max_pending = 4096;
+        config.queues.write_buffer = 1024;
+        let mut cx = FakeContext::new(config);
+        cx.bridge_tokens.push("bridge-secret".into());
+        let hello = Hello {
+            auth_token: bridge.then(|| Bytes::from_static(b"bridge-secret")),
+            ..Hello::default()
+        };
+        let mut s = Session::binary_in(cx, hello);
+        assert_eq!(s.conn.session.access.internal, bridge);
+        s.send_frame(&ClientFrame::Subscribe(Subscribe {
+            sid: 1,
+            subject: Bytes::from_static(b"s"),
+            ..Default::default()
+        }));
+        let sub = s.sub(0);
+        // Its socket takes nothing more.
+        s.peer.room = Some(0);
+        for seq in 1..=40 {
+            s.deliver(sub, msg("s", &[b'x'; 100], 0, seq));
+        }
+        s.step();
+        assert!(s.conn.write_blocked, "bridge {bridge}");
+        assert!(
+            matches!(s.cx.congestion.last(), Some((_, Signal::On(_)))),
+            "bridge {bridge}: congested: {:?}",
+            s.cx.congestion
+        );
+        s.cx.now += s.cx.config.flow.publisher_stall_window + Duration::from_millis(1);
+        s.conn.on_timer(&mut s.cx);
+        let stuck =
+            s.cx.congestion
+                .iter()
+                .any(|(_, signal)| matches!(signal, Signal::Stuck(_)));
+        assert_eq!(stuck, !bridge, "bridge {bridge}: {:?}", s.cx.congestion);
+    }
 }
