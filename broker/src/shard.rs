@@ -576,10 +576,13 @@ impl Shard {
         }
         // A lossless catch-up this message's record brings the ring closer to overtaking:
         // its publisher (one of this worker's connections) waits ([`Holds`]).
+        // (Only this worker's connections: not the bridge's imports, no connection to hold.)
         let holds = &mut self.holds;
-        // (Not the bridge's imports: no connection to hold.)
-        let local = usize::from(msg.origin.worker) == self.id && !msg.origin.is_import();
-        if stored && local && store.is_some_and(Store::has_lossless_replays) {
+        if stored
+            && store.is_some_and(Store::has_lossless_replays)
+            && usize::from(msg.origin.worker) == self.id
+            && !msg.origin.is_import()
+        {
             self.index.for_each_match(&msg.subject, |list| {
                 for sub in list.plain() {
                     let pair = (msg.origin, sub.conn);

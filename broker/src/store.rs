@@ -999,6 +999,7 @@ impl Store {
     }
 
     /// Whether any lossless subscription is catching up or falling back to the log here.
+    #[inline]
     pub fn has_lossless_replays(&self) -> bool {
         !self.replays.is_empty() && self.replays.iter().any(|r| r.lossless)
     }
