@@ -343,7 +343,15 @@ fn a_lossless_subscription_overflows_and_still_gets_every_message_in_order() {
 #[test]
 fn a_publisher_is_held_back_rather_than_let_the_ring_overtake_a_lossless_fall_back() {
     // A queue of 64: it overflows at once, and the subscription falls back to the log.
-    let varz = outrun_a_lossless_subscriber(&[], 0, 64);
+    let varz = outrun_a_lossless_subscriber(1, &[], 0, 64);
+    assert!(varz["lossless_fallbacks"].as_u64().unwrap() >= 1, "{varz}");
+}
+
+/// The same with the publisher on another worker than the subscriber: the fall-back it
+/// would overtake is in the publisher's worker's shard, which holds it there.
+#[test]
+fn a_publisher_on_another_worker_is_held_back_for_a_lossless_fall_back() {
+    let varz = outrun_a_lossless_subscriber(2, &[], 0, 64);
     assert!(varz["lossless_fallbacks"].as_u64().unwrap() >= 1, "{varz}");
 }
 
@@ -355,7 +363,7 @@ fn a_publisher_is_held_back_rather_than_let_the_ring_overtake_a_lossless_catch_u
     // (Once caught up, it may still fall back when live messages come faster than it reads:
     // that part is the test above.)
     let args = ["--max-pending", "512KiB", "--replay-bytes", "32KiB"];
-    outrun_a_lossless_subscriber(&args, 600, 1 << 20);
+    outrun_a_lossless_subscriber(1, &args, 600, 1 << 20);
 }
 
 /// A client with a small receive buffer and a lossless subscription (sid 1) to `subject`
@@ -377,18 +385,25 @@ fn lossless_from_the_start(broker: &Broker, subject: &'static str, queue: u32) -
     sub
 }
 
-/// `history` messages of 1 KiB in a 1 MiB ring, then a lossless subscription from the
-/// first of them (queue `queue` messages long), then 8,000 more messages published as
-/// fast as the broker reads them, read at most 32 MB/s: every message arrives once, in
-/// order, and the publisher was held back. Returns `/varz`.
-fn outrun_a_lossless_subscriber(args: &[&str], history: u32, queue: u32) -> serde_json::Value {
+/// On a broker of `workers` workers (each with a 1 MiB ring): `history` messages of 1 KiB,
+/// then a lossless subscription from the first of them (queue `queue` messages long),
+/// then 8,000 more messages published as fast as the broker reads them (by a publisher on
+/// another worker than the subscriber's, when there is one and no history), read at most
+/// 32 MB/s: every message arrives once, in order, and the publisher was held back.
+/// Returns `/varz`.
+fn outrun_a_lossless_subscriber(
+    workers: usize,
+    args: &[&str],
+    history: u32,
+    queue: u32,
+) -> serde_json::Value {
     const COUNT: u32 = 8_000;
     const SIZE: usize = 1024;
-    // One worker: the publisher's messages go through the one shard its subscriber
-    // lags in. Stalls long and patient enough that a slow machine does not end them.
+    // Stalls long and patient enough that a slow machine does not end them.
+    let workers_arg = workers.to_string();
     let mut all = vec![
         "--workers",
-        "1",
+        &workers_arg,
         "--log-size",
         "1MiB",
         "--max-payload",
@@ -405,13 +420,21 @@ fn outrun_a_lossless_subscriber(args: &[&str], history: u32, queue: u32) -> serd
     all.extend_from_slice(args);
     let broker = Broker::with_args(&all);
     let subjects = ["held.0".to_string()];
-    let mut publ = BinClient::connect(broker.binary_addr());
-    send_all(
-        &mut publ,
-        (0..history).map(|i| publish("held.0", i, SIZE, 0)),
-    );
-    publ.flush();
+    let addr = broker.binary_addr();
+    let mut early = (history > 0).then(|| {
+        let mut publ = BinClient::connect(addr);
+        send_all(
+            &mut publ,
+            (0..history).map(|i| publish("held.0", i, SIZE, 0)),
+        );
+        publ.flush();
+        publ
+    });
     let mut sub = lossless_from_the_start(&broker, "held.0", queue);
+    let other = (sub.worker(workers) + 1) % workers;
+    let mut publ = early
+        .take()
+        .unwrap_or_else(|| BinClient::connect_on_worker(addr, other, workers));
     // 8 MiB in one stream, on its own thread: it is written as fast as the broker reads it.
     let publisher = std::thread::spawn(move || {
         send_all(
