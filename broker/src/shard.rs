@@ -122,17 +122,16 @@ impl Stalls {
 /// is not read (its worker stalls it, as for a congested consumer) until less than a
 /// quarter is left to read, the catch-up ends, `max_publisher_stall` passes, or the
 /// consumer is judged stuck (then it slows nobody, and what the ring overwrites is
-/// reported as a gap). The publishers are this
-/// worker's own (a shard routes what its worker read): no envelope is needed, the worker
-/// takes `held` as soon as the publisher's read is applied, and `released` every turn.
+/// reported as a gap). The publishers are this worker's own (a shard routes what its
+/// worker read): no envelope is needed, the worker takes `held` as soon as the
+/// publisher's read is applied, and asks every turn whom to release
+/// (`Shard::take_released`).
 #[derive(Debug, Default)]
 struct Holds {
     /// The subscriptions at risk.
     at_risk: Vec<SubRef>,
     /// (publisher, consumer): publishers to stall now.
     held: Vec<(ConnId, ConnId)>,
-    /// Consumers no longer at risk: release the publishers held for them.
-    released: Vec<ConnId>,
 }
 
 /// What routing one message did, for the counters.
@@ -272,21 +271,17 @@ impl Shard {
         backlogged: &FastSet<ConnId>,
         congested: &FastMap<ConnId, u32>,
     ) -> Vec<ConnId> {
-        let holds = &mut self.holds;
-        if holds.at_risk.is_empty() {
-            return Vec::new();
-        }
+        let mut released = Vec::new();
         let store = self.store.as_ref();
-        holds.at_risk.retain(|sub| {
+        self.holds.at_risk.retain(|sub| {
             let stuck = backlogged.contains(&sub.conn) && !congested.contains_key(&sub.conn);
-            let risk = store.and_then(|s| s.lossless_at_risk(sub, 1));
-            let keep = !stuck && risk == Some(true);
+            let keep = !stuck && store.and_then(|s| s.lossless_at_risk(sub, 1)) == Some(true);
             if !keep {
-                holds.released.push(sub.conn);
+                released.push(sub.conn);
             }
             keep
         });
-        std::mem::take(&mut holds.released)
+        released
     }
 
     /// The subscription index, read by snapshots (monitoring).
