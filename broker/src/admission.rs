@@ -6,10 +6,10 @@
 //!   driven by the `Instant`s it is given: it never reads a clock);
 //! - [`ConnectionGate`], the state shared by every worker's accept path: open connections
 //!   in total and per client IP, the new-connections-per-second bucket, and the addresses
-//!   held back after repeated failed authentications ([`AuthBackoff`]); and
-//!   [`ConnSlot`], a connection's place in it, released exactly once when the slot is
-//!   dropped (with its connection, or on the refused or failed-registration path that
-//!   never made one);
+//!   held back after repeated failed authentications ([`AuthBackoff`]), and how many
+//!   connections each worker is home to; and [`ConnSlot`], a connection's place in it
+//!   (its worker among them), released exactly once when the slot is dropped (with its
+//!   connection, or on the refused or failed-registration path that never made one);
 //! - [`ConnAdmission`], one connection's own publish buckets (per connection and per
 //!   subject pattern) and its throttle;
 //! - [`sheds`], the overload-shedding decision.
@@ -293,10 +293,13 @@ struct GateState {
     /// Addresses with failed authentications since their last success (bounded by
     /// [`AUTH_FAILURES_KEPT`]).
     auth: HashMap<IpAddr, AuthBackoff>,
+    /// Per worker, the open connections it is home to (see [`ConnectionGate::admit`]).
+    homes: Vec<usize>,
 }
 
 impl ConnectionGate {
-    pub fn new(config: &AdmissionConfig, now: Instant) -> Arc<ConnectionGate> {
+    /// The gate of a broker of `workers` workers.
+    pub fn new(config: &AdmissionConfig, workers: usize, now: Instant) -> Arc<ConnectionGate> {
         Arc::new(ConnectionGate {
             max_total: config.max_connections,
             max_per_ip: config.max_connections_per_ip,
@@ -307,6 +310,7 @@ impl ConnectionGate {
                 per_ip: HashMap::new(),
                 connect: TokenBucket::new(config.connect_rate, config.connect_burst, now),
                 auth: HashMap::new(),
+                homes: vec![0; workers.max(1)],
             }),
         })
     }
@@ -317,9 +321,21 @@ impl ConnectionGate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a connection from `ip`, or says why not. The limits are checked in the
-    /// order total, per address, rate, and a refused connection takes no token.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<ConnSlot, ConnRefusal> {
+    /// Admits a connection from `ip`, accepted by worker `accepted_by`, or says why not.
+    /// The limits are checked in the order total, per address, rate, and a refused
+    /// connection takes no token.
+    ///
+    /// An admitted connection's home is the worker with the fewest connections (the one
+    /// that accepted it when that is one of them): the kernel's `SO_REUSEPORT` hash
+    /// spreads connections only on average, and a publisher and its subscriber hashed
+    /// to one worker leave the other core idle while that one does all the work
+    /// (docs/architecture.md, *What runs*).
+    pub fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        now: Instant,
+        accepted_by: usize,
+    ) -> Result<ConnSlot, ConnRefusal> {
         let mut s = self.lock();
         if self.max_total > 0 && s.open >= self.max_total {
             return Err(ConnRefusal::Total);
@@ -341,9 +357,17 @@ impl ConnectionGate {
         if self.max_per_ip > 0 {
             *s.per_ip.entry(ip).or_insert(0) += 1;
         }
+        let mut home = accepted_by.min(s.homes.len() - 1);
+        for (w, &n) in s.homes.iter().enumerate() {
+            if n < s.homes[home] {
+                home = w;
+            }
+        }
+        s.homes[home] += 1;
         Ok(ConnSlot {
             gate: Arc::clone(self),
             ip,
+            home,
         })
     }
 
@@ -388,9 +412,10 @@ impl ConnectionGate {
         }
     }
 
-    fn release(&self, ip: IpAddr) {
+    fn release(&self, ip: IpAddr, home: usize) {
         let mut s = self.lock();
         s.open = s.open.saturating_sub(1);
+        s.homes[home] = s.homes[home].saturating_sub(1);
         if self.max_per_ip > 0 {
             if let Some(n) = s.per_ip.get_mut(&ip) {
                 *n -= 1;
@@ -414,9 +439,15 @@ impl ConnectionGate {
 pub(crate) struct ConnSlot {
     gate: Arc<ConnectionGate>,
     ip: IpAddr,
+    home: usize,
 }
 
 impl ConnSlot {
+    /// The worker the connection lives on (see [`ConnectionGate::admit`]).
+    pub fn home(&self) -> usize {
+        self.home
+    }
+
     /// The connection failed to authenticate (see [`ConnectionGate::auth_failed`]).
     pub fn auth_failed(&self, now: Instant) {
         self.gate.auth_failed(self.ip, now);
@@ -430,7 +461,7 @@ impl ConnSlot {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.gate.release(self.ip);
+        self.gate.release(self.ip, self.home);
     }
 }
 
@@ -798,7 +829,7 @@ mod tests {
             connect_burst: burst,
             ..AdmissionConfig::default()
         };
-        ConnectionGate::new(&config, Instant::now())
+        ConnectionGate::new(&config, 1, Instant::now())
     }
 
     fn ip(last: u8) -> IpAddr {
@@ -809,17 +840,54 @@ mod tests {
     fn total_limit_and_slots_released_once_on_drop() {
         let g = gate(2, 0, 0, 0);
         let now = Instant::now();
-        let a = g.admit(ip(1), now).unwrap();
-        let b = g.admit(ip(2), now).unwrap();
-        assert_eq!(g.admit(ip(3), now).unwrap_err(), ConnRefusal::Total);
+        let a = g.admit(ip(1), now, 0).unwrap();
+        let b = g.admit(ip(2), now, 0).unwrap();
+        assert_eq!(g.admit(ip(3), now, 0).unwrap_err(), ConnRefusal::Total);
         assert_eq!(g.open(), 2);
         drop(a);
         assert_eq!(g.open(), 1);
-        let c = g.admit(ip(3), now).unwrap();
+        let c = g.admit(ip(3), now, 0).unwrap();
         drop(b);
         drop(c);
         assert_eq!(g.open(), 0, "every slot given back exactly once");
         assert!(g.lock().per_ip.is_empty());
+    }
+
+    #[test]
+    fn a_connection_lives_on_the_worker_with_the_fewest_its_acceptor_when_tied() {
+        let g = ConnectionGate::new(&AdmissionConfig::default(), 3, Instant::now());
+        let now = Instant::now();
+        let home = |s: &ConnSlot| s.home();
+        // Tied at zero: each stays where it was accepted.
+        let a = g.admit(ip(1), now, 2).unwrap();
+        assert_eq!(home(&a), 2);
+        // Worker 2 has one, 0 and 1 none: the first of the least loaded.
+        let b = g.admit(ip(1), now, 2).unwrap();
+        assert_eq!(home(&b), 0);
+        let c = g.admit(ip(1), now, 0).unwrap();
+        assert_eq!(home(&c), 1, "accepted by a worker that has one already");
+        let d = g.admit(ip(1), now, 1).unwrap();
+        assert_eq!(home(&d), 1, "all tied at one: its acceptor");
+        // A closed connection frees its worker's place, and the next one goes there.
+        drop(a);
+        let e = g.admit(ip(1), now, 1).unwrap();
+        assert_eq!(home(&e), 2);
+        // A refused connection is nobody's.
+        let refused = ConnectionGate::new(
+            &AdmissionConfig {
+                max_connections: 1,
+                ..AdmissionConfig::default()
+            },
+            2,
+            now,
+        );
+        let only = refused.admit(ip(1), now, 1).unwrap();
+        assert!(refused.admit(ip(1), now, 1).is_err());
+        assert_eq!(refused.lock().homes, [0, 1]);
+        drop(only);
+        assert_eq!(refused.lock().homes, [0, 0]);
+        drop((b, c, d, e));
+        assert_eq!(g.lock().homes, [0, 0, 0], "every place given back once");
     }
 
     #[test]
@@ -830,9 +898,9 @@ mod tests {
         for _ in 0..4 {
             g.auth_failed(ip(1), t0);
         }
-        assert!(g.admit(ip(1), t0).is_ok(), "four failures are not five");
+        assert!(g.admit(ip(1), t0, 0).is_ok(), "four failures are not five");
         g.auth_failed(ip(1), t0);
-        let refused = g.admit(ip(1), t0).unwrap_err();
+        let refused = g.admit(ip(1), t0, 0).unwrap_err();
         assert_eq!(refused, ConnRefusal::AuthBackoff { retry_after: sec });
         assert!(
             refused.text().contains("retry after 1000ms"),
@@ -840,13 +908,13 @@ mod tests {
             refused.text()
         );
         assert!(
-            g.admit(ip(2), t0).is_ok(),
+            g.admit(ip(2), t0, 0).is_ok(),
             "another address is not held back"
         );
-        assert!(g.admit(ip(1), t0 + sec).is_ok(), "the wait is over");
+        assert!(g.admit(ip(1), t0 + sec, 0).is_ok(), "the wait is over");
         g.auth_failed(ip(1), t0 + sec);
         assert_eq!(
-            g.admit(ip(1), t0 + sec).unwrap_err(),
+            g.admit(ip(1), t0 + sec, 0).unwrap_err(),
             ConnRefusal::AuthBackoff {
                 retry_after: 2 * sec
             },
@@ -856,14 +924,14 @@ mod tests {
             g.auth_failed(ip(1), t0 + sec);
         }
         assert_eq!(
-            g.admit(ip(1), t0 + sec).unwrap_err(),
+            g.admit(ip(1), t0 + sec, 0).unwrap_err(),
             ConnRefusal::AuthBackoff {
                 retry_after: MAX_AUTH_BACKOFF
             }
         );
         g.auth_succeeded(ip(1));
         assert!(
-            g.admit(ip(1), t0 + sec).is_ok(),
+            g.admit(ip(1), t0 + sec, 0).is_ok(),
             "a success forgets the failures"
         );
         assert!(g.lock().auth.is_empty());
@@ -890,11 +958,14 @@ mod tests {
     fn per_ip_limit_counts_each_address_on_its_own() {
         let g = gate(0, 2, 0, 0);
         let now = Instant::now();
-        let held: Vec<ConnSlot> = (0..2).map(|_| g.admit(ip(1), now).unwrap()).collect();
-        assert_eq!(g.admit(ip(1), now).unwrap_err(), ConnRefusal::PerIp);
-        let other = g.admit(ip(2), now).unwrap();
+        let held: Vec<ConnSlot> = (0..2).map(|_| g.admit(ip(1), now, 0).unwrap()).collect();
+        assert_eq!(g.admit(ip(1), now, 0).unwrap_err(), ConnRefusal::PerIp);
+        let other = g.admit(ip(2), now, 0).unwrap();
         drop(held);
-        assert!(g.admit(ip(1), now).is_ok(), "released with its connections");
+        assert!(
+            g.admit(ip(1), now, 0).is_ok(),
+            "released with its connections"
+        );
         drop(other);
         assert_eq!(
             g.lock().per_ip.len(),
@@ -907,12 +978,12 @@ mod tests {
     fn connect_rate_refuses_with_a_retry_hint_and_takes_no_token_when_refused() {
         let g = gate(1, 0, 4, 2);
         let now = Instant::now();
-        let a = g.admit(ip(1), now).unwrap();
+        let a = g.admit(ip(1), now, 0).unwrap();
         // Over the total: refused before the bucket is asked.
-        assert_eq!(g.admit(ip(1), now).unwrap_err(), ConnRefusal::Total);
+        assert_eq!(g.admit(ip(1), now, 0).unwrap_err(), ConnRefusal::Total);
         drop(a);
-        drop(g.admit(ip(1), now).unwrap());
-        match g.admit(ip(1), now) {
+        drop(g.admit(ip(1), now, 0).unwrap());
+        match g.admit(ip(1), now, 0) {
             Err(ConnRefusal::Rate { retry_after }) => {
                 assert_eq!(
                     retry_after,
@@ -926,7 +997,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(g.admit(ip(1), now + 250 * MS).is_ok());
+        assert!(g.admit(ip(1), now + 250 * MS, 0).is_ok());
     }
 
     fn config(
@@ -953,7 +1024,7 @@ mod tests {
 
     fn conn(config: &AdmissionConfig, now: Instant) -> (ConnAdmission, Arc<ConnectionGate>) {
         let g = gate(0, 0, 0, 0);
-        let slot = g.admit(ip(1), now).unwrap();
+        let slot = g.admit(ip(1), now, 0).unwrap();
         (ConnAdmission::new(config, slot, now), g)
     }
 

@@ -423,6 +423,9 @@ pub(crate) enum Envelope {
     /// From a room's home worker to a binary connection: an encoded `PRESENCE` frame (a
     /// join's or a query's answer), written as it is.
     PresenceAnswer { conn: ConnId, frame: Bytes },
+    /// From the worker that accepted a connection to its home (`ConnectionGate::admit`):
+    /// start it there.
+    Adopt(Box<crate::worker::Adoption>),
     /// Stop accepting, flush, close.
     Shutdown,
     /// From the monitoring thread: answer with a snapshot of this worker's state. Not a

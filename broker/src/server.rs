@@ -258,7 +258,7 @@ impl Server {
         };
 
         // One gate for every worker's accept path: the connection limits are global.
-        let gate = ConnectionGate::new(&config.admission, started_at);
+        let gate = ConnectionGate::new(&config.admission, config.workers, started_at);
         // One count of text catch-ups in progress, shared by the workers.
         let replay_slots = Arc::new(Slots::new(config.store.max_replays));
         let lame_duck = Arc::new(LameDuck::new(started_at));

@@ -133,6 +133,9 @@ macro_rules! counters {
 counters! {
     /// Client connections accepted.
     counter total_connections => "tern_connections_opened_total";
+    /// Client connections this worker accepted and handed to another, their home (the
+    /// worker with the fewest connections, `ConnectionGate::admit`).
+    counter connections_moved => "tern_connections_moved_total";
     /// Client connections closed (the sum of closed_by_reason).
     counter closed_connections;
     /// Client connections closed, by reason.

@@ -106,6 +106,16 @@ const CLOSE_LOG_WINDOW: Duration = Duration::from_secs(10);
 /// Refused connections are logged at most this often per worker (they are all counted).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// A connection accepted by one worker for another, the home the connection gate gave it
+/// (`ConnectionGate::admit`), sent there before a byte of it was read or written.
+#[derive(Debug)]
+pub(crate) struct Adoption {
+    sock: TcpStream,
+    peer: SocketAddr,
+    port: Port,
+    slot: ConnSlot,
+}
+
 /// What a worker needs from the server to run.
 pub(crate) struct WorkerSetup {
     pub router: Router,
@@ -459,13 +469,40 @@ impl Worker {
         }
     }
 
-    fn add_connection(&mut self, mut sock: TcpStream, peer: SocketAddr, port: Port) {
+    fn add_connection(&mut self, sock: TcpStream, peer: SocketAddr, port: Port) {
         // Held by the connection from here on; given back when it is dropped, also by the
-        // early return below.
-        let gate_slot = match self.gate.admit(peer.ip(), self.now) {
+        // early returns below.
+        let gate_slot = match self.gate.admit(peer.ip(), self.now, self.router.me) {
             Ok(slot) => slot,
             Err(refusal) => return self.refuse_connection(sock, peer, port, refusal),
         };
+        let home = gate_slot.home();
+        if home != self.router.me {
+            // Nothing has been read or written yet: the worker it will live on starts it.
+            bump(&self.router.stats.connections_moved, 1);
+            let adoption = Adoption {
+                sock,
+                peer,
+                port,
+                slot: gate_slot,
+            };
+            self.router
+                .outbox
+                .push(home, Envelope::Adopt(Box::new(adoption)));
+            return;
+        }
+        self.start_connection(sock, peer, port, gate_slot);
+    }
+
+    /// Starts an admitted connection on this worker, its home: its transport, its
+    /// registration, its session.
+    fn start_connection(
+        &mut self,
+        mut sock: TcpStream,
+        peer: SocketAddr,
+        port: Port,
+        gate_slot: ConnSlot,
+    ) {
         if let Err(e) = sock.set_nodelay(true) {
             debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
@@ -821,6 +858,19 @@ impl Worker {
                     if c.barrier_done(token, router) {
                         self.list_write(conn.slot as usize);
                     }
+                }
+            }
+            Envelope::Adopt(a) => {
+                let Adoption {
+                    sock,
+                    peer,
+                    port,
+                    slot,
+                } = *a;
+                // Closed listeners (lame duck, shutdown) take no new connection: nor does
+                // a worker that stopped taking them after this one was accepted.
+                if self.listener.is_some() {
+                    self.start_connection(sock, peer, port, slot);
                 }
             }
             Envelope::Shutdown => self.begin_shutdown(),
@@ -1352,7 +1402,7 @@ mod tests {
                 ..ServerInfo::default()
             },
             welcome: Welcome::default(),
-            gate: ConnectionGate::new(&config.admission, now),
+            gate: ConnectionGate::new(&config.admission, workers, now),
             lame_duck: Arc::new(LameDuck::new(now)),
             verdicts: Arc::new(Verdicts::new(Arc::new(
                 mio::Waker::new(Poll::new().expect("a poll").registry(), WAKER).expect("a waker"),

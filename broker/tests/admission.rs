@@ -740,3 +740,63 @@ fn overload_sheds_low_priority_publishes_and_never_high_ones() {
     assert_eq!(v["admission"]["shed_below_priority"], 4);
     assert_eq!(metric(&b, "tern_publishes_shed_total", ""), shed as f64);
 }
+
+// ---------------------------------------------------------------------------------------
+// Placement
+// ---------------------------------------------------------------------------------------
+
+/// A new connection lives on the worker with the fewest connections, whichever worker the
+/// kernel's `SO_REUSEPORT` hash gave it to (`ConnectionGate::admit`): left to the hash, a
+/// publisher and its subscriber land on one worker half the time, and that core does all
+/// the work while the other idles. Every port counts toward one balance, and a closed
+/// connection's place is the next one's.
+#[test]
+fn new_connections_are_spread_evenly_over_the_workers_of_every_port() {
+    let b = broker(&["--workers", "3"]);
+    let workers = b.workers();
+    assert_eq!(workers, 3);
+    let mut text: Vec<RawClient> = Vec::new();
+    let mut binary: Vec<BinClient> = Vec::new();
+    let mut counts = vec![0usize; workers];
+    for i in 0..30 {
+        let worker = if i % 2 == 0 {
+            let c = RawClient::connect(b.addr());
+            let w = c.worker(workers);
+            text.push(c);
+            w
+        } else {
+            let c = BinClient::connect(b.binary_addr());
+            let w = c.worker(workers);
+            binary.push(c);
+            w
+        };
+        counts[worker] += 1;
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(
+            max - min <= 1,
+            "connection {i}: {counts:?} connections per worker"
+        );
+    }
+    assert_eq!(counts, [10, 10, 10]);
+
+    // Three connections of one worker close: the next three live there.
+    let on = |w: usize| move |c: &RawClient| c.worker(workers) == w;
+    let target = text[0].worker(workers);
+    let closing: Vec<usize> = (0..text.len()).filter(|&i| on(target)(&text[i])).collect();
+    assert!(closing.len() >= 3, "half of a worker's ten are text");
+    for i in closing[..3].iter().rev() {
+        text.remove(*i);
+    }
+    b.varz_until(|v| v["connections"] == 27);
+    for _ in 0..3 {
+        let c = RawClient::connect(b.addr());
+        assert_eq!(c.worker(workers), target, "the worker with room takes it");
+        text.push(c);
+    }
+    let v = b.varz();
+    assert!(
+        v["connections_moved"].as_u64().unwrap_or(0) > 0,
+        "some were handed from the accepting worker to another: {v}"
+    );
+    assert_eq!(v["connections"], 30, "{v}");
+}

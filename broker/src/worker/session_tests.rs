@@ -33,7 +33,10 @@ impl Worker {
     fn open_memory(&mut self, port: Port) -> (usize, Memory) {
         let memory = Memory::default();
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let gate_slot = self.gate.admit(peer.ip(), self.now).expect("admitted");
+        let gate_slot = self
+            .gate
+            .admit(peer.ip(), self.now, self.router.me)
+            .expect("admitted");
         let link = self
             .transports
             .link(port, self.now, &self.info, &self.welcome)

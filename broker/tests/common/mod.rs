@@ -624,11 +624,15 @@ impl RawClient {
 
     /// Connects until a connection lands on `worker` (`client_id % workers == worker`).
     pub fn connect_on_worker(addr: SocketAddr, worker: usize, workers: usize) -> RawClient {
+        // A new connection lives on the worker with the fewest (`ConnectionGate::admit`):
+        // the misses stay open until one lands, so that the others fill up.
+        let mut misses = Vec::new();
         for _ in 0..500 {
             let c = RawClient::connect(addr);
             if c.worker(workers) == worker {
                 return c;
             }
+            misses.push(c);
         }
         panic!("500 connections and none landed on worker {worker} of {workers}");
     }
@@ -1079,11 +1083,15 @@ impl BinClient {
 
     /// Connects (as [`BinClient::connect`]) until a connection lands on `worker`.
     pub fn connect_on_worker(addr: SocketAddr, worker: usize, workers: usize) -> BinClient {
+        // A new connection lives on the worker with the fewest (`ConnectionGate::admit`):
+        // the misses stay open until one lands, so that the others fill up.
+        let mut misses = Vec::new();
         for _ in 0..500 {
             let c = BinClient::connect(addr);
             if c.worker(workers) == worker {
                 return c;
             }
+            misses.push(c);
         }
         panic!("500 connections and none landed on worker {worker} of {workers}");
     }
