@@ -1518,6 +1518,56 @@ mod tests {
         let later = t0 + w * 3;
         assert!(b.allow(later) && b.allow(later) && !b.allow(later));
     }
+
+    /// A connection another worker accepted for this one (`Envelope::Adopt`) starts here
+    /// as if accepted here: it is greeted and counted. Once this worker's listeners are
+    /// closed (lame duck, shutdown) it takes none: the socket is closed and its place in
+    /// the gate given back.
+    #[test]
+    fn an_adopted_connection_starts_here_unless_the_listeners_are_closed() {
+        use std::io::Read as _;
+        let (mut w, _mesh) = test_worker(2, Config::default());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let adopt = |w: &mut Worker| {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let (sock, peer) = listener.accept().unwrap();
+            sock.set_nonblocking(true).unwrap();
+            let slot = w
+                .gate
+                .admit(peer.ip(), w.now, w.router.me)
+                .expect("admitted");
+            let adoption = Adoption {
+                sock: TcpStream::from_std(sock),
+                peer,
+                port: Port::Text,
+                slot,
+            };
+            w.handle_envelope(Envelope::Adopt(Box::new(adoption)));
+            assert!(!w.turn(), "not shutting down");
+            client
+        };
+
+        let mut greeted = adopt(&mut w);
+        let mut info = [0u8; 5];
+        greeted.read_exact(&mut info).expect("the INFO line");
+        assert_eq!(&info, b"INFO ");
+        assert_eq!(w.conns.len(), 1);
+        assert_eq!(
+            crate::stats::Totals::of(&w.router.stats).total_connections,
+            1
+        );
+
+        w.close_listeners();
+        let mut refused = adopt(&mut w);
+        let mut rest = Vec::new();
+        refused.read_to_end(&mut rest).expect("closed, not reset");
+        assert!(rest.is_empty(), "nothing said: {rest:?}");
+        assert_eq!(w.conns.len(), 1, "not opened");
+        assert_eq!(w.gate.open(), 1, "its place in the gate given back");
+    }
 }
 
 #[cfg(test)]
