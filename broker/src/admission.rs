@@ -14,8 +14,9 @@
 //!   subject pattern) and its throttle;
 //! - [`sheds`], the overload-shedding decision.
 //!
-//! Connections are accepted by every worker (`SO_REUSEPORT`), so the connection limits are
-//! global state: the gate keeps it under one small `Mutex`. That is the accept path, never
+//! Connections are accepted by every worker (`SO_REUSEPORT`), so the connection limits, and
+//! how many connections each worker is home to, are global state: the gate keeps it under
+//! one small `Mutex`. That is the accept path, never
 //! the publish path: the lock is taken once when a connection arrives and once when it
 //! closes, is held for a few hundred nanoseconds, and only workers accepting or closing at
 //! the same instant ever wait on it. Publish limits are the opposite: each connection owns
