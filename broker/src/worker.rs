@@ -4,7 +4,9 @@
 //! Owns: the event loop. Each turn it
 //! 1. waits for socket readiness or its waker (with a timeout for timers),
 //! 2. accepts new connections, or refuses them (admission control: total, per address,
-//!    per second) with one non-blocking write of the reason and a close,
+//!    per second) with one non-blocking write of the reason and a close; an admitted one
+//!    starts on the worker with the fewest connections, here or handed there
+//!    (`Envelope::Adopt`),
 //! 3. drains its inbound queue: publishes for its shard, subscription changes, deliveries
 //!    for its connections,
 //! 4. reads every readable connection (unless its outbox is blocked by a full peer queue,
@@ -871,6 +873,8 @@ impl Worker {
                 // a worker that stopped taking them after this one was accepted.
                 if self.listener.is_some() {
                     self.start_connection(sock, peer, port, slot);
+                } else {
+                    debug!(%peer, ?port, "connection handed over after the listeners closed: closed");
                 }
             }
             Envelope::Shutdown => self.begin_shutdown(),
