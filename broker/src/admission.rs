@@ -16,10 +16,9 @@
 //!
 //! Connections are accepted by every worker (`SO_REUSEPORT`), so the connection limits, and
 //! how many connections each worker is home to, are global state: the gate keeps it under
-//! one small `Mutex`. That is the accept path, never
-//! the publish path: the lock is taken once when a connection arrives and once when it
-//! closes, is held for a few hundred nanoseconds, and only workers accepting or closing at
-//! the same instant ever wait on it. Publish limits are the opposite: each connection owns
+//! one small `Mutex`. That is the accept path, never the publish path: the lock is taken
+//! once when a connection arrives and once when it closes, is held for a few hundred
+//! nanoseconds, and only workers accepting or closing at the same instant ever wait on it. Publish limits are the opposite: each connection owns
 //! its buckets, allocated when it is accepted and touched only by its worker, so admitting
 //! a publish takes no lock, touches no shared memory and allocates nothing.
 //!

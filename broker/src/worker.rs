@@ -869,8 +869,8 @@ impl Worker {
                     port,
                     slot,
                 } = *a;
-                // Closed listeners (lame duck, shutdown) take no new connection: nor does
-                // a worker that stopped taking them after this one was accepted.
+                // A worker whose listeners are closed (lame duck, shutdown) starts no new
+                // connection, handed over or accepted.
                 if self.listener.is_some() {
                     self.start_connection(sock, peer, port, slot);
                 } else {
