@@ -54,6 +54,10 @@ pub(crate) trait ByteStream {
 
     /// Whether the stream's own handshake is done, so bytes `send` takes go out now.
     fn is_ready(&self) -> bool;
+
+    /// Gives back what a quiet stream need not keep (a TLS 1.3 stream's expanded keys and
+    /// input buffer); made again at the next read or write. Nothing for plain.
+    fn shrink(&mut self) {}
 }
 
 /// Plain TCP: socket bytes are stream bytes.

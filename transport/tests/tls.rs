@@ -390,6 +390,8 @@ fn a_tls_1_2_client_handshakes_and_carries_data_both_ways() {
         client.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
     );
+    // TLS 1.2 stays with rustls for the connection's life.
+    assert!(!server.tls_session().unwrap().is_handed_over());
     assert_eq!(
         server.tls_session().unwrap().server_name(),
         Some("localhost")
@@ -417,6 +419,84 @@ fn a_key_update_from_the_client_is_answered_and_data_flows_on() {
     let mut socket_out = Vec::new();
     server.write(b"PONG\r\n", &mut socket_out).unwrap();
     assert_eq!(client_decrypt(&mut client, &socket_out), b"PONG\r\n");
+}
+
+/// One message each way on an established connection.
+fn echo(client: &mut ClientConnection, server: &mut Transport, up: &[u8], down: &[u8]) {
+    use std::io::Write;
+    client.writer().write_all(up).unwrap();
+    let mut app_in = Vec::new();
+    pump(client, server, &mut app_in).unwrap();
+    assert_eq!(app_in, up);
+    let mut socket_out = Vec::new();
+    server.write(down, &mut socket_out).unwrap();
+    // In pieces: the client holds at most 16 KiB of plaintext.
+    let mut received = Vec::new();
+    for piece in socket_out.chunks(4096) {
+        received.extend(client_decrypt(client, piece));
+    }
+    assert_eq!(received, down);
+}
+
+#[test]
+fn a_tls_1_3_connection_is_handed_over_and_goes_on_after_shrink_and_key_updates() {
+    let pki = Pki::new();
+    for start in [TlsStart::Immediate, TlsStart::PlainFirst] {
+        let mut server = tls_server(&pki, false, false, start);
+        if start == TlsStart::PlainFirst {
+            server.write(b"INFO {}\r\n", &mut Vec::new()).unwrap();
+            server.start_tls().unwrap();
+        }
+        let mut client = pki.client(None);
+        handshake_and_echo(&mut client, &mut server);
+        let tls = server.tls_session().unwrap();
+        assert!(tls.is_handed_over(), "{start:?}");
+        assert_eq!(tls.server_name(), Some("localhost"));
+        for round in 0..3 {
+            server.shrink();
+            echo(
+                &mut client,
+                &mut server,
+                b"PUB a 1\r\nx\r\n",
+                b"MSG a 1 1\r\nx\r\n",
+            );
+            if round == 1 {
+                client.refresh_traffic_keys().unwrap();
+            }
+        }
+        // 60,000 bytes each way (under the client's 64 KiB buffer): four records.
+        let big: Vec<u8> = (0..60_000u32).map(|i| i as u8).collect();
+        echo(&mut client, &mut server, &big, &big);
+    }
+}
+
+#[test]
+fn a_changed_record_after_the_handshake_fails_with_bad_record_mac() {
+    use std::io::Write;
+    let pki = Pki::new();
+    let mut server = tls_server(&pki, false, false, TlsStart::Immediate);
+    let mut client = pki.client(None);
+    handshake_and_echo(&mut client, &mut server);
+    client.writer().write_all(b"PING\r\n").unwrap();
+    let mut to_server = Vec::new();
+    client.write_tls(&mut to_server).unwrap();
+    let last = to_server.len() - 1;
+    to_server[last] ^= 0x20;
+    let err = server.read(&to_server, &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(err, TransportError::Tls(rustls::Error::DecryptError)),
+        "{err}"
+    );
+    let mut alert = Vec::new();
+    server.pending_socket_out(&mut alert).unwrap();
+    client.read_tls(&mut &alert[..]).unwrap();
+    assert_eq!(
+        client.process_new_packets().unwrap_err(),
+        rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)
+    );
+    // Every later call says the same.
+    assert!(server.read(b"", &mut Vec::new()).is_err());
+    assert!(server.write(b"x", &mut Vec::new()).is_err());
 }
 
 #[test]
@@ -527,6 +607,29 @@ proptest! {
             }
             received.extend(client_received(&mut client));
             prop_assert_eq!(&received, &down);
+        }
+    }
+
+    /// Whatever a client sends after its handshake, the server answers with an error or
+    /// waits for more; it never panics, and it hands on no byte it did not decrypt.
+    #[test]
+    fn random_bytes_after_the_handshake_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        record_header in any::<bool>(),
+    ) {
+        let pki = Pki::new();
+        let mut server = tls_server(&pki, false, false, TlsStart::Immediate);
+        let mut client = pki.client(None);
+        handshake_and_echo(&mut client, &mut server);
+        let mut input = Vec::new();
+        if record_header {
+            input.extend([23, 3, 3, (bytes.len() >> 8) as u8, bytes.len() as u8]);
+        }
+        input.extend(&bytes);
+        let mut app_in = Vec::new();
+        match feed(&mut server, &input, &mut app_in) {
+            Ok(_) => prop_assert!(app_in.is_empty()),
+            Err(e) => prop_assert!(matches!(e, TransportError::Tls(_)), "{}", e),
         }
     }
 

@@ -295,11 +295,12 @@ impl Link {
         }
     }
 
-    /// Gives back the capacity of every buffer that is empty now. The ping timer calls
-    /// this (every 100 ms): an idle connection keeps none of what its handshake or its last
-    /// burst grew (1.7 KiB of a TLS connection), a busy one reallocates at most a few times
-    /// a second.
+    /// Gives back the capacity of every buffer that is empty now, and the transport's
+    /// expanded TLS keys. The ping timer calls this (every 100 ms): an idle connection
+    /// keeps none of what its handshake or its last burst grew (1.7 KiB of buffers, 1 KiB
+    /// of keys for a TLS connection), a busy one reallocates at most a few times a second.
     pub fn shrink(&mut self) {
+        self.transport.shrink();
         if self.unsent() == 0 {
             self.sock_out = Vec::new();
             self.sent = 0;

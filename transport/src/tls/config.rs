@@ -140,6 +140,10 @@ pub fn load_server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, T
                 reason,
             })?;
     config.alpn_protocols = settings.alpn.clone();
+    // A TLS 1.3 connection's records are protected by `super::record` once its handshake
+    // is done: rustls hands over the keys, the key log the secrets they come from.
+    config.enable_secret_extraction = true;
+    config.key_log = Arc::new(super::CaptureTrafficSecrets);
     Ok(Arc::new(config))
 }
 

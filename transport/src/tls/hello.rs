@@ -100,6 +100,14 @@ impl HelloReader {
         };
     }
 
+    /// The server name, kept apart from the reader.
+    pub(crate) fn into_name(self) -> Option<Box<str>> {
+        match self {
+            HelloReader::Done(name) => name,
+            HelloReader::Reading(_) => None,
+        }
+    }
+
     /// The server name, once the ClientHello has been read.
     pub(crate) fn name(&self) -> Option<&str> {
         match self {

@@ -4,9 +4,11 @@
 //! Owns: one connection's TLS session ([`TlsStream`]): its start mode (TLS from the first
 //! byte, or NATS-style plain text first and TLS from [`TlsStream::start_tls`] on), the
 //! check that a client's first byte is a TLS handshake record, the buffers rustls's
-//! unbuffered API leaves to its caller, and what the handshake learnt (peer certificate,
-//! SNI, ALPN) for logging. The server configuration and its reload live in [`config`];
-//! reading a certificate's subject in [`subject`]; the SNI in `hello`.
+//! unbuffered API leaves to its caller, the hand-over of a TLS 1.3 connection from rustls
+//! to this crate's record layer once its handshake is done (`Established`; the records
+//! themselves in `record`), and what the handshake learnt (peer certificate, SNI, ALPN)
+//! for logging. The server configuration and its reload live in [`config`]; reading a
+//! certificate's subject in [`subject`]; the SNI in `hello`.
 //!
 //! Why the unbuffered API: rustls's buffered `ServerConnection` keeps a record buffer of
 //! at least 4 KiB for the life of the connection once it has read a byte (more than half
@@ -19,13 +21,14 @@
 //! stream that is not `is_ready` in time is closed by the caller), or buffers without a
 //! bound: the socket bytes it holds are at most one step of input (`STEP`) beyond a
 //! partial record (rustls refuses a handshake message over 64 KiB and a record over
-//! 18 KiB), the decrypted bytes the layer above had no room for at most a few records
-//! (they are handed on before any new input is taken), and the plaintext written before
-//! the handshake completes, or queued and not taken, at most
-//! [`TlsLimits::max_unsent_plaintext`].
+//! 18 KiB, `record` a record over 16 KiB + 256 bytes), the decrypted bytes the layer
+//! above had no room for at most a few records (they are handed on before any new input
+//! is taken), and the plaintext written before the handshake completes, or queued and not
+//! taken, at most [`TlsLimits::max_unsent_plaintext`].
 
 pub mod config;
 mod hello;
+mod record;
 pub mod subject;
 
 use std::sync::Arc;
@@ -33,11 +36,14 @@ use std::sync::Arc;
 use rustls::pki_types::CertificateDer;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
-use rustls::ServerConfig;
+use rustls::{ProtocolVersion, ServerConfig, SupportedCipherSuite};
 
 use crate::error::TransportError;
 use crate::stream::{ByteStream, PlainStream, Sink, StreamRead};
 use hello::HelloReader;
+use record::{CapturedSecrets, Opened, Records};
+
+pub(crate) use record::CaptureTrafficSecrets;
 
 /// The content type of a TLS handshake record: the first byte of every ClientHello.
 pub const HANDSHAKE_RECORD: u8 = 0x16;
@@ -95,9 +101,14 @@ impl Default for TlsLimits {
 enum State {
     /// `TlsStart::PlainFirst` before TLS started: writes go out in plain text.
     Plain(PlainStream),
-    /// TLS; the session is boxed because it is large (rustls's state) and the plain state
-    /// small.
+    /// TLS driven by rustls: the handshake, and a TLS 1.2 connection's whole life. Boxed
+    /// because it is large (rustls's state) and the plain state small.
     Tls(Box<Session>),
+    /// A TLS 1.3 connection after its handshake: rustls handed over its keys and was
+    /// dropped; the records are protected here (`record`).
+    Established(Box<Established>),
+    /// The hand-over failed: every call returns the error.
+    Failed(Box<rustls::Error>),
 }
 
 /// One server-side TLS session over a byte stream.
@@ -163,14 +174,15 @@ impl TlsStream {
 
     /// Whether the stream is in TLS (always, for `TlsStart::Immediate`).
     pub fn is_started(&self) -> bool {
-        matches!(self.state, State::Tls(_))
+        !matches!(self.state, State::Plain(_))
     }
 
     /// Whether the TLS handshake is complete.
     pub fn is_handshake_complete(&self) -> bool {
         match &self.state {
             State::Tls(session) => !session.conn.is_handshaking(),
-            State::Plain(_) => false,
+            State::Established(_) => true,
+            State::Plain(_) | State::Failed(_) => false,
         }
     }
 
@@ -178,7 +190,8 @@ impl TlsStream {
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match &self.state {
             State::Tls(session) => session.conn.peer_certificates().filter(|c| !c.is_empty()),
-            State::Plain(_) => None,
+            State::Established(est) => est.learnt.certificates.as_deref(),
+            State::Plain(_) | State::Failed(_) => None,
         }
     }
 
@@ -192,6 +205,7 @@ impl TlsStream {
     pub fn server_name(&self) -> Option<&str> {
         match &self.state {
             State::Tls(session) if !session.conn.is_handshaking() => session.hello.name(),
+            State::Established(est) => est.learnt.server_name.as_deref(),
             _ => None,
         }
     }
@@ -200,7 +214,8 @@ impl TlsStream {
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         match &self.state {
             State::Tls(session) => session.conn.alpn_protocol(),
-            State::Plain(_) => None,
+            State::Established(est) => est.learnt.alpn.as_deref(),
+            State::Plain(_) | State::Failed(_) => None,
         }
     }
 
@@ -218,6 +233,37 @@ impl TlsStream {
             return Err(TransportError::PlainTextOnTlsPort { first_byte });
         }
         self.start_tls()
+    }
+
+    /// Whether the records are protected by this crate (`record`) rather than by rustls:
+    /// a TLS 1.3 connection after its handshake.
+    pub fn is_handed_over(&self) -> bool {
+        matches!(self.state, State::Established(_))
+    }
+
+    /// Once a TLS 1.3 handshake is done and rustls has nothing left to send, takes its
+    /// keys and drops it (see `record`). A failure fails the stream.
+    fn hand_over_when_ready(&mut self) -> Result<(), TransportError> {
+        let State::Tls(session) = &self.state else {
+            return Ok(());
+        };
+        if !session.can_hand_over() {
+            return Ok(());
+        }
+        let placeholder = State::Failed(Box::new(rustls::Error::HandshakeNotComplete));
+        let State::Tls(session) = std::mem::replace(&mut self.state, placeholder) else {
+            unreachable!("checked above");
+        };
+        match Established::take_over(*session) {
+            Ok(established) => {
+                self.state = State::Established(Box::new(established));
+                Ok(())
+            }
+            Err(e) => {
+                self.state = State::Failed(Box::new(e.clone()));
+                Err(TransportError::Tls(e))
+            }
+        }
     }
 }
 
@@ -275,6 +321,9 @@ struct Session {
     /// The TLS error that ended the session: every later call returns it. (Boxed: the
     /// session stays within 1,280 bytes, an allocator size class.)
     failed: Option<Box<rustls::Error>>,
+    /// The traffic secrets rustls's key log gave during the handshake (TLS 1.3), for the
+    /// hand-over.
+    secrets: Option<Box<CapturedSecrets>>,
 }
 
 impl Session {
@@ -292,7 +341,21 @@ impl Session {
             peer_closed_reported: false,
             hello: HelloReader::default(),
             failed: None,
+            secrets: None,
         }
+    }
+
+    /// Whether rustls may hand this connection over now: a TLS 1.3 handshake complete,
+    /// its secrets captured, nothing left in rustls to send and nothing unusual going on
+    /// (an error, the peer's close_notify, bytes written before the handshake).
+    fn can_hand_over(&self) -> bool {
+        self.failed.is_none()
+            && !self.peer_closed
+            && self.unsent.is_empty()
+            && !self.conn.is_handshaking()
+            && !self.conn.wants_write()
+            && self.conn.protocol_version() == Some(ProtocolVersion::TLSv1_3)
+            && self.secrets.as_ref().is_some_and(|s| s.is_complete())
     }
 
     /// Takes socket bytes and hands the decrypted ones to `sink`.
@@ -319,7 +382,7 @@ impl Session {
         sink: &mut Sink<'_>,
         out: &mut StreamRead,
     ) -> Result<(), TransportError> {
-        if !self.hand_on_held(sink)? {
+        if !hand_on_held(&mut self.held, &mut self.held_at, sink)? {
             out.again = true;
             return Ok(());
         }
@@ -350,26 +413,21 @@ impl Session {
         }
     }
 
-    /// Hands what the layer above could not take earlier to `sink`; false when it still
-    /// cannot take it all.
-    fn hand_on_held(&mut self, sink: &mut Sink<'_>) -> Result<bool, TransportError> {
-        while self.held_at < self.held.len() {
-            let taken = sink(&self.held[self.held_at..])?;
-            if taken == 0 {
-                return Ok(false);
-            }
-            self.held_at += taken;
-        }
-        self.held = Vec::new();
-        self.held_at = 0;
-        Ok(true)
-    }
-
     /// Drives rustls over `incoming` until it needs more input: decrypted bytes go to
     /// `sink` (or are held, without one), handshake records and alerts to `outgoing`. Once
     /// application data may be sent, the bytes written before the handshake are encrypted,
     /// then what `then` says is done.
-    fn run(
+    fn run(&mut self, sink: Option<&mut Sink<'_>>, then: Then<'_>) -> Result<Stop, TransportError> {
+        let handshaking = self.conn.is_handshaking();
+        let result = self.run_rustls(sink, then);
+        if handshaking {
+            // The key log ran (if at all) inside the calls just made, on this thread.
+            CapturedSecrets::take_captured(&mut self.secrets);
+        }
+        result
+    }
+
+    fn run_rustls(
         &mut self,
         mut sink: Option<&mut Sink<'_>>,
         mut then: Then<'_>,
@@ -537,6 +595,237 @@ impl Session {
     }
 }
 
+/// What the handshake learnt, kept for logs and `/connz` once rustls is gone.
+#[derive(Default)]
+struct Learnt {
+    server_name: Option<Box<str>>,
+    alpn: Option<Box<[u8]>>,
+    /// Only when the client presented a certificate.
+    certificates: Option<Box<[CertificateDer<'static>]>>,
+}
+
+/// A TLS 1.3 connection after its handshake, its records protected by [`Records`]: the
+/// same buffers as [`Session`] and the same bounds, without rustls.
+struct Established {
+    records: Records,
+    limits: TlsLimits,
+    /// Socket bytes from `at` on: a record not complete yet, or records not opened yet
+    /// because the layer above was full. Cleared once all are opened; its capacity goes
+    /// with `shrink`.
+    incoming: Vec<u8>,
+    at: usize,
+    /// Decrypted bytes the layer above had no room for, handed on first at the next read.
+    held: Vec<u8>,
+    held_at: usize,
+    /// Records for the peer (close_notify, alerts, KeyUpdates, queued bytes), until the
+    /// caller takes them.
+    outgoing: Vec<u8>,
+    peer_closed: bool,
+    peer_closed_reported: bool,
+    /// Our close_notify is queued: nothing more is sealed.
+    closed: bool,
+    failed: Option<Box<rustls::Error>>,
+    learnt: Learnt,
+}
+
+impl Established {
+    /// Takes over from a session whose TLS 1.3 handshake is done (`can_hand_over`).
+    fn take_over(session: Session) -> Result<Self, rustls::Error> {
+        let Session {
+            conn,
+            limits,
+            mut incoming,
+            discarded,
+            held,
+            held_at,
+            outgoing,
+            hello,
+            secrets,
+            ..
+        } = session;
+        let limit = match conn.negotiated_cipher_suite() {
+            Some(SupportedCipherSuite::Tls13(suite)) => suite.common.confidentiality_limit,
+            _ => return Err(rustls::Error::HandshakeNotComplete),
+        };
+        let learnt = Learnt {
+            server_name: hello.into_name(),
+            alpn: conn.alpn_protocol().map(Box::from),
+            certificates: conn
+                .peer_certificates()
+                .filter(|c| !c.is_empty())
+                .map(Box::from),
+        };
+        let secrets = secrets.unwrap_or_default();
+        let (extracted, _rustls) = conn.dangerous_into_kernel_connection()?;
+        let records = Records::new(&secrets, extracted, limit)?;
+        incoming.drain(..discarded);
+        Ok(Established {
+            records,
+            limits,
+            incoming,
+            at: 0,
+            held,
+            held_at,
+            outgoing,
+            peer_closed: false,
+            peer_closed_reported: false,
+            closed: false,
+            failed: None,
+            learnt,
+        })
+    }
+
+    fn check(&self) -> Result<(), TransportError> {
+        match &self.failed {
+            Some(e) => Err(TransportError::Tls(rustls::Error::clone(e))),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `error` as the end of the stream, with the alert the peer gets for it.
+    fn fail(&mut self, error: rustls::Error) -> TransportError {
+        self.records.seal_alert_for(&error, &mut self.outgoing);
+        self.failed = Some(Box::new(error.clone()));
+        TransportError::Tls(error)
+    }
+
+    /// Takes socket bytes and hands the decrypted ones to `sink`.
+    fn read(
+        &mut self,
+        socket_in: &[u8],
+        sink: &mut Sink<'_>,
+    ) -> Result<StreamRead, TransportError> {
+        self.check()?;
+        let mut out = StreamRead::default();
+        if !hand_on_held(&mut self.held, &mut self.held_at, sink)? {
+            out.again = true;
+            return Ok(out);
+        }
+        let mut input = socket_in;
+        let result = self.read_from(&mut input, sink, &mut out);
+        out.consumed = socket_in.len() - input.len();
+        if self.at == self.incoming.len() {
+            self.incoming.clear();
+            self.at = 0;
+        }
+        result.map(|()| out)
+    }
+
+    fn read_from(
+        &mut self,
+        input: &mut &[u8],
+        sink: &mut Sink<'_>,
+        out: &mut StreamRead,
+    ) -> Result<(), TransportError> {
+        loop {
+            if self.peer_closed {
+                // What follows the close_notify is ignored (RFC 8446, section 6.1).
+                out.peer_closed = !self.peer_closed_reported || !input.is_empty();
+                self.peer_closed_reported = true;
+                *input = &[];
+                self.incoming.clear();
+                self.at = 0;
+                return Ok(());
+            }
+            let len = match record::record_len(&self.incoming[self.at..]) {
+                Ok(Some(len)) => len,
+                Ok(None) if input.is_empty() => return Ok(()),
+                Ok(None) => {
+                    self.incoming.drain(..self.at);
+                    self.at = 0;
+                    let step = input.len().min(STEP);
+                    self.incoming.extend_from_slice(&input[..step]);
+                    *input = &input[step..];
+                    continue;
+                }
+                Err(e) => return Err(self.fail(e)),
+            };
+            let start = self.at;
+            self.at += len;
+            let record = &mut self.incoming[start..start + len];
+            match self.records.open(record, &mut self.outgoing) {
+                Ok(Opened::Data(range)) => {
+                    let data = &self.incoming[start + range.start..start + range.end];
+                    let taken = sink(data)?;
+                    if taken < data.len() {
+                        self.held.extend_from_slice(&data[taken..]);
+                        out.again = true;
+                        return Ok(());
+                    }
+                }
+                Ok(Opened::CloseNotify) => self.peer_closed = true,
+                Ok(Opened::Nothing) => {}
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    /// Seals `parts` as one write into `socket_out`, after what is pending.
+    fn send(&mut self, parts: &[&[u8]], socket_out: &mut Vec<u8>) -> Result<(), TransportError> {
+        self.check()?;
+        if self.closed {
+            return Err(TransportError::Closed);
+        }
+        move_records(&mut self.outgoing, socket_out);
+        self.records
+            .seal_data(parts, socket_out)
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Seals bytes of the layer above into the pending records.
+    fn queue(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        self.check()?;
+        if self.closed {
+            return Err(TransportError::Closed);
+        }
+        if self.outgoing.len() + bytes.len() > self.limits.max_unsent_plaintext {
+            return Err(TransportError::OutputFull {
+                max: self.limits.max_unsent_plaintext,
+            });
+        }
+        self.records
+            .seal_data(&[bytes], &mut self.outgoing)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn close(&mut self) {
+        if !self.closed && self.failed.is_none() {
+            self.closed = true;
+            if let Err(e) = self.records.seal_close_notify(&mut self.outgoing) {
+                self.failed = Some(Box::new(e));
+            }
+        }
+    }
+
+    /// Gives back what a quiet connection need not keep: the expanded keys, the input
+    /// buffer's capacity.
+    fn shrink(&mut self) {
+        self.records.shrink();
+        if self.incoming.is_empty() {
+            self.incoming = Vec::new();
+        }
+    }
+}
+
+/// Hands what the layer above could not take earlier to `sink`; false when it still
+/// cannot take it all.
+fn hand_on_held(
+    held: &mut Vec<u8>,
+    held_at: &mut usize,
+    sink: &mut Sink<'_>,
+) -> Result<bool, TransportError> {
+    while *held_at < held.len() {
+        let taken = sink(&held[*held_at..])?;
+        if taken == 0 {
+            return Ok(false);
+        }
+        *held_at += taken;
+    }
+    *held = Vec::new();
+    *held_at = 0;
+    Ok(true)
+}
+
 /// Moves the records of `pending` to the end of `out`; `pending` keeps no capacity.
 fn move_records(pending: &mut Vec<u8>, out: &mut Vec<u8>) {
     if pending.capacity() == 0 {
@@ -662,15 +951,19 @@ impl ByteStream for TlsStream {
         sink: &mut Sink<'_>,
     ) -> Result<StreamRead, TransportError> {
         self.check_first_byte(socket_in)?;
-        let State::Tls(session) = &mut self.state else {
+        let session = match &mut self.state {
+            State::Tls(session) => session,
+            State::Established(est) => return est.read(socket_in, sink),
+            State::Failed(e) => return Err(TransportError::Tls(rustls::Error::clone(e))),
             // Only reachable with no bytes: a first byte either started TLS or failed.
-            return Ok(StreamRead::default());
+            State::Plain(_) => return Ok(StreamRead::default()),
         };
         let mut out = session.read(socket_in, sink)?;
         if !self.handshake_reported && session.is_ready() {
             self.handshake_reported = true;
             out.handshake_done = true;
         }
+        self.hand_over_when_ready()?;
         Ok(out)
     }
 
@@ -678,6 +971,8 @@ impl ByteStream for TlsStream {
         let session = match &mut self.state {
             State::Plain(plain) => return plain.send(parts, socket_out),
             State::Tls(session) => session,
+            State::Established(est) => return est.send(parts, socket_out),
+            State::Failed(e) => return Err(TransportError::Tls(rustls::Error::clone(e))),
         };
         if !session.is_ready() {
             session.take_pending(socket_out);
@@ -705,6 +1000,8 @@ impl ByteStream for TlsStream {
                 }
                 session.run(None, Then::Queue(bytes))?;
             }
+            State::Established(est) => est.queue(bytes)?,
+            State::Failed(e) => return Err(TransportError::Tls(rustls::Error::clone(e))),
         }
         Ok(())
     }
@@ -716,6 +1013,11 @@ impl ByteStream for TlsStream {
                 session.take_pending(socket_out);
                 Ok(())
             }
+            State::Established(est) => {
+                move_records(&mut est.outgoing, socket_out);
+                Ok(())
+            }
+            State::Failed(_) => Ok(()),
         }
     }
 
@@ -723,19 +1025,29 @@ impl ByteStream for TlsStream {
         match &self.state {
             State::Plain(plain) => plain.has_pending(),
             State::Tls(session) => !session.outgoing.is_empty(),
+            State::Established(est) => !est.outgoing.is_empty(),
+            State::Failed(_) => false,
         }
     }
 
     fn close(&mut self) {
-        if let State::Tls(session) = &mut self.state {
-            if session.is_ready() {
+        match &mut self.state {
+            State::Tls(session) if session.is_ready() => {
                 // An error here has queued its alert instead; the caller closes anyway.
                 let _ = session.run(None, Then::CloseNotify);
             }
+            State::Established(est) => est.close(),
+            _ => {}
         }
     }
 
     fn is_ready(&self) -> bool {
         self.is_handshake_complete()
+    }
+
+    fn shrink(&mut self) {
+        if let State::Established(est) = &mut self.state {
+            est.shrink();
+        }
     }
 }

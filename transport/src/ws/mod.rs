@@ -155,6 +155,10 @@ impl<S: ByteStream> WebSocket<S> {
         &self.stream
     }
 
+    pub(crate) fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// What the upgrade request asked for, once it is accepted.
     pub(crate) fn upgrade(&self) -> Option<&Upgrade> {
         self.core.upgrade.as_ref()
