@@ -610,6 +610,60 @@ proptest! {
         }
     }
 
+    /// On a connection handed over after its handshake: data both ways, the client's key
+    /// updates (each answered by one of the server's) and the broker's ticks in any order,
+    /// the records cut into chunks of any size, arrive whole and in order on both sides.
+    #[test]
+    fn an_established_connection_survives_any_mix_of_data_key_updates_and_ticks(
+        steps in proptest::collection::vec(
+            (0u8..4, proptest::collection::vec(any::<u8>(), 1..700)),
+            1..24,
+        ),
+        chunk in 1usize..97,
+    ) {
+        use std::io::Write;
+        let pki = Pki::new();
+        let mut server = tls_server(&pki, false, false, TlsStart::Immediate);
+        let mut client = pki.client(None);
+        handshake_and_echo(&mut client, &mut server);
+        prop_assert!(server.tls_session().unwrap().is_handed_over());
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+        for (kind, bytes) in steps {
+            match kind {
+                0 => {
+                    client.writer().write_all(&bytes).unwrap();
+                    up.extend(&bytes);
+                }
+                1 => {
+                    let mut socket_out = Vec::new();
+                    server.write(&bytes, &mut socket_out).unwrap();
+                    for piece in socket_out.chunks(chunk) {
+                        got_down.extend(client_decrypt(&mut client, piece));
+                    }
+                    down.extend(&bytes);
+                }
+                2 => client.refresh_traffic_keys().unwrap(),
+                _ => server.shrink(),
+            }
+            let mut to_server = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut to_server).unwrap();
+            }
+            for piece in to_server.chunks(chunk) {
+                feed(&mut server, piece, &mut got_up).unwrap();
+            }
+            // The server's answers (its KeyUpdates) reach the client before its next data.
+            let mut to_client = Vec::new();
+            server.pending_socket_out(&mut to_client).unwrap();
+            prop_assert_eq!(kind == 2, !to_client.is_empty(), "an answer to each key update only");
+            got_down.extend(client_decrypt(&mut client, &to_client));
+        }
+        got_down.extend(client_received(&mut client));
+        prop_assert_eq!(got_up, up);
+        prop_assert_eq!(got_down, down);
+    }
+
     /// Whatever a client sends after its handshake, the server answers with an error or
     /// waits for more; it never panics, and it hands on no byte it did not decrypt.
     #[test]
