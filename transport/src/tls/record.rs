@@ -24,10 +24,11 @@
 //! connection. At the hand-over the keys and IVs derived from them must equal rustls's.
 //!
 //! Never: negotiates anything (rustls does the whole handshake and stays in charge of TLS
-//! 1.2 connections), accepts a record after a fatal alert or a close_notify, decrypts a
-//! record larger than the protocol allows, or lets a peer make it update keys without
-//! bound (at most [`MAX_KEY_UPDATES`] requests between two application data records, as
-//! rustls and BoringSSL allow).
+//! 1.2 connections), decrypts a record larger than the protocol allows, lets a peer make
+//! it update keys without bound (at most [`MAX_KEY_UPDATES`] requests between two
+//! application data records, as rustls and BoringSSL allow), or leaves a secret or key in
+//! memory it gives back (zeroed when dropped). The session around it (`Established` in
+//! the parent module) opens nothing after a fatal alert or the peer's close_notify.
 
 use std::cell::RefCell;
 
@@ -37,17 +38,18 @@ use rustls::{
     AlertDescription, ConnectionTrafficSecrets, ContentType, Error, ExtractedSecrets,
     HandshakeType, InvalidMessage, KeyLog, PeerMisbehaved,
 };
+use zeroize::Zeroize;
 
 /// Record content types (RFC 8446, section 5.1).
-pub(crate) const ALERT: u8 = 21;
-pub(crate) const HANDSHAKE: u8 = 22;
-pub(crate) const APPLICATION_DATA: u8 = 23;
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+const APPLICATION_DATA: u8 = 23;
 
 /// A record's header: type, legacy version (3, 3), length.
-pub(crate) const HEADER: usize = 5;
+const HEADER: usize = 5;
 
 /// The largest plaintext of one record.
-pub(crate) const MAX_PLAINTEXT: usize = 1 << 14;
+const MAX_PLAINTEXT: usize = 1 << 14;
 
 /// The largest encrypted body of one record: the plaintext, its content type and padding,
 /// and the AEAD's expansion, at most 256 bytes in all.
@@ -57,10 +59,10 @@ const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 const TAG: usize = 16;
 
 /// What one sealed record adds to its plaintext: header, content type, tag.
-pub(crate) const OVERHEAD: usize = HEADER + 1 + TAG;
+const OVERHEAD: usize = HEADER + 1 + TAG;
 
 /// KeyUpdate requests accepted between two application data records.
-pub(crate) const MAX_KEY_UPDATES: u8 = 32;
+const MAX_KEY_UPDATES: u8 = 32;
 
 /// `user_canceled` alerts accepted in a connection's life (the only warning TLS 1.3 has
 /// besides close_notify).
@@ -105,10 +107,16 @@ impl CapturedSecrets {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Secret {
     bytes: [u8; MAX_SECRET],
     len: u8,
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
+    }
 }
 
 impl Secret {
@@ -173,6 +181,13 @@ struct Direction {
     expanded: Option<Box<LessSafeKey>>,
 }
 
+impl Drop for Direction {
+    fn drop(&mut self) {
+        self.key.zeroize();
+        self.iv.zeroize();
+    }
+}
+
 impl Direction {
     fn new(suite: Suite, secret: Secret, seq: u64) -> Self {
         let mut dir = Direction {
@@ -201,7 +216,7 @@ impl Direction {
 
     /// Moves to the next traffic secret (a KeyUpdate).
     fn update(&mut self, suite: Suite) {
-        let mut next = self.secret;
+        let mut next = self.secret.clone();
         let len = usize::from(next.len);
         expand_label(
             suite.hash,
@@ -280,7 +295,8 @@ impl Records {
         limit: u64,
     ) -> Result<Self, Error> {
         let mismatch = || Error::General("TLS 1.3 traffic secrets do not match the keys".into());
-        let (Some(client), Some(server)) = (captured.client, captured.server) else {
+        let (Some(client), Some(server)) = (captured.client.clone(), captured.server.clone())
+        else {
             return Err(Error::General(
                 "TLS 1.3 traffic secrets not captured".into(),
             ));
