@@ -283,6 +283,9 @@ pub(crate) struct Records {
     /// A handshake message cut across records (only a KeyUpdate is expected).
     partial: [u8; KEY_UPDATE_LEN],
     partial_len: u8,
+    /// Our close_notify is sealed: a KeyUpdate the peer asks for is not answered (nothing
+    /// follows a close_notify).
+    closed: bool,
 }
 
 impl Records {
@@ -331,6 +334,7 @@ impl Records {
             warnings_left: MAX_WARNINGS,
             partial: [0; KEY_UPDATE_LEN],
             partial_len: 0,
+            closed: false,
         })
     }
 
@@ -377,6 +381,7 @@ impl Records {
 
     /// Seals a close_notify alert into `out`.
     pub(crate) fn seal_close_notify(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+        self.closed = true;
         self.seal(ALERT, &[1, u8::from(AlertDescription::CloseNotify)], out)
     }
 
@@ -529,7 +534,7 @@ impl Records {
             }
             self.key_updates_left -= 1;
             self.rx.update(self.suite);
-            if requested {
+            if requested && !self.closed {
                 self.update_tx(out)?;
             }
         }
@@ -617,6 +622,7 @@ mod tests {
             warnings_left: MAX_WARNINGS,
             partial: [0; KEY_UPDATE_LEN],
             partial_len: 0,
+            closed: false,
         }
     }
 
@@ -724,6 +730,15 @@ mod tests {
         // And the peer's data under its new key.
         let more = sealed(&mut peer, APPLICATION_DATA, b"new key", 3);
         assert_eq!(open_all(&mut server, more).unwrap().0, b"new key");
+    }
+
+    #[test]
+    fn after_our_close_notify_a_key_update_request_is_not_answered() {
+        let (mut server, mut peer) = pair();
+        server.seal_close_notify(&mut Vec::new()).unwrap();
+        let request = sealed(&mut peer, HANDSHAKE, &[24, 0, 0, 1, 1], 0);
+        let (data, answer) = open_all(&mut server, request).unwrap();
+        assert!(data.is_empty() && answer.is_empty());
     }
 
     #[test]
