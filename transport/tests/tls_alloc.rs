@@ -24,9 +24,8 @@ static ALLOCATOR: counting::Counting = counting::Counting;
 const CONNS: usize = 16;
 
 /// What one idle TLS 1.3 connection may keep once the broker's tick has called `shrink`:
-/// the stream's handle (40 bytes) and its established session (416: the traffic secrets,
-/// keys, IVs and sequence numbers of both directions, the buffers' handles) and the SNI,
-/// 465 bytes; no buffer, no expanded key (544 bytes a direction with AES-GCM on ring, made
+/// its established session (432 bytes: the traffic secrets, keys, IVs and sequence
+/// numbers of both directions, the buffers' handles) and the SNI, 440 bytes; no buffer, no expanded key (544 bytes a direction with AES-GCM on ring, made
 /// again when it next reads or writes). While rustls kept the connection after its
 /// handshake, an idle one kept 3,437 bytes (its state, the expanded keys, the key schedule
 /// kept for key updates, two record queues); with rustls's buffered `ServerConnection`,

@@ -295,27 +295,15 @@ enum Stop {
 struct Session {
     conn: UnbufferedServerConnection,
     limits: TlsLimits,
-    /// Socket bytes for rustls: from `discarded` on, those it has not discarded yet (a
-    /// record not complete yet, a handshake message it is joining from several records,
-    /// records not processed because the layer above was full). Freed (capacity too) at
-    /// the end of a read that leaves nothing in it.
-    incoming: Vec<u8>,
-    /// The bytes at the front of `incoming` rustls is done with; removed before more are
-    /// added, not after each record (a read of many small records would move the rest of
-    /// the buffer once per record).
-    discarded: usize,
-    /// Decrypted bytes the layer above had no room for, handed on first at the next read.
-    held: Vec<u8>,
-    /// How much of `held` has been handed on.
-    held_at: usize,
+    /// Socket bytes rustls has not discarded yet (a record not complete yet, a handshake
+    /// message it is joining from several records, records not processed because the
+    /// layer above was full), decrypted bytes held, the peer's close_notify. Freed
+    /// (capacity too) at the end of a read that leaves nothing in it.
+    inbound: Inbound,
     /// TLS records for the peer, until the caller takes them.
     outgoing: Vec<u8>,
     /// Application bytes written before the handshake completed.
     unsent: Vec<u8>,
-    /// The client's close_notify has been read: what follows it is ignored.
-    peer_closed: bool,
-    /// A read has reported it.
-    peer_closed_reported: bool,
     /// The client's ClientHello, read for its server name.
     hello: HelloReader,
     /// The TLS error that ended the session: every later call returns it. (Boxed: the
@@ -331,14 +319,9 @@ impl Session {
         Self {
             conn,
             limits,
-            incoming: Vec::new(),
-            discarded: 0,
-            held: Vec::new(),
-            held_at: 0,
+            inbound: Inbound::default(),
             outgoing: Vec::new(),
             unsent: Vec::new(),
-            peer_closed: false,
-            peer_closed_reported: false,
             hello: HelloReader::default(),
             failed: None,
             secrets: None,
@@ -350,7 +333,7 @@ impl Session {
     /// (an error, the peer's close_notify, bytes written before the handshake).
     fn can_hand_over(&self) -> bool {
         self.failed.is_none()
-            && !self.peer_closed
+            && !self.inbound.peer_closed
             && self.unsent.is_empty()
             && !self.conn.is_handshaking()
             && !self.conn.wants_write()
@@ -368,11 +351,8 @@ impl Session {
         let mut out = StreamRead::default();
         let result = self.read_from(&mut input, sink, &mut out);
         out.consumed = socket_in.len() - input.len();
-        if self.discarded == self.incoming.len() {
-            // The common case between reads: an idle connection keeps no buffer.
-            self.incoming = Vec::new();
-            self.discarded = 0;
-        }
+        // The common case between reads: an idle connection keeps no buffer.
+        self.inbound.finish_read(true);
         result.map(|()| out)
     }
 
@@ -382,7 +362,7 @@ impl Session {
         sink: &mut Sink<'_>,
         out: &mut StreamRead,
     ) -> Result<(), TransportError> {
-        if !hand_on_held(&mut self.held, &mut self.held_at, sink)? {
+        if !self.inbound.hand_on_held(sink)? {
             out.again = true;
             return Ok(());
         }
@@ -391,29 +371,18 @@ impl Session {
                 out.again = true;
                 return Ok(());
             }
-            if self.peer_closed {
-                // What follows the close_notify is ignored (RFC 8446, section 6.1), not
-                // offered again.
-                out.peer_closed = !self.peer_closed_reported || !input.is_empty();
-                self.peer_closed_reported = true;
-                *input = &[];
-                self.incoming.clear();
-                self.discarded = 0;
+            if self.inbound.skip_after_close_notify(input, out) {
                 return Ok(());
             }
             if input.is_empty() {
                 return Ok(());
             }
-            let step = input.len().min(STEP);
-            self.hello.feed(&input[..step]);
-            self.incoming.drain(..self.discarded);
-            self.discarded = 0;
-            self.incoming.extend_from_slice(&input[..step]);
-            *input = &input[step..];
+            let step = self.inbound.take_step(input);
+            self.hello.feed(step);
         }
     }
 
-    /// Drives rustls over `incoming` until it needs more input: decrypted bytes go to
+    /// Drives rustls over the inbound bytes until it needs more input: decrypted bytes go to
     /// `sink` (or are held, without one), handshake records and alerts to `outgoing`. Once
     /// application data may be sent, the bytes written before the handshake are encrypted,
     /// then what `then` says is done.
@@ -438,7 +407,8 @@ impl Session {
         loop {
             let UnbufferedStatus { mut discard, state } = self
                 .conn
-                .process_tls_records(&mut self.incoming[self.discarded..]);
+                // The field, not `pending()`: the records borrow it while `held` grows.
+                .process_tls_records(&mut self.inbound.bytes[self.inbound.done..]);
             let mut stop = None;
             let mut failed = None;
             match state {
@@ -465,7 +435,7 @@ impl Session {
                             None => 0,
                         };
                         if taken < payload.len() {
-                            self.held.extend_from_slice(&payload[taken..]);
+                            self.inbound.held.extend_from_slice(&payload[taken..]);
                             if sink.is_some() {
                                 stop = Some(Stop::Full);
                                 break;
@@ -516,7 +486,7 @@ impl Session {
                         Err(e) => failed = Some(encrypt_error(e)),
                     }
                 }
-                Ok(ConnectionState::PeerClosed) => self.peer_closed = true,
+                Ok(ConnectionState::PeerClosed) => self.inbound.peer_closed = true,
                 Ok(ConnectionState::BlockedHandshake | ConnectionState::Closed) => {
                     if matches!(then, Then::Nothing) {
                         stop = Some(Stop::Input);
@@ -534,7 +504,7 @@ impl Session {
                 }
                 Ok(_) => stop = Some(Stop::Input),
             }
-            self.discarded += discard;
+            self.inbound.done += discard;
             if let Some(e) = failed {
                 if let TransportError::Tls(e) = &e {
                     self.failed = Some(Box::new(e.clone()));
@@ -554,16 +524,15 @@ impl Session {
         // Only while rustls has records queued: with none, it would read the failed input
         // again. It is given the same buffer: it may still point into it.
         while self.conn.wants_write() {
-            let UnbufferedStatus { discard, state } = self
-                .conn
-                .process_tls_records(&mut self.incoming[self.discarded..]);
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(self.inbound.pending());
             let encoded = match state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                     append_encoded(&mut self.outgoing, 0, |buf| encode.encode(buf)).is_ok()
                 }
                 _ => false,
             };
-            self.discarded += discard;
+            self.inbound.done += discard;
             if !encoded {
                 return;
             }
@@ -609,19 +578,13 @@ struct Learnt {
 struct Established {
     records: Records,
     limits: TlsLimits,
-    /// Socket bytes from `at` on: a record not complete yet, or records not opened yet
-    /// because the layer above was full. Cleared once all are opened; its capacity goes
-    /// with `shrink`.
-    incoming: Vec<u8>,
-    at: usize,
-    /// Decrypted bytes the layer above had no room for, handed on first at the next read.
-    held: Vec<u8>,
-    held_at: usize,
+    /// Socket bytes of a record not complete yet, or of records not opened yet because
+    /// the layer above was full; decrypted bytes held; the peer's close_notify. Cleared
+    /// once all are opened; the capacity goes with `shrink`.
+    inbound: Inbound,
     /// Records for the peer (close_notify, alerts, KeyUpdates, queued bytes), until the
     /// caller takes them.
     outgoing: Vec<u8>,
-    peer_closed: bool,
-    peer_closed_reported: bool,
     /// Our close_notify is queued: nothing more is sealed.
     closed: bool,
     failed: Option<Box<rustls::Error>>,
@@ -634,10 +597,7 @@ impl Established {
         let Session {
             conn,
             limits,
-            mut incoming,
-            discarded,
-            held,
-            held_at,
+            mut inbound,
             outgoing,
             hello,
             secrets,
@@ -658,17 +618,13 @@ impl Established {
         let secrets = secrets.unwrap_or_default();
         let (extracted, _rustls) = conn.dangerous_into_kernel_connection()?;
         let records = Records::new(&secrets, extracted, limit)?;
-        incoming.drain(..discarded);
+        inbound.bytes.drain(..inbound.done);
+        inbound.done = 0;
         Ok(Established {
             records,
             limits,
-            incoming,
-            at: 0,
-            held,
-            held_at,
+            inbound,
             outgoing,
-            peer_closed: false,
-            peer_closed_reported: false,
             closed: false,
             failed: None,
             learnt,
@@ -697,17 +653,15 @@ impl Established {
     ) -> Result<StreamRead, TransportError> {
         self.check()?;
         let mut out = StreamRead::default();
-        if !hand_on_held(&mut self.held, &mut self.held_at, sink)? {
+        if !self.inbound.hand_on_held(sink)? {
             out.again = true;
             return Ok(out);
         }
         let mut input = socket_in;
         let result = self.read_from(&mut input, sink, &mut out);
         out.consumed = socket_in.len() - input.len();
-        if self.at == self.incoming.len() {
-            self.incoming.clear();
-            self.at = 0;
-        }
+        // The capacity stays until the tick's `shrink`: a busy connection reuses it.
+        self.inbound.finish_read(false);
         result.map(|()| out)
     }
 
@@ -718,42 +672,32 @@ impl Established {
         out: &mut StreamRead,
     ) -> Result<(), TransportError> {
         loop {
-            if self.peer_closed {
-                // What follows the close_notify is ignored (RFC 8446, section 6.1).
-                out.peer_closed = !self.peer_closed_reported || !input.is_empty();
-                self.peer_closed_reported = true;
-                *input = &[];
-                self.incoming.clear();
-                self.at = 0;
+            if self.inbound.skip_after_close_notify(input, out) {
                 return Ok(());
             }
-            let len = match record::record_len(&self.incoming[self.at..]) {
+            let len = match record::record_len(self.inbound.pending()) {
                 Ok(Some(len)) => len,
                 Ok(None) if input.is_empty() => return Ok(()),
                 Ok(None) => {
-                    self.incoming.drain(..self.at);
-                    self.at = 0;
-                    let step = input.len().min(STEP);
-                    self.incoming.extend_from_slice(&input[..step]);
-                    *input = &input[step..];
+                    self.inbound.take_step(input);
                     continue;
                 }
                 Err(e) => return Err(self.fail(e)),
             };
-            let start = self.at;
-            self.at += len;
-            let record = &mut self.incoming[start..start + len];
+            let start = self.inbound.done;
+            self.inbound.done += len;
+            let record = &mut self.inbound.bytes[start..start + len];
             match self.records.open(record, &mut self.outgoing) {
                 Ok(Opened::Data(range)) => {
-                    let data = &self.incoming[start + range.start..start + range.end];
+                    let data = &self.inbound.bytes[start + range.start..start + range.end];
                     let taken = sink(data)?;
                     if taken < data.len() {
-                        self.held.extend_from_slice(&data[taken..]);
+                        self.inbound.held.extend_from_slice(&data[taken..]);
                         out.again = true;
                         return Ok(());
                     }
                 }
-                Ok(Opened::CloseNotify) => self.peer_closed = true,
+                Ok(Opened::CloseNotify) => self.inbound.peer_closed = true,
                 Ok(Opened::Nothing) => {}
                 Err(e) => return Err(self.fail(e)),
             }
@@ -801,29 +745,91 @@ impl Established {
     /// buffer's capacity.
     fn shrink(&mut self) {
         self.records.shrink();
-        if self.incoming.is_empty() {
-            self.incoming = Vec::new();
+        if self.inbound.bytes.is_empty() {
+            self.inbound.bytes = Vec::new();
         }
     }
 }
 
-/// Hands what the layer above could not take earlier to `sink`; false when it still
-/// cannot take it all.
-fn hand_on_held(
-    held: &mut Vec<u8>,
-    held_at: &mut usize,
-    sink: &mut Sink<'_>,
-) -> Result<bool, TransportError> {
-    while *held_at < held.len() {
-        let taken = sink(&held[*held_at..])?;
-        if taken == 0 {
-            return Ok(false);
-        }
-        *held_at += taken;
+/// What a session keeps of its input between reads, whichever of rustls or [`Records`]
+/// protects its records.
+#[derive(Default)]
+struct Inbound {
+    /// Socket bytes, from `done` on not finished with yet.
+    bytes: Vec<u8>,
+    /// The bytes at the front of `bytes` that are finished with; removed before more are
+    /// added, not after each record (a read of many small records would move the rest of
+    /// the buffer once per record).
+    done: usize,
+    /// Decrypted bytes the layer above had no room for, handed on first at the next read.
+    held: Vec<u8>,
+    /// How much of `held` has been handed on.
+    held_at: usize,
+    /// The client's close_notify has been read: what follows it is ignored.
+    peer_closed: bool,
+    /// A read has reported it.
+    peer_closed_reported: bool,
+}
+
+impl Inbound {
+    /// The socket bytes not finished with.
+    fn pending(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.done..]
     }
-    *held = Vec::new();
-    *held_at = 0;
-    Ok(true)
+
+    /// At the end of a read: once every byte is finished with, forgets them, and gives
+    /// back the capacity when `free`.
+    fn finish_read(&mut self, free: bool) {
+        if self.done == self.bytes.len() {
+            if free {
+                self.bytes = Vec::new();
+            } else {
+                self.bytes.clear();
+            }
+            self.done = 0;
+        }
+    }
+
+    /// Takes the next step of `input` (at most `STEP` bytes) after what is pending, and
+    /// returns it.
+    fn take_step<'a>(&mut self, input: &mut &'a [u8]) -> &'a [u8] {
+        let (step, rest) = input.split_at(input.len().min(STEP));
+        self.bytes.drain(..self.done);
+        self.done = 0;
+        self.bytes.extend_from_slice(step);
+        *input = rest;
+        step
+    }
+
+    /// Once the peer's close_notify has been read: what follows it is ignored, not offered
+    /// again (RFC 8446, section 6.1), and the read says the peer closed (once, and again
+    /// whenever more bytes come). True when that is the case.
+    fn skip_after_close_notify(&mut self, input: &mut &[u8], out: &mut StreamRead) -> bool {
+        if !self.peer_closed {
+            return false;
+        }
+        out.peer_closed = !self.peer_closed_reported || !input.is_empty();
+        self.peer_closed_reported = true;
+        *input = &[];
+        self.bytes.clear();
+        self.done = 0;
+        true
+    }
+
+    /// Hands what the layer above could not take earlier to `sink`; false when it still
+    /// cannot take it all.
+    fn hand_on_held(&mut self, sink: &mut Sink<'_>) -> Result<bool, TransportError> {
+        while self.held_at < self.held.len() {
+            let taken = sink(&self.held[self.held_at..])?;
+            if taken == 0 {
+                return Ok(false);
+            }
+            self.held_at += taken;
+        }
+        self.held = Vec::new();
+        self.held_at = 0;
+        Ok(true)
+    }
 }
 
 /// Moves the records of `pending` to the end of `out`; `pending` keeps no capacity.
