@@ -471,6 +471,40 @@ fn a_tls_1_3_connection_is_handed_over_and_goes_on_after_shrink_and_key_updates(
 }
 
 #[test]
+fn records_cut_by_two_reads_at_any_byte_arrive_whole() {
+    use std::io::Write;
+    let pki = Pki::new();
+    let config = load_server_config(&pki.settings(false, false)).unwrap();
+    let mut cut = 0;
+    loop {
+        let mut client = pki.client(None);
+        let mut server = Transport::tls(
+            Arc::clone(&config),
+            TlsStart::Immediate,
+            TlsLimits::default(),
+        )
+        .unwrap();
+        handshake_and_echo(&mut client, &mut server);
+        // Four records; the one a read cuts is kept and completed by the next read.
+        let (mut sent, mut records) = (Vec::new(), Vec::new());
+        for (i, len) in [100usize, 1, 300, 17].into_iter().enumerate() {
+            let bytes: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+            client.writer().write_all(&bytes).unwrap();
+            client.write_tls(&mut records).unwrap();
+            sent.extend(bytes);
+        }
+        let mut app_in = Vec::new();
+        feed(&mut server, &records[..cut], &mut app_in).unwrap();
+        feed(&mut server, &records[cut..], &mut app_in).unwrap();
+        assert_eq!(app_in, sent, "cut at {cut}");
+        if cut == records.len() {
+            break;
+        }
+        cut += 1;
+    }
+}
+
+#[test]
 fn a_changed_record_after_the_handshake_fails_with_bad_record_mac() {
     use std::io::Write;
     let pki = Pki::new();
