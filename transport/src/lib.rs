@@ -15,7 +15,7 @@
 //! [`tls::TlsLimits`]). (rustls runs the TLS handshake on its unbuffered API, so that no
 //! connection keeps a TLS buffer it does not own; a TLS 1.3 connection is then handed over
 //! to this crate's record layer, `tls::record`, and rustls's state dropped: an idle one
-//! keeps about 400 bytes of TLS.)
+//! keeps about 440 bytes of TLS.)
 //!
 //! # The contract
 //!

@@ -14,7 +14,7 @@
 //! the keys and sequence numbers (`dangerous_into_kernel_connection`, the API made for
 //! kTLS) and is dropped. The expanded keys (ring's AES-GCM key schedule, 544 bytes a
 //! direction) are made again when a quiet connection reads or writes after
-//! [`Records::shrink`]: about 420 bytes of TLS stay per idle connection.
+//! [`Records::shrink`]: about 440 bytes of TLS stay per idle connection.
 //!
 //! The traffic secrets themselves are not in what rustls hands over (only the keys they
 //! give). They are taken from rustls's key log, which it calls with them during the
