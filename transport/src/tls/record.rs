@@ -24,11 +24,13 @@
 //! connection. At the hand-over the keys and IVs derived from them must equal rustls's.
 //!
 //! Never: negotiates anything (rustls does the whole handshake and stays in charge of TLS
-//! 1.2 connections), decrypts a record larger than the protocol allows, lets a peer make
-//! it update keys without bound (at most [`MAX_KEY_UPDATES`] requests between two
-//! application data records, as rustls and BoringSSL allow), or leaves a secret or key in
-//! memory it gives back (zeroed when dropped). The session around it (`Established` in
-//! the parent module) opens nothing after a fatal alert or the peer's close_notify.
+//! 1.2 connections), decrypts a record larger than the protocol allows (or takes a
+//! plaintext over 2^14 + 1 bytes with its padding), takes more than
+//! [`MAX_EMPTY_RECORDS`] empty records in a row, lets a peer make it update keys without
+//! bound (at most [`MAX_KEY_UPDATES`] requests between two application data records, as
+//! rustls and BoringSSL allow), or leaves a secret or key in memory it gives back (zeroed
+//! when dropped). The session around it (`Established` in the parent module) opens
+//! nothing after a fatal alert or the peer's close_notify.
 
 use std::cell::RefCell;
 
@@ -67,6 +69,10 @@ const MAX_KEY_UPDATES: u8 = 32;
 /// `user_canceled` alerts accepted in a connection's life (the only warning TLS 1.3 has
 /// besides close_notify).
 const MAX_WARNINGS: u8 = 4;
+
+/// Empty application data records accepted in a row (rustls's bound): each costs a
+/// decryption and brings nothing.
+const MAX_EMPTY_RECORDS: u8 = 32;
 
 /// A KeyUpdate handshake message: type, 24-bit length 1, then `update_not_requested` (0)
 /// or `update_requested` (1).
@@ -280,6 +286,8 @@ pub(crate) struct Records {
     key_updates_left: u8,
     /// `user_canceled` alerts the peer may still send.
     warnings_left: u8,
+    /// Empty application data records since the last one with data.
+    empty_in_a_row: u8,
     /// A handshake message cut across records (only a KeyUpdate is expected).
     partial: [u8; KEY_UPDATE_LEN],
     partial_len: u8,
@@ -332,6 +340,7 @@ impl Records {
             tx_limit: limit,
             key_updates_left: MAX_KEY_UPDATES,
             warnings_left: MAX_WARNINGS,
+            empty_in_a_row: 0,
             partial: [0; KEY_UPDATE_LEN],
             partial_len: 0,
             closed: false,
@@ -389,9 +398,8 @@ impl Records {
     pub(crate) fn seal_alert_for(&mut self, error: &Error, out: &mut Vec<u8>) {
         let description = match error {
             Error::DecryptError => AlertDescription::BadRecordMac,
-            Error::InvalidMessage(InvalidMessage::MessageTooLarge) => {
-                AlertDescription::RecordOverflow
-            }
+            Error::InvalidMessage(InvalidMessage::MessageTooLarge)
+            | Error::PeerSentOversizedRecord => AlertDescription::RecordOverflow,
             Error::InvalidMessage(InvalidMessage::InvalidKeyUpdate) => {
                 AlertDescription::IllegalParameter
             }
@@ -457,20 +465,29 @@ impl Records {
             .key(suite)
             .open_in_place(nonce, Aad::from(header), body)
             .map_err(|_| Error::DecryptError)?;
+        // The content, its type and the padding: at most 2^14 + 1 bytes (RFC 8446, 5.4).
+        if plain.len() > MAX_PLAINTEXT + 1 {
+            return Err(Error::PeerSentOversizedRecord);
+        }
         // The content type is the last byte that is not padding.
         let Some(end) = plain.iter().rposition(|&b| b != 0) else {
             return Err(PeerMisbehaved::IllegalTlsInnerPlaintext.into());
         };
-        if end > MAX_PLAINTEXT {
-            return Err(InvalidMessage::MessageTooLarge.into());
-        }
         let typ = plain[end];
         if self.partial_len > 0 && typ != HANDSHAKE {
             return Err(unexpected(typ));
         }
         match typ {
+            APPLICATION_DATA if end == 0 => {
+                if self.empty_in_a_row == MAX_EMPTY_RECORDS {
+                    return Err(PeerMisbehaved::TooManyEmptyFragments.into());
+                }
+                self.empty_in_a_row += 1;
+                Ok(Opened::Data(HEADER..HEADER))
+            }
             APPLICATION_DATA => {
                 self.key_updates_left = MAX_KEY_UPDATES;
+                self.empty_in_a_row = 0;
                 Ok(Opened::Data(HEADER..HEADER + end))
             }
             ALERT => self.alert(&plain[..end]),
@@ -620,6 +637,7 @@ mod tests {
             tx_limit: u64::MAX,
             key_updates_left: MAX_KEY_UPDATES,
             warnings_left: MAX_WARNINGS,
+            empty_in_a_row: 0,
             partial: [0; KEY_UPDATE_LEN],
             partial_len: 0,
             closed: false,
@@ -833,6 +851,40 @@ mod tests {
         assert_eq!(
             record_len(&[APPLICATION_DATA, 3, 3, 0, 20, 0]).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn an_inner_plaintext_over_16_kib_and_one_byte_is_refused_even_if_padding() {
+        let (mut server, mut peer) = pair();
+        let bytes = sealed(&mut peer, APPLICATION_DATA, b"x", MAX_PLAINTEXT);
+        assert_eq!(
+            open_all(&mut server, bytes).unwrap_err(),
+            Error::PeerSentOversizedRecord
+        );
+        let (mut server, mut peer) = pair();
+        let bytes = sealed(&mut peer, APPLICATION_DATA, b"x", MAX_PLAINTEXT - 1);
+        assert_eq!(open_all(&mut server, bytes).unwrap().0, b"x");
+    }
+
+    #[test]
+    fn empty_records_in_a_row_are_bounded_and_data_resets_the_count() {
+        let (mut server, mut peer) = pair();
+        let mut bytes = Vec::new();
+        for round in 0..2 {
+            for _ in 0..MAX_EMPTY_RECORDS {
+                bytes.extend(sealed(&mut peer, APPLICATION_DATA, b"", 0));
+            }
+            bytes.extend(sealed(&mut peer, APPLICATION_DATA, &[b'a' + round], 0));
+        }
+        assert_eq!(open_all(&mut server, bytes).unwrap().0, b"ab");
+        let mut bytes = Vec::new();
+        for _ in 0..=MAX_EMPTY_RECORDS {
+            bytes.extend(sealed(&mut peer, APPLICATION_DATA, b"", 0));
+        }
+        assert_eq!(
+            open_all(&mut server, bytes).unwrap_err(),
+            PeerMisbehaved::TooManyEmptyFragments.into()
         );
     }
 
