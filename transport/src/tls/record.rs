@@ -333,18 +333,23 @@ impl Records {
         if !same_keys(suite, &tx_dir, &tx) || !same_keys(suite, &rx_dir, &rx) {
             return Err(mismatch());
         }
-        Ok(Records {
+        Ok(Records::with(suite, tx_dir, rx_dir, limit))
+    }
+
+    /// A fresh record layer over these directions.
+    fn with(suite: Suite, tx: Direction, rx: Direction, tx_limit: u64) -> Records {
+        Records {
             suite,
-            tx: tx_dir,
-            rx: rx_dir,
-            tx_limit: limit,
+            tx,
+            rx,
+            tx_limit,
             key_updates_left: MAX_KEY_UPDATES,
             warnings_left: MAX_WARNINGS,
             empty_in_a_row: 0,
             partial: [0; KEY_UPDATE_LEN],
             partial_len: 0,
             closed: false,
-        })
+        }
     }
 
     /// Drops the expanded keys (made again at the next record): what a quiet connection
@@ -630,18 +635,12 @@ mod tests {
             aead: &aead::AES_128_GCM,
             hash: hkdf::HKDF_SHA256,
         };
-        Records {
+        Records::with(
             suite,
-            tx: Direction::new(suite, Secret::new(tx).unwrap(), 0),
-            rx: Direction::new(suite, Secret::new(rx).unwrap(), 0),
-            tx_limit: u64::MAX,
-            key_updates_left: MAX_KEY_UPDATES,
-            warnings_left: MAX_WARNINGS,
-            empty_in_a_row: 0,
-            partial: [0; KEY_UPDATE_LEN],
-            partial_len: 0,
-            closed: false,
-        }
+            Direction::new(suite, Secret::new(tx).unwrap(), 0),
+            Direction::new(suite, Secret::new(rx).unwrap(), 0),
+            u64::MAX,
+        )
     }
 
     /// The server's records and a peer that mirrors them (what it seals, the server opens).
@@ -878,35 +877,40 @@ mod tests {
             bytes.extend(sealed(&mut peer, APPLICATION_DATA, &[b'a' + round], 0));
         }
         assert_eq!(open_all(&mut server, bytes).unwrap().0, b"ab");
-        let mut bytes = Vec::new();
-        for _ in 0..=MAX_EMPTY_RECORDS {
-            bytes.extend(sealed(&mut peer, APPLICATION_DATA, b"", 0));
-        }
         assert_eq!(
-            open_all(&mut server, bytes).unwrap_err(),
+            one_too_many(MAX_EMPTY_RECORDS, |peer| sealed(
+                peer,
+                APPLICATION_DATA,
+                b"",
+                0
+            )),
             PeerMisbehaved::TooManyEmptyFragments.into()
         );
     }
 
+    /// The error opening `limit` + 1 records from a fresh peer, each made by `record`.
+    fn one_too_many(limit: u8, mut record: impl FnMut(&mut Records) -> Vec<u8>) -> Error {
+        let (mut server, mut peer) = pair();
+        let mut bytes = Vec::new();
+        for _ in 0..=limit {
+            bytes.extend(record(&mut peer));
+        }
+        open_all(&mut server, bytes).unwrap_err()
+    }
+
     #[test]
     fn key_update_requests_and_warnings_are_bounded() {
-        let (mut server, mut peer) = pair();
-        let mut bytes = Vec::new();
-        for _ in 0..=MAX_KEY_UPDATES {
-            bytes.extend(sealed(&mut peer, HANDSHAKE, &[24, 0, 0, 1, 0], 0));
+        let key_update = |peer: &mut Records| {
+            let record = sealed(peer, HANDSHAKE, &[24, 0, 0, 1, 0], 0);
             peer.tx.update(peer.suite);
-        }
+            record
+        };
         assert_eq!(
-            open_all(&mut server, bytes).unwrap_err(),
+            one_too_many(MAX_KEY_UPDATES, key_update),
             PeerMisbehaved::TooManyKeyUpdateRequests.into()
         );
-        let (mut server, mut peer) = pair();
-        let mut bytes = Vec::new();
-        for _ in 0..=MAX_WARNINGS {
-            bytes.extend(sealed(&mut peer, ALERT, &[1, 90], 0));
-        }
         assert_eq!(
-            open_all(&mut server, bytes).unwrap_err(),
+            one_too_many(MAX_WARNINGS, |peer| sealed(peer, ALERT, &[1, 90], 0)),
             PeerMisbehaved::TooManyWarningAlertsReceived.into()
         );
     }
