@@ -592,6 +592,22 @@ fn a_burst_over_websocket_tls_larger_than_a_read_arrives_whole_and_in_order() {
     assert_eq!(app_in, expected);
 }
 
+/// Moves what the client has to send to the server, fed `chunk` bytes at a time.
+fn send_in_chunks(
+    client: &mut ClientConnection,
+    server: &mut Transport,
+    chunk: usize,
+    app_in: &mut Vec<u8>,
+) {
+    let mut to_server = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut to_server).unwrap();
+    }
+    for piece in to_server.chunks(chunk) {
+        feed(server, piece, app_in).unwrap();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
 
@@ -610,25 +626,13 @@ proptest! {
             let mut app_in = Vec::new();
             // Handshake, every flight fed `chunk` bytes at a time.
             while client.is_handshaking() || client.wants_write() {
-                let mut to_server = Vec::new();
-                while client.wants_write() {
-                    client.write_tls(&mut to_server).unwrap();
-                }
-                for piece in to_server.chunks(chunk) {
-                    feed(&mut server, piece, &mut app_in).unwrap();
-                }
+                send_in_chunks(&mut client, &mut server, chunk, &mut app_in);
                 let mut to_client = Vec::new();
                 server.pending_socket_out(&mut to_client).unwrap();
                 client_decrypt(&mut client, &to_client);
             }
             client.writer().write_all(&up).unwrap();
-            let mut to_server = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut to_server).unwrap();
-            }
-            for piece in to_server.chunks(chunk) {
-                feed(&mut server, piece, &mut app_in).unwrap();
-            }
+            send_in_chunks(&mut client, &mut server, chunk, &mut app_in);
             prop_assert_eq!(&app_in, &up);
 
             let mut socket_out = Vec::new();
@@ -680,13 +684,7 @@ proptest! {
                 2 => client.refresh_traffic_keys().unwrap(),
                 _ => server.shrink(),
             }
-            let mut to_server = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut to_server).unwrap();
-            }
-            for piece in to_server.chunks(chunk) {
-                feed(&mut server, piece, &mut got_up).unwrap();
-            }
+            send_in_chunks(&mut client, &mut server, chunk, &mut got_up);
             // The server's answers (its KeyUpdates) reach the client before its next data.
             let mut to_client = Vec::new();
             server.pending_socket_out(&mut to_client).unwrap();
