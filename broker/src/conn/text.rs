@@ -14,6 +14,7 @@
 //! Never: touches the socket or another connection, or the binary protocol's state; the
 //! session's shared steps in `conn/mod.rs` do the bookkeeping.
 
+use std::mem;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -446,8 +447,11 @@ impl Session {
 
     fn decode_and_apply(&mut self, t: &mut TextState, cx: &mut impl Context) {
         while self.may_apply(cx) {
-            let decoded = t.decoder.decode(&mut self.rbuf);
-            match decoded {
+            // Matched in place: moving the decoded operation (136 bytes, over what the
+            // compiler copies inline) cost two `memcpy` calls per operation, 6 % of a
+            // 1→1 16-byte run's CPU; `apply_op` takes what it keeps out of it instead.
+            let mut decoded = t.decoder.decode(&mut self.rbuf);
+            match &mut decoded {
                 Ok(Some(op)) => {
                     self.count_op();
                     if self.access.is_pending() && !matches!(op, ClientOp::Connect(_)) {
@@ -464,7 +468,7 @@ impl Session {
                         // Refused, but whole: the client is active.
                         self.count_op();
                     }
-                    self.protocol_error(&e, cx);
+                    self.protocol_error(e, cx);
                 }
             }
         }
@@ -482,10 +486,10 @@ impl Session {
         }
     }
 
-    /// Inlined into its one caller, so a decoded operation is not copied again to be
-    /// handed over.
+    /// Takes what it keeps out of `op` (left empty) rather than `op` itself: see
+    /// `decode_and_apply`.
     #[inline]
-    fn apply_op(&mut self, t: &mut TextState, op: ClientOp, cx: &mut impl Context) {
+    fn apply_op(&mut self, t: &mut TextState, op: &mut ClientOp, cx: &mut impl Context) {
         let ack = matches!(
             op,
             ClientOp::Connect(_) | ClientOp::Pub(_) | ClientOp::Sub(_) | ClientOp::Unsub { .. }
@@ -493,12 +497,12 @@ impl Session {
         // False when admission control refused the operation with `-ERR`: no `+OK` then.
         let mut admitted = true;
         match op {
-            ClientOp::Connect(opts) => self.connect(t, *opts, cx),
-            ClientOp::Pub(p) => admitted = self.publish_text(t, p, cx),
-            ClientOp::Sub(s) => admitted = self.subscribe_text(t, s, cx),
+            ClientOp::Connect(opts) => self.connect(t, mem::take(&mut **opts), cx),
+            ClientOp::Pub(p) => admitted = self.publish_text(t, mem::take(p), cx),
+            ClientOp::Sub(s) => admitted = self.subscribe_text(t, mem::take(s), cx),
             ClientOp::Unsub { sid, max } => {
                 // Unknown sids are ignored, as nats-server does.
-                self.unsubscribe(&Sid::Text(sid), max, cx);
+                self.unsubscribe(&Sid::Text(mem::take(sid)), *max, cx);
             }
             ClientOp::Ping => self.ping(t, cx),
             ClientOp::Pong => self.pong(),

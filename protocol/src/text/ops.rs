@@ -39,7 +39,7 @@ pub enum ClientOp {
 }
 
 /// `PUB <subject> [reply] <size>` or `HPUB <subject> [reply] <hdr size> <total size>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Publish {
     /// The (literal) subject published to.
     pub subject: Bytes,
@@ -52,7 +52,7 @@ pub struct Publish {
 }
 
 /// `SUB <subject> [queue group] <sid>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Subscribe {
     /// The filter (wildcards allowed).
     pub subject: Bytes,
