@@ -302,14 +302,10 @@ pub(crate) enum Envelope {
     /// To the worker's own shard (its local batch): a message the broker made (a
     /// no-responders status, a one-shard catch-up's record or end marker) to route.
     Publish(Arc<Msg>),
-    /// To every shard: each holds every subscription.
-    Subscribe {
-        filter: Bytes,
-        queue: Option<Bytes>,
-        sub: SubRef,
-        start: Start,
-        lossless: bool,
-    },
+    /// To every shard: each holds every subscription. Boxed, as are the other changes of
+    /// a subscription (rare, and an envelope is as large as its largest variant: see
+    /// [`ENVELOPE_SIZE`]).
+    Subscribe(Box<SubscribeOp>),
     /// From a shard to a subscription's worker, before anything else it sends the
     /// subscription: the last sequence of `shard` before what the subscription receives
     /// (for a binary client's `SUBSCRIBED`, and a lossless subscription's fall-back).
@@ -317,25 +313,14 @@ pub(crate) enum Envelope {
     /// From a lossless subscription's worker to a shard: its queue overflowed, so stop
     /// live delivery of stored messages to it and replay them from the log from `from`,
     /// at most `credit` at a time, then go live again. Replaces any catch-up in progress.
-    Lag {
-        sub: SubRef,
-        filter: Bytes,
-        from: u64,
-        credit: u32,
-        /// Which fall-back this is, echoed in the `LagAck`.
-        lag: u64,
-    },
+    Lag(Box<LagOp>),
     /// The shard's answer to `Lag`: everything it sends the subscription after this comes
     /// from the new catch-up (then live); what came before it may be discarded.
     LagAck { sub: SubRef, shard: u16, lag: u64 },
     /// More room in a lagging subscription's queue: the shard may replay `credit` more.
     Grant { sub: SubRef, credit: u32 },
     /// Undoes a `Subscribe`, sent to the same shards.
-    Unsubscribe {
-        filter: Bytes,
-        queue: Option<Bytes>,
-        sub: SubRef,
-    },
+    Unsubscribe(Box<UnsubscribeOp>),
     /// To the worker that owns the subscriber's connection.
     Deliver { sub: SubRef, msg: Arc<Msg> },
     /// To the worker that owns the subscriber's connection: one catch-up step's records
@@ -430,7 +415,45 @@ pub(crate) enum Envelope {
     Shutdown,
     /// From the monitoring thread: answer with a snapshot of this worker's state. Not a
     /// control envelope (it changes nothing), and never pushed through an `Outbox`.
-    Snapshot(crate::snapshot::SnapshotRequest),
+    Snapshot(Box<crate::snapshot::SnapshotRequest>),
+}
+
+/// The bytes of one [`Envelope`]. Every delivery is one, written by the routing worker
+/// and read by the subscriber's (a fan-out to 100 makes 100 of them per message, and a
+/// 64 KiB read of small publishes tens of thousands, more than a core's cache holds), so
+/// the per-message variants (`Deliver`, `Ack`) set it and anything larger is boxed (it
+/// was 128 bytes before `Subscribe`, `Unsubscribe`, `Lag` and `Snapshot` were). A variant
+/// that grows past it fails the build here.
+pub(crate) const ENVELOPE_SIZE: usize = 48;
+const _: () = assert!(std::mem::size_of::<Envelope>() == ENVELOPE_SIZE);
+
+/// A subscription to add to a shard ([`Envelope::Subscribe`]).
+#[derive(Debug)]
+pub(crate) struct SubscribeOp {
+    pub filter: Bytes,
+    pub queue: Option<Bytes>,
+    pub sub: SubRef,
+    pub start: Start,
+    pub lossless: bool,
+}
+
+/// A subscription to remove from a shard ([`Envelope::Unsubscribe`]).
+#[derive(Debug)]
+pub(crate) struct UnsubscribeOp {
+    pub filter: Bytes,
+    pub queue: Option<Bytes>,
+    pub sub: SubRef,
+}
+
+/// A lossless subscription's fall-back to the log at one shard ([`Envelope::Lag`]).
+#[derive(Debug)]
+pub(crate) struct LagOp {
+    pub sub: SubRef,
+    pub filter: Bytes,
+    pub from: u64,
+    pub credit: u32,
+    /// Which fall-back this is, echoed in the `LagAck`.
+    pub lag: u64,
 }
 
 /// What a connection asks of a room's presence, at the room's home worker. Answers and
@@ -521,10 +544,7 @@ pub(crate) enum ReplayStart {
 impl Envelope {
     /// Subscription changes: nothing queued after one may reach any worker before it.
     fn is_control(&self) -> bool {
-        matches!(
-            self,
-            Envelope::Subscribe { .. } | Envelope::Unsubscribe { .. }
-        )
+        matches!(self, Envelope::Subscribe(_) | Envelope::Unsubscribe(_))
     }
 
     /// Flow-control signals: a consumer's congestion and the stalls it causes. They go to
@@ -564,9 +584,9 @@ impl Envelope {
     pub fn lane(&self) -> Lane {
         match self {
             Envelope::Publish(_)
-            | Envelope::Subscribe { .. }
-            | Envelope::Unsubscribe { .. }
-            | Envelope::Lag { .. }
+            | Envelope::Subscribe(_)
+            | Envelope::Unsubscribe(_)
+            | Envelope::Lag(_)
             | Envelope::Grant { .. }
             | Envelope::Release { .. }
             | Envelope::Replay(_)
@@ -1144,7 +1164,7 @@ mod tests {
             slot: 0,
             gen: 0,
         };
-        Envelope::Subscribe {
+        Envelope::Subscribe(Box::new(SubscribeOp {
             filter: Bytes::from_static(b"_INBOX.x.*"),
             queue: None,
             sub: SubRef {
@@ -1154,7 +1174,7 @@ mod tests {
             },
             start: None,
             lossless: false,
-        }
+        }))
     }
 
     fn message(size: usize) -> Arc<Msg> {

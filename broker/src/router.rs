@@ -32,8 +32,8 @@ use crate::dedupe::Dedupe;
 use crate::index::{FastMap, FastSet};
 use crate::latency::Latency;
 use crate::mesh::{
-    Answer, ConnId, Envelope, Inbox, Lane, Mesh, Msg, Outbox, PresenceFrame, PresenceOp,
-    ReplayRequest, ReplayStart, Sent, Start, SubRef,
+    Answer, ConnId, Envelope, Inbox, LagOp, Lane, Mesh, Msg, Outbox, PresenceFrame, PresenceOp,
+    ReplayRequest, ReplayStart, Sent, Start, SubRef, SubscribeOp, UnsubscribeOp,
 };
 use crate::presence::{self, ConnKey, PresenceEvent, PresenceLimits, Rooms};
 use crate::replay::status_block;
@@ -316,32 +316,26 @@ impl Router {
     pub fn apply(&mut self, env: Envelope) -> Option<Envelope> {
         match env {
             Envelope::Publish(msg) => self.route(msg),
-            Envelope::Subscribe {
-                filter,
-                queue,
-                sub,
-                start,
-                lossless,
-            } => self.shard.subscribe_as(
-                &filter,
-                queue.as_ref(),
-                (sub, lossless),
-                &start,
+            Envelope::Subscribe(op) => self.shard.subscribe_as(
+                &op.filter,
+                op.queue.as_ref(),
+                (op.sub, op.lossless),
+                &op.start,
                 &mut self.outbox,
             ),
-            Envelope::Lag {
-                sub,
-                filter,
-                from,
-                credit,
-                lag,
-            } => self
-                .shard
-                .lag(sub, &filter, from, credit, lag, &mut self.outbox),
+            Envelope::Lag(op) => self.shard.lag(
+                op.sub,
+                &op.filter,
+                op.from,
+                op.credit,
+                op.lag,
+                &mut self.outbox,
+            ),
             Envelope::Grant { sub, credit } => self.shard.grant(&sub, credit),
             Envelope::Release { sub } => self.shard.release(&sub),
-            Envelope::Unsubscribe { filter, queue, sub } => {
-                self.shard.unsubscribe(&filter, queue.as_deref(), &sub)
+            Envelope::Unsubscribe(op) => {
+                self.shard
+                    .unsubscribe(&op.filter, op.queue.as_deref(), &op.sub)
             }
             Envelope::Congestion { conn, signal } => {
                 // A signal of this worker's own consumer was noted when it was sent.
@@ -698,13 +692,13 @@ impl Router {
             } else {
                 self.outbox.push(
                     shard,
-                    Envelope::Subscribe {
+                    Envelope::Subscribe(Box::new(SubscribeOp {
                         filter: filter.clone(),
                         queue: queue.cloned(),
                         sub,
                         start: start.clone(),
                         lossless,
-                    },
+                    })),
                 );
             }
         }
@@ -725,11 +719,11 @@ impl Router {
             } else {
                 self.outbox.push(
                     shard,
-                    Envelope::Unsubscribe {
+                    Envelope::Unsubscribe(Box::new(UnsubscribeOp {
                         filter: filter.clone(),
                         queue: queue.cloned(),
                         sub,
-                    },
+                    })),
                 );
             }
         }
@@ -753,13 +747,13 @@ impl Router {
         } else {
             self.outbox.push(
                 shard,
-                Envelope::Lag {
+                Envelope::Lag(Box::new(LagOp {
                     sub,
                     filter: filter.clone(),
                     from,
                     credit,
                     lag,
-                },
+                })),
             );
         }
     }

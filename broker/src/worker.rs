@@ -735,10 +735,10 @@ impl Worker {
         match env {
             // Applied to the shard by the router.
             Envelope::Publish(_)
-            | Envelope::Subscribe { .. }
-            | Envelope::Unsubscribe { .. }
+            | Envelope::Subscribe(_)
+            | Envelope::Unsubscribe(_)
             | Envelope::Barrier { .. }
-            | Envelope::Lag { .. }
+            | Envelope::Lag(_)
             | Envelope::Grant { .. }
             | Envelope::Release { .. }
             | Envelope::Replay(_)
@@ -878,7 +878,7 @@ impl Worker {
                 }
             }
             Envelope::Shutdown => self.begin_shutdown(),
-            Envelope::Snapshot(req) => self.answer_snapshot(req),
+            Envelope::Snapshot(req) => self.answer_snapshot(*req),
         }
     }
 

@@ -180,7 +180,7 @@ impl MonitorState {
             let left = deadline.saturating_duration_since(Instant::now());
             if self
                 .mesh
-                .send_timeout(worker, vec![Envelope::Snapshot(req)], left)
+                .send_timeout(worker, vec![Envelope::Snapshot(Box::new(req))], left)
             {
                 asked += 1;
             }
