@@ -68,6 +68,25 @@ fn warn_about_auth(config: &Config, rules: &Authenticator) {
     }
 }
 
+/// Why a lossless subscription could start its fall-back with a gap in this
+/// configuration, if it could: when its queue overflows, what is in flight between the
+/// workers (up to two lanes of `worker_queue_bytes` per receiver, and a sender's turn of at
+/// most one more) reaches the publisher's shard before the fall-back does, and the ring
+/// must still hold where the fall-back starts. Allowed (tests and small machines run small
+/// rings), but said at start.
+fn lossless_ring_warning(config: &Config) -> Option<String> {
+    let in_flight = 3 * config.limits.worker_queue_bytes;
+    let ring = config.store.log_size;
+    (!config.store.is_off() && config.workers > 1 && ring < 2 * in_flight).then(|| {
+        format!(
+            "log_size ({ring} bytes) is under twice what may be in flight between workers \
+             (3 x worker_queue_bytes = {in_flight} bytes): a lossless subscription whose \
+             queue overflows under a fast publisher on another worker may fall back with a \
+             gap; raise log_size or lower worker_queue_bytes (docs/operations.md)"
+        )
+    })
+}
+
 /// The `version` Tern reports to NATS clients (`INFO`, `/varz`): the nats-server release
 /// whose client protocol Tern implements. NATS client libraries compare the server's
 /// version to decide what it can do; every core protocol feature Tern has (headers and
@@ -178,6 +197,9 @@ impl Server {
             Authenticator::new(&config.auth.rules).map_err(StartError::Auth)?,
         ));
         warn_about_auth(&config, &auth.load());
+        if let Some(warning) = lossless_ring_warning(&config) {
+            tracing::warn!("{warning}");
+        }
         let verdicts: Vec<Arc<Verdicts>> = wakers
             .iter()
             .map(|w| Arc::new(Verdicts::new(Arc::clone(w))))
@@ -688,4 +710,32 @@ fn random_u64() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::lossless_ring_warning;
+    use crate::config::{Args, Config};
+
+    fn config(args: &[&str]) -> Config {
+        let all = ["ternd"].iter().chain(args);
+        Config::from_args(Args::parse_from(all)).unwrap()
+    }
+
+    #[test]
+    fn a_ring_smaller_than_what_workers_hold_in_flight_is_warned_about() {
+        assert_eq!(lossless_ring_warning(&config(&["--workers", "2"])), None);
+        let small = ["--workers", "2", "--log-size", "4MiB"];
+        let warning = lossless_ring_warning(&config(&small)).unwrap();
+        assert!(warning.contains("log_size (4194304 bytes)"), "{warning}");
+        assert!(warning.contains("worker_queue_bytes"), "{warning}");
+        let small_lanes = [&small[..], &["--worker-queue-bytes", "128KiB"]].concat();
+        assert_eq!(lossless_ring_warning(&config(&small_lanes)), None);
+        let no_store = [&small[..], &["--no-store"]].concat();
+        assert_eq!(lossless_ring_warning(&config(&no_store)), None);
+        let one_worker = ["--workers", "1", "--log-size", "4MiB"];
+        assert_eq!(lossless_ring_warning(&config(&one_worker)), None);
+    }
 }

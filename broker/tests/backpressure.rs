@@ -414,6 +414,12 @@ fn outrun_a_lossless_subscriber(
         "2s",
         "--publisher-stall-min-drain",
         "1KiB",
+        // What is in flight between the workers when the subscription's queue overflows
+        // (up to two lanes of this, and a turn's output) reaches the publisher's shard
+        // before the fall-back does: it must fit in the ring, or the fall-back starts
+        // with a gap (docs/operations.md, *In flight between workers*).
+        "--worker-queue-bytes",
+        "64KiB",
         "--monitor",
         "127.0.0.1:0",
     ];
