@@ -68,21 +68,31 @@ fn warn_about_auth(config: &Config, rules: &Authenticator) {
     }
 }
 
-/// Why a lossless subscription could start its fall-back with a gap in this
-/// configuration, if it could: when its queue overflows, what is in flight between the
-/// workers (up to two lanes of `worker_queue_bytes` per receiver, and a sender's turn of at
-/// most one more) reaches the publisher's shard before the fall-back does, and the ring
-/// must still hold where the fall-back starts. Allowed (tests and small machines run small
-/// rings), but said at start.
-fn lossless_ring_warning(config: &Config) -> Option<String> {
-    let in_flight = 3 * config.limits.worker_queue_bytes;
+/// Lowers `worker_queue_bytes` so that a lossless subscription's fall-back always finds
+/// its start in the ring, and says what it did; `None` when nothing needed to change.
+///
+/// When a lossless subscription's queue overflows, it falls back to the log from where it
+/// overflowed; what was in flight between the workers then (up to two lanes of
+/// `worker_queue_bytes` per receiver, and a sender's turn of at most one more) reaches
+/// the publisher's shard before the fall-back does, and the ring must not have come round
+/// to the fall-back's start meanwhile, with room to spare for the hold that keeps it from
+/// doing so afterwards. With the defaults (64 MiB against 4 MiB) nothing changes; a small
+/// ring (tests, small machines) gets smaller lanes.
+fn fit_lanes_to_ring(config: &mut Config) -> Option<String> {
+    if config.store.is_off() || config.workers < 2 {
+        return None;
+    }
+    let lanes = config.limits.worker_queue_bytes;
     let ring = config.store.log_size;
-    (!config.store.is_off() && config.workers > 1 && ring < 2 * in_flight).then(|| {
+    // Two lanes and a turn in flight, twice over.
+    let fitted = ring / 6;
+    (lanes > fitted).then(|| {
+        config.limits.worker_queue_bytes = fitted;
         format!(
-            "log_size ({ring} bytes) is under twice what may be in flight between workers \
-             (3 x worker_queue_bytes = {in_flight} bytes): a lossless subscription whose \
-             queue overflows under a fast publisher on another worker may fall back with a \
-             gap; raise log_size or lower worker_queue_bytes (docs/operations.md)"
+            "worker_queue_bytes lowered from {lanes} to {fitted} bytes (a sixth of \
+             log_size, {ring} bytes): what is in flight between workers must fit in the \
+             ring, or a lossless subscription could fall back to a start the ring no longer \
+             holds (docs/operations.md); raise log_size to keep larger lanes"
         )
     })
 }
@@ -151,7 +161,10 @@ pub enum StartError {
 impl Server {
     /// Binds every listener and starts the workers. When this returns, the broker accepts
     /// connections on [`Server::local_addr`].
-    pub fn start(config: Config) -> Result<Server, StartError> {
+    pub fn start(mut config: Config) -> Result<Server, StartError> {
+        if let Some(notice) = fit_lanes_to_ring(&mut config) {
+            tracing::warn!("{notice}");
+        }
         let config = Arc::new(config);
         let n = config.workers;
         let (local_addr, listeners) = bind_port(config.listen, n)?;
@@ -197,9 +210,6 @@ impl Server {
             Authenticator::new(&config.auth.rules).map_err(StartError::Auth)?,
         ));
         warn_about_auth(&config, &auth.load());
-        if let Some(warning) = lossless_ring_warning(&config) {
-            tracing::warn!("{warning}");
-        }
         let verdicts: Vec<Arc<Verdicts>> = wakers
             .iter()
             .map(|w| Arc::new(Verdicts::new(Arc::clone(w))))
@@ -716,7 +726,7 @@ fn random_u64() -> u64 {
 mod tests {
     use clap::Parser;
 
-    use super::lossless_ring_warning;
+    use super::fit_lanes_to_ring;
     use crate::config::{Args, Config};
 
     fn config(args: &[&str]) -> Config {
@@ -724,18 +734,45 @@ mod tests {
         Config::from_args(Args::parse_from(all)).unwrap()
     }
 
+    /// The lanes `fit_lanes_to_ring` leaves, and whether it said anything.
+    fn fitted(args: &[&str]) -> (usize, bool) {
+        let mut c = config(args);
+        let notice = fit_lanes_to_ring(&mut c);
+        (c.limits.worker_queue_bytes, notice.is_some())
+    }
+
     #[test]
-    fn a_ring_smaller_than_what_workers_hold_in_flight_is_warned_about() {
-        assert_eq!(lossless_ring_warning(&config(&["--workers", "2"])), None);
-        let small = ["--workers", "2", "--log-size", "4MiB"];
-        let warning = lossless_ring_warning(&config(&small)).unwrap();
-        assert!(warning.contains("log_size (4194304 bytes)"), "{warning}");
-        assert!(warning.contains("worker_queue_bytes"), "{warning}");
-        let small_lanes = [&small[..], &["--worker-queue-bytes", "128KiB"]].concat();
-        assert_eq!(lossless_ring_warning(&config(&small_lanes)), None);
+    fn lanes_are_lowered_to_fit_what_is_in_flight_in_the_ring() {
+        const MIB: usize = 1 << 20;
+        assert_eq!(
+            fitted(&["--workers", "2"]),
+            (4 * MIB, false),
+            "the defaults"
+        );
+        let small = ["--workers", "2", "--log-size", "6MiB"];
+        assert_eq!(fitted(&small), (MIB, true));
+        let notice = fit_lanes_to_ring(&mut config(&small)).unwrap();
+        assert!(
+            notice.contains("lowered from 4194304 to 1048576"),
+            "{notice}"
+        );
+        let small_lanes = [&small[..], &["--worker-queue-bytes", "512KiB"]].concat();
+        assert_eq!(fitted(&small_lanes), (512 << 10, false));
         let no_store = [&small[..], &["--no-store"]].concat();
-        assert_eq!(lossless_ring_warning(&config(&no_store)), None);
-        let one_worker = ["--workers", "1", "--log-size", "4MiB"];
-        assert_eq!(lossless_ring_warning(&config(&one_worker)), None);
+        assert_eq!(fitted(&no_store), (4 * MIB, false));
+        assert_eq!(
+            fitted(&["--workers", "1", "--log-size", "6MiB"]),
+            (4 * MIB, false)
+        );
+        // The smallest ring still leaves lanes above their smallest setting (64 KiB).
+        let smallest = [
+            "--workers",
+            "2",
+            "--log-size",
+            "1MiB",
+            "--max-payload",
+            "64KiB",
+        ];
+        assert_eq!(fitted(&smallest), (MIB / 6, true));
     }
 }

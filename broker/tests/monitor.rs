@@ -477,6 +477,7 @@ fn endpoints_count_known_traffic_exactly() {
         assert_eq!(sh["literal_subjects"], 1);
         assert_eq!(sh["subscriptions"], 3);
         assert_eq!(sh["inbox_capacity"], 4096);
+        assert_eq!(sh["inbox_bytes_capacity"], 4 << 20);
         assert!(sh["inbox_batches"].is_u64());
     }
 

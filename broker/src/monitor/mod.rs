@@ -585,6 +585,7 @@ impl MonitorState {
                         "inbox_batches": depth,
                         "inbox_capacity": self.config.limits.worker_queue,
                         "inbox_bytes": self.mesh.queued_bytes(i),
+                        "inbox_bytes_capacity": self.config.limits.worker_queue_bytes,
                         "outbox_pending_batches": w.shard.outbox_pending_batches,
                         "answered": true,
                     }),
