@@ -68,6 +68,10 @@ fn warn_about_auth(config: &Config, rules: &Authenticator) {
     }
 }
 
+/// How many lanes of `worker_queue_bytes` a ring holds at least: two lanes and a turn of
+/// one more in flight, twice over ([`fit_lanes_to_ring`]).
+const LANES_PER_RING: usize = 6;
+
 /// Lowers `worker_queue_bytes` so that a lossless subscription's fall-back always finds
 /// its start in the ring, and says what it did; `None` when nothing needed to change.
 ///
@@ -84,8 +88,7 @@ fn fit_lanes_to_ring(config: &mut Config) -> Option<String> {
     }
     let lanes = config.limits.worker_queue_bytes;
     let ring = config.store.log_size;
-    // Two lanes and a turn in flight, twice over.
-    let fitted = ring / 6;
+    let fitted = ring / LANES_PER_RING;
     (lanes > fitted).then(|| {
         config.limits.worker_queue_bytes = fitted;
         format!(
