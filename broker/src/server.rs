@@ -3,7 +3,8 @@
 //! Owns: binding the listeners (per port, one `SO_REUSEPORT` socket per worker on the same
 //! address, so the kernel spreads accepts and no acceptor thread exists), choosing the
 //! server id and the log epoch, creating each worker's poll,
-//! waker and inbound queue, spawning and pinning the worker threads, lame duck mode's
+//! waker and inbound queue (its lanes fitted to the ring first: `fit_lanes_to_ring`),
+//! spawning and pinning the worker threads, lame duck mode's
 //! switch ([`Server::enter_lame_duck`]), and the shutdown sequence. When monitoring is on,
 //! it also binds the monitoring listener and starts the monitoring threads (`monitor/`),
 //! which see the workers only through the mesh and
