@@ -528,27 +528,8 @@ impl Bridge {
 
     fn local_event(&self, event: Event) {
         match event {
-            Event::Gap {
-                sid,
-                shard,
-                requested,
-                oldest,
-            } => {
-                if let Some(e) = self
-                    .exports
-                    .iter()
-                    .find(|e| e.sid.load(Ordering::Relaxed) == sid)
-                {
-                    let lost = oldest.saturating_sub(requested);
-                    bump(&self.counters.export_gaps, lost);
-                    self.error(format!(
-                        "export {}: the log no longer holds sequences {requested}..{oldest} of shard {shard}: {lost} messages not exported",
-                        e.rule
-                    ));
-                }
-            }
             Event::EpochMismatch { message, .. } => {
-                self.error(format!("export: {message}"));
+                self.error(format!("the local connection: {message}"));
             }
             Event::Disconnected { reason } => {
                 self.error(format!("the local connection dropped: {reason:?}"));
@@ -1193,6 +1174,10 @@ mod tests {
 
         fn has_room(&self) -> bool {
             self.room.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        fn attach(&self, _: std::os::unix::net::UnixStream, _: usize, _: Duration) -> bool {
+            false
         }
     }
 

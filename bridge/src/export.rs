@@ -4,32 +4,34 @@
 //! Owns: one thread per export rule, and its position: the resume token of the last
 //! message upstream confirmed having ([`Export::confirmed`], kept across restarts by the
 //! bridge's state file). The thread subscribes locally to the rule (lossless, from the
-//! confirmed position), publishes what arrives upstream with a `Tern-Origin` header (this
+//! confirmed position) on a connection of its own, a socket pair the broker serves
+//! (`pipe.rs`), and publishes what arrives upstream with a `Tern-Origin` header (this
 //! broker's server id) and a `Nats-Msg-Id` made of the edge's name and the message's place
 //! in the log (the same id every time it is sent), then a `PING`: its `PONG` confirms the
-//! batch. When the upstream connection drops, the local subscription ends and a new one
-//! starts from the confirmed position once connected again: what was sent but not
-//! confirmed is sent again (at least once), what the log no longer holds is reported as a
-//! gap. The same happens when the exporter falls `export_window` messages behind its local
-//! subscription (the local client then drops): nothing received after a drop is sent.
+//! batch. When the upstream connection drops, the local connection and its subscription
+//! end, and new ones start from the confirmed position once connected again: what was
+//! sent but not confirmed is sent again (at least once), what the log no longer holds is
+//! reported as a gap. The same happens when the local connection fails
+//! (`export_restarts`). An exporter `export_window` messages behind is served from the
+//! log by the broker (the subscription is lossless): nothing is dropped on the way.
 //!
 //! Never: exports a message that came from upstream (it has a `Tern-Origin` header) or the
 //! bridge's own reply subjects (that would loop), or keeps a position upstream has not
 //! confirmed.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tern_client::{Client, Message, StartFrom};
-use tern_protocol::binary::ResumeToken;
+use tern_protocol::binary::{Message, ResumeToken};
 
 use crate::bridge::Bridge;
 use crate::headers;
+use crate::pipe::{Notice, Pipe};
 use crate::stats::bump;
 use crate::subject::BRIDGE_PREFIX;
 use crate::upstream::Confirm;
-use crate::{ORIGIN, PRIORITY};
+use crate::{Inject, ORIGIN, PRIORITY};
 
 /// The header carrying an exported message's id, as JetStream dedupes it.
 pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
@@ -43,8 +45,6 @@ pub(crate) struct Export {
     pub rule: String,
     /// The position upstream confirmed.
     pub confirmed: Mutex<Option<ResumeToken>>,
-    /// The local subscription's sid now (0: none), to tell its gap notices apart.
-    pub sid: AtomicU32,
     /// Sent upstream and not confirmed yet.
     pub unconfirmed: AtomicU64,
 }
@@ -54,7 +54,6 @@ impl Export {
         Export {
             rule,
             confirmed: Mutex::new(confirmed),
-            sid: AtomicU32::new(0),
             unconfirmed: AtomicU64::new(0),
         }
     }
@@ -93,8 +92,18 @@ fn seen(token: &ResumeToken, shard: u16, sequence: u64) -> bool {
         .is_some_and(|&last| sequence <= last)
 }
 
-/// The thread of export rule `i`: runs until the bridge stops.
-pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
+/// How long a read of the local connection waits for a message.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How long opening the local connection, and a write to it, may take.
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The local subscription's sid: the only one on its connection.
+const SID: u32 = 1;
+
+/// The thread of export rule `i`: runs until the bridge stops. Its local connection is a
+/// socket pair handed to the broker (`pipe.rs`), authenticated with `token`.
+pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, inject: &dyn Inject, token: &str) {
     let export = &bridge.exports[i];
     // What was sent on the previous connection: sent again now, counted as resent.
     let mut sent: Option<ResumeToken> = None;
@@ -102,73 +111,103 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
         let Some(generation) = bridge.link.wait_up(Duration::from_millis(250)) else {
             continue;
         };
-        let start = export.confirmed();
-        let builder = local
-            .subscribe_builder(&export.rule)
-            .lossless(true)
-            .capacity(bridge.settings.export_window)
-            .start(match &start {
-                Some(token) => StartFrom::Resume(token.clone()),
-                None => StartFrom::Live,
-            });
-        let sub = match builder.subscribe() {
-            Ok(sub) => sub,
+        // A local connection for each upstream one: it ends with it, and so does its
+        // subscription.
+        let mut pipe = match Pipe::open(inject, i, token, TICK, LOCAL_TIMEOUT) {
+            Ok(pipe) => pipe,
             Err(e) => {
-                bridge.error(format!("export {}: subscribing locally: {e}", export.rule));
+                bridge.error(format!("export {}: the local connection: {e}", export.rule));
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
         };
-        export.sid.store(sub.sid(), Ordering::Relaxed);
-        if let Err(e) = local.flush(Duration::from_secs(5)) {
-            bridge.error(format!("export {}: local flush: {e}", export.rule));
+        let start = export.confirmed();
+        let window = u32::try_from(bridge.settings.export_window).unwrap_or(u32::MAX);
+        if let Err(e) = pipe.subscribe(SID, &export.rule, start.as_ref(), window) {
+            bridge.error(format!("export {}: subscribing locally: {e}", export.rule));
+            std::thread::sleep(Duration::from_secs(1));
             continue;
         }
-        let epoch = local.server_info().map_or(0, |i| i.log_epoch);
-        let mut position = sub.resume_token().or(start).unwrap_or_else(|| ResumeToken {
-            epoch,
-            last_sequences: Vec::new(),
-        });
-        if export.confirmed().is_none() {
-            // The first start: from here on nothing is skipped, across restarts too.
-            export.confirm(position.clone(), 0);
-            bridge.state_changed();
-        }
-        let mut batch: Vec<Message> = Vec::with_capacity(256);
-        'connected: while !bridge.stopped() {
+        // Where the export is: the token it resumed from (in the broker's epoch), moved by
+        // the subscription's start in every shard and by each message.
+        let mut position = match start {
+            Some(token) if token.epoch == pipe.epoch() => token,
+            _ => ResumeToken {
+                epoch: pipe.epoch(),
+                last_sequences: Vec::new(),
+            },
+        };
+        let mut first_start = export.confirmed().is_none();
+        let mut batch: Vec<Message> = Vec::with_capacity(bridge.settings.confirm_batch);
+        let ended: Result<(), String> = 'connected: loop {
+            if bridge.stopped() {
+                break Ok(());
+            }
             batch.clear();
-            match sub.recv_timeout(Duration::from_millis(100)) {
-                Ok(m) => batch.push(m),
-                Err(tern_client::Error::Timeout) => {}
-                Err(e) => {
-                    bridge.error(format!("export {}: local subscription: {e}", export.rule));
-                    break;
-                }
+            let mut noticed = Vec::new();
+            if let Err(e) = pipe.receive(&mut batch, bridge.settings.confirm_batch, &mut |n| {
+                noticed.push(n)
+            }) {
+                break Err(e);
             }
-            while batch.len() < bridge.settings.confirm_batch {
-                match sub.try_recv() {
-                    Ok(Some(m)) => batch.push(m),
-                    _ => break,
+            for n in noticed {
+                match n {
+                    Notice::Subscribed {
+                        epoch,
+                        last_sequences,
+                    } => {
+                        if epoch != position.epoch {
+                            position = ResumeToken {
+                                epoch,
+                                last_sequences: Vec::new(),
+                            };
+                        }
+                        for (shard, &seq) in last_sequences.iter().enumerate() {
+                            observe(&mut position, shard as u16, seq);
+                        }
+                        if first_start {
+                            // The first start: from here on nothing is skipped, across
+                            // restarts too.
+                            first_start = false;
+                            export.confirm(position.clone(), 0);
+                            bridge.state_changed();
+                        }
+                    }
+                    Notice::Gap {
+                        shard,
+                        requested,
+                        oldest,
+                    } => {
+                        let lost = oldest.saturating_sub(requested);
+                        bump(&bridge.counters.export_gaps, lost);
+                        bridge.error(format!(
+                            "export {}: the log no longer holds sequences {requested}..{oldest} \
+                             of shard {shard}: {lost} messages not exported",
+                            export.rule
+                        ));
+                    }
+                    Notice::Dropped { count } => {
+                        bump(&bridge.counters.export_gaps, count);
+                        bridge.error(format!(
+                            "export {}: {count} messages the log does not keep were dropped \
+                             before the exporter read them: not exported",
+                            export.rule
+                        ));
+                    }
+                    Notice::EpochMismatch { message } => {
+                        position = ResumeToken {
+                            epoch: pipe.epoch(),
+                            last_sequences: Vec::new(),
+                        };
+                        bridge.error(format!("export {}: {message}", export.rule));
+                    }
                 }
-            }
-            // The local client drops what does not fit in `export_window` (a drop is
-            // counted before any later message is handed over, so this batch shows it).
-            // Nothing after a drop may be sent, or its position would pass over what was
-            // dropped: start over from the confirmed position (the log has it all).
-            if sub.dropped() > 0 {
-                bump(&bridge.counters.export_restarts, 1);
-                bridge.error(format!(
-                    "export {}: the exporter fell more than export_window ({}) messages \
-                     behind its local subscription: resuming from the confirmed position",
-                    export.rule, bridge.settings.export_window
-                ));
-                break;
             }
             // Wait while too much is unanswered (a slow upstream), or the connection ends.
             loop {
                 let link = bridge.link.lock();
                 if link.generation != generation || !link.is_up() {
-                    break 'connected;
+                    break 'connected Ok(());
                 }
                 if link.pings_in_flight() < MAX_IN_FLIGHT {
                     break;
@@ -181,7 +220,7 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
             }
             let mut link = bridge.link.lock();
             if link.generation != generation || !link.is_up() {
-                break;
+                break Ok(());
             }
             let (mut count, mut bytes, mut resent) = (0u64, 0u64, 0u64);
             let mut id: Vec<u8> = Vec::with_capacity(64);
@@ -207,7 +246,7 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
                     push_decimal(&mut id, n);
                 }
                 let priority = [b'0' + msg.priority.min(7)];
-                let block = msg.raw_headers.as_deref();
+                let block = msg.headers.as_deref();
                 let mut fields: [(&str, &[u8]); 3] = [("", b""); 3];
                 fields[0] = (ORIGIN, bridge.id.as_bytes());
                 let mut n = 1;
@@ -221,12 +260,13 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
                     n += 1;
                 }
                 let reply = msg.reply.as_ref().map(|r| {
-                    bridge.exported_requests.allow(r, now);
+                    let r = String::from_utf8_lossy(r);
+                    bridge.exported_requests.allow(&r, now);
                     format!("{}{r}", bridge.upstream_reply_prefix)
                 });
                 // The header block goes straight into the connection's buffer.
                 let size = link.publish_with_fields(
-                    msg.subject.as_bytes(),
+                    &msg.subject,
                     reply.as_deref().map(str::as_bytes),
                     block,
                     &fields[..n],
@@ -249,11 +289,10 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
             if let Err(e) = flushed {
                 bridge.link.changed.notify_all();
                 bridge.error(format!("export {}: {e}", export.rule));
-                break;
+                break Ok(());
             }
-        }
+        };
         // Start over from the confirmed position on the next connection.
-        export.sid.store(0, Ordering::Relaxed);
         export.unconfirmed.store(0, Ordering::Relaxed);
         sent = Some(match sent.take() {
             Some(mut s) if s.epoch == position.epoch => {
@@ -264,7 +303,12 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, local: &Client) {
             }
             _ => position,
         });
-        let _ = sub.unsubscribe();
+        // The local connection failed (upstream's ending is reported where it is seen):
+        // the next one starts from the confirmed position.
+        if let Err(e) = ended {
+            bump(&bridge.counters.export_restarts, 1);
+            bridge.error(format!("export {}: the local connection: {e}", export.rule));
+        }
     }
 }
 
@@ -286,9 +330,9 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 /// Whether a local message goes upstream: not one that came from there (or from another
 /// bridge), and not the bridge's own reply traffic.
 fn exportable(msg: &Message) -> bool {
-    !msg.subject.starts_with(BRIDGE_PREFIX)
+    !msg.subject.starts_with(BRIDGE_PREFIX.as_bytes())
         && msg
-            .raw_headers
+            .headers
             .as_deref()
             .is_none_or(|h| headers::get(h, ORIGIN).is_none())
 }

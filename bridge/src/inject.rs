@@ -1,14 +1,16 @@
-//! What the bridge publishes into its broker without a socket: imports go straight to a
-//! worker's shard, as if published there.
+//! What the bridge hands its broker without the network: imports go straight to a
+//! worker's shard, as if published there; an export's local connection is one end of a
+//! Unix socket pair the broker serves as a binary-port connection.
 //!
 //! Owns: [`Injected`], one message for the broker, and the [`Inject`] trait the broker
 //! implements (its mesh of workers). The bridge's importer hands over batches; the broker
 //! routes them like any publish (stored, caught up, prioritised, drop-noticed), from no
-//! connection.
+//! connection. An exporter hands over its socket's other end ([`Inject::attach`]).
 //!
 //! Never: carries what needs an answer (an acknowledgement, a message id to dedupe): stream
 //! imports go through the bridge's local client, which has both.
 
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,4 +40,9 @@ pub trait Inject: Send + Sync {
     /// Whether a batch handed over now would be taken without waiting (a hint: another
     /// sender may take the room first).
     fn has_room(&self) -> bool;
+
+    /// Hands the broker `sock`, to serve as a connection to its binary port (without TLS:
+    /// both ends are in this process), on a worker chosen by `hint`; false when the broker
+    /// could not take it within `timeout` (it is closed).
+    fn attach(&self, sock: UnixStream, hint: usize, timeout: Duration) -> bool;
 }

@@ -39,6 +39,7 @@ mod inject;
 mod interest;
 mod jetstream;
 mod local_tls;
+mod pipe;
 mod replies;
 mod route;
 mod settings;
@@ -218,8 +219,11 @@ impl Hub {
                 spawned.push(spawn("replies", Box::new(move || me.replier(&c))));
             }
             for i in 0..b.exports.len() {
-                let (me, c) = (Arc::clone(b), client.clone());
-                spawned.push(spawn("export", Box::new(move || export::run(&me, i, &c))));
+                let (me, to, token) = (Arc::clone(b), Arc::clone(&inject), self.secret.clone());
+                spawned.push(spawn(
+                    "export",
+                    Box::new(move || export::run(&me, i, &*to, &token)),
+                ));
             }
             for i in 0..b.settings.import_streams.len() {
                 let (me, c) = (Arc::clone(b), client.clone());

@@ -78,8 +78,8 @@ pub struct Status {
     /// Messages the log no longer held when the export resumed from its last confirmed
     /// position (reported as gaps, never silent).
     pub export_gaps: u64,
-    /// Times an export started over from its confirmed position because the exporter fell
-    /// `export_window` behind its local subscription.
+    /// Times an export started over from its confirmed position because its local
+    /// connection failed (an upstream reconnect is counted in `disconnects`).
     pub export_restarts: u64,
     /// Upstream messages delivered locally.
     pub imported: u64,

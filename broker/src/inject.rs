@@ -4,13 +4,16 @@
 //! bridge imports becomes a [`Msg`] published by no connection, sent in the bridge's batch
 //! through the mesh to one worker's shard (its command lane: a busy broker holds the
 //! bridge back), and routed there like any publish: stored, caught up, prioritised,
-//! drop-noticed, with the copy's `bridge_route` honoured.
+//! drop-noticed, with the copy's `bridge_route` honoured. An exporter's end of a Unix
+//! socket pair goes to a worker as `Envelope::Attach`, to be served as a binary-port
+//! connection.
 //!
 //! Never: runs on a worker's thread (the bridge's importer calls it), or publishes from a
 //! real connection's identity (the origin is [`ConnId::import`], a slot no connection has:
 //! acknowledgements and stalls addressed to it find nobody, and the bridge's own
 //! connection is not sent what it imported).
 
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,5 +60,11 @@ impl Inject for MeshInject {
 
     fn has_room(&self) -> bool {
         self.mesh.has_room_for_commands(self.worker)
+    }
+
+    fn attach(&self, sock: UnixStream, hint: usize, timeout: Duration) -> bool {
+        let to = hint % self.mesh.workers();
+        self.mesh
+            .send_timeout(to, vec![Envelope::Attach(Box::new(sock))], timeout)
     }
 }

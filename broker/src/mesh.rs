@@ -411,6 +411,9 @@ pub(crate) enum Envelope {
     /// From the worker that accepted a connection to its home (`ConnectionGate::admit`):
     /// start it there.
     Adopt(Box<crate::worker::Adoption>),
+    /// From a bridge's thread: one end of a Unix socket pair, to serve as a binary-port
+    /// connection (the bridge speaks the protocol at the other end, in this process).
+    Attach(Box<std::os::unix::net::UnixStream>),
     /// Stop accepting, flush, close.
     Shutdown,
     /// From the monitoring thread: answer with a snapshot of this worker's state. Not a

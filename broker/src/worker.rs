@@ -6,7 +6,9 @@
 //! 2. accepts new connections, or refuses them (admission control: total, per address,
 //!    per second) with one non-blocking write of the reason and a close; an admitted one
 //!    starts on the worker with the fewest connections, here or handed there
-//!    (`Envelope::Adopt`),
+//!    (`Envelope::Adopt`); a bridge's in-process connection (one end of a Unix socket
+//!    pair, `Envelope::Attach`) is admitted and started the same way, on the binary port,
+//!    without its transport (no TLS between two ends of one process),
 //! 3. drains its inbound queue: publishes for its shard, subscription changes, deliveries
 //!    for its connections,
 //! 4. reads every readable connection (unless its outbox is blocked by a full peer queue,
@@ -112,7 +114,7 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// (`ConnectionGate::admit`), sent there before a byte of it was read or written.
 #[derive(Debug)]
 pub(crate) struct Adoption {
-    sock: TcpStream,
+    sock: Socket,
     peer: SocketAddr,
     port: Port,
     slot: ConnSlot,
@@ -457,7 +459,7 @@ impl Worker {
                 return;
             };
             match listener.accept() {
-                Ok((sock, peer)) => self.add_connection(sock, peer, port),
+                Ok((sock, peer)) => self.add_connection(Socket::Tcp(sock), peer, port),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -471,12 +473,20 @@ impl Worker {
         }
     }
 
-    fn add_connection(&mut self, sock: TcpStream, peer: SocketAddr, port: Port) {
+    fn add_connection(&mut self, sock: Socket, peer: SocketAddr, port: Port) {
         // Held by the connection from here on; given back when it is dropped, also by the
         // early returns below.
         let gate_slot = match self.gate.admit(peer.ip(), self.now, self.router.me) {
             Ok(slot) => slot,
-            Err(refusal) => return self.refuse_connection(sock, peer, port, refusal),
+            Err(refusal) => match sock {
+                Socket::Tcp(sock) => return self.refuse_connection(sock, peer, port, refusal),
+                // The bridge's own end sees the close, and says so.
+                sock => {
+                    bump(&self.router.stats.connections_refused[refusal.kind()], 1);
+                    warn!(?sock, reason = %refusal.text(), "in-process connection refused");
+                    return;
+                }
+            },
         };
         let home = gate_slot.home();
         if home != self.router.me {
@@ -500,34 +510,43 @@ impl Worker {
     /// registration, its session.
     fn start_connection(
         &mut self,
-        mut sock: TcpStream,
+        mut sock: Socket,
         peer: SocketAddr,
         port: Port,
         gate_slot: ConnSlot,
     ) {
-        if let Err(e) = sock.set_nodelay(true) {
-            debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-        }
-        let link = match self
-            .transports
-            .link(port, self.now, &self.info, &self.welcome)
-        {
-            Ok(link) => link,
-            Err(e) => {
-                warn!(%peer, ?port, error = %e, "cannot start the connection's transport");
-                return;
+        let link = match &sock {
+            Socket::Tcp(tcp) => {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+                }
+                match self
+                    .transports
+                    .link(port, self.now, &self.info, &self.welcome)
+                {
+                    Ok(link) => link,
+                    Err(e) => {
+                        warn!(%peer, ?port, error = %e, "cannot start the connection's transport");
+                        return;
+                    }
+                }
             }
+            // Both ends are in this process: nothing to encrypt or frame.
+            _ => None,
         };
         let slot = self.conns.vacant_key();
-        if let Err(e) = self.poll.registry().register(
-            &mut sock,
-            Token(slot + FIRST_CONN),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        let registered = sock.source().map(|source| {
+            self.poll.registry().register(
+                source,
+                Token(slot + FIRST_CONN),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        });
+        if let Some(Err(e)) = registered {
             warn!(%peer, error = %e, "cannot register connection");
             return;
         }
-        self.open(Socket::Tcp(sock), link, peer, port, gate_slot);
+        self.open(sock, link, peer, port, gate_slot);
     }
 
     /// Makes the connection of an accepted (and registered) socket, in the slot
@@ -877,6 +896,19 @@ impl Worker {
                     debug!(%peer, ?port, "connection handed over after the listeners closed: closed");
                 }
             }
+            Envelope::Attach(sock) => {
+                let sock = *sock;
+                if self.listener.is_none() {
+                    debug!("in-process connection after the listeners closed: closed");
+                } else if let Err(e) = sock.set_nonblocking(true) {
+                    warn!(error = %e, "cannot start an in-process connection");
+                } else {
+                    // Counted against the loopback address, as the bridge's TCP connection is.
+                    let peer = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+                    let sock = Socket::Unix(mio::net::UnixStream::from_std(sock));
+                    self.add_connection(sock, peer, Port::Binary);
+                }
+            }
             Envelope::Shutdown => self.begin_shutdown(),
             Envelope::Snapshot(req) => self.answer_snapshot(*req),
         }
@@ -1080,7 +1112,7 @@ impl Worker {
         conn.unsubscribe_all(&mut self.router);
         conn.end_replays(&mut self.router);
         conn.close_link();
-        if let Some(sock) = conn.tcp() {
+        if let Some(sock) = conn.source() {
             let _ = self.poll.registry().deregister(sock);
         }
         // What the last write attempt left queued is never written.
@@ -1544,7 +1576,7 @@ mod tests {
                 .admit(peer.ip(), w.now, w.router.me)
                 .expect("admitted");
             let adoption = Adoption {
-                sock: TcpStream::from_std(sock),
+                sock: Socket::Tcp(TcpStream::from_std(sock)),
                 peer,
                 port: Port::Text,
                 slot,
@@ -1571,6 +1603,53 @@ mod tests {
         assert!(rest.is_empty(), "nothing said: {rest:?}");
         assert_eq!(w.conns.len(), 1, "not opened");
         assert_eq!(w.gate.open(), 1, "its place in the gate given back");
+    }
+
+    /// A socket pair's end handed over by a bridge (`Envelope::Attach`) is served as a
+    /// binary-port connection: the handshake on it gets `WELCOME`, and it is counted in
+    /// the gate. Once the listeners are closed it is closed at once.
+    #[test]
+    fn an_attached_socket_pair_is_served_as_a_binary_connection() {
+        use std::io::{Read as _, Write as _};
+        use tern_protocol::binary::{
+            encode_client_frame, ClientFrame, Hello, Limits, Preface, ServerFrame,
+            ServerFrameDecoder,
+        };
+        let (mut w, _mesh) = test_worker(1, Config::default());
+        let attach = |w: &mut Worker| {
+            let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            mine.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            w.handle_envelope(Envelope::Attach(Box::new(theirs)));
+            mine
+        };
+
+        let mut pipe = attach(&mut w);
+        assert_eq!(w.conns.len(), 1, "opened");
+        assert_eq!(w.gate.open(), 1, "counted");
+        let mut hello = BytesMut::new();
+        Preface::default().encode(&mut hello);
+        encode_client_frame(&ClientFrame::Hello(Hello::default()), &mut hello).unwrap();
+        pipe.write_all(&hello).unwrap();
+        let mut got = BytesMut::new();
+        let mut decoder = ServerFrameDecoder::new(Limits::default());
+        let frame = loop {
+            assert!(!w.turn(), "not shutting down");
+            let mut chunk = [0u8; 4096];
+            let n = pipe.read(&mut chunk).expect("an answer");
+            got.extend_from_slice(&chunk[..n]);
+            if let Some(frame) = decoder.decode(&mut got).unwrap() {
+                break frame;
+            }
+        };
+        assert!(matches!(frame, ServerFrame::Welcome(_)), "{frame:?}");
+
+        w.close_listeners();
+        let mut refused = attach(&mut w);
+        let mut rest = Vec::new();
+        refused.read_to_end(&mut rest).expect("closed");
+        assert!(rest.is_empty(), "nothing said: {rest:?}");
+        assert_eq!(w.conns.len(), 1, "not opened");
     }
 }
 

@@ -882,8 +882,8 @@ async fn a_stream_import_acknowledges_only_what_the_edge_stored() {
 async fn an_exporter_that_falls_behind_loses_nothing() {
     within(async {
         let cluster = Cluster::start(1);
-        // A window of 16: a burst fills the export's local subscription at once; the local
-        // client then holds the broker back, which serves the export from its log.
+        // A window of 16: a burst fills the export's local subscription's queue in the
+        // broker at once, and the broker serves the export from its log.
         let edge = edge_from(
             "ternd-window",
             &format!(

@@ -244,6 +244,7 @@ pub(crate) fn validate(
     file: Option<&[FileBridge]>,
     bridges: &[Settings],
     binary_port: bool,
+    max_queue_messages: usize,
 ) -> Result<(), ConfigError> {
     let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
     for f in file.unwrap_or_default() {
@@ -327,6 +328,17 @@ pub(crate) fn validate(
                     "bridge {:?}: ping_interval, write_timeout, confirm_batch, export_window, \
                      reply_timeout and max_replies must be above 0",
                     b.name
+                ),
+            );
+        }
+        // The export's local subscription asks for a queue of export_window messages.
+        if b.export_window > max_queue_messages {
+            return invalid(
+                "bridge.export_window",
+                format!(
+                    "bridge {:?}: export_window ({}) is over the largest subscription queue \
+                     the broker grants (sub_queue_max_messages, {max_queue_messages})",
+                    b.name, b.export_window
                 ),
             );
         }

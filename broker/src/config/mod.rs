@@ -834,6 +834,7 @@ impl Config {
             file.as_deref(),
             &self.bridges,
             self.binary_listen.is_some(),
+            self.queues.sub_queue_max_messages,
         )?;
         let same = |a: SocketAddr, b: SocketAddr| a.port() != 0 && a == b;
         if let Some(b) = self.binary_listen {
@@ -1250,6 +1251,10 @@ mod tests {
                 "bridge.name",
             ),
             ("binary_listen = \"off\"\n[[bridge]]\nservers = [\"n1\"]\nexport = [\"a\"]\n", "binary_listen"),
+            (
+                "sub_queue_max_messages = 1000\n[[bridge]]\nservers = [\"n1\"]\nexport = [\"a\"]\n",
+                "bridge.export_window",
+            ),
         ] {
             let err = with_file(file).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{file}: {err}");

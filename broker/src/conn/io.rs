@@ -22,7 +22,6 @@ use std::io::{self, Write};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use mio::net::TcpStream;
 
 use super::link::{Failure, Greeting, Link, LinkKind, BINARY_PATH};
 use super::socket::Socket;
@@ -95,9 +94,9 @@ impl Io {
         Io::new(Socket::Memory(Default::default()), None)
     }
 
-    /// The TCP socket, to (de)register it with the poll; `None` in unit tests.
-    pub fn tcp(&mut self) -> Option<&mut TcpStream> {
-        self.sock.tcp()
+    /// The socket, to (de)register it with the poll; `None` in unit tests.
+    pub fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        self.sock.source()
     }
 
     pub fn has_link(&self) -> bool {

@@ -684,9 +684,9 @@ impl Conn {
         }
     }
 
-    /// The TCP socket, to (de)register it with the poll; `None` in unit tests.
-    pub fn tcp(&mut self) -> Option<&mut mio::net::TcpStream> {
-        self.io.tcp()
+    /// The socket, to (de)register it with the poll; `None` in unit tests.
+    pub fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        self.io.source()
     }
 
     /// The connection is closing: its transport says so to the peer (a WebSocket close

@@ -1,4 +1,5 @@
-//! The byte pipe under a connection: a TCP socket, or (in unit tests) memory.
+//! The byte pipe under a connection: a TCP socket, one end of a Unix socket pair (an
+//! in-process peer's: a bridge's export, `Envelope::Attach`), or (in unit tests) memory.
 //!
 //! Owns: the calls a connection makes on its pipe, a read into spare buffer room
 //! ([`Socket::read_spare`]), a (vectored) write ([`std::io::Write`]) and how much of what
@@ -10,17 +11,20 @@
 //! (`worker/session_tests.rs`): bytes in, bytes out, a bounded "send buffer" to make the
 //! server wait.
 //!
-//! Never: buffers, parses or blocks. A TCP read is one `read(2)` into the caller's spare
+//! Never: buffers, parses or blocks. A socket read is one `read(2)` into the caller's spare
 //! room, as it was before this type existed (no copy, no zeroing).
 
 use std::io::{self, IoSlice, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 
-use mio::net::TcpStream;
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
 
 pub(crate) enum Socket {
     Tcp(TcpStream),
+    /// A socket pair's end, whose other end is in this process (no network, no TLS).
+    Unix(UnixStream),
     #[cfg(test)]
     Memory(Memory),
 }
@@ -28,58 +32,72 @@ pub(crate) enum Socket {
 impl Socket {
     /// One read into `spare`; returns the bytes now initialised at its start.
     pub fn read_spare(&mut self, spare: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(sock) => {
-                // SAFETY: `read(2)` writes at most `spare.len()` bytes into `spare`, which is
-                // valid for writes of that length, and never reads it; the bytes it reports
-                // written are initialised.
-                let n = unsafe {
-                    libc::read(
-                        sock.as_raw_fd(),
-                        spare.as_mut_ptr().cast::<libc::c_void>(),
-                        spare.len(),
-                    )
-                };
-                if n < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(n as usize)
-            }
+        let fd = match self {
+            Socket::Tcp(sock) => sock.as_raw_fd(),
+            Socket::Unix(sock) => sock.as_raw_fd(),
             #[cfg(test)]
-            Socket::Memory(m) => m.read_spare(spare),
+            Socket::Memory(m) => return m.read_spare(spare),
+        };
+        // SAFETY: `read(2)` writes at most `spare.len()` bytes into `spare`, which is valid
+        // for writes of that length, and never reads it; the bytes it reports written are
+        // initialised.
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast::<libc::c_void>(), spare.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(n as usize)
     }
 
     /// Bytes written to the socket and not yet taken by the peer: the kernel's send queue
-    /// (`SIOCOUTQ`). 0 where it cannot be told, and for memory.
+    /// (`SIOCOUTQ`, for a Unix socket too). 0 where it cannot be told, and for memory.
     pub fn unread(&self) -> usize {
-        match self {
-            #[cfg(target_os = "linux")]
-            Socket::Tcp(sock) => {
-                let mut n: libc::c_int = 0;
-                // SAFETY: `TIOCOUTQ` (`SIOCOUTQ` on a socket) writes one `c_int` through the
-                // pointer, which points at one.
-                let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-                if r < 0 {
-                    0
-                } else {
-                    n.max(0) as usize
-                }
-            }
-            #[cfg(not(target_os = "linux"))]
-            Socket::Tcp(_) => 0,
+        let fd = match self {
+            Socket::Tcp(sock) => sock.as_raw_fd(),
+            Socket::Unix(sock) => sock.as_raw_fd(),
             #[cfg(test)]
-            Socket::Memory(_) => 0,
-        }
+            Socket::Memory(_) => return 0,
+        };
+        outq(fd)
     }
 
-    /// The TCP socket, to (de)register it with the poll; `None` for memory.
-    pub fn tcp(&mut self) -> Option<&mut TcpStream> {
+    /// The socket, to (de)register it with the poll; `None` for memory.
+    pub fn source(&mut self) -> Option<&mut dyn Source> {
         match self {
             Socket::Tcp(sock) => Some(sock),
+            Socket::Unix(sock) => Some(sock),
             #[cfg(test)]
             Socket::Memory(_) => None,
         }
+    }
+}
+
+/// The bytes a socket's send queue holds (`SIOCOUTQ`); 0 where it cannot be told.
+#[cfg(target_os = "linux")]
+fn outq(fd: std::os::fd::RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `TIOCOUTQ` (`SIOCOUTQ` on a socket) writes one `c_int` through the pointer,
+    // which points at one.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        n.max(0) as usize
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn outq(_: std::os::fd::RawFd) -> usize {
+    0
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Socket::Tcp(_) => "Socket::Tcp",
+            Socket::Unix(_) => "Socket::Unix",
+            #[cfg(test)]
+            Socket::Memory(_) => "Socket::Memory",
+        })
     }
 }
 
@@ -87,6 +105,7 @@ impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(sock) => sock.write(buf),
+            Socket::Unix(sock) => sock.write(buf),
             #[cfg(test)]
             Socket::Memory(m) => m.write_vectored(&[IoSlice::new(buf)]),
         }
@@ -95,6 +114,7 @@ impl Write for Socket {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Socket::Tcp(sock) => sock.write_vectored(bufs),
+            Socket::Unix(sock) => sock.write_vectored(bufs),
             #[cfg(test)]
             Socket::Memory(m) => m.write_vectored(bufs),
         }

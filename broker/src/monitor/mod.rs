@@ -866,7 +866,7 @@ impl MonitorState {
             (
                 "tern_bridge_export_restarts_total",
                 "counter",
-                "Exports started over from their confirmed position after falling export_window behind.",
+                "Exports started over from their confirmed position after their local connection failed.",
                 |b| b.export_restarts,
             ),
             (
