@@ -44,6 +44,7 @@ use crate::headers;
 use crate::inject::{Inject, Injected};
 use crate::interest::{Interest, Key};
 use crate::jetstream;
+use crate::readbuf::read_into;
 use crate::replies::Replies;
 use crate::route::Route;
 use crate::settings::{Settings, Upstream};
@@ -65,6 +66,9 @@ const MAX_DISCOVERED: usize = 64;
 
 /// Messages the importer hands the broker at once, at most.
 const IMPORT_BATCH: usize = 256;
+
+/// Bytes asked of the upstream socket per read.
+const READ_CHUNK: usize = 64 << 10;
 
 /// How long the importer waits for the broker to take a batch.
 const INJECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -600,7 +604,6 @@ impl Bridge {
     /// The reader of connection `generation`: until it ends.
     fn read(&self, generation: u64, mut stream: Wire, mut buf: BytesMut, inject: &dyn Inject) {
         let mut decoder = ServerDecoder::new(upstream::limits());
-        let mut chunk = vec![0u8; 64 << 10];
         // Upstream sends the copies of one message back to back on one connection.
         let mut last = Delivered::default();
         let mut batch = Vec::with_capacity(IMPORT_BATCH);
@@ -622,9 +625,9 @@ impl Bridge {
             }
             // Everything read so far goes on before the reader waits for more.
             self.hand_over(&mut batch, inject);
-            match stream.read(&mut chunk) {
+            match read_into(&mut buf, READ_CHUNK, |room| stream.read(room)) {
                 Ok(0) => break "upstream closed the connection".to_string(),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(e)
                     if matches!(
                         e.kind(),

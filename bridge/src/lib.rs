@@ -40,6 +40,7 @@ mod interest;
 mod jetstream;
 mod local_tls;
 mod pipe;
+mod readbuf;
 mod replies;
 mod route;
 mod settings;

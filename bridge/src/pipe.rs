@@ -31,6 +31,7 @@ use tern_protocol::binary::{
     ServerFrame, ServerFrameDecoder, StartPosition, Subscribe,
 };
 
+use crate::readbuf::read_into;
 use crate::Inject;
 
 /// Bytes asked of the socket per read: a few thousand small messages.
@@ -243,19 +244,10 @@ impl Pipe {
 
     /// One read into the buffer; false when nothing came within the read timeout.
     fn read(&mut self) -> Result<bool, String> {
-        let len = self.buf.len();
-        // Zeroed, not copied: the room is filled by the read that follows.
-        self.buf.resize(len + READ_CHUNK, 0);
-        let result = self.sock.read(&mut self.buf[len..]);
-        match result {
-            Ok(0) => {
-                self.buf.truncate(len);
-                Err("the broker closed the connection".to_string())
-            }
-            Ok(n) => {
-                self.buf.truncate(len + n);
-                Ok(true)
-            }
+        let sock = &mut self.sock;
+        match read_into(&mut self.buf, READ_CHUNK, |room| sock.read(room)) {
+            Ok(0) => Err("the broker closed the connection".to_string()),
+            Ok(_) => Ok(true),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -264,13 +256,9 @@ impl Pipe {
                         | std::io::ErrorKind::Interrupted
                 ) =>
             {
-                self.buf.truncate(len);
                 Ok(false)
             }
-            Err(e) => {
-                self.buf.truncate(len);
-                Err(format!("reading from the broker: {e}"))
-            }
+            Err(e) => Err(format!("reading from the broker: {e}")),
         }
     }
 
