@@ -2,8 +2,9 @@
 //!
 //! Each bridge connects one Tern broker to one NATS cluster (`nats-server`s, clustered) as
 //! a NATS client upstream; locally it is a Tern binary-protocol client of the broker's own
-//! port (authenticated by a secret only this process knows) for its exports, replies and
-//! stream imports, and hands its plain imports to the broker's workers directly
+//! port (authenticated by a secret only this process knows) for its replies and stream
+//! imports, speaks the same protocol for each export rule on a Unix socket pair the broker
+//! serves (`pipe.rs`), and hands its plain imports to the broker's workers directly
 //! ([`Inject`]). What it does, per `docs/scale-out.md`:
 //! - **export**: local messages under an export rule are taken from the local log by
 //!   sequence and published upstream, each batch confirmed by a `PING`/`PONG` before its
