@@ -165,11 +165,17 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, inject: &dyn Inject, token: &s
                         for (shard, &seq) in last_sequences.iter().enumerate() {
                             observe(&mut position, shard as u16, seq);
                         }
-                        if first_start {
-                            // The first start: from here on nothing is skipped, across
-                            // restarts too.
-                            first_start = false;
-                            export.confirm(position.clone(), 0);
+                        // The first start: from here on nothing is skipped, across
+                        // restarts too. The start itself, not `position`: what was sent
+                        // before this notice is not confirmed yet.
+                        if std::mem::take(&mut first_start) && export.confirmed().is_none() {
+                            export.confirm(
+                                ResumeToken {
+                                    epoch,
+                                    last_sequences,
+                                },
+                                0,
+                            );
                             bridge.state_changed();
                         }
                     }

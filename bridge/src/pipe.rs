@@ -273,3 +273,191 @@ impl Pipe {
         result.map_err(|e| format!("writing to the broker: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use bytes::{Bytes, BytesMut};
+    use tern_protocol::binary::{
+        encode_server_frame, ClientFrame, ClientFrameDecoder, GapNotice, Limits, Message, Preface,
+        ResumeToken, ServerFrame, StartPosition, Subscribed, Welcome,
+    };
+
+    use super::{Notice, Pipe};
+
+    /// A broker that keeps the end it is handed, for the test to play the broker with.
+    #[derive(Default)]
+    struct Broker(Mutex<Option<UnixStream>>);
+
+    impl crate::Inject for Broker {
+        fn publish(&self, _: Vec<crate::Injected>, _: Duration) -> bool {
+            false
+        }
+        fn has_room(&self) -> bool {
+            false
+        }
+        fn attach(&self, sock: UnixStream, _: usize, _: Duration) -> bool {
+            *self.0.lock().unwrap() = Some(sock);
+            true
+        }
+    }
+
+    fn send(sock: &mut UnixStream, frames: &[ServerFrame]) {
+        let mut out = BytesMut::new();
+        for f in frames {
+            encode_server_frame(f, &mut out).unwrap();
+        }
+        sock.write_all(&out).unwrap();
+    }
+
+    /// What the exporter sent, after the preface: its frames.
+    fn sent(sock: &mut UnixStream, buf: &mut BytesMut, n: usize) -> Vec<ClientFrame> {
+        let mut decoder = ClientFrameDecoder::new(Limits::default());
+        let mut frames = Vec::new();
+        while frames.len() < n {
+            if let Some(f) = decoder.decode(buf).unwrap() {
+                frames.push(f);
+                continue;
+            }
+            let mut chunk = [0u8; 4096];
+            let got = sock.read(&mut chunk).unwrap();
+            assert!(got > 0, "the exporter closed its end");
+            buf.extend_from_slice(&chunk[..got]);
+        }
+        frames
+    }
+
+    fn message(sid: u32, sequence: u64) -> ServerFrame {
+        ServerFrame::Message(Message {
+            sid,
+            shard: 1,
+            sequence,
+            subject: Bytes::from_static(b"orders.eu"),
+            payload: Bytes::from_static(b"x"),
+            ..Message::default()
+        })
+    }
+
+    /// The handshake presents the secret, the subscription is lossless from the token
+    /// with the window as its queue bound, a `PING` is answered, another sid's messages
+    /// are passed over, and the start and the gaps come out as notices.
+    #[test]
+    fn the_exporter_speaks_the_binary_protocol_on_its_socket_pair() {
+        let broker = Broker::default();
+        let player = std::thread::scope(|scope| {
+            let handshake = scope.spawn(|| {
+                // The exporter's HELLO comes first; WELCOME answers it.
+                let mut sock = loop {
+                    if let Some(s) = broker.0.lock().unwrap().take() {
+                        break s;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                };
+                let mut buf = BytesMut::new();
+                while buf.len() < tern_protocol::binary::PREFACE_LEN {
+                    let mut chunk = [0u8; 64];
+                    let n = sock.read(&mut chunk).unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                Preface::decode(&mut buf).unwrap().expect("a preface");
+                let hello = sent(&mut sock, &mut buf, 1);
+                send(
+                    &mut sock,
+                    &[ServerFrame::Welcome(Welcome {
+                        log_epoch: 7,
+                        ..Welcome::default()
+                    })],
+                );
+                (sock, buf, hello)
+            });
+            let pipe = Pipe::open(
+                &broker,
+                0,
+                "secret",
+                Duration::from_millis(50),
+                Duration::from_secs(5),
+            );
+            (pipe, handshake.join().unwrap())
+        });
+        let (pipe, (mut sock, mut buf, hello)) = player;
+        let mut pipe = pipe.expect("open");
+        assert_eq!(pipe.epoch(), 7);
+        let ClientFrame::Hello(h) = &hello[0] else {
+            panic!("{hello:?}")
+        };
+        assert_eq!(h.auth_token.as_deref(), Some(&b"secret"[..]));
+
+        let token = ResumeToken {
+            epoch: 7,
+            last_sequences: vec![0, 41],
+        };
+        pipe.subscribe(1, "orders.>", Some(&token), 16).unwrap();
+        let sub = sent(&mut sock, &mut buf, 1);
+        let ClientFrame::Subscribe(s) = &sub[0] else {
+            panic!("{sub:?}")
+        };
+        assert!(s.lossless);
+        assert_eq!(
+            (s.sid, &s.subject[..], s.max_queue_messages),
+            (1, &b"orders.>"[..], 16)
+        );
+        assert_eq!(s.start, StartPosition::Resume(token));
+
+        send(
+            &mut sock,
+            &[
+                message(1, 42),
+                ServerFrame::Ping,
+                message(9, 1),
+                ServerFrame::Subscribed(Subscribed {
+                    sid: 1,
+                    epoch: 7,
+                    last_sequences: vec![3, 41],
+                }),
+                ServerFrame::GapNotice(GapNotice {
+                    sid: 1,
+                    shard: 0,
+                    requested: 4,
+                    oldest: 10,
+                }),
+                message(1, 43),
+            ],
+        );
+        let mut batch = Vec::new();
+        let mut notices = Vec::new();
+        while batch.len() < 2 {
+            pipe.receive(&mut batch, 100, &mut |n| notices.push(n))
+                .unwrap();
+        }
+        let seqs: Vec<u64> = batch.iter().map(|m| m.sequence).collect();
+        assert_eq!(seqs, [42, 43], "another sid's message passed over");
+        assert_eq!(
+            notices,
+            [
+                Notice::Subscribed {
+                    epoch: 7,
+                    last_sequences: vec![3, 41]
+                },
+                Notice::Gap {
+                    shard: 0,
+                    requested: 4,
+                    oldest: 10
+                }
+            ]
+        );
+        assert_eq!(sent(&mut sock, &mut buf, 1), [ClientFrame::Pong]);
+
+        // Nothing more within the read timeout: an empty batch, no error.
+        let mut more = Vec::new();
+        pipe.receive(&mut more, 100, &mut |_| {}).unwrap();
+        assert!(more.is_empty());
+        // The broker going away ends it with an error.
+        drop(sock);
+        let mut more = Vec::new();
+        assert!(pipe.receive(&mut more, 100, &mut |_| {}).is_err());
+    }
+}

@@ -38,13 +38,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tern_protocol::binary::{encode_server_frame, ErrorCode, ErrorFrame, ServerFrame, Welcome};
@@ -478,15 +478,7 @@ impl Worker {
         // early returns below.
         let gate_slot = match self.gate.admit(peer.ip(), self.now, self.router.me) {
             Ok(slot) => slot,
-            Err(refusal) => match sock {
-                Socket::Tcp(sock) => return self.refuse_connection(sock, peer, port, refusal),
-                // The bridge's own end sees the close, and says so.
-                sock => {
-                    bump(&self.router.stats.connections_refused[refusal.kind()], 1);
-                    warn!(?sock, reason = %refusal.text(), "in-process connection refused");
-                    return;
-                }
-            },
+            Err(refusal) => return self.refuse_connection(sock, peer, port, refusal),
         };
         let home = gate_slot.home();
         if home != self.router.me {
@@ -608,7 +600,7 @@ impl Worker {
     /// connections costs a few system calls each.
     fn refuse_connection(
         &mut self,
-        mut sock: TcpStream,
+        mut sock: Socket,
         peer: SocketAddr,
         port: Port,
         refusal: ConnRefusal,
@@ -617,8 +609,9 @@ impl Worker {
         let text = refusal.text();
         let mut out = BytesMut::with_capacity(self.refused_info.len() + text.len() + 16);
         match port {
-            // A TLS client cannot read plain text: it only sees the connection close.
-            _ if self.transports.tls_from_first_byte(port) => {}
+            // A TLS client cannot read plain text: it only sees the connection close. (A
+            // socket pair's end never speaks TLS.)
+            _ if matches!(sock, Socket::Tcp(_)) && self.transports.tls_from_first_byte(port) => {}
             // A browser reads an HTTP answer.
             Port::WebSocket => {
                 out.extend_from_slice(
@@ -651,14 +644,14 @@ impl Worker {
         let _ = sock.write(&out);
         // Take what the client already sent (a preface, a CONNECT), so that the close
         // sends a FIN behind the error rather than a reset that could overtake it.
-        let mut scratch = [0u8; 512];
+        let mut scratch = [std::mem::MaybeUninit::uninit(); 512];
         for _ in 0..4 {
-            match sock.read(&mut scratch) {
+            match sock.read_spare(&mut scratch) {
                 Ok(n) if n > 0 => {}
                 _ => break,
             }
         }
-        let _ = sock.shutdown(Shutdown::Write);
+        sock.shutdown_write();
         debug!(%peer, ?port, reason = %text, "connection refused");
         self.refused_unlogged += 1;
         if self.now >= self.next_refusal_log {
@@ -1576,7 +1569,7 @@ mod tests {
                 .admit(peer.ip(), w.now, w.router.me)
                 .expect("admitted");
             let adoption = Adoption {
-                sock: Socket::Tcp(TcpStream::from_std(sock)),
+                sock: Socket::Tcp(mio::net::TcpStream::from_std(sock)),
                 peer,
                 port: Port::Text,
                 slot,
@@ -1607,15 +1600,18 @@ mod tests {
 
     /// A socket pair's end handed over by a bridge (`Envelope::Attach`) is served as a
     /// binary-port connection: the handshake on it gets `WELCOME`, and it is counted in
-    /// the gate. Once the listeners are closed it is closed at once.
+    /// the gate. One the gate refuses gets the refusal's `ERROR`, as a TCP client would;
+    /// once the listeners are closed it is closed at once.
     #[test]
     fn an_attached_socket_pair_is_served_as_a_binary_connection() {
         use std::io::{Read as _, Write as _};
         use tern_protocol::binary::{
-            encode_client_frame, ClientFrame, Hello, Limits, Preface, ServerFrame,
+            encode_client_frame, ClientFrame, ErrorCode, Hello, Limits, Preface, ServerFrame,
             ServerFrameDecoder,
         };
-        let (mut w, _mesh) = test_worker(1, Config::default());
+        let mut config = Config::default();
+        config.admission.max_connections = 1;
+        let (mut w, _mesh) = test_worker(1, config);
         let attach = |w: &mut Worker| {
             let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
             mine.set_read_timeout(Some(Duration::from_secs(10)))
@@ -1643,6 +1639,18 @@ mod tests {
             }
         };
         assert!(matches!(frame, ServerFrame::Welcome(_)), "{frame:?}");
+
+        let mut refused = attach(&mut w);
+        let mut said = Vec::new();
+        refused.read_to_end(&mut said).expect("closed");
+        let frame = ServerFrameDecoder::new(Limits::default())
+            .decode(&mut BytesMut::from(&said[..]))
+            .unwrap();
+        assert!(
+            matches!(&frame, Some(ServerFrame::Error(e)) if e.code == ErrorCode::TooManyConnections && e.fatal),
+            "{frame:?}"
+        );
+        assert_eq!(w.conns.len(), 1, "not opened");
 
         w.close_listeners();
         let mut refused = attach(&mut w);

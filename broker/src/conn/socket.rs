@@ -60,6 +60,16 @@ impl Socket {
         outq(fd)
     }
 
+    /// Ends what this side sends (a FIN behind what was written), keeping it open for reading.
+    pub fn shutdown_write(&mut self) {
+        let _ = match self {
+            Socket::Tcp(sock) => sock.shutdown(std::net::Shutdown::Write),
+            Socket::Unix(sock) => sock.shutdown(std::net::Shutdown::Write),
+            #[cfg(test)]
+            Socket::Memory(_) => Ok(()),
+        };
+    }
+
     /// The socket, to (de)register it with the poll; `None` for memory.
     pub fn source(&mut self) -> Option<&mut dyn Source> {
         match self {
