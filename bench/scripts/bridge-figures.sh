@@ -2,8 +2,9 @@
 # The bridge's figures (docs/scale-out.md): messages per second and publish-to-deliver
 # latency at 128 B from one node of a 3-node nats-server cluster to another, against the
 # same through two ternd edges bridged to those nodes (edge → cluster → edge), in one run;
-# and what each server process (the three nats-servers, the two edges) spent in CPU per
-# message delivered across the bridge.
+# what each server process (the three nats-servers, the two edges) spent in CPU per
+# message delivered across the bridge; and each half alone (edge 0 → node 0: the export;
+# node 1 → edge 1: the import) with the edge's CPU per message.
 #
 # Usage: bench/scripts/bridge-figures.sh [DURATION] [RATES...]
 #   DURATION: per throughput run (default 5s); RATES: latency runs (default 10000 50000).
@@ -91,6 +92,20 @@ delivered=$(awk '/delivered/ {gsub(",", "", $2); print $2; exit}' "$WORK/bridge-
 echo "## server CPU per delivered message over that run (µs)"
 paste <(echo "$before") <(echo "$after") <(printf '%s\n' "nats node 0" "nats node 1" "nats node 2" "edge 0" "edge 1") |
   awk -F'\t' -v n="${delivered:-0}" '{ printf "   %-12s %8.2f s  %6.2f µs\n", $3, ($2 - $1) / 100, (n > 0 ? ($2 - $1) * 1e4 / n : 0) }'
+# Each half alone: what one edge exports to, and imports from, the cluster.
+half() {
+  local label=$1 pid=$2
+  shift 2
+  local b a
+  b=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  run "$label" pubsub --size 128 --duration "$DURATION" "$@" | tee "$WORK/half.txt"
+  a=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  awk -v t=$((a - b)) '/delivered/ {gsub(",", "", $2); if ($2 > 0) printf "   edge CPU/msg %18.2f µs\n", t * 1e4 / $2; exit}' "$WORK/half.txt"
+}
+half "export: edge 0 → node 0, pubsub 128 B" "$EDGE0_PID" --server "127.0.0.1:${EPORT[0]}" \
+  --subscribe-server "127.0.0.1:${CPORT[0]}"
+half "import: node 1 → edge 1, pubsub 128 B" "$EDGE1_PID" --server "127.0.0.1:${CPORT[1]}" \
+  --subscribe-server "127.0.0.1:${EPORT[1]}"
 for rate in $RATES; do
   run "nats: node 0 → node 1, latency at $rate msgs/s" latency --server "127.0.0.1:${CPORT[0]}" \
     --subscribe-server "127.0.0.1:${CPORT[1]}" --size 128 --rate "$rate" --duration "$DURATION"

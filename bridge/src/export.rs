@@ -151,63 +151,14 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, inject: &dyn Inject, token: &s
                 break Err(e);
             }
             for n in noticed {
-                match n {
-                    Notice::Subscribed {
-                        epoch,
-                        last_sequences,
-                    } => {
-                        if epoch != position.epoch {
-                            position = ResumeToken {
-                                epoch,
-                                last_sequences: Vec::new(),
-                            };
-                        }
-                        for (shard, &seq) in last_sequences.iter().enumerate() {
-                            observe(&mut position, shard as u16, seq);
-                        }
-                        // The first start: from here on nothing is skipped, across
-                        // restarts too. The start itself, not `position`: what was sent
-                        // before this notice is not confirmed yet.
-                        if std::mem::take(&mut first_start) && export.confirmed().is_none() {
-                            export.confirm(
-                                ResumeToken {
-                                    epoch,
-                                    last_sequences,
-                                },
-                                0,
-                            );
-                            bridge.state_changed();
-                        }
-                    }
-                    Notice::Gap {
-                        shard,
-                        requested,
-                        oldest,
-                    } => {
-                        let lost = oldest.saturating_sub(requested);
-                        bump(&bridge.counters.export_gaps, lost);
-                        bridge.error(format!(
-                            "export {}: the log no longer holds sequences {requested}..{oldest} \
-                             of shard {shard}: {lost} messages not exported",
-                            export.rule
-                        ));
-                    }
-                    Notice::Dropped { count } => {
-                        bump(&bridge.counters.export_gaps, count);
-                        bridge.error(format!(
-                            "export {}: {count} messages the log does not keep were dropped \
-                             before the exporter read them: not exported",
-                            export.rule
-                        ));
-                    }
-                    Notice::EpochMismatch { message } => {
-                        position = ResumeToken {
-                            epoch: pipe.epoch(),
-                            last_sequences: Vec::new(),
-                        };
-                        bridge.error(format!("export {}: {message}", export.rule));
-                    }
-                }
+                take_notice(
+                    bridge,
+                    export,
+                    n,
+                    pipe.epoch(),
+                    &mut position,
+                    &mut first_start,
+                );
             }
             // Wait while too much is unanswered (a slow upstream), or the connection ends.
             loop {
@@ -314,6 +265,76 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, inject: &dyn Inject, token: &s
         if let Err(e) = ended {
             bump(&bridge.counters.export_restarts, 1);
             bridge.error(format!("export {}: the local connection: {e}", export.rule));
+        }
+    }
+}
+
+/// What the broker told export `export` besides its messages: where the subscription
+/// starts (the first start of a rule is its first confirmed position), what it will never
+/// get (counted as gaps, with an error), a resume token from another epoch.
+fn take_notice(
+    bridge: &Bridge,
+    export: &Export,
+    notice: Notice,
+    epoch_now: u64,
+    position: &mut ResumeToken,
+    first_start: &mut bool,
+) {
+    match notice {
+        Notice::Subscribed {
+            epoch,
+            last_sequences,
+        } => {
+            if epoch != position.epoch {
+                *position = ResumeToken {
+                    epoch,
+                    last_sequences: Vec::new(),
+                };
+            }
+            for (shard, &seq) in last_sequences.iter().enumerate() {
+                observe(position, shard as u16, seq);
+            }
+            // The first start: from here on nothing is skipped, across restarts too. The
+            // start itself, not `position`: what was sent before this notice is not
+            // confirmed yet.
+            if std::mem::take(first_start) && export.confirmed().is_none() {
+                export.confirm(
+                    ResumeToken {
+                        epoch,
+                        last_sequences,
+                    },
+                    0,
+                );
+                bridge.state_changed();
+            }
+        }
+        Notice::Gap {
+            shard,
+            requested,
+            oldest,
+        } => {
+            let lost = oldest.saturating_sub(requested);
+            bump(&bridge.counters.export_gaps, lost);
+            bridge.error(format!(
+                "export {}: the log no longer holds sequences {requested}..{oldest} of shard \
+                 {shard}: {lost} messages not exported",
+                export.rule
+            ));
+        }
+        Notice::Dropped { count } => {
+            bump(&bridge.counters.export_gaps, count);
+            bridge.error(format!(
+                "export {}: {count} messages the log does not keep were dropped before the \
+                 exporter read them: not exported",
+                export.rule
+            ));
+        }
+        Notice::EpochMismatch { message } => {
+            *position = ResumeToken {
+                epoch: epoch_now,
+                last_sequences: Vec::new(),
+            };
+            bridge.error(format!("export {}: {message}", export.rule));
         }
     }
 }
