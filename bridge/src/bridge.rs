@@ -44,7 +44,7 @@ use crate::headers;
 use crate::inject::{Inject, Injected};
 use crate::interest::{Interest, Key};
 use crate::jetstream;
-use crate::readbuf::read_into;
+use crate::readbuf::ReadRoom;
 use crate::replies::Replies;
 use crate::route::Route;
 use crate::settings::{Settings, Upstream};
@@ -67,7 +67,7 @@ const MAX_DISCOVERED: usize = 64;
 /// Messages the importer hands the broker at once, at most.
 const IMPORT_BATCH: usize = 256;
 
-/// Bytes asked of the upstream socket per read.
+/// Bytes asked of the upstream socket per read, at most.
 const READ_CHUNK: usize = 64 << 10;
 
 /// How long the importer waits for the broker to take a batch.
@@ -604,6 +604,7 @@ impl Bridge {
     /// The reader of connection `generation`: until it ends.
     fn read(&self, generation: u64, mut stream: Wire, mut buf: BytesMut, inject: &dyn Inject) {
         let mut decoder = ServerDecoder::new(upstream::limits());
+        let mut room = ReadRoom::new(READ_CHUNK);
         // Upstream sends the copies of one message back to back on one connection.
         let mut last = Delivered::default();
         let mut batch = Vec::with_capacity(IMPORT_BATCH);
@@ -625,7 +626,7 @@ impl Bridge {
             }
             // Everything read so far goes on before the reader waits for more.
             self.hand_over(&mut batch, inject);
-            match read_into(&mut buf, READ_CHUNK, |room| stream.read(room)) {
+            match room.read_into(&mut buf, |r| stream.read(r)) {
                 Ok(0) => break "upstream closed the connection".to_string(),
                 Ok(_) => {}
                 Err(e)

@@ -31,10 +31,10 @@ use tern_protocol::binary::{
     ServerFrame, ServerFrameDecoder, StartPosition, Subscribe,
 };
 
-use crate::readbuf::read_into;
+use crate::readbuf::ReadRoom;
 use crate::Inject;
 
-/// Bytes asked of the socket per read: a few thousand small messages.
+/// Bytes asked of the socket per read at most: a few thousand small messages.
 const READ_CHUNK: usize = 256 * 1024;
 
 /// What the broker told the exporter besides messages.
@@ -63,6 +63,7 @@ pub(crate) struct Pipe {
     sock: UnixStream,
     buf: BytesMut,
     decoder: ServerFrameDecoder,
+    room: ReadRoom,
     out: BytesMut,
     /// The broker's log epoch, from `WELCOME`.
     epoch: u64,
@@ -93,6 +94,7 @@ impl Pipe {
             sock: mine,
             buf: BytesMut::with_capacity(READ_CHUNK),
             decoder: ServerFrameDecoder::new(Limits::default()),
+            room: ReadRoom::new(READ_CHUNK),
             out: BytesMut::new(),
             epoch: 0,
             sid: None,
@@ -245,7 +247,7 @@ impl Pipe {
     /// One read into the buffer; false when nothing came within the read timeout.
     fn read(&mut self) -> Result<bool, String> {
         let sock = &mut self.sock;
-        match read_into(&mut self.buf, READ_CHUNK, |room| sock.read(room)) {
+        match self.room.read_into(&mut self.buf, |room| sock.read(room)) {
             Ok(0) => Err("the broker closed the connection".to_string()),
             Ok(_) => Ok(true),
             Err(e)

@@ -1,44 +1,95 @@
 //! Reading a socket straight into the buffer its frames are decoded from.
 //!
-//! Owns: [`read_into`], one read into a `BytesMut`'s new room. The room is zeroed (safe
-//! code cannot hand a read uninitialised memory) instead of read into a scratch buffer and
-//! copied: a `memset` of the room rather than a copy of every byte received.
+//! Owns: [`ReadRoom`], one reader's read size and its reads into a `BytesMut`'s new room.
+//! The room is zeroed (safe code cannot hand a read uninitialised memory) instead of read
+//! into a scratch buffer and copied: a `memset` of the room rather than a copy of every
+//! byte received. The room follows what reads bring: it doubles (up to its maximum) while
+//! reads fill it, and shrinks to what the last read brought (at least
+//! [`ReadRoom::MIN`]) when one does not, so a quiet connection's read of one small message
+//! does not zero a quarter of a megabyte.
 //!
-//! Never: reads more than once, or keeps the room the read did not fill.
+//! Never: reads more than once a call, or keeps the room a read did not fill.
 
 use std::io;
 
 use bytes::BytesMut;
 
-/// Reads once from `read` (a socket's read) into `room` new bytes at the end of `buf`;
-/// the bytes read, as the read returned them (0: the end of the stream).
-pub(crate) fn read_into(
-    buf: &mut BytesMut,
+/// How much the next read asks for.
+#[derive(Debug)]
+pub(crate) struct ReadRoom {
     room: usize,
-    read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
-) -> io::Result<usize> {
-    let len = buf.len();
-    buf.resize(len + room, 0);
-    let result = read(&mut buf[len..]);
-    buf.truncate(len + *result.as_ref().unwrap_or(&0));
-    result
+    max: usize,
+}
+
+impl ReadRoom {
+    /// The smallest room a read asks for.
+    pub(crate) const MIN: usize = 4096;
+
+    /// Reads of at most `max` bytes (at least [`ReadRoom::MIN`]).
+    pub(crate) fn new(max: usize) -> ReadRoom {
+        let max = max.max(Self::MIN);
+        ReadRoom { room: max, max }
+    }
+
+    /// Reads once from `read` (a socket's read) into new room at the end of `buf`; the
+    /// bytes read, as the read returned them (0: the end of the stream).
+    pub(crate) fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let len = buf.len();
+        buf.resize(len + self.room, 0);
+        let result = read(&mut buf[len..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        buf.truncate(len + n);
+        if result.is_ok() {
+            self.room = if n == self.room {
+                (self.room * 2).min(self.max)
+            } else {
+                n.next_power_of_two().clamp(Self::MIN, self.max)
+            };
+        }
+        result
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::read_into;
+    use super::ReadRoom;
 
     #[test]
     fn only_what_was_read_stays() {
+        let mut room = ReadRoom::new(8192);
         let mut buf = bytes::BytesMut::from(&b"ab"[..]);
-        let n = read_into(&mut buf, 8, |room| {
-            room[..3].copy_from_slice(b"cde");
-            Ok(3)
-        })
-        .unwrap();
+        let n = room
+            .read_into(&mut buf, |r| {
+                r[..3].copy_from_slice(b"cde");
+                Ok(3)
+            })
+            .unwrap();
         assert_eq!((n, &buf[..]), (3, &b"abcde"[..]));
-        let e = read_into(&mut buf, 8, |_| Err(std::io::ErrorKind::WouldBlock.into()));
+        let e = room.read_into(&mut buf, |_| Err(std::io::ErrorKind::WouldBlock.into()));
         assert!(e.is_err());
         assert_eq!(&buf[..], b"abcde");
+    }
+
+    #[test]
+    fn the_room_follows_what_reads_bring() {
+        let mut room = ReadRoom::new(64 << 10);
+        let mut buf = bytes::BytesMut::new();
+        let mut offered = Vec::new();
+        let mut read = |fill: bool, buf: &mut bytes::BytesMut| {
+            room.read_into(buf, |r| {
+                offered.push(r.len());
+                Ok(if fill { r.len() } else { 100 })
+            })
+            .unwrap();
+        };
+        read(false, &mut buf); // 64 KiB offered, 100 bytes came
+        read(false, &mut buf); // the minimum from then on
+        read(true, &mut buf); // filled: doubles
+        read(true, &mut buf);
+        assert_eq!(offered, [64 << 10, 4096, 4096, 8192]);
     }
 }
