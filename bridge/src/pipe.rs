@@ -18,8 +18,9 @@
 //! publishers back if the log would wrap past it.
 //!
 //! Never: reads more than one socket read ahead of the exporter (what it has not handed
-//! over stays in its buffer), blocks for longer than the read timeout it was opened with,
-//! or writes anything but the handshake, the subscription's frames and `PONG`s.
+//! over stays in its buffer), waits on a read longer than its read timeout or on a write
+//! longer than its write timeout, or writes anything but the handshake, the subscription's
+//! `SUBSCRIBE` and `PONG`s.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -238,7 +239,7 @@ impl Pipe {
                 ));
             }
             ServerFrame::GoAway(_) => return Err("the broker is going away".to_string()),
-            // An earlier subscription's last frames, a PONG: nothing to do.
+            // Nothing else is for the exporter (a `PONG`, a frame before `SUBSCRIBE`).
             _ => {}
         }
         Ok(())
