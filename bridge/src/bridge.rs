@@ -44,13 +44,13 @@ use crate::headers;
 use crate::inject::{Inject, Injected};
 use crate::interest::{Interest, Key};
 use crate::jetstream;
-use crate::readbuf::ReadRoom;
 use crate::replies::Replies;
 use crate::route::Route;
 use crate::settings::{Settings, Upstream};
 use crate::stats::{bump, Counters, ExportStatus, LastError, Status};
 use crate::upstream::{self, Link, Secrets, Wire};
 use crate::{ORIGIN, PRIORITY};
+use tern_protocol::read_room::ReadRoom;
 
 /// The sid of the upstream subscription that carries replies to local requesters.
 const REPLY_SID: u64 = 1;

@@ -41,7 +41,6 @@ mod interest;
 mod jetstream;
 mod local_tls;
 mod pipe;
-mod readbuf;
 mod replies;
 mod route;
 mod settings;

@@ -32,8 +32,8 @@ use tern_protocol::binary::{
     ServerFrame, ServerFrameDecoder, StartPosition, Subscribe,
 };
 
-use crate::readbuf::ReadRoom;
 use crate::Inject;
+use tern_protocol::read_room::ReadRoom;
 
 /// Bytes asked of the socket per read at most: a few thousand small messages.
 const READ_CHUNK: usize = 256 * 1024;

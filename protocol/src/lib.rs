@@ -11,6 +11,7 @@
 
 pub mod binary;
 pub mod headers;
+pub mod read_room;
 mod spare;
 pub mod subject;
 pub mod text;

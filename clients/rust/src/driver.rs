@@ -44,6 +44,7 @@ use tern_protocol::binary::{
     self, AckResult, Auth, Challenge, ClientFrame, ErrorFrame, Hello, Limits, Preface,
     PresenceBody, ServerFrame, ServerFrameDecoder,
 };
+use tern_protocol::read_room::ReadRoom;
 
 use crate::event::{DisconnectReason, DropSource, Event};
 use crate::outbox::{FrameKind, OutFrame};
@@ -206,6 +207,8 @@ struct Conn {
     /// When the connect plus handshake must be done by.
     deadline: Instant,
     read_buf: BytesMut,
+    /// How much the next plain read asks for (straight into `read_buf`).
+    room: ReadRoom,
     decoder: ServerFrameDecoder,
     /// True when the last read stopped at the budget, not at `WouldBlock`: read again
     /// without waiting for a readiness event (the poll is edge-triggered).
@@ -285,6 +288,7 @@ struct Driver {
     first: Option<Sender<Result<ServerInfo, Error>>>,
     /// The resolved addresses this attempt has not tried yet.
     untried: VecDeque<SocketAddr>,
+    /// TLS records as read, before the session decrypts them into a `read_buf`.
     scratch: Vec<u8>,
     drops: BTreeMap<u32, DropTally>,
     /// Frames read but not handled yet because a lossless subscription's queue was full
@@ -463,6 +467,7 @@ impl Driver {
             stage: Stage::Connecting,
             deadline: now + self.inner.config.connect_timeout,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
+            room: ReadRoom::new(READ_CHUNK),
             last_total: 0,
             decoder: ServerFrameDecoder::new(Limits::default()),
             read_pending: false,
@@ -497,7 +502,15 @@ impl Driver {
         let mut total = 0;
         let mut end: Option<Failure> = None;
         loop {
-            match conn.stream.read(&mut self.scratch) {
+            // Plain bytes go straight into the decode buffer; TLS records through the
+            // scratch buffer, which the session decrypts from.
+            let read = match conn.tls {
+                None => conn
+                    .room
+                    .read_into(&mut conn.read_buf, |r| conn.stream.read(r)),
+                Some(_) => conn.stream.read(&mut self.scratch),
+            };
+            match read {
                 Ok(0) => {
                     end = Some(match &conn.tls {
                         Some(tls) if tls.is_handshaking() => Failure::Io(io::Error::new(
@@ -510,11 +523,9 @@ impl Driver {
                     break;
                 }
                 Ok(n) => {
-                    let data = &self.scratch[..n];
                     total += n;
-                    match conn.tls.as_mut() {
-                        None => conn.read_buf.extend_from_slice(data),
-                        Some(tls) => match tls.receive(data, &mut conn.read_buf) {
+                    if let Some(tls) = conn.tls.as_mut() {
+                        match tls.receive(&self.scratch[..n], &mut conn.read_buf) {
                             Ok(false) => {}
                             Ok(true) => {
                                 // close_notify: the server ends the session cleanly.
@@ -526,7 +537,7 @@ impl Driver {
                                 end = Some(Failure::Tls { error, hint });
                                 break;
                             }
-                        },
+                        }
                     }
                     if total >= READ_BUDGET {
                         conn.read_pending = true;

@@ -1,6 +1,7 @@
-//! Reading a socket straight into the buffer its frames are decoded from.
+//! Reading straight into the buffer a decoder takes its frames from.
 //!
-//! Owns: [`ReadRoom`], one reader's read size and its reads into a `BytesMut`'s new room.
+//! Owns: [`ReadRoom`], one reader's read size and its reads into a `BytesMut`'s new room
+//! (the read itself is the caller's: this crate opens no socket).
 //! The room is zeroed (safe code cannot hand a read uninitialised memory) instead of read
 //! into a scratch buffer and copied: a `memset` of the room rather than a copy of every
 //! byte received. The room follows what reads bring: it doubles (up to its maximum) while
@@ -16,24 +17,24 @@ use bytes::BytesMut;
 
 /// How much the next read asks for.
 #[derive(Debug)]
-pub(crate) struct ReadRoom {
+pub struct ReadRoom {
     room: usize,
     max: usize,
 }
 
 impl ReadRoom {
     /// The smallest room a read asks for.
-    pub(crate) const MIN: usize = 4096;
+    pub const MIN: usize = 4096;
 
     /// Reads of at most `max` bytes (at least [`ReadRoom::MIN`]).
-    pub(crate) fn new(max: usize) -> ReadRoom {
+    pub fn new(max: usize) -> ReadRoom {
         let max = max.max(Self::MIN);
         ReadRoom { room: max, max }
     }
 
     /// Reads once from `read` (a socket's read) into new room at the end of `buf`; the
     /// bytes read, as the read returned them (0: the end of the stream).
-    pub(crate) fn read_into(
+    pub fn read_into(
         &mut self,
         buf: &mut BytesMut,
         read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
