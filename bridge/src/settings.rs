@@ -53,8 +53,8 @@ pub struct Settings {
     pub ping_interval: Duration,
     /// How long one write upstream may block before the connection is given up.
     pub write_timeout: Duration,
-    /// Messages the export's local subscription holds for the exporter, at most; past it the
-    /// export starts over from its confirmed position (`export_restarts`).
+    /// Messages the export's local subscription may queue in the broker while the exporter
+    /// is busy (its queue bound); past it the broker serves the export from its log.
     pub export_window: usize,
     /// At most this many exported messages go out between two confirmations (a `PING`
     /// whose `PONG` says the server has them all).
