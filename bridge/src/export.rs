@@ -39,6 +39,12 @@ pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
 /// Export batches in flight (sent, not confirmed) before the thread waits for answers.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// A `PING` confirms what went out before it, at most this long after the last one (or
+/// sooner: every `confirm_batch` messages, and when the export goes quiet). At a few
+/// thousand messages a second, a `PING` per batch was one per message: as many `PONG`s
+/// for upstream to send and the bridge's reader to wake up for.
+const CONFIRM_EVERY: Duration = Duration::from_millis(10);
+
 /// One export rule's state.
 #[derive(Debug)]
 pub(crate) struct Export {
@@ -139,6 +145,10 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, inject: &dyn Inject, token: &s
         };
         let mut first_start = export.confirmed().is_none();
         let mut batch: Vec<Message> = Vec::with_capacity(bridge.settings.confirm_batch);
+        // Exported since the last `PING`, and when that was; `moved`: the position moved
+        // since (also over messages not exported, which a `PING` must confirm too).
+        let (mut unpinged, mut last_ping) = (0u64, std::time::Instant::now());
+        let mut moved = false;
         let ended: Result<(), String> = 'connected: loop {
             if bridge.stopped() {
                 break Ok(());
@@ -172,12 +182,22 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, inject: &dyn Inject, token: &s
                 drop(link);
                 std::thread::sleep(Duration::from_millis(1));
             }
-            if batch.is_empty() {
-                continue;
-            }
             let mut link = bridge.link.lock();
             if link.generation != generation || !link.is_up() {
                 break Ok(());
+            }
+            if batch.is_empty() {
+                // Quiet: what went out since the last `PING` is confirmed now.
+                if std::mem::take(&mut moved) {
+                    confirm(&mut link, i, &position, &mut unpinged, &mut last_ping);
+                    if let Err(e) = link.flush() {
+                        drop(link);
+                        bridge.link.changed.notify_all();
+                        bridge.error(format!("export {}: {e}", export.rule));
+                        break Ok(());
+                    }
+                }
+                continue;
             }
             let (mut count, mut bytes, mut resent) = (0u64, 0u64, 0u64);
             let mut id: Vec<u8> = Vec::with_capacity(64);
@@ -232,11 +252,14 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, inject: &dyn Inject, token: &s
                 count += 1;
                 bytes += size as u64;
             }
-            link.ping(Some(Confirm {
-                export: i,
-                token: position.clone(),
-                count,
-            }));
+            unpinged += count;
+            moved = true;
+            if unpinged >= bridge.settings.confirm_batch as u64
+                || last_ping.elapsed() >= CONFIRM_EVERY
+            {
+                confirm(&mut link, i, &position, &mut unpinged, &mut last_ping);
+                moved = false;
+            }
             export.unconfirmed.fetch_add(count, Ordering::Relaxed);
             let flushed = link.flush();
             drop(link);
@@ -267,6 +290,23 @@ pub(crate) fn run(bridge: &Arc<Bridge>, i: usize, inject: &dyn Inject, token: &s
             bridge.error(format!("export {}: the local connection: {e}", export.rule));
         }
     }
+}
+
+/// Asks upstream to confirm what export `i` sent since its last `PING`: everything up to
+/// `position` (written to the link, not flushed).
+fn confirm(
+    link: &mut crate::upstream::LinkState,
+    i: usize,
+    position: &ResumeToken,
+    unpinged: &mut u64,
+    last_ping: &mut std::time::Instant,
+) {
+    link.ping(Some(Confirm {
+        export: i,
+        token: position.clone(),
+        count: std::mem::take(unpinged),
+    }));
+    *last_ping = std::time::Instant::now();
 }
 
 /// What the broker told export `export` besides its messages: where the subscription
