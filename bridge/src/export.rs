@@ -7,8 +7,9 @@
 //! confirmed position) on a connection of its own, a socket pair the broker serves
 //! (`pipe.rs`), and publishes what arrives upstream with a `Tern-Origin` header (this
 //! broker's server id) and a `Nats-Msg-Id` made of the edge's name and the message's place
-//! in the log (the same id every time it is sent), then a `PING`: its `PONG` confirms the
-//! batch. When the upstream connection drops, the local connection and its subscription
+//! in the log (the same id every time it is sent), and a `PING` now and then
+//! ([`CONFIRM_EVERY`], `confirm_batch`, or when it goes quiet): its `PONG` confirms what
+//! went before it. When the upstream connection drops, the local connection and its subscription
 //! end, and new ones start from the confirmed position once connected again: what was
 //! sent but not confirmed is sent again (at least once), what the log no longer holds is
 //! reported as a gap. The same happens when the local connection fails

@@ -7,8 +7,8 @@
 //! serves (`pipe.rs`), and hands its plain imports to the broker's workers directly
 //! ([`Inject`]). What it does, per `docs/scale-out.md`:
 //! - **export**: local messages under an export rule are taken from the local log by
-//!   sequence and published upstream, each batch confirmed by a `PING`/`PONG` before its
-//!   position is kept (`export.rs`): at least once across upstream failures and restarts,
+//!   sequence and published upstream, confirmed by a `PING`/`PONG` before its position
+//!   is kept (`export.rs`): at least once across upstream failures and restarts,
 //!   gaps reported;
 //! - **import**: upstream messages under an import rule are published locally, so they are
 //!   stored, caught up, prioritised and drop-noticed like local ones; subscribed upstream
